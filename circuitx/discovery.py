@@ -1,0 +1,135 @@
+"""Discovery end to end: task data, a method's scores, the selection, and the report."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import networkx as nx
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.graph import component_nodes, full_graph, select_nodes, shape_of
+from circuitx.methods import MethodRun, get_method
+from circuitx.models import Model, local_model_hub_id
+from circuitx.progress import progress_bar
+from circuitx.reference import resolve_reference
+from circuitx.scoring import empty_metrics, score_graph
+from circuitx.tasks import TASKS, get_task
+
+
+def model_id(model: Model) -> str | None:
+    """The hub id a model is, or was saved from; None for built-in and anonymous models."""
+    if model.builtin:
+        return None
+    return model.hub_id or local_model_hub_id(model.source)
+
+
+def discover(
+    model: Model,
+    task_name: str,
+    method_name: str,
+    n_prompts: int = 50,
+    seed: int = 0,
+    metric: str = "logit-diff",
+    threshold: float | None = None,
+    top_k: int | None = None,
+) -> nx.MultiDiGraph:
+    """Run ``method_name`` on ``task_name`` and return the scored, selected circuit graph."""
+    task, method = get_task(task_name), get_method(method_name)
+    if threshold is not None and top_k is not None:
+        raise CircuitxError("choose --threshold or --top-k, not both")
+    if n_prompts < 1:
+        raise CircuitxError("--n-prompts must be at least 1")
+    if metric not in task.metrics:
+        raise CircuitxError(f"task {task.name} has no metric {metric!r}; choose from {', '.join(task.metrics)}")
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        data = task.make_data(model, n_prompts, seed)
+        model.enable_hooks(method.hook_flags)
+        graph = full_graph(
+            model.n_layers,
+            model.n_heads,
+            model.has_mlp,
+            task=task.name,
+            method=method.name,
+            model=model.name,
+            model_id=model_id(model),
+            seed=seed,
+            metric=metric,
+            n_prompts=n_prompts,
+        )
+        with progress_bar(f"{method.name} on {task.name}", method.steps(graph)) as advance:
+            facts = method.score(model, task, data, graph, MethodRun(metric, seed, advance))
+    if top_k is None and threshold is None:
+        threshold = method.default_threshold
+    select(graph, method.granularity, threshold, top_k)
+    graph.graph.update(facts)
+    graph.graph.update(threshold=threshold, top_k=top_k, runtime_s=time.perf_counter() - start)
+    return graph
+
+
+def select(graph: nx.MultiDiGraph, granularity: str, threshold: float | None, top_k: int | None) -> None:
+    """Mark the circuit: components with |score| >= threshold, or the top k by |score|."""
+    if granularity != "node":
+        raise CircuitxError(f"no selection rule for {granularity}-level scores")
+    nodes = component_nodes(graph)
+    magnitude = {n: abs(graph.nodes[n]["score"]) for n in nodes}
+    if top_k is not None:
+        chosen = sorted(nodes, key=lambda n: -magnitude[n])[:top_k]
+    else:
+        chosen = [n for n in nodes if magnitude[n] >= threshold]
+    select_nodes(graph, chosen)
+
+
+def reference_for(
+    spec: str, task: str, model_id: str | None, n_layers: int, n_heads: int, has_mlp: bool
+) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
+    """``(reference graph, label, note)`` for ``--reference spec``; the note says why there is none."""
+    reference, note = resolve_reference(spec, task, model_id, n_layers, n_heads, has_mlp)
+    if reference is None:
+        return None, None, note
+    return reference, (task if spec == "auto" else spec), None
+
+
+def reference_for_graph(
+    graph: nx.MultiDiGraph, spec: str
+) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
+    """:func:`reference_for` with the task, model and shape a graph's metadata records."""
+    meta = graph.graph
+    n_layers, n_heads, has_mlp = shape_of(graph)
+    task = meta.get("task")
+    if spec == "auto" and task not in TASKS:
+        return None, None, "no reference: the graph names no known task; pass --reference"
+    return reference_for(spec, str(task), meta.get("model_id"), n_layers, n_heads, has_mlp)
+
+
+def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:
+    """Metrics against ``reference``; all None without one."""
+    return empty_metrics() if reference is None else score_graph(graph, reference)
+
+
+def report(graph: nx.MultiDiGraph, metrics: dict[str, Any], reference: str | None) -> dict[str, Any]:
+    """The JSON summary of a discovery."""
+    meta = graph.graph
+    nodes = component_nodes(graph)
+    return {
+        "task": meta.get("task"),
+        "method": meta.get("method"),
+        "model": meta.get("model"),
+        "seed": meta.get("seed"),
+        "n_prompts": meta.get("n_prompts"),
+        "metric": meta.get("metric"),
+        "clean_metric": meta.get("clean_metric"),
+        "corrupted_metric": meta.get("corrupted_metric"),
+        "threshold": meta.get("threshold"),
+        "top_k": meta.get("top_k"),
+        "runtime_s": meta.get("runtime_s"),
+        "n_nodes": len(nodes),
+        "n_nodes_in_circuit": sum(bool(graph.nodes[n]["in_circuit"]) for n in nodes),
+        "n_edges": graph.number_of_edges(),
+        "n_edges_in_circuit": sum(bool(d["in_circuit"]) for _, _, d in graph.edges(data=True)),
+        "reference": reference,
+        "metrics": metrics,
+    }

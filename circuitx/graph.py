@@ -1,0 +1,324 @@
+"""The circuit graph: one networkx universe of nodes and edges per model shape, and its I/O.
+
+Nodes are ``input``, ``a{L}.h{H}`` (attention head), ``m{L}`` (MLP) and ``logits``.
+Edges run from a sender's output to a receiver's input; an edge into a head names the
+input it feeds (``q``, ``k`` or ``v``), so there are three parallel edges between a sender
+and a later head. The graph is a ``MultiDiGraph`` whose edge keys are the MIB-style edge
+names (``a0.h1->a3.h2<q>``, ``m2->logits``). Every node and edge carries ``score``
+(float, or None where a method gives none) and ``in_circuit`` (bool).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import networkx as nx
+import numpy as np
+
+from circuitx import __version__
+from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open
+
+INPUT = "input"
+LOGITS = "logits"
+HEAD_INPUTS = ("q", "k", "v")
+SCHEMA_KEY = "circuitx_schema"
+GRAPH_FORMATS = ("graphml", "json", "dot")
+_NODE_RE = re.compile(r"^(input|logits|a(\d+)\.h(\d+)|m(\d+))$")
+_EDGE_RE = re.compile(r"^(?P<sender>[^<>]+?)->(?P<receiver>[^<>]+?)(?:<(?P<input>[qkv])>)?$")
+
+
+def head_node(layer: int, head: int) -> str:
+    return f"a{layer}.h{head}"
+
+
+def mlp_node(layer: int) -> str:
+    return f"m{layer}"
+
+
+def parse_node(name: str) -> tuple[str, int | None, int | None]:
+    """``(kind, layer, head)`` of a node name; kind is input, head, mlp or logits."""
+    match = _NODE_RE.match(name)
+    if not match:
+        raise CircuitxError(f"not a circuit node name: {name!r}")
+    if name in (INPUT, LOGITS):
+        return name, None, None
+    if match.group(2) is not None:
+        return "head", int(match.group(2)), int(match.group(3))
+    return "mlp", int(match.group(4)), None
+
+
+def edge_name(sender: str, receiver: str, head_input: str | None = None) -> str:
+    """MIB-style edge name, e.g. ``a0.h1->a3.h2<q>`` or ``m2->logits``."""
+    return f"{sender}->{receiver}<{head_input}>" if head_input else f"{sender}->{receiver}"
+
+
+def parse_edge_name(name: str) -> tuple[str, str, str | None]:
+    """``(sender, receiver, head_input)`` of an edge name."""
+    match = _EDGE_RE.match(name)
+    if not match:
+        raise CircuitxError(f"not a circuit edge name: {name!r}")
+    sender, receiver, head_input = match.group("sender", "receiver", "input")
+    parse_node(sender), parse_node(receiver)
+    return sender, receiver, head_input
+
+
+def full_graph(
+    n_layers: int, n_heads: int, has_mlp: bool = True, **metadata: Any
+) -> nx.MultiDiGraph:
+    """Every node and edge of a model's computational graph, none in the circuit yet."""
+    graph = nx.MultiDiGraph()
+    graph.graph.update(n_layers=n_layers, n_heads=n_heads, has_mlp=has_mlp)
+    graph.graph.update(metadata)
+    graph.graph.setdefault("circuitx_version", __version__)
+    _add_node(graph, INPUT, "input", -1, None)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            _add_node(graph, head_node(layer, head), "head", layer, head)
+        if has_mlp:
+            _add_node(graph, mlp_node(layer), "mlp", layer, None)
+    _add_node(graph, LOGITS, "logits", n_layers, None)
+
+    senders = [INPUT] + [n for n, d in graph.nodes(data=True) if d["kind"] in ("head", "mlp")]
+    for sender in senders:
+        kind, layer = graph.nodes[sender]["kind"], graph.nodes[sender]["layer"]
+        for receiver, data in graph.nodes(data=True):
+            if data["kind"] == "head" and data["layer"] > layer:
+                for head_input in HEAD_INPUTS:
+                    _add_edge(graph, sender, receiver, head_input)
+            elif data["kind"] == "mlp" and (
+                data["layer"] > layer or (data["layer"] == layer and kind == "head")
+            ):
+                _add_edge(graph, sender, receiver, None)
+            elif data["kind"] == "logits":
+                _add_edge(graph, sender, receiver, None)
+    return graph
+
+
+def _add_node(graph: nx.MultiDiGraph, name: str, kind: str, layer: int, head: int | None) -> None:
+    graph.add_node(name, kind=kind, layer=layer, head=head, score=None, in_circuit=False)
+
+
+def _add_edge(graph: nx.MultiDiGraph, sender: str, receiver: str, head_input: str | None) -> None:
+    graph.add_edge(
+        sender,
+        receiver,
+        key=edge_name(sender, receiver, head_input),
+        input=head_input,
+        score=None,
+        in_circuit=False,
+    )
+
+
+def component_nodes(graph: nx.MultiDiGraph) -> list[str]:
+    """The heads and MLPs: the nodes a circuit may keep or drop (input and logits always stay)."""
+    return [n for n, kind in graph.nodes(data="kind") if kind in ("head", "mlp")]
+
+
+def edges_by_name(graph: nx.MultiDiGraph) -> dict[str, dict[str, Any]]:
+    """Edge attribute dicts keyed by edge name, in graph order."""
+    return {key: data for _, _, key, data in graph.edges(keys=True, data=True)}
+
+
+def select_nodes(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
+    """Put exactly ``selected`` (plus input and logits) in the circuit, with the edges they span."""
+    keep = set(selected) | {INPUT, LOGITS}
+    for node, data in graph.nodes(data=True):
+        data["in_circuit"] = node in keep
+    for sender, receiver, data in graph.edges(data=True):
+        data["in_circuit"] = sender in keep and receiver in keep
+
+
+def shape_of(graph: nx.MultiDiGraph) -> tuple[int, int, bool]:
+    """``(n_layers, n_heads, has_mlp)`` recorded in a graph's metadata."""
+    meta = graph.graph
+    try:
+        return int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["has_mlp"])
+    except (KeyError, TypeError, ValueError):
+        raise CircuitxError("graph metadata lacks the model shape (n_layers, n_heads, has_mlp)") from None
+
+
+# ---------------------------------------------------------------- file I/O
+
+
+def graph_format(path: str | Path, explicit: str | None = None) -> str:
+    """The file format named explicitly or by the path's extension."""
+    if explicit:
+        return explicit
+    suffix = Path(path).suffix.lower().lstrip(".")
+    aliases = {"graphml": "graphml", "xml": "graphml", "json": "json", "dot": "dot", "gv": "dot"}
+    if suffix not in aliases:
+        raise CircuitxError(
+            f"cannot tell the graph format of {str(path)!r}: use .graphml, .json or .dot"
+        )
+    return aliases[suffix]
+
+
+def write_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str | None = None) -> None:
+    """Write ``graph`` atomically as GraphML, JSON or DOT (chosen by extension or ``fmt``)."""
+    text = graph_to_text(graph, graph_format(path, fmt))
+    with atomic_open(path) as handle:
+        handle.write(text)
+
+
+def graph_to_text(graph: nx.MultiDiGraph, fmt: str) -> str:
+    if fmt == "graphml":
+        return "\n".join(nx.generate_graphml(_graphml_ready(graph))) + "\n"
+    if fmt == "json":
+        return json.dumps(to_json_dict(graph), indent=1, allow_nan=False) + "\n"
+    if fmt == "dot":
+        return to_dot(graph)
+    raise CircuitxError(f"unknown graph format {fmt!r}; choose one of {', '.join(GRAPH_FORMATS)}")
+
+
+def read_graph(path: str | Path) -> nx.MultiDiGraph:
+    """Read a circuit graph written by :func:`write_graph` (GraphML or JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CircuitxError(f"graph file not found: {path}")
+    fmt = graph_format(path)
+    try:
+        if fmt == "graphml":
+            graph = _from_graphml(nx.read_graphml(path, force_multigraph=True))
+        elif fmt == "json":
+            graph = from_json_dict(json.loads(path.read_text()))
+        else:
+            raise CircuitxError(f"cannot read {fmt} graphs; read GraphML or JSON: {path}")
+    except CircuitxError as error:
+        raise CircuitxError(f"malformed graph file {path}: {error}") from None
+    except Exception as error:  # parsers raise many types; report one line
+        detail = str(error).strip().splitlines()
+        raise CircuitxError(
+            f"malformed graph file {path}: {detail[0] if detail else type(error).__name__}"
+        ) from None
+    _validate(graph)
+    return graph
+
+
+def _validate(graph: nx.MultiDiGraph) -> None:
+    if graph.number_of_nodes() == 0:
+        raise CircuitxError("graph has no nodes")
+    for node in graph.nodes:
+        parse_node(node)
+    shape_of(graph)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python scalars; NaN floats to None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _encodable(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _graphml_ready(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """A copy GraphML can hold: no None (omitted), no lists or dicts (JSON strings)."""
+    node_rows = [dict(d) for _, d in graph.nodes(data=True)]
+    edge_rows = [dict(d) for _, _, d in graph.edges(data=True)]
+    graph_row = {k: v for k, v in graph.graph.items() if k != SCHEMA_KEY}
+    schema: dict[str, Any] = {"json": {}}
+    for scope, rows in (("graph", [graph_row]), ("node", node_rows), ("edge", edge_rows)):
+        keys: list[str] = []
+        for row in rows:
+            for key in row:
+                if key not in keys:
+                    keys.append(key)
+        as_json = [k for k in keys if any(not _encodable(_plain(r.get(k))) for r in rows)]
+        schema[scope] = keys
+        schema["json"][scope] = as_json
+        for row in rows:
+            for key in list(row):
+                value = _plain(row[key])
+                if key in as_json:
+                    row[key] = json.dumps(value)
+                elif value is None:
+                    del row[key]
+                else:
+                    row[key] = value
+    out = nx.MultiDiGraph()
+    out.graph.update(graph_row)
+    out.graph[SCHEMA_KEY] = json.dumps(schema)
+    for node, row in zip(graph.nodes, node_rows):
+        out.add_node(node, **row)
+    for (sender, receiver, key), row in zip(graph.edges(keys=True), edge_rows):
+        out.add_edge(sender, receiver, key=key, **row)
+    return out
+
+
+def _from_graphml(raw: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """Undo :func:`_graphml_ready`: restore None values and JSON-encoded attributes."""
+    schema = json.loads(raw.graph.pop(SCHEMA_KEY, "{}"))
+    json_keys = schema.get("json", {})
+
+    def restore(row: dict[str, Any], scope: str) -> dict[str, Any]:
+        out = {key: row.get(key) for key in schema.get(scope, [])}
+        out.update({k: v for k, v in row.items() if k not in out})
+        for key in json_keys.get(scope, []):
+            if isinstance(out.get(key), str):
+                out[key] = json.loads(out[key])
+        return out
+
+    graph = nx.MultiDiGraph()
+    graph.graph.update(restore(raw.graph, "graph"))
+    for node, row in raw.nodes(data=True):
+        graph.add_node(node, **restore(row, "node"))
+    for sender, receiver, key, row in raw.edges(keys=True, data=True):
+        graph.add_edge(sender, receiver, key=key, **restore(row, "edge"))
+    return graph
+
+
+def to_json_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
+    """The JSON form: metadata, nodes by name, edges by MIB-style edge name."""
+    return {
+        "format": "circuitx-graph",
+        "version": 1,
+        "metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
+        "nodes": {n: {k: _plain(v) for k, v in d.items()} for n, d in graph.nodes(data=True)},
+        "edges": {
+            key: {k: _plain(v) for k, v in d.items()}
+            for _, _, key, d in graph.edges(keys=True, data=True)
+        },
+    }
+
+
+def from_json_dict(data: Any) -> nx.MultiDiGraph:
+    if not isinstance(data, dict) or data.get("format") != "circuitx-graph":
+        raise CircuitxError("not a circuitx graph (missing \"format\": \"circuitx-graph\")")
+    nodes, edges = data.get("nodes"), data.get("edges")
+    if not isinstance(nodes, dict) or not isinstance(edges, dict):
+        raise CircuitxError("\"nodes\" and \"edges\" must be objects")
+    graph = nx.MultiDiGraph()
+    graph.graph.update(data.get("metadata") or {})
+    for node, attrs in nodes.items():
+        graph.add_node(node, **attrs)
+    for name, attrs in edges.items():
+        sender, receiver, _ = parse_edge_name(name)
+        if sender not in graph or receiver not in graph:
+            raise CircuitxError(f"edge {name!r} names a node the graph does not have")
+        graph.add_edge(sender, receiver, key=name, **attrs)
+    return graph
+
+
+def to_dot(graph: nx.MultiDiGraph) -> str:
+    """Graphviz DOT of the circuit: in-circuit nodes (with scores) and edges (with q/k/v)."""
+    lines = ["digraph circuit {", "  rankdir=BT;", "  node [shape=box, fontname=Helvetica];"]
+    for node, data in graph.nodes(data=True):
+        if data.get("in_circuit") or node in (INPUT, LOGITS):
+            score = data.get("score")
+            label = node if score is None else f"{node}\\n{score:.3g}"
+            lines.append(f'  "{node}" [label="{label}"];')
+    for sender, receiver, data in graph.edges(data=True):
+        if data.get("in_circuit"):
+            label = f' [label="{data["input"]}"]' if data.get("input") else ""
+            lines.append(f'  "{sender}" -> "{receiver}"{label};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,285 @@
+"""Loading models and running them with hooks: the only module that imports TransformerLens.
+
+A model is named by a built-in name (see :mod:`circuitx.builtin`), a Hugging Face hub
+name or alias, or a local directory holding a Hugging Face model and its tokenizer.
+Everything is loaded through ``TransformerBridge`` in compatibility mode, so hook names
+and weight conventions are HookedTransformer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from circuitx.errors import CircuitxError
+
+HUB_ALIASES = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-small": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "attn-only-4l": "NeelNanda/Attn_Only_4L512W_C4_Code",
+}
+# Repos stored in the pre-Hugging-Face TransformerLens format (no ``model_type``, ``.pth`` weights).
+TL_LEGACY_PREFIXES = ("NeelNanda/", "ArthurConmy/", "Baidicoot/")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+HOOK_FLAGS = ("split_qkv", "attn_result", "mlp_in")
+
+UNEMBED_INPUT_HOOK = "unembed.hook_in"
+
+HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+def head_output_hook(layer: int) -> str:
+    """Hook on the per-head attention output ``z``: [batch, pos, head, d_head]."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def mlp_output_hook(layer: int) -> str:
+    """Hook on the MLP output written to the residual stream: [batch, pos, d_model]."""
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+def canonical_model_name(name: str) -> str:
+    """The hub id an alias stands for; other names are returned unchanged."""
+    return HUB_ALIASES.get(name, name)
+
+
+@dataclass
+class Model:
+    """A loaded model: the bridge, its tokenizer and the shape every graph is built from."""
+
+    name: str
+    source: str
+    bridge: Any = field(repr=False)
+    tokenizer: Any = field(repr=False)
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    has_mlp: bool
+    n_ctx: int
+    d_vocab: int
+    device: torch.device
+    dtype: torch.dtype
+    hub_id: str | None = None
+    builtin: str | None = None
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        for candidate in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id):
+            if candidate is not None:
+                return candidate
+        return 0
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def enable_hooks(self, flags: Iterable[str]) -> None:
+        """Turn on the optional hook points a method needs (see ``HOOK_FLAGS``)."""
+        setters = {
+            "split_qkv": self.bridge.set_use_split_qkv_input,
+            "attn_result": self.bridge.set_use_attn_result,
+            "mlp_in": self.bridge.set_use_hook_mlp_in,
+        }
+        for flag in flags:
+            setters[flag](True)
+
+    def run(
+        self,
+        tokens: torch.Tensor,
+        hooks: Sequence[tuple[str, HookFn]] = (),
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits of a forward pass with ``hooks`` applied (no gradients).
+
+        With ``positions`` ([batch] token indices) only those positions are unembedded and
+        the result is [batch, vocab]; otherwise it is [batch, pos, vocab].
+        """
+        tokens = tokens.to(self.device)
+        hooks = list(hooks)
+        if positions is not None:
+            rows = torch.arange(tokens.shape[0], device=self.device)
+            at = positions.to(self.device)
+            hooks.append((UNEMBED_INPUT_HOOK, lambda resid: resid[rows, at].unsqueeze(1)))
+        with torch.no_grad():
+            wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
+            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=wrapped)
+        return logits[:, 0] if positions is not None else logits
+
+    def run_with_cache(
+        self, tokens: torch.Tensor, names: Sequence[str], positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits (as :meth:`run`) and the activations at hook points ``names`` (no gradients)."""
+        cache: dict[str, torch.Tensor] = {}
+
+        def store(name: str) -> HookFn:
+            def hook(tensor: torch.Tensor) -> None:
+                cache[name] = tensor.detach().clone()
+
+            return hook
+
+        logits = self.run(tokens, [(name, store(name)) for name in names], positions)
+        return logits, cache
+
+
+def _adapt_hook(fn: HookFn) -> Callable[..., Any]:
+    def hook(tensor: torch.Tensor, hook: Any) -> Any:
+        return fn(tensor)
+
+    return hook
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise CircuitxError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def parse_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CircuitxError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CircuitxError(f"device {name!r} requested but no CUDA device is available")
+    return device
+
+
+def load_model(
+    name: str, device: str | None = None, dtype: str = "float32", cache_dir: str | None = None
+) -> Model:
+    """Load a built-in model, a local model directory, or a hub model by name or alias."""
+    from circuitx import builtin
+
+    torch_device, torch_dtype = parse_device(device), parse_dtype(dtype)
+    builtin_name = None
+    if name in builtin.BUILTIN_MODELS:
+        builtin_name = name
+        with _quiet():
+            source = str(builtin.model_dir(name, cache_dir))
+    elif Path(name).expanduser().is_dir():
+        source = str(Path(name).expanduser())
+        if not (Path(source) / "config.json").is_file():
+            raise CircuitxError(f"not a model directory (no config.json): {name}")
+    elif _looks_like_path(name):
+        raise CircuitxError(f"model directory not found: {name}")
+    else:
+        source = canonical_model_name(name)
+        _check_hub_model(name, source)
+    with _quiet():
+        try:
+            bridge = _boot(source, torch_device, torch_dtype)
+            bridge.enable_compatibility_mode(disable_warnings=True)
+        except CircuitxError:
+            raise
+        except Exception as error:  # the loaders raise many types; report one line
+            raise CircuitxError(f"cannot load model {name!r}: {_first_line(error)}") from None
+    bridge.eval()
+    cfg = bridge.cfg
+    return Model(
+        name=name,
+        source=source,
+        bridge=bridge,
+        tokenizer=bridge.tokenizer,
+        n_layers=int(cfg.n_layers),
+        n_heads=int(cfg.n_heads),
+        d_model=int(cfg.d_model),
+        d_head=int(cfg.d_head),
+        has_mlp=not bool(getattr(cfg, "attn_only", False)),
+        n_ctx=int(cfg.n_ctx),
+        d_vocab=int(cfg.d_vocab),
+        device=torch_device,
+        dtype=torch_dtype,
+        hub_id=None if builtin_name or Path(source).is_dir() else source,
+        builtin=builtin_name,
+    )
+
+
+def local_model_hub_id(directory: str) -> str | None:
+    """The hub id a local model directory says it was saved from, if its config records one."""
+    try:
+        config = json.loads((Path(directory) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    recorded = config.get("_name_or_path") or ""
+    return canonical_model_name(recorded) if recorded else None
+
+
+def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir():
+        return TransformerBridge.boot_tl_legacy(source, device=device, dtype=dtype)
+    return TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
+
+
+def _check_hub_model(name: str, repo_id: str) -> None:
+    """Fail fast, in one line, when a hub model is neither cached nor reachable."""
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # a name that is not a valid repo id
+        raise CircuitxError(
+            f"unknown model {name!r}: not a built-in model, a local directory or a hub name"
+        ) from None
+    if isinstance(cached, str):
+        return
+    try:
+        huggingface_hub.model_info(repo_id, timeout=10)
+    except RepositoryNotFoundError:
+        raise CircuitxError(
+            f"unknown model {name!r}: no such repository on the Hugging Face hub"
+        ) from None
+    except Exception:
+        raise CircuitxError(
+            f"cannot load {name!r}: the Hugging Face hub is unreachable and the model is not "
+            "cached; pass a local model directory with --model DIR"
+        ) from None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the loaders' progress bars, warnings and log lines."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)

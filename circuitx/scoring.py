@@ -1,0 +1,93 @@
+"""Scoring a circuit graph against a reference circuit in the same universe.
+
+Node metrics are over the heads and MLPs (input and logits are in every circuit); edge
+metrics are over every edge. Precision, recall and F1 judge the selection
+(``in_circuit``); ROC AUC judges the ranking by ``|score|``. A metric that does not apply
+(no scores, an empty selection, a reference with one class only) is None.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from circuitx.errors import CircuitxError
+from circuitx.graph import component_nodes, edges_by_name
+
+METRIC_NAMES = (
+    "node_precision",
+    "node_recall",
+    "node_f1",
+    "node_auc",
+    "edge_precision",
+    "edge_recall",
+    "edge_f1",
+    "edge_auc",
+)
+
+
+def empty_metrics() -> dict[str, float | None]:
+    return {name: None for name in METRIC_NAMES}
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve (ties count half), or None when a class is empty."""
+    labels = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    _, inverse, counts = np.unique(np.asarray(scores, float), return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    average_rank = upper - (counts - 1) / 2.0  # 1-based mean rank of each tied group
+    ranks = average_rank[inverse]
+    u_statistic = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u_statistic / (n_pos * n_neg))
+
+
+def selection_metrics(selected: np.ndarray, reference: np.ndarray) -> tuple[float | None, ...]:
+    """Precision, recall and F1 of a boolean selection against a boolean reference."""
+    selected, reference = np.asarray(selected, bool), np.asarray(reference, bool)
+    hits = int((selected & reference).sum())
+    precision = hits / int(selected.sum()) if selected.any() else None
+    recall = hits / int(reference.sum()) if reference.any() else None
+    if precision is None or recall is None:
+        f1 = None
+    else:
+        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return precision, recall, f1
+
+
+def _columns(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+    selected = np.array([bool(r.get("in_circuit")) for r in rows], dtype=bool)
+    scores = [r.get("score") for r in rows]
+    if any(s is None for s in scores):
+        return selected, None
+    return selected, np.abs(np.array(scores, dtype=float))
+
+
+def score_graph(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str, float | None]:
+    """Node and edge precision, recall, F1 and ROC AUC of ``graph`` against ``reference``."""
+    nodes = component_nodes(graph)
+    if set(nodes) != set(component_nodes(reference)):
+        raise CircuitxError(
+            "graph and reference are for different model shapes (their heads and MLPs differ)"
+        )
+    edges, reference_edges = edges_by_name(graph), edges_by_name(reference)
+    if set(edges) != set(reference_edges):
+        raise CircuitxError("graph and reference have different edge sets")
+
+    metrics = empty_metrics()
+    for prefix, rows, truth in (
+        ("node", [graph.nodes[n] for n in nodes], [reference.nodes[n] for n in nodes]),
+        ("edge", list(edges.values()), [reference_edges[name] for name in edges]),
+    ):
+        selected, scores = _columns(rows)
+        labels = np.array([bool(r.get("in_circuit")) for r in truth], dtype=bool)
+        precision, recall, f1 = selection_metrics(selected, labels)
+        metrics[f"{prefix}_precision"] = precision
+        metrics[f"{prefix}_recall"] = recall
+        metrics[f"{prefix}_f1"] = f1
+        metrics[f"{prefix}_auc"] = None if scores is None else roc_auc(scores, labels)
+    return metrics

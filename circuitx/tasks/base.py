@@ -1,0 +1,108 @@
+"""The task interface and the tokenising helpers every task uses.
+
+A task's data is tokenised with the model's own tokenizer (BOS prepended where the
+tokenizer has one, right-padded) and checked: a prompt that does not tokenise as the task needs is a ``CircuitxError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+import networkx as nx
+import torch
+
+from circuitx.errors import CircuitxError
+
+if TYPE_CHECKING:
+    from circuitx.models import Model
+
+
+@dataclass
+class TaskData:
+    """A batch of clean prompts and their corrupted twins, as tokens, with named positions."""
+
+    clean: torch.Tensor  # [n, pos] token ids
+    corrupted: torch.Tensor  # [n, pos]
+    positions: dict[str, torch.Tensor]  # name -> [n] token index
+    answer: torch.Tensor  # [n] token the model should predict at END
+    wrong: torch.Tensor  # [n] token the task metric compares it against
+    clean_prompts: list[str] = field(default_factory=list)
+    corrupted_prompts: list[str] = field(default_factory=list)
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.clean.shape[0])
+
+
+class Task:
+    """Base class: subclasses set the class attributes and implement the data and reference."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    paper_model: ClassVar[str]  # hub id of the model the reference circuit was published for
+    metrics: ClassVar[tuple[str, ...]] = ("logit-diff", "kl")
+    reference_variants: ClassVar[dict[str, str]]  # variant ("" = default) -> description
+
+    def vocabulary(self) -> list[str]:
+        """Every word the task's prompts use (for built-in word-level tokenizers)."""
+        raise NotImplementedError
+
+    def make_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
+        raise NotImplementedError
+
+    def reference(
+        self, variant: str, n_layers: int, n_heads: int, has_mlp: bool
+    ) -> nx.MultiDiGraph:
+        raise NotImplementedError
+
+    def metric(
+        self, name: str, final: torch.Tensor, data: TaskData, clean_final: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-prompt metric from END logits ``final`` [..., n, vocab]; higher = more behaviour.
+
+        ``clean_final`` [n, vocab] are the clean run's END logits (for KL). Leading
+        dimensions of ``final`` (e.g. one per patched copy of the batch) are kept.
+        """
+        if name == "logit-diff":
+            return pick(final, data.answer) - pick(final, data.wrong)
+        if name == "kl":
+            clean = clean_final.log_softmax(-1)
+            return -(clean.exp() * (clean - final.log_softmax(-1))).sum(-1)
+        raise CircuitxError(
+            f"task {self.name} has no metric {name!r}; choose from {', '.join(self.metrics)}"
+        )
+
+    def accuracy(self, final: torch.Tensor, data: TaskData) -> float:
+        """Share of prompts whose answer logit beats the wrong one."""
+        return float((self.metric("logit-diff", final, data, final) > 0).float().mean())
+
+
+def pick(final: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``final[..., i, tokens[i]]`` for logits [..., n, vocab] and token ids [n]."""
+    index = tokens.to(final.device).expand(final.shape[:-1]).unsqueeze(-1)
+    return final.gather(-1, index).squeeze(-1)
+
+
+def single_token(model: "Model", word: str) -> int | None:
+    """The id of ``word`` if the model's tokenizer keeps it as one token, else None."""
+    ids = model.encode(word)
+    if len(ids) != 1:
+        return None
+    if model.decode(ids).strip() != word.strip():  # e.g. a word-level tokenizer's unknown token
+        return None
+    return ids[0]
+
+
+def encode_batch(model: "Model", prompts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+    """Tokens [n, pos] of ``prompts`` (BOS first where there is one, right-padded) and lengths."""
+    bos = [model.bos_token_id] if model.bos_token_id is not None else []
+    rows = [bos + model.encode(p) for p in prompts]
+    lengths = [len(r) for r in rows]
+    width = max(lengths)
+    if width > model.n_ctx:
+        raise CircuitxError(f"prompts are {width} tokens long; the model's context is {model.n_ctx}")
+    tokens = torch.full((len(rows), width), model.pad_token_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return tokens, lengths

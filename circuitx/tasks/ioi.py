@@ -1,0 +1,156 @@
+"""Indirect object identification (Wang et al. 2022), on GPT-2 small.
+
+Prompts follow Redwood's IOI dataset: 15 BABA templates and their ABBA twins (first
+clause's names swapped), half of each. The prompt stops before the final name, so the
+model should predict the indirect object (IO) rather than the subject (S). The corrupted
+("ABC") prompt replaces the three name occurrences by three other distinct names.
+Positions: IO, S1, S1+1, S2, END.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import TYPE_CHECKING
+
+import networkx as nx
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.reference import INPUT_CLASS, OUTPUT_CLASS, class_circuit
+
+if TYPE_CHECKING:
+    from circuitx.models import Model
+
+from circuitx.tasks import base as _tasks
+
+BABA_TEMPLATES = (
+    "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to [A]",
+    "Then, [B] and [A] were thinking about going to the [PLACE]. [B] wanted to give a [OBJECT] to [A]",
+    "Then, [B] and [A] had a long argument, and afterwards [B] said to [A]",
+    "After [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
+    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give it to [A]",
+    "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give the [OBJECT] to [A]",
+    "While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to [A]",
+    "While [B] and [A] were commuting to the [PLACE], [B] gave a [OBJECT] to [A]",
+    "After the lunch, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Afterwards, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
+    "Then, [B] and [A] had a long argument. Afterwards [B] said to [A]",
+    "The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to [A]",
+    "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]",
+)
+# ABBA: the first clause names the indirect object first.
+ABBA_TEMPLATES = tuple(t.replace("[B]", "[X]", 1).replace("[A]", "[B]", 1).replace("[X]", "[A]", 1) for t in BABA_TEMPLATES)
+
+NAMES = (
+    "Michael Christopher Jessica Matthew Ashley Jennifer Joshua Amanda Daniel David James "
+    "Robert John Joseph Andrew Ryan Brandon Jason Justin Sarah William Jonathan Stephanie "
+    "Brian Nicole Nicholas Anthony Heather Eric Elizabeth Adam Megan Melissa Kevin Steven "
+    "Thomas Timothy Christina Kyle Rachel Laura Lauren Amber Brittany Danielle Richard "
+    "Kimberly Jeffrey Amy Crystal Michelle Tiffany Jeremy Benjamin Mark Emily Aaron Charles "
+    "Rebecca Jacob Stephen Patrick Sean Erin Jamie Kelly Samantha Nathan Sara Dustin Paul "
+    "Angela Tyler Scott Katherine Andrea Gregory Erica Mary Travis Lisa Kenneth Bryan "
+    "Lindsey Kristen Jose Alexander Jesse Katie Lindsay Shannon Vanessa Courtney Christine "
+    "Alicia Cody Allison Bradley Samuel"
+).split()
+PLACES = ("store", "garden", "restaurant", "school", "hospital", "office", "house", "station")
+OBJECTS = ("ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack")
+
+# Wang et al.'s 26 heads by class (as kept in ACDC's IOI_CIRCUIT).
+CLASSES: dict[str, tuple[tuple[int, int], ...]] = {
+    "name mover": ((9, 9), (10, 0), (9, 6)),
+    "backup name mover": ((10, 10), (10, 6), (10, 2), (10, 1), (11, 2), (9, 7), (9, 0), (11, 9)),
+    "negative name mover": ((10, 7), (11, 10)),
+    "s2 inhibition": ((7, 3), (7, 9), (8, 6), (8, 10)),
+    "induction": ((5, 5), (5, 8), (5, 9), (6, 9)),
+    "duplicate token": ((0, 1), (0, 10), (3, 0)),
+    "previous token": ((2, 2), (4, 11)),
+}
+MOVERS = ("name mover", "backup name mover", "negative name mover")
+# ACDC's get_ioi_true_edges, class to class.
+CLASS_EDGES = (
+    (INPUT_CLASS, "previous token", "qkv"),
+    (INPUT_CLASS, "duplicate token", "qkv"),
+    (INPUT_CLASS, "s2 inhibition", "q"),
+    *((INPUT_CLASS, mover, "kv") for mover in MOVERS),
+    ("previous token", "induction", "kv"),
+    ("induction", "s2 inhibition", "kv"),
+    ("duplicate token", "s2 inhibition", "kv"),
+    *(("s2 inhibition", mover, "q") for mover in MOVERS),
+    *((mover, OUTPUT_CLASS, "") for mover in MOVERS),
+)
+
+
+class IOITask(_tasks.Task):
+    name = "ioi"
+    title = "Indirect object identification"
+    paper_model = "openai-community/gpt2"
+    reference_variants = {"": "Wang et al. 2022: 26 heads in 7 classes, ACDC's class edges"}
+
+    def vocabulary(self) -> list[str]:
+        words: dict[str, None] = {}
+        for template in BABA_TEMPLATES:
+            words.update(dict.fromkeys(re.findall(r"\w+|[^\w\s]", re.sub(r"\[\w+\]", " ", template))))
+        words.update(dict.fromkeys([*NAMES, *PLACES, *OBJECTS]))
+        return list(words)
+
+    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
+        if n_prompts < 1:
+            raise CircuitxError("n_prompts must be at least 1")
+        name_ids = {n: _tasks.single_token(model, " " + n) for n in NAMES}
+        names = [n for n, token in name_ids.items() if token is not None]
+        if len(names) < 5:
+            raise CircuitxError(
+                f"the model's tokenizer keeps only {len(names)} of the {len(NAMES)} IOI names "
+                "as single tokens; IOI needs at least 5"
+            )
+        rng = random.Random(seed)
+        clean, corrupted, io_names, s_names = [], [], [], []
+        for i in range(n_prompts):
+            template = rng.choice(ABBA_TEMPLATES if i % 2 == 0 else BABA_TEMPLATES)
+            io, s = rng.sample(names, 2)
+            others = rng.sample([n for n in names if n not in (io, s)], 3)
+            text = template[: template.rindex(" [A]")]
+            text = text.replace("[PLACE]", rng.choice(PLACES)).replace("[OBJECT]", rng.choice(OBJECTS))
+            clean.append(text.replace("[A]", io).replace("[B]", s))
+            for other in others:  # each name occurrence, in order, gets its own new name
+                text = re.sub(r"\[[AB]\]", other, text, count=1)
+            corrupted.append(text)
+            io_names.append(io)
+            s_names.append(s)
+
+        clean_tokens, lengths = _tasks.encode_batch(model, clean)
+        corrupted_tokens, corrupted_lengths = _tasks.encode_batch(model, corrupted)
+        if lengths != corrupted_lengths:
+            raise CircuitxError("IOI clean and corrupted prompts tokenise to different lengths")
+        io_ids = torch.tensor([name_ids[n] for n in io_names])
+        s_ids = torch.tensor([name_ids[n] for n in s_names])
+        positions = {key: torch.zeros(n_prompts, dtype=torch.long) for key in ("IO", "S1", "S1+1", "S2", "END")}
+        for i in range(n_prompts):
+            row = clean_tokens[i, : lengths[i]]
+            io_at = (row == io_ids[i]).nonzero().flatten().tolist()
+            s_at = (row == s_ids[i]).nonzero().flatten().tolist()
+            if len(io_at) != 1 or len(s_at) != 2:
+                raise CircuitxError(f"IOI prompt does not tokenise as the task needs: {clean[i]!r}")
+            changed = (row != corrupted_tokens[i, : lengths[i]]).nonzero().flatten().tolist()
+            if sorted(changed) != sorted([*io_at, *s_at]):
+                raise CircuitxError(f"IOI corrupted prompt changes more than the names: {corrupted[i]!r}")
+            positions["IO"][i], positions["S1"][i], positions["S2"][i] = io_at[0], s_at[0], s_at[1]
+            positions["S1+1"][i] = s_at[0] + 1
+            positions["END"][i] = lengths[i] - 1
+        return _tasks.TaskData(
+            clean=clean_tokens,
+            corrupted=corrupted_tokens,
+            positions=positions,
+            answer=io_ids,
+            wrong=s_ids,
+            clean_prompts=clean,
+            corrupted_prompts=corrupted,
+        )
+
+    def reference(self, variant: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.MultiDiGraph:
+        graph = class_circuit("ioi", n_layers, n_heads, has_mlp, CLASSES, CLASS_EDGES)
+        graph.graph["task"] = self.name
+        return graph
