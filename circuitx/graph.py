@@ -188,6 +188,7 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
             graph = from_json_dict(json.loads(path.read_text()))
         else:
             raise CircuitxError(f"cannot read {fmt} graphs; read GraphML or JSON: {path}")
+        _validate(graph)
     except CircuitxError as error:
         raise CircuitxError(f"malformed graph file {path}: {error}") from None
     except Exception as error:  # parsers raise many types; report one line
@@ -195,7 +196,6 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
         raise CircuitxError(
             f"malformed graph file {path}: {detail[0] if detail else type(error).__name__}"
         ) from None
-    _validate(graph)
     return graph
 
 
@@ -268,6 +268,9 @@ def _from_graphml(raw: nx.MultiDiGraph) -> nx.MultiDiGraph:
         return out
 
     graph = nx.MultiDiGraph()
+    for key in ("node_default", "edge_default"):  # added by the GraphML reader
+        if key not in schema.get("graph", []):
+            raw.graph.pop(key, None)
     graph.graph.update(restore(raw.graph, "graph"))
     for node, row in raw.nodes(data=True):
         graph.add_node(node, **restore(row, "node"))
@@ -277,17 +280,27 @@ def _from_graphml(raw: nx.MultiDiGraph) -> nx.MultiDiGraph:
 
 
 def to_json_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
-    """The JSON form: metadata, nodes by name, edges by MIB-style edge name."""
+    """The JSON form: metadata, nodes by name, edges by MIB-style edge name.
+
+    Every node (and every edge) lists the same keys, None where it has no value, as in
+    the GraphML form.
+    """
+    nodes = dict(graph.nodes(data=True))
+    edges = edges_by_name(graph)
     return {
         "format": "circuitx-graph",
         "version": 1,
         "metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
-        "nodes": {n: {k: _plain(v) for k, v in d.items()} for n, d in graph.nodes(data=True)},
-        "edges": {
-            key: {k: _plain(v) for k, v in d.items()}
-            for _, _, key, d in graph.edges(keys=True, data=True)
-        },
+        "nodes": _uniform_rows(nodes),
+        "edges": _uniform_rows(edges),
     }
+
+
+def _uniform_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    keys: dict[str, None] = {}
+    for row in rows.values():
+        keys.update(dict.fromkeys(row))
+    return {name: {k: _plain(row.get(k)) for k in keys} for name, row in rows.items()}
 
 
 def from_json_dict(data: Any) -> nx.MultiDiGraph:

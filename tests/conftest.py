@@ -1,0 +1,76 @@
+"""Fixtures: tiny GPT-2-architecture models built and saved by the tests themselves.
+
+They use the real GPT-2 tokenizer from ../shared/tokenizers/gpt2 and are loaded through
+the same loader as the CLI (``circuitx.models.load_model``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(os.environ.get("CIRCUITX_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+GPT2_TOKENIZER = SHARED / "tokenizers" / "gpt2"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Built-in models go to a temporary cache, and the hub is never contacted."""
+    os.environ["CIRCUITX_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def gpt2_tokenizer():
+    from transformers import GPT2TokenizerFast
+
+    if not (GPT2_TOKENIZER / "vocab.json").is_file():
+        pytest.fail(f"the GPT-2 tokenizer is missing: {GPT2_TOKENIZER} (set CIRCUITX_SHARED)")
+    return GPT2TokenizerFast(
+        vocab=str(GPT2_TOKENIZER / "vocab.json"), merges=str(GPT2_TOKENIZER / "merges.txt")
+    )
+
+
+def save_tiny_gpt2(directory: Path, n_layer: int, n_head: int, d_model: int, seed: int = 0, edit=None) -> Path:
+    """Save a random GPT-2 model with the real GPT-2 tokenizer; ``edit(model)`` may set weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = gpt2_tokenizer()
+    config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=d_model, n_positions=128,
+                        vocab_size=len(tokenizer), initializer_range=0.2)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """2 layers x 4 heads, d_model 32."""
+    return save_tiny_gpt2(tmp_path_factory.mktemp("tiny"), 2, 4, 32)
+
+
+@pytest.fixture(scope="session")
+def dir_12x12(tmp_path_factory) -> Path:
+    """12 layers x 12 heads (holds the IOI reference), d_model 48."""
+    return save_tiny_gpt2(tmp_path_factory.mktemp("m12x12"), 12, 12, 48)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dir):
+    from circuitx.models import load_model
+
+    return load_model(str(tiny_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def model_12x12(dir_12x12):
+    from circuitx.models import load_model
+
+    return load_model(str(dir_12x12), device="cpu")

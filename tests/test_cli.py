@@ -1,0 +1,150 @@
+import json
+
+import networkx as nx
+import pytest
+from click.testing import CliRunner
+
+from circuitx.cli import main
+from circuitx.graph import read_graph
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, pattern):
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and pattern in lines[0], lines[0]
+    assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.fixture(scope="module")
+def discovered(dir_12x12, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "x.graphml"
+    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", dir_12x12,
+                 "--reference", "ioi", "--n-prompts", 4, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout), out
+
+
+def test_discover_prints_the_json_summary(discovered):
+    summary, _ = discovered
+    assert {"task", "method", "model", "seed", "runtime_s", "n_nodes_in_circuit", "n_edges_in_circuit"} <= set(summary)
+    assert summary["task"] == "ioi" and summary["method"] == "activation-patching" and summary["reference"] == "ioi"
+    metrics = summary["metrics"]
+    for key in ("node_precision", "node_recall", "node_f1", "node_auc", "edge_precision", "edge_recall", "edge_f1"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["edge_auc"] is None  # node-level method: no edge scores, none invented
+    assert summary["runtime_s"] > 0
+
+
+def test_networkx_reads_back_nodes_edges_and_scores(discovered):
+    summary, out = discovered
+    raw = nx.read_graphml(out)
+    ours = read_graph(out)
+    assert set(raw.nodes) == set(ours.nodes) and raw.number_of_edges() == ours.number_of_edges() == 32491
+    for node, data in ours.nodes(data=True):
+        assert raw.nodes[node].get("score") == data["score"]
+    assert sum(d["in_circuit"] for _, d in raw.nodes(data=True) if d["kind"] in ("head", "mlp")) == summary["n_nodes_in_circuit"]
+
+
+def test_score_command_agrees_with_discover(discovered):
+    summary, out = discovered
+    result = run("score", out, "--reference", "ioi", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"] == summary["metrics"]
+
+
+def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
+    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", dir_12x12,
+                 "--n-prompts", 2, "--top-k", 5, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["reference"] is None and set(summary["metrics"].values()) == {None}
+    assert summary["n_nodes_in_circuit"] == 5
+    assert "no reference" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_same_seed_same_output_file(tiny_dir, tmp_path):
+    texts = []
+    for name in ("a.json", "b.json"):
+        result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", tiny_dir,
+                     "--n-prompts", 3, "--seed", 5, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.stderr
+        data = json.loads((tmp_path / name).read_text())
+        data["metadata"].pop("runtime_s")
+        texts.append(data)
+    assert texts[0] == texts[1]
+
+
+def test_table_output(tiny_dir):
+    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", tiny_dir, "--n-prompts", 2)
+    assert result.exit_code == 0, result.stderr
+    assert "nodes kept" in result.stdout and "node ROC AUC" in result.stdout
+
+
+def test_export_formats(discovered, tmp_path):
+    _, out = discovered
+    result = run("export", out, "--format", "dot")
+    assert result.exit_code == 0 and result.stdout.startswith("digraph circuit {")
+    result = run("export", out, "--format", "json", "--out", tmp_path / "x.json")
+    assert result.exit_code == 0, result.stderr
+    back = read_graph(tmp_path / "x.json")
+    assert [d["score"] for _, d in back.nodes(data=True)] == [d["score"] for _, d in read_graph(out).nodes(data=True)]
+
+
+def test_listings():
+    for command, name in (("tasks", "ioi"), ("methods", "activation-patching"), ("models", "random-12x12")):
+        result = run(command, "--json")
+        assert result.exit_code == 0, result.stderr
+        assert name in [row["name"] for row in json.loads(result.stdout)]
+        assert name in run(command).stdout
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["discover", "--task", "nope", "--method", "activation-patching"], "Invalid value for '--task': 'nope'"),
+        (["discover", "--task", "ioi", "--method", "nope"], "Invalid value for '--task': 'nope'"),
+        (["discover", "--task", "ioi", "--method", "activation-patching", "--model", "./no/such/model"], "model directory not found"),
+        (["discover", "--task", "ioi", "--method", "activation-patching", "--model", "nobody/nothing"], "Hugging Face hub"),
+        (["discover", "--task", "ioi", "--method", "activation-patching", "--n-prompts", "0"], "--n-prompts"),
+        (["discover", "--task", "ioi", "--method", "activation-patching", "--threshold", "0.1", "--top-k", "3"], "not both"),
+        (["discover", "--task", "ioi", "--method", "activation-patching", "--out", "/no/such/dir/x.graphml"], "output directory does not exist"),
+        (["discover", "--task", "ioi", "--method", "activation-patching", "--out", "x.txt"], "cannot tell the graph format"),
+        (["score", "/no/such/graph.graphml"], "graph file not found"),
+        (["export", "/no/such/graph.json", "--format", "dot"], "graph file not found"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args, pattern):
+    assert_one_line_error(run(*args), pattern)
+
+
+def test_malformed_graph_file(tmp_path):
+    bad = tmp_path / "bad.graphml"
+    bad.write_text("<graphml><oops")
+    assert_one_line_error(run("score", bad), "malformed graph file")
+    assert_one_line_error(run("export", bad, "--format", "json"), "malformed graph file")
+
+
+def test_reference_on_a_model_too_small(tiny_dir, tmp_path):
+    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", tiny_dir,
+                 "--reference", "ioi", "--out", tmp_path / "x.graphml")
+    assert_one_line_error(result, "needs at least 12 layers x 12 heads")
+    assert not (tmp_path / "x.graphml").exists()
+
+
+def test_unknown_reference(tiny_dir):
+    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", tiny_dir,
+                 "--reference", "nothing-like-this")
+    assert_one_line_error(result, "unknown reference")
+
+
+def test_score_with_auto_reference_and_no_paper_model(discovered):
+    _, out = discovered
+    assert_one_line_error(run("score", out), "no reference")

@@ -1,0 +1,152 @@
+import json
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from circuitx.errors import CircuitxError
+from circuitx.graph import (
+    edge_name,
+    edges_by_name,
+    full_graph,
+    parse_edge_name,
+    read_graph,
+    select_nodes,
+    to_dot,
+    write_graph,
+)
+
+
+def expected_edge_count(n_layers: int, n_heads: int, has_mlp: bool) -> int:
+    """Edges counted sender by sender, independently of the builder."""
+    mlp = 1 if has_mlp else 0
+    total = 3 * n_heads * n_layers + mlp * n_layers + 1  # from input
+    for layer in range(n_layers):
+        later_heads = 3 * n_heads * (n_layers - 1 - layer)
+        total += n_heads * (later_heads + mlp * (n_layers - layer) + 1)  # from each head
+        total += mlp * (later_heads + (n_layers - 1 - layer) + 1)  # from the MLP
+    return total
+
+
+def test_gpt2_small_universe_has_the_mib_edge_count():
+    graph = full_graph(12, 12, True)
+    assert graph.number_of_nodes() == 1 + 144 + 12 + 1
+    assert graph.number_of_edges() == 32491 == expected_edge_count(12, 12, True)
+
+
+def test_attention_only_universe():
+    graph = full_graph(4, 8, False)
+    assert not any(kind == "mlp" for _, kind in graph.nodes(data="kind"))
+    assert graph.number_of_edges() == expected_edge_count(4, 8, False)
+
+
+def test_edges_into_heads_name_their_input():
+    graph = full_graph(2, 2, True)
+    names = edges_by_name(graph)
+    assert {"a0.h1->a1.h0<q>", "a0.h1->a1.h0<k>", "a0.h1->a1.h0<v>", "a0.h1->m0", "m1->logits"} <= set(names)
+    assert names["a0.h1->a1.h0<k>"]["input"] == "k"
+    assert "m0->m0" not in names and "a1.h0->a0.h0<q>" not in names and "a0.h0->a0.h1<q>" not in names
+
+
+def test_edge_names_parse_back():
+    assert parse_edge_name("a0.h1->a3.h2<q>") == ("a0.h1", "a3.h2", "q")
+    assert parse_edge_name("m2->logits") == ("m2", "logits", None)
+    assert parse_edge_name(edge_name("input", "a1.h0", "v")) == ("input", "a1.h0", "v")
+    for bad in ("a0.h1-a3.h2", "x->logits", "a0.h1->a3.h2<z>"):
+        with pytest.raises(CircuitxError):
+            parse_edge_name(bad)
+
+
+def scored_graph() -> nx.MultiDiGraph:
+    graph = full_graph(3, 2, True, task="ioi", method="test", seed=7, runtime_s=1.5, extra=None,
+                       tags=["a", "b"])
+    rng = np.random.default_rng(0)
+    for node, data in graph.nodes(data=True):
+        if data["kind"] in ("head", "mlp"):
+            data["score"] = float(rng.normal())
+    for i, (_, _, data) in enumerate(graph.edges(data=True)):
+        data["score"] = None if i % 5 == 0 else float(rng.normal())
+    select_nodes(graph, ["a0.h1", "m1", "a2.h0"])
+    graph.nodes["a0.h1"]["in_circuit"] = np.bool_(True)
+    graph.nodes["a0.h1"]["notes"] = {"why": [1, 2]}
+    return graph
+
+
+def assert_same_graph(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> None:
+    assert list(a.nodes) == list(b.nodes)
+    assert dict(a.nodes(data=True)) == dict(b.nodes(data=True))
+    assert edges_by_name(a) == edges_by_name(b)
+    assert {k: v for k, v in a.graph.items()} == {k: v for k, v in b.graph.items()}
+
+
+@pytest.mark.parametrize("suffix", ["graphml", "json"])
+def test_round_trip_is_lossless(tmp_path, suffix):
+    graph = scored_graph()
+    path = tmp_path / f"g.{suffix}"
+    write_graph(graph, path)
+    back = read_graph(path)
+    expected = scored_graph()
+    expected.nodes["a0.h1"]["in_circuit"] = True
+    # every node gains the attribute keys any node has, as None
+    for _, data in expected.nodes(data=True):
+        data.setdefault("notes", None)
+    assert_same_graph(back, expected)
+    assert isinstance(back.nodes["a0.h1"]["in_circuit"], bool)
+    assert back.graph["tags"] == ["a", "b"] and back.graph["extra"] is None
+
+
+def test_plain_networkx_reads_the_graphml_scores(tmp_path):
+    graph = scored_graph()
+    write_graph(graph, tmp_path / "g.graphml")
+    raw = nx.read_graphml(tmp_path / "g.graphml")
+    assert set(raw.nodes) == set(graph.nodes)
+    assert raw.number_of_edges() == graph.number_of_edges()
+    for node, data in graph.nodes(data=True):
+        assert raw.nodes[node].get("score") == data["score"]
+    raw_edges = {key: d for _, _, key, d in raw.edges(keys=True, data=True)}
+    assert set(raw_edges) == set(edges_by_name(graph))
+    for key, data in edges_by_name(graph).items():
+        assert raw_edges[key].get("score") == data["score"]
+
+
+def test_json_uses_mib_edge_names(tmp_path):
+    write_graph(scored_graph(), tmp_path / "g.json")
+    data = json.loads((tmp_path / "g.json").read_text())
+    assert "a0.h1->a2.h0<q>" in data["edges"] and data["metadata"]["task"] == "ioi"
+    assert data["edges"]["a0.h1->a2.h0<q>"]["in_circuit"] is True
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("bad.graphml", "<graphml><node"),
+        ("bad.json", "{not json"),
+        ("other.json", json.dumps({"nodes": []})),
+        ("edges.json", json.dumps({"format": "circuitx-graph", "metadata": {}, "nodes": {"input": {}}, "edges": {"input->zz": {}}})),
+        ("shape.json", json.dumps({"format": "circuitx-graph", "metadata": {}, "nodes": {"input": {}}, "edges": {}})),
+        ("odd.graphml", "\n".join(nx.generate_graphml(nx.path_graph(3)))),
+    ],
+)
+def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(CircuitxError, match="malformed graph file") as caught:
+        read_graph(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_graph_file(tmp_path):
+    with pytest.raises(CircuitxError, match="not found"):
+        read_graph(tmp_path / "none.graphml")
+
+
+def test_write_into_missing_directory_fails_and_leaves_nothing(tmp_path):
+    with pytest.raises(CircuitxError, match="does not exist"):
+        write_graph(scored_graph(), tmp_path / "missing" / "g.graphml")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dot_shows_the_circuit_only():
+    dot = to_dot(scored_graph())
+    assert '"a0.h1" -> "a2.h0" [label="q"];' in dot
+    assert '"a0.h0"' not in dot

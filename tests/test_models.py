@@ -1,0 +1,74 @@
+import hashlib
+
+import pytest
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.models import head_output_hook, load_model
+
+
+def test_bridge_logits_equal_the_hf_model(tiny_dir, tiny_model):
+    """Compatibility mode centres the unembedding, so log-probabilities are what must agree."""
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(tiny_dir, attn_implementation="eager").eval()
+    tokens = torch.randint(0, tiny_model.d_vocab, (3, 11), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(tokens).logits.log_softmax(-1)
+    got = tiny_model.run(tokens).log_softmax(-1)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_shape_is_read_from_the_config(tiny_model):
+    m = tiny_model
+    assert (m.n_layers, m.n_heads, m.d_model, m.d_head, m.has_mlp) == (2, 4, 32, 8, True)
+    assert m.d_vocab == 50257 and m.bos_token_id == 50256
+
+
+def test_run_at_positions_matches_full_logits(tiny_model):
+    tokens = torch.randint(0, 1000, (4, 7), generator=torch.Generator().manual_seed(2))
+    at = torch.tensor([6, 0, 3, 5])
+    full = tiny_model.run(tokens)
+    picked = tiny_model.run(tokens, positions=at)
+    torch.testing.assert_close(picked, full[torch.arange(4), at])
+
+
+def test_hooks_can_replace_activations(tiny_model):
+    tokens = torch.randint(0, 1000, (2, 5), generator=torch.Generator().manual_seed(3))
+    _, cache = tiny_model.run_with_cache(tokens, [head_output_hook(1)])
+    assert cache[head_output_hook(1)].shape == (2, 5, 4, 8)
+    base = tiny_model.run(tokens)
+    zeroed = tiny_model.run(tokens, [(head_output_hook(1), lambda z: torch.zeros_like(z))])
+    assert not torch.allclose(base, zeroed)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("./no/such/dir", "model directory not found"),
+        ("no-such-org/no-such-model", "hub"),
+        ("not a repo id!", "unknown model"),
+    ],
+)
+def test_unloadable_models_fail_in_one_line(name, message):
+    with pytest.raises(CircuitxError, match=message) as caught:
+        load_model(name)
+    assert "\n" not in str(caught.value)
+
+
+def test_directory_without_config_is_rejected(tmp_path):
+    with pytest.raises(CircuitxError, match="no config.json"):
+        load_model(str(tmp_path))
+
+
+def test_builtin_model_builds_deterministically(tmp_path):
+    from circuitx.builtin import model_dir
+
+    first = model_dir("random-12x12", tmp_path / "a")
+    second = model_dir("random-12x12", tmp_path / "b")
+    digest = lambda d: hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
+    assert digest(first) == digest(second)
+    model = load_model("random-12x12", device="cpu", cache_dir=str(tmp_path / "a"))
+    assert (model.n_layers, model.n_heads, model.builtin) == (12, 12, "random-12x12")
+    assert model.decode(model.encode(" Mary")) .strip() == "Mary" and len(model.encode(" Mary")) == 1

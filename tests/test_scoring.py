@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from circuitx.errors import CircuitxError
+from circuitx.graph import component_nodes, full_graph, select_nodes
+from circuitx.scoring import roc_auc, score_graph, selection_metrics
+
+
+def test_roc_auc_known_values():
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert roc_auc(np.array([1.0, 2.0]), np.array([0, 1])) == 1.0
+    assert roc_auc(np.array([2.0, 1.0]), np.array([0, 1])) == 0.0
+    assert roc_auc(np.array([1.0, 1.0, 1.0]), np.array([0, 1, 1])) == 0.5  # ties count half
+    assert roc_auc(np.array([1.0, 2.0]), np.array([1, 1])) is None
+
+
+def test_roc_auc_matches_pairwise_count():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 200).astype(float)
+    labels = rng.random(200) < 0.3
+    pos, neg = scores[labels], scores[~labels]
+    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    assert roc_auc(scores, labels) == pytest.approx(pairwise)
+
+
+def test_selection_metrics_by_hand():
+    precision, recall, f1 = selection_metrics(np.array([1, 1, 1, 0, 0], bool), np.array([1, 0, 0, 1, 0], bool))
+    assert (precision, recall) == (pytest.approx(1 / 3), pytest.approx(1 / 2))
+    assert f1 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert selection_metrics(np.zeros(3, bool), np.ones(3, bool))[0] is None
+
+
+def hand_graphs():
+    """2 layers x 2 heads with MLPs: components a0.h0 a0.h1 m0 a1.h0 a1.h1 m1."""
+    reference = full_graph(2, 2, True)
+    select_nodes(reference, ["a0.h0", "a1.h1"])
+    found = full_graph(2, 2, True)
+    select_nodes(found, ["a0.h0", "m0", "a1.h0"])
+    scores = {"a0.h0": 0.9, "a0.h1": 0.1, "m0": -0.5, "a1.h0": 0.4, "a1.h1": 0.3, "m1": 0.0}
+    for node, value in scores.items():
+        found.nodes[node]["score"] = value
+    return found, reference
+
+
+def test_node_metrics_on_a_hand_made_graph():
+    found, reference = hand_graphs()
+    metrics = score_graph(found, reference)
+    assert metrics["node_precision"] == pytest.approx(1 / 3)
+    assert metrics["node_recall"] == pytest.approx(1 / 2)
+    # |score| ranking: positives 0.9, 0.3; negatives 0.5, 0.4, 0.1, 0.0 -> 1*4 + 0*... = (4 + 2) / 8
+    assert metrics["node_auc"] == pytest.approx(6 / 8)
+    assert metrics["edge_auc"] is None  # no edge scores: not invented
+
+
+def test_edge_metrics_on_a_hand_made_graph():
+    found, reference = hand_graphs()
+    ref_edges = {k for *_, k, d in reference.edges(keys=True, data=True) if d["in_circuit"]}
+    got_edges = {k for *_, k, d in found.edges(keys=True, data=True) if d["in_circuit"]}
+    # induced edges: both endpoints in {input, logits} + selected components
+    assert "a0.h0->a1.h1<q>" in ref_edges and "a0.h0->a1.h0<v>" in got_edges
+    metrics = score_graph(found, reference)
+    hits = len(ref_edges & got_edges)
+    assert metrics["edge_precision"] == pytest.approx(hits / len(got_edges))
+    assert metrics["edge_recall"] == pytest.approx(hits / len(ref_edges))
+
+
+def test_different_shapes_cannot_be_scored():
+    with pytest.raises(CircuitxError, match="different model shapes"):
+        score_graph(full_graph(2, 2, True), full_graph(2, 3, True))
+    assert len(component_nodes(full_graph(2, 3, True))) == 8
