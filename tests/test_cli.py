@@ -109,7 +109,7 @@ def test_listings():
     "args, pattern",
     [
         (["discover", "--task", "nope", "--method", "activation-patching"], "Invalid value for '--task': 'nope'"),
-        (["discover", "--task", "ioi", "--method", "nope"], "Invalid value for '--task': 'nope'"),
+        (["discover", "--task", "ioi", "--method", "nope"], "Invalid value for '--method': 'nope'"),
         (["discover", "--task", "ioi", "--method", "activation-patching", "--model", "./no/such/model"], "model directory not found"),
         (["discover", "--task", "ioi", "--method", "activation-patching", "--model", "nobody/nothing"], "Hugging Face hub"),
         (["discover", "--task", "ioi", "--method", "activation-patching", "--n-prompts", "0"], "--n-prompts"),
