@@ -48,6 +48,11 @@ def mlp_output_hook(layer: int) -> str:
     return f"blocks.{layer}.hook_mlp_out"
 
 
+def resid_pre_hook(layer: int) -> str:
+    """Hook on the residual stream entering block ``layer``: [batch, pos, d_model]."""
+    return f"blocks.{layer}.hook_resid_pre"
+
+
 def canonical_model_name(name: str) -> str:
     """The hub id an alias stands for; other names are returned unchanged."""
     return HUB_ALIASES.get(name, name)
@@ -107,11 +112,14 @@ class Model:
         tokens: torch.Tensor,
         hooks: Sequence[tuple[str, HookFn]] = (),
         positions: torch.Tensor | None = None,
+        start_at_layer: int | None = None,
     ) -> torch.Tensor:
         """Logits of a forward pass with ``hooks`` applied (no gradients).
 
-        With ``positions`` ([batch] token indices) only those positions are unembedded and
-        the result is [batch, vocab]; otherwise it is [batch, pos, vocab].
+        ``tokens`` are token ids [batch, pos], or with ``start_at_layer`` the residual stream
+        entering that block [batch, pos, d_model] (the layers before it are skipped). With
+        ``positions`` ([batch] token indices) only those positions are unembedded and the
+        result is [batch, vocab]; otherwise it is [batch, pos, vocab].
         """
         tokens = tokens.to(self.device)
         hooks = list(hooks)
@@ -121,7 +129,9 @@ class Model:
             hooks.append((UNEMBED_INPUT_HOOK, lambda resid: resid[rows, at].unsqueeze(1)))
         with torch.no_grad():
             wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
-            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=wrapped)
+            logits = self.bridge.run_with_hooks(
+                tokens, fwd_hooks=wrapped, start_at_layer=start_at_layer
+            )
         return logits[:, 0] if positions is not None else logits
 
     def run_with_cache(
