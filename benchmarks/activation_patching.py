@@ -43,11 +43,15 @@ def main() -> None:
         start = time.perf_counter()
         discover(model, "ioi", "activation-patching", n_prompts=args.n_prompts, seed=0)
         patching = time.perf_counter() - start
-    print(f"device {args.device}, {torch.get_num_threads()} threads, {args.n_prompts} IOI prompts, "
-          f"{data.clean.shape[1]} tokens")
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, {args.n_prompts} IOI prompts, "
+        f"{data.clean.shape[1]} tokens"
+    )
     print(f"one forward pass       {floor:8.3f} s")
-    print(f"activation patching    {patching:8.3f} s  ({patching / floor:.0f} x the forward pass; "
-          f"{model.n_layers * (model.n_heads + 1)} nodes)")
+    print(
+        f"activation patching    {patching:8.3f} s  ({patching / floor:.0f} x the forward pass; "
+        f"{model.n_layers * (model.n_heads + 1)} nodes)"
+    )
 
 
 if __name__ == "__main__":

@@ -80,31 +80,85 @@ def _method_names() -> list[str]:
 
 
 @main.command()
-@click.option("--task", "task_name", required=True, type=click.Choice(_task_names()), help="Task short name.")
-@click.option("--method", "method_name", required=True, type=click.Choice(_method_names()), help="Discovery method.")
-@click.option("--model", "model_name", default="gpt2", show_default=True,
-              help="Built-in model, hub name or alias (gpt2, gpt2-medium, attn-only-4l), or a local directory.")
-@click.option("--n-prompts", default=50, show_default=True, type=click.IntRange(min=1), help="Clean/corrupted prompt pairs.")
+@click.option(
+    "--task", "task_name", required=True, type=click.Choice(_task_names()), help="Task short name."
+)
+@click.option(
+    "--method",
+    "method_name",
+    required=True,
+    type=click.Choice(_method_names()),
+    help="Discovery method.",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default="gpt2",
+    show_default=True,
+    help="Built-in model, hub name or alias (gpt2, gpt2-medium, attn-only-4l), or a local directory.",
+)
+@click.option(
+    "--n-prompts",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Clean/corrupted prompt pairs.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Drives every random choice.")
-@click.option("--metric", default="logit-diff", show_default=True, help="Task metric: logit-diff or kl.")
-@click.option("--threshold", type=click.FloatRange(min=0), help="Keep components with |score| >= this (method default if neither this nor --top-k).")
-@click.option("--top-k", type=click.IntRange(min=1), help="Keep the k components with the largest |score|.")
-@click.option("--reference", "reference_spec", default="auto", show_default=True,
-              help="auto, none, TASK[:VARIANT] or a graph file to score against.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the graph: .graphml, .json or .dot.")
+@click.option(
+    "--metric", default="logit-diff", show_default=True, help="Task metric: logit-diff or kl."
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0),
+    help="Keep components with |score| >= this (method default if neither this nor --top-k).",
+)
+@click.option(
+    "--top-k", type=click.IntRange(min=1), help="Keep the k components with the largest |score|."
+)
+@click.option(
+    "--reference",
+    "reference_spec",
+    default="auto",
+    show_default=True,
+    help="auto, none, TASK[:VARIANT] or a graph file to score against.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    help="Write the graph: .graphml, .json or .dot.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
-def discover(task_name, method_name, model_name, n_prompts, seed, metric, threshold, top_k,
-             reference_spec, out_path, as_json, device, dtype) -> None:
+@click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+)
+def discover(
+    task_name,
+    method_name,
+    model_name,
+    n_prompts,
+    seed,
+    metric,
+    threshold,
+    top_k,
+    reference_spec,
+    out_path,
+    as_json,
+    device,
+    dtype,
+) -> None:
     """Discover a circuit for a task with a method, and score it against a reference."""
+    from circuitx.discovery import check_selection, evaluate, model_id, reference_for, report
     from circuitx.discovery import discover as run_discovery
-    from circuitx.discovery import evaluate, model_id, reference_for, report
     from circuitx.graph import graph_format, write_graph
     from circuitx.models import load_model
 
-    if threshold is not None and top_k is not None:
-        raise CircuitxError("choose --threshold or --top-k, not both")
+    check_selection(threshold, top_k)
     if out_path:
         check_output_path(out_path)
         graph_format(out_path)
@@ -125,19 +179,30 @@ def discover(task_name, method_name, model_name, n_prompts, seed, metric, thresh
 
 
 def _print_summary(summary: dict[str, Any], out_path: str | None) -> None:
-    table = Table(title=f"{summary['method']} on {summary['task']} ({summary['model']})", show_header=False)
+    table = Table(
+        title=f"{summary['method']} on {summary['task']} ({summary['model']})", show_header=False
+    )
     table.add_column(style="bold")
     table.add_column()
     rows = [
         ("prompts", summary["n_prompts"]),
-        ("metric", f"{summary['metric']}: clean {_fmt(summary['clean_metric'])}, corrupted {_fmt(summary['corrupted_metric'])}"),
+        (
+            "metric",
+            f"{summary['metric']}: clean {_fmt(summary['clean_metric'])}, corrupted {_fmt(summary['corrupted_metric'])}",
+        ),
+        ("clean accuracy", _fmt(summary["clean_accuracy"])),
         ("nodes kept", f"{summary['n_nodes_in_circuit']} / {summary['n_nodes']}"),
         ("edges kept", f"{summary['n_edges_in_circuit']} / {summary['n_edges']}"),
         ("reference", summary["reference"] or "none"),
     ]
     metrics = summary["metrics"]
     for level in ("node", "edge"):
-        rows.append((f"{level} P / R / F1", " / ".join(_fmt(metrics[f"{level}_{m}"]) for m in ("precision", "recall", "f1"))))
+        rows.append(
+            (
+                f"{level} P / R / F1",
+                " / ".join(_fmt(metrics[f"{level}_{m}"]) for m in ("precision", "recall", "f1")),
+            )
+        )
         rows.append((f"{level} ROC AUC", _fmt(metrics[f"{level}_auc"])))
     rows.append(("runtime", f"{summary['runtime_s']:.2f} s"))
     if out_path:
@@ -149,8 +214,13 @@ def _print_summary(summary: dict[str, Any], out_path: str | None) -> None:
 
 @main.command()
 @click.argument("graph_path", type=click.Path(dir_okay=False))
-@click.option("--reference", "reference_spec", default="auto", show_default=True,
-              help="auto, TASK[:VARIANT] or a graph file.")
+@click.option(
+    "--reference",
+    "reference_spec",
+    default="auto",
+    show_default=True,
+    help="auto, TASK[:VARIANT] or a graph file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def score(graph_path, reference_spec, as_json) -> None:
     """Score a saved circuit graph against a reference circuit."""
@@ -169,14 +239,18 @@ def score(graph_path, reference_spec, as_json) -> None:
     for column in ("", "precision", "recall", "F1", "ROC AUC"):
         table.add_column(column)
     for level in ("node", "edge"):
-        table.add_row(level, *(_fmt(metrics[f"{level}_{m}"]) for m in ("precision", "recall", "f1", "auc")))
+        table.add_row(
+            level, *(_fmt(metrics[f"{level}_{m}"]) for m in ("precision", "recall", "f1", "auc"))
+        )
     _stdout().print(table)
 
 
 @main.command()
 @click.argument("graph_path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", required=True, type=click.Choice(["graphml", "json", "dot"]))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout).")
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout)."
+)
 def export(graph_path, fmt, out_path) -> None:
     """Convert a circuit graph to GraphML, JSON or DOT (DOT shows the circuit only)."""
     from circuitx.graph import graph_to_text, read_graph
@@ -198,8 +272,13 @@ def tasks(as_json) -> None:
     from circuitx.tasks import TASKS
 
     rows = [
-        {"name": t.name, "title": t.title, "paper_model": t.paper_model, "metrics": list(t.metrics),
-         "references": [f"{t.name}:{v}" if v else t.name for v in t.reference_variants]}
+        {
+            "name": t.name,
+            "title": t.title,
+            "paper_model": t.paper_model,
+            "metrics": list(t.metrics),
+            "references": [f"{t.name}:{v}" if v else t.name for v in t.reference_variants],
+        }
         for t in TASKS.values()
     ]
     _list(rows, as_json, "tasks", ("name", "title", "paper_model", "metrics", "references"))
@@ -211,8 +290,15 @@ def methods(as_json) -> None:
     """List the discovery methods."""
     from circuitx.methods import METHODS
 
-    rows = [{"name": m.name, "title": m.title, "granularity": m.granularity,
-             "default_threshold": m.default_threshold} for m in METHODS.values()]
+    rows = [
+        {
+            "name": m.name,
+            "title": m.title,
+            "granularity": m.granularity,
+            "default_threshold": m.default_threshold,
+        }
+        for m in METHODS.values()
+    ]
     _list(rows, as_json, "methods", ("name", "granularity", "default_threshold", "title"))
 
 
@@ -223,10 +309,14 @@ def models(as_json) -> None:
     from circuitx.builtin import BUILTIN_MODELS
     from circuitx.models import HUB_ALIASES
 
-    rows = [{"name": m.name, "source": "built-in (no download)", "description": m.description}
-            for m in BUILTIN_MODELS.values()]
-    rows += [{"name": alias, "source": "Hugging Face hub", "description": hub_id}
-             for alias, hub_id in HUB_ALIASES.items()]
+    rows = [
+        {"name": m.name, "source": "built-in (no download)", "description": m.description}
+        for m in BUILTIN_MODELS.values()
+    ]
+    rows += [
+        {"name": alias, "source": "Hugging Face hub", "description": hub_id}
+        for alias, hub_id in HUB_ALIASES.items()
+    ]
     _list(rows, as_json, "models", ("name", "source", "description"))
 
 
@@ -238,5 +328,7 @@ def _list(rows: list[dict[str, Any]], as_json: bool, title: str, columns: tuple[
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(", ".join(v) if isinstance(v, list) else _fmt(v) for v in (row[c] for c in columns)))
+        table.add_row(
+            *(", ".join(v) if isinstance(v, list) else _fmt(v) for v in (row[c] for c in columns))
+        )
     _stdout().print(table)

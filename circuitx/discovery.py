@@ -37,12 +37,11 @@ def discover(
 ) -> nx.MultiDiGraph:
     """Run ``method_name`` on ``task_name`` and return the scored, selected circuit graph."""
     task, method = get_task(task_name), get_method(method_name)
-    if threshold is not None and top_k is not None:
-        raise CircuitxError("choose --threshold or --top-k, not both")
-    if n_prompts < 1:
-        raise CircuitxError("--n-prompts must be at least 1")
+    check_selection(threshold, top_k)
     if metric not in task.metrics:
-        raise CircuitxError(f"task {task.name} has no metric {metric!r}; choose from {', '.join(task.metrics)}")
+        raise CircuitxError(
+            f"task {task.name} has no metric {metric!r}; choose from {', '.join(task.metrics)}"
+        )
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -70,7 +69,14 @@ def discover(
     return graph
 
 
-def select(graph: nx.MultiDiGraph, granularity: str, threshold: float | None, top_k: int | None) -> None:
+def check_selection(threshold: float | None, top_k: int | None) -> None:
+    if threshold is not None and top_k is not None:
+        raise CircuitxError("choose --threshold or --top-k, not both")
+
+
+def select(
+    graph: nx.MultiDiGraph, granularity: str, threshold: float | None, top_k: int | None
+) -> None:
     """Mark the circuit: components with |score| >= threshold, or the top k by |score|."""
     if granularity != "node":
         raise CircuitxError(f"no selection rule for {granularity}-level scores")
@@ -110,7 +116,9 @@ def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[
     return empty_metrics() if reference is None else score_graph(graph, reference)
 
 
-def report(graph: nx.MultiDiGraph, metrics: dict[str, Any], reference: str | None) -> dict[str, Any]:
+def report(
+    graph: nx.MultiDiGraph, metrics: dict[str, Any], reference: str | None
+) -> dict[str, Any]:
     """The JSON summary of a discovery."""
     meta = graph.graph
     nodes = component_nodes(graph)
@@ -123,6 +131,7 @@ def report(graph: nx.MultiDiGraph, metrics: dict[str, Any], reference: str | Non
         "metric": meta.get("metric"),
         "clean_metric": meta.get("clean_metric"),
         "corrupted_metric": meta.get("corrupted_metric"),
+        "clean_accuracy": meta.get("clean_accuracy"),
         "threshold": meta.get("threshold"),
         "top_k": meta.get("top_k"),
         "runtime_s": meta.get("runtime_s"),

@@ -139,7 +139,9 @@ def shape_of(graph: nx.MultiDiGraph) -> tuple[int, int, bool]:
     try:
         return int(meta["n_layers"]), int(meta["n_heads"]), bool(meta["has_mlp"])
     except (KeyError, TypeError, ValueError):
-        raise CircuitxError("graph metadata lacks the model shape (n_layers, n_heads, has_mlp)") from None
+        raise CircuitxError(
+            "graph metadata lacks the model shape (n_layers, n_heads, has_mlp)"
+        ) from None
 
 
 # ---------------------------------------------------------------- file I/O
@@ -227,11 +229,7 @@ def _graphml_ready(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     graph_row = {k: v for k, v in graph.graph.items() if k != SCHEMA_KEY}
     schema: dict[str, Any] = {"json": {}}
     for scope, rows in (("graph", [graph_row]), ("node", node_rows), ("edge", edge_rows)):
-        keys: list[str] = []
-        for row in rows:
-            for key in row:
-                if key not in keys:
-                    keys.append(key)
+        keys = _all_keys(rows)
         as_json = [k for k in keys if any(not _encodable(_plain(r.get(k))) for r in rows)]
         schema[scope] = keys
         schema["json"][scope] = as_json
@@ -296,19 +294,25 @@ def to_json_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     }
 
 
-def _uniform_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _all_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every attribute key of ``rows``, in first-seen order."""
     keys: dict[str, None] = {}
-    for row in rows.values():
+    for row in rows:
         keys.update(dict.fromkeys(row))
+    return list(keys)
+
+
+def _uniform_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    keys = _all_keys(rows.values())
     return {name: {k: _plain(row.get(k)) for k in keys} for name, row in rows.items()}
 
 
 def from_json_dict(data: Any) -> nx.MultiDiGraph:
     if not isinstance(data, dict) or data.get("format") != "circuitx-graph":
-        raise CircuitxError("not a circuitx graph (missing \"format\": \"circuitx-graph\")")
+        raise CircuitxError('not a circuitx graph (missing "format": "circuitx-graph")')
     nodes, edges = data.get("nodes"), data.get("edges")
     if not isinstance(nodes, dict) or not isinstance(edges, dict):
-        raise CircuitxError("\"nodes\" and \"edges\" must be objects")
+        raise CircuitxError('"nodes" and "edges" must be objects')
     graph = nx.MultiDiGraph()
     graph.graph.update(data.get("metadata") or {})
     for node, attrs in nodes.items():

@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,7 +269,8 @@ def _check_hub_model(name: str, repo_id: str) -> None:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
+    """A hub id is ``name`` or ``owner/name``; anything else with slashes is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def _first_line(error: BaseException) -> str:

@@ -36,10 +36,6 @@ class PatchingEngine:
         metric: str = "logit-diff",
         tokens_per_pass: int | None = None,
     ) -> None:
-        if metric not in task.metrics:
-            raise CircuitxError(
-                f"task {task.name} has no metric {metric!r}; choose from {', '.join(task.metrics)}"
-            )
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
         self.end = data.positions["END"]
         self.tokens_per_pass = tokens_per_pass or TOKENS_PER_PASS.get(model.device.type, 2048)

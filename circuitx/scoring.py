@@ -38,7 +38,9 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    _, inverse, counts = np.unique(np.asarray(scores, float), return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(
+        np.asarray(scores, float), return_inverse=True, return_counts=True
+    )
     upper = np.cumsum(counts)
     average_rank = upper - (counts - 1) / 2.0  # 1-based mean rank of each tied group
     ranks = average_rank[inverse]

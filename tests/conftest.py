@@ -33,13 +33,21 @@ def gpt2_tokenizer():
     )
 
 
-def save_tiny_gpt2(directory: Path, n_layer: int, n_head: int, d_model: int, seed: int = 0, edit=None) -> Path:
+def save_tiny_gpt2(
+    directory: Path, n_layer: int, n_head: int, d_model: int, seed: int = 0, edit=None
+) -> Path:
     """Save a random GPT-2 model with the real GPT-2 tokenizer; ``edit(model)`` may set weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tokenizer = gpt2_tokenizer()
-    config = GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=d_model, n_positions=128,
-                        vocab_size=len(tokenizer), initializer_range=0.2)
+    config = GPT2Config(
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=d_model,
+        n_positions=128,
+        vocab_size=len(tokenizer),
+        initializer_range=0.2,
+    )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
     if edit is not None:

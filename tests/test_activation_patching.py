@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import save_tiny_gpt2
+
 from circuitx.discovery import discover
 from circuitx.graph import component_nodes, full_graph
 from circuitx.models import load_model
@@ -25,8 +25,9 @@ def keep_only_one_head(model):
 
 @pytest.fixture(scope="module")
 def one_head_model(tmp_path_factory):
-    directory = save_tiny_gpt2(tmp_path_factory.mktemp("one_head"), 3, N_HEADS, D_MODEL, seed=5,
-                               edit=keep_only_one_head)
+    directory = save_tiny_gpt2(
+        tmp_path_factory.mktemp("one_head"), 3, N_HEADS, D_MODEL, seed=5, edit=keep_only_one_head
+    )
     return load_model(str(directory), device="cpu")
 
 

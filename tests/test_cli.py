@@ -25,18 +25,52 @@ def assert_one_line_error(result, pattern):
 @pytest.fixture(scope="module")
 def discovered(dir_12x12, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "x.graphml"
-    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", dir_12x12,
-                 "--reference", "ioi", "--n-prompts", 4, "--out", out, "--json")
+    result = run(
+        "discover",
+        "--task",
+        "ioi",
+        "--method",
+        "activation-patching",
+        "--model",
+        dir_12x12,
+        "--reference",
+        "ioi",
+        "--n-prompts",
+        4,
+        "--out",
+        out,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout), out
 
 
 def test_discover_prints_the_json_summary(discovered):
     summary, _ = discovered
-    assert {"task", "method", "model", "seed", "runtime_s", "n_nodes_in_circuit", "n_edges_in_circuit"} <= set(summary)
-    assert summary["task"] == "ioi" and summary["method"] == "activation-patching" and summary["reference"] == "ioi"
+    assert {
+        "task",
+        "method",
+        "model",
+        "seed",
+        "runtime_s",
+        "n_nodes_in_circuit",
+        "n_edges_in_circuit",
+    } <= set(summary)
+    assert (
+        summary["task"] == "ioi"
+        and summary["method"] == "activation-patching"
+        and summary["reference"] == "ioi"
+    )
     metrics = summary["metrics"]
-    for key in ("node_precision", "node_recall", "node_f1", "node_auc", "edge_precision", "edge_recall", "edge_f1"):
+    for key in (
+        "node_precision",
+        "node_recall",
+        "node_f1",
+        "node_auc",
+        "edge_precision",
+        "edge_recall",
+        "edge_f1",
+    ):
         assert isinstance(metrics[key], float), key
     assert metrics["edge_auc"] is None  # node-level method: no edge scores, none invented
     assert summary["runtime_s"] > 0
@@ -46,10 +80,16 @@ def test_networkx_reads_back_nodes_edges_and_scores(discovered):
     summary, out = discovered
     raw = nx.read_graphml(out)
     ours = read_graph(out)
-    assert set(raw.nodes) == set(ours.nodes) and raw.number_of_edges() == ours.number_of_edges() == 32491
+    assert (
+        set(raw.nodes) == set(ours.nodes)
+        and raw.number_of_edges() == ours.number_of_edges() == 32491
+    )
     for node, data in ours.nodes(data=True):
         assert raw.nodes[node].get("score") == data["score"]
-    assert sum(d["in_circuit"] for _, d in raw.nodes(data=True) if d["kind"] in ("head", "mlp")) == summary["n_nodes_in_circuit"]
+    assert (
+        sum(d["in_circuit"] for _, d in raw.nodes(data=True) if d["kind"] in ("head", "mlp"))
+        == summary["n_nodes_in_circuit"]
+    )
 
 
 def test_score_command_agrees_with_discover(discovered):
@@ -60,8 +100,20 @@ def test_score_command_agrees_with_discover(discovered):
 
 
 def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
-    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", dir_12x12,
-                 "--n-prompts", 2, "--top-k", 5, "--json")
+    result = run(
+        "discover",
+        "--task",
+        "ioi",
+        "--method",
+        "activation-patching",
+        "--model",
+        dir_12x12,
+        "--n-prompts",
+        2,
+        "--top-k",
+        5,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["reference"] is None and set(summary["metrics"].values()) == {None}
@@ -72,8 +124,21 @@ def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
 def test_same_seed_same_output_file(tiny_dir, tmp_path):
     texts = []
     for name in ("a.json", "b.json"):
-        result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", tiny_dir,
-                     "--n-prompts", 3, "--seed", 5, "--out", tmp_path / name)
+        result = run(
+            "discover",
+            "--task",
+            "ioi",
+            "--method",
+            "activation-patching",
+            "--model",
+            tiny_dir,
+            "--n-prompts",
+            3,
+            "--seed",
+            5,
+            "--out",
+            tmp_path / name,
+        )
         assert result.exit_code == 0, result.stderr
         data = json.loads((tmp_path / name).read_text())
         data["metadata"].pop("runtime_s")
@@ -82,7 +147,17 @@ def test_same_seed_same_output_file(tiny_dir, tmp_path):
 
 
 def test_table_output(tiny_dir):
-    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", tiny_dir, "--n-prompts", 2)
+    result = run(
+        "discover",
+        "--task",
+        "ioi",
+        "--method",
+        "activation-patching",
+        "--model",
+        tiny_dir,
+        "--n-prompts",
+        2,
+    )
     assert result.exit_code == 0, result.stderr
     assert "nodes kept" in result.stdout and "node ROC AUC" in result.stdout
 
@@ -94,11 +169,17 @@ def test_export_formats(discovered, tmp_path):
     result = run("export", out, "--format", "json", "--out", tmp_path / "x.json")
     assert result.exit_code == 0, result.stderr
     back = read_graph(tmp_path / "x.json")
-    assert [d["score"] for _, d in back.nodes(data=True)] == [d["score"] for _, d in read_graph(out).nodes(data=True)]
+    assert [d["score"] for _, d in back.nodes(data=True)] == [
+        d["score"] for _, d in read_graph(out).nodes(data=True)
+    ]
 
 
 def test_listings():
-    for command, name in (("tasks", "ioi"), ("methods", "activation-patching"), ("models", "random-12x12")):
+    for command, name in (
+        ("tasks", "ioi"),
+        ("methods", "activation-patching"),
+        ("models", "random-12x12"),
+    ):
         result = run(command, "--json")
         assert result.exit_code == 0, result.stderr
         assert name in [row["name"] for row in json.loads(result.stdout)]
@@ -108,14 +189,69 @@ def test_listings():
 @pytest.mark.parametrize(
     "args, pattern",
     [
-        (["discover", "--task", "nope", "--method", "activation-patching"], "Invalid value for '--task': 'nope'"),
+        (
+            ["discover", "--task", "nope", "--method", "activation-patching"],
+            "Invalid value for '--task': 'nope'",
+        ),
         (["discover", "--task", "ioi", "--method", "nope"], "Invalid value for '--method': 'nope'"),
-        (["discover", "--task", "ioi", "--method", "activation-patching", "--model", "./no/such/model"], "model directory not found"),
-        (["discover", "--task", "ioi", "--method", "activation-patching", "--model", "nobody/nothing"], "Hugging Face hub"),
-        (["discover", "--task", "ioi", "--method", "activation-patching", "--n-prompts", "0"], "--n-prompts"),
-        (["discover", "--task", "ioi", "--method", "activation-patching", "--threshold", "0.1", "--top-k", "3"], "not both"),
-        (["discover", "--task", "ioi", "--method", "activation-patching", "--out", "/no/such/dir/x.graphml"], "output directory does not exist"),
-        (["discover", "--task", "ioi", "--method", "activation-patching", "--out", "x.txt"], "cannot tell the graph format"),
+        (
+            [
+                "discover",
+                "--task",
+                "ioi",
+                "--method",
+                "activation-patching",
+                "--model",
+                "./no/such/model",
+            ],
+            "model directory not found",
+        ),
+        (
+            [
+                "discover",
+                "--task",
+                "ioi",
+                "--method",
+                "activation-patching",
+                "--model",
+                "nobody/nothing",
+            ],
+            "Hugging Face hub",
+        ),
+        (
+            ["discover", "--task", "ioi", "--method", "activation-patching", "--n-prompts", "0"],
+            "--n-prompts",
+        ),
+        (
+            [
+                "discover",
+                "--task",
+                "ioi",
+                "--method",
+                "activation-patching",
+                "--threshold",
+                "0.1",
+                "--top-k",
+                "3",
+            ],
+            "not both",
+        ),
+        (
+            [
+                "discover",
+                "--task",
+                "ioi",
+                "--method",
+                "activation-patching",
+                "--out",
+                "/no/such/dir/x.graphml",
+            ],
+            "output directory does not exist",
+        ),
+        (
+            ["discover", "--task", "ioi", "--method", "activation-patching", "--out", "x.txt"],
+            "cannot tell the graph format",
+        ),
         (["score", "/no/such/graph.graphml"], "graph file not found"),
         (["export", "/no/such/graph.json", "--format", "dot"], "graph file not found"),
         (["frobnicate"], "No such command"),
@@ -133,15 +269,35 @@ def test_malformed_graph_file(tmp_path):
 
 
 def test_reference_on_a_model_too_small(tiny_dir, tmp_path):
-    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", tiny_dir,
-                 "--reference", "ioi", "--out", tmp_path / "x.graphml")
+    result = run(
+        "discover",
+        "--task",
+        "ioi",
+        "--method",
+        "activation-patching",
+        "--model",
+        tiny_dir,
+        "--reference",
+        "ioi",
+        "--out",
+        tmp_path / "x.graphml",
+    )
     assert_one_line_error(result, "needs at least 12 layers x 12 heads")
     assert not (tmp_path / "x.graphml").exists()
 
 
 def test_unknown_reference(tiny_dir):
-    result = run("discover", "--task", "ioi", "--method", "activation-patching", "--model", tiny_dir,
-                 "--reference", "nothing-like-this")
+    result = run(
+        "discover",
+        "--task",
+        "ioi",
+        "--method",
+        "activation-patching",
+        "--model",
+        tiny_dir,
+        "--reference",
+        "nothing-like-this",
+    )
     assert_one_line_error(result, "unknown reference")
 
 

@@ -43,9 +43,17 @@ def test_attention_only_universe():
 def test_edges_into_heads_name_their_input():
     graph = full_graph(2, 2, True)
     names = edges_by_name(graph)
-    assert {"a0.h1->a1.h0<q>", "a0.h1->a1.h0<k>", "a0.h1->a1.h0<v>", "a0.h1->m0", "m1->logits"} <= set(names)
+    assert {
+        "a0.h1->a1.h0<q>",
+        "a0.h1->a1.h0<k>",
+        "a0.h1->a1.h0<v>",
+        "a0.h1->m0",
+        "m1->logits",
+    } <= set(names)
     assert names["a0.h1->a1.h0<k>"]["input"] == "k"
-    assert "m0->m0" not in names and "a1.h0->a0.h0<q>" not in names and "a0.h0->a0.h1<q>" not in names
+    assert (
+        "m0->m0" not in names and "a1.h0->a0.h0<q>" not in names and "a0.h0->a0.h1<q>" not in names
+    )
 
 
 def test_edge_names_parse_back():
@@ -58,8 +66,9 @@ def test_edge_names_parse_back():
 
 
 def scored_graph() -> nx.MultiDiGraph:
-    graph = full_graph(3, 2, True, task="ioi", method="test", seed=7, runtime_s=1.5, extra=None,
-                       tags=["a", "b"])
+    graph = full_graph(
+        3, 2, True, task="ioi", method="test", seed=7, runtime_s=1.5, extra=None, tags=["a", "b"]
+    )
     rng = np.random.default_rng(0)
     for node, data in graph.nodes(data=True):
         if data["kind"] in ("head", "mlp"):
@@ -122,8 +131,23 @@ def test_json_uses_mib_edge_names(tmp_path):
         ("bad.graphml", "<graphml><node"),
         ("bad.json", "{not json"),
         ("other.json", json.dumps({"nodes": []})),
-        ("edges.json", json.dumps({"format": "circuitx-graph", "metadata": {}, "nodes": {"input": {}}, "edges": {"input->zz": {}}})),
-        ("shape.json", json.dumps({"format": "circuitx-graph", "metadata": {}, "nodes": {"input": {}}, "edges": {}})),
+        (
+            "edges.json",
+            json.dumps(
+                {
+                    "format": "circuitx-graph",
+                    "metadata": {},
+                    "nodes": {"input": {}},
+                    "edges": {"input->zz": {}},
+                }
+            ),
+        ),
+        (
+            "shape.json",
+            json.dumps(
+                {"format": "circuitx-graph", "metadata": {}, "nodes": {"input": {}}, "edges": {}}
+            ),
+        ),
         ("odd.graphml", "\n".join(nx.generate_graphml(nx.path_graph(3)))),
     ],
 )

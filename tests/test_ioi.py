@@ -33,7 +33,9 @@ def test_positions_point_at_the_right_tokens(tiny_model, data):
 
 
 def test_half_the_prompts_are_abba(data):
-    abba = sum(int(data.positions["IO"][i]) < int(data.positions["S1"][i]) for i in range(data.n_prompts))
+    abba = sum(
+        int(data.positions["IO"][i]) < int(data.positions["S1"][i]) for i in range(data.n_prompts)
+    )
     assert abba == data.n_prompts // 2
 
 
@@ -49,7 +51,9 @@ def test_corrupted_prompts_change_only_the_names(tiny_model, data):
 
 def test_generation_is_deterministic_under_a_seed(tiny_model, data):
     again = ioi.make_data(tiny_model, 60, seed=3)
-    assert again.clean_prompts == data.clean_prompts and torch.equal(again.corrupted, data.corrupted)
+    assert again.clean_prompts == data.clean_prompts and torch.equal(
+        again.corrupted, data.corrupted
+    )
     assert ioi.make_data(tiny_model, 60, seed=4).clean_prompts != data.clean_prompts
 
 
@@ -61,18 +65,33 @@ def test_metric_is_logit_difference_at_end(tiny_model, data):
     expected = full[i, end, data.answer[i]] - full[i, end, data.wrong[i]]
     got = ioi.metric("logit-diff", final, data, final)
     assert got[i] == pytest.approx(float(expected), abs=1e-4)
-    assert torch.allclose(ioi.metric("kl", final, data, final), torch.zeros(data.n_prompts), atol=1e-5)
+    assert torch.allclose(
+        ioi.metric("kl", final, data, final), torch.zeros(data.n_prompts), atol=1e-5
+    )
 
 
 def test_reference_has_the_26_heads_and_class_edges():
     graph = ioi.reference("", 12, 12, True)
     heads = [n for n, d in graph.nodes(data=True) if d["kind"] == "head" and d["in_circuit"]]
     assert len(heads) == 26 == sum(len(v) for v in CLASSES.values())
-    assert graph.nodes["a9.h9"]["role"] == "name mover" and graph.nodes["a0.h1"]["role"] == "duplicate token"
+    assert (
+        graph.nodes["a9.h9"]["role"] == "name mover"
+        and graph.nodes["a0.h1"]["role"] == "duplicate token"
+    )
     in_circuit = {k for *_, k, d in graph.edges(keys=True, data=True) if d["in_circuit"]}
-    assert {"a7.h3->a9.h9<q>", "a2.h2->a5.h5<k>", "input->a9.h9<v>", "m3->a9.h9<k>", "a9.h9->logits",
-            "a9.h9->m10", "a5.h5->a7.h3<v>", "input->a7.h3<q>"} <= in_circuit
-    assert not {"a7.h3->a9.h9<k>", "input->a7.h3<k>", "a5.h5->logits", "a2.h2->a5.h5<q>"} & in_circuit
+    assert {
+        "a7.h3->a9.h9<q>",
+        "a2.h2->a5.h5<k>",
+        "input->a9.h9<v>",
+        "m3->a9.h9<k>",
+        "a9.h9->logits",
+        "a9.h9->m10",
+        "a5.h5->a7.h3<v>",
+        "input->a7.h3<q>",
+    } <= in_circuit
+    assert (
+        not {"a7.h3->a9.h9<k>", "input->a7.h3<k>", "a5.h5->logits", "a2.h2->a5.h5<q>"} & in_circuit
+    )
 
 
 def test_reference_is_a_clear_error_on_a_small_model():
@@ -81,6 +100,8 @@ def test_reference_is_a_clear_error_on_a_small_model():
 
 
 def test_tokenizer_that_splits_names_is_rejected(tiny_model, monkeypatch):
-    monkeypatch.setattr(type(tiny_model), "encode", lambda self, text: [1, 2] if text.startswith(" ") else [1])
+    monkeypatch.setattr(
+        type(tiny_model), "encode", lambda self, text: [1, 2] if text.startswith(" ") else [1]
+    )
     with pytest.raises(CircuitxError, match="single tokens"):
         ioi.make_data(tiny_model, 4, seed=0)

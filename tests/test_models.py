@@ -12,7 +12,9 @@ def test_bridge_logits_equal_the_hf_model(tiny_dir, tiny_model):
     from transformers import GPT2LMHeadModel
 
     hf = GPT2LMHeadModel.from_pretrained(tiny_dir, attn_implementation="eager").eval()
-    tokens = torch.randint(0, tiny_model.d_vocab, (3, 11), generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(
+        0, tiny_model.d_vocab, (3, 11), generator=torch.Generator().manual_seed(1)
+    )
     with torch.no_grad():
         expected = hf(tokens).logits.log_softmax(-1)
     got = tiny_model.run(tokens).log_softmax(-1)
@@ -71,4 +73,4 @@ def test_builtin_model_builds_deterministically(tmp_path):
     assert digest(first) == digest(second)
     model = load_model("random-12x12", device="cpu", cache_dir=str(tmp_path / "a"))
     assert (model.n_layers, model.n_heads, model.builtin) == (12, 12, "random-12x12")
-    assert model.decode(model.encode(" Mary")) .strip() == "Mary" and len(model.encode(" Mary")) == 1
+    assert model.decode(model.encode(" Mary")).strip() == "Mary" and len(model.encode(" Mary")) == 1

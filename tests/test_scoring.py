@@ -19,12 +19,16 @@ def test_roc_auc_matches_pairwise_count():
     scores = rng.integers(0, 5, 200).astype(float)
     labels = rng.random(200) < 0.3
     pos, neg = scores[labels], scores[~labels]
-    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
+    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
+        len(pos) * len(neg)
+    )
     assert roc_auc(scores, labels) == pytest.approx(pairwise)
 
 
 def test_selection_metrics_by_hand():
-    precision, recall, f1 = selection_metrics(np.array([1, 1, 1, 0, 0], bool), np.array([1, 0, 0, 1, 0], bool))
+    precision, recall, f1 = selection_metrics(
+        np.array([1, 1, 1, 0, 0], bool), np.array([1, 0, 0, 1, 0], bool)
+    )
     assert (precision, recall) == (pytest.approx(1 / 3), pytest.approx(1 / 2))
     assert f1 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
     assert selection_metrics(np.zeros(3, bool), np.ones(3, bool))[0] is None

@@ -35,4 +35,8 @@ class ActivationPatching(Method):
         effects = engine.normalised_effect(engine.patch_each_node(nodes, run.advance))
         for node, effect in zip(nodes, effects.tolist()):
             graph.nodes[node]["score"] = float(effect)
-        return {"clean_metric": engine.clean_metric, "corrupted_metric": engine.corrupted_metric}
+        return {
+            "clean_metric": engine.clean_metric,
+            "corrupted_metric": engine.corrupted_metric,
+            "clean_accuracy": task.accuracy(engine.clean_final, data),
+        }

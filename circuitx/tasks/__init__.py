@@ -25,4 +25,5 @@ def task_vocabulary() -> list[str]:
         words.update(dict.fromkeys(task.vocabulary()))
     return list(words)
 
+
 __all__ = ["TASKS", "Task", "TaskData", "get_task", "task_vocabulary"]

@@ -1,7 +1,8 @@
 """The task interface and the tokenising helpers every task uses.
 
 A task's data is tokenised with the model's own tokenizer (BOS prepended where the
-tokenizer has one, right-padded) and checked: a prompt that does not tokenise as the task needs is a ``CircuitxError``.
+tokenizer has one, right-padded) and checked: a prompt that does not tokenise as the
+task needs is a ``CircuitxError``.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ def encode_batch(model: "Model", prompts: Sequence[str]) -> tuple[torch.Tensor, 
     lengths = [len(r) for r in rows]
     width = max(lengths)
     if width > model.n_ctx:
-        raise CircuitxError(f"prompts are {width} tokens long; the model's context is {model.n_ctx}")
+        raise CircuitxError(
+            f"prompts are {width} tokens long; the model's context is {model.n_ctx}"
+        )
     tokens = torch.full((len(rows), width), model.pad_token_id, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)

@@ -42,7 +42,10 @@ BABA_TEMPLATES = (
     "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]",
 )
 # ABBA: the first clause names the indirect object first.
-ABBA_TEMPLATES = tuple(t.replace("[B]", "[X]", 1).replace("[A]", "[B]", 1).replace("[X]", "[A]", 1) for t in BABA_TEMPLATES)
+ABBA_TEMPLATES = tuple(
+    t.replace("[B]", "[X]", 1).replace("[A]", "[B]", 1).replace("[X]", "[A]", 1)
+    for t in BABA_TEMPLATES
+)
 
 NAMES = (
     "Michael Christopher Jessica Matthew Ashley Jennifer Joshua Amanda Daniel David James "
@@ -92,7 +95,9 @@ class IOITask(_tasks.Task):
     def vocabulary(self) -> list[str]:
         words: dict[str, None] = {}
         for template in BABA_TEMPLATES:
-            words.update(dict.fromkeys(re.findall(r"\w+|[^\w\s]", re.sub(r"\[\w+\]", " ", template))))
+            words.update(
+                dict.fromkeys(re.findall(r"\w+|[^\w\s]", re.sub(r"\[\w+\]", " ", template)))
+            )
         words.update(dict.fromkeys([*NAMES, *PLACES, *OBJECTS]))
         return list(words)
 
@@ -113,7 +118,9 @@ class IOITask(_tasks.Task):
             io, s = rng.sample(names, 2)
             others = rng.sample([n for n in names if n not in (io, s)], 3)
             text = template[: template.rindex(" [A]")]
-            text = text.replace("[PLACE]", rng.choice(PLACES)).replace("[OBJECT]", rng.choice(OBJECTS))
+            text = text.replace("[PLACE]", rng.choice(PLACES)).replace(
+                "[OBJECT]", rng.choice(OBJECTS)
+            )
             clean.append(text.replace("[A]", io).replace("[B]", s))
             for other in others:  # each name occurrence, in order, gets its own new name
                 text = re.sub(r"\[[AB]\]", other, text, count=1)
@@ -127,7 +134,10 @@ class IOITask(_tasks.Task):
             raise CircuitxError("IOI clean and corrupted prompts tokenise to different lengths")
         io_ids = torch.tensor([name_ids[n] for n in io_names])
         s_ids = torch.tensor([name_ids[n] for n in s_names])
-        positions = {key: torch.zeros(n_prompts, dtype=torch.long) for key in ("IO", "S1", "S1+1", "S2", "END")}
+        positions = {
+            key: torch.zeros(n_prompts, dtype=torch.long)
+            for key in ("IO", "S1", "S1+1", "S2", "END")
+        }
         for i in range(n_prompts):
             row = clean_tokens[i, : lengths[i]]
             io_at = (row == io_ids[i]).nonzero().flatten().tolist()
@@ -136,7 +146,9 @@ class IOITask(_tasks.Task):
                 raise CircuitxError(f"IOI prompt does not tokenise as the task needs: {clean[i]!r}")
             changed = (row != corrupted_tokens[i, : lengths[i]]).nonzero().flatten().tolist()
             if sorted(changed) != sorted([*io_at, *s_at]):
-                raise CircuitxError(f"IOI corrupted prompt changes more than the names: {corrupted[i]!r}")
+                raise CircuitxError(
+                    f"IOI corrupted prompt changes more than the names: {corrupted[i]!r}"
+                )
             positions["IO"][i], positions["S1"][i], positions["S2"][i] = io_at[0], s_at[0], s_at[1]
             positions["S1+1"][i] = s_at[0] + 1
             positions["END"][i] = lengths[i] - 1
@@ -150,7 +162,9 @@ class IOITask(_tasks.Task):
             corrupted_prompts=corrupted,
         )
 
-    def reference(self, variant: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.MultiDiGraph:
+    def reference(
+        self, variant: str, n_layers: int, n_heads: int, has_mlp: bool
+    ) -> nx.MultiDiGraph:
         graph = class_circuit("ioi", n_layers, n_heads, has_mlp, CLASSES, CLASS_EDGES)
         graph.graph["task"] = self.name
         return graph
