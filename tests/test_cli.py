@@ -74,6 +74,7 @@ def test_discover_prints_the_json_summary(discovered):
         assert isinstance(metrics[key], float), key
     assert metrics["edge_auc"] is None  # node-level method: no edge scores, none invented
     assert summary["runtime_s"] > 0
+    assert 0.0 <= summary["clean_accuracy"] <= 1.0
 
 
 def test_networkx_reads_back_nodes_edges_and_scores(discovered):

@@ -76,7 +76,7 @@ class Task:
 
     def accuracy(self, final: torch.Tensor, data: TaskData) -> float:
         """Share of prompts whose answer logit beats the wrong one."""
-        return float((self.metric("logit-diff", final, data, final) > 0).float().mean())
+        return float((self.metric("logit-diff", final, data, final) > 0).double().mean())
 
 
 def pick(final: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
