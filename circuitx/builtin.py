@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -85,25 +85,37 @@ def word_level_tokenizer(words: list[str]):
 
 
 def save_gpt2(
-    directory: Path, words: list[str], n_layer: int, n_head: int, d_model: int, seed: int
+    directory: Path,
+    tokenizer: Any,
+    n_layer: int,
+    n_head: int,
+    d_model: int,
+    seed: int,
+    initializer_range: float = 0.05,
+    edit: Callable[[Any], None] | None = None,
 ) -> None:
-    """Save a randomly initialised GPT-2 model and a word-level tokenizer to ``directory``."""
+    """Save a seeded random GPT-2 model and ``tokenizer`` to ``directory``.
+
+    ``edit(model)``, if given, may set weights (under ``torch.no_grad``) before saving.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tokenizer = word_level_tokenizer(words)
     config = GPT2Config(
         n_layer=n_layer,
         n_head=n_head,
         n_embd=d_model,
         n_positions=128,
         vocab_size=len(tokenizer),
-        bos_token_id=0,
-        eos_token_id=0,
-        initializer_range=0.05,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        initializer_range=initializer_range,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 
@@ -111,7 +123,8 @@ def save_gpt2(
 def _build_random_12x12(directory: Path) -> None:
     from circuitx.tasks import task_vocabulary
 
-    save_gpt2(directory, task_vocabulary(), n_layer=12, n_head=12, d_model=96, seed=0)
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    save_gpt2(directory, tokenizer, n_layer=12, n_head=12, d_model=96, seed=0)
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from circuitx.builtin import save_gpt2
 
 SHARED = Path(os.environ.get("CIRCUITX_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 GPT2_TOKENIZER = SHARED / "tokenizers" / "gpt2"
@@ -37,24 +38,7 @@ def save_tiny_gpt2(
     directory: Path, n_layer: int, n_head: int, d_model: int, seed: int = 0, edit=None
 ) -> Path:
     """Save a random GPT-2 model with the real GPT-2 tokenizer; ``edit(model)`` may set weights."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tokenizer = gpt2_tokenizer()
-    config = GPT2Config(
-        n_layer=n_layer,
-        n_head=n_head,
-        n_embd=d_model,
-        n_positions=128,
-        vocab_size=len(tokenizer),
-        initializer_range=0.2,
-    )
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(config)
-    if edit is not None:
-        with torch.no_grad():
-            edit(model)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    save_gpt2(directory, gpt2_tokenizer(), n_layer, n_head, d_model, seed, 0.2, edit)
     return directory
 
 
