@@ -15,9 +15,12 @@ def run(*args):
     return runner.invoke(main, [str(a) for a in args])
 
 
+DISCOVER = ["discover", "--task", "ioi", "--method", "activation-patching"]
+
+
 def discover(*args):
     """``circuitx discover --task ioi --method activation-patching`` with more arguments."""
-    return run("discover", "--task", "ioi", "--method", "activation-patching", *args)
+    return run(*DISCOVER, *args)
 
 
 def assert_one_line_error(result, pattern):
@@ -176,11 +179,7 @@ def test_listings():
         (["discover", "--task", "ioi", "--method", "nope"], "Invalid value for '--method': 'nope'"),
         (
             [
-                "discover",
-                "--task",
-                "ioi",
-                "--method",
-                "activation-patching",
+                *DISCOVER,
                 "--model",
                 "./no/such/model",
             ],
@@ -188,27 +187,19 @@ def test_listings():
         ),
         (
             [
-                "discover",
-                "--task",
-                "ioi",
-                "--method",
-                "activation-patching",
+                *DISCOVER,
                 "--model",
                 "nobody/nothing",
             ],
             "Hugging Face hub",
         ),
         (
-            ["discover", "--task", "ioi", "--method", "activation-patching", "--n-prompts", "0"],
+            [*DISCOVER, "--n-prompts", "0"],
             "--n-prompts",
         ),
         (
             [
-                "discover",
-                "--task",
-                "ioi",
-                "--method",
-                "activation-patching",
+                *DISCOVER,
                 "--threshold",
                 "0.1",
                 "--top-k",
@@ -218,18 +209,14 @@ def test_listings():
         ),
         (
             [
-                "discover",
-                "--task",
-                "ioi",
-                "--method",
-                "activation-patching",
+                *DISCOVER,
                 "--out",
                 "/no/such/dir/x.graphml",
             ],
             "output directory does not exist",
         ),
         (
-            ["discover", "--task", "ioi", "--method", "activation-patching", "--out", "x.txt"],
+            [*DISCOVER, "--out", "x.txt"],
             "cannot tell the graph format",
         ),
         (["score", "/no/such/graph.graphml"], "graph file not found"),
