@@ -1,7 +1,8 @@
 """The patching engine every method runs on.
 
-One engine per discovery: the clean and corrupted runs are made once, with every head's
-and MLP's output cached, and patched forward passes are built from those caches.
+One engine per discovery: the clean and corrupted runs are made once, the clean run
+caching the residual stream entering each block and the corrupted run every head's and
+MLP's output, and patched forward passes are built from those caches.
 Patched passes are batched: to patch k nodes one at a time over n prompts, the prompts
 are stacked k times and copy j has node j patched, so one forward pass serves k nodes;
 the pass starts from the cached clean residual stream at the earliest patched layer.
@@ -39,13 +40,15 @@ class PatchingEngine:
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
         self.end = data.positions["END"]
         self.tokens_per_pass = tokens_per_pass or TOKENS_PER_PASS.get(model.device.type, 2048)
-        names = [head_output_hook(layer) for layer in range(model.n_layers)]
-        names += [resid_pre_hook(layer) for layer in range(model.n_layers)]
+        layers = range(model.n_layers)
+        outputs = [head_output_hook(layer) for layer in layers]
         if model.has_mlp:
-            names += [mlp_output_hook(layer) for layer in range(model.n_layers)]
-        self.clean_final, self.clean_cache = model.run_with_cache(data.clean, names, self.end)
+            outputs += [mlp_output_hook(layer) for layer in layers]
+        self.clean_final, self.clean_cache = model.run_with_cache(
+            data.clean, [resid_pre_hook(layer) for layer in layers], self.end
+        )
         self.corrupted_final, self.corrupted_cache = model.run_with_cache(
-            data.corrupted, names, self.end
+            data.corrupted, outputs, self.end
         )
         self.clean_metric = float(self.metric(self.clean_final).mean())
         self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
