@@ -163,8 +163,10 @@ def discover(
     from circuitx.discovery import discover as run_discovery
     from circuitx.graph import graph_format, write_graph
     from circuitx.models import load_model
+    from circuitx.tasks import get_task
 
     check_selection(threshold, top_k)
+    get_task(task_name).check_metric(metric)
     if out_path:
         check_output_path(out_path)
         graph_format(out_path)

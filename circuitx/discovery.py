@@ -38,10 +38,7 @@ def discover(
     """Run ``method_name`` on ``task_name`` and return the scored, selected circuit graph."""
     task, method = get_task(task_name), get_method(method_name)
     check_selection(threshold, top_k)
-    if metric not in task.metrics:
-        raise CircuitxError(
-            f"task {task.name} has no metric {metric!r}; choose from {', '.join(task.metrics)}"
-        )
+    task.check_metric(metric)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

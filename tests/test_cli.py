@@ -193,6 +193,7 @@ def test_listings():
             ],
             "Hugging Face hub",
         ),
+        ([*DISCOVER, "--metric", "nope"], "task ioi has no metric 'nope'"),
         (
             [*DISCOVER, "--n-prompts", "0"],
             "--n-prompts",

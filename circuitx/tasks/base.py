@@ -65,14 +65,20 @@ class Task:
         ``clean_final`` [n, vocab] are the clean run's END logits (for KL). Leading
         dimensions of ``final`` (e.g. one per patched copy of the batch) are kept.
         """
+        self.check_metric(name)
         if name == "logit-diff":
             return pick(final, data.answer) - pick(final, data.wrong)
         if name == "kl":
             clean = clean_final.log_softmax(-1)
             return -(clean.exp() * (clean - final.log_softmax(-1))).sum(-1)
-        raise CircuitxError(
-            f"task {self.name} has no metric {name!r}; choose from {', '.join(self.metrics)}"
-        )
+        raise NotImplementedError(f"task {self.name} lists metric {name!r} but does not compute it")
+
+    def check_metric(self, name: str) -> None:
+        """Fail in one line unless ``name`` is one of this task's metrics."""
+        if name not in self.metrics:
+            raise CircuitxError(
+                f"task {self.name} has no metric {name!r}; choose from {', '.join(self.metrics)}"
+            )
 
     def accuracy(self, final: torch.Tensor, data: TaskData) -> float:
         """Share of prompts whose answer logit beats the wrong one."""
