@@ -134,5 +134,5 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         "weights, word-level tokenizer over the task vocabularies; holds the IOI reference",
         version=1,
         build=_build_random_12x12,
-    ),
+    )
 }

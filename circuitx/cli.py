@@ -153,13 +153,7 @@ def discover(
     dtype,
 ) -> None:
     """Discover a circuit for a task with a method, and score it against a reference."""
-    from circuitx.discovery import (
-        check_selection,
-        evaluate,
-        model_id,
-        reference_for,
-        report,
-    )
+    from circuitx.discovery import check_selection, evaluate, model_id, reference_for, report
     from circuitx.discovery import discover as run_discovery
     from circuitx.graph import graph_format, write_graph
     from circuitx.models import load_model

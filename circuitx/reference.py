@@ -79,12 +79,7 @@ def class_circuit(
 
 
 def resolve_reference(
-    spec: str,
-    task_name: str,
-    model_id: str | None,
-    n_layers: int,
-    n_heads: int,
-    has_mlp: bool,
+    spec: str, task_name: str, model_id: str | None, n_layers: int, n_heads: int, has_mlp: bool
 ) -> tuple[nx.MultiDiGraph | None, str | None]:
     """The reference graph ``spec`` names, or ``(None, why not)`` for auto or none."""
     from circuitx.tasks import TASKS, get_task

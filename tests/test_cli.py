@@ -35,15 +35,7 @@ def assert_one_line_error(result, pattern):
 def discovered(dir_12x12, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "x.graphml"
     result = discover(
-        "--model",
-        dir_12x12,
-        "--reference",
-        "ioi",
-        "--n-prompts",
-        4,
-        "--out",
-        out,
-        "--json",
+        "--model", dir_12x12, "--reference", "ioi", "--n-prompts", 4, "--out", out, "--json"
     )
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout), out
@@ -98,15 +90,7 @@ def test_score_command_agrees_with_discover(discovered):
 
 
 def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
-    result = discover(
-        "--model",
-        dir_12x12,
-        "--n-prompts",
-        2,
-        "--top-k",
-        5,
-        "--json",
-    )
+    result = discover("--model", dir_12x12, "--n-prompts", 2, "--top-k", 5, "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["reference"] is None and set(summary["metrics"].values()) == {None}
@@ -118,14 +102,7 @@ def test_same_seed_same_output_file(tiny_dir, tmp_path):
     texts = []
     for name in ("a.json", "b.json"):
         result = discover(
-            "--model",
-            tiny_dir,
-            "--n-prompts",
-            3,
-            "--seed",
-            5,
-            "--out",
-            tmp_path / name,
+            "--model", tiny_dir, "--n-prompts", 3, "--seed", 5, "--out", tmp_path / name
         )
         assert result.exit_code == 0, result.stderr
         data = json.loads((tmp_path / name).read_text())
@@ -135,12 +112,7 @@ def test_same_seed_same_output_file(tiny_dir, tmp_path):
 
 
 def test_table_output(tiny_dir):
-    result = discover(
-        "--model",
-        tiny_dir,
-        "--n-prompts",
-        2,
-    )
+    result = discover("--model", tiny_dir, "--n-prompts", 2)
     assert result.exit_code == 0, result.stderr
     assert "nodes kept" in result.stdout and "node ROC AUC" in result.stdout
 
@@ -177,49 +149,13 @@ def test_listings():
             "Invalid value for '--task': 'nope'",
         ),
         (["discover", "--task", "ioi", "--method", "nope"], "Invalid value for '--method': 'nope'"),
-        (
-            [
-                *DISCOVER,
-                "--model",
-                "./no/such/model",
-            ],
-            "model directory not found",
-        ),
-        (
-            [
-                *DISCOVER,
-                "--model",
-                "nobody/nothing",
-            ],
-            "Hugging Face hub",
-        ),
+        ([*DISCOVER, "--model", "./no/such/model"], "model directory not found"),
+        ([*DISCOVER, "--model", "nobody/nothing"], "Hugging Face hub"),
         ([*DISCOVER, "--metric", "nope"], "task ioi has no metric 'nope'"),
-        (
-            [*DISCOVER, "--n-prompts", "0"],
-            "--n-prompts",
-        ),
-        (
-            [
-                *DISCOVER,
-                "--threshold",
-                "0.1",
-                "--top-k",
-                "3",
-            ],
-            "not both",
-        ),
-        (
-            [
-                *DISCOVER,
-                "--out",
-                "/no/such/dir/x.graphml",
-            ],
-            "output directory does not exist",
-        ),
-        (
-            [*DISCOVER, "--out", "x.txt"],
-            "cannot tell the graph format",
-        ),
+        ([*DISCOVER, "--n-prompts", "0"], "--n-prompts"),
+        ([*DISCOVER, "--threshold", "0.1", "--top-k", "3"], "not both"),
+        ([*DISCOVER, "--out", "/no/such/dir/x.graphml"], "output directory does not exist"),
+        ([*DISCOVER, "--out", "x.txt"], "cannot tell the graph format"),
         (["score", "/no/such/graph.graphml"], "graph file not found"),
         (["export", "/no/such/graph.json", "--format", "dot"], "graph file not found"),
         (["frobnicate"], "No such command"),
@@ -237,25 +173,13 @@ def test_malformed_graph_file(tmp_path):
 
 
 def test_reference_on_a_model_too_small(tiny_dir, tmp_path):
-    result = discover(
-        "--model",
-        tiny_dir,
-        "--reference",
-        "ioi",
-        "--out",
-        tmp_path / "x.graphml",
-    )
+    result = discover("--model", tiny_dir, "--reference", "ioi", "--out", tmp_path / "x.graphml")
     assert_one_line_error(result, "needs at least 12 layers x 12 heads")
     assert not (tmp_path / "x.graphml").exists()
 
 
 def test_unknown_reference(tiny_dir):
-    result = discover(
-        "--model",
-        tiny_dir,
-        "--reference",
-        "nothing-like-this",
-    )
+    result = discover("--model", tiny_dir, "--reference", "nothing-like-this")
     assert_one_line_error(result, "unknown reference")
 
 
