@@ -63,8 +63,9 @@ def model_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def word_level_tokenizer(words: list[str]):
-    """A GPT-2-style fast tokenizer over ``words``: one token per word or punctuation mark."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """A GPT-2-style fast tokenizer over ``words``: one token per word, punctuation mark or
+    pair of digits."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {SPECIAL_TOKEN: 0}
@@ -72,7 +73,12 @@ def word_level_tokenizer(words: list[str]):
         vocab.setdefault(word, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKEN))
     backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Punctuation(),
+            # numbers split into digit pairs, as GPT-2 splits years: 1732 -> 17 32
+            pre_tokenizers.Split(Regex(r"\d\d"), behavior="isolated"),
+        ]
     )
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     return PreTrainedTokenizerFast(
@@ -131,8 +137,9 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "random-12x12": BuiltinModel(
         name="random-12x12",
         description="GPT-2 architecture, 12 layers x 12 heads, d_model 96, seeded random "
-        "weights, word-level tokenizer over the task vocabularies; holds the IOI reference",
-        version=1,
+        "weights, word-level tokenizer over the task vocabularies; holds the IOI, "
+        "greater-than and docstring references",
+        version=2,
         build=_build_random_12x12,
     )
 }

@@ -93,9 +93,9 @@ def _method_names() -> list[str]:
 @click.option(
     "--model",
     "model_name",
-    default="gpt2",
-    show_default=True,
-    help="Built-in model, hub name or alias (gpt2, gpt2-medium, attn-only-4l), or a local directory.",
+    default=None,
+    help="Built-in model, hub name or alias (gpt2, gpt2-medium, attn-only-4l), or a local "
+    "directory. Default: the task's paper model (see `circuitx tasks`).",
 )
 @click.option(
     "--n-prompts",
@@ -106,7 +106,10 @@ def _method_names() -> list[str]:
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Drives every random choice.")
 @click.option(
-    "--metric", default="logit-diff", show_default=True, help="Task metric: logit-diff or kl."
+    "--metric", default=None, help="Task metric (default: the task's first; see `circuitx tasks`)."
+)
+@click.option(
+    "--corruption", default=None, help="How prompts are corrupted (default: the task's first)."
 )
 @click.option(
     "--threshold",
@@ -144,6 +147,7 @@ def discover(
     n_prompts,
     seed,
     metric,
+    corruption,
     threshold,
     top_k,
     reference_spec,
@@ -153,25 +157,43 @@ def discover(
     dtype,
 ) -> None:
     """Discover a circuit for a task with a method, and score it against a reference."""
-    from circuitx.discovery import check_selection, evaluate, model_id, reference_for, report
+    from circuitx.discovery import check_selection, model_id, report
     from circuitx.discovery import discover as run_discovery
     from circuitx.graph import graph_format, write_graph
     from circuitx.models import load_model
+    from circuitx.reference import resolve_reference
     from circuitx.tasks import get_task
 
     check_selection(threshold, top_k)
-    get_task(task_name).check_metric(metric)
+    task = get_task(task_name, corruption)
+    task.check_metric(metric or task.default_metric)
     if out_path:
         check_output_path(out_path)
         graph_format(out_path)
-    model = load_model(model_name, device=device, dtype=dtype)
-    reference, label, note = reference_for(
-        reference_spec, task_name, model_id(model), model.n_layers, model.n_heads, model.has_mlp
+    model = load_model(model_name or task.default_model, device=device, dtype=dtype)
+
+    def discover_reference(other_task: str):
+        _note(f"reference: discovering the {other_task} circuit with {method_name} on this model")
+        other_metric = metric if metric in get_task(other_task).metrics else None
+        return run_discovery(
+            model, other_task, method_name, n_prompts, seed, other_metric, threshold, top_k
+        )
+
+    reference, label, note = resolve_reference(
+        reference_spec,
+        task_name,
+        model_id(model),
+        model.n_layers,
+        model.n_heads,
+        model.has_mlp,
+        discover_reference,
     )
     if note and reference_spec != "none":
         _note(note)
-    graph = run_discovery(model, task_name, method_name, n_prompts, seed, metric, threshold, top_k)
-    summary = report(graph, evaluate(graph, reference), label)
+    graph = run_discovery(
+        model, task_name, method_name, n_prompts, seed, metric, threshold, top_k, corruption
+    )
+    summary = report(graph, reference, label)
     if out_path:
         write_graph(graph, out_path)
     if as_json:
@@ -190,7 +212,10 @@ def _print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         ("prompts", summary["n_prompts"]),
         (
             "metric",
-            f"{summary['metric']}: clean {_fmt(summary['clean_metric'])}, corrupted {_fmt(summary['corrupted_metric'])}",
+            (
+                f"{summary['metric']}: clean {_fmt(summary['clean_metric'])}, "
+                f"corrupted ({summary['corruption']}) {_fmt(summary['corrupted_metric'])}"
+            ),
         ),
         ("clean accuracy", _fmt(summary["clean_accuracy"])),
         ("nodes kept", f"{summary['n_nodes_in_circuit']} / {summary['n_nodes']}"),
@@ -206,6 +231,14 @@ def _print_summary(summary: dict[str, Any], out_path: str | None) -> None:
             )
         )
         rows.append((f"{level} ROC AUC", _fmt(metrics[f"{level}_auc"])))
+    if summary["overlap"]:
+        heads = summary["overlap"]["heads"]
+        rows.append(
+            (
+                "heads in reference",
+                f"{heads['shared']} of {heads['a']} found ({_fmt(heads['a_in_b'])})",
+            )
+        )
     rows.append(("runtime", f"{summary['runtime_s']:.2f} s"))
     if out_path:
         rows.append(("graph", out_path))
@@ -248,6 +281,29 @@ def score(graph_path, reference_spec, as_json) -> None:
 
 
 @main.command()
+@click.argument("graph_a", type=click.Path(dir_okay=False))
+@click.argument("graph_b", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def compare(graph_a, graph_b, as_json) -> None:
+    """Overlap of two circuits: heads, nodes (heads and MLPs) and edges in each, shared,
+    Jaccard, and the share of A's circuit found in B's and of B's in A's."""
+    from circuitx.graph import read_graph
+    from circuitx.scoring import OVERLAP_LEVELS, overlap
+
+    result = overlap(read_graph(graph_a), read_graph(graph_b))
+    if as_json:
+        _print_json({"a": graph_a, "b": graph_b, **result})
+        return
+    table = Table(title=f"A = {graph_a}, B = {graph_b}")
+    columns = ("a", "b", "shared", "jaccard", "a_in_b", "b_in_a")
+    for column in ("", "in A", "in B", "shared", "Jaccard", "A in B", "B in A"):
+        table.add_column(column)
+    for level in OVERLAP_LEVELS:
+        table.add_row(level, *(_fmt(result[level][c]) for c in columns))
+    _stdout().print(table)
+
+
+@main.command()
 @click.argument("graph_path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", required=True, type=click.Choice(["graphml", "json", "dot"]))
 @click.option(
@@ -277,13 +333,18 @@ def tasks(as_json) -> None:
         {
             "name": t.name,
             "title": t.title,
+            "default_model": t.default_model,
             "paper_model": t.paper_model,
+            "default_metric": t.default_metric,
             "metrics": list(t.metrics),
+            "corruptions": list(t.corruptions),
             "references": [f"{t.name}:{v}" if v else t.name for v in t.reference_variants],
+            "relational_reference": t.reference_task,
         }
         for t in TASKS.values()
     ]
-    _list(rows, as_json, "tasks", ("name", "title", "paper_model", "metrics", "references"))
+    columns = ("name", "default_model", "default_metric", "corruptions", "references")
+    _list(rows, as_json, "tasks", columns)
 
 
 @main.command()

@@ -14,7 +14,7 @@ from circuitx.methods import MethodRun, get_method
 from circuitx.models import Model, local_model_hub_id
 from circuitx.progress import progress_bar
 from circuitx.reference import resolve_reference
-from circuitx.scoring import empty_metrics, score_graph
+from circuitx.scoring import empty_metrics, overlap, score_graph
 from circuitx.tasks import TASKS, get_task
 
 
@@ -31,13 +31,18 @@ def discover(
     method_name: str,
     n_prompts: int = 50,
     seed: int = 0,
-    metric: str = "logit-diff",
+    metric: str | None = None,
     threshold: float | None = None,
     top_k: int | None = None,
+    corruption: str | None = None,
 ) -> nx.MultiDiGraph:
-    """Run ``method_name`` on ``task_name`` and return the scored, selected circuit graph."""
-    task, method = get_task(task_name), get_method(method_name)
+    """Run ``method_name`` on ``task_name`` and return the scored, selected circuit graph.
+
+    ``metric`` and ``corruption`` default to the task's own defaults.
+    """
+    task, method = get_task(task_name, corruption), get_method(method_name)
     check_selection(threshold, top_k)
+    metric = metric or task.default_metric
     task.check_metric(metric)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -54,6 +59,7 @@ def discover(
             model_id=model_id(model),
             seed=seed,
             metric=metric,
+            corruption=task.corruption,
             n_prompts=n_prompts,
         )
         with progress_bar(f"{method.name} on {task.name}", method.steps(graph)) as advance:
@@ -86,26 +92,17 @@ def select(
     select_nodes(graph, chosen)
 
 
-def reference_for(
-    spec: str, task: str, model_id: str | None, n_layers: int, n_heads: int, has_mlp: bool
-) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
-    """``(reference graph, label, note)`` for ``--reference spec``; the note says why there is none."""
-    reference, note = resolve_reference(spec, task, model_id, n_layers, n_heads, has_mlp)
-    if reference is None:
-        return None, None, note
-    return reference, (task if spec == "auto" else spec), None
-
-
 def reference_for_graph(
     graph: nx.MultiDiGraph, spec: str
 ) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
-    """:func:`reference_for` with the task, model and shape a graph's metadata records."""
+    """The reference ``spec`` names for a saved graph: ``(graph, label, note)`` as
+    :func:`resolve_reference` gives them, with the task, model and shape the graph records."""
     meta = graph.graph
     n_layers, n_heads, has_mlp = shape_of(graph)
     task = meta.get("task")
     if spec == "auto" and task not in TASKS:
-        return None, None, "no reference: the graph names no known task; pass --reference"
-    return reference_for(spec, str(task), meta.get("model_id"), n_layers, n_heads, has_mlp)
+        return (None, None, "no reference: the graph names no known task; pass --reference")
+    return resolve_reference(spec, str(task), meta.get("model_id"), n_layers, n_heads, has_mlp)
 
 
 def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:
@@ -114,9 +111,9 @@ def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[
 
 
 def report(
-    graph: nx.MultiDiGraph, metrics: dict[str, Any], reference: str | None
+    graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None, label: str | None
 ) -> dict[str, Any]:
-    """The JSON summary of a discovery."""
+    """The JSON summary of a discovery, scored against ``reference`` (named ``label``)."""
     meta = graph.graph
     nodes = component_nodes(graph)
     return {
@@ -126,6 +123,7 @@ def report(
         "seed": meta.get("seed"),
         "n_prompts": meta.get("n_prompts"),
         "metric": meta.get("metric"),
+        "corruption": meta.get("corruption"),
         "clean_metric": meta.get("clean_metric"),
         "corrupted_metric": meta.get("corrupted_metric"),
         "clean_accuracy": meta.get("clean_accuracy"),
@@ -136,6 +134,7 @@ def report(
         "n_nodes_in_circuit": sum(bool(graph.nodes[n]["in_circuit"]) for n in nodes),
         "n_edges": graph.number_of_edges(),
         "n_edges_in_circuit": sum(bool(d["in_circuit"]) for _, _, d in graph.edges(data=True)),
-        "reference": reference,
-        "metrics": metrics,
+        "reference": label,
+        "metrics": evaluate(graph, reference),
+        "overlap": None if reference is None else overlap(graph, reference),
     }

@@ -1,25 +1,97 @@
-"""Reference circuits: expanding published class-level circuits into the shared graph, and
-resolving the ``--reference`` option (auto, none, TASK[:VARIANT] or a graph file).
+"""Reference circuits: building published circuits in the shared graph, and resolving the
+``--reference`` option (auto, none, TASK[:VARIANT] or a graph file).
 
-Class-level circuits follow ACDC's counting: ``INPUT`` is the embeddings and every MLP
-output before the receiver, ``OUTPUT`` is the logits and every MLP input after the sender,
-and every MLP stays in the circuit with the edges among MLPs, input and logits.
+Class-level circuits (IOI) follow ACDC's counting: ``INPUT`` is the embeddings and every
+MLP output before the receiver, ``OUTPUT`` is the logits and every MLP input after the
+sender, and every MLP stays in the circuit with the edges among MLPs, input and logits.
+Tasks whose published circuit is an explicit edge list (greater-than, docstring) build it
+with :func:`reference_graph`, :func:`put_in_circuit` and :func:`mark_edge`.
+
+Edge counts: the graph names one edge per sender and head input (MIB's convention). ACDC
+also counts, for every head input that receives an edge, the edge from that input into
+the head; :func:`acdc_edge_count` gives that count, which is what ACDC's papers report.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import networkx as nx
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import INPUT, LOGITS, full_graph, head_node, read_graph, shape_of
+from circuitx.graph import (
+    HEAD_INPUTS,
+    INPUT,
+    LOGITS,
+    edge_name,
+    full_graph,
+    head_node,
+    read_graph,
+    shape_of,
+)
 
 INPUT_CLASS = "INPUT"
 OUTPUT_CLASS = "OUTPUT"
 
 ClassEdge = tuple[str, str, str]  # (sender class, receiver class, head inputs such as "qkv")
+Head = tuple[int, int]  # (layer, head)
+
+
+def require_shape(
+    name: str,
+    n_layers: int,
+    n_heads: int,
+    has_mlp: bool,
+    heads: Iterable[Head],
+    mlp_layers: Iterable[int] = (),
+) -> None:
+    """Fail in one line unless the model holds every head and MLP of reference ``name``."""
+    heads, mlp_layers = list(heads), list(mlp_layers)
+    need_layers = 1 + max([layer for layer, _ in heads] + mlp_layers)
+    need_heads = 1 + max(head for _, head in heads)
+    if n_layers < need_layers or n_heads < need_heads:
+        raise CircuitxError(
+            f"the {name} reference circuit needs at least {need_layers} layers x {need_heads} "
+            f"heads; this model has {n_layers} x {n_heads}"
+        )
+    if mlp_layers and not has_mlp:
+        raise CircuitxError(f"the {name} reference circuit has MLPs; this model has none")
+
+
+def reference_graph(name: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.MultiDiGraph:
+    """The full graph with nothing in the circuit yet; input and logits are in every circuit."""
+    graph = full_graph(n_layers, n_heads, has_mlp, reference=name)
+    for _, data in graph.nodes(data=True):
+        data["role"] = None
+    put_in_circuit(graph, [INPUT], "input")
+    put_in_circuit(graph, [LOGITS], "logits")
+    return graph
+
+
+def put_in_circuit(graph: nx.MultiDiGraph, nodes: Iterable[str], role: str) -> None:
+    for node in nodes:
+        graph.nodes[node].update(in_circuit=True, role=role)
+
+
+def mark_edge(
+    graph: nx.MultiDiGraph, sender: str, receiver: str, head_inputs: Iterable[str] = HEAD_INPUTS
+) -> None:
+    """Put sender->receiver in the circuit (into each of ``head_inputs`` of a head receiver).
+
+    Pairs the model's graph has no edge for (a sender at or after its receiver) are skipped.
+    """
+    inputs = head_inputs if graph.nodes[receiver]["kind"] == "head" else [None]
+    for head_input in inputs:
+        key = edge_name(sender, receiver, head_input)
+        if graph.has_edge(sender, receiver, key):
+            graph.edges[sender, receiver, key]["in_circuit"] = True
+
+
+def acdc_edge_count(graph: nx.MultiDiGraph) -> int:
+    """Circuit edges as ACDC counts them: ours plus one per head input that receives any."""
+    edges = [(r, d["input"]) for _, r, d in graph.edges(data=True) if d["in_circuit"]]
+    return len(edges) + len({(r, i) for r, i in edges if i is not None})
 
 
 def class_circuit(
@@ -27,85 +99,96 @@ def class_circuit(
     n_layers: int,
     n_heads: int,
     has_mlp: bool,
-    classes: dict[str, Sequence[tuple[int, int]]],
+    classes: dict[str, Sequence[Head]],
     class_edges: Sequence[ClassEdge],
 ) -> nx.MultiDiGraph:
     """A reference graph from head classes and class-to-class edges (see module docstring)."""
-    need_layers = 1 + max(layer for heads in classes.values() for layer, _ in heads)
-    need_heads = 1 + max(head for heads in classes.values() for _, head in heads)
-    if n_layers < need_layers or n_heads < need_heads:
-        raise CircuitxError(
-            f"the {name} reference circuit needs at least {need_layers} layers x {need_heads} "
-            f"heads; this model has {n_layers} x {n_heads}"
-        )
-    graph = full_graph(n_layers, n_heads, has_mlp, reference=name)
-    for _, data in graph.nodes(data=True):
-        data["role"] = None
-    members: dict[str, list[str]] = {}
-    for cls, heads in classes.items():
-        members[cls] = [head_node(layer, head) for layer, head in heads]
-        for node in members[cls]:
-            graph.nodes[node].update(role=cls, in_circuit=True)
+    require_shape(name, n_layers, n_heads, has_mlp, [h for hs in classes.values() for h in hs])
+    graph = reference_graph(name, n_layers, n_heads, has_mlp)
+    members = {cls: [head_node(*h) for h in heads] for cls, heads in classes.items()}
+    for cls, nodes in members.items():
+        put_in_circuit(graph, nodes, cls)
     mlps = [n for n, kind in graph.nodes(data="kind") if kind == "mlp"]
-    for node in [INPUT, LOGITS, *mlps]:
-        graph.nodes[node].update(in_circuit=True, role=graph.nodes[node]["kind"])
+    put_in_circuit(graph, mlps, "mlp")
 
-    def group(cls: str, other_layer: int, as_sender: bool) -> list[str]:
+    def group(cls: str, other_layer: int) -> list[str]:
         if cls == INPUT_CLASS:
             return [INPUT] + [m for m in mlps if graph.nodes[m]["layer"] < other_layer]
         if cls == OUTPUT_CLASS:
             return [LOGITS] + [m for m in mlps if graph.nodes[m]["layer"] >= other_layer]
         return members[cls]
 
-    def mark(sender: str, receiver: str, head_input: str | None) -> None:
-        key = f"{sender}->{receiver}" + (f"<{head_input}>" if head_input else "")
-        if graph.has_edge(sender, receiver, key):
-            graph.edges[sender, receiver, key]["in_circuit"] = True
-
     for sender_cls, receiver_cls, inputs in class_edges:
         if receiver_cls == OUTPUT_CLASS:
             for sender in members[sender_cls]:
-                for receiver in group(OUTPUT_CLASS, graph.nodes[sender]["layer"], False):
-                    mark(sender, receiver, None)
+                for receiver in group(OUTPUT_CLASS, graph.nodes[sender]["layer"]):
+                    mark_edge(graph, sender, receiver)
             continue
         for receiver in members[receiver_cls]:
-            for sender in group(sender_cls, graph.nodes[receiver]["layer"], True):
-                for head_input in inputs:
-                    mark(sender, receiver, head_input)
+            for sender in group(sender_cls, graph.nodes[receiver]["layer"]):
+                mark_edge(graph, sender, receiver, inputs)
     for sender in [INPUT, *mlps]:
         for receiver in [*mlps, LOGITS]:
-            mark(sender, receiver, None)
+            mark_edge(graph, sender, receiver)
     return graph
 
 
+# Discovers the named task's circuit with the current method on the current model.
+DiscoverReference = Callable[[str], nx.MultiDiGraph]
+
+
 def resolve_reference(
-    spec: str, task_name: str, model_id: str | None, n_layers: int, n_heads: int, has_mlp: bool
-) -> tuple[nx.MultiDiGraph | None, str | None]:
-    """The reference graph ``spec`` names, or ``(None, why not)`` for auto or none."""
+    spec: str,
+    task_name: str,
+    model_id: str | None,
+    n_layers: int,
+    n_heads: int,
+    has_mlp: bool,
+    discover_reference: DiscoverReference | None = None,
+) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
+    """``(reference graph, label, None)`` for ``spec``, or ``(None, None, why not)``.
+
+    A relational reference (a task whose reference is another task's circuit found by the
+    same method on the same model) is made by ``discover_reference(other task)``.
+    """
     from circuitx.tasks import TASKS, get_task
 
     if spec == "none":
-        return None, "no reference requested"
+        return None, None, "no reference requested"
     if spec == "auto":
         task = get_task(task_name)
         if model_id != task.paper_model:
-            return None, (
-                f"no reference: the published {task_name} circuit is for {task.paper_model}, "
-                f"not this model; pass --reference {task_name} to force it"
+            return (
+                None,
+                None,
+                (
+                    f"no reference: --reference auto uses the {task_name} reference only on "
+                    f"{task.paper_model}, the model it was published for; pass --reference "
+                    f"{task_name} to use it here"
+                ),
             )
-        return task.reference("", n_layers, n_heads, has_mlp), None
+        spec = task_name
     base, _, variant = spec.partition(":")
     if base in TASKS:
         task = TASKS[base]
         if variant not in task.reference_variants:
             choices = ", ".join(f"{base}:{v}" if v else base for v in task.reference_variants)
             raise CircuitxError(f"unknown reference {spec!r}; choose from {choices}")
-        return task.reference(variant, n_layers, n_heads, has_mlp), None
+        if task.reference_task is None:
+            return task.reference(variant, n_layers, n_heads, has_mlp), spec, None
+        if discover_reference is None:
+            raise CircuitxError(
+                f"the {base} reference is the {task.reference_task} circuit the same method "
+                f"finds on the same model; discover it (circuitx discover --task "
+                f"{task.reference_task} ... --out FILE) and pass --reference FILE"
+            )
+        graph = discover_reference(task.reference_task)
+        return (graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None)
     if Path(spec).suffix.lower() in (".graphml", ".xml", ".json") or Path(spec).exists():
         graph = read_graph(spec)
         if shape_of(graph) != (n_layers, n_heads, has_mlp):
             raise CircuitxError(f"reference {spec} is for another model shape")
-        return graph, None
+        return graph, spec, None
     raise CircuitxError(
         f"unknown reference {spec!r}: use auto, none, a task name ({', '.join(TASKS)}) or a graph file"
     )

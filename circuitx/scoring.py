@@ -93,3 +93,36 @@ def score_graph(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str,
         metrics[f"{prefix}_f1"] = f1
         metrics[f"{prefix}_auc"] = None if scores is None else roc_auc(scores, labels)
     return metrics
+
+
+OVERLAP_LEVELS = ("heads", "nodes", "edges")
+
+
+def overlap(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> dict[str, dict[str, float | int | None]]:
+    """How far the circuits of two graphs of one model shape agree, for heads, nodes
+    (heads and MLPs) and edges: counts in each, shared, Jaccard, and the shares of A's
+    circuit found in B's (``a_in_b``) and of B's in A's (``b_in_a``)."""
+    if set(component_nodes(a)) != set(component_nodes(b)):
+        raise CircuitxError(
+            "the graphs are for different model shapes (their heads and MLPs differ)"
+        )
+    result = {}
+    for level in OVERLAP_LEVELS:
+        in_a, in_b = _circuit_items(a, level), _circuit_items(b, level)
+        shared, union = len(in_a & in_b), len(in_a | in_b)
+        result[level] = {
+            "a": len(in_a),
+            "b": len(in_b),
+            "shared": shared,
+            "jaccard": shared / union if union else None,
+            "a_in_b": shared / len(in_a) if in_a else None,
+            "b_in_a": shared / len(in_b) if in_b else None,
+        }
+    return result
+
+
+def _circuit_items(graph: nx.MultiDiGraph, level: str) -> set[str]:
+    if level == "edges":
+        return {key for _, _, key, on in graph.edges(keys=True, data="in_circuit") if on}
+    kinds = ("head",) if level == "heads" else ("head", "mlp")
+    return {n for n, d in graph.nodes(data=True) if d["kind"] in kinds and d["in_circuit"]}

@@ -66,3 +66,15 @@ def model_12x12(dir_12x12):
     from circuitx.models import load_model
 
     return load_model(str(dir_12x12), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def word_model(tmp_path_factory):
+    """2 layers x 4 heads with the built-in word-level tokenizer (a tokenizer we build)."""
+    from circuitx.builtin import word_level_tokenizer
+    from circuitx.models import load_model
+    from circuitx.tasks import task_vocabulary
+
+    directory = tmp_path_factory.mktemp("word")
+    save_gpt2(directory, word_level_tokenizer(task_vocabulary()), 2, 4, 32, 0, 0.2)
+    return load_model(str(directory), device="cpu")

@@ -186,3 +186,118 @@ def test_unknown_reference(tiny_dir):
 def test_score_with_auto_reference_and_no_paper_model(discovered):
     _, out = discovered
     assert_one_line_error(run("score", out), "no reference")
+
+
+def discover_task(task, *args):
+    return run("discover", "--task", task, "--method", "activation-patching", *args)
+
+
+@pytest.mark.parametrize("task", ["ioi", "greater-than", "docstring"])
+def test_discover_with_each_published_reference(task, dir_12x12):
+    result = discover_task(
+        task, "--model", dir_12x12, "--reference", task, "--n-prompts", 3, "--top-k", 10, "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["task"] == task and summary["reference"] == task
+    assert isinstance(summary["metrics"]["node_auc"], float)
+    assert summary["overlap"]["nodes"]["a"] == 10
+
+
+def test_colored_objects_reference_is_the_ioi_circuit_on_the_same_model(tiny_dir, tmp_path):
+    common = ["--model", tiny_dir, "--n-prompts", 3, "--top-k", 4, "--seed", 2]
+    result = discover_task(
+        "colored-objects",
+        *common,
+        "--reference",
+        "colored-objects",
+        "--json",
+        "--out",
+        tmp_path / "co.graphml",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "discovering the ioi circuit" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["reference"] == "ioi circuit found by activation-patching"
+    ioi = discover_task("ioi", *common, "--out", tmp_path / "ioi.graphml")
+    assert ioi.exit_code == 0, ioi.stderr
+    compared = run("compare", tmp_path / "co.graphml", tmp_path / "ioi.graphml", "--json")
+    assert compared.exit_code == 0, compared.stderr
+    assert summary["overlap"] == {
+        k: v for k, v in json.loads(compared.stdout).items() if k not in "ab"
+    }
+    assert summary["metrics"]["node_precision"] == summary["overlap"]["nodes"]["a_in_b"]
+    assert "heads" in run("compare", tmp_path / "co.graphml", tmp_path / "ioi.graphml").stdout
+    assert_one_line_error(
+        run("score", tmp_path / "co.graphml", "--reference", "colored-objects"),
+        "pass --reference FILE",
+    )
+
+
+@pytest.mark.parametrize(
+    "task, pattern",
+    [
+        ("greater-than", "needs at least 12 layers x 12 heads"),
+        ("docstring", "needs at least 4 layers x 7 heads"),
+    ],
+)
+def test_published_reference_on_a_model_too_small(task, pattern, tiny_dir):
+    assert_one_line_error(discover_task(task, "--model", tiny_dir, "--reference", task), pattern)
+
+
+@pytest.mark.parametrize("task", ["greater-than", "docstring", "colored-objects"])
+def test_auto_reference_off_the_paper_model_gives_null_metrics(task, tiny_dir):
+    result = discover_task(task, "--model", tiny_dir, "--n-prompts", 2, "--top-k", 3, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["reference"] is None and set(summary["metrics"].values()) == {None}
+    assert "no reference" in result.stderr
+
+
+def test_tasks_list_default_model_and_metric():
+    from circuitx.models import HUB_ALIASES
+
+    rows = {row["name"]: row for row in json.loads(run("tasks", "--json").stdout)}
+    assert list(rows) == ["ioi", "greater-than", "docstring", "colored-objects"]
+    assert {name: (row["default_model"], row["default_metric"]) for name, row in rows.items()} == {
+        "ioi": ("gpt2", "logit-diff"),
+        "greater-than": ("gpt2", "prob-diff"),
+        "docstring": ("attn-only-4l", "logit-diff"),
+        "colored-objects": ("gpt2-medium", "logit-diff"),
+    }
+    for row in rows.values():
+        assert HUB_ALIASES[row["default_model"]] == row["paper_model"]
+    table = run("tasks").stdout
+    assert "attn-only-4l" in table and "prob-diff" in table
+
+
+def test_default_model_is_the_tasks_paper_model():
+    result = discover_task("docstring")  # the hub is offline in tests
+    assert_one_line_error(result, "cannot load 'attn-only-4l'")
+
+
+def test_corruption_option(tiny_dir):
+    result = discover_task(
+        "docstring",
+        "--model",
+        tiny_dir,
+        "--corruption",
+        "random_doc",
+        "--n-prompts",
+        2,
+        "--top-k",
+        2,
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["corruption"] == "random_doc"
+    assert_one_line_error(discover_task("ioi", "--corruption", "random_doc"), "no corruption")
+
+
+def test_compare_needs_one_model_shape(discovered, tiny_dir, tmp_path):
+    _, out = discovered
+    small = discover_task(
+        "ioi", "--model", tiny_dir, "--n-prompts", 2, "--out", tmp_path / "s.json"
+    )
+    assert small.exit_code == 0, small.stderr
+    assert_one_line_error(run("compare", out, tmp_path / "s.json"), "different model shapes")

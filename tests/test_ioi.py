@@ -105,3 +105,10 @@ def test_tokenizer_that_splits_names_is_rejected(tiny_model, monkeypatch):
     )
     with pytest.raises(CircuitxError, match="single tokens"):
         ioi.make_data(tiny_model, 4, seed=0)
+
+
+def test_oneill_bui_variant_swaps_one_backup_mover():
+    default, variant = ioi.reference("", 12, 12, True), ioi.reference("oneill-bui", 12, 12, True)
+    heads = lambda g: {n for n, d in g.nodes(data=True) if d["kind"] == "head" and d["in_circuit"]}
+    assert heads(variant) - heads(default) == {"a11.h3"}
+    assert heads(default) - heads(variant) == {"a9.h0"}

@@ -3,7 +3,7 @@ import pytest
 
 from circuitx.errors import CircuitxError
 from circuitx.graph import component_nodes, full_graph, select_nodes
-from circuitx.scoring import roc_auc, score_graph, selection_metrics
+from circuitx.scoring import overlap, roc_auc, score_graph, selection_metrics
 
 
 def test_roc_auc_known_values():
@@ -72,3 +72,44 @@ def test_different_shapes_cannot_be_scored():
     with pytest.raises(CircuitxError, match="different model shapes"):
         score_graph(full_graph(2, 2, True), full_graph(2, 3, True))
     assert len(component_nodes(full_graph(2, 3, True))) == 8
+
+
+def test_overlap_matches_a_hand_count():
+    a, b = full_graph(2, 2, True), full_graph(2, 2, True)
+    select_nodes(a, ["a0.h0", "a1.h1", "m0"])
+    select_nodes(b, ["a0.h0", "m0", "m1"])
+    result = overlap(a, b)
+    assert result["heads"] == {
+        "a": 2,
+        "b": 1,
+        "shared": 1,
+        "jaccard": 1 / 2,
+        "a_in_b": 1 / 2,
+        "b_in_a": 1.0,
+    }
+    assert result["nodes"] == {
+        "a": 3,
+        "b": 3,
+        "shared": 2,
+        "jaccard": 2 / 4,
+        "a_in_b": 2 / 3,
+        "b_in_a": 2 / 3,
+    }
+    # A's edges among input, a0.h0, a1.h1, m0, logits: input->a0.h0 (q,k,v), input->a1.h1
+    # (q,k,v), input->m0, input->logits, a0.h0->a1.h1 (q,k,v), a0.h0->m0, a0.h0->logits,
+    # m0->a1.h1 (q,k,v), m0->logits, a1.h1->logits = 18. B's among input, a0.h0, m0, m1,
+    # logits: input->a0.h0 (3), input->m0, input->m1, input->logits, a0.h0->m0, a0.h0->m1,
+    # a0.h0->logits, m0->m1, m0->logits, m1->logits = 12. Shared: input->a0.h0 (3),
+    # input->m0, input->logits, a0.h0->m0, a0.h0->logits, m0->logits = 8.
+    assert result["edges"] == {
+        "a": 18,
+        "b": 12,
+        "shared": 8,
+        "jaccard": 8 / 22,
+        "a_in_b": 8 / 18,
+        "b_in_a": 8 / 12,
+    }
+    empty = full_graph(2, 2, True)
+    assert overlap(empty, b)["heads"]["a_in_b"] is None
+    with pytest.raises(CircuitxError, match="different model shapes"):
+        overlap(a, full_graph(2, 3, True))

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 from circuitx.errors import CircuitxError
 from circuitx.tasks.base import Task, TaskData
+from circuitx.tasks.colored_objects import ColoredObjectsTask
+from circuitx.tasks.docstring import DocstringTask
+from circuitx.tasks.greater_than import GreaterThanTask
 from circuitx.tasks.ioi import IOITask
 
-TASKS: dict[str, Task] = {task.name: task for task in (IOITask(),)}
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (IOITask(), GreaterThanTask(), DocstringTask(), ColoredObjectsTask())
+}
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, corruption: str | None = None) -> Task:
+    """The registered task ``name``, set to ``corruption`` (default: the task's first)."""
     if name not in TASKS:
         raise CircuitxError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
-    return TASKS[name]
+    task = TASKS[name]
+    return task if corruption is None else type(task)(corruption)
 
 
 def task_vocabulary() -> list[str]:

@@ -7,6 +7,7 @@ task needs is a ``CircuitxError``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
@@ -27,9 +28,10 @@ class TaskData:
     corrupted: torch.Tensor  # [n, pos]
     positions: dict[str, torch.Tensor]  # name -> [n] token index
     answer: torch.Tensor  # [n] token the model should predict at END
-    wrong: torch.Tensor  # [n] token the task metric compares it against
+    wrong: torch.Tensor  # [n] token, or [n, k] tokens, the task metric compares it against
     clean_prompts: list[str] = field(default_factory=list)
     corrupted_prompts: list[str] = field(default_factory=list)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # task-specific tensors
 
     @property
     def n_prompts(self) -> int:
@@ -41,9 +43,25 @@ class Task:
 
     name: ClassVar[str]
     title: ClassVar[str]
+    default_model: ClassVar[str]  # model alias matching the paper (the --model default)
     paper_model: ClassVar[str]  # hub id of the model the reference circuit was published for
-    metrics: ClassVar[tuple[str, ...]] = ("logit-diff", "kl")
+    metrics: ClassVar[tuple[str, ...]] = ("logit-diff", "kl")  # the first is the default
     reference_variants: ClassVar[dict[str, str]]  # variant ("" = default) -> description
+    # A relational reference: this other task's circuit, found by the same method and model.
+    reference_task: ClassVar[str | None] = None
+    corruptions: ClassVar[tuple[str, ...]]  # ways to corrupt a prompt; the first is the default
+
+    def __init__(self, corruption: str | None = None) -> None:
+        if corruption is not None and corruption not in self.corruptions:
+            raise CircuitxError(
+                f"task {self.name} has no corruption {corruption!r}; "
+                f"choose from {', '.join(self.corruptions)}"
+            )
+        self.corruption = corruption or self.corruptions[0]
+
+    @property
+    def default_metric(self) -> str:
+        return self.metrics[0]
 
     def vocabulary(self) -> list[str]:
         """Every word the task's prompts use (for built-in word-level tokenizers)."""
@@ -67,7 +85,7 @@ class Task:
         """
         self.check_metric(name)
         if name == "logit-diff":
-            return pick(final, data.answer) - pick(final, data.wrong)
+            return pick(final, data.answer) - best(final, data.wrong)
         if name == "kl":
             clean = clean_final.log_softmax(-1)
             return -(clean.exp() * (clean - final.log_softmax(-1))).sum(-1)
@@ -80,15 +98,29 @@ class Task:
                 f"task {self.name} has no metric {name!r}; choose from {', '.join(self.metrics)}"
             )
 
+    def correct(self, final: torch.Tensor, data: TaskData) -> torch.Tensor:
+        """Per prompt: does the model get it right? Here: the answer beats every wrong token."""
+        return pick(final, data.answer) > best(final, data.wrong)
+
     def accuracy(self, final: torch.Tensor, data: TaskData) -> float:
-        """Share of prompts whose answer logit beats the wrong one."""
-        return float((self.metric("logit-diff", final, data, final) > 0).double().mean())
+        """Share of prompts the model gets right (see :meth:`correct`)."""
+        return float(self.correct(final, data).double().mean())
 
 
 def pick(final: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``final[..., i, tokens[i]]`` for logits [..., n, vocab] and token ids [n]."""
-    index = tokens.to(final.device).expand(final.shape[:-1]).unsqueeze(-1)
-    return final.gather(-1, index).squeeze(-1)
+    """``final[..., i, tokens[i]]`` for logits [..., n, vocab] and ids [n] (or [n, k] -> [..., n, k])."""
+    tokens = tokens.to(final.device)
+    column = tokens.dim() == 1
+    if column:
+        tokens = tokens.unsqueeze(-1)
+    picked = final.gather(-1, tokens.expand(*final.shape[:-1], tokens.shape[-1]))
+    return picked.squeeze(-1) if column else picked
+
+
+def best(final: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The largest of ``tokens``' logits per prompt: ids [n] or [n, k] -> [..., n]."""
+    picked = pick(final, tokens)
+    return picked.amax(-1) if tokens.dim() == 2 else picked
 
 
 def single_token(model: "Model", word: str) -> int | None:
@@ -115,3 +147,21 @@ def encode_batch(model: "Model", prompts: Sequence[str]) -> tuple[torch.Tensor, 
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return tokens, lengths
+
+
+def occurrences(row: torch.Tensor, token: int | torch.Tensor) -> list[int]:
+    """Indices where ``token`` occurs in the 1-D token ``row``."""
+    return (row == token).nonzero().flatten().tolist()
+
+
+def changed_positions(clean_row: torch.Tensor, corrupted_row: torch.Tensor) -> list[int]:
+    """Indices where two equally long token rows differ."""
+    return (clean_row != corrupted_row).nonzero().flatten().tolist()
+
+
+def words_of(*texts: str) -> list[str]:
+    """The words and punctuation marks of ``texts`` (placeholders like ``[NAME]`` dropped)."""
+    words: dict[str, None] = {}
+    for text in texts:
+        words.update(dict.fromkeys(re.findall(r"\w+|[^\w\s]", re.sub(r"\[\w+\]", " ", text))))
+    return list(words)

@@ -89,17 +89,16 @@ CLASS_EDGES = (
 class IOITask(_tasks.Task):
     name = "ioi"
     title = "Indirect object identification"
+    default_model = "gpt2"
     paper_model = "openai-community/gpt2"
-    reference_variants = {"": "Wang et al. 2022: 26 heads in 7 classes, ACDC's class edges"}
+    corruptions = ("abc",)
+    reference_variants = {
+        "": "Wang et al. 2022: 26 heads in 7 classes, ACDC's class edges",
+        "oneill-bui": "O'Neill & Bui's version: backup movers with 11.3 instead of 9.0",
+    }
 
     def vocabulary(self) -> list[str]:
-        words: dict[str, None] = {}
-        for template in BABA_TEMPLATES:
-            words.update(
-                dict.fromkeys(re.findall(r"\w+|[^\w\s]", re.sub(r"\[\w+\]", " ", template)))
-            )
-        words.update(dict.fromkeys([*NAMES, *PLACES, *OBJECTS]))
-        return list(words)
+        return _tasks.words_of(*BABA_TEMPLATES, " ".join([*NAMES, *PLACES, *OBJECTS]))
 
     def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         if n_prompts < 1:
@@ -140,12 +139,12 @@ class IOITask(_tasks.Task):
         }
         for i in range(n_prompts):
             row = clean_tokens[i, : lengths[i]]
-            io_at = (row == io_ids[i]).nonzero().flatten().tolist()
-            s_at = (row == s_ids[i]).nonzero().flatten().tolist()
+            io_at = _tasks.occurrences(row, io_ids[i])
+            s_at = _tasks.occurrences(row, s_ids[i])
             if len(io_at) != 1 or len(s_at) != 2:
                 raise CircuitxError(f"IOI prompt does not tokenise as the task needs: {clean[i]!r}")
-            changed = (row != corrupted_tokens[i, : lengths[i]]).nonzero().flatten().tolist()
-            if sorted(changed) != sorted([*io_at, *s_at]):
+            changed = _tasks.changed_positions(row, corrupted_tokens[i, : lengths[i]])
+            if changed != sorted([*io_at, *s_at]):
                 raise CircuitxError(
                     f"IOI corrupted prompt changes more than the names: {corrupted[i]!r}"
                 )
@@ -165,6 +164,11 @@ class IOITask(_tasks.Task):
     def reference(
         self, variant: str, n_layers: int, n_heads: int, has_mlp: bool
     ) -> nx.MultiDiGraph:
-        graph = class_circuit("ioi", n_layers, n_heads, has_mlp, CLASSES, CLASS_EDGES)
+        classes = CLASSES
+        if variant == "oneill-bui":
+            backup = [h for h in CLASSES["backup name mover"] if h != (9, 0)] + [(11, 3)]
+            classes = {**CLASSES, "backup name mover": tuple(backup)}
+        label = f"ioi:{variant}" if variant else "ioi"
+        graph = class_circuit(label, n_layers, n_heads, has_mlp, classes, CLASS_EDGES)
         graph.graph["task"] = self.name
         return graph
