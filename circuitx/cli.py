@@ -109,7 +109,9 @@ def _method_names() -> list[str]:
     "--metric", default=None, help="Task metric (default: the task's first; see `circuitx tasks`)."
 )
 @click.option(
-    "--corruption", default=None, help="How prompts are corrupted (default: the task's first)."
+    "--corruption",
+    default=None,
+    help="How prompts are corrupted (default: the task's first; `circuitx tasks --json` lists them).",
 )
 @click.option(
     "--threshold",
@@ -343,7 +345,7 @@ def tasks(as_json) -> None:
         }
         for t in TASKS.values()
     ]
-    columns = ("name", "default_model", "default_metric", "corruptions", "references")
+    columns = ("name", "default_model", "default_metric", "references")
     _list(rows, as_json, "tasks", columns)
 
 
