@@ -14,8 +14,8 @@ the head; :func:`acdc_edge_count` gives that count, which is what ACDC's papers 
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import networkx as nx
 

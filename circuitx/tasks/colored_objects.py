@@ -112,7 +112,6 @@ class ColoredObjectsTask(_tasks.Task):
             positions["OBJECT"][i], positions["QUERY"][i] = object_at
             positions["COLOR"][i] = object_at[0] - 1
             positions["END"][i] = lengths[i] - 1
-        answers = [color_ids[c][1] for c in colors]
         return _tasks.TaskData(
             clean=clean_tokens,
             corrupted=corrupted_tokens,
@@ -121,7 +120,7 @@ class ColoredObjectsTask(_tasks.Task):
             wrong=torch.tensor([color_ids[other][1] for _, _, other in asked_about]),
             clean_prompts=clean,
             corrupted_prompts=corrupted,
-            extra={"colors": torch.tensor(answers)},
+            extra={"colors": torch.tensor([color_ids[c][1] for c in colors])},  # answer forms
         )
 
     def correct(self, final: torch.Tensor, data: _tasks.TaskData) -> torch.Tensor:

@@ -82,7 +82,8 @@ class GreaterThanTask(_tasks.Task):
             raise CircuitxError("n_prompts must be at least 1")
         digit_ids = two_digit_tokens(model)
         years = valid_years(model, digit_ids)
-        nouns = [n for n in NOUNS if _tasks.single_token(model, " " + n) is not None]
+        noun_ids = {n: _tasks.single_token(model, " " + n) for n in NOUNS}
+        nouns = [n for n, token in noun_ids.items() if token is not None]
         if not years or not nouns:
             raise CircuitxError(
                 "greater-than needs years that tokenise as ' XX' + 'YY' and single-token nouns; "
@@ -100,7 +101,7 @@ class GreaterThanTask(_tasks.Task):
         }
         for i, (noun, year) in enumerate(chosen):
             row = clean_tokens[i, : lengths[i]]
-            noun_at = _tasks.occurrences(row, _tasks.single_token(model, " " + noun))
+            noun_at = _tasks.occurrences(row, noun_ids[noun])
             yy_at = _tasks.occurrences(row, digit_ids[year % 100])
             # the YY token follows the first XX; with a word-level tokenizer XX may equal YY
             yy_at = [p for p in yy_at if p > 0 and row[p - 1] == row[lengths[i] - 1]][:1]
