@@ -83,3 +83,11 @@ def test_reference_is_relational():
 def test_word_level_tokenizer(word_model):
     data = task.make_data(word_model, 6, seed=0)
     assert (data.positions["COLOR"] + 1 == data.positions["OBJECT"]).all()
+
+
+def test_tokenizer_that_splits_colours_is_rejected(tiny_model, monkeypatch):
+    encode = type(tiny_model).encode
+    split = lambda self, text: [1, 2] if text.strip().lower() in COLORS else encode(self, text)
+    monkeypatch.setattr(type(tiny_model), "encode", split)
+    with pytest.raises(CircuitxError, match="0 colours"):
+        task.make_data(tiny_model, 2, seed=0)

@@ -131,3 +131,11 @@ def test_word_level_tokenizer_splits_years_into_digit_pairs(word_model):
     data = task.make_data(word_model, 10, seed=0)
     assert (data.positions["YY"] == data.positions["XX1"] + 1).all()
     assert data.clean.shape == data.corrupted.shape
+
+
+def test_tokenizer_without_two_digit_tokens_is_rejected(tiny_model, monkeypatch):
+    encode = type(tiny_model).encode
+    split = lambda self, text: [1, 2] if text.isdigit() else encode(self, text)
+    monkeypatch.setattr(type(tiny_model), "encode", split)
+    with pytest.raises(CircuitxError, match="every two-digit number as one token"):
+        task.make_data(tiny_model, 2, seed=0)
