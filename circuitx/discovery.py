@@ -101,7 +101,7 @@ def reference_for_graph(
     n_layers, n_heads, has_mlp = shape_of(graph)
     task = meta.get("task")
     if spec == "auto" and task not in TASKS:
-        return (None, None, "no reference: the graph names no known task; pass --reference")
+        return None, None, "no reference: the graph names no known task; pass --reference"
     return resolve_reference(spec, str(task), meta.get("model_id"), n_layers, n_heads, has_mlp)
 
 

@@ -149,6 +149,26 @@ def encode_batch(model: "Model", prompts: Sequence[str]) -> tuple[torch.Tensor, 
     return tokens, lengths
 
 
+def encode_pairs(
+    model: "Model", task_name: str, clean: Sequence[str], corrupted: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Tokens of clean and corrupted prompts, each pair of equal length, and the lengths."""
+    clean_tokens, lengths = encode_batch(model, clean)
+    corrupted_tokens, corrupted_lengths = encode_batch(model, corrupted)
+    for i, (length, corrupted_length) in enumerate(zip(lengths, corrupted_lengths)):
+        if length != corrupted_length:
+            raise CircuitxError(
+                f"{task_name} clean and corrupted prompts tokenise to different lengths: "
+                f"{clean[i]!r} vs {corrupted[i]!r}"
+            )
+    return clean_tokens, corrupted_tokens, lengths
+
+
+def position_table(keys: Sequence[str], n_prompts: int) -> dict[str, torch.Tensor]:
+    """Named token positions, one [n_prompts] index tensor per key, to be filled in."""
+    return {key: torch.zeros(n_prompts, dtype=torch.long) for key in keys}
+
+
 def occurrences(row: torch.Tensor, token: int | torch.Tensor) -> list[int]:
     """Indices where ``token`` occurs in the 1-D token ``row``."""
     return (row == token).nonzero().flatten().tolist()

@@ -89,18 +89,14 @@ class ColoredObjectsTask(_tasks.Task):
             corrupted.append(f"{scene} {query_objects[other]}?\nA:")
             asked_about.append((query_colors[asked], query_objects[asked], query_colors[other]))
 
-        clean_tokens, lengths = _tasks.encode_batch(model, clean)
-        corrupted_tokens, corrupted_lengths = _tasks.encode_batch(model, corrupted)
-        keys = ("COLOR", "OBJECT", "QUERY", "END")
-        positions = {k: torch.zeros(n_prompts, dtype=torch.long) for k in keys}
+        clean_tokens, corrupted_tokens, lengths = _tasks.encode_pairs(
+            model, self.name, clean, corrupted
+        )
+        positions = _tasks.position_table(("COLOR", "OBJECT", "QUERY", "END"), n_prompts)
         for i, (color, obj, _) in enumerate(asked_about):
             row = clean_tokens[i, : lengths[i]]
             object_at = _tasks.occurrences(row, object_ids[obj])
-            if (
-                lengths[i] != corrupted_lengths[i]
-                or len(object_at) != 2
-                or row[object_at[0] - 1] != color_ids[color][0]
-            ):
+            if len(object_at) != 2 or row[object_at[0] - 1] != color_ids[color][0]:
                 raise CircuitxError(
                     f"colored-objects prompt does not tokenise as the task needs: {clean[i]!r}"
                 )

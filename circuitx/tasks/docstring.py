@@ -132,14 +132,15 @@ class DocstringTask(_tasks.Task):
             documented.append([ids[a], ids[b], ids[c]])
             wrongs.append([ids[n] for n in drawn[1:] if n != c])
 
-        clean_tokens, lengths = _tasks.encode_batch(model, clean)
-        corrupted_tokens, corrupted_lengths = _tasks.encode_batch(model, corrupted)
+        clean_tokens, corrupted_tokens, lengths = _tasks.encode_pairs(
+            model, self.name, clean, corrupted
+        )
         keys = ("A_def", "B_def", "C_def", "A_doc", "B_doc", "END")
-        positions = {k: torch.zeros(n_prompts, dtype=torch.long) for k in keys}
+        positions = _tasks.position_table(keys, n_prompts)
         for i in range(n_prompts):
             row = clean_tokens[i, : lengths[i]]
             a_at, b_at, c_at = (_tasks.occurrences(row, token) for token in documented[i])
-            if lengths[i] != corrupted_lengths[i] or [len(a_at), len(b_at), len(c_at)] != [2, 2, 1]:
+            if [len(a_at), len(b_at), len(c_at)] != [2, 2, 1]:
                 raise CircuitxError(
                     f"docstring prompt does not tokenise as the task needs: {clean[i]!r}"
                 )

@@ -93,19 +93,18 @@ class GreaterThanTask(_tasks.Task):
         chosen = [(rng.choice(nouns), rng.choice(years)) for _ in range(n_prompts)]
         clean = [_prompt(noun, year) for noun, year in chosen]
         corrupted = [_prompt(noun, year // 100 * 100 + CORRUPTED_YY) for noun, year in chosen]
-        clean_tokens, lengths = _tasks.encode_batch(model, clean)
-        corrupted_tokens, corrupted_lengths = _tasks.encode_batch(model, corrupted)
+        clean_tokens, corrupted_tokens, lengths = _tasks.encode_pairs(
+            model, self.name, clean, corrupted
+        )
         yy = torch.tensor([year % 100 for _, year in chosen])
-        positions = {
-            k: torch.zeros(n_prompts, dtype=torch.long) for k in ("NOUN", "XX1", "YY", "END")
-        }
+        positions = _tasks.position_table(("NOUN", "XX1", "YY", "END"), n_prompts)
         for i, (noun, year) in enumerate(chosen):
             row = clean_tokens[i, : lengths[i]]
             noun_at = _tasks.occurrences(row, noun_ids[noun])
             yy_at = _tasks.occurrences(row, digit_ids[year % 100])
             # the YY token follows the first XX; with a word-level tokenizer XX may equal YY
             yy_at = [p for p in yy_at if p > 0 and row[p - 1] == row[lengths[i] - 1]][:1]
-            if lengths[i] != corrupted_lengths[i] or len(noun_at) != 1 or not yy_at:
+            if len(noun_at) != 1 or not yy_at:
                 raise CircuitxError(
                     f"greater-than prompt does not tokenise as the task needs: {clean[i]!r}"
                 )

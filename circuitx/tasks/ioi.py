@@ -127,16 +127,12 @@ class IOITask(_tasks.Task):
             io_names.append(io)
             s_names.append(s)
 
-        clean_tokens, lengths = _tasks.encode_batch(model, clean)
-        corrupted_tokens, corrupted_lengths = _tasks.encode_batch(model, corrupted)
-        if lengths != corrupted_lengths:
-            raise CircuitxError("IOI clean and corrupted prompts tokenise to different lengths")
+        clean_tokens, corrupted_tokens, lengths = _tasks.encode_pairs(
+            model, self.name, clean, corrupted
+        )
         io_ids = torch.tensor([name_ids[n] for n in io_names])
         s_ids = torch.tensor([name_ids[n] for n in s_names])
-        positions = {
-            key: torch.zeros(n_prompts, dtype=torch.long)
-            for key in ("IO", "S1", "S1+1", "S2", "END")
-        }
+        positions = _tasks.position_table(("IO", "S1", "S1+1", "S2", "END"), n_prompts)
         for i in range(n_prompts):
             row = clean_tokens[i, : lengths[i]]
             io_at = _tasks.occurrences(row, io_ids[i])

@@ -1,0 +1,22 @@
+"""Helpers every task shares (tasks/base.py)."""
+
+import pytest
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.tasks.base import best, encode_pairs, pick
+
+
+def test_encode_pairs_rejects_pairs_of_different_lengths(tiny_model):
+    clean, corrupted, lengths = encode_pairs(tiny_model, "t", ["a b", "a"], ["c d", "e"])
+    assert clean.shape == corrupted.shape == (2, 3) and lengths == [3, 2]
+    with pytest.raises(CircuitxError, match="t clean and corrupted prompts tokenise to different"):
+        encode_pairs(tiny_model, "t", ["a b"], ["a b c"])
+
+
+def test_pick_and_best_take_one_or_many_tokens_per_prompt():
+    final = torch.arange(24.0).view(2, 3, 4)  # [copies, n, vocab]
+    assert pick(final, torch.tensor([0, 1, 3])).tolist() == [[0, 5, 11], [12, 17, 23]]
+    many = torch.tensor([[0, 2], [1, 0], [3, 2]])
+    assert pick(final, many).shape == (2, 3, 2)
+    assert best(final, many).tolist() == [[2, 5, 11], [14, 17, 23]]
