@@ -158,15 +158,12 @@ def resolve_reference(
     if spec == "auto":
         task = get_task(task_name)
         if model_id != task.paper_model:
-            return (
-                None,
-                None,
-                (
-                    f"no reference: --reference auto uses the {task_name} reference only on "
-                    f"{task.paper_model}, the model it was published for; pass --reference "
-                    f"{task_name} to use it here"
-                ),
+            note = (
+                f"no reference: --reference auto uses the {task_name} reference only on "
+                f"{task.paper_model}, the model it was published for; pass --reference "
+                f"{task_name} to use it here"
             )
+            return None, None, note
         spec = task_name
     base, _, variant = spec.partition(":")
     if base in TASKS:
@@ -183,7 +180,7 @@ def resolve_reference(
                 f"{task.reference_task} ... --out FILE) and pass --reference FILE"
             )
         graph = discover_reference(task.reference_task)
-        return (graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None)
+        return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
     if Path(spec).suffix.lower() in (".graphml", ".xml", ".json") or Path(spec).exists():
         graph = read_graph(spec)
         if shape_of(graph) != (n_layers, n_heads, has_mlp):

@@ -122,8 +122,8 @@ class DocstringTask(_tasks.Task):
         clean, corrupted, documented, wrongs = [], [], [], []
         for _ in range(n_prompts):
             drawn = rng.sample(names, N_DRAWN)
-            method, prefix, (a, b, c), suffix = (drawn[0], drawn[1:3], drawn[3:6], drawn[6:7])
-            fresh = drawn[7:]
+            method, prefix, (a, b, c) = drawn[0], drawn[1:3], drawn[3:6]
+            suffix, fresh = drawn[6:7], drawn[7:]
             words = rng.sample(nouns, 7)
             clean_def, clean_doc = [*prefix, a, b, c, *suffix], [a, b]
             clean.append(_prompt(method, clean_def, clean_doc, words))
