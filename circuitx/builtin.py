@@ -28,6 +28,7 @@ class BuiltinModel:
     description: str
     version: int
     build: Callable[[Path], None]
+    task: str | None = None  # the task a planted model is built for
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -133,6 +134,25 @@ def _build_random_12x12(directory: Path) -> None:
     save_gpt2(directory, tokenizer, n_layer=12, n_head=12, d_model=96, seed=0)
 
 
+def _planted_models() -> dict[str, BuiltinModel]:
+    from circuitx.planted import PLANTED
+
+    descriptions = {
+        False: "hand-set weights; its ground-truth circuit ships with it",
+        True: "adds a self-repairing backup head and 4x-norm distractors",
+    }
+    return {
+        name: BuiltinModel(
+            name=name,
+            description=descriptions[spec.hard],
+            version=1,
+            build=spec.save,
+            task=spec.task,
+        )
+        for name, spec in PLANTED.items()
+    }
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "random-12x12": BuiltinModel(
         name="random-12x12",
@@ -143,3 +163,4 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         build=_build_random_12x12,
     )
 }
+BUILTIN_MODELS.update(_planted_models())

@@ -7,6 +7,7 @@ bars and errors go to stderr. Every input error is one line on stderr and exit c
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -94,8 +95,15 @@ def _method_names() -> list[str]:
     "--model",
     "model_name",
     default=None,
-    help="Built-in model, hub name or alias (gpt2, gpt2-medium, attn-only-4l), or a local "
-    "directory. Default: the task's paper model (see `circuitx tasks`).",
+    help="Built-in model (`planted`: the task's planted-circuit model), hub name or alias "
+    "(gpt2, gpt2-medium, attn-only-4l), or a local directory. Default: the task's paper "
+    "model (see `circuitx tasks`).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Where built-in models are built and cached (default: $CIRCUITX_CACHE_DIR, "
+    "else ~/.cache/circuitx).",
 )
 @click.option(
     "--n-prompts",
@@ -126,7 +134,8 @@ def _method_names() -> list[str]:
     "reference_spec",
     default="auto",
     show_default=True,
-    help="auto, none, TASK[:VARIANT] or a graph file to score against.",
+    help="auto (a planted model's ground truth, or the task's reference on its paper "
+    "model), none, planted, TASK[:VARIANT] or a graph file to score against.",
 )
 @click.option(
     "--out",
@@ -146,6 +155,7 @@ def discover(
     task_name,
     method_name,
     model_name,
+    cache_dir,
     n_prompts,
     seed,
     metric,
@@ -163,6 +173,7 @@ def discover(
     from circuitx.discovery import discover as run_discovery
     from circuitx.graph import graph_format, write_graph
     from circuitx.models import load_model
+    from circuitx.planted import planted_name
     from circuitx.reference import resolve_reference
     from circuitx.tasks import get_task
 
@@ -172,7 +183,10 @@ def discover(
     if out_path:
         check_output_path(out_path)
         graph_format(out_path)
-    model = load_model(model_name or task.default_model, device=device, dtype=dtype)
+    if cache_dir:
+        os.environ["CIRCUITX_CACHE_DIR"] = cache_dir
+    model_name = planted_name(model_name or task.default_model, task_name)
+    model = load_model(model_name, device=device, dtype=dtype)
 
     def discover_reference(other_task: str):
         _note(f"reference: discovering the {other_task} circuit with {method_name} on this model")
@@ -189,6 +203,7 @@ def discover(
         model.n_heads,
         model.has_mlp,
         discover_reference,
+        planted=model.builtin,
     )
     if note and reference_spec != "none":
         _note(note)
@@ -370,19 +385,52 @@ def methods(as_json) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def models(as_json) -> None:
-    """List built-in models and hub aliases."""
+    """List built-in models (with each planted model's task and circuit) and hub aliases."""
     from circuitx.builtin import BUILTIN_MODELS
     from circuitx.models import HUB_ALIASES
+    from circuitx.planted import PLANTED
 
-    rows = [
-        {"name": m.name, "source": "built-in (no download)", "description": m.description}
-        for m in BUILTIN_MODELS.values()
-    ]
+    rows = []
+    for m in BUILTIN_MODELS.values():
+        circuits = PLANTED[m.name].circuits() if m.name in PLANTED else {}
+        rows.append(
+            {
+                "name": m.name,
+                "source": "built-in (no download)",
+                "task": m.task,
+                "circuit": _circuit_size(circuits[m.task]) if m.task else None,
+                "description": m.description,
+                "circuits": {task: _circuit_facts(graph) for task, graph in circuits.items()},
+            }
+        )
     rows += [
-        {"name": alias, "source": "Hugging Face hub", "description": hub_id}
+        {
+            "name": alias,
+            "source": "Hugging Face hub",
+            "task": None,
+            "circuit": None,
+            "description": hub_id,
+            "circuits": {},
+        }
         for alias, hub_id in HUB_ALIASES.items()
     ]
-    _list(rows, as_json, "models", ("name", "source", "description"))
+    _list(rows, as_json, "models", ("name", "source", "task", "circuit", "description"))
+
+
+def _circuit_facts(graph) -> dict[str, Any]:
+    nodes = [
+        n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] in ("head", "mlp")
+    ]
+    return {
+        "heads": [n for n in nodes if graph.nodes[n]["kind"] == "head"],
+        "mlps": [n for n in nodes if graph.nodes[n]["kind"] == "mlp"],
+        "n_edges": sum(bool(d["in_circuit"]) for *_, d in graph.edges(data=True)),
+    }
+
+
+def _circuit_size(graph) -> str:
+    facts = _circuit_facts(graph)
+    return f"{len(facts['heads'])} heads, {len(facts['mlps'])} MLPs, {facts['n_edges']} edges"
 
 
 def _list(rows: list[dict[str, Any]], as_json: bool, title: str, columns: tuple[str, ...]) -> None:

@@ -102,7 +102,9 @@ def reference_for_graph(
     task = meta.get("task")
     if spec == "auto" and task not in TASKS:
         return None, None, "no reference: the graph names no known task; pass --reference"
-    return resolve_reference(spec, str(task), meta.get("model_id"), n_layers, n_heads, has_mlp)
+    return resolve_reference(
+        spec, str(task), meta.get("model_id"), n_layers, n_heads, has_mlp, planted=meta.get("model")
+    )
 
 
 def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:

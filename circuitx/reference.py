@@ -145,16 +145,28 @@ def resolve_reference(
     n_heads: int,
     has_mlp: bool,
     discover_reference: DiscoverReference | None = None,
+    planted: str | None = None,
 ) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
     """``(reference graph, label, None)`` for ``spec``, or ``(None, None, why not)``.
 
     A relational reference (a task whose reference is another task's circuit found by the
-    same method on the same model) is made by ``discover_reference(other task)``.
+    same method on the same model) is made by ``discover_reference(other task)``. On a
+    planted model (``planted`` names it) ``auto`` and ``planted`` give its ground truth.
     """
+    from circuitx.planted import ground_truth
     from circuitx.tasks import TASKS, get_task
 
     if spec == "none":
         return None, None, "no reference requested"
+    if spec in ("auto", "planted"):
+        truth = ground_truth(planted, task_name)
+        if truth is not None:
+            return truth, f"{planted} ground truth", None
+        if spec == "planted":
+            raise CircuitxError(
+                f"--reference planted needs a planted model with a {task_name} circuit "
+                f"(`circuitx models` lists them)"
+            )
     if spec == "auto":
         task = get_task(task_name)
         if model_id != task.paper_model:
@@ -187,5 +199,6 @@ def resolve_reference(
             raise CircuitxError(f"reference {spec} is for another model shape")
         return graph, spec, None
     raise CircuitxError(
-        f"unknown reference {spec!r}: use auto, none, a task name ({', '.join(TASKS)}) or a graph file"
+        f"unknown reference {spec!r}: use auto, none, planted, a task name ({', '.join(TASKS)}) "
+        "or a graph file"
     )

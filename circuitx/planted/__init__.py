@@ -1,0 +1,111 @@
+"""Planted-circuit models: GPT-2-architecture models whose circuit is known by construction.
+
+Each is built in code (hand-set weights, a word-level tokenizer, no download), saved as a
+Hugging Face model directory with its ground-truth circuit(s) in ``circuit.json``, and
+loaded by the same loader as any model (see :mod:`circuitx.builtin`). ``planted-<task>``
+solves one task (``planted-colored-objects`` solves IOI too, with shared heads);
+``planted-<task>-hard`` adds a backup head that takes over when the main one is patched
+away (self-repair) and distractors with four times the output norm.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import networkx as nx
+
+from circuitx.errors import CircuitxError
+from circuitx.graph import HEAD_INPUTS, from_json_dict, to_json_dict
+from circuitx.planted.design import Circuit
+from circuitx.reference import mark_edge, put_in_circuit, reference_graph
+
+CIRCUIT_FILE = "circuit.json"
+SEED = 0  # the distractors' random weights; part of each model's definition
+
+
+@dataclass(frozen=True)
+class PlantedModel:
+    name: str
+    task: str  # the task it is built for (colored-objects' model also solves ioi)
+    hard: bool
+    module: str  # circuitx.planted.<module> has build(...) and circuits(...)
+    args: tuple[bool, ...] = ()  # leading arguments of both (the entity design's ``colored``)
+
+    def _module(self) -> ModuleType:
+        return importlib.import_module(f"circuitx.planted.{self.module}")
+
+    def shape(self) -> tuple[int, int]:
+        module = self._module()
+        return module.N_LAYERS, module.N_HEADS
+
+    def circuits(self) -> dict[str, nx.MultiDiGraph]:
+        """Ground-truth circuit graphs by task (no weights are built)."""
+        found = self._module().circuits(*self.args, self.hard)
+        return {task: self._graph(task, circuit) for task, circuit in found.items()}
+
+    def save(self, directory: Path) -> None:
+        """Build the weights and tokenizer into ``directory``, with the ground truth."""
+        design, found = self._module().build(*self.args, self.hard, SEED)
+        design.save(directory)
+        graphs = {task: to_json_dict(self._graph(task, c)) for task, c in found.items()}
+        (directory / CIRCUIT_FILE).write_text(json.dumps(graphs, indent=1))
+
+    def _graph(self, task: str, circuit: Circuit) -> nx.MultiDiGraph:
+        graph = reference_graph(f"{self.name} ground truth", *self.shape(), True)
+        graph.graph.update(task=task, model=self.name, backups=",".join(circuit.backups))
+        for node, role in circuit.roles.items():
+            put_in_circuit(graph, [node], role)
+        for sender, receiver, inputs in circuit.edges:
+            mark_edge(graph, sender, receiver, inputs or HEAD_INPUTS)
+        return graph
+
+
+def _models() -> dict[str, PlantedModel]:
+    kinds = {
+        "ioi": ("entity", (False,)),
+        "greater-than": ("greater_than", ()),
+        "docstring": ("docstring", ()),
+        "colored-objects": ("entity", (True,)),
+    }
+    models = {}
+    for task, (module, args) in kinds.items():
+        for hard in (False, True):
+            name = f"planted-{task}" + ("-hard" if hard else "")
+            models[name] = PlantedModel(name, task, hard, module, args)
+    return models
+
+
+PLANTED: dict[str, PlantedModel] = _models()
+
+
+def planted_name(name: str, task: str) -> str:
+    """``planted`` / ``planted-hard`` stand for the task's own planted model."""
+    if name in ("planted", "planted-hard"):
+        return f"planted-{task}" + name[len("planted") :]
+    return name
+
+
+def read_ground_truth(directory: str | Path, task: str) -> nx.MultiDiGraph | None:
+    """The ground-truth circuit for ``task`` shipped in a planted model's directory."""
+    path = Path(directory) / CIRCUIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        graphs = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CircuitxError(f"cannot read the ground truth {path}: {error}") from None
+    return from_json_dict(graphs[task]) if task in graphs else None
+
+
+def ground_truth(name: str | None, task: str) -> nx.MultiDiGraph | None:
+    """The ground truth shipped with planted model ``name`` for ``task``, if there is one
+    (the model is built into the cache first if needed)."""
+    if name not in PLANTED:
+        return None
+    from circuitx.builtin import model_dir
+
+    return read_ground_truth(model_dir(name), task)
