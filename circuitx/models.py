@@ -149,6 +149,27 @@ class Model:
         return logits, cache
 
 
+    def output_norms(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Norm of what each head and MLP writes to the residual stream, [batch, pos] per
+        node name (``a{L}.h{H}``, ``m{L}``)."""
+        from circuitx.graph import head_node, mlp_node
+
+        layers = range(self.n_layers)
+        names = [head_output_hook(layer) for layer in layers]
+        if self.has_mlp:
+            names += [mlp_output_hook(layer) for layer in layers]
+        _, cache = self.run_with_cache(tokens, names)
+        norms = {}
+        for layer in layers:
+            w_o = self.bridge.blocks[layer].attn.W_O.detach()  # [head, d_head, d_model]
+            written = torch.einsum("bphd,hdm->bphm", cache[head_output_hook(layer)], w_o)
+            for head in range(self.n_heads):
+                norms[head_node(layer, head)] = written[:, :, head].norm(dim=-1)
+            if self.has_mlp:
+                norms[mlp_node(layer)] = cache[mlp_output_hook(layer)].norm(dim=-1)
+        return norms
+
+
 def _adapt_hook(fn: HookFn) -> Callable[..., Any]:
     def hook(tensor: torch.Tensor, hook: Any) -> Any:
         return fn(tensor)

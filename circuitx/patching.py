@@ -79,6 +79,35 @@ class PatchingEngine:
             advance(len(chunk))
         return results
 
+    def patch_together(self, nodes: Sequence[str]) -> float:
+        """Mean metric when all of ``nodes`` carry their corrupted outputs at once."""
+        if not nodes:
+            return self.clean_metric
+        heads: dict[int, list[int]] = defaultdict(list)
+        mlps: list[int] = []
+        for node in nodes:
+            kind, layer, head = parse_node(node)
+            if kind == "head":
+                heads[layer].append(head)
+            elif kind == "mlp":
+                mlps.append(layer)
+            else:
+                raise CircuitxError(f"cannot patch node {node!r}: only heads and MLPs")
+        hooks = []
+        for layer, head_list in heads.items():
+            name = head_output_hook(layer)
+            head_idx = torch.tensor(head_list, device=self.model.device)
+            copy_idx = torch.zeros_like(head_idx)
+            hooks.append((name, _patch_heads(self.corrupted_cache[name], 1, copy_idx, head_idx)))
+        for layer in mlps:
+            name = mlp_output_hook(layer)
+            zero = torch.zeros(1, dtype=torch.long, device=self.model.device)
+            hooks.append((name, _patch_copies(self.corrupted_cache[name], 1, zero)))
+        first_layer = min([*heads, *mlps])
+        resid = self.clean_cache[resid_pre_hook(first_layer)]
+        final = self.model.run(resid, hooks, self.end, start_at_layer=first_layer)
+        return float(self.metric(final).mean())
+
     def _patched_metric(self, chunk: list[str]) -> torch.Tensor:
         """Mean metric per node of ``chunk``, patching node j in copy j of the batch."""
         k, n = len(chunk), self.data.n_prompts

@@ -214,7 +214,7 @@ class Design:
         mlp.w_out.append(w_out)
 
     def add_distractors(self, reads: Sequence[int], gain: float) -> None:
-        """Give every head without weights, and every layer's MLP, random weights that read
+        """Give every head and MLP without weights random weights that read
         the features ``reads`` (plus junk and noise) and write only noise features, which no
         circuit component reads. ``gain`` sets their output norm."""
         junk, noise = self.group("junk"), self.group("noise")
@@ -232,8 +232,13 @@ class Design:
                 self.sink(layer, head, 2.0)
                 for _ in range(6):
                     self.write(layer, head, self._spread(sources, 1.0), self._spread(noise, gain))
+            if layer in self.mlps:  # a circuit MLP: its neurons are all the circuit's
+                continue
             k = 64
-            w_in = torch.stack([self._spread([*sources, *noise], 3.0) for _ in range(k)], 1)
+            # inputs scaled so that pre-activations stay O(1) whatever the noise's size
+            w_in = torch.stack(
+                [self._spread(sources, 3.0) + self._spread(noise, 3.0 / gain) for _ in range(k)], 1
+            )
             b_in = torch.randn(k, generator=self.generator)
             w_out = torch.stack([self._spread(noise, gain / 4) for _ in range(k)], 0)
             self.neurons(layer, w_in, b_in, w_out)

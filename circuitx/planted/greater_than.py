@@ -72,7 +72,8 @@ def build(hard: bool, seed: int) -> tuple[Design, dict[str, Circuit]]:
         w_out[t, out[t]] = -12.0 / STEP
         w_out[100 + t, out[t]] = 12.0 / STEP
     d.neurons(COMPARATOR, w_in, b_in, w_out)
-    d.add_distractors([*tens, *units, d.features["x"]], gain=4.0 if hard else 1.0)
+    # the comparator writes ~10x more than a head; distractors are scaled to match it
+    d.add_distractors([*tens, *units, d.features["x"]], gain=24.0 if hard else 6.0)
     return d, circuits(hard)
 
 

@@ -1,0 +1,162 @@
+"""Planted-circuit models: the certificate of every model, discovery against the ground
+truth, deterministic builds, and the CLI paths that use them."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from circuitx.discovery import discover, report
+from circuitx.models import load_model
+from circuitx.planted import PLANTED, ground_truth, planted_name
+from circuitx.planted.certificate import certify
+from circuitx.scoring import overlap
+from test_cli import assert_one_line_error, run
+
+CASES = [(name, task) for name, spec in PLANTED.items() for task in spec.circuits()]
+CLEAN_TASKS = [spec.task for spec in PLANTED.values() if not spec.hard]
+
+
+@pytest.fixture(scope="module")
+def models():
+    loaded = {}
+
+    def get(name):
+        if name not in loaded:
+            loaded[name] = load_model(name)
+        return loaded[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name,task", CASES)
+def test_certificate(models, name, task):
+    cert = certify(models(name), task, ground_truth(name, task), n_prompts=20)
+    assert cert.clean_accuracy >= 0.95
+    assert cert.clean_metric > 0.5
+    assert cert.corrupted_metric < 0.1 * cert.clean_metric  # at or below chance
+    assert cert.complement_faithfulness >= 0.95
+    assert cert.circuit_patched <= 0.05
+    assert cert.max_outside_effect < 0.01
+    assert cert.min_inside_effect >= 0.1
+    assert bool(cert.backups) == PLANTED[name].hard
+    # distractors are active: comparable output norms, larger in the hard variants
+    assert cert.norm_ratio > (1.0 if PLANTED[name].hard else 0.3)
+
+
+def test_backup_heads_repair_the_behaviour(models):
+    """Patching the main name mover hurts less when the backup can take over."""
+    clean = certify(models("planted-ioi"), "ioi", ground_truth("planted-ioi", "ioi"), 20)
+    hard = certify(models("planted-ioi-hard"), "ioi", ground_truth("planted-ioi-hard", "ioi"), 20)
+    assert hard.effects["a3.h0"] < 0.5 * clean.effects["a3.h0"]
+    assert abs(hard.effects["a4.h1"]) < 0.02  # the backup alone: no effect (documented)
+
+
+@pytest.mark.parametrize("task", CLEAN_TASKS)
+def test_activation_patching_finds_the_planted_circuit(models, task):
+    name = planted_name("planted", task)
+    graph = discover(models(name), task, "activation-patching", n_prompts=20)
+    summary = report(graph, ground_truth(name, task), "truth")
+    assert summary["metrics"]["node_auc"] == 1.0
+    assert summary["metrics"]["node_precision"] == summary["metrics"]["node_recall"] == 1.0
+
+
+def test_colored_objects_reuses_the_ioi_heads():
+    truths = PLANTED["planted-colored-objects"].circuits()
+    heads = overlap(truths["colored-objects"], truths["ioi"])["heads"]
+    assert (heads["a"], heads["b"], heads["shared"]) == (4, 6, 3)
+
+
+def test_building_twice_gives_identical_weights(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for directory in (first, second):
+        directory.mkdir()
+        PLANTED["planted-docstring-hard"].save(directory)
+    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(a[k].equal(b[k]) for k in a)
+    assert (first / "circuit.json").read_text() == (second / "circuit.json").read_text()
+
+
+@pytest.mark.parametrize("task", CLEAN_TASKS)
+def test_cli_discover_on_planted(task):
+    result = run(
+        "discover",
+        "--task",
+        task,
+        "--method",
+        "activation-patching",
+        "--model",
+        "planted",
+        "--n-prompts",
+        "10",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["model"] == f"planted-{task}"
+    assert summary["reference"] == f"planted-{task} ground truth"
+    assert summary["metrics"]["node_auc"] == 1.0
+
+
+def test_cli_score_finds_the_planted_ground_truth(tmp_path):
+    out = tmp_path / "g.json"
+    result = run(
+        "discover",
+        "--task",
+        "docstring",
+        "--method",
+        "activation-patching",
+        "--model",
+        "planted-docstring",
+        "--n-prompts",
+        "5",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    scored = run("score", str(out), "--json")
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["reference"] == "planted-docstring ground truth"
+
+
+def test_reference_planted_needs_a_planted_model():
+    result = run(
+        "discover",
+        "--task",
+        "ioi",
+        "--method",
+        "activation-patching",
+        "--model",
+        "planted-docstring",
+        "--reference",
+        "planted",
+    )
+    assert_one_line_error(result, "needs a planted model with a ioi circuit")
+
+
+def test_models_lists_planted_models_with_task_and_circuit():
+    result = run("models", "--json")
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["planted-greater-than"]["task"] == "greater-than"
+    assert rows["planted-greater-than"]["circuits"]["greater-than"]["mlps"] == ["m0", "m2"]
+    assert set(rows["planted-colored-objects"]["circuits"]) == {"ioi", "colored-objects"}
+
+
+def test_cache_dir_flag(tmp_path):
+    result = run(
+        "discover",
+        "--task",
+        "docstring",
+        "--method",
+        "activation-patching",
+        "--model",
+        "planted",
+        "--n-prompts",
+        "3",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c" / "models" / "planted-docstring-v1" / "circuit.json").is_file()
