@@ -148,7 +148,6 @@ class Model:
         logits = self.run(tokens, [(name, store(name)) for name in names], positions)
         return logits, cache
 
-
     def output_norms(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Norm of what each head and MLP writes to the residual stream, [batch, pos] per
         node name (``a{L}.h{H}``, ``m{L}``)."""
