@@ -13,6 +13,14 @@ from circuitx.planted.certificate import certify
 from circuitx.scoring import overlap
 from test_cli import assert_one_line_error, run
 
+
+def discover_cli(task, model, *args):
+    """``circuitx discover`` with activation patching on ``model``."""
+    return run(
+        "discover", "--task", task, "--method", "activation-patching", "--model", model, *args
+    )
+
+
 CASES = [(name, task) for name, spec in PLANTED.items() for task in spec.circuits()]
 CLEAN_TASKS = [spec.task for spec in PLANTED.values() if not spec.hard]
 
@@ -80,18 +88,7 @@ def test_building_twice_gives_identical_weights(tmp_path):
 
 @pytest.mark.parametrize("task", CLEAN_TASKS)
 def test_cli_discover_on_planted(task):
-    result = run(
-        "discover",
-        "--task",
-        task,
-        "--method",
-        "activation-patching",
-        "--model",
-        "planted",
-        "--n-prompts",
-        "10",
-        "--json",
-    )
+    result = discover_cli(task, "planted", "--n-prompts", "10", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["model"] == f"planted-{task}"
@@ -101,19 +98,7 @@ def test_cli_discover_on_planted(task):
 
 def test_cli_score_finds_the_planted_ground_truth(tmp_path):
     out = tmp_path / "g.json"
-    result = run(
-        "discover",
-        "--task",
-        "docstring",
-        "--method",
-        "activation-patching",
-        "--model",
-        "planted-docstring",
-        "--n-prompts",
-        "5",
-        "--out",
-        str(out),
-    )
+    result = discover_cli("docstring", "planted-docstring", "--n-prompts", "5", "--out", str(out))
     assert result.exit_code == 0, result.output
     scored = run("score", str(out), "--json")
     assert scored.exit_code == 0, scored.output
@@ -121,17 +106,7 @@ def test_cli_score_finds_the_planted_ground_truth(tmp_path):
 
 
 def test_reference_planted_needs_a_planted_model():
-    result = run(
-        "discover",
-        "--task",
-        "ioi",
-        "--method",
-        "activation-patching",
-        "--model",
-        "planted-docstring",
-        "--reference",
-        "planted",
-    )
+    result = discover_cli("ioi", "planted-docstring", "--reference", "planted")
     assert_one_line_error(result, "needs a planted model with a ioi circuit")
 
 
@@ -144,19 +119,8 @@ def test_models_lists_planted_models_with_task_and_circuit():
 
 
 def test_cache_dir_flag(tmp_path):
-    result = run(
-        "discover",
-        "--task",
-        "docstring",
-        "--method",
-        "activation-patching",
-        "--model",
-        "planted",
-        "--n-prompts",
-        "3",
-        "--cache-dir",
-        str(tmp_path / "c"),
-        "--json",
+    result = discover_cli(
+        "docstring", "planted", "--n-prompts", "3", "--cache-dir", str(tmp_path / "c"), "--json"
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c" / "models" / "planted-docstring-v1" / "circuit.json").is_file()

@@ -357,3 +357,20 @@ class Circuit:
     def edge(self, sender: str, receiver: str, inputs: str = "") -> None:
         """``inputs`` names the receiving head's inputs ("qk", "v", ...); "" for MLPs/logits."""
         self.edges.append((sender, receiver, inputs))
+
+    def readers(
+        self, heads: Sequence[tuple[str, str]], reads: Sequence[tuple[str, str]], target: str
+    ) -> None:
+        """Heads ``(node, role)`` that each read ``(sender, inputs)`` and write to ``target``."""
+        for node, role in heads:
+            self.node(node, role)
+            for sender, inputs in reads:
+                self.edge(sender, node, inputs)
+            self.edge(node, target)
+
+    def backup(self, node: str, watches: Sequence[str]) -> None:
+        """``node`` is a backup head whose query reads the main heads' output (``watches``);
+        its own patching effect is ~0 by design."""
+        for sender in watches:
+            self.edge(sender, node, "q")
+        self.backups.append(node)

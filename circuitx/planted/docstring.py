@@ -70,15 +70,8 @@ def _circuit(hard: bool) -> Circuit:
     dn = circuit.node(head_node(*DN), "documented name")
     circuit.edge(INPUT, p2, "qkv")
     circuit.edge(INPUT, dn, "qkv")
-    movers = [(M, "mover")] + ([(BM, "backup mover")] if hard else [])
-    for head, role in movers:
-        node = circuit.node(head_node(*head), role)
-        circuit.edge(dn, node, "q")
-        circuit.edge(p2, node, "k")
-        circuit.edge(INPUT, node, "kv")
-        circuit.edge(node, LOGITS)
+    movers = [(head_node(*M), "mover")] + ([(head_node(*BM), "backup mover")] if hard else [])
+    circuit.readers(movers, [(dn, "q"), (p2, "k"), (INPUT, "kv")], LOGITS)
     if hard:
-        backup = head_node(*BM)
-        circuit.edge(head_node(*M), backup, "q")
-        circuit.backups.append(backup)
+        circuit.backup(head_node(*BM), [head_node(*M)])
     return circuit

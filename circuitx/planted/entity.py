@@ -162,37 +162,22 @@ def _shared(circuit: Circuit, with_pt: bool) -> None:
 def _ioi_circuit(hard: bool) -> Circuit:
     circuit = Circuit()
     _shared(circuit, with_pt=True)
-    si = head_node(*SI)
-    movers = [(NM, "name mover"), (NNM, "negative name mover")]
+    movers = [(head_node(*NM), "name mover"), (head_node(*NNM), "negative name mover")]
     if hard:
-        movers.append((BNM, "backup name mover"))
-    for head, role in movers:
-        node = circuit.node(head_node(*head), role)
-        circuit.edge(si, node, "q")
-        circuit.edge(INPUT, node, "kv")
-        circuit.edge(node, LOGITS)
+        movers.append((head_node(*BNM), "backup name mover"))
+    circuit.readers(movers, [(head_node(*SI), "q"), (INPUT, "kv")], LOGITS)
     if hard:
-        backup = head_node(*BNM)
-        circuit.edge(head_node(*NM), backup, "q")
-        circuit.edge(head_node(*NNM), backup, "q")
-        circuit.backups.append(backup)
+        circuit.backup(head_node(*BNM), [head_node(*NM), head_node(*NNM)])
     return circuit
 
 
 def _colored_circuit(hard: bool) -> Circuit:
     circuit = Circuit()
     _shared(circuit, with_pt=False)
-    si = head_node(*SI)
-    movers = [(CM, "color mover")]
+    movers = [(head_node(*CM), "color mover")]
     if hard:
-        movers.append((BCM, "backup color mover"))
-    for head, role in movers:
-        node = circuit.node(head_node(*head), role)
-        circuit.edge(si, node, "q")
-        circuit.edge(INPUT, node, "k")
-        circuit.edge(node, LOGITS)
+        movers.append((head_node(*BCM), "backup color mover"))
+    circuit.readers(movers, [(head_node(*SI), "q"), (INPUT, "k")], LOGITS)
     if hard:
-        backup = head_node(*BCM)
-        circuit.edge(head_node(*CM), backup, "q")
-        circuit.backups.append(backup)
+        circuit.backup(head_node(*BCM), [head_node(*CM)])
     return circuit

@@ -86,19 +86,12 @@ def _circuit(hard: bool) -> Circuit:
     encoder = circuit.node(mlp_node(ENCODER), "year encoder")
     comparator = circuit.node(mlp_node(COMPARATOR), "comparator")
     circuit.edge(INPUT, encoder)
-    heads = [(YH_A, "year head"), (YH_B, "year head")]
+    heads = [(head_node(*YH_A), "year head"), (head_node(*YH_B), "year head")]
     if hard:
-        heads.append((BYH, "backup year head"))
-    for head, role in heads:
-        node = circuit.node(head_node(*head), role)
-        circuit.edge(INPUT, node, "qk")
-        circuit.edge(encoder, node, "v")
-        circuit.edge(node, comparator)
+        heads.append((head_node(*BYH), "backup year head"))
+    circuit.readers(heads, [(INPUT, "qk"), (encoder, "v")], comparator)
     if hard:
-        backup = head_node(*BYH)
-        circuit.edge(INPUT, backup, "k")
-        for head in (YH_A, YH_B):
-            circuit.edge(head_node(*head), backup, "q")
-        circuit.backups.append(backup)
+        circuit.edge(INPUT, head_node(*BYH), "k")
+        circuit.backup(head_node(*BYH), [head_node(*YH_A), head_node(*YH_B)])
     circuit.edge(comparator, LOGITS)
     return circuit
