@@ -148,18 +148,22 @@ class Model:
         logits = self.run(tokens, [(name, store(name)) for name in names], positions)
         return logits, cache
 
+    def output_hooks(self) -> list[str]:
+        """The hook points of every head's output (z) and every MLP's output."""
+        layers = range(self.n_layers)
+        names = [head_output_hook(layer) for layer in layers]
+        if self.has_mlp:
+            names += [mlp_output_hook(layer) for layer in layers]
+        return names
+
     def output_norms(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Norm of what each head and MLP writes to the residual stream, [batch, pos] per
         node name (``a{L}.h{H}``, ``m{L}``)."""
         from circuitx.graph import head_node, mlp_node
 
-        layers = range(self.n_layers)
-        names = [head_output_hook(layer) for layer in layers]
-        if self.has_mlp:
-            names += [mlp_output_hook(layer) for layer in layers]
-        _, cache = self.run_with_cache(tokens, names)
+        _, cache = self.run_with_cache(tokens, self.output_hooks())
         norms = {}
-        for layer in layers:
+        for layer in range(self.n_layers):
             w_o = self.bridge.blocks[layer].attn.W_O.detach()  # [head, d_head, d_model]
             written = torch.einsum("bphd,hdm->bphm", cache[head_output_hook(layer)], w_o)
             for head in range(self.n_heads):

@@ -41,14 +41,11 @@ class PatchingEngine:
         self.end = data.positions["END"]
         self.tokens_per_pass = tokens_per_pass or TOKENS_PER_PASS.get(model.device.type, 2048)
         layers = range(model.n_layers)
-        outputs = [head_output_hook(layer) for layer in layers]
-        if model.has_mlp:
-            outputs += [mlp_output_hook(layer) for layer in layers]
         self.clean_final, self.clean_cache = model.run_with_cache(
             data.clean, [resid_pre_hook(layer) for layer in layers], self.end
         )
         self.corrupted_final, self.corrupted_cache = model.run_with_cache(
-            data.corrupted, outputs, self.end
+            data.corrupted, model.output_hooks(), self.end
         )
         self.clean_metric = float(self.metric(self.clean_final).mean())
         self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
@@ -83,37 +80,21 @@ class PatchingEngine:
         """Mean metric when all of ``nodes`` carry their corrupted outputs at once."""
         if not nodes:
             return self.clean_metric
-        heads: dict[int, list[int]] = defaultdict(list)
-        mlps: list[int] = []
-        for node in nodes:
-            kind, layer, head = parse_node(node)
-            if kind == "head":
-                heads[layer].append(head)
-            elif kind == "mlp":
-                mlps.append(layer)
-            else:
-                raise CircuitxError(f"cannot patch node {node!r}: only heads and MLPs")
-        hooks = []
-        for layer, head_list in heads.items():
-            name = head_output_hook(layer)
-            head_idx = torch.tensor(head_list, device=self.model.device)
-            copy_idx = torch.zeros_like(head_idx)
-            hooks.append((name, _patch_heads(self.corrupted_cache[name], 1, copy_idx, head_idx)))
-        for layer in mlps:
-            name = mlp_output_hook(layer)
-            zero = torch.zeros(1, dtype=torch.long, device=self.model.device)
-            hooks.append((name, _patch_copies(self.corrupted_cache[name], 1, zero)))
-        first_layer = min([*heads, *mlps])
-        resid = self.clean_cache[resid_pre_hook(first_layer)]
-        final = self.model.run(resid, hooks, self.end, start_at_layer=first_layer)
-        return float(self.metric(final).mean())
+        final = self._run_patched(nodes, [0] * len(nodes), 1)
+        return float(self.metric(final[0]).mean())
 
     def _patched_metric(self, chunk: list[str]) -> torch.Tensor:
         """Mean metric per node of ``chunk``, patching node j in copy j of the batch."""
-        k, n = len(chunk), self.data.n_prompts
+        final = self._run_patched(chunk, list(range(len(chunk))), len(chunk))
+        return self.metric(final).mean(-1)
+
+    def _run_patched(self, nodes: Sequence[str], copies: Sequence[int], k: int) -> torch.Tensor:
+        """END logits [k, n, vocab] of the batch stacked k times, node i patched in copy
+        ``copies[i]``; the pass starts at the earliest patched layer."""
+        n = self.data.n_prompts
         heads: dict[int, list[tuple[int, int]]] = defaultdict(list)
         mlps: dict[int, list[int]] = defaultdict(list)
-        for copy, node in enumerate(chunk):
+        for copy, node in zip(copies, nodes):
             kind, layer, head = parse_node(node)
             if kind == "head":
                 heads[layer].append((copy, head))
@@ -133,7 +114,7 @@ class PatchingEngine:
             hooks.append((name, _patch_copies(self.corrupted_cache[name], k, copy_idx)))
         resid = self.clean_cache[resid_pre_hook(first_layer)].repeat(k, 1, 1)
         final = self.model.run(resid, hooks, self.end.repeat(k), start_at_layer=first_layer)
-        return self.metric(final.view(k, n, -1)).mean(-1)
+        return final.view(k, n, -1)
 
 
 def _patch_heads(source: torch.Tensor, k: int, copy_idx: torch.Tensor, head_idx: torch.Tensor):

@@ -53,8 +53,9 @@ class Certificate:
     @property
     def norm_ratio(self) -> float:
         """Mean output norm outside the circuit over that inside it."""
-        mean = lambda nodes: sum(self.norms[n] for n in nodes) / len(nodes)  # noqa: E731
-        return mean(self.outside) / mean(self.circuit)
+        outside = [self.norms[n] for n in self.outside]
+        inside = [self.norms[n] for n in self.circuit]
+        return (sum(outside) / len(outside)) / (sum(inside) / len(inside))
 
     def to_dict(self) -> dict[str, Any]:
         facts = asdict(self)

@@ -15,9 +15,9 @@ Attention scores are in logits: a score gap of 10 means e^10 more attention.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
 
 import torch
 
@@ -295,7 +295,7 @@ class Design:
                 state[prefix + "mlp.c_fc.bias"][:k] = b_in
                 state[prefix + "mlp.c_proj.weight"][:k] = w_out @ basis.T
         state["transformer.ln_f.weight"] = torch.ones(self.d_model)
-        missing = [k for k in state if k.endswith(".attn.bias") or k.endswith("masked_bias")]
+        missing = [k for k in state if k.endswith((".attn.bias", "masked_bias"))]
         for name in missing:  # causal-mask buffers of older transformers versions
             state[name] = model.state_dict()[name]
         model.load_state_dict(state)
@@ -337,9 +337,6 @@ class Design:
                 stacked = torch.stack(weights.output, 0)  # [r, width]
                 out[head * dh : head * dh + stacked.shape[0]] = stacked @ basis.T
         return out
-
-    def describe(self) -> dict[str, Any]:
-        return {"features": len(self.features), "width": self.width}
 
 
 @dataclass

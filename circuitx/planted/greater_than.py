@@ -42,7 +42,7 @@ def build(hard: bool, seed: int) -> tuple[Design, dict[str, Circuit]]:
         d.token_embed[token, tens[t // 10]] = 1.0
         d.token_embed[token, units[t % 10]] = 1.0
         d.unembed[out[t], token] = 1.0
-        d.unembed[d.features["anchor"], token] = 8.0 / 1000.0  # base logit 8 (anchor / 1000)
+        d.unembed[:, token] += d.const(8.0)  # base logit 8
 
     # year encoder: yval = (10 tens + units) / 100, via two neurons in GELU's linear range
     digits = [(f"tens[{i}]", i / 10) for i in range(10)] + [
