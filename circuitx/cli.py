@@ -130,6 +130,31 @@ def _method_names() -> list[str]:
     "--top-k", type=click.IntRange(min=1), help="Keep the k components with the largest |score|."
 )
 @click.option(
+    "--ablation",
+    default="corrupted",
+    show_default=True,
+    type=click.Choice(["corrupted", "mean", "zero"]),
+    help="What a patched node or edge carries: its corrupted-run value, that value's mean "
+    "over prompts, or zero.",
+)
+@click.option(
+    "--tau",
+    type=click.FloatRange(min=0),
+    help="acdc: drop an edge whose patching moves the metric by less than this share of "
+    "the clean-corrupted gap [default: 0.01].",
+)
+@click.option(
+    "--ig-steps",
+    type=click.IntRange(min=1),
+    help="eap-ig: interpolation steps between corrupted and clean inputs [default: 5].",
+)
+@click.option(
+    "--stages",
+    type=click.IntRange(min=1),
+    help="path-patching: rounds, the first to the logits, each later one to the heads "
+    "found before [default: 5].",
+)
+@click.option(
     "--reference",
     "reference_spec",
     default="auto",
@@ -162,22 +187,33 @@ def discover(
     corruption,
     threshold,
     top_k,
+    ablation,
+    tau,
+    ig_steps,
+    stages,
     reference_spec,
     out_path,
     as_json,
     device,
     dtype,
 ) -> None:
-    """Discover a circuit for a task with a method, and score it against a reference."""
+    """Discover a circuit for a task with a method, and score it against a reference.
+
+    Reports the circuit's faithfulness and MIB's CPR and CMD besides the comparison with
+    the reference.
+    """
     from circuitx.discovery import check_selection, model_id, report
     from circuitx.discovery import discover as run_discovery
     from circuitx.graph import graph_format, write_graph
+    from circuitx.methods import get_method, method_options
     from circuitx.models import load_model
     from circuitx.planted import planted_name
     from circuitx.reference import resolve_reference
     from circuitx.tasks import get_task
 
     check_selection(threshold, top_k)
+    options = {"tau": tau, "ig_steps": ig_steps, "stages": stages}
+    method_options(get_method(method_name), options)
     task = get_task(task_name, corruption)
     task.check_metric(metric or task.default_metric)
     if out_path:
@@ -192,7 +228,16 @@ def discover(
         _note(f"reference: discovering the {other_task} circuit with {method_name} on this model")
         other_metric = metric if metric in get_task(other_task).metrics else None
         return run_discovery(
-            model, other_task, method_name, n_prompts, seed, other_metric, threshold, top_k
+            model,
+            other_task,
+            method_name,
+            n_prompts,
+            seed,
+            other_metric,
+            threshold,
+            top_k,
+            options=options,
+            ablation=ablation,
         )
 
     reference, label, note = resolve_reference(
@@ -208,7 +253,17 @@ def discover(
     if note and reference_spec != "none":
         _note(note)
     graph = run_discovery(
-        model, task_name, method_name, n_prompts, seed, metric, threshold, top_k, corruption
+        model,
+        task_name,
+        method_name,
+        n_prompts,
+        seed,
+        metric,
+        threshold,
+        top_k,
+        corruption,
+        options,
+        ablation,
     )
     summary = report(graph, reference, label)
     if out_path:
@@ -248,6 +303,8 @@ def _print_summary(summary: dict[str, Any], out_path: str | None) -> None:
             )
         )
         rows.append((f"{level} ROC AUC", _fmt(metrics[f"{level}_auc"])))
+    rows.append(("faithfulness", _fmt(summary["faithfulness"])))
+    rows.append(("CPR / CMD", f"{_fmt(summary['cpr'])} / {_fmt(summary['cmd'])}"))
     if summary["overlap"]:
         heads = summary["overlap"]["heads"]
         rows.append(

@@ -9,12 +9,20 @@ import networkx as nx
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import component_nodes, full_graph, select_nodes, shape_of
-from circuitx.methods import MethodRun, get_method
+from circuitx.graph import (
+    component_nodes,
+    edges_by_name,
+    full_graph,
+    select_edges,
+    select_nodes,
+    shape_of,
+)
+from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.models import Model, local_model_hub_id
 from circuitx.progress import progress_bar
 from circuitx.reference import resolve_reference
-from circuitx.scoring import empty_metrics, overlap, score_graph
+from circuitx.patching import PatchingEngine
+from circuitx.scoring import empty_metrics, faithfulness_report, overlap, score_graph
 from circuitx.tasks import TASKS, get_task
 
 
@@ -35,20 +43,25 @@ def discover(
     threshold: float | None = None,
     top_k: int | None = None,
     corruption: str | None = None,
+    options: dict[str, Any] | None = None,
+    ablation: str = "corrupted",
 ) -> nx.MultiDiGraph:
-    """Run ``method_name`` on ``task_name`` and return the scored, selected circuit graph.
+    """Run ``method_name`` on ``task_name`` and return the scored, selected circuit graph,
+    with its faithfulness measured.
 
-    ``metric`` and ``corruption`` default to the task's own defaults.
+    ``metric`` and ``corruption`` default to the task's own defaults, ``options`` (e.g.
+    ``tau``, ``ig_steps``, ``stages``; None values ignored) to the method's.
     """
     task, method = get_task(task_name, corruption), get_method(method_name)
     check_selection(threshold, top_k)
+    options = method_options(method, options)
     metric = metric or task.default_metric
     task.check_metric(metric)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         data = task.make_data(model, n_prompts, seed)
-        model.enable_hooks(method.hook_flags)
+        engine = PatchingEngine(model, task, data, metric, ablation)
         graph = full_graph(
             model.n_layers,
             model.n_heads,
@@ -60,15 +73,26 @@ def discover(
             seed=seed,
             metric=metric,
             corruption=task.corruption,
+            ablation=ablation,
             n_prompts=n_prompts,
+            **options,
         )
-        with progress_bar(f"{method.name} on {task.name}", method.steps(graph)) as advance:
-            facts = method.score(model, task, data, graph, MethodRun(metric, seed, advance))
+        run = MethodRun(seed, threshold if threshold is not None else method.default_threshold)
+        run.options = options
+        with progress_bar(f"{method.name} on {task.name}", method.steps(graph, run)) as advance:
+            run.advance = advance
+            facts = method.score(engine, graph, run)
     if top_k is None and threshold is None:
-        threshold = method.default_threshold
+        threshold = method.selection_threshold(run)
     select(graph, method.granularity, threshold, top_k)
-    graph.graph.update(facts)
+    graph.graph.update(
+        clean_metric=engine.clean_metric,
+        corrupted_metric=engine.corrupted_metric,
+        clean_accuracy=task.accuracy(engine.clean_final, data),
+        **facts,
+    )
     graph.graph.update(threshold=threshold, top_k=top_k, runtime_s=time.perf_counter() - start)
+    graph.graph.update(faithfulness_report(engine, graph))
     return graph
 
 
@@ -80,16 +104,22 @@ def check_selection(threshold: float | None, top_k: int | None) -> None:
 def select(
     graph: nx.MultiDiGraph, granularity: str, threshold: float | None, top_k: int | None
 ) -> None:
-    """Mark the circuit: components with |score| >= threshold, or the top k by |score|."""
-    if granularity != "node":
-        raise CircuitxError(f"no selection rule for {granularity}-level scores")
-    nodes = component_nodes(graph)
-    magnitude = {n: abs(graph.nodes[n]["score"]) for n in nodes}
-    if top_k is not None:
-        chosen = sorted(nodes, key=lambda n: -magnitude[n])[:top_k]
+    """Mark the circuit: the components (node methods) or edges (edge methods) with
+    |score| >= threshold, or the top k by |score|."""
+    if granularity == "node":
+        items = component_nodes(graph)
+        magnitude = {n: abs(graph.nodes[n]["score"]) for n in items}
+    elif granularity == "edge":
+        edges = edges_by_name(graph)
+        items = list(edges)
+        magnitude = {name: abs(edges[name]["score"]) for name in items}
     else:
-        chosen = [n for n in nodes if magnitude[n] >= threshold]
-    select_nodes(graph, chosen)
+        raise CircuitxError(f"no selection rule for {granularity}-level scores")
+    if top_k is not None:
+        chosen = sorted(items, key=lambda n: -magnitude[n])[:top_k]
+    else:
+        chosen = [n for n in items if magnitude[n] >= threshold]
+    (select_nodes if granularity == "node" else select_edges)(graph, chosen)
 
 
 def reference_for_graph(
@@ -132,6 +162,10 @@ def report(
         "threshold": meta.get("threshold"),
         "top_k": meta.get("top_k"),
         "runtime_s": meta.get("runtime_s"),
+        "ablation": meta.get("ablation"),
+        "faithfulness": meta.get("faithfulness"),
+        "cpr": meta.get("cpr"),
+        "cmd": meta.get("cmd"),
         "n_nodes": len(nodes),
         "n_nodes_in_circuit": sum(bool(graph.nodes[n]["in_circuit"]) for n in nodes),
         "n_edges": graph.number_of_edges(),

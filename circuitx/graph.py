@@ -133,6 +133,18 @@ def select_nodes(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
         data["in_circuit"] = sender in keep and receiver in keep
 
 
+def select_edges(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
+    """Put exactly the edges named ``selected`` in the circuit, with the nodes they join."""
+    chosen = set(selected)
+    keep = {INPUT, LOGITS}
+    for sender, receiver, key, data in graph.edges(keys=True, data=True):
+        data["in_circuit"] = key in chosen
+        if key in chosen:
+            keep.update((sender, receiver))
+    for node, data in graph.nodes(data=True):
+        data["in_circuit"] = node in keep
+
+
 def shape_of(graph: nx.MultiDiGraph) -> tuple[int, int, bool]:
     """``(n_layers, n_heads, has_mlp)`` recorded in a graph's metadata."""
     meta = graph.graph

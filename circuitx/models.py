@@ -9,13 +9,14 @@ and weight conventions are HookedTransformer's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -30,7 +31,12 @@ HUB_ALIASES = {
 # Repos stored in the pre-Hugging-Face TransformerLens format (no ``model_type``, ``.pth`` weights).
 TL_LEGACY_PREFIXES = ("NeelNanda/", "ArthurConmy/", "Baidicoot/")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-HOOK_FLAGS = ("split_qkv", "attn_result", "mlp_in")
+# Optional hook points: flag -> the config attribute that holds it.
+HOOK_FLAGS = {
+    "split_qkv": "use_split_qkv_input",
+    "attn_result": "use_attn_result",
+    "mlp_in": "use_hook_mlp_in",
+}
 
 UNEMBED_INPUT_HOOK = "unembed.hook_in"
 
@@ -50,6 +56,23 @@ def mlp_output_hook(layer: int) -> str:
 def resid_pre_hook(layer: int) -> str:
     """Hook on the residual stream entering block ``layer``: [batch, pos, d_model]."""
     return f"blocks.{layer}.hook_resid_pre"
+
+
+def head_input_hook(layer: int, head_input: str) -> str:
+    """Hook on what each head reads for its ``q``, ``k`` or ``v``: [batch, pos, head, d_model]
+    (needs the ``split_qkv`` flag)."""
+    return f"blocks.{layer}.hook_{head_input}_input"
+
+
+def mlp_input_hook(layer: int) -> str:
+    """Hook on what the MLP reads, before its LayerNorm: [batch, pos, d_model] (``mlp_in`` flag)."""
+    return f"blocks.{layer}.hook_mlp_in"
+
+
+# What the embeddings write (the ``input`` node) and what the unembedding reads (``logits``).
+EMBED_OUTPUT_HOOK = resid_pre_hook(0)
+LOGITS_INPUT_HOOK = "ln_final.hook_in"
+EDGE_HOOK_FLAGS = ("split_qkv", "mlp_in")  # what edge-level patching needs
 
 
 def canonical_model_name(name: str) -> str:
@@ -98,27 +121,44 @@ class Model:
 
     def enable_hooks(self, flags: Iterable[str]) -> None:
         """Turn on the optional hook points a method needs (see ``HOOK_FLAGS``)."""
+        for flag in flags:
+            self._set_flag(flag, True)
+
+    @contextlib.contextmanager
+    def hooks_enabled(self, flags: Iterable[str]) -> Iterator[None]:
+        """Turn on optional hook points for the passes inside the block, then restore them.
+
+        The split q/k/v path computes LayerNorm per head: equal in exact arithmetic, it
+        differs in float rounding, so passes that do not need it run without it.
+        """
+        before = {flag: bool(getattr(self.bridge.cfg, HOOK_FLAGS[flag], False)) for flag in flags}
+        self.enable_hooks(flags)
+        try:
+            yield
+        finally:
+            for flag, value in before.items():
+                self._set_flag(flag, value)
+
+    def _set_flag(self, flag: str, value: bool) -> None:
         setters = {
             "split_qkv": self.bridge.set_use_split_qkv_input,
             "attn_result": self.bridge.set_use_attn_result,
             "mlp_in": self.bridge.set_use_hook_mlp_in,
         }
-        for flag in flags:
-            setters[flag](True)
+        setters[flag](value)
 
     def run(
         self,
         tokens: torch.Tensor,
         hooks: Sequence[tuple[str, HookFn]] = (),
         positions: torch.Tensor | None = None,
-        start_at_layer: int | None = None,
+        grad: bool = False,
     ) -> torch.Tensor:
-        """Logits of a forward pass with ``hooks`` applied (no gradients).
+        """Logits of a forward pass of token ids [batch, pos] with ``hooks`` applied.
 
-        ``tokens`` are token ids [batch, pos], or with ``start_at_layer`` the residual stream
-        entering that block [batch, pos, d_model] (the layers before it are skipped). With
-        ``positions`` ([batch] token indices) only those positions are unembedded and the
-        result is [batch, vocab]; otherwise it is [batch, pos, vocab].
+        With ``positions`` ([batch] token indices) only those positions are unembedded and
+        the result is [batch, vocab]; otherwise it is [batch, pos, vocab]. With ``grad`` the
+        pass is recorded for autograd (the weights themselves never need gradients).
         """
         tokens = tokens.to(self.device)
         hooks = list(hooks)
@@ -126,12 +166,62 @@ class Model:
             rows = torch.arange(tokens.shape[0], device=self.device)
             at = positions.to(self.device)
             hooks.append((UNEMBED_INPUT_HOOK, lambda resid: resid[rows, at].unsqueeze(1)))
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
-            logits = self.bridge.run_with_hooks(
-                tokens, fwd_hooks=wrapped, start_at_layer=start_at_layer
-            )
+            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=wrapped)
         return logits[:, 0] if positions is not None else logits
+
+    def run_from(
+        self,
+        layer: int,
+        resid: torch.Tensor,
+        tokens: torch.Tensor,
+        hooks: Sequence[tuple[str, HookFn]] = (),
+        positions: torch.Tensor | None = None,
+        grad: bool = False,
+    ) -> torch.Tensor:
+        """Logits (as :meth:`run`) of a pass that starts from ``resid`` [batch, pos, d_model],
+        the residual stream entering block ``layer`` (``n_layers``: the final one).
+
+        Blocks before ``layer`` are not run where the model allows it; otherwise the whole
+        pass runs from ``tokens`` with ``resid`` put in place at that block.
+        """
+        resid = resid.to(self.device)
+        if not self.can_skip_layers:
+            if layer == self.n_layers:
+                inject = [(LOGITS_INPUT_HOOK, lambda _: resid)]
+            else:
+                inject = [(resid_pre_hook(layer), lambda _: resid)]
+            return self.run(tokens, [*inject, *hooks], positions, grad)
+        bridge = self.bridge
+        wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
+        with torch.set_grad_enabled(grad), bridge.hooks(fwd_hooks=wrapped):
+            x = resid
+            for block in bridge.blocks[layer:]:
+                out = block(x)
+                x = out[0] if isinstance(out, tuple) else out
+            x = bridge.ln_final(x)
+            if positions is not None:
+                x = x[torch.arange(x.shape[0], device=self.device), positions.to(self.device)]
+            return bridge.unembed(x)
+
+    @functools.cached_property
+    def can_skip_layers(self) -> bool:
+        """Whether :meth:`run_from` can call the blocks from a layer on by themselves: true
+        when doing so reproduces a full pass on a probe prompt."""
+        tokens = torch.arange(1, 6, device=self.device).unsqueeze(0) % self.d_vocab
+        layer = min(1, self.n_layers - 1)
+        full, cache = self.run_with_cache(tokens, [resid_pre_hook(layer)])
+        try:
+            with torch.no_grad():
+                x = cache[resid_pre_hook(layer)]
+                for block in self.bridge.blocks[layer:]:
+                    out = block(x)
+                    x = out[0] if isinstance(out, tuple) else out
+                partial = self.bridge.unembed(self.bridge.ln_final(x))
+        except Exception:  # an architecture whose blocks need arguments only the model passes
+            return False
+        return partial.shape == full.shape and bool(torch.allclose(partial, full, atol=1e-4))
 
     def run_with_cache(
         self, tokens: torch.Tensor, names: Sequence[str], positions: torch.Tensor | None = None
@@ -156,6 +246,10 @@ class Model:
             names += [mlp_output_hook(layer) for layer in layers]
         return names
 
+    def head_output_weights(self, layer: int) -> torch.Tensor:
+        """W_O of every head in ``layer``: [head, d_head, d_model]; z @ W_O is what a head writes."""
+        return self.bridge.blocks[layer].attn.W_O.detach()
+
     def output_norms(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Norm of what each head and MLP writes to the residual stream, [batch, pos] per
         node name (``a{L}.h{H}``, ``m{L}``)."""
@@ -164,7 +258,7 @@ class Model:
         _, cache = self.run_with_cache(tokens, self.output_hooks())
         norms = {}
         for layer in range(self.n_layers):
-            w_o = self.bridge.blocks[layer].attn.W_O.detach()  # [head, d_head, d_model]
+            w_o = self.head_output_weights(layer)
             written = torch.einsum("bphd,hdm->bphm", cache[head_output_hook(layer)], w_o)
             for head in range(self.n_heads):
                 norms[head_node(layer, head)] = written[:, :, head].norm(dim=-1)
@@ -228,6 +322,7 @@ def load_model(
         except Exception as error:  # the loaders raise many types; report one line
             raise CircuitxError(f"cannot load model {name!r}: {_first_line(error)}") from None
     bridge.eval()
+    bridge.requires_grad_(False)  # methods differentiate masks and inputs, never weights
     cfg = bridge.cfg
     return Model(
         name=name,

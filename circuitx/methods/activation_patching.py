@@ -1,21 +1,21 @@
 """Node-level activation patching.
 
-For every head and MLP, its output (all positions) is replaced by its value on the
-corrupted prompt while the rest of the clean run is kept. The score is the normalised
-change of the task metric, (m_clean - m_patched) / (m_clean - m_corrupted): 1 when the
-patch alone removes the whole clean-corrupted difference, negative when the node works
-against the behaviour (e.g. negative name movers).
+For every head and MLP, its output (all positions) is replaced by its patch value (the
+corrupted run's, by default) while the rest of the clean run is kept. The score is the
+normalised change of the task metric, (m_clean - m_patched) / (m_clean - m_corrupted): 1
+when the patch alone removes the whole clean-corrupted difference, negative when the node
+works against the behaviour (e.g. negative name movers).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import networkx as nx
 
 from circuitx.graph import component_nodes
 from circuitx.methods.base import Method, MethodRun
-from circuitx.models import Model
 from circuitx.patching import PatchingEngine
-from circuitx.tasks import Task, TaskData
 
 
 class ActivationPatching(Method):
@@ -24,19 +24,14 @@ class ActivationPatching(Method):
     granularity = "node"
     default_threshold = 0.02
 
-    def steps(self, graph: nx.MultiDiGraph) -> int:
+    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
         return len(component_nodes(graph))
 
     def score(
-        self, model: Model, task: Task, data: TaskData, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, float]:
-        engine = PatchingEngine(model, task, data, run.metric)
+        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
+    ) -> dict[str, Any]:
         nodes = component_nodes(graph)
         effects = engine.normalised_effect(engine.patch_each_node(nodes, run.advance))
         for node, effect in zip(nodes, effects.tolist()):
             graph.nodes[node]["score"] = float(effect)
-        return {
-            "clean_metric": engine.clean_metric,
-            "corrupted_metric": engine.corrupted_metric,
-            "clean_accuracy": task.accuracy(engine.clean_final, data),
-        }
+        return {}

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import networkx as nx
+import torch
 
-from circuitx.models import Model
+from circuitx.graph import edges_by_name, parse_node
+from circuitx.patching import Layout, PatchingEngine
 from circuitx.progress import Advance, no_progress
-from circuitx.tasks import Task, TaskData
 
 
 @dataclass
 class MethodRun:
-    """What a method gets besides the model and data: the task metric, seed and a progress hook."""
+    """What a method gets besides the engine: seed, selection threshold, its options
+    (defaults filled in) and a progress hook."""
 
-    metric: str = "logit-diff"
     seed: int = 0
+    threshold: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
     advance: Advance = no_progress
 
 
@@ -27,15 +30,42 @@ class Method:
 
     name: ClassVar[str]
     title: ClassVar[str]
-    granularity: ClassVar[str]  # "node" or "edge": what the scores rank
-    hook_flags: ClassVar[tuple[str, ...]] = ()  # optional hook points the method needs
+    granularity: ClassVar[str]  # "node" or "edge": what the selection ranks
     default_threshold: ClassVar[float]
+    options: ClassVar[dict[str, Any]] = {}  # method options and their defaults
 
-    def steps(self, graph: nx.MultiDiGraph) -> int:
+    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
         """How many progress steps ``score`` reports."""
         raise NotImplementedError
 
+    def selection_threshold(self, run: MethodRun) -> float:
+        """The threshold the circuit is selected with when none is given."""
+        return self.default_threshold
+
     def score(
-        self, model: Model, task: Task, data: TaskData, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, float]:
+        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
+    ) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def write_scores(
+    graph: nx.MultiDiGraph,
+    layout: Layout,
+    edge_scores: torch.Tensor,
+    node_scores: torch.Tensor | None = None,
+) -> None:
+    """Put an edge score matrix [n_senders, n_receivers] on the graph's edges, and node
+    scores [n_senders] on its heads and MLPs. Without node scores a node gets its
+    outgoing edge score of the largest magnitude."""
+    senders, receivers = layout.edge_positions
+    values = edge_scores.detach().cpu()[senders, receivers].tolist()
+    edges = edges_by_name(graph)
+    for name, value in zip(layout.edges, values):
+        edges[name]["score"] = float(value)
+    if node_scores is None:
+        scores = edge_scores.detach().cpu()
+        strongest = scores.abs().argmax(1, keepdim=True)
+        node_scores = scores.gather(1, strongest).squeeze(1)
+    for index, node in enumerate(layout.senders):
+        if parse_node(node)[0] != "input":
+            graph.nodes[node]["score"] = float(node_scores[index])
