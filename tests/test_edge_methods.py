@@ -1,0 +1,112 @@
+"""EAP, EAP-IG, ACDC and path patching: behaviour that can be checked exactly, and the
+planted IOI circuit found by each through the command line."""
+
+import json
+
+import pytest
+from test_cli import assert_one_line_error, run
+
+from circuitx.discovery import discover
+from circuitx.graph import component_nodes, edges_by_name
+from circuitx.planted import ground_truth
+
+EDGE_METHODS = ("eap", "eap-ig", "acdc", "path-patching")
+
+
+def kept_edges(graph):
+    return [name for name, data in edges_by_name(graph).items() if data["in_circuit"]]
+
+
+def test_acdc_with_tau_zero_keeps_every_edge(tiny_model):
+    graph = discover(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": 0.0})
+    assert len(kept_edges(graph)) == graph.number_of_edges()
+    assert graph.graph["acdc_edges_tried"] == graph.number_of_edges()
+    assert graph.graph["faithfulness"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_acdc_with_a_huge_tau_keeps_nothing(tiny_model):
+    graph = discover(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": 1e9})
+    assert kept_edges(graph) == []
+    assert not any(graph.nodes[n]["in_circuit"] for n in component_nodes(graph))
+    assert graph.graph["acdc_edges_kept"] == 0
+    # only the logits' incoming edges are tried: every other receiver is left without outputs
+    assert graph.graph["acdc_edges_tried"] == 1 + tiny_model.n_layers * (tiny_model.n_heads + 1)
+    assert graph.graph["faithfulness"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_acdc_circuit_is_its_scores_above_tau(tiny_model):
+    tau = 0.05
+    graph = discover(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": tau})
+    edges = edges_by_name(graph)
+    assert 0 < len(kept_edges(graph)) < len(edges)
+    assert all((data["score"] >= tau) == data["in_circuit"] for data in edges.values())
+
+
+def test_path_patching_stages(tiny_model):
+    one = discover(tiny_model, "ioi", "path-patching", n_prompts=6, options={"stages": 1})
+    two = discover(tiny_model, "ioi", "path-patching", n_prompts=6, options={"stages": 2})
+    scored = lambda g: {k for k, d in edges_by_name(g).items() if d["score"] != 0}
+    assert all(name.endswith("->logits") for name in scored(one))
+    assert scored(one) < scored(two)  # the second stage patches into the heads found
+    assert one.graph["path_patching_stages"] == 1
+
+
+def test_eap_ig_with_one_step_from_the_corrupted_input(tiny_model):
+    """One IG step evaluates the gradient at the corrupted embeddings: not EAP's."""
+    eap = discover(tiny_model, "ioi", "eap", n_prompts=6)
+    ig = discover(tiny_model, "ioi", "eap-ig", n_prompts=6, options={"ig_steps": 1})
+    scores = lambda g: [d["score"] for d in edges_by_name(g).values()]
+    assert scores(eap) != scores(ig)
+
+
+@pytest.mark.parametrize("method", EDGE_METHODS)
+def test_same_seed_same_graph(tiny_model, method):
+    options = {"tau": 0.05} if method == "acdc" else {}
+    first = discover(tiny_model, "ioi", method, n_prompts=4, seed=3, options=options)
+    second = discover(tiny_model, "ioi", method, n_prompts=4, seed=3, options=options)
+    assert edges_by_name(first) == edges_by_name(second)
+
+
+@pytest.mark.parametrize("method", EDGE_METHODS)
+def test_each_method_finds_the_planted_ioi_circuit(method):
+    result = run(
+        "discover",
+        "--task",
+        "ioi",
+        "--method",
+        method,
+        "--model",
+        "planted",
+        "--n-prompts",
+        "20",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["metrics"]["node_auc"] >= 0.99
+    assert summary["metrics"]["edge_auc"] > 0.7  # chance is 0.5
+    assert summary["metrics"]["edge_precision"] is not None
+    for key in ("faithfulness", "cpr", "cmd"):
+        assert isinstance(summary[key], float), key
+    assert 0 < summary["cpr"] <= 1.1 and summary["cmd"] >= 0
+
+
+def test_ground_truth_edges_exist_in_the_engine_layout():
+    truth = ground_truth("planted-ioi", "ioi")
+    assert len(kept_edges(truth)) > 10
+
+
+@pytest.mark.parametrize(
+    "args,pattern",
+    [
+        (("--method", "eap", "--tau", "0.1"), "--tau applies to acdc, not eap"),
+        (("--method", "acdc", "--ig-steps", "3"), "--ig-steps applies to eap-ig, not acdc"),
+        (("--method", "eap", "--stages", "2"), "--stages applies to path-patching, not eap"),
+        (("--method", "eap-ig", "--ig-steps", "0"), "0 is not in the range x>=1"),
+        (("--method", "acdc", "--tau", "-1"), "-1.0 is not in the range x>=0"),
+        (("--method", "eap", "--ablation", "half"), "'half' is not one of"),
+    ],
+)
+def test_bad_method_options_are_one_line_errors(args, pattern):
+    result = run("discover", "--task", "ioi", "--model", "planted", *args)
+    assert_one_line_error(result, pattern)

@@ -1,0 +1,257 @@
+"""The patching engine against hand-written hooks and independent gradient computations."""
+
+import pytest
+import torch
+from conftest import save_tiny_gpt2
+
+from circuitx.graph import full_graph
+from circuitx.methods.base import MethodRun
+from circuitx.methods.eap import EAP
+from circuitx.models import (
+    head_input_hook,
+    head_output_hook,
+    load_model,
+    mlp_input_hook,
+    mlp_output_hook,
+)
+from circuitx.patching import Layout, PatchingEngine
+from circuitx.tasks import get_task
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+    """3 layers x 4 heads, d_model 32: edges that skip a layer exist."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield load_model(str(save_tiny_gpt2(Path(tmp), 3, 4, 32, seed=3)), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def engine(model):
+    task = get_task("ioi")
+    return PatchingEngine(model, task, task.make_data(model, 8, seed=4))
+
+
+def ones(engine, k=1):
+    return torch.ones(k, engine.layout.n_senders, engine.layout.n_receivers)
+
+
+def end_logits(model, engine, tokens, hooks=()):
+    return model.run(tokens, hooks, engine.end)
+
+
+def test_layout_edges_are_the_graph_edges(model):
+    layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
+    graph = full_graph(model.n_layers, model.n_heads, model.has_mlp)
+    assert sorted(layout.edges) == sorted(key for _, _, key in graph.edges(keys=True))
+    assert int(layout.valid.sum()) == graph.number_of_edges()
+    for name in ("input->a0.h0<q>", "a0.h3->m0", "a0.h1->a2.h2<v>", "m2->logits"):
+        sender, receiver = layout.edge(name)
+        assert layout.edge_mask([name])[sender, receiver] == 1
+        assert layout.valid[sender, receiver]
+
+
+def test_all_clean_mask_gives_the_clean_logits(model, engine):
+    clean = end_logits(model, engine, engine.data.clean)
+    torch.testing.assert_close(engine.run(edge_mask=ones(engine))[0], clean, atol=ATOL, rtol=0)
+    node_ones = torch.ones(1, engine.layout.n_senders)
+    torch.testing.assert_close(engine.run(node_mask=node_ones)[0], clean, atol=ATOL, rtol=0)
+    # also through every layer, with gradients on (the pass EAP makes)
+    with_grad = engine.run(node_mask=node_ones, edge_mask=ones(engine), grad=True)[0]
+    torch.testing.assert_close(with_grad.detach(), clean, atol=ATOL, rtol=0)
+
+
+def test_all_corrupted_mask_gives_the_corrupted_logits(model, engine):
+    corrupted = end_logits(model, engine, engine.data.corrupted)
+    assert (corrupted - engine.clean_final).abs().max() > 0.1  # the check has teeth
+    all_patched = engine.run(edge_mask=torch.zeros_like(ones(engine)))[0]
+    torch.testing.assert_close(all_patched, corrupted, atol=ATOL, rtol=0)
+    no_node = engine.run(node_mask=torch.zeros(1, engine.layout.n_senders))[0]
+    torch.testing.assert_close(no_node, corrupted, atol=ATOL, rtol=0)
+
+
+def head_writes(model, tokens, layer, head):
+    """What head ``layer.head`` adds to the residual stream, computed from its z and W_O."""
+    _, cache = model.run_with_cache(tokens, [head_output_hook(layer)])
+    w_o = model.bridge.blocks[layer].attn.W_O.detach()
+    return cache[head_output_hook(layer)][:, :, head] @ w_o[head]
+
+
+def test_one_edge_into_a_key_matches_a_hand_written_hook(model, engine):
+    data = engine.data
+    difference = head_writes(model, data.clean, 0, 1) - head_writes(model, data.corrupted, 0, 1)
+
+    def patch_key_input(
+        x,
+    ):  # [batch, pos, head, d_model]: head 2 of layer 2 reads a0.h1's corrupted output
+        x = x.clone()
+        x[:, :, 2] -= difference
+        return x
+
+    model.enable_hooks(["split_qkv"])
+    try:
+        expected = end_logits(
+            model, engine, data.clean, [(head_input_hook(2, "k"), patch_key_input)]
+        )
+    finally:
+        model.bridge.set_use_split_qkv_input(False)
+    mask = engine.layout.edge_mask(engine.layout.edges).unsqueeze(0)
+    sender, receiver = engine.layout.edge("a0.h1->a2.h2<k>")
+    mask[0, sender, receiver] = 0
+    torch.testing.assert_close(engine.run(edge_mask=mask)[0], expected, atol=ATOL, rtol=0)
+    assert (expected - engine.clean_final).abs().max() > 1e-3
+
+
+def test_one_edge_between_mlps_matches_a_hand_written_hook(model, engine):
+    data = engine.data
+    _, clean = model.run_with_cache(data.clean, [mlp_output_hook(0)])
+    _, corrupted = model.run_with_cache(data.corrupted, [mlp_output_hook(0)])
+    difference = clean[mlp_output_hook(0)] - corrupted[mlp_output_hook(0)]
+    model.enable_hooks(["mlp_in"])
+    try:
+        expected = end_logits(
+            model, engine, data.clean, [(mlp_input_hook(2), lambda x: x - difference)]
+        )
+    finally:
+        model.bridge.set_use_hook_mlp_in(False)
+    (result,) = engine.patch_each_edge([[engine.layout.edge("m0->m2")]])
+    assert float(result) == pytest.approx(
+        float(engine.metric(expected.unsqueeze(0)).mean()), abs=ATOL
+    )
+
+
+def test_patching_every_outgoing_edge_is_patching_the_node(engine):
+    layout = engine.layout
+    for node in ("a0.h2", "m1", "a2.h0"):
+        sender = layout.sender(node)
+        outgoing = [(sender, r) for r in range(layout.n_receivers) if layout.valid[sender, r]]
+        (by_edges,) = engine.patch_each_edge([outgoing])
+        (by_node,) = engine.patch_each_node([node])
+        assert float(by_edges) == pytest.approx(float(by_node), abs=ATOL)
+        # both at once: the edges of a patched node carry nothing more to patch
+        node_mask = torch.ones(1, layout.n_senders)
+        node_mask[0, sender] = 0
+        edge_mask = ones(engine)
+        edge_mask[0, sender] = 0
+        both = engine.metric(engine.run(node_mask, edge_mask)).mean()
+        assert float(both) == pytest.approx(float(by_node), abs=ATOL)
+
+
+def test_passes_from_a_later_layer_equal_whole_passes(model, engine):
+    layout = engine.layout
+    edges = [[layout.edge(name)] for name in ("a1.h0->a2.h3<q>", "m1->logits", "a0.h0->m0")]
+    nodes = ["a2.h1", "m2", "a1.h3"]
+    skipping = engine.patch_each_edge(edges), engine.patch_each_node(nodes)
+    model.can_skip_layers = False  # the fallback: every pass from the tokens
+    try:
+        whole = engine.patch_each_edge(edges), engine.patch_each_node(nodes)
+    finally:
+        del model.can_skip_layers
+    for a, b in zip(skipping, whole):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_mean_and_zero_patch_values(model, engine, ablation):
+    task, data = engine.task, engine.data
+    other = PatchingEngine(model, task, data, ablation=ablation)
+    name = head_output_hook(1)
+    _, corrupted = model.run_with_cache(data.corrupted, [name])
+    value = corrupted[name][:, :, 3].mean(0) if ablation == "mean" else 0.0
+
+    def patch(z):
+        z = z.clone()
+        z[:, :, 3] = value
+        return z
+
+    expected = task.metric(
+        "logit-diff", end_logits(model, engine, data.clean, [(name, patch)]), data, None
+    )
+    assert float(other.patch_each_node(["a1.h3"])[0]) == pytest.approx(
+        float(expected.mean()), abs=ATOL
+    )
+
+
+def test_prune_drops_dangling_edges(engine):
+    layout = engine.layout
+    kept = ["input->a0.h1<v>", "a0.h1->a2.h0<q>", "a2.h0->logits", "a1.h2->m1", "input->a1.h3<k>"]
+    pruned = layout.prune(layout.edge_mask(kept))
+    # a1.h2 has no input and m1 no output, a1.h3 no output: only the path to the logits stays
+    assert pruned.sum() == 3
+    assert torch.equal(pruned, layout.edge_mask(kept[:3]))
+
+
+def test_eap_scores_are_gradient_times_difference(model, engine):
+    """EAP's edge scores against (clean_u - corrupted_u) . d metric / d input_v, the
+    gradients taken here by adding zero probes at the receivers' inputs."""
+    data, layout = engine.data, engine.layout
+    graph = full_graph(model.n_layers, model.n_heads, model.has_mlp)
+    EAP().score(engine, graph, MethodRun())
+
+    # what every sender writes, clean minus corrupted: [n, pos, d] per sender name
+    def outputs(tokens):
+        names = ["blocks.0.hook_resid_pre", *model.output_hooks()]
+        _, cache = model.run_with_cache(tokens, names)
+        written = {"input": cache["blocks.0.hook_resid_pre"]}
+        for layer in range(model.n_layers):
+            w_o = model.bridge.blocks[layer].attn.W_O.detach()
+            for head in range(model.n_heads):
+                written[f"a{layer}.h{head}"] = (
+                    cache[head_output_hook(layer)][:, :, head] @ w_o[head]
+                )
+            written[f"m{layer}"] = cache[mlp_output_hook(layer)]
+        return written
+
+    clean, corrupted = outputs(data.clean), outputs(data.corrupted)
+
+    probes = {}
+
+    def probe(name, shape):
+        def hook(x):
+            probes[name] = torch.zeros(shape, requires_grad=True)
+            return x + probes[name]
+
+        return hook
+
+    n, pos = data.clean.shape
+    d = model.d_model
+    hooks = [("ln_final.hook_in", probe("logits", (n, pos, d)))]
+    for layer in range(model.n_layers):
+        for which in "qkv":
+            hooks.append(
+                (
+                    head_input_hook(layer, which),
+                    probe(f"{layer}{which}", (n, pos, model.n_heads, d)),
+                )
+            )
+        hooks.append((mlp_input_hook(layer), probe(f"m{layer}", (n, pos, d))))
+    model.enable_hooks(["split_qkv", "mlp_in"])
+    try:
+        final = model.run(data.clean, hooks, engine.end, grad=True)
+    finally:
+        model.bridge.set_use_split_qkv_input(False)
+        model.bridge.set_use_hook_mlp_in(False)
+    metric = engine.metric(final).mean()
+    names = list(probes)
+    grads = dict(zip(names, torch.autograd.grad(metric, [probes[k] for k in names])))
+
+    def receiver_grad(receiver, head_input):
+        if receiver == "logits":
+            return grads["logits"]
+        if receiver.startswith("m"):
+            return grads[receiver]
+        layer, head = (int(x) for x in receiver[1:].split(".h"))
+        return grads[f"{layer}{head_input}"][:, :, head]
+
+    checked = 0
+    for sender, receiver, key, score in graph.edges(keys=True, data="score"):
+        head_input = graph.edges[sender, receiver, key]["input"]
+        expected = ((clean[sender] - corrupted[sender]) * receiver_grad(receiver, head_input)).sum()
+        assert score == pytest.approx(float(expected) / engine.gap, abs=1e-4, rel=1e-3), key
+        checked += 1
+    assert checked == graph.number_of_edges()
+    assert max(abs(s) for _, _, s in graph.edges(data="score")) > 1e-3
