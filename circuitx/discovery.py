@@ -19,9 +19,9 @@ from circuitx.graph import (
 )
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.models import Model, local_model_hub_id
+from circuitx.patching import PatchingEngine
 from circuitx.progress import progress_bar
 from circuitx.reference import resolve_reference
-from circuitx.patching import PatchingEngine
 from circuitx.scoring import empty_metrics, faithfulness_report, overlap, score_graph
 from circuitx.tasks import TASKS, get_task
 

@@ -5,13 +5,13 @@ import json
 
 import pytest
 from safetensors.torch import load_file
+from test_cli import assert_one_line_error, run
 
 from circuitx.discovery import discover, report
 from circuitx.models import load_model
 from circuitx.planted import PLANTED, ground_truth, planted_name
 from circuitx.planted.certificate import certify
 from circuitx.scoring import overlap
-from test_cli import assert_one_line_error, run
 
 
 def discover_cli(task, model, *args):
