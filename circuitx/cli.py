@@ -433,10 +433,12 @@ def methods(as_json) -> None:
             "title": m.title,
             "granularity": m.granularity,
             "default_threshold": m.default_threshold,
+            "options": m.options,
         }
         for m in METHODS.values()
     ]
-    _list(rows, as_json, "methods", ("name", "granularity", "default_threshold", "title"))
+    columns = ("name", "granularity", "default_threshold", "options", "title")
+    _list(rows, as_json, "methods", columns)
 
 
 @main.command()
@@ -498,7 +500,13 @@ def _list(rows: list[dict[str, Any]], as_json: bool, title: str, columns: tuple[
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(
-            *(", ".join(v) if isinstance(v, list) else _fmt(v) for v in (row[c] for c in columns))
-        )
+        table.add_row(*(_cell(row[column]) for column in columns))
     _stdout().print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return _fmt(value)

@@ -284,7 +284,6 @@ class PatchingEngine:
         self.clean_metric = float(self.metric(self.clean_final).mean())
         self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
         self.w_o = [model.head_output_weights(layer) for layer in range(model.n_layers)]
-        self._clean_deltas: dict[int, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ metrics
 
@@ -383,14 +382,16 @@ class PatchingEngine:
         Without ``mix`` the pass is the clean run and the gradients are EAP's
         ``(out_s - patch_s) . d metric / d input_r``. With ``mix`` = a, the embeddings are
         ``patch + a (clean - patch)`` and the differences stay the clean run's, as in
-        EAP-IG over the inputs.
+        EAP-IG over the inputs. The edge mask's gradient is one product of the senders'
+        differences and the gradients at every receiver's input.
         """
         node_mask = torch.ones(1, self.layout.n_senders, requires_grad=True)
-        edge_mask = torch.ones(1, self.layout.n_senders, self.layout.n_receivers)
-        edge_mask.requires_grad_(True)
-        final = self.run(node_mask, edge_mask, grad=True, mix=mix)
+        deltas = self.clean_deltas
+        at_inputs = torch.zeros(self.layout.n_receivers, deltas.shape[0], device=deltas.device)
+        final = self.run(node_mask, grad=True, mix=mix, input_grads=at_inputs)
         self.metric(final).mean().backward()
-        return node_mask.grad[0], edge_mask.grad[0]
+        edge_grad = (at_inputs.to(deltas.dtype) @ deltas).T
+        return node_mask.grad[0], edge_grad * self.layout.valid.to(edge_grad.device)
 
     # ------------------------------------------------------------------ the masked pass
 
@@ -400,24 +401,30 @@ class PatchingEngine:
         edge_mask: torch.Tensor | None = None,
         grad: bool = False,
         mix: float | None = None,
+        input_grads: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """END logits [k, n, vocab] of the clean prompts under k node masks [k, n_senders]
         and/or k edge masks [k, n_senders, n_receivers] (None: all ones).
 
-        ``mix`` (see :meth:`mask_gradients`) replaces the embeddings by an interpolation
-        and freezes the sender differences at their clean values. Without gradients the
-        pass starts at the first layer a mask changes.
+        With ``input_grads`` [n_receivers, n * pos * d_model] (and ``grad``, k = 1), the
+        backward pass writes the gradient at each receiver's input into its row.
+
+        With ``grad`` (or ``mix``, see :meth:`mask_gradients`) the pass starts at the
+        embeddings and the sender differences are frozen at the clean run's, which gives
+        the exact gradients at all-ones masks; otherwise the differences are those of
+        this pass, and the pass starts at the first layer a mask changes.
         """
         given = node_mask if node_mask is not None else edge_mask
         k = 1 if given is None else given.shape[0]
         device = self.model.device
         node_mask = None if node_mask is None else node_mask.to(device)
         edge_mask = None if edge_mask is None else edge_mask.to(device)
-        layer = 0 if grad or mix is not None else self._first_changed_layer(node_mask, edge_mask)
-        pass_ = _MaskedPass(self, k, layer, node_mask, edge_mask, mix)
+        frozen = grad or mix is not None
+        layer = 0 if frozen else self._first_changed_layer(node_mask, edge_mask)
+        pass_ = _MaskedPass(self, k, layer, node_mask, edge_mask, mix, frozen, input_grads)
         resid = pass_.start()
         tokens = self.data.clean.repeat(k, 1)
-        flags = EDGE_HOOK_FLAGS if edge_mask is not None else ()
+        flags = EDGE_HOOK_FLAGS if edge_mask is not None or input_grads is not None else ()
         with self.model.hooks_enabled(flags):
             final = self.model.run_from(
                 layer, resid, tokens, pass_.hooks(), self.end.repeat(k), grad=grad
@@ -438,20 +445,29 @@ class PatchingEngine:
             first = min([first, *(layout.receiver_layer(r) for r in receivers)])
         return first
 
-    def clean_delta(self, chunk: "SenderChunk") -> torch.Tensor:
-        """clean - patch output of a chunk's senders, in the residual basis: [n, pos, s, d]."""
-        if chunk.first not in self._clean_deltas:
+    @cached_property
+    def clean_deltas(self) -> torch.Tensor:
+        """clean - patch output of every sender in the residual basis, senders last:
+        [n * pos * d_model, n_senders]."""
+        n, width = self.data.clean.shape
+        matrix = torch.empty(n, width, self.model.d_model, self.layout.n_senders)
+        for chunk in self.layout.chunks:
             delta = self.clean_cache[chunk.hook] - self.patch_cache[chunk.hook]
             if chunk.heads_layer is None:
                 delta = delta.unsqueeze(-2)
             else:
                 delta = torch.einsum("npse,sed->npsd", delta, self.w_o[chunk.heads_layer])
-            self._clean_deltas[chunk.first] = delta
-        return self._clean_deltas[chunk.first]
+            matrix[..., chunk.first : chunk.first + chunk.count] = delta.transpose(-1, -2)
+        return matrix.flatten(0, 2)
 
 
 class _MaskedPass:
-    """The hooks of one masked forward pass from block ``layer`` on, and what they record."""
+    """The hooks of one masked forward pass from block ``layer`` on, and what they record.
+
+    The differences out - patch of the senders before the pass starts (all of them when
+    ``frozen``) are the engine's clean ones; those of later senders are written, as the
+    pass computes them, into a buffer [k, n * pos * d, senders] of this pass.
+    """
 
     def __init__(
         self,
@@ -461,48 +477,57 @@ class _MaskedPass:
         node_mask: torch.Tensor | None,
         edge_mask: torch.Tensor | None,
         mix: float | None,
+        frozen: bool,
+        input_grads: torch.Tensor | None = None,
     ) -> None:
         self.engine, self.k, self.layer, self.n = engine, k, layer, engine.data.n_prompts
-        self.layout = engine.layout
-        self.node_mask, self.mix = node_mask, mix
+        self.input_grads = input_grads
+        self.layout = layout = engine.layout
+        self.node_mask, self.mix, self.frozen = node_mask, mix, frozen
         self.edge_weight = None if edge_mask is None else 1.0 - edge_mask  # patched share
-        self.deltas: list[tuple[int, torch.Tensor]] = []  # (first sender, [k or 1, n, pos, s, d])
-        self.head_corrections: dict[int, torch.Tensor | None] = {}
+        self.first_live = layout.n_senders if frozen else layout.head_sender(layer)
+        # the live senders some patched edge leaves, and their columns in the buffer
+        self.live: torch.Tensor | None = None
+        self.live_column = torch.full((layout.n_senders,), -1)
+        if self.edge_weight is not None:
+            patched = self.edge_weight.any(2).any(0).cpu()
+            patched[: self.first_live] = False
+            needed = patched.nonzero().flatten()
+            if len(needed):
+                self.live_column[needed] = torch.arange(len(needed))
+                self.live = torch.empty(k, engine.clean_deltas.shape[0], len(needed))
 
     def start(self) -> torch.Tensor:
-        """The residual stream entering block ``layer``, [k * n, pos, d]; records the
-        differences of the senders before it (all clean there, unless it is block 0)."""
+        """The residual stream entering block ``layer``, [k * n, pos, d]."""
         engine = self.engine
         if self.layer > 0:
-            if self.edge_weight is not None:
-                for chunk in self.layout.chunks_before(self.layer):
-                    self.deltas.append((chunk.first, engine.clean_delta(chunk).unsqueeze(0)))
             name = resid_pre_hook(self.layer) if self.layer < self.layout.n_layers else None
             resid = engine.clean_cache[name] if name else engine.clean_resid_final
             return resid.repeat(self.k, 1, 1)
-        chunk = self.layout.chunks_before(1)[0]
         out = engine.clean_cache[EMBED_OUTPUT_HOOK].unsqueeze(0).unsqueeze(-2)
-        return self._apply(chunk, out.expand(self.k, *out.shape[1:])).squeeze(-2).flatten(0, 1)
+        embeddings = self._apply(self.layout.chunks[0], out.expand(self.k, *out.shape[1:]))
+        return embeddings.squeeze(-2).flatten(0, 1)
 
     def hooks(self) -> list[tuple[str, Callable]]:
         layout, hooks = self.layout, []
-        if self.node_mask is None and self.edge_weight is None and self.mix is None:
+        edges = self.edge_weight is not None or self.input_grads is not None
+        if self.node_mask is None and not edges and self.mix is None:
             return hooks
         for chunk in layout.chunks_from(self.layer):
             layer = chunk.layer
-            if chunk.heads_layer is not None and self.edge_weight is not None:
+            if chunk.heads_layer is not None and edges:
                 for head_input in HEAD_INPUTS:
-                    hooks.append(
-                        (head_input_hook(layer, head_input), self._heads_in(layer, head_input))
-                    )
-            if chunk.heads_layer is None and self.edge_weight is not None:
+                    hook = self._heads_in(layer, head_input)
+                    hooks.append((head_input_hook(layer, head_input), hook))
+            if chunk.heads_layer is None and edges:
                 hooks.append((mlp_input_hook(layer), self._single_in(layout.mlp_receiver(layer))))
-            hooks.append((chunk.hook, self._sender_hook(chunk)))
-        if self.edge_weight is not None:
+            if self.node_mask is not None or (self.live is not None and not self.frozen):
+                hooks.append((chunk.hook, self._sender_hook(chunk)))
+        if edges:
             hooks.append((LOGITS_INPUT_HOOK, self._single_in(layout.logits_receiver)))
         return hooks
 
-    def _sender_hook(self, chunk: "SenderChunk") -> Callable:
+    def _sender_hook(self, chunk: SenderChunk) -> Callable:
         def hook(out: torch.Tensor) -> torch.Tensor:
             x = out.view(self.k, self.n, *out.shape[1:])
             if chunk.heads_layer is None:
@@ -511,78 +536,98 @@ class _MaskedPass:
 
         return hook
 
-    def _apply(self, chunk: "SenderChunk", x: torch.Tensor) -> torch.Tensor:
-        """A chunk's output [k, n, pos, s, e] under the node mask (and ``mix``), recording its
-        difference from the patch value for the edges."""
+    def _apply(self, chunk: SenderChunk, x: torch.Tensor) -> torch.Tensor:
+        """A chunk's output [k, n, pos, s, e] under the node mask (and ``mix``), recording
+        its difference from the patch value in this pass's buffer."""
         engine = self.engine
         clean, patch = engine.clean_cache[chunk.hook], engine.patch_cache[chunk.hook]
         if chunk.heads_layer is None:
             clean, patch = clean.unsqueeze(-2), patch.unsqueeze(-2)
-        frozen = self.mix is not None
-        if frozen and chunk.first == 0:
+        if self.mix is not None and chunk.first == 0:
             x = (patch + self.mix * (clean - patch)).to(x.dtype).expand_as(x)
-        delta = (clean - patch).to(x.dtype) if frozen else x - patch.to(x.dtype)
+        delta = (clean - patch).to(x.dtype) if self.frozen else x - patch.to(x.dtype)
         if self.node_mask is not None:
             keep = self.node_mask[:, chunk.first : chunk.first + chunk.count].to(x.dtype)
             keep = keep.view(self.k, 1, 1, -1, 1)
             x = x - (1.0 - keep) * delta
-            if not frozen:
-                delta = keep * delta
-        if self.edge_weight is not None:
-            if frozen:
-                self.deltas.append((chunk.first, engine.clean_delta(chunk).unsqueeze(0)))
+            delta = keep * delta
+        columns = self.live_column[chunk.first : chunk.first + chunk.count]
+        if bool((columns >= 0).any()):
+            wanted = (columns >= 0).nonzero().flatten()
+            delta = delta[..., wanted.to(delta.device), :]
+            if chunk.heads_layer is not None:
+                w_o = engine.w_o[chunk.heads_layer][wanted.to(delta.device)]
+                delta = torch.einsum("knpse,sed->knpds", delta, w_o)
             else:
-                if chunk.heads_layer is not None:
-                    delta = torch.einsum("knpse,sed->knpsd", delta, engine.w_o[chunk.heads_layer])
-                self.deltas.append((chunk.first, delta.expand(self.k, *delta.shape[1:])))
+                delta = delta.transpose(-1, -2)
+            self.live[:, :, columns[wanted]] = delta.reshape(self.k, -1, len(wanted))
         return x
 
     def _correction(self, receivers: slice) -> torch.Tensor | None:
         """sum_s weight[s, r] * delta_s for the receivers in ``receivers``: [k, n, pos, r, d]."""
-        total = None
-        weight = self.edge_weight[:, :, receivers]
         readable = self.layout.readable(receivers.start)
-        for first, delta in self.deltas:
-            if first >= readable:
-                break
-            w = weight[:, first : first + delta.shape[-2]]
-            if not w.requires_grad and not bool(w.any()):
-                continue
-            w = w.to(delta.dtype)
-            if delta.shape[0] == 1:
-                term = torch.einsum("npsd,ksr->knprd", delta[0], w)
-            else:
-                term = torch.einsum("knpsd,ksr->knprd", delta, w)
+        weight = self.edge_weight[:, :readable, receivers]  # [k, senders, r]
+        k, r = self.k, weight.shape[-1]
+        if weight.requires_grad:
+            active = torch.arange(readable)
+        else:
+            active = weight.any(2).any(0).nonzero().flatten().cpu()
+            if len(active) == 0:
+                return None
+        total = None
+        fixed, live = active[active < self.first_live], active[active >= self.first_live]
+        if len(fixed):
+            deltas = _columns(self.engine.clean_deltas, fixed)
+            w = _columns(weight.transpose(0, 1), fixed, dim=0).transpose(0, 1)
+            w = w.permute(1, 0, 2).reshape(len(fixed), k * r)
+            total = (deltas.to(w.dtype) @ w).view(-1, k, r).permute(1, 0, 2)  # [k, rows, r]
+        if len(live):
+            deltas = _columns(self.live, self.live_column[live])
+            w = _columns(weight.transpose(0, 1), live, dim=0).transpose(0, 1)
+            term = torch.bmm(deltas, w.to(deltas.dtype))
             total = term if total is None else total + term
-        return total
+        n, width, d = self.n, self.engine.data.clean.shape[1], self.engine.model.d_model
+        return total.reshape(k, n, width, d, r).transpose(-1, -2)
 
     def _heads_in(self, layer: int, head_input: str) -> Callable:
         """Subtract the patched edges' differences from each head's q, k or v input."""
-        heads = self.layout.n_heads
-        which = HEAD_INPUTS.index(head_input)
+        first = self.layout.head_receiver(layer, head_input)
+        return self._single_in(first, self.layout.n_heads)
+
+    def _single_in(self, receiver: int, count: int = 1) -> Callable:
+        """Subtract the patched edges' differences from the input of receivers
+        ``receiver .. receiver + count - 1`` (the heads of a layer, an MLP, the logits)."""
 
         def hook(x: torch.Tensor) -> torch.Tensor:
-            if layer not in self.head_corrections:
-                first = self.layout.head_receiver(layer, "q")
-                self.head_corrections[layer] = self._correction(slice(first, first + 3 * heads))
-            correction = self.head_corrections[layer]
-            if correction is None:
-                return x
-            part = correction[..., which * heads : (which + 1) * heads, :]
-            return x - part.reshape(x.shape).to(x.dtype)
+            if self.edge_weight is not None:
+                correction = self._correction(slice(receiver, receiver + count))
+                if correction is not None:
+                    x = x - correction.reshape(x.shape).to(x.dtype)
+            if self.input_grads is not None:
+                x = x.view_as(x)  # its own node: the MLP's input is also the residual stream
+                x.register_hook(self._store_grad(receiver, count))
+            return x
 
         return hook
 
-    def _single_in(self, receiver: int) -> Callable:
-        """Subtract the patched edges' differences from an MLP's or the logits' input."""
+    def _store_grad(self, receiver: int, count: int) -> Callable:
+        """A tensor hook writing the gradient at receivers' inputs into ``input_grads``."""
 
-        def hook(x: torch.Tensor) -> torch.Tensor:
-            correction = self._correction(slice(receiver, receiver + 1))
-            if correction is None:
-                return x
-            return x - correction.reshape(x.shape).to(x.dtype)
+        def hook(grad: torch.Tensor) -> None:
+            rows = (
+                grad.movedim(2, 0) if grad.dim() == 4 else grad.unsqueeze(0)
+            )  # [count, n, pos, d]
+            self.input_grads[receiver : receiver + count] = rows.reshape(count, -1)
 
         return hook
+
+
+def _columns(tensor: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``tensor``'s entries ``index`` (ascending) along ``dim``: a view when they are a run."""
+    first, last = int(index[0]), int(index[-1])
+    if last - first + 1 == len(index):
+        return tensor.narrow(dim, first, len(index))
+    return tensor.index_select(dim, index.to(tensor.device))
 
 
 def _ablate(corrupted: torch.Tensor, ablation: str) -> torch.Tensor:

@@ -2,10 +2,11 @@
 
 Stage 1 patches each sender's direct path to the logits: the logits read the sender's
 patch value while everything else is clean. The senders whose normalised effect reaches
-the selection threshold are found. Each later stage takes the heads (and MLPs) found in
-the stage before as receivers and, for each input (q, k, v; an MLP's one input), patches
-each earlier sender's path into that input of all those receivers it can reach at once, as Wang et al.
-patch a sender into a class of heads; everything downstream of the receivers recomputes.
+the selection threshold are found. Each later stage takes the heads and MLPs found in
+the stage before as receivers, in four groups (the heads' q inputs, their k inputs, their
+v inputs, the MLPs' inputs), and patches each earlier sender's paths into all the
+receivers of a group it can reach at once, as Wang et al. patch a sender into a class of
+heads; everything downstream of the receivers recomputes.
 It stops after ``stages`` stages or when a stage finds nothing new.
 
 An edge's score is the normalised effect of the patch that contained it (0 when never
@@ -71,17 +72,14 @@ class PathPatching(Method):
 
 
 def _receiver_groups(layout: Layout, senders: list[int]) -> list[list[int]]:
-    """The found nodes' inputs as receiver groups: their q inputs, their k inputs, their
-    v inputs, and each found MLP's input."""
-    heads = []
-    groups = []
+    """The found nodes' inputs as receiver groups: their heads' q inputs, their heads' k
+    inputs, their heads' v inputs, and their MLPs' inputs."""
+    heads, mlps = [], []
     for sender in senders:
         kind, layer, head = parse_node(layout.senders[sender])
         if kind == "head":
             heads.append((layer, head))
         else:
-            groups.append([layout.mlp_receiver(layer)])
-    for head_input in HEAD_INPUTS:
-        if heads:
-            groups.append([layout.head_receiver(layer, head_input, head) for layer, head in heads])
-    return groups
+            mlps.append(layout.mlp_receiver(layer))
+    groups = [[layout.head_receiver(layer, i, head) for layer, head in heads] for i in HEAD_INPUTS]
+    return [group for group in [*groups, mlps] if group]
