@@ -1,23 +1,30 @@
 """Time and peak memory of the edge-level methods, as ratios to one forward+backward pass.
 
-    python benchmarks/edge_methods.py [--n-prompts 100] [--device cpu] [--skip-acdc]
+    python benchmarks/edge_methods.py [--n-prompts 100] [--path-stages 1] [--device cpu] [--skip-acdc]
 
 Part 1: a GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
 tokenizer from ../shared/tokenizers/gpt2) on IOI. The floor is one forward and one
 backward pass of the plain model (gradient of the metric with respect to the
 embeddings). Each method's time is its scoring on an engine whose clean and corrupted
-runs are cached (the caching is its own row); faithfulness is not included.
+runs are cached (the caching is its own row); faithfulness is not included. Path
+patching runs ``--path-stages`` stages (default 1, the direct paths to the logits): on a
+random model the clean-corrupted gap is near zero, so nearly every node passes the
+threshold and each later stage patches every sender into every found node's inputs.
 Part 2: ACDC on the planted IOI model, whose 1000-odd edges it tries one by one.
 
-Peak memory is the rise of the process's peak resident memory during a step (Linux
-/proc; reset before each step), or of the CUDA allocator's peak on a GPU.
+Each step runs in a fresh process after a warm-up pass on two prompts; its peak memory
+is the rise of the peak resident size over the resident size before it (Linux /proc; the
+peak is reset first), or the CUDA allocator's peak on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,44 +36,44 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import save_tiny_gpt2  # noqa: E402  (the tests' model builder)
 
-from circuitx.graph import full_graph  # noqa: E402
-from circuitx.methods import MethodRun, get_method, method_options  # noqa: E402
-from circuitx.models import EMBED_OUTPUT_HOOK, Model, load_model  # noqa: E402
-from circuitx.patching import PatchingEngine  # noqa: E402
-from circuitx.tasks import get_task  # noqa: E402
+from circuitx import builtin
+from circuitx.graph import full_graph
+from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.models import EMBED_OUTPUT_HOOK, Model, load_model
+from circuitx.patching import Layout, PatchingEngine
+from circuitx.tasks import get_task
 
 
-def _proc_kib(field: str) -> int | None:
+def _proc_mib(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
-                return int(line.split()[1])
+                return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
 
 
 def measure(step: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
-    """Seconds and peak extra memory (MiB) of ``step()``."""
+    """Seconds and peak extra memory (MiB) of ``step()`` in this fresh process: the CUDA
+    allocator's peak, or the rise of the peak resident size over the resident size before."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
     else:
         try:
-            Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident size
+            Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
         except OSError:
             pass
-        base = _proc_kib("VmRSS")
+    base = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else _proc_mib("VmRSS")
     start = time.perf_counter()
     step()
     if device.type == "cuda":
         torch.cuda.synchronize()
+        return time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**20 - base
     seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        return seconds, (torch.cuda.max_memory_allocated() - base) / 2**20
-    peak = _proc_kib("VmHWM")
-    return seconds, None if peak is None or base is None else (peak - base) / 1024
+    peak = _proc_mib("VmHWM")
+    return seconds, None if peak is None or base is None else peak - base
 
 
 def forward_backward(model: Model, task, data) -> None:
@@ -81,70 +88,90 @@ def forward_backward(model: Model, task, data) -> None:
     task.metric("logit-diff", final, data, final).mean().backward()
 
 
-def method_step(engine: PatchingEngine, name: str, model: Model) -> Callable[[], object]:
+def method_step(engine: PatchingEngine, name: str, model: Model, **options) -> Callable[[], object]:
     method = get_method(name)
-    run = MethodRun(threshold=method.default_threshold, options=method_options(method))
+    run = MethodRun(threshold=method.default_threshold, options=method_options(method, options))
     graph = full_graph(model.n_layers, model.n_heads, model.has_mlp)
     return lambda: method.score(engine, graph, run)
+
+
+STEPS = ("floor", "engine", "eap", "eap-ig", "path-patching", "acdc")
+
+
+def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
+    """One step in this (fresh) process: its time and peak memory, and the batch shape."""
+    device = torch.device(args.device)
+    task = get_task("ioi")
+    model = load_model(model_dir, device=args.device)
+    data = task.make_data(model, args.n_prompts, seed=0)
+    forward_backward(model, task, task.make_data(model, 2, seed=1))  # warm-up, small batch
+    if step == "floor":
+        action = lambda: forward_backward(model, task, data)
+    elif step == "engine":
+        action = lambda: PatchingEngine(model, task, data)
+    else:
+        engine = PatchingEngine(model, task, data)
+        options = {"stages": args.path_stages} if step == "path-patching" else {}
+        action = method_step(engine, step, model, **options)
+    seconds, mib = measure(action, device)
+    return {"seconds": seconds, "mib": mib, "shape": list(data.clean.shape)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-prompts", type=int, default=100)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--path-stages", type=int, default=1)
     parser.add_argument("--skip-acdc", action="store_true")
+    parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
-    device = torch.device(args.device)
-    task = get_task("ioi")
-    rows = []
-    import tempfile
+    if args.step:
+        print(json.dumps(run_step(args.step, args.model_dir, args)))
+        return
+
+    def in_subprocess(step: str, model_dir: str) -> dict:
+        command = [sys.executable, __file__, "--step", step, "--model-dir", model_dir]
+        command += ["--n-prompts", str(args.n_prompts), "--device", args.device]
+        command += ["--path-stages", str(args.path_stages)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     with tempfile.TemporaryDirectory() as tmp:
         save_tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
-        model = load_model(tmp, device=args.device)
-        data = task.make_data(model, args.n_prompts, seed=0)
-        forward_backward(model, task, data)  # warm-up
-        floor, floor_mib = measure(lambda: forward_backward(model, task, data), device)
-        rows.append(("forward + backward (floor)", floor, floor_mib))
-        holder = {}
-        seconds, mib = measure(lambda: holder.update(e=PatchingEngine(model, task, data)), device)
-        rows.append(("engine: cache clean + corrupted runs", seconds, mib))
-        engine = holder["e"]
-        for name in ("eap", "eap-ig", "path-patching"):
-            seconds, mib = measure(method_step(engine, name, model), device)
-            rows.append((name, seconds, mib))
-        shape = f"{data.clean.shape[0]} prompts x {data.clean.shape[1]} tokens"
+        results = {step: in_subprocess(step, tmp) for step in STEPS[:5]}
+    n, width = results["floor"]["shape"]
     print(
-        f"## GPT-2-small-shaped random model (12 x 12, d_model 768), IOI, {shape}\n\n"
-        f"{platform.processor() or platform.machine()}, device {args.device}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}\n"
+        f"## GPT-2-small-shaped random model (12 x 12, d_model 768), IOI, {n} prompts x "
+        f"{width} tokens\n\n{platform.machine()}, device {args.device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; each step in a fresh "
+        "process\n"
     )
-    _table(rows, floor, floor_mib)
+    labels = {
+        "floor": "forward + backward (floor)",
+        "engine": "engine: cache clean + corrupted runs",
+        "path-patching": f"path-patching, {args.path_stages} stage(s)",
+    }
+    _table([(labels.get(step, step), results[step]) for step in STEPS[:5]], results["floor"])
     if args.skip_acdc:
         return
-    planted = load_model("planted-ioi", device=args.device)
-    data = task.make_data(planted, args.n_prompts, seed=0)
-    forward_backward(planted, task, data)
-    floor, floor_mib = measure(lambda: forward_backward(planted, task, data), device)
-    engine = PatchingEngine(planted, task, data)
-    seconds, mib = measure(method_step(engine, "acdc", planted), device)
-    edges = engine.layout.valid.sum()
-    print(
-        f"\n## planted-ioi (5 x 4, d_model 320, {int(edges)} edges), IOI, "
-        f"{data.clean.shape[0]} prompts x {data.clean.shape[1]} tokens\n"
-    )
-    _table(
-        [("forward + backward (floor)", floor, floor_mib), ("acdc", seconds, mib)], floor, floor_mib
-    )
+    planted = str(builtin.model_dir("planted-ioi"))
+    results = {step: in_subprocess(step, planted) for step in ("floor", "acdc")}
+    edges = Layout(5, 4, True).valid.sum()
+    print(f"\n## planted-ioi (5 x 4, d_model 320, {int(edges)} edges), IOI, {n} prompts\n")
+    _table([(labels.get(s, s), results[s]) for s in ("floor", "acdc")], results["floor"])
 
 
-def _table(rows, floor: float, floor_mib: float | None) -> None:
+def _table(rows: list[tuple[str, dict]], floor: dict) -> None:
     print("| step | time (s) | x floor | peak memory (MiB) | x floor |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for name, seconds, mib in rows:
+    for name, result in rows:
+        seconds, mib = result["seconds"], result["mib"]
         mem = "-" if mib is None else f"{mib:.0f}"
-        mem_ratio = "-" if mib is None or not floor_mib else f"{mib / floor_mib:.1f}"
-        print(f"| {name} | {seconds:.2f} | {seconds / floor:.1f} | {mem} | {mem_ratio} |")
+        mem_ratio = "-" if mib is None or not floor["mib"] else f"{mib / floor['mib']:.1f}"
+        print(
+            f"| {name} | {seconds:.2f} | {seconds / floor['seconds']:.1f} | {mem} | {mem_ratio} |"
+        )
 
 
 if __name__ == "__main__":
