@@ -497,8 +497,8 @@ def _list(rows: list[dict[str, Any]], as_json: bool, title: str, columns: tuple[
         _print_json(rows)
         return
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    for i, column in enumerate(columns):
+        table.add_column(column, no_wrap=i == 0, overflow="fold")  # names stay whole
     for row in rows:
         table.add_row(*(_cell(row[column]) for column in columns))
     _stdout().print(table)
