@@ -74,6 +74,12 @@ def _task_names() -> list[str]:
     return list(TASKS)
 
 
+def _ablations() -> list[str]:
+    from circuitx.patching import ABLATIONS
+
+    return list(ABLATIONS)
+
+
 def _method_names() -> list[str]:
     from circuitx.methods import METHODS
 
@@ -133,7 +139,7 @@ def _method_names() -> list[str]:
     "--ablation",
     default="corrupted",
     show_default=True,
-    type=click.Choice(["corrupted", "mean", "zero"]),
+    type=click.Choice(_ablations()),
     help="What a patched node or edge carries: its corrupted-run value, that value's mean "
     "over prompts, or zero.",
 )

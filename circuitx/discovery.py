@@ -77,8 +77,8 @@ def discover(
             n_prompts=n_prompts,
             **options,
         )
-        run = MethodRun(seed, threshold if threshold is not None else method.default_threshold)
-        run.options = options
+        stage_threshold = threshold if threshold is not None else method.default_threshold
+        run = MethodRun(seed, stage_threshold, options)
         with progress_bar(f"{method.name} on {task.name}", method.steps(graph, run)) as advance:
             run.advance = advance
             facts = method.score(engine, graph, run)

@@ -196,14 +196,17 @@ class Model:
         bridge = self.bridge
         wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
         with torch.set_grad_enabled(grad), bridge.hooks(fwd_hooks=wrapped):
-            x = resid
-            for block in bridge.blocks[layer:]:
-                out = block(x)
-                x = out[0] if isinstance(out, tuple) else out
-            x = bridge.ln_final(x)
+            x = bridge.ln_final(self._blocks_from(layer, resid))
             if positions is not None:
                 x = x[torch.arange(x.shape[0], device=self.device), positions.to(self.device)]
             return bridge.unembed(x)
+
+    def _blocks_from(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
+        """The residual stream after the blocks from ``layer`` on, called by themselves."""
+        for block in self.bridge.blocks[layer:]:
+            out = block(resid)
+            resid = out[0] if isinstance(out, tuple) else out
+        return resid
 
     @functools.cached_property
     def can_skip_layers(self) -> bool:
@@ -214,10 +217,7 @@ class Model:
         full, cache = self.run_with_cache(tokens, [resid_pre_hook(layer)])
         try:
             with torch.no_grad():
-                x = cache[resid_pre_hook(layer)]
-                for block in self.bridge.blocks[layer:]:
-                    out = block(x)
-                    x = out[0] if isinstance(out, tuple) else out
+                x = self._blocks_from(layer, cache[resid_pre_hook(layer)])
                 partial = self.bridge.unembed(self.bridge.ln_final(x))
         except Exception:  # an architecture whose blocks need arguments only the model passes
             return False

@@ -62,7 +62,7 @@ class SenderChunk:
     count: int
     hook: str
     layer: int  # the block it belongs to (0 for the embeddings)
-    heads_layer: int | None  # the layer, for a chunk of heads (its hook holds z)
+    heads: bool  # a layer's heads: its hook holds z, what they write is z @ W_O
 
 
 @dataclass(frozen=True)
@@ -120,22 +120,18 @@ class Layout:
 
     @cached_property
     def chunks(self) -> list[SenderChunk]:
-        chunks = [SenderChunk(0, 1, EMBED_OUTPUT_HOOK, 0, None)]
+        chunks = [SenderChunk(0, 1, EMBED_OUTPUT_HOOK, 0, False)]
         for layer in range(self.n_layers):
             chunks.append(
                 SenderChunk(
-                    self.head_sender(layer), self.n_heads, head_output_hook(layer), layer, layer
+                    self.head_sender(layer), self.n_heads, head_output_hook(layer), layer, True
                 )
             )
             if self.has_mlp:
                 chunks.append(
-                    SenderChunk(self.mlp_sender(layer), 1, mlp_output_hook(layer), layer, None)
+                    SenderChunk(self.mlp_sender(layer), 1, mlp_output_hook(layer), layer, False)
                 )
         return chunks
-
-    def chunks_before(self, layer: int) -> list[SenderChunk]:
-        """The embeddings and the heads and MLPs of the layers before ``layer``."""
-        return [c for c in self.chunks if c.first < self.head_sender(layer) or c.first == 0]
 
     def chunks_from(self, layer: int) -> list[SenderChunk]:
         """The heads and MLPs of ``layer`` and later."""
@@ -453,10 +449,10 @@ class PatchingEngine:
         matrix = torch.empty(n, width, self.model.d_model, self.layout.n_senders)
         for chunk in self.layout.chunks:
             delta = self.clean_cache[chunk.hook] - self.patch_cache[chunk.hook]
-            if chunk.heads_layer is None:
+            if not chunk.heads:
                 delta = delta.unsqueeze(-2)
             else:
-                delta = torch.einsum("npse,sed->npsd", delta, self.w_o[chunk.heads_layer])
+                delta = torch.einsum("npse,sed->npsd", delta, self.w_o[chunk.layer])
             matrix[..., chunk.first : chunk.first + chunk.count] = delta.transpose(-1, -2)
         return matrix.flatten(0, 2)
 
@@ -484,7 +480,9 @@ class _MaskedPass:
         self.input_grads = input_grads
         self.layout = layout = engine.layout
         self.node_mask, self.mix, self.frozen = node_mask, mix, frozen
-        self.edge_weight = None if edge_mask is None else 1.0 - edge_mask  # patched share
+        self.edge_weight = None  # [k, senders, receivers]: how much of each edge is patched
+        if edge_mask is not None:  # entries of no edge (sender after receiver) patch nothing
+            self.edge_weight = (1.0 - edge_mask) * layout.valid.to(edge_mask.device)
         self.first_live = layout.n_senders if frozen else layout.head_sender(layer)
         # the live senders some patched edge leaves, and their columns in the buffer
         self.live: torch.Tensor | None = None
@@ -515,11 +513,11 @@ class _MaskedPass:
             return hooks
         for chunk in layout.chunks_from(self.layer):
             layer = chunk.layer
-            if chunk.heads_layer is not None and edges:
+            if chunk.heads and edges:
                 for head_input in HEAD_INPUTS:
                     hook = self._heads_in(layer, head_input)
                     hooks.append((head_input_hook(layer, head_input), hook))
-            if chunk.heads_layer is None and edges:
+            if not chunk.heads and edges:
                 hooks.append((mlp_input_hook(layer), self._single_in(layout.mlp_receiver(layer))))
             if self.node_mask is not None or (self.live is not None and not self.frozen):
                 hooks.append((chunk.hook, self._sender_hook(chunk)))
@@ -530,7 +528,7 @@ class _MaskedPass:
     def _sender_hook(self, chunk: SenderChunk) -> Callable:
         def hook(out: torch.Tensor) -> torch.Tensor:
             x = out.view(self.k, self.n, *out.shape[1:])
-            if chunk.heads_layer is None:
+            if not chunk.heads:
                 return self._apply(chunk, x.unsqueeze(-2)).squeeze(-2).reshape(out.shape)
             return self._apply(chunk, x).reshape(out.shape)
 
@@ -541,7 +539,7 @@ class _MaskedPass:
         its difference from the patch value in this pass's buffer."""
         engine = self.engine
         clean, patch = engine.clean_cache[chunk.hook], engine.patch_cache[chunk.hook]
-        if chunk.heads_layer is None:
+        if not chunk.heads:
             clean, patch = clean.unsqueeze(-2), patch.unsqueeze(-2)
         if self.mix is not None and chunk.first == 0:
             x = (patch + self.mix * (clean - patch)).to(x.dtype).expand_as(x)
@@ -555,8 +553,8 @@ class _MaskedPass:
         if bool((columns >= 0).any()):
             wanted = (columns >= 0).nonzero().flatten()
             delta = delta[..., wanted.to(delta.device), :]
-            if chunk.heads_layer is not None:
-                w_o = engine.w_o[chunk.heads_layer][wanted.to(delta.device)]
+            if chunk.heads:
+                w_o = engine.w_o[chunk.layer][wanted.to(delta.device)]
                 delta = torch.einsum("knpse,sed->knpds", delta, w_o)
             else:
                 delta = delta.transpose(-1, -2)

@@ -152,11 +152,7 @@ def faithfulness_report(engine: "PatchingEngine", graph: nx.MultiDiGraph) -> dic
     layout = engine.layout
     edges = edges_by_name(graph)
     kept = [name for name, data in edges.items() if data["in_circuit"]]
-    masks = [
-        torch.ones(layout.n_senders, layout.n_receivers),
-        torch.zeros_like(layout.valid, dtype=torch.float),
-    ]
-    masks.append(layout.edge_mask(kept))
+    masks = [layout.edge_mask(layout.edges), layout.edge_mask([]), layout.edge_mask(kept)]
     ranking = edge_ranking(graph)
     sizes = [int(x * len(edges)) for x in CURVE_FRACTIONS]
     if ranking is not None:
