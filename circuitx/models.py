@@ -267,6 +267,114 @@ class Model:
         return norms
 
 
+@dataclass(frozen=True)
+class BlockWeights:
+    """One block's parameters in HookedTransformer's layout (per-head q/k/v/o matrices)."""
+
+    ln1: tuple[torch.Tensor, torch.Tensor]  # LayerNorm weight, bias [d_model]
+    W_Q: torch.Tensor  # [head, d_model, d_head]
+    b_Q: torch.Tensor  # [head, d_head]
+    W_K: torch.Tensor
+    b_K: torch.Tensor
+    W_V: torch.Tensor
+    b_V: torch.Tensor
+    W_O: torch.Tensor  # [head, d_head, d_model]
+    b_O: torch.Tensor  # [d_model]
+    ln2: tuple[torch.Tensor, torch.Tensor] | None  # None: no MLP
+    W_in: torch.Tensor | None  # [d_model, d_mlp]
+    b_in: torch.Tensor | None
+    W_out: torch.Tensor | None  # [d_mlp, d_model]
+    b_out: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class TransformerWeights:
+    """A GPT-2-style model's parameters, for methods that compute the forward pass
+    themselves (CD-T): learned positions, LayerNorm, attention then MLP."""
+
+    W_E: torch.Tensor  # [vocab, d_model]
+    W_pos: torch.Tensor  # [n_ctx, d_model]
+    blocks: list[BlockWeights]
+    ln_final: tuple[torch.Tensor, torch.Tensor]
+    W_U: torch.Tensor  # [d_model, vocab]
+    b_U: torch.Tensor  # [vocab]
+    eps: float  # LayerNorm epsilon
+    attn_scale: float  # attention scores are q.k / attn_scale
+    act_fn: Callable[[torch.Tensor], torch.Tensor]
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu_new": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+    "gelu": torch.nn.functional.gelu,
+    "relu": torch.relu,
+}
+
+
+def transformer_weights(model: Model) -> TransformerWeights:
+    """``model``'s parameters, or a one-line error for an architecture other than GPT-2's
+    (rotary or other positions, RMSNorm, parallel attention and MLP, gated MLPs, grouped
+    keys)."""
+    cfg = model.bridge.cfg
+    unsupported = {
+        "positions": getattr(cfg, "positional_embedding_type", "standard") != "standard",
+        "normalisation": getattr(cfg, "normalization_type", "LN") not in ("LN", "LNPre"),
+        "parallel attention and MLP": bool(getattr(cfg, "parallel_attn_mlp", False)),
+        "gated MLP": bool(getattr(cfg, "gated_mlp", False)),
+        "grouped keys": getattr(cfg, "n_key_value_heads", None) not in (None, model.n_heads),
+        "activation": getattr(cfg, "act_fn", None) not in ACTIVATIONS and model.has_mlp,
+    }
+    if any(unsupported.values()):
+        what = ", ".join(name for name, bad in unsupported.items() if bad)
+        raise CircuitxError(
+            f"model {model.name!r} is not GPT-2-style (unsupported: {what}); "
+            "this method computes GPT-2's forward pass itself"
+        )
+    bridge = model.bridge
+
+    def norm(module: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if getattr(cfg, "normalization_type", "LN") == "LNPre":
+            ones = torch.ones(model.d_model, device=model.device, dtype=model.dtype)
+            return ones, torch.zeros_like(ones)
+        return module.w.detach(), module.b.detach()
+
+    blocks = []
+    for block in bridge.blocks:
+        attn = block.attn
+        mlp = (
+            dict(
+                ln2=norm(block.ln2),
+                W_in=block.mlp.W_in.detach(),
+                b_in=block.mlp.b_in.detach(),
+                W_out=block.mlp.W_out.detach(),
+                b_out=block.mlp.b_out.detach(),
+            )
+            if model.has_mlp
+            else dict(ln2=None, W_in=None, b_in=None, W_out=None, b_out=None)
+        )
+        blocks.append(
+            BlockWeights(
+                ln1=norm(block.ln1),
+                **{name: getattr(attn, name).detach() for name in _ATTENTION_WEIGHTS},
+                **mlp,
+            )
+        )
+    return TransformerWeights(
+        W_E=bridge.W_E.detach(),
+        W_pos=bridge.W_pos.detach(),
+        blocks=blocks,
+        ln_final=norm(bridge.ln_final),
+        W_U=bridge.W_U.detach(),
+        b_U=bridge.b_U.detach(),
+        eps=float(cfg.eps),
+        attn_scale=float(model.d_head**0.5) if getattr(cfg, "use_attn_scale", True) else 1.0,
+        act_fn=ACTIVATIONS.get(getattr(cfg, "act_fn", None), torch.relu),
+    )
+
+
+_ATTENTION_WEIGHTS = ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")
+
+
 def _adapt_hook(fn: HookFn) -> Callable[..., Any]:
     def hook(tensor: torch.Tensor, hook: Any) -> Any:
         return fn(tensor)

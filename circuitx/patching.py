@@ -441,6 +441,10 @@ class PatchingEngine:
             first = min([first, *(layout.receiver_layer(r) for r in receivers)])
         return first
 
+    def clean_resid(self, layer: int) -> torch.Tensor:
+        """The clean run's residual stream entering block ``layer`` [n, pos, d_model]."""
+        return self.clean_cache[EMBED_OUTPUT_HOOK if layer == 0 else resid_pre_hook(layer)]
+
     @cached_property
     def clean_deltas(self) -> torch.Tensor:
         """clean - patch output of every sender in the residual basis, senders last:

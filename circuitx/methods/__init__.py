@@ -6,12 +6,14 @@ from circuitx.errors import CircuitxError
 from circuitx.methods.acdc import ACDC
 from circuitx.methods.activation_patching import ActivationPatching
 from circuitx.methods.base import Method, MethodRun
+from circuitx.methods.cdt import CDT
 from circuitx.methods.eap import EAP
 from circuitx.methods.eap_ig import EAPIG
 from circuitx.methods.path_patching import PathPatching
 
 METHODS: dict[str, Method] = {
-    method.name: method for method in (ActivationPatching(), PathPatching(), ACDC(), EAP(), EAPIG())
+    method.name: method
+    for method in (ActivationPatching(), PathPatching(), CDT(), ACDC(), EAP(), EAPIG())
 }
 
 

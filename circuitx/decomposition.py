@@ -1,0 +1,194 @@
+"""Contextual decomposition for transformers (CD-T; Hsu et al., ICLR 2025).
+
+Every activation is held as two parts stacked on a leading axis of size 2: ``rel``, the
+part caused by a chosen source, and ``irrel``, the rest. They sum to the activation at
+every point of the pass. The rules follow the authors' code (adelaidehsu/CD_Circuit):
+
+- a linear map ``x W + b`` maps each part; the bias is split between the parts in
+  proportion to ``|part W|``, so a part caused by nothing gets none of it;
+- LayerNorm centres each part by its own mean and divides both by the whole
+  activation's scale; its bias is split in proportion to the input parts' ``|part|``;
+- attention computes q, k and v by the linear rule. The whole pattern is
+  ``softmax(q k / s)``, rel's own pattern ``softmax(q_rel k_rel / s)``;
+  ``z_rel = P_rel v_rel`` and ``z_irrel = P v - z_rel``;
+- the MLP's activation f: ``irrel' = f(irrel)``, ``rel' = f(rel + irrel) - f(irrel)``;
+- the residual stream adds parts.
+
+A source is a set of senders (the embeddings, heads, MLPs). Where a sender is a source
+its output is split into ``output - patch`` (rel) and its patch value (irrel): the
+corrupted run's output, its mean, or zero, as the patching engine's ablation says.
+
+Two choices differ from the authors' code, both so that the parts sum exactly to the
+model's activations: LayerNorm uses the model's epsilon (the code uses 1e-8), and the
+sign heuristic ``normalize_rel_irrel`` the code applies around the MLP is left out (it
+is not linear, and the issue asks linear maps to be propagated exactly).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from circuitx.models import BlockWeights, TransformerWeights
+from circuitx.patching import Layout
+
+SHARE_EPS = 1e-8  # keeps a bias share finite where both parts are zero
+
+# observe(point, layer, parts): sees the parts at "resid_pre", "q", "k", "v", "z",
+# "attn_out", "mlp_pre", "mlp_post", "mlp_out" of each layer and "resid_final"; and at
+# "read_q", "read_k", "read_v", "read_mlp": what the heads and the MLP read, before their
+# own biases; and the whole attention pattern [..., head, query, key] at "pattern".
+Observer = Callable[[str, int, torch.Tensor], None]
+
+
+def _bias_parts(bias: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``bias`` split into two parts in proportion to ``|basis[0]|`` and ``|basis[1]|``."""
+    size = basis.abs()
+    rel = bias * (size[0] / (size[0] + size[1] + SHARE_EPS))
+    return torch.stack((rel, bias - rel))
+
+
+def linear(parts: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight + bias`` of both parts [2, ..., d_in]."""
+    mapped = parts @ weight
+    return mapped + _bias_parts(bias, mapped)
+
+
+def layer_norm(
+    parts: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """LayerNorm of both parts [2, ..., d], scaled by the whole activation's scale."""
+    whole = parts.sum(0)
+    scale = (whole.var(-1, unbiased=False, keepdim=True) + eps).sqrt()
+    centred = parts - parts.mean(-1, keepdim=True)
+    return centred / scale * weight + _bias_parts(bias, parts)
+
+
+def activation(parts: torch.Tensor, act_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The nonlinearity: irrel keeps ``f(irrel)``, rel gets the rest of ``f(rel + irrel)``."""
+    irrel = act_fn(parts[1])
+    return torch.stack((act_fn(parts.sum(0)) - irrel, irrel))
+
+
+def heads_linear(
+    parts: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    observe: Observer,
+    point: str,
+    layer: int,
+) -> torch.Tensor:
+    """Per-head projection of both parts [2, ..., pos, d] by [head, d, d_head] -> [2, ..., pos,
+    head, d_head]. ``observe`` sees it before the bias (``read_q`` etc.) and after."""
+    mapped = torch.einsum("...pd,hde->...phe", parts, weight)
+    observe("read_" + point, layer, mapped)
+    mapped = mapped + _bias_parts(bias, mapped)
+    observe(point, layer, mapped)
+    return mapped
+
+
+def attention(
+    parts: torch.Tensor, block: BlockWeights, scale: float, observe: Observer, layer: int
+) -> torch.Tensor:
+    """Both parts of every head's z [2, ..., pos, head, d_head] from the normalised input."""
+    q, k, v = (
+        heads_linear(parts, weight, bias, observe, point, layer)
+        for point, weight, bias in (
+            ("q", block.W_Q, block.b_Q),
+            ("k", block.W_K, block.b_K),
+            ("v", block.W_V, block.b_V),
+        )
+    )
+    width = parts.shape[-2]
+    future = torch.ones(width, width, dtype=torch.bool, device=parts.device).triu(1)
+
+    def pattern(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("...qhe,...khe->...hqk", query, key) / scale
+        return scores.masked_fill(future, float("-inf")).softmax(-1)
+
+    whole_pattern = pattern(q.sum(0), k.sum(0))
+    observe("pattern", layer, whole_pattern)
+    z_rel = torch.einsum("...hqk,...khe->...qhe", pattern(q[0], k[0]), v[0])
+    z_whole = torch.einsum("...hqk,...khe->...qhe", whole_pattern, v.sum(0))
+    return torch.stack((z_rel, z_whole - z_rel))
+
+
+def embed(weights: TransformerWeights, tokens: torch.Tensor) -> torch.Tensor:
+    """What the embeddings write: token plus position embeddings [..., pos, d_model]."""
+    return weights.W_E[tokens] + weights.W_pos[: tokens.shape[-1]]
+
+
+class Sources:
+    """Which senders are sources in each of S decompositions run side by side, and the
+    patch values they split against.
+
+    ``chosen`` [S, n_senders] (bool); ``patches`` maps a sender chunk's first index to
+    its patch value ([n or 1, pos, head, d_head] for a layer's heads, [n or 1, pos,
+    d_model] for the embeddings or an MLP).
+    """
+
+    def __init__(self, layout: Layout, chosen: torch.Tensor, patches: dict[int, torch.Tensor]):
+        self.layout, self.chosen, self.patches = layout, chosen, patches
+
+    def split(self, parts: torch.Tensor, first: int, count: int) -> torch.Tensor:
+        """Re-split the outputs of senders ``first .. first + count`` where they are
+        sources: rel = output - patch, irrel = patch. ``parts`` [2, S, n, pos, (count,) ...]."""
+        chosen = self.chosen[:, first : first + count].to(parts.device)
+        if not bool(chosen.any()):
+            return parts
+        whole, patch = parts.sum(0), self.patches[first].to(parts.device)
+        if count == 1 and parts.dim() == 5:  # a single sender's [2, S, n, pos, d] output
+            where = chosen.view(-1, 1, 1, 1)
+        else:
+            where = chosen.view(chosen.shape[0], 1, 1, count, 1)
+        patch = patch.expand_as(whole)
+        return torch.stack(
+            (torch.where(where, whole - patch, parts[0]), torch.where(where, patch, parts[1]))
+        )
+
+
+def propagate(
+    weights: TransformerWeights,
+    resid: torch.Tensor,
+    layer: int,
+    sources: Sources,
+    end: torch.Tensor,
+    observe: Observer | None = None,
+) -> torch.Tensor:
+    """Decompose the pass from the residual stream entering block ``layer`` (``resid``
+    [n, pos, d_model], all of it irrel except where the embeddings are a source) to the
+    logits at positions ``end`` [n]: returns their parts [2, S, n, vocab]."""
+    observe = observe or (lambda point, at, parts: None)
+    layout = sources.layout
+    count = sources.chosen.shape[0]
+    whole = resid.unsqueeze(0).expand(count, *resid.shape)
+    parts = torch.stack((torch.zeros_like(whole), whole))
+    if layer == 0:
+        parts = sources.split(parts, 0, 1)
+    for index in range(layer, len(weights.blocks)):
+        block = weights.blocks[index]
+        observe("resid_pre", index, parts)
+        normed = layer_norm(parts, *block.ln1, weights.eps)
+        z = attention(normed, block, weights.attn_scale, observe, index)
+        z = sources.split(z, layout.head_sender(index), layout.n_heads)
+        observe("z", index, z)
+        written = torch.einsum("...phe,hed->...pd", z, block.W_O)
+        written = written + _bias_parts(block.b_O, written)
+        observe("attn_out", index, written)
+        parts = parts + written
+        if block.W_in is None:
+            continue
+        read = layer_norm(parts, *block.ln2, weights.eps) @ block.W_in
+        observe("read_mlp", index, read)
+        pre = read + _bias_parts(block.b_in, read)
+        observe("mlp_pre", index, pre)
+        post = activation(pre, weights.act_fn)
+        observe("mlp_post", index, post)
+        out = sources.split(linear(post, block.W_out, block.b_out), layout.mlp_sender(index), 1)
+        observe("mlp_out", index, out)
+        parts = parts + out
+    observe("resid_final", len(weights.blocks), parts)
+    rows = torch.arange(parts.shape[2], device=parts.device)
+    final = parts[:, :, rows, end.to(parts.device)]
+    return linear(layer_norm(final, *weights.ln_final, weights.eps), weights.W_U, weights.b_U)

@@ -1,0 +1,174 @@
+"""CD-T: circuit discovery by contextual decomposition (Hsu et al., ICLR 2025).
+
+Each sender (the embeddings, every head, every MLP) is a source in turn: its output on
+the clean prompts is split into ``output - patch`` (rel) and its patch value (irrel), and
+:mod:`circuitx.decomposition` carries the split through the rest of the model. One
+decomposed pass per source (sources batched, all prompts at once) gives its relevance to
+every later receiver:
+
+- to the logits: ``(m(rel + irrel) - m(irrel)) / (m_clean - m_corrupted)``, m the task
+  metric at END: read like activation patching's normalised effect;
+- to a head's q, k or v input: how the head's z changes when the source's part of that
+  input (what the head reads, before its own bias) is taken out, the rest of the head
+  clean, as the share ``<change, D> / <D, D>`` of the head's own clean - patch change D
+  of z (summed over prompts and positions). This is the activation rule
+  ``f(rel + irrel) - f(irrel)`` with f the head, so a source that moves an input the head
+  does not use, or only at positions it does not attend, gets little;
+- to an MLP's input: the same share of its pre-activation's clean - patch change.
+
+D is the rel part when every sender is a source. Discovery then follows the paper:
+relevance to the output first; the heads and MLPs whose relevance reaches the threshold
+are found; then every source's relevance to the found nodes' inputs, weighted by the
+found node's own score; iterated until the scores stop changing. A node's score is its
+strongest chain of relevances to the output; an edge's is its relevance times its
+receiver's node score (1 for the logits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import torch
+
+from circuitx.decomposition import Observer, Sources, propagate
+from circuitx.graph import component_nodes
+from circuitx.methods.base import Method, MethodRun, write_scores
+from circuitx.models import transformer_weights
+from circuitx.patching import Layout, PatchingEngine
+from circuitx.progress import Advance
+
+
+class CDT(Method):
+    name = "cdt"
+    title = "CD-T: contextual decomposition of every source's relevance to the output and heads"
+    granularity = "node"
+    default_threshold = 0.02
+
+    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+        return 2 + len(component_nodes(graph))
+
+    def score(
+        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
+    ) -> dict[str, Any]:
+        relevance, total = relevance_matrix(engine, run.advance)
+        node_scores, receiver_weights = discover_nodes(engine.layout, relevance, run.threshold)
+        write_scores(graph, engine.layout, relevance * receiver_weights, node_scores)
+        return {"cdt_total_relevance": total}
+
+
+def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Tensor, float]:
+    """Relevance [n_senders, n_receivers] of every sender to every receiver it can reach,
+    and the relevance to the output of all senders together."""
+    model, layout = engine.model, engine.layout
+    weights = transformer_weights(model)
+    patches = {c.first: engine.patch_cache[c.hook] for c in layout.chunks}
+    n, width = engine.data.clean.shape
+    relevance = torch.zeros(layout.n_senders, layout.n_receivers)
+
+    def run(layer: int, chosen: torch.Tensor, observe) -> torch.Tensor:
+        sources = Sources(layout, chosen, patches)
+        logits = propagate(weights, engine.clean_resid(layer), layer, sources, engine.end, observe)
+        whole, irrel = engine.metric(logits.sum(0)), engine.metric(logits[1])
+        return (whole - irrel).mean(-1).cpu() / engine.gap
+
+    # Every sender a source: the clean - patch change D of every head's z and every MLP's
+    # input, and the clean q, k, v and pattern the head inputs' effects are taken at.
+    changes: dict[tuple[str, int], torch.Tensor] = {}
+    clean: dict[tuple[str, int], torch.Tensor] = {}
+
+    def keep(point: str, layer: int, parts: torch.Tensor) -> None:
+        if point in ("q", "k", "v", "pattern"):
+            clean[point, layer] = parts[0] if point == "pattern" else parts[:, 0].sum(0)
+        elif point in ("z", "read_mlp"):
+            changes[point, layer] = parts[0, 0]
+
+    total = float(run(0, torch.ones(1, layout.n_senders, dtype=torch.bool), keep)[0])
+    advance(1)
+    norms = {key: change.pow(2).flatten(0, 1).sum(0) for key, change in changes.items()}
+
+    def project(rows: list[int]) -> Observer:
+        def observe(point: str, layer: int, parts: torch.Tensor) -> None:
+            if point == "read_mlp":
+                dots = (parts[0] * changes[point, layer]).sum((1, 2, 3))
+                share = _share(dots, norms[point, layer].sum())
+                relevance[rows, layout.mlp_receiver(layer)] = share.cpu()
+            elif point in ("read_q", "read_k", "read_v"):
+                head_input = point.removeprefix("read_")
+                moved = _z_change(head_input, parts[0], clean, layer, weights.attn_scale)
+                dots = (moved * changes["z", layer]).sum((1, 2, 4))
+                share = _share(dots, norms["z", layer].sum(-1))
+                first = layout.head_receiver(layer, head_input)
+                relevance[rows, first : first + layout.n_heads] = share.cpu()
+
+        return observe
+
+    per_pass = max(1, engine.tokens_per_pass // (n * width))
+    for layer in range(model.n_layers):
+        senders = list(range(layout.head_sender(layer), layout.head_sender(layer + 1)))
+        if layer == 0:
+            senders = [0, *senders]
+        for start in range(0, len(senders), per_pass):
+            rows = senders[start : start + per_pass]
+            chosen = torch.zeros(len(rows), layout.n_senders, dtype=torch.bool)
+            chosen[torch.arange(len(rows)), rows] = True
+            relevance[rows, layout.logits_receiver] = run(layer, chosen, project(rows))
+            advance(len(rows))
+    return relevance * layout.valid, total
+
+
+def _z_change(
+    head_input: str,
+    rel: torch.Tensor,
+    clean: dict[tuple[str, int], torch.Tensor],
+    layer: int,
+    scale: float,
+) -> torch.Tensor:
+    """How every head's z [S, n, pos, head, d_head] changes when ``rel`` [S, n, pos, head,
+    d_head] is taken out of its q, k or v input, the rest of the head clean: the
+    activation rule's ``f(rel + irrel) - f(irrel)`` with f the head."""
+    q, k, v, pattern = (clean[name, layer] for name in ("q", "k", "v", "pattern"))
+    if head_input == "v":
+        return torch.einsum("nhqk,snkhe->snqhe", pattern, rel)
+    if head_input == "q":
+        scores = torch.einsum("snqhe,nkhe->snhqk", q - rel, k)
+    else:
+        scores = torch.einsum("nqhe,snkhe->snhqk", q, k - rel)
+    width = pattern.shape[-1]
+    future = torch.ones(width, width, dtype=torch.bool, device=rel.device).triu(1)
+    without = (scores / scale).masked_fill(future, float("-inf")).softmax(-1)
+    return torch.einsum("nhqk,nkhe->nqhe", pattern, v) - torch.einsum(
+        "snhqk,nkhe->snqhe", without, v
+    )
+
+
+def _share(dots: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """``dots / norm``, 0 where the difference itself is (numerically) zero."""
+    return torch.where(norm > 1e-12, dots / norm.clamp_min(1e-12), torch.zeros_like(dots))
+
+
+def discover_nodes(
+    layout: Layout, relevance: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Node scores [n_senders] by the paper's iteration, and the receiver weights
+    [n_receivers] (each receiver's owner's score; 1 for the logits).
+
+    A node's score starts as its relevance to the output; nodes at or above ``threshold``
+    are found; every node then also scores its relevance to a found node's input times
+    that node's score; repeated until the scores stop changing.
+    """
+    size = relevance.abs()
+    owner = layout.receiver_owner  # sender index owning each receiver (-1: logits)
+    scores = size[:, layout.logits_receiver].clone()
+    for _ in range(layout.n_layers + 2):
+        found = scores >= threshold
+        weight = torch.where(found[owner.clamp_min(0)], scores[owner.clamp_min(0)], 0.0)
+        weight[owner < 0] = 1.0
+        updated = (size * weight).amax(1)
+        if torch.equal(updated, scores):
+            break
+        scores = updated
+    weights = scores[owner.clamp_min(0)].clone()
+    weights[owner < 0] = 1.0
+    scores[0] = 0.0  # the embeddings are not a circuit node
+    return scores, weights
