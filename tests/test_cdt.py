@@ -1,0 +1,75 @@
+"""The CD-T method: its relevance to a head's inputs, the paper's iterated discovery, and
+the planted circuits of all four tasks found through the command line."""
+
+import json
+
+import pytest
+import torch
+from test_cli import run
+
+from circuitx.discovery import discover
+from circuitx.graph import edges_by_name
+from circuitx.methods.cdt import _z_change, discover_nodes
+from circuitx.patching import Layout
+
+
+def test_taking_a_head_input_out_changes_z_as_the_head_computes_it():
+    generator = torch.Generator().manual_seed(0)
+    n, width, heads, d_head, scale = 2, 5, 3, 4, 2.0
+    q, k, v = (torch.randn(n, width, heads, d_head, generator=generator) for _ in range(3))
+    future = torch.ones(width, width).triu(1).bool()
+
+    def z_of(q, k, v):
+        scores = torch.einsum("nqhe,nkhe->nhqk", q, k) / scale
+        return torch.einsum(
+            "nhqk,nkhe->nqhe", scores.masked_fill(future, -torch.inf).softmax(-1), v
+        )
+
+    pattern = (torch.einsum("nqhe,nkhe->nhqk", q, k) / scale).masked_fill(future, -torch.inf)
+    clean = {("q", 0): q, ("k", 0): k, ("v", 0): v, ("pattern", 0): pattern.softmax(-1)}
+    rel = torch.randn(1, n, width, heads, d_head, generator=generator)
+    expected = {
+        "q": z_of(q, k, v) - z_of(q - rel[0], k, v),
+        "k": z_of(q, k, v) - z_of(q, k - rel[0], v),
+        "v": z_of(q, k, v) - z_of(q, k, v - rel[0]),
+    }
+    for head_input, change in expected.items():
+        got = _z_change(head_input, rel, clean, 0, scale)
+        assert torch.allclose(got[0], change, atol=1e-5), head_input
+
+
+def test_discovery_weights_relevance_to_a_found_node_by_its_score():
+    layout = Layout(n_layers=2, n_heads=1, has_mlp=False)
+    first, second = layout.head_sender(0), layout.head_sender(1)
+    relevance = torch.zeros(layout.n_senders, layout.n_receivers)
+    relevance[second, layout.logits_receiver] = 0.5
+    relevance[first, layout.logits_receiver] = 0.01
+    relevance[first, layout.head_receiver(1, "k")] = -0.8
+    scores, weights = discover_nodes(layout, relevance, threshold=0.3)
+    assert scores[second] == pytest.approx(0.5)
+    assert scores[first] == pytest.approx(0.4)  # |-0.8| x 0.5, via the found head's key
+    assert weights[layout.logits_receiver] == 1.0
+    assert weights[layout.head_receiver(1, "k")] == pytest.approx(0.5)
+    # the second head not found: the first keeps only its own relevance to the output
+    scores, _ = discover_nodes(layout, relevance, threshold=0.6)
+    assert scores[first] == pytest.approx(0.01)
+
+
+def test_same_seed_same_graph(tiny_model):
+    first = discover(tiny_model, "ioi", "cdt", n_prompts=4, seed=3)
+    second = discover(tiny_model, "ioi", "cdt", n_prompts=4, seed=3)
+    assert edges_by_name(first) == edges_by_name(second)
+    assert dict(first.nodes(data="score")) == dict(second.nodes(data="score"))
+
+
+@pytest.mark.parametrize("task", ["ioi", "greater-than", "docstring", "colored-objects"])
+def test_cdt_finds_each_planted_circuit(task):
+    result = run(
+        "discover", "--task", task, "--method", "cdt", "--model", "planted",
+        "--n-prompts", "20", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["metrics"]["node_auc"] >= 0.99
+    assert summary["metrics"]["edge_auc"] > 0.9
+    assert summary["faithfulness"] == pytest.approx(1.0, abs=0.05)

@@ -1,0 +1,238 @@
+"""CD-T's decomposition: the parts sum to the model's own activations, a source that is
+everything carries everything, and on a model with no nonlinearity the source's part is
+its exact linear contribution, computed here independently from the model's hooks."""
+
+import pytest
+import torch
+from conftest import save_tiny_gpt2
+
+from circuitx.decomposition import Sources, embed, propagate
+from circuitx.errors import CircuitxError
+from circuitx.models import load_model, transformer_weights
+from circuitx.patching import Layout
+
+# decomposition point -> the model's hook holding the whole activation
+HOOKS = {
+    "resid_pre": "blocks.{}.hook_resid_pre",
+    "q": "blocks.{}.attn.hook_q",
+    "k": "blocks.{}.attn.hook_k",
+    "v": "blocks.{}.attn.hook_v",
+    "pattern": "blocks.{}.attn.hook_pattern",
+    "z": "blocks.{}.attn.hook_z",
+    "attn_out": "blocks.{}.hook_attn_out",
+    "mlp_pre": "blocks.{}.mlp.hook_pre",
+    "mlp_post": "blocks.{}.mlp.hook_post",
+    "mlp_out": "blocks.{}.hook_mlp_out",
+    "resid_final": "ln_final.hook_in",
+}
+
+
+@pytest.fixture(scope="module")
+def model_3x4(tmp_path_factory):
+    """3 layers x 4 heads, d_model 32, with weights large enough to make LayerNorm, the
+    softmax and GELU work away from their linear ranges."""
+    directory = tmp_path_factory.mktemp("m3x4")
+    return load_model(str(save_tiny_gpt2(directory, 3, 4, 32, seed=5)), device="cpu")
+
+
+def decompose(model, tokens, chosen, patches, layer=0):
+    """Parts at every observed point, and of the logits at the last position."""
+    weights = transformer_weights(model)
+    seen = {}
+
+    def observe(point, at, parts):
+        seen[point, at] = parts
+
+    layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
+    end = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
+    start = embed(weights, tokens)
+    logits = propagate(weights, start, layer, Sources(layout, chosen, patches), end, observe)
+    return seen, logits
+
+
+def random_patches(model, n, width, seed=0):
+    """A random patch value for every sender chunk of the layout."""
+    generator = torch.Generator().manual_seed(seed)
+    layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
+    patches = {}
+    for chunk in layout.chunks:
+        shape = (
+            (n, width, model.n_heads, model.d_head) if chunk.heads else (n, width, model.d_model)
+        )
+        patches[chunk.first] = torch.randn(*shape, generator=generator)
+    return layout, patches
+
+
+def test_parts_sum_to_the_models_activations_everywhere(model_3x4):
+    model = model_3x4
+    tokens = torch.randint(1, model.d_vocab, (3, 9), generator=torch.Generator().manual_seed(1))
+    layout, patches = random_patches(model, 3, 9)
+    chosen = torch.zeros(4, layout.n_senders, dtype=torch.bool)
+    chosen[0, 0] = True  # the embeddings
+    chosen[1, layout.head_sender(0, 2)] = True  # one head
+    chosen[2, layout.mlp_sender(1)] = True  # one MLP
+    chosen[3, torch.randperm(layout.n_senders, generator=torch.Generator().manual_seed(2))[:5]] = (
+        True
+    )
+    seen, logits = decompose(model, tokens, chosen, patches)
+    full, cache = model.run_with_cache(
+        tokens, [h.format(i) for h in HOOKS.values() for i in range(3)]
+    )
+    for (point, layer), parts in seen.items():
+        if point not in HOOKS:
+            continue
+        expected = cache[HOOKS[point].format(layer)]
+        whole = parts if point == "pattern" else parts.sum(0)
+        for source in range(4):
+            assert torch.allclose(whole[source], expected, atol=1e-4), (point, layer, source)
+    assert torch.allclose(logits.sum(0), full[:, -1].expand_as(logits[0]), atol=1e-4)
+    # the sources really were split: each has a rel part, and it differs between them
+    assert all(logits[0, s].abs().max() > 1e-3 for s in range(4))
+    assert not torch.allclose(logits[0, 0], logits[0, 1], atol=1e-3)
+
+
+def test_before_its_source_the_rel_part_is_zero(model_3x4):
+    model = model_3x4
+    tokens = torch.randint(1, model.d_vocab, (2, 6), generator=torch.Generator().manual_seed(3))
+    layout, patches = random_patches(model, 2, 6)
+    chosen = torch.zeros(1, layout.n_senders, dtype=torch.bool)
+    chosen[0, layout.head_sender(2, 1)] = True
+    seen, _ = decompose(model, tokens, chosen, patches)
+    for layer in range(2):
+        for point in ("resid_pre", "q", "z", "mlp_out"):
+            assert seen[point, layer][0].abs().max() == 0, (point, layer)
+    assert seen["z", 2][0, ..., 1, :].abs().max() > 0
+    assert seen["z", 2][0, ..., 0, :].abs().max() == 0  # other heads of its layer: none
+
+
+@pytest.mark.parametrize("everything", ["all senders", "the embeddings"])
+def test_a_source_that_is_everything_carries_everything(model_3x4, everything):
+    """With zero patch values, all senders (or the embeddings alone, from which all else
+    flows) as the source: the rel part is the whole activation at every point."""
+    model = model_3x4
+    tokens = torch.randint(1, model.d_vocab, (2, 7), generator=torch.Generator().manual_seed(4))
+    layout, patches = random_patches(model, 2, 7)
+    patches = {first: torch.zeros_like(value) for first, value in patches.items()}
+    chosen = torch.zeros(1, layout.n_senders, dtype=torch.bool)
+    if everything == "all senders":
+        chosen[:] = True
+    else:
+        chosen[0, 0] = True
+    seen, logits = decompose(model, tokens, chosen, patches)
+    for (point, layer), parts in seen.items():
+        if point == "pattern":
+            continue
+        scale = parts.sum(0).abs().max()
+        assert parts[1].abs().max() <= 1e-5 * scale, (point, layer)
+    full = model.run(tokens)[:, -1]
+    assert torch.allclose(logits[0, 0], full, atol=1e-4)
+
+
+def _linear_model(tmp_path):
+    """One layer, no nonlinearity on the source's path: q = k = 0 (uniform attention),
+    no biases, the MLP writes nothing."""
+
+    def edit(gpt2):
+        d = gpt2.config.n_embd
+        block = gpt2.transformer.h[0]
+        block.attn.c_attn.weight[:, : 2 * d] = 0.0  # W_Q, W_K
+        for bias in (block.attn.c_attn.bias, block.attn.c_proj.bias, block.ln_1.bias):
+            bias.zero_()
+        block.mlp.c_proj.weight.zero_()
+        block.mlp.c_proj.bias.zero_()
+        gpt2.transformer.ln_f.bias.zero_()
+
+    return load_model(str(save_tiny_gpt2(tmp_path, 1, 4, 32, seed=6, edit=edit)), device="cpu")
+
+
+@pytest.mark.parametrize("source", ["a0.h2", "input"])
+def test_with_no_nonlinearity_relevance_is_the_linear_contribution(tmp_path, source):
+    model = _linear_model(tmp_path)
+    generator = torch.Generator().manual_seed(7)
+    tokens = torch.randint(1, model.d_vocab, (3, 8), generator=generator)
+    other = torch.randint(1, model.d_vocab, (3, 8), generator=generator)
+    hooks = [
+        "blocks.0.hook_resid_pre",
+        "blocks.0.ln1.hook_scale",
+        "blocks.0.attn.hook_z",
+        "ln_final.hook_scale",
+    ]
+    _, clean = model.run_with_cache(tokens, hooks)
+    _, patch = model.run_with_cache(other, hooks)
+    layout = Layout(1, 4, True)
+    chunk = 0 if source == "input" else layout.head_sender(0)
+    hook = "blocks.0.hook_resid_pre" if source == "input" else "blocks.0.attn.hook_z"
+    chosen = torch.zeros(1, layout.n_senders, dtype=torch.bool)
+    chosen[0, layout.sender(source)] = True
+    _, logits = decompose(model, tokens, chosen, {chunk: patch[hook]})
+
+    # Independently: the source's difference through the frozen LayerNorm scales, the
+    # uniform attention's values and outputs, and the unembedding.
+    bridge = model.bridge
+    w_o, w_v = bridge.blocks[0].attn.W_O, bridge.blocks[0].attn.W_V
+
+    def centred(x):
+        return x - x.mean(-1, keepdim=True)
+
+    if source == "input":
+        diff = clean[hook] - patch[hook]
+        normed = centred(diff) / clean["blocks.0.ln1.hook_scale"] * bridge.blocks[0].ln1.w
+        values = torch.einsum("npd,hde->nphe", normed, w_v)
+        width = tokens.shape[1]
+        uniform = torch.ones(width, width).tril() / torch.arange(1, width + 1).unsqueeze(1)
+        z = torch.einsum("qk,nkhe->nqhe", uniform, values)
+        resid = diff + torch.einsum("nphe,hed->npd", z, w_o)
+    else:
+        head = 2
+        diff = clean[hook][..., head, :] - patch[hook][..., head, :]
+        resid = diff @ w_o[head]
+    final = centred(resid[:, -1]) / clean["ln_final.hook_scale"][:, -1] * bridge.ln_final.w
+    expected = final @ bridge.W_U
+    assert expected.abs().max() > 1e-2
+    assert torch.allclose(logits[0, 0], expected, atol=1e-5)
+
+
+def test_a_model_that_is_not_gpt2_style_is_a_one_line_error(tiny_model, monkeypatch):
+    monkeypatch.setattr(tiny_model.bridge.cfg, "positional_embedding_type", "rotary")
+    with pytest.raises(CircuitxError, match="not GPT-2-style .*positions"):
+        transformer_weights(tiny_model)
+
+
+def test_attention_gives_rel_its_own_pattern():
+    """CD-T's softmax rule: rel's pattern is softmax(q_rel . k_rel), so a rel part only in
+    the values (q_rel = k_rel = 0) is averaged uniformly over the causal prefix."""
+    from circuitx.decomposition import attention
+    from circuitx.models import BlockWeights
+
+    generator = torch.Generator().manual_seed(8)
+    d, heads, d_head, width = 8, 2, 4, 5
+    q_weight, v_weight = (torch.randn(heads, d, d_head, generator=generator) for _ in range(2))
+    zeros = torch.zeros(heads, d_head)
+    block = BlockWeights(
+        ln1=(torch.ones(d), torch.zeros(d)),
+        W_Q=q_weight,
+        b_Q=zeros,
+        W_K=q_weight,
+        b_K=zeros,
+        W_V=v_weight,
+        b_V=zeros,
+        W_O=torch.randn(heads, d_head, d),
+        b_O=torch.zeros(d),
+        ln2=None,
+        W_in=None,
+        b_in=None,
+        W_out=None,
+        b_out=None,
+    )
+    value_only = torch.randn(1, width, d, generator=generator)
+    value_only[..., :] -= value_only @ q_weight[0] @ torch.linalg.pinv(q_weight[0])  # head 0: q=k=0
+    parts = torch.stack((value_only, torch.randn(1, width, d, generator=generator)))
+    z = attention(parts, block, 2.0, lambda *args: None, 0)
+    v_rel = value_only @ v_weight[0]
+    uniform = torch.ones(width, width).tril() / torch.arange(1, width + 1).unsqueeze(1)
+    assert torch.allclose(z[0, 0, :, 0], uniform @ v_rel[0], atol=1e-5)
+    whole = parts.sum(0)[0]
+    q = whole @ q_weight[0]
+    future = torch.ones(width, width).triu(1).bool()
+    pattern = (q @ q.T / 2.0).masked_fill(future, float("-inf")).softmax(-1)
+    assert torch.allclose(z.sum(0)[0, :, 0], pattern @ (whole @ v_weight[0]), atol=1e-5)
