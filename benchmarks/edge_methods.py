@@ -130,23 +130,17 @@ def main() -> None:
         print(json.dumps(run_step(args.step, args.model_dir, args)))
         return
 
+    options = ["--n-prompts", str(args.n_prompts), "--device", args.device]
+    options += ["--path-stages", str(args.path_stages)]
+
     def in_subprocess(step: str, model_dir: str) -> dict:
-        command = [sys.executable, __file__, "--step", step, "--model-dir", model_dir]
-        command += ["--n-prompts", str(args.n_prompts), "--device", args.device]
-        command += ["--path-stages", str(args.path_stages)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return in_fresh_process(__file__, step, model_dir, options)
 
     with tempfile.TemporaryDirectory() as tmp:
         save_tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
         results = {step: in_subprocess(step, tmp) for step in STEPS[:5]}
-    n, width = results["floor"]["shape"]
-    print(
-        f"## GPT-2-small-shaped random model (12 x 12, d_model 768), IOI, {n} prompts x "
-        f"{width} tokens\n\n{platform.machine()}, device {args.device}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}; each step in a fresh "
-        "process\n"
-    )
+    print(gpt2_small_heading(results["floor"]["shape"], args.device))
+    n = results["floor"]["shape"][0]
     labels = {
         "floor": "forward + backward (floor)",
         "engine": "engine: cache clean + corrupted runs",
@@ -160,6 +154,24 @@ def main() -> None:
     edges = Layout(5, 4, True).valid.sum()
     print(f"\n## planted-ioi (5 x 4, d_model 320, {int(edges)} edges), IOI, {n} prompts\n")
     _table([(labels.get(s, s), results[s]) for s in ("floor", "acdc")], results["floor"])
+
+
+def in_fresh_process(script: str, step: str, model_dir: str, options: list[str]) -> dict:
+    """Run ``script --step step`` in a new Python process and return the JSON it prints."""
+    command = [sys.executable, script, "--step", step, "--model-dir", model_dir, *options]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def gpt2_small_heading(shape: list[int], device: str) -> str:
+    """The heading of a table measured on the GPT-2-small-shaped random model."""
+    n, width = shape
+    return (
+        f"## GPT-2-small-shaped random model (12 x 12, d_model 768), IOI, {n} prompts x "
+        f"{width} tokens\n\n{platform.machine()}, device {device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; each step in a fresh "
+        "process\n"
+    )
 
 
 def _table(rows: list[tuple[str, dict]], floor: dict) -> None:
