@@ -100,18 +100,22 @@ def attention(
             ("v", block.W_V, block.b_V),
         )
     )
-    width = parts.shape[-2]
-    future = torch.ones(width, width, dtype=torch.bool, device=parts.device).triu(1)
 
     def pattern(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        scores = torch.einsum("...qhe,...khe->...hqk", query, key) / scale
-        return scores.masked_fill(future, float("-inf")).softmax(-1)
+        return causal_softmax(torch.einsum("...qhe,...khe->...hqk", query, key) / scale)
 
     whole_pattern = pattern(q.sum(0), k.sum(0))
     observe("pattern", layer, whole_pattern)
     z_rel = torch.einsum("...hqk,...khe->...qhe", pattern(q[0], k[0]), v[0])
     z_whole = torch.einsum("...hqk,...khe->...qhe", whole_pattern, v.sum(0))
     return torch.stack((z_rel, z_whole - z_rel))
+
+
+def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Attention pattern from scores [..., query, key]: each query sees itself and earlier keys."""
+    width = scores.shape[-1]
+    future = torch.ones(width, width, dtype=torch.bool, device=scores.device).triu(1)
+    return scores.masked_fill(future, float("-inf")).softmax(-1)
 
 
 def embed(weights: TransformerWeights, tokens: torch.Tensor) -> torch.Tensor:
@@ -138,7 +142,7 @@ class Sources:
         if not bool(chosen.any()):
             return parts
         whole, patch = parts.sum(0), self.patches[first].to(parts.device)
-        if count == 1 and parts.dim() == 5:  # a single sender's [2, S, n, pos, d] output
+        if parts.dim() == 5:  # a single sender's [2, S, n, pos, d] output
             where = chosen.view(-1, 1, 1, 1)
         else:
             where = chosen.view(chosen.shape[0], 1, 1, count, 1)

@@ -442,7 +442,10 @@ class PatchingEngine:
         return first
 
     def clean_resid(self, layer: int) -> torch.Tensor:
-        """The clean run's residual stream entering block ``layer`` [n, pos, d_model]."""
+        """The clean run's residual stream entering block ``layer`` (``n_layers``: the final
+        LayerNorm) [n, pos, d_model]."""
+        if layer == self.layout.n_layers:
+            return self.clean_resid_final
         return self.clean_cache[EMBED_OUTPUT_HOOK if layer == 0 else resid_pre_hook(layer)]
 
     @cached_property
@@ -503,9 +506,7 @@ class _MaskedPass:
         """The residual stream entering block ``layer``, [k * n, pos, d]."""
         engine = self.engine
         if self.layer > 0:
-            name = resid_pre_hook(self.layer) if self.layer < self.layout.n_layers else None
-            resid = engine.clean_cache[name] if name else engine.clean_resid_final
-            return resid.repeat(self.k, 1, 1)
+            return engine.clean_resid(self.layer).repeat(self.k, 1, 1)
         out = engine.clean_cache[EMBED_OUTPUT_HOOK].unsqueeze(0).unsqueeze(-2)
         embeddings = self._apply(self.layout.chunks[0], out.expand(self.k, *out.shape[1:]))
         return embeddings.squeeze(-2).flatten(0, 1)

@@ -27,6 +27,7 @@ def test_taking_a_head_input_out_changes_z_as_the_head_computes_it():
 
     pattern = (torch.einsum("nqhe,nkhe->nhqk", q, k) / scale).masked_fill(future, -torch.inf)
     clean = {("q", 0): q, ("k", 0): k, ("v", 0): v, ("pattern", 0): pattern.softmax(-1)}
+    clean["z", 0] = z_of(q, k, v)
     rel = torch.randn(1, n, width, heads, d_head, generator=generator)
     expected = {
         "q": z_of(q, k, v) - z_of(q - rel[0], k, v),

@@ -31,7 +31,7 @@ from typing import Any
 import networkx as nx
 import torch
 
-from circuitx.decomposition import Observer, Sources, propagate
+from circuitx.decomposition import Observer, Sources, causal_softmax, propagate
 from circuitx.graph import component_nodes
 from circuitx.methods.base import Method, MethodRun, write_scores
 from circuitx.models import transformer_weights
@@ -73,13 +73,16 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
         return (whole - irrel).mean(-1).cpu() / engine.gap
 
     # Every sender a source: the clean - patch change D of every head's z and every MLP's
-    # input, and the clean q, k, v and pattern the head inputs' effects are taken at.
+    # input, and the clean q, k, v, pattern and z the head inputs' effects are taken at.
     changes: dict[tuple[str, int], torch.Tensor] = {}
     clean: dict[tuple[str, int], torch.Tensor] = {}
 
     def keep(point: str, layer: int, parts: torch.Tensor) -> None:
-        if point in ("q", "k", "v", "pattern"):
-            clean[point, layer] = parts[0] if point == "pattern" else parts[:, 0].sum(0)
+        if point in ("q", "k", "v"):
+            clean[point, layer] = parts[:, 0].sum(0)
+        elif point == "pattern":  # seen after v
+            clean[point, layer] = parts[0]
+            clean["z", layer] = torch.einsum("nhqk,nkhe->nqhe", parts[0], clean["v", layer])
         elif point in ("z", "read_mlp"):
             changes[point, layer] = parts[0, 0]
 
@@ -127,19 +130,14 @@ def _z_change(
     """How every head's z [S, n, pos, head, d_head] changes when ``rel`` [S, n, pos, head,
     d_head] is taken out of its q, k or v input, the rest of the head clean: the
     activation rule's ``f(rel + irrel) - f(irrel)`` with f the head."""
-    q, k, v, pattern = (clean[name, layer] for name in ("q", "k", "v", "pattern"))
+    q, k, v, pattern, z = (clean[name, layer] for name in ("q", "k", "v", "pattern", "z"))
     if head_input == "v":
         return torch.einsum("nhqk,snkhe->snqhe", pattern, rel)
     if head_input == "q":
         scores = torch.einsum("snqhe,nkhe->snhqk", q - rel, k)
     else:
         scores = torch.einsum("nqhe,snkhe->snhqk", q, k - rel)
-    width = pattern.shape[-1]
-    future = torch.ones(width, width, dtype=torch.bool, device=rel.device).triu(1)
-    without = (scores / scale).masked_fill(future, float("-inf")).softmax(-1)
-    return torch.einsum("nhqk,nkhe->nqhe", pattern, v) - torch.einsum(
-        "snhqk,nkhe->snqhe", without, v
-    )
+    return z - torch.einsum("snhqk,nkhe->snqhe", causal_softmax(scores / scale), v)
 
 
 def _share(dots: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
@@ -159,16 +157,19 @@ def discover_nodes(
     """
     size = relevance.abs()
     owner = layout.receiver_owner  # sender index owning each receiver (-1: logits)
+    into_logits = owner < 0
+
+    def receiver_weights(scores: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
+        """Each receiver's owner's score where the owner is ``found``, else 0; logits 1."""
+        weights = torch.where(found, scores, 0.0)[owner.clamp_min(0)]
+        return weights.masked_fill(into_logits, 1.0)
+
     scores = size[:, layout.logits_receiver].clone()
     for _ in range(layout.n_layers + 2):
-        found = scores >= threshold
-        weight = torch.where(found[owner.clamp_min(0)], scores[owner.clamp_min(0)], 0.0)
-        weight[owner < 0] = 1.0
-        updated = (size * weight).amax(1)
+        updated = (size * receiver_weights(scores, scores >= threshold)).amax(1)
         if torch.equal(updated, scores):
             break
         scores = updated
-    weights = scores[owner.clamp_min(0)].clone()
-    weights[owner < 0] = 1.0
+    weights = receiver_weights(scores, torch.ones_like(scores, dtype=torch.bool))
     scores[0] = 0.0  # the embeddings are not a circuit node
     return scores, weights
