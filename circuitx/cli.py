@@ -161,6 +161,37 @@ def _method_names() -> list[str]:
     "found before [default: 5].",
 )
 @click.option(
+    "--n-examples",
+    type=int,
+    help="sae: prompts (positive and negative together) the autoencoder is trained on "
+    "[default: 10].",
+)
+@click.option(
+    "--n-codes", type=int, help="sae: the autoencoder's codes (hidden size) [default: 200]."
+)
+@click.option("--sae-steps", type=int, help="sae: full-batch training steps [default: 500].")
+@click.option(
+    "--sae-l1", type=click.FloatRange(min=0), help="sae: sparsity penalty [default: 0.05]."
+)
+@click.option(
+    "--sae-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    help="sae: Adam learning rate [default: 0.001].",
+)
+@click.option(
+    "--sae-inputs",
+    type=click.Choice(["standardised", "raw"]),
+    help="sae: each head's outputs centred and scaled to a common size, or as the model "
+    "writes them (the authors') [default: standardised].",
+)
+@click.option(
+    "--node-score",
+    type=click.Choice(["positive-share", "unique-codes", "co-occurrence"]),
+    help="sae: share of positive prompts whose code no negative shows, number of such codes "
+    "(the authors' node score), or the authors' ranking by code-pair co-occurrence "
+    "[default: positive-share].",
+)
+@click.option(
     "--reference",
     "reference_spec",
     default="auto",
@@ -197,6 +228,13 @@ def discover(
     tau,
     ig_steps,
     stages,
+    n_examples,
+    n_codes,
+    sae_steps,
+    sae_l1,
+    sae_lr,
+    sae_inputs,
+    node_score,
     reference_spec,
     out_path,
     as_json,
@@ -218,7 +256,18 @@ def discover(
     from circuitx.tasks import get_task
 
     check_selection(threshold, top_k)
-    options = {"tau": tau, "ig_steps": ig_steps, "stages": stages}
+    options = {
+        "tau": tau,
+        "ig_steps": ig_steps,
+        "stages": stages,
+        "n_examples": n_examples,
+        "n_codes": n_codes,
+        "sae_steps": sae_steps,
+        "sae_l1": sae_l1,
+        "sae_lr": sae_lr,
+        "sae_inputs": sae_inputs,
+        "node_score": node_score,
+    }
     method_options(get_method(method_name), options)
     task = get_task(task_name, corruption)
     task.check_metric(metric or task.default_metric)

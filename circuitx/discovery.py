@@ -52,9 +52,13 @@ def discover(
     ``metric`` and ``corruption`` default to the task's own defaults, ``options`` (e.g.
     ``tau``, ``ig_steps``, ``stages``; None values ignored) to the method's.
     """
-    task, method = get_task(task_name, corruption), get_method(method_name)
+    method = get_method(method_name)
+    if corruption is None and method.uses_negatives:
+        corruption = get_task(task_name).negative_corruption
+    task = get_task(task_name, corruption)
     check_selection(threshold, top_k)
     options = method_options(method, options)
+    method.check(model, n_prompts, options)
     metric = metric or task.default_metric
     task.check_metric(metric)
     start = time.perf_counter()

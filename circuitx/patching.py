@@ -275,7 +275,10 @@ class PatchingEngine:
             data.clean, [*outputs, *resids, LOGITS_INPUT_HOOK], self.end
         )
         self.clean_resid_final = self.clean_cache.pop(LOGITS_INPUT_HOOK)
-        self.corrupted_final, corrupted = model.run_with_cache(data.corrupted, outputs, self.end)
+        self.corrupted_final, self.corrupted_cache = model.run_with_cache(
+            data.corrupted, outputs, self.end
+        )
+        corrupted = self.corrupted_cache
         self.patch_cache = {name: _ablate(value, ablation) for name, value in corrupted.items()}
         self.clean_metric = float(self.metric(self.clean_final).mean())
         self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
@@ -447,6 +450,20 @@ class PatchingEngine:
         if layer == self.layout.n_layers:
             return self.clean_resid_final
         return self.clean_cache[EMBED_OUTPUT_HOOK if layer == 0 else resid_pre_hook(layer)]
+
+    def mean_writes(self, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What each sender writes to the residual stream, averaged over each prompt's tokens
+        (BOS to END; padding left out), from a run's cached outputs: [n, n_senders, d_model]."""
+        n, width = self.data.clean.shape
+        real = torch.arange(width, device=self.end.device) <= self.end.unsqueeze(1)
+        weights = real.float() / real.sum(1, keepdim=True)
+        writes = torch.empty(n, self.layout.n_senders, self.model.d_model, device=self.model.device)
+        for chunk in self.layout.chunks:
+            mean = torch.einsum("np,np...->n...", weights.to(cache[chunk.hook]), cache[chunk.hook])
+            if chunk.heads:
+                mean = torch.einsum("nse,sed->nsd", mean, self.w_o[chunk.layer])
+            writes[:, chunk.first : chunk.first + chunk.count] = mean.reshape(n, chunk.count, -1)
+        return writes
 
     @cached_property
     def clean_deltas(self) -> torch.Tensor:

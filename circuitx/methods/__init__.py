@@ -10,10 +10,11 @@ from circuitx.methods.cdt import CDT
 from circuitx.methods.eap import EAP
 from circuitx.methods.eap_ig import EAPIG
 from circuitx.methods.path_patching import PathPatching
+from circuitx.methods.sae import SAE
 
 METHODS: dict[str, Method] = {
     method.name: method
-    for method in (ActivationPatching(), PathPatching(), CDT(), ACDC(), EAP(), EAPIG())
+    for method in (ActivationPatching(), PathPatching(), CDT(), SAE(), ACDC(), EAP(), EAPIG())
 }
 
 

@@ -9,6 +9,7 @@ import networkx as nx
 import torch
 
 from circuitx.graph import edges_by_name, parse_node
+from circuitx.models import Model
 from circuitx.patching import Layout, PatchingEngine
 from circuitx.progress import Advance, no_progress
 
@@ -33,6 +34,12 @@ class Method:
     granularity: ClassVar[str]  # "node" or "edge": what the selection ranks
     default_threshold: ClassVar[float]
     options: ClassVar[dict[str, Any]] = {}  # method options and their defaults
+    # contrasts clean prompts with prompts the model cannot answer: by default the task's
+    # negative corruption instead of its default corruption
+    uses_negatives: ClassVar[bool] = False
+
+    def check(self, model: Model, n_prompts: int, options: dict[str, Any]) -> None:
+        """Raise a CircuitxError for options this model and prompt count cannot run with."""
 
     def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
         """How many progress steps ``score`` reports."""

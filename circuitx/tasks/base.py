@@ -50,6 +50,9 @@ class Task:
     # A relational reference: this other task's circuit, found by the same method and model.
     reference_task: ClassVar[str | None] = None
     corruptions: ClassVar[tuple[str, ...]]  # ways to corrupt a prompt; the first is the default
+    # the corruption whose prompts the model cannot answer: the negative examples of methods
+    # that contrast them with the clean prompts (None: the default corruption)
+    negative_corruption: ClassVar[str | None] = None
 
     def __init__(self, corruption: str | None = None) -> None:
         if corruption is not None and corruption not in self.corruptions:

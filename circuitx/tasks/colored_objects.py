@@ -9,8 +9,9 @@ jmerullo/circuit_reuse builds them; the two scenes share no object and no colour
     A:
 
 The answer is the queried object's colour, capitalised (" Blue"). The corrupted prompt
-asks about another object of the same scene; it differs from the clean one in that one
-token. Metric ``logit-diff``: logit of the correct colour minus that of the corrupted
+asks about another object of the same scene (``other-object``), or about an object in
+neither scene, whose colour cannot be known (``absent-object``: the negative examples of the
+``sae`` method); it differs from the clean one in that one token. Metric ``logit-diff``: logit of the correct colour minus that of the corrupted
 prompt's answer. A prompt counts as correct when its colour beats every other colour.
 Positions: COLOR and OBJECT (the queried object in the scene), QUERY (the object in the
 question), END.
@@ -49,7 +50,8 @@ class ColoredObjectsTask(_tasks.Task):
     title = "Colored objects (what color is the X?)"
     default_model = "gpt2-medium"
     paper_model = "openai-community/gpt2-medium"
-    corruptions = ("other-object",)
+    corruptions = ("other-object", "absent-object")
+    negative_corruption = "absent-object"
     reference_task = "ioi"
     reference_variants = {"": "relational: the IOI circuit the same method finds on the same model"}
 
@@ -86,7 +88,11 @@ class ColoredObjectsTask(_tasks.Task):
             scene = shot + _question(rng, query_colors, query_objects)
             asked, other = rng.sample(range(N_OBJECTS), 2)
             clean.append(f"{scene} {query_objects[asked]}?\nA:")
-            corrupted.append(f"{scene} {query_objects[other]}?\nA:")
+            asked_instead = query_objects[other]
+            if self.corruption == "absent-object":
+                absent = [o for o in objects if o not in shot_objects + query_objects]
+                asked_instead = rng.choice(absent)
+            corrupted.append(f"{scene} {asked_instead}?\nA:")
             asked_about.append((query_colors[asked], query_objects[asked], query_colors[other]))
 
         clean_tokens, corrupted_tokens, lengths = _tasks.encode_pairs(

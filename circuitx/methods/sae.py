@@ -1,0 +1,258 @@
+"""Discrete-SAE code overlap (O'Neill & Bui 2024; authors' code charlieoneill11/sae-circuits).
+
+Positive examples are the task's clean prompts (the model can predict the answer), negative
+ones its corrupted prompts (it cannot). Each component's write to the residual stream
+(a head's z @ W_O, an MLP's output) is averaged over the prompt's tokens. One sparse
+autoencoder, shared by every component as in the authors' code, is trained on the vectors
+of ``n_examples`` prompts drawn from positives and negatives together; a vector's code is
+the index of its largest hidden unit. A component scores the number of codes it shows on
+positives and never on negatives; an ordered pair of components scores the number of code
+pairs they show together on positives and never on negatives. Scores are divided by the
+number of positive prompts.
+
+The autoencoder follows the authors' (their ``src/sae.py``, ``src/train.py``): a bias tied
+before the encoder and after the decoder, ReLU codes, unit-norm feature vectors kept so by
+projecting their gradients, loss MSE + l1 * mean L1 norm of the codes, full-batch Adam.
+One deviation: the authors' decoder normalises each output coordinate's row over the
+features (a quirk of the library it came from); here each feature's decoder vector is
+unit-norm, as for the encoder.
+
+Graph scores. Heads and MLPs get their node score. An edge between two components gets
+the pair's co-occurrence score; an edge from the input, or to the logits, which have no
+codes, gets the score of the component at its other end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.methods.base import Method, MethodRun, write_scores
+from circuitx.models import Model
+from circuitx.patching import PatchingEngine
+from circuitx.progress import Advance, no_progress
+
+SAE_INPUTS = ("standardised", "raw")
+NODE_SCORES = ("positive-share", "unique-codes", "co-occurrence")
+PROGRESS_EVERY = 10  # training steps per progress step
+
+
+@dataclass
+class SparseAutoencoder:
+    """Encoder and decoder feature vectors [n_codes, d] (unit norm), encoder bias [n_codes]
+    and the bias tied before the encoder and after the decoder [d]."""
+
+    encoder: torch.Tensor
+    encoder_bias: torch.Tensor
+    decoder: torch.Tensor
+    tied_bias: torch.Tensor
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu((x - self.tied_bias) @ self.encoder.T + self.encoder_bias)
+
+    def reconstruct(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.decoder + self.tied_bias
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer code of each vector: its largest hidden unit (0 when none is active)."""
+        return self.hidden(x).argmax(-1)
+
+
+def train_sae(
+    vectors: torch.Tensor,
+    n_codes: int,
+    steps: int,
+    l1: float,
+    lr: float,
+    generator: torch.Generator,
+    advance: Advance = no_progress,
+) -> SparseAutoencoder:
+    """Train a sparse autoencoder on ``vectors`` [N, d]: every vector in every step."""
+    d = vectors.shape[-1]
+    device = vectors.device
+
+    def unit_rows() -> torch.Tensor:
+        weight = torch.randn(n_codes, d, generator=generator)
+        return (weight / weight.norm(dim=-1, keepdim=True)).to(device)
+
+    bound = 1 / math.sqrt(d)
+    encoder_bias = (torch.rand(n_codes, generator=generator) * 2 - 1) * bound
+    sae = SparseAutoencoder(unit_rows(), encoder_bias.to(device), unit_rows(), vectors.new_zeros(d))
+    params = [sae.encoder, sae.encoder_bias, sae.decoder, sae.tied_bias]
+    for param in params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    features = (sae.encoder, sae.decoder)
+    for step in range(steps):
+        with torch.no_grad():
+            for weight in features:
+                weight /= weight.norm(dim=-1, keepdim=True)
+        hidden = sae.hidden(vectors)
+        loss = torch.nn.functional.mse_loss(sae.reconstruct(hidden), vectors)
+        loss = loss + l1 * hidden.abs().sum(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        with torch.no_grad():  # keep unit norm: no gradient along a feature vector
+            for weight in features:
+                weight.grad -= (weight.grad * weight).sum(-1, keepdim=True) * weight
+        optimizer.step()
+        if (step + 1) % PROGRESS_EVERY == 0:
+            advance(1)
+    with torch.no_grad():
+        for weight in features:
+            weight /= weight.norm(dim=-1, keepdim=True)
+    for param in params:
+        param.requires_grad_(False)
+    return sae
+
+
+def positive_only(
+    positive: torch.Tensor, negative: torch.Tensor, space: int, per_example: bool
+) -> torch.Tensor:
+    """Per column of integer values [n, G] in [0, space): the values the positive rows show
+    in that column and no negative row does; counted as distinct values, or
+    (``per_example``) as the share of positive rows that show one. Returns [G]."""
+    groups = positive.shape[1]
+    offset = torch.arange(groups, device=positive.device) * space
+    positive, negative = positive + offset, (negative + offset).flatten()
+    if per_example:
+        return (~torch.isin(positive, negative)).float().mean(0)
+    seen = torch.unique(positive.flatten())
+    unseen = seen[~torch.isin(seen, negative)]
+    return torch.bincount(unseen // space, minlength=groups).float() / len(positive)
+
+
+def code_pairs(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
+    """The joint code of every ordered pair of components: [n, C] -> [n, C * C]."""
+    return (codes.unsqueeze(2) * n_codes + codes.unsqueeze(1)).flatten(1)
+
+
+def co_occurrence_ranking(pair_scores: torch.Tensor) -> torch.Tensor:
+    """The authors' head ranking from pair scores [C, C]: how often each component is an
+    end of the top quarter of ordered pairs (ties kept in index order). Returns [C]."""
+    count = pair_scores.shape[0]
+    off_diagonal = ~torch.eye(count, dtype=torch.bool, device=pair_scores.device)
+    first, second = off_diagonal.nonzero(as_tuple=True)
+    order = torch.sort(pair_scores[first, second], descending=True, stable=True).indices
+    top = order[: count**2 // 4]
+    ends = torch.cat([first[top], second[top]])
+    return torch.bincount(ends, minlength=count)
+
+
+def standardise(vectors: torch.Tensor) -> torch.Tensor:
+    """Each component's vectors [n, C, d] centred on their mean over prompts and scaled to
+    a mean squared norm of d (a component that never varies becomes 0)."""
+    centred = vectors - vectors.mean(0)
+    spread = centred.pow(2).sum(-1).mean(0, keepdim=True).sqrt()
+    return centred * (vectors.shape[-1] ** 0.5 / spread.clamp_min(1e-12)).unsqueeze(-1)
+
+
+class SAE(Method):
+    name = "sae"
+    title = "Discrete-SAE code overlap: codes unique to positive examples (O'Neill & Bui)"
+    granularity = "node"
+    default_threshold = 0.2
+    uses_negatives = True
+    options = {
+        "n_examples": 10,
+        "n_codes": 200,
+        "sae_steps": 500,
+        "sae_l1": 0.05,
+        "sae_lr": 1e-3,
+        "sae_inputs": "standardised",
+        "node_score": "positive-share",
+    }
+
+    def check(self, model: Model, n_prompts: int, options: dict[str, Any]) -> None:
+        n_examples, n_codes = options["n_examples"], options["n_codes"]
+        components = model.n_layers * (model.n_heads + int(model.has_mlp))
+        if n_examples < 1:
+            raise CircuitxError(f"--n-examples must be at least 1, not {n_examples}")
+        if n_examples > 2 * n_prompts:
+            raise CircuitxError(
+                f"--n-examples {n_examples} is more than the {2 * n_prompts} prompts "
+                f"({n_prompts} positive, {n_prompts} negative); raise --n-prompts"
+            )
+        if not 1 <= n_codes <= n_examples * components:
+            raise CircuitxError(
+                f"--n-codes {n_codes} must be between 1 and the {n_examples * components} "
+                f"vectors the autoencoder is trained on ({n_examples} examples x "
+                f"{components} heads and MLPs)"
+            )
+        if options["sae_steps"] < 1:
+            raise CircuitxError(f"--sae-steps must be at least 1, not {options['sae_steps']}")
+        for key, choices in (("sae_inputs", SAE_INPUTS), ("node_score", NODE_SCORES)):
+            if options[key] not in choices:
+                flag = "--" + key.replace("_", "-")
+                raise CircuitxError(
+                    f"unknown {flag} {options[key]!r}; choose from {', '.join(choices)}"
+                )
+
+    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+        return run.options["sae_steps"] // PROGRESS_EVERY + 1
+
+    def score(
+        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
+    ) -> dict[str, Any]:
+        options, n = run.options, engine.data.n_prompts
+        n_codes = options["n_codes"]
+        # positives then negatives, [2n, C, d]; the input (sender 0) has no codes
+        caches = (engine.clean_cache, engine.corrupted_cache)
+        vectors = torch.cat([engine.mean_writes(cache) for cache in caches])[:, 1:]
+        if options["sae_inputs"] == "standardised":
+            vectors = standardise(vectors)
+        generator = torch.Generator().manual_seed(run.seed)
+        examples = torch.randperm(2 * n, generator=generator)[: options["n_examples"]]
+        training = vectors[examples.to(vectors.device)].flatten(0, 1)
+        sae = train_sae(
+            training,
+            n_codes,
+            options["sae_steps"],
+            options["sae_l1"],
+            options["sae_lr"],
+            generator,
+            run.advance,
+        )
+        with torch.no_grad():
+            codes = sae.codes(vectors)
+            hidden = sae.hidden(training)
+            residual = (sae.reconstruct(hidden) - training).pow(2).sum()
+            variance = (training - training.mean(0)).pow(2).sum()
+        per_example = options["node_score"] == "positive-share"
+        node = positive_only(codes[:n], codes[n:], n_codes, per_example)
+        joint = code_pairs(codes, n_codes)
+        pairs = positive_only(joint[:n], joint[n:], n_codes**2, per_example)
+        pairs = pairs.view(len(node), len(node)).fill_diagonal_(0)
+        if options["node_score"] == "co-occurrence":
+            node = co_occurrence_ranking(pairs).float() / (2 * len(node))
+        write_scores(graph, engine.layout, *_graph_scores(engine.layout, node.cpu(), pairs.cpu()))
+        run.advance(1)
+        negative_correct = engine.task.correct(engine.corrupted_final, engine.data)
+        return {
+            "sae_fraction_of_variance_explained": float(1 - residual / variance),
+            "sae_l0": float((hidden > 0).float().sum(-1).mean()),
+            "sae_codes_used": int(codes.unique().numel()),
+            "negative_accuracy": float(negative_correct.double().mean()),
+        }
+
+
+def _graph_scores(
+    layout: Any, node: torch.Tensor, pairs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge scores [n_senders, n_receivers] and node scores [n_senders] from component
+    scores [C] and pair scores [C, C] (component i is sender i + 1)."""
+    senders = torch.zeros(layout.n_senders, layout.n_senders)
+    senders[1:, 1:] = pairs
+    senders[0, 1:] = node  # input -> component
+    node_scores = torch.cat([torch.zeros(1), node])
+    owner = layout.receiver_owner
+    edges = torch.empty(layout.n_senders, layout.n_receivers)
+    into_node = owner >= 0
+    edges[:, into_node] = senders[:, owner[into_node]]
+    edges[:, ~into_node] = node_scores.unsqueeze(1)  # component -> logits
+    return edges * layout.valid, node_scores
