@@ -11,8 +11,8 @@ jmerullo/circuit_reuse builds them; the two scenes share no object and no colour
 The answer is the queried object's colour, capitalised (" Blue"). The corrupted prompt
 asks about another object of the same scene (``other-object``), or about an object in
 neither scene, whose colour cannot be known (``absent-object``: the negative examples of the
-``sae`` method); it differs from the clean one in that one token. Metric ``logit-diff``: logit of the correct colour minus that of the corrupted
-prompt's answer. A prompt counts as correct when its colour beats every other colour.
+``sae`` method); it differs from the clean one in that one token. Metric ``logit-diff``: logit of the correct colour minus that of another
+object of the scene (the ``other-object`` prompt's answer). A prompt counts as correct when its colour beats every other colour.
 Positions: COLOR and OBJECT (the queried object in the scene), QUERY (the object in the
 question), END.
 

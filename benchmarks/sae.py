@@ -1,0 +1,159 @@
+"""Discrete-SAE code overlap: wall time, and what it finds on the planted models.
+
+    python benchmarks/sae.py [--n-prompts 250] [--seeds 5] [--device cpu]
+                             [--skip-timing] [--skip-planted] [--skip-examples]
+
+Part 1: the GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
+tokenizer) on IOI with ``--n-prompts`` positive and as many negative prompts (the authors
+use 250 + 250). Steps as in benchmarks/cdt.py, each in a fresh process: one forward pass
+(the unit), the engine's cached clean and corrupted runs, and the method (averaging the
+writes, training the autoencoder, codes and scores).
+
+Part 2: ``discover --method sae`` with its defaults on every planted model, 50 prompts,
+mean +- std over ``--seeds`` seeds; beside it the authors' configuration (raw inputs,
+distinct-code count, their sparsity penalty: 0.05 on docstring, else 0.02).
+
+Part 3: node AUC on the clean planted models with 5, 10, 25 and 50 training examples (codes
+capped at the number of training vectors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from cdt import run_step  # one timed step in a fresh process, as for CD-T
+from conftest import (
+    save_tiny_gpt2,
+)  # the tests' model builder (edge_methods puts tests/ on the path)
+from edge_methods import gpt2_small_heading, in_fresh_process
+
+from circuitx.discovery import discover, report
+from circuitx.methods import get_method
+from circuitx.models import load_model
+from circuitx.planted import PLANTED, ground_truth
+
+STEPS = ("forward", "engine", "sae")
+AUTHORS_L1 = {"docstring": 0.05}  # experiments/main_results.py; 0.02 otherwise
+EXAMPLES = (5, 10, 25, 50)
+
+
+def timing(args: argparse.Namespace) -> None:
+    options = ["--n-prompts", str(args.n_prompts), "--device", args.device]
+    with tempfile.TemporaryDirectory() as tmp:
+        save_tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
+        results = {step: in_fresh_process(__file__, step, tmp, options) for step in STEPS}
+    print(gpt2_small_heading(results["forward"]["shape"], args.device))
+    defaults = get_method("sae").options
+    labels = {
+        "forward": "one forward pass of the positives (unit)",
+        "engine": "engine: cache positive + negative runs",
+        "sae": f"sae: train ({defaults['sae_steps']} steps, {defaults['n_codes']} codes, "
+        f"{defaults['n_examples']} examples), codes, scores",
+    }
+    unit = results["forward"]
+    print("| step | time (s) | x forward | peak memory (MiB) |")
+    print("| --- | ---: | ---: | ---: |")
+    for step in STEPS:
+        seconds, mib = results[step]["seconds"], results[step]["mib"]
+        memory = "-" if mib is None else f"{mib:.0f}"
+        print(f"| {labels[step]} | {seconds:.2f} | {seconds / unit['seconds']:.1f} | {memory} |")
+
+
+def runs(model, name: str, task: str, seeds: int, **options) -> list[dict]:
+    """``discover --method sae`` under seeds 0..seeds-1, scored against the ground truth."""
+    truth = ground_truth(name, task)
+    summaries = []
+    for seed in range(seeds):
+        graph = discover(model, task, "sae", n_prompts=50, seed=seed, options=options)
+        summaries.append(report(graph, truth, "truth"))
+    return summaries
+
+
+def chosen(args: argparse.Namespace) -> list:
+    names = args.models.split(",") if args.models else list(PLANTED)
+    return [(name, PLANTED[name]) for name in names]
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} +- {statistics.pstdev(values):.3f}"
+
+
+def planted(args: argparse.Namespace) -> None:
+    print(f"\n## planted models, 50 prompts, {args.seeds} seeds, against the ground truth\n")
+    print(
+        "| model | task | node AUC | edge AUC | node P | node R | faithfulness "
+        "| authors' config: node AUC | time (s) |"
+    )
+    print("|" + " --- |" * 2 + " ---: |" * 7)
+    for name, spec in chosen(args):
+        model = load_model(name, device=args.device)
+        for task in spec.circuits():
+            ours = runs(model, name, task, args.seeds)
+            authors = runs(
+                model,
+                name,
+                task,
+                args.seeds,
+                sae_inputs="raw",
+                node_score="unique-codes",
+                sae_l1=AUTHORS_L1.get(task, 0.02),
+            )
+            column = lambda key, rows=ours: [r["metrics"][key] for r in rows]
+            mean = lambda values: f"{statistics.mean(values):.2f}"
+            print(
+                f"| {name} | {task} | {spread(column('node_auc'))} "
+                f"| {spread(column('edge_auc'))} | {mean(column('node_precision'))} "
+                f"| {mean(column('node_recall'))} | {mean([r['faithfulness'] for r in ours])} "
+                f"| {spread(column('node_auc', authors))} "
+                f"| {statistics.mean(r['runtime_s'] for r in ours):.1f} |",
+                flush=True,
+            )
+
+
+def examples(args: argparse.Namespace) -> None:
+    print(f"\n## node AUC by training examples, clean planted models, {args.seeds} seeds\n")
+    print("| model | " + " | ".join(f"{n} examples" for n in EXAMPLES) + " |")
+    print("| --- |" + " ---: |" * len(EXAMPLES))
+    for name, spec in chosen(args):
+        if spec.hard:
+            continue
+        model = load_model(name, device=args.device)
+        components = model.n_layers * (model.n_heads + 1)
+        cells = []
+        for n_examples in EXAMPLES:
+            n_codes = min(200, n_examples * components)
+            rows = runs(model, name, spec.task, args.seeds, n_examples=n_examples, n_codes=n_codes)
+            codes = "" if n_codes == 200 else f" ({n_codes} codes)"
+            cells.append(spread([r["metrics"]["node_auc"] for r in rows]) + codes)
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-prompts", type=int, default=250)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--skip-planted", action="store_true")
+    parser.add_argument("--skip-examples", action="store_true")
+    parser.add_argument("--models", help="comma-separated planted models (default: all)")
+    parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # internal
+    args = parser.parse_args()
+    if args.step:
+        print(json.dumps(run_step(args.step, args.model_dir, args)))
+        return
+    if not args.skip_timing:
+        timing(args)
+    if not args.skip_planted:
+        planted(args)
+    if not args.skip_examples:
+        examples(args)
+
+
+if __name__ == "__main__":
+    main()

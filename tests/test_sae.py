@@ -1,0 +1,168 @@
+"""The discrete-SAE method: code counting, the autoencoder, the inputs it is trained on,
+and the planted circuits it finds through the command line."""
+
+import json
+import re
+
+import pytest
+import torch
+from test_cli import assert_one_line_error, run
+
+from circuitx.discovery import discover
+from circuitx.graph import component_nodes, edges_by_name
+from circuitx.methods.sae import (
+    co_occurrence_ranking,
+    code_pairs,
+    positive_only,
+    standardise,
+    train_sae,
+)
+from circuitx.models import load_model
+from circuitx.patching import PatchingEngine
+from circuitx.planted import ground_truth
+from circuitx.tasks import get_task
+
+
+def test_positive_only_counts_codes_no_negative_shows():
+    positive = torch.tensor([[0, 1], [2, 1], [2, 3], [4, 1]])
+    negative = torch.tensor([[0, 1], [3, 2]])
+    # column 0: codes 2 and 4 are positive-only; rows 1, 2, 3 show one
+    # column 1: code 3 is positive-only (3 in column 0 of a negative does not count)
+    distinct = positive_only(positive, negative, 5, per_example=False)
+    shares = positive_only(positive, negative, 5, per_example=True)
+    assert distinct.tolist() == [2 / 4, 1 / 4]
+    assert shares.tolist() == [3 / 4, 1 / 4]
+
+
+def test_code_pairs_are_joint_codes_of_ordered_pairs():
+    codes = torch.tensor([[1, 2, 0]])
+    joint = code_pairs(codes, 3).view(3, 3)
+    assert joint[0, 1] == 1 * 3 + 2 and joint[1, 0] == 2 * 3 + 1 and joint[2, 2] == 0
+
+
+def test_co_occurrence_ranking_counts_ends_of_the_top_quarter():
+    scores = torch.zeros(4, 4)
+    scores[0, 2] = scores[2, 0] = 3.0  # the top 4**2 // 4 = 4 ordered pairs
+    scores[1, 2] = 2.0
+    scores[3, 1] = 1.0
+    assert co_occurrence_ranking(scores).tolist() == [2, 2, 3, 1]
+
+
+def test_standardise_centres_and_scales_each_component():
+    vectors = torch.randn(30, 3, 8) * torch.tensor([0.01, 1.0, 50.0]).view(1, 3, 1) + 7.0
+    vectors[:, 2] = 5.0  # a component that never varies
+    out = standardise(vectors)
+    assert out[:, :2].mean(0).abs().max() < 1e-4
+    assert out[:, :2].pow(2).sum(-1).mean(0).tolist() == pytest.approx([8.0, 8.0], rel=1e-5)
+    assert out[:, 2].abs().max() == 0
+
+
+def test_trained_autoencoder_reconstructs_sparse_data_with_unit_features():
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(4, 16, generator=generator)
+    which = torch.randint(0, 4, (200,), generator=generator)
+    data = directions[which] * (1 + torch.rand(200, 1, generator=generator))
+    sae = train_sae(data, 8, 500, 0.01, 1e-2, torch.Generator().manual_seed(1))
+    assert sae.encoder.norm(dim=-1).tolist() == pytest.approx([1.0] * 8, abs=1e-5)
+    assert sae.decoder.norm(dim=-1).tolist() == pytest.approx([1.0] * 8, abs=1e-5)
+    explained = 1 - (sae.reconstruct(sae.hidden(data)) - data).pow(2).sum() / (
+        (data - data.mean(0)).pow(2).sum()
+    )
+    assert explained > 0.8
+    # vectors along one direction share a code; the four directions get four codes
+    codes = sae.codes(data)
+    assert all(len(set(codes[which == k].tolist())) == 1 for k in range(4))
+    assert len(set(codes.tolist())) == 4
+
+
+def test_training_is_deterministic_under_a_seed():
+    data = torch.randn(50, 12, generator=torch.Generator().manual_seed(0))
+    first = train_sae(data, 6, 20, 0.05, 1e-3, torch.Generator().manual_seed(3))
+    second = train_sae(data, 6, 20, 0.05, 1e-3, torch.Generator().manual_seed(3))
+    assert torch.equal(first.encoder, second.encoder)
+
+
+def test_mean_writes_average_each_prompts_own_tokens(tiny_model):
+    """A padded batch's mean writes equal those of each prompt run alone, unpadded."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 6, 0)
+    engine = PatchingEngine(tiny_model, task, data)
+    assert len(set(data.positions["END"].tolist())) > 1  # prompts of different lengths
+    writes = engine.mean_writes(engine.clean_cache)
+    for i in range(data.n_prompts):
+        tokens = data.clean[i : i + 1, : int(data.positions["END"][i]) + 1]
+        _, cache = tiny_model.run_with_cache(tokens, tiny_model.output_hooks())
+        z = cache["blocks.1.attn.hook_z"][0].mean(0)  # [head, d_head]
+        head = torch.einsum("he,hed->hd", z, tiny_model.head_output_weights(1))
+        sender = engine.layout.head_sender(1)
+        assert torch.allclose(writes[i, sender : sender + 4], head, atol=1e-5)
+        mlp = cache["blocks.0.hook_mlp_out"][0].mean(0)
+        assert torch.allclose(writes[i, engine.layout.mlp_sender(0)], mlp, atol=1e-5)
+
+
+def test_answer_heads_get_codes_unique_to_positives():
+    """On planted greater-than, the year heads and MLPs that carry the answer show codes on
+    the clean years that no 01-year prompt shows; the distractors mostly do not."""
+    graph = discover(load_model("planted-greater-than"), "greater-than", "sae", n_prompts=50)
+    truth = ground_truth("planted-greater-than", "greater-than")
+    scores = {n: graph.nodes[n]["score"] for n in component_nodes(graph)}
+    planted = [n for n in scores if truth.nodes[n]["in_circuit"]]
+    others = [n for n in scores if n not in planted]
+    assert min(scores[n] for n in planted) > 0.5
+    assert min(scores[n] for n in planted) > max(scores[n] for n in others)
+    assert graph.graph["corruption"] == "yy-01"
+    assert graph.graph["negative_accuracy"] < graph.graph["clean_accuracy"]
+
+
+def test_same_seed_same_graph_and_another_seed_another(tiny_model):
+    options = {"n_codes": 20}
+    graph = lambda seed: discover(tiny_model, "ioi", "sae", n_prompts=6, seed=seed, options=options)
+    first, second, third = graph(4), graph(4), graph(5)
+    assert edges_by_name(first) == edges_by_name(second)
+    assert dict(first.nodes(data=True)) == dict(second.nodes(data=True))
+    assert edges_by_name(first) != edges_by_name(third)
+
+
+def test_colored_objects_negatives_ask_about_an_absent_object(word_model):
+    data = get_task("colored-objects", "absent-object").make_data(word_model, 10, 0)
+    for clean, corrupted in zip(data.clean_prompts, data.corrupted_prompts):
+        scene, question = corrupted.rsplit("What color is the ", 1)
+        asked = question.split("?")[0]
+        assert clean.startswith(scene) and asked not in re.findall(r"\w+", scene)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n-examples", "0"], "--n-examples must be at least 1"),
+        (["--n-examples", "13"], "--n-examples 13 is more than the 12 prompts"),
+        (["--n-codes", "300"], "--n-codes 300 must be between 1 and the 250 vectors"),
+        (["--sae-steps", "0"], "--sae-steps must be at least 1"),
+    ],
+)
+def test_bad_settings_end_with_one_line(args, message):
+    base = ["discover", "--task", "ioi", "--method", "sae", "--model", "planted"]
+    assert_one_line_error(run(*base, "--n-prompts", "6", *args), message)
+
+
+def test_sae_options_belong_to_sae():
+    args = ["discover", "--task", "ioi", "--method", "eap", "--model", "planted", "--n-codes", 5]
+    assert_one_line_error(run(*args), "--n-codes applies to sae, not eap")
+
+
+def test_negatives_default_to_the_task_negative_corruption(word_model):
+    graph = discover(word_model, "colored-objects", "sae", n_prompts=6, options={"n_codes": 20})
+    assert graph.graph["corruption"] == "absent-object"
+    other = discover(
+        word_model, "colored-objects", "sae", 6, corruption="other-object", options={"n_codes": 20}
+    )
+    assert other.graph["corruption"] == "other-object"
+
+
+@pytest.mark.parametrize("task", ["ioi", "greater-than", "docstring"])
+def test_finds_each_planted_circuit_through_the_cli(task):
+    """One seed; benchmarks/sae.py reports the mean over seeds (README)."""
+    args = ["discover", "--task", task, "--method", "sae", "--model", "planted", "--json"]
+    summary = json.loads(run(*args).stdout)
+    assert summary["metrics"]["node_auc"] >= 0.9
+    assert summary["metrics"]["node_recall"] == 1.0
