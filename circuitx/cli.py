@@ -80,6 +80,12 @@ def _ablations() -> list[str]:
     return list(ABLATIONS)
 
 
+def _sae_choices(name: str) -> list[str]:
+    from circuitx.methods import sae
+
+    return list(getattr(sae, name))
+
+
 def _method_names() -> list[str]:
     from circuitx.methods import METHODS
 
@@ -180,13 +186,13 @@ def _method_names() -> list[str]:
 )
 @click.option(
     "--sae-inputs",
-    type=click.Choice(["standardised", "raw"]),
+    type=click.Choice(_sae_choices("SAE_INPUTS")),
     help="sae: each head's outputs centred and scaled to a common size, or as the model "
     "writes them (the authors') [default: standardised].",
 )
 @click.option(
     "--node-score",
-    type=click.Choice(["positive-share", "unique-codes", "co-occurrence"]),
+    type=click.Choice(_sae_choices("NODE_SCORES")),
     help="sae: share of positive prompts whose code no negative shows, number of such codes "
     "(the authors' node score), or the authors' ranking by code-pair co-occurrence "
     "[default: positive-share].",
@@ -225,21 +231,12 @@ def discover(
     threshold,
     top_k,
     ablation,
-    tau,
-    ig_steps,
-    stages,
-    n_examples,
-    n_codes,
-    sae_steps,
-    sae_l1,
-    sae_lr,
-    sae_inputs,
-    node_score,
     reference_spec,
     out_path,
     as_json,
     device,
     dtype,
+    **method_flags,
 ) -> None:
     """Discover a circuit for a task with a method, and score it against a reference.
 
@@ -256,18 +253,7 @@ def discover(
     from circuitx.tasks import get_task
 
     check_selection(threshold, top_k)
-    options = {
-        "tau": tau,
-        "ig_steps": ig_steps,
-        "stages": stages,
-        "n_examples": n_examples,
-        "n_codes": n_codes,
-        "sae_steps": sae_steps,
-        "sae_l1": sae_l1,
-        "sae_lr": sae_lr,
-        "sae_inputs": sae_inputs,
-        "node_score": node_score,
-    }
+    options = method_flags  # --tau, --ig-steps, ..., --node-score: None when not given
     method_options(get_method(method_name), options)
     task = get_task(task_name, corruption)
     task.check_metric(metric or task.default_metric)

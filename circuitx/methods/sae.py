@@ -34,7 +34,7 @@ import torch
 from circuitx.errors import CircuitxError
 from circuitx.methods.base import Method, MethodRun, write_scores
 from circuitx.models import Model
-from circuitx.patching import PatchingEngine
+from circuitx.patching import Layout, PatchingEngine
 from circuitx.progress import Advance, no_progress
 
 SAE_INPUTS = ("standardised", "raw")
@@ -232,17 +232,16 @@ class SAE(Method):
             node = co_occurrence_ranking(pairs).float() / (2 * len(node))
         write_scores(graph, engine.layout, *_graph_scores(engine.layout, node.cpu(), pairs.cpu()))
         run.advance(1)
-        negative_correct = engine.task.correct(engine.corrupted_final, engine.data)
         return {
             "sae_fraction_of_variance_explained": float(1 - residual / variance),
             "sae_l0": float((hidden > 0).float().sum(-1).mean()),
             "sae_codes_used": int(codes.unique().numel()),
-            "negative_accuracy": float(negative_correct.double().mean()),
+            "negative_accuracy": engine.task.accuracy(engine.corrupted_final, engine.data),
         }
 
 
 def _graph_scores(
-    layout: Any, node: torch.Tensor, pairs: torch.Tensor
+    layout: Layout, node: torch.Tensor, pairs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Edge scores [n_senders, n_receivers] and node scores [n_senders] from component
     scores [C] and pair scores [C, C] (component i is sender i + 1)."""
