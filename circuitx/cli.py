@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from rich.table import Table
 from circuitx import __version__
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open, check_output_path
+from circuitx.progress import progress_bar
 
 EXIT_INPUT_ERROR = 2
 
@@ -84,6 +86,12 @@ def _sae_choices(name: str) -> list[str]:
     from circuitx.methods import sae
 
     return list(getattr(sae, name))
+
+
+def _transcoder_choices() -> list[str]:
+    from circuitx.methods.transcoder import GRANULARITIES
+
+    return list(GRANULARITIES)
 
 
 def _method_names() -> list[str]:
@@ -196,6 +204,22 @@ def _method_names() -> list[str]:
     help="sae: share of positive prompts whose code no negative shows, number of such codes "
     "(the authors' node score), or the authors' ranking by code-pair co-occurrence "
     "[default: positive-share].",
+)
+@click.option(
+    "--transcoders",
+    help="transcoder: directory or hub repo of transcoders for every MLP (default: "
+    "pchlenski/gpt2-transcoders for gpt2; trained once and cached for built-in models).",
+)
+@click.option(
+    "--granularity",
+    type=click.Choice(_transcoder_choices()),
+    help="transcoder: node writes the head/MLP graph; feature adds each MLP's strongest "
+    "transcoder features as nodes m{L}.f{i} (the rest as m{L}.rest) [default: node].",
+)
+@click.option(
+    "--n-features",
+    type=int,
+    help="transcoder: features kept per MLP with --granularity feature [default: 10].",
 )
 @click.option(
     "--reference",
@@ -436,6 +460,179 @@ def export(graph_path, fmt, out_path) -> None:
             handle.write(text)
     else:
         click.echo(text, nl=False)
+
+
+@main.command("train-transcoders")
+@click.option(
+    "--model", "model_name", required=True, help="Built-in model, local directory or hub name."
+)
+@click.option("--layers", default="all", show_default=True, help="'all' or layers like 0,2,5.")
+@click.option(
+    "--corpus",
+    default="tasks",
+    show_default=True,
+    help="'tasks' (prompts every task makes for this model, with answers), a text file, "
+    "or a Hugging Face dataset with a text column.",
+)
+@click.option(
+    "--features",
+    "n_features",
+    type=click.IntRange(min=1),
+    help="Features per layer [default: 4 x d_model].",
+)
+@click.option(
+    "--l1",
+    type=click.FloatRange(min=0),
+    default=1e-3,
+    show_default=True,
+    help="Sparsity penalty (per unit of the output's RMS).",
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Adam steps."
+)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
+@click.option(
+    "--batch-tokens",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Tokens per step.",
+)
+@click.option(
+    "--context",
+    type=click.IntRange(min=2),
+    default=128,
+    show_default=True,
+    help="Tokens per corpus sequence (at most the model's context).",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=2_000_000,
+    show_default=True,
+    help="Corpus tokens read at most.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Save to OUT/checkpoints/step-N every N steps (0: only the final transcoders).",
+)
+@click.option(
+    "--tasks",
+    "task_names",
+    default="all",
+    show_default=True,
+    help="Tasks whose metric is measured with the MLPs replaced: 'all', 'none' or names like ioi,greater-than.",
+)
+@click.option(
+    "--n-prompts",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Prompts per task for that measurement.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Drives every random choice.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write the transcoders to.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@click.option(
+    "--cache-dir", type=click.Path(file_okay=False), help="Where built-in models are cached."
+)
+def train_transcoders(
+    model_name,
+    layers,
+    corpus,
+    n_features,
+    l1,
+    steps,
+    lr,
+    batch_tokens,
+    context,
+    max_tokens,
+    checkpoint_every,
+    task_names,
+    n_prompts,
+    seed,
+    out_dir,
+    as_json,
+    device,
+    cache_dir,
+) -> None:
+    """Train transcoders (sparse MLP replacements) on a corpus, save them in the authors'
+    file layout, and report reconstruction quality and the task metrics with the MLPs
+    replaced."""
+    from circuitx import transcoders as tc
+    from circuitx.models import load_model
+    from circuitx.tasks import TASKS, get_task
+
+    out = Path(out_dir)
+    if not out.parent.is_dir():
+        raise CircuitxError(f"output directory's parent does not exist: {out.parent}")
+    if task_names == "all":
+        chosen = list(TASKS)
+    elif task_names == "none":
+        chosen = []
+    else:
+        chosen = [get_task(name.strip()).name for name in task_names.split(",") if name.strip()]
+    if cache_dir:
+        os.environ["CIRCUITX_CACHE_DIR"] = cache_dir
+    model = load_model(model_name, device=device)
+    chosen_layers = tc.parse_layers(layers, model)
+    data = tc.load_corpus(model, corpus, context, seed, max_tokens)
+    settings = tc.TrainingSettings(
+        n_features=n_features or 4 * model.d_model,
+        l1=l1,
+        steps=steps,
+        batch_tokens=batch_tokens,
+        lr=lr,
+        seed=seed,
+    )
+    with progress_bar(f"training {len(chosen_layers)} transcoders", steps) as advance:
+        result = tc.train_and_report(
+            model, chosen_layers, data, settings, out, chosen, n_prompts, checkpoint_every, advance
+        )
+    if as_json:
+        _print_json(result)
+        return
+    console = _stdout()
+    layers_table = Table(title=f"transcoders for {model.name} -> {out}")
+    for column in ("layer", "FVE", "L0", "dead"):
+        layers_table.add_column(column)
+    for layer, quality in result["layers_quality"].items():
+        layers_table.add_row(
+            layer,
+            _fmt(quality["fraction_of_variance_explained"]),
+            _fmt(quality["l0"]),
+            _fmt(quality["dead_fraction"]),
+        )
+    console.print(layers_table)
+    tasks_table = Table(title="task metric, MLPs replaced by transcoders")
+    for column in ("task", "metric", "original", "replaced", "relative change"):
+        tasks_table.add_column(column)
+    for task, row in result["task_metric_replaced"].items():
+        if "error" in row:
+            tasks_table.add_row(task, "-", "-", "-", row["error"])
+        else:
+            tasks_table.add_row(
+                task,
+                row["metric"],
+                _fmt(row["original"]),
+                _fmt(row["replaced"]),
+                _fmt(row["relative_change"]),
+            )
+    console.print(tasks_table)
+    console.print(
+        f"{result['training_tokens']} tokens in {result['train_seconds']:.1f} s "
+        f"({result['seconds_per_layer_per_million_tokens']:.1f} s per layer per million tokens)"
+    )
 
 
 @main.command()

@@ -10,6 +10,8 @@ import torch
 
 from circuitx.errors import CircuitxError
 from circuitx.graph import (
+    add_feature_level,
+    component_graph,
     component_nodes,
     edges_by_name,
     full_graph,
@@ -97,6 +99,8 @@ def discover(
     )
     graph.graph.update(threshold=threshold, top_k=top_k, runtime_s=time.perf_counter() - start)
     graph.graph.update(faithfulness_report(engine, graph))
+    if "feature_level" in run.outputs:
+        add_feature_level(graph, *run.outputs["feature_level"], threshold)
     return graph
 
 
@@ -143,13 +147,14 @@ def reference_for_graph(
 
 def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:
     """Metrics against ``reference``; all None without one."""
-    return empty_metrics() if reference is None else score_graph(graph, reference)
+    return empty_metrics() if reference is None else score_graph(component_graph(graph), reference)
 
 
 def report(
     graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None, label: str | None
 ) -> dict[str, Any]:
     """The JSON summary of a discovery, scored against ``reference`` (named ``label``)."""
+    graph = component_graph(graph)
     meta = graph.graph
     nodes = component_nodes(graph)
     return {

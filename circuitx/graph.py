@@ -28,7 +28,7 @@ LOGITS = "logits"
 HEAD_INPUTS = ("q", "k", "v")
 SCHEMA_KEY = "circuitx_schema"
 GRAPH_FORMATS = ("graphml", "json", "dot")
-_NODE_RE = re.compile(r"^(input|logits|a(\d+)\.h(\d+)|m(\d+))$")
+_NODE_RE = re.compile(r"^(input|logits|a(\d+)\.h(\d+)|m(\d+)(\.f\d+|\.rest)?)$")
 _EDGE_RE = re.compile(r"^(?P<sender>[^<>]+?)->(?P<receiver>[^<>]+?)(?:<(?P<input>[qkv])>)?$")
 
 
@@ -41,7 +41,8 @@ def mlp_node(layer: int) -> str:
 
 
 def parse_node(name: str) -> tuple[str, int | None, int | None]:
-    """``(kind, layer, head)`` of a node name; kind is input, head, mlp or logits."""
+    """``(kind, layer, head)`` of a node name; kind is input, head, mlp, feature (an MLP's
+    transcoder feature ``m{L}.f{i}`` or the rest of it, ``m{L}.rest``) or logits."""
     match = _NODE_RE.match(name)
     if not match:
         raise CircuitxError(f"not a circuit node name: {name!r}")
@@ -49,7 +50,7 @@ def parse_node(name: str) -> tuple[str, int | None, int | None]:
         return name, None, None
     if match.group(2) is not None:
         return "head", int(match.group(2)), int(match.group(3))
-    return "mlp", int(match.group(4)), None
+    return "feature" if match.group(5) else "mlp", int(match.group(4)), None
 
 
 def edge_name(sender: str, receiver: str, head_input: str | None = None) -> str:
@@ -112,6 +113,41 @@ def _add_edge(graph: nx.MultiDiGraph, sender: str, receiver: str, head_input: st
         score=None,
         in_circuit=False,
     )
+
+
+def add_feature_level(
+    graph: nx.MultiDiGraph,
+    nodes: dict[str, float],
+    edges: Iterable[tuple[str, str, str | None, float]],
+    threshold: float | None,
+) -> None:
+    """Add feature nodes (``m{L}.f{i}``, ``m{L}.rest``) and edges with a feature at one end.
+    A feature is in the circuit when its MLP is and, given a threshold, |score| reaches it;
+    an edge when both its ends are."""
+    for name, score in nodes.items():
+        _add_node(graph, name, "feature", parse_node(name)[1], None)
+        mlp_kept = graph.nodes[name.split(".")[0]]["in_circuit"]
+        graph.nodes[name].update(
+            score=score, in_circuit=mlp_kept and (threshold is None or abs(score) >= threshold)
+        )
+    for sender, receiver, head_input, score in edges:
+        _add_edge(graph, sender, receiver, head_input)
+        kept = graph.nodes[sender]["in_circuit"] and graph.nodes[receiver]["in_circuit"]
+        graph.edges[sender, receiver, edge_name(sender, receiver, head_input)].update(
+            score=score, in_circuit=kept
+        )
+    graph.graph["granularity"] = "feature"
+
+
+def component_graph(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """The head/MLP graph of a graph that may hold transcoder features: ``graph`` itself,
+    or a copy without its feature nodes and their edges."""
+    features = [n for n, kind in graph.nodes(data="kind") if kind == "feature"]
+    if not features:
+        return graph
+    components = graph.copy()
+    components.remove_nodes_from(features)
+    return components
 
 
 def component_nodes(graph: nx.MultiDiGraph) -> list[str]:

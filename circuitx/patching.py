@@ -279,7 +279,7 @@ class PatchingEngine:
             data.corrupted, outputs, self.end
         )
         corrupted = self.corrupted_cache
-        self.patch_cache = {name: _ablate(value, ablation) for name, value in corrupted.items()}
+        self.patch_cache = {name: ablate(value, ablation) for name, value in corrupted.items()}
         self.clean_metric = float(self.metric(self.clean_final).mean())
         self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
         self.w_o = [model.head_output_weights(layer) for layer in range(model.n_layers)]
@@ -650,7 +650,7 @@ def _columns(tensor: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.
     return tensor.index_select(dim, index.to(tensor.device))
 
 
-def _ablate(corrupted: torch.Tensor, ablation: str) -> torch.Tensor:
+def ablate(corrupted: torch.Tensor, ablation: str) -> torch.Tensor:
     """The patch value of a sender output [n, pos, ...] under ``ablation``."""
     if ablation == "mean":
         return corrupted.mean(0, keepdim=True)

@@ -24,6 +24,7 @@ from circuitx.graph import (
     HEAD_INPUTS,
     INPUT,
     LOGITS,
+    component_graph,
     edge_name,
     full_graph,
     head_node,
@@ -194,7 +195,7 @@ def resolve_reference(
         graph = discover_reference(task.reference_task)
         return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
     if Path(spec).suffix.lower() in (".graphml", ".xml", ".json") or Path(spec).exists():
-        graph = read_graph(spec)
+        graph = component_graph(read_graph(spec))
         if shape_of(graph) != (n_layers, n_heads, has_mlp):
             raise CircuitxError(f"reference {spec} is for another model shape")
         return graph, spec, None

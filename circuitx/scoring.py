@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import component_nodes, edges_by_name, parse_edge_name
+from circuitx.graph import component_graph, component_nodes, edges_by_name, parse_edge_name
 
 if TYPE_CHECKING:
     from circuitx.patching import PatchingEngine
@@ -105,7 +105,9 @@ OVERLAP_LEVELS = ("heads", "nodes", "edges")
 def overlap(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> dict[str, dict[str, float | int | None]]:
     """How far the circuits of two graphs of one model shape agree, for heads, nodes
     (heads and MLPs) and edges: counts in each, shared, Jaccard, and the shares of A's
-    circuit found in B's (``a_in_b``) and of B's in A's (``b_in_a``)."""
+    circuit found in B's (``a_in_b``) and of B's in A's (``b_in_a``). Transcoder
+    feature nodes are left out: they compare as their MLPs."""
+    a, b = component_graph(a), component_graph(b)
     if set(component_nodes(a)) != set(component_nodes(b)):
         raise CircuitxError(
             "the graphs are for different model shapes (their heads and MLPs differ)"

@@ -11,10 +11,20 @@ from circuitx.methods.eap import EAP
 from circuitx.methods.eap_ig import EAPIG
 from circuitx.methods.path_patching import PathPatching
 from circuitx.methods.sae import SAE
+from circuitx.methods.transcoder import TranscoderMethod
 
 METHODS: dict[str, Method] = {
     method.name: method
-    for method in (ActivationPatching(), PathPatching(), CDT(), SAE(), ACDC(), EAP(), EAPIG())
+    for method in (
+        ActivationPatching(),
+        PathPatching(),
+        CDT(),
+        SAE(),
+        TranscoderMethod(),
+        ACDC(),
+        EAP(),
+        EAPIG(),
+    )
 }
 
 

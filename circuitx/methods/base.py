@@ -23,6 +23,7 @@ class MethodRun:
     threshold: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
     advance: Advance = no_progress
+    outputs: dict[str, Any] = field(default_factory=dict)  # results besides the graph scores
 
 
 class Method:

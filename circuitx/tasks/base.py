@@ -94,6 +94,17 @@ class Task:
             return -(clean.exp() * (clean - final.log_softmax(-1))).sum(-1)
         raise NotImplementedError(f"task {self.name} lists metric {name!r} but does not compute it")
 
+    def logit_direction(self, data: TaskData, d_vocab: int) -> torch.Tensor:
+        """Per prompt, the weights [n, vocab] of the task's logit difference, the linear
+        target of weight-based attribution: here the answer's logit minus the mean of the
+        wrong tokens' logits."""
+        direction = torch.zeros(data.n_prompts, d_vocab)
+        rows = torch.arange(data.n_prompts)
+        direction[rows, data.answer] = 1.0
+        wrong = data.wrong if data.wrong.dim() == 2 else data.wrong.unsqueeze(1)
+        direction[rows.unsqueeze(1), wrong] -= 1.0 / wrong.shape[1]
+        return direction
+
     def check_metric(self, name: str) -> None:
         """Fail in one line unless ``name`` is one of this task's metrics."""
         if name not in self.metrics:

@@ -136,6 +136,17 @@ class GreaterThanTask(_tasks.Task):
         above = _above_yy(data).to(final.device)  # [n, 100]
         return (probs * above).sum(-1) - (probs * ~above).sum(-1)
 
+    def logit_direction(self, data: _tasks.TaskData, d_vocab: int) -> torch.Tensor:
+        """The mean logit of the years above YY minus that of the years up to YY (the
+        logit difference Dunefsky et al. trace for greater-than)."""
+        above = _above_yy(data).float()
+        weights = above / above.sum(1, keepdim=True).clamp_min(1) - (1 - above) / (1 - above).sum(
+            1, keepdim=True
+        ).clamp_min(1)
+        direction = torch.zeros(data.n_prompts, d_vocab)
+        direction[:, data.extra["digit_tokens"]] = weights
+        return direction
+
     def correct(self, final: torch.Tensor, data: _tasks.TaskData) -> torch.Tensor:
         """The most likely two-digit token is above YY."""
         top = final[..., data.extra["digit_tokens"].to(final.device)].argmax(-1)

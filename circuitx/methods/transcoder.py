@@ -1,0 +1,341 @@
+"""Transcoder circuits (Dunefsky, Chlenski & Nanda 2024; authors' code
+jacobdunefsky/transcoder_circuits): attribution through transcoder features and the
+attention heads' OV circuits.
+
+The target is the task's logit difference at END (``Task.logit_direction``: the answer's
+logit minus the wrong tokens'; for greater-than the years above YY against the rest), the
+quantity the paper traces. Every MLP is replaced by its transcoder, whose features are the
+MLP's units. On the clean prompts the input-dependent quantities are frozen at their
+values: attention patterns, LayerNorm scales, the features' ReLU gates, and the
+transcoders' errors (MLP output minus reconstruction). The model is then linear from any
+write to the residual stream to the target, and an attribution splits exactly into an
+input-dependent factor times an input-invariant weight. From a feature f (layer l, activation a_f) to a
+later feature g (layer l', position p):
+
+    a_f(p) * [gate_g(p) dm/da_g(p) / s2(p)] * (W_dec[f] . C(w2 * W_enc[:, g]))
+
+and through head h's OV circuit from position p to position q:
+
+    a_f(p) * A_h(q, p) / s1(p) * (W_dec[f] C(w1 * W_V^h)) . (W_O^h dm/dresid(q))
+
+(s: LayerNorm scales, C: centring, w: LayerNorm gains, A: attention pattern). The backward
+sweep carries dm/dresid down the layers with these frozen factors; attention scores
+(queries and keys) are frozen, so q and k edges score 0, as in the paper, which traces OV
+paths only.
+
+Scores are summed over positions, averaged over prompts and divided by the clean logit
+difference, so that they read as shares of it. A node's score is its write times the metric's gradient at its
+write (the sum of its outgoing edge scores). With ``granularity feature`` the graph also
+holds the ``n_features`` features of each MLP with the largest attributions (``m{L}.f{i}``)
+and one node per MLP for the rest (``m{L}.rest``: its other features, output bias and
+transcoder error); the head/MLP graph is their sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.methods.base import Method, MethodRun, write_scores
+from circuitx.models import (
+    EMBED_OUTPUT_HOOK,
+    Model,
+    head_output_hook,
+    mlp_output_hook,
+    transformer_weights,
+)
+from circuitx.patching import PatchingEngine, ablate
+from circuitx.transcoders import Transcoders, input_hook, transcoders_for
+
+GRANULARITIES = ("node", "feature")
+
+
+def _ln_hook(layer: int | None, which: str) -> str:
+    return "ln_final.hook_scale" if layer is None else f"blocks.{layer}.{which}.hook_scale"
+
+
+def _pattern_hook(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+@dataclass
+class Units:
+    """What a layer's senders write or its receivers read, per prompt and position:
+    [n, pos, units, d_model], with a name per unit."""
+
+    names: list[str]
+    fields: torch.Tensor
+
+
+@dataclass
+class Attribution:
+    """The frozen-model attribution of one batch of prompts.
+
+    ``senders[k]`` / ``receivers[k]`` are the units of block k in graph order (block 0 the
+    input; then per layer its heads, then its MLP units; receivers: per layer the heads'
+    v inputs, then its MLP units; last the logits). ``order`` gives each block's place in
+    the forward pass, so that sender block s reaches receiver block r when
+    ``order_s < order_r``. ``features[layer]`` is every feature's attribution [n_features].
+    """
+
+    senders: list[Units]
+    sender_order: list[int]
+    receivers: list[Units]
+    receiver_order: list[int]
+    features: dict[int, torch.Tensor]
+    target: float  # the clean prompts' mean logit difference
+
+    def edge_blocks(self) -> dict[tuple[int, int], torch.Tensor]:
+        """Edge scores per (sender block, receiver block) that can connect: summed over
+        positions and prompts [senders, receivers]."""
+        blocks = {}
+        for r, receiver in enumerate(self.receivers):
+            for s, sender in enumerate(self.senders):
+                if self.sender_order[s] < self.receiver_order[r]:
+                    blocks[s, r] = torch.einsum("npsd,nprd->sr", sender.fields, receiver.fields)
+        return blocks
+
+
+def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int = 0) -> Attribution:
+    """Backward sweep of the target's gradient through the frozen replacement model; the
+    ``n_features`` strongest features per MLP become units of their own."""
+    model, data, end = engine.model, engine.data, engine.end
+    weights = transformer_weights(model)
+    n_layers, has_mlp = model.n_layers, model.has_mlp
+    names = [_ln_hook(None, "")]
+    for layer in range(n_layers):
+        names += [_ln_hook(layer, "ln1"), _pattern_hook(layer)]
+        names += [_ln_hook(layer, "ln2"), input_hook(layer)] if has_mlp else []
+    _, frozen = model.run_with_cache(data.clean, names, end)
+    changes = {  # what each sender writes, minus its patch value: the attribution baseline
+        name: value - engine.patch_cache[name]
+        for name, value in engine.clean_cache.items()
+        if name in engine.patch_cache
+    }
+    feature_inputs = [input_hook(layer) for layer in range(n_layers)] if has_mlp else []
+    _, corrupted = model.run_with_cache(data.corrupted, feature_inputs, end)
+    n, width = data.clean.shape
+    rows = torch.arange(n, device=model.device)
+
+    # dm/dresid at the final LayerNorm's input: only END positions matter
+    grad = torch.zeros(n, width, model.d_model, device=model.device)
+    final = engine.clean_resid_final[rows, end].detach().requires_grad_(True)
+    scale_final = frozen[_ln_hook(None, "")][rows, end]
+    direction = engine.task.logit_direction(data, model.d_vocab).to(grad)
+    with torch.enable_grad():
+        logits = _frozen_norm(final, scale_final, weights.ln_final) @ weights.W_U + weights.b_U
+        target = (logits * direction).sum(-1).mean()
+        (end_grad,) = torch.autograd.grad(target, final)
+    grad[rows, end] = end_grad
+    receivers = [Units(["logits"], grad.unsqueeze(2))]
+    receiver_order = [2 * n_layers]
+    senders, sender_order, features = [], [], {}
+    for layer in reversed(range(n_layers)):
+        block = weights.blocks[layer]
+        if has_mlp:
+            transcoder = transcoders[layer]
+            baseline = ablate(transcoder.features(corrupted[input_hook(layer)]), engine.ablation)
+            mlp_senders, mlp_receivers, features[layer], through = _mlp_units(
+                layer,
+                transcoder,
+                block,
+                frozen,
+                baseline,
+                changes[mlp_output_hook(layer)],
+                grad,
+                n_features,
+            )
+            senders.append(mlp_senders)
+            sender_order.append(2 * layer + 1)
+            receivers.append(mlp_receivers)
+            receiver_order.append(2 * layer + 1)
+            grad = grad + through
+        head_senders, head_receivers, through = _head_units(layer, block, frozen, changes, grad)
+        senders.append(head_senders)
+        sender_order.append(2 * layer)
+        receivers.append(head_receivers)
+        receiver_order.append(2 * layer)
+        grad = grad + through
+    senders.append(Units(["input"], changes[EMBED_OUTPUT_HOOK].unsqueeze(2)))
+    sender_order.append(-1)
+    target = float((engine.clean_final * direction).sum(-1).mean())
+    return Attribution(
+        senders[::-1], sender_order[::-1], receivers[::-1], receiver_order[::-1], features, target
+    )
+
+
+def _frozen_norm(
+    x: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    weight, bias = norm
+    return (x - x.mean(-1, keepdim=True)) / scale * weight + bias
+
+
+def _norm_backward(
+    y: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """The gradient at a LayerNorm's input from the gradient ``y`` at its output, with the
+    scale frozen: C(w * y) / s. ``scale`` broadcasts against ``y`` from the left."""
+    weighted = y * norm[0]
+    return (weighted - weighted.mean(-1, keepdim=True)) / scale
+
+
+def _mlp_units(
+    layer: int,
+    transcoder: Any,
+    block: Any,
+    frozen: dict[str, torch.Tensor],
+    baseline: torch.Tensor,
+    mlp_change: torch.Tensor,
+    grad: torch.Tensor,
+    n_features: int,
+) -> tuple[Units, Units, torch.Tensor, torch.Tensor]:
+    """An MLP's sender and receiver units, every feature's attribution, and the gradient
+    that flows through it to the residual stream before it. ``baseline``: the features'
+    patch values; ``mlp_change``: the MLP's output minus its patch value."""
+    x = frozen[input_hook(layer)]
+    scale = frozen[_ln_hook(layer, "ln2")]  # [n, pos, 1]
+    acts = transcoder.features(x)  # [n, pos, F]
+    changes = acts - baseline
+    dm_da = grad @ transcoder.W_dec.T  # [n, pos, F]
+    attributions = (changes * dm_da).sum((0, 1))
+    dm_dpre = dm_da * (acts > 0)
+    through = _norm_backward(dm_dpre @ transcoder.W_enc.T, scale, block.ln2)
+    top = attributions.abs().topk(min(n_features, transcoder.n_features)).indices.sort().values
+    names = [f"m{layer}.f{int(i)}" for i in top] + [f"m{layer}.rest"]
+    writes = changes[..., top].unsqueeze(-1) * transcoder.W_dec[top]  # [n, pos, k, d]
+    rest_write = mlp_change - writes.sum(2)
+    reads = dm_dpre[..., top].unsqueeze(-1) * _norm_backward(
+        transcoder.W_enc[:, top].T, scale.unsqueeze(-1), block.ln2
+    )
+    rest_read = through - reads.sum(2)
+    sender = Units(names, torch.cat([writes, rest_write.unsqueeze(2)], 2))
+    receiver = Units(names, torch.cat([reads, rest_read.unsqueeze(2)], 2))
+    return sender, receiver, attributions, through
+
+
+def _head_units(
+    layer: int,
+    block: Any,
+    frozen: dict[str, torch.Tensor],
+    changes: dict[str, torch.Tensor],
+    grad: torch.Tensor,
+) -> tuple[Units, Units, torch.Tensor]:
+    """A layer's heads as senders (z W_O) and as receivers (their v inputs), and the
+    gradient that flows through their OV circuits to the residual stream before them."""
+    pattern = frozen[_pattern_hook(layer)]  # [n, head, query, key]
+    scale = frozen[_ln_hook(layer, "ln1")]  # [n, pos, 1]
+    writes = torch.einsum("npse,sed->npsd", changes[head_output_hook(layer)], block.W_O)
+    dm_dz = torch.einsum("nqd,hed->nqhe", grad, block.W_O)
+    dm_dv = torch.einsum("nhqk,nqhe->nkhe", pattern, dm_dz)
+    reads = _norm_backward(
+        torch.einsum("nkhe,hde->nkhd", dm_dv, block.W_V), scale.unsqueeze(-1), block.ln1
+    )
+    names = [f"a{layer}.h{head}" for head in range(writes.shape[2])]
+    return Units(names, writes), Units(names, reads), reads.sum(2)
+
+
+class TranscoderMethod(Method):
+    name = "transcoder"
+    title = "Transcoder circuits: feature activation x input-invariant weights, OV paths"
+    granularity = "node"
+    default_threshold = 0.05
+    options = {"transcoders": None, "granularity": "node", "n_features": 10}
+    _loaded: tuple[tuple[int, str | None], tuple[Transcoders, str]] | None = None
+
+    def check(self, model: Model, n_prompts: int, options: dict[str, Any]) -> None:
+        if options["granularity"] not in GRANULARITIES:
+            raise CircuitxError(
+                f"unknown --granularity {options['granularity']!r}; "
+                f"choose from {', '.join(GRANULARITIES)}"
+            )
+        if options["n_features"] < 1:
+            raise CircuitxError(f"--n-features must be at least 1, not {options['n_features']}")
+        transformer_weights(model)  # GPT-2-style models only: fails in one line otherwise
+        self._transcoders(model, options["transcoders"])  # missing or mismatched: one line
+
+    def _transcoders(self, model: Model, source: str | None) -> tuple[Transcoders, str]:
+        """The model's transcoders, loaded (or, for a built-in model, trained) once."""
+        key = (id(model), source)
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = (key, transcoders_for(model, source))
+        return self._loaded[1]
+
+    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+        return 2
+
+    def score(
+        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
+    ) -> dict[str, Any]:
+        model, options = engine.model, run.options
+        transcoders, source = self._transcoders(model, options["transcoders"])
+        run.advance(1)
+        n_top = options["n_features"] if options["granularity"] == "feature" else 0
+        result = attribute(engine, transcoders, n_top)
+        if abs(result.target) < 1e-9:
+            raise CircuitxError("the clean prompts' logit difference is 0: nothing to attribute")
+        blocks = {k: v.cpu() / result.target for k, v in result.edge_blocks().items()}
+        edges, nodes = _component_scores(engine, result, blocks)
+        write_scores(graph, engine.layout, edges, nodes)
+        if n_top:
+            run.outputs["feature_level"] = feature_level(result, blocks)
+        run.advance(1)
+        return {"transcoders_source": source}
+
+
+def _component_scores(
+    engine: PatchingEngine, result: Attribution, blocks: dict[tuple[int, int], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge scores [n_senders, n_receivers] and node scores [n_senders] of the head/MLP
+    graph: units summed into their component; q and k receivers stay 0."""
+    layout = engine.layout
+    sender_index = {name: i for i, name in enumerate(layout.senders)}
+
+    def sender_of(unit: str) -> int:
+        return sender_index[unit.split(".f")[0].removesuffix(".rest")]
+
+    def receiver_of(unit: str) -> int:
+        if unit == "logits":
+            return layout.logits_receiver
+        if unit.startswith("a"):
+            layer, head = (int(part) for part in unit[1:].split(".h"))
+            return layout.head_receiver(layer, "v", head)
+        return layout.mlp_receiver(int(unit[1:].split(".")[0]))
+
+    edges = torch.zeros(layout.n_senders, layout.n_receivers)
+    for (s, r), scores in blocks.items():
+        rows = torch.tensor([sender_of(u) for u in result.senders[s].names])
+        columns = torch.tensor([receiver_of(u) for u in result.receivers[r].names])
+        summed = torch.zeros(layout.n_senders, len(columns)).index_add_(0, rows, scores)
+        edges.index_add_(1, columns, summed)  # an MLP's units share its receiver
+    return edges, edges.sum(1)  # a node's score: its write times the gradient there
+
+
+def feature_level(
+    result: Attribution, blocks: dict[tuple[int, int], torch.Tensor]
+) -> tuple[dict[str, float], list[tuple[str, str, str | None, float]]]:
+    """The feature units' scores (top features and each MLP's rest) and every edge with a
+    feature unit at one end, ``(sender, receiver, head input, score)``."""
+    nodes: dict[str, float] = {}
+    edges = []
+    for (s, r), scores in blocks.items():
+        senders, receivers = result.senders[s].names, result.receivers[r].names
+        for i, sender in enumerate(senders):
+            if _is_feature_unit(sender):
+                nodes[sender] = nodes.get(sender, 0.0) + float(scores[i].sum())
+        if not any(map(_is_feature_unit, senders + receivers)):
+            continue
+        head_input = "v" if receivers[0].startswith("a") else None
+        for i, sender in enumerate(senders):
+            for j, receiver in enumerate(receivers):
+                if _is_feature_unit(sender) or _is_feature_unit(receiver):
+                    edges.append((sender, receiver, head_input, float(scores[i, j])))
+    return nodes, edges
+
+
+def _is_feature_unit(name: str) -> bool:
+    return name.startswith("m") and "." in name

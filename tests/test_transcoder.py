@@ -1,0 +1,339 @@
+"""Transcoders: training, files, the factorised attribution against a direct gradient, the
+feature-level graph, the planted greater-than circuit, and bad inputs."""
+
+import json
+import pickle
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+import torch
+from test_cli import assert_one_line_error, run
+
+from circuitx import transcoders as tc
+from circuitx.discovery import discover, report
+from circuitx.errors import CircuitxError
+from circuitx.graph import read_graph
+from circuitx.methods.transcoder import attribute
+from circuitx.models import head_output_hook, load_model, mlp_output_hook
+from circuitx.patching import PatchingEngine
+from circuitx.planted import ground_truth
+from circuitx.tasks import get_task
+
+N_FEATURES = 16
+
+
+def random_transcoders(model, seed=0, n_features=N_FEATURES):
+    generator = torch.Generator().manual_seed(seed)
+    d = model.d_model
+    return {
+        layer: tc.Transcoder(
+            W_enc=torch.randn(d, n_features, generator=generator),
+            b_enc=torch.randn(n_features, generator=generator) * 0.5,
+            W_dec=torch.nn.functional.normalize(torch.randn(n_features, d, generator=generator)),
+            b_dec=torch.randn(d, generator=generator) * 0.1,
+            b_dec_out=torch.randn(d, generator=generator) * 0.1,
+        )
+        for layer in range(model.n_layers)
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_transcoders(tiny_model, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("transcoders")
+    tc.save_transcoders(random_transcoders(tiny_model), directory, "tiny")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    text = "When Mary and John went to the store, John gave a drink to Mary. " * 40
+    path.write_text(text + "The war lasted from the year 1732 to the year 17. " * 40)
+    return path
+
+
+# ---------------------------------------------------------------- the attribution is exact
+
+
+def direct_gradients(engine, transcoders):
+    """d target / d (feature activations, head z, MLP outputs) in the frozen replacement
+    model, by autograd through the bridge: attention patterns and LayerNorm scales replaced
+    by their clean values, each MLP by its transcoder with the clean gates plus the clean
+    transcoder error."""
+    model, data = engine.model, engine.data
+    end = data.positions["END"]
+    names = ["ln_final.hook_scale"]
+    for layer in range(model.n_layers):
+        names += [f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.ln1.hook_scale"]
+        names += [f"blocks.{layer}.ln2.hook_scale", tc.input_hook(layer), mlp_output_hook(layer)]
+    _, clean = model.run_with_cache(data.clean, names)
+    n, width = data.clean.shape
+    deltas = {}
+    hooks = []
+    for name in names:
+        if name.endswith(("hook_pattern", "hook_scale")):
+            hooks.append((name, lambda _, value=clean[name]: value))
+    for layer, transcoder in transcoders.items():
+        x_clean = clean[tc.input_hook(layer)]
+        gate = (transcoder.features(x_clean) > 0).float()
+        error = clean[mlp_output_hook(layer)] - transcoder(x_clean)
+        delta = deltas[f"f{layer}"] = torch.zeros(n, width, N_FEATURES, requires_grad=True)
+        seen = {}
+
+        def read(x, seen=seen):
+            seen["x"] = x
+
+        def replace(_, seen=seen, t=transcoder, gate=gate, error=error, delta=delta):
+            pre = (seen["x"] - t.b_dec) @ t.W_enc + t.b_enc
+            return t.decode(pre * gate + delta) + error
+
+        hooks += [(tc.input_hook(layer), read), (mlp_output_hook(layer), replace)]
+    for layer in range(model.n_layers):
+        z = deltas[f"z{layer}"] = torch.zeros(
+            n, width, model.n_heads, model.d_head, requires_grad=True
+        )
+        hooks.append((head_output_hook(layer), lambda value, z=z: value + z))
+    direction = engine.task.logit_direction(data, model.d_vocab)
+    logits = model.run(data.clean, hooks, positions=end, grad=True)
+    (logits * direction).sum(-1).mean().backward()
+    return {key: value.grad for key, value in deltas.items()}
+
+
+def test_factorised_attribution_equals_the_direct_gradient(tiny_model, tiny_transcoders):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 6, seed=0)
+    engine = PatchingEngine(tiny_model, task, data, ablation="zero")
+    transcoders = tc.load_transcoders(str(tiny_transcoders))
+    result = attribute(engine, transcoders, n_features=N_FEATURES)  # every feature a unit
+    blocks = result.edge_blocks()
+    grads = direct_gradients(engine, transcoders)
+    outgoing = {}
+    for (s, _), scores in blocks.items():
+        for name, total in zip(result.senders[s].names, scores.sum(1).tolist()):
+            outgoing[name] = outgoing.get(name, 0.0) + total
+    _, cache = tiny_model.run_with_cache(data.clean, [tc.input_hook(0), tc.input_hook(1)])
+    for layer, transcoder in transcoders.items():
+        acts = transcoder.features(cache[tc.input_hook(layer)])
+        direct = (acts * grads[f"f{layer}"]).sum((0, 1))
+        mine = torch.tensor([outgoing[f"m{layer}.f{i}"] for i in range(N_FEATURES)])
+        assert direct.abs().max() > 1e-3  # the check has something to compare
+        torch.testing.assert_close(mine, direct, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(result.features[layer], direct, atol=1e-5, rtol=1e-4)
+    for layer in range(tiny_model.n_layers):
+        z = engine.clean_cache[head_output_hook(layer)]
+        direct = (z * grads[f"z{layer}"]).sum((0, 1, 3))
+        mine = torch.tensor([outgoing[f"a{layer}.h{h}"] for h in range(tiny_model.n_heads)])
+        torch.testing.assert_close(mine, direct, atol=1e-5, rtol=1e-4)
+
+
+def test_a_feature_to_feature_edge_is_activation_times_a_weight(tiny_model, tiny_transcoders):
+    """e(f -> g) = sum over prompts and positions of a_f * gate_g dT/da_g / s2 (input-
+    dependent) times W_dec[f] . C(W_enc[:, g]) (input-invariant; the gain is folded)."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 6, seed=0)
+    engine = PatchingEngine(tiny_model, task, data, ablation="zero")
+    transcoders = tc.load_transcoders(str(tiny_transcoders))
+    result = attribute(engine, transcoders, n_features=N_FEATURES)
+    s = next(i for i, u in enumerate(result.senders) if u.names[0] == "m0.f0")
+    r = next(i for i, u in enumerate(result.receivers) if u.names[0] == "m1.f0")
+    block = result.edge_blocks()[s, r]
+    grads = direct_gradients(engine, transcoders)
+    names = [tc.input_hook(0), tc.input_hook(1), "blocks.1.ln2.hook_scale"]
+    _, cache = tiny_model.run_with_cache(data.clean, names)
+    first, second = transcoders[0], transcoders[1]
+    a_f = first.features(cache[tc.input_hook(0)])  # [n, pos, F]
+    gate_g = (second.features(cache[tc.input_hook(1)]) > 0).float()
+    read_g = gate_g * grads["f1"] / cache["blocks.1.ln2.hook_scale"]  # [n, pos, F]
+    encoder = second.W_enc - second.W_enc.mean(0)  # centred columns
+    weights = first.W_dec @ encoder  # [F, F] input-invariant
+    expected = torch.einsum("npf,npg->fg", a_f, read_g) * weights
+    torch.testing.assert_close(block[:N_FEATURES, :N_FEATURES], expected, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_model):
+    original = random_transcoders(tiny_model, seed=3)
+    original[1].config["l1"] = 0.001
+    tc.save_transcoders(original, tmp_path, "tiny")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        f"final_sparse_autoencoder_tiny_blocks.{layer}.ln2.hook_normalized_{N_FEATURES}.pt"
+        for layer in (0, 1)
+    ]
+    loaded = tc.load_transcoders(str(tmp_path))
+    for layer, transcoder in original.items():
+        for name, tensor in transcoder.state_dict().items():
+            assert torch.equal(loaded[layer].state_dict()[name], tensor)
+    assert loaded[1].config["l1"] == 0.001
+    assert loaded[1].config["hook_point"] == "blocks.1.ln2.hook_normalized"
+    assert list(tc.load_transcoders(str(tmp_path), [1])) == [1]
+
+
+@dataclass
+class AuthorsConfig:  # stands in for the authors' pickled LanguageModelSAERunnerConfig
+    hook_point: str = "blocks.0.ln2.hook_normalized"
+    d_in: int = 32
+    is_transcoder: bool = True
+
+
+def test_reads_the_authors_files_without_their_config_class(tmp_path, tiny_model):
+    """The pretrained GPT-2 transcoders pickle a config class from the authors' package;
+    the loader reads such a file without that package."""
+    module = types.ModuleType("sae_training_standin")
+    AuthorsConfig.__module__ = module.__name__
+    module.AuthorsConfig = AuthorsConfig
+    sys.modules[module.__name__] = module
+    weights = random_transcoders(tiny_model)[0].state_dict()
+    path = tmp_path / "final_sparse_autoencoder_gpt2-small_blocks.0.ln2.hook_normalized_16.pt"
+    try:
+        torch.save({"cfg": AuthorsConfig(), "state_dict": weights}, path)
+    finally:
+        del sys.modules[module.__name__]
+    with pytest.raises(pickle.UnpicklingError):  # plain weights-only loading refuses it
+        torch.load(path, weights_only=True)
+    loaded = tc.load_transcoders(str(tmp_path))[0]
+    assert torch.equal(loaded.W_enc, weights["W_enc"])
+    assert loaded.config == {
+        "hook_point": "blocks.0.ln2.hook_normalized",
+        "d_in": 32,
+        "is_transcoder": True,
+    }
+
+
+def test_file_and_hub_errors_are_one_line(tmp_path, tiny_model):
+    with pytest.raises(CircuitxError, match="no transcoder files"):
+        tc.load_transcoders(str(tmp_path))
+    tc.save_transcoders(random_transcoders(tiny_model), tmp_path, "tiny")
+    with pytest.raises(CircuitxError, match="no transcoder for layer 5 .* has layers 0, 1"):
+        tc.load_transcoders(str(tmp_path), [0, 5])
+    with pytest.raises(CircuitxError, match="cannot load transcoders 'pchlenski/gpt2-transcoders'"):
+        tc.load_transcoders("pchlenski/gpt2-transcoders")  # the hub is unreachable in tests
+    with pytest.raises(CircuitxError, match="directory not found"):
+        tc.load_transcoders(str(tmp_path / "missing"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "final_sparse_autoencoder_x_blocks.0.ln2.hook_normalized_16.pt").write_text("no")
+    with pytest.raises(CircuitxError, match="cannot read transcoder file"):
+        tc.load_transcoders(str(broken))
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_training_learns_and_is_seeded(tiny_model, corpus_file):
+    corpus = tc.load_corpus(tiny_model, str(corpus_file), 32, 0)
+    settings = tc.TrainingSettings(n_features=64, steps=150, batch_tokens=256, l1=1e-3, lr=1e-2)
+    trained = tc.train_transcoders(tiny_model, [0, 1], corpus, settings)
+    quality = tc.layer_quality(tiny_model, trained, corpus.tokens[:8], corpus.real[:8])
+    assert all(q.fraction_of_variance_explained > 0.8 for q in quality.values()), quality
+    assert all(0 < q.l0 < 64 for q in quality.values()), quality
+    for transcoder in trained.values():
+        norms = transcoder.W_dec.norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones_like(norms))
+    again = tc.train_transcoders(tiny_model, [0], corpus, settings)
+    assert torch.equal(again[0].W_enc, trained[0].W_enc)
+
+
+def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
+    out = tmp_path / "tc"
+    result = run(
+        "train-transcoders", "--model", tiny_dir, "--corpus", corpus_file, "--layers", "0,1",
+        "--features", 32, "--steps", 20, "--checkpoint-every", 10, "--tasks", "ioi",
+        "--n-prompts", 8, "--out", out, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert set(summary["layers_quality"]) == {"0", "1"}
+    assert summary["training_tokens"] == 20 * 512
+    assert summary["task_metric_replaced"]["ioi"]["metric"] == "logit-diff"
+    assert json.loads((out / "training.json").read_text())["steps"] == 20
+    assert len(list((out / "checkpoints" / "step-10").glob("*.pt"))) == 2
+    assert set(tc.load_transcoders(str(out))) == {0, 1}
+
+
+def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, tiny_transcoders):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    common = ["train-transcoders", "--model", tiny_dir, "--out", tmp_path / "o", "--steps", 1]
+    assert_one_line_error(run(*common, "--corpus", empty), "is empty")
+    assert_one_line_error(run(*common, "--corpus", tmp_path / "no.txt"), "corpus file not found")
+    assert_one_line_error(
+        run(*common, "--corpus", corpus_file, "--layers", "0,7"), "layer 7 does not exist"
+    )
+    assert_one_line_error(run(*common, "--layers", "x"), "--layers must be")
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def test_bad_transcoders_for_discovery_end_in_one_line(
+    tmp_path, tiny_dir, dir_12x12, tiny_transcoders
+):
+    base = ["discover", "--task", "ioi", "--method", "transcoder", "--n-prompts", 4]
+    base += ["--reference", "none"]
+    assert_one_line_error(
+        run(*base, "--model", dir_12x12, "--transcoders", tiny_transcoders),
+        "no transcoder for layer 2",
+    )
+    wider = tmp_path / "wide"
+    model = load_model(str(tiny_dir))
+    transcoders = random_transcoders(model)
+    transcoders = {l: tc.Transcoder(t.W_enc.repeat(2, 1), t.b_enc, t.W_dec.repeat(1, 2), t.b_dec.repeat(2), t.b_dec_out.repeat(2)) for l, t in transcoders.items()}  # fmt: skip
+    tc.save_transcoders(transcoders, wider, "wide")
+    assert_one_line_error(run(*base, "--model", tiny_dir, "--transcoders", wider), "model ")
+    assert_one_line_error(run(*base, "--model", tiny_dir), "no transcoders known")
+    assert_one_line_error(
+        run(*base, "--model", tiny_dir, "--transcoders", tiny_transcoders, "--n-features", 0),
+        "--n-features must be at least 1",
+    )
+    eap = ["discover", "--task", "ioi", "--method", "eap", "--model", tiny_dir]
+    assert_one_line_error(run(*eap, "--granularity", "feature"), "applies to transcoder")
+
+
+def test_feature_graph_sums_to_the_component_graph(tmp_path, tiny_dir, tiny_transcoders):
+    base = ["discover", "--task", "ioi", "--method", "transcoder", "--model", tiny_dir]
+    base += ["--n-prompts", 6, "--transcoders", tiny_transcoders, "--json"]
+    nodes_out, features_out = tmp_path / "n.graphml", tmp_path / "f.graphml"
+    by_node = run(*base, "--out", nodes_out)
+    by_feature = run(*base, "--granularity", "feature", "--n-features", 3, "--out", features_out)
+    assert by_node.exit_code == 0 and by_feature.exit_code == 0, by_feature.output
+    assert json.loads(by_node.stdout)["metrics"] == json.loads(by_feature.stdout)["metrics"]
+    graph = read_graph(features_out)
+    features = [n for n, kind in graph.nodes(data="kind") if kind == "feature"]
+    assert sorted(n for n in features if n.startswith("m1.")) == sorted(
+        [n for n in features if n.startswith("m1.f")] + ["m1.rest"]
+    )
+    assert len(features) == 2 * (3 + 1)
+    for mlp in ("m0", "m1"):
+        parts = sum(graph.nodes[n]["score"] for n in features if n.startswith(mlp + "."))
+        assert parts == pytest.approx(graph.nodes[mlp]["score"], abs=1e-5)
+    edge_scores = {k: d["score"] for _, _, k, d in graph.edges(keys=True, data=True)}
+    into_m1 = sum(v for k, v in edge_scores.items() if k.startswith("a0.h2->m1."))
+    assert into_m1 == pytest.approx(edge_scores["a0.h2->m1"], abs=1e-5)
+    scored = run("score", features_out, "--reference", nodes_out, "--json")
+    assert json.loads(scored.stdout)["metrics"]["node_recall"] == 1.0  # the same circuit
+    compared = json.loads(run("compare", features_out, nodes_out, "--json").stdout)
+    assert compared["edges"]["jaccard"] in (1.0, None)
+    assert run("export", features_out, "--format", "dot").exit_code == 0
+
+
+def test_recovers_the_planted_greater_than_circuit(tmp_path):
+    """Transcoders trained briefly on the planted greater-than model's task text keep the
+    task metric and put the planted circuit's nodes first."""
+    model = load_model("planted-greater-than")
+    corpus = tc.load_corpus(model, tc.BUILTIN_CORPUS, 128, 0)
+    settings = tc.TrainingSettings(n_features=512, steps=300, batch_tokens=512, l1=1e-3, lr=3e-3)
+    transcoders = tc.train_transcoders(model, range(model.n_layers), corpus, settings)
+    replaced = tc.task_metric_with_replacement(model, transcoders, "greater-than", 50, 1)
+    assert replaced["relative_change"] < 0.1, replaced
+    tc.save_transcoders(transcoders, tmp_path, "planted")
+    graph = discover(
+        model, "greater-than", "transcoder", 50, options={"transcoders": str(tmp_path)}
+    )
+    summary = report(graph, ground_truth("planted-greater-than", "greater-than"), "truth")
+    assert summary["metrics"]["node_auc"] >= 0.9, summary["metrics"]
+    assert summary["metrics"]["node_recall"] == 1.0
