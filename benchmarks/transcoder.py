@@ -11,7 +11,8 @@ model's task metric with every MLP replaced; then the method on each of the mode
 
 Part 2, the GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
 tokenizer): training time per layer per million tokens (one layer, ``--timing-features``
-features, 20 steps of 2048 tokens of the task corpus), and the attribution's wall time on
+features, 20 steps of 2048 tokens of the task corpus, the activations gathered by model
+passes included, the least-squares refit included), and the attribution's wall time on
 50 IOI prompts with random transcoders of 24,576 features a layer (the size of the
 pretrained GPT-2 small transcoders).
 """
@@ -43,7 +44,8 @@ def planted(args: argparse.Namespace) -> None:
         f"{s.steps} steps of {s.batch_tokens} tokens, lr {s.lr:g}, tasks corpus)\n"
     )
     print(
-        "| model | train (s) | FVE per layer | L0 per layer | task metric: original -> replaced (change) |"
+        "| model | train (s) | FVE per layer | L0 per layer "
+        "| task metric: original -> replaced (change) |"
     )
     print("| --- | ---: | --- | --- | --- |")
     found = []
@@ -110,21 +112,47 @@ def timing(args: argparse.Namespace) -> None:
         model = load_model(str(Path(tmp) / "model"), device=args.device)
         task = get_task("ioi")
         data = task.make_data(model, 50, seed=0)
-        print(gpt2_small_heading(list(data.clean.shape), args.device))
+        heading = gpt2_small_heading(list(data.clean.shape), args.device)
+        print(heading.replace("each step in a fresh process", "all steps in one process"))
         corpus = tc.load_corpus(model, tc.BUILTIN_CORPUS, 128, 0)
+        steps, batch = 20, 2048  # activations gathered for exactly the tokens trained on
         settings = tc.TrainingSettings(
-            n_features=args.timing_features, steps=20, batch_tokens=2048, refit=False
-        )
-        seconds, mib = measure(
-            lambda: tc.train_transcoders(model, [6], corpus, settings), model.device
+            args.timing_features, steps=steps, batch_tokens=batch, buffer_tokens=steps * batch
         )
         tokens = settings.steps * settings.batch_tokens
-        print("| step | time (s) | peak memory (MiB) |")
-        print("| --- | ---: | ---: |")
+        rows = torch.arange(len(corpus.tokens))[corpus.real.sum(1).cumsum(0) <= tokens]
+        gathered: dict = {}
+
+        def gather() -> None:
+            for chunk in rows.split(64):
+                pieces = tc.mlp_activations(model, corpus.tokens[chunk], [6], corpus.real[chunk])
+                gathered.setdefault("x", []).append(pieces[6][0])
+                gathered.setdefault("y", []).append(pieces[6][1])
+
+        gather_s, gather_mib = measure(gather, model.device)
+        settings.refit = False
+        train_s, train_mib = measure(
+            lambda: gathered.update(t=tc.train_transcoders(model, [6], corpus, settings)[6]),
+            model.device,
+        )
+        x, y = torch.cat(gathered["x"]), torch.cat(gathered["y"])
+        refit_s, refit_mib = measure(lambda: tc.refit_decoder(gathered["t"], x, y), model.device)
+        per_million = 1e6 / tokens
+        print("| step | time (s) | s per million tokens | peak memory (MiB) |")
+        print("| --- | ---: | ---: | ---: |")
         print(
-            f"| train one layer, {settings.n_features} features, {tokens} tokens "
-            f"({seconds / (tokens / 1e6):.0f} s per layer per million tokens) "
-            f"| {seconds:.1f} | {mib:.0f} |"
+            f"| gather MLP inputs and outputs: model passes over {len(x)} tokens (any number "
+            f"of layers at once) | {gather_s:.1f} | {gather_s * 1e6 / len(x):.0f} "
+            f"| {gather_mib:.0f} |"
+        )
+        print(
+            f"| train one layer, {settings.n_features} features, {settings.steps} steps of "
+            f"{settings.batch_tokens} tokens, gathering excluded | {train_s - gather_s:.1f} "
+            f"| {(train_s - gather_s) * per_million:.0f} | {train_mib:.0f} |"
+        )
+        print(
+            f"| least-squares decoder refit on those tokens, one layer | {refit_s:.1f} "
+            f"| - | {refit_mib:.0f} |"
         )
         generator = torch.Generator().manual_seed(0)
         n_features, d = 24576, model.d_model
@@ -145,7 +173,7 @@ def timing(args: argparse.Namespace) -> None:
         seconds, mib = measure(
             lambda: engine.model.run(data.clean, positions=data.positions["END"]), model.device
         )
-        print(f"| one forward pass (unit) | {seconds:.2f} | {mib:.0f} |")
+        print(f"| one forward pass of the 50 prompts (unit) | {seconds:.2f} | - | {mib:.0f} |")
         from circuitx.methods.transcoder import attribute
 
         transcoders = {
@@ -157,7 +185,9 @@ def timing(args: argparse.Namespace) -> None:
                 lambda: attribute(engine, transcoders, n_top).edge_blocks(), model.device
             )
             label = "head/MLP graph" if n_top == 0 else f"feature graph, {n_top} features a layer"
-            print(f"| attribution, 24576 features a layer, {label} | {seconds:.2f} | {mib:.0f} |")
+            print(
+                f"| attribution, 24576 features a layer, {label} | {seconds:.2f} | - | {mib:.0f} |"
+            )
 
 
 def main() -> None:

@@ -462,6 +462,14 @@ def export(graph_path, fmt, out_path) -> None:
         click.echo(text, nl=False)
 
 
+def _training_option(flag: str, kind: click.ParamType, help: str):
+    """A train-transcoders option whose default is ``TrainingSettings``'s."""
+    from circuitx.transcoders import TrainingSettings
+
+    default = TrainingSettings.__dataclass_fields__[flag.lstrip("-").replace("-", "_")].default
+    return click.option(flag, type=kind, default=default, show_default=True, help=help)
+
+
 @main.command("train-transcoders")
 @click.option(
     "--model", "model_name", required=True, help="Built-in model, local directory or hub name."
@@ -480,23 +488,18 @@ def export(graph_path, fmt, out_path) -> None:
     type=click.IntRange(min=1),
     help="Features per layer [default: 4 x d_model].",
 )
-@click.option(
-    "--l1",
-    type=click.FloatRange(min=0),
-    default=1e-3,
-    show_default=True,
-    help="Sparsity penalty (per unit of the output's RMS).",
+@_training_option(
+    "--l1", click.FloatRange(min=0), "Sparsity penalty, per unit of the output's RMS."
 )
+@_training_option("--steps", click.IntRange(min=1), "Adam steps.")
+@_training_option("--lr", click.FloatRange(min=0, min_open=True), "Peak learning rate.")
+@_training_option("--batch-tokens", click.IntRange(min=1), "Tokens per step.")
 @click.option(
-    "--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Adam steps."
-)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
-@click.option(
-    "--batch-tokens",
-    type=click.IntRange(min=1),
-    default=512,
+    "--refit/--no-refit",
+    default=True,
     show_default=True,
-    help="Tokens per step.",
+    help="After training, re-solve each decoder by least squares (a features x features "
+    "solve: costly for tens of thousands of features on a CPU).",
 )
 @click.option(
     "--context",
@@ -555,6 +558,7 @@ def train_transcoders(
     steps,
     lr,
     batch_tokens,
+    refit,
     context,
     max_tokens,
     checkpoint_every,
@@ -594,6 +598,7 @@ def train_transcoders(
         batch_tokens=batch_tokens,
         lr=lr,
         seed=seed,
+        refit=refit,
     )
     with progress_bar(f"training {len(chosen_layers)} transcoders", steps) as advance:
         result = tc.train_and_report(

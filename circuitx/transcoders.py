@@ -438,10 +438,10 @@ def replacement_hooks(transcoders: Transcoders) -> list[tuple[str, Callable]]:
 @dataclass
 class TrainingSettings:
     n_features: int
-    l1: float = 3e-3  # weight of the mean L1 norm of features, in units of the output's RMS
-    steps: int = 2000
-    batch_tokens: int = 1024
-    lr: float = 1e-3
+    l1: float = 1e-3  # weight of the mean L1 norm of features, in units of the output's RMS
+    steps: int = 1000
+    batch_tokens: int = 512
+    lr: float = 3e-3
     seed: int = 0
     buffer_tokens: int = 65536  # activations gathered per refill, shuffled
     refit: bool = True  # least-squares decoder refit on the last buffer after training
@@ -730,7 +730,7 @@ def held_out_split(
 # ---------------------------------------------------------------------------- for a model
 
 # how the built-in models' transcoders are trained the first time a method needs them
-BUILTIN_SETTINGS = TrainingSettings(n_features=1024, l1=1e-3, steps=1000, lr=3e-3, batch_tokens=512)
+BUILTIN_SETTINGS = TrainingSettings(n_features=1024)
 BUILTIN_CONTEXT = 128
 
 
