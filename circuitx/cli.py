@@ -527,7 +527,8 @@ def _training_option(flag: str, kind: click.ParamType, help: str):
     "task_names",
     default="all",
     show_default=True,
-    help="Tasks whose metric is measured with the MLPs replaced: 'all', 'none' or names like ioi,greater-than.",
+    help="Tasks whose metric is measured with the MLPs replaced: 'all', 'none' or names "
+    "like ioi,greater-than.",
 )
 @click.option(
     "--n-prompts",

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, first_line
 
 HUB_ALIASES = {
     "gpt2": "openai-community/gpt2",
@@ -428,7 +428,7 @@ def load_model(
         except CircuitxError:
             raise
         except Exception as error:  # the loaders raise many types; report one line
-            raise CircuitxError(f"cannot load model {name!r}: {_first_line(error)}") from None
+            raise CircuitxError(f"cannot load model {name!r}: {first_line(error)}") from None
     bridge.eval()
     bridge.requires_grad_(False)  # methods differentiate masks and inputs, never weights
     cfg = bridge.cfg
@@ -498,11 +498,6 @@ def _check_hub_model(name: str, repo_id: str) -> None:
 def _looks_like_path(name: str) -> bool:
     """A hub id is ``name`` or ``owner/name``; anything else with slashes is a path."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 @contextlib.contextmanager

@@ -1,0 +1,127 @@
+"""Transcoders (Dunefsky, Chlenski & Nanda 2024): wide sparse MLPs trained to imitate a
+model's MLPs; authors' code jacobdunefsky/transcoder_circuits.
+
+A transcoder for layer L reads what the MLP reads, ``blocks.L.ln2.hook_normalized`` (the
+residual stream centred and scaled by LayerNorm; TransformerLens folds the LayerNorm gain
+into the MLP), and predicts what it writes, ``blocks.L.hook_mlp_out``:
+
+    f = ReLU((x - b_dec) @ W_enc + b_enc),    out = f @ W_dec + b_dec_out
+
+with unit-norm decoder rows. Files follow the authors' layout (the one of the pretrained
+GPT-2 small transcoders, ``pchlenski/gpt2-transcoders``): one
+``final_sparse_autoencoder_{model}_blocks.{L}.ln2.hook_normalized_{n_features}.pt`` per
+layer holding ``{"cfg": ..., "state_dict": {W_enc, b_enc, W_dec, b_dec, b_dec_out}}``.
+Here ``cfg`` is a plain dict; the authors' pickled config class is read without importing it.
+"""
+
+from __future__ import annotations
+
+from circuitx.errors import CircuitxError
+from circuitx.models import Model, canonical_model_name, local_model_hub_id
+from circuitx.progress import progress_bar
+from circuitx.transcoders.corpus import BUILTIN_CORPUS, Corpus, held_out_split, load_corpus
+from circuitx.transcoders.files import (
+    PRETRAINED,
+    check_layers,
+    check_transcoders,
+    load_transcoders,
+    parse_layers,
+    read_transcoder,
+    save_transcoders,
+)
+from circuitx.transcoders.model import (
+    Transcoder,
+    Transcoders,
+    input_hook,
+    mlp_activations,
+    replacement_hooks,
+)
+from circuitx.transcoders.training import (
+    LayerQuality,
+    TrainingSettings,
+    layer_quality,
+    refit_decoder,
+    task_metric_with_replacement,
+    train_and_report,
+    train_transcoders,
+)
+
+# how the built-in models' transcoders are trained the first time a method needs them
+BUILTIN_SETTINGS = TrainingSettings(n_features=1024)
+
+
+BUILTIN_CONTEXT = 128
+
+
+def transcoders_for(model: Model, source: str | None) -> tuple[Transcoders, str]:
+    """Transcoders for every MLP of ``model`` and where they came from: ``source`` (a
+    directory or hub repo); without one, the pretrained ones of a known hub model, or, for
+    a built-in model, ones trained on the task corpus once and cached."""
+    layers = list(range(model.n_layers))
+    check_layers(model, layers)
+    if source is None:
+        if model.builtin:
+            return builtin_transcoders(model), f"built-in ({BUILTIN_CORPUS} corpus)"
+        hub = model.hub_id or local_model_hub_id(model.source)
+        source = PRETRAINED.get(canonical_model_name(hub)) if hub else None
+        if source is None:
+            raise CircuitxError(
+                f"no transcoders known for model {model.name!r}: pass --transcoders DIR "
+                "(train them with `circuitx train-transcoders`)"
+            )
+    transcoders = load_transcoders(source, layers)
+    check_transcoders(transcoders, model, layers)
+    return {layer: t.to(model.device, model.dtype) for layer, t in transcoders.items()}, source
+
+
+def builtin_transcoders(model: Model) -> Transcoders:
+    """A built-in model's transcoders, trained with ``BUILTIN_SETTINGS`` on first use."""
+    from circuitx.builtin import BUILTIN_MODELS, cache_root
+
+    spec = BUILTIN_MODELS[model.builtin]
+    s = BUILTIN_SETTINGS
+    key = f"{spec.name}-v{spec.version}-f{s.n_features}-l1{s.l1:g}-s{s.steps}-lr{s.lr:g}"
+    directory = cache_root() / "transcoders" / f"{key}-b{s.batch_tokens}"
+    layers = list(range(model.n_layers))
+    if directory.is_dir():
+        try:
+            cached = load_transcoders(str(directory), layers)
+            return {layer: t.to(model.device, model.dtype) for layer, t in cached.items()}
+        except CircuitxError:  # an incomplete or damaged cache: train again
+            pass
+    corpus = load_corpus(model, BUILTIN_CORPUS, BUILTIN_CONTEXT, s.seed)
+    with progress_bar(f"training transcoders for {model.name} (first use)", s.steps) as advance:
+        transcoders = train_transcoders(model, layers, corpus, s, advance)
+    save_transcoders(transcoders, directory, spec.name)
+    return transcoders
+
+
+__all__ = [
+    "BUILTIN_CONTEXT",
+    "BUILTIN_CORPUS",
+    "BUILTIN_SETTINGS",
+    "PRETRAINED",
+    "Corpus",
+    "LayerQuality",
+    "TrainingSettings",
+    "Transcoder",
+    "Transcoders",
+    "builtin_transcoders",
+    "check_layers",
+    "check_transcoders",
+    "held_out_split",
+    "input_hook",
+    "layer_quality",
+    "load_corpus",
+    "load_transcoders",
+    "mlp_activations",
+    "parse_layers",
+    "read_transcoder",
+    "refit_decoder",
+    "replacement_hooks",
+    "save_transcoders",
+    "task_metric_with_replacement",
+    "train_and_report",
+    "train_transcoders",
+    "transcoders_for",
+]

@@ -1,0 +1,129 @@
+"""Training text as token sequences: the task prompts, a text file or a hub dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from circuitx.errors import CircuitxError, first_line
+from circuitx.models import Model
+
+BUILTIN_CORPUS = "tasks"  # text generated from every task's prompts
+
+
+@dataclass
+class Corpus:
+    """Token sequences [n, context] (BOS first where the model has one) and which of their
+    tokens are real [n, context] (False: padding)."""
+
+    tokens: torch.Tensor
+    real: torch.Tensor
+    source: str
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.real.sum())
+
+
+def load_corpus(
+    model: Model, corpus: str, context: int, seed: int, max_tokens: int = 2_000_000
+) -> Corpus:
+    """``corpus`` as token sequences: ``tasks`` (prompts every task generates for this model,
+    each followed by its answer), a local text file, or a Hugging Face dataset name."""
+    context = min(context, model.n_ctx)
+    if corpus == BUILTIN_CORPUS:
+        return _task_corpus(model, context, seed)
+    path = Path(corpus).expanduser()
+    if path.is_file():
+        text = path.read_text(errors="replace")
+        if not text.strip():
+            raise CircuitxError(f"corpus {corpus} is empty")
+        return _chunk(model, [text], context, str(path), max_tokens)
+    if path.exists() or corpus.startswith((".", "/", "~")) or corpus.endswith(".txt"):
+        raise CircuitxError(f"corpus file not found: {corpus}")
+    return _chunk(model, _dataset_texts(corpus, max_tokens), context, corpus, max_tokens)
+
+
+def _dataset_texts(name: str, max_tokens: int) -> Iterator[str]:
+    try:
+        import datasets
+
+        stream = datasets.load_dataset(name, split="train", streaming=True)
+        first = next(iter(stream))
+    except Exception as error:
+        raise CircuitxError(
+            f"corpus {name!r} is not a file, and no dataset of that name can be loaded "
+            f"({first_line(error)})"
+        ) from None
+    if "text" not in first:
+        raise CircuitxError(f"dataset {name!r} has no 'text' column")
+    characters = 0
+    for row in stream:
+        yield row["text"]
+        characters += len(row["text"])
+        if characters > 8 * max_tokens:  # comfortably more than max_tokens tokens
+            return
+
+
+def _chunk(
+    model: Model, texts: Iterator[str] | list[str], context: int, source: str, max_tokens: int
+) -> Corpus:
+    bos = [] if model.bos_token_id is None else [model.bos_token_id]
+    width = context - len(bos)
+    stream: list[int] = []
+    for text in texts:
+        stream += model.encode(text)
+        if len(stream) >= max_tokens:
+            break
+    stream = stream[:max_tokens]
+    if not stream:
+        raise CircuitxError(f"corpus {source} has no tokens")
+    rows = [bos + stream[i : i + width] for i in range(0, len(stream), width)]
+    return _pad(model, rows, context, source)
+
+
+def _task_corpus(model: Model, context: int, seed: int, per_task: int = 512) -> Corpus:
+    from circuitx.tasks import TASKS
+
+    rows: list[list[int]] = []
+    for task in TASKS.values():
+        try:
+            data = task.make_data(model, per_task, seed)
+        except CircuitxError:  # a task this model's vocabulary cannot express
+            continue
+        end = data.positions["END"]
+        for batch in (data.clean, data.corrupted):
+            for row, last, answer in zip(batch.tolist(), end.tolist(), data.answer.tolist()):
+                rows.append((row[: last + 1] + [answer])[:context])
+    if not rows:
+        raise CircuitxError(f"no task can make prompts for model {model.name!r}")
+    return _pad(model, rows, context, BUILTIN_CORPUS)
+
+
+def _pad(model: Model, rows: list[list[int]], context: int, source: str) -> Corpus:
+    width = min(context, max(len(row) for row in rows))
+    tokens = torch.full((len(rows), width), model.pad_token_id, dtype=torch.long)
+    real = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row[:width])
+        real[i, : len(row)] = True
+    return Corpus(tokens, real, source)
+
+
+def held_out_split(
+    corpus: Corpus, seed: int, share: float = 0.1, cap: int = 256
+) -> tuple[Corpus, Corpus]:
+    """(training, held-out) corpora: a seeded share of the sequences, at most ``cap``, held out."""
+    n = len(corpus.tokens)
+    if n < 2:
+        return corpus, corpus
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    n_held = min(cap, max(1, int(n * share)))
+    held, train = order[:n_held], order[n_held:]
+    return (
+        Corpus(corpus.tokens[train], corpus.real[train], corpus.source),
+        Corpus(corpus.tokens[held], corpus.real[held], corpus.source),
+    )

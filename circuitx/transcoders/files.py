@@ -1,0 +1,239 @@
+"""Transcoder files in the authors' layout: save, load (directory or hub), check."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from circuitx.errors import CircuitxError, first_line
+from circuitx.models import Model, mlp_output_hook
+from circuitx.transcoders.model import PARAMETERS, Transcoder, Transcoders, input_hook
+
+PRETRAINED = {"gpt2": "pchlenski/gpt2-transcoders"}  # canonical model name -> hub repo
+
+
+FILE_RE = re.compile(r"blocks\.(\d+)\.ln2\.hook_normalized_(\d+)\.pt$")
+
+
+def file_name(model_name: str, layer: int, n_features: int) -> str:
+    return f"final_sparse_autoencoder_{model_name}_{input_hook(layer)}_{n_features}.pt"
+
+
+def save_transcoders(
+    transcoders: Transcoders, directory: str | os.PathLike, model_name: str
+) -> None:
+    """Write each layer's file into ``directory`` (created if missing), atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for layer, transcoder in transcoders.items():
+        path = directory / file_name(_file_safe(model_name), layer, transcoder.n_features)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        try:
+            payload = {"cfg": _config_for(transcoder, layer), "state_dict": transcoder.state_dict()}
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).name if os.sep in name else name)
+
+
+def _config_for(transcoder: Transcoder, layer: int) -> dict[str, Any]:
+    return {
+        **transcoder.config,
+        "is_transcoder": True,
+        "hook_point": input_hook(layer),
+        "out_hook_point": mlp_output_hook(layer),
+        "hook_point_layer": layer,
+        "d_in": transcoder.d_in,
+        "d_out": transcoder.d_out,
+        "d_sae": transcoder.n_features,
+    }
+
+
+def load_transcoders(source: str, layers: Sequence[int] | None = None) -> Transcoders:
+    """Transcoders from a local directory in the authors' layout, or from a hub repo
+    (e.g. ``pchlenski/gpt2-transcoders``); only ``layers`` if given."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = _layer_files(path)
+        where = str(path)
+    elif path.exists():
+        raise CircuitxError(f"transcoders must be a directory, not a file: {source}")
+    elif source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise CircuitxError(f"transcoder directory not found: {source}")
+    else:
+        files = _hub_files(source, layers)
+        where = source
+    if not files:
+        raise CircuitxError(f"no transcoder files (*blocks.L.ln2.hook_normalized_N.pt) in {where}")
+    wanted = sorted(files) if layers is None else list(layers)
+    missing = [layer for layer in wanted if layer not in files]
+    if missing:
+        have = ", ".join(map(str, sorted(files)))
+        raise CircuitxError(
+            f"no transcoder for layer {', '.join(map(str, missing))} in {where} (it has layers {have})"
+        )
+    return {layer: read_transcoder(files[layer]) for layer in wanted}
+
+
+def _layer_files(directory: Path) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    for path in sorted(directory.iterdir()):
+        match = FILE_RE.search(path.name)
+        if match and path.is_file():
+            found[int(match.group(1))] = path
+    return found
+
+
+def _hub_files(repo_id: str, layers: Sequence[int] | None) -> dict[int, Path]:
+    """Download the layer files of hub repo ``repo_id`` (or find them in the local hub cache)."""
+    try:
+        from huggingface_hub import hf_hub_download, list_repo_files
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        raise CircuitxError("loading transcoders from the hub needs huggingface_hub") from None
+
+    def wanted(name: str) -> bool:
+        match = FILE_RE.search(name)
+        return bool(match) and (layers is None or int(match.group(1)) in layers)
+
+    try:
+        names = [name for name in list_repo_files(repo_id) if wanted(name)]
+    except Exception as online_error:
+        try:  # offline: whatever an earlier download left in the hub cache
+            from huggingface_hub import snapshot_download
+
+            snapshot = Path(snapshot_download(repo_id, local_files_only=True))
+        except Exception:
+            raise CircuitxError(
+                f"cannot load transcoders {repo_id!r}: not a local directory, and the hub "
+                f"cannot be reached ({first_line(online_error)})"
+            ) from None
+        return {layer: p for layer, p in _layer_files(snapshot).items() if wanted(p.name)}
+    files: dict[int, Path] = {}
+    for name in names:
+        try:
+            local = hf_hub_download(repo_id, name)
+        except Exception as error:
+            raise CircuitxError(f"cannot download {repo_id}/{name}: {first_line(error)}") from None
+        files[int(FILE_RE.search(name).group(1))] = Path(local)
+    return files
+
+
+def read_transcoder(path: Path) -> Transcoder:
+    """One transcoder file: ours (plain dict config) or the authors' (pickled config class,
+    read as a record without importing the class)."""
+    try:
+        payload = _load_weights_only(path)
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise CircuitxError(f"cannot read transcoder file {path}: {first_line(error)}") from None
+    state = payload.get("state_dict") if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or any(name not in state for name in PARAMETERS[:4]):
+        raise CircuitxError(
+            f"not a transcoder file: {path} (needs a state_dict with {', '.join(PARAMETERS)})"
+        )
+    config = _config_dict(payload.get("cfg"))
+    weights = {name: state[name].float() for name in PARAMETERS[:4]}
+    weights["b_dec_out"] = state.get("b_dec_out", torch.zeros(weights["W_dec"].shape[1])).float()
+    transcoder = Transcoder(**weights, config=config)
+    shapes_agree = (
+        transcoder.W_enc.ndim == 2
+        and transcoder.W_dec.shape == transcoder.W_enc.shape[::-1]
+        and transcoder.b_enc.shape == (transcoder.n_features,)
+        and transcoder.b_dec.shape == (transcoder.d_in,)
+        and transcoder.b_dec_out.shape == (transcoder.d_out,)
+    )
+    if not shapes_agree:
+        raise CircuitxError(f"transcoder file {path} has inconsistent weight shapes")
+    return transcoder
+
+
+class _Record:
+    """Stand-in for a class a checkpoint pickled but this package does not import."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple):  # (dict, slots)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        self.__dict__.update(state if isinstance(state, dict) else {"state": state})
+
+
+def _load_weights_only(path: Path) -> Any:
+    """``torch.load`` with ``weights_only``; each foreign class it meets becomes a _Record."""
+    stand_ins: list[type] = []
+    for _ in range(32):
+        try:
+            with torch.serialization.safe_globals(stand_ins):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            match = re.search(r"GLOBAL ([\w.]+)\.(\w+) was not an allowed global", str(error))
+            if not match or match.group(1).split(".")[0] in ("torch", "builtins", "numpy"):
+                raise
+            stand_ins.append(type(match.group(2), (_Record,), {"__module__": match.group(1)}))
+    raise CircuitxError(f"cannot read transcoder file {path}: too many unknown classes")
+
+
+def _config_dict(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    if cfg is None:
+        return {}
+    return {key: value for key, value in vars(cfg).items() if _plain(value)}
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+def check_transcoders(transcoders: Transcoders, model: Model, layers: Sequence[int]) -> None:
+    """Fail in one line unless there is a transcoder of the model's width for each layer."""
+    missing = [layer for layer in layers if layer not in transcoders]
+    if missing:
+        raise CircuitxError(
+            f"no transcoder for layer {', '.join(map(str, missing))} "
+            f"(have {', '.join(map(str, sorted(transcoders))) or 'none'})"
+        )
+    for layer in layers:
+        transcoder = transcoders[layer]
+        if (transcoder.d_in, transcoder.d_out) != (model.d_model, model.d_model):
+            raise CircuitxError(
+                f"the layer-{layer} transcoder maps {transcoder.d_in} -> {transcoder.d_out} "
+                f"dimensions; model {model.name!r} has d_model {model.d_model}"
+            )
+
+
+def check_layers(model: Model, layers: Sequence[int]) -> None:
+    if not model.has_mlp:
+        raise CircuitxError(f"model {model.name!r} has no MLPs for transcoders to replace")
+    bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
+    if bad:
+        raise CircuitxError(
+            f"layer {', '.join(map(str, bad))} does not exist: model {model.name!r} has "
+            f"layers 0-{model.n_layers - 1}"
+        )
+
+
+def parse_layers(spec: str, model: Model) -> list[int]:
+    """``all`` or comma-separated layer numbers, checked against the model."""
+    if spec == "all":
+        layers = list(range(model.n_layers))
+    else:
+        try:
+            layers = sorted({int(part) for part in spec.split(",") if part.strip()})
+        except ValueError:
+            raise CircuitxError(
+                f"--layers must be 'all' or numbers like 0,2,5, not {spec!r}"
+            ) from None
+        if not layers:
+            raise CircuitxError("--layers names no layer")
+    check_layers(model, layers)
+    return layers

@@ -1,0 +1,360 @@
+"""Training transcoders, and measuring them: reconstruction and the task metric with the
+MLPs replaced."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open
+from circuitx.models import Model
+from circuitx.progress import Advance, no_progress
+from circuitx.transcoders.corpus import Corpus, held_out_split
+from circuitx.transcoders.files import save_transcoders
+from circuitx.transcoders.model import (
+    PARAMETERS,
+    Transcoder,
+    Transcoders,
+    mlp_activations,
+    replacement_hooks,
+)
+
+
+@dataclass
+class TrainingSettings:
+    n_features: int
+    l1: float = 1e-3  # weight of the mean L1 norm of features, in units of the output's RMS
+    steps: int = 1000
+    batch_tokens: int = 512
+    lr: float = 3e-3
+    seed: int = 0
+    buffer_tokens: int = 65536  # activations gathered per refill, shuffled
+    refit: bool = True  # least-squares decoder refit on the last buffer after training
+
+
+@dataclass
+class LayerQuality:
+    fraction_of_variance_explained: float
+    l0: float  # mean number of active features per token
+    dead_fraction: float  # features never active on the held-out tokens
+
+
+def train_transcoders(
+    model: Model,
+    layers: Sequence[int],
+    corpus: Corpus,
+    settings: TrainingSettings,
+    advance: Advance = no_progress,
+    checkpoint: Callable[[int, Transcoders], None] | None = None,
+    checkpoint_every: int = 0,
+) -> Transcoders:
+    """Train one transcoder per layer on the corpus's tokens, all layers from the same
+    model passes. Loss: mean squared error / output variance + l1 * mean L1 / output RMS
+    (so ``l1`` does not depend on the model's scale); Adam with warm-up and cosine decay;
+    decoder rows kept unit-norm."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    buffer = _ActivationBuffer(model, layers, corpus, settings, generator)
+    first = buffer.next_batch()
+    params: dict[int, list[torch.Tensor]] = {}
+    scales: dict[int, float] = {}
+    for layer, (x, y) in first.items():
+        # each layer's own generator: a layer's transcoder does not depend on the others
+        layer_generator = torch.Generator().manual_seed(settings.seed + 7919 * (layer + 1))
+        transcoder = _initial_transcoder(x, y, settings.n_features, layer_generator)
+        transcoder.config.update(l1=settings.l1, lr=settings.lr, seed=settings.seed)
+        params[layer] = [getattr(transcoder, name) for name in PARAMETERS]
+        scales[layer] = float((y - y.mean(0)).pow(2).sum(-1).mean().sqrt()) or 1.0
+    transcoders = {layer: Transcoder(*params[layer]) for layer in layers}
+    for layer, tensors in params.items():
+        for tensor in tensors:
+            tensor.requires_grad_(True)
+    optimisers = {layer: torch.optim.Adam(params[layer], lr=settings.lr) for layer in layers}
+    schedules = [
+        torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(settings.steps))
+        for optimiser in optimisers.values()
+    ]
+    batch = first
+    for step in range(settings.steps):
+        if step:
+            batch = buffer.next_batch()
+        for layer in layers:
+            x, y = batch[layer]
+            _train_step(transcoders[layer], optimisers[layer], x, y, scales[layer], settings.l1)
+        for schedule in schedules:
+            schedule.step()
+        advance(1)
+        done = step + 1
+        if (
+            checkpoint
+            and checkpoint_every
+            and done % checkpoint_every == 0
+            and done < settings.steps
+        ):
+            checkpoint(done, _frozen(transcoders, done, settings, corpus))
+    final = _frozen(transcoders, settings.steps, settings, corpus)
+    if settings.refit:
+        for layer, (x, y) in buffer.data.items():
+            refit_decoder(final[layer], x, y)
+    return final
+
+
+def refit_decoder(transcoder: Transcoder, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Re-solve the decoder and output bias by least squares with the features fixed, undoing
+    the L1 penalty's shrinkage; then rescale each feature so its decoder row is unit-norm
+    again (ReLU features scale exactly). Which features fire does not change."""
+    with torch.no_grad():
+        features = transcoder.features(x)
+        design = torch.cat([features, torch.ones(len(x), 1, device=x.device)], 1).double()
+        gram = design.T @ design
+        ridge = 1e-6 * gram.diagonal().mean()
+        gram += ridge * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+        solution = torch.linalg.solve(gram, design.T @ y.double()).float()
+        decoder, bias = solution[:-1], solution[-1]
+        norms = decoder.norm(dim=1)
+        alive = norms > 1e-8
+        transcoder.W_dec[alive] = decoder[alive] / norms[alive, None]
+        transcoder.W_enc[:, alive] *= norms[alive]
+        transcoder.b_enc[alive] *= norms[alive]
+        transcoder.b_dec_out.copy_(bias)
+
+
+def _schedule(steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up over the first 5% of steps, then cosine decay
+    to a tenth."""
+    warmup = max(1, steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _frozen(
+    transcoders: Transcoders, steps: int, settings: TrainingSettings, corpus: Corpus
+) -> Transcoders:
+    frozen = {}
+    for layer, transcoder in transcoders.items():
+        weights = {name: getattr(transcoder, name).detach().clone() for name in PARAMETERS}
+        config = {
+            **transcoder.config,
+            "steps": steps,
+            "training_tokens": steps * settings.batch_tokens,
+            "corpus": corpus.source,
+        }
+        frozen[layer] = Transcoder(**weights, config=config)
+    return frozen
+
+
+def _initial_transcoder(
+    x: torch.Tensor, y: torch.Tensor, n_features: int, generator: torch.Generator
+) -> Transcoder:
+    """Random unit-norm decoder rows, the encoder their transpose scaled to the input, and the
+    biases the inputs' and outputs' means (the authors' "mean" initialisation)."""
+    d_in, d_out = x.shape[1], y.shape[1]
+    decoder = torch.randn(n_features, d_out, generator=generator)
+    decoder /= decoder.norm(dim=1, keepdim=True)
+    encoder = torch.randn(d_in, n_features, generator=generator) / math.sqrt(d_in)
+    device = x.device
+    return Transcoder(
+        W_enc=encoder.to(device),
+        b_enc=torch.zeros(n_features, device=device),
+        W_dec=decoder.to(device),
+        b_dec=x.mean(0).detach().clone(),
+        b_dec_out=y.mean(0).detach().clone(),
+    )
+
+
+def _train_step(
+    transcoder: Transcoder,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scale: float,
+    l1: float,
+) -> None:
+    features = transcoder.features(x)
+    error = (transcoder.decode(features) - y).pow(2).sum(-1).mean() / scale**2
+    sparsity = features.sum(-1).mean() / scale
+    optimiser.zero_grad(set_to_none=True)
+    (error + l1 * sparsity).backward()
+    decoder = transcoder.W_dec
+    with torch.no_grad():  # keep rows unit-norm: drop the gradient along each row, renormalise
+        decoder.grad -= (decoder.grad * decoder).sum(1, keepdim=True) * decoder
+    optimiser.step()
+    with torch.no_grad():
+        decoder /= decoder.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class _ActivationBuffer:
+    """Shuffled MLP inputs and outputs of many corpus tokens, refilled as batches are drawn."""
+
+    def __init__(
+        self,
+        model: Model,
+        layers: Sequence[int],
+        corpus: Corpus,
+        settings: TrainingSettings,
+        generator: torch.Generator,
+    ) -> None:
+        self.model, self.layers, self.corpus = model, list(layers), corpus
+        self.batch_tokens, self.capacity = settings.batch_tokens, settings.buffer_tokens
+        self.generator = generator
+        self.order = torch.randperm(len(corpus.tokens), generator=generator)
+        self.cursor = 0
+        self.data: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.used = 0
+
+    def next_batch(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        if not self.data or self.used + self.batch_tokens > len(self.data[self.layers[0]][0]):
+            self._refill()
+        start, self.used = self.used, self.used + self.batch_tokens
+        return {
+            layer: (x[start : self.used], y[start : self.used])
+            for layer, (x, y) in self.data.items()
+        }
+
+    def _refill(self) -> None:
+        corpus = self.corpus
+        if self.data and corpus.n_tokens <= self.capacity:  # the whole corpus is in the buffer
+            n = len(self.data[self.layers[0]][0])
+            shuffle = torch.randperm(n, generator=self.generator).to(self.model.device)
+            self.data = {layer: (x[shuffle], y[shuffle]) for layer, (x, y) in self.data.items()}
+            self.used = 0
+            return
+        per_row = max(1, int(corpus.real.sum(1).float().mean()))
+        target = max(min(self.capacity, corpus.n_tokens), self.batch_tokens)
+        rows: list[int] = []
+        while len(rows) * per_row < target:
+            if self.cursor == len(self.order):
+                self.order = torch.randperm(len(corpus.tokens), generator=self.generator)
+                self.cursor = 0
+            rows.append(int(self.order[self.cursor]))
+            self.cursor += 1
+        pieces = []
+        for chunk in torch.tensor(rows).split(64):
+            pieces.append(
+                mlp_activations(self.model, corpus.tokens[chunk], self.layers, corpus.real[chunk])
+            )
+        n = sum(len(piece[self.layers[0]][0]) for piece in pieces)
+        shuffle = torch.randperm(n, generator=self.generator).to(self.model.device)
+        self.data = {
+            layer: tuple(
+                torch.cat([piece[layer][i] for piece in pieces])[shuffle].float() for i in (0, 1)
+            )
+            for layer in self.layers
+        }
+        self.used = 0
+
+
+def layer_quality(
+    model: Model, transcoders: Transcoders, tokens: torch.Tensor, real: torch.Tensor
+) -> dict[int, LayerQuality]:
+    """Fraction of variance explained, L0 and dead features of each transcoder on ``tokens``."""
+    quality = {}
+    with torch.no_grad():
+        acts = mlp_activations(model, tokens, list(transcoders), real)
+        for layer, (x, y) in acts.items():
+            transcoder = transcoders[layer]
+            features = transcoder.features(x.float())
+            residual = (transcoder.decode(features) - y).pow(2).sum()
+            variance = (y - y.mean(0)).pow(2).sum().clamp_min(1e-12)
+            quality[layer] = LayerQuality(
+                fraction_of_variance_explained=float(1 - residual / variance),
+                l0=float((features > 0).float().sum(-1).mean()),
+                dead_fraction=float(((features > 0).sum(0) == 0).float().mean()),
+            )
+    return quality
+
+
+def task_metric_with_replacement(
+    model: Model, transcoders: Transcoders, task_name: str, n_prompts: int, seed: int
+) -> dict[str, float]:
+    """The task's default metric on clean prompts, with the original MLPs and with the
+    transcoders in their place; ``relative_change`` = |replaced - original| / |original|."""
+    from circuitx.tasks import get_task
+
+    task = get_task(task_name)
+    data = task.make_data(model, n_prompts, seed)
+    end = data.positions["END"]
+    original = model.run(data.clean, positions=end)
+    replaced = model.run(data.clean, replacement_hooks(transcoders), positions=end)
+    name = task.default_metric
+    before = float(task.metric(name, original, data, original).mean())
+    after = float(task.metric(name, replaced, data, original).mean())
+    return {
+        "metric": name,
+        "original": before,
+        "replaced": after,
+        "relative_change": abs(after - before) / max(abs(before), 1e-12),
+        "replaced_accuracy": task.accuracy(replaced, data),
+    }
+
+
+def train_and_report(
+    model: Model,
+    layers: Sequence[int],
+    corpus: Corpus,
+    settings: TrainingSettings,
+    out: Path,
+    tasks: Sequence[str],
+    n_prompts: int,
+    checkpoint_every: int = 0,
+    advance: Advance = no_progress,
+) -> dict[str, Any]:
+    """Train, save to ``out`` (checkpoints under ``out/checkpoints/step-N``), and measure:
+    per layer FVE, L0 and dead features on held-out corpus sequences; per task the task
+    metric with every trained MLP replaced."""
+
+    train, held_out = held_out_split(corpus, settings.seed)
+
+    def checkpoint(step: int, transcoders: Transcoders) -> None:
+        save_transcoders(transcoders, out / "checkpoints" / f"step-{step}", model.name)
+
+    start = time.perf_counter()
+    transcoders = train_transcoders(
+        model, layers, train, settings, advance, checkpoint, checkpoint_every
+    )
+    seconds = time.perf_counter() - start
+    save_transcoders(transcoders, out, model.name)
+    quality = layer_quality(model, transcoders, held_out.tokens, held_out.real)
+    replaced = {}
+    for task in tasks:
+        try:
+            replaced[task] = task_metric_with_replacement(
+                model, transcoders, task, n_prompts, settings.seed
+            )
+        except CircuitxError as error:  # a task this model cannot express
+            replaced[task] = {"error": str(error)}
+    tokens = settings.steps * settings.batch_tokens
+    report = {
+        "model": model.name,
+        "layers": list(layers),
+        "corpus": corpus.source,
+        "corpus_tokens": corpus.n_tokens,
+        "held_out_tokens": held_out.n_tokens,
+        "n_features": settings.n_features,
+        "l1": settings.l1,
+        "lr": settings.lr,
+        "steps": settings.steps,
+        "batch_tokens": settings.batch_tokens,
+        "training_tokens": tokens,
+        "seed": settings.seed,
+        "train_seconds": seconds,
+        "seconds_per_layer_per_million_tokens": seconds / len(layers) / (tokens / 1e6),
+        "layers_quality": {str(layer): vars(q) for layer, q in quality.items()},
+        "task_metric_replaced": replaced,
+        "out": str(out),
+    }
+    with atomic_open(out / "training.json") as handle:
+        json.dump(report, handle, indent=1)
+    return report
