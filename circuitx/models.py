@@ -69,6 +69,23 @@ def mlp_input_hook(layer: int) -> str:
     return f"blocks.{layer}.hook_mlp_in"
 
 
+def mlp_normalized_input_hook(layer: int) -> str:
+    """Hook on what the MLP reads after its LayerNorm's centring and scaling (the gain is
+    folded into the MLP): [batch, pos, d_model]. Transcoders read here."""
+    return f"blocks.{layer}.ln2.hook_normalized"
+
+
+def attention_pattern_hook(layer: int) -> str:
+    """Hook on the attention pattern: [batch, head, query, key]."""
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def norm_scale_hook(layer: int | None, norm: str = "ln1") -> str:
+    """Hook on a LayerNorm's scale [batch, pos, 1]: block ``layer``'s ``ln1`` or ``ln2``, or
+    the final LayerNorm's (``layer`` None)."""
+    return "ln_final.hook_scale" if layer is None else f"blocks.{layer}.{norm}.hook_scale"
+
+
 # What the embeddings write (the ``input`` node) and what the unembedding reads (``logits``).
 EMBED_OUTPUT_HOOK = resid_pre_hook(0)
 LOGITS_INPUT_HOOK = "ln_final.hook_in"

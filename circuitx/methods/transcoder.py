@@ -44,22 +44,16 @@ from circuitx.methods.base import Method, MethodRun, write_scores
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,
     Model,
+    attention_pattern_hook,
     head_output_hook,
     mlp_output_hook,
+    norm_scale_hook,
     transformer_weights,
 )
 from circuitx.patching import PatchingEngine, ablate
 from circuitx.transcoders import Transcoders, input_hook, transcoders_for
 
 GRANULARITIES = ("node", "feature")
-
-
-def _ln_hook(layer: int | None, which: str) -> str:
-    return "ln_final.hook_scale" if layer is None else f"blocks.{layer}.{which}.hook_scale"
-
-
-def _pattern_hook(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_pattern"
 
 
 @dataclass
@@ -106,10 +100,10 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
     model, data, end = engine.model, engine.data, engine.end
     weights = transformer_weights(model)
     n_layers, has_mlp = model.n_layers, model.has_mlp
-    names = [_ln_hook(None, "")]
+    names = [norm_scale_hook(None)]
     for layer in range(n_layers):
-        names += [_ln_hook(layer, "ln1"), _pattern_hook(layer)]
-        names += [_ln_hook(layer, "ln2"), input_hook(layer)] if has_mlp else []
+        names += [norm_scale_hook(layer, "ln1"), attention_pattern_hook(layer)]
+        names += [norm_scale_hook(layer, "ln2"), input_hook(layer)] if has_mlp else []
     _, frozen = model.run_with_cache(data.clean, names, end)
     changes = {  # what each sender writes, minus its patch value: the attribution baseline
         name: value - engine.patch_cache[name]
@@ -124,7 +118,7 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
     # dm/dresid at the final LayerNorm's input: only END positions matter
     grad = torch.zeros(n, width, model.d_model, device=model.device)
     final = engine.clean_resid_final[rows, end].detach().requires_grad_(True)
-    scale_final = frozen[_ln_hook(None, "")][rows, end]
+    scale_final = frozen[norm_scale_hook(None)][rows, end]
     direction = engine.task.logit_direction(data, model.d_vocab).to(grad)
     with torch.enable_grad():
         logits = _frozen_norm(final, scale_final, weights.ln_final) @ weights.W_U + weights.b_U
@@ -198,7 +192,7 @@ def _mlp_units(
     that flows through it to the residual stream before it. ``baseline``: the features'
     patch values; ``mlp_change``: the MLP's output minus its patch value."""
     x = frozen[input_hook(layer)]
-    scale = frozen[_ln_hook(layer, "ln2")]  # [n, pos, 1]
+    scale = frozen[norm_scale_hook(layer, "ln2")]  # [n, pos, 1]
     acts = transcoder.features(x)  # [n, pos, F]
     changes = acts - baseline
     dm_da = grad @ transcoder.W_dec.T  # [n, pos, F]
@@ -227,8 +221,8 @@ def _head_units(
 ) -> tuple[Units, Units, torch.Tensor]:
     """A layer's heads as senders (z W_O) and as receivers (their v inputs), and the
     gradient that flows through their OV circuits to the residual stream before them."""
-    pattern = frozen[_pattern_hook(layer)]  # [n, head, query, key]
-    scale = frozen[_ln_hook(layer, "ln1")]  # [n, pos, 1]
+    pattern = frozen[attention_pattern_hook(layer)]  # [n, head, query, key]
+    scale = frozen[norm_scale_hook(layer, "ln1")]  # [n, pos, 1]
     writes = torch.einsum("npse,sed->npsd", changes[head_output_hook(layer)], block.W_O)
     dm_dz = torch.einsum("nqd,hed->nqhe", grad, block.W_O)
     dm_dv = torch.einsum("nhqk,nqhe->nkhe", pattern, dm_dz)

@@ -8,14 +8,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from circuitx.models import Model, mlp_output_hook
+from circuitx.models import Model, mlp_normalized_input_hook, mlp_output_hook
 
 PARAMETERS = ("W_enc", "b_enc", "W_dec", "b_dec", "b_dec_out")
 
 
-def input_hook(layer: int) -> str:
-    """Where a layer's transcoder reads: the MLP's normalised input."""
-    return f"blocks.{layer}.ln2.hook_normalized"
+input_hook = mlp_normalized_input_hook  # where a layer's transcoder reads
 
 
 @dataclass
