@@ -239,7 +239,7 @@ class TranscoderMethod(Method):
     granularity = "node"
     default_threshold = 0.05
     options = {"transcoders": None, "granularity": "node", "n_features": 10}
-    _loaded: tuple[tuple[int, str | None], tuple[Transcoders, str]] | None = None
+    _loaded: tuple[tuple[str, str, str, str | None], tuple[Transcoders, str]] | None = None
 
     def check(self, model: Model, n_prompts: int, options: dict[str, Any]) -> None:
         if options["granularity"] not in GRANULARITIES:
@@ -254,7 +254,7 @@ class TranscoderMethod(Method):
 
     def _transcoders(self, model: Model, source: str | None) -> tuple[Transcoders, str]:
         """The model's transcoders, loaded (or, for a built-in model, trained) once."""
-        key = (id(model), source)
+        key = (model.source, str(model.device), str(model.dtype), source)
         if self._loaded is None or self._loaded[0] != key:
             self._loaded = (key, transcoders_for(model, source))
         return self._loaded[1]
