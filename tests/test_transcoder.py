@@ -252,7 +252,9 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     assert summary["task_metric_replaced"]["ioi"]["metric"] == "logit-diff"
     assert json.loads((out / "training.json").read_text())["steps"] == 20
     assert len(list((out / "checkpoints" / "step-10").glob("*.pt"))) == 2
-    assert set(tc.load_transcoders(str(out))) == {0, 1}
+    loaded = tc.load_transcoders(str(out))
+    assert set(loaded) == {0, 1}
+    assert loaded[0].config["l1"] == 1e-3 and loaded[0].config["steps"] == 20
 
 
 def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, tiny_transcoders):

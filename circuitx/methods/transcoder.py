@@ -40,6 +40,7 @@ import networkx as nx
 import torch
 
 from circuitx.errors import CircuitxError
+from circuitx.graph import mlp_node, parse_node
 from circuitx.methods.base import Method, MethodRun, write_scores
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,
@@ -287,18 +288,18 @@ def _component_scores(
     """Edge scores [n_senders, n_receivers] and node scores [n_senders] of the head/MLP
     graph: units summed into their component; q and k receivers stay 0."""
     layout = engine.layout
-    sender_index = {name: i for i, name in enumerate(layout.senders)}
 
-    def sender_of(unit: str) -> int:
-        return sender_index[unit.split(".f")[0].removesuffix(".rest")]
+    def sender_of(unit: str) -> int:  # a feature unit belongs to its MLP
+        kind, layer, _ = parse_node(unit)
+        return layout.sender(mlp_node(layer) if kind == "feature" else unit)
 
     def receiver_of(unit: str) -> int:
-        if unit == "logits":
+        kind, layer, head = parse_node(unit)
+        if kind == "logits":
             return layout.logits_receiver
-        if unit.startswith("a"):
-            layer, head = (int(part) for part in unit[1:].split(".h"))
+        if kind == "head":
             return layout.head_receiver(layer, "v", head)
-        return layout.mlp_receiver(int(unit[1:].split(".")[0]))
+        return layout.mlp_receiver(layer)
 
     edges = torch.zeros(layout.n_senders, layout.n_receivers)
     for (s, r), scores in blocks.items():
@@ -323,7 +324,7 @@ def feature_level(
                 nodes[sender] = nodes.get(sender, 0.0) + float(scores[i].sum())
         if not any(map(_is_feature_unit, senders + receivers)):
             continue
-        head_input = "v" if receivers[0].startswith("a") else None
+        head_input = "v" if parse_node(receivers[0])[0] == "head" else None
         for i, sender in enumerate(senders):
             for j, receiver in enumerate(receivers):
                 if _is_feature_unit(sender) or _is_feature_unit(receiver):
@@ -332,4 +333,4 @@ def feature_level(
 
 
 def _is_feature_unit(name: str) -> bool:
-    return name.startswith("m") and "." in name
+    return parse_node(name)[0] == "feature"

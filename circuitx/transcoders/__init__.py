@@ -70,7 +70,7 @@ def transcoders_for(model: Model, source: str | None) -> tuple[Transcoders, str]
                 "(train them with `circuitx train-transcoders`)"
             )
     transcoders = load_transcoders(source, layers)
-    check_transcoders(transcoders, model, layers)
+    check_transcoders(transcoders, model)
     return {layer: t.to(model.device, model.dtype) for layer, t in transcoders.items()}, source
 
 

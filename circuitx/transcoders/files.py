@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from circuitx.errors import CircuitxError, first_line
+from circuitx.files import atomic_open
 from circuitx.models import Model, mlp_output_hook
 from circuitx.transcoders.model import PARAMETERS, Transcoder, Transcoders, input_hook
 
@@ -33,15 +33,9 @@ def save_transcoders(
     directory.mkdir(parents=True, exist_ok=True)
     for layer, transcoder in transcoders.items():
         path = directory / file_name(_file_safe(model_name), layer, transcoder.n_features)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            payload = {"cfg": _config_for(transcoder, layer), "state_dict": transcoder.state_dict()}
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        payload = {"cfg": _config_for(transcoder, layer), "state_dict": transcoder.state_dict()}
+        with atomic_open(path, "wb") as handle:
+            torch.save(payload, handle)
 
 
 def _file_safe(name: str) -> str:
@@ -194,16 +188,10 @@ def _plain(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None)))
 
 
-def check_transcoders(transcoders: Transcoders, model: Model, layers: Sequence[int]) -> None:
-    """Fail in one line unless there is a transcoder of the model's width for each layer."""
-    missing = [layer for layer in layers if layer not in transcoders]
-    if missing:
-        raise CircuitxError(
-            f"no transcoder for layer {', '.join(map(str, missing))} "
-            f"(have {', '.join(map(str, sorted(transcoders))) or 'none'})"
-        )
-    for layer in layers:
-        transcoder = transcoders[layer]
+def check_transcoders(transcoders: Transcoders, model: Model) -> None:
+    """Fail in one line unless every transcoder maps the model's width to itself (missing
+    layers are :func:`load_transcoders`' error)."""
+    for layer, transcoder in transcoders.items():
         if (transcoder.d_in, transcoder.d_out) != (model.d_model, model.d_model):
             raise CircuitxError(
                 f"the layer-{layer} transcoder maps {transcoder.d_in} -> {transcoder.d_out} "

@@ -66,7 +66,8 @@ def mlp_activations(
     """Per layer, the MLP's normalised input and its output at the real tokens:
     ([N, d_model], [N, d_model])."""
     names = [name for layer in layers for name in (input_hook(layer), mlp_output_hook(layer))]
-    _, cache = model.run_with_cache(tokens, names)
+    first = torch.zeros(len(tokens), dtype=torch.long)  # unembed one position, not all of them
+    _, cache = model.run_with_cache(tokens, names, first)
     keep = torch.ones(tokens.shape, dtype=torch.bool) if real is None else real
     keep = keep.to(model.device)
     return {

@@ -62,19 +62,19 @@ def train_transcoders(
     generator = torch.Generator().manual_seed(settings.seed)
     buffer = _ActivationBuffer(model, layers, corpus, settings, generator)
     first = buffer.next_batch()
-    params: dict[int, list[torch.Tensor]] = {}
+    transcoders: Transcoders = {}
     scales: dict[int, float] = {}
     for layer, (x, y) in first.items():
         # each layer's own generator: a layer's transcoder does not depend on the others
         layer_generator = torch.Generator().manual_seed(settings.seed + 7919 * (layer + 1))
         transcoder = _initial_transcoder(x, y, settings.n_features, layer_generator)
         transcoder.config.update(l1=settings.l1, lr=settings.lr, seed=settings.seed)
-        params[layer] = [getattr(transcoder, name) for name in PARAMETERS]
+        transcoders[layer] = transcoder
         scales[layer] = float((y - y.mean(0)).pow(2).sum(-1).mean().sqrt()) or 1.0
-    transcoders = {layer: Transcoder(*params[layer]) for layer in layers}
-    for layer, tensors in params.items():
-        for tensor in tensors:
-            tensor.requires_grad_(True)
+    params = {
+        layer: [getattr(t, name).requires_grad_(True) for name in PARAMETERS]
+        for layer, t in transcoders.items()
+    }
     optimisers = {layer: torch.optim.Adam(params[layer], lr=settings.lr) for layer in layers}
     schedules = [
         torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(settings.steps))
