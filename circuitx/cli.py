@@ -267,13 +267,12 @@ def discover(
     Reports the circuit's faithfulness and MIB's CPR and CMD besides the comparison with
     the reference.
     """
-    from circuitx.discovery import check_selection, model_id, report
+    from circuitx.discovery import check_selection, reference_for_model, report
     from circuitx.discovery import discover as run_discovery
     from circuitx.graph import graph_format, write_graph
     from circuitx.methods import get_method, method_options
     from circuitx.models import load_model
     from circuitx.planted import planted_name
-    from circuitx.reference import resolve_reference
     from circuitx.tasks import get_task
 
     check_selection(threshold, top_k)
@@ -289,31 +288,19 @@ def discover(
     model_name = planted_name(model_name or task.default_model, task_name)
     model = load_model(model_name, device=device, dtype=dtype)
 
-    def discover_reference(other_task: str):
-        _note(f"reference: discovering the {other_task} circuit with {method_name} on this model")
-        other_metric = metric if metric in get_task(other_task).metrics else None
-        return run_discovery(
-            model,
-            other_task,
-            method_name,
-            n_prompts,
-            seed,
-            other_metric,
-            threshold,
-            top_k,
-            options=options,
-            ablation=ablation,
-        )
-
-    reference, label, note = resolve_reference(
+    reference, label, note = reference_for_model(
+        model,
         reference_spec,
         task_name,
-        model_id(model),
-        model.n_layers,
-        model.n_heads,
-        model.has_mlp,
-        discover_reference,
-        planted=model.builtin,
+        method_name,
+        n_prompts,
+        seed,
+        metric,
+        threshold,
+        top_k,
+        options,
+        ablation,
+        note=_note,
     )
     if note and reference_spec != "none":
         _note(note)
@@ -663,6 +650,171 @@ def tasks(as_json) -> None:
     ]
     columns = ("name", "default_model", "default_metric", "references")
     _list(rows, as_json, "tasks", columns)
+
+
+@main.command()
+@click.option(
+    "--tasks",
+    "tasks_spec",
+    default="all",
+    show_default=True,
+    help="Comma-separated task names, or all.",
+)
+@click.option(
+    "--methods",
+    "methods_spec",
+    default="all",
+    show_default=True,
+    help="Comma-separated method names, or all.",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default="planted",
+    show_default=True,
+    help="`planted` / `planted-hard` (each task's planted-circuit model), a built-in model, "
+    "hub name or local directory.",
+)
+@click.option(
+    "--seeds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seeds per cell (--seed, --seed + 1, ...); the table shows mean ± std.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="The first seed.")
+@click.option("--n-prompts", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--ablation",
+    default="corrupted",
+    show_default=True,
+    type=click.Choice(_ablations()),
+    help="What a patched node or edge carries (as in discover).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="leaderboard",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory for results.json/.csv/.md, the plots, and the finished cells (cells/), "
+    "which a rerun reuses.",
+)
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Cells run at once, each in its own worker process (or Ray task).",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="torch CPU threads per cell. Results depend on it in the last float bits only; with "
+    "it fixed they are identical whatever --jobs or --executor.",
+)
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "ray"]),
+    help="local: this machine's processes; ray: a Ray cluster ($RAY_ADDRESS) or a local "
+    "Ray instance (pip install 'circuitx[ray]').",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Where built-in models are built and cached.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+)
+def leaderboard(
+    tasks_spec,
+    methods_spec,
+    model_name,
+    seeds,
+    seed,
+    n_prompts,
+    ablation,
+    out_dir,
+    jobs,
+    threads,
+    executor,
+    cache_dir,
+    as_json,
+    device,
+    dtype,
+) -> None:
+    """Run every (task, method) cell over seeds, score each against the reference, and
+    print the leaderboard.
+
+    Writes results.json, results.csv, results.md and ROC and faithfulness plots per task
+    to --out. Finished cells are kept under --out/cells by a key of their full
+    configuration, so a rerun (after an interruption, or with more tasks) runs only the
+    rest. A failing cell shows its error in the table, and the command exits 1.
+    """
+    from circuitx import leaderboard as board_module
+    from circuitx.methods import METHODS
+    from circuitx.tasks import TASKS
+
+    tasks = board_module.parse_names(tasks_spec, list(TASKS), "task")
+    methods = board_module.parse_names(methods_spec, list(METHODS), "method")
+    if cache_dir:
+        os.environ["CIRCUITX_CACHE_DIR"] = cache_dir
+    seed_list = list(range(seed, seed + seeds))
+    cells = board_module.make_grid(
+        tasks, methods, model_name, seed_list, n_prompts, ablation, device, dtype
+    )
+    settings = {
+        "tasks": tasks,
+        "methods": methods,
+        "model": model_name,
+        "seeds": seed_list,
+        "n_prompts": n_prompts,
+        "ablation": ablation,
+        "jobs": jobs,
+        "threads": threads,
+        "executor": executor,
+        "device": device,
+        "dtype": dtype,
+    }
+    board = board_module.run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
+    if as_json:
+        _print_json(
+            {
+                "rows": board.rows,
+                "files": board.files,
+                "resumed": board.resumed,
+                "failed": board.failed,
+            }
+        )
+    else:
+        with_errors = any(row["error"] for row in board.rows)
+        headings = board_module.HEADINGS if with_errors else board_module.HEADINGS[:-1]
+        table = Table(title=f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s)")
+        for index, heading in enumerate(headings):
+            numeric = 2 <= index < 2 + len(board_module.COLUMNS)
+            table.add_column(heading, justify="right" if numeric else "left")
+        for row in board.rows:
+            cells_shown = board_module.table_cells(row)
+            table.add_row(*(cells_shown if with_errors else cells_shown[:-1]))
+        console = _stdout()
+        if not console.is_terminal:  # piped: no terminal width to fit, keep rows on one line
+            console.width = 240
+        console.print(table)
+    resumed = f" ({board.resumed} cells from an earlier run)" if board.resumed else ""
+    _note(f"wrote results.json, results.csv, results.md and plots to {out_dir}{resumed}")
+    if board.failed:
+        _note(f"{board.failed} of {len(cells)} cells failed; the table shows their errors")
+        sys.exit(1)
 
 
 @main.command()

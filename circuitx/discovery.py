@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import networkx as nx
 import torch
@@ -142,6 +142,55 @@ def reference_for_graph(
         return None, None, "no reference: the graph names no known task; pass --reference"
     return resolve_reference(
         spec, str(task), meta.get("model_id"), n_layers, n_heads, has_mlp, planted=meta.get("model")
+    )
+
+
+def reference_for_model(
+    model: Model,
+    spec: str,
+    task_name: str,
+    method_name: str,
+    n_prompts: int = 50,
+    seed: int = 0,
+    metric: str | None = None,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    options: dict[str, Any] | None = None,
+    ablation: str = "corrupted",
+    note: Callable[[str], None] | None = None,
+) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
+    """The reference ``spec`` names for ``task_name`` on ``model``, as
+    :func:`resolve_reference` gives it. A relational reference (another task's circuit) is
+    discovered with the same method and settings; ``note`` hears when that happens."""
+
+    def discover_reference(other_task: str) -> nx.MultiDiGraph:
+        if note is not None:
+            note(
+                f"reference: discovering the {other_task} circuit with {method_name} on this model"
+            )
+        other_metric = metric if metric in get_task(other_task).metrics else None
+        return discover(
+            model,
+            other_task,
+            method_name,
+            n_prompts,
+            seed,
+            other_metric,
+            threshold,
+            top_k,
+            options=options,
+            ablation=ablation,
+        )
+
+    return resolve_reference(
+        spec,
+        task_name,
+        model_id(model),
+        model.n_layers,
+        model.n_heads,
+        model.has_mlp,
+        discover_reference,
+        planted=model.builtin,
     )
 
 

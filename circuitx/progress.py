@@ -10,16 +10,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 Advance = Callable[[int], None]
 
+_silenced = 0
 
-def no_progress(steps: int = 1) -> None:
+
+def no_progress(steps: int = 1, description: str | None = None) -> None:
     """An ``Advance`` that shows nothing."""
 
 
 @contextmanager
+def silenced() -> Iterator[None]:
+    """Inside, :func:`progress_bar` draws nothing (work nested under another bar)."""
+    global _silenced
+    _silenced += 1
+    try:
+        yield
+    finally:
+        _silenced -= 1
+
+
+@contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Advance]:
-    """Yield ``advance(steps)``; draw a bar on stderr if it is a terminal."""
+    """Yield ``advance(steps, description=None)``; draw a bar on stderr if it is a terminal.
+
+    A new ``description`` replaces the bar's label (e.g. the item now running)."""
     console = Console(stderr=True)
-    if not console.is_terminal:
+    if _silenced or not console.is_terminal:
         yield no_progress
         return
     columns = (
@@ -30,4 +45,8 @@ def progress_bar(description: str, total: int) -> Iterator[Advance]:
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda steps=1: progress.advance(task, steps)
+
+        def advance(steps: int = 1, description: str | None = None) -> None:
+            progress.update(task, advance=steps, description=description)
+
+        yield advance

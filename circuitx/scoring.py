@@ -52,6 +52,21 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return float(u_statistic / (n_pos * n_neg))
 
 
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]] | None:
+    """ROC points from the highest threshold down (tied scores move together, so the
+    trapezoid area under the points is :func:`roc_auc`), or None when a class is empty."""
+    labels = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    values, inverse = np.unique(-np.asarray(scores, float), return_inverse=True)
+    positives = np.bincount(inverse, weights=labels, minlength=len(values))
+    negatives = np.bincount(inverse, weights=~labels, minlength=len(values))
+    tpr = np.concatenate([[0.0], np.cumsum(positives) / n_pos])
+    fpr = np.concatenate([[0.0], np.cumsum(negatives) / n_neg])
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+
+
 def selection_metrics(selected: np.ndarray, reference: np.ndarray) -> tuple[float | None, ...]:
     """Precision, recall and F1 of a boolean selection against a boolean reference."""
     selected, reference = np.asarray(selected, bool), np.asarray(reference, bool)
@@ -73,8 +88,10 @@ def _columns(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]
     return selected, np.abs(np.array(scores, dtype=float))
 
 
-def score_graph(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str, float | None]:
-    """Node and edge precision, recall, F1 and ROC AUC of ``graph`` against ``reference``."""
+def _paired_rows(
+    graph: nx.MultiDiGraph, reference: nx.MultiDiGraph
+) -> dict[str, tuple[list[dict[str, Any]], np.ndarray]]:
+    """Per level (node, edge): the graph's rows, and whether the reference holds each."""
     nodes = component_nodes(graph)
     if set(nodes) != set(component_nodes(reference)):
         raise CircuitxError(
@@ -83,20 +100,39 @@ def score_graph(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str,
     edges, reference_edges = edges_by_name(graph), edges_by_name(reference)
     if set(edges) != set(reference_edges):
         raise CircuitxError("graph and reference have different edge sets")
+    levels = {
+        "node": ([graph.nodes[n] for n in nodes], [reference.nodes[n] for n in nodes]),
+        "edge": (list(edges.values()), [reference_edges[name] for name in edges]),
+    }
+    return {
+        level: (rows, np.array([bool(r.get("in_circuit")) for r in truth], dtype=bool))
+        for level, (rows, truth) in levels.items()
+    }
 
+
+def score_graph(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str, float | None]:
+    """Node and edge precision, recall, F1 and ROC AUC of ``graph`` against ``reference``."""
     metrics = empty_metrics()
-    for prefix, rows, truth in (
-        ("node", [graph.nodes[n] for n in nodes], [reference.nodes[n] for n in nodes]),
-        ("edge", list(edges.values()), [reference_edges[name] for name in edges]),
-    ):
+    for prefix, (rows, labels) in _paired_rows(graph, reference).items():
         selected, scores = _columns(rows)
-        labels = np.array([bool(r.get("in_circuit")) for r in truth], dtype=bool)
         precision, recall, f1 = selection_metrics(selected, labels)
         metrics[f"{prefix}_precision"] = precision
         metrics[f"{prefix}_recall"] = recall
         metrics[f"{prefix}_f1"] = f1
         metrics[f"{prefix}_auc"] = None if scores is None else roc_auc(scores, labels)
     return metrics
+
+
+def roc_curves(
+    graph: nx.MultiDiGraph, reference: nx.MultiDiGraph
+) -> dict[str, dict[str, list[float]] | None]:
+    """Node and edge ROC curves of ``graph``'s |scores| against ``reference`` (None where
+    the graph has no scores at that level)."""
+    curves = {}
+    for level, (rows, labels) in _paired_rows(graph, reference).items():
+        _, scores = _columns(rows)
+        curves[level] = None if scores is None else roc_curve(scores, labels)
+    return curves
 
 
 OVERLAP_LEVELS = ("heads", "nodes", "edges")

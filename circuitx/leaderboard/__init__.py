@@ -1,0 +1,182 @@
+"""The leaderboard: every (task, method) cell over seeds, on one model or each task's planted
+model, scored against the reference; resumable, and parallel on local processes or Ray."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from circuitx import __version__
+from circuitx.errors import CircuitxError
+from circuitx.leaderboard.cells import Cell, load_cached, run_cell
+from circuitx.leaderboard.executors import EXECUTORS, execute
+from circuitx.leaderboard.plots import faithfulness_figure, roc_figure
+from circuitx.leaderboard.results import (
+    COLUMNS,
+    HEADINGS,
+    CellStore,
+    csv_text,
+    leaderboard_rows,
+    markdown,
+    table_cells,
+    write_text,
+)
+from circuitx.progress import progress_bar
+
+__all__ = [
+    "COLUMNS",
+    "EXECUTORS",
+    "HEADINGS",
+    "Cell",
+    "Leaderboard",
+    "make_grid",
+    "parse_names",
+    "run_cell",
+    "run_leaderboard",
+    "table_cells",
+]
+
+
+@dataclass
+class Leaderboard:
+    rows: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # one per cell, in the grid's order
+    files: dict[str, str] = field(default_factory=dict)
+    resumed: int = 0  # cells found finished by an earlier run
+
+    @property
+    def failed(self) -> int:
+        return sum(record["status"] != "ok" for record in self.records)
+
+
+def parse_names(spec: str, known: list[str], what: str) -> list[str]:
+    """``all`` or a comma-separated list of names from ``known``, in the order given."""
+    if spec.strip() == "all":
+        return list(known)
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        shown = ", ".join(unknown) if unknown else repr(spec)
+        raise CircuitxError(f"unknown {what} {shown}; choose from all, {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def make_grid(
+    tasks: list[str],
+    methods: list[str],
+    model: str,
+    seeds: list[int],
+    n_prompts: int = 50,
+    ablation: str = "corrupted",
+    device: str | None = None,
+    dtype: str = "float32",
+) -> list[Cell]:
+    """Every (task, method, seed) cell; ``model`` ``planted`` / ``planted-hard`` stands for
+    each task's own planted model. Cells of one model are adjacent, so a process loads it once."""
+    from circuitx.planted import planted_name
+
+    return [
+        Cell(task, method, planted_name(model, task), seed, n_prompts, ablation, device, dtype)
+        for task in tasks
+        for method in methods
+        for seed in seeds
+    ]
+
+
+def run_leaderboard(
+    cells: list[Cell],
+    out_dir: str | Path,
+    jobs: int = 1,
+    executor: str = "local",
+    threads: int = 1,
+    settings: dict[str, Any] | None = None,
+) -> Leaderboard:
+    """Run the cells not finished in ``out_dir`` already, then write results.json/.csv/.md
+    and the plots there. ``settings`` (the command's options) go into results.json."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CircuitxError(f"--out must be a directory: {out_dir}")
+    for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once
+        load_cached(name, cells[0].device, cells[0].dtype)
+    store = CellStore(out_dir / "cells")
+    records = {cell.key(): store.get(cell.key()) for cell in cells}
+    pending = [cell for cell in cells if records[cell.key()] is None]
+    running: list[str] = []
+
+    with progress_bar("leaderboard", len(cells)) as advance:
+        advance(len(cells) - len(pending))
+
+        def on_start(cell: Cell) -> None:
+            running.append(cell.label)
+            advance(0, description=f"running {', '.join(running)}")
+
+        def on_done(cell: Cell, record: dict[str, Any]) -> None:
+            store.put(record)
+            records[cell.key()] = record
+            running.remove(cell.label)
+            advance(1, description=f"running {', '.join(running)}" if running else "done")
+
+        execute(pending, jobs, executor, threads, on_start, on_done)
+
+    rows = leaderboard_rows(cells, records)
+    board = Leaderboard(
+        rows, [records[cell.key()] for cell in cells], resumed=len(cells) - len(pending)
+    )
+    board.files = write_results(out_dir, cells, board, settings or {})
+    return board
+
+
+def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:
+    models = sorted({cell.model for cell in cells})
+    seeds = sorted({cell.seed for cell in cells})
+    machines = sorted({r["machine"] for r in board.records if r.get("machine")})
+    seed_text = (
+        f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std)"
+    )
+    return (
+        f"circuitx {__version__} leaderboard on {', '.join(models)}: {cells[0].n_prompts} prompts, "
+        f"{seed_text}; node P/R/F1 at each method's default selection; runtime is the "
+        f"discovery's wall time per cell. Run {date} on {'; '.join(machines) or 'no machine'}."
+    )
+
+
+def write_results(
+    out_dir: Path, cells: list[Cell], board: Leaderboard, settings: dict[str, Any]
+) -> dict[str, str]:
+    """Write results.json, results.csv, results.md and the per-task plots; return their paths."""
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    files = {
+        "json": out_dir / "results.json",
+        "csv": out_dir / "results.csv",
+        "markdown": out_dir / "results.md",
+    }
+    document = {
+        "circuitx": __version__,
+        "date": date,
+        "settings": settings,
+        "rows": board.rows,
+        "cells": board.records,
+    }
+    write_text(files["json"], json.dumps(document, indent=1))
+    write_text(files["csv"], csv_text(board.rows))
+    write_text(files["markdown"], markdown(board.rows, caption(cells, board, date)))
+    for task in dict.fromkeys(cell.task for cell in cells):
+        roc: dict[str, dict[str, list]] = {}
+        faith: dict[str, list] = {}
+        for cell, record in zip(cells, board.records):
+            if cell.task != task or record["status"] != "ok":
+                continue
+            result = record["result"]
+            for level, curve in (result["roc"] or {}).items():
+                if curve:
+                    roc.setdefault(cell.method, {}).setdefault(level, []).append(curve)
+            if result["faithfulness_curve"]:
+                faith.setdefault(cell.method, []).append(result["faithfulness_curve"])
+        if roc_figure(task, roc, out_dir / f"roc-{task}.png"):
+            files[f"roc-{task}"] = out_dir / f"roc-{task}.png"
+        if faithfulness_figure(task, faith, out_dir / f"faithfulness-{task}.png"):
+            files[f"faithfulness-{task}"] = out_dir / f"faithfulness-{task}.png"
+    return {name: str(path) for name, path in files.items()}

@@ -1,0 +1,118 @@
+"""Where cells run: this process, local worker processes, or Ray.
+
+Every executor keeps at most ``jobs`` cells in flight, so the cells reported as started are
+the ones running. Results come back to this process, which alone writes files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent import futures
+from typing import Any, Callable, Iterable
+
+from circuitx.errors import CircuitxError
+from circuitx.leaderboard.cells import Cell, run_cell
+
+EXECUTORS = ("local", "ray")
+Record = dict[str, Any]
+
+
+def _forwarded_environment() -> dict[str, str]:
+    """The environment variables a remote worker needs to find the same models and caches."""
+    names = ("CIRCUITX_CACHE_DIR", "CIRCUITX_SHARED", "HF_HUB_OFFLINE", "HF_HOME", "XDG_CACHE_HOME")
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def execute(
+    cells: Iterable[Cell],
+    jobs: int = 1,
+    executor: str = "local",
+    threads: int = 1,
+    on_start: Callable[[Cell], None] = lambda cell: None,
+    on_done: Callable[[Cell, Record], None] = lambda cell, record: None,
+) -> None:
+    """Run ``cells``, ``jobs`` at a time on ``threads`` torch threads each, calling
+    ``on_start`` as each starts and ``on_done`` with its record."""
+    cells = list(cells)
+    if executor not in EXECUTORS:
+        raise CircuitxError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        _run_on_ray(cells, jobs, threads, on_start, on_done)
+    elif jobs == 1:
+        for cell in cells:
+            on_start(cell)
+            on_done(cell, run_cell(cell, threads))
+    else:
+        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            _schedule(
+                cells,
+                jobs,
+                submit=lambda cell: pool.submit(run_cell, cell, threads),
+                wait=lambda running: futures.wait(running, return_when=futures.FIRST_COMPLETED)[0],
+                result=_future_result,
+                on_start=on_start,
+                on_done=on_done,
+            )
+
+
+def _future_result(future: futures.Future) -> Record | str:
+    try:
+        return future.result()
+    except futures.process.BrokenProcessPool as error:
+        return f"the worker process died: {error}"
+
+
+def _schedule(cells, jobs, submit, wait, result, on_start, on_done) -> None:
+    """Keep ``jobs`` cells in flight until all are done; a handle whose result is a string
+    (the executor lost the cell) becomes that cell's error record."""
+    queue, running = list(cells), {}
+    while queue or running:
+        while queue and len(running) < jobs:
+            cell = queue.pop(0)
+            on_start(cell)
+            running[submit(cell)] = cell
+        for handle in wait(list(running)):
+            cell = running.pop(handle)
+            record = result(handle)
+            if isinstance(record, str):
+                record = {"key": cell.key(), "status": "error", "error": record}
+            on_done(cell, record)
+
+
+def _run_on_ray(cells: list[Cell], jobs: int, threads: int, on_start, on_done) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise CircuitxError("--executor ray needs Ray: pip install 'circuitx[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        settings: dict[str, Any] = {
+            "runtime_env": {"env_vars": _forwarded_environment()},
+            "log_to_driver": False,
+        }
+        if not os.environ.get("RAY_ADDRESS"):  # no cluster named: start a local instance
+            settings.update(num_cpus=jobs * threads, include_dashboard=False)
+        ray.init(**settings)
+    remote_cell = ray.remote(num_cpus=threads)(run_cell)
+
+    def result(ref) -> Record | str:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as error:
+            return f"Ray lost the cell: {type(error).__name__}"
+
+    try:
+        _schedule(
+            cells,
+            jobs,
+            submit=lambda cell: remote_cell.remote(cell, threads),
+            wait=lambda running: ray.wait(running, num_returns=1)[0],
+            result=result,
+            on_start=on_start,
+            on_done=on_done,
+        )
+    finally:
+        if started_here:
+            ray.shutdown()

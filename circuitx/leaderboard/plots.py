@@ -1,0 +1,86 @@
+"""The leaderboard's figures: ROC curves and faithfulness curves per task, a line per method.
+
+Drawn with matplotlib's object API (no pyplot, so no global backend is touched) and
+written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from circuitx.files import atomic_open
+
+FPR_GRID = np.linspace(0.0, 1.0, 201)
+
+
+def mean_roc(curves: list[dict[str, list[float]]]) -> np.ndarray:
+    """The seeds' true-positive rates averaged at each false-positive rate of FPR_GRID."""
+    return np.mean([np.interp(FPR_GRID, c["fpr"], c["tpr"]) for c in curves], axis=0)
+
+
+def _figure(n_panels: int):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.2 * n_panels, 4.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(1, n_panels, squeeze=False)[0]
+
+
+def _save(figure, path: Path) -> None:
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=110)
+
+
+def roc_figure(task: str, curves: dict[str, dict[str, list]], path: Path) -> bool:
+    """Node and edge ROC curves for ``task``; ``curves[method][level]`` lists one curve per
+    seed. False (nothing written) when no method has a curve."""
+    levels = [lv for lv in ("node", "edge") if any(c.get(lv) for c in curves.values())]
+    if not levels:
+        return False
+    figure, axes = _figure(len(levels))
+    for ax, level in zip(axes, levels):
+        for method, by_level in curves.items():
+            seeds = by_level.get(level)
+            if seeds:
+                tpr = mean_roc(seeds)
+                ax.plot(FPR_GRID, tpr, label=f"{method} ({np.trapezoid(tpr, FPR_GRID):.2f})")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set(
+            title=f"{task}: {level} ROC",
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+        )
+        ax.legend(fontsize="small", loc="lower right", title="method (AUC)")
+    _save(figure, path)
+    return True
+
+
+def faithfulness_figure(
+    task: str, curves: dict[str, list[list[dict[str, Any]]]], path: Path
+) -> bool:
+    """Faithfulness against the share of edges kept, mean over seeds, a line per method.
+    False (nothing written) when no method has a curve."""
+    drawn = {m: seeds for m, seeds in curves.items() if seeds}
+    if not drawn:
+        return False
+    figure, (ax,) = _figure(1)
+    for method, seeds in drawn.items():
+        fractions = [point["fraction"] for point in seeds[0]]
+        mean = np.mean([[point["faithfulness"] for point in curve] for curve in seeds], axis=0)
+        ax.plot(fractions, mean, marker="o", markersize=3, label=method)
+    ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.set(
+        title=f"{task}: faithfulness of the top edges",
+        xscale="log",
+        xlabel="share of edges kept",
+        ylabel="faithfulness",
+    )
+    ax.legend(fontsize="small")
+    _save(figure, path)
+    return True

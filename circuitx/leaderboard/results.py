@@ -1,0 +1,139 @@
+"""Finished cells on disk, the leaderboard rows they make, and the results files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open
+from circuitx.leaderboard.cells import Cell
+
+# (row key, column heading, source): the source is a key of the cell's report, or of its
+# ``metrics``
+COLUMNS = (
+    ("node_auc", "node AUC", "metrics"),
+    ("edge_auc", "edge AUC", "metrics"),
+    ("node_precision", "node P", "metrics"),
+    ("node_recall", "node R", "metrics"),
+    ("node_f1", "node F1", "metrics"),
+    ("faithfulness", "faithfulness", "report"),
+    ("cpr", "CPR", "report"),
+    ("cmd", "CMD", "report"),
+    ("runtime_s", "runtime (s)", "report"),
+)
+
+
+class CellStore:
+    """Finished cells, one JSON file each under ``directory``, named by the cell's key."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CircuitxError(
+                f"cannot write the results directory {directory}: {error}"
+            ) from None
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored record, or None if the cell has not finished (or its file is unreadable,
+        so that it runs again)."""
+        try:
+            record = json.loads(self._path(key).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if record.get("key") == key and record.get("status") == "ok" else None
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Keep a finished cell; a failed one is not kept, so a rerun tries it again."""
+        if record["status"] == "ok":
+            with atomic_open(self._path(record["key"])) as handle:
+                json.dump(record, handle)
+
+
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.mean(values), "std": statistics.pstdev(values)}
+
+
+def leaderboard_rows(cells: list[Cell], records: dict[str, dict[str, Any]]) -> list[dict]:
+    """One row per (task, method, model) in the grid's order: each column's mean and
+    (population) std over the seeds that finished, the seed count, and the first error."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for cell in cells:
+        groups.setdefault((cell.task, cell.method, cell.model), []).append(records[cell.key()])
+    rows = []
+    for (task, method, model), group in groups.items():
+        finished = [r["result"] for r in group if r["status"] == "ok"]
+        errors = [r["error"] for r in group if r["status"] != "ok"]
+        row: dict[str, Any] = {"task": task, "method": method, "model": model}
+        for key, _, source in COLUMNS:
+            values = [(r["metrics"] if source == "metrics" else r)[key] for r in finished]
+            row[key] = _summary([v for v in values if v is not None])
+        row.update(seeds=len(group), finished=len(finished), error=errors[0] if errors else None)
+        rows.append(row)
+    return rows
+
+
+def format_value(summary: dict[str, float | None], seeds: int, digits: int = 3) -> str:
+    if summary["mean"] is None:
+        return "-"
+    text = f"{summary['mean']:.{digits}f}"
+    return text + (f" ± {summary['std']:.{digits}f}" if seeds > 1 else "")
+
+
+def table_cells(row: dict[str, Any]) -> list[str]:
+    """A row's displayed cells: task, method, each column, and the error if a seed failed."""
+    if row["finished"] == 0:
+        return [row["task"], row["method"], *("-" for _ in COLUMNS), f"error: {row['error']}"]
+    shown = [
+        format_value(row[key], row["finished"], 2 if key == "runtime_s" else 3)
+        for key, _, _ in COLUMNS
+    ]
+    failed = row["seeds"] - row["finished"]
+    note = f"{failed} of {row['seeds']} seeds failed: {row['error']}" if failed else ""
+    return [row["task"], row["method"], *shown, note]
+
+
+HEADINGS = ("task", "method", *(heading for _, heading, _ in COLUMNS), "error")
+
+
+def markdown(rows: list[dict[str, Any]], caption: str) -> str:
+    with_errors = any(row["error"] for row in rows)
+    headings = HEADINGS if with_errors else HEADINGS[:-1]
+    lines = ["| " + " | ".join(headings) + " |", "|" + "---|" * 2 + "---:|" * len(COLUMNS)]
+    if with_errors:
+        lines[1] += "---|"
+    for row in rows:
+        cells = table_cells(row)
+        lines.append("| " + " | ".join(cells if with_errors else cells[:-1]) + " |")
+    return "\n".join(lines) + f"\n\n{caption}\n"
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    fields = ["task", "method", "model", "seeds", "finished"]
+    for key, _, _ in COLUMNS:
+        fields += [f"{key}_mean", f"{key}_std"]
+    writer = csv.DictWriter(out, fields + ["error"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        flat = {name: row[name] for name in ("task", "method", "model", "seeds", "finished")}
+        for key, _, _ in COLUMNS:
+            flat[f"{key}_mean"], flat[f"{key}_std"] = row[key]["mean"], row[key]["std"]
+        writer.writerow({**flat, "error": row["error"] or ""})
+    return out.getvalue()
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_open(path) as handle:
+        handle.write(text)
