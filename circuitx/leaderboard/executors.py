@@ -6,6 +6,7 @@ the ones running. Results come back to this process, which alone writes files.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent import futures
@@ -91,6 +92,7 @@ def _run_on_ray(cells: list[Cell], jobs: int, threads: int, on_start, on_done) -
         settings: dict[str, Any] = {
             "runtime_env": {"env_vars": _forwarded_environment()},
             "log_to_driver": False,
+            "logging_level": logging.WARNING,
         }
         if not os.environ.get("RAY_ADDRESS"):  # no cluster named: start a local instance
             settings.update(num_cpus=jobs * threads, include_dashboard=False)

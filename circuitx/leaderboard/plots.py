@@ -37,7 +37,8 @@ def _save(figure, path: Path) -> None:
 
 def roc_figure(task: str, curves: dict[str, dict[str, list]], path: Path) -> bool:
     """Node and edge ROC curves for ``task``; ``curves[method][level]`` lists one curve per
-    seed. False (nothing written) when no method has a curve."""
+    seed. Each line is the seeds' mean curve, labelled with their mean AUC. False (nothing
+    written) when no method has a curve."""
     levels = [lv for lv in ("node", "edge") if any(c.get(lv) for c in curves.values())]
     if not levels:
         return False
@@ -46,8 +47,8 @@ def roc_figure(task: str, curves: dict[str, dict[str, list]], path: Path) -> boo
         for method, by_level in curves.items():
             seeds = by_level.get(level)
             if seeds:
-                tpr = mean_roc(seeds)
-                ax.plot(FPR_GRID, tpr, label=f"{method} ({np.trapezoid(tpr, FPR_GRID):.2f})")
+                auc = np.mean([np.trapezoid(c["tpr"], c["fpr"]) for c in seeds])
+                ax.plot(FPR_GRID, mean_roc(seeds), label=f"{method} ({auc:.2f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(
             title=f"{task}: {level} ROC",

@@ -1,0 +1,105 @@
+"""Every benchmark in one command: the leaderboard on the planted models, then the methods'
+timing runs; writes benchmarks/RESULTS.md (rewritten after each part, atomically).
+
+    python benchmarks/run_all.py [--seeds 3] [--jobs 2] [--device cpu] [--skip-timing]
+
+The leaderboard's cells are kept in benchmarks/leaderboard/cells, so a rerun only runs the
+cells that are missing (delete that directory to measure from scratch). Each timing script
+runs in its own process, one after another, so that none competes for the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from circuitx.files import atomic_open
+from circuitx.leaderboard import make_grid, run_leaderboard
+from circuitx.leaderboard.cells import machine
+from circuitx.methods import METHODS
+from circuitx.tasks import TASKS
+
+HERE = Path(__file__).resolve().parent
+TIMING = (
+    ("Activation patching", ["activation_patching.py"]),
+    ("Edge methods: EAP, EAP-IG, path patching, ACDC", ["edge_methods.py"]),
+    ("CD-T", ["cdt.py", "--skip-planted"]),
+    ("Discrete-SAE code overlap", ["sae.py", "--skip-planted", "--skip-examples"]),
+    ("Transcoders", ["transcoder.py", "--skip-planted"]),
+)
+
+
+def leaderboard_section(seeds: int, jobs: int, device: str | None) -> str:
+    out = HERE / "leaderboard"
+    cells = make_grid(list(TASKS), list(METHODS), "planted", list(range(seeds)), device=device)
+    start = time.perf_counter()
+    board = run_leaderboard(cells, out, jobs=jobs)
+    took = time.perf_counter() - start
+    command = (
+        f"circuitx leaderboard --tasks all --methods all --model planted --seeds {seeds} "
+        f"--jobs {jobs} --out benchmarks/leaderboard" + (f" --device {device}" if device else "")
+    )
+    plots = " ".join(
+        f"[{name}](leaderboard/{Path(path).name})"
+        for name, path in board.files.items()
+        if path.endswith(".png")
+    )
+    resumed = (
+        f"; {board.resumed} of {len(cells)} cells from an earlier run" if board.resumed else ""
+    )
+    return (
+        f"## Leaderboard on the planted models\n\n`{command}` ({took:.0f} s{resumed})\n\n"
+        f"{(out / 'results.md').read_text()}\nPlots: {plots}\n"
+    )
+
+
+def timing_section(title: str, script: list[str], device: str | None) -> str:
+    import torch
+
+    script = [*script, "--device", device or ("cuda" if torch.cuda.is_available() else "cpu")]
+    command = [sys.executable, str(HERE / script[0]), *script[1:]]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    shown = f"python benchmarks/{' '.join(script)}"
+    body = done.stdout.strip() or "(no output)"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        body += f"\n\nFailed (exit {done.returncode}): {last}"
+    return f"### {title}\n\n`{shown}` ({took:.0f} s)\n\n{body}\n"
+
+
+def write(sections: list[str], header: str) -> None:
+    with atomic_open(HERE / "RESULTS.md") as handle:
+        handle.write(header + "\n\n".join(sections) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--skip-timing", action="store_true")
+    args = parser.parse_args()
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    header = (
+        "# Benchmark results\n\n"
+        f"Written by `python benchmarks/run_all.py`, started {date} on {machine()} "
+        f"(device {args.device or 'auto'}). Every number below was measured by that run.\n\n"
+    )
+    sections = [leaderboard_section(args.seeds, args.jobs, args.device)]
+    write(sections, header)
+    if not args.skip_timing:
+        sections.append("## Timing\n")
+        for title, script in TIMING:
+            print(f"running {script[0]}", file=sys.stderr, flush=True)
+            sections.append(timing_section(title, script, args.device))
+            write(sections, header)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The leaderboard: a small grid on the planted greater-than model, through the CLI and
+the library, in this process, in worker processes and on a local Ray instance."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from test_cli import assert_one_line_error, run
+
+from circuitx.discovery import discover, report
+from circuitx.leaderboard import make_grid, run_cell, run_leaderboard
+from circuitx.models import load_model
+from circuitx.planted import ground_truth
+
+GRID = ["--tasks", "greater-than", "--methods", "activation-patching,eap", "--n-prompts", 10]
+CELLS = make_grid(["greater-than"], ["activation-patching", "eap"], "planted", [0, 1], 10)
+
+
+def results(directory):
+    """Each cell's result without its runtime, by cell key."""
+    document = json.loads((directory / "results.json").read_text())
+    return {
+        cell["key"]: {k: v for k, v in cell["result"].items() if k != "runtime_s"}
+        for cell in document["cells"]
+    }
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    out = tmp_path_factory.mktemp("board")
+    result = run("leaderboard", *GRID, "--seeds", 2, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+def test_rows_are_the_mean_of_the_cells_and_match_discover(board):
+    out, summary = board
+    rows = {row["method"]: row for row in summary["rows"]}
+    assert list(rows) == ["activation-patching", "eap"]
+    cells = results(out)
+    assert len(cells) == 4
+    for method, row in rows.items():
+        assert row["model"] == "planted-greater-than" and row["finished"] == 2
+        aucs = [c["metrics"]["node_auc"] for c in cells.values() if c["method"] == method]
+        assert row["node_auc"]["mean"] == pytest.approx(sum(aucs) / 2)
+    assert rows["activation-patching"]["edge_auc"] == {"mean": None, "std": None}
+    # a cell is exactly the discovery `circuitx discover` runs, with one torch thread
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = load_model("planted-greater-than")
+        graph = discover(model, "greater-than", "eap", 10, seed=1)
+    finally:
+        torch.set_num_threads(threads)
+    expected = report(graph, ground_truth("planted-greater-than", "greater-than"), "truth")
+    (cell,) = [c for c in cells.values() if c["method"] == "eap" and c["seed"] == 1]
+    assert cell["metrics"] == expected["metrics"]
+    assert cell["cpr"] == expected["cpr"]
+
+
+def test_files_table_csv_and_plots(board):
+    out, summary = board
+    for name in ("results.json", "results.csv", "results.md"):
+        assert (out / name).stat().st_size > 0
+    for name in ("roc-greater-than.png", "faithfulness-greater-than.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "results.md").read_text().splitlines()
+    assert markdown[0].startswith("| task | method | node AUC | edge AUC |")
+    assert markdown[2].startswith("| greater-than | activation-patching | ")
+    assert " ± " in markdown[2] and "seeds 0-1" in markdown[-1]
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["method"] for r in rows] == ["activation-patching", "eap"]
+    assert float(rows[0]["node_auc_mean"]) == summary["rows"][0]["node_auc"]["mean"]
+    assert not list(out.glob("**/*.tmp"))
+
+
+def test_rerun_resumes_and_redoes_only_broken_cells(board, tmp_path):
+    out, summary = board
+    target = tmp_path / "copy"
+    target.mkdir()
+    (target / "cells").mkdir()
+    cell_files = sorted((out / "cells").glob("*.json"))
+    for path in cell_files:
+        (target / "cells" / path.name).write_text(path.read_text())
+    cell_files = sorted((target / "cells").glob("*.json"))
+    cell_files[0].write_text('{"key": "trunc')  # as if cut off mid-write by hand
+    result = run("leaderboard", *GRID, "--seeds", 2, "--out", target, "--json")
+    assert result.exit_code == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert again["resumed"] == 3
+    assert json.loads(cell_files[0].read_text())["status"] == "ok"
+    assert results(target) == results(out)
+    # one more seed: only the two new cells run
+    result = run("leaderboard", *GRID, "--seeds", 3, "--out", target, "--json")
+    assert json.loads(result.stdout)["resumed"] == 4
+    assert len(list((target / "cells").glob("*.json"))) == 6
+
+
+def test_worker_processes_and_ray_give_identical_results(board, tmp_path):
+    out, _ = board
+    board_jobs = run_leaderboard(CELLS, tmp_path / "jobs", jobs=2)
+    assert board_jobs.failed == 0
+    assert results(tmp_path / "jobs") == results(out)
+    pytest.importorskip("ray", reason="the Ray test needs the ray extra (pip install -e .[ray])")
+    board_ray = run_leaderboard(CELLS, tmp_path / "ray", jobs=2, executor="ray")
+    assert board_ray.failed == 0
+    assert results(tmp_path / "ray") == results(out)
+
+
+def test_a_failing_cell_is_reported_and_the_others_finish(tiny_dir, tmp_path):
+    result = run(
+        "leaderboard", "--tasks", "greater-than", "--methods", "eap,transcoder",
+        "--model", tiny_dir, "--seeds", 1, "--n-prompts", 4, "--out", tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "1 of 2 cells failed" in result.stderr
+    rows = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "error: no transcoders" in rows["transcoder"]
+    assert "error" not in rows["eap"]
+    assert "| error |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
+    import circuitx.discovery
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(circuitx.discovery, "discover", broken)
+    record = run_cell(CELLS[0])
+    assert record["status"] == "error" and record["error"] == "RuntimeError: boom"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tasks", "ioi,nope"], "unknown task nope"),
+        (["--methods", "magic"], "unknown method magic"),
+        (["--model", "no/such/dir/"], "model directory not found"),
+        (["--executor", "dask"], "Invalid value for '--executor'"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, tmp_path):
+    assert_one_line_error(run("leaderboard", *args, "--out", tmp_path), message)
+
+
+def test_out_must_be_a_directory(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    assert_one_line_error(run("leaderboard", *GRID, "--out", path), "is a file")
