@@ -100,6 +100,24 @@ def _method_names() -> list[str]:
     return list(METHODS)
 
 
+def _device_options(command):
+    """``--device`` and ``--dtype``, as every model-loading command takes them."""
+    command = click.option(
+        "--dtype",
+        default="float32",
+        show_default=True,
+        type=click.Choice(["float32", "float16", "bfloat16"]),
+    )(command)
+    return click.option(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)."
+    )(command)
+
+
+_json_flag = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object instead of a table."
+)
+
+
 @main.command()
 @click.option(
     "--task", "task_name", required=True, type=click.Choice(_task_names()), help="Task short name."
@@ -235,14 +253,8 @@ def _method_names() -> list[str]:
     type=click.Path(dir_okay=False),
     help="Write the graph: .graphml, .json or .dot.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-@click.option(
-    "--dtype",
-    default="float32",
-    show_default=True,
-    type=click.Choice(["float32", "float16", "bfloat16"]),
-)
+@_json_flag
+@_device_options
 def discover(
     task_name,
     method_name,
@@ -293,14 +305,14 @@ def discover(
         reference_spec,
         task_name,
         method_name,
-        n_prompts,
-        seed,
-        metric,
-        threshold,
-        top_k,
-        options,
-        ablation,
         note=_note,
+        n_prompts=n_prompts,
+        seed=seed,
+        metric=metric,
+        threshold=threshold,
+        top_k=top_k,
+        options=options,
+        ablation=ablation,
     )
     if note and reference_spec != "none":
         _note(note)
@@ -382,7 +394,7 @@ def _print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     show_default=True,
     help="auto, TASK[:VARIANT] or a graph file.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@_json_flag
 def score(graph_path, reference_spec, as_json) -> None:
     """Score a saved circuit graph against a reference circuit."""
     from circuitx.discovery import evaluate, reference_for_graph
@@ -409,7 +421,7 @@ def score(graph_path, reference_spec, as_json) -> None:
 @main.command()
 @click.argument("graph_a", type=click.Path(dir_okay=False))
 @click.argument("graph_b", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@_json_flag
 def compare(graph_a, graph_b, as_json) -> None:
     """Overlap of two circuits: heads, nodes (heads and MLPs) and edges in each, shared,
     Jaccard, and the share of A's circuit found in B's and of B's in A's."""
@@ -728,14 +740,8 @@ def tasks(as_json) -> None:
     type=click.Path(file_okay=False),
     help="Where built-in models are built and cached.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-@click.option(
-    "--dtype",
-    default="float32",
-    show_default=True,
-    type=click.Choice(["float32", "float16", "bfloat16"]),
-)
+@_json_flag
+@_device_options
 def leaderboard(
     tasks_spec,
     methods_spec,

@@ -150,37 +150,23 @@ def reference_for_model(
     spec: str,
     task_name: str,
     method_name: str,
-    n_prompts: int = 50,
-    seed: int = 0,
-    metric: str | None = None,
-    threshold: float | None = None,
-    top_k: int | None = None,
-    options: dict[str, Any] | None = None,
-    ablation: str = "corrupted",
     note: Callable[[str], None] | None = None,
+    **settings: Any,
 ) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
     """The reference ``spec`` names for ``task_name`` on ``model``, as
     :func:`resolve_reference` gives it. A relational reference (another task's circuit) is
-    discovered with the same method and settings; ``note`` hears when that happens."""
+    discovered with the same method and :func:`discover` ``settings`` (a metric the other
+    task lacks is left to its default); ``note`` hears when that happens."""
 
     def discover_reference(other_task: str) -> nx.MultiDiGraph:
         if note is not None:
             note(
                 f"reference: discovering the {other_task} circuit with {method_name} on this model"
             )
-        other_metric = metric if metric in get_task(other_task).metrics else None
-        return discover(
-            model,
-            other_task,
-            method_name,
-            n_prompts,
-            seed,
-            other_metric,
-            threshold,
-            top_k,
-            options=options,
-            ablation=ablation,
-        )
+        other = dict(settings)
+        if other.get("metric") not in get_task(other_task).metrics:
+            other["metric"] = None
+        return discover(model, other_task, method_name, **other)
 
     return resolve_reference(
         spec,

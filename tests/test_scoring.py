@@ -178,3 +178,20 @@ def test_curve_areas_are_trapezoids_of_the_curve(tiny_model):
     x = np.array(CURVE_FRACTIONS)
     assert graph.graph["cpr"] == pytest.approx(float(np.trapezoid(f, x)))
     assert graph.graph["cmd"] == pytest.approx(float(np.trapezoid(np.abs(1 - f), x)))
+
+
+def test_roc_curve_area_is_roc_auc_with_ties():
+    from circuitx.scoring import roc_curve
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scores = rng.integers(0, 4, 20).astype(float)  # many ties
+        labels = rng.random(20) < 0.4
+        curve = roc_curve(scores, labels)
+        if curve is None:
+            assert roc_auc(scores, labels) is None
+            continue
+        assert curve["fpr"][0] == curve["tpr"][0] == 0.0
+        assert curve["fpr"][-1] == curve["tpr"][-1] == 1.0
+        assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(roc_auc(scores, labels))
+    assert roc_curve(np.ones(3), np.zeros(3, bool)) is None

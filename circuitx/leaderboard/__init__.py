@@ -130,16 +130,21 @@ def run_leaderboard(
 
 
 def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:
+    """The table's caption: models, prompts, seeds, when the cells ran (``date``, the
+    writing time, for cells that do not record it) and on which machines."""
     models = sorted({cell.model for cell in cells})
     seeds = sorted({cell.seed for cell in cells})
     machines = sorted({r["machine"] for r in board.records if r.get("machine")})
+    times = sorted(r.get("finished_at") or date for r in board.records)
+    when = times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
     seed_text = (
         f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std)"
     )
     return (
-        f"circuitx {__version__} leaderboard on {', '.join(models)}: {cells[0].n_prompts} prompts, "
-        f"{seed_text}; node P/R/F1 at each method's default selection; runtime is the "
-        f"discovery's wall time per cell. Run {date} on {'; '.join(machines) or 'no machine'}."
+        f"circuitx {__version__} leaderboard on {', '.join(models)}: {cells[0].n_prompts} "
+        f"prompts, {seed_text}; node P/R/F1 at each method's default selection; runtime is "
+        f"the discovery's wall time per cell. Cells run {when} on "
+        f"{'; '.join(machines) or 'no machine'}."
     )
 
 

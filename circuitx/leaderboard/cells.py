@@ -12,6 +12,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -147,5 +148,10 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
         record.update(status="error", error=f"{type(error).__name__}: {first_line(error)}")
     finally:
         torch.set_num_threads(threads_before)
-    record.update(wall_s=time.perf_counter() - start, threads=threads, machine=machine())
+    record.update(
+        wall_s=time.perf_counter() - start,
+        threads=threads,
+        machine=machine(),
+        finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
     return record

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import statistics
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,16 @@ class CellStore:
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored record, or None if the cell has not finished (or its file is unreadable,
         so that it runs again)."""
+        path = self._path(key)
         try:
-            record = json.loads(self._path(key).read_text())
+            record = json.loads(path.read_text())
+            written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
         except (OSError, ValueError):
             return None
-        return record if record.get("key") == key and record.get("status") == "ok" else None
+        if record.get("key") != key or record.get("status") != "ok":
+            return None
+        record.setdefault("finished_at", written.strftime("%Y-%m-%d %H:%M UTC"))
+        return record
 
     def put(self, record: dict[str, Any]) -> None:
         """Keep a finished cell; a failed one is not kept, so a rerun tries it again."""
