@@ -11,6 +11,7 @@ runs in its own process, one after another, so that none competes for the CPU.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -66,7 +67,7 @@ def timing_section(title: str, script: list[str], device: str | None) -> str:
     done = subprocess.run(command, capture_output=True, text=True)
     took = time.perf_counter() - start
     shown = f"python benchmarks/{' '.join(script)}"
-    body = done.stdout.strip() or "(no output)"
+    body = re.sub(r"^(#+) ", r"##\1 ", done.stdout.strip(), flags=re.M) or "(no output)"
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         body += f"\n\nFailed (exit {done.returncode}): {last}"
@@ -89,7 +90,9 @@ def main() -> None:
     header = (
         "# Benchmark results\n\n"
         f"Written by `python benchmarks/run_all.py`, started {date} on {machine()} "
-        f"(device {args.device or 'auto'}). Every number below was measured by that run.\n\n"
+        f"(device {args.device or 'auto'}). Every number below was measured: the timing runs "
+        "by this run, the leaderboard cells by the run that finished them (a rerun reuses "
+        "finished cells; the table's caption says when and where they ran).\n\n"
     )
     sections = [leaderboard_section(args.seeds, args.jobs, args.device)]
     write(sections, header)

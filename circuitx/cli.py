@@ -695,7 +695,13 @@ def tasks(as_json) -> None:
     help="Seeds per cell (--seed, --seed + 1, ...); the table shows mean ± std.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="The first seed.")
-@click.option("--n-prompts", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--n-prompts",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Clean/corrupted prompt pairs per cell.",
+)
 @click.option(
     "--ablation",
     default="corrupted",
@@ -717,7 +723,8 @@ def tasks(as_json) -> None:
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Cells run at once, each in its own worker process (or Ray task).",
+    help="Cells run at once: 1 runs them in this process, N > 1 in N worker processes (or "
+    "N Ray tasks).",
 )
 @click.option(
     "--threads",

@@ -96,6 +96,8 @@ def run_leaderboard(
 ) -> Leaderboard:
     """Run the cells not finished in ``out_dir`` already, then write results.json/.csv/.md
     and the plots there. ``settings`` (the command's options) go into results.json."""
+    if not cells:
+        raise CircuitxError("the leaderboard has no cells to run")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CircuitxError(f"--out must be a directory: {out_dir}")
