@@ -1,10 +1,11 @@
-"""Every benchmark in one command: the leaderboard on the planted models, then the methods'
-timing runs; writes benchmarks/RESULTS.md (rewritten after each part, atomically).
+"""Every benchmark in one command: the leaderboard on the planted and the hard planted models,
+then the methods' timing runs; writes benchmarks/RESULTS.md (rewritten after each part,
+atomically).
 
     python benchmarks/run_all.py [--seeds 3] [--jobs 2] [--device cpu] [--skip-timing]
 
-The leaderboard's cells are kept in benchmarks/leaderboard/cells, so a rerun only runs the
-cells that are missing (delete that directory to measure from scratch). Each timing script
+The leaderboards' cells are kept in benchmarks/leaderboard*/cells, so a rerun only runs the
+cells that are missing (delete those directories to measure from scratch). Each timing script
 runs in its own process, one after another, so that none competes for the CPU.
 """
 
@@ -34,18 +35,28 @@ TIMING = (
 )
 
 
-def leaderboard_section(seeds: int, jobs: int, device: str | None) -> str:
-    out = HERE / "leaderboard"
-    cells = make_grid(list(TASKS), list(METHODS), "planted", list(range(seeds)), device=device)
+LEADERBOARDS = (
+    ("planted", "leaderboard", "the planted models"),
+    (
+        "planted-hard",
+        "leaderboard-hard",
+        "the hard planted models (backup heads, louder distractors)",
+    ),
+)
+
+
+def leaderboard_section(model: str, folder: str, title: str, seeds: int, jobs: int, device) -> str:
+    out = HERE / folder
+    cells = make_grid(list(TASKS), list(METHODS), model, list(range(seeds)), device=device)
     start = time.perf_counter()
     board = run_leaderboard(cells, out, jobs=jobs)
     took = time.perf_counter() - start
     command = (
-        f"circuitx leaderboard --tasks all --methods all --model planted --seeds {seeds} "
-        f"--jobs {jobs} --out benchmarks/leaderboard" + (f" --device {device}" if device else "")
+        f"circuitx leaderboard --tasks all --methods all --model {model} --seeds {seeds} "
+        f"--jobs {jobs} --out benchmarks/{folder}" + (f" --device {device}" if device else "")
     )
     plots = " ".join(
-        f"[{name}](leaderboard/{Path(path).name})"
+        f"[{name}]({folder}/{Path(path).name})"
         for name, path in board.files.items()
         if path.endswith(".png")
     )
@@ -53,7 +64,7 @@ def leaderboard_section(seeds: int, jobs: int, device: str | None) -> str:
         f"; {board.resumed} of {len(cells)} cells from an earlier run" if board.resumed else ""
     )
     return (
-        f"## Leaderboard on the planted models\n\n`{command}` ({took:.0f} s{resumed})\n\n"
+        f"## Leaderboard on {title}\n\n`{command}` ({took:.0f} s{resumed})\n\n"
         f"{(out / 'results.md').read_text()}\nPlots: {plots}\n"
     )
 
@@ -94,8 +105,13 @@ def main() -> None:
         "by this run, the leaderboard cells by the run that finished them (a rerun reuses "
         "finished cells; the table's caption says when and where they ran).\n\n"
     )
-    sections = [leaderboard_section(args.seeds, args.jobs, args.device)]
-    write(sections, header)
+    sections: list[str] = []
+    for model, folder, title in LEADERBOARDS:
+        print(f"running the leaderboard on {model}", file=sys.stderr, flush=True)
+        sections.append(
+            leaderboard_section(model, folder, title, args.seeds, args.jobs, args.device)
+        )
+        write(sections, header)
     if not args.skip_timing:
         sections.append("## Timing\n")
         for title, script in TIMING:
