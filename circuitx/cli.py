@@ -810,15 +810,13 @@ def leaderboard(
             }
         )
     else:
-        with_errors = any(row["error"] for row in board.rows)
-        headings = board_module.HEADINGS if with_errors else board_module.HEADINGS[:-1]
+        headings, body = board_module.table(board.rows)
         table = Table(title=f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s)")
         for index, heading in enumerate(headings):
             numeric = 2 <= index < 2 + len(board_module.COLUMNS)
             table.add_column(heading, justify="right" if numeric else "left")
-        for row in board.rows:
-            cells_shown = board_module.table_cells(row)
-            table.add_row(*(cells_shown if with_errors else cells_shown[:-1]))
+        for cells_shown in body:
+            table.add_row(*cells_shown)
         console = _stdout()
         if not console.is_terminal:  # piped: no terminal width to fit, keep rows on one line
             console.width = 240

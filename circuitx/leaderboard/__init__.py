@@ -21,7 +21,7 @@ from circuitx.leaderboard.results import (
     csv_text,
     leaderboard_rows,
     markdown,
-    table_cells,
+    table,
     write_text,
 )
 from circuitx.progress import progress_bar
@@ -36,7 +36,7 @@ __all__ = [
     "parse_names",
     "run_cell",
     "run_leaderboard",
-    "table_cells",
+    "table",
 ]
 
 
@@ -104,8 +104,8 @@ def run_leaderboard(
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once
         load_cached(name, cells[0].device, cells[0].dtype)
     store = CellStore(out_dir / "cells")
-    records = {cell.key(): store.get(cell.key()) for cell in cells}
-    pending = [cell for cell in cells if records[cell.key()] is None]
+    records = {cell.key: store.get(cell.key) for cell in cells}
+    pending = [cell for cell in cells if records[cell.key] is None]
     running: list[str] = []
 
     with progress_bar("leaderboard", len(cells)) as advance:
@@ -117,7 +117,7 @@ def run_leaderboard(
 
         def on_done(cell: Cell, record: dict[str, Any]) -> None:
             store.put(record)
-            records[cell.key()] = record
+            records[cell.key] = record
             running.remove(cell.label)
             advance(1, description=f"running {', '.join(running)}" if running else "done")
 
@@ -125,7 +125,7 @@ def run_leaderboard(
 
     rows = leaderboard_rows(cells, records)
     board = Leaderboard(
-        rows, [records[cell.key()] for cell in cells], resumed=len(cells) - len(pending)
+        rows, [records[cell.key] for cell in cells], resumed=len(cells) - len(pending)
     )
     board.files = write_results(out_dir, cells, board, settings or {})
     return board

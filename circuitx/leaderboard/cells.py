@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,11 @@ class Cell:
             "circuitx": __version__,
         }
 
+    @cached_property
     def key(self) -> str:
+        """A hash of :meth:`config`. Computed once, on the driver, and pickled with the cell:
+        a worker elsewhere (which may see the model directory differently) files its result
+        under the same key, and a local directory's files are read once."""
         text = json.dumps(self.config(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -79,6 +84,7 @@ def model_identity(name: str) -> str:
     return f"hub:{name}"
 
 
+@lru_cache(maxsize=1)
 def machine() -> str:
     """This machine in words: CPU model and cores, and the GPU when torch sees one."""
     import platform
@@ -125,7 +131,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
     from circuitx.progress import silenced
     from circuitx.scoring import roc_curves
 
-    record: dict[str, Any] = {"key": cell.key(), "cell": asdict(cell)}
+    record: dict[str, Any] = {"key": cell.key, "cell": asdict(cell)}
     start = time.perf_counter()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)

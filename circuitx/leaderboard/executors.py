@@ -78,7 +78,7 @@ def _schedule(cells, jobs, submit, wait, result, on_start, on_done) -> None:
             cell = running.pop(handle)
             record = result(handle)
             if isinstance(record, str):
-                record = {"key": cell.key(), "status": "error", "error": record}
+                record = {"key": cell.key, "status": "error", "error": record}
             on_done(cell, record)
 
 

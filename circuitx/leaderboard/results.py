@@ -76,7 +76,7 @@ def leaderboard_rows(cells: list[Cell], records: dict[str, dict[str, Any]]) -> l
     (population) std over the seeds that finished, the seed count, and the first error."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for cell in cells:
-        groups.setdefault((cell.task, cell.method, cell.model), []).append(records[cell.key()])
+        groups.setdefault((cell.task, cell.method, cell.model), []).append(records[cell.key])
     rows = []
     for (task, method, model), group in groups.items():
         finished = [r["result"] for r in group if r["status"] == "ok"]
@@ -113,15 +113,20 @@ def table_cells(row: dict[str, Any]) -> list[str]:
 HEADINGS = ("task", "method", *(heading for _, heading, _ in COLUMNS), "error")
 
 
-def markdown(rows: list[dict[str, Any]], caption: str) -> str:
+def table(rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[list[str]]]:
+    """The displayed table: headings and each row's cells, with the error column only when
+    a row has an error."""
     with_errors = any(row["error"] for row in rows)
-    headings = HEADINGS if with_errors else HEADINGS[:-1]
-    lines = ["| " + " | ".join(headings) + " |", "|" + "---|" * 2 + "---:|" * len(COLUMNS)]
-    if with_errors:
-        lines[1] += "---|"
-    for row in rows:
-        cells = table_cells(row)
-        lines.append("| " + " | ".join(cells if with_errors else cells[:-1]) + " |")
+    width = len(HEADINGS) if with_errors else len(HEADINGS) - 1
+    return HEADINGS[:width], [table_cells(row)[:width] for row in rows]
+
+
+def markdown(rows: list[dict[str, Any]], caption: str) -> str:
+    headings, body = table(rows)
+    extra = len(headings) - 2 - len(COLUMNS)  # the error column, when shown
+    separator = "|---|---|" + "---:|" * len(COLUMNS) + "---|" * extra
+    lines = ["| " + " | ".join(headings) + " |", separator]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + f"\n\n{caption}\n"
 
 
