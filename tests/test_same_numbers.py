@@ -1,0 +1,121 @@
+"""`circuitx discover --json` gives the numbers it gave before the issue-19 restructuring.
+
+``tests/data/discover_before_19.json`` was written by ``python tests/test_same_numbers.py``
+at commit 6067019 (the last commit before the restructuring), with the same commands this
+test runs: every method on the planted greater-than model (the transcoder method with
+seeded random transcoders, so that no training is involved).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXPECTED = Path(__file__).parent / "data" / "discover_before_19.json"
+METHODS = (
+    "activation-patching",
+    "path-patching",
+    "cdt",
+    "sae",
+    "transcoder",
+    "acdc",
+    "eap",
+    "eap-ig",
+)
+COMPARED = (
+    "clean_metric",
+    "corrupted_metric",
+    "clean_accuracy",
+    "corruption",
+    "threshold",
+    "faithfulness",
+    "cpr",
+    "cmd",
+    "n_nodes_in_circuit",
+    "n_edges_in_circuit",
+    "metrics",
+    "overlap",
+)
+
+
+def random_transcoder_dir(directory: Path) -> str:
+    """Seeded random transcoders for every MLP of planted-greater-than (4 layers, d 64)."""
+    from circuitx import transcoders as tc
+    from circuitx.models import load_model
+
+    model = load_model("planted-greater-than", device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    d, n_features = model.d_model, 32
+    transcoders = {
+        layer: tc.Transcoder(
+            W_enc=torch.randn(d, n_features, generator=generator),
+            b_enc=torch.randn(n_features, generator=generator) * 0.5,
+            W_dec=torch.nn.functional.normalize(
+                torch.randn(n_features, d, generator=generator), dim=-1
+            ),
+            b_dec=torch.randn(d, generator=generator) * 0.1,
+            b_dec_out=torch.randn(d, generator=generator) * 0.1,
+        )
+        for layer in range(model.n_layers)
+    }
+    tc.save_transcoders(transcoders, directory, "planted")
+    return str(directory)
+
+
+def command(method: str, transcoders: str) -> list[str]:
+    args = ["discover", "--task", "greater-than", "--method", method, "--model", "planted"]
+    args += ["--n-prompts", "8", "--seed", "1", "--json"]
+    if method == "transcoder":
+        args += ["--transcoders", transcoders]
+    if method == "sae":
+        args += ["--sae-steps", "60"]
+    return args
+
+
+def summaries(transcoders: str) -> dict[str, dict]:
+    from click.testing import CliRunner
+
+    from circuitx.cli import main
+
+    out = {}
+    for method in METHODS:
+        result = CliRunner().invoke(main, command(method, transcoders))
+        assert result.exit_code == 0, (method, result.output)
+        summary = json.loads(result.stdout)
+        out[method] = {key: summary[key] for key in COMPARED}
+    return out
+
+
+def assert_close(got, want, where: str) -> None:
+    if isinstance(want, dict):
+        assert set(got) == set(want), where
+        for key in want:
+            assert_close(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=1e-6), where
+    else:
+        assert got == want, where
+
+
+@pytest.fixture(scope="module")
+def now(tmp_path_factory):
+    return summaries(random_transcoder_dir(tmp_path_factory.mktemp("transcoders")))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_discover_gives_the_numbers_it_gave_before(now, method):
+    expected = json.loads(EXPECTED.read_text())
+    assert_close(now[method], expected[method], method)
+
+
+if __name__ == "__main__":  # how the expected file was written (see the module docstring)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = summaries(random_transcoder_dir(Path(tmp)))
+    EXPECTED.write_text(json.dumps(result, indent=1) + "\n")
+    sys.exit(0)
