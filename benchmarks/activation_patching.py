@@ -20,11 +20,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import save_tiny_gpt2  # noqa: E402  (the tests' model builder)
+from conftest import save_tiny_gpt2
 
-from circuitx.discovery import discover  # noqa: E402
-from circuitx.models import load_model  # noqa: E402
-from circuitx.tasks import get_task  # noqa: E402
+from circuitx.discovery import DiscoveryRequest, discover
+from circuitx.models import load_model
+from circuitx.tasks import get_task
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         model.run(data.clean, positions=data.positions["END"])
         floor = time.perf_counter() - start
         start = time.perf_counter()
-        discover(model, "ioi", "activation-patching", n_prompts=args.n_prompts, seed=0)
+        discover(model, DiscoveryRequest("ioi", "activation-patching", n_prompts=args.n_prompts))
         patching = time.perf_counter() - start
     print(
         f"device {args.device}, {torch.get_num_threads()} threads, {args.n_prompts} IOI prompts, "

@@ -20,15 +20,16 @@ import tempfile
 from pathlib import Path
 
 import torch
-from edge_methods import gpt2_small_heading, in_fresh_process, measure, method_step
-
 from conftest import (
     save_tiny_gpt2,
 )  # the tests' model builder (edge_methods puts tests/ on the path)
-from circuitx.discovery import discover, report
-from circuitx.models import load_model
+from edge_methods import gpt2_small_heading, in_fresh_process, measure, method_step
+
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.builtin.planted import PLANTED
+from circuitx.discovery import DiscoveryRequest, discover, report
 from circuitx.patching import PatchingEngine
-from circuitx.planted import PLANTED, ground_truth
 from circuitx.tasks import get_task
 
 STEPS = ("forward", "engine", "cdt")
@@ -81,7 +82,7 @@ def planted(args: argparse.Namespace) -> None:
     for name, spec in PLANTED.items():
         model = load_model(name, device=args.device)
         for task in spec.circuits():
-            graph = discover(model, task, "cdt", n_prompts=50)
+            graph = discover(model, DiscoveryRequest(task, "cdt", n_prompts=50))
             summary = report(graph, ground_truth(name, task), "truth")
             m = summary["metrics"]
             print(

@@ -26,21 +26,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import save_tiny_gpt2  # noqa: E402  (the tests' model builder)
+from conftest import save_tiny_gpt2
 
 from circuitx import builtin
-from circuitx.graph import full_graph
+from circuitx.builtin import load as load_model
+from circuitx.layout import Layout
 from circuitx.methods import MethodRun, get_method, method_options
-from circuitx.models import EMBED_OUTPUT_HOOK, Model, load_model
-from circuitx.patching import Layout, PatchingEngine
+from circuitx.models import EMBED_OUTPUT_HOOK, Model
+from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
 
 
@@ -91,8 +92,7 @@ def forward_backward(model: Model, task, data) -> None:
 def method_step(engine: PatchingEngine, name: str, model: Model, **options) -> Callable[[], object]:
     method = get_method(name)
     run = MethodRun(threshold=method.default_threshold, options=method_options(method, options))
-    graph = full_graph(model.n_layers, model.n_heads, model.has_mlp)
-    return lambda: method.score(engine, graph, run)
+    return lambda: method.score(engine, run)
 
 
 STEPS = ("floor", "engine", "eap", "eap-ig", "path-patching", "acdc")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from circuitx.discovery import discover, report
-from circuitx.models import load_model
-from circuitx.planted import PLANTED, ground_truth
-from circuitx.planted.certificate import certify
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.builtin.planted import PLANTED
+from circuitx.certificate import certify
+from circuitx.discovery import DiscoveryRequest, discover, report
 
 
 def main() -> None:
@@ -32,7 +33,9 @@ def main() -> None:
             start = time.perf_counter()
             truth = ground_truth(name, task)
             cert = certify(model, task, truth, args.n_prompts)
-            graph = discover(model, task, "activation-patching", args.n_prompts)
+            graph = discover(
+                model, DiscoveryRequest(task, "activation-patching", n_prompts=args.n_prompts)
+            )
             auc = report(graph, truth, "truth")["metrics"]["node_auc"]
             print(
                 f"| {name} | {task} | {cert.clean_metric:.3f} | {cert.corrupted_metric:.3f} "

@@ -78,7 +78,7 @@ def timing_section(title: str, script: list[str], device: str | None) -> str:
     done = subprocess.run(command, capture_output=True, text=True)
     took = time.perf_counter() - start
     shown = f"python benchmarks/{' '.join(script)}"
-    body = re.sub(r"^(#+) ", r"##\1 ", done.stdout.strip(), flags=re.M) or "(no output)"
+    body = re.sub(r"^(#+) ", r"##\1 ", done.stdout.strip(), flags=re.MULTILINE) or "(no output)"
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         body += f"\n\nFailed (exit {done.returncode}): {last}"

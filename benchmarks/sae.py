@@ -31,10 +31,11 @@ from conftest import (
 )  # the tests' model builder (edge_methods puts tests/ on the path)
 from edge_methods import gpt2_small_heading, in_fresh_process
 
-from circuitx.discovery import discover, report
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.builtin.planted import PLANTED
+from circuitx.discovery import DiscoveryRequest, discover, report
 from circuitx.methods import get_method
-from circuitx.models import load_model
-from circuitx.planted import PLANTED, ground_truth
 
 STEPS = ("forward", "engine", "sae")
 AUTHORS_L1 = {"docstring": 0.05}  # experiments/main_results.py; 0.02 otherwise
@@ -68,7 +69,9 @@ def runs(model, name: str, task: str, seeds: int, **options) -> list[dict]:
     truth = ground_truth(name, task)
     summaries = []
     for seed in range(seeds):
-        graph = discover(model, task, "sae", n_prompts=50, seed=seed, options=options)
+        graph = discover(
+            model, DiscoveryRequest(task, "sae", n_prompts=50, seed=seed, options=options)
+        )
         summaries.append(report(graph, truth, "truth"))
     return summaries
 

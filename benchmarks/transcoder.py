@@ -29,11 +29,11 @@ import torch
 from edge_methods import gpt2_small_heading, measure, save_tiny_gpt2  # tests' model builder
 
 from circuitx import transcoders as tc
-from circuitx.builtin import BUILTIN_MODELS, cache_root
-from circuitx.discovery import discover, report
-from circuitx.models import load_model
+from circuitx.builtin import BUILTIN_MODELS, cache_root, ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.builtin.planted import PLANTED
+from circuitx.discovery import DiscoveryRequest, discover, report
 from circuitx.patching import PatchingEngine
-from circuitx.planted import PLANTED, ground_truth
 from circuitx.tasks import get_task
 
 
@@ -74,7 +74,9 @@ def planted(args: argparse.Namespace) -> None:
         for task in spec.circuits():
             rows = []
             for seed in range(args.seeds):
-                graph = discover(model, task, "transcoder", n_prompts=50, seed=seed)
+                graph = discover(
+                    model, DiscoveryRequest(task, "transcoder", n_prompts=50, seed=seed)
+                )
                 rows.append(report(graph, ground_truth(name, task), "truth"))
             m = [r["metrics"] for r in rows]
 
@@ -98,7 +100,7 @@ def _fresh_builtin_transcoders(model) -> tuple[tc.Transcoders, float]:
     import shutil
 
     spec = BUILTIN_MODELS[model.builtin]
-    for old in (cache_root() / "transcoders").glob(f"{spec.name}-v{spec.version}-*"):
+    for old in (cache_root() / "transcoders").glob(f"{spec.name}-{spec.identity}-*"):
         shutil.rmtree(old)
     start = time.perf_counter()
     transcoders = tc.builtin_transcoders(model)

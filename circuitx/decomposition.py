@@ -26,12 +26,12 @@ is not linear, and the issue asks linear maps to be propagated exactly).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
+from circuitx.layout import Layout
 from circuitx.models import BlockWeights, TransformerWeights
-from circuitx.patching import Layout
 
 SHARE_EPS = 1e-8  # keeps a bias share finite where both parts are zero
 

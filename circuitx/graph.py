@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -22,81 +22,47 @@ import numpy as np
 from circuitx import __version__
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
+from circuitx.layout import Layout
+from circuitx.names import (
+    HEAD_INPUTS,
+    INPUT,
+    LOGITS,
+    edge_name,
+    head_node,
+    mlp_node,
+    parse_edge_name,
+    parse_node,
+)
 
-INPUT = "input"
-LOGITS = "logits"
-HEAD_INPUTS = ("q", "k", "v")
+__all__ = [  # the names are re-exported: the graph module is the universe's public face
+    "HEAD_INPUTS",
+    "INPUT",
+    "LOGITS",
+    "edge_name",
+    "head_node",
+    "mlp_node",
+    "parse_edge_name",
+    "parse_node",
+]
+
 SCHEMA_KEY = "circuitx_schema"
 GRAPH_FORMATS = ("graphml", "json", "dot")
-_NODE_RE = re.compile(r"^(input|logits|a(\d+)\.h(\d+)|m(\d+)(\.f\d+|\.rest)?)$")
-_EDGE_RE = re.compile(r"^(?P<sender>[^<>]+?)->(?P<receiver>[^<>]+?)(?:<(?P<input>[qkv])>)?$")
-
-
-def head_node(layer: int, head: int) -> str:
-    return f"a{layer}.h{head}"
-
-
-def mlp_node(layer: int) -> str:
-    return f"m{layer}"
-
-
-def parse_node(name: str) -> tuple[str, int | None, int | None]:
-    """``(kind, layer, head)`` of a node name; kind is input, head, mlp, feature (an MLP's
-    transcoder feature ``m{L}.f{i}`` or the rest of it, ``m{L}.rest``) or logits."""
-    match = _NODE_RE.match(name)
-    if not match:
-        raise CircuitxError(f"not a circuit node name: {name!r}")
-    if name in (INPUT, LOGITS):
-        return name, None, None
-    if match.group(2) is not None:
-        return "head", int(match.group(2)), int(match.group(3))
-    return "feature" if match.group(5) else "mlp", int(match.group(4)), None
-
-
-def edge_name(sender: str, receiver: str, head_input: str | None = None) -> str:
-    """MIB-style edge name, e.g. ``a0.h1->a3.h2<q>`` or ``m2->logits``."""
-    return f"{sender}->{receiver}<{head_input}>" if head_input else f"{sender}->{receiver}"
-
-
-def parse_edge_name(name: str) -> tuple[str, str, str | None]:
-    """``(sender, receiver, head_input)`` of an edge name."""
-    match = _EDGE_RE.match(name)
-    if not match:
-        raise CircuitxError(f"not a circuit edge name: {name!r}")
-    sender, receiver, head_input = match.group("sender", "receiver", "input")
-    parse_node(sender), parse_node(receiver)
-    return sender, receiver, head_input
 
 
 def full_graph(
     n_layers: int, n_heads: int, has_mlp: bool = True, **metadata: Any
 ) -> nx.MultiDiGraph:
-    """Every node and edge of a model's computational graph, none in the circuit yet."""
+    """Every node and edge of a model's computational graph (its :class:`Layout`), none
+    in the circuit yet."""
+    layout = Layout(n_layers, n_heads, has_mlp)
     graph = nx.MultiDiGraph()
     graph.graph.update(n_layers=n_layers, n_heads=n_heads, has_mlp=has_mlp)
     graph.graph.update(metadata)
     graph.graph.setdefault("circuitx_version", __version__)
-    _add_node(graph, INPUT, "input", -1, None)
-    for layer in range(n_layers):
-        for head in range(n_heads):
-            _add_node(graph, head_node(layer, head), "head", layer, head)
-        if has_mlp:
-            _add_node(graph, mlp_node(layer), "mlp", layer, None)
-    _add_node(graph, LOGITS, "logits", n_layers, None)
-
-    senders = [INPUT] + [n for n, d in graph.nodes(data=True) if d["kind"] in ("head", "mlp")]
-    for sender in senders:
-        kind, layer = graph.nodes[sender]["kind"], graph.nodes[sender]["layer"]
-        for receiver, data in graph.nodes(data=True):
-            if data["kind"] == "head" and data["layer"] > layer:
-                for head_input in HEAD_INPUTS:
-                    _add_edge(graph, sender, receiver, head_input)
-            elif data["kind"] == "mlp" and (
-                data["layer"] > layer or (data["layer"] == layer and kind == "head")
-            ):
-                _add_edge(graph, sender, receiver, None)
-            elif data["kind"] == "logits":
-                _add_edge(graph, sender, receiver, None)
+    for name, kind, layer, head in layout.nodes:
+        _add_node(graph, name, kind, layer, head)
+    for sender, receiver, head_input in layout.graph_edges:
+        _add_edge(graph, sender, receiver, head_input)
     return graph
 
 

@@ -1,7 +1,8 @@
 """Loading models and running them with hooks: the only module that imports TransformerLens.
 
-A model is named by a built-in name (see :mod:`circuitx.builtin`), a Hugging Face hub
-name or alias, or a local directory holding a Hugging Face model and its tokenizer.
+A model is a local directory holding a Hugging Face model and its tokenizer, or a Hugging
+Face hub name or alias (built-in model names are resolved to directories by
+:mod:`circuitx.builtin`, above this module).
 Everything is loaded through ``TransformerBridge`` in compatibility mode, so hook names
 and weight conventions are HookedTransformer's.
 """
@@ -14,13 +15,16 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 
 from circuitx.errors import CircuitxError, first_line
+from circuitx.layout import SenderChunk
+from circuitx.names import head_node, mlp_node
 
 HUB_ALIASES = {
     "gpt2": "openai-community/gpt2",
@@ -92,6 +96,14 @@ LOGITS_INPUT_HOOK = "ln_final.hook_in"
 EDGE_HOOK_FLAGS = ("split_qkv", "mlp_in")  # what edge-level patching needs
 
 
+def sender_output_hook(chunk: SenderChunk) -> str:
+    """The hook point holding a sender chunk's output: what the embeddings write, a
+    layer's z, or an MLP's output."""
+    if chunk.kind == "input":
+        return EMBED_OUTPUT_HOOK
+    return head_output_hook(chunk.layer) if chunk.heads else mlp_output_hook(chunk.layer)
+
+
 def canonical_model_name(name: str) -> str:
     """The hub id an alias stands for; other names are returned unchanged."""
     return HUB_ALIASES.get(name, name)
@@ -115,7 +127,7 @@ class Model:
     device: torch.device
     dtype: torch.dtype
     hub_id: str | None = None
-    builtin: str | None = None
+    builtin: str | None = None  # set by the loader of built-in models: the built-in name
 
     @property
     def bos_token_id(self) -> int | None:
@@ -270,8 +282,6 @@ class Model:
     def output_norms(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Norm of what each head and MLP writes to the residual stream, [batch, pos] per
         node name (``a{L}.h{H}``, ``m{L}``)."""
-        from circuitx.graph import head_node, mlp_node
-
         _, cache = self.run_with_cache(tokens, self.output_hooks())
         norms = {}
         for layer in range(self.n_layers):
@@ -417,19 +427,10 @@ def parse_device(name: str | None) -> torch.device:
     return device
 
 
-def load_model(
-    name: str, device: str | None = None, dtype: str = "float32", cache_dir: str | None = None
-) -> Model:
-    """Load a built-in model, a local model directory, or a hub model by name or alias."""
-    from circuitx import builtin
-
+def load_model(name: str, device: str | None = None, dtype: str = "float32") -> Model:
+    """Load a local model directory, or a hub model by name or alias."""
     torch_device, torch_dtype = parse_device(device), parse_dtype(dtype)
-    builtin_name = None
-    if name in builtin.BUILTIN_MODELS:
-        builtin_name = name
-        with _quiet():
-            source = str(builtin.model_dir(name, cache_dir))
-    elif Path(name).expanduser().is_dir():
+    if Path(name).expanduser().is_dir():
         source = str(Path(name).expanduser())
         if not (Path(source) / "config.json").is_file():
             raise CircuitxError(f"not a model directory (no config.json): {name}")
@@ -438,7 +439,7 @@ def load_model(
     else:
         source = canonical_model_name(name)
         _check_hub_model(name, source)
-    with _quiet():
+    with quiet_loaders():
         try:
             bridge = _boot(source, torch_device, torch_dtype)
             bridge.enable_compatibility_mode(disable_warnings=True)
@@ -463,8 +464,7 @@ def load_model(
         d_vocab=int(cfg.d_vocab),
         device=torch_device,
         dtype=torch_dtype,
-        hub_id=None if builtin_name or Path(source).is_dir() else source,
-        builtin=builtin_name,
+        hub_id=None if Path(source).is_dir() else source,
     )
 
 
@@ -518,7 +518,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_loaders():
     """Silence the loaders' progress bars, warnings and log lines."""
     import transformers
 

@@ -18,33 +18,25 @@ prompt batch in one forward pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import (
-    HEAD_INPUTS,
-    INPUT,
-    LOGITS,
-    edge_name,
-    head_node,
-    mlp_node,
-    parse_edge_name,
-)
+from circuitx.layout import Layout, SenderChunk
 from circuitx.models import (
     EDGE_HOOK_FLAGS,
     EMBED_OUTPUT_HOOK,
     LOGITS_INPUT_HOOK,
     Model,
     head_input_hook,
-    head_output_hook,
     mlp_input_hook,
-    mlp_output_hook,
     resid_pre_hook,
+    sender_output_hook,
 )
+from circuitx.names import HEAD_INPUTS
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
 
@@ -52,200 +44,6 @@ ABLATIONS = ("corrupted", "mean", "zero")
 # Tokens in one patched forward pass. On CPU larger passes fall out of cache and run
 # slower (measured on GPT-2-small shape: 16384 tokens/pass took 2x the time of 2048).
 TOKENS_PER_PASS = {"cpu": 2048, "cuda": 32768}
-
-
-@dataclass(frozen=True)
-class SenderChunk:
-    """Senders that one hook point writes: the embeddings, a layer's heads, or an MLP."""
-
-    first: int  # index of the first sender
-    count: int
-    hook: str
-    layer: int  # the block it belongs to (0 for the embeddings)
-    heads: bool  # a layer's heads: its hook holds z, what they write is z @ W_O
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where each node sits in the masks' sender and receiver axes.
-
-    Senders: ``input``, then per layer its heads and its MLP. Receivers: per layer its
-    heads' q inputs, k inputs, v inputs and its MLP input, then ``logits``. The senders a
-    receiver can read form a prefix of the sender axis.
-    """
-
-    n_layers: int
-    n_heads: int
-    has_mlp: bool
-
-    @property
-    def per_layer(self) -> int:
-        return self.n_heads + int(self.has_mlp)
-
-    @property
-    def n_senders(self) -> int:
-        return 1 + self.n_layers * self.per_layer
-
-    @property
-    def receivers_per_layer(self) -> int:
-        return 3 * self.n_heads + int(self.has_mlp)
-
-    @property
-    def n_receivers(self) -> int:
-        return self.n_layers * self.receivers_per_layer + 1
-
-    def head_sender(self, layer: int, head: int = 0) -> int:
-        return 1 + layer * self.per_layer + head
-
-    def mlp_sender(self, layer: int) -> int:
-        return self.head_sender(layer, self.n_heads)
-
-    def head_receiver(self, layer: int, head_input: str, head: int = 0) -> int:
-        return (
-            layer * self.receivers_per_layer + HEAD_INPUTS.index(head_input) * self.n_heads + head
-        )
-
-    def mlp_receiver(self, layer: int) -> int:
-        return self.head_receiver(layer, "q", 3 * self.n_heads)
-
-    @property
-    def logits_receiver(self) -> int:
-        return self.n_receivers - 1
-
-    def sender_layer(self, sender: int) -> int:
-        return 0 if sender == 0 else (sender - 1) // self.per_layer
-
-    def receiver_layer(self, receiver: int) -> int:
-        return receiver // self.receivers_per_layer  # logits: n_layers
-
-    @cached_property
-    def chunks(self) -> list[SenderChunk]:
-        chunks = [SenderChunk(0, 1, EMBED_OUTPUT_HOOK, 0, False)]
-        for layer in range(self.n_layers):
-            chunks.append(
-                SenderChunk(
-                    self.head_sender(layer), self.n_heads, head_output_hook(layer), layer, True
-                )
-            )
-            if self.has_mlp:
-                chunks.append(
-                    SenderChunk(self.mlp_sender(layer), 1, mlp_output_hook(layer), layer, False)
-                )
-        return chunks
-
-    def chunks_from(self, layer: int) -> list[SenderChunk]:
-        """The heads and MLPs of ``layer`` and later."""
-        return [c for c in self.chunks if c.first >= self.head_sender(layer) and c.first > 0]
-
-    @cached_property
-    def valid(self) -> torch.Tensor:
-        """[n_senders, n_receivers]: True where the sender is upstream of the receiver."""
-        readable = torch.tensor([self.readable(r) for r in range(self.n_receivers)])
-        return torch.arange(self.n_senders).unsqueeze(1) < readable.unsqueeze(0)
-
-    @cached_property
-    def senders(self) -> list[str]:
-        names = [INPUT]
-        for layer in range(self.n_layers):
-            names += [head_node(layer, head) for head in range(self.n_heads)]
-            names += [mlp_node(layer)] if self.has_mlp else []
-        return names
-
-    @cached_property
-    def receivers(self) -> list[tuple[str, str | None]]:
-        """``(node, head input)`` per receiver index."""
-        names: list[tuple[str, str | None]] = []
-        for layer in range(self.n_layers):
-            for head_input in HEAD_INPUTS:
-                names += [(head_node(layer, head), head_input) for head in range(self.n_heads)]
-            names += [(mlp_node(layer), None)] if self.has_mlp else []
-        return names + [(LOGITS, None)]
-
-    def readable(self, receiver: int) -> int:
-        """How many senders (a prefix of the sender axis) ``receiver`` reads."""
-        if receiver == self.logits_receiver:
-            return self.n_senders
-        layer, offset = divmod(receiver, self.receivers_per_layer)
-        end = self.head_sender(layer)
-        return end + self.n_heads if offset == 3 * self.n_heads else end
-
-    @cached_property
-    def edges(self) -> list[str]:
-        """Every edge name, in mask order (receiver-major)."""
-        return [edge_name(s, r, i) for _, s, r, i in self._edge_rows]
-
-    @cached_property
-    def edge_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sender and receiver index of every edge of :attr:`edges`."""
-        rows = self._edge_rows
-        return torch.tensor([row[0][0] for row in rows]), torch.tensor([row[0][1] for row in rows])
-
-    @cached_property
-    def _edge_rows(self) -> list[tuple[tuple[int, int], str, str, str | None]]:
-        rows = []
-        for r, (receiver, head_input) in enumerate(self.receivers):
-            for s in range(self.readable(r)):
-                rows.append(((s, r), self.senders[s], receiver, head_input))
-        return rows
-
-    @cached_property
-    def _index_of_edge(self) -> dict[str, tuple[int, int]]:
-        return {edge_name(s, r, i): pos for pos, s, r, i in self._edge_rows}
-
-    def sender(self, node: str) -> int:
-        try:
-            return self._index_of_sender[node]
-        except KeyError:
-            raise CircuitxError(f"no sender {node!r} in this model") from None
-
-    @cached_property
-    def _index_of_sender(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.senders)}
-
-    def edge(self, name: str) -> tuple[int, int]:
-        """``(sender, receiver)`` index of an edge name."""
-        if name not in self._index_of_edge:
-            parse_edge_name(name)  # a malformed name gets the parser's message
-            raise CircuitxError(f"no edge {name!r} in this model")
-        return self._index_of_edge[name]
-
-    @cached_property
-    def receiver_owner(self) -> torch.Tensor:
-        """[n_receivers]: the sender index of each receiver's node (-1 for the logits)."""
-        return torch.tensor(
-            [-1 if node == LOGITS else self.sender(node) for node, _ in self.receivers]
-        )
-
-    def prune(self, mask: torch.Tensor) -> torch.Tensor:
-        """An edge mask [n_senders, n_receivers] without dangling edges, as MIB prunes
-        circuits: repeatedly drop the edges out of a node no kept edge enters (the input
-        excepted) and the edges into a node no kept edge leaves (the logits excepted)."""
-        mask = mask * self.valid
-        owner = self.receiver_owner
-        into_node = owner >= 0
-        while True:
-            outgoing = mask.sum(1)
-            incoming = torch.zeros(self.n_senders).index_add(
-                0, owner[into_node], mask[:, into_node].sum(0)
-            )
-            no_input = incoming == 0
-            no_input[0] = False
-            pruned = mask.clone()
-            pruned[no_input] = 0.0
-            dead_receivers = torch.zeros(self.n_receivers, dtype=torch.bool)
-            dead_receivers[into_node] = outgoing[owner[into_node]] == 0
-            pruned[:, dead_receivers] = 0.0
-            if torch.equal(pruned, mask):
-                return mask
-            mask = pruned
-
-    def edge_mask(self, kept: Sequence[str]) -> torch.Tensor:
-        """[n_senders, n_receivers] mask: 1 on the ``kept`` edges, 0 elsewhere."""
-        mask = torch.zeros(self.n_senders, self.n_receivers)
-        if kept:
-            senders, receivers = zip(*(self.edge(name) for name in kept))
-            mask[list(senders), list(receivers)] = 1.0
-        return mask
 
 
 class PatchingEngine:
@@ -459,7 +257,8 @@ class PatchingEngine:
         weights = real.float() / real.sum(1, keepdim=True)
         writes = torch.empty(n, self.layout.n_senders, self.model.d_model, device=self.model.device)
         for chunk in self.layout.chunks:
-            mean = torch.einsum("np,np...->n...", weights.to(cache[chunk.hook]), cache[chunk.hook])
+            out = cache[sender_output_hook(chunk)]
+            mean = torch.einsum("np,np...->n...", weights.to(out), out)
             if chunk.heads:
                 mean = torch.einsum("nse,sed->nsd", mean, self.w_o[chunk.layer])
             writes[:, chunk.first : chunk.first + chunk.count] = mean.reshape(n, chunk.count, -1)
@@ -472,7 +271,8 @@ class PatchingEngine:
         n, width = self.data.clean.shape
         matrix = torch.empty(n, width, self.model.d_model, self.layout.n_senders)
         for chunk in self.layout.chunks:
-            delta = self.clean_cache[chunk.hook] - self.patch_cache[chunk.hook]
+            hook = sender_output_hook(chunk)
+            delta = self.clean_cache[hook] - self.patch_cache[hook]
             if not chunk.heads:
                 delta = delta.unsqueeze(-2)
             else:
@@ -542,7 +342,7 @@ class _MaskedPass:
             if not chunk.heads and edges:
                 hooks.append((mlp_input_hook(layer), self._single_in(layout.mlp_receiver(layer))))
             if self.node_mask is not None or (self.live is not None and not self.frozen):
-                hooks.append((chunk.hook, self._sender_hook(chunk)))
+                hooks.append((sender_output_hook(chunk), self._sender_hook(chunk)))
         if edges:
             hooks.append((LOGITS_INPUT_HOOK, self._single_in(layout.logits_receiver)))
         return hooks
@@ -560,7 +360,8 @@ class _MaskedPass:
         """A chunk's output [k, n, pos, s, e] under the node mask (and ``mix``), recording
         its difference from the patch value in this pass's buffer."""
         engine = self.engine
-        clean, patch = engine.clean_cache[chunk.hook], engine.patch_cache[chunk.hook]
+        hook = sender_output_hook(chunk)
+        clean, patch = engine.clean_cache[hook], engine.patch_cache[hook]
         if not chunk.heads:
             clean, patch = clean.unsqueeze(-2), patch.unsqueeze(-2)
         if self.mix is not None and chunk.first == 0:

@@ -1,5 +1,5 @@
-"""Reference circuits: building published circuits in the shared graph, and resolving the
-``--reference`` option (auto, none, TASK[:VARIANT] or a graph file).
+"""Reference circuits: building published circuits in the shared graph (the ``--reference``
+option is resolved by :mod:`circuitx.discovery.references`).
 
 Class-level circuits (IOI) follow ACDC's counting: ``INPUT`` is the embeddings and every
 MLP output before the receiver, ``OUTPUT`` is the logits and every MLP input after the
@@ -14,23 +14,12 @@ the head; :func:`acdc_edge_count` gives that count, which is what ACDC's papers 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
 import networkx as nx
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import (
-    HEAD_INPUTS,
-    INPUT,
-    LOGITS,
-    component_graph,
-    edge_name,
-    full_graph,
-    head_node,
-    read_graph,
-    shape_of,
-)
+from circuitx.graph import HEAD_INPUTS, INPUT, LOGITS, edge_name, full_graph, head_node
 
 INPUT_CLASS = "INPUT"
 OUTPUT_CLASS = "OUTPUT"
@@ -132,74 +121,3 @@ def class_circuit(
         for receiver in [*mlps, LOGITS]:
             mark_edge(graph, sender, receiver)
     return graph
-
-
-# Discovers the named task's circuit with the current method on the current model.
-DiscoverReference = Callable[[str], nx.MultiDiGraph]
-
-
-def resolve_reference(
-    spec: str,
-    task_name: str,
-    model_id: str | None,
-    n_layers: int,
-    n_heads: int,
-    has_mlp: bool,
-    discover_reference: DiscoverReference | None = None,
-    planted: str | None = None,
-) -> tuple[nx.MultiDiGraph | None, str | None, str | None]:
-    """``(reference graph, label, None)`` for ``spec``, or ``(None, None, why not)``.
-
-    A relational reference (a task whose reference is another task's circuit found by the
-    same method on the same model) is made by ``discover_reference(other task)``. On a
-    planted model (``planted`` names it) ``auto`` and ``planted`` give its ground truth.
-    """
-    from circuitx.planted import ground_truth
-    from circuitx.tasks import TASKS, get_task
-
-    if spec == "none":
-        return None, None, "no reference requested"
-    if spec in ("auto", "planted"):
-        truth = ground_truth(planted, task_name)
-        if truth is not None:
-            return truth, f"{planted} ground truth", None
-        if spec == "planted":
-            raise CircuitxError(
-                f"--reference planted needs a planted model with a {task_name} circuit "
-                f"(`circuitx models` lists them)"
-            )
-    if spec == "auto":
-        task = get_task(task_name)
-        if model_id != task.paper_model:
-            note = (
-                f"no reference: --reference auto uses the {task_name} reference only on "
-                f"{task.paper_model}, the model it was published for; pass --reference "
-                f"{task_name} to use it here"
-            )
-            return None, None, note
-        spec = task_name
-    base, _, variant = spec.partition(":")
-    if base in TASKS:
-        task = TASKS[base]
-        if variant not in task.reference_variants:
-            choices = ", ".join(f"{base}:{v}" if v else base for v in task.reference_variants)
-            raise CircuitxError(f"unknown reference {spec!r}; choose from {choices}")
-        if task.reference_task is None:
-            return task.reference(variant, n_layers, n_heads, has_mlp), spec, None
-        if discover_reference is None:
-            raise CircuitxError(
-                f"the {base} reference is the {task.reference_task} circuit the same method "
-                f"finds on the same model; discover it (circuitx discover --task "
-                f"{task.reference_task} ... --out FILE) and pass --reference FILE"
-            )
-        graph = discover_reference(task.reference_task)
-        return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
-    if Path(spec).suffix.lower() in (".graphml", ".xml", ".json") or Path(spec).exists():
-        graph = component_graph(read_graph(spec))
-        if shape_of(graph) != (n_layers, n_heads, has_mlp):
-            raise CircuitxError(f"reference {spec} is for another model shape")
-        return graph, spec, None
-    raise CircuitxError(
-        f"unknown reference {spec!r}: use auto, none, planted, a task name ({', '.join(TASKS)}) "
-        "or a graph file"
-    )

@@ -8,17 +8,13 @@ metrics are over every edge. Precision, recall and F1 judge the selection
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import networkx as nx
 import numpy as np
-import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import component_graph, component_nodes, edges_by_name, parse_edge_name
-
-if TYPE_CHECKING:
-    from circuitx.patching import PatchingEngine
+from circuitx.graph import component_graph, component_nodes, edges_by_name
 
 METRIC_NAMES = (
     "node_precision",
@@ -168,79 +164,3 @@ def _circuit_items(graph: nx.MultiDiGraph, level: str) -> set[str]:
         return {key for _, _, key, on in graph.edges(keys=True, data="in_circuit") if on}
     kinds = ("head",) if level == "heads" else ("head", "mlp")
     return {n for n, d in graph.nodes(data=True) if d["kind"] in kinds and d["in_circuit"]}
-
-
-# ---------------------------------------------------------------- faithfulness (MIB)
-
-# Circuit sizes of the MIB faithfulness curve, as fractions of all edges.
-CURVE_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-def faithfulness_report(engine: "PatchingEngine", graph: nx.MultiDiGraph) -> dict[str, Any]:
-    """Faithfulness of the graph's circuit and MIB's curve over circuit sizes.
-
-    f(C) = (m(C) - m(empty)) / (m(full) - m(empty)), where m(C) is the mean metric when
-    every edge outside C carries its patch value. The curve takes the top n = int(x E)
-    edges by |score| for each x in :data:`CURVE_FRACTIONS`, pruned of dangling edges as
-    MIB does; CPR is the trapezoid area under f over x, CMD the area of |1 - f|. A
-    node-level method's edges are ranked by the smaller |score| of their two ends. The
-    circuit's own f uses its edges as selected, unpruned. Curve values are None when the
-    graph has no scores to rank by.
-    """
-    layout = engine.layout
-    edges = edges_by_name(graph)
-    kept = [name for name, data in edges.items() if data["in_circuit"]]
-    masks = [layout.edge_mask(layout.edges), layout.edge_mask([]), layout.edge_mask(kept)]
-    ranking = edge_ranking(graph)
-    sizes = [int(x * len(edges)) for x in CURVE_FRACTIONS]
-    if ranking is not None:
-        masks += [layout.prune(layout.edge_mask(ranking[:size])) for size in sizes]
-    metrics = engine.edge_mask_metrics(torch.stack(masks)).tolist()
-    full, empty = metrics[0], metrics[1]
-    if abs(full - empty) < 1e-9:
-        raise CircuitxError("the full and the empty circuit give the same metric; no faithfulness")
-    faith = [(m - empty) / (full - empty) for m in metrics[2:]]
-    report: dict[str, Any] = {
-        "faithfulness": faith[0],
-        "cpr": None,
-        "cmd": None,
-        "faithfulness_curve": None,
-    }
-    if ranking is not None:
-        curve = faith[1:]
-        report["cpr"] = _trapezoid(curve, CURVE_FRACTIONS)
-        report["cmd"] = _trapezoid([abs(1.0 - f) for f in curve], CURVE_FRACTIONS)
-        report["faithfulness_curve"] = [
-            {"fraction": x, "edges": int(mask.sum()), "faithfulness": f}
-            for x, mask, f in zip(CURVE_FRACTIONS, masks[3:], curve)
-        ]
-    return report
-
-
-def edge_ranking(graph: nx.MultiDiGraph) -> list[str] | None:
-    """Edge names by decreasing |score| (ties in graph order); for a graph whose edges have
-    no scores, by the smaller |score| of their ends (input and logits rank first). None
-    when there is nothing to rank by."""
-    edges = edges_by_name(graph)
-    if all(data["score"] is not None for data in edges.values()):
-        magnitude = {name: abs(data["score"]) for name, data in edges.items()}
-    else:
-        nodes = graph.nodes
-        if any(nodes[n]["score"] is None for n in component_nodes(graph)):
-            return None
-
-        def size(node: str) -> float:
-            score = nodes[node]["score"]
-            return float("inf") if score is None else abs(score)
-
-        magnitude = {}
-        for name in edges:
-            sender, receiver, _ = parse_edge_name(name)
-            magnitude[name] = min(size(sender), size(receiver))
-    return sorted(edges, key=lambda name: -magnitude[name])
-
-
-def _trapezoid(values: list[float], xs: tuple[float, ...]) -> float:
-    return float(
-        sum((x1 - x0) * (a + b) / 2 for x0, x1, a, b in zip(xs, xs[1:], values, values[1:]))
-    )

@@ -1,7 +1,9 @@
-"""Fixtures: tiny GPT-2-architecture models built and saved by the tests themselves.
+"""Shared fixtures and helpers: tiny GPT-2-architecture models built and saved by the tests
+themselves, discovery and command-line helpers.
 
-They use the real GPT-2 tokenizer from ../shared/tokenizers/gpt2 and are loaded through
-the same loader as the CLI (``circuitx.models.load_model``).
+Tests need the real GPT-2 tokenizer from ../shared/tokenizers/gpt2 (set ``CIRCUITX_SHARED``
+when shared/ lives elsewhere). Models load through the loader the CLI uses
+(``circuitx.builtin.load``); built-in models are built into a temporary cache.
 """
 
 from __future__ import annotations
@@ -10,8 +12,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from click.testing import CliRunner
 
-from circuitx.builtin import save_gpt2
+from circuitx import transcoders as tc
+from circuitx.builtin import load
+from circuitx.builtin.hf import save_gpt2, word_level_tokenizer
+from circuitx.cli import main
+from circuitx.discovery import DiscoveryRequest, discover
+from circuitx.tasks import task_vocabulary
 
 SHARED = Path(os.environ.get("CIRCUITX_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 GPT2_TOKENIZER = SHARED / "tokenizers" / "gpt2"
@@ -24,6 +33,9 @@ def _isolated_cache(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+# ---------------------------------------------------------------- models
+
+
 def gpt2_tokenizer():
     from transformers import GPT2TokenizerFast
 
@@ -34,47 +46,96 @@ def gpt2_tokenizer():
     )
 
 
-def save_tiny_gpt2(
-    directory: Path, n_layer: int, n_head: int, d_model: int, seed: int = 0, edit=None
+def tiny_gpt2(
+    directory: Path,
+    n_layer: int,
+    n_head: int,
+    d_model: int,
+    seed: int = 0,
+    edit=None,
+    tokenizer: str = "gpt2",
 ) -> Path:
-    """Save a random GPT-2 model with the real GPT-2 tokenizer; ``edit(model)`` may set weights."""
-    save_gpt2(directory, gpt2_tokenizer(), n_layer, n_head, d_model, seed, 0.2, edit)
+    """Save a random GPT-2 model (initializer range 0.2) with the real GPT-2 tokenizer, or
+    (``tokenizer="words"``) the built-in word-level one; ``edit(model)`` may set weights."""
+    tok = gpt2_tokenizer() if tokenizer == "gpt2" else word_level_tokenizer(task_vocabulary())
+    save_gpt2(directory, tok, n_layer, n_head, d_model, seed, 0.2, edit)
     return directory
+
+
+def load_tiny(directory: Path, *shape, **settings):
+    """:func:`tiny_gpt2` into ``directory``, loaded on the CPU."""
+    return load(str(tiny_gpt2(directory, *shape, **settings)), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """2 layers x 4 heads, d_model 32."""
-    return save_tiny_gpt2(tmp_path_factory.mktemp("tiny"), 2, 4, 32)
+    return tiny_gpt2(tmp_path_factory.mktemp("tiny"), 2, 4, 32)
 
 
 @pytest.fixture(scope="session")
 def dir_12x12(tmp_path_factory) -> Path:
     """12 layers x 12 heads (holds the IOI reference), d_model 48."""
-    return save_tiny_gpt2(tmp_path_factory.mktemp("m12x12"), 12, 12, 48)
+    return tiny_gpt2(tmp_path_factory.mktemp("m12x12"), 12, 12, 48)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dir):
-    from circuitx.models import load_model
-
-    return load_model(str(tiny_dir), device="cpu")
+    return load(str(tiny_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def model_12x12(dir_12x12):
-    from circuitx.models import load_model
-
-    return load_model(str(dir_12x12), device="cpu")
+    return load(str(dir_12x12), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def word_model(tmp_path_factory):
     """2 layers x 4 heads with the built-in word-level tokenizer (a tokenizer we build)."""
-    from circuitx.builtin import word_level_tokenizer
-    from circuitx.models import load_model
-    from circuitx.tasks import task_vocabulary
+    return load_tiny(tmp_path_factory.mktemp("word"), 2, 4, 32, tokenizer="words")
 
-    directory = tmp_path_factory.mktemp("word")
-    save_gpt2(directory, word_level_tokenizer(task_vocabulary()), 2, 4, 32, 0, 0.2)
-    return load_model(str(directory), device="cpu")
+
+def random_transcoder_dir(directory: Path) -> str:
+    """Seeded random transcoders for every MLP of planted-greater-than (4 layers, d 64)."""
+    model = load("planted-greater-than", device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    d, n_features = model.d_model, 32
+    transcoders = {
+        layer: tc.Transcoder(
+            W_enc=torch.randn(d, n_features, generator=generator),
+            b_enc=torch.randn(n_features, generator=generator) * 0.5,
+            W_dec=torch.nn.functional.normalize(
+                torch.randn(n_features, d, generator=generator), dim=-1
+            ),
+            b_dec=torch.randn(d, generator=generator) * 0.1,
+            b_dec_out=torch.randn(d, generator=generator) * 0.1,
+        )
+        for layer in range(model.n_layers)
+    }
+    tc.save_transcoders(transcoders, directory, "planted")
+    return str(directory)
+
+
+# ---------------------------------------------------------------- discovery and the CLI
+
+
+def find(model, task: str, method: str, **settings):
+    """The circuit graph ``method`` finds for ``task`` on ``model`` (``settings``: the other
+    fields of a :class:`DiscoveryRequest`)."""
+    return discover(model, DiscoveryRequest(task, method, model=model.name, **settings))
+
+
+runner = CliRunner()
+
+
+def run(*args):
+    """``circuitx ARGS`` in this process."""
+    return runner.invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, pattern):
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and pattern in lines[0], lines[0]
+    assert "Traceback" not in result.output + result.stderr

@@ -1,10 +1,9 @@
 import pytest
 import torch
-from conftest import save_tiny_gpt2
+from conftest import find, tiny_gpt2
 
-from circuitx.discovery import discover
+from circuitx.builtin import load as load_model
 from circuitx.graph import component_nodes, full_graph
-from circuitx.models import load_model
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
 
@@ -25,14 +24,14 @@ def keep_only_one_head(model):
 
 @pytest.fixture(scope="module")
 def one_head_model(tmp_path_factory):
-    directory = save_tiny_gpt2(
+    directory = tiny_gpt2(
         tmp_path_factory.mktemp("one_head"), 3, N_HEADS, D_MODEL, seed=5, edit=keep_only_one_head
     )
     return load_model(str(directory), device="cpu")
 
 
 def test_the_only_head_that_matters_ranks_first(one_head_model):
-    graph = discover(one_head_model, "ioi", "activation-patching", n_prompts=16, seed=0, top_k=1)
+    graph = find(one_head_model, "ioi", "activation-patching", n_prompts=16, seed=0, top_k=1)
     scores = {n: graph.nodes[n]["score"] for n in component_nodes(graph)}
     target = f"a{LAYER}.h{HEAD}"
     assert max(scores, key=lambda n: abs(scores[n])) == target
@@ -71,9 +70,9 @@ def test_patching_a_node_matches_a_hand_written_hook(tiny_model):
 
 
 def test_same_seed_gives_the_same_graph(tiny_model):
-    first = discover(tiny_model, "ioi", "activation-patching", n_prompts=8, seed=11)
-    second = discover(tiny_model, "ioi", "activation-patching", n_prompts=8, seed=11)
-    third = discover(tiny_model, "ioi", "activation-patching", n_prompts=8, seed=12)
+    first = find(tiny_model, "ioi", "activation-patching", n_prompts=8, seed=11)
+    second = find(tiny_model, "ioi", "activation-patching", n_prompts=8, seed=11)
+    third = find(tiny_model, "ioi", "activation-patching", n_prompts=8, seed=12)
     scores = lambda g: [g.nodes[n]["score"] for n in component_nodes(g)]
     assert scores(first) == scores(second)
     assert scores(first) != scores(third)

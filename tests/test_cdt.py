@@ -5,12 +5,11 @@ import json
 
 import pytest
 import torch
-from test_cli import run
+from conftest import find, run
 
-from circuitx.discovery import discover
 from circuitx.graph import edges_by_name
+from circuitx.layout import Layout
 from circuitx.methods.cdt import _z_change, discover_nodes
-from circuitx.patching import Layout
 
 
 def test_taking_a_head_input_out_changes_z_as_the_head_computes_it():
@@ -57,8 +56,8 @@ def test_discovery_weights_relevance_to_a_found_node_by_its_score():
 
 
 def test_same_seed_same_graph(tiny_model):
-    first = discover(tiny_model, "ioi", "cdt", n_prompts=4, seed=3)
-    second = discover(tiny_model, "ioi", "cdt", n_prompts=4, seed=3)
+    first = find(tiny_model, "ioi", "cdt", n_prompts=4, seed=3)
+    second = find(tiny_model, "ioi", "cdt", n_prompts=4, seed=3)
     assert edges_by_name(first) == edges_by_name(second)
     assert dict(first.nodes(data="score")) == dict(second.nodes(data="score"))
 

@@ -2,18 +2,10 @@ import json
 
 import networkx as nx
 import pytest
-from click.testing import CliRunner
+from conftest import assert_one_line_error, run
 
-from circuitx.cli import main
 from circuitx.graph import read_graph
 from circuitx.scoring import METRIC_NAMES
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(main, [str(a) for a in args])
-
 
 DISCOVER = ["discover", "--task", "ioi", "--method", "activation-patching"]
 
@@ -21,14 +13,6 @@ DISCOVER = ["discover", "--task", "ioi", "--method", "activation-patching"]
 def discover(*args):
     """``circuitx discover --task ioi --method activation-patching`` with more arguments."""
     return run(*DISCOVER, *args)
-
-
-def assert_one_line_error(result, pattern):
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and pattern in lines[0], lines[0]
-    assert "Traceback" not in result.output + result.stderr
 
 
 @pytest.fixture(scope="module")

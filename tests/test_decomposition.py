@@ -4,12 +4,13 @@ its exact linear contribution, computed here independently from the model's hook
 
 import pytest
 import torch
-from conftest import save_tiny_gpt2
+from conftest import tiny_gpt2
 
+from circuitx.builtin import load as load_model
 from circuitx.decomposition import Sources, embed, propagate
 from circuitx.errors import CircuitxError
-from circuitx.models import load_model, transformer_weights
-from circuitx.patching import Layout
+from circuitx.layout import Layout
+from circuitx.models import transformer_weights
 
 # decomposition point -> the model's hook holding the whole activation
 HOOKS = {
@@ -32,7 +33,7 @@ def model_3x4(tmp_path_factory):
     """3 layers x 4 heads, d_model 32, with weights large enough to make LayerNorm, the
     softmax and GELU work away from their linear ranges."""
     directory = tmp_path_factory.mktemp("m3x4")
-    return load_model(str(save_tiny_gpt2(directory, 3, 4, 32, seed=5)), device="cpu")
+    return load_model(str(tiny_gpt2(directory, 3, 4, 32, seed=5)), device="cpu")
 
 
 def decompose(model, tokens, chosen, patches, layer=0):
@@ -142,7 +143,7 @@ def _linear_model(tmp_path):
         block.mlp.c_proj.bias.zero_()
         gpt2.transformer.ln_f.bias.zero_()
 
-    return load_model(str(save_tiny_gpt2(tmp_path, 1, 4, 32, seed=6, edit=edit)), device="cpu")
+    return load_model(str(tiny_gpt2(tmp_path, 1, 4, 32, seed=6, edit=edit)), device="cpu")
 
 
 @pytest.mark.parametrize("source", ["a0.h2", "input"])

@@ -4,11 +4,10 @@ planted IOI circuit found by each through the command line."""
 import json
 
 import pytest
-from test_cli import assert_one_line_error, run
+from conftest import assert_one_line_error, find, run
 
-from circuitx.discovery import discover
+from circuitx.builtin import ground_truth
 from circuitx.graph import component_nodes, edges_by_name
-from circuitx.planted import ground_truth
 
 EDGE_METHODS = ("eap", "eap-ig", "acdc", "path-patching")
 
@@ -18,14 +17,14 @@ def kept_edges(graph):
 
 
 def test_acdc_with_tau_zero_keeps_every_edge(tiny_model):
-    graph = discover(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": 0.0})
+    graph = find(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": 0.0})
     assert len(kept_edges(graph)) == graph.number_of_edges()
     assert graph.graph["acdc_edges_tried"] == graph.number_of_edges()
     assert graph.graph["faithfulness"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_acdc_with_a_huge_tau_keeps_nothing(tiny_model):
-    graph = discover(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": 1e9})
+    graph = find(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": 1e9})
     assert kept_edges(graph) == []
     assert not any(graph.nodes[n]["in_circuit"] for n in component_nodes(graph))
     assert graph.graph["acdc_edges_kept"] == 0
@@ -36,15 +35,15 @@ def test_acdc_with_a_huge_tau_keeps_nothing(tiny_model):
 
 def test_acdc_circuit_is_its_scores_above_tau(tiny_model):
     tau = 0.05
-    graph = discover(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": tau})
+    graph = find(tiny_model, "ioi", "acdc", n_prompts=6, options={"tau": tau})
     edges = edges_by_name(graph)
     assert 0 < len(kept_edges(graph)) < len(edges)
     assert all((data["score"] >= tau) == data["in_circuit"] for data in edges.values())
 
 
 def test_path_patching_stages(tiny_model):
-    one = discover(tiny_model, "ioi", "path-patching", n_prompts=6, options={"stages": 1})
-    two = discover(tiny_model, "ioi", "path-patching", n_prompts=6, options={"stages": 2})
+    one = find(tiny_model, "ioi", "path-patching", n_prompts=6, options={"stages": 1})
+    two = find(tiny_model, "ioi", "path-patching", n_prompts=6, options={"stages": 2})
     scored = lambda g: {k for k, d in edges_by_name(g).items() if d["score"] != 0}
     assert all(name.endswith("->logits") for name in scored(one))
     assert scored(one) < scored(two)  # the second stage patches into the heads found
@@ -53,8 +52,8 @@ def test_path_patching_stages(tiny_model):
 
 def test_eap_ig_with_one_step_from_the_corrupted_input(tiny_model):
     """One IG step evaluates the gradient at the corrupted embeddings: not EAP's."""
-    eap = discover(tiny_model, "ioi", "eap", n_prompts=6)
-    ig = discover(tiny_model, "ioi", "eap-ig", n_prompts=6, options={"ig_steps": 1})
+    eap = find(tiny_model, "ioi", "eap", n_prompts=6)
+    ig = find(tiny_model, "ioi", "eap-ig", n_prompts=6, options={"ig_steps": 1})
     scores = lambda g: [d["score"] for d in edges_by_name(g).values()]
     assert scores(eap) != scores(ig)
 
@@ -62,8 +61,8 @@ def test_eap_ig_with_one_step_from_the_corrupted_input(tiny_model):
 @pytest.mark.parametrize("method", EDGE_METHODS)
 def test_same_seed_same_graph(tiny_model, method):
     options = {"tau": 0.05} if method == "acdc" else {}
-    first = discover(tiny_model, "ioi", method, n_prompts=4, seed=3, options=options)
-    second = discover(tiny_model, "ioi", method, n_prompts=4, seed=3, options=options)
+    first = find(tiny_model, "ioi", method, n_prompts=4, seed=3, options=options)
+    second = find(tiny_model, "ioi", method, n_prompts=4, seed=3, options=options)
     assert edges_by_name(first) == edges_by_name(second)
 
 

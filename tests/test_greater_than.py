@@ -86,7 +86,7 @@ def test_correct_means_the_top_year_is_above_yy(data):
 
 def test_acdc_reference_has_the_published_size():
     graph = task.reference("", 12, 12, True)
-    heads = "0.3 0.5 0.1 5.5 6.1 6.9 7.10 8.11 9.1".split()
+    heads = ["0.3", "0.5", "0.1", "5.5", "6.1", "6.9", "7.10", "8.11", "9.1"]
     assert circuit(graph, "head") == {"a{}.h{}".format(*h.split(".")) for h in heads}
     assert circuit(graph, "mlp") == {f"m{i}" for i in (0, 1, 2, 3, 8, 9, 10, 11)}
     assert len(edges(graph)) == 235 and acdc_edge_count(graph) == 262  # ACDC's count

@@ -7,12 +7,15 @@ import csv
 import json
 
 import pytest
-from test_cli import assert_one_line_error, run
+from conftest import assert_one_line_error, find, random_transcoder_dir, run
 
-from circuitx.discovery import discover, report
+from circuitx import builtin
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.discovery import report
+from circuitx.leaderboard import cells as cells_module
 from circuitx.leaderboard import make_grid, run_cell, run_leaderboard
-from circuitx.models import load_model
-from circuitx.planted import ground_truth
+from circuitx.methods import METHODS
 
 GRID = ["--tasks", "greater-than", "--methods", "activation-patching,eap", "--n-prompts", 10]
 CELLS = make_grid(["greater-than"], ["activation-patching", "eap"], "planted", [0, 1], 10)
@@ -25,6 +28,14 @@ def results(directory):
         cell["key"]: {k: v for k, v in cell["result"].items() if k != "runtime_s"}
         for cell in document["cells"]
     }
+
+
+def assert_same(got, want):
+    """Equal results, with the differing entries named when they are not."""
+    assert set(got) == set(want)
+    for key in want:
+        differing = [k for k in want[key] if got[key].get(k) != want[key][k]]
+        assert not differing, (key, {k: (got[key].get(k), want[key][k]) for k in differing})
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +64,7 @@ def test_rows_are_the_mean_of_the_cells_and_match_discover(board):
     torch.set_num_threads(1)
     try:
         model = load_model("planted-greater-than")
-        graph = discover(model, "greater-than", "eap", 10, seed=1)
+        graph = find(model, "greater-than", "eap", n_prompts=10, seed=1)
     finally:
         torch.set_num_threads(threads)
     expected = report(graph, ground_truth("planted-greater-than", "greater-than"), "truth")
@@ -107,11 +118,11 @@ def test_worker_processes_and_ray_give_identical_results(board, tmp_path):
     in_process = {key: value for key, value in results(out).items() if value["seed"] == 0}
     board_jobs = run_leaderboard(cells, tmp_path / "jobs", jobs=2)
     assert board_jobs.failed == 0
-    assert results(tmp_path / "jobs") == in_process
+    assert_same(results(tmp_path / "jobs"), in_process)
     pytest.importorskip("ray", reason="the Ray test needs the ray extra (pip install -e .[ray])")
     board_ray = run_leaderboard(cells, tmp_path / "ray", jobs=2, executor="ray")
     assert board_ray.failed == 0
-    assert results(tmp_path / "ray") == in_process
+    assert_same(results(tmp_path / "ray"), in_process)
 
 
 def test_a_failing_cell_is_reported_and_the_others_finish(tiny_dir, tmp_path):
@@ -128,12 +139,10 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tiny_dir, tmp_path):
 
 
 def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
-    import circuitx.discovery
-
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(circuitx.discovery, "discover", broken)
+    monkeypatch.setattr(cells_module, "discover", broken)
     record = run_cell(CELLS[0])
     assert record["status"] == "error" and record["error"] == "RuntimeError: boom"
 
@@ -155,3 +164,59 @@ def test_out_must_be_a_directory(tmp_path):
     path = tmp_path / "file"
     path.write_text("x")
     assert_one_line_error(run("leaderboard", *GRID, "--out", path), "is a file")
+
+
+RECORDED = ("task", "method", "model", "seed", "n_prompts", "ablation", "corruption", "metric")
+
+
+def test_a_cells_recorded_config_is_what_its_run_used(tmp_path):
+    """For every method: the settings in the cell's key are those its discovery ran with
+    (sae's corruption included: its key once said None while the run used the default)."""
+    options = {"transcoder": {"transcoders": random_transcoder_dir(tmp_path)}}
+    grid = make_grid(["greater-than"], list(METHODS), "planted", [0], 5, options=options)
+    for cell in grid:
+        config, record = cell.config(), run_cell(cell)
+        assert record["status"] == "ok", record
+        result = record["result"]
+        for key in RECORDED:
+            assert result[key] == config[key], (cell.method, key)
+        assert result["options"] == config["options"], cell.method
+        assert config["corruption"] is not None
+
+
+def test_a_task_without_a_model_in_the_family_is_a_cell_error(monkeypatch, tmp_path):
+    planted = builtin.FAMILIES["planted"]
+    members = {task: name for task, name in planted.members.items() if task != "docstring"}
+    monkeypatch.setitem(builtin.FAMILIES, "planted", builtin.Family("planted", "", members))
+    cells = make_grid(["docstring", "greater-than"], ["eap"], "planted", [0], 4)
+    board = run_leaderboard(cells, tmp_path)
+    errors = [record.get("error") for record in board.records]
+    assert errors == ["no planted model for task docstring", None]
+
+
+def test_options_run_non_default_settings_and_enter_the_key(tmp_path):
+    args = ["leaderboard", "--tasks", "greater-than", "--methods", "acdc", "--seeds", 1]
+    args += ["--n-prompts", 4, "--out", tmp_path, "--json"]
+    default = run(*args)
+    tuned = run(*args, "--option", "acdc.tau=0.2")
+    assert default.exit_code == tuned.exit_code == 0, tuned.output
+    records = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert records[0]["cell"]["options"] == {"tau": 0.2}
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 2  # two keys, both kept
+    assert records[0]["result"]["options"] == {"tau": 0.2}
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("acdc.tau", "METHOD.NAME=VALUE"),
+        ("acdc.tau=x", "--tau takes a float"),
+        ("acdc.tau=-1", "--tau must be at least 0"),
+        ("acdc.nope=1", "acdc has no option 'nope'"),
+        ("eap.tau=1", "eap has no option 'tau'"),
+        ("magic.tau=1", "unknown method 'magic'"),
+    ],
+)
+def test_bad_options_are_one_line(option, message, tmp_path):
+    args = ["leaderboard", "--methods", "acdc,eap", "--option", option, "--out", tmp_path]
+    assert_one_line_error(run(*args), message)

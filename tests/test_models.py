@@ -3,8 +3,9 @@ import hashlib
 import pytest
 import torch
 
+from circuitx.builtin import load as load_model
 from circuitx.errors import CircuitxError
-from circuitx.models import head_output_hook, load_model
+from circuitx.models import head_output_hook
 
 
 def test_bridge_logits_equal_the_hf_model(tiny_dir, tiny_model):

@@ -4,13 +4,14 @@ truth, deterministic builds, and the CLI paths that use them."""
 import json
 
 import pytest
+from conftest import assert_one_line_error, find, run
 from safetensors.torch import load_file
-from test_cli import assert_one_line_error, run
 
-from circuitx.discovery import discover, report
-from circuitx.models import load_model
-from circuitx.planted import PLANTED, ground_truth, planted_name
-from circuitx.planted.certificate import certify
+from circuitx.builtin import BUILTIN_MODELS, ground_truth, resolve
+from circuitx.builtin import load as load_model
+from circuitx.builtin.planted import PLANTED
+from circuitx.certificate import certify
+from circuitx.discovery import report
 from circuitx.scoring import overlap
 
 
@@ -62,8 +63,8 @@ def test_backup_heads_repair_the_behaviour(models):
 
 @pytest.mark.parametrize("task", CLEAN_TASKS)
 def test_activation_patching_finds_the_planted_circuit(models, task):
-    name = planted_name("planted", task)
-    graph = discover(models(name), task, "activation-patching", n_prompts=20)
+    name = resolve("planted", task)
+    graph = find(models(name), task, "activation-patching", n_prompts=20)
     summary = report(graph, ground_truth(name, task), "truth")
     assert summary["metrics"]["node_auc"] == 1.0
     assert summary["metrics"]["node_precision"] == summary["metrics"]["node_recall"] == 1.0
@@ -123,4 +124,5 @@ def test_cache_dir_flag(tmp_path):
         "docstring", "planted", "--n-prompts", "3", "--cache-dir", str(tmp_path / "c"), "--json"
     )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "c" / "models" / "planted-docstring-v1" / "circuit.json").is_file()
+    identity = BUILTIN_MODELS["planted-docstring"].identity
+    assert (tmp_path / "c" / "models" / f"planted-docstring-{identity}" / "circuit.json").is_file()

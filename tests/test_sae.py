@@ -6,9 +6,10 @@ import re
 
 import pytest
 import torch
-from test_cli import assert_one_line_error, run
+from conftest import assert_one_line_error, find, run
 
-from circuitx.discovery import discover
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
 from circuitx.graph import component_nodes, edges_by_name
 from circuitx.methods.sae import (
     co_occurrence_ranking,
@@ -17,9 +18,7 @@ from circuitx.methods.sae import (
     standardise,
     train_sae,
 )
-from circuitx.models import load_model
 from circuitx.patching import PatchingEngine
-from circuitx.planted import ground_truth
 from circuitx.tasks import get_task
 
 
@@ -103,7 +102,7 @@ def test_mean_writes_average_each_prompts_own_tokens(tiny_model):
 def test_answer_heads_get_codes_unique_to_positives():
     """On planted greater-than, the year heads and MLPs that carry the answer show codes on
     the clean years that no 01-year prompt shows; the distractors mostly do not."""
-    graph = discover(load_model("planted-greater-than"), "greater-than", "sae", n_prompts=50)
+    graph = find(load_model("planted-greater-than"), "greater-than", "sae", n_prompts=50)
     truth = ground_truth("planted-greater-than", "greater-than")
     scores = {n: graph.nodes[n]["score"] for n in component_nodes(graph)}
     planted = [n for n in scores if truth.nodes[n]["in_circuit"]]
@@ -116,7 +115,7 @@ def test_answer_heads_get_codes_unique_to_positives():
 
 def test_same_seed_same_graph_and_another_seed_another(tiny_model):
     options = {"n_codes": 20}
-    graph = lambda seed: discover(tiny_model, "ioi", "sae", n_prompts=6, seed=seed, options=options)
+    graph = lambda seed: find(tiny_model, "ioi", "sae", n_prompts=6, seed=seed, options=options)
     first, second, third = graph(4), graph(4), graph(5)
     assert edges_by_name(first) == edges_by_name(second)
     assert dict(first.nodes(data=True)) == dict(second.nodes(data=True))
@@ -134,10 +133,10 @@ def test_colored_objects_negatives_ask_about_an_absent_object(word_model):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--n-examples", "0"], "--n-examples must be at least 1"),
+        (["--n-examples", "0"], "'--n-examples': 0 is not in the range x>=1"),
         (["--n-examples", "13"], "--n-examples 13 is more than the 12 prompts"),
         (["--n-codes", "300"], "--n-codes 300 must be between 1 and the 250 vectors"),
-        (["--sae-steps", "0"], "--sae-steps must be at least 1"),
+        (["--sae-steps", "0"], "'--sae-steps': 0 is not in the range x>=1"),
     ],
 )
 def test_bad_settings_end_with_one_line(args, message):
@@ -151,10 +150,15 @@ def test_sae_options_belong_to_sae():
 
 
 def test_negatives_default_to_the_task_negative_corruption(word_model):
-    graph = discover(word_model, "colored-objects", "sae", n_prompts=6, options={"n_codes": 20})
+    graph = find(word_model, "colored-objects", "sae", n_prompts=6, options={"n_codes": 20})
     assert graph.graph["corruption"] == "absent-object"
-    other = discover(
-        word_model, "colored-objects", "sae", 6, corruption="other-object", options={"n_codes": 20}
+    other = find(
+        word_model,
+        "colored-objects",
+        "sae",
+        n_prompts=6,
+        corruption="other-object",
+        options={"n_codes": 20},
     )
     assert other.graph["corruption"] == "other-object"
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import random_transcoder_dir
 
 EXPECTED = Path(__file__).parent / "data" / "discover_before_19.json"
 METHODS = (
@@ -40,30 +40,6 @@ COMPARED = (
     "metrics",
     "overlap",
 )
-
-
-def random_transcoder_dir(directory: Path) -> str:
-    """Seeded random transcoders for every MLP of planted-greater-than (4 layers, d 64)."""
-    from circuitx import transcoders as tc
-    from circuitx.models import load_model
-
-    model = load_model("planted-greater-than", device="cpu")
-    generator = torch.Generator().manual_seed(0)
-    d, n_features = model.d_model, 32
-    transcoders = {
-        layer: tc.Transcoder(
-            W_enc=torch.randn(d, n_features, generator=generator),
-            b_enc=torch.randn(n_features, generator=generator) * 0.5,
-            W_dec=torch.nn.functional.normalize(
-                torch.randn(n_features, d, generator=generator), dim=-1
-            ),
-            b_dec=torch.randn(d, generator=generator) * 0.1,
-            b_dec_out=torch.randn(d, generator=generator) * 0.1,
-        )
-        for layer in range(model.n_layers)
-    }
-    tc.save_transcoders(transcoders, directory, "planted")
-    return str(directory)
 
 
 def command(method: str, transcoders: str) -> list[str]:

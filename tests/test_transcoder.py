@@ -9,16 +9,17 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from test_cli import assert_one_line_error, run
+from conftest import assert_one_line_error, find, run
 
 from circuitx import transcoders as tc
-from circuitx.discovery import discover, report
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.discovery import report
 from circuitx.errors import CircuitxError
 from circuitx.graph import read_graph
 from circuitx.methods.transcoder import attribute
-from circuitx.models import head_output_hook, load_model, mlp_output_hook
+from circuitx.models import head_output_hook, mlp_output_hook
 from circuitx.patching import PatchingEngine
-from circuitx.planted import ground_truth
 from circuitx.tasks import get_task
 
 N_FEATURES = 16
@@ -290,7 +291,7 @@ def test_bad_transcoders_for_discovery_end_in_one_line(
     assert_one_line_error(run(*base, "--model", tiny_dir), "no transcoders known")
     assert_one_line_error(
         run(*base, "--model", tiny_dir, "--transcoders", tiny_transcoders, "--n-features", 0),
-        "--n-features must be at least 1",
+        "'--n-features': 0 is not in the range x>=1",
     )
     eap = ["discover", "--task", "ioi", "--method", "eap", "--model", tiny_dir]
     assert_one_line_error(run(*eap, "--granularity", "feature"), "applies to transcoder")
@@ -333,9 +334,8 @@ def test_recovers_the_planted_greater_than_circuit(tmp_path):
     replaced = tc.task_metric_with_replacement(model, transcoders, "greater-than", 50, 1)
     assert replaced["relative_change"] < 0.1, replaced
     tc.save_transcoders(transcoders, tmp_path, "planted")
-    graph = discover(
-        model, "greater-than", "transcoder", 50, options={"transcoders": str(tmp_path)}
-    )
+    options = {"transcoders": str(tmp_path)}
+    graph = find(model, "greater-than", "transcoder", n_prompts=50, options=options)
     summary = report(graph, ground_truth("planted-greater-than", "greater-than"), "truth")
     assert summary["metrics"]["node_auc"] >= 0.9, summary["metrics"]
     assert summary["metrics"]["node_recall"] == 1.0

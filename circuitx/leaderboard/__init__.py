@@ -4,12 +4,14 @@ model, scored against the reference; resumable, and parallel on local processes 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from circuitx import __version__
+from circuitx import __version__, builtin
+from circuitx.discovery import DiscoveryRequest
 from circuitx.errors import CircuitxError
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
 from circuitx.leaderboard.executors import EXECUTORS, execute
@@ -24,6 +26,7 @@ from circuitx.leaderboard.results import (
     table,
     write_text,
 )
+from circuitx.methods import get_method
 from circuitx.progress import progress_bar
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "Leaderboard",
     "make_grid",
     "parse_names",
+    "parse_options",
     "run_cell",
     "run_leaderboard",
     "table",
@@ -73,17 +77,57 @@ def make_grid(
     ablation: str = "corrupted",
     device: str | None = None,
     dtype: str = "float32",
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    cache_dir: str | None = None,
 ) -> list[Cell]:
-    """Every (task, method, seed) cell; ``model`` ``planted`` / ``planted-hard`` stands for
-    each task's own planted model. Cells of one model are adjacent, so a process loads it once."""
-    from circuitx.planted import planted_name
+    """Every (task, method, seed) cell. A family (``planted``, ``planted-hard``) stands
+    for its model for each task; a task the family has no model for makes error cells.
+    ``options`` maps a method to its non-default options. Cells of one model are
+    adjacent, so a process loads it once."""
+    options = options or {}
+    cells = []
+    for task in tasks:
+        try:
+            name = builtin.resolve(model, task)
+        except CircuitxError:
+            name = model  # the family: the cells' requests fail with its error
+        for method in methods:
+            for seed in seeds:
+                request = DiscoveryRequest(
+                    task,
+                    method,
+                    name,
+                    n_prompts,
+                    seed,
+                    ablation=ablation,
+                    options=dict(options.get(method, {})),
+                    device=device,
+                    dtype=dtype,
+                    cache_dir=cache_dir,
+                )
+                cells.append(Cell(request))
+    return cells
 
-    return [
-        Cell(task, method, planted_name(model, task), seed, n_prompts, ablation, device, dtype)
-        for task in tasks
-        for method in methods
-        for seed in seeds
-    ]
+
+def parse_options(specs: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """``METHOD.NAME=VALUE`` settings (``--option``) as {method: {name: value}}, each
+    value parsed and checked by the method's declaration of the option."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        target, equals, text = spec.partition("=")
+        method_name, dot, name = target.partition(".")
+        if not equals or not dot:
+            raise CircuitxError(f"--option takes METHOD.NAME=VALUE, not {spec!r}")
+        method = get_method(method_name)
+        if method_name not in methods:
+            raise CircuitxError(f"--option {spec!r} names {method_name}, which is not in --methods")
+        declared = {option.name: option for option in method.options}
+        key = name.replace("-", "_")
+        if key not in declared:
+            known = ", ".join(declared) or "none"
+            raise CircuitxError(f"{method_name} has no option {name!r} (its options: {known})")
+        parsed.setdefault(method_name, {})[key] = declared[key].parse(text)
+    return parsed
 
 
 def run_leaderboard(
@@ -101,8 +145,10 @@ def run_leaderboard(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CircuitxError(f"--out must be a directory: {out_dir}")
+    first = cells[0].request
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once
-        load_cached(name, cells[0].device, cells[0].dtype)
+        if name not in builtin.FAMILIES:
+            load_cached(name, first.device, first.dtype, first.cache_dir)
     store = CellStore(out_dir / "cells")
     records = {cell.key: store.get(cell.key) for cell in cells}
     pending = [cell for cell in cells if records[cell.key] is None]

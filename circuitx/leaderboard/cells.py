@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -17,46 +18,64 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from circuitx import __version__
-from circuitx.errors import CircuitxError, first_line
+import torch
 
-_loaded_models: dict[tuple[str, str | None, str], Any] = {}
+from circuitx import builtin
+from circuitx.discovery import DiscoveryRequest, discover, reference_for_model, report
+from circuitx.errors import CircuitxError, first_line
+from circuitx.graph import component_graph
+from circuitx.progress import silenced
+from circuitx.scoring import roc_curves
+
+_loaded_models: dict[tuple[str, str | None, str, str | None], Any] = {}
 
 
 @dataclass(frozen=True)
 class Cell:
-    task: str
-    method: str
-    model: str  # a built-in name, a local directory or a hub name
-    seed: int
-    n_prompts: int = 50
-    ablation: str = "corrupted"
-    device: str | None = None
-    dtype: str = "float32"
+    """One discovery of the grid. Its request names the model itself (a family already
+    resolved for the task), or the family when it has no model for the task: then the
+    cell is an error."""
+
+    request: DiscoveryRequest
+
+    @property
+    def task(self) -> str:
+        return self.request.task
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def model(self) -> str:
+        return str(self.request.model)
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+    @property
+    def n_prompts(self) -> int:
+        return self.request.n_prompts
 
     @property
     def label(self) -> str:
         return f"{self.task} / {self.method} / seed {self.seed}"
 
     def config(self) -> dict[str, Any]:
-        """Everything the cell's result depends on: its fields, the model's identity, the
-        method's defaults and the circuitx version."""
-        from circuitx.methods import get_method, method_options
-        from circuitx.tasks import get_task
+        """Everything the cell's result depends on (:meth:`DiscoveryRequest.config`); for a
+        request that cannot run, its settings and the error."""
+        try:
+            return self.request.config()
+        except CircuitxError as error:
+            return {**self.settings(), "error": first_line(error)}
 
-        method = get_method(self.method)
-        task = get_task(self.task)
-        corruption = task.negative_corruption if method.uses_negatives else task.corruption
-        return {
-            **asdict(self),
-            "model_identity": model_identity(self.model),
-            "metric": task.default_metric,
-            "corruption": corruption,
-            "options": method_options(method, {}),
-            "default_threshold": method.default_threshold,
-            "reference": "auto",
-            "circuitx": __version__,
-        }
+    def settings(self) -> dict[str, Any]:
+        """The request's settings as JSON (the cache directory left out)."""
+        settings = asdict(self.request)
+        settings.pop("cache_dir")
+        settings["options"] = dict(self.request.options)
+        return settings
 
     @cached_property
     def key(self) -> str:
@@ -67,30 +86,9 @@ class Cell:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def model_identity(name: str) -> str:
-    """What distinguishes a model's weights: a built-in's name and version, a local
-    directory's path and its files' sizes and modification times, else the hub name."""
-    from circuitx.builtin import BUILTIN_MODELS
-
-    if name in BUILTIN_MODELS:
-        return f"builtin:{name}-v{BUILTIN_MODELS[name].version}"
-    path = Path(name).expanduser()
-    if path.is_dir():
-        stats = sorted(
-            (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()
-        )
-        digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
-        return f"dir:{path.resolve()}:{digest}"
-    return f"hub:{name}"
-
-
 @lru_cache(maxsize=1)
 def machine() -> str:
     """This machine in words: CPU model and cores, and the GPU when torch sees one."""
-    import platform
-
-    import torch
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -105,15 +103,13 @@ def machine() -> str:
     return text
 
 
-def load_cached(name: str, device: str | None, dtype: str):
-    """``load_model``, remembering the last two models loaded in this process."""
-    from circuitx.models import load_model
-
-    key = (name, device, dtype)
+def load_cached(name: str, device: str | None, dtype: str, cache_dir: str | None = None):
+    """``builtin.load``, remembering the last two models loaded in this process."""
+    key = (name, device, dtype, cache_dir)
     if key not in _loaded_models:
         while len(_loaded_models) >= 2:
             _loaded_models.pop(next(iter(_loaded_models)))
-        _loaded_models[key] = load_model(name, device=device, dtype=dtype)
+        _loaded_models[key] = builtin.load(name, device, dtype, cache_dir)
     return _loaded_models[key]
 
 
@@ -124,25 +120,17 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
     and edge ROC curves and its faithfulness curve. The cell runs on ``threads`` torch CPU
     threads whatever the process's setting: float sums depend on the thread count, and a
     fixed count makes a cell's result the same in any executor."""
-    import torch
-
-    from circuitx.discovery import discover, reference_for_model, report
-    from circuitx.graph import component_graph
-    from circuitx.progress import silenced
-    from circuitx.scoring import roc_curves
-
-    record: dict[str, Any] = {"key": cell.key, "cell": asdict(cell)}
+    record: dict[str, Any] = {"key": cell.key, "cell": cell.settings()}
     start = time.perf_counter()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    request = cell.request
     try:
+        request = request.validated()
         with silenced():
-            model = load_cached(cell.model, cell.device, cell.dtype)
-            common = dict(n_prompts=cell.n_prompts, seed=cell.seed, ablation=cell.ablation)
-            reference, label, note = reference_for_model(
-                model, "auto", cell.task, cell.method, **common
-            )
-            graph = discover(model, cell.task, cell.method, **common)
+            model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
+            reference, label, note = reference_for_model(model, request)
+            graph = discover(model, request)
         result = report(graph, reference, label)
         result["reference_note"] = note
         result["roc"] = None if reference is None else roc_curves(component_graph(graph), reference)

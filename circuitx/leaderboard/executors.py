@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+from collections.abc import Callable, Iterable
 from concurrent import futures
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from circuitx.errors import CircuitxError
 from circuitx.leaderboard.cells import Cell, run_cell

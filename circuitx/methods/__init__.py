@@ -1,11 +1,19 @@
-"""Discovery methods, registered by short name."""
+"""Discovery methods, registered by short name.
+
+Adding a method is one module with a :class:`Method` subclass and one line in the
+registry below (or :func:`register` at run time): the command line, ``circuitx methods``
+and the leaderboard read its name and :class:`Option` declarations from here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from circuitx.errors import CircuitxError
 from circuitx.methods.acdc import ACDC
 from circuitx.methods.activation_patching import ActivationPatching
-from circuitx.methods.base import Method, MethodRun
+from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores
 from circuitx.methods.cdt import CDT
 from circuitx.methods.eap import EAP
 from circuitx.methods.eap_ig import EAPIG
@@ -13,19 +21,26 @@ from circuitx.methods.path_patching import PathPatching
 from circuitx.methods.sae import SAE
 from circuitx.methods.transcoder import TranscoderMethod
 
-METHODS: dict[str, Method] = {
-    method.name: method
-    for method in (
-        ActivationPatching(),
-        PathPatching(),
-        CDT(),
-        SAE(),
-        TranscoderMethod(),
-        ACDC(),
-        EAP(),
-        EAPIG(),
-    )
-}
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry under its name (replacing one of the same name)."""
+    METHODS[method.name] = method
+    return method
+
+
+for _method in (
+    ActivationPatching(),
+    PathPatching(),
+    CDT(),
+    SAE(),
+    TranscoderMethod(),
+    ACDC(),
+    EAP(),
+    EAPIG(),
+):
+    register(_method)
 
 
 def get_method(name: str) -> Method:
@@ -34,19 +49,42 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def method_options(method: Method, given: dict | None = None) -> dict:
+def all_options() -> dict[str, list[tuple[Method, Option]]]:
+    """Every option name of the registered methods, with the methods that declare it."""
+    found: dict[str, list[tuple[Method, Option]]] = {}
+    for method in METHODS.values():
+        for option in method.options:
+            found.setdefault(option.name, []).append((method, option))
+    return found
+
+
+def method_options(method: Method, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``method``'s options: its defaults, overridden by the ``given`` ones that are not
-    None; giving an option the method does not have is an error."""
-    options = dict(method.options)
+    None, each checked by its declaration; an option the method lacks is an error."""
+    declared = {option.name: option for option in method.options}
+    options = {name: option.default for name, option in declared.items()}
     for key, value in (given or {}).items():
         if value is None:
             continue
-        if key not in options:
+        if key not in declared:
             flag = "--" + key.replace("_", "-")
-            users = [m.name for m in METHODS.values() if key in m.options]
+            users = [m.name for m, _ in all_options().get(key, [])]
+            if not users:
+                raise CircuitxError(f"{method.name} has no option {flag}")
             raise CircuitxError(f"{flag} applies to {', '.join(users)}, not {method.name}")
-        options[key] = value
+        options[key] = declared[key].check(value)
     return options
 
 
-__all__ = ["METHODS", "Method", "MethodRun", "get_method", "method_options"]
+__all__ = [
+    "METHODS",
+    "FeatureScores",
+    "Method",
+    "MethodRun",
+    "Option",
+    "Scores",
+    "all_options",
+    "get_method",
+    "method_options",
+    "register",
+]

@@ -15,13 +15,10 @@ when tried (0 when never tried), so keeping the edges with score >= tau is ACDC'
 
 from __future__ import annotations
 
-from typing import Any
-
-import networkx as nx
 import torch
 
-from circuitx.errors import CircuitxError
-from circuitx.methods.base import Method, MethodRun, write_scores
+from circuitx.layout import Layout
+from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.patching import PatchingEngine
 
 
@@ -30,20 +27,25 @@ class ACDC(Method):
     title = "ACDC: greedy edge pruning from the output backwards, threshold tau"
     granularity = "edge"
     default_threshold = 0.01  # replaced by tau: the circuit is the edges ACDC keeps
-    options = {"tau": 0.01}
+    options = (
+        Option(
+            "tau",
+            "float",
+            0.01,
+            "drop an edge whose patching moves the metric by less than this share of the "
+            "clean-corrupted gap",
+            low=0,
+        ),
+    )
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
-        return graph.number_of_edges()
+    def steps(self, layout: Layout, run: MethodRun) -> int:
+        return len(layout.graph_edges)
 
     def selection_threshold(self, run: MethodRun) -> float:
         return float(run.options["tau"])
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         tau = float(run.options["tau"])
-        if tau < 0:
-            raise CircuitxError(f"--tau must be >= 0, got {tau}")
         layout = engine.layout
         valid = layout.valid
         mask = torch.ones(layout.n_senders, layout.n_receivers)
@@ -71,5 +73,5 @@ class ACDC(Method):
                 else:
                     mask[sender, receiver] = 1.0
                 run.advance(1)
-        write_scores(graph, layout, scores)
-        return {"acdc_edges_tried": tried, "acdc_edges_kept": int((mask * valid).sum())}
+        facts = {"acdc_edges_tried": tried, "acdc_edges_kept": int((mask * valid).sum())}
+        return Scores.of_edges(scores, facts=facts)

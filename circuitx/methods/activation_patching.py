@@ -9,12 +9,10 @@ works against the behaviour (e.g. negative name movers).
 
 from __future__ import annotations
 
-from typing import Any
+import torch
 
-import networkx as nx
-
-from circuitx.graph import component_nodes
-from circuitx.methods.base import Method, MethodRun
+from circuitx.layout import Layout
+from circuitx.methods.base import Method, MethodRun, Scores
 from circuitx.patching import PatchingEngine
 
 
@@ -24,14 +22,10 @@ class ActivationPatching(Method):
     granularity = "node"
     default_threshold = 0.02
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
-        return len(component_nodes(graph))
+    def steps(self, layout: Layout, run: MethodRun) -> int:
+        return layout.n_senders - 1
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
-        nodes = component_nodes(graph)
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+        nodes = engine.layout.senders[1:]  # every head and MLP
         effects = engine.normalised_effect(engine.patch_each_node(nodes, run.advance))
-        for node, effect in zip(nodes, effects.tolist()):
-            graph.nodes[node]["score"] = float(effect)
-        return {}
+        return Scores(nodes=torch.cat([torch.zeros(1), effects.double()]))

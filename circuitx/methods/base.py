@@ -1,48 +1,152 @@
-"""The method interface: a method scores the nodes (and edges) of a model's full graph."""
+"""The method interface: a method scores the nodes (and edges) of a model's layout.
+
+A method is one module with a :class:`Method` subclass: its name, title, granularity
+(what the selection ranks), default threshold and :class:`Option` declarations.
+``score(engine, run)`` returns :class:`Scores`; :mod:`circuitx.discovery` turns them into
+the circuit graph, selects the circuit and measures it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import networkx as nx
 import torch
 
-from circuitx.graph import edges_by_name, parse_node
+from circuitx.errors import CircuitxError
+from circuitx.layout import Layout
 from circuitx.models import Model
-from circuitx.patching import Layout, PatchingEngine
+from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance, no_progress
+
+OPTION_TYPES = {"int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method option: its name (``ig_steps``, flag ``--ig-steps``), type (``int``,
+    ``float`` or ``str``), default, help, and the values allowed: at least ``low``
+    (above it with ``low_open``), or one of ``choices``. A default of None means "not
+    set" (the method decides)."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    low: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, text: str) -> Any:
+        """The value of ``text`` (as typed on a command line), checked."""
+        try:
+            value = OPTION_TYPES[self.type](text)
+        except ValueError:
+            raise CircuitxError(f"{self.flag} takes a {self.type}, not {text!r}") from None
+        return self.check(value)
+
+    def check(self, value: Any) -> Any:
+        """``value`` as the option's type, or a one-line error when it is not allowed."""
+        if value is None and self.default is None:
+            return None
+        kind = OPTION_TYPES[self.type]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CircuitxError(f"{self.flag} takes a {self.type}, not {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise CircuitxError(
+                f"unknown {self.flag} {value!r}; choose from {', '.join(self.choices)}"
+            )
+        if self.low is not None:
+            if self.low_open and not value > self.low:
+                raise CircuitxError(f"{self.flag} must be greater than {self.low:g}, not {value}")
+            if not self.low_open and not value >= self.low:
+                raise CircuitxError(f"{self.flag} must be at least {self.low:g}, not {value}")
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        """The declaration as JSON: name, flag, type, default, help, low, choices."""
+        return {
+            "name": self.name,
+            "flag": self.flag,
+            "type": self.type,
+            "default": self.default,
+            "help": self.help,
+            "low": self.low,
+            "low_open": self.low_open,
+            "choices": None if self.choices is None else list(self.choices),
+        }
+
+
+@dataclass
+class FeatureScores:
+    """Scores below the component level (transcoder features): node scores by name, and
+    every edge with a feature at one end as ``(sender, receiver, head input, score)``."""
+
+    nodes: dict[str, float]
+    edges: list[tuple[str, str, str | None, float]]
+
+
+@dataclass
+class Scores:
+    """What a method finds, over the layout: node scores [n_senders] (the input's entry
+    is not used), edge scores [n_senders, n_receivers] or None for a method that scores
+    nodes only (entries that are no edge are not used), measured facts for the graph's
+    metadata, and optional feature-level scores."""
+
+    nodes: torch.Tensor
+    edges: torch.Tensor | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    features: FeatureScores | None = None
+
+    @classmethod
+    def of_edges(
+        cls, edges: torch.Tensor, nodes: torch.Tensor | None = None, **rest: Any
+    ) -> Scores:
+        """Edge scores, with node scores given or, without them, each node's outgoing
+        edge score of the largest magnitude."""
+        edges = edges.detach().cpu()
+        if nodes is None:
+            strongest = edges.abs().argmax(1, keepdim=True)
+            nodes = edges.gather(1, strongest).squeeze(1)
+        return cls(nodes=nodes.detach().cpu(), edges=edges, **rest)
 
 
 @dataclass
 class MethodRun:
-    """What a method gets besides the engine: seed, selection threshold, its options
-    (defaults filled in) and a progress hook."""
+    """What a method gets besides the engine: seed, prompt count, selection threshold,
+    its options (defaults filled in), the cache directory and a progress hook."""
 
     seed: int = 0
     threshold: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
+    n_prompts: int = 50
+    cache_dir: str | None = None
     advance: Advance = no_progress
-    outputs: dict[str, Any] = field(default_factory=dict)  # results besides the graph scores
 
 
 class Method:
-    """Base class: ``score`` writes ``score`` on the graph's nodes (and edges) and returns
-    measured facts for the graph metadata; selection is done by :mod:`circuitx.discovery`."""
+    """Base class: ``score`` returns the :class:`Scores` of every node (and edge)."""
 
     name: ClassVar[str]
     title: ClassVar[str]
     granularity: ClassVar[str]  # "node" or "edge": what the selection ranks
     default_threshold: ClassVar[float]
-    options: ClassVar[dict[str, Any]] = {}  # method options and their defaults
+    options: ClassVar[tuple[Option, ...]] = ()
     # contrasts clean prompts with prompts the model cannot answer: by default the task's
     # negative corruption instead of its default corruption
     uses_negatives: ClassVar[bool] = False
 
-    def check(self, model: Model, n_prompts: int, options: dict[str, Any]) -> None:
-        """Raise a CircuitxError for options this model and prompt count cannot run with."""
+    def check(self, model: Model, run: MethodRun) -> None:
+        """Raise a CircuitxError for settings this model and prompt count cannot run with
+        (each option's own range is checked before, by its :class:`Option`)."""
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+    def steps(self, layout: Layout, run: MethodRun) -> int:
         """How many progress steps ``score`` reports."""
         raise NotImplementedError
 
@@ -50,30 +154,5 @@ class Method:
         """The threshold the circuit is selected with when none is given."""
         return self.default_threshold
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         raise NotImplementedError
-
-
-def write_scores(
-    graph: nx.MultiDiGraph,
-    layout: Layout,
-    edge_scores: torch.Tensor,
-    node_scores: torch.Tensor | None = None,
-) -> None:
-    """Put an edge score matrix [n_senders, n_receivers] on the graph's edges, and node
-    scores [n_senders] on its heads and MLPs. Without node scores a node gets its
-    outgoing edge score of the largest magnitude."""
-    senders, receivers = layout.edge_positions
-    values = edge_scores.detach().cpu()[senders, receivers].tolist()
-    edges = edges_by_name(graph)
-    for name, value in zip(layout.edges, values):
-        edges[name]["score"] = float(value)
-    if node_scores is None:
-        scores = edge_scores.detach().cpu()
-        strongest = scores.abs().argmax(1, keepdim=True)
-        node_scores = scores.gather(1, strongest).squeeze(1)
-    for index, node in enumerate(layout.senders):
-        if parse_node(node)[0] != "input":
-            graph.nodes[node]["score"] = float(node_scores[index])

@@ -26,16 +26,13 @@ receiver's node score (1 for the logits).
 
 from __future__ import annotations
 
-from typing import Any
-
-import networkx as nx
 import torch
 
 from circuitx.decomposition import Observer, Sources, causal_softmax, propagate
-from circuitx.graph import component_nodes
-from circuitx.methods.base import Method, MethodRun, write_scores
-from circuitx.models import transformer_weights
-from circuitx.patching import Layout, PatchingEngine
+from circuitx.layout import Layout
+from circuitx.methods.base import Method, MethodRun, Scores
+from circuitx.models import sender_output_hook, transformer_weights
+from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance
 
 
@@ -45,16 +42,14 @@ class CDT(Method):
     granularity = "node"
     default_threshold = 0.02
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
-        return 2 + len(component_nodes(graph))
+    def steps(self, layout: Layout, run: MethodRun) -> int:
+        return 1 + layout.n_senders
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         relevance, total = relevance_matrix(engine, run.advance)
         node_scores, receiver_weights = discover_nodes(engine.layout, relevance, run.threshold)
-        write_scores(graph, engine.layout, relevance * receiver_weights, node_scores)
-        return {"cdt_total_relevance": total}
+        facts = {"cdt_total_relevance": total}
+        return Scores.of_edges(relevance * receiver_weights, node_scores, facts=facts)
 
 
 def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Tensor, float]:
@@ -62,7 +57,7 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
     and the relevance to the output of all senders together."""
     model, layout = engine.model, engine.layout
     weights = transformer_weights(model)
-    patches = {c.first: engine.patch_cache[c.hook] for c in layout.chunks}
+    patches = {c.first: engine.patch_cache[sender_output_hook(c)] for c in layout.chunks}
     n, width = engine.data.clean.shape
     relevance = torch.zeros(layout.n_senders, layout.n_receivers)
 

@@ -10,11 +10,8 @@ clean - corrupted metric gap, so that they read like activation patching's.
 
 from __future__ import annotations
 
-from typing import Any
-
-import networkx as nx
-
-from circuitx.methods.base import Method, MethodRun, write_scores
+from circuitx.layout import Layout
+from circuitx.methods.base import Method, MethodRun, Scores
 from circuitx.patching import PatchingEngine
 
 
@@ -24,13 +21,10 @@ class EAP(Method):
     granularity = "edge"
     default_threshold = 0.02
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+    def steps(self, layout: Layout, run: MethodRun) -> int:
         return 1
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         node_grad, edge_grad = engine.mask_gradients()
-        write_scores(graph, engine.layout, edge_grad / engine.gap, node_grad / engine.gap)
         run.advance(1)
-        return {}
+        return Scores.of_edges(edge_grad / engine.gap, node_grad / engine.gap)

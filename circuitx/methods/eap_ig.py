@@ -8,12 +8,8 @@ run's. Scores are divided by the clean - corrupted metric gap.
 
 from __future__ import annotations
 
-from typing import Any
-
-import networkx as nx
-
-from circuitx.errors import CircuitxError
-from circuitx.methods.base import Method, MethodRun, write_scores
+from circuitx.layout import Layout
+from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.patching import PatchingEngine
 
 
@@ -22,17 +18,17 @@ class EAPIG(Method):
     title = "EAP with integrated gradients over the clean <-> corrupted inputs"
     granularity = "edge"
     default_threshold = 0.02
-    options = {"ig_steps": 5}
+    options = (
+        Option(
+            "ig_steps", "int", 5, "interpolation steps between corrupted and clean inputs", low=1
+        ),
+    )
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+    def steps(self, layout: Layout, run: MethodRun) -> int:
         return int(run.options["ig_steps"])
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         steps = int(run.options["ig_steps"])
-        if steps < 1:
-            raise CircuitxError(f"--ig-steps must be at least 1, got {steps}")
         node_total = edge_total = None
         for step in range(steps):
             node_grad, edge_grad = engine.mask_gradients(mix=step / steps)
@@ -40,5 +36,4 @@ class EAPIG(Method):
             edge_total = edge_grad if edge_total is None else edge_total + edge_grad
             run.advance(1)
         scale = steps * engine.gap
-        write_scores(graph, engine.layout, edge_total / scale, node_total / scale)
-        return {}
+        return Scores.of_edges(edge_total / scale, node_total / scale)

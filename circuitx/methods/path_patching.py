@@ -15,15 +15,12 @@ patched); a node's is its outgoing edge score of the largest magnitude.
 
 from __future__ import annotations
 
-from typing import Any
-
-import networkx as nx
 import torch
 
-from circuitx.errors import CircuitxError
-from circuitx.graph import HEAD_INPUTS, parse_node
-from circuitx.methods.base import Method, MethodRun, write_scores
-from circuitx.patching import Layout, PatchingEngine
+from circuitx.layout import Layout
+from circuitx.methods.base import Method, MethodRun, Option, Scores
+from circuitx.names import HEAD_INPUTS, parse_node
+from circuitx.patching import PatchingEngine
 
 
 class PathPatching(Method):
@@ -31,17 +28,21 @@ class PathPatching(Method):
     title = "Path patching: senders' paths to the logits, then to the q/k/v of heads found"
     granularity = "edge"
     default_threshold = 0.02
-    options = {"stages": 5}
+    options = (
+        Option(
+            "stages",
+            "int",
+            5,
+            "rounds, the first to the logits, each later one to the heads found before",
+            low=1,
+        ),
+    )
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+    def steps(self, layout: Layout, run: MethodRun) -> int:
         return int(run.options["stages"])
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         stages = int(run.options["stages"])
-        if stages < 1:
-            raise CircuitxError(f"--stages must be at least 1, got {stages}")
         layout = engine.layout
         scores = torch.zeros(layout.n_senders, layout.n_receivers)
         found: set[int] = set()
@@ -67,8 +68,7 @@ class PathPatching(Method):
             if not frontier:
                 break
         run.advance(stages - done)
-        write_scores(graph, layout, scores)
-        return {"path_patching_stages": done}
+        return Scores.of_edges(scores, facts={"path_patching_stages": done})
 
 
 def _receiver_groups(layout: Layout, senders: list[int]) -> list[list[int]]:

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-import networkx as nx
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.methods.base import Method, MethodRun, write_scores
+from circuitx.layout import Layout
+from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.models import Model
-from circuitx.patching import Layout, PatchingEngine
+from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance, no_progress
 
 SAE_INPUTS = ("standardised", "raw")
@@ -158,21 +157,40 @@ class SAE(Method):
     granularity = "node"
     default_threshold = 0.2
     uses_negatives = True
-    options = {
-        "n_examples": 10,
-        "n_codes": 200,
-        "sae_steps": 500,
-        "sae_l1": 0.05,
-        "sae_lr": 1e-3,
-        "sae_inputs": "standardised",
-        "node_score": "positive-share",
-    }
+    options = (
+        Option(
+            "n_examples",
+            "int",
+            10,
+            "prompts (positive and negative together) the autoencoder is trained on",
+            low=1,
+        ),
+        Option("n_codes", "int", 200, "the autoencoder's codes (hidden size)", low=1),
+        Option("sae_steps", "int", 500, "full-batch training steps", low=1),
+        Option("sae_l1", "float", 0.05, "sparsity penalty", low=0),
+        Option("sae_lr", "float", 1e-3, "Adam learning rate", low=0, low_open=True),
+        Option(
+            "sae_inputs",
+            "str",
+            "standardised",
+            "each head's outputs centred and scaled to a common size, or as the model "
+            "writes them (the authors')",
+            choices=SAE_INPUTS,
+        ),
+        Option(
+            "node_score",
+            "str",
+            "positive-share",
+            "share of positive prompts whose code no negative shows, number of such codes "
+            "(the authors' node score), or the authors' ranking by code-pair co-occurrence",
+            choices=NODE_SCORES,
+        ),
+    )
 
-    def check(self, model: Model, n_prompts: int, options: dict[str, Any]) -> None:
+    def check(self, model: Model, run: MethodRun) -> None:
+        n_prompts, options = run.n_prompts, run.options
         n_examples, n_codes = options["n_examples"], options["n_codes"]
         components = model.n_layers * (model.n_heads + int(model.has_mlp))
-        if n_examples < 1:
-            raise CircuitxError(f"--n-examples must be at least 1, not {n_examples}")
         if n_examples > 2 * n_prompts:
             raise CircuitxError(
                 f"--n-examples {n_examples} is more than the {2 * n_prompts} prompts "
@@ -184,21 +202,11 @@ class SAE(Method):
                 f"vectors the autoencoder is trained on ({n_examples} examples x "
                 f"{components} heads and MLPs)"
             )
-        if options["sae_steps"] < 1:
-            raise CircuitxError(f"--sae-steps must be at least 1, not {options['sae_steps']}")
-        for key, choices in (("sae_inputs", SAE_INPUTS), ("node_score", NODE_SCORES)):
-            if options[key] not in choices:
-                flag = "--" + key.replace("_", "-")
-                raise CircuitxError(
-                    f"unknown {flag} {options[key]!r}; choose from {', '.join(choices)}"
-                )
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+    def steps(self, layout: Layout, run: MethodRun) -> int:
         return run.options["sae_steps"] // PROGRESS_EVERY + 1
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         options, n = run.options, engine.data.n_prompts
         n_codes = options["n_codes"]
         # positives then negatives, [2n, C, d]; the input (sender 0) has no codes
@@ -230,14 +238,15 @@ class SAE(Method):
         pairs = pairs.view(len(node), len(node)).fill_diagonal_(0)
         if options["node_score"] == "co-occurrence":
             node = co_occurrence_ranking(pairs).float() / (2 * len(node))
-        write_scores(graph, engine.layout, *_graph_scores(engine.layout, node.cpu(), pairs.cpu()))
+        edges, nodes = _graph_scores(engine.layout, node.cpu(), pairs.cpu())
         run.advance(1)
-        return {
+        facts = {
             "sae_fraction_of_variance_explained": float(1 - residual / variance),
             "sae_l0": float((hidden > 0).float().sum(-1).mean()),
             "sae_codes_used": int(codes.unique().numel()),
             "negative_accuracy": engine.task.accuracy(engine.corrupted_final, engine.data),
         }
+        return Scores.of_edges(edges, nodes, facts=facts)
 
 
 def _graph_scores(

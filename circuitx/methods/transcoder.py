@@ -36,12 +36,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import mlp_node, parse_node
-from circuitx.methods.base import Method, MethodRun, write_scores
+from circuitx.layout import Layout
+from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,
     Model,
@@ -51,6 +50,7 @@ from circuitx.models import (
     norm_scale_hook,
     transformer_weights,
 )
+from circuitx.names import mlp_node, parse_node
 from circuitx.patching import PatchingEngine, ablate
 from circuitx.transcoders import Transcoders, input_hook, transcoders_for
 
@@ -239,35 +239,45 @@ class TranscoderMethod(Method):
     title = "Transcoder circuits: feature activation x input-invariant weights, OV paths"
     granularity = "node"
     default_threshold = 0.05
-    options = {"transcoders": None, "granularity": "node", "n_features": 10}
-    _loaded: tuple[tuple[str, str, str, str | None], tuple[Transcoders, str]] | None = None
+    options = (
+        Option(
+            "transcoders",
+            "str",
+            None,
+            "directory or hub repo of transcoders for every MLP (default: "
+            "pchlenski/gpt2-transcoders for gpt2; trained once and cached for built-in models)",
+        ),
+        Option(
+            "granularity",
+            "str",
+            "node",
+            "node writes the head/MLP graph; feature adds each MLP's strongest transcoder "
+            "features as nodes m{L}.f{i} (the rest as m{L}.rest)",
+            choices=GRANULARITIES,
+        ),
+        Option("n_features", "int", 10, "features kept per MLP with --granularity feature", low=1),
+    )
+    _loaded: tuple[tuple[str, str, str, str | None, str | None], tuple[Transcoders, str]] | None
+    _loaded = None
 
-    def check(self, model: Model, n_prompts: int, options: dict[str, Any]) -> None:
-        if options["granularity"] not in GRANULARITIES:
-            raise CircuitxError(
-                f"unknown --granularity {options['granularity']!r}; "
-                f"choose from {', '.join(GRANULARITIES)}"
-            )
-        if options["n_features"] < 1:
-            raise CircuitxError(f"--n-features must be at least 1, not {options['n_features']}")
+    def check(self, model: Model, run: MethodRun) -> None:
         transformer_weights(model)  # GPT-2-style models only: fails in one line otherwise
-        self._transcoders(model, options["transcoders"])  # missing or mismatched: one line
+        self._transcoders(model, run)  # missing or mismatched: one line
 
-    def _transcoders(self, model: Model, source: str | None) -> tuple[Transcoders, str]:
+    def _transcoders(self, model: Model, run: MethodRun) -> tuple[Transcoders, str]:
         """The model's transcoders, loaded (or, for a built-in model, trained) once."""
-        key = (model.source, str(model.device), str(model.dtype), source)
+        source = run.options["transcoders"]
+        key = (model.source, str(model.device), str(model.dtype), source, run.cache_dir)
         if self._loaded is None or self._loaded[0] != key:
-            self._loaded = (key, transcoders_for(model, source))
+            self._loaded = (key, transcoders_for(model, source, run.cache_dir))
         return self._loaded[1]
 
-    def steps(self, graph: nx.MultiDiGraph, run: MethodRun) -> int:
+    def steps(self, layout: Layout, run: MethodRun) -> int:
         return 2
 
-    def score(
-        self, engine: PatchingEngine, graph: nx.MultiDiGraph, run: MethodRun
-    ) -> dict[str, Any]:
+    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         model, options = engine.model, run.options
-        transcoders, source = self._transcoders(model, options["transcoders"])
+        transcoders, source = self._transcoders(model, run)
         run.advance(1)
         n_top = options["n_features"] if options["granularity"] == "feature" else 0
         result = attribute(engine, transcoders, n_top)
@@ -275,11 +285,11 @@ class TranscoderMethod(Method):
             raise CircuitxError("the clean prompts' logit difference is 0: nothing to attribute")
         blocks = {k: v.cpu() / result.target for k, v in result.edge_blocks().items()}
         edges, nodes = _component_scores(engine, result, blocks)
-        write_scores(graph, engine.layout, edges, nodes)
-        if n_top:
-            run.outputs["feature_level"] = feature_level(result, blocks)
+        features = feature_level(result, blocks) if n_top else None
         run.advance(1)
-        return {"transcoders_source": source}
+        return Scores.of_edges(
+            edges, nodes, facts={"transcoders_source": source}, features=features
+        )
 
 
 def _component_scores(
@@ -312,7 +322,7 @@ def _component_scores(
 
 def feature_level(
     result: Attribution, blocks: dict[tuple[int, int], torch.Tensor]
-) -> tuple[dict[str, float], list[tuple[str, str, str | None, float]]]:
+) -> FeatureScores:
     """The feature units' scores (top features and each MLP's rest) and every edge with a
     feature unit at one end, ``(sender, receiver, head input, score)``."""
     nodes: dict[str, float] = {}
@@ -329,7 +339,7 @@ def feature_level(
             for j, receiver in enumerate(receivers):
                 if _is_feature_unit(sender) or _is_feature_unit(receiver):
                     edges.append((sender, receiver, head_input, float(scores[i, j])))
-    return nodes, edges
+    return FeatureScores(nodes, edges)
 
 
 def _is_feature_unit(name: str) -> bool:

@@ -16,6 +16,9 @@ Here ``cfg`` is a plain dict; the authors' pickled config class is read without 
 
 from __future__ import annotations
 
+import os
+
+from circuitx.builtin import BUILTIN_MODELS, cache_root
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, canonical_model_name, local_model_hub_id
 from circuitx.progress import progress_bar
@@ -53,15 +56,17 @@ BUILTIN_SETTINGS = TrainingSettings(n_features=1024)
 BUILTIN_CONTEXT = 128
 
 
-def transcoders_for(model: Model, source: str | None) -> tuple[Transcoders, str]:
+def transcoders_for(
+    model: Model, source: str | None, cache_dir: str | os.PathLike[str] | None = None
+) -> tuple[Transcoders, str]:
     """Transcoders for every MLP of ``model`` and where they came from: ``source`` (a
     directory or hub repo); without one, the pretrained ones of a known hub model, or, for
-    a built-in model, ones trained on the task corpus once and cached."""
+    a built-in model, ones trained on the task corpus once and cached in ``cache_dir``."""
     layers = list(range(model.n_layers))
     check_layers(model, layers)
     if source is None:
         if model.builtin:
-            return builtin_transcoders(model), f"built-in ({BUILTIN_CORPUS} corpus)"
+            return builtin_transcoders(model, cache_dir), f"built-in ({BUILTIN_CORPUS} corpus)"
         hub = model.hub_id or local_model_hub_id(model.source)
         source = PRETRAINED.get(canonical_model_name(hub)) if hub else None
         if source is None:
@@ -74,14 +79,15 @@ def transcoders_for(model: Model, source: str | None) -> tuple[Transcoders, str]
     return {layer: t.to(model.device, model.dtype) for layer, t in transcoders.items()}, source
 
 
-def builtin_transcoders(model: Model) -> Transcoders:
-    """A built-in model's transcoders, trained with ``BUILTIN_SETTINGS`` on first use."""
-    from circuitx.builtin import BUILTIN_MODELS, cache_root
-
+def builtin_transcoders(
+    model: Model, cache_dir: str | os.PathLike[str] | None = None
+) -> Transcoders:
+    """A built-in model's transcoders, trained with ``BUILTIN_SETTINGS`` on first use and
+    cached in ``cache_dir``."""
     spec = BUILTIN_MODELS[model.builtin]
     s = BUILTIN_SETTINGS
-    key = f"{spec.name}-v{spec.version}-f{s.n_features}-l1{s.l1:g}-s{s.steps}-lr{s.lr:g}"
-    directory = cache_root() / "transcoders" / f"{key}-b{s.batch_tokens}"
+    key = f"{spec.name}-{spec.identity}-f{s.n_features}-l1{s.l1:g}-s{s.steps}-lr{s.lr:g}"
+    directory = cache_root(cache_dir) / "transcoders" / f"{key}-b{s.batch_tokens}"
     layers = list(range(model.n_layers))
     if directory.is_dir():
         try:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from circuitx.errors import CircuitxError, first_line
 from circuitx.models import Model
+from circuitx.tasks import TASKS
 
 BUILTIN_CORPUS = "tasks"  # text generated from every task's prompts
 
@@ -86,8 +87,6 @@ def _chunk(
 
 
 def _task_corpus(model: Model, context: int, seed: int, per_task: int = 512) -> Corpus:
-    from circuitx.tasks import TASKS
-
     rows: list[list[int]] = []
     for task in TASKS.values():
         try:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -16,6 +17,7 @@ from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
 from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
+from circuitx.tasks import get_task
 from circuitx.transcoders.corpus import Corpus, held_out_split
 from circuitx.transcoders.files import save_transcoders
 from circuitx.transcoders.model import (
@@ -281,8 +283,6 @@ def task_metric_with_replacement(
 ) -> dict[str, float]:
     """The task's default metric on clean prompts, with the original MLPs and with the
     transcoders in their place; ``relative_change`` = |replaced - original| / |original|."""
-    from circuitx.tasks import get_task
-
     task = get_task(task_name)
     data = task.make_data(model, n_prompts, seed)
     end = data.positions["END"]

@@ -27,9 +27,9 @@ colour they would write, so they take over only when the main mover is patched a
 
 from __future__ import annotations
 
+from circuitx.builtin.planted.design import Circuit, Design
 from circuitx.graph import INPUT, LOGITS, head_node
-from circuitx.planted.design import Circuit, Design
-from circuitx.tasks.colored_objects import COLORS, OBJECTS
+from circuitx.tasks.colored_objects import COLORS, OBJECTS, ColoredObjectsTask
 from circuitx.tasks.ioi import NAMES, IOITask
 
 N_NAMES = 24
@@ -49,8 +49,6 @@ def entity_words(colored: bool) -> tuple[list[str], list[str], list[str]]:
 
 def build(colored: bool, hard: bool, seed: int) -> tuple[Design, dict[str, Circuit]]:
     """The planted model (IOI, plus colored objects when ``colored``) and its circuits."""
-    from circuitx.tasks.colored_objects import ColoredObjectsTask
-
     names, colors, objects = entity_words(colored)
     entities = [*names, *colors, *objects]
     words = IOITask().vocabulary()

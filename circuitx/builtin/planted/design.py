@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from circuitx.builtin.hf import word_level_tokenizer
+
 ANCHOR = 1000.0
 N_JUNK = 8
 N_NOISE = 24
@@ -57,8 +59,6 @@ class Design:
         n_positions: int,
         seed: int,
     ) -> None:
-        from circuitx.builtin import word_level_tokenizer
-
         self.tokenizer = word_level_tokenizer(words)
         self.vocab: dict[str, int] = self.tokenizer.get_vocab()
         self.n_layers, self.n_heads, self.d_model = n_layers, n_heads, d_model

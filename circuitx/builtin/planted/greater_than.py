@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from circuitx.builtin.planted.design import Circuit, Design
 from circuitx.graph import INPUT, LOGITS, head_node, mlp_node
-from circuitx.planted.design import Circuit, Design
 from circuitx.tasks.greater_than import GreaterThanTask
 
 N_LAYERS, N_HEADS, D_MODEL, N_POSITIONS = 4, 4, 256, 32

@@ -18,9 +18,9 @@ from types import ModuleType
 
 import networkx as nx
 
+from circuitx.builtin.planted.design import Circuit
 from circuitx.errors import CircuitxError
 from circuitx.graph import HEAD_INPUTS, from_json_dict, to_json_dict
-from circuitx.planted.design import Circuit
 from circuitx.reference import mark_edge, put_in_circuit, reference_graph
 
 CIRCUIT_FILE = "circuit.json"
@@ -32,11 +32,16 @@ class PlantedModel:
     name: str
     task: str  # the task it is built for (colored-objects' model also solves ioi)
     hard: bool
-    module: str  # circuitx.planted.<module> has build(...) and circuits(...)
+    module: str  # circuitx.builtin.planted.<module> has build(...) and circuits(...)
     args: tuple[bool, ...] = ()  # leading arguments of both (the entity design's ``colored``)
+    task_modules: tuple[str, ...] = ()  # the task modules whose words and prompts it is built for
 
     def _module(self) -> ModuleType:
-        return importlib.import_module(f"circuitx.planted.{self.module}")
+        return importlib.import_module(f"{__name__}.{self.module}")
+
+    def sources(self) -> list[str]:
+        """The modules whose code defines this model (see ``BuiltinModel.identity``)."""
+        return [__name__, f"{__name__}.design", f"{__name__}.{self.module}", *self.task_modules]
 
     def shape(self) -> tuple[int, int]:
         module = self._module()
@@ -65,28 +70,23 @@ class PlantedModel:
 
 
 def _models() -> dict[str, PlantedModel]:
+    tasks = "circuitx.tasks."
     kinds = {
-        "ioi": ("entity", (False,)),
-        "greater-than": ("greater_than", ()),
-        "docstring": ("docstring", ()),
-        "colored-objects": ("entity", (True,)),
+        "ioi": ("entity", (False,), ("ioi",)),
+        "greater-than": ("greater_than", (), ("greater_than",)),
+        "docstring": ("docstring", (), ("docstring",)),
+        "colored-objects": ("entity", (True,), ("ioi", "colored_objects")),
     }
     models = {}
-    for task, (module, args) in kinds.items():
+    for task, (module, args, task_modules) in kinds.items():
         for hard in (False, True):
             name = f"planted-{task}" + ("-hard" if hard else "")
-            models[name] = PlantedModel(name, task, hard, module, args)
+            sources = tuple(tasks + m for m in ("base", *task_modules))
+            models[name] = PlantedModel(name, task, hard, module, args, sources)
     return models
 
 
 PLANTED: dict[str, PlantedModel] = _models()
-
-
-def planted_name(name: str, task: str) -> str:
-    """``planted`` / ``planted-hard`` stand for the task's own planted model."""
-    if name in ("planted", "planted-hard"):
-        return f"planted-{task}" + name[len("planted") :]
-    return name
 
 
 def read_ground_truth(directory: str | Path, task: str) -> nx.MultiDiGraph | None:
@@ -99,13 +99,3 @@ def read_ground_truth(directory: str | Path, task: str) -> nx.MultiDiGraph | Non
     except (OSError, ValueError) as error:
         raise CircuitxError(f"cannot read the ground truth {path}: {error}") from None
     return from_json_dict(graphs[task]) if task in graphs else None
-
-
-def ground_truth(name: str | None, task: str) -> nx.MultiDiGraph | None:
-    """The ground truth shipped with planted model ``name`` for ``task``, if there is one
-    (the model is built into the cache first if needed)."""
-    if name not in PLANTED:
-        return None
-    from circuitx.builtin import model_dir
-
-    return read_ground_truth(model_dir(name), task)

@@ -15,8 +15,8 @@ The hard variant adds a backup mover (layer 3) with M's attention, suppressed wh
 
 from __future__ import annotations
 
+from circuitx.builtin.planted.design import Circuit, Design
 from circuitx.graph import INPUT, LOGITS, head_node
-from circuitx.planted.design import Circuit, Design
 from circuitx.tasks.docstring import NAMES, NOUNS, DocstringTask
 
 N_NAMES = 30

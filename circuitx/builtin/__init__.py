@@ -1,0 +1,170 @@
+"""Built-in models, and loading any model by name.
+
+Built-in models are Hugging Face model directories built in code: no download. Each is
+built once into the cache (see :mod:`circuitx.builtin.cache`) under a name that holds its
+identity, a hash of the code that builds it (its modules' source, the task modules whose
+words it knows), so a change to any of them builds a new model instead of reusing a stale
+one. Families group the planted models by task: ``planted`` and ``planted-hard`` stand
+for the task's own planted model.
+
+:func:`load` is the loader for every model name: a built-in name, a local directory, or a
+Hugging Face hub name or alias (see :mod:`circuitx.models`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import inspect
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import networkx as nx
+
+from circuitx.builtin import random_model
+from circuitx.builtin.cache import build_once, cache_root
+from circuitx.builtin.planted import PLANTED, read_ground_truth
+from circuitx.errors import CircuitxError
+from circuitx.models import Model, load_model, quiet_loaders
+from circuitx.tasks import TASKS
+
+PathLike = str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    description: str
+    build: Callable[[Path], None]
+    sources: tuple[str, ...]  # the modules whose code defines the model
+    task: str | None = None  # the task a planted model is built for
+    circuits: Callable[[], dict[str, nx.MultiDiGraph]] | None = None  # ground truth by task
+
+    @cached_property
+    def identity(self) -> str:
+        """A hash of the name and the source of every module that defines the model."""
+        digest = hashlib.sha256(self.name.encode())
+        for module in self.sources:
+            digest.update(inspect.getsource(importlib.import_module(module)).encode())
+        return digest.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Models of one kind, one per task: ``model_for(task)`` names it."""
+
+    name: str
+    description: str
+    members: dict[str, str]  # task -> built-in model name
+
+    def model_for(self, task: str) -> str:
+        if task not in self.members:
+            raise CircuitxError(f"no {self.name} model for task {task}")
+        return self.members[task]
+
+
+_BUILDER = "circuitx.builtin.hf"
+
+
+def _registry() -> dict[str, BuiltinModel]:
+    task_modules = tuple(dict.fromkeys(type(task).__module__ for task in TASKS.values()))
+    models = {
+        random_model.NAME: BuiltinModel(
+            random_model.NAME,
+            random_model.DESCRIPTION,
+            random_model.build,
+            (_BUILDER, random_model.__name__, "circuitx.tasks.base", *task_modules),
+        )
+    }
+    descriptions = {
+        False: "hand-set weights; its ground-truth circuit ships with it",
+        True: "adds a self-repairing backup head and 4x-norm distractors",
+    }
+    for name, spec in PLANTED.items():
+        models[name] = BuiltinModel(
+            name,
+            descriptions[spec.hard],
+            spec.save,
+            (_BUILDER, *spec.sources()),
+            spec.task,
+            spec.circuits,
+        )
+    return models
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = _registry()
+FAMILIES: dict[str, Family] = {
+    family: Family(
+        family,
+        f"each task's own planted-circuit model{' (hard variant)' if hard else ''}",
+        {spec.task: name for name, spec in PLANTED.items() if spec.hard == hard},
+    )
+    for family, hard in (("planted", False), ("planted-hard", True))
+}
+
+
+def resolve(name: str, task: str) -> str:
+    """The model ``name`` stands for on ``task``: a family's member, else ``name`` itself."""
+    return FAMILIES[name].model_for(task) if name in FAMILIES else name
+
+
+def model_dir(name: str, cache_dir: PathLike = None) -> Path:
+    """The directory of built-in model ``name``, built into the cache first if needed."""
+    spec = BUILTIN_MODELS[name]
+    target = cache_root(cache_dir) / "models" / f"{name}-{spec.identity}"
+    with quiet_loaders():
+        return build_once(target, spec.build)
+
+
+def load(
+    name: str, device: str | None = None, dtype: str = "float32", cache_dir: PathLike = None
+) -> Model:
+    """Load a built-in model (built into ``cache_dir`` first if needed), a local model
+    directory, or a hub model by name or alias."""
+    if name in FAMILIES:
+        raise CircuitxError(f"{name!r} is a model family: name a task to pick its model")
+    if name not in BUILTIN_MODELS:
+        return load_model(name, device=device, dtype=dtype)
+    model = load_model(str(model_dir(name, cache_dir)), device=device, dtype=dtype)
+    return dataclasses.replace(model, name=name, builtin=name)
+
+
+def ground_truth(name: str | None, task: str, cache_dir: PathLike = None) -> nx.MultiDiGraph | None:
+    """The ground-truth circuit built-in model ``name`` ships for ``task``, if any."""
+    if name not in BUILTIN_MODELS or BUILTIN_MODELS[name].circuits is None:
+        return None
+    return read_ground_truth(model_dir(name, cache_dir), task)
+
+
+def identity(name: str) -> str:
+    """What distinguishes a model's weights: a built-in's name and identity hash, a local
+    directory's path and its files' sizes and modification times, else the hub name."""
+    if name in BUILTIN_MODELS:
+        return f"builtin:{name}-{BUILTIN_MODELS[name].identity}"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        stats = sorted(
+            (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()
+        )
+        digest = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+        return f"dir:{path.resolve()}:{digest}"
+    return f"hub:{name}"
+
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "FAMILIES",
+    "BuiltinModel",
+    "Family",
+    "cache_root",
+    "ground_truth",
+    "identity",
+    "load",
+    "model_dir",
+    "resolve",
+]

@@ -1,0 +1,48 @@
+"""Where built-in models (and what is trained for them) are cached, and building into it.
+
+``cache_dir`` is passed down explicitly from the command line or the caller; the
+environment is read here alone, as the default: ``$CIRCUITX_CACHE_DIR``, else
+``$XDG_CACHE_HOME/circuitx``, else ``~/.cache/circuitx``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from circuitx.errors import CircuitxError
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``cache_dir``, or the default cache directory."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("CIRCUITX_CACHE_DIR"):
+        return Path(os.environ["CIRCUITX_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "circuitx"
+
+
+def build_once(target: Path, build: Callable[[Path], None], marker: str = "config.json") -> Path:
+    """``target``, built by ``build(directory)`` into a staging directory beside it and
+    moved into place, unless it already holds ``marker``. Concurrent builders are safe:
+    the first to finish wins, the others' work is dropped."""
+    if (target / marker).is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as error:
+        raise CircuitxError(f"cannot write the cache {target.parent}: {error}") from None
+    try:
+        build(staging)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / marker).is_file():  # not merely lost a race to another builder
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

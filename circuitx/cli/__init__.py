@@ -1,0 +1,35 @@
+"""The ``circuitx`` command line: one module per command group.
+
+Results go to stdout (a rich table, or one JSON object with ``--json``); notes, progress
+bars and errors go to stderr. Every input error is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import click
+
+from circuitx import __version__
+from circuitx.cli import discover, leaderboard, listings, transcoders
+from circuitx.cli.common import OneLineErrors
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="circuitx")
+def main() -> None:
+    """Automated circuit discovery in transformer language models."""
+
+
+main.add_command(discover.discover_command, "discover")
+for command in (
+    discover.score,
+    discover.compare,
+    discover.export,
+    transcoders.train_transcoders,
+    leaderboard.leaderboard,
+    listings.tasks,
+    listings.methods,
+    listings.models,
+):
+    main.add_command(command)
+
+__all__ = ["main"]

@@ -1,0 +1,105 @@
+"""What every command shares: one-line errors, output helpers, and the options declared
+once (``--json``, ``--device``/``--dtype``, ``--cache-dir``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from circuitx.errors import CircuitxError
+from circuitx.models import DTYPES
+
+EXIT_INPUT_ERROR = 2
+
+
+class OneLineErrors(click.Group):
+    """A click group whose usage and input errors are one line on stderr, never a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.ClickException as error:
+            click.echo(f"error: {error.format_message()}", err=True)
+            sys.exit(EXIT_INPUT_ERROR)
+        except CircuitxError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_INPUT_ERROR)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(0)
+
+
+def stdout() -> Console:
+    return Console(soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """A note for the reader on stderr (results go to stdout)."""
+    click.echo(message, err=True)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def print_rows(
+    rows: list[dict[str, Any]], as_json: bool, title: str, columns: tuple[str, ...]
+) -> None:
+    """``rows`` as JSON, or as a table of ``columns``."""
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, no_wrap=i == 0, overflow="fold")  # names stay whole
+    for row in rows:
+        table.add_row(*(_cell(row[column]) for column in columns))
+    stdout().print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return fmt(value)
+
+
+Decorator = Callable[[Callable], Callable]
+
+json_option: Decorator = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object instead of a table."
+)
+cache_dir_option: Decorator = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Where built-in models (and their transcoders) are built and cached (default: "
+    "$CIRCUITX_CACHE_DIR, else ~/.cache/circuitx).",
+)
+
+
+def device_options(command: Callable) -> Callable:
+    """``--device`` and ``--dtype``, as every model-loading command takes them."""
+    command = click.option(
+        "--dtype", default="float32", show_default=True, type=click.Choice(list(DTYPES))
+    )(command)
+    return click.option(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)."
+    )(command)

@@ -1,0 +1,313 @@
+"""``circuitx discover``, and the commands that read its graphs: score, compare, export.
+
+The method flags of ``discover`` (``--tau``, ``--ig-steps``, ...) and its ``--method``
+choices are generated from the method registry each time the command runs, so a method
+registered at run time gets its flags with no edit here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from circuitx import builtin
+from circuitx.cli.common import (
+    cache_dir_option,
+    device_options,
+    fmt,
+    json_option,
+    note,
+    print_json,
+    stdout,
+)
+from circuitx.discovery import (
+    DiscoveryRequest,
+    discover,
+    evaluate,
+    reference_for_graph,
+    reference_for_model,
+    report,
+)
+from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open, check_output_path
+from circuitx.graph import GRAPH_FORMATS, graph_format, graph_to_text, read_graph, write_graph
+from circuitx.methods import METHODS, Option, all_options
+from circuitx.patching import ABLATIONS
+from circuitx.scoring import OVERLAP_LEVELS, overlap
+from circuitx.tasks import TASKS
+
+
+def option_type(option: Option) -> click.ParamType:
+    """The click type of a method option: its range or choices, as the command line shows."""
+    if option.choices is not None:
+        return click.Choice(list(option.choices))
+    if option.type == "int":
+        if option.low is None:
+            return click.INT
+        return click.IntRange(min=int(option.low), min_open=option.low_open)
+    if option.type == "float":
+        if option.low is None:
+            return click.FLOAT
+        return click.FloatRange(min=option.low, min_open=option.low_open)
+    return click.STRING
+
+
+def method_parameters() -> list[click.Parameter]:
+    """``--method`` and every registered method's option flags (None when not given)."""
+    params: list[click.Parameter] = [
+        click.Option(
+            ["--method", "method_name"],
+            required=True,
+            type=click.Choice(list(METHODS)),
+            help="Discovery method.",
+        )
+    ]
+    for name, declared in all_options().items():
+        _, option = declared[0]
+        users = ", ".join(method.name for method, _ in declared)
+        default = "" if option.default is None else f" [default: {option.default}]"
+        params.append(
+            click.Option(
+                [option.flag, name],
+                type=option_type(option),
+                help=f"{users}: {option.help}{default}.",
+            )
+        )
+    return params
+
+
+class DiscoverCommand(click.Command):
+    """A command whose method flags come from the registry when it runs."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        static = [p for p in params if p.name != "help"]
+        method, *flags = method_parameters()
+        return [*static[:1], method, *static[1:], *flags, *params[len(static) :]]
+
+
+@click.command(cls=DiscoverCommand)
+@click.option(
+    "--task", "task_name", required=True, type=click.Choice(list(TASKS)), help="Task short name."
+)
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Built-in model (`planted`: the task's planted-circuit model), hub name or alias "
+    "(gpt2, gpt2-medium, attn-only-4l), or a local directory. Default: the task's paper "
+    "model (see `circuitx tasks`).",
+)
+@cache_dir_option
+@click.option(
+    "--n-prompts",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Clean/corrupted prompt pairs.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Drives every random choice.")
+@click.option(
+    "--metric", default=None, help="Task metric (default: the task's first; see `circuitx tasks`)."
+)
+@click.option(
+    "--corruption",
+    default=None,
+    help="How prompts are corrupted (default: the task's first; `circuitx tasks --json` "
+    "lists them).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0),
+    help="Keep components with |score| >= this (method default if neither this nor --top-k).",
+)
+@click.option(
+    "--top-k", type=click.IntRange(min=1), help="Keep the k components with the largest |score|."
+)
+@click.option(
+    "--ablation",
+    default="corrupted",
+    show_default=True,
+    type=click.Choice(list(ABLATIONS)),
+    help="What a patched node or edge carries: its corrupted-run value, that value's mean "
+    "over prompts, or zero.",
+)
+@click.option(
+    "--reference",
+    "reference_spec",
+    default="auto",
+    show_default=True,
+    help="auto (a planted model's ground truth, or the task's reference on its paper "
+    "model), none, planted, TASK[:VARIANT] or a graph file to score against.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    help="Write the graph: .graphml, .json or .dot.",
+)
+@json_option
+@device_options
+def discover_command(
+    task_name,
+    method_name,
+    model_name,
+    cache_dir,
+    n_prompts,
+    seed,
+    metric,
+    corruption,
+    threshold,
+    top_k,
+    ablation,
+    reference_spec,
+    out_path,
+    as_json,
+    device,
+    dtype,
+    **method_flags,
+) -> None:
+    """Discover a circuit for a task with a method, and score it against a reference.
+
+    Reports the circuit's faithfulness and MIB's CPR and CMD besides the comparison with
+    the reference.
+    """
+    request = DiscoveryRequest(
+        task=task_name,
+        method=method_name,
+        model=model_name,
+        n_prompts=n_prompts,
+        seed=seed,
+        threshold=threshold,
+        top_k=top_k,
+        ablation=ablation,
+        corruption=corruption,
+        metric=metric,
+        options=method_flags,  # None where not given
+        reference=reference_spec,
+        device=device,
+        dtype=dtype,
+        cache_dir=cache_dir,
+    ).validated()
+    if out_path:
+        check_output_path(out_path)
+        graph_format(out_path)
+    model = builtin.load(str(request.model), device, dtype, cache_dir)
+    reference, label, why_not = reference_for_model(model, request, note=note)
+    if why_not and reference_spec != "none":
+        note(why_not)
+    graph = discover(model, request)
+    summary = report(graph, reference, label)
+    if out_path:
+        write_graph(graph, out_path)
+    if as_json:
+        print_json(summary)
+    else:
+        print_summary(summary, out_path)
+
+
+def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
+    table = Table(
+        title=f"{summary['method']} on {summary['task']} ({summary['model']})", show_header=False
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    metric = (
+        f"{summary['metric']}: clean {fmt(summary['clean_metric'])}, "
+        f"corrupted ({summary['corruption']}) {fmt(summary['corrupted_metric'])}"
+    )
+    rows = [
+        ("prompts", summary["n_prompts"]),
+        ("metric", metric),
+        ("clean accuracy", fmt(summary["clean_accuracy"])),
+        ("nodes kept", f"{summary['n_nodes_in_circuit']} / {summary['n_nodes']}"),
+        ("edges kept", f"{summary['n_edges_in_circuit']} / {summary['n_edges']}"),
+        ("reference", summary["reference"] or "none"),
+    ]
+    metrics = summary["metrics"]
+    for level in ("node", "edge"):
+        values = (metrics[f"{level}_{m}"] for m in ("precision", "recall", "f1"))
+        rows.append((f"{level} P / R / F1", " / ".join(map(fmt, values))))
+        rows.append((f"{level} ROC AUC", fmt(metrics[f"{level}_auc"])))
+    rows.append(("faithfulness", fmt(summary["faithfulness"])))
+    rows.append(("CPR / CMD", f"{fmt(summary['cpr'])} / {fmt(summary['cmd'])}"))
+    if summary["overlap"]:
+        heads = summary["overlap"]["heads"]
+        found = f"{heads['shared']} of {heads['a']} found ({fmt(heads['a_in_b'])})"
+        rows.append(("heads in reference", found))
+    rows.append(("runtime", f"{summary['runtime_s']:.2f} s"))
+    if out_path:
+        rows.append(("graph", out_path))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    stdout().print(table)
+
+
+@click.command()
+@click.argument("graph_path", type=click.Path(dir_okay=False))
+@click.option(
+    "--reference",
+    "reference_spec",
+    default="auto",
+    show_default=True,
+    help="auto, TASK[:VARIANT] or a graph file.",
+)
+@cache_dir_option
+@json_option
+def score(graph_path, reference_spec, cache_dir, as_json) -> None:
+    """Score a saved circuit graph against a reference circuit."""
+    graph = read_graph(graph_path)
+    reference, label, why_not = reference_for_graph(graph, reference_spec, cache_dir)
+    if reference is None:
+        raise CircuitxError(why_not or "no reference to score against")
+    metrics = evaluate(graph, reference)
+    if as_json:
+        print_json({"graph": graph_path, "reference": label, "metrics": metrics})
+        return
+    table = Table(title=f"{graph_path} vs {label}")
+    for column in ("", "precision", "recall", "F1", "ROC AUC"):
+        table.add_column(column)
+    for level in ("node", "edge"):
+        table.add_row(
+            level, *(fmt(metrics[f"{level}_{m}"]) for m in ("precision", "recall", "f1", "auc"))
+        )
+    stdout().print(table)
+
+
+@click.command()
+@click.argument("graph_a", type=click.Path(dir_okay=False))
+@click.argument("graph_b", type=click.Path(dir_okay=False))
+@json_option
+def compare(graph_a, graph_b, as_json) -> None:
+    """Overlap of two circuits: heads, nodes (heads and MLPs) and edges in each, shared,
+    Jaccard, and the share of A's circuit found in B's and of B's in A's."""
+    result = overlap(read_graph(graph_a), read_graph(graph_b))
+    if as_json:
+        print_json({"a": graph_a, "b": graph_b, **result})
+        return
+    table = Table(title=f"A = {graph_a}, B = {graph_b}")
+    columns = ("a", "b", "shared", "jaccard", "a_in_b", "b_in_a")
+    for column in ("", "in A", "in B", "shared", "Jaccard", "A in B", "B in A"):
+        table.add_column(column)
+    for level in OVERLAP_LEVELS:
+        table.add_row(level, *(fmt(result[level][c]) for c in columns))
+    stdout().print(table)
+
+
+@click.command()
+@click.argument("graph_path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt_name", required=True, type=click.Choice(list(GRAPH_FORMATS)))
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout)."
+)
+def export(graph_path, fmt_name, out_path) -> None:
+    """Convert a circuit graph to GraphML, JSON or DOT (DOT shows the circuit only)."""
+    if out_path:
+        check_output_path(out_path)
+    text = graph_to_text(read_graph(graph_path), fmt_name)
+    if out_path:
+        with atomic_open(out_path) as handle:
+            handle.write(text)
+    else:
+        click.echo(text, nl=False)

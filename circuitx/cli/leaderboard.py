@@ -1,0 +1,195 @@
+"""``circuitx leaderboard``: every method on every task, in one table."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.table import Table
+
+from circuitx import leaderboard as board_module
+from circuitx.cli.common import (
+    cache_dir_option,
+    device_options,
+    json_option,
+    note,
+    print_json,
+    stdout,
+)
+from circuitx.methods import METHODS
+from circuitx.patching import ABLATIONS
+from circuitx.tasks import TASKS
+
+
+@click.command()
+@click.option(
+    "--tasks",
+    "tasks_spec",
+    default="all",
+    show_default=True,
+    help="Comma-separated task names, or all.",
+)
+@click.option(
+    "--methods",
+    "methods_spec",
+    default="all",
+    show_default=True,
+    help="Comma-separated method names, or all.",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default="planted",
+    show_default=True,
+    help="`planted` / `planted-hard` (each task's planted-circuit model), a built-in model, "
+    "hub name or local directory.",
+)
+@click.option(
+    "--seeds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seeds per cell (--seed, --seed + 1, ...); the table shows mean ± std.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="The first seed.")
+@click.option(
+    "--n-prompts",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Clean/corrupted prompt pairs per cell.",
+)
+@click.option(
+    "--ablation",
+    default="corrupted",
+    show_default=True,
+    type=click.Choice(list(ABLATIONS)),
+    help="What a patched node or edge carries (as in discover).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="leaderboard",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory for results.json/.csv/.md, the plots, and the finished cells (cells/), "
+    "which a rerun reuses.",
+)
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Cells run at once: 1 runs them in this process, N > 1 in N worker processes (or "
+    "N Ray tasks).",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="torch CPU threads per cell. Results depend on it in the last float bits only; with "
+    "it fixed they are identical whatever --jobs or --executor.",
+)
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "ray"]),
+    help="local: this machine's processes; ray: a Ray cluster ($RAY_ADDRESS) or a local "
+    "Ray instance (pip install 'circuitx[ray]').",
+)
+@click.option(
+    "--option",
+    "option_specs",
+    multiple=True,
+    metavar="METHOD.NAME=VALUE",
+    help="A method option for every cell of that method, e.g. acdc.tau=0.05 (repeatable); "
+    "it enters the cells' keys.",
+)
+@cache_dir_option
+@json_option
+@device_options
+def leaderboard(
+    tasks_spec,
+    methods_spec,
+    model_name,
+    seeds,
+    seed,
+    n_prompts,
+    ablation,
+    out_dir,
+    jobs,
+    threads,
+    executor,
+    option_specs,
+    cache_dir,
+    as_json,
+    device,
+    dtype,
+) -> None:
+    """Run every (task, method) cell over seeds, score each against the reference, and
+    print the leaderboard.
+
+    Writes results.json, results.csv, results.md and ROC and faithfulness plots per task
+    to --out. Finished cells are kept under --out/cells by a key of their full
+    configuration, so a rerun (after an interruption, or with more tasks) runs only the
+    rest. A failing cell shows its error in the table, and the command exits 1.
+    """
+    tasks = board_module.parse_names(tasks_spec, list(TASKS), "task")
+    methods = board_module.parse_names(methods_spec, list(METHODS), "method")
+    options = board_module.parse_options(list(option_specs), methods)
+    seed_list = list(range(seed, seed + seeds))
+    cells = board_module.make_grid(
+        tasks,
+        methods,
+        model_name,
+        seed_list,
+        n_prompts,
+        ablation,
+        device,
+        dtype,
+        options,
+        cache_dir,
+    )
+    settings = {
+        "tasks": tasks,
+        "methods": methods,
+        "model": model_name,
+        "seeds": seed_list,
+        "n_prompts": n_prompts,
+        "ablation": ablation,
+        "jobs": jobs,
+        "threads": threads,
+        "executor": executor,
+        "device": device,
+        "dtype": dtype,
+        "options": options,
+    }
+    board = board_module.run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
+    if as_json:
+        print_json(
+            {
+                "rows": board.rows,
+                "files": board.files,
+                "resumed": board.resumed,
+                "failed": board.failed,
+            }
+        )
+    else:
+        headings, body = board_module.table(board.rows)
+        table = Table(title=f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s)")
+        for index, heading in enumerate(headings):
+            numeric = 2 <= index < 2 + len(board_module.COLUMNS)
+            table.add_column(heading, justify="right" if numeric else "left")
+        for cells_shown in body:
+            table.add_row(*cells_shown)
+        console = stdout()
+        if not console.is_terminal:  # piped: no terminal width to fit, keep rows on one line
+            console.width = 240
+        console.print(table)
+    resumed = f" ({board.resumed} cells from an earlier run)" if board.resumed else ""
+    note(f"wrote results.json, results.csv, results.md and plots to {out_dir}{resumed}")
+    if board.failed:
+        note(f"{board.failed} of {len(cells)} cells failed; the table shows their errors")
+        sys.exit(1)

@@ -1,0 +1,114 @@
+"""``circuitx tasks``, ``circuitx methods`` and ``circuitx models``: what there is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import networkx as nx
+
+from circuitx.builtin import BUILTIN_MODELS, FAMILIES
+from circuitx.cli.common import json_option, print_rows
+from circuitx.methods import METHODS
+from circuitx.models import HUB_ALIASES
+from circuitx.tasks import TASKS
+
+
+@click.command()
+@json_option
+def tasks(as_json) -> None:
+    """List the tasks."""
+    rows = [
+        {
+            "name": t.name,
+            "title": t.title,
+            "default_model": t.default_model,
+            "paper_model": t.paper_model,
+            "default_metric": t.default_metric,
+            "metrics": list(t.metrics),
+            "corruptions": list(t.corruptions),
+            "references": [f"{t.name}:{v}" if v else t.name for v in t.reference_variants],
+            "relational_reference": t.reference_task,
+        }
+        for t in TASKS.values()
+    ]
+    print_rows(rows, as_json, "tasks", ("name", "default_model", "default_metric", "references"))
+
+
+@click.command()
+@json_option
+def methods(as_json) -> None:
+    """List the discovery methods and their options."""
+    rows = [
+        {
+            "name": m.name,
+            "title": m.title,
+            "granularity": m.granularity,
+            "default_threshold": m.default_threshold,
+            "options": {option.name: option.default for option in m.options},
+            "option_declarations": [option.describe() for option in m.options],
+        }
+        for m in METHODS.values()
+    ]
+    columns = ("name", "granularity", "default_threshold", "options", "title")
+    print_rows(rows, as_json, "methods", columns)
+
+
+@click.command()
+@json_option
+def models(as_json) -> None:
+    """List built-in models (with each planted model's task and circuit), the families that
+    stand for a task's model, and hub aliases."""
+    rows = []
+    for m in BUILTIN_MODELS.values():
+        circuits = m.circuits() if m.circuits else {}
+        rows.append(
+            {
+                "name": m.name,
+                "source": "built-in (no download)",
+                "task": m.task,
+                "circuit": _circuit_size(circuits[m.task]) if m.task else None,
+                "description": m.description,
+                "circuits": {task: _circuit_facts(graph) for task, graph in circuits.items()},
+            }
+        )
+    rows += [
+        {
+            "name": family.name,
+            "source": "family of built-in models",
+            "task": None,
+            "circuit": None,
+            "description": f"{family.description}: "
+            + ", ".join(f"{task} -> {name}" for task, name in family.members.items()),
+            "circuits": {},
+        }
+        for family in FAMILIES.values()
+    ]
+    rows += [
+        {
+            "name": alias,
+            "source": "Hugging Face hub",
+            "task": None,
+            "circuit": None,
+            "description": hub_id,
+            "circuits": {},
+        }
+        for alias, hub_id in HUB_ALIASES.items()
+    ]
+    print_rows(rows, as_json, "models", ("name", "source", "task", "circuit", "description"))
+
+
+def _circuit_facts(graph: nx.MultiDiGraph) -> dict[str, Any]:
+    nodes = [
+        n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] in ("head", "mlp")
+    ]
+    return {
+        "heads": [n for n in nodes if graph.nodes[n]["kind"] == "head"],
+        "mlps": [n for n in nodes if graph.nodes[n]["kind"] == "mlp"],
+        "n_edges": sum(bool(d["in_circuit"]) for *_, d in graph.edges(data=True)),
+    }
+
+
+def _circuit_size(graph: nx.MultiDiGraph) -> str:
+    facts = _circuit_facts(graph)
+    return f"{len(facts['heads'])} heads, {len(facts['mlps'])} MLPs, {facts['n_edges']} edges"

@@ -1,0 +1,185 @@
+"""``circuitx train-transcoders``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from circuitx import builtin
+from circuitx import transcoders as tc
+from circuitx.cli.common import cache_dir_option, fmt, json_option, print_json, stdout
+from circuitx.errors import CircuitxError
+from circuitx.progress import progress_bar
+from circuitx.tasks import TASKS, get_task
+from circuitx.transcoders import TrainingSettings
+
+
+def _training_option(flag: str, kind: click.ParamType, help: str):
+    """A train-transcoders option whose default is ``TrainingSettings``'s."""
+    default = TrainingSettings.__dataclass_fields__[flag.lstrip("-").replace("-", "_")].default
+    return click.option(flag, type=kind, default=default, show_default=True, help=help)
+
+
+@click.command("train-transcoders")
+@click.option(
+    "--model", "model_name", required=True, help="Built-in model, local directory or hub name."
+)
+@click.option("--layers", default="all", show_default=True, help="'all' or layers like 0,2,5.")
+@click.option(
+    "--corpus",
+    default="tasks",
+    show_default=True,
+    help="'tasks' (prompts every task makes for this model, with answers), a text file, "
+    "or a Hugging Face dataset with a text column.",
+)
+@click.option(
+    "--features",
+    "n_features",
+    type=click.IntRange(min=1),
+    help="Features per layer [default: 4 x d_model].",
+)
+@_training_option(
+    "--l1", click.FloatRange(min=0), "Sparsity penalty, per unit of the output's RMS."
+)
+@_training_option("--steps", click.IntRange(min=1), "Adam steps.")
+@_training_option("--lr", click.FloatRange(min=0, min_open=True), "Peak learning rate.")
+@_training_option("--batch-tokens", click.IntRange(min=1), "Tokens per step.")
+@click.option(
+    "--refit/--no-refit",
+    default=True,
+    show_default=True,
+    help="After training, re-solve each decoder by least squares (a features x features "
+    "solve: costly for tens of thousands of features on a CPU).",
+)
+@click.option(
+    "--context",
+    type=click.IntRange(min=2),
+    default=128,
+    show_default=True,
+    help="Tokens per corpus sequence (at most the model's context).",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=2_000_000,
+    show_default=True,
+    help="Corpus tokens read at most.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Save to OUT/checkpoints/step-N every N steps (0: only the final transcoders).",
+)
+@click.option(
+    "--tasks",
+    "task_names",
+    default="all",
+    show_default=True,
+    help="Tasks whose metric is measured with the MLPs replaced: 'all', 'none' or names "
+    "like ioi,greater-than.",
+)
+@click.option(
+    "--n-prompts",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Prompts per task for that measurement.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Drives every random choice.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write the transcoders to.",
+)
+@json_option
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@cache_dir_option
+def train_transcoders(
+    model_name,
+    layers,
+    corpus,
+    n_features,
+    l1,
+    steps,
+    lr,
+    batch_tokens,
+    refit,
+    context,
+    max_tokens,
+    checkpoint_every,
+    task_names,
+    n_prompts,
+    seed,
+    out_dir,
+    as_json,
+    device,
+    cache_dir,
+) -> None:
+    """Train transcoders (sparse MLP replacements) on a corpus, save them in the authors'
+    file layout, and report reconstruction quality and the task metrics with the MLPs
+    replaced."""
+    out = Path(out_dir)
+    if not out.parent.is_dir():
+        raise CircuitxError(f"output directory's parent does not exist: {out.parent}")
+    if task_names == "all":
+        chosen = list(TASKS)
+    elif task_names == "none":
+        chosen = []
+    else:
+        chosen = [get_task(name.strip()).name for name in task_names.split(",") if name.strip()]
+    model = builtin.load(model_name, device=device, cache_dir=cache_dir)
+    chosen_layers = tc.parse_layers(layers, model)
+    data = tc.load_corpus(model, corpus, context, seed, max_tokens)
+    settings = tc.TrainingSettings(
+        n_features=n_features or 4 * model.d_model,
+        l1=l1,
+        steps=steps,
+        batch_tokens=batch_tokens,
+        lr=lr,
+        seed=seed,
+        refit=refit,
+    )
+    with progress_bar(f"training {len(chosen_layers)} transcoders", steps) as advance:
+        result = tc.train_and_report(
+            model, chosen_layers, data, settings, out, chosen, n_prompts, checkpoint_every, advance
+        )
+    if as_json:
+        print_json(result)
+        return
+    console = stdout()
+    layers_table = Table(title=f"transcoders for {model.name} -> {out}")
+    for column in ("layer", "FVE", "L0", "dead"):
+        layers_table.add_column(column)
+    for layer, quality in result["layers_quality"].items():
+        layers_table.add_row(
+            layer,
+            fmt(quality["fraction_of_variance_explained"]),
+            fmt(quality["l0"]),
+            fmt(quality["dead_fraction"]),
+        )
+    console.print(layers_table)
+    tasks_table = Table(title="task metric, MLPs replaced by transcoders")
+    for column in ("task", "metric", "original", "replaced", "relative change"):
+        tasks_table.add_column(column)
+    for task, row in result["task_metric_replaced"].items():
+        if "error" in row:
+            tasks_table.add_row(task, "-", "-", "-", row["error"])
+        else:
+            tasks_table.add_row(
+                task,
+                row["metric"],
+                fmt(row["original"]),
+                fmt(row["replaced"]),
+                fmt(row["relative_change"]),
+            )
+    console.print(tasks_table)
+    console.print(
+        f"{result['training_tokens']} tokens in {result['train_seconds']:.1f} s "
+        f"({result['seconds_per_layer_per_million_tokens']:.1f} s per layer per million tokens)"
+    )

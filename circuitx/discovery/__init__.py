@@ -1,0 +1,30 @@
+"""Discovery: one validated :class:`DiscoveryRequest`, the method's scores turned into the
+circuit graph, its faithfulness, its reference, and the report."""
+
+from __future__ import annotations
+
+from circuitx.discovery.faithfulness import CURVE_FRACTIONS, edge_ranking, faithfulness_report
+from circuitx.discovery.references import (
+    reference_for_graph,
+    reference_for_model,
+    resolve_reference,
+)
+from circuitx.discovery.report import evaluate, report
+from circuitx.discovery.request import DiscoveryRequest, check_reference
+from circuitx.discovery.run import discover, model_id, select
+
+__all__ = [
+    "CURVE_FRACTIONS",
+    "DiscoveryRequest",
+    "check_reference",
+    "discover",
+    "edge_ranking",
+    "evaluate",
+    "faithfulness_report",
+    "model_id",
+    "reference_for_graph",
+    "reference_for_model",
+    "report",
+    "resolve_reference",
+    "select",
+]

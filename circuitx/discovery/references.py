@@ -1,0 +1,136 @@
+"""Resolving ``--reference`` (auto, none, planted, TASK[:VARIANT] or a graph file) to a
+reference circuit for a model or a saved graph."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import networkx as nx
+
+from circuitx import builtin
+from circuitx.discovery.request import DiscoveryRequest
+from circuitx.discovery.run import discover, model_id
+from circuitx.errors import CircuitxError
+from circuitx.graph import component_graph, read_graph, shape_of
+from circuitx.models import Model
+from circuitx.tasks import TASKS, get_task
+
+Resolved = tuple[nx.MultiDiGraph | None, str | None, str | None]  # graph, label, why not
+# Discovers the named task's circuit with the current method on the current model.
+DiscoverReference = Callable[[str], nx.MultiDiGraph]
+
+
+def resolve_reference(
+    spec: str,
+    task_name: str,
+    model_id: str | None,
+    shape: tuple[int, int, bool],
+    discover_reference: DiscoverReference | None = None,
+    planted: str | None = None,
+    cache_dir: str | None = None,
+) -> Resolved:
+    """``(reference graph, label, None)`` for ``spec``, or ``(None, None, why not)``.
+
+    A relational reference (a task whose reference is another task's circuit found by the
+    same method on the same model) is made by ``discover_reference(other task)``. On a
+    built-in model with a ground truth (``planted`` names it) ``auto`` and ``planted``
+    give it.
+    """
+    if spec == "none":
+        return None, None, "no reference requested"
+    if spec in ("auto", "planted"):
+        truth = builtin.ground_truth(planted, task_name, cache_dir)
+        if truth is not None:
+            return truth, f"{planted} ground truth", None
+        if spec == "planted":
+            raise CircuitxError(
+                f"--reference planted needs a planted model with a {task_name} circuit "
+                f"(`circuitx models` lists them)"
+            )
+    if spec == "auto":
+        task = get_task(task_name)
+        if model_id != task.paper_model:
+            note = (
+                f"no reference: --reference auto uses the {task_name} reference only on "
+                f"{task.paper_model}, the model it was published for; pass --reference "
+                f"{task_name} to use it here"
+            )
+            return None, None, note
+        spec = task_name
+    base, _, variant = spec.partition(":")
+    if base in TASKS:
+        task = TASKS[base]
+        if variant not in task.reference_variants:
+            choices = ", ".join(f"{base}:{v}" if v else base for v in task.reference_variants)
+            raise CircuitxError(f"unknown reference {spec!r}; choose from {choices}")
+        if task.reference_task is None:
+            return task.reference(variant, *shape), spec, None
+        if discover_reference is None:
+            raise CircuitxError(
+                f"the {base} reference is the {task.reference_task} circuit the same method "
+                f"finds on the same model; discover it (circuitx discover --task "
+                f"{task.reference_task} ... --out FILE) and pass --reference FILE"
+            )
+        graph = discover_reference(task.reference_task)
+        return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
+    if Path(spec).suffix.lower() in (".graphml", ".xml", ".json") or Path(spec).exists():
+        graph = component_graph(read_graph(spec))
+        if shape_of(graph) != shape:
+            raise CircuitxError(f"reference {spec} is for another model shape")
+        return graph, spec, None
+    raise CircuitxError(
+        f"unknown reference {spec!r}: use auto, none, planted, a task name ({', '.join(TASKS)}) "
+        "or a graph file"
+    )
+
+
+def reference_for_graph(
+    graph: nx.MultiDiGraph, spec: str, cache_dir: str | None = None
+) -> Resolved:
+    """The reference ``spec`` names for a saved graph, with the task, model and shape the
+    graph records."""
+    meta = graph.graph
+    task = meta.get("task")
+    if spec == "auto" and task not in TASKS:
+        return None, None, "no reference: the graph names no known task; pass --reference"
+    return resolve_reference(
+        spec,
+        str(task),
+        meta.get("model_id"),
+        shape_of(graph),
+        planted=meta.get("model"),
+        cache_dir=cache_dir,
+    )
+
+
+def reference_for_model(
+    model: Model, request: DiscoveryRequest, note: Callable[[str], None] | None = None
+) -> Resolved:
+    """The reference the request names for its task on ``model``. A relational reference
+    (another task's circuit) is discovered with the same request on that task (a metric
+    the other task lacks is left to its default); ``note`` hears when that happens."""
+    request.validated()
+
+    def discover_reference(other_task: str) -> nx.MultiDiGraph:
+        if note is not None:
+            note(
+                f"reference: discovering the {other_task} circuit with {request.method} "
+                "on this model"
+            )
+        metric = request.metric if request.metric in get_task(other_task).metrics else None
+        other = dataclasses.replace(
+            request, task=other_task, metric=metric, corruption=None, model=model.name
+        )
+        return discover(model, other)
+
+    return resolve_reference(
+        request.reference,
+        request.task,
+        model_id(model),
+        (model.n_layers, model.n_heads, model.has_mlp),
+        discover_reference,
+        planted=model.builtin,
+        cache_dir=request.cache_dir,
+    )

@@ -1,0 +1,58 @@
+"""The JSON summary of a discovery, scored against its reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from circuitx.graph import component_graph, component_nodes
+from circuitx.methods import METHODS
+from circuitx.scoring import empty_metrics, overlap, score_graph
+
+
+def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:
+    """Metrics against ``reference``; all None without one."""
+    return empty_metrics() if reference is None else score_graph(component_graph(graph), reference)
+
+
+def report(
+    graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None, label: str | None
+) -> dict[str, Any]:
+    """The JSON summary of a discovery, scored against ``reference`` (named ``label``)."""
+    graph = component_graph(graph)
+    meta = graph.graph
+    nodes = component_nodes(graph)
+    return {
+        "task": meta.get("task"),
+        "method": meta.get("method"),
+        "model": meta.get("model"),
+        "seed": meta.get("seed"),
+        "n_prompts": meta.get("n_prompts"),
+        "metric": meta.get("metric"),
+        "corruption": meta.get("corruption"),
+        "clean_metric": meta.get("clean_metric"),
+        "corrupted_metric": meta.get("corrupted_metric"),
+        "clean_accuracy": meta.get("clean_accuracy"),
+        "threshold": meta.get("threshold"),
+        "top_k": meta.get("top_k"),
+        "runtime_s": meta.get("runtime_s"),
+        "ablation": meta.get("ablation"),
+        "options": method_options_of(meta),
+        "faithfulness": meta.get("faithfulness"),
+        "cpr": meta.get("cpr"),
+        "cmd": meta.get("cmd"),
+        "n_nodes": len(nodes),
+        "n_nodes_in_circuit": sum(bool(graph.nodes[n]["in_circuit"]) for n in nodes),
+        "n_edges": graph.number_of_edges(),
+        "n_edges_in_circuit": sum(bool(d["in_circuit"]) for _, _, d in graph.edges(data=True)),
+        "reference": label,
+        "metrics": evaluate(graph, reference),
+        "overlap": None if reference is None else overlap(graph, reference),
+    }
+
+
+def method_options_of(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The method options a graph's metadata records (None for an unknown method)."""
+    method = METHODS.get(meta.get("method"))
+    return None if method is None else {o.name: meta.get(o.name) for o in method.options}

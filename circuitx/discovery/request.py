@@ -1,0 +1,119 @@
+"""One discovery request: every setting of a discovery, validated once, before any model
+loads. The command line builds it; :func:`circuitx.discovery.discover`, the reference
+lookup and the leaderboard's cell key all read the validated request."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from circuitx import __version__, builtin
+from circuitx.errors import CircuitxError
+from circuitx.methods import get_method, method_options
+from circuitx.models import parse_device, parse_dtype
+from circuitx.patching import ABLATIONS
+from circuitx.tasks import TASKS, get_task
+
+REFERENCE_WORDS = ("auto", "none", "planted")
+GRAPH_SUFFIXES = (".graphml", ".xml", ".json")
+
+
+@dataclass(frozen=True)
+class DiscoveryRequest:
+    """What to discover and how. ``model`` None: the task's paper model; a family name
+    (``planted``) stands for its model for the task. ``corruption``, ``metric`` and
+    ``options`` default to the task's and method's own; :meth:`validated` fills them in."""
+
+    task: str
+    method: str
+    model: str | None = None
+    n_prompts: int = 50
+    seed: int = 0
+    threshold: float | None = None
+    top_k: int | None = None
+    ablation: str = "corrupted"
+    corruption: str | None = None
+    metric: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    reference: str = "auto"
+    device: str | None = None
+    dtype: str = "float32"
+    cache_dir: str | None = None
+
+    def validated(self) -> DiscoveryRequest:
+        """This request with every default filled in, or a one-line error for the first
+        setting that cannot run; needs no model (a model file or hub name is checked when
+        it loads)."""
+        method = get_method(self.method)
+        corruption = self.corruption
+        if corruption is None and method.uses_negatives:
+            corruption = get_task(self.task).negative_corruption
+        task = get_task(self.task, corruption)
+        metric = self.metric or task.default_metric
+        task.check_metric(metric)
+        if self.n_prompts < 1:
+            raise CircuitxError(f"--n-prompts must be at least 1, not {self.n_prompts}")
+        if self.threshold is not None and self.top_k is not None:
+            raise CircuitxError("choose --threshold or --top-k, not both")
+        if self.threshold is not None and self.threshold < 0:
+            raise CircuitxError(f"--threshold must be at least 0, not {self.threshold}")
+        if self.top_k is not None and self.top_k < 1:
+            raise CircuitxError(f"--top-k must be at least 1, not {self.top_k}")
+        if self.ablation not in ABLATIONS:
+            raise CircuitxError(
+                f"unknown ablation {self.ablation!r}; choose from {', '.join(ABLATIONS)}"
+            )
+        parse_dtype(self.dtype)
+        parse_device(self.device)
+        check_reference(self.reference)
+        return dataclasses.replace(
+            self,
+            model=builtin.resolve(self.model or task.default_model, task.name),
+            corruption=task.corruption,
+            metric=metric,
+            options=method_options(method, self.options),
+            cache_dir=None if self.cache_dir is None else os.fspath(self.cache_dir),
+        )
+
+    def config(self) -> dict[str, Any]:
+        """Everything a result depends on, as JSON: the validated settings, the model's
+        identity, the method's default threshold and the circuitx version (``cache_dir``
+        and ``device`` excepted: where a model is cached does not change it, and the
+        device is kept as given)."""
+        request = self.validated()
+        settings = dataclasses.asdict(request)
+        settings.pop("cache_dir")
+        settings["options"] = dict(request.options)
+        return {
+            **settings,
+            "model_identity": builtin.identity(str(request.model)),
+            "default_threshold": get_method(request.method).default_threshold,
+            "circuitx": __version__,
+        }
+
+
+def check_reference(spec: str) -> None:
+    """Fail in one line unless ``spec`` can name a reference: auto, none, planted,
+    TASK[:VARIANT] or an existing graph file."""
+    if spec in REFERENCE_WORDS:
+        return
+    base, _, variant = spec.partition(":")
+    if base in TASKS:
+        task = TASKS[base]
+        if variant not in task.reference_variants:
+            choices = ", ".join(f"{base}:{v}" if v else base for v in task.reference_variants)
+            raise CircuitxError(f"unknown reference {spec!r}; choose from {choices}")
+        return
+    path = Path(spec)
+    if path.suffix.lower() in GRAPH_SUFFIXES or path.exists():
+        if not path.is_file():
+            raise CircuitxError(f"graph file not found: {spec}")
+        return
+    raise CircuitxError(
+        f"unknown reference {spec!r}: use auto, none, planted, a task name ({', '.join(TASKS)}) "
+        "or a graph file"
+    )

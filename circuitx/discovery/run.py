@@ -1,0 +1,135 @@
+"""Discovery end to end: task data, the method's scores, the selection, and the graph."""
+
+from __future__ import annotations
+
+import time
+
+import networkx as nx
+import torch
+
+from circuitx.discovery.faithfulness import edge_ranking, edge_scores, faithfulness_report
+from circuitx.discovery.request import DiscoveryRequest
+from circuitx.errors import CircuitxError
+from circuitx.graph import add_feature_level, edges_by_name, full_graph
+from circuitx.layout import Layout
+from circuitx.methods import MethodRun, Scores, get_method
+from circuitx.models import Model, local_model_hub_id
+from circuitx.patching import PatchingEngine
+from circuitx.progress import progress_bar
+from circuitx.tasks import get_task
+
+
+def model_id(model: Model) -> str | None:
+    """The hub id a model is, or was saved from; None for built-in and anonymous models."""
+    if model.builtin:
+        return None
+    return model.hub_id or local_model_hub_id(model.source)
+
+
+def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
+    """Run the request's method on its task with ``model`` and return the scored,
+    selected circuit graph, with its faithfulness measured."""
+    request = request.validated()
+    method = get_method(request.method)
+    task = get_task(request.task, request.corruption)
+    stage_threshold = (
+        request.threshold if request.threshold is not None else method.default_threshold
+    )
+    run = MethodRun(
+        request.seed, stage_threshold, dict(request.options), request.n_prompts, request.cache_dir
+    )
+    method.check(model, run)
+    layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(request.seed)
+        data = task.make_data(model, request.n_prompts, request.seed)
+        engine = PatchingEngine(model, task, data, request.metric, request.ablation)
+        with progress_bar(f"{method.name} on {task.name}", method.steps(layout, run)) as advance:
+            run.advance = advance
+            scores = method.score(engine, run)
+    threshold, top_k = request.threshold, request.top_k
+    if top_k is None and threshold is None:
+        threshold = method.selection_threshold(run)
+    nodes_kept, edges_kept = select(layout, scores, method.granularity, threshold, top_k)
+    graph = full_graph(
+        model.n_layers,
+        model.n_heads,
+        model.has_mlp,
+        task=task.name,
+        method=method.name,
+        model=model.name,
+        model_id=model_id(model),
+        seed=request.seed,
+        metric=request.metric,
+        corruption=task.corruption,
+        ablation=request.ablation,
+        n_prompts=request.n_prompts,
+        **request.options,
+    )
+    write_scores(graph, layout, scores, nodes_kept, edges_kept)
+    graph.graph.update(
+        clean_metric=engine.clean_metric,
+        corrupted_metric=engine.corrupted_metric,
+        clean_accuracy=task.accuracy(engine.clean_final, data),
+        **scores.facts,
+    )
+    graph.graph.update(threshold=threshold, top_k=top_k, runtime_s=time.perf_counter() - start)
+    ranking = edge_ranking(layout, scores)
+    graph.graph.update(faithfulness_report(engine, edges_kept, ranking))
+    if scores.features is not None:
+        add_feature_level(graph, scores.features.nodes, scores.features.edges, threshold)
+    return graph
+
+
+def select(
+    layout: Layout, scores: Scores, granularity: str, threshold: float | None, top_k: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The circuit as ``(nodes kept [n_senders + 1: the senders, then the logits], edges
+    kept [n_edges, graph order])``: the components (node methods) or edges (edge methods)
+    with |score| >= threshold, or the top k by |score| (ties in graph order); a node
+    selection keeps the edges among its nodes, an edge selection the nodes its edges join.
+    """
+    index = {name: i for i, name in enumerate([*layout.senders, "logits"])}
+    ends = torch.tensor([[index[s], index[r]] for s, r, _ in layout.graph_edges])
+    if granularity == "node":
+        magnitude = scores.nodes[1:].double().abs()
+    elif granularity == "edge":
+        by_edge = edge_scores(layout, scores)
+        if by_edge is None:
+            raise CircuitxError("an edge-level method gave no edge scores")
+        magnitude = by_edge.double().abs()
+    else:
+        raise CircuitxError(f"no selection rule for {granularity}-level scores")
+    if top_k is not None:
+        chosen = torch.zeros(len(magnitude), dtype=torch.bool)
+        chosen[torch.sort(magnitude, descending=True, stable=True).indices[:top_k]] = True
+    else:
+        chosen = magnitude >= threshold
+    nodes = torch.zeros(len(index), dtype=torch.bool)
+    nodes[0] = nodes[-1] = True  # the input and the logits are in every circuit
+    if granularity == "node":
+        nodes[1:-1] = chosen
+        return nodes, nodes[ends[:, 0]] & nodes[ends[:, 1]]
+    nodes[ends[chosen].flatten()] = True
+    return nodes, chosen
+
+
+def write_scores(
+    graph: nx.MultiDiGraph,
+    layout: Layout,
+    scores: Scores,
+    nodes_kept: torch.Tensor,
+    edges_kept: torch.Tensor,
+) -> None:
+    """Put the scores and the selection on the graph's nodes and edges (a node-level
+    method's edges keep no score)."""
+    names = [*layout.senders, "logits"]
+    node_values = scores.nodes.tolist()
+    for i, (name, kept) in enumerate(zip(names, nodes_kept.tolist())):
+        score = node_values[i] if 0 < i < len(node_values) else None
+        graph.nodes[name].update(score=None if score is None else float(score), in_circuit=kept)
+    by_edge = edge_scores(layout, scores)
+    values = [None] * len(edges_kept) if by_edge is None else by_edge.tolist()
+    for data, value, kept in zip(edges_by_name(graph).values(), values, edges_kept.tolist()):
+        data.update(score=None if value is None else float(value), in_circuit=kept)

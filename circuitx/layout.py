@@ -1,0 +1,253 @@
+"""The node and edge universe of one model shape, and where each node and edge sits in the
+patching masks. The circuit graph (:func:`circuitx.graph.full_graph`) is built from it.
+
+Senders (what writes to the residual stream): ``input``, then per layer its heads and its
+MLP. Receivers (what reads it): per layer its heads' q inputs, k inputs, v inputs and its
+MLP input, then ``logits``. A mask over edges is [n_senders, n_receivers].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.names import (
+    HEAD_INPUTS,
+    INPUT,
+    LOGITS,
+    edge_name,
+    head_node,
+    mlp_node,
+    parse_edge_name,
+    parse_node,
+)
+
+
+@dataclass(frozen=True)
+class SenderChunk:
+    """Senders that one hook point writes: the embeddings, a layer's heads, or an MLP."""
+
+    first: int  # index of the first sender
+    count: int
+    layer: int  # the block it belongs to (0 for the embeddings)
+    kind: str  # "input", "heads" (a layer's heads: what they write is z @ W_O) or "mlp"
+
+    @property
+    def heads(self) -> bool:
+        return self.kind == "heads"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each node sits in the masks' sender and receiver axes.
+
+    Senders: ``input``, then per layer its heads and its MLP. Receivers: per layer its
+    heads' q inputs, k inputs, v inputs and its MLP input, then ``logits``. The senders a
+    receiver can read form a prefix of the sender axis.
+    """
+
+    n_layers: int
+    n_heads: int
+    has_mlp: bool
+
+    @property
+    def per_layer(self) -> int:
+        return self.n_heads + int(self.has_mlp)
+
+    @property
+    def n_senders(self) -> int:
+        return 1 + self.n_layers * self.per_layer
+
+    @property
+    def receivers_per_layer(self) -> int:
+        return 3 * self.n_heads + int(self.has_mlp)
+
+    @property
+    def n_receivers(self) -> int:
+        return self.n_layers * self.receivers_per_layer + 1
+
+    def head_sender(self, layer: int, head: int = 0) -> int:
+        return 1 + layer * self.per_layer + head
+
+    def mlp_sender(self, layer: int) -> int:
+        return self.head_sender(layer, self.n_heads)
+
+    def head_receiver(self, layer: int, head_input: str, head: int = 0) -> int:
+        return (
+            layer * self.receivers_per_layer + HEAD_INPUTS.index(head_input) * self.n_heads + head
+        )
+
+    def mlp_receiver(self, layer: int) -> int:
+        return self.head_receiver(layer, "q", 3 * self.n_heads)
+
+    @property
+    def logits_receiver(self) -> int:
+        return self.n_receivers - 1
+
+    def sender_layer(self, sender: int) -> int:
+        return 0 if sender == 0 else (sender - 1) // self.per_layer
+
+    def receiver_layer(self, receiver: int) -> int:
+        return receiver // self.receivers_per_layer  # logits: n_layers
+
+    @cached_property
+    def chunks(self) -> list[SenderChunk]:
+        chunks = [SenderChunk(0, 1, 0, "input")]
+        for layer in range(self.n_layers):
+            chunks.append(SenderChunk(self.head_sender(layer), self.n_heads, layer, "heads"))
+            if self.has_mlp:
+                chunks.append(SenderChunk(self.mlp_sender(layer), 1, layer, "mlp"))
+        return chunks
+
+    def chunks_from(self, layer: int) -> list[SenderChunk]:
+        """The heads and MLPs of ``layer`` and later."""
+        return [c for c in self.chunks if c.first >= self.head_sender(layer) and c.first > 0]
+
+    @cached_property
+    def valid(self) -> torch.Tensor:
+        """[n_senders, n_receivers]: True where the sender is upstream of the receiver."""
+        readable = torch.tensor([self.readable(r) for r in range(self.n_receivers)])
+        return torch.arange(self.n_senders).unsqueeze(1) < readable.unsqueeze(0)
+
+    @cached_property
+    def senders(self) -> list[str]:
+        names = [INPUT]
+        for layer in range(self.n_layers):
+            names += [head_node(layer, head) for head in range(self.n_heads)]
+            names += [mlp_node(layer)] if self.has_mlp else []
+        return names
+
+    @cached_property
+    def receivers(self) -> list[tuple[str, str | None]]:
+        """``(node, head input)`` per receiver index."""
+        names: list[tuple[str, str | None]] = []
+        for layer in range(self.n_layers):
+            for head_input in HEAD_INPUTS:
+                names += [(head_node(layer, head), head_input) for head in range(self.n_heads)]
+            names += [(mlp_node(layer), None)] if self.has_mlp else []
+        return names + [(LOGITS, None)]
+
+    def readable(self, receiver: int) -> int:
+        """How many senders (a prefix of the sender axis) ``receiver`` reads."""
+        if receiver == self.logits_receiver:
+            return self.n_senders
+        layer, offset = divmod(receiver, self.receivers_per_layer)
+        end = self.head_sender(layer)
+        return end + self.n_heads if offset == 3 * self.n_heads else end
+
+    @cached_property
+    def edges(self) -> list[str]:
+        """Every edge name, in mask order (receiver-major)."""
+        return [edge_name(s, r, i) for _, s, r, i in self._edge_rows]
+
+    @cached_property
+    def edge_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sender and receiver index of every edge of :attr:`edges`."""
+        rows = self._edge_rows
+        return torch.tensor([row[0][0] for row in rows]), torch.tensor([row[0][1] for row in rows])
+
+    @cached_property
+    def _edge_rows(self) -> list[tuple[tuple[int, int], str, str, str | None]]:
+        rows = []
+        for r, (receiver, head_input) in enumerate(self.receivers):
+            for s in range(self.readable(r)):
+                rows.append(((s, r), self.senders[s], receiver, head_input))
+        return rows
+
+    @cached_property
+    def _index_of_edge(self) -> dict[str, tuple[int, int]]:
+        return {edge_name(s, r, i): pos for pos, s, r, i in self._edge_rows}
+
+    def sender(self, node: str) -> int:
+        try:
+            return self._index_of_sender[node]
+        except KeyError:
+            raise CircuitxError(f"no sender {node!r} in this model") from None
+
+    @cached_property
+    def _index_of_sender(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.senders)}
+
+    def edge(self, name: str) -> tuple[int, int]:
+        """``(sender, receiver)`` index of an edge name."""
+        if name not in self._index_of_edge:
+            parse_edge_name(name)  # a malformed name gets the parser's message
+            raise CircuitxError(f"no edge {name!r} in this model")
+        return self._index_of_edge[name]
+
+    @cached_property
+    def receiver_owner(self) -> torch.Tensor:
+        """[n_receivers]: the sender index of each receiver's node (-1 for the logits)."""
+        return torch.tensor(
+            [-1 if node == LOGITS else self.sender(node) for node, _ in self.receivers]
+        )
+
+    def prune(self, mask: torch.Tensor) -> torch.Tensor:
+        """An edge mask [n_senders, n_receivers] without dangling edges, as MIB prunes
+        circuits: repeatedly drop the edges out of a node no kept edge enters (the input
+        excepted) and the edges into a node no kept edge leaves (the logits excepted)."""
+        mask = mask * self.valid
+        owner = self.receiver_owner
+        into_node = owner >= 0
+        while True:
+            outgoing = mask.sum(1)
+            incoming = torch.zeros(self.n_senders).index_add(
+                0, owner[into_node], mask[:, into_node].sum(0)
+            )
+            no_input = incoming == 0
+            no_input[0] = False
+            pruned = mask.clone()
+            pruned[no_input] = 0.0
+            dead_receivers = torch.zeros(self.n_receivers, dtype=torch.bool)
+            dead_receivers[into_node] = outgoing[owner[into_node]] == 0
+            pruned[:, dead_receivers] = 0.0
+            if torch.equal(pruned, mask):
+                return mask
+            mask = pruned
+
+    def edge_mask(self, kept: Sequence[str]) -> torch.Tensor:
+        """[n_senders, n_receivers] mask: 1 on the ``kept`` edges, 0 elsewhere."""
+        mask = torch.zeros(self.n_senders, self.n_receivers)
+        if kept:
+            senders, receivers = zip(*(self.edge(name) for name in kept))
+            mask[list(senders), list(receivers)] = 1.0
+        return mask
+
+    @cached_property
+    def nodes(self) -> list[tuple[str, str, int, int | None]]:
+        """``(name, kind, layer, head)`` of every node in graph order: the senders, then the
+        logits (the input's layer is -1, the logits' ``n_layers``)."""
+        rows = []
+        for name in [*self.senders, LOGITS]:
+            kind, layer, head = parse_node(name)
+            if kind == "input":
+                layer = -1
+            elif kind == "logits":
+                layer = self.n_layers
+            rows.append((name, kind, layer, head))
+        return rows
+
+    @cached_property
+    def graph_edges(self) -> list[tuple[str, str, str | None]]:
+        """``(sender, receiver, head input)`` of every edge in graph order: sender-major,
+        receivers in node order (a head's q, k, v together)."""
+        by_node: dict[str, list[int]] = {}
+        for r, (node, _) in enumerate(self.receivers):  # a head's q, k, v in that order
+            by_node.setdefault(node, []).append(r)
+        edges = []
+        for s, sender in enumerate(self.senders):
+            for node, *_ in self.nodes:
+                for r in by_node.get(node, []):
+                    if s < self.readable(r):
+                        edges.append((sender, node, self.receivers[r][1]))
+        return edges
+
+    @cached_property
+    def graph_edge_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sender and receiver index of every edge of :attr:`graph_edges`."""
+        positions = [self.edge(edge_name(*edge)) for edge in self.graph_edges]
+        return torch.tensor([s for s, _ in positions]), torch.tensor([r for _, r in positions])

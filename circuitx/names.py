@@ -1,0 +1,52 @@
+"""Node and edge names of the circuit universe: ``input``, ``a{L}.h{H}`` (attention head),
+``m{L}`` (MLP), ``m{L}.f{i}`` / ``m{L}.rest`` (an MLP's transcoder features and the rest of
+it), ``logits``; edges ``sender->receiver``, with ``<q>``, ``<k>`` or ``<v>`` when the
+receiver is a head (MIB's names)."""
+
+from __future__ import annotations
+
+import re
+
+from circuitx.errors import CircuitxError
+
+INPUT = "input"
+LOGITS = "logits"
+HEAD_INPUTS = ("q", "k", "v")
+_NODE_RE = re.compile(r"^(input|logits|a(\d+)\.h(\d+)|m(\d+)(\.f\d+|\.rest)?)$")
+_EDGE_RE = re.compile(r"^(?P<sender>[^<>]+?)->(?P<receiver>[^<>]+?)(?:<(?P<input>[qkv])>)?$")
+
+
+def head_node(layer: int, head: int) -> str:
+    return f"a{layer}.h{head}"
+
+
+def mlp_node(layer: int) -> str:
+    return f"m{layer}"
+
+
+def parse_node(name: str) -> tuple[str, int | None, int | None]:
+    """``(kind, layer, head)`` of a node name; kind is input, head, mlp, feature (an MLP's
+    transcoder feature ``m{L}.f{i}`` or the rest of it, ``m{L}.rest``) or logits."""
+    match = _NODE_RE.match(name)
+    if not match:
+        raise CircuitxError(f"not a circuit node name: {name!r}")
+    if name in (INPUT, LOGITS):
+        return name, None, None
+    if match.group(2) is not None:
+        return "head", int(match.group(2)), int(match.group(3))
+    return "feature" if match.group(5) else "mlp", int(match.group(4)), None
+
+
+def edge_name(sender: str, receiver: str, head_input: str | None = None) -> str:
+    """MIB-style edge name, e.g. ``a0.h1->a3.h2<q>`` or ``m2->logits``."""
+    return f"{sender}->{receiver}<{head_input}>" if head_input else f"{sender}->{receiver}"
+
+
+def parse_edge_name(name: str) -> tuple[str, str, str | None]:
+    """``(sender, receiver, head_input)`` of an edge name."""
+    match = _EDGE_RE.match(name)
+    if not match:
+        raise CircuitxError(f"not a circuit edge name: {name!r}")
+    sender, receiver, head_input = match.group("sender", "receiver", "input")
+    parse_node(sender), parse_node(receiver)
+    return sender, receiver, head_input

@@ -1,0 +1,72 @@
+"""Faithfulness of a circuit and MIB's curve (CPR, CMD), on tensors over the layout."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import find
+
+from circuitx.discovery import CURVE_FRACTIONS, faithfulness_report
+from circuitx.graph import component_nodes, full_graph, select_edges, select_nodes
+from circuitx.models import head_output_hook
+from circuitx.patching import PatchingEngine
+from circuitx.tasks import get_task
+
+
+def kept(graph):
+    """The graph's circuit as a boolean vector over its edges (graph order)."""
+    return torch.tensor([bool(on) for *_, on in graph.edges(data="in_circuit")])
+
+
+def _engine_and_graph(model, n_prompts=6):
+    task = get_task("ioi")
+    engine = PatchingEngine(model, task, task.make_data(model, n_prompts, seed=7))
+    return engine, full_graph(model.n_layers, model.n_heads, model.has_mlp)
+
+
+def test_faithfulness_of_the_full_and_the_empty_circuit(tiny_model):
+
+    engine, graph = _engine_and_graph(tiny_model)
+    select_edges(graph, [key for _, _, key in graph.edges(keys=True)])
+    assert faithfulness_report(engine, kept(graph), None)["faithfulness"] == pytest.approx(
+        1.0, abs=1e-5
+    )
+    select_edges(graph, [])
+    report = faithfulness_report(engine, kept(graph), None)
+    assert report["faithfulness"] == pytest.approx(0.0, abs=1e-5)
+    assert report["cpr"] is None and report["faithfulness_curve"] is None  # nothing to rank
+
+
+def test_faithfulness_without_one_head_is_activation_patching(tiny_model):
+    """A circuit of every node but a1.h2 against a hand-written patch of that head."""
+
+    engine, graph = _engine_and_graph(tiny_model)
+    select_nodes(graph, [n for n in component_nodes(graph) if n != "a1.h2"])
+    data, name = engine.data, head_output_hook(1)
+    _, corrupted = tiny_model.run_with_cache(data.corrupted, [name])
+
+    def patch(z):
+        z = z.clone()
+        z[:, :, 2] = corrupted[name][:, :, 2]
+        return z
+
+    patched = tiny_model.run(data.clean, [(name, patch)], engine.end)
+    m = float(engine.metric(patched).mean())
+    expected = (m - engine.corrupted_metric) / (engine.clean_metric - engine.corrupted_metric)
+    assert abs(expected - 1.0) > 1e-3  # the head matters
+    assert faithfulness_report(engine, kept(graph), None)["faithfulness"] == pytest.approx(
+        expected, abs=1e-4
+    )
+
+
+def test_curve_areas_are_trapezoids_of_the_curve(tiny_model):
+
+    graph = find(tiny_model, "ioi", "eap", n_prompts=6)
+    curve = graph.graph["faithfulness_curve"]
+    assert [point["fraction"] for point in curve] == list(CURVE_FRACTIONS)
+    assert curve[-1]["faithfulness"] == pytest.approx(1.0, abs=1e-5)  # every edge
+    sizes = [point["edges"] for point in curve]
+    assert sizes == sorted(sizes) and sizes[-1] == graph.number_of_edges()
+    f = np.array([point["faithfulness"] for point in curve])
+    x = np.array(CURVE_FRACTIONS)
+    assert graph.graph["cpr"] == pytest.approx(float(np.trapezoid(f, x)))
+    assert graph.graph["cmd"] == pytest.approx(float(np.trapezoid(np.abs(1 - f), x)))
