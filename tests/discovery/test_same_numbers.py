@@ -1,8 +1,8 @@
 """`circuitx discover --json` gives the numbers it gave before the issue-19 restructuring.
 
-``tests/data/discover_before_19.json`` was written by ``python tests/test_same_numbers.py``
-at commit 6067019 (the last commit before the restructuring), with the same commands this
-test runs: every method on the planted greater-than model (the transcoder method with
+``data/discover_before_19.json`` beside this file was written by running this file as a
+script at commit 6067019 (the last commit before the restructuring; the file was then
+``tests/test_same_numbers.py``), with the same commands this test runs: every method on the planted greater-than model (the transcoder method with
 seeded random transcoders, so that no training is involved).
 """
 
