@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import save_tiny_gpt2
+from conftest import tiny_gpt2  # noqa: E402  (the tests' model builder)
 
 from circuitx.discovery import DiscoveryRequest, discover
 from circuitx.models import load_model
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        save_tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
+        tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
         model = load_model(tmp, device=args.device)
         data = get_task("ioi").make_data(model, args.n_prompts, seed=0)
         model.run(data.clean, positions=data.positions["END"])  # warm-up

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from conftest import (
-    save_tiny_gpt2,
+    tiny_gpt2,
 )  # the tests' model builder (edge_methods puts tests/ on the path)
 from edge_methods import gpt2_small_heading, in_fresh_process, measure, method_step
 
@@ -55,7 +55,7 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
 def timing(args: argparse.Namespace) -> None:
     options = ["--n-prompts", str(args.n_prompts), "--device", args.device]
     with tempfile.TemporaryDirectory() as tmp:
-        save_tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
+        tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
         results = {step: in_fresh_process(__file__, step, tmp, options) for step in STEPS}
     print(gpt2_small_heading(results["forward"]["shape"], args.device))
     labels = {

@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import save_tiny_gpt2
+from conftest import tiny_gpt2  # noqa: E402  (the tests' model builder)
 
 from circuitx import builtin
 from circuitx.builtin import load as load_model
@@ -137,7 +137,7 @@ def main() -> None:
         return in_fresh_process(__file__, step, model_dir, options)
 
     with tempfile.TemporaryDirectory() as tmp:
-        save_tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
+        tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
         results = {step: in_subprocess(step, tmp) for step in STEPS[:5]}
     print(gpt2_small_heading(results["floor"]["shape"], args.device))
     n = results["floor"]["shape"][0]

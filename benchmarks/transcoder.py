@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from edge_methods import gpt2_small_heading, measure, save_tiny_gpt2  # tests' model builder
+from edge_methods import gpt2_small_heading, measure, tiny_gpt2  # tests' model builder
 
 from circuitx import transcoders as tc
 from circuitx.builtin import BUILTIN_MODELS, cache_root, ground_truth
@@ -110,7 +110,7 @@ def _fresh_builtin_transcoders(model) -> tuple[tc.Transcoders, float]:
 def timing(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        save_tiny_gpt2(Path(tmp) / "model", 12, 12, 768, seed=0)
+        tiny_gpt2(Path(tmp) / "model", 12, 12, 768, seed=0)
         model = load_model(str(Path(tmp) / "model"), device=args.device)
         task = get_task("ioi")
         data = task.make_data(model, 50, seed=0)

@@ -8,9 +8,8 @@ task needs is a ``CircuitxError``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import networkx as nx
 import torch
@@ -71,7 +70,7 @@ class Task:
         """Every word the task's prompts use (for built-in word-level tokenizers)."""
         raise NotImplementedError
 
-    def make_data(self, model: Model, n_prompts: int, seed: int) -> TaskData:
+    def make_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
         raise NotImplementedError
 
     def reference(
@@ -138,7 +137,7 @@ def best(final: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return picked.amax(-1) if tokens.dim() == 2 else picked
 
 
-def single_token(model: Model, word: str) -> int | None:
+def single_token(model: "Model", word: str) -> int | None:
     """The id of ``word`` if the model's tokenizer keeps it as one token, else None."""
     ids = model.encode(word)
     if len(ids) != 1:
@@ -148,7 +147,7 @@ def single_token(model: Model, word: str) -> int | None:
     return ids[0]
 
 
-def encode_batch(model: Model, prompts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+def encode_batch(model: "Model", prompts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
     """Tokens [n, pos] of ``prompts`` (BOS first where there is one, right-padded) and lengths."""
     bos = [model.bos_token_id] if model.bos_token_id is not None else []
     rows = [bos + model.encode(p) for p in prompts]
@@ -165,7 +164,7 @@ def encode_batch(model: Model, prompts: Sequence[str]) -> tuple[torch.Tensor, li
 
 
 def encode_pairs(
-    model: Model, task_name: str, clean: Sequence[str], corrupted: Sequence[str]
+    model: "Model", task_name: str, clean: Sequence[str], corrupted: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Tokens of clean and corrupted prompts, each pair of equal length, and the lengths."""
     clean_tokens, lengths = encode_batch(model, clean)

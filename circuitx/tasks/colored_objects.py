@@ -36,25 +36,10 @@ if TYPE_CHECKING:
     from circuitx.models import Model
 
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "black")
-OBJECTS = [
-    "pencil",
-    "notebook",
-    "pen",
-    "cup",
-    "plate",
-    "jug",
-    "mug",
-    "puzzle",
-    "textbook",
-    "leash",
-    "necklace",
-    "bracelet",
-    "bottle",
-    "ball",
-    "envelope",
-    "lighter",
-    "bowl",
-]
+OBJECTS = (
+    "pencil notebook pen cup plate jug mug puzzle textbook leash necklace bracelet bottle "
+    "ball envelope lighter bowl"
+).split()
 SURFACES = ("table", "desk", "floor")
 OPENINGS = ("there is", "you see", "I see")
 N_OBJECTS = 3  # per scene
@@ -74,7 +59,7 @@ class ColoredObjectsTask(_tasks.Task):
         words = [*COLORS, *(c.capitalize() for c in COLORS), *OBJECTS, *SURFACES, *OPENINGS]
         return _tasks.words_of("Q: On the , a an and. What color is the ?\nA:", " ".join(words))
 
-    def make_data(self, model: Model, n_prompts: int, seed: int) -> _tasks.TaskData:
+    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         if n_prompts < 1:
             raise CircuitxError("n_prompts must be at least 1")
         color_ids = {

@@ -43,122 +43,19 @@ from circuitx.tasks import base as _tasks
 if TYPE_CHECKING:
     from circuitx.models import Model
 
-NAMES = [
-    "old",
-    "first",
-    "files",
-    "page",
-    "names",
-    "size",
-    "read",
-    "data",
-    "value",
-    "key",
-    "item",
-    "path",
-    "file",
-    "line",
-    "text",
-    "node",
-    "user",
-    "state",
-    "model",
-    "count",
-    "index",
-    "query",
-    "result",
-    "config",
-    "option",
-    "source",
-    "target",
-    "error",
-    "image",
-    "label",
-    "color",
-    "width",
-    "height",
-    "title",
-    "content",
-    "message",
-    "field",
-    "filter",
-    "group",
-    "order",
-    "parent",
-    "child",
-    "token",
-    "request",
-    "response",
-    "client",
-    "server",
-    "port",
-    "host",
-    "action",
-    "event",
-    "context",
-    "record",
-    "table",
-    "column",
-    "row",
-    "shape",
-    "mode",
-    "level",
-    "step",
-    "number",
-    "name",
-    "type",
-    "list",
-]
-NOUNS = [
-    "sector",
-    "gap",
-    "population",
-    "message",
-    "tree",
-    "detail",
-    "mine",
-    "oil",
-    "column",
-    "piece",
-    "crime",
-    "unit",
-    "dark",
-    "river",
-    "boat",
-    "cloud",
-    "metal",
-    "forest",
-    "garden",
-    "bridge",
-    "castle",
-    "engine",
-    "stone",
-    "window",
-    "market",
-    "paper",
-    "glass",
-    "silver",
-    "winter",
-    "summer",
-    "island",
-    "valley",
-    "storm",
-    "flower",
-    "horse",
-    "bird",
-    "tower",
-    "army",
-    "court",
-    "music",
-    "school",
-    "kitchen",
-    "letter",
-    "chair",
-    "coffee",
-    "doctor",
-    "farmer",
-    "hotel",
-]
+NAMES = (
+    "old first files page names size read data value key item path file line text node "
+    "user state model count index query result config option source target error "
+    "image label color width height title content message field filter group order "
+    "parent child token request response client server port host action event "
+    "context record table column row shape mode level step number name type list"
+).split()
+NOUNS = (
+    "sector gap population message tree detail mine oil column piece crime unit dark "
+    "river boat cloud metal forest garden bridge castle engine stone window market "
+    "paper glass silver winter summer island valley storm flower horse bird tower "
+    "army court music school kitchen letter chair coffee doctor farmer hotel"
+).split()
 CORRUPTIONS = (
     "random_random",
     "random_def",
@@ -210,7 +107,7 @@ class DocstringTask(_tasks.Task):
         code = 'def (self, ):\n    """\n    :param :'
         return _tasks.words_of(code, " ".join(NAMES), " ".join(NOUNS))
 
-    def make_data(self, model: Model, n_prompts: int, seed: int) -> _tasks.TaskData:
+    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         if n_prompts < 1:
             raise CircuitxError("n_prompts must be at least 1")
         ids = {n: _tasks.single_token(model, " " + n) for n in NAMES}

@@ -37,43 +37,12 @@ if TYPE_CHECKING:
     from circuitx.models import Model
 
 TEMPLATE = "The [NOUN] lasted from the year [XX][YY] to the year [XX]"
-NOUNS = [
-    "war",
-    "campaign",
-    "siege",
-    "reign",
-    "dynasty",
-    "voyage",
-    "journey",
-    "expedition",
-    "trial",
-    "treaty",
-    "rebellion",
-    "famine",
-    "plague",
-    "drought",
-    "occupation",
-    "invasion",
-    "crusade",
-    "alliance",
-    "marriage",
-    "friendship",
-    "rivalry",
-    "dispute",
-    "conflict",
-    "struggle",
-    "revolt",
-    "empire",
-    "kingdom",
-    "project",
-    "study",
-    "construction",
-    "tour",
-    "pilgrimage",
-    "quest",
-    "exile",
-    "captivity",
-]
+NOUNS = (
+    "war campaign siege reign dynasty voyage journey expedition trial treaty "
+    "rebellion famine plague drought occupation invasion crusade alliance marriage "
+    "friendship rivalry dispute conflict struggle revolt empire kingdom project "
+    "study construction tour pilgrimage quest exile captivity"
+).split()
 CENTURIES = range(11, 18)
 CORRUPTED_YY = 1
 
@@ -108,7 +77,7 @@ class GreaterThanTask(_tasks.Task):
         digits = [f"{i:02d}" for i in range(100)]
         return _tasks.words_of(TEMPLATE, " ".join(NOUNS)) + digits
 
-    def make_data(self, model: Model, n_prompts: int, seed: int) -> _tasks.TaskData:
+    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         if n_prompts < 1:
             raise CircuitxError("n_prompts must be at least 1")
         digit_ids = two_digit_tokens(model)
@@ -234,7 +203,7 @@ def _above_yy(data: _tasks.TaskData) -> torch.Tensor:
     return torch.arange(100) > data.extra["yy"].unsqueeze(-1)
 
 
-def two_digit_tokens(model: Model) -> torch.Tensor:
+def two_digit_tokens(model: "Model") -> torch.Tensor:
     """Ids [100] of the tokens "00" .. "99"; each must be a single token."""
     ids = [_tasks.single_token(model, f"{i:02d}") for i in range(100)]
     missing = [f"{i:02d}" for i, token in enumerate(ids) if token is None]
@@ -245,7 +214,7 @@ def two_digit_tokens(model: Model) -> torch.Tensor:
     return torch.tensor(ids)
 
 
-def valid_years(model: Model, digit_ids: torch.Tensor) -> list[int]:
+def valid_years(model: "Model", digit_ids: torch.Tensor) -> list[int]:
     """Years whose " XXYY" tokenises as " XX", "YY", YY in 02..98, each century's first and
     last such year dropped."""
     years = []

@@ -47,107 +47,17 @@ ABBA_TEMPLATES = tuple(
     for t in BABA_TEMPLATES
 )
 
-NAMES = [
-    "Michael",
-    "Christopher",
-    "Jessica",
-    "Matthew",
-    "Ashley",
-    "Jennifer",
-    "Joshua",
-    "Amanda",
-    "Daniel",
-    "David",
-    "James",
-    "Robert",
-    "John",
-    "Joseph",
-    "Andrew",
-    "Ryan",
-    "Brandon",
-    "Jason",
-    "Justin",
-    "Sarah",
-    "William",
-    "Jonathan",
-    "Stephanie",
-    "Brian",
-    "Nicole",
-    "Nicholas",
-    "Anthony",
-    "Heather",
-    "Eric",
-    "Elizabeth",
-    "Adam",
-    "Megan",
-    "Melissa",
-    "Kevin",
-    "Steven",
-    "Thomas",
-    "Timothy",
-    "Christina",
-    "Kyle",
-    "Rachel",
-    "Laura",
-    "Lauren",
-    "Amber",
-    "Brittany",
-    "Danielle",
-    "Richard",
-    "Kimberly",
-    "Jeffrey",
-    "Amy",
-    "Crystal",
-    "Michelle",
-    "Tiffany",
-    "Jeremy",
-    "Benjamin",
-    "Mark",
-    "Emily",
-    "Aaron",
-    "Charles",
-    "Rebecca",
-    "Jacob",
-    "Stephen",
-    "Patrick",
-    "Sean",
-    "Erin",
-    "Jamie",
-    "Kelly",
-    "Samantha",
-    "Nathan",
-    "Sara",
-    "Dustin",
-    "Paul",
-    "Angela",
-    "Tyler",
-    "Scott",
-    "Katherine",
-    "Andrea",
-    "Gregory",
-    "Erica",
-    "Mary",
-    "Travis",
-    "Lisa",
-    "Kenneth",
-    "Bryan",
-    "Lindsey",
-    "Kristen",
-    "Jose",
-    "Alexander",
-    "Jesse",
-    "Katie",
-    "Lindsay",
-    "Shannon",
-    "Vanessa",
-    "Courtney",
-    "Christine",
-    "Alicia",
-    "Cody",
-    "Allison",
-    "Bradley",
-    "Samuel",
-]
+NAMES = (
+    "Michael Christopher Jessica Matthew Ashley Jennifer Joshua Amanda Daniel David James "
+    "Robert John Joseph Andrew Ryan Brandon Jason Justin Sarah William Jonathan Stephanie "
+    "Brian Nicole Nicholas Anthony Heather Eric Elizabeth Adam Megan Melissa Kevin Steven "
+    "Thomas Timothy Christina Kyle Rachel Laura Lauren Amber Brittany Danielle Richard "
+    "Kimberly Jeffrey Amy Crystal Michelle Tiffany Jeremy Benjamin Mark Emily Aaron Charles "
+    "Rebecca Jacob Stephen Patrick Sean Erin Jamie Kelly Samantha Nathan Sara Dustin Paul "
+    "Angela Tyler Scott Katherine Andrea Gregory Erica Mary Travis Lisa Kenneth Bryan "
+    "Lindsey Kristen Jose Alexander Jesse Katie Lindsay Shannon Vanessa Courtney Christine "
+    "Alicia Cody Allison Bradley Samuel"
+).split()
 PLACES = ("store", "garden", "restaurant", "school", "hospital", "office", "house", "station")
 OBJECTS = ("ring", "kiss", "bone", "basketball", "computer", "necklace", "drink", "snack")
 
@@ -190,7 +100,7 @@ class IOITask(_tasks.Task):
     def vocabulary(self) -> list[str]:
         return _tasks.words_of(*BABA_TEMPLATES, " ".join([*NAMES, *PLACES, *OBJECTS]))
 
-    def make_data(self, model: Model, n_prompts: int, seed: int) -> _tasks.TaskData:
+    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         if n_prompts < 1:
             raise CircuitxError("n_prompts must be at least 1")
         name_ids = {n: _tasks.single_token(model, " " + n) for n in NAMES}

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
