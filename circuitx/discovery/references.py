@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 import networkx as nx
 
 from circuitx import builtin
-from circuitx.discovery.request import DiscoveryRequest
+from circuitx.discovery.request import DiscoveryRequest, check_reference
 from circuitx.discovery.run import discover, model_id
 from circuitx.errors import CircuitxError
 from circuitx.graph import component_graph, read_graph, shape_of
@@ -38,6 +37,7 @@ def resolve_reference(
     built-in model with a ground truth (``planted`` names it) ``auto`` and ``planted``
     give it.
     """
+    check_reference(spec)
     if spec == "none":
         return None, None, "no reference requested"
     if spec in ("auto", "planted"):
@@ -62,9 +62,6 @@ def resolve_reference(
     base, _, variant = spec.partition(":")
     if base in TASKS:
         task = TASKS[base]
-        if variant not in task.reference_variants:
-            choices = ", ".join(f"{base}:{v}" if v else base for v in task.reference_variants)
-            raise CircuitxError(f"unknown reference {spec!r}; choose from {choices}")
         if task.reference_task is None:
             return task.reference(variant, *shape), spec, None
         if discover_reference is None:
@@ -75,15 +72,10 @@ def resolve_reference(
             )
         graph = discover_reference(task.reference_task)
         return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
-    if Path(spec).suffix.lower() in (".graphml", ".xml", ".json") or Path(spec).exists():
-        graph = component_graph(read_graph(spec))
-        if shape_of(graph) != shape:
-            raise CircuitxError(f"reference {spec} is for another model shape")
-        return graph, spec, None
-    raise CircuitxError(
-        f"unknown reference {spec!r}: use auto, none, planted, a task name ({', '.join(TASKS)}) "
-        "or a graph file"
-    )
+    graph = component_graph(read_graph(spec))  # check_reference: a graph file
+    if shape_of(graph) != shape:
+        raise CircuitxError(f"reference {spec} is for another model shape")
+    return graph, spec, None
 
 
 def reference_for_graph(
