@@ -11,7 +11,7 @@ from circuitx.builtin import BUILTIN_MODELS, ground_truth, resolve
 from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.certificate import certify
-from circuitx.discovery import report
+from circuitx.discovery import DiscoveryRequest, reference_for_model, report
 from circuitx.scoring import overlap
 
 
@@ -126,3 +126,19 @@ def test_cache_dir_flag(tmp_path):
     assert result.exit_code == 0, result.output
     identity = BUILTIN_MODELS["planted-docstring"].identity
     assert (tmp_path / "c" / "models" / f"planted-docstring-{identity}" / "circuit.json").is_file()
+
+
+def test_a_cache_dir_argument_reaches_every_builder(tmp_path, monkeypatch):
+    """A library caller's cache_dir is where the model and its ground truth are built; the
+    environment's default cache is not touched."""
+    default, chosen = tmp_path / "default", tmp_path / "chosen"
+    monkeypatch.setenv("CIRCUITX_CACHE_DIR", str(default))
+    request = DiscoveryRequest(
+        "greater-than", "eap", "planted", n_prompts=3, cache_dir=str(chosen)
+    ).validated()
+    model = load_model(request.model, cache_dir=request.cache_dir)
+    reference, label, _ = reference_for_model(model, request)
+    assert label == "planted-greater-than ground truth" and reference is not None
+    built = [p.name for p in (chosen / "models").iterdir()]
+    assert built == [f"planted-greater-than-{BUILTIN_MODELS['planted-greater-than'].identity}"]
+    assert not default.exists()
