@@ -1,0 +1,59 @@
+"""DiscoveryRequest: every setting checked and every default filled in before a model loads."""
+
+import json
+
+import pytest
+
+from circuitx.builtin import BUILTIN_MODELS
+from circuitx.discovery import DiscoveryRequest
+from circuitx.errors import CircuitxError
+from circuitx.methods import METHODS
+from circuitx.tasks import TASKS
+
+
+def test_validation_fills_every_default():
+    request = DiscoveryRequest("colored-objects", "sae", "planted").validated()
+    assert request.model == "planted-colored-objects"
+    assert request.corruption == TASKS["colored-objects"].negative_corruption == "absent-object"
+    assert request.metric == TASKS["colored-objects"].default_metric
+    assert request.options == {o.name: o.default for o in METHODS["sae"].options}
+    assert request.validated() == request  # validating twice changes nothing
+    plain = DiscoveryRequest("ioi", "sae").validated()
+    assert plain.corruption == TASKS["ioi"].corruptions[0] and plain.model == "gpt2"
+
+
+def test_config_is_json_and_names_the_model_identity():
+    config = DiscoveryRequest("greater-than", "acdc", "planted", options={"tau": 0.1}).config()
+    assert json.loads(json.dumps(config)) == config
+    identity = BUILTIN_MODELS["planted-greater-than"].identity
+    assert config["model_identity"] == f"builtin:planted-greater-than-{identity}"
+    assert config["options"] == {"tau": 0.1} and "cache_dir" not in config
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"task": "nope"}, "unknown task 'nope'"),
+        ({"method": "magic"}, "unknown method 'magic'"),
+        ({"metric": "accuracy"}, "task ioi has no metric 'accuracy'"),
+        ({"corruption": "shuffle"}, "task ioi has no corruption 'shuffle'"),
+        ({"n_prompts": 0}, "--n-prompts must be at least 1"),
+        ({"threshold": 0.1, "top_k": 3}, "choose --threshold or --top-k, not both"),
+        ({"top_k": 0}, "--top-k must be at least 1"),
+        ({"ablation": "resample"}, "unknown ablation 'resample'"),
+        ({"dtype": "float8"}, "unknown dtype 'float8'"),
+        ({"options": {"tau": -1.0}}, "--tau must be at least 0"),
+        ({"options": {"stages": 2}}, "--stages applies to path-patching, not acdc"),
+        ({"reference": "ioi:nobody"}, "unknown reference 'ioi:nobody'"),
+        ({"reference": "missing.graphml"}, "graph file not found"),
+        ({"model": "planted-hard", "task": "ioi"}, None),
+    ],
+)
+def test_each_bad_setting_is_one_line(settings, message):
+    request = DiscoveryRequest(**{"task": "ioi", "method": "acdc", **settings})
+    if message is None:
+        assert request.validated().model == "planted-ioi-hard"
+        return
+    with pytest.raises(CircuitxError, match=message) as caught:
+        request.validated()
+    assert "\n" not in str(caught.value)
