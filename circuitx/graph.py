@@ -61,7 +61,7 @@ def full_graph(
     graph.graph.setdefault("circuitx_version", __version__)
     for name, kind, layer, head in layout.nodes:
         _add_node(graph, name, kind, layer, head)
-    for sender, receiver, head_input in layout.graph_edges:
+    for sender, receiver, head_input in layout.edges:
         _add_edge(graph, sender, receiver, head_input)
     return graph
 

@@ -140,27 +140,47 @@ class Layout:
         return end + self.n_heads if offset == 3 * self.n_heads else end
 
     @cached_property
-    def edges(self) -> list[str]:
-        """Every edge name, in mask order (receiver-major)."""
-        return [edge_name(s, r, i) for _, s, r, i in self._edge_rows]
-
-    @cached_property
-    def edge_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sender and receiver index of every edge of :attr:`edges`."""
-        rows = self._edge_rows
-        return torch.tensor([row[0][0] for row in rows]), torch.tensor([row[0][1] for row in rows])
-
-    @cached_property
-    def _edge_rows(self) -> list[tuple[tuple[int, int], str, str, str | None]]:
+    def _edge_rows(self) -> list[tuple[int, int, str, str, str | None]]:
+        """``(sender index, receiver index, sender, receiver node, head input)`` of every
+        edge in graph order: sender-major, receivers in node order (a head's q, k, v
+        together)."""
+        by_node: dict[str, list[int]] = {}
+        for r, (node, _) in enumerate(self.receivers):  # a head's q, k, v in that order
+            by_node.setdefault(node, []).append(r)
         rows = []
-        for r, (receiver, head_input) in enumerate(self.receivers):
-            for s in range(self.readable(r)):
-                rows.append(((s, r), self.senders[s], receiver, head_input))
+        for s, sender in enumerate(self.senders):
+            for node, *_ in self.nodes:
+                for r in by_node.get(node, []):
+                    if s < self.readable(r):
+                        rows.append((s, r, sender, node, self.receivers[r][1]))
         return rows
 
     @cached_property
+    def edges(self) -> list[tuple[str, str, str | None]]:
+        """``(sender, receiver, head input)`` of every edge, in graph order."""
+        return [(sender, node, head_input) for _, _, sender, node, head_input in self._edge_rows]
+
+    @cached_property
+    def edge_names(self) -> list[str]:
+        """Every edge's name, in graph order."""
+        return [edge_name(*edge) for edge in self.edges]
+
+    @cached_property
+    def edge_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sender and receiver index of every edge, in graph order."""
+        rows = self._edge_rows
+        return torch.tensor([row[0] for row in rows]), torch.tensor([row[1] for row in rows])
+
+    @cached_property
+    def edge_ends(self) -> torch.Tensor:
+        """[n_edges, 2]: the index in :attr:`nodes` of each edge's sender and receiver."""
+        senders, receivers = self.edge_positions
+        owners = self.receiver_owner[receivers]
+        return torch.stack([senders, owners.masked_fill(owners < 0, self.n_senders)], 1)
+
+    @cached_property
     def _index_of_edge(self) -> dict[str, tuple[int, int]]:
-        return {edge_name(s, r, i): pos for pos, s, r, i in self._edge_rows}
+        return {name: (row[0], row[1]) for name, row in zip(self.edge_names, self._edge_rows)}
 
     def sender(self, node: str) -> int:
         try:
@@ -209,10 +229,14 @@ class Layout:
                 return mask
             mask = pruned
 
-    def edge_mask(self, kept: Sequence[str]) -> torch.Tensor:
-        """[n_senders, n_receivers] mask: 1 on the ``kept`` edges, 0 elsewhere."""
+    def edge_mask(self, kept: Sequence[str] | torch.Tensor) -> torch.Tensor:
+        """[n_senders, n_receivers] mask: 1 on the ``kept`` edges (names, or indices or a
+        boolean vector over :attr:`edges`), 0 elsewhere."""
         mask = torch.zeros(self.n_senders, self.n_receivers)
-        if kept:
+        if isinstance(kept, torch.Tensor):
+            senders, receivers = self.edge_positions
+            mask[senders[kept], receivers[kept]] = 1.0
+        elif kept:
             senders, receivers = zip(*(self.edge(name) for name in kept))
             mask[list(senders), list(receivers)] = 1.0
         return mask
@@ -230,24 +254,3 @@ class Layout:
                 layer = self.n_layers
             rows.append((name, kind, layer, head))
         return rows
-
-    @cached_property
-    def graph_edges(self) -> list[tuple[str, str, str | None]]:
-        """``(sender, receiver, head input)`` of every edge in graph order: sender-major,
-        receivers in node order (a head's q, k, v together)."""
-        by_node: dict[str, list[int]] = {}
-        for r, (node, _) in enumerate(self.receivers):  # a head's q, k, v in that order
-            by_node.setdefault(node, []).append(r)
-        edges = []
-        for s, sender in enumerate(self.senders):
-            for node, *_ in self.nodes:
-                for r in by_node.get(node, []):
-                    if s < self.readable(r):
-                        edges.append((sender, node, self.receivers[r][1]))
-        return edges
-
-    @cached_property
-    def graph_edge_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sender and receiver index of every edge of :attr:`graph_edges`."""
-        positions = [self.edge(edge_name(*edge)) for edge in self.graph_edges]
-        return torch.tensor([s for s, _ in positions]), torch.tensor([r for _, r in positions])

@@ -43,7 +43,7 @@ def end_logits(model, engine, tokens, hooks=()):
 def test_layout_edges_are_the_graph_edges(model):
     layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
     graph = full_graph(model.n_layers, model.n_heads, model.has_mlp)
-    assert sorted(layout.edges) == sorted(key for _, _, key in graph.edges(keys=True))
+    assert layout.edge_names == [key for _, _, key in graph.edges(keys=True)]  # same order
     assert int(layout.valid.sum()) == graph.number_of_edges()
     for name in ("input->a0.h0<q>", "a0.h3->m0", "a0.h1->a2.h2<v>", "m2->logits"):
         sender, receiver = layout.edge(name)
@@ -95,7 +95,7 @@ def test_one_edge_into_a_key_matches_a_hand_written_hook(model, engine):
         )
     finally:
         model.bridge.set_use_split_qkv_input(False)
-    mask = engine.layout.edge_mask(engine.layout.edges).unsqueeze(0)
+    mask = engine.layout.edge_mask(engine.layout.edge_names).unsqueeze(0)
     sender, receiver = engine.layout.edge("a0.h1->a2.h2<k>")
     mask[0, sender, receiver] = 0
     torch.testing.assert_close(engine.run(edge_mask=mask)[0], expected, atol=ATOL, rtol=0)
@@ -243,11 +243,11 @@ def test_eap_scores_are_gradient_times_difference(model, engine):
         return grads[f"{layer}{head_input}"][:, :, head]
 
     checked = 0
-    for sender, receiver, head_input in layout.graph_edges:
+    for sender, receiver, head_input in layout.edges:
         key = edge_name(sender, receiver, head_input)
         score = float(scores[layout.edge(key)])
         expected = ((clean[sender] - corrupted[sender]) * receiver_grad(receiver, head_input)).sum()
         assert score == pytest.approx(float(expected) / engine.gap, abs=1e-4, rel=1e-3), key
         checked += 1
-    assert checked == len(layout.graph_edges)
+    assert checked == len(layout.edges)
     assert float((scores * layout.valid).abs().max()) > 1e-3

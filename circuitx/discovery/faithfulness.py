@@ -1,7 +1,7 @@
 """Faithfulness of a circuit, and MIB's curve over circuit sizes (CPR and CMD).
 
 Circuits here are boolean vectors over the layout's edges in graph order
-(:attr:`circuitx.layout.Layout.graph_edges`); rankings are index vectors over them.
+(:attr:`circuitx.layout.Layout.edges`); rankings are index vectors over them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def edge_scores(layout: Layout, scores: Scores) -> torch.Tensor | None:
     """The edge scores in graph order [n_edges], or None for a node-level method."""
     if scores.edges is None:
         return None
-    senders, receivers = layout.graph_edge_positions
+    senders, receivers = layout.edge_positions
     return scores.edges[senders, receivers]
 
 
@@ -38,19 +38,9 @@ def edge_ranking(layout: Layout, scores: Scores) -> torch.Tensor:
         size = scores.nodes.double().abs().clone()
         size[0] = torch.inf  # the input
         size = torch.cat([size, torch.tensor([torch.inf], dtype=size.dtype)])  # the logits
-        index = {name: i for i, name in enumerate([*layout.senders, "logits"])}
-        ends = torch.tensor([[index[s], index[r]] for s, r, _ in layout.graph_edges])
+        ends = layout.edge_ends
         magnitude = torch.minimum(size[ends[:, 0]], size[ends[:, 1]])
     return torch.sort(magnitude, descending=True, stable=True).indices
-
-
-def edge_mask(layout: Layout, edges: torch.Tensor) -> torch.Tensor:
-    """[n_senders, n_receivers] mask: 1 on the graph-order edges ``edges`` (indices or a
-    boolean vector), 0 elsewhere."""
-    senders, receivers = layout.graph_edge_positions
-    mask = torch.zeros(layout.n_senders, layout.n_receivers)
-    mask[senders[edges], receivers[edges]] = 1.0
-    return mask
 
 
 def faithfulness_report(
@@ -66,12 +56,12 @@ def faithfulness_report(
     circuit's own f uses its edges as selected, unpruned.
     """
     layout = engine.layout
-    n_edges = len(layout.graph_edges)
+    n_edges = len(layout.edges)
     masks = [layout.valid.float(), torch.zeros(layout.n_senders, layout.n_receivers)]
-    masks.append(edge_mask(layout, kept))
+    masks.append(layout.edge_mask(kept))
     if ranking is not None:
         sizes = [int(x * n_edges) for x in CURVE_FRACTIONS]
-        masks += [layout.prune(edge_mask(layout, ranking[:size])) for size in sizes]
+        masks += [layout.prune(layout.edge_mask(ranking[:size])) for size in sizes]
     metrics = engine.edge_mask_metrics(torch.stack(masks)).tolist()
     full, empty = metrics[0], metrics[1]
     if abs(full - empty) < 1e-9:

@@ -90,8 +90,7 @@ def select(
     with |score| >= threshold, or the top k by |score| (ties in graph order); a node
     selection keeps the edges among its nodes, an edge selection the nodes its edges join.
     """
-    index = {name: i for i, name in enumerate([*layout.senders, "logits"])}
-    ends = torch.tensor([[index[s], index[r]] for s, r, _ in layout.graph_edges])
+    ends = layout.edge_ends
     if granularity == "node":
         magnitude = scores.nodes[1:].double().abs()
     elif granularity == "edge":
@@ -106,7 +105,7 @@ def select(
         chosen[torch.sort(magnitude, descending=True, stable=True).indices[:top_k]] = True
     else:
         chosen = magnitude >= threshold
-    nodes = torch.zeros(len(index), dtype=torch.bool)
+    nodes = torch.zeros(len(layout.nodes), dtype=torch.bool)
     nodes[0] = nodes[-1] = True  # the input and the logits are in every circuit
     if granularity == "node":
         nodes[1:-1] = chosen
@@ -124,9 +123,8 @@ def write_scores(
 ) -> None:
     """Put the scores and the selection on the graph's nodes and edges (a node-level
     method's edges keep no score)."""
-    names = [*layout.senders, "logits"]
     node_values = scores.nodes.tolist()
-    for i, (name, kept) in enumerate(zip(names, nodes_kept.tolist())):
+    for i, ((name, *_), kept) in enumerate(zip(layout.nodes, nodes_kept.tolist())):
         score = node_values[i] if 0 < i < len(node_values) else None
         graph.nodes[name].update(score=None if score is None else float(score), in_circuit=kept)
     by_edge = edge_scores(layout, scores)

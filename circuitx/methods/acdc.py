@@ -39,7 +39,7 @@ class ACDC(Method):
     )
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
-        return len(layout.graph_edges)
+        return len(layout.edges)
 
     def selection_threshold(self, run: MethodRun) -> float:
         return float(run.options["tau"])
