@@ -112,6 +112,7 @@ def test_rerun_resumes_and_redoes_only_broken_cells(board, tmp_path):
     assert len(list((target / "cells").glob("*.json"))) == 6
 
 
+@pytest.mark.slow
 def test_worker_processes_and_ray_give_identical_results(board, tmp_path):
     out, _ = board
     cells = [cell for cell in CELLS if cell.seed == 0]  # one cell per worker
@@ -169,6 +170,7 @@ def test_out_must_be_a_directory(tmp_path):
 RECORDED = ("task", "method", "model", "seed", "n_prompts", "ablation", "corruption", "metric")
 
 
+@pytest.mark.slow
 def test_a_cells_recorded_config_is_what_its_run_used(tmp_path):
     """For every method: the settings in the cell's key are those its discovery ran with
     (sae's corruption included: its key once said None while the run used the default)."""

@@ -163,6 +163,7 @@ def test_negatives_default_to_the_task_negative_corruption(word_model):
     assert other.graph["corruption"] == "other-object"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["ioi", "greater-than", "docstring"])
 def test_finds_each_planted_circuit_through_the_cli(task):
     """One seed; benchmarks/sae.py reports the mean over seeds (README)."""

@@ -324,6 +324,7 @@ def test_feature_graph_sums_to_the_component_graph(tmp_path, tiny_dir, tiny_tran
     assert run("export", features_out, "--format", "dot").exit_code == 0
 
 
+@pytest.mark.slow
 def test_recovers_the_planted_greater_than_circuit(tmp_path):
     """Transcoders trained briefly on the planted greater-than model's task text keep the
     task metric and put the planted circuit's nodes first."""
