@@ -79,17 +79,21 @@ class DiscoveryRequest:
             cache_dir=None if self.cache_dir is None else os.fspath(self.cache_dir),
         )
 
+    def settings(self) -> dict[str, Any]:
+        """The fields as JSON, the cache directory left out (it does not change a result)."""
+        settings = dataclasses.asdict(self)
+        settings.pop("cache_dir")
+        settings["options"] = dict(self.options)
+        return settings
+
     def config(self) -> dict[str, Any]:
         """Everything a result depends on, as JSON: the validated settings, the model's
         identity, the method's default threshold and the circuitx version (``cache_dir``
         and ``device`` excepted: where a model is cached does not change it, and the
         device is kept as given)."""
         request = self.validated()
-        settings = dataclasses.asdict(request)
-        settings.pop("cache_dir")
-        settings["options"] = dict(request.options)
         return {
-            **settings,
+            **request.settings(),
             "model_identity": builtin.identity(str(request.model)),
             "default_threshold": get_method(request.method).default_threshold,
             "circuitx": __version__,

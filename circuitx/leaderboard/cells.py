@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -68,14 +68,8 @@ class Cell:
         try:
             return self.request.config()
         except CircuitxError as error:
-            return {**self.settings(), "error": first_line(error)}
+            return {**self.request.settings(), "error": first_line(error)}
 
-    def settings(self) -> dict[str, Any]:
-        """The request's settings as JSON (the cache directory left out)."""
-        settings = asdict(self.request)
-        settings.pop("cache_dir")
-        settings["options"] = dict(self.request.options)
-        return settings
 
     @cached_property
     def key(self) -> str:
@@ -120,7 +114,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
     and edge ROC curves and its faithfulness curve. The cell runs on ``threads`` torch CPU
     threads whatever the process's setting: float sums depend on the thread count, and a
     fixed count makes a cell's result the same in any executor."""
-    record: dict[str, Any] = {"key": cell.key, "cell": cell.settings()}
+    record: dict[str, Any] = {"key": cell.key, "cell": cell.request.settings()}
     start = time.perf_counter()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
