@@ -27,7 +27,7 @@ from pathlib import Path
 import networkx as nx
 
 from circuitx.builtin import random_model
-from circuitx.builtin.cache import build_once, cache_root
+from circuitx.builtin.cache import BUILD_THREADS, build_once, cache_root, torch_threads
 from circuitx.builtin.planted import PLANTED, read_ground_truth
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, load_model, quiet_loaders
@@ -68,7 +68,7 @@ class Family:
         return self.members[task]
 
 
-_BUILDER = "circuitx.builtin.hf"
+_BUILDERS = ("circuitx.builtin.hf", "circuitx.builtin.cache")  # writing files; thread count
 
 
 def _registry() -> dict[str, BuiltinModel]:
@@ -78,7 +78,7 @@ def _registry() -> dict[str, BuiltinModel]:
             random_model.NAME,
             random_model.DESCRIPTION,
             random_model.build,
-            (_BUILDER, random_model.__name__, "circuitx.tasks.base", *task_modules),
+            (*_BUILDERS, random_model.__name__, "circuitx.tasks.base", *task_modules),
         )
     }
     descriptions = {
@@ -90,7 +90,7 @@ def _registry() -> dict[str, BuiltinModel]:
             name,
             descriptions[spec.hard],
             spec.save,
-            (_BUILDER, *spec.sources()),
+            (*_BUILDERS, *spec.sources()),
             spec.task,
             spec.circuits,
         )
@@ -161,7 +161,9 @@ __all__ = [
     "FAMILIES",
     "BuiltinModel",
     "Family",
+    "BUILD_THREADS",
     "cache_root",
+    "torch_threads",
     "ground_truth",
     "identity",
     "load",

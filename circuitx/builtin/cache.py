@@ -10,10 +10,28 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from circuitx.errors import CircuitxError
+
+BUILD_THREADS = 1
+"""Torch CPU threads every built-in build runs on: float sums depend on the thread count,
+so a fixed count makes a build's bytes the same on any machine and in any process."""
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block on ``count`` torch CPU threads, then restore the process's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -28,8 +46,9 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def build_once(target: Path, build: Callable[[Path], None], marker: str = "config.json") -> Path:
     """``target``, built by ``build(directory)`` into a staging directory beside it and
-    moved into place, unless it already holds ``marker``. Concurrent builders are safe:
-    the first to finish wins, the others' work is dropped."""
+    moved into place, unless it already holds ``marker``. The build runs on
+    ``BUILD_THREADS`` threads. Concurrent builders are safe: the first to finish wins, the
+    others' work is dropped."""
     if (target / marker).is_file():
         return target
     try:
@@ -38,7 +57,8 @@ def build_once(target: Path, build: Callable[[Path], None], marker: str = "confi
     except OSError as error:
         raise CircuitxError(f"cannot write the cache {target.parent}: {error}") from None
     try:
-        build(staging)
+        with torch_threads(BUILD_THREADS):
+            build(staging)
         os.replace(staging, target)
     except OSError:
         if not (target / marker).is_file():  # not merely lost a race to another builder

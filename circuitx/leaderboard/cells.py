@@ -70,7 +70,6 @@ class Cell:
         except CircuitxError as error:
             return {**self.request.settings(), "error": first_line(error)}
 
-
     @cached_property
     def key(self) -> str:
         """A hash of :meth:`config`. Computed once, on the driver, and pickled with the cell:
@@ -116,26 +115,23 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
     fixed count makes a cell's result the same in any executor."""
     record: dict[str, Any] = {"key": cell.key, "cell": cell.request.settings()}
     start = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     request = cell.request
     try:
         request = request.validated()
-        with silenced():
+        with silenced(), builtin.torch_threads(threads):
             model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
             reference, label, note = reference_for_model(model, request)
             graph = discover(model, request)
-        result = report(graph, reference, label)
+            result = report(graph, reference, label)
+            roc = None if reference is None else roc_curves(component_graph(graph), reference)
         result["reference_note"] = note
-        result["roc"] = None if reference is None else roc_curves(component_graph(graph), reference)
+        result["roc"] = roc
         result["faithfulness_curve"] = graph.graph.get("faithfulness_curve")
         record.update(status="ok", result=result)
     except CircuitxError as error:
         record.update(status="error", error=first_line(error))
     except Exception as error:  # a bug in one cell must not stop the grid; report it in one line
         record.update(status="error", error=f"{type(error).__name__}: {first_line(error)}")
-    finally:
-        torch.set_num_threads(threads_before)
     record.update(
         wall_s=time.perf_counter() - start,
         threads=threads,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from circuitx.builtin import BUILTIN_MODELS, cache_root
+from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, cache_root, torch_threads
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, canonical_model_name, local_model_hub_id
 from circuitx.progress import progress_bar
@@ -82,8 +82,8 @@ def transcoders_for(
 def builtin_transcoders(
     model: Model, cache_dir: str | os.PathLike[str] | None = None
 ) -> Transcoders:
-    """A built-in model's transcoders, trained with ``BUILTIN_SETTINGS`` on first use and
-    cached in ``cache_dir``."""
+    """A built-in model's transcoders, trained with ``BUILTIN_SETTINGS`` on first use (on
+    ``BUILD_THREADS`` threads) and cached in ``cache_dir``."""
     spec = BUILTIN_MODELS[model.builtin]
     s = BUILTIN_SETTINGS
     key = f"{spec.name}-{spec.identity}-f{s.n_features}-l1{s.l1:g}-s{s.steps}-lr{s.lr:g}"
@@ -96,7 +96,10 @@ def builtin_transcoders(
         except CircuitxError:  # an incomplete or damaged cache: train again
             pass
     corpus = load_corpus(model, BUILTIN_CORPUS, BUILTIN_CONTEXT, s.seed)
-    with progress_bar(f"training transcoders for {model.name} (first use)", s.steps) as advance:
+    with (
+        progress_bar(f"training transcoders for {model.name} (first use)", s.steps) as advance,
+        torch_threads(BUILD_THREADS),  # the same weights in any process
+    ):
         transcoders = train_transcoders(model, layers, corpus, s, advance)
     save_transcoders(transcoders, directory, spec.name)
     return transcoders

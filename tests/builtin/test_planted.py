@@ -7,7 +7,7 @@ import pytest
 from conftest import assert_one_line_error, find, run
 from safetensors.torch import load_file
 
-from circuitx.builtin import BUILTIN_MODELS, ground_truth, resolve
+from circuitx.builtin import BUILTIN_MODELS, ground_truth, model_dir, resolve, torch_threads
 from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.certificate import certify
@@ -85,6 +85,17 @@ def test_building_twice_gives_identical_weights(tmp_path):
     assert a.keys() == b.keys()
     assert all(a[k].equal(b[k]) for k in a)
     assert (first / "circuit.json").read_text() == (second / "circuit.json").read_text()
+
+
+def test_the_process_thread_count_does_not_change_a_build(tmp_path):
+    # planted-docstring's fitted weights differed between a 1- and a 2-thread process
+    # before builds ran on a fixed thread count
+    builds = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            directory = model_dir("planted-docstring", tmp_path / str(threads))
+        builds.append(load_file(directory / "model.safetensors"))
+    assert all(builds[0][k].equal(builds[1][k]) for k in builds[0])
 
 
 @pytest.mark.parametrize("task", CLEAN_TASKS)

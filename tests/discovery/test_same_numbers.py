@@ -1,9 +1,12 @@
 """`circuitx discover --json` gives the numbers it gave before the issue-19 restructuring.
 
 ``data/discover_before_19.json`` beside this file was written by running this file as a
-script at commit 6067019 (the last commit before the restructuring; the file was then
-``tests/test_same_numbers.py``), with the same commands this test runs: every method on the planted greater-than model (the transcoder method with
-seeded random transcoders, so that no training is involved).
+script at commit 1bfaee3 (the code of 6067019, the last commit before the restructuring,
+plus this test, then ``tests/test_same_numbers.py``), with the same commands this test
+runs: every method on the planted greater-than model (the transcoder method with seeded
+random transcoders, so that no training is involved). Built-in models are now built on one
+torch thread (``builtin.BUILD_THREADS``), so the planted model was first built by that code
+on one thread, in a fresh cache: ``torch.set_num_threads(1); builtin.model_dir(name)``.
 """
 
 from __future__ import annotations
