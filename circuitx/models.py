@@ -43,6 +43,8 @@ HOOK_FLAGS = {
 }
 
 UNEMBED_INPUT_HOOK = "unembed.hook_in"
+# A model config's key for what zero ablation leaves of the embeddings (see Model).
+ZERO_EMBEDDING_KEY = "circuitx_zero_embedding"
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
@@ -128,6 +130,10 @@ class Model:
     dtype: torch.dtype
     hub_id: str | None = None
     builtin: str | None = None  # set by the loader of built-in models: the built-in name
+    causal: bool = True  # False: every position attends to every other (tracr models)
+    # What "zero" leaves of the embeddings' output (tracr models keep a constant anchor
+    # direction there); None: zero itself. [d_model]
+    zero_embedding: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def bos_token_id(self) -> int | None:
@@ -449,6 +455,14 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
             raise CircuitxError(f"cannot load model {name!r}: {first_line(error)}") from None
     bridge.eval()
     bridge.requires_grad_(False)  # methods differentiate masks and inputs, never weights
+    hf_config = bridge.original_model.config
+    causal = bool(getattr(hf_config, "is_causal", True))
+    if not causal:
+        # The bridge masks attention itself and ignores the config; a plain assignment
+        # would be forwarded to the wrapped Hugging Face module.
+        for block in bridge.blocks:
+            object.__setattr__(block.attn, "is_causal", False)
+    zero = getattr(hf_config, ZERO_EMBEDDING_KEY, None)
     cfg = bridge.cfg
     return Model(
         name=name,
@@ -465,6 +479,10 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         device=torch_device,
         dtype=torch_dtype,
         hub_id=None if Path(source).is_dir() else source,
+        causal=causal,
+        zero_embedding=None
+        if zero is None
+        else torch.tensor(zero, dtype=torch_dtype).to(torch_device),
     )
 
 

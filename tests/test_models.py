@@ -2,6 +2,7 @@ import hashlib
 
 import pytest
 import torch
+from conftest import tiny_gpt2
 
 from circuitx.builtin import load as load_model
 from circuitx.errors import CircuitxError
@@ -21,6 +22,29 @@ def test_bridge_logits_equal_the_hf_model(tiny_dir, tiny_model):
     got = tiny_model.run(tokens).log_softmax(-1)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_non_causal_model_attends_both_ways(tmp_path):
+    """A config with ``is_causal: false`` (tracr models) gives the bridge bidirectional
+    attention: its logits equal the Hugging Face model's, and a later token changes an
+    earlier position's logits."""
+    from transformers import GPT2LMHeadModel
+
+    def bidirectional(model):
+        model.config.is_causal = False
+
+    directory = tiny_gpt2(tmp_path, 2, 4, 32, edit=bidirectional)
+    model = load_model(str(directory), device="cpu")
+    hf = GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager").eval()
+    tokens = torch.randint(0, 1000, (3, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = hf(tokens).logits.log_softmax(-1)
+    got = model.run(tokens).log_softmax(-1)
+    assert not model.causal
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    changed_last = tokens.clone()
+    changed_last[:, -1] = (tokens[:, -1] + 1) % 1000
+    assert not torch.allclose(model.run(changed_last)[:, 0], model.run(tokens)[:, 0])
 
 
 def test_shape_is_read_from_the_config(tiny_model):

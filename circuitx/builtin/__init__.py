@@ -22,13 +22,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from importlib import metadata
 from pathlib import Path
 
 import networkx as nx
 
 from circuitx.builtin import random_model
 from circuitx.builtin.cache import BUILD_THREADS, build_once, cache_root, torch_threads
-from circuitx.builtin.planted import PLANTED, read_ground_truth
+from circuitx.builtin.ground_truth import read_ground_truth
+from circuitx.builtin.planted import PLANTED
+from circuitx.builtin.tracr import TASK as TRACR_TASK
+from circuitx.builtin.tracr import TRACR
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, load_model, quiet_loaders
 from circuitx.tasks import TASKS
@@ -42,15 +46,24 @@ class BuiltinModel:
     description: str
     build: Callable[[Path], None]
     sources: tuple[str, ...]  # the modules whose code defines the model
-    task: str | None = None  # the task a planted model is built for
-    circuits: Callable[[], dict[str, nx.MultiDiGraph]] | None = None  # ground truth by task
+    task: str | None = None  # the task a planted or tracr model is built for
+    # ground truth by task, known without building the model (planted models)
+    circuits: Callable[[], dict[str, nx.MultiDiGraph]] | None = None
+    has_ground_truth: bool = False  # its directory ships circuit.json
+    packages: tuple[str, ...] = ()  # distributions whose version changes the weights
 
     @cached_property
     def identity(self) -> str:
-        """A hash of the name and the source of every module that defines the model."""
+        """A hash of the name, the source of every module that defines the model and the
+        versions of the packages that build it."""
         digest = hashlib.sha256(self.name.encode())
         for module in self.sources:
             digest.update(inspect.getsource(importlib.import_module(module)).encode())
+        for package in self.packages:
+            try:
+                digest.update(f"{package}=={metadata.version(package)}".encode())
+            except metadata.PackageNotFoundError:
+                digest.update(f"{package} absent".encode())
         return digest.hexdigest()[:12]
 
 
@@ -93,6 +106,20 @@ def _registry() -> dict[str, BuiltinModel]:
             (*_BUILDERS, *spec.sources()),
             spec.task,
             spec.circuits,
+            has_ground_truth=True,
+        )
+    tracr_sources = tuple(
+        f"circuitx.builtin.tracr{m}" for m in ("", ".convert", ".circuit", ".programs")
+    )
+    for name, spec in TRACR.items():
+        models[name] = BuiltinModel(
+            name,
+            spec.description,
+            spec.save,
+            (*_BUILDERS, "circuitx.builtin.ground_truth", *tracr_sources),
+            TRACR_TASK,
+            has_ground_truth=True,
+            packages=("tracr-pypi",),
         )
     return models
 
@@ -135,10 +162,16 @@ def load(
 
 
 def ground_truth(name: str | None, task: str, cache_dir: PathLike = None) -> nx.MultiDiGraph | None:
-    """The ground-truth circuit built-in model ``name`` ships for ``task``, if any."""
-    if name not in BUILTIN_MODELS or BUILTIN_MODELS[name].circuits is None:
+    """The ground-truth circuit for ``task`` (or ``task:variant``) that model ``name`` ships:
+    a built-in model's, or a model directory's ``circuit.json`` (e.g. a built tracr model)."""
+    if name is None:
         return None
-    return read_ground_truth(model_dir(name, cache_dir), task)
+    if name in BUILTIN_MODELS:
+        if not BUILTIN_MODELS[name].has_ground_truth:
+            return None
+        return read_ground_truth(model_dir(name, cache_dir), task)
+    path = Path(name).expanduser()
+    return read_ground_truth(path, task) if path.is_dir() else None
 
 
 def identity(name: str) -> str:

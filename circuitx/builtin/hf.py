@@ -1,4 +1,4 @@
-"""Saving models built in code as Hugging Face model directories: a word-level tokenizer
+"""Saving models built in code as Hugging Face model directories: word-level tokenizers
 over a word list, and seeded random GPT-2 weights."""
 
 from __future__ import annotations
@@ -37,6 +37,19 @@ def word_level_tokenizer(words: list[str]):
         eos_token=SPECIAL_TOKEN,
         unk_token=SPECIAL_TOKEN,
         pad_token=SPECIAL_TOKEN,
+    )
+
+
+def token_list_tokenizer(tokens: list[str], bos: str, pad: str):
+    """A fast tokenizer whose token ids are the positions of ``tokens``, split on whitespace
+    only; an unknown word reads as ``pad``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=pad))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos, eos_token=bos, unk_token=pad, pad_token=pad
     )
 
 

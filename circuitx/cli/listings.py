@@ -67,7 +67,7 @@ def models(as_json) -> None:
                 "name": m.name,
                 "source": "built-in (no download)",
                 "task": m.task,
-                "circuit": _circuit_size(circuits[m.task]) if m.task else None,
+                "circuit": _circuit_size(circuits[m.task]) if m.task in circuits else None,
                 "description": m.description,
                 "circuits": {task: _circuit_facts(graph) for task, graph in circuits.items()},
             }

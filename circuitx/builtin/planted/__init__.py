@@ -11,19 +11,17 @@ away (self-repair) and distractors with four times the output norm.
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import networkx as nx
 
+from circuitx.builtin.ground_truth import write_ground_truth
 from circuitx.builtin.planted.design import Circuit
-from circuitx.errors import CircuitxError
-from circuitx.graph import HEAD_INPUTS, from_json_dict, to_json_dict
+from circuitx.graph import HEAD_INPUTS
 from circuitx.reference import mark_edge, put_in_circuit, reference_graph
 
-CIRCUIT_FILE = "circuit.json"
 SEED = 0  # the distractors' random weights; part of each model's definition
 
 
@@ -56,8 +54,7 @@ class PlantedModel:
         """Build the weights and tokenizer into ``directory``, with the ground truth."""
         design, found = self._module().build(*self.args, self.hard, SEED)
         design.save(directory)
-        graphs = {task: to_json_dict(self._graph(task, c)) for task, c in found.items()}
-        (directory / CIRCUIT_FILE).write_text(json.dumps(graphs, indent=1))
+        write_ground_truth(directory, {task: self._graph(task, c) for task, c in found.items()})
 
     def _graph(self, task: str, circuit: Circuit) -> nx.MultiDiGraph:
         graph = reference_graph(f"{self.name} ground truth", *self.shape(), True)
@@ -87,15 +84,3 @@ def _models() -> dict[str, PlantedModel]:
 
 
 PLANTED: dict[str, PlantedModel] = _models()
-
-
-def read_ground_truth(directory: str | Path, task: str) -> nx.MultiDiGraph | None:
-    """The ground-truth circuit for ``task`` shipped in a planted model's directory."""
-    path = Path(directory) / CIRCUIT_FILE
-    if not path.is_file():
-        return None
-    try:
-        graphs = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CircuitxError(f"cannot read the ground truth {path}: {error}") from None
-    return from_json_dict(graphs[task]) if task in graphs else None

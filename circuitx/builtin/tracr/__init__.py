@@ -1,0 +1,168 @@
+"""tracr-compiled models: a RASP program compiled by tracr, converted to GPT-2
+(:mod:`.convert`) and saved as a model directory with its ground truth (:mod:`.circuit`)
+and the program's description (``tracr.json``), which the ``tracr`` task reads.
+
+Built-ins: ``tracr-reverse`` and ``tracr-proportion`` as the ACDC paper builds them, plus
+``tracr-sort`` and ``tracr-hist``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from circuitx.builtin.ground_truth import write_ground_truth
+from circuitx.builtin.hf import token_list_tokenizer
+from circuitx.builtin.tracr import programs
+from circuitx.builtin.tracr.circuit import ACDC_EDGES, acdc_circuit, weight_circuit
+from circuitx.builtin.tracr.convert import Converted, Program, convert
+from circuitx.errors import CircuitxError
+
+PROGRAM_FILE = "tracr.json"
+TASK = "tracr"
+INPUTS = ("permutations", "sequences")
+BOS = "BOS"
+
+
+@dataclass(frozen=True)
+class TracrModel:
+    """A built-in tracr model: a program, its vocabulary and maximum length."""
+
+    name: str
+    description: str
+    program: Callable[[], Any]
+    vocab: tuple[Any, ...]
+    max_seq_len: int
+    inputs: str  # how the task draws inputs: permutations of the vocab, or any sequences
+
+    def save(self, directory: Path) -> None:
+        build(directory, self.program(), set(self.vocab), self.max_seq_len, self.name, self.inputs)
+
+
+TRACR: dict[str, TracrModel] = {
+    model.name: model
+    for model in (
+        TracrModel(
+            "tracr-reverse",
+            "tracr: the input reversed, as ACDC builds it (vocab 1 2 3, up to 5 tokens)",
+            programs.reverse,
+            (1, 2, 3),
+            5,
+            "permutations",
+        ),
+        TracrModel(
+            "tracr-proportion",
+            "tracr: running fraction of x tokens, as ACDC builds it (vocab w x y z, up to 5)",
+            programs.proportion,
+            ("w", "x", "y", "z"),
+            5,
+            "sequences",
+        ),
+        TracrModel(
+            "tracr-sort",
+            "tracr: the tokens sorted, make_sort_unique (vocab 1..5, up to 5 tokens)",
+            programs.sort,
+            (1, 2, 3, 4, 5),
+            5,
+            "permutations",
+        ),
+        TracrModel(
+            "tracr-hist",
+            "tracr: how often each token occurs, make_hist (vocab a b c, up to 5 tokens)",
+            programs.hist,
+            ("a", "b", "c"),
+            5,
+            "sequences",
+        ),
+    )
+}
+
+
+def compile_program(program: Any, vocab: set[Any], max_seq_len: int) -> Any:
+    """tracr's compiled model of ``program`` (bidirectional attention, BOS ``BOS``)."""
+    compiling, _, _ = programs.tracr_modules()
+    if max_seq_len < 1:
+        raise CircuitxError(f"max_seq_len must be at least 1, not {max_seq_len}")
+    try:
+        return compiling.compile_rasp_to_model(
+            program, vocab=vocab, max_seq_len=max_seq_len, compiler_bos=BOS
+        )
+    except Exception as error:  # tracr raises many types for programs it cannot compile
+        raise CircuitxError(
+            f"tracr cannot compile the program: {type(error).__name__}: {error}"
+        ) from None
+
+
+def build(
+    directory: Path, program: Any, vocab: set[Any], max_seq_len: int, name: str, inputs: str
+) -> None:
+    """Compile ``program`` and save it to ``directory`` (see :func:`save_compiled`)."""
+    if inputs not in INPUTS:
+        raise CircuitxError(f"unknown inputs {inputs!r}; choose from {', '.join(INPUTS)}")
+    save_compiled(directory, compile_program(program, vocab, max_seq_len), program, name, inputs)
+
+
+def save_compiled(
+    directory: Path, assembled: Any, program: Any, name: str, inputs: str
+) -> Converted:
+    """Save tracr's compiled ``program`` to ``directory`` as a GPT-2 model directory with
+    its tokenizer, ``tracr.json`` and ``circuit.json``: the weight-derived circuit (task
+    ``tracr``) and, for the built-ins ACDC evaluated, ACDC's edge list (``tracr:acdc``)."""
+    converted = convert(assembled, program, name, inputs)
+    converted.model.save_pretrained(directory)
+    tokenizer = token_list_tokenizer(converted.tokens, converted.program.bos, converted.program.pad)
+    tokenizer.save_pretrained(directory)
+    config = assembled.model_config
+    circuits = {
+        TASK: weight_circuit(
+            assembled.params,
+            list(assembled.residual_labels),
+            config.num_layers,
+            config.num_heads,
+            config.key_size,
+            output_dims(assembled, program),
+            name,
+        )
+    }
+    if name in ACDC_EDGES:
+        circuits[f"{TASK}:acdc"] = acdc_circuit(name, config.num_layers, config.num_heads)
+    write_ground_truth(directory, circuits)
+    (directory / PROGRAM_FILE).write_text(json.dumps(converted.program.to_json(), indent=1))
+    return converted
+
+
+def output_dims(assembled: Any, program: Any) -> list[int]:
+    """tracr's residual dimensions its unembedding reads."""
+    labels = list(assembled.residual_labels)
+    prefix = f"{program.label}:"
+    return [
+        i for i, label in enumerate(labels) if label == program.label or label.startswith(prefix)
+    ]
+
+
+def read_program(directory: str | Path) -> Program | None:
+    """The program description a tracr model directory holds, or None for other models."""
+    path = Path(directory) / PROGRAM_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Program(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise CircuitxError(f"cannot read {path}: {error}") from None
+
+
+__all__ = [
+    "INPUTS",
+    "TASK",
+    "TRACR",
+    "Program",
+    "TracrModel",
+    "build",
+    "compile_program",
+    "output_dims",
+    "read_program",
+    "save_compiled",
+]

@@ -1,0 +1,103 @@
+"""The circuit a tracr model computes, read from its weights.
+
+tracr gives every RASP value its own residual subspace. A head or MLP is in the circuit
+when its weights are non-zero; sender -> receiver<q|k|v> is an edge when the receiver's
+W_Q / W_K / W_V (an MLP's first layer, the unembedding) reads a residual direction the
+sender writes (the embeddings write the token, position and ``one`` directions). A node's
+role is the RASP value it writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from circuitx.names import HEAD_INPUTS, INPUT, LOGITS, head_node, mlp_node
+from circuitx.reference import mark_edge, put_in_circuit, reference_graph
+
+# ACDC's tracr ground truths (acdc/tracr_task/utils.py, get_tracr_*_edges) in circuitx's
+# names: its separate token and position embeddings are both ``input`` here, and its
+# placeholder edges inside a head or MLP are not edges of this graph.
+ACDC_EDGES: dict[str, list[tuple[str, str, str | None]]] = {
+    "tracr-reverse": [
+        ("a3.h0", LOGITS, None),
+        ("m2", "a3.h0", "q"),
+        (INPUT, "a3.h0", "k"),
+        (INPUT, "a3.h0", "v"),
+        ("m1", "m2", None),
+        ("m0", "m1", None),
+        (INPUT, "m1", None),
+        ("a0.h0", "m0", None),
+        (INPUT, "m0", None),
+        (INPUT, "a0.h0", "v"),
+    ],
+    "tracr-proportion": [
+        ("a1.h0", LOGITS, None),
+        (INPUT, "a1.h0", "q"),
+        (INPUT, "a1.h0", "k"),
+        ("m0", "a1.h0", "v"),
+        (INPUT, "m0", None),
+    ],
+}
+
+
+def _rows(w: np.ndarray) -> set[int]:
+    return set(np.flatnonzero(np.abs(w).sum(1)).tolist())
+
+
+def _columns(w: np.ndarray) -> set[int]:
+    return set(np.flatnonzero(np.abs(w).sum(0)).tolist())
+
+
+def weight_circuit(
+    params: dict[str, dict[str, Any]],
+    labels: list[str],
+    n_layers: int,
+    n_heads: int,
+    key_size: int,
+    output_dims: list[int],
+    name: str,
+) -> nx.MultiDiGraph:
+    """The circuit of a compiled model's ``params`` (tracr's own, [d_in, d_out] weights)."""
+    p = {key: {k: np.asarray(v) for k, v in group.items()} for key, group in params.items()}
+    writes: dict[str, set[int]] = {
+        INPUT: _columns(p["token_embed"]["embeddings"]) | _columns(p["pos_embed"]["embeddings"])
+    }
+    reads: dict[tuple[str, str | None], set[int]] = {(LOGITS, None): set(output_dims)}
+    for layer in range(n_layers):
+        attn, mlp = f"transformer/layer_{layer}/attn", f"transformer/layer_{layer}/mlp"
+        for head in range(n_heads):
+            cols = slice(head * key_size, (head + 1) * key_size)
+            node = head_node(layer, head)
+            written = _columns(p[f"{attn}/linear"]["w"][cols])
+            if written and _columns(p[f"{attn}/value"]["w"][:, cols]):
+                writes[node] = written
+                for head_input, part in zip(HEAD_INPUTS, ("query", "key", "value")):
+                    reads[node, head_input] = _rows(p[f"{attn}/{part}"]["w"][:, cols])
+        if _columns(p[f"{mlp}/linear_1"]["w"]):
+            writes[mlp_node(layer)] = _columns(p[f"{mlp}/linear_2"]["w"])
+            reads[mlp_node(layer), None] = _rows(p[f"{mlp}/linear_1"]["w"])
+    graph = reference_graph(f"{name} weights", n_layers, n_heads, True)
+    graph.graph.update(task="tracr", model=name)
+    for node, dims in writes.items():
+        if node != INPUT:
+            put_in_circuit(graph, [node], ",".join(sorted({labels[d].split(":")[0] for d in dims})))
+    for (receiver, head_input), read in reads.items():
+        for sender, written in writes.items():
+            if read & written:
+                mark_edge(graph, sender, receiver, [head_input] if head_input else HEAD_INPUTS)
+    return graph
+
+
+def acdc_circuit(name: str, n_layers: int, n_heads: int) -> nx.MultiDiGraph:
+    """ACDC's ground truth for built-in ``name`` (a key of ``ACDC_EDGES``)."""
+    graph = reference_graph(f"{name} (ACDC's edge list)", n_layers, n_heads, True)
+    graph.graph.update(task="tracr", model=name)
+    for sender, receiver, head_input in ACDC_EDGES[name]:
+        for node in (sender, receiver):
+            if node not in (INPUT, LOGITS):
+                put_in_circuit(graph, [node], "acdc")
+        mark_edge(graph, sender, receiver, [head_input] if head_input else HEAD_INPUTS)
+    return graph

@@ -1,0 +1,91 @@
+"""RASP programs: the built-in ones, and a user's ``PROGRAM`` (a function of
+``tracr.compiler.lib`` or ``module:function``) made into a program.
+
+tracr is an optional dependency (``pip install -e ".[tracr]"``); it is imported when a
+program is made, so that commands which never compile one do not load jax.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from circuitx.errors import CircuitxError
+
+INSTALL_HINT = "tracr models need the tracr extra: pip install 'circuitx[tracr]'"
+
+
+def tracr_modules() -> tuple[Any, Any, Any]:
+    """``(compiling, lib, rasp)`` from tracr, or a one-line error when it is missing."""
+    try:
+        from tracr.compiler import compiling, lib
+        from tracr.rasp import rasp
+    except ImportError:
+        raise CircuitxError(INSTALL_HINT) from None
+    return compiling, lib, rasp
+
+
+def reverse() -> Any:
+    """The input reversed (ACDC's tracr-reverse: ``make_reverse(tokens)``)."""
+    _, lib, rasp = tracr_modules()
+    return lib.make_reverse(rasp.tokens)
+
+
+def proportion() -> Any:
+    """At each position, the fraction of tokens so far that are ``x`` (ACDC's
+    tracr-proportion: ``make_frac_prevs(tokens == "x")``)."""
+    _, lib, rasp = tracr_modules()
+    return lib.make_frac_prevs(rasp.tokens == "x")
+
+
+def sort() -> Any:
+    """The (unique) tokens sorted: ``make_sort_unique(tokens, tokens)``."""
+    _, lib, rasp = tracr_modules()
+    return lib.make_sort_unique(rasp.tokens, rasp.tokens)
+
+
+def hist() -> Any:
+    """At each position, how often its token occurs: ``make_hist()``."""
+    _, lib, _ = tracr_modules()
+    return lib.make_hist()
+
+
+def user_program(spec: str, max_seq_len: int) -> Any:
+    """The RASP program ``spec`` names: a function of ``tracr.compiler.lib`` (each required
+    SOp argument gets ``tokens``, a ``max_seq_len`` argument the maximum length) or
+    ``module:function`` called the same way."""
+    _, lib, rasp = tracr_modules()
+    if ":" in spec:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise CircuitxError(f"cannot import {module_name!r}: {error}") from None
+    else:
+        module, attribute = lib, spec
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        where = module_name if ":" in spec else "tracr.compiler.lib"
+        raise CircuitxError(f"no function {attribute!r} in {where}")
+    program = _call(function, spec, max_seq_len, rasp)
+    if not isinstance(program, rasp.SOp):
+        raise CircuitxError(f"{spec} returned {type(program).__name__}, not a RASP program")
+    return program
+
+
+def _call(function: Callable[..., Any], spec: str, max_seq_len: int, rasp: Any) -> Any:
+    args, kwargs = [], {}
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.default is not inspect.Parameter.empty:
+            continue
+        value = max_seq_len if parameter.name == "max_seq_len" else rasp.tokens
+        if parameter.kind == inspect.Parameter.KEYWORD_ONLY:
+            kwargs[parameter.name] = value
+        else:
+            args.append(value)
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:  # a user's program: report what it raised, in one line
+        raise CircuitxError(f"{spec} failed: {type(error).__name__}: {error}") from None

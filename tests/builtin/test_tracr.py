@@ -1,0 +1,105 @@
+"""tracr-compiled models: the GPT-2 conversion reproduces tracr's outputs, and the circuit
+read from the weights matches ACDC's ground truth."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from circuitx.builtin import ground_truth, load, model_dir
+from circuitx.builtin.tracr import compile_program, output_dims, read_program, save_compiled
+from circuitx.builtin.tracr.circuit import ACDC_EDGES
+from circuitx.graph import edges_by_name
+
+pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
+from tracr.compiler import lib  # noqa: E402
+from tracr.rasp import rasp  # noqa: E402
+
+
+def in_circuit(graph) -> set[str]:
+    return {name for name, data in edges_by_name(graph).items() if data.get("in_circuit")}
+
+
+def every_input(vocab, max_seq_len):
+    for length in range(1, max_seq_len + 1):
+        yield length, [list(s) for s in itertools.product(sorted(vocab, key=str), repeat=length)]
+
+
+@pytest.mark.parametrize(
+    "make, vocab, max_seq_len",
+    [
+        # not built-ins: a categorical aggregate reading the previous token (shift_by), and
+        # a numerical mean over an always-true selector of a numerical map
+        (lambda: lib.shift_by(1, rasp.tokens), {"a", "b", "c"}, 4),
+        (
+            lambda: rasp.numerical(
+                rasp.Aggregate(
+                    rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.TRUE),
+                    rasp.numerical(rasp.Map(lambda x: 1 if x == 2 else 0, rasp.tokens)),
+                    default=0,
+                )
+            ),
+            {1, 2, 3},
+            4,
+        ),
+    ],
+    ids=["shift", "mean-of-twos"],
+)
+def test_converted_outputs_equal_tracr_on_every_input(tmp_path, make, vocab, max_seq_len):
+    program = make()
+    assembled = compile_program(program, vocab, max_seq_len)
+    save_compiled(tmp_path, assembled, program, "test", "sequences")
+    model = load(str(tmp_path), device="cpu")
+    described = read_program(tmp_path)
+    assert not model.causal
+    labels = assembled.residual_labels
+    encode = assembled.input_encoder.encoding_map
+    dims = output_dims(assembled, program)
+    if not described.numerical:  # in the order of the output values (the token order)
+        dims = [labels.index(f"{program.label}:{v}") for v in described.output_values]
+    worst = 0.0
+    for _, inputs in every_input(vocab, max_seq_len):
+        ids = np.array([[encode["BOS"]] + [encode[v] for v in row] for row in inputs])
+        residual = np.asarray(assembled.forward(assembled.params, ids).transformer_output.output)
+        want = residual[:, 1:, dims]
+        got = model.run(torch.tensor(ids))[:, 1:, described.output_tokens].numpy()
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst < 1e-4
+
+
+@pytest.fixture(scope="module")
+def truths():
+    return {
+        name: (ground_truth(name, "tracr"), ground_truth(name, "tracr:acdc"))
+        for name in ("tracr-proportion", "tracr-reverse")
+    }
+
+
+def test_proportion_weight_circuit_is_acdcs(truths):
+    weights, acdc = truths["tracr-proportion"]
+    assert in_circuit(weights) == in_circuit(acdc)
+    assert len(in_circuit(acdc)) == len(ACDC_EDGES["tracr-proportion"])
+
+
+def test_reverse_weight_circuit_adds_the_selectors_reads_of_the_embeddings(truths):
+    weights, acdc = truths["tracr-reverse"]
+    # read from the embeddings and left out of ACDC's list: the always-true selector of
+    # ``length`` (a0.h0) reads the tokens with its query and key, and every tracr query
+    # reads the ``one`` direction for its default attention to BOS (a3.h0<q>)
+    extra = {"input->a0.h0<q>", "input->a0.h0<k>", "input->a3.h0<q>"}
+    assert in_circuit(weights) == in_circuit(acdc) | extra
+    assert not extra & in_circuit(acdc)
+
+
+def test_built_in_reverse_reverses(tmp_path):
+    model = load("tracr-reverse", device="cpu")
+    program = read_program(model_dir("tracr-reverse"))
+    assert program.vocab == [1, 2, 3] and program.max_seq_len == 5
+    assert program.inputs == "permutations" and not program.numerical
+    tokens = torch.tensor([model.encode("BOS 1 2 3"), model.encode("BOS 3 1 2")])
+    logits = model.run(tokens)[:, 1:, program.output_tokens]
+    outputs = [[program.output_values[i] for i in row] for row in logits.argmax(-1).tolist()]
+    assert outputs == [[3, 2, 1], [2, 1, 3]]
