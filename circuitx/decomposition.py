@@ -89,7 +89,12 @@ def heads_linear(
 
 
 def attention(
-    parts: torch.Tensor, block: BlockWeights, scale: float, observe: Observer, layer: int
+    parts: torch.Tensor,
+    block: BlockWeights,
+    scale: float,
+    observe: Observer,
+    layer: int,
+    causal: bool = True,
 ) -> torch.Tensor:
     """Both parts of every head's z [2, ..., pos, head, d_head] from the normalised input."""
     q, k, v = (
@@ -102,7 +107,7 @@ def attention(
     )
 
     def pattern(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        return causal_softmax(torch.einsum("...qhe,...khe->...hqk", query, key) / scale)
+        return attention_softmax(torch.einsum("...qhe,...khe->...hqk", query, key) / scale, causal)
 
     whole_pattern = pattern(q.sum(0), k.sum(0))
     observe("pattern", layer, whole_pattern)
@@ -111,8 +116,11 @@ def attention(
     return torch.stack((z_rel, z_whole - z_rel))
 
 
-def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
-    """Attention pattern from scores [..., query, key]: each query sees itself and earlier keys."""
+def attention_softmax(scores: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """Attention pattern from scores [..., query, key]: each query sees itself and earlier
+    keys, or (not ``causal``) every key."""
+    if not causal:
+        return scores.softmax(-1)
     width = scores.shape[-1]
     future = torch.ones(width, width, dtype=torch.bool, device=scores.device).triu(1)
     return scores.masked_fill(future, float("-inf")).softmax(-1)
@@ -157,12 +165,12 @@ def propagate(
     resid: torch.Tensor,
     layer: int,
     sources: Sources,
-    end: torch.Tensor,
+    readout: torch.Tensor,
     observe: Observer | None = None,
 ) -> torch.Tensor:
     """Decompose the pass from the residual stream entering block ``layer`` (``resid``
     [n, pos, d_model], all of it irrel except where the embeddings are a source) to the
-    logits at positions ``end`` [n]: returns their parts [2, S, n, vocab]."""
+    logits at positions ``readout`` [n, P]: returns their parts [2, S, n * P, vocab]."""
     observe = observe or (lambda point, at, parts: None)
     layout = sources.layout
     count = sources.chosen.shape[0]
@@ -174,7 +182,7 @@ def propagate(
         block = weights.blocks[index]
         observe("resid_pre", index, parts)
         normed = layer_norm(parts, *block.ln1, weights.eps)
-        z = attention(normed, block, weights.attn_scale, observe, index)
+        z = attention(normed, block, weights.attn_scale, observe, index, weights.causal)
         z = sources.split(z, layout.head_sender(index), layout.n_heads)
         observe("z", index, z)
         written = torch.einsum("...phe,hed->...pd", z, block.W_O)
@@ -193,6 +201,6 @@ def propagate(
         observe("mlp_out", index, out)
         parts = parts + out
     observe("resid_final", len(weights.blocks), parts)
-    rows = torch.arange(parts.shape[2], device=parts.device)
-    final = parts[:, :, rows, end.to(parts.device)]
+    rows = torch.arange(parts.shape[2], device=parts.device).unsqueeze(1)
+    final = parts[:, :, rows, readout.to(parts.device)].flatten(2, 3)
     return linear(layer_norm(final, *weights.ln_final, weights.eps), weights.W_U, weights.b_U)

@@ -191,20 +191,19 @@ class Model:
     ) -> torch.Tensor:
         """Logits of a forward pass of token ids [batch, pos] with ``hooks`` applied.
 
-        With ``positions`` ([batch] token indices) only those positions are unembedded and
-        the result is [batch, vocab]; otherwise it is [batch, pos, vocab]. With ``grad`` the
-        pass is recorded for autograd (the weights themselves never need gradients).
+        With ``positions`` only those positions are unembedded: [batch] token indices give
+        [batch, vocab], [batch, P] give [batch, P, vocab]; otherwise the result is
+        [batch, pos, vocab]. With ``grad`` the pass is recorded for autograd (the weights
+        themselves never need gradients).
         """
         tokens = tokens.to(self.device)
         hooks = list(hooks)
         if positions is not None:
-            rows = torch.arange(tokens.shape[0], device=self.device)
-            at = positions.to(self.device)
-            hooks.append((UNEMBED_INPUT_HOOK, lambda resid: resid[rows, at].unsqueeze(1)))
+            hooks.append((UNEMBED_INPUT_HOOK, lambda resid: _at(resid, positions, keep=True)))
         with torch.set_grad_enabled(grad):
             wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
             logits = self.bridge.run_with_hooks(tokens, fwd_hooks=wrapped)
-        return logits[:, 0] if positions is not None else logits
+        return logits[:, 0] if positions is not None and positions.dim() == 1 else logits
 
     def run_from(
         self,
@@ -232,9 +231,7 @@ class Model:
         wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
         with torch.set_grad_enabled(grad), bridge.hooks(fwd_hooks=wrapped):
             x = bridge.ln_final(self._blocks_from(layer, resid))
-            if positions is not None:
-                x = x[torch.arange(x.shape[0], device=self.device), positions.to(self.device)]
-            return bridge.unembed(x)
+            return bridge.unembed(x if positions is None else _at(x, positions))
 
     def _blocks_from(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         """The residual stream after the blocks from ``layer`` on, called by themselves."""
@@ -334,6 +331,7 @@ class TransformerWeights:
     eps: float  # LayerNorm epsilon
     attn_scale: float  # attention scores are q.k / attn_scale
     act_fn: Callable[[torch.Tensor], torch.Tensor]
+    causal: bool  # False: every position attends to every other
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -402,10 +400,22 @@ def transformer_weights(model: Model) -> TransformerWeights:
         eps=float(cfg.eps),
         attn_scale=float(model.d_head**0.5) if getattr(cfg, "use_attn_scale", True) else 1.0,
         act_fn=ACTIVATIONS.get(getattr(cfg, "act_fn", None), torch.relu),
+        causal=model.causal,
     )
 
 
 _ATTENTION_WEIGHTS = ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")
+
+
+def _at(x: torch.Tensor, positions: torch.Tensor, keep: bool = False) -> torch.Tensor:
+    """Rows of ``x`` [batch, pos, ...] at ``positions``: [batch] -> [batch, ...] (with
+    ``keep``: [batch, 1, ...]); [batch, P] -> [batch, P, ...]."""
+    at = positions.to(x.device)
+    rows = torch.arange(x.shape[0], device=x.device)
+    if at.dim() == 2:
+        return x[rows.unsqueeze(1), at]
+    picked = x[rows, at]
+    return picked.unsqueeze(1) if keep else picked
 
 
 def _adapt_hook(fn: HookFn) -> Callable[..., Any]:

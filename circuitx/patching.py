@@ -11,7 +11,9 @@ output. A patched run is a forward pass on the clean prompts under two masks:
   ``sum_s (1 - mask[s, r]) * (out_s - patch_s)``.
 
 The patch value is the sender's output on the corrupted prompt, its mean over the
-corrupted prompts, or zero (``ablation``). Masks are float tensors, so a pass can be
+corrupted prompts, or zero (``ablation``; for the embeddings of a model with a
+``zero_embedding``, that vector). The metric reads the logits at END, or at each of a
+task's readout positions (n * P rows). Masks are float tensors, so a pass can be
 differentiated with respect to them (EAP), and k masks run as k stacked copies of the
 prompt batch in one forward pass.
 """
@@ -66,18 +68,25 @@ class PatchingEngine:
         self.ablation = ablation
         self.layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
         self.end = data.positions["END"]
+        self.readout = data.readout_positions  # [n, P]: the metric's rows are n * P
         self.tokens_per_pass = tokens_per_pass or TOKENS_PER_PASS.get(model.device.type, 2048)
         outputs = [EMBED_OUTPUT_HOOK, *model.output_hooks()]
         resids = [resid_pre_hook(layer) for layer in range(1, model.n_layers)]
-        self.clean_final, self.clean_cache = model.run_with_cache(
-            data.clean, [*outputs, *resids, LOGITS_INPUT_HOOK], self.end
+        clean_final, self.clean_cache = model.run_with_cache(
+            data.clean, [*outputs, *resids, LOGITS_INPUT_HOOK], self.readout
         )
+        self.clean_final = clean_final.flatten(0, 1)  # [n * P, vocab]
         self.clean_resid_final = self.clean_cache.pop(LOGITS_INPUT_HOOK)
-        self.corrupted_final, self.corrupted_cache = model.run_with_cache(
-            data.corrupted, outputs, self.end
+        corrupted_final, self.corrupted_cache = model.run_with_cache(
+            data.corrupted, outputs, self.readout
         )
-        corrupted = self.corrupted_cache
-        self.patch_cache = {name: ablate(value, ablation) for name, value in corrupted.items()}
+        self.corrupted_final = corrupted_final.flatten(0, 1)
+        self.patch_cache = {
+            name: ablate(
+                value, ablation, model.zero_embedding if name == EMBED_OUTPUT_HOOK else None
+            )
+            for name, value in self.corrupted_cache.items()
+        }
         self.clean_metric = float(self.metric(self.clean_final).mean())
         self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
         self.w_o = [model.head_output_weights(layer) for layer in range(model.n_layers)]
@@ -200,8 +209,9 @@ class PatchingEngine:
         mix: float | None = None,
         input_grads: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """END logits [k, n, vocab] of the clean prompts under k node masks [k, n_senders]
-        and/or k edge masks [k, n_senders, n_receivers] (None: all ones).
+        """Readout logits [k, n * P, vocab] (END alone: P = 1) of the clean prompts under
+        k node masks [k, n_senders] and/or k edge masks [k, n_senders, n_receivers] (None:
+        all ones).
 
         With ``input_grads`` [n_receivers, n * pos * d_model] (and ``grad``, k = 1), the
         backward pass writes the gradient at each receiver's input into its row.
@@ -224,9 +234,9 @@ class PatchingEngine:
         flags = EDGE_HOOK_FLAGS if edge_mask is not None or input_grads is not None else ()
         with self.model.hooks_enabled(flags):
             final = self.model.run_from(
-                layer, resid, tokens, pass_.hooks(), self.end.repeat(k), grad=grad
+                layer, resid, tokens, pass_.hooks(), self.readout.repeat(k, 1), grad=grad
             )
-        return final.view(k, self.data.n_prompts, -1)
+        return final.view(k, self.clean_final.shape[0], -1)
 
     def _first_changed_layer(
         self, node_mask: torch.Tensor | None, edge_mask: torch.Tensor | None
@@ -451,10 +461,14 @@ def _columns(tensor: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.
     return tensor.index_select(dim, index.to(tensor.device))
 
 
-def ablate(corrupted: torch.Tensor, ablation: str) -> torch.Tensor:
-    """The patch value of a sender output [n, pos, ...] under ``ablation``."""
+def ablate(
+    corrupted: torch.Tensor, ablation: str, zero: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The patch value of a sender output [n, pos, ...] under ``ablation``; ``zero`` is
+    what "zero" leaves (the embeddings of a tracr model keep their anchor)."""
     if ablation == "mean":
         return corrupted.mean(0, keepdim=True)
     if ablation == "zero":
-        return torch.zeros_like(corrupted[:1])
+        empty = torch.zeros_like(corrupted[:1])
+        return empty if zero is None else empty + zero.to(empty)
     return corrupted

@@ -95,9 +95,9 @@ def word_model(tmp_path_factory):
     return load_tiny(tmp_path_factory.mktemp("word"), 2, 4, 32, tokenizer="words")
 
 
-def random_transcoder_dir(directory: Path) -> str:
-    """Seeded random transcoders for every MLP of planted-greater-than (4 layers, d 64)."""
-    model = load("planted-greater-than", device="cpu")
+def random_transcoder_dir(directory: Path, model_name: str = "planted-greater-than") -> str:
+    """Seeded random transcoders for every MLP of built-in ``model_name``."""
+    model = load(model_name, device="cpu")
     generator = torch.Generator().manual_seed(0)
     d, n_features = model.d_model, 32
     transcoders = {

@@ -28,12 +28,20 @@ HOOKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def model_3x4(tmp_path_factory):
+@pytest.fixture(scope="module", params=["causal", "bidirectional"])
+def model_3x4(tmp_path_factory, request):
     """3 layers x 4 heads, d_model 32, with weights large enough to make LayerNorm, the
-    softmax and GELU work away from their linear ranges."""
+    softmax and GELU work away from their linear ranges; causal, or attending both ways
+    (as tracr models do)."""
+
+    def bidirectional(model):
+        model.config.is_causal = False
+
     directory = tmp_path_factory.mktemp("m3x4")
-    return load_model(str(tiny_gpt2(directory, 3, 4, 32, seed=5)), device="cpu")
+    edit = bidirectional if request.param == "bidirectional" else None
+    model = load_model(str(tiny_gpt2(directory, 3, 4, 32, seed=5, edit=edit)), device="cpu")
+    assert model.causal == (request.param == "causal")
+    return model
 
 
 def decompose(model, tokens, chosen, patches, layer=0):
@@ -45,7 +53,7 @@ def decompose(model, tokens, chosen, patches, layer=0):
         seen[point, at] = parts
 
     layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
-    end = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
+    end = torch.full((tokens.shape[0], 1), tokens.shape[1] - 1)
     start = embed(weights, tokens)
     logits = propagate(weights, start, layer, Sources(layout, chosen, patches), end, observe)
     return seen, logits

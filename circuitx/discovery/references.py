@@ -34,8 +34,9 @@ def resolve_reference(
 
     A relational reference (a task whose reference is another task's circuit found by the
     same method on the same model) is made by ``discover_reference(other task)``. On a
-    built-in model with a ground truth (``planted`` names it) ``auto`` and ``planted``
-    give it.
+    model that ships a ground truth (``planted`` names it: a built-in model or a model
+    directory) ``auto`` and ``planted`` give it, and ``TASK:VARIANT`` gives the variant it
+    ships (e.g. ``tracr:acdc``).
     """
     check_reference(spec)
     if spec == "none":
@@ -60,6 +61,10 @@ def resolve_reference(
             return None, None, note
         spec = task_name
     base, _, variant = spec.partition(":")
+    if base == task_name and planted is not None:  # the model's own circuit for the task
+        truth = builtin.ground_truth(planted, spec, cache_dir)
+        if truth is not None:
+            return truth, f"{planted} ground truth" + (f" ({variant})" if variant else ""), None
     if base in TASKS:
         task = TASKS[base]
         if task.reference_task is None:
@@ -104,6 +109,7 @@ def reference_for_model(
     (another task's circuit) is discovered with the same request on that task (a metric
     the other task lacks is left to its default); ``note`` hears when that happens."""
     request.validated()
+    get_task(request.task).check_model(model)
 
     def discover_reference(other_task: str) -> nx.MultiDiGraph:
         if note is not None:
@@ -123,6 +129,6 @@ def reference_for_model(
         model_id(model),
         (model.n_layers, model.n_heads, model.has_mlp),
         discover_reference,
-        planted=model.builtin,
+        planted=model.builtin or model.source,
         cache_dir=request.cache_dir,
     )

@@ -32,6 +32,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     request = request.validated()
     method = get_method(request.method)
     task = get_task(request.task, request.corruption)
+    task.check_model(model)
     stage_threshold = (
         request.threshold if request.threshold is not None else method.default_threshold
     )

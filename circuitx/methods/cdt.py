@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from circuitx.decomposition import Observer, Sources, causal_softmax, propagate
+from circuitx.decomposition import Observer, Sources, attention_softmax, propagate
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Scores
 from circuitx.models import sender_output_hook, transformer_weights
@@ -63,7 +63,9 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
 
     def run(layer: int, chosen: torch.Tensor, observe) -> torch.Tensor:
         sources = Sources(layout, chosen, patches)
-        logits = propagate(weights, engine.clean_resid(layer), layer, sources, engine.end, observe)
+        logits = propagate(
+            weights, engine.clean_resid(layer), layer, sources, engine.readout, observe
+        )
         whole, irrel = engine.metric(logits.sum(0)), engine.metric(logits[1])
         return (whole - irrel).mean(-1).cpu() / engine.gap
 
@@ -93,7 +95,9 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
                 relevance[rows, layout.mlp_receiver(layer)] = share.cpu()
             elif point in ("read_q", "read_k", "read_v"):
                 head_input = point.removeprefix("read_")
-                moved = _z_change(head_input, parts[0], clean, layer, weights.attn_scale)
+                moved = _z_change(
+                    head_input, parts[0], clean, layer, weights.attn_scale, weights.causal
+                )
                 dots = (moved * changes["z", layer]).sum((1, 2, 4))
                 share = _share(dots, norms["z", layer].sum(-1))
                 first = layout.head_receiver(layer, head_input)
@@ -121,6 +125,7 @@ def _z_change(
     clean: dict[tuple[str, int], torch.Tensor],
     layer: int,
     scale: float,
+    causal: bool,
 ) -> torch.Tensor:
     """How every head's z [S, n, pos, head, d_head] changes when ``rel`` [S, n, pos, head,
     d_head] is taken out of its q, k or v input, the rest of the head clean: the
@@ -132,7 +137,7 @@ def _z_change(
         scores = torch.einsum("snqhe,nkhe->snhqk", q - rel, k)
     else:
         scores = torch.einsum("nqhe,snkhe->snhqk", q, k - rel)
-    return z - torch.einsum("snhqk,nkhe->snqhe", causal_softmax(scores / scale), v)
+    return z - torch.einsum("snhqk,nkhe->snqhe", attention_softmax(scores / scale, causal), v)
 
 
 def _share(dots: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:

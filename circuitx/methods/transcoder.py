@@ -98,34 +98,36 @@ class Attribution:
 def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int = 0) -> Attribution:
     """Backward sweep of the target's gradient through the frozen replacement model; the
     ``n_features`` strongest features per MLP become units of their own."""
-    model, data, end = engine.model, engine.data, engine.end
+    model, data, readout = engine.model, engine.data, engine.readout
     weights = transformer_weights(model)
     n_layers, has_mlp = model.n_layers, model.has_mlp
     names = [norm_scale_hook(None)]
     for layer in range(n_layers):
         names += [norm_scale_hook(layer, "ln1"), attention_pattern_hook(layer)]
         names += [norm_scale_hook(layer, "ln2"), input_hook(layer)] if has_mlp else []
-    _, frozen = model.run_with_cache(data.clean, names, end)
+    _, frozen = model.run_with_cache(data.clean, names, readout)
     changes = {  # what each sender writes, minus its patch value: the attribution baseline
         name: value - engine.patch_cache[name]
         for name, value in engine.clean_cache.items()
         if name in engine.patch_cache
     }
     feature_inputs = [input_hook(layer) for layer in range(n_layers)] if has_mlp else []
-    _, corrupted = model.run_with_cache(data.corrupted, feature_inputs, end)
+    _, corrupted = model.run_with_cache(data.corrupted, feature_inputs, readout)
     n, width = data.clean.shape
-    rows = torch.arange(n, device=model.device)
+    rows = torch.arange(n, device=model.device).unsqueeze(1)
+    at = readout.to(model.device)
 
-    # dm/dresid at the final LayerNorm's input: only END positions matter
+    # dm/dresid at the final LayerNorm's input: only the readout positions matter
     grad = torch.zeros(n, width, model.d_model, device=model.device)
-    final = engine.clean_resid_final[rows, end].detach().requires_grad_(True)
-    scale_final = frozen[norm_scale_hook(None)][rows, end]
+    final = engine.clean_resid_final[rows, at].detach().requires_grad_(True)  # [n, P, d]
+    scale_final = frozen[norm_scale_hook(None)][rows, at]
     direction = engine.task.logit_direction(data, model.d_vocab).to(grad)
+    direction = direction.view(*at.shape, -1)  # [n, P, vocab]
     with torch.enable_grad():
         logits = _frozen_norm(final, scale_final, weights.ln_final) @ weights.W_U + weights.b_U
         target = (logits * direction).sum(-1).mean()
-        (end_grad,) = torch.autograd.grad(target, final)
-    grad[rows, end] = end_grad
+        (readout_grad,) = torch.autograd.grad(target, final)
+    grad[rows, at] = readout_grad
     receivers = [Units(["logits"], grad.unsqueeze(2))]
     receiver_order = [2 * n_layers]
     senders, sender_order, features = [], [], {}
@@ -157,7 +159,7 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
         grad = grad + through
     senders.append(Units(["input"], changes[EMBED_OUTPUT_HOOK].unsqueeze(2)))
     sender_order.append(-1)
-    target = float((engine.clean_final * direction).sum(-1).mean())
+    target = float((engine.clean_final * direction.flatten(0, 1)).sum(-1).mean())
     return Attribution(
         senders[::-1], sender_order[::-1], receivers[::-1], receiver_order[::-1], features, target
     )

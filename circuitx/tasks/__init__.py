@@ -11,10 +11,11 @@ from circuitx.tasks.colored_objects import ColoredObjectsTask
 from circuitx.tasks.docstring import DocstringTask
 from circuitx.tasks.greater_than import GreaterThanTask
 from circuitx.tasks.ioi import IOITask
+from circuitx.tasks.tracr import TracrTask
 
 TASKS: dict[str, Task] = {
     task.name: task
-    for task in (IOITask(), GreaterThanTask(), DocstringTask(), ColoredObjectsTask())
+    for task in (IOITask(), GreaterThanTask(), DocstringTask(), ColoredObjectsTask(), TracrTask())
 }
 
 

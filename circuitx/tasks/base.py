@@ -27,15 +27,23 @@ class TaskData:
     clean: torch.Tensor  # [n, pos] token ids
     corrupted: torch.Tensor  # [n, pos]
     positions: dict[str, torch.Tensor]  # name -> [n] token index
-    answer: torch.Tensor  # [n] token the model should predict at END
+    answer: torch.Tensor  # [n] token the model should predict at END (a row per readout)
     wrong: torch.Tensor  # [n] token, or [n, k] tokens, the task metric compares it against
     clean_prompts: list[str] = field(default_factory=list)
     corrupted_prompts: list[str] = field(default_factory=list)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # task-specific tensors
+    # [n, P] positions whose logits the metric reads, P per prompt (None: END alone). The
+    # metric then sees n * P rows, prompt-major; ``answer`` and ``wrong`` have a row each.
+    readout: torch.Tensor | None = None
 
     @property
     def n_prompts(self) -> int:
         return int(self.clean.shape[0])
+
+    @property
+    def readout_positions(self) -> torch.Tensor:
+        """[n, P] positions the metric reads: ``readout``, else END as [n, 1]."""
+        return self.positions["END"].unsqueeze(1) if self.readout is None else self.readout
 
 
 class Task:
@@ -53,6 +61,9 @@ class Task:
     # the corruption whose prompts the model cannot answer: the negative examples of methods
     # that contrast them with the clean prompts (None: the default corruption)
     negative_corruption: ClassVar[str | None] = None
+    # False when no corruption makes prompts the model cannot answer (every input of a
+    # compiled program is a valid one): methods that need negative prompts refuse the task
+    has_negative_prompts: ClassVar[bool] = True
 
     def __init__(self, corruption: str | None = None) -> None:
         if corruption is not None and corruption not in self.corruptions:
@@ -70,6 +81,10 @@ class Task:
         """Every word the task's prompts use (for built-in word-level tokenizers)."""
         raise NotImplementedError
 
+    def check_model(self, model: "Model") -> None:
+        """Fail in one line, before any work, when the task cannot run on ``model`` at all
+        (most tasks find out while tokenising their prompts)."""
+
     def make_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
         raise NotImplementedError
 
@@ -84,7 +99,8 @@ class Task:
         """Per-prompt metric from END logits ``final`` [..., n, vocab]; higher = more behaviour.
 
         ``clean_final`` [n, vocab] are the clean run's END logits (for KL). Leading
-        dimensions of ``final`` (e.g. one per patched copy of the batch) are kept.
+        dimensions of ``final`` (e.g. one per patched copy of the batch) are kept. With a
+        ``readout`` of P positions, n counts rows: n_prompts * P.
         """
         self.check_metric(name)
         if name == "logit-diff":

@@ -94,9 +94,10 @@ def _task_corpus(model: Model, context: int, seed: int, per_task: int = 512) -> 
         except CircuitxError:  # a task this model's vocabulary cannot express
             continue
         end = data.positions["END"]
+        answers = data.answer.tolist() if data.readout is None else None  # else: every position
         for batch in (data.clean, data.corrupted):
-            for row, last, answer in zip(batch.tolist(), end.tolist(), data.answer.tolist()):
-                rows.append((row[: last + 1] + [answer])[:context])
+            for i, (row, last) in enumerate(zip(batch.tolist(), end.tolist())):
+                rows.append((row[: last + 1] + ([answers[i]] if answers else []))[:context])
     if not rows:
         raise CircuitxError(f"no task can make prompts for model {model.name!r}")
     return _pad(model, rows, context, BUILTIN_CORPUS)

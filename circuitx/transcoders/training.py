@@ -285,9 +285,9 @@ def task_metric_with_replacement(
     transcoders in their place; ``relative_change`` = |replaced - original| / |original|."""
     task = get_task(task_name)
     data = task.make_data(model, n_prompts, seed)
-    end = data.positions["END"]
-    original = model.run(data.clean, positions=end)
-    replaced = model.run(data.clean, replacement_hooks(transcoders), positions=end)
+    at = data.readout_positions
+    original = model.run(data.clean, positions=at).flatten(0, 1)
+    replaced = model.run(data.clean, replacement_hooks(transcoders), positions=at).flatten(0, 1)
     name = task.default_metric
     before = float(task.metric(name, original, data, original).mean())
     after = float(task.metric(name, replaced, data, original).mean())

@@ -8,7 +8,6 @@ Built-ins: ``tracr-reverse`` and ``tracr-proportion`` as the ACDC paper builds t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,11 @@ from circuitx.builtin.ground_truth import write_ground_truth
 from circuitx.builtin.hf import token_list_tokenizer
 from circuitx.builtin.tracr import programs
 from circuitx.builtin.tracr.circuit import ACDC_EDGES, acdc_circuit, weight_circuit
-from circuitx.builtin.tracr.convert import Converted, Program, convert
+from circuitx.builtin.tracr.convert import Converted, convert
 from circuitx.errors import CircuitxError
+from circuitx.tasks.tracr import INPUTS, TracrProgram, read_program
 
-PROGRAM_FILE = "tracr.json"
 TASK = "tracr"
-INPUTS = ("permutations", "sequences")
 BOS = "BOS"
 
 
@@ -97,21 +95,30 @@ def compile_program(program: Any, vocab: set[Any], max_seq_len: int) -> Any:
 
 
 def build(
-    directory: Path, program: Any, vocab: set[Any], max_seq_len: int, name: str, inputs: str
+    directory: Path,
+    program: Any,
+    vocab: set[Any],
+    max_seq_len: int,
+    name: str,
+    inputs: str,
+    length: int | None = None,
 ) -> None:
     """Compile ``program`` and save it to ``directory`` (see :func:`save_compiled`)."""
     if inputs not in INPUTS:
         raise CircuitxError(f"unknown inputs {inputs!r}; choose from {', '.join(INPUTS)}")
-    save_compiled(directory, compile_program(program, vocab, max_seq_len), program, name, inputs)
+    if length is not None and not 1 <= length <= max_seq_len:
+        raise CircuitxError(f"length must be between 1 and max_seq_len ({max_seq_len})")
+    assembled = compile_program(program, vocab, max_seq_len)
+    save_compiled(directory, assembled, program, name, inputs, length)
 
 
 def save_compiled(
-    directory: Path, assembled: Any, program: Any, name: str, inputs: str
+    directory: Path, assembled: Any, program: Any, name: str, inputs: str, length: int | None = None
 ) -> Converted:
     """Save tracr's compiled ``program`` to ``directory`` as a GPT-2 model directory with
     its tokenizer, ``tracr.json`` and ``circuit.json``: the weight-derived circuit (task
     ``tracr``) and, for the built-ins ACDC evaluated, ACDC's edge list (``tracr:acdc``)."""
-    converted = convert(assembled, program, name, inputs)
+    converted = convert(assembled, program, name, inputs, length)
     converted.model.save_pretrained(directory)
     tokenizer = token_list_tokenizer(converted.tokens, converted.program.bos, converted.program.pad)
     tokenizer.save_pretrained(directory)
@@ -130,7 +137,7 @@ def save_compiled(
     if name in ACDC_EDGES:
         circuits[f"{TASK}:acdc"] = acdc_circuit(name, config.num_layers, config.num_heads)
     write_ground_truth(directory, circuits)
-    (directory / PROGRAM_FILE).write_text(json.dumps(converted.program.to_json(), indent=1))
+    converted.program.write(directory)
     return converted
 
 
@@ -143,22 +150,11 @@ def output_dims(assembled: Any, program: Any) -> list[int]:
     ]
 
 
-def read_program(directory: str | Path) -> Program | None:
-    """The program description a tracr model directory holds, or None for other models."""
-    path = Path(directory) / PROGRAM_FILE
-    if not path.is_file():
-        return None
-    try:
-        return Program(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as error:
-        raise CircuitxError(f"cannot read {path}: {error}") from None
-
-
 __all__ = [
     "INPUTS",
     "TASK",
     "TRACR",
-    "Program",
+    "TracrProgram",
     "TracrModel",
     "build",
     "compile_program",

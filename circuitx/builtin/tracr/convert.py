@@ -32,6 +32,7 @@ import torch
 
 from circuitx.builtin.tracr.programs import tracr_modules
 from circuitx.models import ZERO_EMBEDDING_KEY
+from circuitx.tasks.tracr import TracrProgram
 
 ANCHOR = 8192.0  # a power of two: +C and -C cancel exactly in any sum
 LAYER_NORM_EPS = 1e-5
@@ -40,38 +41,10 @@ NUMERIC_TOKEN = "<value>"
 
 
 @dataclass(frozen=True)
-class Program:
-    """What a task needs to know about a compiled program (saved beside the model)."""
-
-    name: str
-    vocab: list[Any]  # input values, in tracr's token-id order
-    max_seq_len: int
-    bos: str
-    pad: str
-    numerical: bool
-    output_values: list[Any]  # categorical output values (empty when numerical)
-    output_tokens: list[int]  # their token ids (numerical: the one value token)
-    inputs: str  # how a task draws inputs: "permutations" or "sequences"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "vocab": self.vocab,
-            "max_seq_len": self.max_seq_len,
-            "bos": self.bos,
-            "pad": self.pad,
-            "numerical": self.numerical,
-            "output_values": self.output_values,
-            "output_tokens": self.output_tokens,
-            "inputs": self.inputs,
-        }
-
-
-@dataclass(frozen=True)
 class Converted:
     model: Any  # GPT2LMHeadModel
     tokens: list[str]  # the vocabulary, by token id
-    program: Program
+    program: TracrProgram
 
 
 def residual_basis(d_tracr: int, d_model: int) -> np.ndarray:
@@ -92,8 +65,12 @@ def model_width(d_tracr: int, n_heads: int, key_size: int) -> int:
     return n_heads * max(key_size, math.ceil((d_tracr + 3) / n_heads))
 
 
-def convert(assembled: Any, rasp_program: Any, name: str, inputs: str) -> Converted:
-    """Convert tracr's ``AssembledTransformerModel`` of ``rasp_program`` to GPT-2."""
+def convert(
+    assembled: Any, rasp_program: Any, name: str, inputs: str, length: int | None = None
+) -> Converted:
+    """Convert tracr's ``AssembledTransformerModel`` of ``rasp_program`` to GPT-2. The task
+    draws ``inputs`` of ``length`` tokens (default: the vocabulary's size, at most the
+    maximum length)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     _, _, rasp = tracr_modules()
@@ -220,10 +197,12 @@ def convert(assembled: Any, rasp_program: Any, name: str, inputs: str) -> Conver
             for key, value in state.items()
         }
     )
-    program = Program(
+    max_seq_len = params["pos_embed"]["embeddings"].shape[0] - 1
+    program = TracrProgram(
         name=name,
         vocab=vocab,
-        max_seq_len=params["pos_embed"]["embeddings"].shape[0] - 1,
+        max_seq_len=max_seq_len,
+        length=min(len(vocab), max_seq_len) if length is None else length,
         bos=str(bos),
         pad=str(pad),
         numerical=numerical,

@@ -1,0 +1,54 @@
+"""Every method on the tracr models, whose circuits are known from their compiled weights:
+ACDC with zero ablation recovers ACDC's own ground truth (the ACDC paper's edge ROC AUC
+of 1.0), and every other method runs or refuses the task in one line."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import assert_one_line_error, find, random_transcoder_dir, run
+
+from circuitx.builtin import ground_truth, load
+from circuitx.discovery import report
+from circuitx.graph import component_graph
+from circuitx.methods import METHODS
+
+pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: load(name, device="cpu") for name in ("tracr-reverse", "tracr-proportion")}
+
+
+@pytest.mark.parametrize("name", ["tracr-reverse", "tracr-proportion"])
+def test_acdc_with_zero_ablation_recovers_acdcs_ground_truth(models, name):
+    graph = find(models[name], "tracr", "acdc", ablation="zero")
+    truth = ground_truth(name, "tracr:acdc")
+    metrics = report(component_graph(graph), truth, "acdc")["metrics"]
+    assert metrics["edge_auc"] >= 0.99 and metrics["node_auc"] >= 0.99
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "sae"])
+def test_every_method_scores_the_proportion_circuit(models, method, tmp_path):
+    options = {}
+    if method == "transcoder":  # random ones: training the built-in ones takes a minute
+        options["transcoders"] = random_transcoder_dir(tmp_path, "tracr-proportion")
+    model = models["tracr-proportion"]
+    graph = find(model, "tracr", method, ablation="zero", n_prompts=20, options=options)
+    metrics = report(component_graph(graph), ground_truth("tracr-proportion", "tracr"), "w")
+    assert metrics["metrics"]["node_auc"] is not None
+
+
+def test_sae_refuses_a_task_without_negative_prompts():
+    result = run(
+        "discover",
+        "--task",
+        "tracr",
+        "--method",
+        "sae",
+        "--model",
+        "tracr-proportion",
+        "--n-codes",
+        "10",
+    )
+    assert_one_line_error(result, "task tracr has none")

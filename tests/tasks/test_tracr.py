@@ -1,0 +1,115 @@
+"""The tracr task: inputs from the model's program, ACDC's shuffled corruption, a metric at
+every position after BOS, and the engine reading all of them."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import assert_one_line_error, run
+
+from circuitx.builtin import load
+from circuitx.errors import CircuitxError
+from circuitx.models import EMBED_OUTPUT_HOOK
+from circuitx.patching import PatchingEngine
+from circuitx.tasks import get_task
+
+pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
+
+
+@pytest.fixture(scope="module")
+def reverse():
+    return load("tracr-reverse", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def proportion():
+    return load("tracr-proportion", device="cpu")
+
+
+def test_reverse_uses_every_permutation_and_a_shuffle_without_fixed_points(reverse):
+    data = get_task("tracr").make_data(reverse, 50, seed=0)
+    rows = [tuple(row) for row in data.clean.tolist()]
+    bos = reverse.bos_token_id
+    assert sorted(rows) == sorted((bos, *p) for p in itertools.permutations(range(3)))
+    assert sorted(map(tuple, data.corrupted.tolist())) == sorted(rows)
+    assert all(not torch.equal(a, b) for a, b in zip(data.clean, data.corrupted))
+    assert data.readout.tolist() == [[1, 2, 3]] * 6
+    assert data.answer.shape == (18,)
+
+
+def test_proportion_samples_sequences_with_the_seed(proportion):
+    task = get_task("tracr")
+    a, b = task.make_data(proportion, 20, seed=1), task.make_data(proportion, 20, seed=1)
+    assert torch.equal(a.clean, b.clean) and a.clean.shape == (20, 5)
+    assert len({tuple(r) for r in a.clean.tolist()}) == 20  # without replacement
+    assert not torch.equal(a.clean, task.make_data(proportion, 20, seed=2).clean)
+
+
+@pytest.mark.parametrize("ablation", ["corrupted", "zero", "mean"])
+def test_engine_reads_every_position_after_bos(reverse, ablation):
+    task = get_task("tracr")
+    data = task.make_data(reverse, 6, seed=0)
+    engine = PatchingEngine(reverse, task, data, "l2", ablation)
+    full = reverse.run(data.clean)
+    torch.testing.assert_close(engine.clean_final, full[:, 1:].flatten(0, 1))
+    assert engine.clean_metric == 0.0 and engine.corrupted_metric < -0.1
+    assert task.accuracy(engine.clean_final, data) == 1.0
+    # no patch changes nothing; every node patched is (about) the corrupted run
+    nothing = engine.run(node_mask=torch.ones(1, engine.layout.n_senders))
+    torch.testing.assert_close(nothing[0], engine.clean_final, atol=1e-4, rtol=0)
+    if ablation == "corrupted":
+        everything = engine.run(node_mask=torch.zeros(1, engine.layout.n_senders))
+        torch.testing.assert_close(everything[0], engine.corrupted_final, atol=1e-4, rtol=0)
+
+
+def test_zero_ablation_keeps_the_embeddings_anchor(reverse):
+    task = get_task("tracr")
+    data = task.make_data(reverse, 6, seed=0)
+    engine = PatchingEngine(reverse, task, data, "l2", "zero")
+    patch = engine.patch_cache[EMBED_OUTPUT_HOOK]
+    assert torch.equal(patch, reverse.zero_embedding.expand_as(patch))
+    # with only the anchor left in the embeddings every LayerNorm still divides by about
+    # the same constant: the logits stay finite and small
+    everything = engine.run(node_mask=torch.zeros(1, engine.layout.n_senders))
+    assert everything.abs().max() < 10
+
+
+def test_categorical_metrics_and_a_numerical_output(reverse, proportion):
+    task = get_task("tracr")
+    data = task.make_data(reverse, 6, seed=0)
+    for metric in ("kl", "logit-diff"):
+        engine = PatchingEngine(reverse, task, data, metric)
+        assert engine.clean_metric > engine.corrupted_metric
+    numbers = task.make_data(proportion, 10, seed=0)
+    with pytest.raises(CircuitxError, match="needs a categorical output"):
+        PatchingEngine(proportion, task, numbers, "kl")
+
+
+def test_task_tracr_needs_a_tracr_model():
+    result = run(
+        "discover", "--task", "tracr", "--method", "activation-patching", "--model", "random-12x12"
+    )
+    assert_one_line_error(result, "task tracr needs a tracr model")
+
+
+def test_discover_on_tracr_reports_the_ground_truth():
+    result = run(
+        "discover",
+        "--task",
+        "tracr",
+        "--method",
+        "acdc",
+        "--model",
+        "tracr-proportion",
+        "--ablation",
+        "zero",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    import json
+
+    summary = json.loads(result.stdout)
+    assert summary["reference"] == "tracr-proportion ground truth"
+    assert summary["metrics"]["edge_auc"] >= 0.99
