@@ -195,6 +195,7 @@ __all__ = [
     "BuiltinModel",
     "Family",
     "BUILD_THREADS",
+    "build_once",
     "cache_root",
     "torch_threads",
     "ground_truth",

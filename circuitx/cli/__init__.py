@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from circuitx import __version__
-from circuitx.cli import discover, leaderboard, listings, transcoders
+from circuitx.cli import discover, leaderboard, listings, tracr, transcoders
 from circuitx.cli.common import OneLineErrors
 
 
@@ -25,6 +25,7 @@ for command in (
     discover.compare,
     discover.export,
     transcoders.train_transcoders,
+    tracr.build_tracr,
     leaderboard.leaderboard,
     listings.tasks,
     listings.methods,

@@ -1,0 +1,90 @@
+"""``circuitx build-tracr``: compile a RASP program with tracr into a model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from circuitx.builtin import build_once, ground_truth
+from circuitx.builtin.tracr import TASK, build, programs
+from circuitx.cli.common import fmt, json_option, print_json
+from circuitx.errors import CircuitxError
+from circuitx.graph import component_nodes, edges_by_name
+from circuitx.models import quiet_loaders
+from circuitx.tasks.tracr import INPUTS, read_program
+
+
+def parse_vocab(text: str) -> list[int | str]:
+    """Vocabulary values from ``1,2,3`` or ``a b c``: whole numbers become ints."""
+    words = text.replace(",", " ").split()
+    if not words:
+        raise CircuitxError("--vocab is empty; give values like 1,2,3 or a,b,c")
+    values = [int(w) if w.lstrip("-").isdigit() else w for w in words]
+    if len(set(map(str, values))) != len(values):
+        raise CircuitxError(f"--vocab repeats a value: {text!r}")
+    return values
+
+
+@click.command("build-tracr")
+@click.argument("program")
+@click.option("--vocab", required=True, help="Input values, e.g. 1,2,3 or a,b,c.")
+@click.option("--max-seq-len", required=True, type=click.IntRange(min=1), help="Longest input.")
+@click.option("--out", "out", required=True, type=click.Path(), help="New model directory.")
+@click.option(
+    "--inputs",
+    type=click.Choice(INPUTS),
+    default="sequences",
+    show_default=True,
+    help="What the tracr task feeds it: every sequence over the vocabulary, or every "
+    "permutation of it (programs that need distinct tokens, like make_sort_unique).",
+)
+@click.option(
+    "--length",
+    type=click.IntRange(min=1),
+    help="Input tokens per prompt [default: the vocabulary's size, at most --max-seq-len].",
+)
+@json_option
+def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> None:
+    """Compile PROGRAM with tracr and save it as a model directory that loads with
+    --model DIR, with its ground-truth circuit (for --task tracr --reference auto).
+
+    PROGRAM is a function of tracr.compiler.lib (e.g. make_hist; an SOp argument gets
+    tokens, max_seq_len the maximum length) or module:function returning a RASP program.
+    """
+    values = parse_vocab(vocab)
+    if length is not None and length > max_seq_len:
+        raise CircuitxError(f"--length {length} is more than --max-seq-len {max_seq_len}")
+    if inputs == "permutations" and (length or min(len(values), max_seq_len)) > len(values):
+        raise CircuitxError(f"--inputs permutations needs --length at most {len(values)}")
+    target = Path(out).expanduser()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CircuitxError(f"{out} exists; choose a new directory")
+    rasp_program = programs.user_program(program, max_seq_len)
+    name = program.rpartition(":")[2]
+    with quiet_loaders():
+        build_once(
+            target,
+            lambda staging: build(
+                staging, rasp_program, set(values), max_seq_len, name, inputs, length
+            ),
+        )
+    described = read_program(target)
+    truth = ground_truth(str(target), TASK)
+    edges = [e for e, data in edges_by_name(truth).items() if data.get("in_circuit")]
+    nodes = [n for n in component_nodes(truth) if truth.nodes[n].get("in_circuit")]
+    summary = {
+        "directory": str(target),
+        "program": name,
+        "output": "numerical" if described.numerical else "categorical",
+        "output_values": described.output_values,
+        "inputs": f"{described.inputs} of {described.length} tokens",
+        "circuit_nodes": nodes,
+        "circuit_edges": len(edges),
+    }
+    if as_json:
+        print_json(summary)
+        return
+    for key, value in summary.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else fmt(value)
+        click.echo(f"{key}: {shown}")

@@ -1,0 +1,75 @@
+"""``circuitx build-tracr``: a user's RASP program becomes a model every command runs on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_one_line_error, run
+
+pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
+from tracr.rasp import rasp  # noqa: E402
+
+
+def previous_token():
+    """The token before each position (a program of the user's own)."""
+    before = rasp.Select(rasp.indices, rasp.indices - 1, rasp.Comparison.EQ)
+    return rasp.Aggregate(before, rasp.tokens).named("previous")
+
+
+def test_a_users_program_builds_and_discovery_recovers_its_circuit(tmp_path):
+    out = tmp_path / "previous"
+    result = run(
+        "build-tracr",
+        f"{__name__}:previous_token",
+        "--vocab",
+        "a,b,c",
+        "--max-seq-len",
+        "4",
+        "--out",
+        out,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.stdout)
+    assert built["output"] == "categorical" and built["output_values"] == ["a", "b", "c"]
+    found = run(
+        "discover",
+        "--task",
+        "tracr",
+        "--model",
+        out,
+        "--method",
+        "acdc",
+        "--ablation",
+        "zero",
+        "--json",
+    )
+    assert found.exit_code == 0, found.output
+    summary = json.loads(found.stdout)
+    assert summary["reference"] == f"{out} ground truth"
+    assert summary["metrics"]["edge_auc"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["make_nothing", "--vocab", "a", "--max-seq-len", "3"], "no function 'make_nothing'"),
+        (["os:getcwd", "--vocab", "a", "--max-seq-len", "3"], "not a RASP program"),
+        (["make_hist", "--vocab", "a,a", "--max-seq-len", "3"], "repeats a value"),
+        (["make_hist", "--vocab", "a", "--max-seq-len", "3", "--length", "4"], "more than"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "model"
+    assert_one_line_error(run("build-tracr", *args, "--out", out), message)
+    assert not out.exists()
+
+
+def test_an_existing_directory_is_left_alone(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = run(
+        "build-tracr", "make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--out", tmp_path
+    )
+    assert_one_line_error(result, "exists; choose a new directory")
+    assert (tmp_path / "keep.txt").read_text() == "mine"
