@@ -1,6 +1,7 @@
-"""Every benchmark in one command: the leaderboard on the planted and the hard planted models,
-then the methods' timing runs; writes benchmarks/RESULTS.md (rewritten after each part,
-atomically).
+"""Every benchmark in one command: the leaderboard on the planted, the hard planted and the
+tracr models, then the methods' timing runs; writes benchmarks/RESULTS.md (rewritten after
+each part, atomically). The tracr models against the ACDC paper's numbers are
+benchmarks/tracr_paper.py's own run (benchmarks/tracr.md).
 
     python benchmarks/run_all.py [--seeds 3] [--jobs 2] [--device cpu] [--skip-timing]
 
@@ -20,10 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from circuitx.files import atomic_open
-from circuitx.leaderboard import make_grid, run_leaderboard
+from circuitx.leaderboard import make_grid, run_leaderboard, tasks_for
 from circuitx.leaderboard.cells import machine
 from circuitx.methods import METHODS
-from circuitx.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
 TIMING = (
@@ -42,12 +42,13 @@ LEADERBOARDS = (
         "leaderboard-hard",
         "the hard planted models (backup heads, louder distractors)",
     ),
+    ("tracr", "leaderboard-tracr", "the tracr-compiled models (task tracr, metric l2)"),
 )
 
 
 def leaderboard_section(model: str, folder: str, title: str, seeds: int, jobs: int, device) -> str:
     out = HERE / folder
-    cells = make_grid(list(TASKS), list(METHODS), model, list(range(seeds)), device=device)
+    cells = make_grid(tasks_for(model), list(METHODS), model, list(range(seeds)), device=device)
     start = time.perf_counter()
     board = run_leaderboard(cells, out, jobs=jobs)
     took = time.perf_counter() - start

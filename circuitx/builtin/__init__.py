@@ -4,8 +4,8 @@ Built-in models are Hugging Face model directories built in code: no download. E
 built once into the cache (see :mod:`circuitx.builtin.cache`) under a name that holds its
 identity, a hash of the code that builds it (its modules' source, the task modules whose
 words it knows), so a change to any of them builds a new model instead of reusing a stale
-one. Families group the planted models by task: ``planted`` and ``planted-hard`` stand
-for the task's own planted model.
+one. Families group built-in models by task: ``planted`` and ``planted-hard`` stand for
+the task's own planted model, ``tracr`` for the tracr-compiled programs (task ``tracr``).
 
 :func:`load` is the loader for every model name: a built-in name, a local directory, or a
 Hugging Face hub name or alias (see :mod:`circuitx.models`).
@@ -69,16 +69,31 @@ class BuiltinModel:
 
 @dataclass(frozen=True)
 class Family:
-    """Models of one kind, one per task: ``model_for(task)`` names it."""
+    """Built-in models of one kind by task: ``models_for(task)`` names them (one per task
+    for the planted families; the tracr family has one per compiled program)."""
 
     name: str
     description: str
-    members: dict[str, str]  # task -> built-in model name
+    members: dict[str, tuple[str, ...]]  # task -> built-in model names
 
-    def model_for(self, task: str) -> str:
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.members)
+
+    def models_for(self, task: str) -> tuple[str, ...]:
         if task not in self.members:
             raise CircuitxError(f"no {self.name} model for task {task}")
         return self.members[task]
+
+    def model_for(self, task: str) -> str:
+        """The family's one model for ``task``, or a one-line error naming its choices."""
+        names = self.models_for(task)
+        if len(names) > 1:
+            raise CircuitxError(
+                f"the {self.name} family has {len(names)} models for task {task} "
+                f"({', '.join(names)}); name one with --model"
+            )
+        return names[0]
 
 
 _BUILDERS = ("circuitx.builtin.hf", "circuitx.builtin.cache")  # writing files; thread count
@@ -116,7 +131,7 @@ def _registry() -> dict[str, BuiltinModel]:
             name,
             spec.description,
             spec.save,
-            (*_BUILDERS, "circuitx.builtin.ground_truth", *tracr_sources),
+            (*_BUILDERS, "circuitx.builtin.ground_truth", "circuitx.tasks.tracr", *tracr_sources),
             TRACR_TASK,
             has_ground_truth=True,
             packages=("tracr-pypi",),
@@ -129,15 +144,23 @@ FAMILIES: dict[str, Family] = {
     family: Family(
         family,
         f"each task's own planted-circuit model{' (hard variant)' if hard else ''}",
-        {spec.task: name for name, spec in PLANTED.items() if spec.hard == hard},
+        {spec.task: (name,) for name, spec in PLANTED.items() if spec.hard == hard},
     )
     for family, hard in (("planted", False), ("planted-hard", True))
 }
+FAMILIES["tracr"] = Family(
+    "tracr", "the built-in tracr-compiled programs", {TRACR_TASK: tuple(TRACR)}
+)
 
 
 def resolve(name: str, task: str) -> str:
     """The model ``name`` stands for on ``task``: a family's member, else ``name`` itself."""
     return FAMILIES[name].model_for(task) if name in FAMILIES else name
+
+
+def resolve_all(name: str, task: str) -> tuple[str, ...]:
+    """Every model ``name`` stands for on ``task``: a family's members, else ``name``."""
+    return FAMILIES[name].models_for(task) if name in FAMILIES else (name,)
 
 
 def model_dir(name: str, cache_dir: PathLike = None) -> Path:
@@ -203,4 +226,5 @@ __all__ = [
     "load",
     "model_dir",
     "resolve",
+    "resolve_all",
 ]

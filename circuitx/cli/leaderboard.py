@@ -27,7 +27,8 @@ from circuitx.tasks import TASKS
     "tasks_spec",
     default="all",
     show_default=True,
-    help="Comma-separated task names, or all.",
+    help="Comma-separated task names, or all (a family's tasks; on another model, every "
+    "task but tracr).",
 )
 @click.option(
     "--methods",
@@ -136,7 +137,8 @@ def leaderboard(
     configuration, so a rerun (after an interruption, or with more tasks) runs only the
     rest. A failing cell shows its error in the table, and the command exits 1.
     """
-    tasks = board_module.parse_names(tasks_spec, list(TASKS), "task")
+    every_task = board_module.tasks_for(model_name)
+    tasks = board_module.parse_names(tasks_spec, list(TASKS), "task", every_task)
     methods = board_module.parse_names(methods_spec, list(METHODS), "method")
     options = board_module.parse_options(list(option_specs), methods)
     seed_list = list(range(seed, seed + seeds))

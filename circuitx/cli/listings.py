@@ -79,7 +79,7 @@ def models(as_json) -> None:
             "task": None,
             "circuit": None,
             "description": f"{family.description}: "
-            + ", ".join(f"{task} -> {name}" for task, name in family.members.items()),
+            + ", ".join(f"{task} -> {', '.join(names)}" for task, names in family.members.items()),
             "circuits": {},
         }
         for family in FAMILIES.values()

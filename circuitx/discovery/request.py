@@ -50,8 +50,15 @@ class DiscoveryRequest:
         it loads)."""
         method = get_method(self.method)
         corruption = self.corruption
-        if corruption is None and method.uses_negatives:
-            corruption = get_task(self.task).negative_corruption
+        if method.uses_negatives:
+            named = get_task(self.task)
+            if not named.has_negative_prompts:
+                raise CircuitxError(
+                    f"{method.name} contrasts prompts the model answers with prompts it "
+                    f"cannot; task {named.name} has none (its corrupted prompts are valid "
+                    "inputs too)"
+                )
+            corruption = corruption or named.negative_corruption
         task = get_task(self.task, corruption)
         metric = self.metric or task.default_metric
         task.check_metric(metric)

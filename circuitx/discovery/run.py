@@ -65,7 +65,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         metric=request.metric,
         corruption=task.corruption,
         ablation=request.ablation,
-        n_prompts=request.n_prompts,
+        n_prompts=data.n_prompts,  # a task may have fewer distinct prompts than requested
         **request.options,
     )
     write_scores(graph, layout, scores, nodes_kept, edges_kept)

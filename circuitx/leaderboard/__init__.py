@@ -3,6 +3,7 @@ model, scored against the reference; resumable, and parallel on local processes 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from circuitx.leaderboard.results import (
 )
 from circuitx.methods import get_method
 from circuitx.progress import progress_bar
+from circuitx.tasks import TASKS
 
 __all__ = [
     "COLUMNS",
@@ -56,10 +58,21 @@ class Leaderboard:
         return sum(record["status"] != "ok" for record in self.records)
 
 
-def parse_names(spec: str, known: list[str], what: str) -> list[str]:
-    """``all`` or a comma-separated list of names from ``known``, in the order given."""
+def tasks_for(model: str) -> list[str]:
+    """What ``--tasks all`` means on ``model``: a family's tasks; on any other model, every
+    task that does not need a model family of its own."""
+    if model in builtin.FAMILIES:
+        return [task for task in TASKS if task in builtin.FAMILIES[model].members]
+    return [name for name, task in TASKS.items() if task.model_family is None]
+
+
+def parse_names(
+    spec: str, known: list[str], what: str, every: list[str] | None = None
+) -> list[str]:
+    """``all`` (``every``, default ``known``) or a comma-separated list of names from
+    ``known``, in the order given."""
     if spec.strip() == "all":
-        return list(known)
+        return list(known if every is None else every)
     names = [name.strip() for name in spec.split(",") if name.strip()]
     unknown = [name for name in names if name not in known]
     if unknown or not names:
@@ -80,32 +93,31 @@ def make_grid(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     cache_dir: str | None = None,
 ) -> list[Cell]:
-    """Every (task, method, seed) cell. A family (``planted``, ``planted-hard``) stands
-    for its model for each task; a task the family has no model for makes error cells.
+    """Every (task, model, method, seed) cell. A family (``planted``, ``tracr``) stands for
+    its models for each task; a task the family has no model for makes error cells.
     ``options`` maps a method to its non-default options. Cells of one model are
     adjacent, so a process loads it once."""
     options = options or {}
     cells = []
     for task in tasks:
         try:
-            name = builtin.resolve(model, task)
+            names = builtin.resolve_all(model, task)
         except CircuitxError:
-            name = model  # the family: the cells' requests fail with its error
-        for method in methods:
-            for seed in seeds:
-                request = DiscoveryRequest(
-                    task,
-                    method,
-                    name,
-                    n_prompts,
-                    seed,
-                    ablation=ablation,
-                    options=dict(options.get(method, {})),
-                    device=device,
-                    dtype=dtype,
-                    cache_dir=cache_dir,
-                )
-                cells.append(Cell(request))
+            names = (model,)  # the family: the cells' requests fail with its error
+        for name, method, seed in itertools.product(names, methods, seeds):
+            request = DiscoveryRequest(
+                task,
+                method,
+                name,
+                n_prompts,
+                seed,
+                ablation=ablation,
+                options=dict(options.get(method, {})),
+                device=device,
+                dtype=dtype,
+                cache_dir=cache_dir,
+            )
+            cells.append(Cell(request))
     return cells
 
 

@@ -77,11 +77,16 @@ def leaderboard_rows(cells: list[Cell], records: dict[str, dict[str, Any]]) -> l
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for cell in cells:
         groups.setdefault((cell.task, cell.method, cell.model), []).append(records[cell.key])
+    models_of: dict[str, set[str]] = {}
+    for task, _, model in groups:
+        models_of.setdefault(task, set()).add(model)
     rows = []
     for (task, method, model), group in groups.items():
         finished = [r["result"] for r in group if r["status"] == "ok"]
         errors = [r["error"] for r in group if r["status"] != "ok"]
         row: dict[str, Any] = {"task": task, "method": method, "model": model}
+        # the task column names the model too where a task runs on several (tracr)
+        row["label"] = task if len(models_of[task]) == 1 else f"{task} ({model})"
         for key, _, source in COLUMNS:
             values = [(r["metrics"] if source == "metrics" else r)[key] for r in finished]
             row[key] = _summary([v for v in values if v is not None])
@@ -100,14 +105,14 @@ def format_value(summary: dict[str, float | None], seeds: int, digits: int = 3) 
 def table_cells(row: dict[str, Any]) -> list[str]:
     """A row's displayed cells: task, method, each column, and the error if a seed failed."""
     if row["finished"] == 0:
-        return [row["task"], row["method"], *("-" for _ in COLUMNS), f"error: {row['error']}"]
+        return [row["label"], row["method"], *("-" for _ in COLUMNS), f"error: {row['error']}"]
     shown = [
         format_value(row[key], row["finished"], 2 if key == "runtime_s" else 3)
         for key, _, _ in COLUMNS
     ]
     failed = row["seeds"] - row["finished"]
     note = f"{failed} of {row['seeds']} seeds failed: {row['error']}" if failed else ""
-    return [row["task"], row["method"], *shown, note]
+    return [row["label"], row["method"], *shown, note]
 
 
 HEADINGS = ("task", "method", *(heading for _, heading, _ in COLUMNS), "error")

@@ -209,12 +209,6 @@ class SAE(Method):
     def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         options, n = run.options, engine.data.n_prompts
         n_codes = options["n_codes"]
-        task = engine.task
-        if not task.has_negative_prompts:
-            raise CircuitxError(
-                f"sae contrasts prompts the model answers with prompts it cannot; task "
-                f"{task.name} has none (its corrupted prompts are valid inputs too)"
-            )
         # positives then negatives, [2n, C, d]; the input (sender 0) has no codes
         caches = (engine.clean_cache, engine.corrupted_cache)
         vectors = torch.cat([engine.mean_writes(cache) for cache in caches])[:, 1:]

@@ -64,6 +64,8 @@ class Task:
     # False when no corruption makes prompts the model cannot answer (every input of a
     # compiled program is a valid one): methods that need negative prompts refuse the task
     has_negative_prompts: ClassVar[bool] = True
+    # The built-in model family the task needs (it runs on no other model); None: any model.
+    model_family: ClassVar[str | None] = None
 
     def __init__(self, corruption: str | None = None) -> None:
         if corruption is not None and corruption not in self.corruptions:

@@ -90,6 +90,7 @@ class TracrTask(_tasks.Task):
     metrics = ("l2", "kl", "logit-diff")
     corruptions = ("shuffle",)
     has_negative_prompts = False  # a shuffled batch holds valid inputs too
+    model_family = "tracr"  # tracr models, or a directory from circuitx build-tracr
     reference_variants = {
         "": "the circuit read from the compiled weights (the model's ground truth)",
         "acdc": "ACDC's edge list (tracr-reverse and tracr-proportion)",

@@ -35,9 +35,13 @@ class TracrModel:
     vocab: tuple[Any, ...]
     max_seq_len: int
     inputs: str  # how the task draws inputs: permutations of the vocab, or any sequences
+    length: int | None = None  # input tokens (default: the vocabulary's size, at most max)
 
     def save(self, directory: Path) -> None:
-        build(directory, self.program(), set(self.vocab), self.max_seq_len, self.name, self.inputs)
+        vocab = set(self.vocab)
+        build(
+            directory, self.program(), vocab, self.max_seq_len, self.name, self.inputs, self.length
+        )
 
 
 TRACR: dict[str, TracrModel] = {
@@ -61,11 +65,12 @@ TRACR: dict[str, TracrModel] = {
         ),
         TracrModel(
             "tracr-sort",
-            "tracr: the tokens sorted, make_sort_unique (vocab 1..5, up to 5 tokens)",
+            "tracr: the tokens sorted, make_sort_unique (3 distinct of 1..5, up to 5 tokens)",
             programs.sort,
             (1, 2, 3, 4, 5),
             5,
             "permutations",
+            3,  # every permutation of the whole vocabulary sorts to the same output
         ),
         TracrModel(
             "tracr-hist",
