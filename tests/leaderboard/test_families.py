@@ -1,0 +1,40 @@
+"""Model families on the leaderboard: what --tasks all means, and a family with several
+models for one task (tracr)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import assert_one_line_error, run
+
+from circuitx.leaderboard import make_grid, run_leaderboard, tasks_for
+
+PLANTED_TASKS = ["ioi", "greater-than", "docstring", "colored-objects"]
+
+
+def test_all_tasks_means_the_familys_tasks():
+    assert tasks_for("planted") == PLANTED_TASKS
+    assert tasks_for("tracr") == ["tracr"]
+    assert tasks_for("random-12x12") == PLANTED_TASKS  # tracr needs a tracr model
+
+
+def test_discover_asks_which_tracr_model():
+    result = run("discover", "--task", "tracr", "--method", "eap", "--model", "tracr")
+    assert_one_line_error(result, "the tracr family has 4 models for task tracr")
+
+
+def test_the_tracr_family_runs_each_of_its_models(tmp_path):
+    pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
+    cells = make_grid(["tracr"], ["eap"], "tracr", [0], 6, ablation="zero")
+    assert [cell.model for cell in cells] == [
+        "tracr-reverse",
+        "tracr-proportion",
+        "tracr-sort",
+        "tracr-hist",
+    ]
+    board = run_leaderboard(cells[:2], tmp_path)
+    assert [row["label"] for row in board.rows] == [
+        "tracr (tracr-reverse)",
+        "tracr (tracr-proportion)",
+    ]
+    assert all(record["status"] == "ok" for record in board.records)
+    assert "| tracr (tracr-proportion) | eap |" in (tmp_path / "results.md").read_text()
