@@ -4,6 +4,7 @@ every position after BOS, and the engine reading all of them."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -108,8 +109,6 @@ def test_discover_on_tracr_reports_the_ground_truth():
         "--json",
     )
     assert result.exit_code == 0, result.output
-    import json
-
     summary = json.loads(result.stdout)
     assert summary["reference"] == "tracr-proportion ground truth"
     assert summary["metrics"]["edge_auc"] >= 0.99
