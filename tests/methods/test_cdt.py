@@ -34,7 +34,7 @@ def test_taking_a_head_input_out_changes_z_as_the_head_computes_it():
         "v": z_of(q, k, v) - z_of(q, k, v - rel[0]),
     }
     for head_input, change in expected.items():
-        got = _z_change(head_input, rel, clean, 0, scale)
+        got = _z_change(head_input, rel, clean, 0, scale, True)
         assert torch.allclose(got[0], change, atol=1e-5), head_input
 
 
