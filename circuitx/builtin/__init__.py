@@ -76,10 +76,6 @@ class Family:
     description: str
     members: dict[str, tuple[str, ...]]  # task -> built-in model names
 
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.members)
-
     def models_for(self, task: str) -> tuple[str, ...]:
         if task not in self.members:
             raise CircuitxError(f"no {self.name} model for task {task}")

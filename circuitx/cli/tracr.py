@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from circuitx.builtin import build_once, ground_truth
-from circuitx.builtin.tracr import TASK, build, programs
+from circuitx.builtin.tracr import TASK, build, check_inputs, programs
 from circuitx.cli.common import fmt, json_option, print_json
 from circuitx.errors import CircuitxError
 from circuitx.graph import component_nodes, edges_by_name
@@ -53,10 +53,7 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
     tokens, max_seq_len the maximum length) or module:function returning a RASP program.
     """
     values = parse_vocab(vocab)
-    if length is not None and length > max_seq_len:
-        raise CircuitxError(f"--length {length} is more than --max-seq-len {max_seq_len}")
-    if inputs == "permutations" and (length or min(len(values), max_seq_len)) > len(values):
-        raise CircuitxError(f"--inputs permutations needs --length at most {len(values)}")
+    check_inputs(len(values), max_seq_len, inputs, length)
     target = Path(out).expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise CircuitxError(f"{out} exists; choose a new directory")

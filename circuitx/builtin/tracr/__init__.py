@@ -19,9 +19,9 @@ from circuitx.builtin.tracr import programs
 from circuitx.builtin.tracr.circuit import ACDC_EDGES, acdc_circuit, weight_circuit
 from circuitx.builtin.tracr.convert import Converted, convert
 from circuitx.errors import CircuitxError
-from circuitx.tasks.tracr import INPUTS, TracrProgram, read_program
+from circuitx.tasks.tracr import INPUTS, TracrProgram, TracrTask, read_program
 
-TASK = "tracr"
+TASK = TracrTask.name
 BOS = "BOS"
 
 
@@ -99,6 +99,16 @@ def compile_program(program: Any, vocab: set[Any], max_seq_len: int) -> Any:
         ) from None
 
 
+def check_inputs(n_vocab: int, max_seq_len: int, inputs: str, length: int | None) -> None:
+    """Fail in one line unless the task can draw ``inputs`` of ``length`` tokens."""
+    if inputs not in INPUTS:
+        raise CircuitxError(f"unknown inputs {inputs!r}; choose from {', '.join(INPUTS)}")
+    if length is not None and not 1 <= length <= max_seq_len:
+        raise CircuitxError(f"--length {length} is more than --max-seq-len {max_seq_len}")
+    if inputs == "permutations" and (length or min(n_vocab, max_seq_len)) > n_vocab:
+        raise CircuitxError(f"--inputs permutations needs --length at most {n_vocab}")
+
+
 def build(
     directory: Path,
     program: Any,
@@ -109,10 +119,7 @@ def build(
     length: int | None = None,
 ) -> None:
     """Compile ``program`` and save it to ``directory`` (see :func:`save_compiled`)."""
-    if inputs not in INPUTS:
-        raise CircuitxError(f"unknown inputs {inputs!r}; choose from {', '.join(INPUTS)}")
-    if length is not None and not 1 <= length <= max_seq_len:
-        raise CircuitxError(f"length must be between 1 and max_seq_len ({max_seq_len})")
+    check_inputs(len(vocab), max_seq_len, inputs, length)
     assembled = compile_program(program, vocab, max_seq_len)
     save_compiled(directory, assembled, program, name, inputs, length)
 
@@ -135,7 +142,7 @@ def save_compiled(
             config.num_layers,
             config.num_heads,
             config.key_size,
-            output_dims(assembled, program),
+            converted.output_dims,
             name,
         )
     }
@@ -146,15 +153,6 @@ def save_compiled(
     return converted
 
 
-def output_dims(assembled: Any, program: Any) -> list[int]:
-    """tracr's residual dimensions its unembedding reads."""
-    labels = list(assembled.residual_labels)
-    prefix = f"{program.label}:"
-    return [
-        i for i, label in enumerate(labels) if label == program.label or label.startswith(prefix)
-    ]
-
-
 __all__ = [
     "INPUTS",
     "TASK",
@@ -162,8 +160,8 @@ __all__ = [
     "TracrProgram",
     "TracrModel",
     "build",
+    "check_inputs",
     "compile_program",
-    "output_dims",
     "read_program",
     "save_compiled",
 ]

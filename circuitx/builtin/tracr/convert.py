@@ -45,6 +45,7 @@ class Converted:
     model: Any  # GPT2LMHeadModel
     tokens: list[str]  # the vocabulary, by token id
     program: TracrProgram
+    output_dims: list[int]  # tracr's residual dimensions the unembedding reads, by output token
 
 
 def residual_basis(d_tracr: int, d_model: int) -> np.ndarray:
@@ -210,4 +211,4 @@ def convert(
         output_tokens=output_tokens,
         inputs=inputs,
     )
-    return Converted(model, names, program)
+    return Converted(model, names, program, output_dims)
