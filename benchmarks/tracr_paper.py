@@ -5,8 +5,8 @@ next to the paper's numbers (Conmy et al. 2023, arXiv 2304.14997, Appendix E).
 
 Each run is ``circuitx discover --task tracr --model M --method X --ablation A`` (metric
 l2, every input for tracr-reverse, 50 of the 256 for tracr-proportion), scored against
-both ground truths the models ship: the circuit read from the compiled weights and
-ACDC's edge list (``--reference tracr:acdc``). sae needs prompts the model cannot answer
+both circuits the models ship: the one read from the compiled weights
+(``--reference tracr:weights``) and ACDC's edge list, their default ground truth. sae needs prompts the model cannot answer
 and refuses the task; its row says so. (Not named tracr.py: a script of that name would
 shadow the tracr package it imports.)
 """
@@ -58,7 +58,10 @@ def main() -> None:
     ]
     for name in MODELS:
         model = load_model(name)
-        truths = {"weights": ground_truth(name, "tracr"), "acdc": ground_truth(name, "tracr:acdc")}
+        truths = {
+            "weights": ground_truth(name, "tracr:weights"),
+            "acdc": ground_truth(name, "tracr:acdc"),
+        }
         for ablation in ABLATIONS:
             for method in METHODS:
                 request = DiscoveryRequest("tracr", method, name, seed=args.seed, ablation=ablation)

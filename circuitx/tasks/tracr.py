@@ -92,7 +92,9 @@ class TracrTask(_tasks.Task):
     has_negative_prompts = False  # a shuffled batch holds valid inputs too
     model_family = "tracr"  # tracr models, or a directory from circuitx build-tracr
     reference_variants = {
-        "": "the circuit read from the compiled weights (the model's ground truth)",
+        "": "the model's ground truth: ACDC's edge list on tracr-reverse and "
+        "tracr-proportion (what the ACDC paper scores against), else the weights' circuit",
+        "weights": "the circuit read from the compiled weights",
         "acdc": "ACDC's edge list (tracr-reverse and tracr-proportion)",
     }
 
@@ -195,5 +197,5 @@ class TracrTask(_tasks.Task):
     ) -> nx.MultiDiGraph:
         raise CircuitxError(
             "the tracr reference is the model's own ground truth: use a tracr model with "
-            "--reference auto (or tracr:acdc for ACDC's edge list)"
+            "--reference auto (tracr:weights for the circuit read from its weights)"
         )

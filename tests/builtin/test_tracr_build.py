@@ -75,9 +75,14 @@ def test_converted_outputs_equal_tracr_on_every_input(tmp_path, make, vocab, max
 @pytest.fixture(scope="module")
 def truths():
     return {
-        name: (ground_truth(name, "tracr"), ground_truth(name, "tracr:acdc"))
+        name: (ground_truth(name, "tracr:weights"), ground_truth(name, "tracr:acdc"))
         for name in ("tracr-proportion", "tracr-reverse")
     }
+
+
+@pytest.mark.parametrize("name", ["tracr-proportion", "tracr-reverse"])
+def test_the_ground_truth_of_acdcs_models_is_acdcs_list(truths, name):
+    assert in_circuit(ground_truth(name, "tracr")) == in_circuit(truths[name][1])
 
 
 def test_proportion_weight_circuit_is_acdcs(truths):

@@ -128,26 +128,28 @@ def save_compiled(
     directory: Path, assembled: Any, program: Any, name: str, inputs: str, length: int | None = None
 ) -> Converted:
     """Save tracr's compiled ``program`` to ``directory`` as a GPT-2 model directory with
-    its tokenizer, ``tracr.json`` and ``circuit.json``: the weight-derived circuit (task
-    ``tracr``) and, for the built-ins ACDC evaluated, ACDC's edge list (``tracr:acdc``)."""
+    its tokenizer, ``tracr.json`` and ``circuit.json``: the weight-derived circuit
+    (``tracr:weights``) and the ground truth (task ``tracr``), which is ACDC's edge list
+    for the built-ins the ACDC paper scored (also ``tracr:acdc``) and the weight-derived
+    circuit otherwise."""
     converted = convert(assembled, program, name, inputs, length)
     converted.model.save_pretrained(directory)
     tokenizer = token_list_tokenizer(converted.tokens, converted.program.bos, converted.program.pad)
     tokenizer.save_pretrained(directory)
     config = assembled.model_config
-    circuits = {
-        TASK: weight_circuit(
-            assembled.params,
-            list(assembled.residual_labels),
-            config.num_layers,
-            config.num_heads,
-            config.key_size,
-            converted.output_dims,
-            name,
-        )
-    }
+    weights = weight_circuit(
+        assembled.params,
+        list(assembled.residual_labels),
+        config.num_layers,
+        config.num_heads,
+        config.key_size,
+        converted.output_dims,
+        name,
+    )
+    circuits = {TASK: weights, f"{TASK}:weights": weights}
     if name in ACDC_EDGES:
-        circuits[f"{TASK}:acdc"] = acdc_circuit(name, config.num_layers, config.num_heads)
+        acdc = acdc_circuit(name, config.num_layers, config.num_heads)
+        circuits.update({TASK: acdc, f"{TASK}:acdc": acdc})
     write_ground_truth(directory, circuits)
     converted.program.write(directory)
     return converted
