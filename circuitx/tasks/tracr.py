@@ -90,7 +90,7 @@ class TracrTask(_tasks.Task):
     metrics = ("l2", "kl", "logit-diff")
     corruptions = ("shuffle",)
     has_negative_prompts = False  # a shuffled batch holds valid inputs too
-    model_family = "tracr"  # tracr models, or a directory from circuitx build-tracr
+    model_family = "tracr"  # tracr models (compiled or trained), or a directory with tracr.json
     reference_variants = {
         "": "the model's ground truth: ACDC's edge list on tracr-reverse and "
         "tracr-proportion (what the ACDC paper scores against), else the weights' circuit",
@@ -108,8 +108,9 @@ class TracrTask(_tasks.Task):
         program = read_program(model.source)
         if program is None:
             raise CircuitxError(
-                f"task tracr needs a tracr model (tracr-reverse, tracr-proportion, tracr-sort, "
-                f"tracr-hist, or a directory from circuitx build-tracr); {model.name!r} is not one"
+                "task tracr needs a tracr model (tracr-reverse, tracr-proportion, tracr-sort, "
+                "tracr-hist, trained-tracr-reverse, trained-tracr-proportion, or a directory "
+                f"from circuitx build-tracr or train-ground-truth); {model.name!r} is not one"
             )
         return program
 

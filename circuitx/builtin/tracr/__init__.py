@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
+
 from circuitx.builtin.ground_truth import write_ground_truth
 from circuitx.builtin.hf import token_list_tokenizer
 from circuitx.builtin.tracr import programs
@@ -128,14 +130,20 @@ def save_compiled(
     directory: Path, assembled: Any, program: Any, name: str, inputs: str, length: int | None = None
 ) -> Converted:
     """Save tracr's compiled ``program`` to ``directory`` as a GPT-2 model directory with
-    its tokenizer, ``tracr.json`` and ``circuit.json``: the weight-derived circuit
-    (``tracr:weights``) and the ground truth (task ``tracr``), which is ACDC's edge list
-    for the built-ins the ACDC paper scored (also ``tracr:acdc``) and the weight-derived
-    circuit otherwise."""
+    its tokenizer, ``tracr.json`` and ``circuit.json`` (see :func:`ground_truths`)."""
     converted = convert(assembled, program, name, inputs, length)
     converted.model.save_pretrained(directory)
     tokenizer = token_list_tokenizer(converted.tokens, converted.program.bos, converted.program.pad)
     tokenizer.save_pretrained(directory)
+    write_ground_truth(directory, ground_truths(assembled, converted.output_dims, name))
+    converted.program.write(directory)
+    return converted
+
+
+def ground_truths(assembled: Any, output_dims: list[int], name: str) -> dict[str, nx.MultiDiGraph]:
+    """A compiled model's circuits by task: the weight-derived circuit (``tracr:weights``)
+    and the ground truth (task ``tracr``), which is ACDC's edge list for the built-ins the
+    ACDC paper scored (also ``tracr:acdc``) and the weight-derived circuit otherwise."""
     config = assembled.model_config
     weights = weight_circuit(
         assembled.params,
@@ -143,16 +151,14 @@ def save_compiled(
         config.num_layers,
         config.num_heads,
         config.key_size,
-        converted.output_dims,
+        output_dims,
         name,
     )
     circuits = {TASK: weights, f"{TASK}:weights": weights}
     if name in ACDC_EDGES:
         acdc = acdc_circuit(name, config.num_layers, config.num_heads)
         circuits.update({TASK: acdc, f"{TASK}:acdc": acdc})
-    write_ground_truth(directory, circuits)
-    converted.program.write(directory)
-    return converted
+    return circuits
 
 
 __all__ = [
@@ -164,6 +170,7 @@ __all__ = [
     "build",
     "check_inputs",
     "compile_program",
+    "ground_truths",
     "read_program",
     "save_compiled",
 ]

@@ -51,21 +51,17 @@ def _columns(w: np.ndarray) -> set[int]:
     return set(np.flatnonzero(np.abs(w).sum(0)).tolist())
 
 
-def weight_circuit(
-    params: dict[str, dict[str, Any]],
-    labels: list[str],
-    n_layers: int,
-    n_heads: int,
-    key_size: int,
-    output_dims: list[int],
-    name: str,
-) -> nx.MultiDiGraph:
-    """The circuit of a compiled model's ``params`` (tracr's own, [d_in, d_out] weights)."""
-    p = {key: {k: np.asarray(v) for k, v in group.items()} for key, group in params.items()}
-    writes: dict[str, set[int]] = {
-        INPUT: _columns(p["token_embed"]["embeddings"]) | _columns(p["pos_embed"]["embeddings"])
-    }
-    reads: dict[tuple[str, str | None], set[int]] = {(LOGITS, None): set(output_dims)}
+def _weights(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    return {key: {k: np.asarray(v) for k, v in group.items()} for key, group in params.items()}
+
+
+def _components(
+    p: dict[str, dict[str, np.ndarray]], n_layers: int, n_heads: int, key_size: int
+) -> tuple[dict[str, set[int]], dict[tuple[str, str | None], set[int]]]:
+    """What each non-zero head and MLP writes (residual dimensions) and what each of its
+    inputs (a head's q, k or v; an MLP's ``None``) reads."""
+    writes: dict[str, set[int]] = {}
+    reads: dict[tuple[str, str | None], set[int]] = {}
     for layer in range(n_layers):
         attn, mlp = f"transformer/layer_{layer}/attn", f"transformer/layer_{layer}/mlp"
         for head in range(n_heads):
@@ -79,6 +75,33 @@ def weight_circuit(
         if _columns(p[f"{mlp}/linear_1"]["w"]):
             writes[mlp_node(layer)] = _columns(p[f"{mlp}/linear_2"]["w"])
             reads[mlp_node(layer), None] = _rows(p[f"{mlp}/linear_1"]["w"])
+    return writes, reads
+
+
+def written_values(
+    params: dict[str, dict[str, Any]], labels: list[str], n_layers: int, n_heads: int, key_size: int
+) -> dict[str, set[str]]:
+    """The RASP values (residual labels before ``:``) each head and MLP writes."""
+    writes, _ = _components(_weights(params), n_layers, n_heads, key_size)
+    return {node: {labels[d].split(":")[0] for d in dims} for node, dims in writes.items()}
+
+
+def weight_circuit(
+    params: dict[str, dict[str, Any]],
+    labels: list[str],
+    n_layers: int,
+    n_heads: int,
+    key_size: int,
+    output_dims: list[int],
+    name: str,
+) -> nx.MultiDiGraph:
+    """The circuit of a compiled model's ``params`` (tracr's own, [d_in, d_out] weights)."""
+    p = _weights(params)
+    writes, reads = _components(p, n_layers, n_heads, key_size)
+    writes[INPUT] = _columns(p["token_embed"]["embeddings"]) | _columns(
+        p["pos_embed"]["embeddings"]
+    )
+    reads[LOGITS, None] = set(output_dims)
     graph = reference_graph(f"{name} weights", n_layers, n_heads, True)
     graph.graph.update(task="tracr", model=name)
     for node, dims in writes.items():
