@@ -1,5 +1,5 @@
-"""Every benchmark in one command: the leaderboard on the planted, the hard planted and the
-tracr models, then the methods' timing runs; writes benchmarks/RESULTS.md (rewritten after
+"""Every benchmark in one command: the leaderboard on the planted, the hard planted, the
+tracr and the trained models, then the methods' timing runs; writes benchmarks/RESULTS.md (rewritten after
 each part, atomically). The tracr models against the ACDC paper's numbers are
 benchmarks/tracr_paper.py's own run (benchmarks/tracr.md).
 
@@ -43,6 +43,7 @@ LEADERBOARDS = (
         "the hard planted models (backup heads, louder distractors)",
     ),
     ("tracr", "leaderboard-tracr", "the tracr-compiled models (task tracr, metric l2)"),
+    ("trained", "leaderboard-trained", "the SIIT-trained models (task tracr, metric l2)"),
 )
 
 

@@ -121,3 +121,19 @@ def class_circuit(
         for receiver in [*mlps, LOGITS]:
             mark_edge(graph, sender, receiver)
     return graph
+
+
+def reshaped(graph: nx.MultiDiGraph, name: str, n_layers: int, n_heads: int) -> nx.MultiDiGraph:
+    """``graph``'s circuit (nodes, roles, edges) in the graph of a model with at least its
+    layers and heads (a model trained to implement it in the same places)."""
+    circuit = [(node, data) for node, data in graph.nodes(data=True) if data.get("in_circuit")]
+    heads = [(data["layer"], data["head"]) for _, data in circuit if data["kind"] == "head"]
+    mlps = [data["layer"] for _, data in circuit if data["kind"] == "mlp"]
+    require_shape(name, n_layers, n_heads, True, heads or [(0, 0)], mlps)
+    target = reference_graph(name, n_layers, n_heads, True)
+    for node, data in circuit:
+        put_in_circuit(target, [node], data.get("role") or "")
+    for sender, receiver, data in graph.edges(data=True):
+        if data.get("in_circuit"):
+            mark_edge(target, sender, receiver, [data["input"]] if data.get("input") else [])
+    return target

@@ -33,6 +33,14 @@ from circuitx.builtin.ground_truth import read_ground_truth
 from circuitx.builtin.planted import PLANTED
 from circuitx.builtin.tracr import TASK as TRACR_TASK
 from circuitx.builtin.tracr import TRACR
+from circuitx.builtin.trained import (
+    SCORES,
+    TRAINED,
+    WEIGHTS,
+    copy_shipped,
+    read_training,
+    shipped_files,
+)
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, load_model, quiet_loaders
 from circuitx.tasks import TASKS
@@ -51,14 +59,18 @@ class BuiltinModel:
     circuits: Callable[[], dict[str, nx.MultiDiGraph]] | None = None
     has_ground_truth: bool = False  # its directory ships circuit.json
     packages: tuple[str, ...] = ()  # distributions whose version changes the weights
+    files: tuple[Path, ...] = ()  # shipped files the model is copied from (trained models)
+    scores: dict[str, float] | None = None  # held-out scores measured when it was trained
 
     @cached_property
     def identity(self) -> str:
-        """A hash of the name, the source of every module that defines the model and the
-        versions of the packages that build it."""
+        """A hash of the name, the source of every module that defines the model, the
+        files it is copied from and the versions of the packages that build it."""
         digest = hashlib.sha256(self.name.encode())
         for module in self.sources:
             digest.update(inspect.getsource(importlib.import_module(module)).encode())
+        for path in self.files:
+            digest.update(path.name.encode() + path.read_bytes())
         for package in self.packages:
             try:
                 digest.update(f"{package}=={metadata.version(package)}".encode())
@@ -132,6 +144,18 @@ def _registry() -> dict[str, BuiltinModel]:
             has_ground_truth=True,
             packages=("tracr-pypi",),
         )
+    for name, spec in TRAINED.items():
+        record = read_training(WEIGHTS / name)
+        models[name] = BuiltinModel(
+            name,
+            spec.description,
+            copy_shipped(name),
+            (*_BUILDERS, "circuitx.builtin.trained"),
+            spec.task,
+            has_ground_truth=True,
+            files=shipped_files(name),
+            scores=None if record is None else {k: record[k] for k in SCORES},
+        )
     return models
 
 
@@ -146,6 +170,14 @@ FAMILIES: dict[str, Family] = {
 }
 FAMILIES["tracr"] = Family(
     "tracr", "the built-in tracr-compiled programs", {TRACR_TASK: tuple(TRACR)}
+)
+FAMILIES["trained"] = Family(
+    "trained",
+    "models SIIT-trained to implement a task's high-level model",
+    {
+        task: tuple(name for name, spec in TRAINED.items() if spec.task == task)
+        for task in dict.fromkeys(spec.task for spec in TRAINED.values())
+    },
 )
 
 

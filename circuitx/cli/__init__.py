@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from circuitx import __version__
-from circuitx.cli import discover, leaderboard, listings, tracr, transcoders
+from circuitx.cli import discover, leaderboard, listings, tracr, trained, transcoders
 from circuitx.cli.common import OneLineErrors
 
 
@@ -26,6 +26,7 @@ for command in (
     discover.export,
     transcoders.train_transcoders,
     tracr.build_tracr,
+    trained.train_ground_truth_command,
     leaderboard.leaderboard,
     listings.tasks,
     listings.methods,

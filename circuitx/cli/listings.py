@@ -68,8 +68,9 @@ def models(as_json) -> None:
                 "source": "built-in (no download)",
                 "task": m.task,
                 "circuit": _circuit_size(circuits[m.task]) if m.task in circuits else None,
-                "description": m.description,
+                "description": m.description + _scores_note(m.scores),
                 "circuits": {task: _circuit_facts(graph) for task, graph in circuits.items()},
+                "held_out": m.scores,
             }
         )
     rows += [
@@ -81,6 +82,7 @@ def models(as_json) -> None:
             "description": f"{family.description}: "
             + ", ".join(f"{task} -> {', '.join(names)}" for task, names in family.members.items()),
             "circuits": {},
+            "held_out": None,
         }
         for family in FAMILIES.values()
     ]
@@ -92,10 +94,21 @@ def models(as_json) -> None:
             "circuit": None,
             "description": hub_id,
             "circuits": {},
+            "held_out": None,
         }
         for alias, hub_id in HUB_ALIASES.items()
     ]
     print_rows(rows, as_json, "models", ("name", "source", "task", "circuit", "description"))
+
+
+def _scores_note(scores: dict[str, float] | None) -> str:
+    """A trained model's held-out scores, measured when it was trained."""
+    if not scores:
+        return ""
+    return (
+        f" (held out: accuracy {scores['accuracy']:.3f}, IIA {scores['iia']:.3f}, "
+        f"strict-IIA {scores['strict_iia']:.3f})"
+    )
 
 
 def _circuit_facts(graph: nx.MultiDiGraph) -> dict[str, Any]:

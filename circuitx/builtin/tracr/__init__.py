@@ -145,15 +145,7 @@ def ground_truths(assembled: Any, output_dims: list[int], name: str) -> dict[str
     and the ground truth (task ``tracr``), which is ACDC's edge list for the built-ins the
     ACDC paper scored (also ``tracr:acdc``) and the weight-derived circuit otherwise."""
     config = assembled.model_config
-    weights = weight_circuit(
-        assembled.params,
-        list(assembled.residual_labels),
-        config.num_layers,
-        config.num_heads,
-        config.key_size,
-        output_dims,
-        name,
-    )
+    weights = weight_circuit(assembled, output_dims, name)
     circuits = {TASK: weights, f"{TASK}:weights": weights}
     if name in ACDC_EDGES:
         acdc = acdc_circuit(name, config.num_layers, config.num_heads)

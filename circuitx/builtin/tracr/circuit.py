@@ -51,20 +51,24 @@ def _columns(w: np.ndarray) -> set[int]:
     return set(np.flatnonzero(np.abs(w).sum(0)).tolist())
 
 
-def _weights(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
-    return {key: {k: np.asarray(v) for k, v in group.items()} for key, group in params.items()}
-
-
 def _components(
-    p: dict[str, dict[str, np.ndarray]], n_layers: int, n_heads: int, key_size: int
-) -> tuple[dict[str, set[int]], dict[tuple[str, str | None], set[int]]]:
-    """What each non-zero head and MLP writes (residual dimensions) and what each of its
-    inputs (a head's q, k or v; an MLP's ``None``) reads."""
+    assembled: Any,
+) -> tuple[
+    dict[str, dict[str, np.ndarray]], dict[str, set[int]], dict[tuple[str, str | None], set[int]]
+]:
+    """A compiled model's weights (tracr's own, [d_in, d_out]), what each non-zero head and
+    MLP writes (residual dimensions) and what each of its inputs (a head's q, k or v; an
+    MLP's ``None``) reads."""
+    p = {
+        key: {k: np.asarray(v) for k, v in group.items()} for key, group in assembled.params.items()
+    }
+    config = assembled.model_config
+    key_size = config.key_size
     writes: dict[str, set[int]] = {}
     reads: dict[tuple[str, str | None], set[int]] = {}
-    for layer in range(n_layers):
+    for layer in range(config.num_layers):
         attn, mlp = f"transformer/layer_{layer}/attn", f"transformer/layer_{layer}/mlp"
-        for head in range(n_heads):
+        for head in range(config.num_heads):
             cols = slice(head * key_size, (head + 1) * key_size)
             node = head_node(layer, head)
             written = _columns(p[f"{attn}/linear"]["w"][cols])
@@ -75,38 +79,33 @@ def _components(
         if _columns(p[f"{mlp}/linear_1"]["w"]):
             writes[mlp_node(layer)] = _columns(p[f"{mlp}/linear_2"]["w"])
             reads[mlp_node(layer), None] = _rows(p[f"{mlp}/linear_1"]["w"])
-    return writes, reads
+    return p, writes, reads
 
 
-def written_values(
-    params: dict[str, dict[str, Any]], labels: list[str], n_layers: int, n_heads: int, key_size: int
-) -> dict[str, set[str]]:
-    """The RASP values (residual labels before ``:``) each head and MLP writes."""
-    writes, _ = _components(_weights(params), n_layers, n_heads, key_size)
-    return {node: {labels[d].split(":")[0] for d in dims} for node, dims in writes.items()}
+def _values(assembled: Any, dims: set[int]) -> set[str]:
+    """The RASP values (residual labels before ``:``) of residual dimensions ``dims``."""
+    return {assembled.residual_labels[d].split(":")[0] for d in dims}
 
 
-def weight_circuit(
-    params: dict[str, dict[str, Any]],
-    labels: list[str],
-    n_layers: int,
-    n_heads: int,
-    key_size: int,
-    output_dims: list[int],
-    name: str,
-) -> nx.MultiDiGraph:
-    """The circuit of a compiled model's ``params`` (tracr's own, [d_in, d_out] weights)."""
-    p = _weights(params)
-    writes, reads = _components(p, n_layers, n_heads, key_size)
+def written_values(assembled: Any) -> dict[str, set[str]]:
+    """The RASP values each head and MLP of a compiled model writes."""
+    _, writes, _ = _components(assembled)
+    return {node: _values(assembled, dims) for node, dims in writes.items()}
+
+
+def weight_circuit(assembled: Any, output_dims: list[int], name: str) -> nx.MultiDiGraph:
+    """The circuit of tracr's compiled model (its ``AssembledTransformerModel``)."""
+    p, writes, reads = _components(assembled)
     writes[INPUT] = _columns(p["token_embed"]["embeddings"]) | _columns(
         p["pos_embed"]["embeddings"]
     )
     reads[LOGITS, None] = set(output_dims)
-    graph = reference_graph(f"{name} weights", n_layers, n_heads, True)
+    config = assembled.model_config
+    graph = reference_graph(f"{name} weights", config.num_layers, config.num_heads, True)
     graph.graph.update(task="tracr", model=name)
     for node, dims in writes.items():
         if node != INPUT:
-            put_in_circuit(graph, [node], ",".join(sorted({labels[d].split(":")[0] for d in dims})))
+            put_in_circuit(graph, [node], ",".join(sorted(_values(assembled, dims))))
     for (receiver, head_input), read in reads.items():
         for sender, written in writes.items():
             if read & written:

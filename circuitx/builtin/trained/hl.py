@@ -1,0 +1,65 @@
+"""High-level causal models: what a trained ground-truth model must implement.
+
+A high-level model (HL) names its variables (the nodes SIIT intervenes on), the low-level
+components each is aligned to, and computes the task output for a batch of its inputs,
+optionally with one variable set to its value on other (source) inputs. Inputs are rows
+of a fixed table of token ids, so a batch is a tensor of row indices.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from circuitx.names import parse_node
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Where and how the low-level model's output is read: the positions [P] (the same for
+    every input), and the output tokens, one per class (categorical) or the one token whose
+    centred logit is the value (numerical)."""
+
+    positions: torch.Tensor  # [P]
+    tokens: tuple[int, ...]
+    numerical: bool
+
+
+class HighLevelModel(ABC):
+    """A causal model over a table of inputs, aligned to a low-level model's components."""
+
+    name: str
+    inputs: torch.Tensor  # [N, pos] token ids of the low-level model
+    readout: Readout
+    # HL variable -> the low-level nodes (``a{L}.h{H}``, ``m{L}``) that compute it
+    alignment: dict[str, tuple[str, ...]]
+
+    @abstractmethod
+    def outputs(
+        self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
+    ) -> torch.Tensor:
+        """The output [n, P] on inputs ``base`` [n] (class indices, or values when
+        numerical), with ``variable`` set to its value on inputs ``source`` [n]."""
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(self.alignment)
+
+    def aligned_nodes(self) -> set[str]:
+        return {node for nodes in self.alignment.values() for node in nodes}
+
+
+def check_alignment(alignment: dict[str, tuple[str, ...]], n_layers: int, n_heads: int) -> None:
+    """Raise ``ValueError`` unless every aligned node is a head or MLP of the given shape,
+    and no node is aligned to two variables."""
+    seen: dict[str, str] = {}
+    for variable, nodes in alignment.items():
+        for node in nodes:
+            kind, layer, head = parse_node(node)
+            if kind not in ("head", "mlp") or layer >= n_layers or (head or 0) >= n_heads:
+                raise ValueError(f"{variable} is aligned to {node}, not in the model")
+            if node in seen:
+                raise ValueError(f"{node} is aligned to both {seen[node]} and {variable}")
+            seen[node] = variable

@@ -1,0 +1,323 @@
+"""Strict interchange intervention training (SIIT; Gupta et al. 2024, InterpBench).
+
+A GPT-2 model is trained on pairs of inputs (base, source) drawn from a high-level
+model's table with three losses, summed with weights into one step:
+
+- behaviour: the model's output on the base is the HL output;
+- IIT: with the components aligned to one HL variable (drawn per batch) patched with
+  their activations on the source, the output is the HL output under the same
+  intervention;
+- strictness: with components outside the alignment patched (each with probability 1/2,
+  drawn per batch), the output is still the base's HL output.
+
+A node is what the patching engine means by it: a head's ``z`` (its slice of the input to
+the attention's output projection, TransformerLens's ``hook_z``) or an MLP's output, at
+every position; the source's activations are taken without gradient, as in the ``iit``
+library. Categorical outputs are trained with cross-entropy over the output tokens'
+logits, numerical ones with the squared error of the value token's logit. The
+unembedding is kept centred over the vocabulary (projected after every step), as the
+TransformerBridge's compatibility mode centres it: what training reads is what discovery
+reads, and no other token's logit moves the value. Adam (betas 0.9, 0.9) with gradient
+norm clipped to 1, as InterpBench, and the learning rate decaying linearly to a tenth;
+training stops when accuracy, every variable's IIA and every outside node's strict-IIA
+reach the threshold on held-out pairs, and otherwise ends with the weights of its best
+evaluation (by the worst of those scores).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from circuitx.builtin.trained.hl import HighLevelModel, Readout
+from circuitx.names import head_node, mlp_node
+from circuitx.progress import Advance, no_progress
+
+NUMERIC_ATOL = 0.05  # a numerical output within this of the HL's is correct (iit's atol)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """SIIT's hyperparameters (defaults: InterpBench's, but a single summed step)."""
+
+    seed: int = 0
+    max_steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    final_lr_factor: float = 0.1  # the learning rate decays linearly to lr times this
+    behaviour_weight: float = 1.0
+    iit_weight: float = 1.0
+    strict_weight: float = 0.4
+    clip: float = 1.0
+    eval_every: int = 100
+    eval_pairs: int = 1024
+    threshold: float = 0.99  # stop when every held-out score reaches it
+    held_out: float = 0.2  # the share of (base, source) pairs kept for evaluation
+    # outside nodes patched per batch for the strictness loss: "half" (each with
+    # probability 1/2, InterpBench's sample_all) or "one" (one at random, iit's default)
+    strict_sampling: str = "half"
+
+
+@dataclass
+class Evaluation:
+    """Held-out scores: accuracy on the bases, IIA per HL variable, strict-IIA per node
+    outside the alignment (a pair counts when every readout position is right)."""
+
+    accuracy: float
+    iia: dict[str, float]
+    strict_iia: dict[str, float]
+
+    @property
+    def worst(self) -> float:
+        return min([self.accuracy, *self.iia.values(), *self.strict_iia.values()])
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "accuracy": self.accuracy,
+            "iia": min(self.iia.values(), default=1.0),
+            "strict_iia": min(self.strict_iia.values(), default=1.0),
+        }
+
+
+@dataclass
+class History:
+    """Mean losses per evaluation interval, and the evaluations."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[dict[str, float]] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+
+
+class Intervenable:
+    """A Hugging Face GPT-2 model whose heads' z and MLPs' outputs can be recorded and
+    replaced, by node name, during a forward pass."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        config = model.config
+        self.n_layers, self.n_heads = config.n_layer, config.n_head
+        self.d_head = config.n_embd // config.n_head
+        self.patches: dict[str, torch.Tensor] = {}
+        self.record: dict[str, torch.Tensor] | None = None
+        for layer, block in enumerate(model.transformer.h):
+            block.attn.c_proj.register_forward_pre_hook(self._heads_hook(layer))
+            block.mlp.register_forward_hook(self._mlp_hook(layer))
+
+    @property
+    def nodes(self) -> list[str]:
+        heads = [head_node(layer, h) for layer in range(self.n_layers) for h in range(self.n_heads)]
+        return heads + [mlp_node(layer) for layer in range(self.n_layers)]
+
+    def _heads_hook(self, layer: int) -> Callable:
+        def hook(module: Any, args: tuple[torch.Tensor, ...]) -> Any:
+            heads = list(args[0].split(self.d_head, -1))  # [batch, pos, d_head] each
+            if self.record is not None:
+                for head, z in enumerate(heads):
+                    self.record[head_node(layer, head)] = z.detach()
+            patched = False
+            for head in range(self.n_heads):
+                patch = self.patches.get(head_node(layer, head))
+                if patch is not None:
+                    heads[head], patched = patch, True
+            return (torch.cat(heads, -1), *args[1:]) if patched else None
+
+        return hook
+
+    def _mlp_hook(self, layer: int) -> Callable:
+        def hook(module: Any, args: Any, output: torch.Tensor) -> Any:
+            if self.record is not None:
+                self.record[mlp_node(layer)] = output.detach()
+            return self.patches.get(mlp_node(layer))
+
+        return hook
+
+    @torch.no_grad()
+    def centre_unembedding(self) -> None:
+        """Make every residual direction's logits sum to zero over the vocabulary, as the
+        bridge's compatibility mode centres them: then the logits training reads are the
+        ones discovery reads, and the centred value logit depends on no other logit."""
+        weight = self.model.lm_head.weight  # [vocab, d_model]
+        weight -= weight.mean(0, keepdim=True)
+
+    def logits(self, tokens: torch.Tensor, patches: dict[str, torch.Tensor] | None = None):
+        """Logits [batch, pos, vocab] with ``patches`` (node -> activation) in place."""
+        self.patches = patches or {}
+        try:
+            return self.model(tokens).logits
+        finally:
+            self.patches = {}
+
+    @torch.no_grad()
+    def activations(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every node's activation on ``tokens``, without gradient."""
+        self.record = {}
+        try:
+            self.model(tokens)
+            return self.record
+        finally:
+            self.record = None
+
+
+def read_output(logits: torch.Tensor, readout: Readout) -> torch.Tensor:
+    """The output at the readout positions: the output tokens' logits [n, P, classes], or
+    the value token's centred logit [n, P]."""
+    at = logits[:, readout.positions]
+    if readout.numerical:
+        return at[..., readout.tokens[0]] - at.mean(-1)
+    return at[..., list(readout.tokens)]
+
+
+def loss(output: torch.Tensor, target: torch.Tensor, readout: Readout) -> torch.Tensor:
+    if readout.numerical:
+        return torch.nn.functional.mse_loss(output, target)
+    return torch.nn.functional.cross_entropy(output.flatten(0, 1), target.flatten())
+
+
+def correct(output: torch.Tensor, target: torch.Tensor, readout: Readout) -> torch.Tensor:
+    """Per pair [n]: whether the output is right at every readout position."""
+    if readout.numerical:
+        return ((output - target).abs() < NUMERIC_ATOL).all(-1)
+    return (output.argmax(-1) == target).all(-1)
+
+
+def split_pairs(n_inputs: int, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) pair ids (base * n_inputs + source), a seeded split."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    order = torch.randperm(n_inputs * n_inputs, generator=generator)
+    held = max(1, math.floor(len(order) * settings.held_out))
+    return order[held:], order[:held]
+
+
+def evaluate(
+    ll: Intervenable, hl: HighLevelModel, pairs: torch.Tensor, batch_size: int = 512
+) -> Evaluation:
+    """Accuracy, IIA per variable and strict-IIA per outside node on ``pairs`` (ids)."""
+    n = len(hl.inputs)
+    outside = [node for node in ll.nodes if node not in hl.aligned_nodes()]
+    counts: dict[str, float] = {}
+    was_training = ll.model.training
+    ll.model.eval()
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            base, source = chunk // n, chunk % n
+            tokens = hl.inputs[base]
+            cache = ll.activations(hl.inputs[source])
+            target = hl.outputs(base)
+
+            def score(key: str, patches: dict[str, torch.Tensor], want: torch.Tensor) -> None:
+                output = read_output(ll.logits(tokens, patches), hl.readout)
+                hits = correct(output, want, hl.readout).sum()
+                counts[key] = counts.get(key, 0.0) + float(hits)
+
+            score("accuracy", {}, target)
+            for variable, nodes in hl.alignment.items():
+                want = hl.outputs(base, source, variable)
+                score(f"iia:{variable}", {node: cache[node] for node in nodes}, want)
+            for node in outside:
+                score(f"strict:{node}", {node: cache[node]}, target)
+    ll.model.train(was_training)
+    total = len(pairs)
+    return Evaluation(
+        accuracy=counts["accuracy"] / total,
+        iia={v: counts[f"iia:{v}"] / total for v in hl.alignment},
+        strict_iia={node: counts[f"strict:{node}"] / total for node in outside},
+    )
+
+
+def train(
+    ll: Intervenable, hl: HighLevelModel, settings: Settings, advance: Advance = no_progress
+) -> History:
+    """Train ``ll`` in place to implement ``hl`` (see the module docstring)."""
+    n = len(hl.inputs)
+    train_pairs, held_out = split_pairs(n, settings)
+    eval_pairs = held_out[: settings.eval_pairs]
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    variables = list(hl.variables)
+    outside = [node for node in ll.nodes if node not in hl.aligned_nodes()]
+    parameters = [p for p in ll.model.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(parameters, lr=settings.lr, betas=(0.9, 0.9))
+    schedule = torch.optim.lr_scheduler.LinearLR(
+        optimiser, 1.0, settings.final_lr_factor, total_iters=settings.max_steps
+    )
+    ll.centre_unembedding()
+    history = History()
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    totals = {"behaviour": 0.0, "iit": 0.0, "strict": 0.0}
+    ll.model.train()
+    for step in range(1, settings.max_steps + 1):
+        picked = torch.randint(len(train_pairs), (settings.batch_size,), generator=generator)
+        ids = train_pairs[picked]
+        base, source = ids // n, ids % n
+        tokens = hl.inputs[base]
+        cache = ll.activations(hl.inputs[source])
+        target = hl.outputs(base)
+        variable = variables[int(torch.randint(len(variables), (1,), generator=generator))]
+        if settings.strict_sampling == "one":
+            chosen = torch.zeros(len(outside), dtype=torch.bool)
+            chosen[int(torch.randint(len(outside), (1,), generator=generator))] = True
+        else:
+            chosen = torch.rand(len(outside), generator=generator) < 0.5
+        strict_nodes = [node for node, keep in zip(outside, chosen.tolist()) if keep]
+        losses = {
+            "behaviour": loss(read_output(ll.logits(tokens), hl.readout), target, hl.readout),
+            "iit": loss(
+                read_output(
+                    ll.logits(tokens, {node: cache[node] for node in hl.alignment[variable]}),
+                    hl.readout,
+                ),
+                hl.outputs(base, source, variable),
+                hl.readout,
+            ),
+            "strict": loss(
+                read_output(
+                    ll.logits(tokens, {node: cache[node] for node in strict_nodes}), hl.readout
+                ),
+                target,
+                hl.readout,
+            ),
+        }
+        total = (
+            settings.behaviour_weight * losses["behaviour"]
+            + settings.iit_weight * losses["iit"]
+            + settings.strict_weight * losses["strict"]
+        )
+        optimiser.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, settings.clip)
+        optimiser.step()
+        schedule.step()
+        ll.centre_unembedding()
+        for key, value in losses.items():
+            totals[key] += float(value.detach())
+        if step % settings.eval_every == 0 or step == settings.max_steps:
+            since = step - (history.steps[-1] if history.steps else 0)
+            history.steps.append(step)
+            history.losses.append({key: value / since for key, value in totals.items()})
+            totals = dict.fromkeys(totals, 0.0)
+            evaluation = evaluate(ll, hl, eval_pairs)
+            history.evaluations.append(evaluation)
+            shown = " ".join(f"{k} {v:.2g}" for k, v in history.losses[-1].items())
+            advance(since, f"SIIT {shown} worst {evaluation.worst:.3f}")
+            if best is None or evaluation.worst > best[0]:
+                best = (evaluation.worst, copy.deepcopy(ll.model.state_dict()))
+            if evaluation.worst >= settings.threshold:
+                break
+    if best is not None:  # the weights of the best evaluation, if training went past it
+        ll.model.load_state_dict(best[1])
+    ll.model.eval()
+    return history
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Torch's global generator seeded inside the block (model initialisation), restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

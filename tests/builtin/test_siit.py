@@ -1,0 +1,98 @@
+"""SIIT training: a node patched in training is the node the engine patches, the three
+losses fall, and one seed gives one set of weights."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import load_tiny
+
+from circuitx.builtin.trained.hl import HighLevelModel, Readout, check_alignment
+from circuitx.builtin.trained.siit import Intervenable, Settings, evaluate, seeded, train
+from circuitx.models import head_output_hook, mlp_output_hook
+
+
+def test_a_patched_node_is_the_bridges_node(tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    bridge = load_tiny(tmp_path / "m", 2, 4, 32, seed=3)
+    hf = Intervenable(GPT2LMHeadModel.from_pretrained(bridge.source).eval())
+    generator = torch.Generator().manual_seed(0)
+    base, source = (torch.randint(100, 5000, (3, 7), generator=generator) for _ in range(2))
+    activations = hf.activations(source)
+    patches = {"a1.h2": activations["a1.h2"], "m0": activations["m0"]}
+    with torch.no_grad():
+        ours = hf.logits(base, patches)
+    ours = ours - ours.mean(-1, keepdim=True)  # the bridge centres the unembedding
+
+    _, cache = bridge.run_with_cache(source, [head_output_hook(1), mlp_output_hook(0)])
+
+    def head(z):
+        z = z.clone()
+        z[:, :, 2] = cache[head_output_hook(1)][:, :, 2]
+        return z
+
+    theirs = bridge.run(
+        base,
+        [(head_output_hook(1), head), (mlp_output_hook(0), lambda _: cache[mlp_output_hook(0)])],
+    )
+    assert (ours - theirs).abs().max() < 1e-4
+    assert (ours - hf.logits(base).detach()).abs().max() > 1e-2  # the patch changed something
+
+
+class CopyFirst(HighLevelModel):
+    """Inputs BOS a b: at b's position the output is a (the variable ``first``, aligned
+    to head a0.h0, which must carry it over)."""
+
+    name = "copy-first"
+
+    def __init__(self) -> None:
+        rows = list(itertools.product(range(1, 5), repeat=2))
+        self.inputs = torch.tensor([[0, a, b] for a, b in rows])
+        self.readout = Readout(torch.tensor([2]), (1, 2, 3, 4), False)
+        self.alignment = {"first": ("a0.h0",)}
+
+    def outputs(self, base, source=None, variable=None):
+        first = self.inputs[source if variable else base, 1]
+        return (first - 1).unsqueeze(1)
+
+
+def _model(seed: int) -> Intervenable:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=5, n_positions=3, n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    with seeded(seed):
+        return Intervenable(GPT2LMHeadModel(config))
+
+
+def test_training_lowers_the_three_losses_and_one_seed_gives_one_model():
+    hl = CopyFirst()
+    settings = Settings(max_steps=60, batch_size=32, eval_every=20, threshold=2.0, lr=1e-2)
+    runs = []
+    for _ in range(2):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(123)  # training must not depend on the global generator
+            ll = _model(settings.seed)
+            history = train(ll, hl, settings)
+        runs.append((ll, history))
+    (ll, history), (again, _) = runs
+    first, last = history.losses[0], history.losses[-1]
+    assert all(last[key] < first[key] for key in ("behaviour", "iit", "strict"))
+    for ours, theirs in zip(ll.model.parameters(), again.model.parameters()):
+        assert torch.equal(ours, theirs)
+    final = evaluate(ll, hl, torch.arange(len(hl.inputs) ** 2))
+    assert final.accuracy > 0.5 and final.iia["first"] > 0.5  # chance is 0.25
+    assert set(final.strict_iia) == {"a0.h1", "m0"}
+
+
+def test_alignment_must_fit_the_model():
+    check_alignment({"x": ("a0.h1", "m1")}, 2, 2)
+    with pytest.raises(ValueError, match="not in the model"):
+        check_alignment({"x": ("a2.h0",)}, 2, 2)
+    with pytest.raises(ValueError, match="both"):
+        check_alignment({"x": ("m0",), "y": ("m0",)}, 2, 2)

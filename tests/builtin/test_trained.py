@@ -1,0 +1,81 @@
+"""The trained family: the shipped weights implement their high-level models on held-out
+pairs, the tracr high-level model is RASP's own evaluation, and train-ground-truth refuses
+a model that falls short."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import assert_one_line_error, run
+
+from circuitx.builtin import BUILTIN_MODELS, FAMILIES, ground_truth, model_dir
+from circuitx.builtin.trained import EVAL_PAIRS, THRESHOLD, TRAINED, TRAINING_FILE
+from circuitx.builtin.trained.siit import Intervenable, evaluate, split_pairs
+from circuitx.graph import component_nodes
+
+pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
+
+
+@pytest.fixture(scope="module", params=sorted(TRAINED))
+def shipped(request):
+    from transformers import GPT2LMHeadModel
+
+    name = request.param
+    directory = model_dir(name)
+    target = TRAINED[name].target(name)
+    model = GPT2LMHeadModel.from_pretrained(directory).eval()
+    return name, directory, target, Intervenable(model)
+
+
+def test_shipped_weights_implement_the_high_level_model(shipped):
+    name, directory, target, ll = shipped
+    record = json.loads((directory / TRAINING_FILE).read_text())
+    _, held_out = split_pairs(len(target.hl.inputs), TRAINED[name].settings)
+    scores = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
+    assert scores.worst >= THRESHOLD
+    measured = scores.summary()
+    for key, value in measured.items():  # what `circuitx models` reports is this
+        assert record[key] == pytest.approx(value, abs=1e-9)
+    assert BUILTIN_MODELS[name].scores == {k: record[k] for k in measured}
+
+
+def test_the_ground_truth_is_the_compiled_circuit_where_training_put_it(shipped):
+    name, directory, target, ll = shipped
+    truth = ground_truth(name, "tracr")
+    in_circuit = {n for n in component_nodes(truth) if truth.nodes[n]["in_circuit"]}
+    assert in_circuit == target.hl.aligned_nodes()
+    assert truth.graph["n_heads"] == ll.n_heads == 4
+    assert name in FAMILIES["trained"].models_for("tracr")
+
+
+def test_the_tracr_high_level_model_is_rasps_evaluation():
+    from tracr.rasp import rasp
+
+    target = TRAINED["trained-tracr-reverse"].target("trained-tracr-reverse")
+    hl = target.hl
+    rows = torch.arange(len(hl.inputs))
+    want = [[v - 1 for v in reversed(row)] for row in hl.rows]  # output classes are 1, 2, 3
+    assert hl.outputs(rows).tolist() == want
+    # setting ``reverse`` (the head a3.h0 computes) to its value on the source gives the
+    # source's output; RASP labels carry a process-wide counter, so find it by its head
+    (reverse,) = [v for v, nodes in hl.alignment.items() if nodes == ("a3.h0",)]
+    assert reverse == hl._program.label
+    source = rows.roll(1)
+    assert hl.outputs(rows, source, reverse).tolist() == [want[i] for i in source.tolist()]
+    assert rasp.evaluate(hl._program, list(hl.rows[0])) == [3, 2, 1]
+
+
+def test_a_model_short_of_the_threshold_is_not_written(tmp_path):
+    out = tmp_path / "short"
+    result = run("train-ground-truth", "--task", "tracr-reverse", "--out", str(out), "--max-steps", "1")
+    assert_one_line_error(result, "trained-tracr-reverse is not a ground truth: held-out accuracy")
+    assert not out.exists()
+
+
+def test_an_existing_directory_is_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("")
+    result = run("train-ground-truth", "--task", "tracr-reverse", "--out", str(tmp_path / "x"))
+    assert_one_line_error(result, "exists; choose a new directory")
