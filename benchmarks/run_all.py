@@ -35,27 +35,51 @@ TIMING = (
 )
 
 
+# (model, folder, title, ablation)
 LEADERBOARDS = (
-    ("planted", "leaderboard", "the planted models"),
+    ("planted", "leaderboard", "the planted models", "corrupted"),
     (
         "planted-hard",
         "leaderboard-hard",
         "the hard planted models (backup heads, louder distractors)",
+        "corrupted",
     ),
-    ("tracr", "leaderboard-tracr", "the tracr-compiled models (task tracr, metric l2)"),
-    ("trained", "leaderboard-trained", "the SIIT-trained models (task tracr, metric l2)"),
+    (
+        "tracr",
+        "leaderboard-tracr",
+        "the tracr-compiled models (task tracr, metric l2)",
+        "corrupted",
+    ),
+    (
+        "trained",
+        "leaderboard-trained",
+        "the SIIT-trained models (task tracr, metric l2)",
+        "corrupted",
+    ),
+    (
+        "trained",
+        "leaderboard-trained-zero",
+        "the SIIT-trained models, zero ablation (task tracr, metric l2)",
+        "zero",
+    ),
 )
 
 
-def leaderboard_section(model: str, folder: str, title: str, seeds: int, jobs: int, device) -> str:
+def leaderboard_section(
+    model: str, folder: str, title: str, ablation: str, seeds: int, jobs: int, device
+) -> str:
     out = HERE / folder
-    cells = make_grid(tasks_for(model), list(METHODS), model, list(range(seeds)), device=device)
+    cells = make_grid(
+        tasks_for(model), list(METHODS), model, list(range(seeds)), ablation=ablation, device=device
+    )
     start = time.perf_counter()
     board = run_leaderboard(cells, out, jobs=jobs)
     took = time.perf_counter() - start
     command = (
         f"circuitx leaderboard --tasks all --methods all --model {model} --seeds {seeds} "
-        f"--jobs {jobs} --out benchmarks/{folder}" + (f" --device {device}" if device else "")
+        f"--jobs {jobs} --out benchmarks/{folder}"
+        + (f" --ablation {ablation}" if ablation != "corrupted" else "")
+        + (f" --device {device}" if device else "")
     )
     plots = " ".join(
         f"[{name}]({folder}/{Path(path).name})"
@@ -108,10 +132,10 @@ def main() -> None:
         "finished cells; the table's caption says when and where they ran).\n\n"
     )
     sections: list[str] = []
-    for model, folder, title in LEADERBOARDS:
-        print(f"running the leaderboard on {model}", file=sys.stderr, flush=True)
+    for model, folder, title, ablation in LEADERBOARDS:
+        print(f"running the leaderboard on {model} ({ablation})", file=sys.stderr, flush=True)
         sections.append(
-            leaderboard_section(model, folder, title, args.seeds, args.jobs, args.device)
+            leaderboard_section(model, folder, title, ablation, args.seeds, args.jobs, args.device)
         )
         write(sections, header)
     if not args.skip_timing:
