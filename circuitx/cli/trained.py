@@ -41,7 +41,8 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     TASK's high-level causal model in chosen heads and MLPs (the built-in trained-TASK is
     the one seed 0 gives), check it on held-out pairs, and save it with its ground truth.
 
-    A model whose held-out accuracy, IIA or strict-IIA is under 0.95 is not saved.
+    A model whose held-out accuracy, IIA or strict-IIA is under 0.95 is not saved. An
+    interrupted run resumes from its last evaluation when run again with the same --out.
     """
     directory = Path(out).expanduser()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -52,13 +53,15 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     settings = dataclasses.replace(
         spec.settings, seed=seed, max_steps=max_steps or spec.settings.max_steps
     )
+    # beside the new directory: an interrupted run resumes from it when run again
+    checkpoint = directory.parent / f".{directory.name}.siit-checkpoint.pt"
     start = time.perf_counter()
     results = []
     with progress_bar(f"SIIT {spec.name}", settings.max_steps) as advance, quiet_loaders():
         build_once(
             directory,
             lambda staging: results.append(
-                train_ground_truth(spec.name, staging, settings, advance)
+                train_ground_truth(spec.name, staging, settings, advance, checkpoint)
             ),
         )
     trained = results[0]

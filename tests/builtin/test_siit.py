@@ -11,6 +11,7 @@ from conftest import load_tiny
 
 from circuitx.builtin.trained.hl import HighLevelModel, Readout, check_alignment
 from circuitx.builtin.trained.siit import Intervenable, Settings, evaluate, seeded, train
+from circuitx.errors import CircuitxError
 from circuitx.models import head_output_hook, mlp_output_hook
 
 
@@ -96,3 +97,33 @@ def test_alignment_must_fit_the_model():
         check_alignment({"x": ("a2.h0",)}, 2, 2)
     with pytest.raises(ValueError, match="both"):
         check_alignment({"x": ("m0",), "y": ("m0",)}, 2, 2)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    hl = CopyFirst()
+    settings = Settings(max_steps=40, batch_size=16, eval_every=10, threshold=2.0, lr=1e-2)
+    whole = _model(settings.seed)
+    train(whole, hl, settings)
+
+    checkpoint = tmp_path / "run.pt"
+    done = []
+
+    def stop_after_twenty(steps, description=None):
+        done.append(steps)
+        if sum(done) >= 20:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(_model(settings.seed), hl, settings, stop_after_twenty, checkpoint)
+    resumed = _model(settings.seed)  # fresh weights: all of the state comes from the file
+    history = train(resumed, hl, settings, checkpoint=checkpoint)
+    assert history.steps == [10, 20, 30, 40]
+    for ours, theirs in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(ours, theirs)
+    other = Settings(max_steps=41, batch_size=16, eval_every=10, threshold=2.0, lr=1e-2)
+    with pytest.raises(CircuitxError, match="other settings"):
+        train(_model(0), hl, other, checkpoint=checkpoint)

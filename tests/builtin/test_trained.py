@@ -71,7 +71,7 @@ def test_a_model_short_of_the_threshold_is_not_written(tmp_path):
     out = tmp_path / "short"
     result = run("train-ground-truth", "--task", "tracr-reverse", "--out", str(out), "--max-steps", "1")
     assert_one_line_error(result, "trained-tracr-reverse is not a ground truth: held-out accuracy")
-    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no model, no staging directory, no checkpoint
 
 
 def test_an_existing_directory_is_refused(tmp_path):

@@ -147,11 +147,17 @@ class Trained:
 
 
 def train_ground_truth(
-    name: str, out: Path, settings: Settings | None = None, advance: Advance = no_progress
+    name: str,
+    out: Path,
+    settings: Settings | None = None,
+    advance: Advance = no_progress,
+    checkpoint: Path | None = None,
 ) -> Trained:
     """Train built-in ``name`` and write it into the directory ``out`` (one torch thread,
     so that one seed gives one set of weights on any machine); an error, with the scores
-    and nothing written, when a held-out score is below :data:`THRESHOLD`."""
+    and nothing written, when a held-out score is below :data:`THRESHOLD`. An interrupted
+    run resumes from ``checkpoint`` (see :func:`.siit.train`), which a finished run
+    removes."""
     from transformers import GPT2LMHeadModel
 
     if name not in TRAINED:
@@ -163,7 +169,9 @@ def train_ground_truth(
         check_alignment(target.hl.alignment, target.config.n_layer, target.config.n_head)
         with seeded(settings.seed):
             ll = Intervenable(GPT2LMHeadModel(target.config))
-        history = train(ll, target.hl, settings, advance)
+        history = train(ll, target.hl, settings, advance, checkpoint)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
         _, held_out = split_pairs(len(target.hl.inputs), settings)
         final = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
     trained = Trained(final, history, min(len(held_out), EVAL_PAIRS))

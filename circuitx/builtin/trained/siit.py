@@ -27,15 +27,19 @@ evaluation (by the worst of those scores).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from circuitx.builtin.trained.hl import HighLevelModel, Readout
+from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open
 from circuitx.names import head_node, mlp_node
 from circuitx.progress import Advance, no_progress
 
@@ -232,9 +236,15 @@ def evaluate(
 
 
 def train(
-    ll: Intervenable, hl: HighLevelModel, settings: Settings, advance: Advance = no_progress
+    ll: Intervenable,
+    hl: HighLevelModel,
+    settings: Settings,
+    advance: Advance = no_progress,
+    checkpoint: Path | None = None,
 ) -> History:
-    """Train ``ll`` in place to implement ``hl`` (see the module docstring)."""
+    """Train ``ll`` in place to implement ``hl`` (see the module docstring). With
+    ``checkpoint``, the whole state is saved there at every evaluation, and a run with the
+    same settings resumes from it, giving the weights an uninterrupted run gives."""
     n = len(hl.inputs)
     train_pairs, held_out = split_pairs(n, settings)
     eval_pairs = held_out[: settings.eval_pairs]
@@ -250,8 +260,21 @@ def train(
     history = History()
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     totals = {"behaviour": 0.0, "iit": 0.0, "strict": 0.0}
+    first = 1
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["settings"] != dataclasses.asdict(settings):
+            raise CircuitxError(
+                f"the checkpoint {checkpoint} was made with other settings; delete it to start over"
+            )
+        ll.model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        history, best, first = state["history"], state["best"], state["step"] + 1
+        advance(state["step"])
     ll.model.train()
-    for step in range(1, settings.max_steps + 1):
+    for step in range(first, settings.max_steps + 1):
         picked = torch.randint(len(train_pairs), (settings.batch_size,), generator=generator)
         ids = train_pairs[picked]
         base, source = ids // n, ids % n
@@ -307,6 +330,19 @@ def train(
             advance(since, f"SIIT {shown} worst {evaluation.worst:.3f}")
             if best is None or evaluation.worst > best[0]:
                 best = (evaluation.worst, copy.deepcopy(ll.model.state_dict()))
+            if checkpoint is not None:
+                state = {
+                    "settings": dataclasses.asdict(settings),
+                    "step": step,
+                    "model": ll.model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "generator": generator.get_state(),
+                    "history": history,
+                    "best": best,
+                }
+                with atomic_open(checkpoint, "wb") as handle:
+                    torch.save(state, handle)
             if evaluation.worst >= settings.threshold:
                 break
     if best is not None:  # the weights of the best evaluation, if training went past it
