@@ -225,7 +225,7 @@ def copy_shipped(name: str) -> Callable[[Path], None]:
         if not (source / "config.json").is_file():
             raise CircuitxError(
                 f"the weights of {name} are not in this install; make them with "
-                f"circuitx train-ground-truth {name} --out DIR"
+                f"circuitx train-ground-truth --task {name.removeprefix('trained-')} --out DIR"
             )
         shutil.copytree(source, directory, dirs_exist_ok=True)
 

@@ -56,10 +56,14 @@ class TracrHighLevel(HighLevelModel):
         self.alignment = {k: v for k, v in tracr_alignment(assembled).items() if k in sops}
         self._sops = sops
         self._values: dict[tuple[int, int | None, str | None], list[Any]] = {}
+        self._plain: dict[tuple[str, int], list[Any]] = {}
 
     def value(self, label: str, row: int) -> list[Any]:
-        """RASP value ``label`` on input ``row``, one entry per position."""
-        return self._evaluate(row, {}, label)
+        """RASP value ``label`` on input ``row``, one entry per position (each evaluated
+        once: a source's value serves every base it is patched into)."""
+        if (label, row) not in self._plain:
+            self._plain[label, row] = self._evaluate(row, {}, label)
+        return self._plain[label, row]
 
     def _evaluate(self, row: int, fixed: dict[str, list[Any]], label: str) -> list[Any]:
         evaluator = _evaluator_class()(fixed)
