@@ -52,7 +52,7 @@ class CopyFirst(HighLevelModel):
     def __init__(self) -> None:
         rows = list(itertools.product(range(1, 5), repeat=2))
         self.inputs = torch.tensor([[0, a, b] for a, b in rows])
-        self.readout = Readout(torch.tensor([2]), (1, 2, 3, 4), False)
+        self.readout = Readout(torch.full((len(rows), 1), 2), (1, 2, 3, 4), False)
         self.alignment = {"first": ("a0.h0",)}
 
     def outputs(self, base, source=None, variable=None):

@@ -32,7 +32,7 @@ def shipped(request):
 def test_shipped_weights_implement_the_high_level_model(shipped):
     name, directory, target, ll = shipped
     record = json.loads((directory / TRAINING_FILE).read_text())
-    _, held_out = split_pairs(len(target.hl.inputs), TRAINED[name].settings)
+    _, held_out = split_pairs(target.hl, TRAINED[name].settings)
     scores = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
     assert scores.worst >= THRESHOLD
     measured = scores.summary()

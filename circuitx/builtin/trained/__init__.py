@@ -23,14 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from circuitx.builtin.cache import BUILD_THREADS, torch_threads
 from circuitx.builtin.ground_truth import write_ground_truth
-from circuitx.builtin.hf import token_list_tokenizer
-from circuitx.builtin.tracr import TRACR, compile_program, ground_truths
-from circuitx.builtin.tracr.convert import convert
-from circuitx.builtin.trained.hl import HighLevelModel, check_alignment
+from circuitx.builtin.trained.hl import Target, check_alignment
 from circuitx.builtin.trained.siit import (
     Evaluation,
     History,
@@ -41,29 +36,15 @@ from circuitx.builtin.trained.siit import (
     split_pairs,
     train,
 )
-from circuitx.builtin.trained.tracr_hl import TracrHighLevel
+from circuitx.builtin.trained.tracr_hl import tracr_target
 from circuitx.errors import CircuitxError
 from circuitx.progress import Advance, no_progress
-from circuitx.reference import reshaped
 
 WEIGHTS = Path(__file__).parent / "weights"
 TRAINING_FILE = "training.json"
 SCORES = ("accuracy", "iia", "strict_iia")  # the held-out scores a built-in reports
 THRESHOLD = 0.95  # held-out accuracy, IIA and strict-IIA a ground truth must reach
 EVAL_PAIRS = 4096  # held-out pairs the final scores are measured on (at most)
-SHAPE = {"n_head": 4, "n_embd": 64, "n_inner": 256}  # the low-level models' width
-
-
-@dataclass
-class Target:
-    """What training needs and the model directory gets: the high-level model, the
-    low-level model's config, its tokenizer, the task's files and the ground truth."""
-
-    hl: HighLevelModel
-    config: Any  # transformers.GPT2Config
-    tokenizer: Any
-    write_files: Callable[[Path], None]  # what the task reads (e.g. tracr.json)
-    circuits: dict[str, nx.MultiDiGraph]  # by task (or task:variant), in the model's shape
 
 
 @dataclass(frozen=True)
@@ -73,49 +54,6 @@ class TrainedModel:
     task: str  # the task it is scored on
     target: Callable[[str], Target]  # name -> what to train
     settings: Settings = Settings()
-
-
-def tracr_target(tracr_name: str) -> Callable[[str], Target]:
-    """The target of a built-in tracr program: its RASP values in a wider GPT-2."""
-
-    def make(name: str) -> Target:
-        from transformers import GPT2Config
-
-        spec = TRACR[tracr_name]
-        program = spec.program()
-        assembled = compile_program(program, set(spec.vocab), spec.max_seq_len)
-        converted = convert(assembled, program, tracr_name, spec.inputs, spec.length)
-        described = dataclasses.replace(converted.program, name=name)
-        hl = TracrHighLevel(program, assembled, described, converted.tokens)
-        compiled = assembled.model_config
-        tokens = converted.tokens
-        config = GPT2Config(
-            vocab_size=len(tokens),
-            n_positions=spec.max_seq_len + 1,
-            n_layer=max(2, compiled.num_layers),
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            bos_token_id=tokens.index(described.bos),
-            eos_token_id=tokens.index(described.bos),
-            pad_token_id=tokens.index(described.pad),
-            tie_word_embeddings=False,
-            is_causal=False,  # tracr's attention is bidirectional
-            **SHAPE,
-        )
-        circuits = {
-            task: reshaped(graph, f"{name} ground truth", config.n_layer, config.n_head)
-            for task, graph in ground_truths(assembled, converted.output_dims, tracr_name).items()
-        }
-        return Target(
-            hl,
-            config,
-            token_list_tokenizer(tokens, described.bos, described.pad),
-            described.write,
-            circuits,
-        )
-
-    return make
 
 
 TRAINED: dict[str, TrainedModel] = {
@@ -172,7 +110,7 @@ def train_ground_truth(
         history = train(ll, target.hl, settings, advance, checkpoint)
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
-        _, held_out = split_pairs(len(target.hl.inputs), settings)
+        _, held_out = split_pairs(target.hl, settings)
         final = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
     trained = Trained(final, history, min(len(held_out), EVAL_PAIRS))
     if final.worst < THRESHOLD:

@@ -9,20 +9,26 @@ of a fixed table of token ids, so a batch is a tensor of row indices.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import networkx as nx
 import torch
 
 from circuitx.names import parse_node
 
+SHAPE = {"n_head": 4, "n_embd": 64, "n_inner": 256}  # the low-level models' width
+
 
 @dataclass(frozen=True)
 class Readout:
-    """Where and how the low-level model's output is read: the positions [P] (the same for
-    every input), and the output tokens, one per class (categorical) or the one token whose
-    centred logit is the value (numerical)."""
+    """Where and how the low-level model's output is read: the positions [N, P] of each
+    input of the table, and the output tokens, one per class (categorical) or the one
+    token whose centred logit is the value (numerical)."""
 
-    positions: torch.Tensor  # [P]
+    positions: torch.Tensor  # [N, P]
     tokens: tuple[int, ...]
     numerical: bool
 
@@ -47,8 +53,25 @@ class HighLevelModel(ABC):
     def variables(self) -> tuple[str, ...]:
         return tuple(self.alignment)
 
+    def pairs(self) -> torch.Tensor:
+        """The (base, source) pairs training draws from, as ids ``base * N + source``:
+        every pair, unless a model restricts them (e.g. to inputs whose positions align)."""
+        return torch.arange(len(self.inputs) ** 2)
+
     def aligned_nodes(self) -> set[str]:
         return {node for nodes in self.alignment.values() for node in nodes}
+
+
+@dataclass
+class Target:
+    """What training needs and the model directory gets: the high-level model, the
+    low-level model's config, its tokenizer, the task's files and the ground truth."""
+
+    hl: HighLevelModel
+    config: Any  # transformers.GPT2Config
+    tokenizer: Any
+    write_files: Callable[[Path], None]  # what the task reads (e.g. tracr.json)
+    circuits: dict[str, nx.MultiDiGraph]  # by task (or task:variant), in the model's shape
 
 
 def check_alignment(alignment: dict[str, tuple[str, ...]], n_layers: int, n_heads: int) -> None:

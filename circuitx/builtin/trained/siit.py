@@ -168,10 +168,11 @@ class Intervenable:
             self.record = None
 
 
-def read_output(logits: torch.Tensor, readout: Readout) -> torch.Tensor:
-    """The output at the readout positions: the output tokens' logits [n, P, classes], or
-    the value token's centred logit [n, P]."""
-    at = logits[:, readout.positions]
+def read_output(logits: torch.Tensor, readout: Readout, base: torch.Tensor) -> torch.Tensor:
+    """The output at the readout positions of inputs ``base`` [n]: the output tokens'
+    logits [n, P, classes], or the value token's centred logit [n, P]."""
+    positions = readout.positions[base]  # [n, P]
+    at = logits[torch.arange(len(base))[:, None], positions]
     if readout.numerical:
         return at[..., readout.tokens[0]] - at.mean(-1)
     return at[..., list(readout.tokens)]
@@ -190,10 +191,11 @@ def correct(output: torch.Tensor, target: torch.Tensor, readout: Readout) -> tor
     return (output.argmax(-1) == target).all(-1)
 
 
-def split_pairs(n_inputs: int, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held-out) pair ids (base * n_inputs + source), a seeded split."""
+def split_pairs(hl: HighLevelModel, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) pair ids (base * N + source) of ``hl.pairs()``, a seeded split."""
+    pairs = hl.pairs()
     generator = torch.Generator().manual_seed(settings.seed)
-    order = torch.randperm(n_inputs * n_inputs, generator=generator)
+    order = pairs[torch.randperm(len(pairs), generator=generator)]
     held = max(1, math.floor(len(order) * settings.held_out))
     return order[held:], order[:held]
 
@@ -216,7 +218,7 @@ def evaluate(
             target = hl.outputs(base)
 
             def score(key: str, patches: dict[str, torch.Tensor], want: torch.Tensor) -> None:
-                output = read_output(ll.logits(tokens, patches), hl.readout)
+                output = read_output(ll.logits(tokens, patches), hl.readout, base)
                 hits = correct(output, want, hl.readout).sum()
                 counts[key] = counts.get(key, 0.0) + float(hits)
 
@@ -246,7 +248,7 @@ def train(
     ``checkpoint``, the whole state is saved there at every evaluation, and a run with the
     same settings resumes from it, giving the weights an uninterrupted run gives."""
     n = len(hl.inputs)
-    train_pairs, held_out = split_pairs(n, settings)
+    train_pairs, held_out = split_pairs(hl, settings)
     eval_pairs = held_out[: settings.eval_pairs]
     generator = torch.Generator().manual_seed(settings.seed + 1)
     variables = list(hl.variables)
@@ -289,18 +291,21 @@ def train(
             chosen = torch.rand(len(outside), generator=generator) < 0.5
         strict_nodes = [node for node, keep in zip(outside, chosen.tolist()) if keep]
         losses = {
-            "behaviour": loss(read_output(ll.logits(tokens), hl.readout), target, hl.readout),
+            "behaviour": loss(read_output(ll.logits(tokens), hl.readout, base), target, hl.readout),
             "iit": loss(
                 read_output(
                     ll.logits(tokens, {node: cache[node] for node in hl.alignment[variable]}),
                     hl.readout,
+                    base,
                 ),
                 hl.outputs(base, source, variable),
                 hl.readout,
             ),
             "strict": loss(
                 read_output(
-                    ll.logits(tokens, {node: cache[node] for node in strict_nodes}), hl.readout
+                    ll.logits(tokens, {node: cache[node] for node in strict_nodes}),
+                    hl.readout,
+                    base,
                 ),
                 target,
                 hl.readout,

@@ -9,14 +9,20 @@ the source input.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from circuitx.builtin.hf import token_list_tokenizer
+from circuitx.builtin.tracr import TRACR, compile_program, ground_truths
 from circuitx.builtin.tracr.circuit import written_values
+from circuitx.builtin.tracr.convert import convert
 from circuitx.builtin.tracr.programs import tracr_modules
-from circuitx.builtin.trained.hl import HighLevelModel, Readout
+from circuitx.builtin.trained.hl import SHAPE, HighLevelModel, Readout, Target
+from circuitx.reference import reshaped
 from circuitx.tasks.tracr import TracrProgram, all_inputs
 
 SELECTOR_WIDTH_SUFFIX = "_selector_width_attn_output"  # tracr's hidden value of a width
@@ -47,7 +53,7 @@ class TracrHighLevel(HighLevelModel):
             [[encode[described.bos], *(encode[str(v)] for v in row)] for row in self.rows]
         )
         self.readout = Readout(
-            torch.arange(1, described.length + 1),
+            torch.arange(1, described.length + 1).expand(len(self.inputs), -1),
             tuple(described.output_tokens),
             described.numerical,
         )
@@ -120,3 +126,46 @@ def _evaluator_class() -> type:
             return self.memo[expr.label]
 
     return Evaluator
+
+
+def tracr_target(tracr_name: str) -> Callable[[str], Target]:
+    """The target of a built-in tracr program: its RASP values in a wider GPT-2."""
+
+    def make(name: str) -> Target:
+        from transformers import GPT2Config
+
+        spec = TRACR[tracr_name]
+        program = spec.program()
+        assembled = compile_program(program, set(spec.vocab), spec.max_seq_len)
+        converted = convert(assembled, program, tracr_name, spec.inputs, spec.length)
+        described = dataclasses.replace(converted.program, name=name)
+        hl = TracrHighLevel(program, assembled, described, converted.tokens)
+        compiled = assembled.model_config
+        tokens = converted.tokens
+        config = GPT2Config(
+            vocab_size=len(tokens),
+            n_positions=spec.max_seq_len + 1,
+            n_layer=max(2, compiled.num_layers),
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=tokens.index(described.bos),
+            eos_token_id=tokens.index(described.bos),
+            pad_token_id=tokens.index(described.pad),
+            tie_word_embeddings=False,
+            is_causal=False,  # tracr's attention is bidirectional
+            **SHAPE,
+        )
+        circuits = {
+            task: reshaped(graph, f"{name} ground truth", config.n_layer, config.n_head)
+            for task, graph in ground_truths(assembled, converted.output_dims, tracr_name).items()
+        }
+        return Target(
+            hl,
+            config,
+            token_list_tokenizer(tokens, described.bos, described.pad),
+            described.write,
+            circuits,
+        )
+
+    return make

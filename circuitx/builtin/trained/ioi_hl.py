@@ -1,0 +1,183 @@
+"""The high-level model of IOI, InterpBench's simplified circuit (Gupta et al. 2024):
+
+- ``duplicate``: at each position, whether its token occurred earlier (duplicate token
+  heads; InterpBench folds induction into them);
+- ``s_inhibition``: at each position, its token when ``duplicate`` flags it, else none
+  (S-inhibition: "do not move this name");
+- ``name_mover``: at the end, a score per name, +10 per occurrence and -15 per
+  inhibited occurrence (InterpBench's weights), the most recent name ahead on a tie;
+  the output is the best-scoring name.
+
+On an IOI prompt the subject occurs twice and is inhibited once (score 5), the indirect
+object once (10): the output is the indirect object. Inputs are IOI prompts (ABBA and
+BABA, as the ioi task makes them) and their ABC versions (three different names, no
+duplicate: the ioi task's corruption) from every template. A pair joins a base IOI prompt
+with a source of the same template (so every position means the same in both, as in
+the ioi task's clean/corrupted pairs); ABC prompts serve only as sources, where patching
+a variable's value removes the duplicate the base has.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import torch
+
+from circuitx.builtin.hf import word_level_tokenizer
+from circuitx.builtin.trained.hl import SHAPE, HighLevelModel, Readout, Target
+from circuitx.graph import INPUT, LOGITS
+from circuitx.reference import mark_edge, put_in_circuit, reference_graph
+from circuitx.tasks.ioi import ABBA_TEMPLATES, BABA_TEMPLATES, NAMES, OBJECTS, PLACES, IOITask
+
+DUPLICATE, S_INHIBITION, NAME_MOVER = "duplicate", "s_inhibition", "name_mover"
+OCCURRENCE, INHIBITION = 10.0, -15.0  # InterpBench's name-mover scores
+RECENCY = 0.01  # per position: breaks ties (ABC prompts) toward the latest name
+IOI_NAMES = 16  # the first names of the ioi task's list, each one token
+IOI_PROMPTS = 64  # IOI prompts per template in the table (and half as many ABC ones)
+IOI_LAYERS = 6  # InterpBench's IOI model: 6 layers of 4 heads, d_model 64
+IOI_ALIGNMENT = {DUPLICATE: ("a0.h1",), S_INHIBITION: ("a2.h2",), NAME_MOVER: ("a4.h1",)}
+# the high-level graph: who reads what (INPUT: the tokens)
+IOI_EDGES = (
+    (INPUT, DUPLICATE),
+    (INPUT, S_INHIBITION),
+    (DUPLICATE, S_INHIBITION),
+    (INPUT, NAME_MOVER),
+    (S_INHIBITION, NAME_MOVER),
+    (NAME_MOVER, LOGITS),
+)
+
+
+def ioi_prompts(
+    names: list[str], per_template: int, seed: int
+) -> tuple[list[str], list[int], list[bool]]:
+    """Prompts (up to the final name), their template index, and whether each is IOI
+    (else ABC): ``per_template`` IOI prompts per template (ABBA and BABA in turn) and half
+    as many ABC ones."""
+    rng = random.Random(seed)
+    prompts, groups, is_ioi = [], [], []
+    for group, twins in enumerate(zip(ABBA_TEMPLATES, BABA_TEMPLATES)):
+        for k in range(per_template + per_template // 2):
+            template = twins[k % 2]
+            text = template[: template.rindex(" [A]")]
+            text = text.replace("[PLACE]", rng.choice(PLACES)).replace(
+                "[OBJECT]", rng.choice(OBJECTS)
+            )
+            if k < per_template:
+                io, s = rng.sample(names, 2)
+                text = text.replace("[A]", io).replace("[B]", s)
+            else:  # each name occurrence, in order, gets its own name
+                for other in rng.sample(names, 3):
+                    text = re.sub(r"\[[AB]\]", other, text, count=1)
+            prompts.append(text)
+            groups.append(group)
+            is_ioi.append(k < per_template)
+    return prompts, groups, is_ioi
+
+
+class IOIHighLevel(HighLevelModel):
+    """Simplified IOI over a seeded table of prompts, tokenised by ``tokenizer``."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        names: list[str],
+        alignment: dict[str, tuple[str, ...]],
+        per_template: int,
+        seed: int,
+    ) -> None:
+        self.name = "ioi"
+        prompts, groups, is_ioi = ioi_prompts(names, per_template, seed)
+        rows = [
+            [tokenizer.bos_token_id, *tokenizer.encode(p, add_special_tokens=False)]
+            for p in prompts
+        ]
+        width = max(len(r) for r in rows)
+        self.inputs = torch.full((len(rows), width), tokenizer.pad_token_id)
+        for i, row in enumerate(rows):
+            self.inputs[i, : len(row)] = torch.tensor(row)
+        self.ends = torch.tensor([len(r) - 1 for r in rows])
+        self.groups, self.is_ioi = torch.tensor(groups), torch.tensor(is_ioi)
+        self.name_ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
+        self.readout = Readout(self.ends[:, None], tuple(self.name_ids.tolist()), False)
+        self.alignment = alignment
+        self.prompts = prompts
+        # the variables' values on each input, without intervention
+        self.duplicate = _duplicates(self.inputs)
+        self.s_inhibition = torch.where(self.duplicate, self.inputs, -1)
+        self.plain = self._outputs(self.inputs, self.s_inhibition, self.ends)
+
+    def pairs(self) -> torch.Tensor:
+        same = self.groups[:, None] == self.groups[None, :]
+        return (same & self.is_ioi[:, None]).flatten().nonzero().flatten()
+
+    def outputs(
+        self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
+    ) -> torch.Tensor:
+        if variable is None or source is None:
+            return self.plain[base]
+        if variable == NAME_MOVER:
+            return self.plain[source]
+        tokens = self.inputs[base]
+        if variable == DUPLICATE:
+            inhibited = torch.where(self.duplicate[source], tokens, -1)
+        elif variable == S_INHIBITION:
+            inhibited = self.s_inhibition[source]
+        else:
+            raise ValueError(f"IOI has no variable {variable!r}")
+        return self._outputs(tokens, inhibited, self.ends[base])
+
+    def _outputs(
+        self, tokens: torch.Tensor, inhibited: torch.Tensor, ends: torch.Tensor
+    ) -> torch.Tensor:
+        """The best name [n, 1] (class index) from the name mover's scores at ``ends``."""
+        positions = torch.arange(tokens.shape[1])
+        upto = (positions[None, :] <= ends[:, None])[:, :, None]  # [n, pos, 1]
+        names = self.name_ids[None, None, :]
+        occurs = (tokens[:, :, None] == names) & upto  # [n, pos, names]
+        inhibit = (inhibited[:, :, None] == names) & upto
+        latest = torch.where(occurs, positions[None, :, None], -1).amax(1)
+        score = OCCURRENCE * occurs.sum(1) + INHIBITION * inhibit.sum(1) + RECENCY * latest
+        return score.argmax(-1, keepdim=True)
+
+
+def _duplicates(tokens: torch.Tensor) -> torch.Tensor:
+    """[n, pos]: whether each position's token occurs at an earlier position."""
+    same = tokens[:, :, None] == tokens[:, None, :]  # [n, p, q]
+    earlier = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril(-1)
+    return (same & earlier).any(-1)
+
+
+def ioi_target(name: str) -> Target:
+    """InterpBench's simplified IOI (:mod:`.ioi_hl`) on the ioi task's prompts, in a GPT-2
+    with a word-level tokenizer over the task's words."""
+    from transformers import GPT2Config
+
+    names = list(NAMES[:IOI_NAMES])
+    words = [w for w in IOITask().vocabulary() if w not in NAMES or w in names]
+    tokenizer = word_level_tokenizer(words)
+    hl = IOIHighLevel(tokenizer, names, IOI_ALIGNMENT, IOI_PROMPTS, seed=0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=hl.inputs.shape[1],
+        n_layer=IOI_LAYERS,
+        activation_function="gelu",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        **SHAPE,
+    )
+    graph = reference_graph(f"{name} ground truth", config.n_layer, config.n_head, True)
+    graph.graph.update(task="ioi", model=name)
+    for variable, nodes in IOI_ALIGNMENT.items():
+        put_in_circuit(graph, nodes, variable.replace("_", " "))
+    for sender, receiver in IOI_EDGES:
+        for s in IOI_ALIGNMENT.get(sender, (sender,)):
+            for r in IOI_ALIGNMENT.get(receiver, (receiver,)):
+                mark_edge(graph, s, r)
+    return Target(hl, config, tokenizer, lambda _: None, {"ioi": graph})
