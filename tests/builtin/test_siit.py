@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import load_tiny
 
-from circuitx.builtin.trained.hl import HighLevelModel, Readout, check_alignment
-from circuitx.builtin.trained.siit import Intervenable, Settings, evaluate, seeded, train
+from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout, check_alignment
+from circuitx.builtin.trained.siit import Intervenable, Settings, evaluate, loss, seeded, train
 from circuitx.errors import CircuitxError
 from circuitx.models import head_output_hook, mlp_output_hook
 
@@ -89,6 +89,36 @@ def test_training_lowers_the_three_losses_and_one_seed_gives_one_model():
     final = evaluate(ll, hl, torch.arange(len(hl.inputs) ** 2))
     assert final.accuracy > 0.5 and final.iia["first"] > 0.5  # chance is 0.25
     assert set(final.strict_iia) == {"a0.h1", "m0"}
+
+
+class CopyFirstUndefinedAfterTwo(CopyFirst):
+    """CopyFirst, with no defined output when the patched value comes from a source
+    whose first token is above 2."""
+
+    def outputs(self, base, source=None, variable=None):
+        out = super().outputs(base, source, variable)
+        if variable:
+            out[self.inputs[source, 1] > 2] = UNDEFINED
+        return out
+
+
+def test_undefined_outputs_are_neither_trained_nor_scored():
+    readout = CopyFirst().readout
+    logits = torch.randn(4, 1, 4)
+    target = torch.tensor([[0], [UNDEFINED], [2], [UNDEFINED]])
+    kept = torch.nn.functional.cross_entropy(logits[[0, 2], 0], target[[0, 2], 0])
+    assert torch.allclose(loss(logits, target, readout), kept)
+    assert loss(logits, torch.full((4, 1), UNDEFINED), readout) == 0.0
+    # IIA counts only the pairs with a defined output: the same model scores the same on
+    # them, and a variable whose every pair is undefined scores 1
+    hl, undefined = CopyFirst(), CopyFirstUndefinedAfterTwo()
+    ll = _model(0)
+    n = len(hl.inputs)
+    pairs = torch.arange(n * n)
+    low = pairs[hl.inputs[pairs % n, 1] <= 2]
+    assert evaluate(ll, undefined, pairs).iia == evaluate(ll, hl, low).iia
+    high = pairs[hl.inputs[pairs % n, 1] > 2]
+    assert evaluate(ll, undefined, high).iia == {"first": 1.0}
 
 
 def test_alignment_must_fit_the_model():

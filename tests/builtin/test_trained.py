@@ -41,13 +41,14 @@ def test_shipped_weights_implement_the_high_level_model(shipped):
     assert BUILTIN_MODELS[name].scores == {k: record[k] for k in measured}
 
 
-def test_the_ground_truth_is_the_compiled_circuit_where_training_put_it(shipped):
-    name, directory, target, ll = shipped
-    truth = ground_truth(name, "tracr")
+def test_the_ground_truth_is_the_aligned_components(shipped):
+    name, _, target, ll = shipped
+    task = TRAINED[name].task
+    truth = ground_truth(name, task)
     in_circuit = {n for n in component_nodes(truth) if truth.nodes[n]["in_circuit"]}
     assert in_circuit == target.hl.aligned_nodes()
     assert truth.graph["n_heads"] == ll.n_heads == 4
-    assert name in FAMILIES["trained"].models_for("tracr")
+    assert name in FAMILIES["trained"].models_for(task)
 
 
 def test_the_tracr_high_level_model_is_rasps_evaluation():
@@ -69,7 +70,9 @@ def test_the_tracr_high_level_model_is_rasps_evaluation():
 
 def test_a_model_short_of_the_threshold_is_not_written(tmp_path):
     out = tmp_path / "short"
-    result = run("train-ground-truth", "--task", "tracr-reverse", "--out", str(out), "--max-steps", "1")
+    result = run(
+        "train-ground-truth", "--task", "tracr-reverse", "--out", str(out), "--max-steps", "1"
+    )
     assert_one_line_error(result, "trained-tracr-reverse is not a ground truth: held-out accuracy")
     assert list(tmp_path.iterdir()) == []  # no model, no staging directory, no checkpoint
 

@@ -20,6 +20,9 @@ import torch
 from circuitx.names import parse_node
 
 SHAPE = {"n_head": 4, "n_embd": 64, "n_inner": 256}  # the low-level models' width
+# a categorical output the high-level model leaves undefined (e.g. a tie): such a pair is
+# neither trained nor scored under that intervention
+UNDEFINED = -100
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class HighLevelModel(ABC):
         self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
     ) -> torch.Tensor:
         """The output [n, P] on inputs ``base`` [n] (class indices, or values when
-        numerical), with ``variable`` set to its value on inputs ``source`` [n]."""
+        numerical), with ``variable`` set to its value on inputs ``source`` [n]; a class
+        may be :data:`UNDEFINED`."""
 
     @property
     def variables(self) -> tuple[str, ...]:

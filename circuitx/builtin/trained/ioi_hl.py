@@ -5,8 +5,8 @@
 - ``s_inhibition``: at each position, its token when ``duplicate`` flags it, else none
   (S-inhibition: "do not move this name");
 - ``name_mover``: at the end, a score per name, +10 per occurrence and -15 per
-  inhibited occurrence (InterpBench's weights), the most recent name ahead on a tie;
-  the output is the best-scoring name.
+  inhibited occurrence (InterpBench's weights); the output is the best-scoring name,
+  undefined on a tie (an ABC prompt's three names).
 
 On an IOI prompt the subject occurs twice and is inhibited once (score 5), the indirect
 object once (10): the output is the indirect object. Inputs are IOI prompts (ABBA and
@@ -14,7 +14,8 @@ BABA, as the ioi task makes them) and their ABC versions (three different names,
 duplicate: the ioi task's corruption) from every template. A pair joins a base IOI prompt
 with a source of the same template (so every position means the same in both, as in
 the ioi task's clean/corrupted pairs); ABC prompts serve only as sources, where patching
-a variable's value removes the duplicate the base has.
+a variable's value removes the duplicate the base has (the name mover's value there is a
+tie: those pairs are not trained or scored for it).
 """
 
 from __future__ import annotations
@@ -26,18 +27,18 @@ from typing import Any
 import torch
 
 from circuitx.builtin.hf import word_level_tokenizer
-from circuitx.builtin.trained.hl import SHAPE, HighLevelModel, Readout, Target
+from circuitx.builtin.trained.hl import SHAPE, UNDEFINED, HighLevelModel, Readout, Target
 from circuitx.graph import INPUT, LOGITS
 from circuitx.reference import mark_edge, put_in_circuit, reference_graph
 from circuitx.tasks.ioi import ABBA_TEMPLATES, BABA_TEMPLATES, NAMES, OBJECTS, PLACES, IOITask
 
 DUPLICATE, S_INHIBITION, NAME_MOVER = "duplicate", "s_inhibition", "name_mover"
 OCCURRENCE, INHIBITION = 10.0, -15.0  # InterpBench's name-mover scores
-RECENCY = 0.01  # per position: breaks ties (ABC prompts) toward the latest name
-IOI_NAMES = 16  # the first names of the ioi task's list, each one token
+IOI_NAMES = 8  # the first names of the ioi task's list, each one token
 IOI_PROMPTS = 64  # IOI prompts per template in the table (and half as many ABC ones)
 IOI_LAYERS = 6  # InterpBench's IOI model: 6 layers of 4 heads, d_model 64
-IOI_ALIGNMENT = {DUPLICATE: ("a0.h1",), S_INHIBITION: ("a2.h2",), NAME_MOVER: ("a4.h1",)}
+# the iit library's latest IOI alignment (one head each)
+IOI_ALIGNMENT = {DUPLICATE: ("a1.h1",), S_INHIBITION: ("a2.h1",), NAME_MOVER: ("a4.h1",)}
 # the high-level graph: who reads what (INPUT: the tokens)
 IOI_EDGES = (
     (INPUT, DUPLICATE),
@@ -131,15 +132,17 @@ class IOIHighLevel(HighLevelModel):
     def _outputs(
         self, tokens: torch.Tensor, inhibited: torch.Tensor, ends: torch.Tensor
     ) -> torch.Tensor:
-        """The best name [n, 1] (class index) from the name mover's scores at ``ends``."""
+        """The best name [n, 1] (class index, :data:`UNDEFINED` on a tie) from the name
+        mover's scores at ``ends``."""
         positions = torch.arange(tokens.shape[1])
         upto = (positions[None, :] <= ends[:, None])[:, :, None]  # [n, pos, 1]
         names = self.name_ids[None, None, :]
         occurs = (tokens[:, :, None] == names) & upto  # [n, pos, names]
         inhibit = (inhibited[:, :, None] == names) & upto
-        latest = torch.where(occurs, positions[None, :, None], -1).amax(1)
-        score = OCCURRENCE * occurs.sum(1) + INHIBITION * inhibit.sum(1) + RECENCY * latest
-        return score.argmax(-1, keepdim=True)
+        score = OCCURRENCE * occurs.sum(1) + INHIBITION * inhibit.sum(1)
+        top = score.topk(2, -1)
+        tie = top.values[:, 0] == top.values[:, 1]
+        return torch.where(tie, UNDEFINED, top.indices[:, 0]).unsqueeze(-1)
 
 
 def _duplicates(tokens: torch.Tensor) -> torch.Tensor:

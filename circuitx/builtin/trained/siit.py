@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from circuitx.builtin.trained.hl import HighLevelModel, Readout
+from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
 from circuitx.names import head_node, mlp_node
@@ -179,9 +179,14 @@ def read_output(logits: torch.Tensor, readout: Readout, base: torch.Tensor) -> t
 
 
 def loss(output: torch.Tensor, target: torch.Tensor, readout: Readout) -> torch.Tensor:
+    """Squared error, or cross-entropy over the defined targets (zero if there are none)."""
     if readout.numerical:
         return torch.nn.functional.mse_loss(output, target)
-    return torch.nn.functional.cross_entropy(output.flatten(0, 1), target.flatten())
+    if (target == UNDEFINED).all():
+        return output.sum() * 0.0
+    return torch.nn.functional.cross_entropy(
+        output.flatten(0, 1), target.flatten(), ignore_index=UNDEFINED
+    )
 
 
 def correct(output: torch.Tensor, target: torch.Tensor, readout: Readout) -> torch.Tensor:
@@ -189,6 +194,13 @@ def correct(output: torch.Tensor, target: torch.Tensor, readout: Readout) -> tor
     if readout.numerical:
         return ((output - target).abs() < NUMERIC_ATOL).all(-1)
     return (output.argmax(-1) == target).all(-1)
+
+
+def defined(target: torch.Tensor, readout: Readout) -> torch.Tensor:
+    """Per pair [n]: whether the high-level output is defined at every readout position."""
+    if readout.numerical:
+        return torch.ones(len(target), dtype=torch.bool)
+    return (target != UNDEFINED).all(-1)
 
 
 def split_pairs(hl: HighLevelModel, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,10 +215,12 @@ def split_pairs(hl: HighLevelModel, settings: Settings) -> tuple[torch.Tensor, t
 def evaluate(
     ll: Intervenable, hl: HighLevelModel, pairs: torch.Tensor, batch_size: int = 512
 ) -> Evaluation:
-    """Accuracy, IIA per variable and strict-IIA per outside node on ``pairs`` (ids)."""
+    """Accuracy, IIA per variable and strict-IIA per outside node on ``pairs`` (ids), each
+    over the pairs whose high-level output is defined (1.0 where none is)."""
     n = len(hl.inputs)
     outside = [node for node in ll.nodes if node not in hl.aligned_nodes()]
     counts: dict[str, float] = {}
+    totals: dict[str, float] = {}
     was_training = ll.model.training
     ll.model.eval()
     with torch.no_grad():
@@ -219,8 +233,10 @@ def evaluate(
 
             def score(key: str, patches: dict[str, torch.Tensor], want: torch.Tensor) -> None:
                 output = read_output(ll.logits(tokens, patches), hl.readout, base)
-                hits = correct(output, want, hl.readout).sum()
+                scored = defined(want, hl.readout)
+                hits = (correct(output, want, hl.readout) & scored).sum()
                 counts[key] = counts.get(key, 0.0) + float(hits)
+                totals[key] = totals.get(key, 0.0) + float(scored.sum())
 
             score("accuracy", {}, target)
             for variable, nodes in hl.alignment.items():
@@ -229,11 +245,14 @@ def evaluate(
             for node in outside:
                 score(f"strict:{node}", {node: cache[node]}, target)
     ll.model.train(was_training)
-    total = len(pairs)
+
+    def share(key: str) -> float:
+        return counts[key] / totals[key] if totals[key] else 1.0
+
     return Evaluation(
-        accuracy=counts["accuracy"] / total,
-        iia={v: counts[f"iia:{v}"] / total for v in hl.alignment},
-        strict_iia={node: counts[f"strict:{node}"] / total for node in outside},
+        accuracy=share("accuracy"),
+        iia={v: share(f"iia:{v}") for v in hl.alignment},
+        strict_iia={node: share(f"strict:{node}") for node in outside},
     )
 
 
