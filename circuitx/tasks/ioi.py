@@ -86,6 +86,19 @@ CLASS_EDGES = (
 )
 
 
+def prompt_frame(template: str, place: str, obj: str) -> str:
+    """``template`` up to its final name, with the place and object filled in."""
+    text = template[: template.rindex(" [A]")]
+    return text.replace("[PLACE]", place).replace("[OBJECT]", obj)
+
+
+def name_each(frame: str, names: list[str]) -> str:
+    """``frame`` with each name occurrence, in order, given its own name (ABC prompts)."""
+    for name in names:
+        frame = re.sub(r"\[[AB]\]", name, frame, count=1)
+    return frame
+
+
 class IOITask(_tasks.Task):
     name = "ioi"
     title = "Indirect object identification"
@@ -116,14 +129,9 @@ class IOITask(_tasks.Task):
             template = rng.choice(ABBA_TEMPLATES if i % 2 == 0 else BABA_TEMPLATES)
             io, s = rng.sample(names, 2)
             others = rng.sample([n for n in names if n not in (io, s)], 3)
-            text = template[: template.rindex(" [A]")]
-            text = text.replace("[PLACE]", rng.choice(PLACES)).replace(
-                "[OBJECT]", rng.choice(OBJECTS)
-            )
+            text = prompt_frame(template, rng.choice(PLACES), rng.choice(OBJECTS))
             clean.append(text.replace("[A]", io).replace("[B]", s))
-            for other in others:  # each name occurrence, in order, gets its own new name
-                text = re.sub(r"\[[AB]\]", other, text, count=1)
-            corrupted.append(text)
+            corrupted.append(name_each(text, others))
             io_names.append(io)
             s_names.append(s)
 

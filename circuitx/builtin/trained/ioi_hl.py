@@ -21,7 +21,6 @@ tie: those pairs are not trained or scored for it).
 from __future__ import annotations
 
 import random
-import re
 from typing import Any
 
 import torch
@@ -30,7 +29,16 @@ from circuitx.builtin.hf import word_level_tokenizer
 from circuitx.builtin.trained.hl import SHAPE, UNDEFINED, HighLevelModel, Readout, Target
 from circuitx.graph import INPUT, LOGITS
 from circuitx.reference import mark_edge, put_in_circuit, reference_graph
-from circuitx.tasks.ioi import ABBA_TEMPLATES, BABA_TEMPLATES, NAMES, OBJECTS, PLACES, IOITask
+from circuitx.tasks.ioi import (
+    ABBA_TEMPLATES,
+    BABA_TEMPLATES,
+    NAMES,
+    OBJECTS,
+    PLACES,
+    IOITask,
+    name_each,
+    prompt_frame,
+)
 
 DUPLICATE, S_INHIBITION, NAME_MOVER = "duplicate", "s_inhibition", "name_mover"
 OCCURRENCE, INHIBITION = 10.0, -15.0  # InterpBench's name-mover scores
@@ -60,17 +68,12 @@ def ioi_prompts(
     prompts, groups, is_ioi = [], [], []
     for group, twins in enumerate(zip(ABBA_TEMPLATES, BABA_TEMPLATES)):
         for k in range(per_template + per_template // 2):
-            template = twins[k % 2]
-            text = template[: template.rindex(" [A]")]
-            text = text.replace("[PLACE]", rng.choice(PLACES)).replace(
-                "[OBJECT]", rng.choice(OBJECTS)
-            )
+            text = prompt_frame(twins[k % 2], rng.choice(PLACES), rng.choice(OBJECTS))
             if k < per_template:
                 io, s = rng.sample(names, 2)
                 text = text.replace("[A]", io).replace("[B]", s)
-            else:  # each name occurrence, in order, gets its own name
-                for other in rng.sample(names, 3):
-                    text = re.sub(r"\[[AB]\]", other, text, count=1)
+            else:
+                text = name_each(text, rng.sample(names, 3))
             prompts.append(text)
             groups.append(group)
             is_ioi.append(k < per_template)
@@ -103,7 +106,6 @@ class IOIHighLevel(HighLevelModel):
         self.name_ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
         self.readout = Readout(self.ends[:, None], tuple(self.name_ids.tolist()), False)
         self.alignment = alignment
-        self.prompts = prompts
         # the variables' values on each input, without intervention
         self.duplicate = _duplicates(self.inputs)
         self.s_inhibition = torch.where(self.duplicate, self.inputs, -1)
