@@ -3,6 +3,7 @@ losses fall, and one seed gives one set of weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -89,6 +90,20 @@ def test_training_lowers_the_three_losses_and_one_seed_gives_one_model():
     final = evaluate(ll, hl, torch.arange(len(hl.inputs) ** 2))
     assert final.accuracy > 0.5 and final.iia["first"] > 0.5  # chance is 0.25
     assert set(final.strict_iia) == {"a0.h1", "m0"}
+
+
+def test_source_gradient_trains_what_the_patched_components_compute_on_the_source():
+    ll = _model(0)
+    tokens = CopyFirst().inputs[:4]
+    assert not ll.activations(tokens)["a0.h0"].requires_grad
+    ll.activations(tokens, grad=True)["a0.h0"].sum().backward()
+    assert ll.model.transformer.h[0].attn.c_attn.weight.grad.abs().sum() > 0
+    settings = Settings(max_steps=20, batch_size=16, eval_every=10, threshold=2.0, lr=1e-2)
+    stopped, through = _model(0), _model(0)
+    train(stopped, CopyFirst(), settings)
+    train(through, CopyFirst(), dataclasses.replace(settings, source_gradient=True))
+    pairs = zip(stopped.model.parameters(), through.model.parameters())
+    assert not all(torch.equal(a, b) for a, b in pairs)
 
 
 class CopyFirstUndefinedAfterTwo(CopyFirst):

@@ -12,8 +12,9 @@ model's table with three losses, summed with weights into one step:
 
 A node is what the patching engine means by it: a head's ``z`` (its slice of the input to
 the attention's output projection, TransformerLens's ``hook_z``) or an MLP's output, at
-every position; the source's activations are taken without gradient, as in the ``iit``
-library. Categorical outputs are trained with cross-entropy over the output tokens'
+every position. The source's activations are taken without gradient, as in the ``iit``
+library, unless ``source_gradient``: then the patched losses also train what the patched
+components compute on the source. Categorical outputs are trained with cross-entropy over the output tokens'
 logits, numerical ones with the squared error of the value token's logit. The
 unembedding is kept centred over the vocabulary (projected after every step), as the
 TransformerBridge's compatibility mode centres it: what training reads is what discovery
@@ -66,6 +67,9 @@ class Settings:
     # outside nodes patched per batch for the strictness loss: "half" (each with
     # probability 1/2, InterpBench's sample_all) or "one" (one at random, iit's default)
     strict_sampling: str = "half"
+    # whether the patched losses' gradients also flow through the source's run (into
+    # what the patched components compute there) or stop at its activations (iit's)
+    source_gradient: bool = False
 
 
 @dataclass
@@ -123,7 +127,7 @@ class Intervenable:
             heads = list(args[0].split(self.d_head, -1))  # [batch, pos, d_head] each
             if self.record is not None:
                 for head, z in enumerate(heads):
-                    self.record[head_node(layer, head)] = z.detach()
+                    self.record[head_node(layer, head)] = z
             patched = False
             for head in range(self.n_heads):
                 patch = self.patches.get(head_node(layer, head))
@@ -136,7 +140,7 @@ class Intervenable:
     def _mlp_hook(self, layer: int) -> Callable:
         def hook(module: Any, args: Any, output: torch.Tensor) -> Any:
             if self.record is not None:
-                self.record[mlp_node(layer)] = output.detach()
+                self.record[mlp_node(layer)] = output
             return self.patches.get(mlp_node(layer))
 
         return hook
@@ -157,12 +161,13 @@ class Intervenable:
         finally:
             self.patches = {}
 
-    @torch.no_grad()
-    def activations(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every node's activation on ``tokens``, without gradient."""
+    def activations(self, tokens: torch.Tensor, grad: bool = False) -> dict[str, torch.Tensor]:
+        """Every node's activation on ``tokens``, with gradient through the run when
+        ``grad``, else without."""
         self.record = {}
         try:
-            self.model(tokens)
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                self.model(tokens)
             return self.record
         finally:
             self.record = None
@@ -300,7 +305,7 @@ def train(
         ids = train_pairs[picked]
         base, source = ids // n, ids % n
         tokens = hl.inputs[base]
-        cache = ll.activations(hl.inputs[source])
+        cache = ll.activations(hl.inputs[source], settings.source_gradient)
         target = hl.outputs(base)
         variable = variables[int(torch.randint(len(variables), (1,), generator=generator))]
         if settings.strict_sampling == "one":
