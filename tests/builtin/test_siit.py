@@ -172,3 +172,15 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     other = Settings(max_steps=41, batch_size=16, eval_every=10, threshold=2.0, lr=1e-2)
     with pytest.raises(CircuitxError, match="other settings"):
         train(_model(0), hl, other, checkpoint=checkpoint)
+
+
+def test_a_run_that_stopped_at_the_threshold_resumes_to_its_end(tmp_path):
+    hl = CopyFirst()
+    settings = Settings(max_steps=40, batch_size=16, eval_every=10, threshold=0.0, lr=1e-2)
+    checkpoint = tmp_path / "run.pt"
+    stopped = _model(settings.seed)
+    assert train(stopped, hl, settings, checkpoint=checkpoint).steps == [10]
+    again = _model(settings.seed)
+    assert train(again, hl, settings, checkpoint=checkpoint).steps == [10]
+    for ours, theirs in zip(stopped.model.parameters(), again.model.parameters()):
+        assert torch.equal(ours, theirs)

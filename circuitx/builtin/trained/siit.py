@@ -298,6 +298,8 @@ def train(
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"])
         history, best, first = state["history"], state["best"], state["step"] + 1
+        if history.evaluations and history.evaluations[-1].worst >= settings.threshold:
+            first = settings.max_steps + 1  # that run had stopped there
         advance(state["step"])
     ll.model.train()
     for step in range(first, settings.max_steps + 1):
