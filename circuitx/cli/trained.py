@@ -41,7 +41,8 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     TASK's high-level causal model in chosen heads and MLPs (the built-in trained-TASK is
     the one seed 0 gives), check it on held-out pairs, and save it with its ground truth.
 
-    A model whose held-out accuracy, IIA or strict-IIA is under 0.95 is not saved. An
+    A model whose held-out accuracy, IIA or strict-IIA (each node outside the alignment
+    patched alone, and all at once) is under 0.95 is not saved. An
     interrupted run resumes from its last evaluation when run again with the same --out.
     """
     directory = Path(out).expanduser()

@@ -11,7 +11,16 @@ import torch
 from conftest import load_tiny
 
 from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout, check_alignment
-from circuitx.builtin.trained.siit import Intervenable, Settings, evaluate, loss, seeded, train
+from circuitx.builtin.trained.siit import (
+    Intervenable,
+    Settings,
+    correct,
+    evaluate,
+    loss,
+    read_output,
+    seeded,
+    train,
+)
 from circuitx.errors import CircuitxError
 from circuitx.models import head_output_hook, mlp_output_hook
 
@@ -134,6 +143,22 @@ def test_undefined_outputs_are_neither_trained_nor_scored():
     assert evaluate(ll, undefined, pairs).iia == evaluate(ll, hl, low).iia
     high = pairs[hl.inputs[pairs % n, 1] > 2]
     assert evaluate(ll, undefined, high).iia == {"first": 1.0}
+
+
+def test_joint_strictness_patches_every_outside_node_at_once():
+    hl, ll = CopyFirst(), _model(1)
+    n = len(hl.inputs)
+    pairs = torch.arange(n * n)
+    base, source = pairs // n, pairs % n
+    cache = ll.activations(hl.inputs[source])
+    with torch.no_grad():
+        patched = ll.logits(hl.inputs[base], {"a0.h1": cache["a0.h1"], "m0": cache["m0"]})
+    output = read_output(patched, hl.readout, base)
+    kept = correct(output, hl.outputs(base), hl.readout).float().mean().item()
+    scores = evaluate(ll, hl, pairs)
+    assert scores.strict_joint == pytest.approx(kept)
+    assert scores.summary()["strict_iia_joint"] == scores.strict_joint
+    assert scores.worst <= scores.strict_joint
 
 
 def test_alignment_must_fit_the_model():
