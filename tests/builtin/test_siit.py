@@ -161,6 +161,11 @@ def test_joint_strictness_patches_every_outside_node_at_once():
     assert scores.worst <= scores.strict_joint
 
 
+def test_an_unknown_strict_sampling_is_refused():
+    with pytest.raises(ValueError, match="strict_sampling must be one of half, one, all"):
+        Settings(strict_sampling="some")
+
+
 def test_alignment_must_fit_the_model():
     check_alignment({"x": ("a0.h1", "m1")}, 2, 2)
     with pytest.raises(ValueError, match="not in the model"):

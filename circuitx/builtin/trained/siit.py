@@ -14,15 +14,15 @@ A node is what the patching engine means by it: a head's ``z`` (its slice of the
 the attention's output projection, TransformerLens's ``hook_z``) or an MLP's output, at
 every position. The source's activations are taken without gradient, as in the ``iit``
 library, unless ``source_gradient``: then the patched losses also train what the patched
-components compute on the source. Categorical outputs are trained with cross-entropy over the output tokens'
-logits, numerical ones with the squared error of the value token's logit. The
+components compute on the source. Categorical outputs are trained with cross-entropy over
+the output tokens' logits, numerical ones with the squared error of the value token's logit. The
 unembedding is kept centred over the vocabulary (projected after every step), as the
 TransformerBridge's compatibility mode centres it: what training reads is what discovery
 reads, and no other token's logit moves the value. Adam (betas 0.9, 0.9) with gradient
 norm clipped to 1, as InterpBench, and the learning rate decaying linearly to a tenth;
 training stops when accuracy, every variable's IIA and the strict-IIAs (each outside
-node alone, and all of them at once) reach the threshold on held-out pairs, and otherwise ends with the weights of its best
-evaluation (by the worst of those scores).
+node alone, and all of them at once) reach the threshold on held-out pairs, and otherwise
+ends with the weights of its best evaluation (by the worst of those scores).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from circuitx.names import head_node, mlp_node
 from circuitx.progress import Advance, no_progress
 
 NUMERIC_ATOL = 0.05  # a numerical output within this of the HL's is correct (iit's atol)
+STRICT_SAMPLINGS = ("half", "one", "all")  # see Settings.strict_sampling
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class Settings:
     # whether the patched losses' gradients also flow through the source's run (into
     # what the patched components compute there) or stop at its activations (iit's)
     source_gradient: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strict_sampling not in STRICT_SAMPLINGS:
+            raise ValueError(f"strict_sampling must be one of {', '.join(STRICT_SAMPLINGS)}")
 
 
 @dataclass
@@ -325,7 +330,7 @@ def train(
             chosen[int(torch.randint(len(outside), (1,), generator=generator))] = True
         elif settings.strict_sampling == "all":
             chosen = torch.ones(len(outside), dtype=torch.bool)
-        else:
+        else:  # "half"
             chosen = torch.rand(len(outside), generator=generator) < 0.5
         strict_nodes = [node for node, keep in zip(outside, chosen.tolist()) if keep]
         losses = {
