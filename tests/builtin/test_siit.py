@@ -214,3 +214,27 @@ def test_a_run_that_stopped_at_the_threshold_resumes_to_its_end(tmp_path):
     assert train(again, hl, settings, checkpoint=checkpoint).steps == [10]
     for ours, theirs in zip(stopped.model.parameters(), again.model.parameters()):
         assert torch.equal(ours, theirs)
+
+
+def test_circuit_first_trains_the_aligned_components_alone_then_every_one():
+    hl, ll = CopyFirst(), _model(0)
+    tokens = hl.inputs[:4]
+    ll.silenced = frozenset({"a0.h1", "m0"})
+    quiet = ll.activations(tokens)
+    assert not quiet["a0.h1"].any() and not quiet["m0"].any() and quiet["a0.h0"].any()
+    assert not torch.equal(ll.logits(tokens), _model(0).logits(tokens))
+    ll.silenced = frozenset()
+
+    settings = Settings(
+        max_steps=20, batch_size=16, eval_every=10, threshold=0.0, lr=1e-2, circuit_first=20
+    )
+    alone = _model(0)
+    history = train(alone, hl, settings)
+    assert history.steps == [10, 20]  # a silenced evaluation never stops training
+    start, after = _model(0).model.transformer.h[0], alone.model.transformer.h[0]
+    assert torch.equal(start.mlp.c_fc.weight, after.mlp.c_fc.weight)  # silenced: untrained
+    assert not torch.equal(start.attn.c_attn.weight, after.attn.c_attn.weight)
+    assert not alone.silenced and alone.activations(tokens)["m0"].any()
+
+    history = train(_model(0), hl, dataclasses.replace(settings, max_steps=40))
+    assert history.steps == [10, 20, 30]  # the first evaluation with every component

@@ -10,6 +10,11 @@ model's table with three losses, summed with weights into one step:
 - strictness: with components outside the alignment patched (each with probability 1/2,
   drawn per batch), the output is still the base's HL output.
 
+With ``circuit_first``, the components outside the alignment are first silenced (their
+outputs held at zero) for that many steps, so the aligned components learn the HL alone;
+then every component trains. Without it, IOI's outside heads came to carry, redundantly,
+what the circuit reads: each could be patched alone, not all at once.
+
 A node is what the patching engine means by it: a head's ``z`` (its slice of the input to
 the attention's output projection, TransformerLens's ``hook_z``) or an MLP's output, at
 every position. The source's activations are taken without gradient, as in the ``iit``
@@ -72,6 +77,9 @@ class Settings:
     # whether the patched losses' gradients also flow through the source's run (into
     # what the patched components compute there) or stop at its activations (iit's)
     source_gradient: bool = False
+    # steps at the start with the outside components silenced (see the module docstring);
+    # evaluations then neither stop training nor pick the weights
+    circuit_first: int = 0
 
     def __post_init__(self) -> None:
         if self.strict_sampling not in STRICT_SAMPLINGS:
@@ -124,6 +132,7 @@ class Intervenable:
         self.n_layers, self.n_heads = config.n_layer, config.n_head
         self.d_head = config.n_embd // config.n_head
         self.patches: dict[str, torch.Tensor] = {}
+        self.silenced: frozenset[str] = frozenset()  # nodes whose output is held at zero
         self.record: dict[str, torch.Tensor] | None = None
         for layer, block in enumerate(model.transformer.h):
             block.attn.c_proj.register_forward_pre_hook(self._heads_hook(layer))
@@ -137,10 +146,13 @@ class Intervenable:
     def _heads_hook(self, layer: int) -> Callable:
         def hook(module: Any, args: tuple[torch.Tensor, ...]) -> Any:
             heads = list(args[0].split(self.d_head, -1))  # [batch, pos, d_head] each
+            patched = False
+            for head in range(self.n_heads):
+                if head_node(layer, head) in self.silenced:
+                    heads[head], patched = torch.zeros_like(heads[head]), True
             if self.record is not None:
                 for head, z in enumerate(heads):
                     self.record[head_node(layer, head)] = z
-            patched = False
             for head in range(self.n_heads):
                 patch = self.patches.get(head_node(layer, head))
                 if patch is not None:
@@ -151,9 +163,12 @@ class Intervenable:
 
     def _mlp_hook(self, layer: int) -> Callable:
         def hook(module: Any, args: Any, output: torch.Tensor) -> Any:
+            node = mlp_node(layer)
+            if node in self.silenced:
+                output = torch.zeros_like(output)
             if self.record is not None:
-                self.record[mlp_node(layer)] = output
-            return self.patches.get(mlp_node(layer))
+                self.record[node] = output
+            return self.patches.get(node, output)
 
         return hook
 
@@ -313,11 +328,13 @@ def train(
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"])
         history, best, first = state["history"], state["best"], state["step"] + 1
-        if history.evaluations and history.evaluations[-1].worst >= settings.threshold:
+        settled = bool(history.steps) and history.steps[-1] > settings.circuit_first
+        if settled and history.evaluations[-1].worst >= settings.threshold:
             first = settings.max_steps + 1  # that run had stopped there
         advance(state["step"])
     ll.model.train()
     for step in range(first, settings.max_steps + 1):
+        ll.silenced = frozenset(outside if step <= settings.circuit_first else ())
         picked = torch.randint(len(train_pairs), (settings.batch_size,), generator=generator)
         ids = train_pairs[picked]
         base, source = ids // n, ids % n
@@ -376,7 +393,8 @@ def train(
             history.evaluations.append(evaluation)
             shown = " ".join(f"{k} {v:.2g}" for k, v in history.losses[-1].items())
             advance(since, f"SIIT {shown} worst {evaluation.worst:.3f}")
-            if best is None or evaluation.worst > best[0]:
+            settled = step > settings.circuit_first
+            if settled and (best is None or evaluation.worst > best[0]):
                 best = (evaluation.worst, copy.deepcopy(ll.model.state_dict()))
             if checkpoint is not None:
                 state = {
@@ -391,8 +409,9 @@ def train(
                 }
                 with atomic_open(checkpoint, "wb") as handle:
                     torch.save(state, handle)
-            if evaluation.worst >= settings.threshold:
+            if settled and evaluation.worst >= settings.threshold:
                 break
+    ll.silenced = frozenset()
     if best is not None:  # the weights of the best evaluation, if training went past it
         ll.model.load_state_dict(best[1])
     ll.model.eval()
