@@ -82,3 +82,16 @@ def test_an_existing_directory_is_refused(tmp_path):
     (tmp_path / "x" / "f").write_text("")
     result = run("train-ground-truth", "--task", "tracr-reverse", "--out", str(tmp_path / "x"))
     assert_one_line_error(result, "exists; choose a new directory")
+
+
+def test_ioi_discovery_runs_on_the_trained_model_against_its_ground_truth():
+    result = run(
+        "discover", "--task", "ioi", "--method", "eap-ig", "--model", "trained",
+        "--n-prompts", "40", "--seed", "7", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model"] == "trained-ioi"
+    assert report["reference"] == "trained-ioi ground truth"
+    assert report["clean_accuracy"] >= THRESHOLD  # the task's own prompts, not the table's
+    assert report["metrics"]["node_auc"] > 0.5

@@ -10,8 +10,9 @@ once) is below :data:`THRESHOLD` is an error, never a ground truth.
 Built-ins: ``trained-tracr-reverse`` and ``trained-tracr-proportion``, the tracr programs'
 high-level models (:mod:`.tracr_hl`) with each RASP value in the head or MLP that computes
 it in the compiled model, in a wider model (4 heads per layer, d_model 64, MLPs of 256)
-whose other components are trained to have no effect. InterpBench's simplified IOI
-(:mod:`.ioi_hl`) has not yet trained to a ground truth (see docs/trained.md).
+whose other components are trained to have no effect; ``trained-ioi``, InterpBench's
+simplified IOI (:mod:`.ioi_hl`) in three heads of a 4-layer model of that width, trained
+circuit first (see docs/trained.md).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from circuitx.builtin.cache import BUILD_THREADS, torch_threads
 from circuitx.builtin.ground_truth import write_ground_truth
 from circuitx.builtin.trained.hl import Target, check_alignment
+from circuitx.builtin.trained.ioi_hl import ioi_target
 from circuitx.builtin.trained.siit import (
     Evaluation,
     History,
@@ -75,6 +77,24 @@ TRAINED: dict[str, TrainedModel] = {
         ("tracr-proportion", dataclasses.replace(Settings(), strict_weight=5.0, max_steps=4000)),
     )
 }
+# The duplicate head needs the source's gradient to tell an ABC source from an IOI one;
+# the circuit must learn alone first, or the outside heads come to carry, redundantly,
+# what it reads (see docs/trained.md)
+TRAINED["trained-ioi"] = TrainedModel(
+    "trained-ioi",
+    "SIIT-trained to implement InterpBench's simplified IOI in three heads",
+    "ioi",
+    ioi_target,
+    dataclasses.replace(
+        Settings(),
+        max_steps=4000,
+        batch_size=128,
+        lr=3e-3,
+        eval_pairs=512,
+        source_gradient=True,
+        circuit_first=1500,
+    ),
+)
 
 
 @dataclass
