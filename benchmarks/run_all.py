@@ -53,13 +53,13 @@ LEADERBOARDS = (
     (
         "trained",
         "leaderboard-trained",
-        "the SIIT-trained models (task tracr, metric l2)",
+        "the SIIT-trained models (task tracr with metric l2, and ioi)",
         "corrupted",
     ),
     (
         "trained",
         "leaderboard-trained-zero",
-        "the SIIT-trained models, zero ablation (task tracr, metric l2)",
+        "the SIIT-trained models, zero ablation (task tracr with metric l2, and ioi)",
         "zero",
     ),
 )
