@@ -126,9 +126,9 @@ class DocstringTask(_tasks.Task):
             suffix, fresh = drawn[6:7], drawn[7:]
             words = rng.sample(nouns, 7)
             clean_def, clean_doc = [*prefix, a, b, c, *suffix], [a, b]
-            clean.append(_prompt(method, clean_def, clean_doc, words))
+            clean.append(prompt_text(method, clean_def, clean_doc, words))
             def_args, doc_args = self._corrupt(clean_def, clean_doc, fresh)
-            corrupted.append(_prompt(method, def_args, doc_args, words))
+            corrupted.append(prompt_text(method, def_args, doc_args, words))
             documented.append([ids[a], ids[b], ids[c]])
             wrongs.append([ids[n] for n in drawn[1:] if n != c])
 
@@ -192,7 +192,7 @@ class DocstringTask(_tasks.Task):
         return graph
 
 
-def _prompt(method: str, def_args: list[str], doc_args: list[str], words: list[str]) -> str:
+def prompt_text(method: str, def_args: list[str], doc_args: list[str], words: list[str]) -> str:
     params = "".join(
         f"\n    :param {name}: {words[3 + 2 * i]} {words[4 + 2 * i]}"
         for i, name in enumerate(doc_args)
