@@ -23,9 +23,8 @@ from typing import Any
 import torch
 
 from circuitx.builtin.hf import word_level_tokenizer
-from circuitx.builtin.trained.hl import SHAPE, UNDEFINED, HighLevelModel, Readout, Target
+from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout, Target, task_target
 from circuitx.graph import INPUT, LOGITS
-from circuitx.reference import mark_edge, put_in_circuit, reference_graph
 from circuitx.tasks.docstring import N_DRAWN, NAMES, NOUNS, DocstringTask, prompt_text
 
 PREV_PARAM, DOC_NAME, MOVER = "prev_param", "doc_name", "mover"
@@ -135,34 +134,10 @@ class DocstringHighLevel(HighLevelModel):
 def docstring_target(name: str) -> Target:
     """The docstring high-level model (:mod:`.docstring_hl`) on the docstring task's
     prompts, in a GPT-2 with a word-level tokenizer over the task's words."""
-    from transformers import GPT2Config
-
     names = [n for n in NAMES if n not in NOUNS][:DOCSTRING_NAMES]
     words = [w for w in DocstringTask().vocabulary() if w not in NAMES or w in names]
     tokenizer = word_level_tokenizer(words)
     hl = DocstringHighLevel(
         tokenizer, names, DOCSTRING_ALIGNMENT, DOCSTRING_GROUPS, DOCSTRING_ORDERS, seed=0
     )
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=hl.inputs.shape[1],
-        n_layer=DOCSTRING_LAYERS,
-        activation_function="gelu",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-        **SHAPE,
-    )
-    graph = reference_graph(f"{name} ground truth", config.n_layer, config.n_head, True)
-    graph.graph.update(task="docstring", model=name)
-    for variable, nodes in DOCSTRING_ALIGNMENT.items():
-        put_in_circuit(graph, nodes, variable.replace("_", " "))
-    for sender, receiver in DOCSTRING_EDGES:
-        for s in DOCSTRING_ALIGNMENT.get(sender, (sender,)):
-            for r in DOCSTRING_ALIGNMENT.get(receiver, (receiver,)):
-                mark_edge(graph, s, r)
-    return Target(hl, config, tokenizer, lambda _: None, {"docstring": graph})
+    return task_target(name, "docstring", hl, tokenizer, DOCSTRING_LAYERS, DOCSTRING_EDGES)

@@ -18,6 +18,7 @@ import networkx as nx
 import torch
 
 from circuitx.names import parse_node
+from circuitx.reference import mark_edge, put_in_circuit, reference_graph
 
 SHAPE = {"n_head": 4, "n_embd": 64, "n_inner": 256}  # the low-level models' width
 # a categorical output the high-level model leaves undefined (e.g. a tie): such a pair is
@@ -90,3 +91,42 @@ def check_alignment(alignment: dict[str, tuple[str, ...]], n_layers: int, n_head
             if node in seen:
                 raise ValueError(f"{node} is aligned to both {seen[node]} and {variable}")
             seen[node] = variable
+
+
+def task_target(
+    name: str,
+    task: str,
+    hl: HighLevelModel,
+    tokenizer: Any,
+    n_layer: int,
+    edges: tuple[tuple[str, str], ...],
+) -> Target:
+    """What to train for a task's high-level model: a causal GPT-2 of :data:`SHAPE` with
+    ``n_layer`` layers over ``tokenizer``, and as ground truth the high-level graph
+    ``edges`` (between variables, the tokens and the logits) on the aligned nodes. The
+    high-level model cannot say which of q, k or v an edge feeds, so it feeds all three."""
+    from transformers import GPT2Config
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=hl.inputs.shape[1],
+        n_layer=n_layer,
+        activation_function="gelu",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        **SHAPE,
+    )
+    graph = reference_graph(f"{name} ground truth", config.n_layer, config.n_head, True)
+    graph.graph.update(task=task, model=name)
+    for variable, nodes in hl.alignment.items():
+        put_in_circuit(graph, nodes, variable.replace("_", " "))
+    for sender, receiver in edges:
+        for s in hl.alignment.get(sender, (sender,)):
+            for r in hl.alignment.get(receiver, (receiver,)):
+                mark_edge(graph, s, r)
+    return Target(hl, config, tokenizer, lambda _: None, {task: graph})

@@ -26,9 +26,8 @@ from typing import Any
 import torch
 
 from circuitx.builtin.hf import word_level_tokenizer
-from circuitx.builtin.trained.hl import SHAPE, UNDEFINED, HighLevelModel, Readout, Target
+from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout, Target, task_target
 from circuitx.graph import INPUT, LOGITS
-from circuitx.reference import mark_edge, put_in_circuit, reference_graph
 from circuitx.tasks.ioi import (
     ABBA_TEMPLATES,
     BABA_TEMPLATES,
@@ -159,32 +158,8 @@ def _duplicates(tokens: torch.Tensor) -> torch.Tensor:
 def ioi_target(name: str) -> Target:
     """InterpBench's simplified IOI (:mod:`.ioi_hl`) on the ioi task's prompts, in a GPT-2
     with a word-level tokenizer over the task's words."""
-    from transformers import GPT2Config
-
     names = list(NAMES[:IOI_NAMES])
     words = [w for w in IOITask().vocabulary() if w not in NAMES or w in names]
     tokenizer = word_level_tokenizer(words)
     hl = IOIHighLevel(tokenizer, names, IOI_ALIGNMENT, IOI_PROMPTS, seed=0)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=hl.inputs.shape[1],
-        n_layer=IOI_LAYERS,
-        activation_function="gelu",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-        **SHAPE,
-    )
-    graph = reference_graph(f"{name} ground truth", config.n_layer, config.n_head, True)
-    graph.graph.update(task="ioi", model=name)
-    for variable, nodes in IOI_ALIGNMENT.items():
-        put_in_circuit(graph, nodes, variable.replace("_", " "))
-    for sender, receiver in IOI_EDGES:
-        for s in IOI_ALIGNMENT.get(sender, (sender,)):
-            for r in IOI_ALIGNMENT.get(receiver, (receiver,)):
-                mark_edge(graph, s, r)
-    return Target(hl, config, tokenizer, lambda _: None, {"ioi": graph})
+    return task_target(name, "ioi", hl, tokenizer, IOI_LAYERS, IOI_EDGES)
