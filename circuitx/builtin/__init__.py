@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from importlib import metadata
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import networkx as nx
 
 from circuitx.builtin import random_model
 from circuitx.builtin.cache import BUILD_THREADS, build_once, cache_root, torch_threads
-from circuitx.builtin.ground_truth import read_ground_truth
+from circuitx.builtin.ground_truth import read_ground_truth, read_ground_truths
 from circuitx.builtin.planted import PLANTED
 from circuitx.builtin.tracr import TASK as TRACR_TASK
 from circuitx.builtin.tracr import TRACR
@@ -152,6 +152,8 @@ def _registry() -> dict[str, BuiltinModel]:
             copy_shipped(name),
             (*_BUILDERS, "circuitx.builtin.trained"),
             spec.task,
+            # its ground truth ships beside its weights: known without building it
+            partial(read_ground_truths, WEIGHTS / name),
             has_ground_truth=True,
             files=shipped_files(name),
             scores=None if record is None else {k: record[k] for k in SCORES},

@@ -20,13 +20,19 @@ def write_ground_truth(directory: Path, graphs: dict[str, nx.MultiDiGraph]) -> N
     (directory / CIRCUIT_FILE).write_text(json.dumps(rows, indent=1))
 
 
-def read_ground_truth(directory: str | Path, task: str) -> nx.MultiDiGraph | None:
-    """The ground-truth circuit for ``task`` shipped in a model directory, if any."""
+def read_ground_truths(directory: str | Path) -> dict[str, nx.MultiDiGraph]:
+    """Every ground-truth circuit shipped in a model directory, by task (none if it ships
+    no ``circuit.json``)."""
     path = Path(directory) / CIRCUIT_FILE
     if not path.is_file():
-        return None
+        return {}
     try:
         graphs = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise CircuitxError(f"cannot read the ground truth {path}: {error}") from None
-    return from_json_dict(graphs[task]) if task in graphs else None
+    return {task: from_json_dict(row) for task, row in graphs.items()}
+
+
+def read_ground_truth(directory: str | Path, task: str) -> nx.MultiDiGraph | None:
+    """The ground-truth circuit for ``task`` shipped in a model directory, if any."""
+    return read_ground_truths(directory).get(task)

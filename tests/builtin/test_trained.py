@@ -49,6 +49,8 @@ def test_the_ground_truth_is_the_aligned_components(shipped):
     assert in_circuit == target.hl.aligned_nodes()
     assert truth.graph["n_heads"] == ll.n_heads == 4
     assert name in FAMILIES["trained"].models_for(task)
+    listed = BUILTIN_MODELS[name].circuits()[task]  # what `circuitx models` shows, unbuilt
+    assert {n for n in component_nodes(listed) if listed.nodes[n]["in_circuit"]} == in_circuit
 
 
 def test_the_tracr_high_level_model_is_rasps_evaluation():
