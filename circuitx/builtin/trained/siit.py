@@ -147,16 +147,14 @@ class Intervenable:
         def hook(module: Any, args: tuple[torch.Tensor, ...]) -> Any:
             heads = list(args[0].split(self.d_head, -1))  # [batch, pos, d_head] each
             patched = False
-            for head in range(self.n_heads):
-                if head_node(layer, head) in self.silenced:
+            for head in range(self.n_heads):  # as the MLP hook: silence, record, patch
+                node = head_node(layer, head)
+                if node in self.silenced:
                     heads[head], patched = torch.zeros_like(heads[head]), True
-            if self.record is not None:
-                for head, z in enumerate(heads):
-                    self.record[head_node(layer, head)] = z
-            for head in range(self.n_heads):
-                patch = self.patches.get(head_node(layer, head))
-                if patch is not None:
-                    heads[head], patched = patch, True
+                if self.record is not None:
+                    self.record[node] = heads[head]
+                if node in self.patches:
+                    heads[head], patched = self.patches[node], True
             return (torch.cat(heads, -1), *args[1:]) if patched else None
 
         return hook
