@@ -91,8 +91,8 @@ class GreaterThanTask(_tasks.Task):
             )
         rng = random.Random(seed)
         chosen = [(rng.choice(nouns), rng.choice(years)) for _ in range(n_prompts)]
-        clean = [_prompt(noun, year) for noun, year in chosen]
-        corrupted = [_prompt(noun, year // 100 * 100 + CORRUPTED_YY) for noun, year in chosen]
+        clean = [prompt_text(noun, year) for noun, year in chosen]
+        corrupted = [prompt_text(noun, year // 100 * 100 + CORRUPTED_YY) for noun, year in chosen]
         clean_tokens, corrupted_tokens, lengths = _tasks.encode_pairs(
             model, self.name, clean, corrupted
         )
@@ -190,7 +190,7 @@ class GreaterThanTask(_tasks.Task):
         return graph
 
 
-def _prompt(noun: str, year: int) -> str:
+def prompt_text(noun: str, year: int) -> str:
     return (
         TEMPLATE.replace("[NOUN]", noun)
         .replace("[XX][YY]", str(year))

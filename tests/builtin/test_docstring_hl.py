@@ -22,9 +22,17 @@ def hl(target):
 
 
 def _defs(target, rows: torch.Tensor) -> list[list[str]]:
-    """Each row's six def parameters, in order, read back from its tokens."""
+    """Each row's def parameters, in order, read back from its tokens."""
     words = [target.tokenizer.convert_ids_to_tokens(r) for r in target.hl.inputs[rows].tolist()]
     return [w[w.index("self") + 2 : w.index(")") : 2] for w in words]
+
+
+def _documented(target, rows: torch.Tensor) -> list[list[str]]:
+    """Each row's documented parameters, in order (A and B)."""
+    words = [target.tokenizer.convert_ids_to_tokens(r) for r in target.hl.inputs[rows].tolist()]
+    return [
+        [w[i + 1] for i, t in enumerate(w[:-2]) if t == "param" and w[i + 2] == ":"] for w in words
+    ]
 
 
 def _name(hl, target, cls: int) -> str | None:
@@ -35,8 +43,19 @@ def _name(hl, target, cls: int) -> str | None:
 
 def test_every_prompt_answers_the_parameter_after_the_last_documented_one(target, hl):
     rows = torch.arange(len(hl.inputs))
-    for params, cls in zip(_defs(target, rows), hl.outputs(rows)[:, 0].tolist()):
-        assert len(params) == 6 and _name(hl, target, cls) == params[4]  # C, after A and B
+    defs, documented = _defs(target, rows), _documented(target, rows)
+    for params, (a, b), cls in zip(defs, documented, hl.outputs(rows)[:, 0].tolist()):
+        assert params.index(b) == params.index(a) + 1
+        assert _name(hl, target, cls) == params[params.index(b) + 1]  # C, after A and B
+
+
+def test_roles_sit_at_different_positions_in_different_groups(target, hl):
+    rows = torch.arange(len(hl.inputs))
+    defs, documented = _defs(target, rows), _documented(target, rows)
+    a_at = {params.index(a) for params, (a, _) in zip(defs, documented)}
+    after_c = {len(params) - params.index(b) - 2 for params, (_, b) in zip(defs, documented)}
+    assert a_at == {1, 2, 3} and after_c == {0, 1, 2}
+    assert len(set(hl.ends.tolist())) == len(a_at) + len(after_c) - 1  # def lengths differ
 
 
 def test_interventions_follow_the_bases_def(target, hl):
@@ -46,16 +65,20 @@ def test_interventions_follow_the_bases_def(target, hl):
     assert (hl.groups[base] == hl.groups[source]).all()
     base, source = base[::7], source[::7]  # a spread of pairs, for time
     base_defs, source_defs = _defs(target, base), _defs(target, source)
+    base_b = [b for _, b in _documented(target, base)]
+    source_b = [b for _, b in _documented(target, source)]
     doc = hl.outputs(base, source, DOC_NAME)[:, 0].tolist()
     prev = hl.outputs(base, source, PREV_PARAM)[:, 0].tolist()
-    for ours, theirs, d, p in zip(base_defs, source_defs, doc, prev):
-        assert sorted(ours) == sorted(theirs)  # one group: the same six names
+    for ours, theirs, our_b, their_b, d, p in zip(
+        base_defs, source_defs, base_b, source_b, doc, prev
+    ):
+        assert sorted(ours) == sorted(theirs)  # one group: the same names, the same shape
         # doc_name from the source: the base's parameter after the source's B
-        at = ours.index(theirs[3])
-        assert _name(hl, target, d) == (ours[at + 1] if at < 5 else None)
+        at = ours.index(their_b) + 1
+        assert _name(hl, target, d) == (ours[at] if at < len(ours) else None)
         # prev_param from the source: the base's parameter where the source has B before it
-        after = theirs.index(ours[3]) + 1
-        assert _name(hl, target, p) == (ours[after] if after < 6 else None)
+        after = theirs.index(our_b) + 1
+        assert _name(hl, target, p) == (ours[after] if after < len(ours) else None)
     assert torch.equal(hl.outputs(base, source, MOVER), hl.outputs(source))
     changed = torch.tensor(doc) != hl.outputs(base)[:, 0]
     assert 0.3 < changed.float().mean() < 1.0  # the interventions matter, and not always

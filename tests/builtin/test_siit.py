@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import load_tiny
 
-from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout, check_alignment
+from circuitx.builtin.trained.hl import ABOVE, UNDEFINED, HighLevelModel, Readout, check_alignment
 from circuitx.builtin.trained.siit import (
     Intervenable,
     Settings,
@@ -62,7 +62,7 @@ class CopyFirst(HighLevelModel):
     def __init__(self) -> None:
         rows = list(itertools.product(range(1, 5), repeat=2))
         self.inputs = torch.tensor([[0, a, b] for a, b in rows])
-        self.readout = Readout(torch.full((len(rows), 1), 2), (1, 2, 3, 4), False)
+        self.readout = Readout(torch.full((len(rows), 1), 2), (1, 2, 3, 4))
         self.alignment = {"first": ("a0.h0",)}
 
     def outputs(self, base, source=None, variable=None):
@@ -143,6 +143,23 @@ def test_undefined_outputs_are_neither_trained_nor_scored():
     assert evaluate(ll, undefined, pairs).iia == evaluate(ll, hl, low).iia
     high = pairs[hl.inputs[pairs % n, 1] > 2]
     assert evaluate(ll, undefined, high).iia == {"first": 1.0}
+
+
+def test_an_above_output_wants_the_classes_above_k_over_every_one_up_to_k():
+    readout = Readout(torch.zeros(2, 1, dtype=torch.long), tuple(range(6)), ABOVE)
+    target = torch.tensor([[2], [UNDEFINED]])
+    spread = torch.tensor([[[0.0, 0.0, 0.0, 3.0, 3.0, 3.0]], [[0.0] * 6]])
+    peaked = torch.tensor([[[0.0, 0.0, 0.0, 0.0, 0.0, 9.0]], [[0.0] * 6]])
+    boundary_off = torch.tensor([[[0.0, 0.0, 3.0, 3.0, 3.0, 3.0]], [[0.0] * 6]])
+    assert correct(spread, target, readout)[0]
+    assert not correct(peaked, target, readout)[0]  # 3 and 4 rank no higher than 2
+    assert not correct(boundary_off, target, readout)[0]  # 2 ties with the years above
+    # the loss is cross-entropy with 3, 4 and 5 equally likely, the undefined pair left out
+    wanted = torch.tensor([[0.0, 0.0, 0.0, 1 / 3, 1 / 3, 1 / 3]])
+    for logits in (spread, peaked):
+        expected = -(wanted * logits[0].log_softmax(-1)).sum()
+        assert torch.allclose(loss(logits, target, readout), expected)
+    assert loss(spread, target, readout) < loss(peaked, target, readout)
 
 
 def test_joint_strictness_patches_every_outside_node_at_once():

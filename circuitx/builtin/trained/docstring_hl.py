@@ -7,12 +7,14 @@ docstring model implements (:mod:`circuitx.builtin.planted.docstring`):
 - ``mover``: at the end, the name whose ``prev_param`` is ``doc_name`` (C, the
   parameter after B in the def); the output, undefined unless exactly one name matches.
 
-Inputs are the docstring task's prompts (``def m(self, p1, p2, A, B, C, p6)``, A and B
-documented, stopping at the third ``:param``). They come in groups: one method, six
-parameter names and seven nouns, the parameters in a different order in each prompt.
-Every prompt has the same shape, so positions align; a pair joins two prompts of one
-group, so an intervened value names parameters the base has (taking ``doc_name`` from a
-source moves the answer to the parameter after the source's B in the base's def).
+Inputs are docstring prompts (``def m(self, ..., A, B, C, ...)``, A and B documented,
+stopping at the third ``:param``), as the docstring task writes them but with one to three
+parameters before A and none to two after C. They come in groups: one method, its
+parameter names, seven nouns and one shape, the parameters in a different order in each
+prompt. A pair joins two prompts of one group, so positions align and an intervened value
+names parameters the base has (taking ``doc_name`` from a source moves the answer to the
+parameter after the source's B in the base's def). Shapes differ between groups, so no
+role sits at one position: a model that found C by its position would fail.
 """
 
 from __future__ import annotations
@@ -23,14 +25,22 @@ from typing import Any
 import torch
 
 from circuitx.builtin.hf import word_level_tokenizer
-from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout, Target, task_target
+from circuitx.builtin.trained.hl import (
+    UNDEFINED,
+    HighLevelModel,
+    Readout,
+    Target,
+    task_target,
+    token_table,
+)
 from circuitx.graph import INPUT, LOGITS
 from circuitx.tasks.docstring import N_DRAWN, NAMES, NOUNS, DocstringTask, prompt_text
 
 PREV_PARAM, DOC_NAME, MOVER = "prev_param", "doc_name", "mover"
 DOCSTRING_NAMES = N_DRAWN + 1  # the task draws 15 names a prompt; one more to spare
-DOCSTRING_GROUPS = 24  # groups of (method, six parameters, seven nouns) in the table
+DOCSTRING_GROUPS = 48  # groups of (method, parameters, seven nouns, shape) in the table
 DOCSTRING_ORDERS = 16  # parameter orders per group
+BEFORE_A, AFTER_C = (1, 2, 3), (0, 1, 2)  # the shapes: parameters before A and after C
 DOCSTRING_LAYERS = 3
 # the planted model's heads: previous parameter in layer 0, documented name in 1, mover in 2
 DOCSTRING_ALIGNMENT = {PREV_PARAM: ("a0.h1",), DOC_NAME: ("a1.h1",), MOVER: ("a2.h1",)}
@@ -47,20 +57,23 @@ DOCSTRING_EDGES = (
 def docstring_prompts(
     names: list[str], nouns: list[str], groups: int, orders: int, seed: int
 ) -> tuple[list[str], list[int]]:
-    """Prompts and their group: ``groups`` draws of a method, six parameters and seven
-    nouns, each in ``orders`` distinct parameter orders."""
+    """Prompts and their group: ``groups`` draws of a method, parameters, seven nouns and a
+    shape (the shapes in turn), each in ``orders`` distinct parameter orders."""
     rng = random.Random(seed)
+    shapes = [(before, after) for before in BEFORE_A for after in AFTER_C]
     prompts, group_of = [], []
     for group in range(groups):
-        method, *params = rng.sample(names, 7)
+        before, after = shapes[group % len(shapes)]
+        method, *params = rng.sample(names, 1 + before + 3 + after)
         words = rng.sample(nouns, 7)
         seen: set[tuple[str, ...]] = set()
         while len(seen) < orders:
-            order = tuple(rng.sample(params, 6))
+            order = tuple(rng.sample(params, len(params)))
             if order in seen:
                 continue
             seen.add(order)
-            prompts.append(prompt_text(method, list(order), list(order[2:4]), words))
+            documented = list(order[before : before + 2])
+            prompts.append(prompt_text(method, list(order), documented, words))
             group_of.append(group)
     return prompts, group_of
 
@@ -80,27 +93,20 @@ class DocstringHighLevel(HighLevelModel):
         self.name = "docstring"
         nouns = [n for n in NOUNS if n not in NAMES]
         prompts, group_of = docstring_prompts(names, nouns, groups, orders, seed)
-        rows = [
-            [tokenizer.bos_token_id, *tokenizer.encode(p, add_special_tokens=False)]
-            for p in prompts
-        ]
-        if len({len(r) for r in rows}) != 1:
-            raise ValueError("docstring prompts must all tokenise to one length")
-        self.inputs = torch.tensor(rows)
+        self.inputs, self.ends = token_table(tokenizer, prompts)
         self.groups = torch.tensor(group_of)
         self.name_ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
-        end = self.inputs.shape[1] - 1
-        self.readout = Readout(
-            torch.full((len(rows), 1), end), tuple(self.name_ids.tolist()), False
-        )
+        self.readout = Readout(self.ends[:, None], tuple(self.name_ids.tolist()))
         self.alignment = alignment
         self.is_name = (self.inputs[:, :, None] == self.name_ids).any(-1)  # [n, pos]
         # the variables' values on each input, without intervention
         self.prev_param = torch.full_like(self.inputs, -1)
         self.prev_param[:, 2:] = self.inputs[:, :-2]
-        names_before_end = self.is_name[:, :end].long() * torch.arange(end)
-        self.doc_name = self.inputs[torch.arange(len(rows)), names_before_end.argmax(-1)]
-        self.plain = self._outputs(torch.arange(len(rows)), self.prev_param, self.doc_name)
+        positions = torch.arange(self.inputs.shape[1])
+        before_end = self.is_name & (positions < self.ends[:, None])
+        rows = torch.arange(len(prompts))
+        self.doc_name = self.inputs[rows, (before_end * positions).argmax(-1)]
+        self.plain = self._outputs(rows, self.prev_param, self.doc_name)
 
     def pairs(self) -> torch.Tensor:
         same = self.groups[:, None] == self.groups[None, :]
@@ -125,7 +131,7 @@ class DocstringHighLevel(HighLevelModel):
         """The mover's output [n, 1]: the class of the one name of ``base`` whose
         ``prev_param`` is ``doc_name`` (:data:`UNDEFINED` unless exactly one is)."""
         match = self.is_name[base] & (prev_param == doc_name[:, None])
-        match[:, -1] = False  # the end reads, it is not read
+        match &= torch.arange(match.shape[1]) < self.ends[base, None]  # the end only reads
         tokens = torch.where(match, self.inputs[base], -1).max(-1).values
         classes = (tokens[:, None] == self.name_ids).long().argmax(-1)
         return torch.where(match.sum(-1) == 1, classes, UNDEFINED).unsqueeze(-1)

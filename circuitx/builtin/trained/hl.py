@@ -26,15 +26,21 @@ SHAPE = {"n_head": 4, "n_embd": 64, "n_inner": 256}  # the low-level models' wid
 UNDEFINED = -100
 
 
+# what a high-level output is, and how the low-level model's output is read against it
+CLASS = "class"  # a class index: the output token with the highest logit
+VALUE = "value"  # a number: the centred logit of the one output token
+ABOVE = "above"  # a class index k: every class above k outranks every class up to k
+
+
 @dataclass(frozen=True)
 class Readout:
     """Where and how the low-level model's output is read: the positions [N, P] of each
-    input of the table, and the output tokens, one per class (categorical) or the one
-    token whose centred logit is the value (numerical)."""
+    input of the table, the output tokens (one per class, or the one value token) and the
+    kind of output (:data:`CLASS`, :data:`VALUE` or :data:`ABOVE`)."""
 
     positions: torch.Tensor  # [N, P]
     tokens: tuple[int, ...]
-    numerical: bool
+    kind: str = CLASS
 
 
 class HighLevelModel(ABC):
@@ -50,8 +56,8 @@ class HighLevelModel(ABC):
     def outputs(
         self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
     ) -> torch.Tensor:
-        """The output [n, P] on inputs ``base`` [n] (class indices, or values when
-        numerical), with ``variable`` set to its value on inputs ``source`` [n]; a class
+        """The output [n, P] on inputs ``base`` [n] (class indices, or values, as the
+        readout's kind says), with ``variable`` set to its value on inputs ``source`` [n]; a class
         may be :data:`UNDEFINED`."""
 
     @property
@@ -77,6 +83,18 @@ class Target:
     tokenizer: Any
     write_files: Callable[[Path], None]  # what the task reads (e.g. tracr.json)
     circuits: dict[str, nx.MultiDiGraph]  # by task (or task:variant), in the model's shape
+
+
+def token_table(tokenizer: Any, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts' token ids [N, pos], each after BOS and padded on the right, and each
+    row's last position [N] (a causal model's outputs there ignore the padding)."""
+    rows = [
+        [tokenizer.bos_token_id, *tokenizer.encode(p, add_special_tokens=False)] for p in prompts
+    ]
+    table = torch.full((len(rows), max(len(r) for r in rows)), tokenizer.pad_token_id)
+    for i, row in enumerate(rows):
+        table[i, : len(row)] = torch.tensor(row)
+    return table, torch.tensor([len(r) - 1 for r in rows])
 
 
 def check_alignment(alignment: dict[str, tuple[str, ...]], n_layers: int, n_heads: int) -> None:

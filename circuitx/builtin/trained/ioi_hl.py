@@ -26,7 +26,14 @@ from typing import Any
 import torch
 
 from circuitx.builtin.hf import word_level_tokenizer
-from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout, Target, task_target
+from circuitx.builtin.trained.hl import (
+    UNDEFINED,
+    HighLevelModel,
+    Readout,
+    Target,
+    task_target,
+    token_table,
+)
 from circuitx.graph import INPUT, LOGITS
 from circuitx.tasks.ioi import (
     ABBA_TEMPLATES,
@@ -94,18 +101,10 @@ class IOIHighLevel(HighLevelModel):
     ) -> None:
         self.name = "ioi"
         prompts, groups, is_ioi = ioi_prompts(names, per_template, seed)
-        rows = [
-            [tokenizer.bos_token_id, *tokenizer.encode(p, add_special_tokens=False)]
-            for p in prompts
-        ]
-        width = max(len(r) for r in rows)
-        self.inputs = torch.full((len(rows), width), tokenizer.pad_token_id)
-        for i, row in enumerate(rows):
-            self.inputs[i, : len(row)] = torch.tensor(row)
-        self.ends = torch.tensor([len(r) - 1 for r in rows])
+        self.inputs, self.ends = token_table(tokenizer, prompts)
         self.groups, self.is_ioi = torch.tensor(groups), torch.tensor(is_ioi)
         self.name_ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
-        self.readout = Readout(self.ends[:, None], tuple(self.name_ids.tolist()), False)
+        self.readout = Readout(self.ends[:, None], tuple(self.name_ids.tolist()))
         self.alignment = alignment
         # the variables' values on each input, without intervention
         self.duplicate = _duplicates(self.inputs)

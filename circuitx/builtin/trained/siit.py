@@ -20,7 +20,9 @@ the attention's output projection, TransformerLens's ``hook_z``) or an MLP's out
 every position. The source's activations are taken without gradient, as in the ``iit``
 library, unless ``source_gradient``: then the patched losses also train what the patched
 components compute on the source. Categorical outputs are trained with cross-entropy over
-the output tokens' logits, numerical ones with the squared error of the value token's logit. The
+the output tokens' logits, numerical ones with the squared error of the value token's logit,
+"above" ones (greater-than: any class above k) with cross-entropy against the classes above
+k, equally likely, and count as right when each of those outranks every class up to k. The
 unembedding is kept centred over the vocabulary (projected after every step), as the
 TransformerBridge's compatibility mode centres it: what training reads is what discovery
 reads, and no other token's logit moves the value. Adam (betas 0.9, 0.9) with gradient
@@ -43,7 +45,7 @@ from typing import Any
 
 import torch
 
-from circuitx.builtin.trained.hl import UNDEFINED, HighLevelModel, Readout
+from circuitx.builtin.trained.hl import CLASS, UNDEFINED, VALUE, HighLevelModel, Readout
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
 from circuitx.names import head_node, mlp_node
@@ -203,32 +205,48 @@ def read_output(logits: torch.Tensor, readout: Readout, base: torch.Tensor) -> t
     logits [n, P, classes], or the value token's centred logit [n, P]."""
     positions = readout.positions[base]  # [n, P]
     at = logits[torch.arange(len(base))[:, None], positions]
-    if readout.numerical:
+    if readout.kind == VALUE:
         return at[..., readout.tokens[0]] - at.mean(-1)
     return at[..., list(readout.tokens)]
 
 
 def loss(output: torch.Tensor, target: torch.Tensor, readout: Readout) -> torch.Tensor:
-    """Squared error, or cross-entropy over the defined targets (zero if there are none)."""
-    if readout.numerical:
+    """Squared error, or cross-entropy over the defined targets (zero if there are none):
+    with the class, or (above) with the classes above it, equally likely."""
+    if readout.kind == VALUE:
         return torch.nn.functional.mse_loss(output, target)
     if (target == UNDEFINED).all():
         return output.sum() * 0.0
-    return torch.nn.functional.cross_entropy(
-        output.flatten(0, 1), target.flatten(), ignore_index=UNDEFINED
-    )
+    if readout.kind == CLASS:
+        return torch.nn.functional.cross_entropy(
+            output.flatten(0, 1), target.flatten(), ignore_index=UNDEFINED
+        )
+    keep = target != UNDEFINED
+    above = _above(output, target)[keep].float()  # [m, classes]
+    wanted = above / above.sum(-1, keepdim=True)
+    return -(wanted * output[keep].log_softmax(-1)).sum(-1).mean()
 
 
 def correct(output: torch.Tensor, target: torch.Tensor, readout: Readout) -> torch.Tensor:
     """Per pair [n]: whether the output is right at every readout position."""
-    if readout.numerical:
+    if readout.kind == VALUE:
         return ((output - target).abs() < NUMERIC_ATOL).all(-1)
-    return (output.argmax(-1) == target).all(-1)
+    if readout.kind == CLASS:
+        return (output.argmax(-1) == target).all(-1)
+    above = _above(output, target)
+    lowest_above = output.masked_fill(~above, math.inf).amin(-1)
+    highest_below = output.masked_fill(above, -math.inf).amax(-1)
+    return (lowest_above > highest_below).all(-1)
+
+
+def _above(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[n, P, classes]: whether each class is above the target class."""
+    return torch.arange(output.shape[-1], device=output.device) > target[..., None]
 
 
 def defined(target: torch.Tensor, readout: Readout) -> torch.Tensor:
     """Per pair [n]: whether the high-level output is defined at every readout position."""
-    if readout.numerical:
+    if readout.kind == VALUE:
         return torch.ones(len(target), dtype=torch.bool)
     return (target != UNDEFINED).all(-1)
 

@@ -21,7 +21,7 @@ from circuitx.builtin.tracr import TRACR, compile_program, ground_truths
 from circuitx.builtin.tracr.circuit import written_values
 from circuitx.builtin.tracr.convert import convert
 from circuitx.builtin.tracr.programs import tracr_modules
-from circuitx.builtin.trained.hl import SHAPE, HighLevelModel, Readout, Target
+from circuitx.builtin.trained.hl import CLASS, SHAPE, VALUE, HighLevelModel, Readout, Target
 from circuitx.reference import reshaped
 from circuitx.tasks.tracr import TracrProgram, all_inputs
 
@@ -55,7 +55,7 @@ class TracrHighLevel(HighLevelModel):
         self.readout = Readout(
             torch.arange(1, described.length + 1).expand(len(self.inputs), -1),
             tuple(described.output_tokens),
-            described.numerical,
+            VALUE if described.numerical else CLASS,
         )
         self._classes = {value: i for i, value in enumerate(described.output_values)}
         sops = {expr.label: expr for expr in _sops(program)}
@@ -90,7 +90,7 @@ class TracrHighLevel(HighLevelModel):
             self._output(b, s if variable else None, variable)
             for b, s in zip(base.tolist(), sources)
         ]
-        if self.readout.numerical:
+        if self.readout.kind == VALUE:
             return torch.tensor(rows, dtype=torch.float32)
         return torch.tensor([[self._classes[v] for v in row] for row in rows])
 
