@@ -24,6 +24,7 @@ with IOI on GPT-2 medium); ``--reference FILE`` takes a user's graph instead.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import networkx as nx
@@ -82,17 +83,16 @@ class ColoredObjectsTask(_tasks.Task):
         for _ in range(n_prompts):
             shot_colors, query_colors = _halves(rng.sample(colors, 2 * N_OBJECTS))
             shot_objects, query_objects = _halves(rng.sample(objects, 2 * N_OBJECTS))
-            shot_asked = rng.randrange(N_OBJECTS)
-            shot = _question(rng, shot_colors, shot_objects)
-            shot += f" {shot_objects[shot_asked]}?\nA: {shot_colors[shot_asked].capitalize()}\n"
-            scene = shot + _question(rng, query_colors, query_objects)
+            shot_asked = shot_objects[rng.randrange(N_OBJECTS)]
+            shot = Scene(rng.choice(SURFACES), rng.choice(OPENINGS), shot_colors, shot_objects)
+            query = Scene(rng.choice(SURFACES), rng.choice(OPENINGS), query_colors, query_objects)
             asked, other = rng.sample(range(N_OBJECTS), 2)
-            clean.append(f"{scene} {query_objects[asked]}?\nA:")
+            clean.append(prompt_text(shot, shot_asked, query, query_objects[asked]))
             asked_instead = query_objects[other]
             if self.corruption == "absent-object":
                 absent = [o for o in objects if o not in shot_objects + query_objects]
                 asked_instead = rng.choice(absent)
-            corrupted.append(f"{scene} {asked_instead}?\nA:")
+            corrupted.append(prompt_text(shot, shot_asked, query, asked_instead))
             asked_about.append((query_colors[asked], query_objects[asked], query_colors[other]))
 
         clean_tokens, corrupted_tokens, lengths = _tasks.encode_pairs(
@@ -145,8 +145,28 @@ def _halves(items: list[str]) -> tuple[list[str], list[str]]:
     return items[:N_OBJECTS], items[N_OBJECTS:]
 
 
-def _question(rng: random.Random, colors: list[str], objects: list[str]) -> str:
-    """ "Q: On the desk, there is a blue pencil, ..., and a yellow lighter. What color is the" """
-    items = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {o}" for c, o in zip(colors, objects)]
-    listed = ", ".join(items[:-1]) + ", and " + items[-1]
-    return f"Q: On the {rng.choice(SURFACES)}, {rng.choice(OPENINGS)} {listed}. What color is the"
+@dataclass(frozen=True)
+class Scene:
+    """A surface, an opening and coloured objects: "On the desk, there is a blue pencil,
+    ..., and a yellow lighter"."""
+
+    surface: str
+    opening: str
+    colors: list[str]
+    objects: list[str]
+
+    def question(self) -> str:
+        """ "Q: On the desk, there is a blue pencil, ... What color is the" """
+        items = [
+            f"{'an' if c[0] in 'aeiou' else 'a'} {c} {o}" for c, o in zip(self.colors, self.objects)
+        ]
+        listed = ", ".join(items[:-1]) + ", and " + items[-1]
+        return f"Q: On the {self.surface}, {self.opening} {listed}. What color is the"
+
+
+def prompt_text(shot: Scene, shot_asked: str, scene: Scene, asked: str) -> str:
+    """The solved example about ``shot`` (its object ``shot_asked``), then the question
+    about ``asked`` in ``scene``, up to "A:"."""
+    answer = shot.colors[shot.objects.index(shot_asked)].capitalize()
+    solved = f"{shot.question()} {shot_asked}?\nA: {answer}\n"
+    return f"{solved}{scene.question()} {asked}?\nA:"

@@ -107,7 +107,7 @@ class IOIHighLevel(HighLevelModel):
         self.readout = Readout(self.ends[:, None], tuple(self.name_ids.tolist()))
         self.alignment = alignment
         # the variables' values on each input, without intervention
-        self.duplicate = _duplicates(self.inputs)
+        self.duplicate = duplicates(self.inputs)
         self.s_inhibition = torch.where(self.duplicate, self.inputs, -1)
         self.plain = self._outputs(self.inputs, self.s_inhibition, self.ends)
 
@@ -147,7 +147,7 @@ class IOIHighLevel(HighLevelModel):
         return torch.where(tie, UNDEFINED, top.indices[:, 0]).unsqueeze(-1)
 
 
-def _duplicates(tokens: torch.Tensor) -> torch.Tensor:
+def duplicates(tokens: torch.Tensor) -> torch.Tensor:
     """[n, pos]: whether each position's token occurs at an earlier position."""
     same = tokens[:, :, None] == tokens[:, None, :]  # [n, p, q]
     earlier = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril(-1)
