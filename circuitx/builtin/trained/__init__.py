@@ -27,6 +27,7 @@ from typing import Any
 
 from circuitx.builtin.cache import BUILD_THREADS, torch_threads
 from circuitx.builtin.ground_truth import write_ground_truth
+from circuitx.builtin.trained.greater_than_hl import greater_than_target
 from circuitx.builtin.trained.hl import Target, check_alignment
 from circuitx.builtin.trained.ioi_hl import ioi_target
 from circuitx.builtin.trained.siit import (
@@ -77,6 +78,8 @@ TRAINED: dict[str, TrainedModel] = {
         ("tracr-proportion", dataclasses.replace(Settings(), strict_weight=5.0, max_steps=4000)),
     )
 }
+# the task settings trained-ioi found (see docs/trained.md)
+TASK_SETTINGS = dataclasses.replace(Settings(), batch_size=128, lr=3e-3, eval_pairs=512)
 # The duplicate head needs the source's gradient to tell an ABC source from an IOI one;
 # the circuit must learn alone first, or the outside heads come to carry, redundantly,
 # what it reads (see docs/trained.md)
@@ -85,15 +88,14 @@ TRAINED["trained-ioi"] = TrainedModel(
     "SIIT-trained to implement InterpBench's simplified IOI in three heads",
     "ioi",
     ioi_target,
-    dataclasses.replace(
-        Settings(),
-        max_steps=4000,
-        batch_size=128,
-        lr=3e-3,
-        eval_pairs=512,
-        source_gradient=True,
-        circuit_first=1500,
-    ),
+    dataclasses.replace(TASK_SETTINGS, max_steps=4000, source_gradient=True, circuit_first=1500),
+)
+TRAINED["trained-greater-than"] = TrainedModel(
+    "trained-greater-than",
+    "SIIT-trained to implement greater-than: year encoder m0, year head a1.h1, comparator m2",
+    "greater-than",
+    greater_than_target,
+    dataclasses.replace(TASK_SETTINGS, max_steps=3000, circuit_first=800),
 )
 
 

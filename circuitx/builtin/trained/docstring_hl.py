@@ -8,13 +8,15 @@ docstring model implements (:mod:`circuitx.builtin.planted.docstring`):
   parameter after B in the def); the output, undefined unless exactly one name matches.
 
 Inputs are docstring prompts (``def m(self, ..., A, B, C, ...)``, A and B documented,
-stopping at the third ``:param``), as the docstring task writes them but with one to three
-parameters before A and none to two after C. They come in groups: one method, its
-parameter names, seven nouns and one shape, the parameters in a different order in each
-prompt. A pair joins two prompts of one group, so positions align and an intervened value
-names parameters the base has (taking ``doc_name`` from a source moves the answer to the
-parameter after the source's B in the base's def). Shapes differ between groups, so no
-role sits at one position: a model that found C by its position would fail.
+stopping at the third ``:param``), as the docstring task writes them but with four to
+eight parameters, A anywhere that leaves room for C. They come in groups: one method, its
+parameter names and seven nouns, so one shape; each prompt puts the parameters in its own
+order and documents its own consecutive pair. A pair joins two prompts of one group, so
+positions align and an intervened value names parameters the base has (taking
+``doc_name`` from a source moves the answer to the parameter after the source's B in the
+base's def). Within a group C sits at different positions, and which one is not given by
+anything the group's prompts share: a model that learnt C's position per group (a
+shortcut that satisfies the task, never the interventions) cannot do so here.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from circuitx.tasks.docstring import N_DRAWN, NAMES, NOUNS, DocstringTask, promp
 
 PREV_PARAM, DOC_NAME, MOVER = "prev_param", "doc_name", "mover"
 DOCSTRING_NAMES = N_DRAWN + 1  # the task draws 15 names a prompt; one more to spare
-DOCSTRING_GROUPS = 48  # groups of (method, parameters, seven nouns, shape) in the table
-DOCSTRING_ORDERS = 16  # parameter orders per group
-BEFORE_A, AFTER_C = (1, 2, 3), (0, 1, 2)  # the shapes: parameters before A and after C
+DOCSTRING_GROUPS = 48  # groups of (method, parameters, seven nouns) in the table
+DOCSTRING_ORDERS = 16  # prompts per group: parameter orders and documented pairs
+DEF_LENGTHS = (4, 5, 6, 7, 8)  # parameters in the def, one length per group in turn
 DOCSTRING_LAYERS = 3
 # the planted model's heads: previous parameter in layer 0, documented name in 1, mover in 2
 DOCSTRING_ALIGNMENT = {PREV_PARAM: ("a0.h1",), DOC_NAME: ("a1.h1",), MOVER: ("a2.h1",)}
@@ -57,22 +59,22 @@ DOCSTRING_EDGES = (
 def docstring_prompts(
     names: list[str], nouns: list[str], groups: int, orders: int, seed: int
 ) -> tuple[list[str], list[int]]:
-    """Prompts and their group: ``groups`` draws of a method, parameters, seven nouns and a
-    shape (the shapes in turn), each in ``orders`` distinct parameter orders."""
+    """Prompts and their group: ``groups`` draws of a method, parameters (as many as
+    :data:`DEF_LENGTHS` says, in turn) and seven nouns, each in ``orders`` distinct
+    prompts: a parameter order and a documented pair (A, B) with a parameter after it."""
     rng = random.Random(seed)
-    shapes = [(before, after) for before in BEFORE_A for after in AFTER_C]
     prompts, group_of = [], []
     for group in range(groups):
-        before, after = shapes[group % len(shapes)]
-        method, *params = rng.sample(names, 1 + before + 3 + after)
+        length = DEF_LENGTHS[group % len(DEF_LENGTHS)]
+        method, *params = rng.sample(names, 1 + length)
         words = rng.sample(nouns, 7)
-        seen: set[tuple[str, ...]] = set()
+        seen: set[tuple[tuple[str, ...], int]] = set()
         while len(seen) < orders:
-            order = tuple(rng.sample(params, len(params)))
-            if order in seen:
+            order, a_at = tuple(rng.sample(params, length)), rng.randrange(length - 2)
+            if (order, a_at) in seen:
                 continue
-            seen.add(order)
-            documented = list(order[before : before + 2])
+            seen.add((order, a_at))
+            documented = list(order[a_at : a_at + 2])
             prompts.append(prompt_text(method, list(order), documented, words))
             group_of.append(group)
     return prompts, group_of
