@@ -53,13 +53,13 @@ LEADERBOARDS = (
     (
         "trained",
         "leaderboard-trained",
-        "the SIIT-trained models (task tracr with metric l2, and ioi)",
+        "the SIIT-trained models (task tracr with metric l2, ioi and greater-than)",
         "corrupted",
     ),
     (
         "trained",
         "leaderboard-trained-zero",
-        "the SIIT-trained models, zero ablation (task tracr with metric l2, and ioi)",
+        "the SIIT-trained models, zero ablation (task tracr with metric l2, ioi and greater-than)",
         "zero",
     ),
 )
