@@ -39,6 +39,7 @@ from circuitx.progress import Advance, no_progress
 SAE_INPUTS = ("standardised", "raw")
 NODE_SCORES = ("positive-share", "unique-codes", "co-occurrence")
 PROGRESS_EVERY = 10  # training steps per progress step
+DEFAULT_CODES = 200  # the authors' hidden size
 
 
 @dataclass
@@ -165,7 +166,14 @@ class SAE(Method):
             "prompts (positive and negative together) the autoencoder is trained on",
             low=1,
         ),
-        Option("n_codes", "int", 200, "the autoencoder's codes (hidden size)", low=1),
+        Option(
+            "n_codes",
+            "int",
+            None,
+            f"the autoencoder's codes (hidden size); by default {DEFAULT_CODES}, or as many "
+            "as the vectors it is trained on where those are fewer",
+            low=1,
+        ),
         Option("sae_steps", "int", 500, "full-batch training steps", low=1),
         Option("sae_l1", "float", 0.05, "sparsity penalty", low=0),
         Option("sae_lr", "float", 1e-3, "Adam learning rate", low=0, low_open=True),
@@ -196,7 +204,7 @@ class SAE(Method):
                 f"--n-examples {n_examples} is more than the {2 * n_prompts} prompts "
                 f"({n_prompts} positive, {n_prompts} negative); raise --n-prompts"
             )
-        if not 1 <= n_codes <= n_examples * components:
+        if n_codes is not None and not 1 <= n_codes <= n_examples * components:
             raise CircuitxError(
                 f"--n-codes {n_codes} must be between 1 and the {n_examples * components} "
                 f"vectors the autoencoder is trained on ({n_examples} examples x "
@@ -208,10 +216,10 @@ class SAE(Method):
 
     def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
         options, n = run.options, engine.data.n_prompts
-        n_codes = options["n_codes"]
         # positives then negatives, [2n, C, d]; the input (sender 0) has no codes
         caches = (engine.clean_cache, engine.corrupted_cache)
         vectors = torch.cat([engine.mean_writes(cache) for cache in caches])[:, 1:]
+        n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * vectors.shape[1])
         if options["sae_inputs"] == "standardised":
             vectors = standardise(vectors)
         generator = torch.Generator().manual_seed(run.seed)
@@ -243,6 +251,7 @@ class SAE(Method):
         facts = {
             "sae_fraction_of_variance_explained": float(1 - residual / variance),
             "sae_l0": float((hidden > 0).float().sum(-1).mean()),
+            "sae_codes": n_codes,
             "sae_codes_used": int(codes.unique().numel()),
             "negative_accuracy": engine.task.accuracy(engine.corrupted_final, engine.data),
         }

@@ -144,6 +144,15 @@ def test_bad_settings_end_with_one_line(args, message):
     assert_one_line_error(run(*base, "--n-prompts", "6", *args), message)
 
 
+def test_the_default_codes_are_at_most_the_vectors_trained_on(word_model):
+    """The authors' 200 codes, fewer where a small model gives fewer vectors (3 examples x
+    the word model's components here)."""
+    graph = find(word_model, "ioi", "sae", n_prompts=4, options={"n_examples": 3, "sae_steps": 20})
+    components = word_model.n_layers * (word_model.n_heads + int(word_model.has_mlp))
+    assert 3 * components < 200
+    assert graph.graph["sae_codes"] == 3 * components
+
+
 def test_sae_options_belong_to_sae():
     args = ["discover", "--task", "ioi", "--method", "eap", "--model", "planted", "--n-codes", 5]
     assert_one_line_error(run(*args), "--n-codes applies to sae, not eap")
