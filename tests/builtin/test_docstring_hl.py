@@ -1,13 +1,12 @@
 """The docstring high-level model: the parameter after the last documented one, moved by
-the source's documented name or previous parameters as the def's order says, and pairs
-that share their names."""
+the source's previous names as the def's order says, and pairs that share their names."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from circuitx.builtin.trained.docstring_hl import DOC_NAME, MOVER, PREV_PARAM, docstring_target
+from circuitx.builtin.trained.docstring_hl import MOVER, PREV_NAME, docstring_target
 from circuitx.builtin.trained.hl import UNDEFINED
 
 
@@ -67,30 +66,31 @@ def test_interventions_follow_the_bases_def(target, hl):
     assert (hl.groups[base] == hl.groups[source]).all()
     base, source = base[::7], source[::7]  # a spread of pairs, for time
     base_defs, source_defs = _defs(target, base), _defs(target, source)
-    base_b = [b for _, b in _documented(target, base)]
     source_b = [b for _, b in _documented(target, source)]
-    doc = hl.outputs(base, source, DOC_NAME)[:, 0].tolist()
-    prev = hl.outputs(base, source, PREV_PARAM)[:, 0].tolist()
-    for ours, theirs, our_b, their_b, d, p in zip(
-        base_defs, source_defs, base_b, source_b, doc, prev
-    ):
+    prev = hl.outputs(base, source, PREV_NAME)[:, 0].tolist()
+    for ours, theirs, their_b, p in zip(base_defs, source_defs, source_b, prev):
         assert sorted(ours) == sorted(theirs)  # one group: the same names, the same shape
-        # doc_name from the source: the base's parameter after the source's B
-        at = ours.index(their_b) + 1
-        assert _name(hl, target, d) == (ours[at] if at < len(ours) else None)
-        # prev_param from the source: the base's parameter where the source has B before it
-        after = theirs.index(our_b) + 1
-        assert _name(hl, target, p) == (ours[after] if after < len(ours) else None)
+        # the source's previous names, its B at the end: the base's parameter where the
+        # source has its C (the one after its B)
+        assert _name(hl, target, p) == ours[theirs.index(their_b) + 1]
     assert torch.equal(hl.outputs(base, source, MOVER), hl.outputs(source))
-    changed = torch.tensor(doc) != hl.outputs(base)[:, 0]
-    assert 0.3 < changed.float().mean() < 1.0  # the interventions matter, and not always
+    changed = torch.tensor(prev) != hl.outputs(base)[:, 0]
+    assert 0.3 < changed.float().mean() < 1.0  # the intervention matters, and not always
+    with pytest.raises(ValueError, match="no variable"):
+        hl.outputs(base, source, "doc_name")
+
+
+def test_the_previous_name_at_the_end_is_the_last_documented_one(target, hl):
+    rows = torch.arange(len(hl.inputs))
+    at_end = hl.prev_name[rows, hl.ends].tolist()
+    documented = [b for _, b in _documented(target, rows)]
+    assert target.tokenizer.convert_ids_to_tokens(at_end) == documented
 
 
 def test_the_ground_truth_is_the_high_level_graph_on_the_aligned_heads(target, hl):
     graph = target.circuits["docstring"]
     nodes = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] != "input"}
-    assert hl.aligned_nodes() <= nodes
+    assert nodes - {"logits"} == hl.aligned_nodes()
     edges = {(s, r) for s, r, d in graph.edges(data=True) if d["in_circuit"]}
-    (prev,), (doc,), (mover,) = (hl.alignment[v] for v in (PREV_PARAM, DOC_NAME, MOVER))
-    assert {(prev, mover), (doc, mover), (mover, "logits")} <= edges
-    assert (prev, doc) not in edges
+    (prev,), (mover,) = (hl.alignment[v] for v in (PREV_NAME, MOVER))
+    assert edges == {("input", prev), ("input", mover), (prev, mover), (mover, "logits")}

@@ -1,11 +1,15 @@
-"""The high-level model of docstring (Heimersheim & Janiak 2023), the mechanism the planted
-docstring model implements (:mod:`circuitx.builtin.planted.docstring`):
+"""The high-level model of docstring (Heimersheim & Janiak 2023): the parameter after the
+last documented one, found as an induction head finds the token after an earlier copy:
 
-- ``prev_param``: at each position, the token two back (in the def, a parameter's
-  previous parameter, skipping the comma);
-- ``doc_name``: at the end, the last name documented (B, the most recent name);
-- ``mover``: at the end, the name whose ``prev_param`` is ``doc_name`` (C, the
-  parameter after B in the def); the output, undefined unless exactly one name matches.
+- ``prev_name``: at each position, the most recent name before it. In the def, that is a
+  parameter's previous parameter; at the end, it is B, the last name documented;
+- ``mover``: at the end, the name whose ``prev_name`` is the end's (C, the parameter
+  after B in the def); the output, undefined unless exactly one name matches.
+
+The planted docstring model (:mod:`circuitx.builtin.planted.docstring`) computes the
+documented name in a head of its own. Trained so, with the previous parameter two tokens
+back, the model never learnt it: the head that found previous parameters also found B at
+the end, and the documented-name head was left with nothing to carry (docs/trained.md).
 
 Inputs are docstring prompts (``def m(self, ..., A, B, C, ...)``, A and B documented,
 stopping at the third ``:param``), as the docstring task writes them but with four to
@@ -13,8 +17,8 @@ eight parameters, A anywhere that leaves room for C. They come in groups: one me
 parameter names and seven nouns, so one shape; each prompt puts the parameters in its own
 order and documents its own consecutive pair. A pair joins two prompts of one group, so
 positions align and an intervened value names parameters the base has (taking
-``doc_name`` from a source moves the answer to the parameter after the source's B in the
-base's def). Within a group C sits at different positions, and which one is not given by
+``prev_name`` from a source moves the answer to the base's parameter where the source has
+its C). Within a group C sits at different positions, and which one is not given by
 anything the group's prompts share: a model that learnt C's position per group (a
 shortcut that satisfies the task, never the interventions) cannot do so here.
 """
@@ -38,22 +42,15 @@ from circuitx.builtin.trained.hl import (
 from circuitx.graph import INPUT, LOGITS
 from circuitx.tasks.docstring import N_DRAWN, NAMES, NOUNS, DocstringTask, prompt_text
 
-PREV_PARAM, DOC_NAME, MOVER = "prev_param", "doc_name", "mover"
+PREV_NAME, MOVER = "prev_name", "mover"
 DOCSTRING_NAMES = N_DRAWN + 1  # the task draws 15 names a prompt; one more to spare
 DOCSTRING_GROUPS = 48  # groups of (method, parameters, seven nouns) in the table
 DOCSTRING_ORDERS = 16  # prompts per group: parameter orders and documented pairs
 DEF_LENGTHS = (4, 5, 6, 7, 8)  # parameters in the def, one length per group in turn
 DOCSTRING_LAYERS = 3
-# the planted model's heads: previous parameter in layer 0, documented name in 1, mover in 2
-DOCSTRING_ALIGNMENT = {PREV_PARAM: ("a0.h1",), DOC_NAME: ("a1.h1",), MOVER: ("a2.h1",)}
-DOCSTRING_EDGES = (
-    (INPUT, PREV_PARAM),
-    (INPUT, DOC_NAME),
-    (INPUT, MOVER),
-    (PREV_PARAM, MOVER),
-    (DOC_NAME, MOVER),
-    (MOVER, LOGITS),
-)
+# the planted model's first and last heads: the previous name in layer 0, the mover in 2
+DOCSTRING_ALIGNMENT = {PREV_NAME: ("a0.h1",), MOVER: ("a2.h1",)}
+DOCSTRING_EDGES = ((INPUT, PREV_NAME), (INPUT, MOVER), (PREV_NAME, MOVER), (MOVER, LOGITS))
 
 
 def docstring_prompts(
@@ -102,13 +99,12 @@ class DocstringHighLevel(HighLevelModel):
         self.alignment = alignment
         self.is_name = (self.inputs[:, :, None] == self.name_ids).any(-1)  # [n, pos]
         # the variables' values on each input, without intervention
-        self.prev_param = torch.full_like(self.inputs, -1)
-        self.prev_param[:, 2:] = self.inputs[:, :-2]
         positions = torch.arange(self.inputs.shape[1])
-        before_end = self.is_name & (positions < self.ends[:, None])
-        rows = torch.arange(len(prompts))
-        self.doc_name = self.inputs[rows, (before_end * positions).argmax(-1)]
-        self.plain = self._outputs(rows, self.prev_param, self.doc_name)
+        last_name = torch.where(self.is_name, positions, -1).cummax(-1).values  # at or before
+        before = torch.cat([torch.full_like(last_name[:, :1], -1), last_name[:, :-1]], 1)
+        named = self.inputs.gather(1, before.clamp_min(0))
+        self.prev_name = torch.where(before >= 0, named, -1)
+        self.plain = self._outputs(torch.arange(len(prompts)), self.prev_name)
 
     def pairs(self) -> torch.Tensor:
         same = self.groups[:, None] == self.groups[None, :]
@@ -121,19 +117,18 @@ class DocstringHighLevel(HighLevelModel):
             return self.plain[base]
         if variable == MOVER:
             return self.plain[source]
-        if variable == PREV_PARAM:
-            return self._outputs(base, self.prev_param[source], self.doc_name[base])
-        if variable == DOC_NAME:
-            return self._outputs(base, self.prev_param[base], self.doc_name[source])
+        if variable == PREV_NAME:
+            return self._outputs(base, self.prev_name[source])
         raise ValueError(f"docstring has no variable {variable!r}")
 
-    def _outputs(
-        self, base: torch.Tensor, prev_param: torch.Tensor, doc_name: torch.Tensor
-    ) -> torch.Tensor:
-        """The mover's output [n, 1]: the class of the one name of ``base`` whose
-        ``prev_param`` is ``doc_name`` (:data:`UNDEFINED` unless exactly one is)."""
-        match = self.is_name[base] & (prev_param == doc_name[:, None])
-        match &= torch.arange(match.shape[1]) < self.ends[base, None]  # the end only reads
+    def _outputs(self, base: torch.Tensor, prev_name: torch.Tensor) -> torch.Tensor:
+        """The mover's output [n, 1]: the class of the one name of ``base`` before its end
+        whose ``prev_name`` is the one at the end (:data:`UNDEFINED` unless exactly one
+        is)."""
+        ends = self.ends[base]
+        wanted = prev_name[torch.arange(len(base)), ends]
+        match = self.is_name[base] & (prev_name == wanted[:, None])
+        match &= torch.arange(match.shape[1]) < ends[:, None]  # the end only reads
         tokens = torch.where(match, self.inputs[base], -1).max(-1).values
         classes = (tokens[:, None] == self.name_ids).long().argmax(-1)
         return torch.where(match.sum(-1) == 1, classes, UNDEFINED).unsqueeze(-1)
