@@ -33,6 +33,7 @@ from circuitx.builtin.trained.hl import (
     HighLevelModel,
     Readout,
     Target,
+    group_pairs,
     task_target,
     token_table,
 )
@@ -142,8 +143,7 @@ class ColoredObjectsHighLevel(HighLevelModel):
         self.plain = self._outputs(rows, self.prev_token, self.query)
 
     def pairs(self) -> torch.Tensor:
-        same = self.groups[:, None] == self.groups[None, :]
-        return (same & self.present[:, None]).flatten().nonzero().flatten()
+        return group_pairs(self.groups, self.present)
 
     def outputs(
         self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None

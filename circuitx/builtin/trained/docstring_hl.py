@@ -36,6 +36,7 @@ from circuitx.builtin.trained.hl import (
     HighLevelModel,
     Readout,
     Target,
+    group_pairs,
     task_target,
     token_table,
 )
@@ -107,8 +108,7 @@ class DocstringHighLevel(HighLevelModel):
         self.plain = self._outputs(torch.arange(len(prompts)), self.prev_name)
 
     def pairs(self) -> torch.Tensor:
-        same = self.groups[:, None] == self.groups[None, :]
-        return same.flatten().nonzero().flatten()
+        return group_pairs(self.groups)
 
     def outputs(
         self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None

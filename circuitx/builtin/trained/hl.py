@@ -97,6 +97,15 @@ def token_table(tokenizer: Any, prompts: list[str]) -> tuple[torch.Tensor, torch
     return table, torch.tensor([len(r) - 1 for r in rows])
 
 
+def group_pairs(groups: torch.Tensor, bases: torch.Tensor | None = None) -> torch.Tensor:
+    """Pair ids (``base * N + source``) joining inputs of one group [N], the bases only
+    where ``bases`` [N] is true (every input by default)."""
+    same = groups[:, None] == groups[None, :]
+    if bases is not None:
+        same &= bases[:, None]
+    return same.flatten().nonzero().flatten()
+
+
 def check_alignment(alignment: dict[str, tuple[str, ...]], n_layers: int, n_heads: int) -> None:
     """Raise ``ValueError`` unless every aligned node is a head or MLP of the given shape,
     and no node is aligned to two variables."""

@@ -31,6 +31,7 @@ from circuitx.builtin.trained.hl import (
     HighLevelModel,
     Readout,
     Target,
+    group_pairs,
     task_target,
     token_table,
 )
@@ -112,8 +113,7 @@ class IOIHighLevel(HighLevelModel):
         self.plain = self._outputs(self.inputs, self.s_inhibition, self.ends)
 
     def pairs(self) -> torch.Tensor:
-        same = self.groups[:, None] == self.groups[None, :]
-        return (same & self.is_ioi[:, None]).flatten().nonzero().flatten()
+        return group_pairs(self.groups, self.is_ioi)
 
     def outputs(
         self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
