@@ -11,8 +11,11 @@ Built-ins: ``trained-tracr-reverse`` and ``trained-tracr-proportion``, the tracr
 high-level models (:mod:`.tracr_hl`) with each RASP value in the head or MLP that computes
 it in the compiled model, in a wider model (4 heads per layer, d_model 64, MLPs of 256)
 whose other components are trained to have no effect; ``trained-ioi``, InterpBench's
-simplified IOI (:mod:`.ioi_hl`) in three heads of a 4-layer model of that width, trained
-circuit first (see docs/trained.md).
+simplified IOI (:mod:`.ioi_hl`) in three heads of a 4-layer model of that width,
+``trained-greater-than`` (:mod:`.greater_than_hl`) in two MLPs and a head of a 3-layer one
+and ``trained-docstring`` (:mod:`.docstring_hl`) in two heads of a 3-layer one, each
+trained circuit first (see docs/trained.md). The colored-objects high-level model
+(:mod:`.colored_objects_hl`) is not a built-in: it has not been trained yet.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 from circuitx.builtin.cache import BUILD_THREADS, torch_threads
 from circuitx.builtin.ground_truth import write_ground_truth
+from circuitx.builtin.trained.docstring_hl import docstring_target
 from circuitx.builtin.trained.greater_than_hl import greater_than_target
 from circuitx.builtin.trained.hl import Target, check_alignment
 from circuitx.builtin.trained.ioi_hl import ioi_target
@@ -96,6 +100,14 @@ TRAINED["trained-greater-than"] = TrainedModel(
     "greater-than",
     greater_than_target,
     dataclasses.replace(TASK_SETTINGS, max_steps=3000, circuit_first=800),
+)
+# the source's gradient and the circuit first, as IOI (docs/trained.md)
+TRAINED["trained-docstring"] = TrainedModel(
+    "trained-docstring",
+    "SIIT-trained to implement docstring: previous name a0.h1, mover a2.h1",
+    "docstring",
+    docstring_target,
+    dataclasses.replace(TASK_SETTINGS, max_steps=4000, source_gradient=True, circuit_first=1000),
 )
 
 
