@@ -19,6 +19,7 @@ from circuitx.builtin.trained.siit import (
     loss,
     read_output,
     seeded,
+    split_pairs,
     train,
 )
 from circuitx.errors import CircuitxError
@@ -255,3 +256,21 @@ def test_circuit_first_trains_the_aligned_components_alone_then_every_one():
 
     history = train(_model(0), hl, dataclasses.replace(settings, max_steps=40))
     assert history.steps == [10, 20, 30]  # the first evaluation with every component
+
+
+def test_held_out_inputs_are_never_trained_on():
+    hl = CopyFirst()  # 16 inputs, every pair
+    n = len(hl.inputs)
+    train_pairs, held = split_pairs(hl, Settings(held_out_inputs=True, held_out=0.25))
+    held_inputs = set((held // n).tolist())
+    assert len(held_inputs) == 4 and set((held % n).tolist()) == held_inputs
+    assert len(held) == 16 and len(train_pairs) == 12 * 12
+    trained = set((train_pairs // n).tolist()) | set((train_pairs % n).tolist())
+    assert not held_inputs & trained
+    hl.groups = torch.arange(n) // 4  # four groups of four inputs: one is held out
+    _, held = split_pairs(hl, Settings(held_out_inputs=True, held_out=0.25))
+    assert len(set(hl.groups[held // n].tolist())) == 1
+    # by default pairs are split, and an input may be on both sides
+    train_pairs, held = split_pairs(hl, Settings(held_out=0.25))
+    assert len(held) == 64 and len(train_pairs) == 192
+    assert set((held // n).tolist()) & set((train_pairs // n).tolist())

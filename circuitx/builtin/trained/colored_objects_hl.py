@@ -30,7 +30,7 @@ import torch
 from circuitx.builtin.hf import word_level_tokenizer
 from circuitx.builtin.trained.hl import (
     UNDEFINED,
-    HighLevelModel,
+    MoverHighLevel,
     Readout,
     Target,
     group_pairs,
@@ -111,7 +111,7 @@ def colored_prompts(
     return prompts, group_of, present
 
 
-class ColoredObjectsHighLevel(HighLevelModel):
+class ColoredObjectsHighLevel(MoverHighLevel):
     """Colored objects over a seeded table of prompts, tokenised by ``tokenizer``."""
 
     def __init__(
@@ -123,11 +123,9 @@ class ColoredObjectsHighLevel(HighLevelModel):
         absent: int,
         seed: int,
     ) -> None:
-        self.name = "colored-objects"
+        self.name, self.mover = "colored-objects", COLOR_MOVER
         prompts, group_of, present = colored_prompts(groups, asked, absent, seed)
-        self.inputs, ends = token_table(tokenizer, prompts)
-        if len(set(ends.tolist())) != 1:
-            raise ValueError("colored-objects prompts must all tokenise to one length")
+        self.inputs, ends = token_table(tokenizer, prompts, one_length=True)
         self.groups, self.present = torch.tensor(group_of), torch.tensor(present)
         answers = tokenizer.convert_tokens_to_ids([c.capitalize() for c in COLORS])
         self.readout = Readout(ends[:, None], tuple(answers))
@@ -145,22 +143,14 @@ class ColoredObjectsHighLevel(HighLevelModel):
     def pairs(self) -> torch.Tensor:
         return group_pairs(self.groups, self.present)
 
-    def outputs(
-        self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
-    ) -> torch.Tensor:
-        if variable is None or source is None:
-            return self.plain[base]
-        if variable == COLOR_MOVER:
-            return self.plain[source]
+    def _intervened(self, base: torch.Tensor, source: torch.Tensor, variable: str) -> torch.Tensor:
         if variable == PREV_TOKEN:
             return self._outputs(base, self.prev_token[source], self.query[base])
         if variable == DUPLICATE:
             return self._outputs(
                 base, self.prev_token[base], self._query(base, self.duplicate[source])
             )
-        if variable == QUERY:
-            return self._outputs(base, self.prev_token[base], self.query[source])
-        raise ValueError(f"colored-objects has no variable {variable!r}")
+        return self._outputs(base, self.prev_token[base], self.query[source])  # QUERY
 
     def _query(self, base: torch.Tensor, duplicate: torch.Tensor) -> torch.Tensor:
         """[n]: the token of the last object of ``base`` that ``duplicate`` flags (-1 if none)."""

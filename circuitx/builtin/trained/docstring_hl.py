@@ -33,7 +33,7 @@ import torch
 from circuitx.builtin.hf import word_level_tokenizer
 from circuitx.builtin.trained.hl import (
     UNDEFINED,
-    HighLevelModel,
+    MoverHighLevel,
     Readout,
     Target,
     group_pairs,
@@ -78,7 +78,7 @@ def docstring_prompts(
     return prompts, group_of
 
 
-class DocstringHighLevel(HighLevelModel):
+class DocstringHighLevel(MoverHighLevel):
     """Docstring over a seeded table of prompts, tokenised by ``tokenizer``."""
 
     def __init__(
@@ -90,7 +90,7 @@ class DocstringHighLevel(HighLevelModel):
         orders: int,
         seed: int,
     ) -> None:
-        self.name = "docstring"
+        self.name, self.mover = "docstring", MOVER
         nouns = [n for n in NOUNS if n not in NAMES]
         prompts, group_of = docstring_prompts(names, nouns, groups, orders, seed)
         self.inputs, self.ends = token_table(tokenizer, prompts)
@@ -110,16 +110,8 @@ class DocstringHighLevel(HighLevelModel):
     def pairs(self) -> torch.Tensor:
         return group_pairs(self.groups)
 
-    def outputs(
-        self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
-    ) -> torch.Tensor:
-        if variable is None or source is None:
-            return self.plain[base]
-        if variable == MOVER:
-            return self.plain[source]
-        if variable == PREV_NAME:
-            return self._outputs(base, self.prev_name[source])
-        raise ValueError(f"docstring has no variable {variable!r}")
+    def _intervened(self, base: torch.Tensor, source: torch.Tensor, variable: str) -> torch.Tensor:
+        return self._outputs(base, self.prev_name[source])  # PREV_NAME
 
     def _outputs(self, base: torch.Tensor, prev_name: torch.Tensor) -> torch.Tensor:
         """The mover's output [n, 1]: the class of the one name of ``base`` before its end

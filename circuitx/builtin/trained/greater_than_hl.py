@@ -65,9 +65,7 @@ class GreaterThanHighLevel(HighLevelModel):
     ) -> None:
         self.name = "greater-than"
         prompts, yy = greater_than_prompts(count, seed)
-        self.inputs, ends = token_table(tokenizer, prompts)
-        if len(set(ends.tolist())) != 1:
-            raise ValueError("greater-than prompts must all tokenise to one length")
+        self.inputs, ends = token_table(tokenizer, prompts, one_length=True)
         self.yy = torch.tensor(yy)
         digits = tokenizer.convert_tokens_to_ids([f"{i:02d}" for i in range(100)])
         self.readout = Readout(ends[:, None], tuple(digits), ABOVE)

@@ -51,6 +51,8 @@ class HighLevelModel(ABC):
     readout: Readout
     # HL variable -> the low-level nodes (``a{L}.h{H}``, ``m{L}``) that compute it
     alignment: dict[str, tuple[str, ...]]
+    # [N] each input's group, where inputs come in groups (pairs join two of one group)
+    groups: torch.Tensor | None = None
 
     @abstractmethod
     def outputs(
@@ -73,6 +75,31 @@ class HighLevelModel(ABC):
         return {node for nodes in self.alignment.values() for node in nodes}
 
 
+class MoverHighLevel(HighLevelModel):
+    """A high-level model whose last variable (the mover) computes the output from the
+    others: setting the mover to its value on a source gives the source's output; setting
+    another variable recomputes the output (:meth:`_intervened`)."""
+
+    mover: str  # the variable that computes the output
+    plain: torch.Tensor  # [N, P] the outputs without intervention
+
+    def outputs(
+        self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
+    ) -> torch.Tensor:
+        if variable is None or source is None:
+            return self.plain[base]
+        if variable not in self.alignment:
+            raise ValueError(f"{self.name} has no variable {variable!r}")
+        if variable == self.mover:
+            return self.plain[source]
+        return self._intervened(base, source, variable)
+
+    @abstractmethod
+    def _intervened(self, base: torch.Tensor, source: torch.Tensor, variable: str) -> torch.Tensor:
+        """The output [n, P] on ``base`` with ``variable`` (not the mover) set to its value
+        on ``source``."""
+
+
 @dataclass
 class Target:
     """What training needs and the model directory gets: the high-level model, the
@@ -85,25 +112,34 @@ class Target:
     circuits: dict[str, nx.MultiDiGraph]  # by task (or task:variant), in the model's shape
 
 
-def token_table(tokenizer: Any, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def token_table(
+    tokenizer: Any, prompts: list[str], one_length: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompts' token ids [N, pos], each after BOS and padded on the right, and each
-    row's last position [N] (a causal model's outputs there ignore the padding)."""
+    row's last position [N] (a causal model's outputs there ignore the padding). With
+    ``one_length``, prompts that tokenise to different lengths are a ``ValueError``."""
     rows = [
         [tokenizer.bos_token_id, *tokenizer.encode(p, add_special_tokens=False)] for p in prompts
     ]
-    table = torch.full((len(rows), max(len(r) for r in rows)), tokenizer.pad_token_id)
+    lengths = sorted({len(r) for r in rows})
+    if one_length and len(lengths) > 1:
+        raise ValueError(f"the prompts must tokenise to one length, not {lengths}")
+    table = torch.full((len(rows), lengths[-1]), tokenizer.pad_token_id)
     for i, row in enumerate(rows):
         table[i, : len(row)] = torch.tensor(row)
     return table, torch.tensor([len(r) - 1 for r in rows])
 
 
 def group_pairs(groups: torch.Tensor, bases: torch.Tensor | None = None) -> torch.Tensor:
-    """Pair ids (``base * N + source``) joining inputs of one group [N], the bases only
-    where ``bases`` [N] is true (every input by default)."""
-    same = groups[:, None] == groups[None, :]
-    if bases is not None:
-        same &= bases[:, None]
-    return same.flatten().nonzero().flatten()
+    """Pair ids (``base * N + source``, ascending) joining inputs of one group [N], the
+    bases only where ``bases`` [N] is true (every input by default)."""
+    n = len(groups)
+    ids = []
+    for group in groups.unique():
+        members = (groups == group).nonzero().flatten()
+        chosen = members if bases is None else members[bases[members]]
+        ids.append((chosen[:, None] * n + members).flatten())
+    return torch.cat(ids).sort().values
 
 
 def check_alignment(alignment: dict[str, tuple[str, ...]], n_layers: int, n_heads: int) -> None:

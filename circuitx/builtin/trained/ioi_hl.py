@@ -28,7 +28,7 @@ import torch
 from circuitx.builtin.hf import word_level_tokenizer
 from circuitx.builtin.trained.hl import (
     UNDEFINED,
-    HighLevelModel,
+    MoverHighLevel,
     Readout,
     Target,
     group_pairs,
@@ -89,7 +89,7 @@ def ioi_prompts(
     return prompts, groups, is_ioi
 
 
-class IOIHighLevel(HighLevelModel):
+class IOIHighLevel(MoverHighLevel):
     """Simplified IOI over a seeded table of prompts, tokenised by ``tokenizer``."""
 
     def __init__(
@@ -100,7 +100,7 @@ class IOIHighLevel(HighLevelModel):
         per_template: int,
         seed: int,
     ) -> None:
-        self.name = "ioi"
+        self.name, self.mover = "ioi", NAME_MOVER
         prompts, groups, is_ioi = ioi_prompts(names, per_template, seed)
         self.inputs, self.ends = token_table(tokenizer, prompts)
         self.groups, self.is_ioi = torch.tensor(groups), torch.tensor(is_ioi)
@@ -115,20 +115,12 @@ class IOIHighLevel(HighLevelModel):
     def pairs(self) -> torch.Tensor:
         return group_pairs(self.groups, self.is_ioi)
 
-    def outputs(
-        self, base: torch.Tensor, source: torch.Tensor | None = None, variable: str | None = None
-    ) -> torch.Tensor:
-        if variable is None or source is None:
-            return self.plain[base]
-        if variable == NAME_MOVER:
-            return self.plain[source]
+    def _intervened(self, base: torch.Tensor, source: torch.Tensor, variable: str) -> torch.Tensor:
         tokens = self.inputs[base]
         if variable == DUPLICATE:
             inhibited = torch.where(self.duplicate[source], tokens, -1)
-        elif variable == S_INHIBITION:
+        else:  # S_INHIBITION
             inhibited = self.s_inhibition[source]
-        else:
-            raise ValueError(f"IOI has no variable {variable!r}")
         return self._outputs(tokens, inhibited, self.ends[base])
 
     def _outputs(

@@ -72,6 +72,9 @@ class Settings:
     eval_pairs: int = 1024
     threshold: float = 0.99  # stop when every held-out score reaches it
     held_out: float = 0.2  # the share of (base, source) pairs kept for evaluation
+    # keep inputs out, not just pairs: a share ``held_out`` of the HL's groups (of its
+    # inputs, where it has none) is never trained on; held-out pairs join two of them
+    held_out_inputs: bool = False
     # outside nodes patched per batch for the strictness loss: "half" (each with
     # probability 1/2, InterpBench's sample_all), "one" (one at random, iit's default) or
     # "all" (every one: the aligned components alone must give the answer)
@@ -252,12 +255,21 @@ def defined(target: torch.Tensor, readout: Readout) -> torch.Tensor:
 
 
 def split_pairs(hl: HighLevelModel, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held-out) pair ids (base * N + source) of ``hl.pairs()``, a seeded split."""
+    """(train, held-out) pair ids (base * N + source) of ``hl.pairs()``, a seeded split: of
+    the pairs, or (``held_out_inputs``) of the inputs' groups, each pair on one side."""
     pairs = hl.pairs()
     generator = torch.Generator().manual_seed(settings.seed)
     order = pairs[torch.randperm(len(pairs), generator=generator)]
-    held = max(1, math.floor(len(order) * settings.held_out))
-    return order[held:], order[:held]
+    if not settings.held_out_inputs:
+        held = max(1, math.floor(len(order) * settings.held_out))
+        return order[held:], order[:held]
+    n = len(hl.inputs)
+    groups = hl.groups if hl.groups is not None else torch.arange(n)
+    kinds = groups.unique()
+    kept = max(1, math.floor(len(kinds) * settings.held_out))
+    held_input = torch.isin(groups, kinds[torch.randperm(len(kinds), generator=generator)[:kept]])
+    base_held, source_held = held_input[order // n], held_input[order % n]
+    return order[~base_held & ~source_held], order[base_held & source_held]
 
 
 def evaluate(
