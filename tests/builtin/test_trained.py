@@ -10,10 +10,12 @@ import pytest
 import torch
 from conftest import assert_one_line_error, run
 
-from circuitx.builtin import BUILTIN_MODELS, FAMILIES, ground_truth, model_dir
+from circuitx.builtin import BUILTIN_MODELS, FAMILIES, ground_truth, load, model_dir
 from circuitx.builtin.trained import EVAL_PAIRS, THRESHOLD, TRAINED, TRAINING_FILE
 from circuitx.builtin.trained.siit import Intervenable, evaluate, split_pairs
 from circuitx.graph import component_nodes
+from circuitx.patching import PatchingEngine
+from circuitx.tasks import get_task
 
 pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
 
@@ -39,6 +41,15 @@ def test_shipped_weights_implement_the_high_level_model(shipped):
     for key, value in measured.items():  # what `circuitx models` reports is this
         assert record[key] == pytest.approx(value, abs=1e-9)
     assert BUILTIN_MODELS[name].scores == {k: record[k] for k in measured}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINED))
+def test_shipped_models_answer_their_tasks_own_prompts(name):
+    # the prompts discovery runs on, drawn apart from the table the model was trained on
+    model, task = load(name), get_task(TRAINED[name].task)
+    data = task.make_data(model, 64, seed=11)
+    engine = PatchingEngine(model, task, data, task.default_metric)
+    assert task.accuracy(engine.clean_final, data) >= THRESHOLD
 
 
 def test_the_ground_truth_is_the_aligned_components(shipped):

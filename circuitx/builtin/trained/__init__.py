@@ -101,13 +101,21 @@ TRAINED["trained-greater-than"] = TrainedModel(
     greater_than_target,
     dataclasses.replace(TASK_SETTINGS, max_steps=3000, circuit_first=800),
 )
-# the source's gradient and the circuit first, as IOI (docs/trained.md)
+# the source's gradient and the circuit first, as IOI; whole groups held out, and the
+# circuit alone for 4000 steps: it learns the induction mechanism only after ~2900 (over
+# 48 groups of the table it learnt them by heart instead; docs/trained.md)
 TRAINED["trained-docstring"] = TrainedModel(
     "trained-docstring",
     "SIIT-trained to implement docstring: previous name a0.h1, mover a2.h1",
     "docstring",
     docstring_target,
-    dataclasses.replace(TASK_SETTINGS, max_steps=4000, source_gradient=True, circuit_first=1000),
+    dataclasses.replace(
+        TASK_SETTINGS,
+        max_steps=6000,
+        source_gradient=True,
+        circuit_first=4000,
+        held_out_inputs=True,
+    ),
 )
 
 

@@ -45,7 +45,7 @@ from circuitx.tasks.docstring import N_DRAWN, NAMES, NOUNS, DocstringTask, promp
 
 PREV_NAME, MOVER = "prev_name", "mover"
 DOCSTRING_NAMES = N_DRAWN + 1  # the task draws 15 names a prompt; one more to spare
-DOCSTRING_GROUPS = 48  # groups of (method, parameters, seven nouns) in the table
+DOCSTRING_GROUPS = 640  # groups of (method, parameters, seven nouns) in the table
 DOCSTRING_ORDERS = 16  # prompts per group: parameter orders and documented pairs
 DEF_LENGTHS = (4, 5, 6, 7, 8)  # parameters in the def, one length per group in turn
 DOCSTRING_LAYERS = 3
