@@ -53,13 +53,13 @@ LEADERBOARDS = (
     (
         "trained",
         "leaderboard-trained",
-        "the SIIT-trained models (task tracr with metric l2, ioi and greater-than)",
+        "the SIIT-trained models (task tracr with metric l2, ioi, greater-than and docstring)",
         "corrupted",
     ),
     (
         "trained",
         "leaderboard-trained-zero",
-        "the SIIT-trained models, zero ablation (task tracr with metric l2, ioi and greater-than)",
+        "the SIIT-trained models, zero ablation (task tracr with metric l2, ioi, greater-than and docstring)",
         "zero",
     ),
 )
