@@ -7,6 +7,11 @@ runs: every method on the planted greater-than model (the transcoder method with
 random transcoders, so that no training is involved). Built-in models are now built on one
 torch thread (``builtin.BUILD_THREADS``), so the planted model was first built by that code
 on one thread, in a fresh cache: ``torch.set_num_threads(1); builtin.model_dir(name)``.
+
+The libraries move the last digits: on 2026-12-01, with a fresh install (torch 2.13.0,
+transformers 5.24.0, transformer-lens 4.3.0, numpy 2.4.6), 1bfaee3's own code gave a
+corrupted metric 3e-5 off the file, and the file was written again the same way, by
+1bfaee3's script in that install. The code of today gives those numbers exactly.
 """
 
 from __future__ import annotations
