@@ -50,13 +50,15 @@ GRAPH_FORMATS = ("graphml", "json", "dot")
 
 
 def full_graph(
-    n_layers: int, n_heads: int, has_mlp: bool = True, **metadata: Any
+    n_layers: int, n_heads: int, has_mlp: bool = True, parallel: bool = False, **metadata: Any
 ) -> nx.MultiDiGraph:
     """Every node and edge of a model's computational graph (its :class:`Layout`), none
     in the circuit yet."""
-    layout = Layout(n_layers, n_heads, has_mlp)
+    layout = Layout(n_layers, n_heads, has_mlp, parallel)
     graph = nx.MultiDiGraph()
     graph.graph.update(n_layers=n_layers, n_heads=n_heads, has_mlp=has_mlp)
+    if parallel:  # recorded only where it holds: sequential graphs stay as they were
+        graph.graph["parallel"] = True
     graph.graph.update(metadata)
     graph.graph.setdefault("circuitx_version", __version__)
     for name, kind, layer, head in layout.nodes:

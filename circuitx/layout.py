@@ -3,7 +3,9 @@ patching masks. The circuit graph (:func:`circuitx.graph.full_graph`) is built f
 
 Senders (what writes to the residual stream): ``input``, then per layer its heads and its
 MLP. Receivers (what reads it): per layer its heads' q inputs, k inputs, v inputs and its
-MLP input, then ``logits``. A mask over edges is [n_senders, n_receivers].
+MLP input, then ``logits``. A mask over edges is [n_senders, n_receivers]. In a block whose
+attention and MLP run in parallel (GPT-NeoX, Pythia, GPT-J) the MLP reads what the heads
+read, so no edge runs from a head to the MLP of its own layer.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Layout:
     n_layers: int
     n_heads: int
     has_mlp: bool
+    parallel: bool = False  # attention and MLP read the same residual stream
 
     @property
     def per_layer(self) -> int:
@@ -137,7 +140,8 @@ class Layout:
             return self.n_senders
         layer, offset = divmod(receiver, self.receivers_per_layer)
         end = self.head_sender(layer)
-        return end + self.n_heads if offset == 3 * self.n_heads else end
+        reads_heads = offset == 3 * self.n_heads and not self.parallel  # the MLP
+        return end + self.n_heads if reads_heads else end
 
     @cached_property
     def _edge_rows(self) -> list[tuple[int, int, str, str, str | None]]:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError, first_line
-from circuitx.layout import SenderChunk
+from circuitx.layout import Layout, SenderChunk
 from circuitx.names import head_node, mlp_node
 
 HUB_ALIASES = {
@@ -131,9 +131,22 @@ class Model:
     hub_id: str | None = None
     builtin: str | None = None  # set by the loader of built-in models: the built-in name
     causal: bool = True  # False: every position attends to every other (tracr models)
+    parallel: bool = False  # attention and MLP read the same residual stream (GPT-NeoX)
     # What "zero" leaves of the embeddings' output (tracr models keep a constant anchor
     # direction there); None: zero itself. [d_model]
     zero_embedding: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def post_attention_norm(self) -> bool:
+        """Whether each layer normalises its heads' summed output before adding it to the
+        residual stream (Gemma-2's sandwich norm): then no single head's write is a term
+        of the residual stream, and an edge out of one head is not defined."""
+        return hasattr(self.bridge.blocks[0], "ln1_post")
+
+    @property
+    def layout(self) -> Layout:
+        """The model's node and edge universe."""
+        return Layout(self.n_layers, self.n_heads, self.has_mlp, self.parallel)
 
     @property
     def bos_token_id(self) -> int | None:
@@ -247,8 +260,9 @@ class Model:
         tokens = torch.arange(1, 6, device=self.device).unsqueeze(0) % self.d_vocab
         layer = min(1, self.n_layers - 1)
         full, cache = self.run_with_cache(tokens, [resid_pre_hook(layer)])
-        try:
-            with torch.no_grad():
+        try:  # a rotary block called alone warns that it has no positions: it then fails
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 x = self._blocks_from(layer, cache[resid_pre_hook(layer)])
                 partial = self.bridge.unembed(self.bridge.ln_final(x))
         except Exception:  # an architecture whose blocks need arguments only the model passes
@@ -490,6 +504,7 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         dtype=torch_dtype,
         hub_id=None if Path(source).is_dir() else source,
         causal=causal,
+        parallel=bool(getattr(cfg, "parallel_attn_mlp", False)),
         zero_embedding=None
         if zero is None
         else torch.tensor(zero, dtype=torch_dtype).to(torch_device),
@@ -511,7 +526,64 @@ def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
 
     if source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir():
         return TransformerBridge.boot_tl_legacy(source, device=device, dtype=dtype)
-    return TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
+    return TransformerBridge.boot_transformers(
+        source,
+        device=device,
+        dtype=dtype,
+        hf_model=ungrouped_model(source, dtype),
+        tokenizer=saved_tokenizer(source),
+    )
+
+
+def saved_tokenizer(source: str) -> Any | None:
+    """A model directory's tokenizer as saved, where it names the generic fast class:
+    ``AutoTokenizer`` would pick the architecture's own class instead (a word-level
+    tokenizer saved beside a Qwen2 model loads as Qwen2's BPE and splits every word). It
+    adds BOS, as the bridge makes every tokenizer do. None otherwise: the bridge loads it."""
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(source) / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    saved_class = json.loads(path.read_text()).get("tokenizer_class")
+    if saved_class not in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return None
+    return PreTrainedTokenizerFast.from_pretrained(source, add_bos_token=True)
+
+
+def ungrouped_model(source: str, dtype: torch.dtype) -> Any | None:
+    """For a model whose heads share keys and values (grouped- or multi-query attention),
+    the same model with each query head given its own copy of its group's key and value
+    projections: it computes the same function, and every head has its own q, k and v
+    input, as EAP-IG's ``ungroup_grouped_query_attention`` gives. None for other models."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception:  # not a transformers config: the bridge's loader reports it
+        return None
+    text = getattr(config, "text_config", None) or config
+    n_heads = getattr(text, "num_attention_heads", None)
+    n_kv = getattr(text, "num_key_value_heads", None)
+    if not n_heads or not n_kv or n_kv == n_heads:
+        return None
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager")
+    state = model.state_dict()
+    for name, tensor in state.items():
+        if name.endswith(("k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias")):
+            per_group = tensor.unflatten(0, (n_kv, -1))
+            state[name] = per_group.repeat_interleave(n_heads // n_kv, 0).flatten(0, 1)
+    text.num_key_value_heads = n_heads
+    with torch.device("meta"):
+        ungrouped = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, attn_implementation="eager"
+        )
+    ungrouped.load_state_dict(state, assign=True, strict=False)
+    for name, buffer in model.named_buffers():  # those the state leaves out (rotary tables)
+        owner, _, attribute = name.rpartition(".")
+        ungrouped.get_submodule(owner)._buffers[attribute] = buffer
+    ungrouped.tie_weights()
+    return ungrouped.eval()
 
 
 def _check_hub_model(name: str, repo_id: str) -> None:

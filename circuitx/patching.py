@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.layout import Layout, SenderChunk
+from circuitx.layout import SenderChunk
 from circuitx.models import (
     EDGE_HOOK_FLAGS,
     EMBED_OUTPUT_HOOK,
@@ -66,7 +66,7 @@ class PatchingEngine:
             )
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
         self.ablation = ablation
-        self.layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
+        self.layout = model.layout
         self.end = data.positions["END"]
         self.readout = data.readout_positions  # [n, P]: the metric's rows are n * P
         self.tokens_per_pass = tokens_per_pass or TOKENS_PER_PASS.get(model.device.type, 2048)

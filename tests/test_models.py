@@ -5,8 +5,10 @@ import torch
 from conftest import tiny_gpt2
 
 from circuitx.builtin import load as load_model
+from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.errors import CircuitxError
-from circuitx.models import head_output_hook
+from circuitx.models import head_input_hook, head_output_hook
+from circuitx.tasks import task_vocabulary
 
 
 def test_bridge_logits_equal_the_hf_model(tiny_dir, tiny_model):
@@ -99,3 +101,29 @@ def test_builtin_model_builds_deterministically(tmp_path):
     model = load_model("random-12x12", device="cpu", cache_dir=str(tmp_path / "a"))
     assert (model.n_layers, model.n_heads, model.builtin) == (12, 12, "random-12x12")
     assert model.decode(model.encode(" Mary")).strip() == "Mary" and len(model.encode(" Mary")) == 1
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2", "mistral", "neox"])
+def test_every_family_loads_as_its_hf_model_computes_it(family, tmp_path):
+    """Grouped keys are given to each query head (the same function, a k and v input per
+    head); a parallel block is recorded; a word-level tokenizer saved beside any
+    architecture keeps its words."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    save_causal_lm(tmp_path, family, tokenizer, 2, 4, 32, seed=5, initializer_range=0.2)
+    model = load_model(str(tmp_path), device="cpu")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    tokens = torch.randint(1, model.d_vocab, (3, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = hf(tokens).logits.log_softmax(-1)
+    torch.testing.assert_close(model.run(tokens).log_softmax(-1), expected, atol=1e-4, rtol=0)
+    model.enable_hooks(["split_qkv"])
+    try:
+        _, cache = model.run_with_cache(tokens, [head_input_hook(1, "k"), head_input_hook(1, "v")])
+    finally:
+        model.bridge.set_use_split_qkv_input(False)
+    assert cache[head_input_hook(1, "k")].shape[2] == cache[head_input_hook(1, "v")].shape[2] == 4
+    assert model.parallel == (family == "neox")
+    assert model.post_attention_norm == (family == "gemma2")
+    assert model.encode(" Mary") == [tokenizer.convert_tokens_to_ids("Mary")]

@@ -87,3 +87,59 @@ def save_gpt2(
             edit(model)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+
+
+# Architectures :func:`save_causal_lm` builds: family -> (config class, extra settings).
+# Llama, Qwen2 and Gemma-2 share keys and values between pairs of heads (grouped-query
+# attention); Mistral has one key/value head (multi-query); GPT-NeoX (Pythia) runs
+# attention and MLP in parallel. All but GPT-2 use rotary positions.
+CAUSAL_LM_FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "gpt2": ("GPT2Config", {}),
+    "llama": ("LlamaConfig", {"kv_heads": 2}),
+    "qwen2": ("Qwen2Config", {"kv_heads": 2}),
+    "gemma2": ("Gemma2Config", {"kv_heads": 2}),
+    "mistral": ("MistralConfig", {"kv_heads": 1}),
+    "neox": ("GPTNeoXConfig", {}),
+}
+
+
+def save_causal_lm(
+    directory: Path,
+    family: str,
+    tokenizer: Any,
+    n_layer: int,
+    n_head: int,
+    d_model: int,
+    seed: int,
+    initializer_range: float = 0.05,
+) -> None:
+    """Save a seeded random model of ``family`` (:data:`CAUSAL_LM_FAMILIES`) and
+    ``tokenizer`` to ``directory``: MLPs four times as wide as ``d_model``."""
+    import transformers
+
+    if family == "gpt2":
+        save_gpt2(directory, tokenizer, n_layer, n_head, d_model, seed, initializer_range)
+        return
+    config_name, extra = CAUSAL_LM_FAMILIES[family]
+    settings: dict[str, Any] = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=d_model,
+        num_hidden_layers=n_layer,
+        num_attention_heads=n_head,
+        intermediate_size=4 * d_model,
+        max_position_embeddings=128,
+        initializer_range=initializer_range,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if "kv_heads" in extra:
+        settings["num_key_value_heads"] = extra["kv_heads"]
+    if family == "gemma2":
+        settings["head_dim"] = d_model // n_head
+    config = getattr(transformers, config_name)(**settings)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

@@ -40,7 +40,14 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         request.seed, stage_threshold, dict(request.options), request.n_prompts, request.cache_dir
     )
     method.check(model, run)
-    layout = Layout(model.n_layers, model.n_heads, model.has_mlp)
+    if method.granularity == "edge" and model.post_attention_norm:
+        raise CircuitxError(
+            f"{method.name} scores edges out of single heads; model {model.name!r} normalises "
+            "its heads' summed output before the residual stream (a post-attention norm, as "
+            "Gemma-2), where those are not defined yet: use a node method "
+            "(activation-patching)"
+        )
+    layout = model.layout
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(request.seed)
@@ -57,6 +64,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         model.n_layers,
         model.n_heads,
         model.has_mlp,
+        model.parallel,
         task=task.name,
         method=method.name,
         model=model.name,
