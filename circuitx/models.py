@@ -479,7 +479,7 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
             raise CircuitxError(f"cannot load model {name!r}: {first_line(error)}") from None
     bridge.eval()
     bridge.requires_grad_(False)  # methods differentiate masks and inputs, never weights
-    hf_config = bridge.original_model.config
+    hf_config = getattr(bridge.original_model, "config", None)
     causal = bool(getattr(hf_config, "is_causal", True))
     if not causal:
         # The bridge masks attention itself and ignores the config; a plain assignment
@@ -497,7 +497,10 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         n_heads=int(cfg.n_heads),
         d_model=int(cfg.d_model),
         d_head=int(cfg.d_head),
-        has_mlp=not bool(getattr(cfg, "attn_only", False)),
+        has_mlp=not (
+            bool(getattr(cfg, "attn_only", False))
+            or bool(getattr(hf_config, "circuitx_attn_only", False))
+        ),
         n_ctx=int(cfg.n_ctx),
         d_vocab=int(cfg.d_vocab),
         device=torch_device,
@@ -524,8 +527,12 @@ def local_model_hub_id(directory: str) -> str | None:
 def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
-    if source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir():
-        return TransformerBridge.boot_tl_legacy(source, device=device, dtype=dtype)
+    legacy = source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir()
+    if legacy or (Path(source).is_dir() and is_tl_legacy_dir(Path(source))):
+        model, tokenizer = gpt2_from_tl_legacy(source, dtype)
+        return TransformerBridge.boot_transformers(
+            source, device=device, dtype=dtype, hf_model=model, tokenizer=tokenizer
+        )
     return TransformerBridge.boot_transformers(
         source,
         device=device,
@@ -549,6 +556,100 @@ def saved_tokenizer(source: str) -> Any | None:
     if saved_class not in ("TokenizersBackend", "PreTrainedTokenizerFast"):
         return None
     return PreTrainedTokenizerFast.from_pretrained(source, add_bos_token=True)
+
+
+def is_tl_legacy_dir(directory: Path) -> bool:
+    """A model saved in the pre-Hugging-Face TransformerLens format: a config.json with
+    no ``model_type`` and the weights as a ``*.pth`` state dict."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return "model_type" not in config and any(directory.glob("*.pth"))
+
+
+def tl_legacy_files(source: str) -> tuple[dict[str, Any], Path, Any]:
+    """A legacy TransformerLens model's config, final state dict file and tokenizer, from
+    a local directory or a hub repo (``NeelNanda/*``)."""
+    from transformers import AutoTokenizer
+
+    if Path(source).is_dir():
+        directory = Path(source)
+        config = json.loads((directory / "config.json").read_text())
+        weights = sorted(directory.glob("*final.pth")) or sorted(directory.glob("*.pth"))
+        tokenizer = saved_tokenizer(source) or AutoTokenizer.from_pretrained(source)
+        return config, weights[-1], tokenizer
+    from huggingface_hub import HfApi, hf_hub_download
+
+    config = json.loads(Path(hf_hub_download(source, "config.json")).read_text())
+    final = [f for f in HfApi().list_repo_files(source) if f.endswith("final.pth")]
+    if not final:
+        raise CircuitxError(f"no final weights (*final.pth) in {source}")
+    tokenizer = AutoTokenizer.from_pretrained(config["tokenizer_name"])
+    return config, Path(hf_hub_download(source, final[0])), tokenizer
+
+
+def gpt2_from_tl_legacy(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    """A legacy TransformerLens model (``attn-only-4l``'s format) as a Hugging Face GPT-2
+    computing the same function, and its tokenizer. TransformerLens boots such models as
+    its native bridge, whose attention has no per-head q/k/v inputs; as GPT-2 they have
+    them. Per-head weights become GPT-2's fused projections; an attention-only model gets
+    MLPs that output exactly zero and ``circuitx_attn_only`` in its config (no MLP nodes);
+    the unembedding keeps its bias."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config, weights, tokenizer = tl_legacy_files(source)
+    normalization = config.get("normalization_type", config.get("normalization"))
+    if normalization != "LN" or config.get("positional_embedding_type", "standard") != "standard":
+        raise CircuitxError(
+            f"legacy model {source} uses {normalization} normalisation and "
+            f"{config.get('positional_embedding_type')} positions; circuitx reads LayerNorm "
+            "and learned positions"
+        )
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    n_heads, d_model, attn_only = config["n_heads"], config["d_model"], config["attn_only"]
+    gpt2 = GPT2Config(
+        vocab_size=config["d_vocab"], n_positions=config["n_ctx"], n_embd=d_model,
+        n_layer=config["n_layers"], n_head=n_heads, layer_norm_epsilon=config.get("eps", 1e-5),
+        n_inner=1 if attn_only else config["d_mlp"], activation_function=config["act_fn"],
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    gpt2.circuitx_attn_only = bool(attn_only)
+    with torch.random.fork_rng(devices=[]):
+        model = GPT2LMHeadModel(gpt2)
+    with torch.no_grad():
+        model.transformer.wte.weight.copy_(state["embed.W_E"])
+        model.transformer.wpe.weight.copy_(state["pos_embed.W_pos"])
+        for layer, block in enumerate(model.transformer.h):
+            tl = f"blocks.{layer}."
+            block.ln_1.weight.copy_(state[tl + "ln1.w"])
+            block.ln_1.bias.copy_(state[tl + "ln1.b"])
+            # [head, d_model, d_head] -> GPT-2's [d_model, head * d_head]
+            qkv = [state[f"{tl}attn.W_{x}"].permute(1, 0, 2).flatten(1) for x in "QKV"]
+            block.attn.c_attn.weight.copy_(torch.cat(qkv, 1))
+            block.attn.c_attn.bias.copy_(
+                torch.cat([state[f"{tl}attn.b_{x}"].flatten() for x in "QKV"])
+            )
+            block.attn.c_proj.weight.copy_(state[tl + "attn.W_O"].flatten(0, 1))
+            block.attn.c_proj.bias.copy_(state[tl + "attn.b_O"])
+            if attn_only:
+                for parameter in block.mlp.parameters():
+                    parameter.zero_()
+            else:
+                block.ln_2.weight.copy_(state[tl + "ln2.w"])
+                block.ln_2.bias.copy_(state[tl + "ln2.b"])
+                block.mlp.c_fc.weight.copy_(state[tl + "mlp.W_in"])
+                block.mlp.c_fc.bias.copy_(state[tl + "mlp.b_in"])
+                block.mlp.c_proj.weight.copy_(state[tl + "mlp.W_out"])
+                block.mlp.c_proj.bias.copy_(state[tl + "mlp.b_out"])
+        model.transformer.ln_f.weight.copy_(state["ln_final.w"])
+        model.transformer.ln_f.bias.copy_(state["ln_final.b"])
+        unembed = torch.nn.Linear(d_model, config["d_vocab"], bias=True)
+        unembed.weight.copy_(state["unembed.W_U"].T)
+        unembed.bias.copy_(state.get("unembed.b_U", torch.zeros(config["d_vocab"])))
+        model.lm_head = unembed
+    return model.to(dtype).eval(), tokenizer
 
 
 def ungrouped_model(source: str, dtype: torch.dtype) -> Any | None:

@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_gpt2
 
 from circuitx.builtin import load as load_model
-from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
+from circuitx.builtin.hf import save_causal_lm, save_tl_legacy_attn_only, word_level_tokenizer
 from circuitx.errors import CircuitxError
 from circuitx.models import head_input_hook, head_output_hook
 from circuitx.tasks import task_vocabulary
@@ -127,3 +127,40 @@ def test_every_family_loads_as_its_hf_model_computes_it(family, tmp_path):
     assert model.parallel == (family == "neox")
     assert model.post_attention_norm == (family == "gemma2")
     assert model.encode(" Mary") == [tokenizer.convert_tokens_to_ids("Mary")]
+
+
+def test_a_legacy_transformerlens_model_loads_as_it_computes(tmp_path):
+    """attn-only-4l's format (HookedTransformer parameter names in a .pth, no model_type)
+    becomes a GPT-2 with per-head q/k/v inputs, no MLP nodes and its unembedding bias,
+    computing what the legacy parameters compute (written out here by hand)."""
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    save_tl_legacy_attn_only(tmp_path, tokenizer, 2, 4, 32, seed=4)
+    model = load_model(str(tmp_path), device="cpu")
+    assert (model.n_layers, model.n_heads, model.has_mlp) == (2, 4, False)
+    state = torch.load(tmp_path / "model_final.pth")
+    tokens = torch.randint(1, model.d_vocab, (2, 7), generator=torch.Generator().manual_seed(3))
+
+    def norm(x, name):
+        x = x - x.mean(-1, keepdim=True)
+        return (
+            x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * state[name + ".w"]
+            + (state[name + ".b"])
+        )
+
+    resid = state["embed.W_E"][tokens] + state["pos_embed.W_pos"][: tokens.shape[1]]
+    causal = torch.ones(7, 7, dtype=torch.bool).triu(1)
+    for layer in range(2):
+        at = f"blocks.{layer}."
+        x = norm(resid, at + "ln1")
+        q, k, v = (
+            torch.einsum("bpd,hde->bhpe", x, state[f"{at}attn.W_{n}"])
+            + state[f"{at}attn.b_{n}"][:, None]
+            for n in "QKV"
+        )
+        scores = (q @ k.transpose(-1, -2) / 8**0.5).masked_fill(causal, -torch.inf)
+        z = scores.softmax(-1) @ v
+        resid = resid + torch.einsum("bhpe,hed->bpd", z, state[at + "attn.W_O"])
+        resid = resid + state[at + "attn.b_O"]
+    logits = norm(resid, "ln_final") @ state["unembed.W_U"] + state["unembed.b_U"]
+    got = model.run(tokens).log_softmax(-1)
+    torch.testing.assert_close(got, logits.log_softmax(-1), atol=1e-4, rtol=0)

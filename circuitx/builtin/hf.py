@@ -143,3 +143,47 @@ def save_causal_lm(
         model = transformers.AutoModelForCausalLM.from_config(config)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+
+
+def save_tl_legacy_attn_only(
+    directory: Path,
+    tokenizer: Any,
+    n_layers: int,
+    n_heads: int,
+    d_model: int,
+    seed: int,
+    scale: float = 0.2,
+) -> None:
+    """Save a seeded random attention-only model in the legacy TransformerLens format the
+    hub's ``attn-only-4l`` (``NeelNanda/Attn_Only_4L512W_C4_Code``) uses: a config.json
+    of HookedTransformer fields (no ``model_type``) and a ``model_final.pth`` state dict
+    in HookedTransformer's parameter names and per-head shapes."""
+    import json
+
+    d_head, d_vocab, n_ctx = d_model // n_heads, len(tokenizer), 128
+    config = dict(
+        d_model=d_model, n_layers=n_layers, d_mlp=-1, d_head=d_head, n_heads=n_heads,
+        n_ctx=n_ctx, d_vocab=d_vocab, act_fn="gelu", attn_only=True,
+        normalization_type="LN", positional_embedding_type="standard",
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * scale
+
+    state = {"embed.W_E": rand(d_vocab, d_model), "pos_embed.W_pos": rand(n_ctx, d_model)}
+    for layer in range(n_layers):
+        block = f"blocks.{layer}"
+        state[f"{block}.ln1.w"] = 1.0 + rand(d_model)
+        state[f"{block}.ln1.b"] = rand(d_model)
+        for name in "QKV":
+            state[f"{block}.attn.W_{name}"] = rand(n_heads, d_model, d_head)
+            state[f"{block}.attn.b_{name}"] = rand(n_heads, d_head)
+        state[f"{block}.attn.W_O"] = rand(n_heads, d_head, d_model)
+        state[f"{block}.attn.b_O"] = rand(d_model)
+    state.update({"ln_final.w": 1.0 + rand(d_model), "ln_final.b": rand(d_model)})
+    state.update({"unembed.W_U": rand(d_model, d_vocab), "unembed.b_U": rand(d_vocab)})
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    torch.save(state, directory / "model_final.pth")
+    tokenizer.save_pretrained(directory)

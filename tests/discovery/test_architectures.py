@@ -1,5 +1,6 @@
 """Every method on every architecture family, as a user runs it: a tiny random model of
-each family saved with ``transformers``, and ``circuitx discover`` with each method
+each family saved with ``transformers`` (and an attention-only model in the legacy
+TransformerLens format of ``attn-only-4l``), and ``circuitx discover`` with each method
 either gives strict JSON or refuses in one line naming what it does not support."""
 
 from __future__ import annotations
@@ -9,7 +10,12 @@ import json
 import pytest
 from conftest import assert_one_line_error, run
 
-from circuitx.builtin.hf import CAUSAL_LM_FAMILIES, save_causal_lm, word_level_tokenizer
+from circuitx.builtin.hf import (
+    CAUSAL_LM_FAMILIES,
+    save_causal_lm,
+    save_tl_legacy_attn_only,
+    word_level_tokenizer,
+)
 from circuitx.methods import METHODS
 from circuitx.tasks import task_vocabulary
 
@@ -20,7 +26,9 @@ EDGE_METHODS = {name for name, method in METHODS.items() if method.granularity =
 
 def refusal(family: str, method: str) -> str | None:
     """The one-line refusal expected of ``method`` on ``family``, or None if it runs."""
-    if method in ("cdt", "transcoder") and family != "gpt2":
+    if method == "transcoder" and family == "attn-only":
+        return "has no MLPs for transcoders to replace"
+    if method in ("cdt", "transcoder") and family not in ("gpt2", "attn-only"):
         return NOT_GPT2
     if method == "transcoder":
         return "no transcoders known"  # none trained for this model
@@ -29,11 +37,14 @@ def refusal(family: str, method: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", params=sorted(CAUSAL_LM_FAMILIES))
+@pytest.fixture(scope="module", params=[*sorted(CAUSAL_LM_FAMILIES), "attn-only"])
 def family_dir(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(request.param)
     tokenizer = word_level_tokenizer(task_vocabulary())
-    save_causal_lm(directory, request.param, tokenizer, 2, 4, 32, seed=1, initializer_range=0.2)
+    if request.param == "attn-only":
+        save_tl_legacy_attn_only(directory, tokenizer, 2, 4, 32, seed=1)
+    else:
+        save_causal_lm(directory, request.param, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
     return request.param, directory
 
 
@@ -51,3 +62,20 @@ def test_every_method_runs_or_refuses_in_one_line(family_dir, method):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["method"] == method and report["n_prompts"] == 10
+
+
+def test_the_docstring_task_runs_on_a_legacy_attention_only_model(tmp_path):
+    """The docstring paper's model shape (4 layers of 8 heads, no MLPs), in its format,
+    scored against ACDC's docstring graph."""
+    save_tl_legacy_attn_only(tmp_path, word_level_tokenizer(task_vocabulary()), 4, 8, 64, 2)
+    result = run(
+        "discover", "--task", "docstring", "--method", "acdc", "--model", tmp_path,
+        "--reference", "docstring", "--n-prompts", "10", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["reference"] == "docstring"
+    assert 0.0 <= report["metrics"]["edge_auc"] <= 1.0
+    # 32 heads and no MLP; edges: q, k and v of each layer's 8 heads read the input and
+    # every earlier head (24 * (1 + 9 + 17 + 25)), the logits read all 33 senders
+    assert (report["n_nodes"], report["n_edges"]) == (32, 24 * 52 + 33)
