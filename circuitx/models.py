@@ -54,6 +54,18 @@ def head_output_hook(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
+def attention_output_hook(layer: int) -> str:
+    """Hook on what a layer's attention adds to the residual stream (after a
+    post-attention norm, where there is one): [batch, pos, d_model]."""
+    return f"blocks.{layer}.hook_attn_out"
+
+
+def post_attention_scale_hook(layer: int) -> str:
+    """Hook on the scale of the norm on a layer's summed head outputs (Gemma-2): [batch,
+    pos, 1]."""
+    return f"blocks.{layer}.ln1_post.hook_scale"
+
+
 def mlp_output_hook(layer: int) -> str:
     """Hook on the MLP output written to the residual stream: [batch, pos, d_model]."""
     return f"blocks.{layer}.hook_mlp_out"
@@ -292,18 +304,47 @@ class Model:
             names += [mlp_output_hook(layer) for layer in layers]
         return names
 
+    def scale_hooks(self) -> list[str]:
+        """The hook points of the post-attention norms' scales (none without them)."""
+        if not self.post_attention_norm:
+            return []
+        return [post_attention_scale_hook(layer) for layer in range(self.n_layers)]
+
     def head_output_weights(self, layer: int) -> torch.Tensor:
-        """W_O of every head in ``layer``: [head, d_head, d_model]; z @ W_O is what a head writes."""
+        """W_O of every head in ``layer``: [head, d_head, d_model]; z @ W_O is what a head
+        writes, unless a post-attention norm follows (see :meth:`head_write_weights`)."""
         return self.bridge.blocks[layer].attn.W_O.detach()
+
+    def head_write_weights(self, layer: int) -> torch.Tensor:
+        """[head, d_head, d_model]: what each head of ``layer`` writes to the residual
+        stream is :meth:`head_outputs` @ this. W_O; with a post-attention norm (Gemma-2's
+        RMSNorm on the summed outputs), W_O times the norm's gain, so that with the norm's
+        scale taken from the run, the heads' writes sum to what the layer adds."""
+        w_o = self.head_output_weights(layer)
+        if not self.post_attention_norm:
+            return w_o
+        gain = self.bridge.blocks[layer].ln1_post.w.detach()
+        if getattr(self.bridge.cfg, "rmsnorm_uses_offset", False):
+            gain = gain + 1.0
+        return w_o * gain
+
+    def head_outputs(self, cache: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+        """Each head's output z from a run's cache (``output_hooks`` and ``scale_hooks``),
+        divided by the post-attention norm's scale of that run where there is one:
+        [batch, pos, head, d_head]."""
+        z = cache[head_output_hook(layer)]
+        if self.post_attention_norm:
+            z = z / cache[post_attention_scale_hook(layer)].unsqueeze(-2)
+        return z
 
     def output_norms(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Norm of what each head and MLP writes to the residual stream, [batch, pos] per
         node name (``a{L}.h{H}``, ``m{L}``)."""
-        _, cache = self.run_with_cache(tokens, self.output_hooks())
+        _, cache = self.run_with_cache(tokens, [*self.output_hooks(), *self.scale_hooks()])
         norms = {}
         for layer in range(self.n_layers):
-            w_o = self.head_output_weights(layer)
-            written = torch.einsum("bphd,hdm->bphm", cache[head_output_hook(layer)], w_o)
+            w_o = self.head_write_weights(layer)
+            written = torch.einsum("bphd,hdm->bphm", self.head_outputs(cache, layer), w_o)
             for head in range(self.n_heads):
                 norms[head_node(layer, head)] = written[:, :, head].norm(dim=-1)
             if self.has_mlp:

@@ -33,8 +33,11 @@ from circuitx.models import (
     EMBED_OUTPUT_HOOK,
     LOGITS_INPUT_HOOK,
     Model,
+    attention_output_hook,
     head_input_hook,
+    head_output_hook,
     mlp_input_hook,
+    post_attention_scale_hook,
     resid_pre_hook,
     sender_output_hook,
 )
@@ -70,7 +73,7 @@ class PatchingEngine:
         self.end = data.positions["END"]
         self.readout = data.readout_positions  # [n, P]: the metric's rows are n * P
         self.tokens_per_pass = tokens_per_pass or TOKENS_PER_PASS.get(model.device.type, 2048)
-        outputs = [EMBED_OUTPUT_HOOK, *model.output_hooks()]
+        outputs = [EMBED_OUTPUT_HOOK, *model.output_hooks(), *model.scale_hooks()]
         resids = [resid_pre_hook(layer) for layer in range(1, model.n_layers)]
         clean_final, self.clean_cache = model.run_with_cache(
             data.clean, [*outputs, *resids, LOGITS_INPUT_HOOK], self.readout
@@ -81,6 +84,13 @@ class PatchingEngine:
             data.corrupted, outputs, self.readout
         )
         self.corrupted_final = corrupted_final.flatten(0, 1)
+        # a head's output is its z over the post-attention norm's scale, where there is
+        # one: then it times head_write_weights is what the head writes (see _MaskedPass)
+        for cache in (self.clean_cache, self.corrupted_cache):
+            for layer in range(model.n_layers):
+                cache[head_output_hook(layer)] = model.head_outputs(cache, layer)
+            for name in model.scale_hooks():
+                del cache[name]
         self.patch_cache = {
             name: ablate(
                 value, ablation, model.zero_embedding if name == EMBED_OUTPUT_HOOK else None
@@ -89,7 +99,7 @@ class PatchingEngine:
         }
         self.clean_metric = float(self.metric(self.clean_final).mean())
         self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
-        self.w_o = [model.head_output_weights(layer) for layer in range(model.n_layers)]
+        self.w_o = [model.head_write_weights(layer) for layer in range(model.n_layers)]
 
     # ------------------------------------------------------------------ metrics
 
@@ -352,7 +362,10 @@ class _MaskedPass:
             if not chunk.heads and edges:
                 hooks.append((mlp_input_hook(layer), self._single_in(layout.mlp_receiver(layer))))
             if self.node_mask is not None or (self.live is not None and not self.frozen):
-                hooks.append((sender_output_hook(chunk), self._sender_hook(chunk)))
+                if chunk.heads and self.engine.model.post_attention_norm:
+                    hooks += self._normed_heads_hooks(chunk)
+                else:
+                    hooks.append((sender_output_hook(chunk), self._sender_hook(chunk)))
         if edges:
             hooks.append((LOGITS_INPUT_HOOK, self._single_in(layout.logits_receiver)))
         return hooks
@@ -365,6 +378,33 @@ class _MaskedPass:
             return self._apply(chunk, x).reshape(out.shape)
 
         return hook
+
+    def _normed_heads_hooks(self, chunk: SenderChunk) -> list[tuple[str, Callable]]:
+        """The hooks that mask a layer's heads where a norm follows their sum (Gemma-2):
+        each head's output is its z over this pass's norm scale (what it writes, times
+        the gain folded into ``w_o``), so the mask changes the layer's normed output by
+        the masked heads' change in what they write."""
+        layer, seen = chunk.layer, {}
+
+        def keep(name: str) -> Callable:
+            def hook(x: torch.Tensor) -> torch.Tensor:
+                seen[name] = x
+                return x
+
+            return hook
+
+        def mask(out: torch.Tensor) -> torch.Tensor:
+            z = seen["z"] / seen["scale"].unsqueeze(-2)
+            x = z.view(self.k, self.n, *z.shape[1:])
+            change = self._apply(chunk, x) - x
+            written = torch.einsum("knpse,sed->knpd", change, self.engine.w_o[layer])
+            return out + written.reshape(out.shape).to(out.dtype)
+
+        return [
+            (head_output_hook(layer), keep("z")),
+            (post_attention_scale_hook(layer), keep("scale")),
+            (attention_output_hook(layer), mask),
+        ]
 
     def _apply(self, chunk: SenderChunk, x: torch.Tensor) -> torch.Tensor:
         """A chunk's output [k, n, pos, s, e] under the node mask (and ``mix``), recording

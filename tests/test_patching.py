@@ -9,7 +9,14 @@ from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.graph import edge_name, full_graph
 from circuitx.methods.base import MethodRun
 from circuitx.methods.eap import EAP
-from circuitx.models import head_input_hook, head_output_hook, mlp_input_hook, mlp_output_hook
+from circuitx.models import (
+    attention_output_hook,
+    head_input_hook,
+    head_output_hook,
+    mlp_input_hook,
+    mlp_output_hook,
+    post_attention_scale_hook,
+)
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task, task_vocabulary
 
@@ -76,10 +83,46 @@ def test_all_corrupted_mask_gives_the_corrupted_logits(model, engine):
 
 
 def head_writes(model, tokens, layer, head):
-    """What head ``layer.head`` adds to the residual stream, computed from its z and W_O."""
-    _, cache = model.run_with_cache(tokens, [head_output_hook(layer)])
-    w_o = model.bridge.blocks[layer].attn.W_O.detach()
-    return cache[head_output_hook(layer)][:, :, head] @ w_o[head]
+    """What head ``layer.head`` adds to the residual stream, computed from its z and W_O
+    (Gemma-2: z over its post-attention norm's scale, times W_O and the norm's gain)."""
+    _, cache = model.run_with_cache(tokens, [*model.output_hooks(), *model.scale_hooks()])
+    w_o = model.head_write_weights(layer)
+    return model.head_outputs(cache, layer)[:, :, head] @ w_o[head]
+
+
+def write_patch_hooks(model, layer, head, value):
+    """Hooks setting what head ``layer.head`` writes to ``value`` [n, pos, d_model] (or a
+    broadcastable one): its z where it is what the head writes, else (Gemma-2) the
+    difference added after the norm on the layer's summed heads."""
+    w_o = model.head_write_weights(layer)[head]
+    if not model.post_attention_norm:  # z @ W_O is the write: solve for the z
+        solution = torch.linalg.lstsq(w_o.T, torch.as_tensor(value).T.reshape(w_o.shape[1], -1))
+        z_value = solution.solution.T.reshape(*torch.as_tensor(value).shape[:-1], -1)
+
+        def set_z(z):
+            z = z.clone()
+            z[:, :, head] = z_value
+            return z
+
+        return [(head_output_hook(layer), set_z)]
+    seen = {}
+
+    def keep(name):
+        def hook(x):
+            seen[name] = x
+            return x
+
+        return hook
+
+    def set_write(out):
+        own = (seen["z"][:, :, head] / seen["scale"]) @ w_o
+        return out - own + value
+
+    return [
+        (head_output_hook(layer), keep("z")),
+        (post_attention_scale_hook(layer), keep("scale")),
+        (attention_output_hook(layer), set_write),
+    ]
 
 
 def test_one_edge_into_a_key_matches_a_hand_written_hook(model, engine):
@@ -126,8 +169,6 @@ def test_one_edge_between_mlps_matches_a_hand_written_hook(model, engine):
 
 
 def test_patching_every_outgoing_edge_is_patching_the_node(model, engine):
-    if model.post_attention_norm:
-        pytest.skip("Gemma-2 normalises the heads' summed output: one head's edges are undefined")
     layout = engine.layout
     for node in ("a0.h2", "m1", "a2.h0"):
         sender = layout.sender(node)
@@ -162,18 +203,10 @@ def test_passes_from_a_later_layer_equal_whole_passes(model, engine):
 def test_mean_and_zero_patch_values(model, engine, ablation):
     task, data = engine.task, engine.data
     other = PatchingEngine(model, task, data, ablation=ablation)
-    name = head_output_hook(1)
-    _, corrupted = model.run_with_cache(data.corrupted, [name])
-    value = corrupted[name][:, :, 3].mean(0) if ablation == "mean" else 0.0
-
-    def patch(z):
-        z = z.clone()
-        z[:, :, 3] = value
-        return z
-
-    expected = task.metric(
-        "logit-diff", end_logits(model, engine, data.clean, [(name, patch)]), data, None
-    )
+    written = head_writes(model, data.corrupted, 1, 3)
+    value = written.mean(0) if ablation == "mean" else torch.zeros_like(written[0])
+    hooks = write_patch_hooks(model, 1, 3, value)
+    expected = task.metric("logit-diff", end_logits(model, engine, data.clean, hooks), data, None)
     assert float(other.patch_each_node(["a1.h3"])[0]) == pytest.approx(
         float(expected.mean()), abs=ATOL
     )
@@ -200,11 +233,8 @@ def test_eap_scores_are_gradient_times_difference(model, engine):
         _, cache = model.run_with_cache(tokens, names)
         written = {"input": cache["blocks.0.hook_resid_pre"]}
         for layer in range(model.n_layers):
-            w_o = model.bridge.blocks[layer].attn.W_O.detach()
             for head in range(model.n_heads):
-                written[f"a{layer}.h{head}"] = (
-                    cache[head_output_hook(layer)][:, :, head] @ w_o[head]
-                )
+                written[f"a{layer}.h{head}"] = head_writes(model, tokens, layer, head)
             written[f"m{layer}"] = cache[mlp_output_hook(layer)]
         return written
 

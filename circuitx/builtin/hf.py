@@ -112,9 +112,11 @@ def save_causal_lm(
     d_model: int,
     seed: int,
     initializer_range: float = 0.05,
+    d_mlp: int | None = None,
 ) -> None:
     """Save a seeded random model of ``family`` (:data:`CAUSAL_LM_FAMILIES`) and
-    ``tokenizer`` to ``directory``: MLPs four times as wide as ``d_model``."""
+    ``tokenizer`` to ``directory``: MLPs ``d_mlp`` wide (four times ``d_model`` by
+    default; GPT-2's are always four times)."""
     import transformers
 
     if family == "gpt2":
@@ -126,7 +128,7 @@ def save_causal_lm(
         hidden_size=d_model,
         num_hidden_layers=n_layer,
         num_attention_heads=n_head,
-        intermediate_size=4 * d_model,
+        intermediate_size=d_mlp or 4 * d_model,
         max_position_embeddings=128,
         initializer_range=initializer_range,
         bos_token_id=tokenizer.bos_token_id,

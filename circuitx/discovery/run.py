@@ -40,13 +40,6 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         request.seed, stage_threshold, dict(request.options), request.n_prompts, request.cache_dir
     )
     method.check(model, run)
-    if method.granularity == "edge" and model.post_attention_norm:
-        raise CircuitxError(
-            f"{method.name} scores edges out of single heads; model {model.name!r} normalises "
-            "its heads' summed output before the residual stream (a post-attention norm, as "
-            "Gemma-2), where those are not defined yet: use a node method "
-            "(activation-patching)"
-        )
     layout = model.layout
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):

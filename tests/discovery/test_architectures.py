@@ -20,8 +20,6 @@ from circuitx.methods import METHODS
 from circuitx.tasks import task_vocabulary
 
 NOT_GPT2 = "is not GPT-2-style"  # CD-T and transcoders compute GPT-2's forward pass
-POST_NORM = "normalises its heads' summed output"  # Gemma-2: no edge out of one head
-EDGE_METHODS = {name for name, method in METHODS.items() if method.granularity == "edge"}
 
 
 def refusal(family: str, method: str) -> str | None:
@@ -32,8 +30,6 @@ def refusal(family: str, method: str) -> str | None:
         return NOT_GPT2
     if method == "transcoder":
         return "no transcoders known"  # none trained for this model
-    if method in EDGE_METHODS and family == "gemma2":
-        return POST_NORM
     return None
 
 
