@@ -199,14 +199,17 @@ class PatchingEngine:
         ``(out_s - patch_s) . d metric / d input_r``. With ``mix`` = a, the embeddings are
         ``patch + a (clean - patch)`` and the differences stay the clean run's, as in
         EAP-IG over the inputs. The edge mask's gradient is one product of the senders'
-        differences and the gradients at every receiver's input.
+        differences and the gradients at every receiver's input, taken as the backward pass
+        reaches each receiver (the gradients themselves are never all held at once).
         """
         node_mask = torch.ones(1, self.layout.n_senders, requires_grad=True)
         deltas = self.clean_deltas
-        at_inputs = torch.zeros(self.layout.n_receivers, deltas.shape[0], device=deltas.device)
-        final = self.run(node_mask, grad=True, mix=mix, input_grads=at_inputs)
+        by_receiver = torch.zeros(
+            self.layout.n_receivers, self.layout.n_senders, device=deltas.device
+        )
+        final = self.run(node_mask, grad=True, mix=mix, edge_grads=by_receiver)
         self.metric(final).mean().backward()
-        edge_grad = (at_inputs.to(deltas.dtype) @ deltas).T
+        edge_grad = by_receiver.T
         return node_mask.grad[0], edge_grad * self.layout.valid.to(edge_grad.device)
 
     # ------------------------------------------------------------------ the masked pass
@@ -217,14 +220,15 @@ class PatchingEngine:
         edge_mask: torch.Tensor | None = None,
         grad: bool = False,
         mix: float | None = None,
-        input_grads: torch.Tensor | None = None,
+        edge_grads: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Readout logits [k, n * P, vocab] (END alone: P = 1) of the clean prompts under
         k node masks [k, n_senders] and/or k edge masks [k, n_senders, n_receivers] (None:
         all ones).
 
-        With ``input_grads`` [n_receivers, n * pos * d_model] (and ``grad``, k = 1), the
-        backward pass writes the gradient at each receiver's input into its row.
+        With ``edge_grads`` [n_receivers, n_senders] (and ``grad``, k = 1), the backward
+        pass writes into each receiver's row the gradient at its input times every
+        sender's clean difference (:attr:`clean_deltas`): the edge mask's gradient.
 
         With ``grad`` (or ``mix``, see :meth:`mask_gradients`) the pass starts at the
         embeddings and the sender differences are frozen at the clean run's, which gives
@@ -238,10 +242,10 @@ class PatchingEngine:
         edge_mask = None if edge_mask is None else edge_mask.to(device)
         frozen = grad or mix is not None
         layer = 0 if frozen else self._first_changed_layer(node_mask, edge_mask)
-        pass_ = _MaskedPass(self, k, layer, node_mask, edge_mask, mix, frozen, input_grads)
+        pass_ = _MaskedPass(self, k, layer, node_mask, edge_mask, mix, frozen, edge_grads)
         resid = pass_.start()
         tokens = self.data.clean.repeat(k, 1)
-        flags = EDGE_HOOK_FLAGS if edge_mask is not None or input_grads is not None else ()
+        flags = EDGE_HOOK_FLAGS if edge_mask is not None or edge_grads is not None else ()
         with self.model.hooks_enabled(flags):
             final = self.model.run_from(
                 layer, resid, tokens, pass_.hooks(), self.readout.repeat(k, 1), grad=grad
@@ -318,10 +322,10 @@ class _MaskedPass:
         edge_mask: torch.Tensor | None,
         mix: float | None,
         frozen: bool,
-        input_grads: torch.Tensor | None = None,
+        edge_grads: torch.Tensor | None = None,
     ) -> None:
         self.engine, self.k, self.layer, self.n = engine, k, layer, engine.data.n_prompts
-        self.input_grads = input_grads
+        self.edge_grads = edge_grads
         self.layout = layout = engine.layout
         self.node_mask, self.mix, self.frozen = node_mask, mix, frozen
         self.edge_weight = None  # [k, senders, receivers]: how much of each edge is patched
@@ -350,7 +354,7 @@ class _MaskedPass:
 
     def hooks(self) -> list[tuple[str, Callable]]:
         layout, hooks = self.layout, []
-        edges = self.edge_weight is not None or self.input_grads is not None
+        edges = self.edge_weight is not None or self.edge_grads is not None
         if self.node_mask is None and not edges and self.mix is None:
             return hooks
         for chunk in layout.chunks_from(self.layer):
@@ -474,7 +478,7 @@ class _MaskedPass:
                 correction = self._correction(slice(receiver, receiver + count))
                 if correction is not None:
                     x = x - correction.reshape(x.shape).to(x.dtype)
-            if self.input_grads is not None:
+            if self.edge_grads is not None:
                 x = x.view_as(x)  # its own node: the MLP's input is also the residual stream
                 x.register_hook(self._store_grad(receiver, count))
             return x
@@ -482,13 +486,16 @@ class _MaskedPass:
         return hook
 
     def _store_grad(self, receiver: int, count: int) -> Callable:
-        """A tensor hook writing the gradient at receivers' inputs into ``input_grads``."""
+        """A tensor hook writing the gradient at receivers' inputs, times every sender's
+        clean difference, into ``edge_grads``."""
 
         def hook(grad: torch.Tensor) -> None:
             rows = (
                 grad.movedim(2, 0) if grad.dim() == 4 else grad.unsqueeze(0)
             )  # [count, n, pos, d]
-            self.input_grads[receiver : receiver + count] = rows.reshape(count, -1)
+            deltas = self.engine.clean_deltas
+            products = rows.reshape(count, -1).to(deltas.dtype) @ deltas
+            self.edge_grads[receiver : receiver + count] = products
 
         return hook
 
