@@ -118,6 +118,25 @@ def component_graph(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     return components
 
 
+def parallel_view(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """``graph`` in the universe of a model whose blocks run attention and MLP in parallel:
+    a copy without the edges from a head into its own layer's MLP (none such exist there),
+    or ``graph`` itself if it is already so."""
+    if graph.graph.get("parallel"):
+        return graph
+    view = graph.copy()
+    view.graph["parallel"] = True
+    same_layer = [
+        (sender, receiver, key)
+        for sender, receiver, key in graph.edges(keys=True)
+        if graph.nodes[sender]["kind"] == "head"
+        and graph.nodes[receiver]["kind"] == "mlp"
+        and graph.nodes[sender]["layer"] == graph.nodes[receiver]["layer"]
+    ]
+    view.remove_edges_from(same_layer)
+    return view
+
+
 def component_nodes(graph: nx.MultiDiGraph) -> list[str]:
     """The heads and MLPs: the nodes a circuit may keep or drop (input and logits always stay)."""
     return [n for n, kind in graph.nodes(data="kind") if kind in ("head", "mlp")]

@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import component_graph, component_nodes, edges_by_name
+from circuitx.graph import component_graph, component_nodes, edges_by_name, parallel_view
 
 METRIC_NAMES = (
     "node_precision",
@@ -88,6 +88,8 @@ def _paired_rows(
     graph: nx.MultiDiGraph, reference: nx.MultiDiGraph
 ) -> dict[str, tuple[list[dict[str, Any]], np.ndarray]]:
     """Per level (node, edge): the graph's rows, and whether the reference holds each."""
+    if graph.graph.get("parallel"):  # a reference drawn for sequential blocks loses the
+        reference = parallel_view(reference)  # edges a parallel block cannot have
     nodes = component_nodes(graph)
     if set(nodes) != set(component_nodes(reference)):
         raise CircuitxError(

@@ -128,3 +128,19 @@ def test_roc_curve_area_is_roc_auc_with_ties():
         assert curve["fpr"][-1] == curve["tpr"][-1] == 1.0
         assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(roc_auc(scores, labels))
     assert roc_curve(np.ones(3), np.zeros(3, bool)) is None
+
+
+def test_a_parallel_model_is_scored_without_the_edges_it_cannot_have():
+    """Pythia's blocks run attention and MLP in parallel: a reference drawn for sequential
+    blocks loses its head -> same-layer MLP edges, and only those."""
+    found = full_graph(2, 2, True, parallel=True)
+    reference = full_graph(2, 2, True)
+    kept = {"a0.h1->m0", "a0.h1->m1", "m0->logits", "a0.h1->logits"}
+    for *_, key, data in reference.edges(keys=True, data=True):
+        data["in_circuit"] = key in kept
+    for *_, key, data in found.edges(keys=True, data=True):
+        data["in_circuit"] = key in kept
+        data["score"] = 1.0 if key in kept else 0.0
+    assert reference.number_of_edges() - found.number_of_edges() == 2 * 2  # heads -> m0, m1
+    metrics = score_graph(found, reference)
+    assert metrics["edge_precision"] == metrics["edge_recall"] == metrics["edge_auc"] == 1.0
