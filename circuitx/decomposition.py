@@ -8,10 +8,15 @@ every point of the pass. The rules follow the authors' code (adelaidehsu/CD_Circ
   proportion to ``|part W|``, so a part caused by nothing gets none of it;
 - LayerNorm centres each part by its own mean and divides both by the whole
   activation's scale; its bias is split in proportion to the input parts' ``|part|``;
+  RMSNorm (Llama) divides both parts by the whole activation's root mean square;
+- rotary positions rotate each part of q and k (a linear map at each position);
 - attention computes q, k and v by the linear rule. The whole pattern is
   ``softmax(q k / s)``, rel's own pattern ``softmax(q_rel k_rel / s)``;
   ``z_rel = P_rel v_rel`` and ``z_irrel = P v - z_rel``;
 - the MLP's activation f: ``irrel' = f(irrel)``, ``rel' = f(rel + irrel) - f(irrel)``;
+  a gated MLP's ``f(gate) * up`` takes that rule for ``f(gate)``, splits ``up`` linearly
+  and multiplies out: ``irrel' = f(gate)_irrel up_irrel``, rel' the rest of the product
+  (``f(gate)_rel up + f(gate)_irrel up_rel``);
 - the residual stream adds parts.
 
 A source is a set of senders (the embeddings, heads, MLPs). Where a sender is a source
@@ -65,6 +70,36 @@ def layer_norm(
     return centred / scale * weight + _bias_parts(bias, parts)
 
 
+def rms_norm(parts: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm of both parts [2, ..., d], each divided by the whole activation's RMS."""
+    whole = parts.sum(0)
+    return parts / (whole.pow(2).mean(-1, keepdim=True) + eps).sqrt() * weight
+
+
+def normalise(
+    parts: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], weights: TransformerWeights
+) -> torch.Tensor:
+    """The model's norm (LayerNorm, or RMSNorm) of both parts."""
+    if weights.rms:
+        return rms_norm(parts, norm[0], weights.eps)
+    return layer_norm(parts, *norm, weights.eps)
+
+
+def rotate(parts: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary positions on both parts [2, ..., pos, head, d_head]: ``x cos + rot(x) sin``,
+    rot the rotate-half map (-x2, x1); cos and sin [n_ctx, d_head]."""
+    width = parts.shape[-3]
+    cos, sin = (table[:width, None, :].to(parts) for table in tables)
+    first, second = parts.chunk(2, dim=-1)
+    return parts * cos + torch.cat((-second, first), -1) * sin
+
+
+def product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Both parts of ``left * right``: irrel the irrel parts' product, rel the rest."""
+    irrel = left[1] * right[1]
+    return torch.stack((left.sum(0) * right.sum(0) - irrel, irrel))
+
+
 def activation(parts: torch.Tensor, act_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The nonlinearity: irrel keeps ``f(irrel)``, rel gets the rest of ``f(rel + irrel)``."""
     irrel = act_fn(parts[1])
@@ -78,12 +113,17 @@ def heads_linear(
     observe: Observer,
     point: str,
     layer: int,
+    tables: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Per-head projection of both parts [2, ..., pos, d] by [head, d, d_head] -> [2, ..., pos,
-    head, d_head]. ``observe`` sees it before the bias (``read_q`` etc.) and after."""
+    head, d_head], rotated where ``tables`` (rotary cos, sin) are given. ``observe`` sees
+    it before the bias (``read_q`` etc.) and after."""
     mapped = torch.einsum("...pd,hde->...phe", parts, weight)
+    bias_parts = _bias_parts(bias, mapped)
+    if tables is not None:
+        mapped, bias_parts = rotate(mapped, tables), rotate(bias_parts, tables)
     observe("read_" + point, layer, mapped)
-    mapped = mapped + _bias_parts(bias, mapped)
+    mapped = mapped + bias_parts
     observe(point, layer, mapped)
     return mapped
 
@@ -95,14 +135,16 @@ def attention(
     observe: Observer,
     layer: int,
     causal: bool = True,
+    tables: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Both parts of every head's z [2, ..., pos, head, d_head] from the normalised input."""
+    """Both parts of every head's z [2, ..., pos, head, d_head] from the normalised input
+    (q and k rotated where ``tables``, rotary cos and sin, are given)."""
     q, k, v = (
-        heads_linear(parts, weight, bias, observe, point, layer)
-        for point, weight, bias in (
-            ("q", block.W_Q, block.b_Q),
-            ("k", block.W_K, block.b_K),
-            ("v", block.W_V, block.b_V),
+        heads_linear(parts, weight, bias, observe, point, layer, rotated)
+        for point, weight, bias, rotated in (
+            ("q", block.W_Q, block.b_Q, tables),
+            ("k", block.W_K, block.b_K, tables),
+            ("v", block.W_V, block.b_V, None),
         )
     )
 
@@ -127,7 +169,10 @@ def attention_softmax(scores: torch.Tensor, causal: bool = True) -> torch.Tensor
 
 
 def embed(weights: TransformerWeights, tokens: torch.Tensor) -> torch.Tensor:
-    """What the embeddings write: token plus position embeddings [..., pos, d_model]."""
+    """What the embeddings write: token plus position embeddings (none with rotary
+    positions) [..., pos, d_model]."""
+    if weights.W_pos is None:
+        return weights.W_E[tokens]
     return weights.W_E[tokens] + weights.W_pos[: tokens.shape[-1]]
 
 
@@ -181,8 +226,10 @@ def propagate(
     for index in range(layer, len(weights.blocks)):
         block = weights.blocks[index]
         observe("resid_pre", index, parts)
-        normed = layer_norm(parts, *block.ln1, weights.eps)
-        z = attention(normed, block, weights.attn_scale, observe, index, weights.causal)
+        normed = normalise(parts, block.ln1, weights)
+        z = attention(
+            normed, block, weights.attn_scale, observe, index, weights.causal, weights.rotary
+        )
         z = sources.split(z, layout.head_sender(index), layout.n_heads)
         observe("z", index, z)
         written = torch.einsum("...phe,hed->...pd", z, block.W_O)
@@ -191,11 +238,20 @@ def propagate(
         parts = parts + written
         if block.W_in is None:
             continue
-        read = layer_norm(parts, *block.ln2, weights.eps) @ block.W_in
-        observe("read_mlp", index, read)
-        pre = read + _bias_parts(block.b_in, read)
-        observe("mlp_pre", index, pre)
-        post = activation(pre, weights.act_fn)
+        normed = normalise(parts, block.ln2, weights)
+        read = normed @ block.W_in
+        if block.W_gate is None:
+            observe("read_mlp", index, read)
+            pre = read + _bias_parts(block.b_in, read)
+            observe("mlp_pre", index, pre)
+            post = activation(pre, weights.act_fn)
+        else:  # act(x W_gate) * (x W_in + b_in)
+            gate = normed @ block.W_gate
+            observe("read_mlp", index, torch.cat((gate, read), -1))
+            observe("mlp_pre", index, gate)
+            up = read + _bias_parts(block.b_in, read)
+            observe("mlp_pre_linear", index, up)
+            post = product(activation(gate, weights.act_fn), up)
         observe("mlp_post", index, post)
         out = sources.split(linear(post, block.W_out, block.b_out), layout.mlp_sender(index), 1)
         observe("mlp_out", index, out)
@@ -203,4 +259,4 @@ def propagate(
     observe("resid_final", len(weights.blocks), parts)
     rows = torch.arange(parts.shape[2], device=parts.device).unsqueeze(1)
     final = parts[:, :, rows, readout.to(parts.device)].flatten(2, 3)
-    return linear(layer_norm(final, *weights.ln_final, weights.eps), weights.W_U, weights.b_U)
+    return linear(normalise(final, weights.ln_final, weights), weights.W_U, weights.b_U)

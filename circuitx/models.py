@@ -370,15 +370,18 @@ class BlockWeights:
     b_in: torch.Tensor | None
     W_out: torch.Tensor | None  # [d_mlp, d_model]
     b_out: torch.Tensor | None
+    W_gate: torch.Tensor | None = None  # [d_model, d_mlp]: a gated MLP, act(x W_gate) * (x W_in)
 
 
 @dataclass(frozen=True)
 class TransformerWeights:
     """A GPT-2-style model's parameters, for methods that compute the forward pass
-    themselves (CD-T): learned positions, LayerNorm, attention then MLP."""
+    themselves (CD-T): learned positions, LayerNorm, attention then MLP; or, where the
+    method allows it, Llama's: rotary positions, RMSNorm and gated MLPs. Absent biases
+    are zeros."""
 
     W_E: torch.Tensor  # [vocab, d_model]
-    W_pos: torch.Tensor  # [n_ctx, d_model]
+    W_pos: torch.Tensor | None  # [n_ctx, d_model]; None with rotary positions
     blocks: list[BlockWeights]
     ln_final: tuple[torch.Tensor, torch.Tensor]
     W_U: torch.Tensor  # [d_model, vocab]
@@ -387,6 +390,9 @@ class TransformerWeights:
     attn_scale: float  # attention scores are q.k / attn_scale
     act_fn: Callable[[torch.Tensor], torch.Tensor]
     causal: bool  # False: every position attends to every other
+    rms: bool = False  # RMSNorm (no centring, no bias) in place of LayerNorm
+    # rotary positions: cos and sin [n_ctx, d_head] of the rotate-half convention
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -394,68 +400,96 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
     "gelu": torch.nn.functional.gelu,
     "relu": torch.relu,
+    "silu": torch.nn.functional.silu,
 }
 
 
-def transformer_weights(model: Model) -> TransformerWeights:
+def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights:
     """``model``'s parameters, or a one-line error for an architecture other than GPT-2's
-    (rotary or other positions, RMSNorm, parallel attention and MLP, gated MLPs, grouped
-    keys)."""
+    (rotary or other positions, RMSNorm, parallel attention and MLP, gated MLPs, norms
+    after attention, grouped keys); with ``llama``, also rotary positions (over the whole
+    head, rotate-half), RMSNorm and gated MLPs."""
     cfg = model.bridge.cfg
+    positions = getattr(cfg, "positional_embedding_type", "standard")
+    normalisation = getattr(cfg, "normalization_type", "LN")
+    rotary = positions == "rotary" and llama
     unsupported = {
-        "positions": getattr(cfg, "positional_embedding_type", "standard") != "standard",
-        "normalisation": getattr(cfg, "normalization_type", "LN") not in ("LN", "LNPre"),
+        "positions": positions != "standard" and not rotary,
+        "partial or paired rotary": rotary
+        and (
+            getattr(cfg, "rotary_dim", None) not in (None, model.d_head)
+            or bool(getattr(cfg, "rotary_adjacent_pairs", False))
+        ),
+        "normalisation": normalisation not in ("LN", "LNPre", *(("RMS",) if llama else ())),
+        "norm offset": bool(getattr(cfg, "rmsnorm_uses_offset", False)),
         "parallel attention and MLP": bool(getattr(cfg, "parallel_attn_mlp", False)),
-        "gated MLP": bool(getattr(cfg, "gated_mlp", False)),
+        "norm after attention": model.post_attention_norm,
+        "gated MLP": bool(getattr(cfg, "gated_mlp", False)) and not llama,
         "grouped keys": getattr(cfg, "n_key_value_heads", None) not in (None, model.n_heads),
         "activation": getattr(cfg, "act_fn", None) not in ACTIVATIONS and model.has_mlp,
+        "score or logit capping": bool(
+            getattr(cfg, "attn_scores_soft_cap", -1) > 0
+            or getattr(cfg, "output_logits_soft_cap", -1) > 0
+        ),
     }
     if any(unsupported.values()):
         what = ", ".join(name for name, bad in unsupported.items() if bad)
+        style = "GPT-2- or Llama-style" if llama else "GPT-2-style"
         raise CircuitxError(
-            f"model {model.name!r} is not GPT-2-style (unsupported: {what}); "
-            "this method computes GPT-2's forward pass itself"
+            f"model {model.name!r} is not {style} (unsupported: {what}); "
+            "this method computes the forward pass itself"
         )
     bridge = model.bridge
+    zeros = functools.partial(torch.zeros, device=model.device, dtype=model.dtype)
+
+    def tensor(module: Any, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        value = getattr(module, name, None)
+        return zeros(shape) if value is None else value.detach()
 
     def norm(module: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if getattr(cfg, "normalization_type", "LN") == "LNPre":
-            ones = torch.ones(model.d_model, device=model.device, dtype=model.dtype)
-            return ones, torch.zeros_like(ones)
-        return module.w.detach(), module.b.detach()
+        if normalisation == "LNPre":
+            return zeros(model.d_model) + 1.0, zeros(model.d_model)
+        return module.w.detach(), tensor(module, "b", (model.d_model,))
 
     blocks = []
     for block in bridge.blocks:
         attn = block.attn
-        mlp = (
-            dict(
+        mlp = dict(ln2=None, W_in=None, b_in=None, W_out=None, b_out=None)
+        if model.has_mlp:
+            d_mlp = block.mlp.W_in.shape[1]
+            gate = getattr(block.mlp, "W_gate", None) if rotary or llama else None
+            mlp = dict(
                 ln2=norm(block.ln2),
                 W_in=block.mlp.W_in.detach(),
-                b_in=block.mlp.b_in.detach(),
+                b_in=tensor(block.mlp, "b_in", (d_mlp,)),
                 W_out=block.mlp.W_out.detach(),
-                b_out=block.mlp.b_out.detach(),
+                b_out=tensor(block.mlp, "b_out", (model.d_model,)),
+                W_gate=None if gate is None else gate.detach(),
             )
-            if model.has_mlp
-            else dict(ln2=None, W_in=None, b_in=None, W_out=None, b_out=None)
-        )
-        blocks.append(
-            BlockWeights(
-                ln1=norm(block.ln1),
-                **{name: getattr(attn, name).detach() for name in _ATTENTION_WEIGHTS},
-                **mlp,
-            )
-        )
+        head_shape = {"b_Q": (model.n_heads, model.d_head), "b_O": (model.d_model,)}
+        head_shape["b_K"] = head_shape["b_V"] = head_shape["b_Q"]
+        weights = {
+            name: tensor(attn, name, head_shape.get(name, ())) for name in _ATTENTION_WEIGHTS
+        }
+        blocks.append(BlockWeights(ln1=norm(block.ln1), **weights, **mlp))
+    tables = None
+    if rotary:
+        probe = zeros(1, model.n_ctx, model.d_model)
+        cos, sin = bridge.rotary_emb(probe, torch.arange(model.n_ctx, device=model.device)[None])
+        tables = (cos[0].detach(), sin[0].detach())
     return TransformerWeights(
         W_E=bridge.W_E.detach(),
-        W_pos=bridge.W_pos.detach(),
+        W_pos=None if rotary else bridge.W_pos.detach(),
         blocks=blocks,
         ln_final=norm(bridge.ln_final),
         W_U=bridge.W_U.detach(),
-        b_U=bridge.b_U.detach(),
+        b_U=tensor(bridge, "b_U", (model.d_vocab,)),
         eps=float(cfg.eps),
         attn_scale=float(model.d_head**0.5) if getattr(cfg, "use_attn_scale", True) else 1.0,
         act_fn=ACTIVATIONS.get(getattr(cfg, "act_fn", None), torch.relu),
         causal=model.causal,
+        rms=normalisation == "RMS",
+        rotary=tables,
     )
 
 

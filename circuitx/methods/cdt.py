@@ -56,7 +56,7 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
     """Relevance [n_senders, n_receivers] of every sender to every receiver it can reach,
     and the relevance to the output of all senders together."""
     model, layout = engine.model, engine.layout
-    weights = transformer_weights(model)
+    weights = transformer_weights(model, llama=True)
     patches = {c.first: engine.patch_cache[sender_output_hook(c)] for c in layout.chunks}
     n, width = engine.data.clean.shape
     relevance = torch.zeros(layout.n_senders, layout.n_receivers)
