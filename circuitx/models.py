@@ -259,9 +259,18 @@ class Model:
             return bridge.unembed(x if positions is None else _at(x, positions))
 
     def _blocks_from(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
-        """The residual stream after the blocks from ``layer`` on, called by themselves."""
+        """The residual stream after the blocks from ``layer`` on, called by themselves
+        (with rotary positions, given the positions' cos and sin and the causal mask the
+        model's own pass makes)."""
+        extra: dict[str, Any] = {}
+        if getattr(self.bridge.cfg, "positional_embedding_type", None) == "rotary":
+            width = resid.shape[1]
+            positions = torch.arange(width, device=resid.device).unsqueeze(0)
+            extra["position_embeddings"] = self.bridge.rotary_emb(resid, positions)
+            future = torch.full((width, width), float("-inf"), device=resid.device)
+            extra["attention_mask"] = future.triu(1).to(resid.dtype)[None, None]
         for block in self.bridge.blocks[layer:]:
-            out = block(resid)
+            out = block(resid, **extra)
             resid = out[0] if isinstance(out, tuple) else out
         return resid
 
