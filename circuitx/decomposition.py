@@ -17,7 +17,8 @@ every point of the pass. The rules follow the authors' code (adelaidehsu/CD_Circ
   a gated MLP's ``f(gate) * up`` takes that rule for ``f(gate)``, splits ``up`` linearly
   and multiplies out: ``irrel' = f(gate)_irrel up_irrel``, rel' the rest of the product
   (``f(gate)_rel up + f(gate)_irrel up_rel``);
-- the residual stream adds parts.
+- the residual stream adds parts; a parallel block (GPT-NeoX) adds its heads' and its
+  MLP's parts to the block's input, both read from it.
 
 A source is a set of senders (the embeddings, heads, MLPs). Where a sender is a source
 its output is split into ``output - patch`` (rel) and its patch value (irrel): the
@@ -86,12 +87,14 @@ def normalise(
 
 
 def rotate(parts: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotary positions on both parts [2, ..., pos, head, d_head]: ``x cos + rot(x) sin``,
-    rot the rotate-half map (-x2, x1); cos and sin [n_ctx, d_head]."""
-    width = parts.shape[-3]
+    """Rotary positions on both parts [2, ..., pos, head, d_head]: ``x cos + rot(x) sin``
+    over the first r dims of each head, rot the rotate-half map (-x2, x1); cos and sin
+    [n_ctx, r]."""
+    width, dims = parts.shape[-3], tables[0].shape[-1]
     cos, sin = (table[:width, None, :].to(parts) for table in tables)
-    first, second = parts.chunk(2, dim=-1)
-    return parts * cos + torch.cat((-second, first), -1) * sin
+    turned, kept = parts[..., :dims], parts[..., dims:]
+    first, second = turned.chunk(2, dim=-1)
+    return torch.cat((turned * cos + torch.cat((-second, first), -1) * sin, kept), -1)
 
 
 def product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -235,10 +238,11 @@ def propagate(
         written = torch.einsum("...phe,hed->...pd", z, block.W_O)
         written = written + _bias_parts(block.b_O, written)
         observe("attn_out", index, written)
-        parts = parts + written
+        block_input, parts = parts, parts + written
         if block.W_in is None:
             continue
-        normed = normalise(parts, block.ln2, weights)
+        # a parallel block's MLP reads the block's input, as the heads do
+        normed = normalise(block_input if weights.parallel else parts, block.ln2, weights)
         read = normed @ block.W_in
         if block.W_gate is None:
             observe("read_mlp", index, read)

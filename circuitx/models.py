@@ -400,8 +400,10 @@ class TransformerWeights:
     act_fn: Callable[[torch.Tensor], torch.Tensor]
     causal: bool  # False: every position attends to every other
     rms: bool = False  # RMSNorm (no centring, no bias) in place of LayerNorm
-    # rotary positions: cos and sin [n_ctx, d_head] of the rotate-half convention
+    # rotary positions: cos and sin [n_ctx, rotary dims] of the rotate-half convention,
+    # over the first rotary dims of each head (all of them, or Pythia's first quarter)
     rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+    parallel: bool = False  # the MLP reads the block's input, as the heads do (GPT-NeoX)
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -416,22 +418,18 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights:
     """``model``'s parameters, or a one-line error for an architecture other than GPT-2's
     (rotary or other positions, RMSNorm, parallel attention and MLP, gated MLPs, norms
-    after attention, grouped keys); with ``llama``, also rotary positions (over the whole
-    head, rotate-half), RMSNorm and gated MLPs."""
+    after attention, grouped keys); with ``llama``, also rotary positions (rotate-half),
+    RMSNorm, gated MLPs and parallel attention and MLP."""
     cfg = model.bridge.cfg
     positions = getattr(cfg, "positional_embedding_type", "standard")
     normalisation = getattr(cfg, "normalization_type", "LN")
     rotary = positions == "rotary" and llama
     unsupported = {
         "positions": positions != "standard" and not rotary,
-        "partial or paired rotary": rotary
-        and (
-            getattr(cfg, "rotary_dim", None) not in (None, model.d_head)
-            or bool(getattr(cfg, "rotary_adjacent_pairs", False))
-        ),
+        "paired rotary": rotary and bool(getattr(cfg, "rotary_adjacent_pairs", False)),
         "normalisation": normalisation not in ("LN", "LNPre", *(("RMS",) if llama else ())),
         "norm offset": bool(getattr(cfg, "rmsnorm_uses_offset", False)),
-        "parallel attention and MLP": bool(getattr(cfg, "parallel_attn_mlp", False)),
+        "parallel attention and MLP": model.parallel and not llama,
         "norm after attention": model.post_attention_norm,
         "gated MLP": bool(getattr(cfg, "gated_mlp", False)) and not llama,
         "grouped keys": getattr(cfg, "n_key_value_heads", None) not in (None, model.n_heads),
@@ -499,6 +497,7 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         causal=model.causal,
         rms=normalisation == "RMS",
         rotary=tables,
+        parallel=model.parallel,
     )
 
 

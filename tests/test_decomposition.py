@@ -30,18 +30,19 @@ HOOKS = {
 }
 
 
-@pytest.fixture(scope="module", params=["causal", "bidirectional", "llama", "qwen2"])
+@pytest.fixture(scope="module", params=["causal", "bidirectional", "llama", "qwen2", "neox"])
 def model_3x4(tmp_path_factory, request):
     """3 layers x 4 heads, d_model 32, with weights large enough to make LayerNorm, the
     softmax and GELU work away from their linear ranges; causal, or attending both ways
     (as tracr models do); or Llama's and Qwen2's blocks (RMSNorm, rotary positions, gated
-    MLPs, grouped keys ungrouped; Qwen2 with q, k and v biases)."""
+    MLPs, grouped keys ungrouped; Qwen2 with q, k and v biases), or GPT-NeoX's (parallel
+    attention and MLP, rotary positions over a quarter of each head)."""
 
     def bidirectional(model):
         model.config.is_causal = False
 
     directory = tmp_path_factory.mktemp("m3x4")
-    if request.param in ("llama", "qwen2"):
+    if request.param in ("llama", "qwen2", "neox"):
         tokenizer = word_level_tokenizer(task_vocabulary())
         save_causal_lm(directory, request.param, tokenizer, 3, 4, 32, 5, initializer_range=0.3)
         return load_model(str(directory), device="cpu")
@@ -56,8 +57,12 @@ def hooks_of(model):
     half."""
     if model.bridge.cfg.positional_embedding_type != "rotary":
         return HOOKS
-    rotated = {"q": "blocks.{}.attn.hook_rot_q", "k": "blocks.{}.attn.hook_rot_k"}
-    return {**HOOKS, **rotated, "mlp_pre_linear": "blocks.{}.mlp.hook_pre_linear"}
+    hooks = {**HOOKS, "q": "blocks.{}.attn.hook_rot_q", "k": "blocks.{}.attn.hook_rot_k"}
+    if model.parallel:  # GPT-NeoX's bridge fires no rotated q and k: the pattern, made
+        del hooks["q"], hooks["k"]  # from them, is checked
+    if model.bridge.cfg.gated_mlp:
+        hooks["mlp_pre_linear"] = "blocks.{}.mlp.hook_pre_linear"
+    return hooks
 
 
 def decompose(model, tokens, chosen, patches, layer=0):

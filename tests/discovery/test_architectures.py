@@ -28,7 +28,7 @@ def refusal(family: str, method: str) -> str | None:
         return "has no MLPs for transcoders to replace"
     if method == "transcoder" and family not in ("gpt2", "attn-only"):
         return NOT_GPT2
-    if method == "cdt" and family in ("gemma2", "neox"):  # norms after attention, parallel
+    if method == "cdt" and family == "gemma2":  # norms after attention, capping
         return NOT_GPT2
     if method == "transcoder":
         return "no transcoders known"  # none trained for this model
