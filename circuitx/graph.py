@@ -119,21 +119,15 @@ def component_graph(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
 
 
 def parallel_view(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
-    """``graph`` in the universe of a model whose blocks run attention and MLP in parallel:
-    a copy without the edges from a head into its own layer's MLP (none such exist there),
-    or ``graph`` itself if it is already so."""
+    """``graph`` in the universe of a model whose blocks run attention and MLP in parallel
+    (:class:`Layout` with ``parallel``): a copy without the edges that universe lacks (a
+    head into its own layer's MLP), or ``graph`` itself if it is already so."""
     if graph.graph.get("parallel"):
         return graph
     view = graph.copy()
     view.graph["parallel"] = True
-    same_layer = [
-        (sender, receiver, key)
-        for sender, receiver, key in graph.edges(keys=True)
-        if graph.nodes[sender]["kind"] == "head"
-        and graph.nodes[receiver]["kind"] == "mlp"
-        and graph.nodes[sender]["layer"] == graph.nodes[receiver]["layer"]
-    ]
-    view.remove_edges_from(same_layer)
+    kept = set(Layout(*shape_of(graph), parallel=True).edge_names)
+    view.remove_edges_from([(s, r, key) for s, r, key in graph.edges(keys=True) if key not in kept])
     return view
 
 

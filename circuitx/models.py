@@ -464,7 +464,7 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         mlp = dict(ln2=None, W_in=None, b_in=None, W_out=None, b_out=None)
         if model.has_mlp:
             d_mlp = block.mlp.W_in.shape[1]
-            gate = getattr(block.mlp, "W_gate", None) if rotary or llama else None
+            gate = getattr(block.mlp, "W_gate", None)  # gated MLPs pass only with llama
             mlp = dict(
                 ln2=norm(block.ln2),
                 W_in=block.mlp.W_in.detach(),
@@ -613,15 +613,10 @@ def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
     legacy = source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir()
     if legacy or (Path(source).is_dir() and is_tl_legacy_dir(Path(source))):
         model, tokenizer = gpt2_from_tl_legacy(source, dtype)
-        return TransformerBridge.boot_transformers(
-            source, device=device, dtype=dtype, hf_model=model, tokenizer=tokenizer
-        )
+    else:  # None for either: the bridge loads it
+        model, tokenizer = ungrouped_model(source, dtype), saved_tokenizer(source)
     return TransformerBridge.boot_transformers(
-        source,
-        device=device,
-        dtype=dtype,
-        hf_model=ungrouped_model(source, dtype),
-        tokenizer=saved_tokenizer(source),
+        source, device=device, dtype=dtype, hf_model=model, tokenizer=tokenizer
     )
 
 

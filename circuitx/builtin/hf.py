@@ -79,9 +79,21 @@ def save_gpt2(
         eos_token_id=tokenizer.eos_token_id,
         initializer_range=initializer_range,
     )
+    save_seeded(directory, tokenizer, lambda: GPT2LMHeadModel(config), seed, edit)
+
+
+def save_seeded(
+    directory: Path,
+    tokenizer: Any,
+    build: Callable[[], Any],
+    seed: int,
+    edit: Callable[[Any], None] | None = None,
+) -> None:
+    """Build a model with torch's generator seeded by ``seed`` (restored after), let
+    ``edit(model)`` set weights (under ``torch.no_grad``), and save it and ``tokenizer``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config)
+        model = build()
     if edit is not None:
         with torch.no_grad():
             edit(model)
@@ -140,11 +152,9 @@ def save_causal_lm(
     if family == "gemma2":
         settings["head_dim"] = d_model // n_head
     config = getattr(transformers, config_name)(**settings)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = transformers.AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    save_seeded(
+        directory, tokenizer, lambda: transformers.AutoModelForCausalLM.from_config(config), seed
+    )
 
 
 def save_tl_legacy_attn_only(
