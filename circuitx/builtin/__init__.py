@@ -87,6 +87,8 @@ class Family:
     name: str
     description: str
     members: dict[str, tuple[str, ...]]  # task -> built-in model names
+    # the first member is the one the family's name picks (the rest join leaderboards)
+    first_is_default: bool = False
 
     def models_for(self, task: str) -> tuple[str, ...]:
         if task not in self.members:
@@ -94,9 +96,9 @@ class Family:
         return self.members[task]
 
     def model_for(self, task: str) -> str:
-        """The family's one model for ``task``, or a one-line error naming its choices."""
+        """The family's model for ``task``, or a one-line error naming its choices."""
         names = self.models_for(task)
-        if len(names) > 1:
+        if len(names) > 1 and not self.first_is_default:
             raise CircuitxError(
                 f"the {self.name} family has {len(names)} models for task {task} "
                 f"({', '.join(names)}); name one with --model"
@@ -124,7 +126,7 @@ def _registry() -> dict[str, BuiltinModel]:
     for name, spec in PLANTED.items():
         models[name] = BuiltinModel(
             name,
-            descriptions[spec.hard],
+            f"{spec.architecture}; {descriptions[spec.hard]}",
             spec.save,
             (*_BUILDERS, *spec.sources()),
             spec.task,
@@ -162,11 +164,23 @@ def _registry() -> dict[str, BuiltinModel]:
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = _registry()
+
+
+def _planted_members(hard: bool) -> dict[str, tuple[str, ...]]:
+    """The planted (or hard planted) models by task, the GPT-2 one first."""
+    members: dict[str, list[str]] = {}
+    for name, spec in PLANTED.items():
+        if spec.hard == hard:
+            members.setdefault(spec.task, []).append(name)
+    return {task: tuple(names) for task, names in members.items()}
+
+
 FAMILIES: dict[str, Family] = {
     family: Family(
         family,
         f"each task's own planted-circuit model{' (hard variant)' if hard else ''}",
-        {spec.task: (name,) for name, spec in PLANTED.items() if spec.hard == hard},
+        _planted_members(hard),
+        first_is_default=True,
     )
     for family, hard in (("planted", False), ("planted-hard", True))
 }

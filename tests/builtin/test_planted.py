@@ -4,15 +4,24 @@ truth, deterministic builds, and the CLI paths that use them."""
 import json
 
 import pytest
+import torch
 from conftest import assert_one_line_error, find, run
 from safetensors.torch import load_file
 
-from circuitx.builtin import BUILTIN_MODELS, ground_truth, model_dir, resolve, torch_threads
+from circuitx.builtin import (
+    BUILTIN_MODELS,
+    ground_truth,
+    model_dir,
+    resolve,
+    resolve_all,
+    torch_threads,
+)
 from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.certificate import certify
 from circuitx.discovery import DiscoveryRequest, reference_for_model, report
 from circuitx.scoring import overlap
+from circuitx.tasks import TASKS
 
 
 def discover_cli(task, model, *args):
@@ -23,7 +32,7 @@ def discover_cli(task, model, *args):
 
 
 CASES = [(name, task) for name, spec in PLANTED.items() for task in spec.circuits()]
-CLEAN_TASKS = [spec.task for spec in PLANTED.values() if not spec.hard]
+CLEAN_TASKS = list(dict.fromkeys(spec.task for spec in PLANTED.values() if not spec.hard))
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +79,35 @@ def test_activation_patching_finds_the_planted_circuit(models, task):
     summary = report(graph, ground_truth(name, task), "truth")
     assert summary["metrics"]["node_auc"] == 1.0
     assert summary["metrics"]["node_precision"] == summary["metrics"]["node_recall"] == 1.0
+
+
+@pytest.mark.parametrize("method", ["activation-patching", "eap-ig", "acdc", "cdt"])
+def test_methods_find_the_circuit_planted_in_a_llama_model(models, method):
+    graph = find(models("planted-ioi-llama"), "ioi", method, n_prompts=20)
+    summary = report(graph, ground_truth("planted-ioi-llama", "ioi"), "truth")
+    assert summary["metrics"]["node_auc"] == 1.0
+
+
+def test_the_planted_llama_model_is_a_llama_model_whose_positions_are_rotary(models):
+    config = json.loads((model_dir("planted-ioi-llama") / "config.json").read_text())
+    assert config["model_type"] == "llama"
+    assert config["num_key_value_heads"] < config["num_attention_heads"]
+    model = models("planted-ioi-llama")
+    data = TASKS["ioi"].make_data(model, 10, 0)
+    _, cache = model.bridge.run_with_cache(
+        data.clean, names_filter=lambda name: name == "blocks.0.attn.hook_pattern"
+    )
+    pattern = cache["blocks.0.attn.hook_pattern"]  # [prompt, head, query, key]
+    queries = torch.arange(1, pattern.shape[-1])
+    # with no position embedding, rotary alone points the previous-token head one back
+    # and keeps the duplicate-token head off its own position
+    assert pattern[:, 1, queries, queries - 1].min() > 0.99
+    assert pattern[:, 3].diagonal(dim1=-2, dim2=-1)[:, 1:].max() < 0.01
+
+
+def test_planted_names_the_gpt2_model_and_its_leaderboard_takes_the_llama_one_too():
+    assert resolve("planted", "ioi") == "planted-ioi"
+    assert resolve_all("planted", "ioi") == ("planted-ioi", "planted-ioi-llama")
 
 
 def test_colored_objects_reuses_the_ioi_heads():

@@ -1,11 +1,13 @@
-"""Planted-circuit models: GPT-2-architecture models whose circuit is known by construction.
+"""Planted-circuit models: models whose circuit is known by construction.
 
 Each is built in code (hand-set weights, a word-level tokenizer, no download), saved as a
 Hugging Face model directory with its ground-truth circuit(s) in ``circuit.json``, and
 loaded by the same loader as any model (see :mod:`circuitx.builtin`). ``planted-<task>``
 solves one task (``planted-colored-objects`` solves IOI too, with shared heads);
 ``planted-<task>-hard`` adds a backup head that takes over when the main one is patched
-away (self-repair) and distractors with four times the output norm.
+away (self-repair) and distractors with four times the output norm. They are GPT-2 models
+but ``planted-ioi-llama``: IOI's circuit on a Llama model (RMSNorm, rotary positions, gated
+MLPs, grouped-query attention; see :mod:`.rotary`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ class PlantedModel:
     module: str  # circuitx.builtin.planted.<module> has build(...) and circuits(...)
     args: tuple[bool, ...] = ()  # leading arguments of both (the entity design's ``colored``)
     task_modules: tuple[str, ...] = ()  # the task modules whose words and prompts it is built for
+    uses: tuple[str, ...] = ()  # other modules of this package its module builds on
+    architecture: str = "GPT-2"
 
     def _module(self) -> ModuleType:
         return importlib.import_module(f"{__name__}.{self.module}")
 
     def sources(self) -> list[str]:
         """The modules whose code defines this model (see ``BuiltinModel.identity``)."""
-        return [__name__, f"{__name__}.design", f"{__name__}.{self.module}", *self.task_modules]
+        own = ("design", *self.uses, self.module)
+        return [__name__, *(f"{__name__}.{m}" for m in own), *self.task_modules]
 
     def shape(self) -> tuple[int, int]:
         module = self._module()
@@ -80,6 +85,17 @@ def _models() -> dict[str, PlantedModel]:
             name = f"planted-{task}" + ("-hard" if hard else "")
             sources = tuple(tasks + m for m in ("base", *task_modules))
             models[name] = PlantedModel(name, task, hard, module, args, sources)
+    ioi_sources = tuple(tasks + m for m in ("base", "ioi"))
+    models["planted-ioi-llama"] = PlantedModel(
+        "planted-ioi-llama",
+        "ioi",
+        False,
+        "ioi_llama",
+        (),
+        ioi_sources,
+        ("rotary", "entity"),
+        "Llama (RMSNorm, rotary, gated MLPs, grouped-query attention)",
+    )
     return models
 
 

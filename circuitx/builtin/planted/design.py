@@ -50,6 +50,8 @@ class MLPWeights:
 class Design:
     """A GPT-2 model under construction: features, embeddings, heads and MLPs."""
 
+    learned_positions = True  # position features x and x2 come with the position embedding
+
     def __init__(
         self,
         words: list[str],
@@ -74,11 +76,12 @@ class Design:
         self.mlps: dict[int, MLPWeights] = {}
         self.add("anchor")
         self.token_embed[:, self.features["anchor"]] = ANCHOR
-        self.add("x")  # position / n_positions
-        self.add("x2")  # its square (for attention peaked at a relative position)
-        x = torch.arange(n_positions) / n_positions
-        self.pos_embed[:, self.features["x"]] = x
-        self.pos_embed[:, self.features["x2"]] = x**2
+        if self.learned_positions:
+            self.add("x")  # position / n_positions
+            self.add("x2")  # its square (for attention peaked at a relative position)
+            x = torch.arange(n_positions) / n_positions
+            self.pos_embed[:, self.features["x"]] = x
+            self.pos_embed[:, self.features["x2"]] = x**2
         self.add("bos")
         self.token_embed[self.token("<|endoftext|>"), self.features["bos"]] = 1.0
         # every token's own random direction, read only by distractors
@@ -177,7 +180,9 @@ class Design:
     def sink(self, layer: int, head: int, weight: float, recency: float = 0.0) -> None:
         """Score ``weight`` (+ recency * query position) on BOS: where a head looks when
         nothing else scores higher."""
-        query = self.const(weight) + self.vec(("x", recency * self.n_positions))
+        query = self.const(weight)
+        if recency:
+            query = query + self.vec(("x", recency * self.n_positions))
         self.score(layer, head, query, self.vec("bos"))
 
     def write(self, layer: int, head: int, read: torch.Tensor, written: torch.Tensor) -> None:
@@ -221,17 +226,8 @@ class Design:
         sources = sorted({*reads, *junk})
         for layer in range(self.n_layers):
             for head in range(self.n_heads):
-                if (layer, head) in self.heads:
-                    continue
-                if (layer + head) % 2 == 0:
-                    self.offset(layer, head, back=1 + (layer + head) % 3, sharpness=1.5)
-                else:
-                    for _ in range(4):
-                        query = self._spread(junk, 4.0)
-                        self.score(layer, head, query, self._spread(junk, 1.0))
-                self.sink(layer, head, 2.0)
-                for _ in range(6):
-                    self.write(layer, head, self._spread(sources, 1.0), self._spread(noise, gain))
+                if (layer, head) not in self.heads:
+                    self._distractor_head(layer, head, sources, gain)
             if layer in self.mlps:  # a circuit MLP: its neurons are all the circuit's
                 continue
             k = 64
@@ -242,6 +238,19 @@ class Design:
             b_in = torch.randn(k, generator=self.generator)
             w_out = torch.stack([self._spread(noise, gain / 4) for _ in range(k)], 0)
             self.neurons(layer, w_in, b_in, w_out)
+
+    def _distractor_head(self, layer: int, head: int, sources: Sequence[int], gain: float) -> None:
+        """Random weights for one head: a previous-token-like or a junk-matching pattern,
+        reading ``sources`` and writing noise."""
+        junk, noise = self.group("junk"), self.group("noise")
+        if (layer + head) % 2 == 0:
+            self.offset(layer, head, back=1 + (layer + head) % 3, sharpness=1.5)
+        else:
+            for _ in range(4):
+                self.score(layer, head, self._spread(junk, 4.0), self._spread(junk, 1.0))
+        self.sink(layer, head, 2.0)
+        for _ in range(6):
+            self.write(layer, head, self._spread(sources, 1.0), self._spread(noise, gain))
 
     def _spread(self, indices: Sequence[int], norm: float) -> torch.Tensor:
         """A random vector of length ``norm`` over the features ``indices``."""
