@@ -18,7 +18,13 @@ every point of the pass. The rules follow the authors' code (adelaidehsu/CD_Circ
   and multiplies out: ``irrel' = f(gate)_irrel up_irrel``, rel' the rest of the product
   (``f(gate)_rel up + f(gate)_irrel up_rel``);
 - the residual stream adds parts; a parallel block (GPT-NeoX) adds its heads' and its
-  MLP's parts to the block's input, both read from it.
+  MLP's parts to the block's input, both read from it;
+- Gemma-2: soft-capping of the scores, ``cap tanh(s / cap)``, and a sliding window act on
+  the patterns (computed from whole scores, or rel's own); the norm on the heads' summed
+  output divides each head's z parts by the whole output's RMS, so that a head's parts are
+  in the space of its patch value (z over that run's scale, as the patching engine keeps
+  it) and its write is z W_O times the gain; the norm on the MLP's output is RMSNorm of
+  its parts; the capped logits take the activation rule.
 
 A source is a set of senders (the embeddings, heads, MLPs). Where a sender is a source
 its output is split into ``output - patch`` (rel) and its patch value (irrel): the
@@ -44,7 +50,9 @@ SHARE_EPS = 1e-8  # keeps a bias share finite where both parts are zero
 # observe(point, layer, parts): sees the parts at "resid_pre", "q", "k", "v", "z",
 # "attn_out", "mlp_pre", "mlp_post", "mlp_out" of each layer and "resid_final"; and at
 # "read_q", "read_k", "read_v", "read_mlp": what the heads and the MLP read, before their
-# own biases; and the whole attention pattern [..., head, query, key] at "pattern".
+# own biases; and the whole attention pattern [..., head, query, key] at "pattern". With a
+# norm after attention, "z" is z over its scale, and the whole scale [..., pos, 1] is seen
+# at "post_scale".
 Observer = Callable[[str, int, torch.Tensor], None]
 
 
@@ -73,8 +81,12 @@ def layer_norm(
 
 def rms_norm(parts: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm of both parts [2, ..., d], each divided by the whole activation's RMS."""
-    whole = parts.sum(0)
-    return parts / (whole.pow(2).mean(-1, keepdim=True) + eps).sqrt() * weight
+    return parts / _rms(parts.sum(0), eps) * weight
+
+
+def _rms(whole: torch.Tensor, eps: float) -> torch.Tensor:
+    """Root mean square over the last axis (with ``eps`` inside), kept as an axis of 1."""
+    return (whole.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
 def normalise(
@@ -134,25 +146,24 @@ def heads_linear(
 def attention(
     parts: torch.Tensor,
     block: BlockWeights,
-    scale: float,
+    weights: TransformerWeights,
     observe: Observer,
     layer: int,
-    causal: bool = True,
-    tables: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Both parts of every head's z [2, ..., pos, head, d_head] from the normalised input
-    (q and k rotated where ``tables``, rotary cos and sin, are given)."""
+    (q and k rotated where the model has rotary positions)."""
     q, k, v = (
         heads_linear(parts, weight, bias, observe, point, layer, rotated)
         for point, weight, bias, rotated in (
-            ("q", block.W_Q, block.b_Q, tables),
-            ("k", block.W_K, block.b_K, tables),
+            ("q", block.W_Q, block.b_Q, weights.rotary),
+            ("k", block.W_K, block.b_K, weights.rotary),
             ("v", block.W_V, block.b_V, None),
         )
     )
 
     def pattern(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        return attention_softmax(torch.einsum("...qhe,...khe->...hqk", query, key) / scale, causal)
+        scores = torch.einsum("...qhe,...khe->...hqk", query, key)
+        return attention_pattern(scores, block, weights)
 
     whole_pattern = pattern(q.sum(0), k.sum(0))
     observe("pattern", layer, whole_pattern)
@@ -161,22 +172,31 @@ def attention(
     return torch.stack((z_rel, z_whole - z_rel))
 
 
-def attention_softmax(scores: torch.Tensor, causal: bool = True) -> torch.Tensor:
-    """Attention pattern from scores [..., query, key]: each query sees itself and earlier
-    keys, or (not ``causal``) every key."""
-    if not causal:
+def attention_pattern(
+    scores: torch.Tensor, block: BlockWeights, weights: TransformerWeights
+) -> torch.Tensor:
+    """Attention pattern from raw scores q.k [..., query, key]: scaled, soft-capped where
+    the model caps them, then each query sees itself and earlier keys (within the block's
+    sliding window), or (a model that is not causal) every key."""
+    scores = scores / weights.attn_scale
+    if weights.attn_softcap is not None:
+        scores = weights.attn_softcap * torch.tanh(scores / weights.attn_softcap)
+    if not weights.causal:
         return scores.softmax(-1)
     width = scores.shape[-1]
     future = torch.ones(width, width, dtype=torch.bool, device=scores.device).triu(1)
+    if block.window is not None:  # keys at least ``window`` back are out of sight too
+        future |= torch.ones_like(future).tril(-block.window)
     return scores.masked_fill(future, float("-inf")).softmax(-1)
 
 
 def embed(weights: TransformerWeights, tokens: torch.Tensor) -> torch.Tensor:
     """What the embeddings write: token plus position embeddings (none with rotary
     positions) [..., pos, d_model]."""
+    written = weights.W_E[tokens] * weights.embed_scale
     if weights.W_pos is None:
-        return weights.W_E[tokens]
-    return weights.W_E[tokens] + weights.W_pos[: tokens.shape[-1]]
+        return written
+    return written + weights.W_pos[: tokens.shape[-1]]
 
 
 class Sources:
@@ -230,12 +250,15 @@ def propagate(
         block = weights.blocks[index]
         observe("resid_pre", index, parts)
         normed = normalise(parts, block.ln1, weights)
-        z = attention(
-            normed, block, weights.attn_scale, observe, index, weights.causal, weights.rotary
-        )
+        z = attention(normed, block, weights, observe, index)
+        w_o = block.W_O
+        if block.ln1_post is not None:  # z over the norm's scale; its gain goes into W_O
+            scale = _rms(torch.einsum("...phe,hed->...pd", z.sum(0), w_o), weights.eps)
+            observe("post_scale", index, scale)
+            z, w_o = z / scale.unsqueeze(-2), w_o * block.ln1_post
         z = sources.split(z, layout.head_sender(index), layout.n_heads)
         observe("z", index, z)
-        written = torch.einsum("...phe,hed->...pd", z, block.W_O)
+        written = torch.einsum("...phe,hed->...pd", z, w_o)
         written = written + _bias_parts(block.b_O, written)
         observe("attn_out", index, written)
         block_input, parts = parts, parts + written
@@ -257,10 +280,17 @@ def propagate(
             observe("mlp_pre_linear", index, up)
             post = product(activation(gate, weights.act_fn), up)
         observe("mlp_post", index, post)
-        out = sources.split(linear(post, block.W_out, block.b_out), layout.mlp_sender(index), 1)
+        out = linear(post, block.W_out, block.b_out)
+        if block.ln2_post is not None:
+            out = rms_norm(out, block.ln2_post, weights.eps)
+        out = sources.split(out, layout.mlp_sender(index), 1)
         observe("mlp_out", index, out)
         parts = parts + out
     observe("resid_final", len(weights.blocks), parts)
     rows = torch.arange(parts.shape[2], device=parts.device).unsqueeze(1)
     final = parts[:, :, rows, readout.to(parts.device)].flatten(2, 3)
-    return linear(normalise(final, weights.ln_final, weights), weights.W_U, weights.b_U)
+    logits = linear(normalise(final, weights.ln_final, weights), weights.W_U, weights.b_U)
+    if weights.logit_softcap is None:
+        return logits
+    cap = weights.logit_softcap
+    return activation(logits, lambda x: cap * torch.tanh(x / cap))

@@ -380,14 +380,19 @@ class BlockWeights:
     W_out: torch.Tensor | None  # [d_mlp, d_model]
     b_out: torch.Tensor | None
     W_gate: torch.Tensor | None = None  # [d_model, d_mlp]: a gated MLP, act(x W_gate) * (x W_in)
+    # Gemma-2: RMSNorm gains on the summed head outputs and on the MLP's output
+    ln1_post: torch.Tensor | None = None
+    ln2_post: torch.Tensor | None = None
+    window: int | None = None  # sliding-window attention: a query sees the last ``window`` keys
 
 
 @dataclass(frozen=True)
 class TransformerWeights:
     """A GPT-2-style model's parameters, for methods that compute the forward pass
     themselves (CD-T): learned positions, LayerNorm, attention then MLP; or, where the
-    method allows it, Llama's: rotary positions, RMSNorm and gated MLPs. Absent biases
-    are zeros."""
+    method allows it, Llama's: rotary positions, RMSNorm and gated MLPs (and Gemma-2's
+    norms after attention and MLP, soft-capping and sliding windows). Absent biases are
+    zeros; an offset RMSNorm's gain is 1 + w."""
 
     W_E: torch.Tensor  # [vocab, d_model]
     W_pos: torch.Tensor | None  # [n_ctx, d_model]; None with rotary positions
@@ -404,6 +409,9 @@ class TransformerWeights:
     # over the first rotary dims of each head (all of them, or Pythia's first quarter)
     rotary: tuple[torch.Tensor, torch.Tensor] | None = None
     parallel: bool = False  # the MLP reads the block's input, as the heads do (GPT-NeoX)
+    embed_scale: float = 1.0  # the embeddings' output is W_E[token] times this (Gemma)
+    attn_softcap: float | None = None  # scores become cap * tanh(scores / cap) (Gemma-2)
+    logit_softcap: float | None = None  # the same on the logits
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -419,7 +427,8 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
     """``model``'s parameters, or a one-line error for an architecture other than GPT-2's
     (rotary or other positions, RMSNorm, parallel attention and MLP, gated MLPs, norms
     after attention, grouped keys); with ``llama``, also rotary positions (rotate-half),
-    RMSNorm, gated MLPs and parallel attention and MLP."""
+    RMSNorm, gated MLPs, parallel attention and MLP, and Gemma-2's offset norms, norms
+    after attention and MLP, soft-capping and sliding windows."""
     cfg = model.bridge.cfg
     positions = getattr(cfg, "positional_embedding_type", "standard")
     normalisation = getattr(cfg, "normalization_type", "LN")
@@ -428,13 +437,14 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         "positions": positions != "standard" and not rotary,
         "paired rotary": rotary and bool(getattr(cfg, "rotary_adjacent_pairs", False)),
         "normalisation": normalisation not in ("LN", "LNPre", *(("RMS",) if llama else ())),
-        "norm offset": bool(getattr(cfg, "rmsnorm_uses_offset", False)),
+        "norm offset": bool(getattr(cfg, "rmsnorm_uses_offset", False)) and not llama,
         "parallel attention and MLP": model.parallel and not llama,
-        "norm after attention": model.post_attention_norm,
+        "norm after attention": model.post_attention_norm and not llama,
         "gated MLP": bool(getattr(cfg, "gated_mlp", False)) and not llama,
         "grouped keys": getattr(cfg, "n_key_value_heads", None) not in (None, model.n_heads),
         "activation": getattr(cfg, "act_fn", None) not in ACTIVATIONS and model.has_mlp,
-        "score or logit capping": bool(
+        "score or logit capping": not llama
+        and bool(
             getattr(cfg, "attn_scores_soft_cap", -1) > 0
             or getattr(cfg, "output_logits_soft_cap", -1) > 0
         ),
@@ -453,10 +463,16 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         value = getattr(module, name, None)
         return zeros(shape) if value is None else value.detach()
 
+    offset = 1.0 if getattr(cfg, "rmsnorm_uses_offset", False) else 0.0  # Gemma: 1 + w
+
     def norm(module: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if normalisation == "LNPre":
             return zeros(model.d_model) + 1.0, zeros(model.d_model)
-        return module.w.detach(), tensor(module, "b", (model.d_model,))
+        return module.w.detach() + offset, tensor(module, "b", (model.d_model,))
+
+    hf_config = getattr(bridge.original_model, "config", None)
+    layer_types = getattr(hf_config, "layer_types", None) or []
+    window = getattr(hf_config, "sliding_window", None)
 
     blocks = []
     for block in bridge.blocks:
@@ -478,7 +494,16 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         weights = {
             name: tensor(attn, name, head_shape.get(name, ())) for name in _ATTENTION_WEIGHTS
         }
-        blocks.append(BlockWeights(ln1=norm(block.ln1), **weights, **mlp))
+        post = {}
+        if model.post_attention_norm:
+            post = dict(ln1_post=norm(block.ln1_post)[0], ln2_post=norm(block.ln2_post)[0])
+        index = len(blocks)
+        sliding = index < len(layer_types) and layer_types[index] == "sliding_attention"
+        blocks.append(
+            BlockWeights(
+                ln1=norm(block.ln1), **weights, **mlp, **post, window=window if sliding else None
+            )
+        )
     tables = None
     if rotary:
         probe = zeros(1, model.n_ctx, model.d_model)
@@ -492,13 +517,34 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         W_U=bridge.W_U.detach(),
         b_U=tensor(bridge, "b_U", (model.d_vocab,)),
         eps=float(cfg.eps),
-        attn_scale=float(model.d_head**0.5) if getattr(cfg, "use_attn_scale", True) else 1.0,
+        attn_scale=_attention_scale(model, hf_config),
         act_fn=ACTIVATIONS.get(getattr(cfg, "act_fn", None), torch.relu),
         causal=model.causal,
         rms=normalisation == "RMS",
         rotary=tables,
         parallel=model.parallel,
+        # Gemma scales the embeddings by sqrt(d_model) inside its forward pass
+        embed_scale=model.d_model**0.5 if _model_type(hf_config).startswith("gemma") else 1.0,
+        attn_softcap=_cap(getattr(cfg, "attn_scores_soft_cap", -1)),
+        logit_softcap=_cap(getattr(cfg, "output_logits_soft_cap", -1)),
     )
+
+
+def _attention_scale(model: Model, hf_config: Any) -> float:
+    """What attention scores are divided by: sqrt(d_head), or Gemma's
+    sqrt(query_pre_attn_scalar)."""
+    if not getattr(model.bridge.cfg, "use_attn_scale", True):
+        return 1.0
+    scalar = getattr(hf_config, "query_pre_attn_scalar", None)
+    return float((scalar or model.d_head) ** 0.5)
+
+
+def _model_type(hf_config: Any) -> str:
+    return str(getattr(hf_config, "model_type", "") or "")
+
+
+def _cap(value: float | None) -> float | None:
+    return float(value) if value is not None and value > 0 else None
 
 
 _ATTENTION_WEIGHTS = ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")

@@ -28,21 +28,26 @@ HOOKS = {
     "mlp_out": "blocks.{}.hook_mlp_out",
     "resid_final": "ln_final.hook_in",
 }
+POST_SCALE = "blocks.{}.ln1_post.hook_scale"  # Gemma-2's norm on the summed head outputs
 
 
-@pytest.fixture(scope="module", params=["causal", "bidirectional", "llama", "qwen2", "neox"])
+@pytest.fixture(
+    scope="module", params=["causal", "bidirectional", "llama", "qwen2", "neox", "gemma2"]
+)
 def model_3x4(tmp_path_factory, request):
     """3 layers x 4 heads, d_model 32, with weights large enough to make LayerNorm, the
     softmax and GELU work away from their linear ranges; causal, or attending both ways
     (as tracr models do); or Llama's and Qwen2's blocks (RMSNorm, rotary positions, gated
-    MLPs, grouped keys ungrouped; Qwen2 with q, k and v biases), or GPT-NeoX's (parallel
-    attention and MLP, rotary positions over a quarter of each head)."""
+    MLPs, grouped keys ungrouped; Qwen2 with q, k and v biases), GPT-NeoX's (parallel
+    attention and MLP, rotary positions over a quarter of each head), or Gemma-2's (offset
+    RMSNorm also after attention and MLP, soft-capped scores and logits, a sliding window
+    of 4 on every other layer, scaled embeddings)."""
 
     def bidirectional(model):
         model.config.is_causal = False
 
     directory = tmp_path_factory.mktemp("m3x4")
-    if request.param in ("llama", "qwen2", "neox"):
+    if request.param in ("llama", "qwen2", "neox", "gemma2"):
         tokenizer = word_level_tokenizer(task_vocabulary())
         save_causal_lm(directory, request.param, tokenizer, 3, 4, 32, 5, initializer_range=0.3)
         return load_model(str(directory), device="cpu")
@@ -106,14 +111,15 @@ def test_parts_sum_to_the_models_activations_everywhere(model_3x4):
     )
     seen, logits = decompose(model, tokens, chosen, patches)
     hooks = hooks_of(model)
-    full, cache = model.run_with_cache(
-        tokens, [h.format(i) for h in hooks.values() for i in range(3)]
-    )
+    names = [*hooks.values(), *([POST_SCALE] if model.post_attention_norm else [])]
+    full, cache = model.run_with_cache(tokens, [h.format(i) for h in names for i in range(3)])
     assert {point for point, _ in seen} >= set(hooks)  # every hook is checked
     for (point, layer), parts in seen.items():
         if point not in hooks:
             continue
         expected = cache[hooks[point].format(layer)]
+        if point == "z" and model.post_attention_norm:  # z over the norm's scale
+            expected = expected / cache[POST_SCALE.format(layer)].unsqueeze(-2)
         whole = parts if point == "pattern" else parts.sum(0)
         for source in range(4):
             # rel and irrel may be large and cancel (a random patch of the embeddings):
@@ -158,7 +164,7 @@ def test_a_source_that_is_everything_carries_everything(model_3x4, everything):
         chosen[0, 0] = True
     seen, logits = decompose(model, tokens, chosen, patches)
     for (point, layer), parts in seen.items():
-        if point == "pattern":
+        if point in ("pattern", "post_scale"):  # whole tensors, not parts
             continue
         scale = parts.sum(0).abs().max()
         assert parts[1].abs().max() <= 1e-5 * scale, (point, layer)
@@ -240,7 +246,7 @@ def test_attention_gives_rel_its_own_pattern():
     """CD-T's softmax rule: rel's pattern is softmax(q_rel . k_rel), so a rel part only in
     the values (q_rel = k_rel = 0) is averaged uniformly over the causal prefix."""
     from circuitx.decomposition import attention
-    from circuitx.models import BlockWeights
+    from circuitx.models import BlockWeights, TransformerWeights
 
     generator = torch.Generator().manual_seed(8)
     d, heads, d_head, width = 8, 2, 4, 5
@@ -265,7 +271,19 @@ def test_attention_gives_rel_its_own_pattern():
     value_only = torch.randn(1, width, d, generator=generator)
     value_only[..., :] -= value_only @ q_weight[0] @ torch.linalg.pinv(q_weight[0])  # head 0: q=k=0
     parts = torch.stack((value_only, torch.randn(1, width, d, generator=generator)))
-    z = attention(parts, block, 2.0, lambda *args: None, 0)
+    weights = TransformerWeights(
+        W_E=torch.zeros(1, d),
+        W_pos=None,
+        blocks=[block],
+        ln_final=block.ln1,
+        W_U=torch.zeros(d, 1),
+        b_U=torch.zeros(1),
+        eps=1e-5,
+        attn_scale=2.0,
+        act_fn=torch.relu,
+        causal=True,
+    )
+    z = attention(parts, block, weights, lambda *args: None, 0)
     v_rel = value_only @ v_weight[0]
     uniform = torch.ones(width, width).tril() / torch.arange(1, width + 1).unsqueeze(1)
     assert torch.allclose(z[0, 0, :, 0], uniform @ v_rel[0], atol=1e-5)

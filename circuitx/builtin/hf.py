@@ -109,7 +109,8 @@ CAUSAL_LM_FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2": ("GPT2Config", {}),
     "llama": ("LlamaConfig", {"kv_heads": 2}),
     "qwen2": ("Qwen2Config", {"kv_heads": 2}),
-    "gemma2": ("Gemma2Config", {"kv_heads": 2}),
+    # a window shorter than test prompts, so that Gemma-2's sliding layers mask something
+    "gemma2": ("Gemma2Config", {"kv_heads": 2, "sliding_window": 4}),
     "mistral": ("MistralConfig", {"kv_heads": 1}),
     "neox": ("GPTNeoXConfig", {}),
 }
@@ -147,6 +148,7 @@ def save_causal_lm(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    settings.update({key: value for key, value in extra.items() if key != "kv_heads"})
     if "kv_heads" in extra:
         settings["num_key_value_heads"] = extra["kv_heads"]
     if family == "gemma2":

@@ -26,9 +26,11 @@ receiver's node score (1 for the logits).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from circuitx.decomposition import Observer, Sources, attention_softmax, propagate
+from circuitx.decomposition import Observer, Sources, attention_pattern, propagate
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Scores
 from circuitx.models import sender_output_hook, transformer_weights
@@ -77,6 +79,8 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
     def keep(point: str, layer: int, parts: torch.Tensor) -> None:
         if point in ("q", "k", "v"):
             clean[point, layer] = parts[:, 0].sum(0)
+        elif point == "post_scale":  # the whole scale: no parts axis
+            clean[point, layer] = parts[0]
         elif point == "pattern":  # seen after v
             clean[point, layer] = parts[0]
             clean["z", layer] = torch.einsum("nhqk,nkhe->nqhe", parts[0], clean["v", layer])
@@ -95,9 +99,16 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
                 relevance[rows, layout.mlp_receiver(layer)] = share.cpu()
             elif point in ("read_q", "read_k", "read_v"):
                 head_input = point.removeprefix("read_")
+                block = weights.blocks[layer]
                 moved = _z_change(
-                    head_input, parts[0], clean, layer, weights.attn_scale, weights.causal
+                    head_input,
+                    parts[0],
+                    clean,
+                    layer,
+                    lambda scores: attention_pattern(scores, block, weights),
                 )
+                if ("post_scale", layer) in clean:  # z over the norm's clean scale
+                    moved = moved / clean["post_scale", layer].unsqueeze(-2)
                 dots = (moved * changes["z", layer]).sum((1, 2, 4))
                 share = _share(dots, norms["z", layer].sum(-1))
                 first = layout.head_receiver(layer, head_input)
@@ -124,12 +135,12 @@ def _z_change(
     rel: torch.Tensor,
     clean: dict[tuple[str, int], torch.Tensor],
     layer: int,
-    scale: float,
-    causal: bool,
+    pattern_of: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """How every head's z [S, n, pos, head, d_head] changes when ``rel`` [S, n, pos, head,
     d_head] is taken out of its q, k or v input, the rest of the head clean: the
-    activation rule's ``f(rel + irrel) - f(irrel)`` with f the head."""
+    activation rule's ``f(rel + irrel) - f(irrel)`` with f the head. ``pattern_of`` makes
+    the pattern from raw scores q.k."""
     q, k, v, pattern, z = (clean[name, layer] for name in ("q", "k", "v", "pattern", "z"))
     if head_input == "v":
         return torch.einsum("nhqk,snkhe->snqhe", pattern, rel)
@@ -137,7 +148,7 @@ def _z_change(
         scores = torch.einsum("snqhe,nkhe->snhqk", q - rel, k)
     else:
         scores = torch.einsum("nqhe,snkhe->snhqk", q, k - rel)
-    return z - torch.einsum("snhqk,nkhe->snqhe", attention_softmax(scores / scale, causal), v)
+    return z - torch.einsum("snhqk,nkhe->snqhe", pattern_of(scores), v)
 
 
 def _share(dots: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:

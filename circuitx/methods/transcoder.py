@@ -9,8 +9,8 @@ MLP's units. On the clean prompts the input-dependent quantities are frozen at t
 values: attention patterns, LayerNorm scales, the features' ReLU gates, and the
 transcoders' errors (MLP output minus reconstruction). The model is then linear from any
 write to the residual stream to the target, and an attribution splits exactly into an
-input-dependent factor times an input-invariant weight. From a feature f (layer l, activation a_f) to a
-later feature g (layer l', position p):
+input-dependent factor times an input-invariant weight. From a feature f (layer l,
+activation a_f) to a later feature g (layer l', position p):
 
     a_f(p) * [gate_g(p) dm/da_g(p) / s2(p)] * (W_dec[f] . C(w2 * W_enc[:, g]))
 
@@ -18,17 +18,19 @@ and through head h's OV circuit from position p to position q:
 
     a_f(p) * A_h(q, p) / s1(p) * (W_dec[f] C(w1 * W_V^h)) . (W_O^h dm/dresid(q))
 
-(s: LayerNorm scales, C: centring, w: LayerNorm gains, A: attention pattern). The backward
+(s: LayerNorm scales, C: centring, w: LayerNorm gains, A: attention pattern; RMSNorm has
+no centring). The backward
 sweep carries dm/dresid down the layers with these frozen factors; attention scores
 (queries and keys) are frozen, so q and k edges score 0, as in the paper, which traces OV
-paths only.
+paths only. In a parallel block (GPT-NeoX) the MLP reads the block's input, as the heads
+do: the gradient at the heads' output is the block output's, not the MLP input's.
 
 Scores are summed over positions, averaged over prompts and divided by the clean logit
-difference, so that they read as shares of it. A node's score is its write times the metric's gradient at its
-write (the sum of its outgoing edge scores). With ``granularity feature`` the graph also
-holds the ``n_features`` features of each MLP with the largest attributions (``m{L}.f{i}``)
-and one node per MLP for the rest (``m{L}.rest``: its other features, output bias and
-transcoder error); the head/MLP graph is their sum.
+difference, so that they read as shares of it. A node's score is its write times the
+metric's gradient at its write (the sum of its outgoing edge scores). With ``granularity
+feature`` the graph also holds the ``n_features`` features of each MLP with the largest
+attributions (``m{L}.f{i}``) and one node per MLP for the rest (``m{L}.rest``: its other
+features, output bias and transcoder error); the head/MLP graph is their sum.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scor
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,
     Model,
+    TransformerWeights,
     attention_pattern_hook,
     head_output_hook,
     mlp_output_hook,
@@ -99,7 +102,7 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
     """Backward sweep of the target's gradient through the frozen replacement model; the
     ``n_features`` strongest features per MLP become units of their own."""
     model, data, readout = engine.model, engine.data, engine.readout
-    weights = transformer_weights(model)
+    weights = _checked_weights(model)
     n_layers, has_mlp = model.n_layers, model.has_mlp
     names = [norm_scale_hook(None)]
     for layer in range(n_layers):
@@ -124,7 +127,8 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
     direction = engine.task.logit_direction(data, model.d_vocab).to(grad)
     direction = direction.view(*at.shape, -1)  # [n, P, vocab]
     with torch.enable_grad():
-        logits = _frozen_norm(final, scale_final, weights.ln_final) @ weights.W_U + weights.b_U
+        normed = _frozen_norm(final, scale_final, weights.ln_final, weights.rms)
+        logits = normed @ weights.W_U + weights.b_U
         target = (logits * direction).sum(-1).mean()
         (readout_grad,) = torch.autograd.grad(target, final)
     grad[rows, at] = readout_grad
@@ -133,6 +137,8 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
     senders, sender_order, features = [], [], {}
     for layer in reversed(range(n_layers)):
         block = weights.blocks[layer]
+        # the gradient at the heads' output: past the MLP, or (parallel) the block's output
+        grad_heads = grad
         if has_mlp:
             transcoder = transcoders[layer]
             baseline = ablate(transcoder.features(corrupted[input_hook(layer)]), engine.ablation)
@@ -145,13 +151,19 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
                 changes[mlp_output_hook(layer)],
                 grad,
                 n_features,
+                weights.rms,
             )
             senders.append(mlp_senders)
-            sender_order.append(2 * layer + 1)
+            # a parallel block's MLP neither reads nor is read by its own layer's heads
+            order = 2 * layer + (0 if weights.parallel else 1)
+            sender_order.append(order)
             receivers.append(mlp_receivers)
-            receiver_order.append(2 * layer + 1)
+            receiver_order.append(order)
+            grad_heads = grad if weights.parallel else grad + through
             grad = grad + through
-        head_senders, head_receivers, through = _head_units(layer, block, frozen, changes, grad)
+        head_senders, head_receivers, through = _head_units(
+            layer, block, frozen, changes, grad_heads, weights.rms
+        )
         senders.append(head_senders)
         sender_order.append(2 * layer)
         receivers.append(head_receivers)
@@ -165,20 +177,35 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
     )
 
 
+def _checked_weights(model: Model) -> TransformerWeights:
+    """The weights of a GPT-2- or Llama-style model, or a one-line error (Gemma-2's norms
+    after attention and MLP and its soft-capping are not in the frozen replacement model)."""
+    weights = transformer_weights(model, llama=True)
+    if model.post_attention_norm or weights.attn_softcap or weights.logit_softcap:
+        raise CircuitxError(
+            f"model {model.name!r} has norms after attention and MLP or soft-capping "
+            "(Gemma-2): transcoder attribution does not take them"
+        )
+    return weights
+
+
 def _frozen_norm(
-    x: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]
+    x: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], rms: bool
 ) -> torch.Tensor:
+    """LayerNorm (RMSNorm with ``rms``: no centring) with its scale frozen at ``scale``."""
     weight, bias = norm
-    return (x - x.mean(-1, keepdim=True)) / scale * weight + bias
+    centred = x if rms else x - x.mean(-1, keepdim=True)
+    return centred / scale * weight + bias
 
 
 def _norm_backward(
-    y: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]
+    y: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], rms: bool
 ) -> torch.Tensor:
     """The gradient at a LayerNorm's input from the gradient ``y`` at its output, with the
-    scale frozen: C(w * y) / s. ``scale`` broadcasts against ``y`` from the left."""
+    scale frozen: C(w * y) / s (RMSNorm: w * y / s). ``scale`` broadcasts against ``y``
+    from the left."""
     weighted = y * norm[0]
-    return (weighted - weighted.mean(-1, keepdim=True)) / scale
+    return (weighted if rms else weighted - weighted.mean(-1, keepdim=True)) / scale
 
 
 def _mlp_units(
@@ -190,6 +217,7 @@ def _mlp_units(
     mlp_change: torch.Tensor,
     grad: torch.Tensor,
     n_features: int,
+    rms: bool,
 ) -> tuple[Units, Units, torch.Tensor, torch.Tensor]:
     """An MLP's sender and receiver units, every feature's attribution, and the gradient
     that flows through it to the residual stream before it. ``baseline``: the features'
@@ -201,13 +229,13 @@ def _mlp_units(
     dm_da = grad @ transcoder.W_dec.T  # [n, pos, F]
     attributions = (changes * dm_da).sum((0, 1))
     dm_dpre = dm_da * (acts > 0)
-    through = _norm_backward(dm_dpre @ transcoder.W_enc.T, scale, block.ln2)
+    through = _norm_backward(dm_dpre @ transcoder.W_enc.T, scale, block.ln2, rms)
     top = attributions.abs().topk(min(n_features, transcoder.n_features)).indices.sort().values
     names = [f"m{layer}.f{int(i)}" for i in top] + [f"m{layer}.rest"]
     writes = changes[..., top].unsqueeze(-1) * transcoder.W_dec[top]  # [n, pos, k, d]
     rest_write = mlp_change - writes.sum(2)
     reads = dm_dpre[..., top].unsqueeze(-1) * _norm_backward(
-        transcoder.W_enc[:, top].T, scale.unsqueeze(-1), block.ln2
+        transcoder.W_enc[:, top].T, scale.unsqueeze(-1), block.ln2, rms
     )
     rest_read = through - reads.sum(2)
     sender = Units(names, torch.cat([writes, rest_write.unsqueeze(2)], 2))
@@ -221,6 +249,7 @@ def _head_units(
     frozen: dict[str, torch.Tensor],
     changes: dict[str, torch.Tensor],
     grad: torch.Tensor,
+    rms: bool,
 ) -> tuple[Units, Units, torch.Tensor]:
     """A layer's heads as senders (z W_O) and as receivers (their v inputs), and the
     gradient that flows through their OV circuits to the residual stream before them."""
@@ -230,7 +259,7 @@ def _head_units(
     dm_dz = torch.einsum("nqd,hed->nqhe", grad, block.W_O)
     dm_dv = torch.einsum("nhqk,nqhe->nkhe", pattern, dm_dz)
     reads = _norm_backward(
-        torch.einsum("nkhe,hde->nkhd", dm_dv, block.W_V), scale.unsqueeze(-1), block.ln1
+        torch.einsum("nkhe,hde->nkhd", dm_dv, block.W_V), scale.unsqueeze(-1), block.ln1, rms
     )
     names = [f"a{layer}.h{head}" for head in range(writes.shape[2])]
     return Units(names, writes), Units(names, reads), reads.sum(2)
@@ -263,7 +292,7 @@ class TranscoderMethod(Method):
     _loaded = None
 
     def check(self, model: Model, run: MethodRun) -> None:
-        transformer_weights(model)  # GPT-2-style models only: fails in one line otherwise
+        _checked_weights(model)
         self._transcoders(model, run)  # missing or mismatched: one line
 
     def _transcoders(self, model: Model, run: MethodRun) -> tuple[Transcoders, str]:

@@ -19,17 +19,13 @@ from circuitx.builtin.hf import (
 from circuitx.methods import METHODS
 from circuitx.tasks import task_vocabulary
 
-NOT_GPT2 = "is not GPT-2"  # CD-T (GPT-2 or Llama) and transcoders compute the pass themselves
-
 
 def refusal(family: str, method: str) -> str | None:
     """The one-line refusal expected of ``method`` on ``family``, or None if it runs."""
     if method == "transcoder" and family == "attn-only":
         return "has no MLPs for transcoders to replace"
-    if method == "transcoder" and family not in ("gpt2", "attn-only"):
-        return NOT_GPT2
-    if method == "cdt" and family == "gemma2":  # norms after attention, capping
-        return NOT_GPT2
+    if method == "transcoder" and family == "gemma2":
+        return "has norms after attention and MLP or soft-capping"
     if method == "transcoder":
         return "no transcoders known"  # none trained for this model
     return None

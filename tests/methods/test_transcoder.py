@@ -14,13 +14,14 @@ from conftest import assert_one_line_error, find, run
 from circuitx import transcoders as tc
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
+from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.discovery import report
 from circuitx.errors import CircuitxError
 from circuitx.graph import read_graph
 from circuitx.methods.transcoder import attribute
 from circuitx.models import head_output_hook, mlp_output_hook
 from circuitx.patching import PatchingEngine
-from circuitx.tasks import get_task
+from circuitx.tasks import get_task, task_vocabulary
 
 N_FEATURES = 16
 
@@ -102,11 +103,24 @@ def direct_gradients(engine, transcoders):
     return {key: value.grad for key, value in deltas.items()}
 
 
-def test_factorised_attribution_equals_the_direct_gradient(tiny_model, tiny_transcoders):
+@pytest.fixture(scope="module", params=["gpt2", "llama", "qwen2", "neox"])
+def family_model(request, tiny_model, tmp_path_factory):
+    """The tiny GPT-2 model, or a Llama, Qwen2 (RMSNorm, gated MLPs, grouped keys) or
+    GPT-NeoX (parallel attention and MLP) one of its size."""
+    if request.param == "gpt2":
+        return tiny_model
+    directory = tmp_path_factory.mktemp(request.param)
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    save_causal_lm(directory, request.param, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
+    return load_model(str(directory), device="cpu")
+
+
+def test_factorised_attribution_equals_the_direct_gradient(family_model, tmp_path):
+    tiny_model = family_model
     task = get_task("ioi")
     data = task.make_data(tiny_model, 6, seed=0)
     engine = PatchingEngine(tiny_model, task, data, ablation="zero")
-    transcoders = tc.load_transcoders(str(tiny_transcoders))
+    transcoders = random_transcoders(tiny_model)
     result = attribute(engine, transcoders, n_features=N_FEATURES)  # every feature a unit
     blocks = result.edge_blocks()
     grads = direct_gradients(engine, transcoders)
@@ -256,6 +270,31 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     loaded = tc.load_transcoders(str(out))
     assert set(loaded) == {0, 1}
     assert loaded[0].config["l1"] == 1e-3 and loaded[0].config["steps"] == 20
+
+
+@pytest.mark.parametrize("family", ["llama", "neox"])
+def test_trained_transcoders_run_discovery_on_other_architectures(tmp_path, corpus_file, family):
+    """RMSNorm inputs, gated MLPs (Llama) and parallel blocks (GPT-NeoX): transcoders train
+    on what the MLP reads, and discovery attributes through them."""
+    model_dir, out = tmp_path / "model", tmp_path / "tc"
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    save_causal_lm(model_dir, family, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
+    trained = run(
+        "train-transcoders", "--model", model_dir, "--corpus", corpus_file, "--features", 32,
+        "--steps", 20, "--out", out, "--json",
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    found = run(
+        "discover", "--task", "ioi", "--method", "transcoder", "--model", model_dir,
+        "--transcoders", out, "--reference", "none", "--n-prompts", 8,
+        "--out", tmp_path / "g.json",
+    )  # fmt: skip
+    assert found.exit_code == 0, found.output
+    graph = read_graph(tmp_path / "g.json")
+    scores = [data["score"] for _, _, data in graph.edges(data=True)]
+    assert any(score != 0 for score in scores)
+    if family == "neox":  # a parallel block's heads do not write into its own MLP
+        assert not graph.has_edge("a0.h0", "m0")
 
 
 def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, tiny_transcoders):
