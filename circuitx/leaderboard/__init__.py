@@ -228,11 +228,18 @@ def write_results(
     write_text(files["json"], json.dumps(document, indent=1))
     write_text(files["csv"], csv_text(board.rows))
     write_text(files["markdown"], markdown(board.rows, caption(cells, board, date)))
-    for task in dict.fromkeys(cell.task for cell in cells):
+    # a figure per task, or per task and model where a task runs on several models
+    models_of: dict[str, set[str]] = {}
+    for cell in cells:
+        models_of.setdefault(cell.task, set()).add(cell.model)
+    for task, model in dict.fromkeys((cell.task, cell.model) for cell in cells):
+        name, label = task, task
+        if len(models_of[task]) > 1:
+            name, label = f"{task}-{model}", f"{task} ({model})"
         roc: dict[str, dict[str, list]] = {}
         faith: dict[str, list] = {}
         for cell, record in zip(cells, board.records):
-            if cell.task != task or record["status"] != "ok":
+            if (cell.task, cell.model) != (task, model) or record["status"] != "ok":
                 continue
             result = record["result"]
             for level, curve in (result["roc"] or {}).items():
@@ -240,8 +247,8 @@ def write_results(
                     roc.setdefault(cell.method, {}).setdefault(level, []).append(curve)
             if result["faithfulness_curve"]:
                 faith.setdefault(cell.method, []).append(result["faithfulness_curve"])
-        if roc_figure(task, roc, out_dir / f"roc-{task}.png"):
-            files[f"roc-{task}"] = out_dir / f"roc-{task}.png"
-        if faithfulness_figure(task, faith, out_dir / f"faithfulness-{task}.png"):
-            files[f"faithfulness-{task}"] = out_dir / f"faithfulness-{task}.png"
+        if roc_figure(label, roc, out_dir / f"roc-{name}.png"):
+            files[f"roc-{name}"] = out_dir / f"roc-{name}.png"
+        if faithfulness_figure(label, faith, out_dir / f"faithfulness-{name}.png"):
+            files[f"faithfulness-{name}"] = out_dir / f"faithfulness-{name}.png"
     return {name: str(path) for name, path in files.items()}

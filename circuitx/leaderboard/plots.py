@@ -1,4 +1,5 @@
-"""The leaderboard's figures: ROC curves and faithfulness curves per task, a line per method.
+"""The leaderboard's figures: ROC curves and faithfulness curves per task (and model, where
+a task runs on several), a line per method.
 
 Drawn with matplotlib's object API (no pyplot, so no global backend is touched) and
 written atomically.
@@ -35,10 +36,10 @@ def _save(figure, path: Path) -> None:
         figure.savefig(handle, format="png", dpi=110)
 
 
-def roc_figure(task: str, curves: dict[str, dict[str, list]], path: Path) -> bool:
-    """Node and edge ROC curves for ``task``; ``curves[method][level]`` lists one curve per
-    seed. Each line is the seeds' mean curve, labelled with their mean AUC. False (nothing
-    written) when no method has a curve."""
+def roc_figure(label: str, curves: dict[str, dict[str, list]], path: Path) -> bool:
+    """Node and edge ROC curves for ``label`` (a task, or a task and its model);
+    ``curves[method][level]`` lists one curve per seed. Each line is the seeds' mean curve,
+    labelled with their mean AUC. False (nothing written) when no method has a curve."""
     levels = [lv for lv in ("node", "edge") if any(c.get(lv) for c in curves.values())]
     if not levels:
         return False
@@ -51,7 +52,7 @@ def roc_figure(task: str, curves: dict[str, dict[str, list]], path: Path) -> boo
                 ax.plot(FPR_GRID, mean_roc(seeds), label=f"{method} ({auc:.2f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(
-            title=f"{task}: {level} ROC",
+            title=f"{label}: {level} ROC",
             xlabel="false positive rate",
             ylabel="true positive rate",
             xlim=(0, 1),
@@ -63,7 +64,7 @@ def roc_figure(task: str, curves: dict[str, dict[str, list]], path: Path) -> boo
 
 
 def faithfulness_figure(
-    task: str, curves: dict[str, list[list[dict[str, Any]]]], path: Path
+    label: str, curves: dict[str, list[list[dict[str, Any]]]], path: Path
 ) -> bool:
     """Faithfulness against the share of edges kept, mean over seeds, a line per method.
     False (nothing written) when no method has a curve."""
@@ -77,7 +78,7 @@ def faithfulness_figure(
         ax.plot(fractions, mean, marker="o", markersize=3, label=method)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set(
-        title=f"{task}: faithfulness of the top edges",
+        title=f"{label}: faithfulness of the top edges",
         xscale="log",
         xlabel="share of edges kept",
         ylabel="faithfulness",

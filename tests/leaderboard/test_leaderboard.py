@@ -222,3 +222,13 @@ def test_options_run_non_default_settings_and_enter_the_key(tmp_path):
 def test_bad_options_are_one_line(option, message, tmp_path):
     args = ["leaderboard", "--methods", "acdc,eap", "--option", option, "--out", tmp_path]
     assert_one_line_error(run(*args), message)
+
+
+def test_a_task_on_two_planted_models_gets_a_row_and_figures_per_model(tmp_path):
+    """planted runs IOI on its GPT-2 and its Llama model: rows and figures per model."""
+    cells = make_grid(["ioi"], ["activation-patching"], "planted", [0], 5)
+    board = run_leaderboard(cells, tmp_path)
+    assert [row["label"] for row in board.rows] == ["ioi (planted-ioi)", "ioi (planted-ioi-llama)"]
+    assert all(row["node_auc"]["mean"] == 1.0 for row in board.rows)
+    for model in ("planted-ioi", "planted-ioi-llama"):
+        assert (tmp_path / f"roc-ioi-{model}.png").stat().st_size > 0
