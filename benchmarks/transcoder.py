@@ -90,7 +90,7 @@ def planted(args: argparse.Namespace) -> None:
                 f"| {statistics.mean(x['node_precision'] or 0 for x in m):.2f} "
                 f"| {statistics.mean(x['node_recall'] for x in m):.2f} "
                 f"| {statistics.mean(r['faithfulness'] for r in rows):.2f} "
-                f"| {statistics.mean(r['runtime_s'] for r in rows):.1f} |",
+                f"| {statistics.mean(r['discovery_s'] for r in rows):.1f} |",
                 flush=True,
             )
 

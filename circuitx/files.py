@@ -1,23 +1,54 @@
-"""Atomic file writes: a reader never sees a half-written output file."""
+"""Output files and JSON: atomic writes (a reader never sees a half-written file), output
+paths checked before any work, and strict JSON (no NaN or Infinity)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 from circuitx.errors import CircuitxError
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    """Return ``path`` as a Path, or fail in one line if its directory does not exist."""
+    """Return ``path`` as a Path, or fail in one line unless a file can be written there:
+    its directory exists and takes a new file (one is made and removed), and ``path`` is
+    not a directory or a special file (a device, a pipe)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise CircuitxError(f"output directory does not exist: {parent}")
+    if path.is_dir():
+        raise CircuitxError(f"output path is a directory: {path}")
+    if path.exists() and not path.is_file():
+        raise CircuitxError(f"output path is not a regular file: {path}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as error:
+        raise CircuitxError(f"cannot write to {parent}: {error.strerror or error}") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in lists, tuples and dicts) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """Strict JSON of ``value``: a non-finite number is written as null."""
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
 def _umask() -> int:

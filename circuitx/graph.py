@@ -230,12 +230,40 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
     return graph
 
 
+NODE_ATTRIBUTES = ("kind", "layer", "head", "score", "in_circuit")
+EDGE_ATTRIBUTES = ("input", "score", "in_circuit")
+
+
 def _validate(graph: nx.MultiDiGraph) -> None:
+    """Every node and edge carries the schema's attributes, with values of their kind (the
+    name of the first that does not, and the attribute), and the metadata holds the shape."""
     if graph.number_of_nodes() == 0:
         raise CircuitxError("graph has no nodes")
-    for node in graph.nodes:
-        parse_node(node)
+    for node, data in graph.nodes(data=True):
+        kind, layer, head = parse_node(node)
+        _check_attributes(f"node {node}", data, NODE_ATTRIBUTES)
+        if data["kind"] != kind:
+            raise CircuitxError(f"node {node}: kind must be {kind!r}, not {data['kind']!r}")
+    for sender, receiver, key, data in graph.edges(keys=True, data=True):
+        _check_attributes(f"edge {key}", data, EDGE_ATTRIBUTES)
+        if parse_edge_name(key) != (sender, receiver, data["input"]):
+            raise CircuitxError(f"edge {key}: its ends or input do not match its name")
     shape_of(graph)
+
+
+def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, ...]) -> None:
+    for attribute in required:
+        if attribute not in data:
+            raise CircuitxError(f"{element} has no {attribute!r} attribute")
+    if not isinstance(data["in_circuit"], bool):
+        raise CircuitxError(
+            f"{element}: in_circuit must be true or false, not {data['in_circuit']!r}"
+        )
+    score = data["score"]
+    if score is not None and (
+        isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)
+    ):
+        raise CircuitxError(f"{element}: score must be a finite number or null, not {score!r}")
 
 
 def _plain(value: Any) -> Any:

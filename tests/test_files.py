@@ -1,12 +1,15 @@
-"""Atomic output files."""
+"""Output files: atomic writes, output paths checked before work, strict JSON."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 
 import pytest
 
-from circuitx.files import atomic_open
+from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open, check_output_path, json_text
 
 
 def test_atomic_open_writes_with_the_usual_permissions(tmp_path):
@@ -27,3 +30,29 @@ def test_atomic_open_leaves_nothing_when_the_writer_fails(tmp_path):
         raise RuntimeError("interrupted")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+@pytest.mark.parametrize(
+    "path, pattern",
+    [
+        ("/no/such/dir/x.json", "output directory does not exist"),
+        ("/proc/x.json", "cannot write to /proc"),
+        ("/dev/full", "not a regular file"),
+        ("/dev/null", "not a regular file"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_refused(path, pattern):
+    with pytest.raises(CircuitxError, match=pattern):
+        check_output_path(path)
+
+
+def test_an_output_path_that_is_a_directory_is_refused_and_the_probe_leaves_nothing(tmp_path):
+    with pytest.raises(CircuitxError, match="is a directory"):
+        check_output_path(tmp_path)
+    check_output_path(tmp_path / "x.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_text_writes_no_nan_or_infinity():
+    text = json_text({"a": math.nan, "b": [1.0, math.inf, -math.inf], "c": {"d": 2.5}})
+    assert json.loads(text) == {"a": None, "b": [1.0, None, None], "c": {"d": 2.5}}

@@ -174,3 +174,25 @@ def test_dot_shows_the_circuit_only():
     dot = to_dot(scored_graph())
     assert '"a0.h1" -> "a2.h0" [label="q"];' in dot
     assert '"a0.h0"' not in dot
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (lambda d: d["nodes"]["a0.h1"].pop("in_circuit"), "node a0.h1 has no 'in_circuit'"),
+        (lambda d: d["nodes"]["a0.h1"].pop("kind"), "node a0.h1 has no 'kind'"),
+        (lambda d: d["nodes"]["m0"].update(kind="head"), "node m0: kind must be 'mlp'"),
+        (lambda d: d["nodes"]["m0"].update(in_circuit="yes"), "in_circuit must be true or false"),
+        (lambda d: d["edges"]["input->m0"].pop("score"), "edge input->m0 has no 'score'"),
+        (lambda d: d["edges"]["input->m0"].update(score="high"), "score must be a finite number"),
+        (lambda d: d["edges"]["input->a0.h0<q>"].update(input="k"), "do not match its name"),
+    ],
+)
+def test_a_graph_file_missing_or_garbling_an_attribute_names_it(tmp_path, edit, pattern):
+    path = tmp_path / "g.json"
+    write_graph(full_graph(2, 2, True, task="ioi"), path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match=pattern):
+        read_graph(path)

@@ -14,6 +14,7 @@ Hugging Face hub name or alias (see :mod:`circuitx.models`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import importlib
 import inspect
@@ -223,9 +224,21 @@ def load(
     if name in FAMILIES:
         raise CircuitxError(f"{name!r} is a model family: name a task to pick its model")
     if name not in BUILTIN_MODELS:
+        check_model_name(name)
         return load_model(name, device=device, dtype=dtype)
     model = load_model(str(model_dir(name, cache_dir)), device=device, dtype=dtype)
     return dataclasses.replace(model, name=name, builtin=name)
+
+
+def check_model_name(name: str) -> None:
+    """A one-line error, before any hub call, for a name that is no built-in model, family
+    or local path but close to a built-in one (a typo): "did you mean planted?"."""
+    known = [*FAMILIES, *BUILTIN_MODELS]
+    if name in known or "/" in name or Path(name).expanduser().exists():
+        return
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+    if close:
+        raise CircuitxError(f"unknown model {name!r}; did you mean {close[0]}?")
 
 
 def ground_truth(name: str | None, task: str, cache_dir: PathLike = None) -> nx.MultiDiGraph | None:
@@ -264,6 +277,7 @@ __all__ = [
     "BUILD_THREADS",
     "build_once",
     "cache_root",
+    "check_model_name",
     "torch_threads",
     "ground_truth",
     "identity",

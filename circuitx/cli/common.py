@@ -3,16 +3,17 @@ once (``--json``, ``--device``/``--dtype``, ``--cache-dir``)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from circuitx.errors import CircuitxError
+from circuitx.files import json_text
 from circuitx.models import DTYPES
 
 EXIT_INPUT_ERROR = 2
@@ -48,7 +49,8 @@ def note(message: str) -> None:
 
 
 def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2))
+    """``value`` as strict JSON on stdout (a non-finite number as null)."""
+    click.echo(json_text(value))
 
 
 def fmt(value: Any) -> str:
@@ -102,4 +104,22 @@ def device_options(command: Callable) -> Callable:
     )(command)
     return click.option(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)."
+    )(command)
+
+
+def threads_option(command: Callable) -> Callable:
+    """``--threads N``: torch's CPU threads for the command (default: torch's choice, one
+    per core); fewer run faster on a machine busy with other work."""
+
+    def set_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+        if value is not None:
+            torch.set_num_threads(value)
+
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        expose_value=False,
+        callback=set_threads,
+        help="torch CPU threads (default: torch's choice, one per core).",
     )(command)

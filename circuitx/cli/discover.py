@@ -20,6 +20,7 @@ from circuitx.cli.common import (
     note,
     print_json,
     stdout,
+    threads_option,
 )
 from circuitx.discovery import (
     DiscoveryRequest,
@@ -147,8 +148,15 @@ class DiscoverCommand(click.Command):
     type=click.Path(dir_okay=False),
     help="Write the graph: .graphml, .json or .dot.",
 )
+@click.option(
+    "--faithfulness/--no-faithfulness",
+    default=True,
+    show_default=True,
+    help="Measure the circuit's faithfulness, CPR and CMD after discovery.",
+)
 @json_option
 @device_options
+@threads_option
 def discover_command(
     task_name,
     method_name,
@@ -163,6 +171,7 @@ def discover_command(
     ablation,
     reference_spec,
     out_path,
+    faithfulness,
     as_json,
     device,
     dtype,
@@ -189,11 +198,14 @@ def discover_command(
         device=device,
         dtype=dtype,
         cache_dir=cache_dir,
+        faithfulness=faithfulness,
     ).validated()
     if out_path:
         check_output_path(out_path)
         graph_format(out_path)
     model = builtin.load(str(request.model), device, dtype, cache_dir)
+    if top_k is not None:
+        note_top_k(model, request.method, top_k)
     reference, label, why_not = reference_for_model(model, request, note=note)
     if why_not and reference_spec != "none":
         note(why_not)
@@ -205,6 +217,17 @@ def discover_command(
         print_json(summary)
     else:
         print_summary(summary, out_path)
+
+
+def note_top_k(model: Any, method_name: str, top_k: int) -> None:
+    """A note when ``--top-k`` is at least the number of components the method ranks: the
+    circuit keeps them all."""
+    layout = model.layout
+    node_level = METHODS[method_name].granularity == "node"
+    size = layout.n_senders - 1 if node_level else len(layout.edges)  # the input is no node
+    if top_k >= size:
+        kind = "nodes" if node_level else "edges"
+        note(f"--top-k {top_k} is at least the graph's {size} {kind}: the circuit keeps them all")
 
 
 def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
@@ -236,7 +259,10 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         heads = summary["overlap"]["heads"]
         found = f"{heads['shared']} of {heads['a']} found ({fmt(heads['a_in_b'])})"
         rows.append(("heads in reference", found))
-    rows.append(("runtime", f"{summary['runtime_s']:.2f} s"))
+    timing = f"{summary['discovery_s']:.2f} s discovery"
+    if summary["faithfulness_s"] is not None:
+        timing += f", {summary['faithfulness_s']:.2f} s faithfulness"
+    rows.append(("runtime", timing))
     if out_path:
         rows.append(("graph", out_path))
     for key, value in rows:
@@ -305,9 +331,22 @@ def export(graph_path, fmt_name, out_path) -> None:
     """Convert a circuit graph to GraphML, JSON or DOT (DOT shows the circuit only)."""
     if out_path:
         check_output_path(out_path)
+        named = _named_format(out_path)
+        if named is not None and named != fmt_name:
+            raise CircuitxError(
+                f"--out {out_path} names a {named} file, but --format is {fmt_name}"
+            )
     text = graph_to_text(read_graph(graph_path), fmt_name)
     if out_path:
         with atomic_open(out_path) as handle:
             handle.write(text)
     else:
         click.echo(text, nl=False)
+
+
+def _named_format(path: str) -> str | None:
+    """The graph format ``path``'s extension names, or None for another extension."""
+    try:
+        return graph_format(path)
+    except CircuitxError:
+        return None

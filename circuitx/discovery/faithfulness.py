@@ -43,6 +43,9 @@ def edge_ranking(layout: Layout, scores: Scores) -> torch.Tensor:
     return torch.sort(magnitude, descending=True, stable=True).indices
 
 
+FAITHFULNESS_KEYS = ("faithfulness", "cpr", "cmd", "faithfulness_curve")  # what it reports
+
+
 def faithfulness_report(
     engine: PatchingEngine, kept: torch.Tensor, ranking: torch.Tensor | None
 ) -> dict[str, Any]:
@@ -67,12 +70,7 @@ def faithfulness_report(
     if abs(full - empty) < 1e-9:
         raise CircuitxError("the full and the empty circuit give the same metric; no faithfulness")
     faith = [(m - empty) / (full - empty) for m in metrics[2:]]
-    report: dict[str, Any] = {
-        "faithfulness": faith[0],
-        "cpr": None,
-        "cmd": None,
-        "faithfulness_curve": None,
-    }
+    report: dict[str, Any] = {**dict.fromkeys(FAITHFULNESS_KEYS), "faithfulness": faith[0]}
     if ranking is not None:
         curve = faith[1:]
         report["cpr"] = _trapezoid(curve, CURVE_FRACTIONS)

@@ -36,6 +36,8 @@ def report(
         "clean_accuracy": meta.get("clean_accuracy"),
         "threshold": meta.get("threshold"),
         "top_k": meta.get("top_k"),
+        "discovery_s": meta.get("discovery_s", meta.get("runtime_s")),
+        "faithfulness_s": meta.get("faithfulness_s"),
         "runtime_s": meta.get("runtime_s"),
         "ablation": meta.get("ablation"),
         "options": method_options_of(meta),

@@ -5,6 +5,7 @@ lookup and the leaderboard's cell key all read the validated request."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class DiscoveryRequest:
     device: str | None = None
     dtype: str = "float32"
     cache_dir: str | None = None
+    faithfulness: bool = True  # measure the circuit's faithfulness after discovery
 
     def validated(self) -> DiscoveryRequest:
         """This request with every default filled in, or a one-line error for the first
@@ -66,6 +68,8 @@ class DiscoveryRequest:
             raise CircuitxError(f"--n-prompts must be at least 1, not {self.n_prompts}")
         if self.threshold is not None and self.top_k is not None:
             raise CircuitxError("choose --threshold or --top-k, not both")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise CircuitxError(f"--threshold must be a finite number, not {self.threshold}")
         if self.threshold is not None and self.threshold < 0:
             raise CircuitxError(f"--threshold must be at least 0, not {self.threshold}")
         if self.top_k is not None and self.top_k < 1:
@@ -77,6 +81,8 @@ class DiscoveryRequest:
         parse_dtype(self.dtype)
         parse_device(self.device)
         check_reference(self.reference)
+        if self.model is not None:
+            builtin.check_model_name(self.model)
         return dataclasses.replace(
             self,
             model=builtin.resolve(self.model or task.default_model, task.name),
@@ -87,9 +93,13 @@ class DiscoveryRequest:
         )
 
     def settings(self) -> dict[str, Any]:
-        """The fields as JSON, the cache directory left out (it does not change a result)."""
+        """The fields as JSON, the cache directory left out (it does not change a result),
+        and ``faithfulness`` only where it is off (so the settings of a default request,
+        and the leaderboard's cell keys, are what they were before it existed)."""
         settings = dataclasses.asdict(self)
         settings.pop("cache_dir")
+        if self.faithfulness:
+            settings.pop("faithfulness")
         settings["options"] = dict(self.options)
         return settings
 

@@ -7,7 +7,12 @@ import time
 import networkx as nx
 import torch
 
-from circuitx.discovery.faithfulness import edge_ranking, edge_scores, faithfulness_report
+from circuitx.discovery.faithfulness import (
+    FAITHFULNESS_KEYS,
+    edge_ranking,
+    edge_scores,
+    faithfulness_report,
+)
 from circuitx.discovery.request import DiscoveryRequest
 from circuitx.errors import CircuitxError
 from circuitx.graph import add_feature_level, edges_by_name, full_graph
@@ -76,9 +81,17 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         clean_accuracy=task.accuracy(engine.clean_final, data),
         **scores.facts,
     )
-    graph.graph.update(threshold=threshold, top_k=top_k, runtime_s=time.perf_counter() - start)
-    ranking = edge_ranking(layout, scores)
-    graph.graph.update(faithfulness_report(engine, edges_kept, ranking))
+    discovery_s = time.perf_counter() - start
+    graph.graph.update(threshold=threshold, top_k=top_k, discovery_s=discovery_s)
+    start = time.perf_counter()
+    if request.faithfulness:
+        ranking = edge_ranking(layout, scores)
+        graph.graph.update(faithfulness_report(engine, edges_kept, ranking))
+        faithfulness_s = time.perf_counter() - start
+    else:
+        graph.graph.update(dict.fromkeys(FAITHFULNESS_KEYS))
+        faithfulness_s = None
+    graph.graph.update(faithfulness_s=faithfulness_s, runtime_s=discovery_s + (faithfulness_s or 0))
     if scores.features is not None:
         add_feature_level(graph, scores.features.nodes, scores.features.edges, threshold)
     return graph

@@ -4,7 +4,6 @@ model, scored against the reference; resumable, and parallel on local processes 
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from typing import Any
 from circuitx import __version__, builtin
 from circuitx.discovery import DiscoveryRequest
 from circuitx.errors import CircuitxError
+from circuitx.files import json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
 from circuitx.leaderboard.executors import EXECUTORS, execute
 from circuitx.leaderboard.plots import faithfulness_figure, roc_figure
@@ -225,7 +225,7 @@ def write_results(
         "rows": board.rows,
         "cells": board.records,
     }
-    write_text(files["json"], json.dumps(document, indent=1))
+    write_text(files["json"], json_text(document, indent=1))
     write_text(files["csv"], csv_text(board.rows))
     write_text(files["markdown"], markdown(board.rows, caption(cells, board, date)))
     # a figure per task, or per task and model where a task runs on several models

@@ -8,6 +8,7 @@ the circuit graph, selects the circuit and measures it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -58,6 +59,8 @@ class Option:
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise CircuitxError(f"{self.flag} takes a {self.type}, not {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise CircuitxError(f"{self.flag} must be a finite number, not {value}")
         if self.choices is not None and value not in self.choices:
             raise CircuitxError(
                 f"unknown {self.flag} {value!r}; choose from {', '.join(self.choices)}"

@@ -2,6 +2,7 @@ import json
 
 import networkx as nx
 import pytest
+import torch
 from conftest import assert_one_line_error, run
 
 from circuitx.graph import read_graph
@@ -90,7 +91,8 @@ def test_same_seed_same_output_file(tiny_dir, tmp_path):
         )
         assert result.exit_code == 0, result.stderr
         data = json.loads((tmp_path / name).read_text())
-        data["metadata"].pop("runtime_s")
+        for timing in ("runtime_s", "discovery_s", "faithfulness_s"):
+            data["metadata"].pop(timing)
         texts.append(data)
     assert texts[0] == texts[1]
 
@@ -143,10 +145,58 @@ def test_listings():
         (["score", "/no/such/graph.graphml"], "graph file not found"),
         (["export", "/no/such/graph.json", "--format", "dot"], "graph file not found"),
         (["frobnicate"], "No such command"),
+        ([*DISCOVER, "--out", "/proc/x.graphml"], "cannot write to /proc"),
+        ([*DISCOVER, "--out", "/dev/full"], "not a regular file"),
+        ([*DISCOVER, "--threshold", "nan"], "--threshold must be a finite number"),
+        ([*DISCOVER, "--threshold", "inf"], "--threshold must be a finite number"),
+        (["discover", "--task", "ioi", "--method", "acdc", "--tau", "nan"], "finite number"),
+        ([*DISCOVER, "--model", "plantd"], "unknown model 'plantd'; did you mean planted?"),
+        ([*DISCOVER, "--threads", "0"], "--threads"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, pattern):
     assert_one_line_error(run(*args), pattern)
+
+
+def test_export_refuses_a_format_its_file_name_contradicts(discovered, tmp_path):
+    _, out = discovered
+    result = run("export", out, "--format", "json", "--out", tmp_path / "y.graphml")
+    assert_one_line_error(result, "names a graphml file, but --format is json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_directory_is_refused_before_any_work(tmp_path):
+    assert_one_line_error(discover("--model", "nowhere/at-all", "--out", tmp_path), "directory")
+
+
+def test_faithfulness_can_be_skipped_and_the_timings_are_split(tiny_dir):
+    measured = json.loads(discover("--model", tiny_dir, "--n-prompts", 3, "--json").stdout)
+    skipped = discover("--model", tiny_dir, "--n-prompts", 3, "--no-faithfulness", "--json")
+    assert skipped.exit_code == 0, skipped.stderr
+    summary = json.loads(skipped.stdout)
+    assert summary["faithfulness"] is None and summary["cpr"] is None
+    assert summary["faithfulness_s"] is None and summary["discovery_s"] > 0
+    assert summary["runtime_s"] == summary["discovery_s"]
+    assert measured["faithfulness_s"] > 0 and measured["faithfulness"] is not None
+    total = measured["discovery_s"] + measured["faithfulness_s"]
+    assert measured["runtime_s"] == pytest.approx(total)
+
+
+def test_threads_sets_torchs_thread_count(tiny_dir):
+    before = torch.get_num_threads()
+    try:
+        result = discover("--model", tiny_dir, "--n-prompts", 2, "--threads", 1, "--json")
+        assert result.exit_code == 0, result.stderr
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_top_k_beyond_the_graph_is_noted(tiny_dir):
+    result = discover("--model", tiny_dir, "--n-prompts", 2, "--top-k", 999999, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "--top-k 999999 is at least the graph's" in result.stderr
+    assert json.loads(result.stdout)["n_nodes_in_circuit"] == json.loads(result.stdout)["n_nodes"]
 
 
 def test_malformed_graph_file(tmp_path):

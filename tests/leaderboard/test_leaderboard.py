@@ -22,10 +22,11 @@ CELLS = make_grid(["greater-than"], ["activation-patching", "eap"], "planted", [
 
 
 def results(directory):
-    """Each cell's result without its runtime, by cell key."""
+    """Each cell's result without its timings, by cell key."""
     document = json.loads((directory / "results.json").read_text())
+    timings = ("runtime_s", "discovery_s", "faithfulness_s")
     return {
-        cell["key"]: {k: v for k, v in cell["result"].items() if k != "runtime_s"}
+        cell["key"]: {k: v for k, v in cell["result"].items() if k not in timings}
         for cell in document["cells"]
     }
 
