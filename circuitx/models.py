@@ -471,7 +471,9 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         return module.w.detach() + offset, tensor(module, "b", (model.d_model,))
 
     hf_config = getattr(bridge.original_model, "config", None)
-    layer_types = getattr(hf_config, "layer_types", None) or []
+    # sliding windows: on the layers the config types as sliding (Gemma-2), or on every
+    # layer of a config that has a window and no layer types (Mistral)
+    layer_types = getattr(hf_config, "layer_types", None)
     window = getattr(hf_config, "sliding_window", None)
 
     blocks = []
@@ -498,7 +500,7 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         if model.post_attention_norm:
             post = dict(ln1_post=norm(block.ln1_post)[0], ln2_post=norm(block.ln2_post)[0])
         index = len(blocks)
-        sliding = index < len(layer_types) and layer_types[index] == "sliding_attention"
+        sliding = layer_types[index] == "sliding_attention" if layer_types else True
         blocks.append(
             BlockWeights(
                 ln1=norm(block.ln1), **weights, **mlp, **post, window=window if sliding else None

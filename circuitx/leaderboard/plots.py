@@ -7,6 +7,7 @@ written atomically.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,15 @@ def _save(figure, path: Path) -> None:
         figure.savefig(handle, format="png", dpi=110)
 
 
+def _colours(methods: Iterable[str]) -> dict[str, str]:
+    """One colour per method, the same in every panel (a method with no edge curve does
+    not shift the others' colours)."""
+    import matplotlib
+
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {method: cycle[i % len(cycle)] for i, method in enumerate(methods)}
+
+
 def roc_figure(label: str, curves: dict[str, dict[str, list]], path: Path) -> bool:
     """Node and edge ROC curves for ``label`` (a task, or a task and its model);
     ``curves[method][level]`` lists one curve per seed. Each line is the seeds' mean curve,
@@ -44,12 +54,14 @@ def roc_figure(label: str, curves: dict[str, dict[str, list]], path: Path) -> bo
     if not levels:
         return False
     figure, axes = _figure(len(levels))
+    colours = _colours(curves)
     for ax, level in zip(axes, levels):
         for method, by_level in curves.items():
             seeds = by_level.get(level)
             if seeds:
                 auc = np.mean([np.trapezoid(c["tpr"], c["fpr"]) for c in seeds])
-                ax.plot(FPR_GRID, mean_roc(seeds), label=f"{method} ({auc:.2f})")
+                line = mean_roc(seeds)
+                ax.plot(FPR_GRID, line, color=colours[method], label=f"{method} ({auc:.2f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(
             title=f"{label}: {level} ROC",
@@ -72,10 +84,11 @@ def faithfulness_figure(
     if not drawn:
         return False
     figure, (ax,) = _figure(1)
+    colours = _colours(drawn)
     for method, seeds in drawn.items():
         fractions = [point["fraction"] for point in seeds[0]]
         mean = np.mean([[point["faithfulness"] for point in curve] for curve in seeds], axis=0)
-        ax.plot(fractions, mean, marker="o", markersize=3, label=method)
+        ax.plot(fractions, mean, marker="o", markersize=3, color=colours[method], label=method)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set(
         title=f"{label}: faithfulness of the top edges",
