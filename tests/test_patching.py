@@ -1,11 +1,13 @@
 """The patching engine against hand-written hooks and independent gradient computations."""
 
+import re
+
 import pytest
 import torch
 from conftest import tiny_gpt2
 
 from circuitx.builtin import load as load_model
-from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
+from circuitx.builtin.hf import save_causal_lm, save_tl_legacy_attn_only, word_level_tokenizer
 from circuitx.graph import edge_name, full_graph
 from circuitx.methods.base import MethodRun
 from circuitx.methods.eap import EAP
@@ -23,16 +25,22 @@ from circuitx.tasks import get_task, task_vocabulary
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama", "qwen2", "gemma2", "mistral", "neox"])
+@pytest.fixture(
+    scope="module", params=["gpt2", "llama", "qwen2", "gemma2", "mistral", "neox", "attn-only"]
+)
 def model(request, tmp_path_factory):
     """3 layers x 4 heads, d_model 32 (edges that skip a layer exist), of each architecture
     family: GPT-2 with its own tokenizer, the others (grouped-query, multi-query, parallel
-    blocks, rotary, RMSNorm, gated MLPs, Gemma-2's softcapping) with the word-level one."""
+    blocks, rotary, RMSNorm, gated MLPs, Gemma-2's softcapping, an attention-only model in
+    the legacy TransformerLens format) with the word-level one."""
     directory = tmp_path_factory.mktemp(request.param)
     if request.param == "gpt2":
         return load_model(str(tiny_gpt2(directory, 3, 4, 32, seed=3)), device="cpu")
     tokenizer = word_level_tokenizer(task_vocabulary())
-    save_causal_lm(directory, request.param, tokenizer, 3, 4, 32, seed=3, initializer_range=0.2)
+    if request.param == "attn-only":
+        save_tl_legacy_attn_only(directory, tokenizer, 3, 4, 32, seed=3)
+    else:
+        save_causal_lm(directory, request.param, tokenizer, 3, 4, 32, 3, initializer_range=0.2)
     return load_model(str(directory), device="cpu")
 
 
@@ -40,6 +48,11 @@ def model(request, tmp_path_factory):
 def engine(model):
     task = get_task("ioi")
     return PatchingEngine(model, task, task.make_data(model, 8, seed=4))
+
+
+def present(model, names):
+    """The node or edge ``names`` the model has: none with an MLP in an attention-only one."""
+    return [n for n in names if model.has_mlp or not re.search(r"(^|>)m\d", n)]
 
 
 def ones(engine, k=1):
@@ -55,12 +68,12 @@ def test_layout_edges_are_the_graph_edges(model):
     graph = full_graph(model.n_layers, model.n_heads, model.has_mlp, model.parallel)
     assert layout.edge_names == [key for _, _, key in graph.edges(keys=True)]  # same order
     assert int(layout.valid.sum()) == graph.number_of_edges()
-    for name in ("input->a0.h0<q>", "a0.h3->m1", "a0.h1->a2.h2<v>", "m2->logits"):
+    for name in present(model, ("input->a0.h0<q>", "a0.h3->m1", "a0.h1->a2.h2<v>", "m2->logits")):
         sender, receiver = layout.edge(name)
         assert layout.edge_mask([name])[sender, receiver] == 1
         assert layout.valid[sender, receiver]
     # a parallel block's MLP reads what its heads read, so no head feeds it
-    assert ("a0.h3->m0" in layout.edge_names) == (not model.parallel)
+    assert ("a0.h3->m0" in layout.edge_names) == (model.has_mlp and not model.parallel)
 
 
 def test_all_clean_mask_gives_the_clean_logits(model, engine):
@@ -151,6 +164,8 @@ def test_one_edge_into_a_key_matches_a_hand_written_hook(model, engine):
 
 
 def test_one_edge_between_mlps_matches_a_hand_written_hook(model, engine):
+    if not model.has_mlp:
+        pytest.skip("an attention-only model has no MLPs")
     data = engine.data
     _, clean = model.run_with_cache(data.clean, [mlp_output_hook(0)])
     _, corrupted = model.run_with_cache(data.corrupted, [mlp_output_hook(0)])
@@ -170,7 +185,7 @@ def test_one_edge_between_mlps_matches_a_hand_written_hook(model, engine):
 
 def test_patching_every_outgoing_edge_is_patching_the_node(model, engine):
     layout = engine.layout
-    for node in ("a0.h2", "m1", "a2.h0"):
+    for node in present(model, ("a0.h2", "m1", "a2.h0")):
         sender = layout.sender(node)
         outgoing = [(sender, r) for r in range(layout.n_receivers) if layout.valid[sender, r]]
         (by_edges,) = engine.patch_each_edge([outgoing])
@@ -187,8 +202,9 @@ def test_patching_every_outgoing_edge_is_patching_the_node(model, engine):
 
 def test_passes_from_a_later_layer_equal_whole_passes(model, engine):
     layout = engine.layout
-    edges = [[layout.edge(name)] for name in ("a1.h0->a2.h3<q>", "m1->logits", "a0.h0->m1")]
-    nodes = ["a2.h1", "m2", "a1.h3"]
+    names = present(model, ("a1.h0->a2.h3<q>", "m1->logits", "a0.h0->m1", "a1.h1->logits"))
+    edges = [[layout.edge(name)] for name in names]
+    nodes = present(model, ("a2.h1", "m2", "a1.h3"))
     skipping = engine.patch_each_edge(edges), engine.patch_each_node(nodes)
     model.can_skip_layers = False  # the fallback: every pass from the tokens
     try:
@@ -213,6 +229,8 @@ def test_mean_and_zero_patch_values(model, engine, ablation):
 
 
 def test_prune_drops_dangling_edges(engine):
+    if not engine.model.has_mlp:
+        pytest.skip("an attention-only model has no MLPs (the case prunes an MLP's edge)")
     layout = engine.layout
     kept = ["input->a0.h1<v>", "a0.h1->a2.h0<q>", "a2.h0->logits", "a1.h2->m2", "input->a1.h3<k>"]
     pruned = layout.prune(layout.edge_mask(kept))
@@ -229,13 +247,14 @@ def test_eap_scores_are_gradient_times_difference(model, engine):
 
     # what every sender writes, clean minus corrupted: [n, pos, d] per sender name
     def outputs(tokens):
-        names = ["blocks.0.hook_resid_pre", *model.output_hooks()]
+        names = ["blocks.0.hook_resid_pre", *model.output_hooks()]  # MLPs' where they exist
         _, cache = model.run_with_cache(tokens, names)
         written = {"input": cache["blocks.0.hook_resid_pre"]}
         for layer in range(model.n_layers):
             for head in range(model.n_heads):
                 written[f"a{layer}.h{head}"] = head_writes(model, tokens, layer, head)
-            written[f"m{layer}"] = cache[mlp_output_hook(layer)]
+            if model.has_mlp:
+                written[f"m{layer}"] = cache[mlp_output_hook(layer)]
         return written
 
     clean, corrupted = outputs(data.clean), outputs(data.corrupted)
@@ -260,8 +279,9 @@ def test_eap_scores_are_gradient_times_difference(model, engine):
                     probe(f"{layer}{which}", (n, pos, model.n_heads, d)),
                 )
             )
-        hooks.append((mlp_input_hook(layer), probe(f"m{layer}", (n, pos, d))))
-    model.enable_hooks(["split_qkv", "mlp_in"])
+        if model.has_mlp:
+            hooks.append((mlp_input_hook(layer), probe(f"m{layer}", (n, pos, d))))
+    model.enable_hooks(["split_qkv", *(["mlp_in"] if model.has_mlp else [])])
     try:
         final = model.run(data.clean, hooks, engine.end, grad=True)
     finally:
