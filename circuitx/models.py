@@ -219,7 +219,8 @@ class Model:
         With ``positions`` only those positions are unembedded: [batch] token indices give
         [batch, vocab], [batch, P] give [batch, P, vocab]; otherwise the result is
         [batch, pos, vocab]. With ``grad`` the pass is recorded for autograd (the weights
-        themselves never need gradients).
+        themselves never need gradients). Logits are float32 whatever the model's dtype:
+        metrics and their sums are taken at full precision.
         """
         tokens = tokens.to(self.device)
         hooks = list(hooks)
@@ -227,7 +228,7 @@ class Model:
             hooks.append((UNEMBED_INPUT_HOOK, lambda resid: _at(resid, positions, keep=True)))
         with torch.set_grad_enabled(grad):
             wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
-            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=wrapped)
+            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=wrapped).float()
         return logits[:, 0] if positions is not None and positions.dim() == 1 else logits
 
     def run_from(
@@ -245,7 +246,7 @@ class Model:
         Blocks before ``layer`` are not run where the model allows it; otherwise the whole
         pass runs from ``tokens`` with ``resid`` put in place at that block.
         """
-        resid = resid.to(self.device)
+        resid = resid.to(self.device, self.dtype)
         if not self.can_skip_layers:
             if layer == self.n_layers:
                 inject = [(LOGITS_INPUT_HOOK, lambda _: resid)]
@@ -256,7 +257,7 @@ class Model:
         wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
         with torch.set_grad_enabled(grad), bridge.hooks(fwd_hooks=wrapped):
             x = bridge.ln_final(self._blocks_from(layer, resid))
-            return bridge.unembed(x if positions is None else _at(x, positions))
+            return bridge.unembed(x if positions is None else _at(x, positions)).float()
 
     def _blocks_from(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         """The residual stream after the blocks from ``layer`` on, called by themselves
@@ -293,12 +294,13 @@ class Model:
     def run_with_cache(
         self, tokens: torch.Tensor, names: Sequence[str], positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits (as :meth:`run`) and the activations at hook points ``names`` (no gradients)."""
+        """Logits (as :meth:`run`) and the activations at hook points ``names`` (no
+        gradients), float32 whatever the model's dtype."""
         cache: dict[str, torch.Tensor] = {}
 
         def store(name: str) -> HookFn:
             def hook(tensor: torch.Tensor) -> None:
-                cache[name] = tensor.detach().clone()
+                cache[name] = tensor.detach().to(torch.float32, copy=True)
 
             return hook
 
@@ -457,18 +459,19 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
             "this method computes the forward pass itself"
         )
     bridge = model.bridge
-    zeros = functools.partial(torch.zeros, device=model.device, dtype=model.dtype)
+    # float32 whatever the model's dtype: the methods that read these sum at full precision
+    zeros = functools.partial(torch.zeros, device=model.device, dtype=torch.float32)
 
     def tensor(module: Any, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         value = getattr(module, name, None)
-        return zeros(shape) if value is None else value.detach()
+        return zeros(shape) if value is None else value.detach().float()
 
     offset = 1.0 if getattr(cfg, "rmsnorm_uses_offset", False) else 0.0  # Gemma: 1 + w
 
     def norm(module: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if normalisation == "LNPre":
             return zeros(model.d_model) + 1.0, zeros(model.d_model)
-        return module.w.detach() + offset, tensor(module, "b", (model.d_model,))
+        return module.w.detach().float() + offset, tensor(module, "b", (model.d_model,))
 
     hf_config = getattr(bridge.original_model, "config", None)
     # sliding windows: on the layers the config types as sliding (Gemma-2), or on every
@@ -485,11 +488,11 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
             gate = getattr(block.mlp, "W_gate", None)  # gated MLPs pass only with llama
             mlp = dict(
                 ln2=norm(block.ln2),
-                W_in=block.mlp.W_in.detach(),
+                W_in=block.mlp.W_in.detach().float(),
                 b_in=tensor(block.mlp, "b_in", (d_mlp,)),
-                W_out=block.mlp.W_out.detach(),
+                W_out=block.mlp.W_out.detach().float(),
                 b_out=tensor(block.mlp, "b_out", (model.d_model,)),
-                W_gate=None if gate is None else gate.detach(),
+                W_gate=None if gate is None else gate.detach().float(),
             )
         head_shape = {"b_Q": (model.n_heads, model.d_head), "b_O": (model.d_model,)}
         head_shape["b_K"] = head_shape["b_V"] = head_shape["b_Q"]
@@ -510,13 +513,13 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
     if rotary:
         probe = zeros(1, model.n_ctx, model.d_model)
         cos, sin = bridge.rotary_emb(probe, torch.arange(model.n_ctx, device=model.device)[None])
-        tables = (cos[0].detach(), sin[0].detach())
+        tables = (cos[0].detach().float(), sin[0].detach().float())
     return TransformerWeights(
-        W_E=bridge.W_E.detach(),
-        W_pos=None if rotary else bridge.W_pos.detach(),
+        W_E=bridge.W_E.detach().float(),
+        W_pos=None if rotary else bridge.W_pos.detach().float(),
         blocks=blocks,
         ln_final=norm(bridge.ln_final),
-        W_U=bridge.W_U.detach(),
+        W_U=bridge.W_U.detach().float(),
         b_U=tensor(bridge, "b_U", (model.d_vocab,)),
         eps=float(cfg.eps),
         attn_scale=_attention_scale(model, hf_config),

@@ -99,7 +99,8 @@ class PatchingEngine:
         }
         self.clean_metric = float(self.metric(self.clean_final).mean())
         self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
-        self.w_o = [model.head_write_weights(layer) for layer in range(model.n_layers)]
+        # float32 whatever the model's dtype, as the caches (Model.run_with_cache)
+        self.w_o = [model.head_write_weights(layer).float() for layer in range(model.n_layers)]
 
     # ------------------------------------------------------------------ metrics
 
@@ -400,7 +401,7 @@ class _MaskedPass:
         def mask(out: torch.Tensor) -> torch.Tensor:
             z = seen["z"] / seen["scale"].unsqueeze(-2)
             x = z.view(self.k, self.n, *z.shape[1:])
-            change = self._apply(chunk, x) - x
+            change = (self._apply(chunk, x) - x).float()
             written = torch.einsum("knpse,sed->knpd", change, self.engine.w_o[layer])
             return out + written.reshape(out.shape).to(out.dtype)
 
@@ -429,7 +430,7 @@ class _MaskedPass:
         columns = self.live_column[chunk.first : chunk.first + chunk.count]
         if bool((columns >= 0).any()):
             wanted = (columns >= 0).nonzero().flatten()
-            delta = delta[..., wanted.to(delta.device), :]
+            delta = delta[..., wanted.to(delta.device), :].float()
             if chunk.heads:
                 w_o = engine.w_o[chunk.layer][wanted.to(delta.device)]
                 delta = torch.einsum("knpse,sed->knpds", delta, w_o)

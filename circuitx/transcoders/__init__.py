@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, cache_root, torch_threads
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, canonical_model_name, local_model_hub_id
@@ -76,7 +78,8 @@ def transcoders_for(
             )
     transcoders = load_transcoders(source, layers)
     check_transcoders(transcoders, model)
-    return {layer: t.to(model.device, model.dtype) for layer, t in transcoders.items()}, source
+    # float32 whatever the model's dtype, as the activations they read (run_with_cache)
+    return {layer: t.to(model.device, torch.float32) for layer, t in transcoders.items()}, source
 
 
 def builtin_transcoders(
@@ -92,7 +95,7 @@ def builtin_transcoders(
     if directory.is_dir():
         try:
             cached = load_transcoders(str(directory), layers)
-            return {layer: t.to(model.device, model.dtype) for layer, t in cached.items()}
+            return {layer: t.to(model.device, torch.float32) for layer, t in cached.items()}
         except CircuitxError:  # an incomplete or damaged cache: train again
             pass
     corpus = load_corpus(model, BUILTIN_CORPUS, BUILTIN_CONTEXT, s.seed)

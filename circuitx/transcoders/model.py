@@ -85,8 +85,8 @@ def replacement_hooks(transcoders: Transcoders) -> list[tuple[str, Callable]]:
         def read(x: torch.Tensor, seen: dict = seen) -> None:
             seen["x"] = x
 
-        def write(_: torch.Tensor, seen: dict = seen, transcoder: Transcoder = transcoder):
-            return transcoder(seen["x"])
+        def write(out: torch.Tensor, seen: dict = seen, transcoder: Transcoder = transcoder):
+            return transcoder(seen["x"].to(transcoder.W_enc.dtype)).to(out.dtype)
 
         hooks += [(input_hook(layer), read), (mlp_output_hook(layer), write)]
     return hooks
