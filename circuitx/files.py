@@ -20,6 +20,8 @@ def check_output_path(path: str | os.PathLike) -> Path:
     not a directory or a special file (a device, a pipe)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise CircuitxError(f"output directory is not a directory: {parent}")
     if not parent.is_dir():
         raise CircuitxError(f"output directory does not exist: {parent}")
     if path.is_dir():

@@ -6,6 +6,7 @@ registered at run time gets its flags with no edit here."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -204,30 +205,34 @@ def discover_command(
         check_output_path(out_path)
         graph_format(out_path)
     model = builtin.load(str(request.model), device, dtype, cache_dir)
+    notes: list[str] = []  # shown once the work succeeds: an error stays one line
     if top_k is not None:
-        note_top_k(model, request.method, top_k)
-    reference, label, why_not = reference_for_model(model, request, note=note)
+        notes += top_k_notes(model, request.method, top_k)
+    reference, label, why_not = reference_for_model(model, request, note=notes.append)
     if why_not and reference_spec != "none":
-        note(why_not)
+        notes.append(why_not)
     graph = discover(model, request)
     summary = report(graph, reference, label)
     if out_path:
         write_graph(graph, out_path)
+    for line in notes:
+        note(line)
     if as_json:
         print_json(summary)
     else:
         print_summary(summary, out_path)
 
 
-def note_top_k(model: Any, method_name: str, top_k: int) -> None:
+def top_k_notes(model: Any, method_name: str, top_k: int) -> list[str]:
     """A note when ``--top-k`` is at least the number of components the method ranks: the
     circuit keeps them all."""
     layout = model.layout
     node_level = METHODS[method_name].granularity == "node"
     size = layout.n_senders - 1 if node_level else len(layout.edges)  # the input is no node
-    if top_k >= size:
-        kind = "nodes" if node_level else "edges"
-        note(f"--top-k {top_k} is at least the graph's {size} {kind}: the circuit keeps them all")
+    if top_k < size:
+        return []
+    kind = "nodes" if node_level else "edges"
+    return [f"--top-k {top_k} is at least the graph's {size} {kind}: the circuit keeps them all"]
 
 
 def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
@@ -263,8 +268,8 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     if summary["faithfulness_s"] is not None:
         timing += f", {summary['faithfulness_s']:.2f} s faithfulness"
     rows.append(("runtime", timing))
-    if out_path:
-        rows.append(("graph", out_path))
+    if out_path:  # a name that is not UTF-8 is shown with its bytes escaped
+        rows.append(("graph", os.fsencode(out_path).decode("utf-8", "backslashreplace")))
     for key, value in rows:
         table.add_row(key, str(value))
     stdout().print(table)

@@ -1,4 +1,5 @@
 import json
+import os
 
 import networkx as nx
 import pytest
@@ -197,6 +198,14 @@ def test_a_top_k_beyond_the_graph_is_noted(tiny_dir):
     assert result.exit_code == 0, result.stderr
     assert "--top-k 999999 is at least the graph's" in result.stderr
     assert json.loads(result.stdout)["n_nodes_in_circuit"] == json.loads(result.stdout)["n_nodes"]
+
+
+def test_a_graph_name_that_is_not_utf8_is_written_and_shown(tiny_dir, tmp_path):
+    # found by the fuzz test: the table's "graph" row could not be printed after the run
+    out = tmp_path / os.fsdecode(b"\xff.json")
+    result = discover("--model", tiny_dir, "--n-prompts", 2, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    read_graph(out)
 
 
 def test_malformed_graph_file(tmp_path):
