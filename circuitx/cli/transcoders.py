@@ -9,7 +9,14 @@ from rich.table import Table
 
 from circuitx import builtin
 from circuitx import transcoders as tc
-from circuitx.cli.common import cache_dir_option, fmt, json_option, print_json, stdout
+from circuitx.cli.common import (
+    cache_dir_option,
+    fmt,
+    json_option,
+    print_json,
+    stdout,
+    threads_option,
+)
 from circuitx.errors import CircuitxError
 from circuitx.progress import progress_bar
 from circuitx.tasks import TASKS, get_task
@@ -100,6 +107,7 @@ def _training_option(flag: str, kind: click.ParamType, help: str):
 @json_option
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @cache_dir_option
+@threads_option
 def train_transcoders(
     model_name,
     layers,

@@ -307,6 +307,7 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
         run(*common, "--corpus", corpus_file, "--layers", "0,7"), "layer 7 does not exist"
     )
     assert_one_line_error(run(*common, "--layers", "x"), "--layers must be")
+    assert_one_line_error(run(*common, "--corpus", corpus_file, "--threads", 0), "--threads")
 
 
 # ---------------------------------------------------------------- discovery
