@@ -21,7 +21,7 @@ import numpy as np
 
 from circuitx import __version__
 from circuitx.errors import CircuitxError
-from circuitx.files import atomic_open
+from circuitx.files import atomic_open, finite
 from circuitx.layout import Layout
 from circuitx.names import (
     HEAD_INPUTS,
@@ -178,15 +178,19 @@ def shape_of(graph: nx.MultiDiGraph) -> tuple[int, int, bool]:
 
 def graph_format(path: str | Path, explicit: str | None = None) -> str:
     """The file format named explicitly or by the path's extension."""
-    if explicit:
-        return explicit
-    suffix = Path(path).suffix.lower().lstrip(".")
-    aliases = {"graphml": "graphml", "xml": "graphml", "json": "json", "dot": "dot", "gv": "dot"}
-    if suffix not in aliases:
+    named = explicit or suffix_format(path)
+    if named is None:
         raise CircuitxError(
             f"cannot tell the graph format of {str(path)!r}: use .graphml, .json or .dot"
         )
-    return aliases[suffix]
+    return named
+
+
+def suffix_format(path: str | Path) -> str | None:
+    """The graph format ``path``'s extension names, or None for another extension."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    aliases = {"graphml": "graphml", "xml": "graphml", "json": "json", "dot": "dot", "gv": "dot"}
+    return aliases.get(suffix)
 
 
 def write_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str | None = None) -> None:
@@ -267,12 +271,10 @@ def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, .
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars to Python scalars; NaN floats to None."""
+    """numpy scalars to Python scalars; NaN and infinite floats to None."""
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+    return finite(value)
 
 
 def _encodable(value: Any) -> bool:

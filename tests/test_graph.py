@@ -196,3 +196,11 @@ def test_a_graph_file_missing_or_garbling_an_attribute_names_it(tmp_path, edit, 
     path.write_text(json.dumps(data))
     with pytest.raises(CircuitxError, match=pattern):
         read_graph(path)
+
+
+def test_non_finite_metadata_is_written_as_null(tmp_path):
+    for name in ("g.json", "g.graphml"):
+        path = tmp_path / name
+        write_graph(full_graph(1, 1, True, big=float("inf"), odd=float("nan")), path)
+        meta = read_graph(path).graph
+        assert meta["big"] is None and meta["odd"] is None

@@ -33,7 +33,14 @@ from circuitx.discovery import (
 )
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open, check_output_path
-from circuitx.graph import GRAPH_FORMATS, graph_format, graph_to_text, read_graph, write_graph
+from circuitx.graph import (
+    GRAPH_FORMATS,
+    graph_format,
+    graph_to_text,
+    read_graph,
+    suffix_format,
+    write_graph,
+)
 from circuitx.methods import METHODS, Option, all_options
 from circuitx.patching import ABLATIONS
 from circuitx.scoring import OVERLAP_LEVELS, overlap
@@ -336,7 +343,7 @@ def export(graph_path, fmt_name, out_path) -> None:
     """Convert a circuit graph to GraphML, JSON or DOT (DOT shows the circuit only)."""
     if out_path:
         check_output_path(out_path)
-        named = _named_format(out_path)
+        named = suffix_format(out_path)
         if named is not None and named != fmt_name:
             raise CircuitxError(
                 f"--out {out_path} names a {named} file, but --format is {fmt_name}"
@@ -347,11 +354,3 @@ def export(graph_path, fmt_name, out_path) -> None:
             handle.write(text)
     else:
         click.echo(text, nl=False)
-
-
-def _named_format(path: str) -> str | None:
-    """The graph format ``path``'s extension names, or None for another extension."""
-    try:
-        return graph_format(path)
-    except CircuitxError:
-        return None

@@ -25,6 +25,7 @@ from circuitx.leaderboard.results import (
     leaderboard_rows,
     markdown,
     table,
+    tasks_on_several_models,
     write_text,
 )
 from circuitx.methods import get_method
@@ -229,12 +230,10 @@ def write_results(
     write_text(files["csv"], csv_text(board.rows))
     write_text(files["markdown"], markdown(board.rows, caption(cells, board, date)))
     # a figure per task, or per task and model where a task runs on several models
-    models_of: dict[str, set[str]] = {}
-    for cell in cells:
-        models_of.setdefault(cell.task, set()).add(cell.model)
+    shared = tasks_on_several_models(cells)
     for task, model in dict.fromkeys((cell.task, cell.model) for cell in cells):
         name, label = task, task
-        if len(models_of[task]) > 1:
+        if task in shared:
             name, label = f"{task}-{model}", f"{task} ({model})"
         roc: dict[str, dict[str, list]] = {}
         faith: dict[str, list] = {}

@@ -71,22 +71,29 @@ def _summary(values: list[float]) -> dict[str, float | None]:
     return {"mean": statistics.mean(values), "std": statistics.pstdev(values)}
 
 
+def tasks_on_several_models(cells: list[Cell]) -> set[str]:
+    """The tasks the grid runs on more than one model: their rows and figures name the
+    model too."""
+    models_of: dict[str, set[str]] = {}
+    for cell in cells:
+        models_of.setdefault(cell.task, set()).add(cell.model)
+    return {task for task, models in models_of.items() if len(models) > 1}
+
+
 def leaderboard_rows(cells: list[Cell], records: dict[str, dict[str, Any]]) -> list[dict]:
     """One row per (task, method, model) in the grid's order: each column's mean and
     (population) std over the seeds that finished, the seed count, and the first error."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for cell in cells:
         groups.setdefault((cell.task, cell.method, cell.model), []).append(records[cell.key])
-    models_of: dict[str, set[str]] = {}
-    for task, _, model in groups:
-        models_of.setdefault(task, set()).add(model)
+    shared = tasks_on_several_models(cells)
     rows = []
     for (task, method, model), group in groups.items():
         finished = [r["result"] for r in group if r["status"] == "ok"]
         errors = [r["error"] for r in group if r["status"] != "ok"]
         row: dict[str, Any] = {"task": task, "method": method, "model": model}
         # the task column names the model too where a task runs on several (tracr)
-        row["label"] = task if len(models_of[task]) == 1 else f"{task} ({model})"
+        row["label"] = f"{task} ({model})" if task in shared else task
         for key, _, source in COLUMNS:
             values = [_value(r, key, source) for r in finished]
             row[key] = _summary([v for v in values if v is not None])
