@@ -16,20 +16,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from conftest import (
-    tiny_gpt2,
-)  # the tests' model builder (edge_methods puts tests/ on the path)
-from edge_methods import gpt2_small_heading, in_fresh_process, measure, method_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from conftest import tiny_gpt2  # noqa: E402  (the tests' model builder)
+from edge_methods import (  # noqa: E402
+    gpt2_small_heading,
+    in_fresh_process,
+    measure,
+    method_step,
+    one_batch,
+)
 
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.discovery import DiscoveryRequest, discover, report
-from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
 
 STEPS = ("forward", "engine", "cdt")
@@ -45,9 +52,9 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
     if step == "forward":
         action = lambda: model.run(data.clean, positions=end)
     elif step == "engine":
-        action = lambda: PatchingEngine(model, task, data)
+        action = lambda: one_batch(model, task, data)
     else:
-        action = method_step(PatchingEngine(model, task, data), step, model)
+        action = method_step(one_batch(model, task, data), step, model)
     seconds, mib = measure(action, torch.device(args.device))
     return {"seconds": seconds, "mib": mib, "shape": list(data.clean.shape)}
 

@@ -38,10 +38,10 @@ from conftest import tiny_gpt2  # noqa: E402  (the tests' model builder)
 
 from circuitx import builtin
 from circuitx.builtin import load as load_model
+from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.models import EMBED_OUTPUT_HOOK, Model
-from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
 
 
@@ -89,7 +89,12 @@ def forward_backward(model: Model, task, data) -> None:
     task.metric("logit-diff", final, data, final).mean().backward()
 
 
-def method_step(engine: PatchingEngine, name: str, model: Model, **options) -> Callable[[], object]:
+def one_batch(model: Model, task, data) -> Engine:
+    """The engine on all prompts in one part, as the floor runs them."""
+    return Engine(model, task, data, part_size=data.n_prompts)
+
+
+def method_step(engine: Engine, name: str, model: Model, **options) -> Callable[[], object]:
     method = get_method(name)
     run = MethodRun(threshold=method.default_threshold, options=method_options(method, options))
     return lambda: method.score(engine, run)
@@ -108,9 +113,9 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
     if step == "floor":
         action = lambda: forward_backward(model, task, data)
     elif step == "engine":
-        action = lambda: PatchingEngine(model, task, data)
+        action = lambda: one_batch(model, task, data)
     else:
-        engine = PatchingEngine(model, task, data)
+        engine = one_batch(model, task, data)
         options = {"stages": args.path_stages} if step == "path-patching" else {}
         action = method_step(engine, step, model, **options)
     seconds, mib = measure(action, device)

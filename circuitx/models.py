@@ -149,6 +149,13 @@ class Model:
     zero_embedding: torch.Tensor | None = field(default=None, repr=False)
 
     @property
+    def d_mlp(self) -> int:
+        """Width of the MLPs' hidden layer (0 without MLPs)."""
+        if not self.has_mlp:
+            return 0
+        return int(getattr(self.bridge.cfg, "d_mlp", None) or 4 * self.d_model)
+
+    @property
     def post_attention_norm(self) -> bool:
         """Whether each layer normalises its heads' summed output before adding it to the
         residual stream (Gemma-2's sandwich norm): then no single head's write is a term

@@ -62,13 +62,21 @@ class PatchingEngine:
         metric: str = "logit-diff",
         ablation: str = "corrupted",
         tokens_per_pass: int | None = None,
+        reference: tuple[float, float] | None = None,
+        patch_values: dict[str, torch.Tensor] | None = None,
+        first_prompt: int = 0,
     ) -> None:
+        """``reference``: the clean and corrupted metrics effects are measured against
+        (default: this batch's); ``patch_values``: every sender output's patch value
+        (default: from this batch's corrupted run by ``ablation``). A part of a larger
+        batch takes both from the whole (:class:`circuitx.engine.Engine`), and
+        ``first_prompt`` is the index of its first prompt there."""
         if ablation not in ABLATIONS:
             raise CircuitxError(
                 f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}"
             )
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
-        self.ablation = ablation
+        self.ablation, self.first_prompt = ablation, first_prompt
         self.layout = model.layout
         self.end = data.positions["END"]
         self.readout = data.readout_positions  # [n, P]: the metric's rows are n * P
@@ -91,14 +99,16 @@ class PatchingEngine:
                 cache[head_output_hook(layer)] = model.head_outputs(cache, layer)
             for name in model.scale_hooks():
                 del cache[name]
-        self.patch_cache = {
+        self.patch_cache = patch_values or {
             name: ablate(
                 value, ablation, model.zero_embedding if name == EMBED_OUTPUT_HOOK else None
             )
             for name, value in self.corrupted_cache.items()
         }
-        self.clean_metric = float(self.metric(self.clean_final).mean())
-        self.corrupted_metric = float(self.metric(self.corrupted_final).mean())
+        self.clean_metric, self.corrupted_metric = reference or (
+            float(self.metric(self.clean_final).mean()),
+            float(self.metric(self.corrupted_final).mean()),
+        )
         # float32 whatever the model's dtype, as the caches (Model.run_with_cache)
         self.w_o = [model.head_write_weights(layer).float() for layer in range(model.n_layers)]
 
@@ -108,16 +118,29 @@ class PatchingEngine:
         """Per-prompt task metric of END logits [..., n, vocab]."""
         return self.task.metric(self.metric_name, final, self.data, self.clean_final)
 
+    def release(self) -> None:
+        """Free the cached runs: a part of a larger batch that is done with (using it
+        after this is an error)."""
+        for name in (
+            "clean_cache",
+            "corrupted_cache",
+            "patch_cache",
+            "clean_final",
+            "corrupted_final",
+            "clean_resid_final",
+            "clean_deltas",
+        ):
+            self.__dict__.pop(name, None)
+
+    def accuracy(self, corrupted: bool = False) -> float:
+        """Share of the prompts the model answers right, clean or corrupted."""
+        final = self.corrupted_final if corrupted else self.clean_final
+        return self.task.accuracy(final, self.data)
+
     @property
     def gap(self) -> float:
         """clean - corrupted metric; an error when there is no effect to attribute."""
-        gap = self.clean_metric - self.corrupted_metric
-        if abs(gap) < 1e-9:
-            raise CircuitxError(
-                f"clean and corrupted prompts give the same {self.metric_name} "
-                f"({self.clean_metric:.3g}); there is no effect to attribute"
-            )
-        return gap
+        return effect_gap(self.clean_metric, self.corrupted_metric, self.metric_name)
 
     def normalised_effect(self, patched_metric: torch.Tensor) -> torch.Tensor:
         """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect."""
@@ -507,6 +530,17 @@ def _columns(tensor: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.
     if last - first + 1 == len(index):
         return tensor.narrow(dim, first, len(index))
     return tensor.index_select(dim, index.to(tensor.device))
+
+
+def effect_gap(clean: float, corrupted: float, metric: str) -> float:
+    """clean - corrupted metric; an error when there is no effect to attribute."""
+    gap = clean - corrupted
+    if abs(gap) < 1e-9:
+        raise CircuitxError(
+            f"clean and corrupted prompts give the same {metric} ({clean:.3g}); "
+            "there is no effect to attribute"
+        )
+    return gap
 
 
 def ablate(

@@ -95,12 +95,11 @@ def word_model(tmp_path_factory):
     return load_tiny(tmp_path_factory.mktemp("word"), 2, 4, 32, tokenizer="words")
 
 
-def random_transcoder_dir(directory: Path, model_name: str = "planted-greater-than") -> str:
-    """Seeded random transcoders for every MLP of built-in ``model_name``."""
-    model = load(model_name, device="cpu")
-    generator = torch.Generator().manual_seed(0)
-    d, n_features = model.d_model, 32
-    transcoders = {
+def random_transcoders(model, seed: int = 0, n_features: int = 16) -> dict:
+    """Seeded random transcoders for every MLP of ``model``."""
+    generator = torch.Generator().manual_seed(seed)
+    d = model.d_model
+    return {
         layer: tc.Transcoder(
             W_enc=torch.randn(d, n_features, generator=generator),
             b_enc=torch.randn(n_features, generator=generator) * 0.5,
@@ -112,7 +111,12 @@ def random_transcoder_dir(directory: Path, model_name: str = "planted-greater-th
         )
         for layer in range(model.n_layers)
     }
-    tc.save_transcoders(transcoders, directory, "planted")
+
+
+def random_transcoder_dir(directory: Path, model_name: str = "planted-greater-than") -> str:
+    """Seeded random transcoders for every MLP of built-in ``model_name``."""
+    model = load(model_name, device="cpu")
+    tc.save_transcoders(random_transcoders(model, n_features=32), directory, "planted")
     return str(directory)
 
 

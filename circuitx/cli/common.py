@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from circuitx.engine import parse_memory
 from circuitx.errors import CircuitxError
 from circuitx.files import json_text
 from circuitx.models import DTYPES
@@ -104,6 +105,24 @@ def device_options(command: Callable) -> Callable:
     )(command)
     return click.option(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)."
+    )(command)
+
+
+def max_memory_option(command: Callable) -> Callable:
+    """``--max-memory SIZE``: the budget for the prompts' caches and passes, as bytes
+    (None: half the free memory, at most 1 GiB on the CPU)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+        return None if value is None else parse_memory(value)
+
+    return click.option(
+        "--max-memory",
+        default=None,
+        callback=parse,
+        metavar="SIZE",
+        help="Memory for the prompts' cached runs and patched passes, e.g. 512M or 8G; "
+        "prompts beyond it are taken in parts (default: half the free memory, at most "
+        "1G on the CPU).",
     )(command)
 
 

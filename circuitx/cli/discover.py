@@ -18,6 +18,7 @@ from circuitx.cli.common import (
     device_options,
     fmt,
     json_option,
+    max_memory_option,
     note,
     print_json,
     stdout,
@@ -162,6 +163,7 @@ class DiscoverCommand(click.Command):
     show_default=True,
     help="Measure the circuit's faithfulness, CPR and CMD after discovery.",
 )
+@max_memory_option
 @json_option
 @device_options
 @threads_option
@@ -180,6 +182,7 @@ def discover_command(
     reference_spec,
     out_path,
     faithfulness,
+    max_memory,
     as_json,
     device,
     dtype,
@@ -207,6 +210,7 @@ def discover_command(
         dtype=dtype,
         cache_dir=cache_dir,
         faithfulness=faithfulness,
+        max_memory=max_memory,
     ).validated()
     if out_path:
         check_output_path(out_path)
@@ -242,6 +246,12 @@ def top_k_notes(model: Any, method_name: str, top_k: int) -> list[str]:
     return [f"--top-k {top_k} is at least the graph's {size} {kind}: the circuit keeps them all"]
 
 
+def prompts_text(summary: dict[str, Any]) -> str:
+    """The prompt count, and the parts the memory budget cut them into where several."""
+    parts = summary.get("prompt_parts") or 1
+    return f"{summary['n_prompts']}" + (f" (in {parts} parts)" if parts > 1 else "")
+
+
 def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     table = Table(
         title=f"{summary['method']} on {summary['task']} ({summary['model']})", show_header=False
@@ -253,7 +263,7 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         f"corrupted ({summary['corruption']}) {fmt(summary['corrupted_metric'])}"
     )
     rows = [
-        ("prompts", summary["n_prompts"]),
+        ("prompts", prompts_text(summary)),
         ("metric", metric),
         ("clean accuracy", fmt(summary["clean_accuracy"])),
         ("nodes kept", f"{summary['n_nodes_in_circuit']} / {summary['n_nodes']}"),

@@ -12,6 +12,7 @@ from circuitx.cli.common import (
     cache_dir_option,
     device_options,
     json_option,
+    max_memory_option,
     note,
     print_json,
     stdout,
@@ -109,6 +110,7 @@ from circuitx.tasks import TASKS
     "it enters the cells' keys.",
 )
 @cache_dir_option
+@max_memory_option
 @json_option
 @device_options
 def leaderboard(
@@ -125,6 +127,7 @@ def leaderboard(
     executor,
     option_specs,
     cache_dir,
+    max_memory,
     as_json,
     device,
     dtype,
@@ -153,6 +156,7 @@ def leaderboard(
         dtype,
         options,
         cache_dir,
+        max_memory,
     )
     settings = {
         "tasks": tasks,

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
 from circuitx.methods import Scores
@@ -47,7 +48,7 @@ FAITHFULNESS_KEYS = ("faithfulness", "cpr", "cmd", "faithfulness_curve")  # what
 
 
 def faithfulness_report(
-    engine: PatchingEngine, kept: torch.Tensor, ranking: torch.Tensor | None
+    engine: Engine | PatchingEngine, kept: torch.Tensor, ranking: torch.Tensor | None
 ) -> dict[str, Any]:
     """Faithfulness of the circuit ``kept`` (boolean, graph-order edges) and, given a
     ``ranking``, MIB's curve over circuit sizes.

@@ -29,6 +29,7 @@ def report(
         "model": meta.get("model"),
         "seed": meta.get("seed"),
         "n_prompts": meta.get("n_prompts"),
+        "prompt_parts": meta.get("prompt_parts"),  # how many parts the memory budget made
         "metric": meta.get("metric"),
         "corruption": meta.get("corruption"),
         "clean_metric": meta.get("clean_metric"),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitx import __version__, builtin
+from circuitx.engine import MIN_MEMORY
 from circuitx.errors import CircuitxError
 from circuitx.methods import get_method, method_options
 from circuitx.models import parse_device, parse_dtype
@@ -45,6 +46,7 @@ class DiscoveryRequest:
     dtype: str = "float32"
     cache_dir: str | None = None
     faithfulness: bool = True  # measure the circuit's faithfulness after discovery
+    max_memory: int | None = None  # bytes for the prompts' caches and passes (None: default)
 
     def validated(self) -> DiscoveryRequest:
         """This request with every default filled in, or a one-line error for the first
@@ -74,6 +76,8 @@ class DiscoveryRequest:
             raise CircuitxError(f"--threshold must be at least 0, not {self.threshold}")
         if self.top_k is not None and self.top_k < 1:
             raise CircuitxError(f"--top-k must be at least 1, not {self.top_k}")
+        if self.max_memory is not None and self.max_memory < MIN_MEMORY:
+            raise CircuitxError(f"--max-memory must be at least 1M, not {self.max_memory} bytes")
         if self.ablation not in ABLATIONS:
             raise CircuitxError(
                 f"unknown ablation {self.ablation!r}; choose from {', '.join(ABLATIONS)}"
@@ -93,11 +97,13 @@ class DiscoveryRequest:
         )
 
     def settings(self) -> dict[str, Any]:
-        """The fields as JSON, the cache directory left out (it does not change a result),
-        and ``faithfulness`` only where it is off (so the settings of a default request,
-        and the leaderboard's cell keys, are what they were before it existed)."""
+        """The fields as JSON, the cache directory and the memory budget left out (they do
+        not change a result), and ``faithfulness`` only where it is off (so the settings
+        of a default request, and the leaderboard's cell keys, are what they were before
+        it existed)."""
         settings = dataclasses.asdict(self)
         settings.pop("cache_dir")
+        settings.pop("max_memory")
         if self.faithfulness:
             settings.pop("faithfulness")
         settings["options"] = dict(self.options)

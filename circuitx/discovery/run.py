@@ -14,12 +14,12 @@ from circuitx.discovery.faithfulness import (
     faithfulness_report,
 )
 from circuitx.discovery.request import DiscoveryRequest
+from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.graph import add_feature_level, edges_by_name, full_graph
 from circuitx.layout import Layout
 from circuitx.methods import MethodRun, Scores, get_method
 from circuitx.models import Model, local_model_hub_id
-from circuitx.patching import PatchingEngine
 from circuitx.progress import progress_bar
 from circuitx.tasks import get_task
 
@@ -50,7 +50,15 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(request.seed)
         data = task.make_data(model, request.n_prompts, request.seed)
-        engine = PatchingEngine(model, task, data, request.metric, request.ablation)
+        engine = Engine(
+            model,
+            task,
+            data,
+            request.metric,
+            request.ablation,
+            request.max_memory,
+            method.working_floats_per_token(model, run),
+        )
         with progress_bar(f"{method.name} on {task.name}", method.steps(layout, run)) as advance:
             run.advance = advance
             scores = method.score(engine, run)
@@ -78,7 +86,8 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     graph.graph.update(
         clean_metric=engine.clean_metric,
         corrupted_metric=engine.corrupted_metric,
-        clean_accuracy=task.accuracy(engine.clean_final, data),
+        clean_accuracy=engine.accuracy(),
+        prompt_parts=engine.n_parts,
         **scores.facts,
     )
     discovery_s = time.perf_counter() - start

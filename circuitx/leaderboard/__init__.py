@@ -93,6 +93,7 @@ def make_grid(
     dtype: str = "float32",
     options: Mapping[str, Mapping[str, Any]] | None = None,
     cache_dir: str | None = None,
+    max_memory: int | None = None,
 ) -> list[Cell]:
     """Every (task, model, method, seed) cell. A family (``planted``, ``tracr``) stands for
     its models for each task; a task the family has no model for makes error cells.
@@ -117,6 +118,7 @@ def make_grid(
                 device=device,
                 dtype=dtype,
                 cache_dir=cache_dir,
+                max_memory=max_memory,
             )
             cells.append(Cell(request))
     return cells

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
-from circuitx.patching import PatchingEngine
 
 
 class ACDC(Method):
@@ -44,7 +44,7 @@ class ACDC(Method):
     def selection_threshold(self, run: MethodRun) -> float:
         return float(run.options["tau"])
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         tau = float(run.options["tau"])
         layout = engine.layout
         valid = layout.valid

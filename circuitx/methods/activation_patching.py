@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Scores
-from circuitx.patching import PatchingEngine
 
 
 class ActivationPatching(Method):
@@ -25,7 +25,7 @@ class ActivationPatching(Method):
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return layout.n_senders - 1
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         nodes = engine.layout.senders[1:]  # every head and MLP
         effects = engine.normalised_effect(engine.patch_each_node(nodes, run.advance))
         return Scores(nodes=torch.cat([torch.zeros(1), effects.double()]))

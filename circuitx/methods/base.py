@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
 from circuitx.models import Model
-from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance, no_progress
 
 OPTION_TYPES = {"int": int, "float": float, "str": str}
@@ -153,9 +153,14 @@ class Method:
         """How many progress steps ``score`` reports."""
         raise NotImplementedError
 
+    def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
+        """Floats ``score`` holds per prompt token besides the engine's caches and
+        passes (see :func:`circuitx.engine.memory_plan`)."""
+        return 0
+
     def selection_threshold(self, run: MethodRun) -> float:
         """The threshold the circuit is selected with when none is given."""
         return self.default_threshold
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         raise NotImplementedError

@@ -27,13 +27,15 @@ receiver's node score (1 for the logits).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from circuitx.decomposition import Observer, Sources, attention_pattern, propagate
+from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Scores
-from circuitx.models import sender_output_hook, transformer_weights
+from circuitx.models import Model, sender_output_hook, transformer_weights
 from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance
 
@@ -47,21 +49,60 @@ class CDT(Method):
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 1 + layout.n_senders
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+    def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
+        # the clean q, k, v, z and the changes kept for every layer
+        return model.n_layers * 6 * model.n_heads * model.d_head
+
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         relevance, total = relevance_matrix(engine, run.advance)
         node_scores, receiver_weights = discover_nodes(engine.layout, relevance, run.threshold)
         facts = {"cdt_total_relevance": total}
         return Scores.of_edges(relevance * receiver_weights, node_scores, facts=facts)
 
 
-def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Tensor, float]:
+def relevance_matrix(engine: Engine, advance: Advance) -> tuple[torch.Tensor, float]:
     """Relevance [n_senders, n_receivers] of every sender to every receiver it can reach,
-    and the relevance to the output of all senders together."""
+    and the relevance to the output of all senders together, over all of the engine's
+    prompts: the relevance to the logits is a mean over prompts; to a head's or MLP's
+    input a ratio of sums over prompts, summed over the parts before it is taken."""
+    layout = engine.layout
+    logits = torch.zeros(layout.n_senders)
+    dots = torch.zeros(layout.n_senders, layout.n_receivers)
+    norms = torch.zeros(layout.n_receivers)
+    total = 0.0
+    for part, weight in engine.parts():
+        part_sums = _part_relevance(part, lambda steps=1: advance(steps * weight))
+        logits += weight * part_sums.logits
+        dots += part_sums.dots
+        norms += part_sums.norms
+        total += weight * part_sums.total
+    relevance = _share(dots, norms.expand_as(dots))
+    relevance[:, layout.logits_receiver] = logits
+    return relevance * layout.valid, total
+
+
+@dataclass
+class _Sums:
+    """One part's relevance: to the logits (its prompts' mean, [n_senders]), and the sums
+    over its prompts of <change, D> [n_senders, n_receivers] and <D, D> [n_receivers]."""
+
+    logits: torch.Tensor
+    dots: torch.Tensor
+    norms: torch.Tensor
+    total: float
+
+
+def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
     model, layout = engine.model, engine.layout
     weights = transformer_weights(model, llama=True)
     patches = {c.first: engine.patch_cache[sender_output_hook(c)] for c in layout.chunks}
     n, width = engine.data.clean.shape
-    relevance = torch.zeros(layout.n_senders, layout.n_receivers)
+    sums = _Sums(
+        torch.zeros(layout.n_senders),
+        torch.zeros(layout.n_senders, layout.n_receivers),
+        torch.zeros(layout.n_receivers),
+        0.0,
+    )
 
     def run(layer: int, chosen: torch.Tensor, observe) -> torch.Tensor:
         sources = Sources(layout, chosen, patches)
@@ -87,16 +128,16 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
         elif point in ("z", "read_mlp"):
             changes[point, layer] = parts[0, 0]
 
-    total = float(run(0, torch.ones(1, layout.n_senders, dtype=torch.bool), keep)[0])
+    sums.total = float(run(0, torch.ones(1, layout.n_senders, dtype=torch.bool), keep)[0])
     advance(1)
     norms = {key: change.pow(2).flatten(0, 1).sum(0) for key, change in changes.items()}
 
     def project(rows: list[int]) -> Observer:
         def observe(point: str, layer: int, parts: torch.Tensor) -> None:
             if point == "read_mlp":
-                dots = (parts[0] * changes[point, layer]).sum((1, 2, 3))
-                share = _share(dots, norms[point, layer].sum())
-                relevance[rows, layout.mlp_receiver(layer)] = share.cpu()
+                receiver = layout.mlp_receiver(layer)
+                sums.dots[rows, receiver] = (parts[0] * changes[point, layer]).sum((1, 2, 3)).cpu()
+                sums.norms[receiver] = norms[point, layer].sum().cpu()
             elif point in ("read_q", "read_k", "read_v"):
                 head_input = point.removeprefix("read_")
                 block = weights.blocks[layer]
@@ -109,10 +150,10 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
                 )
                 if ("post_scale", layer) in clean:  # z over the norm's clean scale
                     moved = moved / clean["post_scale", layer].unsqueeze(-2)
-                dots = (moved * changes["z", layer]).sum((1, 2, 4))
-                share = _share(dots, norms["z", layer].sum(-1))
                 first = layout.head_receiver(layer, head_input)
-                relevance[rows, first : first + layout.n_heads] = share.cpu()
+                heads = slice(first, first + layout.n_heads)
+                sums.dots[rows, heads] = (moved * changes["z", layer]).sum((1, 2, 4)).cpu()
+                sums.norms[heads] = norms["z", layer].sum(-1).cpu()
 
         return observe
 
@@ -125,9 +166,9 @@ def relevance_matrix(engine: PatchingEngine, advance: Advance) -> tuple[torch.Te
             rows = senders[start : start + per_pass]
             chosen = torch.zeros(len(rows), layout.n_senders, dtype=torch.bool)
             chosen[torch.arange(len(rows)), rows] = True
-            relevance[rows, layout.logits_receiver] = run(layer, chosen, project(rows))
+            sums.logits[rows] = run(layer, chosen, project(rows))
             advance(len(rows))
-    return relevance * layout.valid, total
+    return sums
 
 
 def _z_change(

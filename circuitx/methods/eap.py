@@ -10,9 +10,10 @@ clean - corrupted metric gap, so that they read like activation patching's.
 
 from __future__ import annotations
 
+from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Scores
-from circuitx.patching import PatchingEngine
+from circuitx.models import Model
 
 
 class EAP(Method):
@@ -24,7 +25,10 @@ class EAP(Method):
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 1
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+    def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
+        return gradient_floats_per_token(model)
+
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         node_grad, edge_grad = engine.mask_gradients()
         run.advance(1)
         return Scores.of_edges(edge_grad / engine.gap, node_grad / engine.gap)

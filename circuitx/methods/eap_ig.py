@@ -8,9 +8,10 @@ run's. Scores are divided by the clean - corrupted metric gap.
 
 from __future__ import annotations
 
+from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
-from circuitx.patching import PatchingEngine
+from circuitx.models import Model
 
 
 class EAPIG(Method):
@@ -27,13 +28,17 @@ class EAPIG(Method):
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return int(run.options["ig_steps"])
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+    def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
+        return gradient_floats_per_token(model)
+
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         steps = int(run.options["ig_steps"])
-        node_total = edge_total = None
-        for step in range(steps):
-            node_grad, edge_grad = engine.mask_gradients(mix=step / steps)
-            node_total = node_grad if node_total is None else node_total + node_grad
-            edge_total = edge_grad if edge_total is None else edge_total + edge_grad
-            run.advance(1)
+        node_total = edge_total = 0.0
+        for part, weight in engine.parts():  # every step on a part before the next part
+            for step in range(steps):
+                node_grad, edge_grad = part.mask_gradients(mix=step / steps)
+                node_total = node_total + weight * node_grad
+                edge_total = edge_total + weight * edge_grad
+                run.advance(weight)
         scale = steps * engine.gap
         return Scores.of_edges(edge_total / scale, node_total / scale)

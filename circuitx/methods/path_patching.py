@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.names import HEAD_INPUTS, parse_node
-from circuitx.patching import PatchingEngine
 
 
 class PathPatching(Method):
@@ -41,7 +41,7 @@ class PathPatching(Method):
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return int(run.options["stages"])
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         stages = int(run.options["stages"])
         layout = engine.layout
         scores = torch.zeros(layout.n_senders, layout.n_receivers)

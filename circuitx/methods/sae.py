@@ -25,10 +25,12 @@ codes, gets the score of the component at its other end.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
+from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
@@ -40,6 +42,7 @@ SAE_INPUTS = ("standardised", "raw")
 NODE_SCORES = ("positive-share", "unique-codes", "co-occurrence")
 PROGRESS_EVERY = 10  # training steps per progress step
 DEFAULT_CODES = 200  # the authors' hidden size
+VALUES_PER_BLOCK = 2**24  # code values made at once when counting them
 
 
 @dataclass
@@ -112,18 +115,33 @@ def train_sae(
 
 
 def positive_only(
-    positive: torch.Tensor, negative: torch.Tensor, space: int, per_example: bool
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    space: int,
+    per_example: bool,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Per column of integer values [n, G] in [0, space): the values the positive rows show
     in that column and no negative row does; counted as distinct values, or
-    (``per_example``) as the share of positive rows that show one. Returns [G]."""
-    groups = positive.shape[1]
+    (``per_example``) as the share of positive rows that show one. Returns [G].
+
+    With ``transform`` the values are ``transform(rows)`` of the rows given (e.g. the
+    pairs of :func:`code_pairs`), made a block of rows at a time."""
+    transform = transform or (lambda rows: rows)
+    groups = transform(positive[:1]).shape[1]
     offset = torch.arange(groups, device=positive.device) * space
-    positive, negative = positive + offset, (negative + offset).flatten()
+    block = max(1, VALUES_PER_BLOCK // groups)
+
+    def blocks(rows: torch.Tensor) -> Iterator[torch.Tensor]:
+        for start in range(0, len(rows), block):
+            yield transform(rows[start : start + block]) + offset
+
+    negative_values = torch.cat([values.unique() for values in blocks(negative)]).unique()
     if per_example:
-        return (~torch.isin(positive, negative)).float().mean(0)
-    seen = torch.unique(positive.flatten())
-    unseen = seen[~torch.isin(seen, negative)]
+        shown = sum((~torch.isin(values, negative_values)).sum(0) for values in blocks(positive))
+        return shown.float() / len(positive)
+    seen = torch.cat([values.unique() for values in blocks(positive)]).unique()
+    unseen = seen[~torch.isin(seen, negative_values)]
     return torch.bincount(unseen // space, minlength=groups).float() / len(positive)
 
 
@@ -144,12 +162,49 @@ def co_occurrence_ranking(pair_scores: torch.Tensor) -> torch.Tensor:
     return torch.bincount(ends, minlength=count)
 
 
-def standardise(vectors: torch.Tensor) -> torch.Tensor:
-    """Each component's vectors [n, C, d] centred on their mean over prompts and scaled to
-    a mean squared norm of d (a component that never varies becomes 0)."""
-    centred = vectors - vectors.mean(0)
-    spread = centred.pow(2).sum(-1).mean(0, keepdim=True).sqrt()
-    return centred * (vectors.shape[-1] ** 0.5 / spread.clamp_min(1e-12)).unsqueeze(-1)
+def scaled(centred: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """Centred vectors [n, C, d] over their components' root mean squared norms [1, C],
+    times sqrt(d)."""
+    return centred * (centred.shape[-1] ** 0.5 / spread.clamp_min(1e-12)).unsqueeze(-1)
+
+
+def _vectors(part: PatchingEngine) -> torch.Tensor:
+    """A part's positives then negatives: each head's and MLP's write averaged over a
+    prompt's tokens, [2 n, C, d] (the input, sender 0, has no codes)."""
+    caches = (part.clean_cache, part.corrupted_cache)
+    return torch.cat([part.mean_writes(cache) for cache in caches])[:, 1:]
+
+
+def _as_written(vectors: torch.Tensor) -> torch.Tensor:
+    return vectors
+
+
+def _each_vector_block(engine: Engine) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every part's vectors and their indices among all 2 n (positives, then negatives)."""
+    n = engine.n_prompts
+    for part, _ in engine.parts():
+        start, stop = part.first_prompt, part.first_prompt + part.data.n_prompts
+        index = torch.cat([torch.arange(start, stop), torch.arange(n + start, n + stop)])
+        yield _vectors(part), index
+
+
+def standardiser(
+    blocks: Callable[[], Iterator[torch.Tensor]],
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What centres each component's vectors [n, C, d] on their mean over all prompts and
+    scales them to a mean squared norm of d (a component that never varies becomes 0).
+    ``blocks()`` goes over all the vectors in blocks (twice: the mean, then the spread),
+    summed in float64."""
+    count, total = 0, 0.0
+    for vectors in blocks():
+        total = total + vectors.double().sum(0)
+        count += len(vectors)
+    mean = (total / count).float()
+    squares = 0.0
+    for vectors in blocks():
+        squares = squares + (vectors - mean).double().pow(2).sum(-1).sum(0)
+    spread = (squares / count).sqrt().float().unsqueeze(0)
+    return lambda vectors: scaled(vectors - mean, spread)
 
 
 class SAE(Method):
@@ -214,17 +269,22 @@ class SAE(Method):
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return run.options["sae_steps"] // PROGRESS_EVERY + 1
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
-        options, n = run.options, engine.data.n_prompts
-        # positives then negatives, [2n, C, d]; the input (sender 0) has no codes
-        caches = (engine.clean_cache, engine.corrupted_cache)
-        vectors = torch.cat([engine.mean_writes(cache) for cache in caches])[:, 1:]
-        n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * vectors.shape[1])
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
+        options, n = run.options, engine.n_prompts
+        components = engine.layout.n_senders - 1
+        n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * components)
+        prepare = _as_written
         if options["sae_inputs"] == "standardised":
-            vectors = standardise(vectors)
+            prepare = standardiser(lambda: (v for v, _ in _each_vector_block(engine)))
         generator = torch.Generator().manual_seed(run.seed)
         examples = torch.randperm(2 * n, generator=generator)[: options["n_examples"]]
-        training = vectors[examples.to(vectors.device)].flatten(0, 1)
+        device = engine.model.device
+        chosen = torch.empty(len(examples), components, engine.model.d_model, device=device)
+        for vectors, index in _each_vector_block(engine):
+            found = torch.isin(examples, index)
+            at = torch.searchsorted(index, examples[found])  # index is ascending
+            chosen[found.to(device)] = vectors[at.to(device)]
+        training = prepare(chosen).flatten(0, 1)
         sae = train_sae(
             training,
             n_codes,
@@ -234,18 +294,21 @@ class SAE(Method):
             generator,
             run.advance,
         )
+        codes = torch.empty(2 * n, components, dtype=torch.long)
         with torch.no_grad():
-            codes = sae.codes(vectors)
+            for vectors, index in _each_vector_block(engine):
+                codes[index] = sae.codes(prepare(vectors)).cpu()
             hidden = sae.hidden(training)
             residual = (sae.reconstruct(hidden) - training).pow(2).sum()
             variance = (training - training.mean(0)).pow(2).sum()
         per_example = options["node_score"] == "positive-share"
         node = positive_only(codes[:n], codes[n:], n_codes, per_example)
-        joint = code_pairs(codes, n_codes)
-        pairs = positive_only(joint[:n], joint[n:], n_codes**2, per_example)
-        pairs = pairs.view(len(node), len(node)).fill_diagonal_(0)
+        pairs = positive_only(
+            codes[:n], codes[n:], n_codes**2, per_example, lambda c: code_pairs(c, n_codes)
+        )
+        pairs = pairs.view(components, components).fill_diagonal_(0)
         if options["node_score"] == "co-occurrence":
-            node = co_occurrence_ranking(pairs).float() / (2 * len(node))
+            node = co_occurrence_ranking(pairs).float() / (2 * components)
         edges, nodes = _graph_scores(engine.layout, node.cpu(), pairs.cpu())
         run.advance(1)
         facts = {
@@ -253,7 +316,7 @@ class SAE(Method):
             "sae_l0": float((hidden > 0).float().sum(-1).mean()),
             "sae_codes": n_codes,
             "sae_codes_used": int(codes.unique().numel()),
-            "negative_accuracy": engine.task.accuracy(engine.corrupted_final, engine.data),
+            "negative_accuracy": engine.accuracy(corrupted=True),
         }
         return Scores.of_edges(edges, nodes, facts=facts)
 

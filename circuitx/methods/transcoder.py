@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
 from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores
@@ -98,9 +99,16 @@ class Attribution:
         return blocks
 
 
-def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int = 0) -> Attribution:
-    """Backward sweep of the target's gradient through the frozen replacement model; the
-    ``n_features`` strongest features per MLP become units of their own."""
+def attribute(
+    engine: PatchingEngine,
+    transcoders: Transcoders,
+    top: int | dict[int, torch.Tensor] = 0,
+    baselines: dict[int, torch.Tensor] | None = None,
+) -> Attribution:
+    """Backward sweep of the target's gradient through the frozen replacement model on one
+    batch. ``top``: how many of each MLP's strongest features (in this batch) become
+    units of their own, or which (by layer); ``baselines``: each MLP's features' patch
+    values (default: from this batch's corrupted run by the engine's ablation)."""
     model, data, readout = engine.model, engine.data, engine.readout
     weights = _checked_weights(model)
     n_layers, has_mlp = model.n_layers, model.has_mlp
@@ -141,7 +149,12 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
         grad_heads = grad
         if has_mlp:
             transcoder = transcoders[layer]
-            baseline = ablate(transcoder.features(corrupted[input_hook(layer)]), engine.ablation)
+            if baselines is None:
+                baseline = ablate(
+                    transcoder.features(corrupted[input_hook(layer)]), engine.ablation
+                )
+            else:
+                baseline = baselines[layer]
             mlp_senders, mlp_receivers, features[layer], through = _mlp_units(
                 layer,
                 transcoder,
@@ -150,7 +163,7 @@ def attribute(engine: PatchingEngine, transcoders: Transcoders, n_features: int 
                 baseline,
                 changes[mlp_output_hook(layer)],
                 grad,
-                n_features,
+                top if isinstance(top, int) else top[layer],
                 weights.rms,
             )
             senders.append(mlp_senders)
@@ -216,12 +229,13 @@ def _mlp_units(
     baseline: torch.Tensor,
     mlp_change: torch.Tensor,
     grad: torch.Tensor,
-    n_features: int,
+    top: int | torch.Tensor,
     rms: bool,
 ) -> tuple[Units, Units, torch.Tensor, torch.Tensor]:
     """An MLP's sender and receiver units, every feature's attribution, and the gradient
     that flows through it to the residual stream before it. ``baseline``: the features'
-    patch values; ``mlp_change``: the MLP's output minus its patch value."""
+    patch values; ``mlp_change``: the MLP's output minus its patch value; ``top``: the
+    features that become units (ascending), or how many of the strongest."""
     x = frozen[input_hook(layer)]
     scale = frozen[norm_scale_hook(layer, "ln2")]  # [n, pos, 1]
     acts = transcoder.features(x)  # [n, pos, F]
@@ -230,7 +244,8 @@ def _mlp_units(
     attributions = (changes * dm_da).sum((0, 1))
     dm_dpre = dm_da * (acts > 0)
     through = _norm_backward(dm_dpre @ transcoder.W_enc.T, scale, block.ln2, rms)
-    top = attributions.abs().topk(min(n_features, transcoder.n_features)).indices.sort().values
+    if isinstance(top, int):
+        top = strongest(attributions, top)
     names = [f"m{layer}.f{int(i)}" for i in top] + [f"m{layer}.rest"]
     writes = changes[..., top].unsqueeze(-1) * transcoder.W_dec[top]  # [n, pos, k, d]
     rest_write = mlp_change - writes.sum(2)
@@ -241,6 +256,11 @@ def _mlp_units(
     sender = Units(names, torch.cat([writes, rest_write.unsqueeze(2)], 2))
     receiver = Units(names, torch.cat([reads, rest_read.unsqueeze(2)], 2))
     return sender, receiver, attributions, through
+
+
+def strongest(attributions: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` features [F] with the largest |attribution|, ascending."""
+    return attributions.abs().topk(min(count, len(attributions))).indices.sort().values
 
 
 def _head_units(
@@ -306,25 +326,63 @@ class TranscoderMethod(Method):
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 2
 
-    def score(self, engine: PatchingEngine, run: MethodRun) -> Scores:
+    def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
+        # every layer's sender and receiver units, and the frozen scales and patterns
+        units = model.n_heads + run.options["n_features"] + 1
+        return model.n_layers * (2 * units * model.d_model + model.n_heads * model.n_ctx)
+
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         model, options = engine.model, run.options
         transcoders, source = self._transcoders(model, run)
         run.advance(1)
         n_top = options["n_features"] if options["granularity"] == "feature" else 0
-        result = attribute(engine, transcoders, n_top)
-        if abs(result.target) < 1e-9:
+        baselines = None
+        if engine.ablation == "mean" and engine.n_parts > 1:
+            baselines = _mean_feature_baselines(engine, transcoders)
+        chosen: int | dict[int, torch.Tensor] = n_top
+        if n_top and engine.n_parts > 1:  # the strongest features over all prompts
+            totals: dict[int, torch.Tensor] = {}
+            for part, weight in engine.parts():
+                for layer, values in attribute(part, transcoders, 0, baselines).features.items():
+                    totals[layer] = totals.get(layer, 0.0) + weight * values
+            chosen = {layer: strongest(values, n_top) for layer, values in totals.items()}
+        target, blocks = 0.0, {}
+        names: Attribution | None = None
+        for part, weight in engine.parts():
+            result = attribute(part, transcoders, chosen, baselines)
+            target += weight * result.target
+            for key, value in result.edge_blocks().items():
+                blocks[key] = blocks.get(key, 0.0) + weight * value.cpu()
+            names = result
+        if abs(target) < 1e-9:
             raise CircuitxError("the clean prompts' logit difference is 0: nothing to attribute")
-        blocks = {k: v.cpu() / result.target for k, v in result.edge_blocks().items()}
-        edges, nodes = _component_scores(engine, result, blocks)
-        features = feature_level(result, blocks) if n_top else None
+        blocks = {key: value / target for key, value in blocks.items()}
+        edges, nodes = _component_scores(engine, names, blocks)
+        features = feature_level(names, blocks) if n_top else None
         run.advance(1)
         return Scores.of_edges(
             edges, nodes, facts={"transcoders_source": source}, features=features
         )
 
 
+def _mean_feature_baselines(engine: Engine, transcoders: Transcoders) -> dict[int, torch.Tensor]:
+    """Each MLP's features averaged over all corrupted prompts, [1, pos, F] by layer: their
+    patch values under mean ablation."""
+    model = engine.model
+    sums: dict[int, torch.Tensor] = {}
+    if not model.has_mlp:
+        return sums
+    for part, _ in engine.parts():
+        names = [input_hook(layer) for layer in range(model.n_layers)]
+        _, corrupted = model.run_with_cache(part.data.corrupted, names, part.readout)
+        for layer in range(model.n_layers):
+            values = transcoders[layer].features(corrupted[input_hook(layer)]).sum(0, keepdim=True)
+            sums[layer] = sums[layer] + values if layer in sums else values
+    return {layer: total / engine.n_prompts for layer, total in sums.items()}
+
+
 def _component_scores(
-    engine: PatchingEngine, result: Attribution, blocks: dict[tuple[int, int], torch.Tensor]
+    engine: Engine, result: Attribution, blocks: dict[tuple[int, int], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Edge scores [n_senders, n_receivers] and node scores [n_senders] of the head/MLP
     graph: units summed into their component; q and k receivers stay 0."""

@@ -35,10 +35,39 @@ class TaskData:
     # [n, P] positions whose logits the metric reads, P per prompt (None: END alone). The
     # metric then sees n * P rows, prompt-major; ``answer`` and ``wrong`` have a row each.
     readout: torch.Tensor | None = None
+    # the entries of ``extra`` with one row per metric row (as ``answer``); the rest are
+    # shared by every prompt
+    row_extra: tuple[str, ...] = ()
 
     @property
     def n_prompts(self) -> int:
         return int(self.clean.shape[0])
+
+    @property
+    def rows_per_prompt(self) -> int:
+        """P: the metric's rows per prompt."""
+        return 1 if self.readout is None else int(self.readout.shape[1])
+
+    def prompts(self, start: int, stop: int) -> TaskData:
+        """Prompts ``start .. stop - 1`` with everything that is per prompt or per row cut
+        to them (the token width stays: every part of a batch is padded alike)."""
+        rows = slice(start * self.rows_per_prompt, stop * self.rows_per_prompt)
+        extra = {
+            name: value[rows] if name in self.row_extra else value
+            for name, value in self.extra.items()
+        }
+        return TaskData(
+            clean=self.clean[start:stop],
+            corrupted=self.corrupted[start:stop],
+            positions={name: value[start:stop] for name, value in self.positions.items()},
+            answer=self.answer[rows],
+            wrong=self.wrong[rows],
+            clean_prompts=self.clean_prompts[start:stop],
+            corrupted_prompts=self.corrupted_prompts[start:stop],
+            extra=extra,
+            readout=None if self.readout is None else self.readout[start:stop],
+            row_extra=self.row_extra,
+        )
 
     @property
     def readout_positions(self) -> torch.Tensor:

@@ -125,6 +125,7 @@ class GreaterThanTask(_tasks.Task):
             clean_prompts=clean,
             corrupted_prompts=corrupted,
             extra={"digit_tokens": digit_ids, "yy": yy},
+            row_extra=("yy",),
         )
 
     def metric(

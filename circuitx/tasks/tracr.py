@@ -156,6 +156,7 @@ class TracrTask(_tasks.Task):
                 "clean_values": clean_outputs[:, 0].cpu(),
             },
             readout=readout,
+            row_extra=("clean_values",),
         )
 
     def metric(

@@ -15,7 +15,7 @@ from circuitx.methods.sae import (
     co_occurrence_ranking,
     code_pairs,
     positive_only,
-    standardise,
+    standardiser,
     train_sae,
 )
 from circuitx.patching import PatchingEngine
@@ -47,10 +47,10 @@ def test_co_occurrence_ranking_counts_ends_of_the_top_quarter():
     assert co_occurrence_ranking(scores).tolist() == [2, 2, 3, 1]
 
 
-def test_standardise_centres_and_scales_each_component():
+def test_standardiser_centres_and_scales_each_component_over_all_blocks():
     vectors = torch.randn(30, 3, 8) * torch.tensor([0.01, 1.0, 50.0]).view(1, 3, 1) + 7.0
     vectors[:, 2] = 5.0  # a component that never varies
-    out = standardise(vectors)
+    out = standardiser(lambda: iter([vectors[:11], vectors[11:]]))(vectors)
     assert out[:, :2].mean(0).abs().max() < 1e-4
     assert out[:, :2].pow(2).sum(-1).mean(0).tolist() == pytest.approx([8.0, 8.0], rel=1e-5)
     assert out[:, 2].abs().max() == 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import assert_one_line_error, find, run
+from conftest import assert_one_line_error, find, random_transcoders, run
 
 from circuitx import transcoders as tc
 from circuitx.builtin import ground_truth
@@ -24,21 +24,6 @@ from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task, task_vocabulary
 
 N_FEATURES = 16
-
-
-def random_transcoders(model, seed=0, n_features=N_FEATURES):
-    generator = torch.Generator().manual_seed(seed)
-    d = model.d_model
-    return {
-        layer: tc.Transcoder(
-            W_enc=torch.randn(d, n_features, generator=generator),
-            b_enc=torch.randn(n_features, generator=generator) * 0.5,
-            W_dec=torch.nn.functional.normalize(torch.randn(n_features, d, generator=generator)),
-            b_dec=torch.randn(d, generator=generator) * 0.1,
-            b_dec_out=torch.randn(d, generator=generator) * 0.1,
-        )
-        for layer in range(model.n_layers)
-    }
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +106,7 @@ def test_factorised_attribution_equals_the_direct_gradient(family_model, tmp_pat
     data = task.make_data(tiny_model, 6, seed=0)
     engine = PatchingEngine(tiny_model, task, data, ablation="zero")
     transcoders = random_transcoders(tiny_model)
-    result = attribute(engine, transcoders, n_features=N_FEATURES)  # every feature a unit
+    result = attribute(engine, transcoders, top=N_FEATURES)  # every feature a unit
     blocks = result.edge_blocks()
     grads = direct_gradients(engine, transcoders)
     outgoing = {}
@@ -150,7 +135,7 @@ def test_a_feature_to_feature_edge_is_activation_times_a_weight(tiny_model, tiny
     data = task.make_data(tiny_model, 6, seed=0)
     engine = PatchingEngine(tiny_model, task, data, ablation="zero")
     transcoders = tc.load_transcoders(str(tiny_transcoders))
-    result = attribute(engine, transcoders, n_features=N_FEATURES)
+    result = attribute(engine, transcoders, top=N_FEATURES)
     s = next(i for i, u in enumerate(result.senders) if u.names[0] == "m0.f0")
     r = next(i for i, u in enumerate(result.receivers) if u.names[0] == "m1.f0")
     block = result.edge_blocks()[s, r]

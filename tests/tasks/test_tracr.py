@@ -11,7 +11,9 @@ import torch
 from conftest import assert_one_line_error, run
 
 from circuitx.builtin import load
+from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
+from circuitx.methods import MethodRun, get_method
 from circuitx.models import EMBED_OUTPUT_HOOK
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
@@ -112,3 +114,18 @@ def test_discover_on_tracr_reports_the_ground_truth():
     summary = json.loads(result.stdout)
     assert summary["reference"] == "tracr-proportion ground truth"
     assert summary["metrics"]["edge_auc"] >= 0.99
+
+
+@pytest.mark.parametrize("name", ["reverse", "proportion"])
+def test_parts_of_a_batch_read_their_own_rows(name, request):
+    """Several readout rows per prompt (and, numerical, each row's clean value) are cut
+    with the prompts: activation patching in parts gives the scores of one batch."""
+    model = request.getfixturevalue(name)
+    task = get_task("tracr")
+    data = task.make_data(model, 10, seed=2)
+    method = get_method("activation-patching")
+    nodes = [
+        method.score(Engine(model, task, data, "l2", part_size=size), MethodRun()).nodes
+        for size in (10, 4)
+    ]
+    torch.testing.assert_close(nodes[1], nodes[0], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,287 @@
+"""The engine a method runs on: any number of prompts, in parts that fit a memory budget.
+
+The prompts are cut into parts of at most ``part_size`` prompts, each a
+:class:`~circuitx.patching.PatchingEngine` with its own cached runs. Every quantity a
+method reads is a mean over prompts, so the engine's answer is the mean of the parts'
+answers weighted by their sizes, as one batch would give it (to float rounding). What
+ties the parts together is taken over all prompts first: the clean and corrupted
+metrics (the gap every effect is divided by) and, for mean ablation, the patch values.
+
+Parts are kept in memory while their caches fit half the budget; the others are rebuilt
+each time a method goes over the prompts again (methods that go over them once, EAP or
+activation patching, never rebuild one). Part size and how many patched copies one
+forward pass stacks come from :func:`memory_plan`, an estimate of the bytes each token
+costs (the caches, the activation differences, a pass's working tensors and, for a
+method that needs it, its own per-token working memory).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from circuitx.errors import CircuitxError
+from circuitx.models import Model
+from circuitx.patching import TOKENS_PER_PASS, PatchingEngine, effect_gap
+from circuitx.progress import Advance, no_progress
+from circuitx.tasks import Task, TaskData
+
+FLOAT = 4  # bytes: caches and differences are float32 whatever the model's dtype
+DEFAULT_MAX_MEMORY = 1024**3  # on the CPU: at most this, or half the free memory when less
+MIN_MEMORY = 1024**2
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (for the CPU, the system's available memory); None when
+    it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def default_max_memory(device: torch.device) -> int:
+    """Half the free memory of ``device``, at most :data:`DEFAULT_MAX_MEMORY` on the CPU
+    (on a GPU, half what is free)."""
+    free = free_memory(device)
+    if free is None:
+        return DEFAULT_MAX_MEMORY
+    return free // 2 if device.type == "cuda" else min(DEFAULT_MAX_MEMORY, free // 2)
+
+
+def parse_memory(text: str) -> int:
+    """Bytes from ``512M``, ``4G``, ``1.5GB``, ``2GiB`` or a plain number of bytes."""
+    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = cleaned[-1:] if cleaned[-1:] in units else ""
+    number = cleaned[: len(cleaned) - len(unit)]
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise CircuitxError(f"--max-memory takes a size like 512M or 4G, not {text!r}") from None
+    if not value >= MIN_MEMORY or value == float("inf"):
+        raise CircuitxError(f"--max-memory must be at least 1M, not {text!r}")
+    return int(value)
+
+
+def cache_floats_per_token(model: Model) -> int:
+    """Floats a part holds per token: its clean and corrupted caches and the senders'
+    clean - patch differences."""
+    d, layers = model.d_model, model.n_layers
+    outputs = d + layers * (model.n_heads * model.d_head + (d if model.has_mlp else 0))
+    clean = outputs + layers * d  # the residual stream entering every block and the last norm
+    return clean + outputs + d * model.layout.n_senders
+
+
+def pass_floats_per_token(model: Model) -> int:
+    """Floats a patched forward pass without gradients holds per token at once: one
+    block's working tensors and the live senders' differences."""
+    d_mlp = model.d_mlp if model.has_mlp else 0
+    return 8 * model.n_heads * model.d_model + 2 * d_mlp + model.d_model * model.layout.n_senders
+
+
+def gradient_floats_per_token(model: Model) -> int:
+    """Floats a forward pass kept for a backward pass holds per token (every block's
+    saved tensors, the split q/k/v inputs included)."""
+    d_mlp = model.d_mlp if model.has_mlp else 0
+    return model.n_layers * (12 * model.n_heads * model.d_model + 4 * d_mlp)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Prompts per part, tokens per stacked forward pass, and parts kept in memory."""
+
+    part_size: int
+    tokens_per_pass: int
+    resident_parts: int
+    part_bytes: int  # the estimate for one part's caches and working memory
+
+
+def memory_plan(
+    model: Model,
+    n_prompts: int,
+    width: int,
+    rows_per_prompt: int,
+    budget: int,
+    working_floats_per_token: int = 0,
+) -> MemoryPlan:
+    """Split ``budget`` bytes: a stacked pass gets what its tokens need (at most half), a
+    part the rest: its caches, its readout logits and the method's own
+    ``working_floats_per_token``; parts beyond the first stay in memory while their
+    caches fit beside it."""
+    pass_floats = pass_floats_per_token(model)
+    default = TOKENS_PER_PASS.get(model.device.type, TOKENS_PER_PASS["cpu"])
+    tokens_per_pass = max(1, min(default, budget // 2 // (FLOAT * pass_floats)))
+    rest = budget - FLOAT * pass_floats * tokens_per_pass
+    logits = rows_per_prompt * model.d_vocab
+    cached = FLOAT * (width * cache_floats_per_token(model) + 2 * logits)  # per prompt
+    working = FLOAT * (width * working_floats_per_token + logits)  # a patched copy's logits
+    part_size = max(1, min(n_prompts, rest // (cached + working)))
+    resident = max(1, (rest - working * part_size) // (cached * part_size))
+    return MemoryPlan(part_size, tokens_per_pass, int(resident), (cached + working) * part_size)
+
+
+class Engine:
+    """Cached clean and corrupted runs of a task batch of any size, and patched runs on
+    them, in parts; see the module's docstring."""
+
+    def __init__(
+        self,
+        model: Model,
+        task: Task,
+        data: TaskData,
+        metric: str = "logit-diff",
+        ablation: str = "corrupted",
+        max_memory: int | None = None,
+        working_floats_per_token: int = 0,
+        part_size: int | None = None,
+        tokens_per_pass: int | None = None,
+    ) -> None:
+        """``max_memory``: the budget in bytes (default :func:`default_max_memory`);
+        ``part_size`` and ``tokens_per_pass`` override the plan made from it."""
+        self.model, self.task, self.data, self.metric_name = model, task, data, metric
+        self.ablation, self.layout = ablation, model.layout
+        budget = max_memory or default_max_memory(model.device)
+        width = int(data.clean.shape[1])
+        self.plan = memory_plan(
+            model, data.n_prompts, width, data.rows_per_prompt, budget, working_floats_per_token
+        )
+        self.part_size = part_size or self.plan.part_size
+        self.tokens_per_pass = tokens_per_pass or self.plan.tokens_per_pass
+        n = data.n_prompts
+        self.ranges = [(a, min(n, a + self.part_size)) for a in range(0, n, self.part_size)]
+        self._kept: dict[int, PatchingEngine] = {}
+        self.parts_built = 0
+        # what ties the parts together, once measured over all prompts
+        self._reference: tuple[float, float] | None = None
+        self._patch_values: dict[str, torch.Tensor] | None = None
+        self._measure()
+
+    @property
+    def n_prompts(self) -> int:
+        return self.data.n_prompts
+
+    @property
+    def n_parts(self) -> int:
+        return len(self.ranges)
+
+    def _measure(self) -> None:
+        """Build every part once: the clean and corrupted metrics and accuracies over all
+        prompts and, for mean ablation, the mean patch values."""
+        clean = corrupted = clean_accuracy = corrupted_accuracy = 0.0
+        sums: dict[str, torch.Tensor] = {}
+        for index, (start, stop) in enumerate(self.ranges):
+            part = self._build(index)
+            weight = (stop - start) / self.n_prompts
+            clean += weight * part.clean_metric
+            corrupted += weight * part.corrupted_metric
+            clean_accuracy += weight * part.accuracy()
+            corrupted_accuracy += weight * part.accuracy(corrupted=True)
+            if self.ablation == "mean" and self.n_parts > 1:
+                for name, value in part.corrupted_cache.items():
+                    total = value.sum(0, keepdim=True)
+                    sums[name] = total if name not in sums else sums[name] + total
+            if len(self._kept) < self.plan.resident_parts or self.n_parts == 1:
+                self._kept[index] = part
+            else:
+                part.release()
+        self.clean_metric, self.corrupted_metric = clean, corrupted
+        self._reference = (clean, corrupted)
+        self._accuracies = (clean_accuracy, corrupted_accuracy)
+        if sums:
+            self._patch_values = {name: total / self.n_prompts for name, total in sums.items()}
+        for part in self._kept.values():
+            self._settle(part)
+
+    def _build(self, index: int) -> PatchingEngine:
+        start, stop = self.ranges[index]
+        self.parts_built += 1
+        return PatchingEngine(
+            self.model,
+            self.task,
+            self.data.prompts(start, stop),
+            self.metric_name,
+            self.ablation,
+            self.tokens_per_pass,
+            self._reference,
+            self._patch_values,
+            start,
+        )
+
+    def _settle(self, part: PatchingEngine) -> None:
+        """Give a part built before the whole was measured the whole's metrics and patch
+        values."""
+        part.clean_metric, part.corrupted_metric = self.clean_metric, self.corrupted_metric
+        if self._patch_values is not None:
+            part.patch_cache = dict(self._patch_values)
+
+    def parts(self) -> Iterator[tuple[PatchingEngine, float]]:
+        """Each part and its share of the prompts (the shares sum to 1). A part not kept
+        is released once the next is asked for: one is in memory at a time."""
+        for index, (start, stop) in enumerate(self.ranges):
+            part = self._kept.get(index) or self._build(index)
+            yield part, (stop - start) / self.n_prompts
+            if index not in self._kept:
+                part.release()
+
+    # ------------------------------------------------------------------ the whole
+
+    def accuracy(self, corrupted: bool = False) -> float:
+        """Share of all prompts the model answers right, clean or corrupted."""
+        return self._accuracies[1 if corrupted else 0]
+
+    @property
+    def gap(self) -> float:
+        """clean - corrupted metric over all prompts; an error when there is no effect."""
+        return effect_gap(self.clean_metric, self.corrupted_metric, self.metric_name)
+
+    def normalised_effect(self, patched_metric: torch.Tensor) -> torch.Tensor:
+        """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect."""
+        return (self.clean_metric - patched_metric) / self.gap
+
+    def _mean(self, compute, advance: Advance = no_progress):
+        """The prompt-weighted mean over parts of ``compute(part, advance)``."""
+        total = None
+        for part, weight in self.parts():
+            value = compute(part, lambda steps=1, *rest: advance(steps * weight, *rest))
+            if isinstance(value, tuple):
+                value = tuple(weight * v for v in value)
+                total = value if total is None else tuple(t + v for t, v in zip(total, value))
+            else:
+                total = weight * value if total is None else total + weight * value
+        return total
+
+    def patch_each_node(self, nodes: Sequence[str], advance: Advance = no_progress) -> torch.Tensor:
+        """Mean metric [len(nodes)] when each node alone carries its patch value."""
+        return self._mean(lambda part, step: part.patch_each_node(nodes, step), advance)
+
+    def patch_together(self, nodes: Sequence[str]) -> float:
+        """Mean metric when all of ``nodes`` carry their patch values at once."""
+        return float(self._mean(lambda part, _: part.patch_together(nodes)))
+
+    def patch_each_edge(
+        self, groups: Sequence[Sequence[tuple[int, int]]], advance: Advance = no_progress
+    ) -> torch.Tensor:
+        """Mean metric [len(groups)] when the edges of each group are patched together."""
+        return self._mean(lambda part, step: part.patch_each_edge(groups, step), advance)
+
+    def edge_mask_metrics(self, masks: torch.Tensor) -> torch.Tensor:
+        """Mean metric [k] under each of k edge masks [k, n_senders, n_receivers]."""
+        return self._mean(lambda part, _: part.edge_mask_metrics(masks))
+
+    def mask_gradients(self, mix: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the mean metric with respect to the node and edge masks (see
+        :meth:`PatchingEngine.mask_gradients`)."""
+        return self._mean(lambda part, _: part.mask_gradients(mix))

@@ -1,0 +1,153 @@
+"""The engine over many prompts: parts give what one batch gives, memory stays bounded."""
+
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import assert_one_line_error, random_transcoders, run
+
+from circuitx import transcoders as tc
+from circuitx.engine import Engine, memory_plan, parse_memory
+from circuitx.errors import CircuitxError
+from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.tasks import get_task
+
+# methods whose scores must not change when the prompts come in parts
+METHODS = {
+    "activation-patching": {},
+    "eap": {},
+    "eap-ig": {"ig_steps": 3},
+    "path-patching": {"stages": 2},
+    "acdc": {"tau": 0.05},
+    "cdt": {},
+    "sae": {"sae_steps": 40, "n_examples": 12},
+}
+
+
+def scores_of(model, method_name, task, data, options=None, **engine_settings):
+    method = get_method(method_name)
+    run_settings = MethodRun(seed=3, threshold=0.05, options=method_options(method, options or {}))
+    run_settings.n_prompts = data.n_prompts
+    engine = Engine(model, task, data, task.default_metric, **engine_settings)
+    return method.score(engine, run_settings), engine
+
+
+def assert_same_scores(one, parts):
+    torch.testing.assert_close(parts.nodes, one.nodes, atol=1e-5, rtol=1e-4)
+    if one.edges is not None:
+        torch.testing.assert_close(parts.edges, one.edges, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method_name", METHODS)
+def test_parts_give_the_scores_of_one_batch(tiny_model, method_name):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 23, seed=5)
+    options = METHODS[method_name]
+    one, whole = scores_of(tiny_model, method_name, task, data, options)
+    parts, chunked = scores_of(tiny_model, method_name, task, data, options, part_size=5)
+    assert whole.n_parts == 1 and chunked.n_parts == 5
+    assert_same_scores(one, parts)
+    assert chunked.clean_metric == pytest.approx(whole.clean_metric, rel=1e-6)
+    assert chunked.accuracy() == pytest.approx(whole.accuracy())
+
+
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_mean_and_zero_ablation_in_parts(tiny_model, ablation):
+    """Mean ablation patches with the mean over all prompts, not over a part's."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 18, seed=6)
+    one, _ = scores_of(tiny_model, "eap", task, data, ablation=ablation)
+    parts, _ = scores_of(tiny_model, "eap", task, data, ablation=ablation, part_size=4)
+    assert_same_scores(one, parts)
+
+
+def test_per_prompt_extras_are_cut_with_the_prompts(tiny_model):
+    """greater-than keeps a per-prompt year in ``extra``; its metric reads it per part."""
+    task = get_task("greater-than")
+    data = task.make_data(tiny_model, 12, seed=1)
+    one, _ = scores_of(tiny_model, "activation-patching", task, data)
+    parts, _ = scores_of(tiny_model, "activation-patching", task, data, part_size=5)
+    assert_same_scores(one, parts)
+
+
+def test_transcoder_attribution_in_parts(tiny_model, tmp_path):
+    tc.save_transcoders(random_transcoders(tiny_model), tmp_path, "tiny")
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 14, seed=2)
+    options = {"transcoders": str(tmp_path), "granularity": "feature", "n_features": 3}
+    one, _ = scores_of(tiny_model, "transcoder", task, data, options)
+    parts, _ = scores_of(tiny_model, "transcoder", task, data, options, part_size=4)
+    assert_same_scores(one, parts)
+    assert sorted(parts.features.nodes) == sorted(one.features.nodes)  # the same top features
+    for name, value in one.features.nodes.items():
+        assert parts.features.nodes[name] == pytest.approx(value, abs=1e-5, rel=1e-4)
+
+
+def test_a_thousand_prompts_in_parts_equal_one_batch(tiny_model):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 1000, seed=0)
+    one, whole = scores_of(tiny_model, "eap", task, data)
+    parts, chunked = scores_of(tiny_model, "eap", task, data, part_size=128)
+    assert whole.n_parts == 1 and chunked.n_parts == 8
+    assert_same_scores(one, parts)
+
+
+def test_parts_beyond_the_budget_are_rebuilt_each_time(tiny_model):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 12, seed=1)
+    engine = Engine(tiny_model, task, data, part_size=4)
+    assert engine.parts_built == 3  # measuring the whole builds each part once
+    kept = engine.plan.resident_parts
+    engine.edge_mask_metrics(torch.ones(1, *tiny_model.layout.valid.shape))
+    assert engine.parts_built == 3 + max(0, 3 - kept)
+
+
+def test_the_plan_bounds_parts_by_the_budget_not_the_prompt_count(tiny_model):
+    small = memory_plan(tiny_model, 100_000, 20, 1, 64 * 1024**2)
+    large = memory_plan(tiny_model, 100_000, 20, 1, 256 * 1024**2)
+    assert 1 <= small.part_size < large.part_size < 100_000
+    assert small.part_bytes <= 64 * 1024**2 and large.part_bytes <= 256 * 1024**2
+    assert memory_plan(tiny_model, 10, 20, 1, 256 * 1024**2).part_size == 10
+    heavy = memory_plan(tiny_model, 100_000, 20, 1, 256 * 1024**2, working_floats_per_token=10**5)
+    assert heavy.part_size < large.part_size
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("512M", 512 * 1024**2), ("4G", 4 * 1024**3), ("1.5GiB", 1.5 * 1024**3)]
+)
+def test_memory_sizes(text, size):
+    assert parse_memory(text) == int(size)
+
+
+@pytest.mark.parametrize("text", ["lots", "100", "0G", "-1G", "nanG", "infG"])
+def test_bad_memory_sizes_are_one_line(text):
+    with pytest.raises(CircuitxError, match="--max-memory"):
+        parse_memory(text)
+    result = run("discover", "--task", "ioi", "--method", "eap", "--model", "planted",
+                 "--max-memory", text)  # fmt: skip
+    assert_one_line_error(result, "--max-memory")
+
+
+def _peak_rss_of(args: list[str]) -> tuple[int, float]:
+    """Peak resident memory (bytes) and wall time of ``circuitx ARGS`` in a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "circuitx", *args], check=True, capture_output=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert peak >= before, "an earlier child used more: the measurement would be its"
+    return peak * 1024, time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_memory_stays_within_the_budget_for_many_prompts():
+    """Peak memory beyond a 20-prompt run's stays under the budget for 2,000 prompts
+    (the budget is far below what one batch of them needs: about 15 GB for EAP)."""
+    common = ["discover", "--task", "ioi", "--method", "eap", "--model", "planted", "--json"]
+    small, _ = _peak_rss_of([*common, "--n-prompts", "20", "--no-faithfulness"])
+    large, _ = _peak_rss_of(
+        [*common, "--n-prompts", "2000", "--max-memory", "256M", "--no-faithfulness"]
+    )
+    assert large - small < 256 * 1024**2, (small, large)
