@@ -1,6 +1,8 @@
-"""The engine over many prompts: parts give what one batch gives, memory stays bounded."""
+"""The engine over many prompts: parts give what one batch gives, memory stays bounded,
+and Ctrl-C stops a long run at once."""
 
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -151,3 +153,19 @@ def test_memory_stays_within_the_budget_for_many_prompts():
         [*common, "--n-prompts", "2000", "--max-memory", "256M", "--no-faithfulness"]
     )
     assert large - small < 256 * 1024**2, (small, large)
+
+
+def test_ctrl_c_stops_a_long_run_within_a_second(tmp_path):
+    out = tmp_path / "g.graphml"
+    command = [sys.executable, "-m", "circuitx", "discover", "--task", "ioi", "--method",
+               "eap", "--model", "planted", "--n-prompts", "100000", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(12)  # past loading, into the prompts and their cached runs
+    assert process.poll() is None, process.communicate()
+    start = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert time.perf_counter() - start < 1.0
+    assert process.returncode == 130
+    assert stderr.splitlines() == ["error: interrupted"]
+    assert stdout == "" and list(tmp_path.iterdir()) == []
