@@ -54,6 +54,7 @@ def draw(rng: random.Random, model: Path, work: Path) -> tuple[list[str], Path |
         "--dtype": (["float32", "bfloat16"], ["float8"]),
         "--device": (["cpu"], ["cuda", "nope"]),
         "--threads": (["1", "2"], ["0"]),
+        "--max-memory": (["2M", "64M", "1G"], ["0", "x", "nanG", "512"]),
         "--tau": (["0.01"], ["nan", "-1"]),
         "--ig-steps": (["2"], ["0", "x"]),
     }
