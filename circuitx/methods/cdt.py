@@ -50,8 +50,11 @@ class CDT(Method):
         return 1 + layout.n_senders
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
-        # the clean q, k, v, z and the changes kept for every layer
-        return model.n_layers * 6 * model.n_heads * model.d_head
+        # every layer's clean q, k, v, z and change of z, its MLP's change (and the
+        # decomposed pass's two parts of the residual stream and the MLP)
+        return model.n_layers * (
+            6 * model.n_heads * model.d_head + 2 * (model.d_mlp + model.d_model)
+        )
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         relevance, total = relevance_matrix(engine, run.advance)
