@@ -148,12 +148,15 @@ class Engine:
         working_floats_per_token: int = 0,
         part_size: int | None = None,
         tokens_per_pass: int | None = None,
+        patch_values: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """``max_memory``: the budget in bytes (default :func:`default_max_memory`);
-        ``part_size`` and ``tokens_per_pass`` override the plan made from it."""
+        ``part_size`` and ``tokens_per_pass`` override the plan made from it;
+        ``patch_values`` are the senders' patch values when they are not these prompts'
+        (a mean ablation's mean over more prompts)."""
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
         self.ablation, self.layout = ablation, model.layout
-        budget = max_memory or default_max_memory(model.device)
+        self.budget = budget = max_memory or default_max_memory(model.device)
         width = int(data.clean.shape[1])
         self.plan = memory_plan(
             model, data.n_prompts, width, data.rows_per_prompt, budget, working_floats_per_token
@@ -166,7 +169,7 @@ class Engine:
         self.parts_built = 0
         # what ties the parts together, once measured over all prompts
         self._reference: tuple[float, float] | None = None
-        self._patch_values: dict[str, torch.Tensor] | None = None
+        self._patch_values: dict[str, torch.Tensor] | None = patch_values
         self._measure()
 
     @property
@@ -189,7 +192,7 @@ class Engine:
             corrupted += weight * part.corrupted_metric
             clean_accuracy += weight * part.accuracy()
             corrupted_accuracy += weight * part.accuracy(corrupted=True)
-            if self.ablation == "mean" and self.n_parts > 1:
+            if self.ablation == "mean" and self.n_parts > 1 and self._patch_values is None:
                 for name, value in part.corrupted_cache.items():
                     total = value.sum(0, keepdim=True)
                     sums[name] = total if name not in sums else sums[name] + total
@@ -235,6 +238,28 @@ class Engine:
             yield part, (stop - start) / self.n_prompts
             if index not in self._kept:
                 part.release()
+
+    def release(self) -> None:
+        """Free every kept part (the engine is not used after this)."""
+        for part in self._kept.values():
+            part.release()
+        self._kept.clear()
+
+    def narrowed(self, n_prompts: int) -> Engine:
+        """The engine on the first ``n_prompts`` prompts, with this one's budget and patch
+        values; this one is released first (its memory is the new one's). Itself when it
+        has no more prompts than that."""
+        if n_prompts >= self.n_prompts:
+            return self
+        values = self._patch_values
+        if values is None and self.ablation == "mean":  # one part: its mean is everyone's
+            values = dict(next(iter(self._kept.values())).patch_cache)
+        self.release()
+        data = self.data.prompts(0, n_prompts)
+        return Engine(
+            self.model, self.task, data, self.metric_name, self.ablation, self.budget,
+            patch_values=values,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ the whole
 

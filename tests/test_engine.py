@@ -15,6 +15,7 @@ from circuitx import transcoders as tc
 from circuitx.engine import Engine, memory_plan, parse_memory
 from circuitx.errors import CircuitxError
 from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
 
 # methods whose scores must not change when the prompts come in parts
@@ -95,6 +96,26 @@ def test_a_thousand_prompts_in_parts_equal_one_batch(tiny_model):
     parts, chunked = scores_of(tiny_model, "eap", task, data, part_size=128)
     assert whole.n_parts == 1 and chunked.n_parts == 8
     assert_same_scores(one, parts)
+
+
+@pytest.mark.parametrize("ablation", ["corrupted", "mean"])
+def test_narrowed_engine_measures_the_first_prompts_with_the_whole_patch_values(
+    tiny_model, ablation
+):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 20, seed=2)
+    whole = Engine(tiny_model, task, data, ablation=ablation)
+    values = dict(next(whole.parts())[0].patch_cache)
+    narrowed = whole.narrowed(8)
+    assert narrowed.n_prompts == 8 and whole.narrowed(20) is whole
+    alone = PatchingEngine(tiny_model, task, data.prompts(0, 8), ablation=ablation)
+    if ablation == "mean":  # the mean over all 20 prompts, not the 8
+        alone = PatchingEngine(
+            tiny_model, task, data.prompts(0, 8), ablation=ablation, patch_values=values
+        )
+    masks = torch.stack([torch.zeros_like(tiny_model.layout.valid, dtype=torch.float)] * 2)
+    masks[1, :, -1] = 1.0  # every edge into the logits kept
+    torch.testing.assert_close(narrowed.edge_mask_metrics(masks), alone.edge_mask_metrics(masks))
 
 
 def test_parts_beyond_the_budget_are_rebuilt_each_time(tiny_model):

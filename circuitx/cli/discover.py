@@ -25,6 +25,7 @@ from circuitx.cli.common import (
     threads_option,
 )
 from circuitx.discovery import (
+    FAITHFULNESS_PROMPTS,
     DiscoveryRequest,
     discover,
     evaluate,
@@ -163,6 +164,14 @@ class DiscoverCommand(click.Command):
     show_default=True,
     help="Measure the circuit's faithfulness, CPR and CMD after discovery.",
 )
+@click.option(
+    "--faithfulness-prompts",
+    type=click.IntRange(min=1),
+    default=FAITHFULNESS_PROMPTS,
+    show_default=True,
+    help="Measure faithfulness on the first N prompts (a random sample; discovery uses "
+    "them all): its curve costs 13 forward passes of each.",
+)
 @max_memory_option
 @json_option
 @device_options
@@ -182,6 +191,7 @@ def discover_command(
     reference_spec,
     out_path,
     faithfulness,
+    faithfulness_prompts,
     max_memory,
     as_json,
     device,
@@ -210,6 +220,7 @@ def discover_command(
         dtype=dtype,
         cache_dir=cache_dir,
         faithfulness=faithfulness,
+        faithfulness_prompts=faithfulness_prompts,
         max_memory=max_memory,
     ).validated()
     if out_path:
@@ -275,7 +286,9 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         values = (metrics[f"{level}_{m}"] for m in ("precision", "recall", "f1"))
         rows.append((f"{level} P / R / F1", " / ".join(map(fmt, values))))
         rows.append((f"{level} ROC AUC", fmt(metrics[f"{level}_auc"])))
-    rows.append(("faithfulness", fmt(summary["faithfulness"])))
+    sample = summary.get("faithfulness_prompts")
+    on = f" (first {sample} prompts)" if sample and sample < summary["n_prompts"] else ""
+    rows.append(("faithfulness", fmt(summary["faithfulness"]) + on))
     rows.append(("CPR / CMD", f"{fmt(summary['cpr'])} / {fmt(summary['cmd'])}"))
     if summary["overlap"]:
         heads = summary["overlap"]["heads"]

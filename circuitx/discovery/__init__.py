@@ -10,12 +10,13 @@ from circuitx.discovery.references import (
     resolve_reference,
 )
 from circuitx.discovery.report import evaluate, report
-from circuitx.discovery.request import DiscoveryRequest, check_reference
+from circuitx.discovery.request import FAITHFULNESS_PROMPTS, DiscoveryRequest, check_reference
 from circuitx.discovery.run import discover, model_id, select
 
 __all__ = [
     "CURVE_FRACTIONS",
     "DiscoveryRequest",
+    "FAITHFULNESS_PROMPTS",
     "check_reference",
     "discover",
     "edge_ranking",

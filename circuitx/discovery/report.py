@@ -43,6 +43,7 @@ def report(
         "ablation": meta.get("ablation"),
         "options": method_options_of(meta),
         "faithfulness": meta.get("faithfulness"),
+        "faithfulness_prompts": meta.get("faithfulness_prompts"),  # its sample's size
         "cpr": meta.get("cpr"),
         "cmd": meta.get("cmd"),
         "n_nodes": len(nodes),

@@ -21,6 +21,7 @@ from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, get_task
 
 REFERENCE_WORDS = ("auto", "none", "planted")
+FAITHFULNESS_PROMPTS = 1000  # the default sample faithfulness is measured on
 GRAPH_SUFFIXES = (".graphml", ".xml", ".json")
 
 
@@ -46,6 +47,8 @@ class DiscoveryRequest:
     dtype: str = "float32"
     cache_dir: str | None = None
     faithfulness: bool = True  # measure the circuit's faithfulness after discovery
+    # ... on the first this many prompts (a random sample: the task draws them by the seed)
+    faithfulness_prompts: int = FAITHFULNESS_PROMPTS
     max_memory: int | None = None  # bytes for the prompts' caches and passes (None: default)
 
     def validated(self) -> DiscoveryRequest:
@@ -76,6 +79,10 @@ class DiscoveryRequest:
             raise CircuitxError(f"--threshold must be at least 0, not {self.threshold}")
         if self.top_k is not None and self.top_k < 1:
             raise CircuitxError(f"--top-k must be at least 1, not {self.top_k}")
+        if self.faithfulness_prompts < 1:
+            raise CircuitxError(
+                f"--faithfulness-prompts must be at least 1, not {self.faithfulness_prompts}"
+            )
         if self.max_memory is not None and self.max_memory < MIN_MEMORY:
             raise CircuitxError(f"--max-memory must be at least 1M, not {self.max_memory} bytes")
         if self.ablation not in ABLATIONS:
@@ -98,7 +105,8 @@ class DiscoveryRequest:
 
     def settings(self) -> dict[str, Any]:
         """The fields as JSON, the cache directory and the memory budget left out (they do
-        not change a result), and ``faithfulness`` only where it is off (so the settings
+        not change a result), ``faithfulness`` only where it is off and
+        ``faithfulness_prompts`` only where it is not the default (so the settings
         of a default request, and the leaderboard's cell keys, are what they were before
         it existed)."""
         settings = dataclasses.asdict(self)
@@ -106,6 +114,8 @@ class DiscoveryRequest:
         settings.pop("max_memory")
         if self.faithfulness:
             settings.pop("faithfulness")
+        if self.faithfulness_prompts == FAITHFULNESS_PROMPTS:  # the same: a new field
+            settings.pop("faithfulness_prompts")
         settings["options"] = dict(self.options)
         return settings
 

@@ -95,10 +95,12 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     start = time.perf_counter()
     if request.faithfulness:
         ranking = edge_ranking(layout, scores)
-        graph.graph.update(faithfulness_report(engine, edges_kept, ranking))
+        measured = engine.narrowed(request.faithfulness_prompts)
+        graph.graph.update(faithfulness_report(measured, edges_kept, ranking))
+        graph.graph["faithfulness_prompts"] = measured.n_prompts
         faithfulness_s = time.perf_counter() - start
     else:
-        graph.graph.update(dict.fromkeys(FAITHFULNESS_KEYS))
+        graph.graph.update(dict.fromkeys(FAITHFULNESS_KEYS), faithfulness_prompts=None)
         faithfulness_s = None
     graph.graph.update(faithfulness_s=faithfulness_s, runtime_s=discovery_s + (faithfulness_s or 0))
     if scores.features is not None:

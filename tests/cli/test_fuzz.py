@@ -55,6 +55,7 @@ def draw(rng: random.Random, model: Path, work: Path) -> tuple[list[str], Path |
         "--device": (["cpu"], ["cuda", "nope"]),
         "--threads": (["1", "2"], ["0"]),
         "--max-memory": (["2M", "64M", "1G"], ["0", "x", "nanG", "512"]),
+        "--faithfulness-prompts": (["1", "2", "1000"], ["0", "x"]),
         "--tau": (["0.01"], ["nan", "-1"]),
         "--ig-steps": (["2"], ["0", "x"]),
     }
