@@ -32,6 +32,7 @@ TIMING = (
     ("CD-T", ["cdt.py", "--skip-planted"]),
     ("Discrete-SAE code overlap", ["sae.py", "--skip-planted", "--skip-examples"]),
     ("Transcoders", ["transcoder.py", "--skip-planted"]),
+    ("Many prompts: peak memory and time", ["many_prompts.py", "100000"]),
 )
 
 

@@ -92,7 +92,7 @@ def test_transcoder_attribution_in_parts(tiny_model, tmp_path):
 def test_a_thousand_prompts_in_parts_equal_one_batch(tiny_model):
     task = get_task("ioi")
     data = task.make_data(tiny_model, 1000, seed=0)
-    one, whole = scores_of(tiny_model, "eap", task, data)
+    one, whole = scores_of(tiny_model, "eap", task, data, part_size=1000)
     parts, chunked = scores_of(tiny_model, "eap", task, data, part_size=128)
     assert whole.n_parts == 1 and chunked.n_parts == 8
     assert_same_scores(one, parts)

@@ -130,7 +130,7 @@ def device_options(command: Callable) -> Callable:
 
 def max_memory_option(command: Callable) -> Callable:
     """``--max-memory SIZE``: the budget for the prompts' caches and passes, as bytes
-    (None: half the free memory, at most 1 GiB on the CPU)."""
+    (None: half the free memory, at most 2 GiB on the CPU)."""
 
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
         return None if value is None else parse_memory(value)
@@ -142,7 +142,7 @@ def max_memory_option(command: Callable) -> Callable:
         metavar="SIZE",
         help="Memory for the prompts' cached runs and patched passes, e.g. 512M or 8G; "
         "prompts beyond it are taken in parts (default: half the free memory, at most "
-        "1G on the CPU).",
+        "2G on the CPU).",
     )(command)
 
 
