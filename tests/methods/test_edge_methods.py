@@ -7,7 +7,9 @@ import pytest
 from conftest import assert_one_line_error, find, run
 
 from circuitx.builtin import ground_truth
+from circuitx.engine import Engine
 from circuitx.graph import component_nodes, edges_by_name
+from circuitx.progress import no_progress
 
 EDGE_METHODS = ("eap", "eap-ig", "acdc", "path-patching")
 
@@ -48,6 +50,27 @@ def test_path_patching_stages(tiny_model):
     assert all(name.endswith("->logits") for name in scored(one))
     assert scored(one) < scored(two)  # the second stage patches into the heads found
     assert one.graph["path_patching_stages"] == 1
+
+
+def test_a_path_patching_stage_costs_at_most_four_patches_per_sender(tiny_model, monkeypatch):
+    """Each later stage patches a sender into a whole group of found receivers (their q,
+    k or v inputs, or their MLPs' inputs) at once: O(senders) patches, not O(senders x
+    receivers)."""
+    patches = []
+    original = Engine.patch_each_edge
+
+    def counted(self, groups, advance=no_progress):
+        patches.append(len(groups))
+        return original(self, groups, advance)
+
+    monkeypatch.setattr(Engine, "patch_each_edge", counted)
+    graph = find(
+        tiny_model, "ioi", "path-patching", n_prompts=6, threshold=0.0, options={"stages": 3}
+    )
+    senders = tiny_model.layout.n_senders
+    assert graph.graph["path_patching_stages"] == len(patches) >= 2
+    assert patches[0] == senders  # stage 1: each sender's edge to the logits
+    assert all(count <= 4 * senders for count in patches[1:]), patches
 
 
 def test_eap_ig_with_one_step_from_the_corrupted_input(tiny_model):
