@@ -43,7 +43,7 @@ class OneLineErrors(click.Group):
             click.echo("error: interrupted", err=True)
             sys.stdout.flush()
             sys.stderr.flush()
-            # every file is written whole or not at all (files.atomic_write), so nothing is
+            # every file is written whole or not at all (files.atomic_open), so nothing is
             # left to tidy: skip the interpreter's teardown, which frees every cached
             # tensor one by one (over a second after a large run)
             os._exit(130)

@@ -88,6 +88,21 @@ class Attribution:
     features: dict[int, torch.Tensor]
     target: float  # the clean prompts' mean logit difference
 
+    def names_only(self) -> Attribution:
+        """The blocks' unit names and order, without the per-prompt fields."""
+
+        def strip(blocks: list[Units]) -> list[Units]:
+            return [Units(units.names, torch.empty(0)) for units in blocks]
+
+        return Attribution(
+            strip(self.senders),
+            self.sender_order,
+            strip(self.receivers),
+            self.receiver_order,
+            {},
+            self.target,
+        )
+
     def edge_blocks(self) -> dict[tuple[int, int], torch.Tensor]:
         """Edge scores per (sender block, receiver block) that can connect: summed over
         positions and prompts [senders, receivers]."""
@@ -347,18 +362,18 @@ class TranscoderMethod(Method):
                     totals[layer] = totals.get(layer, 0.0) + weight * values
             chosen = {layer: strongest(values, n_top) for layer, values in totals.items()}
         target, blocks = 0.0, {}
-        names: Attribution | None = None
         for part, weight in engine.parts():
             result = attribute(part, transcoders, chosen, baselines)
             target += weight * result.target
             for key, value in result.edge_blocks().items():
                 blocks[key] = blocks.get(key, 0.0) + weight * value.cpu()
-            names = result
+            named = result.names_only()  # every part names its units alike
+            del result  # its tensors go before the next part's are made
         if abs(target) < 1e-9:
             raise CircuitxError("the clean prompts' logit difference is 0: nothing to attribute")
         blocks = {key: value / target for key, value in blocks.items()}
-        edges, nodes = _component_scores(engine, names, blocks)
-        features = feature_level(names, blocks) if n_top else None
+        edges, nodes = _component_scores(engine, named, blocks)
+        features = feature_level(named, blocks) if n_top else None
         run.advance(1)
         return Scores.of_edges(
             edges, nodes, facts={"transcoders_source": source}, features=features
