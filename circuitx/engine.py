@@ -7,8 +7,9 @@ answers weighted by their sizes, as one batch would give it (to float rounding).
 ties the parts together is taken over all prompts first: the clean and corrupted
 metrics (the gap every effect is divided by) and, for mean ablation, the patch values.
 
-Parts are kept in memory while their caches fit a quarter of the budget; the others are rebuilt each time a method goes over the prompts again (and
-released after: one is in memory at a time). Part size and how many patched copies one
+Parts are kept in memory while their caches fit a quarter of the budget; the others are
+rebuilt each time a method goes over the prompts again (and released after: one is in
+memory at a time). Part size and how many patched copies one
 forward pass stacks come from :func:`memory_plan`, an estimate of the bytes each token
 costs (the caches, the activation differences, a pass's working tensors and, for a
 method that needs it, its own per-token working memory).
@@ -88,9 +89,11 @@ def cache_floats_per_token(model: Model) -> int:
 
 def pass_floats_per_token(model: Model) -> int:
     """Floats a patched forward pass without gradients holds per token at once: one
-    block's working tensors and the live senders' differences."""
+    block's working tensors, a layer's q, k and v input corrections and the live
+    senders' differences."""
     d_mlp = model.d_mlp if model.has_mlp else 0
-    return 8 * model.n_heads * model.d_model + 2 * d_mlp + model.d_model * model.layout.n_senders
+    heads = 11 * model.n_heads * model.d_model
+    return heads + 2 * d_mlp + model.d_model * model.layout.n_senders
 
 
 def gradient_floats_per_token(model: Model) -> int:
@@ -309,9 +312,10 @@ class Engine:
         """Mean metric [len(groups)] when the edges of each group are patched together."""
         return self._mean(lambda part, step: part.patch_each_edge(groups, step), advance)
 
-    def edge_mask_metrics(self, masks: torch.Tensor) -> torch.Tensor:
-        """Mean metric [k] under each of k edge masks [k, n_senders, n_receivers]."""
-        return self._mean(lambda part, _: part.edge_mask_metrics(masks))
+    def edge_mask_metrics(self, masks: torch.Tensor, complement: bool = False) -> torch.Tensor:
+        """Mean metric [k] under each of k edge masks [k, n_senders, n_receivers] (see
+        :meth:`PatchingEngine.edge_mask_metrics`)."""
+        return self._mean(lambda part, _: part.edge_mask_metrics(masks, complement))
 
     def mask_gradients(self, mix: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients of the mean metric with respect to the node and edge masks (see

@@ -21,13 +21,14 @@ prompt batch in one forward pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.layout import SenderChunk
+from circuitx.layout import Layout, SenderChunk
 from circuitx.models import (
     EDGE_HOOK_FLAGS,
     EMBED_OUTPUT_HOOK,
@@ -129,6 +130,7 @@ class PatchingEngine:
             "corrupted_final",
             "clean_resid_final",
             "clean_deltas",
+            "clean_delta_totals",
         ):
             self.__dict__.pop(name, None)
 
@@ -185,9 +187,17 @@ class PatchingEngine:
 
         return self.mean_metrics(groups, masks, first_layer, advance)
 
-    def edge_mask_metrics(self, masks: torch.Tensor) -> torch.Tensor:
-        """Mean metric [k] under each of k edge masks [k, n_senders, n_receivers]."""
-        return self.mean_metrics(list(range(len(masks))), lambda chunk: (None, masks[chunk]))
+    def edge_mask_metrics(self, masks: torch.Tensor, complement: bool = False) -> torch.Tensor:
+        """Mean metric [k] under each of k edge masks [k, n_senders, n_receivers].
+
+        With ``complement`` a receiver that keeps fewer of its edges than it patches reads
+        the fully patched input plus the kept edges' differences: far cheaper for a small
+        circuit, equal in exact arithmetic but not bit for bit (an edge whose removal
+        changes nothing may then change the metric by a rounding error, which matters to
+        a method that ranks such edges, so methods leave it off)."""
+        return self.mean_metrics(
+            list(range(len(masks))), lambda chunk: (None, masks[chunk]), complement=complement
+        )
 
     def mean_metrics(
         self,
@@ -195,6 +205,7 @@ class PatchingEngine:
         masks: Callable[[Sequence], tuple[torch.Tensor | None, torch.Tensor | None]],
         layer_of: Callable[[Any], int] | None = None,
         advance: Advance = no_progress,
+        complement: bool = False,
     ) -> torch.Tensor:
         """Mean metric per item, ``masks(chunk)`` giving the node and edge masks of a chunk;
         as many items per forward pass as ``tokens_per_pass`` allows, grouped by the layer
@@ -208,7 +219,7 @@ class PatchingEngine:
         for start in range(0, len(items), copies):
             chunk = order[start : start + copies]
             node_mask, edge_mask = masks([items[i] for i in chunk])
-            final = self.run(node_mask=node_mask, edge_mask=edge_mask)
+            final = self.run(node_mask=node_mask, edge_mask=edge_mask, complement=complement)
             results[chunk] = self.metric(final).mean(-1).cpu()
             advance(len(chunk))
         return results
@@ -245,6 +256,7 @@ class PatchingEngine:
         grad: bool = False,
         mix: float | None = None,
         edge_grads: torch.Tensor | None = None,
+        complement: bool = False,
     ) -> torch.Tensor:
         """Readout logits [k, n * P, vocab] (END alone: P = 1) of the clean prompts under
         k node masks [k, n_senders] and/or k edge masks [k, n_senders, n_receivers] (None:
@@ -257,7 +269,8 @@ class PatchingEngine:
         With ``grad`` (or ``mix``, see :meth:`mask_gradients`) the pass starts at the
         embeddings and the sender differences are frozen at the clean run's, which gives
         the exact gradients at all-ones masks; otherwise the differences are those of
-        this pass, and the pass starts at the first layer a mask changes.
+        this pass, and the pass starts at the first layer a mask changes. ``complement``:
+        see :meth:`edge_mask_metrics`.
         """
         given = node_mask if node_mask is not None else edge_mask
         k = 1 if given is None else given.shape[0]
@@ -266,7 +279,9 @@ class PatchingEngine:
         edge_mask = None if edge_mask is None else edge_mask.to(device)
         frozen = grad or mix is not None
         layer = 0 if frozen else self._first_changed_layer(node_mask, edge_mask)
-        pass_ = _MaskedPass(self, k, layer, node_mask, edge_mask, mix, frozen, edge_grads)
+        pass_ = _MaskedPass(
+            self, k, layer, node_mask, edge_mask, mix, frozen, edge_grads, complement
+        )
         resid = pass_.start()
         tokens = self.data.clean.repeat(k, 1)
         flags = EDGE_HOOK_FLAGS if edge_mask is not None or edge_grads is not None else ()
@@ -314,10 +329,10 @@ class PatchingEngine:
 
     @cached_property
     def clean_deltas(self) -> torch.Tensor:
-        """clean - patch output of every sender in the residual basis, senders last:
-        [n * pos * d_model, n_senders]."""
+        """clean - patch output of every sender in the residual basis, one row per sender:
+        [n_senders, n * pos * d_model]."""
         n, width = self.data.clean.shape
-        matrix = torch.empty(n, width, self.model.d_model, self.layout.n_senders)
+        matrix = torch.empty(self.layout.n_senders, n, width, self.model.d_model)
         for chunk in self.layout.chunks:
             hook = sender_output_hook(chunk)
             delta = self.clean_cache[hook] - self.patch_cache[hook]
@@ -325,16 +340,29 @@ class PatchingEngine:
                 delta = delta.unsqueeze(-2)
             else:
                 delta = torch.einsum("npse,sed->npsd", delta, self.w_o[chunk.layer])
-            matrix[..., chunk.first : chunk.first + chunk.count] = delta.transpose(-1, -2)
-        return matrix.flatten(0, 2)
+            matrix[chunk.first : chunk.first + chunk.count] = delta.movedim(-2, 0)
+        return matrix.flatten(1)
+
+    def fixed_total(self, senders: int) -> torch.Tensor:
+        """The sum of the first ``senders`` rows of :attr:`clean_deltas` [n * pos * d_model]."""
+        totals = self.__dict__.setdefault("clean_delta_totals", {})
+        if senders not in totals:
+            totals[senders] = self.clean_deltas[:senders].sum(0)
+        return totals[senders]
 
 
 class _MaskedPass:
     """The hooks of one masked forward pass from block ``layer`` on, and what they record.
 
-    The differences out - patch of the senders before the pass starts (all of them when
-    ``frozen``) are the engine's clean ones; those of later senders are written, as the
-    pass computes them, into a buffer [k, n * pos * d, senders] of this pass.
+    Receivers are corrected in groups that read the same senders (a layer's q, k and v
+    inputs; an MLP's input; the logits), one product per group. A group's correction
+    sums the differences out - patch of the senders its patched edges leave (``off``),
+    or, with ``complement`` and when fewer senders have an edge into it kept than
+    patched, all readable senders' total minus the kept ones (``kept``): a small circuit
+    costs as little as a small patch. The differences of senders before the pass starts
+    (all of them when ``frozen``) are the engine's clean ones; those of later senders
+    that a group reads are written, as the pass computes them, into a buffer
+    [k, senders, n * pos * d].
     """
 
     def __init__(
@@ -347,25 +375,54 @@ class _MaskedPass:
         mix: float | None,
         frozen: bool,
         edge_grads: torch.Tensor | None = None,
+        complement: bool = False,
     ) -> None:
         self.engine, self.k, self.layer, self.n = engine, k, layer, engine.data.n_prompts
         self.edge_grads = edge_grads
         self.layout = layout = engine.layout
         self.node_mask, self.mix, self.frozen = node_mask, mix, frozen
-        self.edge_weight = None  # [k, senders, receivers]: how much of each edge is patched
-        if edge_mask is not None:  # entries of no edge (sender after receiver) patch nothing
-            self.edge_weight = (1.0 - edge_mask) * layout.valid.to(edge_mask.device)
         self.first_live = layout.n_senders if frozen else layout.head_sender(layer)
-        # the live senders some patched edge leaves, and their columns in the buffer
-        self.live: torch.Tensor | None = None
+        self.groups: dict[int, _Group] = {}  # by first receiver
         self.live_column = torch.full((layout.n_senders,), -1)
-        if self.edge_weight is not None:
-            patched = self.edge_weight.any(2).any(0).cpu()
-            patched[: self.first_live] = False
-            needed = patched.nonzero().flatten()
-            if len(needed):
-                self.live_column[needed] = torch.arange(len(needed))
-                self.live = torch.empty(k, engine.clean_deltas.shape[0], len(needed))
+        self.live: torch.Tensor | None = None
+        self.total: torch.Tensor | None = None  # [k, rows]: every live difference so far
+        self.last_total: tuple[int, torch.Tensor] | None = None  # (first sender, its chunk's)
+        if edge_mask is not None:  # entries of no edge (sender after receiver) patch nothing
+            weight = (1.0 - edge_mask) * layout.valid.to(edge_mask.device)
+            self._plan(weight, complement and not frozen)
+
+    def _plan(self, weight: torch.Tensor, complement: bool) -> None:
+        """Choose each receiver group's form and active senders, and the buffer columns of
+        the live senders some group reads."""
+        layout, live = self.layout, torch.zeros(self.layout.n_senders, dtype=torch.bool)
+        exact = weight.requires_grad  # every readable sender, so every entry gets a gradient
+        patched = (weight != 0).any(0).cpu()  # [senders, receivers]
+        kept = (weight != 1).any(0).cpu()
+        for first, count in _receiver_groups(layout, self.layer, complement):
+            readable = layout.readable(first)
+            off = patched[:readable, first : first + count].any(1)
+            if not bool(off.any()) and not exact:
+                continue
+            on = kept[:readable, first : first + count].any(1)
+            form = "off"
+            if exact:
+                off = torch.ones(readable, dtype=torch.bool)
+            elif complement and int(on.sum()) < int(off.sum()):
+                form = "kept"
+            active = (off if form == "off" else on).nonzero().flatten()
+            w = weight[:, :readable, first : first + count]
+            self.groups[first] = _Group(
+                first, count, readable, form, active, w if form == "off" else 1.0 - w
+            )
+            live[active[active >= self.first_live]] = True
+        needed = self.live_senders = live.nonzero().flatten()
+        if len(needed):
+            self.live_column[needed] = torch.arange(len(needed))
+            rows = self.engine.clean_deltas.shape[1]
+            self.live = torch.empty(self.k, len(needed), rows, device=self.engine.model.device)
+        if any(group.form == "kept" for group in self.groups.values()):
+            fixed = self.engine.fixed_total(self.first_live)
+            self.total = fixed.expand(self.k, -1).clone()
 
     def start(self) -> torch.Tensor:
         """The residual stream entering block ``layer``, [k * n, pos, d]."""
@@ -378,24 +435,27 @@ class _MaskedPass:
 
     def hooks(self) -> list[tuple[str, Callable]]:
         layout, hooks = self.layout, []
-        edges = self.edge_weight is not None or self.edge_grads is not None
+        edges = bool(self.groups) or self.edge_grads is not None
         if self.node_mask is None and not edges and self.mix is None:
             return hooks
+        records = self.live is not None or self.total is not None
         for chunk in layout.chunks_from(self.layer):
             layer = chunk.layer
             if chunk.heads and edges:
                 for head_input in HEAD_INPUTS:
-                    hook = self._heads_in(layer, head_input)
-                    hooks.append((head_input_hook(layer, head_input), hook))
+                    first = layout.head_receiver(layer, head_input)
+                    hooks.append(
+                        (head_input_hook(layer, head_input), self._in(first, layout.n_heads))
+                    )
             if not chunk.heads and edges:
-                hooks.append((mlp_input_hook(layer), self._single_in(layout.mlp_receiver(layer))))
-            if self.node_mask is not None or (self.live is not None and not self.frozen):
+                hooks.append((mlp_input_hook(layer), self._in(layout.mlp_receiver(layer))))
+            if self.node_mask is not None or (records and not self.frozen):
                 if chunk.heads and self.engine.model.post_attention_norm:
                     hooks += self._normed_heads_hooks(chunk)
                 else:
                     hooks.append((sender_output_hook(chunk), self._sender_hook(chunk)))
         if edges:
-            hooks.append((LOGITS_INPUT_HOOK, self._single_in(layout.logits_receiver)))
+            hooks.append((LOGITS_INPUT_HOOK, self._in(layout.logits_receiver)))
         return hooks
 
     def _sender_hook(self, chunk: SenderChunk) -> Callable:
@@ -436,7 +496,7 @@ class _MaskedPass:
 
     def _apply(self, chunk: SenderChunk, x: torch.Tensor) -> torch.Tensor:
         """A chunk's output [k, n, pos, s, e] under the node mask (and ``mix``), recording
-        its difference from the patch value in this pass's buffer."""
+        its differences from the patch values that later receivers read."""
         engine = self.engine
         hook = sender_output_hook(chunk)
         clean, patch = engine.clean_cache[hook], engine.patch_cache[hook]
@@ -450,64 +510,110 @@ class _MaskedPass:
             keep = keep.view(self.k, 1, 1, -1, 1)
             x = x - (1.0 - keep) * delta
             delta = keep * delta
+        if chunk.first < self.first_live:
+            return x
         columns = self.live_column[chunk.first : chunk.first + chunk.count]
+        picked = None
         if bool((columns >= 0).any()):
             wanted = (columns >= 0).nonzero().flatten()
-            delta = delta[..., wanted.to(delta.device), :].float()
+            first, last = int(columns[wanted[0]]), int(columns[wanted[-1]])
+            picked = _columns(delta, wanted, dim=-2).float()
             if chunk.heads:
-                w_o = engine.w_o[chunk.layer][wanted.to(delta.device)]
-                delta = torch.einsum("knpse,sed->knpds", delta, w_o)
+                w_o = _columns(engine.w_o[chunk.layer], wanted, dim=0)
+                picked = torch.einsum("knpse,sed->ksnpd", picked, w_o)
             else:
-                delta = delta.transpose(-1, -2)
-            self.live[:, :, columns[wanted]] = delta.reshape(self.k, -1, len(wanted))
+                picked = picked.movedim(-2, 1)
+            picked = picked.reshape(self.k, len(wanted), -1)
+            self.live[:, first : last + 1] = picked
+            if len(wanted) < chunk.count:
+                picked = None
+        if self.total is not None:
+            if picked is not None:  # every sender of the chunk: their sum
+                total = picked.sum(1)
+            elif chunk.heads:
+                total = delta.float().flatten(-2) @ engine.w_o[chunk.layer].flatten(0, 1)
+            else:
+                total = delta.float().squeeze(-2)
+            total = total.reshape(self.k, -1)
+            self.total += total
+            self.last_total = (chunk.first, total)
         return x
 
-    def _correction(self, receivers: slice) -> torch.Tensor | None:
-        """sum_s weight[s, r] * delta_s for the receivers in ``receivers``: [k, n, pos, r, d]."""
-        readable = self.layout.readable(receivers.start)
-        weight = self.edge_weight[:, :readable, receivers]  # [k, senders, r]
-        k, r = self.k, weight.shape[-1]
-        if weight.requires_grad:
-            active = torch.arange(readable)
-        else:
-            active = weight.any(2).any(0).nonzero().flatten().cpu()
-            if len(active) == 0:
-                return None
+    def _correction(self, group: _Group) -> torch.Tensor | None:
+        """sum over the group's active senders s of weight[s, r] * delta_s: [k, r, rows]
+        (None when it has none)."""
+        k, count, rows = self.k, group.count, self.engine.clean_deltas.shape[1]
+        active, weight = group.active, group.weight
         total = None
         fixed, live = active[active < self.first_live], active[active >= self.first_live]
         if len(fixed):
-            deltas = _columns(self.engine.clean_deltas, fixed)
-            w = _columns(weight.transpose(0, 1), fixed, dim=0).transpose(0, 1)
-            w = w.permute(1, 0, 2).reshape(len(fixed), k * r)
-            total = (deltas.to(w.dtype) @ w).view(-1, k, r).permute(1, 0, 2)  # [k, rows, r]
+            fixed = _span(fixed)  # a few zero weights cost less than copying rows out
+            w = _columns(weight, fixed, dim=1)  # [k, a, r]
+            w = w.permute(0, 2, 1).reshape(k * count, len(fixed))
+            deltas = _columns(self.engine.clean_deltas, fixed, dim=0)
+            total = (w.to(deltas.dtype) @ deltas).view(k, count, rows)
         if len(live):
-            deltas = _columns(self.live, self.live_column[live])
-            w = _columns(weight.transpose(0, 1), live, dim=0).transpose(0, 1)
-            term = torch.bmm(deltas, w.to(deltas.dtype))
-            total = term if total is None else total + term
-        n, width, d = self.n, self.engine.data.clean.shape[1], self.engine.model.d_model
-        return total.reshape(k, n, width, d, r).transpose(-1, -2)
+            columns = _span(self.live_column[live])
+            w = _columns(weight, self.live_senders[columns], dim=1).transpose(1, 2)
+            deltas = _columns(self.live, columns, dim=1)
+            w = w.to(deltas.dtype)
+            total = torch.bmm(w, deltas) if total is None else total.baddbmm_(w, deltas)
+        return total
 
-    def _heads_in(self, layer: int, head_input: str) -> Callable:
-        """Subtract the patched edges' differences from each head's q, k or v input."""
-        first = self.layout.head_receiver(layer, head_input)
-        return self._single_in(first, self.layout.n_heads)
+    def _readable_total(self, readable: int) -> torch.Tensor:
+        """The sum of every readable sender's difference [k, rows]: the running total less
+        a chunk it has counted that the group does not read (a parallel block's heads)."""
+        total = self.total
+        if self.last_total is not None and self.last_total[0] >= readable:
+            total = total - self.last_total[1]
+        return total
 
-    def _single_in(self, receiver: int, count: int = 1) -> Callable:
-        """Subtract the patched edges' differences from the input of receivers
-        ``receiver .. receiver + count - 1`` (the heads of a layer, an MLP, the logits)."""
+    def _in(self, receiver: int, count: int = 1) -> Callable:
+        """The hook on the input of receivers ``receiver .. receiver + count - 1`` (the q,
+        k or v inputs of a layer's heads, an MLP, the logits): it subtracts the patched
+        edges' differences and, with ``edge_grads``, records the gradient there."""
+        group_first = next(
+            (
+                first
+                for first in self.groups
+                if first <= receiver < first + self.groups[first].count
+            ),
+            None,
+        )
 
         def hook(x: torch.Tensor) -> torch.Tensor:
-            if self.edge_weight is not None:
-                correction = self._correction(slice(receiver, receiver + count))
-                if correction is not None:
-                    x = x - correction.reshape(x.shape).to(x.dtype)
+            if group_first is not None:
+                x = self._corrected(self.groups[group_first], receiver, count, x)
             if self.edge_grads is not None:
                 x = x.view_as(x)  # its own node: the MLP's input is also the residual stream
                 x.register_hook(self._store_grad(receiver, count))
             return x
 
         return hook
+
+    def _corrected(self, group: _Group, receiver: int, count: int, x: torch.Tensor) -> torch.Tensor:
+        """``x``, the input of receivers ``receiver ..`` of ``group`` [k * n, pos, (count,)
+        d], less the group's correction (computed at its first hook, freed at its last)."""
+        if group.correction is None and group.base is None:
+            group.correction = self._correction(group)
+            if group.form == "kept":
+                group.base = self._readable_total(group.readable)
+        k, n, width, d = self.k, self.n, x.shape[1], x.shape[-1]
+        y = x.view(k, n, width, count, d)
+        offset = receiver - group.first
+        part = None
+        if group.correction is not None:
+            part = group.correction[:, offset : offset + count].view(k, count, n, width, d)
+            part = part.permute(0, 2, 3, 1, 4).to(y.dtype)  # [k, n, pos, count, d]
+        if group.form == "kept":  # no gradients here: the fresh difference takes the rest in place
+            y = y - group.base.view(k, n, width, 1, d).to(y.dtype)
+            if part is not None:
+                y = y.add_(part)
+        elif part is not None:
+            y = y - part
+        if offset + count == group.count:  # the group's last hook
+            group.correction = group.base = None
+        return y.reshape(x.shape)
 
     def _store_grad(self, receiver: int, count: int) -> Callable:
         """A tensor hook writing the gradient at receivers' inputs, times every sender's
@@ -518,10 +624,46 @@ class _MaskedPass:
                 grad.movedim(2, 0) if grad.dim() == 4 else grad.unsqueeze(0)
             )  # [count, n, pos, d]
             deltas = self.engine.clean_deltas
-            products = rows.reshape(count, -1).to(deltas.dtype) @ deltas
+            products = rows.reshape(count, -1).to(deltas.dtype) @ deltas.T
             self.edge_grads[receiver : receiver + count] = products
 
         return hook
+
+
+@dataclass
+class _Group:
+    """Receivers ``first .. first + count - 1`` that read the same ``readable`` senders,
+    the senders whose differences their correction sums (``active``) and its weights
+    [k, readable, count]: how much of each edge is patched (``off``) or kept (``kept``)."""
+
+    first: int
+    count: int
+    readable: int
+    form: str
+    active: torch.Tensor
+    weight: torch.Tensor
+    correction: torch.Tensor | None = None  # [k, count, rows] while its hooks run
+    base: torch.Tensor | None = None  # ``kept``: every readable sender's total
+
+
+def _receiver_groups(layout: Layout, layer: int, qkv: bool) -> list[tuple[int, int]]:
+    """``(first receiver, count)`` of each group from block ``layer`` on, in pass order: a
+    layer's q, k and v inputs (together with ``qkv``, else one group each), its MLP's
+    input; the logits."""
+    groups = []
+    for at in range(layer, layout.n_layers):
+        heads = [(layout.head_receiver(at, h), layout.n_heads) for h in HEAD_INPUTS]
+        groups += [(heads[0][0], 3 * layout.n_heads)] if qkv else heads
+        if layout.has_mlp:
+            groups.append((layout.mlp_receiver(at), 1))
+    return [*groups, (layout.logits_receiver, 1)]
+
+
+def _span(index: torch.Tensor) -> torch.Tensor:
+    """The run from ``index``'s first to its last entry (ascending) when it is at most
+    twice as long, else ``index`` itself."""
+    first, last = int(index[0]), int(index[-1])
+    return torch.arange(first, last + 1) if last - first + 1 <= 2 * len(index) else index
 
 
 def _columns(tensor: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -308,3 +308,27 @@ def test_eap_scores_are_gradient_times_difference(model, engine):
         checked += 1
     assert checked == len(layout.edges)
     assert float((scores * layout.valid).abs().max()) > 1e-3
+
+
+def test_complement_form_equals_patching_the_removed_edges(model, engine):
+    """Faithfulness's passes read a receiver with few kept edges as the fully patched input
+    plus the kept edges' differences: the same metric as subtracting the removed edges',
+    for circuits from empty to nearly full, several stacked in one pass, soft masks too."""
+    layout = engine.layout
+    generator = torch.Generator().manual_seed(0)
+    masks = [torch.zeros(layout.n_senders, layout.n_receivers)]
+    for keep in (0.02, 0.1, 0.3, 0.6, 0.95):
+        draw = torch.rand(layout.n_senders, layout.n_receivers, generator=generator)
+        masks.append((draw < keep).float())
+    masks.append(torch.rand(layout.n_senders, layout.n_receivers, generator=generator))
+    late = torch.ones(layout.n_senders, layout.n_receivers)  # a pass from block 1 on
+    late[:, layout.head_receiver(1, "q") :] = 0.0
+    masks.append(late)
+    masks = torch.stack(masks) * layout.valid
+    removed = engine.edge_mask_metrics(masks)
+    complement = engine.edge_mask_metrics(masks, complement=True)
+    torch.testing.assert_close(complement, removed, atol=ATOL, rtol=0)
+    one_at_a_time = torch.cat([engine.edge_mask_metrics(m[None], complement=True) for m in masks])
+    torch.testing.assert_close(one_at_a_time, complement, atol=ATOL, rtol=0)
+    # the empty circuit is the corrupted run: every receiver reads the corrupted inputs
+    assert float(complement[0]) == pytest.approx(engine.corrupted_metric, abs=ATOL)

@@ -66,7 +66,7 @@ def faithfulness_report(
     if ranking is not None:
         sizes = [int(x * n_edges) for x in CURVE_FRACTIONS]
         masks += [layout.prune(layout.edge_mask(ranking[:size])) for size in sizes]
-    metrics = engine.edge_mask_metrics(torch.stack(masks)).tolist()
+    metrics = engine.edge_mask_metrics(torch.stack(masks), complement=True).tolist()
     full, empty = metrics[0], metrics[1]
     if abs(full - empty) < 1e-9:
         raise CircuitxError("the full and the empty circuit give the same metric; no faithfulness")

@@ -11,6 +11,11 @@ is a share of the full clean-corrupted effect whatever the metric (``--metric kl
 ACDC's default KL divergence). ACDC's own code compares the signed raw change; the
 absolute one is its ``--abs-value-threshold`` mode. An edge's score is the change it made
 when tried (0 when never tried), so keeping the edges with score >= tau is ACDC's circuit.
+
+A change smaller than :data:`RESOLUTION` of the metric's size is float32 rounding, not an
+effect (an edge that changes nothing in exact arithmetic moves a planted model's metric
+by a few units in the last place, differently for each way of summing the same
+differences), and scores 0: edges that do nothing tie, however the pass is computed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
+
+RESOLUTION = 1e-5  # relative: changes of the metric below this are rounding
 
 
 class ACDC(Method):
@@ -65,7 +72,7 @@ class ACDC(Method):
             for sender in reversed(range(readable)):
                 mask[sender, receiver] = 0.0
                 patched = float(engine.edge_mask_metrics(mask.unsqueeze(0))[0])
-                change = abs(current - patched) / gap
+                change = _change(current, patched) / gap
                 scores[sender, receiver] = change
                 tried += 1
                 if change < tau:
@@ -75,3 +82,9 @@ class ACDC(Method):
                 run.advance(1)
         facts = {"acdc_edges_tried": tried, "acdc_edges_kept": int((mask * valid).sum())}
         return Scores.of_edges(scores, facts=facts)
+
+
+def _change(before: float, after: float) -> float:
+    """|before - after|, or 0 when it is below the metric's float32 resolution."""
+    change = abs(before - after)
+    return 0.0 if change <= RESOLUTION * max(abs(before), abs(after)) else change

@@ -12,6 +12,15 @@ The libraries move the last digits: on 2026-12-01, with a fresh install (torch 2
 transformers 5.24.0, transformer-lens 4.3.0, numpy 2.4.6), 1bfaee3's own code gave a
 corrupted metric 3e-5 off the file, and the file was written again the same way, by
 1bfaee3's script in that install. The code of today gives those numbers exactly.
+
+Two deliberate changes since (issue 24), each measured with the code before and after:
+faithfulness is measured with each receiver's input in the cheaper of two equal forms
+(:meth:`circuitx.patching.PatchingEngine.edge_mask_metrics`), which moves faithfulness,
+CPR and CMD by float32 rounding (at most 4.4e-5 here, on a circuit of faithfulness 0), so
+those compare to 1e-4; and ACDC scores a change below the metric's float32 resolution 0
+(:data:`circuitx.methods.acdc.RESOLUTION`): its edge AUC here was 0.882 from how rounding
+broke the ties among 40-odd edges that do nothing; the file's ACDC ``edge_auc`` was
+rewritten with it (0.800, the same with the masked passes before or after the change).
 """
 
 from __future__ import annotations
@@ -74,13 +83,17 @@ def summaries(transcoders: str) -> dict[str, dict]:
     return out
 
 
+ROUNDED = ("faithfulness", "cpr", "cmd")  # see the module's docstring
+
+
 def assert_close(got, want, where: str) -> None:
     if isinstance(want, dict):
         assert set(got) == set(want), where
         for key in want:
             assert_close(got[key], want[key], f"{where}.{key}")
     elif isinstance(want, float):
-        assert got == pytest.approx(want, abs=1e-6), where
+        tolerance = 1e-4 if where.rsplit(".", 1)[-1] in ROUNDED else 1e-6
+        assert got == pytest.approx(want, abs=tolerance), where
     else:
         assert got == want, where
 
