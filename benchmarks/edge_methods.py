@@ -6,7 +6,9 @@ Part 1: a GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
 tokenizer from ../shared/tokenizers/gpt2) on IOI. The floor is one forward and one
 backward pass of the plain model (gradient of the metric with respect to the
 embeddings). Each method's time is its scoring on an engine whose clean and corrupted
-runs are cached (the caching is its own row); faithfulness is not included. Path
+runs are cached (the caching is its own row); faithfulness is its own row (the report
+discovery writes, on EAP's circuit and ranking), and so is the whole ``circuitx discover
+--method eap`` in its own process (loading the model, caching, EAP, faithfulness). Path
 patching runs ``--path-stages`` stages (default 1, the direct paths to the logits): on a
 random model the clean-corrupted gap is near zero, so nearly every node passes the
 threshold and each later stage patches every sender into every found node's inputs.
@@ -38,6 +40,8 @@ from conftest import tiny_gpt2  # noqa: E402  (the tests' model builder)
 
 from circuitx import builtin
 from circuitx.builtin import load as load_model
+from circuitx.discovery.faithfulness import edge_ranking, faithfulness_report
+from circuitx.discovery.run import select
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods import MethodRun, get_method, method_options
@@ -100,7 +104,44 @@ def method_step(engine: Engine, name: str, model: Model, **options) -> Callable[
     return lambda: method.score(engine, run)
 
 
-STEPS = ("floor", "engine", "eap", "eap-ig", "path-patching", "acdc")
+STEPS = (
+    "floor",
+    "forward",
+    "engine",
+    "eap",
+    "eap-ig",
+    "path-patching",
+    "faithfulness",
+    "cli",
+    "acdc",
+)
+GPT2_STEPS = STEPS[:-1]
+
+
+def forward(model: Model, data) -> None:
+    """One forward pass of the plain model, no gradients."""
+    with torch.no_grad():
+        model.run(data.clean, [], data.positions["END"])
+
+
+def faithfulness_step(engine: Engine, model: Model) -> Callable[[], object]:
+    """The faithfulness report discovery writes: EAP's circuit (its default threshold)
+    and MIB's curve over its ranking."""
+    method = get_method("eap")
+    run = MethodRun(threshold=method.default_threshold, options=method_options(method, {}))
+    scores = method.score(engine, run)
+    ranking = edge_ranking(model.layout, scores)
+    _, kept = select(model.layout, scores, "edge", method.default_threshold, None)
+    return lambda: faithfulness_report(engine, kept, ranking)
+
+
+def cli_step(model_dir: str, args: argparse.Namespace) -> Callable[[], object]:
+    """``circuitx discover --method eap`` end to end in its own process, faithfulness
+    included (the model's loading too)."""
+    command = [sys.executable, "-m", "circuitx", "discover", "--task", "ioi", "--method", "eap"]
+    command += ["--model", model_dir, "--n-prompts", str(args.n_prompts), "--device", args.device]
+    command += ["--json"]
+    return lambda: subprocess.run(command, capture_output=True, check=True)
 
 
 def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
@@ -112,12 +153,19 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
     forward_backward(model, task, task.make_data(model, 2, seed=1))  # warm-up, small batch
     if step == "floor":
         action = lambda: forward_backward(model, task, data)
+    elif step == "forward":
+        action = lambda: forward(model, data)
+    elif step == "cli":
+        action = cli_step(model_dir, args)
     elif step == "engine":
         action = lambda: one_batch(model, task, data)
     else:
         engine = one_batch(model, task, data)
         options = {"stages": args.path_stages} if step == "path-patching" else {}
-        action = method_step(engine, step, model, **options)
+        if step == "faithfulness":
+            action = faithfulness_step(engine, model)
+        else:
+            action = method_step(engine, step, model, **options)
     seconds, mib = measure(action, device)
     return {"seconds": seconds, "mib": mib, "shape": list(data.clean.shape)}
 
@@ -143,15 +191,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
-        results = {step: in_subprocess(step, tmp) for step in STEPS[:5]}
+        results = {step: in_subprocess(step, tmp) for step in GPT2_STEPS}
     print(gpt2_small_heading(results["floor"]["shape"], args.device))
     n = results["floor"]["shape"][0]
     labels = {
         "floor": "forward + backward (floor)",
+        "forward": "one forward pass",
         "engine": "engine: cache clean + corrupted runs",
         "path-patching": f"path-patching, {args.path_stages} stage(s)",
+        "faithfulness": "faithfulness: EAP's circuit and the 10-point curve",
+        "cli": f"circuitx discover --method eap --n-prompts {n}, end to end (own process)",
     }
-    _table([(labels.get(step, step), results[step]) for step in STEPS[:5]], results["floor"])
+    _table([(labels.get(step, step), results[step]) for step in GPT2_STEPS], results["floor"])
+    forwards = results["faithfulness"]["seconds"] / results["forward"]["seconds"]
+    print(f"\nfaithfulness = {forwards:.1f} forward passes")
     if args.skip_acdc:
         return
     planted = str(builtin.model_dir("planted-ioi"))

@@ -317,7 +317,9 @@ class Engine:
         :meth:`PatchingEngine.edge_mask_metrics`)."""
         return self._mean(lambda part, _: part.edge_mask_metrics(masks, complement))
 
-    def mask_gradients(self, mix: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients of the mean metric with respect to the node and edge masks (see
-        :meth:`PatchingEngine.mask_gradients`)."""
-        return self._mean(lambda part, _: part.mask_gradients(mix))
+    def mask_gradients(
+        self, mixes: Sequence[float | None] = (None,), advance: Advance = no_progress
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the mean metric with respect to the node and edge masks, summed over
+        ``mixes`` (see :meth:`PatchingEngine.mask_gradients`)."""
+        return self._mean(lambda part, step: part.mask_gradients(mixes, step), advance)

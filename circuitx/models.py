@@ -82,6 +82,12 @@ def head_input_hook(layer: int, head_input: str) -> str:
     return f"blocks.{layer}.hook_{head_input}_input"
 
 
+def head_vector_hook(layer: int, head_input: str) -> str:
+    """Hook on each head's ``q``, ``k`` or ``v`` itself, before rotary positions:
+    [batch, pos, head, d_head]."""
+    return f"blocks.{layer}.attn.hook_{head_input}"
+
+
 def mlp_input_hook(layer: int) -> str:
     """Hook on what the MLP reads, before its LayerNorm: [batch, pos, d_model] (``mlp_in`` flag)."""
     return f"blocks.{layer}.hook_mlp_in"
@@ -539,6 +545,36 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         embed_scale=model.d_model**0.5 if _model_type(hf_config).startswith("gemma") else 1.0,
         attn_softcap=_cap(getattr(cfg, "attn_scores_soft_cap", -1)),
         logit_softcap=_cap(getattr(cfg, "output_logits_soft_cap", -1)),
+    )
+
+
+@dataclass(frozen=True)
+class HeadReads:
+    """How each layer's heads read the residual stream: a norm (``rms`` or LayerNorm,
+    ``eps``, its gain [d_model] per layer), then per-head matrices ``W_Q``, ``W_K``, ``W_V``
+    [head, d_model, d_head] per layer. Enough to turn the gradient at a head's q, k or v
+    into the gradient at its input."""
+
+    gains: list[torch.Tensor]
+    weights: dict[str, list[torch.Tensor]]  # "q", "k", "v" -> per layer
+    rms: bool
+    eps: float
+
+
+def head_reads(model: Model) -> HeadReads | None:
+    """The model's :class:`HeadReads`, or None where its heads read otherwise (grouped
+    keys and values, other norms or positions: :func:`transformer_weights` says)."""
+    try:
+        weights = transformer_weights(model, llama=True)
+    except CircuitxError:
+        return None
+    blocks = weights.blocks
+    matrices = {"q": "W_Q", "k": "W_K", "v": "W_V"}
+    return HeadReads(
+        gains=[block.ln1[0] for block in blocks],
+        weights={h: [getattr(block, name) for block in blocks] for h, name in matrices.items()},
+        rms=weights.rms,
+        eps=weights.eps,
     )
 
 

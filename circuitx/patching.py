@@ -33,10 +33,13 @@ from circuitx.models import (
     EDGE_HOOK_FLAGS,
     EMBED_OUTPUT_HOOK,
     LOGITS_INPUT_HOOK,
+    HeadReads,
     Model,
     attention_output_hook,
     head_input_hook,
     head_output_hook,
+    head_reads,
+    head_vector_hook,
     mlp_input_hook,
     post_attention_scale_hook,
     resid_pre_hook,
@@ -226,24 +229,44 @@ class PatchingEngine:
 
     # ------------------------------------------------------------------ gradients
 
-    def mask_gradients(self, mix: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def mask_gradients(
+        self, mixes: Sequence[float | None] = (None,), advance: Advance = no_progress
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient of the mean metric with respect to the node mask [n_senders] and the edge
-        mask [n_senders, n_receivers], both at all ones.
+        mask [n_senders, n_receivers], both at all ones, summed over one backward pass
+        per entry of ``mixes``.
 
-        Without ``mix`` the pass is the clean run and the gradients are EAP's
-        ``(out_s - patch_s) . d metric / d input_r``. With ``mix`` = a, the embeddings are
+        With ``None`` the pass is the clean run and the gradients are EAP's
+        ``(out_s - patch_s) . d metric / d input_r``. With a = ``mix``, the embeddings are
         ``patch + a (clean - patch)`` and the differences stay the clean run's, as in
-        EAP-IG over the inputs. The edge mask's gradient is one product of the senders'
-        differences and the gradients at every receiver's input, taken as the backward pass
-        reaches each receiver (the gradients themselves are never all held at once).
+        EAP-IG over the inputs. The edge mask's gradient is the product of the senders'
+        differences and the gradients at every receiver's input: for one pass, taken as
+        the backward pass reaches each receiver (the gradients are never all held at
+        once); for several, the gradients are summed over the passes first [n_receivers,
+        n * pos * d_model] and multiplied once.
         """
         node_mask = torch.ones(1, self.layout.n_senders, requires_grad=True)
         deltas = self.clean_deltas
-        by_receiver = torch.zeros(
-            self.layout.n_receivers, self.layout.n_senders, device=deltas.device
-        )
-        final = self.run(node_mask, grad=True, mix=mix, edge_grads=by_receiver)
-        self.metric(final).mean().backward()
+        n_receivers, device = self.layout.n_receivers, deltas.device
+        if len(mixes) == 1:
+            by_receiver = torch.zeros(n_receivers, self.layout.n_senders, device=device)
+
+            def record(first: int, rows: torch.Tensor) -> None:
+                by_receiver[first : first + len(rows)] = rows.to(deltas.dtype) @ deltas.T
+
+        else:
+            sums = torch.zeros(n_receivers, deltas.shape[1], device=device)
+
+            def record(first: int, rows: torch.Tensor) -> None:
+                sums[first : first + len(rows)] += rows.to(sums.dtype)
+
+        for mix in mixes:
+            final = self.run(node_mask, grad=True, mix=mix, record_grads=record)
+            self.metric(final).mean().backward()
+            advance(1)
+        if len(mixes) > 1:
+            by_receiver = sums @ deltas.T
+            del sums
         edge_grad = by_receiver.T
         return node_mask.grad[0], edge_grad * self.layout.valid.to(edge_grad.device)
 
@@ -255,16 +278,15 @@ class PatchingEngine:
         edge_mask: torch.Tensor | None = None,
         grad: bool = False,
         mix: float | None = None,
-        edge_grads: torch.Tensor | None = None,
+        record_grads: Callable[[int, torch.Tensor], None] | None = None,
         complement: bool = False,
     ) -> torch.Tensor:
         """Readout logits [k, n * P, vocab] (END alone: P = 1) of the clean prompts under
         k node masks [k, n_senders] and/or k edge masks [k, n_senders, n_receivers] (None:
         all ones).
 
-        With ``edge_grads`` [n_receivers, n_senders] (and ``grad``, k = 1), the backward
-        pass writes into each receiver's row the gradient at its input times every
-        sender's clean difference (:attr:`clean_deltas`): the edge mask's gradient.
+        With ``record_grads`` (and ``grad``, k = 1), the backward pass calls it with the
+        first of some receivers and the gradients at their inputs [count, n * pos * d].
 
         With ``grad`` (or ``mix``, see :meth:`mask_gradients`) the pass starts at the
         embeddings and the sender differences are frozen at the clean run's, which gives
@@ -279,17 +301,26 @@ class PatchingEngine:
         edge_mask = None if edge_mask is None else edge_mask.to(device)
         frozen = grad or mix is not None
         layer = 0 if frozen else self._first_changed_layer(node_mask, edge_mask)
+        reads = self.head_reads if record_grads is not None and edge_mask is None else None
         pass_ = _MaskedPass(
-            self, k, layer, node_mask, edge_mask, mix, frozen, edge_grads, complement
+            self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement, reads
         )
         resid = pass_.start()
         tokens = self.data.clean.repeat(k, 1)
-        flags = EDGE_HOOK_FLAGS if edge_mask is not None or edge_grads is not None else ()
+        flags = EDGE_HOOK_FLAGS if edge_mask is not None or record_grads is not None else ()
+        if reads is not None:  # each head's input gradient from its q, k and v ones
+            flags = tuple(flag for flag in flags if flag != "split_qkv")
         with self.model.hooks_enabled(flags):
             final = self.model.run_from(
                 layer, resid, tokens, pass_.hooks(), self.readout.repeat(k, 1), grad=grad
             )
         return final.view(k, self.clean_final.shape[0], -1)
+
+    @cached_property
+    def head_reads(self) -> HeadReads | None:
+        """How the heads read the residual stream, where the model says (see
+        :func:`circuitx.models.head_reads`)."""
+        return head_reads(self.model)
 
     def _first_changed_layer(
         self, node_mask: torch.Tensor | None, edge_mask: torch.Tensor | None
@@ -374,11 +405,13 @@ class _MaskedPass:
         edge_mask: torch.Tensor | None,
         mix: float | None,
         frozen: bool,
-        edge_grads: torch.Tensor | None = None,
+        record_grads: Callable[[int, torch.Tensor], None] | None = None,
         complement: bool = False,
+        reads: HeadReads | None = None,
     ) -> None:
+        self.reads, self.norms = reads, {}  # layer -> its heads' normed input and scale
         self.engine, self.k, self.layer, self.n = engine, k, layer, engine.data.n_prompts
-        self.edge_grads = edge_grads
+        self.record_grads = record_grads
         self.layout = layout = engine.layout
         self.node_mask, self.mix, self.frozen = node_mask, mix, frozen
         self.first_live = layout.n_senders if frozen else layout.head_sender(layer)
@@ -435,13 +468,18 @@ class _MaskedPass:
 
     def hooks(self) -> list[tuple[str, Callable]]:
         layout, hooks = self.layout, []
-        edges = bool(self.groups) or self.edge_grads is not None
+        edges = bool(self.groups) or self.record_grads is not None
         if self.node_mask is None and not edges and self.mix is None:
             return hooks
         records = self.live is not None or self.total is not None
         for chunk in layout.chunks_from(self.layer):
             layer = chunk.layer
-            if chunk.heads and edges:
+            if chunk.heads and edges and self.reads is not None:
+                hooks.append((resid_pre_hook(layer), self._keep_norm(layer)))
+                for head_input in HEAD_INPUTS:
+                    hook = self._head_vector(layer, head_input)
+                    hooks.append((head_vector_hook(layer, head_input), hook))
+            elif chunk.heads and edges:
                 for head_input in HEAD_INPUTS:
                     first = layout.head_receiver(layer, head_input)
                     hooks.append(
@@ -571,7 +609,7 @@ class _MaskedPass:
     def _in(self, receiver: int, count: int = 1) -> Callable:
         """The hook on the input of receivers ``receiver .. receiver + count - 1`` (the q,
         k or v inputs of a layer's heads, an MLP, the logits): it subtracts the patched
-        edges' differences and, with ``edge_grads``, records the gradient there."""
+        edges' differences and, with ``record_grads``, records the gradient there."""
         group_first = next(
             (
                 first
@@ -584,7 +622,7 @@ class _MaskedPass:
         def hook(x: torch.Tensor) -> torch.Tensor:
             if group_first is not None:
                 x = self._corrected(self.groups[group_first], receiver, count, x)
-            if self.edge_grads is not None:
+            if self.record_grads is not None:
                 x = x.view_as(x)  # its own node: the MLP's input is also the residual stream
                 x.register_hook(self._store_grad(receiver, count))
             return x
@@ -615,17 +653,51 @@ class _MaskedPass:
             group.correction = group.base = None
         return y.reshape(x.shape)
 
+    def _keep_norm(self, layer: int) -> Callable:
+        """A hook keeping what the norm before a layer's heads makes of its input: the
+        normed input and the scale [n, pos, 1] that divided it."""
+        reads = self.reads
+
+        def hook(x: torch.Tensor) -> torch.Tensor:
+            read = x.detach().float()
+            if not reads.rms:
+                read = read - read.mean(-1, keepdim=True)
+            scale = (read.pow(2).mean(-1, keepdim=True) + reads.eps).rsqrt()
+            self.norms[layer] = (read * scale, scale)
+            return x
+
+        return hook
+
+    def _head_vector(self, layer: int, head_input: str) -> Callable:
+        """A hook on the heads' q, k or v whose gradient there, back through W_Q (W_K,
+        W_V) and the norm's Jacobian, is the gradient at each head's own input (given to
+        ``record_grads``)."""
+        first = self.layout.head_receiver(layer, head_input)
+        weight = self.reads.weights[head_input][layer]  # [head, d_model, d_head]
+        gain = self.reads.gains[layer]
+
+        def store(grad: torch.Tensor) -> None:
+            normed, scale = self.norms[layer]
+            upstream = torch.einsum("bphe,hde->hbpd", grad.float(), weight) * gain
+            dot = (upstream * normed).mean(-1, keepdim=True)
+            if not self.reads.rms:
+                upstream = upstream - upstream.mean(-1, keepdim=True)
+            at_input = scale * (upstream - normed * dot)  # [head, n, pos, d]
+            self.record_grads(first, at_input.reshape(len(weight), -1))
+
+        def hook(vector: torch.Tensor) -> torch.Tensor:
+            vector = vector.view_as(vector)
+            vector.register_hook(store)
+            return vector
+
+        return hook
+
     def _store_grad(self, receiver: int, count: int) -> Callable:
-        """A tensor hook writing the gradient at receivers' inputs, times every sender's
-        clean difference, into ``edge_grads``."""
+        """A tensor hook giving the gradient at receivers' inputs to ``record_grads``."""
 
         def hook(grad: torch.Tensor) -> None:
-            rows = (
-                grad.movedim(2, 0) if grad.dim() == 4 else grad.unsqueeze(0)
-            )  # [count, n, pos, d]
-            deltas = self.engine.clean_deltas
-            products = rows.reshape(count, -1).to(deltas.dtype) @ deltas.T
-            self.edge_grads[receiver : receiver + count] = products
+            rows = grad.movedim(2, 0) if grad.dim() == 4 else grad.unsqueeze(0)
+            self.record_grads(receiver, rows.reshape(count, -1))  # [count, n * pos * d]
 
         return hook
 

@@ -332,3 +332,21 @@ def test_complement_form_equals_patching_the_removed_edges(model, engine):
     torch.testing.assert_close(one_at_a_time, complement, atol=ATOL, rtol=0)
     # the empty circuit is the corrupted run: every receiver reads the corrupted inputs
     assert float(complement[0]) == pytest.approx(engine.corrupted_metric, abs=ATOL)
+
+
+def test_head_input_gradients_from_q_k_v_equal_the_split_inputs(model, engine):
+    """EAP's edge gradients into heads come from the gradients at q, k and v through
+    W_Q, W_K, W_V and the norm's Jacobian where the model allows it; they equal those of
+    the pass that splits every head's input (the one other architectures use)."""
+    if engine.head_reads is None:
+        pytest.skip(f"{model.name}: its heads read through grouped keys (the split pass)")
+    fast = engine.mask_gradients(), engine.mask_gradients([0.4, 0.7])
+    engine.__dict__["head_reads"] = None  # the split pass
+    try:
+        split = engine.mask_gradients(), engine.mask_gradients([0.4, 0.7])
+    finally:
+        del engine.__dict__["head_reads"]
+    for (fast_nodes, fast_edges), (split_nodes, split_edges) in zip(fast, split):
+        scale = float(split_edges.abs().max())
+        torch.testing.assert_close(fast_nodes, split_nodes, atol=1e-5 * scale, rtol=1e-4)
+        torch.testing.assert_close(fast_edges, split_edges, atol=1e-5 * scale, rtol=1e-4)

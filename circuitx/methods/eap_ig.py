@@ -3,7 +3,9 @@
 As EAP, but the gradient is averaged over ``ig_steps`` passes whose embeddings run from
 the patch value towards the clean ones, patch + (j / steps) (clean - patch) for
 j = 0 .. steps - 1 as in the authors' code; the activation differences stay the clean
-run's. Scores are divided by the clean - corrupted metric gap.
+run's. Scores are divided by the clean - corrupted metric gap. The steps share the
+cached runs, and their gradients at each receiver are summed before the one product with
+the senders' differences.
 """
 
 from __future__ import annotations
@@ -29,16 +31,12 @@ class EAPIG(Method):
         return int(run.options["ig_steps"])
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
-        return gradient_floats_per_token(model)
+        """A pass kept for the backward pass, and the gradient sums at every receiver."""
+        return gradient_floats_per_token(model) + model.layout.n_receivers * model.d_model
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         steps = int(run.options["ig_steps"])
-        node_total = edge_total = 0.0
-        for part, weight in engine.parts():  # every step on a part before the next part
-            for step in range(steps):
-                node_grad, edge_grad = part.mask_gradients(mix=step / steps)
-                node_total = node_total + weight * node_grad
-                edge_total = edge_total + weight * edge_grad
-                run.advance(weight)
+        mixes = [step / steps for step in range(steps)]  # every step on a part, then the next
+        node_total, edge_total = engine.mask_gradients(mixes, run.advance)
         scale = steps * engine.gap
         return Scores.of_edges(edge_total / scale, node_total / scale)
