@@ -61,16 +61,20 @@ def faithfulness_report(
     """
     layout = engine.layout
     n_edges = len(layout.edges)
-    masks = [layout.valid.float(), torch.zeros(layout.n_senders, layout.n_receivers)]
-    masks.append(layout.edge_mask(kept))
+    masks = [layout.edge_mask(kept)]
     if ranking is not None:
         sizes = [int(x * n_edges) for x in CURVE_FRACTIONS]
         masks += [layout.prune(layout.edge_mask(ranking[:size])) for size in sizes]
+    # the full circuit is the clean run; the empty one, every receiver reading the patch
+    # values, is the corrupted run when those are the corrupted outputs
+    full = engine.clean_metric
+    if engine.ablation != "corrupted":
+        masks.append(torch.zeros(layout.n_senders, layout.n_receivers))
     metrics = engine.edge_mask_metrics(torch.stack(masks), complement=True).tolist()
-    full, empty = metrics[0], metrics[1]
+    empty = engine.corrupted_metric if engine.ablation == "corrupted" else metrics.pop()
     if abs(full - empty) < 1e-9:
         raise CircuitxError("the full and the empty circuit give the same metric; no faithfulness")
-    faith = [(m - empty) / (full - empty) for m in metrics[2:]]
+    faith = [(m - empty) / (full - empty) for m in metrics]
     report: dict[str, Any] = {**dict.fromkeys(FAITHFULNESS_KEYS), "faithfulness": faith[0]}
     if ranking is not None:
         curve = faith[1:]
@@ -78,7 +82,7 @@ def faithfulness_report(
         report["cmd"] = _trapezoid([abs(1.0 - f) for f in curve], CURVE_FRACTIONS)
         report["faithfulness_curve"] = [
             {"fraction": x, "edges": int(mask.sum()), "faithfulness": f}
-            for x, mask, f in zip(CURVE_FRACTIONS, masks[3:], curve)
+            for x, mask, f in zip(CURVE_FRACTIONS, masks[1:], curve)
         ]
     return report
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Fetch, here, the wheels benchmarks/gpu.sh needs on the device machine (Python 3.12,
+# x86-64; its torch, transformers, numpy and the rest are already there) into .whl,
+# which git ignores through .git/info/exclude. Then run there with .whl carried:
+#
+#   bash benchmarks/gpu_wheels.sh && <device run, carry .whl>: bash benchmarks/gpu.sh $OUT/gpu.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+mkdir -p .whl
+# transformer-lens and what it imports beyond that machine's image (its package list in
+# /work/.library/device/KINDS.md); circuitx itself runs from the checkout (PYTHONPATH)
+for wheel in transformer-lens==4.3.0 beartype datasets dill multiprocess fancy-einsum \
+    transformers-stream-generator typeguard; do
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+        --platform any -d .whl "$wheel" || echo "could not fetch $wheel" >&2
+done
+ls .whl
