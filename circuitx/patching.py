@@ -241,8 +241,8 @@ class PatchingEngine:
         ``patch + a (clean - patch)`` and the differences stay the clean run's, as in
         EAP-IG over the inputs. The edge mask's gradient is the product of the senders'
         differences and the gradients at every receiver's input: for one pass, taken as
-        the backward pass reaches each receiver (the gradients are never all held at
-        once); for several, the gradients are summed over the passes first [n_receivers,
+        the backward pass reaches a layer's worth of receivers (the gradients are never
+        all held at once); for several, the gradients are summed over the passes first [n_receivers,
         n * pos * d_model] and multiplied once.
         """
         node_mask = torch.ones(1, self.layout.n_senders, requires_grad=True)
@@ -250,9 +250,21 @@ class PatchingEngine:
         n_receivers, device = self.layout.n_receivers, deltas.device
         if len(mixes) == 1:
             by_receiver = torch.zeros(n_receivers, self.layout.n_senders, device=device)
+            pending: list[tuple[int, torch.Tensor]] = []
+
+            def flush() -> None:  # one product for a layer's receivers: one read of deltas
+                rows = torch.cat([rows for _, rows in pending]).to(deltas.dtype)
+                products = rows @ deltas.T
+                at = 0
+                for first, part in pending:
+                    by_receiver[first : first + len(part)] = products[at : at + len(part)]
+                    at += len(part)
+                pending.clear()
 
             def record(first: int, rows: torch.Tensor) -> None:
-                by_receiver[first : first + len(rows)] = rows.to(deltas.dtype) @ deltas.T
+                pending.append((first, rows))
+                if sum(len(part) for _, part in pending) >= self.layout.receivers_per_layer:
+                    flush()
 
         else:
             sums = torch.zeros(n_receivers, deltas.shape[1], device=device)
@@ -264,6 +276,8 @@ class PatchingEngine:
             final = self.run(node_mask, grad=True, mix=mix, record_grads=record)
             self.metric(final).mean().backward()
             advance(1)
+        if len(mixes) == 1 and pending:
+            flush()
         if len(mixes) > 1:
             by_receiver = sums @ deltas.T
             del sums
@@ -673,17 +687,22 @@ class _MaskedPass:
         W_V) and the norm's Jacobian, is the gradient at each head's own input (given to
         ``record_grads``)."""
         first = self.layout.head_receiver(layer, head_input)
-        weight = self.reads.weights[head_input][layer]  # [head, d_model, d_head]
-        gain = self.reads.gains[layer]
+        reads = self.reads
+        # the norm's gain folded in: [head, d_model, d_head]
+        weight = reads.weights[head_input][layer] * reads.gains[layer][:, None]
+        d_model = weight.shape[1]
 
         def store(grad: torch.Tensor) -> None:
             normed, scale = self.norms[layer]
-            upstream = torch.einsum("bphe,hde->hbpd", grad.float(), weight) * gain
-            dot = (upstream * normed).mean(-1, keepdim=True)
-            if not self.reads.rms:
-                upstream = upstream - upstream.mean(-1, keepdim=True)
-            at_input = scale * (upstream - normed * dot)  # [head, n, pos, d]
-            self.record_grads(first, at_input.reshape(len(weight), -1))
+            # the gradient at the norm's output, then back through its Jacobian:
+            # scale * (upstream - mean(upstream) - normed * mean(upstream * normed))
+            upstream = torch.einsum("bphe,hde->hbpd", grad.float(), weight)
+            dot = torch.einsum("hbpd,bpd->hbp", upstream, normed) / d_model
+            upstream.addcmul_(normed, dot.unsqueeze(-1), value=-1.0)
+            if not reads.rms:
+                upstream.sub_(upstream.mean(-1, keepdim=True))
+            upstream.mul_(scale)  # [head, n, pos, d]: the gradient at each head's input
+            self.record_grads(first, upstream.reshape(len(weight), -1))
 
         def hook(vector: torch.Tensor) -> torch.Tensor:
             vector = vector.view_as(vector)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
-from circuitx.methods.base import Method, MethodRun, Scores
+from circuitx.methods.base import Method, MethodRun, Scores, above_resolution
 from circuitx.models import Model
 
 
@@ -31,4 +31,5 @@ class EAP(Method):
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         node_grad, edge_grad = engine.mask_gradients()
         run.advance(1)
-        return Scores.of_edges(edge_grad / engine.gap, node_grad / engine.gap)
+        edges, nodes = edge_grad / engine.gap, node_grad / engine.gap
+        return Scores.of_edges(above_resolution(edges), above_resolution(nodes))

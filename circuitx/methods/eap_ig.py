@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
-from circuitx.methods.base import Method, MethodRun, Option, Scores
+from circuitx.methods.base import Method, MethodRun, Option, Scores, above_resolution
 from circuitx.models import Model
 
 
@@ -39,4 +39,5 @@ class EAPIG(Method):
         mixes = [step / steps for step in range(steps)]  # every step on a part, then the next
         node_total, edge_total = engine.mask_gradients(mixes, run.advance)
         scale = steps * engine.gap
-        return Scores.of_edges(edge_total / scale, node_total / scale)
+        edges, nodes = edge_total / scale, node_total / scale
+        return Scores.of_edges(above_resolution(edges), above_resolution(nodes))
