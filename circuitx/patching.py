@@ -250,21 +250,28 @@ class PatchingEngine:
         n_receivers, device = self.layout.n_receivers, deltas.device
         if len(mixes) == 1:
             by_receiver = torch.zeros(n_receivers, self.layout.n_senders, device=device)
-            pending: list[tuple[int, torch.Tensor]] = []
+            # a layer's worth of receivers' gradients, multiplied together: one read of
+            # the differences per layer (the buffer is reused: no fresh pages per layer)
+            width = self.layout.receivers_per_layer
+            buffer = torch.empty(width, deltas.shape[1], device=device, dtype=deltas.dtype)
+            pending: list[tuple[int, int]] = []  # (first receiver, how many)
 
-            def flush() -> None:  # one product for a layer's receivers: one read of deltas
-                rows = torch.cat([rows for _, rows in pending]).to(deltas.dtype)
-                products = rows @ deltas.T
+            def flush() -> None:
+                filled = sum(count for _, count in pending)
+                products = buffer[:filled] @ deltas.T
                 at = 0
-                for first, part in pending:
-                    by_receiver[first : first + len(part)] = products[at : at + len(part)]
-                    at += len(part)
+                for first, count in pending:
+                    by_receiver[first : first + count] = products[at : at + count]
+                    at += count
                 pending.clear()
 
             def record(first: int, rows: torch.Tensor) -> None:
-                pending.append((first, rows))
-                if sum(len(part) for _, part in pending) >= self.layout.receivers_per_layer:
+                filled = sum(count for _, count in pending)
+                if filled + len(rows) > width:
                     flush()
+                    filled = 0
+                buffer[filled : filled + len(rows)] = rows
+                pending.append((first, len(rows)))
 
         else:
             sums = torch.zeros(n_receivers, deltas.shape[1], device=device)
