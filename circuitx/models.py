@@ -289,6 +289,14 @@ class Model:
         return resid
 
     @functools.cached_property
+    def head_reads(self) -> HeadReads | None:
+        """How the heads read the residual stream (:class:`HeadReads`), or None where they
+        read otherwise (grouped keys and values, other norms or positions:
+        :func:`transformer_weights` says). Built once per model: every part of a batch
+        and the memory plan ask."""
+        return _head_reads(self)
+
+    @functools.cached_property
     def can_skip_layers(self) -> bool:
         """Whether :meth:`run_from` can call the blocks from a layer on by themselves: true
         when doing so reproduces a full pass on a probe prompt."""
@@ -561,9 +569,8 @@ class HeadReads:
     eps: float
 
 
-def head_reads(model: Model) -> HeadReads | None:
-    """The model's :class:`HeadReads`, or None where its heads read otherwise (grouped
-    keys and values, other norms or positions: :func:`transformer_weights` says)."""
+def _head_reads(model: Model) -> HeadReads | None:
+    """:attr:`Model.head_reads`, built."""
     try:
         weights = transformer_weights(model, llama=True)
     except CircuitxError:

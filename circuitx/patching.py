@@ -38,7 +38,6 @@ from circuitx.models import (
     attention_output_hook,
     head_input_hook,
     head_output_hook,
-    head_reads,
     head_vector_hook,
     mlp_input_hook,
     post_attention_scale_hook,
@@ -340,8 +339,8 @@ class PatchingEngine:
     @cached_property
     def head_reads(self) -> HeadReads | None:
         """How the heads read the residual stream, where the model says (see
-        :func:`circuitx.models.head_reads`)."""
-        return head_reads(self.model)
+        :attr:`circuitx.models.Model.head_reads`); a test sets it None for the split pass."""
+        return self.model.head_reads
 
     def _first_changed_layer(
         self, node_mask: torch.Tensor | None, edge_mask: torch.Tensor | None
