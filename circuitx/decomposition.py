@@ -34,6 +34,12 @@ Two choices differ from the authors' code, both so that the parts sum exactly to
 model's activations: LayerNorm uses the model's epsilon (the code uses 1e-8), and the
 sign heuristic ``normalize_rel_irrel`` the code applies around the MLP is left out (it
 is not linear, and the issue asks linear maps to be propagated exactly).
+
+Only rel is carried through the pass: irrel is the whole activation minus rel, and the
+whole activation at every point is the clean run's, the same for every source. A
+:class:`Wholes` record computes each whole activation (and its products) once per batch
+of prompts, so a decomposition costs the products of its rel part alone, half those of
+carrying both parts.
 """
 
 from __future__ import annotations
@@ -47,41 +53,46 @@ from circuitx.models import BlockWeights, TransformerWeights
 
 SHARE_EPS = 1e-8  # keeps a bias share finite where both parts are zero
 
-# observe(point, layer, parts): sees the parts at "resid_pre", "q", "k", "v", "z",
-# "attn_out", "mlp_pre", "mlp_post", "mlp_out" of each layer and "resid_final"; and at
-# "read_q", "read_k", "read_v", "read_mlp": what the heads and the MLP read, before their
-# own biases; and the whole attention pattern [..., head, query, key] at "pattern". With a
-# norm after attention, "z" is z over its scale, and the whole scale [..., pos, 1] is seen
-# at "post_scale".
-Observer = Callable[[str, int, torch.Tensor], None]
+# observe(point, layer, rel, whole): rel [S, ...] is each source's part and whole [...] the
+# whole activation (irrel is whole - rel) at "resid_pre", "q", "k", "v", "z", "attn_out",
+# "mlp_pre", "mlp_post", "mlp_out" of each layer and "resid_final"; and at "read_q",
+# "read_k", "read_v", "read_mlp": what the heads and the MLP read, before their own
+# biases. The whole attention pattern [..., head, query, key] is seen at "pattern" (rel
+# None). With a norm after attention, "z" is z over its scale, and the whole scale
+# [..., pos, 1] is seen at "post_scale" (rel None).
+Observer = Callable[[str, int, torch.Tensor | None, torch.Tensor], None]
 
 
-def _bias_parts(bias: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """``bias`` split into two parts in proportion to ``|basis[0]|`` and ``|basis[1]|``."""
-    size = basis.abs()
-    rel = bias * (size[0] / (size[0] + size[1] + SHARE_EPS))
-    return torch.stack((rel, bias - rel))
+class Wholes:
+    """The whole activations of one batch of prompts by (point, layer), each computed the
+    first time a decomposition needs it: they are the same for every source."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, int], torch.Tensor] = {}
+
+    def __call__(self, point: str, layer: int, compute: Callable[[], torch.Tensor]):
+        key = (point, layer)
+        if key not in self._values:
+            self._values[key] = compute()
+        return self._values[key]
+
+    def forget_before(self, layer: int) -> None:
+        """Free the layers before ``layer``, which passes from ``layer`` on do not read."""
+        self._values = {key: v for key, v in self._values.items() if key[1] >= layer}
 
 
-def linear(parts: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``x @ weight + bias`` of both parts [2, ..., d_in]."""
-    mapped = parts @ weight
-    return mapped + _bias_parts(bias, mapped)
+def _rel_bias(bias: torch.Tensor, rel: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """rel's share of ``bias``: in proportion to ``|rel|`` against ``|whole - rel|``."""
+    size = rel.abs()
+    return bias * (size / (size + (whole - rel).abs() + SHARE_EPS))
 
 
-def layer_norm(
-    parts: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
-) -> torch.Tensor:
-    """LayerNorm of both parts [2, ..., d], scaled by the whole activation's scale."""
-    whole = parts.sum(0)
-    scale = (whole.var(-1, unbiased=False, keepdim=True) + eps).sqrt()
-    centred = parts - parts.mean(-1, keepdim=True)
-    return centred / scale * weight + _bias_parts(bias, parts)
-
-
-def rms_norm(parts: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm of both parts [2, ..., d], each divided by the whole activation's RMS."""
-    return parts / _rms(parts.sum(0), eps) * weight
+def _norm_scale(whole: torch.Tensor, weights: TransformerWeights) -> torch.Tensor:
+    """What the model's norm divides by: the standard deviation (LayerNorm) or the root
+    mean square (RMSNorm) of the whole activation, eps inside, as an axis of 1."""
+    if weights.rms:
+        return _rms(whole, weights.eps)
+    return (whole.var(-1, unbiased=False, keepdim=True) + weights.eps).sqrt()
 
 
 def _rms(whole: torch.Tensor, eps: float) -> torch.Tensor:
@@ -89,87 +100,101 @@ def _rms(whole: torch.Tensor, eps: float) -> torch.Tensor:
     return (whole.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(-1, keepdim=True)
+
+
 def normalise(
-    parts: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], weights: TransformerWeights
+    rel: torch.Tensor,
+    whole: torch.Tensor,
+    norm: tuple[torch.Tensor, torch.Tensor],
+    weights: TransformerWeights,
+    scale: torch.Tensor,
 ) -> torch.Tensor:
-    """The model's norm (LayerNorm, or RMSNorm) of both parts."""
+    """rel's part of the model's norm of ``whole``, which divides by ``scale``: LayerNorm
+    centres rel by its own mean and gives it the bias's share of ``|rel|``; RMSNorm
+    divides it."""
     if weights.rms:
-        return rms_norm(parts, norm[0], weights.eps)
-    return layer_norm(parts, *norm, weights.eps)
+        return rel / scale * norm[0]
+    return _centred(rel) / scale * norm[0] + _rel_bias(norm[1], rel, whole)
 
 
-def rotate(parts: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotary positions on both parts [2, ..., pos, head, d_head]: ``x cos + rot(x) sin``
-    over the first r dims of each head, rot the rotate-half map (-x2, x1); cos and sin
-    [n_ctx, r]."""
-    width, dims = parts.shape[-3], tables[0].shape[-1]
-    cos, sin = (table[:width, None, :].to(parts) for table in tables)
-    turned, kept = parts[..., :dims], parts[..., dims:]
+def normalise_whole(
+    whole: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], weights: TransformerWeights
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's norm of ``whole``, and the scale it divides by."""
+    scale = _norm_scale(whole, weights)
+    if weights.rms:
+        return whole / scale * norm[0], scale
+    return _centred(whole) / scale * norm[0] + norm[1], scale
+
+
+def rotate(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary positions on [..., pos, head, d_head]: ``x cos + rot(x) sin`` over the first
+    r dims of each head, rot the rotate-half map (-x2, x1); cos and sin [n_ctx, r]."""
+    width, dims = x.shape[-3], tables[0].shape[-1]
+    cos, sin = (table[:width, None, :].to(x) for table in tables)
+    turned, kept = x[..., :dims], x[..., dims:]
     first, second = turned.chunk(2, dim=-1)
     return torch.cat((turned * cos + torch.cat((-second, first), -1) * sin, kept), -1)
 
 
-def product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """Both parts of ``left * right``: irrel the irrel parts' product, rel the rest."""
-    irrel = left[1] * right[1]
-    return torch.stack((left.sum(0) * right.sum(0) - irrel, irrel))
-
-
-def activation(parts: torch.Tensor, act_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """The nonlinearity: irrel keeps ``f(irrel)``, rel gets the rest of ``f(rel + irrel)``."""
-    irrel = act_fn(parts[1])
-    return torch.stack((act_fn(parts.sum(0)) - irrel, irrel))
-
-
-def heads_linear(
-    parts: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    observe: Observer,
-    point: str,
-    layer: int,
-    tables: tuple[torch.Tensor, torch.Tensor] | None = None,
+def activation(
+    rel: torch.Tensor, whole: torch.Tensor, act_fn: Callable, acted: torch.Tensor
 ) -> torch.Tensor:
-    """Per-head projection of both parts [2, ..., pos, d] by [head, d, d_head] -> [2, ..., pos,
-    head, d_head], rotated where ``tables`` (rotary cos, sin) are given. ``observe`` sees
-    it before the bias (``read_q`` etc.) and after."""
-    mapped = torch.einsum("...pd,hde->...phe", parts, weight)
-    bias_parts = _bias_parts(bias, mapped)
-    if tables is not None:
-        mapped, bias_parts = rotate(mapped, tables), rotate(bias_parts, tables)
-    observe("read_" + point, layer, mapped)
-    mapped = mapped + bias_parts
-    observe(point, layer, mapped)
-    return mapped
+    """rel's part of the nonlinearity ``acted = act_fn(whole)``: irrel keeps
+    ``f(irrel)``, rel gets the rest."""
+    return acted - act_fn(whole - rel)
 
 
 def attention(
-    parts: torch.Tensor,
+    rel: torch.Tensor,
+    whole: torch.Tensor,
     block: BlockWeights,
     weights: TransformerWeights,
     observe: Observer,
     layer: int,
-) -> torch.Tensor:
-    """Both parts of every head's z [2, ..., pos, head, d_head] from the normalised input
-    (q and k rotated where the model has rotary positions)."""
-    q, k, v = (
-        heads_linear(parts, weight, bias, observe, point, layer, rotated)
-        for point, weight, bias, rotated in (
-            ("q", block.W_Q, block.b_Q, weights.rotary),
-            ("k", block.W_K, block.b_K, weights.rotary),
-            ("v", block.W_V, block.b_V, None),
+    wholes: Wholes,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rel's part [S, ..., pos, head, d_head] of every head's z, and the whole z, from
+    the normalised input (q and k rotated where the model has rotary positions). q, k and
+    v take the linear rule; the whole pattern is ``softmax(q k / s)`` and rel's own
+    ``softmax(q_rel k_rel / s)``; ``z_rel = P_rel v_rel``."""
+    rels, full = {}, {}
+    for point, weight, bias, tables in (
+        ("q", block.W_Q, block.b_Q, weights.rotary),
+        ("k", block.W_K, block.b_K, weights.rotary),
+        ("v", block.W_V, block.b_V, None),
+    ):
+        mapped_whole = wholes(
+            "map_" + point, layer, lambda w=weight: torch.einsum("...pd,hde->...phe", whole, w)
         )
-    )
+        mapped = torch.einsum("...pd,hde->...phe", rel, weight)
+        share = _rel_bias(bias, mapped, mapped_whole)
+        read_whole = mapped_whole
+        if tables is not None:
+            mapped, share = rotate(mapped, tables), rotate(share, tables)
+            read_whole = wholes("read_" + point, layer, lambda: rotate(mapped_whole, tables))
+        observe("read_" + point, layer, mapped, read_whole)
+        full[point] = wholes(
+            point,
+            layer,
+            lambda: mapped_whole + bias if tables is None else rotate(mapped_whole + bias, tables),
+        )
+        rels[point] = mapped + share
+        observe(point, layer, rels[point], full[point])
 
     def pattern(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         scores = torch.einsum("...qhe,...khe->...hqk", query, key)
         return attention_pattern(scores, block, weights)
 
-    whole_pattern = pattern(q.sum(0), k.sum(0))
-    observe("pattern", layer, whole_pattern)
-    z_rel = torch.einsum("...hqk,...khe->...qhe", pattern(q[0], k[0]), v[0])
-    z_whole = torch.einsum("...hqk,...khe->...qhe", whole_pattern, v.sum(0))
-    return torch.stack((z_rel, z_whole - z_rel))
+    whole_pattern = wholes("pattern", layer, lambda: pattern(full["q"], full["k"]))
+    observe("pattern", layer, None, whole_pattern)
+    z_rel = torch.einsum("...hqk,...khe->...qhe", pattern(rels["q"], rels["k"]), rels["v"])
+    z_whole = wholes(
+        "z_raw", layer, lambda: torch.einsum("...hqk,...khe->...qhe", whole_pattern, full["v"])
+    )
+    return z_rel, z_whole
 
 
 def attention_pattern(
@@ -211,21 +236,17 @@ class Sources:
     def __init__(self, layout: Layout, chosen: torch.Tensor, patches: dict[int, torch.Tensor]):
         self.layout, self.chosen, self.patches = layout, chosen, patches
 
-    def split(self, parts: torch.Tensor, first: int, count: int) -> torch.Tensor:
-        """Re-split the outputs of senders ``first .. first + count`` where they are
-        sources: rel = output - patch, irrel = patch. ``parts`` [2, S, n, pos, (count,) ...]."""
-        chosen = self.chosen[:, first : first + count].to(parts.device)
+    def split(self, rel: torch.Tensor, whole: torch.Tensor, first: int, count: int) -> torch.Tensor:
+        """rel re-split where senders ``first .. first + count`` are sources: their output
+        ``whole`` less its patch value (which is irrel). ``rel`` [S, n, pos, (count,) ...]."""
+        chosen = self.chosen[:, first : first + count].to(rel.device)
         if not bool(chosen.any()):
-            return parts
-        whole, patch = parts.sum(0), self.patches[first].to(parts.device)
-        if parts.dim() == 5:  # a single sender's [2, S, n, pos, d] output
+            return rel
+        if rel.dim() == 4:  # a single sender's [S, n, pos, d] output
             where = chosen.view(-1, 1, 1, 1)
         else:
             where = chosen.view(chosen.shape[0], 1, 1, count, 1)
-        patch = patch.expand_as(whole)
-        return torch.stack(
-            (torch.where(where, whole - patch, parts[0]), torch.where(where, patch, parts[1]))
-        )
+        return torch.where(where, whole - self.patches[first].to(rel.device), rel)
 
 
 def propagate(
@@ -235,62 +256,131 @@ def propagate(
     sources: Sources,
     readout: torch.Tensor,
     observe: Observer | None = None,
-) -> torch.Tensor:
+    wholes: Wholes | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decompose the pass from the residual stream entering block ``layer`` (``resid``
     [n, pos, d_model], all of it irrel except where the embeddings are a source) to the
-    logits at positions ``readout`` [n, P]: returns their parts [2, S, n * P, vocab]."""
-    observe = observe or (lambda point, at, parts: None)
-    layout = sources.layout
-    count = sources.chosen.shape[0]
-    whole = resid.unsqueeze(0).expand(count, *resid.shape)
-    parts = torch.stack((torch.zeros_like(whole), whole))
+    logits at positions ``readout`` [n, P]: returns rel's part of them [S, n * P, vocab]
+    and the whole logits [n * P, vocab]. ``wholes`` (one record per batch of prompts,
+    shared by its decompositions) holds the whole activations."""
+    observe = observe or (lambda point, at, rel, whole: None)
+    wholes = wholes if wholes is not None else Wholes()
+    layout, eps = sources.layout, weights.eps
+    whole = wholes("resid_pre", layer, lambda: resid)
+    rel = torch.zeros(sources.chosen.shape[0], *resid.shape, device=resid.device)
     if layer == 0:
-        parts = sources.split(parts, 0, 1)
+        rel = sources.split(rel, whole, 0, 1)
+
+    def normed(point: str, index: int, rel: torch.Tensor, whole: torch.Tensor, norm):
+        whole_normed, scale = wholes(point, index, lambda: normalise_whole(whole, norm, weights))
+        return normalise(rel, whole, norm, weights, scale), whole_normed
+
     for index in range(layer, len(weights.blocks)):
         block = weights.blocks[index]
-        observe("resid_pre", index, parts)
-        normed = normalise(parts, block.ln1, weights)
-        z = attention(normed, block, weights, observe, index)
+        observe("resid_pre", index, rel, whole)
+        z, z_whole = attention(
+            *normed("ln1", index, rel, whole, block.ln1), block, weights, observe, index, wholes
+        )
         w_o = block.W_O
         if block.ln1_post is not None:  # z over the norm's scale; its gain goes into W_O
-            scale = _rms(torch.einsum("...phe,hed->...pd", z.sum(0), w_o), weights.eps)
-            observe("post_scale", index, scale)
+            scale = wholes(
+                "post_scale",
+                index,
+                lambda: _rms(torch.einsum("...phe,hed->...pd", z_whole, w_o), eps),
+            )
+            observe("post_scale", index, None, scale)
             z, w_o = z / scale.unsqueeze(-2), w_o * block.ln1_post
-        z = sources.split(z, layout.head_sender(index), layout.n_heads)
-        observe("z", index, z)
-        written = torch.einsum("...phe,hed->...pd", z, w_o)
-        written = written + _bias_parts(block.b_O, written)
-        observe("attn_out", index, written)
-        block_input, parts = parts, parts + written
-        if block.W_in is None:
-            continue
-        # a parallel block's MLP reads the block's input, as the heads do
-        normed = normalise(block_input if weights.parallel else parts, block.ln2, weights)
-        read = normed @ block.W_in
-        if block.W_gate is None:
-            observe("read_mlp", index, read)
-            pre = read + _bias_parts(block.b_in, read)
-            observe("mlp_pre", index, pre)
-            post = activation(pre, weights.act_fn)
-        else:  # act(x W_gate) * (x W_in + b_in)
-            gate = normed @ block.W_gate
-            observe("read_mlp", index, torch.cat((gate, read), -1))
-            observe("mlp_pre", index, gate)
-            up = read + _bias_parts(block.b_in, read)
-            observe("mlp_pre_linear", index, up)
-            post = product(activation(gate, weights.act_fn), up)
-        observe("mlp_post", index, post)
-        out = linear(post, block.W_out, block.b_out)
-        if block.ln2_post is not None:
-            out = rms_norm(out, block.ln2_post, weights.eps)
-        out = sources.split(out, layout.mlp_sender(index), 1)
-        observe("mlp_out", index, out)
-        parts = parts + out
-    observe("resid_final", len(weights.blocks), parts)
-    rows = torch.arange(parts.shape[2], device=parts.device).unsqueeze(1)
-    final = parts[:, :, rows, readout.to(parts.device)].flatten(2, 3)
-    logits = linear(normalise(final, weights.ln_final, weights), weights.W_U, weights.b_U)
+            z_whole = wholes("z", index, lambda: z_whole / scale.unsqueeze(-2))
+        z = sources.split(z, z_whole, layout.head_sender(index), layout.n_heads)
+        observe("z", index, z, z_whole)
+        mapped_whole = wholes(
+            "map_o", index, lambda: torch.einsum("...phe,hed->...pd", z_whole, w_o)
+        )
+        mapped = torch.einsum("...phe,hed->...pd", z, w_o)
+        written = mapped + _rel_bias(block.b_O, mapped, mapped_whole)
+        written_whole = wholes("attn_out", index, lambda: mapped_whole + block.b_O)
+        observe("attn_out", index, written, written_whole)
+        block_input = (rel, whole)
+        rel = rel + written
+        whole = wholes("resid_mid", index, lambda: block_input[1] + written_whole)
+        if block.W_in is not None:
+            # a parallel block's MLP reads the block's input, as the heads do
+            read_from = block_input if weights.parallel else (rel, whole)
+            out, out_whole = _mlp(
+                *normed("ln2", index, *read_from, block.ln2), block, weights, observe, index, wholes
+            )
+            out = sources.split(out, out_whole, layout.mlp_sender(index), 1)
+            observe("mlp_out", index, out, out_whole)
+            rel = rel + out
+            whole = wholes("resid_pre", index + 1, lambda: whole + out_whole)
+        else:
+            whole = wholes("resid_pre", index + 1, lambda: whole)
+    final = len(weights.blocks)
+    observe("resid_final", final, rel, whole)
+    rows = torch.arange(rel.shape[1], device=rel.device).unsqueeze(1)
+    at = readout.to(rel.device)
+    rel = rel[:, rows, at].flatten(1, 2)
+    whole = wholes("readout", final, lambda: whole[rows, at].flatten(0, 1))
+    rel, whole = normed("ln_final", final, rel, whole, weights.ln_final)
+    mapped_whole = wholes("map_u", final, lambda: whole @ weights.W_U)
+    mapped = rel @ weights.W_U
+    logits = mapped + _rel_bias(weights.b_U, mapped, mapped_whole)
+    logits_whole = wholes("logits", final, lambda: mapped_whole + weights.b_U)
     if weights.logit_softcap is None:
-        return logits
+        return logits, logits_whole
     cap = weights.logit_softcap
-    return activation(logits, lambda x: cap * torch.tanh(x / cap))
+
+    def capped(x: torch.Tensor) -> torch.Tensor:
+        return cap * torch.tanh(x / cap)
+
+    acted = wholes("capped_logits", final, lambda: capped(logits_whole))
+    return activation(logits, logits_whole, capped, acted), acted
+
+
+def _mlp(
+    rel: torch.Tensor,
+    whole: torch.Tensor,
+    block: BlockWeights,
+    weights: TransformerWeights,
+    observe: Observer,
+    index: int,
+    wholes: Wholes,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rel's part of the MLP's output from its normalised input, and the whole output.
+    A gated MLP ``f(gate) * up`` takes the activation rule for ``f(gate)``, splits ``up``
+    linearly and multiplies out: irrel is the irrel parts' product, rel the rest."""
+    read_whole = wholes("map_in", index, lambda: whole @ block.W_in)
+    read = rel @ block.W_in
+    pre = read + _rel_bias(block.b_in, read, read_whole)
+    pre_whole = wholes("mlp_pre_linear", index, lambda: read_whole + block.b_in)
+    if block.W_gate is None:
+        observe("read_mlp", index, read, read_whole)
+        observe("mlp_pre", index, pre, pre_whole)
+        post_whole = wholes("mlp_post", index, lambda: weights.act_fn(pre_whole))
+        post = activation(pre, pre_whole, weights.act_fn, post_whole)
+    else:  # act(x W_gate) * (x W_in + b_in)
+        gate_whole = wholes("mlp_pre", index, lambda: whole @ block.W_gate)
+        gate = rel @ block.W_gate
+        observe(
+            "read_mlp",
+            index,
+            torch.cat((gate, read), -1),
+            wholes("read_mlp", index, lambda: torch.cat((gate_whole, read_whole), -1)),
+        )
+        observe("mlp_pre", index, gate, gate_whole)
+        observe("mlp_pre_linear", index, pre, pre_whole)
+        acted_whole = wholes("mlp_act", index, lambda: weights.act_fn(gate_whole))
+        acted = activation(gate, gate_whole, weights.act_fn, acted_whole)
+        post_whole = wholes("mlp_post", index, lambda: acted_whole * pre_whole)
+        post = post_whole - (acted_whole - acted) * (pre_whole - pre)
+    observe("mlp_post", index, post, post_whole)
+    mapped_whole = wholes("map_out", index, lambda: post_whole @ block.W_out)
+    mapped = post @ block.W_out
+    out = mapped + _rel_bias(block.b_out, mapped, mapped_whole)
+    out_whole = wholes("mlp_write", index, lambda: mapped_whole + block.b_out)
+    if block.ln2_post is None:
+        return out, out_whole
+    scale = wholes("mlp_out_scale", index, lambda: _rms(out_whole, weights.eps))
+    return out / scale * block.ln2_post, wholes(
+        "mlp_out", index, lambda: out_whole / scale * block.ln2_post
+    )

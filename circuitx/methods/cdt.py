@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitx.decomposition import Observer, Sources, attention_pattern, propagate
+from circuitx.decomposition import Observer, Sources, Wholes, attention_pattern, propagate
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Scores
@@ -50,11 +50,11 @@ class CDT(Method):
         return 1 + layout.n_senders
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
-        # every layer's clean q, k, v, z and change of z, its MLP's change (and the
-        # decomposed pass's two parts of the residual stream and the MLP)
-        return model.n_layers * (
-            6 * model.n_heads * model.d_head + 2 * (model.d_mlp + model.d_model)
-        )
+        # every layer's whole activations (decomposition.Wholes: some 16 of d_model's
+        # width and 3 of the MLP's, 7 where gated), the changes of z and of the MLP's
+        # input, and the live rel parts of one decomposition
+        gated = bool(getattr(model.bridge.cfg, "gated_mlp", False))
+        return model.n_layers * (20 * model.d_model + (9 if gated else 5) * model.d_mlp)
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         relevance, total = relevance_matrix(engine, run.advance)
@@ -107,46 +107,48 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
         0.0,
     )
 
+    wholes = Wholes()  # the clean run's activations, shared by every decomposition
+
     def run(layer: int, chosen: torch.Tensor, observe) -> torch.Tensor:
         sources = Sources(layout, chosen, patches)
-        logits = propagate(
-            weights, engine.clean_resid(layer), layer, sources, engine.readout, observe
+        rel, whole = propagate(
+            weights, engine.clean_resid(layer), layer, sources, engine.readout, observe, wholes
         )
-        whole, irrel = engine.metric(logits.sum(0)), engine.metric(logits[1])
-        return (whole - irrel).mean(-1).cpu() / engine.gap
+        irrel = engine.metric(whole - rel)
+        return (engine.metric(whole) - irrel).mean(-1).cpu() / engine.gap
 
     # Every sender a source: the clean - patch change D of every head's z and every MLP's
     # input, and the clean q, k, v, pattern and z the head inputs' effects are taken at.
     changes: dict[tuple[str, int], torch.Tensor] = {}
     clean: dict[tuple[str, int], torch.Tensor] = {}
 
-    def keep(point: str, layer: int, parts: torch.Tensor) -> None:
-        if point in ("q", "k", "v"):
-            clean[point, layer] = parts[:, 0].sum(0)
-        elif point == "post_scale":  # the whole scale: no parts axis
-            clean[point, layer] = parts[0]
+    def keep(point: str, layer: int, rel: torch.Tensor | None, whole: torch.Tensor) -> None:
+        if point in ("q", "k", "v", "post_scale"):
+            clean[point, layer] = whole
         elif point == "pattern":  # seen after v
-            clean[point, layer] = parts[0]
-            clean["z", layer] = torch.einsum("nhqk,nkhe->nqhe", parts[0], clean["v", layer])
-        elif point in ("z", "read_mlp"):
-            changes[point, layer] = parts[0, 0]
+            clean[point, layer] = whole
+            clean["z", layer] = torch.einsum("nhqk,nkhe->nqhe", whole, clean["v", layer])
+        elif point in ("z", "read_mlp") and rel is not None:
+            changes[point, layer] = rel[0]
 
     sums.total = float(run(0, torch.ones(1, layout.n_senders, dtype=torch.bool), keep)[0])
     advance(1)
     norms = {key: change.pow(2).flatten(0, 1).sum(0) for key, change in changes.items()}
 
     def project(rows: list[int]) -> Observer:
-        def observe(point: str, layer: int, parts: torch.Tensor) -> None:
+        def observe(point: str, layer: int, rel: torch.Tensor | None, _: torch.Tensor) -> None:
+            if rel is None:
+                return
             if point == "read_mlp":
                 receiver = layout.mlp_receiver(layer)
-                sums.dots[rows, receiver] = (parts[0] * changes[point, layer]).sum((1, 2, 3)).cpu()
+                sums.dots[rows, receiver] = (rel * changes[point, layer]).sum((1, 2, 3)).cpu()
                 sums.norms[receiver] = norms[point, layer].sum().cpu()
             elif point in ("read_q", "read_k", "read_v"):
                 head_input = point.removeprefix("read_")
                 block = weights.blocks[layer]
                 moved = _z_change(
                     head_input,
-                    parts[0],
+                    rel,
                     clean,
                     layer,
                     lambda scores: attention_pattern(scores, block, weights),
@@ -162,6 +164,7 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
 
     per_pass = max(1, engine.tokens_per_pass // (n * width))
     for layer in range(model.n_layers):
+        wholes.forget_before(layer)
         senders = list(range(layout.head_sender(layer), layout.head_sender(layer + 1)))
         if layer == 0:
             senders = [0, *senders]
