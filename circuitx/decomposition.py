@@ -239,9 +239,10 @@ class Sources:
     def split(self, rel: torch.Tensor, whole: torch.Tensor, first: int, count: int) -> torch.Tensor:
         """rel re-split where senders ``first .. first + count`` are sources: their output
         ``whole`` less its patch value (which is irrel). ``rel`` [S, n, pos, (count,) ...]."""
-        chosen = self.chosen[:, first : first + count].to(rel.device)
-        if not bool(chosen.any()):
+        chosen = self.chosen[:, first : first + count]
+        if not bool(chosen.any()):  # asked of ``chosen`` where it was made (the host)
             return rel
+        chosen = chosen.to(rel.device)
         if rel.dim() == 4:  # a single sender's [S, n, pos, d] output
             where = chosen.view(-1, 1, 1, 1)
         else:

@@ -217,14 +217,14 @@ class PatchingEngine:
         order = list(range(len(items)))
         if layer_of is not None:
             order.sort(key=lambda i: layer_of(items[i]))
-        results = torch.empty(len(items))
+        results = torch.empty(len(items), device=self.model.device)  # read back once
         for start in range(0, len(items), copies):
             chunk = order[start : start + copies]
             node_mask, edge_mask = masks([items[i] for i in chunk])
             final = self.run(node_mask=node_mask, edge_mask=edge_mask, complement=complement)
-            results[chunk] = self.metric(final).mean(-1).cpu()
+            results[chunk] = self.metric(final).mean(-1).to(results.dtype)
             advance(len(chunk))
-        return results
+        return results.cpu()
 
     # ------------------------------------------------------------------ gradients
 
@@ -317,14 +317,20 @@ class PatchingEngine:
         given = node_mask if node_mask is not None else edge_mask
         k = 1 if given is None else given.shape[0]
         device = self.model.device
+        # the pass is planned on the host, from the masks as given (read back once where
+        # they were made on the device)
+        host_nodes = None if node_mask is None else node_mask.detach().cpu()
+        host_edges = None if edge_mask is None else edge_mask.detach().cpu()
         node_mask = None if node_mask is None else node_mask.to(device)
         edge_mask = None if edge_mask is None else edge_mask.to(device)
         frozen = grad or mix is not None
-        layer = 0 if frozen else self._first_changed_layer(node_mask, edge_mask)
+        layer = 0 if frozen else self._first_changed_layer(host_nodes, host_edges)
         reads = self.head_reads if record_grads is not None and edge_mask is None else None
         pass_ = _MaskedPass(
             self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement, reads
         )
+        if edge_mask is not None:
+            pass_.plan(host_edges, complement)
         resid = pass_.start()
         tokens = self.data.clean.repeat(k, 1)
         flags = EDGE_HOOK_FLAGS if edge_mask is not None or record_grads is not None else ()
@@ -351,7 +357,7 @@ class PatchingEngine:
             changed = (node_mask != 1).any(0).nonzero().flatten().tolist()
             first = min([first, *(layout.sender_layer(s) for s in changed)])
         if edge_mask is not None:
-            changed = ((edge_mask != 1).any(0) & layout.valid.to(edge_mask.device)).any(0)
+            changed = ((edge_mask != 1).any(0) & layout.valid).any(0)
             receivers = changed.nonzero().flatten().tolist()
             first = min([first, *(layout.receiver_layer(r) for r in receivers)])
         return first
@@ -440,17 +446,20 @@ class _MaskedPass:
         self.live: torch.Tensor | None = None
         self.total: torch.Tensor | None = None  # [k, rows]: every live difference so far
         self.last_total: tuple[int, torch.Tensor] | None = None  # (first sender, its chunk's)
-        if edge_mask is not None:  # entries of no edge (sender after receiver) patch nothing
-            weight = (1.0 - edge_mask) * layout.valid.to(edge_mask.device)
-            self._plan(weight, complement and not frozen)
+        self.edge_mask = edge_mask
 
-    def _plan(self, weight: torch.Tensor, complement: bool) -> None:
+    def plan(self, host_mask: torch.Tensor, complement: bool) -> None:
         """Choose each receiver group's form and active senders, and the buffer columns of
-        the live senders some group reads."""
+        the live senders some group reads, from the edge mask on the host (the same
+        values as ``edge_mask``, which the products use)."""
+        # entries of no edge (sender after receiver) patch nothing
+        weight = (1.0 - self.edge_mask) * self.layout.valid.to(self.edge_mask.device)
+        host_weight = (1.0 - host_mask) * self.layout.valid
+        complement = complement and not self.frozen
         layout, live = self.layout, torch.zeros(self.layout.n_senders, dtype=torch.bool)
         exact = weight.requires_grad  # every readable sender, so every entry gets a gradient
-        patched = (weight != 0).any(0).cpu()  # [senders, receivers]
-        kept = (weight != 1).any(0).cpu()
+        patched = (host_weight != 0).any(0)  # [senders, receivers]
+        kept = (host_weight != 1).any(0)
         for first, count in _receiver_groups(layout, self.layer, complement):
             readable = layout.readable(first)
             off = patched[:readable, first : first + count].any(1)

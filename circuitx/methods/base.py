@@ -110,6 +110,19 @@ def above_resolution(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(scores.abs() <= GRADIENT_RESOLUTION * largest, 0.0, scores)
 
 
+def to_host(tensors: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
+    """The tensors (on one device) copied to the host in one transfer: on a GPU, one
+    synchronisation rather than one per tensor."""
+    if not tensors:
+        return {}
+    flat = torch.cat([tensor.flatten() for tensor in tensors.values()]).cpu()
+    pieces = flat.split([tensor.numel() for tensor in tensors.values()])
+    return {
+        key: piece.view(tensor.shape)
+        for (key, tensor), piece in zip(tensors.items(), pieces, strict=True)
+    }
+
+
 @dataclass
 class Scores:
     """What a method finds, over the layout: node scores [n_senders] (the input's entry

@@ -34,7 +34,7 @@ import torch
 from circuitx.decomposition import Observer, Sources, Wholes, attention_pattern, propagate
 from circuitx.engine import Engine
 from circuitx.layout import Layout
-from circuitx.methods.base import Method, MethodRun, Scores
+from circuitx.methods.base import Method, MethodRun, Scores, to_host
 from circuitx.models import Model, sender_output_hook, transformer_weights
 from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance
@@ -100,10 +100,11 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
     weights = transformer_weights(model, llama=True)
     patches = {c.first: engine.patch_cache[sender_output_hook(c)] for c in layout.chunks}
     n, width = engine.data.clean.shape
+    device = model.device  # the sums stay there until the part is done
     sums = _Sums(
-        torch.zeros(layout.n_senders),
-        torch.zeros(layout.n_senders, layout.n_receivers),
-        torch.zeros(layout.n_receivers),
+        torch.zeros(layout.n_senders, device=device),
+        torch.zeros(layout.n_senders, layout.n_receivers, device=device),
+        torch.zeros(layout.n_receivers, device=device),
         0.0,
     )
 
@@ -115,7 +116,7 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
             weights, engine.clean_resid(layer), layer, sources, engine.readout, observe, wholes
         )
         irrel = engine.metric(whole - rel)
-        return (engine.metric(whole) - irrel).mean(-1).cpu() / engine.gap
+        return (engine.metric(whole) - irrel).mean(-1) / engine.gap
 
     # Every sender a source: the clean - patch change D of every head's z and every MLP's
     # input, and the clean q, k, v, pattern and z the head inputs' effects are taken at.
@@ -141,8 +142,8 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
                 return
             if point == "read_mlp":
                 receiver = layout.mlp_receiver(layer)
-                sums.dots[rows, receiver] = (rel * changes[point, layer]).sum((1, 2, 3)).cpu()
-                sums.norms[receiver] = norms[point, layer].sum().cpu()
+                sums.dots[rows, receiver] = (rel * changes[point, layer]).sum((1, 2, 3))
+                sums.norms[receiver] = norms[point, layer].sum()
             elif point in ("read_q", "read_k", "read_v"):
                 head_input = point.removeprefix("read_")
                 block = weights.blocks[layer]
@@ -157,8 +158,8 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
                     moved = moved / clean["post_scale", layer].unsqueeze(-2)
                 first = layout.head_receiver(layer, head_input)
                 heads = slice(first, first + layout.n_heads)
-                sums.dots[rows, heads] = (moved * changes["z", layer]).sum((1, 2, 4)).cpu()
-                sums.norms[heads] = norms["z", layer].sum(-1).cpu()
+                sums.dots[rows, heads] = (moved * changes["z", layer]).sum((1, 2, 4))
+                sums.norms[heads] = norms["z", layer].sum(-1)
 
         return observe
 
@@ -174,7 +175,8 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
             chosen[torch.arange(len(rows)), rows] = True
             sums.logits[rows] = run(layer, chosen, project(rows))
             advance(len(rows))
-    return sums
+    host = to_host({"logits": sums.logits, "dots": sums.dots, "norms": sums.norms})
+    return _Sums(host["logits"], host["dots"], host["norms"], sums.total)
 
 
 def _z_change(

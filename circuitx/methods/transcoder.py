@@ -43,7 +43,7 @@ import torch
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
-from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores
+from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores, to_host
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,
     Model,
@@ -366,12 +366,12 @@ class TranscoderMethod(Method):
             result = attribute(part, transcoders, chosen, baselines)
             target += weight * result.target
             for key, value in result.edge_blocks().items():
-                blocks[key] = blocks.get(key, 0.0) + weight * value.cpu()
+                blocks[key] = blocks.get(key, 0.0) + weight * value
             named = result.names_only()  # every part names its units alike
             del result  # its tensors go before the next part's are made
         if abs(target) < 1e-9:
             raise CircuitxError("the clean prompts' logit difference is 0: nothing to attribute")
-        blocks = {key: value / target for key, value in blocks.items()}
+        blocks = to_host({key: value / target for key, value in blocks.items()})
         edges, nodes = _component_scores(engine, named, blocks)
         features = feature_level(named, blocks) if n_top else None
         run.advance(1)
