@@ -190,6 +190,11 @@ class Engine:
     def n_parts(self) -> int:
         return len(self.ranges)
 
+    @property
+    def masks_per_pass(self) -> int:
+        """How many masks a patched pass stacks over a part's prompts."""
+        return max(1, self.tokens_per_pass // (self.part_size * int(self.data.clean.shape[1])))
+
     def _measure(self) -> None:
         """Build every part once: the clean and corrupted metrics and accuracies over all
         prompts and, for mean ablation, the mean patch values."""

@@ -12,6 +12,12 @@ ACDC's default KL divergence). ACDC's own code compares the signed raw change; t
 absolute one is its ``--abs-value-threshold`` mode. An edge's score is the change it made
 when tried (0 when never tried), so keeping the edges with score >= tau is ACDC's circuit.
 
+On an accelerator the trials of a receiver's next edges run side by side in one pass
+(as many as the memory plan stacks), each assuming the ones before it removed, and are
+committed in ACDC's order up to the first edge that stays (see :func:`prune`): the same
+circuit as one trial at a time. On a CPU, where a stacked trial costs what its own pass
+does, they run one at a time.
+
 A change smaller than :data:`RESOLUTION` of the metric's size is float32 rounding, not an
 effect (an edge that changes nothing in exact arithmetic moves a planted model's metric
 by a few units in the last place, differently for each way of summing the same
@@ -25,6 +31,7 @@ import torch
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
+from circuitx.progress import Advance, no_progress
 
 RESOLUTION = 1e-5  # relative: changes of the metric below this are rounding
 
@@ -52,36 +59,60 @@ class ACDC(Method):
         return float(run.options["tau"])
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        tau = float(run.options["tau"])
-        layout = engine.layout
-        valid = layout.valid
-        mask = torch.ones(layout.n_senders, layout.n_receivers)
-        scores = torch.zeros(layout.n_senders, layout.n_receivers)
-        gap = abs(engine.gap)
-        current = float(engine.edge_mask_metrics(mask.unsqueeze(0))[0])
-        tried = 0
-        for receiver in reversed(range(layout.n_receivers)):
-            readable = layout.readable(receiver)
-            node, _ = layout.receivers[receiver]
-            if receiver != layout.logits_receiver:
-                sender = layout.sender(node)
-                if not bool((mask[sender] * valid[sender]).any()):
-                    mask[:readable, receiver] = 0.0
-                    run.advance(readable)
-                    continue
-            for sender in reversed(range(readable)):
-                mask[sender, receiver] = 0.0
-                patched = float(engine.edge_mask_metrics(mask.unsqueeze(0))[0])
-                change = _change(current, patched) / gap
+        # on a CPU a stacked trial costs what its own pass does: no speculation there
+        width = 1 if engine.model.device.type == "cpu" else engine.masks_per_pass
+        scores, mask, tried = prune(engine, float(run.options["tau"]), width, run.advance)
+        kept = int((mask * engine.layout.valid).sum())
+        facts = {"acdc_edges_tried": tried, "acdc_edges_kept": kept}
+        return Scores.of_edges(scores, facts=facts)
+
+
+def prune(
+    engine: Engine, tau: float, trials_per_pass: int = 1, advance: Advance = no_progress
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """ACDC's pruning: the edge scores [n_senders, n_receivers], the edge mask it leaves
+    and the number of edges tried.
+
+    With ``trials_per_pass`` > 1 the trials of a receiver's next edges run side by side,
+    speculatively: trial j assumes the j - 1 edges before it in ACDC's order are removed
+    (most are). They are committed in that order up to the first edge that stays, and
+    the trials after it, made on a wrong assumption, are run again. The result is the
+    sequential algorithm's; the stacked trials only pay on a device with arithmetic to
+    spare."""
+    layout = engine.layout
+    valid = layout.valid
+    mask = torch.ones(layout.n_senders, layout.n_receivers)
+    scores = torch.zeros(layout.n_senders, layout.n_receivers)
+    gap = abs(engine.gap)
+    current = float(engine.edge_mask_metrics(mask.unsqueeze(0))[0])
+    tried = 0
+    for receiver in reversed(range(layout.n_receivers)):
+        readable = layout.readable(receiver)
+        node, _ = layout.receivers[receiver]
+        if receiver != layout.logits_receiver:
+            sender = layout.sender(node)
+            if not bool((mask[sender] * valid[sender]).any()):
+                mask[:readable, receiver] = 0.0
+                advance(readable)
+                continue
+        waiting = list(reversed(range(readable)))  # latest sender first
+        while waiting:
+            batch = waiting[:trials_per_pass]
+            trials = mask.expand(len(batch), -1, -1).clone()
+            for j, sender in enumerate(batch):
+                trials[j:, sender, receiver] = 0.0
+            patched = engine.edge_mask_metrics(trials).tolist()
+            for sender, metric in zip(batch, patched):
+                waiting.pop(0)
+                change = _change(current, metric) / gap
                 scores[sender, receiver] = change
                 tried += 1
-                if change < tau:
-                    current = patched
-                else:
-                    mask[sender, receiver] = 1.0
-                run.advance(1)
-        facts = {"acdc_edges_tried": tried, "acdc_edges_kept": int((mask * valid).sum())}
-        return Scores.of_edges(scores, facts=facts)
+                advance(1)
+                if change >= tau:  # it stays; the later trials assumed it gone
+                    break
+                mask[sender, receiver] = 0.0
+                current = metric
+    return scores, mask, tried
 
 
 def _change(before: float, after: float) -> float:
