@@ -389,7 +389,8 @@ class PatchingEngine:
         """clean - patch output of every sender in the residual basis, one row per sender:
         [n_senders, n * pos * d_model]."""
         n, width = self.data.clean.shape
-        matrix = torch.empty(self.layout.n_senders, n, width, self.model.d_model)
+        shape = (self.layout.n_senders, n, width, self.model.d_model)
+        matrix = torch.empty(shape, device=self.model.device)
         for chunk in self.layout.chunks:
             hook = sender_output_hook(chunk)
             delta = self.clean_cache[hook] - self.patch_cache[hook]

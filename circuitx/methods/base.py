@@ -111,16 +111,15 @@ def above_resolution(scores: torch.Tensor) -> torch.Tensor:
 
 
 def to_host(tensors: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
-    """The tensors (on one device) copied to the host in one transfer: on a GPU, one
+    """The tensors copied to the host in one transfer per dtype: on a GPU, one
     synchronisation rather than one per tensor."""
-    if not tensors:
-        return {}
-    flat = torch.cat([tensor.flatten() for tensor in tensors.values()]).cpu()
-    pieces = flat.split([tensor.numel() for tensor in tensors.values()])
-    return {
-        key: piece.view(tensor.shape)
-        for (key, tensor), piece in zip(tensors.items(), pieces, strict=True)
-    }
+    host: dict[Any, torch.Tensor] = {}
+    for dtype in {tensor.dtype for tensor in tensors.values()}:
+        keys = [key for key, tensor in tensors.items() if tensor.dtype == dtype]
+        flat = torch.cat([tensors[key].flatten() for key in keys]).cpu()
+        pieces = flat.split([tensors[key].numel() for key in keys])
+        host |= {key: piece.view(tensors[key].shape) for key, piece in zip(keys, pieces)}
+    return {key: host[key] for key in tensors}
 
 
 @dataclass

@@ -33,7 +33,7 @@ import torch
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
-from circuitx.methods.base import Method, MethodRun, Option, Scores
+from circuitx.methods.base import Method, MethodRun, Option, Scores, to_host
 from circuitx.models import Model
 from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance, no_progress
@@ -309,7 +309,8 @@ class SAE(Method):
         pairs = pairs.view(components, components).fill_diagonal_(0)
         if options["node_score"] == "co-occurrence":
             node = co_occurrence_ranking(pairs).float() / (2 * components)
-        edges, nodes = _graph_scores(engine.layout, node.cpu(), pairs.cpu())
+        host = to_host({"node": node, "pairs": pairs})
+        edges, nodes = _graph_scores(engine.layout, host["node"], host["pairs"])
         run.advance(1)
         facts = {
             "sae_fraction_of_variance_explained": float(1 - residual / variance),

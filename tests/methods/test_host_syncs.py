@@ -40,8 +40,8 @@ class EmulatedDevice(TorchFunctionMode):
     A tensor is on the device when it is one of ``resident``, came from ``.to(device)``
     or a factory given a ``torch.device`` (a copy, when it was on the host), or was
     computed from one (not by an in-place op, which leaves its target where it was);
-    ``.cpu()`` gives a host copy. ``reads`` counts host reads by the circuitx line that
-    made them."""
+    ``.cpu()`` gives a host copy. ``reads`` counts host reads, and device values written
+    into host tensors, by the circuitx line that made them."""
 
     def __init__(self, resident: list[torch.Tensor]) -> None:
         super().__init__()
@@ -63,8 +63,12 @@ class EmulatedDevice(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        in_place = name.endswith("_") and not name.startswith("__")
+        writes_host = (name == "__setitem__" or in_place) and args
         if name in HOST_READS and args and self.resident(args[0]):
             self.reads[_caller()] += 1
+        elif writes_host and not self.resident(args[0]) and any(map(self.resident, inputs)):
+            self.reads[_caller()] += 1  # a device value copied into a host tensor
         out = func(*args, **kwargs)
         if name == "cpu":
             return out.clone() if out is args[0] else out
@@ -75,7 +79,7 @@ class EmulatedDevice(TorchFunctionMode):
         made = name in FACTORIES and isinstance(kwargs.get("device"), torch.device)
         if moved and not self.resident(args[0]):
             out = out.clone() if out is args[0] else out
-        if moved or made or (any(map(self.resident, inputs)) and not name.endswith("_")):
+        if moved or made or (any(map(self.resident, inputs)) and not in_place):
             for tensor in tree_flatten(out)[0]:
                 if isinstance(tensor, torch.Tensor):
                     self._place(tensor)
@@ -83,7 +87,7 @@ class EmulatedDevice(TorchFunctionMode):
 
 
 def _caller() -> str:
-    for frame in reversed(traceback.extract_stack()[:-3]):
+    for frame in reversed(traceback.extract_stack()[:-2]):  # not this, not the mode
         if "/circuitx/" in frame.filename:
             return f"{frame.filename.split('/circuitx/')[-1]}:{frame.lineno}"
     return "outside circuitx"
@@ -98,9 +102,10 @@ def test_the_emulated_device_counts_host_reads_of_device_values_only():
         made = torch.zeros(2, device=weight.device)
         host.add_(1.0)
         float(moved.sum()), (weight @ host).tolist(), made.cpu().tolist()
-        host.add_(weight[0])  # in place: host stays on the host
+        host.add_(weight[0])  # in place: host stays on the host, and that is a copy
         bool(host.any())
-    assert sum(device.reads.values()) == 3
+        host[0] = moved[1]
+    assert sum(device.reads.values()) == 5
 
 
 @pytest.fixture(scope="module")
