@@ -259,6 +259,25 @@ def ground_truth(name: str | None, task: str, cache_dir: PathLike = None) -> nx.
     return read_ground_truth(path, task) if path.is_dir() else None
 
 
+def ships_ground_truth(name: str) -> bool:
+    """Whether ``name`` is a built-in model that ships a ground-truth circuit."""
+    return name in BUILTIN_MODELS and BUILTIN_MODELS[name].has_ground_truth
+
+
+def own_ground_truth(name: str, task: str, cache_dir: PathLike = None) -> nx.MultiDiGraph:
+    """Built-in model ``name``'s ground truth for ``task``, or its only one (a planted
+    model's circuit, whatever task file its prompts came from)."""
+    truths = read_ground_truths(model_dir(name, cache_dir))
+    if task in truths:
+        return truths[task]
+    if len(truths) != 1:
+        raise CircuitxError(
+            f"{name} ships ground truths for {', '.join(sorted(truths))}; name one "
+            f"(--reference TASK with --model {name})"
+        )
+    return next(iter(truths.values()))
+
+
 def identity(name: str) -> str:
     """What distinguishes a model's weights: a built-in's name and identity hash, a local
     directory's path and its files' sizes and modification times, else the hub name."""

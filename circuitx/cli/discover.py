@@ -46,7 +46,7 @@ from circuitx.graph import (
 from circuitx.methods import METHODS, Option, all_options
 from circuitx.patching import ABLATIONS
 from circuitx.scoring import OVERLAP_LEVELS, overlap
-from circuitx.tasks import TASKS
+from circuitx.tasks import FORMATS, TASKS
 
 
 def option_type(option: Option) -> click.ParamType:
@@ -100,7 +100,17 @@ class DiscoverCommand(click.Command):
 
 @click.command(cls=DiscoverCommand)
 @click.option(
-    "--task", "task_name", required=True, type=click.Choice(list(TASKS)), help="Task short name."
+    "--task",
+    "task_name",
+    required=True,
+    help=f"Task short name ({', '.join(TASKS)}), or a task file of prompt pairs: our .jsonl, "
+    "an EAP-IG/MIB .csv or an auto-circuit .json (see docs/task-files.md).",
+)
+@click.option(
+    "--task-format",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="The task file's format (default: told by its suffix and content).",
 )
 @click.option(
     "--model",
@@ -178,6 +188,7 @@ class DiscoverCommand(click.Command):
 @threads_option
 def discover_command(
     task_name,
+    task_format,
     method_name,
     model_name,
     cache_dir,
@@ -205,6 +216,7 @@ def discover_command(
     """
     request = DiscoveryRequest(
         task=task_name,
+        task_format=task_format,
         method=method_name,
         model=model_name,
         n_prompts=n_prompts,

@@ -1,5 +1,5 @@
-"""Resolving ``--reference`` (auto, none, planted, TASK[:VARIANT] or a graph file) to a
-reference circuit for a model or a saved graph."""
+"""Resolving ``--reference`` (auto, none, planted, TASK[:VARIANT], a planted model's name
+or a graph file) to a reference circuit for a model or a saved graph."""
 
 from __future__ import annotations
 
@@ -41,8 +41,13 @@ def resolve_reference(
     check_reference(spec)
     if spec == "none":
         return None, None, "no reference requested"
+    if builtin.ships_ground_truth(spec):
+        return builtin.own_ground_truth(spec, task_name, cache_dir), f"{spec} ground truth", None
     if spec in ("auto", "planted"):
         truth = builtin.ground_truth(planted, task_name, cache_dir)
+        if truth is None and task_name not in TASKS and builtin.ships_ground_truth(planted or ""):
+            # a task file's prompts on a planted model: the model's own circuit
+            truth = builtin.own_ground_truth(str(planted), task_name, cache_dir)
         if truth is not None:
             return truth, f"{planted} ground truth", None
         if spec == "planted":
@@ -51,6 +56,12 @@ def resolve_reference(
                 f"(`circuitx models` lists them)"
             )
     if spec == "auto":
+        if task_name not in TASKS:
+            note = (
+                f"no reference: the task {task_name} has none; pass --reference (a graph "
+                "file, or a planted model's name for its ground truth)"
+            )
+            return None, None, note
         task = get_task(task_name)
         if model_id != task.paper_model:
             note = (
@@ -109,7 +120,7 @@ def reference_for_model(
     (another task's circuit) is discovered with the same request on that task (a metric
     the other task lacks is left to its default); ``note`` hears when that happens."""
     request.validated()
-    get_task(request.task).check_model(model)
+    get_task(request.task, task_format=request.task_format).check_model(model)
 
     def discover_reference(other_task: str) -> nx.MultiDiGraph:
         if note is not None:

@@ -18,7 +18,7 @@ from circuitx.errors import CircuitxError
 from circuitx.methods import get_method, method_options
 from circuitx.models import parse_device, parse_dtype
 from circuitx.patching import ABLATIONS
-from circuitx.tasks import TASKS, get_task
+from circuitx.tasks import TASKS, FileTask, get_task
 
 REFERENCE_WORDS = ("auto", "none", "planted")
 FAITHFULNESS_PROMPTS = 1000  # the default sample faithfulness is measured on
@@ -31,7 +31,7 @@ class DiscoveryRequest:
     (``planted``) stands for its model for the task. ``corruption``, ``metric`` and
     ``options`` default to the task's and method's own; :meth:`validated` fills them in."""
 
-    task: str
+    task: str  # a task's short name, or a task file
     method: str
     model: str | None = None
     n_prompts: int = 50
@@ -50,6 +50,7 @@ class DiscoveryRequest:
     # ... on the first this many prompts (a random sample: the task draws them by the seed)
     faithfulness_prompts: int = FAITHFULNESS_PROMPTS
     max_memory: int | None = None  # bytes for the prompts' caches and passes (None: default)
+    task_format: str | None = None  # a task file's format (None: told by suffix and content)
 
     def validated(self) -> DiscoveryRequest:
         """This request with every default filled in, or a one-line error for the first
@@ -58,7 +59,7 @@ class DiscoveryRequest:
         method = get_method(self.method)
         corruption = self.corruption
         if method.uses_negatives:
-            named = get_task(self.task)
+            named = get_task(self.task, task_format=self.task_format)
             if not named.has_negative_prompts:
                 raise CircuitxError(
                     f"{method.name} contrasts prompts the model answers with prompts it "
@@ -66,7 +67,7 @@ class DiscoveryRequest:
                     "inputs too)"
                 )
             corruption = corruption or named.negative_corruption
-        task = get_task(self.task, corruption)
+        task = get_task(self.task, corruption, self.task_format)
         metric = self.metric or task.default_metric
         task.check_metric(metric)
         if self.n_prompts < 1:
@@ -112,6 +113,8 @@ class DiscoveryRequest:
         settings = dataclasses.asdict(self)
         settings.pop("cache_dir")
         settings.pop("max_memory")
+        if self.task_format is None:  # a new field: default requests keep their keys
+            settings.pop("task_format")
         if self.faithfulness:
             settings.pop("faithfulness")
         if self.faithfulness_prompts == FAITHFULNESS_PROMPTS:  # the same: a new field
@@ -125,8 +128,11 @@ class DiscoveryRequest:
         and ``device`` excepted: where a model is cached does not change it, and the
         device is kept as given)."""
         request = self.validated()
+        task = get_task(request.task, task_format=request.task_format)
+        file = {"task_file": task.digest} if isinstance(task, FileTask) else {}
         return {
             **request.settings(),
+            **file,
             "model_identity": builtin.identity(str(request.model)),
             "default_threshold": get_method(request.method).default_threshold,
             "circuitx": __version__,
@@ -135,8 +141,9 @@ class DiscoveryRequest:
 
 def check_reference(spec: str) -> None:
     """Fail in one line unless ``spec`` can name a reference: auto, none, planted,
-    TASK[:VARIANT] or an existing graph file."""
-    if spec in REFERENCE_WORDS:
+    TASK[:VARIANT], a built-in model that ships a ground truth, or an existing graph
+    file."""
+    if spec in REFERENCE_WORDS or builtin.ships_ground_truth(spec):
         return
     base, _, variant = spec.partition(":")
     if base in TASKS:
@@ -151,6 +158,6 @@ def check_reference(spec: str) -> None:
             raise CircuitxError(f"graph file not found: {spec}")
         return
     raise CircuitxError(
-        f"unknown reference {spec!r}: use auto, none, planted, a task name ({', '.join(TASKS)}) "
-        "or a graph file"
+        f"unknown reference {spec!r}: use auto, none, planted, a task name ({', '.join(TASKS)}), "
+        "a planted model's name or a graph file"
     )

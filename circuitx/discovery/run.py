@@ -21,7 +21,7 @@ from circuitx.layout import Layout
 from circuitx.methods import MethodRun, Scores, get_method
 from circuitx.models import Model, local_model_hub_id
 from circuitx.progress import progress_bar
-from circuitx.tasks import get_task
+from circuitx.tasks import FileTask, get_task
 
 
 def model_id(model: Model) -> str | None:
@@ -36,7 +36,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     selected circuit graph, with its faithfulness measured."""
     request = request.validated()
     method = get_method(request.method)
-    task = get_task(request.task, request.corruption)
+    task = get_task(request.task, request.corruption, request.task_format)
     task.check_model(model)
     stage_threshold = (
         request.threshold if request.threshold is not None else method.default_threshold
@@ -83,6 +83,8 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         **request.options,
     )
     write_scores(graph, layout, scores, nodes_kept, edges_kept)
+    if isinstance(task, FileTask):  # which pairs: the file's content, by its hash
+        graph.graph.update(task_file=task.source or task.name, task_file_sha256=task.digest)
     graph.graph.update(
         clean_metric=engine.clean_metric,
         corrupted_metric=engine.corrupted_metric,

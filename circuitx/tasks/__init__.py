@@ -1,16 +1,19 @@
 """Tasks: clean and corrupted prompts, word positions, metrics and reference circuits.
 
-A task is registered by its short name in ``TASKS``; the interface is :class:`Task`.
+A task is registered by its short name in ``TASKS``; the interface is :class:`Task`. A
+task file (prompt pairs a researcher brings, :mod:`circuitx.tasks.pairs`) is a task
+too, named by its path.
 """
 
 from __future__ import annotations
 
 from circuitx.errors import CircuitxError
-from circuitx.tasks.base import Task, TaskData
+from circuitx.tasks.base import FileTask, Task, TaskData
 from circuitx.tasks.colored_objects import ColoredObjectsTask
 from circuitx.tasks.docstring import DocstringTask
 from circuitx.tasks.greater_than import GreaterThanTask
 from circuitx.tasks.ioi import IOITask
+from circuitx.tasks.pairs import FORMATS, is_task_file
 from circuitx.tasks.tracr import TracrTask
 
 TASKS: dict[str, Task] = {
@@ -19,12 +22,24 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str, corruption: str | None = None) -> Task:
-    """The registered task ``name``, set to ``corruption`` (default: the task's first)."""
-    if name not in TASKS:
-        raise CircuitxError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
-    task = TASKS[name]
-    return task if corruption is None else type(task)(corruption)
+def get_task(name: str, corruption: str | None = None, task_format: str | None = None) -> Task:
+    """The registered task ``name``, set to ``corruption`` (default: the task's first); or
+    the task in file ``name`` (in ``task_format``, else told by its suffix and content)."""
+    if name in TASKS and task_format is None:
+        task = TASKS[name]
+        return task if corruption is None else type(task)(corruption)
+    if task_format is None and not is_task_file(name):
+        raise CircuitxError(
+            f"unknown task {name!r}; choose from {', '.join(TASKS)}, or give a task file "
+            f"({', '.join(FORMATS)})"
+        )
+    task = Task.from_file(name, task_format)
+    if corruption not in (None, task.corruption):
+        raise CircuitxError(
+            f"a task file has one corruption, its pairs' own ({task.corruption}), not "
+            f"{corruption!r}"
+        )
+    return task
 
 
 def task_vocabulary() -> list[str]:
@@ -35,4 +50,4 @@ def task_vocabulary() -> list[str]:
     return list(words)
 
 
-__all__ = ["TASKS", "Task", "TaskData", "get_task", "task_vocabulary"]
+__all__ = ["FORMATS", "TASKS", "FileTask", "Task", "TaskData", "get_task", "task_vocabulary"]

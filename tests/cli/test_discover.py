@@ -133,7 +133,7 @@ def test_listings():
     [
         (
             ["discover", "--task", "nope", "--method", "activation-patching"],
-            "Invalid value for '--task': 'nope'",
+            "unknown task 'nope'; choose from ioi",
         ),
         (["discover", "--task", "ioi", "--method", "nope"], "Invalid value for '--method': 'nope'"),
         ([*DISCOVER, "--model", "./no/such/model"], "model directory not found"),

@@ -1,0 +1,233 @@
+"""Prompt pairs a researcher brings, read from a task file.
+
+Three formats (told by the file's suffix, else by its content, or named):
+
+- ``jsonl`` (ours): one object per line, ``{"clean": str, "corrupted": str, "answer": str |
+  [str], "wrong": str | [str]}``. An answer is the word that continues the prompt,
+  tokenised as it would continue it (a space between them unless the prompt ends in one
+  or the answer starts with one: ``Mary`` after a prompt is GPT-2's `` Mary``); or token
+  ids as ``answer_ids`` / ``wrong_ids``.
+- ``eap-ig``: the CSV of EAP-IG and MIB (hannamw/EAP-IG), columns ``clean``,
+  ``corrupted``, ``correct_idx`` and, optionally, ``incorrect_idx``: token ids, one or a
+  list (``[1, 2]``); other columns are ignored.
+- ``auto-circuit``: auto-circuit's JSON dataset, ``{"prompts": [{"clean", "corrupt",
+  "answers": [str], "wrong_answers": [str]}]}``, each answer tokenised on its own as
+  auto-circuit does (so its datasets write `` Mary``).
+
+Every answer must be one token of the model (checked when the pairs are tokenised,
+:class:`circuitx.tasks.base.FileTask`).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from circuitx.errors import CircuitxError
+
+FORMATS = ("jsonl", "eap-ig", "auto-circuit")
+SUFFIXES = {".jsonl": "jsonl", ".csv": "eap-ig", ".json": "auto-circuit"}
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """One clean prompt, its corrupted twin and what should follow the clean one: answers
+    and wrong answers as text (``continues``: they continue the prompt; else each is
+    tokenised on its own) or token ids. ``where`` names it in errors."""
+
+    clean: str
+    corrupted: str
+    answers: tuple[str, ...] = ()
+    wrongs: tuple[str, ...] = ()
+    answer_ids: tuple[int, ...] = ()
+    wrong_ids: tuple[int, ...] = ()
+    continues: bool = True
+    where: str = "pair"
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """A task file's prompt pairs, its name (the file's stem), a hash of its content and
+    its path."""
+
+    pairs: tuple[PromptPair, ...]
+    name: str
+    digest: str
+    path: str
+
+
+def read_pairs(text: str, kind: str, label: str) -> list[PromptPair]:
+    """The prompt pairs of a task file's ``text`` in format ``kind``; ``label`` names the
+    file in errors."""
+    if kind == "jsonl":
+        return _read_jsonl(text, label)
+    if kind == "eap-ig":
+        return _read_eap_ig(text, label)
+    return _read_auto_circuit(text, label)
+
+
+def sniff_format(path: Path, text: str) -> str:
+    """The format a task file is in: by suffix, else by content."""
+    if path.suffix.lower() in SUFFIXES:
+        return SUFFIXES[path.suffix.lower()]
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        first = stripped.split("\n", 1)[0]
+        try:
+            json.loads(first)
+            return "jsonl"
+        except ValueError:
+            return "auto-circuit"
+    return "eap-ig"
+
+
+def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) and v for v in values):
+        raise CircuitxError(f"{where}: {key!r} must be a word or a list of words")
+    return tuple(values)
+
+
+def _ids(value: Any, where: str, key: str) -> tuple[int, ...]:
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise CircuitxError(f"{where}: {key} {value!r} is not a token id") from None
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise CircuitxError(f"{where}: {key} {value!r} is not a token id or a list of them")
+    return tuple(values)
+
+
+def _prompt(row: dict, key: str, where: str) -> str:
+    if key not in row:
+        raise CircuitxError(f"{where} has no {key!r}")
+    value = row[key]
+    if not isinstance(value, str) or not value:
+        raise CircuitxError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def _read_jsonl(text: str, label: str) -> list[PromptPair]:
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{label} line {number}"
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise CircuitxError(f"{where} is not JSON") from None
+        if not isinstance(row, dict):
+            raise CircuitxError(f"{where} is not a JSON object")
+        if "answer" not in row and "answer_ids" not in row:
+            raise CircuitxError(f"{where} has no 'answer' (or 'answer_ids')")
+        pairs.append(
+            PromptPair(
+                _prompt(row, "clean", where),
+                _prompt(row, "corrupted", where),
+                _strings(row["answer"], where, "answer") if "answer" in row else (),
+                _strings(row["wrong"], where, "wrong") if "wrong" in row else (),
+                _ids(row["answer_ids"], where, "answer_ids") if "answer_ids" in row else (),
+                _ids(row["wrong_ids"], where, "wrong_ids") if "wrong_ids" in row else (),
+                where=where,
+            )
+        )
+    return pairs
+
+
+def _read_eap_ig(text: str, label: str) -> list[PromptPair]:
+    reader = csv.DictReader(io.StringIO(text))
+    columns = reader.fieldnames or []
+    for column in ("clean", "corrupted", "correct_idx"):
+        if column not in columns:
+            have = ", ".join(columns) or "none"
+            raise CircuitxError(f"{label} has no column {column!r} (its columns: {have})")
+    pairs = []
+    for number, row in enumerate(reader, 2):
+        where = f"{label} row {number}"
+        wrong = row.get("incorrect_idx")
+        pairs.append(
+            PromptPair(
+                _prompt(row, "clean", where),
+                _prompt(row, "corrupted", where),
+                answer_ids=_ids(row["correct_idx"], where, "correct_idx"),
+                wrong_ids=_ids(wrong, where, "incorrect_idx") if wrong not in (None, "") else (),
+                where=where,
+            )
+        )
+    return pairs
+
+
+def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise CircuitxError(f"{label} is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("prompts"), list):
+        raise CircuitxError(
+            f'{label} is JSON but not a task: expected {{"prompts": [{{"clean", '
+            '"corrupt", "answers", "wrong_answers"}, ...]}'
+        )
+    pairs = []
+    for number, row in enumerate(data["prompts"], 1):
+        where = f"{label} prompt {number}"
+        if not isinstance(row, dict):
+            raise CircuitxError(f"{where} is not a JSON object")
+        for key in ("answers", "wrong_answers"):
+            if key not in row:
+                raise CircuitxError(f"{where} has no {key!r}")
+        pairs.append(
+            PromptPair(
+                _prompt(row, "clean", where),
+                _prompt(row, "corrupt", where),
+                _strings(row["answers"], where, "answers"),
+                _strings(row["wrong_answers"], where, "wrong_answers"),
+                continues=False,
+                where=where,
+            )
+        )
+    return pairs
+
+
+def is_task_file(spec: str) -> bool:
+    """Whether ``spec`` names a task file (an existing file, or a task file's suffix)."""
+    path = Path(spec).expanduser()
+    return path.suffix.lower() in SUFFIXES or path.is_file()
+
+
+def read_task_file(spec: str, kind: str | None = None) -> TaskFile:
+    """The prompt pairs in file ``spec`` (format ``kind``, else told by suffix and
+    content); read once while the file is unchanged."""
+    if kind is not None and kind not in FORMATS:
+        raise CircuitxError(f"unknown task format {kind!r}; choose from {', '.join(FORMATS)}")
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise CircuitxError(f"task file not found: {spec}")
+    stat = path.stat()
+    return _read(str(path.resolve()), stat.st_size, stat.st_mtime_ns, kind)
+
+
+@lru_cache(maxsize=8)
+def _read(path: str, size: int, mtime: int, kind: str | None) -> TaskFile:
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CircuitxError(
+            f"task file {path} is not UTF-8 text (byte {raw[error.start]:#04x} at offset "
+            f"{error.start})"
+        ) from None
+    label = Path(path).name
+    pairs = read_pairs(text, kind or sniff_format(Path(path), text), label)
+    if not pairs:
+        raise CircuitxError(f"task file {path} has no prompt pairs")
+    return TaskFile(tuple(pairs), Path(path).stem, hashlib.sha256(raw).hexdigest()[:16], path)

@@ -1,0 +1,251 @@
+"""Task files (issue 25): our JSONL, EAP-IG/MIB CSV and auto-circuit JSON give the task
+the same prompts make, bad files end in one line, and the Python API takes pairs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import assert_one_line_error, run
+
+from circuitx.builtin import load
+from circuitx.graph import edges_by_name, read_graph
+from circuitx.tasks import Task, get_task
+
+N = 12
+
+
+@pytest.fixture(scope="module")
+def planted_ioi():
+    return load("planted-ioi", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ioi_data(planted_ioi):
+    return get_task("ioi").make_data(planted_ioi, N, seed=0)
+
+
+def word(model, token) -> str:
+    return model.decode([int(token)]).strip()
+
+
+def write_formats(directory: Path, model, data) -> dict[str, Path]:
+    """The IOI prompts as our JSONL, an EAP-IG CSV and an auto-circuit JSON."""
+    rows = range(data.n_prompts)
+    jsonl = directory / "ioi-pairs.jsonl"
+    jsonl.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "clean": data.clean_prompts[i],
+                    "corrupted": data.corrupted_prompts[i],
+                    "answer": word(model, data.answer[i]),
+                    "wrong": word(model, data.wrong[i]),
+                }
+            )
+            + "\n"
+            for i in rows
+        )
+    )
+    table = directory / "ioi-pairs.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["clean", "corrupted", "correct_idx", "incorrect_idx", "template"])
+        for i in rows:
+            writer.writerow(
+                [
+                    data.clean_prompts[i],
+                    data.corrupted_prompts[i],
+                    int(data.answer[i]),
+                    int(data.wrong[i]),
+                    "ioi",
+                ]
+            )
+    auto = directory / "ioi-pairs.json"
+    prompts = [
+        {
+            "clean": data.clean_prompts[i],
+            "corrupt": data.corrupted_prompts[i],
+            "answers": [" " + word(model, data.answer[i])],
+            "wrong_answers": [" " + word(model, data.wrong[i])],
+        }
+        for i in rows
+    ]
+    auto.write_text(json.dumps({"prompts": prompts}))
+    return {"jsonl": jsonl, "eap-ig": table, "auto-circuit": auto}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, planted_ioi, ioi_data):
+    return write_formats(tmp_path_factory.mktemp("tasks"), planted_ioi, ioi_data)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "eap-ig", "auto-circuit"])
+def test_each_format_gives_the_tasks_own_prompts_and_metric(planted_ioi, ioi_data, files, kind):
+    task = get_task(str(files[kind]))
+    assert task.name == "ioi-pairs" and len(task.digest) == 16
+    data = task.make_data(planted_ioi, N, seed=0)
+    for name in ("clean", "corrupted", "answer"):
+        assert torch.equal(getattr(data, name), getattr(ioi_data, name)), name
+    assert torch.equal(data.wrong.squeeze(-1), ioi_data.wrong)
+    assert torch.equal(data.positions["END"], ioi_data.positions["END"])
+    final = torch.randn(N, planted_ioi.d_vocab, generator=torch.Generator().manual_seed(0))
+    ioi = get_task("ioi")
+    for metric in ("logit-diff", "kl"):
+        assert torch.allclose(
+            task.metric(metric, final, data, final), ioi.metric(metric, final, ioi_data, final)
+        )
+    assert torch.equal(task.correct(final, data), ioi.correct(final, ioi_data))
+
+
+def test_n_prompts_and_seed_sample_the_file_in_its_order(planted_ioi, files):
+    task = get_task(str(files["jsonl"]))
+    every = task.make_data(planted_ioi, 100, seed=0)
+    assert every.n_prompts == N
+    some = task.make_data(planted_ioi, 5, seed=3)
+    again = task.make_data(planted_ioi, 5, seed=3)
+    other = task.make_data(planted_ioi, 5, seed=4)
+    assert torch.equal(some.clean, again.clean) and not torch.equal(some.clean, other.clean)
+    rows = [every.clean_prompts.index(p) for p in some.clean_prompts]
+    assert rows == sorted(rows)
+
+
+def test_several_answers_and_the_other_metrics(planted_ioi, ioi_data):
+    """Two answers: logit-diff takes the better, prob-diff and log-prob the answers'
+    probability together (a repeated answer counts once)."""
+    first, second = word(planted_ioi, ioi_data.answer[0]), word(planted_ioi, ioi_data.wrong[1])
+    task = Task.from_pairs(
+        ioi_data.clean_prompts[:2],
+        ioi_data.corrupted_prompts[:2],
+        [[first, second, first], first],
+        [word(planted_ioi, ioi_data.wrong[0]), word(planted_ioi, ioi_data.wrong[1])],
+    )
+    data = task.make_data(planted_ioi, 2, seed=0)
+    final = torch.randn(2, planted_ioi.d_vocab, generator=torch.Generator().manual_seed(1))
+    a, b, w = int(ioi_data.answer[0]), int(ioi_data.wrong[1]), int(ioi_data.wrong[0])
+    logit_diff = task.metric("logit-diff", final, data, final)
+    assert torch.isclose(logit_diff[0], torch.maximum(final[0, a], final[0, b]) - final[0, w])
+    probs = final.softmax(-1)
+    prob_diff = task.metric("prob-diff", final, data, final)
+    assert torch.isclose(prob_diff[0], probs[0, a] + probs[0, b] - probs[0, w])
+    log_prob = task.metric("log-prob", final, data, final)
+    assert torch.isclose(log_prob[0], (probs[0, a] + probs[0, b]).log())
+    assert torch.isclose(log_prob[1], probs[1, a].log())
+
+
+def test_without_wrong_answers_only_log_prob_and_kl(planted_ioi, ioi_data):
+    task = Task.from_pairs(
+        ioi_data.clean_prompts[:3],
+        ioi_data.corrupted_prompts[:3],
+        [word(planted_ioi, t) for t in ioi_data.answer[:3]],
+    )
+    assert task.metrics == ("log-prob", "kl") and task.default_metric == "log-prob"
+    with pytest.raises(Exception, match="no metric 'logit-diff'"):
+        task.check_metric("logit-diff")
+
+
+def test_discover_on_each_file_gives_the_scores_of_the_built_in_task(files, tmp_path):
+    """EAP-IG on the planted IOI model: the task file's graph scores as --task ioi's on
+    the same prompts, and finds the planted circuit (node AUC 1)."""
+    common = ["--model", "planted-ioi", "--method", "eap-ig", "--n-prompts", N, "--json"]
+    common += ["--reference", "planted-ioi", "--faithfulness-prompts", N]
+    built_in = run("discover", "--task", "ioi", *common, "--out", tmp_path / "ioi.json")
+    assert built_in.exit_code == 0, built_in.output
+    expected = json.loads(built_in.stdout)
+    graphs = {}
+    for kind, path in files.items():
+        result = run("discover", "--task", path, *common, "--out", tmp_path / f"{kind}.json")
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["task"] == "ioi-pairs"
+        meta = read_graph(tmp_path / f"{kind}.json").graph
+        assert meta["task_file_sha256"] == get_task(str(path)).digest
+        assert summary["metrics"]["node_auc"] == pytest.approx(1.0)
+        for key in ("node_auc", "edge_auc", "node_precision", "node_recall"):
+            assert summary["metrics"][key] == pytest.approx(expected["metrics"][key], abs=1e-6)
+        assert summary["faithfulness"] == pytest.approx(expected["faithfulness"], abs=1e-5)
+        graphs[kind] = edge_scores(tmp_path / f"{kind}.json")
+    want = edge_scores(tmp_path / "ioi.json")
+    for kind, got in graphs.items():
+        assert got.keys() == want.keys()
+        assert max(abs(got[k] - want[k]) for k in want) < 1e-5, kind
+
+
+def edge_scores(path: Path) -> dict[str, float]:
+    return {name: data["score"] for name, data in edges_by_name(read_graph(path)).items()}
+
+
+def test_the_files_content_goes_into_the_cell_key(files, tmp_path):
+    from circuitx.discovery.request import DiscoveryRequest
+
+    copy = tmp_path / "ioi-pairs.jsonl"
+    copy.write_text(files["jsonl"].read_text())
+    first = DiscoveryRequest(str(copy), "eap", model="planted-ioi").config()
+    copy.write_text(copy.read_text().replace("gave", "handed", 1))
+    second = DiscoveryRequest(str(copy), "eap", model="planted-ioi").config()
+    assert first["task_file"] != second["task_file"]
+    built_in = DiscoveryRequest("ioi", "eap", model="planted-ioi").config()
+    assert "task_file" not in built_in and "task_format" not in built_in
+
+
+BAD = {
+    "missing column": (
+        "t.csv",
+        b"clean,correct_idx\nWhen Mary and John went,5\n",
+        "no column 'corrupted'",
+    ),
+    "empty file": ("t.jsonl", b"\n\n", "has no prompt pairs"),
+    "two-token answer": (
+        "t.jsonl",
+        b'{"clean": "When Mary and John went to the store, John gave a drink to", '
+        b'"corrupted": "When Mary and John went to the store, Paul gave a drink to", '
+        b'"answer": "Mary Mary", "wrong": "John"}\n',
+        "t.jsonl line 1: answer 'Mary Mary' is 2 tokens",
+    ),
+    "not UTF-8": ("t.jsonl", b'{"clean": "caf\xe9"}\n', "is not UTF-8 text (byte 0xe9"),
+    "JSON that is not a task": ("t.json", b'{"rows": []}', "is JSON but not a task"),
+    "index out of range": (
+        "t.csv",
+        b"clean,corrupted,correct_idx,incorrect_idx\n"
+        b"When Mary and John went to the store,When Mary and Paul went to the store,99999,3\n",
+        "t.csv row 2: answer id 99999 is outside the model's vocabulary",
+    ),
+    "no file": (None, b"", "task file not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_task_files_are_one_line_errors(tmp_path, case):
+    name, content, message = BAD[case]
+    path = tmp_path / "missing.jsonl"
+    if name is not None:
+        path = tmp_path / name
+        path.write_bytes(content)
+    result = run("discover", "--task", path, "--model", "planted-ioi", "--method", "eap")
+    assert_one_line_error(result, message)
+
+
+def test_an_unknown_task_name_is_one_line(tmp_path):
+    result = run("discover", "--task", "iio", "--model", "planted-ioi", "--method", "eap")
+    assert_one_line_error(result, "unknown task 'iio'; choose from ioi")
+
+
+def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
+    """docs/task-files.md: its script writes 20 pairs, its command finds the planted
+    circuit from them."""
+    text = (Path(__file__).parents[2] / "docs" / "task-files.md").read_text()
+    script = text.split("python - <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    command = text.split("circuitx discover --task my-ioi.jsonl", 1)[1].split("```", 1)[0]
+    args = ["--task", "my-ioi.jsonl", *shlex.split(command.replace("\\\n", " "))]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(script, "task-files.md", "exec"), {})
+    assert len((tmp_path / "my-ioi.jsonl").read_text().splitlines()) == 20
+    result = run("discover", *args, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["metrics"]["node_auc"] == pytest.approx(1.0)
+    assert (tmp_path / "my-ioi.graphml").is_file()
