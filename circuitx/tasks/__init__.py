@@ -8,9 +8,10 @@ too, named by its path.
 from __future__ import annotations
 
 from circuitx.errors import CircuitxError
-from circuitx.tasks.base import FileTask, Task, TaskData
+from circuitx.tasks.base import Task, TaskData
 from circuitx.tasks.colored_objects import ColoredObjectsTask
 from circuitx.tasks.docstring import DocstringTask
+from circuitx.tasks.file_task import FileTask
 from circuitx.tasks.greater_than import GreaterThanTask
 from circuitx.tasks.ioi import IOITask
 from circuitx.tasks.pairs import FORMATS, is_task_file
@@ -33,7 +34,7 @@ def get_task(name: str, corruption: str | None = None, task_format: str | None =
             f"unknown task {name!r}; choose from {', '.join(TASKS)}, or give a task file "
             f"({', '.join(FORMATS)})"
         )
-    task = Task.from_file(name, task_format)
+    task = FileTask.from_file(name, task_format)
     if corruption not in (None, task.corruption):
         raise CircuitxError(
             f"a task file has one corruption, its pairs' own ({task.corruption}), not "

@@ -7,9 +7,6 @@ task needs is a ``CircuitxError``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Sequence
@@ -18,7 +15,6 @@ import networkx as nx
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.tasks.pairs import PromptPair, read_task_file
 
 if TYPE_CHECKING:
     from circuitx.models import Model
@@ -99,24 +95,6 @@ class Task:
     has_negative_prompts: ClassVar[bool] = True
     # The built-in model family the task needs (it runs on no other model); None: any model.
     model_family: ClassVar[str | None] = None
-
-    @staticmethod
-    def from_file(path: str, task_format: str | None = None) -> FileTask:
-        """The task of a task file (see :mod:`circuitx.tasks.pairs` for the formats)."""
-        read = read_task_file(path, task_format)
-        return FileTask(read.pairs, read.name, read.digest, read.path)
-
-    @staticmethod
-    def from_pairs(
-        clean: Sequence[str],
-        corrupted: Sequence[str],
-        answers: Sequence[str | Sequence[str]],
-        wrong: Sequence[str | Sequence[str]] | None = None,
-        name: str = "pairs",
-    ) -> FileTask:
-        """A task from lists, one entry per pair: answers (and wrong answers) are words
-        that continue each clean prompt, as in a JSONL task file."""
-        return _task_from_pairs(clean, corrupted, answers, wrong, name)
 
     def __init__(self, corruption: str | None = None) -> None:
         if corruption is not None and corruption not in self.corruptions:
@@ -268,184 +246,3 @@ def words_of(*texts: str) -> list[str]:
     for text in texts:
         words.update(dict.fromkeys(re.findall(r"\w+|[^\w\s]", re.sub(r"\[\w+\]", " ", text))))
     return list(words)
-
-
-# ------------------------------------------------------------------ tasks from given pairs
-
-PAIRS = "pairs"  # a file task's one corruption: each pair's own corrupted prompt
-
-
-class FileTask(Task):
-    """A task made of given prompt pairs; ``name`` labels it (a file's stem) and
-    ``digest`` identifies its content."""
-
-    title = "prompt pairs from a file"
-    default_model = "gpt2"
-    paper_model = None
-    reference_variants = {"": "none: pass --reference"}
-    corruptions = (PAIRS,)
-    has_negative_prompts = False
-
-    def __init__(self, pairs: Sequence[PromptPair], name: str, digest: str, source: str = ""):
-        super().__init__(PAIRS)
-        if not pairs:
-            raise CircuitxError(f"task {name} has no prompt pairs")
-        with_wrongs = [bool(p.wrongs or p.wrong_ids) for p in pairs]
-        if any(with_wrongs) and not all(with_wrongs):
-            missing = pairs[with_wrongs.index(False)]
-            raise CircuitxError(
-                f"{missing.where} has no wrong answer; give every pair one, or none"
-            )
-        for pair in pairs:
-            if not (pair.answers or pair.answer_ids):
-                raise CircuitxError(f"{pair.where} has no answer")
-        self.pairs, self.name, self.digest, self.source = list(pairs), name, digest, source
-        self.metrics = (
-            ("logit-diff", "prob-diff", "log-prob", "kl")
-            if all(with_wrongs)
-            else ("log-prob", "kl")
-        )
-
-    def vocabulary(self) -> list[str]:
-        words: dict[str, None] = {}
-        for pair in self.pairs:
-            for text in (pair.clean, pair.corrupted, *pair.answers, *pair.wrongs):
-                words.update(dict.fromkeys(text.split()))
-        return list(words)
-
-    def make_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
-        """The first ``n_prompts`` pairs when the file has no more, else a sample of them
-        drawn by ``seed`` (in file order)."""
-        chosen = range(len(self.pairs))
-        if n_prompts < len(self.pairs):
-            chosen = sorted(random.Random(seed).sample(chosen, n_prompts))
-        pairs = [self.pairs[i] for i in chosen]
-        clean = [p.clean for p in pairs]
-        corrupted = [p.corrupted for p in pairs]
-        clean_tokens, corrupted_tokens, lengths = encode_pairs(model, self.name, clean, corrupted)
-        answers = [_token_ids(model, p, p.answers, p.answer_ids, "answer") for p in pairs]
-        wrongs = [_token_ids(model, p, p.wrongs, p.wrong_ids, "wrong answer") for p in pairs]
-        answer, answer_mask = _padded(answers)
-        wrong, wrong_mask = _padded(wrongs) if wrongs[0] else (answer[:, :1], answer_mask[:, :1])
-        return TaskData(
-            clean=clean_tokens,
-            corrupted=corrupted_tokens,
-            positions={"END": torch.tensor(lengths) - 1},
-            answer=answer[:, 0],
-            wrong=wrong,
-            clean_prompts=clean,
-            corrupted_prompts=corrupted,
-            extra={"answers": answer, "answer_mask": answer_mask, "wrong_mask": wrong_mask},
-            row_extra=("answers", "answer_mask", "wrong_mask"),
-        )
-
-    def metric(
-        self, name: str, final: torch.Tensor, data: TaskData, clean_final: torch.Tensor
-    ) -> torch.Tensor:
-        self.check_metric(name)
-        answers, answer_mask = data.extra["answers"], data.extra["answer_mask"]
-        if name == "logit-diff":
-            return best(final, answers) - best(final, data.wrong)
-        if name == "prob-diff":
-            probs = final.softmax(-1)
-            wrong_mask = data.extra["wrong_mask"].to(final.device)
-            right = (pick(probs, answers) * answer_mask.to(final.device)).sum(-1)
-            return right - (pick(probs, data.wrong) * wrong_mask).sum(-1)
-        if name == "log-prob":
-            picked = pick(final.log_softmax(-1), answers)
-            return picked.masked_fill(~answer_mask.to(final.device), float("-inf")).logsumexp(-1)
-        return super().metric(name, final, data, clean_final)
-
-    def correct(self, final: torch.Tensor, data: TaskData) -> torch.Tensor:
-        """The best answer beats every wrong one; without wrong answers, it is the top token."""
-        answers = data.extra["answers"]
-        if "logit-diff" not in self.metrics:
-            return (final.argmax(-1, keepdim=True) == answers.to(final.device)).any(-1)
-        return best(final, answers) > best(final, data.wrong)
-
-    def logit_direction(self, data: TaskData, d_vocab: int) -> torch.Tensor:
-        """The mean of the answers' logits minus the mean of the wrong answers'."""
-        direction = torch.zeros(data.n_prompts, d_vocab)
-        rows = torch.arange(data.n_prompts).unsqueeze(1)
-        for tokens, mask, sign in (
-            (data.extra["answers"], data.extra["answer_mask"], 1.0),
-            (data.wrong, data.extra["wrong_mask"], -1.0),
-        ):
-            if sign < 0 and "logit-diff" not in self.metrics:
-                break
-            share = mask.float() / mask.sum(-1, keepdim=True)
-            direction.index_put_((rows.expand_as(tokens), tokens), sign * share, accumulate=True)
-        return direction
-
-
-def _token_ids(
-    model: "Model", pair: PromptPair, texts: tuple[str, ...], ids: tuple[int, ...], what: str
-) -> list[int]:
-    """The pair's answers (or wrong answers) as token ids, each checked to be one token of
-    the model."""
-    for token in ids:
-        if not 0 <= token < model.d_vocab:
-            raise CircuitxError(
-                f"{pair.where}: {what} id {token} is outside the model's vocabulary "
-                f"({model.d_vocab} tokens)"
-            )
-    tokens = list(ids)
-    for text in texts:
-        if pair.continues:
-            joint = "" if pair.clean[-1:].isspace() or text[:1].isspace() else " "
-            prompt = model.encode(pair.clean)
-            whole = model.encode(pair.clean + joint + text)
-            if whole[: len(prompt)] != prompt:  # the answer merged into the prompt's end
-                pieces = []
-            else:
-                pieces = whole[len(prompt) :]
-        else:
-            pieces = model.encode(text)
-        if len(pieces) != 1:
-            shown = (
-                ", ".join(repr(model.decode([p])) for p in pieces) or "it merges with the prompt"
-            )
-            raise CircuitxError(
-                f"{pair.where}: {what} {text!r} is {len(pieces)} tokens for this model "
-                f"({shown}); answers must be single tokens"
-            )
-        tokens.append(pieces[0])
-    return tokens
-
-
-def _padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [n, k] (each row padded with its own first token, which changes no
-    maximum) and which entries are distinct tokens of the row [n, k]."""
-    width = max(len(row) for row in rows)
-    tokens = torch.tensor([row + row[:1] * (width - len(row)) for row in rows])
-    mask = torch.tensor(
-        [[i < len(row) and row.index(row[i]) == i for i in range(width)] for row in rows]
-    )
-    return tokens, mask
-
-
-def _task_from_pairs(
-    clean: Sequence[str],
-    corrupted: Sequence[str],
-    answers: Sequence[str | Sequence[str]],
-    wrong: Sequence[str | Sequence[str]] | None,
-    name: str,
-) -> FileTask:
-    if not len(clean) == len(corrupted) == len(answers) or (
-        wrong is not None and len(wrong) != len(clean)
-    ):
-        raise CircuitxError("clean, corrupted, answers and wrong need one entry per pair")
-
-    def words(value: str | Sequence[str]) -> tuple[str, ...]:
-        return (value,) if isinstance(value, str) else tuple(value)
-
-    pairs = [
-        PromptPair(
-            c, k, words(a), words(wrong[i]) if wrong is not None else (), where=f"pair {i + 1}"
-        )
-        for i, (c, k, a) in enumerate(zip(clean, corrupted, answers))
-    ]
-    digest = hashlib.sha256(
-        json.dumps([clean, corrupted, answers, wrong], default=list).encode()
-    ).hexdigest()[:16]
-    return FileTask(pairs, name, digest)

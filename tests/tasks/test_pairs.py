@@ -14,7 +14,7 @@ from conftest import assert_one_line_error, run
 
 from circuitx.builtin import load
 from circuitx.graph import edges_by_name, read_graph
-from circuitx.tasks import Task, get_task
+from circuitx.tasks import FileTask, get_task
 
 N = 12
 
@@ -118,7 +118,7 @@ def test_several_answers_and_the_other_metrics(planted_ioi, ioi_data):
     """Two answers: logit-diff takes the better, prob-diff and log-prob the answers'
     probability together (a repeated answer counts once)."""
     first, second = word(planted_ioi, ioi_data.answer[0]), word(planted_ioi, ioi_data.wrong[1])
-    task = Task.from_pairs(
+    task = FileTask.from_pairs(
         ioi_data.clean_prompts[:2],
         ioi_data.corrupted_prompts[:2],
         [[first, second, first], first],
@@ -138,7 +138,7 @@ def test_several_answers_and_the_other_metrics(planted_ioi, ioi_data):
 
 
 def test_without_wrong_answers_only_log_prob_and_kl(planted_ioi, ioi_data):
-    task = Task.from_pairs(
+    task = FileTask.from_pairs(
         ioi_data.clean_prompts[:3],
         ioi_data.corrupted_prompts[:3],
         [word(planted_ioi, t) for t in ioi_data.answer[:3]],
@@ -249,3 +249,7 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     summary = json.loads(result.stdout)
     assert summary["metrics"]["node_auc"] == pytest.approx(1.0)
     assert (tmp_path / "my-ioi.graphml").is_file()
+    python = text.split("## From Python\n\n```python\n", 1)[1].split("```", 1)[0]
+    names: dict = {}
+    exec(compile(python, "task-files.md", "exec"), names)
+    assert names["data"].n_prompts == 20 and names["graph"].graph["task"] == "my-ioi"
