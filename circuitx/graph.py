@@ -46,7 +46,7 @@ __all__ = [  # the names are re-exported: the graph module is the universe's pub
 ]
 
 SCHEMA_KEY = "circuitx_schema"
-GRAPH_FORMATS = ("graphml", "json", "dot")
+GRAPH_FORMATS = ("graphml", "json", "dot", "eap-ig")
 
 
 def full_graph(
@@ -207,11 +207,14 @@ def graph_to_text(graph: nx.MultiDiGraph, fmt: str) -> str:
         return json.dumps(to_json_dict(graph), indent=1, allow_nan=False) + "\n"
     if fmt == "dot":
         return to_dot(graph)
+    if fmt == "eap-ig":
+        return json.dumps(to_eap_ig_dict(graph), allow_nan=False) + "\n"
     raise CircuitxError(f"unknown graph format {fmt!r}; choose one of {', '.join(GRAPH_FORMATS)}")
 
 
 def read_graph(path: str | Path) -> nx.MultiDiGraph:
-    """Read a circuit graph written by :func:`write_graph` (GraphML or JSON)."""
+    """Read a circuit graph written by :func:`write_graph` (GraphML or JSON), or a graph
+    EAP-IG wrote (its JSON, as MIB takes it)."""
     path = Path(path)
     if not path.is_file():
         raise CircuitxError(f"graph file not found: {path}")
@@ -219,8 +222,9 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
     try:
         if fmt == "graphml":
             graph = _from_graphml(nx.read_graphml(path, force_multigraph=True))
-        elif fmt == "json":
-            graph = from_json_dict(json.loads(path.read_text()))
+        elif fmt == "json":  # ours, or an EAP-IG (MIB) graph
+            data = json.loads(path.read_text())
+            graph = from_eap_ig_dict(data) if is_eap_ig_dict(data) else from_json_dict(data)
         else:
             raise CircuitxError(f"cannot read {fmt} graphs; read GraphML or JSON: {path}")
         _validate(graph)
@@ -381,6 +385,94 @@ def from_json_dict(data: Any) -> nx.MultiDiGraph:
         if sender not in graph or receiver not in graph:
             raise CircuitxError(f"edge {name!r} names a node the graph does not have")
         graph.add_edge(sender, receiver, key=name, **attrs)
+    return graph
+
+
+# ---------------------------------------------------------------- EAP-IG / MIB graphs
+
+EAP_IG_KEYS = ("cfg", "nodes", "edges")
+
+
+def is_eap_ig_dict(data: Any) -> bool:
+    """Whether parsed JSON is an EAP-IG (MIB) graph: ``cfg``, ``nodes`` and ``edges``."""
+    return isinstance(data, dict) and all(key in data for key in EAP_IG_KEYS)
+
+
+def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
+    """The graph as EAP-IG's ``Graph.to_json`` writes it (what MIB evaluates): ``cfg``,
+    node membership, and each edge's score and membership. EAP-IG keeps no node scores;
+    they go in ``node_scores``, and the metadata in ``circuitx_metadata``, which EAP-IG
+    does not read."""
+    n_layers, n_heads, has_mlp = shape_of(graph)
+    if not has_mlp:
+        raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
+    if any(data["kind"] == "feature" for _, data in graph.nodes(data=True)):
+        raise CircuitxError("EAP-IG graphs have no transcoder features; export the component graph")
+    cfg = {
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "parallel_attn_mlp": bool(graph.graph.get("parallel", False)),
+    }
+    nodes = dict(graph.nodes(data=True))
+    return {
+        "cfg": cfg,
+        "nodes": {name: bool(data["in_circuit"]) for name, data in nodes.items()},
+        "edges": {
+            name: {"score": _plain(data["score"]), "in_graph": bool(data["in_circuit"])}
+            for name, data in edges_by_name(graph).items()
+        },
+        "node_scores": {name: _plain(data["score"]) for name, data in nodes.items()},
+        "circuitx_metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
+    }
+
+
+def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
+    """Our graph from an EAP-IG (MIB) graph: its cfg's shape, node and edge membership and
+    edge scores (node scores from ``node_scores`` where a circuitx export wrote them,
+    else each node's strongest outgoing edge score). Node kinds EAP-IG has and we do not
+    (neurons) are refused."""
+    cfg = data["cfg"]
+    try:
+        n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
+    except (KeyError, TypeError, ValueError):
+        raise CircuitxError("EAP-IG graph cfg lacks n_layers and n_heads") from None
+    if any("neuron" in key for key in data):
+        raise CircuitxError(
+            "neuron-level EAP-IG graphs are not supported: circuitx graphs have heads and MLPs"
+        )
+    parallel = bool(cfg.get("parallel_attn_mlp", False))
+    meta = data.get("circuitx_metadata")
+    shape_keys = ("n_layers", "n_heads", "has_mlp", "parallel")
+    meta = {k: v for k, v in meta.items() if k not in shape_keys} if isinstance(meta, dict) else {}
+    graph = full_graph(n_layers, n_heads, True, parallel, **{**meta, "source_format": "eap-ig"})
+    for name, value in data["nodes"].items():
+        if name not in graph:
+            raise CircuitxError(f"node {name!r} is not in a {n_layers} x {n_heads} model's graph")
+        member = value.get("in_graph") if isinstance(value, dict) else value
+        graph.nodes[name]["in_circuit"] = bool(member)
+        if isinstance(value, dict) and value.get("score") is not None:
+            graph.nodes[name]["score"] = float(value["score"])
+    edges = edges_by_name(graph)
+    for name, value in data["edges"].items():
+        if name not in edges:
+            raise CircuitxError(f"edge {name!r} is not in a {n_layers} x {n_heads} model's graph")
+        if not isinstance(value, dict):
+            raise CircuitxError(f'edge {name!r}: expected {{"score", "in_graph"}}')
+        score = value.get("score")
+        edges[name]["score"] = None if score is None else float(score)
+        edges[name]["in_circuit"] = bool(value.get("in_graph", False))
+    scores = data.get("node_scores")
+    if isinstance(scores, dict):
+        for name, score in scores.items():
+            if name in graph:
+                graph.nodes[name]["score"] = None if score is None else float(score)
+    else:
+        for node in graph.nodes:
+            out = [
+                d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None
+            ]
+            if out and graph.nodes[node]["score"] is None:
+                graph.nodes[node]["score"] = max(out, key=abs)
     return graph
 
 

@@ -204,3 +204,97 @@ def test_non_finite_metadata_is_written_as_null(tmp_path):
         write_graph(full_graph(1, 1, True, big=float("inf"), odd=float("nan")), path)
         meta = read_graph(path).graph
         assert meta["big"] is None and meta["odd"] is None
+
+
+# ---------------------------------------------------------------- EAP-IG / MIB graphs
+
+
+def eap_ig_universe(n_layers: int, n_heads: int, parallel: bool) -> tuple[list[str], list[str]]:
+    """EAP-IG's node and edge names, built as its Graph.from_model builds them (read from
+    hannamw/EAP-IG), independently of ours."""
+    nodes, edges, stream = ["input"], [], ["input"]
+    for layer in range(n_layers):
+        heads = [f"a{layer}.h{h}" for h in range(n_heads)]
+        mlp = f"m{layer}"
+        nodes += [*heads, mlp]
+        edges += [f"{s}->{h}<{x}>" for s in stream for h in heads for x in "qkv"]
+        if parallel:
+            edges += [f"{s}->{mlp}" for s in stream]
+            stream += [*heads, mlp]
+        else:
+            stream += heads
+            edges += [f"{s}->{mlp}" for s in stream]
+            stream.append(mlp)
+    edges += [f"{s}->logits" for s in stream]
+    return [*nodes, "logits"], edges
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_eap_ig_export_has_eap_igs_universe_and_round_trips(tmp_path, parallel):
+    graph = full_graph(3, 2, True, parallel, task="ioi", method="eap")
+    for i, (name, data) in enumerate(edges_by_name(graph).items()):
+        data["score"] = (i % 7 - 3) / 10
+    for i, node in enumerate(graph.nodes):
+        graph.nodes[node]["score"] = i / 10 if node not in ("input", "logits") else None
+    select_nodes(graph, ["a0.h1", "m1"])
+    path = tmp_path / "g.json"
+    write_graph(graph, path, "eap-ig")
+    data = json.loads(path.read_text())
+    nodes, edges = eap_ig_universe(3, 2, parallel)
+    assert data["cfg"] == {"n_layers": 3, "n_heads": 2, "parallel_attn_mlp": parallel}
+    assert list(data["nodes"]) == nodes or set(data["nodes"]) == set(nodes)
+    assert set(data["edges"]) == set(edges)
+    assert all(set(row) == {"score", "in_graph"} for row in data["edges"].values())
+    back = read_graph(path)
+    assert edges_by_name(back) == edges_by_name(graph)
+    assert dict(back.nodes(data=True)) == dict(graph.nodes(data=True))
+    assert back.graph["task"] == "ioi" and back.graph["source_format"] == "eap-ig"
+
+
+def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
+    """A file as EAP-IG writes it (no node scores): membership and edge scores come in,
+    each node scores its strongest outgoing edge."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False},
+        "nodes": {name: name in ("input", "a0.h1", "logits") for name in nodes},
+        "edges": {name: {"score": 0.0, "in_graph": False} for name in edges},
+    }
+    data["edges"]["input->a0.h1<v>"] = {"score": -0.5, "in_graph": True}
+    data["edges"]["a0.h1->logits"] = {"score": 0.25, "in_graph": True}
+    path = tmp_path / "mib.json"
+    path.write_text(json.dumps(data))
+    graph = read_graph(path)
+    assert graph.nodes["a0.h1"]["in_circuit"] and not graph.nodes["a1.h0"]["in_circuit"]
+    assert graph.nodes["a0.h1"]["score"] == 0.25 and graph.nodes["input"]["score"] == -0.5
+    kept = [name for name, d in edges_by_name(graph).items() if d["in_circuit"]]
+    assert sorted(kept) == ["a0.h1->logits", "input->a0.h1<v>"]
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (lambda d: d.update(neurons_in_graph=[1]), "neuron-level EAP-IG graphs are not supported"),
+        (lambda d: d["nodes"].update({"a9.h0": True}), "node 'a9.h0' is not in a 2 x 2 model"),
+        (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
+    ],
+)
+def test_eap_ig_graphs_we_cannot_read_are_one_line(tmp_path, edit, pattern):
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False},
+        "nodes": dict.fromkeys(nodes, True),
+        "edges": {name: {"score": 1.0, "in_graph": True} for name in edges},
+    }
+    edit(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match=pattern):
+        read_graph(path)
+
+
+def test_eap_ig_has_no_graph_without_mlps():
+    from circuitx.graph import graph_to_text
+
+    with pytest.raises(CircuitxError, match="EAP-IG graphs always have MLPs"):
+        graph_to_text(full_graph(2, 2, False), "eap-ig")

@@ -324,7 +324,7 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     "reference_spec",
     default="auto",
     show_default=True,
-    help="auto, TASK[:VARIANT] or a graph file.",
+    help="auto, TASK[:VARIANT], a planted model's name or a graph file (ours, or EAP-IG's JSON).",
 )
 @cache_dir_option
 @json_option
@@ -375,11 +375,13 @@ def compare(graph_a, graph_b, as_json) -> None:
     "--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout)."
 )
 def export(graph_path, fmt_name, out_path) -> None:
-    """Convert a circuit graph to GraphML, JSON or DOT (DOT shows the circuit only)."""
+    """Convert a circuit graph to GraphML, JSON, DOT (the circuit only) or EAP-IG's graph
+    JSON (what MIB evaluates). GRAPH may be an EAP-IG graph too."""
     if out_path:
         check_output_path(out_path)
         named = suffix_format(out_path)
-        if named is not None and named != fmt_name:
+        json_file = named == "json" and fmt_name == "eap-ig"  # EAP-IG's graphs are JSON
+        if named is not None and named != fmt_name and not json_file:
             raise CircuitxError(
                 f"--out {out_path} names a {named} file, but --format is {fmt_name}"
             )

@@ -249,6 +249,11 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     summary = json.loads(result.stdout)
     assert summary["metrics"]["node_auc"] == pytest.approx(1.0)
     assert (tmp_path / "my-ioi.graphml").is_file()
+    export = text.split("```bash\ncircuitx export ", 1)[1].split("\n", 1)[0]
+    result = run("export", *shlex.split(export))
+    assert result.exit_code == 0, result.output
+    mib = read_graph(tmp_path / "my-ioi-mib.json")
+    assert edges_by_name(mib) == edges_by_name(read_graph(tmp_path / "my-ioi.graphml"))
     python = text.split("## From Python\n\n```python\n", 1)[1].split("```", 1)[0]
     names: dict = {}
     exec(compile(python, "task-files.md", "exec"), names)
