@@ -14,12 +14,26 @@ the head; :func:`acdc_edge_count` gives that count, which is what ACDC's papers 
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import networkx as nx
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import HEAD_INPUTS, INPUT, LOGITS, edge_name, full_graph, head_node
+from circuitx.graph import (
+    HEAD_INPUTS,
+    INPUT,
+    LOGITS,
+    component_graph,
+    edge_name,
+    full_graph,
+    head_node,
+    read_graph,
+    shape_of,
+)
 
 INPUT_CLASS = "INPUT"
 OUTPUT_CLASS = "OUTPUT"
@@ -137,3 +151,71 @@ def reshaped(graph: nx.MultiDiGraph, name: str, n_layers: int, n_heads: int) -> 
         if data.get("in_circuit"):
             mark_edge(target, sender, receiver, [data["input"]] if data.get("input") else [])
     return target
+
+
+# ---------------------------------------------------------------- reference files
+
+_HEAD = re.compile(r"^(?:a)?(\d+)\.(?:h)?(\d+)$")
+
+
+def is_class_circuit(data: Any) -> bool:
+    """Whether parsed JSON is a circuit of head classes: ``{"classes": {...}, "edges": [...]}``
+    (the way ACDC and auto-circuit write official circuits)."""
+    return isinstance(data, dict) and "classes" in data and "edges" in data
+
+
+def class_circuit_from_dict(
+    name: str, data: dict[str, Any], n_layers: int, n_heads: int, has_mlp: bool
+) -> nx.MultiDiGraph:
+    """A reference from ``{"classes": {class: [heads]}, "edges": [[sender class, receiver
+    class, inputs], ...]}``: heads as ``"9.9"``, ``"a9.h9"`` or ``[9, 9]``; inputs any of
+    ``q``, ``k``, ``v`` (all three when left out); ``INPUT`` and ``OUTPUT`` as in the
+    built-in references. Expanded with the built-in references' rule
+    (:func:`class_circuit`)."""
+    classes, edges = data["classes"], data["edges"]
+    if not isinstance(classes, dict) or not isinstance(edges, list):
+        raise CircuitxError(f"reference {name}: 'classes' must be an object, 'edges' a list")
+    heads = {cls: [_head(name, cls, head) for head in members] for cls, members in classes.items()}
+    known = {*heads, INPUT_CLASS, OUTPUT_CLASS}
+    class_edges = []
+    for edge in edges:
+        if not isinstance(edge, list) or len(edge) not in (2, 3):
+            raise CircuitxError(
+                f"reference {name}: an edge is [sender, receiver, inputs], not {edge!r}"
+            )
+        sender, receiver, inputs = (*edge, "qkv") if len(edge) == 2 else edge
+        for cls in (sender, receiver):
+            if cls not in known:
+                raise CircuitxError(f"reference {name}: edge {edge!r} names no class {cls!r}")
+        if receiver != OUTPUT_CLASS and (not inputs or set(str(inputs)) - set(HEAD_INPUTS)):
+            raise CircuitxError(f"reference {name}: edge {edge!r}: inputs are letters of qkv")
+        class_edges.append((sender, receiver, str(inputs)))
+    return class_circuit(name, n_layers, n_heads, has_mlp, heads, class_edges)
+
+
+def _head(name: str, cls: str, head: Any) -> Head:
+    if isinstance(head, list) and len(head) == 2 and all(isinstance(x, int) for x in head):
+        return head[0], head[1]
+    match = _HEAD.match(head) if isinstance(head, str) else None
+    if match is None:
+        raise CircuitxError(
+            f'reference {name}: class {cls!r} lists {head!r}; a head is "9.9", "a9.h9" or [9, 9]'
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.MultiDiGraph:
+    """A reference circuit from a file, for a model of this shape: a graph (ours as GraphML
+    or JSON, or EAP-IG's JSON) of the same shape, or a circuit of head classes."""
+    file = Path(path)
+    if file.suffix.lower() == ".json" and file.is_file():
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            raise CircuitxError(f"cannot read reference {path}: {error}") from None
+        if is_class_circuit(data):
+            return class_circuit_from_dict(file.stem, data, n_layers, n_heads, has_mlp)
+    graph = component_graph(read_graph(path))
+    if shape_of(graph) != (n_layers, n_heads, has_mlp):
+        raise CircuitxError(f"reference {path} is for another model shape")
+    return graph

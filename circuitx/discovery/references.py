@@ -12,8 +12,9 @@ from circuitx import builtin
 from circuitx.discovery.request import DiscoveryRequest, check_reference
 from circuitx.discovery.run import discover, model_id
 from circuitx.errors import CircuitxError
-from circuitx.graph import component_graph, read_graph, shape_of
+from circuitx.graph import shape_of
 from circuitx.models import Model
+from circuitx.reference import read_reference
 from circuitx.tasks import TASKS, get_task
 
 Resolved = tuple[nx.MultiDiGraph | None, str | None, str | None]  # graph, label, why not
@@ -88,10 +89,7 @@ def resolve_reference(
             )
         graph = discover_reference(task.reference_task)
         return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
-    graph = component_graph(read_graph(spec))  # check_reference: a graph file
-    if shape_of(graph) != shape:
-        raise CircuitxError(f"reference {spec} is for another model shape")
-    return graph, spec, None
+    return read_reference(spec, *shape), spec, None  # check_reference: a file
 
 
 def reference_for_graph(

@@ -41,3 +41,67 @@ def test_export_eap_ig_to_stdout_and_a_refused_suffix(discovered, tmp_path):
     assert result.exit_code == 0 and json.loads(result.stdout)["cfg"]["n_layers"] == 5
     bad = run("export", discovered, "--format", "eap-ig", "--out", tmp_path / "x.graphml")
     assert bad.exit_code != 0 and "names a graphml file, but --format is eap-ig" in bad.stderr
+
+
+def ioi_classes(heads_as) -> dict:
+    """IOI's published circuit as a class JSON (ACDC's and auto-circuit's way of writing
+    official circuits)."""
+    from circuitx.tasks.ioi import CLASS_EDGES, CLASSES
+
+    return {
+        "classes": {cls: [heads_as(*h) for h in heads] for cls, heads in CLASSES.items()},
+        "edges": [list(edge) for edge in CLASS_EDGES],
+    }
+
+
+@pytest.mark.parametrize(
+    "heads_as", [lambda at, h: f"{at}.{h}", lambda at, h: f"a{at}.h{h}", lambda at, h: [at, h]]
+)
+def test_a_class_circuit_file_is_the_built_in_reference(tmp_path, heads_as):
+    from circuitx.graph import full_graph, write_graph
+
+    graph = full_graph(12, 12, True, task="ioi", model="gpt2")
+    for i, data in enumerate(edges_by_name(graph).values()):
+        data["score"] = ((i * 7919) % 1000) / 1000
+    for i, node in enumerate(graph.nodes):
+        graph.nodes[node]["score"] = ((i * 31) % 100) / 100
+    path = tmp_path / "g.json"
+    write_graph(graph, path)
+    reference = tmp_path / "ioi-classes.json"
+    reference.write_text(json.dumps(ioi_classes(heads_as)))
+    scored = [
+        json.loads(run("score", path, "--reference", spec, "--json").stdout)["metrics"]
+        for spec in ("ioi", reference)
+    ]
+    assert scored[0] == scored[1] and scored[0]["node_auc"] is not None
+
+
+@pytest.mark.parametrize(
+    "classes, edges, message",
+    [
+        ({"movers": ["99.0"]}, [], "needs at least 100 layers"),
+        ({"movers": ["9.9"]}, [["INPUT", "nobody", "q"]], "names no class 'nobody'"),
+        ({"movers": ["9.9"]}, [["INPUT", "movers", "x"]], "inputs are letters of qkv"),
+        ({"movers": ["nine"]}, [], 'a head is "9.9"'),
+    ],
+)
+def test_bad_class_circuits_are_one_line(tmp_path, classes, edges, message):
+    from circuitx.graph import full_graph, write_graph
+
+    path = tmp_path / "g.json"
+    write_graph(full_graph(12, 12, True, task="ioi"), path)
+    reference = tmp_path / "bad.json"
+    reference.write_text(json.dumps({"classes": classes, "edges": edges}))
+    result = run("score", path, "--reference", reference)
+    assert result.exit_code != 0 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_eap_ig_reference_naming_a_node_the_model_lacks(discovered, tmp_path):
+    mib = tmp_path / "mib.json"
+    run("export", discovered, "--format", "eap-ig", "--out", mib)
+    data = json.loads(mib.read_text())
+    data["nodes"]["a99.h0"] = True
+    mib.write_text(json.dumps(data))
+    result = run("score", discovered, "--reference", mib)
+    assert result.exit_code != 0 and "node 'a99.h0' is not in a 5 x 4 model" in result.stderr
