@@ -20,6 +20,7 @@ from circuitx.cli.common import (
 from circuitx.methods import METHODS
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS
+from circuitx.tasks.pairs import is_task_file
 
 
 @click.command()
@@ -28,8 +29,8 @@ from circuitx.tasks import TASKS
     "tasks_spec",
     default="all",
     show_default=True,
-    help="Comma-separated task names, or all (a family's tasks; on another model, every "
-    "task but tracr).",
+    help="Comma-separated task names or task files, or all (a family's tasks; on another "
+    "model, every task but tracr).",
 )
 @click.option(
     "--methods",
@@ -141,7 +142,7 @@ def leaderboard(
     rest. A failing cell shows its error in the table, and the command exits 1.
     """
     every_task = board_module.tasks_for(model_name)
-    tasks = board_module.parse_names(tasks_spec, list(TASKS), "task", every_task)
+    tasks = board_module.parse_names(tasks_spec, list(TASKS), "task", every_task, is_task_file)
     methods = board_module.parse_names(methods_spec, list(METHODS), "method")
     options = board_module.parse_options(list(option_specs), methods)
     seed_list = list(range(seed, seed + seeds))

@@ -4,7 +4,7 @@ model, scored against the reference; resumable, and parallel on local processes 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,14 +68,18 @@ def tasks_for(model: str) -> list[str]:
 
 
 def parse_names(
-    spec: str, known: list[str], what: str, every: list[str] | None = None
+    spec: str,
+    known: list[str],
+    what: str,
+    every: list[str] | None = None,
+    also: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """``all`` (``every``, default ``known``) or a comma-separated list of names from
-    ``known``, in the order given."""
+    ``known`` (or that ``also`` accepts: task files), in the order given."""
     if spec.strip() == "all":
         return list(known if every is None else every)
     names = [name.strip() for name in spec.split(",") if name.strip()]
-    unknown = [name for name in names if name not in known]
+    unknown = [n for n in names if n not in known and not (also is not None and also(n))]
     if unknown or not names:
         shown = ", ".join(unknown) if unknown else repr(spec)
         raise CircuitxError(f"unknown {what} {shown}; choose from all, {', '.join(known)}")

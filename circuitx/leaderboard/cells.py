@@ -26,6 +26,7 @@ from circuitx.errors import CircuitxError, first_line
 from circuitx.graph import component_graph
 from circuitx.progress import silenced
 from circuitx.scoring import roc_curves
+from circuitx.tasks import TASKS
 
 _loaded_models: dict[tuple[str, str | None, str, str | None], Any] = {}
 
@@ -40,7 +41,9 @@ class Cell:
 
     @property
     def task(self) -> str:
-        return self.request.task
+        """The task's name: a built-in task's, or a task file's stem."""
+        spec = self.request.task
+        return spec if spec in TASKS else Path(spec).stem
 
     @property
     def method(self) -> str:

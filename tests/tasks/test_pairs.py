@@ -258,3 +258,17 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     names: dict = {}
     exec(compile(python, "task-files.md", "exec"), names)
     assert names["data"].n_prompts == 20 and names["graph"].graph["task"] == "my-ioi"
+
+
+def test_a_task_file_on_the_leaderboard(files, tmp_path):
+    """--tasks takes a task file: its cell is scored against the planted model's own
+    circuit, keyed by the file's content."""
+    out = tmp_path / "board"
+    args = ["leaderboard", "--tasks", files["jsonl"], "--methods", "eap", "--model"]
+    result = run(*args, "planted-ioi", "--seeds", 1, "--n-prompts", N, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert len(rows) == 1 and rows[0]["task"] == "ioi-pairs"
+    assert rows[0]["node_auc"]["mean"] == pytest.approx(1.0)
+    again = run(*args, "planted-ioi", "--seeds", 1, "--n-prompts", N, "--out", out, "--json")
+    assert json.loads(again.stdout)["resumed"] == 1
