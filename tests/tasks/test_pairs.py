@@ -272,3 +272,37 @@ def test_a_task_file_on_the_leaderboard(files, tmp_path):
     assert rows[0]["node_auc"]["mean"] == pytest.approx(1.0)
     again = run(*args, "planted-ioi", "--seeds", 1, "--n-prompts", N, "--out", out, "--json")
     assert json.loads(again.stdout)["resumed"] == 1
+
+
+@pytest.mark.parametrize("mixes", [(None,), (0.2, 0.6, 1.0)], ids=["eap", "eap-ig"])
+def test_pairs_of_different_lengths_give_what_each_length_gives_alone(planted_ioi, ioi_data, mixes):
+    """The file's pairs are of several token lengths (padded on the right to the longest):
+    the edge gradients over all of them are the prompt-weighted mean of those of each
+    length group run alone, unpadded."""
+    from circuitx.engine import Engine
+
+    lengths = (ioi_data.positions["END"] + 1).tolist()
+    groups = {length: [i for i, n in enumerate(lengths) if n == length] for length in lengths}
+    assert len(groups) > 1 and min(lengths) < ioi_data.clean.shape[1]
+
+    def pairs(rows):
+        return FileTask.from_pairs(
+            [ioi_data.clean_prompts[i] for i in rows],
+            [ioi_data.corrupted_prompts[i] for i in rows],
+            [word(planted_ioi, ioi_data.answer[i]) for i in rows],
+            [word(planted_ioi, ioi_data.wrong[i]) for i in rows],
+        )
+
+    def gradients(task, n):
+        data = task.make_data(planted_ioi, n, seed=0)
+        return Engine(planted_ioi, task, data).mask_gradients(mixes)[1], data
+
+    together, data = gradients(pairs(range(N)), N)
+    assert data.clean.shape[1] == max(lengths)
+    alone = torch.zeros_like(together)
+    for length, rows in groups.items():
+        part, part_data = gradients(pairs(rows), len(rows))
+        assert part_data.clean.shape[1] == length  # no padding
+        alone += part * len(rows) / N
+    size = float(together.abs().max())
+    assert size > 0 and torch.allclose(together, alone, atol=1e-5 * size)
