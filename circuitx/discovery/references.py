@@ -134,7 +134,7 @@ def reference_for_model(
 
     return resolve_reference(
         request.reference,
-        request.task,
+        request.task_name,
         model_id(model),
         (model.n_layers, model.n_heads, model.has_mlp),
         discover_reference,

@@ -18,7 +18,7 @@ from circuitx.errors import CircuitxError
 from circuitx.methods import get_method, method_options
 from circuitx.models import parse_device, parse_dtype
 from circuitx.patching import ABLATIONS
-from circuitx.tasks import TASKS, FileTask, get_task
+from circuitx.tasks import TASKS, FileTask, Task, get_task
 
 REFERENCE_WORDS = ("auto", "none", "planted")
 FAITHFULNESS_PROMPTS = 1000  # the default sample faithfulness is measured on
@@ -31,7 +31,7 @@ class DiscoveryRequest:
     (``planted``) stands for its model for the task. ``corruption``, ``metric`` and
     ``options`` default to the task's and method's own; :meth:`validated` fills them in."""
 
-    task: str  # a task's short name, or a task file
+    task: str | Task  # a task's short name, a task file, or a task made in Python
     method: str
     model: str | None = None
     n_prompts: int = 50
@@ -51,6 +51,12 @@ class DiscoveryRequest:
     faithfulness_prompts: int = FAITHFULNESS_PROMPTS
     max_memory: int | None = None  # bytes for the prompts' caches and passes (None: default)
     task_format: str | None = None  # a task file's format (None: told by suffix and content)
+
+    @property
+    def task_name(self) -> str:
+        """The task as it is named: its short name, a task file's path, or a Python-made
+        task's name."""
+        return self.task.name if isinstance(self.task, Task) else self.task
 
     def validated(self) -> DiscoveryRequest:
         """This request with every default filled in, or a one-line error for the first
@@ -110,7 +116,7 @@ class DiscoveryRequest:
         ``faithfulness_prompts`` only where it is not the default (so the settings
         of a default request, and the leaderboard's cell keys, are what they were before
         it existed)."""
-        settings = dataclasses.asdict(self)
+        settings = dataclasses.asdict(dataclasses.replace(self, task=self.task_name))
         settings.pop("cache_dir")
         settings.pop("max_memory")
         if self.task_format is None:  # a new field: default requests keep their keys

@@ -42,8 +42,8 @@ class Cell:
     @property
     def task(self) -> str:
         """The task's name: a built-in task's, or a task file's stem."""
-        spec = self.request.task
-        return spec if spec in TASKS else Path(spec).stem
+        spec = self.request.task_name
+        return spec if spec in TASKS or not isinstance(self.request.task, str) else Path(spec).stem
 
     @property
     def method(self) -> str:

@@ -23,9 +23,16 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str, corruption: str | None = None, task_format: str | None = None) -> Task:
+def get_task(
+    name: str | Task, corruption: str | None = None, task_format: str | None = None
+) -> Task:
     """The registered task ``name``, set to ``corruption`` (default: the task's first); or
-    the task in file ``name`` (in ``task_format``, else told by its suffix and content)."""
+    the task in file ``name`` (in ``task_format``, else told by its suffix and content);
+    or ``name`` itself where it is a task (made in Python: :class:`FileTask`)."""
+    if isinstance(name, Task):
+        if corruption not in (None, name.corruption):
+            raise CircuitxError(f"task {name.name} has no corruption {corruption!r}")
+        return name
     if name in TASKS and task_format is None:
         task = TASKS[name]
         return task if corruption is None else type(task)(corruption)

@@ -254,10 +254,11 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     mib = read_graph(tmp_path / "my-ioi-mib.json")
     assert edges_by_name(mib) == edges_by_name(read_graph(tmp_path / "my-ioi.graphml"))
-    python = text.split("## From Python\n\n```python\n", 1)[1].split("```", 1)[0]
+    python = text.split("## From Python\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     names: dict = {}
     exec(compile(python, "task-files.md", "exec"), names)
-    assert names["data"].n_prompts == 20 and names["graph"].graph["task"] == "my-ioi"
+    assert names["graph"].graph["task"] == "four-pairs"
+    assert names["graph"].graph["n_prompts"] == 4
 
 
 def test_a_task_file_on_the_leaderboard(files, tmp_path):
