@@ -87,6 +87,24 @@ def _rel_bias(bias: torch.Tensor, rel: torch.Tensor, whole: torch.Tensor) -> tor
     return bias * (size / (size + (whole - rel).abs() + SHARE_EPS))
 
 
+def linear(
+    rel: torch.Tensor,
+    whole: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    wholes: Wholes,
+    point: str,
+    layer: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rel's part and the whole of ``x W + b`` by the linear rule: the bias split in
+    proportion to ``|rel W|`` against ``|irrel W|``. The whole (``point`` at ``layer``)
+    and its product with ``W`` are read from ``wholes``."""
+    mapped_whole = wholes("map_" + point, layer, lambda: whole @ weight)
+    mapped = rel @ weight
+    rel_out = mapped + _rel_bias(bias, mapped, mapped_whole)
+    return rel_out, wholes(point, layer, lambda: mapped_whole + bias)
+
+
 def _norm_scale(whole: torch.Tensor, weights: TransformerWeights) -> torch.Tensor:
     """What the model's norm divides by: the standard deviation (LayerNorm) or the root
     mean square (RMSNorm) of the whole activation, eps inside, as an axis of 1."""
@@ -294,12 +312,15 @@ def propagate(
             z_whole = wholes("z", index, lambda: z_whole / scale.unsqueeze(-2))
         z = sources.split(z, z_whole, layout.head_sender(index), layout.n_heads)
         observe("z", index, z, z_whole)
-        mapped_whole = wholes(
-            "map_o", index, lambda: torch.einsum("...phe,hed->...pd", z_whole, w_o)
+        written, written_whole = linear(  # the heads' z side by side, through W_O
+            z.flatten(-2),
+            z_whole.flatten(-2),
+            w_o.flatten(0, 1),
+            block.b_O,
+            wholes,
+            "attn_out",
+            index,
         )
-        mapped = torch.einsum("...phe,hed->...pd", z, w_o)
-        written = mapped + _rel_bias(block.b_O, mapped, mapped_whole)
-        written_whole = wholes("attn_out", index, lambda: mapped_whole + block.b_O)
         observe("attn_out", index, written, written_whole)
         block_input = (rel, whole)
         rel = rel + written
@@ -323,10 +344,7 @@ def propagate(
     rel = rel[:, rows, at].flatten(1, 2)
     whole = wholes("readout", final, lambda: whole[rows, at].flatten(0, 1))
     rel, whole = normed("ln_final", final, rel, whole, weights.ln_final)
-    mapped_whole = wholes("map_u", final, lambda: whole @ weights.W_U)
-    mapped = rel @ weights.W_U
-    logits = mapped + _rel_bias(weights.b_U, mapped, mapped_whole)
-    logits_whole = wholes("logits", final, lambda: mapped_whole + weights.b_U)
+    logits, logits_whole = linear(rel, whole, weights.W_U, weights.b_U, wholes, "logits", final)
     if weights.logit_softcap is None:
         return logits, logits_whole
     cap = weights.logit_softcap
@@ -375,10 +393,7 @@ def _mlp(
         post_whole = wholes("mlp_post", index, lambda: acted_whole * pre_whole)
         post = post_whole - (acted_whole - acted) * (pre_whole - pre)
     observe("mlp_post", index, post, post_whole)
-    mapped_whole = wholes("map_out", index, lambda: post_whole @ block.W_out)
-    mapped = post @ block.W_out
-    out = mapped + _rel_bias(block.b_out, mapped, mapped_whole)
-    out_whole = wholes("mlp_write", index, lambda: mapped_whole + block.b_out)
+    out, out_whole = linear(post, post_whole, block.W_out, block.b_out, wholes, "mlp_write", index)
     if block.ln2_post is None:
         return out, out_whole
     scale = wholes("mlp_out_scale", index, lambda: _rms(out_whole, weights.eps))
