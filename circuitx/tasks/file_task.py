@@ -93,7 +93,19 @@ class FileTask(Task):
         pairs = [self.pairs[i] for i in chosen]
         clean = [p.clean for p in pairs]
         corrupted = [p.corrupted for p in pairs]
+        for pair in pairs:  # patching reads the corrupted run token by token
+            sizes = len(model.encode(pair.clean)), len(model.encode(pair.corrupted))
+            if sizes[0] != sizes[1]:
+                raise CircuitxError(
+                    f"{pair.where}: the clean prompt is {sizes[0]} tokens and the corrupted "
+                    f"one {sizes[1]}; a pair must align token by token"
+                )
         clean_tokens, corrupted_tokens, lengths = encode_pairs(model, self.name, clean, corrupted)
+        if not model.causal and len(set(lengths)) > 1:
+            raise CircuitxError(
+                f"task {self.name}: pairs of different lengths are padded, and this model "
+                "attends to every position (pads too); give pairs of one length"
+            )
         answers = [_token_ids(model, p, p.answers, p.answer_ids, "answer") for p in pairs]
         wrongs = [_token_ids(model, p, p.wrongs, p.wrong_ids, "wrong answer") for p in pairs]
         answer, answer_mask = _padded(answers)

@@ -215,6 +215,13 @@ BAD = {
         "t.csv row 2: answer id 99999 is outside the model's vocabulary",
     ),
     "no file": (None, b"", "task file not found"),
+    "a pair of two lengths": (
+        "t.jsonl",
+        b'{"clean": "When Mary and John went to the store, John gave a drink to", '
+        b'"corrupted": "When Mary and John went to the big store, Paul gave a drink to", '
+        b'"answer": "Mary", "wrong": "John"}\n',
+        "t.jsonl line 1: the clean prompt is 14 tokens and the corrupted one 15",
+    ),
 }
 
 
