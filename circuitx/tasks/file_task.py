@@ -101,19 +101,27 @@ class FileTask(Task):
                     f"one {sizes[1]}; a pair must align token by token"
                 )
         clean_tokens, corrupted_tokens, lengths = encode_pairs(model, self.name, clean, corrupted)
+        bos = 0 if model.bos_token_id is None else 1
         if not model.causal and len(set(lengths)) > 1:
             raise CircuitxError(
                 f"task {self.name}: pairs of different lengths are padded, and this model "
                 "attends to every position (pads too); give pairs of one length"
             )
-        answers = [_token_ids(model, p, p.answers, p.answer_ids, "answer") for p in pairs]
-        wrongs = [_token_ids(model, p, p.wrongs, p.wrong_ids, "wrong answer") for p in pairs]
+        reads = [_read_at(model, p) for p in pairs]  # (token index, text it ends)
+        answers = [
+            _token_ids(model, p, text, p.answers, p.answer_ids, "answer")
+            for p, (_, text) in zip(pairs, reads)
+        ]
+        wrongs = [
+            _token_ids(model, p, text, p.wrongs, p.wrong_ids, "wrong answer")
+            for p, (_, text) in zip(pairs, reads)
+        ]
         answer, answer_mask = _padded(answers)
         wrong, wrong_mask = _padded(wrongs) if wrongs[0] else (answer[:, :1], answer_mask[:, :1])
         return TaskData(
             clean=clean_tokens,
             corrupted=corrupted_tokens,
-            positions={"END": torch.tensor(lengths) - 1},
+            positions={"END": torch.tensor([bos + at for at, _ in reads])},
             answer=answer[:, 0],
             wrong=wrong,
             clean_prompts=clean,
@@ -161,11 +169,31 @@ class FileTask(Task):
         return direction
 
 
+def _read_at(model: "Model", pair: PromptPair) -> tuple[int, str]:
+    """The clean prompt's token (index without BOS) the metric is read at, and the text up
+    to and with it, which a text answer continues."""
+    tokens = model.encode(pair.clean)
+    if pair.position is None:
+        return len(tokens) - 1, pair.clean
+    at = pair.position if pair.position >= 0 else len(tokens) + pair.position
+    if not 0 <= at < len(tokens):
+        raise CircuitxError(
+            f"{pair.where}: position {pair.position} is outside the clean prompt's "
+            f"{len(tokens)} tokens"
+        )
+    return at, pair.clean if at == len(tokens) - 1 else model.decode(tokens[: at + 1])
+
+
 def _token_ids(
-    model: "Model", pair: PromptPair, texts: tuple[str, ...], ids: tuple[int, ...], what: str
+    model: "Model",
+    pair: PromptPair,
+    prompt: str,
+    texts: tuple[str, ...],
+    ids: tuple[int, ...],
+    what: str,
 ) -> list[int]:
     """The pair's answers (or wrong answers) as token ids, each checked to be one token of
-    the model."""
+    the model; a text answer continues ``prompt``."""
     for token in ids:
         if not 0 <= token < model.d_vocab:
             raise CircuitxError(
@@ -175,13 +203,13 @@ def _token_ids(
     tokens = list(ids)
     for text in texts:
         if pair.continues:
-            joint = "" if pair.clean[-1:].isspace() or text[:1].isspace() else " "
-            prompt = model.encode(pair.clean)
-            whole = model.encode(pair.clean + joint + text)
-            if whole[: len(prompt)] != prompt:  # the answer merged into the prompt's end
+            joint = "" if prompt[-1:].isspace() or text[:1].isspace() else " "
+            before = model.encode(prompt)
+            whole = model.encode(prompt + joint + text)
+            if whole[: len(before)] != before:  # the answer merged into the prompt's end
                 pieces = []
             else:
-                pieces = whole[len(prompt) :]
+                pieces = whole[len(before) :]
         else:
             pieces = model.encode(text)
         if len(pieces) != 1:

@@ -40,7 +40,8 @@ SUFFIXES = {".jsonl": "jsonl", ".csv": "eap-ig", ".json": "auto-circuit"}
 class PromptPair:
     """One clean prompt, its corrupted twin and what should follow the clean one: answers
     and wrong answers as text (``continues``: they continue the prompt; else each is
-    tokenised on its own) or token ids. ``where`` names it in errors."""
+    tokenised on its own) or token ids, read after the clean prompt's last token or at
+    ``position``. ``where`` names it in errors."""
 
     clean: str
     corrupted: str
@@ -50,6 +51,9 @@ class PromptPair:
     wrong_ids: tuple[int, ...] = ()
     continues: bool = True
     where: str = "pair"
+    # the clean prompt's token (without BOS; negative: from its end) the answer follows
+    # and the metric is read at; None: the last
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,20 @@ def _ids(value: Any, where: str, key: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _position(value: Any, where: str) -> int | None:
+    """A ``position`` field: a token index (negative from the end), or None when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise CircuitxError(f"{where}: position {value!r} is not a token index") from None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CircuitxError(f"{where}: position {value!r} is not a token index")
+    return value
+
+
 def _prompt(row: dict, key: str, where: str) -> str:
     if key not in row:
         raise CircuitxError(f"{where} has no {key!r}")
@@ -139,6 +157,7 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
                 _ids(row["answer_ids"], where, "answer_ids") if "answer_ids" in row else (),
                 _ids(row["wrong_ids"], where, "wrong_ids") if "wrong_ids" in row else (),
                 where=where,
+                position=_position(row.get("position"), where),
             )
         )
     return pairs
@@ -162,6 +181,7 @@ def _read_eap_ig(text: str, label: str) -> list[PromptPair]:
                 answer_ids=_ids(row["correct_idx"], where, "correct_idx"),
                 wrong_ids=_ids(wrong, where, "incorrect_idx") if wrong not in (None, "") else (),
                 where=where,
+                position=_position(row.get("position"), where),
             )
         )
     return pairs

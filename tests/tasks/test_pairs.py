@@ -314,3 +314,26 @@ def test_pairs_of_different_lengths_give_what_each_length_gives_alone(planted_io
         alone += part * len(rows) / N
     size = float(together.abs().max())
     assert size > 0 and torch.allclose(together, alone, atol=1e-5 * size)
+
+
+def test_a_position_column_reads_the_metric_at_that_token(planted_ioi, tmp_path):
+    """``position`` (a token of the clean prompt, negative from its end): the metric is
+    read there, and a text answer continues the prompt up to it."""
+    clean = "When Mary and John went to the store, John gave a drink to"
+    corrupted = "When Paul and Laura went to the store, James gave a drink to"
+    rows = [
+        {"clean": clean, "corrupted": corrupted, "answer": "Mary", "wrong": "John"},
+        {"clean": clean, "corrupted": corrupted, "answer": "Mary", "wrong": "John", "position": -1},
+        {"clean": clean, "corrupted": corrupted, "answer": "John", "wrong": "Paul", "position": 2},
+    ]
+    path = tmp_path / "positions.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = get_task(str(path)).make_data(planted_ioi, 3, seed=0)
+    bos = 0 if planted_ioi.bos_token_id is None else 1
+    last = len(planted_ioi.encode(clean)) - 1
+    assert data.positions["END"].tolist() == [bos + last, bos + last, bos + 2]
+    assert data.answer.tolist() == [planted_ioi.encode(w)[0] for w in ("Mary", "Mary", "John")]
+    rows[2]["position"] = 99
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run("discover", "--task", path, "--model", "planted-ioi", "--method", "eap")
+    assert_one_line_error(result, "line 3: position 99 is outside the clean prompt's 14 tokens")
