@@ -34,6 +34,11 @@ def test_export_eap_ig_loads_back_equal_and_scores_alike(discovered, tmp_path):
     ]
     assert scored[0]["metrics"] == scored[1]["metrics"]
     assert scored[0]["metrics"]["node_auc"] == pytest.approx(1.0)
+    # and as a reference: a circuit against itself
+    itself = run("score", discovered, "--reference", mib, "--json")
+    assert itself.exit_code == 0, itself.output
+    metrics = json.loads(itself.stdout)["metrics"]
+    assert metrics["node_precision"] == metrics["node_recall"] == 1.0
 
 
 def test_export_eap_ig_to_stdout_and_a_refused_suffix(discovered, tmp_path):
