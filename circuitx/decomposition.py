@@ -312,15 +312,12 @@ def propagate(
             z_whole = wholes("z", index, lambda: z_whole / scale.unsqueeze(-2))
         z = sources.split(z, z_whole, layout.head_sender(index), layout.n_heads)
         observe("z", index, z, z_whole)
-        written, written_whole = linear(  # the heads' z side by side, through W_O
-            z.flatten(-2),
-            z_whole.flatten(-2),
-            w_o.flatten(0, 1),
-            block.b_O,
-            wholes,
-            "attn_out",
-            index,
+        mapped_whole = wholes(
+            "map_attn_out", index, lambda: torch.einsum("...phe,hed->...pd", z_whole, w_o)
         )
+        mapped = torch.einsum("...phe,hed->...pd", z, w_o)
+        written = mapped + _rel_bias(block.b_O, mapped, mapped_whole)
+        written_whole = wholes("attn_out", index, lambda: mapped_whole + block.b_O)
         observe("attn_out", index, written, written_whole)
         block_input = (rel, whole)
         rel = rel + written
