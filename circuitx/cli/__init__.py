@@ -24,6 +24,7 @@ for command in (
     discover.score,
     discover.compare,
     discover.export,
+    discover.draw_command,
     transcoders.train_transcoders,
     tracr.build_tracr,
     trained.train_ground_truth_command,

@@ -33,6 +33,7 @@ from circuitx.discovery import (
     reference_for_model,
     report,
 )
+from circuitx.drawing import draw, draw_format
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open, check_output_path
 from circuitx.graph import (
@@ -169,6 +170,12 @@ class DiscoverCommand(click.Command):
     help="Write the graph: .graphml, .json or .dot.",
 )
 @click.option(
+    "--draw",
+    "draw_path",
+    type=click.Path(dir_okay=False),
+    help="Draw the circuit (.svg, .png or .pdf), coloured by agreement with the reference.",
+)
+@click.option(
     "--faithfulness/--no-faithfulness",
     default=True,
     show_default=True,
@@ -201,6 +208,7 @@ def discover_command(
     ablation,
     reference_spec,
     out_path,
+    draw_path,
     faithfulness,
     faithfulness_prompts,
     max_memory,
@@ -238,6 +246,9 @@ def discover_command(
     if out_path:
         check_output_path(out_path)
         graph_format(out_path)
+    if draw_path:
+        check_output_path(draw_path)
+        draw_format(draw_path)
     model = builtin.load(str(request.model), device, dtype, cache_dir)
     notes: list[str] = []  # shown once the work succeeds: an error stays one line
     if top_k is not None:
@@ -249,6 +260,10 @@ def discover_command(
     summary = report(graph, reference, label)
     if out_path:
         write_graph(graph, out_path)
+    if draw_path:
+        drawn = draw(graph, draw_path, reference)
+        if drawn["note"]:
+            notes.append(drawn["note"])
     for line in notes:
         note(line)
     if as_json:
@@ -366,6 +381,38 @@ def compare(graph_a, graph_b, as_json) -> None:
     for level in OVERLAP_LEVELS:
         table.add_row(level, *(fmt(result[level][c]) for c in columns))
     stdout().print(table)
+
+
+@click.command("draw")
+@click.argument("graph_path", type=click.Path(dir_okay=False))
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(dir_okay=False),
+    help="The picture: .svg, .png or .pdf.",
+)  # fmt: skip
+@click.option(
+    "--reference",
+    "reference_spec",
+    default="none",
+    show_default=True,
+    help="Colour by agreement with a reference: auto, TASK[:VARIANT], a planted model's "
+    "name or a graph file.",
+)
+@click.option("--all", "every", is_flag=True, help="Every scored edge, not the circuit's only.")
+@click.option("--top", type=click.IntRange(min=1), help="The N edges of largest |score|.")
+@cache_dir_option
+def draw_command(graph_path, out_path, reference_spec, every, top, cache_dir) -> None:
+    """Draw a circuit graph (input at the bottom, a row per layer, logits at the top)."""
+    check_output_path(out_path)
+    draw_format(out_path)
+    graph = read_graph(graph_path)
+    reference = None
+    if reference_spec != "none":
+        reference, _, why_not = reference_for_graph(graph, reference_spec, cache_dir)
+        if reference is None:
+            raise CircuitxError(why_not or "no reference to draw against")
+    drawn = draw(graph, out_path, reference, top, every)
+    if drawn["note"]:
+        note(f"note: {drawn['note']}")
 
 
 @click.command()

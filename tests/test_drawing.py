@@ -1,0 +1,119 @@
+"""Pictures of circuits (issue 26, first step): the static drawing's structure, colours
+and files, and its command line."""
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run
+
+from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
+from circuitx.graph import edges_by_name, full_graph, select_nodes, write_graph
+
+
+def scored_circuit(nodes=("a0.h1", "a1.h2", "m1", "a2.h0")):
+    graph = full_graph(3, 4, True, task="ioi", method="eap", model="planted-ioi")
+    for i, data in enumerate(edges_by_name(graph).values()):
+        data["score"] = ((i * 37) % 11 - 5) / 10
+    for i, node in enumerate(graph.nodes):
+        graph.nodes[node]["score"] = ((i * 7) % 9 - 4) / 4
+    select_nodes(graph, nodes)
+    return graph
+
+
+def svg_text(path) -> str:
+    return path.read_text()
+
+
+def test_the_layout_puts_each_node_in_its_layers_row():
+    places = positions(3, 4)
+    assert places["input"][1] < places["a0.h0"][1] < places["a1.h0"][1] < places["logits"][1]
+    assert places["a1.h0"][1] == places["m1"][1]  # a layer's heads and MLP share a row
+    assert [places[f"a2.h{h}"][0] for h in range(4)] == sorted(
+        places[f"a2.h{h}"][0] for h in range(4)
+    )
+
+
+def test_the_svg_names_the_circuits_nodes_and_colours_edges_by_input(tmp_path):
+    graph = scored_circuit()
+    drawn = draw(graph, tmp_path / "c.svg")
+    kept = [name for name, d in edges_by_name(graph).items() if d["in_circuit"]]
+    assert drawn == {"nodes": 6, "edges": len(kept), "note": None}
+    text = svg_text(tmp_path / "c.svg")
+    ET.fromstring(text)  # well-formed
+    for node in ("a0.h1", "a1.h2", "m1", "a2.h0", "input", "logits"):
+        assert f">{node}<" in text, node
+    assert ">a0.h0<" not in text and ">a1.h0<" not in text  # not in the circuit
+    feeds = {
+        d["input"] or ("logits" if r == "logits" else "mlp")
+        for _, r, d in graph.edges(data=True)
+        if d["in_circuit"]
+    }
+    for kind, colour in INPUT_COLOURS.items():
+        assert (colour in text) == (kind in feeds), kind
+
+
+def test_with_a_reference_the_colours_say_agreement(tmp_path):
+    graph = scored_circuit()
+    reference = full_graph(3, 4, True)
+    select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3"])  # a1.h3 missed; m1, a2.h0 extra
+    draw(graph, tmp_path / "r.svg", reference)
+    text = svg_text(tmp_path / "r.svg")
+    assert all(colour in text for colour in AGREEMENT.values())
+    assert "node precision 0.50, recall 0.67" in text
+
+
+def test_png_and_pdf_are_real_pictures(tmp_path):
+    from matplotlib.image import imread
+
+    draw(scored_circuit(), tmp_path / "c.png")
+    pixels = imread(tmp_path / "c.png")
+    assert pixels.shape[0] > 300 and float(np.std(pixels)) > 0.05
+    draw(scored_circuit(), tmp_path / "c.pdf")
+    assert (tmp_path / "c.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_an_empty_circuit_draws_with_a_note(tmp_path):
+    graph = full_graph(2, 2, True, task="ioi")
+    for _, data in graph.nodes(data=True):
+        data["in_circuit"] = False
+    path = tmp_path / "empty.graphml"
+    write_graph(graph, path)
+    result = run("draw", path, "--out", tmp_path / "empty.svg")
+    assert result.exit_code == 0 and "no component is in the circuit" in result.stderr
+    assert ">no component is in the circuit<" in svg_text(tmp_path / "empty.svg")
+
+
+@pytest.mark.parametrize("method", ["activation-patching", "eap", "cdt", "acdc"])
+def test_discover_draws_every_kind_of_graph(tmp_path, method):
+    out = tmp_path / f"{method}.svg"
+    result = run(
+        "discover", "--task", "greater-than", "--model", "planted", "--method", method,
+        "--n-prompts", 6, "--faithfulness-prompts", 6, "--draw", out, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert ">logits<" in svg_text(out) and "node precision" in svg_text(out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["draw", "{bad}", "--out", "{tmp}/x.svg"], "malformed graph file"),
+        (["draw", "{good}", "--out", "{tmp}/x.txt"], "cannot tell the picture format"),
+        (["draw", "{good}", "--out", "/no/such/dir/x.svg"], "output directory does not exist"),
+    ],
+)
+def test_bad_draw_input_is_one_line(tmp_path, args, message):
+    good, bad = tmp_path / "g.graphml", tmp_path / "bad.json"
+    write_graph(scored_circuit(), good)
+    bad.write_text("{not json")
+    filled = [a.format(bad=bad, good=good, tmp=tmp_path) for a in args]
+    assert_one_line_error(run(*filled), message)
+    assert not (tmp_path / "x.svg").exists()
+
+
+def test_the_legend_lists_what_the_edges_feed(tmp_path):
+    draw(scored_circuit(("a0.h1", "a1.h2")), tmp_path / "heads.svg")  # no MLP in it
+    text = svg_text(tmp_path / "heads.svg")
+    assert ">into q<" in text and ">into logits<" in text
+    assert ">into mlp<" not in text and INPUT_COLOURS["mlp"] not in text
