@@ -31,6 +31,7 @@ INPUT_COLOURS = {
     "mlp": "#9467bd",
     "logits": "#333333",
 }
+PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 RECEIVER_OFFSET = {"q": -0.12, "k": 0.0, "v": 0.12}
 AGREEMENT = {"both": "#1a9850", "circuit only": "#d73027", "reference only": "#878787"}
 
@@ -90,7 +91,8 @@ def draw(
     ends = {node for name, _ in edges for node in name.split("<")[0].split("->")}
     nodes = [n for n, d in graph.nodes(data=True) if n in places and (d["in_circuit"] or n in ends)]
     in_reference = _reference_sets(reference)
-    figure = Figure(figsize=(max(6.0, 0.42 * (n_heads + 2)), max(4.5, 0.55 * (n_layers + 2))))
+    figure = Figure(figsize=(max(6.5, 0.8 * (n_heads + 3)), max(4.5, 0.6 * (n_layers + 2))))
+    size = 260 if n_heads <= 6 else 170  # node markers, points squared
     FigureCanvasAgg(figure)
     ax = figure.add_axes((0.04, 0.08, 0.78, 0.84))
     ax.set_axis_off()
@@ -129,7 +131,7 @@ def draw(
             if reference is not None
             else "#222222"
         )
-        ax.scatter([x], [y], s=260, color=face, edgecolors=edge, linewidths=1.8, zorder=3)
+        ax.scatter([x], [y], s=size, color=face, edgecolors=edge, linewidths=1.8, zorder=3)
         below = node == INPUT  # the input's name under it, clear of its edges
         ax.annotate(
             _label(node, reference),
@@ -151,7 +153,7 @@ def draw(
         ax.scatter(
             [x],
             [y],
-            s=260,
+            s=size,
             facecolors="none",
             edgecolors=AGREEMENT["reference only"],
             linewidths=1.5,
@@ -168,20 +170,10 @@ def draw(
             color=AGREEMENT["reference only"],
             zorder=4,
         )
+    header = {"ha": "center", "fontsize": 7, "color": "#777777", "zorder": 5, "bbox": PLAIN}
     if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):
-        ax.annotate(
-            "MLP", (n_heads + 0.5, n_layers + 0.45), ha="center", fontsize=7, color="#777777"
-        )
-    ax.annotate(
-        "heads", ((n_heads - 1) / 2, n_layers + 0.45), ha="center", fontsize=7, color="#777777"
-    )
-    if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):
-        ax.annotate(
-            "MLP", (n_heads + 0.5, n_layers + 0.45), ha="center", fontsize=7, color="#777777"
-        )
-    ax.annotate(
-        "heads", ((n_heads - 1) / 2, n_layers + 0.45), ha="center", fontsize=7, color="#777777"
-    )
+        ax.annotate("MLP", (n_heads + 0.5, n_layers + 0.62), **header)
+    ax.annotate("heads", ((n_heads - 1) / 2, n_layers + 0.62), **header)
     for layer in range(n_layers):
         ax.annotate(
             f"layer {layer}",
