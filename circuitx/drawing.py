@@ -56,16 +56,19 @@ def positions(n_layers: int, n_heads: int) -> dict[str, tuple[float, float]]:
     return places
 
 
-def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> list[tuple[str, dict]]:
+Edge = tuple[str, str, str, dict[str, Any]]  # sender, receiver, name, attributes
+
+
+def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> list[Edge]:
     """The edges to draw: the circuit's; every scored one (``every``); or the ``top``
     by |score|."""
-    edges = list(edges_by_name(graph).items())
+    edges = list(graph.edges(keys=True, data=True))
     if top is not None:
-        scored = [(n, d) for n, d in edges if d["score"] is not None]
-        return sorted(scored, key=lambda item: -abs(item[1]["score"]))[:top]
+        scored = [edge for edge in edges if edge[3]["score"] is not None]
+        return sorted(scored, key=lambda edge: -abs(edge[3]["score"]))[:top]
     if every:
-        return [(n, d) for n, d in edges if d["score"] is not None and d["score"] != 0]
-    return [(n, d) for n, d in edges if d["in_circuit"]]
+        return [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
+    return [edge for edge in edges if edge[3]["in_circuit"]]
 
 
 def draw(
@@ -87,8 +90,10 @@ def draw(
     fmt = draw_format(path)
     n_layers, n_heads, _ = shape_of(graph)
     places = positions(n_layers, n_heads)
-    edges = [(n, d) for n, d in chosen_edges(graph, top, every) if _drawable(n, places)]
-    ends = {node for name, _ in edges for node in name.split("<")[0].split("->")}
+    # edges between nodes of the layout (transcoder features are not placed yet)
+    edges = [e for e in chosen_edges(graph, top, every) if e[0] in places and e[1] in places]
+    ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
+    feeds = {_feeds(data, receiver) for _, receiver, _, data in edges}
     nodes = [n for n, d in graph.nodes(data=True) if n in places and (d["in_circuit"] or n in ends)]
     in_reference = _reference_sets(reference)
     figure = Figure(figsize=(max(6.5, 0.8 * (n_heads + 3)), max(4.5, 0.6 * (n_layers + 2))))
@@ -98,10 +103,8 @@ def draw(
     ax.set_axis_off()
     xs, ys = zip(*(places[n] for n in places if n not in (INPUT, LOGITS)))
     ax.scatter(xs, ys, s=14, color="#dddddd", zorder=1)  # the model, for orientation
-    largest = max((abs(d["score"]) for _, d in edges if d["score"] is not None), default=0.0)
-    for name, data in edges:
-        sender, rest = name.split("->")
-        receiver = rest.split("<")[0]
+    largest = max((abs(e[3]["score"]) for e in edges if e[3]["score"] is not None), default=0.0)
+    for sender, receiver, name, data in edges:
         (x0, y0), (x1, y1) = places[sender], places[receiver]
         x1 += RECEIVER_OFFSET.get(data["input"], 0.0)  # q, k and v into one head side by side
         width = 0.6 + 3.4 * (abs(data["score"] or 0.0) / largest if largest else 0.0)
@@ -212,7 +215,7 @@ def draw(
         else [
             Line2D([0], [0], color=c, linewidth=3, label=f"into {k}")
             for k, c in INPUT_COLOURS.items()
-            if k in {_feeds(data, name.split("->")[1].split("<")[0]) for name, data in edges}
+            if k in feeds
         ]
     )
     figure.legend(handles=legend, loc="upper right", fontsize=7, frameon=False)
@@ -223,12 +226,6 @@ def draw(
     with atomic_open(path, "wb") as handle, rc_context({"svg.fonttype": "none"}):  # SVG text
         figure.savefig(handle, format=fmt, dpi=130)
     return {"nodes": len(nodes), "edges": len(edges), "note": note}
-
-
-def _drawable(name: str, places: dict[str, tuple[float, float]]) -> bool:
-    """An edge between nodes of the layout (transcoder features are not placed yet)."""
-    sender, rest = name.split("->")
-    return sender in places and rest.split("<")[0] in places
 
 
 def _feeds(data: dict[str, Any], receiver: str) -> str:

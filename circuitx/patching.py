@@ -327,10 +327,9 @@ class PatchingEngine:
         layer = 0 if frozen else self._first_changed_layer(host_nodes, host_edges)
         reads = self.head_reads if record_grads is not None and edge_mask is None else None
         pass_ = _MaskedPass(
-            self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement, reads
-        )
-        if edge_mask is not None:
-            pass_.plan(host_edges, complement)
+            self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement, reads,
+            host_edges,
+        )  # fmt: skip
         resid = pass_.start()
         tokens = self.data.clean.repeat(k, 1)
         flags = EDGE_HOOK_FLAGS if edge_mask is not None or record_grads is not None else ()
@@ -435,6 +434,7 @@ class _MaskedPass:
         record_grads: Callable[[int, torch.Tensor], None] | None = None,
         complement: bool = False,
         reads: HeadReads | None = None,
+        host_edges: torch.Tensor | None = None,  # edge_mask's copy on the host
     ) -> None:
         self.reads, self.norms = reads, {}  # layer -> its heads' normed input and scale
         self.engine, self.k, self.layer, self.n = engine, k, layer, engine.data.n_prompts
@@ -447,14 +447,15 @@ class _MaskedPass:
         self.live: torch.Tensor | None = None
         self.total: torch.Tensor | None = None  # [k, rows]: every live difference so far
         self.last_total: tuple[int, torch.Tensor] | None = None  # (first sender, its chunk's)
-        self.edge_mask = edge_mask
+        if edge_mask is not None:
+            self._plan(edge_mask, host_edges, complement)
 
-    def plan(self, host_mask: torch.Tensor, complement: bool) -> None:
+    def _plan(self, edge_mask: torch.Tensor, host_mask: torch.Tensor, complement: bool) -> None:
         """Choose each receiver group's form and active senders, and the buffer columns of
-        the live senders some group reads, from the edge mask on the host (the same
-        values as ``edge_mask``, which the products use)."""
+        the live senders some group reads, from the edge mask's copy on the host (the
+        products use ``edge_mask``, on the device)."""
         # entries of no edge (sender after receiver) patch nothing
-        weight = (1.0 - self.edge_mask) * self.layout.valid.to(self.edge_mask.device)
+        weight = (1.0 - edge_mask) * self.layout.valid.to(edge_mask.device)
         host_weight = (1.0 - host_mask) * self.layout.valid
         complement = complement and not self.frozen
         layout, live = self.layout, torch.zeros(self.layout.n_senders, dtype=torch.bool)

@@ -93,8 +93,9 @@ class FileTask(Task):
         pairs = [self.pairs[i] for i in chosen]
         clean = [p.clean for p in pairs]
         corrupted = [p.corrupted for p in pairs]
-        for pair in pairs:  # patching reads the corrupted run token by token
-            sizes = len(model.encode(pair.clean)), len(model.encode(pair.corrupted))
+        clean_ids = [model.encode(pair.clean) for pair in pairs]
+        for pair, ids in zip(pairs, clean_ids):  # patching reads the corrupted run token by token
+            sizes = len(ids), len(model.encode(pair.corrupted))
             if sizes[0] != sizes[1]:
                 raise CircuitxError(
                     f"{pair.where}: the clean prompt is {sizes[0]} tokens and the corrupted "
@@ -107,7 +108,7 @@ class FileTask(Task):
                 f"task {self.name}: pairs of different lengths are padded, and this model "
                 "attends to every position (pads too); give pairs of one length"
             )
-        reads = [_read_at(model, p) for p in pairs]  # (token index, text it ends)
+        reads = [_read_at(model, p, ids) for p, ids in zip(pairs, clean_ids)]  # (index, text)
         answers = [
             _token_ids(model, p, text, p.answers, p.answer_ids, "answer")
             for p, (_, text) in zip(pairs, reads)
@@ -169,10 +170,9 @@ class FileTask(Task):
         return direction
 
 
-def _read_at(model: "Model", pair: PromptPair) -> tuple[int, str]:
-    """The clean prompt's token (index without BOS) the metric is read at, and the text up
-    to and with it, which a text answer continues."""
-    tokens = model.encode(pair.clean)
+def _read_at(model: "Model", pair: PromptPair, tokens: list[int]) -> tuple[int, str]:
+    """The clean prompt's token (index without BOS; ``tokens`` its ids) the metric is read
+    at, and the text up to and with it, which a text answer continues."""
     if pair.position is None:
         return len(tokens) - 1, pair.clean
     at = pair.position if pair.position >= 0 else len(tokens) + pair.position
@@ -201,10 +201,10 @@ def _token_ids(
                 f"({model.d_vocab} tokens)"
             )
     tokens = list(ids)
+    before = model.encode(prompt) if pair.continues and texts else []
     for text in texts:
         if pair.continues:
             joint = "" if prompt[-1:].isspace() or text[:1].isspace() else " "
-            before = model.encode(prompt)
             whole = model.encode(prompt + joint + text)
             if whole[: len(before)] != before:  # the answer merged into the prompt's end
                 pieces = []
