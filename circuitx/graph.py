@@ -162,6 +162,48 @@ def select_edges(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
         data["in_circuit"] = node in keep
 
 
+def score_level(graph: nx.MultiDiGraph) -> str:
+    """What the circuit was selected by: ``node`` or ``edge`` scores, as discovery wrote
+    it (``granularity``); for a graph from elsewhere, ``edge`` where its edges are scored."""
+    if graph.graph.get("granularity") in ("node", "edge"):
+        return graph.graph["granularity"]
+    scored = any(score is not None for *_, score in graph.edges(data="score"))
+    return "edge" if scored else "node"
+
+
+def selection_by_score(
+    graph: nx.MultiDiGraph, threshold: float | None = None, top_k: int | None = None
+) -> tuple[set[str], set[str]]:
+    """The circuit discovery would select from the graph's scores, as (node names, edge
+    names): the edges (or, for node scores, the heads and MLPs) with |score| >=
+    ``threshold``, or the ``top_k`` by |score| (ties in graph order); an edge selection
+    keeps the nodes its edges join, a node selection the edges among its nodes. Input and
+    logits are always kept; transcoder features are left out."""
+    graph = component_graph(graph)
+    level = score_level(graph)
+    if level == "edge":
+        items = [(key, score) for *_, key, score in graph.edges(keys=True, data="score")]
+    else:
+        items = [(node, graph.nodes[node]["score"]) for node in component_nodes(graph)]
+    scored = [(name, abs(score)) for name, score in items if score is not None]
+    if top_k is not None:
+        chosen = {name for name, _ in sorted(scored, key=lambda item: -item[1])[:top_k]}
+    elif threshold is not None:
+        chosen = {name for name, magnitude in scored if magnitude >= threshold}
+    else:
+        raise CircuitxError("a selection needs a threshold or a top k")
+    nodes, edges = {INPUT, LOGITS}, set()
+    for sender, receiver, key in graph.edges(keys=True):
+        if level == "edge" and key in chosen:
+            edges.add(key)
+            nodes.update((sender, receiver))
+        elif level == "node" and {sender, receiver} <= chosen | {INPUT, LOGITS}:
+            edges.add(key)
+    if level == "node":
+        nodes |= chosen
+    return nodes, edges
+
+
 def shape_of(graph: nx.MultiDiGraph) -> tuple[int, int, bool]:
     """``(n_layers, n_heads, has_mlp)`` recorded in a graph's metadata."""
     meta = graph.graph

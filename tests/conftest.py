@@ -20,6 +20,8 @@ from circuitx.builtin import load
 from circuitx.builtin.hf import save_gpt2, word_level_tokenizer
 from circuitx.cli import main
 from circuitx.discovery import DiscoveryRequest, discover
+from circuitx.graph import edges_by_name, full_graph, select_nodes
+from circuitx.methods import METHODS
 from circuitx.tasks import task_vocabulary
 
 SHARED = Path(os.environ.get("CIRCUITX_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -118,6 +120,37 @@ def random_transcoder_dir(directory: Path, model_name: str = "planted-greater-th
     model = load(model_name, device="cpu")
     tc.save_transcoders(random_transcoders(model, n_features=32), directory, "planted")
     return str(directory)
+
+
+# ---------------------------------------------------------------- graphs
+
+
+def scored_circuit(nodes=("a0.h1", "a1.h2", "m1", "a2.h0"), granularity=None):
+    """A 3 x 4 graph with spread signed scores on every node and edge, ``nodes`` selected."""
+    graph = full_graph(3, 4, True, task="ioi", method="eap", model="planted-ioi")
+    for i, data in enumerate(edges_by_name(graph).values()):
+        data["score"] = ((i * 37) % 11 - 5) / 10
+    for i, node in enumerate(graph.nodes):
+        graph.nodes[node]["score"] = ((i * 7) % 9 - 4) / 4
+    select_nodes(graph, nodes)
+    if granularity:
+        graph.graph["granularity"] = granularity
+    return graph
+
+
+@pytest.fixture(scope="session")
+def method_graphs(tmp_path_factory) -> dict:
+    """Each method's graph for greater-than on the planted model (6 prompts, no
+    faithfulness curve), by method name."""
+    model = load("planted-greater-than", device="cpu")
+    transcoders = random_transcoder_dir(tmp_path_factory.mktemp("transcoders"))
+    graphs = {}
+    for method in METHODS:
+        options = {"transcoders": transcoders} if method == "transcoder" else {}
+        graphs[method] = find(
+            model, "greater-than", method, n_prompts=6, faithfulness=False, options=options
+        )
+    return graphs
 
 
 # ---------------------------------------------------------------- discovery and the CLI

@@ -173,7 +173,8 @@ class DiscoverCommand(click.Command):
     "--draw",
     "draw_path",
     type=click.Path(dir_okay=False),
-    help="Draw the circuit (.svg, .png or .pdf), coloured by agreement with the reference.",
+    help="Draw the circuit (.svg, .png, .pdf, or .html: an interactive page), coloured by "
+    "agreement with the reference.",
 )
 @click.option(
     "--faithfulness/--no-faithfulness",
@@ -387,7 +388,7 @@ def compare(graph_a, graph_b, as_json) -> None:
 @click.argument("graph_path", type=click.Path(dir_okay=False))
 @click.option(
     "--out", "out_path", required=True, type=click.Path(dir_okay=False),
-    help="The picture: .svg, .png or .pdf.",
+    help="The picture: .svg, .png, .pdf, or .html (an interactive page).",
 )  # fmt: skip
 @click.option(
     "--reference",
@@ -397,8 +398,14 @@ def compare(graph_a, graph_b, as_json) -> None:
     help="Colour by agreement with a reference: auto, TASK[:VARIANT], a planted model's "
     "name or a graph file.",
 )
-@click.option("--all", "every", is_flag=True, help="Every scored edge, not the circuit's only.")
-@click.option("--top", type=click.IntRange(min=1), help="The N edges of largest |score|.")
+@click.option(
+    "--all", "every", is_flag=True,
+    help="Every scored edge, not the circuit's only (a page: its slider starts there).",
+)  # fmt: skip
+@click.option(
+    "--top", type=click.IntRange(min=1),
+    help="The N edges of largest |score| (a page: its slider starts at top N).",
+)  # fmt: skip
 @cache_dir_option
 def draw_command(graph_path, out_path, reference_spec, every, top, cache_dir) -> None:
     """Draw a circuit graph (input at the bottom, a row per layer, logits at the top)."""

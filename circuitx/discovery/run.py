@@ -93,7 +93,9 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         **scores.facts,
     )
     discovery_s = time.perf_counter() - start
-    graph.graph.update(threshold=threshold, top_k=top_k, discovery_s=discovery_s)
+    graph.graph.update(
+        granularity=method.granularity, threshold=threshold, top_k=top_k, discovery_s=discovery_s
+    )
     start = time.perf_counter()
     if request.faithfulness:
         ranking = edge_ranking(layout, scores)

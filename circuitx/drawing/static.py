@@ -1,7 +1,5 @@
-"""Pictures of circuits: a graph drawn as the model is laid out (SVG, PNG or PDF).
+"""A circuit drawn as the model is laid out (SVG, PNG or PDF; see :mod:`.places`).
 
-``input`` at the bottom, ``logits`` at the top, one row per layer: its heads in index
-order, then its MLP, so a node is in the same place in every drawing of the same model.
 Every head and MLP of the model is a faint dot; the circuit's nodes are coloured by their
 score (a diverging colormap, signed), its edges drawn with width by |score| and colour
 by what they feed (q, k, v, an MLP, the logits). With a reference, the nodes and edges
@@ -19,59 +17,23 @@ from typing import Any
 
 import networkx as nx
 
-from circuitx.errors import CircuitxError
+from circuitx.drawing.places import (
+    AGREEMENT,
+    INPUT_COLOURS,
+    RECEIVER_OFFSET,
+    chosen_edges,
+    feeds,
+    label,
+    positions,
+    reference_sets,
+)
 from circuitx.files import atomic_open
-from circuitx.graph import INPUT, LOGITS, edges_by_name, shape_of
+from circuitx.graph import INPUT, LOGITS, shape_of
 
-DRAW_FORMATS = ("svg", "png", "pdf")
-INPUT_COLOURS = {
-    "q": "#1f77b4",
-    "k": "#ff7f0e",
-    "v": "#2ca02c",
-    "mlp": "#9467bd",
-    "logits": "#333333",
-}
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
-RECEIVER_OFFSET = {"q": -0.12, "k": 0.0, "v": 0.12}
-AGREEMENT = {"both": "#1a9850", "circuit only": "#d73027", "reference only": "#878787"}
 
 
-def draw_format(path: str | Path) -> str:
-    """The picture format ``path``'s extension names, or a one-line error."""
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix not in DRAW_FORMATS:
-        kinds = ", ".join("." + kind for kind in DRAW_FORMATS)
-        raise CircuitxError(f"cannot tell the picture format of {str(path)!r}: use {kinds}")
-    return suffix
-
-
-def positions(n_layers: int, n_heads: int) -> dict[str, tuple[float, float]]:
-    """Where each node sits: layer rows bottom to top, heads then the MLP in a row."""
-    width = n_heads + 1  # the heads, a gap, the MLP
-    places = {INPUT: (width / 2, 0.0), LOGITS: (width / 2, n_layers + 1.0)}
-    for layer in range(n_layers):
-        for head in range(n_heads):
-            places[f"a{layer}.h{head}"] = (float(head), layer + 1.0)
-        places[f"m{layer}"] = (n_heads + 0.5, layer + 1.0)
-    return places
-
-
-Edge = tuple[str, str, str, dict[str, Any]]  # sender, receiver, name, attributes
-
-
-def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> list[Edge]:
-    """The edges to draw: the circuit's; every scored one (``every``); or the ``top``
-    by |score|."""
-    edges = list(graph.edges(keys=True, data=True))
-    if top is not None:
-        scored = [edge for edge in edges if edge[3]["score"] is not None]
-        return sorted(scored, key=lambda edge: -abs(edge[3]["score"]))[:top]
-    if every:
-        return [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
-    return [edge for edge in edges if edge[3]["in_circuit"]]
-
-
-def draw(
+def draw_static(
     graph: nx.MultiDiGraph,
     path: str | Path,
     reference: nx.MultiDiGraph | None = None,
@@ -87,15 +49,15 @@ def draw(
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    fmt = draw_format(path)
+    fmt = Path(path).suffix.lower().lstrip(".")
     n_layers, n_heads, _ = shape_of(graph)
     places = positions(n_layers, n_heads)
     # edges between nodes of the layout (transcoder features are not placed yet)
     edges = [e for e in chosen_edges(graph, top, every) if e[0] in places and e[1] in places]
     ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
-    feeds = {_feeds(data, receiver) for _, receiver, _, data in edges}
+    fed = {feeds(data, receiver) for _, receiver, _, data in edges}
     nodes = [n for n, d in graph.nodes(data=True) if n in places and (d["in_circuit"] or n in ends)]
-    in_reference = _reference_sets(reference)
+    in_reference = reference_sets(reference)
     figure = Figure(figsize=(max(6.5, 0.8 * (n_heads + 3)), max(4.5, 0.6 * (n_layers + 2))))
     size = 260 if n_heads <= 6 else 170  # node markers, points squared
     FigureCanvasAgg(figure)
@@ -111,7 +73,7 @@ def draw(
         colour = (
             AGREEMENT["both" if name in in_reference[1] else "circuit only"]
             if reference is not None
-            else INPUT_COLOURS[_feeds(data, receiver)]
+            else INPUT_COLOURS[feeds(data, receiver)]
         )
         ax.plot(
             [x0, x1],
@@ -137,7 +99,7 @@ def draw(
         ax.scatter([x], [y], s=size, color=face, edgecolors=edge, linewidths=1.8, zorder=3)
         below = node == INPUT  # the input's name under it, clear of its edges
         ax.annotate(
-            _label(node, reference),
+            label(node, reference),
             (x, y),
             xytext=(0, -13 if below else 11),
             textcoords="offset points",
@@ -164,7 +126,7 @@ def draw(
             zorder=3,
         )
         ax.annotate(
-            _label(node, reference),
+            label(node, reference),
             (x, y),
             xytext=(0, 11),
             textcoords="offset points",
@@ -215,7 +177,7 @@ def draw(
         else [
             Line2D([0], [0], color=c, linewidth=3, label=f"into {k}")
             for k, c in INPUT_COLOURS.items()
-            if k in feeds
+            if k in fed
         ]
     )
     figure.legend(handles=legend, loc="upper right", fontsize=7, frameon=False)
@@ -226,26 +188,3 @@ def draw(
     with atomic_open(path, "wb") as handle, rc_context({"svg.fonttype": "none"}):  # SVG text
         figure.savefig(handle, format=fmt, dpi=130)
     return {"nodes": len(nodes), "edges": len(edges), "note": note}
-
-
-def _feeds(data: dict[str, Any], receiver: str) -> str:
-    if data["input"]:
-        return data["input"]
-    return "logits" if receiver == LOGITS else "mlp"
-
-
-def _reference_sets(reference: nx.MultiDiGraph | None) -> tuple[set[str], set[str]]:
-    if reference is None:
-        return set(), set()
-    nodes = {n for n, d in reference.nodes(data=True) if d.get("in_circuit")}
-    edges = {name for name, d in edges_by_name(reference).items() if d.get("in_circuit")}
-    return nodes, edges
-
-
-def _label(node: str, reference: nx.MultiDiGraph | None) -> str:
-    """The node's name, and its role in the reference where the reference gives one."""
-    if reference is not None and node in reference:
-        role = reference.nodes[node].get("role")
-        if role and role not in ("input", "logits", "mlp"):
-            return f"{node}\n{role}"
-    return node

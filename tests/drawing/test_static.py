@@ -1,24 +1,14 @@
-"""Pictures of circuits (issue 26, first step): the static drawing's structure, colours
-and files, and its command line."""
+"""Static pictures of circuits: the drawing's structure, colours and files, and its
+command line."""
 
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run
+from conftest import assert_one_line_error, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.graph import edges_by_name, full_graph, select_nodes, write_graph
-
-
-def scored_circuit(nodes=("a0.h1", "a1.h2", "m1", "a2.h0")):
-    graph = full_graph(3, 4, True, task="ioi", method="eap", model="planted-ioi")
-    for i, data in enumerate(edges_by_name(graph).values()):
-        data["score"] = ((i * 37) % 11 - 5) / 10
-    for i, node in enumerate(graph.nodes):
-        graph.nodes[node]["score"] = ((i * 7) % 9 - 4) / 4
-    select_nodes(graph, nodes)
-    return graph
 
 
 def svg_text(path) -> str:

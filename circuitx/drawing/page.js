@@ -1,0 +1,354 @@
+// circuitx's interactive circuit page: draws the graph carried in #circuit-data as SVG and
+// re-selects the circuit live. Plain browser JavaScript, no library, no network.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const data = JSON.parse(document.getElementById("circuit-data").textContent);
+const nodes = data.nodes;
+const edges = data.edges;
+const nNodes = nodes.name.length;
+const nEdges = edges.name.length;
+const fixedNodes = new Set([data.input, data.logits].map((n) => nodes.name.indexOf(n)));
+
+const svg = document.getElementById("circuit");
+const modeBox = document.getElementById("mode");
+const slider = document.getElementById("slider");
+const valueBox = document.getElementById("value");
+const referenceBox = document.getElementById("reference");
+const statusLine = document.getElementById("status");
+const infoLine = document.getElementById("info");
+
+// the scored items a selection ranks: edges for an edge-level method, heads and MLPs for a
+// node-level one
+const ranked = [];
+if (data.level === "edge") {
+  for (let i = 0; i < nEdges; i++) {
+    if (edges.score[i] !== null) ranked.push({ index: i, magnitude: Math.abs(edges.score[i]) });
+  }
+} else {
+  for (let i = 0; i < nNodes; i++) {
+    if (!fixedNodes.has(i) && nodes.score[i] !== null) {
+      ranked.push({ index: i, magnitude: Math.abs(nodes.score[i]) });
+    }
+  }
+}
+// by |score|, largest first, ties in graph order (Array.prototype.sort is stable)
+const byMagnitude = ranked.slice().sort((a, b) => b.magnitude - a.magnitude);
+const levels = Array.from(new Set(byMagnitude.map((item) => item.magnitude)));
+
+// ---- selection: the rules of circuitx.graph.selection_by_score ------------------------
+
+function selection(mode, value) {
+  const keptNodes = new Set(fixedNodes);
+  const keptEdges = [];
+  if (mode === "circuit") {
+    for (let i = 0; i < nNodes; i++) if (nodes.in_circuit[i]) keptNodes.add(i);
+    for (let i = 0; i < nEdges; i++) if (edges.in_circuit[i]) keptEdges.push(i);
+    return { nodes: keptNodes, edges: keptEdges };
+  }
+  const chosen = new Set();
+  if (mode === "top") {
+    byMagnitude.slice(0, value).forEach((item) => chosen.add(item.index));
+  } else {
+    ranked.forEach((item) => {
+      if (item.magnitude >= value) chosen.add(item.index);
+    });
+  }
+  if (data.level === "edge") {
+    for (let i = 0; i < nEdges; i++) {
+      if (chosen.has(i)) {
+        keptEdges.push(i);
+        keptNodes.add(edges.sender[i]);
+        keptNodes.add(edges.receiver[i]);
+      }
+    }
+  } else {
+    chosen.forEach((i) => keptNodes.add(i));
+    for (let i = 0; i < nEdges; i++) {
+      if (keptNodes.has(edges.sender[i]) && keptNodes.has(edges.receiver[i])) keptEdges.push(i);
+    }
+  }
+  return { nodes: keptNodes, edges: keptEdges };
+}
+
+// ---- drawing ---------------------------------------------------------------------------
+
+const unitX = Math.max(34, Math.min(64, 900 / (data.n_heads + 4)));
+const unitY = 74;
+const margin = 24;
+const radius = data.n_heads <= 6 ? 10 : 8;
+const leftmost = -2.2;
+const topmost = data.n_layers + 1.6;
+const px = (x) => margin + (x - leftmost) * unitX;
+const py = (y) => margin + (topmost - y) * unitY;
+svg.setAttribute("width", String(Math.round(px(data.n_heads + 1.5) + margin)));
+svg.setAttribute("height", String(Math.round(py(-0.6) + margin)));
+
+function element(tag, attributes, parent, tooltip) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+  if (tooltip !== undefined) {
+    const title = document.createElementNS(SVG_NS, "title");
+    title.textContent = tooltip;
+    node.appendChild(title);
+  }
+  parent.appendChild(node);
+  return node;
+}
+
+function formatScore(score) {
+  return score === null ? "no score" : "score " + Number(score).toPrecision(4);
+}
+
+// a diverging colour for a signed score (blue negative, white zero, red positive)
+const nodeBound = Math.max(1e-30, ...nodes.score.map((s) => (s === null ? 0 : Math.abs(s))));
+function diverging(score) {
+  if (score === null) return "#ffffff";
+  const t = Math.max(-1, Math.min(1, score / nodeBound));
+  const end = t < 0 ? [33, 102, 172] : [178, 24, 43];
+  const mid = [247, 247, 247];
+  const a = Math.abs(t);
+  const rgb = mid.map((m, i) => Math.round(m + (end[i] - m) * a));
+  return `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
+}
+
+const backdrop = element("g", { id: "model" }, svg);
+const edgeLayer = element("g", { id: "edges" }, svg);
+const nodeLayer = element("g", { id: "nodes" }, svg);
+for (let layer = 0; layer < data.n_layers; layer++) {
+  const label = element("text", {
+    x: px(-0.9), y: py(layer + 1) + 4, "text-anchor": "end", "font-size": 11, fill: "#777777",
+    "font-family": "sans-serif",
+  }, backdrop);
+  label.textContent = `layer ${layer}`;
+}
+for (let i = 0; i < nNodes; i++) {
+  if (fixedNodes.has(i)) continue;
+  element("circle", { class: "slot", cx: px(nodes.x[i]), cy: py(nodes.y[i]), r: 3, fill: "#dddddd" },
+    backdrop, nodes.name[i]);
+}
+
+let selected = selection("circuit", 0);
+let focus = null; // the clicked node's index, or null
+
+function edgeColour(i) {
+  if (referenceBox.checked) {
+    return edges.in_reference[i] ? data.agreement["both"] : data.agreement["circuit only"];
+  }
+  return data.feeds_colours[edges.feeds[i]];
+}
+
+function nodeStroke(i) {
+  if (referenceBox.checked) {
+    return nodes.in_reference[i] ? data.agreement["both"] : data.agreement["circuit only"];
+  }
+  return "#222222";
+}
+
+function endpoints(i) {
+  const s = edges.sender[i];
+  const r = edges.receiver[i];
+  const shift = data.offsets[edges.feeds[i]] || 0;
+  return [px(nodes.x[s]), py(nodes.y[s]), px(nodes.x[r] + shift), py(nodes.y[r])];
+}
+
+function render() {
+  edgeLayer.replaceChildren();
+  nodeLayer.replaceChildren();
+  const drawn = selected.edges.slice().sort(
+    (a, b) => Math.abs(edges.score[a] || 0) - Math.abs(edges.score[b] || 0));
+  const largest = Math.max(0, ...drawn.map((i) => Math.abs(edges.score[i] || 0)));
+  for (const i of drawn) {
+    const [x1, y1, x2, y2] = endpoints(i);
+    const width = 0.8 + 3.4 * (largest > 0 ? Math.abs(edges.score[i] || 0) / largest : 0);
+    const line = element("line", {
+      class: "edge", "data-name": edges.name[i], "data-index": i, x1, y1, x2, y2, stroke: edgeColour(i),
+      "stroke-width": width.toFixed(2), "stroke-linecap": "round", "stroke-opacity": 0.7,
+    }, edgeLayer, `${edges.name[i]}: ${formatScore(edges.score[i])}`);
+    line.addEventListener("mouseover", () => {
+      infoLine.textContent = `edge ${edges.name[i]}, ${formatScore(edges.score[i])}`;
+    });
+  }
+  if (referenceBox.checked) {
+    const kept = new Set(selected.edges);
+    for (let i = 0; i < nEdges; i++) {
+      if (!edges.in_reference[i] || kept.has(i)) continue;
+      const [x1, y1, x2, y2] = endpoints(i);
+      element("line", {
+        class: "missed-edge", "data-name": edges.name[i], "data-index": i, x1, y1, x2, y2,
+        stroke: data.agreement["reference only"], "stroke-width": 1, "stroke-dasharray": "4 3",
+      }, edgeLayer, `${edges.name[i]}: in the reference only`);
+    }
+  }
+  for (let i = 0; i < nNodes; i++) {
+    const kept = selected.nodes.has(i);
+    const missed = !kept && referenceBox.checked && nodes.in_reference[i];
+    if (!kept && !missed) continue;
+    const cx = px(nodes.x[i]);
+    const cy = py(nodes.y[i]);
+    const circle = element("circle", {
+      class: kept ? "node" : "missed-node", "data-name": nodes.name[i], cx, cy, r: radius,
+      fill: kept ? diverging(nodes.score[i]) : "none",
+      stroke: kept ? nodeStroke(i) : data.agreement["reference only"],
+      "stroke-width": 1.8, "stroke-dasharray": kept ? "none" : "4 3",
+    }, nodeLayer, `${nodes.name[i]}: ${formatScore(nodes.score[i])}`);
+    circle.style.cursor = "pointer";
+    circle.addEventListener("mouseover", () => {
+      infoLine.textContent = `node ${nodes.name[i]}, ${formatScore(nodes.score[i])}`;
+    });
+    circle.addEventListener("click", (event) => {
+      event.stopPropagation();
+      focus = focus === i ? null : i;
+      highlight();
+    });
+    const below = nodes.name[i] === data.input;
+    const label = element("text", {
+      x: cx, y: below ? cy + radius + 12 : cy - radius - 4, "text-anchor": "middle",
+      "font-size": 10, "font-family": "sans-serif",
+      fill: kept ? "#222222" : data.agreement["reference only"],
+    }, nodeLayer);
+    label.textContent = nodes.name[i] + (referenceBox.checked && nodes.role[i] ? ` ${nodes.role[i]}` : "");
+  }
+  const components = [...selected.nodes].filter((i) => !fixedNodes.has(i)).length;
+  statusLine.textContent = `${components} nodes, ${selected.edges.length} edges`;
+  svg.setAttribute("data-nodes", String(selected.nodes.size));
+  svg.setAttribute("data-edges", String(selected.edges.length));
+  highlight();
+}
+
+// a clicked node keeps its own edges and neighbours bright, the rest faint
+function highlight() {
+  const name = focus === null ? null : nodes.name[focus];
+  const near = new Set(name === null ? [] : [name]);
+  edgeLayer.querySelectorAll("line").forEach((line) => {
+    const i = Number(line.getAttribute("data-index"));
+    const touches = focus !== null && (edges.sender[i] === focus || edges.receiver[i] === focus);
+    if (!line.classList.contains("edge")) {
+      line.setAttribute("opacity", focus === null || touches ? "1" : "0.15");
+      return;
+    }
+    if (touches) {
+      near.add(nodes.name[edges.sender[i]]);
+      near.add(nodes.name[edges.receiver[i]]);
+    }
+    line.setAttribute("stroke-opacity", focus === null || touches ? "0.7" : "0.06");
+    line.classList.toggle("highlighted", touches);
+  });
+  nodeLayer.querySelectorAll("circle").forEach((circle) => {
+    const dim = focus !== null && !near.has(circle.getAttribute("data-name"));
+    circle.setAttribute("opacity", dim ? "0.25" : "1");
+  });
+  if (focus !== null) {
+    const into = selected.edges.filter((i) => edges.receiver[i] === focus).length;
+    const out = selected.edges.filter((i) => edges.sender[i] === focus).length;
+    infoLine.textContent = `node ${name}: ${into} edges in, ${out} out (click it again to clear)`;
+  }
+}
+
+// ---- controls --------------------------------------------------------------------------
+
+function configureSlider() {
+  const mode = modeBox.value;
+  slider.disabled = valueBox.disabled = mode === "circuit";
+  if (mode === "top") {
+    slider.min = "0";
+    slider.max = String(byMagnitude.length);
+    slider.step = "1";
+    valueBox.step = "1";
+  } else if (mode === "threshold") {
+    slider.min = "0";
+    slider.max = String(Math.max(0, levels.length - 1));
+    slider.step = "1";
+    valueBox.step = "any";
+  }
+}
+
+// the threshold slider runs over the distinct |scores|, largest first
+function sliderToValue() {
+  const position = Number(slider.value);
+  return modeBox.value === "top" ? position : (levels.length ? levels[position] : 0);
+}
+
+function valueToSlider(value) {
+  if (modeBox.value === "top") return Math.max(0, Math.min(byMagnitude.length, Math.round(value)));
+  let position = 0; // the last level still >= the threshold keeps the same selection
+  while (position + 1 < levels.length && levels[position + 1] >= value) position++;
+  return position;
+}
+
+function apply(value) {
+  selected = selection(modeBox.value, value);
+  render();
+}
+
+modeBox.addEventListener("change", () => {
+  configureSlider();
+  if (modeBox.value === "circuit") {
+    apply(0);
+    return;
+  }
+  const start = modeBox.value === "top" ? data.initial.top : data.initial.threshold;
+  slider.value = String(valueToSlider(start));
+  valueBox.value = String(start);
+  apply(start);
+});
+slider.addEventListener("input", () => {
+  const value = sliderToValue();
+  valueBox.value = String(value);
+  apply(value);
+});
+valueBox.addEventListener("change", () => {
+  const value = Number(valueBox.value);
+  if (!Number.isFinite(value) || value < 0) return;
+  slider.value = String(valueToSlider(value));
+  apply(value);
+});
+referenceBox.disabled = !data.has_reference;
+referenceBox.addEventListener("change", render);
+svg.addEventListener("click", () => {
+  focus = null;
+  highlight();
+  infoLine.textContent = "";
+});
+
+document.getElementById("download").addEventListener("click", () => {
+  const copy = svg.cloneNode(true);
+  copy.setAttribute("xmlns", SVG_NS);
+  const text = new XMLSerializer().serializeToString(copy);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type: "image/svg+xml" }));
+  link.download = (data.file_stem || "circuit") + ".svg";
+  link.click();
+  URL.revokeObjectURL(link.href);
+});
+
+// the legend: what edge colours mean, in the current colouring
+function legend() {
+  const box = document.getElementById("legend");
+  box.replaceChildren();
+  const entries = referenceBox.checked
+    ? Object.entries(data.agreement)
+    : Object.entries(data.feeds_colours).filter(([k]) => edges.feeds.includes(k))
+        .map(([k, c]) => [`into ${k}`, c]);
+  for (const [name, colour] of entries) {
+    const item = document.createElement("span");
+    item.className = "key";
+    const swatch = document.createElement("i");
+    swatch.style.background = colour;
+    item.append(swatch, name);
+    box.appendChild(item);
+  }
+}
+referenceBox.addEventListener("change", legend);
+
+modeBox.value = data.initial.mode;
+configureSlider();
+if (data.initial.mode === "circuit") {
+  apply(0);
+} else {
+  const start = data.initial.mode === "top" ? data.initial.top : data.initial.threshold;
+  slider.value = String(valueToSlider(start));
+  valueBox.value = String(start);
+  apply(start);
+}
+legend();

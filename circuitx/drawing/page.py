@@ -1,0 +1,171 @@
+"""A circuit as one self-contained interactive HTML page.
+
+The page carries every node's and edge's score (not only the selected ones) and draws
+them as SVG with plain JavaScript (``page.js``, no library, no network): hover for names
+and scores, a slider that re-selects the circuit live by threshold or top k (the rules of
+:func:`circuitx.graph.selection_by_score`), a click on a node to see its inputs and
+outputs, the reference overlay on and off, and a download of what is drawn as SVG. The
+layout is the static drawing's (:mod:`.places`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from importlib.resources import files
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import networkx as nx
+
+from circuitx import __version__
+from circuitx.drawing.places import (
+    AGREEMENT,
+    INPUT_COLOURS,
+    RECEIVER_OFFSET,
+    feeds,
+    positions,
+    reference_sets,
+)
+from circuitx.files import atomic_open
+from circuitx.graph import INPUT, LOGITS, edges_by_name, score_level, shape_of
+
+
+def page_data(
+    graph: nx.MultiDiGraph,
+    reference: nx.MultiDiGraph | None = None,
+    top: int | None = None,
+    every: bool = False,
+) -> dict[str, Any]:
+    """What the page's script reads: the placed nodes and the edges between them, in graph
+    order, as columns; how the circuit was selected; the colours."""
+    n_layers, n_heads, has_mlp = shape_of(graph)
+    places = positions(n_layers, n_heads)
+    names = [node for node in graph.nodes if node in places]
+    index = {node: i for i, node in enumerate(names)}
+    node_truth, edge_truth = reference_sets(reference)
+    roles = {} if reference is None else dict(reference.nodes(data="role"))
+    rows = [
+        (key, sender, receiver, data)
+        for sender, receiver, key, data in graph.edges(keys=True, data=True)
+        if sender in index and receiver in index
+    ]
+    meta = graph.graph
+    magnitudes = [abs(d["score"]) for *_, d in rows if d["score"] is not None and d["score"] != 0]
+    threshold = meta.get("threshold")
+    mode = "top" if top is not None else "threshold" if every else "circuit"
+    if every:
+        threshold = min(magnitudes, default=0.0)
+    return {
+        "title": _title(graph),
+        "file_stem": None,
+        "level": score_level(graph),
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "has_mlp": has_mlp,
+        "input": INPUT,
+        "logits": LOGITS,
+        "initial": {
+            "mode": mode,
+            "threshold": _number(threshold) if threshold is not None else 0.0,
+            "top": top if top is not None else meta.get("top_k") or 20,
+        },
+        "has_reference": reference is not None,
+        "nodes": {
+            "name": names,
+            "x": [places[n][0] for n in names],
+            "y": [places[n][1] for n in names],
+            "score": [_number(graph.nodes[n]["score"]) for n in names],
+            "in_circuit": [bool(graph.nodes[n]["in_circuit"]) for n in names],
+            "in_reference": [n in node_truth for n in names],
+            "role": [_role(roles.get(n)) for n in names],
+        },
+        "edges": {
+            "name": [key for key, *_ in rows],
+            "sender": [index[s] for _, s, _, _ in rows],
+            "receiver": [index[r] for _, _, r, _ in rows],
+            "feeds": [feeds(d, r) for _, _, r, d in rows],
+            "score": [_number(d["score"]) for *_, d in rows],
+            "in_circuit": [bool(d["in_circuit"]) for *_, d in rows],
+            "in_reference": [key in edge_truth for key, *_ in rows],
+        },
+        "feeds_colours": INPUT_COLOURS,
+        "agreement": AGREEMENT,
+        "offsets": RECEIVER_OFFSET,
+    }
+
+
+def write_page(
+    graph: nx.MultiDiGraph,
+    path: str | Path,
+    reference: nx.MultiDiGraph | None = None,
+    top: int | None = None,
+    every: bool = False,
+) -> dict[str, Any]:
+    """Write the page to ``path`` (atomically); returns what it draws first (node and edge
+    counts of the saved circuit, and the note on an empty one)."""
+    data = page_data(graph, reference, top, every)
+    data["file_stem"] = Path(path).stem
+    n_nodes = sum(data["nodes"]["in_circuit"])
+    components = sum(
+        kept and name not in (INPUT, LOGITS)
+        for name, kept in zip(data["nodes"]["name"], data["nodes"]["in_circuit"])
+    )
+    note = None if components else "no component is in the circuit"
+    summary = _summary(graph, note)
+    text = Template(files("circuitx.drawing").joinpath("page.html").read_text()).substitute(
+        version=__version__,
+        title=html.escape(data["title"]),
+        summary=html.escape(summary),
+        data=_script_safe(json.dumps(data, allow_nan=False, separators=(",", ":"))),
+        script=files("circuitx.drawing").joinpath("page.js").read_text(),
+    )
+    with atomic_open(path) as handle:
+        handle.write(text)
+    return {"nodes": n_nodes, "edges": sum(data["edges"]["in_circuit"]), "note": note}
+
+
+def _title(graph: nx.MultiDiGraph) -> str:
+    meta = graph.graph
+    title = " on ".join(str(meta[k]) for k in ("method", "task") if meta.get(k))
+    if meta.get("model"):
+        title += f" ({meta['model']})"
+    return title or "circuit"
+
+
+def _summary(graph: nx.MultiDiGraph, note: str | None) -> str:
+    """One line on how the circuit was found and how faithful it is, where the graph says."""
+    meta, parts = graph.graph, []
+    if meta.get("n_prompts"):
+        parts.append(f"{meta['n_prompts']} prompts")
+    if meta.get("threshold") is not None:
+        parts.append(f"threshold {meta['threshold']:g}")
+    if meta.get("top_k") is not None:
+        parts.append(f"top {meta['top_k']}")
+    for key in ("faithfulness", "cpr", "cmd"):
+        value = meta.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            parts.append(f"{key} {value:.3f}")
+    parts.append(f"{len(edges_by_name(graph))} edges scored")
+    if note:
+        parts.append(note)
+    return "; ".join(parts)
+
+
+def _number(value: Any) -> float | None:
+    """A score as strict JSON: None for none or a non-finite one."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _role(role: Any) -> str | None:
+    return role if role and role not in ("input", "logits", "mlp") else None
+
+
+def _script_safe(text: str) -> str:
+    """JSON that cannot end the <script> element it sits in (every ``<`` escaped)."""
+    return text.replace("<", "\\u003c")

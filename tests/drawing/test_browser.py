@@ -1,0 +1,168 @@
+"""The interactive page in a real browser: headless Chromium driven by Selenium.
+
+They need Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them and sets
+``CIRCUITX_BROWSER_TESTS=required``, which turns a missing browser into a failure); where
+no browser is installed they are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from conftest import scored_circuit
+
+from circuitx.drawing import draw
+from circuitx.graph import full_graph, select_nodes, selection_by_score
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (BROWSER and DRIVER):
+        why = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+        if os.environ.get("CIRCUITX_BROWSER_TESTS") == "required":
+            pytest.fail(why)
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.binary_location = BROWSER
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    driver.set_window_size(1200, 900)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, path) -> list[str]:
+    """Load the page; the errors its console reported."""
+    driver.get_log("browser")  # drop what earlier pages left
+    driver.get(path.as_uri())
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def drawn(driver) -> tuple[int, int]:
+    """The node circles (input and logits included) and edge lines the page shows."""
+    return tuple(
+        driver.execute_script(
+            "return [document.querySelectorAll('circle.node').length,"
+            " document.querySelectorAll('line.edge').length]"
+        )
+    )
+
+
+def set_control(driver, element_id: str, value) -> None:
+    """Set a control as a user would, firing its event."""
+    driver.execute_script(
+        "const box = document.getElementById(arguments[0]); box.value = String(arguments[1]);"
+        " box.dispatchEvent(new Event(box.type === 'range' ? 'input' : 'change'));",
+        element_id,
+        value,
+    )
+
+
+def python_counts(graph, **selection) -> tuple[int, int]:
+    nodes, edges = selection_by_score(graph, **selection)
+    return len(nodes), len(edges)
+
+
+@pytest.mark.parametrize("method", ["activation-patching", "path-patching", "cdt", "sae",
+                                    "transcoder", "acdc", "eap", "eap-ig"])  # fmt: skip
+def test_every_methods_page_loads_and_draws_its_circuit(browser, method_graphs, tmp_path, method):
+    graph = method_graphs[method]
+    summary = draw(graph, tmp_path / f"{method}.html")
+    assert open_page(browser, tmp_path / f"{method}.html") == []
+    assert drawn(browser) == (summary["nodes"], summary["edges"])
+    status = browser.find_element("id", "status").text
+    assert status == f"{summary['nodes'] - 2} nodes, {summary['edges']} edges"
+
+
+@pytest.mark.parametrize("granularity", ["edge", "node"])
+def test_the_slider_selects_what_python_selects(browser, tmp_path, granularity):
+    graph = scored_circuit(granularity=granularity)
+    draw(graph, tmp_path / "c.html")
+    assert open_page(browser, tmp_path / "c.html") == []
+    set_control(browser, "mode", "threshold")
+    top = int(browser.find_element("id", "slider").get_attribute("max"))
+    ranked = (
+        [d for *_, d in graph.edges(data="score")]
+        if granularity == "edge"
+        else [graph.nodes[n]["score"] for n in graph if n not in ("input", "logits")]
+    )
+    assert top == len({abs(score) for score in ranked}) - 1  # a stop per distinct |score|
+    for position in range(top + 1):
+        set_control(browser, "slider", position)
+        threshold = float(browser.find_element("id", "value").get_attribute("value"))
+        assert drawn(browser) == python_counts(graph, threshold=threshold), position
+    set_control(browser, "value", 0.3)  # typed: a threshold between two scores
+    assert drawn(browser) == python_counts(graph, threshold=0.3)
+    set_control(browser, "mode", "top")
+    for k in (0, 1, 7, 30):
+        set_control(browser, "slider", k)
+        assert drawn(browser) == python_counts(graph, top_k=k), k
+    set_control(browser, "mode", "circuit")
+    assert drawn(browser) == (6, len([1 for *_, kept in graph.edges(data="in_circuit") if kept]))
+
+
+def test_a_click_the_reference_and_the_download(browser, tmp_path):
+    graph = scored_circuit(granularity="edge")
+    reference = full_graph(3, 4, True)
+    select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3", "a2.h3"])  # two not in the circuit
+    draw(graph, tmp_path / "r.html", reference)
+    assert open_page(browser, tmp_path / "r.html") == []
+    browser.find_element("css selector", 'circle.node[data-name="a1.h2"]').click()
+    touching = [
+        key for s, r, key, kept in graph.edges(keys=True, data="in_circuit")
+        if kept and "a1.h2" in (s, r)
+    ]  # fmt: skip
+    lit = browser.find_elements("css selector", "line.highlighted")
+    assert sorted(line.get_attribute("data-name") for line in lit) == sorted(touching)
+    assert "a1.h2" in browser.find_element("id", "info").text
+    browser.find_element("id", "reference").click()
+    missed = browser.find_elements("css selector", "circle.missed-node")
+    assert sorted(circle.get_attribute("data-name") for circle in missed) == ["a1.h3", "a2.h3"]
+    saved = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        " URL.createObjectURL = (blob) => { blob.text().then(done); return 'blob:circuit'; };"
+        " URL.revokeObjectURL = () => {};"
+        " document.getElementById('download').click();"
+    )
+    svg = ET.fromstring(saved)
+    edges = [
+        line
+        for line in svg.iter("{http://www.w3.org/2000/svg}line")
+        if "edge" in line.get("class", "").split()
+    ]
+    assert len(edges) == drawn(browser)[1] > 0
+
+
+def test_every_edge_of_a_12x12_model_draws_and_the_screenshot_is_not_blank(browser, tmp_path):
+    from matplotlib.image import imread
+
+    graph = full_graph(12, 12, True, task="ioi", method="eap", model="random 12x12")
+    graph.graph["granularity"] = "edge"
+    generator = np.random.default_rng(0)
+    for _, _, data in graph.edges(data=True):
+        data.update(score=float(generator.normal()), in_circuit=False)
+    for _, data in graph.nodes(data=True):
+        data.update(score=float(generator.normal()), in_circuit=False)
+    summary = draw(graph, tmp_path / "all.html", every=True)
+    start = time.perf_counter()
+    assert open_page(browser, tmp_path / "all.html") == []
+    assert drawn(browser) == python_counts(graph, threshold=0.0) == (158, graph.number_of_edges())
+    assert time.perf_counter() - start < 30  # the page stays usable at this size
+    assert summary["note"] == "no component is in the circuit"  # the saved one is empty
+    pixels = imread(io.BytesIO(browser.get_screenshot_as_png()))
+    assert pixels.shape[0] > 500 and float(np.std(pixels[..., :3])) > 0.05

@@ -1,0 +1,112 @@
+"""The interactive page without a browser: what it carries, that it stands alone, and the
+selection rule its slider follows (the browser tests are in test_browser.py)."""
+
+import json
+import re
+
+import pytest
+from conftest import run, scored_circuit
+
+from circuitx.drawing import draw, positions
+from circuitx.drawing.page import page_data
+from circuitx.graph import (
+    INPUT,
+    LOGITS,
+    edges_by_name,
+    full_graph,
+    score_level,
+    selection_by_score,
+    write_graph,
+)
+
+
+def embedded_data(path) -> dict:
+    text = path.read_text()
+    pattern = r'<script type="application/json" id="circuit-data">(.*?)</script>'
+    match = re.search(pattern, text, re.S)
+    return json.loads(match.group(1))
+
+
+def saved_circuit(graph) -> tuple[set[str], set[str]]:
+    """The graph's selected heads, MLPs, input and logits, and the edges among them."""
+    nodes = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] != "feature"}
+    edges = {
+        key
+        for sender, receiver, key, data in graph.edges(keys=True, data=True)
+        if data["in_circuit"] and sender in nodes and receiver in nodes
+    }
+    return nodes, edges
+
+
+@pytest.mark.parametrize("method", ["activation-patching", "path-patching", "cdt", "sae",
+                                    "transcoder", "acdc", "eap", "eap-ig"])  # fmt: skip
+def test_the_pythons_selection_is_discoverys(method_graphs, method):
+    """The rule the page's slider follows, at the threshold discovery used, gives the
+    circuit discovery selected, for every method (node- and edge-level)."""
+    graph = method_graphs[method]
+    assert score_level(graph) == graph.graph["granularity"]
+    assert selection_by_score(graph, threshold=graph.graph["threshold"]) == saved_circuit(graph)
+
+
+def test_top_k_keeps_the_largest_and_breaks_ties_in_graph_order():
+    graph = scored_circuit(granularity="edge")
+    _, edges = selection_by_score(graph, top_k=5)
+    magnitudes = {key: abs(d["score"]) for key, d in edges_by_name(graph).items()}
+    assert len(edges) == 5 and min(magnitudes[e] for e in edges) == max(magnitudes.values())
+    order = list(magnitudes)
+    tied = [key for key in order if magnitudes[key] == max(magnitudes.values())]
+    assert edges == set(tied[:5])
+    nodes, edges = selection_by_score(scored_circuit(granularity="node"), top_k=2)
+    assert len(nodes) == 4 and {INPUT, LOGITS} <= nodes
+
+
+def test_the_page_carries_every_score_and_stands_alone(tmp_path):
+    graph = scored_circuit(granularity="edge")
+    graph.graph["task"] = "ioi</script><b>x"  # text from a file must not end the script
+    drawn = draw(graph, tmp_path / "c.html")
+    text = (tmp_path / "c.html").read_text()
+    data = embedded_data(tmp_path / "c.html")
+    scores = {key: d["score"] for key, d in edges_by_name(graph).items()}
+    assert dict(zip(data["edges"]["name"], data["edges"]["score"])) == scores
+    places = positions(3, 4)
+    assert [(x, y) for x, y in zip(data["nodes"]["x"], data["nodes"]["y"])] == [
+        places[name] for name in data["nodes"]["name"]
+    ]
+    assert data["title"] == "eap on ioi</script><b>x (planted-ioi)"
+    assert "<title>eap on ioi&lt;/script&gt;&lt;b&gt;x (planted-ioi)</title>" in text
+    # nothing fetched: no script or style from elsewhere, no address but SVG's namespace
+    assert not re.search(r"<script[^>]+src=|<link|@import|url\(", text)
+    assert set(re.findall(r"https?://[^\s\"'<>]+", text)) == {"http://www.w3.org/2000/svg"}
+    nodes, edges = saved_circuit(graph)
+    assert drawn == {"nodes": len(nodes), "edges": len(edges), "note": None}
+
+
+def test_the_page_starts_where_asked():
+    graph = scored_circuit(granularity="edge")
+    assert page_data(graph)["initial"]["mode"] == "circuit"
+    assert page_data(graph, top=7)["initial"] == {"mode": "top", "threshold": 0.0, "top": 7}
+    every = page_data(graph, every=True)["initial"]
+    assert every["mode"] == "threshold" and every["threshold"] == 0.1  # the least nonzero
+
+
+def test_an_empty_circuit_page_says_so(tmp_path):
+    graph = full_graph(2, 2, True, task="ioi")
+    for _, data in graph.nodes(data=True):
+        data["in_circuit"] = False
+    path = tmp_path / "empty.graphml"
+    write_graph(graph, path)
+    result = run("draw", path, "--out", tmp_path / "empty.html")
+    assert result.exit_code == 0 and "no component is in the circuit" in result.stderr
+    assert "no component is in the circuit" in (tmp_path / "empty.html").read_text()
+
+
+def test_discover_writes_the_page(tmp_path):
+    out = tmp_path / "eap.html"
+    result = run(
+        "discover", "--task", "ioi", "--model", "planted-ioi", "--method", "eap",
+        "--n-prompts", 6, "--faithfulness-prompts", 6, "--draw", out, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = embedded_data(out)
+    assert data["level"] == "edge" and data["has_reference"]
+    assert sum(data["nodes"]["in_reference"]) > 2  # the planted circuit's heads
