@@ -164,9 +164,9 @@ def select_edges(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
 
 def score_level(graph: nx.MultiDiGraph) -> str:
     """What the circuit was selected by: ``node`` or ``edge`` scores, as discovery wrote
-    it (``granularity``); for a graph from elsewhere, ``edge`` where its edges are scored."""
-    if graph.graph.get("granularity") in ("node", "edge"):
-        return graph.graph["granularity"]
+    it (``selected_by``); for a graph from elsewhere, ``edge`` where its edges are scored."""
+    if graph.graph.get("selected_by") in ("node", "edge"):
+        return graph.graph["selected_by"]
     scored = any(score is not None for *_, score in graph.edges(data="score"))
     return "edge" if scored else "node"
 

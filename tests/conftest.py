@@ -134,14 +134,17 @@ def scored_circuit(nodes=("a0.h1", "a1.h2", "m1", "a2.h0"), granularity=None):
         graph.nodes[node]["score"] = ((i * 7) % 9 - 4) / 4
     select_nodes(graph, nodes)
     if granularity:
-        graph.graph["granularity"] = granularity
+        graph.graph["selected_by"] = granularity
     return graph
+
+
+METHOD_GRAPHS = (*METHODS, "transcoder-features")  # the keys of method_graphs
 
 
 @pytest.fixture(scope="session")
 def method_graphs(tmp_path_factory) -> dict:
     """Each method's graph for greater-than on the planted model (6 prompts, no
-    faithfulness curve), by method name."""
+    faithfulness curve), by method name; and the transcoder method's feature graph."""
     model = load("planted-greater-than", device="cpu")
     transcoders = random_transcoder_dir(tmp_path_factory.mktemp("transcoders"))
     graphs = {}
@@ -150,6 +153,10 @@ def method_graphs(tmp_path_factory) -> dict:
         graphs[method] = find(
             model, "greater-than", method, n_prompts=6, faithfulness=False, options=options
         )
+    options = {"transcoders": transcoders, "granularity": "feature"}
+    graphs["transcoder-features"] = find(
+        model, "greater-than", "transcoder", n_prompts=6, faithfulness=False, options=options
+    )
     return graphs
 
 

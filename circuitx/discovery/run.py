@@ -94,7 +94,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     )
     discovery_s = time.perf_counter() - start
     graph.graph.update(
-        granularity=method.granularity, threshold=threshold, top_k=top_k, discovery_s=discovery_s
+        selected_by=method.granularity, threshold=threshold, top_k=top_k, discovery_s=discovery_s
     )
     start = time.perf_counter()
     if request.faithfulness:

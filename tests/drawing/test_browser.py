@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import scored_circuit
+from conftest import METHOD_GRAPHS, scored_circuit
 
 from circuitx.drawing import draw
 from circuitx.graph import full_graph, select_nodes, selection_by_score
@@ -78,8 +78,7 @@ def python_counts(graph, **selection) -> tuple[int, int]:
     return len(nodes), len(edges)
 
 
-@pytest.mark.parametrize("method", ["activation-patching", "path-patching", "cdt", "sae",
-                                    "transcoder", "acdc", "eap", "eap-ig"])  # fmt: skip
+@pytest.mark.parametrize("method", METHOD_GRAPHS)
 def test_every_methods_page_loads_and_draws_its_circuit(browser, method_graphs, tmp_path, method):
     graph = method_graphs[method]
     summary = draw(graph, tmp_path / f"{method}.html")
@@ -152,7 +151,7 @@ def test_every_edge_of_a_12x12_model_draws_and_the_screenshot_is_not_blank(brows
     from matplotlib.image import imread
 
     graph = full_graph(12, 12, True, task="ioi", method="eap", model="random 12x12")
-    graph.graph["granularity"] = "edge"
+    graph.graph["selected_by"] = "edge"
     generator = np.random.default_rng(0)
     for _, _, data in graph.edges(data=True):
         data.update(score=float(generator.normal()), in_circuit=False)

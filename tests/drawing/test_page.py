@@ -5,7 +5,7 @@ import json
 import re
 
 import pytest
-from conftest import run, scored_circuit
+from conftest import METHOD_GRAPHS, run, scored_circuit
 
 from circuitx.drawing import draw, positions
 from circuitx.drawing.page import page_data
@@ -18,6 +18,7 @@ from circuitx.graph import (
     selection_by_score,
     write_graph,
 )
+from circuitx.methods import METHODS
 
 
 def embedded_data(path) -> dict:
@@ -38,13 +39,13 @@ def saved_circuit(graph) -> tuple[set[str], set[str]]:
     return nodes, edges
 
 
-@pytest.mark.parametrize("method", ["activation-patching", "path-patching", "cdt", "sae",
-                                    "transcoder", "acdc", "eap", "eap-ig"])  # fmt: skip
+@pytest.mark.parametrize("method", METHOD_GRAPHS)
 def test_the_pythons_selection_is_discoverys(method_graphs, method):
     """The rule the page's slider follows, at the threshold discovery used, gives the
     circuit discovery selected, for every method (node- and edge-level)."""
     graph = method_graphs[method]
-    assert score_level(graph) == graph.graph["granularity"]
+    assert score_level(graph) == graph.graph["selected_by"]
+    assert graph.graph["selected_by"] == METHODS[graph.graph["method"]].granularity
     assert selection_by_score(graph, threshold=graph.graph["threshold"]) == saved_circuit(graph)
 
 
