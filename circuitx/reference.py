@@ -29,6 +29,7 @@ from circuitx.graph import (
     LOGITS,
     component_graph,
     edge_name,
+    edges_by_name,
     full_graph,
     head_node,
     read_graph,
@@ -151,6 +152,31 @@ def reshaped(graph: nx.MultiDiGraph, name: str, n_layers: int, n_heads: int) -> 
         if data.get("in_circuit"):
             mark_edge(target, sender, receiver, [data["input"]] if data.get("input") else [])
     return target
+
+
+def circuit_record(reference: nx.MultiDiGraph) -> dict[str, Any]:
+    """A reference's circuit in a few names (for a leaderboard cell's record): its nodes
+    with their roles and its edges."""
+    return {
+        "name": reference.graph.get("reference"),
+        "nodes": {n: d.get("role") for n, d in reference.nodes(data=True) if d.get("in_circuit")},
+        "edges": [key for key, d in edges_by_name(reference).items() if d.get("in_circuit")],
+    }
+
+
+def from_circuit_record(
+    record: dict[str, Any], n_layers: int, n_heads: int, has_mlp: bool
+) -> nx.MultiDiGraph:
+    """The reference graph :func:`circuit_record` describes, in a model of this shape."""
+    graph = reference_graph(record.get("name") or "reference", n_layers, n_heads, has_mlp)
+    for node, role in record["nodes"].items():
+        if node in graph:
+            put_in_circuit(graph, [node], role or "")
+    edges = edges_by_name(graph)
+    for key in record["edges"]:
+        if key in edges:
+            edges[key]["in_circuit"] = True
+    return graph
 
 
 # ---------------------------------------------------------------- reference files

@@ -9,6 +9,7 @@ when shared/ lives elsewhere). Models load through the loader the CLI uses
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,54 @@ def method_graphs(tmp_path_factory) -> dict:
         model, "greater-than", "transcoder", n_prompts=6, faithfulness=False, options=options
     )
     return graphs
+
+
+# ---------------------------------------------------------------- a real browser
+
+# Debian's chromium and chromium-driver: .ci/run installs them and sets
+# CIRCUITX_BROWSER_TESTS=required, which turns a missing browser into a failure; elsewhere
+# the browser tests are skipped without one, saying so
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not (BROWSER and DRIVER):
+        why = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+        if os.environ.get("CIRCUITX_BROWSER_TESTS") == "required":
+            pytest.fail(why)
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.binary_location = BROWSER
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    driver.set_window_size(1200, 900)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, path) -> list[str]:
+    """Load the page; the errors its console reported."""
+    driver.get_log("browser")  # drop what earlier pages left
+    driver.get(path.as_uri())
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def drawn(driver) -> tuple[int, int]:
+    """The node circles (input and logits included) and edge lines the page shows."""
+    return tuple(
+        driver.execute_script(
+            "return [document.querySelectorAll('circle.node').length,"
+            " document.querySelectorAll('line.edge').length]"
+        )
+    )
 
 
 # ---------------------------------------------------------------- discovery and the CLI

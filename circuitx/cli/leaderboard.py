@@ -136,8 +136,9 @@ def leaderboard(
     """Run every (task, method) cell over seeds, score each against the reference, and
     print the leaderboard.
 
-    Writes results.json, results.csv, results.md and ROC and faithfulness plots per task
-    to --out. Finished cells are kept under --out/cells by a key of their full
+    Writes results.json, results.csv, results.md, ROC and faithfulness plots per task, and
+    index.html (the table, the plots, and a link to each cell's circuit as an interactive
+    page) to --out. Finished cells are kept under --out/cells by a key of their full
     configuration, so a rerun (after an interruption, or with more tasks) runs only the
     rest. A failing cell shows its error in the table, and the command exits 1.
     """
@@ -196,7 +197,9 @@ def leaderboard(
             console.width = 240
         console.print(table)
     resumed = f" ({board.resumed} cells from an earlier run)" if board.resumed else ""
-    note(f"wrote results.json, results.csv, results.md and plots to {out_dir}{resumed}")
+    note(
+        f"wrote index.html, results.json, .csv, .md, plots and circuit pages to {out_dir}{resumed}"
+    )
     if board.failed:
         note(f"{board.failed} of {len(cells)} cells failed; the table shows their errors")
         sys.exit(1)

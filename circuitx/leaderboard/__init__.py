@@ -17,6 +17,7 @@ from circuitx.files import json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
 from circuitx.leaderboard.executors import EXECUTORS, execute
 from circuitx.leaderboard.plots import faithfulness_figure, roc_figure
+from circuitx.leaderboard.report import PAGES, write_circuit_pages, write_report
 from circuitx.leaderboard.results import (
     COLUMNS,
     HEADINGS,
@@ -215,10 +216,14 @@ def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:
     )
 
 
+GRAPH_KEYS = ("graph", "reference_circuit")  # what a cell's record keeps for its drawing
+
+
 def write_results(
     out_dir: Path, cells: list[Cell], board: Leaderboard, settings: dict[str, Any]
 ) -> dict[str, str]:
-    """Write results.json, results.csv, results.md and the per-task plots; return their paths."""
+    """Write results.json, results.csv, results.md, the per-task plots, each cell's
+    circuit page and index.html; return their paths (the pages' folder as ``circuits``)."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     files = {
         "json": out_dir / "results.json",
@@ -230,11 +235,13 @@ def write_results(
         "date": date,
         "settings": settings,
         "rows": board.rows,
-        "cells": board.records,
+        # the graphs stay in the cells' own files: results.json is the numbers
+        "cells": [{k: v for k, v in r.items() if k not in GRAPH_KEYS} for r in board.records],
     }
+    title = caption(cells, board, date)
     write_text(files["json"], json_text(document, indent=1))
     write_text(files["csv"], csv_text(board.rows))
-    write_text(files["markdown"], markdown(board.rows, caption(cells, board, date)))
+    write_text(files["markdown"], markdown(board.rows, title))
     # a figure per task, or per task and model where a task runs on several models
     shared = tasks_on_several_models(cells)
     for task, model in dict.fromkeys((cell.task, cell.model) for cell in cells):
@@ -256,4 +263,10 @@ def write_results(
             files[f"roc-{name}"] = out_dir / f"roc-{name}.png"
         if faithfulness_figure(label, faith, out_dir / f"faithfulness-{name}.png"):
             files[f"faithfulness-{name}"] = out_dir / f"faithfulness-{name}.png"
+    figures = [path.name for name, path in files.items() if name.startswith(("roc-", "faith"))]
+    pages = write_circuit_pages(out_dir, cells, board.records)
+    if pages:
+        files[PAGES] = out_dir / PAGES
+    files["html"] = out_dir / "index.html"
+    write_report(files["html"], cells, board.rows, title, figures, pages)
     return {name: str(path) for name, path in files.items()}

@@ -23,8 +23,9 @@ import torch
 from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest, discover, reference_for_model, report
 from circuitx.errors import CircuitxError, first_line
-from circuitx.graph import component_graph
+from circuitx.graph import component_graph, to_json_dict
 from circuitx.progress import silenced
+from circuitx.reference import circuit_record
 from circuitx.scoring import roc_curves
 from circuitx.tasks import TASKS
 
@@ -113,7 +114,9 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
     """Run one cell: ``{"key", "cell", "status": "ok" | "error", "result" | "error", ...}``.
 
     The result is the discovery's report (:func:`circuitx.discovery.report`) plus its node
-    and edge ROC curves and its faithfulness curve. The cell runs on ``threads`` torch CPU
+    and edge ROC curves and its faithfulness curve; the record also keeps the graph (its
+    JSON form) and the reference's circuit (:func:`circuitx.reference.circuit_record`), for
+    the report's drawings. The cell runs on ``threads`` torch CPU
     threads whatever the process's setting: float sums depend on the thread count, and a
     fixed count makes a cell's result the same in any executor."""
     record: dict[str, Any] = {"key": cell.key, "cell": cell.request.settings()}
@@ -130,7 +133,8 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
         result["reference_note"] = note
         result["roc"] = roc
         result["faithfulness_curve"] = graph.graph.get("faithfulness_curve")
-        record.update(status="ok", result=result)
+        record.update(status="ok", result=result, graph=to_json_dict(graph))
+        record["reference_circuit"] = None if reference is None else circuit_record(reference)
     except CircuitxError as error:
         record.update(status="error", error=first_line(error))
     except Exception as error:  # a bug in one cell must not stop the grid; report it in one line

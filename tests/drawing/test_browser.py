@@ -1,66 +1,18 @@
-"""The interactive page in a real browser: headless Chromium driven by Selenium.
-
-They need Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them and sets
-``CIRCUITX_BROWSER_TESTS=required``, which turns a missing browser into a failure); where
-no browser is installed they are skipped, saying so.
-"""
+"""The interactive page in a real browser: headless Chromium driven by Selenium (the
+``browser`` fixture, see conftest.py)."""
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import METHOD_GRAPHS, scored_circuit
+from conftest import METHOD_GRAPHS, drawn, open_page, scored_circuit
 
 from circuitx.drawing import draw
 from circuitx.graph import full_graph, select_nodes, selection_by_score
-
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (BROWSER and DRIVER):
-        why = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
-        if os.environ.get("CIRCUITX_BROWSER_TESTS") == "required":
-            pytest.fail(why)
-        pytest.skip(why)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.binary_location = BROWSER
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
-    driver.set_window_size(1200, 900)
-    yield driver
-    driver.quit()
-
-
-def open_page(driver, path) -> list[str]:
-    """Load the page; the errors its console reported."""
-    driver.get_log("browser")  # drop what earlier pages left
-    driver.get(path.as_uri())
-    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-
-
-def drawn(driver) -> tuple[int, int]:
-    """The node circles (input and logits included) and edge lines the page shows."""
-    return tuple(
-        driver.execute_script(
-            "return [document.querySelectorAll('circle.node').length,"
-            " document.querySelectorAll('line.edge').length]"
-        )
-    )
 
 
 def set_control(driver, element_id: str, value) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
-from conftest import assert_one_line_error, find, random_transcoder_dir, run
+from conftest import assert_one_line_error, drawn, find, open_page, random_transcoder_dir, run
 
 from circuitx import builtin
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.discovery import report
+from circuitx.graph import from_json_dict
 from circuitx.leaderboard import cells as cells_module
 from circuitx.leaderboard import make_grid, run_cell, run_leaderboard
 from circuitx.methods import METHODS
@@ -233,3 +235,47 @@ def test_a_task_on_two_planted_models_gets_a_row_and_figures_per_model(tmp_path)
     assert all(row["node_auc"]["mean"] == 1.0 for row in board.rows)
     for model in ("planted-ioi", "planted-ioi-llama"):
         assert (tmp_path / f"roc-ioi-{model}.png").stat().st_size > 0
+
+
+def test_the_report_links_each_seeds_circuit_page(board):
+    out, _ = board
+    text = (out / "index.html").read_text()
+    links = re.findall(r'<a href="(circuits/[^"]+)">seed (\d)</a>', text)
+    assert len(links) == 4 and all((out / link).is_file() for link, _ in links)
+    for source in re.findall(r'<img src="([^"]+)"', text):
+        assert (out / source).is_file()
+    assert not re.search(r"https?://|<link|src=\"/", text)  # nothing from elsewhere
+    # the graphs stay in the cells' files, not in results.json
+    document = json.loads((out / "results.json").read_text())
+    assert all("graph" not in cell for cell in document["cells"])
+    cell = json.loads(next((out / "cells").glob("*.json")).read_text())
+    graph = from_json_dict(cell["graph"])
+    assert graph.graph["seed"] == cell["cell"]["seed"] and cell["reference_circuit"]["nodes"]
+
+
+def test_the_report_in_a_browser_sorts_and_opens_circuits(board, browser):
+    out, summary = board
+    assert open_page(browser, out / "index.html") == []
+    headings = browser.find_elements("css selector", "#results th")
+    column = [h.text for h in headings].index("runtime (s)")
+
+    def runtimes():
+        cells = browser.find_elements("css selector", f"#results tbody td:nth-child({column + 1})")
+        return [float(c.get_attribute("data-value")) for c in cells]
+
+    headings[column].click()
+    assert runtimes() == sorted(r["discovery_s"]["mean"] for r in summary["rows"])
+    headings[column].click()
+    assert runtimes() == sorted((r["discovery_s"]["mean"] for r in summary["rows"]), reverse=True)
+    images = browser.find_elements("tag name", "img")
+    assert images and all(int(i.get_attribute("naturalWidth")) > 0 for i in images)
+    link = browser.find_element("css selector", "#results a")
+    page = out / link.get_attribute("href").split(str(out), 1)[1].lstrip("/")
+    link.click()
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    assert browser.find_element("id", "reference").is_enabled()  # the cell's reference
+    nodes, edges = drawn(browser)
+    data = json.loads(
+        re.search(r'id="circuit-data">(.*?)</script>', page.read_text(), re.S).group(1)
+    )
+    assert (nodes, edges) == (sum(data["nodes"]["in_circuit"]), sum(data["edges"]["in_circuit"]))

@@ -1,0 +1,157 @@
+"""The leaderboard as a web page: ``index.html`` with the results table (sortable by any
+column), the ROC and faithfulness plots, and a link from each row to each seed's circuit
+as an interactive page (``circuits/*.html``, :mod:`circuitx.drawing.page`). It stands
+alone but for those files beside it: no script, style or font from elsewhere."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+from circuitx import __version__
+from circuitx.drawing import draw
+from circuitx.files import atomic_open
+from circuitx.graph import from_json_dict, shape_of
+from circuitx.leaderboard.cells import Cell
+from circuitx.leaderboard.results import COLUMNS, table
+from circuitx.reference import from_circuit_record
+
+PAGES = "circuits"  # the circuit pages' folder, beside index.html
+
+SORT_SCRIPT = """
+(function () {
+  "use strict";
+  const body = document.querySelector("#results tbody");
+  document.querySelectorAll("#results th").forEach((heading, column) => {
+    heading.addEventListener("click", () => {
+      const ascending = heading.getAttribute("aria-sort") !== "ascending";
+      document.querySelectorAll("#results th").forEach((h) => h.removeAttribute("aria-sort"));
+      heading.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      const numeric = heading.dataset.kind === "number";
+      const key = (row) => row.children[column].dataset.value;
+      const rows = Array.from(body.rows).sort((a, b) => {
+        const x = key(a), y = key(b);
+        if (numeric) {  // rows with no value last, either way
+          if (x === "" || y === "") return (x === "") - (y === "");
+          return ascending ? Number(x) - Number(y) : Number(y) - Number(x);
+        }
+        return ascending ? x.localeCompare(y) : y.localeCompare(x);
+      });
+      body.append(...rows);
+    });
+  });
+})();
+"""
+
+STYLE = """
+body { font-family: sans-serif; margin: 18px; color: #222222; }
+h1 { font-size: 19px; } h2 { font-size: 16px; margin-top: 26px; }
+.caption { font-size: 13px; color: #555555; max-width: 1100px; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { padding: 4px 9px; border-bottom: 1px solid #e3e3e3; text-align: left; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.links { white-space: nowrap; }
+th { cursor: pointer; background: #f4f4f4; user-select: none; }
+th[aria-sort=ascending]::after { content: " \\25B2"; }
+th[aria-sort=descending]::after { content: " \\25BC"; }
+td.error { color: #aa0000; }
+img { max-width: 100%; border: 1px solid #eeeeee; margin: 4px 0; }
+"""
+
+
+def page_name(cell: Cell) -> str:
+    """The file name of a cell's circuit page: task, method, model and seed."""
+    model = Path(cell.model).name or cell.model
+    text = f"{cell.task}-{cell.method}-{model}-seed{cell.seed}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) + ".html"
+
+
+def write_circuit_pages(
+    out_dir: Path, cells: list[Cell], records: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Each finished cell's circuit as an interactive page under ``out_dir/circuits``,
+    against its reference; returns the pages' paths relative to ``out_dir`` by cell key
+    (cells that ran before records kept their graph have none)."""
+    pages = {}
+    for cell, record in zip(cells, records):
+        if record["status"] != "ok" or not record.get("graph"):
+            continue
+        graph = from_json_dict(record["graph"])
+        circuit = record.get("reference_circuit")
+        reference = None if circuit is None else from_circuit_record(circuit, *shape_of(graph))
+        (out_dir / PAGES).mkdir(exist_ok=True)
+        relative = f"{PAGES}/{page_name(cell)}"
+        draw(graph, out_dir / relative, reference)
+        pages[cell.key] = relative
+    return pages
+
+
+def write_report(
+    path: Path,
+    cells: list[Cell],
+    rows: list[dict[str, Any]],
+    caption: str,
+    figures: list[str],
+    pages: dict[str, str],
+) -> None:
+    """Write ``index.html``: the table (one row per task, method and model, a link per
+    seed's circuit page), then the ``figures`` (file names beside it)."""
+    seeds: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
+    for cell in cells:
+        if cell.key in pages:
+            group = seeds.setdefault((cell.task, cell.method, cell.model), [])
+            group.append((cell.seed, pages[cell.key]))
+    headings, body = table(rows)
+    kinds = ["text", "text", *("number" for _ in COLUMNS), "text"][: len(headings)]
+    head = "".join(
+        f'<th data-kind="{kind}">{html.escape(h)}</th>' for h, kind in zip(headings, kinds)
+    )
+    lines = []
+    for row, shown in zip(rows, body):
+        values = [row["label"], row["method"], *(row[key]["mean"] for key, _, _ in COLUMNS)]
+        values += [row["error"] or ""][: len(shown) - len(values)]
+        cells_html = []
+        for value, text, kind in zip(values, shown, kinds):
+            data = "" if value is None else html.escape(str(value), quote=True)
+            css = "number" if kind == "number" else "error" if text.startswith("error") else ""
+            cells_html.append(f'<td class="{css}" data-value="{data}">{html.escape(text)}</td>')
+        links = " ".join(
+            f'<a href="{html.escape(page)}">seed {seed}</a>'
+            for seed, page in seeds.get((row["task"], row["method"], row["model"]), [])
+        )
+        cells_html.append(f'<td class="links" data-value="">{links or "-"}</td>')
+        lines.append("<tr>" + "".join(cells_html) + "</tr>")
+    images = "\n".join(
+        f'<img src="{html.escape(name)}" alt="{html.escape(Path(name).stem)}">' for name in figures
+    )
+    text = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="generator" content="circuitx {__version__}">
+<title>circuitx leaderboard</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>circuitx leaderboard</h1>
+<p class="caption">{html.escape(caption)}</p>
+<p class="caption">Click a heading to sort by it; a row's seeds link to their circuits
+(interactive pages, against the reference). Also as
+<a href="results.json">results.json</a>, <a href="results.csv">results.csv</a> and
+<a href="results.md">results.md</a>.</p>
+<table id="results">
+<thead><tr>{head}<th data-kind="text">circuits</th></tr></thead>
+<tbody>
+{chr(10).join(lines)}
+</tbody>
+</table>
+<h2>ROC and faithfulness curves</h2>
+{images or "<p>No curves: no cell had a reference or a faithfulness curve.</p>"}
+<script>{SORT_SCRIPT}</script>
+</body>
+</html>
+"""
+    with atomic_open(path) as handle:
+        handle.write(text)
