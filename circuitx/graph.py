@@ -178,13 +178,14 @@ def selection_by_score(
     names): the edges (or, for node scores, the heads and MLPs) with |score| >=
     ``threshold``, or the ``top_k`` by |score| (ties in graph order); an edge selection
     keeps the nodes its edges join, a node selection the edges among its nodes. Input and
-    logits are always kept; transcoder features are left out."""
-    graph = component_graph(graph)
+    logits are always kept. Transcoder features follow their MLP (and, by threshold, need
+    |score| >= it too), as :func:`add_feature_level` has them; so do their edges."""
+    components = component_graph(graph)
     level = score_level(graph)
     if level == "edge":
-        items = [(key, score) for *_, key, score in graph.edges(keys=True, data="score")]
+        items = [(key, score) for *_, key, score in components.edges(keys=True, data="score")]
     else:
-        items = [(node, graph.nodes[node]["score"]) for node in component_nodes(graph)]
+        items = [(node, components.nodes[node]["score"]) for node in component_nodes(graph)]
     scored = [(name, abs(score)) for name, score in items if score is not None]
     if top_k is not None:
         chosen = {name for name, _ in sorted(scored, key=lambda item: -item[1])[:top_k]}
@@ -193,14 +194,23 @@ def selection_by_score(
     else:
         raise CircuitxError("a selection needs a threshold or a top k")
     nodes, edges = {INPUT, LOGITS}, set()
-    for sender, receiver, key in graph.edges(keys=True):
+    if level == "node":
+        nodes |= chosen
+    for sender, receiver, key in components.edges(keys=True):
         if level == "edge" and key in chosen:
             edges.add(key)
             nodes.update((sender, receiver))
-        elif level == "node" and {sender, receiver} <= chosen | {INPUT, LOGITS}:
+        elif level == "node" and sender in nodes and receiver in nodes:
             edges.add(key)
-    if level == "node":
-        nodes |= chosen
+    features = {n for n, kind in graph.nodes(data="kind") if kind == "feature"}
+    at_least = None if top_k is not None else threshold  # as discovery adds features
+    for node in features:
+        score = graph.nodes[node]["score"]
+        if node.split(".")[0] in nodes and (at_least is None or abs(score or 0.0) >= at_least):
+            nodes.add(node)
+    for sender, receiver, key in graph.edges(keys=True):
+        if (sender in features or receiver in features) and {sender, receiver} <= nodes:
+            edges.add(key)
     return nodes, edges
 
 

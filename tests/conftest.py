@@ -209,6 +209,12 @@ def drawn(driver) -> tuple[int, int]:
     )
 
 
+def selected(driver) -> tuple[int, int]:
+    """The nodes and edges the page has selected (it draws at most 2,000 edges of them)."""
+    svg = driver.find_element("id", "circuit")
+    return int(svg.get_attribute("data-nodes")), int(svg.get_attribute("data-edges"))
+
+
 # ---------------------------------------------------------------- discovery and the CLI
 
 

@@ -9,6 +9,9 @@ const edges = data.edges;
 const nNodes = nodes.name.length;
 const nEdges = edges.name.length;
 const fixedNodes = new Set([data.input, data.logits].map((n) => nodes.name.indexOf(n)));
+// transcoder features follow their MLP (nodes.mlp: the MLP's index, -1 for other nodes)
+const isFeature = (i) => nodes.mlp[i] >= 0;
+const featureEdge = (i) => isFeature(edges.sender[i]) || isFeature(edges.receiver[i]);
 
 const svg = document.getElementById("circuit");
 const modeBox = document.getElementById("mode");
@@ -19,15 +22,17 @@ const statusLine = document.getElementById("status");
 const infoLine = document.getElementById("info");
 
 // the scored items a selection ranks: edges for an edge-level method, heads and MLPs for a
-// node-level one
+// node-level one (features and their edges follow)
 const ranked = [];
 if (data.level === "edge") {
   for (let i = 0; i < nEdges; i++) {
-    if (edges.score[i] !== null) ranked.push({ index: i, magnitude: Math.abs(edges.score[i]) });
+    if (edges.score[i] !== null && !featureEdge(i)) {
+      ranked.push({ index: i, magnitude: Math.abs(edges.score[i]) });
+    }
   }
 } else {
   for (let i = 0; i < nNodes; i++) {
-    if (!fixedNodes.has(i) && nodes.score[i] !== null) {
+    if (!fixedNodes.has(i) && !isFeature(i) && nodes.score[i] !== null) {
       ranked.push({ index: i, magnitude: Math.abs(nodes.score[i]) });
     }
   }
@@ -55,18 +60,21 @@ function selection(mode, value) {
     });
   }
   if (data.level === "edge") {
-    for (let i = 0; i < nEdges; i++) {
-      if (chosen.has(i)) {
-        keptEdges.push(i);
-        keptNodes.add(edges.sender[i]);
-        keptNodes.add(edges.receiver[i]);
-      }
-    }
+    chosen.forEach((i) => {
+      keptNodes.add(edges.sender[i]);
+      keptNodes.add(edges.receiver[i]);
+    });
   } else {
     chosen.forEach((i) => keptNodes.add(i));
-    for (let i = 0; i < nEdges; i++) {
-      if (keptNodes.has(edges.sender[i]) && keptNodes.has(edges.receiver[i])) keptEdges.push(i);
-    }
+  }
+  for (let i = 0; i < nNodes; i++) {  // by threshold a feature needs |score| >= it too
+    const enough = mode === "top" || Math.abs(nodes.score[i] || 0) >= value;
+    if (isFeature(i) && keptNodes.has(nodes.mlp[i]) && enough) keptNodes.add(i);
+  }
+  for (let i = 0; i < nEdges; i++) {
+    const joins = keptNodes.has(edges.sender[i]) && keptNodes.has(edges.receiver[i]);
+    const byEnds = data.level === "node" || featureEdge(i);
+    if (byEnds ? joins : chosen.has(i)) keptEdges.push(i);
   }
   return { nodes: keptNodes, edges: keptEdges };
 }
@@ -81,7 +89,8 @@ const leftmost = -2.2;
 const topmost = data.n_layers + 1.6;
 const px = (x) => margin + (x - leftmost) * unitX;
 const py = (y) => margin + (topmost - y) * unitY;
-svg.setAttribute("width", String(Math.round(px(data.n_heads + 1.5) + margin)));
+const rightmost = Math.max(data.n_heads + 0.5, ...nodes.x);
+svg.setAttribute("width", String(Math.round(px(rightmost + 1.0) + margin)));
 svg.setAttribute("height", String(Math.round(py(-0.6) + margin)));
 
 function element(tag, attributes, parent, tooltip) {
@@ -122,6 +131,16 @@ for (let layer = 0; layer < data.n_layers; layer++) {
   }, backdrop);
   label.textContent = `layer ${layer}`;
 }
+const headers = [["heads", (data.n_heads - 1) / 2]];
+if (data.has_mlp) headers.push(["MLP", data.n_heads + 0.5]);
+if (rightmost > data.n_heads + 1) headers.push(["features", (data.n_heads + 1.4 + rightmost) / 2]);
+for (const [text, x] of headers) {
+  const header = element("text", {
+    x: px(x), y: py(data.n_layers + 0.62), "text-anchor": "middle", "font-size": 11,
+    fill: "#777777", "font-family": "sans-serif",
+  }, backdrop);
+  header.textContent = text;
+}
 for (let i = 0; i < nNodes; i++) {
   if (fixedNodes.has(i)) continue;
   element("circle", { class: "slot", cx: px(nodes.x[i]), cy: py(nodes.y[i]), r: 3, fill: "#dddddd" },
@@ -155,8 +174,10 @@ function endpoints(i) {
 function render() {
   edgeLayer.replaceChildren();
   nodeLayer.replaceChildren();
+  // the largest data.max_drawn by |score|, smallest first so the largest lie on top
   const drawn = selected.edges.slice().sort(
-    (a, b) => Math.abs(edges.score[a] || 0) - Math.abs(edges.score[b] || 0));
+    (a, b) => Math.abs(edges.score[b] || 0) - Math.abs(edges.score[a] || 0))
+    .slice(0, data.max_drawn).reverse();
   const largest = Math.max(0, ...drawn.map((i) => Math.abs(edges.score[i] || 0)));
   for (const i of drawn) {
     const [x1, y1, x2, y2] = endpoints(i);
@@ -186,8 +207,9 @@ function render() {
     if (!kept && !missed) continue;
     const cx = px(nodes.x[i]);
     const cy = py(nodes.y[i]);
+    const size = isFeature(i) ? radius * 0.55 : radius;
     const circle = element("circle", {
-      class: kept ? "node" : "missed-node", "data-name": nodes.name[i], cx, cy, r: radius,
+      class: kept ? "node" : "missed-node", "data-name": nodes.name[i], cx, cy, r: size,
       fill: kept ? diverging(nodes.score[i]) : "none",
       stroke: kept ? nodeStroke(i) : data.agreement["reference only"],
       "stroke-width": 1.8, "stroke-dasharray": kept ? "none" : "4 3",
@@ -201,16 +223,18 @@ function render() {
       focus = focus === i ? null : i;
       highlight();
     });
-    const below = nodes.name[i] === data.input;
+    const below = nodes.name[i] === data.input || isFeature(i);
     const label = element("text", {
-      x: cx, y: below ? cy + radius + 12 : cy - radius - 4, "text-anchor": "middle",
-      "font-size": 10, "font-family": "sans-serif",
+      x: cx, y: below ? cy + size + 10 : cy - size - 4, "text-anchor": "middle",
+      "font-size": isFeature(i) ? 8 : 10, "font-family": "sans-serif",
       fill: kept ? "#222222" : data.agreement["reference only"],
     }, nodeLayer);
-    label.textContent = nodes.name[i] + (referenceBox.checked && nodes.role[i] ? ` ${nodes.role[i]}` : "");
+    const name = isFeature(i) ? nodes.name[i].split(".").pop() : nodes.name[i];
+    label.textContent = name + (referenceBox.checked && nodes.role[i] ? ` ${nodes.role[i]}` : "");
   }
   const components = [...selected.nodes].filter((i) => !fixedNodes.has(i)).length;
-  statusLine.textContent = `${components} nodes, ${selected.edges.length} edges`;
+  const capped = selected.edges.length > drawn.length ? ` (the ${drawn.length} largest drawn)` : "";
+  statusLine.textContent = `${components} nodes, ${selected.edges.length} edges${capped}`;
   svg.setAttribute("data-nodes", String(selected.nodes.size));
   svg.setAttribute("data-edges", String(selected.edges.length));
   highlight();

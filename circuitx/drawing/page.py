@@ -24,13 +24,14 @@ from circuitx import __version__
 from circuitx.drawing.places import (
     AGREEMENT,
     INPUT_COLOURS,
+    MAX_DRAWN_EDGES,
     RECEIVER_OFFSET,
     feeds,
-    positions,
+    graph_places,
     reference_sets,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import INPUT, LOGITS, edges_by_name, score_level, shape_of
+from circuitx.graph import INPUT, LOGITS, component_nodes, edges_by_name, score_level, shape_of
 
 
 def page_data(
@@ -42,7 +43,7 @@ def page_data(
     """What the page's script reads: the placed nodes and the edges between them, in graph
     order, as columns; how the circuit was selected; the colours."""
     n_layers, n_heads, has_mlp = shape_of(graph)
-    places = positions(n_layers, n_heads)
+    places = graph_places(graph)
     names = [node for node in graph.nodes if node in places]
     index = {node: i for i, node in enumerate(names)}
     node_truth, edge_truth = reference_sets(reference)
@@ -53,7 +54,13 @@ def page_data(
         if sender in index and receiver in index
     ]
     meta = graph.graph
-    magnitudes = [abs(d["score"]) for *_, d in rows if d["score"] is not None and d["score"] != 0]
+    level = score_level(graph)
+    kinds = dict(graph.nodes(data="kind"))
+    if level == "edge":  # what the slider ranks: edge scores, or head and MLP ones
+        ranked = [d["score"] for _, s, r, d in rows if "feature" not in (kinds[s], kinds[r])]
+    else:
+        ranked = [graph.nodes[n]["score"] for n in component_nodes(graph)]
+    magnitudes = [abs(score) for score in ranked if score]
     threshold = meta.get("threshold")
     mode = "top" if top is not None else "threshold" if every else "circuit"
     if every:
@@ -61,7 +68,7 @@ def page_data(
     return {
         "title": _title(graph),
         "file_stem": None,
-        "level": score_level(graph),
+        "level": level,
         "n_layers": n_layers,
         "n_heads": n_heads,
         "has_mlp": has_mlp,
@@ -81,6 +88,7 @@ def page_data(
             "in_circuit": [bool(graph.nodes[n]["in_circuit"]) for n in names],
             "in_reference": [n in node_truth for n in names],
             "role": [_role(roles.get(n)) for n in names],
+            "mlp": [_mlp_of(graph, n, index) for n in names],
         },
         "edges": {
             "name": [key for key, *_ in rows],
@@ -94,6 +102,7 @@ def page_data(
         "feeds_colours": INPUT_COLOURS,
         "agreement": AGREEMENT,
         "offsets": RECEIVER_OFFSET,
+        "max_drawn": MAX_DRAWN_EDGES,
     }
 
 
@@ -160,6 +169,11 @@ def _number(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _mlp_of(graph: nx.MultiDiGraph, node: str, index: dict[str, int]) -> int:
+    """A transcoder feature's MLP's index in the page's nodes; -1 for other nodes."""
+    return index[node.split(".")[0]] if graph.nodes[node]["kind"] == "feature" else -1
 
 
 def _role(role: Any) -> str | None:

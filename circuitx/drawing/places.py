@@ -12,9 +12,11 @@ from typing import Any
 import networkx as nx
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import INPUT, LOGITS, edges_by_name
+from circuitx.graph import INPUT, LOGITS, edges_by_name, shape_of
 
 DRAW_FORMATS = ("svg", "png", "pdf", "html")
+MAX_DRAWN_EDGES = 2000  # more is a texture, not a picture (GPT-2 small has 32,491 edges)
+FEATURE_STEP = 0.42  # between transcoder features in their MLP's row
 INPUT_COLOURS = {
     "q": "#1f77b4",
     "k": "#ff7f0e",
@@ -46,19 +48,50 @@ def positions(n_layers: int, n_heads: int) -> dict[str, tuple[float, float]]:
     return places
 
 
+def graph_places(graph: nx.MultiDiGraph) -> dict[str, tuple[float, float]]:
+    """:func:`positions` for the graph's model, and its transcoder features (``m{L}.f{i}``,
+    ``m{L}.rest``) in a line right of their MLP, in their MLP's row, by index."""
+    n_layers, n_heads, _ = shape_of(graph)
+    places = positions(n_layers, n_heads)
+    by_layer: dict[int, list[str]] = {}
+    for node, data in graph.nodes(data=True):
+        if data["kind"] == "feature":
+            by_layer.setdefault(data["layer"], []).append(node)
+    for layer, features in by_layer.items():
+        for j, name in enumerate(sorted(features, key=_feature_order)):
+            places[name] = (n_heads + 1.4 + FEATURE_STEP * j, layer + 1.0)
+    return places
+
+
+def _feature_order(name: str) -> tuple[bool, int]:
+    index = name.rsplit(".", 1)[1].lstrip("f")
+    return (not index.isdigit(), int(index) if index.isdigit() else 0)
+
+
+def short_name(node: str, kind: str) -> str:
+    """A feature as ``f{i}`` (its row names the MLP), any other node by its name."""
+    return node.rsplit(".", 1)[1] if kind == "feature" else node
+
+
 Edge = tuple[str, str, str, dict[str, Any]]  # sender, receiver, name, attributes
 
 
-def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> list[Edge]:
-    """The edges to draw: the circuit's; every scored one (``every``); or the ``top``
-    by |score|."""
+def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[list[Edge], int]:
+    """The edges to draw, and how many were chosen: the circuit's; every scored one
+    (``every``); or the ``top`` by |score|. Of more than :data:`MAX_DRAWN_EDGES`, the
+    largest by |score| are drawn."""
     edges = list(graph.edges(keys=True, data=True))
     if top is not None:
-        scored = [edge for edge in edges if edge[3]["score"] is not None]
-        return sorted(scored, key=lambda edge: -abs(edge[3]["score"]))[:top]
-    if every:
-        return [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
-    return [edge for edge in edges if edge[3]["in_circuit"]]
+        edges = [edge for edge in edges if edge[3]["score"] is not None]
+        edges = sorted(edges, key=lambda edge: -abs(edge[3]["score"]))[:top]
+    elif every:
+        edges = [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
+    else:
+        edges = [edge for edge in edges if edge[3]["in_circuit"]]
+    if len(edges) <= MAX_DRAWN_EDGES:
+        return edges, len(edges)
+    largest = sorted(edges, key=lambda edge: -abs(edge[3]["score"] or 0.0))
+    return largest[:MAX_DRAWN_EDGES], len(edges)
 
 
 def feeds(data: dict[str, Any], receiver: str) -> str:

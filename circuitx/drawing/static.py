@@ -23,9 +23,11 @@ from circuitx.drawing.places import (
     RECEIVER_OFFSET,
     chosen_edges,
     feeds,
+    graph_places,
     label,
     positions,
     reference_sets,
+    short_name,
 )
 from circuitx.files import atomic_open
 from circuitx.graph import INPUT, LOGITS, shape_of
@@ -51,19 +53,20 @@ def draw_static(
 
     fmt = Path(path).suffix.lower().lstrip(".")
     n_layers, n_heads, _ = shape_of(graph)
-    places = positions(n_layers, n_heads)
-    # edges between nodes of the layout (transcoder features are not placed yet)
-    edges = [e for e in chosen_edges(graph, top, every) if e[0] in places and e[1] in places]
+    places = graph_places(graph)
+    right = max(x for x, _ in places.values())  # the MLP, or its last feature
+    edges, chosen = chosen_edges(graph, top, every)
     ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
     fed = {feeds(data, receiver) for _, receiver, _, data in edges}
     nodes = [n for n, d in graph.nodes(data=True) if n in places and (d["in_circuit"] or n in ends)]
     in_reference = reference_sets(reference)
-    figure = Figure(figsize=(max(6.5, 0.8 * (n_heads + 3)), max(4.5, 0.6 * (n_layers + 2))))
+    figure = Figure(figsize=(max(6.5, 0.8 * (right + 3.5)), max(4.5, 0.6 * (n_layers + 2))))
     size = 260 if n_heads <= 6 else 170  # node markers, points squared
     FigureCanvasAgg(figure)
     ax = figure.add_axes((0.04, 0.08, 0.78, 0.84))
     ax.set_axis_off()
-    xs, ys = zip(*(places[n] for n in places if n not in (INPUT, LOGITS)))
+    model = positions(n_layers, n_heads)
+    xs, ys = zip(*(model[n] for n in model if n not in (INPUT, LOGITS)))
     ax.scatter(xs, ys, s=14, color="#dddddd", zorder=1)  # the model, for orientation
     largest = max((abs(e[3]["score"]) for e in edges if e[3]["score"] is not None), default=0.0)
     for sender, receiver, name, data in edges:
@@ -96,16 +99,25 @@ def draw_static(
             if reference is not None
             else "#222222"
         )
-        ax.scatter([x], [y], s=size, color=face, edgecolors=edge, linewidths=1.8, zorder=3)
-        below = node == INPUT  # the input's name under it, clear of its edges
+        feature = graph.nodes[node]["kind"] == "feature"
+        ax.scatter(
+            [x],
+            [y],
+            s=size * (0.4 if feature else 1.0),
+            color=face,
+            edgecolors=edge,
+            linewidths=1.2 if feature else 1.8,
+            zorder=3,
+        )
+        below = node == INPUT or feature  # the input's name under it, clear of its edges
         ax.annotate(
-            label(node, reference),
+            short_name(label(node, reference), graph.nodes[node]["kind"]),
             (x, y),
-            xytext=(0, -13 if below else 11),
+            xytext=(0, -9 if feature else -13 if below else 11),
             textcoords="offset points",
             ha="center",
             va="top" if below else "baseline",
-            fontsize=7,
+            fontsize=5.5 if feature else 7,
             zorder=4,
         )
     missed = (
@@ -139,6 +151,8 @@ def draw_static(
     if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):
         ax.annotate("MLP", (n_heads + 0.5, n_layers + 0.62), **header)
     ax.annotate("heads", ((n_heads - 1) / 2, n_layers + 0.62), **header)
+    if right > n_heads + 1:
+        ax.annotate("features", ((n_heads + 1.4 + right) / 2, n_layers + 0.62), **header)
     for layer in range(n_layers):
         ax.annotate(
             f"layer {layer}",
@@ -148,7 +162,7 @@ def draw_static(
             fontsize=7,
             color="#777777",
         )
-    ax.set_xlim(-2.2, n_heads + 1.5)
+    ax.set_xlim(-2.2, right + 1.0)
     ax.set_ylim(-0.6, n_layers + 1.6)
     meta = graph.graph
     title = " on ".join(str(meta[k]) for k in ("method", "task") if meta.get(k))
@@ -161,9 +175,8 @@ def draw_static(
         ax.annotate(
             note, (0.5, 0.5), xycoords="axes fraction", ha="center", fontsize=10, color="#aa0000"
         )
-    caption = (
-        f"{len([n for n in nodes if n not in (INPUT, LOGITS)])} nodes, {len(edges)} edges drawn"
-    )
+    caption = f"{len([n for n in nodes if n not in (INPUT, LOGITS)])} nodes, {len(edges)} edges"
+    caption += f" drawn (the largest of {chosen})" if chosen > len(edges) else " drawn"
     if reference is not None:
         kept = {n for n in nodes if n not in (INPUT, LOGITS)}
         truth = {n for n in in_reference[0] if n not in (INPUT, LOGITS)}

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import METHOD_GRAPHS, drawn, open_page, scored_circuit
+from conftest import METHOD_GRAPHS, drawn, open_page, scored_circuit, selected
 
 from circuitx.drawing import draw
 from circuitx.graph import full_graph, select_nodes, selection_by_score
@@ -99,7 +99,7 @@ def test_a_click_the_reference_and_the_download(browser, tmp_path):
     assert len(edges) == drawn(browser)[1] > 0
 
 
-def test_every_edge_of_a_12x12_model_draws_and_the_screenshot_is_not_blank(browser, tmp_path):
+def test_a_12x12_models_every_edge_selects_the_largest_draw_and_show(browser, tmp_path):
     from matplotlib.image import imread
 
     graph = full_graph(12, 12, True, task="ioi", method="eap", model="random 12x12")
@@ -112,7 +112,11 @@ def test_every_edge_of_a_12x12_model_draws_and_the_screenshot_is_not_blank(brows
     summary = draw(graph, tmp_path / "all.html", every=True)
     start = time.perf_counter()
     assert open_page(browser, tmp_path / "all.html") == []
-    assert drawn(browser) == python_counts(graph, threshold=0.0) == (158, graph.number_of_edges())
+    everything = python_counts(graph, threshold=0.0)
+    assert selected(browser) == everything == (158, graph.number_of_edges())
+    assert drawn(browser) == (158, 2000)  # the largest 2,000: a picture, not a texture
+    status = browser.find_element("id", "status").text
+    assert status == "156 nodes, 32491 edges (the 2000 largest drawn)"
     assert time.perf_counter() - start < 30  # the page stays usable at this size
     assert summary["note"] == "no component is in the circuit"  # the saved one is empty
     pixels = imread(io.BytesIO(browser.get_screenshot_as_png()))

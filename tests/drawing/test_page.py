@@ -29,13 +29,9 @@ def embedded_data(path) -> dict:
 
 
 def saved_circuit(graph) -> tuple[set[str], set[str]]:
-    """The graph's selected heads, MLPs, input and logits, and the edges among them."""
-    nodes = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] != "feature"}
-    edges = {
-        key
-        for sender, receiver, key, data in graph.edges(keys=True, data=True)
-        if data["in_circuit"] and sender in nodes and receiver in nodes
-    }
+    """The graph's nodes and edges in the circuit."""
+    nodes = {n for n, kept in graph.nodes(data="in_circuit") if kept}
+    edges = {key for *_, key, kept in graph.edges(keys=True, data="in_circuit") if kept}
     return nodes, edges
 
 
@@ -47,6 +43,16 @@ def test_the_pythons_selection_is_discoverys(method_graphs, method):
     assert score_level(graph) == graph.graph["selected_by"]
     assert graph.graph["selected_by"] == METHODS[graph.graph["method"]].granularity
     assert selection_by_score(graph, threshold=graph.graph["threshold"]) == saved_circuit(graph)
+
+
+def test_features_follow_their_mlp(method_graphs):
+    graph = method_graphs["transcoder-features"]
+    features = {n for n, kind in graph.nodes(data="kind") if kind == "feature"}
+    nodes, edges = selection_by_score(graph, top_k=3)  # by top k: every feature of a kept MLP
+    kept_mlps = {n for n in nodes if n.startswith("m") and "." not in n}
+    assert {f for f in features if f.split(".")[0] in kept_mlps} == nodes & features
+    nodes, _ = selection_by_score(graph, threshold=0.3)
+    assert all(abs(graph.nodes[f]["score"]) >= 0.3 for f in nodes & features)
 
 
 def test_top_k_keeps_the_largest_and_breaks_ties_in_graph_order():

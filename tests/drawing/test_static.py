@@ -8,6 +8,8 @@ import pytest
 from conftest import assert_one_line_error, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
+from circuitx.drawing import places as places_module
+from circuitx.drawing.places import graph_places
 from circuitx.graph import edges_by_name, full_graph, select_nodes, write_graph
 
 
@@ -107,3 +109,29 @@ def test_the_legend_lists_what_the_edges_feed(tmp_path):
     text = svg_text(tmp_path / "heads.svg")
     assert ">into q<" in text and ">into logits<" in text
     assert ">into mlp<" not in text and INPUT_COLOURS["mlp"] not in text
+
+
+def test_transcoder_features_sit_in_their_mlps_row(method_graphs, tmp_path):
+    graph = method_graphs["transcoder-features"]
+    places = graph_places(graph)
+    features = [n for n, kind in graph.nodes(data="kind") if kind == "feature"]
+    assert features
+    for feature in features:
+        mlp = feature.split(".")[0]
+        assert places[feature][1] == places[mlp][1] and places[feature][0] > places[mlp][0]
+    rows = {}
+    for feature in features:
+        rows.setdefault(feature.split(".")[0], []).append(places[feature][0])
+    assert all(len(set(xs)) == len(xs) for xs in rows.values())  # none on top of another
+    draw(graph, tmp_path / "features.svg", every=True)
+    text = svg_text(tmp_path / "features.svg")
+    assert ">features<" in text and ">rest<" in text
+
+
+def test_of_more_edges_than_a_picture_holds_the_largest_are_drawn(tmp_path, monkeypatch):
+    monkeypatch.setattr(places_module, "MAX_DRAWN_EDGES", 40)
+    graph = scored_circuit()
+    drawn = draw(graph, tmp_path / "many.svg", every=True)
+    nonzero = [d for *_, d in graph.edges(data="score") if d]
+    assert drawn["edges"] == 40 < len(nonzero)
+    assert f"40 edges drawn (the largest of {len(nonzero)})" in svg_text(tmp_path / "many.svg")
