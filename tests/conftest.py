@@ -161,22 +161,32 @@ def method_graphs(tmp_path_factory) -> dict:
     return graphs
 
 
-# ---------------------------------------------------------------- a real browser
+# ---------------------------------------------------------------- system programs
 
-# Debian's chromium and chromium-driver: .ci/run installs them and sets
-# CIRCUITX_BROWSER_TESTS=required, which turns a missing browser into a failure; elsewhere
-# the browser tests are skipped without one, saying so
+# Debian's chromium, chromium-driver and graphviz: .ci/run installs them and sets
+# CIRCUITX_SYSTEM_PROGRAMS=required, which turns a missing one into a failure; elsewhere
+# the tests that need one are skipped without it, saying so
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
 
-@pytest.fixture(scope="session")
-def browser():
-    if not (BROWSER and DRIVER):
-        why = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
-        if os.environ.get("CIRCUITX_BROWSER_TESTS") == "required":
+def require_program(found: bool, why: str) -> None:
+    """Skip (or, where CI installs the program, fail) a test whose program is missing."""
+    if not found:
+        if os.environ.get("CIRCUITX_SYSTEM_PROGRAMS") == "required":
             pytest.fail(why)
         pytest.skip(why)
+
+
+@pytest.fixture
+def graphviz():
+    require_program(shutil.which("dot") is not None, "needs Graphviz (apt-get install graphviz)")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    why = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+    require_program(bool(BROWSER and DRIVER), why)
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

@@ -33,7 +33,7 @@ from circuitx.discovery import (
     reference_for_model,
     report,
 )
-from circuitx.drawing import draw, draw_format
+from circuitx.drawing import DRAW_ENGINES, check_engine, draw, draw_format
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open, check_output_path
 from circuitx.graph import (
@@ -406,18 +406,23 @@ def compare(graph_a, graph_b, as_json) -> None:
     "--top", type=click.IntRange(min=1),
     help="The N edges of largest |score| (a page: its slider starts at top N).",
 )  # fmt: skip
+@click.option(
+    "--engine", type=click.Choice(DRAW_ENGINES), default="matplotlib", show_default=True,
+    help="Who lays out a static picture: circuitx's layout by matplotlib, or Graphviz's dot "
+    "(needs dot on the PATH).",
+)  # fmt: skip
 @cache_dir_option
-def draw_command(graph_path, out_path, reference_spec, every, top, cache_dir) -> None:
+def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache_dir) -> None:
     """Draw a circuit graph (input at the bottom, a row per layer, logits at the top)."""
     check_output_path(out_path)
-    draw_format(out_path)
+    check_engine(engine, out_path)
     graph = read_graph(graph_path)
     reference = None
     if reference_spec != "none":
         reference, _, why_not = reference_for_graph(graph, reference_spec, cache_dir)
         if reference is None:
             raise CircuitxError(why_not or "no reference to draw against")
-    drawn = draw(graph, out_path, reference, top, every)
+    drawn = draw(graph, out_path, reference, top, every, engine)
     if drawn["note"]:
         note(f"note: {drawn['note']}")
 

@@ -1,5 +1,6 @@
-"""Pictures of circuits: static drawings (SVG, PNG, PDF, :mod:`.static`) and a
-self-contained interactive page (HTML, :mod:`.page`), laid out alike (:mod:`.places`)."""
+"""Pictures of circuits: static drawings (SVG, PNG, PDF; by matplotlib, :mod:`.static`,
+or Graphviz's dot, :mod:`.dot`) and a self-contained interactive page (HTML,
+:mod:`.page`), laid out alike (:mod:`.places`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,34 @@ from typing import Any
 
 import networkx as nx
 
+from circuitx.drawing.dot import dot_path, draw_with_dot
 from circuitx.drawing.page import write_page
 from circuitx.drawing.places import AGREEMENT, DRAW_FORMATS, INPUT_COLOURS, draw_format, positions
 from circuitx.drawing.static import draw_static
+from circuitx.errors import CircuitxError
 
-__all__ = ["AGREEMENT", "DRAW_FORMATS", "INPUT_COLOURS", "draw", "draw_format", "positions"]
+__all__ = [
+    "AGREEMENT",
+    "DRAW_ENGINES",
+    "DRAW_FORMATS",
+    "INPUT_COLOURS",
+    "check_engine",
+    "draw",
+    "draw_format",
+    "positions",
+]
+
+DRAW_ENGINES = ("matplotlib", "dot")
+
+
+def check_engine(engine: str, path: str | Path) -> None:
+    """A one-line error where ``engine`` cannot draw ``path`` (before any work)."""
+    if engine not in DRAW_ENGINES:
+        raise CircuitxError(f"unknown drawing engine {engine!r}: use {', '.join(DRAW_ENGINES)}")
+    if engine == "dot":
+        if draw_format(path) == "html":
+            raise CircuitxError("the .html page is drawn by circuitx itself: leave out --engine")
+        dot_path()
 
 
 def draw(
@@ -21,11 +45,16 @@ def draw(
     reference: nx.MultiDiGraph | None = None,
     top: int | None = None,
     every: bool = False,
+    engine: str = "matplotlib",
 ) -> dict[str, Any]:
     """Draw ``graph`` to ``path``, its extension picking the kind (.svg, .png, .pdf, or
     .html for the interactive page); the circuit's edges, every scored edge (``every``) or
-    the ``top`` by |score| (on the page, where its slider starts). Returns what was drawn:
-    node and edge counts, and the note on an empty circuit."""
+    the ``top`` by |score| (on the page, where its slider starts); a static picture by
+    matplotlib or (``engine="dot"``) Graphviz. Returns what was drawn: node and edge
+    counts, and the note on an empty circuit."""
+    check_engine(engine, path)
     if draw_format(path) == "html":
         return write_page(graph, path, reference, top, every)
+    if engine == "dot":
+        return draw_with_dot(graph, path, reference, top, every)
     return draw_static(graph, path, reference, top, every)

@@ -29,6 +29,7 @@ from circuitx.drawing.places import (
     feeds,
     graph_places,
     reference_sets,
+    title,
 )
 from circuitx.files import atomic_open
 from circuitx.graph import INPUT, LOGITS, component_nodes, edges_by_name, score_level, shape_of
@@ -66,7 +67,7 @@ def page_data(
     if every:
         threshold = min(magnitudes, default=0.0)
     return {
-        "title": _title(graph),
+        "title": title(graph),
         "file_stem": None,
         "level": level,
         "n_layers": n_layers,
@@ -134,14 +135,6 @@ def write_page(
     with atomic_open(path) as handle:
         handle.write(text)
     return {"nodes": n_nodes, "edges": sum(data["edges"]["in_circuit"]), "note": note}
-
-
-def _title(graph: nx.MultiDiGraph) -> str:
-    meta = graph.graph
-    title = " on ".join(str(meta[k]) for k in ("method", "task") if meta.get(k))
-    if meta.get("model"):
-        title += f" ({meta['model']})"
-    return title or "circuit"
 
 
 def _summary(graph: nx.MultiDiGraph, note: str | None) -> str:

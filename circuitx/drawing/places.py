@@ -6,6 +6,7 @@ order, then its MLP, so a node is in the same place in every drawing of the same
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,37 @@ def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[
         return edges, len(edges)
     largest = sorted(edges, key=lambda edge: -abs(edge[3]["score"] or 0.0))
     return largest[:MAX_DRAWN_EDGES], len(edges)
+
+
+def caption_text(
+    graph: nx.MultiDiGraph,
+    nodes: list[str],
+    n_edges: int,
+    chosen: int,
+    reference_nodes: set[str] | None,
+) -> str:
+    """What a picture shows, in a line: nodes and edges drawn and, against a reference,
+    the heads' and MLPs' precision and recall."""
+    kept = {n for n in nodes if n not in (INPUT, LOGITS)}
+    text = f"{len(kept)} nodes, {n_edges} edges"
+    text += f" drawn (the largest of {chosen})" if chosen > n_edges else " drawn"
+    if reference_nodes is not None:
+        components = {n for n in kept if graph.nodes[n]["kind"] in ("head", "mlp")}
+        truth = {n for n in reference_nodes if n not in (INPUT, LOGITS)}
+        hits = len(components & truth)
+        precision = hits / len(components) if components else math.nan
+        recall = hits / len(truth) if truth else math.nan
+        text += f"; node precision {precision:.2f}, recall {recall:.2f}"
+    return text
+
+
+def title(graph: nx.MultiDiGraph) -> str:
+    """``METHOD on TASK (MODEL)``, from what the graph records."""
+    meta = graph.graph
+    text = " on ".join(str(meta[k]) for k in ("method", "task") if meta.get(k))
+    if meta.get("model"):
+        text += f" ({meta['model']})"
+    return text or "circuit"
 
 
 def feeds(data: dict[str, Any], receiver: str) -> str:

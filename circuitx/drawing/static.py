@@ -11,7 +11,6 @@ atomically.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from circuitx.drawing.places import (
     AGREEMENT,
     INPUT_COLOURS,
     RECEIVER_OFFSET,
+    caption_text,
     chosen_edges,
     feeds,
     graph_places,
@@ -28,6 +28,7 @@ from circuitx.drawing.places import (
     positions,
     reference_sets,
     short_name,
+    title,
 )
 from circuitx.files import atomic_open
 from circuitx.graph import INPUT, LOGITS, shape_of
@@ -164,25 +165,15 @@ def draw_static(
         )
     ax.set_xlim(-2.2, right + 1.0)
     ax.set_ylim(-0.6, n_layers + 1.6)
-    meta = graph.graph
-    title = " on ".join(str(meta[k]) for k in ("method", "task") if meta.get(k))
-    if meta.get("model"):
-        title += f" ({meta['model']})"
-    figure.suptitle(title or "circuit", fontsize=10)
+    figure.suptitle(title(graph), fontsize=10)
     note = None
     if not nodes:
         note = "no component is in the circuit"
         ax.annotate(
             note, (0.5, 0.5), xycoords="axes fraction", ha="center", fontsize=10, color="#aa0000"
         )
-    caption = f"{len([n for n in nodes if n not in (INPUT, LOGITS)])} nodes, {len(edges)} edges"
-    caption += f" drawn (the largest of {chosen})" if chosen > len(edges) else " drawn"
-    if reference is not None:
-        kept = {n for n in nodes if n not in (INPUT, LOGITS)}
-        truth = {n for n in in_reference[0] if n not in (INPUT, LOGITS)}
-        precision = len(kept & truth) / len(kept) if kept else math.nan
-        recall = len(kept & truth) / len(truth) if truth else math.nan
-        caption += f"; node precision {precision:.2f}, recall {recall:.2f}"
+    truth = in_reference[0] if reference is not None else None
+    caption = caption_text(graph, nodes, len(edges), chosen, truth)
     figure.text(0.04, 0.02, caption, fontsize=8)
     legend = (
         [Line2D([0], [0], color=c, linewidth=3, label=k) for k, c in AGREEMENT.items()]

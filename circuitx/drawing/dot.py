@@ -1,0 +1,137 @@
+"""A circuit drawn by Graphviz's ``dot`` (``--engine dot``), for those who know circuits as
+ACDC's diagrams: the same nodes, colours and widths as the static drawing, one rank per
+layer (input at the bottom, logits at the top), laid out by ``dot`` itself. Needs ``dot``
+on the PATH; the default engine needs nothing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from circuitx.drawing.places import (
+    AGREEMENT,
+    INPUT_COLOURS,
+    caption_text,
+    chosen_edges,
+    feeds,
+    reference_sets,
+    short_name,
+    title,
+)
+from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open
+from circuitx.graph import INPUT, LOGITS
+
+
+def dot_path() -> str:
+    """Where ``dot`` is, or a one-line error."""
+    found = shutil.which("dot")
+    if found is None:
+        raise CircuitxError(
+            "--engine dot needs Graphviz's dot on the PATH (e.g. apt-get install graphviz); "
+            "the default engine needs nothing"
+        )
+    return found
+
+
+def dot_source(
+    graph: nx.MultiDiGraph,
+    reference: nx.MultiDiGraph | None = None,
+    top: int | None = None,
+    every: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """The DOT text of the drawing, and what it draws (as :func:`circuitx.drawing.draw`)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import TwoSlopeNorm, to_hex
+
+    edges, chosen = chosen_edges(graph, top, every)
+    ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
+    nodes = [n for n, d in graph.nodes(data=True) if d["in_circuit"] or n in ends]
+    node_truth, edge_truth = reference_sets(reference)
+    scores = [graph.nodes[n]["score"] for n in nodes if graph.nodes[n]["score"] is not None]
+    bound = max((abs(s) for s in scores), default=1.0) or 1.0
+    cmap, norm = colormaps["RdBu_r"], TwoSlopeNorm(0.0, -bound, bound)
+    truth = node_truth if reference is not None else None
+    caption = caption_text(graph, nodes, len(edges), chosen, truth)
+    lines = [
+        "digraph circuit {",
+        "  rankdir=BT; newrank=true; nodesep=0.25; ranksep=0.6;",
+        f'  label="{_escape(title(graph))}\\n{caption}";',
+        "  labelloc=t; fontname=Helvetica; fontsize=12;",
+        "  node [shape=circle, style=filled, fontname=Helvetica, fontsize=9, penwidth=1.6];",
+    ]
+    missed = [n for n in node_truth if n in graph and n not in nodes]
+    rows: dict[int, list[str]] = {}
+    for node in [*nodes, *missed]:
+        data = graph.nodes[node]
+        rows.setdefault(data["layer"], []).append(node)
+        score = data["score"]
+        fill = "#ffffff" if score is None or node in missed else to_hex(cmap(norm(score)))
+        ink = "#ffffff" if score is not None and abs(norm(score) - 0.5) > 0.3 else "#222222"
+        outline = "#222222"
+        if reference is not None:
+            outline = AGREEMENT[
+                "reference only"
+                if node in missed
+                else "both"
+                if node in node_truth
+                else "circuit only"
+            ]
+        style = "dashed" if node in missed else "filled"
+        size = "width=0.3, fixedsize=true, fontsize=7, " if data["kind"] == "feature" else ""
+        name = short_name(node, data["kind"])
+        score_text = "" if score is None else f"\\n{score:.3g}"
+        lines.append(
+            f'  "{node}" [label="{_escape(name)}{score_text}", {size}fillcolor="{fill}", '
+            f'color="{outline}", fontcolor="{ink}", style={style}, tooltip="{_escape(node)}"];'
+        )
+    for members in rows.values():  # a rank per layer (input and logits on their own)
+        if INPUT not in members and LOGITS not in members:
+            lines.append("  { rank=same; " + " ".join(f'"{m}";' for m in members) + " }")
+    largest = max((abs(d["score"]) for *_, d in edges if d["score"] is not None), default=0.0)
+    for sender, receiver, key, data in edges:
+        width = 0.6 + 3.4 * (abs(data["score"] or 0.0) / largest if largest else 0.0)
+        kind = feeds(data, receiver)
+        colour = INPUT_COLOURS[kind]
+        if reference is not None:
+            colour = AGREEMENT["both" if key in edge_truth else "circuit only"]
+        head = f', headlabel="{kind}", labelfontsize=7' if data["input"] else ""
+        lines.append(
+            f'  "{sender}" -> "{receiver}" [penwidth={width:.2f}, color="{colour}", '
+            f'arrowsize=0.5, tooltip="{_escape(key)}"{head}];'
+        )
+    lines.append("}")
+    note = (
+        None if any(n not in (INPUT, LOGITS) for n in nodes) else "no component is in the circuit"
+    )
+    return "\n".join(lines) + "\n", {"nodes": len(nodes), "edges": len(edges), "note": note}
+
+
+def draw_with_dot(
+    graph: nx.MultiDiGraph,
+    path: str | Path,
+    reference: nx.MultiDiGraph | None = None,
+    top: int | None = None,
+    every: bool = False,
+) -> dict[str, Any]:
+    """Lay out and render the drawing with ``dot`` into ``path`` (.svg, .png or .pdf)."""
+    program = dot_path()
+    source, drawn = dot_source(graph, reference, top, every)
+    fmt = Path(path).suffix.lower().lstrip(".")
+    result = subprocess.run(
+        [program, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=300
+    )
+    if result.returncode != 0:
+        why = result.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+        raise CircuitxError(f"dot failed: {why[0]}")
+    with atomic_open(path, "wb") as handle:
+        handle.write(result.stdout)
+    return drawn
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')

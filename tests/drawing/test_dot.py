@@ -1,0 +1,58 @@
+"""draw --engine dot: Graphviz lays the circuit out (the ``graphviz`` fixture: .ci/run
+installs it)."""
+
+import re
+import xml.etree.ElementTree as ET
+
+from conftest import METHOD_GRAPHS, assert_one_line_error, run, scored_circuit
+
+from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw
+from circuitx.drawing.dot import dot_source
+from circuitx.graph import full_graph, select_nodes, write_graph
+
+
+def test_dot_draws_the_circuit_with_its_colours(graphviz, tmp_path):
+    graph = scored_circuit()
+    drawn = draw(graph, tmp_path / "c.svg", engine="dot")
+    text = (tmp_path / "c.svg").read_text()
+    root = ET.fromstring(text)
+    titles = [e.text for e in root.iter("{http://www.w3.org/2000/svg}title")]
+    kept = [key for *_, key, kept in graph.edges(keys=True, data="in_circuit") if kept]
+    assert drawn == {"nodes": 6, "edges": len(kept), "note": None}
+    for node in ("a0.h1", "a1.h2", "m1", "a2.h0", "input", "logits"):
+        assert node in titles, node
+    assert "a0.h0" not in titles  # not in the circuit
+    assert sum("&#45;&gt;" in t or "->" in t for t in titles if t) == len(kept)
+    used = {colour for colour in INPUT_COLOURS.values() if colour in text}
+    assert INPUT_COLOURS["q"] in used and INPUT_COLOURS["logits"] in used
+    draw(graph, tmp_path / "c.png", engine="dot")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    draw(graph, tmp_path / "c.pdf", engine="dot")
+    assert (tmp_path / "c.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_dot_against_a_reference_says_agreement_and_draws_the_missed(graphviz):
+    reference = full_graph(3, 4, True)
+    select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3"])
+    source, _ = dot_source(scored_circuit(), reference)
+    assert re.search(r'"a1\.h3" \[[^]]*style=dashed', source)  # missed
+    assert all(colour in source for colour in AGREEMENT.values())
+    assert "node precision 0.50, recall 0.67" in source
+
+
+def test_every_methods_graph_draws_with_dot(graphviz, method_graphs, tmp_path):
+    for name in METHOD_GRAPHS:
+        drawn = draw(method_graphs[name], tmp_path / f"{name}.svg", engine="dot")
+        ET.fromstring((tmp_path / f"{name}.svg").read_text())
+        assert drawn["nodes"] >= 2, name
+
+
+def test_dot_for_the_page_or_without_graphviz_is_one_line(tmp_path, monkeypatch):
+    good = tmp_path / "g.graphml"
+    write_graph(scored_circuit(), good)
+    result = run("draw", good, "--out", tmp_path / "x.html", "--engine", "dot")
+    assert_one_line_error(result, "drawn by circuitx itself")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot here
+    result = run("draw", good, "--out", tmp_path / "x.svg", "--engine", "dot")
+    assert_one_line_error(result, "needs Graphviz's dot on the PATH")
+    assert not (tmp_path / "x.svg").exists()
