@@ -51,12 +51,13 @@ def dot_source(
     edges, chosen = chosen_edges(graph, top, every)
     ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
     nodes = [n for n, d in graph.nodes(data=True) if d["in_circuit"] or n in ends]
-    node_truth, edge_truth = reference_sets(reference)
+    truth = reference_sets(reference)
     scores = [graph.nodes[n]["score"] for n in nodes if graph.nodes[n]["score"] is not None]
     bound = max((abs(s) for s in scores), default=1.0) or 1.0
     cmap, norm = colormaps["RdBu_r"], TwoSlopeNorm(0.0, -bound, bound)
-    truth = node_truth if reference is not None else None
-    caption = caption_text(graph, nodes, len(edges), chosen, truth)
+    caption = caption_text(
+        graph, nodes, len(edges), chosen, truth.nodes if reference is not None else None
+    )
     lines = [
         "digraph circuit {",
         "  rankdir=BT; newrank=true; nodesep=0.25; ranksep=0.6;",
@@ -64,7 +65,7 @@ def dot_source(
         "  labelloc=t; fontname=Helvetica; fontsize=12;",
         "  node [shape=circle, style=filled, fontname=Helvetica, fontsize=9, penwidth=1.6];",
     ]
-    missed = [n for n in node_truth if n in graph and n not in nodes]
+    missed = [n for n in truth.nodes if n in graph and n not in nodes]
     rows: dict[int, list[str]] = {}
     for node in [*nodes, *missed]:
         data = graph.nodes[node]
@@ -74,13 +75,8 @@ def dot_source(
         ink = "#ffffff" if score is not None and abs(norm(score) - 0.5) > 0.3 else "#222222"
         outline = "#222222"
         if reference is not None:
-            outline = AGREEMENT[
-                "reference only"
-                if node in missed
-                else "both"
-                if node in node_truth
-                else "circuit only"
-            ]
+            agreement = "both" if truth.has_node(node) else "circuit only"
+            outline = AGREEMENT["reference only" if node in missed else agreement]
         style = "dashed" if node in missed else "filled"
         size = "width=0.3, fixedsize=true, fontsize=7, " if data["kind"] == "feature" else ""
         name = short_name(node, data["kind"])
@@ -98,7 +94,7 @@ def dot_source(
         kind = feeds(data, receiver)
         colour = INPUT_COLOURS[kind]
         if reference is not None:
-            colour = AGREEMENT["both" if key in edge_truth else "circuit only"]
+            colour = AGREEMENT["both" if truth.has_edge(sender, receiver, data) else "circuit only"]
         head = f', headlabel="{kind}", labelfontsize=7' if data["input"] else ""
         lines.append(
             f'  "{sender}" -> "{receiver}" [penwidth={width:.2f}, color="{colour}", '

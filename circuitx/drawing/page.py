@@ -47,7 +47,7 @@ def page_data(
     places = graph_places(graph)
     names = [node for node in graph.nodes if node in places]
     index = {node: i for i, node in enumerate(names)}
-    node_truth, edge_truth = reference_sets(reference)
+    truth = reference_sets(reference)
     roles = {} if reference is None else dict(reference.nodes(data="role"))
     rows = [
         (key, sender, receiver, data)
@@ -87,7 +87,7 @@ def page_data(
             "y": [places[n][1] for n in names],
             "score": [_number(graph.nodes[n]["score"]) for n in names],
             "in_circuit": [bool(graph.nodes[n]["in_circuit"]) for n in names],
-            "in_reference": [n in node_truth for n in names],
+            "in_reference": [truth.has_node(n) for n in names],
             "role": [_role(roles.get(n)) for n in names],
             "mlp": [_mlp_of(graph, n, index) for n in names],
         },
@@ -98,7 +98,7 @@ def page_data(
             "feeds": [feeds(d, r) for _, _, r, d in rows],
             "score": [_number(d["score"]) for *_, d in rows],
             "in_circuit": [bool(d["in_circuit"]) for *_, d in rows],
-            "in_reference": [key in edge_truth for key, *_ in rows],
+            "in_reference": [truth.has_edge(s, r, d) for _, s, r, d in rows],
         },
         "feeds_colours": INPUT_COLOURS,
         "agreement": AGREEMENT,

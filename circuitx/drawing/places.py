@@ -7,13 +7,14 @@ order, then its MLP, so a node is in the same place in every drawing of the same
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import INPUT, LOGITS, edges_by_name, shape_of
+from circuitx.graph import INPUT, LOGITS, edge_name, edges_by_name, parse_node, shape_of
 
 DRAW_FORMATS = ("svg", "png", "pdf", "html")
 MAX_DRAWN_EDGES = 2000  # more is a texture, not a picture (GPT-2 small has 32,491 edges)
@@ -132,12 +133,34 @@ def feeds(data: dict[str, Any], receiver: str) -> str:
     return "logits" if receiver == LOGITS else "mlp"
 
 
-def reference_sets(reference: nx.MultiDiGraph | None) -> tuple[set[str], set[str]]:
+@dataclass(frozen=True)
+class Truth:
+    """A reference's circuit, asked about a drawing's nodes and edges; a transcoder feature
+    is judged as its MLP, an edge with a feature end as the edge between the components."""
+
+    nodes: frozenset[str] = frozenset()
+    edges: frozenset[str] = frozenset()
+
+    def has_node(self, node: str) -> bool:
+        return component_of(node) in self.nodes
+
+    def has_edge(self, sender: str, receiver: str, data: dict[str, Any]) -> bool:
+        name = edge_name(component_of(sender), component_of(receiver), data["input"])
+        return name in self.edges
+
+
+def component_of(node: str) -> str:
+    """The head or MLP a node is part of: a feature's MLP, any other node itself."""
+    return node.split(".")[0] if parse_node(node)[0] == "feature" else node
+
+
+def reference_sets(reference: nx.MultiDiGraph | None) -> Truth:
+    """The reference's circuit (empty without a reference)."""
     if reference is None:
-        return set(), set()
+        return Truth()
     nodes = {n for n, d in reference.nodes(data=True) if d.get("in_circuit")}
     edges = {name for name, d in edges_by_name(reference).items() if d.get("in_circuit")}
-    return nodes, edges
+    return Truth(frozenset(nodes), frozenset(edges))
 
 
 def label(node: str, reference: nx.MultiDiGraph | None) -> str:

@@ -60,8 +60,8 @@ def draw_static(
     ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
     fed = {feeds(data, receiver) for _, receiver, _, data in edges}
     nodes = [n for n, d in graph.nodes(data=True) if n in places and (d["in_circuit"] or n in ends)]
-    in_reference = reference_sets(reference)
-    figure = Figure(figsize=(max(6.5, 0.8 * (right + 3.5)), max(4.5, 0.6 * (n_layers + 2))))
+    truth = reference_sets(reference)
+    figure = Figure(figsize=(max(6.5, 0.8 * (right + 2.5)), max(4.5, 0.6 * (n_layers + 2))))
     size = 260 if n_heads <= 6 else 170  # node markers, points squared
     FigureCanvasAgg(figure)
     ax = figure.add_axes((0.04, 0.08, 0.78, 0.84))
@@ -75,7 +75,7 @@ def draw_static(
         x1 += RECEIVER_OFFSET.get(data["input"], 0.0)  # q, k and v into one head side by side
         width = 0.6 + 3.4 * (abs(data["score"] or 0.0) / largest if largest else 0.0)
         colour = (
-            AGREEMENT["both" if name in in_reference[1] else "circuit only"]
+            AGREEMENT["both" if truth.has_edge(sender, receiver, data) else "circuit only"]
             if reference is not None
             else INPUT_COLOURS[feeds(data, receiver)]
         )
@@ -96,7 +96,7 @@ def draw_static(
         score = graph.nodes[node]["score"]
         face = "#ffffff" if score is None else cmap(norm(score))
         edge = (
-            AGREEMENT["both" if node in in_reference[0] else "circuit only"]
+            AGREEMENT["both" if truth.has_node(node) else "circuit only"]
             if reference is not None
             else "#222222"
         )
@@ -122,9 +122,7 @@ def draw_static(
             zorder=4,
         )
     missed = (
-        [n for n in in_reference[0] if n in places and n not in nodes]
-        if reference is not None
-        else []
+        [n for n in truth.nodes if n in places and n not in nodes] if reference is not None else []
     )
     for node in missed:
         x, y = places[node]
@@ -172,8 +170,9 @@ def draw_static(
         ax.annotate(
             note, (0.5, 0.5), xycoords="axes fraction", ha="center", fontsize=10, color="#aa0000"
         )
-    truth = in_reference[0] if reference is not None else None
-    caption = caption_text(graph, nodes, len(edges), chosen, truth)
+    caption = caption_text(
+        graph, nodes, len(edges), chosen, truth.nodes if reference is not None else None
+    )
     figure.text(0.04, 0.02, caption, fontsize=8)
     legend = (
         [Line2D([0], [0], color=c, linewidth=3, label=k) for k, c in AGREEMENT.items()]

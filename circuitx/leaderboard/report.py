@@ -52,7 +52,7 @@ h1 { font-size: 19px; } h2 { font-size: 16px; margin-top: 26px; }
 table { border-collapse: collapse; font-size: 13px; }
 th, td { padding: 4px 9px; border-bottom: 1px solid #e3e3e3; text-align: left; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.links { white-space: nowrap; }
+td.links, td:nth-child(-n+2) { white-space: nowrap; }
 th { cursor: pointer; background: #f4f4f4; user-select: none; }
 th[aria-sort=ascending]::after { content: " \\25B2"; }
 th[aria-sort=descending]::after { content: " \\25BC"; }

@@ -93,6 +93,8 @@ def test_discover_draws_every_kind_of_graph(tmp_path, method):
         (["draw", "{bad}", "--out", "{tmp}/x.svg"], "malformed graph file"),
         (["draw", "{good}", "--out", "{tmp}/x.txt"], "cannot tell the picture format"),
         (["draw", "{good}", "--out", "/no/such/dir/x.svg"], "output directory does not exist"),
+        (["draw", "{good}", "--out", "/no/such/dir/x.html"], "output directory does not exist"),
+        (["draw", "{bad}", "--out", "{tmp}/x.html"], "malformed graph file"),
     ],
 )
 def test_bad_draw_input_is_one_line(tmp_path, args, message):
@@ -101,7 +103,7 @@ def test_bad_draw_input_is_one_line(tmp_path, args, message):
     bad.write_text("{not json")
     filled = [a.format(bad=bad, good=good, tmp=tmp_path) for a in args]
     assert_one_line_error(run(*filled), message)
-    assert not (tmp_path / "x.svg").exists()
+    assert not (tmp_path / "x.svg").exists() and not (tmp_path / "x.html").exists()
 
 
 def test_the_legend_lists_what_the_edges_feed(tmp_path):
