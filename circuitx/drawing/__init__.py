@@ -11,7 +11,14 @@ import networkx as nx
 
 from circuitx.drawing.dot import dot_path, draw_with_dot
 from circuitx.drawing.page import write_page
-from circuitx.drawing.places import AGREEMENT, DRAW_FORMATS, INPUT_COLOURS, draw_format, positions
+from circuitx.drawing.places import (
+    AGREEMENT,
+    DRAW_FORMATS,
+    INPUT_COLOURS,
+    Picture,
+    draw_format,
+    positions,
+)
 from circuitx.drawing.static import draw_static
 from circuitx.errors import CircuitxError
 
@@ -20,6 +27,7 @@ __all__ = [
     "DRAW_ENGINES",
     "DRAW_FORMATS",
     "INPUT_COLOURS",
+    "Picture",
     "check_engine",
     "draw",
     "draw_format",
@@ -53,8 +61,9 @@ def draw(
     matplotlib or (``engine="dot"``) Graphviz. Returns what was drawn: node and edge
     counts, and the note on an empty circuit."""
     check_engine(engine, path)
+    picture = Picture(graph, reference, top, every)
     if draw_format(path) == "html":
-        return write_page(graph, path, reference, top, every)
+        return write_page(picture, path)
     if engine == "dot":
-        return draw_with_dot(graph, path, reference, top, every)
-    return draw_static(graph, path, reference, top, every)
+        return draw_with_dot(picture, path)
+    return draw_static(picture, path)

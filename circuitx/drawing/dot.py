@@ -10,13 +10,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from circuitx.drawing.places import (
     AGREEMENT,
     INPUT_COLOURS,
+    Picture,
     caption_text,
-    chosen_edges,
     feeds,
     reference_sets,
     short_name,
@@ -38,17 +36,13 @@ def dot_path() -> str:
     return found
 
 
-def dot_source(
-    graph: nx.MultiDiGraph,
-    reference: nx.MultiDiGraph | None = None,
-    top: int | None = None,
-    every: bool = False,
-) -> tuple[str, dict[str, Any]]:
+def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     """The DOT text of the drawing, and what it draws (as :func:`circuitx.drawing.draw`)."""
     from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm, to_hex
 
-    edges, chosen = chosen_edges(graph, top, every)
+    graph, reference = picture.graph, picture.reference
+    edges, chosen = picture.chosen_edges()
     ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
     nodes = [n for n, d in graph.nodes(data=True) if d["in_circuit"] or n in ends]
     truth = reference_sets(reference)
@@ -107,16 +101,10 @@ def dot_source(
     return "\n".join(lines) + "\n", {"nodes": len(nodes), "edges": len(edges), "note": note}
 
 
-def draw_with_dot(
-    graph: nx.MultiDiGraph,
-    path: str | Path,
-    reference: nx.MultiDiGraph | None = None,
-    top: int | None = None,
-    every: bool = False,
-) -> dict[str, Any]:
-    """Lay out and render the drawing with ``dot`` into ``path`` (.svg, .png or .pdf)."""
+def draw_with_dot(picture: Picture, path: str | Path) -> dict[str, Any]:
+    """Lay out and render the picture with ``dot`` into ``path`` (.svg, .png or .pdf)."""
     program = dot_path()
-    source, drawn = dot_source(graph, reference, top, every)
+    source, drawn = dot_source(picture)
     fmt = Path(path).suffix.lower().lstrip(".")
     result = subprocess.run(
         [program, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=300

@@ -26,6 +26,7 @@ from circuitx.drawing.places import (
     INPUT_COLOURS,
     MAX_DRAWN_EDGES,
     RECEIVER_OFFSET,
+    Picture,
     feeds,
     graph_places,
     reference_sets,
@@ -35,14 +36,10 @@ from circuitx.files import atomic_open
 from circuitx.graph import INPUT, LOGITS, component_nodes, edges_by_name, score_level, shape_of
 
 
-def page_data(
-    graph: nx.MultiDiGraph,
-    reference: nx.MultiDiGraph | None = None,
-    top: int | None = None,
-    every: bool = False,
-) -> dict[str, Any]:
+def page_data(picture: Picture) -> dict[str, Any]:
     """What the page's script reads: the placed nodes and the edges between them, in graph
     order, as columns; how the circuit was selected; the colours."""
+    graph, reference, top, every = picture.graph, picture.reference, picture.top, picture.every
     n_layers, n_heads, has_mlp = shape_of(graph)
     places = graph_places(graph)
     names = [node for node in graph.nodes if node in places]
@@ -107,16 +104,10 @@ def page_data(
     }
 
 
-def write_page(
-    graph: nx.MultiDiGraph,
-    path: str | Path,
-    reference: nx.MultiDiGraph | None = None,
-    top: int | None = None,
-    every: bool = False,
-) -> dict[str, Any]:
+def write_page(picture: Picture, path: str | Path) -> dict[str, Any]:
     """Write the page to ``path`` (atomically); returns what it draws first (node and edge
     counts of the saved circuit, and the note on an empty one)."""
-    data = page_data(graph, reference, top, every)
+    data = page_data(picture)
     data["file_stem"] = Path(path).stem
     n_nodes = sum(data["nodes"]["in_circuit"])
     components = sum(
@@ -124,7 +115,7 @@ def write_page(
         for name, kept in zip(data["nodes"]["name"], data["nodes"]["in_circuit"])
     )
     note = None if components else "no component is in the circuit"
-    summary = _summary(graph, note)
+    summary = _summary(picture.graph, note)
     text = Template(files("circuitx.drawing").joinpath("page.html").read_text()).substitute(
         version=__version__,
         title=html.escape(data["title"]),

@@ -78,6 +78,20 @@ def short_name(node: str, kind: str) -> str:
 Edge = tuple[str, str, str, dict[str, Any]]  # sender, receiver, name, attributes
 
 
+@dataclass(frozen=True)
+class Picture:
+    """What to draw: a graph, the reference to colour it by agreement with (or None), and
+    which edges: the circuit's, every scored one (``every``) or the ``top`` by |score|."""
+
+    graph: nx.MultiDiGraph
+    reference: nx.MultiDiGraph | None = None
+    top: int | None = None
+    every: bool = False
+
+    def chosen_edges(self) -> tuple[list[Edge], int]:
+        return chosen_edges(self.graph, self.top, self.every)
+
+
 def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[list[Edge], int]:
     """The edges to draw, and how many were chosen: the circuit's; every scored one
     (``every``); or the ``top`` by |score|. Of more than :data:`MAX_DRAWN_EDGES`, the

@@ -14,14 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from circuitx.drawing.places import (
     AGREEMENT,
     INPUT_COLOURS,
     RECEIVER_OFFSET,
+    Picture,
     caption_text,
-    chosen_edges,
     feeds,
     graph_places,
     label,
@@ -36,14 +34,8 @@ from circuitx.graph import INPUT, LOGITS, shape_of
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 
 
-def draw_static(
-    graph: nx.MultiDiGraph,
-    path: str | Path,
-    reference: nx.MultiDiGraph | None = None,
-    top: int | None = None,
-    every: bool = False,
-) -> dict[str, Any]:
-    """Draw ``graph`` to ``path`` (its extension picks SVG, PNG or PDF); returns what was
+def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
+    """Draw the picture to ``path`` (its extension picks SVG, PNG or PDF); returns what was
     drawn (node and edge counts, and the note on an empty circuit)."""
     from matplotlib import colormaps, rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -53,10 +45,11 @@ def draw_static(
     from matplotlib.lines import Line2D
 
     fmt = Path(path).suffix.lower().lstrip(".")
+    graph, reference = picture.graph, picture.reference
     n_layers, n_heads, _ = shape_of(graph)
     places = graph_places(graph)
     right = max(x for x, _ in places.values())  # the MLP, or its last feature
-    edges, chosen = chosen_edges(graph, top, every)
+    edges, chosen = picture.chosen_edges()
     ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
     fed = {feeds(data, receiver) for _, receiver, _, data in edges}
     nodes = [n for n, d in graph.nodes(data=True) if n in places and (d["in_circuit"] or n in ends)]

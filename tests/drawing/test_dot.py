@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 from conftest import METHOD_GRAPHS, assert_one_line_error, run, scored_circuit
 
-from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw
+from circuitx.drawing import AGREEMENT, INPUT_COLOURS, Picture, draw
 from circuitx.drawing.dot import dot_source
 from circuitx.graph import full_graph, select_nodes, write_graph
 
@@ -34,7 +34,7 @@ def test_dot_draws_the_circuit_with_its_colours(graphviz, tmp_path):
 def test_dot_against_a_reference_says_agreement_and_draws_the_missed(graphviz):
     reference = full_graph(3, 4, True)
     select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3"])
-    source, _ = dot_source(scored_circuit(), reference)
+    source, _ = dot_source(Picture(scored_circuit(), reference))
     assert re.search(r'"a1\.h3" \[[^]]*style=dashed', source)  # missed
     assert all(colour in source for colour in AGREEMENT.values())
     assert "node precision 0.50, recall 0.67" in source

@@ -7,17 +7,9 @@ import re
 import pytest
 from conftest import METHOD_GRAPHS, run, scored_circuit
 
-from circuitx.drawing import draw, positions
+from circuitx.drawing import Picture, draw, positions
 from circuitx.drawing.page import page_data
-from circuitx.graph import (
-    INPUT,
-    LOGITS,
-    edges_by_name,
-    full_graph,
-    score_level,
-    selection_by_score,
-    write_graph,
-)
+from circuitx.graph import INPUT, LOGITS, edges_by_name, score_level, selection_by_score
 from circuitx.methods import METHODS
 
 
@@ -90,21 +82,14 @@ def test_the_page_carries_every_score_and_stands_alone(tmp_path):
 
 def test_the_page_starts_where_asked():
     graph = scored_circuit(granularity="edge")
-    assert page_data(graph)["initial"]["mode"] == "circuit"
-    assert page_data(graph, top=7)["initial"] == {"mode": "top", "threshold": 0.0, "top": 7}
-    every = page_data(graph, every=True)["initial"]
+    assert page_data(Picture(graph))["initial"]["mode"] == "circuit"
+    assert page_data(Picture(graph, top=7))["initial"] == {
+        "mode": "top",
+        "threshold": 0.0,
+        "top": 7,
+    }
+    every = page_data(Picture(graph, every=True))["initial"]
     assert every["mode"] == "threshold" and every["threshold"] == 0.1  # the least nonzero
-
-
-def test_an_empty_circuit_page_says_so(tmp_path):
-    graph = full_graph(2, 2, True, task="ioi")
-    for _, data in graph.nodes(data=True):
-        data["in_circuit"] = False
-    path = tmp_path / "empty.graphml"
-    write_graph(graph, path)
-    result = run("draw", path, "--out", tmp_path / "empty.html")
-    assert result.exit_code == 0 and "no component is in the circuit" in result.stderr
-    assert "no component is in the circuit" in (tmp_path / "empty.html").read_text()
 
 
 def test_discover_writes_the_page(tmp_path):

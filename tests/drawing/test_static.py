@@ -65,15 +65,16 @@ def test_png_and_pdf_are_real_pictures(tmp_path):
     assert (tmp_path / "c.pdf").read_bytes()[:5] == b"%PDF-"
 
 
-def test_an_empty_circuit_draws_with_a_note(tmp_path):
+@pytest.mark.parametrize("kind", ["svg", "html"])
+def test_an_empty_circuit_draws_with_a_note(tmp_path, kind):
     graph = full_graph(2, 2, True, task="ioi")
     for _, data in graph.nodes(data=True):
         data["in_circuit"] = False
     path = tmp_path / "empty.graphml"
     write_graph(graph, path)
-    result = run("draw", path, "--out", tmp_path / "empty.svg")
+    result = run("draw", path, "--out", tmp_path / f"empty.{kind}")
     assert result.exit_code == 0 and "no component is in the circuit" in result.stderr
-    assert ">no component is in the circuit<" in svg_text(tmp_path / "empty.svg")
+    assert "no component is in the circuit<" in svg_text(tmp_path / f"empty.{kind}")
 
 
 @pytest.mark.parametrize("method", ["activation-patching", "eap", "cdt", "acdc"])
