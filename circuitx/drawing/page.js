@@ -106,7 +106,7 @@ function element(tag, attributes, parent, tooltip) {
 }
 
 function formatScore(score) {
-  return score === null ? "no score" : "score " + Number(score).toPrecision(4);
+  return score === null ? "no score" : "score " + String(Number(Number(score).toPrecision(4)));
 }
 
 // a diverging colour for a signed score (blue negative, white zero, red positive)

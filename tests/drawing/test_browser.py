@@ -67,12 +67,20 @@ def test_the_slider_selects_what_python_selects(browser, tmp_path, granularity):
     assert drawn(browser) == (6, len([1 for *_, kept in graph.edges(data="in_circuit") if kept]))
 
 
-def test_a_click_the_reference_and_the_download(browser, tmp_path):
+def test_hover_a_click_the_reference_and_the_download(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+
     graph = scored_circuit(granularity="edge")
     reference = full_graph(3, 4, True)
     select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3", "a2.h3"])  # two not in the circuit
     draw(graph, tmp_path / "r.html", reference)
     assert open_page(browser, tmp_path / "r.html") == []
+    score = graph.nodes["m1"]["score"]
+    node = browser.find_element("css selector", 'circle.node[data-name="m1"]')
+    ActionChains(browser).move_to_element(node).perform()
+    assert browser.find_element("id", "info").text == f"node m1, score {score:.4g}"
+    tooltip = node.find_element("tag name", "title").get_attribute("textContent")
+    assert tooltip == f"m1: score {score:.4g}"
     browser.find_element("css selector", 'circle.node[data-name="a1.h2"]').click()
     touching = [
         key for s, r, key, kept in graph.edges(keys=True, data="in_circuit")
