@@ -325,6 +325,11 @@ class Engine:
         :meth:`PatchingEngine.edge_mask_metrics`)."""
         return self._mean(lambda part, _: part.edge_mask_metrics(masks, complement))
 
+    def gate_gradient_magnitudes(self) -> torch.Tensor:
+        """The mean over prompts of |d metric_i / d gate_s| [n_senders] (see
+        :meth:`PatchingEngine.gate_gradients`)."""
+        return self._mean(lambda part, _: part.gate_gradients().abs().mean(0))
+
     def mask_gradients(
         self, mixes: Sequence[float | None] = (None,), advance: Advance = no_progress
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -290,6 +290,15 @@ class PatchingEngine:
         edge_grad = by_receiver.T
         return node_mask.grad[0], edge_grad * self.layout.valid.to(edge_grad.device)
 
+    def gate_gradients(self) -> torch.Tensor:
+        """Each prompt's metric's gradient with respect to each sender's gate at 1 (a node
+        mask entry of that prompt alone: 1 its clean output, 0 its patch value),
+        [n_prompts, n_senders]: one forward and one backward pass of the clean run."""
+        gates = torch.ones(1, self.data.n_prompts, self.layout.n_senders, requires_grad=True)
+        final = self.run(gates, grad=True)
+        self.metric(final).sum().backward()
+        return gates.grad[0]
+
     # ------------------------------------------------------------------ the masked pass
 
     def run(
@@ -302,8 +311,8 @@ class PatchingEngine:
         complement: bool = False,
     ) -> torch.Tensor:
         """Readout logits [k, n * P, vocab] (END alone: P = 1) of the clean prompts under
-        k node masks [k, n_senders] and/or k edge masks [k, n_senders, n_receivers] (None:
-        all ones).
+        k node masks [k, n_senders] (or one per prompt, [k, n, n_senders]) and/or k edge
+        masks [k, n_senders, n_receivers] (None: all ones).
 
         With ``record_grads`` (and ``grad``, k = 1), the backward pass calls it with the
         first of some receivers and the gradients at their inputs [count, n * pos * d].
@@ -575,8 +584,9 @@ class _MaskedPass:
             x = (patch + self.mix * (clean - patch)).to(x.dtype).expand_as(x)
         delta = (clean - patch).to(x.dtype) if self.frozen else x - patch.to(x.dtype)
         if self.node_mask is not None:
-            keep = self.node_mask[:, chunk.first : chunk.first + chunk.count].to(x.dtype)
-            keep = keep.view(self.k, 1, 1, -1, 1)
+            # a mask per pass [k, senders], or per pass and prompt [k, n, senders]
+            keep = self.node_mask[..., chunk.first : chunk.first + chunk.count].to(x.dtype)
+            keep = keep.view(self.k, -1, 1, chunk.count, 1)
             x = x - (1.0 - keep) * delta
             delta = keep * delta
         if chunk.first < self.first_live:

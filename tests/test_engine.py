@@ -27,6 +27,7 @@ METHODS = {
     "acdc": {"tau": 0.05},
     "cdt": {},
     "sae": {"sae_steps": 40, "n_examples": 12},
+    "hisp": {},
 }
 
 

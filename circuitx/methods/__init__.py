@@ -17,6 +17,7 @@ from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scor
 from circuitx.methods.cdt import CDT
 from circuitx.methods.eap import EAP
 from circuitx.methods.eap_ig import EAPIG
+from circuitx.methods.hisp import HISP
 from circuitx.methods.path_patching import PathPatching
 from circuitx.methods.sae import SAE
 from circuitx.methods.transcoder import TranscoderMethod
@@ -39,6 +40,7 @@ for _method in (
     ACDC(),
     EAP(),
     EAPIG(),
+    HISP(),
 ):
     register(_method)
 

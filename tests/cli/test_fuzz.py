@@ -37,8 +37,9 @@ def strict_json(text: str):
 
 def draw(rng: random.Random, model: Path, work: Path) -> tuple[list[str], Path | None]:
     """One command line and the graph file it asks for (None: none). Each option is given
-    with probability 0.3 (task, method and model always), and then an invalid value with
-    probability 0.15 (0.05 for task, method and model)."""
+    with probability 0.3 (task, method, model and a few prompts always: a case is a check
+    of what the command says, not of how long it runs, and ACDC over 50 prompts in parts
+    of one took 90 s), and then an invalid value with probability 0.15 (0.05 for those)."""
     args = ["discover"]
     choices = {  # flag: (valid values, invalid values)
         "--task": (["ioi", "ioi", "greater-than", "docstring", "colored-objects"], ["nope"]),
@@ -61,7 +62,7 @@ def draw(rng: random.Random, model: Path, work: Path) -> tuple[list[str], Path |
     }
     own = {"--tau": "acdc", "--ig-steps": "eap-ig"}  # a method's own options: mostly with it
     for flag, (valid, invalid) in choices.items():
-        required = flag in ("--task", "--method", "--model")
+        required = flag in ("--task", "--method", "--model", "--n-prompts")
         if flag in own and own[flag] not in args and rng.random() < 0.9:
             continue
         if required or rng.random() < 0.3:

@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_flatten
 
 from circuitx.builtin import load as load_model
 from circuitx.engine import Engine
-from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.methods import METHODS, MethodRun, get_method, method_options
 from circuitx.models import Model
 from circuitx.tasks import get_task
 
@@ -116,11 +116,6 @@ def model():
 @pytest.fixture(scope="module")
 def transcoders(tmp_path_factory):
     return random_transcoder_dir(tmp_path_factory.mktemp("transcoders"))
-
-
-METHODS = [
-    "activation-patching", "path-patching", "cdt", "sae", "transcoder", "acdc", "eap", "eap-ig",
-]  # fmt: skip
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -1,0 +1,56 @@
+"""HISP: the gradient of each prompt's metric with respect to a node's gate, its magnitude
+averaged over prompts, normalised per layer."""
+
+import pytest
+import torch
+from conftest import find
+
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.engine import Engine
+from circuitx.graph import component_nodes
+from circuitx.methods.hisp import per_layer_normalised
+from circuitx.scoring import score_graph
+from circuitx.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    task = get_task("ioi")
+    return Engine(tiny_model, task, task.make_data(tiny_model, 6, seed=2), task.default_metric)
+
+
+def test_gate_gradients_average_to_the_node_masks_and_are_each_prompts(engine):
+    ((part, _),) = engine.parts()
+    per_prompt = part.gate_gradients()
+    node_grad, _ = part.mask_gradients()
+    torch.testing.assert_close(per_prompt.mean(0), node_grad, atol=1e-5, rtol=1e-4)
+    # prompt 2's gradient for one head: the slope of prompt 2's metric alone
+    sender, eps = 3, 1e-2
+    gates = torch.ones(2, part.data.n_prompts, part.layout.n_senders)
+    gates[1, 2, sender] = 1.0 - eps
+    with torch.no_grad():
+        metrics = part.metric(part.run(gates))
+    slope = float(metrics[0, 2] - metrics[1, 2]) / eps
+    assert slope == pytest.approx(float(per_prompt[2, sender]), rel=2e-2, abs=1e-4)
+    assert torch.equal(metrics[0, :2], metrics[1, :2])  # the other prompts' gates stayed
+
+
+def test_scores_are_normalised_per_layer(engine):
+    importance = engine.gate_gradient_magnitudes().double()
+    scores = per_layer_normalised(engine.layout, importance)
+    for layer in range(engine.layout.n_layers):
+        members = [s for s in range(1, engine.layout.n_senders)
+                   if engine.layout.sender_layer(s) == layer]  # fmt: skip
+        assert float(scores[members].norm()) == pytest.approx(1.0)
+    assert scores[0] == 0
+
+
+def test_hisp_ranks_the_planted_ioi_heads_first():
+    model = load_model("planted-ioi")
+    graph = find(model, "ioi", "hisp", n_prompts=20, faithfulness=False)
+    assert score_graph(graph, ground_truth("planted-ioi", "ioi"))["node_auc"] >= 0.95
+    nodes = component_nodes(graph)
+    scores = [graph.nodes[n]["score"] for n in nodes]
+    again = find(model, "ioi", "hisp", n_prompts=20, faithfulness=False)
+    assert [again.nodes[n]["score"] for n in nodes] == scores  # the same inputs, the same graph
