@@ -1,6 +1,7 @@
 """Time and peak memory of the edge-level methods, as ratios to one forward+backward pass.
 
     python benchmarks/edge_methods.py [--n-prompts 100] [--path-stages 1] [--device cpu] [--skip-acdc]
+        [--only hisp,eap-ig-activations]
 
 Part 1: a GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
 tokenizer from ../shared/tokenizers/gpt2) on IOI. The floor is one forward and one
@@ -13,6 +14,9 @@ patching runs ``--path-stages`` stages (default 1, the direct paths to the logit
 random model the clean-corrupted gap is near zero, so nearly every node passes the
 threshold and each later stage patches every sender into every found node's inputs.
 Part 2: ACDC on the planted IOI model, whose 1000-odd edges it tries one by one.
+``--only`` measures the floor, one forward pass and the steps named (ACDC among them
+runs part 2): the methods past the first eight (HISP, EAP-IG's other modes) are measured
+so, EAP-IG over activations on fewer prompts (its 125 passes).
 
 Each step runs in a fresh process after a warm-up pass on two prompts; its peak memory
 is the rise of the peak resident size over the resident size before it (Linux /proc; the
@@ -98,7 +102,9 @@ def one_batch(model: Model, task, data) -> Engine:
     return Engine(model, task, data, part_size=data.n_prompts)
 
 
-def method_step(engine: Engine, name: str, model: Model, **options) -> Callable[[], object]:
+def method_step(engine: Engine, step: str, **options) -> Callable[[], object]:
+    name, fixed = METHOD_STEPS[step]
+    options = {**fixed, **options}
     method = get_method(name)
     run = MethodRun(threshold=method.default_threshold, options=method_options(method, options))
     return lambda: method.score(engine, run)
@@ -116,6 +122,17 @@ STEPS = (
     "acdc",
 )
 GPT2_STEPS = STEPS[:-1]
+# steps that score with a method: (method, its options)
+METHOD_STEPS = {
+    "eap": ("eap", {}),
+    "eap-ig": ("eap-ig", {}),
+    "path-patching": ("path-patching", {}),
+    "acdc": ("acdc", {}),
+    "hisp": ("hisp", {}),
+    "eap-ig-activations": ("eap-ig", {"ig_mode": "activations"}),
+    "eap-ig-clean-corrupted": ("eap-ig", {"ig_mode": "clean-corrupted"}),
+}
+EXTRA_STEPS = ("hisp", "eap-ig-activations", "eap-ig-clean-corrupted")
 
 
 def forward(model: Model, data) -> None:
@@ -165,7 +182,7 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
         if step == "faithfulness":
             action = faithfulness_step(engine, model)
         else:
-            action = method_step(engine, step, model, **options)
+            action = method_step(engine, step, **options)
     seconds, mib = measure(action, device)
     if step == "cli":  # its memory is the child process's, not measured here
         mib = None
@@ -178,7 +195,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--path-stages", type=int, default=1)
     parser.add_argument("--skip-acdc", action="store_true")
-    parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal
+    parser.add_argument(
+        "--only", help="comma-separated steps, besides the floor and one forward pass: "
+        + ", ".join(s for s in (*STEPS, *EXTRA_STEPS) if s not in ("floor", "forward")),
+    )  # fmt: skip
+    parser.add_argument("--step", choices=(*STEPS, *EXTRA_STEPS), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     if args.step:
@@ -191,9 +212,13 @@ def main() -> None:
     def in_subprocess(step: str, model_dir: str) -> dict:
         return in_fresh_process(__file__, step, model_dir, options)
 
+    chosen = list(GPT2_STEPS)
+    if args.only:
+        chosen = ["floor", "forward", *(s for s in args.only.split(",") if s != "acdc")]
+        args.skip_acdc = "acdc" not in args.only.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
-        results = {step: in_subprocess(step, tmp) for step in GPT2_STEPS}
+        results = {step: in_subprocess(step, tmp) for step in chosen}
     print(gpt2_small_heading(results["floor"]["shape"], args.device))
     n = results["floor"]["shape"][0]
     labels = {
@@ -204,9 +229,11 @@ def main() -> None:
         "faithfulness": "faithfulness: EAP's circuit and the 10-point curve",
         "cli": f"circuitx discover --method eap --n-prompts {n}, end to end (own process)",
     }
-    _table([(labels.get(step, step), results[step]) for step in GPT2_STEPS], results["floor"])
-    forwards = results["faithfulness"]["seconds"] / results["forward"]["seconds"]
-    print(f"\nfaithfulness = {forwards:.1f} forward passes")
+    _table([(labels.get(step, step), results[step]) for step in chosen], results["floor"])
+    print()
+    for step in chosen[2:]:
+        forwards = results[step]["seconds"] / results["forward"]["seconds"]
+        print(f"{step} = {forwards:.1f} forward passes")
     if args.skip_acdc:
         return
     planted = str(builtin.model_dir("planted-ioi"))

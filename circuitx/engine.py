@@ -26,7 +26,7 @@ import torch
 
 from circuitx.errors import CircuitxError
 from circuitx.models import Model
-from circuitx.patching import TOKENS_PER_PASS, PatchingEngine, effect_gap
+from circuitx.patching import TOKENS_PER_PASS, Mix, PatchingEngine, effect_gap
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
 
@@ -331,7 +331,7 @@ class Engine:
         return self._mean(lambda part, _: part.gate_gradients().abs().mean(0))
 
     def mask_gradients(
-        self, mixes: Sequence[float | None] = (None,), advance: Advance = no_progress
+        self, mixes: Sequence[Mix | None] = (None,), advance: Advance = no_progress
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients of the mean metric with respect to the node and edge masks, summed over
         ``mixes`` (see :meth:`PatchingEngine.mask_gradients`)."""

@@ -49,6 +49,9 @@ from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
 
 ABLATIONS = ("corrupted", "mean", "zero")
+# an interpolated pass: (the first sender of the chunk interpolated, a): that chunk (the
+# embeddings, a layer's heads or an MLP) writes patch + a (clean - patch), a constant
+Mix = tuple[int, float]
 # Tokens in one patched forward pass. On CPU larger passes fall out of cache and run
 # slower (measured on GPT-2-small shape: 16384 tokens/pass took 2x the time of 2048).
 TOKENS_PER_PASS = {"cpu": 2048, "cuda": 32768}
@@ -229,16 +232,18 @@ class PatchingEngine:
     # ------------------------------------------------------------------ gradients
 
     def mask_gradients(
-        self, mixes: Sequence[float | None] = (None,), advance: Advance = no_progress
+        self, mixes: Sequence[Mix | None] = (None,), advance: Advance = no_progress
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient of the mean metric with respect to the node mask [n_senders] and the edge
         mask [n_senders, n_receivers], both at all ones, summed over one backward pass
         per entry of ``mixes``.
 
         With ``None`` the pass is the clean run and the gradients are EAP's
-        ``(out_s - patch_s) . d metric / d input_r``. With a = ``mix``, the embeddings are
-        ``patch + a (clean - patch)`` and the differences stay the clean run's, as in
-        EAP-IG over the inputs. The edge mask's gradient is the product of the senders'
+        ``(out_s - patch_s) . d metric / d input_r``. With ``(first, a)`` the chunk whose
+        first sender is ``first`` writes ``patch + a (clean - patch)``, a constant (no
+        gradient reaches what it reads), and the differences stay the clean run's: the
+        embeddings (``first`` 0) as in EAP-IG over the inputs, any chunk as in EAP-IG over
+        the activations. The edge mask's gradient is the product of the senders'
         differences and the gradients at every receiver's input: for one pass, taken as
         the backward pass reaches a layer's worth of receivers (the gradients are never
         all held at once); for several, the gradients are summed over the passes first [n_receivers,
@@ -306,7 +311,7 @@ class PatchingEngine:
         node_mask: torch.Tensor | None = None,
         edge_mask: torch.Tensor | None = None,
         grad: bool = False,
-        mix: float | None = None,
+        mix: Mix | None = None,
         record_grads: Callable[[int, torch.Tensor], None] | None = None,
         complement: bool = False,
     ) -> torch.Tensor:
@@ -438,7 +443,7 @@ class _MaskedPass:
         layer: int,
         node_mask: torch.Tensor | None,
         edge_mask: torch.Tensor | None,
-        mix: float | None,
+        mix: Mix | None,
         frozen: bool,
         record_grads: Callable[[int, torch.Tensor], None] | None = None,
         complement: bool = False,
@@ -580,8 +585,8 @@ class _MaskedPass:
         clean, patch = engine.clean_cache[hook], engine.patch_cache[hook]
         if not chunk.heads:
             clean, patch = clean.unsqueeze(-2), patch.unsqueeze(-2)
-        if self.mix is not None and chunk.first == 0:
-            x = (patch + self.mix * (clean - patch)).to(x.dtype).expand_as(x)
+        if self.mix is not None and chunk.first == self.mix[0]:
+            x = (patch + self.mix[1] * (clean - patch)).to(x.dtype).expand_as(x)
         delta = (clean - patch).to(x.dtype) if self.frozen else x - patch.to(x.dtype)
         if self.node_mask is not None:
             # a mask per pass [k, senders], or per pass and prompt [k, n, senders]

@@ -340,10 +340,10 @@ def test_head_input_gradients_from_q_k_v_equal_the_split_inputs(model, engine):
     the pass that splits every head's input (the one other architectures use)."""
     if engine.head_reads is None:
         pytest.skip(f"{model.name}: its heads read through grouped keys (the split pass)")
-    fast = engine.mask_gradients(), engine.mask_gradients([0.4, 0.7])
+    fast = engine.mask_gradients(), engine.mask_gradients([(0, 0.4), (0, 0.7)])
     engine.__dict__["head_reads"] = None  # the split pass
     try:
-        split = engine.mask_gradients(), engine.mask_gradients([0.4, 0.7])
+        split = engine.mask_gradients(), engine.mask_gradients([(0, 0.4), (0, 0.7)])
     finally:
         del engine.__dict__["head_reads"]
     for (fast_nodes, fast_edges), (split_nodes, split_edges) in zip(fast, split):

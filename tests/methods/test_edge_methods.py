@@ -10,7 +10,10 @@ from conftest import assert_one_line_error, find, run
 from circuitx.builtin import ground_truth
 from circuitx.engine import Engine
 from circuitx.graph import component_nodes, edges_by_name
+from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.methods.eap_ig import interpolations
 from circuitx.progress import no_progress
+from circuitx.tasks import get_task
 
 EDGE_METHODS = ("eap", "eap-ig", "acdc", "path-patching")
 
@@ -115,6 +118,43 @@ def test_eap_ig_with_one_step_from_the_corrupted_input(tiny_model):
     assert scores(eap) != scores(ig)
 
 
+def ig_scores(model, mode, steps):
+    """EAP-IG's scores in ``mode`` on 6 IOI prompts, and the engine."""
+    task = get_task("ioi")
+    engine = Engine(model, task, task.make_data(model, 6, seed=5), task.default_metric)
+    method = get_method("eap-ig")
+    run = MethodRun(options=method_options(method, {"ig_mode": mode, "ig_steps": steps}))
+    assert method.steps(engine.layout, run) == len(interpolations(engine.layout, mode, steps))
+    return method.score(engine, run), engine
+
+
+def assert_close_scores(got, want):
+    """Equal but for scores below the methods' resolution (1e-4 of the largest: 0)."""
+    torch.testing.assert_close(got, want, atol=2e-4 * float(want.abs().max()), rtol=1e-4)
+
+
+def test_eap_ig_clean_corrupted_averages_the_clean_and_the_corrupted_gradients(tiny_model):
+    both, engine = ig_scores(tiny_model, "clean-corrupted", 5)  # the steps do not count
+    clean = get_method("eap").score(engine, MethodRun())
+    corrupted, _ = ig_scores(tiny_model, "inputs", 1)  # one step: the corrupted embeddings
+    assert_close_scores(both.edges, (clean.edges + corrupted.edges) / 2)
+
+
+def test_eap_ig_over_activations_cuts_what_each_group_reads(tiny_model):
+    """At a = 1 every pass is the clean run with one node group's output held constant:
+    the logits' input gradient is EAP's in every pass, the last MLP's in all but its own
+    (where it writes a constant and its input gets no gradient)."""
+    held, engine = ig_scores(tiny_model, "activations", 1)
+    layout = engine.layout
+    assert len(interpolations(layout, "activations", 3)) == 3 * (1 + 2 * layout.n_layers)
+    eap = get_method("eap").score(engine, MethodRun())
+    logits, last_mlp = layout.logits_receiver, layout.mlp_receiver(layout.n_layers - 1)
+    groups = len(layout.chunks)
+    assert_close_scores(held.edges[:, logits], eap.edges[:, logits])
+    assert_close_scores(held.edges[:, last_mlp], eap.edges[:, last_mlp] * (groups - 1) / groups)
+    assert not torch.allclose(held.edges, eap.edges)  # earlier receivers: paths cut
+
+
 @pytest.mark.parametrize("method", EDGE_METHODS)
 def test_same_seed_same_graph(tiny_model, method):
     options = {"tau": 0.05} if method == "acdc" else {}
@@ -159,6 +199,7 @@ def test_ground_truth_edges_exist_in_the_engine_layout():
         (("--method", "acdc", "--ig-steps", "3"), "--ig-steps applies to eap-ig, not acdc"),
         (("--method", "eap", "--stages", "2"), "--stages applies to path-patching, not eap"),
         (("--method", "eap-ig", "--ig-steps", "0"), "0 is not in the range x>=1"),
+        (("--method", "eap-ig", "--ig-mode", "outputs"), "--ig-mode"),
         (("--method", "acdc", "--tau", "-1"), "-1.0 is not in the range x>=0"),
         (("--method", "eap", "--ablation", "half"), "'half' is not one of"),
     ],

@@ -282,7 +282,7 @@ def test_a_task_file_on_the_leaderboard(files, tmp_path):
     assert json.loads(again.stdout)["resumed"] == 1
 
 
-@pytest.mark.parametrize("mixes", [(None,), (0.2, 0.6, 1.0)], ids=["eap", "eap-ig"])
+@pytest.mark.parametrize("mixes", [(None,), ((0, 0.2), (0, 0.6), (0, 1.0))], ids=["eap", "eap-ig"])
 def test_pairs_of_different_lengths_give_what_each_length_gives_alone(planted_ioi, ioi_data, mixes):
     """The file's pairs are of several token lengths (padded on the right to the longest):
     the edge gradients over all of them are the prompt-weighted mean of those of each
