@@ -314,6 +314,7 @@ class PatchingEngine:
         mix: Mix | None = None,
         record_grads: Callable[[int, torch.Tensor], None] | None = None,
         complement: bool = False,
+        train: bool = False,
     ) -> torch.Tensor:
         """Readout logits [k, n * P, vocab] (END alone: P = 1) of the clean prompts under
         k node masks [k, n_senders] (or one per prompt, [k, n, n_senders]) and/or k edge
@@ -325,7 +326,9 @@ class PatchingEngine:
         With ``grad`` (or ``mix``, see :meth:`mask_gradients`) the pass starts at the
         embeddings and the sender differences are frozen at the clean run's, which gives
         the exact gradients at all-ones masks; otherwise the differences are those of
-        this pass, and the pass starts at the first layer a mask changes. ``complement``:
+        this pass, and the pass starts at the first layer a mask changes. With ``train``
+        the pass starts at the embeddings, keeps the autograd graph and its differences
+        are its own: the gradients at any masks, for masks that are learned. ``complement``:
         see :meth:`edge_mask_metrics`.
         """
         given = node_mask if node_mask is not None else edge_mask
@@ -337,8 +340,9 @@ class PatchingEngine:
         host_edges = None if edge_mask is None else edge_mask.detach().cpu()
         node_mask = None if node_mask is None else node_mask.to(device)
         edge_mask = None if edge_mask is None else edge_mask.to(device)
-        frozen = grad or mix is not None
-        layer = 0 if frozen else self._first_changed_layer(host_nodes, host_edges)
+        frozen = (grad and not train) or mix is not None
+        grad = grad or train
+        layer = 0 if grad or frozen else self._first_changed_layer(host_nodes, host_edges)
         reads = self.head_reads if record_grads is not None and edge_mask is None else None
         pass_ = _MaskedPass(
             self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement, reads,

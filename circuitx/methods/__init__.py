@@ -18,6 +18,7 @@ from circuitx.methods.cdt import CDT
 from circuitx.methods.eap import EAP
 from circuitx.methods.eap_ig import EAPIG
 from circuitx.methods.hisp import HISP
+from circuitx.methods.learned_masks import SubnetworkProbing
 from circuitx.methods.path_patching import PathPatching
 from circuitx.methods.sae import SAE
 from circuitx.methods.transcoder import TranscoderMethod
@@ -41,6 +42,7 @@ for _method in (
     EAP(),
     EAPIG(),
     HISP(),
+    SubnetworkProbing(),
 ):
     register(_method)
 

@@ -25,6 +25,7 @@ from torch.utils._pytree import tree_flatten
 from circuitx.builtin import load as load_model
 from circuitx.engine import Engine
 from circuitx.methods import METHODS, MethodRun, get_method, method_options
+from circuitx.methods.learned_masks import REPORT_EVERY
 from circuitx.models import Model
 from circuitx.tasks import get_task
 
@@ -130,6 +131,7 @@ def test_host_reads_do_not_grow_with_heads_layers_or_steps(model, transcoders, m
     chosen = get_method(method)
     given = {"transcoders": transcoders} if method == "transcoder" else {}
     given |= {"sae_steps": 60} if method == "sae" else {}
+    given |= {"sp_steps": 120} if method == "subnetwork-probing" else {}
     options = method_options(chosen, given)
     run = MethodRun(threshold=chosen.default_threshold, options=options)
     with EmulatedDevice([*model.bridge.parameters(), *model.bridge.buffers()]) as device:
@@ -142,6 +144,8 @@ def test_host_reads_do_not_grow_with_heads_layers_or_steps(model, transcoders, m
         assert reads == scores.facts["acdc_edges_tried"] + 1, device.reads  # + the start
     elif method == "path-patching":  # one per stage: the next stage's receivers
         assert reads <= scores.facts["path_patching_stages"], device.reads
+    elif method == "subnetwork-probing":  # the progress bar's loss every REPORT_EVERY steps
+        assert reads <= 2 * (options["sp_steps"] // REPORT_EVERY + 1) + 2, device.reads
     else:
         assert reads <= 4, device.reads
     assert len(passes) > 0 or method in ("cdt", "sae", "transcoder")

@@ -1,0 +1,74 @@
+"""Subnetwork probing: hard-concrete gates, the masked pass that trains them, and the
+planted circuits recovered."""
+
+import pytest
+import torch
+from conftest import assert_one_line_error, find, run
+
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.engine import Engine
+from circuitx.methods.learned_masks import open_probability, sample_gates
+from circuitx.scoring import score_graph
+from circuitx.tasks import get_task
+
+
+def test_gates_are_exactly_zero_or_one_often_and_follow_the_seed():
+    log_alpha = torch.tensor([-3.0, 0.0, 3.0]).repeat(2000)
+    gates = sample_gates(log_alpha, torch.Generator().manual_seed(0)).view(2000, 3)
+    assert bool(((gates >= 0) & (gates <= 1)).all())
+    open_share = (gates != 0).double().mean(0)
+    torch.testing.assert_close(
+        open_share, open_probability(log_alpha[:3]).double(), atol=0.03, rtol=0
+    )
+    assert float((gates == 1).double().mean()) > 0.1 and float((gates == 0).double().mean()) > 0.1
+    again = sample_gates(log_alpha, torch.Generator().manual_seed(0)).view(2000, 3)
+    assert torch.equal(gates, again)
+
+
+def test_the_training_pass_gives_the_masked_models_gradient(tiny_model):
+    task = get_task("ioi")
+    engine = Engine(tiny_model, task, task.make_data(tiny_model, 6, seed=4), task.default_metric)
+    ((part, _),) = engine.parts()
+    # at all ones it is EAP's node gradient (the frozen differences are exact there)
+    ones = torch.ones(1, part.layout.n_senders, requires_grad=True)
+    part.metric(part.run(ones, train=True)).mean().backward()
+    torch.testing.assert_close(ones.grad[0], part.mask_gradients()[0], atol=1e-5, rtol=1e-4)
+    # elsewhere, the slope of the masked model's metric
+    mask = torch.ones(1, part.layout.n_senders)
+    mask[0, 1::3] = 0.3  # some heads and MLPs mostly patched
+    leaf = mask.clone().requires_grad_(True)
+    part.metric(part.run(leaf, train=True)).mean().backward()
+    sender, eps = 2, 1e-2
+    nudged = mask.repeat(2, 1)
+    nudged[1, sender] -= eps
+    with torch.no_grad():
+        metrics = part.metric(part.run(nudged)).mean(-1)
+    slope = float(metrics[0] - metrics[1]) / eps
+    assert slope == pytest.approx(float(leaf.grad[0, sender]), rel=3e-2, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "model, task", [("planted-ioi", "ioi"), ("planted-greater-than", "greater-than")]
+)
+def test_subnetwork_probing_finds_the_planted_circuit(model, task):
+    planted = load_model(model)
+    options = {"sp_steps": 60}
+    graph = find(
+        planted, task, "subnetwork-probing", n_prompts=8, faithfulness=False, options=options
+    )
+    assert score_graph(graph, ground_truth(model, task))["node_auc"] >= 0.99
+    again = find(
+        planted, task, "subnetwork-probing", n_prompts=8, faithfulness=False, options=options
+    )
+    assert [d["score"] for _, d in again.nodes(data=True)] == [
+        d["score"] for _, d in graph.nodes(data=True)
+    ]  # the same seed, the same gates
+
+
+def test_a_sparsity_of_one_is_one_line():
+    result = run(
+        "discover", "--task", "ioi", "--model", "planted", "--method", "subnetwork-probing",
+        "--sparsity", "1",
+    )  # fmt: skip
+    assert_one_line_error(result, "--sparsity must be below 1")
