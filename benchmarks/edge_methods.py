@@ -131,8 +131,9 @@ METHOD_STEPS = {
     "hisp": ("hisp", {}),
     "eap-ig-activations": ("eap-ig", {"ig_mode": "activations"}),
     "eap-ig-clean-corrupted": ("eap-ig", {"ig_mode": "clean-corrupted"}),
+    "subnetwork-probing": ("subnetwork-probing", {}),
 }
-EXTRA_STEPS = ("hisp", "eap-ig-activations", "eap-ig-clean-corrupted")
+EXTRA_STEPS = ("hisp", "eap-ig-activations", "eap-ig-clean-corrupted", "subnetwork-probing")
 
 
 def forward(model: Model, data) -> None:
