@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.tasks.base import Task, TaskData, best, encode_pairs, pick
+from circuitx.tasks.base import Task, TaskData, best, encode_batch, pick
 from circuitx.tasks.pairs import PromptPair, read_task_file
 
 if TYPE_CHECKING:
@@ -93,16 +93,16 @@ class FileTask(Task):
         pairs = [self.pairs[i] for i in chosen]
         clean = [p.clean for p in pairs]
         corrupted = [p.corrupted for p in pairs]
-        clean_ids = [model.encode(pair.clean) for pair in pairs]
-        for pair, ids in zip(pairs, clean_ids):  # patching reads the corrupted run token by token
-            sizes = len(ids), len(model.encode(pair.corrupted))
-            if sizes[0] != sizes[1]:
-                raise CircuitxError(
-                    f"{pair.where}: the clean prompt is {sizes[0]} tokens and the corrupted "
-                    f"one {sizes[1]}; a pair must align token by token"
-                )
-        clean_tokens, corrupted_tokens, lengths = encode_pairs(model, self.name, clean, corrupted)
+        clean_tokens, lengths = encode_batch(model, clean)
+        corrupted_tokens, corrupted_lengths = encode_batch(model, corrupted)
         bos = 0 if model.bos_token_id is None else 1
+        for pair, size, other in zip(pairs, lengths, corrupted_lengths):
+            if size != other:  # patching reads the corrupted run token by token
+                raise CircuitxError(
+                    f"{pair.where}: the clean prompt is {size - bos} tokens and the corrupted "
+                    f"one {other - bos}; a pair must align token by token"
+                )
+        clean_ids = [row[bos:size].tolist() for row, size in zip(clean_tokens, lengths)]
         if not model.causal and len(set(lengths)) > 1:
             raise CircuitxError(
                 f"task {self.name}: pairs of different lengths are padded, and this model "
