@@ -15,8 +15,10 @@ from circuitx.drawing.places import (
     INPUT_COLOURS,
     Picture,
     caption_text,
+    empty_note,
     feeds,
     reference_sets,
+    score_scale,
     short_name,
     title,
 )
@@ -38,17 +40,12 @@ def dot_path() -> str:
 
 def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     """The DOT text of the drawing, and what it draws (as :func:`circuitx.drawing.draw`)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import TwoSlopeNorm, to_hex
+    from matplotlib.colors import to_hex
 
     graph, reference = picture.graph, picture.reference
-    edges, chosen = picture.chosen_edges()
-    ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
-    nodes = [n for n, d in graph.nodes(data=True) if d["in_circuit"] or n in ends]
+    edges, chosen, nodes = picture.contents()
     truth = reference_sets(reference)
-    scores = [graph.nodes[n]["score"] for n in nodes if graph.nodes[n]["score"] is not None]
-    bound = max((abs(s) for s in scores), default=1.0) or 1.0
-    cmap, norm = colormaps["RdBu_r"], TwoSlopeNorm(0.0, -bound, bound)
+    cmap, norm = score_scale(graph, nodes)
     caption = caption_text(
         graph, nodes, len(edges), chosen, truth.nodes if reference is not None else None
     )
@@ -95,10 +92,8 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
             f'arrowsize=0.5, tooltip="{_escape(key)}"{head}];'
         )
     lines.append("}")
-    note = (
-        None if any(n not in (INPUT, LOGITS) for n in nodes) else "no component is in the circuit"
-    )
-    return "\n".join(lines) + "\n", {"nodes": len(nodes), "edges": len(edges), "note": note}
+    drawn = {"nodes": len(nodes), "edges": len(edges), "note": empty_note(nodes)}
+    return "\n".join(lines) + "\n", drawn
 
 
 def draw_with_dot(picture: Picture, path: str | Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from circuitx.drawing.places import (
     MAX_DRAWN_EDGES,
     RECEIVER_OFFSET,
     Picture,
+    empty_note,
     feeds,
     graph_places,
     reference_sets,
@@ -109,12 +110,8 @@ def write_page(picture: Picture, path: str | Path) -> dict[str, Any]:
     counts of the saved circuit, and the note on an empty one)."""
     data = page_data(picture)
     data["file_stem"] = Path(path).stem
-    n_nodes = sum(data["nodes"]["in_circuit"])
-    components = sum(
-        kept and name not in (INPUT, LOGITS)
-        for name, kept in zip(data["nodes"]["name"], data["nodes"]["in_circuit"])
-    )
-    note = None if components else "no component is in the circuit"
+    saved = [n for n, kept in zip(data["nodes"]["name"], data["nodes"]["in_circuit"]) if kept]
+    note = empty_note(saved)
     summary = _summary(picture.graph, note)
     text = Template(files("circuitx.drawing").joinpath("page.html").read_text()).substitute(
         version=__version__,
@@ -125,7 +122,7 @@ def write_page(picture: Picture, path: str | Path) -> dict[str, Any]:
     )
     with atomic_open(path) as handle:
         handle.write(text)
-    return {"nodes": n_nodes, "edges": sum(data["edges"]["in_circuit"]), "note": note}
+    return {"nodes": len(saved), "edges": sum(data["edges"]["in_circuit"]), "note": note}
 
 
 def _summary(graph: nx.MultiDiGraph, note: str | None) -> str:

@@ -19,6 +19,7 @@ from circuitx.graph import INPUT, LOGITS, edge_name, edges_by_name, parse_node, 
 DRAW_FORMATS = ("svg", "png", "pdf", "html")
 MAX_DRAWN_EDGES = 2000  # more is a texture, not a picture (GPT-2 small has 32,491 edges)
 FEATURE_STEP = 0.42  # between transcoder features in their MLP's row
+EMPTY_NOTE = "no component is in the circuit"
 INPUT_COLOURS = {
     "q": "#1f77b4",
     "k": "#ff7f0e",
@@ -88,8 +89,29 @@ class Picture:
     top: int | None = None
     every: bool = False
 
-    def chosen_edges(self) -> tuple[list[Edge], int]:
-        return chosen_edges(self.graph, self.top, self.every)
+    def contents(self) -> tuple[list[Edge], int, list[str]]:
+        """The edges to draw, how many were chosen (see :func:`chosen_edges`), and the
+        nodes to draw: the circuit's and the drawn edges' ends, in graph order."""
+        edges, chosen = chosen_edges(self.graph, self.top, self.every)
+        ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
+        nodes = [n for n, kept in self.graph.nodes(data="in_circuit") if kept or n in ends]
+        return edges, chosen, nodes
+
+
+def empty_note(nodes: list[str]) -> str | None:
+    """The note on a picture of no head, MLP or feature (None when it has one)."""
+    return None if any(n not in (INPUT, LOGITS) for n in nodes) else EMPTY_NOTE
+
+
+def score_scale(graph: nx.MultiDiGraph, nodes: list[str]) -> tuple[Any, Any]:
+    """The node colours: a diverging colormap and its norm, centred on 0 and symmetric
+    about the largest |score| of ``nodes``."""
+    from matplotlib import colormaps
+    from matplotlib.colors import TwoSlopeNorm
+
+    scores = [graph.nodes[n]["score"] for n in nodes if graph.nodes[n]["score"] is not None]
+    bound = max((abs(s) for s in scores), default=1.0) or 1.0
+    return colormaps["RdBu_r"], TwoSlopeNorm(0.0, -bound, bound)
 
 
 def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[list[Edge], int]:

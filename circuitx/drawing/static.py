@@ -20,11 +20,13 @@ from circuitx.drawing.places import (
     RECEIVER_OFFSET,
     Picture,
     caption_text,
+    empty_note,
     feeds,
     graph_places,
     label,
     positions,
     reference_sets,
+    score_scale,
     short_name,
     title,
 )
@@ -37,10 +39,9 @@ PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"
 def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     """Draw the picture to ``path`` (its extension picks SVG, PNG or PDF); returns what was
     drawn (node and edge counts, and the note on an empty circuit)."""
-    from matplotlib import colormaps, rc_context
+    from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -49,10 +50,8 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     n_layers, n_heads, _ = shape_of(graph)
     places = graph_places(graph)
     right = max(x for x, _ in places.values())  # the MLP, or its last feature
-    edges, chosen = picture.chosen_edges()
-    ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
+    edges, chosen, nodes = picture.contents()
     fed = {feeds(data, receiver) for _, receiver, _, data in edges}
-    nodes = [n for n, d in graph.nodes(data=True) if n in places and (d["in_circuit"] or n in ends)]
     truth = reference_sets(reference)
     figure = Figure(figsize=(max(6.5, 0.8 * (right + 2.5)), max(4.5, 0.6 * (n_layers + 2))))
     size = 260 if n_heads <= 6 else 170  # node markers, points squared
@@ -81,9 +80,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             zorder=2,
             solid_capstyle="round",
         )
-    scores = [graph.nodes[n]["score"] for n in nodes if graph.nodes[n]["score"] is not None]
-    bound = max((abs(s) for s in scores), default=1.0) or 1.0
-    cmap, norm = colormaps["RdBu_r"], TwoSlopeNorm(0.0, -bound, bound)
+    cmap, norm = score_scale(graph, nodes)
     for node in nodes:
         x, y = places[node]
         score = graph.nodes[node]["score"]
@@ -157,9 +154,8 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     ax.set_xlim(-2.2, right + 1.0)
     ax.set_ylim(-0.6, n_layers + 1.6)
     figure.suptitle(title(graph), fontsize=10)
-    note = None
-    if not nodes:
-        note = "no component is in the circuit"
+    note = empty_note(nodes)
+    if note:
         ax.annotate(
             note, (0.5, 0.5), xycoords="axes fraction", ha="center", fontsize=10, color="#aa0000"
         )
