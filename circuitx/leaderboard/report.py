@@ -75,13 +75,13 @@ def write_circuit_pages(
     against its reference; returns the pages' paths relative to ``out_dir`` by cell key
     (cells that ran before records kept their graph have none)."""
     pages = {}
-    for cell, record in zip(cells, records):
-        if record["status"] != "ok" or not record.get("graph"):
-            continue
+    drawable = [(c, r) for c, r in zip(cells, records) if r["status"] == "ok" and r.get("graph")]
+    if drawable:
+        (out_dir / PAGES).mkdir(exist_ok=True)
+    for cell, record in drawable:
         graph = from_json_dict(record["graph"])
         circuit = record.get("reference_circuit")
         reference = None if circuit is None else from_circuit_record(circuit, *shape_of(graph))
-        (out_dir / PAGES).mkdir(exist_ok=True)
         relative = f"{PAGES}/{page_name(cell)}"
         draw(graph, out_dir / relative, reference)
         pages[cell.key] = relative
