@@ -6,8 +6,7 @@ output: z = clamp(sigmoid((log u - log(1 - u) + log_alpha) / beta) (zeta - gamma
 0, 1), u uniform, so a gate is exactly 0 or 1 with positive probability. A gate is the
 engine's node mask: 1 the node's own output, 0 its patch value (the run's ablation), in
 between a mix, with the differences of the masked pass itself. The loss is the KL
-divergence of the masked model's answer distribution from the full model's (the task's
-``kl`` metric, negated), plus a
+divergence of the masked model's answer distribution from the full model's, plus a
 Lagrangian that holds the expected share of gates that are 0 at a target that rises
 linearly from 0 to ``sparsity`` over the first ``warmup`` share of the steps (its two
 multipliers are raised by gradient ascent, as Edge Pruning does). Adam on log_alpha,
@@ -42,6 +41,13 @@ def sample_gates(log_alpha: torch.Tensor, generator: torch.Generator) -> torch.T
 def open_probability(log_alpha: torch.Tensor) -> torch.Tensor:
     """P(gate != 0) of every gate: the expected L0 norm's terms."""
     return torch.sigmoid(log_alpha - BETA * math.log(-GAMMA / ZETA))
+
+
+def answer_kl(final: torch.Tensor, clean_final: torch.Tensor) -> torch.Tensor:
+    """KL(full model || masked model) of the answer distributions, mean over rows."""
+    clean = torch.log_softmax(clean_final.float(), -1)
+    masked = torch.log_softmax(final.float(), -1)
+    return (clean.exp() * (clean - masked)).sum(-1).mean()
 
 
 class SubnetworkProbing(Method):
@@ -86,11 +92,7 @@ class SubnetworkProbing(Method):
                 gates = sample_gates(log_alpha, generator)
                 mask = torch.cat([torch.ones(1), gates]).unsqueeze(0)
                 final = part.run(mask, train=True)
-                # the task's KL metric is -KL(full || masked) of its answer distributions
-                task_kl = part.task.metric(
-                    "kl", final[0].float(), part.data, part.clean_final.float()
-                )
-                kl = -task_kl.mean() * weight
+                kl = answer_kl(final[0], part.clean_final) * weight
                 kl.backward()
                 kl_total = kl_total + kl.detach()
             expected_sparsity = 1.0 - open_probability(log_alpha).mean()
