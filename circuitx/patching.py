@@ -36,10 +36,12 @@ from circuitx.models import (
     HeadReads,
     Model,
     attention_output_hook,
+    attention_pattern_hook,
     head_input_hook,
     head_output_hook,
     head_vector_hook,
     mlp_input_hook,
+    mlp_output_hook,
     post_attention_scale_hook,
     resid_pre_hook,
     sender_output_hook,
@@ -251,34 +253,11 @@ class PatchingEngine:
         """
         node_mask = torch.ones(1, self.layout.n_senders, requires_grad=True)
         deltas = self.clean_deltas
-        n_receivers, device = self.layout.n_receivers, deltas.device
         if len(mixes) == 1:
-            by_receiver = torch.zeros(n_receivers, self.layout.n_senders, device=device)
-            # a layer's worth of receivers' gradients, multiplied together: one read of
-            # the differences per layer (the buffer is reused: no fresh pages per layer)
-            width = self.layout.receivers_per_layer
-            buffer = torch.empty(width, deltas.shape[1], device=device, dtype=deltas.dtype)
-            pending: list[tuple[int, int]] = []  # (first receiver, how many)
-
-            def flush() -> None:
-                filled = sum(count for _, count in pending)
-                products = buffer[:filled] @ deltas.T
-                at = 0
-                for first, count in pending:
-                    by_receiver[first : first + count] = products[at : at + count]
-                    at += count
-                pending.clear()
-
-            def record(first: int, rows: torch.Tensor) -> None:
-                filled = sum(count for _, count in pending)
-                if filled + len(rows) > width:
-                    flush()
-                    filled = 0
-                buffer[filled : filled + len(rows)] = rows
-                pending.append((first, len(rows)))
-
+            products = _ReceiverProducts(self.layout, deltas)
+            record = products.record
         else:
-            sums = torch.zeros(n_receivers, deltas.shape[1], device=device)
+            sums = torch.zeros(self.layout.n_receivers, deltas.shape[1], device=deltas.device)
 
             def record(first: int, rows: torch.Tensor) -> None:
                 sums[first : first + len(rows)] += rows.to(sums.dtype)
@@ -287,13 +266,72 @@ class PatchingEngine:
             final = self.run(node_mask, grad=True, mix=mix, record_grads=record)
             self.metric(final).mean().backward()
             advance(1)
-        if len(mixes) == 1 and pending:
-            flush()
-        if len(mixes) > 1:
+        if len(mixes) == 1:
+            by_receiver = products.take()
+        else:
             by_receiver = sums @ deltas.T
             del sums
         edge_grad = by_receiver.T
         return node_mask.grad[0], edge_grad * self.layout.valid.to(edge_grad.device)
+
+    def dropped_gradients(
+        self, drops: Sequence[int | None], patterns: bool = False, advance: Advance = no_progress
+    ) -> Attributions:
+        """EAP's gradients (:meth:`mask_gradients` at the clean run) once per entry of
+        ``drops``, from one forward pass and a backward pass each: None the plain gradient,
+        a layer l the gradient with what flows back through block l's writes to the
+        residual stream (its heads' and its MLP's outputs) set to zero, AtP*'s GradDrop.
+        Then a node of block l, and a receiver of block l, get a zero gradient; a later
+        one loses the paths through block l. With ``patterns`` also the gradient at every
+        layer's attention pattern."""
+        layout = self.layout
+        deltas = self.clean_deltas
+        node_mask = torch.ones(1, layout.n_senders, requires_grad=True)
+        products = _ReceiverProducts(layout, deltas)
+        dropped: list[int | None] = [None]
+        at_patterns: dict[int, torch.Tensor] = {}
+
+        def drop(layer: int) -> Callable:
+            def hook(out: torch.Tensor) -> torch.Tensor:
+                out = out.view_as(out)
+                out.register_hook(lambda g: torch.zeros_like(g) if dropped[0] == layer else None)
+                return out
+
+            return hook
+
+        def keep_pattern(layer: int) -> Callable:
+            def hook(pattern: torch.Tensor) -> torch.Tensor:
+                pattern = pattern.view_as(pattern)
+                pattern.register_hook(lambda g: at_patterns.__setitem__(layer, g.float()))
+                return pattern
+
+            return hook
+
+        extra = []
+        for layer in sorted({d for d in drops if d is not None}):
+            extra.append((attention_output_hook(layer), drop(layer)))
+            if layout.has_mlp:
+                extra.append((mlp_output_hook(layer), drop(layer)))
+        if patterns:
+            extra += [(attention_pattern_hook(layer), keep_pattern(layer))
+                      for layer in range(layout.n_layers)]  # fmt: skip
+        final = self.run(node_mask, grad=True, record_grads=products.record, extra_hooks=extra)
+        metric = self.metric(final).mean()
+        valid = layout.valid.to(deltas.device)
+        nodes, edges, pattern_grads = [], [], []
+        for index, layer in enumerate(drops):
+            dropped[0] = layer
+            node_mask.grad = None
+            at_patterns.clear()
+            metric.backward(retain_graph=index + 1 < len(drops))
+            nodes.append(node_mask.grad[0])
+            edges.append(products.take().T * valid)
+            if patterns:
+                n, width = self.data.clean.shape
+                empty = torch.zeros(n, layout.n_heads, width, width, device=deltas.device)
+                pattern_grads.append([at_patterns.get(at, empty) for at in range(layout.n_layers)])
+            advance(1)
+        return Attributions(torch.stack(nodes), torch.stack(edges), pattern_grads or None)
 
     def gate_gradients(self) -> torch.Tensor:
         """Each prompt's metric's gradient with respect to each sender's gate at 1 (a node
@@ -315,6 +353,7 @@ class PatchingEngine:
         record_grads: Callable[[int, torch.Tensor], None] | None = None,
         complement: bool = False,
         train: bool = False,
+        extra_hooks: Sequence[tuple[str, Callable]] = (),
     ) -> torch.Tensor:
         """Readout logits [k, n * P, vocab] (END alone: P = 1) of the clean prompts under
         k node masks [k, n_senders] (or one per prompt, [k, n, n_senders]) and/or k edge
@@ -329,7 +368,7 @@ class PatchingEngine:
         this pass, and the pass starts at the first layer a mask changes. With ``train``
         the pass starts at the embeddings, keeps the autograd graph and its differences
         are its own: the gradients at any masks, for masks that are learned. ``complement``:
-        see :meth:`edge_mask_metrics`.
+        see :meth:`edge_mask_metrics`. ``extra_hooks`` run after the pass's own.
         """
         given = node_mask if node_mask is not None else edge_mask
         k = 1 if given is None else given.shape[0]
@@ -355,8 +394,9 @@ class PatchingEngine:
             flags = tuple(flag for flag in flags if flag != "split_qkv")
         with self.model.hooks_enabled(flags):
             final = self.model.run_from(
-                layer, resid, tokens, pass_.hooks(), self.readout.repeat(k, 1), grad=grad
-            )
+                layer, resid, tokens, [*pass_.hooks(), *extra_hooks], self.readout.repeat(k, 1),
+                grad=grad,
+            )  # fmt: skip
         return final.view(k, self.clean_final.shape[0], -1)
 
     @cached_property
@@ -424,6 +464,59 @@ class PatchingEngine:
         if senders not in totals:
             totals[senders] = self.clean_deltas[:senders].sum(0)
         return totals[senders]
+
+
+@dataclass
+class Attributions:
+    """Gradients of one backward pass per GradDrop setting (see
+    :meth:`PatchingEngine.dropped_gradients`): of the node mask [D, n_senders], of the
+    edge mask [D, n_senders, n_receivers] and, where asked for, at each layer's attention
+    pattern (per pass, a list over layers of [n, head, query, key])."""
+
+    nodes: torch.Tensor
+    edges: torch.Tensor
+    patterns: list[list[torch.Tensor]] | None = None
+
+
+class _ReceiverProducts:
+    """The edge-mask gradient of one backward pass, [n_receivers, n_senders]: the
+    gradients at a layer's worth of receivers' inputs are multiplied by the senders'
+    differences as the backward pass reaches them (one read of the differences per layer;
+    the gradients are never all held at once, and the buffer is reused)."""
+
+    def __init__(self, layout: Layout, deltas: torch.Tensor) -> None:
+        self.deltas, device = deltas, deltas.device
+        self.by_receiver = torch.zeros(layout.n_receivers, layout.n_senders, device=device)
+        width = layout.receivers_per_layer
+        self.buffer = torch.empty(width, deltas.shape[1], device=device, dtype=deltas.dtype)
+        self.pending: list[tuple[int, int]] = []  # (first receiver, how many)
+
+    def _filled(self) -> int:
+        return sum(count for _, count in self.pending)
+
+    def _flush(self) -> None:
+        products = self.buffer[: self._filled()] @ self.deltas.T
+        at = 0
+        for first, count in self.pending:
+            self.by_receiver[first : first + count] = products[at : at + count]
+            at += count
+        self.pending.clear()
+
+    def record(self, first: int, rows: torch.Tensor) -> None:
+        filled = self._filled()
+        if filled + len(rows) > len(self.buffer):
+            self._flush()
+            filled = 0
+        self.buffer[filled : filled + len(rows)] = rows
+        self.pending.append((first, len(rows)))
+
+    def take(self) -> torch.Tensor:
+        """The products so far; the next backward pass starts from zeros."""
+        if self.pending:
+            self._flush()
+        done = self.by_receiver
+        self.by_receiver = torch.zeros_like(done)
+        return done
 
 
 class _MaskedPass:

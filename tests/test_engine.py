@@ -28,6 +28,7 @@ METHODS = {
     "cdt": {},
     "sae": {"sae_steps": 40, "n_examples": 12},
     "hisp": {},
+    "atp": {},
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from circuitx.errors import CircuitxError
 from circuitx.methods.acdc import ACDC
 from circuitx.methods.activation_patching import ActivationPatching
+from circuitx.methods.atp import ATP
 from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores
 from circuitx.methods.cdt import CDT
 from circuitx.methods.eap import EAP
@@ -41,6 +42,7 @@ for _method in (
     ACDC(),
     EAP(),
     EAPIG(),
+    ATP(),
     HISP(),
     SubnetworkProbing(),
 ):

@@ -6,12 +6,17 @@ summed over prompts' positions and averaged over prompts: the gradient of the me
 respect to the engine's edge mask. A node's score is the same estimate for patching the
 node (the gradient with respect to the node mask). Scores are divided by the
 clean - corrupted metric gap, so that they read like activation patching's.
+
+``--qk-fix on`` and ``--grad-drop on`` add AtP*'s two fixes (Kramar et al. 2024; see
+:mod:`circuitx.methods.attribution`): edges into queries and keys through the exact
+softmax, and the mean magnitude over L backward passes that each drop one block.
 """
 
 from __future__ import annotations
 
 from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
+from circuitx.methods.atp import fix_options, fix_weights, fixed_estimates, fixed_passes
 from circuitx.methods.base import Method, MethodRun, Scores, above_resolution
 from circuitx.models import Model
 
@@ -21,15 +26,22 @@ class EAP(Method):
     title = "Edge attribution patching: gradient x activation difference, one backward pass"
     granularity = "edge"
     default_threshold = 0.02
+    options = fix_options("off", "off")
+
+    def check(self, model: Model, run: MethodRun) -> None:
+        fix_weights(model, run)
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
-        return 1
+        return fixed_passes(layout, run)
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
         return gradient_floats_per_token(model)
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        node_grad, edge_grad = engine.mask_gradients()
-        run.advance(1)
-        edges, nodes = edge_grad / engine.gap, node_grad / engine.gap
+        if run.options["qk_fix"] == "off" and run.options["grad_drop"] == "off":
+            node_grad, edge_grad = engine.mask_gradients()
+            run.advance(1)
+            edges, nodes = edge_grad / engine.gap, node_grad / engine.gap
+        else:
+            nodes, edges = fixed_estimates(engine, run)
         return Scores.of_edges(above_resolution(edges), above_resolution(nodes))

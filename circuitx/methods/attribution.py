@@ -1,0 +1,165 @@
+"""AtP* (Kramar, Lieberum, Shah and Nanda 2024): attribution patching with its two fixes,
+shared by ``atp`` (nodes) and ``eap`` (edges, ``--qk-fix``, ``--grad-drop``).
+
+Attribution patching estimates the effect of a patch by the gradient at the clean run
+times the change: for an edge u -> r, ``(clean_u - patch_u) . d metric / d input_r``.
+
+- **QK fix.** Where r is a head's query or key input, the change reaches the metric
+  through the head's softmax, whose gradient vanishes where the pattern is saturated. The
+  fix computes the patched pattern exactly, and only then takes the gradient: for the
+  query side, the head's queries are recomputed from its input less u's difference (its
+  norm included; keys clean), the pattern recomputed, and the estimate is
+  ``sum (A - A') . d metric / d A`` over prompts, query and key positions; for the key
+  side the same with the keys recomputed, at every position at once (the edge is patched
+  at every position), so every query that sees a key sees its change. Batched over the
+  senders into a layer and all its heads; the values keep the linear estimate.
+- **GradDrop.** Effects that cancel (a direct effect against an indirect one through
+  later layers) give a small gradient. The estimate is made L times, the l-th with what
+  flows back through block l's writes to the residual stream set to zero, and the
+  magnitudes are averaged: ``sum_l |c_l| / (L - 1)``. Dropping a node's (or a receiver's)
+  own block zeroes its term, so each has L - 1 terms that count; the embeddings and the
+  logits' edges, in no block, have L and are divided by L.
+
+Cost: one forward pass and a backward pass (L with GradDrop, all from the one forward
+pass); the QK fix, two single-layer attention computations per sender into each layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from circuitx.decomposition import attention_pattern, normalise_whole, rotate
+from circuitx.engine import Engine
+from circuitx.layout import Layout
+from circuitx.models import BlockWeights, TransformerWeights
+from circuitx.patching import PatchingEngine
+from circuitx.progress import Advance, no_progress
+
+QK_CHUNK_FLOATS = 2**25  # floats one batch of senders' recomputed queries and patterns hold
+
+
+def drops_for(layout: Layout, grad_drop: bool) -> list[int | None]:
+    """The backward passes: one per block with GradDrop, else the plain one."""
+    return list(range(layout.n_layers)) if grad_drop else [None]
+
+
+def _project(
+    normed: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, weights: TransformerWeights
+) -> torch.Tensor:
+    """q or k [..., pos, head, d_head] of a normed input [..., pos, d_model], rotated where
+    the model has rotary positions."""
+    mapped = torch.einsum("...pd,hde->...phe", normed, weight) + bias
+    return mapped if weights.rotary is None else rotate(mapped, weights.rotary)
+
+
+def _pattern(
+    query: torch.Tensor, key: torch.Tensor, block: BlockWeights, weights: TransformerWeights
+) -> torch.Tensor:
+    scores = torch.einsum("...qhe,...khe->...hqk", query, key)
+    return attention_pattern(scores, block, weights)
+
+
+def qk_fixed_edges(
+    part: PatchingEngine,
+    weights: TransformerWeights,
+    pattern_grads: Sequence[Sequence[torch.Tensor]],
+    advance: Advance = no_progress,
+) -> torch.Tensor:
+    """The QK-fixed estimate of every edge into a head's q or k input, once per backward
+    pass (``pattern_grads[d][layer]``: the gradient at that layer's pattern [n, head,
+    query, key]): [D, n_senders, n_receivers], zero at every other receiver."""
+    layout, model = part.layout, part.model
+    n, width = part.data.clean.shape
+    d_model, heads = model.d_model, layout.n_heads
+    fixed = torch.zeros(len(pattern_grads), layout.n_senders, layout.n_receivers)
+    fixed = fixed.to(part.clean_deltas.device)
+    per_sender = n * width * (2 * d_model + 2 * heads * (model.d_head + width))
+    step = max(1, QK_CHUNK_FLOATS // per_sender)
+    for layer in range(layout.n_layers):
+        block = weights.blocks[layer]
+        x = part.clean_resid(layer).float()
+        normed, _ = normalise_whole(x, block.ln1, weights)
+        query = _project(normed, block.W_Q, block.b_Q, weights)
+        key = _project(normed, block.W_K, block.b_K, weights)
+        clean = _pattern(query, key, block, weights)
+        grads = torch.stack([grad[layer] for grad in pattern_grads])  # [D, n, head, q, k]
+        q_first = layout.head_receiver(layer, "q")
+        k_first = layout.head_receiver(layer, "k")
+        readable = layout.readable(q_first)
+        deltas = part.clean_deltas[:readable].view(readable, n, width, d_model)
+        for first in range(0, readable, step):
+            senders = slice(first, min(readable, first + step))
+            patched, _ = normalise_whole(x - deltas[senders], block.ln1, weights)
+            moved_query = _project(patched, block.W_Q, block.b_Q, weights)
+            moved_key = _project(patched, block.W_K, block.b_K, weights)
+            for moved, receiver in (
+                (_pattern(moved_query, key, block, weights), q_first),
+                (_pattern(query, moved_key, block, weights), k_first),
+            ):
+                change = clean - moved  # [senders, n, head, q, k]
+                effect = torch.einsum("snhqk,dnhqk->dsh", change, grads)
+                fixed[:, senders, receiver : receiver + heads] = effect
+        advance(1)
+    return fixed * layout.valid.to(fixed.device)
+
+
+def attributions(
+    engine: Engine,
+    drops: Sequence[int | None],
+    weights: TransformerWeights | None,
+    advance: Advance = no_progress,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Node [D, n_senders] and edge [D, n_senders, n_receivers] estimates of every
+    backward pass in ``drops``, means over prompts (not yet divided by the gap); with
+    ``weights``, the QK fix on the edges into queries and keys and on the nodes (a node's
+    estimate takes its q and k edges' fixed estimates in place of their linear ones)."""
+    layout = engine.layout
+    nodes = edges = None
+    for part, share in engine.parts():
+
+        def step(steps: float = 1, *rest) -> None:
+            advance(steps * share, *rest)
+
+        found = part.dropped_gradients(drops, patterns=weights is not None, advance=step)
+        part_nodes, part_edges = found.nodes, found.edges
+        if weights is not None:
+            fixed = qk_fixed_edges(part, weights, found.patterns, step)
+            qk = torch.zeros(layout.n_receivers, dtype=torch.bool, device=fixed.device)
+            for layer in range(layout.n_layers):
+                for side in ("q", "k"):
+                    first = layout.head_receiver(layer, side)
+                    qk[first : first + layout.n_heads] = True
+            change = torch.where(qk, fixed - part_edges, 0.0).sum(-1)  # [D, n_senders]
+            own = _own_block(layout, drops, sender=True).to(change.device)
+            part_nodes = part_nodes + torch.where(own, 0.0, change)
+            part_edges = torch.where(qk, fixed, part_edges)
+        nodes = share * part_nodes if nodes is None else nodes + share * part_nodes
+        edges = share * part_edges if edges is None else edges + share * part_edges
+    return nodes, edges
+
+
+def _own_block(layout: Layout, drops: Sequence[int | None], sender: bool) -> torch.Tensor:
+    """[D, n_senders] (or [D, n_receivers]): where the pass drops the entry's own block."""
+    if sender:
+        blocks = [-1] + [layout.sender_layer(s) for s in range(1, layout.n_senders)]
+    else:
+        blocks = [layout.receiver_layer(r) for r in range(layout.n_receivers)]
+    blocks_t = torch.tensor(blocks)
+    dropped = torch.tensor([-2 if d is None else d for d in drops])
+    return dropped.unsqueeze(1) == blocks_t.unsqueeze(0)
+
+
+def combined(
+    layout: Layout, drops: Sequence[int | None], nodes: torch.Tensor, edges: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The estimates of the passes as one: the plain pass's own, or with GradDrop the mean
+    magnitude over the passes that do not drop the entry's own block."""
+    if drops == [None]:
+        return nodes[0], edges[0]
+    own_nodes = _own_block(layout, drops, sender=True).to(nodes.device)
+    own_edges = _own_block(layout, drops, sender=False).to(edges.device)
+    node_count = (~own_nodes).sum(0).clamp(min=1)
+    edge_count = (~own_edges).sum(0).clamp(min=1)
+    return nodes.abs().sum(0) / node_count, edges.abs().sum(0) / edge_count
