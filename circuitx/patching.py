@@ -556,6 +556,7 @@ class _MaskedPass:
         self.groups: dict[int, _Group] = {}  # by first receiver
         self.live_column = torch.full((layout.n_senders,), -1)
         self.live: torch.Tensor | None = None
+        self.grows = False  # the live buffer grows by concatenation (see _plan)
         self.total: torch.Tensor | None = None  # [k, rows]: every live difference so far
         self.last_total: tuple[int, torch.Tensor] | None = None  # (first sender, its chunk's)
         if edge_mask is not None:
@@ -594,7 +595,11 @@ class _MaskedPass:
         if len(needed):
             self.live_column[needed] = torch.arange(len(needed))
             rows = self.engine.clean_deltas.shape[1]
-            self.live = torch.empty(self.k, len(needed), rows, device=self.engine.model.device)
+            # a pass whose mask is learned keeps the buffer out of place: it grows by each
+            # chunk's columns, so what a correction read stays as autograd saved it
+            self.grows = exact and not self.frozen
+            width = 0 if self.grows else len(needed)
+            self.live = torch.empty(self.k, width, rows, device=self.engine.model.device)
         if any(group.form == "kept" for group in self.groups.values()):
             fixed = self.engine.fixed_total(self.first_live)
             self.total = fixed.expand(self.k, -1).clone()
@@ -705,7 +710,10 @@ class _MaskedPass:
             else:
                 picked = picked.movedim(-2, 1)
             picked = picked.reshape(self.k, len(wanted), -1)
-            self.live[:, first : last + 1] = picked
+            if self.grows:  # the chunks come in column order
+                self.live = torch.cat([self.live, picked], 1)
+            else:
+                self.live[:, first : last + 1] = picked
             if len(wanted) < chunk.count:
                 picked = None
         if self.total is not None:

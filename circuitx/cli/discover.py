@@ -78,7 +78,12 @@ def method_parameters() -> list[click.Parameter]:
     for name, declared in all_options().items():
         _, option = declared[0]
         users = ", ".join(method.name for method, _ in declared)
-        default = "" if option.default is None else f" [default: {option.default}]"
+        defaults = {method.name: o.default for method, o in declared if o.default is not None}
+        if len(set(defaults.values())) > 1:  # methods that share the option differ
+            each = ", ".join(f"{value} for {method}" for method, value in defaults.items())
+            default = f" [default: {each}]"
+        else:
+            default = "" if option.default is None else f" [default: {option.default}]"
         params.append(
             click.Option(
                 [option.flag, name],

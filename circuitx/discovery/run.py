@@ -64,7 +64,9 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
             scores = method.score(engine, run)
     threshold, top_k = request.threshold, request.top_k
     if top_k is None and threshold is None:
-        threshold = method.selection_threshold(run)
+        top_k = method.selection_top_k(run, scores)
+        if top_k is None:
+            threshold = method.selection_threshold(run)
     nodes_kept, edges_kept = select(layout, scores, method.granularity, threshold, top_k)
     graph = full_graph(
         model.n_layers,

@@ -19,7 +19,7 @@ from circuitx.methods.cdt import CDT
 from circuitx.methods.eap import EAP
 from circuitx.methods.eap_ig import EAPIG
 from circuitx.methods.hisp import HISP
-from circuitx.methods.learned_masks import SubnetworkProbing
+from circuitx.methods.learned_masks import EdgePruning, SubnetworkProbing
 from circuitx.methods.path_patching import PathPatching
 from circuitx.methods.sae import SAE
 from circuitx.methods.transcoder import TranscoderMethod
@@ -45,6 +45,7 @@ for _method in (
     ATP(),
     HISP(),
     SubnetworkProbing(),
+    EdgePruning(),
 ):
     register(_method)
 

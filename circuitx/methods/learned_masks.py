@@ -18,6 +18,8 @@ Deterministic under the seed (the uniform noise is drawn from it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 
@@ -50,65 +52,136 @@ def answer_kl(final: torch.Tensor, clean_final: torch.Tensor) -> torch.Tensor:
     return (clean.exp() * (clean - masked)).sum(-1).mean()
 
 
-class SubnetworkProbing(Method):
-    name = "subnetwork-probing"
-    title = "Subnetwork probing: hard-concrete node masks trained to a target sparsity"
-    granularity = "node"
-    default_threshold = 0.5
-    options = (
-        Option("sparsity", "float", 0.7, "share of heads and MLPs to remove", low=0.0),
-        Option("sp_steps", "int", 300, "training steps (each over every prompt)", low=1),
-        Option("sp_lr", "float", 0.1, "Adam's learning rate for the gates", low=0.0, low_open=True),
+def train_gates(
+    engine: Engine,
+    run: MethodRun,
+    n_gates: int,
+    masks: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    options: tuple[int, float, float, float],
+    name: str,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Train ``n_gates`` hard-concrete gates, ``masks(gates)`` giving the masked pass's
+    ``node_mask`` or ``edge_mask``; ``options``: steps, target sparsity, warm-up share and
+    learning rate. The probability each gate is open [n_gates] (float64) and the final
+    KL and expected sparsity."""
+    steps, target, warmup_share, lr = options
+    warmup = max(1, round(warmup_share * steps))
+    log_alpha = torch.full((n_gates,), 3.0, requires_grad=True)  # gates start open
+    multipliers = torch.zeros(2, requires_grad=True)
+    optimiser = torch.optim.Adam([log_alpha], lr=lr)
+    ascent = torch.optim.Adam([multipliers], lr=lr)
+    generator = torch.Generator().manual_seed(run.seed)
+    loss_value, sparsity_value = torch.zeros(()), torch.zeros(())
+    for step in range(steps):
+        optimiser.zero_grad()
+        ascent.zero_grad()
+        goal = target * min(1.0, (step + 1) / warmup)
+        kl_total = 0.0
+        for part, weight in engine.parts():
+            final = part.run(**masks(sample_gates(log_alpha, generator)), train=True)
+            kl = answer_kl(final[0], part.clean_final) * weight
+            kl.backward()
+            kl_total = kl_total + kl.detach()
+        expected_sparsity = 1.0 - open_probability(log_alpha).mean()
+        gap = expected_sparsity - goal
+        penalty = multipliers[0] * gap + multipliers[1] * gap**2
+        penalty.backward()
+        multipliers.grad.neg_()  # the multipliers rise where the target is missed
+        optimiser.step()
+        ascent.step()
+        loss_value, sparsity_value = kl_total, expected_sparsity.detach()
+        if (step + 1) % REPORT_EVERY == 0 or step + 1 == steps:  # a host read: not each step
+            shown = f"KL {float(loss_value):.4f}, sparsity {float(sparsity_value):.2f}"
+            run.advance(1, f"{name}: {shown}")
+        else:
+            run.advance(1)
+    with torch.no_grad():
+        keep = open_probability(log_alpha).double()
+    return keep, {"final_kl": float(loss_value), "expected_sparsity": float(sparsity_value)}
+
+
+def training_options(
+    sparsity: float, steps: int, lr: float, prefix: str, what: str
+) -> tuple[Option, ...]:
+    """The trainer's options with a method's defaults; ``prefix`` names its steps and
+    learning rate (``sp_steps``, ``ep_lr``)."""
+    return (
+        Option("sparsity", "float", sparsity, f"share of {what} to remove", low=0.0),
+        Option(f"{prefix}_steps", "int", steps, "training steps (each over every prompt)", low=1),
+        Option(f"{prefix}_lr", "float", lr, "Adam's learning rate for the gates", low=0.0,
+               low_open=True),
         Option("warmup", "float", 0.5, "share of the steps over which the target rises", low=0.0),
-    )
+    )  # fmt: skip
+
+
+class _LearnedMasks(Method):
+    """What subnetwork probing and edge pruning share: options, checks and progress."""
+
+    prefix: ClassVar[str]
 
     def check(self, model: Model, run: MethodRun) -> None:
         if not run.options["sparsity"] < 1.0:
             raise CircuitxError(f"--sparsity must be below 1, not {run.options['sparsity']}")
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
-        return int(run.options["sp_steps"])
+        return int(run.options[f"{self.prefix}_steps"])
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
         return gradient_floats_per_token(model)
 
-    def score(self, engine: Engine, run: MethodRun) -> Scores:
+    def _train(self, engine: Engine, run: MethodRun, n_gates: int, masks) -> tuple:
         options = run.options
-        steps, target = int(options["sp_steps"]), float(options["sparsity"])
-        warmup = max(1, round(float(options["warmup"]) * steps))
+        settings = (
+            int(options[f"{self.prefix}_steps"]),
+            float(options["sparsity"]),
+            float(options["warmup"]),
+            float(options[f"{self.prefix}_lr"]),
+        )
+        keep, facts = train_gates(engine, run, n_gates, masks, settings, self.name)
+        return keep, {f"{self.prefix}_{key}": value for key, value in facts.items()}
+
+
+class SubnetworkProbing(_LearnedMasks):
+    name = "subnetwork-probing"
+    title = "Subnetwork probing: hard-concrete node masks trained to a target sparsity"
+    granularity = "node"
+    default_threshold = 0.5
+    prefix = "sp"
+    options = training_options(0.7, 300, 0.1, "sp", "heads and MLPs")
+
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
         n_nodes = engine.layout.n_senders - 1  # every head and MLP; the input stays
-        log_alpha = torch.full((n_nodes,), 3.0, requires_grad=True)  # gates start open
-        multipliers = torch.zeros(2, requires_grad=True)
-        optimiser = torch.optim.Adam([log_alpha], lr=float(options["sp_lr"]))
-        ascent = torch.optim.Adam([multipliers], lr=float(options["sp_lr"]))
-        generator = torch.Generator().manual_seed(run.seed)
-        loss_value, sparsity_value = torch.zeros(()), torch.zeros(())
-        for step in range(steps):
-            optimiser.zero_grad()
-            ascent.zero_grad()
-            goal = target * min(1.0, (step + 1) / warmup)
-            kl_total = 0.0
-            for part, weight in engine.parts():
-                gates = sample_gates(log_alpha, generator)
-                mask = torch.cat([torch.ones(1), gates]).unsqueeze(0)
-                final = part.run(mask, train=True)
-                kl = answer_kl(final[0], part.clean_final) * weight
-                kl.backward()
-                kl_total = kl_total + kl.detach()
-            expected_sparsity = 1.0 - open_probability(log_alpha).mean()
-            gap = expected_sparsity - goal
-            penalty = multipliers[0] * gap + multipliers[1] * gap**2
-            penalty.backward()
-            multipliers.grad.neg_()  # the multipliers rise where the target is missed
-            optimiser.step()
-            ascent.step()
-            loss_value, sparsity_value = kl_total, expected_sparsity.detach()
-            if (step + 1) % REPORT_EVERY == 0 or step + 1 == steps:  # a host read: not each step
-                shown = f"KL {float(loss_value):.4f}, sparsity {float(sparsity_value):.2f}"
-                run.advance(1, f"{self.name}: {shown}")
-            else:
-                run.advance(1)
-        with torch.no_grad():
-            keep = open_probability(log_alpha).double()
-        facts = {"sp_final_kl": float(loss_value), "sp_expected_sparsity": float(sparsity_value)}
+
+        def masks(gates: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"node_mask": torch.cat([torch.ones(1), gates]).unsqueeze(0)}
+
+        keep, facts = self._train(engine, run, n_nodes, masks)
         return Scores(nodes=torch.cat([torch.zeros(1, dtype=keep.dtype), keep]), facts=facts)
+
+
+class EdgePruning(_LearnedMasks):
+    name = "edge-pruning"
+    title = "Edge pruning: hard-concrete edge masks trained to a target sparsity"
+    granularity = "edge"
+    default_threshold = 0.5
+    prefix = "ep"
+    options = training_options(0.975, 300, 0.1, "ep", "edges")
+
+    def score(self, engine: Engine, run: MethodRun) -> Scores:
+        layout = engine.layout
+        senders, receivers = layout.edge_positions
+        shape = (layout.n_senders, layout.n_receivers)
+
+        def masks(gates: torch.Tensor) -> dict[str, torch.Tensor]:
+            mask = torch.ones(shape).index_put((senders, receivers), gates)
+            return {"edge_mask": mask.unsqueeze(0)}
+
+        keep, facts = self._train(engine, run, len(senders), masks)
+        edges = torch.zeros(shape, dtype=keep.dtype).index_put((senders, receivers), keep)
+        facts["ep_kept_edges"] = len(senders) - round(float(run.options["sparsity"]) * len(senders))
+        return Scores.of_edges(edges, facts=facts)
+
+    def selection_top_k(self, run: MethodRun, scores: Scores) -> int | None:
+        """The exact target: the (1 - sparsity) share of the edges most likely open (ties
+        in graph order), as Edge Pruning discretises its masks by a threshold search."""
+        return int(scores.facts["ep_kept_edges"])

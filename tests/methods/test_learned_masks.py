@@ -1,5 +1,5 @@
-"""Subnetwork probing: hard-concrete gates, the masked pass that trains them, and the
-planted circuits recovered."""
+"""Subnetwork probing and edge pruning: hard-concrete gates, the masked passes that train
+them, and the planted circuits recovered."""
 
 import pytest
 import torch
@@ -64,6 +64,47 @@ def test_subnetwork_probing_finds_the_planted_circuit(model, task):
     assert [d["score"] for _, d in again.nodes(data=True)] == [
         d["score"] for _, d in graph.nodes(data=True)
     ]  # the same seed, the same gates
+
+
+def test_the_edge_training_pass_gives_the_masked_models_gradient(tiny_model):
+    """The edge-masked pass whose differences are its own keeps every difference a
+    correction read as autograd saved it (its buffer grows out of place)."""
+    task = get_task("ioi")
+    engine = Engine(tiny_model, task, task.make_data(tiny_model, 6, seed=4), task.default_metric)
+    ((part, _),) = engine.parts()
+    layout = part.layout
+    ones = torch.ones(1, layout.n_senders, layout.n_receivers, requires_grad=True)
+    part.metric(part.run(edge_mask=ones, train=True)).mean().backward()
+    torch.testing.assert_close(ones.grad[0], part.mask_gradients()[1], atol=1e-5, rtol=1e-4)
+    senders, receivers = layout.edge_positions
+    mask = torch.ones(1, layout.n_senders, layout.n_receivers)
+    mask[0, senders[::4], receivers[::4]] = 0.3
+    leaf = mask.clone().requires_grad_(True)
+    part.metric(part.run(edge_mask=leaf, train=True)).mean().backward()
+    sender, receiver = layout.edge("a0.h1->a1.h0<q>")
+    nudged, eps = mask.repeat(2, 1, 1), 1e-2
+    nudged[1, sender, receiver] -= eps
+    with torch.no_grad():
+        metrics = part.metric(part.run(edge_mask=nudged)).mean(-1)
+    slope = float(metrics[0] - metrics[1]) / eps
+    assert slope == pytest.approx(float(leaf.grad[0, sender, receiver]), rel=3e-2, abs=1e-4)
+
+
+def test_edge_pruning_keeps_exactly_its_target_and_finds_the_planted_circuit():
+    planted = load_model("planted-greater-than")
+    options = {"ep_steps": 80, "sparsity": 0.98}
+    graph = find(planted, "greater-than", "edge-pruning", n_prompts=8, options=options)
+    kept = [key for *_, key, data in graph.edges(keys=True, data=True) if data["in_circuit"]]
+    n_edges = graph.number_of_edges()
+    assert len(kept) == n_edges - round(0.98 * n_edges) == graph.graph["top_k"]
+    assert (
+        score_graph(graph, ground_truth("planted-greater-than", "greater-than"))["node_auc"] >= 0.99
+    )
+    assert graph.graph["faithfulness"] > 0.95
+    again = find(planted, "greater-than", "edge-pruning", n_prompts=8, options=options)
+    assert [d["score"] for *_, d in again.edges(data=True)] == [
+        d["score"] for *_, d in graph.edges(data=True)
+    ]
 
 
 def test_a_sparsity_of_one_is_one_line():
