@@ -21,9 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from circuitx.files import atomic_open
-from circuitx.leaderboard import make_grid, run_leaderboard, tasks_for
+from circuitx.leaderboard import make_grid, parse_methods, run_leaderboard, tasks_for
 from circuitx.leaderboard.cells import machine
-from circuitx.methods import METHODS
 
 HERE = Path(__file__).resolve().parent
 TIMING = (
@@ -71,7 +70,12 @@ def leaderboard_section(
 ) -> str:
     out = HERE / folder
     cells = make_grid(
-        tasks_for(model), list(METHODS), model, list(range(seeds)), ablation=ablation, device=device
+        tasks_for(model),
+        parse_methods("all"),
+        model,
+        list(range(seeds)),
+        ablation=ablation,
+        device=device,
     )
     start = time.perf_counter()
     board = run_leaderboard(cells, out, jobs=jobs)

@@ -17,7 +17,7 @@ from circuitx.cli.common import (
     print_json,
     stdout,
 )
-from circuitx.methods import METHODS
+from circuitx.leaderboard import STANDARD_VARIANTS
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS
 from circuitx.tasks.pairs import is_task_file
@@ -37,7 +37,10 @@ from circuitx.tasks.pairs import is_task_file
     "methods_spec",
     default="all",
     show_default=True,
-    help="Comma-separated method names, or all.",
+    help="Comma-separated method names, a method with options of its own as a row "
+    "(eap[qk-fix=on]), or all (every method, and the variants "
+    + ", ".join(STANDARD_VARIANTS)
+    + ").",
 )
 @click.option(
     "--model",
@@ -144,12 +147,13 @@ def leaderboard(
     """
     every_task = board_module.tasks_for(model_name)
     tasks = board_module.parse_names(tasks_spec, list(TASKS), "task", every_task, is_task_file)
-    methods = board_module.parse_names(methods_spec, list(METHODS), "method")
-    options = board_module.parse_options(list(option_specs), methods)
+    specs = board_module.parse_methods(methods_spec)
+    methods = [spec.label for spec in specs]
+    options = board_module.parse_options(list(option_specs), [spec.method for spec in specs])
     seed_list = list(range(seed, seed + seeds))
     cells = board_module.make_grid(
         tasks,
-        methods,
+        specs,
         model_name,
         seed_list,
         n_prompts,

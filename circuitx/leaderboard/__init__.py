@@ -4,7 +4,8 @@ model, scored against the reference; resumable, and parallel on local processes 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +30,7 @@ from circuitx.leaderboard.results import (
     tasks_on_several_models,
     write_text,
 )
-from circuitx.methods import get_method
+from circuitx.methods import METHODS, get_method
 from circuitx.progress import progress_bar
 from circuitx.tasks import TASKS
 
@@ -38,8 +39,11 @@ __all__ = [
     "EXECUTORS",
     "HEADINGS",
     "Cell",
+    "STANDARD_VARIANTS",
     "Leaderboard",
+    "MethodSpec",
     "make_grid",
+    "parse_methods",
     "parse_names",
     "parse_options",
     "run_cell",
@@ -87,9 +91,67 @@ def parse_names(
     return list(dict.fromkeys(names))
 
 
+# Rows ``--methods all`` adds to each method at its defaults: a method with options that
+# make a different published method (AtP*'s QK fix on EAP's edges; MIB's EAP-IG over the
+# activations)
+STANDARD_VARIANTS = ("eap[qk-fix=on]", "eap-ig[ig-mode=activations]")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A leaderboard row's method: a registered method and options of its own (a variant,
+    written ``eap[qk-fix=on]``), which its cells' requests take over ``--option``'s."""
+
+    method: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The row's name: the method's, with its options in brackets."""
+        if not self.options:
+            return self.method
+        shown = ",".join(f"{name.replace('_', '-')}={value}" for name, value in self.options)
+        return f"{self.method}[{shown}]"
+
+
+VARIANT = re.compile(r"^([A-Za-z0-9_-]+)(?:\[([^\[\]]*)\])?$")
+
+
+def parse_method(text: str) -> MethodSpec:
+    """``NAME`` or ``NAME[OPTION=VALUE,...]``, each option parsed and checked by the
+    method's declaration."""
+    match = VARIANT.match(text.strip())
+    if match is None:
+        raise CircuitxError(f"--methods takes NAME or NAME[OPTION=VALUE,...], not {text!r}")
+    method = get_method(match.group(1))
+    declared = {option.name: option for option in method.options}
+    options: dict[str, Any] = {}
+    for setting in filter(None, (match.group(2) or "").split(",")):
+        name, equals, value = setting.partition("=")
+        key = name.strip().replace("-", "_")
+        if not equals or key not in declared:
+            known = ", ".join(o.replace("_", "-") for o in declared) or "none"
+            raise CircuitxError(
+                f"{method.name} has no option {name.strip()!r} in {text!r} (its options: {known})"
+            )
+        options[key] = declared[key].parse(value.strip())
+    return MethodSpec(method.name, tuple(options.items()))
+
+
+def parse_methods(spec: str) -> list[MethodSpec]:
+    """``all`` (every registered method, then :data:`STANDARD_VARIANTS`) or a comma-separated
+    list of methods and variants (commas inside brackets separate a variant's options)."""
+    if spec.strip() == "all":
+        return [MethodSpec(name) for name in METHODS] + [parse_method(v) for v in STANDARD_VARIANTS]
+    items = [item for item in re.split(r",(?![^\[]*\])", spec) if item.strip()]
+    if not items:
+        raise CircuitxError(f"unknown method {spec!r}; choose from all, {', '.join(METHODS)}")
+    return list(dict.fromkeys(parse_method(item) for item in items))
+
+
 def make_grid(
     tasks: list[str],
-    methods: list[str],
+    methods: Sequence[str | MethodSpec],
     model: str,
     seeds: list[int],
     n_prompts: int = 50,
@@ -102,34 +164,36 @@ def make_grid(
 ) -> list[Cell]:
     """Every (task, model, method, seed) cell. A family (``planted``, ``tracr``) stands for
     its models for each task; a task the family has no model for makes error cells.
-    ``options`` maps a method to its non-default options. Cells of one model are
-    adjacent, so a process loads it once."""
+    ``methods``: names or :class:`MethodSpec` (variants); ``options`` maps a method to its
+    non-default options (a variant's own win). Cells of one model are adjacent, so a
+    process loads it once."""
     options = options or {}
+    specs = [m if isinstance(m, MethodSpec) else parse_method(m) for m in methods]
     cells = []
     for task in tasks:
         try:
             names = builtin.resolve_all(model, task)
         except CircuitxError:
             names = (model,)  # the family: the cells' requests fail with its error
-        for name, method, seed in itertools.product(names, methods, seeds):
+        for name, spec, seed in itertools.product(names, specs, seeds):
             request = DiscoveryRequest(
                 task,
-                method,
+                spec.method,
                 name,
                 n_prompts,
                 seed,
                 ablation=ablation,
-                options=dict(options.get(method, {})),
+                options={**options.get(spec.method, {}), **dict(spec.options)},
                 device=device,
                 dtype=dtype,
                 cache_dir=cache_dir,
                 max_memory=max_memory,
             )
-            cells.append(Cell(request))
+            cells.append(Cell(request, spec.label if spec.options else None))
     return cells
 
 
-def parse_options(specs: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
+def parse_options(specs: list[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``METHOD.NAME=VALUE`` settings (``--option``) as {method: {name: value}}, each
     value parsed and checked by the method's declaration of the option."""
     parsed: dict[str, dict[str, Any]] = {}

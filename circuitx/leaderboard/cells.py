@@ -39,6 +39,7 @@ class Cell:
     cell is an error."""
 
     request: DiscoveryRequest
+    variant: str | None = None  # the row's name for a method with options of its own
 
     @property
     def task(self) -> str:
@@ -48,7 +49,8 @@ class Cell:
 
     @property
     def method(self) -> str:
-        return self.request.method
+        """The row's method: its name, or a variant's (``eap[qk-fix=on]``)."""
+        return self.variant or self.request.method
 
     @property
     def model(self) -> str:

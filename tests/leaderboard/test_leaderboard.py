@@ -15,8 +15,14 @@ from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.discovery import report
 from circuitx.graph import from_json_dict
+from circuitx.leaderboard import (
+    STANDARD_VARIANTS,
+    make_grid,
+    parse_methods,
+    run_cell,
+    run_leaderboard,
+)
 from circuitx.leaderboard import cells as cells_module
-from circuitx.leaderboard import make_grid, run_cell, run_leaderboard
 from circuitx.methods import METHODS
 
 GRID = ["--tasks", "greater-than", "--methods", "activation-patching,eap", "--n-prompts", 10]
@@ -155,7 +161,10 @@ def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
     "args, message",
     [
         (["--tasks", "ioi,nope"], "unknown task nope"),
-        (["--methods", "magic"], "unknown method magic"),
+        (["--methods", "magic"], "unknown method 'magic'"),
+        (["--methods", "eap[tau=1]"], "eap has no option 'tau'"),
+        (["--methods", "eap[qk-fix=maybe]"], "unknown --qk-fix 'maybe'"),
+        (["--methods", "eap[qk-fix=on"], "--methods takes NAME or NAME[OPTION=VALUE,...]"),
         (["--model", "no/such/dir/"], "model directory not found"),
         (["--executor", "dask"], "Invalid value for '--executor'"),
     ],
@@ -209,6 +218,30 @@ def test_options_run_non_default_settings_and_enter_the_key(tmp_path):
     assert records[0]["cell"]["options"] == {"tau": 0.2}
     assert len(list((tmp_path / "cells").glob("*.json"))) == 2  # two keys, both kept
     assert records[0]["result"]["options"] == {"tau": 0.2}
+
+
+def test_a_variant_is_a_row_of_its_own_with_its_options(tmp_path):
+    """``eap[qk-fix=on]`` runs EAP with the QK fix in cells of its own key and row; an
+    ``--option`` for the method reaches both rows, the variant's own setting winning."""
+    args = ["leaderboard", "--tasks", "greater-than", "--methods", "eap,eap[qk-fix=on]"]
+    args += ["--seeds", 1, "--n-prompts", 4, "--out", tmp_path, "--json"]
+    result = run(*args, "--option", "eap.qk_fix=off", "--option", "eap.grad_drop=on")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [row["method"] for row in rows] == ["eap", "eap[qk-fix=on]"]
+    records = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert [r["result"]["options"] for r in records] == [
+        {"qk_fix": "off", "grad_drop": "on"},
+        {"qk_fix": "on", "grad_drop": "on"},
+    ]
+    assert len({r["key"] for r in records}) == 2
+    assert [s.label for s in parse_methods("all")][-len(STANDARD_VARIANTS) :] == list(
+        STANDARD_VARIANTS
+    )
+    assert [s.label for s in parse_methods("eap[grad-drop=on,qk-fix=on], acdc")] == [
+        "eap[grad-drop=on,qk-fix=on]",
+        "acdc",
+    ]
 
 
 @pytest.mark.parametrize(
