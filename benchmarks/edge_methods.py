@@ -15,8 +15,9 @@ random model the clean-corrupted gap is near zero, so nearly every node passes t
 threshold and each later stage patches every sender into every found node's inputs.
 Part 2: ACDC on the planted IOI model, whose 1000-odd edges it tries one by one.
 ``--only`` measures the floor, one forward pass and the steps named (ACDC among them
-runs part 2): the methods past the first eight (HISP, EAP-IG's other modes) are measured
-so, EAP-IG over activations on fewer prompts (its 125 passes).
+runs part 2): the methods past the first eight (HISP, EAP-IG's other modes, AtP* and
+EAP's fixes, the learned masks) are measured so, EAP-IG over activations and the learned
+masks on fewer prompts.
 
 Each step runs in a fresh process after a warm-up pass on two prompts; its peak memory
 is the rise of the peak resident size over the resident size before it (Linux /proc; the
@@ -132,8 +133,21 @@ METHOD_STEPS = {
     "eap-ig-activations": ("eap-ig", {"ig_mode": "activations"}),
     "eap-ig-clean-corrupted": ("eap-ig", {"ig_mode": "clean-corrupted"}),
     "subnetwork-probing": ("subnetwork-probing", {}),
+    "atp": ("atp", {}),
+    "eap-qk-fix": ("eap", {"qk_fix": "on"}),
+    "eap-grad-drop": ("eap", {"grad_drop": "on"}),
+    "edge-pruning": ("edge-pruning", {}),
 }
-EXTRA_STEPS = ("hisp", "eap-ig-activations", "eap-ig-clean-corrupted", "subnetwork-probing")
+EXTRA_STEPS = (
+    "hisp",
+    "eap-ig-activations",
+    "eap-ig-clean-corrupted",
+    "subnetwork-probing",
+    "atp",
+    "eap-qk-fix",
+    "eap-grad-drop",
+    "edge-pruning",
+)
 
 
 def forward(model: Model, data) -> None:
