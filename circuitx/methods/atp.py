@@ -66,12 +66,8 @@ def fixed_estimates(engine: Engine, run: MethodRun):
     return combined(layout, drops, nodes / engine.gap, edges / engine.gap)
 
 
-class ATP(Method):
-    name = "atp"
-    title = "AtP*: attribution patching of nodes with the QK fix and GradDrop"
-    granularity = "node"
-    default_threshold = 0.02
-    options = fix_options("on", "on")
+class FixedAttribution(Method):
+    """What ``atp`` and ``eap`` share: the fixes' checks, progress and memory."""
 
     def check(self, model: Model, run: MethodRun) -> None:
         fix_weights(model, run)
@@ -81,6 +77,14 @@ class ATP(Method):
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
         return gradient_floats_per_token(model)
+
+
+class ATP(FixedAttribution):
+    name = "atp"
+    title = "AtP*: attribution patching of nodes with the QK fix and GradDrop"
+    granularity = "node"
+    default_threshold = 0.02
+    options = fix_options("on", "on")
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         nodes, _ = fixed_estimates(engine, run)

@@ -14,28 +14,17 @@ softmax, and the mean magnitude over L backward passes that each drop one block.
 
 from __future__ import annotations
 
-from circuitx.engine import Engine, gradient_floats_per_token
-from circuitx.layout import Layout
-from circuitx.methods.atp import fix_options, fix_weights, fixed_estimates, fixed_passes
-from circuitx.methods.base import Method, MethodRun, Scores, above_resolution
-from circuitx.models import Model
+from circuitx.engine import Engine
+from circuitx.methods.atp import FixedAttribution, fix_options, fixed_estimates
+from circuitx.methods.base import MethodRun, Scores, above_resolution
 
 
-class EAP(Method):
+class EAP(FixedAttribution):
     name = "eap"
     title = "Edge attribution patching: gradient x activation difference, one backward pass"
     granularity = "edge"
     default_threshold = 0.02
     options = fix_options("off", "off")
-
-    def check(self, model: Model, run: MethodRun) -> None:
-        fix_weights(model, run)
-
-    def steps(self, layout: Layout, run: MethodRun) -> int:
-        return fixed_passes(layout, run)
-
-    def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
-        return gradient_floats_per_token(model)
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         if run.options["qk_fix"] == "off" and run.options["grad_drop"] == "off":
