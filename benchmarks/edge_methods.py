@@ -136,7 +136,7 @@ METHOD_STEPS = {
     "atp": ("atp", {}),
     "eap-qk-fix": ("eap", {"qk_fix": "on"}),
     "eap-grad-drop": ("eap", {"grad_drop": "on"}),
-    "edge-pruning": ("edge-pruning", {}),
+    "edge-pruning": ("edge-pruning", {"ep_steps": 10}),  # its cost is per step
 }
 EXTRA_STEPS = (
     "hisp",

@@ -83,7 +83,11 @@ class ATP(FixedAttribution):
     name = "atp"
     title = "AtP*: attribution patching of nodes with the QK fix and GradDrop"
     granularity = "node"
-    default_threshold = 0.02
+    # GradDrop's mean magnitudes run below a plain estimate: a node's long paths survive
+    # only in the passes that drop none of the blocks they cross (on planted IOI the
+    # first head of its four-head chain scores 0.015; at 0.02 its circuit kept 0.28 of
+    # the effect, at 0.005 all of it on the planted IOI, IOI-Llama and colored-objects)
+    default_threshold = 0.005
     options = fix_options("on", "on")
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
