@@ -140,6 +140,8 @@ def scored_circuit(nodes=("a0.h1", "a1.h2", "m1", "a2.h0"), granularity=None):
 
 
 METHOD_GRAPHS = (*METHODS, "transcoder-features")  # the keys of method_graphs
+# the learned masks' training, shortened where a test needs their graph, not its quality
+SHORT_TRAINING = {"subnetwork-probing": {"sp_steps": 30}, "edge-pruning": {"ep_steps": 30}}
 
 
 @pytest.fixture(scope="session")
@@ -150,7 +152,8 @@ def method_graphs(tmp_path_factory) -> dict:
     transcoders = random_transcoder_dir(tmp_path_factory.mktemp("transcoders"))
     graphs = {}
     for method in METHODS:
-        options = {"transcoders": transcoders} if method == "transcoder" else {}
+        options = dict(SHORT_TRAINING.get(method, {}))
+        options |= {"transcoders": transcoders} if method == "transcoder" else {}
         graphs[method] = find(
             model, "greater-than", method, n_prompts=6, faithfulness=False, options=options
         )

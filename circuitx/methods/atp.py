@@ -11,6 +11,8 @@ metric gap.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
@@ -67,13 +69,19 @@ def fixed_estimates(engine: Engine, run: MethodRun):
 
 
 class FixedAttribution(Method):
-    """What ``atp`` and ``eap`` share: the fixes' checks, progress and memory."""
+    """What ``atp`` and ``eap`` share: the fixes' checks, progress and memory, with the
+    method's own defaults for options a run leaves out."""
+
+    def filled(self, run: MethodRun) -> MethodRun:
+        """``run`` with the method's defaults for the options it does not set."""
+        defaults = {option.name: option.default for option in self.options}
+        return replace(run, options={**defaults, **run.options})
 
     def check(self, model: Model, run: MethodRun) -> None:
-        fix_weights(model, run)
+        fix_weights(model, self.filled(run))
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
-        return fixed_passes(layout, run)
+        return fixed_passes(layout, self.filled(run))
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
         return gradient_floats_per_token(model)
@@ -91,5 +99,5 @@ class ATP(FixedAttribution):
     options = fix_options("on", "on")
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        nodes, _ = fixed_estimates(engine, run)
+        nodes, _ = fixed_estimates(engine, self.filled(run))
         return Scores(nodes=above_resolution(nodes).detach().double().cpu())

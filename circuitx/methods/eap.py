@@ -27,6 +27,7 @@ class EAP(FixedAttribution):
     options = fix_options("off", "off")
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
+        run = self.filled(run)
         if run.options["qk_fix"] == "off" and run.options["grad_drop"] == "off":
             node_grad, edge_grad = engine.mask_gradients()
             run.advance(1)

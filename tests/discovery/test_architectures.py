@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_one_line_error, run
+from conftest import SHORT_TRAINING, assert_one_line_error, run
 
 from circuitx.builtin.hf import (
     CAUSAL_LM_FAMILIES,
@@ -48,6 +48,8 @@ def test_every_method_runs_or_refuses_in_one_line(family_dir, method):
     result = run(
         "discover", "--task", "ioi", "--method", method, "--model", directory,
         "--reference", "none", "--n-prompts", "10", "--seed", "3", "--json",
+        *(f"--{name.replace('_', '-')}={value}"
+          for name, value in SHORT_TRAINING.get(method, {}).items()),
     )  # fmt: skip
     expected = refusal(family, method)
     if expected is not None:

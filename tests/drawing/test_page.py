@@ -34,7 +34,8 @@ def test_the_pythons_selection_is_discoverys(method_graphs, method):
     graph = method_graphs[method]
     assert score_level(graph) == graph.graph["selected_by"]
     assert graph.graph["selected_by"] == METHODS[graph.graph["method"]].granularity
-    assert selection_by_score(graph, threshold=graph.graph["threshold"]) == saved_circuit(graph)
+    chosen = selection_by_score(graph, graph.graph["threshold"], graph.graph["top_k"])
+    assert chosen == saved_circuit(graph)  # edge pruning's is a top k
 
 
 def test_features_follow_their_mlp(method_graphs):

@@ -8,7 +8,15 @@ import json
 import re
 
 import pytest
-from conftest import assert_one_line_error, drawn, find, open_page, random_transcoder_dir, run
+from conftest import (
+    SHORT_TRAINING,
+    assert_one_line_error,
+    drawn,
+    find,
+    open_page,
+    random_transcoder_dir,
+    run,
+)
 
 from circuitx import builtin
 from circuitx.builtin import ground_truth
@@ -186,7 +194,7 @@ RECORDED = ("task", "method", "model", "seed", "n_prompts", "ablation", "corrupt
 def test_a_cells_recorded_config_is_what_its_run_used(tmp_path):
     """For every method: the settings in the cell's key are those its discovery ran with
     (sae's corruption included: its key once said None while the run used the default)."""
-    options = {"transcoder": {"transcoders": random_transcoder_dir(tmp_path)}}
+    options = {"transcoder": {"transcoders": random_transcoder_dir(tmp_path)}, **SHORT_TRAINING}
     grid = make_grid(["greater-than"], list(METHODS), "planted", [0], 5, options=options)
     for cell in grid:
         config, record = cell.config(), run_cell(cell)

@@ -132,6 +132,7 @@ def test_host_reads_do_not_grow_with_heads_layers_or_steps(model, transcoders, m
     given = {"transcoders": transcoders} if method == "transcoder" else {}
     given |= {"sae_steps": 60} if method == "sae" else {}
     given |= {"sp_steps": 120} if method == "subnetwork-probing" else {}
+    given |= {"ep_steps": 120} if method == "edge-pruning" else {}
     options = method_options(chosen, given)
     run = MethodRun(threshold=chosen.default_threshold, options=options)
     with EmulatedDevice([*model.bridge.parameters(), *model.bridge.buffers()]) as device:
@@ -144,8 +145,9 @@ def test_host_reads_do_not_grow_with_heads_layers_or_steps(model, transcoders, m
         assert reads == scores.facts["acdc_edges_tried"] + 1, device.reads  # + the start
     elif method == "path-patching":  # one per stage: the next stage's receivers
         assert reads <= scores.facts["path_patching_stages"], device.reads
-    elif method == "subnetwork-probing":  # the progress bar's loss every REPORT_EVERY steps
-        assert reads <= 2 * (options["sp_steps"] // REPORT_EVERY + 1) + 2, device.reads
+    elif method in ("subnetwork-probing", "edge-pruning"):  # the progress bar's loss every
+        steps = options["sp_steps" if method == "subnetwork-probing" else "ep_steps"]
+        assert reads <= 2 * (steps // REPORT_EVERY + 1) + 2, device.reads  # REPORT_EVERY steps
     else:
         assert reads <= 4, device.reads
     assert len(passes) > 0 or method in ("cdt", "sae", "transcoder")
