@@ -251,31 +251,29 @@ class PatchingEngine:
         all held at once); for several, the gradients are summed over the passes first [n_receivers,
         n * pos * d_model] and multiplied once.
         """
+        if len(mixes) == 1:
+            found = self.dropped_gradients([None], mix=mixes[0], advance=advance)
+            return found.nodes[0], found.edges[0]
         node_mask = torch.ones(1, self.layout.n_senders, requires_grad=True)
         deltas = self.clean_deltas
-        if len(mixes) == 1:
-            products = _ReceiverProducts(self.layout, deltas)
-            record = products.record
-        else:
-            sums = torch.zeros(self.layout.n_receivers, deltas.shape[1], device=deltas.device)
+        sums = torch.zeros(self.layout.n_receivers, deltas.shape[1], device=deltas.device)
 
-            def record(first: int, rows: torch.Tensor) -> None:
-                sums[first : first + len(rows)] += rows.to(sums.dtype)
+        def record(first: int, rows: torch.Tensor) -> None:
+            sums[first : first + len(rows)] += rows.to(sums.dtype)
 
         for mix in mixes:
             final = self.run(node_mask, grad=True, mix=mix, record_grads=record)
             self.metric(final).mean().backward()
             advance(1)
-        if len(mixes) == 1:
-            by_receiver = products.take()
-        else:
-            by_receiver = sums @ deltas.T
-            del sums
-        edge_grad = by_receiver.T
+        edge_grad = (sums @ deltas.T).T
         return node_mask.grad[0], edge_grad * self.layout.valid.to(edge_grad.device)
 
     def dropped_gradients(
-        self, drops: Sequence[int | None], patterns: bool = False, advance: Advance = no_progress
+        self,
+        drops: Sequence[int | None],
+        patterns: bool = False,
+        mix: Mix | None = None,
+        advance: Advance = no_progress,
     ) -> Attributions:
         """EAP's gradients (:meth:`mask_gradients` at the clean run) once per entry of
         ``drops``, from one forward pass and a backward pass each: None the plain gradient,
@@ -283,7 +281,8 @@ class PatchingEngine:
         residual stream (its heads' and its MLP's outputs) set to zero, AtP*'s GradDrop.
         Then a node of block l, and a receiver of block l, get a zero gradient; a later
         one loses the paths through block l. With ``patterns`` also the gradient at every
-        layer's attention pattern."""
+        layer's attention pattern. ``mix``: the pass's interpolation, as in
+        :meth:`mask_gradients`."""
         layout = self.layout
         deltas = self.clean_deltas
         node_mask = torch.ones(1, layout.n_senders, requires_grad=True)
@@ -315,7 +314,9 @@ class PatchingEngine:
         if patterns:
             extra += [(attention_pattern_hook(layer), keep_pattern(layer))
                       for layer in range(layout.n_layers)]  # fmt: skip
-        final = self.run(node_mask, grad=True, record_grads=products.record, extra_hooks=extra)
+        final = self.run(
+            node_mask, grad=True, mix=mix, record_grads=products.record, extra_hooks=extra
+        )
         metric = self.metric(final).mean()
         valid = layout.valid.to(deltas.device)
         nodes, edges, pattern_grads = [], [], []

@@ -121,21 +121,29 @@ def parse_method(text: str) -> MethodSpec:
     """``NAME`` or ``NAME[OPTION=VALUE,...]``, each option parsed and checked by the
     method's declaration."""
     match = VARIANT.match(text.strip())
-    if match is None:
+    settings = [] if match is None else [s for s in (match.group(2) or "").split(",") if s]
+    if match is None or any("=" not in setting for setting in settings):
         raise CircuitxError(f"--methods takes NAME or NAME[OPTION=VALUE,...], not {text!r}")
     method = get_method(match.group(1))
-    declared = {option.name: option for option in method.options}
     options: dict[str, Any] = {}
-    for setting in filter(None, (match.group(2) or "").split(",")):
-        name, equals, value = setting.partition("=")
-        key = name.strip().replace("-", "_")
-        if not equals or key not in declared:
-            known = ", ".join(o.replace("_", "-") for o in declared) or "none"
-            raise CircuitxError(
-                f"{method.name} has no option {name.strip()!r} in {text!r} (its options: {known})"
-            )
-        options[key] = declared[key].parse(value.strip())
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        key, parsed = method_option(method.name, name.strip(), value.strip(), text)
+        options[key] = parsed
     return MethodSpec(method.name, tuple(options.items()))
+
+
+def method_option(method_name: str, name: str, text: str, where: str = "") -> tuple[str, Any]:
+    """The option ``name`` (dashes or underscores) of a method and the value ``text``
+    gives it, parsed and checked by the method's declaration; ``where``: the setting it
+    came from, named in the error."""
+    declared = {option.name: option for option in get_method(method_name).options}
+    key = name.replace("-", "_")
+    if key not in declared:
+        known = ", ".join(declared) or "none"
+        within = f" in {where!r}" if where else ""
+        raise CircuitxError(f"{method_name} has no option {name!r}{within} (its options: {known})")
+    return key, declared[key].parse(text)
 
 
 def parse_methods(spec: str) -> list[MethodSpec]:
@@ -202,15 +210,11 @@ def parse_options(specs: list[str], methods: Sequence[str]) -> dict[str, dict[st
         method_name, dot, name = target.partition(".")
         if not equals or not dot:
             raise CircuitxError(f"--option takes METHOD.NAME=VALUE, not {spec!r}")
-        method = get_method(method_name)
+        get_method(method_name)  # an unknown method says so first
         if method_name not in methods:
             raise CircuitxError(f"--option {spec!r} names {method_name}, which is not in --methods")
-        declared = {option.name: option for option in method.options}
-        key = name.replace("-", "_")
-        if key not in declared:
-            known = ", ".join(declared) or "none"
-            raise CircuitxError(f"{method_name} has no option {name!r} (its options: {known})")
-        parsed.setdefault(method_name, {})[key] = declared[key].parse(text)
+        key, value = method_option(method_name, name, text)
+        parsed.setdefault(method_name, {})[key] = value
     return parsed
 
 

@@ -115,7 +115,13 @@ def attributions(
     backward pass in ``drops``, means over prompts (not yet divided by the gap); with
     ``weights``, the QK fix on the edges into queries and keys and on the nodes (a node's
     estimate takes its q and k edges' fixed estimates in place of their linear ones)."""
-    layout = engine.layout
+    layout, device = engine.layout, engine.model.device
+    qk = torch.zeros(layout.n_receivers, dtype=torch.bool)  # the queries' and keys' inputs
+    for layer in range(layout.n_layers):
+        for side in ("q", "k"):
+            first = layout.head_receiver(layer, side)
+            qk[first : first + layout.n_heads] = True
+    qk, own = qk.to(device), _own_block(layout, drops, sender=True).to(device)
     nodes = edges = None
     for part, share in engine.parts():
 
@@ -126,13 +132,7 @@ def attributions(
         part_nodes, part_edges = found.nodes, found.edges
         if weights is not None:
             fixed = qk_fixed_edges(part, weights, found.patterns, step)
-            qk = torch.zeros(layout.n_receivers, dtype=torch.bool, device=fixed.device)
-            for layer in range(layout.n_layers):
-                for side in ("q", "k"):
-                    first = layout.head_receiver(layer, side)
-                    qk[first : first + layout.n_heads] = True
             change = torch.where(qk, fixed - part_edges, 0.0).sum(-1)  # [D, n_senders]
-            own = _own_block(layout, drops, sender=True).to(change.device)
             part_nodes = part_nodes + torch.where(own, 0.0, change)
             part_edges = torch.where(qk, fixed, part_edges)
         nodes = share * part_nodes if nodes is None else nodes + share * part_nodes
