@@ -61,7 +61,7 @@ class _Interrupted(Exception):
 
 
 def stdout() -> Console:
-    return Console(soft_wrap=True)
+    return Console(soft_wrap=True, markup=False)  # names such as eap[qk-fix=on] stay whole
 
 
 def note(message: str) -> None:

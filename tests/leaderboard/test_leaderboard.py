@@ -229,8 +229,9 @@ def test_options_run_non_default_settings_and_enter_the_key(tmp_path):
 
 
 def test_a_variant_is_a_row_of_its_own_with_its_options(tmp_path):
-    """``eap[qk-fix=on]`` runs EAP with the QK fix in cells of its own key and row; an
-    ``--option`` for the method reaches both rows, the variant's own setting winning."""
+    """``eap[qk-fix=on]`` runs EAP with the QK fix in cells of its own key and row (the
+    table prints its label, not read as markup); an ``--option`` for the method reaches
+    both rows, the variant's own setting winning."""
     args = ["leaderboard", "--tasks", "greater-than", "--methods", "eap,eap[qk-fix=on]"]
     args += ["--seeds", 1, "--n-prompts", 4, "--out", tmp_path, "--json"]
     result = run(*args, "--option", "eap.qk_fix=off", "--option", "eap.grad_drop=on")
@@ -243,6 +244,8 @@ def test_a_variant_is_a_row_of_its_own_with_its_options(tmp_path):
         {"qk_fix": "on", "grad_drop": "on"},
     ]
     assert len({r["key"] for r in records}) == 2
+    table = run(*args[:-1], "--option", "eap.qk_fix=off", "--option", "eap.grad_drop=on")
+    assert "eap[qk-fix=on]" in table.stdout  # the printed table shows the label whole
     assert [s.label for s in parse_methods("all")][-len(STANDARD_VARIANTS) :] == list(
         STANDARD_VARIANTS
     )
