@@ -23,6 +23,7 @@ from circuitx.cli import main
 from circuitx.discovery import DiscoveryRequest, discover
 from circuitx.graph import edges_by_name, full_graph, select_nodes
 from circuitx.methods import METHODS
+from circuitx.models import attention_pattern_hook
 from circuitx.tasks import task_vocabulary
 
 SHARED = Path(os.environ.get("CIRCUITX_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -251,3 +252,20 @@ def assert_one_line_error(result, pattern):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and pattern in lines[0], lines[0]
     assert "Traceback" not in result.output + result.stderr
+
+
+def pattern_of(part, layer, edge_mask=None):
+    """The attention pattern of ``layer`` in the clean run (no mask) or under an edge
+    mask, as the model computes it."""
+    if edge_mask is None:
+        hook = attention_pattern_hook(layer)
+        return part.model.run_with_cache(part.data.clean, [hook], part.readout)[1][hook]
+    seen = {}
+
+    def keep(pattern):
+        seen["pattern"] = pattern.detach().float()
+        return pattern
+
+    with torch.no_grad():
+        part.run(edge_mask=edge_mask, extra_hooks=[(attention_pattern_hook(layer), keep)])
+    return seen["pattern"]

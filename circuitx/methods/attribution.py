@@ -45,18 +45,26 @@ def drops_for(layout: Layout, grad_drop: bool) -> list[int | None]:
     return list(range(layout.n_layers)) if grad_drop else [None]
 
 
-def _project(
-    normed: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, weights: TransformerWeights
+def project_heads(
+    normed: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    weights: TransformerWeights,
+    per_head: bool = False,
 ) -> torch.Tensor:
-    """q or k [..., pos, head, d_head] of a normed input [..., pos, d_model], rotated where
-    the model has rotary positions."""
-    mapped = torch.einsum("...pd,hde->...phe", normed, weight) + bias
+    """q or k [..., pos, head, d_head] of a normed input [..., pos, d_model] (``per_head``:
+    one input per head, [..., pos, head, d_model]), rotated where the model has rotary
+    positions."""
+    equation = "...phd,hde->...phe" if per_head else "...pd,hde->...phe"
+    mapped = torch.einsum(equation, normed, weight) + bias
     return mapped if weights.rotary is None else rotate(mapped, weights.rotary)
 
 
-def _pattern(
+def head_pattern(
     query: torch.Tensor, key: torch.Tensor, block: BlockWeights, weights: TransformerWeights
 ) -> torch.Tensor:
+    """The attention pattern [..., head, query, key] of queries and keys [..., pos, head,
+    d_head]."""
     scores = torch.einsum("...qhe,...khe->...hqk", query, key)
     return attention_pattern(scores, block, weights)
 
@@ -72,37 +80,58 @@ def qk_fixed_edges(
     query, key]): [D, n_senders, n_receivers], zero at every other receiver."""
     layout, model = part.layout, part.model
     n, width = part.data.clean.shape
-    d_model, heads = model.d_model, layout.n_heads
+    heads = layout.n_heads
     fixed = torch.zeros(len(pattern_grads), layout.n_senders, layout.n_receivers)
     fixed = fixed.to(part.clean_deltas.device)
-    per_sender = n * width * (2 * d_model + 2 * heads * (model.d_head + width))
-    step = max(1, QK_CHUNK_FLOATS // per_sender)
     for layer in range(layout.n_layers):
-        block = weights.blocks[layer]
-        x = part.clean_resid(layer).float()
-        normed, _ = normalise_whole(x, block.ln1, weights)
-        query = _project(normed, block.W_Q, block.b_Q, weights)
-        key = _project(normed, block.W_K, block.b_K, weights)
-        clean = _pattern(query, key, block, weights)
-        grads = torch.stack([grad[layer] for grad in pattern_grads])  # [D, n, head, q, k]
         q_first = layout.head_receiver(layer, "q")
         k_first = layout.head_receiver(layer, "k")
         readable = layout.readable(q_first)
-        deltas = part.clean_deltas[:readable].view(readable, n, width, d_model)
-        for first in range(0, readable, step):
-            senders = slice(first, min(readable, first + step))
-            patched, _ = normalise_whole(x - deltas[senders], block.ln1, weights)
-            moved_query = _project(patched, block.W_Q, block.b_Q, weights)
-            moved_key = _project(patched, block.W_K, block.b_K, weights)
-            for moved, receiver in (
-                (_pattern(moved_query, key, block, weights), q_first),
-                (_pattern(query, moved_key, block, weights), k_first),
-            ):
-                change = clean - moved  # [senders, n, head, q, k]
-                effect = torch.einsum("snhqk,dnhqk->dsh", change, grads)
-                fixed[:, senders, receiver : receiver + heads] = effect
+        deltas = part.clean_deltas[:readable].view(readable, n, width, model.d_model)
+        grads = torch.stack([grad[layer] for grad in pattern_grads])  # [D, n, head, q, k]
+        on_queries, on_keys = pattern_change_effects(
+            part.clean_resid(layer).float(), deltas, weights.blocks[layer], weights, grads
+        )
+        fixed[:, :readable, q_first : q_first + heads] = on_queries
+        fixed[:, :readable, k_first : k_first + heads] = on_keys
         advance(1)
     return fixed * layout.valid.to(fixed.device)
+
+
+def pattern_change_effects(
+    x: torch.Tensor,
+    deltas: torch.Tensor,
+    block: BlockWeights,
+    weights: TransformerWeights,
+    grads: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The QK fix of one layer: for each of S writes ``deltas`` [S, n, pos, d_model] taken
+    out of the layer's input ``x`` [n, pos, d_model] on the query side (keys clean), and
+    then on the key side, ``sum (A - A') . grad`` for each gradient ``grads`` [D, n,
+    head, query, key] at the pattern: [D, S, head] for queries, and for keys."""
+    n, width, d_model = x.shape
+    heads = block.W_Q.shape[0]
+    normed, _ = normalise_whole(x, block.ln1, weights)
+    query = project_heads(normed, block.W_Q, block.b_Q, weights)
+    key = project_heads(normed, block.W_K, block.b_K, weights)
+    clean = head_pattern(query, key, block, weights)
+    per_sender = n * width * (2 * d_model + 2 * heads * (block.W_Q.shape[-1] + width))
+    step = max(1, QK_CHUNK_FLOATS // per_sender)
+    effects = torch.zeros(2, len(grads), len(deltas), heads, device=x.device)
+    for first in range(0, len(deltas), step):
+        senders = slice(first, min(len(deltas), first + step))
+        patched, _ = normalise_whole(x - deltas[senders], block.ln1, weights)
+        moved_query = project_heads(patched, block.W_Q, block.b_Q, weights)
+        moved_key = project_heads(patched, block.W_K, block.b_K, weights)
+        for side, moved in enumerate(
+            (
+                head_pattern(moved_query, key, block, weights),
+                head_pattern(query, moved_key, block, weights),
+            )
+        ):
+            change = clean - moved  # [senders, n, head, q, k]
+            effects[side, :, senders] = torch.einsum("snhqk,dnhqk->dsh", change, grads)
+    return effects[0], effects[1]
 
 
 def attributions(

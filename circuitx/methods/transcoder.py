@@ -1,6 +1,6 @@
 """Transcoder circuits (Dunefsky, Chlenski & Nanda 2024; authors' code
-jacobdunefsky/transcoder_circuits): attribution through transcoder features and the
-attention heads' OV circuits.
+jacobdunefsky/transcoder_circuits): attribution through transcoder features, the
+attention heads' OV circuits and (beyond the paper) their queries and keys.
 
 The target is the task's logit difference at END (``Task.logit_direction``: the answer's
 logit minus the wrong tokens'; for greater-than the years above YY against the rest), the
@@ -19,11 +19,22 @@ and through head h's OV circuit from position p to position q:
     a_f(p) * A_h(q, p) / s1(p) * (W_dec[f] C(w1 * W_V^h)) . (W_O^h dm/dresid(q))
 
 (s: LayerNorm scales, C: centring, w: LayerNorm gains, A: attention pattern; RMSNorm has
-no centring). The backward
-sweep carries dm/dresid down the layers with these frozen factors; attention scores
-(queries and keys) are frozen, so q and k edges score 0, as in the paper, which traces OV
-paths only. In a parallel block (GPT-NeoX) the MLP reads the block's input, as the heads
-do: the gradient at the heads' output is the block output's, not the MLP input's.
+no centring). The backward sweep carries dm/dresid down the layers with these frozen
+factors. In a parallel block (GPT-NeoX) the MLP reads the block's input, as the heads do:
+the gradient at the heads' output is the block output's, not the MLP input's.
+
+Queries and keys (``--qk``). The paper freezes the patterns and traces OV paths only
+(``off``: q and k edges score 0), which leaves every head that acts by moving where a
+later head attends (IOI's S-inhibition and duplicate-token heads) with no score. ``linear``
+lets the softmax live: dm/dA_h(q, k) = (v_h(k) W_O^h) . dm/dresid(q), through the softmax
+to each head's queries and keys and back through W_Q, W_K (rotary included) and the frozen
+norm, so that q and k receivers read C(w * W_Q^h dm/dq^h) / s1 like the v receivers, and
+the sweep carries those gradients down too. The sums stay exact: a unit's outgoing edges
+sum to its write times the replacement model's gradient. Through a saturated softmax that
+gradient is near 0; ``fixed`` (the default) replaces each edge into a query or key by
+AtP*'s QK fix, the head's pattern recomputed without the unit's write on that side,
+``sum (A - A') . dm/dA`` (a feature-level MLP's rest unit takes the whole MLP's estimate
+less its features').
 
 Scores are summed over positions, averaged over prompts and divided by the clean logit
 difference, so that they read as shares of it. A node's score is its write times the
@@ -35,7 +46,7 @@ features, output bias and transcoder error); the head/MLP graph is their sum.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,9 +54,11 @@ import torch
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
+from circuitx.methods.attribution import head_pattern, pattern_change_effects, project_heads
 from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores, to_host
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,
+    BlockWeights,
     Model,
     TransformerWeights,
     attention_pattern_hook,
@@ -59,15 +72,18 @@ from circuitx.patching import PatchingEngine, ablate
 from circuitx.transcoders import Transcoders, input_hook, transcoders_for
 
 GRANULARITIES = ("node", "feature")
+QK_MODES = ("off", "linear", "fixed")
 
 
 @dataclass
 class Units:
     """What a layer's senders write or its receivers read, per prompt and position:
-    [n, pos, units, d_model], with a name per unit."""
+    [n, pos, units, d_model], with a name per unit; ``side``: which input of its heads a
+    block of head receivers reads (q, k or v)."""
 
     names: list[str]
     fields: torch.Tensor
+    side: str | None = None
 
 
 @dataclass
@@ -79,6 +95,8 @@ class Attribution:
     v inputs, then its MLP units; last the logits). ``order`` gives each block's place in
     the forward pass, so that sender block s reaches receiver block r when
     ``order_s < order_r``. ``features[layer]`` is every feature's attribution [n_features].
+    ``fixed[s, r]``: the QK-fixed scores [senders, receivers] of a q or k receiver block,
+    in place of its fields' products.
     """
 
     senders: list[Units]
@@ -87,12 +105,13 @@ class Attribution:
     receiver_order: list[int]
     features: dict[int, torch.Tensor]
     target: float  # the clean prompts' mean logit difference
+    fixed: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
     def names_only(self) -> Attribution:
         """The blocks' unit names and order, without the per-prompt fields."""
 
         def strip(blocks: list[Units]) -> list[Units]:
-            return [Units(units.names, torch.empty(0)) for units in blocks]
+            return [Units(units.names, torch.empty(0), units.side) for units in blocks]
 
         return Attribution(
             strip(self.senders),
@@ -109,7 +128,9 @@ class Attribution:
         blocks = {}
         for r, receiver in enumerate(self.receivers):
             for s, sender in enumerate(self.senders):
-                if self.sender_order[s] < self.receiver_order[r]:
+                if (s, r) in self.fixed:
+                    blocks[s, r] = self.fixed[s, r]
+                elif self.sender_order[s] < self.receiver_order[r]:
                     blocks[s, r] = torch.einsum("npsd,nprd->sr", sender.fields, receiver.fields)
         return blocks
 
@@ -119,11 +140,14 @@ def attribute(
     transcoders: Transcoders,
     top: int | dict[int, torch.Tensor] = 0,
     baselines: dict[int, torch.Tensor] | None = None,
+    qk: str = "off",
 ) -> Attribution:
     """Backward sweep of the target's gradient through the frozen replacement model on one
     batch. ``top``: how many of each MLP's strongest features (in this batch) become
     units of their own, or which (by layer); ``baselines``: each MLP's features' patch
-    values (default: from this batch's corrupted run by the engine's ablation)."""
+    values (default: from this batch's corrupted run by the engine's ablation); ``qk``:
+    attention patterns frozen (off), live (linear: the gradient through each head's
+    softmax), or live with the edges into queries and keys QK-fixed (fixed)."""
     model, data, readout = engine.model, engine.data, engine.readout
     weights = _checked_weights(model)
     n_layers, has_mlp = model.n_layers, model.has_mlp
@@ -157,7 +181,7 @@ def attribute(
     grad[rows, at] = readout_grad
     receivers = [Units(["logits"], grad.unsqueeze(2))]
     receiver_order = [2 * n_layers]
-    senders, sender_order, features = [], [], {}
+    senders, sender_order, features, pattern_grads = [], [], {}, {}
     for layer in reversed(range(n_layers)):
         block = weights.blocks[layer]
         # the gradient at the heads' output: past the MLP, or (parallel) the block's output
@@ -189,20 +213,59 @@ def attribute(
             receiver_order.append(order)
             grad_heads = grad if weights.parallel else grad + through
             grad = grad + through
-        head_senders, head_receivers, through = _head_units(
-            layer, block, frozen, changes, grad_heads, weights.rms
+        x = engine.clean_resid(layer).float()
+        head_senders, head_receivers, through, pattern_grads[layer] = _head_units(
+            layer, block, weights, frozen, changes, x, grad_heads, qk
         )
         senders.append(head_senders)
         sender_order.append(2 * layer)
-        receivers.append(head_receivers)
-        receiver_order.append(2 * layer)
+        receivers += head_receivers
+        receiver_order += [2 * layer] * len(head_receivers)
         grad = grad + through
     senders.append(Units(["input"], changes[EMBED_OUTPUT_HOOK].unsqueeze(2)))
     sender_order.append(-1)
     target = float((engine.clean_final * direction.flatten(0, 1)).sum(-1).mean())
-    return Attribution(
+    result = Attribution(
         senders[::-1], sender_order[::-1], receivers[::-1], receiver_order[::-1], features, target
     )
+    if qk == "fixed":
+        result.fixed = _qk_fixed_blocks(engine, weights, result, pattern_grads)
+    return result
+
+
+def _qk_fixed_blocks(
+    engine: PatchingEngine,
+    weights: TransformerWeights,
+    result: Attribution,
+    pattern_grads: dict[int, torch.Tensor],
+) -> dict[tuple[int, int], torch.Tensor]:
+    """AtP*'s QK fix of every (sender block, q or k receiver block) pair: each sender unit's
+    write taken out of a later layer's query (key) input, its pattern recomputed, times
+    the target's gradient at the pattern. A feature-level MLP block's rest unit takes the
+    whole MLP's estimate less its features' (the parts' estimates need not add up)."""
+    blocks = {}
+    receiver_at = {
+        (order, units.side): r
+        for r, (units, order) in enumerate(zip(result.receivers, result.receiver_order))
+    }
+    for layer, grads in pattern_grads.items():
+        x = engine.clean_resid(layer).float()
+        q_block, k_block = receiver_at[2 * layer, "q"], receiver_at[2 * layer, "k"]
+        for s, sender in enumerate(result.senders):
+            if result.sender_order[s] >= 2 * layer:
+                continue
+            deltas = sender.fields.permute(2, 0, 1, 3)  # [units, n, pos, d_model]
+            split = len(sender.names) > 1 and sender.names[-1].endswith(".rest")
+            if split:  # the features, then the whole MLP
+                deltas = torch.cat([deltas[:-1], deltas.sum(0, keepdim=True)])
+            on_queries, on_keys = pattern_change_effects(
+                x, deltas, weights.blocks[layer], weights, grads.unsqueeze(0)
+            )
+            for r, effects in ((q_block, on_queries[0]), (k_block, on_keys[0])):
+                if split:
+                    effects = torch.cat([effects[:-1], effects[-1:] - effects[:-1].sum(0)])
+                blocks[s, r] = effects
+    return blocks
 
 
 def _checked_weights(model: Model) -> TransformerWeights:
@@ -280,31 +343,68 @@ def strongest(attributions: torch.Tensor, count: int) -> torch.Tensor:
 
 def _head_units(
     layer: int,
-    block: Any,
+    block: BlockWeights,
+    weights: TransformerWeights,
     frozen: dict[str, torch.Tensor],
     changes: dict[str, torch.Tensor],
+    x: torch.Tensor,
     grad: torch.Tensor,
-    rms: bool,
-) -> tuple[Units, Units, torch.Tensor]:
-    """A layer's heads as senders (z W_O) and as receivers (their v inputs), and the
-    gradient that flows through their OV circuits to the residual stream before them."""
+    qk: str,
+) -> tuple[Units, list[Units], torch.Tensor, torch.Tensor | None]:
+    """A layer's heads as senders (z W_O) and as receivers (their v inputs; and, with
+    ``qk`` other than off, their q and k inputs through the live softmax), the gradient
+    that flows through them to the residual stream ``x`` before them, and the gradient
+    at their pattern [n, head, query, key] (None with ``qk`` off)."""
     pattern = frozen[attention_pattern_hook(layer)]  # [n, head, query, key]
     scale = frozen[norm_scale_hook(layer, "ln1")]  # [n, pos, 1]
     writes = torch.einsum("npse,sed->npsd", changes[head_output_hook(layer)], block.W_O)
     dm_dz = torch.einsum("nqd,hed->nqhe", grad, block.W_O)
     dm_dv = torch.einsum("nhqk,nqhe->nkhe", pattern, dm_dz)
     reads = _norm_backward(
-        torch.einsum("nkhe,hde->nkhd", dm_dv, block.W_V), scale.unsqueeze(-1), block.ln1, rms
+        torch.einsum("nkhe,hde->nkhd", dm_dv, block.W_V),
+        scale.unsqueeze(-1),
+        block.ln1,
+        weights.rms,
     )
     names = [f"a{layer}.h{head}" for head in range(writes.shape[2])]
-    return Units(names, writes), Units(names, reads), reads.sum(2)
+    receivers, through, pattern_grad = [Units(names, reads, "v")], reads.sum(2), None
+    if qk != "off":
+        normed = _frozen_norm(x, scale, block.ln1, weights.rms)
+        values = torch.einsum("npd,hde->nphe", normed, block.W_V) + block.b_V
+        pattern_grad = torch.einsum("nqhe,nkhe->nhqk", dm_dz, values)
+        for side, read in zip("qk", _qk_reads(normed, scale, pattern_grad, block, weights)):
+            receivers.append(Units(names, read, side))
+            through = through + read.sum(2)
+    return Units(names, writes), receivers, through, pattern_grad
+
+
+def _qk_reads(
+    normed: torch.Tensor,
+    scale: torch.Tensor,
+    pattern_grad: torch.Tensor,
+    block: BlockWeights,
+    weights: TransformerWeights,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's gradient at each head's query input and key input [n, pos, head,
+    d_model] (before the frozen norm), from its gradient at the pattern through the
+    softmax: one input per head, so that autograd keeps the heads apart."""
+    heads = block.W_Q.shape[0]
+    with torch.enable_grad():
+        inputs = [
+            normed.detach().unsqueeze(2).repeat(1, 1, heads, 1).requires_grad_(True) for _ in "qk"
+        ]
+        query = project_heads(inputs[0], block.W_Q, block.b_Q, weights, per_head=True)
+        key = project_heads(inputs[1], block.W_K, block.b_K, weights, per_head=True)
+        pattern = head_pattern(query, key, block, weights)
+        grads = torch.autograd.grad(pattern, inputs, pattern_grad)
+    return tuple(_norm_backward(g, scale.unsqueeze(-1), block.ln1, weights.rms) for g in grads)
 
 
 class TranscoderMethod(Method):
     name = "transcoder"
-    title = "Transcoder circuits: feature activation x input-invariant weights, OV paths"
+    title = "Transcoder circuits: feature activation x input-invariant weights, OV and QK"
     granularity = "node"
-    default_threshold = 0.05
+    default_threshold = 0.01
     options = (
         Option(
             "transcoders",
@@ -322,6 +422,15 @@ class TranscoderMethod(Method):
             choices=GRANULARITIES,
         ),
         Option("n_features", "int", 10, "features kept per MLP with --granularity feature", low=1),
+        Option(
+            "qk",
+            "str",
+            "fixed",
+            "attention through queries and keys: off freezes the patterns (the paper's OV "
+            "paths only); linear takes the gradient through each softmax; fixed also "
+            "recomputes each head's pattern without each earlier unit's write (AtP*'s QK fix)",
+            choices=QK_MODES,
+        ),
     )
     _loaded: tuple[tuple[str, str, str, str | None, str | None], tuple[Transcoders, str]] | None
     _loaded = None
@@ -344,7 +453,9 @@ class TranscoderMethod(Method):
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
         # every layer's sender and receiver units, and the frozen scales and patterns
         units = model.n_heads + run.options["n_features"] + 1
-        return model.n_layers * (2 * units * model.d_model + model.n_heads * model.n_ctx)
+        if run.options["qk"] != "off":  # q and k receivers, per-head inputs, pattern grads
+            units += 4 * model.n_heads
+        return model.n_layers * (2 * units * model.d_model + 2 * model.n_heads * model.n_ctx)
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         model, options = engine.model, run.options
@@ -358,12 +469,14 @@ class TranscoderMethod(Method):
         if n_top and engine.n_parts > 1:  # the strongest features over all prompts
             totals: dict[int, torch.Tensor] = {}
             for part, weight in engine.parts():
-                for layer, values in attribute(part, transcoders, 0, baselines).features.items():
+                for layer, values in attribute(
+                    part, transcoders, 0, baselines, options["qk"]
+                ).features.items():
                     totals[layer] = totals.get(layer, 0.0) + weight * values
             chosen = {layer: strongest(values, n_top) for layer, values in totals.items()}
         target, blocks = 0.0, {}
         for part, weight in engine.parts():
-            result = attribute(part, transcoders, chosen, baselines)
+            result = attribute(part, transcoders, chosen, baselines, options["qk"])
             target += weight * result.target
             for key, value in result.edge_blocks().items():
                 blocks[key] = blocks.get(key, 0.0) + weight * value
@@ -400,25 +513,26 @@ def _component_scores(
     engine: Engine, result: Attribution, blocks: dict[tuple[int, int], torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Edge scores [n_senders, n_receivers] and node scores [n_senders] of the head/MLP
-    graph: units summed into their component; q and k receivers stay 0."""
+    graph: units summed into their component (q and k receivers stay 0 with ``qk`` off)."""
     layout = engine.layout
 
     def sender_of(unit: str) -> int:  # a feature unit belongs to its MLP
         kind, layer, _ = parse_node(unit)
         return layout.sender(mlp_node(layer) if kind == "feature" else unit)
 
-    def receiver_of(unit: str) -> int:
+    def receiver_of(unit: str, side: str | None) -> int:
         kind, layer, head = parse_node(unit)
         if kind == "logits":
             return layout.logits_receiver
         if kind == "head":
-            return layout.head_receiver(layer, "v", head)
+            return layout.head_receiver(layer, side or "v", head)
         return layout.mlp_receiver(layer)
 
     edges = torch.zeros(layout.n_senders, layout.n_receivers)
     for (s, r), scores in blocks.items():
         rows = torch.tensor([sender_of(u) for u in result.senders[s].names])
-        columns = torch.tensor([receiver_of(u) for u in result.receivers[r].names])
+        receivers = result.receivers[r]
+        columns = torch.tensor([receiver_of(u, receivers.side) for u in receivers.names])
         summed = torch.zeros(layout.n_senders, len(columns)).index_add_(0, rows, scores)
         edges.index_add_(1, columns, summed)  # an MLP's units share its receiver
     return edges, edges.sum(1)  # a node's score: its write times the gradient there
@@ -438,7 +552,7 @@ def feature_level(
                 nodes[sender] = nodes.get(sender, 0.0) + float(scores[i].sum())
         if not any(map(_is_feature_unit, senders + receivers)):
             continue
-        head_input = "v" if parse_node(receivers[0])[0] == "head" else None
+        head_input = result.receivers[r].side
         for i, sender in enumerate(senders):
             for j, receiver in enumerate(receivers):
                 if _is_feature_unit(sender) or _is_feature_unit(receiver):

@@ -39,6 +39,10 @@ and after: CD-T splits a bias in proportion to |rel| and |irrel|, and where both
 float64 scores of a0.h0, a0.h2, a0.h3, a0.h1 are 0.127, 0.085, 0.017, 0.016 (threshold
 0.02); float32 gave 0.109, 0.008, 0.094, 0.041 before (three found) and 0.011, 0.007,
 0.002, 0.002 now (none found). The file's ``cdt`` entry was rewritten (4 nodes, not 7).
+
+The transcoder method now attributes through queries and keys by default (issue 28,
+``--qk fixed``) with a default threshold of 0.01; it runs here as it ran before, ``--qk
+off --threshold 0.05``, and gives the file's numbers.
 """
 
 from __future__ import annotations
@@ -80,8 +84,8 @@ COMPARED = (
 def command(method: str, transcoders: str) -> list[str]:
     args = ["discover", "--task", "greater-than", "--method", method, "--model", "planted"]
     args += ["--n-prompts", "8", "--seed", "1", "--json"]
-    if method == "transcoder":
-        args += ["--transcoders", transcoders]
+    if method == "transcoder":  # the paper's frozen patterns and the old default threshold
+        args += ["--transcoders", transcoders, "--qk", "off", "--threshold", "0.05"]
     if method == "sae":
         args += ["--sae-steps", "60"]
     return args

@@ -4,7 +4,7 @@ finds the q/k edges plain EAP ranks last."""
 
 import pytest
 import torch
-from conftest import find, tiny_gpt2
+from conftest import find, pattern_of, tiny_gpt2
 
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
@@ -15,7 +15,7 @@ from circuitx.methods import get_method
 from circuitx.methods.atp import fix_weights
 from circuitx.methods.attribution import attributions, combined, qk_fixed_edges
 from circuitx.methods.base import MethodRun
-from circuitx.models import attention_pattern_hook, transformer_weights
+from circuitx.models import transformer_weights
 from circuitx.scoring import score_graph
 from circuitx.tasks import get_task, task_vocabulary
 
@@ -36,23 +36,6 @@ def model(request, tmp_path_factory):
 def engine_on(model, n_prompts=6):
     task = get_task("ioi")
     return Engine(model, task, task.make_data(model, n_prompts, seed=4), task.default_metric)
-
-
-def pattern_of(part, layer, edge_mask=None):
-    """The attention pattern of ``layer`` in the clean run (no mask) or under an edge
-    mask, as the model computes it."""
-    if edge_mask is None:
-        hook = attention_pattern_hook(layer)
-        return part.model.run_with_cache(part.data.clean, [hook], part.readout)[1][hook]
-    seen = {}
-
-    def keep(pattern):
-        seen["pattern"] = pattern.detach().float()
-        return pattern
-
-    with torch.no_grad():
-        part.run(edge_mask=edge_mask, extra_hooks=[(attention_pattern_hook(layer), keep)])
-    return seen["pattern"]
 
 
 def test_the_qk_fix_is_the_pattern_change_of_patching_the_query_or_key_input(model):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import assert_one_line_error, find, random_transcoders, run
+from conftest import assert_one_line_error, find, pattern_of, random_transcoders, run
 
 from circuitx import transcoders as tc
 from circuitx.builtin import ground_truth
@@ -19,7 +19,13 @@ from circuitx.discovery import report
 from circuitx.errors import CircuitxError
 from circuitx.graph import read_graph
 from circuitx.methods.transcoder import attribute
-from circuitx.models import head_output_hook, mlp_output_hook
+from circuitx.models import (
+    attention_pattern_hook,
+    head_output_hook,
+    mlp_output_hook,
+    norm_scale_hook,
+    transformer_weights,
+)
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task, task_vocabulary
 
@@ -44,11 +50,13 @@ def corpus_file(tmp_path_factory):
 # ---------------------------------------------------------------- the attribution is exact
 
 
-def direct_gradients(engine, transcoders):
+def direct_gradients(engine, transcoders, live_patterns=False):
     """d target / d (feature activations, head z, MLP outputs) in the frozen replacement
-    model, by autograd through the bridge: attention patterns and LayerNorm scales replaced
-    by their clean values, each MLP by its transcoder with the clean gates plus the clean
-    transcoder error."""
+    model, by autograd through the bridge: attention patterns (unless ``live_patterns``)
+    and LayerNorm scales replaced by their clean values, each MLP by its transcoder with
+    the clean gates plus the clean transcoder error. With ``live_patterns`` also the
+    gradients at each layer's pattern (``A{layer}``) and at its queries and keys before
+    rotary positions (``q{layer}``, ``k{layer}``: [n, pos, head, d_head])."""
     model, data = engine.model, engine.data
     end = data.positions["END"]
     names = ["ln_final.hook_scale"]
@@ -60,8 +68,8 @@ def direct_gradients(engine, transcoders):
     deltas = {}
     hooks = []
     for name in names:
-        if name.endswith(("hook_pattern", "hook_scale")):
-            hooks.append((name, lambda _, value=clean[name]: value))
+        if name.endswith("hook_scale") or (name.endswith("hook_pattern") and not live_patterns):
+            hooks.append((name, lambda value, frozen=clean[name]: frozen_like(frozen, value)))
     for layer, transcoder in transcoders.items():
         x_clean = clean[tc.input_hook(layer)]
         gate = (transcoder.features(x_clean) > 0).float()
@@ -82,10 +90,26 @@ def direct_gradients(engine, transcoders):
             n, width, model.n_heads, model.d_head, requires_grad=True
         )
         hooks.append((head_output_hook(layer), lambda value, z=z: value + z))
+        if live_patterns:
+            shape = (n, model.n_heads, width, width)
+            a = deltas[f"A{layer}"] = torch.zeros(shape, requires_grad=True)
+            hooks.append((attention_pattern_hook(layer), lambda value, a=a: value + a))
+            for side in "qk":
+                shape = (n, width, model.n_heads, model.d_head)
+                x = deltas[f"{side}{layer}"] = torch.zeros(shape, requires_grad=True)
+                hooks.append((f"blocks.{layer}.attn.hook_{side}", lambda value, x=x: value + x))
     direction = engine.task.logit_direction(data, model.d_vocab)
     logits = model.run(data.clean, hooks, positions=end, grad=True)
     (logits * direction).sum(-1).mean().backward()
     return {key: value.grad for key, value in deltas.items()}
+
+
+def frozen_like(frozen, value):
+    """A clean value in place of ``value``; a LayerNorm scale [n, pos, 1] is repeated per
+    head where the split q/k/v path norms each head's input [n, pos, head, 1]."""
+    if frozen.dim() == 3 and value.dim() == 4:
+        return frozen.unsqueeze(2).expand_as(value)
+    return frozen
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "qwen2", "neox"])
@@ -100,15 +124,18 @@ def family_model(request, tiny_model, tmp_path_factory):
     return load_model(str(directory), device="cpu")
 
 
-def test_factorised_attribution_equals_the_direct_gradient(family_model, tmp_path):
+@pytest.mark.parametrize("qk", ["off", "linear"])
+def test_factorised_attribution_equals_the_direct_gradient(family_model, qk):
+    """Every unit's outgoing edges sum to its write times the target's gradient there,
+    through frozen patterns (off) or through each head's live softmax (linear)."""
     tiny_model = family_model
     task = get_task("ioi")
     data = task.make_data(tiny_model, 6, seed=0)
     engine = PatchingEngine(tiny_model, task, data, ablation="zero")
     transcoders = random_transcoders(tiny_model)
-    result = attribute(engine, transcoders, top=N_FEATURES)  # every feature a unit
+    result = attribute(engine, transcoders, top=N_FEATURES, qk=qk)  # every feature a unit
     blocks = result.edge_blocks()
-    grads = direct_gradients(engine, transcoders)
+    grads = direct_gradients(engine, transcoders, live_patterns=qk == "linear")
     outgoing = {}
     for (s, _), scores in blocks.items():
         for name, total in zip(result.senders[s].names, scores.sum(1).tolist()):
@@ -126,6 +153,68 @@ def test_factorised_attribution_equals_the_direct_gradient(family_model, tmp_pat
         direct = (z * grads[f"z{layer}"]).sum((0, 1, 3))
         mine = torch.tensor([outgoing[f"a{layer}.h{h}"] for h in range(tiny_model.n_heads)])
         torch.testing.assert_close(mine, direct, atol=1e-5, rtol=1e-4)
+    sides = {
+        (order, units.side): units for units, order in zip(result.receivers, result.receiver_order)
+    }
+    for layer in range(tiny_model.n_layers):  # each head's own query and key reads
+        for side in "qk":
+            if qk == "off":
+                assert (2 * layer, side) not in sides
+                continue
+            reads = sides[2 * layer, side].fields
+            expected = head_input_gradient(tiny_model, engine, layer, side, grads)
+            assert expected.abs().max() > 1e-4  # the softmax passes something
+            torch.testing.assert_close(reads, expected, atol=1e-5, rtol=1e-4)
+
+
+def head_input_gradient(model, engine, layer, side, grads):
+    """The gradient at each head's query (key) input [n, pos, head, d_model] from the one at
+    its queries (keys): back through W_Q (W_K) and the norm with its clean scale."""
+    weights = transformer_weights(model, llama=True)
+    block = weights.blocks[layer]
+    matrix = block.W_Q if side == "q" else block.W_K
+    at_normed = torch.einsum("nphe,hde->nphd", grads[f"{side}{layer}"], matrix) * block.ln1[0]
+    if not weights.rms:
+        at_normed = at_normed - at_normed.mean(-1, keepdim=True)
+    _, cache = model.run_with_cache(engine.data.clean, [norm_scale_hook(layer, "ln1")])
+    return at_normed / cache[norm_scale_hook(layer, "ln1")].unsqueeze(-1)
+
+
+def test_the_qk_fix_is_the_pattern_change_of_patching_the_edge_times_its_gradient(tiny_model):
+    """``qk fixed``: the estimate of a unit -> head q (k) edge is (A - A') . dT/dA, A' the
+    pattern the model computes with that edge patched and dT/dA the replacement model's
+    gradient at the pattern; the edges into values keep their products, and a feature-
+    level MLP's units add up to the whole MLP's estimate."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 6, seed=0)
+    engine = PatchingEngine(tiny_model, task, data, ablation="zero")
+    transcoders = random_transcoders(tiny_model)
+    fixed = attribute(engine, transcoders, top=3, qk="fixed")
+    linear = attribute(engine, transcoders, top=3, qk="linear")
+    grads = direct_gradients(engine, transcoders, live_patterns=True)
+    layout, layer, head = engine.layout, 1, 2
+    clean = pattern_of(engine, layer)
+    at = {(o, u.side): r for r, (u, o) in enumerate(zip(fixed.receivers, fixed.receiver_order))}
+    block_of = {u.names[0]: s for s, u in enumerate(fixed.senders)}
+    fixed_blocks, linear_blocks = fixed.edge_blocks(), linear.edge_blocks()
+    # (sender in the layout, its block and row in the attribution)
+    units = [(0, block_of["input"], [0]), (layout.head_sender(0, 1), block_of["a0.h0"], [1])]
+    mlp = next(s for s, u in enumerate(fixed.senders) if u.names[-1] == "m0.rest")
+    assert len(fixed.senders[mlp].names) == 4  # 3 features and the rest: they add up
+    units.append((layout.mlp_sender(0), mlp, None))
+    for side in "qk":
+        receiver, r = layout.head_receiver(layer, side, head), at[2 * layer, side]
+        for sender, s, rows in units:
+            mask = torch.ones(1, layout.n_senders, layout.n_receivers)
+            mask[0, sender, receiver] = 0.0
+            direct = ((clean - pattern_of(engine, layer, mask)) * grads[f"A{layer}"]).sum()
+            mine = fixed_blocks[s, r][:, head] if rows is None else fixed_blocks[s, r][rows, head]
+            assert float(direct) != 0.0
+            assert float(mine.sum()) == pytest.approx(float(direct), abs=1e-5)
+    v = at[2 * layer, "v"]
+    for (s, r), block in fixed_blocks.items():
+        if r == v:
+            torch.testing.assert_close(block, linear_blocks[s, r])
 
 
 def test_a_feature_to_feature_edge_is_activation_times_a_weight(tiny_model, tiny_transcoders):
