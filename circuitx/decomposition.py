@@ -248,11 +248,31 @@ class Sources:
 
     ``chosen`` [S, n_senders] (bool); ``patches`` maps a sender chunk's first index to
     its patch value ([n or 1, pos, head, d_head] for a layer's heads, [n or 1, pos,
-    d_model] for the embeddings or an MLP).
+    d_model] for the embeddings or an MLP); ``held`` [n_senders] (bool): senders whose
+    output is their patch value in this pass (a circuit held out), wholly irrel.
     """
 
-    def __init__(self, layout: Layout, chosen: torch.Tensor, patches: dict[int, torch.Tensor]):
+    def __init__(
+        self,
+        layout: Layout,
+        chosen: torch.Tensor,
+        patches: dict[int, torch.Tensor],
+        held: torch.Tensor | None = None,
+    ):
         self.layout, self.chosen, self.patches = layout, chosen, patches
+        self.held = held
+
+    def hold(
+        self, rel: torch.Tensor, whole: torch.Tensor, first: int, count: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """rel and the whole output of senders ``first .. first + count`` with the held ones
+        at their patch value, none of it rel."""
+        if self.held is None or not bool(self.held[first : first + count].any()):
+            return rel, whole
+        held = self.held[first : first + count].to(rel.device)
+        where = held.view(1) if whole.dim() == rel.dim() - 1 and count == 1 else held.view(-1, 1)
+        patch = self.patches[first].to(whole.device).expand_as(whole)
+        return torch.where(where, 0.0, rel), torch.where(where, patch, whole)
 
     def split(self, rel: torch.Tensor, whole: torch.Tensor, first: int, count: int) -> torch.Tensor:
         """rel re-split where senders ``first .. first + count`` are sources: their output
@@ -310,6 +330,7 @@ def propagate(
             observe("post_scale", index, None, scale)
             z, w_o = z / scale.unsqueeze(-2), w_o * block.ln1_post
             z_whole = wholes("z", index, lambda: z_whole / scale.unsqueeze(-2))
+        z, z_whole = sources.hold(z, z_whole, layout.head_sender(index), layout.n_heads)
         z = sources.split(z, z_whole, layout.head_sender(index), layout.n_heads)
         observe("z", index, z, z_whole)
         mapped_whole = wholes(
@@ -328,6 +349,7 @@ def propagate(
             out, out_whole = _mlp(
                 *normed("ln2", index, *read_from, block.ln2), block, weights, observe, index, wholes
             )
+            out, out_whole = sources.hold(out, out_whole, layout.mlp_sender(index), 1)
             out = sources.split(out, out_whole, layout.mlp_sender(index), 1)
             observe("mlp_out", index, out, out_whole)
             rel = rel + out

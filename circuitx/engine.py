@@ -159,13 +159,16 @@ class Engine:
         part_size: int | None = None,
         tokens_per_pass: int | None = None,
         patch_values: dict[str, torch.Tensor] | None = None,
+        held: torch.Tensor | None = None,
     ) -> None:
         """``max_memory``: the budget in bytes (default :func:`default_max_memory`);
         ``part_size`` and ``tokens_per_pass`` override the plan made from it;
         ``patch_values`` are the senders' patch values when they are not these prompts'
-        (a mean ablation's mean over more prompts)."""
+        (a mean ablation's mean over more prompts); ``held`` [n_senders] (bool): senders
+        patched in every run, the clean one included (see :meth:`holding`)."""
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
         self.ablation, self.layout = ablation, model.layout
+        self.held, self.working_floats_per_token = held, working_floats_per_token
         self.budget = budget = max_memory or default_max_memory(model.device)
         width = int(data.clean.shape[1])
         self.plan = memory_plan(
@@ -236,6 +239,7 @@ class Engine:
             self._reference,
             self._patch_values,
             start,
+            self.held,
         )
 
     def _settle(self, part: PatchingEngine) -> None:
@@ -275,6 +279,23 @@ class Engine:
             self.model, self.task, data, self.metric_name, self.ablation, self.budget,
             patch_values=values,
         )  # fmt: skip
+
+    def holding(self, held: torch.Tensor) -> Engine:
+        """The engine on the same prompts with the senders ``held`` [n_senders] (bool; and
+        any this one holds) carrying their patch values in every run, its clean run
+        included: scores on it show what takes over when those are gone (backup heads).
+        Effects keep this engine's reference (the clean and corrupted metrics without the
+        hold), and its patch values."""
+        held = held.cpu() if self.held is None else held.cpu() | self.held
+        if self._patch_values is None and self.ablation == "mean":  # one part: its own mean
+            values = dict(next(iter(self._kept.values())).patch_cache)
+        else:
+            values = self._patch_values
+        engine = Engine(
+            self.model, self.task, self.data, self.metric_name, self.ablation, self.budget,
+            self.working_floats_per_token, self.part_size, self.tokens_per_pass, values, held,
+        )  # fmt: skip
+        return engine
 
     # ------------------------------------------------------------------ the whole
 

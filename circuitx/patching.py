@@ -73,12 +73,17 @@ class PatchingEngine:
         reference: tuple[float, float] | None = None,
         patch_values: dict[str, torch.Tensor] | None = None,
         first_prompt: int = 0,
+        held: torch.Tensor | None = None,
     ) -> None:
         """``reference``: the clean and corrupted metrics effects are measured against
         (default: this batch's); ``patch_values``: every sender output's patch value
         (default: from this batch's corrupted run by ``ablation``). A part of a larger
         batch takes both from the whole (:class:`circuitx.engine.Engine`), and
-        ``first_prompt`` is the index of its first prompt there."""
+        ``first_prompt`` is the index of its first prompt there. ``held`` [n_senders]
+        (bool): senders that carry their patch values in every run, the clean one
+        included (a circuit found, so that what backs it up shows; see :meth:`_hold`):
+        effects are then measured from the held clean run's metric, in units of the
+        unheld clean - corrupted gap (without a ``reference``)."""
         if ablation not in ABLATIONS:
             raise CircuitxError(
                 f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}"
@@ -119,6 +124,52 @@ class PatchingEngine:
         )
         # float32 whatever the model's dtype, as the caches (Model.run_with_cache)
         self.w_o = [model.head_write_weights(layer).float() for layer in range(model.n_layers)]
+        self.held_mask: torch.Tensor | None = None  # 0 where a sender is held, else 1
+        if held is not None and bool(held[1:].any()):
+            self._hold(held, [*outputs, *resids, LOGITS_INPUT_HOOK])
+            if reference is None:  # effects from the held clean run, in the gap's units
+                gap = self.clean_metric - self.corrupted_metric
+                self.clean_metric = float(self.metric(self.clean_final).mean())
+                self.corrupted_metric = self.clean_metric - gap
+
+    def _hold(self, held: torch.Tensor, names: Sequence[str]) -> None:
+        """Make the clean run the one with the ``held`` senders at their patch values: the
+        cache is re-read from a pass that masks them (kept as it was before the first
+        held layer), their own outputs are their patch values, and every later pass with
+        live differences masks them too (a frozen pass needs nothing: their clean -
+        patch differences are now 0)."""
+        keep = (~held.cpu()).float()
+        keep[0] = 1.0  # the embeddings are never held
+        seen: dict[str, torch.Tensor] = {}
+
+        def record(name: str) -> Callable:
+            def hook(x: torch.Tensor) -> torch.Tensor:
+                seen[name] = x.detach().to(torch.float32, copy=True)
+                return x
+
+            return hook
+
+        with torch.no_grad():
+            final = self.run(keep.unsqueeze(0), extra_hooks=[(n, record(n)) for n in names])
+        self.clean_final = final[0]
+        self.clean_resid_final = seen.pop(LOGITS_INPUT_HOOK, self.clean_resid_final)
+        for layer in range(self.model.n_layers):
+            if head_output_hook(layer) in seen:
+                seen[head_output_hook(layer)] = self.model.head_outputs(seen, layer)
+        for name in self.model.scale_hooks():
+            seen.pop(name, None)
+        self.clean_cache.update(seen)
+        for chunk in self.layout.chunks:  # the held senders' outputs: their patch values
+            hook = sender_output_hook(chunk)
+            held_here = (keep[chunk.first : chunk.first + chunk.count] == 0).to(self.model.device)
+            if not bool(held_here.any()) or hook not in self.clean_cache:
+                continue
+            where = held_here.view(-1, 1) if chunk.heads else held_here.view(1)
+            value, patch = self.clean_cache[hook], self.patch_cache[hook]
+            self.clean_cache[hook] = torch.where(where, patch.expand_as(value), value)
+        self.held_mask = keep.to(self.model.device)
+        for name in ("clean_deltas", "clean_delta_totals"):  # made from the old cache
+            self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------ metrics
 
@@ -383,6 +434,9 @@ class PatchingEngine:
         frozen = (grad and not train) or mix is not None
         grad = grad or train
         layer = 0 if grad or frozen else self._first_changed_layer(host_nodes, host_edges)
+        if self.held_mask is not None and not frozen:  # the held senders stay patched
+            held = self.held_mask if node_mask is None else self.held_mask.to(node_mask.dtype)
+            node_mask = held.expand(k, -1) if node_mask is None else node_mask * held
         reads = self.head_reads if record_grads is not None and edge_mask is None else None
         pass_ = _MaskedPass(
             self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement, reads,
@@ -440,6 +494,23 @@ class PatchingEngine:
             if chunk.heads:
                 mean = torch.einsum("nse,sed->nsd", mean, self.w_o[chunk.layer])
             writes[:, chunk.first : chunk.first + chunk.count] = mean.reshape(n, chunk.count, -1)
+        return writes
+
+    def writes_at(self, cache: dict[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
+        """What each sender writes to the residual stream at each prompt's ``positions``
+        [n, P], from a run's cached outputs: [n, n_senders, P, d_model]."""
+        n, count = positions.shape
+        shape = (n, self.layout.n_senders, count, self.model.d_model)
+        writes = torch.empty(shape, device=self.model.device)
+        rows = torch.arange(n, device=self.model.device).unsqueeze(1)
+        at = positions.to(self.model.device)
+        for chunk in self.layout.chunks:
+            out = cache[sender_output_hook(chunk)][rows, at]  # [n, P, ...]
+            if chunk.heads:
+                out = torch.einsum("npse,sed->nspd", out, self.w_o[chunk.layer])
+            else:
+                out = out.unsqueeze(1)
+            writes[:, chunk.first : chunk.first + chunk.count] = out
         return writes
 
     @cached_property

@@ -9,12 +9,17 @@ import time
 
 import pytest
 import torch
-from conftest import assert_one_line_error, random_transcoders, run
+from conftest import assert_one_line_error, find, random_transcoders, run
 
 from circuitx import transcoders as tc
+from circuitx.builtin import ground_truth
+from circuitx.builtin import load as load_model
+from circuitx.decomposition import Sources, propagate
+from circuitx.discovery import report
 from circuitx.engine import Engine, memory_plan, parse_memory
 from circuitx.errors import CircuitxError
 from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.models import sender_output_hook, transformer_weights
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
 
@@ -121,6 +126,66 @@ def test_narrowed_engine_measures_the_first_prompts_with_the_whole_patch_values(
     masks = torch.stack([torch.zeros_like(tiny_model.layout.valid, dtype=torch.float)] * 2)
     masks[1, :, -1] = 1.0  # every edge into the logits kept
     torch.testing.assert_close(narrowed.edge_mask_metrics(masks), alone.edge_mask_metrics(masks))
+
+
+@pytest.mark.parametrize("part_size", [12, 4])
+def test_a_held_engine_is_the_model_with_those_nodes_patched(tiny_model, part_size):
+    """Holding senders makes the clean run the one with them patched: its metric is the
+    unheld engine's with them patched together, every patch adds to them, effects keep the
+    unheld gap, the held senders' differences and gradients are 0 and CD-T decomposes
+    the held run (whole logits equal, no relevance for held senders); in parts too."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 12, seed=1)
+    engine = Engine(tiny_model, task, data, part_size=part_size)
+    layout = tiny_model.layout
+    held_nodes = ["a0.h1", "m0"]
+    held = torch.zeros(layout.n_senders, dtype=torch.bool)
+    held[[layout.sender(node) for node in held_nodes]] = True
+    holding = engine.holding(held)
+    assert holding.clean_metric == pytest.approx(engine.patch_together(held_nodes), abs=1e-5)
+    assert holding.gap == pytest.approx(engine.gap)
+    others = ["a1.h0", "a1.h3", "m1"]
+    each = holding.patch_each_node(others)
+    together = [engine.patch_together([*held_nodes, node]) for node in others]
+    torch.testing.assert_close(each, torch.tensor(together), atol=1e-5, rtol=1e-5)
+    node_grads, edge_grads = holding.mask_gradients()
+    assert not node_grads[held].any() and not edge_grads[held].any()
+    assert node_grads[~held].abs().max() > 0
+    for part, _ in holding.parts():
+        deltas = part.clean_deltas.view(layout.n_senders, -1)
+        assert not deltas[held].any() and deltas[~held].abs().max() > 0
+        weights = transformer_weights(tiny_model, llama=True)
+        patches = {c.first: part.patch_cache[sender_output_hook(c)] for c in layout.chunks}
+        chosen = torch.eye(layout.n_senders, dtype=torch.bool)
+        sources = Sources(layout, chosen, patches, held)
+        rel, whole = propagate(weights, part.clean_resid(0), 0, sources, part.readout)
+        torch.testing.assert_close(whole, part.clean_final, atol=1e-4, rtol=1e-4)
+        assert not rel[held].any() and rel[~held].abs().max() > 0
+
+
+def test_backup_rounds_find_the_backup_head_of_planted_greater_than_hard():
+    """The hard model's backup year head does nothing on the clean run; with a year head
+    held it carries the answer, and one backup round finds it (activation patching: node
+    recall 0.8 -> 1.0); a node's score is the larger of its two rounds'."""
+    name = "planted-greater-than-hard"
+    model, truth = load_model(name), ground_truth(name, "greater-than")
+    backup = truth.graph["backups"]
+    plain = find(model, "greater-than", "activation-patching", faithfulness=False)
+    rounds = find(model, "greater-than", "activation-patching", faithfulness=False, backup_rounds=1)
+    assert report(plain, truth, "t")["metrics"]["node_recall"] == pytest.approx(0.8)
+    assert report(rounds, truth, "t")["metrics"]["node_recall"] == 1.0
+    assert abs(plain.nodes[backup]["score"]) < 0.01 < 0.5 < rounds.nodes[backup]["score"]
+    for node in ("m0", "m2", "a1.h0"):  # the main circuit keeps its first-round score
+        assert abs(rounds.nodes[node]["score"]) >= abs(plain.nodes[node]["score"])
+    assert rounds.graph["backup_rounds"] == 1 and "backup_rounds" not in plain.graph
+
+
+def test_backup_rounds_bad_input_is_one_line():
+    base = ["discover", "--task", "greater-than", "--model", "planted", "--n-prompts", 4]
+    assert_one_line_error(
+        run(*base, "--method", "transcoder", "--backup-rounds", 1), "runs the model itself"
+    )
+    assert_one_line_error(run(*base, "--method", "cdt", "--backup-rounds", -1), "x>=0")
 
 
 def test_parts_beyond_the_budget_are_rebuilt_each_time(tiny_model):

@@ -128,6 +128,20 @@ def device_options(command: Callable) -> Callable:
     )(command)
 
 
+def backup_rounds_option(command: Callable) -> Callable:
+    """``--backup-rounds N``: rounds of scoring again with each node of the circuit found
+    so far held at its patch value, keeping each score's largest magnitude."""
+    return click.option(
+        "--backup-rounds",
+        default=0,
+        show_default=True,
+        type=click.IntRange(min=0),
+        help="Score again with each node of the circuit held at its patch value, one at a "
+        "time, and keep each score's largest magnitude, N times: finds backup heads that act "
+        "only when a main one is gone (each round costs the circuit's size in discoveries).",
+    )(command)
+
+
 def max_memory_option(command: Callable) -> Callable:
     """``--max-memory SIZE``: the budget for the prompts' caches and passes, as bytes
     (None: half the free memory, at most 2 GiB on the CPU)."""

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from circuitx import builtin
 from circuitx.cli.common import (
+    backup_rounds_option,
     cache_dir_option,
     device_options,
     fmt,
@@ -195,6 +196,7 @@ class DiscoverCommand(click.Command):
     help="Measure faithfulness on the first N prompts (a random sample; discovery uses "
     "them all): its curve costs 13 forward passes of each.",
 )
+@backup_rounds_option
 @max_memory_option
 @json_option
 @device_options
@@ -217,6 +219,7 @@ def discover_command(
     draw_path,
     faithfulness,
     faithfulness_prompts,
+    backup_rounds,
     max_memory,
     as_json,
     device,
@@ -247,6 +250,7 @@ def discover_command(
         cache_dir=cache_dir,
         faithfulness=faithfulness,
         faithfulness_prompts=faithfulness_prompts,
+        backup_rounds=backup_rounds,
         max_memory=max_memory,
     ).validated()
     if out_path:

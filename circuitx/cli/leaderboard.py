@@ -9,6 +9,7 @@ from rich.table import Table
 
 from circuitx import leaderboard as board_module
 from circuitx.cli.common import (
+    backup_rounds_option,
     cache_dir_option,
     device_options,
     json_option,
@@ -113,6 +114,7 @@ from circuitx.tasks.pairs import is_task_file
     help="A method option for every cell of that method, e.g. acdc.tau=0.05 (repeatable); "
     "it enters the cells' keys.",
 )
+@backup_rounds_option
 @cache_dir_option
 @max_memory_option
 @json_option
@@ -130,6 +132,7 @@ def leaderboard(
     threads,
     executor,
     option_specs,
+    backup_rounds,
     cache_dir,
     max_memory,
     as_json,
@@ -163,6 +166,7 @@ def leaderboard(
         options,
         cache_dir,
         max_memory,
+        backup_rounds,
     )
     settings = {
         "tasks": tasks,
@@ -177,6 +181,7 @@ def leaderboard(
         "device": device,
         "dtype": dtype,
         "options": options,
+        **({"backup_rounds": backup_rounds} if backup_rounds else {}),
     }
     board = board_module.run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
     if as_json:

@@ -51,6 +51,8 @@ class DiscoveryRequest:
     faithfulness_prompts: int = FAITHFULNESS_PROMPTS
     max_memory: int | None = None  # bytes for the prompts' caches and passes (None: default)
     task_format: str | None = None  # a task file's format (None: told by suffix and content)
+    # rounds of scoring again with the circuit found so far held at its patch values
+    backup_rounds: int = 0
 
     @property
     def task_name(self) -> str:
@@ -86,6 +88,13 @@ class DiscoveryRequest:
             raise CircuitxError(f"--threshold must be at least 0, not {self.threshold}")
         if self.top_k is not None and self.top_k < 1:
             raise CircuitxError(f"--top-k must be at least 1, not {self.top_k}")
+        if self.backup_rounds < 0:
+            raise CircuitxError(f"--backup-rounds must be at least 0, not {self.backup_rounds}")
+        if self.backup_rounds and not method.holds_circuits:
+            raise CircuitxError(
+                f"--backup-rounds: {method.name} runs the model itself, outside the engine "
+                "that holds a circuit at its patch values"
+            )
         if self.faithfulness_prompts < 1:
             raise CircuitxError(
                 f"--faithfulness-prompts must be at least 1, not {self.faithfulness_prompts}"
@@ -125,6 +134,8 @@ class DiscoveryRequest:
             settings.pop("faithfulness")
         if self.faithfulness_prompts == FAITHFULNESS_PROMPTS:  # the same: a new field
             settings.pop("faithfulness_prompts")
+        if not self.backup_rounds:  # a new field
+            settings.pop("backup_rounds")
         settings["options"] = dict(self.options)
         return settings
 

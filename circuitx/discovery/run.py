@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import networkx as nx
@@ -18,7 +19,7 @@ from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.graph import add_feature_level, edges_by_name, full_graph
 from circuitx.layout import Layout
-from circuitx.methods import MethodRun, Scores, get_method
+from circuitx.methods import Method, MethodRun, Scores, get_method
 from circuitx.models import Model, local_model_hub_id
 from circuitx.progress import progress_bar
 from circuitx.tasks import FileTask, get_task
@@ -46,6 +47,10 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     )
     method.check(model, run)
     layout = model.layout
+
+    def choose(scores: Scores) -> tuple[float | None, int | None, torch.Tensor, torch.Tensor]:
+        return selected(request, method, run, layout, scores)
+
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(request.seed)
@@ -59,15 +64,21 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
             request.max_memory,
             method.working_floats_per_token(model, run),
         )
-        with progress_bar(f"{method.name} on {task.name}", method.steps(layout, run)) as advance:
+        steps = method.steps(layout, run)
+        with progress_bar(f"{method.name} on {task.name}", steps) as advance:
             run.advance = advance
             scores = method.score(engine, run)
-    threshold, top_k = request.threshold, request.top_k
-    if top_k is None and threshold is None:
-        top_k = method.selection_top_k(run, scores)
-        if top_k is None:
-            threshold = method.selection_threshold(run)
-    nodes_kept, edges_kept = select(layout, scores, method.granularity, threshold, top_k)
+        threshold, top_k, nodes_kept, edges_kept = choose(scores)
+        for round_ in range(request.backup_rounds):  # what takes over when a node is gone
+            found = nodes_kept[1:-1].nonzero().flatten() + 1  # the circuit's senders
+            label = f"{method.name}: backups of {len(found)} nodes, round {round_ + 1}"
+            with progress_bar(label, steps * len(found)) as advance:
+                run.advance = advance
+                for sender in found.tolist():
+                    held = engine.holding(torch.arange(layout.n_senders) == sender)
+                    scores = stronger(scores, method.score(held, run))
+                    held.release()
+            threshold, top_k, nodes_kept, edges_kept = choose(scores)
     graph = full_graph(
         model.n_layers,
         model.n_heads,
@@ -98,6 +109,8 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     graph.graph.update(
         selected_by=method.granularity, threshold=threshold, top_k=top_k, discovery_s=discovery_s
     )
+    if request.backup_rounds:
+        graph.graph["backup_rounds"] = request.backup_rounds
     start = time.perf_counter()
     if request.faithfulness:
         ranking = edge_ranking(layout, scores)
@@ -112,6 +125,33 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     if scores.features is not None:
         add_feature_level(graph, scores.features.nodes, scores.features.edges, threshold)
     return graph
+
+
+def selected(
+    request: DiscoveryRequest, method: Method, run: MethodRun, layout: Layout, scores: Scores
+) -> tuple[float | None, int | None, torch.Tensor, torch.Tensor]:
+    """The threshold or top k the circuit is selected by (the request's, else the
+    method's), and the nodes and edges kept (see :func:`select`)."""
+    threshold, top_k = request.threshold, request.top_k
+    if top_k is None and threshold is None:
+        top_k = method.selection_top_k(run, scores)
+        if top_k is None:
+            threshold = method.selection_threshold(run)
+    return threshold, top_k, *select(layout, scores, method.granularity, threshold, top_k)
+
+
+def stronger(first: Scores, second: Scores) -> Scores:
+    """Each node's and edge's score of the larger magnitude of two rounds of scoring (the
+    second with the first's circuit held: a backup scores there); the first's facts and
+    features."""
+
+    def larger(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(b.abs() > a.abs(), b, a)
+
+    edges = None
+    if first.edges is not None and second.edges is not None:
+        edges = larger(first.edges, second.edges)
+    return dataclasses.replace(first, nodes=larger(first.nodes, second.nodes), edges=edges)
 
 
 def select(

@@ -171,6 +171,9 @@ class Method:
     # contrasts clean prompts with prompts the model cannot answer: by default the task's
     # negative corruption instead of its default corruption
     uses_negatives: ClassVar[bool] = False
+    # scores every run through the engine, so that scoring again with a circuit held at
+    # its patch values (the engine's ``holding``) is what it means (--backup-rounds)
+    holds_circuits: ClassVar[bool] = True
 
     def check(self, model: Model, run: MethodRun) -> None:
         """Raise a CircuitxError for settings this model and prompt count cannot run with

@@ -109,9 +109,10 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
     )
 
     wholes = Wholes()  # the clean run's activations, shared by every decomposition
+    held = None if engine.held_mask is None else engine.held_mask == 0  # a held-out circuit
 
     def run(layer: int, chosen: torch.Tensor, observe) -> torch.Tensor:
-        sources = Sources(layout, chosen, patches)
+        sources = Sources(layout, chosen, patches, held)
         rel, whole = propagate(
             weights, engine.clean_resid(layer), layer, sources, engine.readout, observe, wholes
         )

@@ -25,9 +25,11 @@ codes, gets the score of the component at its other end.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy
 import torch
 
 from circuitx.engine import Engine
@@ -40,6 +42,7 @@ from circuitx.progress import Advance, no_progress
 
 SAE_INPUTS = ("standardised", "raw")
 NODE_SCORES = ("positive-share", "unique-codes", "co-occurrence")
+SAE_POSITIONS = ("mean", "named", "all")
 PROGRESS_EVERY = 10  # training steps per progress step
 DEFAULT_CODES = 200  # the authors' hidden size
 VALUES_PER_BLOCK = 2**24  # code values made at once when counting them
@@ -146,8 +149,11 @@ def positive_only(
 
 
 def code_pairs(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
-    """The joint code of every ordered pair of components: [n, C] -> [n, C * C]."""
-    return (codes.unsqueeze(2) * n_codes + codes.unsqueeze(1)).flatten(1)
+    """The joint code of every ordered pair of components at the same position: [n, P, C]
+    -> [n, P * C * C] (P = 1: [n, C] works as [n, 1, C])."""
+    if codes.dim() == 2:
+        codes = codes.unsqueeze(1)
+    return (codes.unsqueeze(3) * n_codes + codes.unsqueeze(2)).flatten(1)
 
 
 def co_occurrence_ranking(pair_scores: torch.Tensor) -> torch.Tensor:
@@ -168,24 +174,56 @@ def scaled(centred: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
     return centred * (centred.shape[-1] ** 0.5 / spread.clamp_min(1e-12)).unsqueeze(-1)
 
 
-def _vectors(part: PatchingEngine) -> torch.Tensor:
+Positions = Callable[[PatchingEngine], torch.Tensor] | None
+
+
+def sae_positions(engine: Engine, mode: str) -> tuple[Positions, int]:
+    """Which token positions a part's prompts are read at, [n, P] (None: the mean over
+    tokens), and P: the task's named positions (``named``), or every position counted
+    back from END as far as the shortest prompt reaches (``all``); a corrupted prompt is
+    read where its clean twin is."""
+    if mode == "mean":
+        return None, 1
+    if mode == "named":
+        names = list(engine.data.positions)
+        return lambda part: torch.stack([part.data.positions[k] for k in names], 1), len(names)
+    shortest = int(engine.data.positions["END"].min()) + 1
+    back = torch.arange(shortest - 1, -1, -1)
+    return lambda part: part.data.positions["END"].unsqueeze(1).cpu() - back, shortest
+
+
+def _vectors(part: PatchingEngine, positions: Positions) -> torch.Tensor:
     """A part's positives then negatives: each head's and MLP's write averaged over a
-    prompt's tokens, [2 n, C, d] (the input, sender 0, has no codes)."""
+    prompt's tokens, or at each of its ``positions``, [2 n, C * P, d] (component-major;
+    the input, sender 0, has no codes)."""
     caches = (part.clean_cache, part.corrupted_cache)
-    return torch.cat([part.mean_writes(cache) for cache in caches])[:, 1:]
+    if positions is None:
+        return torch.cat([part.mean_writes(cache) for cache in caches])[:, 1:]
+    at = positions(part)
+    writes = torch.cat([part.writes_at(cache, at) for cache in caches])[:, 1:]
+    return writes.flatten(1, 2)
 
 
 def _as_written(vectors: torch.Tensor) -> torch.Tensor:
     return vectors
 
 
-def _each_vector_block(engine: Engine) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _each_vector_block(
+    engine: Engine, positions: Positions
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every part's vectors and their indices among all 2 n (positives, then negatives)."""
     n = engine.n_prompts
     for part, _ in engine.parts():
         start, stop = part.first_prompt, part.first_prompt + part.data.n_prompts
         index = torch.cat([torch.arange(start, stop), torch.arange(n + start, n + stop)])
-        yield _vectors(part), index
+        yield _vectors(part, positions), index
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of one autoencoder of ``--sae-restarts``: the run's own for the first."""
+    if restart == 0:
+        return seed
+    return int(numpy.random.SeedSequence([seed, restart]).generate_state(1)[0])
 
 
 def standardiser(
@@ -248,6 +286,24 @@ class SAE(Method):
             "(the authors' node score), or the authors' ranking by code-pair co-occurrence",
             choices=NODE_SCORES,
         ),
+        Option(
+            "sae_positions",
+            "str",
+            "mean",
+            "what a component's vector is: its write averaged over the prompt's tokens (the "
+            "authors'), or its writes at the task's named positions, or at every position, "
+            "each (component, position) with codes of its own; a component scores its best "
+            "position's score, a pair of components its best position's",
+            choices=SAE_POSITIONS,
+        ),
+        Option(
+            "sae_restarts",
+            "int",
+            1,
+            "autoencoders trained with different seeds (and training examples); the scores "
+            "are their mean, the spread over them is reported",
+            low=1,
+        ),
     )
 
     def check(self, model: Model, run: MethodRun) -> None:
@@ -267,20 +323,59 @@ class SAE(Method):
             )
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
-        return run.options["sae_steps"] // PROGRESS_EVERY + 1
+        return run.options["sae_restarts"] * (run.options["sae_steps"] // PROGRESS_EVERY) + 1
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        options, n = run.options, engine.n_prompts
+        options = run.options
         components = engine.layout.n_senders - 1
-        n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * components)
+        positions, count = sae_positions(engine, options["sae_positions"])
+        units = components * count
+        n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * units)
         prepare = _as_written
         if options["sae_inputs"] == "standardised":
-            prepare = standardiser(lambda: (v for v, _ in _each_vector_block(engine)))
-        generator = torch.Generator().manual_seed(run.seed)
+            prepare = standardiser(lambda: (v for v, _ in _each_vector_block(engine, positions)))
+        found = [
+            self._one_autoencoder(engine, run, positions, count, prepare, n_codes, restart)
+            for restart in range(options["sae_restarts"])
+        ]
+        node = torch.stack([f.node for f in found])
+        pairs = torch.stack([f.pairs for f in found]).mean(0)
+        spread = node.std(0) if len(found) > 1 else torch.zeros_like(node[0])
+        host = to_host({"node": node.mean(0), "pairs": pairs, "spread": spread})
+        edges, nodes = _graph_scores(engine.layout, host["node"], host["pairs"])
+        run.advance(1)
+        facts = {
+            "sae_fraction_of_variance_explained": statistics.fmean(f.explained for f in found),
+            "sae_l0": statistics.fmean(f.l0 for f in found),
+            "sae_codes": n_codes,
+            "sae_codes_used": statistics.fmean(f.codes_used for f in found),
+            "sae_positions": count,
+            "sae_restart_spread_mean": float(host["spread"].mean()),
+            "sae_restart_spread_max": float(host["spread"].max()),
+            "negative_accuracy": engine.accuracy(corrupted=True),
+        }
+        return Scores.of_edges(edges, nodes, facts=facts)
+
+    def _one_autoencoder(
+        self,
+        engine: Engine,
+        run: MethodRun,
+        positions: Positions,
+        count: int,
+        prepare: Callable[[torch.Tensor], torch.Tensor],
+        n_codes: int,
+        restart: int,
+    ) -> Overlap:
+        """Train one autoencoder (seeded by the run's seed and ``restart``) on its draw of
+        examples, and score every component and pair of components by its codes."""
+        options, n = run.options, engine.n_prompts
+        components = engine.layout.n_senders - 1
+        generator = torch.Generator().manual_seed(restart_seed(run.seed, restart))
         examples = torch.randperm(2 * n, generator=generator)[: options["n_examples"]]
         device = engine.model.device
-        chosen = torch.empty(len(examples), components, engine.model.d_model, device=device)
-        for vectors, index in _each_vector_block(engine):
+        shape = (len(examples), components * count, engine.model.d_model)
+        chosen = torch.empty(shape, device=device)
+        for vectors, index in _each_vector_block(engine, positions):
             found = torch.isin(examples, index)
             at = torch.searchsorted(index, examples[found])  # index is ascending
             chosen[found.to(device)] = vectors[at.to(device)]
@@ -294,32 +389,45 @@ class SAE(Method):
             generator,
             run.advance,
         )
-        codes = torch.empty(2 * n, components, dtype=torch.long)
+        codes = torch.empty(2 * n, components * count, dtype=torch.long)
         with torch.no_grad():
-            for vectors, index in _each_vector_block(engine):
+            for vectors, index in _each_vector_block(engine, positions):
                 codes[index] = sae.codes(prepare(vectors)).cpu()
             hidden = sae.hidden(training)
             residual = (sae.reconstruct(hidden) - training).pow(2).sum()
             variance = (training - training.mean(0)).pow(2).sum()
         per_example = options["node_score"] == "positive-share"
         node = positive_only(codes[:n], codes[n:], n_codes, per_example)
+        node = node.view(components, count).max(1).values  # a component's best position
+        by_position = codes.view(2 * n, components, count).transpose(1, 2)  # [2n, P, C]
         pairs = positive_only(
-            codes[:n], codes[n:], n_codes**2, per_example, lambda c: code_pairs(c, n_codes)
+            by_position[:n],
+            by_position[n:],
+            n_codes**2,
+            per_example,
+            lambda c: code_pairs(c, n_codes),
         )
-        pairs = pairs.view(components, components).fill_diagonal_(0)
+        pairs = pairs.view(count, components, components).max(0).values.fill_diagonal_(0)
         if options["node_score"] == "co-occurrence":
             node = co_occurrence_ranking(pairs).float() / (2 * components)
-        host = to_host({"node": node, "pairs": pairs})
-        edges, nodes = _graph_scores(engine.layout, host["node"], host["pairs"])
-        run.advance(1)
-        facts = {
-            "sae_fraction_of_variance_explained": float(1 - residual / variance),
-            "sae_l0": float((hidden > 0).float().sum(-1).mean()),
-            "sae_codes": n_codes,
-            "sae_codes_used": int(codes.unique().numel()),
-            "negative_accuracy": engine.accuracy(corrupted=True),
-        }
-        return Scores.of_edges(edges, nodes, facts=facts)
+        return Overlap(
+            node,
+            pairs,
+            float(1 - residual / variance),
+            float((hidden > 0).float().sum(-1).mean()),
+            int(codes.unique().numel()),
+        )
+
+
+@dataclass
+class Overlap:
+    """One autoencoder's scores: components [C], ordered pairs [C, C], and its fit."""
+
+    node: torch.Tensor
+    pairs: torch.Tensor
+    explained: float  # fraction of variance of its training vectors explained
+    l0: float
+    codes_used: int
 
 
 def _graph_scores(

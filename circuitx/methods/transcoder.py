@@ -405,6 +405,7 @@ class TranscoderMethod(Method):
     title = "Transcoder circuits: feature activation x input-invariant weights, OV and QK"
     granularity = "node"
     default_threshold = 0.01
+    holds_circuits = False  # its frozen replacement model runs outside the engine
     options = (
         Option(
             "transcoders",

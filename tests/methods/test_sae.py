@@ -10,11 +10,16 @@ from conftest import assert_one_line_error, find, run
 
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
+from circuitx.engine import Engine
 from circuitx.graph import component_nodes, edges_by_name
+from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.methods import sae as sae_module
 from circuitx.methods.sae import (
     co_occurrence_ranking,
     code_pairs,
     positive_only,
+    restart_seed,
+    sae_positions,
     standardiser,
     train_sae,
 )
@@ -37,6 +42,13 @@ def test_code_pairs_are_joint_codes_of_ordered_pairs():
     codes = torch.tensor([[1, 2, 0]])
     joint = code_pairs(codes, 3).view(3, 3)
     assert joint[0, 1] == 1 * 3 + 2 and joint[1, 0] == 2 * 3 + 1 and joint[2, 2] == 0
+
+
+def test_code_pairs_at_positions_pair_components_at_the_same_position():
+    codes = torch.tensor([[[1, 2], [0, 1]]])  # [n, P, C]: position 0 shows 1, 2
+    joint = code_pairs(codes, 3).view(2, 2, 2)
+    assert joint[0, 0, 1] == 1 * 3 + 2 and joint[1, 0, 1] == 0 * 3 + 1
+    assert joint[1, 1, 0] == 1 * 3 + 0
 
 
 def test_co_occurrence_ranking_counts_ends_of_the_top_quarter():
@@ -97,6 +109,81 @@ def test_mean_writes_average_each_prompts_own_tokens(tiny_model):
         assert torch.allclose(writes[i, sender : sender + 4], head, atol=1e-5)
         mlp = cache["blocks.0.hook_mlp_out"][0].mean(0)
         assert torch.allclose(writes[i, engine.layout.mlp_sender(0)], mlp, atol=1e-5)
+
+
+def test_writes_at_positions_are_each_prompts_own(tiny_model):
+    """Each sender's write at a prompt's named positions, from a padded batch, is what the
+    prompt run alone writes there; ``all`` reads back from END as far as the shortest
+    prompt reaches, ``named`` the task's positions in their order."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 6, 0)
+    engine = PatchingEngine(tiny_model, task, data)
+    at = torch.stack(list(data.positions.values()), 1)  # [n, P]
+    writes = engine.writes_at(engine.clean_cache, at)
+    assert writes.shape == (6, engine.layout.n_senders, len(data.positions), tiny_model.d_model)
+    for i in range(data.n_prompts):
+        tokens = data.clean[i : i + 1, : int(data.positions["END"][i]) + 1]
+        _, cache = tiny_model.run_with_cache(tokens, tiny_model.output_hooks())
+        z = cache["blocks.1.attn.hook_z"][0, at[i]]  # [P, head, d_head]
+        head = torch.einsum("phe,hed->hpd", z, tiny_model.head_output_weights(1))
+        sender = engine.layout.head_sender(1)
+        assert torch.allclose(writes[i, sender : sender + 4], head, atol=1e-5)
+        mlp = cache["blocks.0.hook_mlp_out"][0, at[i]]
+        assert torch.allclose(writes[i, engine.layout.mlp_sender(0)], mlp, atol=1e-5)
+    whole = Engine(tiny_model, task, data, task.default_metric)
+    named, count = sae_positions(whole, "named")
+    assert count == len(data.positions) and torch.equal(named(engine), at)
+    every, count = sae_positions(whole, "all")
+    end = data.positions["END"]
+    assert count == int(end.min()) + 1
+    assert torch.equal(every(engine)[:, -1], end) and (every(engine)[:, 0] >= 0).all()
+    assert (every(engine).diff(dim=1) == 1).all()
+
+
+def sae_engine(model, options, seed=0):
+    task = get_task("colored-objects", "absent-object")
+    data = task.make_data(model, 8, seed=0)
+    run = MethodRun(seed=seed, options=method_options(get_method("sae"), options), n_prompts=8)
+    return Engine(model, task, data, task.default_metric), run
+
+
+def sae_scores(model, options, seed=0):
+    return get_method("sae").score(*sae_engine(model, options, seed))
+
+
+def test_restarts_average_autoencoders_of_their_own_seeds(word_model):
+    """``--sae-restarts 3`` scores the mean of three autoencoders, each trained on its own
+    draw of examples from its own seed (the first the single run's); the spread reported
+    is their std."""
+    small = {"n_codes": 12, "sae_steps": 30, "n_examples": 6}
+    one = sae_scores(word_model, small)
+    three = sae_scores(word_model, {**small, "sae_restarts": 3})
+    assert len({restart_seed(0, k) for k in range(3)}) == 3 and restart_seed(0, 0) == 0
+    engine, run = sae_engine(word_model, {**small, "sae_restarts": 3})
+    method, units = get_method("sae"), engine.layout.n_senders - 1
+    standardise = standardiser(lambda: (v for v, _ in sae_module._each_vector_block(engine, None)))
+    each = [
+        method._one_autoencoder(engine, run, None, 1, standardise, 12, k).node for k in range(3)
+    ]
+    torch.testing.assert_close(each[0], one.nodes[1:])
+    torch.testing.assert_close(torch.stack(each).mean(0), three.nodes[1:])
+    spread = torch.stack(each).std(0)
+    assert three.facts["sae_restart_spread_max"] == pytest.approx(float(spread.max()))
+    assert three.facts["sae_restart_spread_max"] > 0.0 == one.facts["sae_restart_spread_max"]
+    assert len(each[0]) == units
+
+
+def test_positions_give_each_component_its_best_positions_score(word_model):
+    """With positions, a component's score is its best position's (so at least as high
+    as a position's on its own), within [0, 1], and the graph says how many positions."""
+    small = {"n_codes": 12, "sae_steps": 30, "n_examples": 6}
+    named = sae_scores(word_model, {**small, "sae_positions": "named"})
+    every = sae_scores(word_model, {**small, "sae_positions": "all"})
+    assert named.facts["sae_positions"] == 4  # COLOR, OBJECT, QUERY, END
+    assert every.facts["sae_positions"] > 4
+    for scores in (named, every):
+        assert 0.0 <= float(scores.nodes.min()) and float(scores.nodes.max()) <= 1.0
+        assert scores.nodes[1:].any()
 
 
 def test_answer_heads_get_codes_unique_to_positives():
