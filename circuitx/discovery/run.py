@@ -133,11 +133,24 @@ def selected(
     """The threshold or top k the circuit is selected by (the request's, else the
     method's), and the nodes and edges kept (see :func:`select`)."""
     threshold, top_k = request.threshold, request.top_k
+    if top_k is None and threshold is None and scores.chosen is not None:
+        return None, None, *chosen_selection(layout, scores.chosen)
     if top_k is None and threshold is None:
         top_k = method.selection_top_k(run, scores)
         if top_k is None:
             threshold = method.selection_threshold(run)
     return threshold, top_k, *select(layout, scores, method.granularity, threshold, top_k)
+
+
+def chosen_selection(layout: Layout, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The circuit of the edges a method's search chose [n_senders, n_receivers]: those
+    edges and the nodes they join, as :func:`select` gives them."""
+    senders, receivers = layout.edge_positions
+    edges = chosen[senders, receivers]
+    nodes = torch.zeros(len(layout.nodes), dtype=torch.bool)
+    nodes[0] = nodes[-1] = True
+    nodes[layout.edge_ends[edges].flatten()] = True
+    return nodes, edges
 
 
 def stronger(first: Scores, second: Scores) -> Scores:

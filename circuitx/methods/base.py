@@ -133,6 +133,9 @@ class Scores:
     edges: torch.Tensor | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     features: FeatureScores | None = None
+    # the edges [n_senders, n_receivers] (bool) a method's own search chose, where its
+    # circuit is not a threshold or top k of its scores (None: selected by them)
+    chosen: torch.Tensor | None = None
 
     @classmethod
     def of_edges(

@@ -46,6 +46,7 @@ features, output bias and transcoder error); the head/MLP graph is their sum.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,8 @@ from circuitx.transcoders import Transcoders, input_hook, transcoders_for
 
 GRANULARITIES = ("node", "feature")
 QK_MODES = ("off", "linear", "fixed")
+SEARCHES = ("threshold", "paths")
+PATHS_SHOWN = 10  # the strongest paths the graph lists
 
 
 @dataclass
@@ -432,6 +435,30 @@ class TranscoderMethod(Method):
             "recomputes each head's pattern without each earlier unit's write (AtP*'s QK fix)",
             choices=QK_MODES,
         ),
+        Option(
+            "search",
+            "str",
+            "threshold",
+            "the circuit: the nodes scoring at least the threshold, or the union of the "
+            "strongest paths from the logits back (the paper's greedy path search)",
+            choices=SEARCHES,
+        ),
+        Option("n_paths", "int", 10, "paths kept at each step of --search paths", low=1),
+        Option(
+            "path_share",
+            "float",
+            0.001,
+            "--search paths keeps only paths that carry at least this share of the target",
+            low=0,
+        ),
+        Option(
+            "path_length",
+            "int",
+            None,
+            "steps back from the logits with --search paths (default: 2 x layers + 1, "
+            "enough to reach the input)",
+            low=1,
+        ),
     )
     _loaded: tuple[tuple[str, str, str, str | None, str | None], tuple[Transcoders, str]] | None
     _loaded = None
@@ -489,9 +516,91 @@ class TranscoderMethod(Method):
         edges, nodes = _component_scores(engine, named, blocks)
         features = feature_level(named, blocks) if n_top else None
         run.advance(1)
-        return Scores.of_edges(
-            edges, nodes, facts={"transcoders_source": source}, features=features
+        facts: dict[str, Any] = {"transcoders_source": source}
+        chosen = None
+        if options["search"] == "paths":
+            length = options["path_length"] or 2 * model.n_layers + 1
+            chosen, paths = greedy_paths(
+                engine.layout, edges, nodes, options["n_paths"], length, options["path_share"]
+            )
+            facts["paths"] = [
+                " <- ".join(path.nodes) + f": {path.share:.4g}" for path in paths[:PATHS_SHOWN]
+            ]
+        return dataclasses.replace(
+            Scores.of_edges(edges, nodes, facts=facts, features=features), chosen=chosen
         )
+
+
+@dataclass
+class Path:
+    """A path from the logits back (``nodes[0]`` is the logits) and the share of the
+    target's attribution that flows along it."""
+
+    nodes: list[str]
+    edges: list[tuple[int, int]]  # (sender, receiver), from the logits back
+    share: float
+    first: int  # the index among the layout's nodes of the node it now starts from
+
+
+def greedy_paths(
+    layout: Layout,
+    edges: torch.Tensor,
+    nodes: torch.Tensor,
+    n_paths: int,
+    length: int,
+    min_share: float = 0.0,
+) -> tuple[torch.Tensor, list[Path]]:
+    """The paper's greedy path search on the attribution graph: from the logits, extend
+    every kept path by each edge into its first node u, scored by the path's share times
+    |e| / max(sum of |e| into u, |score of u|): how u's attribution splits among its
+    inputs (where its inputs together explain less than its own score, the rest is its
+    own and goes nowhere); keep the ``n_paths`` strongest of at least ``min_share``,
+    ``length`` times (a path that reaches the input stops). A path's nodes are named with
+    the input they are entered by (``a3.h0<q>``). Returns the union of every path kept at
+    any step as chosen edges [n_senders, n_receivers] (bool), and those paths, strongest
+    first."""
+    magnitude = (edges.abs() * layout.valid).double()
+    owner = layout.receiver_owner
+    logits = layout.n_senders  # the logits' index among the nodes
+    into = {logits: torch.tensor([layout.logits_receiver])}
+    for node in range(1, layout.n_senders):
+        into[node] = (owner == node).nonzero().flatten()
+    names = [name for name, *_ in layout.nodes]
+    current, kept = [Path([names[logits]], [], 1.0, logits)], []
+    for _ in range(length):
+        candidates = []
+        for path in current:
+            if path.first == 0:  # the input: nothing enters it
+                continue
+            receivers = into[path.first]
+            block = magnitude[:, receivers]
+            total = float(block.sum())
+            if path.first != logits:
+                total = max(total, abs(float(nodes[path.first])))
+            if total == 0.0:
+                continue
+            values, order = block.flatten().topk(min(n_paths, block.numel()))
+            for value, index in zip(values.tolist(), order.tolist()):
+                sender, column = divmod(index, len(receivers))
+                share = path.share * value / total
+                if share < min_share or value == 0.0:
+                    break
+                receiver = int(receivers[column])
+                entered = layout.receivers[receiver][1]
+                named = path.nodes[:-1] + [path.nodes[-1] + (f"<{entered}>" if entered else "")]
+                candidates.append(
+                    Path(named + [names[sender]], path.edges + [(sender, receiver)], share, sender)
+                )
+        if not candidates:
+            break
+        candidates.sort(key=lambda path: -path.share)
+        current = candidates[:n_paths]
+        kept += current
+    chosen = torch.zeros(layout.n_senders, layout.n_receivers, dtype=torch.bool)
+    for path in kept:
+        for sender, receiver in path.edges:
+            chosen[sender, receiver] = True
+    return chosen, sorted(kept, key=lambda path: -path.share)
 
 
 def _mean_feature_baselines(engine: Engine, transcoders: Transcoders) -> dict[int, torch.Tensor]:

@@ -18,7 +18,7 @@ from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.discovery import report
 from circuitx.errors import CircuitxError
 from circuitx.graph import read_graph
-from circuitx.methods.transcoder import attribute
+from circuitx.methods.transcoder import attribute, greedy_paths
 from circuitx.models import (
     attention_pattern_hook,
     head_output_hook,
@@ -454,3 +454,55 @@ def test_recovers_the_planted_greater_than_circuit(tmp_path):
     summary = report(graph, ground_truth("planted-greater-than", "greater-than"), "truth")
     assert summary["metrics"]["node_auc"] >= 0.9, summary["metrics"]
     assert summary["metrics"]["node_recall"] == 1.0
+
+
+def test_greedy_paths_split_each_nodes_attribution_among_its_inputs(tiny_model):
+    """From the logits back: a node's share passes to its inputs in proportion to |e|
+    (over the larger of their sum and the node's own score); the beam keeps the strongest
+    paths above the least share; the circuit is their union."""
+    layout = tiny_model.layout
+    edges = torch.zeros(layout.n_senders, layout.n_receivers)
+    a1h0, m0, a0h1 = layout.head_sender(1, 0), layout.mlp_sender(0), layout.head_sender(0, 1)
+    edges[a1h0, layout.logits_receiver] = 3.0
+    edges[m0, layout.logits_receiver] = -1.0
+    edges[a0h1, layout.head_receiver(1, "q", 0)] = 2.0  # a1.h0's inputs: 2 + 2 = its score 3
+    edges[0, layout.head_receiver(1, "v", 0)] = -2.0
+    edges[0, layout.mlp_receiver(0)] = 0.5  # m0's inputs explain half its score
+    nodes = torch.zeros(layout.n_senders)
+    nodes[a1h0], nodes[m0], nodes[a0h1] = 3.0, -1.0, 2.0
+    chosen, paths = greedy_paths(layout, edges, nodes, 10, 5)
+    shares = {" <- ".join(path.nodes): path.share for path in paths}
+    assert shares == pytest.approx(
+        {
+            "logits <- a1.h0": 0.75,
+            "logits <- m0": 0.25,
+            "logits <- a1.h0<q> <- a0.h1": 0.375,  # 0.75 x 2 / 4
+            "logits <- a1.h0<v> <- input": 0.375,
+            "logits <- m0 <- input": 0.125,  # 0.25 x 0.5 / max(0.5, 1)
+        }
+    )
+    assert int(chosen.sum()) == 5 and bool(chosen[a0h1, layout.head_receiver(1, "q", 0)])
+    beam, _ = greedy_paths(layout, edges, nodes, 1, 5)  # one path: the strongest each step
+    assert int(beam.sum()) == 2 and bool(beam[a1h0, layout.logits_receiver])
+    cut, kept = greedy_paths(layout, edges, nodes, 10, 5, min_share=0.3)
+    assert all(path.share >= 0.3 for path in kept) and not cut[0, layout.mlp_receiver(0)]
+
+
+def test_path_search_selects_the_union_of_its_paths(tmp_path, tiny_dir, tiny_transcoders):
+    """``--search paths``: the circuit is the paths' edges (no threshold or top k), the
+    graph lists the strongest paths, and each of their edges is in the circuit."""
+    out = tmp_path / "paths.graphml"
+    args = ["discover", "--task", "ioi", "--method", "transcoder", "--model", tiny_dir]
+    args += ["--n-prompts", 6, "--transcoders", tiny_transcoders, "--search", "paths"]
+    result = run(*args, "--n-paths", 3, "--out", out, "--no-faithfulness")
+    assert result.exit_code == 0, result.output
+    graph = read_graph(out)
+    kept = {k for _, _, k, inside in graph.edges(keys=True, data="in_circuit") if inside}
+    on_paths = set()
+    for path in graph.graph["paths"]:
+        names = path.rsplit(":", 1)[0].split(" <- ")
+        for receiver, sender in zip(names, names[1:]):
+            on_paths.add(f"{sender.split('<')[0]}->{receiver}")
+    assert on_paths and on_paths <= kept
+    assert graph.graph["top_k"] is None and graph.graph["threshold"] is None
+    assert len(kept) <= 3 * (2 * 2 + 1)  # at most n_paths new edges per step
