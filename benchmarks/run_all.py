@@ -29,13 +29,16 @@ TIMING = (
     ("Activation patching", ["activation_patching.py"]),
     ("Edge methods: EAP, EAP-IG, path patching, ACDC", ["edge_methods.py"]),
     ("CD-T", ["cdt.py", "--skip-planted"]),
-    ("Discrete-SAE code overlap", ["sae.py", "--skip-planted", "--skip-examples"]),
+    (
+        "Discrete-SAE code overlap",
+        ["sae.py", "--skip-planted", "--skip-examples", "--skip-settings"],
+    ),
     ("Transcoders", ["transcoder.py", "--skip-planted"]),
     ("Many prompts: peak memory and time", ["many_prompts.py", "100000"]),
 )
 
 
-# (model, folder, title, ablation)
+# (model, folder, title, ablation[, methods, backup rounds])
 LEADERBOARDS = (
     ("planted", "leaderboard", "the planted models", "corrupted"),
     (
@@ -43,6 +46,16 @@ LEADERBOARDS = (
         "leaderboard-hard",
         "the hard planted models (backup heads, louder distractors)",
         "corrupted",
+        # the learned masks (hours of training on this CPU) and the variants left out
+        "activation-patching,path-patching,cdt,sae,transcoder,acdc,eap,eap-ig,atp",
+    ),
+    (
+        "planted-hard",
+        "leaderboard-hard-backup",
+        "the hard planted models, one backup round (--backup-rounds 1)",
+        "corrupted",
+        "activation-patching,cdt,eap-ig",
+        1,
     ),
     (
         "tracr",
@@ -66,24 +79,34 @@ LEADERBOARDS = (
 
 
 def leaderboard_section(
-    model: str, folder: str, title: str, ablation: str, seeds: int, jobs: int, device
+    model: str,
+    folder: str,
+    title: str,
+    ablation: str,
+    seeds: int,
+    jobs: int,
+    device,
+    methods: str = "all",
+    backup_rounds: int = 0,
 ) -> str:
     out = HERE / folder
     cells = make_grid(
         tasks_for(model),
-        parse_methods("all"),
+        parse_methods(methods),
         model,
         list(range(seeds)),
         ablation=ablation,
         device=device,
+        backup_rounds=backup_rounds,
     )
     start = time.perf_counter()
     board = run_leaderboard(cells, out, jobs=jobs)
     took = time.perf_counter() - start
     command = (
-        f"circuitx leaderboard --tasks all --methods all --model {model} --seeds {seeds} "
+        f"circuitx leaderboard --tasks all --methods {methods} --model {model} --seeds {seeds} "
         f"--jobs {jobs} --out benchmarks/{folder}"
         + (f" --ablation {ablation}" if ablation != "corrupted" else "")
+        + (f" --backup-rounds {backup_rounds}" if backup_rounds else "")
         + (f" --device {device}" if device else "")
     )
     plots = " ".join(
@@ -137,10 +160,12 @@ def main() -> None:
         "finished cells; the table's caption says when and where they ran).\n\n"
     )
     sections: list[str] = []
-    for model, folder, title, ablation in LEADERBOARDS:
+    for model, folder, title, ablation, *grid in LEADERBOARDS:
         print(f"running the leaderboard on {model} ({ablation})", file=sys.stderr, flush=True)
         sections.append(
-            leaderboard_section(model, folder, title, ablation, args.seeds, args.jobs, args.device)
+            leaderboard_section(
+                model, folder, title, ablation, args.seeds, args.jobs, args.device, *grid
+            )
         )
         write(sections, header)
     if not args.skip_timing:

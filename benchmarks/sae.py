@@ -15,6 +15,9 @@ distinct-code count, their sparsity penalty: 0.05 on docstring, else 0.02).
 
 Part 3: node AUC on the clean planted models with 5, 10, 25 and 50 training examples (codes
 capped at the number of training vectors).
+
+Part 4: node AUC on the clean planted models, mean and lowest over ``--seeds`` seeds, for
+each setting of ``--sae-positions`` (mean, named) and ``--sae-restarts`` (1, 3).
 """
 
 from __future__ import annotations
@@ -26,9 +29,7 @@ import tempfile
 from pathlib import Path
 
 from cdt import run_step  # one timed step in a fresh process, as for CD-T
-from conftest import (
-    tiny_gpt2,
-)  # the tests' model builder (edge_methods puts tests/ on the path)
+from conftest import tiny_gpt2  # the tests' model builder (edge_methods puts tests/ on the path)
 from edge_methods import gpt2_small_heading, in_fresh_process
 
 from circuitx.builtin import ground_truth
@@ -40,6 +41,12 @@ from circuitx.methods import get_method
 STEPS = ("forward", "engine", "sae")
 AUTHORS_L1 = {"docstring": 0.05}  # experiments/main_results.py; 0.02 otherwise
 EXAMPLES = (5, 10, 25, 50)
+SETTINGS = (
+    {"sae_positions": "mean"},
+    {"sae_positions": "mean", "sae_restarts": 3},
+    {"sae_positions": "named"},
+    {"sae_positions": "named", "sae_restarts": 3},
+)
 
 
 def timing(args: argparse.Namespace) -> None:
@@ -64,14 +71,17 @@ def timing(args: argparse.Namespace) -> None:
         print(f"| {labels[step]} | {seconds:.2f} | {seconds / unit['seconds']:.1f} | {memory} |")
 
 
-def runs(model, name: str, task: str, seeds: int, **options) -> list[dict]:
+def runs(
+    model, name: str, task: str, seeds: int, faithfulness: bool = True, **options
+) -> list[dict]:
     """``discover --method sae`` under seeds 0..seeds-1, scored against the ground truth."""
     truth = ground_truth(name, task)
     summaries = []
     for seed in range(seeds):
-        graph = discover(
-            model, DiscoveryRequest(task, "sae", n_prompts=50, seed=seed, options=options)
+        request = DiscoveryRequest(
+            task, "sae", n_prompts=50, seed=seed, options=options, faithfulness=faithfulness
         )
+        graph = discover(model, request)
         summaries.append(report(graph, truth, "truth"))
     return summaries
 
@@ -129,9 +139,31 @@ def examples(args: argparse.Namespace) -> None:
         cells = []
         for n_examples in EXAMPLES:
             n_codes = min(200, n_examples * components)
-            rows = runs(model, name, spec.task, args.seeds, n_examples=n_examples, n_codes=n_codes)
+            rows = runs(
+                model, name, spec.task, args.seeds, False, n_examples=n_examples, n_codes=n_codes
+            )
             codes = "" if n_codes == 200 else f" ({n_codes} codes)"
             cells.append(spread([r["metrics"]["node_auc"] for r in rows]) + codes)
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def settings(args: argparse.Namespace) -> None:
+    print(f"\n## node AUC by positions and restarts, clean planted models, {args.seeds} seeds\n")
+    labels = [
+        f"{s['sae_positions']}, {s.get('sae_restarts', 1)} restart(s): mean (lowest)"
+        for s in SETTINGS
+    ]
+    print("| model | " + " | ".join(labels) + " |")
+    print("| --- |" + " ---: |" * len(SETTINGS))
+    for name, spec in chosen(args):
+        if spec.hard:
+            continue
+        model = load_model(name, device=args.device)
+        cells = []
+        for setting in SETTINGS:
+            rows = runs(model, name, spec.task, args.seeds, False, **setting)
+            aucs = [r["metrics"]["node_auc"] for r in rows]
+            cells.append(f"{statistics.mean(aucs):.3f} ({min(aucs):.3f})")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -143,6 +175,7 @@ def main() -> None:
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--skip-planted", action="store_true")
     parser.add_argument("--skip-examples", action="store_true")
+    parser.add_argument("--skip-settings", action="store_true")
     parser.add_argument("--models", help="comma-separated planted models (default: all)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # internal
@@ -156,6 +189,8 @@ def main() -> None:
         planted(args)
     if not args.skip_examples:
         examples(args)
+    if not args.skip_settings:
+        settings(args)
 
 
 if __name__ == "__main__":
