@@ -5,7 +5,10 @@ ones its corrupted prompts (it cannot). Each component's write to the residual s
 (a head's z @ W_O, an MLP's output) is averaged over the prompt's tokens. One sparse
 autoencoder, shared by every component as in the authors' code, is trained on the vectors
 of ``n_examples`` prompts drawn from positives and negatives together; a vector's code is
-the index of its largest hidden unit. A component scores the number of codes it shows on
+the index of its largest hidden unit. ``sae_restarts`` autoencoders, each of its own seed
+and draw of examples, score apart and their scores are averaged (defaults 5 examples and
+3 autoencoders: measured on the clean planted models, node AUC 0.96-1.00 at every one of
+5 seeds, where the authors' 10 examples and one autoencoder gave 0.83-1.00 on average). A component scores the number of codes it shows on
 positives and never on negatives; an ordered pair of components scores the number of code
 pairs they show together on positives and never on negatives. Scores are divided by the
 number of positive prompts.
@@ -255,8 +258,8 @@ class SAE(Method):
         Option(
             "n_examples",
             "int",
-            10,
-            "prompts (positive and negative together) the autoencoder is trained on",
+            5,
+            "prompts (positive and negative together) each autoencoder is trained on",
             low=1,
         ),
         Option(
@@ -299,7 +302,7 @@ class SAE(Method):
         Option(
             "sae_restarts",
             "int",
-            1,
+            3,
             "autoencoders trained with different seeds (and training examples); the scores "
             "are their mean, the spread over them is reported",
             low=1,
