@@ -8,10 +8,10 @@ of ``n_examples`` prompts drawn from positives and negatives together; a vector'
 the index of its largest hidden unit. ``sae_restarts`` autoencoders, each of its own seed
 and draw of examples, score apart and their scores are averaged (defaults 5 examples and
 3 autoencoders: measured on the clean planted models, node AUC 0.96-1.00 at every one of
-5 seeds, where the authors' 10 examples and one autoencoder gave 0.83-1.00 on average). A component scores the number of codes it shows on
-positives and never on negatives; an ordered pair of components scores the number of code
-pairs they show together on positives and never on negatives. Scores are divided by the
-number of positive prompts.
+5 seeds, where the authors' 10 examples and one autoencoder gave 0.83-1.00 on average).
+A component scores the number of codes it shows on positives and never on negatives; an
+ordered pair of components scores the number of code pairs they show together on
+positives and never on negatives. Scores are divided by the number of positive prompts.
 
 The autoencoder follows the authors' (their ``src/sae.py``, ``src/train.py``): a bias tied
 before the encoder and after the decoder, ReLU codes, unit-norm feature vectors kept so by
@@ -28,7 +28,6 @@ codes, gets the score of the component at its other end.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -344,15 +343,17 @@ class SAE(Method):
         node = torch.stack([f.node for f in found])
         pairs = torch.stack([f.pairs for f in found]).mean(0)
         spread = node.std(0) if len(found) > 1 else torch.zeros_like(node[0])
-        host = to_host({"node": node.mean(0), "pairs": pairs, "spread": spread})
+        fit = torch.stack([f.fit for f in found]).mean(0)
+        host = to_host({"node": node.mean(0), "pairs": pairs, "spread": spread, "fit": fit})
         edges, nodes = _graph_scores(engine.layout, host["node"], host["pairs"])
         run.advance(1)
+        explained, l0, used = host["fit"].tolist()
         facts = {
-            "sae_fraction_of_variance_explained": statistics.fmean(f.explained for f in found),
-            "sae_l0": statistics.fmean(f.l0 for f in found),
+            "sae_fraction_of_variance_explained": explained,
+            "sae_l0": l0,
             "sae_codes": n_codes,
-            "sae_codes_used": statistics.fmean(f.codes_used for f in found),
-            "sae_positions": count,
+            "sae_codes_used": used,
+            "sae_position_count": count,
             "sae_restart_spread_mean": float(host["spread"].mean()),
             "sae_restart_spread_max": float(host["spread"].max()),
             "negative_accuracy": engine.accuracy(corrupted=True),
@@ -392,10 +393,10 @@ class SAE(Method):
             generator,
             run.advance,
         )
-        codes = torch.empty(2 * n, components * count, dtype=torch.long)
+        codes = torch.empty(2 * n, components * count, dtype=torch.long, device=device)
         with torch.no_grad():
             for vectors, index in _each_vector_block(engine, positions):
-                codes[index] = sae.codes(prepare(vectors)).cpu()
+                codes[index.to(device)] = sae.codes(prepare(vectors))
             hidden = sae.hidden(training)
             residual = (sae.reconstruct(hidden) - training).pow(2).sum()
             variance = (training - training.mean(0)).pow(2).sum()
@@ -413,24 +414,20 @@ class SAE(Method):
         pairs = pairs.view(count, components, components).max(0).values.fill_diagonal_(0)
         if options["node_score"] == "co-occurrence":
             node = co_occurrence_ranking(pairs).float() / (2 * components)
-        return Overlap(
-            node,
-            pairs,
-            float(1 - residual / variance),
-            float((hidden > 0).float().sum(-1).mean()),
-            int(codes.unique().numel()),
-        )
+        used = torch.tensor(float(codes.unique().numel()), device=device)
+        fit = torch.stack([1 - residual / variance, (hidden > 0).float().sum(-1).mean(), used])
+        return Overlap(node, pairs, fit)
 
 
 @dataclass
 class Overlap:
-    """One autoencoder's scores: components [C], ordered pairs [C, C], and its fit."""
+    """One autoencoder's scores: components [C], ordered pairs [C, C], and its fit: the
+    fraction of its training vectors' variance explained, its L0 and the codes used [3]
+    (left on the device with the scores, for one transfer)."""
 
     node: torch.Tensor
     pairs: torch.Tensor
-    explained: float  # fraction of variance of its training vectors explained
-    l0: float
-    codes_used: int
+    fit: torch.Tensor
 
 
 def _graph_scores(

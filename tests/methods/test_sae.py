@@ -179,8 +179,8 @@ def test_positions_give_each_component_its_best_positions_score(word_model):
     small = {"n_codes": 12, "sae_steps": 30, "n_examples": 6}
     named = sae_scores(word_model, {**small, "sae_positions": "named"})
     every = sae_scores(word_model, {**small, "sae_positions": "all"})
-    assert named.facts["sae_positions"] == 4  # COLOR, OBJECT, QUERY, END
-    assert every.facts["sae_positions"] > 4
+    assert named.facts["sae_position_count"] == 4  # COLOR, OBJECT, QUERY, END
+    assert every.facts["sae_position_count"] > 4
     for scores in (named, every):
         assert 0.0 <= float(scores.nodes.min()) and float(scores.nodes.max()) <= 1.0
         assert scores.nodes[1:].any()
