@@ -270,7 +270,7 @@ class Sources:
         if self.held is None or not bool(self.held[first : first + count].any()):
             return rel, whole
         held = self.held[first : first + count].to(rel.device)
-        where = held.view(1) if whole.dim() == rel.dim() - 1 and count == 1 else held.view(-1, 1)
+        where = held.view(-1, 1) if whole.dim() == 4 else held  # a layer's heads, or one output
         patch = self.patches[first].to(whole.device).expand_as(whole)
         return torch.where(where, 0.0, rel), torch.where(where, patch, whole)
 

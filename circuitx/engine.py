@@ -270,9 +270,7 @@ class Engine:
         has no more prompts than that."""
         if n_prompts >= self.n_prompts:
             return self
-        values = self._patch_values
-        if values is None and self.ablation == "mean":  # one part: its mean is everyone's
-            values = dict(next(iter(self._kept.values())).patch_cache)
+        values = self._whole_patch_values()
         self.release()
         data = self.data.prompts(0, n_prompts)
         return Engine(
@@ -287,15 +285,19 @@ class Engine:
         Effects keep this engine's reference (the clean and corrupted metrics without the
         hold), and its patch values."""
         held = held.cpu() if self.held is None else held.cpu() | self.held
-        if self._patch_values is None and self.ablation == "mean":  # one part: its own mean
-            values = dict(next(iter(self._kept.values())).patch_cache)
-        else:
-            values = self._patch_values
-        engine = Engine(
+        return Engine(
             self.model, self.task, self.data, self.metric_name, self.ablation, self.budget,
-            self.working_floats_per_token, self.part_size, self.tokens_per_pass, values, held,
+            self.working_floats_per_token, self.part_size, self.tokens_per_pass,
+            self._whole_patch_values(), held,
         )  # fmt: skip
-        return engine
+
+    def _whole_patch_values(self) -> dict[str, torch.Tensor] | None:
+        """The patch values over all prompts, for an engine on some or all of them: the
+        mean a mean ablation took over the parts, or with one part its own mean (None:
+        each prompt's own corrupted run or zero)."""
+        if self._patch_values is None and self.ablation == "mean":
+            return dict(next(iter(self._kept.values())).patch_cache)
+        return self._patch_values
 
     # ------------------------------------------------------------------ the whole
 

@@ -146,7 +146,12 @@ def chosen_selection(layout: Layout, chosen: torch.Tensor) -> tuple[torch.Tensor
     """The circuit of the edges a method's search chose [n_senders, n_receivers]: those
     edges and the nodes they join, as :func:`select` gives them."""
     senders, receivers = layout.edge_positions
-    edges = chosen[senders, receivers]
+    return _joined(layout, chosen[senders, receivers])
+
+
+def _joined(layout: Layout, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nodes that the kept ``edges`` [n_edges, graph order] join (the input and the
+    logits always), and those edges."""
     nodes = torch.zeros(len(layout.nodes), dtype=torch.bool)
     nodes[0] = nodes[-1] = True
     nodes[layout.edge_ends[edges].flatten()] = True
@@ -190,13 +195,12 @@ def select(
         chosen[torch.sort(magnitude, descending=True, stable=True).indices[:top_k]] = True
     else:
         chosen = magnitude >= threshold
+    if granularity == "edge":
+        return _joined(layout, chosen)
     nodes = torch.zeros(len(layout.nodes), dtype=torch.bool)
     nodes[0] = nodes[-1] = True  # the input and the logits are in every circuit
-    if granularity == "node":
-        nodes[1:-1] = chosen
-        return nodes, nodes[ends[:, 0]] & nodes[ends[:, 1]]
-    nodes[ends[chosen].flatten()] = True
-    return nodes, chosen
+    nodes[1:-1] = chosen
+    return nodes, nodes[ends[:, 0]] & nodes[ends[:, 1]]
 
 
 def write_scores(

@@ -98,23 +98,32 @@ def qk_fixed_edges(
     return fixed * layout.valid.to(fixed.device)
 
 
+def clean_attention(
+    x: torch.Tensor, block: BlockWeights, weights: TransformerWeights
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A layer's queries, keys and pattern from its input ``x`` [n, pos, d_model]."""
+    normed, _ = normalise_whole(x, block.ln1, weights)
+    query = project_heads(normed, block.W_Q, block.b_Q, weights)
+    key = project_heads(normed, block.W_K, block.b_K, weights)
+    return query, key, head_pattern(query, key, block, weights)
+
+
 def pattern_change_effects(
     x: torch.Tensor,
     deltas: torch.Tensor,
     block: BlockWeights,
     weights: TransformerWeights,
     grads: torch.Tensor,
+    clean: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The QK fix of one layer: for each of S writes ``deltas`` [S, n, pos, d_model] taken
     out of the layer's input ``x`` [n, pos, d_model] on the query side (keys clean), and
     then on the key side, ``sum (A - A') . grad`` for each gradient ``grads`` [D, n,
-    head, query, key] at the pattern: [D, S, head] for queries, and for keys."""
+    head, query, key] at the pattern: [D, S, head] for queries, and for keys. ``clean``:
+    :func:`clean_attention` of ``x``, where the caller has it (else made here)."""
     n, width, d_model = x.shape
     heads = block.W_Q.shape[0]
-    normed, _ = normalise_whole(x, block.ln1, weights)
-    query = project_heads(normed, block.W_Q, block.b_Q, weights)
-    key = project_heads(normed, block.W_K, block.b_K, weights)
-    clean = head_pattern(query, key, block, weights)
+    query, key, pattern = clean or clean_attention(x, block, weights)
     per_sender = n * width * (2 * d_model + 2 * heads * (block.W_Q.shape[-1] + width))
     step = max(1, QK_CHUNK_FLOATS // per_sender)
     effects = torch.zeros(2, len(grads), len(deltas), heads, device=x.device)
@@ -129,7 +138,7 @@ def pattern_change_effects(
                 head_pattern(query, moved_key, block, weights),
             )
         ):
-            change = clean - moved  # [senders, n, head, q, k]
+            change = pattern - moved  # [senders, n, head, q, k]
             effects[side, :, senders] = torch.einsum("snhqk,dnhqk->dsh", change, grads)
     return effects[0], effects[1]
 

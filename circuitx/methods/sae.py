@@ -28,7 +28,7 @@ codes, gets the score of the component at its other end.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy
@@ -336,10 +336,8 @@ class SAE(Method):
         prepare = _as_written
         if options["sae_inputs"] == "standardised":
             prepare = standardiser(lambda: (v for v, _ in _each_vector_block(engine, positions)))
-        found = [
-            self._one_autoencoder(engine, run, positions, count, prepare, n_codes, restart)
-            for restart in range(options["sae_restarts"])
-        ]
+        restarts = range(options["sae_restarts"])
+        found = self._overlaps(engine, run, positions, count, prepare, n_codes, restarts)
         node = torch.stack([f.node for f in found])
         pairs = torch.stack([f.pairs for f in found]).mean(0)
         spread = node.std(0) if len(found) > 1 else torch.zeros_like(node[0])
@@ -360,7 +358,7 @@ class SAE(Method):
         }
         return Scores.of_edges(edges, nodes, facts=facts)
 
-    def _one_autoencoder(
+    def _overlaps(
         self,
         engine: Engine,
         run: MethodRun,
@@ -368,55 +366,75 @@ class SAE(Method):
         count: int,
         prepare: Callable[[torch.Tensor], torch.Tensor],
         n_codes: int,
-        restart: int,
-    ) -> Overlap:
-        """Train one autoencoder (seeded by the run's seed and ``restart``) on its draw of
-        examples, and score every component and pair of components by its codes."""
+        restarts: Sequence[int],
+    ) -> list[Overlap]:
+        """Train one autoencoder per restart (seeded by the run's seed and the restart) on
+        its draw of examples, and score every component and pair of components by its
+        codes. Two passes over the prompts' vectors, whatever the number of restarts:
+        one gathers every draw, one codes every vector with every autoencoder."""
         options, n = run.options, engine.n_prompts
-        components = engine.layout.n_senders - 1
-        generator = torch.Generator().manual_seed(restart_seed(run.seed, restart))
-        examples = torch.randperm(2 * n, generator=generator)[: options["n_examples"]]
-        device = engine.model.device
-        shape = (len(examples), components * count, engine.model.d_model)
+        units, device = (engine.layout.n_senders - 1) * count, engine.model.device
+        generators = [torch.Generator().manual_seed(restart_seed(run.seed, k)) for k in restarts]
+        draws = [torch.randperm(2 * n, generator=g)[: options["n_examples"]] for g in generators]
+        shape = (len(draws), len(draws[0]), units, engine.model.d_model)
         chosen = torch.empty(shape, device=device)
         for vectors, index in _each_vector_block(engine, positions):
-            found = torch.isin(examples, index)
-            at = torch.searchsorted(index, examples[found])  # index is ascending
-            chosen[found.to(device)] = vectors[at.to(device)]
-        training = prepare(chosen).flatten(0, 1)
-        sae = train_sae(
-            training,
-            n_codes,
-            options["sae_steps"],
-            options["sae_l1"],
-            options["sae_lr"],
-            generator,
-            run.advance,
-        )
-        codes = torch.empty(2 * n, components * count, dtype=torch.long, device=device)
+            for k, examples in enumerate(draws):
+                found = torch.isin(examples, index)
+                at = torch.searchsorted(index, examples[found])  # index is ascending
+                chosen[k, found.to(device)] = vectors[at.to(device)]
+        autoencoders, fits = [], []
+        for k, generator in enumerate(generators):
+            training = prepare(chosen[k]).flatten(0, 1)
+            sae = train_sae(
+                training,
+                n_codes,
+                options["sae_steps"],
+                options["sae_l1"],
+                options["sae_lr"],
+                generator,
+                run.advance,
+            )
+            with torch.no_grad():
+                hidden = sae.hidden(training)
+                residual = (sae.reconstruct(hidden) - training).pow(2).sum()
+                variance = (training - training.mean(0)).pow(2).sum()
+            autoencoders.append(sae)
+            fits.append((1 - residual / variance, (hidden > 0).float().sum(-1).mean()))
+        codes = torch.empty(len(draws), 2 * n, units, dtype=torch.long, device=device)
         with torch.no_grad():
             for vectors, index in _each_vector_block(engine, positions):
-                codes[index.to(device)] = sae.codes(prepare(vectors))
-            hidden = sae.hidden(training)
-            residual = (sae.reconstruct(hidden) - training).pow(2).sum()
-            variance = (training - training.mean(0)).pow(2).sum()
-        per_example = options["node_score"] == "positive-share"
-        node = positive_only(codes[:n], codes[n:], n_codes, per_example)
-        node = node.view(components, count).max(1).values  # a component's best position
-        by_position = codes.view(2 * n, components, count).transpose(1, 2)  # [2n, P, C]
-        pairs = positive_only(
-            by_position[:n],
-            by_position[n:],
-            n_codes**2,
-            per_example,
-            lambda c: code_pairs(c, n_codes),
-        )
-        pairs = pairs.view(count, components, components).max(0).values.fill_diagonal_(0)
-        if options["node_score"] == "co-occurrence":
-            node = co_occurrence_ranking(pairs).float() / (2 * components)
-        used = torch.tensor(float(codes.unique().numel()), device=device)
-        fit = torch.stack([1 - residual / variance, (hidden > 0).float().sum(-1).mean(), used])
-        return Overlap(node, pairs, fit)
+                prepared = prepare(vectors)
+                for k, sae in enumerate(autoencoders):
+                    codes[k, index.to(device)] = sae.codes(prepared)
+        return [
+            _overlap(codes[k], count, n_codes, options["node_score"], fits[k])
+            for k in range(len(draws))
+        ]
+
+
+def _overlap(
+    codes: torch.Tensor,
+    count: int,
+    n_codes: int,
+    node_score: str,
+    fit: tuple[torch.Tensor, torch.Tensor],
+) -> Overlap:
+    """One autoencoder's scores from its codes [2 n, C * P] (positives, then negatives)
+    and its fit (fraction of variance explained, L0)."""
+    n, components = len(codes) // 2, codes.shape[1] // count
+    per_example = node_score == "positive-share"
+    node = positive_only(codes[:n], codes[n:], n_codes, per_example)
+    node = node.view(components, count).max(1).values  # a component's best position
+    by_position = codes.view(2 * n, components, count).transpose(1, 2)  # [2n, P, C]
+    pairs = positive_only(
+        by_position[:n], by_position[n:], n_codes**2, per_example, lambda c: code_pairs(c, n_codes)
+    )
+    pairs = pairs.view(count, components, components).max(0).values.fill_diagonal_(0)
+    if node_score == "co-occurrence":
+        node = co_occurrence_ranking(pairs).float() / (2 * components)
+    used = torch.tensor(float(codes.unique().numel()), device=codes.device)
+    return Overlap(node, pairs, torch.stack([*fit, used]))
 
 
 @dataclass

@@ -55,7 +55,12 @@ import torch
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
-from circuitx.methods.attribution import head_pattern, pattern_change_effects, project_heads
+from circuitx.methods.attribution import (
+    clean_attention,
+    head_pattern,
+    pattern_change_effects,
+    project_heads,
+)
 from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores, to_host
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,
@@ -252,7 +257,8 @@ def _qk_fixed_blocks(
         for r, (units, order) in enumerate(zip(result.receivers, result.receiver_order))
     }
     for layer, grads in pattern_grads.items():
-        x = engine.clean_resid(layer).float()
+        x, block = engine.clean_resid(layer).float(), weights.blocks[layer]
+        clean = clean_attention(x, block, weights)  # the same for every sender block
         q_block, k_block = receiver_at[2 * layer, "q"], receiver_at[2 * layer, "k"]
         for s, sender in enumerate(result.senders):
             if result.sender_order[s] >= 2 * layer:
@@ -262,7 +268,7 @@ def _qk_fixed_blocks(
             if split:  # the features, then the whole MLP
                 deltas = torch.cat([deltas[:-1], deltas.sum(0, keepdim=True)])
             on_queries, on_keys = pattern_change_effects(
-                x, deltas, weights.blocks[layer], weights, grads.unsqueeze(0)
+                x, deltas, block, weights, grads.unsqueeze(0), clean
             )
             for r, effects in ((q_block, on_queries[0]), (k_block, on_keys[0])):
                 if split:

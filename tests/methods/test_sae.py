@@ -162,9 +162,7 @@ def test_restarts_average_autoencoders_of_their_own_seeds(word_model):
     engine, run = sae_engine(word_model, {**small, "sae_restarts": 3})
     method, units = get_method("sae"), engine.layout.n_senders - 1
     standardise = standardiser(lambda: (v for v, _ in sae_module._each_vector_block(engine, None)))
-    each = [
-        method._one_autoencoder(engine, run, None, 1, standardise, 12, k).node for k in range(3)
-    ]
+    each = [method._overlaps(engine, run, None, 1, standardise, 12, [k])[0].node for k in range(3)]
     torch.testing.assert_close(each[0], one.nodes[1:])
     torch.testing.assert_close(torch.stack(each).mean(0), three.nodes[1:])
     spread = torch.stack(each).std(0)

@@ -69,7 +69,7 @@ def direct_gradients(engine, transcoders, live_patterns=False):
     hooks = []
     for name in names:
         if name.endswith("hook_scale") or (name.endswith("hook_pattern") and not live_patterns):
-            hooks.append((name, lambda value, frozen=clean[name]: frozen_like(frozen, value)))
+            hooks.append((name, lambda _, value=clean[name]: value))
     for layer, transcoder in transcoders.items():
         x_clean = clean[tc.input_hook(layer)]
         gate = (transcoder.features(x_clean) > 0).float()
@@ -102,14 +102,6 @@ def direct_gradients(engine, transcoders, live_patterns=False):
     logits = model.run(data.clean, hooks, positions=end, grad=True)
     (logits * direction).sum(-1).mean().backward()
     return {key: value.grad for key, value in deltas.items()}
-
-
-def frozen_like(frozen, value):
-    """A clean value in place of ``value``; a LayerNorm scale [n, pos, 1] is repeated per
-    head where the split q/k/v path norms each head's input [n, pos, head, 1]."""
-    if frozen.dim() == 3 and value.dim() == 4:
-        return frozen.unsqueeze(2).expand_as(value)
-    return frozen
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "qwen2", "neox"])
