@@ -1,3 +1,41 @@
-"""circuitx: automated circuit discovery in transformer language models."""
+"""circuitx: automated circuit discovery in transformer language models.
 
-__version__ = "0.1.0"
+The Python API (:mod:`circuitx.api`, docs/python.md): :func:`load_model`, :func:`get_task`,
+:func:`task_from_pairs`, :func:`task_from_file`, :func:`discover`, :func:`score`,
+:func:`compare`, :func:`draw`, :func:`leaderboard`, :func:`read_graph` and
+:func:`write_graph`.
+"""
+
+from circuitx.api import (
+    compare,
+    discover,
+    draw,
+    get_task,
+    leaderboard,
+    load_model,
+    read_graph,
+    reference_circuit,
+    score,
+    task_from_file,
+    task_from_pairs,
+    write_graph,
+)
+from circuitx.errors import CircuitxError
+from circuitx.version import __version__
+
+__all__ = [
+    "CircuitxError",
+    "__version__",
+    "compare",
+    "discover",
+    "draw",
+    "get_task",
+    "leaderboard",
+    "load_model",
+    "read_graph",
+    "reference_circuit",
+    "score",
+    "task_from_file",
+    "task_from_pairs",
+    "write_graph",
+]

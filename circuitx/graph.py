@@ -19,7 +19,6 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from circuitx import __version__
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open, finite
 from circuitx.layout import Layout
@@ -33,6 +32,7 @@ from circuitx.names import (
     parse_edge_name,
     parse_node,
 )
+from circuitx.version import __version__
 
 __all__ = [  # the names are re-exported: the graph module is the universe's public face
     "HEAD_INPUTS",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import click
 
-from circuitx import __version__
 from circuitx.cli import discover, leaderboard, listings, tracr, trained, transcoders
 from circuitx.cli.common import OneLineErrors
+from circuitx.version import __version__
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuitx import __version__, builtin
+from circuitx import builtin
 from circuitx.engine import MIN_MEMORY
 from circuitx.errors import CircuitxError
 from circuitx.methods import get_method, method_options
 from circuitx.models import parse_device, parse_dtype
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, FileTask, Task, get_task
+from circuitx.version import __version__
 
 REFERENCE_WORDS = ("auto", "none", "planted")
 FAITHFULNESS_PROMPTS = 1000  # the default sample faithfulness is measured on

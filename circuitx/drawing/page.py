@@ -20,7 +20,6 @@ from typing import Any
 
 import networkx as nx
 
-from circuitx import __version__
 from circuitx.drawing.places import (
     AGREEMENT,
     INPUT_COLOURS,
@@ -35,6 +34,7 @@ from circuitx.drawing.places import (
 )
 from circuitx.files import atomic_open
 from circuitx.graph import INPUT, LOGITS, component_nodes, edges_by_name, score_level, shape_of
+from circuitx.version import __version__
 
 
 def page_data(picture: Picture) -> dict[str, Any]:

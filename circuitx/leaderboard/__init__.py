@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from circuitx import __version__, builtin
+from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest
 from circuitx.errors import CircuitxError
 from circuitx.files import json_text
@@ -33,6 +33,7 @@ from circuitx.leaderboard.results import (
 from circuitx.methods import METHODS, get_method
 from circuitx.progress import progress_bar
 from circuitx.tasks import TASKS
+from circuitx.version import __version__
 
 __all__ = [
     "COLUMNS",

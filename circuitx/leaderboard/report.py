@@ -10,13 +10,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from circuitx import __version__
 from circuitx.drawing import draw
 from circuitx.files import atomic_open
 from circuitx.graph import from_json_dict, shape_of
 from circuitx.leaderboard.cells import Cell
 from circuitx.leaderboard.results import COLUMNS, table
 from circuitx.reference import from_circuit_record
+from circuitx.version import __version__
 
 PAGES = "circuits"  # the circuit pages' folder, beside index.html
 

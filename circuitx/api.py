@@ -1,0 +1,275 @@
+"""The Python API: what a notebook needs, one function per command of the command line,
+taking and returning Python objects (models, tasks, networkx graphs, dicts).
+
+    import circuitx as cx
+    model = cx.load_model("planted-ioi")
+    graph = cx.discover(model, "ioi", "eap-ig", n_prompts=20)
+    cx.score(graph)["node_auc"]
+
+Every function checks its input as the command does: a bad setting raises
+:class:`circuitx.errors.CircuitxError` with the command line's one-line message, before
+any model loads where it can be told without one. See docs/python.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from circuitx import builtin
+from circuitx import leaderboard as board
+from circuitx.discovery import FAITHFULNESS_PROMPTS, DiscoveryRequest, evaluate, reference_for_graph
+from circuitx.discovery import discover as run_discovery
+from circuitx.drawing import draw as draw_graph
+from circuitx.engine import parse_memory
+from circuitx.errors import CircuitxError
+from circuitx.graph import read_graph, write_graph
+from circuitx.models import Model
+from circuitx.scoring import overlap
+from circuitx.tasks import TASKS, FileTask, Task, get_task
+from circuitx.tasks.pairs import is_task_file
+
+GraphLike = nx.MultiDiGraph | str | os.PathLike  # a graph, or the file it was saved to
+Reference = nx.MultiDiGraph | str | os.PathLike | None
+
+
+def load_model(
+    name: str,
+    task: str | Task | None = None,
+    device: str | None = None,
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike | None = None,
+) -> Model:
+    """A built-in model (``planted-ioi``; a family such as ``planted`` needs ``task`` to
+    pick its member, built into the cache the first time), a local model directory, or a
+    Hugging Face hub model by name or alias (``gpt2``, ``pythia-70m``)."""
+    if task is not None:
+        name = builtin.resolve(name, get_task(task).name)
+    return builtin.load(name, device, dtype, cache_dir)
+
+
+def task_from_pairs(
+    clean: Sequence[str],
+    corrupted: Sequence[str],
+    answers: Sequence[str | Sequence[str]],
+    wrong: Sequence[str | Sequence[str]] | None = None,
+    name: str = "pairs",
+) -> FileTask:
+    """A task from your own prompt pairs: per pair, the clean prompt, its corrupted twin,
+    the word (or words) that answers the clean prompt and, optionally, the wrong answer
+    (default: the corrupted prompt's answer). The metric is the logit difference."""
+    return FileTask.from_pairs(clean, corrupted, answers, wrong, name)
+
+
+def task_from_file(path: str | os.PathLike, task_format: str | None = None) -> FileTask:
+    """A task file: our .jsonl, an EAP-IG/MIB .csv or an auto-circuit .json (the format
+    told by the suffix and content, or ``task_format``); see docs/task-files.md."""
+    return FileTask.from_file(os.fspath(path), task_format)
+
+
+def discover(
+    model: Model | str,
+    task: str | Task,
+    method: str,
+    *,
+    n_prompts: int = 50,
+    seed: int = 0,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    ablation: str = "corrupted",
+    corruption: str | None = None,
+    metric: str | None = None,
+    faithfulness: bool = True,
+    faithfulness_prompts: int = FAITHFULNESS_PROMPTS,
+    backup_rounds: int = 0,
+    max_memory: int | str | None = None,
+    device: str | None = None,
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike | None = None,
+    **options: Any,
+) -> nx.MultiDiGraph:
+    """Discover ``task``'s circuit in ``model`` with ``method``, as ``circuitx discover``:
+    the full graph, every node and edge scored, the circuit marked ``in_circuit``, and the
+    run's settings, metrics and faithfulness in ``graph.graph``.
+
+    ``model``: a loaded model, or a name for :func:`load_model` (a family such as
+    ``planted`` picks the task's member; ``device``, ``dtype`` and ``cache_dir`` are for
+    that load). ``task``: a short name (``ioi``), a task file's path or a task made in
+    Python (:func:`task_from_pairs`). ``options``: the method's own, named as its flags
+    with underscores (``ig_steps=5``, ``tau=0.01``); ``circuitx methods`` lists them."""
+    if isinstance(max_memory, str):
+        max_memory = parse_memory(max_memory)
+    named = model if isinstance(model, str) else model.builtin or model.source
+    request = DiscoveryRequest(
+        task=os.fspath(task) if isinstance(task, os.PathLike) else task,
+        method=method,
+        model=named,
+        n_prompts=n_prompts,
+        seed=seed,
+        threshold=threshold,
+        top_k=top_k,
+        ablation=ablation,
+        corruption=corruption,
+        metric=metric,
+        options=options,
+        device=device,
+        dtype=dtype,
+        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+        faithfulness=faithfulness,
+        faithfulness_prompts=faithfulness_prompts,
+        max_memory=max_memory,
+        backup_rounds=backup_rounds,
+    ).validated()
+    if isinstance(model, str):
+        model = builtin.load(str(request.model), device, dtype, request.cache_dir)
+    return run_discovery(model, request)
+
+
+def _graph(graph: GraphLike) -> nx.MultiDiGraph:
+    return graph if isinstance(graph, nx.MultiDiGraph) else read_graph(graph)
+
+
+def reference_circuit(
+    graph: GraphLike, reference: Reference = "auto", cache_dir: str | os.PathLike | None = None
+) -> tuple[nx.MultiDiGraph | None, str | None]:
+    """The reference circuit ``reference`` names for ``graph`` (the task and model it
+    records) and its label: ``auto`` (a planted model's ground truth, or the task's
+    reference on its paper model), ``planted``, ``TASK[:VARIANT]``, a planted model's name,
+    a graph file, or a graph itself. ``(None, None)`` for ``None`` or ``"none"``; an
+    error where ``auto`` finds none."""
+    if reference is None or reference == "none":
+        return None, None
+    if isinstance(reference, nx.MultiDiGraph):
+        return reference, str(reference.graph.get("name") or "the given graph")
+    spec = os.fspath(reference)
+    cache = None if cache_dir is None else os.fspath(cache_dir)
+    found, label, why_not = reference_for_graph(_graph(graph), spec, cache)
+    if found is None:
+        raise CircuitxError(why_not or "no reference to score against")
+    return found, label
+
+
+def score(
+    graph: GraphLike, reference: Reference = "auto", cache_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """``graph``'s circuit against a reference (see :func:`reference_circuit`), as
+    ``circuitx score``: node and edge precision, recall, F1 and ROC AUC
+    (``node_auc``, ...; None where undefined), and the reference's label (``reference``)."""
+    graph = _graph(graph)
+    found, label = reference_circuit(graph, reference, cache_dir)
+    if found is None:
+        raise CircuitxError("score needs a reference circuit")
+    return {"reference": label, **evaluate(graph, found)}
+
+
+def compare(a: GraphLike, b: GraphLike) -> dict[str, dict[str, Any]]:
+    """The overlap of two circuits, as ``circuitx compare``: per level (``heads``,
+    ``nodes``, ``edges``) the counts in each, shared, Jaccard, and the share of A's
+    circuit in B's (``a_in_b``) and of B's in A's."""
+    return overlap(_graph(a), _graph(b))
+
+
+def draw(
+    graph: GraphLike,
+    path: str | os.PathLike,
+    reference: Reference = None,
+    top: int | None = None,
+    every: bool = False,
+    engine: str = "matplotlib",
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Draw ``graph`` to ``path`` (.svg, .png, .pdf, or .html for the interactive page),
+    as ``circuitx draw``; nodes coloured by agreement with ``reference`` where one is
+    given (see :func:`reference_circuit`). Returns the node and edge counts drawn and the
+    note on an empty circuit."""
+    graph = _graph(graph)
+    found, _ = reference_circuit(graph, reference, cache_dir)
+    return draw_graph(graph, Path(path), found, top, every, engine)
+
+
+def leaderboard(
+    tasks: str | Sequence[str] = "all",
+    methods: str | Sequence[str] = "all",
+    model: str = "planted",
+    seeds: int = 1,
+    seed: int = 0,
+    n_prompts: int = 50,
+    out: str | os.PathLike = "leaderboard",
+    jobs: int = 1,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    ablation: str = "corrupted",
+    backup_rounds: int = 0,
+    device: str | None = None,
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike | None = None,
+    max_memory: int | str | None = None,
+) -> board.Leaderboard:
+    """Every (task, method) cell over ``seeds`` seeds from ``seed``, scored against each
+    task's reference, as ``circuitx leaderboard``: its rows (one per task and method,
+    means and spreads over seeds), each cell's record, and the files written to ``out``
+    (results.json/.csv/.md, plots, index.html). Cells finished by an earlier run into
+    ``out`` are read back, not rerun. ``tasks`` and ``methods``: ``all`` or names
+    (variants such as ``eap[qk-fix=on]`` too); ``options``: {method: {option: value}}."""
+    if isinstance(max_memory, str):
+        max_memory = parse_memory(max_memory)
+    task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
+    method_spec = methods if isinstance(methods, str) else ",".join(methods)
+    task_names = board.parse_names(
+        task_spec, list(TASKS), "task", board.tasks_for(model), is_task_file
+    )
+    specs = board.parse_methods(method_spec)
+    given = {name: dict(values) for name, values in (options or {}).items()}
+    for name, values in given.items():  # checked as --option checks them
+        for key, value in values.items():
+            board.method_option(name, key, str(value))
+    if seeds < 1:
+        raise CircuitxError(f"seeds must be at least 1, not {seeds}")
+    seed_list = list(range(seed, seed + seeds))
+    cells = board.make_grid(
+        task_names,
+        specs,
+        model,
+        seed_list,
+        n_prompts,
+        ablation,
+        device,
+        dtype,
+        given,
+        None if cache_dir is None else os.fspath(cache_dir),
+        max_memory,
+        backup_rounds,
+    )
+    settings = {
+        "tasks": task_names,
+        "methods": [spec.label for spec in specs],
+        "model": model,
+        "seeds": seed_list,
+        "n_prompts": n_prompts,
+        "ablation": ablation,
+        "jobs": jobs,
+        "device": device,
+        "dtype": dtype,
+        "options": given,
+        **({"backup_rounds": backup_rounds} if backup_rounds else {}),
+    }
+    return board.run_leaderboard(cells, out, jobs, settings=settings)
+
+
+__all__ = [
+    "compare",
+    "discover",
+    "draw",
+    "get_task",
+    "leaderboard",
+    "load_model",
+    "read_graph",
+    "reference_circuit",
+    "score",
+    "task_from_file",
+    "task_from_pairs",
+    "write_graph",
+]

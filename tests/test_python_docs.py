@@ -1,0 +1,88 @@
+"""The examples of docs/python.md run, in order, in one namespace (as a notebook would),
+and the Python API answers as the command line does."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import networkx as nx
+import pytest
+from conftest import run
+
+import circuitx as cx
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "python.md"
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_the_page_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    blocks = python_blocks(PAGE.read_text())
+    assert len(blocks) >= 6
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(PAGE), "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "planted-ioi 5 layers" in printed  # the model the first block loads
+    # what the examples promise, checked on what they made
+    graph = namespace["graph"]
+    assert isinstance(graph, nx.MultiDiGraph) and graph.graph["method"] == "eap-ig"
+    assert graph.graph["ig_steps"] == 5
+    assert namespace["metrics"]["node_auc"] == 1.0
+    assert namespace["mine"].graph["n_prompts"] == 2
+    assert (tmp_path / "ioi.svg").stat().st_size > 0
+    assert (tmp_path / "ioi.html").stat().st_size > 0
+    assert (tmp_path / "board" / "results.json").is_file()
+    rows = {(row["model"], row["method"]) for row in namespace["board"].rows}
+    assert ("planted-ioi", "eap") in rows and ("planted-ioi-llama", "activation-patching") in rows
+
+
+def test_every_api_function_is_exported_and_documented():
+    page = PAGE.read_text()
+    for name in cx.__all__:
+        if name.startswith("_") or name == "CircuitxError":
+            continue
+        assert callable(getattr(cx, name)) and getattr(cx, name).__doc__, name
+        assert f"`{name}(" in page, f"{name} is missing from docs/python.md"
+
+
+def test_api_discovery_equals_the_command_line(tmp_path):
+    out = tmp_path / "cli.json"
+    result = run(
+        "discover", "--task", "ioi", "--method", "eap", "--model", "planted", "--n-prompts", 8,
+        "--seed", 3, "--no-faithfulness", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from_cli = cx.read_graph(out)
+    from_api = cx.discover("planted", "ioi", "eap", n_prompts=8, seed=3, faithfulness=False)
+
+    def scores(graph):
+        return {key: score for *_, key, score in graph.edges(keys=True, data="score")}
+
+    assert scores(from_api) == pytest.approx(scores(from_cli), abs=1e-6)
+    kept = {n for n, k in from_api.nodes(data="in_circuit") if k}
+    assert kept == {n for n, k in from_cli.nodes(data="in_circuit") if k}
+    assert cx.score(from_api) == cx.score(out)
+    assert json.loads(json.dumps(cx.compare(from_api, out)))["edges"]["jaccard"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: cx.discover("planted", "ioi", "eap", ig_steps=3), "--ig-steps applies to"),
+        (lambda: cx.discover("planted", "ioi", "nope"), "unknown method"),
+        (lambda: cx.discover("planted", "ioi", "eap", n_prompts=0), "--n-prompts"),
+        (lambda: cx.load_model("plantd"), "did you mean planted?"),
+        (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], seeds=0), "seeds"),
+        (lambda: cx.leaderboard(methods=["eap"], options={"eap": {"taus": 1}}), "no option"),
+    ],
+)
+def test_bad_settings_raise_one_line_before_work(call, message):
+    with pytest.raises(cx.CircuitxError, match=re.escape(message)) as raised:
+        call()
+    assert "\n" not in str(raised.value)
