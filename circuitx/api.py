@@ -21,13 +21,27 @@ from typing import Any
 import networkx as nx
 
 from circuitx import builtin
-from circuitx import leaderboard as board
-from circuitx.discovery import FAITHFULNESS_PROMPTS, DiscoveryRequest, evaluate, reference_for_graph
+from circuitx.discovery import (
+    FAITHFULNESS_PROMPTS,
+    DiscoveryRequest,
+    evaluate,
+    matching_reference,
+    reference_for_graph,
+)
 from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
 from circuitx.errors import CircuitxError
 from circuitx.graph import read_graph, write_graph
+from circuitx.leaderboard import (
+    Leaderboard,
+    make_grid,
+    method_option,
+    parse_methods,
+    parse_names,
+    run_leaderboard,
+    tasks_for,
+)
 from circuitx.models import Model
 from circuitx.scoring import overlap
 from circuitx.tasks import TASKS, FileTask, Task, get_task
@@ -86,6 +100,7 @@ def discover(
     faithfulness: bool = True,
     faithfulness_prompts: int = FAITHFULNESS_PROMPTS,
     backup_rounds: int = 0,
+    positions: str = "none",
     max_memory: int | str | None = None,
     device: str | None = None,
     dtype: str = "float32",
@@ -100,7 +115,9 @@ def discover(
     ``planted`` picks the task's member; ``device``, ``dtype`` and ``cache_dir`` are for
     that load). ``task``: a short name (``ioi``), a task file's path or a task made in
     Python (:func:`task_from_pairs`). ``options``: the method's own, named as its flags
-    with underscores (``ig_steps=5``, ``tau=0.01``); ``circuitx methods`` lists them."""
+    with underscores (``ig_steps=5``, ``tau=0.01``); ``circuitx methods`` lists them.
+    ``positions``: ``named`` or ``all`` for a circuit over token positions (nodes such as
+    ``a9.h9@END``; see docs/positions.md)."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
     named = model if isinstance(model, str) else model.builtin or model.source
@@ -123,6 +140,7 @@ def discover(
         faithfulness_prompts=faithfulness_prompts,
         max_memory=max_memory,
         backup_rounds=backup_rounds,
+        positions=positions,
     ).validated()
     if isinstance(model, str):
         model = builtin.load(str(request.model), device, dtype, request.cache_dir)
@@ -137,20 +155,23 @@ def reference_circuit(
     graph: GraphLike, reference: Reference = "auto", cache_dir: str | os.PathLike | None = None
 ) -> tuple[nx.MultiDiGraph | None, str | None]:
     """The reference circuit ``reference`` names for ``graph`` (the task and model it
-    records) and its label: ``auto`` (a planted model's ground truth, or the task's
+    records), in its universe (a component-level reference goes to a circuit's token
+    positions), and its label: ``auto`` (a planted model's ground truth, or the task's
     reference on its paper model), ``planted``, ``TASK[:VARIANT]``, a planted model's name,
     a graph file, or a graph itself. ``(None, None)`` for ``None`` or ``"none"``; an
     error where ``auto`` finds none."""
     if reference is None or reference == "none":
         return None, None
     if isinstance(reference, nx.MultiDiGraph):
-        return reference, str(reference.graph.get("name") or "the given graph")
+        label = str(reference.graph.get("reference") or "the given graph")
+        return matching_reference(_graph(graph), reference), label
     spec = os.fspath(reference)
     cache = None if cache_dir is None else os.fspath(cache_dir)
-    found, label, why_not = reference_for_graph(_graph(graph), spec, cache)
+    graph = _graph(graph)
+    found, label, why_not = reference_for_graph(graph, spec, cache)
     if found is None:
         raise CircuitxError(why_not or "no reference to score against")
-    return found, label
+    return matching_reference(graph, found), label
 
 
 def score(
@@ -203,33 +224,33 @@ def leaderboard(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     ablation: str = "corrupted",
     backup_rounds: int = 0,
+    positions: str = "none",
     device: str | None = None,
     dtype: str = "float32",
     cache_dir: str | os.PathLike | None = None,
     max_memory: int | str | None = None,
-) -> board.Leaderboard:
+) -> Leaderboard:
     """Every (task, method) cell over ``seeds`` seeds from ``seed``, scored against each
     task's reference, as ``circuitx leaderboard``: its rows (one per task and method,
     means and spreads over seeds), each cell's record, and the files written to ``out``
     (results.json/.csv/.md, plots, index.html). Cells finished by an earlier run into
     ``out`` are read back, not rerun. ``tasks`` and ``methods``: ``all`` or names
-    (variants such as ``eap[qk-fix=on]`` too); ``options``: {method: {option: value}}."""
+    (variants such as ``eap[qk-fix=on]`` too); ``options``: {method: {option: value}};
+    ``positions``: circuits over token positions, as for :func:`discover`."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
     task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
     method_spec = methods if isinstance(methods, str) else ",".join(methods)
-    task_names = board.parse_names(
-        task_spec, list(TASKS), "task", board.tasks_for(model), is_task_file
-    )
-    specs = board.parse_methods(method_spec)
+    task_names = parse_names(task_spec, list(TASKS), "task", tasks_for(model), is_task_file)
+    specs = parse_methods(method_spec)
     given = {name: dict(values) for name, values in (options or {}).items()}
     for name, values in given.items():  # checked as --option checks them
         for key, value in values.items():
-            board.method_option(name, key, str(value))
+            method_option(name, key, str(value))
     if seeds < 1:
         raise CircuitxError(f"seeds must be at least 1, not {seeds}")
     seed_list = list(range(seed, seed + seeds))
-    cells = board.make_grid(
+    cells = make_grid(
         task_names,
         specs,
         model,
@@ -242,6 +263,7 @@ def leaderboard(
         None if cache_dir is None else os.fspath(cache_dir),
         max_memory,
         backup_rounds,
+        positions,
     )
     settings = {
         "tasks": task_names,
@@ -255,8 +277,9 @@ def leaderboard(
         "dtype": dtype,
         "options": given,
         **({"backup_rounds": backup_rounds} if backup_rounds else {}),
+        **({"positions": positions} if positions != "none" else {}),
     }
-    return board.run_leaderboard(cells, out, jobs, settings=settings)
+    return run_leaderboard(cells, out, jobs, settings=settings)
 
 
 __all__ = [

@@ -48,6 +48,7 @@ from collections.abc import Callable
 
 import torch
 
+from circuitx.attention import attention_pattern, normalise_whole, rms, rotate
 from circuitx.layout import Layout
 from circuitx.models import BlockWeights, TransformerWeights
 
@@ -105,19 +106,6 @@ def linear(
     return rel_out, wholes(point, layer, lambda: mapped_whole + bias)
 
 
-def _norm_scale(whole: torch.Tensor, weights: TransformerWeights) -> torch.Tensor:
-    """What the model's norm divides by: the standard deviation (LayerNorm) or the root
-    mean square (RMSNorm) of the whole activation, eps inside, as an axis of 1."""
-    if weights.rms:
-        return _rms(whole, weights.eps)
-    return (whole.var(-1, unbiased=False, keepdim=True) + weights.eps).sqrt()
-
-
-def _rms(whole: torch.Tensor, eps: float) -> torch.Tensor:
-    """Root mean square over the last axis (with ``eps`` inside), kept as an axis of 1."""
-    return (whole.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-
-
 def _centred(x: torch.Tensor) -> torch.Tensor:
     return x - x.mean(-1, keepdim=True)
 
@@ -135,26 +123,6 @@ def normalise(
     if weights.rms:
         return rel / scale * norm[0]
     return _centred(rel) / scale * norm[0] + _rel_bias(norm[1], rel, whole)
-
-
-def normalise_whole(
-    whole: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], weights: TransformerWeights
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's norm of ``whole``, and the scale it divides by."""
-    scale = _norm_scale(whole, weights)
-    if weights.rms:
-        return whole / scale * norm[0], scale
-    return _centred(whole) / scale * norm[0] + norm[1], scale
-
-
-def rotate(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotary positions on [..., pos, head, d_head]: ``x cos + rot(x) sin`` over the first
-    r dims of each head, rot the rotate-half map (-x2, x1); cos and sin [n_ctx, r]."""
-    width, dims = x.shape[-3], tables[0].shape[-1]
-    cos, sin = (table[:width, None, :].to(x) for table in tables)
-    turned, kept = x[..., :dims], x[..., dims:]
-    first, second = turned.chunk(2, dim=-1)
-    return torch.cat((turned * cos + torch.cat((-second, first), -1) * sin, kept), -1)
 
 
 def activation(
@@ -213,24 +181,6 @@ def attention(
         "z_raw", layer, lambda: torch.einsum("...hqk,...khe->...qhe", whole_pattern, full["v"])
     )
     return z_rel, z_whole
-
-
-def attention_pattern(
-    scores: torch.Tensor, block: BlockWeights, weights: TransformerWeights
-) -> torch.Tensor:
-    """Attention pattern from raw scores q.k [..., query, key]: scaled, soft-capped where
-    the model caps them, then each query sees itself and earlier keys (within the block's
-    sliding window), or (a model that is not causal) every key."""
-    scores = scores / weights.attn_scale
-    if weights.attn_softcap is not None:
-        scores = weights.attn_softcap * torch.tanh(scores / weights.attn_softcap)
-    if not weights.causal:
-        return scores.softmax(-1)
-    width = scores.shape[-1]
-    future = torch.ones(width, width, dtype=torch.bool, device=scores.device).triu(1)
-    if block.window is not None:  # keys at least ``window`` back are out of sight too
-        future |= torch.ones_like(future).tril(-block.window)
-    return scores.masked_fill(future, float("-inf")).softmax(-1)
 
 
 def embed(weights: TransformerWeights, tokens: torch.Tensor) -> torch.Tensor:
@@ -325,7 +275,7 @@ def propagate(
             scale = wholes(
                 "post_scale",
                 index,
-                lambda: _rms(torch.einsum("...phe,hed->...pd", z_whole, w_o), eps),
+                lambda: rms(torch.einsum("...phe,hed->...pd", z_whole, w_o), eps),
             )
             observe("post_scale", index, None, scale)
             z, w_o = z / scale.unsqueeze(-2), w_o * block.ln1_post
@@ -415,7 +365,7 @@ def _mlp(
     out, out_whole = linear(post, post_whole, block.W_out, block.b_out, wholes, "mlp_write", index)
     if block.ln2_post is None:
         return out, out_whole
-    scale = wholes("mlp_out_scale", index, lambda: _rms(out_whole, weights.eps))
+    scale = wholes("mlp_out_scale", index, lambda: rms(out_whole, weights.eps))
     return out / scale * block.ln2_post, wholes(
         "mlp_out", index, lambda: out_whole / scale * block.ln2_post
     )

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError
+from circuitx.layout import Layout, PositionLayout
 from circuitx.models import Model
 from circuitx.patching import TOKENS_PER_PASS, Mix, PatchingEngine, effect_gap
 from circuitx.progress import Advance, no_progress
@@ -160,15 +161,25 @@ class Engine:
         tokens_per_pass: int | None = None,
         patch_values: dict[str, torch.Tensor] | None = None,
         held: torch.Tensor | None = None,
+        layout: Layout | None = None,
     ) -> None:
-        """``max_memory``: the budget in bytes (default :func:`default_max_memory`);
+        """``layout``: the node universe (default the model's; a :class:`PositionLayout`
+        for a circuit over token positions); ``max_memory``: the budget in bytes (default
+        :func:`default_max_memory`);
         ``part_size`` and ``tokens_per_pass`` override the plan made from it;
         ``patch_values`` are the senders' patch values when they are not these prompts'
         (a mean ablation's mean over more prompts); ``held`` [n_senders] (bool): senders
         patched in every run, the clean one included (see :meth:`holding`)."""
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
-        self.ablation, self.layout = ablation, model.layout
+        self.ablation, self.layout = ablation, layout or model.layout
         self.held, self.working_floats_per_token = held, working_floats_per_token
+        if isinstance(self.layout, PositionLayout):
+            if held is not None:
+                raise CircuitxError("--backup-rounds works on circuits without positions")
+            # each sender's difference once per group, and a layer's keys and values per
+            # query group
+            groups = self.layout.n_groups
+            working_floats_per_token += groups * model.d_model * (model.layout.n_senders + 6)
         self.budget = budget = max_memory or default_max_memory(model.device)
         width = int(data.clean.shape[1])
         self.plan = memory_plan(
@@ -240,6 +251,7 @@ class Engine:
             self._patch_values,
             start,
             self.held,
+            self.layout,
         )
 
     def _settle(self, part: PatchingEngine) -> None:
@@ -275,7 +287,7 @@ class Engine:
         data = self.data.prompts(0, n_prompts)
         return Engine(
             self.model, self.task, data, self.metric_name, self.ablation, self.budget,
-            patch_values=values,
+            patch_values=values, layout=self.layout,
         )  # fmt: skip
 
     def holding(self, held: torch.Tensor) -> Engine:
@@ -288,7 +300,7 @@ class Engine:
         return Engine(
             self.model, self.task, self.data, self.metric_name, self.ablation, self.budget,
             self.working_floats_per_token, self.part_size, self.tokens_per_pass,
-            self._whole_patch_values(), held,
+            self._whole_patch_values(), held, self.layout,
         )  # fmt: skip
 
     def _whole_patch_values(self) -> dict[str, torch.Tensor] | None:

@@ -10,6 +10,7 @@ names (``a0.h1->a3.h2<q>``, ``m2->logits``). Every node and edge carries ``score
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ import numpy as np
 
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open, finite
-from circuitx.layout import Layout
+from circuitx.layout import Layout, PositionLayout
 from circuitx.names import (
     HEAD_INPUTS,
     INPUT,
@@ -31,6 +32,7 @@ from circuitx.names import (
     mlp_node,
     parse_edge_name,
     parse_node,
+    split_position,
 )
 from circuitx.version import __version__
 
@@ -43,6 +45,7 @@ __all__ = [  # the names are re-exported: the graph module is the universe's pub
     "mlp_node",
     "parse_edge_name",
     "parse_node",
+    "split_position",
 ]
 
 SCHEMA_KEY = "circuitx_schema"
@@ -54,11 +57,23 @@ def full_graph(
 ) -> nx.MultiDiGraph:
     """Every node and edge of a model's computational graph (its :class:`Layout`), none
     in the circuit yet."""
-    layout = Layout(n_layers, n_heads, has_mlp, parallel)
+    return layout_graph(Layout(n_layers, n_heads, has_mlp, parallel), **metadata)
+
+
+def layout_graph(layout: Layout, **metadata: Any) -> nx.MultiDiGraph:
+    """Every node and edge of ``layout``, none in the circuit yet; a
+    :class:`PositionLayout`'s groups are recorded in the metadata (``positions``, its
+    ``position_readout`` groups, ``position_order``) so that :func:`layout_of` rebuilds it."""
     graph = nx.MultiDiGraph()
-    graph.graph.update(n_layers=n_layers, n_heads=n_heads, has_mlp=has_mlp)
-    if parallel:  # recorded only where it holds: sequential graphs stay as they were
+    graph.graph.update(n_layers=layout.n_layers, n_heads=layout.n_heads, has_mlp=layout.has_mlp)
+    if layout.parallel:  # recorded only where it holds: sequential graphs stay as they were
         graph.graph["parallel"] = True
+    if isinstance(layout, PositionLayout):
+        graph.graph.update(
+            positions=",".join(layout.positions),
+            position_readout=",".join(layout.readout),
+            position_order=layout.ordered,
+        )
     graph.graph.update(metadata)
     graph.graph.setdefault("circuitx_version", __version__)
     for name, kind, layer, head in layout.nodes:
@@ -126,7 +141,7 @@ def parallel_view(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
         return graph
     view = graph.copy()
     view.graph["parallel"] = True
-    kept = set(Layout(*shape_of(graph), parallel=True).edge_names)
+    kept = set(dataclasses.replace(layout_of(graph), parallel=True).edge_names)
     view.remove_edges_from([(s, r, key) for s, r, key in graph.edges(keys=True) if key not in kept])
     return view
 
@@ -141,9 +156,14 @@ def edges_by_name(graph: nx.MultiDiGraph) -> dict[str, dict[str, Any]]:
     return {key: data for _, _, key, data in graph.edges(keys=True, data=True)}
 
 
+def ends_of(graph: nx.MultiDiGraph) -> set[str]:
+    """The nodes every circuit keeps: the input (at every position) and the logits."""
+    return {node for node, kind in graph.nodes(data="kind") if kind in ("input", "logits")}
+
+
 def select_nodes(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
     """Put exactly ``selected`` (plus input and logits) in the circuit, with the edges they span."""
-    keep = set(selected) | {INPUT, LOGITS}
+    keep = set(selected) | ends_of(graph)
     for node, data in graph.nodes(data=True):
         data["in_circuit"] = node in keep
     for sender, receiver, data in graph.edges(data=True):
@@ -153,7 +173,7 @@ def select_nodes(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
 def select_edges(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
     """Put exactly the edges named ``selected`` in the circuit, with the nodes they join."""
     chosen = set(selected)
-    keep = {INPUT, LOGITS}
+    keep = ends_of(graph)
     for sender, receiver, key, data in graph.edges(keys=True, data=True):
         data["in_circuit"] = key in chosen
         if key in chosen:
@@ -193,7 +213,7 @@ def selection_by_score(
         chosen = {name for name, magnitude in scored if magnitude >= threshold}
     else:
         raise CircuitxError("a selection needs a threshold or a top k")
-    nodes, edges = {INPUT, LOGITS}, set()
+    nodes, edges = ends_of(graph), set()
     if level == "node":
         nodes |= chosen
     for sender, receiver, key in components.edges(keys=True):
@@ -212,6 +232,29 @@ def selection_by_score(
         if (sender in features or receiver in features) and {sender, receiver} <= nodes:
             edges.add(key)
     return nodes, edges
+
+
+def position_groups(graph: nx.MultiDiGraph) -> tuple[str, ...] | None:
+    """The position groups a graph's nodes act at (None: a graph without positions)."""
+    positions = graph.graph.get("positions")
+    return tuple(str(positions).split(",")) if positions else None
+
+
+def layout_of(graph: nx.MultiDiGraph) -> Layout:
+    """The :class:`Layout` (or :class:`PositionLayout`) a graph's metadata records."""
+    shape = shape_of(graph)
+    parallel = bool(graph.graph.get("parallel"))
+    groups = position_groups(graph)
+    if groups is None:
+        return Layout(*shape, parallel)
+    readout = str(graph.graph.get("position_readout") or "")
+    return PositionLayout(
+        *shape,
+        parallel,
+        positions=groups,
+        readout=tuple(readout.split(",")) if readout else (),
+        ordered=bool(graph.graph.get("position_order")),
+    )
 
 
 def shape_of(graph: nx.MultiDiGraph) -> tuple[int, int, bool]:
@@ -542,3 +585,49 @@ def to_dot(graph: nx.MultiDiGraph) -> str:
             lines.append(f'  "{sender}" -> "{receiver}"{label};')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+POSITION_KEYS = ("positions", "position_readout", "position_order")
+
+
+def collapse_positions(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """The component-level graph of a circuit over token positions (a graph without
+    positions is returned as it is): each node's and edge's score is the sum of its
+    scores at every position (None where none has one), and the circuit is selected
+    again from those sums as discovery selects (by the graph's threshold or top k, at its
+    level); a graph selected otherwise keeps a component where any of its positions is
+    kept. For a linear attribution (EAP, EAP-IG) the sums are the component-level scores
+    themselves; for patching they are not (effects at positions need not add up)."""
+    if position_groups(graph) is None:
+        return graph
+    metadata = {k: v for k, v in graph.graph.items() if k not in POSITION_KEYS}
+    collapsed = layout_graph(layout_of(graph).base, **metadata)
+    collapsed.graph["collapsed_positions"] = graph.graph["positions"]
+    node_sums: dict[str, float] = {}
+    kept_nodes: set[str] = set()
+    for node, data in graph.nodes(data=True):
+        component = split_position(node)[0]
+        if data["score"] is not None:
+            node_sums[component] = node_sums.get(component, 0.0) + float(data["score"])
+        if data["in_circuit"]:
+            kept_nodes.add(component)
+    edge_sums: dict[str, float] = {}
+    kept_edges: set[str] = set()
+    for sender, receiver, data in graph.edges(data=True):
+        key = edge_name(split_position(sender)[0], split_position(receiver)[0], data["input"])
+        if data["score"] is not None:
+            edge_sums[key] = edge_sums.get(key, 0.0) + float(data["score"])
+        if data["in_circuit"]:
+            kept_edges.add(key)
+    for node, data in collapsed.nodes(data=True):
+        data["score"] = node_sums.get(node)
+    for key, data in edges_by_name(collapsed).items():
+        data["score"] = edge_sums.get(key)
+    threshold, top_k = graph.graph.get("threshold"), graph.graph.get("top_k")
+    if threshold is not None or top_k is not None:
+        kept_nodes, kept_edges = selection_by_score(collapsed, threshold, top_k)
+    for node, data in collapsed.nodes(data=True):
+        data["in_circuit"] = node in kept_nodes or data["kind"] in ("input", "logits")
+    for key, data in edges_by_name(collapsed).items():
+        data["in_circuit"] = key in kept_edges
+    return collapsed

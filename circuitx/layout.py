@@ -62,6 +62,12 @@ class Layout:
         return self.n_heads + int(self.has_mlp)
 
     @property
+    def inputs(self) -> int:
+        """How many senders are the embeddings (the first ones): 1, or one per position
+        group."""
+        return 1
+
+    @property
     def n_senders(self) -> int:
         return 1 + self.n_layers * self.per_layer
 
@@ -223,7 +229,7 @@ class Layout:
                 0, owner[into_node], mask[:, into_node].sum(0)
             )
             no_input = incoming == 0
-            no_input[0] = False
+            no_input[: self.inputs] = False
             pruned = mask.clone()
             pruned[no_input] = 0.0
             dead_receivers = torch.zeros(self.n_receivers, dtype=torch.bool)
@@ -258,3 +264,129 @@ class Layout:
                 layer = self.n_layers
             rows.append((name, kind, layer, head))
         return rows
+
+
+@dataclass(frozen=True)
+class PositionLayout(Layout):
+    """The universe of a circuit over token positions: every sender and receiver of the
+    model's :class:`Layout` once per position group (a task's named positions and
+    ``other``, or every position), named ``a9.h9@END``. Index ``i * G + g`` is base index
+    ``i`` at group ``g`` (G groups), so a base prefix of senders is a prefix here too.
+
+    A residual edge (into a head's q input, an MLP, the logits) stays at its position; an
+    edge into a head's k or v input runs from the sender at the key's position to the
+    head at the query's: the keys and values a query group reads are its own. With
+    ``ordered`` (every position its own group, a causal model) a key comes no later than
+    its query. The logits read the ``readout`` groups alone."""
+
+    positions: tuple[str, ...] = ()
+    readout: tuple[str, ...] = ()
+    ordered: bool = False
+
+    @cached_property
+    def base(self) -> Layout:
+        return Layout(self.n_layers, self.n_heads, self.has_mlp, self.parallel)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.positions)
+
+    @property
+    def inputs(self) -> int:
+        return self.n_groups
+
+    @property
+    def per_layer(self) -> int:
+        return self.base.per_layer * self.n_groups
+
+    @property
+    def n_senders(self) -> int:
+        return self.base.n_senders * self.n_groups
+
+    @property
+    def receivers_per_layer(self) -> int:
+        return self.base.receivers_per_layer * self.n_groups
+
+    @property
+    def n_receivers(self) -> int:
+        return self.base.n_receivers * self.n_groups
+
+    def head_sender(self, layer: int, head: int = 0) -> int:
+        return self.base.head_sender(layer, head) * self.n_groups
+
+    def head_receiver(self, layer: int, head_input: str, head: int = 0) -> int:
+        return self.base.head_receiver(layer, head_input, head) * self.n_groups
+
+    @property
+    def logits_receiver(self) -> int:
+        """The first of the logits' receivers (one per group)."""
+        return self.base.logits_receiver * self.n_groups
+
+    def sender_layer(self, sender: int) -> int:
+        return self.base.sender_layer(sender // self.n_groups)
+
+    def receiver_layer(self, receiver: int) -> int:
+        return self.base.receiver_layer(receiver // self.n_groups)
+
+    def readable(self, receiver: int) -> int:
+        return self.base.readable(receiver // self.n_groups) * self.n_groups
+
+    @cached_property
+    def chunks(self) -> list[SenderChunk]:
+        g = self.n_groups
+        return [SenderChunk(c.first * g, c.count * g, c.layer, c.kind) for c in self.base.chunks]
+
+    def across(self, receiver: int) -> bool:
+        """Whether base receiver ``receiver`` reads other positions (a head's k or v)."""
+        return self.base.receivers[receiver][1] in ("k", "v")
+
+    @cached_property
+    def valid(self) -> torch.Tensor:
+        g = self.n_groups
+        base = self.base.valid.repeat_interleave(g, 0).repeat_interleave(g, 1)
+        same = torch.eye(g, dtype=torch.bool)
+        key_first = torch.ones(g, g).triu().bool() if self.ordered else torch.ones(g, g).bool()
+        across = torch.tensor([self.across(r) for r in range(self.base.n_receivers)])
+        pairs = torch.where(across.view(-1, 1, 1), key_first, same)  # [R, g_s, g_r]
+        read = torch.tensor([p in self.readout for p in self.positions])
+        pairs[self.base.logits_receiver] &= read.view(1, g)
+        allowed = pairs.permute(1, 0, 2).reshape(1, g, -1).expand(self.base.n_senders, g, -1)
+        return base & allowed.reshape(self.n_senders, self.n_receivers)
+
+    @cached_property
+    def senders(self) -> list[str]:
+        return [f"{name}@{p}" for name in self.base.senders for p in self.positions]
+
+    @cached_property
+    def receivers(self) -> list[tuple[str, str | None]]:
+        rows = []
+        for node, head_input in self.base.receivers:
+            for p in self.positions:
+                rows.append((node if node == LOGITS else f"{node}@{p}", head_input))
+        return rows
+
+    @cached_property
+    def receiver_owner(self) -> torch.Tensor:
+        return torch.tensor(
+            [-1 if node == LOGITS else self.sender(node) for node, _ in self.receivers]
+        )
+
+    @cached_property
+    def _edge_rows(self) -> list[tuple[int, int, str, str, str | None]]:
+        """As :class:`Layout`'s, over the valid (sender, receiver) pairs."""
+        by_node: dict[str, list[int]] = {}
+        for r, (node, _) in enumerate(self.receivers):
+            by_node.setdefault(node, []).append(r)
+        valid = self.valid
+        rows = []
+        for s, sender in enumerate(self.senders):
+            for node, *_ in self.nodes:
+                for r in by_node.get(node, []):
+                    if valid[s, r]:
+                        rows.append((s, r, sender, node, self.receivers[r][1]))
+        return rows
+
+    @cached_property
+    def nodes(self) -> list[tuple[str, str, int, int | None]]:
+        base = {name: row for name, *row in self.base.nodes}
+        return [(name, *base[name.partition("@")[0]]) for name in [*self.senders, LOGITS]]

@@ -1,7 +1,9 @@
 """Node and edge names of the circuit universe: ``input``, ``a{L}.h{H}`` (attention head),
 ``m{L}`` (MLP), ``m{L}.f{i}`` / ``m{L}.rest`` (an MLP's transcoder features and the rest of
 it), ``logits``; edges ``sender->receiver``, with ``<q>``, ``<k>`` or ``<v>`` when the
-receiver is a head (MIB's names)."""
+receiver is a head (MIB's names). In a circuit over token positions a node acts at one
+position: ``a9.h9@END``, ``input@S1``, ``m3@other`` (the logits read the task's readout
+positions and stay ``logits``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ INPUT = "input"
 LOGITS = "logits"
 HEAD_INPUTS = ("q", "k", "v")
 _NODE_RE = re.compile(r"^(input|logits|a(\d+)\.h(\d+)|m(\d+)(\.f\d+|\.rest)?)$")
+_POSITION_RE = re.compile(r"^[A-Za-z0-9_+]+$")  # END, S1+1, A_def, other, 7
 _EDGE_RE = re.compile(r"^(?P<sender>[^<>]+?)->(?P<receiver>[^<>]+?)(?:<(?P<input>[qkv])>)?$")
 
 
@@ -24,9 +27,34 @@ def mlp_node(layer: int) -> str:
     return f"m{layer}"
 
 
+def at_position(node: str, position: str) -> str:
+    """The node ``node`` acting at token position ``position``: ``a9.h9@END``."""
+    return f"{node}@{position}"
+
+
+def split_position(name: str) -> tuple[str, str | None]:
+    """``(component, position)`` of a node name: ``("a9.h9", "END")`` for ``a9.h9@END``,
+    ``(name, None)`` for a node of a circuit without positions."""
+    component, at, position = name.partition("@")
+    if not at:
+        return name, None
+    if not _POSITION_RE.match(position) or component in (LOGITS,):
+        raise CircuitxError(f"not a circuit node name: {name!r}")
+    return component, position
+
+
+def check_position_name(position: str) -> str:
+    """``position`` if it can name a token position in a node name, else a one-line error."""
+    if not _POSITION_RE.match(position):
+        raise CircuitxError(f"a position is named by letters, digits, _ and +, not {position!r}")
+    return position
+
+
 def parse_node(name: str) -> tuple[str, int | None, int | None]:
-    """``(kind, layer, head)`` of a node name; kind is input, head, mlp, feature (an MLP's
-    transcoder feature ``m{L}.f{i}`` or the rest of it, ``m{L}.rest``) or logits."""
+    """``(kind, layer, head)`` of a node name (at a position or not); kind is input, head,
+    mlp, feature (an MLP's transcoder feature ``m{L}.f{i}`` or the rest of it,
+    ``m{L}.rest``) or logits."""
+    name = split_position(name)[0]
     match = _NODE_RE.match(name)
     if not match:
         raise CircuitxError(f"not a circuit node name: {name!r}")

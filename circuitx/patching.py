@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.layout import Layout, SenderChunk
+from circuitx.layout import Layout, PositionLayout, SenderChunk
 from circuitx.models import (
     EDGE_HOOK_FLAGS,
     EMBED_OUTPUT_HOOK,
@@ -47,13 +47,11 @@ from circuitx.models import (
     sender_output_hook,
 )
 from circuitx.names import HEAD_INPUTS
+from circuitx.position_pass import Mix, PositionPass, position_weights
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
 
 ABLATIONS = ("corrupted", "mean", "zero")
-# an interpolated pass: (the first sender of the chunk interpolated, a): that chunk (the
-# embeddings, a layer's heads or an MLP) writes patch + a (clean - patch), a constant
-Mix = tuple[int, float]
 # Tokens in one patched forward pass. On CPU larger passes fall out of cache and run
 # slower (measured on GPT-2-small shape: 16384 tokens/pass took 2x the time of 2048).
 TOKENS_PER_PASS = {"cpu": 2048, "cuda": 32768}
@@ -74,6 +72,7 @@ class PatchingEngine:
         patch_values: dict[str, torch.Tensor] | None = None,
         first_prompt: int = 0,
         held: torch.Tensor | None = None,
+        layout: Layout | None = None,
     ) -> None:
         """``reference``: the clean and corrupted metrics effects are measured against
         (default: this batch's); ``patch_values``: every sender output's patch value
@@ -90,7 +89,10 @@ class PatchingEngine:
             )
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
         self.ablation, self.first_prompt = ablation, first_prompt
-        self.layout = model.layout
+        self.layout = layout or model.layout
+        if isinstance(self.layout, PositionLayout):  # a circuit over token positions
+            self.position_weights = position_weights(model)
+            self.group_index = data.group_index(self.layout.positions).to(model.device)
         self.end = data.positions["END"]
         self.readout = data.readout_positions  # [n, P]: the metric's rows are n * P
         self.tokens_per_pass = tokens_per_pass or TOKENS_PER_PASS.get(model.device.type, 2048)
@@ -125,6 +127,8 @@ class PatchingEngine:
         # float32 whatever the model's dtype, as the caches (Model.run_with_cache)
         self.w_o = [model.head_write_weights(layer).float() for layer in range(model.n_layers)]
         self.held_mask: torch.Tensor | None = None  # 0 where a sender is held, else 1
+        if held is not None and bool(held[1:].any()) and isinstance(self.layout, PositionLayout):
+            raise CircuitxError("--backup-rounds works on circuits without positions")
         if held is not None and bool(held[1:].any()):
             self._hold(held, [*outputs, *resids, LOGITS_INPUT_HOOK])
             if reference is None:  # effects from the held clean run, in the gap's units
@@ -168,7 +172,7 @@ class PatchingEngine:
             value, patch = self.clean_cache[hook], self.patch_cache[hook]
             self.clean_cache[hook] = torch.where(where, patch.expand_as(value), value)
         self.held_mask = keep.to(self.model.device)
-        for name in ("clean_deltas", "clean_delta_totals"):  # made from the old cache
+        for name in ("clean_deltas", "sender_deltas", "clean_delta_totals"):  # from the old cache
             self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------ metrics
@@ -188,6 +192,7 @@ class PatchingEngine:
             "corrupted_final",
             "clean_resid_final",
             "clean_deltas",
+            "sender_deltas",
             "clean_delta_totals",
         ):
             self.__dict__.pop(name, None)
@@ -438,10 +443,18 @@ class PatchingEngine:
             held = self.held_mask if node_mask is None else self.held_mask.to(node_mask.dtype)
             node_mask = held.expand(k, -1) if node_mask is None else node_mask * held
         reads = self.head_reads if record_grads is not None and edge_mask is None else None
-        pass_ = _MaskedPass(
-            self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement, reads,
-            host_edges,
-        )  # fmt: skip
+        if isinstance(self.layout, PositionLayout):
+            if train:
+                raise CircuitxError("learned masks work on circuits without positions")
+            reads = None
+            pass_: _MaskedPass | PositionPass = PositionPass(
+                self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, host_edges
+            )
+        else:
+            pass_ = _MaskedPass(
+                self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement,
+                reads, host_edges,
+            )  # fmt: skip
         resid = pass_.start()
         tokens = self.data.clean.repeat(k, 1)
         flags = EDGE_HOOK_FLAGS if edge_mask is not None or record_grads is not None else ()
@@ -516,11 +529,24 @@ class PatchingEngine:
     @cached_property
     def clean_deltas(self) -> torch.Tensor:
         """clean - patch output of every sender in the residual basis, one row per sender:
-        [n_senders, n * pos * d_model]."""
+        [n_senders, n * pos * d_model]. Over positions, a sender at a group's row is its
+        difference at that group's tokens (zero at the others)."""
+        if not isinstance(self.layout, PositionLayout):
+            return self.sender_deltas.flatten(1)
+        groups = self.layout.n_groups
+        onehot = torch.nn.functional.one_hot(self.group_index, groups).float()  # [n, pos, G]
+        rows = torch.einsum("snpd,npg->sgnpd", self.sender_deltas, onehot)
+        return rows.reshape(self.layout.n_senders, -1)
+
+    @cached_property
+    def sender_deltas(self) -> torch.Tensor:
+        """clean - patch output of every model sender in the residual basis: [senders, n,
+        pos, d_model]."""
         n, width = self.data.clean.shape
-        shape = (self.layout.n_senders, n, width, self.model.d_model)
+        layout = getattr(self.layout, "base", self.layout)
+        shape = (layout.n_senders, n, width, self.model.d_model)
         matrix = torch.empty(shape, device=self.model.device)
-        for chunk in self.layout.chunks:
+        for chunk in layout.chunks:
             hook = sender_output_hook(chunk)
             delta = self.clean_cache[hook] - self.patch_cache[hook]
             if not chunk.heads:
@@ -528,7 +554,7 @@ class PatchingEngine:
             else:
                 delta = torch.einsum("npse,sed->npsd", delta, self.w_o[chunk.layer])
             matrix[chunk.first : chunk.first + chunk.count] = delta.movedim(-2, 0)
-        return matrix.flatten(1)
+        return matrix
 
     def fixed_total(self, senders: int) -> torch.Tensor:
         """The sum of the first ``senders`` rows of :attr:`clean_deltas` [n * pos * d_model]."""

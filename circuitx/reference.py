@@ -32,9 +32,12 @@ from circuitx.graph import (
     edges_by_name,
     full_graph,
     head_node,
+    layout_graph,
     read_graph,
     shape_of,
 )
+from circuitx.layout import PositionLayout
+from circuitx.names import split_position
 
 INPUT_CLASS = "INPUT"
 OUTPUT_CLASS = "OUTPUT"
@@ -244,4 +247,50 @@ def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.
     graph = component_graph(read_graph(path))
     if shape_of(graph) != (n_layers, n_heads, has_mlp):
         raise CircuitxError(f"reference {path} is for another model shape")
+    return graph
+
+
+# where a role's heads act and which key positions they read: role -> (acts at, reads at)
+RolePositions = dict[str, tuple[str, tuple[str, ...]]]
+
+
+def position_reference(
+    reference: nx.MultiDiGraph, layout: PositionLayout, roles: RolePositions
+) -> nx.MultiDiGraph:
+    """A component-level reference circuit over ``layout``'s token positions. A node of a
+    role ``roles`` places (matched without case) is in the circuit at the position it
+    acts at; any other circuit node at every position. An edge is in the circuit where
+    its component edge is and both its ends are, a residual edge (q, MLP, logits) at the
+    receiver's own position, a k or v edge from a key position the receiver reads (where
+    its role says which)."""
+    placed = {key.lower(): value for key, value in roles.items()}
+
+    def place(node: str) -> tuple[str, ...] | None:
+        role = reference.nodes[node].get("role") if node in reference else None
+        return placed.get(str(role).lower()) if role else None
+
+    graph = layout_graph(layout, **dict(reference.graph))
+    for node, data in graph.nodes(data=True):
+        component, position = split_position(node)
+        data["role"] = reference.nodes[component].get("role")
+        if data["kind"] in ("input", "logits"):
+            data["in_circuit"] = True
+            continue
+        found = place(component)
+        kept = bool(reference.nodes[component]["in_circuit"])
+        data["in_circuit"] = kept and (found is None or found[0] == position)
+    component_edges = edges_by_name(reference)
+    for sender, receiver, data in graph.edges(data=True):
+        base_sender, sender_at = split_position(sender)
+        base_receiver, receiver_at = split_position(receiver)
+        key = edge_name(base_sender, base_receiver, data["input"])
+        if not (component_edges[key]["in_circuit"] and graph.nodes[sender]["in_circuit"]):
+            continue
+        if not graph.nodes[receiver]["in_circuit"]:
+            continue
+        reads = place(base_receiver)
+        if data["input"] in ("k", "v") and reads is not None:
+            data["in_circuit"] = sender_at in reads[1]
+        else:
+            data["in_circuit"] = True
     return graph

@@ -18,6 +18,7 @@ from circuitx.engine import parse_memory
 from circuitx.errors import CircuitxError
 from circuitx.files import json_text
 from circuitx.models import DTYPES
+from circuitx.tasks.base import POSITION_MODES
 
 EXIT_INPUT_ERROR = 2
 
@@ -139,6 +140,19 @@ def backup_rounds_option(command: Callable) -> Callable:
         help="Score again with each node of the circuit held at its patch value, one at a "
         "time, and keep each score's largest magnitude, N times: finds backup heads that act "
         "only when a main one is gone (each round costs the circuit's size in discoveries).",
+    )(command)
+
+
+def positions_option(command: Callable) -> Callable:
+    """``--positions``: a circuit over components, or over components at token positions."""
+    return click.option(
+        "--positions",
+        type=click.Choice(POSITION_MODES),
+        default="none",
+        show_default=True,
+        help="Nodes per token position: named (one per component and task-named position, "
+        "e.g. a9.h9@END, plus 'other'), all (every position; prompts of one length), or "
+        "none (a component's whole sequence). activation-patching, eap and eap-ig.",
     )(command)
 
 

@@ -21,6 +21,7 @@ from circuitx.cli.common import (
     json_option,
     max_memory_option,
     note,
+    positions_option,
     print_json,
     stdout,
     threads_option,
@@ -30,6 +31,7 @@ from circuitx.discovery import (
     DiscoveryRequest,
     discover,
     evaluate,
+    matching_reference,
     reference_for_graph,
     reference_for_model,
     report,
@@ -39,6 +41,7 @@ from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open, check_output_path
 from circuitx.graph import (
     GRAPH_FORMATS,
+    collapse_positions,
     graph_format,
     graph_to_text,
     read_graph,
@@ -197,6 +200,7 @@ class DiscoverCommand(click.Command):
     "them all): its curve costs 13 forward passes of each.",
 )
 @backup_rounds_option
+@positions_option
 @max_memory_option
 @json_option
 @device_options
@@ -220,6 +224,7 @@ def discover_command(
     faithfulness,
     faithfulness_prompts,
     backup_rounds,
+    positions,
     max_memory,
     as_json,
     device,
@@ -251,6 +256,7 @@ def discover_command(
         faithfulness=faithfulness,
         faithfulness_prompts=faithfulness_prompts,
         backup_rounds=backup_rounds,
+        positions=positions,
         max_memory=max_memory,
     ).validated()
     if out_path:
@@ -271,7 +277,7 @@ def discover_command(
     if out_path:
         write_graph(graph, out_path)
     if draw_path:
-        drawn = draw(graph, draw_path, reference)
+        drawn = draw(graph, draw_path, matching_reference(graph, reference))
         if drawn["note"]:
             notes.append(drawn["note"])
     for line in notes:
@@ -351,14 +357,26 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     show_default=True,
     help="auto, TASK[:VARIANT], a planted model's name or a graph file (ours, or EAP-IG's JSON).",
 )
+@click.option(
+    "--collapse-positions",
+    "collapse",
+    is_flag=True,
+    help="Score a circuit over token positions as its components: each score summed over "
+    "positions, the circuit selected again from the sums.",
+)
 @cache_dir_option
 @json_option
-def score(graph_path, reference_spec, cache_dir, as_json) -> None:
-    """Score a saved circuit graph against a reference circuit."""
+def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
+    """Score a saved circuit graph against a reference circuit (a component-level
+    reference goes to a circuit's token positions by its task's roles)."""
     graph = read_graph(graph_path)
+    if collapse:
+        graph = collapse_positions(graph)
     reference, label, why_not = reference_for_graph(graph, reference_spec, cache_dir)
     if reference is None:
         raise CircuitxError(why_not or "no reference to score against")
+    if collapse:
+        reference = collapse_positions(reference)
     metrics = evaluate(graph, reference)
     if as_json:
         print_json({"graph": graph_path, "reference": label, "metrics": metrics})
@@ -431,7 +449,7 @@ def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache
         reference, _, why_not = reference_for_graph(graph, reference_spec, cache_dir)
         if reference is None:
             raise CircuitxError(why_not or "no reference to draw against")
-    drawn = draw(graph, out_path, reference, top, every, engine)
+    drawn = draw(graph, out_path, matching_reference(graph, reference), top, every, engine)
     if drawn["note"]:
         note(f"note: {drawn['note']}")
 

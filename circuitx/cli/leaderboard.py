@@ -7,7 +7,6 @@ import sys
 import click
 from rich.table import Table
 
-from circuitx import leaderboard as board_module
 from circuitx.cli.common import (
     backup_rounds_option,
     cache_dir_option,
@@ -15,10 +14,21 @@ from circuitx.cli.common import (
     json_option,
     max_memory_option,
     note,
+    positions_option,
     print_json,
     stdout,
 )
-from circuitx.leaderboard import STANDARD_VARIANTS
+from circuitx.leaderboard import (
+    COLUMNS,
+    STANDARD_VARIANTS,
+    make_grid,
+    parse_methods,
+    parse_names,
+    parse_options,
+    run_leaderboard,
+    table,
+    tasks_for,
+)
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS
 from circuitx.tasks.pairs import is_task_file
@@ -117,6 +127,7 @@ from circuitx.tasks.pairs import is_task_file
 @backup_rounds_option
 @cache_dir_option
 @max_memory_option
+@positions_option
 @json_option
 @device_options
 def leaderboard(
@@ -135,6 +146,7 @@ def leaderboard(
     backup_rounds,
     cache_dir,
     max_memory,
+    positions,
     as_json,
     device,
     dtype,
@@ -148,13 +160,13 @@ def leaderboard(
     configuration, so a rerun (after an interruption, or with more tasks) runs only the
     rest. A failing cell shows its error in the table, and the command exits 1.
     """
-    every_task = board_module.tasks_for(model_name)
-    tasks = board_module.parse_names(tasks_spec, list(TASKS), "task", every_task, is_task_file)
-    specs = board_module.parse_methods(methods_spec)
+    every_task = tasks_for(model_name)
+    tasks = parse_names(tasks_spec, list(TASKS), "task", every_task, is_task_file)
+    specs = parse_methods(methods_spec)
     methods = [spec.label for spec in specs]
-    options = board_module.parse_options(list(option_specs), [spec.method for spec in specs])
+    options = parse_options(list(option_specs), [spec.method for spec in specs])
     seed_list = list(range(seed, seed + seeds))
-    cells = board_module.make_grid(
+    cells = make_grid(
         tasks,
         specs,
         model_name,
@@ -167,6 +179,7 @@ def leaderboard(
         cache_dir,
         max_memory,
         backup_rounds,
+        positions,
     )
     settings = {
         "tasks": tasks,
@@ -182,8 +195,9 @@ def leaderboard(
         "dtype": dtype,
         "options": options,
         **({"backup_rounds": backup_rounds} if backup_rounds else {}),
+        **({"positions": positions} if positions != "none" else {}),
     }
-    board = board_module.run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
+    board = run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
     if as_json:
         print_json(
             {
@@ -194,17 +208,17 @@ def leaderboard(
             }
         )
     else:
-        headings, body = board_module.table(board.rows)
-        table = Table(title=f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s)")
+        headings, body = table(board.rows)
+        shown = Table(title=f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s)")
         for index, heading in enumerate(headings):
-            numeric = 2 <= index < 2 + len(board_module.COLUMNS)
-            table.add_column(heading, justify="right" if numeric else "left")
+            numeric = 2 <= index < 2 + len(COLUMNS)
+            shown.add_column(heading, justify="right" if numeric else "left")
         for cells_shown in body:
-            table.add_row(*cells_shown)
+            shown.add_row(*cells_shown)
         console = stdout()
         if not console.is_terminal:  # piped: no terminal width to fit, keep rows on one line
             console.width = 240
-        console.print(table)
+        console.print(shown)
     resumed = f" ({board.resumed} cells from an earlier run)" if board.resumed else ""
     note(
         f"wrote index.html, results.json, .csv, .md, plots and circuit pages to {out_dir}{resumed}"

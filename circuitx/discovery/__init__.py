@@ -9,7 +9,7 @@ from circuitx.discovery.references import (
     reference_for_model,
     resolve_reference,
 )
-from circuitx.discovery.report import evaluate, report
+from circuitx.discovery.report import evaluate, matching_reference, report
 from circuitx.discovery.request import FAITHFULNESS_PROMPTS, DiscoveryRequest, check_reference
 from circuitx.discovery.run import discover, model_id, select
 
@@ -22,6 +22,7 @@ __all__ = [
     "edge_ranking",
     "evaluate",
     "faithfulness_report",
+    "matching_reference",
     "model_id",
     "reference_for_graph",
     "reference_for_model",

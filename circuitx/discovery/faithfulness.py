@@ -37,7 +37,7 @@ def edge_ranking(layout: Layout, scores: Scores) -> torch.Tensor:
         magnitude = by_edge.double().abs()
     else:
         size = scores.nodes.double().abs().clone()
-        size[0] = torch.inf  # the input
+        size[: layout.inputs] = torch.inf  # the input
         size = torch.cat([size, torch.tensor([torch.inf], dtype=size.dtype)])  # the logits
         ends = layout.edge_ends
         magnitude = torch.minimum(size[ends[:, 0]], size[ends[:, 1]])

@@ -6,14 +6,33 @@ from typing import Any
 
 import networkx as nx
 
-from circuitx.graph import component_graph, component_nodes
+from circuitx.graph import component_graph, component_nodes, layout_of, position_groups
 from circuitx.methods import METHODS
+from circuitx.reference import position_reference
 from circuitx.scoring import empty_metrics, overlap, score_graph
+from circuitx.tasks import TASKS
+
+
+def matching_reference(
+    graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None
+) -> nx.MultiDiGraph | None:
+    """``reference`` in ``graph``'s universe: a component-level reference of a circuit
+    over token positions goes to those positions by its task's roles
+    (:func:`circuitx.reference.position_reference`)."""
+    if reference is None or position_groups(graph) is None:
+        return reference
+    if position_groups(reference) is not None:
+        return reference
+    task = TASKS.get(str(graph.graph.get("task")))
+    roles = task.role_positions if task is not None else {}
+    return position_reference(reference, layout_of(graph), roles)
 
 
 def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:
     """Metrics against ``reference``; all None without one."""
-    return empty_metrics() if reference is None else score_graph(component_graph(graph), reference)
+    if reference is None:
+        return empty_metrics()
+    return score_graph(component_graph(graph), matching_reference(graph, reference))
 
 
 def report(
@@ -52,7 +71,9 @@ def report(
         "n_edges_in_circuit": sum(bool(d["in_circuit"]) for _, _, d in graph.edges(data=True)),
         "reference": label,
         "metrics": evaluate(graph, reference),
-        "overlap": None if reference is None else overlap(graph, reference),
+        "overlap": None
+        if reference is None
+        else overlap(graph, matching_reference(graph, reference)),
     }
 
 

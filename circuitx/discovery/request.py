@@ -15,10 +15,11 @@ from typing import Any
 from circuitx import builtin
 from circuitx.engine import MIN_MEMORY
 from circuitx.errors import CircuitxError
-from circuitx.methods import get_method, method_options
+from circuitx.methods import METHODS, get_method, method_options
 from circuitx.models import parse_device, parse_dtype
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, FileTask, Task, get_task
+from circuitx.tasks.base import POSITION_MODES
 from circuitx.version import __version__
 
 REFERENCE_WORDS = ("auto", "none", "planted")
@@ -54,6 +55,8 @@ class DiscoveryRequest:
     task_format: str | None = None  # a task file's format (None: told by suffix and content)
     # rounds of scoring again with the circuit found so far held at its patch values
     backup_rounds: int = 0
+    # a circuit over token positions: none, named (the task's) or all (every position)
+    positions: str = "none"
 
     @property
     def task_name(self) -> str:
@@ -96,6 +99,17 @@ class DiscoveryRequest:
                 f"--backup-rounds: {method.name} runs the model itself, outside the engine "
                 "that holds a circuit at its patch values"
             )
+        if self.positions not in POSITION_MODES:
+            raise CircuitxError(
+                f"unknown --positions {self.positions!r}; choose from {', '.join(POSITION_MODES)}"
+            )
+        if self.positions != "none":
+            refusal = method.positions_refusal(method_options(method, self.options))
+            if refusal is not None:
+                able = ", ".join(m.name for m in METHODS.values() if m.scores_positions)
+                raise CircuitxError(f"--positions {self.positions}: {refusal}; use {able}")
+            if self.backup_rounds:
+                raise CircuitxError("--backup-rounds works on circuits without positions")
         if self.faithfulness_prompts < 1:
             raise CircuitxError(
                 f"--faithfulness-prompts must be at least 1, not {self.faithfulness_prompts}"
@@ -137,6 +151,8 @@ class DiscoveryRequest:
             settings.pop("faithfulness_prompts")
         if not self.backup_rounds:  # a new field
             settings.pop("backup_rounds")
+        if self.positions == "none":  # a new field
+            settings.pop("positions")
         settings["options"] = dict(self.options)
         return settings
 

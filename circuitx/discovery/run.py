@@ -17,12 +17,13 @@ from circuitx.discovery.faithfulness import (
 from circuitx.discovery.request import DiscoveryRequest
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
-from circuitx.graph import add_feature_level, edges_by_name, full_graph
+from circuitx.graph import add_feature_level, edges_by_name, layout_graph
 from circuitx.layout import Layout
 from circuitx.methods import Method, MethodRun, Scores, get_method
 from circuitx.models import Model, local_model_hub_id
 from circuitx.progress import progress_bar
 from circuitx.tasks import FileTask, get_task
+from circuitx.tasks.base import position_layout
 
 
 def model_id(model: Model) -> str | None:
@@ -55,6 +56,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(request.seed)
         data = task.make_data(model, request.n_prompts, request.seed)
+        layout = position_layout(model.layout, task, data, request.positions)
         engine = Engine(
             model,
             task,
@@ -63,6 +65,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
             request.ablation,
             request.max_memory,
             method.working_floats_per_token(model, run),
+            layout=layout,
         )
         steps = method.steps(layout, run)
         with progress_bar(f"{method.name} on {task.name}", steps) as advance:
@@ -79,11 +82,8 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
                     scores = stronger(scores, method.score(held, run))
                     held.release()
             threshold, top_k, nodes_kept, edges_kept = choose(scores)
-    graph = full_graph(
-        model.n_layers,
-        model.n_heads,
-        model.has_mlp,
-        model.parallel,
+    graph = layout_graph(
+        layout,
         task=task.name,
         method=method.name,
         model=model.name,
@@ -153,7 +153,7 @@ def _joined(layout: Layout, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     """The nodes that the kept ``edges`` [n_edges, graph order] join (the input and the
     logits always), and those edges."""
     nodes = torch.zeros(len(layout.nodes), dtype=torch.bool)
-    nodes[0] = nodes[-1] = True
+    nodes[: layout.inputs] = nodes[-1] = True
     nodes[layout.edge_ends[edges].flatten()] = True
     return nodes, edges
 
@@ -182,7 +182,7 @@ def select(
     """
     ends = layout.edge_ends
     if granularity == "node":
-        magnitude = scores.nodes[1:].double().abs()
+        magnitude = scores.nodes[layout.inputs :].double().abs()
     elif granularity == "edge":
         by_edge = edge_scores(layout, scores)
         if by_edge is None:
@@ -198,8 +198,8 @@ def select(
     if granularity == "edge":
         return _joined(layout, chosen)
     nodes = torch.zeros(len(layout.nodes), dtype=torch.bool)
-    nodes[0] = nodes[-1] = True  # the input and the logits are in every circuit
-    nodes[1:-1] = chosen
+    nodes[: layout.inputs] = nodes[-1] = True  # the input and the logits: in every circuit
+    nodes[layout.inputs : -1] = chosen
     return nodes, nodes[ends[:, 0]] & nodes[ends[:, 1]]
 
 
@@ -214,7 +214,7 @@ def write_scores(
     method's edges keep no score)."""
     node_values = scores.nodes.tolist()
     for i, ((name, *_), kept) in enumerate(zip(layout.nodes, nodes_kept.tolist())):
-        score = node_values[i] if 0 < i < len(node_values) else None
+        score = node_values[i] if layout.inputs <= i < len(node_values) else None
         graph.nodes[name].update(score=None if score is None else float(score), in_circuit=kept)
     by_edge = edge_scores(layout, scores)
     values = [None] * len(edges_kept) if by_edge is None else by_edge.tolist()

@@ -8,7 +8,7 @@ const nodes = data.nodes;
 const edges = data.edges;
 const nNodes = nodes.name.length;
 const nEdges = edges.name.length;
-const fixedNodes = new Set([data.input, data.logits].map((n) => nodes.name.indexOf(n)));
+const fixedNodes = new Set([...data.inputs, data.logits].map((n) => nodes.name.indexOf(n)));
 // transcoder features follow their MLP (nodes.mlp: the MLP's index, -1 for other nodes)
 const isFeature = (i) => nodes.mlp[i] >= 0;
 const featureEdge = (i) => isFeature(edges.sender[i]) || isFeature(edges.receiver[i]);
@@ -223,7 +223,7 @@ function render() {
       focus = focus === i ? null : i;
       highlight();
     });
-    const below = nodes.name[i] === data.input || isFeature(i);
+    const below = data.inputs.includes(nodes.name[i]) || isFeature(i);
     const label = element("text", {
       x: cx, y: below ? cy + size + 10 : cy - size - 4, "text-anchor": "middle",
       "font-size": isFeature(i) ? 8 : 10, "font-family": "sans-serif",

@@ -33,7 +33,7 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import INPUT, LOGITS, component_nodes, edges_by_name, score_level, shape_of
+from circuitx.graph import LOGITS, component_nodes, edges_by_name, score_level, shape_of
 from circuitx.version import __version__
 
 
@@ -71,7 +71,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
         "n_layers": n_layers,
         "n_heads": n_heads,
         "has_mlp": has_mlp,
-        "input": INPUT,
+        "inputs": [n for n in names if kinds[n] == "input"],  # at every position
         "logits": LOGITS,
         "initial": {
             "mode": mode,

@@ -14,11 +14,21 @@ from typing import Any
 import networkx as nx
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import INPUT, LOGITS, edge_name, edges_by_name, parse_node, shape_of
+from circuitx.graph import (
+    INPUT,
+    LOGITS,
+    edge_name,
+    edges_by_name,
+    parse_node,
+    position_groups,
+    shape_of,
+)
+from circuitx.names import at_position
 
 DRAW_FORMATS = ("svg", "png", "pdf", "html")
 MAX_DRAWN_EDGES = 2000  # more is a texture, not a picture (GPT-2 small has 32,491 edges)
 FEATURE_STEP = 0.42  # between transcoder features in their MLP's row
+PANEL_GAP = 1.5  # between the panels of position groups
 EMPTY_NOTE = "no component is in the circuit"
 INPUT_COLOURS = {
     "q": "#1f77b4",
@@ -40,22 +50,34 @@ def draw_format(path: str | Path) -> str:
     return suffix
 
 
-def positions(n_layers: int, n_heads: int) -> dict[str, tuple[float, float]]:
-    """Where each node sits: layer rows bottom to top, heads then the MLP in a row."""
+def positions(
+    n_layers: int, n_heads: int, groups: tuple[str, ...] | None = None
+) -> dict[str, tuple[float, float]]:
+    """Where each node sits: layer rows bottom to top, heads then the MLP in a row; in a
+    circuit over token positions (``groups``), one such panel per position group, left to
+    right, under one ``logits``."""
     width = n_heads + 1  # the heads, a gap, the MLP
     places = {INPUT: (width / 2, 0.0), LOGITS: (width / 2, n_layers + 1.0)}
     for layer in range(n_layers):
         for head in range(n_heads):
             places[f"a{layer}.h{head}"] = (float(head), layer + 1.0)
         places[f"m{layer}"] = (n_heads + 0.5, layer + 1.0)
-    return places
+    if not groups:
+        return places
+    panel = width + PANEL_GAP
+    placed = {LOGITS: ((len(groups) * panel - PANEL_GAP) / 2, n_layers + 1.0)}
+    for index, group in enumerate(groups):
+        for name, (x, y) in places.items():
+            if name != LOGITS:
+                placed[at_position(name, group)] = (x + index * panel, y)
+    return placed
 
 
 def graph_places(graph: nx.MultiDiGraph) -> dict[str, tuple[float, float]]:
     """:func:`positions` for the graph's model, and its transcoder features (``m{L}.f{i}``,
     ``m{L}.rest``) in a line right of their MLP, in their MLP's row, by index."""
     n_layers, n_heads, _ = shape_of(graph)
-    places = positions(n_layers, n_heads)
+    places = positions(n_layers, n_heads, position_groups(graph))
     by_layer: dict[int, list[str]] = {}
     for node, data in graph.nodes(data=True):
         if data["kind"] == "feature":
@@ -100,7 +122,7 @@ class Picture:
 
 def empty_note(nodes: list[str]) -> str | None:
     """The note on a picture of no head, MLP or feature (None when it has one)."""
-    return None if any(n not in (INPUT, LOGITS) for n in nodes) else EMPTY_NOTE
+    return None if any(parse_node(n)[0] not in (INPUT, LOGITS) for n in nodes) else EMPTY_NOTE
 
 
 def score_scale(graph: nx.MultiDiGraph, nodes: list[str]) -> tuple[Any, Any]:
@@ -141,12 +163,12 @@ def caption_text(
 ) -> str:
     """What a picture shows, in a line: nodes and edges drawn and, against a reference,
     the heads' and MLPs' precision and recall."""
-    kept = {n for n in nodes if n not in (INPUT, LOGITS)}
+    kept = {n for n in nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
     text = f"{len(kept)} nodes, {n_edges} edges"
     text += f" drawn (the largest of {chosen})" if chosen > n_edges else " drawn"
     if reference_nodes is not None:
         components = {n for n in kept if graph.nodes[n]["kind"] in ("head", "mlp")}
-        truth = {n for n in reference_nodes if n not in (INPUT, LOGITS)}
+        truth = {n for n in reference_nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
         hits = len(components & truth)
         precision = hits / len(components) if components else math.nan
         recall = hits / len(truth) if truth else math.nan

@@ -31,7 +31,7 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import INPUT, LOGITS, shape_of
+from circuitx.graph import INPUT, LOGITS, parse_node, position_groups, shape_of
 
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 
@@ -58,8 +58,8 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     FigureCanvasAgg(figure)
     ax = figure.add_axes((0.04, 0.08, 0.78, 0.84))
     ax.set_axis_off()
-    model = positions(n_layers, n_heads)
-    xs, ys = zip(*(model[n] for n in model if n not in (INPUT, LOGITS)))
+    model = positions(n_layers, n_heads, position_groups(graph))
+    xs, ys = zip(*(model[n] for n in model if parse_node(n)[0] not in (INPUT, LOGITS)))
     ax.scatter(xs, ys, s=14, color="#dddddd", zorder=1)  # the model, for orientation
     largest = max((abs(e[3]["score"]) for e in edges if e[3]["score"] is not None), default=0.0)
     for sender, receiver, name, data in edges:
@@ -100,7 +100,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             linewidths=1.2 if feature else 1.8,
             zorder=3,
         )
-        below = node == INPUT or feature  # the input's name under it, clear of its edges
+        below = graph.nodes[node]["kind"] == "input" or feature  # its name under it
         ax.annotate(
             short_name(label(node, reference), graph.nodes[node]["kind"]),
             (x, y),

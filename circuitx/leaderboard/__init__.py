@@ -171,13 +171,16 @@ def make_grid(
     cache_dir: str | None = None,
     max_memory: int | None = None,
     backup_rounds: int = 0,
+    positions: str = "none",
 ) -> list[Cell]:
     """Every (task, model, method, seed) cell. A family (``planted``, ``tracr``) stands for
     its models for each task; a task the family has no model for makes error cells.
     ``methods``: names or :class:`MethodSpec` (variants); ``options`` maps a method to its
     non-default options (a variant's own win). Cells of one model are adjacent, so a
     process loads it once. ``backup_rounds`` applies to the methods that score through
-    the engine (see :class:`circuitx.methods.Method`); the others run without."""
+    the engine (see :class:`circuitx.methods.Method`); the others run without.
+    ``positions``: circuits over token positions (a method that cannot score them makes
+    error cells)."""
     options = options or {}
     specs = [m if isinstance(m, MethodSpec) else parse_method(m) for m in methods]
     cells = []
@@ -200,6 +203,7 @@ def make_grid(
                 cache_dir=cache_dir,
                 max_memory=max_memory,
                 backup_rounds=backup_rounds if get_method(spec.method).holds_circuits else 0,
+                positions=positions,
             )
             cells.append(Cell(request, spec.label if spec.options else None))
     return cells

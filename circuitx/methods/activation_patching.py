@@ -21,11 +21,13 @@ class ActivationPatching(Method):
     title = "Activation patching of each head and MLP output (corrupted -> clean)"
     granularity = "node"
     default_threshold = 0.02
+    scores_positions = True
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
-        return layout.n_senders - 1
+        return layout.n_senders - layout.inputs
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        nodes = engine.layout.senders[1:]  # every head and MLP
+        inputs = engine.layout.inputs
+        nodes = engine.layout.senders[inputs:]  # every head and MLP
         effects = engine.normalised_effect(engine.patch_each_node(nodes, run.advance))
-        return Scores(nodes=torch.cat([torch.zeros(1), effects.double()]))
+        return Scores(nodes=torch.cat([torch.zeros(inputs), effects.double()]))

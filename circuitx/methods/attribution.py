@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from circuitx.decomposition import attention_pattern, normalise_whole, rotate
+from circuitx.attention import head_pattern, normalise_whole, project_heads
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.models import BlockWeights, TransformerWeights
@@ -43,30 +43,6 @@ QK_CHUNK_FLOATS = 2**25  # floats one batch of senders' recomputed queries and p
 def drops_for(layout: Layout, grad_drop: bool) -> list[int | None]:
     """The backward passes: one per block with GradDrop, else the plain one."""
     return list(range(layout.n_layers)) if grad_drop else [None]
-
-
-def project_heads(
-    normed: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    weights: TransformerWeights,
-    per_head: bool = False,
-) -> torch.Tensor:
-    """q or k [..., pos, head, d_head] of a normed input [..., pos, d_model] (``per_head``:
-    one input per head, [..., pos, head, d_model]), rotated where the model has rotary
-    positions."""
-    equation = "...phd,hde->...phe" if per_head else "...pd,hde->...phe"
-    mapped = torch.einsum(equation, normed, weight) + bias
-    return mapped if weights.rotary is None else rotate(mapped, weights.rotary)
-
-
-def head_pattern(
-    query: torch.Tensor, key: torch.Tensor, block: BlockWeights, weights: TransformerWeights
-) -> torch.Tensor:
-    """The attention pattern [..., head, query, key] of queries and keys [..., pos, head,
-    d_head]."""
-    scores = torch.einsum("...qhe,...khe->...hqk", query, key)
-    return attention_pattern(scores, block, weights)
 
 
 def qk_fixed_edges(

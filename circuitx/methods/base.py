@@ -177,6 +177,16 @@ class Method:
     # scores every run through the engine, so that scoring again with a circuit held at
     # its patch values (the engine's ``holding``) is what it means (--backup-rounds)
     holds_circuits: ClassVar[bool] = True
+    # scores the nodes and edges of a circuit over token positions (--positions named or
+    # all) through the engine's position masks
+    scores_positions: ClassVar[bool] = False
+
+    def positions_refusal(self, options: dict[str, Any]) -> str | None:
+        """Why this method with ``options`` cannot score a circuit over token positions
+        (None: it can)."""
+        if self.scores_positions:
+            return None
+        return f"{self.name} scores components over the whole sequence"
 
     def check(self, model: Model, run: MethodRun) -> None:
         """Raise a CircuitxError for settings this model and prompt count cannot run with

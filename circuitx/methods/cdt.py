@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from circuitx.decomposition import Observer, Sources, Wholes, attention_pattern, propagate
+from circuitx.attention import attention_pattern
+from circuitx.decomposition import Observer, Sources, Wholes, propagate
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Scores, to_host

@@ -43,6 +43,7 @@ class EAPIG(Method):
     title = "EAP with integrated gradients over the clean <-> corrupted inputs"
     granularity = "edge"
     default_threshold = 0.02
+    scores_positions = True
     options = (
         Option(
             "ig_steps", "int", 5, "interpolation steps between corrupted and clean inputs", low=1

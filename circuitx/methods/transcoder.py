@@ -52,15 +52,11 @@ from typing import Any
 
 import torch
 
+from circuitx.attention import head_pattern, project_heads
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
-from circuitx.methods.attribution import (
-    clean_attention,
-    head_pattern,
-    pattern_change_effects,
-    project_heads,
-)
+from circuitx.methods.attribution import clean_attention, pattern_change_effects
 from circuitx.methods.base import FeatureScores, Method, MethodRun, Option, Scores, to_host
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,

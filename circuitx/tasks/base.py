@@ -7,6 +7,7 @@ task needs is a ``CircuitxError``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Sequence
@@ -15,6 +16,7 @@ import networkx as nx
 import torch
 
 from circuitx.errors import CircuitxError
+from circuitx.layout import Layout, PositionLayout
 
 if TYPE_CHECKING:
     from circuitx.models import Model
@@ -74,6 +76,54 @@ class TaskData:
         """[n, P] positions the metric reads: ``readout``, else END as [n, 1]."""
         return self.positions["END"].unsqueeze(1) if self.readout is None else self.readout
 
+    def group_index(self, groups: Sequence[str]) -> torch.Tensor:
+        """[n, pos]: the index in ``groups`` of each token's position group. ``groups`` are
+        named positions then :data:`OTHER` (every other token, padding included; where
+        two names share a token, the later one has it), or every position's index
+        (``"0"``, ``"1"``, ...: ``--positions all``)."""
+        n, width = self.clean.shape
+        if groups and groups[0] == "0":
+            return torch.arange(width).expand(n, width).clone()
+        index = torch.full((n, width), len(groups) - 1, dtype=torch.long)
+        rows = torch.arange(n)
+        for at, name in enumerate(groups[:-1]):
+            index[rows, self.positions[name]] = at
+        return index
+
+
+POSITION_MODES = ("none", "named", "all")
+OTHER = "other"  # the position group of every token no named group holds
+
+
+def position_layout(layout: Layout, task: Task, data: TaskData, mode: str) -> Layout:
+    """The node universe of circuits over token positions in ``mode`` (``none``:
+    ``layout`` itself; ``named``: the task's circuit positions and :data:`OTHER`; ``all``:
+    every position, for prompts of one length), the logits reading the groups that hold a
+    readout position."""
+    if mode not in POSITION_MODES:
+        raise CircuitxError(
+            f"unknown --positions {mode!r}; choose from {', '.join(POSITION_MODES)}"
+        )
+    if mode == "none":
+        return layout
+    if mode == "named":
+        groups = (*task.circuit_positions, OTHER)
+    else:
+        ends = data.positions["END"]
+        if bool((ends != ends[0]).any()):
+            raise CircuitxError(
+                f"--positions all needs prompts of one length; {task.name}'s differ "
+                f"({int(ends.min()) + 1} to {int(ends.max()) + 1} tokens): use --positions named"
+            )
+        groups = tuple(str(at) for at in range(int(ends[0]) + 1))
+        data = dataclasses.replace(data, clean=data.clean[:, : len(groups)])
+    read = data.group_index(groups).gather(1, data.readout_positions)
+    readout = tuple(groups[at] for at in sorted(set(read.flatten().tolist())))
+    return PositionLayout(
+        layout.n_layers, layout.n_heads, layout.has_mlp, layout.parallel,
+        positions=groups, readout=readout, ordered=mode == "all",
+    )  # fmt: skip
+
 
 class Task:
     """Base class: subclasses set the class attributes and implement the data and reference."""
@@ -95,6 +145,12 @@ class Task:
     has_negative_prompts: ClassVar[bool] = True
     # The built-in model family the task needs (it runs on no other model); None: any model.
     model_family: ClassVar[str | None] = None
+    # the named token positions a circuit over positions (``--positions named``) has a
+    # node at, besides OTHER (every other token)
+    circuit_positions: ClassVar[tuple[str, ...]] = ("END",)
+    # where the heads of each role in the task's reference circuits act and which key
+    # positions they read: role -> (acts at, reads at); see reference.position_reference
+    role_positions: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {}
 
     def __init__(self, corruption: str | None = None) -> None:
         if corruption is not None and corruption not in self.corruptions:

@@ -48,6 +48,7 @@ N_OBJECTS = 3  # per scene
 
 class ColoredObjectsTask(_tasks.Task):
     name = "colored-objects"
+    circuit_positions = ("OBJECT", "QUERY", "END")
     title = "Colored objects (what color is the X?)"
     default_model = "gpt2-medium"
     paper_model = "openai-community/gpt2-medium"

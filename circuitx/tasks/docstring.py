@@ -94,6 +94,7 @@ EDGES = (
 
 class DocstringTask(_tasks.Task):
     name = "docstring"
+    circuit_positions = ("A_def", "B_def", "C_def", "A_doc", "B_doc", "END")
     title = "Docstring parameter completion"
     default_model = "attn-only-4l"
     paper_model = "NeelNanda/Attn_Only_4L512W_C4_Code"

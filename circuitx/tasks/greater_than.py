@@ -63,6 +63,7 @@ GROUP_EDGES = (
 
 class GreaterThanTask(_tasks.Task):
     name = "greater-than"
+    circuit_positions = ("YY", "END")
     title = "Greater-than (year spans)"
     default_model = "gpt2"
     paper_model = "openai-community/gpt2"

@@ -101,6 +101,16 @@ def name_each(frame: str, names: list[str]) -> str:
 
 class IOITask(_tasks.Task):
     name = "ioi"
+    circuit_positions = ("IO", "S1", "S1+1", "S2", "END")
+    role_positions = {  # Wang et al.'s classes, where they act and the keys they read
+        "previous token": ("S1+1", ("S1",)),
+        "duplicate token": ("S2", ("S1", "S2")),
+        "induction": ("S2", ("S1+1",)),
+        "s-inhibition": ("END", ("S2",)),
+        "name mover": ("END", ("IO", "S1", "S2")),
+        "negative name mover": ("END", ("IO", "S1", "S2")),
+        "backup name mover": ("END", ("IO", "S1", "S2")),
+    }
     title = "Indirect object identification"
     default_model = "gpt2"
     paper_model = "openai-community/gpt2"
