@@ -373,18 +373,18 @@ class PositionLayout(Layout):
 
     @cached_property
     def _edge_rows(self) -> list[tuple[int, int, str, str, str | None]]:
-        """As :class:`Layout`'s, over the valid (sender, receiver) pairs."""
-        by_node: dict[str, list[int]] = {}
-        for r, (node, _) in enumerate(self.receivers):
-            by_node.setdefault(node, []).append(r)
-        valid = self.valid
-        rows = []
-        for s, sender in enumerate(self.senders):
-            for node, *_ in self.nodes:
-                for r in by_node.get(node, []):
-                    if valid[s, r]:
-                        rows.append((s, r, sender, node, self.receivers[r][1]))
-        return rows
+        """As :class:`Layout`'s: the valid (sender, receiver) pairs, sender-major, then by
+        the receiver's node, a head's q, k and v in that order."""
+        senders, receivers = self.valid.nonzero(as_tuple=True)
+        owner = self.receiver_owner[receivers]
+        owner = owner.masked_fill(owner < 0, self.n_senders)  # the logits: the last node
+        key = (senders * (self.n_senders + 1) + owner) * self.n_receivers + receivers
+        order = torch.argsort(key)
+        names, inputs = self.senders, self.receivers
+        return [
+            (s, r, names[s], inputs[r][0], inputs[r][1])
+            for s, r in zip(senders[order].tolist(), receivers[order].tolist())
+        ]
 
     @cached_property
     def nodes(self) -> list[tuple[str, str, int, int | None]]:

@@ -1,0 +1,268 @@
+"""Circuits over token positions: the position masks against hand-written
+position-specific hooks, the gradients against the component-level ones, the layout's
+edges, and discovery, scoring, collapsing and graph files with position nodes."""
+
+import json
+
+import pytest
+import torch
+from conftest import assert_one_line_error, run, tiny_gpt2
+
+import circuitx as cx
+from circuitx.builtin import load as load_model
+from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
+from circuitx.graph import collapse_positions, edges_by_name, layout_of
+from circuitx.layout import PositionLayout
+from circuitx.models import head_input_hook, head_output_hook, mlp_input_hook, mlp_output_hook
+from circuitx.patching import PatchingEngine
+from circuitx.reference import position_reference
+from circuitx.tasks import get_task, task_vocabulary
+from circuitx.tasks.base import position_layout
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module", params=["gpt2", "neox"])
+def model(request, tmp_path_factory):
+    """3 layers x 4 heads, d_model 32: GPT-2, and GPT-NeoX (rotary positions on part of
+    each head, attention and MLP in parallel)."""
+    directory = tmp_path_factory.mktemp(request.param)
+    if request.param == "gpt2":
+        return load_model(str(tiny_gpt2(directory, 3, 4, 32, seed=3)), device="cpu")
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    save_causal_lm(directory, "neox", tokenizer, 3, 4, 32, 3, initializer_range=0.2)
+    return load_model(str(directory), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def engines(model):
+    task = get_task("ioi")
+    data = task.make_data(model, 8, seed=4)
+    layout = position_layout(model.layout, task, data, "named")
+    return PatchingEngine(model, task, data), PatchingEngine(model, task, data, layout=layout)
+
+
+def write_of(model, tokens, layer, head):
+    """What head ``layer.head`` writes [n, pos, d_model] on ``tokens``."""
+    _, cache = model.run_with_cache(tokens, [head_output_hook(layer)])
+    return cache[head_output_hook(layer)][:, :, head] @ model.head_write_weights(layer)[head]
+
+
+def at_rows(values, positions):
+    """A [n, pos, ...] tensor that is ``values`` at each prompt's ``positions`` [n] and
+    zero elsewhere."""
+    kept = torch.zeros_like(values)
+    rows = torch.arange(len(positions))
+    kept[rows, positions] = values[rows, positions]
+    return kept
+
+
+def edge_mask(layout, *names):
+    mask = torch.ones(1, layout.n_senders, layout.n_receivers)
+    for name in names:
+        sender, receiver = layout.edge(name)
+        mask[0, sender, receiver] = 0.0
+    return mask
+
+
+def readout(model, data, hooks, flags=("split_qkv", "mlp_in")):
+    with model.hooks_enabled(flags):
+        return model.run(data.clean, hooks, data.positions["END"])
+
+
+def test_a_node_at_a_position_is_its_output_there_patched(model, engines):
+    _, pos = engines
+    data = pos.data
+    s2 = data.positions["S2"]
+    _, corrupted = model.run_with_cache(data.corrupted, [head_output_hook(0)])
+
+    def patch(z):
+        z = z.clone()
+        rows = torch.arange(len(s2))
+        z[rows, s2, 1] = corrupted[head_output_hook(0)][rows, s2, 1]
+        return z
+
+    expected = readout(model, data, [(head_output_hook(0), patch)], ())
+    mask = torch.ones(1, pos.layout.n_senders)
+    mask[0, pos.layout.sender("a0.h1@S2")] = 0.0
+    torch.testing.assert_close(pos.run(node_mask=mask)[0], expected, atol=ATOL, rtol=0)
+    assert (expected - pos.clean_final).abs().max() > 1e-3
+
+
+def test_residual_edges_stay_at_their_position(model, engines):
+    _, pos = engines
+    data, end, s2 = pos.data, pos.data.positions["END"], pos.data.positions["S2"]
+    change = write_of(model, data.clean, 0, 1) - write_of(model, data.corrupted, 0, 1)
+
+    def patch_query(x):  # head 2 of layer 1 reads a0.h1's corrupted write at END
+        x = x.clone()
+        x[:, :, 2] -= at_rows(change, end)
+        return x
+
+    expected = readout(model, data, [(head_input_hook(1, "q"), patch_query)])
+    got = pos.run(edge_mask=edge_mask(pos.layout, "a0.h1@END->a1.h2@END<q>"))[0]
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    assert (expected - pos.clean_final).abs().max() > 1e-4
+    _, clean = model.run_with_cache(data.clean, [mlp_output_hook(0)])
+    _, corrupted = model.run_with_cache(data.corrupted, [mlp_output_hook(0)])
+    mlp_change = clean[mlp_output_hook(0)] - corrupted[mlp_output_hook(0)]
+    expected = readout(model, data, [(mlp_input_hook(2), lambda x: x - at_rows(mlp_change, s2))])
+    got = pos.run(edge_mask=edge_mask(pos.layout, "m0@S2->m2@S2"))[0]
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+
+
+def test_a_key_edge_runs_from_the_key_position_to_the_query_groups_own_keys(model, engines):
+    _, pos = engines
+    data, end, s1 = pos.data, pos.data.positions["END"], pos.data.positions["S1"]
+    change = write_of(model, data.clean, 0, 1) - write_of(model, data.corrupted, 0, 1)
+
+    def patch_key(x):  # every query of head 1.2 reads a0.h1's corrupted write at S1
+        x = x.clone()
+        x[:, :, 2] -= at_rows(change, s1)
+        return x
+
+    # a pass where all of head 1.2's queries see the patched key; then only END's row of
+    # its output is put into the clean pass: the queries of END alone read that key
+    seen = {}
+
+    def keep(z):
+        seen["z"] = z.detach().clone()
+        return z
+
+    readout(model, data, [(head_input_hook(1, "k"), patch_key), (head_output_hook(1), keep)])
+
+    def put_end_row(z):
+        z = z.clone()
+        rows = torch.arange(len(end))
+        z[rows, end, 2] = seen["z"][rows, end, 2]
+        return z
+
+    expected = readout(model, data, [(head_output_hook(1), put_end_row)], ())
+    got = pos.run(edge_mask=edge_mask(pos.layout, "a0.h1@S1->a1.h2@END<k>"))[0]
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    assert (expected - pos.clean_final).abs().max() > 1e-4
+    # the same key read by another query group changes nothing at END's readout
+    other = pos.run(edge_mask=edge_mask(pos.layout, "a0.h1@S1->a1.h2@S2<k>"))[0]
+    unchanged = readout(model, data, [], ())
+    assert (other - unchanged).abs().max() > 1e-6  # S2's own output moves ...
+    assert (other - expected).abs().max() > 1e-6  # ... but not as END's does
+
+
+def test_every_position_together_is_the_component(model, engines):
+    base, pos = engines
+    groups = pos.layout.n_groups
+    for name in ("a0.h1->a1.h2<k>", "a0.h1->a2.h0<v>", "a1.h3->a2.h1<q>", "m1->logits"):
+        sender, receiver = base.layout.edge(name)
+        component = torch.ones(1, base.layout.n_senders, base.layout.n_receivers)
+        component[0, sender, receiver] = 0.0
+        positions = torch.ones(1, pos.layout.n_senders, pos.layout.n_receivers)
+        block = (slice(sender * groups, (sender + 1) * groups),)
+        positions[0, block[0], receiver * groups : (receiver + 1) * groups] = 0.0
+        expected = base.run(edge_mask=component)[0]
+        torch.testing.assert_close(pos.run(edge_mask=positions)[0], expected, atol=ATOL, rtol=0)
+
+
+def test_attribution_over_positions_adds_up_to_the_components(model, engines):
+    base, pos = engines
+    nodes, edges = base.mask_gradients()
+    pos_nodes, pos_edges = pos.mask_gradients()
+    g, layout = pos.layout.n_groups, base.layout
+    torch.testing.assert_close(pos_nodes.view(-1, g).sum(1), nodes, atol=ATOL, rtol=0)
+    summed = pos_edges.view(layout.n_senders, g, layout.n_receivers, g).sum((1, 3))
+    torch.testing.assert_close(summed, edges, atol=ATOL, rtol=0)
+    # and nothing lands outside the universe's edges
+    assert float(pos_edges[~pos.layout.valid].abs().max()) == 0.0
+
+
+def test_the_universe_of_positions():
+    layout = PositionLayout(2, 2, True, positions=("S2", "END", "other"), readout=("END",))
+    names = set(layout.edge_names)
+    assert "a0.h1@S2->a1.h0@END<k>" in names and "a0.h1@S2->a1.h0@END<v>" in names
+    assert "a0.h1@S2->a1.h0@S2<q>" in names and "a0.h1@S2->a1.h0@END<q>" not in names
+    assert "m0@S2->m1@S2" in names and "m0@S2->m1@END" not in names
+    assert "m1@END->logits" in names and "m1@S2->logits" not in names
+    assert layout.inputs == 3 and layout.sender("input@END") == 1
+    ordered = PositionLayout(2, 2, True, positions=("0", "1", "2"), readout=("2",), ordered=True)
+    assert "a0.h0@0->a1.h0@2<k>" in ordered.edge_names
+    assert "a0.h0@2->a1.h0@0<k>" not in ordered.edge_names  # no key after its query
+
+
+def test_graph_files_keep_the_positions(tmp_path):
+    graph = cx.discover("planted", "ioi", "eap", n_prompts=6, positions="named")
+    assert layout_of(graph).positions == ("IO", "S1", "S1+1", "S2", "END", "other")
+    for suffix in (".graphml", ".json"):
+        path = tmp_path / f"g{suffix}"
+        cx.write_graph(graph, path)
+        back = cx.read_graph(path)
+        for original, read in ((dict(graph.nodes(data=True)), dict(back.nodes(data=True))),
+                               (edges_by_name(graph), edges_by_name(back))):  # fmt: skip
+            assert list(read) == list(original)
+            for name, data in original.items():
+                assert read[name]["in_circuit"] == data["in_circuit"], name
+                assert read[name]["score"] == pytest.approx(data["score"]), name
+        assert layout_of(back) == layout_of(graph)
+        assert cx.score(back) == cx.score(graph)
+
+
+def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
+    out = tmp_path / "p.json"
+    result = run(
+        "discover", "--task", "ioi", "--method", "eap-ig", "--model", "planted",
+        "--positions", "named", "--n-prompts", 20, "--json", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["metrics"]["node_auc"] >= 0.99
+    graph = cx.read_graph(out)
+    kept = {n for n, k in graph.nodes(data="in_circuit") if k and not n.startswith("input")}
+    assert kept == {
+        "a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END", "logits"
+    }  # fmt: skip
+    # collapsed, it is what EAP-IG selects over whole components
+    components = cx.discover("planted", "ioi", "eap-ig", n_prompts=20, faithfulness=False)
+    collapsed = collapse_positions(graph)
+
+    def circuit(g):
+        nodes = {n for n, k in g.nodes(data="in_circuit") if k}
+        return nodes, {key for key, d in edges_by_name(g).items() if d["in_circuit"]}
+
+    assert circuit(collapsed) == circuit(components)
+    scored = run("score", out, "--collapse-positions", "--json")
+    expected = {k: v for k, v in cx.score(components).items() if k != "reference"}
+    assert json.loads(scored.stdout)["metrics"] == expected
+
+
+def test_what_cannot_score_positions_says_so():
+    assert_one_line_error(
+        run("discover", "--task", "ioi", "--method", "sae", "--model", "planted",
+            "--positions", "named"),
+        "sae scores components over the whole sequence",
+    )  # fmt: skip
+    assert_one_line_error(
+        run("discover", "--task", "ioi", "--method", "eap", "--model", "planted",
+            "--positions", "all"),
+        "--positions all needs prompts of one length",
+    )  # fmt: skip
+    assert_one_line_error(
+        run("discover", "--task", "ioi", "--method", "eap", "--qk-fix", "on", "--model",
+            "planted", "--positions", "named"),
+        "QK fix",
+    )  # fmt: skip
+
+
+def test_the_ioi_reference_goes_to_its_classes_positions():
+    task = get_task("ioi")
+    reference = task.reference("", 12, 12, True)
+    groups = (*task.circuit_positions, "other")
+    layout = PositionLayout(12, 12, True, positions=groups, readout=("END",))
+    placed = position_reference(reference, layout, task.role_positions)
+    kept = {n for n, k in placed.nodes(data="in_circuit") if k}
+    assert {"a9.h9@END", "a5.h5@S2", "a2.h2@S1+1", "a0.h1@S2", "a7.h3@END"} <= kept
+    assert not {"a9.h9@S2", "a5.h5@END", "a2.h2@END"} & kept
+    assert "m3@IO" in kept and "m3@other" in kept  # MLPs (ACDC's INPUT) act everywhere
+    edges = {key for key, d in edges_by_name(placed).items() if d["in_circuit"]}
+    assert "a2.h2@S1+1->a5.h5@S2<k>" in edges  # previous token -> induction, at S1+1
+    assert "a7.h3@END->a9.h9@END<q>" in edges  # S-inhibition -> name mover, at END
+    assert "a5.h5@S2->a7.h3@END<v>" in edges  # induction -> S-inhibition, key at S2
+    assert "input@IO->a9.h9@END<k>" in edges and "input@END->a9.h9@END<k>" not in edges
+    assert "a9.h9@END->logits" in edges
