@@ -74,6 +74,8 @@ def layout_graph(layout: Layout, **metadata: Any) -> nx.MultiDiGraph:
             position_readout=",".join(layout.readout),
             position_order=layout.ordered,
         )
+        if layout.aliases:
+            graph.graph["position_aliases"] = ",".join(f"{n}={g}" for n, g in layout.aliases)
     graph.graph.update(metadata)
     graph.graph.setdefault("circuitx_version", __version__)
     for name, kind, layer, head in layout.nodes:
@@ -248,12 +250,14 @@ def layout_of(graph: nx.MultiDiGraph) -> Layout:
     if groups is None:
         return Layout(*shape, parallel)
     readout = str(graph.graph.get("position_readout") or "")
+    aliases = str(graph.graph.get("position_aliases") or "")
     return PositionLayout(
         *shape,
         parallel,
         positions=groups,
         readout=tuple(readout.split(",")) if readout else (),
         ordered=bool(graph.graph.get("position_order")),
+        aliases=tuple(tuple(a.split("=", 1)) for a in aliases.split(",")) if aliases else (),
     )
 
 
@@ -587,7 +591,7 @@ def to_dot(graph: nx.MultiDiGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
-POSITION_KEYS = ("positions", "position_readout", "position_order")
+POSITION_KEYS = ("positions", "position_readout", "position_order", "position_aliases")
 
 
 def collapse_positions(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:

@@ -202,6 +202,18 @@ class Layout:
     def _index_of_sender(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.senders)}
 
+    def receiver(self, node: str, head_input: str | None = None) -> int:
+        """The index of ``node``'s input ``head_input`` (a head's q, k or v; None for an
+        MLP's)."""
+        try:
+            return self._index_of_receiver[(node, head_input)]
+        except KeyError:
+            raise CircuitxError(f"no receiver {node!r} {head_input or ''} in this model") from None
+
+    @cached_property
+    def _index_of_receiver(self) -> dict[tuple[str, str | None], int]:
+        return {key: r for r, key in enumerate(self.receivers) if key[0] != LOGITS}
+
     def edge(self, name: str) -> tuple[int, int]:
         """``(sender, receiver)`` index of an edge name."""
         if name not in self._index_of_edge:
@@ -282,6 +294,12 @@ class PositionLayout(Layout):
     positions: tuple[str, ...] = ()
     readout: tuple[str, ...] = ()
     ordered: bool = False
+    # (name, group): a named position that every prompt has at one group (--positions all)
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def group_of(self, name: str) -> str:
+        """The group a named position is at: itself, or where :attr:`aliases` puts it."""
+        return dict(self.aliases).get(name, name)
 
     @cached_property
     def base(self) -> Layout:

@@ -263,7 +263,10 @@ def position_reference(
     its component edge is and both its ends are, a residual edge (q, MLP, logits) at the
     receiver's own position, a k or v edge from a key position the receiver reads (where
     its role says which)."""
-    placed = {key.lower(): value for key, value in roles.items()}
+    placed = {
+        key.lower(): (layout.group_of(acts), tuple(layout.group_of(r) for r in reads))
+        for key, (acts, reads) in roles.items()
+    }
 
     def place(node: str) -> tuple[str, ...] | None:
         role = reference.nodes[node].get("role") if node in reference else None

@@ -266,3 +266,46 @@ def test_the_ioi_reference_goes_to_its_classes_positions():
     assert "a5.h5@S2->a7.h3@END<v>" in edges  # induction -> S-inhibition, key at S2
     assert "input@IO->a9.h9@END<k>" in edges and "input@END->a9.h9@END<k>" not in edges
     assert "a9.h9@END->logits" in edges
+
+
+def test_a_task_file_names_its_own_positions(tmp_path):
+    model = cx.load_model("planted-ioi")
+    data = get_task("ioi").make_data(model, 10, 0)
+    bos = 0 if model.bos_token_id is None else 1
+    rows = []
+    for i in range(10):
+        named = {k: int(data.positions[k][i]) - bos for k in ("IO", "S1", "S1+1", "S2")}
+        rows.append(
+            {
+                "clean": data.clean_prompts[i],
+                "corrupted": data.corrupted_prompts[i],
+                "answer": model.decode([int(data.answer[i])]).strip(),
+                "wrong": model.decode([int(data.wrong[i])]).strip(),
+                "positions": named,
+            }
+        )
+    path = tmp_path / "ioi.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    graph = cx.discover(model, str(path), "eap-ig", positions="named", faithfulness=False)
+    assert layout_of(graph).positions == ("IO", "S1", "S1+1", "S2", "END", "other")
+    assert graph.nodes["a0.h1@S1+1"]["in_circuit"] and not graph.nodes["a0.h1@S2"]["in_circuit"]
+    # the planted model's circuit, at the positions of the task it was made for
+    assert cx.score(graph, reference="planted-ioi")["node_auc"] == 1.0
+    rows[3]["positions"] = {"IO": 1}
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(cx.CircuitxError, match="line 4 names positions"):
+        cx.task_from_file(path)
+    rows[3]["positions"] = {"END": 1}
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(cx.CircuitxError, match="not END or other"):
+        cx.task_from_file(path)
+
+
+@pytest.mark.slow
+def test_path_patching_and_acdc_find_the_planted_circuit_at_its_positions():
+    expected = {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}
+    for method in ("path-patching", "acdc"):
+        graph = cx.discover("planted", "ioi", method, n_prompts=6, positions="named")
+        kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
+        assert kept == expected, method
+        assert cx.score(graph)["node_auc"] == 1.0

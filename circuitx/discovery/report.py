@@ -23,7 +23,9 @@ def matching_reference(
         return reference
     if position_groups(reference) is not None:
         return reference
-    task = TASKS.get(str(graph.graph.get("task")))
+    # the graph's task's roles, else those of the task the reference was made for (a
+    # planted model's circuit, scoring a task file's prompts)
+    task = TASKS.get(str(graph.graph.get("task"))) or TASKS.get(str(reference.graph.get("task")))
     roles = task.role_positions if task is not None else {}
     return position_reference(reference, layout_of(graph), roles)
 

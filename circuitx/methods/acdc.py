@@ -31,6 +31,7 @@ import torch
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
+from circuitx.names import LOGITS
 from circuitx.progress import Advance, no_progress
 
 RESOLUTION = 1e-5  # relative: changes of the metric below this are rounding
@@ -41,6 +42,7 @@ class ACDC(Method):
     title = "ACDC: greedy edge pruning from the output backwards, threshold tau"
     granularity = "edge"
     default_threshold = 0.01  # replaced by tau: the circuit is the edges ACDC keeps
+    scores_positions = True
     options = (
         Option(
             "tau",
@@ -89,13 +91,14 @@ def prune(
     for receiver in reversed(range(layout.n_receivers)):
         readable = layout.readable(receiver)
         node, _ = layout.receivers[receiver]
-        if receiver != layout.logits_receiver:
+        if node != LOGITS:
             sender = layout.sender(node)
             if not bool((mask[sender] * valid[sender]).any()):
                 mask[:readable, receiver] = 0.0
-                advance(readable)
+                advance(int(valid[:readable, receiver].sum()))
                 continue
-        waiting = list(reversed(range(readable)))  # latest sender first
+        # latest sender first (an edge of a circuit over positions: the valid ones)
+        waiting = valid[:readable, receiver].nonzero().flatten().flip(0).tolist()
         while waiting:
             batch = waiting[:trials_per_pass]
             trials = mask.expand(len(batch), -1, -1).clone()

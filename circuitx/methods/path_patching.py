@@ -28,6 +28,7 @@ class PathPatching(Method):
     title = "Path patching: senders' paths to the logits, then to the q/k/v of heads found"
     granularity = "edge"
     default_threshold = 0.02
+    scores_positions = True
     options = (
         Option(
             "stages",
@@ -46,20 +47,23 @@ class PathPatching(Method):
         layout = engine.layout
         scores = torch.zeros(layout.n_senders, layout.n_receivers)
         found: set[int] = set()
-        frontier = [[layout.logits_receiver]]  # groups of receivers patched together
+        # groups of receivers patched together: first the logits (at each readout position)
+        frontier = [list(range(layout.logits_receiver, layout.n_receivers))]
+        valid = layout.valid
         done = 0
         for _ in range(stages):
             groups = [
-                (sender, [r for r in receivers if sender < layout.readable(r)])
+                (sender, reached)
                 for receivers in frontier
                 for sender in range(max(layout.readable(r) for r in receivers))
+                if (reached := [r for r in receivers if valid[sender, r]])
             ]
             patches = [[(sender, r) for r in receivers] for sender, receivers in groups]
             effects = engine.normalised_effect(engine.patch_each_edge(patches))
             new = set()
             for (sender, receivers), effect in zip(groups, effects.tolist()):
                 scores[sender, receivers] = effect
-                if sender > 0 and abs(effect) >= run.threshold and sender not in found:
+                if sender >= layout.inputs and abs(effect) >= run.threshold and sender not in found:
                     new.add(sender)
             found |= new
             done += 1
@@ -73,13 +77,14 @@ class PathPatching(Method):
 
 def _receiver_groups(layout: Layout, senders: list[int]) -> list[list[int]]:
     """The found nodes' inputs as receiver groups: their heads' q inputs, their heads' k
-    inputs, their heads' v inputs, and their MLPs' inputs."""
+    inputs, their heads' v inputs, and their MLPs' inputs (at each node's own position in
+    a circuit over positions)."""
     heads, mlps = [], []
     for sender in senders:
-        kind, layer, head = parse_node(layout.senders[sender])
-        if kind == "head":
-            heads.append((layer, head))
+        node = layout.senders[sender]
+        if parse_node(node)[0] == "head":
+            heads.append(node)
         else:
-            mlps.append(layout.mlp_receiver(layer))
-    groups = [[layout.head_receiver(layer, i, head) for layer, head in heads] for i in HEAD_INPUTS]
+            mlps.append(layout.receiver(node))
+    groups = [[layout.receiver(node, i) for node in heads] for i in HEAD_INPUTS]
     return [group for group in [*groups, mlps] if group]

@@ -119,9 +119,16 @@ def position_layout(layout: Layout, task: Task, data: TaskData, mode: str) -> La
         data = dataclasses.replace(data, clean=data.clean[:, : len(groups)])
     read = data.group_index(groups).gather(1, data.readout_positions)
     readout = tuple(groups[at] for at in sorted(set(read.flatten().tolist())))
+    aliases = ()
+    if mode == "all":  # the named positions every prompt has at one index
+        aliases = tuple(
+            (name, str(int(at[0])))
+            for name, at in data.positions.items()
+            if bool((at == at[0]).all())
+        )
     return PositionLayout(
         layout.n_layers, layout.n_heads, layout.has_mlp, layout.parallel,
-        positions=groups, readout=readout, ordered=mode == "all",
+        positions=groups, readout=readout, ordered=mode == "all", aliases=aliases,
     )  # fmt: skip
 
 

@@ -49,6 +49,13 @@ N_OBJECTS = 3  # per scene
 class ColoredObjectsTask(_tasks.Task):
     name = "colored-objects"
     circuit_positions = ("OBJECT", "QUERY", "END")
+    role_positions = {  # the planted design's heads (docs/planted.md)
+        "duplicate token": ("QUERY", ("OBJECT", "QUERY")),
+        "induction": ("QUERY", ("other",)),  # the token after the object in the scene
+        "s-inhibition": ("END", ("QUERY",)),
+        "color mover": ("END", ("OBJECT",)),
+        "backup color mover": ("END", ("OBJECT",)),
+    }
     title = "Colored objects (what color is the X?)"
     default_model = "gpt2-medium"
     paper_model = "openai-community/gpt2-medium"

@@ -70,6 +70,14 @@ class FileTask(Task):
         for pair in pairs:
             if not (pair.answers or pair.answer_ids):
                 raise CircuitxError(f"{pair.where} has no answer")
+        names = [name for name, _ in pairs[0].named]
+        for pair in pairs:
+            if [name for name, _ in pair.named] != names:
+                raise CircuitxError(
+                    f"{pair.where} names positions {[n for n, _ in pair.named]}, the first "
+                    f"pair {names}: every pair names the same ones"
+                )
+        self.circuit_positions = (*names, "END")
         self.pairs, self.name, self.digest, self.source = list(pairs), name, digest, source
         self.metrics = (
             ("logit-diff", "prob-diff", "log-prob", "kl")
@@ -109,6 +117,10 @@ class FileTask(Task):
                 "attends to every position (pads too); give pairs of one length"
             )
         reads = [_read_at(model, p, ids) for p, ids in zip(pairs, clean_ids)]  # (index, text)
+        named = {
+            name: torch.tensor([bos + _index(p, ids, at, name) for p, ids, at in indices])
+            for name, indices in _named_indices(pairs, clean_ids).items()
+        }
         answers = [
             _token_ids(model, p, text, p.answers, p.answer_ids, "answer")
             for p, (_, text) in zip(pairs, reads)
@@ -122,7 +134,7 @@ class FileTask(Task):
         return TaskData(
             clean=clean_tokens,
             corrupted=corrupted_tokens,
-            positions={"END": torch.tensor([bos + at for at, _ in reads])},
+            positions={**named, "END": torch.tensor([bos + at for at, _ in reads])},
             answer=answer[:, 0],
             wrong=wrong,
             clean_prompts=clean,
@@ -182,6 +194,28 @@ def _read_at(model: "Model", pair: PromptPair, tokens: list[int]) -> tuple[int, 
             f"{len(tokens)} tokens"
         )
     return at, pair.clean if at == len(tokens) - 1 else model.decode(tokens[: at + 1])
+
+
+def _named_indices(
+    pairs: Sequence[PromptPair], clean_ids: Sequence[list[int]]
+) -> dict[str, list[tuple[PromptPair, list[int], int]]]:
+    """Each named position's (pair, its clean ids, index as given) over the pairs."""
+    found: dict[str, list[tuple[PromptPair, list[int], int]]] = {}
+    for pair, ids in zip(pairs, clean_ids):
+        for name, at in pair.named:
+            found.setdefault(name, []).append((pair, ids, at))
+    return found
+
+
+def _index(pair: PromptPair, tokens: list[int], at: int, name: str) -> int:
+    """A named position's token index in the clean prompt (without BOS)."""
+    index = at if at >= 0 else len(tokens) + at
+    if not 0 <= index < len(tokens):
+        raise CircuitxError(
+            f"{pair.where}: position {name} ({at}) is outside the clean prompt's "
+            f"{len(tokens)} tokens"
+        )
+    return index
 
 
 def _token_ids(

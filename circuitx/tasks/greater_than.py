@@ -64,6 +64,15 @@ GROUP_EDGES = (
 class GreaterThanTask(_tasks.Task):
     name = "greater-than"
     circuit_positions = ("YY", "END")
+    role_positions = {  # the year's MLPs at YY; the heads at END read it; then the MLPs there
+        "year encoder": ("YY", ()),
+        "year head": ("END", ("YY",)),
+        "backup year head": ("END", ("YY",)),
+        "comparator": ("END", ()),
+        "MEARLY": ("YY", ()),
+        "AMID": ("END", ("YY",)),
+        "MLATE": ("END", ()),
+    }
     title = "Greater-than (year spans)"
     default_model = "gpt2"
     paper_model = "openai-community/gpt2"

@@ -25,6 +25,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +55,9 @@ class PromptPair:
     # the clean prompt's token (without BOS; negative: from its end) the answer follows
     # and the metric is read at; None: the last
     position: int | None = None
+    # named tokens of the clean prompt (name, index as ``position``): the positions a
+    # circuit over token positions has nodes at (--positions named)
+    named: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,32 @@ def _position(value: Any, where: str) -> int | None:
     return value
 
 
+def _named(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+    """A ``positions`` field: ``{"NAME": token index, ...}`` (a JSON object, or its text in
+    a CSV cell), or () when absent."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise CircuitxError(f"{where}: positions {value!r} is not a JSON object") from None
+    if not isinstance(value, dict):
+        raise CircuitxError(f"{where}: positions must map names to token indices")
+    named = []
+    for name, index in value.items():
+        if not re.fullmatch(r"[A-Za-z0-9_+]+", str(name)) or name in ("END", "other"):
+            raise CircuitxError(
+                f"{where}: position name {name!r} must be letters, digits, _ and +, and not "
+                "END or other (those are the read token and the rest)"
+            )
+        at = _position(index, where)
+        if at is None:
+            raise CircuitxError(f"{where}: position {name!r} has no token index")
+        named.append((str(name), at))
+    return tuple(named)
+
+
 def _prompt(row: dict, key: str, where: str) -> str:
     if key not in row:
         raise CircuitxError(f"{where} has no {key!r}")
@@ -158,6 +188,7 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
                 _ids(row["wrong_ids"], where, "wrong_ids") if "wrong_ids" in row else (),
                 where=where,
                 position=_position(row.get("position"), where),
+                named=_named(row.get("positions"), where),
             )
         )
     return pairs
@@ -182,6 +213,7 @@ def _read_eap_ig(text: str, label: str) -> list[PromptPair]:
                 wrong_ids=_ids(wrong, where, "incorrect_idx") if wrong not in (None, "") else (),
                 where=where,
                 position=_position(row.get("position"), where),
+                named=_named(row.get("positions"), where),
             )
         )
     return pairs
