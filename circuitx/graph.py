@@ -507,6 +507,10 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
     if any(data["kind"] == "feature" for _, data in graph.nodes(data=True)):
         raise CircuitxError("EAP-IG graphs have no transcoder features; export the component graph")
+    if position_groups(graph) is not None:
+        raise CircuitxError(
+            "EAP-IG graphs have no token positions; export --collapse-positions for the components"
+        )
     cfg = {
         "n_layers": n_layers,
         "n_heads": n_heads,

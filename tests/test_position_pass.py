@@ -22,15 +22,16 @@ from circuitx.tasks.base import position_layout
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", params=["gpt2", "neox"])
+@pytest.fixture(scope="module", params=["gpt2", "neox", "llama"])
 def model(request, tmp_path_factory):
-    """3 layers x 4 heads, d_model 32: GPT-2, and GPT-NeoX (rotary positions on part of
-    each head, attention and MLP in parallel)."""
+    """3 layers x 4 heads, d_model 32: GPT-2, GPT-NeoX (rotary positions on part of each
+    head, attention and MLP in parallel) and Llama (RMSNorm, gated MLPs, grouped-query
+    attention ungrouped at load)."""
     directory = tmp_path_factory.mktemp(request.param)
     if request.param == "gpt2":
         return load_model(str(tiny_gpt2(directory, 3, 4, 32, seed=3)), device="cpu")
     tokenizer = word_level_tokenizer(task_vocabulary())
-    save_causal_lm(directory, "neox", tokenizer, 3, 4, 32, 3, initializer_range=0.2)
+    save_causal_lm(directory, request.param, tokenizer, 3, 4, 32, 3, initializer_range=0.2)
     return load_model(str(directory), device="cpu")
 
 

@@ -460,7 +460,13 @@ def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache
 @click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout)."
 )
-def export(graph_path, fmt_name, out_path) -> None:
+@click.option(
+    "--collapse-positions",
+    "collapse",
+    is_flag=True,
+    help="Export a circuit over token positions as its components (scores summed).",
+)
+def export(graph_path, fmt_name, out_path, collapse) -> None:
     """Convert a circuit graph to GraphML, JSON, DOT (the circuit only) or EAP-IG's graph
     JSON (what MIB evaluates). GRAPH may be an EAP-IG graph too."""
     if out_path:
@@ -471,7 +477,8 @@ def export(graph_path, fmt_name, out_path) -> None:
             raise CircuitxError(
                 f"--out {out_path} names a {named} file, but --format is {fmt_name}"
             )
-    text = graph_to_text(read_graph(graph_path), fmt_name)
+    graph = read_graph(graph_path)
+    text = graph_to_text(collapse_positions(graph) if collapse else graph, fmt_name)
     if out_path:
         with atomic_open(out_path) as handle:
             handle.write(text)

@@ -45,12 +45,13 @@ def methods(as_json) -> None:
             "title": m.title,
             "granularity": m.granularity,
             "default_threshold": m.default_threshold,
+            "positions": m.scores_positions,  # scores circuits over token positions
             "options": {option.name: option.default for option in m.options},
             "option_declarations": [option.describe() for option in m.options],
         }
         for m in METHODS.values()
     ]
-    columns = ("name", "granularity", "default_threshold", "options", "title")
+    columns = ("name", "granularity", "default_threshold", "positions", "options", "title")
     print_rows(rows, as_json, "methods", columns)
 
 
