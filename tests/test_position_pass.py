@@ -310,3 +310,15 @@ def test_path_patching_and_acdc_find_the_planted_circuit_at_its_positions():
         kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
         assert kept == expected, method
         assert cx.score(graph)["node_auc"] == 1.0
+
+
+def test_the_leaderboard_scores_circuits_over_positions(tmp_path):
+    result = run(
+        "leaderboard", "--tasks", "ioi", "--methods", "eap,sae", "--model", "planted-ioi",
+        "--seeds", 1, "--n-prompts", 6, "--positions", "named", "--out", tmp_path, "--json",
+    )  # fmt: skip
+    rows = {row["method"]: row for row in json.loads(result.stdout)["rows"]}
+    assert rows["eap"]["node_auc"]["mean"] == 1.0
+    assert "sae scores components over the whole sequence" in rows["sae"]["error"]
+    settings = json.loads((tmp_path / "results.json").read_text())["settings"]
+    assert settings["positions"] == "named"

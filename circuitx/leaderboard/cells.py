@@ -21,7 +21,13 @@ from typing import Any
 import torch
 
 from circuitx import builtin
-from circuitx.discovery import DiscoveryRequest, discover, reference_for_model, report
+from circuitx.discovery import (
+    DiscoveryRequest,
+    discover,
+    matching_reference,
+    reference_for_model,
+    report,
+)
 from circuitx.errors import CircuitxError, first_line
 from circuitx.graph import component_graph, to_json_dict
 from circuitx.progress import silenced
@@ -130,6 +136,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
             model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
             reference, label, note = reference_for_model(model, request)
             graph = discover(model, request)
+            reference = matching_reference(graph, reference)  # at its positions, if any
             result = report(graph, reference, label)
             roc = None if reference is None else roc_curves(component_graph(graph), reference)
         result["reference_note"] = note
