@@ -444,8 +444,6 @@ class PatchingEngine:
             node_mask = held.expand(k, -1) if node_mask is None else node_mask * held
         reads = self.head_reads if record_grads is not None and edge_mask is None else None
         if isinstance(self.layout, PositionLayout):
-            if train:
-                raise CircuitxError("learned masks work on circuits without positions")
             reads = None
             pass_: _MaskedPass | PositionPass = PositionPass(
                 self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, host_edges

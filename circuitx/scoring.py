@@ -14,7 +14,14 @@ import networkx as nx
 import numpy as np
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import component_graph, component_nodes, edges_by_name, parallel_view
+from circuitx.graph import (
+    collapse_positions,
+    component_graph,
+    component_nodes,
+    edges_by_name,
+    parallel_view,
+    position_groups,
+)
 
 METRIC_NAMES = (
     "node_precision",
@@ -140,8 +147,11 @@ def overlap(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> dict[str, dict[str, float
     """How far the circuits of two graphs of one model shape agree, for heads, nodes
     (heads and MLPs) and edges: counts in each, shared, Jaccard, and the shares of A's
     circuit found in B's (``a_in_b``) and of B's in A's (``b_in_a``). Transcoder
-    feature nodes are left out: they compare as their MLPs."""
+    feature nodes are left out: they compare as their MLPs; a circuit over token
+    positions meets one without them collapsed to its components."""
     a, b = component_graph(a), component_graph(b)
+    if (position_groups(a) is None) != (position_groups(b) is None):
+        a, b = collapse_positions(a), collapse_positions(b)
     if set(component_nodes(a)) != set(component_nodes(b)):
         raise CircuitxError(
             "the graphs are for different model shapes (their heads and MLPs differ)"

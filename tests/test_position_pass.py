@@ -231,6 +231,8 @@ def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
     scored = run("score", out, "--collapse-positions", "--json")
     expected = {k: v for k, v in cx.score(components).items() if k != "reference"}
     assert json.loads(scored.stdout)["metrics"] == expected
+    # a position circuit meets a component one collapsed
+    assert cx.compare(graph, components)["edges"]["jaccard"] == 1.0
 
 
 def test_what_cannot_score_positions_says_so():

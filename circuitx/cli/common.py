@@ -152,7 +152,8 @@ def positions_option(command: Callable) -> Callable:
         show_default=True,
         help="Nodes per token position: named (one per component and task-named position, "
         "e.g. a9.h9@END, plus 'other'), all (every position; prompts of one length), or "
-        "none (a component's whole sequence). activation-patching, eap and eap-ig.",
+        "none (a component's whole sequence). `circuitx methods` says which methods score "
+        "positions.",
     )(command)
 
 

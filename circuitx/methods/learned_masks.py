@@ -118,6 +118,7 @@ class _LearnedMasks(Method):
     """What subnetwork probing and edge pruning share: options, checks and progress."""
 
     prefix: ClassVar[str]
+    scores_positions = True
 
     def check(self, model: Model, run: MethodRun) -> None:
         if not run.options["sparsity"] < 1.0:
@@ -150,13 +151,14 @@ class SubnetworkProbing(_LearnedMasks):
     options = training_options(0.7, 300, 0.1, "sp", "heads and MLPs")
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        n_nodes = engine.layout.n_senders - 1  # every head and MLP; the input stays
+        inputs = engine.layout.inputs  # the input (at every position) stays
+        n_nodes = engine.layout.n_senders - inputs  # every head and MLP
 
         def masks(gates: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"node_mask": torch.cat([torch.ones(1), gates]).unsqueeze(0)}
+            return {"node_mask": torch.cat([torch.ones(inputs), gates]).unsqueeze(0)}
 
         keep, facts = self._train(engine, run, n_nodes, masks)
-        return Scores(nodes=torch.cat([torch.zeros(1, dtype=keep.dtype), keep]), facts=facts)
+        return Scores(nodes=torch.cat([torch.zeros(inputs, dtype=keep.dtype), keep]), facts=facts)
 
 
 class EdgePruning(_LearnedMasks):
