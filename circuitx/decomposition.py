@@ -200,6 +200,10 @@ class Sources:
     its patch value ([n or 1, pos, head, d_head] for a layer's heads, [n or 1, pos,
     d_model] for the embeddings or an MLP); ``held`` [n_senders] (bool): senders whose
     output is their patch value in this pass (a circuit held out), wholly irrel.
+
+    Over token positions (``groups`` [n, pos], each token's position group, of G),
+    ``chosen`` is [S, n_senders * G]: sender i at group g is column ``i * G + g``, and a
+    source is its sender's output at that group's tokens alone.
     """
 
     def __init__(
@@ -208,9 +212,11 @@ class Sources:
         chosen: torch.Tensor,
         patches: dict[int, torch.Tensor],
         held: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
+        n_groups: int = 1,
     ):
         self.layout, self.chosen, self.patches = layout, chosen, patches
-        self.held = held
+        self.held, self.groups, self.n_groups = held, groups, n_groups
 
     def hold(
         self, rel: torch.Tensor, whole: torch.Tensor, first: int, count: int
@@ -227,11 +233,17 @@ class Sources:
     def split(self, rel: torch.Tensor, whole: torch.Tensor, first: int, count: int) -> torch.Tensor:
         """rel re-split where senders ``first .. first + count`` are sources: their output
         ``whole`` less its patch value (which is irrel). ``rel`` [S, n, pos, (count,) ...]."""
-        chosen = self.chosen[:, first : first + count]
+        g = self.n_groups
+        chosen = self.chosen[:, first * g : (first + count) * g]
         if not bool(chosen.any()):  # asked of ``chosen`` where it was made (the host)
             return rel
         chosen = chosen.to(rel.device)
-        if rel.dim() == 4:  # a single sender's [S, n, pos, d] output
+        if self.groups is not None:  # each token's own group: [S, n, pos, count]
+            at = chosen.view(-1, count, g)[:, :, self.groups.to(rel.device)]
+            where = at.permute(0, 2, 3, 1)
+            where = where[..., 0] if rel.dim() == 4 else where
+            where = where.unsqueeze(-1)
+        elif rel.dim() == 4:  # a single sender's [S, n, pos, d] output
             where = chosen.view(-1, 1, 1, 1)
         else:
             where = chosen.view(chosen.shape[0], 1, 1, count, 1)

@@ -11,9 +11,16 @@ from conftest import assert_one_line_error, run, tiny_gpt2
 import circuitx as cx
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
+from circuitx.decomposition import Sources
 from circuitx.graph import collapse_positions, edges_by_name, layout_of
 from circuitx.layout import PositionLayout
-from circuitx.models import head_input_hook, head_output_hook, mlp_input_hook, mlp_output_hook
+from circuitx.models import (
+    head_input_hook,
+    head_output_hook,
+    mlp_input_hook,
+    mlp_output_hook,
+    sender_output_hook,
+)
 from circuitx.patching import PatchingEngine
 from circuitx.reference import position_reference
 from circuitx.tasks import get_task, task_vocabulary
@@ -324,3 +331,34 @@ def test_the_leaderboard_scores_circuits_over_positions(tmp_path):
     assert "sae scores components over the whole sequence" in rows["sae"]["error"]
     settings = json.loads((tmp_path / "results.json").read_text())["settings"]
     assert settings["positions"] == "named"
+
+
+def test_cdt_finds_the_planted_circuit_at_its_positions():
+    graph = cx.discover("planted", "ioi", "cdt", n_prompts=6, positions="named")
+    kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
+    assert kept == {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}
+    assert cx.score(graph)["node_auc"] == 1.0
+
+
+def test_a_source_at_every_position_is_the_component_source(engines):
+    base, pos = engines
+    g, layout = pos.layout.n_groups, base.layout
+    chunk = layout.chunks[2]  # layer 0's MLP (or the next chunk): one output
+    heads = layout.chunks[1]
+    for part in (chunk, heads):
+        whole = base.clean_cache[sender_output_hook(part)].unsqueeze(0)
+        rel = torch.zeros_like(whole)
+        chosen = torch.zeros(1, layout.n_senders, dtype=torch.bool)
+        chosen[0, part.first] = True
+        spread = chosen.repeat_interleave(g, 1)
+        patches = {part.first: base.patch_cache[sender_output_hook(part)]}
+        one = Sources(layout, chosen, patches).split(rel, whole, part.first, part.count)
+        every = Sources(layout, spread, patches, groups=pos.group_index, n_groups=g)
+        torch.testing.assert_close(every.split(rel, whole, part.first, part.count), one)
+        at_s2 = torch.zeros_like(spread)
+        at_s2[0, part.first * g + pos.layout.positions.index("S2")] = True
+        only = Sources(layout, at_s2, patches, groups=pos.group_index, n_groups=g)
+        split = only.split(rel, whole, part.first, part.count)
+        s2 = pos.group_index == pos.layout.positions.index("S2")
+        torch.testing.assert_close(split[0][s2], one[0][s2])
+        assert float(split[0][~s2].abs().max()) == 0.0

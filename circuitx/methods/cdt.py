@@ -22,6 +22,10 @@ are found; then every source's relevance to the found nodes' inputs, weighted by
 found node's own score; iterated until the scores stop changing. A node's score is its
 strongest chain of relevances to the output; an edge's is its relevance times its
 receiver's node score (1 for the logits).
+
+Over token positions (``--positions``) a source is a sender's output at one position
+group's tokens, and relevance to a receiver is taken over the receiver group's tokens
+(for a head's k or v input, the change of its z at its query group's tokens).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class CDT(Method):
     title = "CD-T: contextual decomposition of every source's relevance to the output and heads"
     granularity = "node"
     default_threshold = 0.02
+    scores_positions = True
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 1 + layout.n_senders
@@ -81,7 +86,9 @@ def relevance_matrix(engine: Engine, advance: Advance) -> tuple[torch.Tensor, fl
         norms += part_sums.norms
         total += weight * part_sums.total
     relevance = _share(dots, norms.expand_as(dots))
-    relevance[:, layout.logits_receiver] = logits
+    # every source's relevance to the output, on its edges into the logits (over
+    # positions: the logits at each readout group)
+    relevance[:, layout.logits_receiver :] = logits.unsqueeze(1)
     return relevance * layout.valid, total
 
 
@@ -98,8 +105,19 @@ class _Sums:
 
 def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
     model, layout = engine.model, engine.layout
+    # over token positions: sources and receivers per group, the model's senders in base
+    base, g = getattr(layout, "base", layout), getattr(layout, "n_groups", 1)
+    groups = getattr(engine, "group_index", None)  # set on an engine over positions
+    onehot = None if groups is None else torch.nn.functional.one_hot(groups, g).float()
+
+    def grouped(x: torch.Tensor) -> torch.Tensor:
+        """[S, n, pos, ...] summed over each group's tokens: [S, G, ...]."""
+        if onehot is None:
+            return x.sum((1, 2)).unsqueeze(1)
+        return torch.einsum("snp...,npg->sg...", x, onehot)
+
     weights = transformer_weights(model, llama=True)
-    patches = {c.first: engine.patch_cache[sender_output_hook(c)] for c in layout.chunks}
+    patches = {c.first: engine.patch_cache[sender_output_hook(c)] for c in base.chunks}
     n, width = engine.data.clean.shape
     device = model.device  # the sums stay there until the part is done
     sums = _Sums(
@@ -113,7 +131,7 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
     held = None if engine.held_mask is None else engine.held_mask == 0  # a held-out circuit
 
     def run(layer: int, chosen: torch.Tensor, observe) -> torch.Tensor:
-        sources = Sources(layout, chosen, patches, held)
+        sources = Sources(base, chosen, patches, held, groups, g)
         rel, whole = propagate(
             weights, engine.clean_resid(layer), layer, sources, engine.readout, observe, wholes
         )
@@ -136,7 +154,7 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
 
     sums.total = float(run(0, torch.ones(1, layout.n_senders, dtype=torch.bool), keep)[0])
     advance(1)
-    norms = {key: change.pow(2).flatten(0, 1).sum(0) for key, change in changes.items()}
+    norms = {key: grouped(change.pow(2).unsqueeze(0))[0] for key, change in changes.items()}
 
     def project(rows: list[int]) -> Observer:
         def observe(point: str, layer: int, rel: torch.Tensor | None, _: torch.Tensor) -> None:
@@ -144,8 +162,9 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
                 return
             if point == "read_mlp":
                 receiver = layout.mlp_receiver(layer)
-                sums.dots[rows, receiver] = (rel * changes[point, layer]).sum((1, 2, 3))
-                sums.norms[receiver] = norms[point, layer].sum()
+                dots = grouped(rel * changes[point, layer]).sum(-1)  # [S, G]
+                sums.dots[rows, receiver : receiver + g] = dots
+                sums.norms[receiver : receiver + g] = norms[point, layer].sum(-1)
             elif point in ("read_q", "read_k", "read_v"):
                 head_input = point.removeprefix("read_")
                 block = weights.blocks[layer]
@@ -159,9 +178,10 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
                 if ("post_scale", layer) in clean:  # z over the norm's clean scale
                     moved = moved / clean["post_scale", layer].unsqueeze(-2)
                 first = layout.head_receiver(layer, head_input)
-                heads = slice(first, first + layout.n_heads)
-                sums.dots[rows, heads] = (moved * changes["z", layer]).sum((1, 2, 4))
-                sums.norms[heads] = norms["z", layer].sum(-1)
+                heads = slice(first, first + layout.n_heads * g)  # head-major, then group
+                dots = grouped(moved * changes["z", layer]).sum(-1)  # [S, G, head]
+                sums.dots[rows, heads] = dots.transpose(1, 2).reshape(len(rows), -1)
+                sums.norms[heads] = norms["z", layer].sum(-1).T.reshape(-1)
 
         return observe
 
@@ -170,7 +190,7 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
         wholes.forget_before(layer)
         senders = list(range(layout.head_sender(layer), layout.head_sender(layer + 1)))
         if layer == 0:
-            senders = [0, *senders]
+            senders = [*range(layout.inputs), *senders]
         for start in range(0, len(senders), per_pass):
             rows = senders[start : start + per_pass]
             chosen = torch.zeros(len(rows), layout.n_senders, dtype=torch.bool)
@@ -226,12 +246,15 @@ def discover_nodes(
         weights = torch.where(found, scores, 0.0)[owner.clamp_min(0)]
         return weights.masked_fill(into_logits, 1.0)
 
-    scores = size[:, layout.logits_receiver].clone()
+    # relevance to the output: on the edges into the logits (over positions, a source
+    # acting elsewhere than a readout position reaches them through later nodes alone)
+    output = size[:, layout.logits_receiver :].amax(1)
+    scores = output.clone()
     for _ in range(layout.n_layers + 2):
         updated = (size * receiver_weights(scores, scores >= threshold)).amax(1)
         if torch.equal(updated, scores):
             break
         scores = updated
     weights = receiver_weights(scores, torch.ones_like(scores, dtype=torch.bool))
-    scores[0] = 0.0  # the embeddings are not a circuit node
+    scores[: layout.inputs] = 0.0  # the embeddings are not a circuit node
     return scores, weights
