@@ -182,6 +182,16 @@ def test_attribution_over_positions_adds_up_to_the_components(model, engines):
     assert float(pos_edges[~pos.layout.valid].abs().max()) == 0.0
 
 
+def test_graddrop_over_positions_adds_up_to_the_components(model, engines):
+    base, pos = engines
+    drops = [None, 0, 1]
+    found, over = base.dropped_gradients(drops), pos.dropped_gradients(drops)
+    g, layout = pos.layout.n_groups, base.layout
+    summed = over.edges.view(3, layout.n_senders, g, layout.n_receivers, g).sum((2, 4))
+    torch.testing.assert_close(summed, found.edges, atol=ATOL, rtol=0)
+    torch.testing.assert_close(over.nodes.view(3, -1, g).sum(-1), found.nodes, atol=ATOL, rtol=0)
+
+
 def test_the_universe_of_positions():
     layout = PositionLayout(2, 2, True, positions=("S2", "END", "other"), readout=("END",))
     names = set(layout.edge_names)

@@ -157,7 +157,8 @@ def attributions(
 def _own_block(layout: Layout, drops: Sequence[int | None], sender: bool) -> torch.Tensor:
     """[D, n_senders] (or [D, n_receivers]): where the pass drops the entry's own block."""
     if sender:
-        blocks = [-1] + [layout.sender_layer(s) for s in range(1, layout.n_senders)]
+        inputs = layout.inputs  # the embeddings (at every position): in no block
+        blocks = [-1] * inputs + [layout.sender_layer(s) for s in range(inputs, layout.n_senders)]
     else:
         blocks = [layout.receiver_layer(r) for r in range(layout.n_receivers)]
     blocks_t = torch.tensor(blocks)

@@ -14,8 +14,6 @@ softmax, and the mean magnitude over L backward passes that each drop one block.
 
 from __future__ import annotations
 
-from typing import Any
-
 from circuitx.engine import Engine
 from circuitx.methods.atp import FixedAttribution, fix_options, fixed_estimates
 from circuitx.methods.base import MethodRun, Scores, above_resolution
@@ -28,11 +26,6 @@ class EAP(FixedAttribution):
     default_threshold = 0.02
     options = fix_options("off", "off")
     scores_positions = True
-
-    def positions_refusal(self, options: dict[str, Any]) -> str | None:
-        if options.get("qk_fix") == "on" or options.get("grad_drop") == "on":
-            return "eap's QK fix and GradDrop score components over the whole sequence"
-        return None
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         run = self.filled(run)
