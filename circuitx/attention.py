@@ -6,6 +6,8 @@ QK fix and the patching engine's position pass share them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from circuitx.models import BlockWeights, TransformerWeights
@@ -93,11 +95,13 @@ def grouped_heads_output(
     query_group: torch.Tensor,
     block: BlockWeights,
     weights: TransformerWeights,
+    on_pattern: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Every head's z [b, pos, head, d_head] when each query reads keys and values of its
     own group: ``q_in`` [b, pos, head, d_model] each head's query input, ``k_in`` and
     ``v_in`` [G, b, pos, head, d_model] the key and value inputs group g's queries read,
-    ``query_group`` [b, pos] each query's group."""
+    ``query_group`` [b, pos] each query's group. ``on_pattern`` sees the patterns [G, b,
+    head, query, key] (and gives back what is used: a view with a hook, say)."""
     normed_q, _ = normalise_whole(q_in, block.ln1, weights)
     normed_k, _ = normalise_whole(k_in, block.ln1, weights)
     normed_v, _ = normalise_whole(v_in, block.ln1, weights)
@@ -105,6 +109,8 @@ def grouped_heads_output(
     key = project_heads(normed_k, block.W_K, block.b_K, weights, per_head=True)
     value = torch.einsum("...phd,hde->...phe", normed_v, block.W_V) + block.b_V
     pattern = head_pattern(query.unsqueeze(0), key, block, weights)  # [G, b, head, q, k]
+    if on_pattern is not None:
+        pattern = on_pattern(pattern)
     z = torch.einsum("gbhqk,gbkhe->gbqhe", pattern, value)
     index = query_group.view(1, *query_group.shape, 1, 1).expand(1, *z.shape[1:])
     return z.gather(0, index.to(z.device)).squeeze(0)

@@ -354,25 +354,19 @@ class PatchingEngine:
 
             return hook
 
-        def keep_pattern(layer: int) -> Callable:
-            def hook(pattern: torch.Tensor) -> torch.Tensor:
-                pattern = pattern.view_as(pattern)
-                pattern.register_hook(lambda g: at_patterns.__setitem__(layer, g.float()))
-                return pattern
-
-            return hook
-
         extra = []
         for layer in sorted({d for d in drops if d is not None}):
             extra.append((attention_output_hook(layer), drop(layer)))
             if layout.has_mlp:
                 extra.append((mlp_output_hook(layer), drop(layer)))
-        if patterns:
-            extra += [(attention_pattern_hook(layer), keep_pattern(layer))
-                      for layer in range(layout.n_layers)]  # fmt: skip
+
+        def keep_pattern(layer: int, grad: torch.Tensor) -> None:
+            at_patterns[layer] = grad.float()
+
         final = self.run(
-            node_mask, grad=True, mix=mix, record_grads=products.record, extra_hooks=extra
-        )
+            node_mask, grad=True, mix=mix, record_grads=products.record, extra_hooks=extra,
+            pattern_grads=keep_pattern if patterns else None,
+        )  # fmt: skip
         metric = self.metric(final).mean()
         valid = layout.valid.to(deltas.device)
         nodes, edges, pattern_grads = [], [], []
@@ -411,6 +405,7 @@ class PatchingEngine:
         complement: bool = False,
         train: bool = False,
         extra_hooks: Sequence[tuple[str, Callable]] = (),
+        pattern_grads: Callable[[int, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """Readout logits [k, n * P, vocab] (END alone: P = 1) of the clean prompts under
         k node masks [k, n_senders] (or one per prompt, [k, n, n_senders]) and/or k edge
@@ -426,6 +421,8 @@ class PatchingEngine:
         the pass starts at the embeddings, keeps the autograd graph and its differences
         are its own: the gradients at any masks, for masks that are learned. ``complement``:
         see :meth:`edge_mask_metrics`. ``extra_hooks`` run after the pass's own.
+        ``pattern_grads(layer, grad)`` hears the gradient at each layer's attention
+        pattern [n, head, query, key] in the backward pass.
         """
         given = node_mask if node_mask is not None else edge_mask
         k = 1 if given is None else given.shape[0]
@@ -446,8 +443,9 @@ class PatchingEngine:
         if isinstance(self.layout, PositionLayout):
             reads = None
             pass_: _MaskedPass | PositionPass = PositionPass(
-                self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, host_edges
-            )
+                self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, host_edges,
+                pattern_grads,
+            )  # fmt: skip
         else:
             pass_ = _MaskedPass(
                 self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement,
@@ -458,11 +456,14 @@ class PatchingEngine:
         flags = EDGE_HOOK_FLAGS if edge_mask is not None or record_grads is not None else ()
         if reads is not None:  # each head's input gradient from its q, k and v ones
             flags = tuple(flag for flag in flags if flag != "split_qkv")
+        hooks = [*pass_.hooks(), *extra_hooks]
+        if pattern_grads is not None and not isinstance(self.layout, PositionLayout):
+            hooks += [(attention_pattern_hook(at), _pattern_grad_hook(at, pattern_grads))
+                      for at in range(layer, self.layout.n_layers)]  # fmt: skip
         with self.model.hooks_enabled(flags):
             final = self.model.run_from(
-                layer, resid, tokens, [*pass_.hooks(), *extra_hooks], self.readout.repeat(k, 1),
-                grad=grad,
-            )  # fmt: skip
+                layer, resid, tokens, hooks, self.readout.repeat(k, 1), grad=grad
+            )
         return final.view(k, self.clean_final.shape[0], -1)
 
     @cached_property
@@ -981,6 +982,17 @@ def _receiver_groups(layout: Layout, layer: int, qkv: bool) -> list[tuple[int, i
         if layout.has_mlp:
             groups.append((layout.mlp_receiver(at), 1))
     return [*groups, (layout.logits_receiver, 1)]
+
+
+def _pattern_grad_hook(layer: int, hear: Callable[[int, torch.Tensor], None]) -> Callable:
+    """A hook on a layer's pattern that gives ``hear`` its gradient."""
+
+    def hook(pattern: torch.Tensor) -> torch.Tensor:
+        pattern = pattern.view_as(pattern)
+        pattern.register_hook(lambda grad: hear(layer, grad))
+        return pattern
+
+    return hook
 
 
 def _span(index: torch.Tensor) -> torch.Tensor:

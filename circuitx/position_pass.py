@@ -73,12 +73,14 @@ class PositionPass:
         frozen: bool,
         record_grads: Callable[[int, torch.Tensor], None] | None,
         host_edges: torch.Tensor | None,
+        pattern_grads: Callable[[int, torch.Tensor], None] | None = None,
     ) -> None:
         self.engine, self.k, self.layer = engine, k, layer
         self.layout: PositionLayout = engine.layout
         self.base, self.g = self.layout.base, self.layout.n_groups
         self.n = engine.data.n_prompts
         self.mix, self.frozen, self.record_grads = mix, frozen, record_grads
+        self.pattern_grads = pattern_grads
         self.groups = engine.group_index  # [n, pos] on the device
         self.node_mask = None
         if node_mask is not None:
@@ -109,7 +111,7 @@ class PositionPass:
 
     def grouped(self, layer: int) -> bool:
         """Whether layer ``layer``'s heads read keys and values by query group here."""
-        if self.record_grads is not None:
+        if self.record_grads is not None or self.pattern_grads is not None:
             return True
         k_first = self.base.head_receiver(layer, "k")
         return bool(self.patched[k_first : k_first + 2 * self.base.n_heads].any())
@@ -254,8 +256,22 @@ class PositionPass:
         groups = self.groups.repeat(self.k, 1)
         weights = self.engine.position_weights
         block = weights.blocks[layer]
+
+        def hear(pattern: torch.Tensor) -> torch.Tensor:  # [G, b, head, q, k]
+            if self.pattern_grads is None or not pattern.requires_grad:
+                return pattern
+            pattern = pattern.view_as(pattern)
+            index = groups.view(1, groups.shape[0], 1, -1, 1).to(pattern.device)
+
+            def each_query_own_group(grad: torch.Tensor) -> None:
+                own = grad.gather(0, index.expand(1, *grad.shape[1:])).squeeze(0)
+                self.pattern_grads(layer, own)
+
+            pattern.register_hook(each_query_own_group)
+            return pattern
+
         return grouped_heads_output(
-            q_in.float(), k_in.float(), v_in.float(), groups, block, weights
+            q_in.float(), k_in.float(), v_in.float(), groups, block, weights, hear
         )
 
     # ------------------------------------------------------------------ gradients

@@ -12,7 +12,6 @@ metric gap.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.errors import CircuitxError
@@ -74,11 +73,6 @@ class FixedAttribution(Method):
     method's own defaults for options a run leaves out."""
 
     scores_positions = True
-
-    def positions_refusal(self, options: dict[str, Any]) -> str | None:
-        if options.get("qk_fix") == "on":  # its pattern is the model's, not a group's own
-            return f"{self.name}'s QK fix scores components over the whole sequence (--qk-fix off)"
-        return None
 
     def filled(self, run: MethodRun) -> MethodRun:
         """``run`` with the method's defaults for the options it does not set."""

@@ -53,23 +53,37 @@ def qk_fixed_edges(
 ) -> torch.Tensor:
     """The QK-fixed estimate of every edge into a head's q or k input, once per backward
     pass (``pattern_grads[d][layer]``: the gradient at that layer's pattern [n, head,
-    query, key]): [D, n_senders, n_receivers], zero at every other receiver."""
+    query, key]): [D, n_senders, n_receivers], zero at every other receiver.
+
+    Over token positions a sender at a group moves the queries or keys at that group's
+    tokens alone (its row of the engine's differences), and its effect on a receiver
+    group is the pattern change at that group's queries (the gradient's other rows set
+    to zero)."""
     layout, model = part.layout, part.model
     n, width = part.data.clean.shape
-    heads = layout.n_heads
-    fixed = torch.zeros(len(pattern_grads), layout.n_senders, layout.n_receivers)
+    heads, d_count = layout.n_heads, len(pattern_grads)
+    groups = getattr(layout, "n_groups", 1)
+    fixed = torch.zeros(d_count, layout.n_senders, layout.n_receivers)
     fixed = fixed.to(part.clean_deltas.device)
+    rows = None  # [G, n, query]: each receiver group's queries
+    if groups > 1:
+        onehot = torch.nn.functional.one_hot(part.group_index, groups).float()
+        rows = onehot.permute(2, 0, 1).to(fixed.device)
     for layer in range(layout.n_layers):
         q_first = layout.head_receiver(layer, "q")
         k_first = layout.head_receiver(layer, "k")
         readable = layout.readable(q_first)
         deltas = part.clean_deltas[:readable].view(readable, n, width, model.d_model)
         grads = torch.stack([grad[layer] for grad in pattern_grads])  # [D, n, head, q, k]
+        if rows is not None:  # [D * G, ...]: the gradient at each group's queries alone
+            grads = (grads.unsqueeze(1) * rows[None, :, :, None, :, None]).flatten(0, 1)
         on_queries, on_keys = pattern_change_effects(
             part.clean_resid(layer).float(), deltas, weights.blocks[layer], weights, grads
         )
-        fixed[:, :readable, q_first : q_first + heads] = on_queries
-        fixed[:, :readable, k_first : k_first + heads] = on_keys
+        for first, effects in ((q_first, on_queries), (k_first, on_keys)):
+            # [D, G, senders, head] -> receivers head-major, then group
+            effects = effects.view(d_count, groups, readable, heads).permute(0, 2, 3, 1)
+            fixed[:, :readable, first : first + heads * groups] = effects.flatten(2)
         advance(1)
     return fixed * layout.valid.to(fixed.device)
 
@@ -130,11 +144,8 @@ def attributions(
     ``weights``, the QK fix on the edges into queries and keys and on the nodes (a node's
     estimate takes its q and k edges' fixed estimates in place of their linear ones)."""
     layout, device = engine.layout, engine.model.device
-    qk = torch.zeros(layout.n_receivers, dtype=torch.bool)  # the queries' and keys' inputs
-    for layer in range(layout.n_layers):
-        for side in ("q", "k"):
-            first = layout.head_receiver(layer, side)
-            qk[first : first + layout.n_heads] = True
+    # the queries' and keys' inputs
+    qk = torch.tensor([head_input in ("q", "k") for _, head_input in layout.receivers])
     qk, own = qk.to(device), _own_block(layout, drops, sender=True).to(device)
     nodes = edges = None
     for part, share in engine.parts():
