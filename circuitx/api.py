@@ -66,17 +66,9 @@ def load_model(
     return builtin.load(name, device, dtype, cache_dir)
 
 
-def task_from_pairs(
-    clean: Sequence[str],
-    corrupted: Sequence[str],
-    answers: Sequence[str | Sequence[str]],
-    wrong: Sequence[str | Sequence[str]] | None = None,
-    name: str = "pairs",
-) -> FileTask:
-    """A task from your own prompt pairs: per pair, the clean prompt, its corrupted twin,
-    the word (or words) that answers the clean prompt and, optionally, the wrong answer
-    (default: the corrupted prompt's answer). The metric is the logit difference."""
-    return FileTask.from_pairs(clean, corrupted, answers, wrong, name)
+# your own prompt pairs as a task: per pair the clean prompt, its corrupted twin, the
+# word(s) that answer the clean prompt and, optionally, the wrong answer(s)
+task_from_pairs = FileTask.from_pairs
 
 
 def task_from_file(path: str | os.PathLike, task_format: str | None = None) -> FileTask:
