@@ -258,7 +258,7 @@ def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
     out = tmp_path / "p.json"
     result = run(
         "discover", "--task", "ioi", "--method", "eap-ig", "--model", "planted",
-        "--positions", "named", "--n-prompts", 20, "--json", "--out", out,
+        "--positions", "named", "--n-prompts", 10, "--json", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -269,7 +269,7 @@ def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
         "a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END", "logits"
     }  # fmt: skip
     # collapsed, it is what EAP-IG selects over whole components
-    components = cx.discover("planted", "ioi", "eap-ig", n_prompts=20, faithfulness=False)
+    components = cx.discover("planted", "ioi", "eap-ig", n_prompts=10, faithfulness=False)
     collapsed = collapse_positions(graph)
 
     def circuit(g):
