@@ -421,3 +421,14 @@ def test_atp_finds_the_planted_circuit_at_its_positions():
     graph = cx.discover("planted", "ioi", "atp", n_prompts=6, positions="named")
     kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
     assert kept == {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}
+
+
+@pytest.mark.parametrize("task", ["greater-than", "docstring", "colored-objects"])
+def test_each_planted_circuit_is_found_at_its_roles_positions(task):
+    graph = cx.discover("planted", task, "activation-patching", n_prompts=6, positions="named")
+    reference, _ = cx.reference_circuit(graph)
+    truth = {n for n, d in reference.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
+    kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
+    assert kept == truth  # each head at the one position its role says
+    assert len({n.split("@")[0] for n in truth}) == len(truth)
+    assert cx.score(graph)["node_auc"] == 1.0

@@ -95,6 +95,12 @@ EDGES = (
 class DocstringTask(_tasks.Task):
     name = "docstring"
     circuit_positions = ("A_def", "B_def", "C_def", "A_doc", "B_doc", "END")
+    role_positions = {  # the planted design's heads (docs/planted.md)
+        "previous parameter": ("C_def", ("B_def",)),  # C's prev2 holds B
+        "documented name": ("END", ("B_doc",)),
+        "mover": ("END", ("C_def",)),
+        "backup mover": ("END", ("C_def",)),
+    }
     title = "Docstring parameter completion"
     default_model = "attn-only-4l"
     paper_model = "NeelNanda/Attn_Only_4L512W_C4_Code"
