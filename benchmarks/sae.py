@@ -19,6 +19,10 @@ capped at the number of training vectors), one autoencoder.
 Part 4: node AUC on the clean planted models, mean and lowest over ``--seeds`` seeds, for
 settings of ``--sae-positions`` (mean, named), ``--n-examples`` (10, 5) and
 ``--sae-restarts`` (1, 3).
+
+Part 5: the autoencoders' fit (variance explained, L0, dead units, inputs with no active
+unit, codes used) with our defaults and in the authors' regime, on the clean planted
+models and random-12x12 (issue 30).
 """
 
 from __future__ import annotations
@@ -178,6 +182,42 @@ def settings(args: argparse.Namespace) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
+HEALTH = ("sae_fraction_of_variance_explained", "sae_l0", "sae_dead_fraction",
+          "sae_no_code_fraction", "sae_codes_used")  # fmt: skip
+
+
+def health(args: argparse.Namespace) -> None:
+    """Part 5 (issue 30): how well each autoencoder reconstructs what it codes, with our
+    defaults and in the authors' regime (raw inputs, their sparsity penalty, distinct
+    codes, 10 examples, one autoencoder), on the clean planted models and random-12x12."""
+    print("\n## the autoencoders' fit on their training vectors, 50 prompts, seed 0\n")
+    print("| model | task | config | FVE | L0 | dead units | inputs with no code | codes used "
+          "| node AUC |")  # fmt: skip
+    print("| --- | --- | --- |" + " ---: |" * 6)
+    authors = {"sae_inputs": "raw", "node_score": "unique-codes", "n_examples": 10,
+               "sae_restarts": 1}  # fmt: skip
+    models = [(name, spec.task) for name, spec in chosen(args) if not spec.hard]
+    for name, task in [*models, ("random-12x12", "ioi")]:
+        model = load_model(name, device=args.device)
+        for label, options in (
+            ("ours", {}),
+            ("authors'", {**authors, "sae_l1": AUTHORS_L1.get(task, 0.02)}),
+        ):
+            request = DiscoveryRequest(
+                task, "sae", n_prompts=50, seed=0, options=options, faithfulness=False
+            )
+            graph = discover(model, request)
+            truth = ground_truth(name, task) if name != "random-12x12" else None
+            auc = report(graph, truth, "truth")["metrics"]["node_auc"]
+            values = " | ".join(f"{graph.graph[key]:.3f}" for key in HEALTH[:4])
+            shown = "-" if auc is None else f"{auc:.3f}"
+            print(
+                f"| {name} | {task} | {label} | {values} | {graph.graph[HEALTH[4]]:.0f} "
+                f"| {shown} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-prompts", type=int, default=250)
@@ -187,6 +227,7 @@ def main() -> None:
     parser.add_argument("--skip-planted", action="store_true")
     parser.add_argument("--skip-examples", action="store_true")
     parser.add_argument("--skip-settings", action="store_true")
+    parser.add_argument("--skip-health", action="store_true")
     parser.add_argument("--models", help="comma-separated planted models (default: all)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # internal
@@ -202,6 +243,8 @@ def main() -> None:
         examples(args)
     if not args.skip_settings:
         settings(args)
+    if not args.skip_health:
+        health(args)
 
 
 if __name__ == "__main__":

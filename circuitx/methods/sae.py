@@ -345,10 +345,12 @@ class SAE(Method):
         host = to_host({"node": node.mean(0), "pairs": pairs, "spread": spread, "fit": fit})
         edges, nodes = _graph_scores(engine.layout, host["node"], host["pairs"])
         run.advance(1)
-        explained, l0, used = host["fit"].tolist()
+        explained, l0, dead, no_code, used = host["fit"].tolist()
         facts = {
             "sae_fraction_of_variance_explained": explained,
             "sae_l0": l0,
+            "sae_dead_fraction": dead,  # units active on no training vector
+            "sae_no_code_fraction": no_code,  # training vectors with no active unit
             "sae_codes": n_codes,
             "sae_codes_used": used,
             "sae_position_count": count,
@@ -399,8 +401,16 @@ class SAE(Method):
                 hidden = sae.hidden(training)
                 residual = (sae.reconstruct(hidden) - training).pow(2).sum()
                 variance = (training - training.mean(0)).pow(2).sum()
+            active = hidden > 0
             autoencoders.append(sae)
-            fits.append((1 - residual / variance, (hidden > 0).float().sum(-1).mean()))
+            fits.append(
+                (
+                    1 - residual / variance,
+                    active.float().sum(-1).mean(),
+                    (~active.any(0)).float().mean(),
+                    (~active.any(-1)).float().mean(),
+                )
+            )
         codes = torch.empty(len(draws), 2 * n, units, dtype=torch.long, device=device)
         with torch.no_grad():
             for vectors, index in _each_vector_block(engine, positions):
@@ -414,14 +424,10 @@ class SAE(Method):
 
 
 def _overlap(
-    codes: torch.Tensor,
-    count: int,
-    n_codes: int,
-    node_score: str,
-    fit: tuple[torch.Tensor, torch.Tensor],
+    codes: torch.Tensor, count: int, n_codes: int, node_score: str, fit: tuple[torch.Tensor, ...]
 ) -> Overlap:
     """One autoencoder's scores from its codes [2 n, C * P] (positives, then negatives)
-    and its fit (fraction of variance explained, L0)."""
+    and its fit (fraction of variance explained, L0, dead and no-code fractions)."""
     n, components = len(codes) // 2, codes.shape[1] // count
     per_example = node_score == "positive-share"
     node = positive_only(codes[:n], codes[n:], n_codes, per_example)
@@ -440,8 +446,9 @@ def _overlap(
 @dataclass
 class Overlap:
     """One autoencoder's scores: components [C], ordered pairs [C, C], and its fit: the
-    fraction of its training vectors' variance explained, its L0 and the codes used [3]
-    (left on the device with the scores, for one transfer)."""
+    fraction of its training vectors' variance explained, its L0, the shares of its units
+    active on none of them and of them with no active unit, and the codes used [5] (left
+    on the device with the scores, for one transfer)."""
 
     node: torch.Tensor
     pairs: torch.Tensor
