@@ -174,8 +174,6 @@ class Engine:
         self.ablation, self.layout = ablation, layout or model.layout
         self.held, self.working_floats_per_token = held, working_floats_per_token
         if isinstance(self.layout, PositionLayout):
-            if held is not None:
-                raise CircuitxError("--backup-rounds works on circuits without positions")
             # each sender's difference once per group, and a layer's keys and values per
             # query group
             groups = self.layout.n_groups

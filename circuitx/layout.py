@@ -68,6 +68,16 @@ class Layout:
         return 1
 
     @property
+    def n_groups(self) -> int:
+        """Position groups each sender and receiver is repeated over (1: none)."""
+        return 1
+
+    @property
+    def base(self) -> Layout:
+        """The model's own universe (over positions, the one each group repeats)."""
+        return self
+
+    @property
     def n_senders(self) -> int:
         return 1 + self.n_layers * self.per_layer
 

@@ -91,6 +91,8 @@ class PatchingEngine:
         self.ablation, self.first_prompt = ablation, first_prompt
         self.layout = layout or model.layout
         if isinstance(self.layout, PositionLayout):  # a circuit over token positions
+            if held is not None and bool(held[1:].any()):
+                raise CircuitxError("--backup-rounds works on circuits without positions")
             self.position_weights = position_weights(model)
             self.group_index = data.group_index(self.layout.positions).to(model.device)
         self.end = data.positions["END"]
@@ -127,8 +129,6 @@ class PatchingEngine:
         # float32 whatever the model's dtype, as the caches (Model.run_with_cache)
         self.w_o = [model.head_write_weights(layer).float() for layer in range(model.n_layers)]
         self.held_mask: torch.Tensor | None = None  # 0 where a sender is held, else 1
-        if held is not None and bool(held[1:].any()) and isinstance(self.layout, PositionLayout):
-            raise CircuitxError("--backup-rounds works on circuits without positions")
         if held is not None and bool(held[1:].any()):
             self._hold(held, [*outputs, *resids, LOGITS_INPUT_HOOK])
             if reference is None:  # effects from the held clean run, in the gap's units
@@ -530,19 +530,24 @@ class PatchingEngine:
         """clean - patch output of every sender in the residual basis, one row per sender:
         [n_senders, n * pos * d_model]. Over positions, a sender at a group's row is its
         difference at that group's tokens (zero at the others)."""
-        if not isinstance(self.layout, PositionLayout):
+        if self.group_onehot is None:
             return self.sender_deltas.flatten(1)
-        groups = self.layout.n_groups
-        onehot = torch.nn.functional.one_hot(self.group_index, groups).float()  # [n, pos, G]
-        rows = torch.einsum("snpd,npg->sgnpd", self.sender_deltas, onehot)
+        rows = torch.einsum("snpd,npg->sgnpd", self.sender_deltas, self.group_onehot)
         return rows.reshape(self.layout.n_senders, -1)
+
+    @cached_property
+    def group_onehot(self) -> torch.Tensor | None:
+        """[n, pos, G]: 1 at each token's position group (None: no positions)."""
+        if not isinstance(self.layout, PositionLayout):
+            return None
+        return torch.nn.functional.one_hot(self.group_index, self.layout.n_groups).float()
 
     @cached_property
     def sender_deltas(self) -> torch.Tensor:
         """clean - patch output of every model sender in the residual basis: [senders, n,
         pos, d_model]."""
         n, width = self.data.clean.shape
-        layout = getattr(self.layout, "base", self.layout)
+        layout = self.layout.base
         shape = (layout.n_senders, n, width, self.model.d_model)
         matrix = torch.empty(shape, device=self.model.device)
         for chunk in layout.chunks:

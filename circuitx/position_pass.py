@@ -60,7 +60,7 @@ class PositionPass:
 
     ``engine`` is a patching engine whose ``layout`` is a :class:`PositionLayout`; it
     gives ``clean_cache``, ``patch_cache``, ``w_o``, ``sender_deltas`` ([base senders, n,
-    pos, d_model]), ``group_index`` [n, pos] and ``position_weights``."""
+    pos, d_model]), ``group_index`` [n, pos], ``group_onehot`` and ``position_weights``."""
 
     def __init__(
         self,
@@ -81,6 +81,8 @@ class PositionPass:
         self.n = engine.data.n_prompts
         self.mix, self.frozen, self.record_grads = mix, frozen, record_grads
         self.pattern_grads = pattern_grads
+        # a backward pass tells the query groups apart at every layer
+        self.every_layer_grouped = record_grads is not None or pattern_grads is not None
         self.groups = engine.group_index  # [n, pos] on the device
         self.node_mask = None
         if node_mask is not None:
@@ -111,14 +113,14 @@ class PositionPass:
 
     def grouped(self, layer: int) -> bool:
         """Whether layer ``layer``'s heads read keys and values by query group here."""
-        if self.record_grads is not None or self.pattern_grads is not None:
+        if self.every_layer_grouped:
             return True
         k_first = self.base.head_receiver(layer, "k")
         return bool(self.patched[k_first : k_first + 2 * self.base.n_heads].any())
 
     def hooks(self) -> list[tuple[str, Callable]]:
         hooks: list[tuple[str, Callable]] = []
-        edges = self.weight is not None or self.record_grads is not None
+        edges = self.weight is not None or self.every_layer_grouped
         for chunk in self.base.chunks:
             if chunk.first < self.base.head_sender(self.layer) or chunk.kind == "input":
                 continue
@@ -227,14 +229,15 @@ class PositionPass:
         def hook(x: torch.Tensor) -> torch.Tensor:
             y = x.view(self.k, self.n, *x.shape[1:])  # [k, n, pos, head, d]
             correction = self._correction(first, heads)
-            if head_input == "q" or not self.grouped(layer):
+            grouped = self.grouped(layer)
+            if head_input == "q" or not grouped:
                 if correction is not None:
                     y = y - self._own_group(correction).to(y.dtype)
                 y = y.reshape(x.shape)
                 if self.record_grads is not None:
                     y = y.view_as(y)
                     y.register_hook(self._split_by_group(first, heads))
-                if self.grouped(layer):
+                if grouped:
                     self.stored[(layer, head_input)] = y
                 return y
             # a key or value input per query group: [G, k * n, pos, head, d]
@@ -282,8 +285,8 @@ class PositionPass:
 
         def hook(grad: torch.Tensor) -> None:
             g = grad.float().view(self.k * self.n, grad.shape[1], count, -1)  # [b, pos, c, d]
-            onehot = torch.nn.functional.one_hot(self.groups, self.g).to(g)  # [n, pos, G]
-            rows = torch.einsum("bpcd,bpg->cgbpd", g, onehot.repeat(self.k, 1, 1))
+            onehot = self.engine.group_onehot.repeat(self.k, 1, 1)  # [b, pos, G]
+            rows = torch.einsum("bpcd,bpg->cgbpd", g, onehot)
             self.record_grads(receiver * self.g, rows.reshape(count * self.g, -1))
 
         return hook

@@ -273,11 +273,12 @@ def discover_command(
     if why_not and reference_spec != "none":
         notes.append(why_not)
     graph = discover(model, request)
+    reference = matching_reference(graph, reference)  # at its positions, if any: once
     summary = report(graph, reference, label)
     if out_path:
         write_graph(graph, out_path)
     if draw_path:
-        drawn = draw(graph, draw_path, matching_reference(graph, reference))
+        drawn = draw(graph, draw_path, reference)
         if drawn["note"]:
             notes.append(drawn["note"])
     for line in notes:

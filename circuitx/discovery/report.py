@@ -41,6 +41,7 @@ def report(
     graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None, label: str | None
 ) -> dict[str, Any]:
     """The JSON summary of a discovery, scored against ``reference`` (named ``label``)."""
+    reference = matching_reference(graph, reference)  # once: evaluate finds it matched
     graph = component_graph(graph)
     meta = graph.graph
     nodes = component_nodes(graph)
@@ -73,9 +74,7 @@ def report(
         "n_edges_in_circuit": sum(bool(d["in_circuit"]) for _, _, d in graph.edges(data=True)),
         "reference": label,
         "metrics": evaluate(graph, reference),
-        "overlap": None
-        if reference is None
-        else overlap(graph, matching_reference(graph, reference)),
+        "overlap": None if reference is None else overlap(graph, reference),
     }
 
 

@@ -62,13 +62,11 @@ def qk_fixed_edges(
     layout, model = part.layout, part.model
     n, width = part.data.clean.shape
     heads, d_count = layout.n_heads, len(pattern_grads)
-    groups = getattr(layout, "n_groups", 1)
+    groups = layout.n_groups
     fixed = torch.zeros(d_count, layout.n_senders, layout.n_receivers)
     fixed = fixed.to(part.clean_deltas.device)
-    rows = None  # [G, n, query]: each receiver group's queries
-    if groups > 1:
-        onehot = torch.nn.functional.one_hot(part.group_index, groups).float()
-        rows = onehot.permute(2, 0, 1).to(fixed.device)
+    onehot = part.group_onehot
+    rows = None if onehot is None else onehot.permute(2, 0, 1)  # [G, n, query]
     for layer in range(layout.n_layers):
         q_first = layout.head_receiver(layer, "q")
         k_first = layout.head_receiver(layer, "k")

@@ -106,9 +106,8 @@ class _Sums:
 def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
     model, layout = engine.model, engine.layout
     # over token positions: sources and receivers per group, the model's senders in base
-    base, g = getattr(layout, "base", layout), getattr(layout, "n_groups", 1)
-    groups = getattr(engine, "group_index", None)  # set on an engine over positions
-    onehot = None if groups is None else torch.nn.functional.one_hot(groups, g).float()
+    base, g, onehot = layout.base, layout.n_groups, engine.group_onehot
+    groups = None if onehot is None else engine.group_index
 
     def grouped(x: torch.Tensor) -> torch.Tensor:
         """[S, n, pos, ...] summed over each group's tokens: [S, G, ...]."""
@@ -248,8 +247,7 @@ def discover_nodes(
 
     # relevance to the output: on the edges into the logits (over positions, a source
     # acting elsewhere than a readout position reaches them through later nodes alone)
-    output = size[:, layout.logits_receiver :].amax(1)
-    scores = output.clone()
+    scores = size[:, layout.logits_receiver :].amax(1)
     for _ in range(layout.n_layers + 2):
         updated = (size * receiver_weights(scores, scores >= threshold)).amax(1)
         if torch.equal(updated, scores):
