@@ -281,7 +281,7 @@ def discover_command(
         drawn = draw(graph, draw_path, reference)
         if drawn["note"]:
             notes.append(drawn["note"])
-    for line in notes:
+    for line in notes + summary["warnings"]:
         note(line)
     if as_json:
         print_json(summary)
@@ -338,6 +338,9 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         heads = summary["overlap"]["heads"]
         found = f"{heads['shared']} of {heads['a']} found ({fmt(heads['a_in_b'])})"
         rows.append(("heads in reference", found))
+    method = METHODS.get(summary["method"])
+    for key, label in method.reported_facts if method is not None else ():
+        rows.append((label, fmt(summary["method_facts"].get(key))))
     timing = f"{summary['discovery_s']:.2f} s discovery"
     if summary["faithfulness_s"] is not None:
         timing += f", {summary['faithfulness_s']:.2f} s faithfulness"

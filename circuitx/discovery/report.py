@@ -7,7 +7,7 @@ from typing import Any
 import networkx as nx
 
 from circuitx.graph import component_graph, component_nodes, layout_of, position_groups
-from circuitx.methods import METHODS
+from circuitx.methods import METHODS, Method
 from circuitx.reference import position_reference
 from circuitx.scoring import empty_metrics, overlap, score_graph
 from circuitx.tasks import TASKS
@@ -45,6 +45,7 @@ def report(
     graph = component_graph(graph)
     meta = graph.graph
     nodes = component_nodes(graph)
+    method = METHODS.get(meta.get("method"))
     return {
         "task": meta.get("task"),
         "method": meta.get("method"),
@@ -64,6 +65,8 @@ def report(
         "runtime_s": meta.get("runtime_s"),
         "ablation": meta.get("ablation"),
         "options": method_options_of(meta),
+        "method_facts": method_facts_of(method, meta),
+        "warnings": [] if method is None else method.warnings(meta),
         "faithfulness": meta.get("faithfulness"),
         "faithfulness_prompts": meta.get("faithfulness_prompts"),  # its sample's size
         "cpr": meta.get("cpr"),
@@ -76,6 +79,12 @@ def report(
         "metrics": evaluate(graph, reference),
         "overlap": None if reference is None else overlap(graph, reference),
     }
+
+
+def method_facts_of(method: Method | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """The facts of its run a graph's method reports (its ``reported_facts``)."""
+    facts = () if method is None else method.reported_facts
+    return {key: meta.get(key) for key, _ in facts}
 
 
 def method_options_of(meta: dict[str, Any]) -> dict[str, Any] | None:

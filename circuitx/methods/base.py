@@ -180,6 +180,9 @@ class Method:
     # scores the nodes and edges of a circuit over token positions (--positions named or
     # all) through the engine's position masks
     scores_positions: ClassVar[bool] = False
+    # facts of its run (graph metadata keys, and their labels) that discover's summary and
+    # --json report
+    reported_facts: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def positions_refusal(self, options: dict[str, Any]) -> str | None:
         """Why this method with ``options`` cannot score a circuit over token positions
@@ -187,6 +190,10 @@ class Method:
         if self.scores_positions:
             return None
         return f"{self.name} scores components over the whole sequence"
+
+    def warnings(self, facts: dict[str, Any]) -> list[str]:
+        """One line for each reason to distrust a run, from its graph's metadata."""
+        return []
 
     def check(self, model: Model, run: MethodRun) -> None:
         """Raise a CircuitxError for settings this model and prompt count cannot run with
