@@ -5,20 +5,21 @@ ones its corrupted prompts (it cannot). Each component's write to the residual s
 (a head's z @ W_O, an MLP's output) is averaged over the prompt's tokens. One sparse
 autoencoder, shared by every component as in the authors' code, is trained on the vectors
 of ``n_examples`` prompts drawn from positives and negatives together; a vector's code is
-the index of its largest hidden unit. ``sae_restarts`` autoencoders, each of its own seed
-and draw of examples, score apart and their scores are averaged (defaults 5 examples and
-3 autoencoders: measured on the clean planted models, node AUC 0.96-1.00 at every one of
-5 seeds, where the authors' 10 examples and one autoencoder gave 0.83-1.00 on average).
-A component scores the number of codes it shows on positives and never on negatives; an
-ordered pair of components scores the number of code pairs they show together on
-positives and never on negatives. Scores are divided by the number of positive prompts.
+the index of its largest active unit, or "no code" (one past the units) where none is
+active. ``sae_restarts`` autoencoders, each of its own seed and draw of examples, score
+apart and their scores are averaged. A component scores the share of positive prompts
+whose code no negative shows, less the share random halvings of the prompts give
+(``above-chance``); an ordered pair of components scores the share of positive prompts
+whose pair of codes no negative shows. The autoencoders' fit (variance explained on the
+training vectors and held out, L0, dead units, vectors without a code) is reported, and
+a run whose codes do not summarise the outputs is warned about (issue 30).
 
 The autoencoder follows the authors' (their ``src/sae.py``, ``src/train.py``): a bias tied
 before the encoder and after the decoder, ReLU codes, unit-norm feature vectors kept so by
 projecting their gradients, loss MSE + l1 * mean L1 norm of the codes, full-batch Adam.
 One deviation: the authors' decoder normalises each output coordinate's row over the
-features (a quirk of the library it came from); here each feature's decoder vector is
-unit-norm, as for the encoder.
+features (a quirk of the library it came from; ``sae_decoder_norm="output"``); here each
+feature's decoder vector is unit-norm, as for the encoder.
 
 Graph scores. Heads and MLPs get their node score. An edge between two components gets
 the pair's co-occurrence score; an edge from the input, or to the logits, which have no
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy
 import torch
@@ -43,8 +45,12 @@ from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance, no_progress
 
 SAE_INPUTS = ("standardised", "raw")
-NODE_SCORES = ("positive-share", "unique-codes", "co-occurrence")
+NODE_SCORES = ("above-chance", "positive-share", "unique-codes", "co-occurrence")
+CHANCE_SPLITS = 20  # random halvings of the prompts that measure the share chance gives
 SAE_POSITIONS = ("mean", "named", "all")
+SAE_DECODER_NORMS = ("feature", "output")
+WORST_EXPLAINED = 0.5  # a run below it is warned about
+WORST_NO_CODE = 0.2  # a run with more training vectors without a code is warned about
 PROGRESS_EVERY = 10  # training steps per progress step
 DEFAULT_CODES = 200  # the authors' hidden size
 VALUES_PER_BLOCK = 2**24  # code values made at once when counting them
@@ -66,9 +72,16 @@ class SparseAutoencoder:
     def reconstruct(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ self.decoder + self.tied_bias
 
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """The integer code of each vector: its largest hidden unit (0 when none is active)."""
-        return self.hidden(x).argmax(-1)
+    @property
+    def no_code(self) -> int:
+        """The code of a vector with no active unit: one past the units' indices."""
+        return len(self.encoder)
+
+    def codes(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The integer code of each vector of ``hidden`` units: its largest unit, or
+        :attr:`no_code` where no unit is active (never the argmax of zeros)."""
+        largest, unit = hidden.max(-1)
+        return torch.where(largest > 0, unit, self.no_code)
 
 
 def train_sae(
@@ -79,8 +92,11 @@ def train_sae(
     lr: float,
     generator: torch.Generator,
     advance: Advance = no_progress,
+    decoder_norm: str = "feature",
 ) -> SparseAutoencoder:
-    """Train a sparse autoencoder on ``vectors`` [N, d]: every vector in every step."""
+    """Train a sparse autoencoder on ``vectors`` [N, d]: every vector in every step.
+    ``decoder_norm`` ``output`` keeps each output coordinate's decoder weights over the
+    features at unit norm (the authors' class) instead of each feature's vector."""
     d = vectors.shape[-1]
     device = vectors.device
 
@@ -95,25 +111,27 @@ def train_sae(
     for param in params:
         param.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=lr)
-    features = (sae.encoder, sae.decoder)
-    for step in range(steps):
+    unit_norm = ((sae.encoder, -1), (sae.decoder, 0 if decoder_norm == "output" else -1))
+
+    def normalise() -> None:
         with torch.no_grad():
-            for weight in features:
-                weight /= weight.norm(dim=-1, keepdim=True)
+            for weight, dim in unit_norm:
+                weight /= weight.norm(dim=dim, keepdim=True)
+
+    for step in range(steps):
+        normalise()
         hidden = sae.hidden(vectors)
         loss = torch.nn.functional.mse_loss(sae.reconstruct(hidden), vectors)
         loss = loss + l1 * hidden.abs().sum(-1).mean()
         optimizer.zero_grad()
         loss.backward()
-        with torch.no_grad():  # keep unit norm: no gradient along a feature vector
-            for weight in features:
-                weight.grad -= (weight.grad * weight).sum(-1, keepdim=True) * weight
+        with torch.no_grad():  # keep unit norm: no gradient along a unit-norm vector
+            for weight, dim in unit_norm:
+                weight.grad -= (weight.grad * weight).sum(dim, keepdim=True) * weight
         optimizer.step()
         if (step + 1) % PROGRESS_EVERY == 0:
             advance(1)
-    with torch.no_grad():
-        for weight in features:
-            weight /= weight.norm(dim=-1, keepdim=True)
+    normalise()
     for param in params:
         param.requires_grad_(False)
     return sae
@@ -148,6 +166,17 @@ def positive_only(
     seen = torch.cat([values.unique() for values in blocks(positive)]).unique()
     unseen = seen[~torch.isin(seen, negative_values)]
     return torch.bincount(unseen // space, minlength=groups).float() / len(positive)
+
+
+def chance_share(codes: torch.Tensor, space: int, generator: torch.Generator) -> torch.Tensor:
+    """The positive share :func:`positive_only` gives each column of ``codes`` [2 n, G]
+    when the sides do not matter: its mean over :data:`CHANCE_SPLITS` random halvings
+    of the 2 n rows. Returns [G]."""
+    n, total = len(codes) // 2, 0.0
+    for _ in range(CHANCE_SPLITS):
+        order = torch.randperm(2 * n, generator=generator).to(codes.device)
+        total = total + positive_only(codes[order[:n]], codes[order[n:]], space, True)
+    return total / CHANCE_SPLITS
 
 
 def code_pairs(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
@@ -251,7 +280,7 @@ class SAE(Method):
     name = "sae"
     title = "Discrete-SAE code overlap: codes unique to positive examples (O'Neill & Bui)"
     granularity = "node"
-    default_threshold = 0.2
+    default_threshold = 0.1
     uses_negatives = True
     options = (
         Option(
@@ -270,7 +299,7 @@ class SAE(Method):
             low=1,
         ),
         Option("sae_steps", "int", 500, "full-batch training steps", low=1),
-        Option("sae_l1", "float", 0.05, "sparsity penalty", low=0),
+        Option("sae_l1", "float", 0.02, "sparsity penalty", low=0),
         Option("sae_lr", "float", 1e-3, "Adam learning rate", low=0, low_open=True),
         Option(
             "sae_inputs",
@@ -281,11 +310,21 @@ class SAE(Method):
             choices=SAE_INPUTS,
         ),
         Option(
+            "sae_decoder_norm",
+            "str",
+            "feature",
+            "what is kept at unit norm in the decoder: each feature's vector, or each "
+            "output coordinate's weights over the features (the authors' class)",
+            choices=SAE_DECODER_NORMS,
+        ),
+        Option(
             "node_score",
             "str",
-            "positive-share",
-            "share of positive prompts whose code no negative shows, number of such codes "
-            "(the authors' node score), or the authors' ranking by code-pair co-occurrence",
+            "above-chance",
+            "share of positive prompts whose code no negative shows, less the share random "
+            "halvings of the prompts give (0 where a component's codes do not depend on "
+            "the side); that share alone; the number of such codes (the authors' node "
+            "score); or the authors' ranking by code-pair co-occurrence",
             choices=NODE_SCORES,
         ),
         Option(
@@ -308,6 +347,30 @@ class SAE(Method):
         ),
     )
 
+    reported_facts = (
+        ("sae_fraction_of_variance_explained", "SAE variance explained"),
+        ("sae_held_out_fraction_of_variance_explained", "SAE variance explained, held out"),
+        ("sae_l0", "SAE L0 (active units)"),
+        ("sae_dead_fraction", "SAE dead units"),
+        ("sae_no_code_fraction", "SAE inputs with no code"),
+    )
+
+    def warnings(self, facts: dict[str, Any]) -> list[str]:
+        explained, no_code = (
+            facts.get("sae_fraction_of_variance_explained"),
+            facts.get("sae_no_code_fraction"),
+        )
+        if explained is None or no_code is None:
+            return []
+        if explained >= WORST_EXPLAINED and no_code <= WORST_NO_CODE:
+            return []
+        return [
+            f"sae: the autoencoders explain {explained:.0%} of their training vectors' "
+            f"variance and {no_code:.0%} of those vectors have no active unit (warned below "
+            f"{WORST_EXPLAINED:.0%} or above {WORST_NO_CODE:.0%}): the codes do not summarise "
+            "the outputs; lower --sae-l1 or train longer (--sae-steps)"
+        ]
+
     def check(self, model: Model, run: MethodRun) -> None:
         n_prompts, options = run.n_prompts, run.options
         n_examples, n_codes = options["n_examples"], options["n_codes"]
@@ -328,16 +391,8 @@ class SAE(Method):
         return run.options["sae_restarts"] * (run.options["sae_steps"] // PROGRESS_EVERY) + 1
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        options = run.options
-        components = engine.layout.n_senders - 1
-        positions, count = sae_positions(engine, options["sae_positions"])
-        units = components * count
-        n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * units)
-        prepare = _as_written
-        if options["sae_inputs"] == "standardised":
-            prepare = standardiser(lambda: (v for v, _ in _each_vector_block(engine, positions)))
-        restarts = range(options["sae_restarts"])
-        found = self._overlaps(engine, run, positions, count, prepare, n_codes, restarts)
+        coded = self.code_prompts(engine, run)
+        found = [_overlap(coded, k, run.options["node_score"]) for k in range(len(coded.fits))]
         node = torch.stack([f.node for f in found])
         pairs = torch.stack([f.pairs for f in found]).mean(0)
         spread = node.std(0) if len(found) > 1 else torch.zeros_like(node[0])
@@ -345,37 +400,40 @@ class SAE(Method):
         host = to_host({"node": node.mean(0), "pairs": pairs, "spread": spread, "fit": fit})
         edges, nodes = _graph_scores(engine.layout, host["node"], host["pairs"])
         run.advance(1)
-        explained, l0, dead, no_code, used = host["fit"].tolist()
+        fit = {k: None if math.isnan(v) else v for k, v in zip(FIT, host["fit"].tolist())}
         facts = {
-            "sae_fraction_of_variance_explained": explained,
-            "sae_l0": l0,
-            "sae_dead_fraction": dead,  # units active on no training vector
-            "sae_no_code_fraction": no_code,  # training vectors with no active unit
-            "sae_codes": n_codes,
-            "sae_codes_used": used,
-            "sae_position_count": count,
+            "sae_fraction_of_variance_explained": fit["explained"],
+            "sae_held_out_fraction_of_variance_explained": fit["held_out_explained"],
+            "sae_l0": fit["l0"],
+            "sae_dead_fraction": fit["dead"],  # units active on no training vector
+            "sae_no_code_fraction": fit["no_code"],  # training vectors with no active unit
+            "sae_scored_no_code_fraction": fit["scored_no_code"],  # of all vectors coded
+            "sae_codes": coded.n_codes,
+            "sae_codes_used": fit["used"],  # units that are some vector's code
+            "sae_position_count": coded.count,
             "sae_restart_spread_mean": float(host["spread"].mean()),
             "sae_restart_spread_max": float(host["spread"].max()),
             "negative_accuracy": engine.accuracy(corrupted=True),
         }
         return Scores.of_edges(edges, nodes, facts=facts)
 
-    def _overlaps(
-        self,
-        engine: Engine,
-        run: MethodRun,
-        positions: Positions,
-        count: int,
-        prepare: Callable[[torch.Tensor], torch.Tensor],
-        n_codes: int,
-        restarts: Sequence[int],
-    ) -> list[Overlap]:
-        """Train one autoencoder per restart (seeded by the run's seed and the restart) on
-        its draw of examples, and score every component and pair of components by its
-        codes. Two passes over the prompts' vectors, whatever the number of restarts:
-        one gathers every draw, one codes every vector with every autoencoder."""
-        options, n = run.options, engine.n_prompts
-        units, device = (engine.layout.n_senders - 1) * count, engine.model.device
+    def code_prompts(
+        self, engine: Engine, run: MethodRun, restarts: Sequence[int] | None = None
+    ) -> Coded:
+        """Train one autoencoder per restart (seeded by the run's seed and the restart;
+        by default ``--sae-restarts`` of them) on its draw of examples, and code every
+        prompt's vectors with each. Two passes over the prompts' vectors, whatever the
+        number of restarts: one gathers every draw, one codes every vector with every
+        autoencoder."""
+        options = run.options
+        positions, count = sae_positions(engine, options["sae_positions"])
+        units = (engine.layout.n_senders - 1) * count
+        n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * units)
+        prepare = _as_written
+        if options["sae_inputs"] == "standardised":
+            prepare = standardiser(lambda: (v for v, _ in _each_vector_block(engine, positions)))
+        restarts = range(options["sae_restarts"]) if restarts is None else restarts
+        n, device = engine.n_prompts, engine.model.device
         generators = [torch.Generator().manual_seed(restart_seed(run.seed, k)) for k in restarts]
         draws = [torch.randperm(2 * n, generator=g)[: options["n_examples"]] for g in generators]
         shape = (len(draws), len(draws[0]), units, engine.model.d_model)
@@ -396,59 +454,108 @@ class SAE(Method):
                 options["sae_lr"],
                 generator,
                 run.advance,
+                options["sae_decoder_norm"],
             )
             with torch.no_grad():
                 hidden = sae.hidden(training)
-                residual = (sae.reconstruct(hidden) - training).pow(2).sum()
-                variance = (training - training.mean(0)).pow(2).sum()
             active = hidden > 0
             autoencoders.append(sae)
             fits.append(
-                (
-                    1 - residual / variance,
-                    active.float().sum(-1).mean(),
-                    (~active.any(0)).float().mean(),
-                    (~active.any(-1)).float().mean(),
-                )
+                {
+                    "explained": explained(sae, training, hidden),
+                    "l0": active.float().sum(-1).mean(),
+                    "dead": (~active.any(0)).float().mean(),
+                    "no_code": (~active.any(-1)).float().mean(),
+                }
             )
         codes = torch.empty(len(draws), 2 * n, units, dtype=torch.long, device=device)
+        held_out = [HeldOut(device) for _ in draws]
         with torch.no_grad():
             for vectors, index in _each_vector_block(engine, positions):
                 prepared = prepare(vectors)
                 for k, sae in enumerate(autoencoders):
-                    codes[k, index.to(device)] = sae.codes(prepared)
-        return [
-            _overlap(codes[k], count, n_codes, options["node_score"], fits[k])
-            for k in range(len(draws))
-        ]
+                    hidden = sae.hidden(prepared)
+                    codes[k, index.to(device)] = sae.codes(hidden)
+                    unseen = ~torch.isin(index, draws[k]).to(device)
+                    held_out[k].add(sae, prepared[unseen], hidden[unseen])
+        for k, fit in enumerate(fits):
+            fit["held_out_explained"] = held_out[k].explained()
+            fit["scored_no_code"] = (codes[k] == n_codes).float().mean()
+            fit["used"] = (codes[k].unique() < n_codes).sum().float()
+        return Coded(codes, n_codes, count, fits, generators)
 
 
-def _overlap(
-    codes: torch.Tensor, count: int, n_codes: int, node_score: str, fit: tuple[torch.Tensor, ...]
-) -> Overlap:
-    """One autoencoder's scores from its codes [2 n, C * P] (positives, then negatives)
-    and its fit (fraction of variance explained, L0, dead and no-code fractions)."""
+@dataclass
+class Coded:
+    """Every prompt's codes from each autoencoder [restarts, 2 n, C * P] (positives, then
+    negatives; components major, P positions each; ``n_codes`` is "no code"), each
+    autoencoder's fit (:data:`FIT`) and the generator it was seeded with."""
+
+    codes: torch.Tensor
+    n_codes: int
+    count: int
+    fits: list[dict[str, torch.Tensor]]
+    generators: list[torch.Generator]
+
+
+FIT = ("explained", "held_out_explained", "l0", "dead", "no_code", "scored_no_code", "used")
+
+
+def explained(sae: SparseAutoencoder, vectors: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """The fraction of the variance of ``vectors`` [N, d] (about their mean) that the
+    autoencoder's reconstruction from ``hidden`` explains."""
+    residual = (sae.reconstruct(hidden) - vectors).pow(2).sum()
+    return 1 - residual / (vectors - vectors.mean(0)).pow(2).sum()
+
+
+class HeldOut:
+    """The fraction of variance explained on vectors no autoencoder was trained on, summed
+    over blocks [rows, C, d] in float64."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.count, self.total, self.squares, self.residual = 0, 0.0, 0.0, 0.0
+
+    def add(self, sae: SparseAutoencoder, vectors: torch.Tensor, hidden: torch.Tensor) -> None:
+        flat = vectors.flatten(0, -2).double()
+        self.count += len(flat)
+        self.total = self.total + flat.sum(0)
+        self.squares = self.squares + flat.pow(2).sum()
+        error = sae.reconstruct(hidden).flatten(0, -2).double() - flat
+        self.residual = self.residual + error.pow(2).sum()
+
+    def explained(self) -> torch.Tensor:
+        if self.count == 0:  # every prompt was trained on
+            return torch.tensor(float("nan"), device=self.device)
+        variance = self.squares - self.total.pow(2).sum() / self.count
+        return (1 - self.residual / variance).float()
+
+
+def _overlap(coded: Coded, k: int, node_score: str) -> Overlap:
+    """The scores of autoencoder ``k`` of ``coded`` from its codes, and its fit; its
+    generator draws the halvings of ``above-chance``."""
+    codes, fit, generator = coded.codes[k], coded.fits[k], coded.generators[k]
+    count, space = coded.count, coded.n_codes + 1  # the last: "no code"
     n, components = len(codes) // 2, codes.shape[1] // count
-    per_example = node_score == "positive-share"
-    node = positive_only(codes[:n], codes[n:], n_codes, per_example)
+    per_example = node_score in ("positive-share", "above-chance")
+    node = positive_only(codes[:n], codes[n:], space, per_example)
+    if node_score == "above-chance":
+        node = (node - chance_share(codes, space, generator)).clamp_min(0)
     node = node.view(components, count).max(1).values  # a component's best position
     by_position = codes.view(2 * n, components, count).transpose(1, 2)  # [2n, P, C]
     pairs = positive_only(
-        by_position[:n], by_position[n:], n_codes**2, per_example, lambda c: code_pairs(c, n_codes)
+        by_position[:n], by_position[n:], space**2, per_example, lambda c: code_pairs(c, space)
     )
     pairs = pairs.view(count, components, components).max(0).values.fill_diagonal_(0)
     if node_score == "co-occurrence":
         node = co_occurrence_ranking(pairs).float() / (2 * components)
-    used = torch.tensor(float(codes.unique().numel()), device=codes.device)
-    return Overlap(node, pairs, torch.stack([*fit, used]))
+    return Overlap(node, pairs, torch.stack([fit[key] for key in FIT]))
 
 
 @dataclass
 class Overlap:
-    """One autoencoder's scores: components [C], ordered pairs [C, C], and its fit: the
-    fraction of its training vectors' variance explained, its L0, the shares of its units
-    active on none of them and of them with no active unit, and the codes used [5] (left
-    on the device with the scores, for one transfer)."""
+    """One autoencoder's scores: components [C], ordered pairs [C, C], and its fit
+    [len(FIT)] (left on the device with the scores, for one transfer)."""
 
     node: torch.Tensor
     pairs: torch.Tensor

@@ -43,7 +43,9 @@ float64 scores of a0.h0, a0.h2, a0.h3, a0.h1 are 0.127, 0.085, 0.017, 0.016 (thr
 The transcoder method now attributes through queries and keys by default (issue 28,
 ``--qk fixed``) with a default threshold of 0.01; it runs here as it ran before, ``--qk
 off --threshold 0.05``, and gives the file's numbers; ``sae`` runs with its defaults of
-before (10 examples, one autoencoder; now 5 and 3).
+before (10 examples, one autoencoder, sparsity 0.05, positive-share scores, threshold 0.2;
+now 5 and 3, 0.02, above-chance and 0.1 since issues 28 and 30), and gives the file's
+numbers with its no-code vectors now coded apart from unit 0.
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def command(method: str, transcoders: str) -> list[str]:
     args += ["--n-prompts", "8", "--seed", "1", "--json"]
     if method == "transcoder":  # the paper's frozen patterns and the old default threshold
         args += ["--transcoders", transcoders, "--qk", "off", "--threshold", "0.05"]
-    if method == "sae":  # the defaults before issue 28: 10 examples, one autoencoder
+    if method == "sae":  # the defaults before issues 28 and 30
         args += ["--sae-steps", "60", "--n-examples", "10", "--sae-restarts", "1"]
+        args += ["--sae-l1", "0.05", "--node-score", "positive-share", "--threshold", "0.2"]
     return args
 
 
