@@ -20,9 +20,12 @@ Part 4: node AUC on the clean planted models, mean and lowest over ``--seeds`` s
 settings of ``--sae-positions`` (mean, named), ``--n-examples`` (10, 5) and
 ``--sae-restarts`` (1, 3).
 
-Part 5: the autoencoders' fit (variance explained, L0, dead units, inputs with no active
-unit, codes used) with our defaults and in the authors' regime, on the clean planted
-models and random-12x12 (issue 30).
+Part 5: the autoencoders' fit (variance explained on the training vectors and on the
+vectors held out, L0, dead units, inputs with no active unit, codes used) and node AUC,
+with our defaults, the defaults before issue 30 and the authors' configuration and
+autoencoder class, on the clean planted models and random-12x12 (issue 30).
+
+Part 6: the codes of planted IOI's components on positive and negative prompts.
 """
 
 from __future__ import annotations
@@ -41,10 +44,20 @@ from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.discovery import DiscoveryRequest, discover, report
-from circuitx.methods import get_method
+from circuitx.engine import Engine
+from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.tasks import get_task
 
 STEPS = ("forward", "engine", "sae")
 AUTHORS_L1 = {"docstring": 0.05}  # experiments/main_results.py; 0.02 otherwise
+AUTHORS = {  # the rest of their configuration there, and their autoencoder class's decoder
+    "sae_inputs": "raw",
+    "node_score": "unique-codes",
+    "n_examples": 10,
+    "sae_restarts": 1,
+    "sae_decoder_norm": "output",
+}
+PREVIOUS = {"sae_l1": 0.05, "node_score": "positive-share"}  # the defaults before issue 30
 EXAMPLES = (5, 10, 25, 50)
 SETTINGS = (  # the authors' 10 examples and one autoencoder, then the options
     {"sae_positions": "mean", "n_examples": 10, "sae_restarts": 1},
@@ -114,16 +127,12 @@ def planted(args: argparse.Namespace) -> None:
         for task in spec.circuits():
             ours = runs(model, name, task, args.seeds)
             authors = runs(
-                model,
-                name,
-                task,
-                args.seeds,
-                sae_inputs="raw",
-                node_score="unique-codes",
-                sae_l1=AUTHORS_L1.get(task, 0.02),
+                model, name, task, args.seeds, **AUTHORS, sae_l1=AUTHORS_L1.get(task, 0.02)
             )
             column = lambda key, rows=ours: [r["metrics"][key] for r in rows]
-            mean = lambda values: f"{statistics.mean(values):.2f}"
+            mean = lambda values: (  # precision is undefined where no node is kept
+                "-" if None in values else f"{statistics.mean(values):.2f}"
+            )
             print(
                 f"| {name} | {task} | {spread(column('node_auc'))} "
                 f"| {spread(column('edge_auc'))} | {mean(column('node_precision'))} "
@@ -182,40 +191,74 @@ def settings(args: argparse.Namespace) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
-HEALTH = ("sae_fraction_of_variance_explained", "sae_l0", "sae_dead_fraction",
-          "sae_no_code_fraction", "sae_codes_used")  # fmt: skip
+HEALTH = ("sae_fraction_of_variance_explained", "sae_held_out_fraction_of_variance_explained",
+          "sae_l0", "sae_dead_fraction", "sae_no_code_fraction")  # fmt: skip
 
 
 def health(args: argparse.Namespace) -> None:
     """Part 5 (issue 30): how well each autoencoder reconstructs what it codes, with our
-    defaults and in the authors' regime (raw inputs, their sparsity penalty, distinct
-    codes, 10 examples, one autoencoder), on the clean planted models and random-12x12."""
-    print("\n## the autoencoders' fit on their training vectors, 50 prompts, seed 0\n")
-    print("| model | task | config | FVE | L0 | dead units | inputs with no code | codes used "
-          "| node AUC |")  # fmt: skip
-    print("| --- | --- | --- |" + " ---: |" * 6)
-    authors = {"sae_inputs": "raw", "node_score": "unique-codes", "n_examples": 10,
-               "sae_restarts": 1}  # fmt: skip
+    defaults, the defaults before issue 30, and the authors' configuration and class, on
+    the clean planted models and random-12x12."""
+    print(f"\n## the autoencoders' fit, 50 prompts, {args.seeds} seeds (means)\n")
+    print("| model | task | config | FVE | held-out FVE | L0 | dead units | inputs with no code "
+          "| codes used | node AUC |")  # fmt: skip
+    print("| --- | --- | --- |" + " ---: |" * 7)
     models = [(name, spec.task) for name, spec in chosen(args) if not spec.hard]
     for name, task in [*models, ("random-12x12", "ioi")]:
         model = load_model(name, device=args.device)
+        truth = ground_truth(name, task) if name != "random-12x12" else None
         for label, options in (
             ("ours", {}),
-            ("authors'", {**authors, "sae_l1": AUTHORS_L1.get(task, 0.02)}),
+            ("before issue 30", PREVIOUS),
+            ("authors'", {**AUTHORS, "sae_l1": AUTHORS_L1.get(task, 0.02)}),
         ):
-            request = DiscoveryRequest(
-                task, "sae", n_prompts=50, seed=0, options=options, faithfulness=False
-            )
-            graph = discover(model, request)
-            truth = ground_truth(name, task) if name != "random-12x12" else None
-            auc = report(graph, truth, "truth")["metrics"]["node_auc"]
-            values = " | ".join(f"{graph.graph[key]:.3f}" for key in HEALTH[:4])
-            shown = "-" if auc is None else f"{auc:.3f}"
-            print(
-                f"| {name} | {task} | {label} | {values} | {graph.graph[HEALTH[4]]:.0f} "
-                f"| {shown} |",
-                flush=True,
-            )
+            graphs = [
+                discover(
+                    model,
+                    DiscoveryRequest(
+                        task, "sae", n_prompts=50, seed=seed, options=options, faithfulness=False
+                    ),
+                )
+                for seed in range(args.seeds)
+            ]
+            means = {
+                key: statistics.mean(g.graph[key] for g in graphs)
+                for key in (*HEALTH, "sae_codes_used")
+            }
+            aucs = [report(g, truth, "truth")["metrics"]["node_auc"] for g in graphs]
+            auc = "-" if truth is None else f"{statistics.mean(aucs):.3f}"
+            values = " | ".join(f"{means[key]:.3f}" for key in HEALTH)
+            used = means["sae_codes_used"]
+            print(f"| {name} | {task} | {label} | {values} | {used:.0f} | {auc} |", flush=True)
+
+
+def histograms(args: argparse.Namespace) -> None:
+    """Part 6 (issue 30): the codes of planted IOI's circuit heads and of distractors on
+    positive and negative prompts, with our defaults (the first autoencoder, seed 0)."""
+    model = load_model("planted-ioi", device=args.device)
+    task = get_task("ioi", get_task("ioi").negative_corruption)
+    method = get_method("sae")
+    run = MethodRun(seed=0, options=method_options(method, {}), n_prompts=50)
+    engine = Engine(model, task, task.make_data(model, 50, 0), task.default_metric)
+    coded = method.code_prompts(engine, run)
+    codes, n = coded.codes[0], engine.n_prompts
+    truth = ground_truth("planted-ioi", "ioi")
+    senders = list(engine.layout.senders)[1:]
+    print("\n## codes on planted IOI, our defaults, seed 0, first autoencoder\n")
+    print("Each code with its count on the 50 positive / 50 negative prompts; **bold**: a "
+          "code no negative shows; `-`: no active unit.\n")  # fmt: skip
+    print("| component | in circuit | codes: positives / negatives |")
+    print("| --- | --- | --- |")
+    for component, name in enumerate(senders):
+        column = codes[:, component]
+        positive, negative = column[:n].tolist(), column[n:].tolist()
+        shown = []
+        for code in sorted(set(positive) | set(negative), key=lambda c: -positive.count(c)):
+            label = "-" if code == coded.n_codes else str(code)
+            text = f"{label}: {positive.count(code)}/{negative.count(code)}"
+            shown.append(f"**{text}**" if code not in negative else text)
+        inside = "yes" if truth.nodes[name].get("in_circuit") else ""
+        print(f"| {name} | {inside} | {', '.join(shown)} |")
 
 
 def main() -> None:
@@ -228,6 +271,7 @@ def main() -> None:
     parser.add_argument("--skip-examples", action="store_true")
     parser.add_argument("--skip-settings", action="store_true")
     parser.add_argument("--skip-health", action="store_true")
+    parser.add_argument("--skip-histograms", action="store_true")
     parser.add_argument("--models", help="comma-separated planted models (default: all)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # internal
@@ -245,6 +289,8 @@ def main() -> None:
         settings(args)
     if not args.skip_health:
         health(args)
+    if not args.skip_histograms:
+        histograms(args)
 
 
 if __name__ == "__main__":
