@@ -366,8 +366,8 @@ class SAE(Method):
             return []
         return [
             f"sae: the autoencoders explain {explained:.0%} of their training vectors' "
-            f"variance and {no_code:.0%} of those vectors have no active unit (warned below "
-            f"{WORST_EXPLAINED:.0%} or above {WORST_NO_CODE:.0%}): the codes do not summarise "
+            f"variance and leave {no_code:.0%} of them without an active unit (warned under "
+            f"{WORST_EXPLAINED:.0%} or over {WORST_NO_CODE:.0%}): the codes do not summarise "
             "the outputs; lower --sae-l1 or train longer (--sae-steps)"
         ]
 
