@@ -64,7 +64,7 @@ def report(
         "faithfulness_s": meta.get("faithfulness_s"),
         "runtime_s": meta.get("runtime_s"),
         "ablation": meta.get("ablation"),
-        "options": method_options_of(meta),
+        "options": method_options_of(method, meta),
         "method_facts": method_facts_of(method, meta),
         "warnings": [] if method is None else method.warnings(meta),
         "faithfulness": meta.get("faithfulness"),
@@ -87,7 +87,6 @@ def method_facts_of(method: Method | None, meta: dict[str, Any]) -> dict[str, An
     return {key: meta.get(key) for key, _ in facts}
 
 
-def method_options_of(meta: dict[str, Any]) -> dict[str, Any] | None:
+def method_options_of(method: Method | None, meta: dict[str, Any]) -> dict[str, Any] | None:
     """The method options a graph's metadata records (None for an unknown method)."""
-    method = METHODS.get(meta.get("method"))
     return None if method is None else {o.name: meta.get(o.name) for o in method.options}

@@ -460,16 +460,18 @@ class SAE(Method):
                 hidden = sae.hidden(training)
             active = hidden > 0
             autoencoders.append(sae)
+            on_training = VarianceExplained(device)
+            on_training.add(sae, training, hidden)
             fits.append(
                 {
-                    "explained": explained(sae, training, hidden),
+                    "explained": on_training.value(),
                     "l0": active.float().sum(-1).mean(),
                     "dead": (~active.any(0)).float().mean(),
                     "no_code": (~active.any(-1)).float().mean(),
                 }
             )
         codes = torch.empty(len(draws), 2 * n, units, dtype=torch.long, device=device)
-        held_out = [HeldOut(device) for _ in draws]
+        held_out = [VarianceExplained(device) for _ in draws]
         with torch.no_grad():
             for vectors, index in _each_vector_block(engine, positions):
                 prepared = prepare(vectors)
@@ -479,7 +481,7 @@ class SAE(Method):
                     unseen = ~torch.isin(index, draws[k]).to(device)
                     held_out[k].add(sae, prepared[unseen], hidden[unseen])
         for k, fit in enumerate(fits):
-            fit["held_out_explained"] = held_out[k].explained()
+            fit["held_out_explained"] = held_out[k].value()
             fit["scored_no_code"] = (codes[k] == n_codes).float().mean()
             fit["used"] = (codes[k].unique() < n_codes).sum().float()
         return Coded(codes, n_codes, count, fits, generators)
@@ -501,16 +503,9 @@ class Coded:
 FIT = ("explained", "held_out_explained", "l0", "dead", "no_code", "scored_no_code", "used")
 
 
-def explained(sae: SparseAutoencoder, vectors: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """The fraction of the variance of ``vectors`` [N, d] (about their mean) that the
-    autoencoder's reconstruction from ``hidden`` explains."""
-    residual = (sae.reconstruct(hidden) - vectors).pow(2).sum()
-    return 1 - residual / (vectors - vectors.mean(0)).pow(2).sum()
-
-
-class HeldOut:
-    """The fraction of variance explained on vectors no autoencoder was trained on, summed
-    over blocks [rows, C, d] in float64."""
+class VarianceExplained:
+    """The fraction of the variance of vectors (about their mean) that an autoencoder's
+    reconstructions explain, summed over blocks [..., d] in float64."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -524,8 +519,9 @@ class HeldOut:
         error = sae.reconstruct(hidden).flatten(0, -2).double() - flat
         self.residual = self.residual + error.pow(2).sum()
 
-    def explained(self) -> torch.Tensor:
-        if self.count == 0:  # every prompt was trained on
+    def value(self) -> torch.Tensor:
+        """The fraction (NaN where no vector was added: every prompt was trained on)."""
+        if self.count == 0:
             return torch.tensor(float("nan"), device=self.device)
         variance = self.squares - self.total.pow(2).sum() / self.count
         return (1 - self.residual / variance).float()

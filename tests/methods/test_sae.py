@@ -15,11 +15,10 @@ from circuitx.graph import component_nodes, edges_by_name
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.methods import sae as sae_module
 from circuitx.methods.sae import (
-    HeldOut,
-    chance_share,
     SparseAutoencoder,
+    VarianceExplained,
+    chance_share,
     co_occurrence_ranking,
-    explained,
     code_pairs,
     positive_only,
     restart_seed,
@@ -94,7 +93,9 @@ def test_trained_autoencoder_reconstructs_sparse_data_with_unit_features():
     sae = train_sae(data, 8, 500, 0.01, 1e-2, torch.Generator().manual_seed(1))
     assert sae.encoder.norm(dim=-1).tolist() == pytest.approx([1.0] * 8, abs=1e-5)
     assert sae.decoder.norm(dim=-1).tolist() == pytest.approx([1.0] * 8, abs=1e-5)
-    assert explained(sae, data, sae.hidden(data)) > 0.8
+    explained = VarianceExplained(data.device)
+    explained.add(sae, data, sae.hidden(data))
+    assert explained.value() > 0.8
     # vectors along one direction share a code; the four directions get four codes
     codes = sae.codes(sae.hidden(data))
     assert all(len(set(codes[which == k].tolist())) == 1 for k in range(4))
@@ -114,18 +115,19 @@ def test_a_vector_with_no_active_unit_gets_no_code_never_a_units_index():
     assert sae.codes(hidden).tolist() == [0, 1, 2, 2]
 
 
-def test_held_out_variance_explained_adds_up_over_blocks():
+def test_variance_explained_adds_up_over_blocks():
     generator = torch.Generator().manual_seed(0)
     vectors = torch.randn(9, 2, 6, generator=generator) + 3.0
     features = torch.nn.functional.normalize(torch.randn(4, 6, generator=generator), dim=-1)
     sae = SparseAutoencoder(features, torch.zeros(4), features, torch.ones(6))
-    held_out = HeldOut(vectors.device)
+    explained = VarianceExplained(vectors.device)
     for block in (vectors[:4], vectors[4:]):
-        held_out.add(sae, block, sae.hidden(block))
+        explained.add(sae, block, sae.hidden(block))
     flat = vectors.flatten(0, 1)
-    whole = explained(sae, flat, sae.hidden(flat))
-    assert float(held_out.explained()) == pytest.approx(float(whole), abs=1e-5)
-    assert HeldOut(vectors.device).explained().isnan()  # nothing held out: undefined
+    residual = (sae.reconstruct(sae.hidden(flat)) - flat).pow(2).sum()
+    whole = 1 - residual / (flat - flat.mean(0)).pow(2).sum()
+    assert float(explained.value()) == pytest.approx(float(whole), abs=1e-5)
+    assert VarianceExplained(vectors.device).value().isnan()  # nothing added: undefined
 
 
 def test_the_authors_decoder_norm_keeps_each_output_coordinates_weights_unit():
