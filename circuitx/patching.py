@@ -658,7 +658,10 @@ class _MaskedPass:
         self.groups: dict[int, _Group] = {}  # by first receiver
         self.live_column = torch.full((layout.n_senders,), -1)
         self.live: torch.Tensor | None = None
-        self.grows = False  # the live buffer grows by concatenation (see _plan)
+        self.in_blocks = (
+            False  # the live differences are kept as the chunks' own blocks (see _plan)
+        )
+        self.blocks: list[tuple[int, torch.Tensor]] = []  # (first column, [k, c, rows])
         self.total: torch.Tensor | None = None  # [k, rows]: every live difference so far
         self.last_total: tuple[int, torch.Tensor] | None = None  # (first sender, its chunk's)
         if edge_mask is not None:
@@ -697,11 +700,11 @@ class _MaskedPass:
         if len(needed):
             self.live_column[needed] = torch.arange(len(needed))
             rows = self.engine.clean_deltas.shape[1]
-            # a pass whose mask is learned keeps the buffer out of place: it grows by each
-            # chunk's columns, so what a correction read stays as autograd saved it
-            self.grows = exact and not self.frozen
-            width = 0 if self.grows else len(needed)
-            self.live = torch.empty(self.k, width, rows, device=self.engine.model.device)
+            # a pass whose mask is learned writes nothing in place: each chunk's columns
+            # stay a block of their own, which autograd saves once for every correction
+            self.in_blocks = exact and not self.frozen
+            if not self.in_blocks:
+                self.live = torch.empty(self.k, len(needed), rows, device=self.engine.model.device)
         if any(group.form == "kept" for group in self.groups.values()):
             fixed = self.engine.fixed_total(self.first_live)
             self.total = fixed.expand(self.k, -1).clone()
@@ -720,7 +723,7 @@ class _MaskedPass:
         edges = bool(self.groups) or self.record_grads is not None
         if self.node_mask is None and not edges and self.mix is None:
             return hooks
-        records = self.live is not None or self.total is not None
+        records = self.live is not None or self.in_blocks or self.total is not None
         for chunk in layout.chunks_from(self.layer):
             layer = chunk.layer
             if chunk.heads and edges and self.reads is not None:
@@ -812,8 +815,8 @@ class _MaskedPass:
             else:
                 picked = picked.movedim(-2, 1)
             picked = picked.reshape(self.k, len(wanted), -1)
-            if self.grows:  # the chunks come in column order
-                self.live = torch.cat([self.live, picked], 1)
+            if self.in_blocks:
+                self.blocks.append((first, picked))
             else:
                 self.live[:, first : last + 1] = picked
             if len(wanted) < chunk.count:
@@ -844,12 +847,23 @@ class _MaskedPass:
             deltas = _columns(self.engine.clean_deltas, fixed, dim=0)
             total = (w.to(deltas.dtype) @ deltas).view(k, count, rows)
         if len(live):
-            columns = _span(self.live_column[live])
-            w = _columns(weight, self.live_senders[columns], dim=1).transpose(1, 2)
-            deltas = _columns(self.live, columns, dim=1)
-            w = w.to(deltas.dtype)
-            total = torch.bmm(w, deltas) if total is None else total.baddbmm_(w, deltas)
+            for columns, deltas in self._live_deltas(_span(self.live_column[live])):
+                w = _columns(weight, self.live_senders[columns], dim=1).transpose(1, 2)
+                w = w.to(deltas.dtype)
+                total = torch.bmm(w, deltas) if total is None else total.baddbmm_(w, deltas)
         return total
+
+    def _live_deltas(self, columns: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The live differences of buffer ``columns`` (ascending) [k, c, rows], with the
+        columns they are: one piece of the buffer, or one per chunk's block."""
+        if not self.in_blocks:
+            return [(columns, _columns(self.live, columns, dim=1))]
+        pieces = []
+        for first, block in self.blocks:
+            inside = columns[(columns >= first) & (columns < first + block.shape[1])]
+            if len(inside):
+                pieces.append((inside, _columns(block, inside - first, dim=1)))
+        return pieces
 
     def _readable_total(self, readable: int) -> torch.Tensor:
         """The sum of every readable sender's difference [k, rows]: the running total less
