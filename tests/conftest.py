@@ -30,6 +30,15 @@ SHARED = Path(os.environ.get("CIRCUITX_SHARED", Path(__file__).resolve().parents
 GPT2_TOKENIZER = SHARED / "tokenizers" / "gpt2"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker (setup.cfg starts one per core) and the commands it starts
+    compute on one thread: two workers of two threads each on two cores ran slower (900 s)
+    than one process (705 s)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Built-in models go to a temporary cache, and the hub is never contacted."""
