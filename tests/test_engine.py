@@ -99,6 +99,7 @@ def test_transcoder_attribution_in_parts(tiny_model, tmp_path):
         assert parts.features.nodes[name] == pytest.approx(value, abs=1e-5, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_thousand_prompts_in_parts_equal_one_batch(tiny_model):
     task = get_task("ioi")
     data = task.make_data(tiny_model, 1000, seed=0)
@@ -163,6 +164,7 @@ def test_a_held_engine_is_the_model_with_those_nodes_patched(tiny_model, part_si
         assert not rel[held].any() and rel[~held].abs().max() > 0
 
 
+@pytest.mark.slow
 def test_backup_rounds_find_the_backup_head_of_planted_greater_than_hard():
     """The hard model's backup year head does nothing on the clean run; with a year head
     held it carries the answer, and one backup round finds it (activation patching: node
@@ -246,6 +248,7 @@ def test_memory_stays_within_the_budget_for_many_prompts():
     assert large - small < 128 * 1024**2, (small, large)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_long_run_within_a_second(tmp_path):
     out = tmp_path / "g.graphml"
     command = [sys.executable, "-m", "circuitx", "discover", "--task", "ioi", "--method",

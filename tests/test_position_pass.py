@@ -237,6 +237,7 @@ def test_the_universe_of_positions():
     assert "a0.h0@2->a1.h0@0<k>" not in ordered.edge_names  # no key after its query
 
 
+@pytest.mark.slow
 def test_graph_files_keep_the_positions(tmp_path):
     graph = cx.discover("planted", "ioi", "eap", n_prompts=6, positions="named")
     assert layout_of(graph).positions == ("IO", "S1", "S1+1", "S2", "END", "other")
@@ -254,6 +255,7 @@ def test_graph_files_keep_the_positions(tmp_path):
         assert cx.score(back) == cx.score(graph)
 
 
+@pytest.mark.slow
 def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
     out = tmp_path / "p.json"
     result = run(
@@ -374,6 +376,7 @@ def test_acdc_tries_the_edges_of_the_position_universe(tiny_model):
     assert kept and tried > len(kept)  # it removed some and kept some
 
 
+@pytest.mark.slow
 def test_the_leaderboard_scores_circuits_over_positions(tmp_path):
     result = run(
         "leaderboard", "--tasks", "ioi", "--methods", "eap,sae", "--model", "planted-ioi",
@@ -386,6 +389,7 @@ def test_the_leaderboard_scores_circuits_over_positions(tmp_path):
     assert settings["positions"] == "named"
 
 
+@pytest.mark.slow
 def test_cdt_finds_the_planted_circuit_at_its_positions():
     graph = cx.discover("planted", "ioi", "cdt", n_prompts=6, positions="named")
     kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
@@ -423,6 +427,7 @@ def test_atp_finds_the_planted_circuit_at_its_positions():
     assert kept == {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["greater-than", "docstring", "colored-objects"])
 def test_each_planted_circuit_is_found_at_its_roles_positions(task):
     graph = cx.discover("planted", task, "activation-patching", n_prompts=6, positions="named")

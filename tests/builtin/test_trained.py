@@ -31,6 +31,7 @@ def shipped(request):
     return name, directory, target, Intervenable(model)
 
 
+@pytest.mark.slow
 def test_shipped_weights_implement_the_high_level_model(shipped):
     name, directory, target, ll = shipped
     record = json.loads((directory / TRAINING_FILE).read_text())

@@ -60,6 +60,7 @@ def test_every_method_runs_or_refuses_in_one_line(family_dir, method):
     assert report["method"] == method and report["n_prompts"] == 10
 
 
+@pytest.mark.slow
 def test_the_docstring_task_runs_on_a_legacy_attention_only_model(tmp_path):
     """The docstring paper's model shape (4 layers of 8 heads, no MLPs), in its format,
     scored against ACDC's docstring graph."""

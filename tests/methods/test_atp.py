@@ -97,6 +97,7 @@ def test_grad_drop_zeroes_the_dropped_block_and_only_paths_through_it(tiny_model
     torch.testing.assert_close(edges[:, logits], dropped.edges[:, :, logits].abs().mean(0))
 
 
+@pytest.mark.slow
 def test_the_qk_fix_finds_the_saturated_key_edge_of_planted_ioi():
     """Plain EAP ranks ``a0.h1 -> a1.h2<k>`` 138th of 761 (through a saturated softmax its
     gradient is near 0); with the QK fix it ranks inside the planted set's size, the edge

@@ -47,6 +47,7 @@ def test_acdc_circuit_is_its_scores_above_tau(tiny_model):
     assert all((data["score"] >= tau) == data["in_circuit"] for data in edges.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "task", "metric", "tau"),
     [

@@ -48,6 +48,7 @@ def test_the_training_pass_gives_the_masked_models_gradient(tiny_model):
     assert slope == pytest.approx(float(leaf.grad[0, sender]), rel=3e-2, abs=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, task", [("planted-ioi", "ioi"), ("planted-greater-than", "greater-than")]
 )
@@ -90,6 +91,7 @@ def test_the_edge_training_pass_gives_the_masked_models_gradient(tiny_model):
     assert slope == pytest.approx(float(leaf.grad[0, sender, receiver]), rel=3e-2, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_edge_pruning_keeps_exactly_its_target_and_finds_the_planted_circuit():
     planted = load_model("planted-greater-than")
     options = {"ep_steps": 80, "sparsity": 0.98}

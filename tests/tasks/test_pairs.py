@@ -148,6 +148,7 @@ def test_without_wrong_answers_only_log_prob_and_kl(planted_ioi, ioi_data):
         task.check_metric("logit-diff")
 
 
+@pytest.mark.slow
 def test_discover_on_each_file_gives_the_scores_of_the_built_in_task(files, tmp_path):
     """EAP-IG on the planted IOI model: the task file's graph scores as --task ioi's on
     the same prompts, and finds the planted circuit (node AUC 1)."""
