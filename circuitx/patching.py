@@ -658,9 +658,7 @@ class _MaskedPass:
         self.groups: dict[int, _Group] = {}  # by first receiver
         self.live_column = torch.full((layout.n_senders,), -1)
         self.live: torch.Tensor | None = None
-        self.in_blocks = (
-            False  # the live differences are kept as the chunks' own blocks (see _plan)
-        )
+        self.in_blocks = False  # the live differences kept as each chunk's block (_plan)
         self.blocks: list[tuple[int, torch.Tensor]] = []  # (first column, [k, c, rows])
         self.total: torch.Tensor | None = None  # [k, rows]: every live difference so far
         self.last_total: tuple[int, torch.Tensor] | None = None  # (first sender, its chunk's)
