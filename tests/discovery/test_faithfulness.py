@@ -70,3 +70,47 @@ def test_curve_areas_are_trapezoids_of_the_curve(tiny_model):
     x = np.array(CURVE_FRACTIONS)
     assert graph.graph["cpr"] == pytest.approx(float(np.trapezoid(f, x)))
     assert graph.graph["cmd"] == pytest.approx(float(np.trapezoid(np.abs(1 - f), x)))
+
+
+@pytest.mark.parametrize("ablation", ["corrupted", "mean"])
+def test_each_distinct_circuit_costs_one_masked_pass(tiny_model, ablation):
+    """The curve's repeated and empty circuits are measured once (the empty one not at
+    all under corrupted ablation) and read the same as each measured by itself."""
+
+    task = get_task("ioi")
+    engine = PatchingEngine(
+        tiny_model, task, task.make_data(tiny_model, 6, seed=7), ablation=ablation
+    )
+    layout = tiny_model.layout
+    n_edges = len(layout.edges)
+    ranking = torch.randperm(n_edges, generator=torch.Generator().manual_seed(0))
+    circuit = torch.zeros(n_edges, dtype=torch.bool)
+    circuit[ranking[: n_edges // 4]] = True
+    measured = []
+    real = engine.edge_mask_metrics
+
+    def counting(masks, complement=False):
+        measured.extend(masks)
+        return real(masks, complement)
+
+    engine.edge_mask_metrics = counting
+    report = faithfulness_report(engine, circuit, ranking)
+    sizes = [int(x * n_edges) for x in CURVE_FRACTIONS]
+    circuits = [layout.edge_mask(circuit)]
+    circuits += [layout.prune(layout.edge_mask(ranking[:size])) for size in sizes]
+    distinct = {tuple(m[layout.valid].bool().tolist()) for m in circuits}
+    n_valid = int(layout.valid.sum())
+    distinct.discard((True,) * n_valid)  # the clean run
+    empty = (False,) * n_valid
+    assert empty in distinct  # the smallest sizes prune to nothing here
+    if ablation == "corrupted":
+        distinct.discard(empty)  # the corrupted run
+    else:
+        distinct.add(empty)
+    assert len(measured) == len(distinct) < len(circuits)
+    one_by_one = [float(real(m[None], complement=True)) for m in circuits]
+    empty_metric = float(real(torch.zeros_like(circuits[0])[None], complement=True))
+    gap = engine.clean_metric - empty_metric
+    expected = [(m - empty_metric) / gap for m in one_by_one]
+    got = [report["faithfulness"], *(p["faithfulness"] for p in report["faithfulness_curve"])]
+    assert got == pytest.approx(expected, abs=1e-4)
