@@ -396,8 +396,8 @@ class SAE(Method):
         node = torch.stack([f.node for f in found])
         pairs = torch.stack([f.pairs for f in found]).mean(0)
         spread = node.std(0) if len(found) > 1 else torch.zeros_like(node[0])
-        fit = torch.stack([f.fit for f in found]).mean(0)
-        host = to_host({"node": node.mean(0), "pairs": pairs, "spread": spread, "fit": fit})
+        mean_fit = torch.stack([f.fit for f in found]).mean(0)
+        host = to_host({"node": node.mean(0), "pairs": pairs, "spread": spread, "fit": mean_fit})
         edges, nodes = _graph_scores(engine.layout, host["node"], host["pairs"])
         run.advance(1)
         fit = {k: None if math.isnan(v) else v for k, v in zip(FIT, host["fit"].tolist())}
