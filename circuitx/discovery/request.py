@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitx import builtin
-from circuitx.engine import MIN_MEMORY
+from circuitx.engine import MIN_MEMORY, default_max_memory
 from circuitx.errors import CircuitxError
 from circuitx.methods import METHODS, get_method, method_options
 from circuitx.models import parse_device, parse_dtype
@@ -25,6 +25,15 @@ from circuitx.version import __version__
 REFERENCE_WORDS = ("auto", "none", "planted")
 FAITHFULNESS_PROMPTS = 1000  # the default sample faithfulness is measured on
 GRAPH_SUFFIXES = (".graphml", ".xml", ".json")
+
+
+# what a prompt pair's text, tokens and answers take before a pass (0.5-0.9 KB measured
+# on IOI, rounded up)
+PROMPT_BYTES = 1024
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.3g} GiB"
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class DiscoveryRequest:
         task.check_metric(metric)
         if self.n_prompts < 1:
             raise CircuitxError(f"--n-prompts must be at least 1, not {self.n_prompts}")
+        self._check_prompts_fit()
         if self.threshold is not None and self.top_k is not None:
             raise CircuitxError("choose --threshold or --top-k, not both")
         if self.threshold is not None and not math.isfinite(self.threshold):
@@ -133,6 +143,19 @@ class DiscoveryRequest:
             options=method_options(method, self.options),
             cache_dir=None if self.cache_dir is None else os.fspath(self.cache_dir),
         )
+
+    def _check_prompts_fit(self) -> None:
+        """Refuse, before any prompt is made, a prompt count whose prompts alone would
+        not fit the memory budget (all are made before the budget splits the work)."""
+        if self.max_memory is not None and self.max_memory < MIN_MEMORY:
+            return  # refused below, with its own message
+        budget = self.max_memory or default_max_memory(parse_device(self.device))
+        if self.n_prompts * PROMPT_BYTES > budget:
+            raise CircuitxError(
+                f"--n-prompts {self.n_prompts}: the prompts alone would take about "
+                f"{_gib(self.n_prompts * PROMPT_BYTES)}, over the memory budget of "
+                f"{_gib(budget)} (--max-memory); at most {budget // PROMPT_BYTES} fit"
+            )
 
     def settings(self) -> dict[str, Any]:
         """The fields as JSON, the cache directory and the memory budget left out (they do
