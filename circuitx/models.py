@@ -189,6 +189,14 @@ class Model:
         """Token ids of ``text`` without special tokens."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` its tokenizer cannot read: those it encodes with its
+        unknown token (a word-level tokenizer's fallback), unless they write it."""
+        unknown, unknown_id = self.tokenizer.unk_token, self.tokenizer.unk_token_id
+        if unknown_id is None or unknown_id not in self.encode(text):
+            return []
+        return [w for w in text.split() if unknown not in w and unknown_id in self.encode(w)]
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))
 

@@ -164,3 +164,11 @@ def test_a_legacy_transformerlens_model_loads_as_it_computes(tmp_path):
     logits = norm(resid, "ln_final") @ state["unembed.W_U"] + state["unembed.b_U"]
     got = model.run(tokens).log_softmax(-1)
     torch.testing.assert_close(got, logits.log_softmax(-1), atol=1e-4, rtol=0)
+
+
+def test_unknown_words_are_those_the_tokenizer_reads_as_its_unknown_token(tiny_model):
+    planted_ioi = load_model("planted-ioi")
+    words = planted_ioi.unknown_words("When Mary and John went, Bartholomew")
+    assert words == ["Mary", "Bartholomew"]
+    assert planted_ioi.unknown_words("When John and Sarah went to the store") == []
+    assert tiny_model.unknown_words("When Bartholomew met Xyzzyplugh") == []  # byte-level BPE

@@ -99,6 +99,8 @@ class FileTask(Task):
         if n_prompts < len(self.pairs):
             chosen = sorted(random.Random(seed).sample(chosen, n_prompts))
         pairs = [self.pairs[i] for i in chosen]
+        for pair in pairs:
+            _check_vocabulary(model, pair)
         clean = [p.clean for p in pairs]
         corrupted = [p.corrupted for p in pairs]
         clean_tokens, lengths = encode_batch(model, clean)
@@ -216,6 +218,19 @@ def _index(pair: PromptPair, tokens: list[int], at: int, name: str) -> int:
             f"{len(tokens)} tokens"
         )
     return index
+
+
+def _check_vocabulary(model: "Model", pair: PromptPair) -> None:
+    """Refuse a pair with words the model's tokenizer reads as its unknown token (a
+    planted model's word-level tokenizer knows the built-in tasks' words only)."""
+    for text in (pair.clean, pair.corrupted, *pair.answers, *pair.wrongs):
+        unknown = model.unknown_words(text)
+        if unknown:
+            words = ", ".join(repr(word) for word in dict.fromkeys(unknown))
+            raise CircuitxError(
+                f"{pair.where}: {words} not in the model's vocabulary (its tokenizer reads "
+                f"{'them' if len(unknown) > 1 else 'it'} as {model.tokenizer.unk_token})"
+            )
 
 
 def _token_ids(

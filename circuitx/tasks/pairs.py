@@ -272,7 +272,7 @@ def read_task_file(spec: str, kind: str | None = None) -> TaskFile:
 def _read(path: str, size: int, mtime: int, kind: str | None) -> TaskFile:
     raw = Path(path).read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (as spreadsheets save) dropped
     except UnicodeDecodeError as error:
         raise CircuitxError(
             f"task file {path} is not UTF-8 text (byte {raw[error.start]:#04x} at offset "

@@ -102,6 +102,17 @@ def test_each_format_gives_the_tasks_own_prompts_and_metric(planted_ioi, ioi_dat
     assert torch.equal(task.correct(final, data), ioi.correct(final, ioi_data))
 
 
+def test_a_byte_order_mark_is_read_past(planted_ioi, files, tmp_path):
+    """A CSV saved with a UTF-8 byte-order mark (as spreadsheets write it) reads as the
+    same file without one."""
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + files["eap-ig"].read_bytes())
+    with_mark = get_task(str(marked)).make_data(planted_ioi, N, seed=0)
+    without = get_task(str(files["eap-ig"])).make_data(planted_ioi, N, seed=0)
+    assert torch.equal(with_mark.clean, without.clean)
+    assert torch.equal(with_mark.answer, without.answer)
+
+
 def test_n_prompts_and_seed_sample_the_file_in_its_order(planted_ioi, files):
     task = get_task(str(files["jsonl"]))
     every = task.make_data(planted_ioi, 100, seed=0)
@@ -196,31 +207,38 @@ def test_the_files_content_goes_into_the_cell_key(files, tmp_path):
 BAD = {
     "missing column": (
         "t.csv",
-        b"clean,correct_idx\nWhen Mary and John went,5\n",
+        b"clean,correct_idx\nWhen David and John went,5\n",
         "no column 'corrupted'",
     ),
     "empty file": ("t.jsonl", b"\n\n", "has no prompt pairs"),
     "two-token answer": (
         "t.jsonl",
-        b'{"clean": "When Mary and John went to the store, John gave a drink to", '
-        b'"corrupted": "When Mary and John went to the store, Paul gave a drink to", '
-        b'"answer": "Mary Mary", "wrong": "John"}\n',
-        "t.jsonl line 1: answer 'Mary Mary' is 2 tokens",
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": "David David", "wrong": "John"}\n',
+        "t.jsonl line 1: answer 'David David' is 2 tokens",
     ),
     "not UTF-8": ("t.jsonl", b'{"clean": "caf\xe9"}\n', "is not UTF-8 text (byte 0xe9"),
     "JSON that is not a task": ("t.json", b'{"rows": []}', "is JSON but not a task"),
     "index out of range": (
         "t.csv",
         b"clean,corrupted,correct_idx,incorrect_idx\n"
-        b"When Mary and John went to the store,When Mary and Paul went to the store,99999,3\n",
+        b"When David and John went to the store,When David and Robert went to the store,99999,3\n",
         "t.csv row 2: answer id 99999 is outside the model's vocabulary",
     ),
     "no file": (None, b"", "task file not found"),
+    "a word the model does not know": (
+        "t.jsonl",
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": "Bartholomew", "wrong": "John"}\n',
+        "t.jsonl line 1: 'Bartholomew' not in the model's vocabulary (its tokenizer reads it as",
+    ),
     "a pair of two lengths": (
         "t.jsonl",
-        b'{"clean": "When Mary and John went to the store, John gave a drink to", '
-        b'"corrupted": "When Mary and John went to the big store, Paul gave a drink to", '
-        b'"answer": "Mary", "wrong": "John"}\n',
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the long store, Robert gave a drink to", '
+        b'"answer": "David", "wrong": "John"}\n',
         "t.jsonl line 1: the clean prompt is 14 tokens and the corrupted one 15",
     ),
 }
@@ -320,12 +338,24 @@ def test_pairs_of_different_lengths_give_what_each_length_gives_alone(planted_io
 def test_a_position_column_reads_the_metric_at_that_token(planted_ioi, tmp_path):
     """``position`` (a token of the clean prompt, negative from its end): the metric is
     read there, and a text answer continues the prompt up to it."""
-    clean = "When Mary and John went to the store, John gave a drink to"
-    corrupted = "When Paul and Laura went to the store, James gave a drink to"
+    clean = "When David and John went to the store, John gave a drink to"
+    corrupted = "When Robert and Sarah went to the store, James gave a drink to"
     rows = [
-        {"clean": clean, "corrupted": corrupted, "answer": "Mary", "wrong": "John"},
-        {"clean": clean, "corrupted": corrupted, "answer": "Mary", "wrong": "John", "position": -1},
-        {"clean": clean, "corrupted": corrupted, "answer": "John", "wrong": "Paul", "position": 2},
+        {"clean": clean, "corrupted": corrupted, "answer": "David", "wrong": "John"},
+        {
+            "clean": clean,
+            "corrupted": corrupted,
+            "answer": "David",
+            "wrong": "John",
+            "position": -1,
+        },
+        {
+            "clean": clean,
+            "corrupted": corrupted,
+            "answer": "John",
+            "wrong": "Robert",
+            "position": 2,
+        },
     ]
     path = tmp_path / "positions.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -333,7 +363,7 @@ def test_a_position_column_reads_the_metric_at_that_token(planted_ioi, tmp_path)
     bos = 0 if planted_ioi.bos_token_id is None else 1
     last = len(planted_ioi.encode(clean)) - 1
     assert data.positions["END"].tolist() == [bos + last, bos + last, bos + 2]
-    assert data.answer.tolist() == [planted_ioi.encode(w)[0] for w in ("Mary", "Mary", "John")]
+    assert data.answer.tolist() == [planted_ioi.encode(w)[0] for w in ("David", "David", "John")]
     rows[2]["position"] = 99
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     result = run("discover", "--task", path, "--model", "planted-ioi", "--method", "eap")
