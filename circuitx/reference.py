@@ -188,9 +188,9 @@ _HEAD = re.compile(r"^(?:a)?(\d+)\.(?:h)?(\d+)$")
 
 
 def is_class_circuit(data: Any) -> bool:
-    """Whether parsed JSON is a circuit of head classes: ``{"classes": {...}, "edges": [...]}``
-    (the way ACDC and auto-circuit write official circuits)."""
-    return isinstance(data, dict) and "classes" in data and "edges" in data
+    """Whether parsed JSON is (meant as) a circuit of head classes: ``{"classes": {...},
+    "edges": [...]}`` (the way ACDC and auto-circuit write official circuits)."""
+    return isinstance(data, dict) and "classes" in data
 
 
 def class_circuit_from_dict(
@@ -201,10 +201,14 @@ def class_circuit_from_dict(
     ``q``, ``k``, ``v`` (all three when left out); ``INPUT`` and ``OUTPUT`` as in the
     built-in references. Expanded with the built-in references' rule
     (:func:`class_circuit`)."""
-    classes, edges = data["classes"], data["edges"]
+    classes, edges = data["classes"], data.get("edges")
     if not isinstance(classes, dict) or not isinstance(edges, list):
         raise CircuitxError(f"reference {name}: 'classes' must be an object, 'edges' a list")
+    if not all(isinstance(members, list) for members in classes.values()):
+        raise CircuitxError(f"reference {name}: each class is a list of heads")
     heads = {cls: [_head(name, cls, head) for head in members] for cls, members in classes.items()}
+    if not any(heads.values()):
+        raise CircuitxError(f"reference {name}: its classes list no heads")
     known = {*heads, INPUT_CLASS, OUTPUT_CLASS}
     class_edges = []
     for edge in edges:
@@ -216,6 +220,11 @@ def class_circuit_from_dict(
         for cls in (sender, receiver):
             if cls not in known:
                 raise CircuitxError(f"reference {name}: edge {edge!r} names no class {cls!r}")
+        if receiver == OUTPUT_CLASS and len(edge) == 3 and inputs:
+            raise CircuitxError(
+                f"reference {name}: edge {edge!r}: the output reads no q, k or v; leave "
+                "its inputs out or empty"
+            )
         if receiver != OUTPUT_CLASS and (not inputs or set(str(inputs)) - set(HEAD_INPUTS)):
             raise CircuitxError(f"reference {name}: edge {edge!r}: inputs are letters of qkv")
         class_edges.append((sender, receiver, str(inputs)))

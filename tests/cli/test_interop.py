@@ -88,6 +88,11 @@ def test_a_class_circuit_file_is_the_built_in_reference(tmp_path, heads_as):
         ({"movers": ["9.9"]}, [["INPUT", "nobody", "q"]], "names no class 'nobody'"),
         ({"movers": ["9.9"]}, [["INPUT", "movers", "x"]], "inputs are letters of qkv"),
         ({"movers": ["nine"]}, [], 'a head is "9.9"'),
+        ({}, [], "its classes list no heads"),
+        ({"movers": []}, [], "its classes list no heads"),
+        ({"movers": "9.9"}, [], "each class is a list of heads"),
+        ({"movers": ["9.9"]}, [["movers", "OUTPUT", "x"]], "the output reads no q, k or v"),
+        ({"movers": ["9.9"]}, None, "'edges' a list"),
     ],
 )
 def test_bad_class_circuits_are_one_line(tmp_path, classes, edges, message):
@@ -96,7 +101,8 @@ def test_bad_class_circuits_are_one_line(tmp_path, classes, edges, message):
     path = tmp_path / "g.json"
     write_graph(full_graph(12, 12, True, task="ioi"), path)
     reference = tmp_path / "bad.json"
-    reference.write_text(json.dumps({"classes": classes, "edges": edges}))
+    written = {"classes": classes} if edges is None else {"classes": classes, "edges": edges}
+    reference.write_text(json.dumps(written))
     result = run("score", path, "--reference", reference)
     assert result.exit_code != 0 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
