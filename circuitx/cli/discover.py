@@ -59,13 +59,20 @@ def option_type(option: Option) -> click.ParamType:
     if option.choices is not None:
         return click.Choice(list(option.choices))
     if option.type == "int":
-        if option.low is None:
+        if option.low is None and option.high is None:
             return click.INT
-        return click.IntRange(min=int(option.low), min_open=option.low_open)
+        return click.IntRange(
+            min=None if option.low is None else int(option.low),
+            max=None if option.high is None else int(option.high),
+            min_open=option.low_open,
+            max_open=option.high_open,
+        )
     if option.type == "float":
-        if option.low is None:
+        if option.low is None and option.high is None:
             return click.FLOAT
-        return click.FloatRange(min=option.low, min_open=option.low_open)
+        return click.FloatRange(
+            min=option.low, max=option.high, min_open=option.low_open, max_open=option.high_open
+        )
     return click.STRING
 
 
@@ -88,12 +95,12 @@ def method_parameters() -> list[click.Parameter]:
             default = f" [default: {each}]"
         else:
             default = "" if option.default is None else f" [default: {option.default}]"
+        helps = {method.name: o.help for method, o in declared}
+        said = f"{users}: {option.help}"
+        if len(set(helps.values())) > 1:  # in each method's words
+            said = "; ".join(f"{method}: {text}" for method, text in helps.items())
         params.append(
-            click.Option(
-                [option.flag, name],
-                type=option_type(option),
-                help=f"{users}: {option.help}{default}.",
-            )
+            click.Option([option.flag, name], type=option_type(option), help=f"{said}{default}.")
         )
     return params
 

@@ -27,8 +27,8 @@ OPTION_TYPES = {"int": int, "float": float, "str": str}
 class Option:
     """A method option: its name (``ig_steps``, flag ``--ig-steps``), type (``int``,
     ``float`` or ``str``), default, help, and the values allowed: at least ``low``
-    (above it with ``low_open``), or one of ``choices``. A default of None means "not
-    set" (the method decides)."""
+    (above it with ``low_open``) and at most ``high`` (below it with ``high_open``), or
+    one of ``choices``. A default of None means "not set" (the method decides)."""
 
     name: str
     type: str
@@ -37,6 +37,8 @@ class Option:
     low: float | None = None
     low_open: bool = False
     choices: tuple[str, ...] | None = None
+    high: float | None = None
+    high_open: bool = False
 
     @property
     def flag(self) -> str:
@@ -70,10 +72,15 @@ class Option:
                 raise CircuitxError(f"{self.flag} must be greater than {self.low:g}, not {value}")
             if not self.low_open and not value >= self.low:
                 raise CircuitxError(f"{self.flag} must be at least {self.low:g}, not {value}")
+        if self.high is not None:
+            if self.high_open and not value < self.high:
+                raise CircuitxError(f"{self.flag} must be below {self.high:g}, not {value}")
+            if not self.high_open and not value <= self.high:
+                raise CircuitxError(f"{self.flag} must be at most {self.high:g}, not {value}")
         return value
 
     def describe(self) -> dict[str, Any]:
-        """The declaration as JSON: name, flag, type, default, help, low, choices."""
+        """The declaration as JSON: name, flag, type, default, help, bounds, choices."""
         return {
             "name": self.name,
             "flag": self.flag,
@@ -82,6 +89,8 @@ class Option:
             "help": self.help,
             "low": self.low,
             "low_open": self.low_open,
+            "high": self.high,
+            "high_open": self.high_open,
             "choices": None if self.choices is None else list(self.choices),
         }
 

@@ -24,7 +24,6 @@ from typing import ClassVar
 import torch
 
 from circuitx.engine import Engine, gradient_floats_per_token
-from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.models import Model
@@ -106,11 +105,13 @@ def training_options(
     """The trainer's options with a method's defaults; ``prefix`` names its steps and
     learning rate (``sp_steps``, ``ep_lr``)."""
     return (
-        Option("sparsity", "float", sparsity, f"share of {what} to remove", low=0.0),
+        Option("sparsity", "float", sparsity, f"share of {what} to remove", low=0.0, high=1.0,
+               high_open=True),
         Option(f"{prefix}_steps", "int", steps, "training steps (each over every prompt)", low=1),
         Option(f"{prefix}_lr", "float", lr, "Adam's learning rate for the gates", low=0.0,
                low_open=True),
-        Option("warmup", "float", 0.5, "share of the steps over which the target rises", low=0.0),
+        Option("warmup", "float", 0.5, "share of the steps over which the target rises", low=0.0,
+               high=1.0),
     )  # fmt: skip
 
 
@@ -119,10 +120,6 @@ class _LearnedMasks(Method):
 
     prefix: ClassVar[str]
     scores_positions = True
-
-    def check(self, model: Model, run: MethodRun) -> None:
-        if not run.options["sparsity"] < 1.0:
-            raise CircuitxError(f"--sparsity must be below 1, not {run.options['sparsity']}")
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return int(run.options[f"{self.prefix}_steps"])

@@ -452,6 +452,7 @@ class TranscoderMethod(Method):
             0.001,
             "--search paths keeps only paths that carry at least this share of the target",
             low=0,
+            high=1,
         ),
         Option(
             "path_length",

@@ -8,6 +8,8 @@ from conftest import assert_one_line_error, find, run
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.engine import Engine
+from circuitx.errors import CircuitxError
+from circuitx.methods import METHODS, method_options
 from circuitx.methods.learned_masks import open_probability, sample_gates
 from circuitx.scoring import score_graph
 from circuitx.tasks import get_task
@@ -109,9 +111,15 @@ def test_edge_pruning_keeps_exactly_its_target_and_finds_the_planted_circuit():
     ]
 
 
-def test_a_sparsity_of_one_is_one_line():
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [("--sparsity", "1", "not in the range 0.0<=x<1.0"), ("--warmup", "2", "0.0<=x<=1.0")],
+)
+def test_a_share_outside_its_range_is_one_line(flag, value, said):
     result = run(
         "discover", "--task", "ioi", "--model", "planted", "--method", "subnetwork-probing",
-        "--sparsity", "1",
+        flag, value,
     )  # fmt: skip
-    assert_one_line_error(result, "--sparsity must be below 1")
+    assert_one_line_error(result, said)
+    with pytest.raises(CircuitxError, match=f"{flag} must be"):  # the Python API's check
+        method_options(METHODS["subnetwork-probing"], {flag[2:]: float(value)})
