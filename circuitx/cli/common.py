@@ -61,8 +61,15 @@ class _Interrupted(Exception):
     """Ctrl-C, past click's own handling of it."""
 
 
+PIPED_WIDTH = 200  # columns of a table written to a pipe or file (not 80: a word a line)
+
+
 def stdout() -> Console:
-    return Console(soft_wrap=True, markup=False)  # names such as eap[qk-fix=on] stay whole
+    """The console results go to: names such as eap[qk-fix=on] stay whole, and a table
+    piped or redirected is as wide as its content up to :data:`PIPED_WIDTH` (``COLUMNS``
+    where set)."""
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(soft_wrap=True, markup=False, width=PIPED_WIDTH if piped else None)
 
 
 def note(message: str) -> None:
