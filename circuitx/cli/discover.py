@@ -288,12 +288,30 @@ def discover_command(
         drawn = draw(graph, draw_path, reference)
         if drawn["note"]:
             notes.append(drawn["note"])
+    summary["warnings"] += run_warnings(summary, request.n_prompts)
     for line in notes + summary["warnings"]:
         note(line)
     if as_json:
         print_json(summary)
     else:
         print_summary(summary, out_path)
+
+
+def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
+    """Warnings about a run as a whole: fewer prompts than asked for (the task has no
+    more), and an empty circuit."""
+    said = []
+    if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
+        said.append(
+            f"the task has {summary['n_prompts']} prompt pairs: all of them ran, not the "
+            f"{asked} asked for"
+        )
+    if summary["n_nodes_in_circuit"] == 0:
+        said.append(
+            "no component is in the circuit: every score is below the threshold (lower "
+            "--threshold or give --top-k)"
+        )
+    return said
 
 
 def top_k_notes(model: Any, method_name: str, top_k: int) -> list[str]:

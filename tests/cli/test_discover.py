@@ -200,6 +200,19 @@ def test_a_top_k_beyond_the_graph_is_noted(tiny_dir):
     assert json.loads(result.stdout)["n_nodes_in_circuit"] == json.loads(result.stdout)["n_nodes"]
 
 
+def test_an_empty_circuit_and_too_few_prompts_are_warned_of():
+    result = run(
+        "discover", "--task", "tracr", "--model", "tracr-reverse", "--method", "eap",
+        "--n-prompts", 20, "--no-faithfulness", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["n_prompts"] == 6 and summary["n_nodes_in_circuit"] == 0
+    said = "the task has 6 prompt pairs: all of them ran, not the 20 asked for"
+    assert said in summary["warnings"] and said in result.stderr
+    assert "no component is in the circuit" in result.stderr
+
+
 def test_a_graph_name_that_is_not_utf8_is_written_and_shown(tiny_dir, tmp_path):
     # found by the fuzz test: the table's "graph" row could not be printed after the run
     out = tmp_path / os.fsdecode(b"\xff.json")
