@@ -361,7 +361,7 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     rows.append(("CPR / CMD", f"{fmt(summary['cpr'])} / {fmt(summary['cmd'])}"))
     if summary["overlap"]:
         heads = summary["overlap"]["heads"]
-        found = f"{heads['shared']} of {heads['a']} found ({fmt(heads['a_in_b'])})"
+        found = f"{heads['shared']} of the circuit's {heads['a']} ({fmt(heads['a_in_b'])})"
         rows.append(("heads in reference", found))
     method = METHODS.get(summary["method"])
     for key, label in method.reported_facts if method is not None else ():
