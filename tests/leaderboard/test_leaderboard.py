@@ -216,6 +216,16 @@ def test_a_task_without_a_model_in_the_family_is_a_cell_error(monkeypatch, tmp_p
     assert errors == ["no planted model for task docstring", None]
 
 
+def test_a_named_task_the_family_lacks_is_refused_before_any_cell(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"clean": "When John", "corrupted": "When Sarah", "answer": "John"}\n')
+    for task in ("tracr", str(pairs)):
+        args = ["leaderboard", "--tasks", task, "--methods", "eap", "--out", tmp_path / "out"]
+        result = run(*args, "--model", "planted")
+        assert_one_line_error(result, f"no planted model for task {task}: the family has")
+        assert not (tmp_path / "out").exists()
+
+
 def test_options_run_non_default_settings_and_enter_the_key(tmp_path):
     args = ["leaderboard", "--tasks", "greater-than", "--methods", "acdc", "--seeds", 1]
     args += ["--n-prompts", 4, "--out", tmp_path, "--json"]
