@@ -34,6 +34,9 @@ class OneLineErrors(click.Group):
             super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
+        except click.exceptions.NoArgsIsHelpError as error:  # a bare command: its help
+            click.echo(error.ctx.get_help(), err=True)
+            sys.exit(EXIT_INPUT_ERROR)
         except click.ClickException as error:
             click.echo(f"error: {error.format_message()}", err=True)
             sys.exit(EXIT_INPUT_ERROR)

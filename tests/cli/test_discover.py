@@ -359,3 +359,10 @@ def test_compare_needs_one_model_shape(discovered, tiny_dir, tmp_path):
     )
     assert small.exit_code == 0, small.stderr
     assert_one_line_error(run("compare", out, tmp_path / "s.json"), "different model shapes")
+
+
+def test_circuitx_alone_shows_its_help():
+    result = run()
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: ") and "error:" not in result.stderr
+    assert "discover" in result.stderr
