@@ -140,7 +140,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):
         ax.annotate("MLP", (n_heads + 0.5, n_layers + 0.62), **header)
     ax.annotate("heads", ((n_heads - 1) / 2, n_layers + 0.62), **header)
-    if right > n_heads + 1:
+    if any(kind == "feature" for _, kind in graph.nodes(data="kind")):
         ax.annotate("features", ((n_heads + 1.4 + right) / 2, n_layers + 0.62), **header)
     for layer in range(n_layers):
         ax.annotate(

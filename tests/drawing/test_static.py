@@ -88,6 +88,18 @@ def test_discover_draws_every_kind_of_graph(tmp_path, method):
     assert ">logits<" in svg_text(out) and "node precision" in svg_text(out)
 
 
+def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp_path):
+    out = tmp_path / "positions.svg"
+    result = run(
+        "discover", "--task", "ioi", "--model", "planted", "--method", "eap",
+        "--positions", "named", "--n-prompts", 6, "--no-faithfulness", "--draw", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = svg_text(out)
+    assert ">input@IO<" in text and ">input@END<" in text
+    assert ">features<" not in text  # the panels widen the picture; there are no features
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
