@@ -366,9 +366,10 @@ class SAE(Method):
             return []
         return [
             f"sae: the autoencoders explain {explained:.0%} of their training vectors' "
-            f"variance and leave {no_code:.0%} of them without an active unit (warned under "
-            f"{WORST_EXPLAINED:.0%} or over {WORST_NO_CODE:.0%}): the codes do not summarise "
-            "the outputs; lower --sae-l1 or train longer (--sae-steps)"
+            f"variance and leave {no_code:.0%} of them without an active unit (this warning "
+            f"comes below {WORST_EXPLAINED:.0%} explained or above {WORST_NO_CODE:.0%} "
+            "uncoded): the codes do not summarise the outputs; lower --sae-l1 or train "
+            "longer (--sae-steps)"
         ]
 
     def check(self, model: Model, run: MethodRun) -> None:

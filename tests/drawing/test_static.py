@@ -108,6 +108,7 @@ def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp
         (["draw", "{good}", "--out", "/no/such/dir/x.svg"], "output directory does not exist"),
         (["draw", "{good}", "--out", "/no/such/dir/x.html"], "output directory does not exist"),
         (["draw", "{bad}", "--out", "{tmp}/x.html"], "malformed graph file"),
+        (["draw", "{good}", "--out", "{tmp}/x.svg", "--all", "--top", "3"], "--all or --top"),
     ],
 )
 def test_bad_draw_input_is_one_line(tmp_path, args, message):
