@@ -282,8 +282,12 @@ def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
     scored = run("score", out, "--collapse-positions", "--json")
     expected = {k: v for k, v in cx.score(components).items() if k != "reference"}
     assert json.loads(scored.stdout)["metrics"] == expected
-    # a position circuit meets a component one collapsed
+    # a position circuit meets a component one collapsed, and the command says so
     assert cx.compare(graph, components)["edges"]["jaccard"] == 1.0
+    cx.write_graph(components, tmp_path / "c.json")
+    compared = run("compare", out, tmp_path / "c.json", "--json")
+    assert json.loads(compared.stdout)["edges"]["jaccard"] == 1.0
+    assert "compared as its components" in compared.stderr
 
 
 def test_what_cannot_score_positions_says_so():

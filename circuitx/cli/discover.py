@@ -44,6 +44,7 @@ from circuitx.graph import (
     collapse_positions,
     graph_format,
     graph_to_text,
+    position_groups,
     read_graph,
     suffix_format,
     write_graph,
@@ -427,7 +428,10 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
 def compare(graph_a, graph_b, as_json) -> None:
     """Overlap of two circuits: heads, nodes (heads and MLPs) and edges in each, shared,
     Jaccard, and the share of A's circuit found in B's and of B's in A's."""
-    result = overlap(read_graph(graph_a), read_graph(graph_b))
+    a, b = read_graph(graph_a), read_graph(graph_b)
+    result = overlap(a, b)
+    if (position_groups(a) is None) != (position_groups(b) is None):
+        note("note: one circuit is over token positions: it is compared as its components")
     if as_json:
         print_json({"a": graph_a, "b": graph_b, **result})
         return
