@@ -93,7 +93,6 @@ class DiscoveryRequest:
         task.check_metric(metric)
         if self.n_prompts < 1:
             raise CircuitxError(f"--n-prompts must be at least 1, not {self.n_prompts}")
-        self._check_prompts_fit()
         if self.threshold is not None and self.top_k is not None:
             raise CircuitxError("choose --threshold or --top-k, not both")
         if self.threshold is not None and not math.isfinite(self.threshold):
@@ -126,6 +125,7 @@ class DiscoveryRequest:
             )
         if self.max_memory is not None and self.max_memory < MIN_MEMORY:
             raise CircuitxError(f"--max-memory must be at least 1M, not {self.max_memory} bytes")
+        self._check_prompts_fit()
         if self.ablation not in ABLATIONS:
             raise CircuitxError(
                 f"unknown ablation {self.ablation!r}; choose from {', '.join(ABLATIONS)}"
@@ -147,8 +147,6 @@ class DiscoveryRequest:
     def _check_prompts_fit(self) -> None:
         """Refuse, before any prompt is made, a prompt count whose prompts alone would
         not fit the memory budget (all are made before the budget splits the work)."""
-        if self.max_memory is not None and self.max_memory < MIN_MEMORY:
-            return  # refused below, with its own message
         budget = self.max_memory or default_max_memory(parse_device(self.device))
         if self.n_prompts * PROMPT_BYTES > budget:
             raise CircuitxError(
