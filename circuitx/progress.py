@@ -28,13 +28,24 @@ def silenced() -> Iterator[None]:
         _silenced -= 1
 
 
+def announce(text: str) -> None:
+    """One line on stderr (unless silenced): what a long step that may not have a bar on
+    screen is doing, e.g. a first-use build."""
+    if not _silenced:
+        Console(stderr=True, soft_wrap=True, highlight=False).print(text, markup=False)
+
+
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Advance]:
+def progress_bar(description: str, total: int, announced: bool = False) -> Iterator[Advance]:
     """Yield ``advance(steps, description=None)``; draw a bar on stderr if it is a terminal.
 
-    A new ``description`` replaces the bar's label (e.g. the item now running)."""
+    A new ``description`` replaces the bar's label (e.g. the item now running). With
+    ``announced``, stderr that is not a terminal gets the description once as a line,
+    so a log shows what a long silent wait is."""
     console = Console(stderr=True)
     if _silenced or not console.is_terminal:
+        if announced:
+            announce(f"{description} ...")
         yield no_progress
         return
     columns = (

@@ -213,7 +213,9 @@ def model_dir(name: str, cache_dir: PathLike = None) -> Path:
     spec = BUILTIN_MODELS[name]
     target = cache_root(cache_dir) / "models" / f"{name}-{spec.identity}"
     with quiet_loaders():
-        return build_once(target, spec.build)
+        return build_once(
+            target, spec.build, announcement=f"building {name} (first use; cached in {target})"
+        )
 
 
 def load(

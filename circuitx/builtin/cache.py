@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from circuitx.errors import CircuitxError
+from circuitx.progress import announce
 
 BUILD_THREADS = 1
 """Torch CPU threads every built-in build runs on: float sums depend on the thread count,
@@ -44,13 +45,20 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "circuitx"
 
 
-def build_once(target: Path, build: Callable[[Path], None], marker: str = "config.json") -> Path:
+def build_once(
+    target: Path,
+    build: Callable[[Path], None],
+    marker: str = "config.json",
+    announcement: str | None = None,
+) -> Path:
     """``target``, built by ``build(directory)`` into a staging directory beside it and
-    moved into place, unless it already holds ``marker``. The build runs on
-    ``BUILD_THREADS`` threads. Concurrent builders are safe: the first to finish wins, the
-    others' work is dropped."""
+    moved into place, unless it already holds ``marker``; ``announcement`` is written on
+    stderr first when it builds. The build runs on ``BUILD_THREADS`` threads. Concurrent
+    builders are safe: the first to finish wins, the others' work is dropped."""
     if (target / marker).is_file():
         return target
+    if announcement:
+        announce(announcement)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

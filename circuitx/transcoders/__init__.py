@@ -100,7 +100,11 @@ def builtin_transcoders(
             pass
     corpus = load_corpus(model, BUILTIN_CORPUS, BUILTIN_CONTEXT, s.seed)
     with (
-        progress_bar(f"training transcoders for {model.name} (first use)", s.steps) as advance,
+        progress_bar(
+            f"training transcoders for {model.name} (first use; cached in {directory})",
+            s.steps,
+            announced=True,
+        ) as advance,
         torch_threads(BUILD_THREADS),  # the same weights in any process
     ):
         transcoders = train_transcoders(model, layers, corpus, s, advance)

@@ -76,7 +76,8 @@ def load_transcoders(source: str, layers: Sequence[int] | None = None) -> Transc
     if missing:
         have = ", ".join(map(str, sorted(files)))
         raise CircuitxError(
-            f"no transcoder for layer {', '.join(map(str, missing))} in {where} (it has layers {have})"
+            f"no transcoder for layer {', '.join(map(str, missing))} in {where} "
+            f"(it has layers {have})"
         )
     return {layer: read_transcoder(files[layer]) for layer in wanted}
 

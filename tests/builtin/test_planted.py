@@ -171,12 +171,17 @@ def test_models_lists_planted_models_with_task_and_circuit():
 
 
 def test_cache_dir_flag(tmp_path):
-    result = discover_cli(
-        "docstring", "planted", "--n-prompts", "3", "--cache-dir", str(tmp_path / "c"), "--json"
-    )
+    """The model is built into --cache-dir, saying so on stderr the first time only."""
+    args = ("--n-prompts", "3", "--cache-dir", str(tmp_path / "c"), "--json")
+    result = discover_cli("docstring", "planted", *args)
     assert result.exit_code == 0, result.output
     identity = BUILTIN_MODELS["planted-docstring"].identity
-    assert (tmp_path / "c" / "models" / f"planted-docstring-{identity}" / "circuit.json").is_file()
+    target = tmp_path / "c" / "models" / f"planted-docstring-{identity}"
+    assert (target / "circuit.json").is_file()
+    built = f"building planted-docstring (first use; cached in {target})"
+    assert built in result.stderr
+    again = discover_cli("docstring", "planted", *args)
+    assert again.exit_code == 0 and "building" not in again.stderr
 
 
 def test_a_cache_dir_argument_reaches_every_builder(tmp_path, monkeypatch):
