@@ -343,19 +343,31 @@ EDGE_ATTRIBUTES = ("input", "score", "in_circuit")
 
 def _validate(graph: nx.MultiDiGraph) -> None:
     """Every node and edge carries the schema's attributes, with values of their kind (the
-    name of the first that does not, and the attribute), and the metadata holds the shape."""
+    name of the first that does not, and the attribute), the metadata holds the shape and
+    every node is in a model of that shape."""
     if graph.number_of_nodes() == 0:
         raise CircuitxError("graph has no nodes")
+    n_layers, n_heads, has_mlp = shape_of(graph)
     for node, data in graph.nodes(data=True):
         kind, layer, head = parse_node(node)
         _check_attributes(f"node {node}", data, NODE_ATTRIBUTES)
         if data["kind"] != kind:
             raise CircuitxError(f"node {node}: kind must be {kind!r}, not {data['kind']!r}")
+        outside = layer is not None and (
+            layer >= n_layers
+            or (head is not None and head >= n_heads)
+            or (head is None and not has_mlp)
+        )
+        if outside:
+            mlps = "with" if has_mlp else "without"
+            raise CircuitxError(
+                f"node {node} is not in the model its metadata describes ({n_layers} layers "
+                f"x {n_heads} heads, {mlps} MLPs)"
+            )
     for sender, receiver, key, data in graph.edges(keys=True, data=True):
         _check_attributes(f"edge {key}", data, EDGE_ATTRIBUTES)
         if parse_edge_name(key) != (sender, receiver, data["input"]):
             raise CircuitxError(f"edge {key}: its ends or input do not match its name")
-    shape_of(graph)
 
 
 def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, ...]) -> None:

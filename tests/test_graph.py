@@ -186,6 +186,9 @@ def test_dot_shows_the_circuit_only():
         (lambda d: d["edges"]["input->m0"].pop("score"), "edge input->m0 has no 'score'"),
         (lambda d: d["edges"]["input->m0"].update(score="high"), "score must be a finite number"),
         (lambda d: d["edges"]["input->a0.h0<q>"].update(input="k"), "do not match its name"),
+        (lambda d: d["metadata"].update(n_layers=1), r"node a1.h0 is not in .* \(1 layers x 2"),
+        (lambda d: d["metadata"].update(n_heads=1), "node a0.h1 is not in the model its metadata"),
+        (lambda d: d["metadata"].update(has_mlp=False), "node m0 is not in .* without MLPs"),
     ],
 )
 def test_a_graph_file_missing_or_garbling_an_attribute_names_it(tmp_path, edit, pattern):
