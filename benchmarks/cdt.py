@@ -6,7 +6,8 @@ Part 1: the GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-
 tokenizer) on IOI. The unit is one forward pass of the plain model over the clean
 prompts (no gradients). CD-T's time is its scoring on an engine whose clean and
 corrupted runs are cached (the caching is its own row); faithfulness is not included.
-Each step runs in a fresh process after a warm-up pass (see benchmarks/edge_methods.py).
+Each step runs in a fresh process after a warm-up pass (see benchmarks/edge_methods.py);
+the forward pass, the unit, is the median of three.
 
 Part 2: ``circuitx discover --method cdt`` on every planted model (clean and hard) for
 its task(s), scored against the planted ground truth, with ``--n-prompts`` 50.
@@ -29,6 +30,7 @@ from edge_methods import (  # noqa: E402
     gpt2_small_heading,
     in_fresh_process,
     measure,
+    measure_unit,
     method_step,
     one_batch,
 )
@@ -55,7 +57,9 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
         action = lambda: one_batch(model, task, data)
     else:
         action = method_step(one_batch(model, task, data), step, model)
-    seconds, mib = measure(action, torch.device(args.device))
+    seconds, mib = (measure_unit if step == "forward" else measure)(
+        action, torch.device(args.device)
+    )
     return {"seconds": seconds, "mib": mib, "shape": list(data.clean.shape)}
 
 
