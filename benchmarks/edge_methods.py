@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -210,9 +211,11 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
         else:
             action = method_step(engine, step, **options)
     seconds, mib = (measure_unit if step in UNITS else measure)(action, device)
-    if step == "cli":  # its memory is the child process's, not measured here
-        mib = None
-    return {"seconds": seconds, "mib": mib, "shape": list(data.clean.shape)}
+    result = {"seconds": seconds, "mib": mib, "shape": list(data.clean.shape)}
+    if step == "cli":  # its memory is the child's: its whole peak resident size
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        result.update(mib=None, resident_mib=peak_kib / 1024)
+    return result
 
 
 def main() -> None:
@@ -253,7 +256,9 @@ def main() -> None:
         "engine": "engine: cache clean + corrupted runs",
         "path-patching": f"path-patching, {args.path_stages} stage(s)",
         "faithfulness": "faithfulness: EAP's circuit and the 10-point curve",
-        "cli": f"circuitx discover --method eap --n-prompts {n}, end to end (own process)",
+        "cli": f"circuitx discover --method eap --n-prompts {n}, end to end (own process"
+        + cli_peak(results.get("cli"))
+        + ")",
     }
     _table([(labels.get(step, step), results[step]) for step in chosen], results["floor"])
     print()
@@ -285,6 +290,14 @@ def gpt2_small_heading(shape: list[int], device: str) -> str:
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; each step in a fresh "
         "process\n"
     )
+
+
+def cli_peak(result: dict | None) -> str:
+    """The CLI's whole peak resident size, for its row's label (Python, torch, the model
+    and its work: not a rise over a baseline as the other rows' memory)."""
+    if not result or result.get("resident_mib") is None:
+        return ""
+    return f"; peak resident size {result['resident_mib'] / 1024:.1f} GiB"
 
 
 def _table(rows: list[tuple[str, dict]], floor: dict) -> None:
