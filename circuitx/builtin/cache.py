@@ -63,7 +63,7 @@ def build_once(
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as error:
-        raise CircuitxError(f"cannot write the cache {target.parent}: {error}") from None
+        raise CircuitxError(f"cannot write {target.parent}: {error}") from None
     try:
         with torch_threads(BUILD_THREADS):
             build(staging)

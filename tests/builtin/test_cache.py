@@ -1,0 +1,24 @@
+import pytest
+
+from circuitx.builtin.cache import build_once
+from circuitx.errors import CircuitxError
+
+
+def test_a_build_into_a_place_it_cannot_write_names_that_place(tmp_path):
+    """build_once serves both the cache and a command's --out directory: its message
+    names the directory, not 'the cache'."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(CircuitxError, match=rf"^cannot write {blocker}: "):
+        build_once(blocker / "model", lambda staging: None)
+
+
+def test_a_build_is_announced_once_and_then_found(tmp_path, capsys):
+    def build(staging):
+        (staging / "config.json").write_text("{}")
+
+    target = tmp_path / "model"
+    for _ in range(2):
+        assert build_once(target, build, announcement="building model") == target
+    assert capsys.readouterr().err.splitlines() == ["building model"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging left behind
