@@ -7,7 +7,9 @@ Part 1: a GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
 tokenizer from ../shared/tokenizers/gpt2) on IOI. The floor is one forward and one
 backward pass of the plain model (gradient of the metric with respect to the
 embeddings). Each method's time is its scoring on an engine whose clean and corrupted
-runs are cached (the caching is its own row); faithfulness is its own row (the report
+runs are cached in one part (the caching is its own row), except one EAP row that caches
+and scores in parts as ``discover`` does under the default memory budget; faithfulness
+is its own row (the report
 discovery writes, on EAP's circuit and ranking), and so is the whole ``circuitx discover
 --method eap`` in its own process (loading the model, caching, EAP, faithfulness). Path
 patching runs ``--path-stages`` stages (default 1, the direct paths to the logits): on a
@@ -50,7 +52,7 @@ from circuitx import builtin
 from circuitx.builtin import load as load_model
 from circuitx.discovery.faithfulness import edge_ranking, faithfulness_report
 from circuitx.discovery.run import select
-from circuitx.engine import Engine
+from circuitx.engine import Engine, default_max_memory, memory_plan
 from circuitx.layout import Layout
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.models import EMBED_OUTPUT_HOOK, Model
@@ -122,12 +124,34 @@ def method_step(engine: Engine, step: str, **options) -> Callable[[], object]:
     return lambda: method.score(engine, run)
 
 
+def eap_in_parts(model: Model, task, data) -> Callable[[], object]:
+    """Caching and EAP as ``discover`` runs them: the prompts in parts sized to the
+    default memory budget (the engine's rebuilds of parts it cannot keep included)."""
+    method = get_method("eap")
+    run = MethodRun(threshold=method.default_threshold, options=method_options(method, {}))
+    working = method.working_floats_per_token(model, run)
+    return lambda: method.score(Engine(model, task, data, working_floats_per_token=working), run)
+
+
+def parts_label(model: Model, task, data) -> str:
+    """How the default budget splits the prompts (the plan ``eap_in_parts`` runs)."""
+    method = get_method("eap")
+    run = MethodRun(threshold=method.default_threshold, options=method_options(method, {}))
+    budget = default_max_memory(model.device)
+    n, width = data.clean.shape
+    working = method.working_floats_per_token(model, run)
+    plan = memory_plan(model, n, width, data.rows_per_prompt, budget, working)
+    parts = -(-n // plan.part_size)
+    return f"{parts} parts of {plan.part_size} prompts, budget {budget / 2**30:.1f} GiB"
+
+
 UNITS = ("floor", "forward")  # what every other step is measured against
 STEPS = (
     "floor",
     "forward",
     "engine",
     "eap",
+    "eap-in-parts",
     "eap-ig",
     "path-patching",
     "faithfulness",
@@ -203,6 +227,8 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
         action = cli_step(model_dir, args)
     elif step == "engine":
         action = lambda: one_batch(model, task, data)
+    elif step == "eap-in-parts":
+        action = eap_in_parts(model, task, data)
     else:
         engine = one_batch(model, task, data)
         options = {"stages": args.path_stages} if step == "path-patching" else {}
@@ -212,6 +238,8 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
             action = method_step(engine, step, **options)
     seconds, mib = (measure_unit if step in UNITS else measure)(action, device)
     result = {"seconds": seconds, "mib": mib, "shape": list(data.clean.shape)}
+    if step == "eap-in-parts":
+        result["parts"] = parts_label(model, task, data)
     if step == "cli":  # its memory is the child's: its whole peak resident size
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         result.update(mib=None, resident_mib=peak_kib / 1024)
@@ -254,6 +282,9 @@ def main() -> None:
         "floor": "forward + backward (floor)",
         "forward": "one forward pass",
         "engine": "engine: cache clean + corrupted runs",
+        "eap-in-parts": "engine + eap in parts as discover runs them ("
+        + results.get("eap-in-parts", {}).get("parts", "-")
+        + ")",
         "path-patching": f"path-patching, {args.path_stages} stage(s)",
         "faithfulness": "faithfulness: EAP's circuit and the 10-point curve",
         "cli": f"circuitx discover --method eap --n-prompts {n}, end to end (own process"
