@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import assert_one_line_error, find, random_transcoders, run
+from conftest import assert_one_line_error, find, random_transcoders, run, stderr_lines
 
 from circuitx import transcoders as tc
 from circuitx.builtin import ground_truth
@@ -261,5 +261,5 @@ def test_ctrl_c_stops_a_long_run_within_a_second(tmp_path):
     stdout, stderr = process.communicate(timeout=30)
     assert time.perf_counter() - start < 1.0
     assert process.returncode == 130
-    assert stderr.splitlines() == ["error: interrupted"]
+    assert stderr_lines(stderr) == ["error: interrupted"]
     assert stdout == "" and list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import run, stderr_lines
 
 from circuitx.graph import read_graph
 from circuitx.methods import METHODS
@@ -119,6 +119,6 @@ def test_a_random_command_line_succeeds_or_fails_in_one_line(case, tiny_dir, wor
             out.unlink()
         return
     assert result.exit_code == 2, (shown, result.exit_code, result.stderr)
-    lines = result.stderr.strip().splitlines()
+    lines = stderr_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), (shown, result.stderr)
     assert listing(workdir / "out") == before, shown  # nothing half-written left behind
