@@ -35,6 +35,7 @@ from circuitx.errors import CircuitxError
 from circuitx.graph import read_graph, write_graph
 from circuitx.leaderboard import (
     Leaderboard,
+    check_grid,
     make_grid,
     method_option,
     parse_methods,
@@ -61,6 +62,9 @@ def load_model(
     """A built-in model (``planted-ioi``; a family such as ``planted`` needs ``task`` to
     pick its member, built into the cache the first time), a local model directory, or a
     Hugging Face hub model by name or alias (``gpt2``, ``pythia-70m``)."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise CircuitxError(f"a model is named by a string or a directory, not {name!r}")
+    name = os.fspath(name)
     if task is not None:
         name = builtin.resolve(name, get_task(task).name)
     return builtin.load(name, device, dtype, cache_dir)
@@ -112,6 +116,10 @@ def discover(
     ``a9.h9@END``; see docs/positions.md)."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, (str, Model)):
+        raise CircuitxError(f"model takes a loaded model or a name, not {model!r}")
     named = model if isinstance(model, str) else model.builtin or model.source
     request = DiscoveryRequest(
         task=os.fspath(task) if isinstance(task, os.PathLike) else task,
@@ -140,7 +148,20 @@ def discover(
 
 
 def _graph(graph: GraphLike) -> nx.MultiDiGraph:
-    return graph if isinstance(graph, nx.MultiDiGraph) else read_graph(graph)
+    if isinstance(graph, nx.MultiDiGraph):
+        return graph
+    if not isinstance(graph, (str, os.PathLike)):
+        raise CircuitxError(
+            f"expected a circuit graph (a networkx MultiDiGraph, as discover returns) or "
+            f"its file, not {type(graph).__name__}"
+        )
+    return read_graph(graph)
+
+
+def _path(path: str | os.PathLike, what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise CircuitxError(f"{what} takes a file path, not {path!r}")
+    return Path(path)
 
 
 def reference_circuit(
@@ -157,6 +178,10 @@ def reference_circuit(
     if isinstance(reference, nx.MultiDiGraph):
         label = str(reference.graph.get("reference") or "the given graph")
         return matching_reference(_graph(graph), reference), label
+    if not isinstance(reference, (str, os.PathLike)):
+        raise CircuitxError(
+            f"reference takes a graph, a name or a graph file, not {type(reference).__name__}"
+        )
     spec = os.fspath(reference)
     cache = None if cache_dir is None else os.fspath(cache_dir)
     graph = _graph(graph)
@@ -181,8 +206,9 @@ def score(
 
 def compare(a: GraphLike, b: GraphLike) -> dict[str, dict[str, Any]]:
     """The overlap of two circuits, as ``circuitx compare``: per level (``heads``,
-    ``nodes``, ``edges``) the counts in each, shared, Jaccard, and the share of A's
-    circuit in B's (``a_in_b``) and of B's in A's."""
+    ``nodes``: heads and MLPs, the input and logits left out, as every circuit keeps
+    them; ``edges``) the counts in each, shared, Jaccard, and the share of A's circuit in
+    B's (``a_in_b``) and of B's in A's."""
     return overlap(_graph(a), _graph(b))
 
 
@@ -200,8 +226,9 @@ def draw(
     given (see :func:`reference_circuit`). Returns the node and edge counts drawn and the
     note on an empty circuit."""
     graph = _graph(graph)
+    path = _path(path, "draw")
     found, _ = reference_circuit(graph, reference, cache_dir)
-    return draw_graph(graph, Path(path), found, top, every, engine)
+    return draw_graph(graph, path, found, top, every, engine)
 
 
 def leaderboard(
@@ -223,7 +250,7 @@ def leaderboard(
     max_memory: int | str | None = None,
 ) -> Leaderboard:
     """Every (task, method) cell over ``seeds`` seeds from ``seed``, scored against each
-    task's reference, as ``circuitx leaderboard``: its rows (one per task and method,
+    task's reference, as ``circuitx leaderboard``: its rows (one per task, model and method,
     means and spreads over seeds), each cell's record, and the files written to ``out``
     (results.json/.csv/.md, plots, index.html). Cells finished by an earlier run into
     ``out`` are read back, not rerun. ``tasks`` and ``methods``: ``all`` or names
@@ -239,8 +266,9 @@ def leaderboard(
     for name, values in given.items():  # checked as --option checks them
         for key, value in values.items():
             method_option(name, key, str(value))
-    if seeds < 1:
-        raise CircuitxError(f"seeds must be at least 1, not {seeds}")
+        if name not in [spec.method for spec in specs]:
+            raise CircuitxError(f"options name {name}, which is not among the methods")
+    check_grid(model, task_names, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds)
     seed_list = list(range(seed, seed + seeds))
     cells = make_grid(
         task_names,

@@ -294,6 +294,11 @@ def suffix_format(path: str | Path) -> str | None:
 
 def write_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str | None = None) -> None:
     """Write ``graph`` atomically as GraphML, JSON or DOT (chosen by extension or ``fmt``)."""
+    if not isinstance(graph, nx.MultiDiGraph):
+        raise CircuitxError(
+            f"write_graph takes a circuit graph (a networkx MultiDiGraph, as discover "
+            f"returns), not {type(graph).__name__}"
+        )
     text = graph_to_text(graph, graph_format(path, fmt))
     with atomic_open(path) as handle:
         handle.write(text)
@@ -315,6 +320,8 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
     """Read a circuit graph written by :func:`write_graph` (GraphML or JSON), or a graph
     EAP-IG wrote (its JSON, as MIB takes it)."""
     path = Path(path)
+    if path.is_dir():
+        raise CircuitxError(f"{path} is a directory, not a graph file")
     if not path.is_file():
         raise CircuitxError(f"graph file not found: {path}")
     fmt = graph_format(path)

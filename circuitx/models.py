@@ -895,7 +895,8 @@ def _check_hub_model(name: str, repo_id: str) -> None:
         ) from None
     except Exception:
         raise CircuitxError(
-            f"cannot load {name!r}: the Hugging Face hub is unreachable and the model is not "
+            f"cannot load {name!r}: it is not a built-in model (circuitx models lists them) "
+            "or a local directory, and the Hugging Face hub is unreachable with the model not "
             "cached; pass a local model directory with --model DIR"
         ) from None
 

@@ -162,6 +162,8 @@ def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
 def test_missing_graph_file(tmp_path):
     with pytest.raises(CircuitxError, match="not found"):
         read_graph(tmp_path / "none.graphml")
+    with pytest.raises(CircuitxError, match="is a directory, not a graph file"):
+        read_graph(tmp_path)
 
 
 def test_write_into_missing_directory_fails_and_leaves_nothing(tmp_path):

@@ -81,6 +81,40 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.load_model("plantd"), "did you mean planted?"),
         (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], seeds=0), "seeds"),
         (lambda: cx.leaderboard(methods=["eap"], options={"eap": {"taus": 1}}), "no option"),
+        # wrong types and values from Python, where nothing parsed them (a new user's trial)
+        (lambda: cx.discover("planted", "ioi", "eap", n_prompts="10"), "--n-prompts takes a"),
+        (lambda: cx.discover("planted", "ioi", "eap", n_prompts=1.5), "--n-prompts takes a"),
+        (lambda: cx.discover("planted", "ioi", "eap", threshold="x"), "--threshold takes a"),
+        (lambda: cx.discover("planted", "ioi", "eap", seed=-1), "--seed must be at least 0"),
+        (lambda: cx.discover("planted", "ioi", "eap", faithfulness="no"), "True or False"),
+        (lambda: cx.discover(None, "ioi", "eap"), "model takes a loaded model or a name"),
+        (lambda: cx.discover("planted", ["ioi"], "eap"), "--task takes a name"),
+        (lambda: cx.discover("planted", "ioi", "eap-ig", ig_steps="3"), "takes an int"),
+        (lambda: cx.load_model(3), "named by a string or a directory"),
+        (lambda: cx.score(None), "expected a circuit graph"),
+        (lambda: cx.score(nx.DiGraph()), "not DiGraph"),
+        (lambda: cx.score(cx.graph.full_graph(2, 2), reference=3), "reference takes a graph"),
+        (lambda: cx.write_graph({"a": 1}, "x.graphml"), "takes a circuit graph"),
+        (lambda: cx.draw(cx.graph.full_graph(2, 2), None), "draw takes a file path"),
+        (lambda: cx.draw(cx.graph.full_graph(2, 2), "x.svg", top=-1), "--top must be"),
+        (lambda: cx.draw(cx.graph.full_graph(2, 2), "x.svg", top=5, every=True), "not both"),
+        (
+            lambda: cx.draw(
+                cx.graph.full_graph(2, 2), "x.svg", reference=cx.graph.full_graph(3, 2)
+            ),
+            "different model shapes",
+        ),
+        (lambda: cx.task_from_pairs(["a b"], ["c d"], answers=None), "answers takes a list"),
+        (lambda: cx.task_from_pairs([1], [2], answers=["x"]), "clean prompt 1 is not a string"),
+        (lambda: cx.leaderboard(tasks=[], methods=["eap"]), "no task given"),
+        (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], seeds=[1]), "--seeds takes a"),
+        (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], jobs=0), "--jobs must be"),
+        (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], n_prompts=0), "--n-prompts must"),
+        (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], positions="zz"), "--positions"),
+        (
+            lambda: cx.leaderboard(methods=["eap"], options={"eap-ig": {"ig_steps": 5}}),
+            "options name eap-ig, which is not among the methods",
+        ),
     ],
 )
 def test_bad_settings_raise_one_line_before_work(call, message):

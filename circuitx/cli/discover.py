@@ -474,7 +474,7 @@ def compare(graph_a, graph_b, as_json) -> None:
 @cache_dir_option
 def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache_dir) -> None:
     """Draw a circuit graph (input at the bottom, a row per layer, logits at the top)."""
-    if every and top is not None:
+    if every and top is not None:  # before the graph is read (draw checks it too)
         raise CircuitxError("choose --all or --top, not both")
     check_output_path(out_path)
     check_engine(engine, out_path)

@@ -7,7 +7,6 @@ import sys
 import click
 from rich.table import Table
 
-from circuitx import builtin
 from circuitx.cli.common import (
     backup_rounds_option,
     cache_dir_option,
@@ -19,10 +18,10 @@ from circuitx.cli.common import (
     print_json,
     stdout,
 )
-from circuitx.errors import CircuitxError
 from circuitx.leaderboard import (
     COLUMNS,
     STANDARD_VARIANTS,
+    check_grid,
     make_grid,
     parse_methods,
     parse_names,
@@ -164,7 +163,7 @@ def leaderboard(
     """
     every_task = tasks_for(model_name)
     tasks = parse_names(tasks_spec, list(TASKS), "task", every_task, is_task_file)
-    check_family_has(model_name, tasks)
+    check_grid(model_name, tasks, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds)
     specs = parse_methods(methods_spec)
     methods = [spec.label for spec in specs]
     options = parse_options(list(option_specs), [spec.method for spec in specs])
@@ -229,16 +228,3 @@ def leaderboard(
     if board.failed:
         note(f"{board.failed} of {len(cells)} cells failed; the table shows their errors")
         sys.exit(1)
-
-
-def check_family_has(model_name: str, tasks: list[str]) -> None:
-    """Refuse, before any cell runs, a task named in --tasks that a model family (planted,
-    tracr, ...) has no model for (a task file's prompts too: a family picks its model by
-    the task's name)."""
-    family = builtin.FAMILIES.get(model_name)
-    for task in tasks if family is not None else ():
-        if task not in family.members:
-            raise CircuitxError(
-                f"no {family.name} model for task {task}: the family has models for "
-                f"{', '.join(family.members)}; name one model with --model"
-            )

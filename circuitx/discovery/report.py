@@ -6,6 +6,7 @@ from typing import Any
 
 import networkx as nx
 
+from circuitx.errors import CircuitxError
 from circuitx.graph import component_graph, component_nodes, layout_of, position_groups
 from circuitx.methods import METHODS, Method
 from circuitx.reference import position_reference
@@ -19,15 +20,22 @@ def matching_reference(
     """``reference`` in ``graph``'s universe: a component-level reference of a circuit
     over token positions goes to those positions by its task's roles
     (:func:`circuitx.reference.position_reference`)."""
-    if reference is None or position_groups(graph) is None:
-        return reference
-    if position_groups(reference) is not None:
-        return reference
-    # the graph's task's roles, else those of the task the reference was made for (a
-    # planted model's circuit, scoring a task file's prompts)
-    task = TASKS.get(str(graph.graph.get("task"))) or TASKS.get(str(reference.graph.get("task")))
-    roles = task.role_positions if task is not None else {}
-    return position_reference(reference, layout_of(graph), roles)
+    if reference is None:
+        return None
+    matched = reference
+    if position_groups(graph) is not None and position_groups(reference) is None:
+        # the graph's task's roles, else those of the task the reference was made for (a
+        # planted model's circuit, scoring a task file's prompts)
+        task = TASKS.get(str(graph.graph.get("task"))) or TASKS.get(
+            str(reference.graph.get("task"))
+        )
+        roles = task.role_positions if task is not None else {}
+        matched = position_reference(reference, layout_of(graph), roles)
+    if set(component_nodes(graph)) != set(component_nodes(matched)):
+        raise CircuitxError(
+            "graph and reference are for different model shapes (their heads and MLPs differ)"
+        )
+    return matched
 
 
 def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:

@@ -9,6 +9,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ class DiscoveryRequest:
         """This request with every default filled in, or a one-line error for the first
         setting that cannot run; needs no model (a model file or hub name is checked when
         it loads)."""
+        self._check_types()
         method = get_method(self.method)
         corruption = self.corruption
         if method.uses_negatives:
@@ -143,6 +145,47 @@ class DiscoveryRequest:
             options=method_options(method, self.options),
             cache_dir=None if self.cache_dir is None else os.fspath(self.cache_dir),
         )
+
+    def _check_types(self) -> None:
+        """A one-line error for a setting of the wrong type (from Python, where nothing
+        parsed it), or a negative seed (a seed and its negation draw the same prompts)."""
+        whole = {
+            "--n-prompts": self.n_prompts,
+            "--seed": self.seed,
+            "--faithfulness-prompts": self.faithfulness_prompts,
+            "--backup-rounds": self.backup_rounds,
+            "--top-k": self.top_k,
+            "--max-memory": self.max_memory,
+        }
+        for flag, value in whole.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+                raise CircuitxError(f"{flag} takes a whole number, not {value!r}")
+        threshold = self.threshold
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, Real)
+        ):
+            raise CircuitxError(f"--threshold takes a number, not {threshold!r}")
+        if not isinstance(self.faithfulness, bool):
+            raise CircuitxError(f"faithfulness takes True or False, not {self.faithfulness!r}")
+        words = {
+            "--method": self.method,
+            "--ablation": self.ablation,
+            "--positions": self.positions,
+            "--reference": self.reference,
+            "--dtype": self.dtype,
+        }
+        for flag, value in words.items():
+            if not isinstance(value, str):
+                raise CircuitxError(f"{flag} takes a name, not {value!r}")
+        if self.model is not None and not isinstance(self.model, str):
+            raise CircuitxError(f"--model takes a name or a directory, not {self.model!r}")
+        if not isinstance(self.task, (str, Task)):
+            raise CircuitxError(f"--task takes a name, a task file or a task, not {self.task!r}")
+        if self.seed < 0:
+            raise CircuitxError(
+                f"--seed must be at least 0, not {self.seed} (a seed and its negation draw "
+                "the same prompts)"
+            )
 
     def _check_prompts_fit(self) -> None:
         """Refuse, before any prompt is made, a prompt count whose prompts alone would

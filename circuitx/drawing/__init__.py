@@ -60,6 +60,10 @@ def draw(
     the ``top`` by |score| (on the page, where its slider starts); a static picture by
     matplotlib or (``engine="dot"``) Graphviz. Returns what was drawn: node and edge
     counts, and the note on an empty circuit."""
+    if every and top is not None:
+        raise CircuitxError("choose --all or --top, not both")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise CircuitxError(f"--top must be a whole number at least 1, not {top!r}")
     check_engine(engine, path)
     picture = Picture(graph, reference, top, every)
     if draw_format(path) == "html":

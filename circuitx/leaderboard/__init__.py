@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ from circuitx.leaderboard.results import (
     write_text,
 )
 from circuitx.methods import METHODS, get_method
+from circuitx.patching import ABLATIONS
 from circuitx.progress import progress_bar
 from circuitx.tasks import TASKS
+from circuitx.tasks.base import POSITION_MODES
 from circuitx.version import __version__
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "STANDARD_VARIANTS",
     "Leaderboard",
     "MethodSpec",
+    "check_grid",
     "make_grid",
     "parse_methods",
     "parse_names",
@@ -85,6 +89,8 @@ def parse_names(
     if spec.strip() == "all":
         return list(known if every is None else every)
     names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise CircuitxError(f"no {what} given; choose from all, {', '.join(known)}")
     unknown = [n for n in names if n not in known and not (also is not None and also(n))]
     if unknown or not names:
         shown = ", ".join(unknown) if unknown else repr(spec)
@@ -207,6 +213,46 @@ def make_grid(
             )
             cells.append(Cell(request, spec.label if spec.options else None))
     return cells
+
+
+def check_grid(
+    model: str,
+    tasks: Sequence[str],
+    seeds: int,
+    seed: int,
+    n_prompts: int,
+    jobs: int,
+    ablation: str,
+    positions: str,
+    backup_rounds: int,
+) -> None:
+    """Refuse, before any cell runs, a setting every cell shares that cannot run (each
+    cell would fail with it), and a task named that a model family has no model for."""
+    counts = (
+        ("--seeds", seeds, 1),
+        ("--seed", seed, 0),
+        ("--n-prompts", n_prompts, 1),
+        ("--jobs", jobs, 1),
+        ("--backup-rounds", backup_rounds, 0),
+    )
+    for flag, value, low in counts:
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise CircuitxError(f"{flag} takes a whole number, not {value!r}")
+        if value < low:
+            raise CircuitxError(f"{flag} must be at least {low}, not {value}")
+    if ablation not in ABLATIONS:
+        raise CircuitxError(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
+    if positions not in POSITION_MODES:
+        raise CircuitxError(
+            f"unknown --positions {positions!r}; choose from {', '.join(POSITION_MODES)}"
+        )
+    family = builtin.FAMILIES.get(model)
+    for task in tasks if family is not None else ():
+        if task not in family.members:
+            raise CircuitxError(
+                f"no {family.name} model for task {task}: the family has models for "
+                f"{', '.join(family.members)}; name one model with --model"
+            )
 
 
 def parse_options(specs: list[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -44,12 +44,18 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def article(self) -> str:
+        return "an" if self.type[0] in "aeiou" else "a"
+
     def parse(self, text: str) -> Any:
         """The value of ``text`` (as typed on a command line), checked."""
         try:
             value = OPTION_TYPES[self.type](text)
         except ValueError:
-            raise CircuitxError(f"{self.flag} takes a {self.type}, not {text!r}") from None
+            raise CircuitxError(
+                f"{self.flag} takes {self.article} {self.type}, not {text!r}"
+            ) from None
         return self.check(value)
 
     def check(self, value: Any) -> Any:
@@ -60,7 +66,7 @@ class Option:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise CircuitxError(f"{self.flag} takes a {self.type}, not {value!r}")
+            raise CircuitxError(f"{self.flag} takes {self.article} {self.type}, not {value!r}")
         if kind is float and not math.isfinite(value):
             raise CircuitxError(f"{self.flag} must be a finite number, not {value}")
         if self.choices is not None and value not in self.choices:

@@ -291,17 +291,36 @@ def _task_from_pairs(
     wrong: Sequence[str | Sequence[str]] | None,
     name: str,
 ) -> FileTask:
+    lists = {"clean": clean, "corrupted": corrupted, "answers": answers}
+    for label, given in (*lists.items(), *({"wrong": wrong} if wrong is not None else {}).items()):
+        if isinstance(given, str) or not (hasattr(given, "__len__") and hasattr(given, "__iter__")):
+            raise CircuitxError(f"{label} takes a list with one entry per pair, not {given!r}")
+    for label, given in (("clean", clean), ("corrupted", corrupted)):
+        for i, text in enumerate(given):
+            if not isinstance(text, str):
+                raise CircuitxError(f"{label} prompt {i + 1} is not a string: {text!r}")
     if not len(clean) == len(corrupted) == len(answers) or (
         wrong is not None and len(wrong) != len(clean)
     ):
         raise CircuitxError("clean, corrupted, answers and wrong need one entry per pair")
 
-    def words(value: str | Sequence[str]) -> tuple[str, ...]:
-        return (value,) if isinstance(value, str) else tuple(value)
+    def words(value: str | Sequence[str], label: str, i: int) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return (value,)
+        found = tuple(value) if hasattr(value, "__iter__") else None
+        if found is None or not all(isinstance(word, str) for word in found):
+            raise CircuitxError(
+                f"{label} of pair {i + 1} takes a word or a list of words, not {value!r}"
+            )
+        return found
 
     pairs = [
         PromptPair(
-            c, k, words(a), words(wrong[i]) if wrong is not None else (), where=f"pair {i + 1}"
+            c,
+            k,
+            words(a, "answers", i),
+            words(wrong[i], "wrong", i) if wrong is not None else (),
+            where=f"pair {i + 1}",
         )
         for i, (c, k, a) in enumerate(zip(clean, corrupted, answers))
     ]

@@ -262,6 +262,8 @@ def read_task_file(spec: str, kind: str | None = None) -> TaskFile:
     if kind is not None and kind not in FORMATS:
         raise CircuitxError(f"unknown task format {kind!r}; choose from {', '.join(FORMATS)}")
     path = Path(spec).expanduser()
+    if path.is_dir():
+        raise CircuitxError(f"{spec} is a directory, not a task file")
     if not path.is_file():
         raise CircuitxError(f"task file not found: {spec}")
     stat = path.stat()

@@ -13,6 +13,7 @@ import torch
 from conftest import assert_one_line_error, run
 
 from circuitx.builtin import load
+from circuitx.errors import CircuitxError
 from circuitx.graph import edges_by_name, read_graph
 from circuitx.tasks import FileTask, get_task
 
@@ -368,3 +369,8 @@ def test_a_position_column_reads_the_metric_at_that_token(planted_ioi, tmp_path)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     result = run("discover", "--task", path, "--model", "planted-ioi", "--method", "eap")
     assert_one_line_error(result, "line 3: position 99 is outside the clean prompt's 14 tokens")
+
+
+def test_a_directory_is_not_a_task_file(tmp_path):
+    with pytest.raises(CircuitxError, match="is a directory, not a task file"):
+        FileTask.from_file(str(tmp_path))
