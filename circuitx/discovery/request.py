@@ -139,6 +139,15 @@ class DiscoveryRequest:
             builtin.check_model_name(self.model)
         return dataclasses.replace(
             self,
+            # plain Python numbers from here on (a numpy integer seeds nothing, and its
+            # JSON is not)
+            n_prompts=int(self.n_prompts),
+            seed=int(self.seed),
+            faithfulness_prompts=int(self.faithfulness_prompts),
+            backup_rounds=int(self.backup_rounds),
+            top_k=None if self.top_k is None else int(self.top_k),
+            threshold=None if self.threshold is None else float(self.threshold),
+            max_memory=None if self.max_memory is None else int(self.max_memory),
             model=builtin.resolve(self.model or task.default_model, task.name),
             corruption=task.corruption,
             metric=metric,

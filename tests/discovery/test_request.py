@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from circuitx.builtin import BUILTIN_MODELS
@@ -59,3 +60,13 @@ def test_each_bad_setting_is_one_line(settings, message):
     with pytest.raises(CircuitxError, match=message) as caught:
         request.validated()
     assert "\n" not in str(caught.value)
+
+
+def test_numpy_integers_become_python_integers():
+    """A notebook's numpy integers are whole numbers too; the request holds them as ints
+    (random.Random refuses a numpy seed, and JSON a numpy value)."""
+    request = DiscoveryRequest(
+        "ioi", "eap", "planted", n_prompts=np.int64(5), seed=np.int32(1), top_k=np.int64(3)
+    ).validated()
+    values = (request.n_prompts, request.seed, request.top_k)
+    assert values == (5, 1, 3) and all(type(value) is int for value in values)
