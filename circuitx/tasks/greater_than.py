@@ -220,7 +220,9 @@ def two_digit_tokens(model: "Model") -> torch.Tensor:
     missing = [f"{i:02d}" for i, token in enumerate(ids) if token is None]
     if missing:
         raise CircuitxError(
-            f"greater-than needs every two-digit number as one token; not: {', '.join(missing[:5])}"
+            f"greater-than needs every two-digit number as one token; {model.name} lacks "
+            f"{', '.join(missing[:5])} (the built-in planted-greater-than and random-12x12 "
+            "have them all)"
         )
     return torch.tensor(ids)
 
