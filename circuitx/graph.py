@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,8 @@ def write_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str | None = None
             f"write_graph takes a circuit graph (a networkx MultiDiGraph, as discover "
             f"returns), not {type(graph).__name__}"
         )
+    if not isinstance(path, (str, os.PathLike)):
+        raise CircuitxError(f"write_graph takes a file path, not {path!r}")
     text = graph_to_text(graph, graph_format(path, fmt))
     with atomic_open(path) as handle:
         handle.write(text)

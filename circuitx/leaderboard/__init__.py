@@ -92,9 +92,10 @@ def parse_names(
     if not names:
         raise CircuitxError(f"no {what} given; choose from all, {', '.join(known)}")
     unknown = [n for n in names if n not in known and not (also is not None and also(n))]
-    if unknown or not names:
-        shown = ", ".join(unknown) if unknown else repr(spec)
-        raise CircuitxError(f"unknown {what} {shown}; choose from all, {', '.join(known)}")
+    if unknown:
+        raise CircuitxError(
+            f"unknown {what} {', '.join(unknown)}; choose from all, {', '.join(known)}"
+        )
     return list(dict.fromkeys(names))
 
 
