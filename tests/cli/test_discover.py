@@ -140,6 +140,7 @@ def test_listings():
         ([*DISCOVER, "--model", "nobody/nothing"], "Hugging Face hub"),
         ([*DISCOVER, "--metric", "nope"], "task ioi has no metric 'nope'"),
         ([*DISCOVER, "--n-prompts", "0"], "--n-prompts"),
+        ([*DISCOVER, "--seed", "-2"], "--seed must be at least 0, not -2"),
         ([*DISCOVER, "--threshold", "0.1", "--top-k", "3"], "not both"),
         ([*DISCOVER, "--out", "/no/such/dir/x.graphml"], "output directory does not exist"),
         ([*DISCOVER, "--out", "x.txt"], "cannot tell the graph format"),

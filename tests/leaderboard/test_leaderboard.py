@@ -175,6 +175,9 @@ def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
         (["--methods", "eap[qk-fix=on"], "--methods takes NAME or NAME[OPTION=VALUE,...]"),
         (["--model", "no/such/dir/"], "model directory not found"),
         (["--executor", "dask"], "Invalid value for '--executor'"),
+        (["--seed", "-1"], "--seed must be at least 0"),
+        (["--tasks", ","], "no task given"),
+        (["--positions", "some"], "Invalid value for '--positions'"),
     ],
 )
 def test_bad_input_is_one_line(args, message, tmp_path):
