@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from conftest import assert_one_line_error, run
@@ -73,3 +74,21 @@ def test_an_existing_directory_is_left_alone(tmp_path):
     )
     assert_one_line_error(result, "exists; choose a new directory")
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_a_program_in_the_working_directory_is_found(tmp_path, monkeypatch):
+    """``build-tracr mymodule:my_program`` from the directory that holds mymodule.py, as
+    docs/tracr.md shows (the installed command's import path lacks that directory)."""
+    (tmp_path / "users_previous_token.py").write_text(
+        "from tracr.rasp import rasp\n\n\n"
+        "def previous():\n"
+        "    before = rasp.Select(rasp.indices, rasp.indices - 1, rasp.Comparison.EQ)\n"
+        "    return rasp.Aggregate(before, rasp.tokens).named('previous')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    spec = "users_previous_token:previous"
+    args = ("--vocab", "a,b", "--max-seq-len", "3", "--out", tmp_path / "built", "--json")
+    result = run("build-tracr", spec, *args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["output"] == "categorical"
+    assert str(tmp_path) not in sys.path  # the import path is left as it was

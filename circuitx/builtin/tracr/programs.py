@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from circuitx.errors import CircuitxError
@@ -52,6 +55,17 @@ def hist() -> Any:
     return lib.make_hist()
 
 
+@contextmanager
+def _importing_from(directory: Path) -> Iterator[None]:
+    """Imports inside also look in ``directory`` first (the command line's working
+    directory, where a user's module sits; an installed script's path lacks it)."""
+    sys.path.insert(0, str(directory))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(directory))
+
+
 def user_program(spec: str, max_seq_len: int) -> Any:
     """The RASP program ``spec`` names: a function of ``tracr.compiler.lib`` (each required
     SOp argument gets ``tokens``, a ``max_seq_len`` argument the maximum length) or
@@ -60,7 +74,8 @@ def user_program(spec: str, max_seq_len: int) -> Any:
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            with _importing_from(Path.cwd()):  # as ``python -m`` would find it
+                module = importlib.import_module(module_name)
         except ImportError as error:
             raise CircuitxError(f"cannot import {module_name!r}: {error}") from None
     else:
