@@ -806,17 +806,13 @@ class _MaskedPass:
         if bool((columns >= 0).any()):
             wanted = (columns >= 0).nonzero().flatten()
             first, last = int(columns[wanted[0]]), int(columns[wanted[-1]])
-            picked = _columns(delta, wanted, dim=-2).float()
-            if chunk.heads:
-                w_o = _columns(engine.w_o[chunk.layer], wanted, dim=0)
-                picked = torch.einsum("knpse,sed->ksnpd", picked, w_o)
-            else:
-                picked = picked.movedim(-2, 1)
-            picked = picked.reshape(self.k, len(wanted), -1)
-            if self.in_blocks:
+            mine = _columns(delta, wanted, dim=-2)
+            if self.in_blocks:  # autograd's: each chunk's columns a block of their own
+                picked = self._in_residual_basis(chunk, mine, wanted)
                 self.blocks.append((first, picked))
-            else:
-                self.live[:, first : last + 1] = picked
+            else:  # written into the buffer's columns, not made and then copied there
+                picked = self.live[:, first : last + 1]
+                self._in_residual_basis(chunk, mine, wanted, picked)
             if len(wanted) < chunk.count:
                 picked = None
         if self.total is not None:
@@ -830,6 +826,35 @@ class _MaskedPass:
             self.total += total
             self.last_total = (chunk.first, total)
         return x
+
+    def _in_residual_basis(
+        self,
+        chunk: SenderChunk,
+        delta: torch.Tensor,
+        wanted: torch.Tensor,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The differences [k, n, pos, s, e] of a chunk's ``wanted`` senders in the
+        residual basis (a head's through its W_O), [k, s, n * pos * d]: written straight
+        into ``out`` where it is given (the buffer's columns) and no gradient is wanted,
+        else made first (which autograd can take)."""
+        k, s = self.k, len(wanted)
+        w_o = _columns(self.engine.w_o[chunk.layer], wanted, dim=0) if chunk.heads else None
+        if out is not None and not (torch.is_grad_enabled() and delta.requires_grad):
+            d = self.engine.model.d_model
+            for at in range(k):
+                rows = delta[at].float().flatten(0, 1).transpose(0, 1)  # [s, n * pos, e]
+                target = out[at].view(s, -1, d)
+                if w_o is None:
+                    target.copy_(rows)
+                else:
+                    torch.bmm(rows, w_o, out=target)
+            return out
+        if w_o is None:
+            made = delta.float().movedim(-2, 1).reshape(k, s, -1)
+        else:
+            made = torch.einsum("knpse,sed->ksnpd", delta.float(), w_o).reshape(k, s, -1)
+        return made if out is None else out.copy_(made)
 
     def _correction(self, group: _Group) -> torch.Tensor | None:
         """sum over the group's active senders s of weight[s, r] * delta_s: [k, r, rows]
