@@ -87,7 +87,11 @@ def test_a_model_short_of_the_threshold_is_not_written(tmp_path):
     result = run(
         "train-ground-truth", "--task", "tracr-reverse", "--out", str(out), "--max-steps", "1"
     )
-    assert_one_line_error(result, "trained-tracr-reverse is not a ground truth: held-out accuracy")
+    assert_one_line_error(
+        result,
+        "trained-tracr-reverse (seed 0, 1 steps) is not a ground truth, so nothing was "
+        "written: held-out accuracy",
+    )
     assert list(tmp_path.iterdir()) == []  # no model, no staging directory, no checkpoint
 
 

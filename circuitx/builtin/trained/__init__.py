@@ -158,7 +158,10 @@ def train_ground_truth(
         final = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
     trained = Trained(final, history, min(len(held_out), EVAL_PAIRS))
     if final.worst < THRESHOLD:
-        raise CircuitxError(f"{name} is not a ground truth: {scores_line(trained)}")
+        raise CircuitxError(
+            f"{name} (seed {settings.seed}, {history.steps[-1]} steps) is not a ground truth, "
+            f"so nothing was written: {scores_line(trained)}"
+        )
     ll.model.save_pretrained(out)
     target.tokenizer.save_pretrained(out)
     target.write_files(out)
