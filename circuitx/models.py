@@ -42,6 +42,19 @@ HOOK_FLAGS = {
     "mlp_in": "use_hook_mlp_in",
 }
 
+# The Hugging Face model families circuitx runs: each is tested end to end on a tiny
+# random model (tests/discovery/test_architectures.py); any other is refused at load.
+MODEL_FAMILIES = {
+    "gpt2": "GPT-2",
+    "llama": "Llama",
+    "qwen2": "Qwen2",
+    "mistral": "Mistral",
+    "gemma2": "Gemma-2",
+    "gpt_neox": "GPT-NeoX (Pythia)",
+}
+# A local model directory holds its tokenizer in one of these.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
 UNEMBED_INPUT_HOOK = "unembed.hook_in"
 # A model config's key for what zero ablation leaves of the embeddings (see Model).
 ZERO_EMBEDDING_KEY = "circuitx_zero_embedding"
@@ -669,6 +682,12 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
             raise
         except Exception as error:  # the loaders raise many types; report one line
             raise CircuitxError(f"cannot load model {name!r}: {first_line(error)}") from None
+    tokens, rows = len(bridge.tokenizer), int(bridge.cfg.d_vocab)
+    if tokens > rows:  # a token past the embedding would fail in the middle of a run
+        raise CircuitxError(
+            f"model {name!r}: its tokenizer has {tokens} tokens but its embedding only {rows} "
+            "rows; save the model with the tokenizer it was trained with"
+        )
     bridge.eval()
     bridge.requires_grad_(False)  # methods differentiate masks and inputs, never weights
     hf_config = getattr(bridge.original_model, "config", None)
@@ -722,11 +741,44 @@ def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
     legacy = source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir()
     if legacy or (Path(source).is_dir() and is_tl_legacy_dir(Path(source))):
         model, tokenizer = gpt2_from_tl_legacy(source, dtype)
-    else:  # None for either: the bridge loads it
-        model, tokenizer = ungrouped_model(source, dtype), saved_tokenizer(source)
+    else:  # a tokenizer of None: the bridge loads it
+        model = ungrouped_model(pretrained_model(source, dtype))
+        tokenizer = saved_tokenizer(source)
     return TransformerBridge.boot_transformers(
-        source, device=device, dtype=dtype, hf_model=model, tokenizer=tokenizer
+        source, device=device, dtype=dtype, hf_model=model.to(device), tokenizer=tokenizer
     )
+
+
+def pretrained_model(source: str, dtype: torch.dtype) -> Any:
+    """The Hugging Face model at ``source`` (a directory or a hub name), with eager
+    attention, as the bridge would load it; refused in one line when its family is not one
+    of :data:`MODEL_FAMILIES`, when a directory holds no tokenizer, and when the checkpoint
+    lacks weights the model has (which transformers would fill in at random)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(source)
+    family = _model_type(config)
+    if family not in MODEL_FAMILIES:
+        raise CircuitxError(
+            f"{source}: circuitx does not run {family or 'this kind of'} models; it runs "
+            f"{', '.join(MODEL_FAMILIES.values())}"
+        )
+    directory = Path(source)
+    if directory.is_dir() and not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise CircuitxError(
+            f"no tokenizer in {source}: save the model's beside it (tokenizer.save_pretrained)"
+        )
+    model, loading = AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, attn_implementation="eager", output_loading_info=True
+    )
+    missing = sorted(loading["missing_keys"])
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise CircuitxError(
+            f"{source}: the checkpoint lacks {len(missing)} of the model's weights ({shown}), "
+            "which would be random; is config.json the checkpoint's own?"
+        )
+    return model.eval()
 
 
 def saved_tokenizer(source: str) -> Any | None:
@@ -839,23 +891,21 @@ def gpt2_from_tl_legacy(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
     return model.to(dtype).eval(), tokenizer
 
 
-def ungrouped_model(source: str, dtype: torch.dtype) -> Any | None:
+def ungrouped_model(model: Any) -> Any:
     """For a model whose heads share keys and values (grouped- or multi-query attention),
     the same model with each query head given its own copy of its group's key and value
     projections: it computes the same function, and every head has its own q, k and v
-    input, as EAP-IG's ``ungroup_grouped_query_attention`` gives. None for other models."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    input, as EAP-IG's ``ungroup_grouped_query_attention`` gives. Other models as they
+    are."""
+    from transformers import AutoModelForCausalLM
 
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except Exception:  # not a transformers config: the bridge's loader reports it
-        return None
+    config = model.config
     text = getattr(config, "text_config", None) or config
     n_heads = getattr(text, "num_attention_heads", None)
     n_kv = getattr(text, "num_key_value_heads", None)
     if not n_heads or not n_kv or n_kv == n_heads:
-        return None
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager")
+        return model
+    dtype = next(model.parameters()).dtype
     state = model.state_dict()
     for name, tensor in state.items():
         if name.endswith(("k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias")):

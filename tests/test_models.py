@@ -91,6 +91,68 @@ def test_directory_without_config_is_rejected(tmp_path):
         load_model(str(tmp_path))
 
 
+def _words_model(directory, family="llama", **settings):
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    save_causal_lm(directory, family, tokenizer, 2, 4, 32, seed=5, **settings)
+    return directory
+
+
+def test_a_checkpoint_lacking_weights_is_refused_not_filled_at_random(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    weights = _words_model(tmp_path) / "model.safetensors"
+    state = load_file(weights)
+    del state["model.layers.1.mlp.down_proj.weight"]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(CircuitxError, match="lacks 1 of the model's weights") as caught:
+        load_model(str(tmp_path))
+    assert "model.layers.1.mlp.down_proj.weight" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_of_another_family_is_refused(tmp_path):
+    from transformers import GPT2Config
+
+    vocab = len(word_level_tokenizer(task_vocabulary()))
+    _words_model(tmp_path)  # Llama's weights under GPT-2's config of the same shape
+    GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=vocab).save_pretrained(tmp_path)
+    with pytest.raises(CircuitxError, match="lacks .* of the model's weights"):
+        load_model(str(tmp_path))
+
+
+def test_an_unsupported_family_is_refused_before_its_weights_load(tmp_path):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    config = OPTConfig(
+        hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+        word_embed_proj_dim=16, vocab_size=100,
+    )  # fmt: skip
+    OPTForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(CircuitxError, match="does not run opt models; it runs GPT-2, Llama"):
+        load_model(str(tmp_path))
+
+
+def test_a_directory_without_a_tokenizer_is_refused(tmp_path):
+    _words_model(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(CircuitxError, match="no tokenizer in"):
+        load_model(str(tmp_path))
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_refused(tmp_path):
+    tiny_gpt2(tmp_path, 1, 2, 16)
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(tmp_path)
+    model.resize_token_embeddings(1000)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(
+        CircuitxError, match="tokenizer has 50257 tokens but its embedding only 1000"
+    ):
+        load_model(str(tmp_path))
+
+
 def test_builtin_model_builds_deterministically(tmp_path):
     from circuitx.builtin import model_dir
 
