@@ -520,10 +520,10 @@ def is_eap_ig_dict(data: Any) -> bool:
 
 
 def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
-    """The graph as EAP-IG's ``Graph.to_json`` writes it (what MIB evaluates): ``cfg``,
-    node membership, and each edge's score and membership. EAP-IG keeps no node scores;
-    they go in ``node_scores``, and the metadata in ``circuitx_metadata``, which EAP-IG
-    does not read."""
+    """The graph as EAP-IG's ``Graph.to_json`` writes it and ``Graph.from_json`` reads it
+    (what MIB evaluates): ``cfg`` (with ``d_model``, which its reader needs), each node's
+    membership and score, and each edge's score and membership. The metadata goes in
+    ``circuitx_metadata``, which EAP-IG does not read."""
     n_layers, n_heads, has_mlp = shape_of(graph)
     if not has_mlp:
         raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
@@ -533,35 +533,58 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         raise CircuitxError(
             "EAP-IG graphs have no token positions; export --collapse-positions for the components"
         )
+    d_model = graph.graph.get("d_model")
+    if not isinstance(d_model, int) or isinstance(d_model, bool):
+        raise CircuitxError(
+            "EAP-IG's reader needs the model's d_model, which this graph does not record "
+            "(a graph from before circuitx recorded it): discover it again"
+        )
+    edges = edges_by_name(graph)
+    if any(data["score"] is None for data in edges.values()):
+        method = graph.graph.get("method", "its method")
+        raise CircuitxError(
+            f"EAP-IG graphs score every edge, and {method} scores nodes only: "
+            "export --format json keeps its node scores"
+        )
     cfg = {
         "n_layers": n_layers,
         "n_heads": n_heads,
         "parallel_attn_mlp": bool(graph.graph.get("parallel", False)),
+        "d_model": d_model,
     }
-    nodes = dict(graph.nodes(data=True))
+    nodes = {}
+    for name, data in graph.nodes(data=True):
+        nodes[name] = {"in_graph": bool(data["in_circuit"])}
+        if data["score"] is not None:  # EAP-IG reads a node without one as unscored
+            nodes[name]["score"] = _plain(data["score"])
     return {
         "cfg": cfg,
-        "nodes": {name: bool(data["in_circuit"]) for name, data in nodes.items()},
+        "nodes": nodes,
         "edges": {
             name: {"score": _plain(data["score"]), "in_graph": bool(data["in_circuit"])}
-            for name, data in edges_by_name(graph).items()
+            for name, data in edges.items()
         },
-        "node_scores": {name: _plain(data["score"]) for name, data in nodes.items()},
         "circuitx_metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
     }
 
 
 def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     """Our graph from an EAP-IG (MIB) graph: its cfg's shape, node and edge membership and
-    edge scores (node scores from ``node_scores`` where a circuitx export wrote them,
-    else each node's strongest outgoing edge score). Node kinds EAP-IG has and we do not
-    (neurons) are refused."""
+    scores (a node with no score: its strongest outgoing edge's). Nodes are read as EAP-IG
+    writes them now ({"in_graph", "score"}) or did before (a bool, with the scores in
+    ``node_scores``, as circuitx wrote them). Neuron-level graphs are refused: circuitx
+    graphs have heads and MLPs."""
     cfg = data["cfg"]
     try:
         n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
     except (KeyError, TypeError, ValueError):
         raise CircuitxError("EAP-IG graph cfg lacks n_layers and n_heads") from None
-    if any("neuron" in key for key in data):
+    nodes = data["nodes"]
+    if not isinstance(nodes, dict) or not isinstance(data["edges"], dict):
+        raise CircuitxError('EAP-IG graph "nodes" and "edges" must be objects')
+    neurons = any(isinstance(v, dict) and ("neurons" in v or "neurons_scores" in v)
+                  for v in nodes.values())  # fmt: skip
+    if neurons or any("neuron" in key for key in data):
         raise CircuitxError(
             "neuron-level EAP-IG graphs are not supported: circuitx graphs have heads and MLPs"
         )
@@ -569,14 +592,18 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     meta = data.get("circuitx_metadata")
     shape_keys = ("n_layers", "n_heads", "has_mlp", "parallel")
     meta = {k: v for k, v in meta.items() if k not in shape_keys} if isinstance(meta, dict) else {}
+    if isinstance(cfg.get("d_model"), int):
+        meta.setdefault("d_model", cfg["d_model"])
     graph = full_graph(n_layers, n_heads, True, parallel, **{**meta, "source_format": "eap-ig"})
-    for name, value in data["nodes"].items():
+    scored = False  # whether the file scores nodes at all
+    for name, value in nodes.items():
         if name not in graph:
             raise CircuitxError(f"node {name!r} is not in a {n_layers} x {n_heads} model's graph")
         member = value.get("in_graph") if isinstance(value, dict) else value
         graph.nodes[name]["in_circuit"] = bool(member)
         if isinstance(value, dict) and value.get("score") is not None:
-            graph.nodes[name]["score"] = float(value["score"])
+            graph.nodes[name]["score"] = _finite(value["score"], f"node {name}")
+            scored = True
     edges = edges_by_name(graph)
     for name, value in data["edges"].items():
         if name not in edges:
@@ -584,21 +611,26 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         if not isinstance(value, dict):
             raise CircuitxError(f'edge {name!r}: expected {{"score", "in_graph"}}')
         score = value.get("score")
-        edges[name]["score"] = None if score is None else float(score)
+        edges[name]["score"] = None if score is None else _finite(score, f"edge {name}")
         edges[name]["in_circuit"] = bool(value.get("in_graph", False))
-    scores = data.get("node_scores")
-    if isinstance(scores, dict):
-        for name, score in scores.items():
-            if name in graph:
-                graph.nodes[name]["score"] = None if score is None else float(score)
-    else:
-        for node in graph.nodes:
-            out = [
-                d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None
-            ]
-            if out and graph.nodes[node]["score"] is None:
-                graph.nodes[node]["score"] = max(out, key=abs)
+    old_scores = data.get("node_scores")  # where circuitx wrote them before
+    if isinstance(old_scores, dict):
+        scored = True
+        for name, score in old_scores.items():
+            if name in graph and score is not None:
+                graph.nodes[name]["score"] = _finite(score, f"node {name}")
+    for node in [] if scored else graph.nodes:
+        out = [d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None]
+        if out:
+            graph.nodes[node]["score"] = max(out, key=abs)
     return graph
+
+
+def _finite(value: Any, what: str) -> float:
+    """A score read from a file: a finite number (not a string, not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CircuitxError(f"{what}: score must be a finite number, not {value!r}")
+    return float(value)
 
 
 def to_dot(graph: nx.MultiDiGraph) -> str:

@@ -236,7 +236,7 @@ def eap_ig_universe(n_layers: int, n_heads: int, parallel: bool) -> tuple[list[s
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_eap_ig_export_has_eap_igs_universe_and_round_trips(tmp_path, parallel):
-    graph = full_graph(3, 2, True, parallel, task="ioi", method="eap")
+    graph = full_graph(3, 2, True, parallel, task="ioi", method="eap", d_model=16)
     for i, (name, data) in enumerate(edges_by_name(graph).items()):
         data["score"] = (i % 7 - 3) / 10
     for i, node in enumerate(graph.nodes):
@@ -246,14 +246,46 @@ def test_eap_ig_export_has_eap_igs_universe_and_round_trips(tmp_path, parallel):
     write_graph(graph, path, "eap-ig")
     data = json.loads(path.read_text())
     nodes, edges = eap_ig_universe(3, 2, parallel)
-    assert data["cfg"] == {"n_layers": 3, "n_heads": 2, "parallel_attn_mlp": parallel}
+    # what EAP-IG's Graph.from_json reads: cfg with d_model, each node's in_graph (and
+    # score where it has one), each edge's score (a number) and in_graph
+    cfg = {"n_layers": 3, "n_heads": 2, "parallel_attn_mlp": parallel, "d_model": 16}
+    assert data["cfg"] == cfg
     assert list(data["nodes"]) == nodes or set(data["nodes"]) == set(nodes)
+    assert data["nodes"]["a0.h1"] == {"in_graph": True, "score": 0.2}
+    assert data["nodes"]["input"] == {"in_graph": True} and "score" not in data["nodes"]["logits"]
     assert set(data["edges"]) == set(edges)
     assert all(set(row) == {"score", "in_graph"} for row in data["edges"].values())
+    assert all(isinstance(row["score"], float) for row in data["edges"].values())
     back = read_graph(path)
     assert edges_by_name(back) == edges_by_name(graph)
     assert dict(back.nodes(data=True)) == dict(graph.nodes(data=True))
     assert back.graph["task"] == "ioi" and back.graph["source_format"] == "eap-ig"
+
+
+def test_a_graph_eap_ig_writes_now_is_read_with_its_node_scores(tmp_path):
+    """EAP-IG's Graph.to_json today: each node {"in_graph", "score"} (the score where the
+    graph scores nodes)."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False, "d_model": 8},
+        "nodes": {name: {"in_graph": name == "a1.h0", "score": 0.5} for name in nodes},
+        "edges": {name: {"score": 0.25, "in_graph": False} for name in edges},
+    }
+    path = tmp_path / "mib.json"
+    path.write_text(json.dumps(data))
+    graph = read_graph(path)
+    assert graph.nodes["a1.h0"]["in_circuit"] and not graph.nodes["a0.h0"]["in_circuit"]
+    assert graph.nodes["a0.h0"]["score"] == 0.5 and graph.graph["d_model"] == 8
+
+
+def test_graphs_eap_ig_cannot_read_are_not_exported(tmp_path):
+    graph = full_graph(2, 2, True, task="ioi", method="activation-patching")
+    with pytest.raises(CircuitxError, match="needs the model's d_model"):
+        write_graph(graph, tmp_path / "a.json", "eap-ig")
+    graph.graph["d_model"] = 8
+    with pytest.raises(CircuitxError, match="activation-patching scores nodes only"):
+        write_graph(graph, tmp_path / "b.json", "eap-ig")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
@@ -280,6 +312,14 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
     "edit, pattern",
     [
         (lambda d: d.update(neurons_in_graph=[1]), "neuron-level EAP-IG graphs are not supported"),
+        (  # as EAP-IG writes a neuron-level graph now: the neurons in each node
+            lambda d: d["nodes"].update({"m0": {"in_graph": True, "neurons": [True] * 8}}),
+            "neuron-level EAP-IG graphs are not supported",
+        ),
+        (
+            lambda d: d["edges"].update({"input->a0.h0<q>": {"score": "NaN", "in_graph": True}}),
+            r"edge input->a0.h0<q>: score must be a finite number, not 'NaN'",
+        ),
         (lambda d: d["nodes"].update({"a9.h0": True}), "node 'a9.h0' is not in a 2 x 2 model"),
         (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
     ],

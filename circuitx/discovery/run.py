@@ -88,6 +88,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         method=method.name,
         model=model.name,
         model_id=model_id(model),
+        d_model=model.d_model,
         seed=request.seed,
         metric=request.metric,
         corruption=task.corruption,
