@@ -300,8 +300,16 @@ def discover_command(
 
 def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
     """Warnings about a run as a whole: fewer prompts than asked for (the task has no
-    more), and an empty circuit."""
+    more), a model that does not do the task (the corrupted prompts score at least as
+    high as the clean ones), and an empty circuit."""
     said = []
+    clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
+    if clean is not None and corrupted is not None and clean <= corrupted:
+        said.append(
+            f"the clean prompts' {summary['metric']} ({clean:.3g}) is not above the corrupted "
+            f"ones' ({corrupted:.3g}): the model does not do this task, and every score is a "
+            "share of that backward gap"
+        )
     if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
         said.append(
             f"the task has {summary['n_prompts']} prompt pairs: all of them ran, not the "

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import assert_one_line_error, run
 
+from circuitx.cli.discover import run_warnings
 from circuitx.graph import read_graph
 from circuitx.scoring import METRIC_NAMES
 
@@ -367,3 +368,15 @@ def test_circuitx_alone_shows_its_help():
     assert result.exit_code == 2
     assert result.stderr.startswith("Usage: ") and "error:" not in result.stderr
     assert "discover" in result.stderr
+
+
+def test_a_model_that_does_not_do_the_task_is_warned_about():
+    """The corrupted prompts scoring at least as high as the clean ones (a random model,
+    the wrong task) is said; a model that does the task is not warned about."""
+    summary = {"n_prompts": 10, "n_nodes_in_circuit": 3, "metric": "logit-diff"}
+    backward = run_warnings({**summary, "clean_metric": -0.1, "corrupted_metric": 0.2}, 10)
+    assert backward == [
+        "the clean prompts' logit-diff (-0.1) is not above the corrupted ones' (0.2): the "
+        "model does not do this task, and every score is a share of that backward gap"
+    ]
+    assert run_warnings({**summary, "clean_metric": 2.0, "corrupted_metric": -1.0}, 10) == []
