@@ -71,7 +71,9 @@ def resolve_reference(
                 f"{task_name} to use it here"
             )
             return None, None, note
-        spec = task_name
+        spec, auto = task_name, True
+    else:
+        auto = False
     base, _, variant = spec.partition(":")
     if base == task_name and planted is not None:  # the model's own circuit for the task
         truth = builtin.ground_truth(planted, spec, cache_dir)
@@ -80,7 +82,13 @@ def resolve_reference(
     if base in TASKS:
         task = TASKS[base]
         if task.reference_task is None:
-            return task.reference(variant, *shape), spec, None
+            try:
+                return task.reference(variant, *shape), spec, None
+            except CircuitxError as error:
+                if not auto:
+                    raise
+                # a model that says it is the paper's but is not its shape: go on without
+                return None, None, f"no reference: {error} (the model says it is {model_id})"
         if discover_reference is None:
             raise CircuitxError(
                 f"the {base} reference is the {task.reference_task} circuit the same method "
