@@ -7,6 +7,8 @@ too, named by its path.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from circuitx.errors import CircuitxError
 from circuitx.tasks.base import Task, TaskData
 from circuitx.tasks.colored_objects import ColoredObjectsTask
@@ -42,6 +44,8 @@ def get_task(
             f"({', '.join(FORMATS)})"
         )
     task = FileTask.from_file(name, task_format)
+    if task.name in TASKS:  # ioi.jsonl is not the built-in ioi, whose reference it lacks
+        task.name = Path(name).name
     if corruption not in (None, task.corruption):
         raise CircuitxError(
             f"a task file has one corruption, its pairs' own ({task.corruption}), not "

@@ -103,6 +103,15 @@ def test_each_format_gives_the_tasks_own_prompts_and_metric(planted_ioi, ioi_dat
     assert torch.equal(task.correct(final, data), ioi.correct(final, ioi_data))
 
 
+def test_a_file_named_as_a_built_in_task_keeps_its_suffix(files, tmp_path):
+    """ioi.jsonl is not the built-in ioi: a graph found on it must not be scored against
+    ioi's reference by name."""
+    named = tmp_path / "ioi.jsonl"
+    named.write_bytes(files["jsonl"].read_bytes())
+    assert get_task(str(named)).name == "ioi.jsonl"
+    assert get_task(str(files["jsonl"])).name == "ioi-pairs"
+
+
 def test_a_byte_order_mark_is_read_past(planted_ioi, files, tmp_path):
     """A CSV saved with a UTF-8 byte-order mark (as spreadsheets write it) reads as the
     same file without one."""
