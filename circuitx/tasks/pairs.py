@@ -195,11 +195,16 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
 
 
 def _read_eap_ig(text: str, label: str) -> list[PromptPair]:
+    if text.lstrip().startswith(("{", "[")):
+        raise CircuitxError(
+            f"{label} is JSON, not EAP-IG's CSV: --task-format jsonl or auto-circuit reads JSON"
+        )
     reader = csv.DictReader(io.StringIO(text))
     columns = reader.fieldnames or []
     for column in ("clean", "corrupted", "correct_idx"):
         if column not in columns:
-            have = ", ".join(columns) or "none"
+            shown = [name if len(name) <= 40 else name[:37] + "..." for name in columns[:10]]
+            have = ", ".join(shown) + (", ..." if len(columns) > 10 else "") or "none"
             raise CircuitxError(f"{label} has no column {column!r} (its columns: {have})")
     pairs = []
     for number, row in enumerate(reader, 2):

@@ -265,6 +265,19 @@ def test_bad_task_files_are_one_line_errors(tmp_path, case):
     assert_one_line_error(result, message)
 
 
+def test_json_read_as_eap_igs_csv_is_named_so_in_a_short_line(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps({"prompts": [{"clean": "x" * 5000, "corrupt": "y"}]}))
+    with pytest.raises(CircuitxError, match="pairs.json is JSON, not EAP-IG's CSV") as caught:
+        get_task(str(path), task_format="eap-ig")
+    assert len(str(caught.value)) < 200
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join("c" * 100 + str(i) for i in range(30)) + "\n")
+    with pytest.raises(CircuitxError, match="no column 'clean'") as caught:
+        get_task(str(wide), task_format="eap-ig")
+    assert len(str(caught.value)) < 600
+
+
 def test_an_unknown_task_name_is_one_line(tmp_path):
     result = run("discover", "--task", "iio", "--model", "planted-ioi", "--method", "eap")
     assert_one_line_error(result, "unknown task 'iio'; choose from ioi")
