@@ -82,7 +82,9 @@ def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
     summary = json.loads(result.stdout)
     assert summary["reference"] is None and set(summary["metrics"].values()) == {None}
     assert summary["n_nodes_in_circuit"] == 5
-    assert "no reference" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    lines = result.stderr.strip().splitlines()  # a random model may do the task backwards
+    assert sum("no reference" in line for line in lines) == 1
+    assert all("no reference" in line or "does not do this task" in line for line in lines)
 
 
 def test_same_seed_same_output_file(tiny_dir, tmp_path):
