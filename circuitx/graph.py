@@ -388,11 +388,16 @@ def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, .
         raise CircuitxError(
             f"{element}: in_circuit must be true or false, not {data['in_circuit']!r}"
         )
-    score = data["score"]
-    if score is not None and (
-        isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)
-    ):
-        raise CircuitxError(f"{element}: score must be a finite number or null, not {score!r}")
+    _score(data["score"], element)
+
+
+def _score(value: Any, element: str) -> float | None:
+    """A score read from a file: a finite number (not a string, a bool or NaN), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CircuitxError(f"{element}: score must be a finite number or null, not {value!r}")
+    return float(value)
 
 
 def _plain(value: Any) -> Any:
@@ -602,7 +607,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         member = value.get("in_graph") if isinstance(value, dict) else value
         graph.nodes[name]["in_circuit"] = bool(member)
         if isinstance(value, dict) and value.get("score") is not None:
-            graph.nodes[name]["score"] = _finite(value["score"], f"node {name}")
+            graph.nodes[name]["score"] = _score(value["score"], f"node {name}")
             scored = True
     edges = edges_by_name(graph)
     for name, value in data["edges"].items():
@@ -610,27 +615,19 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
             raise CircuitxError(f"edge {name!r} is not in a {n_layers} x {n_heads} model's graph")
         if not isinstance(value, dict):
             raise CircuitxError(f'edge {name!r}: expected {{"score", "in_graph"}}')
-        score = value.get("score")
-        edges[name]["score"] = None if score is None else _finite(score, f"edge {name}")
+        edges[name]["score"] = _score(value.get("score"), f"edge {name}")
         edges[name]["in_circuit"] = bool(value.get("in_graph", False))
     old_scores = data.get("node_scores")  # where circuitx wrote them before
     if isinstance(old_scores, dict):
         scored = True
         for name, score in old_scores.items():
-            if name in graph and score is not None:
-                graph.nodes[name]["score"] = _finite(score, f"node {name}")
+            if name in graph:
+                graph.nodes[name]["score"] = _score(score, f"node {name}")
     for node in [] if scored else graph.nodes:
         out = [d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None]
         if out:
             graph.nodes[node]["score"] = max(out, key=abs)
     return graph
-
-
-def _finite(value: Any, what: str) -> float:
-    """A score read from a file: a finite number (not a string, not NaN)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CircuitxError(f"{what}: score must be a finite number, not {value!r}")
-    return float(value)
 
 
 def to_dot(graph: nx.MultiDiGraph) -> str:

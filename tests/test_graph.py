@@ -318,7 +318,7 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
         ),
         (
             lambda d: d["edges"].update({"input->a0.h0<q>": {"score": "NaN", "in_graph": True}}),
-            r"edge input->a0.h0<q>: score must be a finite number, not 'NaN'",
+            r"edge input->a0.h0<q>: score must be a finite number or null, not 'NaN'",
         ),
         (lambda d: d["nodes"].update({"a9.h0": True}), "node 'a9.h0' is not in a 2 x 2 model"),
         (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
