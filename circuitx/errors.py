@@ -1,4 +1,7 @@
-"""The one exception type the CLI turns into a single-line message."""
+"""The one exception type the CLI turns into a single-line message, and helpers for
+writing such messages."""
+
+from collections.abc import Sequence
 
 
 class CircuitxError(Exception):
@@ -9,3 +12,9 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def listed(items: Sequence[str], most: int) -> str:
+    """The first ``most`` of ``items`` for a one-line message, then "..." if there are
+    more."""
+    return ", ".join(items[:most]) + (", ..." if len(items) > most else "")

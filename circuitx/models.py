@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from circuitx.errors import CircuitxError, first_line
+from circuitx.errors import CircuitxError, first_line, listed
 from circuitx.layout import Layout, SenderChunk
 from circuitx.names import head_node, mlp_node
 
@@ -769,14 +769,13 @@ def pretrained_model(source: str, dtype: torch.dtype) -> Any:
             f"no tokenizer in {source}: save the model's beside it (tokenizer.save_pretrained)"
         )
     model, loading = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, attn_implementation="eager", output_loading_info=True
+        source, config=config, dtype=dtype, attn_implementation="eager", output_loading_info=True
     )
     missing = sorted(loading["missing_keys"])
     if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise CircuitxError(
-            f"{source}: the checkpoint lacks {len(missing)} of the model's weights ({shown}), "
-            "which would be random; is config.json the checkpoint's own?"
+            f"{source}: the checkpoint lacks {len(missing)} of the model's weights "
+            f"({listed(missing, 3)}), which would be random; is config.json the checkpoint's own?"
         )
     return model.eval()
 

@@ -40,6 +40,7 @@ def resolve_reference(
     ships (e.g. ``tracr:acdc``).
     """
     check_reference(spec)
+    auto = spec == "auto"  # a reference that does not fit is then a note, not an error
     if spec == "none":
         return None, None, "no reference requested"
     if builtin.ships_ground_truth(spec):
@@ -71,9 +72,7 @@ def resolve_reference(
                 f"{task_name} to use it here"
             )
             return None, None, note
-        spec, auto = task_name, True
-    else:
-        auto = False
+        spec = task_name
     base, _, variant = spec.partition(":")
     if base == task_name and planted is not None:  # the model's own circuit for the task
         truth = builtin.ground_truth(planted, spec, cache_dir)

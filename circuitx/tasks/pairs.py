@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, listed
 
 FORMATS = ("jsonl", "eap-ig", "auto-circuit")
 SUFFIXES = {".jsonl": "jsonl", ".csv": "eap-ig", ".json": "auto-circuit"}
@@ -203,8 +203,8 @@ def _read_eap_ig(text: str, label: str) -> list[PromptPair]:
     columns = reader.fieldnames or []
     for column in ("clean", "corrupted", "correct_idx"):
         if column not in columns:
-            shown = [name if len(name) <= 40 else name[:37] + "..." for name in columns[:10]]
-            have = ", ".join(shown) + (", ..." if len(columns) > 10 else "") or "none"
+            cut = [name if len(name) <= 40 else name[:37] + "..." for name in columns]
+            have = listed(cut, 10) or "none"
             raise CircuitxError(f"{label} has no column {column!r} (its columns: {have})")
     pairs = []
     for number, row in enumerate(reader, 2):
