@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
 
+from circuitx.allocator import keep_freed_memory
 from circuitx.errors import CircuitxError
 from circuitx.leaderboard.cells import Cell, run_cell
 
@@ -47,7 +48,9 @@ def execute(
             on_done(cell, run_cell(cell, threads))
     else:
         context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        with futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        # the workers are circuitx's own processes: its allocator setting, as the CLI's
+        pool = futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=keep_freed_memory)
+        with pool:
             _schedule(
                 cells,
                 jobs,
