@@ -9,10 +9,12 @@ metrics (the gap every effect is divided by) and, for mean ablation, the patch v
 
 Parts are kept in memory while their caches fit a quarter of the budget; the others are
 rebuilt each time a method goes over the prompts again (and released after: one is in
-memory at a time). Part size and how many patched copies one
-forward pass stacks come from :func:`memory_plan`, an estimate of the bytes each token
-costs (the caches, the activation differences, a pass's working tensors and, for a
-method that needs it, its own per-token working memory).
+memory at a time). The senders' differences in the residual basis, d_model floats a
+sender and token, are made from a part's caches for its turn and freed after it. Part
+size and how many patched copies one forward pass stacks come from :func:`memory_plan`,
+an estimate of the bytes each token costs (the caches, the activation differences, a
+pass's working tensors and, for a method that needs it, its own per-token working
+memory).
 """
 
 from __future__ import annotations
@@ -80,12 +82,17 @@ def parse_memory(text: str) -> int:
 
 
 def cache_floats_per_token(model: Model) -> int:
-    """Floats a part holds per token: its clean and corrupted caches and the senders'
-    clean - patch differences."""
+    """Floats a part holds per token between sweeps: its clean and corrupted caches."""
     d, layers = model.d_model, model.n_layers
     outputs = d + layers * (model.n_heads * model.d_head + (d if model.has_mlp else 0))
     clean = outputs + layers * d  # the residual stream entering every block and the last norm
-    return clean + outputs + d * model.layout.n_senders
+    return clean + outputs
+
+
+def delta_floats_per_token(model: Model) -> int:
+    """Floats the senders' clean - patch differences in the residual basis take per token:
+    made for the part in use from its caches, freed when its turn is over."""
+    return model.d_model * model.layout.n_senders
 
 
 def pass_floats_per_token(model: Model) -> int:
@@ -128,15 +135,16 @@ def memory_plan(
     working_floats_per_token: int = 0,
 ) -> MemoryPlan:
     """Split ``budget`` bytes: half for the part in use (its caches and readout logits,
-    the method's own ``working_floats_per_token`` and a patched pass over all its
-    prompts), a quarter for a pass that stacks patched copies of a small part, a quarter
-    for the caches of other parts kept between sweeps."""
+    its senders' differences, the method's own ``working_floats_per_token`` and a patched
+    pass over all its prompts), a quarter for a pass that stacks patched copies of a
+    small part, a quarter for the caches of other parts kept between sweeps."""
     pass_bytes = FLOAT * pass_floats_per_token(model)
     default = TOKENS_PER_PASS.get(model.device.type, TOKENS_PER_PASS["cpu"])
     tokens_per_pass = max(1, min(default, budget // 4 // pass_bytes))
     logits = rows_per_prompt * model.d_vocab
     cached = FLOAT * (width * cache_floats_per_token(model) + 2 * logits)  # per prompt
-    working = FLOAT * (width * working_floats_per_token + logits) + width * pass_bytes
+    in_use = working_floats_per_token + delta_floats_per_token(model)
+    working = FLOAT * (width * in_use + logits) + width * pass_bytes
     # more tokens than a few stacked passes' make a part no faster, only larger
     most = max(1, PART_PASSES * default // width)
     part_size = max(1, min(n_prompts, most, budget // 2 // (cached + working)))
@@ -267,6 +275,8 @@ class Engine:
             yield part, (stop - start) / self.n_prompts
             if index not in self._kept:
                 part.release()
+            elif self.n_parts > 1:  # its caches stay; its differences are made again
+                part.forget_deltas()
 
     def release(self) -> None:
         """Free every kept part (the engine is not used after this)."""

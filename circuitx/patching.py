@@ -172,8 +172,7 @@ class PatchingEngine:
             value, patch = self.clean_cache[hook], self.patch_cache[hook]
             self.clean_cache[hook] = torch.where(where, patch.expand_as(value), value)
         self.held_mask = keep.to(self.model.device)
-        for name in ("clean_deltas", "sender_deltas", "clean_delta_totals"):  # from the old cache
-            self.__dict__.pop(name, None)
+        self.forget_deltas()  # made from the old cache
 
     # ------------------------------------------------------------------ metrics
 
@@ -191,10 +190,15 @@ class PatchingEngine:
             "clean_final",
             "corrupted_final",
             "clean_resid_final",
-            "clean_deltas",
-            "sender_deltas",
-            "clean_delta_totals",
         ):
+            self.__dict__.pop(name, None)
+        self.forget_deltas()
+
+    def forget_deltas(self) -> None:
+        """Free the senders' differences in the residual basis (:attr:`sender_deltas`,
+        :attr:`clean_deltas` and their totals), which are made again from the caches when
+        next read."""
+        for name in ("clean_deltas", "sender_deltas", "clean_delta_totals"):
             self.__dict__.pop(name, None)
 
     def accuracy(self, corrupted: bool = False) -> float:

@@ -200,6 +200,19 @@ def test_parts_beyond_the_budget_are_rebuilt_each_time(tiny_model):
     assert engine.parts_built == 3 + max(0, 3 - kept)
 
 
+def test_kept_parts_free_their_differences_between_sweeps(tiny_model):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 12, seed=1)
+    engine = Engine(tiny_model, task, data, part_size=4)
+    assert len(engine._kept) == 3  # the default budget keeps every part's caches
+    first = engine.mask_gradients()
+    assert not any("clean_deltas" in part.__dict__ for part in engine._kept.values())
+    again = engine.mask_gradients()  # the differences made again, to the bit
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+    assert engine.parts_built == 3
+
+
 def test_the_plan_bounds_parts_by_the_budget_not_the_prompt_count(tiny_model):
     small = memory_plan(tiny_model, 100_000, 20, 1, 64 * 1024**2)
     large = memory_plan(tiny_model, 100_000, 20, 1, 256 * 1024**2)
