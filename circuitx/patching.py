@@ -591,7 +591,7 @@ class _ReceiverProducts:
     the gradients are never all held at once, and the buffer is reused)."""
 
     def __init__(self, layout: Layout, deltas: torch.Tensor) -> None:
-        self.deltas, device = deltas, deltas.device
+        self.layout, self.deltas, device = layout, deltas, deltas.device
         self.by_receiver = torch.zeros(layout.n_receivers, layout.n_senders, device=device)
         width = layout.receivers_per_layer
         self.buffer = torch.empty(width, deltas.shape[1], device=device, dtype=deltas.dtype)
@@ -601,10 +601,12 @@ class _ReceiverProducts:
         return sum(count for _, count in self.pending)
 
     def _flush(self) -> None:
-        products = self.buffer[: self._filled()] @ self.deltas.T
+        # the senders the pending receivers can read: a prefix of the sender axis
+        readable = max(self.layout.readable(first + count - 1) for first, count in self.pending)
+        products = self.buffer[: self._filled()] @ self.deltas[:readable].T
         at = 0
         for first, count in self.pending:
-            self.by_receiver[first : first + count] = products[at : at + count]
+            self.by_receiver[first : first + count, :readable] = products[at : at + count]
             at += count
         self.pending.clear()
 
