@@ -10,7 +10,8 @@ metrics (the gap every effect is divided by) and, for mean ablation, the patch v
 Parts are kept in memory while their caches fit a quarter of the budget; the others are
 rebuilt each time a method goes over the prompts again (and released after: one is in
 memory at a time). The senders' differences in the residual basis, d_model floats a
-sender and token, are made from a part's caches for its turn and freed after it. Part
+sender and token, stay with the kept parts when every part fits the quarter with them;
+else they are made from a part's caches for its turn and freed after it. Part
 size and how many patched copies one forward pass stacks come from :func:`memory_plan`,
 an estimate of the bytes each token costs (the caches, the activation differences, a
 pass's working tensors and, for a method that needs it, its own per-token working
@@ -89,10 +90,11 @@ def cache_floats_per_token(model: Model) -> int:
     return clean + outputs
 
 
-def delta_floats_per_token(model: Model) -> int:
-    """Floats the senders' clean - patch differences in the residual basis take per token:
-    made for the part in use from its caches, freed when its turn is over."""
-    return model.d_model * model.layout.n_senders
+def delta_floats_per_token(model: Model, groups: int = 0) -> int:
+    """Floats the senders' clean - patch differences in the residual basis take per token,
+    and over ``groups`` position groups once more a group (a sender at a group is a row of
+    its own)."""
+    return model.d_model * model.layout.n_senders * (1 + groups)
 
 
 def pass_floats_per_token(model: Model) -> int:
@@ -117,13 +119,15 @@ def gradient_floats_per_token(model: Model) -> int:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Prompts per part, tokens per stacked forward pass, and how many parts stay in
-    memory between sweeps (besides the one in use; one part alone always stays)."""
+    """Prompts per part, tokens per stacked forward pass, how many parts stay in memory
+    between sweeps (besides the one in use; one part alone always stays) and how many
+    would with their senders' differences (when that is every part, they keep them)."""
 
     part_size: int
     tokens_per_pass: int
     resident_parts: int
     part_bytes: int  # the estimate for one part's caches and working memory
+    resident_with_deltas: int = 0
 
 
 def memory_plan(
@@ -133,23 +137,29 @@ def memory_plan(
     rows_per_prompt: int,
     budget: int,
     working_floats_per_token: int = 0,
+    part_size: int | None = None,
+    groups: int = 0,
 ) -> MemoryPlan:
     """Split ``budget`` bytes: half for the part in use (its caches and readout logits,
     its senders' differences, the method's own ``working_floats_per_token`` and a patched
     pass over all its prompts), a quarter for a pass that stacks patched copies of a
-    small part, a quarter for the caches of other parts kept between sweeps."""
+    small part, a quarter for the caches of other parts kept between sweeps.
+    ``part_size``: the parts' size where the caller sets it; ``groups``: the position
+    groups of a circuit over positions."""
     pass_bytes = FLOAT * pass_floats_per_token(model)
     default = TOKENS_PER_PASS.get(model.device.type, TOKENS_PER_PASS["cpu"])
     tokens_per_pass = max(1, min(default, budget // 4 // pass_bytes))
     logits = rows_per_prompt * model.d_vocab
     cached = FLOAT * (width * cache_floats_per_token(model) + 2 * logits)  # per prompt
-    in_use = working_floats_per_token + delta_floats_per_token(model)
-    working = FLOAT * (width * in_use + logits) + width * pass_bytes
+    deltas = FLOAT * width * delta_floats_per_token(model, groups)  # per prompt
+    working = FLOAT * (width * working_floats_per_token + logits) + width * pass_bytes + deltas
     # more tokens than a few stacked passes' make a part no faster, only larger
     most = max(1, PART_PASSES * default // width)
-    part_size = max(1, min(n_prompts, most, budget // 2 // (cached + working)))
+    part_size = part_size or max(1, min(n_prompts, most, budget // 2 // (cached + working)))
     resident = budget // 4 // (cached * part_size)
-    return MemoryPlan(part_size, tokens_per_pass, int(resident), (cached + working) * part_size)
+    with_deltas = budget // 4 // ((cached + deltas) * part_size)
+    part_bytes = (cached + working) * part_size
+    return MemoryPlan(part_size, tokens_per_pass, int(resident), part_bytes, int(with_deltas))
 
 
 class Engine:
@@ -182,16 +192,16 @@ class Engine:
         self.ablation, self.layout = ablation, layout or model.layout
         self.held, self.working_floats_per_token = held, working_floats_per_token
         if isinstance(self.layout, PositionLayout):
-            # each sender's difference once per group, and a layer's keys and values per
-            # query group
-            groups = self.layout.n_groups
-            working_floats_per_token += groups * model.d_model * (model.layout.n_senders + 6)
+            # a layer's keys and values per query group (the differences per group: the plan)
+            working_floats_per_token += self.layout.n_groups * model.d_model * 6
         self.budget = budget = max_memory or default_max_memory(model.device)
         width = int(data.clean.shape[1])
+        groups = self.layout.n_groups if isinstance(self.layout, PositionLayout) else 0
         self.plan = memory_plan(
-            model, data.n_prompts, width, data.rows_per_prompt, budget, working_floats_per_token
-        )
-        self.part_size = part_size or self.plan.part_size
+            model, data.n_prompts, width, data.rows_per_prompt, budget,
+            working_floats_per_token, part_size, groups,
+        )  # fmt: skip
+        self.part_size = self.plan.part_size
         self.tokens_per_pass = tokens_per_pass or self.plan.tokens_per_pass
         n = data.n_prompts
         self.ranges = [(a, min(n, a + self.part_size)) for a in range(0, n, self.part_size)]
@@ -275,8 +285,8 @@ class Engine:
             yield part, (stop - start) / self.n_prompts
             if index not in self._kept:
                 part.release()
-            elif self.n_parts > 1:  # its caches stay; its differences are made again
-                part.forget_deltas()
+            elif self.plan.resident_with_deltas < self.n_parts:
+                part.forget_deltas()  # its caches stay; its differences are made again
 
     def release(self) -> None:
         """Free every kept part (the engine is not used after this)."""

@@ -200,17 +200,30 @@ def test_parts_beyond_the_budget_are_rebuilt_each_time(tiny_model):
     assert engine.parts_built == 3 + max(0, 3 - kept)
 
 
-def test_kept_parts_free_their_differences_between_sweeps(tiny_model):
+def test_kept_parts_free_their_differences_when_only_their_caches_fit(tiny_model):
     task = get_task("ioi")
     data = task.make_data(tiny_model, 12, seed=1)
-    engine = Engine(tiny_model, task, data, part_size=4)
-    assert len(engine._kept) == 3  # the default budget keeps every part's caches
+    width, rows = int(data.clean.shape[1]), data.rows_per_prompt
+
+    def plan(budget: int):
+        return memory_plan(tiny_model, 12, width, rows, budget, part_size=4)
+
+    # a budget whose quarter holds the three parts' caches, but not with the differences
+    budget = next(
+        b for b in (2**20 * k for k in range(1, 4096))
+        if plan(b).resident_with_deltas < 3 <= plan(b).resident_parts
+    )  # fmt: skip
+    engine = Engine(tiny_model, task, data, max_memory=budget, part_size=4)
     first = engine.mask_gradients()
+    assert len(engine._kept) == 3 and engine.parts_built == 3
     assert not any("clean_deltas" in part.__dict__ for part in engine._kept.values())
     again = engine.mask_gradients()  # the differences made again, to the bit
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a, b)
     assert engine.parts_built == 3
+    roomy = Engine(tiny_model, task, data, max_memory=8 * budget, part_size=4)
+    roomy.mask_gradients()  # where they fit with the caches, they stay
+    assert all("clean_deltas" in part.__dict__ for part in roomy._kept.values())
 
 
 def test_the_plan_bounds_parts_by_the_budget_not_the_prompt_count(tiny_model):
