@@ -24,9 +24,7 @@ masks on fewer prompts.
 Each step runs in a fresh process after a warm-up pass on two prompts (the floor and the
 forward pass three times over, their median time taken); its peak memory
 is the rise of the peak resident size over the resident size before it (Linux /proc; the
-peak is reset first, and the memory glibc kept free is given back first), or the CUDA
-allocator's peak on a GPU. Every step runs with the CLI's allocator setting
-(:mod:`circuitx.allocator`): freed large blocks are reused, not mapped anew.
+peak is reset first), or the CUDA allocator's peak on a GPU.
 """
 
 from __future__ import annotations
@@ -51,7 +49,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import tiny_gpt2  # noqa: E402  (the tests' model builder)
 
 from circuitx import builtin
-from circuitx.allocator import keep_freed_memory, release_freed_memory
 from circuitx.builtin import load as load_model
 from circuitx.discovery.faithfulness import edge_ranking, faithfulness_report
 from circuitx.discovery.run import select
@@ -60,8 +57,6 @@ from circuitx.layout import Layout
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.models import EMBED_OUTPUT_HOOK, Model
 from circuitx.tasks import get_task
-
-keep_freed_memory()  # the allocator setting the CLI runs with (circuitx.allocator)
 
 
 def _proc_mib(field: str) -> float | None:
@@ -81,7 +76,6 @@ def measure(step: Callable[[], object], device: torch.device) -> tuple[float, fl
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
-        release_freed_memory()  # what the allocator kept free is not counted as taken
         try:
             Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
         except OSError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import click
 
-from circuitx.allocator import keep_freed_memory
 from circuitx.cli import discover, leaderboard, listings, tracr, trained, transcoders
 from circuitx.cli.common import OneLineErrors
 from circuitx.version import __version__
@@ -18,7 +17,6 @@ from circuitx.version import __version__
 @click.version_option(__version__, prog_name="circuitx")
 def main() -> None:
     """Automated circuit discovery in transformer language models."""
-    keep_freed_memory()
 
 
 main.add_command(discover.discover_command, "discover")

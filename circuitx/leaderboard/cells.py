@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from circuitx import builtin
-from circuitx.allocator import release_freed_memory
 from circuitx.discovery import (
     DiscoveryRequest,
     discover,
@@ -149,7 +148,6 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
         record.update(status="error", error=first_line(error))
     except Exception as error:  # a bug in one cell must not stop the grid; report it in one line
         record.update(status="error", error=f"{type(error).__name__}: {first_line(error)}")
-    release_freed_memory()  # what this cell freed is not held through the next
     record.update(
         wall_s=time.perf_counter() - start,
         threads=threads,

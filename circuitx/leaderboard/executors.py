@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
 
-from circuitx.allocator import keep_freed_memory
 from circuitx.errors import CircuitxError
 from circuitx.leaderboard.cells import Cell, run_cell
 
@@ -48,9 +47,7 @@ def execute(
             on_done(cell, run_cell(cell, threads))
     else:
         context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        # the workers are circuitx's own processes: its allocator setting, as the CLI's
-        pool = futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=keep_freed_memory)
-        with pool:
+        with futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
             _schedule(
                 cells,
                 jobs,
