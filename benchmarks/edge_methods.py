@@ -24,12 +24,14 @@ masks on fewer prompts.
 Each step runs in a fresh process after a warm-up pass on two prompts (the floor and the
 forward pass three times over, their median time taken); its peak memory
 is the rise of the peak resident size over the resident size before it (Linux /proc; the
-peak is reset first), or the CUDA allocator's peak on a GPU.
+peak is reset first, and the memory glibc keeps free is given back first, so that blocks
+freed by the set-up and reused by the step count), or the CUDA allocator's peak on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import platform
 import resource
@@ -69,6 +71,14 @@ def _proc_mib(field: str) -> float | None:
     return None
 
 
+def give_back_free_memory() -> None:
+    """glibc's ``malloc_trim(0)``: free memory it keeps goes back to the system (Linux)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measure(step: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
     """Seconds and peak extra memory (MiB) of ``step()`` in this fresh process: the CUDA
     allocator's peak, or the rise of the peak resident size over the resident size before."""
@@ -76,6 +86,7 @@ def measure(step: Callable[[], object], device: torch.device) -> tuple[float, fl
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
+        give_back_free_memory()
         try:
             Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
         except OSError:
