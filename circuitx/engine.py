@@ -127,7 +127,7 @@ class MemoryPlan:
     tokens_per_pass: int
     resident_parts: int
     part_bytes: int  # the estimate for one part's caches and working memory
-    resident_with_deltas: int = 0
+    resident_with_deltas: int
 
 
 def memory_plan(
@@ -285,7 +285,7 @@ class Engine:
             yield part, (stop - start) / self.n_prompts
             if index not in self._kept:
                 part.release()
-            elif self.plan.resident_with_deltas < self.n_parts:
+            elif self.n_parts > 1 and self.plan.resident_with_deltas < self.n_parts:
                 part.forget_deltas()  # its caches stay; its differences are made again
 
     def release(self) -> None:

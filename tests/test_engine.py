@@ -224,6 +224,10 @@ def test_kept_parts_free_their_differences_when_only_their_caches_fit(tiny_model
     roomy = Engine(tiny_model, task, data, max_memory=8 * budget, part_size=4)
     roomy.mask_gradients()  # where they fit with the caches, they stay
     assert all("clean_deltas" in part.__dict__ for part in roomy._kept.values())
+    whole = Engine(tiny_model, task, data, max_memory=budget, part_size=12)
+    assert whole.plan.resident_with_deltas == 0
+    whole.mask_gradients()  # one part alone is never rebuilt: its differences stay too
+    assert "clean_deltas" in whole._kept[0].__dict__
 
 
 def test_the_plan_bounds_parts_by_the_budget_not_the_prompt_count(tiny_model):
