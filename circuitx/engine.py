@@ -239,7 +239,9 @@ class Engine:
             corrupted_accuracy += weight * part.accuracy(corrupted=True)
             if self.ablation == "mean" and self.n_parts > 1 and self._patch_values is None:
                 for name, value in part.corrupted_cache.items():
-                    total = value.sum(0, keepdim=True)
+                    # in float64, so that the mean is the one a single part takes: the
+                    # planted models amplify a rounding difference ~500 times
+                    total = value.sum(0, keepdim=True, dtype=torch.float64)
                     sums[name] = total if name not in sums else sums[name] + total
             if len(self._kept) < self.plan.resident_parts or self.n_parts == 1:
                 self._kept[index] = part
@@ -249,7 +251,8 @@ class Engine:
         self._reference = (clean, corrupted)
         self._accuracies = (clean_accuracy, corrupted_accuracy)
         if sums:
-            self._patch_values = {name: total / self.n_prompts for name, total in sums.items()}
+            n = self.n_prompts
+            self._patch_values = {name: (t / n).float() for name, t in sums.items()}
         for part in self._kept.values():
             self._settle(part)
 

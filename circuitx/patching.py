@@ -1074,8 +1074,9 @@ def ablate(
 ) -> torch.Tensor:
     """The patch value of a sender output [n, pos, ...] under ``ablation``; ``zero`` is
     what "zero" leaves (the embeddings of a tracr model keep their anchor)."""
-    if ablation == "mean":
-        return corrupted.mean(0, keepdim=True)
+    if ablation == "mean":  # summed in float64: the same value whatever the parts' sizes
+        total = corrupted.sum(0, keepdim=True, dtype=torch.float64)
+        return (total / len(corrupted)).to(corrupted.dtype)
     if ablation == "zero":
         empty = torch.zeros_like(corrupted[:1])
         return empty if zero is None else empty + zero.to(empty)

@@ -77,6 +77,30 @@ def test_mean_and_zero_ablation_in_parts(tiny_model, ablation):
     assert_same_scores(one, parts)
 
 
+@pytest.mark.parametrize(
+    "model_name, task_name, ablation",
+    [("planted-ioi", "ioi", "zero"), ("planted-greater-than", "greater-than", "mean")],
+)
+def test_interpolated_ablations_of_planted_models_in_parts(model_name, task_name, ablation):
+    """EAP-IG's passes at the patch values: zero keeps a planted model's anchor (without
+    it LayerNorm divides by its epsilon and attention is decided by rounding), and the
+    mean is the same value in parts as in one batch (a planted model amplifies the
+    rounding of its anchor's mean ~500 times)."""
+    model = load_model(model_name)
+    task = get_task(task_name)
+    data = task.make_data(model, 20, seed=0)
+    one, _ = scores_of(model, "eap-ig", task, data, ablation=ablation)
+    parts, engine = scores_of(model, "eap-ig", task, data, ablation=ablation, part_size=7)
+    assert engine.n_parts == 3
+    assert_same_scores(one, parts)
+
+
+def test_zero_ablation_leaves_a_planted_models_anchor():
+    model = load_model("planted-ioi")
+    assert model.zero_embedding is not None
+    assert float(model.zero_embedding.norm()) == pytest.approx(1000.0, rel=1e-6)
+
+
 def test_per_prompt_extras_are_cut_with_the_prompts(tiny_model):
     """greater-than keeps a per-prompt year in ``extra``; its metric reads it per part."""
     task = get_task("greater-than")

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from circuitx.builtin.hf import word_level_tokenizer
+from circuitx.models import ZERO_EMBEDDING_KEY
 
 ANCHOR = 1000.0
 N_JUNK = 8
@@ -282,6 +283,7 @@ class Design:
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
+            **self.zero_embedding_setting(basis),
         )
         model = GPT2LMHeadModel(config)
         state = {name: torch.zeros_like(p) for name, p in model.state_dict().items()}
@@ -310,6 +312,14 @@ class Design:
         model.load_state_dict(state)
         model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+
+    def zero_embedding_setting(self, basis: torch.Tensor) -> dict[str, list[float]]:
+        """The config entry that makes zero ablation of the embeddings leave the anchor:
+        without it every LayerNorm would divide by its epsilon alone, the weights that undo
+        the anchor's scale would blow the stream up some 10^5 times, and attention would be
+        decided by rounding (scores that change with the batch's size)."""
+        anchor = basis[:, self.features["anchor"]] * ANCHOR
+        return {ZERO_EMBEDDING_KEY: anchor.tolist()}
 
     def _basis(self) -> torch.Tensor:
         """Orthonormal columns spanning the complement of the all-ones vector (seeded)."""

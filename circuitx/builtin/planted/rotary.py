@@ -172,6 +172,7 @@ class RotaryDesign(Design):
             bos_token_id=self.tokenizer.bos_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
+            **self.zero_embedding_setting(basis),
         )
         model = LlamaForCausalLM(config)
         state = {name: torch.zeros_like(p) for name, p in model.state_dict().items()}
