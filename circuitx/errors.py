@@ -3,6 +3,13 @@ writing such messages."""
 
 from collections.abc import Sequence
 
+# The largest seed: a seed is offset (by layer, by restart) and given to torch's generators,
+# which take 64-bit numbers; 32 bits leave the offsets room
+MAX_SEED = 2**32 - 1
+# The most torch CPU threads, leaderboard jobs and backup rounds a command takes
+MAX_THREADS = MAX_JOBS = 1024
+MAX_BACKUP_ROUNDS = 100
+
 
 class CircuitxError(Exception):
     """An error caused by the user's input; its message is shown as one line."""

@@ -347,6 +347,7 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
     return graph
 
 
+JSON_VERSION = 1  # of the JSON form (to_json_dict)
 NODE_ATTRIBUTES = ("kind", "layer", "head", "score", "in_circuit")
 EDGE_ATTRIBUTES = ("input", "score", "in_circuit")
 
@@ -358,6 +359,16 @@ def _validate(graph: nx.MultiDiGraph) -> None:
     if graph.number_of_nodes() == 0:
         raise CircuitxError("graph has no nodes")
     n_layers, n_heads, has_mlp = shape_of(graph)
+    if n_layers < 1 or n_heads < 1:
+        raise CircuitxError(f"a model of {n_layers} layers x {n_heads} heads has no heads")
+    components = 2 + n_layers * (n_heads + has_mlp)  # a graph holds every component
+    if graph.number_of_nodes() < components:
+        raise CircuitxError(
+            f"its metadata describes a model of {n_layers} layers x {n_heads} heads, "
+            f"{components} nodes, but it has {graph.number_of_nodes()}"
+        )
+    parallel = bool(graph.graph.get("parallel"))
+    _check_selection(graph.graph)
     for node, data in graph.nodes(data=True):
         kind, layer, head = parse_node(node)
         _check_attributes(f"node {node}", data, NODE_ATTRIBUTES)
@@ -378,6 +389,35 @@ def _validate(graph: nx.MultiDiGraph) -> None:
         _check_attributes(f"edge {key}", data, EDGE_ATTRIBUTES)
         if parse_edge_name(key) != (sender, receiver, data["input"]):
             raise CircuitxError(f"edge {key}: its ends or input do not match its name")
+        if not _reads(receiver, sender, n_layers, parallel):
+            raise CircuitxError(f"edge {key}: {receiver} runs before {sender} and cannot read it")
+
+
+def _reads(receiver: str, sender: str, n_layers: int, parallel: bool) -> bool:
+    """Whether ``receiver`` runs after ``sender`` (a model's edges go forward only)."""
+
+    def place(node: str) -> tuple[int, int]:
+        kind, layer, _ = parse_node(node)
+        if kind in (INPUT, LOGITS):
+            return (-1, 0) if kind == INPUT else (n_layers, 0)
+        return layer, int(kind != "head" and not parallel)  # an MLP after its layer's heads
+
+    return place(sender) < place(receiver)
+
+
+def _check_selection(meta: dict[str, Any]) -> None:
+    """The recorded selection, which drawings and position collapsing apply again: a
+    threshold of at least 0, a top k of at least 1, or neither."""
+    threshold, top_k = meta.get("threshold"), meta.get("top_k")
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+        or threshold < 0
+    ):
+        raise CircuitxError(f"metadata threshold must be a number >= 0, not {threshold!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise CircuitxError(f"metadata top_k must be a whole number >= 1, not {top_k!r}")
 
 
 def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, ...]) -> None:
@@ -476,7 +516,7 @@ def to_json_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     edges = edges_by_name(graph)
     return {
         "format": "circuitx-graph",
-        "version": 1,
+        "version": JSON_VERSION,
         "metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
         "nodes": _uniform_rows(nodes),
         "edges": _uniform_rows(edges),
@@ -502,6 +542,11 @@ def from_json_dict(data: Any) -> nx.MultiDiGraph:
     nodes, edges = data.get("nodes"), data.get("edges")
     if not isinstance(nodes, dict) or not isinstance(edges, dict):
         raise CircuitxError('"nodes" and "edges" must be objects')
+    version = data.get("version")
+    if version != JSON_VERSION:
+        raise CircuitxError(
+            f"graph format version {version!r}; this circuitx reads version {JSON_VERSION}"
+        )
     graph = nx.MultiDiGraph()
     graph.graph.update(data.get("metadata") or {})
     for node, attrs in nodes.items():
@@ -592,6 +637,12 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     if neurons or any("neuron" in key for key in data):
         raise CircuitxError(
             "neuron-level EAP-IG graphs are not supported: circuitx graphs have heads and MLPs"
+        )
+    components = 2 + n_layers * (n_heads + 1)  # EAP-IG writes every node
+    if n_layers < 1 or n_heads < 1 or len(nodes) < components:
+        raise CircuitxError(
+            f"EAP-IG graph cfg describes a model of {n_layers} layers x {n_heads} heads, "
+            f"{components} nodes, but the graph has {len(nodes)}"
         )
     parallel = bool(cfg.get("parallel_attn_mlp", False))
     meta = data.get("circuitx_metadata")

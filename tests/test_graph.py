@@ -178,6 +178,11 @@ def test_dot_shows_the_circuit_only():
     assert '"a0.h0"' not in dot
 
 
+EDGE = {"input": "q", "score": 0.1, "in_circuit": False}
+BACKWARD = {"a1.h0->a0.h1<q>": EDGE}  # a later head into an earlier one
+SIDEWAYS = {"a0.h0->a0.h1<q>": EDGE}  # a head into another of its layer
+
+
 @pytest.mark.parametrize(
     "edit, pattern",
     [
@@ -191,6 +196,13 @@ def test_dot_shows_the_circuit_only():
         (lambda d: d["metadata"].update(n_layers=1), r"node a1.h0 is not in .* \(1 layers x 2"),
         (lambda d: d["metadata"].update(n_heads=1), "node a0.h1 is not in the model its metadata"),
         (lambda d: d["metadata"].update(has_mlp=False), "node m0 is not in .* without MLPs"),
+        (lambda d: d["metadata"].update(n_layers=10**9), "describes a model of 1000000000 lay"),
+        (lambda d: d["metadata"].update(n_heads=0), "has no heads"),
+        (lambda d: d["edges"].update(BACKWARD), "a0.h1 runs before a1.h0 and cannot read it"),
+        (lambda d: d["edges"].update(SIDEWAYS), "a0.h1 runs before a0.h0 and cannot read it"),
+        (lambda d: d.update(version=99), "graph format version 99; this circuitx reads"),
+        (lambda d: d["metadata"].update(threshold=-1), "threshold must be a number >= 0"),
+        (lambda d: d["metadata"].update(top_k="abc"), "top_k must be a whole number >= 1"),
     ],
 )
 def test_a_graph_file_missing_or_garbling_an_attribute_names_it(tmp_path, edit, pattern):
@@ -276,6 +288,21 @@ def test_a_graph_eap_ig_writes_now_is_read_with_its_node_scores(tmp_path):
     graph = read_graph(path)
     assert graph.nodes["a1.h0"]["in_circuit"] and not graph.nodes["a0.h0"]["in_circuit"]
     assert graph.nodes["a0.h0"]["score"] == 0.5 and graph.graph["d_model"] == 8
+
+
+def test_an_eap_ig_graph_whose_cfg_does_not_match_its_nodes_is_refused(tmp_path):
+    """A cfg of a billion heads over a 2 x 2 graph's nodes: refused at once, without
+    building the graph it describes."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 10**9, "parallel_attn_mlp": False},
+        "nodes": {name: {"in_graph": False, "score": 0.5} for name in nodes},
+        "edges": {name: {"score": 0.25, "in_graph": False} for name in edges},
+    }
+    path = tmp_path / "mib.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match="2 layers x 1000000000 heads, 2000000004 nodes"):
+        read_graph(path)
 
 
 def test_graphs_eap_ig_cannot_read_are_not_exported(tmp_path):

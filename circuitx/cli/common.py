@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from circuitx.engine import parse_memory
-from circuitx.errors import CircuitxError
+from circuitx.errors import MAX_THREADS, CircuitxError
 from circuitx.files import json_text
 from circuitx.models import DTYPES
 from circuitx.tasks.base import POSITION_MODES
@@ -195,7 +195,7 @@ def threads_option(command: Callable) -> Callable:
 
     return click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=click.IntRange(1, MAX_THREADS),
         default=None,
         expose_value=False,
         callback=set_threads,

@@ -18,6 +18,7 @@ from circuitx.cli.common import (
     print_json,
     stdout,
 )
+from circuitx.errors import MAX_JOBS, MAX_THREADS
 from circuitx.leaderboard import (
     COLUMNS,
     STANDARD_VARIANTS,
@@ -97,7 +98,7 @@ from circuitx.tasks.pairs import is_task_file
     "--jobs",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_JOBS),
     help="Cells run at once: 1 runs them in this process, N > 1 in N worker processes (or "
     "N Ray tasks).",
 )
@@ -105,7 +106,7 @@ from circuitx.tasks.pairs import is_task_file
     "--threads",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_THREADS),
     help="torch CPU threads per cell. Results depend on it in the last float bits only; with "
     "it fixed they are identical whatever --jobs or --executor.",
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 from circuitx import builtin
 from circuitx.engine import MIN_MEMORY, default_max_memory
-from circuitx.errors import CircuitxError
+from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_SEED, CircuitxError
 from circuitx.methods import METHODS, get_method, method_options
 from circuitx.models import parse_device, parse_dtype
 from circuitx.patching import ABLATIONS
@@ -103,8 +103,10 @@ class DiscoveryRequest:
             raise CircuitxError(f"--threshold must be at least 0, not {self.threshold}")
         if self.top_k is not None and self.top_k < 1:
             raise CircuitxError(f"--top-k must be at least 1, not {self.top_k}")
-        if self.backup_rounds < 0:
-            raise CircuitxError(f"--backup-rounds must be at least 0, not {self.backup_rounds}")
+        if not 0 <= self.backup_rounds <= MAX_BACKUP_ROUNDS:
+            raise CircuitxError(
+                f"--backup-rounds must be from 0 to {MAX_BACKUP_ROUNDS}, not {self.backup_rounds}"
+            )
         if self.backup_rounds and not method.holds_circuits:
             raise CircuitxError(
                 f"--backup-rounds: {method.name} runs the model itself, outside the engine "
@@ -195,6 +197,8 @@ class DiscoveryRequest:
                 f"--seed must be at least 0, not {self.seed} (a seed and its negation draw "
                 "the same prompts)"
             )
+        if self.seed > MAX_SEED:
+            raise CircuitxError(f"--seed must be at most {MAX_SEED}, not {self.seed}")
 
     def _check_prompts_fit(self) -> None:
         """Refuse, before any prompt is made, a prompt count whose prompts alone would

@@ -3,6 +3,7 @@ model, scored against the reference; resumable, and parallel on local processes 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest
-from circuitx.errors import CircuitxError
+from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError, first_line
 from circuitx.files import json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
 from circuitx.leaderboard.executors import EXECUTORS, execute
@@ -34,7 +35,7 @@ from circuitx.leaderboard.results import (
 from circuitx.methods import METHODS, get_method
 from circuitx.patching import ABLATIONS
 from circuitx.progress import progress_bar
-from circuitx.tasks import TASKS
+from circuitx.tasks import TASKS, get_task
 from circuitx.tasks.base import POSITION_MODES
 from circuitx.version import __version__
 
@@ -230,23 +231,36 @@ def check_grid(
     """Refuse, before any cell runs, a setting every cell shares that cannot run (each
     cell would fail with it), and a task named that a model family has no model for."""
     counts = (
-        ("--seeds", seeds, 1),
-        ("--seed", seed, 0),
-        ("--n-prompts", n_prompts, 1),
-        ("--jobs", jobs, 1),
-        ("--backup-rounds", backup_rounds, 0),
+        ("--seeds", seeds, 1, MAX_SEED),
+        ("--seed", seed, 0, MAX_SEED),
+        ("--n-prompts", n_prompts, 1, None),
+        ("--jobs", jobs, 1, MAX_JOBS),
+        ("--backup-rounds", backup_rounds, 0, MAX_BACKUP_ROUNDS),
     )
-    for flag, value, low in counts:
+    for flag, value, low, high in counts:
         if isinstance(value, bool) or not isinstance(value, Integral):
             raise CircuitxError(f"{flag} takes a whole number, not {value!r}")
         if value < low:
             raise CircuitxError(f"{flag} must be at least {low}, not {value}")
+        if high is not None and value > high:
+            raise CircuitxError(f"{flag} must be at most {high}, not {value}")
+    if seed + seeds - 1 > MAX_SEED:
+        raise CircuitxError(f"--seed {seed} and --seeds {seeds} go past the last seed, {MAX_SEED}")
     if ablation not in ABLATIONS:
         raise CircuitxError(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
     if positions not in POSITION_MODES:
         raise CircuitxError(
             f"unknown --positions {positions!r}; choose from {', '.join(POSITION_MODES)}"
         )
+    named: dict[str, str] = {}
+    for task in tasks:  # a task file that cannot be read fails every cell of its task
+        name = get_task(task).name
+        if name in named:
+            raise CircuitxError(
+                f"task files {named[name]} and {task} both name their task {name!r}, "
+                "which would make one row of the table: rename one"
+            )
+        named[name] = task
     family = builtin.FAMILIES.get(model)
     for task in tasks if family is not None else ():
         if task not in family.members:
@@ -288,10 +302,50 @@ def run_leaderboard(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CircuitxError(f"--out must be a directory: {out_dir}")
+    parent = out_dir.absolute().parent
+    if not parent.is_dir():
+        raise CircuitxError(f"--out's parent directory does not exist: {parent}")
+    check_cells(cells)
     first = cells[0].request
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once
         if name not in builtin.FAMILIES:
             load_cached(name, first.device, first.dtype, first.cache_dir)
+    made = not out_dir.exists()
+    try:
+        out_dir.mkdir(exist_ok=True)
+    except OSError as error:
+        raise CircuitxError(f"cannot write the results directory {out_dir}: {error}") from None
+    try:
+        return _run(cells, out_dir, jobs, executor, threads, settings)
+    except BaseException:
+        if made:  # an interrupted first run that finished no cell leaves nothing behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+
+def check_cells(cells: list[Cell]) -> None:
+    """Refuse a grid none of whose cells can run, with the first cell's error; a grid with
+    some such cells runs the rest, and the table shows the errors."""
+    errors = []
+    for cell in cells:
+        try:
+            cell.request.validated()
+            return
+        except CircuitxError as error:
+            errors.append((cell, error))
+    cell, error = errors[0]
+    raise CircuitxError(f"no cell can run; {cell.task} / {cell.method}: {first_line(error)}")
+
+
+def _run(
+    cells: list[Cell],
+    out_dir: Path,
+    jobs: int,
+    executor: str,
+    threads: int,
+    settings: dict[str, Any] | None,
+) -> Leaderboard:
     store = CellStore(out_dir / "cells")
     records = {cell.key: store.get(cell.key) for cell in cells}
     pending = [cell for cell in cells if records[cell.key] is None]

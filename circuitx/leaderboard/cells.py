@@ -33,7 +33,7 @@ from circuitx.graph import component_graph, to_json_dict
 from circuitx.progress import silenced
 from circuitx.reference import circuit_record
 from circuitx.scoring import roc_curves
-from circuitx.tasks import TASKS
+from circuitx.tasks import TASKS, file_task_name
 
 _loaded_models: dict[tuple[str, str | None, str, str | None], Any] = {}
 
@@ -49,9 +49,13 @@ class Cell:
 
     @property
     def task(self) -> str:
-        """The task's name: a built-in task's, or a task file's stem."""
+        """The task's name: a built-in task's, or a task file's (:func:`file_task_name`)."""
         spec = self.request.task_name
-        return spec if spec in TASKS or not isinstance(self.request.task, str) else Path(spec).stem
+        return (
+            spec
+            if spec in TASKS or not isinstance(self.request.task, str)
+            else file_task_name(spec)
+        )
 
     @property
     def method(self) -> str:

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
 from circuitx.leaderboard.cells import Cell
 
@@ -33,13 +32,8 @@ class CellStore:
     """Finished cells, one JSON file each under ``directory``, named by the cell's key."""
 
     def __init__(self, directory: str | Path):
+        """The directory is made when the first cell finishes."""
         self.directory = Path(directory)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise CircuitxError(
-                f"cannot write the results directory {directory}: {error}"
-            ) from None
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
@@ -53,7 +47,7 @@ class CellStore:
             written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
         except (OSError, ValueError):
             return None
-        if record.get("key") != key or record.get("status") != "ok":
+        if record.get("key") != key or record.get("status") != "ok" or not well_formed(record):
             return None
         record.setdefault("finished_at", written.strftime("%Y-%m-%d %H:%M UTC"))
         return record
@@ -61,8 +55,48 @@ class CellStore:
     def put(self, record: dict[str, Any]) -> None:
         """Keep a finished cell; a failed one is not kept, so a rerun tries it again."""
         if record["status"] == "ok":
+            self.directory.mkdir(exist_ok=True)
             with atomic_open(self._path(record["key"])) as handle:
                 json.dump(record, handle)
+
+
+def well_formed(record: dict[str, Any]) -> bool:
+    """Whether a stored cell has what the rows, plots and pages read, of the right types
+    (a file edited by hand, or by another version, runs again instead)."""
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def numbers(point: Any, keys: tuple[str, ...]) -> bool:
+        """``point`` maps each of ``keys`` to a number (``list``: a list of numbers)."""
+        return isinstance(point, dict) and all(
+            isinstance(point.get(k), list) and all(map(number, point[k])) for k in keys
+        )
+
+    def roc_ok(curve: Any) -> bool:  # None: no curve at that level (a node-level method)
+        return curve is None or (
+            numbers(curve, ("fpr", "tpr")) and len(curve["fpr"]) == len(curve["tpr"]) > 0
+        )
+
+    def point_ok(point: Any) -> bool:
+        return isinstance(point, dict) and all(
+            number(point.get(k)) for k in ("fraction", "faithfulness")
+        )
+
+    result = record.get("result")
+    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
+        return False
+    try:
+        columns = [_value(result, key, source) for key, _, source in COLUMNS]
+    except KeyError:
+        return False
+    roc, curve = result.get("roc"), result.get("faithfulness_curve")
+    return (
+        all(value is None or number(value) for value in columns)
+        and (roc is None or isinstance(roc, dict) and all(map(roc_ok, roc.values())))
+        and (curve is None or isinstance(curve, list) and all(map(point_ok, curve)))
+        and isinstance(record.get("graph"), dict)
+    )
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:

@@ -21,6 +21,9 @@ from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
 
 OPTION_TYPES = {"int": int, "float": float, "str": str}
+# The bound of an int option that declares none: a count past it is a typo, and would fail
+# deep inside (a list of 10^20 steps, a tensor of 10^12 codes) instead of in one line
+INT_OPTION_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class Option:
     choices: tuple[str, ...] | None = None
     high: float | None = None
     high_open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type == "int" and self.high is None:
+            object.__setattr__(self, "high", INT_OPTION_LIMIT)
 
     @property
     def flag(self) -> str:
@@ -79,10 +86,11 @@ class Option:
             if not self.low_open and not value >= self.low:
                 raise CircuitxError(f"{self.flag} must be at least {self.low:g}, not {value}")
         if self.high is not None:
+            high = f"{self.high:g}" if kind is float else str(int(self.high))
             if self.high_open and not value < self.high:
-                raise CircuitxError(f"{self.flag} must be below {self.high:g}, not {value}")
+                raise CircuitxError(f"{self.flag} must be below {high}, not {value}")
             if not self.high_open and not value <= self.high:
-                raise CircuitxError(f"{self.flag} must be at most {self.high:g}, not {value}")
+                raise CircuitxError(f"{self.flag} must be at most {high}, not {value}")
         return value
 
     def describe(self) -> dict[str, Any]:

@@ -44,14 +44,20 @@ def get_task(
             f"({', '.join(FORMATS)})"
         )
     task = FileTask.from_file(name, task_format)
-    if task.name in TASKS:  # ioi.jsonl is not the built-in ioi, whose reference it lacks
-        task.name = Path(name).name
+    task.name = file_task_name(name)
     if corruption not in (None, task.corruption):
         raise CircuitxError(
             f"a task file has one corruption, its pairs' own ({task.corruption}), not "
             f"{corruption!r}"
         )
     return task
+
+
+def file_task_name(path: str | Path) -> str:
+    """A task file's task name: its stem, or its whole file name where the stem names a
+    built-in task (``ioi.jsonl`` is not the built-in ioi, whose reference it lacks)."""
+    path = Path(path)
+    return path.name if path.stem in TASKS else path.stem
 
 
 def task_vocabulary() -> list[str]:

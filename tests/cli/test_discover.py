@@ -157,6 +157,13 @@ def test_listings():
         (["discover", "--task", "ioi", "--method", "acdc", "--tau", "nan"], "finite number"),
         ([*DISCOVER, "--model", "plantd"], "unknown model 'plantd'; did you mean planted?"),
         ([*DISCOVER, "--threads", "0"], "--threads"),
+        ([*DISCOVER, "--threads", "99999999999"], "not in the range 1<=x<=1024"),
+        ([*DISCOVER, "--seed", str(2**64)], "--seed must be at most 4294967295"),
+        ([*DISCOVER, "--backup-rounds", "1000"], "--backup-rounds must be from 0 to 100"),
+        (
+            ["discover", "--task", "ioi", "--method", "eap-ig", "--ig-steps", str(10**20)],
+            "not in the range 1<=x<=1000000",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, pattern):

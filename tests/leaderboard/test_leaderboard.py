@@ -176,6 +176,12 @@ def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
         (["--model", "no/such/dir/"], "model directory not found"),
         (["--executor", "dask"], "Invalid value for '--executor'"),
         (["--seed", "-1"], "--seed must be at least 0"),
+        (["--seed", str(2**32 - 2), "--seeds", "3"], "go past the last seed, 4294967295"),
+        (["--jobs", "5000"], "not in the range 1<=x<=1024"),
+        (
+            ["--option", "eap-ig.ig_steps=100000000000000000000", "--methods", "eap-ig"],
+            "at most 1000000",
+        ),
         (["--tasks", ","], "no task given"),
         (["--positions", "some"], "Invalid value for '--positions'"),
     ],
@@ -336,3 +342,64 @@ def test_the_report_in_a_browser_sorts_and_opens_circuits(board, browser):
         re.search(r'id="circuit-data">(.*?)</script>', page.read_text(), re.S).group(1)
     )
     assert (nodes, edges) == (sum(data["nodes"]["in_circuit"]), sum(data["edges"]["in_circuit"]))
+
+
+PAIR = '{"clean": "When John", "corrupted": "When Sarah", "answer": "John"}\n'
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "same name", "positions"])
+def test_a_grid_that_cannot_run_is_refused_before_any_cell(tmp_path, problem):
+    """A task file that cannot be read, two task files of one name (one row), or settings
+    no cell can run with: one line, and no --out directory."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "t.jsonl").write_text(PAIR)
+    (tmp_path / "empty.jsonl").write_text("")
+    tasks, extra, expected = {
+        "missing": (str(tmp_path / "gone.jsonl"), [], "gone.jsonl"),
+        "empty": (str(tmp_path / "empty.jsonl"), [], "has no prompt pairs"),
+        "same name": (
+            f"{tmp_path / 'a' / 't.jsonl'},{tmp_path / 'b' / 't.jsonl'}",
+            [],
+            "both name their task 't'",
+        ),
+        "positions": ("greater-than", ["--positions", "named"], "no cell can run; greater-than"),
+    }[problem]
+    out = tmp_path / "out"
+    args = ["leaderboard", "--tasks", tasks, "--methods", "hisp", "--model", "planted"]
+    result = run(*args, "--seeds", 1, "--n-prompts", 4, "--out", out, *extra)
+    assert_one_line_error(result, expected)
+    assert not out.exists()
+
+
+def test_out_needs_an_existing_parent(tmp_path):
+    out = tmp_path / "no" / "such" / "out"
+    args = ["leaderboard", "--tasks", "greater-than", "--methods", "hisp", "--seeds", 1]
+    result = run(*args, "--n-prompts", 4, "--out", out)
+    assert_one_line_error(result, "parent directory does not exist")
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_task_file_named_as_a_built_in_task_has_a_row_of_its_own(tmp_path):
+    named = tmp_path / "ioi.jsonl"
+    named.write_text(PAIR)
+    cells = make_grid(["ioi", str(named)], ["eap"], "planted-ioi", [0], 4)
+    assert [cell.task for cell in cells] == ["ioi", "ioi.jsonl"]
+
+
+def test_a_stored_cell_of_the_wrong_shape_runs_again(tmp_path):
+    """A cell file edited by hand (a string where a number was) is not trusted: the cell
+    runs again instead of the table failing with a traceback."""
+    args = ["leaderboard", "--tasks", "greater-than", "--methods", "hisp", "--seeds", 1]
+    args += ["--n-prompts", 4, "--out", tmp_path, "--json"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    (stored,) = (tmp_path / "cells").glob("*.json")
+    record = json.loads(stored.read_text())
+    record["result"]["metrics"]["node_auc"] = "high"
+    stored.write_text(json.dumps(record))
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["resumed"] == 0
+    assert isinstance(json.loads(stored.read_text())["result"]["metrics"]["node_auc"], float)

@@ -199,7 +199,7 @@ def test_ground_truth_edges_exist_in_the_engine_layout():
         (("--method", "eap", "--tau", "0.1"), "--tau applies to acdc, not eap"),
         (("--method", "acdc", "--ig-steps", "3"), "--ig-steps applies to eap-ig, not acdc"),
         (("--method", "eap", "--stages", "2"), "--stages applies to path-patching, not eap"),
-        (("--method", "eap-ig", "--ig-steps", "0"), "0 is not in the range x>=1"),
+        (("--method", "eap-ig", "--ig-steps", "0"), "0 is not in the range 1<=x<=1000000"),
         (("--method", "eap-ig", "--ig-mode", "outputs"), "--ig-mode"),
         (("--method", "acdc", "--tau", "-1"), "-1.0 is not in the range x>=0"),
         (("--method", "eap", "--ablation", "half"), "'half' is not one of"),

@@ -295,10 +295,10 @@ def test_colored_objects_negatives_ask_about_an_absent_object(word_model):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--n-examples", "0"], "'--n-examples': 0 is not in the range x>=1"),
+        (["--n-examples", "0"], "'--n-examples': 0 is not in the range 1<=x<=1000000"),
         (["--n-examples", "13"], "--n-examples 13 is more than the 12 prompts"),
         (["--n-codes", "300"], "--n-codes 300 must be between 1 and the 125 vectors"),
-        (["--sae-steps", "0"], "'--sae-steps': 0 is not in the range x>=1"),
+        (["--sae-steps", "0"], "'--sae-steps': 0 is not in the range 1<=x<=1000000"),
     ],
 )
 def test_bad_settings_end_with_one_line(args, message):

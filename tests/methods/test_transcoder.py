@@ -397,7 +397,7 @@ def test_bad_transcoders_for_discovery_end_in_one_line(
     assert_one_line_error(run(*base, "--model", tiny_dir), "no transcoders known")
     assert_one_line_error(
         run(*base, "--model", tiny_dir, "--transcoders", tiny_transcoders, "--n-features", 0),
-        "'--n-features': 0 is not in the range x>=1",
+        "'--n-features': 0 is not in the range 1<=x<=1000000",
     )
     eap = ["discover", "--task", "ioi", "--method", "eap", "--model", tiny_dir]
     assert_one_line_error(run(*eap, "--granularity", "feature"), "applies to transcoder")
