@@ -327,7 +327,11 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
         raise CircuitxError(f"{path} is a directory, not a graph file")
     if not path.is_file():
         raise CircuitxError(f"graph file not found: {path}")
-    fmt = graph_format(path)
+    fmt = suffix_format(path)
+    if fmt is None:
+        raise CircuitxError(
+            f"cannot tell the graph format of {str(path)!r}: read .graphml or .json"
+        )
     try:
         if fmt == "graphml":
             graph = _from_graphml(nx.read_graphml(path, force_multigraph=True))

@@ -91,6 +91,21 @@ def _columns(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]
     return selected, np.abs(np.array(scores, dtype=float))
 
 
+def check_same_model(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> None:
+    """A one-line error unless the graph and the reference have the same component nodes,
+    saying so where the reference is over token positions and the graph is not."""
+    if set(component_nodes(graph)) == set(component_nodes(reference)):
+        return
+    if position_groups(reference) is not None and position_groups(graph) is None:
+        raise CircuitxError(
+            "the reference is a circuit over token positions and the graph is not: score a "
+            "graph found with --positions against it, or use a reference without positions"
+        )
+    raise CircuitxError(
+        "graph and reference are for different model shapes (their heads and MLPs differ)"
+    )
+
+
 def _paired_rows(
     graph: nx.MultiDiGraph, reference: nx.MultiDiGraph
 ) -> dict[str, tuple[list[dict[str, Any]], np.ndarray]]:
@@ -98,10 +113,7 @@ def _paired_rows(
     if graph.graph.get("parallel"):  # a reference drawn for sequential blocks loses the
         reference = parallel_view(reference)  # edges a parallel block cannot have
     nodes = component_nodes(graph)
-    if set(nodes) != set(component_nodes(reference)):
-        raise CircuitxError(
-            "graph and reference are for different model shapes (their heads and MLPs differ)"
-        )
+    check_same_model(graph, reference)
     edges, reference_edges = edges_by_name(graph), edges_by_name(reference)
     if set(edges) != set(reference_edges):
         raise CircuitxError("graph and reference have different edge sets")

@@ -159,6 +159,13 @@ def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
     assert "\n" not in str(caught.value)
 
 
+def test_a_graph_of_unknown_suffix_names_the_formats_read(tmp_path):
+    path = tmp_path / "g.json.out"
+    write_graph(scored_graph(), path, "json")
+    with pytest.raises(CircuitxError, match=r"'.*g.json.out': read .graphml or .json$"):
+        read_graph(path)
+
+
 def test_missing_graph_file(tmp_path):
     with pytest.raises(CircuitxError, match="not found"):
         read_graph(tmp_path / "none.graphml")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import component_nodes, full_graph, select_nodes
+from circuitx.graph import component_nodes, full_graph, layout_graph, select_nodes
+from circuitx.layout import PositionLayout
 from circuitx.scoring import overlap, roc_auc, roc_curve, score_graph, selection_metrics
 
 
@@ -144,3 +145,12 @@ def test_a_parallel_model_is_scored_without_the_edges_it_cannot_have():
     assert reference.number_of_edges() - found.number_of_edges() == 2 * 2  # heads -> m0, m1
     metrics = score_graph(found, reference)
     assert metrics["edge_precision"] == metrics["edge_recall"] == metrics["edge_auc"] == 1.0
+
+
+def test_a_reference_over_positions_against_a_graph_without_them_says_so():
+    positions = PositionLayout(2, 2, True, positions=("S", "END"), readout=("END",))
+    reference = layout_graph(positions)
+    with pytest.raises(CircuitxError, match="the reference is a circuit over token positions"):
+        score_graph(full_graph(2, 2, True), reference)
+    with pytest.raises(CircuitxError, match="different model shapes"):
+        score_graph(full_graph(2, 2, True), full_graph(3, 2, True))

@@ -6,11 +6,10 @@ from typing import Any
 
 import networkx as nx
 
-from circuitx.errors import CircuitxError
 from circuitx.graph import component_graph, component_nodes, layout_of, position_groups
 from circuitx.methods import METHODS, Method
 from circuitx.reference import position_reference
-from circuitx.scoring import empty_metrics, overlap, score_graph
+from circuitx.scoring import check_same_model, empty_metrics, overlap, score_graph
 from circuitx.tasks import TASKS
 
 
@@ -31,10 +30,7 @@ def matching_reference(
         )
         roles = task.role_positions if task is not None else {}
         matched = position_reference(reference, layout_of(graph), roles)
-    if set(component_nodes(graph)) != set(component_nodes(matched)):
-        raise CircuitxError(
-            "graph and reference are for different model shapes (their heads and MLPs differ)"
-        )
+    check_same_model(graph, matched)
     return matched
 
 
