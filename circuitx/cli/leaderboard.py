@@ -24,6 +24,7 @@ from circuitx.leaderboard import (
     STANDARD_VARIANTS,
     check_grid,
     make_grid,
+    non_defaults,
     parse_methods,
     parse_names,
     parse_options,
@@ -212,7 +213,9 @@ def leaderboard(
         )
     else:
         headings, body = table(board.rows)
-        shown = Table(title=f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s)")
+        settings = "".join(f"; {text}" for text in non_defaults(cells))
+        title = f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s){settings}"
+        shown = Table(title=title)
         for index, heading in enumerate(headings):
             numeric = 2 <= index < 2 + len(COLUMNS)
             shown.add_column(heading, justify="right" if numeric else "left")

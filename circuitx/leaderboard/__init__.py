@@ -49,6 +49,7 @@ __all__ = [
     "MethodSpec",
     "check_grid",
     "make_grid",
+    "non_defaults",
     "parse_methods",
     "parse_names",
     "parse_options",
@@ -133,11 +134,15 @@ def parse_method(text: str) -> MethodSpec:
     settings = [] if match is None else [s for s in (match.group(2) or "").split(",") if s]
     if match is None or any("=" not in setting for setting in settings):
         raise CircuitxError(f"--methods takes NAME or NAME[OPTION=VALUE,...], not {text!r}")
+    if match.group(2) is not None and not settings:
+        raise CircuitxError(f"--methods: {text!r} sets no option; write {match.group(1)}")
     method = get_method(match.group(1))
     options: dict[str, Any] = {}
     for setting in settings:
         name, _, value = setting.partition("=")
         key, parsed = method_option(method.name, name.strip(), value.strip(), text)
+        if key in options:
+            raise CircuitxError(f"--methods: {text!r} sets {name.strip()} twice")
         options[key] = parsed
     return MethodSpec(method.name, tuple(options.items()))
 
@@ -283,6 +288,8 @@ def parse_options(specs: list[str], methods: Sequence[str]) -> dict[str, dict[st
         if method_name not in methods:
             raise CircuitxError(f"--option {spec!r} names {method_name}, which is not in --methods")
         key, value = method_option(method_name, name, text)
+        if key in parsed.get(method_name, {}):
+            raise CircuitxError(f"--option sets {method_name}.{key} twice")
         parsed.setdefault(method_name, {})[key] = value
     return parsed
 
@@ -385,12 +392,35 @@ def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:
     seed_text = (
         f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std)"
     )
+    settings = "".join(f"; {text}" for text in non_defaults(cells))
     return (
         f"circuitx {__version__} leaderboard on {', '.join(models)}: {cells[0].n_prompts} "
-        f"prompts, {seed_text}; node P/R/F1 at each method's default selection; runtime is "
-        f"the discovery's wall time per cell. Cells run {when} on "
+        f"prompts, {seed_text}{settings}; node P/R/F1 at each method's default selection; "
+        f"runtime is the discovery's wall time per cell. Cells run {when} on "
         f"{'; '.join(machines) or 'no machine'}."
     )
+
+
+def non_defaults(cells: list[Cell]) -> list[str]:
+    """The settings the cells ran with that the table's rows do not show: an ablation
+    other than the corrupted run, positions, backup rounds, and each row's options beyond
+    those its label names (``--option``)."""
+    first = cells[0].request
+    texts = [] if first.ablation == "corrupted" else [f"{first.ablation} ablation"]
+    if first.positions != "none":
+        texts.append(f"positions {first.positions}")
+    rounds = max(cell.request.backup_rounds for cell in cells)
+    if rounds:
+        texts.append(f"{rounds} backup round(s)")
+    for label, options in dict.fromkeys(
+        (cell.method, tuple(cell.request.options.items())) for cell in cells
+    ):
+        named = VARIANT.match(label).group(2) or ""
+        own = {item.partition("=")[0].strip().replace("-", "_") for item in named.split(",")}
+        shown = [f"{key}={value}" for key, value in options if key not in own]
+        if shown:
+            texts.append(f"{label} with {', '.join(shown)}")
+    return texts
 
 
 GRAPH_KEYS = ("graph", "reference_circuit")  # what a cell's record keeps for its drawing

@@ -26,6 +26,7 @@ from circuitx.graph import from_json_dict
 from circuitx.leaderboard import (
     STANDARD_VARIANTS,
     make_grid,
+    non_defaults,
     parse_methods,
     run_cell,
     run_leaderboard,
@@ -178,6 +179,13 @@ def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
         (["--seed", "-1"], "--seed must be at least 0"),
         (["--seed", str(2**32 - 2), "--seeds", "3"], "go past the last seed, 4294967295"),
         (["--jobs", "5000"], "not in the range 1<=x<=1024"),
+        (["--methods", "eap[]"], "'eap[]' sets no option; write eap"),
+        (["--methods", "eap[qk-fix=on,qk-fix=off]"], "sets qk-fix twice"),
+        (["--methods", "eap", "--option", "eap.tau=1", "--option", "eap.tau=2"], "has no option"),
+        (
+            ["--methods", "eap", "--option", "eap.qk_fix=on", "--option", "eap.qk-fix=off"],
+            "--option sets eap.qk_fix twice",
+        ),
         (
             ["--option", "eap-ig.ig_steps=100000000000000000000", "--methods", "eap-ig"],
             "at most 1000000",
@@ -403,3 +411,15 @@ def test_a_stored_cell_of_the_wrong_shape_runs_again(tmp_path):
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["resumed"] == 0
     assert isinstance(json.loads(stored.read_text())["result"]["metrics"]["node_auc"], float)
+
+
+def test_the_caption_names_the_settings_the_rows_do_not_show():
+    methods = parse_methods("eap,eap[qk-fix=on]")
+    cells = make_grid(["greater-than"], methods, "planted", [0], 4, ablation="mean",
+                      options={"eap": {"grad_drop": "on"}})  # fmt: skip
+    assert non_defaults(cells) == [
+        "mean ablation",
+        "eap with grad_drop=on",
+        "eap[qk-fix=on] with grad_drop=on",
+    ]
+    assert non_defaults(make_grid(["greater-than"], methods, "planted", [0], 4)) == []
