@@ -204,6 +204,8 @@ def test_backup_rounds_find_the_backup_head_of_planted_greater_than_hard():
     for node in ("m0", "m2", "a1.h0"):  # the main circuit keeps its first-round score
         assert abs(rounds.nodes[node]["score"]) >= abs(plain.nodes[node]["score"])
     assert rounds.graph["backup_rounds"] == 1 and "backup_rounds" not in plain.graph
+    assert report(rounds, truth, "t")["backup_rounds"] == 1  # discover --json shows it
+    assert report(plain, truth, "t")["backup_rounds"] == 0
 
 
 def test_backup_rounds_bad_input_is_one_line():

@@ -312,8 +312,9 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
         )
     if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
         said.append(
-            f"the task has {summary['n_prompts']} prompt pairs: all of them ran, not the "
-            f"{asked} asked for"
+            f"the task has {summary['n_prompts']} prompt pair"
+            f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran, not the {asked} "
+            "asked for"
         )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(

@@ -68,6 +68,7 @@ def report(
         "faithfulness_s": meta.get("faithfulness_s"),
         "runtime_s": meta.get("runtime_s"),
         "ablation": meta.get("ablation"),
+        "backup_rounds": meta.get("backup_rounds", 0),
         "options": method_options_of(method, meta),
         "method_facts": method_facts_of(method, meta),
         "warnings": [] if method is None else method.warnings(meta),

@@ -476,4 +476,16 @@ def write_results(
         files[PAGES] = out_dir / PAGES
     files["html"] = out_dir / "index.html"
     write_report(files["html"], cells, board.rows, title, figures, pages)
+    remove_stale(out_dir, {out_dir / name for name in [*figures, *pages.values()]})
     return {name: str(path) for name, path in files.items()}
+
+
+def remove_stale(out_dir: Path, written: set[Path]) -> None:
+    """Remove the figures and circuit pages an earlier run into ``out_dir`` wrote and this
+    one did not (a task or method no longer in the grid), so that nothing there is older
+    than the table."""
+    earlier = [*out_dir.glob("roc-*.png"), *out_dir.glob("faithfulness-*.png")]
+    earlier += (out_dir / PAGES).glob("*.html")
+    for path in earlier:
+        if path not in written:
+            path.unlink(missing_ok=True)

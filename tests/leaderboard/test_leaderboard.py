@@ -423,3 +423,18 @@ def test_the_caption_names_the_settings_the_rows_do_not_show():
         "eap[qk-fix=on] with grad_drop=on",
     ]
     assert non_defaults(make_grid(["greater-than"], methods, "planted", [0], 4)) == []
+
+
+def test_a_rerun_with_fewer_cells_leaves_no_stale_pages_or_figures(tmp_path):
+    args = ["leaderboard", "--tasks", "greater-than", "--seeds", 1, "--n-prompts", 4]
+    first = run(*args, "--methods", "hisp,eap", "--out", tmp_path)
+    assert first.exit_code == 0, first.output
+    pages = sorted(path.name for path in (tmp_path / "circuits").glob("*.html"))
+    assert len(pages) == 2
+    (tmp_path / "roc-gone.png").write_bytes(b"")  # as a task dropped from the grid left it
+    again = run(*args, "--methods", "hisp", "--out", tmp_path)
+    assert again.exit_code == 0, again.output
+    left = sorted(path.name for path in (tmp_path / "circuits").glob("*.html"))
+    assert left == [name for name in pages if "-hisp-" in name]
+    assert not (tmp_path / "roc-gone.png").exists()
+    assert (tmp_path / "roc-greater-than.png").exists()
