@@ -17,6 +17,7 @@ from circuitx.drawing.places import (
     caption_text,
     empty_note,
     feeds,
+    missed_edges,
     reference_sets,
     score_scale,
     short_name,
@@ -24,7 +25,7 @@ from circuitx.drawing.places import (
 )
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
-from circuitx.graph import INPUT, LOGITS
+from circuitx.graph import INPUT, LOGITS, edge_name
 
 
 def dot_path() -> str:
@@ -91,6 +92,16 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
             f'  "{sender}" -> "{receiver}" [penwidth={width:.2f}, color="{colour}", '
             f'arrowsize=0.5, tooltip="{_escape(key)}"{head}];'
         )
+    declared = {*nodes, *missed}
+    for sender, receiver, head_input in missed_edges(graph, truth):
+        if sender in declared and receiver in declared:
+            head = f', headlabel="{head_input}", labelfontsize=7' if head_input else ""
+            lines.append(
+                f'  "{sender}" -> "{receiver}" [style=dashed, penwidth=1, '
+                f'color="{AGREEMENT["reference only"]}", arrowsize=0.5, '
+                f'tooltip="{_escape(edge_name(sender, receiver, head_input))}: in the reference '
+                f'only"{head}];'
+            )
     lines.append("}")
     drawn = {"nodes": len(nodes), "edges": len(edges), "note": empty_note(nodes)}
     return "\n".join(lines) + "\n", drawn

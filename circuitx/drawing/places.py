@@ -19,6 +19,7 @@ from circuitx.graph import (
     LOGITS,
     edge_name,
     edges_by_name,
+    parse_edge_name,
     parse_node,
     position_groups,
     shape_of,
@@ -205,6 +206,17 @@ class Truth:
     def has_edge(self, sender: str, receiver: str, data: dict[str, Any]) -> bool:
         name = edge_name(component_of(sender), component_of(receiver), data["input"])
         return name in self.edges
+
+
+def missed_edges(graph: nx.MultiDiGraph, truth: Truth) -> list[tuple[str, str, str | None]]:
+    """The reference's edges the circuit leaves out, ``(sender, receiver, input)``, in name
+    order (drawn dashed, as the missed nodes are)."""
+    edges = edges_by_name(graph)
+    return [
+        parse_edge_name(name)
+        for name in sorted(truth.edges)
+        if name in edges and not edges[name]["in_circuit"]
+    ]
 
 
 def component_of(node: str) -> str:

@@ -24,6 +24,7 @@ from circuitx.drawing.places import (
     feeds,
     graph_places,
     label,
+    missed_edges,
     positions,
     reference_sets,
     score_scale,
@@ -114,6 +115,19 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     missed = (
         [n for n in truth.nodes if n in places and n not in nodes] if reference is not None else []
     )
+    for sender, receiver, head_input in missed_edges(graph, truth):
+        (x0, y0), (x1, y1) = places[sender], places[receiver]
+        x1 += RECEIVER_OFFSET.get(head_input, 0.0)
+        ax.plot(
+            [x0, x1],
+            [y0, y1],
+            color=AGREEMENT["reference only"],
+            linewidth=1.0,
+            linestyle="--",
+            alpha=0.8,
+            zorder=2,
+            gid="missed-edge",
+        )
     for node in missed:
         x, y = places[node]
         ax.scatter(

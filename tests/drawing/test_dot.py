@@ -36,6 +36,8 @@ def test_dot_against_a_reference_says_agreement_and_draws_the_missed(graphviz):
     select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3"])
     source, _ = dot_source(Picture(scored_circuit(), reference))
     assert re.search(r'"a1\.h3" \[[^]]*style=dashed', source)  # missed
+    missed = re.findall(r'-> "(\S+)" \[style=dashed[^]]*in the reference only', source)
+    assert sorted(missed) == ["a1.h3"] * 6 + ["logits"]  # its q, k, v from two, its write
     assert all(colour in source for colour in AGREEMENT.values())
     assert "node precision 0.50, recall 0.67" in source
 

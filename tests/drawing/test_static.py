@@ -53,6 +53,7 @@ def test_with_a_reference_the_colours_say_agreement(tmp_path):
     text = svg_text(tmp_path / "r.svg")
     assert all(colour in text for colour in AGREEMENT.values())
     assert "node precision 0.50, recall 0.67" in text
+    assert text.count('id="missed-edge') == 7  # the reference's edges of a1.h3, dashed
 
 
 def test_png_and_pdf_are_real_pictures(tmp_path):
