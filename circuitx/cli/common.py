@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from circuitx.engine import parse_memory
-from circuitx.errors import MAX_THREADS, CircuitxError
+from circuitx.errors import MAX_SEED, MAX_THREADS, CircuitxError
 from circuitx.files import json_text
 from circuitx.models import DTYPES
 from circuitx.tasks.base import POSITION_MODES
@@ -182,6 +182,17 @@ def max_memory_option(command: Callable) -> Callable:
         help="Memory for the prompts' cached runs and patched passes, e.g. 512M or 8G; "
         "prompts beyond it are taken in parts (default: half the free memory, at most "
         "2G on the CPU).",
+    )(command)
+
+
+def seed_option(command: Callable) -> Callable:
+    """``--seed N`` (0 to :data:`MAX_SEED`): drives every random choice of the command."""
+    return click.option(
+        "--seed",
+        default=0,
+        show_default=True,
+        type=click.IntRange(0, MAX_SEED),
+        help="Drives every random choice.",
     )(command)
 
 

@@ -11,8 +11,8 @@ import click
 
 from circuitx.builtin import build_once
 from circuitx.builtin.trained import TRAINED, scores_line, train_ground_truth
-from circuitx.cli.common import json_option, print_json
-from circuitx.errors import MAX_SEED, CircuitxError
+from circuitx.cli.common import json_option, print_json, seed_option
+from circuitx.errors import CircuitxError
 from circuitx.models import quiet_loaders
 from circuitx.progress import progress_bar
 
@@ -28,13 +28,7 @@ PREFIX = "trained-"
     help="What to implement: the high-level model of a task (built-in trained-<TASK>).",
 )
 @click.option("--out", required=True, type=click.Path(), help="New model directory.")
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, MAX_SEED),
-    help="Drives every random choice.",
-)
+@seed_option
 @click.option(
     "--max-steps",
     type=click.IntRange(min=1),

@@ -14,10 +14,11 @@ from circuitx.cli.common import (
     fmt,
     json_option,
     print_json,
+    seed_option,
     stdout,
     threads_option,
 )
-from circuitx.errors import MAX_SEED, CircuitxError
+from circuitx.errors import CircuitxError
 from circuitx.progress import progress_bar
 from circuitx.tasks import TASKS, get_task
 from circuitx.transcoders import TrainingSettings
@@ -96,13 +97,7 @@ def _training_option(flag: str, kind: click.ParamType, help: str):
     type=click.IntRange(min=1),
     help="Prompts per task for that measurement.",
 )
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, MAX_SEED),
-    help="Drives every random choice.",
-)
+@seed_option
 @click.option(
     "--out",
     "out_dir",
