@@ -78,7 +78,7 @@ task_from_pairs = FileTask.from_pairs
 def task_from_file(path: str | os.PathLike, task_format: str | None = None) -> FileTask:
     """A task file: our .jsonl, an EAP-IG/MIB .csv or an auto-circuit .json (the format
     told by the suffix and content, or ``task_format``); see docs/task-files.md."""
-    return FileTask.from_file(os.fspath(path), task_format)
+    return FileTask.from_file(str(_path(path, "task_from_file")), task_format)
 
 
 def discover(
@@ -162,6 +162,15 @@ def _path(path: str | os.PathLike, what: str) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise CircuitxError(f"{what} takes a file path, not {path!r}")
     return Path(path)
+
+
+def _names(value: str | Sequence[str], what: str) -> str:
+    """``all``, a name or a list of names, as the command line's comma-separated list."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and all(isinstance(v, (str, os.PathLike)) for v in value):
+        return ",".join(os.fspath(v) for v in value)
+    raise CircuitxError(f"{what} takes 'all', a name or a list of names, not {value!r}")
 
 
 def reference_circuit(
@@ -258,8 +267,12 @@ def leaderboard(
     ``positions``: circuits over token positions, as for :func:`discover`."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
-    task_spec = tasks if isinstance(tasks, str) else ",".join(tasks)
-    method_spec = methods if isinstance(methods, str) else ",".join(methods)
+    task_spec, method_spec = _names(tasks, "tasks"), _names(methods, "methods")
+    out = _path(out, "out")
+    if options is not None and not (
+        isinstance(options, Mapping) and all(isinstance(v, Mapping) for v in options.values())
+    ):
+        raise CircuitxError(f"options takes {{method: {{option: value}}}}, not {options!r}")
     task_names = parse_names(task_spec, list(TASKS), "task", tasks_for(model), is_task_file)
     specs = parse_methods(method_spec)
     given = {name: dict(values) for name, values in (options or {}).items()}

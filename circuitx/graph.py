@@ -322,6 +322,8 @@ def graph_to_text(graph: nx.MultiDiGraph, fmt: str) -> str:
 def read_graph(path: str | Path) -> nx.MultiDiGraph:
     """Read a circuit graph written by :func:`write_graph` (GraphML or JSON), or a graph
     EAP-IG wrote (its JSON, as MIB takes it)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CircuitxError(f"read_graph takes a file path, not {path!r}")
     path = Path(path)
     if path.is_dir():
         raise CircuitxError(f"{path} is a directory, not a graph file")

@@ -115,6 +115,19 @@ def test_api_discovery_equals_the_command_line(tmp_path):
             lambda: cx.leaderboard(methods=["eap"], options={"eap-ig": {"ig_steps": 5}}),
             "options name eap-ig, which is not among the methods",
         ),
+        # None and wrong types a second trial found raising TypeError or AttributeError
+        (lambda: cx.get_task(None), "a task is a name, a task file or a Task, not None"),
+        (lambda: cx.load_model("planted", task=5), "a task is a name, a task file or a Task"),
+        (lambda: cx.load_model("planted-ioi", cache_dir=5), "cache_dir takes a directory"),
+        (lambda: cx.load_model("planted-ioi", dtype="float99"), "unknown dtype 'float99'"),
+        (lambda: cx.task_from_file(None), "task_from_file takes a file path"),
+        (lambda: cx.read_graph(None), "read_graph takes a file path"),
+        (lambda: cx.discover("planted", "ioi", "eap", n_prompts=None), "--n-prompts takes a"),
+        (lambda: cx.discover("planted", "ioi", "eap", seed=None), "--seed takes a whole"),
+        (lambda: cx.leaderboard(tasks=None, methods=["eap"]), "tasks takes 'all', a name"),
+        (lambda: cx.leaderboard(tasks=["ioi"], methods=[5]), "methods takes 'all', a name"),
+        (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], out=None), "out takes a"),
+        (lambda: cx.leaderboard(methods=["eap"], options={"eap": 5}), "options takes {method"),
     ],
 )
 def test_bad_settings_raise_one_line_before_work(call, message):

@@ -43,7 +43,7 @@ from circuitx.builtin.trained import (
     shipped_files,
 )
 from circuitx.errors import CircuitxError
-from circuitx.models import Model, load_model, quiet_loaders
+from circuitx.models import Model, load_model, parse_dtype, quiet_loaders
 from circuitx.tasks import TASKS
 
 PathLike = str | os.PathLike[str] | None
@@ -225,6 +225,9 @@ def load(
     directory, or a hub model by name or alias."""
     if name in FAMILIES:
         raise CircuitxError(f"{name!r} is a model family: name a task to pick its model")
+    parse_dtype(dtype)  # an unknown dtype is named as such, before what it would mean here
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise CircuitxError(f"cache_dir takes a directory, not {cache_dir!r}")
     if name not in BUILTIN_MODELS:
         check_model_name(name)
         return load_model(name, device=device, dtype=dtype)

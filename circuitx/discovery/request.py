@@ -168,8 +168,11 @@ class DiscoveryRequest:
             "--top-k": self.top_k,
             "--max-memory": self.max_memory,
         }
+        unset = ("--top-k", "--max-memory")  # None: not set
         for flag, value in whole.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            if value is None and flag in unset:
+                continue
+            if isinstance(value, bool) or not isinstance(value, Integral):
                 raise CircuitxError(f"{flag} takes a whole number, not {value!r}")
         threshold = self.threshold
         if threshold is not None and (

@@ -7,6 +7,7 @@ too, named by its path.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from circuitx.errors import CircuitxError
@@ -31,6 +32,10 @@ def get_task(
     """The registered task ``name``, set to ``corruption`` (default: the task's first); or
     the task in file ``name`` (in ``task_format``, else told by its suffix and content);
     or ``name`` itself where it is a task (made in Python: :class:`FileTask`)."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, (str, Task)):
+        raise CircuitxError(f"a task is a name, a task file or a Task, not {name!r}")
     if isinstance(name, Task):
         if corruption not in (None, name.corruption):
             raise CircuitxError(f"task {name.name} has no corruption {corruption!r}")
