@@ -21,7 +21,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, listed
 from circuitx.files import atomic_open, finite
 from circuitx.layout import Layout, PositionLayout
 from circuitx.names import (
@@ -375,8 +375,12 @@ def _validate(graph: nx.MultiDiGraph) -> None:
         )
     parallel = bool(graph.graph.get("parallel"))
     _check_selection(graph.graph)
+    if graph.number_of_edges() == 0:
+        raise CircuitxError("graph has no edges (a graph holds every edge of its model)")
     for node, data in graph.nodes(data=True):
         kind, layer, head = parse_node(node)
+        if all(data.get(attribute) is None for attribute in ("kind", "in_circuit")):
+            raise CircuitxError(f"node {node} is not declared (an edge names it)")
         _check_attributes(f"node {node}", data, NODE_ATTRIBUTES)
         if data["kind"] != kind:
             raise CircuitxError(f"node {node}: kind must be {kind!r}, not {data['kind']!r}")
@@ -596,11 +600,17 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
             "(a graph from before circuitx recorded it): discover it again"
         )
     edges = edges_by_name(graph)
-    if any(data["score"] is None for data in edges.values()):
+    unscored = [name for name, data in edges.items() if data["score"] is None]
+    if len(unscored) == len(edges):
         method = graph.graph.get("method", "its method")
         raise CircuitxError(
             f"EAP-IG graphs score every edge, and {method} scores nodes only: "
             "export --format json keeps its node scores"
+        )
+    if unscored:
+        raise CircuitxError(
+            f"EAP-IG graphs score every edge, and {len(unscored)} of this graph's have no "
+            f"score ({listed(unscored, 3)})"
         )
     cfg = {
         "n_layers": n_layers,

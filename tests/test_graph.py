@@ -1,4 +1,5 @@
 import json
+import re
 
 import networkx as nx
 import numpy as np
@@ -377,3 +378,32 @@ def test_eap_ig_has_no_graph_without_mlps():
 
     with pytest.raises(CircuitxError, match="EAP-IG graphs always have MLPs"):
         graph_to_text(full_graph(2, 2, False), "eap-ig")
+
+
+def test_a_graph_file_missing_a_node_or_its_edges_says_so(tmp_path):
+    """A second trial's edits: a GraphML node element deleted (its edges name it), and a
+    JSON graph with no edges at all."""
+    path = tmp_path / "g.graphml"
+    write_graph(full_graph(2, 2, True, task="ioi"), path)
+    text = path.read_text()
+    declared = re.search(r'<node id="a1.h1">.*?</node>', text, re.S)
+    path.write_text(text.replace(declared.group(0), ""))
+    with pytest.raises(CircuitxError, match="node a1.h1 is not declared"):
+        read_graph(path)
+    path = tmp_path / "g.json"
+    write_graph(full_graph(2, 2, True, task="ioi"), path)
+    data = json.loads(path.read_text())
+    data["edges"] = {}
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match="graph has no edges"):
+        read_graph(path)
+
+
+def test_eap_ig_export_names_an_edge_without_a_score(tmp_path):
+    graph = scored_graph()
+    graph.graph["d_model"] = 8
+    for _, _, data in graph.edges(data=True):
+        data["score"] = 0.5
+    graph.edges["input", "m0", "input->m0"]["score"] = None
+    with pytest.raises(CircuitxError, match=r"1 of this graph's have no score \(input->m0\)"):
+        write_graph(graph, tmp_path / "e.json", "eap-ig")

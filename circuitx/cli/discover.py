@@ -496,6 +496,11 @@ def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache
     drawn = draw(graph, out_path, matching_reference(graph, reference), top, every, engine)
     if drawn["note"]:
         note(f"note: {drawn['note']}")
+    if (every or top is not None) and drawn["edges"] == 0:
+        note(
+            "note: no edge has a non-zero score (a node-level method scores none): --all and "
+            "--top choose among scored edges; without them the circuit's edges are drawn"
+        )
 
 
 @click.command()

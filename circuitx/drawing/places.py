@@ -138,12 +138,12 @@ def score_scale(graph: nx.MultiDiGraph, nodes: list[str]) -> tuple[Any, Any]:
 
 
 def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[list[Edge], int]:
-    """The edges to draw, and how many were chosen: the circuit's; every scored one
-    (``every``); or the ``top`` by |score|. Of more than :data:`MAX_DRAWN_EDGES`, the
-    largest by |score| are drawn."""
+    """The edges to draw, and how many were chosen: the circuit's; every one with a
+    non-zero score (``every``); or the ``top`` of those by |score|. Of more than
+    :data:`MAX_DRAWN_EDGES`, the largest by |score| are drawn."""
     edges = list(graph.edges(keys=True, data=True))
     if top is not None:
-        edges = [edge for edge in edges if edge[3]["score"] is not None]
+        edges = [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
         edges = sorted(edges, key=lambda edge: -abs(edge[3]["score"]))[:top]
     elif every:
         edges = [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]

@@ -152,3 +152,18 @@ def test_of_more_edges_than_a_picture_holds_the_largest_are_drawn(tmp_path, monk
     nonzero = [d for *_, d in graph.edges(data="score") if d]
     assert drawn["edges"] == 40 < len(nonzero)
     assert f"40 edges drawn (the largest of {len(nonzero)})" in svg_text(tmp_path / "many.svg")
+
+
+def test_top_and_all_draw_only_scored_edges_and_say_so_when_none_are(tmp_path):
+    """--top N takes edges with a non-zero score, as --all does; a graph with none (a
+    node-level method's) gets a note instead of a silently empty picture."""
+    graph = scored_circuit()
+    nonzero = [k for *_, k, s in graph.edges(keys=True, data="score") if s]
+    assert draw(graph, tmp_path / "t.svg", top=10**6)["edges"] == len(nonzero)
+    for _, _, data in graph.edges(data=True):
+        data["score"] = None
+    path = tmp_path / "nodes.graphml"
+    write_graph(graph, path)
+    result = run("draw", path, "--out", tmp_path / "n.svg", "--top", 5)
+    assert result.exit_code == 0, result.output
+    assert "no edge has a non-zero score" in result.stderr
