@@ -236,6 +236,8 @@ def draw(
     note on an empty circuit."""
     graph = _graph(graph)
     path = _path(path, "draw")
+    if not isinstance(every, bool):
+        raise CircuitxError(f"every takes True or False, not {every!r}")
     found, _ = reference_circuit(graph, reference, cache_dir)
     return draw_graph(graph, path, found, top, every, engine)
 
@@ -267,6 +269,10 @@ def leaderboard(
     ``positions``: circuits over token positions, as for :func:`discover`."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, str):
+        raise CircuitxError(f"model takes a name, a family or a directory, not {model!r}")
     task_spec, method_spec = _names(tasks, "tasks"), _names(methods, "methods")
     out = _path(out, "out")
     if options is not None and not (

@@ -73,6 +73,10 @@ def method_options(method: Method, given: Mapping[str, Any] | None = None) -> di
     for key, value in (given or {}).items():
         if value is None:
             continue
+        if key not in declared and key.replace("-", "_") in declared:
+            raise CircuitxError(
+                f"{method.name}'s option {key!r} is named {key.replace('-', '_')} in Python"
+            )
         if key not in declared:
             flag = "--" + key.replace("_", "-")
             users = [m.name for m, _ in all_options().get(key, [])]
