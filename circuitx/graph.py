@@ -367,7 +367,7 @@ def _validate(graph: nx.MultiDiGraph) -> None:
     n_layers, n_heads, has_mlp = shape_of(graph)
     if n_layers < 1 or n_heads < 1:
         raise CircuitxError(f"a model of {n_layers} layers x {n_heads} heads has no heads")
-    components = 2 + n_layers * (n_heads + has_mlp)  # a graph holds every component
+    components = Layout(n_layers, n_heads, has_mlp).n_senders + 1  # every one, and logits
     if graph.number_of_nodes() < components:
         raise CircuitxError(
             f"its metadata describes a model of {n_layers} layers x {n_heads} heads, "
@@ -654,7 +654,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         raise CircuitxError(
             "neuron-level EAP-IG graphs are not supported: circuitx graphs have heads and MLPs"
         )
-    components = 2 + n_layers * (n_heads + 1)  # EAP-IG writes every node
+    components = Layout(n_layers, n_heads, True).n_senders + 1  # EAP-IG writes every node
     if n_layers < 1 or n_heads < 1 or len(nodes) < components:
         raise CircuitxError(
             f"EAP-IG graph cfg describes a model of {n_layers} layers x {n_heads} heads, "

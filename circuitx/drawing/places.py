@@ -142,13 +142,12 @@ def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[
     non-zero score (``every``); or the ``top`` of those by |score|. Of more than
     :data:`MAX_DRAWN_EDGES`, the largest by |score| are drawn."""
     edges = list(graph.edges(keys=True, data=True))
-    if top is not None:
-        edges = [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
-        edges = sorted(edges, key=lambda edge: -abs(edge[3]["score"]))[:top]
-    elif every:
-        edges = [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
-    else:
+    if top is None and not every:
         edges = [edge for edge in edges if edge[3]["in_circuit"]]
+    else:
+        edges = [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
+        if top is not None:
+            edges = sorted(edges, key=lambda edge: -abs(edge[3]["score"]))[:top]
     if len(edges) <= MAX_DRAWN_EDGES:
         return edges, len(edges)
     largest = sorted(edges, key=lambda edge: -abs(edge[3]["score"] or 0.0))
