@@ -34,6 +34,8 @@ METHODS = {
     "sae": {"sae_steps": 40, "n_examples": 12},
     "hisp": {},
     "atp": {},
+    "subnetwork-probing": {"sp_steps": 4},  # one draw of the gates per step, for all parts
+    "edge-pruning": {"ep_steps": 4},
 }
 
 

@@ -10,7 +10,8 @@ divergence of the masked model's answer distribution from the full model's, plus
 Lagrangian that holds the expected share of gates that are 0 at a target that rises
 linearly from 0 to ``sparsity`` over the first ``warmup`` share of the steps (its two
 multipliers are raised by gradient ascent, as Edge Pruning does). Adam on log_alpha,
-every prompt in every step (the engine's parts in turn). A node's score is the
+every prompt in every step (the engine's parts in turn, one draw of the gates shared by
+them, so the gates do not depend on the memory budget). A node's score is the
 probability that its gate is not 0; the default selection keeps those above 1/2.
 Deterministic under the seed (the uniform noise is drawn from it).
 """
@@ -75,16 +76,18 @@ def train_gates(
         optimiser.zero_grad()
         ascent.zero_grad()
         goal = target * min(1.0, (step + 1) / warmup)
+        gates = sample_gates(log_alpha, generator)  # one draw per step, shared by the parts
+        drawn = gates.detach().requires_grad_()
         kl_total = 0.0
         for part, weight in engine.parts():
-            final = part.run(**masks(sample_gates(log_alpha, generator)), train=True)
+            final = part.run(**masks(drawn), train=True)
             kl = answer_kl(final[0], part.clean_final) * weight
             kl.backward()
             kl_total = kl_total + kl.detach()
         expected_sparsity = 1.0 - open_probability(log_alpha).mean()
         gap = expected_sparsity - goal
         penalty = multipliers[0] * gap + multipliers[1] * gap**2
-        penalty.backward()
+        torch.autograd.backward([penalty, gates], [torch.ones(()), drawn.grad])
         multipliers.grad.neg_()  # the multipliers rise where the target is missed
         optimiser.step()
         ascent.step()

@@ -478,12 +478,20 @@ class TranscoderMethod(Method):
             self._loaded = (key, transcoders_for(model, source, run.cache_dir))
         return self._loaded[1]
 
+    def _kept_features(self, model: Model, run: MethodRun) -> int:
+        """Features each MLP keeps as nodes: none at node granularity, and at most the
+        transcoders' width."""
+        if run.options["granularity"] != "feature":
+            return 0
+        width = min(t.n_features for t in self._transcoders(model, run)[0].values())
+        return min(run.options["n_features"], width)
+
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 2
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
         # every layer's sender and receiver units, and the frozen scales and patterns
-        units = model.n_heads + run.options["n_features"] + 1
+        units = model.n_heads + self._kept_features(model, run) + 1
         if run.options["qk"] != "off":  # q and k receivers, per-head inputs, pattern grads
             units += 4 * model.n_heads
         return model.n_layers * (2 * units * model.d_model + 2 * model.n_heads * model.n_ctx)
@@ -492,7 +500,7 @@ class TranscoderMethod(Method):
         model, options = engine.model, run.options
         transcoders, source = self._transcoders(model, run)
         run.advance(1)
-        n_top = options["n_features"] if options["granularity"] == "feature" else 0
+        n_top = self._kept_features(model, run)
         baselines = None
         if engine.ablation == "mean" and engine.n_parts > 1:
             baselines = _mean_feature_baselines(engine, transcoders)

@@ -18,6 +18,7 @@ from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.discovery import report
 from circuitx.errors import CircuitxError
 from circuitx.graph import read_graph
+from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.methods.transcoder import attribute, greedy_paths
 from circuitx.models import (
     attention_pattern_hook,
@@ -428,6 +429,22 @@ def test_feature_graph_sums_to_the_component_graph(tmp_path, tiny_dir, tiny_tran
     compared = json.loads(run("compare", features_out, nodes_out, "--json").stdout)
     assert compared["edges"]["jaccard"] in (1.0, None)
     assert run("export", features_out, "--format", "dot").exit_code == 0
+
+
+def test_the_memory_plan_counts_only_the_features_kept(tiny_model, tiny_transcoders):
+    """--n-features above the transcoders' width keeps them all (it planned memory for a
+    million features a layer, and --granularity node for the ten it never keeps)."""
+    method = get_method("transcoder")
+    width = random_transcoders(tiny_model)[0].n_features
+
+    def floats(**options):
+        options = method_options(method, {"transcoders": str(tiny_transcoders), **options})
+        return method.working_floats_per_token(tiny_model, MethodRun(options=options))
+
+    assert floats(n_features=10**6) == floats(n_features=3) == floats(n_features=width)
+    all_kept = floats(granularity="feature", n_features=width)
+    assert floats(granularity="feature", n_features=10**6) == all_kept
+    assert floats(granularity="feature", n_features=3) < all_kept
 
 
 @pytest.mark.slow
