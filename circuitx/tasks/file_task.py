@@ -131,6 +131,13 @@ class FileTask(Task):
             _token_ids(model, p, text, p.wrongs, p.wrong_ids, "wrong answer")
             for p, (_, text) in zip(pairs, reads)
         ]
+        for pair, right, wrong in zip(pairs, answers, wrongs):
+            both = [token for token in right if token in wrong]
+            if both:  # its logit difference is 0 whatever the model does
+                raise CircuitxError(
+                    f"{pair.where}: {model.decode([both[0]])!r} is both an answer and a "
+                    "wrong answer"
+                )
         answer, answer_mask = _padded(answers)
         wrong, wrong_mask = _padded(wrongs) if wrongs[0] else (answer[:, :1], answer_mask[:, :1])
         return TaskData(

@@ -236,6 +236,13 @@ BAD = {
         b"When David and John went to the store,When David and Robert went to the store,99999,3\n",
         "t.csv row 2: answer id 99999 is outside the model's vocabulary",
     ),
+    "an answer that is also wrong": (
+        "t.jsonl",
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": ["David", "John"], "wrong": "John"}\n',
+        "t.jsonl line 1: 'John' is both an answer and a wrong answer",
+    ),
     "no file": (None, b"", "task file not found"),
     "a word the model does not know": (
         "t.jsonl",
