@@ -288,6 +288,10 @@ def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
     compared = run("compare", out, tmp_path / "c.json", "--json")
     assert json.loads(compared.stdout)["edges"]["jaccard"] == 1.0
     assert "compared as its components" in compared.stderr
+    # a component graph file as the reference has no roles: its nodes count everywhere
+    against_file = run("score", out, "--reference", tmp_path / "c.json")
+    assert "counts at every position; --collapse-positions" in against_file.stderr
+    assert "every position" not in run("score", out).stderr  # the planted roles place them
 
 
 def test_what_cannot_score_positions_says_so():

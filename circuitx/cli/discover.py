@@ -35,6 +35,7 @@ from circuitx.discovery import (
     reference_for_graph,
     reference_for_model,
     report,
+    scoring_notes,
 )
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw, draw_format
 from circuitx.errors import CircuitxError
@@ -417,6 +418,8 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
     if collapse:
         reference = collapse_positions(reference)
     metrics = evaluate(graph, reference)
+    for line in scoring_notes(graph, reference):
+        note(line)
     if as_json:
         print_json({"graph": graph_path, "reference": label, "metrics": metrics})
         return

@@ -9,7 +9,7 @@ from circuitx.discovery.references import (
     reference_for_model,
     resolve_reference,
 )
-from circuitx.discovery.report import evaluate, matching_reference, report
+from circuitx.discovery.report import evaluate, matching_reference, report, scoring_notes
 from circuitx.discovery.request import FAITHFULNESS_PROMPTS, DiscoveryRequest, check_reference
 from circuitx.discovery.run import discover, model_id, select
 
@@ -27,6 +27,7 @@ __all__ = [
     "reference_for_graph",
     "reference_for_model",
     "report",
+    "scoring_notes",
     "resolve_reference",
     "select",
 ]

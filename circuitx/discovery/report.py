@@ -34,6 +34,36 @@ def matching_reference(
     return matched
 
 
+def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[str]:
+    """What a reader of ``graph``'s scores against ``reference`` would otherwise not see:
+    a level whose ROC AUC is missing because some (not all) of its items have no score,
+    and a component-level reference without roles placed on a circuit over positions."""
+    notes = []
+    component = component_graph(graph)
+    levels = {"node": [component.nodes[n] for n in component_nodes(component)]}
+    levels["edge"] = [data for *_, data in component.edges(data=True)]
+    for level, rows in levels.items():
+        unscored = sum(row.get("score") is None for row in rows)
+        if 0 < unscored < len(rows):
+            notes.append(
+                f"note: {unscored} of the graph's {len(rows)} {level}s "
+                f"{'has' if unscored == 1 else 'have'} no score, so it has no {level} ROC AUC"
+            )
+    if position_groups(graph) is not None and position_groups(reference) is None:
+        task = TASKS.get(str(graph.graph.get("task"))) or TASKS.get(
+            str(reference.graph.get("task"))
+        )
+        places = {role.lower() for role in (task.role_positions if task else {})}
+        roles = {str(r).lower() for _, r in reference.nodes(data="role") if r is not None}
+        if not roles & places:
+            notes.append(
+                "note: the reference is over components and names no role the task places "
+                "at a position, so each of its circuit nodes counts at every position; "
+                "--collapse-positions scores the circuit's components instead"
+            )
+    return notes
+
+
 def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:
     """Metrics against ``reference``; all None without one."""
     if reference is None:

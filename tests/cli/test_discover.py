@@ -7,7 +7,7 @@ import torch
 from conftest import assert_one_line_error, run
 
 from circuitx.cli.discover import run_warnings
-from circuitx.graph import read_graph
+from circuitx.graph import read_graph, write_graph
 from circuitx.scoring import METRIC_NAMES
 
 DISCOVER = ["discover", "--task", "ioi", "--method", "activation-patching"]
@@ -74,6 +74,21 @@ def test_score_command_agrees_with_discover(discovered):
     result = run("score", out, "--reference", "ioi", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["metrics"] == summary["metrics"]
+
+
+def test_score_says_why_a_level_has_no_auc(discovered, tmp_path):
+    """A node-level method's graph has no edge scores at all, said nowhere; one unscored
+    node of a scored level is noted."""
+    _, out = discovered
+    graph = read_graph(out)
+    assert "ROC AUC" not in run("score", out, "--reference", "ioi").stderr
+    graph.nodes["a0.h0"]["score"] = None
+    write_graph(graph, tmp_path / "one-unscored.json")
+    result = run("score", tmp_path / "one-unscored.json", "--reference", "ioi", "--json")
+    assert json.loads(result.stdout)["metrics"]["node_auc"] is None
+    assert "note: 1 of the graph's 156 nodes has no score, so it has no node ROC AUC" in (
+        result.stderr
+    )
 
 
 def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
