@@ -26,6 +26,12 @@ with our defaults, the defaults before issue 30 and the authors' configuration a
 autoencoder class, on the clean planted models and random-12x12 (issue 30).
 
 Part 6: the codes of planted IOI's components on positive and negative prompts.
+
+Part 7: what a component's vectors hold apart from the autoencoder: each component's
+cross-validated accuracy at telling positive from negative prompts by its own vectors
+(nearest class mean; 5 nearest neighbours) taken as a node score, and the total
+variation between its positive and negative code histograms less chance, beside our
+above-chance share (clean planted models, seed 0).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import numpy
+import torch
 from cdt import run_step  # one timed step in a fresh process, as for CD-T
 from conftest import tiny_gpt2  # the tests' model builder (edge_methods puts tests/ on the path)
 from edge_methods import gpt2_small_heading, in_fresh_process
@@ -46,6 +54,8 @@ from circuitx.builtin.planted import PLANTED
 from circuitx.discovery import DiscoveryRequest, discover, report
 from circuitx.engine import Engine
 from circuitx.methods import MethodRun, get_method, method_options
+from circuitx.methods.sae import _each_vector_block, _overlap, sae_positions
+from circuitx.scoring import roc_auc
 from circuitx.tasks import get_task
 
 STEPS = ("forward", "engine", "sae")
@@ -261,6 +271,82 @@ def histograms(args: argparse.Namespace) -> None:
         print(f"| {name} | {inside} | {', '.join(shown)} |")
 
 
+def classifier_accuracy(vectors: torch.Tensor, labels: torch.Tensor, rule: str) -> float:
+    """5-fold cross-validated accuracy of ``rule`` (nearest class mean, or the majority
+    of the 5 nearest training vectors) at telling ``labels`` apart from ``vectors`` [n, d],
+    averaged over 5 draws of the folds."""
+    hits, draws = 0, [torch.Generator().manual_seed(seed) for seed in range(5)]
+    folds = [fold for g in draws for fold in torch.randperm(len(vectors), generator=g).chunk(5)]
+    for fold in folds:
+        train = torch.ones(len(vectors), dtype=torch.bool)
+        train[fold] = False
+        x, y = vectors[train], labels[train]
+        if rule == "mean":
+            positive, negative = x[y].mean(0), x[~y].mean(0)
+            direction = positive - negative
+            guess = vectors[fold] @ direction > (positive + negative) @ direction / 2
+        else:
+            nearest = torch.cdist(vectors[fold], x).topk(5, largest=False).indices
+            guess = y[nearest].double().mean(1) > 0.5
+        hits += int((guess == labels[fold]).sum())
+    return hits / (len(draws) * len(vectors))
+
+
+def code_shift(codes: torch.Tensor, n: int, space: int) -> torch.Tensor:
+    """Total variation between the positive and negative code histograms of each
+    column of ``codes`` [2 n, G]. Returns [G]."""
+    counts = [
+        torch.stack([torch.bincount(column, minlength=space) for column in half.T]).double()
+        for half in (codes[:n], codes[n:])
+    ]
+    return 0.5 * (counts[0] - counts[1]).abs().sum(1) / n
+
+
+def separability(args: argparse.Namespace) -> None:
+    """Part 7 (issue 30): node AUC of scores read from each component's vectors without
+    the autoencoder, and of a code-histogram shift, beside our share (seed 0)."""
+    print("\n## what the vectors hold: node AUC, 50 prompts, seed 0\n")
+    print("| model | task | nearest mean, mean vector | 5-NN, mean vector | nearest mean, "
+          "named positions | 5-NN, named positions | code shift less chance | ours |")  # fmt: skip
+    print("| --- | --- |" + " ---: |" * 6)
+    method = get_method("sae")
+    for name, spec in chosen(args):
+        if spec.hard:
+            continue
+        model = load_model(name, device=args.device)
+        task = get_task(spec.task, get_task(spec.task).negative_corruption)
+        engine = Engine(model, task, task.make_data(model, 50, 0), task.default_metric)
+        senders = list(engine.layout.senders)[1:]
+        truth = ground_truth(name, spec.task)
+        inside = numpy.array([bool(truth.nodes[s].get("in_circuit")) for s in senders])
+        n = engine.n_prompts
+        labels = torch.arange(2 * n) < n
+        cells = []
+        for mode in ("mean", "named"):
+            positions, count = sae_positions(engine, mode)
+            blocks = sorted(_each_vector_block(engine, positions), key=lambda b: int(b[1][0]))
+            vectors = torch.cat([v for v, _ in blocks]).double().cpu()  # [2 n, units, d]
+            for rule in ("mean", "knn"):
+                accuracy = [classifier_accuracy(vectors[:, u], labels, rule)
+                            for u in range(vectors.shape[1])]  # fmt: skip
+                best = torch.tensor(accuracy).view(len(senders), count).max(1).values
+                cells.append(roc_auc(best.numpy(), inside))
+        run = MethodRun(seed=0, options=method_options(method, {}), n_prompts=n)
+        coded = method.code_prompts(engine, run)
+        space = coded.n_codes + 1
+        ours = [_overlap(coded, k, "above-chance").node.cpu() for k in range(len(coded.fits))]
+        shifts, generator = [], torch.Generator().manual_seed(0)
+        for k in range(len(coded.fits)):
+            codes = coded.codes[k].cpu()
+            halvings = [torch.randperm(2 * n, generator=generator) for _ in range(20)]
+            chance = sum(code_shift(codes[order], n, space) for order in halvings) / 20
+            shifts.append((code_shift(codes, n, space) - chance).clamp_min(0))
+        for scores in (shifts, ours):
+            cells.append(roc_auc(torch.stack(scores).mean(0).numpy(), inside))
+        print(f"| {name} | {spec.task} | " + " | ".join(f"{c:.3f}" for c in cells) + " |",
+              flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-prompts", type=int, default=250)
@@ -272,6 +358,7 @@ def main() -> None:
     parser.add_argument("--skip-settings", action="store_true")
     parser.add_argument("--skip-health", action="store_true")
     parser.add_argument("--skip-histograms", action="store_true")
+    parser.add_argument("--skip-separability", action="store_true")
     parser.add_argument("--models", help="comma-separated planted models (default: all)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # internal
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)  # internal
@@ -291,6 +378,8 @@ def main() -> None:
         health(args)
     if not args.skip_histograms:
         histograms(args)
+    if not args.skip_separability:
+        separability(args)
 
 
 if __name__ == "__main__":
