@@ -27,7 +27,7 @@ __all__ = [
     "reference_for_graph",
     "reference_for_model",
     "report",
-    "scoring_notes",
     "resolve_reference",
+    "scoring_notes",
     "select",
 ]
