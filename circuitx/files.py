@@ -37,6 +37,27 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_directory_can_be_made(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path, or fail in one line unless it is a directory that takes
+    new files or can be made as one: its nearest existing ancestor is a directory that
+    takes a new file (one is made and removed)."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CircuitxError(f"{path} cannot be a directory: {existing} is not one")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".circuitx.", suffix=".probe", dir=existing)
+    except OSError as error:
+        raise CircuitxError(
+            f"cannot make {path}: {existing} takes no new files ({error.strerror or error})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 def finite(value: Any) -> Any:
     """``value`` with every NaN or infinite float (in lists, tuples and dicts) as None."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from circuitx.engine import parse_memory
 from circuitx.errors import MAX_SEED, MAX_THREADS, CircuitxError
-from circuitx.files import json_text
+from circuitx.files import check_directory_can_be_made, json_text
 from circuitx.models import DTYPES
 from circuitx.tasks.base import POSITION_MODES
 
@@ -124,6 +124,9 @@ json_option: Decorator = click.option(
 cache_dir_option: Decorator = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False),
+    callback=lambda _context, _parameter, value: (
+        value if value is None else str(check_directory_can_be_made(value))
+    ),
     help="Where built-in models (and their transcoders) are built and cached (default: "
     "$CIRCUITX_CACHE_DIR, else ~/.cache/circuitx).",
 )
