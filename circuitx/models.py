@@ -321,7 +321,8 @@ class Model:
     def can_skip_layers(self) -> bool:
         """Whether :meth:`run_from` can call the blocks from a layer on by themselves: true
         when doing so reproduces a full pass on a probe prompt."""
-        tokens = torch.arange(1, 6, device=self.device).unsqueeze(0) % self.d_vocab
+        length = max(1, min(5, self.n_ctx))  # a tracr model may take only 3 positions
+        tokens = torch.arange(1, length + 1, device=self.device).unsqueeze(0) % self.d_vocab
         layer = min(1, self.n_layers - 1)
         full, cache = self.run_with_cache(tokens, [resid_pre_hook(layer)])
         try:  # a rotary block called alone warns that it has no positions: it then fails

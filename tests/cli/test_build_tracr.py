@@ -52,6 +52,17 @@ def test_a_users_program_builds_and_discovery_recovers_its_circuit(tmp_path):
     assert summary["metrics"]["edge_auc"] == 1.0
 
 
+def test_a_model_of_two_positions_runs(tmp_path):
+    """A model whose positions are fewer than the five tokens that probe whether its
+    blocks can run alone (it raised an IndexError in the position embedding)."""
+    out = tmp_path / "hist2"
+    built = run("build-tracr", "make_hist", "--vocab", "a,b,c", "--max-seq-len", "2", "--out", out)
+    assert built.exit_code == 0, built.output
+    found = run("discover", "--task", "tracr", "--model", out, "--method", "eap", "--json")
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["reference"] == f"{out} ground truth"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
