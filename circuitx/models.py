@@ -25,6 +25,7 @@ import torch
 from circuitx.errors import CircuitxError, first_line, listed
 from circuitx.layout import Layout, SenderChunk
 from circuitx.names import head_node, mlp_node
+from circuitx.progress import announce
 
 HUB_ALIASES = {
     "gpt2": "openai-community/gpt2",
@@ -667,9 +668,12 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
     """Load a local model directory, or a hub model by name or alias."""
     torch_device, torch_dtype = parse_device(device), parse_dtype(dtype)
     if Path(name).expanduser().is_dir():
-        source = str(Path(name).expanduser())
+        # absolute: the bridge reads a bare name it knows ("neox", "gpt2") as a hub alias
+        source = str(Path(name).expanduser().resolve())
         if not (Path(source) / "config.json").is_file():
             raise CircuitxError(f"not a model directory (no config.json): {name}")
+        if not _looks_like_path(name):  # a hub name a directory here shadows
+            announce(f"note: model {name!r} is the local directory {source}")
     elif _looks_like_path(name):
         raise CircuitxError(f"model directory not found: {name}")
     else:

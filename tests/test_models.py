@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 import torch
-from conftest import tiny_gpt2
+from conftest import gpt2_tokenizer, tiny_gpt2
 
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, save_tl_legacy_attn_only, word_level_tokenizer
@@ -234,3 +234,29 @@ def test_unknown_words_are_those_the_tokenizer_reads_as_its_unknown_token(tiny_m
     assert words == ["Mary", "Bartholomew"]
     assert planted_ioi.unknown_words("When John and Sarah went to the store") == []
     assert tiny_model.unknown_words("When Bartholomew met Xyzzyplugh") == []  # byte-level BPE
+
+
+@pytest.mark.parametrize("given", ["gpt2", "./gpt2"])
+def test_a_local_directory_named_as_a_hub_model_loads_from_disk(
+    tmp_path, monkeypatch, capsys, given
+):
+    """A directory called gpt2 is read from disk (the bridge took the bare name for the
+    hub alias and fetched its tokenizer), and a bare name that a directory shadows is noted."""
+    tiny_gpt2(tmp_path / "gpt2", 1, 2, 16)
+    monkeypatch.chdir(tmp_path)
+    model = load_model(given, device="cpu")
+    assert (model.n_layers, model.n_heads, model.hub_id) == (1, 2, None)
+    noted = "note: model 'gpt2' is the local directory" in capsys.readouterr().err
+    assert noted == (given == "gpt2")
+
+
+def test_an_empty_model_name_is_refused():
+    with pytest.raises(CircuitxError, match="the model name is empty"):
+        load_model(" ")
+
+
+def test_a_directory_named_as_an_alias_loads_from_disk(tmp_path, monkeypatch):
+    """./neox: the bridge took "neox" for a model alias and went to the hub."""
+    save_causal_lm(tmp_path / "neox", "neox", gpt2_tokenizer(), 1, 2, 16, 0)
+    monkeypatch.chdir(tmp_path)
+    assert load_model("./neox", device="cpu").parallel

@@ -243,6 +243,8 @@ def load(
 def check_model_name(name: str) -> None:
     """A one-line error, before any hub call, for a name that is no built-in model, family
     or local path but close to a built-in one (a typo): "did you mean planted?"."""
+    if not name.strip():
+        raise CircuitxError("the model name is empty: name a model or a directory")
     known = [*FAMILIES, *BUILTIN_MODELS]
     if name in known or "/" in name or Path(name).expanduser().exists():
         return
