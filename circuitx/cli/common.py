@@ -15,12 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from circuitx.engine import parse_memory
-from circuitx.errors import MAX_SEED, MAX_THREADS, CircuitxError
+from circuitx.errors import MAX_SEED, MAX_THREADS, CircuitxError, first_line
 from circuitx.files import check_directory_can_be_made, json_text
 from circuitx.models import DTYPES
 from circuitx.tasks.base import POSITION_MODES
 
 EXIT_INPUT_ERROR = 2
+EXIT_OUT_OF_MEMORY = 3
 
 
 class OneLineErrors(click.Group):
@@ -43,6 +44,11 @@ class OneLineErrors(click.Group):
         except CircuitxError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(EXIT_INPUT_ERROR)
+        except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
+            if not _out_of_memory(error):
+                raise
+            click.echo(f"error: out of memory: {first_line(error)}", err=True)
+            sys.exit(EXIT_OUT_OF_MEMORY)
         except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted):
             click.echo("error: interrupted", err=True)
             sys.stdout.flush()
@@ -58,6 +64,14 @@ class OneLineErrors(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:  # click would print an empty line before its Abort
             raise _Interrupted() from None
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed (torch's CPU allocator raises a
+    plain RuntimeError)."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return "can't allocate memory" in str(error) or "out of memory" in str(error)
 
 
 class _Interrupted(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -19,15 +20,29 @@ from circuitx.cli.common import (
     threads_option,
 )
 from circuitx.errors import CircuitxError
+from circuitx.methods.transcoder import check_attributable
 from circuitx.progress import progress_bar
 from circuitx.tasks import TASKS, get_task
 from circuitx.transcoders import TrainingSettings
 
+MAX_FEATURES = 2**20  # features per layer
+MAX_BATCH_TOKENS = 2**20
+
+
+def _finite(context: click.Context, parameter: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise CircuitxError(f"--{parameter.name.replace('_', '-')} must be a finite number")
+    return value
+
 
 def _training_option(flag: str, kind: click.ParamType, help: str):
-    """A train-transcoders option whose default is ``TrainingSettings``'s."""
+    """A train-transcoders option whose default is ``TrainingSettings``'s (a float one
+    finite)."""
     default = TrainingSettings.__dataclass_fields__[flag.lstrip("-").replace("-", "_")].default
-    return click.option(flag, type=kind, default=default, show_default=True, help=help)
+    callback = _finite if isinstance(kind, click.FloatRange) else None
+    return click.option(
+        flag, type=kind, default=default, show_default=True, help=help, callback=callback
+    )
 
 
 @click.command("train-transcoders")
@@ -45,7 +60,7 @@ def _training_option(flag: str, kind: click.ParamType, help: str):
 @click.option(
     "--features",
     "n_features",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_FEATURES),
     help="Features per layer [default: 4 x d_model].",
 )
 @_training_option(
@@ -53,7 +68,7 @@ def _training_option(flag: str, kind: click.ParamType, help: str):
 )
 @_training_option("--steps", click.IntRange(min=1), "Adam steps.")
 @_training_option("--lr", click.FloatRange(min=0, min_open=True), "Peak learning rate.")
-@_training_option("--batch-tokens", click.IntRange(min=1), "Tokens per step.")
+@_training_option("--batch-tokens", click.IntRange(1, MAX_BATCH_TOKENS), "Tokens per step.")
 @click.option(
     "--refit/--no-refit",
     default=True,
@@ -136,6 +151,8 @@ def train_transcoders(
     out = Path(out_dir)
     if not out.parent.is_dir():
         raise CircuitxError(f"output directory's parent does not exist: {out.parent}")
+    if out.exists() and any(out.iterdir()):  # two sets of transcoders would mix there
+        raise CircuitxError(f"{out} exists and is not empty; choose a new directory")
     if task_names == "all":
         chosen = list(TASKS)
     elif task_names == "none":
@@ -143,8 +160,13 @@ def train_transcoders(
     else:
         chosen = [get_task(name.strip()).name for name in task_names.split(",") if name.strip()]
     model = builtin.load(model_name, device=device, cache_dir=cache_dir)
+    check_attributable(model)  # transcoders the method would refuse are not trained
     chosen_layers = tc.parse_layers(layers, model)
     data = tc.load_corpus(model, corpus, context, seed, max_tokens)
+    if batch_tokens > data.n_tokens:
+        raise CircuitxError(
+            f"--batch-tokens {batch_tokens} is more than the corpus's {data.n_tokens} tokens"
+        )
     settings = tc.TrainingSettings(
         n_features=n_features or 4 * model.d_model,
         l1=l1,

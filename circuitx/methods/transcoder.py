@@ -153,7 +153,7 @@ def attribute(
     attention patterns frozen (off), live (linear: the gradient through each head's
     softmax), or live with the edges into queries and keys QK-fixed (fixed)."""
     model, data, readout = engine.model, engine.data, engine.readout
-    weights = _checked_weights(model)
+    weights = check_attributable(model)
     n_layers, has_mlp = model.n_layers, model.has_mlp
     names = [norm_scale_hook(None)]
     for layer in range(n_layers):
@@ -273,7 +273,7 @@ def _qk_fixed_blocks(
     return blocks
 
 
-def _checked_weights(model: Model) -> TransformerWeights:
+def check_attributable(model: Model) -> TransformerWeights:
     """The weights of a GPT-2- or Llama-style model, or a one-line error (Gemma-2's norms
     after attention and MLP and its soft-capping are not in the frozen replacement model)."""
     weights = transformer_weights(model, llama=True)
@@ -467,7 +467,7 @@ class TranscoderMethod(Method):
     _loaded = None
 
     def check(self, model: Model, run: MethodRun) -> None:
-        _checked_weights(model)
+        check_attributable(model)
         self._transcoders(model, run)  # missing or mismatched: one line
 
     def _transcoders(self, model: Model, run: MethodRun) -> tuple[Transcoders, str]:

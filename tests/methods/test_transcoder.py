@@ -375,6 +375,40 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
     )
     assert_one_line_error(run(*common, "--layers", "x"), "--layers must be")
     assert_one_line_error(run(*common, "--corpus", corpus_file, "--threads", 0), "--threads")
+    for flag in ("--lr", "--l1"):
+        assert_one_line_error(run(*common, flag, "nan"), f"{flag} must be a finite number")
+    assert_one_line_error(run(*common, "--features", 10**8), "1<=x<=1048576")
+    assert_one_line_error(
+        run(*common, "--corpus", corpus_file, "--batch-tokens", 10**6),
+        "--batch-tokens 1000000 is more than the corpus's",
+    )
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "mine.txt").write_text("kept")
+    assert_one_line_error(run(*common, "--corpus", corpus_file), "exists and is not empty")
+    assert (tmp_path / "o" / "mine.txt").read_text() == "kept"
+
+
+def test_training_out_of_memory_is_one_line(tmp_path, tiny_dir, corpus_file, monkeypatch):
+    def allocate(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 102400000000 bytes.\nmore")  # fmt: skip
+
+    monkeypatch.setattr(tc, "train_and_report", allocate)
+    result = run(
+        "train-transcoders", "--model", tiny_dir, "--out", tmp_path / "o", "--corpus", corpus_file
+    )
+    assert result.exit_code == 3
+    assert_one_line_error(result, "out of memory: [enforce fail")
+
+
+def test_gemma2_transcoders_are_refused_before_training(tmp_path, corpus_file):
+    save_causal_lm(tmp_path / "g", "gemma2", word_level_tokenizer(task_vocabulary()), 1, 2, 16, 0)
+    result = run(
+        "train-transcoders", "--model", tmp_path / "g", "--out", tmp_path / "o",
+        "--corpus", corpus_file, "--tasks", "none",
+    )  # fmt: skip
+    assert_one_line_error(result, "(Gemma-2): transcoder attribution does not take them")
+    assert not (tmp_path / "o").exists()
 
 
 # ---------------------------------------------------------------- discovery
