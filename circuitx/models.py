@@ -758,7 +758,8 @@ def pretrained_model(source: str, dtype: torch.dtype) -> Any:
     """The Hugging Face model at ``source`` (a directory or a hub name), with eager
     attention, as the bridge would load it; refused in one line when its family is not one
     of :data:`MODEL_FAMILIES`, when a directory holds no tokenizer, and when the checkpoint
-    lacks weights the model has (which transformers would fill in at random)."""
+    lacks weights the model has or holds them in other shapes (which transformers would
+    fill in at random)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(source)
@@ -774,8 +775,21 @@ def pretrained_model(source: str, dtype: torch.dtype) -> Any:
             f"no tokenizer in {source}: save the model's beside it (tokenizer.save_pretrained)"
         )
     model, loading = AutoModelForCausalLM.from_pretrained(
-        source, config=config, dtype=dtype, attn_implementation="eager", output_loading_info=True
+        source,
+        config=config,
+        dtype=dtype,
+        attn_implementation="eager",
+        output_loading_info=True,
+        ignore_mismatched_sizes=True,  # named below, not left random
     )
+    mismatched = sorted(loading.get("mismatched_keys") or ())
+    if mismatched:
+        key, saved, wanted = mismatched[0]
+        raise CircuitxError(
+            f"{source}: {len(mismatched)} of the checkpoint's weights do not fit config.json "
+            f"({key} is {tuple(saved)}, the config makes it {tuple(wanted)}); is config.json "
+            "the checkpoint's own?"
+        )
     missing = sorted(loading["missing_keys"])
     if missing:
         raise CircuitxError(

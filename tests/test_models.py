@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import pytest
 import torch
@@ -108,6 +109,19 @@ def test_a_checkpoint_lacking_weights_is_refused_not_filled_at_random(tmp_path):
         load_model(str(tmp_path))
     assert "model.layers.1.mlp.down_proj.weight" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("key, value", [("num_attention_heads", 8), ("hidden_size", 64)])
+def test_a_config_that_does_not_fit_its_weights_names_one(tmp_path, key, value):
+    """It said "ignore_mismatched_sizes is False ... look at the above report", with no
+    report shown."""
+    _words_model(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CircuitxError, match="weights do not fit config.json") as caught:
+        load_model(str(tmp_path))
+    assert "the config makes it" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_checkpoint_of_another_family_is_refused(tmp_path):
