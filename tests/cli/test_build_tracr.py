@@ -69,6 +69,10 @@ def test_a_model_of_two_positions_runs(tmp_path):
         (["make_nothing", "--vocab", "a", "--max-seq-len", "3"], "no function 'make_nothing'"),
         (["os:getcwd", "--vocab", "a", "--max-seq-len", "3"], "not a RASP program"),
         (["make_hist", "--vocab", "a,a", "--max-seq-len", "3"], "repeats a value"),
+        (
+            ["make_frac_prevs", "--vocab", "w,x", "--max-seq-len", "3"],
+            "Unsupported RASP expressions: tokens: tokens should always be categorical",
+        ),
         (["make_hist", "--vocab", "a", "--max-seq-len", "3", "--length", "4"], "more than"),
     ],
 )

@@ -96,8 +96,9 @@ def compile_program(program: Any, vocab: set[Any], max_seq_len: int) -> Any:
             program, vocab=vocab, max_seq_len=max_seq_len, compiler_bos=BOS
         )
     except Exception as error:  # tracr raises many types for programs it cannot compile
+        said = " ".join(str(error).split())  # tracr lists its reasons a line each
         raise CircuitxError(
-            f"tracr cannot compile the program: {type(error).__name__}: {error}"
+            f"tracr cannot compile the program: {type(error).__name__}: {said}"
         ) from None
 
 
