@@ -19,6 +19,9 @@ from circuitx.progress import progress_bar
 PREFIX = "trained-"
 
 
+MAX_STEPS = 1_000_000
+
+
 @click.command("train-ground-truth")
 @click.option(
     "--task",
@@ -31,9 +34,10 @@ PREFIX = "trained-"
 @seed_option
 @click.option(
     "--max-steps",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_STEPS),
     help="Training steps at most (it stops earlier once every held-out score reaches the "
-    "threshold) [default: the built-in's].",
+    "threshold); the learning rate decays over them, so another value trains another "
+    "model [default: the built-in's].",
 )
 @json_option
 def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
