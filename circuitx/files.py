@@ -80,6 +80,15 @@ def _umask() -> int:
     return mask
 
 
+def plain_permissions(directory: Path) -> None:
+    """Give ``directory``, its subdirectories and files the permissions ``mkdir`` and a
+    plain ``open`` would (a staging directory from mkdtemp is 0700, and some writers make
+    their files 0600)."""
+    mask = _umask()
+    for path in [directory, *directory.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; move it over ``path`` only on success.

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from circuitx.errors import CircuitxError
+from circuitx.files import plain_permissions
 from circuitx.progress import announce
 
 BUILD_THREADS = 1
@@ -67,6 +68,7 @@ def build_once(
     try:
         with torch_threads(BUILD_THREADS):
             build(staging)
+        plain_permissions(staging)
         os.replace(staging, target)
     except OSError:
         if not (target / marker).is_file():  # not merely lost a race to another builder

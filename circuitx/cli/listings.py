@@ -126,4 +126,5 @@ def _circuit_facts(graph: nx.MultiDiGraph) -> dict[str, Any]:
 
 def _circuit_size(graph: nx.MultiDiGraph) -> str:
     facts = _circuit_facts(graph)
-    return f"{len(facts['heads'])} heads, {len(facts['mlps'])} MLPs, {facts['n_edges']} edges"
+    counts = (len(facts["heads"]), "head"), (len(facts["mlps"]), "MLP"), (facts["n_edges"], "edge")
+    return ", ".join(f"{count} {word}{'' if count == 1 else 's'}" for count, word in counts)

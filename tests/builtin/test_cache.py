@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 
 from circuitx.builtin.cache import build_once
@@ -22,3 +25,20 @@ def test_a_build_is_announced_once_and_then_found(tmp_path, capsys):
         assert build_once(target, build, announcement="building model") == target
     assert capsys.readouterr().err.splitlines() == ["building model"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging left behind
+
+
+def test_a_built_directory_has_plain_permissions(tmp_path):
+    """mkdtemp's staging directory is 0700 and safetensors writes 0600: a model built for
+    others to read had neither readable."""
+
+    def build(staging):
+        (staging / "config.json").write_text("{}")
+        (staging / "model.safetensors").touch(mode=0o600)
+
+    mask = os.umask(0o022)
+    try:
+        target = build_once(tmp_path / "model", build)
+    finally:
+        os.umask(mask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [target, *target.iterdir()]}
+    assert modes == {"model": 0o755, "config.json": 0o644, "model.safetensors": 0o644}
