@@ -196,7 +196,7 @@ def train_transcoders(
         )
     console.print(layers_table)
     tasks_table = Table(title="task metric, MLPs replaced by transcoders")
-    for column in ("task", "metric", "original", "replaced", "relative change"):
+    for column in ("task", "metric", "original", "replaced", "|change| / |original|"):
         tasks_table.add_column(column)
     for task, row in result["task_metric_replaced"].items():
         if "error" in row:
