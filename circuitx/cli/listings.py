@@ -81,7 +81,7 @@ def models(as_json) -> None:
             "task": None,
             "circuit": None,
             "description": f"{family.description}: "
-            + ", ".join(f"{task} -> {', '.join(names)}" for task, names in family.members.items()),
+            + ", ".join(_members(family, task) for task in family.members),
             "circuits": {},
             "held_out": None,
         }
@@ -100,6 +100,17 @@ def models(as_json) -> None:
         for alias, hub_id in HUB_ALIASES.items()
     ]
     print_rows(rows, as_json, "models", ("name", "source", "task", "circuit", "description"))
+
+
+def _members(family: Any, task: str) -> str:
+    """What ``--model FAMILY`` runs on ``task``: one model, or (where the family has more)
+    the one discover takes and what the leaderboard adds, or a choice to name."""
+    first, *others = family.models_for(task)
+    if not others:
+        return f"{task} -> {first}"
+    if family.first_is_default:
+        return f"{task} -> {first} (the leaderboard adds {', '.join(others)})"
+    return f"{task} -> one of {', '.join([first, *others])} (named; the leaderboard runs all)"
 
 
 def _scores_note(scores: dict[str, float] | None) -> str:
