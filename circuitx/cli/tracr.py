@@ -26,10 +26,18 @@ def parse_vocab(text: str) -> list[int | str]:
     return values
 
 
+MAX_SEQ_LEN = 1024
+
+
 @click.command("build-tracr")
 @click.argument("program")
 @click.option("--vocab", required=True, help="Input values, e.g. 1,2,3 or a,b,c.")
-@click.option("--max-seq-len", required=True, type=click.IntRange(min=1), help="Longest input.")
+@click.option(
+    "--max-seq-len",
+    required=True,
+    type=click.IntRange(1, MAX_SEQ_LEN),
+    help="Longest input (tracr's weights grow with it).",
+)
 @click.option("--out", "out", required=True, type=click.Path(), help="New model directory.")
 @click.option(
     "--inputs",

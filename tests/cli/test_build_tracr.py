@@ -69,6 +69,7 @@ def test_a_model_of_two_positions_runs(tmp_path):
         (["make_nothing", "--vocab", "a", "--max-seq-len", "3"], "no function 'make_nothing'"),
         (["os:getcwd", "--vocab", "a", "--max-seq-len", "3"], "not a RASP program"),
         (["make_hist", "--vocab", "a,a", "--max-seq-len", "3"], "repeats a value"),
+        (["make_hist", "--vocab", "a", "--max-seq-len", "100000"], "1<=x<=1024"),
         (
             ["make_frac_prevs", "--vocab", "w,x", "--max-seq-len", "3"],
             "Unsupported RASP expressions: tokens: tokens should always be categorical",
