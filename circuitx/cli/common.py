@@ -38,8 +38,10 @@ class OneLineErrors(click.Group):
         except click.exceptions.NoArgsIsHelpError as error:  # a bare command: its help
             click.echo(error.ctx.get_help(), err=True)
             sys.exit(EXIT_INPUT_ERROR)
-        except click.ClickException as error:
-            click.echo(f"error: {error.format_message()}", err=True)
+        except click.ClickException as error:  # "Choose from:" lists choices a line each
+            first, *rest = error.format_message().splitlines() or [""]
+            listed_after = ", ".join(line.strip() for line in rest if line.strip())
+            click.echo(f"error: {first} {listed_after}".rstrip(), err=True)
             sys.exit(EXIT_INPUT_ERROR)
         except CircuitxError as error:
             click.echo(f"error: {error}", err=True)

@@ -23,6 +23,7 @@ from circuitx.cli.common import (
     note,
     positions_option,
     print_json,
+    seed_option,
     stdout,
     threads_option,
 )
@@ -147,7 +148,7 @@ class DiscoverCommand(click.Command):
     type=click.IntRange(min=1),
     help="Clean/corrupted prompt pairs.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Drives every random choice.")
+@seed_option
 @click.option(
     "--metric", default=None, help="Task metric (default: the task's first; see `circuitx tasks`)."
 )
@@ -179,7 +180,8 @@ class DiscoverCommand(click.Command):
     default="auto",
     show_default=True,
     help="auto (a planted model's ground truth, or the task's reference on its paper "
-    "model), none, planted, TASK[:VARIANT] or a graph file to score against.",
+    "model), none, planted, TASK[:VARIANT], a planted model's name or a graph file to score "
+    "against.",
 )
 @click.option(
     "--out",
@@ -293,8 +295,8 @@ def discover_command(
     summary["warnings"] += run_warnings(summary, request.n_prompts)
     for line in notes + summary["warnings"]:
         note(line)
-    if as_json:
-        print_json(summary)
+    if as_json:  # where the graph went: a script reads it here
+        print_json({**summary, "graph": None if out_path is None else str(out_path)})
     else:
         print_summary(summary, out_path)
 
@@ -395,7 +397,8 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     "reference_spec",
     default="auto",
     show_default=True,
-    help="auto, TASK[:VARIANT], a planted model's name or a graph file (ours, or EAP-IG's JSON).",
+    help="auto, planted, TASK[:VARIANT], a planted model's name or a graph file (ours, or "
+    "EAP-IG's JSON).",
 )
 @click.option(
     "--collapse-positions",
@@ -409,6 +412,8 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
 def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
     """Score a saved circuit graph against a reference circuit (a component-level
     reference goes to a circuit's token positions by its task's roles)."""
+    if reference_spec == "none":
+        raise CircuitxError("score needs a reference to score against; --reference none names none")
     graph = read_graph(graph_path)
     if collapse:
         graph = collapse_positions(graph)
@@ -467,8 +472,8 @@ def compare(graph_a, graph_b, as_json) -> None:
     "reference_spec",
     default="none",
     show_default=True,
-    help="Colour by agreement with a reference: auto, TASK[:VARIANT], a planted model's "
-    "name or a graph file.",
+    help="Colour by agreement with a reference: none, auto, planted, TASK[:VARIANT], a "
+    "planted model's name or a graph file.",
 )
 @click.option(
     "--all", "every", is_flag=True,

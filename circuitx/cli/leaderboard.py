@@ -18,7 +18,7 @@ from circuitx.cli.common import (
     print_json,
     stdout,
 )
-from circuitx.errors import MAX_JOBS, MAX_THREADS
+from circuitx.errors import MAX_JOBS, MAX_SEED, MAX_THREADS
 from circuitx.leaderboard import (
     COLUMNS,
     STANDARD_VARIANTS,
@@ -71,7 +71,9 @@ from circuitx.tasks.pairs import is_task_file
     type=click.IntRange(min=1),
     help="Seeds per cell (--seed, --seed + 1, ...); the table shows mean ± std.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="The first seed.")
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED), help="The first seed."
+)
 @click.option(
     "--n-prompts",
     default=50,

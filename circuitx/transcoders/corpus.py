@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ def load_corpus(
     each followed by its answer), a local text file, or a Hugging Face dataset name."""
     context = min(context, model.n_ctx)
     if corpus == BUILTIN_CORPUS:
-        return _task_corpus(model, context, seed)
+        return _task_corpus(model, context, seed, max_tokens)
     path = Path(corpus).expanduser()
     if path.is_file():
         text = path.read_text(errors="replace")
@@ -86,7 +87,11 @@ def _chunk(
     return _pad(model, rows, context, source)
 
 
-def _task_corpus(model: Model, context: int, seed: int, per_task: int = 512) -> Corpus:
+def _task_corpus(
+    model: Model, context: int, seed: int, max_tokens: int, per_task: int = 512
+) -> Corpus:
+    """Every task's prompts with their answers; above ``max_tokens`` tokens, a sample of
+    them drawn by ``seed`` that stays within it (at least one)."""
     rows: list[list[int]] = []
     for task in TASKS.values():
         try:
@@ -100,6 +105,15 @@ def _task_corpus(model: Model, context: int, seed: int, per_task: int = 512) -> 
                 rows.append((row[: last + 1] + ([answers[i]] if answers else []))[:context])
     if not rows:
         raise CircuitxError(f"no task can make prompts for model {model.name!r}")
+    if sum(len(row) for row in rows) > max_tokens:
+        random.Random(seed).shuffle(rows)
+        kept, total = [], 0
+        for row in rows:
+            if kept and total + len(row) > max_tokens:
+                break
+            kept.append(row)
+            total += len(row)
+        rows = kept
     return _pad(model, rows, context, BUILTIN_CORPUS)
 
 

@@ -29,7 +29,8 @@ def discovered(dir_12x12, tmp_path_factory):
 
 
 def test_discover_prints_the_json_summary(discovered):
-    summary, _ = discovered
+    summary, out = discovered
+    assert summary["graph"] == str(out)  # where the graph was written
     assert {
         "task",
         "method",
@@ -158,7 +159,7 @@ def test_listings():
         ([*DISCOVER, "--model", "nobody/nothing"], "Hugging Face hub"),
         ([*DISCOVER, "--metric", "nope"], "task ioi has no metric 'nope'"),
         ([*DISCOVER, "--n-prompts", "0"], "--n-prompts"),
-        ([*DISCOVER, "--seed", "-2"], "--seed must be at least 0, not -2"),
+        ([*DISCOVER, "--seed", "-2"], "-2 is not in the range 0<=x<=4294967295"),
         ([*DISCOVER, "--threshold", "0.1", "--top-k", "3"], "not both"),
         ([*DISCOVER, "--out", "/no/such/dir/x.graphml"], "output directory does not exist"),
         ([*DISCOVER, "--out", "x.txt"], "cannot tell the graph format"),
@@ -168,6 +169,8 @@ def test_listings():
         ([*DISCOVER, "--out", "/proc/x.graphml"], "cannot write to /proc"),
         ([*DISCOVER, "--out", "/dev/full"], "not a regular file"),
         ([*DISCOVER, "--cache-dir", "/dev/null/cache"], "/dev/null is not one"),
+        (["score", "/no/such.json", "--reference", "none"], "score needs a reference"),
+        (["discover", "--task", "ioi"], "Missing option '--method'. Choose from: activation-"),
         ([*DISCOVER, "--cache-dir", "/proc/cache"], "cannot make /proc/cache: /proc takes no"),
         (["score", "/no/such/graph.json", "--cache-dir", "/proc/c"], "cannot make /proc/c"),
         ([*DISCOVER, "--threshold", "nan"], "--threshold must be a finite number"),
@@ -176,7 +179,7 @@ def test_listings():
         ([*DISCOVER, "--model", "plantd"], "unknown model 'plantd'; did you mean planted?"),
         ([*DISCOVER, "--threads", "0"], "--threads"),
         ([*DISCOVER, "--threads", "99999999999"], "not in the range 1<=x<=1024"),
-        ([*DISCOVER, "--seed", str(2**64)], "--seed must be at most 4294967295"),
+        ([*DISCOVER, "--seed", str(2**64)], "is not in the range 0<=x<=4294967295"),
         ([*DISCOVER, "--backup-rounds", "1000"], "--backup-rounds must be from 0 to 100"),
         (
             ["discover", "--task", "ioi", "--method", "eap-ig", "--ig-steps", str(10**20)],

@@ -176,7 +176,7 @@ def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
         (["--methods", "eap[qk-fix=on"], "--methods takes NAME or NAME[OPTION=VALUE,...]"),
         (["--model", "no/such/dir/"], "model directory not found"),
         (["--executor", "dask"], "Invalid value for '--executor'"),
-        (["--seed", "-1"], "--seed must be at least 0"),
+        (["--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
         (["--seed", str(2**32 - 2), "--seeds", "3"], "go past the last seed, 4294967295"),
         (["--jobs", "5000"], "not in the range 1<=x<=1024"),
         (["--methods", "eap[]"], "'eap[]' sets no option; write eap"),

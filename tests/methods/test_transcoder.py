@@ -481,6 +481,16 @@ def test_the_memory_plan_counts_only_the_features_kept(tiny_model, tiny_transcod
     assert floats(granularity="feature", n_features=3) < all_kept
 
 
+def test_max_tokens_bounds_the_task_corpus_too():
+    """It bounded only a text file or dataset: the tasks corpus kept every prompt."""
+    model = load_model("planted-greater-than")
+    whole = tc.load_corpus(model, tc.BUILTIN_CORPUS, 128, 0)
+    capped = tc.load_corpus(model, tc.BUILTIN_CORPUS, 128, 0, max_tokens=300)
+    assert whole.n_tokens > 300 >= capped.n_tokens > 250
+    again = tc.load_corpus(model, tc.BUILTIN_CORPUS, 128, 0, max_tokens=300)
+    assert torch.equal(again.tokens, capped.tokens)
+
+
 @pytest.mark.slow
 def test_recovers_the_planted_greater_than_circuit(tmp_path):
     """Transcoders trained briefly on the planted greater-than model's task text keep the
