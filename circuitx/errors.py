@@ -12,7 +12,18 @@ MAX_BACKUP_ROUNDS = 100
 
 
 class CircuitxError(Exception):
-    """An error caused by the user's input; its message is shown as one line."""
+    """An error caused by the user's input; its message is shown as one line (exit code
+    2 on the command line)."""
+
+    exit_code = 2
+
+
+class RunFailed(CircuitxError):
+    """A run that worked as asked but whose result fails its own check (a trained model
+    under the bar): one line too, with its own exit code, so a script can tell it from
+    bad input."""
+
+    exit_code = 1
 
 
 def first_line(error: BaseException) -> str:

@@ -45,7 +45,7 @@ class OneLineErrors(click.Group):
             sys.exit(EXIT_INPUT_ERROR)
         except CircuitxError as error:
             click.echo(f"error: {error}", err=True)
-            sys.exit(EXIT_INPUT_ERROR)
+            sys.exit(error.exit_code)
         except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
             if not _out_of_memory(error):
                 raise

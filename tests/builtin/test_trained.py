@@ -93,6 +93,7 @@ def test_a_model_short_of_the_threshold_is_not_written(tmp_path):
         "written: held-out accuracy",
     )
     assert list(tmp_path.iterdir()) == []  # no model, no staging directory, no checkpoint
+    assert result.exit_code == 1  # a run that failed its check, not bad input (2)
 
 
 def test_an_existing_directory_is_refused(tmp_path):

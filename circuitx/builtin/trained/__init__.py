@@ -45,7 +45,7 @@ from circuitx.builtin.trained.siit import (
     train,
 )
 from circuitx.builtin.trained.tracr_hl import tracr_target
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, RunFailed
 from circuitx.progress import Advance, no_progress
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -158,7 +158,7 @@ def train_ground_truth(
         final = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
     trained = Trained(final, history, min(len(held_out), EVAL_PAIRS))
     if final.worst < THRESHOLD:
-        raise CircuitxError(
+        raise RunFailed(
             f"{name} (seed {settings.seed}, {history.steps[-1]} steps) is not a ground truth, "
             f"so nothing was written: {scores_line(trained)}"
         )
