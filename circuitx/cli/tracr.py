@@ -31,7 +31,11 @@ MAX_SEQ_LEN = 1024
 
 @click.command("build-tracr")
 @click.argument("program")
-@click.option("--vocab", required=True, help="Input values, e.g. 1,2,3 or a,b,c.")
+@click.option(
+    "--vocab",
+    required=True,
+    help="Input values, e.g. 1,2,3 or a,b,c (commas or spaces separate them).",
+)
 @click.option(
     "--max-seq-len",
     required=True,
