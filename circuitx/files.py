@@ -28,12 +28,9 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise CircuitxError(f"output path is a directory: {path}")
     if path.exists() and not path.is_file():
         raise CircuitxError(f"output path is not a regular file: {path}")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-    except OSError as error:
-        raise CircuitxError(f"cannot write to {parent}: {error.strerror or error}") from None
-    os.close(fd)
-    os.unlink(probe)
+    refused = _refuses_new_files(parent, path.name)
+    if refused:
+        raise CircuitxError(f"cannot write to {parent}: {refused}")
     return path
 
 
@@ -47,15 +44,22 @@ def check_directory_can_be_made(path: str | os.PathLike) -> Path:
         existing = existing.parent
     if not existing.is_dir():
         raise CircuitxError(f"{path} cannot be a directory: {existing} is not one")
+    refused = _refuses_new_files(existing, "circuitx")
+    if refused:
+        raise CircuitxError(f"cannot make {path}: {existing} takes no new files ({refused})")
+    return path
+
+
+def _refuses_new_files(directory: Path, name: str) -> str | None:
+    """Why ``directory`` takes no new file (the OS's words), or None where it does: a
+    probe file ``.NAME.*.probe`` is made there and removed."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".circuitx.", suffix=".probe", dir=existing)
+        fd, probe = tempfile.mkstemp(prefix=f".{name}.", suffix=".probe", dir=directory)
     except OSError as error:
-        raise CircuitxError(
-            f"cannot make {path}: {existing} takes no new files ({error.strerror or error})"
-        ) from None
+        return str(error.strerror or error)
     os.close(fd)
     os.unlink(probe)
-    return path
+    return None
 
 
 def finite(value: Any) -> Any:

@@ -20,7 +20,7 @@ from circuitx.files import check_directory_can_be_made, json_text
 from circuitx.models import DTYPES
 from circuitx.tasks.base import POSITION_MODES
 
-EXIT_INPUT_ERROR = 2
+EXIT_INPUT_ERROR = CircuitxError.exit_code  # click's usage errors too
 EXIT_OUT_OF_MEMORY = 3
 
 

@@ -8,7 +8,7 @@ import networkx as nx
 
 from circuitx.graph import component_graph, component_nodes, layout_of, position_groups
 from circuitx.methods import METHODS, Method
-from circuitx.reference import position_reference
+from circuitx.reference import RolePositions, position_reference
 from circuitx.scoring import check_same_model, empty_metrics, overlap, score_graph
 from circuitx.tasks import TASKS
 
@@ -23,15 +23,17 @@ def matching_reference(
         return None
     matched = reference
     if position_groups(graph) is not None and position_groups(reference) is None:
-        # the graph's task's roles, else those of the task the reference was made for (a
-        # planted model's circuit, scoring a task file's prompts)
-        task = TASKS.get(str(graph.graph.get("task"))) or TASKS.get(
-            str(reference.graph.get("task"))
-        )
-        roles = task.role_positions if task is not None else {}
-        matched = position_reference(reference, layout_of(graph), roles)
+        matched = position_reference(reference, layout_of(graph), _roles(graph, reference))
     check_same_model(graph, matched)
     return matched
+
+
+def _roles(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> RolePositions:
+    """The positions of the roles a component-level reference goes to positions by: the
+    graph's task's, else those of the task the reference was made for (a planted model's
+    circuit, scoring a task file's prompts)."""
+    task = TASKS.get(str(graph.graph.get("task"))) or TASKS.get(str(reference.graph.get("task")))
+    return task.role_positions if task is not None else {}
 
 
 def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[str]:
@@ -50,10 +52,7 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
                 f"{'has' if unscored == 1 else 'have'} no score, so it has no {level} ROC AUC"
             )
     if position_groups(graph) is not None and position_groups(reference) is None:
-        task = TASKS.get(str(graph.graph.get("task"))) or TASKS.get(
-            str(reference.graph.get("task"))
-        )
-        places = {role.lower() for role in (task.role_positions if task else {})}
+        places = {role.lower() for role in _roles(graph, reference)}
         roles = {str(r).lower() for _, r in reference.nodes(data="role") if r is not None}
         if not roles & places:
             notes.append(
