@@ -29,7 +29,13 @@ from pathlib import Path
 import networkx as nx
 
 from circuitx.builtin import random_model
-from circuitx.builtin.cache import BUILD_THREADS, build_once, cache_root, torch_threads
+from circuitx.builtin.cache import (
+    BUILD_THREADS,
+    BUILT_MARKER,
+    build_once,
+    cache_root,
+    torch_threads,
+)
 from circuitx.builtin.ground_truth import read_ground_truth, read_ground_truths
 from circuitx.builtin.planted import PLANTED
 from circuitx.builtin.tracr import TASK as TRACR_TASK
@@ -208,14 +214,27 @@ def resolve_all(name: str, task: str) -> tuple[str, ...]:
     return FAMILIES[name].models_for(task) if name in FAMILIES else (name,)
 
 
+def _cached_dir(name: str, cache_dir: PathLike = None) -> Path:
+    """Where built-in model ``name`` is (or will be) cached."""
+    return cache_root(cache_dir) / "models" / f"{name}-{BUILTIN_MODELS[name].identity}"
+
+
 def model_dir(name: str, cache_dir: PathLike = None) -> Path:
     """The directory of built-in model ``name``, built into the cache first if needed."""
-    spec = BUILTIN_MODELS[name]
-    target = cache_root(cache_dir) / "models" / f"{name}-{spec.identity}"
+    target = _cached_dir(name, cache_dir)
     with quiet_loaders():
         return build_once(
-            target, spec.build, announcement=f"building {name} (first use; cached in {target})"
+            target,
+            BUILTIN_MODELS[name].build,
+            announcement=f"building {name} (first use; cached in {target})",
         )
+
+
+def built_model_dir(name: str, cache_dir: PathLike = None) -> Path | None:
+    """The directory of built-in model ``name`` if it is already in the cache (nothing is
+    built), else None."""
+    target = _cached_dir(name, cache_dir)
+    return target if (target / BUILT_MARKER).is_file() else None
 
 
 def load(

@@ -23,6 +23,7 @@ from circuitx.progress import announce
 BUILD_THREADS = 1
 """Torch CPU threads every built-in build runs on: float sums depend on the thread count,
 so a fixed count makes a build's bytes the same on any machine and in any process."""
+BUILT_MARKER = "config.json"  # a built model directory holds it
 
 
 @contextmanager
@@ -49,7 +50,7 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 def build_once(
     target: Path,
     build: Callable[[Path], None],
-    marker: str = "config.json",
+    marker: str = BUILT_MARKER,
     announcement: str | None = None,
 ) -> Path:
     """``target``, built by ``build(directory)`` into a staging directory beside it and

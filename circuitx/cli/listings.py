@@ -7,11 +7,19 @@ from typing import Any
 import click
 import networkx as nx
 
-from circuitx.builtin import BUILTIN_MODELS, FAMILIES
+from circuitx.builtin import (
+    BUILTIN_MODELS,
+    FAMILIES,
+    BuiltinModel,
+    built_model_dir,
+    read_ground_truths,
+)
 from circuitx.cli.common import json_option, print_rows
 from circuitx.methods import METHODS
 from circuitx.models import HUB_ALIASES
 from circuitx.tasks import TASKS
+
+NOT_BUILT = "known once built"  # the circuit column of a model whose ground truth needs a build
 
 
 @click.command()
@@ -58,17 +66,22 @@ def methods(as_json) -> None:
 @click.command()
 @json_option
 def models(as_json) -> None:
-    """List built-in models (with each planted model's task and circuit), the families that
-    stand for a task's model, and hub aliases."""
+    """List built-in models (with each model's task and ground-truth circuit), the families
+    that stand for a task's model, and hub aliases. A tracr model's circuit is read from its
+    compiled weights, so it shows once the model is built (its first use)."""
     rows = []
     for m in BUILTIN_MODELS.values():
-        circuits = m.circuits() if m.circuits else {}
+        circuits = _known_circuits(m)
+        if m.task in circuits:
+            circuit = _circuit_size(circuits[m.task])
+        else:  # a tracr model's ground truth is read from its compiled weights
+            circuit = NOT_BUILT if m.has_ground_truth else None
         rows.append(
             {
                 "name": m.name,
                 "source": "built-in (no download)",
                 "task": m.task,
-                "circuit": _circuit_size(circuits[m.task]) if m.task in circuits else None,
+                "circuit": circuit,
                 "description": m.description + _scores_note(m.scores),
                 "circuits": {task: _circuit_facts(graph) for task, graph in circuits.items()},
                 "held_out": m.scores,
@@ -100,6 +113,15 @@ def models(as_json) -> None:
         for alias, hub_id in HUB_ALIASES.items()
     ]
     print_rows(rows, as_json, "models", ("name", "source", "task", "circuit", "description"))
+
+
+def _known_circuits(model: BuiltinModel) -> dict[str, nx.MultiDiGraph]:
+    """A built-in model's ground truths by task, where known without building anything:
+    shipped with its definition, or read from its directory if it is already built."""
+    if model.circuits:
+        return model.circuits()
+    built = built_model_dir(model.name) if model.has_ground_truth else None
+    return read_ground_truths(built) if built else {}
 
 
 def _members(family: Any, task: str) -> str:

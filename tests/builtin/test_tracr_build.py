@@ -4,10 +4,12 @@ read from the weights matches ACDC's ground truth."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import run
 
 from circuitx.builtin import ground_truth, load, model_dir
 from circuitx.builtin.tracr import compile_program, read_program, save_compiled
@@ -110,3 +112,20 @@ def test_built_in_reverse_reverses(tmp_path):
     logits = model.run(tokens)[:, 1:, program.output_tokens]
     outputs = [[program.output_values[i] for i in row] for row in logits.argmax(-1).tolist()]
     assert outputs == [[3, 2, 1], [2, 1, 3]]
+
+
+def test_models_lists_a_tracr_circuit_once_built(monkeypatch, tmp_path):
+    def listed() -> dict:
+        result = run("models", "--json")
+        assert result.exit_code == 0, result.stderr
+        return {row["name"]: row for row in json.loads(result.stdout)}
+
+    with monkeypatch.context() as scope:  # an empty cache: nothing built, nothing building
+        scope.setenv("CIRCUITX_CACHE_DIR", str(tmp_path))
+        row = listed()["tracr-proportion"]
+        assert (row["circuit"], row["circuits"]) == ("known once built", {})
+        assert not any(tmp_path.iterdir())
+    model_dir("tracr-proportion")  # built in the session's cache
+    row = listed()["tracr-proportion"]
+    assert row["circuit"] == "1 head, 1 MLP, 5 edges"
+    assert set(row["circuits"]) == {"tracr", "tracr:weights", "tracr:acdc"}
