@@ -7,13 +7,8 @@ from typing import Any
 import click
 import networkx as nx
 
-from circuitx.builtin import (
-    BUILTIN_MODELS,
-    FAMILIES,
-    BuiltinModel,
-    built_model_dir,
-    read_ground_truths,
-)
+from circuitx.builtin import BUILTIN_MODELS, FAMILIES, BuiltinModel, built_model_dir
+from circuitx.builtin.ground_truth import read_ground_truths
 from circuitx.cli.common import json_option, print_rows
 from circuitx.methods import METHODS
 from circuitx.models import HUB_ALIASES
