@@ -43,6 +43,20 @@ def unit_seconds(model, task: str, n_prompts: int) -> float:
     return best
 
 
+def _verdict(kept: set[str], planted: set[str]) -> str:
+    """Whether the circuit's heads are the planted ones, and if not, how they differ."""
+    if kept == planted:
+        return "yes"
+    if not kept:
+        return "no (no head kept: every score below the default threshold)"
+    differences = [
+        f"{what} {', '.join(sorted(heads))}"
+        for what, heads in (("missed", planted - kept), ("also kept", kept - planted))
+        if heads
+    ]
+    return f"no ({'; '.join(differences)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-prompts", type=int, default=20)
@@ -70,6 +84,7 @@ def main() -> None:
                     "edges": graph.number_of_edges(),
                     "node_auc": cx.score(graph)["node_auc"],
                     "exact_heads": heads & kept == heads & truth,
+                    "heads_verdict": _verdict(heads & kept, heads & truth),
                 }
             rows.append(row)
             none, named = row["none"], row["named"]
@@ -77,7 +92,7 @@ def main() -> None:
                 f"| {task} | {method} | {none['discovery_s']:.2f} s "
                 f"({none['discovery_s'] / unit:.0f}x) | {named['discovery_s']:.2f} s "
                 f"({named['discovery_s'] / unit:.0f}x) | {none['node_auc']:.3f} | "
-                f"{named['node_auc']:.3f} | {'yes' if named['exact_heads'] else 'no'} |",
+                f"{named['node_auc']:.3f} | {named['heads_verdict']} |",
                 flush=True,
             )
     print(json.dumps(rows, indent=1))
