@@ -45,7 +45,10 @@ def fix_weights(model: Model, run: MethodRun) -> TransformerWeights | None:
     """The weights the QK fix recomputes attention from, when it is on (an error for an
     architecture it cannot recompute), and a check that GradDrop has blocks to drop."""
     if run.options["grad_drop"] == "on" and model.n_layers < 2:
-        raise CircuitxError("--grad-drop on needs at least 2 layers (it drops one at a time)")
+        raise CircuitxError(
+            f"--grad-drop on (atp's default) needs at least 2 layers, as it drops one block's "
+            f"gradient at a time, and this model has {model.n_layers}; pass --grad-drop off"
+        )
     if run.options["qk_fix"] != "on":
         return None
     return transformer_weights(model, llama=True)

@@ -131,6 +131,6 @@ def test_atp_ranks_the_planted_nodes_first_and_is_deterministic():
 def test_grad_drop_needs_two_layers(tmp_path):
     model = load_model(str(tiny_gpt2(tmp_path, 1, 2, 16, seed=1)), device="cpu")
     run = MethodRun(options={"qk_fix": "off", "grad_drop": "on"})
-    with pytest.raises(CircuitxError, match="needs at least 2 layers"):
+    with pytest.raises(CircuitxError, match="has 1; pass --grad-drop off"):
         fix_weights(model, run)
     get_method("atp").check(model, MethodRun(options={"qk_fix": "on", "grad_drop": "off"}))
