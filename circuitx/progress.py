@@ -1,4 +1,5 @@
-"""Rich progress bars on stderr, shown only when stderr is a terminal."""
+"""Rich progress bars on stderr, shown only when stderr is a terminal, and how numbers
+are shown in tables."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 Advance = Callable[[int], None]
 
 _silenced = 0
+
+
+def fixed(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals, a negative that rounds to zero shown as zero
+    (-0.0000004 is 0.000, not -0.000)."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
 def no_progress(steps: int = 1, description: str | None = None) -> None:

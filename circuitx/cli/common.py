@@ -18,6 +18,7 @@ from circuitx.engine import parse_memory
 from circuitx.errors import MAX_SEED, MAX_THREADS, CircuitxError, first_line
 from circuitx.files import check_directory_can_be_made, json_text
 from circuitx.models import DTYPES
+from circuitx.progress import fixed
 from circuitx.tasks.base import POSITION_MODES
 
 EXIT_INPUT_ERROR = CircuitxError.exit_code  # click's usage errors too
@@ -105,7 +106,7 @@ def fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return fixed(value)
     return str(value)
 
 

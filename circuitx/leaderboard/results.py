@@ -12,6 +12,7 @@ from typing import Any
 
 from circuitx.files import atomic_open
 from circuitx.leaderboard.cells import Cell
+from circuitx.progress import fixed
 
 # (row key, column heading, source): the source is a key of the cell's report, or of its
 # ``metrics``
@@ -149,8 +150,8 @@ def _value(result: dict[str, Any], key: str, source: str) -> Any:
 def format_value(summary: dict[str, float | None], seeds: int, digits: int = 3) -> str:
     if summary["mean"] is None:
         return "-"
-    text = f"{summary['mean']:.{digits}f}"
-    return text + (f" ± {summary['std']:.{digits}f}" if seeds > 1 else "")
+    text = fixed(summary["mean"], digits)
+    return text + (f" ± {fixed(summary['std'], digits)}" if seeds > 1 else "")
 
 
 def table_cells(row: dict[str, Any]) -> list[str]:

@@ -32,6 +32,7 @@ from circuitx.leaderboard import (
     run_leaderboard,
 )
 from circuitx.leaderboard import cells as cells_module
+from circuitx.leaderboard.results import format_value
 from circuitx.methods import METHODS
 
 GRID = ["--tasks", "greater-than", "--methods", "activation-patching,eap", "--n-prompts", 10]
@@ -438,3 +439,8 @@ def test_a_rerun_with_fewer_cells_leaves_no_stale_pages_or_figures(tmp_path):
     assert left == [name for name in pages if "-hisp-" in name]
     assert not (tmp_path / "roc-gone.png").exists()
     assert (tmp_path / "roc-greater-than.png").exists()
+
+
+def test_a_cell_that_rounds_to_zero_shows_no_minus_sign():
+    assert format_value({"mean": -3.66e-7, "std": 0.0}, seeds=3) == "0.000 ± 0.000"
+    assert format_value({"mean": -0.086, "std": 0.059}, seeds=3) == "-0.086 ± 0.059"
