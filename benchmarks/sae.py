@@ -29,9 +29,11 @@ Part 6: the codes of planted IOI's components on positive and negative prompts.
 
 Part 7: what a component's vectors hold apart from the autoencoder: each component's
 cross-validated accuracy at telling positive from negative prompts by its own vectors
-(nearest class mean; 5 nearest neighbours) taken as a node score, and the total
-variation between its positive and negative code histograms less chance, beside our
-above-chance share (clean planted models, seed 0).
+(nearest class mean; 5 nearest neighbours) taken as a node score; how far its mean
+vector moves between a positive prompt and its paired negative, over its spread; the total
+variation between its positive and negative code histograms less chance; the share of
+pairs whose code changes, less chance (pairs shuffled); beside our above-chance share
+(clean planted models, seed 0).
 """
 
 from __future__ import annotations
@@ -302,13 +304,27 @@ def code_shift(codes: torch.Tensor, n: int, space: int) -> torch.Tensor:
     return 0.5 * (counts[0] - counts[1]).abs().sum(1) / n
 
 
+def paired_distance(vectors: torch.Tensor, n: int) -> torch.Tensor:
+    """Each component's mean distance between a positive prompt's vector and its paired
+    negative's, over its vectors' mean distance from their mean: [2 n, C, d] -> [C]."""
+    distance = (vectors[:n] - vectors[n:]).norm(dim=-1).mean(0)
+    return distance / ((vectors - vectors.mean(0)).norm(dim=-1).mean(0) + 1e-12)
+
+
+def code_change(codes: torch.Tensor, n: int, pairing: torch.Tensor) -> torch.Tensor:
+    """The share of positive prompts whose code differs from their ``pairing``'s negative
+    (its own twin: ``arange(n)``), per column of ``codes`` [2 n, G]. Returns [G]."""
+    return (codes[:n] != codes[n:][pairing]).double().mean(0)
+
+
 def separability(args: argparse.Namespace) -> None:
     """Part 7 (issue 30): node AUC of scores read from each component's vectors without
     the autoencoder, and of a code-histogram shift, beside our share (seed 0)."""
     print("\n## what the vectors hold: node AUC, 50 prompts, seed 0\n")
     print("| model | task | nearest mean, mean vector | 5-NN, mean vector | nearest mean, "
-          "named positions | 5-NN, named positions | code shift less chance | ours |")  # fmt: skip
-    print("| --- | --- |" + " ---: |" * 6)
+          "named positions | 5-NN, named positions | paired distance / spread | code shift "
+          "less chance | paired code change less chance | ours |")  # fmt: skip
+    print("| --- | --- |" + " ---: |" * 8)
     method = get_method("sae")
     for name, spec in chosen(args):
         if spec.hard:
@@ -331,17 +347,25 @@ def separability(args: argparse.Namespace) -> None:
                             for u in range(vectors.shape[1])]  # fmt: skip
                 best = torch.tensor(accuracy).view(len(senders), count).max(1).values
                 cells.append(roc_auc(best.numpy(), inside))
+        mean_vectors = torch.cat(
+            [v for v, _ in sorted(_each_vector_block(engine, None), key=lambda b: int(b[1][0]))]
+        ).double().cpu()  # [2 n, C, d]
+        cells.append(roc_auc(paired_distance(mean_vectors, n).numpy(), inside))
         run = MethodRun(seed=0, options=method_options(method, {}), n_prompts=n)
         coded = method.code_prompts(engine, run)
         space = coded.n_codes + 1
         ours = [_overlap(coded, k, "above-chance").node.cpu() for k in range(len(coded.fits))]
-        shifts, generator = [], torch.Generator().manual_seed(0)
+        shifts, changes, generator = [], [], torch.Generator().manual_seed(0)
+        pairing_generator = torch.Generator().manual_seed(0)
         for k in range(len(coded.fits)):
             codes = coded.codes[k].cpu()
             halvings = [torch.randperm(2 * n, generator=generator) for _ in range(20)]
             chance = sum(code_shift(codes[order], n, space) for order in halvings) / 20
             shifts.append((code_shift(codes, n, space) - chance).clamp_min(0))
-        for scores in (shifts, ours):
+            pairings = [torch.randperm(n, generator=pairing_generator) for _ in range(20)]
+            chance = sum(code_change(codes, n, order) for order in pairings) / 20
+            changes.append(code_change(codes, n, torch.arange(n)) - chance)
+        for scores in (shifts, changes, ours):
             cells.append(roc_auc(torch.stack(scores).mean(0).numpy(), inside))
         print(f"| {name} | {spec.task} | " + " | ".join(f"{c:.3f}" for c in cells) + " |",
               flush=True)  # fmt: skip
