@@ -136,7 +136,7 @@ class DiscoveryRequest:
             )
         parse_dtype(self.dtype)
         parse_device(self.device)
-        check_reference(self.reference)
+        check_reference(self.reference, task.name)
         if self.model is not None:
             builtin.check_model_name(self.model)
         return dataclasses.replace(
@@ -253,10 +253,11 @@ class DiscoveryRequest:
         }
 
 
-def check_reference(spec: str) -> None:
+def check_reference(spec: str, task_name: str | None = None) -> None:
     """Fail in one line unless ``spec`` can name a reference: auto, none, planted,
     TASK[:VARIANT], a built-in model that ships a ground truth, or an existing graph
-    file."""
+    file; and unless it is a task's reference that is the run's own circuit (on task
+    ``task_name``, colored-objects' reference is the IOI circuit the same method finds)."""
     if spec in REFERENCE_WORDS or builtin.ships_ground_truth(spec):
         return
     base, _, variant = spec.partition(":")
@@ -265,6 +266,12 @@ def check_reference(spec: str) -> None:
         if variant not in task.reference_variants:
             choices = ", ".join(f"{base}:{v}" if v else base for v in task.reference_variants)
             raise CircuitxError(f"unknown reference {spec!r}; choose from {choices}")
+        if task_name is not None and task.reference_task == task_name:
+            raise CircuitxError(
+                f"--reference {spec} is the {task_name} circuit the same method finds on the "
+                f"same model, so on task {task_name} it is this run's own circuit; pass "
+                "another reference (a graph file, a planted model's name) or none"
+            )
         return
     path = Path(spec)
     if path.suffix.lower() in GRAPH_SUFFIXES or path.exists():

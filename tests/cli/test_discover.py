@@ -158,6 +158,7 @@ def test_listings():
         ([*DISCOVER, "--model", "./no/such/model"], "model directory not found"),
         ([*DISCOVER, "--model", "nobody/nothing"], "Hugging Face hub"),
         ([*DISCOVER, "--metric", "nope"], "task ioi has no metric 'nope'"),
+        ([*DISCOVER, "--reference", "colored-objects"], "on task ioi it is this run's own"),
         ([*DISCOVER, "--n-prompts", "0"], "--n-prompts"),
         ([*DISCOVER, "--seed", "-2"], "-2 is not in the range 0<=x<=4294967295"),
         ([*DISCOVER, "--threshold", "0.1", "--top-k", "3"], "not both"),
