@@ -23,7 +23,7 @@ import torch
 from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, cache_root, torch_threads
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, canonical_model_name, local_model_hub_id
-from circuitx.progress import progress_bar
+from circuitx.progress import announce, progress_bar
 from circuitx.transcoders.corpus import BUILTIN_CORPUS, Corpus, held_out_split, load_corpus
 from circuitx.transcoders.files import (
     PRETRAINED,
@@ -33,6 +33,7 @@ from circuitx.transcoders.files import (
     parse_layers,
     read_transcoder,
     save_transcoders,
+    trained_for,
 )
 from circuitx.transcoders.model import (
     Transcoder,
@@ -78,6 +79,13 @@ def transcoders_for(
             )
     transcoders = load_transcoders(source, layers)
     check_transcoders(transcoders, model)
+    fitted = trained_for(source) if os.path.isdir(source) else None
+    if fitted is not None and fitted[1] != model.source:
+        announce(
+            f"note: the transcoders in {source} were trained for {fitted[0]} "
+            f"({fitted[1]}), not this model ({model.source}); their features are fitted "
+            "to that model's MLPs"
+        )
     # float32 whatever the model's dtype, as the activations they read (run_with_cache)
     return {layer: t.to(model.device, torch.float32) for layer, t in transcoders.items()}, source
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -16,6 +17,7 @@ from circuitx.models import Model, mlp_output_hook
 from circuitx.transcoders.model import PARAMETERS, Transcoder, Transcoders, input_hook
 
 PRETRAINED = {"gpt2": "pchlenski/gpt2-transcoders"}  # canonical model name -> hub repo
+TRAINING_RECORD = "training.json"  # what train-transcoders writes beside its files
 
 
 FILE_RE = re.compile(r"blocks\.(\d+)\.ln2\.hook_normalized_(\d+)\.pt$")
@@ -36,6 +38,18 @@ def save_transcoders(
         payload = {"cfg": _config_for(transcoder, layer), "state_dict": transcoder.state_dict()}
         with atomic_open(path, "wb") as handle:
             torch.save(payload, handle)
+
+
+def trained_for(directory: str | os.PathLike) -> tuple[str, str] | None:
+    """The model (name as given, and its source) that ``train-transcoders`` trained the
+    transcoders in ``directory`` for, if its record says so."""
+    try:
+        record = json.loads((Path(directory) / TRAINING_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("model_source"), str):
+        return None
+    return str(record.get("model")), record["model_source"]
 
 
 def _file_safe(name: str) -> str:

@@ -19,7 +19,7 @@ from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import get_task
 from circuitx.transcoders.corpus import Corpus, held_out_split
-from circuitx.transcoders.files import save_transcoders
+from circuitx.transcoders.files import TRAINING_RECORD, save_transcoders
 from circuitx.transcoders.model import (
     PARAMETERS,
     Transcoder,
@@ -338,6 +338,7 @@ def train_and_report(
     tokens = settings.steps * settings.batch_tokens
     report = {
         "model": model.name,
+        "model_source": model.source,  # what a later run checks its model against
         "layers": list(layers),
         "corpus": corpus.source,
         "corpus_tokens": corpus.n_tokens,
@@ -355,6 +356,6 @@ def train_and_report(
         "task_metric_replaced": replaced,
         "out": str(out),
     }
-    with atomic_open(out / "training.json") as handle:
+    with atomic_open(out / TRAINING_RECORD) as handle:
         json.dump(report, handle, indent=1)
     return report

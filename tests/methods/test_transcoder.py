@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import assert_one_line_error, find, pattern_of, random_transcoders, run
+from conftest import assert_one_line_error, find, pattern_of, random_transcoders, run, tiny_gpt2
 
 from circuitx import transcoders as tc
 from circuitx.builtin import ground_truth
@@ -337,6 +337,20 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     loaded = tc.load_transcoders(str(out))
     assert set(loaded) == {0, 1}
     assert loaded[0].config["l1"] == 1e-3 and loaded[0].config["steps"] == 20
+
+    def discover_with(model) -> str:
+        found = run(
+            "discover", "--task", "ioi", "--method", "transcoder", "--model", model,
+            "--transcoders", out, "--reference", "none", "--n-prompts", 4, "--no-faithfulness",
+        )  # fmt: skip
+        assert found.exit_code == 0, found.output
+        return found.stderr
+
+    assert "were trained for" not in discover_with(tiny_dir)
+    other = tiny_gpt2(tmp_path / "other", 2, 4, 32, seed=1)  # the same shape
+    note = discover_with(other)
+    assert f"the transcoders in {out} were trained for {tiny_dir}" in note
+    assert f"not this model ({other})" in note
 
 
 @pytest.mark.parametrize("family", ["llama", "neox"])
