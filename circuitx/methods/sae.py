@@ -353,6 +353,8 @@ class SAE(Method):
         ("sae_l0", "SAE L0 (active units)"),
         ("sae_dead_fraction", "SAE dead units"),
         ("sae_no_code_fraction", "SAE inputs with no code"),
+        ("sae_scored_no_code_fraction", "SAE scored vectors with no code"),
+        ("sae_codes_used", "SAE codes used"),
     )
 
     def warnings(self, facts: dict[str, Any]) -> list[str]:
