@@ -198,9 +198,10 @@ def train_transcoders(
     tasks_table = Table(title="task metric, MLPs replaced by transcoders")
     for column in ("task", "metric", "original", "replaced", "|change| / |original|"):
         tasks_table.add_column(column)
+    unmeasured = {}
     for task, row in result["task_metric_replaced"].items():
         if "error" in row:
-            tasks_table.add_row(task, "-", "-", "-", row["error"])
+            unmeasured[task] = row["error"]
         else:
             tasks_table.add_row(
                 task,
@@ -209,7 +210,17 @@ def train_transcoders(
                 fmt(row["replaced"]),
                 fmt(row["relative_change"]),
             )
-    console.print(tasks_table)
+    if tasks_table.row_count:
+        console.print(tasks_table)
+    if unmeasured and task_names == "all":  # the tasks this model cannot run: one line
+        console.print(
+            f"not measured, as the model cannot run them: {', '.join(unmeasured)} "
+            "(--json says why)",
+            soft_wrap=True,
+        )
+    else:
+        for task, why in unmeasured.items():
+            console.print(f"{task} not measured: {why}", soft_wrap=True, markup=False)
     console.print(
         f"{result['training_tokens']} tokens in {result['train_seconds']:.1f} s "
         f"({result['seconds_per_layer_per_million_tokens']:.1f} s per layer per million tokens)"

@@ -353,6 +353,18 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     assert f"not this model ({other})" in note
 
 
+def test_tasks_a_model_cannot_run_are_one_line_below_the_table(tmp_path, tiny_dir, corpus_file):
+    common = ["train-transcoders", "--model", tiny_dir, "--corpus", corpus_file, "--steps", 2]
+    every = run(*common, "--out", tmp_path / "a", "--n-prompts", 4)
+    assert every.exit_code == 0, every.output
+    assert "not measured, as the model cannot run them: tracr (--json says why)" in every.stdout
+    assert "needs a tracr model" not in every.stdout  # the reason is in --json, not a column
+    named = run(*common, "--out", tmp_path / "b", "--tasks", "tracr")
+    assert named.exit_code == 0, named.output
+    assert "tracr not measured: task tracr needs a tracr model" in named.stdout
+    assert "task metric" not in named.stdout  # no table without a measured task
+
+
 @pytest.mark.parametrize("family", ["llama", "neox"])
 def test_trained_transcoders_run_discovery_on_other_architectures(tmp_path, corpus_file, family):
     """RMSNorm inputs, gated MLPs (Llama) and parallel blocks (GPT-NeoX): transcoders train
