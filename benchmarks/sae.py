@@ -347,9 +347,13 @@ def separability(args: argparse.Namespace) -> None:
                             for u in range(vectors.shape[1])]  # fmt: skip
                 best = torch.tensor(accuracy).view(len(senders), count).max(1).values
                 cells.append(roc_auc(best.numpy(), inside))
-        mean_vectors = torch.cat(
-            [v for v, _ in sorted(_each_vector_block(engine, None), key=lambda b: int(b[1][0]))]
-        ).double().cpu()  # [2 n, C, d]
+        mean_vectors = (
+            torch.cat(
+                [v for v, _ in sorted(_each_vector_block(engine, None), key=lambda b: int(b[1][0]))]
+            )
+            .double()
+            .cpu()
+        )  # [2 n, C, d]
         cells.append(roc_auc(paired_distance(mean_vectors, n).numpy(), inside))
         run = MethodRun(seed=0, options=method_options(method, {}), n_prompts=n)
         coded = method.code_prompts(engine, run)

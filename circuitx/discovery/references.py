@@ -134,8 +134,13 @@ def reference_for_model(
                 "on this model"
             )
         metric = request.metric if request.metric in get_task(other_task).metrics else None
-        other = dataclasses.replace(
-            request, task=other_task, metric=metric, corruption=None, model=model.name
+        other = dataclasses.replace(  # the circuit alone: it is the reference, not scored
+            request,
+            task=other_task,
+            metric=metric,
+            corruption=None,
+            model=model.name,
+            reference="none",
         )
         return discover(model, other)
 
