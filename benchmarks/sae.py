@@ -338,23 +338,20 @@ def separability(args: argparse.Namespace) -> None:
         n = engine.n_prompts
         labels = torch.arange(2 * n) < n
         cells = []
+        read = {}  # mode -> every prompt's vectors
         for mode in ("mean", "named"):
             positions, count = sae_positions(engine, mode)
             blocks = sorted(_each_vector_block(engine, positions), key=lambda b: int(b[1][0]))
-            vectors = torch.cat([v for v, _ in blocks]).double().cpu()  # [2 n, units, d]
+            vectors = read[mode] = (
+                torch.cat([v for v, _ in blocks]).double().cpu()
+            )  # [2 n, units, d]
             for rule in ("mean", "knn"):
                 accuracy = [classifier_accuracy(vectors[:, u], labels, rule)
                             for u in range(vectors.shape[1])]  # fmt: skip
                 best = torch.tensor(accuracy).view(len(senders), count).max(1).values
                 cells.append(roc_auc(best.numpy(), inside))
-        mean_vectors = (
-            torch.cat(
-                [v for v, _ in sorted(_each_vector_block(engine, None), key=lambda b: int(b[1][0]))]
-            )
-            .double()
-            .cpu()
-        )  # [2 n, C, d]
-        cells.append(roc_auc(paired_distance(mean_vectors, n).numpy(), inside))
+        # the mean mode's units are the components: [2 n, C, d]
+        cells.append(roc_auc(paired_distance(read["mean"], n).numpy(), inside))
         run = MethodRun(seed=0, options=method_options(method, {}), n_prompts=n)
         coded = method.code_prompts(engine, run)
         space = coded.n_codes + 1
