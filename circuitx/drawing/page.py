@@ -34,6 +34,7 @@ from circuitx.drawing.places import (
 )
 from circuitx.files import atomic_open
 from circuitx.graph import LOGITS, component_nodes, edges_by_name, score_level, shape_of
+from circuitx.progress import fixed
 from circuitx.version import __version__
 
 
@@ -137,7 +138,7 @@ def _summary(graph: nx.MultiDiGraph, note: str | None) -> str:
     for key in ("faithfulness", "cpr", "cmd"):
         value = meta.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
-            parts.append(f"{key} {value:.3f}")
+            parts.append(f"{key} {fixed(value)}")
     parts.append(f"{len(edges_by_name(graph))} edges scored")
     if note:
         parts.append(note)

@@ -103,3 +103,10 @@ def test_discover_writes_the_page(tmp_path):
     data = embedded_data(out)
     assert data["level"] == "edge" and data["has_reference"]
     assert sum(data["nodes"]["in_reference"]) > 2  # the planted circuit's heads
+
+
+def test_the_summary_shows_a_negative_that_rounds_to_zero_as_zero(tmp_path):
+    graph = scored_circuit(granularity="edge")
+    graph.graph["faithfulness"] = -3.66e-7
+    draw(graph, tmp_path / "c.html")
+    assert "faithfulness 0.000;" in (tmp_path / "c.html").read_text()
