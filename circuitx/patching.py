@@ -683,7 +683,7 @@ class _MaskedPass:
         exact = weight.requires_grad  # every readable sender, so every entry gets a gradient
         patched = (host_weight != 0).any(0)  # [senders, receivers]
         kept = (host_weight != 1).any(0)
-        for first, count in _receiver_groups(layout, self.layer, complement):
+        for first, count in _receiver_groups(layout, self.layer, complement or exact):
             readable = layout.readable(first)
             off = patched[:readable, first : first + count].any(1)
             if not bool(off.any()) and not exact:
@@ -879,7 +879,12 @@ class _MaskedPass:
             for columns, deltas in self._live_deltas(_span(self.live_column[live])):
                 w = _columns(weight, self.live_senders[columns], dim=1).transpose(1, 2)
                 w = w.to(deltas.dtype)
-                total = torch.bmm(w, deltas) if total is None else total.baddbmm_(w, deltas)
+                if total is None:
+                    total = torch.bmm(w, deltas)
+                elif torch.is_grad_enabled() and (w.requires_grad or deltas.requires_grad):
+                    total = torch.baddbmm(total, w, deltas)  # in place, autograd copies it all
+                else:
+                    total.baddbmm_(w, deltas)
         return total
 
     def _live_deltas(self, columns: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -1053,6 +1058,8 @@ def _span(index: torch.Tensor) -> torch.Tensor:
 def _columns(tensor: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``tensor``'s entries ``index`` (ascending) along ``dim``: a view when they are a run."""
     first, last = int(index[0]), int(index[-1])
+    if first == 0 and len(index) == tensor.shape[dim]:
+        return tensor  # not a view: its gradient is not copied into zeros of its shape
     if last - first + 1 == len(index):
         return tensor.narrow(dim, first, len(index))
     return tensor.index_select(dim, index.to(tensor.device))
