@@ -37,6 +37,7 @@ from circuitx.tasks import Task, TaskData
 FLOAT = 4  # bytes: caches and differences are float32 whatever the model's dtype
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # on the CPU: at most this, or half the free memory when less
 MIN_MEMORY = 1024**2
+METRIC_RESOLUTION = 1e-5  # relative: a change of the metric below this is float32 rounding
 PART_PASSES = 4  # a part holds at most this many stacked passes' tokens (TOKENS_PER_PASS)
 
 
@@ -344,8 +345,9 @@ class Engine:
         return effect_gap(self.clean_metric, self.corrupted_metric, self.metric_name)
 
     def normalised_effect(self, patched_metric: torch.Tensor) -> torch.Tensor:
-        """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect."""
-        return (self.clean_metric - patched_metric) / self.gap
+        """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect,
+        0 where the change is float32 rounding (:func:`metric_change`)."""
+        return metric_change(self.clean_metric, patched_metric) / self.gap
 
     def _mean(
         self, compute: Callable[[PatchingEngine, Advance], Any], advance: Advance = no_progress
@@ -392,3 +394,16 @@ class Engine:
         """Gradients of the mean metric with respect to the node and edge masks, summed over
         ``mixes`` (see :meth:`PatchingEngine.mask_gradients`)."""
         return self._mean(lambda part, step: part.mask_gradients(mixes, step), advance)
+
+
+def metric_change(before: float | torch.Tensor, after: float | torch.Tensor) -> torch.Tensor:
+    """before - after, or 0 where it is at most :data:`METRIC_RESOLUTION` of the larger
+    |metric|: a patch that changes nothing in exact arithmetic moves a planted model's
+    metric by a unit or two in the last place, differently on each machine and for each
+    way of summing the same differences, and ranking those would decide an AUC. In
+    float64, whatever the metrics' dtype."""
+    before = torch.as_tensor(before, dtype=torch.float64)
+    after = torch.as_tensor(after, dtype=torch.float64)
+    change = before - after
+    rounding = change.abs() <= METRIC_RESOLUTION * torch.maximum(before.abs(), after.abs())
+    return torch.where(rounding, 0.0, change)

@@ -16,7 +16,7 @@ from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.decomposition import Sources, propagate
 from circuitx.discovery import report
-from circuitx.engine import Engine, memory_plan, parse_memory
+from circuitx.engine import Engine, memory_plan, metric_change, parse_memory
 from circuitx.errors import CircuitxError
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.models import sender_output_hook, transformer_weights
@@ -321,3 +321,11 @@ def test_ctrl_c_stops_a_long_run_within_a_second(tmp_path):
     assert process.returncode == 130
     assert stderr_lines(stderr) == ["error: interrupted"]
     assert stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_a_change_of_the_metric_below_its_resolution_is_none():
+    one_ulp = float(torch.finfo(torch.float32).eps)
+    assert float(metric_change(2.0, 2.0 + 2 * one_ulp)) == 0.0
+    assert float(metric_change(2.0, 1.9)) == pytest.approx(0.1)
+    changes = metric_change(1.0, torch.tensor([1.0 - one_ulp, 0.5, 1.0 + 3e-5]))
+    assert changes.tolist() == pytest.approx([0.0, 0.5, -3e-5], abs=1e-7)

@@ -200,9 +200,10 @@ def test_the_qk_fix_over_positions(model, engines):
     weights = transformer_weights(model, llama=True)
     found, over = base.dropped_gradients([None], True), pos.dropped_gradients([None], True)
     for at in range(model.n_layers):  # the pattern's gradient is the model's (Llama's
-        # bridge gives it to about 4e-3 of itself: GPT-2's and NeoX's agree to 1e-5)
+        # bridge gives it to about 4e-3 of itself, 1.1e-2 at one entry of 14112 on an AMD
+        # EPYC with AVX2: GPT-2's and NeoX's agree to 1e-5)
         torch.testing.assert_close(
-            over.patterns[0][at], found.patterns[0][at], atol=1e-5, rtol=1e-2
+            over.patterns[0][at], found.patterns[0][at], atol=1e-5, rtol=2e-2
         )
     fixed = qk_fixed_edges(base, weights, found.patterns)[0]
     over_fixed = qk_fixed_edges(pos, weights, over.patterns)[0]

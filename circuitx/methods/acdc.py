@@ -18,23 +18,20 @@ committed in ACDC's order up to the first edge that stays (see :func:`prune`): t
 circuit as one trial at a time. On a CPU, where a stacked trial costs what its own pass
 does, they run one at a time.
 
-A change smaller than :data:`RESOLUTION` of the metric's size is float32 rounding, not an
-effect (an edge that changes nothing in exact arithmetic moves a planted model's metric
-by a few units in the last place, differently for each way of summing the same
-differences), and scores 0: edges that do nothing tie, however the pass is computed.
+A change smaller than the metric's float32 resolution (:func:`circuitx.engine.metric_change`)
+is rounding, not an effect, and scores 0: edges that do nothing tie, however and wherever
+the pass is computed.
 """
 
 from __future__ import annotations
 
 import torch
 
-from circuitx.engine import Engine
+from circuitx.engine import Engine, metric_change
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.names import LOGITS
 from circuitx.progress import Advance, no_progress
-
-RESOLUTION = 1e-5  # relative: changes of the metric below this are rounding
 
 
 class ACDC(Method):
@@ -120,5 +117,4 @@ def prune(
 
 def _change(before: float, after: float) -> float:
     """|before - after|, or 0 when it is below the metric's float32 resolution."""
-    change = abs(before - after)
-    return 0.0 if change <= RESOLUTION * max(abs(before), abs(after)) else change
+    return abs(float(metric_change(before, after)))
