@@ -15,6 +15,7 @@ from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.certificate import certify
 from circuitx.discovery import DiscoveryRequest, discover, report
+from circuitx.progress import fixed
 
 
 def main() -> None:
@@ -38,9 +39,9 @@ def main() -> None:
             )
             auc = report(graph, truth, "truth")["metrics"]["node_auc"]
             print(
-                f"| {name} | {task} | {cert.clean_metric:.3f} | {cert.corrupted_metric:.3f} "
-                f"| {cert.clean_accuracy:.2f} | {cert.complement_faithfulness:.4f} "
-                f"| {cert.circuit_patched:.4f} | {cert.max_outside_effect:.5f} "
+                f"| {name} | {task} | {fixed(cert.clean_metric)} | {fixed(cert.corrupted_metric)} "
+                f"| {cert.clean_accuracy:.2f} | {fixed(cert.complement_faithfulness, 4)} "
+                f"| {fixed(cert.circuit_patched, 4)} | {fixed(cert.max_outside_effect, 5)} "
                 f"| {cert.min_inside_effect:.3f} | {cert.norm_ratio:.2f} | {auc:.3f} "
                 f"| {time.perf_counter() - start:.1f} s |",
                 flush=True,
