@@ -683,6 +683,7 @@ class _MaskedPass:
         exact = weight.requires_grad  # every readable sender, so every entry gets a gradient
         patched = (host_weight != 0).any(0)  # [senders, receivers]
         kept = (host_weight != 1).any(0)
+        # an exact pass reads every readable sender into q, k and v alike: one product
         for first, count in _receiver_groups(layout, self.layer, complement or exact):
             readable = layout.readable(first)
             off = patched[:readable, first : first + count].any(1)
