@@ -212,7 +212,9 @@ class PatchingEngine:
         return effect_gap(self.clean_metric, self.corrupted_metric, self.metric_name)
 
     def normalised_effect(self, patched_metric: torch.Tensor) -> torch.Tensor:
-        """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect."""
+        """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect;
+        raw, rounding and all (the certificate reports it so; the methods take the
+        :class:`~circuitx.engine.Engine`'s, which counts rounding as no change)."""
         return (self.clean_metric - patched_metric) / self.gap
 
     # ------------------------------------------------------------------ batched patches

@@ -25,7 +25,7 @@ FEW_STEPS = {"edge-pruning": {"ep_steps": 20}, "subnetwork-probing": {"sp_steps"
 
 
 def node_scores(model, method):
-    graph = find(model, "ioi", method, n_prompts=10, options=FEW_STEPS.get(method))
+    graph = find(model, "ioi", method, n_prompts=10, options=FEW_STEPS.get(method, {}))
     return torch.tensor([graph.nodes[n]["score"] or 0.0 for n in component_nodes(graph)])
 
 
