@@ -50,6 +50,38 @@ def check_directory_can_be_made(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_new_directory(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Return ``path`` (``~`` expanded) as a Path, or fail in one line unless it can be a
+    new directory: it does not exist (or is an empty directory), and its parent is an
+    existing directory that takes new files. Parents are never made: a mistyped one is
+    an error, not a new tree."""
+    path = Path(path).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise CircuitxError(f"{option} {path} exists; choose a new directory")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise CircuitxError(f"{option}'s parent directory does not exist: {parent}")
+    refused = _refuses_new_files(parent, path.name)
+    if refused:
+        raise CircuitxError(f"cannot write to {parent}: {refused}")
+    return path
+
+
+def check_not_an_input(out: str | os.PathLike, inputs: dict[str, Any]) -> None:
+    """Fail in one line where the output path ``out`` is one of the command's input files
+    (``inputs`` maps an option's name to its value; values that name no file are passed
+    over): writing the result would destroy the input."""
+    if not Path(out).exists():
+        return
+    for option, value in inputs.items():
+        if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
+            if os.path.samefile(out, value):
+                raise CircuitxError(
+                    f"{out} is the {option} file: writing there would replace it; choose "
+                    "another output path"
+                )
+
+
 def _refuses_new_files(directory: Path, name: str) -> str | None:
     """Why ``directory`` takes no new file (the OS's words), or None where it does: a
     probe file ``.NAME.*.probe`` is made there and removed."""

@@ -334,14 +334,14 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
         raise CircuitxError(
             f"cannot tell the graph format of {str(path)!r}: read .graphml or .json"
         )
+    if fmt not in ("graphml", "json"):  # a format we write but do not read back
+        raise CircuitxError(f"{path} is a {fmt} file; circuitx reads graphs as GraphML or JSON")
     try:
         if fmt == "graphml":
             graph = _from_graphml(nx.read_graphml(path, force_multigraph=True))
-        elif fmt == "json":  # ours, or an EAP-IG (MIB) graph
+        else:  # JSON: ours, or an EAP-IG (MIB) graph
             data = json.loads(path.read_text())
             graph = from_eap_ig_dict(data) if is_eap_ig_dict(data) else from_json_dict(data)
-        else:
-            raise CircuitxError(f"cannot read {fmt} graphs; read GraphML or JSON: {path}")
         _validate(graph)
     except CircuitxError as error:
         raise CircuitxError(f"malformed graph file {path}: {error}") from None

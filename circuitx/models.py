@@ -965,7 +965,8 @@ def _check_hub_model(name: str, repo_id: str) -> None:
         raise CircuitxError(
             f"cannot load {name!r}: it is not a built-in model (circuitx models lists them) "
             "or a local directory, and the Hugging Face hub is unreachable with the model not "
-            "cached; pass a local model directory with --model DIR"
+            "cached; pass a local model directory with --model DIR, or a built-in model "
+            "such as --model planted"
         ) from None
 
 

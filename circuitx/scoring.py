@@ -140,6 +140,16 @@ def score_graph(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str,
     return metrics
 
 
+def one_class_levels(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str, bool]:
+    """The levels (node, edge) at which ``graph`` has scores but has no ROC AUC because
+    the reference puts all its items in the circuit (True) or none (False)."""
+    found = {}
+    for level, (rows, labels) in _paired_rows(graph, reference).items():
+        if _columns(rows)[1] is not None and len(labels) and labels.all() == labels.any():
+            found[level] = bool(labels.all())
+    return found
+
+
 def roc_curves(
     graph: nx.MultiDiGraph, reference: nx.MultiDiGraph
 ) -> dict[str, dict[str, list[float]] | None]:

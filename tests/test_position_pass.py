@@ -286,6 +286,9 @@ def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
     # a position circuit meets a component one collapsed, and the command says so
     assert cx.compare(graph, components)["edges"]["jaccard"] == 1.0
     cx.write_graph(components, tmp_path / "c.json")
+    unchanged = run("export", tmp_path / "c.json", "--format", "json", "--collapse-positions")
+    assert unchanged.stdout == run("export", tmp_path / "c.json", "--format", "json").stdout
+    assert "has no token positions: --collapse-positions changes nothing" in unchanged.stderr
     compared = run("compare", out, tmp_path / "c.json", "--json")
     assert json.loads(compared.stdout)["edges"]["jaccard"] == 1.0
     assert "compared as its components" in compared.stderr

@@ -32,6 +32,8 @@ class OneLineErrors(click.Group):
         # Ctrl-C interrupts even where the shell started us with SIGINT ignored (a
         # background job of a script)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        # SIGTERM (kill, timeout) unwinds as Ctrl-C does, so staging directories go too
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
@@ -52,14 +54,15 @@ class OneLineErrors(click.Group):
                 raise
             click.echo(f"error: out of memory: {first_line(error)}", err=True)
             sys.exit(EXIT_OUT_OF_MEMORY)
-        except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted):
-            click.echo("error: interrupted", err=True)
+        except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted, _Terminated) as stop:
+            terminated = isinstance(stop, _Terminated)
+            click.echo(f"error: {'terminated' if terminated else 'interrupted'}", err=True)
             sys.stdout.flush()
             sys.stderr.flush()
             # every file is written whole or not at all (files.atomic_open), so nothing is
             # left to tidy: skip the interpreter's teardown, which frees every cached
             # tensor one by one (over a second after a large run)
-            os._exit(130)
+            os._exit(128 + signal.SIGTERM if terminated else 130)
         sys.exit(0)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -79,6 +82,14 @@ def _out_of_memory(error: BaseException) -> bool:
 
 class _Interrupted(Exception):
     """Ctrl-C, past click's own handling of it."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM: a BaseException, so that no ``except Exception`` takes it for a failure."""
+
+
+def _terminate(_signal: int, _frame: Any) -> None:
+    raise _Terminated()
 
 
 PIPED_WIDTH = 200  # columns of a table written to a pipe or file (not 80: a word a line)
@@ -102,11 +113,11 @@ def print_json(value: Any) -> None:
     click.echo(json_text(value))
 
 
-def fmt(value: Any) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return fixed(value)
+        return fixed(value, digits)
     return str(value)
 
 

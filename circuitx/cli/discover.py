@@ -40,7 +40,7 @@ from circuitx.discovery import (
 )
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw, draw_format
 from circuitx.errors import CircuitxError
-from circuitx.files import atomic_open, check_output_path
+from circuitx.files import atomic_open, check_not_an_input, check_output_path
 from circuitx.graph import (
     GRAPH_FORMATS,
     collapse_positions,
@@ -270,11 +270,20 @@ def discover_command(
         positions=positions,
         max_memory=max_memory,
     ).validated()
+    source = click.get_current_context().get_parameter_source("faithfulness_prompts")
+    if not faithfulness and source is click.core.ParameterSource.COMMANDLINE:
+        raise CircuitxError(
+            "--faithfulness-prompts sets how faithfulness is measured, and --no-faithfulness "
+            "skips it: give one of them"
+        )
+    inputs = {"--task": task_name, "--reference": reference_spec}
     if out_path:
         check_output_path(out_path)
+        check_not_an_input(out_path, inputs)
         graph_format(out_path)
     if draw_path:
         check_output_path(draw_path)
+        check_not_an_input(draw_path, inputs)
         draw_format(draw_path)
     model = builtin.load(str(request.model), device, dtype, cache_dir)
     notes: list[str] = []  # shown once the work succeeds: an error stays one line
@@ -286,6 +295,8 @@ def discover_command(
     graph = discover(model, request)
     reference = matching_reference(graph, reference)  # at its positions, if any: once
     summary = report(graph, reference, label)
+    if reference is not None:
+        notes += scoring_notes(graph, reference)
     if out_path:
         write_graph(graph, out_path)
     if draw_path:
@@ -316,8 +327,8 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
     if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
         said.append(
             f"the task has {summary['n_prompts']} prompt pair"
-            f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran, not the {asked} "
-            "asked for"
+            f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "
+            f"{asked})"
         )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(
@@ -377,8 +388,8 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         found = f"{heads['shared']} of the circuit's {heads['a']} ({fmt(heads['a_in_b'])})"
         rows.append(("heads in reference", found))
     method = METHODS.get(summary["method"])
-    for key, label in method.reported_facts if method is not None else ():
-        rows.append((label, fmt(summary["method_facts"].get(key))))
+    for key, label, *digits in method.reported_facts if method is not None else ():
+        rows.append((label, fmt(summary["method_facts"].get(key), *digits)))
     timing = f"{summary['discovery_s']:.2f} s discovery"
     if summary["faithfulness_s"] is not None:
         timing += f", {summary['faithfulness_s']:.2f} s faithfulness"
@@ -416,7 +427,7 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
         raise CircuitxError("score needs a reference to score against; --reference none names none")
     graph = read_graph(graph_path)
     if collapse:
-        graph = collapse_positions(graph)
+        graph = collapsed(graph, graph_path)
     reference, label, why_not = reference_for_graph(graph, reference_spec, cache_dir)
     if reference is None:
         raise CircuitxError(why_not or "no reference to score against")
@@ -511,6 +522,14 @@ def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache
         )
 
 
+def collapsed(graph: Any, path: str) -> Any:
+    """``graph`` over components (--collapse-positions), with a note where it has no
+    positions to collapse."""
+    if position_groups(graph) is None:
+        note(f"note: {path} has no token positions: --collapse-positions changes nothing")
+    return collapse_positions(graph)
+
+
 @click.command()
 @click.argument("graph_path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt_name", required=True, type=click.Choice(list(GRAPH_FORMATS)))
@@ -535,7 +554,7 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
                 f"--out {out_path} names a {named} file, but --format is {fmt_name}"
             )
     graph = read_graph(graph_path)
-    text = graph_to_text(collapse_positions(graph) if collapse else graph, fmt_name)
+    text = graph_to_text(collapsed(graph, graph_path) if collapse else graph, fmt_name)
     if out_path:
         with atomic_open(out_path) as handle:
             handle.write(text)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from circuitx.builtin import build_once, ground_truth
 from circuitx.builtin.tracr import TASK, build, check_inputs, programs
 from circuitx.cli.common import fmt, json_option, print_json
 from circuitx.errors import CircuitxError
+from circuitx.files import check_new_directory
 from circuitx.graph import component_nodes, edges_by_name
 from circuitx.models import quiet_loaders
 from circuitx.tasks.tracr import INPUTS, read_program
@@ -66,9 +65,7 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
     """
     values = parse_vocab(vocab)
     check_inputs(len(values), max_seq_len, inputs, length)
-    target = Path(out).expanduser()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CircuitxError(f"{out} exists; choose a new directory")
+    target = check_new_directory(out)
     rasp_program = programs.user_program(program, max_seq_len)
     name = program.rpartition(":")[2]
     with quiet_loaders():
@@ -95,5 +92,8 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
         print_json(summary)
         return
     for key, value in summary.items():
-        shown = ", ".join(map(str, value)) if isinstance(value, list) else fmt(value)
+        if isinstance(value, list):  # a numerical program lists no output values
+            shown = ", ".join(map(str, value)) or "-"
+        else:
+            shown = fmt(value)
         click.echo(f"{key}: {shown}")

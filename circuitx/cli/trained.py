@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import click
 
 from circuitx.builtin import build_once
 from circuitx.builtin.trained import TRAINED, scores_line, train_ground_truth
 from circuitx.cli.common import json_option, print_json, seed_option
-from circuitx.errors import CircuitxError
+from circuitx.files import check_new_directory
 from circuitx.models import quiet_loaders
 from circuitx.progress import progress_bar
 
@@ -49,11 +48,7 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     patched alone, and all at once) is under 0.95 is not saved. An
     interrupted run resumes from its last evaluation when run again with the same --out.
     """
-    directory = Path(out).expanduser()
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise CircuitxError(f"{out} exists; choose a new directory")
-    if not directory.parent.is_dir():
-        raise CircuitxError(f"output directory's parent does not exist: {directory.parent}")
+    directory = check_new_directory(out)
     spec = TRAINED[PREFIX + target]
     settings = dataclasses.replace(
         spec.settings, seed=seed, max_steps=max_steps or spec.settings.max_steps

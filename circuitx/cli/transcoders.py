@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import click
 from rich.table import Table
@@ -20,6 +19,7 @@ from circuitx.cli.common import (
     threads_option,
 )
 from circuitx.errors import CircuitxError
+from circuitx.files import check_new_directory
 from circuitx.methods.transcoder import check_attributable
 from circuitx.progress import progress_bar
 from circuitx.tasks import TASKS, get_task
@@ -148,11 +148,7 @@ def train_transcoders(
     """Train transcoders (sparse MLP replacements) on a corpus, save them in the authors'
     file layout, and report reconstruction quality and the task metrics with the MLPs
     replaced."""
-    out = Path(out_dir)
-    if not out.parent.is_dir():
-        raise CircuitxError(f"output directory's parent does not exist: {out.parent}")
-    if out.exists() and any(out.iterdir()):  # two sets of transcoders would mix there
-        raise CircuitxError(f"{out} exists and is not empty; choose a new directory")
+    out = check_new_directory(out_dir)  # two sets of transcoders would mix in one
     if task_names == "all":
         chosen = list(TASKS)
     elif task_names == "none":

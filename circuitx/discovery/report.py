@@ -9,7 +9,7 @@ import networkx as nx
 from circuitx.graph import component_graph, component_nodes, layout_of, position_groups
 from circuitx.methods import METHODS, Method
 from circuitx.reference import RolePositions, position_reference
-from circuitx.scoring import check_same_model, empty_metrics, overlap, score_graph
+from circuitx.scoring import check_same_model, empty_metrics, one_class_levels, overlap, score_graph
 from circuitx.tasks import TASKS
 
 
@@ -38,10 +38,16 @@ def _roles(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> RolePositions:
 
 def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[str]:
     """What a reader of ``graph``'s scores against ``reference`` would otherwise not see:
-    a level whose ROC AUC is missing because some (not all) of its items have no score,
-    and a component-level reference without roles placed on a circuit over positions."""
+    a level whose ROC AUC is missing because some (not all) of its items have no score or
+    the reference puts all its items on one side, and a component-level reference
+    without roles placed on a circuit over positions."""
     notes = []
     component = component_graph(graph)
+    for level, every in one_class_levels(component, matching_reference(graph, reference)).items():
+        notes.append(
+            f"note: the reference puts {'every' if every else 'no'} {level} of the graph in "
+            f"its circuit, so there is no {level} ROC AUC (it needs {level}s on both sides)"
+        )
     levels = {"node": [component.nodes[n] for n in component_nodes(component)]}
     levels["edge"] = [data for *_, data in component.edges(data=True)]
     for level, rows in levels.items():
@@ -118,7 +124,7 @@ def report(
 def method_facts_of(method: Method | None, meta: dict[str, Any]) -> dict[str, Any]:
     """The facts of its run a graph's method reports (its ``reported_facts``)."""
     facts = () if method is None else method.reported_facts
-    return {key: meta.get(key) for key, _ in facts}
+    return {key: meta.get(key) for key, *_ in facts}
 
 
 def method_options_of(method: Method | None, meta: dict[str, Any]) -> dict[str, Any] | None:

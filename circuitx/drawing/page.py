@@ -139,7 +139,13 @@ def _summary(graph: nx.MultiDiGraph, note: str | None) -> str:
         value = meta.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             parts.append(f"{key} {fixed(value)}")
-    parts.append(f"{len(edges_by_name(graph))} edges scored")
+    edges = edges_by_name(graph).values()
+    scored = sum(_number(data.get("score")) is not None for data in edges)
+    if scored:
+        parts.append(f"{scored} of {len(edges)} edges scored")
+    else:  # a node-level method
+        nodes = sum(_number(d.get("score")) is not None for _, d in graph.nodes(data=True))
+        parts.append(f"{nodes} nodes scored, no edge")
     if note:
         parts.append(note)
     return "; ".join(parts)

@@ -96,7 +96,7 @@ def parse_names(
     unknown = [n for n in names if n not in known and not (also is not None and also(n))]
     if unknown:
         raise CircuitxError(
-            f"unknown {what} {', '.join(unknown)}; choose from all, {', '.join(known)}"
+            f"unknown {what} {', '.join(map(repr, unknown))}; choose from all, {', '.join(known)}"
         )
     return list(dict.fromkeys(names))
 

@@ -203,9 +203,9 @@ class Method:
     # scores the nodes and edges of a circuit over token positions (--positions named or
     # all) through the engine's position masks
     scores_positions: ClassVar[bool] = False
-    # facts of its run (graph metadata keys, and their labels) that discover's summary and
-    # --json report
-    reported_facts: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # facts of its run (graph metadata keys, their labels and, for a float, the decimals
+    # shown where not 3) that discover's summary and --json report
+    reported_facts: ClassVar[tuple[tuple[str, str] | tuple[str, str, int], ...]] = ()
 
     def positions_refusal(self, options: dict[str, Any]) -> str | None:
         """Why this method with ``options`` cannot score a circuit over token positions

@@ -351,10 +351,11 @@ class SAE(Method):
         ("sae_fraction_of_variance_explained", "SAE variance explained"),
         ("sae_held_out_fraction_of_variance_explained", "SAE variance explained, held out"),
         ("sae_l0", "SAE L0 (active units)"),
-        ("sae_dead_fraction", "SAE dead units"),
-        ("sae_no_code_fraction", "SAE inputs with no code"),
-        ("sae_scored_no_code_fraction", "SAE scored vectors with no code"),
-        ("sae_codes_used", "SAE codes used"),
+        ("sae_dead_fraction", "SAE dead units (share)"),
+        ("sae_no_code_fraction", "SAE inputs with no code (share)"),
+        ("sae_scored_no_code_fraction", "SAE scored vectors with no code (share)"),
+        ("sae_codes", "SAE units"),
+        ("sae_codes_used", "SAE units some vector has as code (mean)", 1),
     )
 
     def warnings(self, facts: dict[str, Any]) -> list[str]:

@@ -5,6 +5,9 @@ a model that falls short."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -114,3 +117,21 @@ def test_ioi_discovery_runs_on_the_trained_model_against_its_ground_truth():
     assert report["reference"] == "trained-ioi ground truth"
     assert report["clean_accuracy"] >= THRESHOLD  # the task's own prompts, not the table's
     assert report["metrics"]["node_auc"] > 0.5
+
+
+def test_sigterm_stops_training_and_leaves_only_the_checkpoint(tmp_path):
+    """kill (SIGTERM) unwinds as Ctrl-C does: the staging directory beside --out goes, the
+    checkpoint a rerun resumes from may stay, and the exit says so in one line."""
+    out = tmp_path / "gt"
+    command = [sys.executable, "-m", "circuitx", "train-ground-truth", "--task", "ioi",
+               "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not [p for p in tmp_path.iterdir() if p.is_dir()] and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the staging directory exists: training has started
+    assert process.poll() is None, process.communicate()
+    process.terminate()
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert stderr.strip().splitlines()[-1] == "error: terminated"
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".siit-checkpoint.pt")] == []

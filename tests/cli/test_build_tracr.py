@@ -92,6 +92,13 @@ def test_an_existing_directory_is_left_alone(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+def test_a_missing_parent_directory_is_refused_not_made(tmp_path):
+    out = tmp_path / "typo" / "model"
+    result = run("build-tracr", "make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--out", out)
+    assert_one_line_error(result, "--out's parent directory does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_program_in_the_working_directory_is_found(tmp_path, monkeypatch):
     """``build-tracr mymodule:my_program`` from the directory that holds mymodule.py, as
     docs/tracr.md shows (the installed command's import path lacks that directory)."""

@@ -4,7 +4,7 @@ import os
 import networkx as nx
 import pytest
 import torch
-from conftest import assert_one_line_error, run
+from conftest import assert_one_line_error, run, stderr_lines
 
 from circuitx.cli.discover import run_warnings
 from circuitx.graph import read_graph, write_graph
@@ -90,6 +90,14 @@ def test_score_says_why_a_level_has_no_auc(discovered, tmp_path):
     assert "note: 1 of the graph's 156 nodes has no score, so it has no node ROC AUC" in (
         result.stderr
     )
+    everything = read_graph(out)  # a reference with no node outside its circuit
+    for node in everything.nodes:
+        everything.nodes[node]["in_circuit"] = True
+    write_graph(everything, tmp_path / "everything.json")
+    result = run("score", out, "--reference", tmp_path / "everything.json", "--json")
+    assert json.loads(result.stdout)["metrics"]["node_auc"] is None
+    said = "note: the reference puts every node of the graph in its circuit, so there is no node"
+    assert stderr_lines(result.stderr) == [f"{said} ROC AUC (it needs nodes on both sides)"]
 
 
 def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
@@ -182,6 +190,7 @@ def test_listings():
         ([*DISCOVER, "--threads", "99999999999"], "not in the range 1<=x<=1024"),
         ([*DISCOVER, "--seed", str(2**64)], "is not in the range 0<=x<=4294967295"),
         ([*DISCOVER, "--backup-rounds", "1000"], "--backup-rounds must be from 0 to 100"),
+        ([*DISCOVER, "--no-faithfulness", "--faithfulness-prompts", "3"], "give one of them"),
         (
             ["discover", "--task", "ioi", "--method", "eap-ig", "--ig-steps", str(10**20)],
             "not in the range 1<=x<=1000000",
@@ -197,6 +206,21 @@ def test_export_refuses_a_format_its_file_name_contradicts(discovered, tmp_path)
     result = run("export", out, "--format", "json", "--out", tmp_path / "y.graphml")
     assert_one_line_error(result, "names a graphml file, but --format is json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_path_that_is_an_input_file_is_refused_and_the_file_kept(discovered, tmp_path):
+    _, graph = discovered
+    tasks = tmp_path / "pairs.jsonl"
+    tasks.write_text(json.dumps({"clean": "a b", "corrupted": "a c", "answer": " b"}) + "\n")
+    for args, option in (
+        (["--task", tasks, "--out", tasks], "--task"),
+        (["--task", "ioi", "--reference", graph, "--out", graph], "--reference"),
+        (["--task", "ioi", "--reference", graph, "--draw", graph], "--reference"),
+    ):
+        before = open(args[-1], "rb").read()
+        result = run("discover", "--method", "eap", "--model", "planted-ioi", *args)
+        assert_one_line_error(result, f"is the {option} file: writing there would replace it")
+        assert open(args[-1], "rb").read() == before
 
 
 def test_an_output_directory_is_refused_before_any_work(tmp_path):
@@ -241,7 +265,7 @@ def test_an_empty_circuit_and_too_few_prompts_are_warned_of():
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["n_prompts"] == 6 and summary["n_nodes_in_circuit"] == 0
-    said = "the task has 6 prompt pairs: all of them ran, not the 20 asked for"
+    said = "the task has 6 prompt pairs: all of them ran (--n-prompts is 20)"
     assert said in summary["warnings"] and said in result.stderr
     assert "no component is in the circuit" in result.stderr
 

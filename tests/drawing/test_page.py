@@ -110,3 +110,17 @@ def test_the_summary_shows_a_negative_that_rounds_to_zero_as_zero(tmp_path):
     graph.graph["faithfulness"] = -3.66e-7
     draw(graph, tmp_path / "c.html")
     assert "faithfulness 0.000;" in (tmp_path / "c.html").read_text()
+
+
+def test_the_summary_counts_the_scored_edges_only(tmp_path):
+    graph = scored_circuit(granularity="edge")
+    n_edges = len(edges_by_name(graph))
+    draw(graph, tmp_path / "edges.html")
+    assert f"{n_edges} of {n_edges} edges scored" in (tmp_path / "edges.html").read_text()
+    for data in edges_by_name(graph).values():  # as a node-level method leaves them
+        data["score"] = None
+    draw(graph, tmp_path / "nodes.html")
+    text = (tmp_path / "nodes.html").read_text()
+    scored_nodes = sum(score is not None for _, score in graph.nodes(data="score"))
+    assert f"{scored_nodes} nodes scored, no edge" in text
+    assert "edges scored" not in text

@@ -170,7 +170,7 @@ def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--tasks", "ioi,nope"], "unknown task nope"),
+        (["--tasks", "ioi,nope"], "unknown task 'nope'"),
         (["--methods", "magic"], "unknown method 'magic'"),
         (["--methods", "eap[tau=1]"], "eap has no option 'tau'"),
         (["--methods", "eap[qk-fix=maybe]"], "unknown --qk-fix 'maybe'"),

@@ -148,7 +148,7 @@ def test_the_fit_is_reported_and_an_over_regularised_run_warned_about():
     assert strong.exit_code == 0, strong.output
     summary = json.loads(strong.stdout)
     facts = summary["method_facts"]
-    assert set(facts) == {key for key, _ in get_method("sae").reported_facts}
+    assert set(facts) == {key for key, *_ in get_method("sae").reported_facts}
     assert {"sae_scored_no_code_fraction", "sae_codes_used"} <= set(facts)  # as methods.md says
     assert facts["sae_no_code_fraction"] > 0.9 and facts["sae_fraction_of_variance_explained"] < 0.5
     assert len(summary["warnings"]) == 1
@@ -156,7 +156,10 @@ def test_the_fit_is_reported_and_an_over_regularised_run_warned_about():
     assert len(warned) == 1 and "lower --sae-l1" in warned[0]
     table = run(*small, "--sae-l1", "100")
     assert "SAE variance explained" in table.stdout and "SAE inputs with no code" in table.stdout
-    assert "SAE codes used" in table.stdout
+    used = next(line for line in table.stdout.splitlines() if "has as code (mean)" in line)
+    assert re.search(r"│ \d+\.\d +│", used), used  # a mean of counts: one decimal
+    units = next(line for line in table.stdout.splitlines() if "SAE units " in line)
+    assert re.search(r"│ \d+ +│", units), units  # a count
     healthy = json.loads(run(*small, "--json").stdout)  # the defaults
     assert healthy["warnings"] == []
     assert healthy["method_facts"]["sae_fraction_of_variance_explained"] >= 0.8

@@ -410,7 +410,7 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
     )
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "mine.txt").write_text("kept")
-    assert_one_line_error(run(*common, "--corpus", corpus_file), "exists and is not empty")
+    assert_one_line_error(run(*common, "--corpus", corpus_file), "exists; choose a new directory")
     assert (tmp_path / "o" / "mine.txt").read_text() == "kept"
 
 
