@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from circuitx.models import BlockWeights, TransformerWeights
 
@@ -34,6 +35,18 @@ def normalise_whole(
     if weights.rms:
         return whole / scale * norm[0], scale
     return (whole - whole.mean(-1, keepdim=True)) / scale * norm[0] + norm[1], scale
+
+
+def normalised(
+    whole: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], weights: TransformerWeights
+) -> torch.Tensor:
+    """The model's norm of ``whole`` (:func:`normalise_whole` without the scale), in one
+    fused op: on a head's inputs over token groups, [G, b, pos, head, d_model], the
+    mean, variance and division as separate ops took 40% of a position pass."""
+    shape = whole.shape[-1:]
+    if weights.rms:
+        return F.rms_norm(whole, shape, norm[0].to(whole.dtype), weights.eps)
+    return F.layer_norm(whole, shape, norm[0].to(whole.dtype), norm[1].to(whole.dtype), weights.eps)
 
 
 def rotate(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -102,9 +115,9 @@ def grouped_heads_output(
     ``v_in`` [G, b, pos, head, d_model] the key and value inputs group g's queries read,
     ``query_group`` [b, pos] each query's group. ``on_pattern`` sees the patterns [G, b,
     head, query, key] (and gives back what is used: a view with a hook, say)."""
-    normed_q, _ = normalise_whole(q_in, block.ln1, weights)
-    normed_k, _ = normalise_whole(k_in, block.ln1, weights)
-    normed_v, _ = normalise_whole(v_in, block.ln1, weights)
+    normed_q = normalised(q_in, block.ln1, weights)
+    normed_k = normalised(k_in, block.ln1, weights)
+    normed_v = normalised(v_in, block.ln1, weights)
     query = project_heads(normed_q, block.W_Q, block.b_Q, weights, per_head=True)
     key = project_heads(normed_k, block.W_K, block.b_K, weights, per_head=True)
     value = torch.einsum("...phd,hde->...phe", normed_v, block.W_V) + block.b_V

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from circuitx.attention import head_pattern, normalise_whole, project_heads
+from circuitx.attention import head_pattern, normalised, project_heads
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.models import BlockWeights, TransformerWeights
@@ -90,7 +90,7 @@ def clean_attention(
     x: torch.Tensor, block: BlockWeights, weights: TransformerWeights
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A layer's queries, keys and pattern from its input ``x`` [n, pos, d_model]."""
-    normed, _ = normalise_whole(x, block.ln1, weights)
+    normed = normalised(x, block.ln1, weights)
     query = project_heads(normed, block.W_Q, block.b_Q, weights)
     key = project_heads(normed, block.W_K, block.b_K, weights)
     return query, key, head_pattern(query, key, block, weights)
@@ -117,7 +117,7 @@ def pattern_change_effects(
     effects = torch.zeros(2, len(grads), len(deltas), heads, device=x.device)
     for first in range(0, len(deltas), step):
         senders = slice(first, min(len(deltas), first + step))
-        patched, _ = normalise_whole(x - deltas[senders], block.ln1, weights)
+        patched = normalised(x - deltas[senders], block.ln1, weights)
         moved_query = project_heads(patched, block.W_Q, block.b_Q, weights)
         moved_key = project_heads(patched, block.W_K, block.b_K, weights)
         for side, moved in enumerate(
