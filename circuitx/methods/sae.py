@@ -353,9 +353,9 @@ class SAE(Method):
         ("sae_l0", "SAE L0 (active units)"),
         ("sae_dead_fraction", "SAE dead units (share)"),
         ("sae_no_code_fraction", "SAE inputs with no code (share)"),
-        ("sae_scored_no_code_fraction", "SAE scored vectors with no code (share)"),
+        ("sae_scored_no_code_fraction", "SAE all vectors, no code (share)"),
         ("sae_codes", "SAE units"),
-        ("sae_codes_used", "SAE units some vector has as code (mean)", 1),
+        ("sae_codes_used", "SAE units used as codes (mean)", 1),
     )
 
     def warnings(self, facts: dict[str, Any]) -> list[str]:

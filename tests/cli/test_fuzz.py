@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import run, stderr_lines
+from conftest import SHORT_TRAINING, run, stderr_lines
 
 from circuitx.graph import read_graph
 from circuitx.methods import METHODS
@@ -39,7 +39,7 @@ def draw(rng: random.Random, model: Path, work: Path) -> tuple[list[str], Path |
     """One command line and the graph file it asks for (None: none). Each option is given
     with probability 0.3 (task, method, model and a few prompts always: a case is a check
     of what the command says, not of how long it runs, and ACDC over 50 prompts in parts
-    of one took 90 s), and then an invalid value with probability 0.15 (0.05 for those)."""
+    of one took 90 s; the learned masks train for their tests' few steps), and then an invalid value with probability 0.15 (0.05 for those)."""
     args = ["discover"]
     choices = {  # flag: (valid values, invalid values)
         "--task": (["ioi", "ioi", "greater-than", "docstring", "colored-objects"], ["nope"]),
@@ -68,6 +68,9 @@ def draw(rng: random.Random, model: Path, work: Path) -> tuple[list[str], Path |
         if required or rng.random() < 0.3:
             wrong = rng.random() < (0.05 if required else 0.15)
             args += [flag, rng.choice(invalid if wrong else valid)]
+    for method, options in SHORT_TRAINING.items():  # no draw: the other cases stay as they were
+        if method in args:  # learned masks train for seconds, not the default minute
+            args += [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
     if rng.random() < 0.2:
         args.append("--no-faithfulness")
     if rng.random() < 0.7:

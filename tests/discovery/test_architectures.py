@@ -63,10 +63,11 @@ def test_every_method_runs_or_refuses_in_one_line(family_dir, method):
 @pytest.mark.slow
 def test_the_docstring_task_runs_on_a_legacy_attention_only_model(tmp_path):
     """The docstring paper's model shape (4 layers of 8 heads, no MLPs), in its format,
-    scored against ACDC's docstring graph."""
+    scored against ACDC's docstring graph (found by EAP: ACDC trying each of the 1,281
+    edges took 35 s)."""
     save_tl_legacy_attn_only(tmp_path, word_level_tokenizer(task_vocabulary()), 4, 8, 64, 2)
     result = run(
-        "discover", "--task", "docstring", "--method", "acdc", "--model", tmp_path,
+        "discover", "--task", "docstring", "--method", "eap", "--model", tmp_path,
         "--reference", "docstring", "--n-prompts", "10", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
