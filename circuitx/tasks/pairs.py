@@ -277,16 +277,15 @@ def read_task_file(spec: str, kind: str | None = None) -> TaskFile:
 
 @lru_cache(maxsize=8)
 def _read(path: str, size: int, mtime: int, kind: str | None) -> TaskFile:
-    raw = Path(path).read_bytes()
+    raw, label = Path(path).read_bytes(), Path(path).name  # errors name it as rows do
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark (as spreadsheets save) dropped
     except UnicodeDecodeError as error:
         raise CircuitxError(
-            f"task file {path} is not UTF-8 text (byte {raw[error.start]:#04x} at offset "
+            f"task file {label} is not UTF-8 text (byte {raw[error.start]:#04x} at offset "
             f"{error.start})"
         ) from None
-    label = Path(path).name
     pairs = read_pairs(text, kind or sniff_format(Path(path), text), label)
     if not pairs:
-        raise CircuitxError(f"task file {path} has no prompt pairs")
+        raise CircuitxError(f"task file {label} has no prompt pairs")
     return TaskFile(tuple(pairs), Path(path).stem, hashlib.sha256(raw).hexdigest()[:16], path)
