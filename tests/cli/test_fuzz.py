@@ -39,7 +39,8 @@ def draw(rng: random.Random, model: Path, work: Path) -> tuple[list[str], Path |
     """One command line and the graph file it asks for (None: none). Each option is given
     with probability 0.3 (task, method, model and a few prompts always: a case is a check
     of what the command says, not of how long it runs, and ACDC over 50 prompts in parts
-    of one took 90 s; the learned masks train for their tests' few steps), and then an invalid value with probability 0.15 (0.05 for those)."""
+    of one took 90 s; the learned masks train for their tests' few steps), and then an
+    invalid value with probability 0.15 (0.05 for those)."""
     args = ["discover"]
     choices = {  # flag: (valid values, invalid values)
         "--task": (["ioi", "ioi", "greater-than", "docstring", "colored-objects"], ["nope"]),
