@@ -58,13 +58,19 @@ def check_new_directory(path: str | os.PathLike, option: str = "--out") -> Path:
     path = Path(path).expanduser()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise CircuitxError(f"{option} {path} exists; choose a new directory")
-    parent = path.absolute().parent
-    if not parent.is_dir():
-        raise CircuitxError(f"{option}'s parent directory does not exist: {parent}")
+    parent = check_parent_directory(path, option)
     refused = _refuses_new_files(parent, path.name)
     if refused:
         raise CircuitxError(f"cannot write to {parent}: {refused}")
     return path
+
+
+def check_parent_directory(path: Path, option: str = "--out") -> Path:
+    """``path``'s parent directory, or fail in one line where it does not exist."""
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise CircuitxError(f"{option}'s parent directory does not exist: {parent}")
+    return parent
 
 
 def check_not_an_input(out: str | os.PathLike, inputs: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest
 from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError, first_line
-from circuitx.files import json_text
+from circuitx.files import check_parent_directory, json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
 from circuitx.leaderboard.executors import EXECUTORS, execute
 from circuitx.leaderboard.plots import faithfulness_figure, roc_figure
@@ -309,9 +309,7 @@ def run_leaderboard(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CircuitxError(f"--out must be a directory: {out_dir}")
-    parent = out_dir.absolute().parent
-    if not parent.is_dir():
-        raise CircuitxError(f"--out's parent directory does not exist: {parent}")
+    check_parent_directory(out_dir)
     check_cells(cells)
     first = cells[0].request
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once
