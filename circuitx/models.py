@@ -750,8 +750,27 @@ def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
         model = ungrouped_model(pretrained_model(source, dtype))
         tokenizer = saved_tokenizer(source)
     return TransformerBridge.boot_transformers(
-        source, device=device, dtype=dtype, hf_model=model.to(device), tokenizer=tokenizer
+        source,
+        device=device,
+        dtype=dtype,
+        hf_model=fused_activations(model).to(device),
+        tokenizer=tokenizer,
     )
+
+
+def fused_activations(model: Any) -> Any:
+    """``model`` with each ``NewGELUActivation`` (GPT-2's ``gelu_new``, four tensor ops
+    in Python) replaced by ``GELUTanh``, the same tanh approximation in one fused op:
+    transformers' own faster equivalent (equal up to float rounding: 2.4e-7 at most on
+    unit-normal inputs). On the planted models a forward pass on the CPU spends 40% of its
+    time in the Python version (and its backward more)."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
+    return model
 
 
 def pretrained_model(source: str, dtype: torch.dtype) -> Any:

@@ -13,8 +13,10 @@ from circuitx.tasks import task_vocabulary
 
 
 def test_bridge_logits_equal_the_hf_model(tiny_dir, tiny_model):
-    """Compatibility mode centres the unembedding, so log-probabilities are what must agree."""
+    """Compatibility mode centres the unembedding, so log-probabilities are what must agree.
+    GPT-2's gelu_new runs as transformers' fused GELUTanh, the same function."""
     from transformers import GPT2LMHeadModel
+    from transformers.activations import GELUTanh, NewGELUActivation
 
     hf = GPT2LMHeadModel.from_pretrained(tiny_dir, attn_implementation="eager").eval()
     tokens = torch.randint(
@@ -25,6 +27,10 @@ def test_bridge_logits_equal_the_hf_model(tiny_dir, tiny_model):
     got = tiny_model.run(tokens).log_softmax(-1)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert type(hf.transformer.h[0].mlp.act) is NewGELUActivation
+    fused = [m for m in tiny_model.bridge.original_model.modules() if type(m) is GELUTanh]
+    assert len(fused) == tiny_model.n_layers
+    assert not any(type(m) is NewGELUActivation for m in tiny_model.bridge.modules())
 
 
 def test_a_non_causal_model_attends_both_ways(tmp_path):
