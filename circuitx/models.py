@@ -762,8 +762,8 @@ def fused_activations(model: Any) -> Any:
     """``model`` with each ``NewGELUActivation`` (GPT-2's ``gelu_new``, four tensor ops
     in Python) replaced by ``GELUTanh``, the same tanh approximation in one fused op:
     transformers' own faster equivalent (equal up to float rounding: 2.4e-7 at most on
-    unit-normal inputs). On the planted models a forward pass on the CPU spends 40% of its
-    time in the Python version (and its backward more)."""
+    unit-normal inputs). A forward pass of planted IOI on 400 prompts on the CPU spent 1.0
+    of its 2.4 s in the Python version."""
     from transformers.activations import GELUTanh, NewGELUActivation
 
     for module in list(model.modules()):
