@@ -688,6 +688,11 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         except Exception as error:  # the loaders raise many types; report one line
             raise CircuitxError(f"cannot load model {name!r}: {first_line(error)}") from None
     tokens, rows = len(bridge.tokenizer), int(bridge.cfg.d_vocab)
+    if tokens <= 1:  # e.g. a fast tokenizer built from vocab and merges files lost them
+        raise CircuitxError(
+            f"model {name!r}: its tokenizer has {tokens} token{'s' * (tokens != 1)}, so it "
+            "reads no text; save the tokenizer the model was trained with beside it"
+        )
     if tokens > rows:  # a token past the embedding would fail in the middle of a run
         raise CircuitxError(
             f"model {name!r}: its tokenizer has {tokens} tokens but its embedding only {rows} "

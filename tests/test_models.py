@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import gpt2_tokenizer, tiny_gpt2
+from conftest import GPT2_TOKENIZER, gpt2_tokenizer, tiny_gpt2
 
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, save_tl_legacy_attn_only, word_level_tokenizer
@@ -170,6 +170,22 @@ def test_a_tokenizer_larger_than_the_embedding_is_refused(tmp_path):
     with pytest.raises(
         CircuitxError, match="tokenizer has 50257 tokens but its embedding only 1000"
     ):
+        load_model(str(tmp_path))
+
+
+def test_a_tokenizer_that_reads_no_text_is_refused(tmp_path):
+    """transformers 5 builds a fast GPT-2 tokenizer from vocab and merges files as one
+    token that encodes every text to nothing: refused at load, not at the first answer."""
+    from transformers import GPT2TokenizerFast
+
+    tiny_gpt2(tmp_path, 1, 2, 16)
+    empty = GPT2TokenizerFast(
+        vocab_file=str(GPT2_TOKENIZER / "vocab.json"),
+        merges_file=str(GPT2_TOKENIZER / "merges.txt"),
+    )
+    assert empty.encode("Paris") == []
+    empty.save_pretrained(tmp_path)
+    with pytest.raises(CircuitxError, match="its tokenizer has 1 token, so it reads no text"):
         load_model(str(tmp_path))
 
 
