@@ -312,10 +312,15 @@ def discover_command(
         print_summary(summary, out_path)
 
 
+# a clean-corrupted gap below these (logits, nats, probability) leaves shares of it noisy
+SMALL_GAPS = {"logit-diff": 0.1, "log-prob": 0.1, "kl": 0.01, "prob-diff": 0.01}
+
+
 def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
     """Warnings about a run as a whole: fewer prompts than asked for (the task has no
     more), a model that does not do the task (the corrupted prompts score at least as
-    high as the clean ones), and an empty circuit."""
+    high as the clean ones) or barely does it (a gap under :data:`SMALL_GAPS`), and an
+    empty circuit."""
     said = []
     clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
     if clean is not None and corrupted is not None and clean <= corrupted:
@@ -323,6 +328,16 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"the clean prompts' {summary['metric']} ({clean:.3g}) is not above the corrupted "
             f"ones' ({corrupted:.3g}): the model does not do this task, and every score is a "
             "share of that backward gap"
+        )
+    elif (
+        clean is not None
+        and corrupted is not None
+        and clean - corrupted < SMALL_GAPS.get(summary["metric"], 0.0)
+    ):
+        said.append(
+            f"the clean prompts' {summary['metric']} is only {clean - corrupted:.3g} above the "
+            "corrupted ones': faithfulness, CPR and CMD are shares of that gap, and noise "
+            "of its size swings them"
         )
     if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
         said.append(

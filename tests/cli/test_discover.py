@@ -108,7 +108,10 @@ def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
     assert summary["n_nodes_in_circuit"] == 5
     lines = result.stderr.strip().splitlines()  # a random model may do the task backwards
     assert sum("no reference" in line for line in lines) == 1
-    assert all("no reference" in line or "does not do this task" in line for line in lines)
+    assert all(
+        "no reference" in line or "does not do this task" in line or "noise of its size" in line
+        for line in lines
+    )
 
 
 def test_same_seed_same_output_file(tiny_dir, tmp_path):
@@ -427,7 +430,8 @@ def test_circuitx_alone_shows_its_help():
 
 def test_a_model_that_does_not_do_the_task_is_warned_about():
     """The corrupted prompts scoring at least as high as the clean ones (a random model,
-    the wrong task) is said; a model that does the task is not warned about."""
+    the wrong task), or barely lower, is said; a model that does the task is not warned
+    about."""
     summary = {"n_prompts": 10, "n_nodes_in_circuit": 3, "metric": "logit-diff"}
     backward = run_warnings({**summary, "clean_metric": -0.1, "corrupted_metric": 0.2}, 10)
     assert backward == [
@@ -435,3 +439,10 @@ def test_a_model_that_does_not_do_the_task_is_warned_about():
         "model does not do this task, and every score is a share of that backward gap"
     ]
     assert run_warnings({**summary, "clean_metric": 2.0, "corrupted_metric": -1.0}, 10) == []
+    barely = run_warnings({**summary, "clean_metric": 0.01, "corrupted_metric": -0.007}, 10)
+    assert barely == [
+        "the clean prompts' logit-diff is only 0.017 above the corrupted ones': faithfulness, "
+        "CPR and CMD are shares of that gap, and noise of its size swings them"
+    ]
+    prob = {**summary, "metric": "prob-diff", "clean_metric": 0.05, "corrupted_metric": 0.0}
+    assert run_warnings(prob, 10) == []  # 5 points of probability is a gap
