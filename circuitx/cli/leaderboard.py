@@ -28,6 +28,7 @@ from circuitx.leaderboard import (
     parse_methods,
     parse_names,
     parse_options,
+    parse_references,
     run_leaderboard,
     table,
     tasks_for,
@@ -129,6 +130,14 @@ from circuitx.tasks.pairs import is_task_file
     help="A method option for every cell of that method, e.g. acdc.tau=0.05 (repeatable); "
     "it enters the cells' keys.",
 )
+@click.option(
+    "--reference",
+    "reference_specs",
+    multiple=True,
+    metavar="TASK=REFERENCE",
+    help="A task's reference, as discover's --reference takes it, e.g. "
+    "my-task.jsonl=my-circuit.graphml (repeatable); other tasks: auto.",
+)
 @backup_rounds_option
 @cache_dir_option
 @max_memory_option
@@ -148,6 +157,7 @@ def leaderboard(
     threads,
     executor,
     option_specs,
+    reference_specs,
     backup_rounds,
     cache_dir,
     max_memory,
@@ -171,6 +181,7 @@ def leaderboard(
     specs = parse_methods(methods_spec)
     methods = [spec.label for spec in specs]
     options = parse_options(list(option_specs), [spec.method for spec in specs])
+    references = parse_references(reference_specs, tasks)
     seed_list = list(range(seed, seed + seeds))
     cells = make_grid(
         tasks,
@@ -186,6 +197,7 @@ def leaderboard(
         max_memory,
         backup_rounds,
         positions,
+        references,
     )
     settings = {
         "tasks": tasks,
@@ -202,6 +214,7 @@ def leaderboard(
         "options": options,
         **({"backup_rounds": backup_rounds} if backup_rounds else {}),
         **({"positions": positions} if positions != "none" else {}),
+        **({"references": references} if references else {}),
     }
     board = run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
     if as_json:

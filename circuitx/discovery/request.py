@@ -5,6 +5,7 @@ lookup and the leaderboard's cell key all read the validated request."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 from collections.abc import Mapping
@@ -237,13 +238,17 @@ class DiscoveryRequest:
         return settings
 
     def config(self) -> dict[str, Any]:
-        """Everything a result depends on, as JSON: the validated settings, the model's
-        identity, the method's default threshold and the circuitx version (``cache_dir``
+        """Everything a result depends on, as JSON: the validated settings, a task file's
+        and a reference graph file's content hash, the model's identity, the method's
+        default threshold and the circuitx version (``cache_dir``
         and ``device`` excepted: where a model is cached does not change it, and the
         device is kept as given)."""
         request = self.validated()
         task = get_task(request.task, task_format=request.task_format)
         file = {"task_file": task.digest} if isinstance(task, FileTask) else {}
+        if Path(request.reference).is_file():  # a graph file: its content, not its name
+            digest = hashlib.sha256(Path(request.reference).read_bytes()).hexdigest()[:16]
+            file["reference_file"] = digest
         return {
             **request.settings(),
             **file,

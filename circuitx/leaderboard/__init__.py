@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitx import builtin
-from circuitx.discovery import DiscoveryRequest
+from circuitx.discovery import DiscoveryRequest, check_reference
 from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError, first_line
 from circuitx.files import check_parent_directory, json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
@@ -101,6 +101,22 @@ def parse_names(
     return list(dict.fromkeys(names))
 
 
+def parse_references(specs: Sequence[str], tasks: Sequence[str]) -> dict[str, str]:
+    """``TASK=REFERENCE`` specs (``TASK`` as ``--tasks`` names it) as a task -> reference
+    map, each reference checked; a task not named keeps ``auto``."""
+    references: dict[str, str] = {}
+    for spec in specs:
+        task, _, reference = spec.partition("=")
+        if task not in tasks or not reference:
+            raise CircuitxError(
+                f"--reference {spec!r}: give TASK=REFERENCE with TASK one of --tasks "
+                f"({', '.join(tasks)})"
+            )
+        check_reference(reference, get_task(task).name)
+        references[task] = reference
+    return references
+
+
 # Rows ``--methods all`` adds to each method at its defaults: a method with options that
 # make a different published method (AtP*'s QK fix on EAP's edges; MIB's EAP-IG over the
 # activations)
@@ -185,6 +201,7 @@ def make_grid(
     max_memory: int | None = None,
     backup_rounds: int = 0,
     positions: str = "none",
+    references: Mapping[str, str] | None = None,
 ) -> list[Cell]:
     """Every (task, model, method, seed) cell. A family (``planted``, ``tracr``) stands for
     its models for each task; a task the family has no model for makes error cells.
@@ -193,8 +210,9 @@ def make_grid(
     process loads it once. ``backup_rounds`` applies to the methods that score through
     the engine (see :class:`circuitx.methods.Method`); the others run without.
     ``positions``: circuits over token positions (a method that cannot score them makes
-    error cells)."""
+    error cells). ``references`` maps a task to its reference (default ``auto``)."""
     options = options or {}
+    references = references or {}
     specs = [m if isinstance(m, MethodSpec) else parse_method(m) for m in methods]
     cells = []
     for task in tasks:
@@ -217,6 +235,7 @@ def make_grid(
                 max_memory=max_memory,
                 backup_rounds=backup_rounds if get_method(spec.method).holds_circuits else 0,
                 positions=positions,
+                reference=references.get(task, "auto"),
             )
             cells.append(Cell(request, spec.label if spec.options else None))
     return cells
@@ -401,8 +420,8 @@ def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:
 
 def non_defaults(cells: list[Cell]) -> list[str]:
     """The settings the cells ran with that the table's rows do not show: an ablation
-    other than the corrupted run, positions, backup rounds, and each row's options beyond
-    those its label names (``--option``)."""
+    other than the corrupted run, positions, backup rounds, a task's reference other
+    than ``auto``, and each row's options beyond those its label names (``--option``)."""
     first = cells[0].request
     texts = [] if first.ablation == "corrupted" else [f"{first.ablation} ablation"]
     if first.positions != "none":
@@ -410,6 +429,9 @@ def non_defaults(cells: list[Cell]) -> list[str]:
     rounds = max(cell.request.backup_rounds for cell in cells)
     if rounds:
         texts.append(f"{rounds} backup round(s)")
+    for task, reference in dict.fromkeys((c.request.task, c.request.reference) for c in cells):
+        if reference != "auto":
+            texts.append(f"{task} scored against {reference}")
     for label, options in dict.fromkeys(
         (cell.method, tuple(cell.request.options.items())) for cell in cells
     ):

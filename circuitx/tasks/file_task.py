@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import weakref
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -70,6 +71,10 @@ class FileTask(Task):
         for pair in pairs:
             if not (pair.answers or pair.answer_ids):
                 raise CircuitxError(f"{pair.where} has no answer")
+            if pair.clean == pair.corrupted:  # patching it changes nothing
+                raise CircuitxError(
+                    f"{pair.where}: the clean and corrupted prompts are the same text"
+                )
         names = [name for name, _ in pairs[0].named]
         for pair in pairs:
             if [name for name, _ in pair.named] != names:
@@ -79,6 +84,7 @@ class FileTask(Task):
                 )
         self.circuit_positions = (*names, "END")
         self.pairs, self.name, self.digest, self.source = list(pairs), name, digest, source
+        self._checked: list[weakref.ref[Model]] = []  # models every pair passed
         self.metrics = (
             ("logit-diff", "prob-diff", "log-prob", "kl")
             if all(with_wrongs)
@@ -94,11 +100,18 @@ class FileTask(Task):
 
     def make_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
         """The first ``n_prompts`` pairs when the file has no more, else a sample of them
-        drawn by ``seed`` (in file order)."""
-        chosen = range(len(self.pairs))
-        if n_prompts < len(self.pairs):
-            chosen = sorted(random.Random(seed).sample(chosen, n_prompts))
-        pairs = [self.pairs[i] for i in chosen]
+        drawn by ``seed`` (in file order). Every pair is checked against the model's
+        tokenizer first, so a broken row is refused whichever pairs the seed draws."""
+        if n_prompts >= len(self.pairs):
+            return self._data(model, self.pairs)
+        if not any(checked() is model for checked in self._checked):
+            self._data(model, self.pairs)
+            self._checked.append(weakref.ref(model))
+        chosen = sorted(random.Random(seed).sample(range(len(self.pairs)), n_prompts))
+        return self._data(model, [self.pairs[i] for i in chosen])
+
+    def _data(self, model: "Model", pairs: Sequence[PromptPair]) -> TaskData:
+        """The pairs' tokens, positions and answers, each pair checked."""
         for pair in pairs:
             _check_vocabulary(model, pair)
         clean = [p.clean for p in pairs]
@@ -263,15 +276,20 @@ def _token_ids(
             joint = "" if prompt[-1:].isspace() or text[:1].isspace() else " "
             whole = model.encode(prompt + joint + text)
             if whole[: len(before)] != before:  # the answer merged into the prompt's end
-                pieces = []
-            else:
-                pieces = whole[len(before) :]
+                raise CircuitxError(
+                    f"{pair.where}: {what} {text!r} merges with the clean prompt's last "
+                    "token for this model; answers must be single tokens after it"
+                )
+            pieces = whole[len(before) :]
         else:
             pieces = model.encode(text)
-        if len(pieces) != 1:
-            shown = (
-                ", ".join(repr(model.decode([p])) for p in pieces) or "it merges with the prompt"
+        if not pieces:
+            raise CircuitxError(
+                f"{pair.where}: the model's tokenizer reads {what} {text!r} as no token at "
+                "all; is it the tokenizer the model was trained with?"
             )
+        if len(pieces) != 1:
+            shown = ", ".join(repr(model.decode([p])) for p in pieces)
             raise CircuitxError(
                 f"{pair.where}: {what} {text!r} is {len(pieces)} tokens for this model "
                 f"({shown}); answers must be single tokens"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import difflib
 import hashlib
 import io
 import json
@@ -35,6 +36,24 @@ from circuitx.errors import CircuitxError, listed
 
 FORMATS = ("jsonl", "eap-ig", "auto-circuit")
 SUFFIXES = {".jsonl": "jsonl", ".csv": "eap-ig", ".json": "auto-circuit"}
+JSONL_KEYS = (
+    "clean",
+    "corrupted",
+    "answer",
+    "wrong",
+    "answer_ids",
+    "wrong_ids",
+    "position",
+    "positions",
+)
+# the other formats' names for our JSONL's keys
+FOREIGN_KEYS = {
+    "corrupt": "corrupted",
+    "wrong_answers": "wrong",
+    "wrong_answer": "wrong",
+    "correct_idx": "answer_ids",
+    "incorrect_idx": "wrong_ids",
+}
 
 
 @dataclass(frozen=True)
@@ -176,6 +195,7 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
             raise CircuitxError(f"{where} is not JSON") from None
         if not isinstance(row, dict):
             raise CircuitxError(f"{where} is not a JSON object")
+        _check_keys(row, where)
         if "answer" not in row and "answer_ids" not in row:
             raise CircuitxError(f"{where} has no 'answer' (or 'answer_ids')")
         pairs.append(
@@ -192,6 +212,21 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
             )
         )
     return pairs
+
+
+def _check_keys(row: dict, where: str) -> None:
+    """Refuse a JSONL key that stands for one of ours that the row lacks (a misspelling,
+    or another format's name, as ``wrong_answers``); other keys are the user's and ignored."""
+    for key in row:
+        if key in JSONL_KEYS:
+            continue
+        close = difflib.get_close_matches(str(key).lower(), JSONL_KEYS, n=1, cutoff=0.7)
+        meant = FOREIGN_KEYS.get(key) or (close[0] if close else None)
+        if meant is not None and meant not in row:
+            raise CircuitxError(
+                f"{where}: key {key!r} is not read; did you mean {meant!r}? (the keys read "
+                f"are {', '.join(JSONL_KEYS)})"
+            )
 
 
 def _read_eap_ig(text: str, label: str) -> list[PromptPair]:

@@ -14,7 +14,7 @@ from conftest import assert_one_line_error, run
 
 from circuitx.builtin import load
 from circuitx.errors import CircuitxError
-from circuitx.graph import edges_by_name, read_graph
+from circuitx.graph import edges_by_name, read_graph, write_graph
 from circuitx.tasks import FileTask, get_task
 
 N = 12
@@ -331,6 +331,33 @@ def test_a_task_file_on_the_leaderboard(files, tmp_path):
     assert json.loads(again.stdout)["resumed"] == 1
 
 
+def test_a_task_files_reference_on_the_leaderboard(files, tmp_path):
+    """--reference TASK=FILE scores that task's cells against the user's graph (here the
+    planted circuit's complement: the AUC falls below 0.5); an edited reference makes a
+    new cell; a task not on the board is one line."""
+    task = str(files["jsonl"])
+    made = tmp_path / "circuit.json"
+    discover = ["discover", "--task", task, "--model", "planted-ioi", "--method", "eap"]
+    assert run(*discover, "--n-prompts", N, "--out", made).exit_code == 0
+    reference = read_graph(made)
+    for node, data in reference.nodes(data=True):
+        if node not in ("input", "logits"):
+            data["in_circuit"] = not data["in_circuit"]
+    write_graph(reference, tmp_path / "complement.json")
+    out = tmp_path / "board"
+    args = ["leaderboard", "--tasks", task, "--methods", "eap", "--model", "planted-ioi"]
+    args += ["--seeds", 1, "--n-prompts", N, "--out", out, "--json"]
+    spec = f"{task}={tmp_path / 'complement.json'}"
+    result = run(*args, "--reference", spec)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"][0]["node_auc"]["mean"] < 0.5
+    write_graph(read_graph(made), tmp_path / "complement.json")  # edited: the circuit itself
+    again = json.loads(run(*args, "--reference", spec).stdout)
+    assert again["resumed"] == 0 and again["rows"][0]["node_auc"]["mean"] > 0.5
+    bad = run(*args, "--reference", f"ioi={tmp_path / 'complement.json'}")
+    assert_one_line_error(bad, "--reference 'ioi=")
+
+
 @pytest.mark.parametrize("mixes", [(None,), ((0, 0.2), (0, 0.6), (0, 1.0))], ids=["eap", "eap-ig"])
 def test_pairs_of_different_lengths_give_what_each_length_gives_alone(planted_ioi, ioi_data, mixes):
     """The file's pairs are of several token lengths (padded on the right to the longest):
@@ -403,3 +430,55 @@ def test_a_position_column_reads_the_metric_at_that_token(planted_ioi, tmp_path)
 def test_a_directory_is_not_a_task_file(tmp_path):
     with pytest.raises(CircuitxError, match="is a directory, not a task file"):
         FileTask.from_file(str(tmp_path))
+
+
+def test_every_row_is_checked_whichever_pairs_the_seed_draws(planted_ioi, files, tmp_path):
+    """A row the tokenizer breaks (a 2-token answer) is refused at every seed, not only
+    at those whose sample holds it."""
+    rows = files["jsonl"].read_text().splitlines()
+    broken = json.loads(rows[-1]) | {"answer": "David David"}
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join([*rows[:-1], json.dumps(broken)]) + "\n")
+    task = FileTask.from_file(str(path))
+    for seed in range(4):  # 3 of 12 rows: most samples miss the last one
+        with pytest.raises(CircuitxError, match=f"line {N}: answer 'David David' is 2 tokens"):
+            task.make_data(planted_ioi, 3, seed)
+    good = FileTask.from_file(str(files["jsonl"]))
+    assert good.make_data(planted_ioi, 3, 0).n_prompts == 3
+
+
+def test_a_pair_whose_prompts_are_the_same_is_refused(tmp_path):
+    clean = "When David and John went to the store, John gave a drink to"
+    with pytest.raises(CircuitxError, match="pair 2: the clean and corrupted prompts are the"):
+        FileTask.from_pairs([clean, clean], [clean.replace("John", "Robert"), clean], ["David"] * 2)
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"), [("wrong_answers", "wrong"), ("answers", "answer"), ("positon", "position")]
+)
+def test_a_misnamed_key_is_refused_and_other_keys_are_ignored(tmp_path, key, meant):
+    row = {"clean": "When David and John went", "corrupted": "When David and Robert went"}
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(row | {"answer": "to", key: "x"}) + "\n")
+    if meant != "answer":
+        with pytest.raises(
+            CircuitxError, match=f"line 1: key '{key}' is not read; did you mean '{meant}'"
+        ):
+            FileTask.from_file(str(path))
+    else:  # 'answer' is there: 'answers' is the user's own field
+        assert FileTask.from_file(str(path)).pairs[0].answers == ("to",)
+    path.write_text(json.dumps(row | {"answers": "to", "template": "abc"}) + "\n")
+    with pytest.raises(
+        CircuitxError, match="line 1: key 'answers' is not read; did you mean 'answer'"
+    ):
+        FileTask.from_file(str(path))
+    path.write_text(json.dumps(row | {"answer": "to", "template": "abc", "id": 3}) + "\n")
+    assert FileTask.from_file(str(path)).pairs[0].answers == ("to",)
+
+
+def test_an_answer_merging_with_the_prompt_is_named_so(tiny_dir):
+    model = load(str(tiny_dir), device="cpu")
+    clean = "When David and John went to the store, John gave a drink to "  # ends in a space
+    task = FileTask.from_pairs([clean], [clean.replace("John", "Mark", 2)], ["David"], ["John"])
+    with pytest.raises(CircuitxError, match="answer 'David' merges with the clean prompt's last"):
+        task.make_data(model, 1, 0)
