@@ -203,6 +203,20 @@ class Model:
         """Token ids of ``text`` without special tokens."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` of each text, in one call to the tokenizer."""
+        if not texts:
+            return []
+        return [
+            list(ids)
+            for ids in self.tokenizer(
+                list(texts),
+                add_special_tokens=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+        ]
+
     def unknown_words(self, text: str) -> list[str]:
         """The words of ``text`` its tokenizer cannot read: those it encodes with its
         unknown token (a word-level tokenizer's fallback), unless they write it."""

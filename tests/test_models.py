@@ -225,6 +225,8 @@ def test_every_family_loads_as_its_hf_model_computes_it(family, tmp_path):
     assert model.parallel == (family == "neox")
     assert model.post_attention_norm == (family == "gemma2")
     assert model.encode(" Mary") == [tokenizer.convert_tokens_to_ids("Mary")]
+    texts = [" Mary", "When John and Sarah went", "Mary  Bartholomew "]
+    assert model.encode_many(texts) == [model.encode(text) for text in texts]
 
 
 def test_a_legacy_transformerlens_model_loads_as_it_computes(tmp_path):
@@ -270,6 +272,13 @@ def test_unknown_words_are_those_the_tokenizer_reads_as_its_unknown_token(tiny_m
     assert words == ["Mary", "Bartholomew"]
     assert planted_ioi.unknown_words("When John and Sarah went to the store") == []
     assert tiny_model.unknown_words("When Bartholomew met Xyzzyplugh") == []  # byte-level BPE
+
+
+def test_encoding_many_texts_at_once_gives_each_ones_tokens(tiny_model):
+    texts = ["When Mary and John went", " Mary", "café  naïve\n\tx ", "", "1789-17"]
+    for model in (tiny_model, load_model("planted-ioi")):
+        assert model.encode_many(texts) == [model.encode(text) for text in texts]
+    assert tiny_model.encode_many([]) == []
 
 
 @pytest.mark.parametrize("given", ["gpt2", "./gpt2"])

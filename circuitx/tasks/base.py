@@ -260,7 +260,7 @@ def single_token(model: "Model", word: str) -> int | None:
 def encode_batch(model: "Model", prompts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
     """Tokens [n, pos] of ``prompts`` (BOS first where there is one, right-padded) and lengths."""
     bos = [model.bos_token_id] if model.bos_token_id is not None else []
-    rows = [bos + model.encode(p) for p in prompts]
+    rows = [bos + ids for ids in model.encode_many(prompts)]
     lengths = [len(r) for r in rows]
     width = max(lengths)
     if width > model.n_ctx:

@@ -112,8 +112,7 @@ class FileTask(Task):
 
     def _data(self, model: "Model", pairs: Sequence[PromptPair]) -> TaskData:
         """The pairs' tokens, positions and answers, each pair checked."""
-        for pair in pairs:
-            _check_vocabulary(model, pair)
+        _check_vocabulary(model, pairs)
         clean = [p.clean for p in pairs]
         corrupted = [p.corrupted for p in pairs]
         clean_tokens, lengths = encode_batch(model, clean)
@@ -136,12 +135,18 @@ class FileTask(Task):
             name: torch.tensor([bos + _index(p, ids, at, name) for p, ids, at in indices])
             for name, indices in _named_indices(pairs, clean_ids).items()
         }
+        texts = [
+            text
+            for pair, (_, read) in zip(pairs, reads)
+            for text in _answer_texts(pair, read, (*pair.answers, *pair.wrongs))
+        ]
+        encoded = dict(zip(texts, model.encode_many(texts)))  # each text in one call
         answers = [
-            _token_ids(model, p, text, p.answers, p.answer_ids, "answer")
+            _token_ids(model, encoded, p, text, p.answers, p.answer_ids, "answer")
             for p, (_, text) in zip(pairs, reads)
         ]
         wrongs = [
-            _token_ids(model, p, text, p.wrongs, p.wrong_ids, "wrong answer")
+            _token_ids(model, encoded, p, text, p.wrongs, p.wrong_ids, "wrong answer")
             for p, (_, text) in zip(pairs, reads)
         ]
         for pair, right, wrong in zip(pairs, answers, wrongs):
@@ -240,11 +245,15 @@ def _index(pair: PromptPair, tokens: list[int], at: int, name: str) -> int:
     return index
 
 
-def _check_vocabulary(model: "Model", pair: PromptPair) -> None:
+def _check_vocabulary(model: "Model", pairs: Sequence[PromptPair]) -> None:
     """Refuse a pair with words the model's tokenizer reads as its unknown token (a
     planted model's word-level tokenizer knows the built-in tasks' words only)."""
-    for text in (pair.clean, pair.corrupted, *pair.answers, *pair.wrongs):
-        unknown = model.unknown_words(text)
+    unknown_id = model.tokenizer.unk_token_id
+    if unknown_id is None:
+        return
+    texts = [(p, text) for p in pairs for text in (p.clean, p.corrupted, *p.answers, *p.wrongs)]
+    for (pair, text), ids in zip(texts, model.encode_many([text for _, text in texts])):
+        unknown = model.unknown_words(text) if unknown_id in ids else []
         if unknown:
             words = ", ".join(repr(word) for word in dict.fromkeys(unknown))
             raise CircuitxError(
@@ -253,8 +262,21 @@ def _check_vocabulary(model: "Model", pair: PromptPair) -> None:
             )
 
 
+def _answer_texts(pair: PromptPair, prompt: str, texts: Sequence[str]) -> list[str]:
+    """What is tokenised to read the pair's answer ``texts``: ``prompt``, and each answer
+    continuing it (a space between unless one is there); or the answers alone."""
+    if not pair.continues:
+        return list(texts)
+    joined = [
+        prompt + ("" if prompt[-1:].isspace() or text[:1].isspace() else " ") + text
+        for text in texts
+    ]
+    return [prompt, *joined] if texts else []
+
+
 def _token_ids(
     model: "Model",
+    encoded: dict[str, list[int]],
     pair: PromptPair,
     prompt: str,
     texts: tuple[str, ...],
@@ -262,7 +284,8 @@ def _token_ids(
     what: str,
 ) -> list[int]:
     """The pair's answers (or wrong answers) as token ids, each checked to be one token of
-    the model; a text answer continues ``prompt``."""
+    the model; a text answer continues ``prompt``. ``encoded`` holds the token ids of
+    every text :func:`_answer_texts` names."""
     for token in ids:
         if not 0 <= token < model.d_vocab:
             raise CircuitxError(
@@ -270,19 +293,16 @@ def _token_ids(
                 f"({model.d_vocab} tokens)"
             )
     tokens = list(ids)
-    before = model.encode(prompt) if pair.continues and texts else []
-    for text in texts:
-        if pair.continues:
-            joint = "" if prompt[-1:].isspace() or text[:1].isspace() else " "
-            whole = model.encode(prompt + joint + text)
-            if whole[: len(before)] != before:  # the answer merged into the prompt's end
-                raise CircuitxError(
-                    f"{pair.where}: {what} {text!r} merges with the clean prompt's last "
-                    "token for this model; answers must be single tokens after it"
-                )
-            pieces = whole[len(before) :]
-        else:
-            pieces = model.encode(text)
+    read = _answer_texts(pair, prompt, texts)  # the prompt first where answers continue it
+    before = encoded[read[0]] if pair.continues and texts else []
+    for text, written in zip(texts, read[-len(texts) :]):
+        pieces = encoded[written]
+        if pieces[: len(before)] != before:  # the answer merged into the prompt's end
+            raise CircuitxError(
+                f"{pair.where}: {what} {text!r} merges with the clean prompt's last "
+                "token for this model; answers must be single tokens after it"
+            )
+        pieces = pieces[len(before) :]
         if not pieces:
             raise CircuitxError(
                 f"{pair.where}: the model's tokenizer reads {what} {text!r} as no token at "
