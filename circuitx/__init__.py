@@ -20,11 +20,12 @@ from circuitx.api import (
     task_from_pairs,
     write_graph,
 )
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, CircuitxWarning
 from circuitx.version import __version__
 
 __all__ = [
     "CircuitxError",
+    "CircuitxWarning",
     "__version__",
     "compare",
     "discover",

@@ -14,6 +14,7 @@ any model loads where it can be told without one. See docs/python.md.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,20 @@ from circuitx.discovery import (
     evaluate,
     matching_reference,
     reference_for_graph,
+    report,
+    run_warnings,
+    scoring_notes,
+    top_k_notes,
 )
 from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, CircuitxWarning
 from circuitx.graph import read_graph, write_graph
 from circuitx.leaderboard import (
     Leaderboard,
     check_grid,
+    check_references,
     make_grid,
     method_option,
     parse_methods,
@@ -43,7 +49,7 @@ from circuitx.leaderboard import (
     run_leaderboard,
     tasks_for,
 )
-from circuitx.models import Model
+from circuitx.models import Model, parse_device, parse_dtype
 from circuitx.scoring import overlap
 from circuitx.tasks import TASKS, FileTask, Task, get_task
 from circuitx.tasks.pairs import is_task_file
@@ -99,7 +105,7 @@ def discover(
     positions: str = "none",
     max_memory: int | str | None = None,
     device: str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     **options: Any,
 ) -> nx.MultiDiGraph:
@@ -113,13 +119,17 @@ def discover(
     Python (:func:`task_from_pairs`). ``options``: the method's own, named as its flags
     with underscores (``ig_steps=5``, ``tau=0.01``); ``circuitx methods`` lists them.
     ``positions``: ``named`` or ``all`` for a circuit over token positions (nodes such as
-    ``a9.h9@END``; see docs/positions.md)."""
+    ``a9.h9@END``; see docs/positions.md). What the command line notes or warns of on
+    stderr (an empty circuit, a model that does not do the task, a method's own
+    warnings) is raised as a :class:`circuitx.errors.CircuitxWarning`."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if not isinstance(model, (str, Model)):
-        raise CircuitxError(f"model takes a loaded model or a name, not {model!r}")
+        raise CircuitxError(f"model takes a loaded model or a name, not a {type(model).__name__}")
+    if isinstance(model, Model):
+        _check_loaded(model, device, dtype)
     named = model if isinstance(model, str) else model.builtin or model.source
     request = DiscoveryRequest(
         task=os.fspath(task) if isinstance(task, os.PathLike) else task,
@@ -134,7 +144,7 @@ def discover(
         metric=metric,
         options=options,
         device=device,
-        dtype=dtype,
+        dtype=dtype or "float32",
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         faithfulness=faithfulness,
         faithfulness_prompts=faithfulness_prompts,
@@ -143,8 +153,32 @@ def discover(
         positions=positions,
     ).validated()
     if isinstance(model, str):
-        model = builtin.load(str(request.model), device, dtype, request.cache_dir)
-    return run_discovery(model, request)
+        model = builtin.load(str(request.model), device, request.dtype, request.cache_dir)
+    graph = run_discovery(model, request)
+    summary = report(graph, None, None)
+    said = top_k_notes(model.layout, request.method, top_k) if top_k is not None else []
+    for line in said + summary["warnings"] + run_warnings(summary, request.n_prompts):
+        warnings.warn(line, CircuitxWarning, stacklevel=2)
+    return graph
+
+
+def _check_loaded(model: Model, device: str | None, dtype: str | None) -> None:
+    """Refuse a device or dtype that a loaded model is not on: they are for loading."""
+    if dtype is not None and parse_dtype(dtype) != model.dtype:
+        raise CircuitxError(
+            f"dtype {dtype!r} is for loading, and this model is loaded in "
+            f"{str(model.dtype).removeprefix('torch.')}: load it with load_model(..., "
+            f"dtype={dtype!r})"
+        )
+    if device is None:
+        return
+    wanted = parse_device(device)
+    other_index = wanted.index is not None and wanted.index != (model.device.index or 0)
+    if wanted.type != model.device.type or other_index:
+        raise CircuitxError(
+            f"device {device!r} is for loading, and this model is on {model.device}: load "
+            f"it with load_model(..., device={device!r})"
+        )
 
 
 def _graph(graph: GraphLike) -> nx.MultiDiGraph:
@@ -205,11 +239,15 @@ def score(
 ) -> dict[str, Any]:
     """``graph``'s circuit against a reference (see :func:`reference_circuit`), as
     ``circuitx score``: node and edge precision, recall, F1 and ROC AUC
-    (``node_auc``, ...; None where undefined), and the reference's label (``reference``)."""
+    (``node_auc``, ...; None where undefined), and the reference's label (``reference``).
+    Why a ROC AUC is missing, or how a reference without positions was placed on a
+    circuit over positions, is raised as a :class:`circuitx.errors.CircuitxWarning`."""
     graph = _graph(graph)
     found, label = reference_circuit(graph, reference, cache_dir)
     if found is None:
         raise CircuitxError("score needs a reference circuit")
+    for line in scoring_notes(graph, found):  # what the command notes on stderr
+        warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return {"reference": label, **evaluate(graph, found)}
 
 
@@ -238,6 +276,8 @@ def draw(
     path = _path(path, "draw")
     if not isinstance(every, bool):
         raise CircuitxError(f"every takes True or False, not {every!r}")
+    if every and top is not None:
+        raise CircuitxError("choose every=True or top, not both")
     found, _ = reference_circuit(graph, reference, cache_dir)
     return draw_graph(graph, path, found, top, every, engine)
 
@@ -259,6 +299,7 @@ def leaderboard(
     dtype: str = "float32",
     cache_dir: str | os.PathLike | None = None,
     max_memory: int | str | None = None,
+    references: Mapping[str, str] | None = None,
 ) -> Leaderboard:
     """Every (task, method) cell over ``seeds`` seeds from ``seed``, scored against each
     task's reference, as ``circuitx leaderboard``: its rows (one per task, model and method,
@@ -266,13 +307,22 @@ def leaderboard(
     (results.json/.csv/.md, plots, index.html). Cells finished by an earlier run into
     ``out`` are read back, not rerun. ``tasks`` and ``methods``: ``all`` or names
     (variants such as ``eap[qk-fix=on]`` too); ``options``: {method: {option: value}};
-    ``positions``: circuits over token positions, as for :func:`discover`."""
+    ``positions``: circuits over token positions, as for :func:`discover`;
+    ``references``: {task: reference} for tasks scored against other than ``auto`` (a
+    graph file of your own for a task file, say)."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
+    if isinstance(model, Model):
+        raise CircuitxError(
+            "model takes a name, a family or a directory, not a loaded model: each cell "
+            f"loads its own (pass {model.builtin or model.source!r})"
+        )
     if not isinstance(model, str):
-        raise CircuitxError(f"model takes a name, a family or a directory, not {model!r}")
+        raise CircuitxError(
+            f"model takes a name, a family or a directory, not a {type(model).__name__}"
+        )
     task_spec, method_spec = _names(tasks, "tasks"), _names(methods, "methods")
     out = _path(out, "out")
     if options is not None and not (
@@ -288,6 +338,11 @@ def leaderboard(
         if name not in [spec.method for spec in specs]:
             raise CircuitxError(f"options name {name}, which is not among the methods")
     check_grid(model, task_names, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds)
+    if references is not None and not isinstance(references, Mapping):
+        raise CircuitxError(
+            f"references takes {{task: reference}}, not a {type(references).__name__}"
+        )
+    chosen = check_references(references or {}, task_names)
     seed_list = list(range(seed, seed + seeds))
     cells = make_grid(
         task_names,
@@ -303,6 +358,7 @@ def leaderboard(
         max_memory,
         backup_rounds,
         positions,
+        chosen,
     )
     settings = {
         "tasks": task_names,
@@ -317,6 +373,7 @@ def leaderboard(
         "options": given,
         **({"backup_rounds": backup_rounds} if backup_rounds else {}),
         **({"positions": positions} if positions != "none" else {}),
+        **({"references": chosen} if chosen else {}),
     }
     return run_leaderboard(cells, out, jobs, settings=settings)
 

@@ -26,6 +26,11 @@ class RunFailed(CircuitxError):
     exit_code = 1
 
 
+class CircuitxWarning(UserWarning):
+    """What the command line notes or warns of on stderr, raised by the Python API as a
+    warning (:mod:`warnings`): a run that worked, but whose result needs a second look."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     text = str(error).strip().splitlines()

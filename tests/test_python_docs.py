@@ -46,7 +46,7 @@ def test_the_page_runs(tmp_path, monkeypatch, capsys):
 def test_every_api_function_is_exported_and_documented():
     page = PAGE.read_text()
     for name in cx.__all__:
-        if name.startswith("_") or name == "CircuitxError":
+        if name.startswith("_") or name in ("CircuitxError", "CircuitxWarning"):
             continue
         assert callable(getattr(cx, name)) and getattr(cx, name).__doc__, name
         assert f"`{name}(" in page, f"{name} is missing from docs/python.md"
@@ -131,9 +131,36 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.leaderboard(model=None, methods=["eap"]), "model takes a name, a family"),
         (lambda: cx.draw(cx.graph.full_graph(2, 2), "x.svg", every="yes"), "every takes True"),
         (lambda: cx.discover("planted", "ioi", "eap-ig", **{"ig-steps": 5}), "named ig_steps"),
+        # a third trial's
+        (lambda: cx.discover("planted", "ioi", "eap", qk_fix=True), "--qk-fix takes one of on,"),
+        (
+            lambda: cx.discover(cx.load_model("planted-ioi"), "ioi", "eap", dtype="bfloat16"),
+            "dtype 'bfloat16' is for loading, and this model is loaded in float32",
+        ),
+        (
+            lambda: cx.leaderboard(model=cx.load_model("planted-ioi"), methods=["eap"]),
+            "not a loaded model: each cell loads its own (pass 'planted-ioi')",
+        ),
+        (
+            lambda: cx.leaderboard(tasks=["ioi"], references={"greater-than": "ioi"}),
+            "references name task 'greater-than', which is not among the tasks (ioi)",
+        ),
     ],
 )
 def test_bad_settings_raise_one_line_before_work(call, message):
     with pytest.raises(cx.CircuitxError, match=re.escape(message)) as raised:
         call()
     assert "\n" not in str(raised.value)
+
+
+def test_what_the_command_line_warns_of_is_a_python_warning(tmp_path):
+    """An empty circuit (no score reaches the threshold) warns, as discover's stderr does;
+    so does score's note on a reference with every node in its circuit."""
+    with pytest.warns(cx.CircuitxWarning, match="no component is in the circuit"):
+        graph = cx.discover("planted", "ioi", "eap", n_prompts=4, threshold=1e9, faithfulness=False)
+    assert not any(graph.nodes[n]["in_circuit"] for n in graph if n not in ("input", "logits"))
+    everything = graph.copy()
+    for *_, data in [*everything.nodes(data=True), *everything.edges(data=True)]:
+        data["in_circuit"] = True
+    with pytest.warns(cx.CircuitxWarning, match="so there is no (node|edge) ROC AUC"):
+        assert cx.score(graph, reference=everything)["node_auc"] is None

@@ -36,7 +36,9 @@ from circuitx.discovery import (
     reference_for_graph,
     reference_for_model,
     report,
+    run_warnings,
     scoring_notes,
+    top_k_notes,
 )
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw, draw_format
 from circuitx.errors import CircuitxError
@@ -288,7 +290,7 @@ def discover_command(
     model = builtin.load(str(request.model), device, dtype, cache_dir)
     notes: list[str] = []  # shown once the work succeeds: an error stays one line
     if top_k is not None:
-        notes += top_k_notes(model, request.method, top_k)
+        notes += top_k_notes(model.layout, request.method, top_k)
     reference, label, why_not = reference_for_model(model, request, note=notes.append)
     if why_not and reference_spec != "none":
         notes.append(why_not)
@@ -310,59 +312,6 @@ def discover_command(
         print_json({**summary, "graph": None if out_path is None else str(out_path)})
     else:
         print_summary(summary, out_path)
-
-
-# a clean-corrupted gap below these (logits, nats, probability) leaves shares of it noisy
-SMALL_GAPS = {"logit-diff": 0.1, "log-prob": 0.1, "kl": 0.01, "prob-diff": 0.01}
-
-
-def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
-    """Warnings about a run as a whole: fewer prompts than asked for (the task has no
-    more), a model that does not do the task (the corrupted prompts score at least as
-    high as the clean ones) or barely does it (a gap under :data:`SMALL_GAPS`), and an
-    empty circuit."""
-    said = []
-    clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
-    if clean is not None and corrupted is not None and clean <= corrupted:
-        said.append(
-            f"the clean prompts' {summary['metric']} ({clean:.3g}) is not above the corrupted "
-            f"ones' ({corrupted:.3g}): the model does not do this task, and every score is a "
-            "share of that backward gap"
-        )
-    elif (
-        clean is not None
-        and corrupted is not None
-        and clean - corrupted < SMALL_GAPS.get(summary["metric"], 0.0)
-    ):
-        said.append(
-            f"the clean prompts' {summary['metric']} is only {clean - corrupted:.3g} above the "
-            "corrupted ones': faithfulness, CPR and CMD are shares of that gap, and noise "
-            "of its size swings them"
-        )
-    if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
-        said.append(
-            f"the task has {summary['n_prompts']} prompt pair"
-            f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "
-            f"{asked})"
-        )
-    if summary["n_nodes_in_circuit"] == 0:
-        said.append(
-            "no component is in the circuit: every score is below the threshold (lower "
-            "--threshold or give --top-k)"
-        )
-    return said
-
-
-def top_k_notes(model: Any, method_name: str, top_k: int) -> list[str]:
-    """A note when ``--top-k`` is at least the number of components the method ranks: the
-    circuit keeps them all."""
-    layout = model.layout
-    node_level = METHODS[method_name].granularity == "node"
-    size = layout.n_senders - 1 if node_level else len(layout.edges)  # the input is no node
-    if top_k < size:
-        return []
-    kind = "nodes" if node_level else "edges"
-    return [f"--top-k {top_k} is at least the graph's {size} {kind}: the circuit keeps them all"]
 
 
 def prompts_text(summary: dict[str, Any]) -> str:

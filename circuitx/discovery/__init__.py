@@ -9,7 +9,14 @@ from circuitx.discovery.references import (
     reference_for_model,
     resolve_reference,
 )
-from circuitx.discovery.report import evaluate, matching_reference, report, scoring_notes
+from circuitx.discovery.report import (
+    evaluate,
+    matching_reference,
+    report,
+    run_warnings,
+    scoring_notes,
+    top_k_notes,
+)
 from circuitx.discovery.request import FAITHFULNESS_PROMPTS, DiscoveryRequest, check_reference
 from circuitx.discovery.run import discover, model_id, select
 
@@ -28,6 +35,8 @@ __all__ = [
     "reference_for_model",
     "report",
     "resolve_reference",
+    "run_warnings",
     "scoring_notes",
     "select",
+    "top_k_notes",
 ]

@@ -108,6 +108,11 @@ def reference_for_graph(
     task = meta.get("task")
     if spec == "auto" and task not in TASKS:
         return None, None, "no reference: the graph names no known task; pass --reference"
+    if spec == "planted" and task is None:
+        raise CircuitxError(
+            "--reference planted needs the graph's task, which this graph does not record "
+            "(a graph from another tool): name the planted model (planted-ioi) or a graph file"
+        )
     return resolve_reference(
         spec,
         str(task),

@@ -7,6 +7,7 @@ from typing import Any
 import networkx as nx
 
 from circuitx.graph import component_graph, component_nodes, layout_of, position_groups
+from circuitx.layout import Layout
 from circuitx.methods import METHODS, Method
 from circuitx.reference import RolePositions, position_reference
 from circuitx.scoring import check_same_model, empty_metrics, one_class_levels, overlap, score_graph
@@ -130,3 +131,55 @@ def method_facts_of(method: Method | None, meta: dict[str, Any]) -> dict[str, An
 def method_options_of(method: Method | None, meta: dict[str, Any]) -> dict[str, Any] | None:
     """The method options a graph's metadata records (None for an unknown method)."""
     return None if method is None else {o.name: meta.get(o.name) for o in method.options}
+
+
+# a clean-corrupted gap below these (logits, nats, probability) leaves shares of it noisy
+SMALL_GAPS = {"logit-diff": 0.1, "log-prob": 0.1, "kl": 0.01, "prob-diff": 0.01}
+
+
+def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
+    """Warnings about a run as a whole: fewer prompts than asked for (the task has no
+    more), a model that does not do the task (the corrupted prompts score at least as
+    high as the clean ones) or barely does it (a gap under :data:`SMALL_GAPS`), and an
+    empty circuit."""
+    said = []
+    clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
+    if clean is not None and corrupted is not None and clean <= corrupted:
+        said.append(
+            f"the clean prompts' {summary['metric']} ({clean:.3g}) is not above the corrupted "
+            f"ones' ({corrupted:.3g}): the model does not do this task, and every score is a "
+            "share of that backward gap"
+        )
+    elif (
+        clean is not None
+        and corrupted is not None
+        and clean - corrupted < SMALL_GAPS.get(summary["metric"], 0.0)
+    ):
+        said.append(
+            f"the clean prompts' {summary['metric']} is only {clean - corrupted:.3g} above the "
+            "corrupted ones': faithfulness, CPR and CMD are shares of that gap, and noise "
+            "of its size swings them"
+        )
+    if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
+        said.append(
+            f"the task has {summary['n_prompts']} prompt pair"
+            f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "
+            f"{asked})"
+        )
+    if summary["n_nodes_in_circuit"] == 0:
+        said.append(
+            "no component is in the circuit: every score is below the threshold (lower "
+            "--threshold or give --top-k)"
+        )
+    return said
+
+
+def top_k_notes(layout: Layout, method_name: str, top_k: int) -> list[str]:
+    """A note when ``--top-k`` is at least the number of components the method ranks in
+    ``layout``: the circuit keeps them all."""
+    node_level = METHODS[method_name].granularity == "node"
+    size = layout.n_senders - 1 if node_level else len(layout.edges)  # the input is no node
+    if top_k < size:
+        return []
+    kind = "nodes" if node_level else "edges"
+    return [f"--top-k {top_k} is at least the graph's {size} {kind}: the circuit keeps them all"]

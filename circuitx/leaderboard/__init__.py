@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from numbers import Integral
+from os import PathLike, fspath
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,13 @@ __all__ = [
     "Leaderboard",
     "MethodSpec",
     "check_grid",
+    "check_references",
     "make_grid",
     "non_defaults",
     "parse_methods",
     "parse_names",
     "parse_options",
+    "parse_references",
     "run_cell",
     "run_leaderboard",
     "table",
@@ -103,7 +106,7 @@ def parse_names(
 
 def parse_references(specs: Sequence[str], tasks: Sequence[str]) -> dict[str, str]:
     """``TASK=REFERENCE`` specs (``TASK`` as ``--tasks`` names it) as a task -> reference
-    map, each reference checked; a task not named keeps ``auto``."""
+    map (see :func:`check_references`)."""
     references: dict[str, str] = {}
     for spec in specs:
         task, _, reference = spec.partition("=")
@@ -112,9 +115,27 @@ def parse_references(specs: Sequence[str], tasks: Sequence[str]) -> dict[str, st
                 f"--reference {spec!r}: give TASK=REFERENCE with TASK one of --tasks "
                 f"({', '.join(tasks)})"
             )
-        check_reference(reference, get_task(task).name)
         references[task] = reference
-    return references
+    return check_references(references, tasks)
+
+
+def check_references(references: Mapping[str, Any], tasks: Sequence[str]) -> dict[str, str]:
+    """A task -> reference map, each task one of ``tasks`` and each reference checked as
+    ``discover --reference`` checks it; a task not named keeps ``auto``."""
+    checked = {}
+    for task, reference in references.items():
+        if task not in tasks:
+            raise CircuitxError(
+                f"references name task {task!r}, which is not among the tasks ({', '.join(tasks)})"
+            )
+        if not isinstance(reference, (str, PathLike)):
+            raise CircuitxError(
+                f"the reference of {task} takes a name or a graph file, not "
+                f"a {type(reference).__name__}"
+            )
+        check_reference(fspath(reference), get_task(task).name)
+        checked[task] = fspath(reference)
+    return checked
 
 
 # Rows ``--methods all`` adds to each method at its defaults: a method with options that

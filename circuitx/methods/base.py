@@ -73,6 +73,10 @@ class Option:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
+            if self.choices is not None:
+                raise CircuitxError(
+                    f"{self.flag} takes one of {', '.join(self.choices)}, not {value!r}"
+                )
             raise CircuitxError(f"{self.flag} takes {self.article} {self.type}, not {value!r}")
         if kind is float and not math.isfinite(value):
             raise CircuitxError(f"{self.flag} must be a finite number, not {value}")

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run
+from conftest import assert_one_line_error, run
 
 from circuitx.graph import edges_by_name, read_graph
 
@@ -39,6 +39,19 @@ def test_export_eap_ig_loads_back_equal_and_scores_alike(discovered, tmp_path):
     assert itself.exit_code == 0, itself.output
     metrics = json.loads(itself.stdout)["metrics"]
     assert metrics["node_precision"] == metrics["node_recall"] == 1.0
+
+
+def test_an_eap_ig_file_of_another_tool_against_planted_is_one_line(discovered, tmp_path):
+    """EAP-IG's own graph JSON records no task: --reference planted says so (and a
+    planted model's name works)."""
+    mib = tmp_path / "mib.json"
+    assert run("export", discovered, "--format", "eap-ig", "--out", mib).exit_code == 0
+    data = json.loads(mib.read_text())
+    data.pop("circuitx_metadata")
+    mib.write_text(json.dumps(data))
+    result = run("score", mib, "--reference", "planted")
+    assert_one_line_error(result, "--reference planted needs the graph's task, which this graph")
+    assert run("score", mib, "--reference", "planted-ioi").exit_code == 0
 
 
 def test_export_eap_ig_to_stdout_and_a_refused_suffix(discovered, tmp_path):
