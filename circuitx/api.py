@@ -27,6 +27,7 @@ from circuitx.discovery import (
     DiscoveryRequest,
     evaluate,
     matching_reference,
+    overlap_notes,
     reference_for_graph,
     report,
     run_warnings,
@@ -216,22 +217,28 @@ def reference_circuit(
     reference on its paper model), ``planted``, ``TASK[:VARIANT]``, a planted model's name,
     a graph file, or a graph itself. ``(None, None)`` for ``None`` or ``"none"``; an
     error where ``auto`` finds none."""
+    graph = _graph(graph)
+    found, label = _reference(graph, reference, cache_dir)
+    return matching_reference(graph, found), label
+
+
+def _reference(
+    graph: nx.MultiDiGraph, reference: Reference, cache_dir: str | os.PathLike | None
+) -> tuple[nx.MultiDiGraph | None, str | None]:
+    """:func:`reference_circuit` before it goes to the graph's universe."""
     if reference is None or reference == "none":
         return None, None
     if isinstance(reference, nx.MultiDiGraph):
-        label = str(reference.graph.get("reference") or "the given graph")
-        return matching_reference(_graph(graph), reference), label
+        return reference, str(reference.graph.get("reference") or "the given graph")
     if not isinstance(reference, (str, os.PathLike)):
         raise CircuitxError(
             f"reference takes a graph, a name or a graph file, not {type(reference).__name__}"
         )
-    spec = os.fspath(reference)
     cache = None if cache_dir is None else os.fspath(cache_dir)
-    graph = _graph(graph)
-    found, label, why_not = reference_for_graph(graph, spec, cache)
+    found, label, why_not = reference_for_graph(graph, os.fspath(reference), cache)
     if found is None:
         raise CircuitxError(why_not or "no reference to score against")
-    return matching_reference(graph, found), label
+    return found, label
 
 
 def score(
@@ -243,7 +250,7 @@ def score(
     Why a ROC AUC is missing, or how a reference without positions was placed on a
     circuit over positions, is raised as a :class:`circuitx.errors.CircuitxWarning`."""
     graph = _graph(graph)
-    found, label = reference_circuit(graph, reference, cache_dir)
+    found, label = _reference(graph, reference, cache_dir)
     if found is None:
         raise CircuitxError("score needs a reference circuit")
     for line in scoring_notes(graph, found):  # what the command notes on stderr
@@ -255,8 +262,12 @@ def compare(a: GraphLike, b: GraphLike) -> dict[str, dict[str, Any]]:
     """The overlap of two circuits, as ``circuitx compare``: per level (``heads``,
     ``nodes``: heads and MLPs, the input and logits left out, as every circuit keeps
     them; ``edges``) the counts in each, shared, Jaccard, and the share of A's circuit in
-    B's (``a_in_b``) and of B's in A's."""
-    return overlap(_graph(a), _graph(b))
+    B's (``a_in_b``) and of B's in A's. A circuit over token positions against one
+    without is compared as its components (and a :class:`CircuitxWarning` says so)."""
+    a, b = _graph(a), _graph(b)
+    for line in overlap_notes(a, b):
+        warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
+    return overlap(a, b)
 
 
 def draw(

@@ -33,6 +33,7 @@ from circuitx.discovery import (
     discover,
     evaluate,
     matching_reference,
+    overlap_notes,
     reference_for_graph,
     reference_for_model,
     report,
@@ -422,8 +423,8 @@ def compare(graph_a, graph_b, as_json) -> None:
     Jaccard, and the share of A's circuit found in B's and of B's in A's."""
     a, b = read_graph(graph_a), read_graph(graph_b)
     result = overlap(a, b)
-    if (position_groups(a) is None) != (position_groups(b) is None):
-        note("note: one circuit is over token positions: it is compared as its components")
+    for line in overlap_notes(a, b):
+        note(line)
     if as_json:
         print_json({"a": graph_a, "b": graph_b, **result})
         return

@@ -12,6 +12,7 @@ from circuitx.discovery.references import (
 from circuitx.discovery.report import (
     evaluate,
     matching_reference,
+    overlap_notes,
     report,
     run_warnings,
     scoring_notes,
@@ -31,6 +32,7 @@ __all__ = [
     "faithfulness_report",
     "matching_reference",
     "model_id",
+    "overlap_notes",
     "reference_for_graph",
     "reference_for_model",
     "report",

@@ -70,6 +70,14 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
     return notes
 
 
+def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
+    """What a reader of two circuits' overlap would otherwise not see: one over token
+    positions is compared as its components."""
+    if (position_groups(a) is None) != (position_groups(b) is None):
+        return ["note: one circuit is over token positions: it is compared as its components"]
+    return []
+
+
 def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:
     """Metrics against ``reference``; all None without one."""
     if reference is None:
