@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import GPT2_TOKENIZER, gpt2_tokenizer, tiny_gpt2
 
+from circuitx import models
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, save_tl_legacy_attn_only, word_level_tokenizer
 from circuitx.errors import CircuitxError
@@ -279,6 +280,21 @@ def test_encoding_many_texts_at_once_gives_each_ones_tokens(tiny_model):
     for model in (tiny_model, load_model("planted-ioi")):
         assert model.encode_many(texts) == [model.encode(text) for text in texts]
     assert tiny_model.encode_many([]) == []
+
+
+def test_encoding_many_texts_goes_in_chunks_that_keep_their_order(tiny_model, monkeypatch):
+    """Each tokenizer call takes a chunk (Ctrl-C waits for a call: 100000 prompts in one
+    held it 3 s); the chunks' ids come back in the texts' order."""
+    monkeypatch.setattr(models, "ENCODE_CHUNK", 2)
+    calls = []
+    original = type(tiny_model.tokenizer).__call__
+    monkeypatch.setattr(
+        type(tiny_model.tokenizer), "__call__",
+        lambda tok, texts, **kw: calls.append(len(texts)) or original(tok, texts, **kw),
+    )  # fmt: skip
+    texts = ["When Mary", " and John", " went to", " the", " store"]
+    assert tiny_model.encode_many(texts) == [tiny_model.encode(text) for text in texts]
+    assert calls == [2, 2, 1]
 
 
 @pytest.mark.parametrize("given", ["gpt2", "./gpt2"])
