@@ -35,6 +35,10 @@ from typing import Any
 from circuitx.errors import CircuitxError, listed
 
 FORMATS = ("jsonl", "eap-ig", "auto-circuit")
+NOT_A_TASK_FILE = (
+    "not a task file: a task is a name (circuitx tasks) or a file of prompt pairs in "
+    "JSONL, EAP-IG's CSV or auto-circuit's JSON"
+)
 SUFFIXES = {".jsonl": "jsonl", ".csv": "eap-ig", ".json": "auto-circuit"}
 JSONL_KEYS = (
     "clean",
@@ -264,6 +268,10 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
         data = json.loads(text)
     except ValueError:
         raise CircuitxError(f"{label} is not JSON") from None
+    if isinstance(data, dict) and (
+        data.get("format") == "circuitx-graph" or {"nodes", "edges"} <= data.keys()
+    ):
+        raise CircuitxError(f"{label} is a circuit graph, {NOT_A_TASK_FILE}")
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), list):
         raise CircuitxError(
             f'{label} is JSON but not a task: expected {{"prompts": [{{"clean", '
@@ -320,6 +328,8 @@ def _read(path: str, size: int, mtime: int, kind: str | None) -> TaskFile:
             f"task file {label} is not UTF-8 text (byte {raw[error.start]:#04x} at offset "
             f"{error.start})"
         ) from None
+    if text.lstrip().startswith("<"):
+        raise CircuitxError(f"{label} is XML (a GraphML circuit graph?), {NOT_A_TASK_FILE}")
     pairs = read_pairs(text, kind or sniff_format(Path(path), text), label)
     if not pairs:
         raise CircuitxError(f"task file {label} has no prompt pairs")

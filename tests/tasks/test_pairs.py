@@ -482,3 +482,18 @@ def test_an_answer_merging_with_the_prompt_is_named_so(tiny_dir):
     task = FileTask.from_pairs([clean], [clean.replace("John", "Mark", 2)], ["David"], ["John"])
     with pytest.raises(CircuitxError, match="answer 'David' merges with the clean prompt's last"):
         task.make_data(model, 1, 0)
+
+
+def test_a_circuit_graph_given_as_the_task_is_named_so(tmp_path):
+    """A graph file passed to --task (GraphML, ours or EAP-IG's JSON) is named as a graph,
+    not read as a task file with no 'clean' column."""
+    graph = tmp_path / "g.graphml"
+    write_graph(get_task("ioi").reference("planted", 12, 12, True), graph)
+    eap_ig = tmp_path / "e.json"
+    eap_ig.write_text(json.dumps({"cfg": {}, "nodes": {"a0.h0": True}, "edges": {}}))
+    ours = tmp_path / "g.json"
+    ours.write_text(json.dumps({"format": "circuitx-graph", "nodes": []}))
+    cases = ((graph, "is XML"), (eap_ig, "is a circuit graph"), (ours, "is a circuit graph"))
+    for path, kind in cases:
+        with pytest.raises(CircuitxError, match=f"{path.name} {kind}.*not a task file"):
+            FileTask.from_file(str(path))
