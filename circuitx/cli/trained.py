@@ -10,7 +10,7 @@ import click
 
 from circuitx.builtin import build_once
 from circuitx.builtin.trained import TRAINED, scores_line, train_ground_truth
-from circuitx.cli.common import json_option, print_json, seed_option
+from circuitx.cli.common import json_option, print_json, seed_option, threads_option
 from circuitx.files import check_new_directory
 from circuitx.models import quiet_loaders
 from circuitx.progress import progress_bar
@@ -27,7 +27,8 @@ MAX_STEPS = 1_000_000
     "target",
     required=True,
     type=click.Choice([name.removeprefix(PREFIX) for name in TRAINED]),
-    help="What to implement: the high-level model of a task (built-in trained-<TASK>).",
+    help="What to implement: the high-level model of built-in trained-TASK (the "
+    "tracr-* ones are discovered with --task tracr --model trained-tracr-*).",
 )
 @click.option("--out", required=True, type=click.Path(), help="New model directory.")
 @seed_option
@@ -38,6 +39,7 @@ MAX_STEPS = 1_000_000
     "threshold); the learning rate decays over them, so another value trains another "
     "model [default: the built-in's].",
 )
+@threads_option
 @json_option
 def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     """Train a GPT-2 model with strict interchange intervention training to implement

@@ -88,8 +88,9 @@ def test_the_tracr_high_level_model_is_rasps_evaluation():
 def test_a_model_short_of_the_threshold_is_not_written(tmp_path):
     out = tmp_path / "short"
     result = run(
-        "train-ground-truth", "--task", "tracr-reverse", "--out", str(out), "--max-steps", "1"
-    )
+        "train-ground-truth", "--task", "tracr-reverse", "--out", str(out), "--max-steps", "1",
+        "--threads", "1",
+    )  # fmt: skip
     assert_one_line_error(
         result,
         "trained-tracr-reverse (seed 0, 1 steps) is not a ground truth, so nothing was "
@@ -104,6 +105,10 @@ def test_an_existing_directory_is_refused(tmp_path):
     (tmp_path / "x" / "f").write_text("")
     result = run("train-ground-truth", "--task", "tracr-reverse", "--out", str(tmp_path / "x"))
     assert_one_line_error(result, "exists; choose a new directory")
+    result = run(
+        "train-ground-truth", "--task", "ioi", "--out", str(tmp_path / "y"), "--threads", 0
+    )
+    assert_one_line_error(result, "--threads")
 
 
 def test_ioi_discovery_runs_on_the_trained_model_against_its_ground_truth():
