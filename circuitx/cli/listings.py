@@ -14,6 +14,11 @@ from circuitx.methods import METHODS
 from circuitx.models import HUB_ALIASES
 from circuitx.tasks import TASKS
 
+
+def _flag_value(value: Any) -> str:
+    return "(none)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 NOT_BUILT = "known once built"  # the circuit column of a model whose ground truth needs a build
 
 
@@ -48,13 +53,18 @@ def methods(as_json) -> None:
             "title": m.title,
             "granularity": m.granularity,
             "default_threshold": m.default_threshold,
+            "default_circuit": m.default_circuit(),
             "positions": m.scores_positions,  # scores circuits over token positions
             "options": {option.name: option.default for option in m.options},
             "option_declarations": [option.describe() for option in m.options],
         }
         for m in METHODS.values()
     ]
-    columns = ("name", "granularity", "default_threshold", "positions", "options", "title")
+    if not as_json:  # the table speaks in flags
+        for row, method in zip(rows, METHODS.values()):
+            row["options"] = [f"{o.flag} {_flag_value(o.default)}" for o in method.options]
+            row["positions"] = "yes" if row["positions"] else "no"
+    columns = ("name", "granularity", "positions", "default_circuit", "options", "title")
     print_rows(rows, as_json, "methods", columns)
 
 

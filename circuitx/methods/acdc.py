@@ -57,6 +57,9 @@ class ACDC(Method):
     def selection_threshold(self, run: MethodRun) -> float:
         return float(run.options["tau"])
 
+    def default_circuit(self) -> str:
+        return "the edges ACDC keeps (score >= --tau)"
+
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         # on a CPU a stacked trial costs what its own pass does: no speculation there
         width = 1 if engine.model.device.type == "cpu" else engine.masks_per_pass

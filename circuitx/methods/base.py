@@ -239,6 +239,10 @@ class Method:
         """The threshold the circuit is selected with when none is given."""
         return self.default_threshold
 
+    def default_circuit(self) -> str:
+        """What the circuit is when no threshold or top k is given, in words."""
+        return f"score >= {self.default_threshold:g}"
+
     def selection_top_k(self, run: MethodRun, scores: Scores) -> int | None:
         """How many of the ranked nodes or edges the circuit keeps when no threshold or top
         k is given, for a method whose selection is a size (None: by threshold)."""

@@ -183,6 +183,9 @@ class EdgePruning(_LearnedMasks):
         facts["ep_kept_edges"] = len(senders) - round(float(run.options["sparsity"]) * len(senders))
         return Scores.of_edges(edges, facts=facts)
 
+    def default_circuit(self) -> str:
+        return "the 1 - --sparsity share of the edges, most open first"
+
     def selection_top_k(self, run: MethodRun, scores: Scores) -> int | None:
         """The exact target: the (1 - sparsity) share of the edges most likely open (ties
         in graph order), as Edge Pruning discretises its masks by a threshold search."""

@@ -158,6 +158,17 @@ def test_listings():
         assert name in run(command).stdout
 
 
+def test_the_methods_table_names_flags_and_each_default_circuit(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # a row to a line
+    lines = run("methods").stdout.splitlines()
+    rows = {line.split("│")[1].strip(): line for line in lines if line.startswith("│")}
+    assert "--ig-steps 5, --ig-mode inputs" in rows["eap-ig"]
+    assert "--n-codes (none)" in rows["sae"] and "n_codes" not in rows["sae"]
+    assert "score >= 0.02" in rows["eap"] and "│ yes " in rows["eap"]
+    assert "the 1 - --sparsity share of the edges" in rows["edge-pruning"]
+    assert "score >= --tau" in rows["acdc"] and "│ - " in rows["cdt"]
+
+
 @pytest.mark.parametrize(
     "args, pattern",
     [
