@@ -122,6 +122,11 @@ def report(
         "cmd": meta.get("cmd"),
         "n_nodes": len(nodes),
         "n_nodes_in_circuit": sum(bool(graph.nodes[n]["in_circuit"]) for n in nodes),
+        "largest_score": max(
+            [abs(graph.nodes[n].get("score") or 0.0) for n in nodes]
+            + [abs(d.get("score") or 0.0) for _, _, d in graph.edges(data=True)],
+            default=0.0,
+        ),
         "n_edges": graph.number_of_edges(),
         "n_edges_in_circuit": sum(bool(d["in_circuit"]) for _, _, d in graph.edges(data=True)),
         "reference": label,
@@ -141,6 +146,10 @@ def method_options_of(method: Method | None, meta: dict[str, Any]) -> dict[str, 
     return None if method is None else {o.name: meta.get(o.name) for o in method.options}
 
 
+# metrics at their optimum on the clean run: their gradient there is 0
+FLAT = ("l2", "kl")
+NOTHING = 1e-6  # scores (shares of the clean-corrupted gap) all below this are none
+
 # a clean-corrupted gap below these (logits, nats, probability) leaves shares of it noisy
 SMALL_GAPS = {"logit-diff": 0.1, "log-prob": 0.1, "kl": 0.01, "prob-diff": 0.01}
 
@@ -149,7 +158,7 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
     """Warnings about a run as a whole: fewer prompts than asked for (the task has no
     more), a model that does not do the task (the corrupted prompts score at least as
     high as the clean ones) or barely does it (a gap under :data:`SMALL_GAPS`), and an
-    empty circuit."""
+    empty circuit (and why)."""
     said = []
     clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
     if clean is not None and corrupted is not None and clean <= corrupted:
@@ -175,9 +184,24 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"{asked})"
         )
     if summary["n_nodes_in_circuit"] == 0:
-        said.append(
+        said.append(_empty_circuit(summary))
+    return said
+
+
+def _empty_circuit(summary: dict[str, Any]) -> str:
+    """Why the circuit is empty: scores under the threshold, or no score at all (a
+    gradient method on a metric flat at the clean run)."""
+    if summary["largest_score"] >= NOTHING:
+        return (
             "no component is in the circuit: every score is below the threshold (lower "
             "--threshold or give --top-k)"
+        )
+    said = f"no component is in the circuit: every score is under {NOTHING:g}"
+    method, metric = METHODS.get(str(summary["method"])), summary["metric"]
+    if method is not None and method.gradient_at_clean and metric in FLAT:
+        said += (
+            f": {method.name} takes the gradient of {metric} at the clean run, its optimum, "
+            "where it is flat (use eap-ig, or a metric such as logit-diff)"
         )
     return said
 

@@ -76,6 +76,7 @@ class FixedAttribution(Method):
     method's own defaults for options a run leaves out."""
 
     scores_positions = True
+    gradient_at_clean = True
 
     def filled(self, run: MethodRun) -> MethodRun:
         """``run`` with the method's defaults for the options it does not set."""

@@ -207,6 +207,9 @@ class Method:
     # scores the nodes and edges of a circuit over token positions (--positions named or
     # all) through the engine's position masks
     scores_positions: ClassVar[bool] = False
+    # scores from the metric's gradient at the clean run: all 0 for a metric at its
+    # optimum there (l2, kl)
+    gradient_at_clean: ClassVar[bool] = False
     # facts of its run (graph metadata keys, their labels and, for a float, the decimals
     # shown where not 3) that discover's summary and --json report
     reported_facts: ClassVar[tuple[tuple[str, str] | tuple[str, str, int], ...]] = ()

@@ -25,6 +25,7 @@ class HISP(Method):
     title = "Head importance scores for pruning: E|d metric / d gate|, normalised per layer"
     granularity = "node"
     default_threshold = 0.3
+    gradient_at_clean = True
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 1

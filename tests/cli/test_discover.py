@@ -281,7 +281,16 @@ def test_an_empty_circuit_and_too_few_prompts_are_warned_of():
     assert summary["n_prompts"] == 6 and summary["n_nodes_in_circuit"] == 0
     said = "the task has 6 prompt pairs: all of them ran (--n-prompts is 20)"
     assert said in summary["warnings"] and said in result.stderr
-    assert "no component is in the circuit" in result.stderr
+    assert (
+        "no component is in the circuit: every score is under 1e-06: eap takes the gradient "
+        "of l2 at the clean run" in result.stderr
+    )
+    assert summary["largest_score"] < 1e-6
+    result = run(
+        "discover", "--task", "tracr", "--model", "tracr-reverse", "--method", "eap-ig",
+        "--threshold", 1e6, "--no-faithfulness",
+    )  # fmt: skip
+    assert "no component is in the circuit: every score is below the threshold" in result.stderr
 
 
 def test_a_graph_name_that_is_not_utf8_is_written_and_shown(tiny_dir, tmp_path):
