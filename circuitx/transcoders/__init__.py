@@ -16,7 +16,9 @@ Here ``cfg`` is a plain dict; the authors' pickled config class is read without 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 
 import torch
 
@@ -34,6 +36,7 @@ from circuitx.transcoders.files import (
     read_transcoder,
     save_transcoders,
     trained_for,
+    write_training_record,
 )
 from circuitx.transcoders.model import (
     Transcoder,
@@ -80,7 +83,7 @@ def transcoders_for(
     transcoders = load_transcoders(source, layers)
     check_transcoders(transcoders, model)
     fitted = trained_for(source) if os.path.isdir(source) else None
-    if fitted is not None and fitted[1] != model.source:
+    if fitted is not None and not _same_model(fitted[1], model):
         announce(
             f"note: the transcoders in {source} were trained for {fitted[0]} "
             f"({fitted[1]}), not this model ({model.source}); their features are fitted "
@@ -88,6 +91,14 @@ def transcoders_for(
         )
     # float32 whatever the model's dtype, as the activations they read (run_with_cache)
     return {layer: t.to(model.device, torch.float32) for layer, t in transcoders.items()}, source
+
+
+def _same_model(source: str, model: Model) -> bool:
+    """Whether ``source`` (a training record's) is ``model``'s: a built-in model's by its
+    build (name and identity, wherever its cache is), another's by its path."""
+    if model.builtin:
+        return Path(source).name == Path(model.source).name
+    return source == model.source
 
 
 def builtin_transcoders(
@@ -100,9 +111,18 @@ def builtin_transcoders(
     key = f"{spec.name}-{spec.identity}-f{s.n_features}-l1{s.l1:g}-s{s.steps}-lr{s.lr:g}"
     directory = cache_root(cache_dir) / "transcoders" / f"{key}-b{s.batch_tokens}"
     layers = list(range(model.n_layers))
+    # the record names the build: --transcoders DIR given this folder checks its model
+    record = {
+        "model": spec.name,
+        "model_source": model.source,
+        "corpus": BUILTIN_CORPUS,
+        **dataclasses.asdict(s),
+    }
     if directory.is_dir():
         try:
             cached = load_transcoders(str(directory), layers)
+            if trained_for(directory) is None:  # a cache from before records were kept
+                write_training_record(directory, record)
             return {layer: t.to(model.device, torch.float32) for layer, t in cached.items()}
         except CircuitxError:  # an incomplete or damaged cache: train again
             pass
@@ -117,6 +137,7 @@ def builtin_transcoders(
     ):
         transcoders = train_transcoders(model, layers, corpus, s, advance)
     save_transcoders(transcoders, directory, spec.name)
+    write_training_record(directory, record)
     return transcoders
 
 

@@ -40,6 +40,13 @@ def save_transcoders(
             torch.save(payload, handle)
 
 
+def write_training_record(directory: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Write ``record`` (with at least ``model`` and ``model_source``) beside the
+    transcoders in ``directory``, where :func:`trained_for` reads it."""
+    with atomic_open(Path(directory) / TRAINING_RECORD) as handle:
+        json.dump(record, handle, indent=1)
+
+
 def trained_for(directory: str | os.PathLike) -> tuple[str, str] | None:
     """The model (name as given, and its source) that ``train-transcoders`` trained the
     transcoders in ``directory`` for, if its record says so."""

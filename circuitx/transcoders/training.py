@@ -3,7 +3,6 @@ MLPs replaced."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -14,12 +13,11 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.files import atomic_open
 from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import get_task
 from circuitx.transcoders.corpus import Corpus, held_out_split
-from circuitx.transcoders.files import TRAINING_RECORD, save_transcoders
+from circuitx.transcoders.files import save_transcoders, write_training_record
 from circuitx.transcoders.model import (
     PARAMETERS,
     Transcoder,
@@ -356,6 +354,5 @@ def train_and_report(
         "task_metric_replaced": replaced,
         "out": str(out),
     }
-    with atomic_open(out / TRAINING_RECORD) as handle:
-        json.dump(report, handle, indent=1)
+    write_training_record(out, report)
     return report

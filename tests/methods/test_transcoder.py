@@ -6,6 +6,7 @@ import pickle
 import sys
 import types
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -351,6 +352,30 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     note = discover_with(other)
     assert f"the transcoders in {out} were trained for {tiny_dir}" in note
     assert f"not this model ({other})" in note
+
+
+def test_a_built_in_models_cached_transcoders_name_its_build(tmp_path, monkeypatch, capsys):
+    """--transcoders given a built-in model's cache folder notes a folder made for another
+    build of the model (it had no record: nothing was checked), and not a cache elsewhere."""
+    settings = tc.TrainingSettings(n_features=16, steps=2, batch_tokens=64, buffer_tokens=256)
+    monkeypatch.setattr(tc, "BUILTIN_SETTINGS", settings)
+    model = load_model("tracr-reverse")
+    tc.builtin_transcoders(model, tmp_path)
+    (folder,) = (tmp_path / "transcoders").iterdir()
+    assert tc.trained_for(folder) == ("tracr-reverse", model.source)
+    record = json.loads((folder / "training.json").read_text())
+    record["model_source"] = str(tmp_path / "elsewhere" / Path(model.source).name)
+    (folder / "training.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    tc.transcoders_for(model, str(folder))
+    assert "were trained for" not in capsys.readouterr().err  # the same build, cached elsewhere
+    record["model_source"] = str(Path(model.source).with_name("tracr-reverse-000000000000"))
+    (folder / "training.json").write_text(json.dumps(record))
+    tc.transcoders_for(model, str(folder))
+    assert f"the transcoders in {folder} were trained for tracr-reverse" in capsys.readouterr().err
+    (folder / "training.json").unlink()  # a cache from before records: written on its next use
+    tc.builtin_transcoders(model, tmp_path)
+    assert tc.trained_for(folder) == ("tracr-reverse", model.source)
 
 
 def test_tasks_a_model_cannot_run_are_one_line_below_the_table(tmp_path, tiny_dir, corpus_file):
