@@ -22,6 +22,14 @@ Resolved = tuple[nx.MultiDiGraph | None, str | None, str | None]  # graph, label
 DiscoverReference = Callable[[str], nx.MultiDiGraph]
 
 
+def truth_label(model: str, truth: nx.MultiDiGraph) -> str:
+    """``MODEL ground truth``, with which one where the model ships several (tracr's:
+    ACDC's edge list or the weights')."""
+    named = str(truth.graph.get("model") or model)  # as the truth's name starts
+    which = str(truth.graph.get("reference", "")).removeprefix(named).strip(" ()")
+    return f"{model} ground truth" + (f" ({which})" if which and which != "ground truth" else "")
+
+
 def resolve_reference(
     spec: str,
     task_name: str,
@@ -44,14 +52,15 @@ def resolve_reference(
     if spec == "none":
         return None, None, "no reference requested"
     if builtin.ships_ground_truth(spec):
-        return builtin.own_ground_truth(spec, task_name, cache_dir), f"{spec} ground truth", None
+        truth = builtin.own_ground_truth(spec, task_name, cache_dir)
+        return truth, truth_label(spec, truth), None
     if spec in ("auto", "planted"):
         truth = builtin.ground_truth(planted, task_name, cache_dir)
         if truth is None and task_name not in TASKS and builtin.ships_ground_truth(planted or ""):
             # a task file's prompts on a planted model: the model's own circuit
             truth = builtin.own_ground_truth(str(planted), task_name, cache_dir)
         if truth is not None:
-            return truth, f"{planted} ground truth", None
+            return truth, truth_label(str(planted), truth), None
         if spec == "planted":
             raise CircuitxError(
                 f"--reference planted needs a planted model with a {task_name} circuit "
@@ -77,7 +86,7 @@ def resolve_reference(
     if base == task_name and planted is not None:  # the model's own circuit for the task
         truth = builtin.ground_truth(planted, spec, cache_dir)
         if truth is not None:
-            return truth, f"{planted} ground truth" + (f" ({variant})" if variant else ""), None
+            return truth, truth_label(planted, truth), None
     if base in TASKS:
         task = TASKS[base]
         if task.reference_task is None:

@@ -48,7 +48,7 @@ def test_a_users_program_builds_and_discovery_recovers_its_circuit(tmp_path):
     )
     assert found.exit_code == 0, found.output
     summary = json.loads(found.stdout)
-    assert summary["reference"] == f"{out} ground truth"
+    assert summary["reference"] == f"{out} ground truth (weights)"
     assert summary["metrics"]["edge_auc"] == 1.0
 
 
@@ -60,7 +60,7 @@ def test_a_model_of_two_positions_runs(tmp_path):
     assert built.exit_code == 0, built.output
     found = run("discover", "--task", "tracr", "--model", out, "--method", "eap", "--json")
     assert found.exit_code == 0, found.output
-    assert json.loads(found.stdout)["reference"] == f"{out} ground truth"
+    assert json.loads(found.stdout)["reference"] == f"{out} ground truth (weights)"
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,7 @@ def test_discover_on_tracr_reports_the_ground_truth():
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["reference"] == "tracr-proportion ground truth"
+    assert summary["reference"] == "tracr-proportion ground truth (ACDC's edge list)"
     assert summary["metrics"]["edge_auc"] >= 0.99
 
 
