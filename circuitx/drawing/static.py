@@ -17,6 +17,7 @@ from typing import Any
 from circuitx.drawing.places import (
     AGREEMENT,
     INPUT_COLOURS,
+    PANEL_GAP,
     RECEIVER_OFFSET,
     Picture,
     caption_text,
@@ -54,12 +55,14 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     edges, chosen, nodes = picture.contents()
     fed = {feeds(data, receiver) for _, receiver, _, data in edges}
     truth = reference_sets(reference)
-    figure = Figure(figsize=(max(6.5, 0.8 * (right + 2.5)), max(4.5, 0.6 * (n_layers + 2))))
+    groups = position_groups(graph)
+    across = 0.55 if groups else 0.8  # inches a column: panels of positions sit closer
+    figure = Figure(figsize=(max(6.5, across * (right + 2.5)), max(4.5, 0.6 * (n_layers + 2))))
     size = 260 if n_heads <= 6 else 170  # node markers, points squared
     FigureCanvasAgg(figure)
     ax = figure.add_axes((0.04, 0.08, 0.78, 0.84))
     ax.set_axis_off()
-    model = positions(n_layers, n_heads, position_groups(graph))
+    model = positions(n_layers, n_heads, groups)
     xs, ys = zip(*(model[n] for n in model if parse_node(n)[0] not in (INPUT, LOGITS)))
     ax.scatter(xs, ys, s=14, color="#dddddd", zorder=1)  # the model, for orientation
     largest = max((abs(e[3]["score"]) for e in edges if e[3]["score"] is not None), default=0.0)
@@ -151,9 +154,12 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             zorder=4,
         )
     header = {"ha": "center", "fontsize": 7, "color": "#777777", "zorder": 5, "bbox": PLAIN}
-    if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):
-        ax.annotate("MLP", (n_heads + 0.5, n_layers + 0.62), **header)
-    ax.annotate("heads", ((n_heads - 1) / 2, n_layers + 0.62), **header)
+    panel = n_heads + 1 + PANEL_GAP
+    for index, group in enumerate(groups or ("",)):  # each panel names its position
+        if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):
+            ax.annotate("MLP", (n_heads + 0.5 + index * panel, n_layers + 0.62), **header)
+        where = f"heads @{group}" if group else "heads"
+        ax.annotate(where, ((n_heads - 1) / 2 + index * panel, n_layers + 0.62), **header)
     if any(kind == "feature" for _, kind in graph.nodes(data="kind")):
         ax.annotate("features", ((n_heads + 1.4 + right) / 2, n_layers + 0.62), **header)
     for layer in range(n_layers):

@@ -99,6 +99,8 @@ def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp
     text = svg_text(out)
     assert ">input@IO<" in text and ">input@END<" in text
     assert ">features<" not in text  # the panels widen the picture; there are no features
+    assert ">heads @IO<" in text and ">heads @other<" in text  # each panel names its position
+    assert text.count(">MLP<") == 6
 
 
 @pytest.mark.parametrize(
