@@ -131,9 +131,14 @@ for (let layer = 0; layer < data.n_layers; layer++) {
   }, backdrop);
   label.textContent = `layer ${layer}`;
 }
-const headers = [["heads", (data.n_heads - 1) / 2]];
-if (data.has_mlp) headers.push(["MLP", data.n_heads + 0.5]);
-if (rightmost > data.n_heads + 1) headers.push(["features", (data.n_heads + 1.4 + rightmost) / 2]);
+const headers = [];
+for (const [group, start] of data.panels) {  // a panel per position group, each named
+  headers.push([group ? `heads @${group}` : "heads", start + (data.n_heads - 1) / 2]);
+  if (data.has_mlp) headers.push(["MLP", start + data.n_heads + 0.5]);
+}
+if (data.panels.length === 1 && rightmost > data.n_heads + 1) {
+  headers.push(["features", (data.n_heads + 1.4 + rightmost) / 2]);
+}
 for (const [text, x] of headers) {
   const header = element("text", {
     x: px(x), y: py(data.n_layers + 0.62), "text-anchor": "middle", "font-size": 11,

@@ -24,6 +24,7 @@ from circuitx.drawing.places import (
     AGREEMENT,
     INPUT_COLOURS,
     MAX_DRAWN_EDGES,
+    PANEL_GAP,
     RECEIVER_OFFSET,
     Picture,
     empty_note,
@@ -33,7 +34,14 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import LOGITS, component_nodes, edges_by_name, score_level, shape_of
+from circuitx.graph import (
+    LOGITS,
+    component_nodes,
+    edges_by_name,
+    position_groups,
+    score_level,
+    shape_of,
+)
 from circuitx.progress import fixed
 from circuitx.version import __version__
 
@@ -44,6 +52,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
     graph, reference, top, every = picture.graph, picture.reference, picture.top, picture.every
     n_layers, n_heads, has_mlp = shape_of(graph)
     places = graph_places(graph)
+    groups = position_groups(graph) or ("",)
     names = [node for node in graph.nodes if node in places]
     index = {node: i for i, node in enumerate(names)}
     truth = reference_sets(reference)
@@ -72,6 +81,8 @@ def page_data(picture: Picture) -> dict[str, Any]:
         "n_layers": n_layers,
         "n_heads": n_heads,
         "has_mlp": has_mlp,
+        # each panel's position group ("" without positions) and where its heads start
+        "panels": [[group, i * (n_heads + 1 + PANEL_GAP)] for i, group in enumerate(groups)],
         "inputs": [n for n in names if kinds[n] == "input"],  # at every position
         "logits": LOGITS,
         "initial": {

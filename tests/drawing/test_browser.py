@@ -9,8 +9,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import METHOD_GRAPHS, drawn, open_page, scored_circuit, selected
+from conftest import METHOD_GRAPHS, drawn, find, open_page, scored_circuit, selected
 
+from circuitx.builtin import load
 from circuitx.drawing import draw
 from circuitx.graph import full_graph, select_nodes, selection_by_score
 
@@ -129,3 +130,19 @@ def test_a_12x12_models_every_edge_selects_the_largest_draw_and_show(browser, tm
     assert summary["note"] == "no component is in the circuit"  # the saved one is empty
     pixels = imread(io.BytesIO(browser.get_screenshot_as_png()))
     assert pixels.shape[0] > 500 and float(np.std(pixels[..., :3])) > 0.05
+
+
+def test_a_page_over_positions_names_each_panel(browser, tmp_path):
+    """Each panel of a circuit over token positions is headed by its position (the
+    headers were the first panel's alone, and a 'features' header stood over the rest)."""
+    graph = find(load("planted-ioi"), "ioi", "eap", n_prompts=6, positions="named",
+                 faithfulness=False)  # fmt: skip
+    summary = draw(graph, tmp_path / "p.html")
+    assert open_page(browser, tmp_path / "p.html") == []
+    assert drawn(browser) == (summary["nodes"], summary["edges"])
+    headers = browser.execute_script(
+        "return [...document.querySelectorAll('#model text')].map((t) => t.textContent)"
+    )
+    panels = [h for h in headers if h.startswith("heads")]
+    assert panels == [f"heads @{g}" for g in ("IO", "S1", "S1+1", "S2", "END", "other")]
+    assert headers.count("MLP") == 6 and "features" not in headers
