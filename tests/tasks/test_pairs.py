@@ -304,6 +304,9 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["metrics"]["node_auc"] == pytest.approx(1.0)
+    # what the page says of it: 17 of the 25 planted edges, faithfulness about -0.29
+    assert summary["metrics"]["edge_recall"] == pytest.approx(17 / 25)
+    assert summary["faithfulness"] == pytest.approx(-0.29, abs=0.01)
     assert (tmp_path / "my-ioi.graphml").is_file()
     export = text.split("```bash\ncircuitx export ", 1)[1].split("\n", 1)[0]
     result = run("export", *shlex.split(export))
@@ -315,6 +318,7 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     exec(compile(python, "task-files.md", "exec"), names)
     assert names["graph"].graph["task"] == "four-pairs"
     assert names["graph"].graph["n_prompts"] == 4
+    assert names["graph"].graph["faithfulness"] == pytest.approx(-0.29, abs=0.01)
 
 
 def test_a_task_file_on_the_leaderboard(files, tmp_path):
