@@ -1,148 +1,34 @@
-"""Loading models and running them with hooks: the only module that imports TransformerLens.
-
-A model is a local directory holding a Hugging Face model and its tokenizer, or a Hugging
-Face hub name or alias (built-in model names are resolved to directories by
-:mod:`circuitx.builtin`, above this module).
-Everything is loaded through ``TransformerBridge`` in compatibility mode, so hook names
-and weight conventions are HookedTransformer's.
-"""
+"""A loaded model (:class:`Model`: its bridge, tokenizer and shape, and passes with
+hooks) and its parameters read out for the methods that compute the forward pass
+themselves (:func:`transformer_weights`)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import io
-import json
-import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from circuitx.errors import CircuitxError, first_line, listed
-from circuitx.layout import Layout, SenderChunk
+from circuitx.errors import CircuitxError
+from circuitx.layout import Layout
+from circuitx.models.hooks import (
+    HOOK_FLAGS,
+    LOGITS_INPUT_HOOK,
+    UNEMBED_INPUT_HOOK,
+    HookFn,
+    head_output_hook,
+    mlp_output_hook,
+    post_attention_scale_hook,
+    resid_pre_hook,
+)
 from circuitx.names import head_node, mlp_node
-from circuitx.progress import announce
 
-HUB_ALIASES = {
-    "gpt2": "openai-community/gpt2",
-    "gpt2-small": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium",
-    "attn-only-4l": "NeelNanda/Attn_Only_4L512W_C4_Code",
-}
-# Repos stored in the pre-Hugging-Face TransformerLens format (no ``model_type``, ``.pth`` weights).
-TL_LEGACY_PREFIXES = ("NeelNanda/", "ArthurConmy/", "Baidicoot/")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Optional hook points: flag -> the config attribute that holds it.
-HOOK_FLAGS = {
-    "split_qkv": "use_split_qkv_input",
-    "attn_result": "use_attn_result",
-    "mlp_in": "use_hook_mlp_in",
-}
-
-# The Hugging Face model families circuitx runs: each is tested end to end on a tiny
-# random model (tests/discovery/test_architectures.py); any other is refused at load.
-MODEL_FAMILIES = {
-    "gpt2": "GPT-2",
-    "llama": "Llama",
-    "qwen2": "Qwen2",
-    "mistral": "Mistral",
-    "gemma2": "Gemma-2",
-    "gpt_neox": "GPT-NeoX (Pythia)",
-}
-# A local model directory holds its tokenizer in one of these.
 # Texts per tokenizer call: about 40 ms for short prompts, so Ctrl-C is not held up.
 ENCODE_CHUNK = 2048
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-
-UNEMBED_INPUT_HOOK = "unembed.hook_in"
-# A model config's key for what zero ablation leaves of the embeddings (see Model).
-ZERO_EMBEDDING_KEY = "circuitx_zero_embedding"
-
-HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
-
-
-def head_output_hook(layer: int) -> str:
-    """Hook on the per-head attention output ``z``: [batch, pos, head, d_head]."""
-    return f"blocks.{layer}.attn.hook_z"
-
-
-def attention_output_hook(layer: int) -> str:
-    """Hook on what a layer's attention adds to the residual stream (after a
-    post-attention norm, where there is one): [batch, pos, d_model]."""
-    return f"blocks.{layer}.hook_attn_out"
-
-
-def post_attention_scale_hook(layer: int) -> str:
-    """Hook on the scale of the norm on a layer's summed head outputs (Gemma-2): [batch,
-    pos, 1]."""
-    return f"blocks.{layer}.ln1_post.hook_scale"
-
-
-def mlp_output_hook(layer: int) -> str:
-    """Hook on the MLP output written to the residual stream: [batch, pos, d_model]."""
-    return f"blocks.{layer}.hook_mlp_out"
-
-
-def resid_pre_hook(layer: int) -> str:
-    """Hook on the residual stream entering block ``layer``: [batch, pos, d_model]."""
-    return f"blocks.{layer}.hook_resid_pre"
-
-
-def head_input_hook(layer: int, head_input: str) -> str:
-    """Hook on what each head reads for its ``q``, ``k`` or ``v``: [batch, pos, head, d_model]
-    (needs the ``split_qkv`` flag)."""
-    return f"blocks.{layer}.hook_{head_input}_input"
-
-
-def head_vector_hook(layer: int, head_input: str) -> str:
-    """Hook on each head's ``q``, ``k`` or ``v`` itself, before rotary positions:
-    [batch, pos, head, d_head]."""
-    return f"blocks.{layer}.attn.hook_{head_input}"
-
-
-def mlp_input_hook(layer: int) -> str:
-    """Hook on what the MLP reads, before its LayerNorm: [batch, pos, d_model] (``mlp_in`` flag)."""
-    return f"blocks.{layer}.hook_mlp_in"
-
-
-def mlp_normalized_input_hook(layer: int) -> str:
-    """Hook on what the MLP reads after its LayerNorm's centring and scaling (the gain is
-    folded into the MLP): [batch, pos, d_model]. Transcoders read here."""
-    return f"blocks.{layer}.ln2.hook_normalized"
-
-
-def attention_pattern_hook(layer: int) -> str:
-    """Hook on the attention pattern: [batch, head, query, key]."""
-    return f"blocks.{layer}.attn.hook_pattern"
-
-
-def norm_scale_hook(layer: int | None, norm: str = "ln1") -> str:
-    """Hook on a LayerNorm's scale [batch, pos, 1]: block ``layer``'s ``ln1`` or ``ln2``, or
-    the final LayerNorm's (``layer`` None)."""
-    return "ln_final.hook_scale" if layer is None else f"blocks.{layer}.{norm}.hook_scale"
-
-
-# What the embeddings write (the ``input`` node) and what the unembedding reads (``logits``).
-EMBED_OUTPUT_HOOK = resid_pre_hook(0)
-LOGITS_INPUT_HOOK = "ln_final.hook_in"
-EDGE_HOOK_FLAGS = ("split_qkv", "mlp_in")  # what edge-level patching needs
-
-
-def sender_output_hook(chunk: SenderChunk) -> str:
-    """The hook point holding a sender chunk's output: what the embeddings write, a
-    layer's z, or an MLP's output."""
-    if chunk.kind == "input":
-        return EMBED_OUTPUT_HOOK
-    return head_output_hook(chunk.layer) if chunk.heads else mlp_output_hook(chunk.layer)
-
-
-def canonical_model_name(name: str) -> str:
-    """The hub id an alias stands for; other names are returned unchanged."""
-    return HUB_ALIASES.get(name, name)
 
 
 @dataclass
@@ -590,7 +476,7 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
         rotary=tables,
         parallel=model.parallel,
         # Gemma scales the embeddings by sqrt(d_model) inside its forward pass
-        embed_scale=model.d_model**0.5 if _model_type(hf_config).startswith("gemma") else 1.0,
+        embed_scale=model.d_model**0.5 if config_model_type(hf_config).startswith("gemma") else 1.0,
         attn_softcap=_cap(getattr(cfg, "attn_scores_soft_cap", -1)),
         logit_softcap=_cap(getattr(cfg, "output_logits_soft_cap", -1)),
     )
@@ -634,7 +520,8 @@ def _attention_scale(model: Model, hf_config: Any) -> float:
     return float((scalar or model.d_head) ** 0.5)
 
 
-def _model_type(hf_config: Any) -> str:
+def config_model_type(hf_config: Any) -> str:
+    """A Hugging Face config's ``model_type`` ("" where it has none)."""
     return str(getattr(hf_config, "model_type", "") or "")
 
 
@@ -661,373 +548,3 @@ def _adapt_hook(fn: HookFn) -> Callable[..., Any]:
         return fn(tensor)
 
     return hook
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise CircuitxError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def parse_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CircuitxError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CircuitxError(f"device {name!r} requested but no CUDA device is available")
-    return device
-
-
-def load_model(name: str, device: str | None = None, dtype: str = "float32") -> Model:
-    """Load a local model directory, or a hub model by name or alias."""
-    torch_device, torch_dtype = parse_device(device), parse_dtype(dtype)
-    if Path(name).expanduser().is_dir():
-        # absolute: the bridge reads a bare name it knows ("neox", "gpt2") as a hub alias
-        source = str(Path(name).expanduser().resolve())
-        if not (Path(source) / "config.json").is_file():
-            raise CircuitxError(f"not a model directory (no config.json): {name}")
-        if not _looks_like_path(name):  # a hub name a directory here shadows
-            announce(f"note: model {name!r} is the local directory {source}")
-    elif _looks_like_path(name):
-        raise CircuitxError(f"model directory not found: {name}")
-    else:
-        source = canonical_model_name(name)
-        _check_hub_model(name, source)
-    with quiet_loaders():
-        try:
-            bridge = _boot(source, torch_device, torch_dtype)
-            bridge.enable_compatibility_mode(disable_warnings=True)
-        except CircuitxError:
-            raise
-        except Exception as error:  # the loaders raise many types; report one line
-            raise CircuitxError(f"cannot load model {name!r}: {first_line(error)}") from None
-    tokens, rows = len(bridge.tokenizer), int(bridge.cfg.d_vocab)
-    if tokens <= 1:  # e.g. a fast tokenizer built from vocab and merges files lost them
-        raise CircuitxError(
-            f"model {name!r}: its tokenizer has {tokens} token{'s' * (tokens != 1)}, so it "
-            "reads no text; save the tokenizer the model was trained with beside it"
-        )
-    if tokens > rows:  # a token past the embedding would fail in the middle of a run
-        raise CircuitxError(
-            f"model {name!r}: its tokenizer has {tokens} tokens but its embedding only {rows} "
-            "rows; save the model with the tokenizer it was trained with"
-        )
-    bridge.eval()
-    bridge.requires_grad_(False)  # methods differentiate masks and inputs, never weights
-    hf_config = getattr(bridge.original_model, "config", None)
-    causal = bool(getattr(hf_config, "is_causal", True))
-    if not causal:
-        # The bridge masks attention itself and ignores the config; a plain assignment
-        # would be forwarded to the wrapped Hugging Face module.
-        for block in bridge.blocks:
-            object.__setattr__(block.attn, "is_causal", False)
-    zero = getattr(hf_config, ZERO_EMBEDDING_KEY, None)
-    cfg = bridge.cfg
-    return Model(
-        name=name,
-        source=source,
-        bridge=bridge,
-        tokenizer=bridge.tokenizer,
-        n_layers=int(cfg.n_layers),
-        n_heads=int(cfg.n_heads),
-        d_model=int(cfg.d_model),
-        d_head=int(cfg.d_head),
-        has_mlp=not (
-            bool(getattr(cfg, "attn_only", False))
-            or bool(getattr(hf_config, "circuitx_attn_only", False))
-        ),
-        n_ctx=int(cfg.n_ctx),
-        d_vocab=int(cfg.d_vocab),
-        device=torch_device,
-        dtype=torch_dtype,
-        hub_id=None if Path(source).is_dir() else source,
-        causal=causal,
-        parallel=bool(getattr(cfg, "parallel_attn_mlp", False)),
-        zero_embedding=None
-        if zero is None
-        else torch.tensor(zero, dtype=torch_dtype).to(torch_device),
-    )
-
-
-def local_model_hub_id(directory: str) -> str | None:
-    """The hub id a local model directory says it was saved from, if its config records one."""
-    try:
-        config = json.loads((Path(directory) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    recorded = config.get("_name_or_path") or ""
-    return canonical_model_name(recorded) if recorded else None
-
-
-def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
-    from transformer_lens.model_bridge import TransformerBridge
-
-    legacy = source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir()
-    if legacy or (Path(source).is_dir() and is_tl_legacy_dir(Path(source))):
-        model, tokenizer = gpt2_from_tl_legacy(source, dtype)
-    else:  # a tokenizer of None: the bridge loads it
-        model = ungrouped_model(pretrained_model(source, dtype))
-        tokenizer = saved_tokenizer(source)
-    return TransformerBridge.boot_transformers(
-        source,
-        device=device,
-        dtype=dtype,
-        hf_model=fused_activations(model).to(device),
-        tokenizer=tokenizer,
-    )
-
-
-def fused_activations(model: Any) -> Any:
-    """``model`` with each ``NewGELUActivation`` (GPT-2's ``gelu_new``, four tensor ops
-    in Python) replaced by ``GELUTanh``, the same tanh approximation in one fused op:
-    transformers' own faster equivalent (equal up to float rounding: 2.4e-7 at most on
-    unit-normal inputs). A forward pass of planted IOI on 400 prompts on the CPU spent 1.0
-    of its 2.4 s in the Python version."""
-    from transformers.activations import GELUTanh, NewGELUActivation
-
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is NewGELUActivation:
-                setattr(module, name, GELUTanh())
-    return model
-
-
-def pretrained_model(source: str, dtype: torch.dtype) -> Any:
-    """The Hugging Face model at ``source`` (a directory or a hub name), with eager
-    attention, as the bridge would load it; refused in one line when its family is not one
-    of :data:`MODEL_FAMILIES`, when a directory holds no tokenizer, and when the checkpoint
-    lacks weights the model has or holds them in other shapes (which transformers would
-    fill in at random)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(source)
-    family = _model_type(config)
-    if family not in MODEL_FAMILIES:
-        raise CircuitxError(
-            f"{source}: circuitx does not run {family or 'this kind of'} models; it runs "
-            f"{', '.join(MODEL_FAMILIES.values())}"
-        )
-    directory = Path(source)
-    if directory.is_dir() and not any((directory / name).is_file() for name in TOKENIZER_FILES):
-        raise CircuitxError(
-            f"no tokenizer in {source}: save the model's beside it (tokenizer.save_pretrained)"
-        )
-    model, loading = AutoModelForCausalLM.from_pretrained(
-        source,
-        config=config,
-        dtype=dtype,
-        attn_implementation="eager",
-        output_loading_info=True,
-        ignore_mismatched_sizes=True,  # named below, not left random
-    )
-    mismatched = sorted(loading.get("mismatched_keys") or ())
-    if mismatched:
-        key, saved, wanted = mismatched[0]
-        raise CircuitxError(
-            f"{source}: {len(mismatched)} of the checkpoint's weights do not fit config.json "
-            f"({key} is {tuple(saved)}, the config makes it {tuple(wanted)}); is config.json "
-            "the checkpoint's own?"
-        )
-    missing = sorted(loading["missing_keys"])
-    if missing:
-        raise CircuitxError(
-            f"{source}: the checkpoint lacks {len(missing)} of the model's weights "
-            f"({listed(missing, 3)}), which would be random; is config.json the checkpoint's own?"
-        )
-    return model.eval()
-
-
-def saved_tokenizer(source: str) -> Any | None:
-    """A model directory's tokenizer as saved, where it names the generic fast class:
-    ``AutoTokenizer`` would pick the architecture's own class instead (a word-level
-    tokenizer saved beside a Qwen2 model loads as Qwen2's BPE and splits every word). It
-    adds BOS, as the bridge makes every tokenizer do. None otherwise: the bridge loads it."""
-    from transformers import PreTrainedTokenizerFast
-
-    path = Path(source) / "tokenizer_config.json"
-    if not path.is_file():
-        return None
-    saved_class = json.loads(path.read_text()).get("tokenizer_class")
-    if saved_class not in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-        return None
-    return PreTrainedTokenizerFast.from_pretrained(source, add_bos_token=True)
-
-
-def is_tl_legacy_dir(directory: Path) -> bool:
-    """A model saved in the pre-Hugging-Face TransformerLens format: a config.json with
-    no ``model_type`` and the weights as a ``*.pth`` state dict."""
-    try:
-        config = json.loads((directory / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return "model_type" not in config and any(directory.glob("*.pth"))
-
-
-def tl_legacy_files(source: str) -> tuple[dict[str, Any], Path, Any]:
-    """A legacy TransformerLens model's config, final state dict file and tokenizer, from
-    a local directory or a hub repo (``NeelNanda/*``)."""
-    from transformers import AutoTokenizer
-
-    if Path(source).is_dir():
-        directory = Path(source)
-        config = json.loads((directory / "config.json").read_text())
-        weights = sorted(directory.glob("*final.pth")) or sorted(directory.glob("*.pth"))
-        tokenizer = saved_tokenizer(source) or AutoTokenizer.from_pretrained(source)
-        return config, weights[-1], tokenizer
-    from huggingface_hub import HfApi, hf_hub_download
-
-    config = json.loads(Path(hf_hub_download(source, "config.json")).read_text())
-    final = [f for f in HfApi().list_repo_files(source) if f.endswith("final.pth")]
-    if not final:
-        raise CircuitxError(f"no final weights (*final.pth) in {source}")
-    tokenizer = AutoTokenizer.from_pretrained(config["tokenizer_name"])
-    return config, Path(hf_hub_download(source, final[0])), tokenizer
-
-
-def gpt2_from_tl_legacy(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
-    """A legacy TransformerLens model (``attn-only-4l``'s format) as a Hugging Face GPT-2
-    computing the same function, and its tokenizer. TransformerLens boots such models as
-    its native bridge, whose attention has no per-head q/k/v inputs; as GPT-2 they have
-    them. Per-head weights become GPT-2's fused projections; an attention-only model gets
-    MLPs that output exactly zero and ``circuitx_attn_only`` in its config (no MLP nodes);
-    the unembedding keeps its bias."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config, weights, tokenizer = tl_legacy_files(source)
-    normalization = config.get("normalization_type", config.get("normalization"))
-    if normalization != "LN" or config.get("positional_embedding_type", "standard") != "standard":
-        raise CircuitxError(
-            f"legacy model {source} uses {normalization} normalisation and "
-            f"{config.get('positional_embedding_type')} positions; circuitx reads LayerNorm "
-            "and learned positions"
-        )
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    n_heads, d_model, attn_only = config["n_heads"], config["d_model"], config["attn_only"]
-    gpt2 = GPT2Config(
-        vocab_size=config["d_vocab"], n_positions=config["n_ctx"], n_embd=d_model,
-        n_layer=config["n_layers"], n_head=n_heads, layer_norm_epsilon=config.get("eps", 1e-5),
-        n_inner=1 if attn_only else config["d_mlp"], activation_function=config["act_fn"],
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    gpt2.circuitx_attn_only = bool(attn_only)
-    with torch.random.fork_rng(devices=[]):
-        model = GPT2LMHeadModel(gpt2)
-    with torch.no_grad():
-        model.transformer.wte.weight.copy_(state["embed.W_E"])
-        model.transformer.wpe.weight.copy_(state["pos_embed.W_pos"])
-        for layer, block in enumerate(model.transformer.h):
-            tl = f"blocks.{layer}."
-            block.ln_1.weight.copy_(state[tl + "ln1.w"])
-            block.ln_1.bias.copy_(state[tl + "ln1.b"])
-            # [head, d_model, d_head] -> GPT-2's [d_model, head * d_head]
-            qkv = [state[f"{tl}attn.W_{x}"].permute(1, 0, 2).flatten(1) for x in "QKV"]
-            block.attn.c_attn.weight.copy_(torch.cat(qkv, 1))
-            block.attn.c_attn.bias.copy_(
-                torch.cat([state[f"{tl}attn.b_{x}"].flatten() for x in "QKV"])
-            )
-            block.attn.c_proj.weight.copy_(state[tl + "attn.W_O"].flatten(0, 1))
-            block.attn.c_proj.bias.copy_(state[tl + "attn.b_O"])
-            if attn_only:
-                for parameter in block.mlp.parameters():
-                    parameter.zero_()
-            else:
-                block.ln_2.weight.copy_(state[tl + "ln2.w"])
-                block.ln_2.bias.copy_(state[tl + "ln2.b"])
-                block.mlp.c_fc.weight.copy_(state[tl + "mlp.W_in"])
-                block.mlp.c_fc.bias.copy_(state[tl + "mlp.b_in"])
-                block.mlp.c_proj.weight.copy_(state[tl + "mlp.W_out"])
-                block.mlp.c_proj.bias.copy_(state[tl + "mlp.b_out"])
-        model.transformer.ln_f.weight.copy_(state["ln_final.w"])
-        model.transformer.ln_f.bias.copy_(state["ln_final.b"])
-        unembed = torch.nn.Linear(d_model, config["d_vocab"], bias=True)
-        unembed.weight.copy_(state["unembed.W_U"].T)
-        unembed.bias.copy_(state.get("unembed.b_U", torch.zeros(config["d_vocab"])))
-        model.lm_head = unembed
-    return model.to(dtype).eval(), tokenizer
-
-
-def ungrouped_model(model: Any) -> Any:
-    """For a model whose heads share keys and values (grouped- or multi-query attention),
-    the same model with each query head given its own copy of its group's key and value
-    projections: it computes the same function, and every head has its own q, k and v
-    input, as EAP-IG's ``ungroup_grouped_query_attention`` gives. Other models as they
-    are."""
-    from transformers import AutoModelForCausalLM
-
-    config = model.config
-    text = getattr(config, "text_config", None) or config
-    n_heads = getattr(text, "num_attention_heads", None)
-    n_kv = getattr(text, "num_key_value_heads", None)
-    if not n_heads or not n_kv or n_kv == n_heads:
-        return model
-    dtype = next(model.parameters()).dtype
-    state = model.state_dict()
-    for name, tensor in state.items():
-        if name.endswith(("k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias")):
-            per_group = tensor.unflatten(0, (n_kv, -1))
-            state[name] = per_group.repeat_interleave(n_heads // n_kv, 0).flatten(0, 1)
-    text.num_key_value_heads = n_heads
-    with torch.device("meta"):
-        ungrouped = AutoModelForCausalLM.from_config(
-            config, dtype=dtype, attn_implementation="eager"
-        )
-    ungrouped.load_state_dict(state, assign=True, strict=False)
-    for name, buffer in model.named_buffers():  # those the state leaves out (rotary tables)
-        owner, _, attribute = name.rpartition(".")
-        ungrouped.get_submodule(owner)._buffers[attribute] = buffer
-    ungrouped.tie_weights()
-    return ungrouped.eval()
-
-
-def _check_hub_model(name: str, repo_id: str) -> None:
-    """Fail fast, in one line, when a hub model is neither cached nor reachable."""
-    import huggingface_hub
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    try:
-        cached = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # a name that is not a valid repo id
-        raise CircuitxError(
-            f"unknown model {name!r}: not a built-in model, a local directory or a hub name"
-        ) from None
-    if isinstance(cached, str):
-        return
-    try:
-        huggingface_hub.model_info(repo_id, timeout=10)
-    except RepositoryNotFoundError:
-        raise CircuitxError(
-            f"unknown model {name!r}: no such repository on the Hugging Face hub"
-        ) from None
-    except Exception:
-        raise CircuitxError(
-            f"cannot load {name!r}: it is not a built-in model (circuitx models lists them) "
-            "or a local directory, and the Hugging Face hub is unreachable with the model not "
-            "cached; pass a local model directory with --model DIR, or a built-in model "
-            "such as --model planted"
-        ) from None
-
-
-def _looks_like_path(name: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything else with slashes is a path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
-@contextlib.contextmanager
-def quiet_loaders():
-    """Silence the loaders' progress bars, warnings and log lines."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
