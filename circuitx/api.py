@@ -38,7 +38,7 @@ from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
 from circuitx.errors import CircuitxError, CircuitxWarning
-from circuitx.graph import read_graph, write_graph
+from circuitx.graph_files import read_graph, write_graph
 from circuitx.leaderboard import (
     Leaderboard,
     check_grid,

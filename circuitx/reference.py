@@ -33,9 +33,9 @@ from circuitx.graph import (
     full_graph,
     head_node,
     layout_graph,
-    read_graph,
     shape_of,
 )
+from circuitx.graph_files import read_graph
 from circuitx.layout import PositionLayout
 from circuitx.names import split_position
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import networkx as nx
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import from_json_dict, to_json_dict
+from circuitx.graph_files import from_json_dict, to_json_dict
 
 CIRCUIT_FILE = "circuit.json"
 

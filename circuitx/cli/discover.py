@@ -44,12 +44,11 @@ from circuitx.discovery import (
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw, draw_format
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open, check_not_an_input, check_output_path
-from circuitx.graph import (
+from circuitx.graph import collapse_positions, position_groups
+from circuitx.graph_files import (
     GRAPH_FORMATS,
-    collapse_positions,
     graph_format,
     graph_to_text,
-    position_groups,
     read_graph,
     suffix_format,
     write_graph,

@@ -29,7 +29,8 @@ from circuitx.discovery import (
     report,
 )
 from circuitx.errors import CircuitxError, first_line
-from circuitx.graph import component_graph, to_json_dict
+from circuitx.graph import component_graph
+from circuitx.graph_files import to_json_dict
 from circuitx.progress import silenced
 from circuitx.reference import circuit_record
 from circuitx.scoring import roc_curves

@@ -12,7 +12,8 @@ from typing import Any
 
 from circuitx.drawing import draw
 from circuitx.files import atomic_open
-from circuitx.graph import from_json_dict, shape_of
+from circuitx.graph import shape_of
+from circuitx.graph_files import from_json_dict
 from circuitx.leaderboard.cells import Cell
 from circuitx.leaderboard.results import COLUMNS, table
 from circuitx.reference import from_circuit_record

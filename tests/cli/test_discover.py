@@ -7,7 +7,7 @@ import torch
 from conftest import assert_one_line_error, run, stderr_lines
 
 from circuitx.cli.discover import run_warnings
-from circuitx.graph import read_graph, write_graph
+from circuitx.graph_files import read_graph, write_graph
 from circuitx.scoring import METRIC_NAMES
 
 DISCOVER = ["discover", "--task", "ioi", "--method", "activation-patching"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import SHORT_TRAINING, run, stderr_lines
 
-from circuitx.graph import read_graph
+from circuitx.graph_files import read_graph
 from circuitx.methods import METHODS
 
 CASES = int(os.environ.get("CIRCUITX_FUZZ_CASES", "120"))

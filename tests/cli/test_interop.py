@@ -5,7 +5,8 @@ import json
 import pytest
 from conftest import assert_one_line_error, run
 
-from circuitx.graph import edges_by_name, read_graph
+from circuitx.graph import edges_by_name
+from circuitx.graph_files import read_graph
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def ioi_classes(heads_as) -> dict:
     "heads_as", [lambda at, h: f"{at}.{h}", lambda at, h: f"a{at}.h{h}", lambda at, h: [at, h]]
 )
 def test_a_class_circuit_file_is_the_built_in_reference(tmp_path, heads_as):
-    from circuitx.graph import full_graph, write_graph
+    from circuitx.graph import full_graph
+    from circuitx.graph_files import write_graph
 
     graph = full_graph(12, 12, True, task="ioi", model="gpt2")
     for i, data in enumerate(edges_by_name(graph).values()):
@@ -109,7 +111,8 @@ def test_a_class_circuit_file_is_the_built_in_reference(tmp_path, heads_as):
     ],
 )
 def test_bad_class_circuits_are_one_line(tmp_path, classes, edges, message):
-    from circuitx.graph import full_graph, write_graph
+    from circuitx.graph import full_graph
+    from circuitx.graph_files import write_graph
 
     path = tmp_path / "g.json"
     write_graph(full_graph(12, 12, True, task="ioi"), path)

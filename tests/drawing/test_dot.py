@@ -8,7 +8,8 @@ from conftest import METHOD_GRAPHS, assert_one_line_error, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, Picture, draw
 from circuitx.drawing.dot import dot_source
-from circuitx.graph import full_graph, select_nodes, write_graph
+from circuitx.graph import full_graph, select_nodes
+from circuitx.graph_files import write_graph
 
 
 def test_dot_draws_the_circuit_with_its_colours(graphviz, tmp_path):

@@ -10,7 +10,8 @@ from conftest import assert_one_line_error, run, scored_circuit
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.drawing import places as places_module
 from circuitx.drawing.places import graph_places
-from circuitx.graph import edges_by_name, full_graph, select_nodes, write_graph
+from circuitx.graph import edges_by_name, full_graph, select_nodes
+from circuitx.graph_files import write_graph
 
 
 def svg_text(path) -> str:

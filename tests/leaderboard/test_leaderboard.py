@@ -22,7 +22,7 @@ from circuitx import builtin
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.discovery import report
-from circuitx.graph import from_json_dict
+from circuitx.graph_files import from_json_dict
 from circuitx.leaderboard import (
     STANDARD_VARIANTS,
     make_grid,

@@ -18,7 +18,7 @@ from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.discovery import report
 from circuitx.errors import CircuitxError
-from circuitx.graph import read_graph
+from circuitx.graph_files import read_graph
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.methods.transcoder import attribute, greedy_paths
 from circuitx.models import (

@@ -14,7 +14,8 @@ from conftest import assert_one_line_error, run
 
 from circuitx.builtin import load
 from circuitx.errors import CircuitxError
-from circuitx.graph import edges_by_name, read_graph, write_graph
+from circuitx.graph import edges_by_name
+from circuitx.graph_files import read_graph, write_graph
 from circuitx.tasks import FileTask, get_task
 
 N = 12

@@ -1,0 +1,460 @@
+"""Circuit graph files: GraphML, circuitx's JSON, EAP-IG's graph JSON (MIB) and DOT,
+written atomically and read back validated against the model shape they describe."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from circuitx.errors import CircuitxError, listed
+from circuitx.files import atomic_open, finite
+from circuitx.graph import edges_by_name, full_graph, position_groups, shape_of
+from circuitx.layout import Layout
+from circuitx.names import INPUT, LOGITS, parse_edge_name, parse_node
+
+SCHEMA_KEY = "circuitx_schema"
+GRAPH_FORMATS = ("graphml", "json", "dot", "eap-ig")
+
+
+def graph_format(path: str | Path, explicit: str | None = None) -> str:
+    """The file format named explicitly or by the path's extension."""
+    named = explicit or suffix_format(path)
+    if named is None:
+        raise CircuitxError(
+            f"cannot tell the graph format of {str(path)!r}: use .graphml, .json or .dot"
+        )
+    return named
+
+
+def suffix_format(path: str | Path) -> str | None:
+    """The graph format ``path``'s extension names, or None for another extension."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    aliases = {"graphml": "graphml", "xml": "graphml", "json": "json", "dot": "dot", "gv": "dot"}
+    return aliases.get(suffix)
+
+
+def write_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str | None = None) -> None:
+    """Write ``graph`` atomically as GraphML, JSON or DOT (chosen by extension or ``fmt``)."""
+    if not isinstance(graph, nx.MultiDiGraph):
+        raise CircuitxError(
+            f"write_graph takes a circuit graph (a networkx MultiDiGraph, as discover "
+            f"returns), not {type(graph).__name__}"
+        )
+    if not isinstance(path, (str, os.PathLike)):
+        raise CircuitxError(f"write_graph takes a file path, not {path!r}")
+    text = graph_to_text(graph, graph_format(path, fmt))
+    with atomic_open(path) as handle:
+        handle.write(text)
+
+
+def graph_to_text(graph: nx.MultiDiGraph, fmt: str) -> str:
+    if fmt == "graphml":
+        return "\n".join(nx.generate_graphml(_graphml_ready(graph))) + "\n"
+    if fmt == "json":
+        return json.dumps(to_json_dict(graph), indent=1, allow_nan=False) + "\n"
+    if fmt == "dot":
+        return to_dot(graph)
+    if fmt == "eap-ig":
+        return json.dumps(to_eap_ig_dict(graph), allow_nan=False) + "\n"
+    raise CircuitxError(f"unknown graph format {fmt!r}; choose one of {', '.join(GRAPH_FORMATS)}")
+
+
+def read_graph(path: str | Path) -> nx.MultiDiGraph:
+    """Read a circuit graph written by :func:`write_graph` (GraphML or JSON), or a graph
+    EAP-IG wrote (its JSON, as MIB takes it)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CircuitxError(f"read_graph takes a file path, not {path!r}")
+    path = Path(path)
+    if path.is_dir():
+        raise CircuitxError(f"{path} is a directory, not a graph file")
+    if not path.is_file():
+        raise CircuitxError(f"graph file not found: {path}")
+    fmt = suffix_format(path)
+    if fmt is None:
+        raise CircuitxError(
+            f"cannot tell the graph format of {str(path)!r}: read .graphml or .json"
+        )
+    if fmt not in ("graphml", "json"):  # a format we write but do not read back
+        raise CircuitxError(f"{path} is a {fmt} file; circuitx reads graphs as GraphML or JSON")
+    try:
+        if fmt == "graphml":
+            graph = _from_graphml(nx.read_graphml(path, force_multigraph=True))
+        else:  # JSON: ours, or an EAP-IG (MIB) graph
+            data = json.loads(path.read_text())
+            graph = from_eap_ig_dict(data) if is_eap_ig_dict(data) else from_json_dict(data)
+        _validate(graph)
+    except CircuitxError as error:
+        raise CircuitxError(f"malformed graph file {path}: {error}") from None
+    except Exception as error:  # parsers raise many types; report one line
+        detail = str(error).strip().splitlines()
+        raise CircuitxError(
+            f"malformed graph file {path}: {detail[0] if detail else type(error).__name__}"
+        ) from None
+    return graph
+
+
+JSON_VERSION = 1  # of the JSON form (to_json_dict)
+NODE_ATTRIBUTES = ("kind", "layer", "head", "score", "in_circuit")
+EDGE_ATTRIBUTES = ("input", "score", "in_circuit")
+
+
+def _validate(graph: nx.MultiDiGraph) -> None:
+    """Every node and edge carries the schema's attributes, with values of their kind (the
+    name of the first that does not, and the attribute), the metadata holds the shape and
+    every node is in a model of that shape."""
+    if graph.number_of_nodes() == 0:
+        raise CircuitxError("graph has no nodes")
+    n_layers, n_heads, has_mlp = shape_of(graph)
+    if n_layers < 1 or n_heads < 1:
+        raise CircuitxError(f"a model of {n_layers} layers x {n_heads} heads has no heads")
+    components = Layout(n_layers, n_heads, has_mlp).n_senders + 1  # every one, and logits
+    if graph.number_of_nodes() < components:
+        raise CircuitxError(
+            f"its metadata describes a model of {n_layers} layers x {n_heads} heads, "
+            f"{components} nodes, but it has {graph.number_of_nodes()}"
+        )
+    parallel = bool(graph.graph.get("parallel"))
+    _check_selection(graph.graph)
+    if graph.number_of_edges() == 0:
+        raise CircuitxError("graph has no edges (a graph holds every edge of its model)")
+    for node, data in graph.nodes(data=True):
+        kind, layer, head = parse_node(node)
+        if all(data.get(attribute) is None for attribute in ("kind", "in_circuit")):
+            raise CircuitxError(f"node {node} is not declared (an edge names it)")
+        _check_attributes(f"node {node}", data, NODE_ATTRIBUTES)
+        if data["kind"] != kind:
+            raise CircuitxError(f"node {node}: kind must be {kind!r}, not {data['kind']!r}")
+        outside = layer is not None and (
+            layer >= n_layers
+            or (head is not None and head >= n_heads)
+            or (head is None and not has_mlp)
+        )
+        if outside:
+            mlps = "with" if has_mlp else "without"
+            raise CircuitxError(
+                f"node {node} is not in the model its metadata describes ({n_layers} layers "
+                f"x {n_heads} heads, {mlps} MLPs)"
+            )
+    for sender, receiver, key, data in graph.edges(keys=True, data=True):
+        _check_attributes(f"edge {key}", data, EDGE_ATTRIBUTES)
+        if parse_edge_name(key) != (sender, receiver, data["input"]):
+            raise CircuitxError(f"edge {key}: its ends or input do not match its name")
+        if not _reads(receiver, sender, n_layers, parallel):
+            raise CircuitxError(f"edge {key}: {receiver} runs before {sender} and cannot read it")
+
+
+def _reads(receiver: str, sender: str, n_layers: int, parallel: bool) -> bool:
+    """Whether ``receiver`` runs after ``sender`` (a model's edges go forward only)."""
+
+    def place(node: str) -> tuple[int, int]:
+        kind, layer, _ = parse_node(node)
+        if kind in (INPUT, LOGITS):
+            return (-1, 0) if kind == INPUT else (n_layers, 0)
+        return layer, int(kind != "head" and not parallel)  # an MLP after its layer's heads
+
+    return place(sender) < place(receiver)
+
+
+def _check_selection(meta: dict[str, Any]) -> None:
+    """The recorded selection, which drawings and position collapsing apply again: a
+    threshold of at least 0, a top k of at least 1, or neither."""
+    threshold, top_k = meta.get("threshold"), meta.get("top_k")
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+        or threshold < 0
+    ):
+        raise CircuitxError(f"metadata threshold must be a number >= 0, not {threshold!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise CircuitxError(f"metadata top_k must be a whole number >= 1, not {top_k!r}")
+
+
+def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, ...]) -> None:
+    for attribute in required:
+        if attribute not in data:
+            raise CircuitxError(f"{element} has no {attribute!r} attribute")
+    if not isinstance(data["in_circuit"], bool):
+        raise CircuitxError(
+            f"{element}: in_circuit must be true or false, not {data['in_circuit']!r}"
+        )
+    _score(data["score"], element)
+
+
+def _score(value: Any, element: str) -> float | None:
+    """A score read from a file: a finite number (not a string, a bool or NaN), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CircuitxError(f"{element}: score must be a finite number or null, not {value!r}")
+    return float(value)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python scalars; NaN and infinite floats to None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return finite(value)
+
+
+def _encodable(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _graphml_ready(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """A copy GraphML can hold: no None (omitted), no lists or dicts (JSON strings)."""
+    node_rows = [dict(d) for _, d in graph.nodes(data=True)]
+    edge_rows = [dict(d) for _, _, d in graph.edges(data=True)]
+    graph_row = {k: v for k, v in graph.graph.items() if k != SCHEMA_KEY}
+    schema: dict[str, Any] = {"json": {}}
+    for scope, rows in (("graph", [graph_row]), ("node", node_rows), ("edge", edge_rows)):
+        keys = _all_keys(rows)
+        as_json = [k for k in keys if any(not _encodable(_plain(r.get(k))) for r in rows)]
+        schema[scope] = keys
+        schema["json"][scope] = as_json
+        for row in rows:
+            for key in list(row):
+                value = _plain(row[key])
+                if key in as_json:
+                    row[key] = json.dumps(value)
+                elif value is None:
+                    del row[key]
+                else:
+                    row[key] = value
+    out = nx.MultiDiGraph()
+    out.graph.update(graph_row)
+    out.graph[SCHEMA_KEY] = json.dumps(schema)
+    for node, row in zip(graph.nodes, node_rows):
+        out.add_node(node, **row)
+    for (sender, receiver, key), row in zip(graph.edges(keys=True), edge_rows):
+        out.add_edge(sender, receiver, key=key, **row)
+    return out
+
+
+def _from_graphml(raw: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """Undo :func:`_graphml_ready`: restore None values and JSON-encoded attributes."""
+    schema = json.loads(raw.graph.pop(SCHEMA_KEY, "{}"))
+    json_keys = schema.get("json", {})
+
+    def restore(row: dict[str, Any], scope: str) -> dict[str, Any]:
+        out = {key: row.get(key) for key in schema.get(scope, [])}
+        out.update({k: v for k, v in row.items() if k not in out})
+        for key in json_keys.get(scope, []):
+            if isinstance(out.get(key), str):
+                out[key] = json.loads(out[key])
+        return out
+
+    graph = nx.MultiDiGraph()
+    for key in ("node_default", "edge_default"):  # added by the GraphML reader
+        if key not in schema.get("graph", []):
+            raw.graph.pop(key, None)
+    graph.graph.update(restore(raw.graph, "graph"))
+    for node, row in raw.nodes(data=True):
+        graph.add_node(node, **restore(row, "node"))
+    for sender, receiver, key, row in raw.edges(keys=True, data=True):
+        graph.add_edge(sender, receiver, key=key, **restore(row, "edge"))
+    return graph
+
+
+def to_json_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
+    """The JSON form: metadata, nodes by name, edges by MIB-style edge name.
+
+    Every node (and every edge) lists the same keys, None where it has no value, as in
+    the GraphML form.
+    """
+    nodes = dict(graph.nodes(data=True))
+    edges = edges_by_name(graph)
+    return {
+        "format": "circuitx-graph",
+        "version": JSON_VERSION,
+        "metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
+        "nodes": _uniform_rows(nodes),
+        "edges": _uniform_rows(edges),
+    }
+
+
+def _all_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every attribute key of ``rows``, in first-seen order."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    return list(keys)
+
+
+def _uniform_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    keys = _all_keys(rows.values())
+    return {name: {k: _plain(row.get(k)) for k in keys} for name, row in rows.items()}
+
+
+def from_json_dict(data: Any) -> nx.MultiDiGraph:
+    if not isinstance(data, dict) or data.get("format") != "circuitx-graph":
+        raise CircuitxError('not a circuitx graph (missing "format": "circuitx-graph")')
+    nodes, edges = data.get("nodes"), data.get("edges")
+    if not isinstance(nodes, dict) or not isinstance(edges, dict):
+        raise CircuitxError('"nodes" and "edges" must be objects')
+    version = data.get("version")
+    if version != JSON_VERSION:
+        raise CircuitxError(
+            f"graph format version {version!r}; this circuitx reads version {JSON_VERSION}"
+        )
+    graph = nx.MultiDiGraph()
+    graph.graph.update(data.get("metadata") or {})
+    for node, attrs in nodes.items():
+        graph.add_node(node, **attrs)
+    for name, attrs in edges.items():
+        sender, receiver, _ = parse_edge_name(name)
+        if sender not in graph or receiver not in graph:
+            raise CircuitxError(f"edge {name!r} names a node the graph does not have")
+        graph.add_edge(sender, receiver, key=name, **attrs)
+    return graph
+
+
+# ---------------------------------------------------------------- EAP-IG / MIB graphs
+
+EAP_IG_KEYS = ("cfg", "nodes", "edges")
+
+
+def is_eap_ig_dict(data: Any) -> bool:
+    """Whether parsed JSON is an EAP-IG (MIB) graph: ``cfg``, ``nodes`` and ``edges``."""
+    return isinstance(data, dict) and all(key in data for key in EAP_IG_KEYS)
+
+
+def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
+    """The graph as EAP-IG's ``Graph.to_json`` writes it and ``Graph.from_json`` reads it
+    (what MIB evaluates): ``cfg`` (with ``d_model``, which its reader needs), each node's
+    membership and score, and each edge's score and membership. The metadata goes in
+    ``circuitx_metadata``, which EAP-IG does not read."""
+    n_layers, n_heads, has_mlp = shape_of(graph)
+    if not has_mlp:
+        raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
+    if any(data["kind"] == "feature" for _, data in graph.nodes(data=True)):
+        raise CircuitxError("EAP-IG graphs have no transcoder features; export the component graph")
+    if position_groups(graph) is not None:
+        raise CircuitxError(
+            "EAP-IG graphs have no token positions; export --collapse-positions for the components"
+        )
+    d_model = graph.graph.get("d_model")
+    if not isinstance(d_model, int) or isinstance(d_model, bool):
+        raise CircuitxError(
+            "EAP-IG's reader needs the model's d_model, which this graph does not record "
+            "(a graph from before circuitx recorded it): discover it again"
+        )
+    edges = edges_by_name(graph)
+    unscored = [name for name, data in edges.items() if data["score"] is None]
+    if len(unscored) == len(edges):
+        method = graph.graph.get("method", "its method")
+        raise CircuitxError(
+            f"EAP-IG graphs score every edge, and {method} scores nodes only: "
+            "export --format json keeps its node scores"
+        )
+    if unscored:
+        raise CircuitxError(
+            f"EAP-IG graphs score every edge, and {len(unscored)} of this graph's have no "
+            f"score ({listed(unscored, 3)})"
+        )
+    cfg = {
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "parallel_attn_mlp": bool(graph.graph.get("parallel", False)),
+        "d_model": d_model,
+    }
+    nodes = {}
+    for name, data in graph.nodes(data=True):
+        nodes[name] = {"in_graph": bool(data["in_circuit"])}
+        if data["score"] is not None:  # EAP-IG reads a node without one as unscored
+            nodes[name]["score"] = _plain(data["score"])
+    return {
+        "cfg": cfg,
+        "nodes": nodes,
+        "edges": {
+            name: {"score": _plain(data["score"]), "in_graph": bool(data["in_circuit"])}
+            for name, data in edges.items()
+        },
+        "circuitx_metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
+    }
+
+
+def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
+    """Our graph from an EAP-IG (MIB) graph: its cfg's shape, node and edge membership and
+    scores (a node with no score: its strongest outgoing edge's). Nodes are read as EAP-IG
+    writes them now ({"in_graph", "score"}) or did before (a bool, with the scores in
+    ``node_scores``, as circuitx wrote them). Neuron-level graphs are refused: circuitx
+    graphs have heads and MLPs."""
+    cfg = data["cfg"]
+    try:
+        n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
+    except (KeyError, TypeError, ValueError):
+        raise CircuitxError("EAP-IG graph cfg lacks n_layers and n_heads") from None
+    nodes = data["nodes"]
+    if not isinstance(nodes, dict) or not isinstance(data["edges"], dict):
+        raise CircuitxError('EAP-IG graph "nodes" and "edges" must be objects')
+    neurons = any(isinstance(v, dict) and ("neurons" in v or "neurons_scores" in v)
+                  for v in nodes.values())  # fmt: skip
+    if neurons or any("neuron" in key for key in data):
+        raise CircuitxError(
+            "neuron-level EAP-IG graphs are not supported: circuitx graphs have heads and MLPs"
+        )
+    components = Layout(n_layers, n_heads, True).n_senders + 1  # EAP-IG writes every node
+    if n_layers < 1 or n_heads < 1 or len(nodes) < components:
+        raise CircuitxError(
+            f"EAP-IG graph cfg describes a model of {n_layers} layers x {n_heads} heads, "
+            f"{components} nodes, but the graph has {len(nodes)}"
+        )
+    parallel = bool(cfg.get("parallel_attn_mlp", False))
+    meta = data.get("circuitx_metadata")
+    shape_keys = ("n_layers", "n_heads", "has_mlp", "parallel")
+    meta = {k: v for k, v in meta.items() if k not in shape_keys} if isinstance(meta, dict) else {}
+    if isinstance(cfg.get("d_model"), int):
+        meta.setdefault("d_model", cfg["d_model"])
+    graph = full_graph(n_layers, n_heads, True, parallel, **{**meta, "source_format": "eap-ig"})
+    scored = False  # whether the file scores nodes at all
+    for name, value in nodes.items():
+        if name not in graph:
+            raise CircuitxError(f"node {name!r} is not in a {n_layers} x {n_heads} model's graph")
+        member = value.get("in_graph") if isinstance(value, dict) else value
+        graph.nodes[name]["in_circuit"] = bool(member)
+        if isinstance(value, dict) and value.get("score") is not None:
+            graph.nodes[name]["score"] = _score(value["score"], f"node {name}")
+            scored = True
+    edges = edges_by_name(graph)
+    for name, value in data["edges"].items():
+        if name not in edges:
+            raise CircuitxError(f"edge {name!r} is not in a {n_layers} x {n_heads} model's graph")
+        if not isinstance(value, dict):
+            raise CircuitxError(f'edge {name!r}: expected {{"score", "in_graph"}}')
+        edges[name]["score"] = _score(value.get("score"), f"edge {name}")
+        edges[name]["in_circuit"] = bool(value.get("in_graph", False))
+    old_scores = data.get("node_scores")  # where circuitx wrote them before
+    if isinstance(old_scores, dict):
+        scored = True
+        for name, score in old_scores.items():
+            if name in graph:
+                graph.nodes[name]["score"] = _score(score, f"node {name}")
+    for node in [] if scored else graph.nodes:
+        out = [d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None]
+        if out:
+            graph.nodes[node]["score"] = max(out, key=abs)
+    return graph
+
+
+def to_dot(graph: nx.MultiDiGraph) -> str:
+    """Graphviz DOT of the circuit: in-circuit nodes (with scores) and edges (with q/k/v)."""
+    lines = ["digraph circuit {", "  rankdir=BT;", "  node [shape=box, fontname=Helvetica];"]
+    for node, data in graph.nodes(data=True):
+        if data.get("in_circuit") or node in (INPUT, LOGITS):
+            score = data.get("score")
+            label = node if score is None else f"{node}\\n{score:.3g}"
+            lines.append(f'  "{node}" [label="{label}"];')
+    for sender, receiver, data in graph.edges(data=True):
+        if data.get("in_circuit"):
+            label = f' [label="{data["input"]}"]' if data.get("input") else ""
+            lines.append(f'  "{sender}" -> "{receiver}"{label};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,353 @@
+import json
+import re
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from circuitx.errors import CircuitxError
+from circuitx.graph import edges_by_name, full_graph, select_nodes
+from circuitx.graph_files import read_graph, to_dot, write_graph
+
+
+def scored_graph() -> nx.MultiDiGraph:
+    graph = full_graph(
+        3, 2, True, task="ioi", method="test", seed=7, runtime_s=1.5, extra=None, tags=["a", "b"]
+    )
+    rng = np.random.default_rng(0)
+    for node, data in graph.nodes(data=True):
+        if data["kind"] in ("head", "mlp"):
+            data["score"] = float(rng.normal())
+    for i, (_, _, data) in enumerate(graph.edges(data=True)):
+        data["score"] = None if i % 5 == 0 else float(rng.normal())
+    select_nodes(graph, ["a0.h1", "m1", "a2.h0"])
+    graph.nodes["a0.h1"]["in_circuit"] = np.bool_(True)
+    graph.nodes["a0.h1"]["notes"] = {"why": [1, 2]}
+    return graph
+
+
+def assert_same_graph(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> None:
+    assert list(a.nodes) == list(b.nodes)
+    assert dict(a.nodes(data=True)) == dict(b.nodes(data=True))
+    assert edges_by_name(a) == edges_by_name(b)
+    assert {k: v for k, v in a.graph.items()} == {k: v for k, v in b.graph.items()}
+
+
+@pytest.mark.parametrize("suffix", ["graphml", "json"])
+def test_round_trip_is_lossless(tmp_path, suffix):
+    graph = scored_graph()
+    path = tmp_path / f"g.{suffix}"
+    write_graph(graph, path)
+    back = read_graph(path)
+    expected = scored_graph()
+    expected.nodes["a0.h1"]["in_circuit"] = True
+    # every node gains the attribute keys any node has, as None
+    for _, data in expected.nodes(data=True):
+        data.setdefault("notes", None)
+    assert_same_graph(back, expected)
+    assert isinstance(back.nodes["a0.h1"]["in_circuit"], bool)
+    assert back.graph["tags"] == ["a", "b"] and back.graph["extra"] is None
+
+
+def test_plain_networkx_reads_the_graphml_scores(tmp_path):
+    graph = scored_graph()
+    write_graph(graph, tmp_path / "g.graphml")
+    raw = nx.read_graphml(tmp_path / "g.graphml")
+    assert set(raw.nodes) == set(graph.nodes)
+    assert raw.number_of_edges() == graph.number_of_edges()
+    for node, data in graph.nodes(data=True):
+        assert raw.nodes[node].get("score") == data["score"]
+    raw_edges = {key: d for _, _, key, d in raw.edges(keys=True, data=True)}
+    assert set(raw_edges) == set(edges_by_name(graph))
+    for key, data in edges_by_name(graph).items():
+        assert raw_edges[key].get("score") == data["score"]
+
+
+def test_json_uses_mib_edge_names(tmp_path):
+    write_graph(scored_graph(), tmp_path / "g.json")
+    data = json.loads((tmp_path / "g.json").read_text())
+    assert "a0.h1->a2.h0<q>" in data["edges"] and data["metadata"]["task"] == "ioi"
+    assert data["edges"]["a0.h1->a2.h0<q>"]["in_circuit"] is True
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("bad.graphml", "<graphml><node"),
+        ("bad.json", "{not json"),
+        ("other.json", json.dumps({"nodes": []})),
+        (
+            "edges.json",
+            json.dumps(
+                {
+                    "format": "circuitx-graph",
+                    "metadata": {},
+                    "nodes": {"input": {}},
+                    "edges": {"input->zz": {}},
+                }
+            ),
+        ),
+        (
+            "shape.json",
+            json.dumps(
+                {"format": "circuitx-graph", "metadata": {}, "nodes": {"input": {}}, "edges": {}}
+            ),
+        ),
+        ("odd.graphml", "\n".join(nx.generate_graphml(nx.path_graph(3)))),
+    ],
+)
+def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(CircuitxError, match="malformed graph file") as caught:
+        read_graph(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_graph_of_unknown_suffix_names_the_formats_read(tmp_path):
+    path = tmp_path / "g.json.out"
+    write_graph(scored_graph(), path, "json")
+    with pytest.raises(CircuitxError, match=r"'.*g.json.out': read .graphml or .json$"):
+        read_graph(path)
+
+
+def test_missing_graph_file(tmp_path):
+    with pytest.raises(CircuitxError, match="not found"):
+        read_graph(tmp_path / "none.graphml")
+    with pytest.raises(CircuitxError, match="is a directory, not a graph file"):
+        read_graph(tmp_path)
+
+
+def test_write_into_missing_directory_fails_and_leaves_nothing(tmp_path):
+    with pytest.raises(CircuitxError, match="does not exist"):
+        write_graph(scored_graph(), tmp_path / "missing" / "g.graphml")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dot_shows_the_circuit_only():
+    dot = to_dot(scored_graph())
+    assert '"a0.h1" -> "a2.h0" [label="q"];' in dot
+    assert '"a0.h0"' not in dot
+
+
+EDGE = {"input": "q", "score": 0.1, "in_circuit": False}
+BACKWARD = {"a1.h0->a0.h1<q>": EDGE}  # a later head into an earlier one
+SIDEWAYS = {"a0.h0->a0.h1<q>": EDGE}  # a head into another of its layer
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (lambda d: d["nodes"]["a0.h1"].pop("in_circuit"), "node a0.h1 has no 'in_circuit'"),
+        (lambda d: d["nodes"]["a0.h1"].pop("kind"), "node a0.h1 has no 'kind'"),
+        (lambda d: d["nodes"]["m0"].update(kind="head"), "node m0: kind must be 'mlp'"),
+        (lambda d: d["nodes"]["m0"].update(in_circuit="yes"), "in_circuit must be true or false"),
+        (lambda d: d["edges"]["input->m0"].pop("score"), "edge input->m0 has no 'score'"),
+        (lambda d: d["edges"]["input->m0"].update(score="high"), "score must be a finite number"),
+        (lambda d: d["edges"]["input->a0.h0<q>"].update(input="k"), "do not match its name"),
+        (lambda d: d["metadata"].update(n_layers=1), r"node a1.h0 is not in .* \(1 layers x 2"),
+        (lambda d: d["metadata"].update(n_heads=1), "node a0.h1 is not in the model its metadata"),
+        (lambda d: d["metadata"].update(has_mlp=False), "node m0 is not in .* without MLPs"),
+        (lambda d: d["metadata"].update(n_layers=10**9), "describes a model of 1000000000 lay"),
+        (lambda d: d["metadata"].update(n_heads=0), "has no heads"),
+        (lambda d: d["edges"].update(BACKWARD), "a0.h1 runs before a1.h0 and cannot read it"),
+        (lambda d: d["edges"].update(SIDEWAYS), "a0.h1 runs before a0.h0 and cannot read it"),
+        (lambda d: d.update(version=99), "graph format version 99; this circuitx reads"),
+        (lambda d: d["metadata"].update(threshold=-1), "threshold must be a number >= 0"),
+        (lambda d: d["metadata"].update(top_k="abc"), "top_k must be a whole number >= 1"),
+    ],
+)
+def test_a_graph_file_missing_or_garbling_an_attribute_names_it(tmp_path, edit, pattern):
+    path = tmp_path / "g.json"
+    write_graph(full_graph(2, 2, True, task="ioi"), path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match=pattern):
+        read_graph(path)
+
+
+def test_non_finite_metadata_is_written_as_null(tmp_path):
+    for name in ("g.json", "g.graphml"):
+        path = tmp_path / name
+        write_graph(full_graph(1, 1, True, big=float("inf"), odd=float("nan")), path)
+        meta = read_graph(path).graph
+        assert meta["big"] is None and meta["odd"] is None
+
+
+# ---------------------------------------------------------------- EAP-IG / MIB graphs
+
+
+def eap_ig_universe(n_layers: int, n_heads: int, parallel: bool) -> tuple[list[str], list[str]]:
+    """EAP-IG's node and edge names, built as its Graph.from_model builds them (read from
+    hannamw/EAP-IG), independently of ours."""
+    nodes, edges, stream = ["input"], [], ["input"]
+    for layer in range(n_layers):
+        heads = [f"a{layer}.h{h}" for h in range(n_heads)]
+        mlp = f"m{layer}"
+        nodes += [*heads, mlp]
+        edges += [f"{s}->{h}<{x}>" for s in stream for h in heads for x in "qkv"]
+        if parallel:
+            edges += [f"{s}->{mlp}" for s in stream]
+            stream += [*heads, mlp]
+        else:
+            stream += heads
+            edges += [f"{s}->{mlp}" for s in stream]
+            stream.append(mlp)
+    edges += [f"{s}->logits" for s in stream]
+    return [*nodes, "logits"], edges
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_eap_ig_export_has_eap_igs_universe_and_round_trips(tmp_path, parallel):
+    graph = full_graph(3, 2, True, parallel, task="ioi", method="eap", d_model=16)
+    for i, (name, data) in enumerate(edges_by_name(graph).items()):
+        data["score"] = (i % 7 - 3) / 10
+    for i, node in enumerate(graph.nodes):
+        graph.nodes[node]["score"] = i / 10 if node not in ("input", "logits") else None
+    select_nodes(graph, ["a0.h1", "m1"])
+    path = tmp_path / "g.json"
+    write_graph(graph, path, "eap-ig")
+    data = json.loads(path.read_text())
+    nodes, edges = eap_ig_universe(3, 2, parallel)
+    # what EAP-IG's Graph.from_json reads: cfg with d_model, each node's in_graph (and
+    # score where it has one), each edge's score (a number) and in_graph
+    cfg = {"n_layers": 3, "n_heads": 2, "parallel_attn_mlp": parallel, "d_model": 16}
+    assert data["cfg"] == cfg
+    assert list(data["nodes"]) == nodes or set(data["nodes"]) == set(nodes)
+    assert data["nodes"]["a0.h1"] == {"in_graph": True, "score": 0.2}
+    assert data["nodes"]["input"] == {"in_graph": True} and "score" not in data["nodes"]["logits"]
+    assert set(data["edges"]) == set(edges)
+    assert all(set(row) == {"score", "in_graph"} for row in data["edges"].values())
+    assert all(isinstance(row["score"], float) for row in data["edges"].values())
+    back = read_graph(path)
+    assert edges_by_name(back) == edges_by_name(graph)
+    assert dict(back.nodes(data=True)) == dict(graph.nodes(data=True))
+    assert back.graph["task"] == "ioi" and back.graph["source_format"] == "eap-ig"
+
+
+def test_a_graph_eap_ig_writes_now_is_read_with_its_node_scores(tmp_path):
+    """EAP-IG's Graph.to_json today: each node {"in_graph", "score"} (the score where the
+    graph scores nodes)."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False, "d_model": 8},
+        "nodes": {name: {"in_graph": name == "a1.h0", "score": 0.5} for name in nodes},
+        "edges": {name: {"score": 0.25, "in_graph": False} for name in edges},
+    }
+    path = tmp_path / "mib.json"
+    path.write_text(json.dumps(data))
+    graph = read_graph(path)
+    assert graph.nodes["a1.h0"]["in_circuit"] and not graph.nodes["a0.h0"]["in_circuit"]
+    assert graph.nodes["a0.h0"]["score"] == 0.5 and graph.graph["d_model"] == 8
+
+
+def test_an_eap_ig_graph_whose_cfg_does_not_match_its_nodes_is_refused(tmp_path):
+    """A cfg of a billion heads over a 2 x 2 graph's nodes: refused at once, without
+    building the graph it describes."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 10**9, "parallel_attn_mlp": False},
+        "nodes": {name: {"in_graph": False, "score": 0.5} for name in nodes},
+        "edges": {name: {"score": 0.25, "in_graph": False} for name in edges},
+    }
+    path = tmp_path / "mib.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match="2 layers x 1000000000 heads, 2000000004 nodes"):
+        read_graph(path)
+
+
+def test_graphs_eap_ig_cannot_read_are_not_exported(tmp_path):
+    graph = full_graph(2, 2, True, task="ioi", method="activation-patching")
+    with pytest.raises(CircuitxError, match="needs the model's d_model"):
+        write_graph(graph, tmp_path / "a.json", "eap-ig")
+    graph.graph["d_model"] = 8
+    with pytest.raises(CircuitxError, match="activation-patching scores nodes only"):
+        write_graph(graph, tmp_path / "b.json", "eap-ig")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
+    """A file as EAP-IG writes it (no node scores): membership and edge scores come in,
+    each node scores its strongest outgoing edge."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False},
+        "nodes": {name: name in ("input", "a0.h1", "logits") for name in nodes},
+        "edges": {name: {"score": 0.0, "in_graph": False} for name in edges},
+    }
+    data["edges"]["input->a0.h1<v>"] = {"score": -0.5, "in_graph": True}
+    data["edges"]["a0.h1->logits"] = {"score": 0.25, "in_graph": True}
+    path = tmp_path / "mib.json"
+    path.write_text(json.dumps(data))
+    graph = read_graph(path)
+    assert graph.nodes["a0.h1"]["in_circuit"] and not graph.nodes["a1.h0"]["in_circuit"]
+    assert graph.nodes["a0.h1"]["score"] == 0.25 and graph.nodes["input"]["score"] == -0.5
+    kept = [name for name, d in edges_by_name(graph).items() if d["in_circuit"]]
+    assert sorted(kept) == ["a0.h1->logits", "input->a0.h1<v>"]
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (lambda d: d.update(neurons_in_graph=[1]), "neuron-level EAP-IG graphs are not supported"),
+        (  # as EAP-IG writes a neuron-level graph now: the neurons in each node
+            lambda d: d["nodes"].update({"m0": {"in_graph": True, "neurons": [True] * 8}}),
+            "neuron-level EAP-IG graphs are not supported",
+        ),
+        (
+            lambda d: d["edges"].update({"input->a0.h0<q>": {"score": "NaN", "in_graph": True}}),
+            r"edge input->a0.h0<q>: score must be a finite number or null, not 'NaN'",
+        ),
+        (lambda d: d["nodes"].update({"a9.h0": True}), "node 'a9.h0' is not in a 2 x 2 model"),
+        (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
+    ],
+)
+def test_eap_ig_graphs_we_cannot_read_are_one_line(tmp_path, edit, pattern):
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False},
+        "nodes": dict.fromkeys(nodes, True),
+        "edges": {name: {"score": 1.0, "in_graph": True} for name in edges},
+    }
+    edit(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match=pattern):
+        read_graph(path)
+
+
+def test_eap_ig_has_no_graph_without_mlps():
+    from circuitx.graph_files import graph_to_text
+
+    with pytest.raises(CircuitxError, match="EAP-IG graphs always have MLPs"):
+        graph_to_text(full_graph(2, 2, False), "eap-ig")
+
+
+def test_a_graph_file_missing_a_node_or_its_edges_says_so(tmp_path):
+    """A second trial's edits: a GraphML node element deleted (its edges name it), and a
+    JSON graph with no edges at all."""
+    path = tmp_path / "g.graphml"
+    write_graph(full_graph(2, 2, True, task="ioi"), path)
+    text = path.read_text()
+    declared = re.search(r'<node id="a1.h1">.*?</node>', text, re.S)
+    path.write_text(text.replace(declared.group(0), ""))
+    with pytest.raises(CircuitxError, match="node a1.h1 is not declared"):
+        read_graph(path)
+    path = tmp_path / "g.json"
+    write_graph(full_graph(2, 2, True, task="ioi"), path)
+    data = json.loads(path.read_text())
+    data["edges"] = {}
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match="graph has no edges"):
+        read_graph(path)
+
+
+def test_eap_ig_export_names_an_edge_without_a_score(tmp_path):
+    graph = scored_graph()
+    graph.graph["d_model"] = 8
+    for _, _, data in graph.edges(data=True):
+        data["score"] = 0.5
+    graph.edges["input", "m0", "input->m0"]["score"] = None
+    with pytest.raises(CircuitxError, match=r"1 of this graph's have no score \(input->m0\)"):
+        write_graph(graph, tmp_path / "e.json", "eap-ig")
