@@ -1,0 +1,281 @@
+"""The leaderboard's grid: which tasks, methods (with their variants' options), seeds and
+references a run has, parsed and checked before any cell runs, and the cells they make."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Integral
+from os import PathLike, fspath
+from typing import Any
+
+from circuitx import builtin
+from circuitx.discovery import DiscoveryRequest, check_reference
+from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError
+from circuitx.leaderboard.cells import Cell
+from circuitx.methods import METHODS, get_method
+from circuitx.patching import ABLATIONS
+from circuitx.tasks import TASKS, get_task
+from circuitx.tasks.base import POSITION_MODES
+
+
+def tasks_for(model: str) -> list[str]:
+    """What ``--tasks all`` means on ``model``: a family's tasks; on any other model, every
+    task that does not need a model family of its own."""
+    if model in builtin.FAMILIES:
+        return [task for task in TASKS if task in builtin.FAMILIES[model].members]
+    return [name for name, task in TASKS.items() if task.model_family is None]
+
+
+def parse_names(
+    spec: str,
+    known: list[str],
+    what: str,
+    every: list[str] | None = None,
+    also: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """``all`` (``every``, default ``known``) or a comma-separated list of names from
+    ``known`` (or that ``also`` accepts: task files), in the order given."""
+    if spec.strip() == "all":
+        return list(known if every is None else every)
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise CircuitxError(f"no {what} given; choose from all, {', '.join(known)}")
+    unknown = [n for n in names if n not in known and not (also is not None and also(n))]
+    if unknown:
+        raise CircuitxError(
+            f"unknown {what} {', '.join(map(repr, unknown))}; choose from all, {', '.join(known)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def parse_references(specs: Sequence[str], tasks: Sequence[str]) -> dict[str, str]:
+    """``TASK=REFERENCE`` specs (``TASK`` as ``--tasks`` names it) as a task -> reference
+    map (see :func:`check_references`)."""
+    references: dict[str, str] = {}
+    for spec in specs:
+        task, _, reference = spec.partition("=")
+        if task not in tasks or not reference:
+            raise CircuitxError(
+                f"--reference {spec!r}: give TASK=REFERENCE with TASK one of --tasks "
+                f"({', '.join(tasks)})"
+            )
+        references[task] = reference
+    return check_references(references, tasks)
+
+
+def check_references(references: Mapping[str, Any], tasks: Sequence[str]) -> dict[str, str]:
+    """A task -> reference map, each task one of ``tasks`` and each reference checked as
+    ``discover --reference`` checks it; a task not named keeps ``auto``."""
+    checked = {}
+    for task, reference in references.items():
+        if task not in tasks:
+            raise CircuitxError(
+                f"references name task {task!r}, which is not among the tasks ({', '.join(tasks)})"
+            )
+        if not isinstance(reference, (str, PathLike)):
+            raise CircuitxError(
+                f"the reference of {task} takes a name or a graph file, not "
+                f"a {type(reference).__name__}"
+            )
+        check_reference(fspath(reference), get_task(task).name)
+        checked[task] = fspath(reference)
+    return checked
+
+
+# Rows ``--methods all`` adds to each method at its defaults: a method with options that
+# make a different published method (AtP*'s QK fix on EAP's edges; MIB's EAP-IG over the
+# activations)
+STANDARD_VARIANTS = ("eap[qk-fix=on]", "eap-ig[ig-mode=activations]")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A leaderboard row's method: a registered method and options of its own (a variant,
+    written ``eap[qk-fix=on]``), which its cells' requests take over ``--option``'s."""
+
+    method: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The row's name: the method's, with its options in brackets."""
+        if not self.options:
+            return self.method
+        shown = ",".join(f"{name.replace('_', '-')}={value}" for name, value in self.options)
+        return f"{self.method}[{shown}]"
+
+
+VARIANT = re.compile(r"^([A-Za-z0-9_-]+)(?:\[([^\[\]]*)\])?$")
+
+
+def parse_method(text: str) -> MethodSpec:
+    """``NAME`` or ``NAME[OPTION=VALUE,...]``, each option parsed and checked by the
+    method's declaration."""
+    match = VARIANT.match(text.strip())
+    settings = [] if match is None else [s for s in (match.group(2) or "").split(",") if s]
+    if match is None or any("=" not in setting for setting in settings):
+        raise CircuitxError(f"--methods takes NAME or NAME[OPTION=VALUE,...], not {text!r}")
+    if match.group(2) is not None and not settings:
+        raise CircuitxError(f"--methods: {text!r} sets no option; write {match.group(1)}")
+    method = get_method(match.group(1))
+    options: dict[str, Any] = {}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        key, parsed = method_option(method.name, name.strip(), value.strip(), text)
+        if key in options:
+            raise CircuitxError(f"--methods: {text!r} sets {name.strip()} twice")
+        options[key] = parsed
+    return MethodSpec(method.name, tuple(options.items()))
+
+
+def method_option(method_name: str, name: str, text: str, where: str = "") -> tuple[str, Any]:
+    """The option ``name`` (dashes or underscores) of a method and the value ``text``
+    gives it, parsed and checked by the method's declaration; ``where``: the setting it
+    came from, named in the error."""
+    declared = {option.name: option for option in get_method(method_name).options}
+    key = name.replace("-", "_")
+    if key not in declared:
+        known = ", ".join(declared) or "none"
+        within = f" in {where!r}" if where else ""
+        raise CircuitxError(f"{method_name} has no option {name!r}{within} (its options: {known})")
+    return key, declared[key].parse(text)
+
+
+def parse_methods(spec: str) -> list[MethodSpec]:
+    """``all`` (every registered method, then :data:`STANDARD_VARIANTS`) or a comma-separated
+    list of methods and variants (commas inside brackets separate a variant's options)."""
+    if spec.strip() == "all":
+        return [MethodSpec(name) for name in METHODS] + [parse_method(v) for v in STANDARD_VARIANTS]
+    items = [item for item in re.split(r",(?![^\[]*\])", spec) if item.strip()]
+    if not items:
+        raise CircuitxError(f"unknown method {spec!r}; choose from all, {', '.join(METHODS)}")
+    return list(dict.fromkeys(parse_method(item) for item in items))
+
+
+def make_grid(
+    tasks: list[str],
+    methods: Sequence[str | MethodSpec],
+    model: str,
+    seeds: list[int],
+    n_prompts: int = 50,
+    ablation: str = "corrupted",
+    device: str | None = None,
+    dtype: str = "float32",
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    cache_dir: str | None = None,
+    max_memory: int | None = None,
+    backup_rounds: int = 0,
+    positions: str = "none",
+    references: Mapping[str, str] | None = None,
+) -> list[Cell]:
+    """Every (task, model, method, seed) cell. A family (``planted``, ``tracr``) stands for
+    its models for each task; a task the family has no model for makes error cells.
+    ``methods``: names or :class:`MethodSpec` (variants); ``options`` maps a method to its
+    non-default options (a variant's own win). Cells of one model are adjacent, so a
+    process loads it once. ``backup_rounds`` applies to the methods that score through
+    the engine (see :class:`circuitx.methods.Method`); the others run without.
+    ``positions``: circuits over token positions (a method that cannot score them makes
+    error cells). ``references`` maps a task to its reference (default ``auto``)."""
+    options = options or {}
+    references = references or {}
+    specs = [m if isinstance(m, MethodSpec) else parse_method(m) for m in methods]
+    cells = []
+    for task in tasks:
+        try:
+            names = builtin.resolve_all(model, task)
+        except CircuitxError:
+            names = (model,)  # the family: the cells' requests fail with its error
+        for name, spec, seed in itertools.product(names, specs, seeds):
+            request = DiscoveryRequest(
+                task,
+                spec.method,
+                name,
+                n_prompts,
+                seed,
+                ablation=ablation,
+                options={**options.get(spec.method, {}), **dict(spec.options)},
+                device=device,
+                dtype=dtype,
+                cache_dir=cache_dir,
+                max_memory=max_memory,
+                backup_rounds=backup_rounds if get_method(spec.method).holds_circuits else 0,
+                positions=positions,
+                reference=references.get(task, "auto"),
+            )
+            cells.append(Cell(request, spec.label if spec.options else None))
+    return cells
+
+
+def check_grid(
+    model: str,
+    tasks: Sequence[str],
+    seeds: int,
+    seed: int,
+    n_prompts: int,
+    jobs: int,
+    ablation: str,
+    positions: str,
+    backup_rounds: int,
+) -> None:
+    """Refuse, before any cell runs, a setting every cell shares that cannot run (each
+    cell would fail with it), and a task named that a model family has no model for."""
+    counts = (
+        ("--seeds", seeds, 1, MAX_SEED),
+        ("--seed", seed, 0, MAX_SEED),
+        ("--n-prompts", n_prompts, 1, None),
+        ("--jobs", jobs, 1, MAX_JOBS),
+        ("--backup-rounds", backup_rounds, 0, MAX_BACKUP_ROUNDS),
+    )
+    for flag, value, low, high in counts:
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise CircuitxError(f"{flag} takes a whole number, not {value!r}")
+        if value < low:
+            raise CircuitxError(f"{flag} must be at least {low}, not {value}")
+        if high is not None and value > high:
+            raise CircuitxError(f"{flag} must be at most {high}, not {value}")
+    if seed + seeds - 1 > MAX_SEED:
+        raise CircuitxError(f"--seed {seed} and --seeds {seeds} go past the last seed, {MAX_SEED}")
+    if ablation not in ABLATIONS:
+        raise CircuitxError(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
+    if positions not in POSITION_MODES:
+        raise CircuitxError(
+            f"unknown --positions {positions!r}; choose from {', '.join(POSITION_MODES)}"
+        )
+    named: dict[str, str] = {}
+    for task in tasks:  # a task file that cannot be read fails every cell of its task
+        name = get_task(task).name
+        if name in named:
+            raise CircuitxError(
+                f"task files {named[name]} and {task} both name their task {name!r}, "
+                "which would make one row of the table: rename one"
+            )
+        named[name] = task
+    family = builtin.FAMILIES.get(model)
+    for task in tasks if family is not None else ():
+        if task not in family.members:
+            raise CircuitxError(
+                f"no {family.name} model for task {task}: the family has models for "
+                f"{', '.join(family.members)}; name one model with --model"
+            )
+
+
+def parse_options(specs: list[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``METHOD.NAME=VALUE`` settings (``--option``) as {method: {name: value}}, each
+    value parsed and checked by the method's declaration of the option."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        target, equals, text = spec.partition("=")
+        method_name, dot, name = target.partition(".")
+        if not equals or not dot:
+            raise CircuitxError(f"--option takes METHOD.NAME=VALUE, not {spec!r}")
+        get_method(method_name)  # an unknown method says so first
+        if method_name not in methods:
+            raise CircuitxError(f"--option {spec!r} names {method_name}, which is not in --methods")
+        key, value = method_option(method_name, name, text)
+        if key in parsed.get(method_name, {}):
+            raise CircuitxError(f"--option sets {method_name}.{key} twice")
+        parsed.setdefault(method_name, {})[key] = value
+    return parsed
