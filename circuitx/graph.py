@@ -156,6 +156,23 @@ def ends_of(graph: nx.MultiDiGraph) -> set[str]:
     return {node for node, kind in graph.nodes(data="kind") if kind in ("input", "logits")}
 
 
+def edges_off_path(graph: nx.MultiDiGraph) -> list[str]:
+    """The circuit's edges on no path of circuit edges from an input to the logits: what
+    EAP-IG's ``Graph.prune`` drops before MIB evaluates a circuit."""
+    kept = nx.DiGraph()
+    kept.add_nodes_from(graph.nodes)
+    kept.add_edges_from((s, r) for s, r, in_circuit in graph.edges(data="in_circuit") if in_circuit)
+    ends = ends_of(graph)
+    starts = {node for node in ends if graph.nodes[node]["kind"] == "input"}
+    reached = set(starts).union(*(nx.descendants(kept, node) for node in starts))
+    reaching = set(ends - starts).union(*(nx.ancestors(kept, n) for n in ends - starts))
+    return [
+        key
+        for sender, receiver, key, in_circuit in graph.edges(keys=True, data="in_circuit")
+        if in_circuit and not (sender in reached and receiver in reaching)
+    ]
+
+
 def select_nodes(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
     """Put exactly ``selected`` (plus input and logits) in the circuit, with the edges they span."""
     keep = set(selected) | ends_of(graph)

@@ -319,6 +319,8 @@ def from_json_dict(data: Any) -> nx.MultiDiGraph:
 # ---------------------------------------------------------------- EAP-IG / MIB graphs
 
 EAP_IG_KEYS = ("cfg", "nodes", "edges")
+# graph metadata: the node scores came from an EAP-IG file's own (its ``score`` key)
+EAP_IG_NODE_SCORES = "eap_ig_node_scores"
 
 
 def is_eap_ig_dict(data: Any) -> bool:
@@ -329,8 +331,11 @@ def is_eap_ig_dict(data: Any) -> bool:
 def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     """The graph as EAP-IG's ``Graph.to_json`` writes it and ``Graph.from_json`` reads it
     (what MIB evaluates): ``cfg`` (with ``d_model``, which its reader needs), each node's
-    membership and score, and each edge's score and membership. The metadata goes in
-    ``circuitx_metadata``, which EAP-IG does not read."""
+    membership, and each edge's score and membership. Node scores go where EAP-IG reads
+    them (``score``) only when they came from an EAP-IG graph that had them; otherwise in
+    ``circuitx_score``, which it does not read: an edge-level EAP-IG graph has none, and
+    a graph loaded with them is a node-level one to EAP-IG (MIB's ``--level node`` ranks
+    by them; its ``to_json`` then fails). The metadata goes in ``circuitx_metadata``."""
     n_layers, n_heads, has_mlp = shape_of(graph)
     if not has_mlp:
         raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
@@ -342,9 +347,14 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         )
     d_model = graph.graph.get("d_model")
     if not isinstance(d_model, int) or isinstance(d_model, bool):
+        why = (
+            "its EAP-IG file's cfg has none (EAP-IG wrote none before 2025): add "
+            '"d_model" to the file\'s "cfg"'
+            if graph.graph.get("source_format") == "eap-ig"
+            else "(a graph from before circuitx recorded it): discover it again"
+        )
         raise CircuitxError(
-            "EAP-IG's reader needs the model's d_model, which this graph does not record "
-            "(a graph from before circuitx recorded it): discover it again"
+            f"EAP-IG's reader needs the model's d_model, which this graph does not record {why}"
         )
     edges = edges_by_name(graph)
     unscored = [name for name, data in edges.items() if data["score"] is None]
@@ -366,10 +376,11 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         "d_model": d_model,
     }
     nodes = {}
+    score_key = "score" if graph.graph.get(EAP_IG_NODE_SCORES) else "circuitx_score"
     for name, data in graph.nodes(data=True):
         nodes[name] = {"in_graph": bool(data["in_circuit"])}
-        if data["score"] is not None:  # EAP-IG reads a node without one as unscored
-            nodes[name]["score"] = _plain(data["score"])
+        if data["score"] is not None:
+            nodes[name][score_key] = _plain(data["score"])
     return {
         "cfg": cfg,
         "nodes": nodes,
@@ -377,7 +388,11 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
             name: {"score": _plain(data["score"]), "in_graph": bool(data["in_circuit"])}
             for name, data in edges.items()
         },
-        "circuitx_metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
+        "circuitx_metadata": {
+            k: _plain(v)
+            for k, v in graph.graph.items()
+            if k not in (SCHEMA_KEY, EAP_IG_NODE_SCORES)
+        },
     }
 
 
@@ -405,7 +420,8 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     if n_layers < 1 or n_heads < 1 or len(nodes) < components:
         raise CircuitxError(
             f"EAP-IG graph cfg describes a model of {n_layers} layers x {n_heads} heads, "
-            f"{components} nodes, but the graph has {len(nodes)}"
+            f"{components} nodes, but the graph has {len(nodes)} (circuitx reads a graph "
+            "that lists every node and edge, as EAP-IG's to_json writes it)"
         )
     parallel = bool(cfg.get("parallel_attn_mlp", False))
     meta = data.get("circuitx_metadata")
@@ -420,9 +436,12 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
             raise CircuitxError(f"node {name!r} is not in a {n_layers} x {n_heads} model's graph")
         member = value.get("in_graph") if isinstance(value, dict) else value
         graph.nodes[name]["in_circuit"] = bool(member)
-        if isinstance(value, dict) and value.get("score") is not None:
-            graph.nodes[name]["score"] = _score(value["score"], f"node {name}")
-            scored = True
+        for key in ("score", "circuitx_score"):  # EAP-IG's, then ours
+            if isinstance(value, dict) and value.get(key) is not None:
+                graph.nodes[name]["score"] = _score(value[key], f"node {name}")
+                graph.graph[EAP_IG_NODE_SCORES] = key == "score"
+                scored = True
+                break
     edges = edges_by_name(graph)
     for name, value in data["edges"].items():
         if name not in edges:

@@ -1,7 +1,14 @@
 import pytest
 
 from circuitx.errors import CircuitxError
-from circuitx.graph import edge_name, edges_by_name, full_graph, parse_edge_name
+from circuitx.graph import (
+    edge_name,
+    edges_by_name,
+    edges_off_path,
+    full_graph,
+    parse_edge_name,
+    select_edges,
+)
 
 
 def expected_edge_count(n_layers: int, n_heads: int, has_mlp: bool) -> int:
@@ -50,3 +57,16 @@ def test_edge_names_parse_back():
     for bad in ("a0.h1-a3.h2", "x->logits", "a0.h1->a3.h2<z>"):
         with pytest.raises(CircuitxError):
             parse_edge_name(bad)
+
+
+def test_edges_off_a_path_from_input_to_logits_are_those_eap_ig_prunes():
+    """EAP-IG's Graph.prune keeps an edge only while its sender has a kept edge in (the
+    input always has) and its receiver one out (the logits always have)."""
+    graph = full_graph(3, 2, True)
+    on_path = ["input->a0.h1<v>", "a0.h1->m1", "m1->logits"]
+    dead_start = ["a1.h0->a2.h1<q>", "a2.h1->logits"]  # a1.h0 has no kept edge in
+    dead_end = ["input->a1.h1<k>"]  # a1.h1 has no kept edge out
+    select_edges(graph, [*on_path, *dead_start, *dead_end])
+    assert sorted(edges_off_path(graph)) == sorted([*dead_start, *dead_end])
+    select_edges(graph, on_path)
+    assert edges_off_path(graph) == []

@@ -210,13 +210,17 @@ def test_eap_ig_export_has_eap_igs_universe_and_round_trips(tmp_path, parallel):
     write_graph(graph, path, "eap-ig")
     data = json.loads(path.read_text())
     nodes, edges = eap_ig_universe(3, 2, parallel)
-    # what EAP-IG's Graph.from_json reads: cfg with d_model, each node's in_graph (and
-    # score where it has one), each edge's score (a number) and in_graph
+    # what EAP-IG's Graph.from_json reads: cfg with d_model, each node's in_graph, each
+    # edge's score (a number) and in_graph; our node scores where it does not read them
+    # (with them it would load a node-level graph, which its to_json cannot write back)
     cfg = {"n_layers": 3, "n_heads": 2, "parallel_attn_mlp": parallel, "d_model": 16}
     assert data["cfg"] == cfg
     assert list(data["nodes"]) == nodes or set(data["nodes"]) == set(nodes)
-    assert data["nodes"]["a0.h1"] == {"in_graph": True, "score": 0.2}
-    assert data["nodes"]["input"] == {"in_graph": True} and "score" not in data["nodes"]["logits"]
+    assert data["nodes"]["a0.h1"] == {"in_graph": True, "circuitx_score": 0.2}
+    assert data["nodes"]["input"] == {"in_graph": True} and data["nodes"]["logits"] == {
+        "in_graph": True
+    }
+    assert not any("score" in row for row in data["nodes"].values())
     assert set(data["edges"]) == set(edges)
     assert all(set(row) == {"score", "in_graph"} for row in data["edges"].values())
     assert all(isinstance(row["score"], float) for row in data["edges"].values())
@@ -240,6 +244,26 @@ def test_a_graph_eap_ig_writes_now_is_read_with_its_node_scores(tmp_path):
     graph = read_graph(path)
     assert graph.nodes["a1.h0"]["in_circuit"] and not graph.nodes["a0.h0"]["in_circuit"]
     assert graph.nodes["a0.h0"]["score"] == 0.5 and graph.graph["d_model"] == 8
+    # written back, its node scores stay where EAP-IG reads them (a node-level graph)
+    write_graph(graph, tmp_path / "again.json", "eap-ig")
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["nodes"]["a0.h0"] == {"in_graph": False, "score": 0.5}
+    assert "eap_ig_node_scores" not in again["circuitx_metadata"]
+
+
+def test_an_eap_ig_file_without_d_model_says_what_to_add(tmp_path):
+    """EAP-IG wrote no d_model before 2025: such a file reads, and its export names the
+    key to add (not 'discover it again': circuitx never discovered it)."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False},
+        "nodes": dict.fromkeys(nodes, False),
+        "edges": {name: {"score": 0.25, "in_graph": False} for name in edges},
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match='add "d_model" to the file\'s "cfg"'):
+        write_graph(read_graph(path), tmp_path / "x.json", "eap-ig")
 
 
 def test_an_eap_ig_graph_whose_cfg_does_not_match_its_nodes_is_refused(tmp_path):

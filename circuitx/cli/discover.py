@@ -42,9 +42,9 @@ from circuitx.discovery import (
     top_k_notes,
 )
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw, draw_format
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, listed
 from circuitx.files import atomic_open, check_not_an_input, check_output_path
-from circuitx.graph import collapse_positions, position_groups
+from circuitx.graph import collapse_positions, edges_off_path, position_groups
 from circuitx.graph_files import (
     GRAPH_FORMATS,
     graph_format,
@@ -524,3 +524,12 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
             handle.write(text)
     else:
         click.echo(text, nl=False)
+    off_path = edges_off_path(graph) if fmt_name == "eap-ig" else []
+    if off_path:
+        kept = sum(1 for *_, in_circuit in graph.edges(data="in_circuit") if in_circuit)
+        note(
+            f"note: {len(off_path)} of the circuit's {kept} edges "
+            f"{'lies' if len(off_path) == 1 else 'lie'} on no path from input to "
+            f"logits ({listed(off_path, 3)}); EAP-IG's evaluate_graph prunes them first, so "
+            f"MIB counts {kept - len(off_path)}"
+        )

@@ -132,3 +132,23 @@ def test_an_eap_ig_reference_naming_a_node_the_model_lacks(discovered, tmp_path)
     mib.write_text(json.dumps(data))
     result = run("score", discovered, "--reference", mib)
     assert result.exit_code != 0 and "node 'a99.h0' is not in a 5 x 4 model" in result.stderr
+
+
+def test_export_eap_ig_notes_the_edges_eap_ig_would_prune(tmp_path):
+    """MIB evaluates a circuit after EAP-IG's Graph.prune: the export says how many of
+    the circuit's edges that leaves (a1.h0 reads no kept edge, so its edge goes)."""
+    from circuitx.graph import edges_by_name, full_graph, select_edges
+    from circuitx.graph_files import write_graph
+
+    graph = full_graph(2, 2, True, task="ioi", method="eap", d_model=8)
+    for data in edges_by_name(graph).values():
+        data["score"] = 0.5
+    select_edges(graph, ["input->a0.h1<v>", "a0.h1->logits", "a1.h0->logits"])
+    write_graph(graph, tmp_path / "g.json")
+    result = run("export", tmp_path / "g.json", "--format", "eap-ig", "--out", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        "note: 1 of the circuit's 3 edges lies on no path from input to logits "
+        "(a1.h0->logits); EAP-IG's evaluate_graph prunes them first, so MIB counts 2"
+    )
+    assert run("export", tmp_path / "g.json", "--format", "json").stderr == ""
