@@ -37,7 +37,7 @@ from circuitx.graph import (
 )
 from circuitx.graph_files import read_graph
 from circuitx.layout import PositionLayout
-from circuitx.names import split_position
+from circuitx.names import mlp_node, parse_edge_name, split_position
 
 INPUT_CLASS = "INPUT"
 OUTPUT_CLASS = "OUTPUT"
@@ -189,8 +189,67 @@ _HEAD = re.compile(r"^(?:a)?(\d+)\.(?:h)?(\d+)$")
 
 def is_class_circuit(data: Any) -> bool:
     """Whether parsed JSON is (meant as) a circuit of head classes: ``{"classes": {...},
-    "edges": [...]}`` (the way ACDC and auto-circuit write official circuits)."""
+    "edges": [...]}`` (how the IOI paper, ACDC and auto-circuit state official circuits:
+    classes of heads and the classes that talk)."""
     return isinstance(data, dict) and "classes" in data
+
+
+# auto-circuit's node names (auto_circuit.utils.graph_utils): a head "A9.9", read at
+# its q, k or v as "A9.9.Q"; "MLP 9"; "Resid Start" and "Resid End"
+_AUTO_CIRCUIT_NODE = re.compile(
+    r"^(?:A(?P<layer>\d+)\.(?P<head>\d+)(?:\.(?P<input>[QKV]))?|MLP (?P<mlp>\d+)"
+    r"|(?P<start>Resid Start)|(?P<end>Resid End))$"
+)
+
+
+def _edge_of(name: str, text: Any) -> tuple[str, str, str | None]:
+    """(sender, receiver, head input) of an edge named as circuitx and MIB name it
+    (``a0.h1->a7.h3<k>``) or as auto-circuit does (``A0.1->A7.3.K``, ``MLP 3``, ``Resid
+    Start``, ``Resid End``)."""
+    if not isinstance(text, str) or "->" not in text:
+        raise CircuitxError(f"reference {name}: {text!r} is not an edge name")
+    if "<" in text or not text[:1].isupper():
+        return parse_edge_name(text)
+    ends = []
+    for part in text.split("->", 1):
+        match = _AUTO_CIRCUIT_NODE.match(part.strip())
+        if match is None:
+            raise CircuitxError(
+                f"reference {name}: edge {text!r}: {part.strip()!r} is not an auto-circuit "
+                "node (A9.9, A9.9.Q, MLP 9, Resid Start, Resid End)"
+            )
+        if match["layer"] is not None:
+            node = head_node(int(match["layer"]), int(match["head"]))
+        elif match["mlp"] is not None:
+            node = mlp_node(int(match["mlp"]))
+        else:
+            node = INPUT if match["start"] else LOGITS
+        ends.append((node, (match["input"] or "").lower() or None))
+    (sender, _), (receiver, head_input) = ends
+    return sender, receiver, head_input
+
+
+def edge_list_circuit(
+    name: str, names: list[Any], n_layers: int, n_heads: int, has_mlp: bool
+) -> nx.MultiDiGraph:
+    """A reference from a JSON list of edge names (circuitx's, MIB's or auto-circuit's):
+    those edges and their ends in the circuit. An edge the model's graph lacks is one
+    line naming it."""
+    graph = reference_graph(name, n_layers, n_heads, has_mlp)
+    edges = edges_by_name(graph)
+    for text in names:
+        sender, receiver, head_input = _edge_of(name, text)
+        key = edge_name(sender, receiver, head_input)
+        if key not in edges:
+            raise CircuitxError(
+                f"reference {name}: edge {text!r} ({key}) is not an edge of a "
+                f"{n_layers} x {n_heads} model{'' if has_mlp else ' without MLPs'}"
+            )
+        edges[key]["in_circuit"] = True
+        put_in_circuit(graph, [sender, receiver], graph.nodes[receiver].get("role") or "")
+    if not names:
+        raise CircuitxError(f"reference {name}: its list of edges is empty")
+    return graph
 
 
 def class_circuit_from_dict(
@@ -244,7 +303,8 @@ def _head(name: str, cls: str, head: Any) -> Head:
 
 def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.MultiDiGraph:
     """A reference circuit from a file, for a model of this shape: a graph (ours as GraphML
-    or JSON, or EAP-IG's JSON) of the same shape, or a circuit of head classes."""
+    or JSON, or EAP-IG's JSON) of the same shape, a circuit of head classes, or a JSON
+    list of edge names."""
     file = Path(path)
     if file.suffix.lower() == ".json" and file.is_file():
         try:
@@ -253,6 +313,14 @@ def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.
             raise CircuitxError(f"cannot read reference {path}: {error}") from None
         if is_class_circuit(data):
             return class_circuit_from_dict(file.stem, data, n_layers, n_heads, has_mlp)
+        if isinstance(data, list):
+            return edge_list_circuit(file.stem, data, n_layers, n_heads, has_mlp)
+        if not (isinstance(data, dict) and ("format" in data or "cfg" in data)):
+            raise CircuitxError(
+                f"reference {path} is JSON of none of the forms read: a circuit graph "
+                '(ours or EAP-IG\'s), a circuit of head classes ({"classes", "edges"}) or a '
+                "list of edge names (ours, MIB's or auto-circuit's)"
+            )
     graph = component_graph(read_graph(path))
     if shape_of(graph) != (n_layers, n_heads, has_mlp):
         raise CircuitxError(f"reference {path} is for another model shape")

@@ -43,7 +43,7 @@ class FileTask(Task):
     def from_file(cls, path: str, task_format: str | None = None) -> FileTask:
         """The task of a task file (see :mod:`circuitx.tasks.pairs` for the formats)."""
         read = read_task_file(path, task_format)
-        return cls(read.pairs, read.name, read.digest, read.path)
+        return cls(read.pairs, read.name, read.digest, read.path, read.metric)
 
     @classmethod
     def from_pairs(
@@ -58,7 +58,16 @@ class FileTask(Task):
         that continue each clean prompt, as in a JSONL task file."""
         return _task_from_pairs(clean, corrupted, answers, wrong, name)
 
-    def __init__(self, pairs: Sequence[PromptPair], name: str, digest: str, source: str = ""):
+    def __init__(
+        self,
+        pairs: Sequence[PromptPair],
+        name: str,
+        digest: str,
+        source: str = "",
+        metric: str | None = None,
+    ):
+        """``metric``: the default where the pairs' file implies one (a greater-than
+        CSV's ``prob-diff``)."""
         super().__init__(PAIRS)
         if not pairs:
             raise CircuitxError(f"task {name} has no prompt pairs")
@@ -85,11 +94,10 @@ class FileTask(Task):
         self.circuit_positions = (*names, "END")
         self.pairs, self.name, self.digest, self.source = list(pairs), name, digest, source
         self._checked: list[weakref.ref[Model]] = []  # models every pair passed
-        self.metrics = (
-            ("logit-diff", "prob-diff", "log-prob", "kl")
-            if all(with_wrongs)
-            else ("log-prob", "kl")
-        )
+        metrics = ("logit-diff", "prob-diff", "log-prob", "kl")
+        self.metrics = metrics if all(with_wrongs) else ("log-prob", "kl")
+        if metric in self.metrics:  # first: the default
+            self.metrics = (metric, *(m for m in self.metrics if m != metric))
 
     def vocabulary(self) -> list[str]:
         words: dict[str, None] = {}

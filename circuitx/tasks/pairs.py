@@ -8,8 +8,12 @@ Three formats (told by the file's suffix, else by its content, or named):
   or the answer starts with one: ``Mary`` after a prompt is GPT-2's `` Mary``); or token
   ids as ``answer_ids`` / ``wrong_ids``.
 - ``eap-ig``: the CSV of EAP-IG and MIB (hannamw/EAP-IG), columns ``clean``,
-  ``corrupted``, ``correct_idx`` and, optionally, ``incorrect_idx``: token ids, one or a
-  list (``[1, 2]``); other columns are ignored.
+  ``corrupted``, ``correct_idx`` and, optionally, ``incorrect_idx``: token ids (one, or,
+  circuitx's extension, a list ``[1, 2]``); other columns are ignored. Or EAP-IG's
+  greater-than CSV, columns ``clean``, ``corrupted``, ``label``: the start year's last two
+  digits YY; the answers are the two-digit years above it, the wrong answers the others,
+  each tokenised on its own (as MIB's year indices are), read with ``prob-diff``, the
+  paper's metric, by default.
 - ``auto-circuit``: auto-circuit's JSON dataset, ``{"prompts": [{"clean", "corrupt",
   "answers": [str], "wrong_answers": [str]}]}``, each answer tokenised on its own as
   auto-circuit does (so its datasets write `` Mary``).
@@ -92,16 +96,17 @@ class TaskFile:
     name: str
     digest: str
     path: str
+    metric: str | None = None  # the metric its format implies (a greater-than CSV's)
 
 
-def read_pairs(text: str, kind: str, label: str) -> list[PromptPair]:
-    """The prompt pairs of a task file's ``text`` in format ``kind``; ``label`` names the
-    file in errors."""
+def read_pairs(text: str, kind: str, label: str) -> tuple[list[PromptPair], str | None]:
+    """The prompt pairs of a task file's ``text`` in format ``kind`` and the metric the
+    format implies (None: the task's default); ``label`` names the file in errors."""
     if kind == "jsonl":
-        return _read_jsonl(text, label)
+        return _read_jsonl(text, label), None
     if kind == "eap-ig":
         return _read_eap_ig(text, label)
-    return _read_auto_circuit(text, label)
+    return _read_auto_circuit(text, label), None
 
 
 def sniff_format(path: Path, text: str) -> str:
@@ -233,13 +238,15 @@ def _check_keys(row: dict, where: str) -> None:
             )
 
 
-def _read_eap_ig(text: str, label: str) -> list[PromptPair]:
+def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
     if text.lstrip().startswith(("{", "[")):
         raise CircuitxError(
             f"{label} is JSON, not EAP-IG's CSV: --task-format jsonl or auto-circuit reads JSON"
         )
     reader = csv.DictReader(io.StringIO(text))
     columns = reader.fieldnames or []
+    if "correct_idx" not in columns and "label" in columns:
+        return _read_greater_than(reader, label), "prob-diff"
     for column in ("clean", "corrupted", "correct_idx"):
         if column not in columns:
             cut = [name if len(name) <= 40 else name[:37] + "..." for name in columns]
@@ -258,6 +265,33 @@ def _read_eap_ig(text: str, label: str) -> list[PromptPair]:
                 where=where,
                 position=_position(row.get("position"), where),
                 named=_named(row.get("positions"), where),
+            )
+        )
+    return pairs, None
+
+
+def _read_greater_than(reader: csv.DictReader, label: str) -> list[PromptPair]:
+    """EAP-IG's greater-than CSV (``clean``, ``corrupted``, ``label``): the answers are
+    the two-digit years after ``label`` (YY, the start year's last two digits), the wrong
+    ones YY and before, as Hanna et al.'s probability difference counts them."""
+    pairs = []
+    for number, row in enumerate(reader, 2):
+        where = f"{label} row {number}"
+        text = (row.get("label") or "").strip()
+        if not text.isdigit() or not 0 <= int(text) <= 98:
+            raise CircuitxError(
+                f"{where}: label {text!r} is not a year's last two digits from 00 to 98 "
+                "(EAP-IG's greater-than CSV)"
+            )
+        year = int(text)
+        pairs.append(
+            PromptPair(
+                _prompt(row, "clean", where),
+                _prompt(row, "corrupted", where),
+                tuple(f"{yy:02d}" for yy in range(year + 1, 100)),
+                tuple(f"{yy:02d}" for yy in range(year + 1)),
+                continues=False,
+                where=where,
             )
         )
     return pairs
@@ -330,7 +364,8 @@ def _read(path: str, size: int, mtime: int, kind: str | None) -> TaskFile:
         ) from None
     if text.lstrip().startswith("<"):
         raise CircuitxError(f"{label} is XML (a GraphML circuit graph?), {NOT_A_TASK_FILE}")
-    pairs = read_pairs(text, kind or sniff_format(Path(path), text), label)
+    pairs, metric = read_pairs(text, kind or sniff_format(Path(path), text), label)
     if not pairs:
         raise CircuitxError(f"task file {label} has no prompt pairs")
-    return TaskFile(tuple(pairs), Path(path).stem, hashlib.sha256(raw).hexdigest()[:16], path)
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return TaskFile(tuple(pairs), Path(path).stem, digest, path, metric)

@@ -152,3 +152,59 @@ def test_export_eap_ig_notes_the_edges_eap_ig_would_prune(tmp_path):
         "(a1.h0->logits); EAP-IG's evaluate_graph prunes them first, so MIB counts 2"
     )
     assert run("export", tmp_path / "g.json", "--format", "json").stderr == ""
+
+
+def auto_circuit_name(edge: str) -> str:
+    """An edge as auto-circuit names it (A0.1->A7.3.K, MLP 3, Resid Start, Resid End)."""
+    from circuitx.names import parse_edge_name, parse_node
+
+    def node(name: str) -> str:
+        kind, layer, head = parse_node(name)
+        names = {"input": "Resid Start", "logits": "Resid End", "mlp": f"MLP {layer}"}
+        return names.get(kind, f"A{layer}.{head}")
+
+    sender, receiver, head_input = parse_edge_name(edge)
+    return f"{node(sender)}->{node(receiver)}" + (f".{head_input.upper()}" if head_input else "")
+
+
+def test_a_list_of_edge_names_is_a_reference_in_either_naming(tmp_path):
+    """The built-in IOI reference's edges as a JSON list, named as circuitx and MIB name
+    them or as auto-circuit does (its official circuits are edge sets), is a reference
+    with exactly those edges."""
+    from circuitx.names import parse_edge_name
+    from circuitx.reference import read_reference
+    from circuitx.tasks import get_task
+
+    builtin = get_task("ioi").reference("", 12, 12, True)
+    kept = sorted(key for key, data in edges_by_name(builtin).items() if data["in_circuit"])
+    ours, theirs = tmp_path / "ours.json", tmp_path / "auto-circuit.json"
+    ours.write_text(json.dumps(kept))
+    theirs.write_text(json.dumps([auto_circuit_name(edge) for edge in kept]))
+    assert auto_circuit_name("input->a0.h1<q>") == "Resid Start->A0.1.Q"
+    for path in (ours, theirs):
+        reference = read_reference(str(path), 12, 12, True)
+        edges = edges_by_name(reference)
+        assert sorted(key for key, data in edges.items() if data["in_circuit"]) == kept
+        ends = {end for key in kept for end in parse_edge_name(key)[:2]}
+        assert {n for n, c in reference.nodes(data="in_circuit") if c} == ends
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (["A0.1->A99.3.K"], r"'A0.1->A99.3.K' \(a0.h1->a99.h3<k>\) is not an edge of a 2 x 2"),
+        (["A0.1->Attn 3"], "'Attn 3' is not an auto-circuit node"),
+        ([7], "7 is not an edge name"),
+        ([], "its list of edges is empty"),
+        ({"IOI_CIRCUIT": {}}, "JSON of none of the forms read"),
+    ],
+)
+def test_bad_edge_lists_are_one_line(tmp_path, content, message):
+    from circuitx.errors import CircuitxError
+    from circuitx.reference import read_reference
+
+    path = tmp_path / "edges.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(CircuitxError, match=message) as caught:
+        read_reference(str(path), 2, 2, True)
+    assert "\n" not in str(caught.value)

@@ -502,3 +502,34 @@ def test_a_circuit_graph_given_as_the_task_is_named_so(tmp_path):
     for path, kind in cases:
         with pytest.raises(CircuitxError, match=f"{path.name} {kind}.*not a task file"):
             FileTask.from_file(str(path))
+
+
+def test_eap_igs_greater_than_csv_is_the_greater_than_task(tmp_path):
+    """EAP-IG's greater_than_data.csv (clean, corrupted, label: the start year's YY)
+    gives the built-in task's tokens and its prob-diff (the years above YY against the
+    rest), the file's default metric."""
+    model = load("planted-greater-than", device="cpu")
+    builtin = get_task("greater-than")
+    data = builtin.make_data(model, N, seed=0)
+    path = tmp_path / "greater_than_data.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["clean", "corrupted", "label"])
+        for i in range(N):
+            writer.writerow(
+                [data.clean_prompts[i], data.corrupted_prompts[i], int(data.extra["yy"][i])]
+            )
+    task = get_task(str(path))
+    assert task.default_metric == "prob-diff"
+    ours = task.make_data(model, N, seed=0)
+    assert torch.equal(ours.clean, data.clean) and torch.equal(ours.corrupted, data.corrupted)
+    final = torch.randn(N, model.d_vocab, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(
+        task.metric("prob-diff", final, ours, final),
+        builtin.metric("prob-diff", final, data, final),
+    )
+    path.write_text(
+        "clean,corrupted,label\nThe war lasted from the year 1799 to the year 17,x,99\n"
+    )
+    with pytest.raises(CircuitxError, match="row 2: label '99' is not a year's last two digits"):
+        get_task(str(path))
