@@ -319,6 +319,11 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
         for key in ("answers", "wrong_answers"):
             if key not in row:
                 raise CircuitxError(f"{where} has no {key!r}")
+        if isinstance(row.get("clean"), list):
+            raise CircuitxError(
+                f"{where}: 'clean' is token ids, auto-circuit's pre-tokenised form, which "
+                "circuitx does not read: give the prompts and answers as text"
+            )
         pairs.append(
             PromptPair(
                 _prompt(row, "clean", where),

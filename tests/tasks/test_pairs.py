@@ -231,6 +231,12 @@ BAD = {
     ),
     "not UTF-8": ("t.jsonl", b'{"clean": "caf\xe9"}\n', "is not UTF-8 text (byte 0xe9"),
     "JSON that is not a task": ("t.json", b'{"rows": []}', "is JSON but not a task"),
+    "auto-circuit's token ids": (
+        "t.json",
+        b'{"prompts": [{"clean": [1, 2], "corrupt": [1, 3], "answers": [4], '
+        b'"wrong_answers": [5]}]}',
+        "t.json prompt 1: 'clean' is token ids, auto-circuit's pre-tokenised form",
+    ),
     "index out of range": (
         "t.csv",
         b"clean,corrupted,correct_idx,incorrect_idx\n"
