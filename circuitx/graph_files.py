@@ -348,7 +348,7 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     d_model = graph.graph.get("d_model")
     if not isinstance(d_model, int) or isinstance(d_model, bool):
         why = (
-            "its EAP-IG file's cfg has none (EAP-IG wrote none before 2025): add "
+            "its EAP-IG file's cfg has none (EAP-IG wrote none before February 2025): add "
             '"d_model" to the file\'s "cfg"'
             if graph.graph.get("source_format") == "eap-ig"
             else "(a graph from before circuitx recorded it): discover it again"
