@@ -26,7 +26,7 @@ from circuitx.models import (
     sender_output_hook,
 )
 from circuitx.names import HEAD_INPUTS
-from circuitx.position_pass import Mix
+from circuitx.position_pass import PassMasks
 
 
 class MaskedPass:
@@ -50,17 +50,12 @@ class MaskedPass:
     def __init__(
         self,
         engine: Any,
-        k: int,
-        layer: int,
-        node_mask: torch.Tensor | None,
-        edge_mask: torch.Tensor | None,
-        mix: Mix | None,
-        frozen: bool,
-        record_grads: Callable[[int, torch.Tensor], None] | None = None,
+        masks: PassMasks,
         complement: bool = False,
         reads: HeadReads | None = None,
-        host_edges: torch.Tensor | None = None,  # edge_mask's copy on the host
     ) -> None:
+        k, layer, node_mask, edge_mask = masks.k, masks.layer, masks.node_mask, masks.edge_mask
+        mix, frozen, record_grads = masks.mix, masks.frozen, masks.record_grads
         self.reads, self.norms = reads, {}  # layer -> its heads' normed input and scale
         self.engine, self.k, self.layer, self.n = engine, k, layer, engine.data.n_prompts
         self.record_grads = record_grads
@@ -75,7 +70,7 @@ class MaskedPass:
         self.total: torch.Tensor | None = None  # [k, rows]: every live difference so far
         self.last_total: tuple[int, torch.Tensor] | None = None  # (first sender, its chunk's)
         if edge_mask is not None:
-            self._plan(edge_mask, host_edges, complement)
+            self._plan(edge_mask, masks.host_edges, complement)
 
     def _plan(self, edge_mask: torch.Tensor, host_mask: torch.Tensor, complement: bool) -> None:
         """Choose each receiver group's form and active senders, and the buffer columns of

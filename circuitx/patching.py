@@ -43,7 +43,7 @@ from circuitx.models import (
     resid_pre_hook,
     sender_output_hook,
 )
-from circuitx.position_pass import Mix, PositionPass, position_weights
+from circuitx.position_pass import Mix, PassMasks, PositionPass, position_weights
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
 
@@ -442,17 +442,12 @@ class PatchingEngine:
             held = self.held_mask if node_mask is None else self.held_mask.to(node_mask.dtype)
             node_mask = held.expand(k, -1) if node_mask is None else node_mask * held
         reads = self.head_reads if record_grads is not None and edge_mask is None else None
+        masks = PassMasks(k, layer, node_mask, edge_mask, host_edges, mix, frozen, record_grads)
         if isinstance(self.layout, PositionLayout):
             reads = None
-            pass_: MaskedPass | PositionPass = PositionPass(
-                self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, host_edges,
-                pattern_grads,
-            )  # fmt: skip
+            pass_: MaskedPass | PositionPass = PositionPass(self, masks, pattern_grads)
         else:
-            pass_ = MaskedPass(
-                self, k, layer, node_mask, edge_mask, mix, frozen, record_grads, complement,
-                reads, host_edges,
-            )  # fmt: skip
+            pass_ = MaskedPass(self, masks, complement, reads)
         resid = pass_.start()
         tokens = self.data.clean.repeat(k, 1)
         flags = EDGE_HOOK_FLAGS if edge_mask is not None or record_grads is not None else ()

@@ -17,6 +17,7 @@ patch difference in the residual basis) and has the interface of the engine's ow
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,6 +40,25 @@ from circuitx.names import HEAD_INPUTS
 # an interpolated pass: (the first sender of the chunk interpolated, a): that chunk (the
 # embeddings, a layer's heads or an MLP) writes patch + a (clean - patch), a constant
 Mix = tuple[int, float]
+
+
+@dataclass(frozen=True)
+class PassMasks:
+    """What one masked pass applies, as :meth:`circuitx.patching.PatchingEngine.run`
+    prepares it: ``k`` stacked masks from block ``layer`` on; the node and edge masks on
+    the device (None: all ones) and the edge mask's copy on the host, to plan from;
+    ``mix``, an interpolation (see the engine); ``frozen``: the senders' differences are
+    the clean run's; ``record_grads`` hears the gradients at receivers' inputs in the
+    backward pass."""
+
+    k: int
+    layer: int
+    node_mask: torch.Tensor | None
+    edge_mask: torch.Tensor | None
+    host_edges: torch.Tensor | None
+    mix: Mix | None
+    frozen: bool
+    record_grads: Callable[[int, torch.Tensor], None] | None
 
 
 def position_weights(model: Model) -> TransformerWeights:
@@ -65,16 +85,12 @@ class PositionPass:
     def __init__(
         self,
         engine: Any,
-        k: int,
-        layer: int,
-        node_mask: torch.Tensor | None,
-        edge_mask: torch.Tensor | None,
-        mix: Mix | None,
-        frozen: bool,
-        record_grads: Callable[[int, torch.Tensor], None] | None,
-        host_edges: torch.Tensor | None,
+        masks: PassMasks,
         pattern_grads: Callable[[int, torch.Tensor], None] | None = None,
     ) -> None:
+        k, layer, node_mask, edge_mask = masks.k, masks.layer, masks.node_mask, masks.edge_mask
+        mix, frozen, record_grads = masks.mix, masks.frozen, masks.record_grads
+        host_edges = masks.host_edges
         self.engine, self.k, self.layer = engine, k, layer
         self.layout: PositionLayout = engine.layout
         self.base, self.g = self.layout.base, self.layout.n_groups
