@@ -29,7 +29,7 @@ import torch
 
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout, PositionLayout
-from circuitx.models import Model
+from circuitx.models import Model, head_reads
 from circuitx.patching import TOKENS_PER_PASS, Mix, PatchingEngine, effect_gap
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
@@ -111,10 +111,10 @@ def gradient_floats_per_token(model: Model) -> int:
     """Floats a forward pass kept for a backward pass holds per token (every block's
     saved tensors): fitted to EAP's measured peaks on a GPT-2-small shape (12 x 12, 768),
     with split q/k/v inputs (planted-ioi, 5 x 4, d_model 320, too) and, where the heads'
-    input gradients come from their q, k and v ones (:attr:`circuitx.models.Model.head_reads`),
+    input gradients come from their q, k and v ones (:func:`circuitx.models.head_reads`),
     without (about 350,000 floats a token measured; counted here with a third more)."""
     d_mlp = model.d_mlp if model.has_mlp else 0
-    per_head = 3 if model.head_reads is not None else 9
+    per_head = 3 if head_reads(model) is not None else 9
     return model.n_layers * (per_head * model.n_heads * model.d_model + 4 * d_mlp)
 
 

@@ -39,6 +39,7 @@ from circuitx.models import (
     attention_output_hook,
     attention_pattern_hook,
     head_output_hook,
+    head_reads,
     mlp_output_hook,
     resid_pre_hook,
     sender_output_hook,
@@ -466,8 +467,8 @@ class PatchingEngine:
     @cached_property
     def head_reads(self) -> HeadReads | None:
         """How the heads read the residual stream, where the model says (see
-        :attr:`circuitx.models.Model.head_reads`); a test sets it None for the split pass."""
-        return self.model.head_reads
+        :func:`circuitx.models.head_reads`); a test sets it None for the split pass."""
+        return head_reads(self.model)
 
     def _first_changed_layer(
         self, node_mask: torch.Tensor | None, edge_mask: torch.Tensor | None

@@ -5,7 +5,8 @@ Face hub name or alias (built-in model names are resolved to directories by
 :mod:`circuitx.builtin`, above this package). Everything is loaded through
 ``TransformerBridge`` in compatibility mode, so hook names and weight conventions are
 HookedTransformer's. :mod:`~circuitx.models.hooks` names the hook points,
-:mod:`~circuitx.models.model` holds a loaded :class:`Model` and reads its weights, and
+:mod:`~circuitx.models.model` holds a loaded :class:`Model`,
+:mod:`~circuitx.models.weights` reads its parameters out, and
 :mod:`~circuitx.models.loading` loads one.
 """
 
@@ -41,11 +42,12 @@ from circuitx.models.loading import (
     parse_dtype,
     quiet_loaders,
 )
-from circuitx.models.model import (
+from circuitx.models.model import Model
+from circuitx.models.weights import (
     BlockWeights,
     HeadReads,
-    Model,
     TransformerWeights,
+    head_reads,
     transformer_weights,
 )
 
@@ -68,6 +70,7 @@ __all__ = [
     "attention_pattern_hook",
     "canonical_model_name",
     "head_input_hook",
+    "head_reads",
     "head_output_hook",
     "head_vector_hook",
     "load_model",

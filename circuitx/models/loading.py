@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError, first_line, listed
-from circuitx.models.model import Model, config_model_type
+from circuitx.models.model import Model
+from circuitx.models.weights import config_model_type
 from circuitx.progress import announce
 
 HUB_ALIASES = {
