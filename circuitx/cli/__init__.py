@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from circuitx.cli import discover, leaderboard, listings, tracr, trained, transcoders
+from circuitx.cli import discover, graphs, leaderboard, listings, tracr, trained, transcoders
 from circuitx.cli.common import OneLineErrors
 from circuitx.version import __version__
 
@@ -21,10 +21,10 @@ def main() -> None:
 
 main.add_command(discover.discover_command, "discover")
 for command in (
-    discover.score,
-    discover.compare,
-    discover.export,
-    discover.draw_command,
+    graphs.score,
+    graphs.compare,
+    graphs.export,
+    graphs.draw_command,
     transcoders.train_transcoders,
     tracr.build_tracr,
     trained.train_ground_truth_command,

@@ -1,4 +1,4 @@
-"""``circuitx discover``, and the commands that read its graphs: score, compare, export.
+"""``circuitx discover`` (the commands that read its graphs are in :mod:`circuitx.cli.graphs`).
 
 The method flags of ``discover`` (``--tau``, ``--ig-steps``, ...) and its ``--method``
 choices are generated from the method registry each time the command runs, so a method
@@ -31,31 +31,19 @@ from circuitx.discovery import (
     FAITHFULNESS_PROMPTS,
     DiscoveryRequest,
     discover,
-    evaluate,
     matching_reference,
-    overlap_notes,
-    reference_for_graph,
     reference_for_model,
     report,
     run_warnings,
     scoring_notes,
     top_k_notes,
 )
-from circuitx.drawing import DRAW_ENGINES, check_engine, draw, draw_format
-from circuitx.errors import CircuitxError, listed
-from circuitx.files import atomic_open, check_not_an_input, check_output_path
-from circuitx.graph import collapse_positions, edges_off_path, position_groups
-from circuitx.graph_files import (
-    GRAPH_FORMATS,
-    graph_format,
-    graph_to_text,
-    read_graph,
-    suffix_format,
-    write_graph,
-)
+from circuitx.drawing import draw, draw_format
+from circuitx.errors import CircuitxError
+from circuitx.files import check_not_an_input, check_output_path
+from circuitx.graph_files import graph_format, write_graph
 from circuitx.methods import METHODS, Option, all_options
 from circuitx.patching import ABLATIONS
-from circuitx.scoring import OVERLAP_LEVELS, overlap
 from circuitx.tasks import FORMATS, TASKS
 
 
@@ -182,8 +170,9 @@ class DiscoverCommand(click.Command):
     default="auto",
     show_default=True,
     help="auto (a planted model's ground truth, or the task's reference on its paper "
-    "model), none, planted, TASK[:VARIANT], a planted model's name or a graph file to score "
-    "against.",
+    "model), none, planted, TASK[:VARIANT], a planted model's name, or a file to score "
+    "against: a graph (ours, or EAP-IG's JSON), a circuit of head classes or a list of edge "
+    "names (JSON).",
 )
 @click.option(
     "--out",
@@ -363,173 +352,3 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     for key, value in rows:
         table.add_row(key, str(value))
     stdout().print(table)
-
-
-@click.command()
-@click.argument("graph_path", type=click.Path(dir_okay=False))
-@click.option(
-    "--reference",
-    "reference_spec",
-    default="auto",
-    show_default=True,
-    help="auto, planted, TASK[:VARIANT], a planted model's name or a graph file (ours, or "
-    "EAP-IG's JSON).",
-)
-@click.option(
-    "--collapse-positions",
-    "collapse",
-    is_flag=True,
-    help="Score a circuit over token positions as its components: each score summed over "
-    "positions, the circuit selected again from the sums.",
-)
-@cache_dir_option
-@json_option
-def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
-    """Score a saved circuit graph against a reference circuit (a component-level
-    reference goes to a circuit's token positions by its task's roles)."""
-    if reference_spec == "none":
-        raise CircuitxError("score needs a reference to score against; --reference none names none")
-    graph = read_graph(graph_path)
-    if collapse:
-        graph = collapsed(graph, graph_path)
-    reference, label, why_not = reference_for_graph(graph, reference_spec, cache_dir)
-    if reference is None:
-        raise CircuitxError(why_not or "no reference to score against")
-    if collapse:
-        reference = collapse_positions(reference)
-    metrics = evaluate(graph, reference)
-    for line in scoring_notes(graph, reference):
-        note(line)
-    if as_json:
-        print_json({"graph": graph_path, "reference": label, "metrics": metrics})
-        return
-    table = Table(title=f"{graph_path} vs {label}")
-    for column in ("", "precision", "recall", "F1", "ROC AUC"):
-        table.add_column(column)
-    for level in ("node", "edge"):
-        table.add_row(
-            level, *(fmt(metrics[f"{level}_{m}"]) for m in ("precision", "recall", "f1", "auc"))
-        )
-    stdout().print(table)
-
-
-@click.command()
-@click.argument("graph_a", type=click.Path(dir_okay=False))
-@click.argument("graph_b", type=click.Path(dir_okay=False))
-@json_option
-def compare(graph_a, graph_b, as_json) -> None:
-    """Overlap of two circuits: heads, nodes (heads and MLPs) and edges in each, shared,
-    Jaccard, and the share of A's circuit found in B's and of B's in A's."""
-    a, b = read_graph(graph_a), read_graph(graph_b)
-    result = overlap(a, b)
-    for line in overlap_notes(a, b):
-        note(line)
-    if as_json:
-        print_json({"a": graph_a, "b": graph_b, **result})
-        return
-    table = Table(title=f"A = {graph_a}, B = {graph_b}")
-    columns = ("a", "b", "shared", "jaccard", "a_in_b", "b_in_a")
-    for column in ("", "in A", "in B", "shared", "Jaccard", "A in B", "B in A"):
-        table.add_column(column)
-    for level in OVERLAP_LEVELS:
-        table.add_row(level, *(fmt(result[level][c]) for c in columns))
-    stdout().print(table)
-
-
-@click.command("draw")
-@click.argument("graph_path", type=click.Path(dir_okay=False))
-@click.option(
-    "--out", "out_path", required=True, type=click.Path(dir_okay=False),
-    help="The picture: .svg, .png, .pdf, or .html (an interactive page).",
-)  # fmt: skip
-@click.option(
-    "--reference",
-    "reference_spec",
-    default="none",
-    show_default=True,
-    help="Colour by agreement with a reference: none, auto, planted, TASK[:VARIANT], a "
-    "planted model's name or a graph file.",
-)
-@click.option(
-    "--all", "every", is_flag=True,
-    help="Every scored edge, not the circuit's only (a page: its slider starts there).",
-)  # fmt: skip
-@click.option(
-    "--top", type=click.IntRange(min=1),
-    help="The N edges of largest |score| (a page: its slider starts at top N).",
-)  # fmt: skip
-@click.option(
-    "--engine", type=click.Choice(DRAW_ENGINES), default="matplotlib", show_default=True,
-    help="Who lays out a static picture: circuitx's layout by matplotlib, or Graphviz's dot "
-    "(needs dot on the PATH).",
-)  # fmt: skip
-@cache_dir_option
-def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache_dir) -> None:
-    """Draw a circuit graph (input at the bottom, a row per layer, logits at the top)."""
-    if every and top is not None:  # before the graph is read (draw checks it too)
-        raise CircuitxError("choose --all or --top, not both")
-    check_output_path(out_path)
-    check_engine(engine, out_path)
-    graph = read_graph(graph_path)
-    reference = None
-    if reference_spec != "none":
-        reference, _, why_not = reference_for_graph(graph, reference_spec, cache_dir)
-        if reference is None:
-            raise CircuitxError(why_not or "no reference to draw against")
-    drawn = draw(graph, out_path, matching_reference(graph, reference), top, every, engine)
-    if drawn["note"]:
-        note(f"note: {drawn['note']}")
-    if (every or top is not None) and drawn["edges"] == 0:
-        note(
-            "note: no edge has a non-zero score (a node-level method scores none): --all and "
-            "--top choose among scored edges; without them the circuit's edges are drawn"
-        )
-
-
-def collapsed(graph: Any, path: str) -> Any:
-    """``graph`` over components (--collapse-positions), with a note where it has no
-    positions to collapse."""
-    if position_groups(graph) is None:
-        note(f"note: {path} has no token positions: --collapse-positions changes nothing")
-    return collapse_positions(graph)
-
-
-@click.command()
-@click.argument("graph_path", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt_name", required=True, type=click.Choice(list(GRAPH_FORMATS)))
-@click.option(
-    "--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout)."
-)
-@click.option(
-    "--collapse-positions",
-    "collapse",
-    is_flag=True,
-    help="Export a circuit over token positions as its components (scores summed).",
-)
-def export(graph_path, fmt_name, out_path, collapse) -> None:
-    """Convert a circuit graph to GraphML, JSON, DOT (the circuit only) or EAP-IG's graph
-    JSON (what MIB evaluates). GRAPH may be an EAP-IG graph too."""
-    if out_path:
-        check_output_path(out_path)
-        named = suffix_format(out_path)
-        json_file = named == "json" and fmt_name == "eap-ig"  # EAP-IG's graphs are JSON
-        if named is not None and named != fmt_name and not json_file:
-            raise CircuitxError(
-                f"--out {out_path} names a {named} file, but --format is {fmt_name}"
-            )
-    graph = read_graph(graph_path)
-    text = graph_to_text(collapsed(graph, graph_path) if collapse else graph, fmt_name)
-    if out_path:
-        with atomic_open(out_path) as handle:
-            handle.write(text)
-    else:
-        click.echo(text, nl=False)
-    off_path = edges_off_path(graph) if fmt_name == "eap-ig" else []
-    if off_path:
-        kept = sum(1 for *_, in_circuit in graph.edges(data="in_circuit") if in_circuit)
-        note(
-            f"note: {len(off_path)} of the circuit's {kept} edges "
-            f"{'lies' if len(off_path) == 1 else 'lie'} on no path from input to "
-            f"logits ({listed(off_path, 3)}); EAP-IG's evaluate_graph prunes them first, so "
-            f"MIB counts {kept - len(off_path)}"
-        )
