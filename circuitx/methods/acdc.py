@@ -18,6 +18,15 @@ committed in ACDC's order up to the first edge that stays (see :func:`prune`): t
 circuit as one trial at a time. On a CPU, where a stacked trial costs what its own pass
 does, they run one at a time.
 
+With ``--input-tests on`` a receiver's whole input is tried before its edges, as the
+authors' code does: its graph holds each head's q, k and v input and each MLP's input as
+nodes of their own, joined to the head or MLP by an edge ACDC tries like any other
+(ArthurConmy/Automatic-Circuit-Discovery: the ``DIRECT_COMPUTATION`` edges; visited
+after the MLP's node, for every head input of a layer before any edge into them, v, k, q,
+latest head first). Patching that edge patches all of the input at once; when the
+metric moves by less than ``tau`` the input's edges are all removed untried.
+auto-circuit's ACDC has no such test (off, the default until the tables are rerun).
+
 A change smaller than the metric's float32 resolution (:func:`circuitx.engine.metric_change`)
 is rounding, not an effect, and scores 0: edges that do nothing tie, however and wherever
 the pass is computed.
@@ -49,6 +58,14 @@ class ACDC(Method):
             "clean-corrupted gap",
             low=0,
         ),
+        Option(
+            "input_tests",
+            "str",
+            "off",
+            "try each MLP's and head q/k/v input whole before its edges, as the authors' "
+            "ACDC does, and drop all its edges when that moves the metric less than tau",
+            choices=("on", "off"),
+        ),
     )
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
@@ -63,17 +80,23 @@ class ACDC(Method):
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         # on a CPU a stacked trial costs what its own pass does: no speculation there
         width = 1 if engine.model.device.type == "cpu" else engine.masks_per_pass
-        scores, mask, tried = prune(engine, float(run.options["tau"]), width, run.advance)
+        tau, inputs = float(run.options["tau"]), run.options["input_tests"] == "on"
+        scores, mask, tried = prune(engine, tau, width, run.advance, inputs)
         kept = int((mask * engine.layout.valid).sum())
         facts = {"acdc_edges_tried": tried, "acdc_edges_kept": kept}
         return Scores.of_edges(scores, facts=facts)
 
 
 def prune(
-    engine: Engine, tau: float, trials_per_pass: int = 1, advance: Advance = no_progress
+    engine: Engine,
+    tau: float,
+    trials_per_pass: int = 1,
+    advance: Advance = no_progress,
+    input_tests: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """ACDC's pruning: the edge scores [n_senders, n_receivers], the edge mask it leaves
-    and the number of edges tried.
+    and the number of edges tried (with ``input_tests``, whole inputs tried first; see
+    the module's docstring).
 
     With ``trials_per_pass`` > 1 the trials of a receiver's next edges run side by side,
     speculatively: trial j assumes the j - 1 edges before it in ACDC's order are removed
@@ -88,13 +111,34 @@ def prune(
     gap = abs(engine.gap)
     current = float(engine.edge_mask_metrics(mask.unsqueeze(0))[0])
     tried = 0
+    tested: set[int] = set()  # receivers whose whole input was tried
+    dropped: set[int] = set()  # those whose input test removed every edge
+
+    def disconnected(receiver: int) -> bool:
+        node, _ = layout.receivers[receiver]
+        sender = layout.sender(node)
+        return not bool((mask[sender] * valid[sender]).any())
+
     for receiver in reversed(range(layout.n_receivers)):
         readable = layout.readable(receiver)
         node, _ = layout.receivers[receiver]
         if node != LOGITS:
-            sender = layout.sender(node)
-            if not bool((mask[sender] * valid[sender]).any()):
+            if disconnected(receiver):
                 mask[:readable, receiver] = 0.0
+                advance(int(valid[:readable, receiver].sum()))
+                continue
+            if input_tests and receiver not in tested:
+                for whole in _input_group(layout, receiver):
+                    tested.add(whole)
+                    if disconnected(whole):
+                        continue  # removed untried when its turn comes
+                    trial = mask.clone()
+                    trial[: layout.readable(whole), whole] = 0.0
+                    metric = float(engine.edge_mask_metrics(trial.unsqueeze(0))[0])
+                    if _change(current, metric) / gap < tau:
+                        mask[: layout.readable(whole), whole], current = 0.0, metric
+                        dropped.add(whole)
+            if receiver in dropped:
                 advance(int(valid[:readable, receiver].sum()))
                 continue
         # latest sender first (an edge of a circuit over positions: the valid ones)
@@ -116,6 +160,20 @@ def prune(
                 mask[sender, receiver] = 0.0
                 current = metric
     return scores, mask, tried
+
+
+def _input_group(layout: Layout, receiver: int) -> list[int]:
+    """The receivers whose whole inputs the authors' ACDC tries when it reaches
+    ``receiver``, in its order: an MLP's input alone; for a head input, every head input
+    of that layer (v, k, q, latest head first), all before any edge into them."""
+    if layout.receivers[receiver][1] is None:
+        return [receiver]
+    layer = layout.receiver_layer(receiver)
+    return [
+        other
+        for other in reversed(range(receiver + 1))
+        if layout.receiver_layer(other) == layer and layout.receivers[other][1] is not None
+    ]
 
 
 def _change(before: float, after: float) -> float:
