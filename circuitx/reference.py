@@ -235,6 +235,8 @@ def edge_list_circuit(
     """A reference from a JSON list of edge names (circuitx's, MIB's or auto-circuit's):
     those edges and their ends in the circuit. An edge the model's graph lacks is one
     line naming it."""
+    if not names:
+        raise CircuitxError(f"reference {name}: its list of edges is empty")
     graph = reference_graph(name, n_layers, n_heads, has_mlp)
     edges = edges_by_name(graph)
     for text in names:
@@ -246,9 +248,8 @@ def edge_list_circuit(
                 f"{n_layers} x {n_heads} model{'' if has_mlp else ' without MLPs'}"
             )
         edges[key]["in_circuit"] = True
-        put_in_circuit(graph, [sender, receiver], graph.nodes[receiver].get("role") or "")
-    if not names:
-        raise CircuitxError(f"reference {name}: its list of edges is empty")
+        for end in (sender, receiver):  # no roles: a list names no classes
+            graph.nodes[end]["in_circuit"] = True
     return graph
 
 

@@ -187,6 +187,9 @@ def test_a_list_of_edge_names_is_a_reference_in_either_naming(tmp_path):
         assert sorted(key for key, data in edges.items() if data["in_circuit"]) == kept
         ends = {end for key in kept for end in parse_edge_name(key)[:2]}
         assert {n for n, c in reference.nodes(data="in_circuit") if c} == ends
+        roles = dict(reference.nodes(data="role"))  # the ends keep theirs; a list has none
+        assert roles["input"] == "input" and roles["logits"] == "logits"
+        assert roles["a9.h9"] is None
 
 
 @pytest.mark.parametrize(
