@@ -384,7 +384,7 @@ def test_acdc_tries_the_edges_of_the_position_universe(tiny_model):
     data = task.make_data(tiny_model, 4, seed=1)
     layout = PositionLayout(2, 4, True, positions=("END", "other"), readout=("END",))
     pos = PatchingEngine(tiny_model, task, data, layout=layout)
-    scores, mask, tried = prune(pos, tau=0.02)
+    scores, mask, tried, _ = prune(pos, tau=0.02)
     assert tried <= len(pos.layout.edges)
     assert float(scores[~pos.layout.valid].abs().max()) == 0.0  # no edge outside it
     kept = (mask.bool() & pos.layout.valid).nonzero().tolist()

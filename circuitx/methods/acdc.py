@@ -24,8 +24,10 @@ nodes of their own, joined to the head or MLP by an edge ACDC tries like any oth
 (ArthurConmy/Automatic-Circuit-Discovery: the ``DIRECT_COMPUTATION`` edges; visited
 after the MLP's node, for every head input of a layer before any edge into them, v, k, q,
 latest head first). Patching that edge patches all of the input at once; when the
-metric moves by less than ``tau`` the input's edges are all removed untried.
-auto-circuit's ACDC has no such test (off, the default until the tables are rerun).
+metric moves by less than ``tau`` the input's edges are all removed untried, and each
+scores that change (below ``tau``, so out of the circuit; the authors' code gives them
+none): the edges of an input that moved the metric a little rank above those of one
+that moved it not at all. auto-circuit's ACDC has no such test (``--input-tests off``).
 
 A change smaller than the metric's float32 resolution (:func:`circuitx.engine.metric_change`)
 is rounding, not an effect, and scores 0: edges that do nothing tie, however and wherever
@@ -61,11 +63,16 @@ class ACDC(Method):
         Option(
             "input_tests",
             "str",
-            "off",
+            "on",
             "try each MLP's and head q/k/v input whole before its edges, as the authors' "
             "ACDC does, and drop all its edges when that moves the metric less than tau",
             choices=("on", "off"),
         ),
+    )
+
+    reported_facts = (
+        ("acdc_edges_tried", "ACDC edges tried"),
+        ("acdc_inputs_tried", "ACDC inputs tried whole"),
     )
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
@@ -81,9 +88,11 @@ class ACDC(Method):
         # on a CPU a stacked trial costs what its own pass does: no speculation there
         width = 1 if engine.model.device.type == "cpu" else engine.masks_per_pass
         tau, inputs = float(run.options["tau"]), run.options["input_tests"] == "on"
-        scores, mask, tried = prune(engine, tau, width, run.advance, inputs)
+        scores, mask, tried, inputs_tried = prune(engine, tau, width, run.advance, inputs)
         kept = int((mask * engine.layout.valid).sum())
         facts = {"acdc_edges_tried": tried, "acdc_edges_kept": kept}
+        if inputs:
+            facts["acdc_inputs_tried"] = inputs_tried
         return Scores.of_edges(scores, facts=facts)
 
 
@@ -93,10 +102,10 @@ def prune(
     trials_per_pass: int = 1,
     advance: Advance = no_progress,
     input_tests: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """ACDC's pruning: the edge scores [n_senders, n_receivers], the edge mask it leaves
-    and the number of edges tried (with ``input_tests``, whole inputs tried first; see
-    the module's docstring).
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """ACDC's pruning: the edge scores [n_senders, n_receivers], the edge mask it leaves,
+    the number of edges tried and the number of whole inputs tried (with
+    ``input_tests``; see the module's docstring).
 
     With ``trials_per_pass`` > 1 the trials of a receiver's next edges run side by side,
     speculatively: trial j assumes the j - 1 edges before it in ACDC's order are removed
@@ -110,7 +119,7 @@ def prune(
     scores = torch.zeros(layout.n_senders, layout.n_receivers)
     gap = abs(engine.gap)
     current = float(engine.edge_mask_metrics(mask.unsqueeze(0))[0])
-    tried = 0
+    tried = inputs_tried = 0
     tested: set[int] = set()  # receivers whose whole input was tried
     dropped: set[int] = set()  # those whose input test removed every edge
 
@@ -132,11 +141,15 @@ def prune(
                     tested.add(whole)
                     if disconnected(whole):
                         continue  # removed untried when its turn comes
+                    senders = layout.readable(whole)
                     trial = mask.clone()
-                    trial[: layout.readable(whole), whole] = 0.0
+                    trial[:senders, whole] = 0.0
                     metric = float(engine.edge_mask_metrics(trial.unsqueeze(0))[0])
-                    if _change(current, metric) / gap < tau:
-                        mask[: layout.readable(whole), whole], current = 0.0, metric
+                    inputs_tried += 1
+                    change = _change(current, metric) / gap
+                    if change < tau:  # its edges go untried, each scored the input's change
+                        mask[:senders, whole], current = 0.0, metric
+                        scores[:senders, whole] = change * valid[:senders, whole]
                         dropped.add(whole)
             if receiver in dropped:
                 advance(int(valid[:readable, receiver].sum()))
@@ -159,7 +172,7 @@ def prune(
                     break
                 mask[sender, receiver] = 0.0
                 current = metric
-    return scores, mask, tried
+    return scores, mask, tried, inputs_tried
 
 
 def _input_group(layout: Layout, receiver: int) -> list[int]:

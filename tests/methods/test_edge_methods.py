@@ -2,6 +2,7 @@
 planted IOI circuit found by each through the command line."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -73,11 +74,11 @@ def test_acdc_trials_side_by_side_give_the_sequential_circuit(tiny_model, name, 
     passes = []
     metrics = engine.edge_mask_metrics
     engine.edge_mask_metrics = lambda masks, **kw: passes.append(len(masks)) or metrics(masks, **kw)
-    scores, mask, tried = prune(engine, tau, 1)
+    scores, mask, tried, _ = prune(engine, tau, 1)
     assert len(passes) == tried + 1 and 0 < int(mask.sum()) < mask.numel()
     for width in (4, 32):
         passes.clear()
-        wide_scores, wide_mask, wide_tried = prune(engine, tau, width)
+        wide_scores, wide_mask, wide_tried, _ = prune(engine, tau, width)
         assert torch.equal(wide_mask, mask) and wide_tried == tried
         assert torch.allclose(wide_scores, scores, atol=1e-4)
         assert len(passes) < tried and 1 < max(passes) <= width
@@ -99,6 +100,49 @@ def test_acdc_input_tests_go_in_the_authors_order():
     ]  # fmt: skip
 
 
+def test_acdc_reports_its_trials():
+    """discover shows how many edges and whole inputs ACDC tried (--json: method_facts);
+    without the input tests there are none, shown as '-'."""
+    base = ["discover", "--task", "greater-than", "--method", "acdc", "--model", "planted"]
+    small = [*base, "--n-prompts", "6", "--no-faithfulness"]
+    summary = json.loads(run(*small, "--json").stdout)
+    facts = summary["method_facts"]
+    assert facts["acdc_edges_tried"] > 0 and facts["acdc_inputs_tried"] > 0
+    table = run(*small, "--input-tests", "off")
+    assert re.search(r"│ ACDC edges tried +│ \d+ +│", table.stdout)
+    assert re.search(r"│ ACDC inputs tried whole +│ - +│", table.stdout)
+
+
+def test_acdc_input_tests_score_a_dropped_input_by_its_change(tiny_model):
+    """The edges of an input dropped whole each score the change that patching the whole
+    input made (below tau), not 0: every such input's edges share one score, the change
+    its one pass measured; inputs that made none score 0."""
+    from circuitx.methods.acdc import prune
+
+    engine = Engine(tiny_model, get_task("ioi"), get_task("ioi").make_data(tiny_model, 6, seed=0))
+    layout, tau = engine.layout, 0.1
+    calls = []
+    metrics = engine.edge_mask_metrics
+    engine.edge_mask_metrics = lambda masks, **kw: (
+        calls.append(masks[0].clone()) or metrics(masks, **kw)
+    )
+    scores, mask, _, inputs_tried = prune(engine, tau, input_tests=True)
+    scored_groups = 0
+    for before, trial in zip(calls, calls[1:]):
+        changed = (before != trial).nonzero()
+        columns = changed[:, 1].unique().tolist()
+        whole = [r for r in columns if not bool(trial[: layout.readable(r), r].any())]
+        if len(whole) != 1 or int((changed[:, 1] == whole[0]).sum()) < 2:
+            continue  # not an input test (one edge, or a group of one sender)
+        r = whole[0]
+        if bool(mask[: layout.readable(r), r].any()):
+            continue  # the input stayed
+        column = scores[: layout.readable(r), r][layout.valid[: layout.readable(r), r].bool()]
+        assert bool((column == column[0]).all()) and 0 <= float(column[0]) < tau
+        scored_groups += int(float(column[0]) > 0)
+    assert inputs_tried > 0 and scored_groups > 0
+
+
 @pytest.mark.parametrize(
     ("name", "task", "metric"),
     [("planted-ioi", "ioi", "logit-diff"), ("planted-greater-than", "greater-than", "prob-diff")],
@@ -115,8 +159,9 @@ def test_acdc_input_tests_keep_a_planted_circuit_with_fewer_edges_tried(name, ta
         model, get_task(task), get_task(task).make_data(model, 6, seed=0), metric=metric
     )
     valid = engine.layout.valid
-    scores, mask, tried = prune(engine, 0.01)
-    whole_scores, whole_mask, whole_tried = prune(engine, 0.01, input_tests=True)
+    scores, mask, tried, none_tried = prune(engine, 0.01)
+    whole_scores, whole_mask, whole_tried, inputs_tried = prune(engine, 0.01, input_tests=True)
+    assert none_tried == 0 and 0 < inputs_tried <= engine.layout.n_receivers - 1
     assert torch.equal(whole_mask * valid, mask * valid) and int((mask * valid).sum()) > 0
     assert whole_tried < tried
     untried = (whole_scores == 0) & (scores != 0)  # edges the input tests removed untried

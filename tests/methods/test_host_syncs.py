@@ -142,8 +142,9 @@ def test_host_reads_do_not_grow_with_heads_layers_or_steps(model, transcoders, m
         passes.clear()
         scores = chosen.score(engine, run)
     reads = sum(device.reads.values())
-    if method == "acdc":  # one per tried edge: whether it stays removed
-        assert reads == scores.facts["acdc_edges_tried"] + 1, device.reads  # + the start
+    if method == "acdc":  # one per tried edge or whole input: whether it stays removed
+        tried = scores.facts["acdc_edges_tried"] + scores.facts["acdc_inputs_tried"]
+        assert reads == tried + 1, device.reads  # + the start
     elif method == "path-patching":  # one per stage: the next stage's receivers
         assert reads <= scores.facts["path_patching_stages"], device.reads
     elif method in ("subnetwork-probing", "edge-pruning"):  # the progress bar's loss every
