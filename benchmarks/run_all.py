@@ -58,6 +58,13 @@ LEADERBOARDS = (
         1,
     ),
     (
+        "planted",
+        "leaderboard-acdc",
+        "the planted models: ACDC with the authors' input tests (default) and without",
+        "corrupted",
+        "acdc,acdc[input-tests=off]",
+    ),
+    (
         "tracr",
         "leaderboard-tracr",
         "the tracr-compiled models (task tracr, metric l2)",
