@@ -164,7 +164,8 @@ def test_acdc_input_tests_keep_a_planted_circuit_with_fewer_edges_tried(name, ta
     assert none_tried == 0 and 0 < inputs_tried <= engine.layout.n_receivers - 1
     assert torch.equal(whole_mask * valid, mask * valid) and int((mask * valid).sum()) > 0
     assert whole_tried < tried
-    untried = (whole_scores == 0) & (scores != 0)  # edges the input tests removed untried
+    # edges the input tests removed untried, with an input that changed nothing (score 0)
+    untried = (whole_scores == 0) & (scores != 0)
     assert not bool((whole_mask * untried).any())
 
 
