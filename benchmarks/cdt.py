@@ -56,7 +56,7 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
     elif step == "engine":
         action = lambda: one_batch(model, task, data)
     else:
-        action = method_step(one_batch(model, task, data), step, model)
+        action = method_step(one_batch(model, task, data), step)
     seconds, mib = (measure_unit if step == "forward" else measure)(
         action, torch.device(args.device)
     )

@@ -176,6 +176,8 @@ METHOD_STEPS = {
     "eap-ig": ("eap-ig", {}),
     "path-patching": ("path-patching", {}),
     "acdc": ("acdc", {}),
+    "cdt": ("cdt", {}),  # benchmarks/cdt.py's and sae.py's steps
+    "sae": ("sae", {}),
     "hisp": ("hisp", {}),
     "eap-ig-activations": ("eap-ig", {"ig_mode": "activations"}),
     "eap-ig-clean-corrupted": ("eap-ig", {"ig_mode": "clean-corrupted"}),
@@ -319,7 +321,10 @@ def main() -> None:
 def in_fresh_process(script: str, step: str, model_dir: str, options: list[str]) -> dict:
     """Run ``script --step step`` in a new Python process and return the JSON it prints."""
     command = [sys.executable, script, "--step", step, "--model-dir", model_dir, *options]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:  # the child's own last lines say why
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise SystemExit(f"step {step} failed (exit {done.returncode}):\n{tail}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

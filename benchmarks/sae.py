@@ -56,7 +56,7 @@ from circuitx.builtin.planted import PLANTED
 from circuitx.discovery import DiscoveryRequest, discover, report
 from circuitx.engine import Engine
 from circuitx.methods import MethodRun, get_method, method_options
-from circuitx.methods.sae import _each_vector_block, _overlap, sae_positions
+from circuitx.methods.sae import DEFAULT_CODES, _each_vector_block, _overlap, sae_positions
 from circuitx.scoring import roc_auc
 from circuitx.tasks import get_task
 
@@ -87,11 +87,12 @@ def timing(args: argparse.Namespace) -> None:
         tiny_gpt2(Path(tmp), 12, 12, 768, seed=0)
         results = {step: in_fresh_process(__file__, step, tmp, options) for step in STEPS}
     print(gpt2_small_heading(results["forward"]["shape"], args.device))
-    defaults = get_method("sae").options
+    defaults = method_options(get_method("sae"))
     labels = {
         "forward": "one forward pass of the positives (unit)",
         "engine": "engine: cache positive + negative runs",
-        "sae": f"sae: train ({defaults['sae_steps']} steps, {defaults['n_codes']} codes, "
+        "sae": f"sae: train ({defaults['sae_steps']} steps, "
+        f"{defaults['n_codes'] or f'at most {DEFAULT_CODES}'} codes, "
         f"{defaults['n_examples']} examples), codes, scores",
     }
     unit = results["forward"]
