@@ -19,6 +19,9 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# the GPT-2 tokenizer: ../shared does not travel to the device machine, ./shared (copied there,
+# git-ignored) does
+[ -d shared/tokenizers/gpt2 ] && export CIRCUITX_SHARED="$PWD/shared"
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || exit 1
 export PYTHONUNBUFFERED=1
 
@@ -34,9 +37,13 @@ bench() {  # seconds, title, command...
         echo >>"$out"
         echo "($((SECONDS - start)) s)" >>"$out"
     else
-        echo "(stopped or failed after $((SECONDS - start)) s: $(tail -n 1 /tmp/gpu-bench.err))" >>"$out"
+        echo "(stopped or failed after $((SECONDS - start)) s; its last lines:" >>"$out"
+        echo >>"$out"
+        grep -v '^Loading\|^Writing' /tmp/gpu-bench.err | tail -n 6 | sed 's/^/    /' >>"$out"
+        echo ")" >>"$out"
     fi
     echo >>"$out"
+    { echo "== $title"; cat /tmp/gpu-bench.err; } >>"${out%.md}.log"  # each step's stderr
 }
 
 {
@@ -46,11 +53,13 @@ bench() {  # seconds, title, command...
     date -u +"%Y-%m-%d %H:%M UTC"
     echo
 } >"$out"
-bench 100 "Edge methods, 100 prompts" python3 benchmarks/edge_methods.py --device cuda --n-prompts 100
-bench 150 "Edge methods, 1,000 prompts" \
+: >"${out%.md}.log"
+bench 150 "Edge methods, 100 prompts" python3 benchmarks/edge_methods.py --device cuda --n-prompts 100
+bench 90 "CD-T, 100 prompts" python3 benchmarks/cdt.py --device cuda --skip-planted --n-prompts 100
+bench 120 "Edge methods, 1,000 prompts" \
     python3 benchmarks/edge_methods.py --device cuda --n-prompts 1000 --skip-acdc
-bench 80 "CD-T, 100 prompts" python3 benchmarks/cdt.py --device cuda --skip-planted --n-prompts 100
-bench 60 "Discrete-SAE overlap, 1,000 prompts" \
-    python3 benchmarks/sae.py --device cuda --skip-planted --skip-examples --n-prompts 1000
-bench 60 "Transcoders" python3 benchmarks/transcoder.py --device cuda --skip-planted
+bench 50 "Discrete-SAE overlap, 1,000 prompts" python3 benchmarks/sae.py --device cuda \
+    --n-prompts 1000 --skip-planted --skip-examples --skip-settings --skip-health \
+    --skip-histograms --skip-separability
+bench 70 "Transcoders" python3 benchmarks/transcoder.py --device cuda --skip-planted
 cat "$out"
