@@ -339,15 +339,22 @@ def test_negatives_default_to_the_task_negative_corruption(word_model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "task, lowest", [("ioi", 0.85), ("greater-than", 0.99), ("docstring", 0.6)]
+    "task, lowest", [("ioi", 0.85), ("greater-than", 0.99), ("docstring", None)]
 )
 def test_finds_each_planted_circuit_through_the_cli(task, lowest):
     """One seed; benchmarks/sae.py reports the mean over seeds (docs/planted.md). Codes
     that summarise the outputs find the circuit heads whose outputs differ most between
-    positive and negative prompts first (the top-ranked component is in the circuit);
-    docstring's two weaker heads look like distractors to them (AUC 0.67 there)."""
+    positive and negative prompts first. Docstring's two weaker heads look like
+    distractors to them, and where they rank among the distractors follows the CPU's
+    float rounding through the training: node AUC 0.67 at seed 0 on the machines before
+    2026-12-04, 0.39 on an Intel Xeon (seeds 0-4 there: 0.39, 0.59, 0.53, 0.48, 0.61;
+    the mover a2.h3 first at seeds 0-2, every node kept the circuit's at 0-4); so
+    docstring's AUC is not asserted, its precision is."""
     args = ["discover", "--task", task, "--method", "sae", "--model", "planted", "--json"]
     summary = json.loads(run(*args, "--no-faithfulness").stdout)
-    assert summary["metrics"]["node_auc"] >= lowest
-    assert summary["metrics"]["node_precision"] > 0
+    if lowest is not None:
+        assert summary["metrics"]["node_auc"] >= lowest
+        assert summary["metrics"]["node_precision"] > 0
+    else:  # docstring: what it keeps (the mover) is the circuit's
+        assert summary["metrics"]["node_precision"] == 1.0
     assert summary["warnings"] == []
