@@ -12,18 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-benchmarks/gpu.md}"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
-# the GPT-2 tokenizer: ../shared does not travel to the device machine, ./shared (copied there,
-# git-ignored) does
-[ -d shared/tokenizers/gpt2 ] && export CIRCUITX_SHARED="$PWD/shared"
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || exit 1
-export PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh  # wheels, PYTHONPATH, tokenizer, CUDA
 
 bench() {  # seconds, title, command...
     local limit="$1" title="$2"

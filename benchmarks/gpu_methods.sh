@@ -14,15 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-benchmarks/leaderboard-gpu}"
 mkdir -p "$out"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || exit 1
-export PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh  # wheels, PYTHONPATH, tokenizer, CUDA
 work=$(mktemp -d)
 
 board() {  # seconds, run name, methods
