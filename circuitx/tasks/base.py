@@ -257,10 +257,19 @@ def single_token(model: "Model", word: str) -> int | None:
     return ids[0]
 
 
-def encode_batch(model: "Model", prompts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
-    """Tokens [n, pos] of ``prompts`` (BOS first where there is one, right-padded) and lengths."""
+def encode_batch(
+    model: "Model", prompts: Sequence[str | Sequence[int]]
+) -> tuple[torch.Tensor, list[int]]:
+    """Tokens [n, pos] of ``prompts`` (BOS first where there is one, right-padded) and
+    lengths. A prompt given as token ids is the model's input as it is, BOS put first
+    unless it begins with it."""
     bos = [model.bos_token_id] if model.bos_token_id is not None else []
-    rows = [bos + ids for ids in model.encode_many(prompts)]
+    texts = [prompt for prompt in prompts if isinstance(prompt, str)]
+    encoded = iter(model.encode_many(texts) if texts else [])
+    rows = []
+    for prompt in prompts:
+        ids = next(encoded) if isinstance(prompt, str) else list(prompt)
+        rows.append(ids if bos and not isinstance(prompt, str) and ids[:1] == bos else bos + ids)
     lengths = [len(r) for r in rows]
     width = max(lengths)
     if width > model.n_ctx:

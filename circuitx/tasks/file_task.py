@@ -80,9 +80,9 @@ class FileTask(Task):
         for pair in pairs:
             if not (pair.answers or pair.answer_ids):
                 raise CircuitxError(f"{pair.where} has no answer")
-            if pair.clean == pair.corrupted:  # patching it changes nothing
-                raise CircuitxError(
-                    f"{pair.where}: the clean and corrupted prompts are the same text"
+            if (pair.clean, pair.clean_ids) == (pair.corrupted, pair.corrupted_ids):
+                raise CircuitxError(  # patching it changes nothing
+                    f"{pair.where}: the clean and corrupted prompts are the same"
                 )
         names = [name for name, _ in pairs[0].named]
         for pair in pairs:
@@ -121,10 +121,13 @@ class FileTask(Task):
     def _data(self, model: "Model", pairs: Sequence[PromptPair]) -> TaskData:
         """The pairs' tokens, positions and answers, each pair checked."""
         _check_vocabulary(model, pairs)
-        clean = [p.clean for p in pairs]
-        corrupted = [p.corrupted for p in pairs]
-        clean_tokens, lengths = encode_batch(model, clean)
-        corrupted_tokens, corrupted_lengths = encode_batch(model, corrupted)
+        _check_prompt_ids(model, pairs)
+        clean_tokens, lengths = encode_batch(model, [p.clean_ids or p.clean for p in pairs])
+        corrupted_tokens, corrupted_lengths = encode_batch(
+            model, [p.corrupted_ids or p.corrupted for p in pairs]
+        )
+        clean = [p.clean or _shown(model, p.clean_ids) for p in pairs]
+        corrupted = [p.corrupted or _shown(model, p.corrupted_ids) for p in pairs]
         bos = 0 if model.bos_token_id is None else 1
         for pair, size, other in zip(pairs, lengths, corrupted_lengths):
             if size != other:  # patching reads the corrupted run token by token
@@ -259,7 +262,9 @@ def _check_vocabulary(model: "Model", pairs: Sequence[PromptPair]) -> None:
     unknown_id = model.tokenizer.unk_token_id
     if unknown_id is None:
         return
-    texts = [(p, text) for p in pairs for text in (p.clean, p.corrupted, *p.answers, *p.wrongs)]
+    texts = [
+        (p, text) for p in pairs for text in (p.clean, p.corrupted, *p.answers, *p.wrongs) if text
+    ]
     for (pair, text), ids in zip(texts, model.encode_many([text for _, text in texts])):
         unknown = model.unknown_words(text) if unknown_id in ids else []
         if unknown:
@@ -268,6 +273,24 @@ def _check_vocabulary(model: "Model", pairs: Sequence[PromptPair]) -> None:
                 f"{pair.where}: {words} not in the model's vocabulary (its tokenizer reads "
                 f"{'them' if len(unknown) > 1 else 'it'} as {model.tokenizer.unk_token})"
             )
+
+
+def _shown(model: "Model", ids: Sequence[int]) -> str:
+    """A prompt given as token ids, decoded as text prompts are shown: without BOS."""
+    starts_with_bos = model.bos_token_id is not None and ids[:1] == (model.bos_token_id,)
+    return model.decode(list(ids[1:] if starts_with_bos else ids))
+
+
+def _check_prompt_ids(model: "Model", pairs: Sequence[PromptPair]) -> None:
+    """Refuse a prompt given as token ids with an id outside the model's vocabulary."""
+    for pair in pairs:
+        for which, ids in (("clean", pair.clean_ids), ("corrupted", pair.corrupted_ids)):
+            outside = [token for token in ids if not 0 <= token < model.d_vocab]
+            if outside:
+                raise CircuitxError(
+                    f"{pair.where}: the {which} prompt's token id {outside[0]} is outside "
+                    f"the model's vocabulary ({model.d_vocab} tokens)"
+                )
 
 
 def _answer_texts(pair: PromptPair, prompt: str, texts: Sequence[str]) -> list[str]:

@@ -16,7 +16,9 @@ Three formats (told by the file's suffix, else by its content, or named):
   paper's metric, by default.
 - ``auto-circuit``: auto-circuit's JSON dataset, ``{"prompts": [{"clean", "corrupt",
   "answers": [str], "wrong_answers": [str]}]}``, each answer tokenised on its own as
-  auto-circuit does (so its datasets write `` Mary``).
+  auto-circuit does (so its datasets write `` Mary``); or its pre-tokenised form, prompts
+  and answers as token ids, the prompts read as the model's input (the model's BOS put
+  first unless they begin with it).
 
 Every answer must be one token of the model (checked when the pairs are tokenised,
 :class:`circuitx.tasks.base.FileTask`).
@@ -85,6 +87,10 @@ class PromptPair:
     # named tokens of the clean prompt (name, index as ``position``): the positions a
     # circuit over token positions has nodes at (--positions named)
     named: tuple[tuple[str, int], ...] = ()
+    # the prompts as token ids instead of text (auto-circuit's pre-tokenised form; then
+    # ``clean`` and ``corrupted`` are "")
+    clean_ids: tuple[int, ...] = ()
+    corrupted_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,8 @@ def _ids(value: Any, where: str, key: str) -> tuple[int, ...]:
             raise CircuitxError(f"{where}: {key} {value!r} is not a token id") from None
     values = value if isinstance(value, (list, tuple)) else [value]
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise CircuitxError(f"{where}: {key} {value!r} is not a token id or a list of them")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise CircuitxError(f"{where}: {key} {shown} is not a token id or a list of them")
     return tuple(values)
 
 
@@ -320,10 +327,8 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
             if key not in row:
                 raise CircuitxError(f"{where} has no {key!r}")
         if isinstance(row.get("clean"), list):
-            raise CircuitxError(
-                f"{where}: 'clean' is token ids, auto-circuit's pre-tokenised form, which "
-                "circuitx does not read: give the prompts and answers as text"
-            )
+            pairs.append(_pre_tokenised(row, where))
+            continue
         pairs.append(
             PromptPair(
                 _prompt(row, "clean", where),
@@ -335,6 +340,34 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
             )
         )
     return pairs
+
+
+def _pre_tokenised(row: dict, where: str) -> PromptPair:
+    """An auto-circuit prompt pair given as token ids: prompts, answers and wrong answers."""
+    for key in ("clean", "corrupt"):
+        if key not in row:
+            raise CircuitxError(f"{where} has no {key!r}")
+        if not isinstance(row[key], list) or not row[key]:
+            raise CircuitxError(
+                f"{where}: 'clean' is token ids, so {key!r} must be a non-empty list of them"
+            )
+    for key in ("answers", "wrong_answers"):
+        if isinstance(row[key], list) and any(isinstance(v, list) for v in row[key]):
+            raise CircuitxError(
+                f"{where}: {key!r} holds a list of tokens per position (auto-circuit's "
+                "tracr datasets); circuitx reads answers at one position, and reads a tracr "
+                "model's every position with --task tracr"
+            )
+    return PromptPair(
+        "",
+        "",
+        answer_ids=_ids(row["answers"], where, "answers"),
+        wrong_ids=_ids(row["wrong_answers"], where, "wrong_answers"),
+        continues=False,
+        where=where,
+        clean_ids=_ids(row["clean"], where, "clean"),
+        corrupted_ids=_ids(row["corrupt"], where, "corrupt"),
+    )
 
 
 def is_task_file(spec: str) -> bool:

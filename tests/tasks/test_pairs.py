@@ -78,7 +78,21 @@ def write_formats(directory: Path, model, data) -> dict[str, Path]:
         for i in rows
     ]
     auto.write_text(json.dumps({"prompts": prompts}))
-    return {"jsonl": jsonl, "eap-ig": table, "auto-circuit": auto}
+    # auto-circuit's pre-tokenised form: token ids, BOS written in half the rows
+    (directory / "ids").mkdir()
+    tokenised = directory / "ids" / "ioi-pairs.json"
+    end = data.positions["END"]
+    prompts = [
+        {
+            "clean": data.clean[i, i % 2 : end[i] + 1].tolist(),
+            "corrupt": data.corrupted[i, i % 2 : end[i] + 1].tolist(),
+            "answers": [int(data.answer[i])],
+            "wrong_answers": [int(data.wrong[i])],
+        }
+        for i in rows
+    ]
+    tokenised.write_text(json.dumps({"prompts": prompts}))
+    return {"jsonl": jsonl, "eap-ig": table, "auto-circuit": auto, "auto-circuit-ids": tokenised}
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +100,14 @@ def files(tmp_path_factory, planted_ioi, ioi_data):
     return write_formats(tmp_path_factory.mktemp("tasks"), planted_ioi, ioi_data)
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "eap-ig", "auto-circuit"])
+@pytest.mark.parametrize("kind", ["jsonl", "eap-ig", "auto-circuit", "auto-circuit-ids"])
 def test_each_format_gives_the_tasks_own_prompts_and_metric(planted_ioi, ioi_data, files, kind):
     task = get_task(str(files[kind]))
     assert task.name == "ioi-pairs" and len(task.digest) == 16
     data = task.make_data(planted_ioi, N, seed=0)
     for name in ("clean", "corrupted", "answer"):
         assert torch.equal(getattr(data, name), getattr(ioi_data, name)), name
+    assert data.clean_prompts == ioi_data.clean_prompts  # token ids shown decoded
     assert torch.equal(data.wrong.squeeze(-1), ioi_data.wrong)
     assert torch.equal(data.positions["END"], ioi_data.positions["END"])
     final = torch.randn(N, planted_ioi.d_vocab, generator=torch.Generator().manual_seed(0))
@@ -231,11 +246,35 @@ BAD = {
     ),
     "not UTF-8": ("t.jsonl", b'{"clean": "caf\xe9"}\n', "is not UTF-8 text (byte 0xe9"),
     "JSON that is not a task": ("t.json", b'{"rows": []}', "is JSON but not a task"),
-    "auto-circuit's token ids": (
+    "auto-circuit's answers per position (its tracr datasets)": (
         "t.json",
-        b'{"prompts": [{"clean": [1, 2], "corrupt": [1, 3], "answers": [4], '
+        b'{"prompts": [{"clean": [3, 0, 1], "corrupt": [3, 1, 1], "answers": [[1, 0]], '
+        b'"wrong_answers": [[1, 1]]}]}',
+        "t.json prompt 1: 'answers' holds a list of tokens per position",
+    ),
+    "auto-circuit's vectors (its micro-model inputs)": (
+        "t.json",
+        b'{"prompts": [{"clean": [[3.0, 3.0], [2.0, 2.0]], "corrupt": [[-3.0, -3.0], '
+        b'[-2.0, -2.0]], "answers": [1], "wrong_answers": [0]}]}',
+        "t.json prompt 1: clean [[3.0, 3.0], [2.0, 2.0]] is not a token id or a list of them",
+    ),
+    "token ids and text in one pair": (
+        "t.json",
+        b'{"prompts": [{"clean": [1, 2], "corrupt": "When", "answers": [4], '
         b'"wrong_answers": [5]}]}',
-        "t.json prompt 1: 'clean' is token ids, auto-circuit's pre-tokenised form",
+        "t.json prompt 1: 'clean' is token ids, so 'corrupt' must be a non-empty list",
+    ),
+    "a prompt's token id out of range": (
+        "t.json",
+        b'{"prompts": [{"clean": [1, 2], "corrupt": [1, 99999], "answers": [4], '
+        b'"wrong_answers": [5]}]}',
+        "t.json prompt 1: the corrupted prompt's token id 99999 is outside the model's",
+    ),
+    "the same token ids twice": (
+        "t.json",
+        b'{"prompts": [{"clean": [1, 2], "corrupt": [1, 2], "answers": [4], '
+        b'"wrong_answers": [5]}]}',
+        "t.json prompt 1: the clean and corrupted prompts are the same",
     ),
     "index out of range": (
         "t.csv",
