@@ -6,7 +6,8 @@ Three formats (told by the file's suffix, else by its content, or named):
   [str], "wrong": str | [str]}``. An answer is the word that continues the prompt,
   tokenised as it would continue it (a space between them unless the prompt ends in one
   or the answer starts with one: ``Mary`` after a prompt is GPT-2's `` Mary``); or token
-  ids as ``answer_ids`` / ``wrong_ids``.
+  ids as ``answer_ids`` / ``wrong_ids``. Prompts as token ids are ``clean_ids`` /
+  ``corrupted_ids`` (then the answers are ids too).
 - ``eap-ig``: the CSV of EAP-IG and MIB (hannamw/EAP-IG), columns ``clean``,
   ``corrupted``, ``correct_idx`` and, optionally, ``incorrect_idx``: token ids (one, or,
   circuitx's extension, a list ``[1, 2]``); other columns are ignored. Or EAP-IG's
@@ -55,6 +56,8 @@ JSONL_KEYS = (
     "wrong_ids",
     "position",
     "positions",
+    "clean_ids",
+    "corrupted_ids",
 )
 # the other formats' names for our JSONL's keys
 FOREIGN_KEYS = {
@@ -214,6 +217,9 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
         _check_keys(row, where)
         if "answer" not in row and "answer_ids" not in row:
             raise CircuitxError(f"{where} has no 'answer' (or 'answer_ids')")
+        if "clean_ids" in row or "corrupted_ids" in row:
+            pairs.append(_jsonl_ids(row, where))
+            continue
         pairs.append(
             PromptPair(
                 _prompt(row, "clean", where),
@@ -228,6 +234,31 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
             )
         )
     return pairs
+
+
+def _jsonl_ids(row: dict, where: str) -> PromptPair:
+    """A JSONL pair whose prompts are token ids (``clean_ids``, ``corrupted_ids``): its
+    answers are token ids too, since a text answer continues a text prompt."""
+    given = [key for key in ("clean", "corrupted", "answer", "wrong") if key in row]
+    if given:
+        raise CircuitxError(
+            f"{where}: a pair with token-id prompts takes token ids throughout "
+            f"(answer_ids, wrong_ids), not {', '.join(repr(key) for key in given)}"
+        )
+    for key in ("clean_ids", "corrupted_ids"):
+        if key not in row:
+            raise CircuitxError(f"{where} has no {key!r}: give both prompts as token ids")
+    return PromptPair(
+        "",
+        "",
+        answer_ids=_ids(row["answer_ids"], where, "answer_ids"),
+        wrong_ids=_ids(row["wrong_ids"], where, "wrong_ids") if "wrong_ids" in row else (),
+        where=where,
+        position=_position(row.get("position"), where),
+        named=_named(row.get("positions"), where),
+        clean_ids=_ids(row["clean_ids"], where, "clean_ids"),
+        corrupted_ids=_ids(row["corrupted_ids"], where, "corrupted_ids"),
+    )
 
 
 def _check_keys(row: dict, where: str) -> None:

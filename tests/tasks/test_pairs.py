@@ -92,7 +92,28 @@ def write_formats(directory: Path, model, data) -> dict[str, Path]:
         for i in rows
     ]
     tokenised.write_text(json.dumps({"prompts": prompts}))
-    return {"jsonl": jsonl, "eap-ig": table, "auto-circuit": auto, "auto-circuit-ids": tokenised}
+    jsonl_ids = directory / "ids" / "ioi-pairs.jsonl"  # ours with token ids, no BOS
+    jsonl_ids.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "clean_ids": row["clean"][1 - i % 2 :],
+                    "corrupted_ids": row["corrupt"][1 - i % 2 :],
+                    "answer_ids": row["answers"],
+                    "wrong_ids": row["wrong_answers"],
+                }
+            )
+            + "\n"
+            for i, row in enumerate(prompts)
+        )
+    )
+    return {
+        "jsonl": jsonl,
+        "eap-ig": table,
+        "auto-circuit": auto,
+        "auto-circuit-ids": tokenised,
+        "jsonl-ids": jsonl_ids,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +121,9 @@ def files(tmp_path_factory, planted_ioi, ioi_data):
     return write_formats(tmp_path_factory.mktemp("tasks"), planted_ioi, ioi_data)
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "eap-ig", "auto-circuit", "auto-circuit-ids"])
+@pytest.mark.parametrize(
+    "kind", ["jsonl", "eap-ig", "auto-circuit", "auto-circuit-ids", "jsonl-ids"]
+)
 def test_each_format_gives_the_tasks_own_prompts_and_metric(planted_ioi, ioi_data, files, kind):
     task = get_task(str(files[kind]))
     assert task.name == "ioi-pairs" and len(task.digest) == 16
@@ -269,6 +292,11 @@ BAD = {
         b'{"prompts": [{"clean": [1, 2], "corrupt": [1, 99999], "answers": [4], '
         b'"wrong_answers": [5]}]}',
         "t.json prompt 1: the corrupted prompt's token id 99999 is outside the model's",
+    ),
+    "token-id prompts with a text answer": (
+        "t.jsonl",
+        b'{"clean_ids": [1, 2], "corrupted_ids": [1, 3], "answer": "John"}\n',
+        "t.jsonl line 1: a pair with token-id prompts takes token ids throughout",
     ),
     "the same token ids twice": (
         "t.json",
