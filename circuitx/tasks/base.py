@@ -258,11 +258,11 @@ def single_token(model: "Model", word: str) -> int | None:
 
 
 def encode_batch(
-    model: "Model", prompts: Sequence[str | Sequence[int]]
+    model: "Model", prompts: Sequence[str | Sequence[int]], names: Sequence[str] = ()
 ) -> tuple[torch.Tensor, list[int]]:
     """Tokens [n, pos] of ``prompts`` (BOS first where there is one, right-padded) and
     lengths. A prompt given as token ids is the model's input as it is, BOS put first
-    unless it begins with it."""
+    unless it begins with it. ``names``: each prompt's name in errors (a task file's row)."""
     bos = [model.bos_token_id] if model.bos_token_id is not None else []
     texts = [prompt for prompt in prompts if isinstance(prompt, str)]
     encoded = iter(model.encode_many(texts) if texts else [])
@@ -273,9 +273,9 @@ def encode_batch(
     lengths = [len(r) for r in rows]
     width = max(lengths)
     if width > model.n_ctx:
-        raise CircuitxError(
-            f"prompts are {width} tokens long; the model's context is {model.n_ctx}"
-        )
+        longest = lengths.index(width)
+        where = f"{names[longest]}: the prompt is" if names else "prompts are"
+        raise CircuitxError(f"{where} {width} tokens long; the model's context is {model.n_ctx}")
     tokens = torch.full((len(rows), width), model.pad_token_id, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)

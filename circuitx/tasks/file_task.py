@@ -122,9 +122,10 @@ class FileTask(Task):
         """The pairs' tokens, positions and answers, each pair checked."""
         _check_vocabulary(model, pairs)
         _check_prompt_ids(model, pairs)
-        clean_tokens, lengths = encode_batch(model, [p.clean_ids or p.clean for p in pairs])
+        where = [p.where for p in pairs]
+        clean_tokens, lengths = encode_batch(model, [p.clean_ids or p.clean for p in pairs], where)
         corrupted_tokens, corrupted_lengths = encode_batch(
-            model, [p.corrupted_ids or p.corrupted for p in pairs]
+            model, [p.corrupted_ids or p.corrupted for p in pairs], where
         )
         clean = [p.clean or _shown(model, p.clean_ids) for p in pairs]
         corrupted = [p.corrupted or _shown(model, p.corrupted_ids) for p in pairs]

@@ -147,7 +147,9 @@ def _ids(value: Any, where: str, key: str) -> tuple[int, ...]:
         except (ValueError, SyntaxError):
             raise CircuitxError(f"{where}: {key} {value!r} is not a token id") from None
     values = value if isinstance(value, (list, tuple)) else [value]
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if not values:
+        raise CircuitxError(f"{where}: {key} is an empty list; give at least one token id")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise CircuitxError(f"{where}: {key} {shown} is not a token id or a list of them")
     return tuple(values)
@@ -357,9 +359,12 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
         for key in ("answers", "wrong_answers"):
             if key not in row:
                 raise CircuitxError(f"{where} has no {key!r}")
-        if isinstance(row.get("clean"), list):
+        if isinstance(row.get("clean"), list) or isinstance(row.get("corrupt"), list):
             pairs.append(_pre_tokenised(row, where))
             continue
+        for key in ("clean", "corrupt"):
+            if key in row and not isinstance(row[key], str):
+                raise CircuitxError(f"{where}: {key!r} must be text or a list of token ids")
         pairs.append(
             PromptPair(
                 _prompt(row, "clean", where),
@@ -368,6 +373,8 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
                 _strings(row["wrong_answers"], where, "wrong_answers"),
                 continues=False,
                 where=where,
+                position=_position(row.get("position"), where),
+                named=_named(row.get("positions"), where),
             )
         )
     return pairs
@@ -378,12 +385,19 @@ def _pre_tokenised(row: dict, where: str) -> PromptPair:
     for key in ("clean", "corrupt"):
         if key not in row:
             raise CircuitxError(f"{where} has no {key!r}")
-        if not isinstance(row[key], list) or not row[key]:
+        if not isinstance(row[key], list):
             raise CircuitxError(
-                f"{where}: 'clean' is token ids, so {key!r} must be a non-empty list of them"
+                f"{where}: one prompt is token ids and the other not; give both as token ids "
+                "or both as text"
             )
     for key in ("answers", "wrong_answers"):
-        if isinstance(row[key], list) and any(isinstance(v, list) for v in row[key]):
+        values = row[key] if isinstance(row[key], list) else [row[key]]
+        if any(isinstance(v, str) for v in values):
+            raise CircuitxError(
+                f"{where}: the prompts are token ids, so {key!r} must be token ids too (a "
+                "text answer is tokenised after a text prompt)"
+            )
+        if any(isinstance(v, list) for v in values):
             raise CircuitxError(
                 f"{where}: {key!r} holds a list of tokens per position (auto-circuit's "
                 "tracr datasets); circuitx reads answers at one position, and reads a tracr "
@@ -396,6 +410,8 @@ def _pre_tokenised(row: dict, where: str) -> PromptPair:
         wrong_ids=_ids(row["wrong_answers"], where, "wrong_answers"),
         continues=False,
         where=where,
+        position=_position(row.get("position"), where),
+        named=_named(row.get("positions"), where),
         clean_ids=_ids(row["clean"], where, "clean"),
         corrupted_ids=_ids(row["corrupt"], where, "corrupt"),
     )

@@ -285,7 +285,23 @@ BAD = {
         "t.json",
         b'{"prompts": [{"clean": [1, 2], "corrupt": "When", "answers": [4], '
         b'"wrong_answers": [5]}]}',
-        "t.json prompt 1: 'clean' is token ids, so 'corrupt' must be a non-empty list",
+        "t.json prompt 1: one prompt is token ids and the other not",
+    ),
+    "token-id prompts with text answers": (
+        "t.json",
+        b'{"prompts": [{"clean": [1, 2], "corrupt": [1, 3], "answers": ["John"], '
+        b'"wrong_answers": [5]}]}',
+        "t.json prompt 1: the prompts are token ids, so 'answers' must be token ids too",
+    ),
+    "a prompt longer than the model's context": (
+        "t.json",
+        b'{"prompts": [{"clean": [1, 2], "corrupt": [1, 3], "answers": [4], '
+        b'"wrong_answers": [5]}, {"clean": ['
+        + b"1, " * 400
+        + b'2], "corrupt": ['
+        + b"1, " * 400
+        + b'3], "answers": [4], "wrong_answers": [5]}]}',
+        "t.json prompt 2: the prompt is 402 tokens long; the model's context is",
     ),
     "a prompt's token id out of range": (
         "t.json",
@@ -606,3 +622,29 @@ def test_eap_igs_greater_than_csv_is_the_greater_than_task(tmp_path):
     )
     with pytest.raises(CircuitxError, match="row 2: label '99' is not a year's last two digits"):
         get_task(str(path))
+
+
+def test_score_finds_the_planted_models_truth_for_a_task_files_graph(files, tmp_path):
+    """A graph found on a task file's prompts names no built-in task; on a planted model
+    --reference auto (score's default, as discover's) is the model's own circuit."""
+    graph = tmp_path / "g.json"
+    common = ["--model", "planted-ioi", "--method", "eap", "--n-prompts", 4]
+    found = run("discover", "--task", files["jsonl-ids"], *common, "--out", graph)
+    assert found.exit_code == 0, found.output
+    scored = run("score", graph)
+    assert scored.exit_code == 0, scored.output
+    assert "planted-ioi ground truth" in scored.stdout
+
+
+def test_an_auto_circuit_file_takes_position_as_the_others_do(planted_ioi, files, tmp_path):
+    """position and positions, circuitx's extension of EAP-IG's CSV and our JSONL, are
+    read in an auto-circuit file too (they were ignored)."""
+    data = json.loads(files["auto-circuit-ids"].read_text())
+    for prompt in data["prompts"]:
+        prompt["position"] = 2
+        prompt["positions"] = {"S1": 3}
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(data))
+    got = get_task(str(moved)).make_data(planted_ioi, N, seed=0)
+    assert got.positions["END"].tolist() == [3] * N  # BOS, then token 2
+    assert got.positions["S1"].tolist() == [4] * N
