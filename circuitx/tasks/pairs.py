@@ -90,8 +90,8 @@ class PromptPair:
     # named tokens of the clean prompt (name, index as ``position``): the positions a
     # circuit over token positions has nodes at (--positions named)
     named: tuple[tuple[str, int], ...] = ()
-    # the prompts as token ids instead of text (auto-circuit's pre-tokenised form; then
-    # ``clean`` and ``corrupted`` are "")
+    # the prompts as token ids instead of text (auto-circuit's pre-tokenised form, our
+    # JSONL's clean_ids and corrupted_ids; then ``clean`` and ``corrupted`` are "")
     clean_ids: tuple[int, ...] = ()
     corrupted_ids: tuple[int, ...] = ()
 
