@@ -43,6 +43,7 @@ from circuitx.leaderboard.results import (
     write_text,
 )
 from circuitx.progress import progress_bar
+from circuitx.tasks import FileTask, get_task
 from circuitx.version import __version__
 
 __all__ = [
@@ -103,6 +104,7 @@ def run_leaderboard(
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once
         if name not in builtin.FAMILIES:
             load_cached(name, first.device, first.dtype, first.cache_dir)
+    check_task_files(cells)
     made = not out_dir.exists()
     try:
         out_dir.mkdir(exist_ok=True)
@@ -129,6 +131,21 @@ def check_cells(cells: list[Cell]) -> None:
             errors.append((cell, error))
     cell, error = errors[0]
     raise CircuitxError(f"no cell can run; {cell.task} / {cell.method}: {first_line(error)}")
+
+
+def check_task_files(cells: list[Cell]) -> None:
+    """Refuse, before any cell runs, a task file a model of the grid cannot read (a word
+    its tokenizer lacks, a token id past its vocabulary, an answer of two tokens), in the
+    words ``discover`` refuses it with; each file is checked once for each model."""
+    requests = {
+        (c.request.task, c.model): c.request for c in cells if c.model not in builtin.FAMILIES
+    }
+    for request in requests.values():
+        task = get_task(request.task, request.corruption, request.task_format)
+        if isinstance(task, FileTask):
+            model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
+            task.check_model(model)
+            task.make_data(model, request.n_prompts, request.seed)
 
 
 def _run(

@@ -382,6 +382,27 @@ def test_a_grid_that_cannot_run_is_refused_before_any_cell(tmp_path, problem):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ('{"clean": "When Zebulon", "corrupted": "When Sarah", "answer": "John"}', "'Zebulon' not"),
+        ('{"clean_ids": [1, 99999], "corrupted_ids": [1, 2], "answer_ids": [3]}', "id 99999"),
+    ],
+    ids=["unknown word", "id past the vocabulary"],
+)
+def test_a_task_file_the_model_cannot_read_is_refused_before_any_cell(tmp_path, row, expected):
+    """As discover refuses it: one line naming the row, and no --out directory (the
+    grid used to run the cell and report the error in the table)."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(PAIR + row + "\n")
+    out = tmp_path / "out"
+    args = ["leaderboard", "--tasks", f"ioi,{pairs}", "--methods", "hisp", "--model"]
+    result = run(*args, "planted-ioi", "--seeds", 1, "--n-prompts", 4, "--out", out)
+    assert_one_line_error(result, "line 2")
+    assert expected in result.output
+    assert not out.exists()
+
+
 def test_out_needs_an_existing_parent(tmp_path):
     out = tmp_path / "no" / "such" / "out"
     args = ["leaderboard", "--tasks", "greater-than", "--methods", "hisp", "--seeds", 1]
