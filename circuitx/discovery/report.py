@@ -157,8 +157,9 @@ SMALL_GAPS = {"logit-diff": 0.1, "log-prob": 0.1, "kl": 0.01, "prob-diff": 0.01}
 def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
     """Warnings about a run as a whole: fewer prompts than asked for (the task has no
     more), a model that does not do the task (the corrupted prompts score at least as
-    high as the clean ones) or barely does it (a gap under :data:`SMALL_GAPS`), and an
-    empty circuit (and why)."""
+    high as the clean ones) or barely does it (a gap under :data:`SMALL_GAPS`), a method
+    that takes the metric's gradient at the clean run on a metric flat there, and an empty
+    circuit (and why)."""
     said = []
     clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
     if clean is not None and corrupted is not None and clean <= corrupted:
@@ -183,27 +184,27 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "
             f"{asked})"
         )
+    method, metric = METHODS.get(str(summary["method"])), summary["metric"]
+    if method is not None and method.gradient_at_clean and metric in FLAT:
+        # scores normalised after the gradient (HISP's per layer) look like effects
+        said.append(
+            f"{method.name} takes the gradient of {metric} at the clean run, its optimum, "
+            "where it is flat: its scores are float rounding, not effects (use eap-ig, or "
+            "a metric such as logit-diff)"
+        )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(_empty_circuit(summary))
     return said
 
 
 def _empty_circuit(summary: dict[str, Any]) -> str:
-    """Why the circuit is empty: scores under the threshold, or no score at all (a
-    gradient method on a metric flat at the clean run)."""
+    """Why the circuit is empty: scores under the threshold, or no score at all."""
     if summary["largest_score"] >= NOTHING:
         return (
             "no component is in the circuit: every score is below the threshold (lower "
             "--threshold or give --top-k)"
         )
-    said = f"no component is in the circuit: every score is under {NOTHING:g}"
-    method, metric = METHODS.get(str(summary["method"])), summary["metric"]
-    if method is not None and method.gradient_at_clean and metric in FLAT:
-        said += (
-            f": {method.name} takes the gradient of {metric} at the clean run, its optimum, "
-            "where it is flat (use eap-ig, or a metric such as logit-diff)"
-        )
-    return said
+    return f"no component is in the circuit: every score is under {NOTHING:g}"
 
 
 def top_k_notes(layout: Layout, method_name: str, top_k: int) -> list[str]:

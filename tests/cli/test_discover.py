@@ -281,16 +281,30 @@ def test_an_empty_circuit_and_too_few_prompts_are_warned_of():
     assert summary["n_prompts"] == 6 and summary["n_nodes_in_circuit"] == 0
     said = "the task has 6 prompt pairs: all of them ran (--n-prompts is 20)"
     assert said in summary["warnings"] and said in result.stderr
-    assert (
-        "no component is in the circuit: every score is under 1e-06: eap takes the gradient "
-        "of l2 at the clean run" in result.stderr
-    )
+    assert "no component is in the circuit: every score is under 1e-06" in result.stderr
+    assert "eap takes the gradient of l2 at the clean run" in result.stderr
     assert summary["largest_score"] < 1e-6
     result = run(
         "discover", "--task", "tracr", "--model", "tracr-reverse", "--method", "eap-ig",
         "--threshold", 1e6, "--no-faithfulness",
     )  # fmt: skip
     assert "no component is in the circuit: every score is below the threshold" in result.stderr
+
+
+def test_a_gradient_at_the_clean_run_on_a_flat_metric_is_warned_of_whatever_it_keeps():
+    """HISP divides its scores by each layer's norm, so KL's rounding-level gradients at
+    the clean run become scores near 1 and a circuit: the warning must not wait for an
+    empty circuit (found by a new user's trial)."""
+    args = ["discover", "--task", "ioi", "--model", "planted-ioi", "--n-prompts", 4]
+    args += ["--metric", "kl", "--no-faithfulness", "--json"]
+    result = run(*args, "--method", "hisp")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["n_nodes_in_circuit"] > 0 and summary["largest_score"] > 0.5
+    said = "hisp takes the gradient of kl at the clean run, its optimum, where it is flat"
+    assert any(said in warning for warning in summary["warnings"])
+    logit_diff = run(*args[:-4], "--no-faithfulness", "--json", "--method", "hisp")
+    assert json.loads(logit_diff.stdout)["warnings"] == []
 
 
 def test_a_graph_name_that_is_not_utf8_is_written_and_shown(tiny_dir, tmp_path):
