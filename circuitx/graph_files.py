@@ -23,14 +23,19 @@ SCHEMA_KEY = "circuitx_schema"
 GRAPH_FORMATS = ("graphml", "json", "dot", "eap-ig")
 
 
-def graph_format(path: str | Path, explicit: str | None = None) -> str:
-    """The file format named explicitly or by the path's extension."""
-    named = explicit or suffix_format(path)
-    if named is None:
+def graph_format(path: str | Path, explicit: str | None = None, flag: str = "fmt") -> str:
+    """The file format named explicitly or by the path's extension; refused where both
+    are given and differ (EAP-IG's graphs are .json). ``flag`` names the explicit one."""
+    named = suffix_format(path)
+    if explicit is None and named is None:
         raise CircuitxError(
             f"cannot tell the graph format of {str(path)!r}: use .graphml, .json or .dot"
         )
-    return named
+    if explicit is None:
+        return named
+    if named is not None and named != explicit and (named, explicit) != ("json", "eap-ig"):
+        raise CircuitxError(f"{os.fspath(path)} names a {named} file, but {flag} is {explicit}")
+    return explicit
 
 
 def suffix_format(path: str | Path) -> str | None:

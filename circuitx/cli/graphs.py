@@ -18,9 +18,9 @@ from circuitx.discovery import (
 )
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw
 from circuitx.errors import CircuitxError, listed
-from circuitx.files import atomic_open, check_output_path
+from circuitx.files import atomic_open, check_not_an_input, check_output_path
 from circuitx.graph import collapse_positions, edges_off_path, position_groups
-from circuitx.graph_files import GRAPH_FORMATS, graph_to_text, read_graph, suffix_format
+from circuitx.graph_files import GRAPH_FORMATS, graph_format, graph_to_text, read_graph
 from circuitx.scoring import OVERLAP_LEVELS, overlap
 
 
@@ -170,12 +170,8 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
     JSON (what MIB evaluates). GRAPH may be an EAP-IG graph too."""
     if out_path:
         check_output_path(out_path)
-        named = suffix_format(out_path)
-        json_file = named == "json" and fmt_name == "eap-ig"  # EAP-IG's graphs are JSON
-        if named is not None and named != fmt_name and not json_file:
-            raise CircuitxError(
-                f"--out {out_path} names a {named} file, but --format is {fmt_name}"
-            )
+        check_not_an_input(out_path, {"GRAPH": graph_path})
+        graph_format(out_path, fmt_name, "--format")
     graph = read_graph(graph_path)
     text = graph_to_text(collapsed(graph, graph_path) if collapse else graph, fmt_name)
     if out_path:

@@ -237,6 +237,32 @@ def test_an_output_path_that_is_an_input_file_is_refused_and_the_file_kept(disco
         assert open(args[-1], "rb").read() == before
 
 
+def test_export_onto_its_own_input_is_refused_and_the_file_kept(discovered, tmp_path):
+    """Found by a new user's trial: export --out GRAPH replaced the graph it read."""
+    _, graph = discovered
+    copy = tmp_path / "self.json"
+    write_graph(read_graph(graph), copy)
+    before = copy.read_bytes()
+    result = run("export", copy, "--format", "eap-ig", "--out", copy)
+    assert_one_line_error(result, "is the GRAPH file: writing there would replace it")
+    assert copy.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "name, fmt", [("x.json", "dot"), ("y.graphml", "json"), ("y.dot", "eap-ig")]
+)
+def test_write_graph_refuses_a_format_its_file_name_contradicts(discovered, tmp_path, name, fmt):
+    """As export does: the file would not read back as what its name says."""
+    from circuitx.errors import CircuitxError
+
+    _, graph = discovered
+    with pytest.raises(CircuitxError, match=f"names a .* file, but fmt is {fmt}"):
+        write_graph(read_graph(graph), tmp_path / name, fmt=fmt)
+    assert list(tmp_path.iterdir()) == []
+    write_graph(read_graph(graph), tmp_path / "z.xml", fmt="graphml")  # .xml names GraphML
+    assert read_graph(tmp_path / "z.xml").number_of_edges() > 0
+
+
 def test_an_output_directory_is_refused_before_any_work(tmp_path):
     assert_one_line_error(discover("--model", "nowhere/at-all", "--out", tmp_path), "directory")
 
