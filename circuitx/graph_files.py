@@ -15,7 +15,14 @@ import numpy as np
 
 from circuitx.errors import CircuitxError, listed
 from circuitx.files import atomic_open, finite
-from circuitx.graph import edges_by_name, full_graph, position_groups, shape_of
+from circuitx.graph import (
+    component_graph,
+    edges_by_name,
+    full_graph,
+    layout_of,
+    position_groups,
+    shape_of,
+)
 from circuitx.layout import Layout
 from circuitx.names import INPUT, LOGITS, parse_edge_name, parse_node
 
@@ -153,6 +160,35 @@ def _validate(graph: nx.MultiDiGraph) -> None:
             raise CircuitxError(f"edge {key}: its ends or input do not match its name")
         if not _reads(receiver, sender, n_layers, parallel):
             raise CircuitxError(f"edge {key}: {receiver} runs before {sender} and cannot read it")
+    _check_complete(graph)
+
+
+def _check_complete(graph: nx.MultiDiGraph) -> None:
+    """The graph holds its layout's every node, at its layer and head, and every edge, and
+    no other edge between them (transcoder features aside): a file with one missing would
+    score as a circuit that never had it."""
+    layout = layout_of(graph)
+    for name, _, layer, head in layout.nodes:
+        data = graph.nodes.get(name)
+        if data is None:
+            raise CircuitxError(f"node {name} is missing (a graph holds every node of its model)")
+        if (data["layer"], data["head"]) != (layer, head):
+            raise CircuitxError(
+                f"node {name}: layer and head must be {layer} and {head}, not "
+                f"{data['layer']} and {data['head']}"
+            )
+    expected = set(layout.edge_names)
+    present = set(edges_by_name(component_graph(graph)))
+    missing = [name for name in layout.edge_names if name not in present]
+    if missing:
+        raise CircuitxError(
+            f"{len(missing)} of its model's {len(expected)} edges "
+            f"{'is' if len(missing) == 1 else 'are'} missing ({listed(missing, 3)}); a graph "
+            "holds every edge of its model"
+        )
+    extra = sorted(present - expected)
+    if extra:
+        raise CircuitxError(f"edge {extra[0]} is not an edge of its model")
 
 
 def _reads(receiver: str, sender: str, n_layers: int, parallel: bool) -> bool:
@@ -353,13 +389,13 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     d_model = graph.graph.get("d_model")
     if not isinstance(d_model, int) or isinstance(d_model, bool):
         why = (
-            "its EAP-IG file's cfg has none (EAP-IG wrote none before February 2025): add "
+            "its EAP-IG file's cfg has none (EAP-IG wrote none before February 2025); add "
             '"d_model" to the file\'s "cfg"'
             if graph.graph.get("source_format") == "eap-ig"
-            else "(a graph from before circuitx recorded it): discover it again"
+            else "it is from before circuitx recorded it; discover it again"
         )
         raise CircuitxError(
-            f"EAP-IG's reader needs the model's d_model, which this graph does not record {why}"
+            f"EAP-IG's reader needs the model's d_model, which this graph does not record: {why}"
         )
     edges = edges_by_name(graph)
     unscored = [name for name, data in edges.items() if data["score"] is None]
@@ -371,8 +407,9 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         )
     if unscored:
         raise CircuitxError(
-            f"EAP-IG graphs score every edge, and {len(unscored)} of this graph's have no "
-            f"score ({listed(unscored, 3)})"
+            f"EAP-IG graphs score every edge, and {len(unscored)} of this graph's "
+            f"{len(edges)} edges {'has' if len(unscored) == 1 else 'have'} no score "
+            f"({listed(unscored, 3)})"
         )
     cfg = {
         "n_layers": n_layers,
@@ -455,6 +492,13 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
             raise CircuitxError(f'edge {name!r}: expected {{"score", "in_graph"}}')
         edges[name]["score"] = _score(value.get("score"), f"edge {name}")
         edges[name]["in_circuit"] = bool(value.get("in_graph", False))
+    missing = [name for name in edges if name not in data["edges"]]
+    if missing:  # EAP-IG's to_json writes every edge
+        raise CircuitxError(
+            f"{len(missing)} of a {n_layers} x {n_heads} model's {len(edges)} edges "
+            f"{'is' if len(missing) == 1 else 'are'} missing ({listed(missing, 3)}); circuitx "
+            "reads a graph that lists every node and edge, as EAP-IG's to_json writes it"
+        )
     old_scores = data.get("node_scores")  # where circuitx wrote them before
     if isinstance(old_scores, dict):
         scored = True

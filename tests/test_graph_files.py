@@ -155,6 +155,12 @@ SIDEWAYS = {"a0.h0->a0.h1<q>": EDGE}  # a head into another of its layer
         (lambda d: d.update(version=99), "graph format version 99; this circuitx reads"),
         (lambda d: d["metadata"].update(threshold=-1), "threshold must be a number >= 0"),
         (lambda d: d["metadata"].update(top_k="abc"), "top_k must be a whole number >= 1"),
+        (  # found by a new user's trial: read, and scored as a circuit without the edge
+            lambda d: d["edges"].pop("input->a0.h1<v>"),
+            r"1 of its model's \d+ edges is missing \(input->a0.h1<v>\)",
+        ),
+        (lambda d: d["nodes"]["a1.h0"].update(layer=7), "node a1.h0: layer and head must be 1"),
+        (lambda d: d["nodes"]["a1.h0"].update(head=1), "node a1.h0: layer and head must be 1"),
     ],
 )
 def test_a_graph_file_missing_or_garbling_an_attribute_names_it(tmp_path, edit, pattern):
@@ -325,6 +331,10 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
         ),
         (lambda d: d["nodes"].update({"a9.h0": True}), "node 'a9.h0' is not in a 2 x 2 model"),
         (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
+        (  # found by a new user's trial: read as an edge with no score, off the circuit
+            lambda d: d["edges"].pop("input->a0.h1<v>"),
+            r"1 of a 2 x 2 model's \d+ edges is missing \(input->a0.h1<v>\)",
+        ),
     ],
 )
 def test_eap_ig_graphs_we_cannot_read_are_one_line(tmp_path, edit, pattern):
@@ -365,6 +375,13 @@ def test_a_graph_file_missing_a_node_or_its_edges_says_so(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(CircuitxError, match="graph has no edges"):
         read_graph(path)
+    path = tmp_path / "g.graphml"  # a GraphML edge element deleted
+    write_graph(full_graph(2, 2, True, task="ioi"), path)
+    text = path.read_text()
+    edge = re.search(r'<edge source="a0.h0" target="m1" id="a0.h0-&gt;m1">.*?</edge>', text, re.S)
+    path.write_text(text.replace(edge.group(0), ""))
+    with pytest.raises(CircuitxError, match=r"edges is missing \(a0.h0->m1\)"):
+        read_graph(path)
 
 
 def test_eap_ig_export_names_an_edge_without_a_score(tmp_path):
@@ -373,5 +390,7 @@ def test_eap_ig_export_names_an_edge_without_a_score(tmp_path):
     for _, _, data in graph.edges(data=True):
         data["score"] = 0.5
     graph.edges["input", "m0", "input->m0"]["score"] = None
-    with pytest.raises(CircuitxError, match=r"1 of this graph's have no score \(input->m0\)"):
+    with pytest.raises(
+        CircuitxError, match=r"1 of this graph's \d+ edges has no score \(input->m0\)"
+    ):
         write_graph(graph, tmp_path / "e.json", "eap-ig")

@@ -184,7 +184,7 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "
             f"{asked})"
         )
-    method, metric = METHODS.get(str(summary["method"])), summary["metric"]
+    method, metric = METHODS.get(str(summary.get("method"))), summary["metric"]
     if method is not None and method.gradient_at_clean and metric in FLAT:
         # scores normalised after the gradient (HISP's per layer) look like effects
         said.append(
