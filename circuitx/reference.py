@@ -209,7 +209,10 @@ def _edge_of(name: str, text: Any) -> tuple[str, str, str | None]:
     if not isinstance(text, str) or "->" not in text:
         raise CircuitxError(f"reference {name}: {text!r} is not an edge name")
     if "<" in text or not text[:1].isupper():
-        return parse_edge_name(text)
+        try:
+            return parse_edge_name(text)
+        except CircuitxError as error:
+            raise CircuitxError(f"reference {name}: {error}") from None
     ends = []
     for part in text.split("->", 1):
         match = _AUTO_CIRCUIT_NODE.match(part.strip())

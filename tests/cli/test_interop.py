@@ -198,6 +198,7 @@ def test_a_list_of_edge_names_is_a_reference_in_either_naming(tmp_path):
         (["A0.1->A99.3.K"], r"'A0.1->A99.3.K' \(a0.h1->a99.h3<k>\) is not an edge of a 2 x 2"),
         (["A0.1->Attn 3"], "'Attn 3' is not an auto-circuit node"),
         ([7], "7 is not an edge name"),
+        (["a0.h1->a1.hx<k>"], "reference edges: not a circuit node name: 'a1.hx'"),
         ([], "its list of edges is empty"),
         ({"IOI_CIRCUIT": {}}, "JSON of none of the forms read"),
     ],
