@@ -133,7 +133,9 @@ def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache
     reference = None
     if reference_spec != "none":
         reference, _, why_not = reference_for_graph(graph, reference_spec, cache_dir)
-        if reference is None:
+        if reference is None and reference_spec == "auto":  # as discover: drawn without one
+            note(f"note: {why_not or 'no reference'}; drawn without one")
+        elif reference is None:
             raise CircuitxError(why_not or "no reference to draw against")
     drawn = draw(graph, out_path, matching_reference(graph, reference), top, every, engine)
     if drawn["note"]:
@@ -173,7 +175,9 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
         check_not_an_input(out_path, {"GRAPH": graph_path})
         graph_format(out_path, fmt_name, "--format")
     graph = read_graph(graph_path)
-    text = graph_to_text(collapsed(graph, graph_path) if collapse else graph, fmt_name)
+    if collapse:  # what is written, and what the note below counts
+        graph = collapsed(graph, graph_path)
+    text = graph_to_text(graph, fmt_name)
     if out_path:
         with atomic_open(out_path) as handle:
             handle.write(text)

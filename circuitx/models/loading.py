@@ -65,24 +65,40 @@ def parse_device(name: str | None) -> torch.device:
         raise CircuitxError(f"unknown device {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CircuitxError(f"device {name!r} requested but no CUDA device is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CircuitxError(f"device {name!r} requested but no MPS (Apple GPU) is available")
     return device
 
 
 def load_model(name: str, device: str | None = None, dtype: str = "float32") -> Model:
     """Load a local model directory, or a hub model by name or alias."""
     torch_device, torch_dtype = parse_device(device), parse_dtype(dtype)
+    shadowing = False  # a hub name a directory here shadows
     if Path(name).expanduser().is_dir():
         # absolute: the bridge reads a bare name it knows ("neox", "gpt2") as a hub alias
         source = str(Path(name).expanduser().resolve())
         if not (Path(source) / "config.json").is_file():
             raise CircuitxError(f"not a model directory (no config.json): {name}")
-        if not _looks_like_path(name):  # a hub name a directory here shadows
-            announce(f"note: model {name!r} is the local directory {source}")
+        shadowing = not _looks_like_path(name)
     elif _looks_like_path(name):
         raise CircuitxError(f"model directory not found: {name}")
     else:
         source = canonical_model_name(name)
         _check_hub_model(name, source)
+    said = f"model {name!r} is the local directory {source}"
+    try:
+        model = _load(name, source, torch_device, torch_dtype)
+    except CircuitxError as error:  # one line: the note goes into it
+        if shadowing and source not in str(error):
+            raise CircuitxError(f"{error} ({said})") from None
+        raise
+    if shadowing:
+        announce(f"note: {said}")
+    return model
+
+
+def _load(name: str, source: str, torch_device: torch.device, torch_dtype: torch.dtype) -> Model:
+    """The model at ``source`` (a directory or a hub id), as :func:`load_model` names it."""
     with quiet_loaders():
         try:
             bridge = _boot(source, torch_device, torch_dtype)

@@ -212,3 +212,30 @@ def test_bad_edge_lists_are_one_line(tmp_path, content, message):
     with pytest.raises(CircuitxError, match=message) as caught:
         read_reference(str(path), 2, 2, True)
     assert "\n" not in str(caught.value)
+
+
+def test_export_eap_ig_of_collapsed_positions_notes_the_graph_it_writes(tmp_path):
+    """A new user's trial: with --collapse-positions the note counted the edges of the
+    graph over positions, not of the components written. Two position edges of one
+    component edge, both off any path, are one edge written."""
+    from circuitx.graph import layout_graph, select_edges
+    from circuitx.graph_files import write_graph
+    from circuitx.layout import PositionLayout
+
+    layout = PositionLayout(2, 2, True, positions=("S", "END"), readout=("END",))
+    graph = layout_graph(layout, task="ioi", method="eap", d_model=8)
+    for data in edges_by_name(graph).values():
+        data["score"] = 0.5
+    kept = ["input@END->a0.h1@END<v>", "a0.h1@END->logits", "a0.h0@S->a1.h0@END<v>"]
+    select_edges(graph, [*kept, "a0.h0@END->a1.h0@END<v>"])
+    write_graph(graph, tmp_path / "p.json")
+    out = tmp_path / "m.json"
+    args = ["export", tmp_path / "p.json", "--format", "eap-ig", "--collapse-positions"]
+    result = run(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (
+        "note: 1 of the circuit's 3 edges lies on no path from input to logits "
+        "(a0.h0->a1.h0<v>); EAP-IG's evaluate_graph prunes them first, so MIB counts 2"
+    )
+    written = [k for k, d in edges_by_name(read_graph(out)).items() if d["in_circuit"]]
+    assert len(written) == 3

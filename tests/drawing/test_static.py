@@ -170,3 +170,18 @@ def test_top_and_all_draw_only_scored_edges_and_say_so_when_none_are(tmp_path):
     result = run("draw", path, "--out", tmp_path / "n.svg", "--top", 5)
     assert result.exit_code == 0, result.output
     assert "no edge has a non-zero score" in result.stderr
+
+
+def test_reference_auto_without_a_reference_draws_without_one_as_discover_does(tmp_path):
+    """A new user's trial: `draw --reference auto` (the README's) refused a graph of a
+    model with no reference, where discover notes it and goes on; a reference named
+    outright is still refused."""
+    graph = scored_circuit()
+    graph.graph.update(model="my-own-model")
+    good = tmp_path / "g.graphml"
+    write_graph(graph, good)
+    result = run("draw", good, "--out", tmp_path / "x.svg", "--reference", "auto")
+    assert result.exit_code == 0, result.output
+    assert "drawn without one" in result.stderr and (tmp_path / "x.svg").is_file()
+    assert_one_line_error(run("draw", good, "--out", tmp_path / "y.svg", "--reference", "ioi"), "")
+    assert not (tmp_path / "y.svg").exists()

@@ -257,6 +257,21 @@ def test_a_local_directory_named_as_a_hub_model_loads_from_disk(
     assert noted == (given == "gpt2")
 
 
+def test_a_shadowing_directory_that_does_not_load_says_so_in_its_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    """The note that a bare name is a local directory goes into the error, not before it
+    (a new user's trial: two lines on stderr)."""
+    (tmp_path / "gpt2").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for config in ('{"model_type": "opt"}', '{"model_type": "gpt2", "n_layer": "two"}'):
+        (tmp_path / "gpt2" / "config.json").write_text(config)
+        with pytest.raises(CircuitxError) as caught:
+            load_model("gpt2", device="cpu")
+        assert str(tmp_path / "gpt2") in str(caught.value) and "\n" not in str(caught.value)
+        assert "note:" not in capsys.readouterr().err
+
+
 def test_an_empty_model_name_is_refused():
     with pytest.raises(CircuitxError, match="the model name is empty"):
         load_model(" ")
@@ -267,3 +282,17 @@ def test_a_directory_named_as_an_alias_loads_from_disk(tmp_path, monkeypatch):
     save_causal_lm(tmp_path / "neox", "neox", gpt2_tokenizer(), 1, 2, 16, 0)
     monkeypatch.chdir(tmp_path)
     assert load_model("./neox", device="cpu").parallel
+
+
+@pytest.mark.parametrize("device", ["cuda:7", "mps"])
+def test_a_device_this_machine_lacks_is_refused_before_the_model_loads(device):
+    """mps was refused only inside the model's loading, in the loader's words (a new
+    user's trial); a CUDA device was refused up front."""
+    from circuitx.models.loading import parse_device
+
+    available = {"cuda:7": torch.cuda.device_count() > 7, "mps": torch.backends.mps.is_available()}
+    if available[device]:
+        assert parse_device(device) == torch.device(device)
+    else:
+        with pytest.raises(CircuitxError, match=f"device '{device}' requested but no"):
+            parse_device(device)
