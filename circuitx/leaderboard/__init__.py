@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from circuitx import builtin
 from circuitx.errors import CircuitxError, first_line
 from circuitx.files import check_parent_directory, json_text
@@ -44,6 +46,7 @@ from circuitx.leaderboard.results import (
 )
 from circuitx.progress import progress_bar
 from circuitx.tasks import FileTask, get_task
+from circuitx.tasks.base import position_layout
 from circuitx.version import __version__
 
 __all__ = [
@@ -121,11 +124,19 @@ def run_leaderboard(
 
 def check_cells(cells: list[Cell]) -> None:
     """Refuse a grid none of whose cells can run, with the first cell's error; a grid with
-    some such cells runs the rest, and the table shows the errors."""
+    some such cells runs the rest, and the table shows the errors. Over positions, a
+    cell's prompts must make its positions (``--positions all`` needs one length)."""
     errors = []
     for cell in cells:
         try:
-            cell.request.validated()
+            request = cell.request.validated()
+            if request.positions != "none" and request.model not in builtin.FAMILIES:
+                model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
+                task = get_task(request.task, request.corruption, request.task_format)
+                with torch.random.fork_rng(devices=[]):  # as discover draws them
+                    torch.manual_seed(request.seed)
+                    data = task.make_data(model, request.n_prompts, request.seed)
+                position_layout(model.layout, task, data, request.positions)
             return
         except CircuitxError as error:
             errors.append((cell, error))

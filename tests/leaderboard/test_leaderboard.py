@@ -25,6 +25,7 @@ from circuitx.discovery import report
 from circuitx.graph_files import from_json_dict
 from circuitx.leaderboard import (
     STANDARD_VARIANTS,
+    check_cells,
     make_grid,
     non_defaults,
     parse_methods,
@@ -401,6 +402,27 @@ def test_a_task_file_the_model_cannot_read_is_refused_before_any_cell(tmp_path, 
     assert_one_line_error(result, "line 2")
     assert expected in result.output
     assert not out.exists()
+
+
+def test_positions_no_cells_prompts_can_make_are_refused_before_any_cell(tmp_path):
+    """A new user's trial: --positions all over prompts of several lengths failed every
+    cell and wrote the table; it is refused as discover refuses it, and a grid with a
+    cell that can run still runs."""
+    pairs = tmp_path / "two.jsonl"
+    pairs.write_text(
+        '{"clean": "When Michael", "corrupted": "When Jessica", "answer": "Michael"}\n'
+        '{"clean": "When Michael and Jessica went", "corrupted": "When Jessica and Michael '
+        'went", "answer": "Michael"}\n'
+    )
+    out = tmp_path / "out"
+    args = ["leaderboard", "--methods", "eap", "--model", "planted-ioi", "--seeds", 1]
+    result = run(*args, "--tasks", pairs, "--positions", "all", "--out", out)
+    assert_one_line_error(result, "no cell can run; two / eap: --positions all needs prompts")
+    assert not out.exists()
+    one_length = tmp_path / "one.jsonl"
+    one_length.write_text(pairs.read_text().splitlines()[0] + "\n")
+    tasks = [str(pairs), str(one_length)]
+    check_cells(make_grid(tasks, ["eap"], "planted-ioi", [0], 4, positions="all"))
 
 
 def test_out_needs_an_existing_parent(tmp_path):
