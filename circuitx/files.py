@@ -3,6 +3,7 @@ paths checked before any work, and strict JSON (no NaN or Infinity)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -94,7 +95,10 @@ def _refuses_new_files(directory: Path, name: str) -> str | None:
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{name}.", suffix=".probe", dir=directory)
     except OSError as error:
-        return str(error.strerror or error)
+        said = str(error.strerror or error)
+        if error.errno == errno.ENOENT and directory.is_dir():  # /proc: "no such file"
+            return f"it takes no new files ({said})"
+        return said
     os.close(fd)
     os.unlink(probe)
     return None
