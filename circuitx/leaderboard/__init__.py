@@ -4,6 +4,7 @@ model, scored against the reference; resumable, and parallel on local processes 
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -249,6 +250,7 @@ def write_results(
     """Write results.json, results.csv, results.md, the per-task plots, each cell's
     circuit page and index.html; return their paths (the pages' folder as ``circuits``)."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    earlier = written_before(out_dir)
     files = {
         "json": out_dir / "results.json",
         "csv": out_dir / "results.csv",
@@ -263,7 +265,6 @@ def write_results(
         "cells": [{k: v for k, v in r.items() if k not in GRAPH_KEYS} for r in board.records],
     }
     title = caption(cells, board, date)
-    write_text(files["json"], json_text(document, indent=1))
     write_text(files["csv"], csv_text(board.rows))
     write_text(files["markdown"], markdown(board.rows, title))
     # a figure per task, or per task and model where a task runs on several models
@@ -293,16 +294,26 @@ def write_results(
         files[PAGES] = out_dir / PAGES
     files["html"] = out_dir / "index.html"
     write_report(files["html"], cells, board.rows, title, figures, pages)
-    remove_stale(out_dir, {out_dir / name for name in [*figures, *pages.values()]})
+    written = sorted({*figures, *pages.values()})
+    write_text(files["json"], json_text({**document, "written": written}, indent=1))
+    for name in sorted(set(earlier) - set(written)):  # of a task or method no longer here
+        (out_dir / name).unlink(missing_ok=True)
     return {name: str(path) for name, path in files.items()}
 
 
-def remove_stale(out_dir: Path, written: set[Path]) -> None:
-    """Remove the figures and circuit pages an earlier run into ``out_dir`` wrote and this
-    one did not (a task or method no longer in the grid), so that nothing there is older
-    than the table."""
-    earlier = [*out_dir.glob("roc-*.png"), *out_dir.glob("faithfulness-*.png")]
-    earlier += (out_dir / PAGES).glob("*.html")
-    for path in earlier:
-        if path not in written:
-            path.unlink(missing_ok=True)
+def written_before(out_dir: Path) -> list[str]:
+    """The figures and circuit pages an earlier run into ``out_dir`` wrote (its
+    results.json lists them), relative to it; none where it has no such list. Only these
+    are removed when this run does not write them again: other files there are the
+    user's."""
+    try:
+        names = json.loads((out_dir / "results.json").read_text()).get("written")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(names, list):
+        return []
+    return [
+        name
+        for name in names
+        if isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts
+    ]
