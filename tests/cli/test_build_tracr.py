@@ -75,6 +75,9 @@ def test_a_model_of_two_positions_runs(tmp_path):
             "Unsupported RASP expressions: tokens: tokens should always be categorical",
         ),
         (["make_hist", "--vocab", "a", "--max-seq-len", "3", "--length", "4"], "more than"),
+        # from a helper's trial, each a traceback before
+        (["make_hist", "--vocab", "<balance>,a", "--max-seq-len", "3"], "'<balance>' collides"),
+        (["./mine.py:f", "--vocab", "a", "--max-seq-len", "3"], "not a file path"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
@@ -97,6 +100,14 @@ def test_a_missing_parent_directory_is_refused_not_made(tmp_path):
     result = run("build-tracr", "make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--out", out)
     assert_one_line_error(result, "--out's parent directory does not exist")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_program_that_does_not_parse_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "broken_program.py").write_text("def f(:\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    args = ["broken_program:f", "--vocab", "a", "--max-seq-len", "3", "--out", tmp_path / "m"]
+    assert_one_line_error(run("build-tracr", *args), "cannot import 'broken_program': SyntaxError")
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_program_in_the_working_directory_is_found(tmp_path, monkeypatch):

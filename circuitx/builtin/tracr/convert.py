@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from circuitx.builtin.tracr.programs import tracr_modules
+from circuitx.errors import CircuitxError
 from circuitx.models import ZERO_EMBEDDING_KEY
 from circuitx.tasks.tracr import TracrProgram
 
@@ -115,8 +116,14 @@ def convert(
                 names.append(str(value))
             output_tokens.append(names.index(str(value)))
     names.append(BALANCE_TOKEN)
-    if len(set(names)) != len(names):
-        raise ValueError(f"token names collide: {names}")
+    if len(set(names)) != len(names):  # a vocab word named as circuitx's own tokens
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise CircuitxError(
+            f"the vocab's {', '.join(map(repr, twice))} "
+            f"{'collide' if len(twice) > 1 else 'collides'} with the token names circuitx "
+            f"gives the model ({BALANCE_TOKEN!r} and, for a numerical output, "
+            f"{NUMERIC_TOKEN!r}): rename {'them' if len(twice) > 1 else 'it'}"
+        )
 
     def reading(w: np.ndarray) -> np.ndarray:  # tracr [d_tracr, out] -> GPT-2 [width, out]
         return basis @ w * norm_scale

@@ -76,8 +76,14 @@ def user_program(spec: str, max_seq_len: int) -> Any:
         try:
             with _importing_from(Path.cwd()):  # as ``python -m`` would find it
                 module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise CircuitxError(f"cannot import {module_name!r}: {error}") from None
+        except Exception as error:  # ImportError, a SyntaxError in it, a path's TypeError
+            hint = ""
+            if "/" in module_name or module_name.endswith(".py"):
+                hint = " (name the module as python -m does, myprog, not a file path)"
+            said = " ".join(str(error).split())
+            raise CircuitxError(
+                f"cannot import {module_name!r}: {type(error).__name__}: {said}{hint}"
+            ) from None
     else:
         module, attribute = lib, spec
     function = getattr(module, attribute, None)
