@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,47 @@ def all_inputs(program: TracrProgram) -> list[tuple[Any, ...]]:
     return list(itertools.product(program.vocab, repeat=program.length))
 
 
+def input_count(program: TracrProgram) -> int:
+    """How many clean inputs ``program`` has: len(:func:`all_inputs`), without listing them."""
+    n = len(program.vocab)
+    if program.inputs == "permutations":
+        return math.perm(n, program.length)
+    return n**program.length
+
+
+def input_at(program: TracrProgram, index: int) -> tuple[Any, ...]:
+    """``all_inputs(program)[index]``, without listing the others (itertools' order: the
+    last position changes fastest)."""
+    pool, row = list(program.vocab), []
+    for position in range(program.length):
+        if program.inputs == "permutations":
+            after = math.perm(len(pool) - 1, program.length - position - 1)
+            choice, index = divmod(index, after)
+            row.append(pool.pop(choice))
+        else:
+            after = len(pool) ** (program.length - position - 1)
+            choice, index = divmod(index, after)
+            row.append(pool[choice])
+    return tuple(row)
+
+
+def sampled_inputs(program: TracrProgram, n_prompts: int, rng: random.Random) -> list[tuple]:
+    """Every clean input where there are at most ``n_prompts``, else ``n_prompts`` of them
+    drawn by ``rng`` (the draw of ``rng.sample`` over the whole list, which is never made:
+    11 tokens at 11 positions are 2.9e11 inputs)."""
+    count = input_count(program)
+    if n_prompts >= count:
+        return all_inputs(program)
+    if count <= sys.maxsize:
+        chosen = rng.sample(range(count), n_prompts)
+    else:  # past what range's len takes: distinct indices drawn one by one
+        drawn: dict[int, None] = {}
+        while len(drawn) < n_prompts:
+            drawn[rng.randrange(count)] = None
+        chosen = list(drawn)
+    return [input_at(program, index) for index in chosen]
+
+
 def derangement(n: int, rng: random.Random) -> list[int]:
     """A random order of ``range(n)`` that moves every item (n >= 2)."""
     while True:
@@ -116,10 +159,8 @@ class TracrTask(_tasks.Task):
 
     def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         program = self.program(model)
-        inputs = all_inputs(program)
         rng = random.Random(seed)
-        if n_prompts < len(inputs):
-            inputs = rng.sample(inputs, n_prompts)
+        inputs = sampled_inputs(program, n_prompts, rng)
         if len(inputs) < 2:
             raise CircuitxError("task tracr needs at least 2 prompts to shuffle")
         clean_prompts = [" ".join(map(str, [program.bos, *row])) for row in inputs]

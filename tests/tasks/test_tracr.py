@@ -129,3 +129,38 @@ def test_parts_of_a_batch_read_their_own_rows(name, request):
         for size in (10, 4)
     ]
     torch.testing.assert_close(nodes[1], nodes[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("inputs", ["permutations", "sequences"])
+def test_inputs_are_drawn_without_listing_them_as_the_list_drew_them(inputs):
+    """A helper's trial: make_hist over 11 tokens at 11 positions listed 2.9e11 inputs to
+    draw 4 and was killed for memory. Each input is now computed from its index; the
+    draw is the one rng.sample made over the whole list, so every built-in model's
+    prompts stay as they were."""
+    import random
+
+    from circuitx.tasks.tracr import (
+        TracrProgram,
+        all_inputs,
+        input_at,
+        input_count,
+        sampled_inputs,
+    )
+
+    def program(vocab, length):
+        return TracrProgram("p", vocab, length, length, "BOS", "pad", False, [], [], inputs)
+
+    small = program(["a", "b", "c", "d"], 3)
+    listed = all_inputs(small)
+    assert input_count(small) == len(listed)
+    assert [input_at(small, i) for i in range(len(listed))] == listed
+    for seed, n in ((0, 5), (3, 20), (7, len(listed) - 1)):
+        old, new = random.Random(seed), random.Random(seed)
+        assert sampled_inputs(small, n, new) == old.sample(listed, n)
+        assert old.random() == new.random()  # the derangement after draws the same
+    assert sampled_inputs(small, 10**6, random.Random(0)) == listed
+    huge = program([f"t{i}" for i in range(40)], 30)  # past what a range's len takes
+    rows = sampled_inputs(huge, 4, random.Random(0))
+    assert len(set(rows)) == 4 and all(len(row) == 30 for row in rows)
+    if inputs == "permutations":
+        assert all(len(set(row)) == 30 for row in rows)
