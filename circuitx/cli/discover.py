@@ -7,6 +7,7 @@ registered at run time gets its flags with no edit here."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -291,7 +292,12 @@ def discover_command(
     if out_path:
         write_graph(graph, out_path)
     if draw_path:
-        drawn = draw(graph, draw_path, reference)
+        try:
+            drawn = draw(graph, draw_path, reference)
+        except BaseException:  # interrupted or failed: the run leaves no file behind
+            if out_path:
+                Path(out_path).unlink(missing_ok=True)
+            raise
         if drawn["note"]:
             notes.append(drawn["note"])
     summary["warnings"] += run_warnings(summary, request.n_prompts)

@@ -506,3 +506,20 @@ def test_a_model_that_does_not_do_the_task_is_warned_about():
     ]
     prob = {**summary, "metric": "prob-diff", "clean_metric": 0.05, "corrupted_metric": 0.0}
     assert run_warnings(prob, 10) == []  # 5 points of probability is a gap
+
+
+def test_a_drawing_that_fails_or_is_interrupted_leaves_no_graph_behind(tmp_path, monkeypatch):
+    """A helper's trial: Ctrl-C while --draw drew left the --out graph written just
+    before it."""
+    import circuitx.cli.discover as discover_command
+    from circuitx.errors import CircuitxError
+
+    def broken(*args, **kwargs):
+        raise CircuitxError("the drawing failed")
+
+    monkeypatch.setattr(discover_command, "draw", broken)
+    out, picture = tmp_path / "g.graphml", tmp_path / "g.svg"
+    args = ["discover", "--task", "ioi", "--method", "hisp", "--model", "planted-ioi"]
+    result = run(*args, "--n-prompts", 4, "--out", out, "--draw", picture)
+    assert_one_line_error(result, "the drawing failed")
+    assert list(tmp_path.iterdir()) == []
