@@ -280,7 +280,8 @@ def task_metric_with_replacement(
     model: Model, transcoders: Transcoders, task_name: str, n_prompts: int, seed: int
 ) -> dict[str, float]:
     """The task's default metric on clean prompts, with the original MLPs and with the
-    transcoders in their place; ``relative_change`` = |replaced - original| / |original|."""
+    transcoders in their place; ``relative_change`` = |replaced - original| / |original|,
+    None where the original is 0 (a tracr model's l2 is 0 on clean prompts by its making)."""
     task = get_task(task_name)
     data = task.make_data(model, n_prompts, seed)
     at = data.readout_positions
@@ -293,7 +294,7 @@ def task_metric_with_replacement(
         "metric": name,
         "original": before,
         "replaced": after,
-        "relative_change": abs(after - before) / max(abs(before), 1e-12),
+        "relative_change": abs(after - before) / abs(before) if abs(before) > 1e-9 else None,
         "replaced_accuracy": task.accuracy(replaced, data),
     }
 

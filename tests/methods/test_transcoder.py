@@ -610,3 +610,13 @@ def test_path_search_selects_the_union_of_its_paths(tmp_path, tiny_dir, tiny_tra
     assert on_paths and on_paths <= kept
     assert graph.graph["top_k"] is None and graph.graph["threshold"] is None
     assert len(kept) <= 3 * (2 * 2 + 1)  # at most n_paths new edges per step
+
+
+def test_a_metric_that_is_zero_on_the_clean_run_has_no_relative_change(tmp_path):
+    """A tracr model's l2 is 0 on its clean prompts by its making: the table showed
+    |change| / |original| as 121853023767.471 (a helper's trial); now null and '-'."""
+    args = ["train-transcoders", "--model", "tracr-hist", "--steps", 5, "--batch-tokens", 64]
+    result = run(*args, "--out", tmp_path / "t", "--json")
+    assert result.exit_code == 0, result.output
+    tracr = json.loads(result.stdout)["task_metric_replaced"]["tracr"]
+    assert tracr["original"] == 0.0 and tracr["relative_change"] is None
