@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from os import PathLike, fspath
+from pathlib import Path
 from typing import Any
 
 from circuitx import builtin
@@ -19,13 +20,18 @@ from circuitx.methods import METHODS, get_method
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, get_task
 from circuitx.tasks.base import POSITION_MODES
+from circuitx.tasks.tracr import read_program
 
 
 def tasks_for(model: str) -> list[str]:
-    """What ``--tasks all`` means on ``model``: a family's tasks; on any other model, every
-    task that does not need a model family of its own."""
+    """What ``--tasks all`` means on ``model``: a family's tasks; a tracr model's (built in,
+    or a directory with its program) ``tracr``; on any other model, every task that does
+    not need a model family of its own."""
     if model in builtin.FAMILIES:
         return [task for task in TASKS if task in builtin.FAMILIES[model].members]
+    tracr_models = {m for f in builtin.FAMILIES.values() for m in f.members.get("tracr", ())}
+    if model in tracr_models or (Path(model).is_dir() and read_program(model) is not None):
+        return ["tracr"]
     return [name for name, task in TASKS.items() if task.model_family is None]
 
 

@@ -11,10 +11,18 @@ from circuitx.leaderboard import make_grid, run_leaderboard, tasks_for
 PLANTED_TASKS = ["ioi", "greater-than", "docstring", "colored-objects"]
 
 
-def test_all_tasks_means_the_familys_tasks():
+def test_all_tasks_means_the_familys_tasks(tmp_path):
     assert tasks_for("planted") == PLANTED_TASKS
     assert tasks_for("tracr") == ["tracr"]
     assert tasks_for("random-12x12") == PLANTED_TASKS  # tracr needs a tracr model
+    # a tracr model runs tracr only (a helper's trial: a build-tracr directory ran the
+    # other four tasks, every cell failing)
+    assert tasks_for("tracr-reverse") == tasks_for("trained-tracr-proportion") == ["tracr"]
+    from circuitx.tasks.tracr import PROGRAM_FILE, TracrProgram
+
+    program = TracrProgram("p", ["a", "b"], 3, 3, "BOS", "pad", False, [], [], "sequences")
+    program.write(tmp_path)
+    assert (tmp_path / PROGRAM_FILE).is_file() and tasks_for(str(tmp_path)) == ["tracr"]
 
 
 def test_discover_asks_which_tracr_model():
