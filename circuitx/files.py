@@ -56,6 +56,8 @@ def check_new_directory(path: str | os.PathLike, option: str = "--out") -> Path:
     new directory: it does not exist (or is an empty directory), and its parent is an
     existing directory that takes new files. Parents are never made: a mistyped one is
     an error, not a new tree."""
+    if not os.fspath(path).strip():  # Path("") is ".", which exists
+        raise CircuitxError(f"{option} is empty: name a new directory")
     path = Path(path).expanduser()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise CircuitxError(f"{option} {path} exists; choose a new directory")

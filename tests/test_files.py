@@ -56,3 +56,12 @@ def test_an_output_path_that_is_a_directory_is_refused_and_the_probe_leaves_noth
 def test_json_text_writes_no_nan_or_infinity():
     text = json_text({"a": math.nan, "b": [1.0, math.inf, -math.inf], "c": {"d": 2.5}})
     assert json.loads(text) == {"a": None, "b": [1.0, None, None], "c": {"d": 2.5}}
+
+
+def test_an_empty_new_directory_name_is_refused_as_empty():
+    """A helper's trial: train-ground-truth --out "" said '--out . exists'."""
+    from circuitx.files import check_new_directory
+
+    for empty in ("", "  "):
+        with pytest.raises(CircuitxError, match="--out is empty: name a new directory"):
+            check_new_directory(empty)
