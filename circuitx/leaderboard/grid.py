@@ -29,8 +29,10 @@ def tasks_for(model: str) -> list[str]:
     not need a model family of its own."""
     if model in builtin.FAMILIES:
         return [task for task in TASKS if task in builtin.FAMILIES[model].members]
-    tracr_models = {m for f in builtin.FAMILIES.values() for m in f.members.get("tracr", ())}
-    if model in tracr_models or (Path(model).is_dir() and read_program(model) is not None):
+    spec = builtin.BUILTIN_MODELS.get(model)  # a built-in model records its task
+    if spec is not None and spec.task is not None and TASKS[spec.task].model_family:
+        return [spec.task]
+    if Path(model).is_dir() and read_program(model) is not None:
         return ["tracr"]
     return [name for name, task in TASKS.items() if task.model_family is None]
 
