@@ -21,7 +21,7 @@ from circuitx.cli.common import (
 from circuitx.errors import CircuitxError
 from circuitx.files import check_new_directory
 from circuitx.methods.transcoder import check_attributable
-from circuitx.progress import progress_bar
+from circuitx.progress import announce, progress_bar
 from circuitx.tasks import TASKS, get_task
 from circuitx.transcoders import TrainingSettings
 
@@ -95,7 +95,9 @@ def _training_option(flag: str, kind: click.ParamType, help: str):
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Save to OUT/checkpoints/step-N every N steps (0: only the final transcoders).",
+    help="Save to OUT/checkpoints/step-N every N steps, with the training state: an "
+    "interrupted run resumes from its last checkpoint when run again with the same --out "
+    "(0: only the final transcoders).",
 )
 @click.option(
     "--tasks",
@@ -148,7 +150,9 @@ def train_transcoders(
     """Train transcoders (sparse MLP replacements) on a corpus, save them in the authors'
     file layout, and report reconstruction quality and the task metrics with the MLPs
     replaced."""
-    out = check_new_directory(out_dir)  # two sets of transcoders would mix in one
+    state = tc.interrupted_run(out_dir)
+    # a new directory, as two sets of transcoders would mix in one, unless it is resumed
+    out = check_new_directory(out_dir) if state is None else state.parent.parent
     if task_names == "all":
         chosen = list(TASKS)
     elif task_names == "none":
@@ -172,10 +176,15 @@ def train_transcoders(
         seed=seed,
         refit=refit,
     )
+    resume = None
+    if state is not None:
+        resume = tc.load_interrupted(state, model, chosen_layers, data, settings)
+        announce(f"resuming the run interrupted at step {resume['step']} in {out}")
     with progress_bar(f"training {len(chosen_layers)} transcoders", steps) as advance:
         result = tc.train_and_report(
-            model, chosen_layers, data, settings, out, chosen, n_prompts, checkpoint_every, advance
-        )
+            model, chosen_layers, data, settings, out, chosen, n_prompts, checkpoint_every,
+            advance, resume,
+        )  # fmt: skip
     if as_json:
         print_json(result)
         return

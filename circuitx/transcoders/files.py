@@ -81,7 +81,7 @@ def load_transcoders(source: str, layers: Sequence[int] | None = None) -> Transc
     (e.g. ``pchlenski/gpt2-transcoders``); only ``layers`` if given."""
     path = Path(source).expanduser()
     if path.is_dir():
-        files = _layer_files(path)
+        files = layer_files(path)
         where = str(path)
     elif path.exists():
         raise CircuitxError(f"transcoders must be a directory, not a file: {source}")
@@ -103,7 +103,8 @@ def load_transcoders(source: str, layers: Sequence[int] | None = None) -> Transc
     return {layer: read_transcoder(files[layer]) for layer in wanted}
 
 
-def _layer_files(directory: Path) -> dict[int, Path]:
+def layer_files(directory: Path) -> dict[int, Path]:
+    """The transcoder files directly in ``directory``, by layer."""
     found: dict[int, Path] = {}
     for path in sorted(directory.iterdir()):
         match = FILE_RE.search(path.name)
@@ -135,7 +136,7 @@ def _hub_files(repo_id: str, layers: Sequence[int] | None) -> dict[int, Path]:
                 f"cannot load transcoders {repo_id!r}: not a local directory, and the hub "
                 f"cannot be reached ({first_line(online_error)})"
             ) from None
-        return {layer: p for layer, p in _layer_files(snapshot).items() if wanted(p.name)}
+        return {layer: p for layer, p in layer_files(snapshot).items() if wanted(p.name)}
     files: dict[int, Path] = {}
     for name in names:
         try:

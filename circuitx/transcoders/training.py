@@ -3,7 +3,10 @@ MLPs replaced."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,11 +16,17 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open
 from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import get_task
 from circuitx.transcoders.corpus import Corpus, held_out_split
-from circuitx.transcoders.files import save_transcoders, write_training_record
+from circuitx.transcoders.files import (
+    TRAINING_RECORD,
+    layer_files,
+    save_transcoders,
+    write_training_record,
+)
 from circuitx.transcoders.model import (
     PARAMETERS,
     Transcoder,
@@ -46,48 +55,74 @@ class LayerQuality:
     dead_fraction: float  # features never active on the held-out tokens
 
 
+# the whole training state, saved with each checkpoint, that an interrupted run resumes from
+STATE_FILE = Path("checkpoints") / "training-state.pt"
+
+Checkpoint = Callable[[int, Transcoders, dict[str, Any]], None]
+
+
 def train_transcoders(
     model: Model,
     layers: Sequence[int],
     corpus: Corpus,
     settings: TrainingSettings,
     advance: Advance = no_progress,
-    checkpoint: Callable[[int, Transcoders], None] | None = None,
+    checkpoint: Checkpoint | None = None,
     checkpoint_every: int = 0,
+    resume: dict[str, Any] | None = None,
 ) -> Transcoders:
     """Train one transcoder per layer on the corpus's tokens, all layers from the same
     model passes. Loss: mean squared error / output variance + l1 * mean L1 / output RMS
     (so ``l1`` does not depend on the model's scale); Adam with warm-up and cosine decay;
-    decoder rows kept unit-norm."""
+    decoder rows kept unit-norm.
+
+    Every ``checkpoint_every`` steps ``checkpoint(step, transcoders, state)`` is called;
+    given that ``state`` as ``resume``, training continues from that step and ends with
+    exactly the transcoders an uninterrupted run gives."""
     generator = torch.Generator().manual_seed(settings.seed)
     buffer = _ActivationBuffer(model, layers, corpus, settings, generator)
-    first = buffer.next_batch()
     transcoders: Transcoders = {}
     scales: dict[int, float] = {}
-    for layer, (x, y) in first.items():
-        # each layer's own generator: a layer's transcoder does not depend on the others
-        layer_generator = torch.Generator().manual_seed(settings.seed + 7919 * (layer + 1))
-        transcoder = _initial_transcoder(x, y, settings.n_features, layer_generator)
-        transcoder.config.update(l1=settings.l1, lr=settings.lr, seed=settings.seed)
-        transcoders[layer] = transcoder
-        scales[layer] = float((y - y.mean(0)).pow(2).sum(-1).mean().sqrt()) or 1.0
+    if resume is None:
+        batch = buffer.next_batch()
+        for layer, (x, y) in batch.items():
+            # each layer's own generator: a layer's transcoder does not depend on the others
+            layer_generator = torch.Generator().manual_seed(settings.seed + 7919 * (layer + 1))
+            transcoder = _initial_transcoder(x, y, settings.n_features, layer_generator)
+            transcoder.config.update(l1=settings.l1, lr=settings.lr, seed=settings.seed)
+            transcoders[layer] = transcoder
+            scales[layer] = float((y - y.mean(0)).pow(2).sum(-1).mean().sqrt()) or 1.0
+    else:
+        buffer.restore(resume["buffer"])
+        for layer in layers:
+            weights = {
+                name: tensor.to(model.device) for name, tensor in resume["weights"][layer].items()
+            }
+            transcoders[layer] = Transcoder(**weights, config=dict(resume["configs"][layer]))
+        scales = dict(resume["scales"])
     params = {
         layer: [getattr(t, name).requires_grad_(True) for name in PARAMETERS]
         for layer, t in transcoders.items()
     }
     optimisers = {layer: torch.optim.Adam(params[layer], lr=settings.lr) for layer in layers}
-    schedules = [
-        torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(settings.steps))
-        for optimiser in optimisers.values()
-    ]
-    batch = first
-    for step in range(settings.steps):
-        if step:
+    schedules = {
+        layer: torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(settings.steps))
+        for layer, optimiser in optimisers.items()
+    }
+    start = 0
+    if resume is not None:
+        start = resume["step"]
+        advance(start)
+        for layer in layers:
+            optimisers[layer].load_state_dict(resume["optimisers"][layer])
+            schedules[layer].load_state_dict(resume["schedules"][layer])
+    for step in range(start, settings.steps):
+        if step > start or resume is not None:
             batch = buffer.next_batch()
         for layer in layers:
             x, y = batch[layer]
             _train_step(transcoders[layer], optimisers[layer], x, y, scales[layer], settings.l1)
-        for schedule in schedules:
+        for schedule in schedules.values():
             schedule.step()
         advance(1)
         done = step + 1
@@ -97,12 +132,68 @@ def train_transcoders(
             and done % checkpoint_every == 0
             and done < settings.steps
         ):
-            checkpoint(done, _frozen(transcoders, done, settings, corpus))
+            state = {
+                "step": done,
+                "weights": {
+                    layer: {name: getattr(t, name).detach() for name in PARAMETERS}
+                    for layer, t in transcoders.items()
+                },
+                "configs": {layer: t.config for layer, t in transcoders.items()},
+                "scales": scales,
+                "optimisers": {layer: o.state_dict() for layer, o in optimisers.items()},
+                "schedules": {layer: s.state_dict() for layer, s in schedules.items()},
+                "buffer": buffer.state(),
+            }
+            checkpoint(done, _frozen(transcoders, done, settings, corpus), state)
     final = _frozen(transcoders, settings.steps, settings, corpus)
     if settings.refit:
         for layer, (x, y) in buffer.data.items():
             refit_decoder(final[layer], x, y)
     return final
+
+
+def _identity(
+    model: Model, layers: Sequence[int], corpus: Corpus, settings: TrainingSettings
+) -> dict[str, Any]:
+    """What a run's result depends on, which a resumed run must share."""
+    digest = hashlib.sha256(corpus.tokens.cpu().numpy().tobytes())
+    digest.update(corpus.real.cpu().numpy().tobytes())
+    return {
+        "model": model.source,
+        "layers": list(layers),
+        "corpus": digest.hexdigest(),
+        **dataclasses.asdict(settings),
+    }
+
+
+def load_interrupted(
+    state_file: Path,
+    model: Model,
+    layers: Sequence[int],
+    corpus: Corpus,
+    settings: TrainingSettings,
+) -> dict[str, Any]:
+    """The training state in ``state_file`` (see :func:`interrupted_run`), for
+    :func:`train_and_report` to resume; refused in one line where that run had another
+    model, layers, corpus or settings."""
+    try:
+        state = torch.load(state_file, map_location=model.device, weights_only=False)
+        was = state["identity"]
+    except Exception as error:  # a state file cut short, or not ours
+        raise CircuitxError(f"cannot read {state_file}: {error}") from None
+    now = _identity(model, layers, corpus, settings)
+    changed = [
+        f"{key} {was.get(key)} (not {value})" if key in vars(settings) else key
+        for key, value in now.items()
+        if was.get(key) != value
+    ]
+    if changed:
+        raise CircuitxError(
+            f"{state_file.parent.parent} holds a run interrupted at step {state['step']} "
+            f"with another {', '.join(changed)}: run it again as it was to resume it, or "
+            "choose a new --out"
+        )
+    return state
 
 
 def refit_decoder(transcoder: Transcoder, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -196,7 +287,9 @@ def _train_step(
 
 
 class _ActivationBuffer:
-    """Shuffled MLP inputs and outputs of many corpus tokens, refilled as batches are drawn."""
+    """Shuffled MLP inputs and outputs of many corpus tokens, refilled as batches are drawn.
+    Its state is small (the corpus rows it holds and their shuffle, not the activations),
+    so that a checkpoint can carry it."""
 
     def __init__(
         self,
@@ -212,6 +305,8 @@ class _ActivationBuffer:
         self.order = torch.randperm(len(corpus.tokens), generator=generator)
         self.cursor = 0
         self.data: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rows: list[int] = []  # the corpus rows whose tokens the buffer holds
+        self.permutation = torch.zeros(0, dtype=torch.long)  # data = their tokens[permutation]
         self.used = 0
 
     def next_batch(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
@@ -223,12 +318,30 @@ class _ActivationBuffer:
             for layer, (x, y) in self.data.items()
         }
 
+    def state(self) -> dict[str, Any]:
+        return {
+            "order": self.order,
+            "cursor": self.cursor,
+            "generator": self.generator.get_state(),
+            "rows": self.rows,
+            "permutation": self.permutation,
+            "used": self.used,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take ``state`` (from :meth:`state`), recomputing the activations it holds."""
+        self.order, self.cursor, self.used = state["order"], state["cursor"], state["used"]
+        self.generator.set_state(state["generator"])
+        self.rows, self.permutation = list(state["rows"]), state["permutation"]
+        self.data = self._shuffled(self._activations(self.rows), self.permutation)
+
     def _refill(self) -> None:
         corpus = self.corpus
         if self.data and corpus.n_tokens <= self.capacity:  # the whole corpus is in the buffer
             n = len(self.data[self.layers[0]][0])
-            shuffle = torch.randperm(n, generator=self.generator).to(self.model.device)
-            self.data = {layer: (x[shuffle], y[shuffle]) for layer, (x, y) in self.data.items()}
+            shuffle = torch.randperm(n, generator=self.generator)
+            self.data = self._shuffled(self.data, shuffle)
+            self.permutation = self.permutation[shuffle]
             self.used = 0
             return
         per_row = max(1, int(corpus.real.sum(1).float().mean()))
@@ -240,20 +353,30 @@ class _ActivationBuffer:
                 self.cursor = 0
             rows.append(int(self.order[self.cursor]))
             self.cursor += 1
+        activations = self._activations(rows)
+        n = len(activations[self.layers[0]][0])
+        self.rows, self.permutation = rows, torch.randperm(n, generator=self.generator)
+        self.data = self._shuffled(activations, self.permutation)
+        self.used = 0
+
+    def _activations(self, rows: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """MLP inputs and outputs of the real tokens of corpus ``rows``, in order."""
+        corpus = self.corpus
         pieces = []
-        for chunk in torch.tensor(rows).split(64):
+        for chunk in torch.tensor(rows, dtype=torch.long).split(64):
             pieces.append(
                 mlp_activations(self.model, corpus.tokens[chunk], self.layers, corpus.real[chunk])
             )
-        n = sum(len(piece[self.layers[0]][0]) for piece in pieces)
-        shuffle = torch.randperm(n, generator=self.generator).to(self.model.device)
-        self.data = {
-            layer: tuple(
-                torch.cat([piece[layer][i] for piece in pieces])[shuffle].float() for i in (0, 1)
-            )
+        return {
+            layer: tuple(torch.cat([piece[layer][i] for piece in pieces]) for i in (0, 1))
             for layer in self.layers
         }
-        self.used = 0
+
+    def _shuffled(
+        self, data: dict[int, tuple[torch.Tensor, torch.Tensor]], order: torch.Tensor
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        order = order.to(self.model.device)
+        return {layer: (x[order].float(), y[order].float()) for layer, (x, y) in data.items()}
 
 
 def layer_quality(
@@ -299,6 +422,16 @@ def task_metric_with_replacement(
     }
 
 
+def interrupted_run(out: str | Path) -> Path | None:
+    """The training state an interrupted run left in ``out`` (a directory with checkpoints
+    and no training record), or None."""
+    out = Path(out).expanduser()
+    state = out / STATE_FILE
+    if state.is_file() and not (out / TRAINING_RECORD).exists():
+        return state
+    return None
+
+
 def train_and_report(
     model: Model,
     layers: Sequence[int],
@@ -309,22 +442,63 @@ def train_and_report(
     n_prompts: int,
     checkpoint_every: int = 0,
     advance: Advance = no_progress,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, save to ``out`` (checkpoints under ``out/checkpoints/step-N``), and measure:
     per layer FVE, L0 and dead features on held-out corpus sequences; per task the task
-    metric with every trained MLP replaced."""
+    metric with every trained MLP replaced.
 
+    With checkpoints, the whole training state is saved beside them; given as ``resume``
+    (see :func:`load_interrupted`), a run continues from the last checkpoint in ``out``. A
+    run that fails or is interrupted leaves only its checkpoints: no final transcoders
+    without their record."""
+    start_step = resume["step"] if resume else 0
+    identity = _identity(model, layers, corpus, settings)
     train, held_out = held_out_split(corpus, settings.seed)
 
-    def checkpoint(step: int, transcoders: Transcoders) -> None:
+    def checkpoint(step: int, transcoders: Transcoders, state: dict[str, Any]) -> None:
         save_transcoders(transcoders, out / "checkpoints" / f"step-{step}", model.name)
+        with atomic_open(out / STATE_FILE, "wb") as handle:
+            torch.save({**state, "identity": identity}, handle)
 
-    start = time.perf_counter()
-    transcoders = train_transcoders(
-        model, layers, train, settings, advance, checkpoint, checkpoint_every
-    )
-    seconds = time.perf_counter() - start
-    save_transcoders(transcoders, out, model.name)
+    made = not out.exists()
+    try:
+        start = time.perf_counter()
+        transcoders = train_transcoders(
+            model, layers, train, settings, advance, checkpoint, checkpoint_every, resume
+        )
+        seconds = time.perf_counter() - start
+        save_transcoders(transcoders, out, model.name)
+        report = _report(model, layers, corpus, held_out, settings, transcoders, tasks, n_prompts)
+        tokens = (settings.steps - start_step) * settings.batch_tokens
+        report.update(
+            resumed_from_step=start_step or None,
+            train_seconds=seconds,
+            seconds_per_layer_per_million_tokens=seconds / len(layers) / (tokens / 1e6),
+            out=str(out),
+        )
+        write_training_record(out, report)
+    except BaseException:
+        if out.is_dir():  # final files in out are this run's: out was new, or held checkpoints
+            for path in layer_files(out).values():
+                path.unlink(missing_ok=True)
+        if made and not (out / STATE_FILE).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    (out / STATE_FILE).unlink(missing_ok=True)  # done: nothing to resume
+    return report
+
+
+def _report(
+    model: Model,
+    layers: Sequence[int],
+    corpus: Corpus,
+    held_out: Corpus,
+    settings: TrainingSettings,
+    transcoders: Transcoders,
+    tasks: Sequence[str],
+    n_prompts: int,
+) -> dict[str, Any]:
     quality = layer_quality(model, transcoders, held_out.tokens, held_out.real)
     replaced = {}
     for task in tasks:
@@ -334,8 +508,7 @@ def train_and_report(
             )
         except CircuitxError as error:  # a task this model cannot express
             replaced[task] = {"error": str(error)}
-    tokens = settings.steps * settings.batch_tokens
-    report = {
+    return {
         "model": model.name,
         "model_source": model.source,  # what a later run checks its model against
         "layers": list(layers),
@@ -347,13 +520,8 @@ def train_and_report(
         "lr": settings.lr,
         "steps": settings.steps,
         "batch_tokens": settings.batch_tokens,
-        "training_tokens": tokens,
+        "training_tokens": settings.steps * settings.batch_tokens,
         "seed": settings.seed,
-        "train_seconds": seconds,
-        "seconds_per_layer_per_million_tokens": seconds / len(layers) / (tokens / 1e6),
         "layers_quality": {str(layer): vars(q) for layer, q in quality.items()},
         "task_metric_replaced": replaced,
-        "out": str(out),
     }
-    write_training_record(out, report)
-    return report

@@ -321,6 +321,85 @@ def test_training_learns_and_is_seeded(tiny_model, corpus_file):
     assert torch.equal(again[0].W_enc, trained[0].W_enc)
 
 
+class _Interrupt:
+    """An ``advance`` that presses Ctrl-C (raises ``stop``) after ``steps`` steps."""
+
+    def __init__(self, steps: int, stop: type[BaseException] = KeyboardInterrupt) -> None:
+        self.left, self.stop = steps, stop
+
+    def __call__(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise self.stop("stopped")
+
+
+@pytest.mark.parametrize("buffer_tokens", [512, 65536])  # refilled from rows; the whole corpus
+def test_an_interrupted_training_resumes_to_the_uninterrupted_result(
+    tmp_path, tiny_model, corpus_file, buffer_tokens
+):
+    corpus = tc.load_corpus(tiny_model, str(corpus_file), 32, 0)
+    settings = tc.TrainingSettings(
+        n_features=32, steps=9, batch_tokens=256, buffer_tokens=buffer_tokens
+    )
+
+    def train(out, advance=lambda n: None, every=3):
+        state = tc.interrupted_run(out)
+        resume = state and tc.load_interrupted(state, tiny_model, [0, 1], corpus, settings)
+        return tc.train_and_report(
+            tiny_model, [0, 1], corpus, settings, out, [], 4, every, advance, resume
+        )
+
+    whole = train(tmp_path / "whole")
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        train(out, _Interrupt(7))  # after step 7: checkpoints at 3 and 6
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # no final files
+    assert tc.interrupted_run(out) == out / "checkpoints" / "training-state.pt"
+    resumed = train(out)
+    assert resumed["resumed_from_step"] == 6 and whole["resumed_from_step"] is None
+    assert resumed["layers_quality"] == whole["layers_quality"]
+    for layer, path in tc.files.layer_files(out).items():
+        assert path.read_bytes() == tc.files.layer_files(tmp_path / "whole")[layer].read_bytes()
+    assert tc.interrupted_run(out) is None  # finished: the state is gone
+    assert not (out / "checkpoints" / "training-state.pt").exists()
+
+    changed = tmp_path / "changed"
+    with pytest.raises(KeyboardInterrupt):
+        train(changed, _Interrupt(4))
+    settings.l1 *= 2
+    with pytest.raises(CircuitxError, match=r"interrupted at step 3 with another l1 0.001 \(not"):
+        train(changed)
+    settings.l1 /= 2
+
+    without = tmp_path / "without-checkpoints"
+    with pytest.raises(KeyboardInterrupt):
+        train(without, _Interrupt(4), every=0)
+    assert not without.exists()  # nothing to resume, nothing left
+
+
+def test_the_command_resumes_an_interrupted_run(tmp_path, tiny_dir, corpus_file, monkeypatch):
+    out = tmp_path / "tc"
+    args = ["train-transcoders", "--model", tiny_dir, "--corpus", corpus_file, "--layers", "0",
+            "--features", 16, "--steps", 6, "--checkpoint-every", 2, "--tasks", "none",
+            "--out", out, "--json"]  # fmt: skip
+    original = tc.train_and_report
+    monkeypatch.setattr(
+        tc,
+        "train_and_report",
+        # not Ctrl-C, which ends the command (and pytest) with os._exit
+        lambda *a: original(*a[:8], _Interrupt(3, CircuitxError), *a[9:]),
+    )
+    assert_one_line_error(run(*args), "stopped")
+    monkeypatch.setattr(tc, "train_and_report", original)
+    other = run(*args[:-1], "--steps", 7)
+    assert_one_line_error(other, "interrupted at step 2 with another steps 6 (not 7): run it")
+    resumed = run(*args)
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["resumed_from_step"] == 2
+    assert "resuming the run interrupted at step 2" in resumed.stderr
+    assert_one_line_error(run(*args), "exists; choose a new directory")  # finished
+
+
 def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     out = tmp_path / "tc"
     result = run(
