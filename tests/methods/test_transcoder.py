@@ -457,16 +457,15 @@ def test_a_built_in_models_cached_transcoders_name_its_build(tmp_path, monkeypat
     assert tc.trained_for(folder) == ("tracr-reverse", model.source)
 
 
-def test_tasks_a_model_cannot_run_are_one_line_below_the_table(tmp_path, tiny_dir, corpus_file):
+def test_tasks_a_model_cannot_run_are_one_line_or_refused_when_named(tmp_path, tiny_dir, corpus_file):
     common = ["train-transcoders", "--model", tiny_dir, "--corpus", corpus_file, "--steps", 2]
     every = run(*common, "--out", tmp_path / "a", "--n-prompts", 4)
     assert every.exit_code == 0, every.output
     assert "not measured, as the model cannot run them: tracr (--json says why)" in every.stdout
     assert "needs a tracr model" not in every.stdout  # the reason is in --json, not a column
-    named = run(*common, "--out", tmp_path / "b", "--tasks", "tracr")
-    assert named.exit_code == 0, named.output
-    assert "tracr not measured: task tracr needs a tracr model" in named.stdout
-    assert "task metric" not in named.stdout  # no table without a measured task
+    named = run(*common, "--out", tmp_path / "b", "--tasks", "ioi,tracr")  # before training
+    assert_one_line_error(named, "task tracr needs a tracr model")
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("family", ["llama", "neox"])
