@@ -285,6 +285,16 @@ def ground_truth(name: str | None, task: str, cache_dir: PathLike = None) -> nx.
     return read_ground_truth(path, task) if path.is_dir() else None
 
 
+def shipped_ground_truths(name: str, cache_dir: PathLike = None) -> list[str]:
+    """The tasks (``task`` or ``task:variant``) model ``name`` ships ground truths for."""
+    if name in BUILTIN_MODELS:
+        if not BUILTIN_MODELS[name].has_ground_truth:
+            return []
+        return sorted(read_ground_truths(model_dir(name, cache_dir)))
+    path = Path(name).expanduser()
+    return sorted(read_ground_truths(path)) if path.is_dir() else []
+
+
 def ships_ground_truth(name: str) -> bool:
     """Whether ``name`` is a built-in model that ships a ground-truth circuit."""
     return name in BUILTIN_MODELS and BUILTIN_MODELS[name].has_ground_truth

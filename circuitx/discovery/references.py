@@ -87,6 +87,11 @@ def resolve_reference(
         truth = builtin.ground_truth(planted, spec, cache_dir)
         if truth is not None:
             return truth, truth_label(planted, truth), None
+        shipped = builtin.shipped_ground_truths(planted, cache_dir)
+        if base in TASKS and TASKS[base].model_family and shipped:  # only models ship its truth
+            raise CircuitxError(
+                f"{planted} ships no {spec} ground truth; it ships {', '.join(shipped)}"
+            )
     if base in TASKS:
         task = TASKS[base]
         if task.reference_task is None:

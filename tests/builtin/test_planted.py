@@ -169,8 +169,9 @@ def test_models_lists_planted_models_with_task_and_circuit():
     assert rows["planted-greater-than"]["circuits"]["greater-than"]["mlps"] == ["m0", "m2"]
     assert set(rows["planted-colored-objects"]["circuits"]) == {"ioi", "colored-objects"}
     # a family says which model discover takes and what the leaderboard adds
-    assert "ioi -> planted-ioi (the leaderboard adds planted-ioi-llama)" in (
-        rows["planted"]["description"]
+    assert (
+        "ioi -> planted-ioi (the leaderboard adds planted-ioi-llama)"
+        in (rows["planted"]["description"])
     )
     assert "tracr -> one of tracr-reverse," in rows["tracr"]["description"]
     assert "1 head, " in rows["trained-tracr-proportion"]["circuit"]

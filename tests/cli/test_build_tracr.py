@@ -61,6 +61,10 @@ def test_a_model_of_two_positions_runs(tmp_path):
     found = run("discover", "--task", "tracr", "--model", out, "--method", "eap", "--json")
     assert found.exit_code == 0, found.output
     assert json.loads(found.stdout)["reference"] == f"{out} ground truth (weights)"
+    acdc = run("discover", "--task", "tracr", "--model", out, "--method", "eap",
+               "--reference", "tracr:acdc")  # fmt: skip
+    # ACDC's circuits are for its two models: say what this one ships (was "use a tracr model")
+    assert_one_line_error(acdc, f"{out} ships no tracr:acdc ground truth; it ships tracr, tracr:w")
 
 
 @pytest.mark.parametrize(

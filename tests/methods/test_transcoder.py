@@ -457,7 +457,9 @@ def test_a_built_in_models_cached_transcoders_name_its_build(tmp_path, monkeypat
     assert tc.trained_for(folder) == ("tracr-reverse", model.source)
 
 
-def test_tasks_a_model_cannot_run_are_one_line_or_refused_when_named(tmp_path, tiny_dir, corpus_file):
+def test_tasks_a_model_cannot_run_are_one_line_or_refused_when_named(
+    tmp_path, tiny_dir, corpus_file
+):
     common = ["train-transcoders", "--model", tiny_dir, "--corpus", corpus_file, "--steps", 2]
     every = run(*common, "--out", tmp_path / "a", "--n-prompts", 4)
     assert every.exit_code == 0, every.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from circuitx.methods import MethodRun, get_method
 from circuitx.models import EMBED_OUTPUT_HOOK
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
+from circuitx.tasks.tracr import TracrProgram, all_inputs, input_at, input_count, sampled_inputs
 
 pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
 
@@ -137,15 +139,6 @@ def test_inputs_are_drawn_without_listing_them_as_the_list_drew_them(inputs):
     draw 4 and was killed for memory. Each input is now computed from its index; the
     draw is the one rng.sample made over the whole list, so every built-in model's
     prompts stay as they were."""
-    import random
-
-    from circuitx.tasks.tracr import (
-        TracrProgram,
-        all_inputs,
-        input_at,
-        input_count,
-        sampled_inputs,
-    )
 
     def program(vocab, length):
         return TracrProgram("p", vocab, length, length, "BOS", "pad", False, [], [], inputs)
