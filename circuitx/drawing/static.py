@@ -114,6 +114,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             va="top" if below else "baseline",
             fontsize=5.5 if feature else 7,
             zorder=4,
+            bbox=PLAIN,  # legible over the edges it sits on
         )
     missed = (
         [n for n in truth.nodes if n in places and n not in nodes] if reference is not None else []
@@ -152,16 +153,17 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             fontsize=7,
             color=AGREEMENT["reference only"],
             zorder=4,
+            bbox=PLAIN,
         )
-    header = {"ha": "center", "fontsize": 7, "color": "#777777", "zorder": 5, "bbox": PLAIN}
+    header = {"ha": "center", "va": "center", "fontsize": 7, "color": "#777777", "zorder": 5, "bbox": PLAIN}
     panel = n_heads + 1 + PANEL_GAP
     for index, group in enumerate(groups or ("",)):  # each panel names its position
         if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):
-            ax.annotate("MLP", (n_heads + 0.5 + index * panel, n_layers + 0.62), **header)
+            ax.annotate("MLP", (n_heads + 0.5 + index * panel, n_layers + 1.0), **header)
         where = f"heads @{group}" if group else "heads"
-        ax.annotate(where, ((n_heads - 1) / 2 + index * panel, n_layers + 0.62), **header)
+        ax.annotate(where, ((n_heads - 1) / 2 + index * panel, n_layers + 1.0), **header)
     if any(kind == "feature" for _, kind in graph.nodes(data="kind")):
-        ax.annotate("features", ((n_heads + 1.4 + right) / 2, n_layers + 0.62), **header)
+        ax.annotate("features", ((n_heads + 1.4 + right) / 2, n_layers + 1.0), **header)
     for layer in range(n_layers):
         ax.annotate(
             f"layer {layer}",
