@@ -155,7 +155,14 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             zorder=4,
             bbox=PLAIN,
         )
-    header = {"ha": "center", "va": "center", "fontsize": 7, "color": "#777777", "zorder": 5, "bbox": PLAIN}
+    header = {
+        "ha": "center",
+        "va": "center",
+        "fontsize": 7,
+        "color": "#777777",
+        "zorder": 5,
+        "bbox": PLAIN,
+    }
     panel = n_heads + 1 + PANEL_GAP
     for index, group in enumerate(groups or ("",)):  # each panel names its position
         if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):

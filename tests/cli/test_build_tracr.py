@@ -82,6 +82,10 @@ def test_a_model_of_two_positions_runs(tmp_path):
         # from a helper's trial, each a traceback before
         (["make_hist", "--vocab", "<balance>,a", "--max-seq-len", "3"], "'<balance>' collides"),
         (["./mine.py:f", "--vocab", "a", "--max-seq-len", "3"], "not a file path"),
+        # tokens for an argument that is not a SOp: "TypeError: unhashable type: 'Map'"
+        (["make_sort", "--vocab", "1,2", "--max-seq-len", "3"], "make_sort needs min_key (float)"),
+        (["make_count", "--vocab", "a", "--max-seq-len", "3"], "make_count needs token, which"),
+        (["make_shuffle_dyck", "--vocab", "(,)", "--max-seq-len", "3"], "pairs (List[str])"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):

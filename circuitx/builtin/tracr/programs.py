@@ -66,6 +66,15 @@ def _importing_from(directory: Path) -> Iterator[None]:
         sys.path.remove(str(directory))
 
 
+def _takes_a_sop(parameter: inspect.Parameter, rasp: Any) -> bool:
+    kind = parameter.annotation
+    if kind is parameter.empty:
+        return parameter.name == "sop"
+    if isinstance(kind, str):  # a module with postponed annotations
+        return kind.rpartition(".")[2] == "SOp"
+    return isinstance(kind, type) and issubclass(kind, rasp.SOp)
+
+
 def user_program(spec: str, max_seq_len: int) -> Any:
     """The RASP program ``spec`` names: a function of ``tracr.compiler.lib`` (each required
     SOp argument gets ``tokens``, a ``max_seq_len`` argument the maximum length) or
@@ -97,11 +106,28 @@ def user_program(spec: str, max_seq_len: int) -> Any:
 
 
 def _call(function: Callable[..., Any], spec: str, max_seq_len: int, rasp: Any) -> Any:
+    """``function`` called with ``tokens`` for each required SOp argument (annotated
+    ``SOp``, or a bare ``sop``) and the length for ``max_seq_len``; refused in one line
+    where it requires another argument, which only the user can choose."""
     args, kwargs = [], {}
     for parameter in inspect.signature(function).parameters.values():
-        if parameter.default is not inspect.Parameter.empty:
+        if parameter.default is not inspect.Parameter.empty or parameter.kind in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.VAR_KEYWORD,
+        ):
             continue
-        value = max_seq_len if parameter.name == "max_seq_len" else rasp.tokens
+        if parameter.name == "max_seq_len":
+            value = max_seq_len
+        elif _takes_a_sop(parameter, rasp):
+            value = rasp.tokens
+        else:
+            kind = parameter.annotation
+            said = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+            named = f" ({said})" if kind is not parameter.empty else ""
+            raise CircuitxError(
+                f"{spec} needs {parameter.name}{named}, which build-tracr cannot choose: "
+                "call it from a module:function of your own (see docs/tracr.md)"
+            )
         if parameter.kind == inspect.Parameter.KEYWORD_ONLY:
             kwargs[parameter.name] = value
         else:
