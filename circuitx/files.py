@@ -19,6 +19,8 @@ def check_output_path(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path, or fail in one line unless a file can be written there:
     its directory exists and takes a new file (one is made and removed), and ``path`` is
     not a directory or a special file (a device, a pipe)."""
+    if os.fspath(path).endswith(("/", os.sep)):  # Path() drops the slash that says directory
+        raise CircuitxError(f"output path ends in a slash, which names a directory: {path}")
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if parent.exists() and not parent.is_dir():

@@ -51,6 +51,8 @@ def test_an_output_path_that_is_a_directory_is_refused_and_the_probe_leaves_noth
         check_output_path(tmp_path)
     check_output_path(tmp_path / "x.json")
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CircuitxError, match="ends in a slash, which names a directory"):
+        check_output_path(f"{tmp_path}/x.graphml/")  # was written as the file x.graphml
 
 
 def test_json_text_writes_no_nan_or_infinity():
