@@ -44,6 +44,8 @@ def get_task(
         task = TASKS[name]
         return task if corruption is None else type(task)(corruption)
     if task_format is None and not is_task_file(name):
+        if Path(name).expanduser().is_dir():
+            raise CircuitxError(f"task {name!r} is a directory, not a task name or task file")
         raise CircuitxError(
             f"unknown task {name!r}; choose from {', '.join(TASKS)}, or give a task file "
             f"({', '.join(FORMATS)})"

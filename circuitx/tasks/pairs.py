@@ -126,10 +126,11 @@ def sniff_format(path: Path, text: str) -> str:
     if stripped.startswith("{"):
         first = stripped.split("\n", 1)[0]
         try:
-            json.loads(first)
-            return "jsonl"
+            row = json.loads(first)
         except ValueError:
-            return "auto-circuit"
+            return "auto-circuit"  # one JSON document over several lines
+        # auto-circuit's document on one line (json.dump's default) holds "prompts"
+        return "auto-circuit" if isinstance(row, dict) and "prompts" in row else "jsonl"
     return "eap-ig"
 
 
@@ -219,6 +220,11 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
         _check_keys(row, where)
         if "answer" not in row and "answer_ids" not in row:
             raise CircuitxError(f"{where} has no 'answer' (or 'answer_ids')")
+        for text_key in ("answer", "wrong"):
+            if text_key in row and f"{text_key}_ids" in row:  # which did the user mean?
+                raise CircuitxError(
+                    f"{where} gives both {text_key!r} and '{text_key}_ids': give one"
+                )
         if "clean_ids" in row or "corrupted_ids" in row:
             pairs.append(_jsonl_ids(row, where))
             continue
@@ -285,6 +291,9 @@ def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
         )
     reader = csv.DictReader(io.StringIO(text))
     columns = reader.fieldnames or []
+    twice = sorted({name for name in columns if columns.count(name) > 1})
+    if twice:  # DictReader keeps the last: which did the user mean?
+        raise CircuitxError(f"{label} has the column {twice[0]!r} twice")
     if "correct_idx" not in columns and "label" in columns:
         return _read_greater_than(reader, label), "prob-diff"
     for column in ("clean", "corrupted", "correct_idx"):
@@ -295,6 +304,7 @@ def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
     pairs = []
     for number, row in enumerate(reader, 2):
         where = f"{label} row {number}"
+        _check_row_width(row, len(columns), where)
         wrong = row.get("incorrect_idx")
         pairs.append(
             PromptPair(
@@ -310,6 +320,17 @@ def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
     return pairs, None
 
 
+def _check_row_width(row: dict, n_columns: int, where: str) -> None:
+    """Refuse a CSV row with more fields than the header names (a comma in an unquoted
+    prompt splits it); DictReader would drop the rest."""
+    extra = row.get(None)
+    if extra:
+        raise CircuitxError(
+            f"{where} has {n_columns + len(extra)} fields and the header {n_columns}: quote "
+            "a prompt that holds a comma"
+        )
+
+
 def _read_greater_than(reader: csv.DictReader, label: str) -> list[PromptPair]:
     """EAP-IG's greater-than CSV (``clean``, ``corrupted``, ``label``): the answers are
     the two-digit years after ``label`` (YY, the start year's last two digits), the wrong
@@ -317,6 +338,7 @@ def _read_greater_than(reader: csv.DictReader, label: str) -> list[PromptPair]:
     pairs = []
     for number, row in enumerate(reader, 2):
         where = f"{label} row {number}"
+        _check_row_width(row, len(reader.fieldnames or ()), where)
         text = (row.get("label") or "").strip()
         if not text.isdigit() or not 0 <= int(text) <= 98:
             raise CircuitxError(
@@ -341,6 +363,11 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
     try:
         data = json.loads(text)
     except ValueError:
+        if _json_lines(text):
+            raise CircuitxError(
+                f"{label} is JSON Lines (an object a line), not one JSON document: name it "
+                ".jsonl or pass --task-format jsonl"
+            ) from None
         raise CircuitxError(f"{label} is not JSON") from None
     if isinstance(data, dict) and (
         data.get("format") == "circuitx-graph" or {"nodes", "edges"} <= data.keys()
@@ -378,6 +405,15 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
             )
         )
     return pairs
+
+
+def _json_lines(text: str) -> bool:
+    """Whether ``text``'s first two non-blank lines are each a JSON object."""
+    lines = [line for line in text.splitlines() if line.strip()][:2]
+    try:
+        return len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
+    except ValueError:
+        return False
 
 
 def _pre_tokenised(row: dict, where: str) -> PromptPair:

@@ -142,6 +142,24 @@ def test_each_format_gives_the_tasks_own_prompts_and_metric(planted_ioi, ioi_dat
     assert torch.equal(task.correct(final, data), ioi.correct(final, ioi_data))
 
 
+def test_the_format_is_told_by_content_as_json_dump_and_jsonl_writers_save(
+    planted_ioi, files, tmp_path
+):
+    """A helper's trial: auto-circuit's document on one line (json.dump's default) under
+    an unknown suffix was read as JSONL ("line 1 has no 'answer'"), and JSON Lines named
+    .json was "not JSON"."""
+    one_line = tmp_path / "pairs.data"
+    one_line.write_text(json.dumps(json.loads(files["auto-circuit"].read_text())))
+    expected = get_task(str(files["auto-circuit"])).make_data(planted_ioi, N, seed=0)
+    data = get_task(str(one_line)).make_data(planted_ioi, N, seed=0)
+    assert torch.equal(data.clean, expected.clean) and torch.equal(data.answer, expected.answer)
+    misnamed = tmp_path / "pairs.json"
+    misnamed.write_bytes(files["jsonl"].read_bytes())
+    with pytest.raises(CircuitxError, match="pairs.json is JSON Lines .* --task-format jsonl"):
+        get_task(str(misnamed))
+    assert get_task(str(misnamed), task_format="jsonl").make_data(planted_ioi, N, 0) is not None
+
+
 def test_a_file_named_as_a_built_in_task_keeps_its_suffix(files, tmp_path):
     """ioi.jsonl is not the built-in ioi: a graph found on it must not be scored against
     ioi's reference by name."""
@@ -320,6 +338,17 @@ BAD = {
         b'"wrong_answers": [5]}]}',
         "t.json prompt 1: the clean and corrupted prompts are the same",
     ),
+    "an unquoted comma": (
+        "t.csv",
+        b"clean,corrupted,correct_idx,incorrect_idx\n"
+        b"When David and John went to the store, John gave,When David and Robert went,3,4\n",
+        "t.csv row 2 has 5 fields and the header 4: quote a prompt that holds a comma",
+    ),
+    "a column twice": (
+        "t.csv",
+        b"clean,corrupted,clean,correct_idx\nWhen John,When Mary,When Paul,3\n",
+        "t.csv has the column 'clean' twice",
+    ),
     "index out of range": (
         "t.csv",
         b"clean,corrupted,correct_idx,incorrect_idx\n"
@@ -334,6 +363,13 @@ BAD = {
         "t.jsonl line 1: 'John' is both an answer and a wrong answer",
     ),
     "no file": (None, b"", "task file not found"),
+    "an answer as text and as ids": (
+        "t.jsonl",
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": "David", "answer_ids": [5], "wrong": "John"}\n',
+        "t.jsonl line 1 gives both 'answer' and 'answer_ids': give one",
+    ),
     "a word the model does not know": (
         "t.jsonl",
         b'{"clean": "When David and John went to the store, John gave a drink to", '
@@ -524,6 +560,8 @@ def test_a_position_column_reads_the_metric_at_that_token(planted_ioi, tmp_path)
 def test_a_directory_is_not_a_task_file(tmp_path):
     with pytest.raises(CircuitxError, match="is a directory, not a task file"):
         FileTask.from_file(str(tmp_path))
+    with pytest.raises(CircuitxError, match="is a directory, not a task name or task file"):
+        get_task(str(tmp_path))  # "unknown task" before
 
 
 def test_every_row_is_checked_whichever_pairs_the_seed_draws(planted_ioi, files, tmp_path):
