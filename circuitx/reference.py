@@ -265,8 +265,15 @@ def class_circuit_from_dict(
     built-in references. Expanded with the built-in references' rule
     (:func:`class_circuit`)."""
     classes, edges = data["classes"], data.get("edges")
-    if not isinstance(classes, dict) or not isinstance(edges, list):
-        raise CircuitxError(f"reference {name}: 'classes' must be an object, 'edges' a list")
+    if not isinstance(classes, dict):
+        raise CircuitxError(f"reference {name}: 'classes' must be an object")
+    if edges is None:
+        raise CircuitxError(
+            f"reference {name} has 'classes' but no 'edges' (a list of [sender class, "
+            "receiver class, inputs])"
+        )
+    if not isinstance(edges, list):
+        raise CircuitxError(f"reference {name}: 'edges' must be a list")
     if not all(isinstance(members, list) for members in classes.values()):
         raise CircuitxError(f"reference {name}: each class is a list of heads")
     heads = {cls: [_head(name, cls, head) for head in members] for cls, members in classes.items()}

@@ -5,8 +5,14 @@ import json
 import pytest
 from conftest import assert_one_line_error, run
 
-from circuitx.graph import edges_by_name
-from circuitx.graph_files import read_graph
+from circuitx.errors import CircuitxError
+from circuitx.graph import edges_by_name, full_graph, layout_graph, select_edges
+from circuitx.graph_files import read_graph, write_graph
+from circuitx.layout import PositionLayout
+from circuitx.names import parse_edge_name, parse_node
+from circuitx.reference import read_reference
+from circuitx.tasks import get_task
+from circuitx.tasks.ioi import CLASS_EDGES, CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,6 @@ def test_export_eap_ig_to_stdout_and_a_refused_suffix(discovered, tmp_path):
 def ioi_classes(heads_as) -> dict:
     """IOI's published circuit as a class JSON (ACDC's and auto-circuit's way of writing
     official circuits)."""
-    from circuitx.tasks.ioi import CLASS_EDGES, CLASSES
 
     return {
         "classes": {cls: [heads_as(*h) for h in heads] for cls, heads in CLASSES.items()},
@@ -77,8 +82,6 @@ def ioi_classes(heads_as) -> dict:
     "heads_as", [lambda at, h: f"{at}.{h}", lambda at, h: f"a{at}.h{h}", lambda at, h: [at, h]]
 )
 def test_a_class_circuit_file_is_the_built_in_reference(tmp_path, heads_as):
-    from circuitx.graph import full_graph
-    from circuitx.graph_files import write_graph
 
     graph = full_graph(12, 12, True, task="ioi", model="gpt2")
     for i, data in enumerate(edges_by_name(graph).values()):
@@ -107,13 +110,12 @@ def test_a_class_circuit_file_is_the_built_in_reference(tmp_path, heads_as):
         ({"movers": []}, [], "its classes list no heads"),
         ({"movers": "9.9"}, [], "each class is a list of heads"),
         ({"movers": ["9.9"]}, [["movers", "OUTPUT", "x"]], "the output reads no q, k or v"),
-        ({"movers": ["9.9"]}, None, "'edges' a list"),
+        ({"movers": ["9.9"]}, None, "has 'classes' but no 'edges' (a list of [sender class"),
+        ({"movers": ["9.9"]}, "x", "'edges' must be a list"),
+        ("x", [], "'classes' must be an object"),
     ],
 )
 def test_bad_class_circuits_are_one_line(tmp_path, classes, edges, message):
-    from circuitx.graph import full_graph
-    from circuitx.graph_files import write_graph
-
     path = tmp_path / "g.json"
     write_graph(full_graph(12, 12, True, task="ioi"), path)
     reference = tmp_path / "bad.json"
@@ -137,8 +139,6 @@ def test_an_eap_ig_reference_naming_a_node_the_model_lacks(discovered, tmp_path)
 def test_export_eap_ig_notes_the_edges_eap_ig_would_prune(tmp_path):
     """MIB evaluates a circuit after EAP-IG's Graph.prune: the export says how many of
     the circuit's edges that leaves (a1.h0 reads no kept edge, so its edge goes)."""
-    from circuitx.graph import edges_by_name, full_graph, select_edges
-    from circuitx.graph_files import write_graph
 
     graph = full_graph(2, 2, True, task="ioi", method="eap", d_model=8)
     for data in edges_by_name(graph).values():
@@ -156,7 +156,6 @@ def test_export_eap_ig_notes_the_edges_eap_ig_would_prune(tmp_path):
 
 def auto_circuit_name(edge: str) -> str:
     """An edge as auto-circuit names it (A0.1->A7.3.K, MLP 3, Resid Start, Resid End)."""
-    from circuitx.names import parse_edge_name, parse_node
 
     def node(name: str) -> str:
         kind, layer, head = parse_node(name)
@@ -171,9 +170,6 @@ def test_a_list_of_edge_names_is_a_reference_in_either_naming(tmp_path):
     """The built-in IOI reference's edges as a JSON list, named as circuitx and MIB name
     them or as auto-circuit does (its official circuits are edge sets), is a reference
     with exactly those edges."""
-    from circuitx.names import parse_edge_name
-    from circuitx.reference import read_reference
-    from circuitx.tasks import get_task
 
     builtin = get_task("ioi").reference("", 12, 12, True)
     kept = sorted(key for key, data in edges_by_name(builtin).items() if data["in_circuit"])
@@ -204,8 +200,6 @@ def test_a_list_of_edge_names_is_a_reference_in_either_naming(tmp_path):
     ],
 )
 def test_bad_edge_lists_are_one_line(tmp_path, content, message):
-    from circuitx.errors import CircuitxError
-    from circuitx.reference import read_reference
 
     path = tmp_path / "edges.json"
     path.write_text(json.dumps(content))
@@ -218,9 +212,6 @@ def test_export_eap_ig_of_collapsed_positions_notes_the_graph_it_writes(tmp_path
     """A new user's trial: with --collapse-positions the note counted the edges of the
     graph over positions, not of the components written. Two position edges of one
     component edge, both off any path, are one edge written."""
-    from circuitx.graph import layout_graph, select_edges
-    from circuitx.graph_files import write_graph
-    from circuitx.layout import PositionLayout
 
     layout = PositionLayout(2, 2, True, positions=("S", "END"), readout=("END",))
     graph = layout_graph(layout, task="ioi", method="eap", d_model=8)
