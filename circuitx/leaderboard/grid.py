@@ -64,14 +64,29 @@ def parse_references(specs: Sequence[str], tasks: Sequence[str]) -> dict[str, st
     map (see :func:`check_references`)."""
     references: dict[str, str] = {}
     for spec in specs:
-        task, _, reference = spec.partition("=")
-        if task not in tasks or not reference:
+        # at the first '=' after which the name is one of the tasks (a file may hold '=')
+        cuts = [i for i, char in enumerate(spec) if char == "="]
+        named = ((_one_of(spec[:i], tasks), spec[i + 1 :]) for i in cuts)
+        task, reference = next(((t, r) for t, r in named if t is not None and r), (None, ""))
+        if task is None:
             raise CircuitxError(
                 f"--reference {spec!r}: give TASK=REFERENCE with TASK one of --tasks "
                 f"({', '.join(tasks)})"
             )
         references[task] = reference
     return check_references(references, tasks)
+
+
+def _one_of(name: str, tasks: Sequence[str]) -> str | None:
+    """The task of ``tasks`` that ``name`` names: itself, or a task file by another path
+    to the same file (``./pairs.jsonl`` for ``pairs.jsonl``)."""
+    if name in tasks:
+        return name
+    path = Path(name).expanduser()
+    if not path.is_file():
+        return None
+    same = [task for task in tasks if Path(task).expanduser().is_file()]
+    return next((task for task in same if Path(task).expanduser().samefile(path)), None)
 
 
 def check_references(references: Mapping[str, Any], tasks: Sequence[str]) -> dict[str, str]:

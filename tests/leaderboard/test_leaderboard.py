@@ -22,13 +22,16 @@ from circuitx import builtin
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.discovery import report
-from circuitx.graph_files import from_json_dict
+from circuitx.errors import CircuitxError
+from circuitx.graph import full_graph
+from circuitx.graph_files import from_json_dict, write_graph
 from circuitx.leaderboard import (
     STANDARD_VARIANTS,
     check_cells,
     make_grid,
     non_defaults,
     parse_methods,
+    parse_references,
     run_cell,
     run_leaderboard,
 )
@@ -495,3 +498,21 @@ def test_a_rerun_with_fewer_cells_leaves_no_stale_pages_or_figures(tmp_path):
 def test_a_cell_that_rounds_to_zero_shows_no_minus_sign():
     assert format_value({"mean": -3.66e-7, "std": 0.0}, seeds=3) == "0.000 ± 0.000"
     assert format_value({"mean": -0.086, "std": 0.059}, seeds=3) == "-0.086 ± 0.059"
+
+
+def test_a_reference_names_its_task_file_by_any_path_and_past_an_equals_sign(
+    tmp_path, monkeypatch
+):
+    """A helper's trial: 'x=y.jsonl=ref' split at the first '=' and ./pairs.jsonl did not
+    name the task pairs.jsonl."""
+    monkeypatch.chdir(tmp_path)
+    row = {"clean": "When John", "corrupted": "When Mary", "answer": "went", "wrong": "ran"}
+    for name in ("pairs.jsonl", "x=y.jsonl"):
+        (tmp_path / name).write_text(json.dumps(row) + "\n")
+    reference = tmp_path / "ref.graphml"
+    write_graph(full_graph(2, 2, True), reference)
+    tasks = ["pairs.jsonl", "x=y.jsonl"]
+    found = parse_references([f"./pairs.jsonl={reference}", f"x=y.jsonl={reference}"], tasks)
+    assert found == {"pairs.jsonl": str(reference), "x=y.jsonl": str(reference)}
+    with pytest.raises(CircuitxError, match="give TASK=REFERENCE with TASK one of --tasks"):
+        parse_references([f"other.jsonl={reference}"], tasks)
