@@ -2,11 +2,12 @@
 
 The Python API (:mod:`circuitx.api`, docs/python.md): :func:`load_model`, :func:`get_task`,
 :func:`task_from_pairs`, :func:`task_from_file`, :func:`discover`, :func:`score`,
-:func:`compare`, :func:`draw`, :func:`leaderboard`, :func:`read_graph` and
-:func:`write_graph`.
+:func:`compare`, :func:`draw`, :func:`leaderboard`, :func:`read_graph`,
+:func:`write_graph` and :func:`collapse_positions`.
 """
 
 from circuitx.api import (
+    collapse_positions,
     compare,
     discover,
     draw,
@@ -27,6 +28,7 @@ __all__ = [
     "CircuitxError",
     "CircuitxWarning",
     "__version__",
+    "collapse_positions",
     "compare",
     "discover",
     "draw",

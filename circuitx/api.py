@@ -38,6 +38,7 @@ from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
 from circuitx.errors import CircuitxError, CircuitxWarning
+from circuitx.graph import collapse_positions
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.leaderboard import (
     Leaderboard,
@@ -297,7 +298,7 @@ def leaderboard(
     tasks: str | Sequence[str] = "all",
     methods: str | Sequence[str] = "all",
     model: str = "planted",
-    seeds: int = 1,
+    seeds: int = 3,
     seed: int = 0,
     n_prompts: int = 50,
     out: str | os.PathLike = "leaderboard",
@@ -390,6 +391,7 @@ def leaderboard(
 
 
 __all__ = [
+    "collapse_positions",
     "compare",
     "discover",
     "draw",

@@ -384,7 +384,8 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         raise CircuitxError("EAP-IG graphs have no transcoder features; export the component graph")
     if position_groups(graph) is not None:
         raise CircuitxError(
-            "EAP-IG graphs have no token positions; export --collapse-positions for the components"
+            "EAP-IG graphs have no token positions; collapse them to the components first "
+            "(export --collapse-positions; circuitx.collapse_positions in Python)"
         )
     d_model = graph.graph.get("d_model")
     if not isinstance(d_model, int) or isinstance(d_model, bool):

@@ -254,6 +254,11 @@ def test_graph_files_keep_the_positions(tmp_path):
                 assert read[name]["score"] == pytest.approx(data["score"]), name
         assert layout_of(back) == layout_of(graph)
         assert cx.score(back) == cx.score(graph)
+    # EAP-IG's files have no positions: Python's advice is Python's too (a helper's trial)
+    with pytest.raises(cx.CircuitxError, match="circuitx.collapse_positions in Python"):
+        cx.write_graph(graph, tmp_path / "e.json", fmt="eap-ig")
+    cx.write_graph(cx.collapse_positions(graph), tmp_path / "e.json", fmt="eap-ig")
+    assert len(cx.read_graph(tmp_path / "e.json")) == len(cx.collapse_positions(graph))
 
 
 @pytest.mark.slow

@@ -500,9 +500,7 @@ def test_a_cell_that_rounds_to_zero_shows_no_minus_sign():
     assert format_value({"mean": -0.086, "std": 0.059}, seeds=3) == "-0.086 ± 0.059"
 
 
-def test_a_reference_names_its_task_file_by_any_path_and_past_an_equals_sign(
-    tmp_path, monkeypatch
-):
+def test_a_reference_names_its_task_file_by_any_path_and_past_an_equals_sign(tmp_path, monkeypatch):
     """A helper's trial: 'x=y.jsonl=ref' split at the first '=' and ./pairs.jsonl did not
     name the task pairs.jsonl."""
     monkeypatch.chdir(tmp_path)
