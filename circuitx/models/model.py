@@ -27,6 +27,8 @@ from circuitx.names import head_node, mlp_node
 
 # Texts per tokenizer call: about 40 ms for short prompts, so Ctrl-C is not held up.
 ENCODE_CHUNK = 2048
+# Texts whose token ids a model keeps (a task file's prompts are encoded by several checks)
+ENCODE_CACHE = 1 << 20
 
 
 @dataclass(eq=False)  # one model is itself: compared, and cached by, identity
@@ -53,6 +55,7 @@ class Model:
     # What "zero" leaves of the embeddings' output (tracr models keep a constant anchor
     # direction there); None: zero itself. [d_model]
     zero_embedding: torch.Tensor | None = field(default=None, repr=False)
+    _encoded: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def d_mlp(self) -> int:
@@ -90,19 +93,24 @@ class Model:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
-        """:meth:`encode` of each text, in one call to the tokenizer per
+        """:meth:`encode` of each text: each distinct text not encoded before (the model
+        keeps ``ENCODE_CACHE`` texts' ids), in one call to the tokenizer per
         ``ENCODE_CHUNK`` texts (a call cannot be interrupted: Ctrl-C waits for it)."""
         texts = list(texts)
-        return [
-            list(ids)
-            for start in range(0, len(texts), ENCODE_CHUNK)
-            for ids in self.tokenizer(
-                texts[start : start + ENCODE_CHUNK],
+        new = [text for text in dict.fromkeys(texts) if text not in self._encoded]
+        for start in range(0, len(new), ENCODE_CHUNK):
+            chunk = new[start : start + ENCODE_CHUNK]
+            ids = self.tokenizer(
+                chunk,
                 add_special_tokens=False,
                 return_attention_mask=False,
                 return_token_type_ids=False,
             )["input_ids"]
-        ]
+            self._encoded.update(zip(chunk, map(tuple, ids)))
+        encoded = [list(self._encoded[text]) for text in texts]
+        if len(self._encoded) > ENCODE_CACHE:
+            self._encoded.clear()
+        return encoded
 
     def unknown_words(self, text: str) -> list[str]:
         """The words of ``text`` its tokenizer cannot read: those it encodes with its

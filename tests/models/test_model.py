@@ -54,5 +54,12 @@ def test_encoding_many_texts_goes_in_chunks_that_keep_their_order(tiny_model, mo
         lambda tok, texts, **kw: calls.append(len(texts)) or original(tok, texts, **kw),
     )  # fmt: skip
     texts = ["When Mary", " and John", " went to", " the", " store"]
+    tiny_model._encoded.clear()  # none encoded before
     assert tiny_model.encode_many(texts) == [tiny_model.encode(text) for text in texts]
     assert calls == [2, 2, 1]
+    calls.clear()  # each distinct text once, and once only (a task file's checks share them)
+    again = tiny_model.encode_many([*texts, " the", "When John", "When John"])
+    assert again == [tiny_model.encode(text) for text in [*texts, " the", *["When John"] * 2]]
+    assert calls == [1]
+    again[-1].append(0)  # each text's ids its own list
+    assert tiny_model.encode_many(["When John"]) == [tiny_model.encode("When John")]
