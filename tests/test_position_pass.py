@@ -373,6 +373,15 @@ def test_a_task_file_names_its_own_positions(tmp_path):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(cx.CircuitxError, match="not END or other"):
         cx.task_from_file(path)
+    for i, row in enumerate(rows):  # IO on S1's token: S1, named after it, takes it
+        s1 = int(data.positions["S1"][i]) - bos
+        row["positions"] = {"IO": s1, "S1": s1}  # 100 nodes, not 125, before (a helper's trial)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(
+        cx.CircuitxError,
+        match="ioi.jsonl's position IO holds no token: S1, named after it, has its token",
+    ):
+        cx.discover(model, str(path), "eap", positions="named", faithfulness=False)
 
 
 @pytest.mark.slow

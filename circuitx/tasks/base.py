@@ -117,7 +117,18 @@ def position_layout(layout: Layout, task: Task, data: TaskData, mode: str) -> La
             )
         groups = tuple(str(at) for at in range(int(ends[0]) + 1))
         data = dataclasses.replace(data, clean=data.clean[:, : len(groups)])
-    read = data.group_index(groups).gather(1, data.readout_positions)
+    index = data.group_index(groups)
+    if mode == "named":  # a name every prompt gives a later name's token holds nothing
+        held = set(index[:, : data.clean.shape[1]].flatten().tolist())
+        empty = [name for at, name in enumerate(groups[:-1]) if at not in held]
+        if empty:
+            taker = groups[int(index[0, data.positions[empty[0]][0]])]
+            raise CircuitxError(
+                f"{task.name}'s position {empty[0]} holds no token: {taker}, named after it, "
+                "has its token in every prompt (a later name takes a shared token); give "
+                f"{empty[0]} a token of its own or leave it out"
+            )
+    read = index.gather(1, data.readout_positions)
     readout = tuple(groups[at] for at in sorted(set(read.flatten().tolist())))
     aliases = ()
     if mode == "all":  # the named positions every prompt has at one index
