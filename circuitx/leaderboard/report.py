@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 from circuitx.drawing import draw
@@ -119,13 +120,14 @@ def write_report(
             css = "number" if kind == "number" else "error" if text.startswith("error") else ""
             cells_html.append(f'<td class="{css}" data-value="{data}">{html.escape(text)}</td>')
         links = " ".join(
-            f'<a href="{html.escape(page)}">seed {seed}</a>'
+            f'<a href="{html.escape(quote(page))}">seed {seed}</a>'
             for seed, page in seeds.get((row["task"], row["method"], row["model"]), [])
         )
         cells_html.append(f'<td class="links" data-value="">{links or "-"}</td>')
         lines.append("<tr>" + "".join(cells_html) + "</tr>")
     images = "\n".join(
-        f'<img src="{html.escape(name)}" alt="{html.escape(Path(name).stem)}">' for name in figures
+        f'<img src="{html.escape(quote(name))}" alt="{html.escape(Path(name).stem)}">'
+        for name in figures  # a task file's name may hold a space, '#' or '?'
     )
     text = f"""<!DOCTYPE html>
 <html lang="en">

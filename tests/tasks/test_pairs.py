@@ -4,9 +4,12 @@ the same prompts make, bad files end in one line, and the Python API takes pairs
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 import shlex
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import torch
@@ -459,6 +462,15 @@ def test_a_task_file_on_the_leaderboard(files, tmp_path):
     assert rows[0]["node_auc"]["mean"] == pytest.approx(1.0)
     again = run(*args, "planted-ioi", "--seeds", 1, "--n-prompts", N, "--out", out, "--json")
     assert json.loads(again.stdout)["resumed"] == 1
+    # a name with a space, an accent and '#': the report's links reach its files
+    odd = tmp_path / "tâche #1.jsonl"
+    odd.write_bytes(files["jsonl"].read_bytes())
+    args[2] = odd
+    assert run(*args, "planted-ioi", "--seeds", 1, "--n-prompts", N, "--out", out).exit_code == 0
+    page = (out / "index.html").read_text()
+    linked = re.findall(r'(?:src|href)="([^"]+\.(?:png|html))"', page)
+    assert any("t%C3%A2che%20%231" in link for link in linked), linked
+    assert all((out / unquote(html.unescape(link))).is_file() for link in linked), linked
 
 
 def test_a_task_files_reference_on_the_leaderboard(files, tmp_path):
