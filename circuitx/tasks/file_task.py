@@ -330,9 +330,15 @@ def _token_ids(
     for text, written in zip(texts, read[-len(texts) :]):
         pieces = encoded[written]
         if pieces[: len(before)] != before:  # the answer merged into the prompt's end
+            hint = (
+                " (the prompt ends in a space, which GPT-2-style tokenizers write at the "
+                "start of the next word: leave it out)"
+                if prompt[-1:].isspace()
+                else ""
+            )
             raise CircuitxError(
                 f"{pair.where}: {what} {text!r} merges with the clean prompt's last "
-                "token for this model; answers must be single tokens after it"
+                f"token for this model; answers must be single tokens after it{hint}"
             )
         pieces = pieces[len(before) :]
         if not pieces:

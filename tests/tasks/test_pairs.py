@@ -626,6 +626,8 @@ def test_an_answer_merging_with_the_prompt_is_named_so(tiny_dir):
     task = FileTask.from_pairs([clean], [clean.replace("John", "Mark", 2)], ["David"], ["John"])
     with pytest.raises(CircuitxError, match="answer 'David' merges with the clean prompt's last"):
         task.make_data(model, 1, 0)
+    with pytest.raises(CircuitxError, match=r"the prompt ends in a space, .*: leave it out\)$"):
+        task.make_data(model, 1, 0)
 
 
 def test_a_circuit_graph_given_as_the_task_is_named_so(tmp_path):
