@@ -119,6 +119,23 @@ def finite(value: Any) -> Any:
     return value
 
 
+def plain(value: Any) -> Any:
+    """A value as JSON writes it: numpy scalars as Python's, NaN and infinite floats (in
+    lists and dicts too) as None."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy scalar
+        value = value.item()
+    return finite(value)
+
+
+def read_score(value: Any, element: str) -> float | None:
+    """A score read from a file: a finite number (not a string, a bool or NaN), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CircuitxError(f"{element}: score must be a finite number or null, not {value!r}")
+    return float(value)
+
+
 def json_text(value: Any, indent: int | None = 2) -> str:
     """Strict JSON of ``value``: a non-finite number is written as null."""
     return json.dumps(finite(value), indent=indent, allow_nan=False)

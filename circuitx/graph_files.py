@@ -1,5 +1,6 @@
-"""Circuit graph files: GraphML, circuitx's JSON, EAP-IG's graph JSON (MIB) and DOT,
-written atomically and read back validated against the model shape they describe."""
+"""Circuit graph files: GraphML, circuitx's JSON, EAP-IG's graph JSON (MIB), auto-circuit's
+edge names and DOT, written atomically and read back validated against the model shape
+they describe."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import numpy as np
 
+from circuitx.auto_circuit_graphs import (
+    from_auto_circuit_dict,
+    is_auto_circuit_dict,
+    to_auto_circuit_dict,
+)
 from circuitx.errors import CircuitxError, listed
-from circuitx.files import atomic_open, finite
+from circuitx.files import atomic_open, plain, read_score
 from circuitx.graph import (
     component_graph,
     edges_by_name,
@@ -27,7 +32,7 @@ from circuitx.layout import Layout
 from circuitx.names import INPUT, LOGITS, parse_edge_name, parse_node
 
 SCHEMA_KEY = "circuitx_schema"
-GRAPH_FORMATS = ("graphml", "json", "dot", "eap-ig")
+GRAPH_FORMATS = ("graphml", "json", "dot", "eap-ig", "auto-circuit")
 
 
 def graph_format(path: str | Path, explicit: str | None = None, flag: str = "fmt") -> str:
@@ -40,7 +45,8 @@ def graph_format(path: str | Path, explicit: str | None = None, flag: str = "fmt
         )
     if explicit is None:
         return named
-    if named is not None and named != explicit and (named, explicit) != ("json", "eap-ig"):
+    json_too = named == "json" and explicit in ("eap-ig", "auto-circuit")  # both JSON
+    if named is not None and named != explicit and not json_too:
         raise CircuitxError(f"{os.fspath(path)} names a {named} file, but {flag} is {explicit}")
     return explicit
 
@@ -75,6 +81,8 @@ def graph_to_text(graph: nx.MultiDiGraph, fmt: str) -> str:
         return to_dot(graph)
     if fmt == "eap-ig":
         return json.dumps(to_eap_ig_dict(graph), allow_nan=False) + "\n"
+    if fmt == "auto-circuit":
+        return json.dumps(to_auto_circuit_dict(graph), indent=1, allow_nan=False) + "\n"
     raise CircuitxError(f"unknown graph format {fmt!r}; choose one of {', '.join(GRAPH_FORMATS)}")
 
 
@@ -98,9 +106,14 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
     try:
         if fmt == "graphml":
             graph = _from_graphml(nx.read_graphml(path, force_multigraph=True))
-        else:  # JSON: ours, or an EAP-IG (MIB) graph
+        else:  # JSON: ours, an EAP-IG (MIB) graph, or auto-circuit's edge names
             data = json.loads(path.read_text())
-            graph = from_eap_ig_dict(data) if is_eap_ig_dict(data) else from_json_dict(data)
+            if is_eap_ig_dict(data):
+                graph = from_eap_ig_dict(data)
+            elif is_auto_circuit_dict(data):
+                graph = from_auto_circuit_dict(data)
+            else:
+                graph = from_json_dict(data)
         _validate(graph)
     except CircuitxError as error:
         raise CircuitxError(f"malformed graph file {path}: {error}") from None
@@ -226,23 +239,7 @@ def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, .
         raise CircuitxError(
             f"{element}: in_circuit must be true or false, not {data['in_circuit']!r}"
         )
-    _score(data["score"], element)
-
-
-def _score(value: Any, element: str) -> float | None:
-    """A score read from a file: a finite number (not a string, a bool or NaN), or None."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CircuitxError(f"{element}: score must be a finite number or null, not {value!r}")
-    return float(value)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars to Python scalars; NaN and infinite floats to None."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    return finite(value)
+    read_score(data["score"], element)
 
 
 def _encodable(value: Any) -> bool:
@@ -257,12 +254,12 @@ def _graphml_ready(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     schema: dict[str, Any] = {"json": {}}
     for scope, rows in (("graph", [graph_row]), ("node", node_rows), ("edge", edge_rows)):
         keys = _all_keys(rows)
-        as_json = [k for k in keys if any(not _encodable(_plain(r.get(k))) for r in rows)]
+        as_json = [k for k in keys if any(not _encodable(plain(r.get(k))) for r in rows)]
         schema[scope] = keys
         schema["json"][scope] = as_json
         for row in rows:
             for key in list(row):
-                value = _plain(row[key])
+                value = plain(row[key])
                 if key in as_json:
                     row[key] = json.dumps(value)
                 elif value is None:
@@ -315,7 +312,7 @@ def to_json_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     return {
         "format": "circuitx-graph",
         "version": JSON_VERSION,
-        "metadata": {k: _plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
+        "metadata": {k: plain(v) for k, v in graph.graph.items() if k != SCHEMA_KEY},
         "nodes": _uniform_rows(nodes),
         "edges": _uniform_rows(edges),
     }
@@ -331,7 +328,7 @@ def _all_keys(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 def _uniform_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     keys = _all_keys(rows.values())
-    return {name: {k: _plain(row.get(k)) for k in keys} for name, row in rows.items()}
+    return {name: {k: plain(row.get(k)) for k in keys} for name, row in rows.items()}
 
 
 def from_json_dict(data: Any) -> nx.MultiDiGraph:
@@ -423,18 +420,16 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     for name, data in graph.nodes(data=True):
         nodes[name] = {"in_graph": bool(data["in_circuit"])}
         if data["score"] is not None:
-            nodes[name][score_key] = _plain(data["score"])
+            nodes[name][score_key] = plain(data["score"])
     return {
         "cfg": cfg,
         "nodes": nodes,
         "edges": {
-            name: {"score": _plain(data["score"]), "in_graph": bool(data["in_circuit"])}
+            name: {"score": plain(data["score"]), "in_graph": bool(data["in_circuit"])}
             for name, data in edges.items()
         },
         "circuitx_metadata": {
-            k: _plain(v)
-            for k, v in graph.graph.items()
-            if k not in (SCHEMA_KEY, EAP_IG_NODE_SCORES)
+            k: plain(v) for k, v in graph.graph.items() if k not in (SCHEMA_KEY, EAP_IG_NODE_SCORES)
         },
     }
 
@@ -481,7 +476,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         graph.nodes[name]["in_circuit"] = bool(member)
         for key in ("score", "circuitx_score"):  # EAP-IG's, then ours
             if isinstance(value, dict) and value.get(key) is not None:
-                graph.nodes[name]["score"] = _score(value[key], f"node {name}")
+                graph.nodes[name]["score"] = read_score(value[key], f"node {name}")
                 graph.graph[EAP_IG_NODE_SCORES] = key == "score"
                 scored = True
                 break
@@ -491,7 +486,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
             raise CircuitxError(f"edge {name!r} is not in a {n_layers} x {n_heads} model's graph")
         if not isinstance(value, dict):
             raise CircuitxError(f'edge {name!r}: expected {{"score", "in_graph"}}')
-        edges[name]["score"] = _score(value.get("score"), f"edge {name}")
+        edges[name]["score"] = read_score(value.get("score"), f"edge {name}")
         edges[name]["in_circuit"] = bool(value.get("in_graph", False))
     missing = [name for name in edges if name not in data["edges"]]
     if missing:  # EAP-IG's to_json writes every edge
@@ -505,7 +500,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         scored = True
         for name, score in old_scores.items():
             if name in graph:
-                graph.nodes[name]["score"] = _score(score, f"node {name}")
+                graph.nodes[name]["score"] = read_score(score, f"node {name}")
     for node in [] if scored else graph.nodes:
         out = [d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None]
         if out:

@@ -78,3 +78,52 @@ def parse_edge_name(name: str) -> tuple[str, str, str | None]:
     sender, receiver, head_input = match.group("sender", "receiver", "input")
     parse_node(sender), parse_node(receiver)
     return sender, receiver, head_input
+
+
+# auto-circuit's node names (auto_circuit.utils.graph_utils, its factorised graph): a head
+# "A9.9", read at its q, k or v as "A9.9.Q"; "MLP 9"; "Resid Start" and "Resid End"
+_AUTO_CIRCUIT_NODE = re.compile(
+    r"^(?:A(?P<layer>\d+)\.(?P<head>\d+)(?:\.(?P<input>[QKV]))?|MLP (?P<mlp>\d+)"
+    r"|(?P<start>Resid Start)|(?P<end>Resid End))$"
+)
+AUTO_CIRCUIT_NODES = "A9.9, A9.9.Q, MLP 9, Resid Start, Resid End"
+
+
+def auto_circuit_edge_name(sender: str, receiver: str, head_input: str | None = None) -> str:
+    """The edge as auto-circuit names it (its ``Edge.name``), e.g. ``A0.1->A3.2.Q``,
+    ``Resid Start->MLP 0`` or ``MLP 2->Resid End``."""
+
+    def node(name: str, read_at: str | None) -> str:
+        kind, layer, head = parse_node(name)
+        if kind == "head":
+            return f"A{layer}.{head}" + (f".{read_at.upper()}" if read_at else "")
+        if kind == "mlp":
+            return f"MLP {layer}"
+        if kind in (INPUT, LOGITS):
+            return "Resid Start" if kind == INPUT else "Resid End"
+        raise CircuitxError(f"auto-circuit's graphs have no node like {name!r}")
+
+    return f"{node(sender, None)}->{node(receiver, head_input)}"
+
+
+def parse_auto_circuit_edge_name(text: str) -> tuple[str, str, str | None]:
+    """``(sender, receiver, head_input)`` of an edge named as auto-circuit names it."""
+    parts = text.split("->")
+    ends = []
+    for part in parts if len(parts) == 2 else ():
+        match = _AUTO_CIRCUIT_NODE.match(part.strip())
+        if match is None:
+            raise CircuitxError(
+                f"edge {text!r}: {part.strip()!r} is not an auto-circuit node ({AUTO_CIRCUIT_NODES})"
+            )
+        if match["layer"] is not None:
+            node = head_node(int(match["layer"]), int(match["head"]))
+        elif match["mlp"] is not None:
+            node = mlp_node(int(match["mlp"]))
+        else:
+            node = INPUT if match["start"] else LOGITS
+        ends.append((node, (match["input"] or "").lower() or None))
+    if len(ends) != 2:
+        raise CircuitxError(f"{text!r} is not an edge name")
+    (sender, _), (receiver, head_input) = ends
+    return sender, receiver, head_input

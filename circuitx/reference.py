@@ -37,7 +37,7 @@ from circuitx.graph import (
 )
 from circuitx.graph_files import read_graph
 from circuitx.layout import PositionLayout
-from circuitx.names import mlp_node, parse_edge_name, split_position
+from circuitx.names import parse_auto_circuit_edge_name, parse_edge_name, split_position
 
 INPUT_CLASS = "INPUT"
 OUTPUT_CLASS = "OUTPUT"
@@ -194,42 +194,18 @@ def is_class_circuit(data: Any) -> bool:
     return isinstance(data, dict) and "classes" in data
 
 
-# auto-circuit's node names (auto_circuit.utils.graph_utils): a head "A9.9", read at
-# its q, k or v as "A9.9.Q"; "MLP 9"; "Resid Start" and "Resid End"
-_AUTO_CIRCUIT_NODE = re.compile(
-    r"^(?:A(?P<layer>\d+)\.(?P<head>\d+)(?:\.(?P<input>[QKV]))?|MLP (?P<mlp>\d+)"
-    r"|(?P<start>Resid Start)|(?P<end>Resid End))$"
-)
-
-
 def _edge_of(name: str, text: Any) -> tuple[str, str, str | None]:
     """(sender, receiver, head input) of an edge named as circuitx and MIB name it
     (``a0.h1->a7.h3<k>``) or as auto-circuit does (``A0.1->A7.3.K``, ``MLP 3``, ``Resid
     Start``, ``Resid End``)."""
     if not isinstance(text, str) or "->" not in text:
         raise CircuitxError(f"reference {name}: {text!r} is not an edge name")
-    if "<" in text or not text[:1].isupper():
-        try:
+    try:
+        if "<" in text or not text[:1].isupper():
             return parse_edge_name(text)
-        except CircuitxError as error:
-            raise CircuitxError(f"reference {name}: {error}") from None
-    ends = []
-    for part in text.split("->", 1):
-        match = _AUTO_CIRCUIT_NODE.match(part.strip())
-        if match is None:
-            raise CircuitxError(
-                f"reference {name}: edge {text!r}: {part.strip()!r} is not an auto-circuit "
-                "node (A9.9, A9.9.Q, MLP 9, Resid Start, Resid End)"
-            )
-        if match["layer"] is not None:
-            node = head_node(int(match["layer"]), int(match["head"]))
-        elif match["mlp"] is not None:
-            node = mlp_node(int(match["mlp"]))
-        else:
-            node = INPUT if match["start"] else LOGITS
-        ends.append((node, (match["input"] or "").lower() or None))
-    (sender, _), (receiver, head_input) = ends
-    return sender, receiver, head_input
+        return parse_auto_circuit_edge_name(text)
+    except CircuitxError as error:
+        raise CircuitxError(f"reference {name}: {error}") from None
 
 
 def edge_list_circuit(
@@ -326,7 +302,7 @@ def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.
             return class_circuit_from_dict(file.stem, data, n_layers, n_heads, has_mlp)
         if isinstance(data, list):
             return edge_list_circuit(file.stem, data, n_layers, n_heads, has_mlp)
-        if not (isinstance(data, dict) and ("format" in data or "cfg" in data)):
+        if not (isinstance(data, dict) and ("format" in data or "cfg" in data or "scores" in data)):
             raise CircuitxError(
                 f"reference {path} is JSON of none of the forms read: a circuit graph "
                 '(ours or EAP-IG\'s), a circuit of head classes ({"classes", "edges"}) or a '

@@ -168,8 +168,9 @@ def collapsed(graph: Any, path: str) -> Any:
     help="Export a circuit over token positions as its components (scores summed).",
 )
 def export(graph_path, fmt_name, out_path, collapse) -> None:
-    """Convert a circuit graph to GraphML, JSON, DOT (the circuit only) or EAP-IG's graph
-    JSON (what MIB evaluates). GRAPH may be an EAP-IG graph too."""
+    """Convert a circuit graph to GraphML, JSON, DOT (the circuit only), EAP-IG's graph
+    JSON (what MIB evaluates) or auto-circuit's edge names (every edge's score by its
+    Edge.name, and the circuit's edges). GRAPH may be either of those two too."""
     if out_path:
         check_output_path(out_path)
         check_not_an_input(out_path, {"GRAPH": graph_path})

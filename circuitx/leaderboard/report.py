@@ -8,8 +8,8 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 from circuitx.drawing import draw
 from circuitx.files import atomic_open

@@ -1,0 +1,144 @@
+"""Circuit graphs in auto-circuit's edge names (UFO-101/auto-circuit, its factorised graph):
+every edge's score by its ``Edge.name`` (``A0.1->A3.2.Q``, ``Resid Start->MLP 0``, ``MLP
+2->Resid End``), which is what auto-circuit's ``PruneScores`` are indexed by, and the
+circuit's edges as a list of those names.
+
+    {"scores": {"Resid Start->A0.0.Q": 0.12, ...}, "circuit": ["A0.1->A3.0.K", ...],
+     "circuitx_metadata": {...}, "circuitx_node_scores": {"a0.h1": 0.4, ...}}
+
+auto-circuit keeps no file of its own for a circuit; with this one, its
+``prune_scores[edge.dest.module_name][edge.patch_idx] = scores[edge.name]`` over
+``model.edges`` rebuilds the scores in a patchable model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import networkx as nx
+
+from circuitx.errors import CircuitxError, listed
+from circuitx.files import plain, read_score
+from circuitx.graph import edges_by_name, full_graph, position_groups, shape_of
+from circuitx.names import auto_circuit_edge_name, parse_auto_circuit_edge_name
+
+AUTO_CIRCUIT_KEYS = ("scores", "circuit")
+METADATA = "circuitx_metadata"
+NODE_SCORES = "circuitx_node_scores"
+SHAPE_KEYS = ("n_layers", "n_heads", "has_mlp", "parallel")
+
+
+def is_auto_circuit_dict(data: Any) -> bool:
+    """Whether parsed JSON is a graph in auto-circuit's edge names: ``scores`` and
+    ``circuit``."""
+    return isinstance(data, dict) and all(key in data for key in AUTO_CIRCUIT_KEYS)
+
+
+def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
+    """Every edge's score and the circuit's edges, by auto-circuit's edge names; our node
+    scores and metadata in keys of our own."""
+    if any(data["kind"] == "feature" for _, data in graph.nodes(data=True)):
+        raise CircuitxError(
+            "auto-circuit's graphs have no transcoder features; export the component graph"
+        )
+    if position_groups(graph) is not None:
+        raise CircuitxError(
+            "auto-circuit's edge names have no token positions; collapse them to the "
+            "components first (export --collapse-positions; circuitx.collapse_positions "
+            "in Python)"
+        )
+    edges = edges_by_name(graph)
+    unscored = [name for name, data in edges.items() if data["score"] is None]
+    if unscored:
+        what = (
+            f"{graph.graph.get('method', 'its method')} scores nodes only"
+            if len(unscored) == len(edges)
+            else f"{len(unscored)} of this graph's {len(edges)} edges have none "
+            f"({listed(unscored, 3)})"
+        )
+        raise CircuitxError(
+            f"auto-circuit's prune scores score every edge, and {what}: export --format json "
+            "keeps a graph as it is"
+        )
+    scores, circuit = {}, []
+    for sender, receiver, data in graph.edges(data=True):
+        name = auto_circuit_edge_name(sender, receiver, data["input"])
+        scores[name] = float(data["score"])
+        if data["in_circuit"]:
+            circuit.append(name)
+    return {
+        "scores": scores,
+        "circuit": circuit,
+        METADATA: {k: plain(v) for k, v in graph.graph.items() if k not in SHAPE_KEYS}
+        | dict(zip(SHAPE_KEYS, (*shape_of(graph), bool(graph.graph.get("parallel"))))),
+        NODE_SCORES: {
+            node: float(score) for node, score in graph.nodes(data="score") if score is not None
+        },
+    }
+
+
+def from_auto_circuit_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
+    """Our graph from edges named as auto-circuit names them. The model's shape is the
+    metadata's, else told by the names (which must then list every edge). A node without
+    a score takes its strongest outgoing edge's."""
+    scores, circuit = data["scores"], data["circuit"]
+    if not isinstance(scores, dict) or not isinstance(circuit, list):
+        raise CircuitxError("'scores' must map edge names to scores and 'circuit' list edges")
+    parsed = {name: parse_auto_circuit_edge_name(str(name)) for name in scores}
+    meta = data.get(METADATA) if isinstance(data.get(METADATA), dict) else {}
+    shape = [meta.get(key) for key in SHAPE_KEYS]
+    if not all(isinstance(value, (int, bool)) for value in shape):
+        shape = _shape_from_names(parsed.values())
+    n_layers, n_heads, has_mlp, parallel = shape
+    rest = {k: v for k, v in meta.items() if k not in SHAPE_KEYS}
+    graph = full_graph(int(n_layers), int(n_heads), bool(has_mlp), bool(parallel), **rest)
+    edges = edges_by_name(graph)
+    ours = {}
+    for name, (sender, receiver, head_input) in parsed.items():
+        key = f"{sender}->{receiver}" + (f"<{head_input}>" if head_input else "")
+        if key not in edges:
+            raise CircuitxError(f"edge {name!r} is not in a {n_layers} x {n_heads} model's graph")
+        ours[name] = key
+        edges[key]["score"] = read_score(scores[name], f"edge {name}")
+        if edges[key]["score"] is None:
+            raise CircuitxError(f"edge {name}: every edge has a score, as in prune scores")
+    missing = [key for key in edges if key not in ours.values()]
+    if missing:
+        raise CircuitxError(
+            f"{len(missing)} of the model's {len(edges)} edges have no score "
+            f"({listed(missing, 3)}); every edge is scored, as auto-circuit's prune scores are"
+        )
+    for name in circuit:
+        if name not in ours:
+            raise CircuitxError(f"the circuit's edge {name!r} has no score")
+        key = ours[name]
+        edges[key]["in_circuit"] = True
+        sender, receiver, _ = parsed[name]
+        graph.nodes[sender]["in_circuit"] = graph.nodes[receiver]["in_circuit"] = True
+    node_scores = data.get(NODE_SCORES)
+    for node in graph.nodes:
+        if isinstance(node_scores, dict):  # ours, as written: a node without one has none
+            graph.nodes[node]["score"] = read_score(node_scores.get(node), f"node {node}")
+            continue
+        out = [d["score"] for *_, d in graph.out_edges(node, data=True)]
+        if out:
+            graph.nodes[node]["score"] = max(out, key=abs)
+    return graph
+
+
+def _shape_from_names(edges: Any) -> tuple[int, int, bool, bool]:
+    """(layers, heads, MLPs, parallel) of the model whose every edge ``edges`` names."""
+    layers, heads, mlp, attention_to_own_mlp = 0, 0, False, False
+    for sender, receiver, _ in edges:
+        for node in (sender, receiver):
+            match = re.match(r"^a(\d+)\.h(\d+)$|^m(\d+)$", node)
+            if match and match[1] is not None:
+                layers, heads = max(layers, int(match[1]) + 1), max(heads, int(match[2]) + 1)
+            elif match:
+                layers, mlp = max(layers, int(match[3]) + 1), True
+        same = re.match(r"^a(\d+)\.h\d+$", sender) and receiver == f"m{sender[1:].split('.')[0]}"
+        attention_to_own_mlp = attention_to_own_mlp or bool(same)
+    if not layers:
+        raise CircuitxError("the edge names name no head or MLP")
+    return layers, heads, mlp, mlp and not attention_to_own_mlp
