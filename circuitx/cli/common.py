@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from circuitx.engine import parse_memory
-from circuitx.errors import MAX_SEED, MAX_THREADS, CircuitxError, first_line
+from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_SEED, MAX_THREADS, CircuitxError, first_line
 from circuitx.files import check_directory_can_be_made, json_text
 from circuitx.models import DTYPES
 from circuitx.progress import fixed
@@ -149,6 +149,12 @@ Decorator = Callable[[Callable], Callable]
 json_option: Decorator = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object instead of a table."
 )
+list_json_option: Decorator = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON array, one object a row, instead of a table.",
+)
 cache_dir_option: Decorator = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False),
@@ -163,7 +169,11 @@ cache_dir_option: Decorator = click.option(
 def device_options(command: Callable) -> Callable:
     """``--device`` and ``--dtype``, as every model-loading command takes them."""
     command = click.option(
-        "--dtype", default="float32", show_default=True, type=click.Choice(list(DTYPES))
+        "--dtype",
+        default="float32",
+        show_default=True,
+        type=click.Choice(list(DTYPES)),
+        help="The float type the weights are loaded in.",
     )(command)
     return click.option(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)."
@@ -177,7 +187,7 @@ def backup_rounds_option(command: Callable) -> Callable:
         "--backup-rounds",
         default=0,
         show_default=True,
-        type=click.IntRange(min=0),
+        type=click.IntRange(0, MAX_BACKUP_ROUNDS),
         help="Score again with each node of the circuit held at its patch value, one at a "
         "time, and keep each score's largest magnitude, N times: finds backup heads that act "
         "only when a main one is gone (each round costs the circuit's size in discoveries).",

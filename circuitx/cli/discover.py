@@ -141,7 +141,9 @@ class DiscoverCommand(click.Command):
 )
 @seed_option
 @click.option(
-    "--metric", default=None, help="Task metric (default: the task's first; see `circuitx tasks`)."
+    "--metric",
+    default=None,
+    help="Task metric (default: the task's first; `circuitx tasks --json` lists them).",
 )
 @click.option(
     "--corruption",
@@ -152,10 +154,13 @@ class DiscoverCommand(click.Command):
 @click.option(
     "--threshold",
     type=click.FloatRange(min=0),
-    help="Keep components with |score| >= this (method default if neither this nor --top-k).",
+    help="Keep the nodes (or, for an edge method, the edges) with |score| >= this (method "
+    "default if neither this nor --top-k).",
 )
 @click.option(
-    "--top-k", type=click.IntRange(min=1), help="Keep the k components with the largest |score|."
+    "--top-k",
+    type=click.IntRange(min=1),
+    help="Keep the k nodes (an edge method: edges) with the largest |score|.",
 )
 @click.option(
     "--ablation",

@@ -9,7 +9,7 @@ import networkx as nx
 
 from circuitx.builtin import BUILTIN_MODELS, FAMILIES, BuiltinModel, built_model_dir
 from circuitx.builtin.ground_truth import read_ground_truths
-from circuitx.cli.common import json_option, print_rows
+from circuitx.cli.common import list_json_option, print_rows
 from circuitx.methods import METHODS
 from circuitx.models import HUB_ALIASES
 from circuitx.tasks import TASKS
@@ -23,7 +23,7 @@ NOT_BUILT = "known once built"  # the circuit column of a model whose ground tru
 
 
 @click.command()
-@json_option
+@list_json_option
 def tasks(as_json) -> None:
     """List the tasks."""
     rows = [
@@ -44,7 +44,7 @@ def tasks(as_json) -> None:
 
 
 @click.command()
-@json_option
+@list_json_option
 def methods(as_json) -> None:
     """List the discovery methods and their options."""
     rows = [
@@ -69,7 +69,7 @@ def methods(as_json) -> None:
 
 
 @click.command()
-@json_option
+@list_json_option
 def models(as_json) -> None:
     """List built-in models (with each model's task and ground-truth circuit), the families
     that stand for a task's model, and hub aliases. A tracr model's circuit is read from its

@@ -149,6 +149,8 @@ def method_options_of(method: Method | None, meta: dict[str, Any]) -> dict[str, 
 # metrics at their optimum on the clean run: their gradient there is 0
 FLAT = ("l2", "kl")
 NOTHING = 1e-6  # scores (shares of the clean-corrupted gap) all below this are none
+DIFFERENCES = ("logit-diff", "prob-diff")  # an answer against the wrong ones
+UNMOVED = 1e-4  # a clean-corrupted gap under this share of the metric is no gap
 
 # a clean-corrupted gap below these (logits, nats, probability) leaves shares of it noisy
 SMALL_GAPS = {"logit-diff": 0.1, "log-prob": 0.1, "kl": 0.01, "prob-diff": 0.01}
@@ -162,7 +164,17 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
     circuit (and why)."""
     said = []
     clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
-    if clean is not None and corrupted is not None and clean <= corrupted:
+    if (
+        clean is not None
+        and corrupted is not None
+        and abs(clean - corrupted) <= UNMOVED * max(1.0, abs(clean))
+    ):
+        said.append(
+            f"the corrupted prompts' {summary['metric']} is the clean ones' (gap "
+            f"{clean - corrupted:.2g}): the corruption changes nothing the metric reads, and "
+            "every score is a share of rounding"
+        )
+    elif clean is not None and corrupted is not None and clean <= corrupted:
         said.append(
             f"the clean prompts' {summary['metric']} ({clean:.3g}) is not above the corrupted "
             f"ones' ({corrupted:.3g}): the model does not do this task, and every score is a "
@@ -190,7 +202,12 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
         said.append(
             f"{method.name} takes the gradient of {metric} at the clean run, its optimum, "
             "where it is flat: its scores are float rounding, not effects (use eap-ig, or "
-            "a metric such as logit-diff)"
+            "a task metric not at its optimum there: logit-diff, prob-diff or log-prob)"
+        )
+    if method is not None and method.own_target and metric not in (None, *DIFFERENCES):
+        said.append(
+            f"{method.name} attributes {method.own_target} whatever --metric is; "
+            f"{metric} is what faithfulness reads"
         )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(_empty_circuit(summary))

@@ -92,7 +92,7 @@ class DiscoveryRequest:
                 )
             corruption = corruption or named.negative_corruption
         task = get_task(self.task, corruption, self.task_format)
-        metric = self.metric or task.default_metric
+        metric = task.default_metric if self.metric is None else self.metric
         task.check_metric(metric)
         if self.n_prompts < 1:
             raise CircuitxError(f"--n-prompts must be at least 1, not {self.n_prompts}")

@@ -210,6 +210,9 @@ class Method:
     # scores from the metric's gradient at the clean run: all 0 for a metric at its
     # optimum there (l2, kl)
     gradient_at_clean: ClassVar[bool] = False
+    # what the method attributes whatever --metric is (None: the metric), which then only
+    # faithfulness reads
+    own_target: ClassVar[str | None] = None
     # facts of its run (graph metadata keys, their labels and, for a float, the decimals
     # shown where not 3) that discover's summary and --json report
     reported_facts: ClassVar[tuple[tuple[str, str] | tuple[str, str, int], ...]] = ()

@@ -411,6 +411,7 @@ class TranscoderMethod(Method):
     granularity = "node"
     default_threshold = 0.01
     holds_circuits = False  # its frozen replacement model runs outside the engine
+    own_target = "the task's logit difference"
     options = (
         Option(
             "transcoders",

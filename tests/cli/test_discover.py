@@ -203,7 +203,7 @@ def test_the_methods_table_names_flags_and_each_default_circuit(monkeypatch):
         ([*DISCOVER, "--threads", "0"], "--threads"),
         ([*DISCOVER, "--threads", "99999999999"], "not in the range 1<=x<=1024"),
         ([*DISCOVER, "--seed", str(2**64)], "is not in the range 0<=x<=4294967295"),
-        ([*DISCOVER, "--backup-rounds", "1000"], "--backup-rounds must be from 0 to 100"),
+        ([*DISCOVER, "--backup-rounds", "1000"], "1000 is not in the range 0<=x<=100"),
         ([*DISCOVER, "--no-faithfulness", "--faithfulness-prompts", "3"], "give one of them"),
         (
             ["discover", "--task", "ioi", "--method", "eap-ig", "--ig-steps", str(10**20)],
@@ -506,6 +506,26 @@ def test_a_model_that_does_not_do_the_task_is_warned_about():
     ]
     prob = {**summary, "metric": "prob-diff", "clean_metric": 0.05, "corrupted_metric": 0.0}
     assert run_warnings(prob, 10) == []  # 5 points of probability is a gap
+    # a corruption that moves nothing the metric reads (a helper's trial: only the place
+    # word changed) was "the model does not do this task"
+    same = run_warnings({**summary, "clean_metric": 2.7717, "corrupted_metric": 2.77171}, 10)
+    assert same == [
+        "the corrupted prompts' logit-diff is the clean ones' (gap -1e-05): the corruption "
+        "changes nothing the metric reads, and every score is a share of rounding"
+    ]
+
+
+def test_a_method_with_a_target_of_its_own_says_what_the_metric_is_for():
+    """A helper's trial: transcoder --metric kl gave the logit difference's scores, and
+    recorded kl, without a word."""
+    summary = {"n_prompts": 10, "n_nodes_in_circuit": 3, "method": "transcoder"}
+    summary |= {"clean_metric": 0.0, "corrupted_metric": -0.3}
+    assert run_warnings({**summary, "metric": "kl"}, 10) == [
+        "transcoder attributes the task's logit difference whatever --metric is; kl is what "
+        "faithfulness reads"
+    ]
+    assert run_warnings({**summary, "metric": "logit-diff"}, 10) == []
+    assert_one_line_error(run(*DISCOVER, "--metric", ""), "task ioi has no metric ''")
 
 
 def test_a_drawing_that_fails_or_is_interrupted_leaves_no_graph_behind(tmp_path, monkeypatch):
