@@ -216,10 +216,15 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
 
 def _empty_circuit(summary: dict[str, Any]) -> str:
     """Why the circuit is empty: scores under the threshold, or no score at all."""
-    if summary["largest_score"] >= NOTHING:
+    if summary["largest_score"] >= NOTHING and summary.get("threshold") is not None:
         return (
             "no component is in the circuit: every score is below the threshold (lower "
             "--threshold or give --top-k)"
+        )
+    if summary["largest_score"] >= NOTHING and summary.get("top_k") is None:
+        return (  # a selection of the method's own (the transcoder's path search)
+            f"no component is in the circuit: {summary.get('method')}'s own selection kept "
+            "none (see its options: circuitx methods)"
         )
     return f"no component is in the circuit: every score is under {NOTHING:g}"
 

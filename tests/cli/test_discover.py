@@ -525,6 +525,13 @@ def test_a_method_with_a_target_of_its_own_says_what_the_metric_is_for():
         "faithfulness reads"
     ]
     assert run_warnings({**summary, "metric": "logit-diff"}, 10) == []
+    # the path search kept nothing: no threshold to lower (it said "lower --threshold")
+    empty = {**summary, "metric": "logit-diff", "n_nodes_in_circuit": 0, "largest_score": 0.3}
+    assert run_warnings({**empty, "threshold": None, "top_k": None}, 10) == [
+        "no component is in the circuit: transcoder's own selection kept none (see its "
+        "options: circuitx methods)"
+    ]
+    assert "lower --threshold" in run_warnings({**empty, "threshold": 0.5, "top_k": None}, 10)[0]
     assert_one_line_error(run(*DISCOVER, "--metric", ""), "task ioi has no metric ''")
 
 
