@@ -51,6 +51,7 @@ from circuitx.leaderboard import (
     run_leaderboard,
     tasks_for,
 )
+from circuitx.methods import METHODS, unused_options
 from circuitx.models import Model, parse_device, parse_dtype
 from circuitx.scoring import overlap
 from circuitx.tasks import TASKS, FileTask, Task, get_task
@@ -159,6 +160,7 @@ def discover(
     graph = run_discovery(model, request)
     summary = report(graph, None, None)
     said = top_k_notes(model.layout, request.method, top_k) if top_k is not None else []
+    said += unused_options(METHODS[request.method], options, request.options)
     for line in said + summary["warnings"] + run_warnings(summary, request.n_prompts):
         warnings.warn(line, CircuitxWarning, stacklevel=2)
     return graph

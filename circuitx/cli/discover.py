@@ -43,7 +43,7 @@ from circuitx.drawing import draw, draw_format
 from circuitx.errors import CircuitxError
 from circuitx.files import check_not_an_input, check_output_path
 from circuitx.graph_files import graph_format, write_graph
-from circuitx.methods import METHODS, Option, all_options
+from circuitx.methods import METHODS, Option, all_options, unused_options
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import FORMATS, TASKS
 
@@ -284,6 +284,7 @@ def discover_command(
         draw_format(draw_path)
     model = builtin.load(str(request.model), device, dtype, cache_dir)
     notes: list[str] = []  # shown once the work succeeds: an error stays one line
+    notes += unused_options(METHODS[request.method], method_flags, request.options)
     if top_k is not None:
         notes += top_k_notes(model.layout, request.method, top_k)
     reference, label, why_not = reference_for_model(model, request, note=notes.append)

@@ -87,6 +87,27 @@ def method_options(method: Method, given: Mapping[str, Any] | None = None) -> di
     return options
 
 
+def unused_options(
+    method: Method, given: Mapping[str, Any], options: Mapping[str, Any]
+) -> list[str]:
+    """A note for each option ``given`` (not None) that does nothing under the other
+    ``options`` (``--n-paths`` without ``--search paths``)."""
+    declared = {option.name: option for option in method.options}
+    said = []
+    for name, value in given.items():
+        option = declared.get(name)
+        if value is None or option is None or option.only_with is None:
+            continue
+        other, values = option.only_with
+        if options.get(other) not in values:
+            wanted = " or ".join(values)
+            said.append(
+                f"{option.flag} does nothing with {declared[other].flag} {options.get(other)} "
+                f"(only with {declared[other].flag} {wanted})"
+            )
+    return said
+
+
 __all__ = [
     "METHODS",
     "FeatureScores",
@@ -98,4 +119,5 @@ __all__ = [
     "get_method",
     "method_options",
     "register",
+    "unused_options",
 ]

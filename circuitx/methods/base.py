@@ -42,6 +42,8 @@ class Option:
     choices: tuple[str, ...] | None = None
     high: float | None = None
     high_open: bool = False
+    # (another option, the values of it under which this one does anything); None: always
+    only_with: tuple[str, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.type == "int" and self.high is None:

@@ -46,7 +46,12 @@ class EAPIG(Method):
     scores_positions = True
     options = (
         Option(
-            "ig_steps", "int", 5, "interpolation steps between corrupted and clean inputs", low=1
+            "ig_steps",
+            "int",
+            5,
+            "interpolation steps between corrupted and clean inputs",
+            low=1,
+            only_with=("ig_mode", ("inputs", "activations")),
         ),
         Option(
             "ig_mode",

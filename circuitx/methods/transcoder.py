@@ -428,7 +428,14 @@ class TranscoderMethod(Method):
             "features as nodes m{L}.f{i} (the rest as m{L}.rest)",
             choices=GRANULARITIES,
         ),
-        Option("n_features", "int", 10, "features kept per MLP with --granularity feature", low=1),
+        Option(
+            "n_features",
+            "int",
+            10,
+            "features kept per MLP with --granularity feature",
+            low=1,
+            only_with=("granularity", ("feature",)),
+        ),
         Option(
             "qk",
             "str",
@@ -446,7 +453,14 @@ class TranscoderMethod(Method):
             "strongest paths from the logits back (the paper's greedy path search)",
             choices=SEARCHES,
         ),
-        Option("n_paths", "int", 10, "paths kept at each step of --search paths", low=1),
+        Option(
+            "n_paths",
+            "int",
+            10,
+            "paths kept at each step of --search paths",
+            low=1,
+            only_with=("search", ("paths",)),
+        ),
         Option(
             "path_share",
             "float",
@@ -454,6 +468,7 @@ class TranscoderMethod(Method):
             "--search paths keeps only paths that carry at least this share of the target",
             low=0,
             high=1,
+            only_with=("search", ("paths",)),
         ),
         Option(
             "path_length",
@@ -462,6 +477,7 @@ class TranscoderMethod(Method):
             "steps back from the logits with --search paths (default: 2 x layers + 1, "
             "enough to reach the input)",
             low=1,
+            only_with=("search", ("paths",)),
         ),
     )
     _loaded: tuple[tuple[str, str, str, str | None, str | None], tuple[Transcoders, str]] | None

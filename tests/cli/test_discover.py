@@ -6,8 +6,10 @@ import pytest
 import torch
 from conftest import assert_one_line_error, run, stderr_lines
 
+import circuitx as cx
 from circuitx.cli.discover import run_warnings
 from circuitx.graph_files import read_graph, write_graph
+from circuitx.methods import METHODS, unused_options
 from circuitx.scoring import METRIC_NAMES
 
 DISCOVER = ["discover", "--task", "ioi", "--method", "activation-patching"]
@@ -550,3 +552,22 @@ def test_a_drawing_that_fails_or_is_interrupted_leaves_no_graph_behind(tmp_path,
     result = run(*args, "--n-prompts", 4, "--out", out, "--draw", picture)
     assert_one_line_error(result, "the drawing failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_that_does_nothing_under_the_others_is_noted():
+    """A helper's trial: --ig-steps with --ig-mode clean-corrupted, or --n-paths without
+    --search paths, ran as if unset and was recorded, without a word."""
+    args = ["discover", "--task", "ioi", "--model", "planted-ioi", "--n-prompts", 4]
+    args += ["--no-faithfulness", "--reference", "none", "--method", "eap-ig"]
+    result = run(*args, "--ig-mode", "clean-corrupted", "--ig-steps", 50)
+    assert result.exit_code == 0, result.output
+    said = "--ig-steps does nothing with --ig-mode clean-corrupted (only with --ig-mode inputs"
+    assert said in result.stderr
+    assert "does nothing" not in run(*args, "--ig-steps", 3).stderr
+    with pytest.warns(cx.CircuitxWarning, match="--ig-steps does nothing with --ig-mode clean"):
+        cx.discover("planted-ioi", "ioi", "eap-ig", n_prompts=4, faithfulness=False,
+                    ig_mode="clean-corrupted", ig_steps=9)  # fmt: skip
+    transcoder = METHODS["transcoder"]
+    said = unused_options(transcoder, {"n_paths": 3}, {"search": "threshold"})
+    assert said == ["--n-paths does nothing with --search threshold (only with --search paths)"]
+    assert unused_options(transcoder, {"n_paths": 3}, {"search": "paths"}) == []
