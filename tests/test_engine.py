@@ -215,7 +215,7 @@ def test_backup_rounds_bad_input_is_one_line():
     assert_one_line_error(
         run(*base, "--method", "transcoder", "--backup-rounds", 1), "runs the model itself"
     )
-    assert_one_line_error(run(*base, "--method", "cdt", "--backup-rounds", -1), "x>=0")
+    assert_one_line_error(run(*base, "--method", "cdt", "--backup-rounds", -1), "0<=x<=100")
 
 
 def test_parts_beyond_the_budget_are_rebuilt_each_time(tiny_model):
