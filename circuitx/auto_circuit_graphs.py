@@ -13,15 +13,27 @@ auto-circuit keeps no file of its own for a circuit; with this one, its
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import networkx as nx
 
 from circuitx.errors import CircuitxError, listed
 from circuitx.files import plain, read_score
-from circuitx.graph import edges_by_name, full_graph, position_groups, shape_of
-from circuitx.names import auto_circuit_edge_name, parse_auto_circuit_edge_name
+from circuitx.graph import (
+    edges_by_name,
+    full_graph,
+    position_groups,
+    score_nodes_by_edges,
+    select_edges,
+    shape_of,
+)
+from circuitx.names import (
+    auto_circuit_edge_name,
+    edge_name,
+    mlp_node,
+    parse_auto_circuit_edge_name,
+    parse_node,
+)
 
 AUTO_CIRCUIT_KEYS = ("scores", "circuit")
 METADATA = "circuitx_metadata"
@@ -94,36 +106,32 @@ def from_auto_circuit_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     rest = {k: v for k, v in meta.items() if k not in SHAPE_KEYS}
     graph = full_graph(int(n_layers), int(n_heads), bool(has_mlp), bool(parallel), **rest)
     edges = edges_by_name(graph)
-    ours = {}
-    for name, (sender, receiver, head_input) in parsed.items():
-        key = f"{sender}->{receiver}" + (f"<{head_input}>" if head_input else "")
+    ours = {}  # auto-circuit's name -> ours
+    for name, ends in parsed.items():
+        key = edge_name(*ends)
         if key not in edges:
             raise CircuitxError(f"edge {name!r} is not in a {n_layers} x {n_heads} model's graph")
         ours[name] = key
         edges[key]["score"] = read_score(scores[name], f"edge {name}")
         if edges[key]["score"] is None:
             raise CircuitxError(f"edge {name}: every edge has a score, as in prune scores")
-    missing = [key for key in edges if key not in ours.values()]
+    named = set(ours.values())
+    missing = [key for key in edges if key not in named]
     if missing:
         raise CircuitxError(
             f"{len(missing)} of the model's {len(edges)} edges have no score "
             f"({listed(missing, 3)}); every edge is scored, as auto-circuit's prune scores are"
         )
-    for name in circuit:
-        if name not in ours:
-            raise CircuitxError(f"the circuit's edge {name!r} has no score")
-        key = ours[name]
-        edges[key]["in_circuit"] = True
-        sender, receiver, _ = parsed[name]
-        graph.nodes[sender]["in_circuit"] = graph.nodes[receiver]["in_circuit"] = True
+    unscored = [name for name in circuit if name not in ours]
+    if unscored:
+        raise CircuitxError(f"the circuit's edge {unscored[0]!r} has no score")
+    select_edges(graph, [ours[name] for name in circuit])
     node_scores = data.get(NODE_SCORES)
-    for node in graph.nodes:
-        if isinstance(node_scores, dict):  # ours, as written: a node without one has none
-            graph.nodes[node]["score"] = read_score(node_scores.get(node), f"node {node}")
-            continue
-        out = [d["score"] for *_, d in graph.out_edges(node, data=True)]
-        if out:
-            graph.nodes[node]["score"] = max(out, key=abs)
+    if not isinstance(node_scores, dict):
+        score_nodes_by_edges(graph)
+        return graph
+    for node in graph.nodes:  # ours, as written: a node without one has none
+        graph.nodes[node]["score"] = read_score(node_scores.get(node), f"node {node}")
     return graph
 
 
@@ -132,13 +140,14 @@ def _shape_from_names(edges: Any) -> tuple[int, int, bool, bool]:
     layers, heads, mlp, attention_to_own_mlp = 0, 0, False, False
     for sender, receiver, _ in edges:
         for node in (sender, receiver):
-            match = re.match(r"^a(\d+)\.h(\d+)$|^m(\d+)$", node)
-            if match and match[1] is not None:
-                layers, heads = max(layers, int(match[1]) + 1), max(heads, int(match[2]) + 1)
-            elif match:
-                layers, mlp = max(layers, int(match[3]) + 1), True
-        same = re.match(r"^a(\d+)\.h\d+$", sender) and receiver == f"m{sender[1:].split('.')[0]}"
-        attention_to_own_mlp = attention_to_own_mlp or bool(same)
+            kind, layer, head = parse_node(node)
+            if layer is not None:
+                layers = max(layers, layer + 1)
+            if kind == "head":
+                heads = max(heads, head + 1)
+            mlp = mlp or kind == "mlp"
+        kind, layer, _ = parse_node(sender)
+        attention_to_own_mlp |= kind == "head" and receiver == mlp_node(layer)
     if not layers:
         raise CircuitxError("the edge names name no head or MLP")
     return layers, heads, mlp, mlp and not attention_to_own_mlp

@@ -194,6 +194,15 @@ def select_edges(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
         data["in_circuit"] = node in keep
 
 
+def score_nodes_by_edges(graph: nx.MultiDiGraph) -> None:
+    """Give each node with a scored outgoing edge its strongest one's score (a graph file
+    that scores edges only: EAP-IG's, auto-circuit's names)."""
+    for node in graph.nodes:
+        out = [d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None]
+        if out:
+            graph.nodes[node]["score"] = max(out, key=abs)
+
+
 def score_level(graph: nx.MultiDiGraph) -> str:
     """What the circuit was selected by: ``node`` or ``edge`` scores, as discovery wrote
     it (``selected_by``); for a graph from elsewhere, ``edge`` where its edges are scored."""

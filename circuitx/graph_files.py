@@ -26,6 +26,7 @@ from circuitx.graph import (
     full_graph,
     layout_of,
     position_groups,
+    score_nodes_by_edges,
     shape_of,
 )
 from circuitx.layout import Layout
@@ -501,10 +502,8 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         for name, score in old_scores.items():
             if name in graph:
                 graph.nodes[name]["score"] = read_score(score, f"node {name}")
-    for node in [] if scored else graph.nodes:
-        out = [d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None]
-        if out:
-            graph.nodes[node]["score"] = max(out, key=abs)
+    if not scored:
+        score_nodes_by_edges(graph)
     return graph
 
 

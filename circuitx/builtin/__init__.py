@@ -275,24 +275,25 @@ def check_model_name(name: str) -> None:
 def ground_truth(name: str | None, task: str, cache_dir: PathLike = None) -> nx.MultiDiGraph | None:
     """The ground-truth circuit for ``task`` (or ``task:variant``) that model ``name`` ships:
     a built-in model's, or a model directory's ``circuit.json`` (e.g. a built tracr model)."""
-    if name is None:
-        return None
-    if name in BUILTIN_MODELS:
-        if not BUILTIN_MODELS[name].has_ground_truth:
-            return None
-        return read_ground_truth(model_dir(name, cache_dir), task)
-    path = Path(name).expanduser()
-    return read_ground_truth(path, task) if path.is_dir() else None
+    directory = _ground_truth_dir(name, cache_dir)
+    return None if directory is None else read_ground_truth(directory, task)
 
 
 def shipped_ground_truths(name: str, cache_dir: PathLike = None) -> list[str]:
     """The tasks (``task`` or ``task:variant``) model ``name`` ships ground truths for."""
+    directory = _ground_truth_dir(name, cache_dir)
+    return [] if directory is None else sorted(read_ground_truths(directory))
+
+
+def _ground_truth_dir(name: str | None, cache_dir: PathLike) -> Path | None:
+    """Where model ``name``'s ground truths would be: a built-in model's directory (if it
+    ships any) or a model directory; None otherwise."""
+    if name is None:
+        return None
     if name in BUILTIN_MODELS:
-        if not BUILTIN_MODELS[name].has_ground_truth:
-            return []
-        return sorted(read_ground_truths(model_dir(name, cache_dir)))
+        return model_dir(name, cache_dir) if BUILTIN_MODELS[name].has_ground_truth else None
     path = Path(name).expanduser()
-    return sorted(read_ground_truths(path)) if path.is_dir() else []
+    return path if path.is_dir() else None
 
 
 def ships_ground_truth(name: str) -> bool:

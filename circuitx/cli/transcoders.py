@@ -162,9 +162,9 @@ def train_transcoders(
     model = builtin.load(model_name, device=device, cache_dir=cache_dir)
     check_attributable(model)  # transcoders the method would refuse are not trained
     if task_names != "all":  # a task named that the model cannot run is refused before training
-        for name in chosen:
-            get_task(name).check_model(model)
-            get_task(name).make_data(model, n_prompts, seed)
+        for task in map(get_task, chosen):
+            task.check_model(model)
+            task.make_data(model, n_prompts, seed)
     chosen_layers = tc.parse_layers(layers, model)
     data = tc.load_corpus(model, corpus, context, seed, max_tokens)
     if batch_tokens > data.n_tokens:
