@@ -76,7 +76,7 @@ def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     scores, circuit = {}, []
     for sender, receiver, data in graph.edges(data=True):
         name = auto_circuit_edge_name(sender, receiver, data["input"])
-        scores[name] = float(data["score"])
+        scores[name] = plain(float(data["score"]))  # NaN as null: strict JSON
         if data["in_circuit"]:
             circuit.append(name)
     return {
@@ -85,7 +85,9 @@ def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         METADATA: {k: plain(v) for k, v in graph.graph.items() if k not in SHAPE_KEYS}
         | dict(zip(SHAPE_KEYS, (*shape_of(graph), bool(graph.graph.get("parallel"))))),
         NODE_SCORES: {
-            node: float(score) for node, score in graph.nodes(data="score") if score is not None
+            node: plain(float(score))
+            for node, score in graph.nodes(data="score")
+            if score is not None
         },
     }
 
