@@ -209,6 +209,12 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"{method.name} attributes {method.own_target} whatever --metric is; "
             f"{metric} is what faithfulness reads"
         )
+    ablation = summary.get("ablation")
+    if method is not None and not method.reads_ablation and ablation not in (None, "corrupted"):
+        said.append(
+            f"{method.name} compares the codes of clean and negative activations whatever "
+            f"--ablation is; {ablation} ablation only sets what faithfulness patches with"
+        )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(_empty_circuit(summary))
     return said

@@ -215,6 +215,9 @@ class Method:
     # what the method attributes whatever --metric is (None: the metric), which then only
     # faithfulness reads
     own_target: ClassVar[str | None] = None
+    # scores with the run's --ablation values (patches, or their difference from clean);
+    # False: the ablation only sets what faithfulness patches with
+    reads_ablation: ClassVar[bool] = True
     # facts of its run (graph metadata keys, their labels and, for a float, the decimals
     # shown where not 3) that discover's summary and --json report
     reported_facts: ClassVar[tuple[tuple[str, str] | tuple[str, str, int], ...]] = ()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -31,6 +31,8 @@ from circuitx.models import Model
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1  # the hard-concrete stretch (Louizos et al.)
 REPORT_EVERY = 50  # steps between the progress bar's loss and sparsity
+# a run whose expected sparsity ends below this share of its target did not train
+SHORT_OF_TARGET = 0.9
 
 
 def sample_gates(log_alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -124,6 +126,16 @@ class _LearnedMasks(Method):
     prefix: ClassVar[str]
     scores_positions = True
 
+    def warnings(self, facts: dict[str, Any]) -> list[str]:
+        reached, target = facts.get(f"{self.prefix}_expected_sparsity"), facts.get("sparsity")
+        if reached is None or target is None or reached >= SHORT_OF_TARGET * target:
+            return []
+        return [
+            f"{self.name}: training reached an expected sparsity of {reached:.2f}, short of "
+            f"its {target:.2f} target (this warning comes below {SHORT_OF_TARGET:.0%} of "
+            f"it): the gates are not trained; raise --{self.prefix}-steps or --{self.prefix}-lr"
+        ]
+
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return int(run.options[f"{self.prefix}_steps"])
 
@@ -148,6 +160,10 @@ class SubnetworkProbing(_LearnedMasks):
     granularity = "node"
     default_threshold = 0.5
     prefix = "sp"
+    reported_facts = (
+        ("sp_expected_sparsity", "expected sparsity reached"),
+        ("sp_final_kl", "final KL", 4),
+    )
     options = training_options(0.7, 300, 0.1, "sp", "heads and MLPs")
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
@@ -167,6 +183,10 @@ class EdgePruning(_LearnedMasks):
     granularity = "edge"
     default_threshold = 0.5
     prefix = "ep"
+    reported_facts = (
+        ("ep_expected_sparsity", "expected sparsity reached"),
+        ("ep_final_kl", "final KL", 4),
+    )
     options = training_options(0.975, 300, 0.1, "ep", "edges")
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:

@@ -282,6 +282,7 @@ class SAE(Method):
     granularity = "node"
     default_threshold = 0.1
     uses_negatives = True
+    reads_ablation = False  # codes of clean and negative activations; nothing is patched
     options = (
         Option(
             "n_examples",

@@ -537,6 +537,19 @@ def test_a_method_with_a_target_of_its_own_says_what_the_metric_is_for():
     assert_one_line_error(run(*DISCOVER, "--metric", ""), "task ioi has no metric ''")
 
 
+def test_a_method_that_patches_nothing_says_what_the_ablation_is_for():
+    """A helper's trial: sae took --ablation zero without a word, though it patches
+    nothing; the ablation only sets what faithfulness patches with."""
+    summary = {"n_prompts": 10, "n_nodes_in_circuit": 3, "method": "sae", "metric": "logit-diff"}
+    summary |= {"clean_metric": 2.7, "corrupted_metric": 0.0}
+    assert run_warnings({**summary, "ablation": "zero"}, 10) == [
+        "sae compares the codes of clean and negative activations whatever --ablation is; "
+        "zero ablation only sets what faithfulness patches with"
+    ]
+    assert run_warnings({**summary, "ablation": "corrupted"}, 10) == []
+    assert run_warnings({**summary, "method": "eap", "ablation": "zero"}, 10) == []
+
+
 def test_a_drawing_that_fails_or_is_interrupted_leaves_no_graph_behind(tmp_path, monkeypatch):
     """A helper's trial: Ctrl-C while --draw drew left the --out graph written just
     before it."""

@@ -123,3 +123,24 @@ def test_a_share_outside_its_range_is_one_line(flag, value, said):
     assert_one_line_error(result, said)
     with pytest.raises(CircuitxError, match=f"{flag} must be"):  # the Python API's check
         method_options(METHODS["subnetwork-probing"], {flag[2:]: float(value)})
+
+
+def test_training_that_misses_its_sparsity_says_so(tiny_model):
+    """A helper's trial: subnetwork probing trained too briefly kept nearly every node,
+    and nothing said the gates never reached their target."""
+    options = {"sp_steps": 3}
+    graph = find(
+        tiny_model, "ioi", "subnetwork-probing", n_prompts=4, faithfulness=False, options=options
+    )
+    reached = graph.graph["sp_expected_sparsity"]
+    assert reached < 0.1
+    (said,) = METHODS["subnetwork-probing"].warnings(graph.graph)
+    assert said.startswith(
+        f"subnetwork-probing: training reached an expected sparsity of {reached:.2f}, short of "
+        "its 0.70 target"
+    )
+    assert said.endswith("raise --sp-steps or --sp-lr")
+    reached_it = {"ep_expected_sparsity": 0.97, "sparsity": 0.975}
+    assert METHODS["edge-pruning"].warnings(reached_it) == []
+    short = {**reached_it, "ep_expected_sparsity": 0.5}
+    assert "--ep-steps" in METHODS["edge-pruning"].warnings(short)[0]
