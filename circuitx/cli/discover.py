@@ -321,6 +321,18 @@ def prompts_text(summary: dict[str, Any]) -> str:
     return f"{summary['n_prompts']}" + (f" (in {parts} parts)" if parts > 1 else "")
 
 
+def selection_text(summary: dict[str, Any]) -> str:
+    """How the circuit was selected, in words: a threshold, a top k, or the method's own
+    search."""
+    method = METHODS.get(summary["method"])
+    level = method.granularity if method is not None else "node"
+    if summary["top_k"] is not None:
+        return f"the top {summary['top_k']} {level}s by |score|"
+    if summary["threshold"] is not None:
+        return f"|{level} score| >= {summary['threshold']:g}"
+    return f"{summary['method']}'s own search"
+
+
 def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     table = Table(
         title=f"{summary['method']} on {summary['task']} ({summary['model']})", show_header=False
@@ -337,6 +349,7 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         ("clean accuracy", fmt(summary["clean_accuracy"])),
         ("nodes kept", f"{summary['n_nodes_in_circuit']} / {summary['n_nodes']}"),
         ("edges kept", f"{summary['n_edges_in_circuit']} / {summary['n_edges']}"),
+        ("selected by", selection_text(summary)),
         ("reference", summary["reference"] or "none"),
     ]
     metrics = summary["metrics"]

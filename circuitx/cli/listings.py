@@ -52,7 +52,8 @@ def methods(as_json) -> None:
             "name": m.name,
             "title": m.title,
             "granularity": m.granularity,
-            "default_threshold": m.default_threshold,
+            # null where the default circuit is a size (edge pruning's target sparsity)
+            "default_threshold": m.default_threshold if m.default_threshold_selects() else None,
             "default_circuit": m.default_circuit(),
             "positions": m.scores_positions,  # scores circuits over token positions
             "options": {option.name: option.default for option in m.options},

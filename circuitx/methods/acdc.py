@@ -82,7 +82,7 @@ class ACDC(Method):
         return float(run.options["tau"])
 
     def default_circuit(self) -> str:
-        return "the edges ACDC keeps (score >= --tau)"
+        return "the edges ACDC keeps (|score| >= --tau)"
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         # on a CPU a stacked trial costs what its own pass does: no speculation there

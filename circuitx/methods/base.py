@@ -252,7 +252,12 @@ class Method:
 
     def default_circuit(self) -> str:
         """What the circuit is when no threshold or top k is given, in words."""
-        return f"score >= {self.default_threshold:g}"
+        return f"|score| >= {self.default_threshold:g}"
+
+    def default_threshold_selects(self) -> bool:
+        """Whether the circuit, with no threshold or top k given, is the scores at least
+        :attr:`default_threshold` (False: :meth:`selection_top_k` sizes it)."""
+        return type(self).selection_top_k is Method.selection_top_k
 
     def selection_top_k(self, run: MethodRun, scores: Scores) -> int | None:
         """How many of the ranked nodes or edges the circuit keeps when no threshold or top

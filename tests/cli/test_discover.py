@@ -7,7 +7,7 @@ import torch
 from conftest import assert_one_line_error, run, stderr_lines
 
 import circuitx as cx
-from circuitx.cli.discover import run_warnings
+from circuitx.cli.discover import run_warnings, selection_text
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.methods import METHODS, unused_options
 from circuitx.scoring import METRIC_NAMES
@@ -134,6 +134,17 @@ def test_table_output(tiny_dir):
     result = discover("--model", tiny_dir, "--n-prompts", 2)
     assert result.exit_code == 0, result.stderr
     assert "nodes kept" in result.stdout and "node ROC AUC" in result.stdout
+    # a helper's trial: the table did not say how the circuit was selected
+    assert "│ |node score| >= 0.02 " in result.stdout
+    result = discover("--model", tiny_dir, "--n-prompts", 2, "--top-k", 3, "--no-faithfulness")
+    assert "│ the top 3 nodes by |score| " in result.stdout
+
+
+def test_the_selection_in_words():
+    summary = {"method": "eap", "top_k": None, "threshold": 0.05}
+    assert selection_text(summary) == "|edge score| >= 0.05"
+    assert selection_text({**summary, "top_k": 19}) == "the top 19 edges by |score|"
+    assert selection_text({**summary, "threshold": None}) == "eap's own search"
 
 
 def test_export_formats(discovered, tmp_path):
@@ -166,9 +177,14 @@ def test_the_methods_table_names_flags_and_each_default_circuit(monkeypatch):
     rows = {line.split("│")[1].strip(): line for line in lines if line.startswith("│")}
     assert "--ig-steps 5, --ig-mode inputs" in rows["eap-ig"]
     assert "--n-codes (none)" in rows["sae"] and "n_codes" not in rows["sae"]
-    assert "score >= 0.02" in rows["eap"] and "│ yes " in rows["eap"]
+    assert "|score| >= 0.02" in rows["eap"] and "│ yes " in rows["eap"]
     assert "the 1 - --sparsity share of the edges" in rows["edge-pruning"]
-    assert "score >= --tau" in rows["acdc"] and "│ - " in rows["cdt"]
+    assert "|score| >= --tau" in rows["acdc"] and "│ - " in rows["cdt"]
+    # a helper's trial: methods --json gave edge pruning a default threshold of 0.5, which
+    # its default circuit (a size) does not use
+    listed = {row["name"]: row for row in json.loads(run("methods", "--json").stdout)}
+    assert listed["edge-pruning"]["default_threshold"] is None
+    assert listed["eap"]["default_threshold"] == 0.02
 
 
 @pytest.mark.parametrize(
