@@ -16,7 +16,7 @@ from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest, check_reference
 from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError
 from circuitx.leaderboard.cells import Cell
-from circuitx.methods import METHODS, get_method
+from circuitx.methods import METHODS, get_method, method_options
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, get_task
 from circuitx.tasks.base import POSITION_MODES
@@ -178,6 +178,19 @@ def parse_methods(spec: str) -> list[MethodSpec]:
     return list(dict.fromkeys(parse_method(item) for item in items))
 
 
+def distinct_runs(
+    specs: list[MethodSpec], options: Mapping[str, Mapping[str, Any]]
+) -> list[MethodSpec]:
+    """``specs`` less each one that runs its method with the options (defaults filled in)
+    of one before it."""
+    kept: dict[tuple[str, str], MethodSpec] = {}
+    for spec in specs:
+        given = {**options.get(spec.method, {}), **dict(spec.options)}
+        settings = method_options(get_method(spec.method), given)
+        kept.setdefault((spec.method, repr(sorted(settings.items()))), spec)
+    return list(kept.values())
+
+
 def make_grid(
     tasks: list[str],
     methods: Sequence[str | MethodSpec],
@@ -201,10 +214,14 @@ def make_grid(
     process loads it once. ``backup_rounds`` applies to the methods that score through
     the engine (see :class:`circuitx.methods.Method`); the others run without.
     ``positions``: circuits over token positions (a method that cannot score them makes
-    error cells). ``references`` maps a task to its reference (default ``auto``)."""
+    error cells). ``references`` maps a task to its reference (default ``auto``). Rows
+    that would run a method with the same options (``eap`` and ``eap[qk-fix=off]``) are
+    one row, named as the first."""
     options = options or {}
     references = references or {}
-    specs = [m if isinstance(m, MethodSpec) else parse_method(m) for m in methods]
+    specs = distinct_runs(
+        [m if isinstance(m, MethodSpec) else parse_method(m) for m in methods], options
+    )
     cells = []
     for task in tasks:
         try:

@@ -287,6 +287,16 @@ def test_a_variant_is_a_row_of_its_own_with_its_options(tmp_path):
     ]
 
 
+def test_rows_that_run_the_same_options_are_one_row():
+    """A helper's trial: eap and eap[qk-fix=off] (its default) made two identical rows."""
+    methods = parse_methods("eap,eap[qk-fix=off],eap[qk-fix=on],acdc[tau=0.01]")
+    cells = make_grid(["greater-than"], methods, "planted", [0], 4)
+    assert [c.method for c in cells] == ["eap", "eap[qk-fix=on]", "acdc[tau=0.01]"]
+    # --option makes the variant the method's own settings: the first name given stays
+    on = make_grid(["greater-than"], methods, "planted", [0], 4, options={"eap": {"qk_fix": "on"}})
+    assert [c.method for c in on] == ["eap", "eap[qk-fix=off]", "acdc[tau=0.01]"]
+
+
 @pytest.mark.parametrize(
     "option, message",
     [
