@@ -360,15 +360,26 @@ class SAE(Method):
     )
 
     def warnings(self, facts: dict[str, Any]) -> list[str]:
+        said = []
+        node_score = facts.get("node_score")
+        if (
+            node_score not in (None, "above-chance")
+            and facts.get("threshold") == self.default_threshold
+        ):
+            said.append(
+                f"sae: the threshold {self.default_threshold:g} is for --node-score "
+                f"above-chance; {node_score} scores are not measured from chance, and most "
+                "components reach it: give --top-k or a --threshold of your own"
+            )
         explained, no_code = (
             facts.get("sae_fraction_of_variance_explained"),
             facts.get("sae_no_code_fraction"),
         )
         if explained is None or no_code is None:
-            return []
+            return said
         if explained >= WORST_EXPLAINED and no_code <= WORST_NO_CODE:
-            return []
-        return [
+            return said
+        return said + [
             f"sae: the autoencoders explain {explained:.0%} of their training vectors' "
             f"variance and leave {no_code:.0%} of them without an active unit (this warning "
             f"comes below {WORST_EXPLAINED:.0%} explained or above {WORST_NO_CODE:.0%} "

@@ -163,6 +163,18 @@ def test_the_fit_is_reported_and_an_over_regularised_run_warned_about():
     assert healthy["method_facts"]["sae_fraction_of_variance_explained"] >= 0.8
 
 
+def test_the_default_threshold_with_a_node_score_not_from_chance_is_warned_about():
+    """A helper's trial: --node-score positive-share kept 25 of 25 components at the
+    default threshold, which is for above-chance scores."""
+    sae = get_method("sae")
+    facts = {"node_score": "positive-share", "threshold": sae.default_threshold}
+    (said,) = sae.warnings(facts)
+    assert said.startswith("sae: the threshold 0.1 is for --node-score above-chance")
+    assert sae.warnings({**facts, "threshold": 0.5}) == []
+    assert sae.warnings({**facts, "threshold": None, "top_k": 5}) == []
+    assert sae.warnings({**facts, "node_score": "above-chance"}) == []
+
+
 def test_training_is_deterministic_under_a_seed():
     data = torch.randn(50, 12, generator=torch.Generator().manual_seed(0))
     first = train_sae(data, 6, 20, 0.05, 1e-3, torch.Generator().manual_seed(3))
