@@ -167,7 +167,7 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
     if (
         clean is not None
         and corrupted is not None
-        and abs(clean - corrupted) <= UNMOVED * max(1.0, abs(clean))
+        and abs(clean - corrupted) <= UNMOVED * max(abs(clean), abs(corrupted))
     ):
         said.append(
             f"the corrupted prompts' {summary['metric']} is the clean ones' (gap "

@@ -531,6 +531,18 @@ def test_a_model_that_does_not_do_the_task_is_warned_about():
         "the corrupted prompts' logit-diff is the clean ones' (gap -1e-05): the corruption "
         "changes nothing the metric reads, and every score is a share of rounding"
     ]
+    # a helper's trial: probabilities of 1e-4 that moved 6% were "changes nothing" (the
+    # share was of max(1, |clean|))
+    tiny = {
+        **summary,
+        "metric": "prob-diff",
+        "clean_metric": 1.186e-4,
+        "corrupted_metric": 1.119e-4,
+    }
+    assert run_warnings(tiny, 10) == [
+        "the clean prompts' prob-diff is only 6.7e-06 above the corrupted ones': faithfulness, "
+        "CPR and CMD are shares of that gap, and noise of its size swings them"
+    ]
 
 
 def test_a_method_with_a_target_of_its_own_says_what_the_metric_is_for():
