@@ -291,6 +291,20 @@ def shape_of(graph: nx.MultiDiGraph) -> tuple[int, int, bool]:
         ) from None
 
 
+def shape_text(shape: tuple[int, int, bool]) -> str:
+    """A model shape in words: ``3 layers x 4 heads`` (``, attention-only`` without MLPs)."""
+    n_layers, n_heads, has_mlp = shape
+    return f"{n_layers} layers x {n_heads} heads" + ("" if has_mlp else ", attention-only")
+
+
+def shapes_text(*graphs: nx.MultiDiGraph) -> str:
+    """The graphs' shapes in words, as `` (A; B)``, or "" where one has none recorded."""
+    try:
+        return " (" + "; ".join(shape_text(shape_of(g)) for g in graphs) + ")"
+    except CircuitxError:
+        return ""
+
+
 POSITION_KEYS = ("positions", "position_readout", "position_order", "position_aliases")
 
 

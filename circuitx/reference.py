@@ -34,10 +34,11 @@ from circuitx.graph import (
     head_node,
     layout_graph,
     shape_of,
+    shape_text,
 )
 from circuitx.graph_files import read_graph
 from circuitx.layout import PositionLayout
-from circuitx.names import parse_auto_circuit_edge_name, parse_edge_name, split_position
+from circuitx.names import parse_auto_circuit_edge_name, parse_edge_name, parse_node, split_position
 
 INPUT_CLASS = "INPUT"
 OUTPUT_CLASS = "OUTPUT"
@@ -221,6 +222,11 @@ def edge_list_circuit(
     for text in names:
         sender, receiver, head_input = _edge_of(name, text)
         key = edge_name(sender, receiver, head_input)
+        if key not in edges and head_input is None and parse_node(receiver)[0] == "head":
+            raise CircuitxError(
+                f"reference {name}: edge {text!r} goes into a head without naming the head's "
+                f"input: write {key}<q>, <k> or <v>"
+            )
         if key not in edges:
             raise CircuitxError(
                 f"reference {name}: edge {text!r} ({key}) is not an edge of a "
@@ -310,7 +316,10 @@ def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.
             )
     graph = component_graph(read_graph(path))
     if shape_of(graph) != (n_layers, n_heads, has_mlp):
-        raise CircuitxError(f"reference {path} is for another model shape")
+        raise CircuitxError(
+            f"reference {path} is for a model of {shape_text(shape_of(graph))}, not this "
+            f"one of {shape_text((n_layers, n_heads, has_mlp))}"
+        )
     return graph
 
 

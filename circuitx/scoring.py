@@ -21,6 +21,7 @@ from circuitx.graph import (
     edges_by_name,
     parallel_view,
     position_groups,
+    shapes_text,
 )
 
 METRIC_NAMES = (
@@ -102,7 +103,8 @@ def check_same_model(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> None
             "graph found with --positions against it, or use a reference without positions"
         )
     raise CircuitxError(
-        "graph and reference are for different model shapes (their heads and MLPs differ)"
+        "graph and reference are for different model shapes"
+        + (shapes_text(graph, reference) or " (their heads and MLPs differ)")
     )
 
 

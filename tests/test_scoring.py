@@ -72,6 +72,11 @@ def test_edge_metrics_on_a_hand_made_graph():
 def test_different_shapes_cannot_be_scored():
     with pytest.raises(CircuitxError, match="different model shapes"):
         score_graph(full_graph(2, 2, True), full_graph(2, 3, True))
+    # a helper's trial: the shapes were not named
+    with pytest.raises(CircuitxError, match=r"\(2 layers x 2 heads; 2 layers x 3 heads\)$"):
+        score_graph(full_graph(2, 2, True), full_graph(2, 3, True))
+    with pytest.raises(CircuitxError, match=r"\(2 layers x 2 heads, attention-only; 2 layers"):
+        score_graph(full_graph(2, 2, False), full_graph(2, 2, True))
     assert len(component_nodes(full_graph(2, 3, True))) == 8
 
 

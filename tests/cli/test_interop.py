@@ -196,6 +196,7 @@ def test_a_list_of_edge_names_is_a_reference_in_either_naming(tmp_path):
         ([7], "7 is not an edge name"),
         (["a0.h1->a1.hx<k>"], "reference edges: not a circuit node name: 'a1.hx'"),
         ([], "its list of edges is empty"),
+        (["input->a1.h1"], r"without naming the head's input: write input->a1.h1<q>, <k> or <v>"),
         ({"IOI_CIRCUIT": {}}, "JSON of none of the forms read"),
     ],
 )
