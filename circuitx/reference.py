@@ -298,6 +298,23 @@ def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.
     """A reference circuit from a file, for a model of this shape: a graph (ours as GraphML
     or JSON, or EAP-IG's JSON) of the same shape, a circuit of head classes, or a JSON
     list of edge names."""
+    written = hand_written_circuit(path, n_layers, n_heads, has_mlp)
+    if written is not None:
+        return written
+    graph = component_graph(read_graph(path))
+    if shape_of(graph) != (n_layers, n_heads, has_mlp):
+        raise CircuitxError(
+            f"reference {path} is for a model of {shape_text(shape_of(graph))}, not this "
+            f"one of {shape_text((n_layers, n_heads, has_mlp))}"
+        )
+    return graph
+
+
+def hand_written_circuit(
+    path: str, n_layers: int, n_heads: int, has_mlp: bool
+) -> nx.MultiDiGraph | None:
+    """The circuit of head classes or list of edge names in a JSON file, for a model of
+    this shape; None for a graph file (ours or EAP-IG's)."""
     file = Path(path)
     if file.suffix.lower() == ".json" and file.is_file():
         try:
@@ -314,13 +331,7 @@ def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.
                 '(ours or EAP-IG\'s), a circuit of head classes ({"classes", "edges"}) or a '
                 "list of edge names (ours, MIB's or auto-circuit's)"
             )
-    graph = component_graph(read_graph(path))
-    if shape_of(graph) != (n_layers, n_heads, has_mlp):
-        raise CircuitxError(
-            f"reference {path} is for a model of {shape_text(shape_of(graph))}, not this "
-            f"one of {shape_text((n_layers, n_heads, has_mlp))}"
-        )
-    return graph
+    return None
 
 
 # where a role's heads act and which key positions they read: role -> (acts at, reads at)

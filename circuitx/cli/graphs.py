@@ -19,8 +19,9 @@ from circuitx.discovery import (
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw
 from circuitx.errors import CircuitxError, listed
 from circuitx.files import atomic_open, check_not_an_input, check_output_path
-from circuitx.graph import collapse_positions, edges_off_path, position_groups
+from circuitx.graph import collapse_positions, edges_off_path, position_groups, shape_of
 from circuitx.graph_files import GRAPH_FORMATS, graph_format, graph_to_text, read_graph
+from circuitx.reference import hand_written_circuit
 from circuitx.scoring import OVERLAP_LEVELS, overlap
 
 
@@ -78,8 +79,11 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
 @json_option
 def compare(graph_a, graph_b, as_json) -> None:
     """Overlap of two circuits: heads, nodes (heads and MLPs) and edges in each, shared,
-    Jaccard, and the share of A's circuit found in B's and of B's in A's."""
-    a, b = read_graph(graph_a), read_graph(graph_b)
+    Jaccard, and the share of A's circuit found in B's and of B's in A's. B may be a
+    hand-written reference (head classes or edge names), read for A's model."""
+    a = read_graph(graph_a)
+    b = hand_written_circuit(graph_b, *shape_of(a))
+    b = read_graph(graph_b) if b is None else b
     result = overlap(a, b)
     for line in overlap_notes(a, b):
         note(line)

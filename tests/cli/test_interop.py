@@ -48,6 +48,18 @@ def test_export_eap_ig_loads_back_equal_and_scores_alike(discovered, tmp_path):
     assert metrics["node_precision"] == metrics["node_recall"] == 1.0
 
 
+def test_compare_takes_a_hand_written_circuit_for_the_first_graphs_model(discovered, tmp_path):
+    """A helper's trial: compare refused an edge list ("malformed graph file")."""
+    kept = sorted(k for k, d in edges_by_name(read_graph(discovered)).items() if d["in_circuit"])
+    listed = tmp_path / "mine.json"
+    listed.write_text(json.dumps(kept[:3]))
+    result = run("compare", discovered, listed, "--json")
+    assert result.exit_code == 0, result.output
+    edges = json.loads(result.stdout)["edges"]
+    assert (edges["a"], edges["b"], edges["shared"]) == (len(kept), 3, 3)
+    assert edges["b_in_a"] == 1.0
+
+
 def test_an_eap_ig_file_of_another_tool_against_planted_is_one_line(discovered, tmp_path):
     """EAP-IG's own graph JSON records no task: --reference planted says so (and a
     planted model's name works)."""
