@@ -98,6 +98,8 @@ def report(
         "task": meta.get("task"),
         "method": meta.get("method"),
         "model": meta.get("model"),
+        "dtype": meta.get("dtype"),
+        "device": meta.get("device"),
         "seed": meta.get("seed"),
         "n_prompts": meta.get("n_prompts"),
         "prompt_parts": meta.get("prompt_parts"),  # how many parts the memory budget made

@@ -89,6 +89,8 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         model=model.name,
         model_id=model_id(model),
         d_model=model.d_model,
+        dtype=str(model.dtype).removeprefix("torch."),
+        device=model.device.type,
         seed=request.seed,
         metric=request.metric,
         corruption=task.corruption,

@@ -217,11 +217,12 @@ def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:
 
 
 def non_defaults(cells: list[Cell]) -> list[str]:
-    """The settings the cells ran with that the table's rows do not show: an ablation
-    other than the corrupted run, positions, backup rounds, a task's reference other
+    """The settings the cells ran with that the table's rows do not show: a dtype other
+    than float32, an ablation other than the corrupted run, positions, backup rounds, a task's reference other
     than ``auto``, and each row's options beyond those its label names (``--option``)."""
     first = cells[0].request
-    texts = [] if first.ablation == "corrupted" else [f"{first.ablation} ablation"]
+    texts = [] if first.dtype in (None, "float32") else [str(first.dtype)]
+    texts += [] if first.ablation == "corrupted" else [f"{first.ablation} ablation"]
     if first.positions != "none":
         texts.append(f"positions {first.positions}")
     rounds = max(cell.request.backup_rounds for cell in cells)

@@ -54,6 +54,9 @@ def test_discover_prints_the_json_summary(discovered):
     assert metrics["edge_auc"] is None  # node-level method: no edge scores, none invented
     assert summary["runtime_s"] > 0
     assert 0.0 <= summary["clean_accuracy"] <= 1.0
+    # a helper's trial: a bfloat16 result could not be told from a float32 one
+    assert (summary["dtype"], summary["device"]) == ("float32", "cpu")
+    assert read_graph(out).graph["dtype"] == "float32"
 
 
 def test_networkx_reads_back_nodes_edges_and_scores(discovered):
@@ -138,6 +141,10 @@ def test_table_output(tiny_dir):
     assert "│ |node score| >= 0.02 " in result.stdout
     result = discover("--model", tiny_dir, "--n-prompts", 2, "--top-k", 3, "--no-faithfulness")
     assert "│ the top 3 nodes by |score| " in result.stdout
+    half = discover(
+        "--model", tiny_dir, "--n-prompts", 2, "--dtype", "bfloat16", "--no-faithfulness"
+    )
+    assert half.stdout.startswith(f"activation-patching on ioi ({tiny_dir}, bfloat16)")
 
 
 def test_the_selection_in_words():

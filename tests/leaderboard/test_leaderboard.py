@@ -480,6 +480,9 @@ def test_the_caption_names_the_settings_the_rows_do_not_show():
         "eap[qk-fix=on] with grad_drop=on",
     ]
     assert non_defaults(make_grid(["greater-than"], methods, "planted", [0], 4)) == []
+    # a helper's trial: a bfloat16 board's title and caption did not say so
+    half = make_grid(["greater-than"], methods, "random-12x12", [0], 4, dtype="bfloat16")
+    assert non_defaults(half) == ["bfloat16"]
 
 
 def test_a_rerun_with_fewer_cells_leaves_no_stale_pages_or_figures(tmp_path):
