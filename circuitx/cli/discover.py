@@ -282,7 +282,14 @@ def discover_command(
         check_output_path(draw_path)
         check_not_an_input(draw_path, inputs)
         draw_format(draw_path)
-    model = builtin.load(str(request.model), device, dtype, cache_dir)
+    try:
+        model = builtin.load(str(request.model), device, dtype, cache_dir)
+    except CircuitxError as error:
+        if model_name is not None:
+            raise
+        raise CircuitxError(  # the user named no model: say which one was tried
+            f"no --model given (task {task_name}'s default is {request.model}): {error}"
+        ) from None
     notes: list[str] = []  # shown once the work succeeds: an error stays one line
     notes += unused_options(METHODS[request.method], method_flags, request.options)
     if top_k is not None:

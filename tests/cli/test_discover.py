@@ -619,3 +619,25 @@ def test_an_option_that_does_nothing_under_the_others_is_noted():
     said = unused_options(transcoder, {"n_paths": 3}, {"search": "threshold"})
     assert said == ["--n-paths does nothing with --search threshold (only with --search paths)"]
     assert unused_options(transcoder, {"n_paths": 3}, {"search": "paths"}) == []
+
+
+def test_a_default_model_that_cannot_load_says_it_was_the_default(monkeypatch, tmp_path):
+    """A helper's trial: a task file run without --model failed with "cannot load 'gpt2'",
+    a model the user never named."""
+    from circuitx.cli import discover as discover_command
+    from circuitx.errors import CircuitxError
+
+    def unreachable(name, *rest):
+        raise CircuitxError(f"cannot load {name!r}: the hub is unreachable")
+
+    monkeypatch.setattr(discover_command.builtin, "load", unreachable)
+    pairs = tmp_path / "pairs.jsonl"
+    row = {"clean": "When Mary and John went, John gave to", "answer": " Mary"}
+    corrupted = "When Mary and John went, Mary gave to"
+    pairs.write_text(json.dumps({**row, "corrupted": corrupted, "wrong": " John"}) + "\n")
+    result = run("discover", "--task", pairs, "--method", "eap")
+    assert_one_line_error(
+        result, f"no --model given (task {pairs}'s default is gpt2): cannot load 'gpt2'"
+    )
+    named = run("discover", "--task", pairs, "--method", "eap", "--model", "gpt2")
+    assert_one_line_error(named, "error: cannot load 'gpt2'")
