@@ -223,11 +223,11 @@ def open_page(driver, path) -> list[str]:
 
 
 def drawn(driver) -> tuple[int, int]:
-    """The node circles (input and logits included) and edge lines the page shows."""
+    """The node circles (input and logits included) and edge paths the page shows."""
     return tuple(
         driver.execute_script(
             "return [document.querySelectorAll('circle.node').length,"
-            " document.querySelectorAll('line.edge').length]"
+            " document.querySelectorAll('path.edge').length]"
         )
     )
 

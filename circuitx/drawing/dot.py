@@ -17,6 +17,7 @@ from circuitx.drawing.places import (
     caption_text,
     empty_note,
     feeds,
+    graph_places,
     missed_edges,
     reference_sets,
     score_scale,
@@ -77,9 +78,13 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
             f'  "{node}" [label="{_escape(name)}{score_text}", {size}fillcolor="{fill}", '
             f'color="{outline}", fontcolor="{ink}", style={style}, tooltip="{_escape(node)}"];'
         )
+    places = graph_places(graph)
     for members in rows.values():  # a rank per layer (input and logits on their own)
         if INPUT not in members and LOGITS not in members:
-            lines.append("  { rank=same; " + " ".join(f'"{m}";' for m in members) + " }")
+            ordered = sorted(members, key=lambda m: places[m][0])  # heads, then the MLP
+            lines.append("  { rank=same; " + " ".join(f'"{m}";' for m in ordered) + " }")
+            # invisible edges along the row keep dot from reordering it
+            lines += [f'  "{a}" -> "{b}" [style=invis];' for a, b in zip(ordered, ordered[1:])]
     largest = max((abs(d["score"]) for *_, d in edges if d["score"] is not None), default=0.0)
     for sender, receiver, key, data in edges:
         width = 0.6 + 3.4 * (abs(data["score"] or 0.0) / largest if largest else 0.0)

@@ -169,11 +169,16 @@ function nodeStroke(i) {
   return "#222222";
 }
 
-function endpoints(i) {
+// an edge's SVG path: a straight line, or within one row (a head into its layer's MLP)
+// a curve below the row, so that it does not run through the heads between
+function edgePath(i) {
   const s = edges.sender[i];
   const r = edges.receiver[i];
   const shift = data.offsets[edges.feeds[i]] || 0;
-  return [px(nodes.x[s]), py(nodes.y[s]), px(nodes.x[r] + shift), py(nodes.y[r])];
+  const [x1, y1, x2, y2] = [px(nodes.x[s]), py(nodes.y[s]), px(nodes.x[r] + shift), py(nodes.y[r])];
+  if (nodes.y[s] !== nodes.y[r]) return `M ${x1} ${y1} L ${x2} ${y2}`;
+  const [cx, cy] = [(x1 + x2) / 2, py(nodes.y[s] - data.row_bow)];
+  return `M ${x1} ${y1} Q ${cx} ${cy} ${x2} ${y2}`;
 }
 
 function render() {
@@ -185,10 +190,10 @@ function render() {
     .slice(0, data.max_drawn).reverse();
   const largest = Math.max(0, ...drawn.map((i) => Math.abs(edges.score[i] || 0)));
   for (const i of drawn) {
-    const [x1, y1, x2, y2] = endpoints(i);
     const width = 0.8 + 3.4 * (largest > 0 ? Math.abs(edges.score[i] || 0) / largest : 0);
-    const line = element("line", {
-      class: "edge", "data-name": edges.name[i], "data-index": i, x1, y1, x2, y2, stroke: edgeColour(i),
+    const line = element("path", {
+      class: "edge", "data-name": edges.name[i], "data-index": i, d: edgePath(i), fill: "none",
+      stroke: edgeColour(i),
       "stroke-width": width.toFixed(2), "stroke-linecap": "round", "stroke-opacity": 0.7,
     }, edgeLayer, `${edges.name[i]}: ${formatScore(edges.score[i])}`);
     line.addEventListener("mouseover", () => {
@@ -199,9 +204,9 @@ function render() {
     const kept = new Set(selected.edges);
     for (let i = 0; i < nEdges; i++) {
       if (!edges.in_reference[i] || kept.has(i)) continue;
-      const [x1, y1, x2, y2] = endpoints(i);
-      element("line", {
-        class: "missed-edge", "data-name": edges.name[i], "data-index": i, x1, y1, x2, y2,
+      element("path", {
+        class: "missed-edge", "data-name": edges.name[i], "data-index": i, d: edgePath(i),
+        fill: "none",
         stroke: data.agreement["reference only"], "stroke-width": 1, "stroke-dasharray": "4 3",
       }, edgeLayer, `${edges.name[i]}: in the reference only`);
     }
@@ -249,7 +254,7 @@ function render() {
 function highlight() {
   const name = focus === null ? null : nodes.name[focus];
   const near = new Set(name === null ? [] : [name]);
-  edgeLayer.querySelectorAll("line").forEach((line) => {
+  edgeLayer.querySelectorAll("path").forEach((line) => {
     const i = Number(line.getAttribute("data-index"));
     const touches = focus !== null && (edges.sender[i] === focus || edges.receiver[i] === focus);
     if (!line.classList.contains("edge")) {

@@ -26,6 +26,7 @@ from circuitx.drawing.places import (
     MAX_DRAWN_EDGES,
     PANEL_GAP,
     RECEIVER_OFFSET,
+    ROW_BOW,
     Picture,
     empty_note,
     feeds,
@@ -113,6 +114,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
         "feeds_colours": INPUT_COLOURS,
         "agreement": AGREEMENT,
         "offsets": RECEIVER_OFFSET,
+        "row_bow": ROW_BOW,
         "max_drawn": MAX_DRAWN_EDGES,
     }
 

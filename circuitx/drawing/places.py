@@ -39,7 +39,26 @@ INPUT_COLOURS = {
     "logits": "#333333",
 }
 RECEIVER_OFFSET = {"q": -0.12, "k": 0.0, "v": 0.12}
+# a row's own edges (a head into its layer's MLP) curve below the row, so that they do
+# not run through the heads between: the control point of their quadratic curve sits
+# this far below (the curve dips half as far)
+ROW_BOW = 0.7
 AGREEMENT = {"both": "#1a9850", "circuit only": "#d73027", "reference only": "#878787"}
+
+
+def edge_points(
+    start: tuple[float, float], end: tuple[float, float], steps: int = 16
+) -> tuple[list[float], list[float]]:
+    """The xs and ys an edge is drawn through: a straight line, or for an edge within one
+    row, a quadratic curve below it (see :data:`ROW_BOW`)."""
+    (x0, y0), (x1, y1) = start, end
+    if y0 != y1:
+        return [x0, x1], [y0, y1]
+    cx, cy = (x0 + x1) / 2, y0 - ROW_BOW
+    ts = [i / steps for i in range(steps + 1)]
+    xs = [(1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1 for t in ts]
+    ys = [(1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1 for t in ts]
+    return xs, ys
 
 
 def draw_format(path: str | Path) -> str:

@@ -21,6 +21,7 @@ from circuitx.drawing.places import (
     RECEIVER_OFFSET,
     Picture,
     caption_text,
+    edge_points,
     empty_note,
     feeds,
     graph_places,
@@ -76,8 +77,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             else INPUT_COLOURS[feeds(data, receiver)]
         )
         ax.plot(
-            [x0, x1],
-            [y0, y1],
+            *edge_points((x0, y0), (x1, y1)),
             color=colour,
             linewidth=width,
             alpha=0.7,
@@ -123,8 +123,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         (x0, y0), (x1, y1) = places[sender], places[receiver]
         x1 += RECEIVER_OFFSET.get(head_input, 0.0)
         ax.plot(
-            [x0, x1],
-            [y0, y1],
+            *edge_points((x0, y0), (x1, y1)),
             color=AGREEMENT["reference only"],
             linewidth=1.0,
             linestyle="--",

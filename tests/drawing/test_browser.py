@@ -87,8 +87,14 @@ def test_hover_a_click_the_reference_and_the_download(browser, tmp_path):
         key for s, r, key, kept in graph.edges(keys=True, data="in_circuit")
         if kept and "a1.h2" in (s, r)
     ]  # fmt: skip
-    lit = browser.find_elements("css selector", "line.highlighted")
+    lit = browser.find_elements("css selector", "path.highlighted")
     assert sorted(line.get_attribute("data-name") for line in lit) == sorted(touching)
+    # an edge within one row (into the layer's MLP) curves below it, others are straight
+    shapes = {
+        path.get_attribute("data-name"): path.get_attribute("d").split()[3]
+        for path in browser.find_elements("css selector", "path.edge")
+    }
+    assert shapes.pop("a1.h2->m1") == "Q" and set(shapes.values()) == {"L"}
     assert "a1.h2" in browser.find_element("id", "info").text
     browser.find_element("id", "reference").click()
     missed = browser.find_elements("css selector", "circle.missed-node")
@@ -102,7 +108,7 @@ def test_hover_a_click_the_reference_and_the_download(browser, tmp_path):
     svg = ET.fromstring(saved)
     edges = [
         line
-        for line in svg.iter("{http://www.w3.org/2000/svg}line")
+        for line in svg.iter("{http://www.w3.org/2000/svg}path")
         if "edge" in line.get("class", "").split()
     ]
     assert len(edges) == drawn(browser)[1] > 0

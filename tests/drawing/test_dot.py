@@ -2,6 +2,7 @@
 installs it)."""
 
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 
 from conftest import METHOD_GRAPHS, assert_one_line_error, run, scored_circuit
@@ -59,3 +60,17 @@ def test_dot_for_the_page_or_without_graphviz_is_one_line(tmp_path, monkeypatch)
     result = run("draw", good, "--out", tmp_path / "x.svg", "--engine", "dot")
     assert_one_line_error(result, "needs Graphviz's dot on the PATH")
     assert not (tmp_path / "x.svg").exists()
+
+
+def test_dot_keeps_each_layer_in_head_order(graphviz):
+    """A helper's trial: dot put layer 0 as a0.h0, a0.h2, m0, a0.h3, a0.h1."""
+    row = ["a0.h0", "a0.h1", "a0.h2", "a0.h3", "m0"]
+    graph = scored_circuit(nodes=(*row, "a1.h2", "m1", "a2.h0"))
+    source, _ = dot_source(Picture(graph))
+    plain = subprocess.run(["dot", "-Tplain"], input=source, capture_output=True, text=True)
+    xs = {
+        fields[1].strip('"'): float(fields[2])
+        for fields in (line.split() for line in plain.stdout.splitlines())
+        if fields[0] == "node"
+    }
+    assert sorted(row, key=xs.get) == row

@@ -9,7 +9,7 @@ from conftest import assert_one_line_error, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.drawing import places as places_module
-from circuitx.drawing.places import graph_places
+from circuitx.drawing.places import ROW_BOW, edge_points, graph_places
 from circuitx.graph import edges_by_name, full_graph, select_nodes
 from circuitx.graph_files import write_graph
 
@@ -185,3 +185,12 @@ def test_reference_auto_without_a_reference_draws_without_one_as_discover_does(t
     assert "drawn without one" in result.stderr and (tmp_path / "x.svg").is_file()
     assert_one_line_error(run("draw", good, "--out", tmp_path / "y.svg", "--reference", "ioi"), "")
     assert not (tmp_path / "y.svg").exists()
+
+
+def test_an_edge_within_a_row_curves_below_it():
+    """A helper's trial: a head's edge into its own layer's MLP ran straight through the
+    heads between, and read as a head-to-head edge."""
+    xs, ys = edge_points((0.0, 2.0), (4.5, 2.0))
+    assert (xs[0], ys[0], xs[-1], ys[-1]) == (0.0, 2.0, 4.5, 2.0)
+    assert min(ys) == pytest.approx(2.0 - ROW_BOW / 2) and max(ys) == 2.0
+    assert edge_points((0.0, 1.0), (4.5, 2.0)) == ([0.0, 4.5], [1.0, 2.0])  # across rows
