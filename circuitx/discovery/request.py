@@ -85,10 +85,12 @@ class DiscoveryRequest:
         if method.uses_negatives:
             named = get_task(self.task, task_format=self.task_format)
             if not named.has_negative_prompts:
+                able = [t.name for t in TASKS.values() if t.has_negative_prompts]
+                file = ", and a task file cannot name such" if isinstance(named, FileTask) else ""
                 raise CircuitxError(
                     f"{method.name} contrasts prompts the model answers with prompts it "
                     f"cannot; task {named.name} has none (its corrupted prompts are valid "
-                    "inputs too)"
+                    f"inputs too{file}); the tasks with them: {', '.join(able)}"
                 )
             corruption = corruption or named.negative_corruption
         task = get_task(self.task, corruption, self.task_format)

@@ -70,3 +70,18 @@ def test_numpy_integers_become_python_integers():
     ).validated()
     values = (request.n_prompts, request.seed, request.top_k)
     assert values == (5, 1, 3) and all(type(value) is int for value in values)
+
+
+def test_a_method_that_needs_negatives_names_the_tasks_that_have_them(tmp_path):
+    """A helper's trial: sae on a task file was refused without saying where it runs."""
+    pairs = tmp_path / "pairs.jsonl"
+    row = {"clean": "When Mary and John went, John gave to", "answer": " Mary", "wrong": " John"}
+    pairs.write_text(json.dumps({**row, "corrupted": "When Mary and John went, Mary gave to"}))
+    with pytest.raises(
+        CircuitxError, match="a task file cannot name such\\); the tasks with them: ioi"
+    ):
+        DiscoveryRequest(str(pairs), "sae", "planted-ioi").validated()
+    with pytest.raises(
+        CircuitxError, match="valid inputs too\\); the tasks with them: ioi, greater"
+    ):
+        DiscoveryRequest("tracr", "sae", "tracr-reverse").validated()
