@@ -202,6 +202,22 @@ def _path(path: str | os.PathLike, what: str) -> Path:
     return Path(path)
 
 
+def _task_name(task: Task | str | os.PathLike) -> str | os.PathLike:
+    """What a leaderboard cell names a task by: a built-in task's name, a task file's path;
+    a task made from pairs in Python has neither."""
+    if not isinstance(task, Task):
+        return task
+    if not isinstance(task, FileTask):
+        return task.name
+    if not task.source:
+        raise CircuitxError(
+            f"task {task.name} was made from pairs in Python, and the leaderboard's cells "
+            "read their task from a file: save the pairs as a task file (docs/task-files.md) "
+            "and pass its path"
+        )
+    return task.source
+
+
 def _names(value: str | Sequence[str], what: str) -> str:
     """``all``, a name or a list of names, as the command line's comma-separated list."""
     if isinstance(value, str):
@@ -297,7 +313,7 @@ def draw(
 
 
 def leaderboard(
-    tasks: str | Sequence[str] = "all",
+    tasks: str | Task | Sequence[str | Task] = "all",
     methods: str | Sequence[str] = "all",
     model: str = "planted",
     seeds: int = 3,
@@ -320,7 +336,8 @@ def leaderboard(
     means and spreads over seeds), each cell's record, and the files written to ``out``
     (results.json/.csv/.md, plots, index.html). Cells finished by an earlier run into
     ``out`` are read back, not rerun. ``tasks`` and ``methods``: ``all`` or names
-    (variants such as ``eap[qk-fix=on]`` too); ``options``: {method: {option: value}};
+    (variants such as ``eap[qk-fix=on]`` too; a task may be a built-in task or one read
+    from a file, as :func:`get_task` and :func:`task_from_file` give them); ``options``: {method: {option: value}};
     ``positions``: circuits over token positions, as for :func:`discover`;
     ``references``: {task: reference} for tasks scored against other than ``auto`` (a
     graph file of your own for a task file, say)."""
@@ -337,6 +354,12 @@ def leaderboard(
         raise CircuitxError(
             f"model takes a name, a family or a directory, not a {type(model).__name__}"
         )
+    if isinstance(tasks, Task) or (
+        isinstance(tasks, Sequence)
+        and not isinstance(tasks, str)
+        and any(isinstance(t, Task) for t in tasks)
+    ):
+        tasks = [_task_name(t) for t in ([tasks] if isinstance(tasks, Task) else tasks)]
     task_spec, method_spec = _names(tasks, "tasks"), _names(methods, "methods")
     out = _path(out, "out")
     if options is not None and not (

@@ -145,6 +145,16 @@ def test_api_discovery_equals_the_command_line(tmp_path):
             lambda: cx.leaderboard(tasks=["ioi"], references={"greater-than": "ioi"}),
             "references name task 'greater-than', which is not among the tasks (ioi)",
         ),
+        (  # a task object: refused by what it lacks, not as "not a list of names"
+            lambda: cx.leaderboard(
+                tasks=[cx.task_from_pairs(["a b"], ["b a"], [" c"], [" d"])], methods=["eap"]
+            ),
+            "task pairs was made from pairs in Python, and the leaderboard's cells read",
+        ),
+        (  # a built-in or file task object goes by its name or path: this one's error is later
+            lambda: cx.leaderboard(tasks=cx.get_task("ioi"), methods=["eap"], seeds=0),
+            "--seeds must be at least 1",
+        ),
     ],
 )
 def test_bad_settings_raise_one_line_before_work(call, message):
@@ -164,3 +174,13 @@ def test_what_the_command_line_warns_of_is_a_python_warning(tmp_path):
         data["in_circuit"] = True
     with pytest.warns(cx.CircuitxWarning, match="so there is no (node|edge) ROC AUC"):
         assert cx.score(graph, reference=everything)["node_auc"] is None
+
+
+def test_a_task_object_is_named_in_the_leaderboard_by_its_name_or_file(tmp_path):
+    from circuitx.api import _task_name
+
+    pairs = tmp_path / "pairs.jsonl"
+    row = {"clean": "When Mary and John went, John gave to", "answer": " Mary", "wrong": " John"}
+    pairs.write_text(json.dumps({**row, "corrupted": "When Mary and John went, Mary gave to"}))
+    assert _task_name(cx.task_from_file(pairs)) == str(pairs)
+    assert _task_name(cx.get_task("ioi")) == "ioi"
