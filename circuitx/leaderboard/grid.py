@@ -45,13 +45,28 @@ def parse_names(
     also: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """``all`` (``every``, default ``known``) or a comma-separated list of names from
-    ``known`` (or that ``also`` accepts: task files), in the order given."""
+    ``known`` (or that ``also`` accepts: task files, a comma in whose name is kept), in
+    the order given."""
     if spec.strip() == "all":
         return list(known if every is None else every)
-    names = [name.strip() for name in spec.split(",") if name.strip()]
+
+    def accepted(name: str) -> bool:
+        return name in known or (also is not None and also(name))
+
+    def a_file(name: str) -> bool:
+        return also is not None and Path(name).expanduser().is_file()
+
+    pieces, names = spec.split(","), []
+    while pieces:  # an existing task file whose name has commas in it is one name
+        taken = next(
+            (n for n in range(len(pieces), 1, -1) if a_file(",".join(pieces[:n]).strip())), 1
+        )
+        name, pieces = ",".join(pieces[:taken]).strip(), pieces[taken:]
+        if name:
+            names.append(name)
     if not names:
         raise CircuitxError(f"no {what} given; choose from all, {', '.join(known)}")
-    unknown = [n for n in names if n not in known and not (also is not None and also(n))]
+    unknown = [n for n in names if not accepted(n)]
     if unknown:
         raise CircuitxError(
             f"unknown {what} {', '.join(map(repr, unknown))}; choose from all, {', '.join(known)}"

@@ -36,8 +36,11 @@ from circuitx.leaderboard import (
     run_leaderboard,
 )
 from circuitx.leaderboard import cells as cells_module
+from circuitx.leaderboard.grid import parse_names
 from circuitx.leaderboard.results import format_value
 from circuitx.methods import METHODS
+from circuitx.tasks import TASKS
+from circuitx.tasks.pairs import is_task_file
 
 GRID = ["--tasks", "greater-than", "--methods", "activation-patching,eap", "--n-prompts", 10]
 CELLS = make_grid(["greater-than"], ["activation-patching", "eap"], "planted", [0, 1], 10)
@@ -527,3 +530,17 @@ def test_a_reference_names_its_task_file_by_any_path_and_past_an_equals_sign(tmp
     assert found == {"pairs.jsonl": str(reference), "x=y.jsonl": str(reference)}
     with pytest.raises(CircuitxError, match="give TASK=REFERENCE with TASK one of --tasks"):
         parse_references([f"other.jsonl={reference}"], tasks)
+
+
+def test_a_task_file_with_commas_in_its_name_is_one_task(tmp_path):
+    """A helper's trial: --tasks split a file name at its commas."""
+    odd = tmp_path / "pairs,v2,final.jsonl"
+    odd.write_text("")
+    spec = f"ioi,{odd},greater-than"
+    assert parse_names(spec, list(TASKS), "task", also=is_task_file) == [
+        "ioi",
+        str(odd),
+        "greater-than",
+    ]
+    # a name that is no file is split as before
+    assert parse_names("ioi,b.jsonl", list(TASKS), "task", also=is_task_file) == ["ioi", "b.jsonl"]
