@@ -86,8 +86,8 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         source = canonical_model_name(name)
         _check_hub_model(name, source)
     said = f"model {name!r} is the local directory {source}"
-    try:
-        model = _load(name, source, torch_device, torch_dtype)
+    try:  # a shadowing directory goes by its path: its graphs must not read as the hub model's
+        model = _load(f"./{name}" if shadowing else name, source, torch_device, torch_dtype)
     except CircuitxError as error:  # one line: the note goes into it
         if shadowing and source not in str(error):
             raise CircuitxError(f"{error} ({said})") from None
