@@ -16,7 +16,7 @@ from circuitx import builtin
 from circuitx.errors import CircuitxError, first_line
 from circuitx.files import check_parent_directory, json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
-from circuitx.leaderboard.executors import EXECUTORS, execute
+from circuitx.leaderboard.executors import EXECUTORS, check_not_a_worker, execute
 from circuitx.leaderboard.grid import (
     STANDARD_VARIANTS,
     VARIANT,
@@ -97,6 +97,7 @@ def run_leaderboard(
 ) -> Leaderboard:
     """Run the cells not finished in ``out_dir`` already, then write results.json/.csv/.md
     and the plots there. ``settings`` (the command's options) go into results.json."""
+    check_not_a_worker(jobs if executor == "local" else 1)
     if not cells:
         raise CircuitxError("the leaderboard has no cells to run")
     out_dir = Path(out_dir)

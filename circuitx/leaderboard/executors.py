@@ -6,9 +6,11 @@ the ones running. Results come back to this process, which alone writes files.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
@@ -59,11 +61,32 @@ def execute(
             )
 
 
+# each worker process imports the script that started it, as Python's spawn does
+UNGUARDED = (
+    "a script that runs a leaderboard with jobs > 1 needs the call under "
+    '`if __name__ == "__main__":` (each worker process imports the script, and without '
+    "it runs the script's own leaderboard again)"
+)
+
+
 def _future_result(future: futures.Future) -> Record | str:
     try:
         return future.result()
     except futures.process.BrokenProcessPool as error:
-        return f"the worker process died: {error}"
+        script = getattr(sys.modules["__main__"], "__spec__", None) is None and hasattr(
+            sys.modules["__main__"], "__file__"
+        )  # a script run by its path (not python -m, not a notebook)
+        return f"the worker process died: {error}" + (f" ({UNGUARDED})" if script else "")
+
+
+def check_not_a_worker(jobs: int) -> None:
+    """Refuse, in a worker process that is importing the script that started it (run as
+    ``__mp_main__``), to start the script's leaderboard again (see :data:`UNGUARDED`)."""
+    frame = inspect.currentframe()
+    while jobs > 1 and frame is not None:
+        if frame.f_globals.get("__name__") == "__mp_main__":
+            raise CircuitxError(UNGUARDED)
+        frame = frame.f_back
 
 
 def _schedule(cells, jobs, submit, wait, result, on_start, on_done) -> None:

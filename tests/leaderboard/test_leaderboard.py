@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 
 import pytest
 from conftest import (
@@ -544,3 +545,26 @@ def test_a_task_file_with_commas_in_its_name_is_one_task(tmp_path):
     ]
     # a name that is no file is split as before
     assert parse_names("ioi,b.jsonl", list(TASKS), "task", also=is_task_file) == ["ioi", "b.jsonl"]
+
+
+def test_a_script_without_a_main_guard_is_told_to_add_one(monkeypatch):
+    """A helper's trial: cx.leaderboard(jobs=2) at a script's top level ran the script again
+    in each worker, whose own leaderboard failed to start; every cell died unexplained."""
+    from concurrent import futures
+    from concurrent.futures.process import BrokenProcessPool
+
+    from circuitx.leaderboard import executors
+
+    script = "from circuitx.leaderboard.executors import check_not_a_worker\ncheck_not_a_worker({})"
+    with pytest.raises(CircuitxError, match='under `if __name__ == "__main__":`'):
+        exec(compile(script.format(2), "script.py", "exec"), {"__name__": "__mp_main__"})
+    exec(compile(script.format(1), "script.py", "exec"), {"__name__": "__mp_main__"})
+    exec(compile(script.format(2), "script.py", "exec"), {"__name__": "__main__"})
+    died = futures.Future()
+    died.set_exception(BrokenProcessPool("terminated abruptly"))
+    main = type(sys)("__main__")
+    main.__file__, main.__spec__ = "script.py", None
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert executors._future_result(died).endswith(f"({executors.UNGUARDED})")
+    main.__spec__ = "a module run with python -m"
+    assert executors._future_result(died) == "the worker process died: terminated abruptly"
