@@ -46,6 +46,7 @@ from circuitx.leaderboard.results import (
     write_text,
 )
 from circuitx.progress import progress_bar
+from circuitx.reference import read_reference
 from circuitx.tasks import FileTask, get_task
 from circuitx.tasks.base import position_layout
 from circuitx.version import __version__
@@ -109,6 +110,7 @@ def run_leaderboard(
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once
         if name not in builtin.FAMILIES:
             load_cached(name, first.device, first.dtype, first.cache_dir)
+    check_reference_files(cells)
     check_task_files(cells)
     made = not out_dir.exists()
     try:
@@ -195,6 +197,20 @@ def _run(
     )
     board.files = write_results(out_dir, cells, board, settings or {})
     return board
+
+
+def check_reference_files(cells: list[Cell]) -> None:
+    """Refuse a reference file that does not fit a model its task runs on (every cell of
+    the pair would fail with it)."""
+    first = cells[0].request
+    for name, reference in dict.fromkeys((c.model, c.request.reference) for c in cells):
+        if name in builtin.FAMILIES or not Path(reference).is_file():
+            continue
+        model = load_cached(name, first.device, first.dtype, first.cache_dir)
+        try:
+            read_reference(reference, model.n_layers, model.n_heads, model.has_mlp)
+        except CircuitxError as error:
+            raise CircuitxError(f"on model {name}: {error}") from None
 
 
 def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:

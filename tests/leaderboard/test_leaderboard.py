@@ -568,3 +568,16 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(monkeypatch):
     assert executors._future_result(died).endswith(f"({executors.UNGUARDED})")
     main.__spec__ = "a module run with python -m"
     assert executors._future_result(died) == "the worker process died: terminated abruptly"
+
+
+def test_a_reference_file_of_another_shape_is_refused_before_any_cell(tmp_path):
+    """A helper's trial: every cell failed with 'is for another model shape', exit 1, and
+    the results were an error table; discover refuses it in one line."""
+    reference = tmp_path / "ref.graphml"
+    write_graph(full_graph(2, 2, True), reference)
+    out = tmp_path / "board"
+    result = run("leaderboard", *GRID, "--reference", f"greater-than={reference}", "--out", out)
+    assert_one_line_error(
+        result, f"on model planted-greater-than: reference {reference} is for a model of 2 layers"
+    )
+    assert result.exit_code == 2 and not out.exists()
