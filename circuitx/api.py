@@ -249,6 +249,12 @@ def _reference(
         return None, None
     if isinstance(reference, nx.MultiDiGraph):
         return reference, str(reference.graph.get("reference") or "the given graph")
+    if isinstance(reference, nx.Graph):
+        raise CircuitxError(
+            f"reference takes a circuitx graph, a networkx MultiDiGraph (an edge per head "
+            f"input, keyed by its name), not a {type(reference).__name__}: start from "
+            "cx.reference_circuit(graph) or a discovered graph and mark its circuit in_circuit"
+        )
     if not isinstance(reference, (str, os.PathLike)):
         raise CircuitxError(
             f"reference takes a graph, a name or a graph file, not {type(reference).__name__}"

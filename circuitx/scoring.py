@@ -21,6 +21,7 @@ from circuitx.graph import (
     edges_by_name,
     parallel_view,
     position_groups,
+    shape_of,
     shapes_text,
 )
 
@@ -102,10 +103,30 @@ def check_same_model(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> None
             "the reference is a circuit over token positions and the graph is not: score a "
             "graph found with --positions against it, or use a reference without positions"
         )
+    try:
+        edited = shape_of(graph) == shape_of(reference)  # one shape: the nodes were edited
+    except CircuitxError:
+        edited = False
+    if edited:
+        missing = sorted(set(component_nodes(graph)) - set(component_nodes(reference)))
+        extra = sorted(set(component_nodes(reference)) - set(component_nodes(graph)))
+        said = [f"lacks {_some(missing)}"] if missing else []
+        said += [f"has {_some(extra)}, which the graph lacks"] if extra else []
+        raise CircuitxError(
+            f"the reference {' and '.join(said)}: a reference holds every head and MLP of "
+            "the model, its circuit marked in_circuit (leave nodes out of the circuit that "
+            "way, not out of the graph)"
+        )
     raise CircuitxError(
         "graph and reference are for different model shapes"
         + (shapes_text(graph, reference) or " (their heads and MLPs differ)")
     )
+
+
+def _some(names: list[str]) -> str:
+    """The first five names, and how many more."""
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(names[:5]) + more
 
 
 def _paired_rows(

@@ -12,6 +12,7 @@ import pytest
 from conftest import run
 
 import circuitx as cx
+from circuitx.graph import full_graph
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "python.md"
 
@@ -144,6 +145,10 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (
             lambda: cx.leaderboard(tasks=["ioi"], references={"greater-than": "ioi"}),
             "references name task 'greater-than', which is not among the tasks (ioi)",
+        ),
+        (
+            lambda: cx.score(full_graph(2, 2, True), reference=nx.DiGraph()),
+            "reference takes a circuitx graph, a networkx MultiDiGraph",
         ),
         (  # a task object: refused by what it lacks, not as "not a list of names"
             lambda: cx.leaderboard(

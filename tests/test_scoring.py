@@ -77,6 +77,12 @@ def test_different_shapes_cannot_be_scored():
         score_graph(full_graph(2, 2, True), full_graph(2, 3, True))
     with pytest.raises(CircuitxError, match=r"\(2 layers x 2 heads, attention-only; 2 layers"):
         score_graph(full_graph(2, 2, False), full_graph(2, 2, True))
+    # a helper's trial: a hand-edited reference with a node removed was "different model
+    # shapes (5 layers x 4 heads; 5 layers x 4 heads)"
+    edited = full_graph(2, 2, True)
+    edited.remove_nodes_from(["a0.h1", "m1"])
+    with pytest.raises(CircuitxError, match=r"^the reference lacks a0.h1, m1: a reference holds"):
+        score_graph(full_graph(2, 2, True), edited)
     assert len(component_nodes(full_graph(2, 3, True))) == 8
 
 
