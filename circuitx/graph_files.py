@@ -36,19 +36,27 @@ SCHEMA_KEY = "circuitx_schema"
 GRAPH_FORMATS = ("graphml", "json", "dot", "eap-ig", "auto-circuit")
 
 
-def graph_format(path: str | Path, explicit: str | None = None, flag: str = "fmt") -> str:
+def graph_format(path: str | Path, explicit: str | None = None, flag: str | None = None) -> str:
     """The file format named explicitly or by the path's extension; refused where both
-    are given and differ (EAP-IG's graphs are .json). ``flag`` names the explicit one."""
+    are given and differ (EAP-IG's graphs are .json). ``flag`` names the explicit one
+    (None: the caller has none)."""
     named = suffix_format(path)
+    if explicit is not None and explicit not in GRAPH_FORMATS:
+        raise CircuitxError(
+            f"unknown graph format {explicit!r}; choose from {', '.join(GRAPH_FORMATS)}"
+        )
     if explicit is None and named is None:
         raise CircuitxError(
             f"cannot tell the graph format of {str(path)!r}: use .graphml, .json or .dot"
+            + (f", or give {flag}" if flag else "")
         )
     if explicit is None:
         return named
     json_too = named == "json" and explicit in ("eap-ig", "auto-circuit")  # both JSON
     if named is not None and named != explicit and not json_too:
-        raise CircuitxError(f"{os.fspath(path)} names a {named} file, but {flag} is {explicit}")
+        raise CircuitxError(
+            f"{os.fspath(path)} names a {named} file, but {flag or 'the format'} is {explicit}"
+        )
     return explicit
 
 
@@ -68,7 +76,7 @@ def write_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str | None = None
         )
     if not isinstance(path, (str, os.PathLike)):
         raise CircuitxError(f"write_graph takes a file path, not {path!r}")
-    text = graph_to_text(graph, graph_format(path, fmt))
+    text = graph_to_text(graph, graph_format(path, fmt, "fmt"))
     with atomic_open(path) as handle:
         handle.write(text)
 

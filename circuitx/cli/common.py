@@ -43,7 +43,8 @@ class OneLineErrors(click.Group):
             sys.exit(EXIT_INPUT_ERROR)
         except click.ClickException as error:  # "Choose from:" lists choices a line each
             first, *rest = error.format_message().splitlines() or [""]
-            listed_after = ", ".join(line.strip() for line in rest if line.strip())
+            # click ends each listed choice but the last with a comma of its own
+            listed_after = ", ".join(line.strip().rstrip(",") for line in rest if line.strip())
             click.echo(f"error: {first} {listed_after}".rstrip(), err=True)
             sys.exit(EXIT_INPUT_ERROR)
         except CircuitxError as error:

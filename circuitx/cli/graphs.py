@@ -161,7 +161,10 @@ def collapsed(graph: Any, path: str) -> Any:
 
 @click.command()
 @click.argument("graph_path", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt_name", required=True, type=click.Choice(list(GRAPH_FORMATS)))
+@click.option(
+    "--format", "fmt_name", type=click.Choice(list(GRAPH_FORMATS)),
+    help="The format written (default: told by --out's suffix).",
+)  # fmt: skip
 @click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout)."
 )
@@ -178,7 +181,11 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
     if out_path:
         check_output_path(out_path)
         check_not_an_input(out_path, {"GRAPH": graph_path})
-        graph_format(out_path, fmt_name, "--format")
+        fmt_name = graph_format(out_path, fmt_name, "--format")
+    if fmt_name is None:
+        raise CircuitxError(
+            f"give --format ({', '.join(GRAPH_FORMATS)}), or --out FILE with a suffix that says it"
+        )
     graph = read_graph(graph_path)
     if collapse:  # what is written, and what the note below counts
         graph = collapsed(graph, graph_path)

@@ -156,6 +156,20 @@ def test_the_selection_in_words():
 
 def test_export_formats(discovered, tmp_path):
     _, out = discovered
+    # a helper's trial: --format was required though --out's suffix says it
+    assert run("export", out, "--out", tmp_path / "told.dot").exit_code == 0
+    assert (tmp_path / "told.dot").read_text().startswith("digraph circuit {")
+    assert_one_line_error(run("export", out), "give --format (graphml, json, dot, eap-ig")
+    assert_one_line_error(
+        run("export", out, "--out", tmp_path / "x.txt"),
+        "use .graphml, .json or .dot, or give --format",
+    )
+    with pytest.raises(cx.CircuitxError, match="unknown graph format 'xml'; choose from graphml"):
+        write_graph(read_graph(out), tmp_path / "w.json", fmt="xml")
+    # click's list of choices, one comma between them (it was ",,")
+    assert_one_line_error(
+        run("discover", "--task", "ioi"), "Choose from: activation-patching, path"
+    )
     result = run("export", out, "--format", "dot")
     assert result.exit_code == 0 and result.stdout.startswith("digraph circuit {")
     result = run("export", out, "--format", "json", "--out", tmp_path / "x.json")
