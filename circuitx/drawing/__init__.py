@@ -4,6 +4,7 @@ or Graphviz's dot, :mod:`.dot`) and a self-contained interactive page (HTML,
 
 from __future__ import annotations
 
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ def draw(
     counts, and the note on an empty circuit."""
     if every and top is not None:
         raise CircuitxError("choose --all or --top, not both")
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+    if top is not None and (isinstance(top, bool) or not isinstance(top, Integral) or top < 1):
         raise CircuitxError(f"--top must be a whole number at least 1, not {top!r}")
+    top = None if top is None else int(top)  # a numpy integer, too
     check_engine(engine, path)
     picture = Picture(graph, reference, top, every)
     if draw_format(path) == "html":

@@ -9,6 +9,7 @@ the circuit graph, selects the circuit and measures it.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
 
 OPTION_TYPES = {"int": int, "float": float, "str": str}
+ON_OFF = {"on", "off"}
 # The bound of an int option that declares none: a count past it is a typo, and would fail
 # deep inside (a list of 10^20 steps, a tensor of 10^12 codes) instead of in one line
 INT_OPTION_LIMIT = 1_000_000
@@ -72,8 +74,12 @@ class Option:
         if value is None and self.default is None:
             return None
         kind = OPTION_TYPES[self.type]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+        if isinstance(value, bool) and self.choices is not None and set(self.choices) == ON_OFF:
+            value = "on" if value else "off"  # a switch given as Python's True or False
+        elif kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = float(value)  # an int, a numpy float
+        elif kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = int(value)  # a numpy integer
         if not isinstance(value, kind) or isinstance(value, bool):
             if self.choices is not None:
                 raise CircuitxError(

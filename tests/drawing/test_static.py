@@ -194,3 +194,9 @@ def test_an_edge_within_a_row_curves_below_it():
     assert (xs[0], ys[0], xs[-1], ys[-1]) == (0.0, 2.0, 4.5, 2.0)
     assert min(ys) == pytest.approx(2.0 - ROW_BOW / 2) and max(ys) == 2.0
     assert edge_points((0.0, 1.0), (4.5, 2.0)) == ([0.0, 4.5], [1.0, 2.0])  # across rows
+
+
+def test_top_takes_a_numpy_integer(tmp_path):
+    """A helper's trial: top=np.int64(5) was "--top must be a whole number at least 1"."""
+    drawn = draw(scored_circuit(), tmp_path / "t.svg", top=np.int64(5))
+    assert drawn["edges"] == 5

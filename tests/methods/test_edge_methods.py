@@ -309,3 +309,23 @@ def test_path_patching_scores_a_change_below_the_metrics_resolution_zero():
     assert sum(score > 0 for score in scores) == 6
     truth = ground_truth(name, "greater-than")
     assert report(graph, truth, "truth")["metrics"]["edge_auc"] == pytest.approx(0.8)
+
+
+def test_python_values_of_method_options_are_taken_as_written():
+    """A helper's trial: numpy numbers and True were refused ("--ig-steps takes an int,
+    not np.int64(3)"), where n_prompts and seed took them."""
+    import numpy as np
+
+    from circuitx.errors import CircuitxError
+    from circuitx.methods import METHODS
+
+    assert method_options(METHODS["eap-ig"], {"ig_steps": np.int64(3)})["ig_steps"] == 3
+    assert type(method_options(METHODS["eap-ig"], {"ig_steps": np.int64(3)})["ig_steps"]) is int
+    tau = method_options(METHODS["acdc"], {"tau": np.float32(0.05)})["tau"]
+    assert type(tau) is float and tau == pytest.approx(0.05)
+    assert method_options(METHODS["eap"], {"qk_fix": True})["qk_fix"] == "on"
+    assert method_options(METHODS["eap"], {"qk_fix": False})["qk_fix"] == "off"
+    with pytest.raises(CircuitxError, match="--ig-steps takes an int, not True"):
+        method_options(METHODS["eap-ig"], {"ig_steps": True})
+    with pytest.raises(CircuitxError, match="--ig-steps takes an int, not 2.5"):
+        method_options(METHODS["eap-ig"], {"ig_steps": 2.5})
