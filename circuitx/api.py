@@ -50,6 +50,7 @@ from circuitx.leaderboard import (
     parse_names,
     run_leaderboard,
     tasks_for,
+    warning_notes,
 )
 from circuitx.methods import METHODS, unused_options
 from circuitx.models import Model, parse_device, parse_dtype
@@ -418,7 +419,10 @@ def leaderboard(
         **({"positions": positions} if positions != "none" else {}),
         **({"references": chosen} if chosen else {}),
     }
-    return run_leaderboard(cells, out, jobs, settings=settings)
+    board = run_leaderboard(cells, out, jobs, settings=settings)
+    for line in warning_notes(cells, board.records):
+        warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
+    return board
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from circuitx.leaderboard import (
     run_leaderboard,
     table,
     tasks_for,
+    warning_notes,
 )
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS
@@ -217,6 +218,8 @@ def leaderboard(
         **({"references": references} if references else {}),
     }
     board = run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
+    for line in warning_notes(cells, board.records):
+        note(line)
     if as_json:
         print_json(
             {

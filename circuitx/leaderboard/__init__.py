@@ -73,6 +73,7 @@ __all__ = [
     "run_leaderboard",
     "table",
     "tasks_for",
+    "warning_notes",
 ]
 
 
@@ -197,6 +198,20 @@ def _run(
     )
     board.files = write_results(out_dir, cells, board, settings or {})
     return board
+
+
+def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]:
+    """The warnings of the cells' runs (an empty circuit, a model that does not do the
+    task, ...), one line per row and warning, naming the seeds it came at."""
+    seeds: dict[tuple[str, str, str, str], list[int]] = {}
+    for cell, record in zip(cells, records):
+        for line in (record.get("result") or {}).get("warnings", []):
+            seeds.setdefault((cell.task, cell.model, cell.method, line), []).append(cell.seed)
+    return [
+        f"note: {task} / {method} on {model}, seed{'s' if len(at) > 1 else ''} "
+        f"{', '.join(map(str, at))}: {line}"
+        for (task, model, method, line), at in seeds.items()
+    ]
 
 
 def check_reference_files(cells: list[Cell]) -> None:

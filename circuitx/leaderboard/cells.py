@@ -27,6 +27,7 @@ from circuitx.discovery import (
     matching_reference,
     reference_for_model,
     report,
+    run_warnings,
 )
 from circuitx.errors import CircuitxError, first_line
 from circuitx.graph import component_graph
@@ -143,6 +144,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
             graph = discover(model, request)
             reference = matching_reference(graph, reference)  # at its positions, if any
             result = report(graph, reference, label)
+            result["warnings"] += run_warnings(result, request.n_prompts)  # as discover's
             roc = None if reference is None else roc_curves(component_graph(graph), reference)
         result["reference_note"] = note
         result["roc"] = roc

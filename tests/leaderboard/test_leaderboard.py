@@ -581,3 +581,18 @@ def test_a_reference_file_of_another_shape_is_refused_before_any_cell(tmp_path):
         result, f"on model planted-greater-than: reference {reference} is for a model of 2 layers"
     )
     assert result.exit_code == 2 and not out.exists()
+
+
+def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
+    """A helper's trial: an empty circuit, which discover warns of, was in the leaderboard
+    only as a '-' (its record's warnings were [])."""
+    out = tmp_path / "board"
+    args = ("--tasks", "greater-than", "--methods", "eap", "--n-prompts", 6, "--seeds", 2)
+    result = run("leaderboard", *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    said = "note: greater-than / eap on planted-greater-than, seeds 0, 1: no component is in"
+    assert [line for line in result.stderr.splitlines() if line.startswith("note:")] == [
+        line for line in result.stderr.splitlines() if line.startswith(said)
+    ] != []
+    records = json.loads((out / "results.json").read_text())["cells"]
+    assert all("no component is in the circuit" in r["result"]["warnings"][0] for r in records)
