@@ -343,7 +343,7 @@ def selection_text(summary: dict[str, Any]) -> str:
 def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     precision = f", {summary['dtype']}" if summary.get("dtype") not in (None, "float32") else ""
     table = Table(
-        title=f"{summary['method']} on {summary['task']} ({summary['model']}{precision})",
+        title=f"{summary['method_label']} on {summary['task']} ({summary['model']}{precision})",
         show_header=False,
     )
     table.add_column(style="bold")

@@ -97,6 +97,7 @@ def report(
     return {
         "task": meta.get("task"),
         "method": meta.get("method"),
+        "method_label": meta.get("method_label", meta.get("method")),  # eap[qk-fix=on]
         "model": meta.get("model"),
         "dtype": meta.get("dtype"),
         "device": meta.get("device"),

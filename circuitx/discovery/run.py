@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import networkx as nx
 import torch
@@ -31,6 +32,19 @@ def model_id(model: Model) -> str | None:
     if model.builtin:
         return None
     return model.hub_id or local_model_hub_id(model.source)
+
+
+def method_label(method: Method, options: dict[str, Any]) -> str:
+    """The method's name with its settings other than the defaults, as the leaderboard
+    names a variant (``eap[qk-fix=on]``); paths (options without choices that take text)
+    are left out."""
+    shown = [
+        f"{option.name.replace('_', '-')}={options[option.name]}"
+        for option in method.options
+        if options.get(option.name) != option.default
+        and (option.type != "str" or option.choices is not None)
+    ]
+    return method.name + (f"[{','.join(shown)}]" if shown else "")
 
 
 def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
@@ -99,6 +113,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         **request.options,
     )
     write_scores(graph, layout, scores, nodes_kept, edges_kept)
+    graph.graph["method_label"] = method_label(method, request.options)
     if isinstance(task, FileTask):  # which pairs: the file's content, by its hash
         graph.graph.update(task_file=task.source or task.name, task_file_sha256=task.digest)
     graph.graph.update(

@@ -196,9 +196,11 @@ def caption_text(
 
 
 def title(graph: nx.MultiDiGraph) -> str:
-    """``METHOD on TASK (MODEL)``, from what the graph records."""
+    """``METHOD on TASK (MODEL)``, from what the graph records (the method with its
+    settings other than the defaults, ``eap[qk-fix=on]``, where recorded)."""
     meta = graph.graph
-    text = " on ".join(str(meta[k]) for k in ("method", "task") if meta.get(k))
+    method = meta.get("method_label") or meta.get("method")
+    text = " on ".join(str(v) for v in (method, meta.get("task")) if v)
     if meta.get("model"):
         text += f" ({meta['model']})"
     return text or "circuit"

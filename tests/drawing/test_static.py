@@ -200,3 +200,22 @@ def test_top_takes_a_numpy_integer(tmp_path):
     """A helper's trial: top=np.int64(5) was "--top must be a whole number at least 1"."""
     drawn = draw(scored_circuit(), tmp_path / "t.svg", top=np.int64(5))
     assert drawn["edges"] == 5
+
+
+def test_a_methods_settings_other_than_its_defaults_are_in_the_title():
+    """A helper's trial: the leaderboard's pages of eap and eap[qk-fix=on] had one title."""
+    from circuitx.discovery.run import method_label
+    from circuitx.drawing.places import title
+    from circuitx.methods import METHODS
+
+    options = {"qk_fix": "on", "grad_drop": "off"}
+    assert method_label(METHODS["eap"], options) == "eap[qk-fix=on]"
+    assert method_label(METHODS["eap"], {**options, "qk_fix": "off"}) == "eap"
+    transcoders = {o.name: o.default for o in METHODS["transcoder"].options}
+    assert (
+        method_label(METHODS["transcoder"], {**transcoders, "transcoders": "/a/b"}) == "transcoder"
+    )
+    graph = scored_circuit()
+    assert title(graph) == "eap on ioi (planted-ioi)"
+    graph.graph["method_label"] = "eap[qk-fix=on]"
+    assert title(graph) == "eap[qk-fix=on] on ioi (planted-ioi)"

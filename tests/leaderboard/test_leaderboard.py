@@ -591,8 +591,10 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     result = run("leaderboard", *args, "--out", out)
     assert result.exit_code == 0, result.output
     said = "note: greater-than / eap on planted-greater-than, seeds 0, 1: no component is in"
-    assert [line for line in result.stderr.splitlines() if line.startswith("note:")] == [
-        line for line in result.stderr.splitlines() if line.startswith(said)
-    ] != []
+    assert (
+        [line for line in result.stderr.splitlines() if line.startswith("note:")]
+        == [line for line in result.stderr.splitlines() if line.startswith(said)]
+        != []
+    )
     records = json.loads((out / "results.json").read_text())["cells"]
     assert all("no component is in the circuit" in r["result"]["warnings"][0] for r in records)
