@@ -268,7 +268,7 @@ def non_defaults(cells: list[Cell]) -> list[str]:
     ):
         named = VARIANT.match(label).group(2) or ""
         own = {item.partition("=")[0].strip().replace("-", "_") for item in named.split(",")}
-        shown = [f"{key}={value}" for key, value in options if key not in own]
+        shown = [f"{key.replace('_', '-')}={value}" for key, value in options if key not in own]
         if shown:
             texts.append(f"{label} with {', '.join(shown)}")
     return texts

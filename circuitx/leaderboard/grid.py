@@ -176,9 +176,17 @@ def method_option(method_name: str, name: str, text: str, where: str = "") -> tu
     declared = {option.name: option for option in get_method(method_name).options}
     key = name.replace("-", "_")
     if key not in declared:
-        known = ", ".join(declared) or "none"
+        known = ", ".join(n.replace("_", "-") for n in declared) or "none"
         within = f" in {where!r}" if where else ""
-        raise CircuitxError(f"{method_name} has no option {name!r}{within} (its options: {known})")
+        selection = (
+            "; a leaderboard selects each circuit at its method's default, which "
+            "discover's --threshold and --top-k change"
+            if key in ("threshold", "top_k")
+            else ""
+        )
+        raise CircuitxError(
+            f"{method_name} has no option {name!r}{within} (its options: {known}){selection}"
+        )
     return key, declared[key].parse(text)
 
 

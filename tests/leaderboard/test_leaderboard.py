@@ -308,6 +308,8 @@ def test_rows_that_run_the_same_options_are_one_row():
         ("acdc.tau=x", "--tau takes a float"),
         ("acdc.tau=-1", "--tau must be at least 0"),
         ("acdc.nope=1", "acdc has no option 'nope'"),
+        ("eap.nope=1", "(its options: qk-fix, grad-drop)"),  # as they are written here
+        ("eap.threshold=0.1", "selects each circuit at its method's default"),
         ("eap.tau=1", "eap has no option 'tau'"),
         ("magic.tau=1", "unknown method 'magic'"),
     ],
@@ -480,8 +482,8 @@ def test_the_caption_names_the_settings_the_rows_do_not_show():
                       options={"eap": {"grad_drop": "on"}})  # fmt: skip
     assert non_defaults(cells) == [
         "mean ablation",
-        "eap with grad_drop=on",
-        "eap[qk-fix=on] with grad_drop=on",
+        "eap with grad-drop=on",
+        "eap[qk-fix=on] with grad-drop=on",
     ]
     assert non_defaults(make_grid(["greater-than"], methods, "planted", [0], 4)) == []
     # a helper's trial: a bfloat16 board's title and caption did not say so
