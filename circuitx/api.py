@@ -386,7 +386,9 @@ def leaderboard(
         raise CircuitxError(
             f"references takes {{task: reference}}, not a {type(references).__name__}"
         )
-    chosen = check_references(references or {}, task_names)
+    chosen = check_references(
+        {_task_name(task): ref for task, ref in (references or {}).items()}, task_names
+    )
     seed_list = list(range(seed, seed + seeds))
     cells = make_grid(
         task_names,

@@ -133,7 +133,7 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.draw(cx.graph.full_graph(2, 2), "x.svg", every="yes"), "every takes True"),
         (lambda: cx.discover("planted", "ioi", "eap-ig", **{"ig-steps": 5}), "named ig_steps"),
         # a third trial's
-        (lambda: cx.discover("planted", "ioi", "eap", qk_fix=True), "--qk-fix takes one of on,"),
+        (lambda: cx.discover("planted", "ioi", "eap", qk_fix=1), "--qk-fix takes one of on,"),
         (
             lambda: cx.discover(cx.load_model("planted-ioi"), "ioi", "eap", dtype="bfloat16"),
             "dtype 'bfloat16' is for loading, and this model is loaded in float32",

@@ -105,13 +105,15 @@ def _one_of(name: str, tasks: Sequence[str]) -> str | None:
 
 
 def check_references(references: Mapping[str, Any], tasks: Sequence[str]) -> dict[str, str]:
-    """A task -> reference map, each task one of ``tasks`` and each reference checked as
-    ``discover --reference`` checks it; a task not named keeps ``auto``."""
+    """A task -> reference map, each task one of ``tasks`` (a task file by any path to
+    it) and each reference checked as ``discover --reference`` checks it; a task not
+    named keeps ``auto``."""
     checked = {}
-    for task, reference in references.items():
-        if task not in tasks:
+    for named, reference in references.items():
+        task = _one_of(fspath(named), tasks) if isinstance(named, (str, PathLike)) else None
+        if task is None:
             raise CircuitxError(
-                f"references name task {task!r}, which is not among the tasks ({', '.join(tasks)})"
+                f"references name task {named!r}, which is not among the tasks ({', '.join(tasks)})"
             )
         if not isinstance(reference, (str, PathLike)):
             raise CircuitxError(

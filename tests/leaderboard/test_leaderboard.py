@@ -7,6 +7,7 @@ import csv
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -37,7 +38,7 @@ from circuitx.leaderboard import (
     run_leaderboard,
 )
 from circuitx.leaderboard import cells as cells_module
-from circuitx.leaderboard.grid import parse_names
+from circuitx.leaderboard.grid import check_references, parse_names
 from circuitx.leaderboard.results import format_value
 from circuitx.methods import METHODS
 from circuitx.tasks import TASKS
@@ -533,6 +534,12 @@ def test_a_reference_names_its_task_file_by_any_path_and_past_an_equals_sign(tmp
     assert found == {"pairs.jsonl": str(reference), "x=y.jsonl": str(reference)}
     with pytest.raises(CircuitxError, match="give TASK=REFERENCE with TASK one of --tasks"):
         parse_references([f"other.jsonl={reference}"], tasks)
+    # a helper's trial: Python's references= took neither a Path nor another path to the
+    # file (a task object goes by its absolute path)
+    absolute = [str(tmp_path / "pairs.jsonl")]
+    assert check_references({Path("pairs.jsonl"): reference}, absolute) == {
+        absolute[0]: str(reference)
+    }
 
 
 def test_a_task_file_with_commas_in_its_name_is_one_task(tmp_path):
