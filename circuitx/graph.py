@@ -101,16 +101,26 @@ def add_feature_level(
 ) -> None:
     """Add feature nodes (``m{L}.f{i}``, ``m{L}.rest``) and edges with a feature at one end.
     A feature is in the circuit when its MLP is and, given a threshold, |score| reaches it;
-    an edge when both its ends are."""
+    an edge when both its ends are and so is its component edge (its features' MLPs in
+    their place: a path search keeps only the feature edges of the edges it chose)."""
     for name, score in nodes.items():
         _add_node(graph, name, "feature", parse_node(name)[1], None)
         mlp_kept = graph.nodes[name.split(".")[0]]["in_circuit"]
         graph.nodes[name].update(
             score=score, in_circuit=mlp_kept and (threshold is None or abs(score) >= threshold)
         )
+
+    def component(node: str) -> str:
+        return node.split(".")[0] if graph.nodes[node]["kind"] == "feature" else node
+
     for sender, receiver, head_input, score in edges:
         _add_edge(graph, sender, receiver, head_input)
-        kept = graph.nodes[sender]["in_circuit"] and graph.nodes[receiver]["in_circuit"]
+        through = edge_name(component(sender), component(receiver), head_input)
+        kept = (
+            graph.nodes[sender]["in_circuit"]
+            and graph.nodes[receiver]["in_circuit"]
+            and graph.edges[component(sender), component(receiver), through]["in_circuit"]
+        )
         graph.edges[sender, receiver, edge_name(sender, receiver, head_input)].update(
             score=score, in_circuit=kept
         )

@@ -2,6 +2,7 @@ import pytest
 
 from circuitx.errors import CircuitxError
 from circuitx.graph import (
+    add_feature_level,
     edge_name,
     edges_by_name,
     edges_off_path,
@@ -70,3 +71,21 @@ def test_edges_off_a_path_from_input_to_logits_are_those_eap_ig_prunes():
     assert sorted(edges_off_path(graph)) == sorted([*dead_start, *dead_end])
     select_edges(graph, on_path)
     assert edges_off_path(graph) == []
+
+
+def test_a_feature_edge_follows_its_component_edge():
+    """A helper's trial: with the transcoder's path search, every input->m1.f* edge (score
+    0 included) was in the circuit, as its ends were, though the search did not choose
+    input->m1; the graph file kept 158 edges where the summary said 26."""
+    graph = full_graph(2, 2, True)
+    select_edges(graph, ["input->m1", "m1->logits", "a0.h0->m1"])
+    edges_by_name(graph)["a0.h0->m1"]["in_circuit"] = False  # chosen ends, not this edge
+    features = {"m1.f0": 0.5, "m1.rest": 0.1}
+    edges = [
+        ("input", "m1.f0", None, 0.0),
+        ("a0.h0", "m1.f0", None, 0.3),
+        ("m1.f0", "logits", None, 0.5),
+    ]
+    add_feature_level(graph, features, edges, None)
+    kept = {name for name, data in edges_by_name(graph).items() if data["in_circuit"]}
+    assert {"input->m1.f0", "m1.f0->logits"} <= kept and "a0.h0->m1.f0" not in kept

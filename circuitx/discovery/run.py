@@ -125,7 +125,11 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     )
     discovery_s = time.perf_counter() - start
     graph.graph.update(
-        selected_by=method.granularity, threshold=threshold, top_k=top_k, discovery_s=discovery_s
+        # a method's own search chooses edges (see :func:`selected`)
+        selected_by=method.granularity if (threshold, top_k) != (None, None) else "edge",
+        threshold=threshold,
+        top_k=top_k,
+        discovery_s=discovery_s,
     )
     if request.backup_rounds:
         graph.graph["backup_rounds"] = request.backup_rounds
