@@ -224,7 +224,10 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
 
 
 def _empty_circuit(summary: dict[str, Any]) -> str:
-    """Why the circuit is empty: scores under the threshold, or no score at all."""
+    """Why the circuit is empty: a selection of none, scores under the threshold, or no
+    score at all."""
+    if summary.get("top_k") == 0:
+        return "no component is in the circuit: its selection keeps the top 0"
     if summary["largest_score"] >= NOTHING and summary.get("threshold") is not None:
         return (
             "no component is in the circuit: every score is below the threshold (lower "

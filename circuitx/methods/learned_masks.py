@@ -206,6 +206,16 @@ class EdgePruning(_LearnedMasks):
     def default_circuit(self) -> str:
         return "the 1 - --sparsity share of the edges, most open first"
 
+    def warnings(self, facts: dict[str, Any]) -> list[str]:
+        said = super().warnings(facts)
+        if facts.get("ep_kept_edges") == 0 and facts.get("top_k") == 0:
+            said.append(
+                f"edge-pruning: --sparsity {facts.get('sparsity')} keeps none of the graph's "
+                "edges (its share rounds to 0 on a graph this small): lower --sparsity or give "
+                "--top-k"
+            )
+        return said
+
     def selection_top_k(self, run: MethodRun, scores: Scores) -> int | None:
         """The exact target: the (1 - sparsity) share of the edges most likely open (ties
         in graph order), as Edge Pruning discretises its masks by a threshold search."""

@@ -144,3 +144,22 @@ def test_training_that_misses_its_sparsity_says_so(tiny_model):
     assert METHODS["edge-pruning"].warnings(reached_it) == []
     short = {**reached_it, "ep_expected_sparsity": 0.5}
     assert "--ep-steps" in METHODS["edge-pruning"].warnings(short)[0]
+
+
+def test_a_sparsity_that_keeps_no_edge_says_so():
+    """A helper's trial: on an 8-edge tracr model the default 0.975 kept 0 edges, and the
+    run said every score was under 1e-6 (they were 0.003 to 0.005)."""
+    from circuitx.discovery import run_warnings
+
+    facts = {"ep_kept_edges": 0, "top_k": 0, "sparsity": 0.975}
+    assert (
+        METHODS["edge-pruning"]
+        .warnings(facts)[-1]
+        .startswith("edge-pruning: --sparsity 0.975 keeps none of the graph's edges")
+    )
+    summary = {"n_prompts": 8, "n_nodes_in_circuit": 0, "method": "edge-pruning", "top_k": 0}
+    summary |= {"metric": "l2", "clean_metric": 0.0, "corrupted_metric": -1.0}
+    summary |= {"largest_score": 0.005, "threshold": None}
+    assert run_warnings(summary, 8)[-1] == (
+        "no component is in the circuit: its selection keeps the top 0"
+    )
