@@ -119,7 +119,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     graph.graph.update(
         clean_metric=engine.clean_metric,
         corrupted_metric=engine.corrupted_metric,
-        clean_accuracy=engine.accuracy(),
+        clean_accuracy=None if task.answers_are_the_models else engine.accuracy(),
         prompt_parts=engine.n_parts,
         **scores.facts,
     )

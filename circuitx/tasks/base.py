@@ -161,6 +161,9 @@ class Task:
     # False when no corruption makes prompts the model cannot answer (every input of a
     # compiled program is a valid one): methods that need negative prompts refuse the task
     has_negative_prompts: ClassVar[bool] = True
+    # the answers are the model's own clean outputs (tracr: the program's output is what
+    # the compiled model computes), so a clean accuracy would be 1 by construction
+    answers_are_the_models: ClassVar[bool] = False
     # The built-in model family the task needs (it runs on no other model); None: any model.
     model_family: ClassVar[str | None] = None
     # the named token positions a circuit over positions (``--positions named``) has a

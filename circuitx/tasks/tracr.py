@@ -133,6 +133,7 @@ class TracrTask(_tasks.Task):
     metrics = ("l2", "kl", "logit-diff")
     corruptions = ("shuffle",)
     has_negative_prompts = False  # a shuffled batch holds valid inputs too
+    answers_are_the_models = True  # the clean run's outputs
     model_family = "tracr"  # tracr models (compiled or trained), or a directory with tracr.json
     reference_variants = {
         "": "the model's ground truth: ACDC's edge list on tracr-reverse and "

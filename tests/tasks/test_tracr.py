@@ -116,6 +116,9 @@ def test_discover_on_tracr_reports_the_ground_truth():
     summary = json.loads(result.stdout)
     assert summary["reference"] == "tracr-proportion ground truth (ACDC's edge list)"
     assert summary["metrics"]["edge_auc"] >= 0.99
+    # a helper's trial: the answers are the model's own outputs, so "clean accuracy 1.000"
+    # held by construction and checked nothing
+    assert summary["clean_accuracy"] is None
 
 
 @pytest.mark.parametrize("name", ["reverse", "proportion"])
