@@ -71,7 +71,7 @@ from circuitx.models import (
 )
 from circuitx.names import mlp_node, parse_node
 from circuitx.patching import PatchingEngine, ablate
-from circuitx.transcoders import Transcoders, input_hook, transcoders_for
+from circuitx.transcoders import Transcoders, fitted_elsewhere, input_hook, transcoders_for
 
 GRANULARITIES = ("node", "feature")
 QK_MODES = ("off", "linear", "fixed")
@@ -483,6 +483,10 @@ class TranscoderMethod(Method):
     _loaded: tuple[tuple[str, str, str, str | None, str | None], tuple[Transcoders, str]] | None
     _loaded = None
 
+    def warnings(self, facts: dict[str, Any]) -> list[str]:
+        elsewhere = facts.get("transcoders_fitted_elsewhere")
+        return [] if elsewhere is None else [f"transcoder: {elsewhere}"]
+
     def check(self, model: Model, run: MethodRun) -> None:
         check_attributable(model)
         self._transcoders(model, run)  # missing or mismatched: one line
@@ -545,6 +549,9 @@ class TranscoderMethod(Method):
         features = feature_level(named, blocks) if n_top else None
         run.advance(1)
         facts: dict[str, Any] = {"transcoders_source": source}
+        elsewhere = fitted_elsewhere(source, model)
+        if elsewhere is not None:
+            facts["transcoders_fitted_elsewhere"] = elsewhere
         chosen = None
         if options["search"] == "paths":
             length = options["path_length"] or 2 * model.n_layers + 1

@@ -25,7 +25,7 @@ import torch
 from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, cache_root, torch_threads
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, canonical_model_name, local_model_hub_id
-from circuitx.progress import announce, progress_bar
+from circuitx.progress import progress_bar
 from circuitx.transcoders.corpus import BUILTIN_CORPUS, Corpus, held_out_split, load_corpus
 from circuitx.transcoders.files import (
     PRETRAINED,
@@ -84,15 +84,20 @@ def transcoders_for(
             )
     transcoders = load_transcoders(source, layers)
     check_transcoders(transcoders, model)
-    fitted = trained_for(source) if os.path.isdir(source) else None
-    if fitted is not None and not _same_model(fitted[1], model):
-        announce(
-            f"note: the transcoders in {source} were trained for {fitted[0]} "
-            f"({fitted[1]}), not this model ({model.source}); their features are fitted "
-            "to that model's MLPs"
-        )
     # float32 whatever the model's dtype, as the activations they read (run_with_cache)
     return {layer: t.to(model.device, torch.float32) for layer, t in transcoders.items()}, source
+
+
+def fitted_elsewhere(source: str, model: Model) -> str | None:
+    """Why transcoders in directory ``source`` do not fit ``model`` though their shapes do
+    (their training record names another model), or None."""
+    fitted = trained_for(source) if os.path.isdir(source) else None
+    if fitted is None or _same_model(fitted[1], model):
+        return None
+    return (
+        f"the transcoders in {source} were trained for {fitted[0]} ({fitted[1]}), not this "
+        f"model ({model.source}); their features are fitted to that model's MLPs"
+    )
 
 
 def _same_model(source: str, model: Model) -> bool:
