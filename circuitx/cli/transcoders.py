@@ -230,7 +230,16 @@ def train_transcoders(
     else:
         for task, why in unmeasured.items():
             console.print(f"{task} not measured: {why}", soft_wrap=True, markup=False)
+    resumed = result.get("resumed_from_step")
+    tokens = result["training_tokens"]
+    if resumed:  # the seconds are this run's: the tokens trained since the checkpoint
+        tokens = (result["steps"] - resumed) * result["batch_tokens"]
     console.print(
-        f"{result['training_tokens']} tokens in {result['train_seconds']:.1f} s "
+        f"{tokens} tokens in {result['train_seconds']:.1f} s "
         f"({result['seconds_per_layer_per_million_tokens']:.1f} s per layer per million tokens)"
+        + (
+            f", resumed at step {resumed} ({result['training_tokens']} tokens in all)"
+            if resumed
+            else ""
+        )
     )

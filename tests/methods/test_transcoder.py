@@ -3,6 +3,7 @@ feature-level graph, the planted greater-than circuit, and bad inputs."""
 
 import json
 import pickle
+import re
 import sys
 import types
 from dataclasses import dataclass
@@ -393,10 +394,13 @@ def test_the_command_resumes_an_interrupted_run(tmp_path, tiny_dir, corpus_file,
     monkeypatch.setattr(tc, "train_and_report", original)
     other = run(*args[:-1], "--steps", 7)
     assert_one_line_error(other, "interrupted at step 2 with another steps 6 (not 7): run it")
-    resumed = run(*args)
+    resumed = run(*args[:-1])
     assert resumed.exit_code == 0, resumed.output
-    assert json.loads(resumed.stdout)["resumed_from_step"] == 2
+    assert json.loads((out / "training.json").read_text())["resumed_from_step"] == 2
     assert "resuming the run interrupted at step 2" in resumed.stderr
+    # a helper's trial: the line gave every step's tokens over this run's seconds
+    assert re.search(r"^2048 tokens in [\d.]+ s \(.*\), resumed at step 2 \(3072 tokens in all\)$",
+                     resumed.stdout, re.M), resumed.stdout  # fmt: skip
     assert_one_line_error(run(*args), "exists; choose a new directory")  # finished
 
 
