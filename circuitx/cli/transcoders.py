@@ -169,7 +169,8 @@ def train_transcoders(
     data = tc.load_corpus(model, corpus, context, seed, max_tokens)
     if batch_tokens > data.n_tokens:
         raise CircuitxError(
-            f"--batch-tokens {batch_tokens} is more than the corpus's {data.n_tokens} tokens"
+            f"--batch-tokens {batch_tokens} is more than the corpus's {data.n_tokens} tokens: "
+            f"give --batch-tokens {data.n_tokens} or less, or a larger --corpus"
         )
     settings = tc.TrainingSettings(
         n_features=n_features or 4 * model.d_model,

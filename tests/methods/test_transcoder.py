@@ -514,9 +514,10 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
     for flag in ("--lr", "--l1"):
         assert_one_line_error(run(*common, flag, "nan"), f"{flag} must be a finite number")
     assert_one_line_error(run(*common, "--features", 10**8), "1<=x<=1048576")
-    assert_one_line_error(
-        run(*common, "--corpus", corpus_file, "--batch-tokens", 10**6),
-        "--batch-tokens 1000000 is more than the corpus's",
+    too_many = run(*common, "--corpus", corpus_file, "--batch-tokens", 10**6)
+    assert_one_line_error(too_many, "--batch-tokens 1000000 is more than the corpus's")
+    assert re.search(
+        r"tokens: give --batch-tokens \d+ or less, or a larger --corpus$", too_many.stderr.strip()
     )
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "mine.txt").write_text("kept")
