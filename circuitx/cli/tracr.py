@@ -68,13 +68,21 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
     target = check_new_directory(out)
     rasp_program = programs.user_program(program, max_seq_len)
     name = program.rpartition(":")[2]
-    with quiet_loaders():
-        build_once(
-            target,
-            lambda staging: build(
-                staging, rasp_program, set(values), max_seq_len, name, inputs, length
-            ),
-        )
+    try:
+        with quiet_loaders():
+            build_once(
+                target,
+                lambda staging: build(
+                    staging, rasp_program, set(values), max_seq_len, name, inputs, length
+                ),
+            )
+    except CircuitxError as error:
+        if ":" in program or not str(error).startswith("tracr cannot compile"):
+            raise
+        raise CircuitxError(  # a lib function built on tokens where it wants another SOp
+            f"{error} (build-tracr gave {program} the tokens for each SOp argument; a "
+            "program on another SOp is a module:function of your own, see docs/tracr.md)"
+        ) from None
     described = read_program(target)
     truth = ground_truth(str(target), TASK)
     edges = [e for e, data in edges_by_name(truth).items() if data.get("in_circuit")]

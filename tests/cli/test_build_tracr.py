@@ -76,7 +76,8 @@ def test_a_model_of_two_positions_runs(tmp_path):
         (["make_hist", "--vocab", "a", "--max-seq-len", "100000"], "1<=x<=1024"),
         (
             ["make_frac_prevs", "--vocab", "w,x", "--max-seq-len", "3"],
-            "Unsupported RASP expressions: tokens: tokens should always be categorical",
+            "tokens should always be categorical. (build-tracr gave make_frac_prevs the tokens "
+            "for each SOp argument; a program on another SOp is a module:function of your own",
         ),
         (["make_hist", "--vocab", "a", "--max-seq-len", "3", "--length", "4"], "more than"),
         # from a helper's trial, each a traceback before
@@ -116,6 +117,11 @@ def test_a_program_that_does_not_parse_is_one_line(tmp_path, monkeypatch):
     args = ["broken_program:f", "--vocab", "a", "--max-seq-len", "3", "--out", tmp_path / "m"]
     assert_one_line_error(run("build-tracr", *args), "cannot import 'broken_program': SyntaxError")
     assert not (tmp_path / "m").exists()
+    # a helper's trial: a file path got a placeholder module name in the hint
+    args[0] = "progs/my_programs.py:doubled"
+    assert_one_line_error(
+        run("build-tracr", *args), "as python -m does, progs.my_programs:doubled, not a file path"
+    )
 
 
 def test_a_program_in_the_working_directory_is_found(tmp_path, monkeypatch):

@@ -88,7 +88,10 @@ def user_program(spec: str, max_seq_len: int) -> Any:
         except Exception as error:  # ImportError, a SyntaxError in it, a path's TypeError
             hint = ""
             if "/" in module_name or module_name.endswith(".py"):
-                hint = " (name the module as python -m does, myprog, not a file path)"
+                dotted = module_name.removesuffix(".py").strip("/").replace("/", ".")
+                hint = (
+                    f" (name the module as python -m does, {dotted}:{attribute}, not a file path)"
+                )
             said = " ".join(str(error).split())
             raise CircuitxError(
                 f"cannot import {module_name!r}: {type(error).__name__}: {said}{hint}"
