@@ -167,6 +167,11 @@ def train_transcoders(
             task.make_data(model, n_prompts, seed)
     chosen_layers = tc.parse_layers(layers, model)
     data = tc.load_corpus(model, corpus, context, seed, max_tokens)
+    if context > model.n_ctx:  # load_corpus cuts it to the model's
+        announce(
+            f"note: --context {context} is more than {model.name}'s context of {model.n_ctx} "
+            f"tokens: sequences have at most {model.n_ctx}"
+        )
     if batch_tokens > data.n_tokens:
         raise CircuitxError(
             f"--batch-tokens {batch_tokens} is more than the corpus's {data.n_tokens} tokens: "

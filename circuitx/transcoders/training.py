@@ -183,7 +183,9 @@ def load_interrupted(
         raise CircuitxError(f"cannot read {state_file}: {error}") from None
     now = _identity(model, layers, corpus, settings)
     changed = [
-        f"{key} {was.get(key)} (not {value})" if key in vars(settings) else key
+        "corpus (its tokens differ: another --corpus, --context or --max-tokens)"
+        if key == "corpus"
+        else f"{key} {was.get(key)} (not {value})"
         for key, value in now.items()
         if was.get(key) != value
     ]
@@ -514,6 +516,7 @@ def _report(
         "layers": list(layers),
         "corpus": corpus.source,
         "corpus_tokens": corpus.n_tokens,
+        "context": int(corpus.tokens.shape[1]),  # tokens a sequence (BOS included)
         "held_out_tokens": held_out.n_tokens,
         "n_features": settings.n_features,
         "l1": settings.l1,

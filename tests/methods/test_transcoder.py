@@ -394,6 +394,8 @@ def test_the_command_resumes_an_interrupted_run(tmp_path, tiny_dir, corpus_file,
     monkeypatch.setattr(tc, "train_and_report", original)
     other = run(*args[:-1], "--steps", 7)
     assert_one_line_error(other, "interrupted at step 2 with another steps 6 (not 7): run it")
+    shorter = run(*args[:-1], "--context", 8)  # a helper's trial: "another corpus", no more
+    assert_one_line_error(shorter, "another corpus (its tokens differ: another --corpus, --context")
     resumed = run(*args[:-1])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((out / "training.json").read_text())["resumed_from_step"] == 2
@@ -402,6 +404,9 @@ def test_the_command_resumes_an_interrupted_run(tmp_path, tiny_dir, corpus_file,
     assert re.search(r"^2048 tokens in [\d.]+ s \(.*\), resumed at step 2 \(3072 tokens in all\)$",
                      resumed.stdout, re.M), resumed.stdout  # fmt: skip
     assert_one_line_error(run(*args), "exists; choose a new directory")  # finished
+    longer = run(*args[:-3], "--out", tmp_path / "long", "--context", 500)
+    assert longer.exit_code == 0, longer.output  # a helper's trial: cut to 128 in silence
+    assert "note: --context 500 is more than" in longer.stderr and "context of 128" in longer.stderr
 
 
 def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
@@ -417,6 +422,7 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     assert summary["training_tokens"] == 20 * 512
     assert summary["task_metric_replaced"]["ioi"]["metric"] == "logit-diff"
     assert json.loads((out / "training.json").read_text())["steps"] == 20
+    assert summary["context"] <= 128  # the sequences' length (the default --context, 128)
     assert len(list((out / "checkpoints" / "step-10").glob("*.pt"))) == 2
     loaded = tc.load_transcoders(str(out))
     assert set(loaded) == {0, 1}
