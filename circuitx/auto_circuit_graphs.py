@@ -52,7 +52,7 @@ def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     scores and metadata in keys of our own."""
     if any(data["kind"] == "feature" for _, data in graph.nodes(data=True)):
         raise CircuitxError(
-            "auto-circuit's graphs have no transcoder features; export the component graph"
+            "auto-circuit's graphs have no transcoder features; export the component graph (circuitx.graph.component_graph(graph))"
         )
     if position_groups(graph) is not None:
         raise CircuitxError(

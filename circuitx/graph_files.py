@@ -387,7 +387,9 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     if not has_mlp:
         raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
     if any(data["kind"] == "feature" for _, data in graph.nodes(data=True)):
-        raise CircuitxError("EAP-IG graphs have no transcoder features; export the component graph")
+        raise CircuitxError(
+            "EAP-IG graphs have no transcoder features; export the component graph (circuitx.graph.component_graph(graph))"
+        )
     if position_groups(graph) is not None:
         raise CircuitxError(
             "EAP-IG graphs have no token positions; collapse them to the components first "

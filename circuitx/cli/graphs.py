@@ -19,7 +19,13 @@ from circuitx.discovery import (
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw
 from circuitx.errors import CircuitxError, listed
 from circuitx.files import atomic_open, check_not_an_input, check_output_path
-from circuitx.graph import collapse_positions, edges_off_path, position_groups, shape_of
+from circuitx.graph import (
+    collapse_positions,
+    component_graph,
+    edges_off_path,
+    position_groups,
+    shape_of,
+)
 from circuitx.graph_files import GRAPH_FORMATS, graph_format, graph_to_text, read_graph
 from circuitx.reference import hand_written_circuit
 from circuitx.scoring import OVERLAP_LEVELS, overlap
@@ -189,6 +195,11 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
     graph = read_graph(graph_path)
     if collapse:  # what is written, and what the note below counts
         graph = collapsed(graph, graph_path)
+    if fmt_name in ("eap-ig", "auto-circuit") and component_graph(graph) is not graph:
+        graph = component_graph(graph)
+        note(
+            f"note: {fmt_name}'s graphs have no transcoder features: the heads and MLPs are written"
+        )
     text = graph_to_text(graph, fmt_name)
     if out_path:
         with atomic_open(out_path) as handle:

@@ -243,3 +243,20 @@ def test_export_eap_ig_of_collapsed_positions_notes_the_graph_it_writes(tmp_path
     )
     written = [k for k, d in edges_by_name(read_graph(out)).items() if d["in_circuit"]]
     assert len(written) == 3
+
+
+def test_export_of_a_feature_graph_to_eap_ig_or_auto_circuit_writes_its_components(
+    method_graphs, tmp_path
+):
+    """A helper's trial: the export was refused with "export the component graph", which
+    no option of export does."""
+    saved = tmp_path / "features.json"
+    write_graph(method_graphs["transcoder-features"], saved)
+    for fmt in ("eap-ig", "auto-circuit"):
+        result = run("export", saved, "--format", fmt, "--out", tmp_path / f"{fmt}.json")
+        assert result.exit_code == 0, result.output
+        assert f"note: {fmt}'s graphs have no transcoder features" in result.stderr
+        back = read_graph(tmp_path / f"{fmt}.json")
+        assert not any(kind == "feature" for _, kind in back.nodes(data="kind"))
+    with pytest.raises(CircuitxError, match="circuitx.graph.component_graph"):
+        write_graph(method_graphs["transcoder-features"], tmp_path / "x.json", fmt="eap-ig")
