@@ -90,6 +90,16 @@ def load_transcoders(source: str, layers: Sequence[int] | None = None) -> Transc
     else:
         files = _hub_files(source, layers)
         where = source
+    if not files and path.is_dir() and (path / "checkpoints").is_dir():
+        steps = sorted(
+            (p for p in (path / "checkpoints").glob("step-*") if p.name[5:].isdigit()),
+            key=lambda p: int(p.name[5:]),
+        )
+        last = f" (the last: {steps[-1]})" if steps else ""
+        raise CircuitxError(
+            f"{where} holds only the checkpoints of a train-transcoders run that did not "
+            f"finish: run it again to resume it, or pass a checkpoint directory{last}"
+        )
     if not files:
         raise CircuitxError(f"no transcoder files (*blocks.L.ln2.hook_normalized_N.pt) in {where}")
     wanted = sorted(files) if layers is None else list(layers)

@@ -392,6 +392,9 @@ def test_the_command_resumes_an_interrupted_run(tmp_path, tiny_dir, corpus_file,
     )
     assert_one_line_error(run(*args), "stopped")
     monkeypatch.setattr(tc, "train_and_report", original)
+    # a helper's trial: "no transcoder files" for an interrupted run's directory
+    with pytest.raises(CircuitxError, match=r"only the checkpoints .* \(the last: .*step-2\)$"):
+        tc.load_transcoders(str(out))
     other = run(*args[:-1], "--steps", 7)
     assert_one_line_error(other, "interrupted at step 2 with another steps 6 (not 7): run it")
     shorter = run(*args[:-1], "--context", 8)  # a helper's trial: "another corpus", no more
