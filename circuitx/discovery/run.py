@@ -25,6 +25,7 @@ from circuitx.models import Model, local_model_hub_id
 from circuitx.progress import progress_bar
 from circuitx.tasks import FileTask, get_task
 from circuitx.tasks.base import position_layout
+from circuitx.tasks.tracr import read_program
 
 
 def model_id(model: Model) -> str | None:
@@ -53,6 +54,11 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     request = request.validated()
     method = get_method(request.method)
     task = get_task(request.task, request.corruption, request.task_format)
+    tracr = read_program(model.source) is not None  # a task file may hold its own tokens
+    if tracr and task.name != "tracr" and not isinstance(task, FileTask):
+        raise CircuitxError(
+            f"{model.name} is a tracr model: it runs task tracr (its program's), not {task.name}"
+        )
     task.check_model(model)
     stage_threshold = (
         request.threshold if request.threshold is not None else method.default_threshold

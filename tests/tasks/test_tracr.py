@@ -160,3 +160,9 @@ def test_inputs_are_drawn_without_listing_them_as_the_list_drew_them(inputs):
     assert len(set(rows)) == 4 and all(len(row) == 30 for row in rows)
     if inputs == "permutations":
         assert all(len(set(row)) == 30 for row in rows)
+
+
+def test_a_tracr_model_on_another_task_says_it_is_a_tracr_model():
+    """A helper's trial: ioi on tracr-reverse said 0 of 99 IOI names are single tokens."""
+    result = run("discover", "--task", "ioi", "--method", "eap", "--model", "tracr-reverse")
+    assert_one_line_error(result, "tracr-reverse is a tracr model: it runs task tracr")
