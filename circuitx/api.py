@@ -38,7 +38,7 @@ from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
 from circuitx.errors import CircuitxError, CircuitxWarning
-from circuitx.graph import collapse_positions
+from circuitx.graph import collapse_positions, layout_of
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.leaderboard import (
     Leaderboard,
@@ -160,7 +160,7 @@ def discover(
         model = builtin.load(str(request.model), device, request.dtype, request.cache_dir)
     graph = run_discovery(model, request)
     summary = report(graph, None, None)
-    said = top_k_notes(model.layout, request.method, top_k) if top_k is not None else []
+    said = top_k_notes(layout_of(graph), request.method, top_k) if top_k is not None else []
     said += unused_options(METHODS[request.method], options, request.options)
     for line in said + summary["warnings"] + run_warnings(summary, request.n_prompts):
         warnings.warn(line, CircuitxWarning, stacklevel=2)

@@ -42,6 +42,7 @@ from circuitx.discovery import (
 from circuitx.drawing import draw, draw_format
 from circuitx.errors import CircuitxError
 from circuitx.files import check_not_an_input, check_output_path
+from circuitx.graph import layout_of
 from circuitx.graph_files import graph_format, write_graph
 from circuitx.methods import METHODS, Option, all_options, unused_options
 from circuitx.patching import ABLATIONS
@@ -292,12 +293,12 @@ def discover_command(
         ) from None
     notes: list[str] = []  # shown once the work succeeds: an error stays one line
     notes += unused_options(METHODS[request.method], method_flags, request.options)
-    if top_k is not None:
-        notes += top_k_notes(model.layout, request.method, top_k)
     reference, label, why_not = reference_for_model(model, request, note=notes.append)
     if why_not and reference_spec != "none":
         notes.append(why_not)
     graph = discover(model, request)
+    if top_k is not None:  # the graph's universe: over positions, its position nodes
+        notes += top_k_notes(layout_of(graph), request.method, top_k)
     reference = matching_reference(graph, reference)  # at its positions, if any: once
     summary = report(graph, reference, label)
     if reference is not None:

@@ -245,7 +245,8 @@ def top_k_notes(layout: Layout, method_name: str, top_k: int) -> list[str]:
     """A note when ``--top-k`` is at least the number of components the method ranks in
     ``layout``: the circuit keeps them all."""
     node_level = METHODS[method_name].granularity == "node"
-    size = layout.n_senders - 1 if node_level else len(layout.edges)  # the input is no node
+    # the input (at each position) is no node
+    size = layout.n_senders - layout.inputs if node_level else len(layout.edges)
     if top_k < size:
         return []
     kind = "nodes" if node_level else "edges"

@@ -334,6 +334,12 @@ def test_a_top_k_beyond_the_graph_is_noted(tiny_dir):
     assert result.exit_code == 0, result.stderr
     assert "--top-k 999999 is at least the graph's" in result.stderr
     assert json.loads(result.stdout)["n_nodes_in_circuit"] == json.loads(result.stdout)["n_nodes"]
+    # a helper's trial: over positions the note counted the components (25), not the
+    # graph's 150 nodes, and said a circuit of 30 of 150 kept them all
+    over = ["--task", "ioi", "--method", "activation-patching", "--model", "planted-ioi"]
+    over += ["--positions", "named", "--n-prompts", 4, "--no-faithfulness"]
+    assert "is at least" not in run("discover", *over, "--top-k", 30).stderr
+    assert "at least the graph's 150 nodes" in run("discover", *over, "--top-k", 150).stderr
 
 
 def test_an_empty_circuit_and_too_few_prompts_are_warned_of():
