@@ -315,6 +315,9 @@ def shapes_text(*graphs: nx.MultiDiGraph) -> str:
         return ""
 
 
+# what discovery measures of the circuit it selected (and of its ranking of edges)
+CIRCUIT_MEASURES = ("faithfulness", "cpr", "cmd", "faithfulness_curve")
+
 POSITION_KEYS = ("positions", "position_readout", "position_order", "position_aliases")
 
 
@@ -325,10 +328,13 @@ def collapse_positions(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     again from those sums as discovery selects (by the graph's threshold or top k, at its
     level); a graph selected otherwise keeps a component where any of its positions is
     kept. For a linear attribution (EAP, EAP-IG) the sums are the component-level scores
-    themselves; for patching they are not (effects at positions need not add up)."""
+    themselves; for patching they are not (effects at positions need not add up). The
+    faithfulness, CPR and CMD measured of the circuit over positions are not kept."""
     if position_groups(graph) is None:
         return graph
     metadata = {k: v for k, v in graph.graph.items() if k not in POSITION_KEYS}
+    # measured of the circuit over positions, not of the components' circuit made here
+    metadata |= dict.fromkeys(CIRCUIT_MEASURES)
     collapsed = layout_graph(layout_of(graph).base, **metadata)
     collapsed.graph["collapsed_positions"] = graph.graph["positions"]
     node_sums: dict[str, float] = {}

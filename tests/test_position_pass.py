@@ -285,6 +285,9 @@ def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
         return nodes, {key for key, d in edges_by_name(g).items() if d["in_circuit"]}
 
     assert circuit(collapsed) == circuit(components)
+    # a helper's trial: the collapsed graph kept the position circuit's faithfulness
+    assert graph.graph["faithfulness"] is not None
+    assert [collapsed.graph[k] for k in ("faithfulness", "cpr", "cmd")] == [None] * 3
     scored = run("score", out, "--collapse-positions", "--json")
     expected = {k: v for k, v in cx.score(components).items() if k != "reference"}
     assert json.loads(scored.stdout)["metrics"] == expected

@@ -12,6 +12,7 @@ import torch
 
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
+from circuitx.graph import CIRCUIT_MEASURES
 from circuitx.layout import Layout
 from circuitx.methods import Scores
 from circuitx.patching import PatchingEngine
@@ -44,7 +45,7 @@ def edge_ranking(layout: Layout, scores: Scores) -> torch.Tensor:
     return torch.sort(magnitude, descending=True, stable=True).indices
 
 
-FAITHFULNESS_KEYS = ("faithfulness", "cpr", "cmd", "faithfulness_curve")  # what it reports
+FAITHFULNESS_KEYS = CIRCUIT_MEASURES  # what it reports
 
 
 def faithfulness_report(
