@@ -20,6 +20,7 @@ memory).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -77,8 +78,10 @@ def parse_memory(text: str) -> int:
     try:
         value = float(number) * units[unit]
     except ValueError:
-        raise CircuitxError(f"--max-memory takes a size like 512M or 4G, not {text!r}") from None
-    if not value >= MIN_MEMORY or value == float("inf"):
+        value = math.nan
+    if not math.isfinite(value):  # nan and inf parse as floats
+        raise CircuitxError(f"--max-memory takes a size like 512M or 4G, not {text!r}")
+    if not value >= MIN_MEMORY:
         raise CircuitxError(f"--max-memory must be at least 1M, not {text!r}")
     return int(value)
 

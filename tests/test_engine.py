@@ -284,6 +284,13 @@ def test_bad_memory_sizes_are_one_line(text):
     assert_one_line_error(result, "--max-memory")
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "nanG"])
+def test_a_size_that_is_no_number_is_told_so(text):
+    """A helper's trial: nan and inf were "must be at least 1M"."""
+    with pytest.raises(CircuitxError, match="takes a size like 512M or 4G"):
+        parse_memory(text)
+
+
 def _peak_rss_of(args: list[str]) -> tuple[int, float]:
     """Peak resident memory (bytes) and wall time of ``circuitx ARGS`` in a fresh process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
