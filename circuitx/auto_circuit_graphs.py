@@ -22,7 +22,7 @@ from circuitx.files import plain, read_score
 from circuitx.graph import (
     edges_by_name,
     full_graph,
-    position_groups,
+    require_components,
     score_nodes_by_edges,
     select_edges,
     shape_of,
@@ -50,16 +50,7 @@ def is_auto_circuit_dict(data: Any) -> bool:
 def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     """Every edge's score and the circuit's edges, by auto-circuit's edge names; our node
     scores and metadata in keys of our own."""
-    if any(data["kind"] == "feature" for _, data in graph.nodes(data=True)):
-        raise CircuitxError(
-            "auto-circuit's graphs have no transcoder features; export the component graph (circuitx.graph.component_graph(graph))"
-        )
-    if position_groups(graph) is not None:
-        raise CircuitxError(
-            "auto-circuit's edge names have no token positions; collapse them to the "
-            "components first (export --collapse-positions; circuitx.collapse_positions "
-            "in Python)"
-        )
+    require_components(graph, "auto-circuit's edge names")
     edges = edges_by_name(graph)
     unscored = [name for name, data in edges.items() if data["score"] is None]
     if unscored:

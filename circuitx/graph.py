@@ -127,6 +127,21 @@ def add_feature_level(
     graph.graph["granularity"] = "feature"
 
 
+def require_components(graph: nx.MultiDiGraph, written_as: str) -> None:
+    """Refuse, naming the way out, a graph with transcoder features or token positions
+    for a format (``written_as``: "EAP-IG graphs") that names components only."""
+    if any(kind == "feature" for _, kind in graph.nodes(data="kind")):
+        raise CircuitxError(
+            f"{written_as} have no transcoder features; export the component graph "
+            "(circuitx.graph.component_graph(graph))"
+        )
+    if position_groups(graph) is not None:
+        raise CircuitxError(
+            f"{written_as} have no token positions; collapse them to the components first "
+            "(export --collapse-positions; circuitx.collapse_positions in Python)"
+        )
+
+
 def component_graph(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     """The head/MLP graph of a graph that may hold transcoder features: ``graph`` itself,
     or a copy without its feature nodes and their edges."""

@@ -25,7 +25,7 @@ from circuitx.graph import (
     edges_by_name,
     full_graph,
     layout_of,
-    position_groups,
+    require_components,
     score_nodes_by_edges,
     shape_of,
 )
@@ -386,15 +386,7 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     n_layers, n_heads, has_mlp = shape_of(graph)
     if not has_mlp:
         raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
-    if any(data["kind"] == "feature" for _, data in graph.nodes(data=True)):
-        raise CircuitxError(
-            "EAP-IG graphs have no transcoder features; export the component graph (circuitx.graph.component_graph(graph))"
-        )
-    if position_groups(graph) is not None:
-        raise CircuitxError(
-            "EAP-IG graphs have no token positions; collapse them to the components first "
-            "(export --collapse-positions; circuitx.collapse_positions in Python)"
-        )
+    require_components(graph, "EAP-IG graphs")
     d_model = graph.graph.get("d_model")
     if not isinstance(d_model, int) or isinstance(d_model, bool):
         why = (
