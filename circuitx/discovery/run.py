@@ -20,7 +20,7 @@ from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.graph import add_feature_level, edges_by_name, layout_graph
 from circuitx.layout import Layout
-from circuitx.methods import Method, MethodRun, Scores, get_method
+from circuitx.methods import Method, MethodRun, Scores, get_method, variant_label
 from circuitx.models import Model, local_model_hub_id
 from circuitx.progress import progress_bar
 from circuitx.tasks import FileTask, get_task
@@ -40,12 +40,12 @@ def method_label(method: Method, options: dict[str, Any]) -> str:
     names a variant (``eap[qk-fix=on]``); paths (options without choices that take text)
     are left out."""
     shown = [
-        f"{option.name.replace('_', '-')}={options[option.name]}"
+        (option.name, options[option.name])
         for option in method.options
         if options.get(option.name) != option.default
         and (option.type != "str" or option.choices is not None)
     ]
-    return method.name + (f"[{','.join(shown)}]" if shown else "")
+    return variant_label(method.name, shown)
 
 
 def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:

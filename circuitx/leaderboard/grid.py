@@ -16,7 +16,7 @@ from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest, check_reference
 from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError
 from circuitx.leaderboard.cells import Cell
-from circuitx.methods import METHODS, get_method, method_options
+from circuitx.methods import METHODS, get_method, method_options, variant_label
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, get_task
 from circuitx.tasks.base import POSITION_MODES
@@ -142,10 +142,7 @@ class MethodSpec:
     @property
     def label(self) -> str:
         """The row's name: the method's, with its options in brackets."""
-        if not self.options:
-            return self.method
-        shown = ",".join(f"{name.replace('_', '-')}={value}" for name, value in self.options)
-        return f"{self.method}[{shown}]"
+        return variant_label(self.method, self.options)
 
 
 VARIANT = re.compile(r"^([A-Za-z0-9_-]+)(?:\[([^\[\]]*)\])?$")

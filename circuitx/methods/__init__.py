@@ -7,7 +7,7 @@ and the leaderboard read its name and :class:`Option` declarations from here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from circuitx.errors import CircuitxError
@@ -87,6 +87,13 @@ def method_options(method: Method, given: Mapping[str, Any] | None = None) -> di
     return options
 
 
+def variant_label(method_name: str, settings: Iterable[tuple[str, Any]]) -> str:
+    """A method with settings of its own, as the leaderboard writes a variant:
+    ``eap[qk-fix=on,grad-drop=on]`` (the name alone without settings)."""
+    shown = ",".join(f"{name.replace('_', '-')}={value}" for name, value in settings)
+    return f"{method_name}[{shown}]" if shown else method_name
+
+
 def unused_options(
     method: Method, given: Mapping[str, Any], options: Mapping[str, Any]
 ) -> list[str]:
@@ -120,4 +127,5 @@ __all__ = [
     "method_options",
     "register",
     "unused_options",
+    "variant_label",
 ]
