@@ -344,8 +344,8 @@ def leaderboard(
     (results.json/.csv/.md, plots, index.html). Cells finished by an earlier run into
     ``out`` are read back, not rerun. ``tasks`` and ``methods``: ``all`` or names
     (variants such as ``eap[qk-fix=on]`` too; a task may be a built-in task or one read
-    from a file, as :func:`get_task` and :func:`task_from_file` give them); ``options``: {method: {option: value}};
-    ``positions``: circuits over token positions, as for :func:`discover`;
+    from a file, as :func:`get_task` and :func:`task_from_file` give them); ``options``:
+    {method: {option: value}}; ``positions``: circuits over token positions, as for :func:`discover`;
     ``references``: {task: reference} for tasks scored against other than ``auto`` (a
     graph file of your own for a task file, say)."""
     if isinstance(max_memory, str):
@@ -361,12 +361,10 @@ def leaderboard(
         raise CircuitxError(
             f"model takes a name, a family or a directory, not a {type(model).__name__}"
         )
-    if isinstance(tasks, Task) or (
-        isinstance(tasks, Sequence)
-        and not isinstance(tasks, str)
-        and any(isinstance(t, Task) for t in tasks)
-    ):
-        tasks = [_task_name(t) for t in ([tasks] if isinstance(tasks, Task) else tasks)]
+    if isinstance(tasks, Task):
+        tasks = [tasks]
+    if isinstance(tasks, Sequence) and not isinstance(tasks, str):  # task objects by name
+        tasks = [_task_name(task) for task in tasks]
     task_spec, method_spec = _names(tasks, "tasks"), _names(methods, "methods")
     out = _path(out, "out")
     if options is not None and not (
