@@ -345,9 +345,9 @@ def leaderboard(
     ``out`` are read back, not rerun. ``tasks`` and ``methods``: ``all`` or names
     (variants such as ``eap[qk-fix=on]`` too; a task may be a built-in task or one read
     from a file, as :func:`get_task` and :func:`task_from_file` give them); ``options``:
-    {method: {option: value}}; ``positions``: circuits over token positions, as for :func:`discover`;
-    ``references``: {task: reference} for tasks scored against other than ``auto`` (a
-    graph file of your own for a task file, say)."""
+    {method: {option: value}}; ``positions``: circuits over token positions, as for
+    :func:`discover`; ``references``: {task: reference} for tasks scored against other
+    than ``auto`` (a graph file of your own for a task file, say)."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
     if isinstance(model, os.PathLike):

@@ -250,8 +250,9 @@ def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:
 
 def non_defaults(cells: list[Cell]) -> list[str]:
     """The settings the cells ran with that the table's rows do not show: a dtype other
-    than float32, an ablation other than the corrupted run, positions, backup rounds, a task's reference other
-    than ``auto``, and each row's options beyond those its label names (``--option``)."""
+    than float32, an ablation other than the corrupted run, positions, backup rounds, a
+    task's reference other than ``auto``, and each row's options beyond those its label
+    names (``--option``)."""
     first = cells[0].request
     texts = [] if first.dtype in (None, "float32") else [str(first.dtype)]
     texts += [] if first.ablation == "corrupted" else [f"{first.ablation} ablation"]
