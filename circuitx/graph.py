@@ -286,6 +286,25 @@ def position_groups(graph: nx.MultiDiGraph) -> tuple[str, ...] | None:
     return tuple(str(positions).split(",")) if positions else None
 
 
+def position_aliases(graph: nx.MultiDiGraph) -> dict[str, str]:
+    """The task's named positions and the group each is at, where the groups are every
+    position (``{"END": "12"}``); empty otherwise."""
+    aliases = str(graph.graph.get("position_aliases") or "")
+    return dict(a.split("=", 1) for a in aliases.split(",")) if aliases else {}
+
+
+def position_labels(graph: nx.MultiDiGraph) -> tuple[str, ...] | None:
+    """Each position group as a reader knows it: ``12 (END)`` where a named position is
+    at it, else the group itself (None: a graph without positions)."""
+    groups = position_groups(graph)
+    if groups is None:
+        return None
+    names: dict[str, list[str]] = {}
+    for name, group in position_aliases(graph).items():
+        names.setdefault(group, []).append(name)
+    return tuple(f"{g} ({'/'.join(names[g])})" if g in names else g for g in groups)
+
+
 def layout_of(graph: nx.MultiDiGraph) -> Layout:
     """The :class:`Layout` (or :class:`PositionLayout`) a graph's metadata records."""
     shape = shape_of(graph)
@@ -294,14 +313,13 @@ def layout_of(graph: nx.MultiDiGraph) -> Layout:
     if groups is None:
         return Layout(*shape, parallel)
     readout = str(graph.graph.get("position_readout") or "")
-    aliases = str(graph.graph.get("position_aliases") or "")
     return PositionLayout(
         *shape,
         parallel,
         positions=groups,
         readout=tuple(readout.split(",")) if readout else (),
         ordered=bool(graph.graph.get("position_order")),
-        aliases=tuple(tuple(a.split("=", 1)) for a in aliases.split(",")) if aliases else (),
+        aliases=tuple(position_aliases(graph).items()),
     )
 
 

@@ -341,6 +341,16 @@ def selection_text(summary: dict[str, Any]) -> str:
     return f"{summary['method']}'s own search"
 
 
+def positions_text(summary: dict[str, Any]) -> str:
+    """The position groups a circuit's nodes act at: the task's named positions, or every
+    position with the named ones' places (``13, every one: END=12``)."""
+    groups, aliases = summary["positions"], summary.get("position_aliases")
+    if aliases:
+        named = ", ".join(f"{name}={group}" for name, group in aliases.items())
+        return f"{len(groups)}, every one: {named}"
+    return ", ".join(groups)
+
+
 def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     precision = f", {summary['dtype']}" if summary.get("dtype") not in (None, "float32") else ""
     table = Table(
@@ -360,6 +370,7 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         ("nodes kept", f"{summary['n_nodes_in_circuit']} / {summary['n_nodes']}"),
         ("edges kept", f"{summary['n_edges_in_circuit']} / {summary['n_edges']}"),
         ("selected by", selection_text(summary)),
+        *([("positions", positions_text(summary))] if summary.get("positions") else []),
         ("reference", summary["reference"] or "none"),
     ]
     metrics = summary["metrics"]

@@ -6,7 +6,13 @@ from typing import Any
 
 import networkx as nx
 
-from circuitx.graph import component_graph, component_nodes, layout_of, position_groups
+from circuitx.graph import (
+    component_graph,
+    component_nodes,
+    layout_of,
+    position_aliases,
+    position_groups,
+)
 from circuitx.layout import Layout
 from circuitx.methods import METHODS, Method
 from circuitx.reference import RolePositions, position_reference
@@ -94,6 +100,7 @@ def report(
     meta = graph.graph
     nodes = component_nodes(graph)
     method = METHODS.get(meta.get("method"))
+    groups = position_groups(graph)
     return {
         "task": meta.get("task"),
         "method": meta.get("method"),
@@ -104,6 +111,8 @@ def report(
         "seed": meta.get("seed"),
         "n_prompts": meta.get("n_prompts"),
         "prompt_parts": meta.get("prompt_parts"),  # how many parts the memory budget made
+        "positions": None if groups is None else list(groups),  # its nodes' position groups
+        "position_aliases": position_aliases(graph) or None,  # {"END": "12"} (every position)
         "metric": meta.get("metric"),
         "corruption": meta.get("corruption"),
         "clean_metric": meta.get("clean_metric"),

@@ -39,7 +39,7 @@ from circuitx.graph import (
     LOGITS,
     component_nodes,
     edges_by_name,
-    position_groups,
+    position_labels,
     score_level,
     shape_of,
 )
@@ -53,7 +53,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
     graph, reference, top, every = picture.graph, picture.reference, picture.top, picture.every
     n_layers, n_heads, has_mlp = shape_of(graph)
     places = graph_places(graph)
-    groups = position_groups(graph) or ("",)
+    groups = position_labels(graph) or ("",)  # 12 (END): a panel's header
     names = [node for node in graph.nodes if node in places]
     index = {node: i for i, node in enumerate(names)}
     truth = reference_sets(reference)

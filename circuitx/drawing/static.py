@@ -34,7 +34,7 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import INPUT, LOGITS, parse_node, position_groups, shape_of
+from circuitx.graph import INPUT, LOGITS, parse_node, position_groups, position_labels, shape_of
 
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 
@@ -163,7 +163,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         "bbox": PLAIN,
     }
     panel = n_heads + 1 + PANEL_GAP
-    for index, group in enumerate(groups or ("",)):  # each panel names its position
+    for index, group in enumerate(position_labels(graph) or ("",)):  # 12 (END)
         if any(kind == "mlp" for _, kind in graph.nodes(data="kind")):
             ax.annotate("MLP", (n_heads + 0.5 + index * panel, n_layers + 1.0), **header)
         where = f"heads @{group}" if group else "heads"

@@ -57,6 +57,19 @@ def test_discover_prints_the_json_summary(discovered):
     # a helper's trial: a bfloat16 result could not be told from a float32 one
     assert (summary["dtype"], summary["device"]) == ("float32", "cpu")
     assert read_graph(out).graph["dtype"] == "float32"
+    assert summary["positions"] is None and summary["position_aliases"] is None
+
+
+def test_a_run_over_positions_names_its_groups_in_the_table_and_json():
+    # a helper's trial: neither said that the circuit's nodes are per position
+    args = ["--model", "planted", "--method", "eap", "--n-prompts", 4, "--no-faithfulness"]
+    named = discover(*args, "--positions", "named")
+    assert named.exit_code == 0, named.stderr
+    assert "│ positions          │ IO, S1, S1+1, S2, END, other " in named.stdout
+    every = discover(*args, "--task", "greater-than", "--positions", "all", "--json")
+    summary = json.loads(every.stdout)
+    assert summary["positions"] == [str(i) for i in range(13)]
+    assert summary["position_aliases"] == {"NOUN": "2", "XX1": "7", "YY": "8", "END": "12"}
 
 
 def test_networkx_reads_back_nodes_edges_and_scores(discovered):

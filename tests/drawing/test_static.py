@@ -104,6 +104,18 @@ def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp
     assert text.count(">MLP<") == 6
 
 
+def test_panels_of_every_position_name_the_tasks_positions(tmp_path):
+    # a helper's trial: --positions all labelled its panels by index alone
+    out = tmp_path / "every.svg"
+    result = run(
+        "discover", "--task", "greater-than", "--model", "planted", "--method", "eap",
+        "--positions", "all", "--n-prompts", 4, "--no-faithfulness", "--top-k", 4, "--draw", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = svg_text(out)
+    assert ">heads @12 (END)<" in text and ">heads @2 (NOUN)<" in text and ">heads @0<" in text
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
