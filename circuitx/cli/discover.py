@@ -7,6 +7,7 @@ registered at run time gets its flags with no edit here."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,7 @@ def discover_command(
     Reports the circuit's faithfulness and MIB's CPR and CMD besides the comparison with
     the reference.
     """
+    started = time.perf_counter()  # the run in all: loading and writing too
     request = DiscoveryRequest(
         task=task_name,
         task_format=task_format,
@@ -315,6 +317,7 @@ def discover_command(
         if drawn["note"]:
             notes.append(drawn["note"])
     summary["warnings"] += run_warnings(summary, request.n_prompts)
+    summary["total_s"] = time.perf_counter() - started  # not Python's start or the imports
     for line in notes + summary["warnings"]:
         note(line)
     if as_json:  # where the graph went: a script reads it here
@@ -392,6 +395,8 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     timing = f"{summary['discovery_s']:.2f} s discovery"
     if summary["faithfulness_s"] is not None:
         timing += f", {summary['faithfulness_s']:.2f} s faithfulness"
+    if summary.get("total_s") is not None:  # loading the model, scoring, writing too
+        timing += f"; {summary['total_s']:.2f} s in all"
     rows.append(("runtime", timing))
     if out_path:  # a name that is not UTF-8 is shown with its bytes escaped
         rows.append(("graph", os.fsencode(out_path).decode("utf-8", "backslashreplace")))
