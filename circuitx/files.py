@@ -136,6 +136,14 @@ def read_score(value: Any, element: str) -> float | None:
     return float(value)
 
 
+def size_text(size: float) -> str:
+    """A size in bytes in words: ``12.3 MiB``, ``1.5 GiB`` (three significant digits)."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size:.0f} bytes"
+
+
 def json_text(value: Any, indent: int | None = 2) -> str:
     """Strict JSON of ``value``: a non-finite number is written as null."""
     return json.dumps(finite(value), indent=indent, allow_nan=False)

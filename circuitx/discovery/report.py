@@ -6,6 +6,7 @@ from typing import Any
 
 import networkx as nx
 
+from circuitx.files import size_text
 from circuitx.graph import (
     component_graph,
     component_nodes,
@@ -111,6 +112,8 @@ def report(
         "seed": meta.get("seed"),
         "n_prompts": meta.get("n_prompts"),
         "prompt_parts": meta.get("prompt_parts"),  # how many parts the memory budget made
+        "max_memory": meta.get("max_memory"),  # bytes: the budget, and a part's estimate
+        "part_memory": meta.get("part_memory"),
         "positions": None if groups is None else list(groups),  # its nodes' position groups
         "position_aliases": position_aliases(graph) or None,  # {"END": "12"} (every position)
         "metric": meta.get("metric"),
@@ -207,6 +210,13 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"the task has {summary['n_prompts']} prompt pair"
             f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "
             f"{asked})"
+        )
+    budget, part = summary.get("max_memory"), summary.get("part_memory")
+    if budget and part and part > budget:  # a part is one prompt: it can be no smaller
+        said.append(
+            f"one prompt's caches and passes need about {size_text(part)}, over the memory "
+            f"budget of {size_text(budget)} (--max-memory): the run went a prompt at a "
+            "time and used more than the budget"
         )
     method, metric = METHODS.get(str(summary.get("method"))), summary["metric"]
     if method is not None and method.gradient_at_clean and metric in FLAT:

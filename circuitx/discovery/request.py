@@ -17,6 +17,7 @@ from typing import Any
 from circuitx import builtin
 from circuitx.engine import MIN_MEMORY, default_max_memory
 from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_SEED, CircuitxError
+from circuitx.files import size_text
 from circuitx.methods import METHODS, get_method, method_options
 from circuitx.models import parse_device, parse_dtype
 from circuitx.patching import ABLATIONS
@@ -32,10 +33,6 @@ GRAPH_SUFFIXES = (".graphml", ".xml", ".json")
 # what a prompt pair's text, tokens and answers take before a pass (0.5-0.9 KB measured
 # on IOI, rounded up)
 PROMPT_BYTES = 1024
-
-
-def _gib(size: int) -> str:
-    return f"{size / 1024**3:.3g} GiB"
 
 
 @dataclass(frozen=True)
@@ -213,8 +210,8 @@ class DiscoveryRequest:
         if self.n_prompts * PROMPT_BYTES > budget:
             raise CircuitxError(
                 f"--n-prompts {self.n_prompts}: the prompts alone would take about "
-                f"{_gib(self.n_prompts * PROMPT_BYTES)}, over the memory budget of "
-                f"{_gib(budget)} (--max-memory); at most {budget // PROMPT_BYTES} fit"
+                f"{size_text(self.n_prompts * PROMPT_BYTES)}, over the memory budget of "
+                f"{size_text(budget)} (--max-memory); at most {budget // PROMPT_BYTES} fit"
             )
 
     def settings(self) -> dict[str, Any]:

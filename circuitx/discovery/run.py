@@ -127,6 +127,8 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         corrupted_metric=engine.corrupted_metric,
         clean_accuracy=None if task.answers_are_the_models else engine.accuracy(),
         prompt_parts=engine.n_parts,
+        max_memory=engine.budget,  # the budget in bytes, and a part's estimated need
+        part_memory=engine.plan.part_bytes,
         **scores.facts,
     )
     discovery_s = time.perf_counter() - start

@@ -360,6 +360,19 @@ def test_a_top_k_beyond_the_graph_is_noted(tiny_dir):
     assert "at least the graph's 150 nodes" in run("discover", *over, "--top-k", 150).stderr
 
 
+def test_a_budget_under_one_prompts_need_is_warned_of():
+    # a helper's trial: an impossible --max-memory ran over it without a word
+    args = ["--model", "planted", "--n-prompts", 3, "--no-faithfulness", "--json"]
+    result = discover(*args, "--max-memory", "1M")  # one prompt takes about 6.6 MiB
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["prompt_parts"] == 3 and summary["part_memory"] > summary["max_memory"]
+    said = [w for w in summary["warnings"] if "over the memory budget of 1 MiB" in w]
+    assert said and said[0] in result.stderr
+    roomy = json.loads(discover(*args).stdout)
+    assert not any("memory budget" in w for w in roomy["warnings"])
+
+
 def test_an_empty_circuit_and_too_few_prompts_are_warned_of():
     result = run(
         "discover", "--task", "tracr", "--model", "tracr-reverse", "--method", "eap",

@@ -40,7 +40,7 @@ def test_config_is_json_and_names_the_model_identity():
         ({"corruption": "shuffle"}, "task ioi has no corruption 'shuffle'"),
         ({"n_prompts": 0}, "--n-prompts must be at least 1"),
         ({"n_prompts": 10**9}, "the prompts alone would take about 954 GiB"),
-        ({"n_prompts": 2049, "max_memory": 2 * 1024**2}, "over the memory budget of 0.00195 GiB"),
+        ({"n_prompts": 2049, "max_memory": 2 * 1024**2}, "over the memory budget of 2 MiB"),
         ({"threshold": 0.1, "top_k": 3}, "choose --threshold or --top-k, not both"),
         ({"top_k": 0}, "--top-k must be at least 1"),
         ({"ablation": "resample"}, "unknown ablation 'resample'"),
