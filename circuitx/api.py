@@ -46,6 +46,7 @@ from circuitx.leaderboard import (
     check_references,
     make_grid,
     method_option,
+    methods_over_positions,
     parse_methods,
     parse_names,
     run_leaderboard,
@@ -380,6 +381,8 @@ def leaderboard(
         if name not in [spec.method for spec in specs]:
             raise CircuitxError(f"options name {name}, which is not among the methods")
     check_grid(model, task_names, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds)
+    every = method_spec.strip() == "all"
+    specs, left_out = methods_over_positions(specs, positions, given, every)
     if references is not None and not isinstance(references, Mapping):
         raise CircuitxError(
             f"references takes {{task: reference}}, not a {type(references).__name__}"
@@ -420,7 +423,7 @@ def leaderboard(
         **({"references": chosen} if chosen else {}),
     }
     board = run_leaderboard(cells, out, jobs, settings=settings)
-    for line in warning_notes(cells, board.records):
+    for line in ([left_out] if left_out else []) + warning_notes(cells, board.records):
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return board
 

@@ -24,6 +24,7 @@ from circuitx.leaderboard import (
     STANDARD_VARIANTS,
     check_grid,
     make_grid,
+    methods_over_positions,
     non_defaults,
     parse_methods,
     parse_names,
@@ -182,6 +183,9 @@ def leaderboard(
     specs = parse_methods(methods_spec)
     methods = [spec.label for spec in specs]
     options = parse_options(list(option_specs), [spec.method for spec in specs])
+    every = methods_spec.strip() == "all"
+    specs, left_out = methods_over_positions(specs, positions, options, every)
+    methods = [spec.label for spec in specs]
     references = parse_references(reference_specs, tasks)
     seed_list = list(range(seed, seed + seeds))
     cells = make_grid(
@@ -217,6 +221,8 @@ def leaderboard(
         **({"positions": positions} if positions != "none" else {}),
         **({"references": references} if references else {}),
     }
+    if left_out:  # before the run, which may be long
+        note(left_out)
     board = run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
     for line in warning_notes(cells, board.records):
         note(line)

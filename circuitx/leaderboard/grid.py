@@ -200,6 +200,36 @@ def parse_methods(spec: str) -> list[MethodSpec]:
     return list(dict.fromkeys(parse_method(item) for item in items))
 
 
+def methods_over_positions(
+    specs: list[MethodSpec], positions: str, options: Mapping[str, Mapping[str, Any]], every: bool
+) -> tuple[list[MethodSpec], str | None]:
+    """The methods of ``specs`` that can score a circuit over ``positions``. Those that
+    cannot are refused where named, and left out of ``every`` method (``--methods all``)
+    with a note that says so."""
+    if positions == "none":
+        return specs, None
+    refused = {}
+    for spec in specs:
+        method = get_method(spec.method)
+        given = {**options.get(spec.method, {}), **dict(spec.options)}
+        why = method.positions_refusal(method_options(method, given))
+        if why is not None:
+            refused[spec.label] = why
+    if refused and not every:
+        label, why = next(iter(refused.items()))
+        raise CircuitxError(
+            f"--positions {positions}: {why}; leave {label} out of --methods, or give "
+            "--methods all for every method that can"
+        )
+    kept = [spec for spec in specs if spec.label not in refused]
+    if not refused:
+        return kept, None
+    return kept, (
+        f"note: --positions {positions} leaves out {', '.join(refused)}: "
+        f"{'they score' if len(refused) > 1 else 'it scores'} components over the whole sequence"
+    )
+
+
 def distinct_runs(
     specs: list[MethodSpec], options: Mapping[str, Mapping[str, Any]]
 ) -> list[MethodSpec]:
@@ -306,6 +336,8 @@ def check_grid(
         raise CircuitxError(
             f"unknown --positions {positions!r}; choose from {', '.join(POSITION_MODES)}"
         )
+    if positions != "none" and backup_rounds:
+        raise CircuitxError("--backup-rounds works on circuits without positions")
     named: dict[str, str] = {}
     for task in tasks:  # a task file that cannot be read fails every cell of its task
         name = get_task(task).name

@@ -38,7 +38,12 @@ from circuitx.leaderboard import (
     run_leaderboard,
 )
 from circuitx.leaderboard import cells as cells_module
-from circuitx.leaderboard.grid import check_references, parse_names
+from circuitx.leaderboard.grid import (
+    check_references,
+    methods_over_positions,
+    parse_methods,
+    parse_names,
+)
 from circuitx.leaderboard.results import format_value
 from circuitx.methods import METHODS
 from circuitx.tasks import TASKS
@@ -202,6 +207,15 @@ def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
         ),
         (["--tasks", ","], "no task given"),
         (["--positions", "some"], "Invalid value for '--positions'"),
+        # a helper's trial: the cells of a method that cannot score positions failed
+        (
+            ["--methods", "eap,sae", "--positions", "named"],
+            "--positions named: sae scores components over the whole sequence; leave sae out",
+        ),
+        (
+            ["--positions", "named", "--backup-rounds", "1"],
+            "--backup-rounds works on circuits without positions",
+        ),
     ],
 )
 def test_bad_input_is_one_line(args, message, tmp_path):
@@ -443,6 +457,21 @@ def test_positions_no_cells_prompts_can_make_are_refused_before_any_cell(tmp_pat
     one_length.write_text(pairs.read_text().splitlines()[0] + "\n")
     tasks = [str(pairs), str(one_length)]
     check_cells(make_grid(tasks, ["eap"], "planted-ioi", [0], 4, positions="all"))
+
+
+def test_every_method_over_positions_leaves_out_those_that_cannot_and_says_so():
+    # a helper's trial: --methods all --positions named ran for an hour, then exited 1 on
+    # the cells of sae, transcoder and hisp
+    every = parse_methods("all")
+    kept, note = methods_over_positions(every, "named", {}, every=True)
+    able = [m.name for m in METHODS.values() if m.scores_positions]
+    assert [spec.method for spec in kept if not spec.options] == able
+    assert len(kept) == len(every) - 3
+    assert note == (
+        "note: --positions named leaves out sae, transcoder, hisp: they score components "
+        "over the whole sequence"
+    )
+    assert methods_over_positions(every, "none", {}, every=True) == (every, None)
 
 
 def test_out_needs_an_existing_parent(tmp_path):
