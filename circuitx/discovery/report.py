@@ -239,7 +239,32 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
         )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(_empty_circuit(summary))
+    said += _faithless_match(summary)
     return said
+
+
+FAR_FROM_WHOLE = 0.5  # a faithfulness this far from 1 (the whole model's) is not the circuit
+
+
+def _faithless_match(summary: dict[str, Any]) -> list[str]:
+    """A circuit with exactly the reference's nodes whose faithfulness is far from 1,
+    because the edges among them it leaves out carry the effect (one trial read EAP's
+    -0.34 on planted IOI beside node precision and recall 1.000)."""
+    metrics, faithfulness = summary.get("metrics") or {}, summary.get("faithfulness")
+    recall = metrics.get("edge_recall")
+    if (
+        faithfulness is None
+        or recall is None
+        or recall >= 1.0
+        or abs(faithfulness - 1.0) <= FAR_FROM_WHOLE
+        or (metrics.get("node_precision"), metrics.get("node_recall")) != (1.0, 1.0)
+    ):
+        return []
+    return [
+        f"the circuit has exactly the reference's nodes, yet its faithfulness is "
+        f"{faithfulness:.3g} (the whole model's is 1): it keeps {recall:.0%} of the "
+        "reference's edges, and those it leaves out carry the effect"
+    ]
 
 
 def _empty_circuit(summary: dict[str, Any]) -> str:

@@ -603,6 +603,26 @@ def test_a_model_that_does_not_do_the_task_is_warned_about():
     ]
 
 
+def test_the_reference_nodes_with_a_faithfulness_far_from_one_is_explained():
+    """A helper's trial read EAP's faithfulness -0.34 on planted IOI beside node precision
+    and recall 1.000, without a word on the edges it left out."""
+    summary = {"n_prompts": 10, "n_nodes_in_circuit": 6, "metric": "logit-diff"}
+    summary |= {"clean_metric": 2.8, "corrupted_metric": 0.0, "faithfulness": -0.337}
+    metrics = {"node_precision": 1.0, "node_recall": 1.0, "edge_recall": 0.52}
+    assert run_warnings({**summary, "metrics": metrics}, 10) == [
+        "the circuit has exactly the reference's nodes, yet its faithfulness is -0.337 (the "
+        "whole model's is 1): it keeps 52% of the reference's edges, and those it leaves "
+        "out carry the effect"
+    ]
+    for other in ({"faithfulness": 0.9}, {"faithfulness": None}, {"faithfulness": 1.6}):
+        said = run_warnings({**summary, **other, "metrics": metrics}, 10)
+        assert bool(said) == (other["faithfulness"] == 1.6), other
+    for other in ({"node_recall": 0.8}, {"edge_recall": 1.0}, {"edge_recall": None}):
+        assert run_warnings({**summary, "metrics": {**metrics, **other}}, 10) == [], other
+    result = run(*DISCOVER[:-1], "eap", "--model", "planted", "--n-prompts", 10)
+    assert "yet its faithfulness is -0." in result.stderr
+
+
 def test_a_method_with_a_target_of_its_own_says_what_the_metric_is_for():
     """A helper's trial: transcoder --metric kl gave the logit difference's scores, and
     recorded kl, without a word."""
