@@ -3,7 +3,7 @@
     python benchmarks/activation_patching.py [--n-prompts 20] [--device cpu]
 
 Builds the model in a temporary directory with the real GPT-2 tokenizer from
-../shared/tokenizers/gpt2, then times one clean forward pass (the floor) and a full
+../shared/tokenizers/gpt2 (set CIRCUITX_SHARED where shared/ lives elsewhere), then times one clean forward pass (the floor) and a full
 node-level activation-patching discovery on IOI, and prints both and their ratio.
 """
 

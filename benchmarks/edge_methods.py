@@ -4,7 +4,8 @@
         [--only hisp,eap-ig-activations]
 
 Part 1: a GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
-tokenizer from ../shared/tokenizers/gpt2) on IOI. The floor is one forward and one
+tokenizer from ../shared/tokenizers/gpt2; set CIRCUITX_SHARED where shared/ lives
+elsewhere) on IOI. The floor is one forward and one
 backward pass of the plain model (gradient of the metric with respect to the
 embeddings). Each method's time is its scoring on an engine whose clean and corrupted
 runs are cached in one part (the caching is its own row), except one EAP row that caches
