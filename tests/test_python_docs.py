@@ -150,6 +150,14 @@ def test_api_discovery_equals_the_command_line(tmp_path):
             lambda: cx.score(full_graph(2, 2, True), reference=nx.DiGraph()),
             "reference takes a circuitx graph, a networkx MultiDiGraph",
         ),
+        (  # a trial's: it said "score needs a reference circuit" and no more
+            lambda: cx.score(full_graph(2, 2, True), reference="none"),
+            "score needs a reference to score against; 'none' names none",
+        ),
+        (
+            lambda: cx.leaderboard(tasks=["ioi"], methods=["eap", "sae"], positions="named"),
+            "--positions named: sae scores components over the whole sequence; leave sae out",
+        ),
         (  # a task object: refused by what it lacks, not as "not a list of names"
             lambda: cx.leaderboard(
                 tasks=[cx.task_from_pairs(["a b"], ["b a"], [" c"], [" d"])], methods=["eap"]
