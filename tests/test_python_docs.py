@@ -155,6 +155,10 @@ def test_api_discovery_equals_the_command_line(tmp_path):
             "score needs a reference to score against; 'none' names none",
         ),
         (
+            lambda: cx.leaderboard(tasks=["ioi"], references={"ioi": full_graph(2, 2, True)}),
+            "not a MultiDiGraph: the cells read references from files; save it with cx.write_graph",
+        ),
+        (
             lambda: cx.leaderboard(tasks=["ioi"], methods=["eap", "sae"], positions="named"),
             "--positions named: sae scores components over the whole sequence; leave sae out",
         ),

@@ -12,6 +12,8 @@ from os import PathLike, fspath
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
+
 from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest, check_reference
 from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError
@@ -116,9 +118,15 @@ def check_references(references: Mapping[str, Any], tasks: Sequence[str]) -> dic
                 f"references name task {named!r}, which is not among the tasks ({', '.join(tasks)})"
             )
         if not isinstance(reference, (str, PathLike)):
+            saved = (  # a graph object: the cells, in their own processes, read files
+                ": the cells read references from files; save it with "
+                "cx.write_graph(graph, 'reference.graphml') and pass the path"
+                if isinstance(reference, nx.Graph)
+                else ""
+            )
             raise CircuitxError(
                 f"the reference of {task} takes a name or a graph file, not "
-                f"a {type(reference).__name__}"
+                f"a {type(reference).__name__}{saved}"
             )
         check_reference(fspath(reference), get_task(task).name)
         checked[task] = fspath(reference)
