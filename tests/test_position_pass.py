@@ -411,12 +411,14 @@ def test_acdc_tries_the_edges_of_the_position_universe(tiny_model):
 @pytest.mark.slow
 def test_the_leaderboard_scores_circuits_over_positions(tmp_path):
     result = run(
-        "leaderboard", "--tasks", "ioi", "--methods", "eap,sae", "--model", "planted-ioi",
+        "leaderboard", "--tasks", "ioi", "--methods", "eap", "--model", "planted-ioi",
         "--seeds", 1, "--n-prompts", 6, "--positions", "named", "--out", tmp_path, "--json",
     )  # fmt: skip
     rows = {row["method"]: row for row in json.loads(result.stdout)["rows"]}
     assert rows["eap"]["node_auc"]["mean"] == 1.0
-    assert "sae scores components over the whole sequence" in rows["sae"]["error"]
+    # a method that cannot score positions is refused before any cell, not an error cell
+    refused = run("leaderboard", "--methods", "eap,sae", "--positions", "named", "--out", tmp_path)
+    assert_one_line_error(refused, "sae scores components over the whole sequence")
     settings = json.loads((tmp_path / "results.json").read_text())["settings"]
     assert settings["positions"] == "named"
 

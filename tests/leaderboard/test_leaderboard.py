@@ -408,7 +408,11 @@ def test_a_grid_that_cannot_run_is_refused_before_any_cell(tmp_path, problem):
             [],
             "both name their task 't'",
         ),
-        "positions": ("greater-than", ["--positions", "named"], "no cell can run; greater-than"),
+        "positions": (
+            "greater-than",
+            ["--positions", "named"],
+            "--positions named: hisp scores components over the whole sequence; leave hisp out",
+        ),
     }[problem]
     out = tmp_path / "out"
     args = ["leaderboard", "--tasks", tasks, "--methods", "hisp", "--model", "planted"]
