@@ -169,15 +169,19 @@ function nodeStroke(i) {
   return "#222222";
 }
 
-// an edge's SVG path: a straight line, or within one row (a head into its layer's MLP)
-// a curve below the row, so that it does not run through the heads between
+// an edge's SVG path: a straight line; a curve bent sideways where the line would run
+// through nodes between its ends (edges.bend, in columns); within one row (a head into
+// its layer's MLP) a curve below the row, so that it does not run through the heads between
 function edgePath(i) {
   const s = edges.sender[i];
   const r = edges.receiver[i];
   const shift = data.offsets[edges.feeds[i]] || 0;
   const [x1, y1, x2, y2] = [px(nodes.x[s]), py(nodes.y[s]), px(nodes.x[r] + shift), py(nodes.y[r])];
-  if (nodes.y[s] !== nodes.y[r]) return `M ${x1} ${y1} L ${x2} ${y2}`;
-  const [cx, cy] = [(x1 + x2) / 2, py(nodes.y[s] - data.row_bow)];
+  const bend = edges.bend[i];
+  if (nodes.y[s] !== nodes.y[r] && !bend) return `M ${x1} ${y1} L ${x2} ${y2}`;
+  const [cx, cy] = nodes.y[s] !== nodes.y[r]
+    ? [px((nodes.x[s] + nodes.x[r] + shift) / 2 + bend), (y1 + y2) / 2]
+    : [(x1 + x2) / 2, py(nodes.y[s] - data.row_bow)];
   return `M ${x1} ${y1} Q ${cx} ${cy} ${x2} ${y2}`;
 }
 

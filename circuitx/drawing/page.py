@@ -28,6 +28,7 @@ from circuitx.drawing.places import (
     RECEIVER_OFFSET,
     ROW_BOW,
     Picture,
+    edge_bends,
     empty_note,
     feeds,
     graph_places,
@@ -110,6 +111,17 @@ def page_data(picture: Picture) -> dict[str, Any]:
             "score": [_number(d["score"]) for *_, d in rows],
             "in_circuit": [bool(d["in_circuit"]) for *_, d in rows],
             "in_reference": [truth.has_edge(s, r, d) for _, s, r, d in rows],
+            # how far each edge's curve bends around the nodes its line would run through
+            "bend": edge_bends(
+                places,
+                [
+                    (
+                        places[s],
+                        (places[r][0] + RECEIVER_OFFSET.get(feeds(d, r), 0.0), places[r][1]),
+                    )
+                    for _, s, r, d in rows
+                ],
+            ),
         },
         "feeds_colours": INPUT_COLOURS,
         "agreement": AGREEMENT,

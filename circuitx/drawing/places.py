@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
 from circuitx.errors import CircuitxError
 from circuitx.graph import (
@@ -46,15 +47,59 @@ ROW_BOW = 0.7
 AGREEMENT = {"both": "#1a9850", "circuit only": "#d73027", "reference only": "#878787"}
 
 
+# an edge across rows whose straight line passes a node between its ends closer than this
+# (in columns) bends: its curve's control point moves sideways by the first of BENDS
+# whose curve passes none (the curve moves half as far). A straight m1->m4 read as the
+# chain m1->m2->m3->m4.
+CLEARANCE = 0.25
+BENDS = (0.9, -0.9, 1.8, -1.8)
+
+Point = tuple[float, float]
+
+
+def edge_bends(places: dict[str, Point], segments: list[tuple[Point, Point]]) -> list[float]:
+    """For each edge's (start, end), how far its curve's control point moves sideways: 0
+    for an edge within one row (it bows below, see :data:`ROW_BOW`) or one whose straight
+    line passes no node of ``places`` between its rows; else the first of :data:`BENDS`
+    that passes none, or the one that passes fewest."""
+    if not segments:
+        return []
+    starts, ends = np.array([s for s, _ in segments]), np.array([e for _, e in segments])
+    (x0, y0), (x1, y1) = starts.T, ends.T
+    rows: dict[float, list[float]] = {}
+    for x, y in places.values():
+        rows.setdefault(y, []).append(x)
+    shifts = np.array((0.0, *BENDS))
+    hits = np.zeros((len(segments), len(shifts)), dtype=np.int64)
+    for y, xs in rows.items():
+        column = np.sort(np.array(xs))
+        between = (np.minimum(y0, y1) < y) & (y < np.maximum(y0, y1))
+        if not between.any():
+            continue
+        t = (y - y0[between]) / (y1[between] - y0[between])
+        line = x0[between] + t * (x1[between] - x0[between])
+        xs_at = line[:, None] + (2 * t * (1 - t))[:, None] * shifts[None, :]
+        right = np.clip(np.searchsorted(column, xs_at), 0, len(column) - 1)
+        left = np.clip(right - 1, 0, len(column) - 1)
+        nearest = np.minimum(abs(column[right] - xs_at), abs(column[left] - xs_at))
+        hits[between] += nearest < CLEARANCE
+    # the straight line where it passes none, else the first bend that passes fewest
+    return [float(shifts[0] if row[0] == 0 else shifts[int(np.argmin(row))]) for row in hits]
+
+
 def edge_points(
-    start: tuple[float, float], end: tuple[float, float], steps: int = 16
+    start: Point, end: Point, bend: float = 0.0, steps: int = 16
 ) -> tuple[list[float], list[float]]:
-    """The xs and ys an edge is drawn through: a straight line, or for an edge within one
-    row, a quadratic curve below it (see :data:`ROW_BOW`)."""
+    """The xs and ys an edge is drawn through: a straight line, a quadratic curve whose
+    control point is ``bend`` right of the line's middle (see :func:`edge_bends`), or for
+    an edge within one row, a quadratic curve below it (see :data:`ROW_BOW`)."""
     (x0, y0), (x1, y1) = start, end
-    if y0 != y1:
+    if y0 != y1 and not bend:
         return [x0, x1], [y0, y1]
-    cx, cy = (x0 + x1) / 2, y0 - ROW_BOW
+    if y0 != y1:
+        cx, cy = (x0 + x1) / 2 + bend, (y0 + y1) / 2
+    else:
+        cx, cy = (x0 + x1) / 2, y0 - ROW_BOW
     ts = [i / steps for i in range(steps + 1)]
     xs = [(1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1 for t in ts]
     ys = [(1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1 for t in ts]

@@ -21,6 +21,7 @@ from circuitx.drawing.places import (
     RECEIVER_OFFSET,
     Picture,
     caption_text,
+    edge_bends,
     edge_points,
     empty_note,
     feeds,
@@ -34,9 +35,14 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import INPUT, LOGITS, parse_node, position_groups, position_labels, shape_of
+from circuitx.graph import parse_node, position_groups, position_labels, shape_of
 
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
+
+
+def _into(place: tuple[float, float], head_input: str | None) -> tuple[float, float]:
+    """Where an edge ends at its receiver: q, k and v into one head side by side."""
+    return place[0] + RECEIVER_OFFSET.get(head_input or "", 0.0), place[1]
 
 
 def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
@@ -50,7 +56,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
 
     fmt = Path(path).suffix.lower().lstrip(".")
     graph, reference = picture.graph, picture.reference
-    n_layers, n_heads, _ = shape_of(graph)
+    n_layers, n_heads, has_mlp = shape_of(graph)
     places = graph_places(graph)
     right = max(x for x, _ in places.values())  # the MLP, or its last feature
     edges, chosen, nodes = picture.contents()
@@ -64,12 +70,16 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     ax = figure.add_axes((0.04, 0.08, 0.78, 0.84))
     ax.set_axis_off()
     model = positions(n_layers, n_heads, groups)
-    xs, ys = zip(*(model[n] for n in model if parse_node(n)[0] not in (INPUT, LOGITS)))
+    drawn_kinds = ("head", "mlp") if has_mlp else ("head",)  # no MLP column without MLPs
+    xs, ys = zip(*(model[n] for n in model if parse_node(n)[0] in drawn_kinds))
     ax.scatter(xs, ys, s=14, color="#dddddd", zorder=1)  # the model, for orientation
     largest = max((abs(e[3]["score"]) for e in edges if e[3]["score"] is not None), default=0.0)
-    for sender, receiver, name, data in edges:
-        (x0, y0), (x1, y1) = places[sender], places[receiver]
-        x1 += RECEIVER_OFFSET.get(data["input"], 0.0)  # q, k and v into one head side by side
+    segments = [
+        (places[sender], _into(places[receiver], data["input"]))
+        for sender, receiver, _, data in edges
+    ]
+    bends = edge_bends(places, segments)
+    for (sender, receiver, name, data), (start, end), bend in zip(edges, segments, bends):
         width = 0.6 + 3.4 * (abs(data["score"] or 0.0) / largest if largest else 0.0)
         colour = (
             AGREEMENT["both" if truth.has_edge(sender, receiver, data) else "circuit only"]
@@ -77,7 +87,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             else INPUT_COLOURS[feeds(data, receiver)]
         )
         ax.plot(
-            *edge_points((x0, y0), (x1, y1)),
+            *edge_points(start, end, bend),
             color=colour,
             linewidth=width,
             alpha=0.7,
@@ -119,11 +129,13 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     missed = (
         [n for n in truth.nodes if n in places and n not in nodes] if reference is not None else []
     )
-    for sender, receiver, head_input in missed_edges(graph, truth):
-        (x0, y0), (x1, y1) = places[sender], places[receiver]
-        x1 += RECEIVER_OFFSET.get(head_input, 0.0)
+    missed_segments = [
+        (places[sender], _into(places[receiver], head_input))
+        for sender, receiver, head_input in missed_edges(graph, truth)
+    ]
+    for (start, end), bend in zip(missed_segments, edge_bends(places, missed_segments)):
         ax.plot(
-            *edge_points((x0, y0), (x1, y1)),
+            *edge_points(start, end, bend),
             color=AGREEMENT["reference only"],
             linewidth=1.0,
             linestyle="--",

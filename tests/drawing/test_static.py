@@ -9,7 +9,8 @@ from conftest import assert_one_line_error, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.drawing import places as places_module
-from circuitx.drawing.places import ROW_BOW, edge_points, graph_places
+from circuitx.drawing.page import page_data
+from circuitx.drawing.places import ROW_BOW, Picture, edge_bends, edge_points, graph_places
 from circuitx.graph import edges_by_name, full_graph, select_nodes
 from circuitx.graph_files import write_graph
 
@@ -206,6 +207,34 @@ def test_an_edge_within_a_row_curves_below_it():
     assert (xs[0], ys[0], xs[-1], ys[-1]) == (0.0, 2.0, 4.5, 2.0)
     assert min(ys) == pytest.approx(2.0 - ROW_BOW / 2) and max(ys) == 2.0
     assert edge_points((0.0, 1.0), (4.5, 2.0)) == ([0.0, 4.5], [1.0, 2.0])  # across rows
+
+
+def test_an_edge_whose_line_runs_through_nodes_bends_around_them(tmp_path):
+    """A helper's trial: m1->m4 was a straight line through m2 and m3, and read as the
+    chain m1->m2->m3->m4; a0.h3->a2.h3<v> read as two edges through a1.h3."""
+    places = positions(8, 8)
+    segments = [
+        (places["m1"], places["m4"]),  # one column, three rows up: through m2 and m3
+        (places["m1"], places["m2"]),  # the next row: nothing between
+        (places["a0.h3"], places["m0"]),  # one row: it bows below instead
+        (places["input"], places["logits"]),  # up the middle, between the columns
+    ]
+    bends = edge_bends(places, segments)
+    assert bends[0] != 0.0 and bends[1:] == [0.0, 0.0, 0.0]
+    xs, ys = edge_points(*segments[0], bends[0], steps=30)
+    assert (xs[0], ys[0], xs[-1], ys[-1]) == (*places["m1"], *places["m4"])
+    for node in ("m2", "m3"):  # the curve keeps clear of the nodes it passed through
+        x, y = places[node]
+        assert min(abs(px - x) for px, py in zip(xs, ys) if abs(py - y) < 0.05) > 0.25
+    # both drawings bend it alike: the page's script reads the same bends
+    graph = full_graph(8, 8, True)
+    for _, _, data in graph.edges(data=True):
+        data.update(score=0.0, in_circuit=False)
+    graph.edges["m1", "m4", "m1->m4"].update(score=1.0, in_circuit=True)
+    page = page_data(Picture(graph))
+    index = page["edges"]["name"].index("m1->m4")
+    assert page["edges"]["bend"][index] == bends[0]
+    assert page["edges"]["bend"][page["edges"]["name"].index("m1->m2")] == 0.0
 
 
 def test_top_takes_a_numpy_integer(tmp_path):

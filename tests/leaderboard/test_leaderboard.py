@@ -38,12 +38,7 @@ from circuitx.leaderboard import (
     run_leaderboard,
 )
 from circuitx.leaderboard import cells as cells_module
-from circuitx.leaderboard.grid import (
-    check_references,
-    methods_over_positions,
-    parse_methods,
-    parse_names,
-)
+from circuitx.leaderboard.grid import check_references, methods_over_positions, parse_names
 from circuitx.leaderboard.results import format_value
 from circuitx.methods import METHODS
 from circuitx.tasks import TASKS
