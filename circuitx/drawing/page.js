@@ -152,6 +152,28 @@ for (let i = 0; i < nNodes; i++) {
     backdrop, nodes.name[i]);
 }
 
+// roles go by short names, keyed in the legend, where two labels of a row would overlap
+// at full length (a 10px label's character is about 6px wide); Python's labels_fit
+const shortRoles = (() => {
+  const rows = new Map();
+  for (let i = 0; i < nNodes; i++) {
+    const width = 6 * Math.max(nodes.short[i].length, (nodes.role[i] || "").length);
+    if (!rows.has(nodes.y[i])) rows.set(nodes.y[i], []);
+    rows.get(nodes.y[i]).push([nodes.x[i], width, Boolean(nodes.role[i])]);
+  }
+  for (const row of rows.values()) {
+    row.sort((a, b) => a[0] - b[0]);
+    for (let j = 1; j < row.length; j++) {
+      const [[xa, wa, ra], [xb, wb, rb]] = [row[j - 1], row[j]];
+      if ((ra || rb) && (wa + wb) / 2 > (xb - xa) * unitX) return true;
+    }
+  }
+  return false;
+})();
+function roleText(i) {
+  return shortRoles ? data.role_short[nodes.role[i]] || nodes.role[i] : nodes.role[i];
+}
+
 let selected = selection("circuit", 0);
 let focus = null; // the clicked node's index, or null
 
@@ -242,9 +264,16 @@ function render() {
       x: cx, y: below ? cy + size + 10 : cy - size - 4, "text-anchor": "middle",
       "font-size": isFeature(i) ? 8 : 10, "font-family": "sans-serif",
       fill: kept ? "#222222" : data.agreement["reference only"],
+      // a white halo keeps a label legible over the edges that run under it
+      stroke: "#ffffff", "stroke-width": 3, "stroke-linejoin": "round", "paint-order": "stroke",
     }, nodeLayer);
-    const name = isFeature(i) ? nodes.name[i].split(".").pop() : nodes.name[i];
-    label.textContent = name + (referenceBox.checked && nodes.role[i] ? ` ${nodes.role[i]}` : "");
+    const name = isFeature(i) ? nodes.name[i].split(".").pop() : nodes.short[i];
+    if (referenceBox.checked && nodes.role[i] && !below) {  // the role on a line above the name
+      element("tspan", { x: cx, dy: -11 }, label).textContent = roleText(i);
+      element("tspan", { x: cx, dy: 11 }, label).textContent = name;
+    } else {
+      label.textContent = name;
+    }
   }
   const components = [...selected.nodes].filter((i) => !fixedNodes.has(i)).length;
   const capped = selected.edges.length > drawn.length ? ` (the ${drawn.length} largest drawn)` : "";
@@ -375,6 +404,15 @@ function legend() {
     swatch.style.background = colour;
     item.append(swatch, name);
     box.appendChild(item);
+  }
+  const keyed = Object.entries(data.role_short).filter(([role, short]) => role !== short);
+  if (referenceBox.checked && shortRoles && keyed.length) {
+    const roles = document.createElement("span");
+    roles.className = "key";
+    roles.id = "roles";
+    roles.textContent = "roles: " + keyed.sort((a, b) => (a[1] < b[1] ? -1 : 1))
+      .map(([role, short]) => `${short} ${role}`).join(", ");
+    box.appendChild(roles);
   }
 }
 referenceBox.addEventListener("change", legend);

@@ -32,7 +32,10 @@ from circuitx.drawing.places import (
     empty_note,
     feeds,
     graph_places,
+    label,
     reference_sets,
+    role_abbreviations,
+    role_of,
     title,
 )
 from circuitx.files import atomic_open
@@ -58,7 +61,6 @@ def page_data(picture: Picture) -> dict[str, Any]:
     names = [node for node in graph.nodes if node in places]
     index = {node: i for i, node in enumerate(names)}
     truth = reference_sets(reference)
-    roles = {} if reference is None else dict(reference.nodes(data="role"))
     rows = [
         (key, sender, receiver, data)
         for sender, receiver, key, data in graph.edges(keys=True, data=True)
@@ -100,7 +102,9 @@ def page_data(picture: Picture) -> dict[str, Any]:
             "score": [_number(graph.nodes[n]["score"]) for n in names],
             "in_circuit": [bool(graph.nodes[n]["in_circuit"]) for n in names],
             "in_reference": [truth.has_node(n) for n in names],
-            "role": [_role(roles.get(n)) for n in names],
+            "role": [role_of(n, reference) for n in names],
+            # a node at a position by its name in its panel (the panel names the position)
+            "short": [label(n, None, in_panel=groups != ("",)) for n in names],
             "mlp": [_mlp_of(graph, n, index) for n in names],
         },
         "edges": {
@@ -127,6 +131,8 @@ def page_data(picture: Picture) -> dict[str, Any]:
         "agreement": AGREEMENT,
         "offsets": RECEIVER_OFFSET,
         "row_bow": ROW_BOW,
+        # short names of the roles, for a page whose columns are too narrow for the roles
+        "role_short": role_abbreviations({r for n in names if (r := role_of(n, reference))}),
         "max_drawn": MAX_DRAWN_EDGES,
     }
 
@@ -187,10 +193,6 @@ def _number(value: Any) -> float | None:
 def _mlp_of(graph: nx.MultiDiGraph, node: str, index: dict[str, int]) -> int:
     """A transcoder feature's MLP's index in the page's nodes; -1 for other nodes."""
     return index[node.split(".")[0]] if graph.nodes[node]["kind"] == "feature" else -1
-
-
-def _role(role: Any) -> str | None:
-    return role if role and role not in ("input", "logits", "mlp") else None
 
 
 def _script_safe(text: str) -> str:

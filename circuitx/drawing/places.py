@@ -25,7 +25,7 @@ from circuitx.graph import (
     position_groups,
     shape_of,
 )
-from circuitx.names import at_position
+from circuitx.names import at_position, split_position
 
 DRAW_FORMATS = ("svg", "png", "pdf", "html")
 MAX_DRAWN_EDGES = 2000  # more is a texture, not a picture (GPT-2 small has 32,491 edges)
@@ -298,10 +298,55 @@ def reference_sets(reference: nx.MultiDiGraph | None) -> Truth:
     return Truth(frozenset(nodes), frozenset(edges))
 
 
-def label(node: str, reference: nx.MultiDiGraph | None) -> str:
-    """The node's name, and its role in the reference where the reference gives one."""
-    if reference is not None and node in reference:
-        role = reference.nodes[node].get("role")
-        if role and role not in ("input", "logits", "mlp"):
-            return f"{node}\n{role}"
-    return node
+def role_of(node: str, reference: nx.MultiDiGraph | None) -> str | None:
+    """The node's role in the reference, where it gives one other than its kind."""
+    if reference is None or node not in reference:
+        return None
+    role = reference.nodes[node].get("role")
+    return str(role) if role and role not in ("input", "logits", "mlp") else None
+
+
+def role_abbreviations(roles: set[str]) -> dict[str, str]:
+    """Short names for roles too long for a column: a role of several words by their
+    initials (``backup name mover``: BNM), of one word by its first three letters
+    (``induction``: IND); a role whose short name another shares keeps its name."""
+    short = {
+        role: ("".join(w[0] for w in role.split()) if " " in role else role[:3]).upper()
+        for role in roles
+    }
+    taken = list(short.values())
+    return {role: s if taken.count(s) == 1 else role for role, s in short.items()}
+
+
+def labels_fit(texts: dict[str, str], places: dict[str, Point], column: float) -> bool:
+    """Whether no two labels (of several lines, each as wide as its longest) of one row
+    where either names a role overlap, ``column`` characters to a column."""
+    rows: dict[float, list[tuple[float, int, bool]]] = {}
+    for node, text in texts.items():
+        x, y = places[node]
+        lines = text.split("\n")
+        rows.setdefault(y, []).append((x, max(map(len, lines)), len(lines) > 1))
+    for row in rows.values():
+        row.sort()
+        for (xa, wa, ra), (xb, wb, rb) in zip(row, row[1:]):
+            if (ra or rb) and (wa + wb) / 2 > (xb - xa) * column:
+                return False
+    return True
+
+
+def label(
+    node: str,
+    reference: nx.MultiDiGraph | None,
+    roles: dict[str, str] | None = None,
+    in_panel: bool = False,
+) -> str:
+    """The node's name, and its role in the reference where the reference gives one (by
+    its short name in ``roles`` where given). ``in_panel``: a node at a position is named
+    without it (its panel's header names it), all but the input."""
+    role = role_of(node, reference)
+    name = node
+    if in_panel and not node.startswith(INPUT):
+        name = split_position(node)[0]
+    if role is None:
+        return name
+    return f"{name}\n{(roles or {}).get(role, role)}"

@@ -27,9 +27,12 @@ from circuitx.drawing.places import (
     feeds,
     graph_places,
     label,
+    labels_fit,
     missed_edges,
     positions,
     reference_sets,
+    role_abbreviations,
+    role_of,
     score_scale,
     short_name,
     title,
@@ -37,6 +40,8 @@ from circuitx.drawing.places import (
 from circuitx.files import atomic_open
 from circuitx.graph import parse_node, position_groups, position_labels, shape_of
 
+AXES_WIDTH = 0.78  # of the figure's width
+CHAR_WIDTH = 0.6  # a label's character, in its font size (DejaVu Sans, about)
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 
 
@@ -67,7 +72,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     figure = Figure(figsize=(max(6.5, across * (right + 2.5)), max(4.5, 0.6 * (n_layers + 2))))
     size = 260 if n_heads <= 6 else 170  # node markers, points squared
     FigureCanvasAgg(figure)
-    ax = figure.add_axes((0.04, 0.08, 0.78, 0.84))
+    ax = figure.add_axes((0.04, 0.08, AXES_WIDTH, 0.84))
     ax.set_axis_off()
     model = positions(n_layers, n_heads, groups)
     drawn_kinds = ("head", "mlp") if has_mlp else ("head",)  # no MLP column without MLPs
@@ -94,6 +99,15 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             zorder=2,
             solid_capstyle="round",
         )
+    # roles too wide for a column go by short names, keyed under the picture; nodes at
+    # positions by their names in their panel, whose header names the position
+    in_panel = groups is not None
+    labelled = nodes + ([n for n in truth.nodes if n in places] if reference is not None else [])
+    roles = {role for n in labelled if (role := role_of(n, reference)) is not None}
+    column = AXES_WIDTH * figure.get_figwidth() * 72 / (right + 3.2)  # points
+    texts = {n: label(n, reference, in_panel=in_panel) for n in labelled}
+    fits = labels_fit(texts, places, column / (CHAR_WIDTH * 7))
+    short = {} if fits else role_abbreviations(roles)
     cmap, norm = score_scale(graph, nodes)
     for node in nodes:
         x, y = places[node]
@@ -116,7 +130,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         )
         below = graph.nodes[node]["kind"] == "input" or feature  # its name under it
         ax.annotate(
-            short_name(label(node, reference), graph.nodes[node]["kind"]),
+            short_name(label(node, reference, short, in_panel), graph.nodes[node]["kind"]),
             (x, y),
             xytext=(0, -9 if feature else -13 if below else 11),
             textcoords="offset points",
@@ -156,7 +170,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             zorder=3,
         )
         ax.annotate(
-            label(node, reference),
+            label(node, reference, short, in_panel),
             (x, y),
             xytext=(0, 11),
             textcoords="offset points",
@@ -203,6 +217,9 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         graph, nodes, len(edges), chosen, truth.nodes if reference is not None else None
     )
     figure.text(0.04, 0.02, caption, fontsize=8)
+    key = ", ".join(f"{s} {role}" for role, s in sorted(short.items(), key=lambda i: i[1]))
+    if any(s != role for role, s in short.items()):  # the short names' key
+        figure.text(0.04, 0.045, f"roles: {key}", fontsize=7, color="#555555")
     legend = (
         [Line2D([0], [0], color=c, linewidth=3, label=k) for k, c in AGREEMENT.items()]
         if reference is not None

@@ -158,3 +158,29 @@ def test_a_page_over_positions_names_each_panel(browser, tmp_path):
     panels = [h for h in headers if h.startswith("heads")]
     assert panels == [f"heads @{g}" for g in ("IO", "S1", "S1+1", "S2", "END", "other")]
     assert headers.count("MLP") == 6 and "features" not in headers
+
+
+def test_a_page_too_narrow_for_its_roles_names_them_short_with_a_key(browser, tmp_path):
+    """A helper's trial: on a 12 x 12 model the roles ran into each other, and labels had
+    no background against the edges under them."""
+    from circuitx.tasks import get_task
+
+    graph = full_graph(12, 12, True)
+    for node in graph.nodes:
+        graph.nodes[node].update(score=0.1, in_circuit=True)
+    for *_, data in graph.edges(data=True):
+        data.update(score=0.1, in_circuit=False)
+    draw(graph, tmp_path / "big.html", get_task("ioi").reference("", 12, 12, True))
+    assert open_page(browser, tmp_path / "big.html") == []
+    browser.find_element("id", "reference").click()
+    assert (
+        "roles: BNM backup name mover, DT duplicate token"
+        in browser.find_element("id", "legend").text
+    )
+    lines = [
+        [span.get_attribute("textContent") for span in text.find_elements("tag name", "tspan")]
+        for text in browser.find_elements("css selector", "#nodes text")
+    ]
+    assert ["BNM", "a10.h2"] in lines and ["NM", "a9.h9"] in lines  # the role above the name
+    halo = browser.find_element("css selector", "#nodes text")
+    assert halo.get_attribute("paint-order") == "stroke"

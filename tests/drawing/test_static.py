@@ -10,9 +10,19 @@ from conftest import assert_one_line_error, run, scored_circuit
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.drawing import places as places_module
 from circuitx.drawing.page import page_data
-from circuitx.drawing.places import ROW_BOW, Picture, edge_bends, edge_points, graph_places
+from circuitx.drawing.places import (
+    ROW_BOW,
+    Picture,
+    edge_bends,
+    edge_points,
+    graph_places,
+    labels_fit,
+    role_abbreviations,
+)
 from circuitx.graph import edges_by_name, full_graph, select_nodes
 from circuitx.graph_files import write_graph
+from circuitx.reference import reference_graph
+from circuitx.tasks import get_task
 
 
 def svg_text(path) -> str:
@@ -102,6 +112,8 @@ def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp
     assert ">input@IO<" in text and ">input@END<" in text
     assert ">features<" not in text  # the panels widen the picture; there are no features
     assert ">heads @IO<" in text and ">heads @other<" in text  # each panel names its position
+    # a helper's trial: a0.h0@IO's label ran into a0.h1@IO's; the panel names the position
+    assert ">a0.h1<" in text and ">a0.h1@IO<" not in text
     assert text.count(">MLP<") == 6
 
 
@@ -235,6 +247,40 @@ def test_an_edge_whose_line_runs_through_nodes_bends_around_them(tmp_path):
     index = page["edges"]["name"].index("m1->m4")
     assert page["edges"]["bend"][index] == bends[0]
     assert page["edges"]["bend"][page["edges"]["name"].index("m1->m2")] == 0.0
+
+
+def test_roles_too_wide_for_their_row_go_by_short_names_with_a_key(tmp_path):
+    """A helper's trial: on a 12 x 12 model the IOI roles ran into each other
+    ("a11.lbackup narnegative name mo"); on the planted model they fit and stay whole."""
+    assert role_abbreviations({"backup name mover", "induction", "name mover"}) == {
+        "backup name mover": "BNM",
+        "induction": "IND",
+        "name mover": "NM",
+    }
+    assert role_abbreviations({"name mover", "negative mover"}) == {
+        "name mover": "name mover",  # NM twice: each keeps its name
+        "negative mover": "negative mover",
+    }
+    places = positions(1, 3)
+    wide = {"a0.h0": "a0.h0\nbackup name mover", "a0.h1": "a0.h1\nname mover"}
+    assert not labels_fit(wide, places, column=12)
+    assert labels_fit(wide, places, column=14)  # (17 + 10) / 2 characters apart
+    assert labels_fit({"a0.h0": "a0.h0", "a0.h1": "a0.h1"}, places, column=1)  # no role
+    graph = full_graph(12, 12, True)
+    for node in graph.nodes:
+        graph.nodes[node].update(score=0.1, in_circuit=True)
+    for *_, data in graph.edges(data=True):
+        data.update(score=0.1, in_circuit=False)
+    draw(graph, tmp_path / "big.svg", get_task("ioi").reference("", 12, 12, True))
+    text = svg_text(tmp_path / "big.svg")
+    assert ">BNM<" in text and ">backup name mover<" not in text
+    assert "roles: BNM backup name mover, DT duplicate token," in text
+    small = reference_graph("ioi", 3, 4, True)  # roles two columns apart fit
+    small.nodes["a2.h0"].update(in_circuit=True, role="name mover")
+    small.nodes["a2.h2"].update(in_circuit=True, role="negative name mover")
+    draw(scored_circuit(), tmp_path / "small.svg", small)
+    text = svg_text(tmp_path / "small.svg")
+    assert ">negative name mover<" in text and "roles:" not in text
 
 
 def test_top_takes_a_numpy_integer(tmp_path):
