@@ -211,7 +211,8 @@ def pretrained_model(source: str, dtype: torch.dtype) -> Any:
     if family not in MODEL_FAMILIES:
         raise CircuitxError(
             f"{source}: circuitx does not run {family or 'this kind of'} models; it runs "
-            f"{', '.join(MODEL_FAMILIES.values())}"
+            f"{', '.join(MODEL_FAMILIES.values())}, and attention-only models in the legacy "
+            "TransformerLens format (see docs/usage.md)"
         )
     directory = Path(source)
     if directory.is_dir() and not any((directory / name).is_file() for name in TOKENIZER_FILES):

@@ -6,9 +6,10 @@ either gives strict JSON or refuses in one line naming what it does not support.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from conftest import SHORT_TRAINING, assert_one_line_error, run
+from conftest import GPT2_TOKENIZER, SHORT_TRAINING, assert_one_line_error, run
 
 from circuitx.builtin.hf import (
     CAUSAL_LM_FAMILIES,
@@ -77,3 +78,19 @@ def test_the_docstring_task_runs_on_a_legacy_attention_only_model(tmp_path):
     # 32 heads and no MLP; edges: q, k and v of each layer's 8 heads read the input and
     # every earlier head (24 * (1 + 9 + 17 + 25)), the logits read all 33 senders
     assert (report["n_nodes"], report["n_edges"]) == (32, 24 * 52 + 33)
+
+
+def test_the_usage_pages_own_model_recipe_runs(tmp_path, monkeypatch):
+    """docs/usage.md's recipe for bringing your own model, as written (a helper's trial
+    found none: GPT2TokenizerFast with vocab_file= builds an empty tokenizer)."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "usage.md").read_text()
+    section = page.split("### Bringing your own model", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(code.replace("../shared/tokenizers/gpt2", str(GPT2_TOKENIZER)), {})
+    command = section.split("    circuitx ", 1)[1].splitlines()[0].split()
+    assert command[:2] == ["discover", "--task"]
+    result = run(*command, "--n-prompts", 3, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["n_nodes"] == 2 * 4 + 2  # 2 layers of 4 heads and an MLP
+    assert (tmp_path / "mine.graphml").is_file()

@@ -125,8 +125,10 @@ def test_an_unsupported_family_is_refused_before_its_weights_load(tmp_path):
         word_embed_proj_dim=16, vocab_size=100,
     )  # fmt: skip
     OPTForCausalLM(config).save_pretrained(tmp_path)
-    with pytest.raises(CircuitxError, match="does not run opt models; it runs GPT-2, Llama"):
+    with pytest.raises(CircuitxError, match="does not run opt models; it runs GPT-2, Llama") as e:
         load_model(str(tmp_path))
+    # a helper's trial: the list left out the attention-only models it runs
+    assert "and attention-only models in the legacy TransformerLens format" in str(e.value)
 
 
 def test_a_directory_without_a_tokenizer_is_refused(tmp_path):
