@@ -3,11 +3,20 @@ are shown in tables."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 Advance = Callable[[int], None]
 
@@ -23,6 +32,37 @@ def fixed(value: float, digits: int = 3) -> str:
 
 def no_progress(steps: int = 1, description: str | None = None) -> None:
     """An ``Advance`` that shows nothing."""
+
+
+LINE_EVERY = 60.0  # seconds between progress lines on a stderr that is not a terminal
+
+
+def duration(seconds: float) -> str:
+    """``0:14:40``."""
+    return str(timedelta(seconds=round(seconds)))
+
+
+def _progress_lines(label: str, total: int) -> Advance:
+    """An ``Advance`` for a stderr that is not a terminal (a log): a line of how far the
+    work is, and about how long it has left, every :data:`LINE_EVERY` seconds."""
+    started = last = time.monotonic()
+    done = 0
+
+    def advance(steps: int = 1, description: str | None = None) -> None:
+        nonlocal done, last, label
+        label = description or label
+        done += steps
+        now = time.monotonic()
+        if now - last < LINE_EVERY or not 0 < done < total:
+            return
+        last = now
+        left = (now - started) * (total - done) / done
+        announce(
+            f"{label}: {done}/{total}, {duration(now - started)} "
+            f"so far, about {duration(left)} left"
+        )
+
+    return advance
 
 
 @contextmanager
@@ -51,16 +91,20 @@ def progress_bar(description: str, total: int, announced: bool = False) -> Itera
     ``announced``, stderr that is not a terminal gets the description once as a line,
     so a log shows what a long silent wait is."""
     console = Console(stderr=True)
-    if _silenced or not console.is_terminal:
+    if _silenced:
+        yield no_progress
+        return
+    if not console.is_terminal:
         if announced:
             announce(f"{description} ...")
-        yield no_progress
+        yield _progress_lines(description, total)
         return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)

@@ -1,5 +1,6 @@
 import pytest
 
+from circuitx import progress
 from circuitx.progress import fixed, progress_bar, silenced
 
 
@@ -22,3 +23,22 @@ def test_an_announced_bar_is_one_line_on_a_stderr_that_is_not_a_terminal(capsys)
 )  # fmt: skip
 def test_a_negative_that_rounds_to_zero_is_shown_as_zero(value, shown):
     assert fixed(value) == shown
+
+
+def test_a_log_gets_a_line_of_progress_and_time_left_now_and_then(capsys, monkeypatch):
+    """A helper's trial: acdc with stderr to a file said nothing for minutes."""
+    clock = iter([0.0, 30.0, 70.0, 100.0, 150.0])  # the start, then one per step
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    with progress_bar("acdc on ioi", 8) as advance:
+        advance(1)  # 30 s: too soon for a line
+        advance(1)  # 70 s: 2 of 8 done, so about 3 times as long again
+        advance(1, description="acdc on ioi: layer 3")  # 100 s: too soon after the last
+        advance(1)  # 150 s
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "acdc on ioi: 2/8, 0:01:10 so far, about 0:03:30 left",
+        "acdc on ioi: layer 3: 4/8, 0:02:30 so far, about 0:02:30 left",
+    ]
+    with silenced(), progress_bar("silenced", 8) as advance:
+        advance(8)
+    assert capsys.readouterr().err == ""
