@@ -510,16 +510,31 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
 
 
 def to_dot(graph: nx.MultiDiGraph) -> str:
-    """Graphviz DOT of the circuit: in-circuit nodes (with scores) and edges (with q/k/v)."""
-    lines = ["digraph circuit {", "  rankdir=BT;", "  node [shape=box, fontname=Helvetica];"]
+    """Graphviz DOT of the circuit: in-circuit nodes (with scores), a row per layer in the
+    graph's order (heads, then the MLP) under the logits, and in-circuit edges (their q/k/v
+    input as a label, their score as an attribute and in the line's width)."""
+    lines = ["digraph circuit {", "  rankdir=BT; newrank=true;"]
+    lines.append("  node [shape=box, fontname=Helvetica];")
+    rows: dict[int, list[str]] = {}
     for node, data in graph.nodes(data=True):
         if data.get("in_circuit") or node in (INPUT, LOGITS):
             score = data.get("score")
             label = node if score is None else f"{node}\\n{score:.3g}"
             lines.append(f'  "{node}" [label="{label}"];')
-    for sender, receiver, data in graph.edges(data=True):
-        if data.get("in_circuit"):
-            label = f' [label="{data["input"]}"]' if data.get("input") else ""
-            lines.append(f'  "{sender}" -> "{receiver}"{label};')
+            if node not in (INPUT, LOGITS) and data.get("layer") is not None:
+                rows.setdefault(int(data["layer"]), []).append(node)
+    for members in rows.values():  # a row per layer; invisible edges keep its order
+        lines.append("  { rank=same; " + " ".join(f'"{m}";' for m in members) + " }")
+        lines += [f'  "{a}" -> "{b}" [style=invis];' for a, b in zip(members, members[1:])]
+    kept = [(s, r, d) for s, r, d in graph.edges(data=True) if d.get("in_circuit")]
+    largest = max((abs(d.get("score") or 0.0) for *_, d in kept), default=0.0)
+    for sender, receiver, data in kept:
+        score = data.get("score")
+        attributes = [f'label="{data["input"]}"'] if data.get("input") else []
+        if score is not None:
+            width = 0.6 + 3.4 * (abs(score) / largest if largest else 0.0)
+            attributes += [f"score={score:.6g}", f"penwidth={width:.2f}"]
+        shown = f" [{', '.join(attributes)}]" if attributes else ""
+        lines.append(f'  "{sender}" -> "{receiver}"{shown};')
     lines.append("}")
     return "\n".join(lines) + "\n"

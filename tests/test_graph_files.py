@@ -124,10 +124,18 @@ def test_write_into_missing_directory_fails_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dot_shows_the_circuit_only():
-    dot = to_dot(scored_graph())
-    assert '"a0.h1" -> "a2.h0" [label="q"];' in dot
+def test_dot_shows_the_circuit_only_a_row_a_layer_and_each_edges_score():
+    graph = scored_graph()
+    dot = to_dot(graph)
+    score = graph.edges["a0.h1", "a2.h0", "a0.h1->a2.h0<q>"]["score"]
+    assert f'"a0.h1" -> "a2.h0" [label="q", score={score:.6g}, penwidth=' in dot
     assert '"a0.h0"' not in dot
+    # a helper's trial: m0 sat in layer 1's row, heads out of order, every edge one width
+    select_nodes(graph, ["a1.h0", "a1.h1", "m1", "m0"])
+    rows = [line.strip() for line in to_dot(graph).splitlines() if "rank=same" in line]
+    assert rows == ['{ rank=same; "m0"; }', '{ rank=same; "a1.h0"; "a1.h1"; "m1"; }']
+    widths = {float(w) for w in re.findall(r"penwidth=([0-9.]+)", to_dot(graph))}
+    assert max(widths) == 4.0 and len(widths) > 2
 
 
 EDGE = {"input": "q", "score": 0.1, "in_circuit": False}
