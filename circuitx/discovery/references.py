@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import networkx as nx
 
@@ -119,6 +120,13 @@ def reference_for_graph(
     """The reference ``spec`` names for a saved graph, with the task, model and shape the
     graph records."""
     meta = graph.graph
+    if spec == "auto" and meta.get("reference_spec"):  # the one its discovery was given
+        spec = str(meta["reference_spec"])
+        if spec.startswith("/") and not Path(spec).is_file():
+            raise CircuitxError(
+                f"the graph was discovered against the reference file {spec}, which is not "
+                "there now: pass --reference"
+            )
     task = meta.get("task")
     on_planted = builtin.ships_ground_truth(str(meta.get("model") or ""))
     if spec == "auto" and task not in TASKS and not on_planted:  # a planted model's own

@@ -257,6 +257,19 @@ class DiscoveryRequest:
         }
 
 
+def reference_to_record(spec: str) -> str | None:
+    """What a graph records of the reference its discovery was given, for ``score`` to
+    take in place of ``auto``: a name, or a graph file by its absolute path. None for auto
+    and none, and for a task whose reference is another task's circuit (made with the
+    model, which ``score`` does not load)."""
+    if spec in ("auto", "none"):
+        return None
+    task = TASKS.get(spec.partition(":")[0])
+    if task is not None:
+        return spec if task.reference_task is None else None
+    return spec if builtin.ships_ground_truth(spec) else str(Path(spec).resolve())
+
+
 def check_reference(spec: str, task_name: str | None = None) -> None:
     """Fail in one line unless ``spec`` can name a reference: auto, none, planted,
     TASK[:VARIANT], a built-in model that ships a ground truth, or an existing graph

@@ -15,7 +15,7 @@ from circuitx.discovery.faithfulness import (
     edge_scores,
     faithfulness_report,
 )
-from circuitx.discovery.request import DiscoveryRequest
+from circuitx.discovery.request import DiscoveryRequest, reference_to_record
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.graph import add_feature_level, edges_by_name, layout_graph
@@ -120,6 +120,9 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     )
     write_scores(graph, layout, scores, nodes_kept, edges_kept)
     graph.graph["method_label"] = method_label(method, request.options)
+    recorded = reference_to_record(request.reference)  # what score takes for auto
+    if recorded is not None:
+        graph.graph["reference_spec"] = recorded
     if isinstance(task, FileTask):  # which pairs: the file's content, by its hash
         graph.graph.update(task_file=task.source or task.name, task_file_sha256=task.digest)
     graph.graph.update(

@@ -96,6 +96,23 @@ def test_score_command_agrees_with_discover(discovered):
     assert json.loads(result.stdout)["metrics"] == summary["metrics"]
 
 
+def test_score_takes_the_reference_the_graph_was_discovered_with(discovered, tmp_path):
+    """A helper's trial: a graph discovered with --reference ioi on its own 12 x 12 model
+    scored "no reference" by default; auto now means the reference discovery was given."""
+    summary, out = discovered  # discovered with --reference ioi
+    assert read_graph(out).graph["reference_spec"] == "ioi"
+    result = run("score", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"] == summary["metrics"]
+    assert cx.score(out)["reference"] == "ioi"
+    moved = read_graph(out)  # a reference file discovery was given, since removed
+    moved.graph["reference_spec"] = str(tmp_path / "gone.json")
+    write_graph(moved, tmp_path / "moved.json")
+    assert_one_line_error(
+        run("score", tmp_path / "moved.json"), "discovered against the reference file"
+    )
+
+
 def test_score_says_why_a_level_has_no_auc(discovered, tmp_path):
     """A node-level method's graph has no edge scores at all, said nowhere; one unscored
     node of a scored level is noted."""
@@ -435,9 +452,11 @@ def test_unknown_reference(tiny_dir):
     assert_one_line_error(result, "unknown reference")
 
 
-def test_score_with_auto_reference_and_no_paper_model(discovered):
-    _, out = discovered
-    assert_one_line_error(run("score", out), "no reference")
+def test_score_with_auto_reference_and_no_paper_model(discovered, tmp_path):
+    graph = read_graph(discovered[1])  # as if discovered with --reference auto
+    del graph.graph["reference_spec"]
+    write_graph(graph, tmp_path / "auto.json")
+    assert_one_line_error(run("score", tmp_path / "auto.json"), "no reference")
 
 
 def discover_task(task, *args):
