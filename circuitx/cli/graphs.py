@@ -52,7 +52,8 @@ from circuitx.scoring import OVERLAP_LEVELS, overlap
 @json_option
 def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
     """Score a saved circuit graph against a reference circuit (a component-level
-    reference goes to a circuit's token positions by its task's roles)."""
+    reference goes to a circuit's token positions by its task's roles). auto: the
+    reference the graph was discovered with, where discover was given one."""
     if reference_spec == "none":
         raise CircuitxError("score needs a reference to score against; --reference none names none")
     graph = read_graph(graph_path)
