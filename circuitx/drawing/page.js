@@ -152,11 +152,13 @@ for (let i = 0; i < nNodes; i++) {
     backdrop, nodes.name[i]);
 }
 
-// roles go by short names, keyed in the legend, where two labels of a row would overlap
-// at full length (a 10px label's character is about 6px wide); Python's labels_fit
+// roles go by short names, keyed in the legend, where two labels of a row (of the saved
+// circuit's and the reference's nodes) would overlap at full length (a 10px label's
+// character is about 6px wide); Python's labels_fit
 const shortRoles = (() => {
   const rows = new Map();
   for (let i = 0; i < nNodes; i++) {
+    if (!nodes.in_circuit[i] && !nodes.in_reference[i]) continue;
     const width = 6 * Math.max(nodes.short[i].length, (nodes.role[i] || "").length);
     if (!rows.has(nodes.y[i])) rows.set(nodes.y[i], []);
     rows.get(nodes.y[i]).push([nodes.x[i], width, Boolean(nodes.role[i])]);
