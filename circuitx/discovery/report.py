@@ -6,6 +6,7 @@ from typing import Any
 
 import networkx as nx
 
+from circuitx.errors import listed
 from circuitx.files import size_text
 from circuitx.graph import (
     component_graph,
@@ -65,6 +66,22 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
                 f"note: {unscored} of the graph's {len(rows)} {level}s "
                 f"{'has' if unscored == 1 else 'have'} no score, so it has no {level} ROC AUC"
             )
+    published = str(reference.graph.get("reference") or "").partition(":")[0] in TASKS
+    loose = [  # a hand-edited reference: an edge kept whose ends are not (ACDC's
+        key  # greater-than reference has such edges, through MLPs 4-7: kept as published
+        for sender, receiver, key, kept in reference.edges(keys=True, data="in_circuit")
+        if kept
+        and not (
+            reference.nodes[sender].get("in_circuit")
+            and reference.nodes[receiver].get("in_circuit")
+        )
+    ]
+    if loose and not published:
+        notes.append(
+            f"note: the reference keeps {len(loose)} edge{'' if len(loose) == 1 else 's'} "
+            f"between nodes it does not keep ({listed(loose, 3)}): they count as its edges, "
+            "and their ends not as its nodes"
+        )
     if position_groups(graph) is not None and position_groups(reference) is None:
         places = {role.lower() for role in _roles(graph, reference)}
         roles = {str(r).lower() for _, r in reference.nodes(data="role") if r is not None}

@@ -113,6 +113,27 @@ def test_score_takes_the_reference_the_graph_was_discovered_with(discovered, tmp
     )
 
 
+def test_a_reference_keeping_an_edge_whose_ends_it_drops_is_noted(discovered, tmp_path):
+    """A helper's trial: a hand-edited reference with an edge kept between nodes it does
+    not keep scored without a word (ACDC's greater-than reference has such edges, kept
+    as published, and is not noted)."""
+    summary, out = discovered
+    reference = read_graph(out)
+    for node in reference.nodes:
+        reference.nodes[node]["in_circuit"] = node in ("input", "logits", "a9.h9")
+    for *_, data in reference.edges(data=True):
+        data["in_circuit"] = False
+    reference.edges["a0.h0", "a1.h0", "a0.h0->a1.h0<q>"]["in_circuit"] = True
+    write_graph(reference, tmp_path / "edited.json")
+    result = run("score", out, "--reference", tmp_path / "edited.json")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "note: the reference keeps 1 edge between nodes it does not keep (a0.h0->a1.h0<q>)"
+        in result.stderr
+    )
+    assert "between nodes" not in run("score", out, "--reference", "greater-than").stderr
+
+
 def test_score_says_why_a_level_has_no_auc(discovered, tmp_path):
     """A node-level method's graph has no edge scores at all, said nowhere; one unscored
     node of a scored level is noted."""
