@@ -149,6 +149,16 @@ def scored_circuit(nodes=("a0.h1", "a1.h2", "m1", "a2.h0"), granularity=None):
     return graph
 
 
+def every_node_kept(n_layers: int, n_heads: int):
+    """A full graph with every node in its circuit and no edge, every score 0.1."""
+    graph = full_graph(n_layers, n_heads, True)
+    for node in graph.nodes:
+        graph.nodes[node].update(score=0.1, in_circuit=True)
+    for *_, data in graph.edges(data=True):
+        data.update(score=0.1, in_circuit=False)
+    return graph
+
+
 METHOD_GRAPHS = (*METHODS, "transcoder-features")  # the keys of method_graphs
 # the learned masks' training, shortened where a test needs their graph, not its quality
 SHORT_TRAINING = {"subnetwork-probing": {"sp_steps": 30}, "edge-pruning": {"ep_steps": 30}}

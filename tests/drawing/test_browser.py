@@ -9,7 +9,15 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import METHOD_GRAPHS, drawn, find, open_page, scored_circuit, selected
+from conftest import (
+    METHOD_GRAPHS,
+    drawn,
+    every_node_kept,
+    find,
+    open_page,
+    scored_circuit,
+    selected,
+)
 
 from circuitx.builtin import load
 from circuitx.drawing import draw
@@ -165,11 +173,7 @@ def test_a_page_too_narrow_for_its_roles_names_them_short_with_a_key(browser, tm
     no background against the edges under them."""
     from circuitx.tasks import get_task
 
-    graph = full_graph(12, 12, True)
-    for node in graph.nodes:
-        graph.nodes[node].update(score=0.1, in_circuit=True)
-    for *_, data in graph.edges(data=True):
-        data.update(score=0.1, in_circuit=False)
+    graph = every_node_kept(12, 12)
     draw(graph, tmp_path / "big.html", get_task("ioi").reference("", 12, 12, True))
     assert open_page(browser, tmp_path / "big.html") == []
     browser.find_element("id", "reference").click()

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run, scored_circuit
+from conftest import assert_one_line_error, every_node_kept, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.drawing import places as places_module
@@ -266,11 +266,7 @@ def test_roles_too_wide_for_their_row_go_by_short_names_with_a_key(tmp_path):
     assert not labels_fit(wide, places, column=12)
     assert labels_fit(wide, places, column=14)  # (17 + 10) / 2 characters apart
     assert labels_fit({"a0.h0": "a0.h0", "a0.h1": "a0.h1"}, places, column=1)  # no role
-    graph = full_graph(12, 12, True)
-    for node in graph.nodes:
-        graph.nodes[node].update(score=0.1, in_circuit=True)
-    for *_, data in graph.edges(data=True):
-        data.update(score=0.1, in_circuit=False)
+    graph = every_node_kept(12, 12)
     draw(graph, tmp_path / "big.svg", get_task("ioi").reference("", 12, 12, True))
     text = svg_text(tmp_path / "big.svg")
     assert ">BNM<" in text and ">backup name mover<" not in text
