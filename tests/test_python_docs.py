@@ -201,3 +201,16 @@ def test_a_task_object_is_named_in_the_leaderboard_by_its_name_or_file(tmp_path)
     pairs.write_text(json.dumps({**row, "corrupted": "When Mary and John went, Mary gave to"}))
     assert _task_name(cx.task_from_file(pairs)) == str(pairs)
     assert _task_name(cx.get_task("ioi")) == "ioi"
+
+
+def test_gradient_methods_run_inside_no_grad_and_inference_mode():
+    """A trial's cx.discover(..., "eap") inside torch.no_grad() failed: "cannot register a
+    hook on a tensor that doesn't require gradient"."""
+    import torch
+
+    model = cx.load_model("planted-ioi")
+    plain = cx.discover(model, "ioi", "eap", n_prompts=4, faithfulness=False)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            graph = cx.discover(model, "ioi", "eap", n_prompts=4, faithfulness=False)
+        assert nx.utils.edges_equal(graph.edges(data="score"), plain.edges(data="score")), mode

@@ -73,7 +73,9 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         return selected(request, method, run, layout, scores)
 
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    # gradient methods take their gradients whatever the caller set (a trial's
+    # cx.discover(..., "eap") inside torch.no_grad() failed to hook a tensor)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(request.seed)
         data = task.make_data(model, request.n_prompts, request.seed)
         layout = position_layout(model.layout, task, data, request.positions)
