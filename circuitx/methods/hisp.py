@@ -16,7 +16,7 @@ import torch
 
 from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
-from circuitx.methods.base import Method, MethodRun, Scores
+from circuitx.methods.base import Method, MethodRun, Scores, above_resolution
 from circuitx.models import Model
 
 
@@ -34,7 +34,8 @@ class HISP(Method):
         return gradient_floats_per_token(model)
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        importance = engine.gate_gradient_magnitudes().double().cpu()
+        # rounding of an exact zero first: normalised, a layer of it would score near 1
+        importance = above_resolution(engine.gate_gradient_magnitudes()).double().cpu()
         run.advance(1)
         return Scores(nodes=per_layer_normalised(engine.layout, importance))
 

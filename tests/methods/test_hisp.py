@@ -49,7 +49,10 @@ def test_scores_are_normalised_per_layer(engine):
 def test_hisp_ranks_the_planted_ioi_heads_first():
     model = load_model("planted-ioi")
     graph = find(model, "ioi", "hisp", n_prompts=20, faithfulness=False)
-    assert score_graph(graph, ground_truth("planted-ioi", "ioi"))["node_auc"] >= 0.95
+    metrics = score_graph(graph, ground_truth("planted-ioi", "ioi"))
+    assert metrics["node_auc"] == 1.0
+    # a trial's: m4's importance, 3.5e-6 of the largest, normalised to 0.988 and was kept
+    assert graph.nodes["m4"]["score"] == 0.0 and metrics["node_precision"] == 1.0
     nodes = component_nodes(graph)
     scores = [graph.nodes[n]["score"] for n in nodes]
     again = find(model, "ioi", "hisp", n_prompts=20, faithfulness=False)
