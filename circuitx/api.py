@@ -276,7 +276,7 @@ def score(
     (``node_auc``, ...; None where undefined), and the reference's label (``reference``).
     Why a ROC AUC is missing, or how a reference without positions was placed on a
     circuit over positions, is raised as a :class:`circuitx.errors.CircuitxWarning`."""
-    if reference is None or (isinstance(reference, str) and reference == "none"):
+    if reference is None or reference == "none":
         raise CircuitxError(f"score needs a reference to score against; {reference!r} names none")
     graph = _graph(graph)
     found, label = _reference(graph, reference, cache_dir)

@@ -509,6 +509,22 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     return graph
 
 
+def edge_width(score: float | None, largest: float) -> float:
+    """The width of an edge's line by its |score| against the ``largest``: 0.6 to 4.0
+    (the DOT export's and the drawings' alike)."""
+    return 0.6 + 3.4 * (abs(score or 0.0) / largest if largest else 0.0)
+
+
+def dot_rows(rows: Iterable[list[str]]) -> list[str]:
+    """DOT lines putting each list of nodes on one rank in its order (invisible edges
+    along the row keep dot from reordering it)."""
+    lines = []
+    for members in rows:
+        lines.append("  { rank=same; " + " ".join(f'"{m}";' for m in members) + " }")
+        lines += [f'  "{a}" -> "{b}" [style=invis];' for a, b in zip(members, members[1:])]
+    return lines
+
+
 def to_dot(graph: nx.MultiDiGraph) -> str:
     """Graphviz DOT of the circuit: in-circuit nodes (with scores), a row per layer in the
     graph's order (heads, then the MLP) under the logits, and in-circuit edges (their q/k/v
@@ -523,16 +539,14 @@ def to_dot(graph: nx.MultiDiGraph) -> str:
             lines.append(f'  "{node}" [label="{label}"];')
             if node not in (INPUT, LOGITS) and data.get("layer") is not None:
                 rows.setdefault(int(data["layer"]), []).append(node)
-    for members in rows.values():  # a row per layer; invisible edges keep its order
-        lines.append("  { rank=same; " + " ".join(f'"{m}";' for m in members) + " }")
-        lines += [f'  "{a}" -> "{b}" [style=invis];' for a, b in zip(members, members[1:])]
+    lines += dot_rows(rows.values())  # a row per layer
     kept = [(s, r, d) for s, r, d in graph.edges(data=True) if d.get("in_circuit")]
     largest = max((abs(d.get("score") or 0.0) for *_, d in kept), default=0.0)
     for sender, receiver, data in kept:
         score = data.get("score")
         attributes = [f'label="{data["input"]}"'] if data.get("input") else []
         if score is not None:
-            width = 0.6 + 3.4 * (abs(score) / largest if largest else 0.0)
+            width = edge_width(score, largest)
             attributes += [f"score={score:.6g}", f"penwidth={width:.2f}"]
         shown = f" [{', '.join(attributes)}]" if attributes else ""
         lines.append(f'  "{sender}" -> "{receiver}"{shown};')

@@ -181,7 +181,6 @@ def leaderboard(
     tasks = parse_names(tasks_spec, list(TASKS), "task", every_task, is_task_file)
     check_grid(model_name, tasks, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds)
     specs = parse_methods(methods_spec)
-    methods = [spec.label for spec in specs]
     options = parse_options(list(option_specs), [spec.method for spec in specs])
     every = methods_spec.strip() == "all"
     specs, left_out = methods_over_positions(specs, positions, options, every)

@@ -122,7 +122,7 @@ def reference_for_graph(
     meta = graph.graph
     if spec == "auto" and meta.get("reference_spec"):  # the one its discovery was given
         spec = str(meta["reference_spec"])
-        if spec.startswith("/") and not Path(spec).is_file():
+        if Path(spec).is_absolute() and not Path(spec).is_file():  # a file, recorded so
             raise CircuitxError(
                 f"the graph was discovered against the reference file {spec}, which is not "
                 "there now: pass --reference"

@@ -27,6 +27,7 @@ from circuitx.drawing.places import (
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
 from circuitx.graph import INPUT, LOGITS, edge_name
+from circuitx.graph_files import dot_rows, edge_width
 
 
 def dot_path() -> str:
@@ -79,15 +80,14 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
             f'color="{outline}", fontcolor="{ink}", style={style}, tooltip="{_escape(node)}"];'
         )
     places = graph_places(graph)
-    for members in rows.values():  # a rank per layer (input and logits on their own)
-        if INPUT not in members and LOGITS not in members:
-            ordered = sorted(members, key=lambda m: places[m][0])  # heads, then the MLP
-            lines.append("  { rank=same; " + " ".join(f'"{m}";' for m in ordered) + " }")
-            # invisible edges along the row keep dot from reordering it
-            lines += [f'  "{a}" -> "{b}" [style=invis];' for a, b in zip(ordered, ordered[1:])]
+    lines += dot_rows(  # a rank per layer (input and logits on their own), heads then MLP
+        sorted(members, key=lambda m: places[m][0])
+        for members in rows.values()
+        if INPUT not in members and LOGITS not in members
+    )
     largest = max((abs(d["score"]) for *_, d in edges if d["score"] is not None), default=0.0)
     for sender, receiver, key, data in edges:
-        width = 0.6 + 3.4 * (abs(data["score"] or 0.0) / largest if largest else 0.0)
+        width = edge_width(data["score"], largest)
         kind = feeds(data, receiver)
         colour = INPUT_COLOURS[kind]
         if reference is not None:

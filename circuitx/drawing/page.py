@@ -29,6 +29,7 @@ from circuitx.drawing.places import (
     ROW_BOW,
     Picture,
     edge_bends,
+    edge_end,
     empty_note,
     feeds,
     graph_places,
@@ -117,14 +118,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
             "in_reference": [truth.has_edge(s, r, d) for _, s, r, d in rows],
             # how far each edge's curve bends around the nodes its line would run through
             "bend": edge_bends(
-                places,
-                [
-                    (
-                        places[s],
-                        (places[r][0] + RECEIVER_OFFSET.get(feeds(d, r), 0.0), places[r][1]),
-                    )
-                    for _, s, r, d in rows
-                ],
+                places, [(places[s], edge_end(places[r], d["input"])) for _, s, r, d in rows]
             ),
         },
         "feeds_colours": INPUT_COLOURS,

@@ -87,6 +87,12 @@ def edge_bends(places: dict[str, Point], segments: list[tuple[Point, Point]]) ->
     return [float(shifts[0] if row[0] == 0 else shifts[int(np.argmin(row))]) for row in hits]
 
 
+def edge_end(place: Point, head_input: str | None) -> Point:
+    """Where an edge ends at its receiver's ``place``: q, k and v into one head side by
+    side (:data:`RECEIVER_OFFSET`)."""
+    return place[0] + RECEIVER_OFFSET.get(head_input or "", 0.0), place[1]
+
+
 def edge_points(
     start: Point, end: Point, bend: float = 0.0, steps: int = 16
 ) -> tuple[list[float], list[float]]:

@@ -18,10 +18,10 @@ from circuitx.drawing.places import (
     AGREEMENT,
     INPUT_COLOURS,
     PANEL_GAP,
-    RECEIVER_OFFSET,
     Picture,
     caption_text,
     edge_bends,
+    edge_end,
     edge_points,
     empty_note,
     feeds,
@@ -39,15 +39,11 @@ from circuitx.drawing.places import (
 )
 from circuitx.files import atomic_open
 from circuitx.graph import parse_node, position_groups, position_labels, shape_of
+from circuitx.graph_files import edge_width
 
 AXES_WIDTH = 0.78  # of the figure's width
 CHAR_WIDTH = 0.6  # a label's character, in its font size (DejaVu Sans, about)
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
-
-
-def _into(place: tuple[float, float], head_input: str | None) -> tuple[float, float]:
-    """Where an edge ends at its receiver: q, k and v into one head side by side."""
-    return place[0] + RECEIVER_OFFSET.get(head_input or "", 0.0), place[1]
 
 
 def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
@@ -80,12 +76,12 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     ax.scatter(xs, ys, s=14, color="#dddddd", zorder=1)  # the model, for orientation
     largest = max((abs(e[3]["score"]) for e in edges if e[3]["score"] is not None), default=0.0)
     segments = [
-        (places[sender], _into(places[receiver], data["input"]))
+        (places[sender], edge_end(places[receiver], data["input"]))
         for sender, receiver, _, data in edges
     ]
     bends = edge_bends(places, segments)
     for (sender, receiver, name, data), (start, end), bend in zip(edges, segments, bends):
-        width = 0.6 + 3.4 * (abs(data["score"] or 0.0) / largest if largest else 0.0)
+        width = edge_width(data["score"], largest)
         colour = (
             AGREEMENT["both" if truth.has_edge(sender, receiver, data) else "circuit only"]
             if reference is not None
@@ -144,7 +140,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         [n for n in truth.nodes if n in places and n not in nodes] if reference is not None else []
     )
     missed_segments = [
-        (places[sender], _into(places[receiver], head_input))
+        (places[sender], edge_end(places[receiver], head_input))
         for sender, receiver, head_input in missed_edges(graph, truth)
     ]
     for (start, end), bend in zip(missed_segments, edge_bends(places, missed_segments)):

@@ -223,15 +223,15 @@ def methods_over_positions(
         why = method.positions_refusal(method_options(method, given))
         if why is not None:
             refused[spec.label] = why
-    if refused and not every:
+    if not refused:
+        return specs, None
+    if not every:
         label, why = next(iter(refused.items()))
         raise CircuitxError(
             f"--positions {positions}: {why}; leave {label} out of --methods, or give "
             "--methods all for every method that can"
         )
     kept = [spec for spec in specs if spec.label not in refused]
-    if not refused:
-        return kept, None
     return kept, (
         f"note: --positions {positions} leaves out {', '.join(refused)}: "
         f"{'they score' if len(refused) > 1 else 'it scores'} components over the whole sequence"
