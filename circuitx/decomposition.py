@@ -268,7 +268,7 @@ def propagate(
     wholes = wholes if wholes is not None else Wholes()
     layout, eps = sources.layout, weights.eps
     whole = wholes("resid_pre", layer, lambda: resid)
-    rel = torch.zeros(sources.chosen.shape[0], *resid.shape, device=resid.device)
+    rel = torch.zeros(sources.chosen.shape[0], *resid.shape, device=resid.device, dtype=resid.dtype)
     if layer == 0:
         rel = sources.split(rel, whole, 0, 1)
 

@@ -35,10 +35,12 @@ from circuitx.patching import TOKENS_PER_PASS, Mix, PatchingEngine, effect_gap
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
 
-FLOAT = 4  # bytes: caches and differences are float32 whatever the model's dtype
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # on the CPU: at most this, or half the free memory when less
 MIN_MEMORY = 1024**2
-METRIC_RESOLUTION = 1e-5  # relative: a change of the metric below this is float32 rounding
+# relative: a change of the metric below this is rounding, in float32 (and half precision,
+# whose metrics are float32) and in float64
+METRIC_RESOLUTION = 1e-5
+METRIC_RESOLUTION_FLOAT64 = 1e-12
 PART_PASSES = 4  # a part holds at most this many stacked passes' tokens (TOKENS_PER_PASS)
 
 
@@ -150,13 +152,14 @@ def memory_plan(
     small part, a quarter for the caches of other parts kept between sweeps.
     ``part_size``: the parts' size where the caller sets it; ``groups``: the position
     groups of a circuit over positions."""
-    pass_bytes = FLOAT * pass_floats_per_token(model)
+    size = model.work_dtype.itemsize  # caches and differences are in the work dtype
+    pass_bytes = size * pass_floats_per_token(model)
     default = TOKENS_PER_PASS.get(model.device.type, TOKENS_PER_PASS["cpu"])
     tokens_per_pass = max(1, min(default, budget // 4 // pass_bytes))
     logits = rows_per_prompt * model.d_vocab
-    cached = FLOAT * (width * cache_floats_per_token(model) + 2 * logits)  # per prompt
-    deltas = FLOAT * width * delta_floats_per_token(model, groups)  # per prompt
-    working = FLOAT * (width * working_floats_per_token + logits) + width * pass_bytes + deltas
+    cached = size * (width * cache_floats_per_token(model) + 2 * logits)  # per prompt
+    deltas = size * width * delta_floats_per_token(model, groups)  # per prompt
+    working = size * (width * working_floats_per_token + logits) + width * pass_bytes + deltas
     # more tokens than a few stacked passes' make a part no faster, only larger
     most = max(1, PART_PASSES * default // width)
     part_size = part_size or max(1, min(n_prompts, most, budget // 2 // (cached + working)))
@@ -256,7 +259,8 @@ class Engine:
         self._accuracies = (clean_accuracy, corrupted_accuracy)
         if sums:
             n = self.n_prompts
-            self._patch_values = {name: (t / n).float() for name, t in sums.items()}
+            full = self.model.work_dtype
+            self._patch_values = {name: (t / n).to(full) for name, t in sums.items()}
         for part in self._kept.values():
             self._settle(part)
 
@@ -349,8 +353,9 @@ class Engine:
 
     def normalised_effect(self, patched_metric: torch.Tensor) -> torch.Tensor:
         """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect,
-        0 where the change is float32 rounding (:func:`metric_change`)."""
-        return metric_change(self.clean_metric, patched_metric) / self.gap
+        0 where the change is rounding (:func:`metric_change`)."""
+        change = metric_change(self.clean_metric, patched_metric, metric_resolution(self.model))
+        return change / self.gap
 
     def _mean(
         self, compute: Callable[[PatchingEngine, Advance], Any], advance: Advance = no_progress
@@ -399,14 +404,21 @@ class Engine:
         return self._mean(lambda part, step: part.mask_gradients(mixes, step), advance)
 
 
-def metric_change(before: float | torch.Tensor, after: float | torch.Tensor) -> torch.Tensor:
-    """before - after, or 0 where it is at most :data:`METRIC_RESOLUTION` of the larger
-    |metric|: a patch that changes nothing in exact arithmetic moves a planted model's
+def metric_resolution(model: Model) -> float:
+    """:data:`METRIC_RESOLUTION`, or :data:`METRIC_RESOLUTION_FLOAT64` for a float64 model."""
+    return METRIC_RESOLUTION_FLOAT64 if model.work_dtype == torch.float64 else METRIC_RESOLUTION
+
+
+def metric_change(
+    before: float | torch.Tensor, after: float | torch.Tensor, resolution: float = METRIC_RESOLUTION
+) -> torch.Tensor:
+    """before - after, or 0 where it is at most ``resolution`` of the larger |metric|
+    (:func:`metric_resolution` gives a model's): a patch that changes nothing in exact arithmetic moves a planted model's
     metric by a unit or two in the last place, differently on each machine and for each
     way of summing the same differences, and ranking those would decide an AUC. In
     float64, whatever the metrics' dtype."""
     before = torch.as_tensor(before, dtype=torch.float64)
     after = torch.as_tensor(after, dtype=torch.float64)
     change = before - after
-    rounding = change.abs() <= METRIC_RESOLUTION * torch.maximum(before.abs(), after.abs())
+    rounding = change.abs() <= resolution * torch.maximum(before.abs(), after.abs())
     return torch.where(rounding, 0.0, change)

@@ -58,6 +58,7 @@ class MaskedPass:
         mix, frozen, record_grads = masks.mix, masks.frozen, masks.record_grads
         self.reads, self.norms = reads, {}  # layer -> its heads' normed input and scale
         self.engine, self.k, self.layer, self.n = engine, k, layer, engine.data.n_prompts
+        self.full = engine.model.work_dtype  # differences and sums: see Model.work_dtype
         self.record_grads = record_grads
         self.layout = layout = engine.layout
         self.node_mask, self.mix, self.frozen = node_mask, mix, frozen
@@ -110,7 +111,9 @@ class MaskedPass:
             # stay a block of their own, which autograd saves once for every correction
             self.in_blocks = exact and not self.frozen
             if not self.in_blocks:
-                self.live = torch.empty(self.k, len(needed), rows, device=self.engine.model.device)
+                self.live = torch.empty(
+                    self.k, len(needed), rows, device=self.engine.model.device, dtype=self.full
+                )
         if any(group.form == "kept" for group in self.groups.values()):
             fixed = self.engine.fixed_total(self.first_live)
             self.total = fixed.expand(self.k, -1).clone()
@@ -180,7 +183,7 @@ class MaskedPass:
         def mask(out: torch.Tensor) -> torch.Tensor:
             z = seen["z"] / seen["scale"].unsqueeze(-2)
             x = z.view(self.k, self.n, *z.shape[1:])
-            change = (self._apply(chunk, x) - x).float()
+            change = (self._apply(chunk, x) - x).to(self.full)
             written = torch.einsum("knpse,sed->knpd", change, self.engine.w_o[layer])
             return out + written.reshape(out.shape).to(out.dtype)
 
@@ -227,9 +230,9 @@ class MaskedPass:
             if picked is not None:  # every sender of the chunk: their sum
                 total = picked.sum(1)
             elif chunk.heads:
-                total = delta.float().flatten(-2) @ engine.w_o[chunk.layer].flatten(0, 1)
+                total = delta.to(self.full).flatten(-2) @ engine.w_o[chunk.layer].flatten(0, 1)
             else:
-                total = delta.float().squeeze(-2)
+                total = delta.to(self.full).squeeze(-2)
             total = total.reshape(self.k, -1)
             self.total += total
             self.last_total = (chunk.first, total)
@@ -251,7 +254,7 @@ class MaskedPass:
         if out is not None and not (torch.is_grad_enabled() and delta.requires_grad):
             d = self.engine.model.d_model
             for at in range(k):
-                rows = delta[at].float().flatten(0, 1).transpose(0, 1)  # [s, n * pos, e]
+                rows = delta[at].to(self.full).flatten(0, 1).transpose(0, 1)  # [s, n * pos, e]
                 target = out[at].view(s, -1, d)
                 if w_o is None:
                     target.copy_(rows)
@@ -259,9 +262,9 @@ class MaskedPass:
                     torch.bmm(rows, w_o, out=target)
             return out
         if w_o is None:
-            made = delta.float().movedim(-2, 1).reshape(k, s, -1)
+            made = delta.to(self.full).movedim(-2, 1).reshape(k, s, -1)
         else:
-            made = torch.einsum("knpse,sed->ksnpd", delta.float(), w_o).reshape(k, s, -1)
+            made = torch.einsum("knpse,sed->ksnpd", delta.to(self.full), w_o).reshape(k, s, -1)
         return made if out is None else out.copy_(made)
 
     def _correction(self, group: ReceiverGroup) -> torch.Tensor | None:
@@ -364,7 +367,7 @@ class MaskedPass:
         reads = self.reads
 
         def hook(x: torch.Tensor) -> torch.Tensor:
-            read = x.detach().float()
+            read = x.detach().to(self.full)
             if not reads.rms:
                 read = read - read.mean(-1, keepdim=True)
             scale = (read.pow(2).mean(-1, keepdim=True) + reads.eps).rsqrt()
@@ -387,7 +390,7 @@ class MaskedPass:
             normed, scale = self.norms[layer]
             # the gradient at the norm's output, then back through its Jacobian:
             # scale * (upstream - mean(upstream) - normed * mean(upstream * normed))
-            upstream = torch.einsum("bphe,hde->hbpd", grad.float(), weight)
+            upstream = torch.einsum("bphe,hde->hbpd", grad.to(self.full), weight)
             dot = torch.einsum("hbpd,bpd->hbp", upstream, normed) / d_model
             upstream.addcmul_(normed, dot.unsqueeze(-1), value=-1.0)
             if not reads.rms:

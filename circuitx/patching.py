@@ -85,6 +85,7 @@ class PatchingEngine:
                 f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}"
             )
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
+        self.full = model.work_dtype  # caches, differences and sums: Model.work_dtype
         self.ablation, self.first_prompt = ablation, first_prompt
         self.layout = layout or model.layout
         if isinstance(self.layout, PositionLayout):  # a circuit over token positions
@@ -123,8 +124,10 @@ class PatchingEngine:
             float(self.metric(self.clean_final).mean()),
             float(self.metric(self.corrupted_final).mean()),
         )
-        # float32 whatever the model's dtype, as the caches (Model.run_with_cache)
-        self.w_o = [model.head_write_weights(layer).float() for layer in range(model.n_layers)]
+        # in the work dtype, as the caches (Model.run_with_cache)
+        self.w_o = [
+            model.head_write_weights(layer).to(self.full) for layer in range(model.n_layers)
+        ]
         self.held_mask: torch.Tensor | None = None  # 0 where a sender is held, else 1
         if held is not None and bool(held[1:].any()):
             self._hold(held, [*outputs, *resids, LOGITS_INPUT_HOOK])
@@ -139,13 +142,13 @@ class PatchingEngine:
         held layer), their own outputs are their patch values, and every later pass with
         live differences masks them too (a frozen pass needs nothing: their clean -
         patch differences are now 0)."""
-        keep = (~held.cpu()).float()
+        keep = (~held.cpu()).to(self.full)
         keep[0] = 1.0  # the embeddings are never held
         seen: dict[str, torch.Tensor] = {}
 
         def record(name: str) -> Callable:
             def hook(x: torch.Tensor) -> torch.Tensor:
-                seen[name] = x.detach().to(torch.float32, copy=True)
+                seen[name] = x.detach().to(self.full, copy=True)
                 return x
 
             return hook
@@ -222,7 +225,7 @@ class PatchingEngine:
         senders = [layout.sender(node) for node in nodes]
 
         def masks(chunk: Sequence[int]) -> tuple[torch.Tensor, None]:
-            mask = torch.ones(len(chunk), layout.n_senders)
+            mask = torch.ones(len(chunk), layout.n_senders, dtype=self.full)
             mask[torch.arange(len(chunk)), torch.tensor(chunk)] = 0.0
             return mask, None
 
@@ -230,7 +233,7 @@ class PatchingEngine:
 
     def patch_together(self, nodes: Sequence[str]) -> float:
         """Mean metric when all of ``nodes`` carry their patch values at once."""
-        mask = torch.ones(1, self.layout.n_senders)
+        mask = torch.ones(1, self.layout.n_senders, dtype=self.full)
         mask[0, [self.layout.sender(node) for node in nodes]] = 0.0
         return float(self.metric(self.run(node_mask=mask)).mean())
 
@@ -242,7 +245,7 @@ class PatchingEngine:
         layout = self.layout
 
         def masks(chunk: Sequence[Sequence[tuple[int, int]]]) -> tuple[None, torch.Tensor]:
-            mask = torch.ones(len(chunk), layout.n_senders, layout.n_receivers)
+            mask = torch.ones(len(chunk), layout.n_senders, layout.n_receivers, dtype=self.full)
             for copy, edges in enumerate(chunk):
                 senders, receivers = zip(*edges)
                 mask[copy, list(senders), list(receivers)] = 0.0
@@ -281,7 +284,7 @@ class PatchingEngine:
         order = list(range(len(items)))
         if layer_of is not None:
             order.sort(key=lambda i: layer_of(items[i]))
-        results = torch.empty(len(items), device=self.model.device)  # read back once
+        results = torch.empty(len(items), device=self.model.device, dtype=self.full)  # read once
         for start in range(0, len(items), copies):
             chunk = order[start : start + copies]
             node_mask, edge_mask = masks([items[i] for i in chunk])
@@ -313,9 +316,11 @@ class PatchingEngine:
         if len(mixes) == 1:
             found = self.dropped_gradients([None], mix=mixes[0], advance=advance)
             return found.nodes[0], found.edges[0]
-        node_mask = torch.ones(1, self.layout.n_senders, requires_grad=True)
+        node_mask = torch.ones(1, self.layout.n_senders, dtype=self.full, requires_grad=True)
         deltas = self.clean_deltas
-        sums = torch.zeros(self.layout.n_receivers, deltas.shape[1], device=deltas.device)
+        sums = torch.zeros(
+            self.layout.n_receivers, deltas.shape[1], device=deltas.device, dtype=deltas.dtype
+        )
 
         def record(first: int, rows: torch.Tensor) -> None:
             sums[first : first + len(rows)] += rows.to(sums.dtype)
@@ -344,7 +349,7 @@ class PatchingEngine:
         :meth:`mask_gradients`."""
         layout = self.layout
         deltas = self.clean_deltas
-        node_mask = torch.ones(1, layout.n_senders, requires_grad=True)
+        node_mask = torch.ones(1, layout.n_senders, dtype=self.full, requires_grad=True)
         products = _ReceiverProducts(layout, deltas)
         dropped: list[int | None] = [None]
         at_patterns: dict[int, torch.Tensor] = {}
@@ -364,7 +369,7 @@ class PatchingEngine:
                 extra.append((mlp_output_hook(layer), drop(layer)))
 
         def keep_pattern(layer: int, grad: torch.Tensor) -> None:
-            at_patterns[layer] = grad.float()
+            at_patterns[layer] = grad.to(self.full)
 
         final = self.run(
             node_mask, grad=True, mix=mix, record_grads=products.record, extra_hooks=extra,
@@ -382,7 +387,9 @@ class PatchingEngine:
             edges.append(products.take().T * valid)
             if patterns:
                 n, width = self.data.clean.shape
-                empty = torch.zeros(n, layout.n_heads, width, width, device=deltas.device)
+                empty = torch.zeros(
+                    n, layout.n_heads, width, width, device=deltas.device, dtype=deltas.dtype
+                )
                 pattern_grads.append([at_patterns.get(at, empty) for at in range(layout.n_layers)])
             advance(1)
         return Attributions(torch.stack(nodes), torch.stack(edges), pattern_grads or None)
@@ -391,7 +398,9 @@ class PatchingEngine:
         """Each prompt's metric's gradient with respect to each sender's gate at 1 (a node
         mask entry of that prompt alone: 1 its clean output, 0 its patch value),
         [n_prompts, n_senders]: one forward and one backward pass of the clean run."""
-        gates = torch.ones(1, self.data.n_prompts, self.layout.n_senders, requires_grad=True)
+        gates = torch.ones(
+            1, self.data.n_prompts, self.layout.n_senders, dtype=self.full, requires_grad=True
+        )
         final = self.run(gates, grad=True)
         self.metric(final).sum().backward()
         return gates.grad[0]
@@ -496,8 +505,10 @@ class PatchingEngine:
         (BOS to END; padding left out), from a run's cached outputs: [n, n_senders, d_model]."""
         n, width = self.data.clean.shape
         real = torch.arange(width, device=self.end.device) <= self.end.unsqueeze(1)
-        weights = real.float() / real.sum(1, keepdim=True)
-        writes = torch.empty(n, self.layout.n_senders, self.model.d_model, device=self.model.device)
+        weights = real.to(self.full) / real.sum(1, keepdim=True)
+        writes = torch.empty(
+            n, self.layout.n_senders, self.model.d_model, device=self.model.device, dtype=self.full
+        )
         for chunk in self.layout.chunks:
             out = cache[sender_output_hook(chunk)]
             mean = torch.einsum("np,np...->n...", weights.to(out), out)
@@ -511,7 +522,7 @@ class PatchingEngine:
         [n, P], from a run's cached outputs: [n, n_senders, P, d_model]."""
         n, count = positions.shape
         shape = (n, self.layout.n_senders, count, self.model.d_model)
-        writes = torch.empty(shape, device=self.model.device)
+        writes = torch.empty(shape, device=self.model.device, dtype=self.full)
         rows = torch.arange(n, device=self.model.device).unsqueeze(1)
         at = positions.to(self.model.device)
         for chunk in self.layout.chunks:
@@ -538,7 +549,7 @@ class PatchingEngine:
         """[n, pos, G]: 1 at each token's position group (None: no positions)."""
         if not isinstance(self.layout, PositionLayout):
             return None
-        return torch.nn.functional.one_hot(self.group_index, self.layout.n_groups).float()
+        return torch.nn.functional.one_hot(self.group_index, self.layout.n_groups).to(self.full)
 
     @cached_property
     def sender_deltas(self) -> torch.Tensor:
@@ -547,7 +558,7 @@ class PatchingEngine:
         n, width = self.data.clean.shape
         layout = self.layout.base
         shape = (layout.n_senders, n, width, self.model.d_model)
-        matrix = torch.empty(shape, device=self.model.device)
+        matrix = torch.empty(shape, device=self.model.device, dtype=self.full)
         for chunk in layout.chunks:
             hook = sender_output_hook(chunk)
             delta = self.clean_cache[hook] - self.patch_cache[hook]
@@ -586,7 +597,9 @@ class _ReceiverProducts:
 
     def __init__(self, layout: Layout, deltas: torch.Tensor) -> None:
         self.layout, self.deltas, device = layout, deltas, deltas.device
-        self.by_receiver = torch.zeros(layout.n_receivers, layout.n_senders, device=device)
+        self.by_receiver = torch.zeros(
+            layout.n_receivers, layout.n_senders, device=device, dtype=deltas.dtype
+        )
         width = layout.receivers_per_layer
         self.buffer = torch.empty(width, deltas.shape[1], device=device, dtype=deltas.dtype)
         self.pending: list[tuple[int, int]] = []  # (first receiver, how many)

@@ -92,6 +92,7 @@ class PositionPass:
         mix, frozen, record_grads = masks.mix, masks.frozen, masks.record_grads
         host_edges = masks.host_edges
         self.engine, self.k, self.layer = engine, k, layer
+        self.full = engine.model.work_dtype  # differences and sums: see Model.work_dtype
         self.layout: PositionLayout = engine.layout
         self.base, self.g = self.layout.base, self.layout.n_groups
         self.n = engine.data.n_prompts
@@ -185,7 +186,7 @@ class PositionPass:
             x = x - (1.0 - keep) * delta
             delta = keep * delta
         if first >= self.first_live and not self.frozen:
-            written = delta.float()
+            written = delta.to(self.full)
             if chunk.heads:
                 written = torch.einsum("knpse,sed->knpsd", written, engine.w_o[chunk.layer])
             for at in range(count):
@@ -290,7 +291,7 @@ class PositionPass:
             return pattern
 
         return grouped_heads_output(
-            q_in.float(), k_in.float(), v_in.float(), groups, block, weights, hear
+            q_in.to(self.full), k_in.to(self.full), v_in.to(self.full), groups, block, weights, hear
         )
 
     # ------------------------------------------------------------------ gradients
@@ -300,7 +301,7 @@ class PositionPass:
         ``receiver ..`` input, once per group: at that group's tokens, zero elsewhere."""
 
         def hook(grad: torch.Tensor) -> None:
-            g = grad.float().view(self.k * self.n, grad.shape[1], count, -1)  # [b, pos, c, d]
+            g = grad.to(self.full).view(self.k * self.n, grad.shape[1], count, -1)  # [b, pos, c, d]
             onehot = self.engine.group_onehot.repeat(self.k, 1, 1)  # [b, pos, G]
             rows = torch.einsum("bpcd,bpg->cgbpd", g, onehot)
             self.record_grads(receiver * self.g, rows.reshape(count * self.g, -1))
@@ -312,7 +313,7 @@ class PositionPass:
         of base receivers' ``receiver ..`` input [G, b, pos, c, d]."""
 
         def hook(grad: torch.Tensor) -> None:
-            rows = grad.float().permute(3, 0, 1, 2, 4)  # [c, G, b, pos, d]
+            rows = grad.to(self.full).permute(3, 0, 1, 2, 4)  # [c, G, b, pos, d]
             self.record_grads(receiver * self.g, rows.reshape(count * self.g, -1))
 
         return hook

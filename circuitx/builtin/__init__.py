@@ -250,10 +250,10 @@ def load(
     if name not in BUILTIN_MODELS:
         check_model_name(name)
         return load_model(name, device=device, dtype=dtype)
-    if name in PLANTED and dtype != "float32":
+    if name in PLANTED and dtype not in ("float32", "float64"):
         raise CircuitxError(
             f"{name} is built for float32: its features sit beside a constant of 1000, "
-            f"below {dtype}'s resolution; use --dtype float32"
+            f"below {dtype}'s resolution; use --dtype float32 or float64"
         )
     model = load_model(str(model_dir(name, cache_dir)), device=device, dtype=dtype)
     return dataclasses.replace(model, name=name, builtin=name)

@@ -29,7 +29,7 @@ scores that change (below ``tau``, so out of the circuit; the authors' code give
 none): the edges of an input that moved the metric a little rank above those of one
 that moved it not at all. auto-circuit's ACDC has no such test (``--input-tests off``).
 
-A change smaller than the metric's float32 resolution (:func:`circuitx.engine.metric_change`)
+A change smaller than the metric's resolution (:func:`circuitx.engine.metric_change`)
 is rounding, not an effect, and scores 0: edges that do nothing tie, however and wherever
 the pass is computed.
 """
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from circuitx.engine import Engine, metric_change
+from circuitx.engine import Engine, metric_change, metric_resolution
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.names import LOGITS
@@ -116,8 +116,8 @@ def prune(
     layout = engine.layout
     valid = layout.valid
     mask = torch.ones(layout.n_senders, layout.n_receivers)
-    scores = torch.zeros(layout.n_senders, layout.n_receivers)
-    gap = abs(engine.gap)
+    scores = torch.zeros(layout.n_senders, layout.n_receivers, dtype=engine.model.work_dtype)
+    gap, resolution = abs(engine.gap), metric_resolution(engine.model)
     current = float(engine.edge_mask_metrics(mask.unsqueeze(0))[0])
     tried = inputs_tried = 0
     tested: set[int] = set()  # receivers whose whole input was tried
@@ -146,7 +146,7 @@ def prune(
                     trial[:senders, whole] = 0.0
                     metric = float(engine.edge_mask_metrics(trial.unsqueeze(0))[0])
                     inputs_tried += 1
-                    change = _change(current, metric) / gap
+                    change = _change(current, metric, resolution) / gap
                     if change < tau:  # its edges go untried, each scored the input's change
                         mask[:senders, whole], current = 0.0, metric
                         scores[:senders, whole] = change * valid[:senders, whole]
@@ -164,7 +164,7 @@ def prune(
             patched = engine.edge_mask_metrics(trials).tolist()
             for sender, metric in zip(batch, patched):
                 waiting.pop(0)
-                change = _change(current, metric) / gap
+                change = _change(current, metric, resolution) / gap
                 scores[sender, receiver] = change
                 tried += 1
                 advance(1)
@@ -189,6 +189,6 @@ def _input_group(layout: Layout, receiver: int) -> list[int]:
     ]
 
 
-def _change(before: float, after: float) -> float:
-    """|before - after|, or 0 when it is below the metric's float32 resolution."""
-    return abs(float(metric_change(before, after)))
+def _change(before: float, after: float, resolution: float) -> float:
+    """|before - after|, or 0 when it is below the metric's ``resolution``."""
+    return abs(float(metric_change(before, after, resolution)))

@@ -106,4 +106,4 @@ class ATP(FixedAttribution):
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         nodes, _ = fixed_estimates(engine, self.filled(run))
-        return Scores(nodes=above_resolution(nodes).detach().double().cpu())
+        return Scores(nodes=above_resolution(nodes, engine.model).detach().double().cpu())

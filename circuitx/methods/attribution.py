@@ -63,7 +63,7 @@ def qk_fixed_edges(
     n, width = part.data.clean.shape
     heads, d_count = layout.n_heads, len(pattern_grads)
     groups = layout.n_groups
-    fixed = torch.zeros(d_count, layout.n_senders, layout.n_receivers)
+    fixed = torch.zeros(d_count, layout.n_senders, layout.n_receivers, dtype=model.work_dtype)
     fixed = fixed.to(part.clean_deltas.device)
     onehot = part.group_onehot
     rows = None if onehot is None else onehot.permute(2, 0, 1)  # [G, n, query]
@@ -76,7 +76,11 @@ def qk_fixed_edges(
         if rows is not None:  # [D * G, ...]: the gradient at each group's queries alone
             grads = (grads.unsqueeze(1) * rows[None, :, :, None, :, None]).flatten(0, 1)
         on_queries, on_keys = pattern_change_effects(
-            part.clean_resid(layer).float(), deltas, weights.blocks[layer], weights, grads
+            part.clean_resid(layer).to(model.work_dtype),
+            deltas,
+            weights.blocks[layer],
+            weights,
+            grads,
         )
         for first, effects in ((q_first, on_queries), (k_first, on_keys)):
             # [D, G, senders, head] -> receivers head-major, then group
@@ -114,7 +118,7 @@ def pattern_change_effects(
     query, key, pattern = clean or clean_attention(x, block, weights)
     per_sender = n * width * (2 * d_model + 2 * heads * (block.W_Q.shape[-1] + width))
     step = max(1, QK_CHUNK_FLOATS // per_sender)
-    effects = torch.zeros(2, len(grads), len(deltas), heads, device=x.device)
+    effects = torch.zeros(2, len(grads), len(deltas), heads, device=x.device, dtype=x.dtype)
     for first in range(0, len(deltas), step):
         senders = slice(first, min(len(deltas), first + step))
         patched = normalised(x - deltas[senders], block.ln1, weights)

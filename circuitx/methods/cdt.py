@@ -74,10 +74,10 @@ def relevance_matrix(engine: Engine, advance: Advance) -> tuple[torch.Tensor, fl
     and the relevance to the output of all senders together, over all of the engine's
     prompts: the relevance to the logits is a mean over prompts; to a head's or MLP's
     input a ratio of sums over prompts, summed over the parts before it is taken."""
-    layout = engine.layout
-    logits = torch.zeros(layout.n_senders)
-    dots = torch.zeros(layout.n_senders, layout.n_receivers)
-    norms = torch.zeros(layout.n_receivers)
+    layout, full = engine.layout, engine.model.work_dtype
+    logits = torch.zeros(layout.n_senders, dtype=full)
+    dots = torch.zeros(layout.n_senders, layout.n_receivers, dtype=full)
+    norms = torch.zeros(layout.n_receivers, dtype=full)
     total = 0.0
     for part, weight in engine.parts():
         part_sums = _part_relevance(part, lambda steps=1: advance(steps * weight))
@@ -118,11 +118,12 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
     weights = transformer_weights(model, llama=True)
     patches = {c.first: engine.patch_cache[sender_output_hook(c)] for c in base.chunks}
     n, width = engine.data.clean.shape
-    device = model.device  # the sums stay there until the part is done
+    # the sums stay on the device until the part is done
+    on_device = {"device": model.device, "dtype": model.work_dtype}
     sums = _Sums(
-        torch.zeros(layout.n_senders, device=device),
-        torch.zeros(layout.n_senders, layout.n_receivers, device=device),
-        torch.zeros(layout.n_receivers, device=device),
+        torch.zeros(layout.n_senders, **on_device),
+        torch.zeros(layout.n_senders, layout.n_receivers, **on_device),
+        torch.zeros(layout.n_receivers, **on_device),
         0.0,
     )
 

@@ -35,4 +35,6 @@ class EAP(FixedAttribution):
             edges, nodes = edge_grad / engine.gap, node_grad / engine.gap
         else:
             nodes, edges = fixed_estimates(engine, run)
-        return Scores.of_edges(above_resolution(edges), above_resolution(nodes))
+        return Scores.of_edges(
+            above_resolution(edges, engine.model), above_resolution(nodes, engine.model)
+        )

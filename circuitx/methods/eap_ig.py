@@ -76,7 +76,9 @@ class EAPIG(Method):
         node_total, edge_total = engine.mask_gradients(mixes, run.advance)
         scale = len(mixes) * engine.gap
         edges, nodes = edge_total / scale, node_total / scale
-        return Scores.of_edges(above_resolution(edges), above_resolution(nodes))
+        return Scores.of_edges(
+            above_resolution(edges, engine.model), above_resolution(nodes, engine.model)
+        )
 
     @staticmethod
     def _interpolations(layout: Layout, run: MethodRun) -> list[Mix]:

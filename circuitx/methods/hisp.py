@@ -35,7 +35,9 @@ class HISP(Method):
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         # rounding of an exact zero first: normalised, a layer of it would score near 1
-        importance = above_resolution(engine.gate_gradient_magnitudes()).double().cpu()
+        importance = (
+            above_resolution(engine.gate_gradient_magnitudes(), engine.model).double().cpu()
+        )
         run.advance(1)
         return Scores(nodes=per_layer_normalised(engine.layout, importance))
 

@@ -49,8 +49,8 @@ def open_probability(log_alpha: torch.Tensor) -> torch.Tensor:
 
 def answer_kl(final: torch.Tensor, clean_final: torch.Tensor) -> torch.Tensor:
     """KL(full model || masked model) of the answer distributions, mean over rows."""
-    clean = torch.log_softmax(clean_final.float(), -1)
-    masked = torch.log_softmax(final.float(), -1)
+    clean = torch.log_softmax(clean_final, -1)  # logits: in the work dtype
+    masked = torch.log_softmax(final, -1)
     return (clean.exp() * (clean - masked)).sum(-1).mean()
 
 

@@ -45,7 +45,7 @@ class PathPatching(Method):
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         stages = int(run.options["stages"])
         layout = engine.layout
-        scores = torch.zeros(layout.n_senders, layout.n_receivers)
+        scores = torch.zeros(layout.n_senders, layout.n_receivers, dtype=engine.model.work_dtype)
         found: set[int] = set()
         # groups of receivers patched together: first the logits (at each readout position)
         frontier = [list(range(layout.logits_receiver, layout.n_receivers))]

@@ -242,12 +242,13 @@ def _as_written(vectors: torch.Tensor) -> torch.Tensor:
 def _each_vector_block(
     engine: Engine, positions: Positions
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every part's vectors and their indices among all 2 n (positives, then negatives)."""
+    """Every part's vectors and their indices among all 2 n (positives, then negatives),
+    in float32 whatever the model's dtype: the autoencoders train in float32."""
     n = engine.n_prompts
     for part, _ in engine.parts():
         start, stop = part.first_prompt, part.first_prompt + part.data.n_prompts
         index = torch.cat([torch.arange(start, stop), torch.arange(n + start, n + stop)])
-        yield _vectors(part, positions), index
+        yield _vectors(part, positions).float(), index
 
 
 def restart_seed(seed: int, restart: int) -> int:

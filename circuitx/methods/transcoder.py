@@ -172,7 +172,7 @@ def attribute(
     at = readout.to(model.device)
 
     # dm/dresid at the final LayerNorm's input: only the readout positions matter
-    grad = torch.zeros(n, width, model.d_model, device=model.device)
+    grad = torch.zeros(n, width, model.d_model, device=model.device, dtype=model.work_dtype)
     final = engine.clean_resid_final[rows, at].detach().requires_grad_(True)  # [n, P, d]
     scale_final = frozen[norm_scale_hook(None)][rows, at]
     direction = engine.task.logit_direction(data, model.d_vocab).to(grad)
@@ -217,7 +217,7 @@ def attribute(
             receiver_order.append(order)
             grad_heads = grad if weights.parallel else grad + through
             grad = grad + through
-        x = engine.clean_resid(layer).float()
+        x = engine.clean_resid(layer).to(engine.model.work_dtype)
         head_senders, head_receivers, through, pattern_grads[layer] = _head_units(
             layer, block, weights, frozen, changes, x, grad_heads, qk
         )
@@ -253,7 +253,7 @@ def _qk_fixed_blocks(
         for r, (units, order) in enumerate(zip(result.receivers, result.receiver_order))
     }
     for layer, grads in pattern_grads.items():
-        x, block = engine.clean_resid(layer).float(), weights.blocks[layer]
+        x, block = engine.clean_resid(layer).to(engine.model.work_dtype), weights.blocks[layer]
         clean = clean_attention(x, block, weights)  # the same for every sender block
         q_block, k_block = receiver_at[2 * layer, "q"], receiver_at[2 * layer, "k"]
         for s, sender in enumerate(result.senders):
@@ -673,12 +673,13 @@ def _component_scores(
             return layout.head_receiver(layer, side or "v", head)
         return layout.mlp_receiver(layer)
 
-    edges = torch.zeros(layout.n_senders, layout.n_receivers)
+    edges = torch.zeros(layout.n_senders, layout.n_receivers, dtype=engine.model.work_dtype)
     for (s, r), scores in blocks.items():
         rows = torch.tensor([sender_of(u) for u in result.senders[s].names])
         receivers = result.receivers[r]
         columns = torch.tensor([receiver_of(u, receivers.side) for u in receivers.names])
-        summed = torch.zeros(layout.n_senders, len(columns)).index_add_(0, rows, scores)
+        summed = torch.zeros(layout.n_senders, len(columns), dtype=edges.dtype)
+        summed.index_add_(0, rows, scores.to(edges.dtype))
         edges.index_add_(1, columns, summed)  # an MLP's units share its receiver
     return edges, edges.sum(1)  # a node's score: its write times the gradient there
 

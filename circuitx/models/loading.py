@@ -28,7 +28,12 @@ HUB_ALIASES = {
 }
 # Repos stored in the pre-Hugging-Face TransformerLens format (no ``model_type``, ``.pth`` weights).
 TL_LEGACY_PREFIXES = ("NeelNanda/", "ArthurConmy/", "Baidicoot/")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 # The Hugging Face model families circuitx runs: each is tested end to end on a tiny
 # random model (tests/discovery/test_architectures.py); any other is refused at load.
 MODEL_FAMILIES = {

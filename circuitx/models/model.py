@@ -58,6 +58,12 @@ class Model:
     _encoded: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     @property
+    def work_dtype(self) -> torch.dtype:
+        """The dtype of caches, logits and every method's sums: float64 for a float64
+        model, float32 otherwise (half precision's sums are taken at float32)."""
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+    @property
     def d_mlp(self) -> int:
         """Width of the MLPs' hidden layer (0 without MLPs)."""
         if not self.has_mlp:
@@ -163,8 +169,8 @@ class Model:
         With ``positions`` only those positions are unembedded: [batch] token indices give
         [batch, vocab], [batch, P] give [batch, P, vocab]; otherwise the result is
         [batch, pos, vocab]. With ``grad`` the pass is recorded for autograd (the weights
-        themselves never need gradients). Logits are float32 whatever the model's dtype:
-        metrics and their sums are taken at full precision.
+        themselves never need gradients). Logits are in :attr:`work_dtype` (float32 for a
+        half-precision model): metrics and their sums are taken at full precision.
         """
         tokens = tokens.to(self.device)
         hooks = list(hooks)
@@ -172,7 +178,7 @@ class Model:
             hooks.append((UNEMBED_INPUT_HOOK, lambda resid: _at(resid, positions, keep=True)))
         with torch.set_grad_enabled(grad):
             wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
-            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=wrapped).float()
+            logits = self.bridge.run_with_hooks(tokens, fwd_hooks=wrapped).to(self.work_dtype)
         return logits[:, 0] if positions is not None and positions.dim() == 1 else logits
 
     def run_from(
@@ -201,7 +207,8 @@ class Model:
         wrapped = [(name, _adapt_hook(fn)) for name, fn in hooks]
         with torch.set_grad_enabled(grad), bridge.hooks(fwd_hooks=wrapped):
             x = bridge.ln_final(self._blocks_from(layer, resid))
-            return bridge.unembed(x if positions is None else _at(x, positions)).float()
+            x = bridge.unembed(x if positions is None else _at(x, positions))
+            return x.to(self.work_dtype)
 
     def _blocks_from(self, layer: int, resid: torch.Tensor) -> torch.Tensor:
         """The residual stream after the blocks from ``layer`` on, called by themselves
@@ -240,12 +247,12 @@ class Model:
         self, tokens: torch.Tensor, names: Sequence[str], positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits (as :meth:`run`) and the activations at hook points ``names`` (no
-        gradients), float32 whatever the model's dtype."""
+        gradients), in :attr:`work_dtype`."""
         cache: dict[str, torch.Tensor] = {}
 
         def store(name: str) -> HookFn:
             def hook(tensor: torch.Tensor) -> None:
-                cache[name] = tensor.detach().to(torch.float32, copy=True)
+                cache[name] = tensor.detach().to(self.work_dtype, copy=True)
 
             return hook
 

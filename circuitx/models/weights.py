@@ -112,19 +112,21 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
             "this method computes the forward pass itself"
         )
     bridge = model.bridge
-    # float32 whatever the model's dtype: the methods that read these sum at full precision
-    zeros = functools.partial(torch.zeros, device=model.device, dtype=torch.float32)
+    # the model's work dtype (float32 for half precision): the methods that read these sum
+    # at full precision
+    full = model.work_dtype
+    zeros = functools.partial(torch.zeros, device=model.device, dtype=full)
 
     def tensor(module: Any, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         value = getattr(module, name, None)
-        return zeros(shape) if value is None else value.detach().float()
+        return zeros(shape) if value is None else value.detach().to(full)
 
     offset = 1.0 if getattr(cfg, "rmsnorm_uses_offset", False) else 0.0  # Gemma: 1 + w
 
     def norm(module: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if normalisation == "LNPre":
             return zeros(model.d_model) + 1.0, zeros(model.d_model)
-        return module.w.detach().float() + offset, tensor(module, "b", (model.d_model,))
+        return module.w.detach().to(full) + offset, tensor(module, "b", (model.d_model,))
 
     hf_config = getattr(bridge.original_model, "config", None)
     # sliding windows: on the layers the config types as sliding (Gemma-2), or on every
@@ -141,11 +143,11 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
             gate = getattr(block.mlp, "W_gate", None)  # gated MLPs pass only with llama
             mlp = dict(
                 ln2=norm(block.ln2),
-                W_in=block.mlp.W_in.detach().float(),
+                W_in=block.mlp.W_in.detach().to(full),
                 b_in=tensor(block.mlp, "b_in", (d_mlp,)),
-                W_out=block.mlp.W_out.detach().float(),
+                W_out=block.mlp.W_out.detach().to(full),
                 b_out=tensor(block.mlp, "b_out", (model.d_model,)),
-                W_gate=None if gate is None else gate.detach().float(),
+                W_gate=None if gate is None else gate.detach().to(full),
             )
         head_shape = {"b_Q": (model.n_heads, model.d_head), "b_O": (model.d_model,)}
         head_shape["b_K"] = head_shape["b_V"] = head_shape["b_Q"]
@@ -166,13 +168,13 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
     if rotary:
         probe = zeros(1, model.n_ctx, model.d_model)
         cos, sin = bridge.rotary_emb(probe, torch.arange(model.n_ctx, device=model.device)[None])
-        tables = (cos[0].detach().float(), sin[0].detach().float())
+        tables = (cos[0].detach().to(full), sin[0].detach().to(full))
     return TransformerWeights(
-        W_E=bridge.W_E.detach().float(),
-        W_pos=None if rotary else bridge.W_pos.detach().float(),
+        W_E=bridge.W_E.detach().to(full),
+        W_pos=None if rotary else bridge.W_pos.detach().to(full),
         blocks=blocks,
         ln_final=norm(bridge.ln_final),
-        W_U=bridge.W_U.detach().float(),
+        W_U=bridge.W_U.detach().to(full),
         b_U=tensor(bridge, "b_U", (model.d_vocab,)),
         eps=float(cfg.eps),
         attn_scale=_attention_scale(model, hf_config),

@@ -84,8 +84,8 @@ def transcoders_for(
             )
     transcoders = load_transcoders(source, layers)
     check_transcoders(transcoders, model)
-    # float32 whatever the model's dtype, as the activations they read (run_with_cache)
-    return {layer: t.to(model.device, torch.float32) for layer, t in transcoders.items()}, source
+    # in the model's work dtype, as the activations they read (run_with_cache)
+    return {layer: t.to(model.device, model.work_dtype) for layer, t in transcoders.items()}, source
 
 
 def fitted_elsewhere(source: str, model: Model) -> str | None:
@@ -116,7 +116,9 @@ def builtin_transcoders(
     spec = BUILTIN_MODELS[model.builtin]
     s = BUILTIN_SETTINGS
     key = f"{spec.name}-{spec.identity}-f{s.n_features}-l1{s.l1:g}-s{s.steps}-lr{s.lr:g}"
-    directory = cache_root(cache_dir) / "transcoders" / f"{key}-b{s.batch_tokens}"
+    # trained from the activations of the model in its dtype: another dtype's are others
+    dtype = "" if model.dtype == torch.float32 else "-" + str(model.dtype).removeprefix("torch.")
+    directory = cache_root(cache_dir) / "transcoders" / f"{key}-b{s.batch_tokens}{dtype}"
     layers = list(range(model.n_layers))
     # the record names the build: --transcoders DIR given this folder checks its model
     record = {
@@ -130,7 +132,7 @@ def builtin_transcoders(
             cached = load_transcoders(str(directory), layers)
             if trained_for(directory) is None:  # a cache from before records were kept
                 write_training_record(directory, record)
-            return {layer: t.to(model.device, torch.float32) for layer, t in cached.items()}
+            return {layer: t.to(model.device, model.work_dtype) for layer, t in cached.items()}
         except CircuitxError:  # an incomplete or damaged cache: train again
             pass
     corpus = load_corpus(model, BUILTIN_CORPUS, BUILTIN_CONTEXT, s.seed)
@@ -145,7 +147,7 @@ def builtin_transcoders(
         transcoders = train_transcoders(model, layers, corpus, s, advance)
     save_transcoders(transcoders, directory, spec.name)
     write_training_record(directory, record)
-    return transcoders
+    return {layer: t.to(model.device, model.work_dtype) for layer, t in transcoders.items()}
 
 
 __all__ = [
