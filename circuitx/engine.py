@@ -235,13 +235,14 @@ class Engine:
     def _measure(self) -> None:
         """Build every part once: the clean and corrupted metrics and accuracies over all
         prompts and, for mean ablation, the mean patch values."""
-        clean = corrupted = clean_accuracy = corrupted_accuracy = 0.0
+        clean = corrupted = ablated = clean_accuracy = corrupted_accuracy = 0.0
         sums: dict[str, torch.Tensor] = {}
         for index, (start, stop) in enumerate(self.ranges):
             part = self._build(index)
             weight = (stop - start) / self.n_prompts
             clean += weight * part.clean_metric
             corrupted += weight * part.corrupted_metric
+            ablated += weight * part.ablated_metric
             clean_accuracy += weight * part.accuracy()
             corrupted_accuracy += weight * part.accuracy(corrupted=True)
             if self.ablation == "mean" and self.n_parts > 1 and self._patch_values is None:
@@ -254,15 +255,32 @@ class Engine:
                 self._kept[index] = part
             else:
                 part.release()
-        self.clean_metric, self.corrupted_metric = clean, corrupted
-        self._reference = (clean, corrupted)
         self._accuracies = (clean_accuracy, corrupted_accuracy)
         if sums:
             n = self.n_prompts
             full = self.model.work_dtype
             self._patch_values = {name: (t / n).to(full) for name, t in sums.items()}
+            ablated = self._whole_ablated_metric()  # each part had measured its own mean's
+        self.clean_metric, self.corrupted_metric, self.ablated_metric = clean, corrupted, ablated
+        self._reference = (clean, corrupted, ablated)
         for part in self._kept.values():
             self._settle(part)
+
+    def _whole_ablated_metric(self) -> float:
+        """The ablated metric (every sender at its patch value) over all prompts, with the
+        patch values taken over all of them: a second sweep over the parts."""
+        ablated = 0.0
+        for index, (start, stop) in enumerate(self.ranges):
+            part = self._kept.get(index)
+            if part is not None:
+                part.patch_cache = dict(self._patch_values or {})
+                value = part.measure_ablated_metric()
+            else:  # built with the whole's patch values, it measures them itself
+                part = self._build(index)
+                value = part.ablated_metric
+                part.release()
+            ablated += (stop - start) / self.n_prompts * value
+        return ablated
 
     def _build(self, index: int) -> PatchingEngine:
         start, stop = self.ranges[index]
@@ -285,6 +303,7 @@ class Engine:
         """Give a part built before the whole was measured the whole's metrics and patch
         values."""
         part.clean_metric, part.corrupted_metric = self.clean_metric, self.corrupted_metric
+        part.ablated_metric = self.ablated_metric
         if self._patch_values is not None:
             part.patch_cache = dict(self._patch_values)
 
@@ -348,11 +367,12 @@ class Engine:
 
     @property
     def gap(self) -> float:
-        """clean - corrupted metric over all prompts; an error when there is no effect."""
-        return effect_gap(self.clean_metric, self.corrupted_metric, self.metric_name)
+        """clean - ablated metric over all prompts (see :class:`PatchingEngine`); an error
+        when there is no effect."""
+        return effect_gap(self.clean_metric, self.ablated_metric, self.metric_name, self.ablation)
 
     def normalised_effect(self, patched_metric: torch.Tensor) -> torch.Tensor:
-        """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect,
+        """(clean - patched) / (clean - ablated): 1 where a patch removes the whole effect,
         0 where the change is rounding (:func:`metric_change`)."""
         change = metric_change(self.clean_metric, patched_metric, metric_resolution(self.model))
         return change / self.gap

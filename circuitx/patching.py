@@ -65,21 +65,22 @@ class PatchingEngine:
         metric: str = "logit-diff",
         ablation: str = "corrupted",
         tokens_per_pass: int | None = None,
-        reference: tuple[float, float] | None = None,
+        reference: tuple[float, float, float] | None = None,
         patch_values: dict[str, torch.Tensor] | None = None,
         first_prompt: int = 0,
         held: torch.Tensor | None = None,
         layout: Layout | None = None,
     ) -> None:
-        """``reference``: the clean and corrupted metrics effects are measured against
-        (default: this batch's); ``patch_values``: every sender output's patch value
+        """``reference``: the clean, corrupted and ablated metrics
+        (:meth:`measure_ablated_metric`)
+        effects are measured against (default: this batch's); ``patch_values``: every sender output's patch value
         (default: from this batch's corrupted run by ``ablation``). A part of a larger
         batch takes both from the whole (:class:`circuitx.engine.Engine`), and
         ``first_prompt`` is the index of its first prompt there. ``held`` [n_senders]
         (bool): senders that carry their patch values in every run, the clean one
         included (a circuit found, so that what backs it up shows; see :meth:`_hold`):
         effects are then measured from the held clean run's metric, in units of the
-        unheld clean - corrupted gap (without a ``reference``)."""
+        unheld clean - ablated gap (without a ``reference``)."""
         if ablation not in ABLATIONS:
             raise CircuitxError(
                 f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}"
@@ -120,21 +121,32 @@ class PatchingEngine:
             )
             for name, value in self.corrupted_cache.items()
         }
-        self.clean_metric, self.corrupted_metric = reference or (
-            float(self.metric(self.clean_final).mean()),
-            float(self.metric(self.corrupted_final).mean()),
-        )
         # in the work dtype, as the caches (Model.run_with_cache)
         self.w_o = [
             model.head_write_weights(layer).to(self.full) for layer in range(model.n_layers)
         ]
         self.held_mask: torch.Tensor | None = None  # 0 where a sender is held, else 1
+        self.clean_metric, self.corrupted_metric, self.ablated_metric = reference or (
+            float(self.metric(self.clean_final).mean()),
+            float(self.metric(self.corrupted_final).mean()),
+            self.measure_ablated_metric(),
+        )
         if held is not None and bool(held[1:].any()):
             self._hold(held, [*outputs, *resids, LOGITS_INPUT_HOOK])
             if reference is None:  # effects from the held clean run, in the gap's units
-                gap = self.clean_metric - self.corrupted_metric
+                before = self.clean_metric
                 self.clean_metric = float(self.metric(self.clean_final).mean())
-                self.corrupted_metric = self.clean_metric - gap
+                self.corrupted_metric += self.clean_metric - before
+                self.ablated_metric += self.clean_metric - before
+
+    def measure_ablated_metric(self) -> float:
+        """The mean metric with every sender, the embeddings included, at its patch value:
+        the corrupted run's under corrupted ablation, else a pass that patches them all."""
+        if self.ablation == "corrupted":
+            return float(self.metric(self.corrupted_final).mean())
+        with torch.no_grad():
+            final = self.run(node_mask=torch.zeros(1, self.layout.n_senders, dtype=self.full))
+        return float(self.metric(final).mean())
 
     def _hold(self, held: torch.Tensor, names: Sequence[str]) -> None:
         """Make the clean run the one with the ``held`` senders at their patch values: the
@@ -208,11 +220,12 @@ class PatchingEngine:
 
     @property
     def gap(self) -> float:
-        """clean - corrupted metric; an error when there is no effect to attribute."""
-        return effect_gap(self.clean_metric, self.corrupted_metric, self.metric_name)
+        """clean - ablated metric (every sender at its patch value: under the default
+        ablation, the corrupted run); an error when there is no effect to attribute."""
+        return effect_gap(self.clean_metric, self.ablated_metric, self.metric_name, self.ablation)
 
     def normalised_effect(self, patched_metric: torch.Tensor) -> torch.Tensor:
-        """(clean - patched) / (clean - corrupted): 1 where a patch removes the whole effect;
+        """(clean - patched) / (clean - ablated): 1 where a patch removes the whole effect;
         raw, rounding and all (the certificate reports it so; the methods take the
         :class:`~circuitx.engine.Engine`'s, which counts rounding as no change)."""
         return (self.clean_metric - patched_metric) / self.gap
@@ -645,13 +658,16 @@ def _pattern_grad_hook(layer: int, hear: Callable[[int, torch.Tensor], None]) ->
     return hook
 
 
-def effect_gap(clean: float, corrupted: float, metric: str) -> float:
-    """clean - corrupted metric; an error when there is no effect to attribute."""
-    gap = clean - corrupted
+def effect_gap(clean: float, ablated: float, metric: str, ablation: str = "corrupted") -> float:
+    """clean - ablated metric; an error when there is no effect to attribute."""
+    gap = clean - ablated
     if abs(gap) < 1e-9:
+        if ablation == "corrupted":
+            what = "clean and corrupted prompts give"
+        else:
+            what = f"the clean run and the run with every node {ablation}-ablated give"
         raise CircuitxError(
-            f"clean and corrupted prompts give the same {metric} ({clean:.3g}); "
-            "there is no effect to attribute"
+            f"{what} the same {metric} ({clean:.3g}); there is no effect to attribute"
         )
     return gap
 

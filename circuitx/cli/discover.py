@@ -366,6 +366,8 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         f"{summary['metric']}: clean {fmt(summary['clean_metric'])}, "
         f"corrupted ({summary['corruption']}) {fmt(summary['corrupted_metric'])}"
     )
+    if summary.get("ablated_metric") is not None:  # scores are shares of clean - this
+        metric += f", every node {summary['ablation']}-ablated {fmt(summary['ablated_metric'])}"
     rows = [
         ("prompts", prompts_text(summary)),
         ("metric", metric),

@@ -137,6 +137,8 @@ def report(
         "corruption": meta.get("corruption"),
         "clean_metric": meta.get("clean_metric"),
         "corrupted_metric": meta.get("corrupted_metric"),
+        # under mean or zero ablation: every node ablated, the baseline of every score
+        "ablated_metric": meta.get("ablated_metric"),
         "clean_accuracy": meta.get("clean_accuracy"),
         "threshold": meta.get("threshold"),
         "top_k": meta.get("top_k"),
@@ -221,6 +223,13 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"the clean prompts' {summary['metric']} is only {clean - corrupted:.3g} above the "
             "corrupted ones': faithfulness, CPR and CMD are shares of that gap, and noise "
             "of its size swings them"
+        )
+    ablated = summary.get("ablated_metric")
+    if clean is not None and ablated is not None and clean <= ablated:
+        said.append(
+            f"with every node {summary['ablation']}-ablated the {summary['metric']} "
+            f"({ablated:.3g}) is not below the clean run's ({clean:.3g}): every score is a "
+            "share of that backward gap"
         )
     if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
         said.append(

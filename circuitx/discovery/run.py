@@ -130,6 +130,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     graph.graph.update(
         clean_metric=engine.clean_metric,
         corrupted_metric=engine.corrupted_metric,
+        ablated_metric=None if engine.ablation == "corrupted" else engine.ablated_metric,
         clean_accuracy=None if task.answers_are_the_models else engine.accuracy(),
         prompt_parts=engine.n_parts,
         max_memory=engine.budget,  # the budget in bytes, and a part's estimated need

@@ -42,7 +42,9 @@ def direct(model, data, gradient: bool):
     _, corrupted = bridge.run_with_cache(data.corrupted)
     with torch.no_grad():
         clean = metric()
-        gap = clean - task.metric("logit-diff", bridge(data.corrupted)[rows, end], data, None).mean()
+        gap = (
+            clean - task.metric("logit-diff", bridge(data.corrupted)[rows, end], data, None).mean()
+        )
     effects = {}
     for layer in range(model.n_layers):
         patch = corrupted[head_output_hook(layer)]

@@ -81,6 +81,23 @@ def test_zero_ablation_keeps_the_embeddings_anchor(reverse):
     assert everything.abs().max() < 10
 
 
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_scores_are_shares_of_the_ablations_own_effect(reverse, ablation):
+    """Under zero or mean ablation the gap is clean - the run with every node ablated,
+    not the corrupted prompts' (reverse: 0.333 against 0.593 zero-ablated): a3.h0 alone
+    carries the whole zero-ablated effect, and scores 1."""
+    task = get_task("tracr")
+    data = task.make_data(reverse, 6, seed=0)
+    engine = Engine(reverse, task, data, "l2", ablation)
+    everything = engine.edge_mask_metrics(torch.zeros(1, *reverse.layout.valid.shape))
+    assert engine.ablated_metric == pytest.approx(float(everything[0]), abs=1e-6)
+    assert engine.gap == pytest.approx(engine.clean_metric - engine.ablated_metric)
+    assert abs(engine.ablated_metric - engine.corrupted_metric) > 0.2
+    if ablation == "zero":
+        scores = engine.patch_each_node(["a3.h0"])
+        assert float(engine.normalised_effect(scores)[0]) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_categorical_metrics_and_a_numerical_output(reverse, proportion):
     task = get_task("tracr")
     data = task.make_data(reverse, 6, seed=0)
@@ -119,6 +136,10 @@ def test_discover_on_tracr_reports_the_ground_truth():
     # a helper's trial: the answers are the model's own outputs, so "clean accuracy 1.000"
     # held by construction and checked nothing
     assert summary["clean_accuracy"] is None
+    # the baseline every score is a share from: every node zero-ablated
+    assert (
+        summary["ablated_metric"] < 0 and summary["ablated_metric"] != summary["corrupted_metric"]
+    )
 
 
 @pytest.mark.parametrize("name", ["reverse", "proportion"])
