@@ -6,11 +6,12 @@ import click
 
 from circuitx.builtin import build_once, ground_truth
 from circuitx.builtin.tracr import TASK, build, check_inputs, programs
-from circuitx.cli.common import fmt, json_option, print_json
+from circuitx.builtin.tracr.agreement import agreement_warnings, program_agreement
+from circuitx.cli.common import fmt, json_option, note, print_json
 from circuitx.errors import CircuitxError
 from circuitx.files import check_new_directory
 from circuitx.graph import component_nodes, edges_by_name
-from circuitx.models import quiet_loaders
+from circuitx.models import load_model, quiet_loaders
 from circuitx.tasks.tracr import INPUTS, read_program
 
 
@@ -84,6 +85,9 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
             "program on another SOp is a module:function of your own, see docs/tracr.md)"
         ) from None
     described = read_program(target)
+    with quiet_loaders():
+        agreement = program_agreement(load_model(str(target)), described, rasp_program)
+    agreed = agreement.inputs - agreement.disagreeing
     truth = ground_truth(str(target), TASK)
     edges = [e for e, data in edges_by_name(truth).items() if data.get("in_circuit")]
     nodes = [n for n in component_nodes(truth) if truth.nodes[n].get("in_circuit")]
@@ -95,11 +99,18 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
         "inputs": f"{described.inputs} of {described.length} tokens",
         "circuit_nodes": nodes,
         "circuit_edges": len(edges),
+        "program_agreement": f"{agreed} of {agreement.inputs} inputs",
+        "undefined_positions": f"{agreement.undefined} of {agreement.positions}",
+        "warnings": agreement_warnings(agreement),
     }
+    for line in summary["warnings"]:
+        note(line)
     if as_json:
         print_json(summary)
         return
     for key, value in summary.items():
+        if key == "warnings":  # said on stderr
+            continue
         if isinstance(value, list):  # a numerical program lists no output values
             shown = ", ".join(map(str, value)) or "-"
         else:

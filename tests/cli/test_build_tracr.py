@@ -140,3 +140,18 @@ def test_a_program_in_the_working_directory_is_found(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["output"] == "categorical"
     assert str(tmp_path) not in sys.path  # the import path is left as it was
+
+
+def test_build_tracr_says_where_the_program_gives_no_value(tmp_path):
+    """make_sort_unique on sequences with repeats: the program gives no value where a
+    token repeats (24 of the 81 positions of 27 inputs), and the model agrees with it
+    wherever it gives one."""
+    out = tmp_path / "sort"
+    args = ("make_sort_unique", "--vocab", "1,2,3", "--max-seq-len", "3", "--inputs", "sequences")
+    result = run("build-tracr", *args, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.stdout)
+    assert built["program_agreement"] == "27 of 27 inputs"
+    assert built["undefined_positions"] == "24 of 81"
+    assert "the program gives no value at 24 of the 81 positions" in result.stderr
+    assert built["warnings"] == [line for line in result.stderr.splitlines() if "no value" in line]

@@ -1,0 +1,93 @@
+"""Whether a compiled tracr model computes its program: the model's outputs and the RASP
+evaluator's compared on the inputs the tracr task draws."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from circuitx.builtin.tracr import programs
+from circuitx.models import Model
+from circuitx.tasks.tracr import TracrProgram, sampled_inputs
+
+AGREEMENT_INPUTS = 200  # inputs compared (all of them where there are fewer)
+NUMERICAL_TOLERANCE = 1e-3  # a numerical output this close to the program's value agrees
+
+
+@dataclass(frozen=True)
+class Agreement:
+    inputs: int  # inputs compared
+    disagreeing: int  # inputs where a position the program defines is answered otherwise
+    positions: int  # positions read (every one after BOS)
+    undefined: int  # of them, where the program gives no value (its output there is None)
+    example: str | None  # the first disagreeing input, with both outputs
+
+
+def program_agreement(
+    model: Model, described: TracrProgram, rasp_program: Any, seed: int = 0
+) -> Agreement:
+    """Compare ``model`` (a compiled ``rasp_program`` described by ``described``) with the
+    program itself on up to :data:`AGREEMENT_INPUTS` of the task's inputs."""
+    _, _, rasp = programs.tracr_modules()
+    inputs = sampled_inputs(described, AGREEMENT_INPUTS, random.Random(seed))
+    prompts = [" ".join(map(str, [described.bos, *row])) for row in inputs]
+    tokens = torch.tensor([model.encode(prompt) for prompt in prompts])
+    readout = torch.arange(1, described.length + 1).repeat(len(inputs), 1)
+    outputs = torch.tensor(described.output_tokens, device=model.device)
+    with torch.no_grad():
+        read = model.run(tokens, positions=readout)[..., outputs].cpu()  # [n, length, k]
+    if described.numerical:
+        answers: list[list[Any]] = read[..., 0].tolist()
+    else:
+        answers = [[described.output_values[i] for i in row] for row in read.argmax(-1).tolist()]
+    disagreeing, undefined, example = 0, 0, None
+    for row, answer in zip(inputs, answers):
+        expected = rasp.evaluate(rasp_program, list(row))
+        undefined += sum(value is None for value in expected)
+        if any(not _agrees(want, got, described.numerical) for want, got in zip(expected, answer)):
+            disagreeing += 1
+            if example is None:
+                example = (
+                    f"{' '.join(map(str, row))}: program {_shown(expected)}, model {_shown(answer)}"
+                )
+    return Agreement(len(inputs), disagreeing, len(inputs) * described.length, undefined, example)
+
+
+def _agrees(want: Any, got: Any, numerical: bool) -> bool:
+    if want is None:  # undefined by the program: counted apart, not a disagreement
+        return True
+    if numerical:
+        return abs(float(want) - float(got)) <= NUMERICAL_TOLERANCE
+    return want == got or str(want) == str(got)  # the evaluator may give 1.0 for 1
+
+
+def _shown(values: list[Any]) -> str:
+    return (
+        "["
+        + " ".join(
+            "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v) for v in values
+        )
+        + "]"
+    )
+
+
+def agreement_warnings(agreement: Agreement) -> list[str]:
+    """What a user should hear of an :class:`Agreement`: inputs the model answers
+    otherwise than the program, and positions the program leaves undefined."""
+    said = []
+    if agreement.disagreeing:
+        said.append(
+            f"the compiled model answers {agreement.disagreeing} of {agreement.inputs} inputs "
+            f"checked otherwise than the program (first: {agreement.example}): they are "
+            "outside the program's domain, and discovery explains the model's outputs there, "
+            "not the program's"
+        )
+    if agreement.undefined:
+        said.append(
+            f"the program gives no value at {agreement.undefined} of the {agreement.positions} "
+            "positions the tracr task reads: the model's output there is whatever its weights give"
+        )
+    return said
