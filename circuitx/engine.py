@@ -433,10 +433,10 @@ def metric_change(
     before: float | torch.Tensor, after: float | torch.Tensor, resolution: float = METRIC_RESOLUTION
 ) -> torch.Tensor:
     """before - after, or 0 where it is at most ``resolution`` of the larger |metric|
-    (:func:`metric_resolution` gives a model's): a patch that changes nothing in exact arithmetic moves a planted model's
-    metric by a unit or two in the last place, differently on each machine and for each
-    way of summing the same differences, and ranking those would decide an AUC. In
-    float64, whatever the metrics' dtype."""
+    (:func:`metric_resolution` gives a model's): a patch that changes nothing in exact
+    arithmetic moves a planted model's metric by a unit or two in the last place,
+    differently on each machine and for each way of summing the same differences, and
+    ranking those would decide an AUC. In float64, whatever the metrics' dtype."""
     before = torch.as_tensor(before, dtype=torch.float64)
     after = torch.as_tensor(after, dtype=torch.float64)
     change = before - after

@@ -71,10 +71,10 @@ class PatchingEngine:
         held: torch.Tensor | None = None,
         layout: Layout | None = None,
     ) -> None:
-        """``reference``: the clean, corrupted and ablated metrics
-        (:meth:`measure_ablated_metric`)
-        effects are measured against (default: this batch's); ``patch_values``: every sender output's patch value
-        (default: from this batch's corrupted run by ``ablation``). A part of a larger
+        """``reference``: the clean, corrupted and ablated metrics (every sender at its
+        patch value) effects are measured against (default: this batch's);
+        ``patch_values``: every sender output's patch value (default: from this batch's
+        corrupted run by ``ablation``). A part of a larger
         batch takes both from the whole (:class:`circuitx.engine.Engine`), and
         ``first_prompt`` is the index of its first prompt there. ``held`` [n_senders]
         (bool): senders that carry their patch values in every run, the clean one
@@ -126,24 +126,23 @@ class PatchingEngine:
             model.head_write_weights(layer).to(self.full) for layer in range(model.n_layers)
         ]
         self.held_mask: torch.Tensor | None = None  # 0 where a sender is held, else 1
-        self.clean_metric, self.corrupted_metric, self.ablated_metric = reference or (
-            float(self.metric(self.clean_final).mean()),
-            float(self.metric(self.corrupted_final).mean()),
-            self.measure_ablated_metric(),
-        )
+        measured = reference is None  # this batch's own, not a whole's given to a part
+        if measured:
+            corrupted = float(self.metric(self.corrupted_final).mean())
+            ablated = corrupted if ablation == "corrupted" else self.measure_ablated_metric()
+            reference = (float(self.metric(self.clean_final).mean()), corrupted, ablated)
+        self.clean_metric, self.corrupted_metric, self.ablated_metric = reference
         if held is not None and bool(held[1:].any()):
             self._hold(held, [*outputs, *resids, LOGITS_INPUT_HOOK])
-            if reference is None:  # effects from the held clean run, in the gap's units
+            if measured:  # effects from the held clean run, in the gap's units
                 before = self.clean_metric
                 self.clean_metric = float(self.metric(self.clean_final).mean())
                 self.corrupted_metric += self.clean_metric - before
                 self.ablated_metric += self.clean_metric - before
 
     def measure_ablated_metric(self) -> float:
-        """The mean metric with every sender, the embeddings included, at its patch value:
-        the corrupted run's under corrupted ablation, else a pass that patches them all."""
-        if self.ablation == "corrupted":
-            return float(self.metric(self.corrupted_final).mean())
+        """The mean metric with every sender, the embeddings included, at its patch value,
+        from a pass that patches them all (under corrupted ablation: the corrupted run's)."""
         with torch.no_grad():
             final = self.run(node_mask=torch.zeros(1, self.layout.n_senders, dtype=self.full))
         return float(self.metric(final).mean())
