@@ -84,8 +84,7 @@ def transcoders_for(
             )
     transcoders = load_transcoders(source, layers)
     check_transcoders(transcoders, model)
-    # in the model's work dtype, as the activations they read (run_with_cache)
-    return {layer: t.to(model.device, model.work_dtype) for layer, t in transcoders.items()}, source
+    return _on_model(transcoders, model), source
 
 
 def fitted_elsewhere(source: str, model: Model) -> str | None:
@@ -106,6 +105,12 @@ def _same_model(source: str, model: Model) -> bool:
     if model.builtin:
         return Path(source).name == Path(model.source).name
     return source == model.source
+
+
+def _on_model(transcoders: Transcoders, model: Model) -> Transcoders:
+    """``transcoders`` on the model's device, in its work dtype: that of the activations
+    they read (:meth:`Model.run_with_cache`)."""
+    return {layer: t.to(model.device, model.work_dtype) for layer, t in transcoders.items()}
 
 
 def builtin_transcoders(
@@ -132,7 +137,7 @@ def builtin_transcoders(
             cached = load_transcoders(str(directory), layers)
             if trained_for(directory) is None:  # a cache from before records were kept
                 write_training_record(directory, record)
-            return {layer: t.to(model.device, model.work_dtype) for layer, t in cached.items()}
+            return _on_model(cached, model)
         except CircuitxError:  # an incomplete or damaged cache: train again
             pass
     corpus = load_corpus(model, BUILTIN_CORPUS, BUILTIN_CONTEXT, s.seed)
@@ -147,7 +152,7 @@ def builtin_transcoders(
         transcoders = train_transcoders(model, layers, corpus, s, advance)
     save_transcoders(transcoders, directory, spec.name)
     write_training_record(directory, record)
-    return {layer: t.to(model.device, model.work_dtype) for layer, t in transcoders.items()}
+    return _on_model(transcoders, model)
 
 
 __all__ = [
