@@ -116,6 +116,21 @@ def sampled_inputs(program: TracrProgram, n_prompts: int, rng: random.Random) ->
     return [input_at(program, index) for index in chosen]
 
 
+def read_outputs(
+    model: "Model", program: TracrProgram, inputs: list[tuple[Any, ...]]
+) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``inputs`` as the tracr task reads them: their prompts (BOS first), token ids
+    [n, 1 + length], readout positions [n, length] (every one after BOS) and the model's
+    logits of the program's output tokens there [n, length, k]."""
+    prompts = [" ".join(map(str, [program.bos, *row])) for row in inputs]
+    tokens = torch.tensor([model.encode(prompt) for prompt in prompts])
+    if tokens.shape[1] != program.length + 1:
+        raise CircuitxError(f"the tokenizer of {model.name!r} does not match its tracr.json")
+    readout = torch.arange(1, program.length + 1).repeat(len(inputs), 1)
+    outputs = torch.tensor(program.output_tokens, device=model.device)
+    return prompts, tokens, readout, model.run(tokens, positions=readout)[..., outputs]
+
+
 def derangement(n: int, rng: random.Random) -> list[int]:
     """A random order of ``range(n)`` that moves every item (n >= 2)."""
     while True:
@@ -164,18 +179,12 @@ class TracrTask(_tasks.Task):
         inputs = sampled_inputs(program, n_prompts, rng)
         if len(inputs) < 2:
             raise CircuitxError("task tracr needs at least 2 prompts to shuffle")
-        clean_prompts = [" ".join(map(str, [program.bos, *row])) for row in inputs]
-        clean = torch.tensor([model.encode(p) for p in clean_prompts])
-        if clean.shape[1] != program.length + 1:
-            raise CircuitxError(f"the tokenizer of {model.name!r} does not match its tracr.json")
+        clean_prompts, clean, readout, read = read_outputs(model, program, inputs)
         order = derangement(len(inputs), rng)
         corrupted = clean[order]
         n, length = clean.shape[0], program.length
-        readout = torch.arange(1, length + 1).repeat(n, 1)
         outputs = torch.tensor(program.output_tokens)
-        clean_outputs = model.run(clean, positions=readout).flatten(0, 1)[
-            :, outputs.to(model.device)
-        ]
+        clean_outputs = read.flatten(0, 1)
         if program.numerical:
             answer = outputs.repeat(n * length)
             wrong = answer

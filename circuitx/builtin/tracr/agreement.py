@@ -7,11 +7,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from circuitx.builtin.tracr import programs
 from circuitx.models import Model
-from circuitx.tasks.tracr import TracrProgram, sampled_inputs
+from circuitx.tasks.tracr import TracrProgram, read_outputs, sampled_inputs
 
 AGREEMENT_INPUTS = 200  # inputs compared (all of them where there are fewer)
 NUMERICAL_TOLERANCE = 1e-3  # a numerical output this close to the program's value agrees
@@ -33,12 +31,7 @@ def program_agreement(
     program itself on up to :data:`AGREEMENT_INPUTS` of the task's inputs."""
     _, _, rasp = programs.tracr_modules()
     inputs = sampled_inputs(described, AGREEMENT_INPUTS, random.Random(seed))
-    prompts = [" ".join(map(str, [described.bos, *row])) for row in inputs]
-    tokens = torch.tensor([model.encode(prompt) for prompt in prompts])
-    readout = torch.arange(1, described.length + 1).repeat(len(inputs), 1)
-    outputs = torch.tensor(described.output_tokens, device=model.device)
-    with torch.no_grad():
-        read = model.run(tokens, positions=readout)[..., outputs].cpu()  # [n, length, k]
+    read = read_outputs(model, described, inputs)[3].cpu()  # [n, length, k]
     if described.numerical:
         answers: list[list[Any]] = read[..., 0].tolist()
     else:
