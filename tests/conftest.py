@@ -75,6 +75,16 @@ def tiny_gpt2(
     return directory
 
 
+def random_norms(model):
+    """``edit`` for :func:`tiny_gpt2`: give every LayerNorm a weight and bias far from 1 and 0, as trained models have."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.5)
+
+
 def load_tiny(directory: Path, *shape, **settings):
     """:func:`tiny_gpt2` into ``directory``, loaded on the CPU."""
     return load(str(tiny_gpt2(directory, *shape, **settings)), device="cpu")

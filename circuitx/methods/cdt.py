@@ -23,6 +23,11 @@ found node's own score; iterated until the scores stop changing. A node's score 
 strongest chain of relevances to the output; an edge's is its relevance times its
 receiver's node score (1 for the logits).
 
+The rules act on the model's weights as every method sees them (``--weight-form
+folded``: TransformerLens's LayerNorm folded into the weights after it), or on the form the
+authors load GPT-2 in (``authors``: :mod:`circuitx.models.unfolded`), where the heads'
+patch values are mapped into that form's z.
+
 Over token positions (``--positions``) a source is a sender's output at one position
 group's tokens, and relevance to a receiver is taken over the receiver group's tokens
 (for a head's k or v input, the change of its z at its query group's tokens).
@@ -39,8 +44,16 @@ from circuitx.attention import attention_pattern
 from circuitx.decomposition import Observer, Sources, Wholes, propagate
 from circuitx.engine import Engine
 from circuitx.layout import Layout
-from circuitx.methods.base import Method, MethodRun, Scores, to_host
-from circuitx.models import Model, sender_output_hook, transformer_weights
+from circuitx.methods.base import Method, MethodRun, Option, Scores, to_host
+from circuitx.models import (
+    Model,
+    UnfoldedForm,
+    sender_output_hook,
+    transformer_weights,
+    unfolded_form,
+)
+
+WEIGHT_FORMS = ("folded", "authors")
 from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance
 
@@ -51,6 +64,18 @@ class CDT(Method):
     granularity = "node"
     default_threshold = 0.02
     scores_positions = True
+    options = (
+        Option(
+            "weight_form",
+            "str",
+            "folded",
+            "the weights the rules act on: the model's as every method sees them "
+            "(folded: LayerNorm folded into the weights after it), or as the authors load "
+            "GPT-2 (authors: LayerNorm unfolded, QK and OV re-factored; loads the model a "
+            "second time)",
+            choices=WEIGHT_FORMS,
+        ),
+    )
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 1 + layout.n_senders
@@ -63,24 +88,31 @@ class CDT(Method):
         return model.n_layers * (20 * model.d_model + (9 if gated else 5) * model.d_mlp)
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        relevance, total = relevance_matrix(engine, run.advance)
+        relevance, total = relevance_matrix(engine, run.advance, run.options["weight_form"])
         node_scores, receiver_weights = discover_nodes(engine.layout, relevance, run.threshold)
         facts = {"cdt_total_relevance": total}
         return Scores.of_edges(relevance * receiver_weights, node_scores, facts=facts)
 
 
-def relevance_matrix(engine: Engine, advance: Advance) -> tuple[torch.Tensor, float]:
+def relevance_matrix(
+    engine: Engine, advance: Advance, weight_form: str = "folded"
+) -> tuple[torch.Tensor, float]:
     """Relevance [n_senders, n_receivers] of every sender to every receiver it can reach,
     and the relevance to the output of all senders together, over all of the engine's
     prompts: the relevance to the logits is a mean over prompts; to a head's or MLP's
-    input a ratio of sums over prompts, summed over the parts before it is taken."""
+    input a ratio of sums over prompts, summed over the parts before it is taken. The
+    rules act on the model's weights in ``weight_form`` (:data:`WEIGHT_FORMS`)."""
     layout, full = engine.layout, engine.model.work_dtype
+    if weight_form == "authors":
+        form = unfolded_form(engine.model)
+    else:
+        form = UnfoldedForm(transformer_weights(engine.model, llama=True), None)
     logits = torch.zeros(layout.n_senders, dtype=full)
     dots = torch.zeros(layout.n_senders, layout.n_receivers, dtype=full)
     norms = torch.zeros(layout.n_receivers, dtype=full)
     total = 0.0
     for part, weight in engine.parts():
-        part_sums = _part_relevance(part, lambda steps=1: advance(steps * weight))
+        part_sums = _part_relevance(part, form, lambda steps=1: advance(steps * weight))
         logits += weight * part_sums.logits
         dots += part_sums.dots
         norms += part_sums.norms
@@ -103,7 +135,7 @@ class _Sums:
     total: float
 
 
-def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
+def _part_relevance(engine: PatchingEngine, form: UnfoldedForm, advance: Advance) -> _Sums:
     model, layout = engine.model, engine.layout
     # over token positions: sources and receivers per group, the model's senders in base
     base, g, onehot = layout.base, layout.n_groups, engine.group_onehot
@@ -115,8 +147,11 @@ def _part_relevance(engine: PatchingEngine, advance: Advance) -> _Sums:
             return x.sum((1, 2)).unsqueeze(1)
         return torch.einsum("snp...,npg->sg...", x, onehot)
 
-    weights = transformer_weights(model, llama=True)
-    patches = {c.first: engine.patch_cache[sender_output_hook(c)] for c in base.chunks}
+    weights = form.weights
+    patches = {}  # in the weights' form: a head's z maps into it
+    for chunk in base.chunks:
+        patch = engine.patch_cache[sender_output_hook(chunk)]
+        patches[chunk.first] = form.map_z(chunk.layer, patch) if chunk.heads else patch
     n, width = engine.data.clean.shape
     # the sums stay on the device until the part is done
     on_device = {"device": model.device, "dtype": model.work_dtype}

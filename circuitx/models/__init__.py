@@ -6,7 +6,8 @@ Face hub name or alias (built-in model names are resolved to directories by
 ``TransformerBridge`` in compatibility mode, so hook names and weight conventions are
 HookedTransformer's. :mod:`~circuitx.models.hooks` names the hook points,
 :mod:`~circuitx.models.model` holds a loaded :class:`Model`,
-:mod:`~circuitx.models.weights` reads its parameters out, and
+:mod:`~circuitx.models.weights` reads its parameters out (and
+:mod:`~circuitx.models.unfolded` in CD-T's authors' form), and
 :mod:`~circuitx.models.loading` loads one.
 """
 
@@ -43,6 +44,7 @@ from circuitx.models.loading import (
     quiet_loaders,
 )
 from circuitx.models.model import Model
+from circuitx.models.unfolded import UnfoldedForm, unfolded_form
 from circuitx.models.weights import (
     BlockWeights,
     HeadReads,
@@ -65,6 +67,7 @@ __all__ = [
     "Model",
     "TransformerWeights",
     "UNEMBED_INPUT_HOOK",
+    "UnfoldedForm",
     "ZERO_EMBEDDING_KEY",
     "attention_output_hook",
     "attention_pattern_hook",
@@ -86,4 +89,5 @@ __all__ = [
     "resid_pre_hook",
     "sender_output_hook",
     "transformer_weights",
+    "unfolded_form",
 ]

@@ -170,6 +170,19 @@ def local_model_hub_id(directory: str) -> str | None:
     return canonical_model_name(recorded) if recorded else None
 
 
+def reboot(model: Model, **processing: bool) -> Any:
+    """A second bridge of ``model``, loaded again from its source with TransformerLens's
+    weight processing ``processing`` (``enable_compatibility_mode``'s flags) in place of
+    the defaults. Its forward pass is not circuitx's (no causal override): read weights
+    from it."""
+    with quiet_loaders():
+        bridge = _boot(model.source, model.device, model.dtype)
+        bridge.enable_compatibility_mode(disable_warnings=True, **processing)
+    bridge.eval()
+    bridge.requires_grad_(False)
+    return bridge
+
+
 def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 

@@ -252,7 +252,8 @@ def test_the_methods_table_names_flags_and_each_default_circuit(monkeypatch):
     assert "--n-codes (none)" in rows["sae"] and "n_codes" not in rows["sae"]
     assert "|score| >= 0.02" in rows["eap"] and "│ yes " in rows["eap"]
     assert "the 1 - --sparsity share of the edges" in rows["edge-pruning"]
-    assert "|score| >= --tau" in rows["acdc"] and "│ - " in rows["cdt"]
+    assert "|score| >= --tau" in rows["acdc"] and "│ - " in rows["activation-patching"]
+    assert "--weight-form folded" in rows["cdt"]
     # a helper's trial: methods --json gave edge pruning a default threshold of 0.5, which
     # its default circuit (a size) does not use
     listed = {row["name"]: row for row in json.loads(run("methods", "--json").stdout)}

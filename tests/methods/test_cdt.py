@@ -5,11 +5,14 @@ import json
 
 import pytest
 import torch
-from conftest import find, run
+from conftest import find, random_norms, run, tiny_gpt2
 
+from circuitx.builtin import load as load_model
+from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.graph import edges_by_name
 from circuitx.layout import Layout
 from circuitx.methods.cdt import _z_change, discover_nodes
+from circuitx.tasks import task_vocabulary
 
 
 def test_taking_a_head_input_out_changes_z_as_the_head_computes_it():
@@ -76,3 +79,25 @@ def test_cdt_finds_each_planted_circuit(task):
     assert summary["metrics"]["node_auc"] >= 0.99
     assert summary["metrics"]["edge_auc"] > 0.9
     assert summary["faithfulness"] == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_the_authors_weight_form_moves_scores_where_it_unfolds_norms(tmp_path, family):
+    """LayerNorm's bias split by |part| and re-factored heads give other scores than the
+    folded weights; Llama's RMSNorm folds exactly, so there both forms are one."""
+    if family == "gpt2":
+        tiny_gpt2(tmp_path, 2, 4, 32, seed=1, edit=random_norms, tokenizer="words")
+    else:
+        tokenizer = word_level_tokenizer(task_vocabulary())
+        save_causal_lm(tmp_path, family, tokenizer, 2, 4, 32, 5, initializer_range=0.3)
+    model = load_model(str(tmp_path), device="cpu")
+    scores = {}
+    for form in ("folded", "authors"):
+        graph = find(model, "ioi", "cdt", n_prompts=6, seed=0, options={"weight_form": form})
+        nodes = sorted(graph.nodes(data="score"))
+        scores[form] = torch.tensor([score for _, score in nodes if score is not None])
+    moved = float((scores["authors"] - scores["folded"]).abs().max())
+    if family == "gpt2":
+        assert moved > 1e-2 * float(scores["folded"].abs().max())
+    else:
+        assert moved == 0.0
