@@ -237,15 +237,18 @@ class Engine:
         prompts and, for mean ablation, the mean patch values."""
         clean = corrupted = ablated = clean_accuracy = corrupted_accuracy = 0.0
         sums: dict[str, torch.Tensor] = {}
+        # a mean in parts: each part's own mean is not the one ablated with, so the ablated
+        # metric waits for the mean over all prompts (_whole_ablated_metric)
+        mean_in_parts = self.ablation == "mean" and self.n_parts > 1 and self._patch_values is None
         for index, (start, stop) in enumerate(self.ranges):
-            part = self._build(index)
+            part = self._build(index, measure_ablated=not mean_in_parts)
             weight = (stop - start) / self.n_prompts
             clean += weight * part.clean_metric
             corrupted += weight * part.corrupted_metric
             ablated += weight * part.ablated_metric
             clean_accuracy += weight * part.accuracy()
             corrupted_accuracy += weight * part.accuracy(corrupted=True)
-            if self.ablation == "mean" and self.n_parts > 1 and self._patch_values is None:
+            if mean_in_parts:
                 for name, value in part.corrupted_cache.items():
                     # in float64, so that the mean is the one a single part takes: the
                     # planted models amplify a rounding difference ~500 times
@@ -260,7 +263,7 @@ class Engine:
             n = self.n_prompts
             full = self.model.work_dtype
             self._patch_values = {name: (t / n).to(full) for name, t in sums.items()}
-            ablated = self._whole_ablated_metric()  # each part had measured its own mean's
+            ablated = self._whole_ablated_metric()
         self.clean_metric, self.corrupted_metric, self.ablated_metric = clean, corrupted, ablated
         self._reference = (clean, corrupted, ablated)
         for part in self._kept.values():
@@ -282,7 +285,7 @@ class Engine:
             ablated += (stop - start) / self.n_prompts * value
         return ablated
 
-    def _build(self, index: int) -> PatchingEngine:
+    def _build(self, index: int, measure_ablated: bool = True) -> PatchingEngine:
         start, stop = self.ranges[index]
         self.parts_built += 1
         return PatchingEngine(
@@ -297,6 +300,7 @@ class Engine:
             start,
             self.held,
             self.layout,
+            measure_ablated,
         )
 
     def _settle(self, part: PatchingEngine) -> None:

@@ -20,6 +20,7 @@ prompt batch in one forward pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -70,6 +71,7 @@ class PatchingEngine:
         first_prompt: int = 0,
         held: torch.Tensor | None = None,
         layout: Layout | None = None,
+        measure_ablated: bool = True,
     ) -> None:
         """``reference``: the clean, corrupted and ablated metrics (every sender at its
         patch value) effects are measured against (default: this batch's);
@@ -80,7 +82,9 @@ class PatchingEngine:
         (bool): senders that carry their patch values in every run, the clean one
         included (a circuit found, so that what backs it up shows; see :meth:`_hold`):
         effects are then measured from the held clean run's metric, in units of the
-        unheld clean - ablated gap (without a ``reference``)."""
+        unheld clean - ablated gap (without a ``reference``). ``measure_ablated`` False
+        leaves the ablated metric NaN for the caller to set: a mean ablation in parts
+        measures it once the mean over all prompts is known."""
         if ablation not in ABLATIONS:
             raise CircuitxError(
                 f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}"
@@ -129,7 +133,11 @@ class PatchingEngine:
         measured = reference is None  # this batch's own, not a whole's given to a part
         if measured:
             corrupted = float(self.metric(self.corrupted_final).mean())
-            ablated = corrupted if ablation == "corrupted" else self.measure_ablated_metric()
+            ablated = math.nan
+            if ablation == "corrupted":
+                ablated = corrupted
+            elif measure_ablated:
+                ablated = self.measure_ablated_metric()
             reference = (float(self.metric(self.clean_final).mean()), corrupted, ablated)
         self.clean_metric, self.corrupted_metric, self.ablated_metric = reference
         if held is not None and bool(held[1:].any()):

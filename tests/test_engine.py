@@ -79,14 +79,23 @@ def test_mean_and_zero_ablation_in_parts(tiny_model, ablation):
     assert_same_scores(one, parts)
 
 
-def test_the_ablated_baseline_in_parts_is_one_batchs(tiny_model):
-    """Mean ablation's baseline (every node at the mean over all prompts) measured again
-    once the parts' mean is known: the same as in one batch."""
+def test_the_ablated_baseline_in_parts_is_one_batchs(tiny_model, monkeypatch):
+    """Mean ablation's baseline (every node at the mean over all prompts) measured once
+    the parts' mean is known, one pass a part: the same as in one batch."""
     task = get_task("ioi")
     data = task.make_data(tiny_model, 18, seed=6)
     one = Engine(tiny_model, task, data, ablation="mean")
+    passes = []
+    measure = PatchingEngine.measure_ablated_metric
+
+    def counted(part):
+        passes.append(part.first_prompt)
+        return measure(part)
+
+    monkeypatch.setattr(PatchingEngine, "measure_ablated_metric", counted)
     parts = Engine(tiny_model, task, data, ablation="mean", part_size=4)
     assert parts.n_parts == 5
+    assert sorted(passes) == [0, 4, 8, 12, 16]  # none with a part's own mean
     assert parts.ablated_metric == pytest.approx(one.ablated_metric, abs=1e-5)
     assert parts.ablated_metric != pytest.approx(parts.corrupted_metric, abs=1e-3)
 
