@@ -119,6 +119,8 @@ def fmt(value: Any, digits: int = 3) -> str:
         return "-"
     if isinstance(value, float):
         return fixed(value, digits)
+    if isinstance(value, list):  # one item a line
+        return "\n".join(map(str, value))
     return str(value)
 
 

@@ -120,6 +120,9 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         n_prompts=data.n_prompts,  # a task may have fewer distinct prompts than requested
         **request.options,
     )
+    undeclared = set(scores.facts) - {key for key, *_ in method.reported_facts}
+    if undeclared:  # discover's summary and --json show the declared ones only
+        raise RuntimeError(f"{method.name} records undeclared facts {sorted(undeclared)}")
     write_scores(graph, layout, scores, nodes_kept, edges_kept)
     graph.graph["method_label"] = method_label(method, request.options)
     recorded = reference_to_record(request.reference)  # what score takes for auto

@@ -72,6 +72,7 @@ class ACDC(Method):
 
     reported_facts = (
         ("acdc_edges_tried", "ACDC edges tried"),
+        ("acdc_edges_kept", "ACDC edges kept"),
         ("acdc_inputs_tried", "ACDC inputs tried whole"),
     )
 

@@ -64,6 +64,7 @@ class CDT(Method):
     granularity = "node"
     default_threshold = 0.02
     scores_positions = True
+    reported_facts = (("cdt_total_relevance", "relevance of every source together"),)
     options = (
         Option(
             "weight_form",

@@ -29,6 +29,7 @@ class PathPatching(Method):
     granularity = "edge"
     default_threshold = 0.02
     scores_positions = True
+    reported_facts = (("path_patching_stages", "stages run"),)
     options = (
         Option(
             "stages",

@@ -412,6 +412,11 @@ class TranscoderMethod(Method):
     default_threshold = 0.01
     holds_circuits = False  # its frozen replacement model runs outside the engine
     own_target = "the task's logit difference"
+    reported_facts = (
+        ("transcoders_source", "transcoders"),
+        ("transcoders_fitted_elsewhere", "transcoders fitted on"),
+        ("paths", "strongest paths (share of the target)"),
+    )
     options = (
         Option(
             "transcoders",

@@ -79,6 +79,8 @@ def test_cdt_finds_each_planted_circuit(task):
     assert summary["metrics"]["node_auc"] >= 0.99
     assert summary["metrics"]["edge_auc"] > 0.9
     assert summary["faithfulness"] == pytest.approx(1.0, abs=0.05)
+    # every sender a source at once carries the whole effect on a planted model
+    assert summary["method_facts"]["cdt_total_relevance"] == pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -108,6 +108,7 @@ def test_acdc_reports_its_trials():
     summary = json.loads(run(*small, "--json").stdout)
     facts = summary["method_facts"]
     assert facts["acdc_edges_tried"] > 0 and facts["acdc_inputs_tried"] > 0
+    assert 0 < facts["acdc_edges_kept"] < facts["acdc_edges_tried"]
     table = run(*small, "--input-tests", "off")
     assert re.search(r"│ ACDC edges tried +│ \d+ +│", table.stdout)
     assert re.search(r"│ ACDC inputs tried whole +│ - +│", table.stdout)

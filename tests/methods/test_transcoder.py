@@ -687,7 +687,9 @@ def test_greedy_paths_split_each_nodes_attribution_among_its_inputs(tiny_model):
     assert all(path.share >= 0.3 for path in kept) and not cut[0, layout.mlp_receiver(0)]
 
 
-def test_path_search_selects_the_union_of_its_paths(tmp_path, tiny_dir, tiny_transcoders):
+def test_path_search_selects_the_union_of_its_paths(
+    tmp_path, tiny_dir, tiny_transcoders, monkeypatch
+):
     """``--search paths``: the circuit is the paths' edges (no threshold or top k), the
     graph lists the strongest paths, and each of their edges is in the circuit."""
     out = tmp_path / "paths.graphml"
@@ -705,6 +707,10 @@ def test_path_search_selects_the_union_of_its_paths(tmp_path, tiny_dir, tiny_tra
     assert on_paths and on_paths <= kept
     assert graph.graph["top_k"] is None and graph.graph["threshold"] is None
     assert len(kept) <= 3 * (2 * 2 + 1)  # at most n_paths new edges per step
+    monkeypatch.setenv("COLUMNS", "400")  # a path to a line
+    shown = run(*args, "--n-paths", 3, "--no-faithfulness")  # the summary lists them too
+    for path in graph.graph["paths"]:
+        assert path in shown.stdout
 
 
 def test_a_metric_that_is_zero_on_the_clean_run_has_no_relative_change(tmp_path):
