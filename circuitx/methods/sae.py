@@ -358,6 +358,10 @@ class SAE(Method):
         ("sae_scored_no_code_fraction", "SAE all vectors, no code (share)"),
         ("sae_codes", "SAE units"),
         ("sae_codes_used", "SAE units used as codes (mean)", 1),
+        ("sae_position_count", "SAE positions coded per prompt"),
+        ("sae_restart_spread_mean", "SAE node scores' spread over restarts (mean)"),
+        ("sae_restart_spread_max", "SAE node scores' spread over restarts (max)"),
+        ("negative_accuracy", "accuracy on the negative prompts"),
     )
 
     def warnings(self, facts: dict[str, Any]) -> list[str]:
