@@ -1,7 +1,8 @@
 """A model's weights in the form CD-T's authors load GPT-2 in: TransformerLens with
 ``fold_ln=False`` (each LayerNorm keeps its weight and bias), the writing weights and the
 unembedding centred, b_V folded into b_O, and ``refactor_factored_attn_matrices`` (W_Q
-and W_K, W_V and W_O re-factored by an SVD; not possible with rotary positions).
+and W_K, W_V and W_O re-factored by an SVD; not possible with rotary positions), the
+re-factoring computed here in float64.
 
 The function is the model's, and so are the residual stream, the MLPs' outputs and the
 embeddings; a head's z is not: in this form it is ``z R + c`` of the model's z (``R``
@@ -49,12 +50,50 @@ def unfolded_form(model: Model) -> UnfoldedForm:
     refactor = folded.rotary is None
     if not (layer_norm or refactor):
         return UnfoldedForm(folded, None)
-    bridge = reboot(model, fold_ln=False, refactor_factored_attn_matrices=refactor)
+    bridge = reboot(model, fold_ln=False)
     unfolded = transformer_weights(dataclasses.replace(model, bridge=bridge), llama=True)
+    if refactor:
+        blocks = [_refactored(block) for block in unfolded.blocks]
+        unfolded = dataclasses.replace(unfolded, blocks=blocks)
     maps = [
         _z_map(before, after, refactor) for before, after in zip(folded.blocks, unfolded.blocks)
     ]
     return UnfoldedForm(unfolded, maps)
+
+
+def _refactored(block: BlockWeights) -> BlockWeights:
+    """``block`` with TransformerLens's ``refactor_factored_attn_matrices``, computed in
+    float64 (TransformerLens computes it in float32, which moves the planted models'
+    saturated attention patterns by up to 0.14): W_Q and W_K, with their biases as one more
+    input row, become U S^1/2 and V S^1/2 of the SVD of W_Q W_K^T; W_V and W_O become U S
+    and V^T of the SVD of W_V W_O (b_V is folded into b_O already)."""
+    dtype = block.W_Q.dtype
+    query = torch.cat([block.W_Q, block.b_Q.unsqueeze(1)], 1).double()
+    key = torch.cat([block.W_K, block.b_K.unsqueeze(1)], 1).double()
+    left, right, singular = _svd_of_product(query, key)
+    query, key = left * singular.sqrt().unsqueeze(1), right * singular.sqrt().unsqueeze(1)
+    left, right, singular = _svd_of_product(block.W_V.double(), block.W_O.double().mT)
+    return dataclasses.replace(
+        block,
+        W_Q=query[:, :-1].to(dtype),
+        b_Q=query[:, -1].to(dtype),
+        W_K=key[:, :-1].to(dtype),
+        b_K=key[:, -1].to(dtype),
+        W_V=(left * singular.unsqueeze(1)).to(dtype),
+        W_O=right.mT.to(dtype),
+    )
+
+
+def _svd_of_product(
+    a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U [h, m, r], V [h, n, r] and S [h, r] with ``a b^T = U diag(S) V^T`` per head, for
+    a [h, m, r] and b [h, n, r] with r <= m, n: through the QR factors, as
+    TransformerLens's FactoredMatrix does."""
+    q_a, r_a = torch.linalg.qr(a)
+    q_b, r_b = torch.linalg.qr(b)
+    u, s, vh = torch.linalg.svd(r_a @ r_b.mT)
+    return q_a @ u, q_b @ vh.mT, s
 
 
 def _z_map(

@@ -11,7 +11,7 @@ from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.decomposition import Sources, embed, propagate
 from circuitx.models import transformer_weights, unfolded_form
-from circuitx.tasks import task_vocabulary
+from circuitx.tasks import get_task, task_vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,17 @@ def test_rotary_models_are_not_refactored(tmp_path, family):
     folded = transformer_weights(model, llama=True)
     assert torch.allclose(form.weights.blocks[1].W_O, folded.blocks[1].W_O)
     assert_maps_z(model, form)
+
+
+def test_the_refactoring_keeps_a_planted_models_exact_patterns_in_float64():
+    """Planted greater-than's heads attend by large scores that tie exactly between keys:
+    TransformerLens's float32 re-factoring moved its patterns (z by 0.19 at layer 3) even
+    in float64; computed in float64 the form's z is the model's, mapped, to rounding."""
+    model = load_model("planted-greater-than", device="cpu", dtype="float64")
+    form = unfolded_form(model)
+    tokens = get_task("greater-than").make_data(model, 5, 0).clean
+    hooks = [f"blocks.{layer}.attn.hook_z" for layer in range(model.n_layers)]
+    _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in hooks)
+    seen, _ = whole_run(form.weights, model, tokens)
+    for layer, hook in enumerate(hooks):
+        assert torch.allclose(form.map_z(layer, cache[hook]), seen["z", layer], atol=1e-3)
