@@ -50,6 +50,7 @@ def test_a_method_registered_at_run_time_gets_its_flag_and_listing(toy, tiny_dir
     summary = json.loads(result.stdout)
     assert summary["method"] == "toy" and summary["options"] == {"toy_flag": 3}
     assert summary["n_nodes_in_circuit"] == 2
+    assert summary["method_facts"] == {"toy": True}  # recorded, though not declared
     listed = {row["name"]: row for row in json.loads(run("methods", "--json").stdout)}
     assert listed["toy"]["options"] == {"toy_flag": 1}
     assert listed["toy"]["option_declarations"][0]["flag"] == "--toy-flag"

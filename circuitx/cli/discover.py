@@ -392,8 +392,11 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
         found = f"{heads['shared']} of the circuit's {heads['a']} ({fmt(heads['a_in_b'])})"
         rows.append(("heads in reference", found))
     method = METHODS.get(summary["method"])
-    for key, label, *digits in method.reported_facts if method is not None else ():
+    declared = method.reported_facts if method is not None else ()
+    for key, label, *digits in declared:
         rows.append((label, fmt(summary["method_facts"].get(key), *digits)))
+    labelled = {key for key, *_ in declared}
+    rows += [(k, fmt(v)) for k, v in summary["method_facts"].items() if k not in labelled]
     timing = f"{summary['discovery_s']:.2f} s discovery"
     if summary["faithfulness_s"] is not None:
         timing += f", {summary['faithfulness_s']:.2f} s faithfulness"

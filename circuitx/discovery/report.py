@@ -170,9 +170,11 @@ def report(
 
 
 def method_facts_of(method: Method | None, meta: dict[str, Any]) -> dict[str, Any]:
-    """The facts of its run a graph's method reports (its ``reported_facts``)."""
-    facts = () if method is None else method.reported_facts
-    return {key: meta.get(key) for key, *_ in facts}
+    """The facts of its run a graph's method declares (its ``reported_facts``, None where
+    this run did not record one) and any others it recorded."""
+    declared = [] if method is None else [key for key, *_ in method.reported_facts]
+    recorded = meta.get("method_fact_keys") or []
+    return {key: meta.get(key) for key in dict.fromkeys([*declared, *recorded])}
 
 
 def method_options_of(method: Method | None, meta: dict[str, Any]) -> dict[str, Any] | None:

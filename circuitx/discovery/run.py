@@ -120,9 +120,6 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         n_prompts=data.n_prompts,  # a task may have fewer distinct prompts than requested
         **request.options,
     )
-    undeclared = set(scores.facts) - {key for key, *_ in method.reported_facts}
-    if undeclared:  # discover's summary and --json show the declared ones only
-        raise RuntimeError(f"{method.name} records undeclared facts {sorted(undeclared)}")
     write_scores(graph, layout, scores, nodes_kept, edges_kept)
     graph.graph["method_label"] = method_label(method, request.options)
     recorded = reference_to_record(request.reference)  # what score takes for auto
@@ -139,6 +136,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         max_memory=engine.budget,  # the budget in bytes, and a part's estimated need
         part_memory=engine.plan.part_bytes,
         **scores.facts,
+        method_fact_keys=sorted(scores.facts),  # which metadata the method recorded
     )
     discovery_s = time.perf_counter() - start
     graph.graph.update(
