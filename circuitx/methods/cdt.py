@@ -52,10 +52,10 @@ from circuitx.models import (
     transformer_weights,
     unfolded_form,
 )
-
-WEIGHT_FORMS = ("folded", "authors")
 from circuitx.patching import PatchingEngine
 from circuitx.progress import Advance
+
+WEIGHT_FORMS = ("folded", "authors")  # the model's own weights, or the authors' form of them
 
 
 class CDT(Method):
