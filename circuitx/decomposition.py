@@ -30,10 +30,12 @@ A source is a set of senders (the embeddings, heads, MLPs). Where a sender is a 
 its output is split into ``output - patch`` (rel) and its patch value (irrel): the
 corrupted run's output, its mean, or zero, as the patching engine's ablation says.
 
-Two choices differ from the authors' code, both so that the parts sum exactly to the
-model's activations: LayerNorm uses the model's epsilon (the code uses 1e-8), and the
-sign heuristic ``normalize_rel_irrel`` the code applies around the MLP is left out (it
-is not linear, and the issue asks linear maps to be propagated exactly).
+Three choices differ from the authors' code, all so that the parts sum exactly to the
+model's activations: LayerNorm uses the model's epsilon (the code uses 1e-8); the sign
+heuristic ``normalize_rel_irrel`` the code applies around the MLP is left out (it is not
+linear, and the issue asks linear maps to be propagated exactly); and irrel takes the part
+of a bias rel does not (the code gives each part ``b |part| / (|rel| + |irrel| + 1e-8)``,
+so its parts miss a little of the bias).
 
 Only rel is carried through the pass: irrel is the whole activation minus rel, and the
 whole activation at every point is the clean run's, the same for every source. A
