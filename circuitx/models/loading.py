@@ -326,8 +326,15 @@ def gpt2_from_tl_legacy(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
             f"{config.get('positional_embedding_type')} positions; circuitx reads LayerNorm "
             "and learned positions"
         )
-    state = torch.load(weights, map_location="cpu", weights_only=True)
     n_heads, d_model, attn_only = config["n_heads"], config["d_model"], config["attn_only"]
+    d_head = config.get("d_head", d_model // n_heads)
+    if n_heads * d_head != d_model:  # GPT-2's fused projections are d_model wide
+        raise CircuitxError(
+            f"legacy model {source} has {n_heads} heads of width {d_head} in d_model "
+            f"{d_model}; circuitx reads it as GPT-2, whose heads fill d_model "
+            "(n_heads x d_head = d_model)"
+        )
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     gpt2 = GPT2Config(
         vocab_size=config["d_vocab"], n_positions=config["n_ctx"], n_embd=d_model,
         n_layer=config["n_layers"], n_head=n_heads, layer_norm_epsilon=config.get("eps", 1e-5),

@@ -208,6 +208,17 @@ def test_every_family_loads_as_its_hf_model_computes_it(family, tmp_path):
     assert model.encode_many(texts) == [model.encode(text) for text in texts]
 
 
+@pytest.mark.parametrize("d_head", [4, 32])
+def test_a_legacy_model_whose_heads_do_not_fill_d_model_is_refused(tmp_path, d_head):
+    """TransformerLens allows n_heads x d_head != d_model; read as GPT-2 it cannot be (a
+    helper's trial: the loader failed on a tensor size mismatch)."""
+    save_tl_legacy_attn_only(tmp_path, word_level_tokenizer(task_vocabulary()), 1, 4, 32, 0)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "d_head": d_head}))
+    with pytest.raises(CircuitxError, match=f"4 heads of width {d_head} in d_model 32"):
+        load_model(str(tmp_path), device="cpu")
+
+
 def test_a_legacy_transformerlens_model_loads_as_it_computes(tmp_path):
     """attn-only-4l's format (HookedTransformer parameter names in a .pth, no model_type)
     becomes a GPT-2 with per-head q/k/v inputs, no MLP nodes and its unembedding bias,
