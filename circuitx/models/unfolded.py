@@ -42,16 +42,21 @@ class UnfoldedForm:
 def unfolded_form(model: Model) -> UnfoldedForm:
     """``model``'s weights as CD-T's authors load them (see the module's docstring). Where
     that form is the model's own (RMSNorm, or no norm weights, and rotary positions) the
-    model's weights are used; otherwise the model is loaded a second time from its
-    source, and that copy's weights are held while the caller holds the result."""
+    model's weights are used. LayerNorm's weight and bias are read from a second load of
+    the model (``fold_ln=False``) and unfolded from the model's own weights, in float64, so
+    that the form computes exactly the model the engine runs (the second load's reading
+    weights are the raw ones, which TransformerLens's float32 folding rounds)."""
     folded = transformer_weights(model, llama=True)
     cfg = model.bridge.cfg
     layer_norm = getattr(cfg, "normalization_type", "LN") == "LN"
     refactor = folded.rotary is None
     if not (layer_norm or refactor):
         return UnfoldedForm(folded, None)
-    bridge = reboot(model, fold_ln=False)
-    unfolded = transformer_weights(dataclasses.replace(model, bridge=bridge), llama=True)
+    unfolded = folded
+    if layer_norm:
+        bridge = reboot(model, fold_ln=False)
+        raw = transformer_weights(dataclasses.replace(model, bridge=bridge), llama=True)
+        unfolded = _unfold(folded, raw)
     if refactor:
         blocks = [_refactored(block) for block in unfolded.blocks]
         unfolded = dataclasses.replace(unfolded, blocks=blocks)
@@ -59,6 +64,60 @@ def unfolded_form(model: Model) -> UnfoldedForm:
         _z_map(before, after, refactor) for before, after in zip(folded.blocks, unfolded.blocks)
     ]
     return UnfoldedForm(unfolded, maps)
+
+
+def _unfold(folded: TransformerWeights, raw: TransformerWeights) -> TransformerWeights:
+    """``folded``'s weights with each LayerNorm's weight and bias taken back out of the
+    weights that read it, ``raw``'s LayerNorms restored: the same function as ``folded``
+    (see :func:`_reader`). The heads' b_V stays ``raw``'s (0: folded into b_O), so a head's
+    z gains the bias read through W_V, c, and b_O loses it."""
+    blocks = []
+    for block, source in zip(folded.blocks, raw.blocks):
+        (_, bias), dtype = source.ln1, block.W_Q.dtype
+        unfolded = {}
+        for name in "QKV":
+            weight = _reader(getattr(block, f"W_{name}"), getattr(source, f"W_{name}"), source.ln1)
+            unfolded[f"W_{name}"] = weight
+            unfolded[f"b_{name}"] = getattr(block, f"b_{name}") - _read(bias, weight)
+        unfolded["b_V"] = source.b_V
+        offset = _read(bias, unfolded["W_V"]) + source.b_V - block.b_V  # c [head, d_head]
+        unfolded["b_O"] = block.b_O - torch.einsum("he,hed->d", offset.double(), block.W_O.double())
+        if block.W_in is not None and source.ln2 is not None:
+            w_in = _reader(block.W_in, source.W_in, source.ln2)
+            unfolded.update(W_in=w_in, ln2=source.ln2, b_in=block.b_in - _read(source.ln2[1], w_in))
+            if block.W_gate is not None and source.W_gate is not None:
+                unfolded["W_gate"] = _reader(block.W_gate, source.W_gate, source.ln2)
+        converted = {
+            key: value.to(dtype) if isinstance(value, torch.Tensor) else value
+            for key, value in unfolded.items()
+        }
+        blocks.append(dataclasses.replace(block, ln1=source.ln1, **converted))
+    w_u = _reader(folded.W_U, raw.W_U, raw.ln_final)
+    b_u = folded.b_U - _read(raw.ln_final[1], w_u)
+    dtype = folded.W_U.dtype
+    return dataclasses.replace(
+        folded, blocks=blocks, ln_final=raw.ln_final, W_U=w_u.to(dtype), b_U=b_u.to(dtype)
+    )
+
+
+def _reader(
+    folded: torch.Tensor, raw: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """The weight [..., d_model, out] that reads LayerNorm's output x = x^ w + b (x^ of mean
+    0) as ``folded`` reads x^: (folded + m) / w, m the mean over d_model of the raw weight
+    times w, which folding centred away (x^ m = 0, so any m keeps the function; this one
+    gives the raw weight up to rounding). Where w is 0 the raw row (it reads a constant).
+    In float64; with the bias ``folded``'s less ``b`` read through it, x W + b' = x^ folded
+    + b_folded."""
+    weight = norm[0].double().unsqueeze(-1)
+    centred_away = (raw.double() * weight).mean(-2, keepdim=True)
+    safe = torch.where(weight == 0, 1.0, weight)
+    return torch.where(weight == 0, raw.double(), (folded.double() + centred_away) / safe)
+
+
+def _read(bias: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``bias`` [d_model] read through ``weight`` [..., d_model, out], in float64."""
+    return torch.einsum("d,...do->...o", bias.double(), weight.double())
 
 
 def _refactored(block: BlockWeights) -> BlockWeights:

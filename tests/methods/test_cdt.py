@@ -103,3 +103,24 @@ def test_the_authors_weight_form_moves_scores_where_it_unfolds_norms(tmp_path, f
         assert moved > 1e-2 * float(scores["folded"].abs().max())
     else:
         assert moved == 0.0
+
+
+def test_on_a_planted_model_in_float64_the_forms_agree_on_relevance_to_the_output():
+    """A planted model's LayerNorms have weight 1 and bias 0 and its heads no q, k or v
+    biases, so the two forms differ by the re-factoring alone, which leaves a source's
+    relevance to the output as it is (relevance to a head's input is a share of its z,
+    which the re-factoring rotates)."""
+    model = load_model("planted-greater-than", device="cpu", dtype="float64")
+    into_logits = {}
+    for form in ("folded", "authors"):
+        graph = find(
+            model, "greater-than", "cdt", n_prompts=6, seed=0, options={"weight_form": form}
+        )
+        into_logits[form] = {
+            key: score
+            for _, _, key, score in graph.edges(keys=True, data="score")
+            if key.endswith("->logits")
+        }
+    largest = max(abs(score) for score in into_logits["folded"].values())
+    for key, score in into_logits["folded"].items():
+        assert abs(into_logits["authors"][key] - score) < 1e-6 * largest, key
