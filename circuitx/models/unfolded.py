@@ -2,7 +2,9 @@
 ``fold_ln=False`` (each LayerNorm keeps its weight and bias), the writing weights and the
 unembedding centred, b_V folded into b_O, and ``refactor_factored_attn_matrices`` (W_Q
 and W_K, W_V and W_O re-factored by an SVD; not possible with rotary positions), the
-re-factoring computed here in float64.
+re-factoring computed here in float64. The form is unfolded from the model's own weights
+(LayerNorm's parameters from a second load), so that it computes exactly the model's
+function.
 
 The function is the model's, and so are the residual stream, the MLPs' outputs and the
 embeddings; a head's z is not: in this form it is ``z R + c`` of the model's z (``R``
