@@ -125,9 +125,10 @@ def _read(bias: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def _refactored(block: BlockWeights) -> BlockWeights:
     """``block`` with TransformerLens's ``refactor_factored_attn_matrices``, computed in
     float64 (TransformerLens computes it in float32, which moves the planted models'
-    saturated attention patterns by up to 0.14): W_Q and W_K, with their biases as one more
-    input row, become U S^1/2 and V S^1/2 of the SVD of W_Q W_K^T; W_V and W_O become U S
-    and V^T of the SVD of W_V W_O (b_V is folded into b_O already)."""
+    saturated attention: patterns by up to 0.14 in float32, z by 0.19 in a float64 model):
+    W_Q and W_K, with their biases as one more input row, become U S^1/2 and V S^1/2 of
+    the SVD of W_Q W_K^T; W_V and W_O become U S and V^T of the SVD of W_V W_O (b_V is
+    folded into b_O already)."""
     dtype = block.W_Q.dtype
     query = torch.cat([block.W_Q, block.b_Q.unsqueeze(1)], 1).double()
     key = torch.cat([block.W_K, block.b_K.unsqueeze(1)], 1).double()
