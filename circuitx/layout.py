@@ -307,9 +307,15 @@ class PositionLayout(Layout):
     # (name, group): a named position that every prompt has at one group (--positions all)
     aliases: tuple[tuple[str, str], ...] = ()
 
-    def group_of(self, name: str) -> str:
-        """The group a named position is at: itself, or where :attr:`aliases` puts it."""
-        return dict(self.aliases).get(name, name)
+    def group_of(self, name: str) -> str | None:
+        """The group that holds a named position's token: itself, or where
+        :attr:`aliases` puts it; a position the layout does not name is in ``other``, the
+        group of every token no named group holds; None where there is no such group
+        (``--positions all`` and a position not at one index in every prompt)."""
+        group = dict(self.aliases).get(name, name)
+        if group in self.positions:
+            return group
+        return "other" if "other" in self.positions else None
 
     @cached_property
     def base(self) -> Layout:

@@ -346,13 +346,16 @@ def position_reference(
     acts at; any other circuit node at every position. An edge is in the circuit where
     its component edge is and both its ends are, a residual edge (q, MLP, logits) at the
     receiver's own position, a k or v edge from a key position the receiver reads (where
-    its role says which)."""
-    placed = {
-        key.lower(): (layout.group_of(acts), tuple(layout.group_of(r) for r in reads))
-        for key, (acts, reads) in roles.items()
-    }
+    its role says which). A role's position the layout does not name is in its ``other``
+    group; where it has none (every position a group, the role's position not at one
+    index), the role's heads count at every position, or read every key position."""
+    placed: dict[str, tuple[str, tuple[str | None, ...]]] = {}
+    for key, (acts, reads) in roles.items():
+        at = layout.group_of(acts)
+        if at is not None:
+            placed[key.lower()] = (at, tuple(layout.group_of(r) for r in reads))
 
-    def place(node: str) -> tuple[str, ...] | None:
+    def place(node: str) -> tuple[str, tuple[str | None, ...]] | None:
         role = reference.nodes[node].get("role") if node in reference else None
         return placed.get(str(role).lower()) if role else None
 
@@ -376,7 +379,7 @@ def position_reference(
         if not graph.nodes[receiver]["in_circuit"]:
             continue
         reads = place(base_receiver)
-        if data["input"] in ("k", "v") and reads is not None:
+        if data["input"] in ("k", "v") and reads is not None and None not in reads[1]:
             data["in_circuit"] = sender_at in reads[1]
         else:
             data["in_circuit"] = True

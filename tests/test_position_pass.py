@@ -345,6 +345,26 @@ def test_the_ioi_reference_goes_to_its_classes_positions():
     assert "a9.h9@END->logits" in edges
 
 
+def test_a_role_at_a_position_the_layout_does_not_name_is_at_other():
+    task = get_task("ioi")
+    reference = task.reference("", 12, 12, True)
+    named = PositionLayout(12, 12, True, positions=("END", "other"), readout=("END",))
+    placed = position_reference(reference, named, task.role_positions)
+    kept = {n for n, k in placed.nodes(data="in_circuit") if k}
+    # S-inhibition and induction heads act at S2, previous-token heads at S1+1: both other
+    assert {"a7.h3@END", "a5.h5@other", "a2.h2@other", "a9.h9@END"} <= kept
+    assert not {"a5.h5@END", "a2.h2@END", "a9.h9@other"} & kept
+    edges = {key for key, d in edges_by_name(placed).items() if d["in_circuit"]}
+    assert "a2.h2@other->a5.h5@other<k>" in edges and "input@END->a9.h9@END<k>" not in edges
+    # every position a group and no role's position known: every position, every key
+    every = PositionLayout(12, 12, True, positions=("0", "1", "2"), readout=("2",), ordered=True)
+    placed = position_reference(reference, every, task.role_positions)
+    kept = {n for n, k in placed.nodes(data="in_circuit") if k}
+    assert {f"a5.h5@{at}" for at in "012"} <= kept
+    every_edges = {key for key, d in edges_by_name(placed).items() if d["in_circuit"]}
+    assert "a2.h2@0->a5.h5@2<k>" in every_edges
+
+
 def test_a_task_file_names_its_own_positions(tmp_path):
     model = cx.load_model("planted-ioi")
     data = get_task("ioi").make_data(model, 10, 0)
