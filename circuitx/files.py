@@ -18,19 +18,23 @@ from circuitx.errors import CircuitxError
 def check_output_path(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path, or fail in one line unless a file can be written there:
     its directory exists and takes a new file (one is made and removed), and ``path`` is
-    not a directory or a special file (a device, a pipe)."""
+    not a directory or a special file (a device, a pipe). A symbolic link is written
+    through, as ``open`` writes: the path returned is its target's (``/dev/stdout``
+    redirected to a file is that file), so the link stays a link."""
     if os.fspath(path).endswith(("/", os.sep)):  # Path() drops the slash that says directory
         raise CircuitxError(f"output path ends in a slash, which names a directory: {path}")
     path = Path(path)
+    if path.is_dir():
+        raise CircuitxError(f"output path is a directory: {path}")
+    if path.exists() and not path.is_file():
+        raise CircuitxError(f"output path is not a regular file: {path}")
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     parent = path.parent if str(path.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise CircuitxError(f"output directory is not a directory: {parent}")
     if not parent.is_dir():
         raise CircuitxError(f"output directory does not exist: {parent}")
-    if path.is_dir():
-        raise CircuitxError(f"output path is a directory: {path}")
-    if path.exists() and not path.is_file():
-        raise CircuitxError(f"output path is not a regular file: {path}")
     refused = _refuses_new_files(parent, path.name)
     if refused:
         raise CircuitxError(f"cannot write to {parent}: {refused}")

@@ -55,6 +55,27 @@ def test_an_output_path_that_is_a_directory_is_refused_and_the_probe_leaves_noth
         check_output_path(f"{tmp_path}/x.graphml/")  # was written as the file x.graphml
 
 
+def test_a_link_is_written_through_and_stays_a_link(tmp_path):
+    target, link, dangling = tmp_path / "target.json", tmp_path / "link.json", tmp_path / "d"
+    target.write_text("old")
+    link.symlink_to(target)
+    with atomic_open(link) as handle:
+        handle.write("new")
+    assert link.is_symlink() and target.read_text() == "new"
+    dangling.symlink_to(tmp_path / "made.json")  # a link to a file not yet made makes it
+    with atomic_open(dangling) as handle:
+        handle.write("made")
+    assert dangling.is_symlink() and (tmp_path / "made.json").read_text() == "made"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "stdout").symlink_to(fifo)  # /dev/stdout into a pipe
+    with pytest.raises(CircuitxError, match="not a regular file"):
+        check_output_path(tmp_path / "stdout")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "d", "fifo", "link.json", "made.json", "stdout", "target.json"
+    ]  # fmt: skip
+
+
 def test_json_text_writes_no_nan_or_infinity():
     text = json_text({"a": math.nan, "b": [1.0, math.inf, -math.inf], "c": {"d": 2.5}})
     assert json.loads(text) == {"a": None, "b": [1.0, None, None], "c": {"d": 2.5}}
