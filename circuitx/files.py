@@ -140,6 +140,13 @@ def read_score(value: Any, element: str) -> float | None:
     return float(value)
 
 
+def read_flag(value: Any, element: str, attribute: str) -> bool:
+    """A membership read from a file: true or false (not a string, a number or null)."""
+    if not isinstance(value, bool):
+        raise CircuitxError(f"{element}: {attribute} must be true or false, not {value!r}")
+    return value
+
+
 def size_text(size: float) -> str:
     """A size in bytes in words: ``12.3 MiB``, ``1.5 GiB`` (three significant digits)."""
     for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):

@@ -19,7 +19,7 @@ from circuitx.auto_circuit_graphs import (
     to_auto_circuit_dict,
 )
 from circuitx.errors import CircuitxError, listed
-from circuitx.files import atomic_open, plain, read_score
+from circuitx.files import atomic_open, plain, read_flag, read_score
 from circuitx.graph import (
     component_graph,
     edges_by_name,
@@ -244,10 +244,7 @@ def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, .
     for attribute in required:
         if attribute not in data:
             raise CircuitxError(f"{element} has no {attribute!r} attribute")
-    if not isinstance(data["in_circuit"], bool):
-        raise CircuitxError(
-            f"{element}: in_circuit must be true or false, not {data['in_circuit']!r}"
-        )
+    read_flag(data["in_circuit"], element, "in_circuit")
     read_score(data["score"], element)
 
 
@@ -476,7 +473,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         if name not in graph:
             raise CircuitxError(f"node {name!r} is not in a {n_layers} x {n_heads} model's graph")
         member = value.get("in_graph") if isinstance(value, dict) else value
-        graph.nodes[name]["in_circuit"] = bool(member)
+        graph.nodes[name]["in_circuit"] = read_flag(member, f"node {name!r}", "in_graph")
         for key in ("score", "circuitx_score"):  # EAP-IG's, then ours
             if isinstance(value, dict) and value.get(key) is not None:
                 graph.nodes[name]["score"] = read_score(value[key], f"node {name}")
@@ -490,7 +487,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         if not isinstance(value, dict):
             raise CircuitxError(f'edge {name!r}: expected {{"score", "in_graph"}}')
         edges[name]["score"] = read_score(value.get("score"), f"edge {name}")
-        edges[name]["in_circuit"] = bool(value.get("in_graph", False))
+        edges[name]["in_circuit"] = read_flag(value.get("in_graph"), f"edge {name!r}", "in_graph")
     missing = [name for name in edges if name not in data["edges"]]
     if missing:  # EAP-IG's to_json writes every edge
         raise CircuitxError(

@@ -338,6 +338,18 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
             r"edge input->a0.h0<q>: score must be a finite number or null, not 'NaN'",
         ),
         (lambda d: d["nodes"].update({"a9.h0": True}), "node 'a9.h0' is not in a 2 x 2 model"),
+        (  # found by a new user's trial: the string "false" was read as in the circuit
+            lambda d: d["edges"].update({"input->a0.h0<q>": {"score": 1.4, "in_graph": "false"}}),
+            r"edge 'input->a0.h0<q>': in_graph must be true or false, not 'false'",
+        ),
+        (  # EAP-IG's from_json needs it; circuitx had read it as off the circuit
+            lambda d: d["edges"].update({"input->a0.h0<q>": {"score": 1.4}}),
+            r"edge 'input->a0.h0<q>': in_graph must be true or false, not None",
+        ),
+        (
+            lambda d: d["nodes"].update({"a0.h1": {"in_graph": 1, "score": 0.5}}),
+            r"node 'a0.h1': in_graph must be true or false, not 1",
+        ),
         (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
         (  # found by a new user's trial: read as an edge with no score, off the circuit
             lambda d: d["edges"].pop("input->a0.h1<v>"),
