@@ -6,7 +6,6 @@ order, then its MLP, so a node is in the same place in every drawing of the same
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,9 +239,9 @@ def caption_text(
         components = {n for n in kept if graph.nodes[n]["kind"] in ("head", "mlp")}
         truth = {n for n in reference_nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
         hits = len(components & truth)
-        precision = hits / len(components) if components else math.nan
-        recall = hits / len(truth) if truth else math.nan
-        text += f"; node precision {precision:.2f}, recall {recall:.2f}"
+        precision = f"{hits / len(components):.2f}" if components else "-"
+        recall = f"{hits / len(truth):.2f}" if truth else "-"
+        text += f"; node precision {precision}, recall {recall}"
     return text
 
 

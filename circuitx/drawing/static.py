@@ -205,10 +205,8 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     ax.set_ylim(-0.6, n_layers + 1.6)
     figure.suptitle(title(graph), fontsize=10)
     note = empty_note(nodes)
-    if note:
-        ax.annotate(
-            note, (0.5, 0.5), xycoords="axes fraction", ha="center", fontsize=10, color="#aa0000"
-        )
+    if note:  # under the title, clear of the reference's nodes drawn in the panel
+        figure.text(0.5, 0.925, note, ha="center", fontsize=9, color="#aa0000")
     caption = caption_text(
         graph, nodes, len(edges), chosen, truth.nodes if reference is not None else None
     )

@@ -13,6 +13,7 @@ from circuitx.drawing.page import page_data
 from circuitx.drawing.places import (
     ROW_BOW,
     Picture,
+    caption_text,
     edge_bends,
     edge_points,
     graph_places,
@@ -88,6 +89,13 @@ def test_an_empty_circuit_draws_with_a_note(tmp_path, kind):
     result = run("draw", path, "--out", tmp_path / f"empty.{kind}")
     assert result.exit_code == 0 and "no component is in the circuit" in result.stderr
     assert "no component is in the circuit<" in svg_text(tmp_path / f"empty.{kind}")
+
+
+def test_an_empty_circuits_caption_has_no_precision_rather_than_nan():
+    # a helper's trial: "node precision nan" against a reference
+    graph = full_graph(2, 2, True, task="ioi")
+    text = caption_text(graph, ["input", "logits"], 0, 0, {"a0.h1", "input"})
+    assert text == "0 nodes, 0 edges drawn; node precision -, recall 0.00"
 
 
 @pytest.mark.parametrize("method", ["activation-patching", "eap", "cdt", "acdc"])
