@@ -14,6 +14,7 @@ from typing import Any
 import networkx as nx
 
 from circuitx.auto_circuit_graphs import (
+    AUTO_CIRCUIT_KEYS,
     from_auto_circuit_dict,
     is_auto_circuit_dict,
     to_auto_circuit_dict,
@@ -339,7 +340,7 @@ def _uniform_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def from_json_dict(data: Any) -> nx.MultiDiGraph:
     if not isinstance(data, dict) or data.get("format") != "circuitx-graph":
-        raise CircuitxError('not a circuitx graph (missing "format": "circuitx-graph")')
+        raise CircuitxError(_unread_json_form(data))
     nodes, edges = data.get("nodes"), data.get("edges")
     if not isinstance(nodes, dict) or not isinstance(edges, dict):
         raise CircuitxError('"nodes" and "edges" must be objects')
@@ -365,6 +366,38 @@ def from_json_dict(data: Any) -> nx.MultiDiGraph:
 EAP_IG_KEYS = ("cfg", "nodes", "edges")
 # graph metadata: the node scores came from an EAP-IG file's own (its ``score`` key)
 EAP_IG_NODE_SCORES = "eap_ig_node_scores"
+
+
+def _unread_json_form(data: Any) -> str:
+    """Why JSON is read as none of the graph forms, by the form it half has."""
+    known = (
+        'not a graph of a form circuitx reads: ours ("format": "circuitx-graph"), '
+        'EAP-IG\'s ("cfg", "nodes", "edges") or auto-circuit\'s ("scores", "circuit")'
+    )
+    if not isinstance(data, dict):
+        return known
+    if "format" in data:
+        return f'"format" is {data["format"]!r}, not "circuitx-graph"'
+    if "classes" in data:
+        return (
+            "a circuit of head classes is a reference, not a graph: give it as --reference, "
+            "or as compare's B"
+        )
+    # a key only that form has: scores or circuit (auto-circuit's), cfg (EAP-IG's)
+    for name, keys, own in (
+        ("an auto-circuit", AUTO_CIRCUIT_KEYS, AUTO_CIRCUIT_KEYS),
+        ("an EAP-IG", EAP_IG_KEYS, ("cfg",)),
+    ):
+        if any(key in data for key in own):
+            lacking = [repr(key) for key in keys if key not in data]
+            return (
+                f"{name} graph needs {', '.join(map(repr, keys))}; this has no {listed(lacking, 3)}"
+            )
+    if "nodes" in data or "edges" in data:
+        return (
+            'a graph of "nodes" and "edges" needs "format": "circuitx-graph" (or EAP-IG\'s "cfg")'
+        )
+    return known
 
 
 def is_eap_ig_dict(data: Any) -> bool:

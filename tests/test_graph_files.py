@@ -104,6 +104,28 @@ def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "data, pattern",
+    [  # a helper's trial: each said 'not a circuitx graph (missing "format": ...)'
+        ({"scores": {}}, "an auto-circuit graph needs 'scores', 'circuit'; this has no 'circuit'"),
+        ({"circuit": []}, "an auto-circuit graph needs 'scores', 'circuit'; this has no 'scores'"),
+        (
+            {"cfg": {}, "nodes": {}},
+            "an EAP-IG graph needs 'cfg', 'nodes', 'edges'; this has no 'edges'",
+        ),
+        ({"classes": {}, "edges": []}, "a circuit of head classes is a reference, not a graph"),
+        ({"nodes": {}, "edges": {}}, 'needs "format": "circuitx-graph"'),
+        ({"format": "x"}, '"format" is \'x\', not "circuitx-graph"'),
+        ([1], "not a graph of a form circuitx reads"),
+    ],
+)
+def test_json_of_no_graph_form_names_what_its_form_lacks(tmp_path, data, pattern):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match=re.escape(pattern)):
+        read_graph(path)
+
+
 def test_a_graph_of_unknown_suffix_names_the_formats_read(tmp_path):
     path = tmp_path / "g.json.out"
     write_graph(scored_graph(), path, "json")
