@@ -136,7 +136,9 @@ def sniff_format(path: Path, text: str) -> str:
 
 def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
     values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, str) and v for v in values):
+    if not values:
+        raise CircuitxError(f"{where}: {key!r} is an empty list: give at least one word")
+    if not all(isinstance(v, str) and v for v in values):
         raise CircuitxError(f"{where}: {key!r} must be a word or a list of words")
     return tuple(values)
 
@@ -364,9 +366,13 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
         data = json.loads(text)
     except ValueError:
         if _json_lines(text):
+            way = (  # a .jsonl file comes here only by --task-format auto-circuit
+                "pass --task-format jsonl, or none (its name says JSON Lines)"
+                if label.lower().endswith(".jsonl")
+                else "name it .jsonl or pass --task-format jsonl"
+            )
             raise CircuitxError(
-                f"{label} is JSON Lines (an object a line), not one JSON document: name it "
-                ".jsonl or pass --task-format jsonl"
+                f"{label} is JSON Lines (an object a line), not one JSON document: {way}"
             ) from None
         raise CircuitxError(f"{label} is not JSON") from None
     if isinstance(data, dict) and (

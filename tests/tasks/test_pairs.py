@@ -161,6 +161,8 @@ def test_the_format_is_told_by_content_as_json_dump_and_jsonl_writers_save(
     with pytest.raises(CircuitxError, match="pairs.json is JSON Lines .* --task-format jsonl"):
         get_task(str(misnamed))
     assert get_task(str(misnamed), task_format="jsonl").make_data(planted_ioi, N, 0) is not None
+    with pytest.raises(CircuitxError, match=r"--task-format jsonl, or none \(its name says"):
+        get_task(str(files["jsonl"]), task_format="auto-circuit")  # named .jsonl already
 
 
 def test_a_file_named_as_a_built_in_task_keeps_its_suffix(files, tmp_path):
@@ -379,6 +381,13 @@ BAD = {
         b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
         b'"answer": "Bartholomew", "wrong": "John"}\n',
         "t.jsonl line 1: 'Bartholomew' not in the model's vocabulary (its tokenizer reads it as",
+    ),
+    "an empty list of answers": (  # a helper's trial: "must be a word or a list of words"
+        "t.json",
+        b'{"prompts": [{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupt": "When David and John went to the store, Robert gave a drink to", '
+        b'"answers": [], "wrong_answers": ["John"]}]}',
+        "t.json prompt 1: 'answers' is an empty list: give at least one word",
     ),
     "a pair of two lengths": (
         "t.jsonl",
