@@ -320,10 +320,11 @@ def discover_command(
     summary["total_s"] = time.perf_counter() - started  # not Python's start or the imports
     for line in notes + summary["warnings"]:
         note(line)
-    if as_json:  # where the graph went: a script reads it here
-        print_json({**summary, "graph": None if out_path is None else str(out_path)})
+    written = {"graph": out_path, "drawing": draw_path}  # where they went: a script reads it
+    if as_json:
+        print_json({**summary, **{k: None if v is None else str(v) for k, v in written.items()}})
     else:
-        print_summary(summary, out_path)
+        print_summary(summary, written)
 
 
 def prompts_text(summary: dict[str, Any]) -> str:
@@ -354,7 +355,7 @@ def positions_text(summary: dict[str, Any]) -> str:
     return ", ".join(groups)
 
 
-def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
+def print_summary(summary: dict[str, Any], written: dict[str, str | None]) -> None:
     precision = f", {summary['dtype']}" if summary.get("dtype") not in (None, "float32") else ""
     table = Table(
         title=f"{summary['method_label']} on {summary['task']} ({summary['model']}{precision})",
@@ -394,7 +395,9 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     method = METHODS.get(summary["method"])
     declared = method.reported_facts if method is not None else ()
     for key, label, *digits in declared:
-        rows.append((label, fmt(summary["method_facts"].get(key), *digits)))
+        value = summary["method_facts"].get(key)
+        if value is not None:  # else a fact this run had none of (null in --json)
+            rows.append((label, fmt(value, *digits)))
     labelled = {key for key, *_ in declared}
     rows += [(k, fmt(v)) for k, v in summary["method_facts"].items() if k not in labelled]
     timing = f"{summary['discovery_s']:.2f} s discovery"
@@ -403,8 +406,9 @@ def print_summary(summary: dict[str, Any], out_path: str | None) -> None:
     if summary.get("total_s") is not None:  # loading the model, scoring, writing too
         timing += f"; {summary['total_s']:.2f} s in all"
     rows.append(("runtime", timing))
-    if out_path:  # a name that is not UTF-8 is shown with its bytes escaped
-        rows.append(("graph", os.fsencode(out_path).decode("utf-8", "backslashreplace")))
+    for key, path in written.items():  # a name that is not UTF-8: its bytes escaped
+        if path:
+            rows.append((key, os.fsencode(path).decode("utf-8", "backslashreplace")))
     for key, value in rows:
         table.add_row(key, str(value))
     stdout().print(table)

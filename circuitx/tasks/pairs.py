@@ -494,5 +494,5 @@ def _read(path: str, size: int, mtime: int, kind: str | None) -> TaskFile:
     pairs, metric = read_pairs(text, kind or sniff_format(Path(path), text), label)
     if not pairs:
         raise CircuitxError(f"task file {label} has no prompt pairs")
-    digest = hashlib.sha256(raw).hexdigest()[:16]
+    digest = hashlib.sha256(raw).hexdigest()  # as sha256sum prints it
     return TaskFile(tuple(pairs), Path(path).stem, digest, path, metric)

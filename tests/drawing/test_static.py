@@ -1,6 +1,7 @@
 """Static pictures of circuits: the drawing's structure, colours and files, and its
 command line."""
 
+import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -107,6 +108,7 @@ def test_discover_draws_every_kind_of_graph(tmp_path, method):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert ">logits<" in svg_text(out) and "node precision" in svg_text(out)
+    assert json.loads(result.stdout)["drawing"] == str(out)  # where it went, for a script
 
 
 def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp_path):

@@ -711,6 +711,10 @@ def test_path_search_selects_the_union_of_its_paths(
     shown = run(*args, "--n-paths", 3, "--no-faithfulness")  # the summary lists them too
     for path in graph.graph["paths"]:
         assert path in shown.stdout
+    # a helper's trial: the facts a run has none of were rows of "-"
+    threshold = run(*args[:-2], "--no-faithfulness")
+    assert "strongest paths" not in threshold.stdout and "fitted on" not in threshold.stdout
+    assert "transcoders" in threshold.stdout
 
 
 def test_a_metric_that_is_zero_on_the_clean_run_has_no_relative_change(tmp_path):
