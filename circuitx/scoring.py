@@ -199,7 +199,8 @@ def overlap(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> dict[str, dict[str, float
         a, b = collapse_positions(a), collapse_positions(b)
     if set(component_nodes(a)) != set(component_nodes(b)):
         raise CircuitxError(
-            "the graphs are for different model shapes (their heads and MLPs differ)"
+            "the graphs are for different model shapes"
+            + (shapes_text(a, b) or " (their heads and MLPs differ)")
         )
     result = {}
     for level in OVERLAP_LEVELS:
