@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,9 @@ COLUMNS = (
     ("cmd", "CMD", "report"),
     ("discovery_s", "runtime (s)", "report"),  # the discovery's own time, not faithfulness'
 )
+
+# the columns that are shares (an AUC, a precision, a recall): from 0 to 1
+SHARES = ("node_auc", "edge_auc", "node_precision", "node_recall", "node_f1")
 
 
 class CellStore:
@@ -65,8 +69,10 @@ def well_formed(record: dict[str, Any]) -> bool:
     """Whether a stored cell has what the rows, plots and pages read, of the right types
     (a file edited by hand, or by another version, runs again instead)."""
 
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    def number(value: Any) -> bool:  # finite: NaN or Infinity is an edit (ours write null)
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
 
     def numbers(point: Any, keys: tuple[str, ...]) -> bool:
         """``point`` maps each of ``keys`` to a number (``list``: a list of numbers)."""
@@ -92,8 +98,10 @@ def well_formed(record: dict[str, Any]) -> bool:
     except KeyError:
         return False
     roc, curve = result.get("roc"), result.get("faithfulness_curve")
+    shares = [v for (key, *_), v in zip(COLUMNS, columns) if key in SHARES and v is not None]
     return (
         all(value is None or number(value) for value in columns)
+        and all(0 <= value <= 1 for value in shares)
         and (roc is None or isinstance(roc, dict) and all(map(roc_ok, roc.values())))
         and (curve is None or isinstance(curve, list) and all(map(point_ok, curve)))
         and isinstance(record.get("graph"), dict)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ from circuitx.leaderboard import (
 )
 from circuitx.leaderboard import cells as cells_module
 from circuitx.leaderboard.grid import check_references, methods_over_positions, parse_names
-from circuitx.leaderboard.results import format_value
+from circuitx.leaderboard.results import format_value, well_formed
 from circuitx.methods import METHODS
 from circuitx.tasks import TASKS
 from circuitx.tasks.pairs import is_task_file
@@ -503,6 +504,18 @@ def test_a_stored_cell_of_the_wrong_shape_runs_again(tmp_path):
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["resumed"] == 0
     assert isinstance(json.loads(stored.read_text())["result"]["metrics"]["node_auc"], float)
+    # a helper's trial: NaN (as Python's json writes it) failed the table with a traceback
+    record = json.loads(stored.read_text())
+    assert well_formed(record)
+    for where, key, value in [
+        ("report", "faithfulness", math.nan),
+        ("report", "cpr", math.inf),
+        ("metrics", "node_auc", 5.0),  # a share above 1
+        ("metrics", "node_precision", -0.5),
+    ]:
+        edited = json.loads(json.dumps(record))
+        (edited["result"]["metrics"] if where == "metrics" else edited["result"])[key] = value
+        assert not well_formed(edited), (key, value)
 
 
 def test_the_caption_names_the_settings_the_rows_do_not_show():
