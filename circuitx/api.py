@@ -38,7 +38,8 @@ from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
 from circuitx.errors import CircuitxError, CircuitxWarning
-from circuitx.graph import collapse_positions, layout_of
+from circuitx.graph import collapse_positions as collapse
+from circuitx.graph import layout_of
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.leaderboard import (
     Leaderboard,
@@ -283,6 +284,12 @@ def score(
     for line in scoring_notes(graph, found):  # what the command notes on stderr
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return {"reference": label, **evaluate(graph, found)}
+
+
+def collapse_positions(graph: GraphLike) -> nx.MultiDiGraph:
+    """The component-level graph of a circuit over token positions (or of its file), as
+    ``--collapse-positions`` makes it: see :func:`circuitx.graph.collapse_positions`."""
+    return collapse(_graph(graph))
 
 
 def compare(a: GraphLike, b: GraphLike) -> dict[str, dict[str, Any]]:

@@ -93,6 +93,8 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.discover("planted", "ioi", "eap-ig", ig_steps="3"), "takes an int"),
         (lambda: cx.load_model(3), "named by a string or a directory"),
         (lambda: cx.score(None), "expected a circuit graph"),
+        (lambda: cx.collapse_positions(None), "expected a circuit graph"),  # AttributeError
+        (lambda: cx.collapse_positions("nowhere.graphml"), "graph file not found"),
         (lambda: cx.score(nx.DiGraph()), "not DiGraph"),
         (lambda: cx.score(cx.graph.full_graph(2, 2), reference=3), "reference takes a graph"),
         (lambda: cx.write_graph({"a": 1}, "x.graphml"), "takes a circuit graph"),
