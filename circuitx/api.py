@@ -381,10 +381,11 @@ def leaderboard(
         raise CircuitxError(f"options takes {{method: {{option: value}}}}, not {options!r}")
     task_names = parse_names(task_spec, list(TASKS), "task", tasks_for(model), is_task_file)
     specs = parse_methods(method_spec)
-    given = {name: dict(values) for name, values in (options or {}).items()}
-    for name, values in given.items():  # checked as --option checks them
-        for key, value in values.items():
-            method_option(name, key, str(value))
+    given = {  # checked as discover checks them (True is "on")
+        name: dict(method_option(name, key, value) for key, value in values.items())
+        for name, values in (options or {}).items()
+    }
+    for name in given:
         if name not in [spec.method for spec in specs]:
             raise CircuitxError(f"options name {name}, which is not among the methods")
     check_grid(model, task_names, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds)

@@ -176,10 +176,11 @@ def parse_method(text: str) -> MethodSpec:
     return MethodSpec(method.name, tuple(options.items()))
 
 
-def method_option(method_name: str, name: str, text: str, where: str = "") -> tuple[str, Any]:
+def method_option(method_name: str, name: str, text: Any, where: str = "") -> tuple[str, Any]:
     """The option ``name`` (dashes or underscores) of a method and the value ``text``
-    gives it, parsed and checked by the method's declaration; ``where``: the setting it
-    came from, named in the error."""
+    gives it, parsed and checked by the method's declaration (a value that is not a
+    string, given from Python, is checked as discover checks it: True is "on");
+    ``where``: the setting it came from, named in the error."""
     declared = {option.name: option for option in get_method(method_name).options}
     key = name.replace("-", "_")
     if key not in declared:
@@ -194,7 +195,8 @@ def method_option(method_name: str, name: str, text: str, where: str = "") -> tu
         raise CircuitxError(
             f"{method_name} has no option {name!r}{within} (its options: {known}){selection}"
         )
-    return key, declared[key].parse(text)
+    option = declared[key]
+    return key, option.parse(text) if isinstance(text, str) else option.check(text)
 
 
 def parse_methods(spec: str) -> list[MethodSpec]:

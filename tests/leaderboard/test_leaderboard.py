@@ -39,7 +39,12 @@ from circuitx.leaderboard import (
     run_leaderboard,
 )
 from circuitx.leaderboard import cells as cells_module
-from circuitx.leaderboard.grid import check_references, methods_over_positions, parse_names
+from circuitx.leaderboard.grid import (
+    check_references,
+    method_option,
+    methods_over_positions,
+    parse_names,
+)
 from circuitx.leaderboard.results import format_value, well_formed
 from circuitx.methods import METHODS
 from circuitx.tasks import TASKS
@@ -648,3 +653,13 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     )
     records = json.loads((out / "results.json").read_text())["cells"]
     assert all("no component is in the circuit" in r["result"]["warnings"][0] for r in records)
+
+
+def test_an_option_from_python_is_checked_as_discover_checks_it():
+    # a helper's trial: cx.leaderboard(options={"eap": {"qk_fix": True}}) said "unknown
+    # --qk-fix 'True'", where cx.discover(..., qk_fix=True) runs with "on"
+    assert method_option("eap", "qk_fix", True) == ("qk_fix", "on")
+    assert method_option("eap", "qk-fix", "on") == ("qk_fix", "on")
+    assert method_option("acdc", "tau", 1) == ("tau", 1.0)
+    with pytest.raises(CircuitxError, match="--tau must be a finite number"):
+        method_option("acdc", "tau", math.nan)
