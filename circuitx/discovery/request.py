@@ -238,18 +238,21 @@ class DiscoveryRequest:
 
     def config(self) -> dict[str, Any]:
         """Everything a result depends on, as JSON: the validated settings, a task file's
-        and a reference graph file's content hash, the model's identity, the method's
+        name and content hash and a reference graph file's content hash (not their paths
+        as spelled: ``./t.jsonl`` is ``t.jsonl``), the model's identity, the method's
         default threshold and the circuitx version (``cache_dir``
         and ``device`` excepted: where a model is cached does not change it, and the
         device is kept as given)."""
         request = self.validated()
         task = get_task(request.task, task_format=request.task_format)
-        file = {"task_file": task.digest} if isinstance(task, FileTask) else {}
+        settings, file = request.settings(), {}
+        if isinstance(task, FileTask):  # its name and content, not how its path is spelled
+            settings["task"], file["task_file"] = task.name, task.digest
         if Path(request.reference).is_file():  # a graph file: its content, not its name
             digest = hashlib.sha256(Path(request.reference).read_bytes()).hexdigest()[:16]
-            file["reference_file"] = digest
+            settings["reference"], file["reference_file"] = "file", digest
         return {
-            **request.settings(),
+            **settings,
             **file,
             "model_identity": builtin.identity(str(request.model)),
             "default_threshold": get_method(request.method).default_threshold,

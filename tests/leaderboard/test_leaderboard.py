@@ -479,6 +479,22 @@ def test_every_method_over_positions_leaves_out_those_that_cannot_and_says_so():
     assert methods_over_positions(every, "none", {}, every=True) == (every, None)
 
 
+def test_a_task_files_cells_are_keyed_by_its_name_and_content_not_its_path(
+    tmp_path, monkeypatch
+):
+    # a helper's trial: t.jsonl, ./t.jsonl and its absolute path each ran its cells anew
+    named = tmp_path / "t.jsonl"
+    named.write_text(PAIR)
+    monkeypatch.chdir(tmp_path)
+    spellings = ["t.jsonl", "./t.jsonl", str(named)]
+    keys = {make_grid([path], ["eap"], "planted-ioi", [0], 4)[0].key for path in spellings}
+    assert len(keys) == 1
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "t.jsonl").write_text(PAIR.replace("John", "Mary", 1))  # another content
+    assert make_grid([str(other / "t.jsonl")], ["eap"], "planted-ioi", [0], 4)[0].key not in keys
+
+
 def test_out_needs_an_existing_parent(tmp_path):
     out = tmp_path / "no" / "such" / "out"
     args = ["leaderboard", "--tasks", "greater-than", "--methods", "hisp", "--seeds", 1]
