@@ -37,7 +37,7 @@ from circuitx.discovery import (
 from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
-from circuitx.errors import CircuitxError, CircuitxWarning
+from circuitx.errors import CircuitxError, CircuitxWarning, a_type
 from circuitx.graph import collapse_positions as collapse
 from circuitx.graph import layout_of
 from circuitx.graph_files import read_graph, write_graph
@@ -133,7 +133,7 @@ def discover(
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if not isinstance(model, (str, Model)):
-        raise CircuitxError(f"model takes a loaded model or a name, not a {type(model).__name__}")
+        raise CircuitxError(f"model takes a loaded model or a name, not {a_type(model)}")
     if isinstance(model, Model):
         _check_loaded(model, device, dtype)
     named = model if isinstance(model, str) else model.builtin or model.source
@@ -255,7 +255,7 @@ def _reference(
     if isinstance(reference, nx.Graph):
         raise CircuitxError(
             f"reference takes a circuitx graph, a networkx MultiDiGraph (an edge per head "
-            f"input, keyed by its name), not a {type(reference).__name__}: start from "
+            f"input, keyed by its name), not {a_type(reference)}: start from "
             "cx.reference_circuit(graph) or a discovered graph and mark its circuit in_circuit"
         )
     if not isinstance(reference, (str, os.PathLike)):
@@ -366,9 +366,7 @@ def leaderboard(
             f"loads its own (pass {model.builtin or model.source!r})"
         )
     if not isinstance(model, str):
-        raise CircuitxError(
-            f"model takes a name, a family or a directory, not a {type(model).__name__}"
-        )
+        raise CircuitxError(f"model takes a name, a family or a directory, not {a_type(model)}")
     if isinstance(tasks, Task):
         tasks = [tasks]
     if isinstance(tasks, Sequence) and not isinstance(tasks, str):  # task objects by name
@@ -392,9 +390,7 @@ def leaderboard(
     every = method_spec.strip() == "all"
     specs, left_out = methods_over_positions(specs, positions, given, every)
     if references is not None and not isinstance(references, Mapping):
-        raise CircuitxError(
-            f"references takes {{task: reference}}, not a {type(references).__name__}"
-        )
+        raise CircuitxError(f"references takes {{task: reference}}, not {a_type(references)}")
     chosen = check_references(
         {_task_name(task): ref for task, ref in (references or {}).items()}, task_names
     )

@@ -41,3 +41,11 @@ def listed(items: Sequence[str], most: int) -> str:
     """The first ``most`` of ``items`` for a one-line message, then "..." if there are
     more."""
     return ", ".join(items[:most]) + (", ..." if len(items) > most else "")
+
+
+def a_type(value: object) -> str:
+    """A value's type for a message, with its article: ``an int``, ``a str``, ``None``."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"

@@ -248,7 +248,9 @@ def leaderboard(
         if not console.is_terminal:  # piped: no terminal width to fit, keep rows on one line
             console.width = 240
         console.print(shown)
-    resumed = f" ({board.resumed} cells from an earlier run)" if board.resumed else ""
+    resumed = ""
+    if board.resumed:
+        resumed = f" ({board.resumed} cell{'' if board.resumed == 1 else 's'} from an earlier run)"
     note(
         f"wrote index.html, results.json, .csv, .md, plots and circuit pages to {out_dir}{resumed}"
     )

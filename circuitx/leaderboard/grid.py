@@ -16,7 +16,7 @@ import networkx as nx
 
 from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest, check_reference
-from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError
+from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError, a_type
 from circuitx.leaderboard.cells import Cell
 from circuitx.methods import METHODS, get_method, method_options, variant_label
 from circuitx.patching import ABLATIONS
@@ -126,7 +126,7 @@ def check_references(references: Mapping[str, Any], tasks: Sequence[str]) -> dic
             )
             raise CircuitxError(
                 f"the reference of {task} takes a name or a graph file, not "
-                f"a {type(reference).__name__}{saved}"
+                f"{a_type(reference)}{saved}"
             )
         check_reference(fspath(reference), get_task(task).name)
         checked[task] = fspath(reference)

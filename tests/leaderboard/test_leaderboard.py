@@ -479,9 +479,7 @@ def test_every_method_over_positions_leaves_out_those_that_cannot_and_says_so():
     assert methods_over_positions(every, "none", {}, every=True) == (every, None)
 
 
-def test_a_task_files_cells_are_keyed_by_its_name_and_content_not_its_path(
-    tmp_path, monkeypatch
-):
+def test_a_task_files_cells_are_keyed_by_its_name_and_content_not_its_path(tmp_path, monkeypatch):
     # a helper's trial: t.jsonl, ./t.jsonl and its absolute path each ran its cells anew
     named = tmp_path / "t.jsonl"
     named.write_text(PAIR)
