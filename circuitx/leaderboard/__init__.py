@@ -13,6 +13,8 @@ from typing import Any
 import torch
 
 from circuitx import builtin
+from circuitx.discovery.references import resolve_reference
+from circuitx.discovery.run import model_id
 from circuitx.errors import CircuitxError, first_line
 from circuitx.files import check_parent_directory, json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
@@ -48,7 +50,7 @@ from circuitx.leaderboard.results import (
 )
 from circuitx.progress import progress_bar
 from circuitx.reference import read_reference
-from circuitx.tasks import FileTask, get_task
+from circuitx.tasks import TASKS, FileTask, get_task
 from circuitx.tasks.base import position_layout
 from circuitx.version import __version__
 
@@ -217,15 +219,26 @@ def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]
 
 
 def check_reference_files(cells: list[Cell]) -> None:
-    """Refuse a reference file that does not fit a model its task runs on (every cell of
-    the pair would fail with it)."""
+    """Refuse a reference (a file, or a task's published circuit by name) that does not
+    fit a model its task runs on: every cell of the pair would fail with it. A reference
+    another task's circuit makes, found by each cell's method, is left to the cells."""
     first = cells[0].request
-    for name, reference in dict.fromkeys((c.model, c.request.reference) for c in cells):
-        if name in builtin.FAMILIES or not Path(reference).is_file():
+    pairs = dict.fromkeys((c.model, c.request.reference, c.request.task_name) for c in cells)
+    for name, reference, task in pairs:
+        base = reference.partition(":")[0]
+        named = base in TASKS and TASKS[base].reference_task is None
+        if name in builtin.FAMILIES or not (Path(reference).is_file() or named):
             continue
         model = load_cached(name, first.device, first.dtype, first.cache_dir)
         try:
-            read_reference(reference, model.n_layers, model.n_heads, model.has_mlp)
+            if named:
+                resolve_reference(
+                    reference, task, model_id(model),
+                    (model.n_layers, model.n_heads, model.has_mlp),
+                    planted=model.builtin or model.source, cache_dir=first.cache_dir,
+                )  # fmt: skip
+            else:
+                read_reference(reference, model.n_layers, model.n_heads, model.has_mlp)
         except CircuitxError as error:
             raise CircuitxError(f"on model {name}: {error}") from None
 

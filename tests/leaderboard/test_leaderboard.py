@@ -650,6 +650,12 @@ def test_a_reference_file_of_another_shape_is_refused_before_any_cell(tmp_path):
         result, f"on model planted-greater-than: reference {reference} is for a model of 2 layers"
     )
     assert result.exit_code == 2 and not out.exists()
+    # a published circuit by name: refused as discover refuses it (a helper's trial)
+    result = run("leaderboard", *GRID, "--reference", "greater-than=ioi", "--out", out)
+    assert_one_line_error(
+        result, "on model planted-greater-than: the ioi reference circuit needs at least 12"
+    )
+    assert result.exit_code == 2 and not out.exists()
 
 
 def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
