@@ -95,6 +95,9 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.load_model(3), "named by a string or a directory"),
         (lambda: cx.score(None), "expected a circuit graph"),
         (lambda: cx.collapse_positions(None), "expected a circuit graph"),  # AttributeError
+        (lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], name=None), "name takes letters"),
+        (lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], name="a/b c"), "name takes letters"),
+        (lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], name="ioi"), "a built-in task's"),
         (lambda: cx.collapse_positions("nowhere.graphml"), "graph file not found"),
         (lambda: cx.score(nx.DiGraph()), "not DiGraph"),
         (lambda: cx.score(cx.graph.full_graph(2, 2), reference=3), "reference takes a graph"),

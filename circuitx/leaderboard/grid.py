@@ -68,6 +68,8 @@ def parse_names(
             names.append(name)
     if not names:
         raise CircuitxError(f"no {what} given; choose from all, {', '.join(known)}")
+    if "all" in names and "all" not in known:
+        raise CircuitxError(f"all is every {what}: give it alone, not with other names")
     unknown = [n for n in names if not accepted(n)]
     if unknown:
         raise CircuitxError(
@@ -206,7 +208,9 @@ def parse_methods(spec: str) -> list[MethodSpec]:
         return [MethodSpec(name) for name in METHODS] + [parse_method(v) for v in STANDARD_VARIANTS]
     items = [item for item in re.split(r",(?![^\[]*\])", spec) if item.strip()]
     if not items:
-        raise CircuitxError(f"unknown method {spec!r}; choose from all, {', '.join(METHODS)}")
+        raise CircuitxError(f"no method given; choose from all, {', '.join(METHODS)}")
+    if "all" in [item.strip() for item in items]:
+        raise CircuitxError("all is every method: give it alone, not with other names")
     return list(dict.fromkeys(parse_method(item) for item in items))
 
 

@@ -409,5 +409,5 @@ def _task_from_pairs(
     ]
     digest = hashlib.sha256(
         json.dumps([clean, corrupted, answers, wrong], default=list).encode()
-    ).hexdigest()[:16]
+    ).hexdigest()
     return FileTask(pairs, name, digest)

@@ -683,3 +683,13 @@ def test_an_option_from_python_is_checked_as_discover_checks_it():
     assert method_option("acdc", "tau", 1) == ("tau", 1.0)
     with pytest.raises(CircuitxError, match="--tau must be a finite number"):
         method_option("acdc", "tau", math.nan)
+
+
+def test_all_alone_and_no_method_are_said_so():
+    # a helper's trial: "unknown task 'all'; choose from all, ..." and "unknown method ''"
+    with pytest.raises(CircuitxError, match="all is every task: give it alone"):
+        parse_names("all,greater-than", list(TASKS), "task")
+    with pytest.raises(CircuitxError, match="all is every method: give it alone"):
+        parse_methods("all,hisp")
+    with pytest.raises(CircuitxError, match="no method given"):
+        parse_methods(" , ")
