@@ -38,11 +38,12 @@ from circuitx.discovery import (
 from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
-from circuitx.errors import CircuitxError, CircuitxWarning, a_type
+from circuitx.errors import MAX_THREADS, CircuitxError, CircuitxWarning, a_type
 from circuitx.graph import collapse_positions as collapse
 from circuitx.graph import layout_of
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.leaderboard import (
+    EXECUTORS,
     Leaderboard,
     check_grid,
     check_references,
@@ -359,6 +360,8 @@ def leaderboard(
     cache_dir: str | os.PathLike | None = None,
     max_memory: int | str | None = None,
     references: Mapping[str, str] | None = None,
+    threads: int = 1,
+    executor: str = "local",
 ) -> Leaderboard:
     """Every (task, method) cell over ``seeds`` seeds from ``seed``, scored against each
     task's reference, as ``circuitx leaderboard``: its rows (one per task, model and method,
@@ -369,7 +372,14 @@ def leaderboard(
     from a file, as :func:`get_task` and :func:`task_from_file` give them); ``options``:
     {method: {option: value}}; ``positions``: circuits over token positions, as for
     :func:`discover`; ``references``: {task: reference} for tasks scored against other
-    than ``auto`` (a graph file of your own for a task file, say)."""
+    than ``auto`` (a graph file of your own for a task file, say); ``threads`` and
+    ``executor`` as ``--threads`` and ``--executor``."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise CircuitxError(
+            f"threads takes a whole number from 1 to {MAX_THREADS}, not {threads!r}"
+        )
+    if executor not in EXECUTORS:
+        raise CircuitxError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
     if isinstance(model, os.PathLike):
@@ -433,6 +443,8 @@ def leaderboard(
         "n_prompts": n_prompts,
         "ablation": ablation,
         "jobs": jobs,
+        "threads": threads,
+        "executor": executor,
         "device": device,
         "dtype": dtype,
         "options": given,
@@ -440,7 +452,7 @@ def leaderboard(
         **({"positions": positions} if positions != "none" else {}),
         **({"references": chosen} if chosen else {}),
     }
-    board = run_leaderboard(cells, out, jobs, settings=settings)
+    board = run_leaderboard(cells, out, jobs, executor, threads, settings)
     for line in ([left_out] if left_out else []) + warning_notes(cells, board.records):
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return board
