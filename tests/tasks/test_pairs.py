@@ -130,7 +130,7 @@ def files(tmp_path_factory, planted_ioi, ioi_data):
 )
 def test_each_format_gives_the_tasks_own_prompts_and_metric(planted_ioi, ioi_data, files, kind):
     task = get_task(str(files[kind]))
-    assert task.name == "ioi-pairs" and len(task.digest) == 16
+    assert task.name == "ioi-pairs" and len(task.digest) == 64
     data = task.make_data(planted_ioi, N, seed=0)
     for name in ("clean", "corrupted", "answer"):
         assert torch.equal(getattr(data, name), getattr(ioi_data, name)), name
