@@ -288,6 +288,9 @@ class Layout:
         return rows
 
 
+OTHER = "other"  # the position group of every token no named group holds
+
+
 @dataclass(frozen=True)
 class PositionLayout(Layout):
     """The universe of a circuit over token positions: every sender and receiver of the
@@ -309,13 +312,13 @@ class PositionLayout(Layout):
 
     def group_of(self, name: str) -> str | None:
         """The group that holds a named position's token: itself, or where
-        :attr:`aliases` puts it; a position the layout does not name is in ``other``, the
-        group of every token no named group holds; None where there is no such group
-        (``--positions all`` and a position not at one index in every prompt)."""
+        :attr:`aliases` puts it; a position the layout does not name is in :data:`OTHER`;
+        None where there is no such group (``--positions all`` and a position not at one
+        index in every prompt)."""
         group = dict(self.aliases).get(name, name)
         if group in self.positions:
             return group
-        return "other" if "other" in self.positions else None
+        return OTHER if OTHER in self.positions else None
 
     @cached_property
     def base(self) -> Layout:

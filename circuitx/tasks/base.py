@@ -16,7 +16,7 @@ import networkx as nx
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.layout import Layout, PositionLayout
+from circuitx.layout import OTHER, Layout, PositionLayout
 
 if TYPE_CHECKING:
     from circuitx.models import Model
@@ -92,7 +92,6 @@ class TaskData:
 
 
 POSITION_MODES = ("none", "named", "all")
-OTHER = "other"  # the position group of every token no named group holds
 
 
 def position_layout(layout: Layout, task: Task, data: TaskData, mode: str) -> Layout:
