@@ -14,7 +14,6 @@ any model loads where it can be told without one. See docs/python.md.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,7 +58,7 @@ from circuitx.leaderboard import (
 from circuitx.methods import METHODS, unused_options
 from circuitx.models import Model, parse_device, parse_dtype
 from circuitx.scoring import overlap
-from circuitx.tasks import TASKS, FileTask, Task, get_task
+from circuitx.tasks import TASKS, FileTask, Task, get_task, task_from_pairs
 from circuitx.tasks.pairs import is_task_file
 
 GraphLike = nx.MultiDiGraph | str | os.PathLike  # a graph, or the file it was saved to
@@ -82,24 +81,6 @@ def load_model(
     if task is not None:
         name = builtin.resolve(name, get_task(task).name)
     return builtin.load(name, device, dtype, cache_dir)
-
-
-def task_from_pairs(
-    clean: Sequence[str],
-    corrupted: Sequence[str],
-    answers: Sequence[str | Sequence[str]],
-    wrong: Sequence[str | Sequence[str]] | None = None,
-    name: str = "pairs",
-) -> FileTask:
-    """Your own prompt pairs as a task: per pair the clean prompt, its corrupted twin, the
-    word(s) that answer the clean prompt and, optionally, the wrong answer(s). ``name``
-    names it in graphs and leaderboard rows: letters, digits, ``-``, ``_`` and ``.``, not
-    a built-in task's name (whose reference ``auto`` would score it against)."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise CircuitxError(f"name takes letters, digits, '-', '_' and '.', not {name!r}")
-    if name in TASKS:
-        raise CircuitxError(f"name {name!r} is a built-in task's: choose another")
-    return FileTask.from_pairs(clean, corrupted, answers, wrong, name)
 
 
 def task_from_file(path: str | os.PathLike, task_format: str | None = None) -> FileTask:

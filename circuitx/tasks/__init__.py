@@ -8,13 +8,15 @@ too, named by its path.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from circuitx.errors import CircuitxError
 from circuitx.tasks.base import Task, TaskData
 from circuitx.tasks.colored_objects import ColoredObjectsTask
 from circuitx.tasks.docstring import DocstringTask
-from circuitx.tasks.file_task import FileTask
+from circuitx.tasks.file_task import FileTask, pairs_task
 from circuitx.tasks.greater_than import GreaterThanTask
 from circuitx.tasks.ioi import IOITask
 from circuitx.tasks.pairs import FORMATS, is_task_file
@@ -67,6 +69,25 @@ def file_task_name(path: str | Path) -> str:
     return path.name if path.stem in TASKS else path.stem
 
 
+def task_from_pairs(
+    clean: Sequence[str],
+    corrupted: Sequence[str],
+    answers: Sequence[str | Sequence[str]],
+    wrong: Sequence[str | Sequence[str]] | None = None,
+    name: str = "pairs",
+) -> FileTask:
+    """Your own prompt pairs as a task: per pair the clean prompt, its corrupted twin, the
+    word(s) that answer the clean prompt and, optionally, the wrong answer(s). ``name``
+    names it in graphs and leaderboard rows: letters, digits, ``-``, ``_`` and ``.``, not
+    a built-in task's name (whose reference ``auto`` would score it against; a task file
+    keeps its suffix instead, :func:`file_task_name`)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise CircuitxError(f"name takes letters, digits, '-', '_' and '.', not {name!r}")
+    if name in TASKS:
+        raise CircuitxError(f"name {name!r} is a built-in task's: choose another")
+    return pairs_task(clean, corrupted, answers, wrong, name)
+
+
 def task_vocabulary() -> list[str]:
     """The union of every registered task's vocabulary, in a stable order."""
     words: dict[str, None] = {}
@@ -75,4 +96,13 @@ def task_vocabulary() -> list[str]:
     return list(words)
 
 
-__all__ = ["FORMATS", "TASKS", "FileTask", "Task", "TaskData", "get_task", "task_vocabulary"]
+__all__ = [
+    "FORMATS",
+    "TASKS",
+    "FileTask",
+    "Task",
+    "TaskData",
+    "get_task",
+    "task_from_pairs",
+    "task_vocabulary",
+]

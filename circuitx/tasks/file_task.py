@@ -45,19 +45,6 @@ class FileTask(Task):
         read = read_task_file(path, task_format)
         return cls(read.pairs, read.name, read.digest, read.path, read.metric)
 
-    @classmethod
-    def from_pairs(
-        cls,
-        clean: Sequence[str],
-        corrupted: Sequence[str],
-        answers: Sequence[str | Sequence[str]],
-        wrong: Sequence[str | Sequence[str]] | None = None,
-        name: str = "pairs",
-    ) -> FileTask:
-        """A task from lists, one entry per pair: answers (and wrong answers) are words
-        that continue each clean prompt, as in a JSONL task file."""
-        return _task_from_pairs(clean, corrupted, answers, wrong, name)
-
     def __init__(
         self,
         pairs: Sequence[PromptPair],
@@ -367,13 +354,16 @@ def _padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, mask
 
 
-def _task_from_pairs(
+def pairs_task(
     clean: Sequence[str],
     corrupted: Sequence[str],
     answers: Sequence[str | Sequence[str]],
     wrong: Sequence[str | Sequence[str]] | None,
     name: str,
 ) -> FileTask:
+    """A task from lists, one entry per pair: answers (and wrong answers) are words that
+    continue each clean prompt, as in a JSONL task file (its name checked by
+    :func:`circuitx.tasks.task_from_pairs`)."""
     lists = {"clean": clean, "corrupted": corrupted, "answers": answers}
     for label, given in (*lists.items(), *({"wrong": wrong} if wrong is not None else {}).items()):
         if isinstance(given, str) or not (hasattr(given, "__len__") and hasattr(given, "__iter__")):

@@ -20,7 +20,7 @@ from circuitx.builtin import load
 from circuitx.errors import CircuitxError
 from circuitx.graph import edges_by_name
 from circuitx.graph_files import read_graph, write_graph
-from circuitx.tasks import FileTask, get_task
+from circuitx.tasks import FileTask, get_task, task_from_pairs
 
 N = 12
 
@@ -202,7 +202,7 @@ def test_several_answers_and_the_other_metrics(planted_ioi, ioi_data):
     """Two answers: logit-diff takes the better, prob-diff and log-prob the answers'
     probability together (a repeated answer counts once)."""
     first, second = word(planted_ioi, ioi_data.answer[0]), word(planted_ioi, ioi_data.wrong[1])
-    task = FileTask.from_pairs(
+    task = task_from_pairs(
         ioi_data.clean_prompts[:2],
         ioi_data.corrupted_prompts[:2],
         [[first, second, first], first],
@@ -222,7 +222,7 @@ def test_several_answers_and_the_other_metrics(planted_ioi, ioi_data):
 
 
 def test_without_wrong_answers_only_log_prob_and_kl(planted_ioi, ioi_data):
-    task = FileTask.from_pairs(
+    task = task_from_pairs(
         ioi_data.clean_prompts[:3],
         ioi_data.corrupted_prompts[:3],
         [word(planted_ioi, t) for t in ioi_data.answer[:3]],
@@ -523,7 +523,7 @@ def test_pairs_of_different_lengths_give_what_each_length_gives_alone(planted_io
     assert len(groups) > 1 and min(lengths) < ioi_data.clean.shape[1]
 
     def pairs(rows):
-        return FileTask.from_pairs(
+        return task_from_pairs(
             [ioi_data.clean_prompts[i] for i in rows],
             [ioi_data.corrupted_prompts[i] for i in rows],
             [word(planted_ioi, ioi_data.answer[i]) for i in rows],
@@ -605,7 +605,7 @@ def test_every_row_is_checked_whichever_pairs_the_seed_draws(planted_ioi, files,
 def test_a_pair_whose_prompts_are_the_same_is_refused(tmp_path):
     clean = "When David and John went to the store, John gave a drink to"
     with pytest.raises(CircuitxError, match="pair 2: the clean and corrupted prompts are the"):
-        FileTask.from_pairs([clean, clean], [clean.replace("John", "Robert"), clean], ["David"] * 2)
+        task_from_pairs([clean, clean], [clean.replace("John", "Robert"), clean], ["David"] * 2)
 
 
 @pytest.mark.parametrize(
@@ -634,7 +634,7 @@ def test_a_misnamed_key_is_refused_and_other_keys_are_ignored(tmp_path, key, mea
 def test_an_answer_merging_with_the_prompt_is_named_so(tiny_dir):
     model = load(str(tiny_dir), device="cpu")
     clean = "When David and John went to the store, John gave a drink to "  # ends in a space
-    task = FileTask.from_pairs([clean], [clean.replace("John", "Mark", 2)], ["David"], ["John"])
+    task = task_from_pairs([clean], [clean.replace("John", "Mark", 2)], ["David"], ["John"])
     with pytest.raises(CircuitxError, match="answer 'David' merges with the clean prompt's last"):
         task.make_data(model, 1, 0)
     with pytest.raises(CircuitxError, match=r"the prompt ends in a space, .*: leave it out\)$"):
