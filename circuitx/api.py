@@ -37,12 +37,11 @@ from circuitx.discovery import (
 from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
-from circuitx.errors import MAX_THREADS, CircuitxError, CircuitxWarning, a_type
+from circuitx.errors import CircuitxError, CircuitxWarning, a_type
 from circuitx.graph import collapse_positions as collapse
 from circuitx.graph import layout_of
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.leaderboard import (
-    EXECUTORS,
     Leaderboard,
     check_grid,
     check_references,
@@ -355,12 +354,6 @@ def leaderboard(
     :func:`discover`; ``references``: {task: reference} for tasks scored against other
     than ``auto`` (a graph file of your own for a task file, say); ``threads`` and
     ``executor`` as ``--threads`` and ``--executor``."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
-        raise CircuitxError(
-            f"threads takes a whole number from 1 to {MAX_THREADS}, not {threads!r}"
-        )
-    if executor not in EXECUTORS:
-        raise CircuitxError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
     if isinstance(model, os.PathLike):
@@ -391,7 +384,10 @@ def leaderboard(
     for name in given:
         if name not in [spec.method for spec in specs]:
             raise CircuitxError(f"options name {name}, which is not among the methods")
-    check_grid(model, task_names, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds)
+    check_grid(
+        model, task_names, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds,
+        threads, executor,
+    )  # fmt: skip
     every = method_spec.strip() == "all"
     specs, left_out = methods_over_positions(specs, positions, given, every)
     if references is not None and not isinstance(references, Mapping):

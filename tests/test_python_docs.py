@@ -135,7 +135,7 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.leaderboard(tasks=["ioi"], methods=[5]), "methods takes 'all', a name"),
         (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], out=None), "out takes a"),
         (lambda: cx.leaderboard(methods=["eap"], options={"eap": 5}), "options takes {method"),
-        (lambda: cx.leaderboard(methods=["eap"], threads=0), "threads takes a whole number"),
+        (lambda: cx.leaderboard(methods=["eap"], threads=0), "--threads must be at least 1, not 0"),
         (lambda: cx.leaderboard(methods=["eap"], executor="slurm"), "unknown executor 'slurm'"),
         (lambda: cx.leaderboard(model=None, methods=["eap"]), "model takes a name, a family"),
         (lambda: cx.draw(cx.graph.full_graph(2, 2), "x.svg", every="yes"), "every takes True"),

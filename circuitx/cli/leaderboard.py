@@ -179,7 +179,10 @@ def leaderboard(
     """
     every_task = tasks_for(model_name)
     tasks = parse_names(tasks_spec, list(TASKS), "task", every_task, is_task_file)
-    check_grid(model_name, tasks, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds)
+    check_grid(
+        model_name, tasks, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds,
+        threads, executor,
+    )  # fmt: skip
     specs = parse_methods(methods_spec)
     options = parse_options(list(option_specs), [spec.method for spec in specs])
     every = methods_spec.strip() == "all"

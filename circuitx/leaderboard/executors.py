@@ -19,6 +19,14 @@ from circuitx.errors import CircuitxError
 from circuitx.leaderboard.cells import Cell, run_cell
 
 EXECUTORS = ("local", "ray")
+
+
+def check_executor(executor: str) -> None:
+    """Fail in one line unless ``executor`` is one of :data:`EXECUTORS`."""
+    if executor not in EXECUTORS:
+        raise CircuitxError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+
+
 Record = dict[str, Any]
 
 
@@ -39,8 +47,7 @@ def execute(
     """Run ``cells``, ``jobs`` at a time on ``threads`` torch threads each, calling
     ``on_start`` as each starts and ``on_done`` with its record."""
     cells = list(cells)
-    if executor not in EXECUTORS:
-        raise CircuitxError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    check_executor(executor)
     if executor == "ray":
         _run_on_ray(cells, jobs, threads, on_start, on_done)
     elif jobs == 1:

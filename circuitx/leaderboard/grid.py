@@ -16,8 +16,16 @@ import networkx as nx
 
 from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest, check_reference
-from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_JOBS, MAX_SEED, CircuitxError, a_type
+from circuitx.errors import (
+    MAX_BACKUP_ROUNDS,
+    MAX_JOBS,
+    MAX_SEED,
+    MAX_THREADS,
+    CircuitxError,
+    a_type,
+)
 from circuitx.leaderboard.cells import Cell
+from circuitx.leaderboard.executors import check_executor
 from circuitx.methods import METHODS, get_method, method_options, variant_label
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, get_task
@@ -325,14 +333,18 @@ def check_grid(
     ablation: str,
     positions: str,
     backup_rounds: int,
+    threads: int = 1,
+    executor: str = "local",
 ) -> None:
     """Refuse, before any cell runs, a setting every cell shares that cannot run (each
     cell would fail with it), and a task named that a model family has no model for."""
+    check_executor(executor)
     counts = (
         ("--seeds", seeds, 1, MAX_SEED),
         ("--seed", seed, 0, MAX_SEED),
         ("--n-prompts", n_prompts, 1, None),
         ("--jobs", jobs, 1, MAX_JOBS),
+        ("--threads", threads, 1, MAX_THREADS),
         ("--backup-rounds", backup_rounds, 0, MAX_BACKUP_ROUNDS),
     )
     for flag, value, low, high in counts:
