@@ -186,10 +186,10 @@ def parse_method(text: str) -> MethodSpec:
     return MethodSpec(method.name, tuple(options.items()))
 
 
-def method_option(method_name: str, name: str, text: Any, where: str = "") -> tuple[str, Any]:
-    """The option ``name`` (dashes or underscores) of a method and the value ``text``
-    gives it, parsed and checked by the method's declaration (a value that is not a
-    string, given from Python, is checked as discover checks it: True is "on");
+def method_option(method_name: str, name: str, value: Any, where: str = "") -> tuple[str, Any]:
+    """The option ``name`` (dashes or underscores) of a method and ``value`` for it,
+    parsed (text) and checked by the method's declaration (a value that is not a string,
+    given from Python, is checked as discover checks it: True is "on");
     ``where``: the setting it came from, named in the error."""
     declared = {option.name: option for option in get_method(method_name).options}
     key = name.replace("-", "_")
@@ -206,7 +206,7 @@ def method_option(method_name: str, name: str, text: Any, where: str = "") -> tu
             f"{method_name} has no option {name!r}{within} (its options: {known}){selection}"
         )
     option = declared[key]
-    return key, option.parse(text) if isinstance(text, str) else option.check(text)
+    return key, option.parse(value) if isinstance(value, str) else option.check(value)
 
 
 def parse_methods(spec: str) -> list[MethodSpec]:
