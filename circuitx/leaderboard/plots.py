@@ -23,11 +23,11 @@ def mean_roc(curves: list[dict[str, list[float]]]) -> np.ndarray:
     return np.mean([np.interp(FPR_GRID, c["fpr"], c["tpr"]) for c in curves], axis=0)
 
 
-def _figure(n_panels: int):
+def _figure(n_panels: int, width: float = 5.2):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5.2 * n_panels, 4.6), layout="constrained")
+    figure = Figure(figsize=(width * n_panels, 4.6), layout="constrained")
     FigureCanvasAgg(figure)
     return figure, figure.subplots(1, n_panels, squeeze=False)[0]
 
@@ -37,13 +37,23 @@ def _save(figure, path: Path) -> None:
         figure.savefig(handle, format="png", dpi=110)
 
 
-def _colours(methods: Iterable[str]) -> dict[str, str]:
-    """One colour per method, the same in every panel (a method with no edge curve does
-    not shift the others' colours)."""
+LINE_STYLES = ("solid", "dashed", "dashdot", "dotted")
+
+
+def method_styles(methods: Iterable[str]) -> dict[str, dict[str, str]]:
+    """A colour and line style per method, the same in every panel (a method with no edge
+    curve does not shift the others'): the colour cycle's colours, then again dashed, and
+    so on, so that no two of the leaderboard's 14 rows look alike."""
     import matplotlib
 
     cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {method: cycle[i % len(cycle)] for i, method in enumerate(methods)}
+    return {
+        method: {
+            "color": cycle[i % len(cycle)],
+            "linestyle": LINE_STYLES[i // len(cycle) % len(LINE_STYLES)],
+        }
+        for i, method in enumerate(methods)
+    }
 
 
 def roc_figure(label: str, curves: dict[str, dict[str, list]], path: Path) -> bool:
@@ -54,14 +64,14 @@ def roc_figure(label: str, curves: dict[str, dict[str, list]], path: Path) -> bo
     if not levels:
         return False
     figure, axes = _figure(len(levels))
-    colours = _colours(curves)
+    styles = method_styles(curves)
     for ax, level in zip(axes, levels):
         for method, by_level in curves.items():
             seeds = by_level.get(level)
             if seeds:
                 auc = np.mean([np.trapezoid(c["tpr"], c["fpr"]) for c in seeds])
                 line = mean_roc(seeds)
-                ax.plot(FPR_GRID, line, color=colours[method], label=f"{method} ({auc:.2f})")
+                ax.plot(FPR_GRID, line, **styles[method], label=f"{method} ({auc:.2f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(
             title=f"{label}: {level} ROC",
@@ -83,12 +93,12 @@ def faithfulness_figure(
     drawn = {m: seeds for m, seeds in curves.items() if seeds}
     if not drawn:
         return False
-    figure, (ax,) = _figure(1)
-    colours = _colours(drawn)
+    figure, (ax,) = _figure(1, width=7.6)
+    styles = method_styles(drawn)
     for method, seeds in drawn.items():
         fractions = [point["fraction"] for point in seeds[0]]
         mean = np.mean([[point["faithfulness"] for point in curve] for curve in seeds], axis=0)
-        ax.plot(fractions, mean, marker="o", markersize=3, color=colours[method], label=method)
+        ax.plot(fractions, mean, marker="o", markersize=3, **styles[method], label=method)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set(
         title=f"{label}: faithfulness of the top edges",
@@ -96,6 +106,7 @@ def faithfulness_figure(
         xlabel="share of edges kept",
         ylabel="faithfulness",
     )
-    ax.legend(fontsize="small")
+    # beside the axes: over them it hides the curves' steps near 1
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     _save(figure, path)
     return True
