@@ -12,7 +12,8 @@ import circuitx as cx
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.decomposition import Sources
-from circuitx.graph import collapse_positions, edges_by_name, layout_of
+from circuitx.discovery import matching_reference
+from circuitx.graph import collapse_positions, edges_by_name, layout_graph, layout_of
 from circuitx.layout import PositionLayout
 from circuitx.methods.acdc import prune
 from circuitx.methods.attribution import pattern_change_effects, qk_fixed_edges
@@ -343,6 +344,18 @@ def test_the_ioi_reference_goes_to_its_classes_positions():
     assert "a5.h5@S2->a7.h3@END<v>" in edges  # induction -> S-inhibition, key at S2
     assert "input@IO->a9.h9@END<k>" in edges and "input@END->a9.h9@END<k>" not in edges
     assert "a9.h9@END->logits" in edges
+
+
+def test_a_reference_of_another_shape_is_refused_before_it_goes_to_positions():
+    # a helper's trial: one way a KeyError traceback, the other way scores against the
+    # wrong model's circuit, where a graph without positions gets this line
+    task = get_task("ioi")
+    groups = (*task.circuit_positions, "other")
+    for graph_layers, reference_layers in ((12, 13), (13, 12)):
+        layout = PositionLayout(graph_layers, 12, True, positions=groups, readout=("END",))
+        graph = layout_graph(layout, task="ioi")
+        with pytest.raises(cx.CircuitxError, match="different model shapes"):
+            matching_reference(graph, task.reference("", reference_layers, 12, True))
 
 
 def test_a_role_at_a_position_the_layout_does_not_name_is_at_other():

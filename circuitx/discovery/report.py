@@ -9,6 +9,7 @@ import networkx as nx
 from circuitx.errors import listed
 from circuitx.files import size_text
 from circuitx.graph import (
+    collapse_positions,
     component_graph,
     component_nodes,
     layout_of,
@@ -17,6 +18,7 @@ from circuitx.graph import (
 )
 from circuitx.layout import Layout
 from circuitx.methods import METHODS, Method
+from circuitx.names import split_position
 from circuitx.reference import RolePositions, position_reference
 from circuitx.scoring import check_same_model, empty_metrics, one_class_levels, overlap, score_graph
 from circuitx.tasks import TASKS
@@ -32,6 +34,9 @@ def matching_reference(
         return None
     matched = reference
     if position_groups(graph) is not None and position_groups(reference) is None:
+        components = {split_position(node)[0] for node in component_nodes(graph)}
+        if components != set(component_nodes(reference)):  # say so before placing it
+            check_same_model(collapse_positions(graph), reference)
         matched = position_reference(reference, layout_of(graph), _roles(graph, reference))
     check_same_model(graph, matched)
     return matched
