@@ -78,7 +78,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(request.seed)
         data = task.make_data(model, request.n_prompts, request.seed)
-        layout = position_layout(model.layout, task, data, request.positions)
+        layout = position_layout(model.layout, task, data, request.positions, model.causal)
         engine = Engine(
             model,
             task,

@@ -145,7 +145,7 @@ def check_cells(cells: list[Cell]) -> None:
                 with torch.random.fork_rng(devices=[]):  # as discover draws them
                     torch.manual_seed(request.seed)
                     data = task.make_data(model, request.n_prompts, request.seed)
-                position_layout(model.layout, task, data, request.positions)
+                position_layout(model.layout, task, data, request.positions, model.causal)
             return
         except CircuitxError as error:
             errors.append((cell, error))

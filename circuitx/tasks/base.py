@@ -94,11 +94,14 @@ class TaskData:
 POSITION_MODES = ("none", "named", "all")
 
 
-def position_layout(layout: Layout, task: Task, data: TaskData, mode: str) -> Layout:
+def position_layout(
+    layout: Layout, task: Task, data: TaskData, mode: str, causal: bool = True
+) -> Layout:
     """The node universe of circuits over token positions in ``mode`` (``none``:
     ``layout`` itself; ``named``: the task's circuit positions and :data:`OTHER`; ``all``:
-    every position, for prompts of one length), the logits reading the groups that hold a
-    readout position."""
+    every position, for prompts of one length, its keys no later than their queries where
+    the model is ``causal``: a tracr model's attention reads both ways), the logits
+    reading the groups that hold a readout position."""
     if mode not in POSITION_MODES:
         raise CircuitxError(
             f"unknown --positions {mode!r}; choose from {', '.join(POSITION_MODES)}"
@@ -138,7 +141,8 @@ def position_layout(layout: Layout, task: Task, data: TaskData, mode: str) -> La
         )
     return PositionLayout(
         layout.n_layers, layout.n_heads, layout.has_mlp, layout.parallel,
-        positions=groups, readout=readout, ordered=mode == "all", aliases=aliases,
+        positions=groups, readout=readout, ordered=mode == "all" and causal,
+        aliases=aliases,
     )  # fmt: skip
 
 

@@ -28,6 +28,15 @@ def test_acdc_with_zero_ablation_recovers_the_ground_truth(models, name):
     assert metrics["edge_auc"] >= 0.99 and metrics["node_auc"] >= 0.99
 
 
+def test_over_positions_a_key_may_come_after_its_query(models):
+    # tracr's attention reads both ways: reverse's head at position 1 reads the token at 3
+    # (a helper's trial found every key after its query left out of the universe)
+    graph = find(models["tracr-reverse"], "tracr", "acdc", ablation="zero", positions="all")
+    kept = {key for *_, key, data in graph.edges(keys=True, data=True) if data["in_circuit"]}
+    assert {"input@3->a3.h0@1<k>", "input@3->a3.h0@1<v>", "input@1->a3.h0@3<v>"} <= kept
+    assert graph.graph["faithfulness"] == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "sae"])
 def test_every_method_scores_the_proportion_circuit(models, method, tmp_path):
     options = {}
