@@ -91,8 +91,11 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         source = canonical_model_name(name)
         _check_hub_model(name, source)
     said = f"model {name!r} is the local directory {source}"
-    try:  # a shadowing directory goes by its path: its graphs must not read as the hub model's
-        model = _load(f"./{name}" if shadowing else name, source, torch_device, torch_dtype)
+    # a directory goes by its absolute path: its graphs name it from anywhere, and one that
+    # shadows a hub name must not read as the hub model's
+    local = Path(source).is_dir()
+    try:
+        model = _load(source if local else name, source, torch_device, torch_dtype)
     except CircuitxError as error:  # one line: the note goes into it
         if shadowing and source not in str(error):
             raise CircuitxError(f"{error} ({said})") from None
