@@ -254,10 +254,12 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
     method, metric = METHODS.get(str(summary.get("method"))), summary["metric"]
     if method is not None and method.gradient_at_clean and metric in FLAT:
         # scores normalised after the gradient (HISP's per layer) look like effects
+        task = TASKS.get(str(summary.get("task")))
+        steeper = [m for m in (task.metrics if task else DIFFERENCES) if m not in FLAT]
+        other = f", or --metric {' or '.join(steeper)}, not at its optimum" if steeper else ""
         said.append(
             f"{method.name} takes the gradient of {metric} at the clean run, its optimum, "
-            "where it is flat: its scores are float rounding, not effects (use eap-ig, or "
-            "a task metric not at its optimum there: logit-diff, prob-diff or log-prob)"
+            f"where it is flat: its scores are float rounding, not effects (use eap-ig{other})"
         )
     if method is not None and method.own_target and metric not in (None, *DIFFERENCES):
         said.append(

@@ -12,6 +12,7 @@ from circuitx.cli.discover import run_warnings, selection_text
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.methods import METHODS, unused_options
 from circuitx.scoring import METRIC_NAMES
+from circuitx.tasks import get_task
 
 DISCOVER = ["discover", "--task", "ioi", "--method", "activation-patching"]
 
@@ -443,7 +444,10 @@ def test_a_gradient_at_the_clean_run_on_a_flat_metric_is_warned_of_whatever_it_k
     summary = json.loads(result.stdout)
     assert summary["n_nodes_in_circuit"] > 0 and summary["largest_score"] > 0.5
     said = "hisp takes the gradient of kl at the clean run, its optimum, where it is flat"
-    assert any(said in warning for warning in summary["warnings"])
+    (warning,) = [warning for warning in summary["warnings"] if said in warning]
+    advice = warning.partition("(use eap-ig")[2]  # the task's own metrics (a trial: tracr's
+    for metric in ("logit-diff", "prob-diff", "log-prob"):  # advice named ones it refuses)
+        assert (metric in advice) == (metric in get_task("ioi").metrics), metric
     logit_diff = run(*args[:-4], "--no-faithfulness", "--json", "--method", "hisp")
     assert json.loads(logit_diff.stdout)["warnings"] == []
 
