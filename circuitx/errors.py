@@ -31,6 +31,31 @@ class CircuitxWarning(UserWarning):
     warning (:mod:`warnings`): a run that worked, but whose result needs a second look."""
 
 
+_interrupted = False  # a Ctrl-C came (see on_interrupt)
+
+
+def on_interrupt(_signal: int = 0, _frame: object = None) -> None:
+    """SIGINT's handler on the command line: raise KeyboardInterrupt, and mark that it
+    came, so that one a finaliser swallowed (Python ignores what ``__del__`` or a gc
+    callback raises, and jax's run often) still stops the command before it puts a
+    result in place (:func:`stop_if_interrupted`)."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def clear_interrupt() -> None:
+    """Forget a Ctrl-C (a command starting in a process that ran one before)."""
+    global _interrupted
+    _interrupted = False
+
+
+def stop_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C came, even one that was swallowed."""
+    if _interrupted:
+        raise KeyboardInterrupt
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     text = str(error).strip().splitlines()

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, stop_if_interrupted
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
@@ -186,6 +186,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         with os.fdopen(fd, mode) as handle:
             yield handle
         os.chmod(tmp, 0o666 & ~_umask())
+        stop_if_interrupted()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

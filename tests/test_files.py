@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, clear_interrupt, on_interrupt
 from circuitx.files import atomic_open, check_output_path, json_text
 
 
@@ -88,3 +88,21 @@ def test_an_empty_new_directory_name_is_refused_as_empty():
     for empty in ("", "  "):
         with pytest.raises(CircuitxError, match="--out is empty: name a new directory"):
             check_new_directory(empty)
+
+
+def test_a_swallowed_ctrl_c_still_keeps_the_file_from_its_place(tmp_path):
+    # a helper's trial: Ctrl-C landing in jax's gc callback was ignored (Python drops what
+    # a finaliser raises) and build-tracr wrote its model and exited 0
+    try:
+        on_interrupt()
+    except KeyboardInterrupt:
+        pass  # as a finaliser swallows it
+    try:
+        with pytest.raises(KeyboardInterrupt), atomic_open(tmp_path / "g.json") as handle:
+            handle.write("{}")
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        clear_interrupt()
+    with atomic_open(tmp_path / "g.json") as handle:
+        handle.write("{}")
+    assert (tmp_path / "g.json").read_text() == "{}"

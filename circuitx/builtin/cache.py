@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, stop_if_interrupted
 from circuitx.files import plain_permissions
 from circuitx.progress import announce
 
@@ -70,6 +70,7 @@ def build_once(
         with torch_threads(BUILD_THREADS):
             build(staging)
         plain_permissions(staging)
+        stop_if_interrupted()
         os.replace(staging, target)
     except OSError:
         if not (target / marker).is_file():  # not merely lost a race to another builder

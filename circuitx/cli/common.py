@@ -15,7 +15,16 @@ from rich.console import Console
 from rich.table import Table
 
 from circuitx.engine import parse_memory
-from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_SEED, MAX_THREADS, CircuitxError, first_line
+from circuitx.errors import (
+    MAX_BACKUP_ROUNDS,
+    MAX_SEED,
+    MAX_THREADS,
+    CircuitxError,
+    clear_interrupt,
+    first_line,
+    on_interrupt,
+    stop_if_interrupted,
+)
 from circuitx.files import check_directory_can_be_made, json_text
 from circuitx.models import DTYPES
 from circuitx.progress import fixed
@@ -31,11 +40,14 @@ class OneLineErrors(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         # Ctrl-C interrupts even where the shell started us with SIGINT ignored (a
         # background job of a script)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        clear_interrupt()
+        signal.signal(signal.SIGINT, on_interrupt)
+        sys.unraisablehook = _quiet_interrupts
         # SIGTERM (kill, timeout) unwinds as Ctrl-C does, so staging directories go too
         signal.signal(signal.SIGTERM, _terminate)
         try:
             super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            stop_if_interrupted()  # a Ctrl-C a finaliser swallowed still ends in 130
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.exceptions.NoArgsIsHelpError as error:  # a bare command: its help
@@ -79,6 +91,13 @@ def _out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return True
     return "can't allocate memory" in str(error) or "out of memory" in str(error)
+
+
+def _quiet_interrupts(unraisable: Any) -> None:
+    """Python's report of an exception a finaliser raised, less a Ctrl-C's (which
+    :func:`circuitx.errors.stop_if_interrupted` acts on): its traceback is not a failure."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 class _Interrupted(Exception):

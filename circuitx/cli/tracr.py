@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from circuitx.builtin import build_once, ground_truth
@@ -69,14 +71,18 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
     target = check_new_directory(out)
     rasp_program = programs.user_program(program, max_seq_len)
     name = program.rpartition(":")[2]
+    checked = []
+
+    def build_and_check(staging: Path) -> None:
+        """The model, with its agreement with the program measured before it moves into
+        place: a run stopped before that leaves no directory."""
+        build(staging, rasp_program, set(values), max_seq_len, name, inputs, length)
+        model = load_model(str(staging))
+        checked.append(program_agreement(model, read_program(staging), rasp_program))
+
     try:
         with quiet_loaders():
-            build_once(
-                target,
-                lambda staging: build(
-                    staging, rasp_program, set(values), max_seq_len, name, inputs, length
-                ),
-            )
+            build_once(target, build_and_check)
     except CircuitxError as error:
         if ":" in program or not str(error).startswith("tracr cannot compile"):
             raise
@@ -84,9 +90,7 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
             f"{error} (build-tracr gave {program} the tokens for each SOp argument; a "
             "program on another SOp is a module:function of your own, see docs/tracr.md)"
         ) from None
-    described = read_program(target)
-    with quiet_loaders():
-        agreement = program_agreement(load_model(str(target)), described, rasp_program)
+    described, (agreement,) = read_program(target), checked
     agreed = agreement.inputs - agreement.disagreeing
     truth = ground_truth(str(target), TASK)
     edges = [e for e, data in edges_by_name(truth).items() if data.get("in_circuit")]
