@@ -84,8 +84,8 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         source = str(Path(name).expanduser().resolve())
         if not (Path(source) / "config.json").is_file():
             raise CircuitxError(f"not a model directory (no config.json): {name}")
-        shadowing = not _looks_like_path(name)
-    elif _looks_like_path(name):
+        shadowing = not looks_like_path(name)
+    elif looks_like_path(name):
         raise CircuitxError(f"model directory not found: {name}")
     else:
         source = canonical_model_name(name)
@@ -443,9 +443,10 @@ def _check_hub_model(name: str, repo_id: str) -> None:
         ) from None
 
 
-def _looks_like_path(name: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything else with slashes is a path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1
+def looks_like_path(name: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; anything else with slashes (``dir/``
+    too) is a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
 
 
 @contextlib.contextmanager

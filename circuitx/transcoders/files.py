@@ -13,7 +13,7 @@ import torch
 
 from circuitx.errors import CircuitxError, first_line
 from circuitx.files import atomic_open
-from circuitx.models import Model, mlp_output_hook
+from circuitx.models import Model, looks_like_path, mlp_output_hook
 from circuitx.transcoders.model import PARAMETERS, Transcoder, Transcoders, input_hook
 
 PRETRAINED = {"gpt2": "pchlenski/gpt2-transcoders"}  # canonical model name -> hub repo
@@ -85,7 +85,7 @@ def load_transcoders(source: str, layers: Sequence[int] | None = None) -> Transc
         where = str(path)
     elif path.exists():
         raise CircuitxError(f"transcoders must be a directory, not a file: {source}")
-    elif source.startswith((".", "/", "~")) or source.count("/") != 1:
+    elif looks_like_path(source) or source.count("/") != 1:  # a hub repo is owner/name
         raise CircuitxError(f"transcoder directory not found: {source}")
     else:
         files = _hub_files(source, layers)

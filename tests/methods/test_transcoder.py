@@ -296,8 +296,9 @@ def test_file_and_hub_errors_are_one_line(tmp_path, tiny_model):
         tc.load_transcoders(str(tmp_path), [0, 5])
     with pytest.raises(CircuitxError, match="cannot load transcoders 'pchlenski/gpt2-transcoders'"):
         tc.load_transcoders("pchlenski/gpt2-transcoders")  # the hub is unreachable in tests
-    with pytest.raises(CircuitxError, match="directory not found"):
-        tc.load_transcoders(str(tmp_path / "missing"))
+    for missing in (str(tmp_path / "missing"), "missing/"):  # not the hub's repo-id rules
+        with pytest.raises(CircuitxError, match="directory not found"):
+            tc.load_transcoders(missing)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "final_sparse_autoencoder_x_blocks.0.ln2.hook_normalized_16.pt").write_text("no")

@@ -60,6 +60,7 @@ def test_a_non_causal_model_attends_both_ways(tmp_path):
     "name, message",
     [
         ("./no/such/dir", "model directory not found"),
+        ("nosuch/", "model directory not found"),  # not the hub's repo-id rules (a trial)
         ("no-such-org/no-such-model", "hub"),
         ("not a repo id!", "unknown model"),
     ],
