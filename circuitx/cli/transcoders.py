@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import click
+from click.core import ParameterSource
 from rich.table import Table
 
 from circuitx import builtin
@@ -167,7 +168,8 @@ def train_transcoders(
             task.make_data(model, n_prompts, seed)
     chosen_layers = tc.parse_layers(layers, model)
     data = tc.load_corpus(model, corpus, context, seed, max_tokens)
-    if context > model.n_ctx:  # load_corpus cuts it to the model's
+    given = click.get_current_context().get_parameter_source("context")
+    if context > model.n_ctx and given != ParameterSource.DEFAULT:  # load_corpus cuts it
         announce(
             f"note: --context {context} is more than {model.name}'s context of {model.n_ctx} "
             f"tokens: sequences have at most {model.n_ctx}"

@@ -726,3 +726,15 @@ def test_a_metric_that_is_zero_on_the_clean_run_has_no_relative_change(tmp_path)
     assert result.exit_code == 0, result.output
     tracr = json.loads(result.stdout)["task_metric_replaced"]["tracr"]
     assert tracr["original"] == 0.0 and tracr["relative_change"] is None
+
+
+def test_the_context_note_is_for_a_context_asked_for(tmp_path):
+    # a trial: every run on a model of fewer than 128 positions noted the default --context
+    common = ["train-transcoders", "--model", "planted-ioi", "--tasks", "none", "--steps", 1]
+    common += ["--features", 8, "--layers", "0"]
+    quiet = run(*common, "--out", tmp_path / "a")
+    assert quiet.exit_code == 0, quiet.stderr
+    assert "--context" not in quiet.stderr
+    asked = run(*common, "--context", 128, "--out", tmp_path / "b")
+    assert asked.exit_code == 0, asked.stderr
+    assert "note: --context 128 is more than planted-ioi's context of 96" in asked.stderr
