@@ -77,6 +77,8 @@ def check_new_directory(path: str | os.PathLike, option: str = "--out") -> Path:
 def check_parent_directory(path: Path, option: str = "--out") -> Path:
     """``path``'s parent directory, or fail in one line where it does not exist."""
     parent = path.absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise CircuitxError(f"{option}'s parent is not a directory: {parent}")
     if not parent.is_dir():
         raise CircuitxError(f"{option}'s parent directory does not exist: {parent}")
     return parent

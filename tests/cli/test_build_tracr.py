@@ -109,6 +109,10 @@ def test_a_missing_parent_directory_is_refused_not_made(tmp_path):
     result = run("build-tracr", "make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--out", out)
     assert_one_line_error(result, "--out's parent directory does not exist")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("x")  # a trial: it said the file did not exist
+    out = tmp_path / "afile" / "model"
+    result = run("build-tracr", "make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--out", out)
+    assert_one_line_error(result, "--out's parent is not a directory")
 
 
 def test_a_program_that_does_not_parse_is_one_line(tmp_path, monkeypatch):
