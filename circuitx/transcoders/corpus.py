@@ -80,9 +80,13 @@ def _chunk(
         stream += model.encode(text)
         if len(stream) >= max_tokens:
             break
-    stream = stream[:max_tokens]
     if not stream:
         raise CircuitxError(f"corpus {source} has no tokens")
+    # max_tokens counts each row's BOS too: full rows of context tokens, then what is left
+    full, rest = divmod(max_tokens, context)
+    stream = stream[: full * width + max(0, rest - len(bos))]
+    if not stream:
+        raise CircuitxError(f"--max-tokens {max_tokens} leaves no room for text after the BOS")
     rows = [bos + stream[i : i + width] for i in range(0, len(stream), width)]
     return _pad(model, rows, context, source)
 

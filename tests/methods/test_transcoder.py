@@ -738,3 +738,11 @@ def test_the_context_note_is_for_a_context_asked_for(tmp_path):
     asked = run(*common, "--context", 128, "--out", tmp_path / "b")
     assert asked.exit_code == 0, asked.stderr
     assert "note: --context 128 is more than planted-ioi's context of 96" in asked.stderr
+
+
+def test_max_tokens_counts_the_bos_of_each_row(tiny_model, corpus_file):
+    # a trial: --max-tokens 600 gave a corpus of 607 tokens, a BOS a row on top
+    assert tiny_model.bos_token_id is not None
+    for max_tokens, context in ((600, 128), (300, 64), (129, 128)):
+        corpus = tc.load_corpus(tiny_model, str(corpus_file), context, 0, max_tokens)
+        assert max_tokens - context < corpus.n_tokens <= max_tokens
