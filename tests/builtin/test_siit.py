@@ -218,7 +218,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     for ours, theirs in zip(whole.model.parameters(), resumed.model.parameters()):
         assert torch.equal(ours, theirs)
     other = Settings(max_steps=41, batch_size=16, eval_every=10, threshold=2.0, lr=1e-2)
-    with pytest.raises(CircuitxError, match="other settings"):
+    with pytest.raises(CircuitxError, match=r"with another max_steps 40 \(not 41\)"):
         train(_model(0), hl, other, checkpoint=checkpoint)
 
 

@@ -347,9 +347,16 @@ def train(
     first = 1
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
-        if state["settings"] != dataclasses.asdict(settings):
+        now = dataclasses.asdict(settings)
+        changed = [
+            f"{key} {value} (not {now.get(key)})"
+            for key, value in state["settings"].items()
+            if now.get(key) != value
+        ]
+        if changed:
             raise CircuitxError(
-                f"the checkpoint {checkpoint} was made with other settings; delete it to start over"
+                f"the checkpoint {checkpoint} was made with another {', '.join(changed)}; "
+                "run it again as it was to resume it, or delete it to start over"
             )
         ll.model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
