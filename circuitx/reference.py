@@ -78,7 +78,7 @@ def reference_graph(name: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx
     return graph
 
 
-def put_in_circuit(graph: nx.MultiDiGraph, nodes: Iterable[str], role: str) -> None:
+def put_in_circuit(graph: nx.MultiDiGraph, nodes: Iterable[str], role: str | None) -> None:
     for node in nodes:
         graph.nodes[node].update(in_circuit=True, role=role)
 

@@ -6,6 +6,7 @@ order, then its MLP, so a node is in the same place in every drawing of the same
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,15 +313,21 @@ def role_of(node: str, reference: nx.MultiDiGraph | None) -> str | None:
 
 
 def role_abbreviations(roles: set[str]) -> dict[str, str]:
-    """Short names for roles too long for a column: a role of several words by their
-    initials (``backup name mover``: BNM), of one word by its first three letters
-    (``induction``: IND); a role whose short name another shares keeps its name."""
-    short = {
-        role: ("".join(w[0] for w in role.split()) if " " in role else role[:3]).upper()
-        for role in roles
-    }
+    """Short names for roles too long for a column: a role of several words (split at
+    spaces, ``_``, ``,`` and ``-``: a tracr value such as ``opp_idx_4``) by their first
+    four initials (``backup name mover``: BNM), of one word by its first three letters
+    (``induction``: IND); short names that two roles share are numbered (NM1, NM2)."""
+    short = {}
+    for role in roles:
+        words = [w for w in re.split(r"[\s_,-]+", role) if w]
+        short[role] = ("".join(w[0] for w in words)[:4] if len(words) > 1 else role[:3]).upper()
     taken = list(short.values())
-    return {role: s if taken.count(s) == 1 else role for role, s in short.items()}
+    shared: dict[str, int] = {}
+    for role in sorted(short):
+        if taken.count(short[role]) > 1:
+            shared[short[role]] = shared.get(short[role], 0) + 1
+            short[role] += str(shared[short[role]])
+    return short
 
 
 def labels_fit(texts: dict[str, str], places: dict[str, Point], column: float) -> bool:

@@ -11,6 +11,7 @@ atomically.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +213,12 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     )
     figure.text(0.04, 0.02, caption, fontsize=8)
     key = ", ".join(f"{s} {role}" for role, s in sorted(short.items(), key=lambda i: i[1]))
-    if any(s != role for role, s in short.items()):  # the short names' key
-        figure.text(0.04, 0.045, f"roles: {key}", fontsize=7, color="#555555")
+    if any(s != role for role, s in short.items()):  # the short names' key, wrapped to the
+        width = int(figure.get_figwidth() * 72 * 0.9 / (7 * CHAR_WIDTH))  # figure's width
+        figure.text(
+            0.04, 0.045, textwrap.fill(f"roles: {key}", width), fontsize=7, color="#555555",
+            va="bottom",
+        )  # fmt: skip
     legend = (
         [Line2D([0], [0], color=c, linewidth=3, label=k) for k, c in AGREEMENT.items()]
         if reference is not None

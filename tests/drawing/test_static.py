@@ -268,8 +268,13 @@ def test_roles_too_wide_for_their_row_go_by_short_names_with_a_key(tmp_path):
         "name mover": "NM",
     }
     assert role_abbreviations({"name mover", "negative mover"}) == {
-        "name mover": "name mover",  # NM twice: each keeps its name
-        "negative mover": "negative mover",
+        "name mover": "NM1",  # NM twice: numbered (each had kept its name, as wide as before)
+        "negative mover": "NM2",
+    }
+    # a tracr model's values: words split at _ , and - too (a trial saw them overlap)
+    assert role_abbreviations({"opp_idx_4", "length_5,length_5_selector_width_attn_output"}) == {
+        "opp_idx_4": "OI4",
+        "length_5,length_5_selector_width_attn_output": "L5L5",
     }
     places = positions(1, 3)
     wide = {"a0.h0": "a0.h0\nbackup name mover", "a0.h1": "a0.h1\nname mover"}

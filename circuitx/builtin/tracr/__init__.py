@@ -145,11 +145,10 @@ def ground_truths(assembled: Any, output_dims: list[int], name: str) -> dict[str
     """A compiled model's circuits by task: the weight-derived circuit (``tracr:weights``)
     and the ground truth (task ``tracr``), which is ACDC's edge list for the built-ins the
     ACDC paper scored (also ``tracr:acdc``) and the weight-derived circuit otherwise."""
-    config = assembled.model_config
     weights = weight_circuit(assembled, output_dims, name)
     circuits = {TASK: weights, f"{TASK}:weights": weights}
     if name in ACDC_EDGES:
-        acdc = acdc_circuit(name, config.num_layers, config.num_heads)
+        acdc = acdc_circuit(name, weights)
         circuits.update({TASK: acdc, f"{TASK}:acdc": acdc})
     return circuits
 

@@ -14,6 +14,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from circuitx.graph import shape_of
 from circuitx.names import HEAD_INPUTS, INPUT, LOGITS, head_node, mlp_node
 from circuitx.reference import mark_edge, put_in_circuit, reference_graph
 
@@ -113,13 +114,16 @@ def weight_circuit(assembled: Any, output_dims: list[int], name: str) -> nx.Mult
     return graph
 
 
-def acdc_circuit(name: str, n_layers: int, n_heads: int) -> nx.MultiDiGraph:
-    """ACDC's ground truth for built-in ``name`` (a key of ``ACDC_EDGES``)."""
+def acdc_circuit(name: str, weights: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """ACDC's ground truth for built-in ``name`` (a key of ``ACDC_EDGES``), in the shape of
+    its circuit read from the ``weights``, whose nodes' roles (the values they write) it
+    takes: a list names no roles of its own."""
+    n_layers, n_heads, _ = shape_of(weights)
     graph = reference_graph(f"{name} (ACDC's edge list)", n_layers, n_heads, True)
     graph.graph.update(task="tracr", model=name)
     for sender, receiver, head_input in ACDC_EDGES[name]:
         for node in (sender, receiver):
             if node not in (INPUT, LOGITS):
-                put_in_circuit(graph, [node], "acdc")
+                put_in_circuit(graph, [node], weights.nodes[node].get("role"))
         mark_edge(graph, sender, receiver, [head_input] if head_input else HEAD_INPUTS)
     return graph
