@@ -196,7 +196,7 @@ class Interrupted(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, capsys):
     hl = CopyFirst()
     settings = Settings(max_steps=40, batch_size=16, eval_every=10, threshold=2.0, lr=1e-2)
     whole = _model(settings.seed)
@@ -213,8 +213,10 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(Interrupted):
         train(_model(settings.seed), hl, settings, stop_after_twenty, checkpoint)
     resumed = _model(settings.seed)  # fresh weights: all of the state comes from the file
+    capsys.readouterr()
     history = train(resumed, hl, settings, checkpoint=checkpoint)
     assert history.steps == [10, 20, 30, 40]
+    assert "resuming an interrupted run after step 10" in capsys.readouterr().err  # a trial
     for ours, theirs in zip(whole.model.parameters(), resumed.model.parameters()):
         assert torch.equal(ours, theirs)
     other = Settings(max_steps=41, batch_size=16, eval_every=10, threshold=2.0, lr=1e-2)

@@ -49,7 +49,7 @@ from circuitx.builtin.trained.hl import CLASS, UNDEFINED, VALUE, HighLevelModel,
 from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
 from circuitx.names import head_node, mlp_node
-from circuitx.progress import Advance, no_progress
+from circuitx.progress import Advance, announce, no_progress
 
 NUMERIC_ATOL = 0.05  # a numerical output within this of the HL's is correct (iit's atol)
 STRICT_SAMPLINGS = ("half", "one", "all")  # see Settings.strict_sampling
@@ -363,6 +363,7 @@ def train(
         schedule.load_state_dict(state["schedule"])
         generator.set_state(state["generator"])
         history, best, first = state["history"], state["best"], state["step"] + 1
+        announce(f"resuming an interrupted run after step {state['step']}, from {checkpoint}")
         settled = bool(history.steps) and history.steps[-1] > settings.circuit_first
         if settled and history.evaluations[-1].worst >= settings.threshold:
             first = settings.max_steps + 1  # that run had stopped there
