@@ -103,8 +103,8 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
         "inputs": f"{described.inputs} of {described.length} tokens",
         "circuit_nodes": nodes,
         "circuit_edges": len(edges),
-        "program_agreement": f"{agreed} of {agreement.inputs} inputs",
-        "undefined_positions": f"{agreement.undefined} of {agreement.positions}",
+        "program_agreement": {"agreeing": agreed, "inputs": agreement.inputs},
+        "undefined_positions": {"undefined": agreement.undefined, "positions": agreement.positions},
         "warnings": agreement_warnings(agreement),
     }
     for line in summary["warnings"]:
@@ -117,6 +117,9 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
             continue
         if isinstance(value, list):  # a numerical program lists no output values
             shown = ", ".join(map(str, value)) or "-"
+        elif isinstance(value, dict):  # a count of a total: "27 of 27 inputs"
+            (part, _), (total, whole) = value.items()
+            shown = f"{value[part]} of {whole}" + (" inputs" if total == "inputs" else "")
         else:
             shown = fmt(value)
         click.echo(f"{key}: {shown}")

@@ -155,7 +155,11 @@ def test_build_tracr_says_where_the_program_gives_no_value(tmp_path):
     result = run("build-tracr", *args, "--out", out, "--json")
     assert result.exit_code == 0, result.output
     built = json.loads(result.stdout)
-    assert built["program_agreement"] == "27 of 27 inputs"
-    assert built["undefined_positions"] == "24 of 81"
+    # numbers, not words (a trial)
+    assert built["program_agreement"] == {"agreeing": 27, "inputs": 27}
+    assert built["undefined_positions"] == {"undefined": 24, "positions": 81}
+    shown = run("build-tracr", *args, "--out", tmp_path / "again")
+    assert "program_agreement: 27 of 27 inputs" in shown.stdout
+    assert "undefined_positions: 24 of 81" in shown.stdout
     assert "the program gives no value at 24 of the 81 positions" in result.stderr
     assert built["warnings"] == [line for line in result.stderr.splitlines() if "no value" in line]
