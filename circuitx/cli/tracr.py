@@ -118,8 +118,8 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
         if isinstance(value, list):  # a numerical program lists no output values
             shown = ", ".join(map(str, value)) or "-"
         elif isinstance(value, dict):  # a count of a total: "27 of 27 inputs"
-            (part, _), (total, whole) = value.items()
-            shown = f"{value[part]} of {whole}" + (" inputs" if total == "inputs" else "")
+            (_, count), (total, whole) = value.items()
+            shown = f"{count} of {whole}" + (" inputs" if total == "inputs" else "")
         else:
             shown = fmt(value)
         click.echo(f"{key}: {shown}")
