@@ -79,7 +79,8 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
     """Load a local model directory, or a hub model by name or alias."""
     torch_device, torch_dtype = parse_device(device), parse_dtype(dtype)
     shadowing = False  # a hub name a directory here shadows
-    if Path(name).expanduser().is_dir():
+    local = Path(name).expanduser().is_dir()
+    if local:
         # absolute: the bridge reads a bare name it knows ("neox", "gpt2") as a hub alias
         source = str(Path(name).expanduser().resolve())
         if not (Path(source) / "config.json").is_file():
@@ -91,10 +92,8 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         source = canonical_model_name(name)
         _check_hub_model(name, source)
     said = f"model {name!r} is the local directory {source}"
-    # a directory goes by its absolute path: its graphs name it from anywhere, and one that
-    # shadows a hub name must not read as the hub model's
-    local = Path(source).is_dir()
-    try:
+    try:  # a directory goes by its absolute path: its graphs name it from anywhere, and
+        # one that shadows a hub name must not read as the hub model's
         model = _load(source if local else name, source, torch_device, torch_dtype)
     except CircuitxError as error:  # one line: the note goes into it
         if shadowing and source not in str(error):
