@@ -35,7 +35,7 @@ from circuitx.leaderboard.grid import (
     parse_references,
     tasks_for,
 )
-from circuitx.leaderboard.plots import faithfulness_figure, roc_figure
+from circuitx.leaderboard.plots import faithfulness_figure, method_styles, roc_figure
 from circuitx.leaderboard.report import PAGES, write_circuit_pages, write_report
 from circuitx.leaderboard.results import (
     COLUMNS,
@@ -318,6 +318,7 @@ def write_results(
     write_text(files["markdown"], markdown(board.rows, title))
     # a figure per task, or per task and model where a task runs on several models
     shared = tasks_on_several_models(cells)
+    styles = method_styles(dict.fromkeys(cell.method for cell in cells))
     for task, model in dict.fromkeys((cell.task, cell.model) for cell in cells):
         name, label = task, task
         if task in shared:
@@ -333,9 +334,9 @@ def write_results(
                     roc.setdefault(cell.method, {}).setdefault(level, []).append(curve)
             if result["faithfulness_curve"]:
                 faith.setdefault(cell.method, []).append(result["faithfulness_curve"])
-        if roc_figure(label, roc, out_dir / f"roc-{name}.png"):
+        if roc_figure(label, roc, out_dir / f"roc-{name}.png", styles):
             files[f"roc-{name}"] = out_dir / f"roc-{name}.png"
-        if faithfulness_figure(label, faith, out_dir / f"faithfulness-{name}.png"):
+        if faithfulness_figure(label, faith, out_dir / f"faithfulness-{name}.png", styles):
             files[f"faithfulness-{name}"] = out_dir / f"faithfulness-{name}.png"
     figures = [path.name for name, path in files.items() if name.startswith(("roc-", "faith"))]
     pages = write_circuit_pages(out_dir, cells, board.records)

@@ -41,9 +41,10 @@ LINE_STYLES = ("solid", "dashed", "dashdot", "dotted")
 
 
 def method_styles(methods: Iterable[str]) -> dict[str, dict[str, str]]:
-    """A colour and line style per method, the same in every panel (a method with no edge
-    curve does not shift the others'): the colour cycle's colours, then again dashed, and
-    so on, so that no two of the leaderboard's 14 rows look alike."""
+    """A colour and line style per method: the colour cycle's colours, then again dashed,
+    and so on, so that no two of the leaderboard's 14 rows look alike. The leaderboard
+    passes one map to every figure, so that a method looks the same in all of them (a
+    method without a curve in one does not shift the others')."""
     import matplotlib
 
     cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -56,15 +57,21 @@ def method_styles(methods: Iterable[str]) -> dict[str, dict[str, str]]:
     }
 
 
-def roc_figure(label: str, curves: dict[str, dict[str, list]], path: Path) -> bool:
+Styles = dict[str, dict[str, str]]
+
+
+def roc_figure(
+    label: str, curves: dict[str, dict[str, list]], path: Path, styles: Styles | None = None
+) -> bool:
     """Node and edge ROC curves for ``label`` (a task, or a task and its model);
     ``curves[method][level]`` lists one curve per seed. Each line is the seeds' mean curve,
-    labelled with their mean AUC. False (nothing written) when no method has a curve."""
+    labelled with their mean AUC; ``styles`` (default :func:`method_styles` of these
+    methods) draws it. False (nothing written) when no method has a curve."""
     levels = [lv for lv in ("node", "edge") if any(c.get(lv) for c in curves.values())]
     if not levels:
         return False
     figure, axes = _figure(len(levels))
-    styles = method_styles(curves)
+    styles = styles or method_styles(curves)
     for ax, level in zip(axes, levels):
         for method, by_level in curves.items():
             seeds = by_level.get(level)
@@ -86,15 +93,19 @@ def roc_figure(label: str, curves: dict[str, dict[str, list]], path: Path) -> bo
 
 
 def faithfulness_figure(
-    label: str, curves: dict[str, list[list[dict[str, Any]]]], path: Path
+    label: str,
+    curves: dict[str, list[list[dict[str, Any]]]],
+    path: Path,
+    styles: Styles | None = None,
 ) -> bool:
-    """Faithfulness against the share of edges kept, mean over seeds, a line per method.
-    False (nothing written) when no method has a curve."""
+    """Faithfulness against the share of edges kept, mean over seeds, a line per method
+    drawn in ``styles`` (default :func:`method_styles` of these methods). False (nothing
+    written) when no method has a curve."""
     drawn = {m: seeds for m, seeds in curves.items() if seeds}
     if not drawn:
         return False
     figure, (ax,) = _figure(1, width=7.6)
-    styles = method_styles(drawn)
+    styles = styles or method_styles(drawn)
     for method, seeds in drawn.items():
         fractions = [point["fraction"] for point in seeds[0]]
         mean = np.mean([[point["faithfulness"] for point in curve] for curve in seeds], axis=0)

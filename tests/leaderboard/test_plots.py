@@ -1,4 +1,6 @@
-from circuitx.leaderboard.plots import method_styles
+from matplotlib.axes import Axes
+
+from circuitx.leaderboard.plots import faithfulness_figure, method_styles, roc_figure
 from circuitx.methods import METHODS
 
 
@@ -8,3 +10,29 @@ def test_every_leaderboard_row_has_a_line_of_its_own():
     looks = {(s["color"], s["linestyle"]) for s in styles.values()}
     assert len(rows) > 10 and len(looks) == len(rows)
     assert method_styles(rows[:3]) == {row: styles[row] for row in rows[:3]}
+
+
+def test_a_method_looks_the_same_in_every_figure_of_a_leaderboard(tmp_path, monkeypatch):
+    """A method without a curve in one figure (a node method's faithfulness) does not
+    shift the others' looks there: a trial's ROC drew the transcoder purple, its
+    faithfulness plot red."""
+    drawn: list[tuple[str, str, str]] = []
+    plot = Axes.plot
+
+    def recording(self, *args, **kwargs):
+        if "label" in kwargs:
+            name = kwargs["label"].split(" (")[0]
+            drawn.append((name, kwargs.get("color"), kwargs.get("linestyle")))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording)
+    curve = {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 1.0, 1.0]}
+    point = [{"fraction": f, "faithfulness": f} for f in (0.1, 1.0)]
+    styles = method_styles(["sae", "acdc", "eap"])
+    roc = {"sae": {"node": [curve]}, "acdc": {"node": [curve], "edge": [curve]}}
+    assert roc_figure("t", roc, tmp_path / "roc.png", styles)
+    assert faithfulness_figure("t", {"acdc": [point], "eap": [point]}, tmp_path / "f.png", styles)
+    looks = {name: {(c, s) for n, c, s in drawn if n == name} for name, _, _ in drawn}
+    assert looks["acdc"] == {(styles["acdc"]["color"], styles["acdc"]["linestyle"])}
+    assert looks["eap"] == {(styles["eap"]["color"], styles["eap"]["linestyle"])}
+    assert looks["acdc"] != looks["eap"] and len(drawn) == 5  # sae node, acdc x3, eap
