@@ -32,6 +32,7 @@ from circuitx.tasks.base import POSITION_MODES
 
 EXIT_INPUT_ERROR = CircuitxError.exit_code  # click's usage errors too
 EXIT_OUT_OF_MEMORY = 3
+EXIT_SYSTEM_ERROR = 1  # the system failed us (a full disk): not the input's fault
 
 
 class OneLineErrors(click.Group):
@@ -67,6 +68,12 @@ class OneLineErrors(click.Group):
                 raise
             click.echo(f"error: out of memory: {first_line(error)}", err=True)
             sys.exit(EXIT_OUT_OF_MEMORY)
+        except OSError as error:  # the system's: a full disk under stdout or a file
+            said = error.strerror or str(error)
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"error: {where}{said}", err=True)
+            sys.stderr.flush()
+            os._exit(EXIT_SYSTEM_ERROR)  # not sys.exit: its flush of stdout fails again
         except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted, _Terminated) as stop:
             terminated = isinstance(stop, _Terminated)
             click.echo(f"error: {'terminated' if terminated else 'interrupted'}", err=True)

@@ -1,6 +1,8 @@
 """Graphs in and out in EAP-IG's (MIB's) format, through the command line (issue 25)."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import assert_one_line_error, run
@@ -260,3 +262,14 @@ def test_export_of_a_feature_graph_to_eap_ig_or_auto_circuit_writes_its_componen
         assert not any(kind == "feature" for _, kind in back.nodes(data="kind"))
     with pytest.raises(CircuitxError, match="circuitx.graph.component_graph"):
         write_graph(method_graphs["transcoder-features"], tmp_path / "x.json", fmt="eap-ig")
+
+
+def test_a_full_disk_under_stdout_is_one_line(discovered):
+    """A helper's trial: `export ... > /dev/full` ended in a traceback."""
+    for command in (["export", str(discovered), "--format", "json"], ["score", str(discovered)]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [sys.executable, "-m", "circuitx", *command],
+                stdout=full, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        assert (done.returncode, done.stderr) == (1, "error: No space left on device\n")
