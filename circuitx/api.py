@@ -13,6 +13,8 @@ any model loads where it can be told without one. See docs/python.md.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -54,7 +56,7 @@ from circuitx.leaderboard import (
     tasks_for,
     warning_notes,
 )
-from circuitx.methods import METHODS, unused_options
+from circuitx.methods import METHODS, all_options, unused_options
 from circuitx.models import Model, parse_device, parse_dtype
 from circuitx.scoring import overlap
 from circuitx.tasks import TASKS, FileTask, Task, get_task, task_from_pairs
@@ -131,6 +133,7 @@ def discover(
         raise CircuitxError(f"model takes a loaded model or a name, not {a_type(model)}")
     if isinstance(model, Model):
         _check_loaded(model, device, dtype)
+    _check_keywords(options)
     named = model if isinstance(model, str) else model.builtin or model.source
     request = DiscoveryRequest(
         task=os.fspath(task) if isinstance(task, os.PathLike) else task,
@@ -162,6 +165,39 @@ def discover(
     for line in said + summary["warnings"] + run_warnings(summary, request.n_prompts):
         warnings.warn(line, CircuitxWarning, stacklevel=2)
     return graph
+
+
+# discover's command-line options that are not keywords of discover(), and what does their
+# work in Python
+COMMAND_LINE_ONLY = {
+    "no_faithfulness": "faithfulness=False",
+    "out": "write_graph(graph, path) after it",
+    "draw": "draw(graph, path) after it",
+    "reference": "score(graph, reference) after it",
+    "task_format": "task=task_from_file(path, task_format)",
+    "json": "graph.graph, which holds the run's summary",
+    "threads": "torch.set_num_threads(n)",
+}
+
+
+def _check_keywords(options: Mapping[str, Any]) -> None:
+    """Fail in one line on a keyword that is neither discover()'s nor any method's option
+    (a method's own, given to another method, is :func:`method_options`' to refuse)."""
+    known = all_options()
+    own = [n for n in inspect.signature(discover).parameters if n not in ("options",)]
+    for key in options:
+        if key in known or key.replace("-", "_") in known:
+            continue
+        if key in COMMAND_LINE_ONLY:
+            raise CircuitxError(
+                f"discover() has no keyword {key!r}: in Python {COMMAND_LINE_ONLY[key]} does "
+                f"what --{key.replace('_', '-')} does"
+            )
+        close = difflib.get_close_matches(key, [*own, *known], n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise CircuitxError(
+            f"discover() has no keyword {key!r}, and no method has that option{hint}"
+        )
 
 
 def _check_loaded(model: Model, device: str | None, dtype: str | None) -> None:

@@ -176,6 +176,16 @@ def test_api_discovery_equals_the_command_line(tmp_path):
             ),
             "task pairs was made from pairs in Python, and the leaderboard's cells read",
         ),
+        (  # a trial's: each said "eap has no option --n-prompt" (or --no-faithfulness)
+            lambda: cx.discover("planted", "ioi", "eap", n_prompt=10),
+            "discover() has no keyword 'n_prompt', and no method has that option; did you "
+            "mean n_prompts?",
+        ),
+        (
+            lambda: cx.discover("planted", "ioi", "eap", no_faithfulness=True),
+            "in Python faithfulness=False does what --no-faithfulness does",
+        ),
+        (lambda: cx.discover("planted", "ioi", "eap", tau=0.1), "--tau applies to acdc, not"),
         (  # a built-in or file task object goes by its name or path: this one's error is later
             lambda: cx.leaderboard(tasks=cx.get_task("ioi"), methods=["eap"], seeds=0),
             "--seeds must be at least 1",
