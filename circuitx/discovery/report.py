@@ -72,21 +72,10 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
                 f"{'has' if unscored == 1 else 'have'} no score, so it has no {level} ROC AUC"
             )
     published = str(reference.graph.get("reference") or "").partition(":")[0] in TASKS
-    loose = [  # a hand-edited reference: an edge kept whose ends are not (ACDC's
-        key  # greater-than reference has such edges, through MLPs 4-7: kept as published
-        for sender, receiver, key, kept in reference.edges(keys=True, data="in_circuit")
-        if kept
-        and not (
-            reference.nodes[sender].get("in_circuit")
-            and reference.nodes[receiver].get("in_circuit")
-        )
-    ]
-    if loose and not published:
-        notes.append(
-            f"note: the reference keeps {len(loose)} edge{'' if len(loose) == 1 else 's'} "
-            f"between nodes it does not keep ({listed(loose, 3)}): they count as its edges, "
-            "and their ends not as its nodes"
-        )
+    # a published reference is as published: ACDC's greater-than one keeps such edges,
+    # through MLPs 4-7
+    loose = {"graph": loose_edges(graph), "reference": [] if published else loose_edges(reference)}
+    notes += [_loose_note(which, keys) for which, keys in loose.items() if keys]
     if position_groups(graph) is not None and position_groups(reference) is None:
         places = {role.lower() for role in _roles(graph, reference)}
         roles = {str(r).lower() for _, r in reference.nodes(data="role") if r is not None}
@@ -99,12 +88,34 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
     return notes
 
 
+def loose_edges(graph: nx.MultiDiGraph) -> list[str]:
+    """The edges ``graph`` keeps between nodes it does not keep both of (a hand-edited
+    file's, or one of EAP-IG's written without its prune)."""
+    nodes = graph.nodes
+    return [
+        key
+        for sender, receiver, key, kept in graph.edges(keys=True, data="in_circuit")
+        if kept and not (nodes[sender].get("in_circuit") and nodes[receiver].get("in_circuit"))
+    ]
+
+
+def _loose_note(which: str, keys: list[str]) -> str:
+    return (
+        f"note: the {which} keeps {len(keys)} edge{'' if len(keys) == 1 else 's'} between "
+        f"nodes it does not keep ({listed(keys, 3)}): they count as its edges, and their "
+        "ends not as its nodes"
+    )
+
+
 def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
     """What a reader of two circuits' overlap would otherwise not see: one over token
-    positions is compared as its components."""
+    positions is compared as its components; a circuit's edges between nodes it does not
+    keep."""
+    loose = {f"graph {name}": loose_edges(g) for name, g in (("A", a), ("B", b))}
+    notes = [_loose_note(which, keys) for which, keys in loose.items() if keys]
     if (position_groups(a) is None) != (position_groups(b) is None):
-        return ["note: one circuit is over token positions: it is compared as its components"]
-    return []
+        notes.append("note: one circuit is over token positions: it is compared as its components")
+    return notes
 
 
 def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[str, float | None]:

@@ -273,3 +273,20 @@ def test_a_full_disk_under_stdout_is_one_line(discovered):
                 stdout=full, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
         assert (done.returncode, done.stderr) == (1, "error: No space left on device\n")
+
+
+def test_an_eap_ig_circuit_edge_whose_node_is_out_is_noted(discovered, tmp_path):
+    """A helper's trial: an EAP-IG file keeping a0.h0->logits with a0.h0's in_graph false
+    (a hand edit, or EAP-IG's graph written without its prune) scored without a word."""
+    mib = tmp_path / "mib.json"
+    assert run("export", discovered, "--format", "eap-ig", "--out", mib).exit_code == 0
+    data = json.loads(mib.read_text())
+    data["edges"]["a0.h0->logits"]["in_graph"] = True
+    data["nodes"]["a0.h0"]["in_graph"] = False
+    mib.write_text(json.dumps(data))
+    said = "keeps 1 edge between nodes it does not keep (a0.h0->logits): they count as"
+    scored = run("score", mib, "--reference", "planted-ioi")
+    assert scored.exit_code == 0 and f"note: the graph {said}" in scored.stderr
+    compared = run("compare", discovered, mib)
+    assert compared.exit_code == 0 and f"note: the graph B {said}" in compared.stderr
+    assert "between nodes" not in run("compare", discovered, discovered).stderr
