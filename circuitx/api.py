@@ -295,8 +295,11 @@ def _reference(
         )
     cache = None if cache_dir is None else os.fspath(cache_dir)
     found, label, why_not = reference_for_graph(graph, os.fspath(reference), cache)
-    if found is None:
-        raise CircuitxError(why_not or "no reference to score against")
+    if found is None:  # said for the command line, whose --reference is our reference=
+        why_not = (why_not or "no reference to score against").replace(
+            "pass --reference", "pass reference=..."
+        )
+        raise CircuitxError(why_not)
     return found, label
 
 

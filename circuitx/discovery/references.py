@@ -130,7 +130,7 @@ def reference_for_graph(
     task = meta.get("task")
     on_planted = builtin.ships_ground_truth(str(meta.get("model") or ""))
     if spec == "auto" and task not in TASKS and not on_planted:  # a planted model's own
-        return None, None, "no reference: the graph names no known task; pass --reference"
+        return None, None, f"no reference: {_no_reference(meta)}; pass --reference"
     if spec == "planted" and task is None:
         raise CircuitxError(
             "--reference planted needs the graph's task, which this graph does not record "
@@ -144,6 +144,16 @@ def reference_for_graph(
         planted=meta.get("model"),
         cache_dir=cache_dir,
     )
+
+
+def _no_reference(meta: dict) -> str:
+    """Why a graph's own records name no reference (its task has none)."""
+    task = meta.get("task")
+    if task is None:
+        return "the graph records no task (a graph from another tool)"
+    if meta.get("task_file"):
+        return f"the graph's task is the task file {meta['task_file']}, which has no circuit of its own"
+    return f"the graph's task {task} is not a built-in task, so it has no circuit of its own"
 
 
 def reference_for_model(

@@ -1,7 +1,9 @@
 import pytest
 
-from circuitx.discovery.references import resolve_reference
+import circuitx as cx
+from circuitx.discovery.references import reference_for_graph, resolve_reference
 from circuitx.errors import CircuitxError
+from circuitx.graph import full_graph
 
 
 def test_auto_goes_without_a_reference_on_a_model_that_only_says_it_is_the_papers():
@@ -17,3 +19,26 @@ def test_auto_goes_without_a_reference_on_a_model_that_only_says_it_is_the_paper
         resolve_reference("ioi", "ioi", "openai-community/gpt2", (2, 4, True))
     reference, label, _ = resolve_reference("auto", "ioi", "openai-community/gpt2", (12, 12, True))
     assert label == "ioi" and reference.number_of_nodes() > 0
+
+
+@pytest.mark.parametrize(
+    "meta, why",
+    [
+        ({}, "the graph records no task (a graph from another tool)"),
+        (
+            {"task": "mine", "task_file": "/d/mine.jsonl"},
+            "the graph's task is the task file /d/mine.jsonl, which has no circuit of its own",
+        ),
+        ({"task": "mine"}, "the graph's task mine is not a built-in task, so it has no circuit"),
+    ],
+)
+def test_auto_says_why_a_graph_has_no_reference(meta, why):
+    """A helper's trial: a task file's graph was said to name "no known task"."""
+    graph = full_graph(2, 2, True, model="my-llama", **meta)
+    assert reference_for_graph(graph, "auto")[:2] == (None, None)
+    assert reference_for_graph(graph, "auto")[2].startswith(f"no reference: {why}")
+
+
+def test_python_says_reference_where_the_command_line_says_the_option():
+    with pytest.raises(CircuitxError, match=r"has no circuit of its own; pass reference=\.\.\.$"):
+        cx.score(full_graph(2, 2, True, task="mine", task_file="/d/mine.jsonl"))
