@@ -186,7 +186,7 @@ class EdgePruning(_LearnedMasks):
     reported_facts = (
         ("ep_expected_sparsity", "expected sparsity reached"),
         ("ep_final_kl", "final KL", 4),
-        ("ep_kept_edges", "edges kept"),
+        ("ep_kept_edges", "edges at target sparsity"),
     )
     options = training_options(0.975, 300, 0.1, "ep", "edges")
 

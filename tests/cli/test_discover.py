@@ -757,3 +757,15 @@ def test_a_default_model_that_cannot_load_says_it_was_the_default(monkeypatch, t
     )
     named = run("discover", "--task", pairs, "--method", "eap", "--model", "gpt2")
     assert_one_line_error(named, "error: cannot load 'gpt2'")
+
+
+@pytest.mark.parametrize("method, steps", [("edge-pruning", "--ep-steps"), ("acdc", None)])
+def test_the_summary_names_each_row_once(method, steps):
+    """A helper's trial: edge pruning's summary had two rows "edges kept" (the circuit's,
+    and the target sparsity's)."""
+    args = ["--task", "ioi", "--model", "planted-ioi", "--method", method, "--n-prompts", 4]
+    result = run("discover", *args, *([steps, 5] if steps else []), "--no-faithfulness")
+    assert result.exit_code == 0, result.output
+    labels = [line.split("│")[1].strip() for line in result.stdout.splitlines() if "│" in line]
+    labels = [label for label in labels if label]  # a wrapped row's second line
+    assert len(labels) > 10 and len(labels) == len(set(labels))
