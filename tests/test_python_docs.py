@@ -186,6 +186,8 @@ def test_api_discovery_equals_the_command_line(tmp_path):
             "in Python faithfulness=False does what --no-faithfulness does",
         ),
         (lambda: cx.discover("planted", "ioi", "eap", tau=0.1), "--tau applies to acdc, not"),
+        (lambda: cx.load_model("planted"), "model family: pass the task that picks its model"),
+        (lambda: cx.load_model("tracr"), "model family: name one of its models ('tracr-reverse'"),
         (  # a built-in or file task object goes by its name or path: this one's error is later
             lambda: cx.leaderboard(tasks=cx.get_task("ioi"), methods=["eap"], seeds=0),
             "--seeds must be at least 1",

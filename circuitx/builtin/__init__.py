@@ -99,7 +99,11 @@ class Family:
 
     def models_for(self, task: str) -> tuple[str, ...]:
         if task not in self.members:
-            raise CircuitxError(f"no {self.name} model for task {task}")
+            raise CircuitxError(
+                f"no {self.name} model for task {task}: the family's models do "
+                f"{', '.join(self.members)}; name a model with --model (circuitx models "
+                "lists them)"
+            )
         return self.members[task]
 
     def model_for(self, task: str) -> str:
@@ -243,7 +247,13 @@ def load(
     """Load a built-in model (built into ``cache_dir`` first if needed), a local model
     directory, or a hub model by name or alias."""
     if name in FAMILIES:
-        raise CircuitxError(f"{name!r} is a model family: name a task to pick its model")
+        family = FAMILIES[name]
+        task, names = next(iter(family.members.items()))
+        if len(names) == 1 or family.first_is_default:
+            how = f"pass the task that picks its model (task={task!r}) or name a model"
+        else:  # the task alone does not pick one
+            how = "name one of its models"
+        raise CircuitxError(f"{name!r} is a model family: {how} ({names[0]!r}, ...)")
     parse_dtype(dtype)  # an unknown dtype is named as such, before what it would mean here
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise CircuitxError(f"cache_dir takes a directory, not {cache_dir!r}")
