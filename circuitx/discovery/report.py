@@ -110,11 +110,17 @@ def _loose_note(which: str, keys: list[str]) -> str:
 def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
     """What a reader of two circuits' overlap would otherwise not see: one over token
     positions is compared as its components; a circuit's edges between nodes it does not
-    keep."""
+    keep; circuits of two models."""
     loose = {f"graph {name}": loose_edges(g) for name, g in (("A", a), ("B", b))}
     notes = [_loose_note(which, keys) for which, keys in loose.items() if keys]
     if (position_groups(a) is None) != (position_groups(b) is None):
         notes.append("note: one circuit is over token positions: it is compared as its components")
+    models = [g.graph.get("model") for g in (a, b)]
+    if None not in models and models[0] != models[1]:
+        notes.append(
+            f"note: the circuits are of two models ({models[0]}, {models[1]}): their "
+            "components are matched by name"
+        )
     return notes
 
 

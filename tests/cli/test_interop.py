@@ -290,3 +290,14 @@ def test_an_eap_ig_circuit_edge_whose_node_is_out_is_noted(discovered, tmp_path)
     compared = run("compare", discovered, mib)
     assert compared.exit_code == 0 and f"note: the graph B {said}" in compared.stderr
     assert "between nodes" not in run("compare", discovered, discovered).stderr
+
+
+def test_compare_notes_circuits_of_two_models(discovered, tmp_path):
+    """A helper's trial: planted-ioi's circuit against planted-ioi-llama's (one shape)
+    compared without a word."""
+    other = read_graph(discovered)
+    other.graph["model"] = "planted-ioi-llama"
+    write_graph(other, tmp_path / "llama.json")
+    said = "note: the circuits are of two models (planted-ioi, planted-ioi-llama): their"
+    assert said in run("compare", discovered, tmp_path / "llama.json").stderr
+    assert "two models" not in run("compare", discovered, discovered).stderr
