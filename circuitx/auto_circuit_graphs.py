@@ -115,10 +115,15 @@ def from_auto_circuit_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
             f"{len(missing)} of the model's {len(edges)} edges have no score "
             f"({listed(missing, 3)}); every edge is scored, as auto-circuit's prune scores are"
         )
-    unscored = [name for name in circuit if name not in ours]
-    if unscored:
-        raise CircuitxError(f"the circuit's edge {unscored[0]!r} has no score")
-    select_edges(graph, [ours[name] for name in circuit])
+    kept = []
+    for name in circuit:  # every edge of the model is scored: another is not the model's
+        key = ours.get(name) or edge_name(*parse_auto_circuit_edge_name(str(name)))
+        if key not in edges:
+            raise CircuitxError(
+                f"the circuit's edge {name!r} is not in a {n_layers} x {n_heads} model's graph"
+            )
+        kept.append(key)
+    select_edges(graph, kept)
     node_scores = data.get(NODE_SCORES)
     if not isinstance(node_scores, dict):
         score_nodes_by_edges(graph)

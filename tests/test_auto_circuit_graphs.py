@@ -84,7 +84,10 @@ def test_what_auto_circuit_cannot_take_is_one_line(found, tmp_path):
         from_auto_circuit_dict(written)
     written = to_auto_circuit_dict(found)
     written["circuit"].append("A0.1->Attn 3")
-    with pytest.raises(CircuitxError, match="has no score"):
+    with pytest.raises(CircuitxError, match="'Attn 3' is not an auto-circuit node"):
+        from_auto_circuit_dict(written)
+    written["circuit"][-1] = "A9.9->Resid End"  # a trial's: it said "has no score"
+    with pytest.raises(CircuitxError, match="edge 'A9.9->Resid End' is not in a 5 x 4 model"):
         from_auto_circuit_dict(written)
     positions = cx.discover("planted-ioi", "ioi", "eap", n_prompts=4, positions="named",
                             faithfulness=False)  # fmt: skip
