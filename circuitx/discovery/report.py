@@ -143,6 +143,8 @@ def report(
     groups = position_groups(graph)
     return {
         "task": meta.get("task"),
+        "task_file": meta.get("task_file"),  # a task file's path and the SHA-256 of its bytes
+        "task_file_sha256": meta.get("task_file_sha256"),
         "method": meta.get("method"),
         "method_label": meta.get("method_label", meta.get("method")),  # eap[qk-fix=on]
         "model": meta.get("model"),

@@ -250,6 +250,7 @@ def test_discover_on_each_file_gives_the_scores_of_the_built_in_task(files, tmp_
         meta = read_graph(tmp_path / f"{kind}.json").graph
         assert meta["task_file_sha256"] == get_task(str(path)).digest
         assert meta["task_file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert summary["task_file_sha256"] == meta["task_file_sha256"]  # --json says it too
         assert summary["metrics"]["node_auc"] == pytest.approx(1.0)
         for key in ("node_auc", "edge_auc", "node_precision", "node_recall"):
             assert summary["metrics"][key] == pytest.approx(expected["metrics"][key], abs=1e-6)
