@@ -41,6 +41,15 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def file_suffix(path: str | os.PathLike) -> str:
+    """``path``'s extension, lower case without the dot; a symbolic link without one
+    takes its target's (``/dev/stdout`` redirected to g.dot is a .dot)."""
+    suffix = Path(path).suffix
+    if not suffix and Path(path).is_symlink():
+        suffix = Path(os.path.realpath(path)).suffix
+    return suffix.lower().lstrip(".")
+
+
 def check_directory_can_be_made(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path, or fail in one line unless it is a directory that takes
     new files or can be made as one: its nearest existing ancestor is a directory that

@@ -20,7 +20,7 @@ from circuitx.auto_circuit_graphs import (
     to_auto_circuit_dict,
 )
 from circuitx.errors import CircuitxError, listed
-from circuitx.files import atomic_open, plain, read_flag, read_score
+from circuitx.files import atomic_open, file_suffix, plain, read_flag, read_score
 from circuitx.graph import (
     component_graph,
     edges_by_name,
@@ -63,7 +63,7 @@ def graph_format(path: str | Path, explicit: str | None = None, flag: str | None
 
 def suffix_format(path: str | Path) -> str | None:
     """The graph format ``path``'s extension names, or None for another extension."""
-    suffix = Path(path).suffix.lower().lstrip(".")
+    suffix = file_suffix(path)
     aliases = {"graphml": "graphml", "xml": "graphml", "json": "json", "dot": "dot", "gv": "dot"}
     return aliases.get(suffix)
 

@@ -15,6 +15,7 @@ from circuitx.drawing.places import (
     INPUT_COLOURS,
     Picture,
     caption_text,
+    draw_format,
     empty_note,
     feeds,
     graph_places,
@@ -116,7 +117,7 @@ def draw_with_dot(picture: Picture, path: str | Path) -> dict[str, Any]:
     """Lay out and render the picture with ``dot`` into ``path`` (.svg, .png or .pdf)."""
     program = dot_path()
     source, drawn = dot_source(picture)
-    fmt = Path(path).suffix.lower().lstrip(".")
+    fmt = draw_format(path)
     result = subprocess.run(
         [program, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=300
     )

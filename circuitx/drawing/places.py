@@ -15,6 +15,7 @@ import networkx as nx
 import numpy as np
 
 from circuitx.errors import CircuitxError
+from circuitx.files import file_suffix
 from circuitx.graph import (
     INPUT,
     LOGITS,
@@ -114,7 +115,7 @@ def edge_points(
 
 def draw_format(path: str | Path) -> str:
     """The picture format ``path``'s extension names, or a one-line error."""
-    suffix = Path(path).suffix.lower().lstrip(".")
+    suffix = file_suffix(path)
     if suffix not in DRAW_FORMATS:
         kinds = ", ".join("." + kind for kind in DRAW_FORMATS)
         raise CircuitxError(f"cannot tell the picture format of {str(path)!r}: use {kinds}")

@@ -21,6 +21,7 @@ from circuitx.drawing.places import (
     PANEL_GAP,
     Picture,
     caption_text,
+    draw_format,
     edge_bends,
     edge_end,
     edge_points,
@@ -56,7 +57,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    fmt = Path(path).suffix.lower().lstrip(".")
+    fmt = draw_format(path)
     graph, reference = picture.graph, picture.reference
     n_layers, n_heads, has_mlp = shape_of(graph)
     places = graph_places(graph)

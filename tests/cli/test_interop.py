@@ -301,3 +301,19 @@ def test_compare_notes_circuits_of_two_models(discovered, tmp_path):
     said = "note: the circuits are of two models (planted-ioi, planted-ioi-llama): their"
     assert said in run("compare", discovered, tmp_path / "llama.json").stderr
     assert "two models" not in run("compare", discovered, discovered).stderr
+
+
+def test_out_dev_stdout_redirected_takes_the_files_format(discovered, tmp_path):
+    """usage.md's `--out /dev/stdout > g.dot`: the format is the redirect target's (a
+    trial found every command refusing /dev/stdout's missing extension)."""
+    for command, name, start in (
+        (["export", str(discovered)], "g.dot", b"digraph"),
+        (["draw", str(discovered)], "g.svg", b"<?xml"),
+    ):
+        with open(tmp_path / name, "wb") as target:
+            done = subprocess.run(
+                [sys.executable, "-m", "circuitx", *command, "--out", "/dev/stdout"],
+                stdout=target, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / name).read_bytes().startswith(start)
