@@ -52,6 +52,7 @@ from circuitx.progress import progress_bar
 from circuitx.reference import read_reference
 from circuitx.tasks import TASKS, FileTask, get_task
 from circuitx.tasks.base import position_layout
+from circuitx.transcoders import transcoders_for
 from circuitx.version import __version__
 
 __all__ = [
@@ -179,6 +180,7 @@ def _run(
     store = CellStore(out_dir / "cells")
     records = {cell.key: store.get(cell.key) for cell in cells}
     pending = [cell for cell in cells if records[cell.key] is None]
+    train_transcoders_first(pending)
     running: list[str] = []
 
     with progress_bar("leaderboard", len(cells)) as advance:
@@ -202,6 +204,21 @@ def _run(
     )
     board.files = write_results(out_dir, cells, board, settings or {})
     return board
+
+
+def train_transcoders_first(cells: list[Cell]) -> None:
+    """Train the built-in transcoders the transcoder cells need (those not yet cached)
+    before any cell runs, with the first-use line and bar ``discover`` shows: inside a
+    cell, where bars are silenced, the training went unsaid (84-296 s a planted model)."""
+    needed = dict.fromkeys(
+        (r.model, r.device, r.dtype, r.cache_dir)
+        for r in (cell.request for cell in cells)
+        if r.method == "transcoder" and r.options.get("transcoders") is None
+    )
+    for name, device, dtype, cache_dir in needed:
+        model = load_cached(name, device, dtype, cache_dir)
+        if model.builtin:
+            transcoders_for(model, None, cache_dir)  # where cached, a load
 
 
 def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]:

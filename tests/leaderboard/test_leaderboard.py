@@ -4,6 +4,7 @@ the library, in this process, in worker processes and on a local Ray instance.""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 import re
@@ -694,3 +695,18 @@ def test_all_alone_and_no_method_are_said_so():
         parse_methods("all,hisp")
     with pytest.raises(CircuitxError, match="no method given"):
         parse_methods(" , ")
+
+
+def test_built_in_transcoders_are_trained_before_the_cells(monkeypatch):
+    """A trial: inside a cell (bars silenced) the first-use training went unsaid; it runs
+    first, once a model, with discover's line."""
+    board = importlib.import_module("circuitx.leaderboard")  # circuitx.leaderboard: the API's
+    trained = []
+    monkeypatch.setattr(board, "transcoders_for", lambda model, *_: trained.append(model.name))
+    grid = make_grid(["greater-than"], ["transcoder", "eap"], "planted", [0, 1], 4)
+    board.train_transcoders_first(grid)
+    assert trained == ["planted-greater-than"]
+    options = {"transcoder": {"transcoders": "mine/"}}
+    board.train_transcoders_first(make_grid(["greater-than"], ["transcoder"], "planted", [0],
+                                            4, options=options))  # fmt: skip
+    assert trained == ["planted-greater-than"]
