@@ -435,10 +435,10 @@ def _check_hub_model(name: str, repo_id: str) -> None:
         ) from None
     except Exception:
         raise CircuitxError(
-            f"cannot load {name!r}: it is not a built-in model (circuitx models lists them) "
-            "or a local directory, and the Hugging Face hub is unreachable with the model not "
-            "cached; pass a local model directory with --model DIR, or a built-in model "
-            "such as --model planted"
+            f"cannot load {name!r}: it names no built-in model or local directory, so it "
+            "would come from the Hugging Face hub, which is unreachable (and the model is not "
+            "cached); pass a local model directory with --model DIR, or "
+            "a built-in model such as --model planted (circuitx models lists them)"
         ) from None
 
 
