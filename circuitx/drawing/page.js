@@ -212,9 +212,9 @@ function edgePath(i) {
 function render() {
   edgeLayer.replaceChildren();
   nodeLayer.replaceChildren();
-  // the largest data.max_drawn by |score|, smallest first so the largest lie on top
-  const drawn = selected.edges.slice().sort(
-    (a, b) => Math.abs(edges.score[b] || 0) - Math.abs(edges.score[a] || 0))
+  // the largest data.max_drawn by weight (|score|, or the weaker end's |node score|),
+  // smallest first so the largest lie on top
+  const drawn = selected.edges.slice().sort((a, b) => edges.weight[b] - edges.weight[a])
     .slice(0, data.max_drawn).reverse();
   const largest = Math.max(0, ...drawn.map((i) => Math.abs(edges.score[i] || 0)));
   for (const i of drawn) {

@@ -30,6 +30,7 @@ from circuitx.drawing.places import (
     Picture,
     edge_bends,
     edge_end,
+    edge_weight,
     empty_note,
     feeds,
     graph_places,
@@ -114,6 +115,8 @@ def page_data(picture: Picture) -> dict[str, Any]:
             "receiver": [index[r] for _, _, r, _ in rows],
             "feeds": [feeds(d, r) for _, _, r, d in rows],
             "score": [_number(d["score"]) for *_, d in rows],
+            # what orders them for drawing: |score|, or the weaker end's |node score|
+            "weight": [_number(edge_weight(graph, (s, r, k, d))) for k, s, r, d in rows],
             "in_circuit": [bool(d["in_circuit"]) for *_, d in rows],
             "in_reference": [truth.has_edge(s, r, d) for _, s, r, d in rows],
             # how far each edge's curve bends around the nodes its line would run through

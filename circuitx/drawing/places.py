@@ -211,7 +211,8 @@ def score_scale(graph: nx.MultiDiGraph, nodes: list[str]) -> tuple[Any, Any]:
 def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[list[Edge], int]:
     """The edges to draw, and how many were chosen: the circuit's; every one with a
     non-zero score (``every``); or the ``top`` of those by |score|. Of more than
-    :data:`MAX_DRAWN_EDGES`, the largest by |score| are drawn."""
+    :data:`MAX_DRAWN_EDGES`, the largest by |score| are drawn (edges without scores, as a
+    node-level method's, by their weaker end's |node score|)."""
     edges = list(graph.edges(keys=True, data=True))
     if top is None and not every:
         edges = [edge for edge in edges if edge[3]["in_circuit"]]
@@ -221,8 +222,17 @@ def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[
             edges = sorted(edges, key=lambda edge: -abs(edge[3]["score"]))[:top]
     if len(edges) <= MAX_DRAWN_EDGES:
         return edges, len(edges)
-    largest = sorted(edges, key=lambda edge: -abs(edge[3]["score"] or 0.0))
-    return largest[:MAX_DRAWN_EDGES], len(edges)
+    return sorted(edges, key=lambda edge: -edge_weight(graph, edge))[:MAX_DRAWN_EDGES], len(edges)
+
+
+def edge_weight(graph: nx.MultiDiGraph, edge: Edge) -> float:
+    """|score| of an edge; of one without a score, its weaker end's |node score| (the
+    input and logits, which have none, count as strong)."""
+    sender, receiver, _, data = edge
+    if data["score"] is not None:
+        return abs(data["score"])
+    ends = [graph.nodes[n]["score"] for n in (sender, receiver)]
+    return min((abs(score) for score in ends if score is not None), default=0.0)
 
 
 def caption_text(
@@ -236,7 +246,13 @@ def caption_text(
     the heads' and MLPs' precision and recall."""
     kept = {n for n in nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
     text = f"{len(kept)} nodes, {n_edges} edges"
-    text += f" drawn (the largest of {chosen})" if chosen > n_edges else " drawn"
+    unscored = all(score is None for *_, score in graph.edges(data="score"))
+    which = (
+        f"of {chosen}: those between the strongest nodes"
+        if unscored
+        else f"the largest of {chosen}"
+    )
+    text += f" drawn ({which})" if chosen > n_edges else " drawn"
     if reference_nodes is not None:
         components = {n for n in kept if graph.nodes[n]["kind"] in ("head", "mlp")}
         truth = {n for n in reference_nodes if parse_node(n)[0] not in (INPUT, LOGITS)}

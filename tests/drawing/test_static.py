@@ -192,6 +192,34 @@ def test_of_more_edges_than_a_picture_holds_the_largest_are_drawn(tmp_path, monk
     assert f"40 edges drawn (the largest of {len(nonzero)})" in svg_text(tmp_path / "many.svg")
 
 
+def test_of_too_many_unscored_edges_those_between_the_strongest_nodes_are_drawn(
+    tmp_path, monkeypatch
+):
+    """A node-level method's circuit edges have no scores: a trial's caption said "the
+    largest of 22076" of edges drawn in graph order. Each is weighed by its weaker end;
+    the page orders them alike."""
+    monkeypatch.setattr(places_module, "MAX_DRAWN_EDGES", 5)
+    graph = scored_circuit(nodes=[n for n in full_graph(3, 4, True).nodes if n[0] in "am"])
+    for *_, data in graph.edges(data=True):
+        data["score"] = None
+    strong = {"a0.h3": 9.0, "a1.h0": 8.0, "a2.h1": 7.0}
+    for node, score in strong.items():
+        graph.nodes[node]["score"] = score
+    drawn, chosen = places_module.chosen_edges(graph, None, False)
+    assert chosen > 5 and {(s, r) for s, r, *_ in drawn} <= {
+        (s, r) for s in strong for r in (*strong, "logits")
+    }
+    draw(graph, tmp_path / "u.svg")
+    said = f"5 edges drawn (of {chosen}: those between the strongest nodes)"
+    assert said in svg_text(tmp_path / "u.svg")
+    page = page_data(Picture(graph, None, None, False))["edges"]
+    weights = dict(zip(page["name"], page["weight"]))
+    assert (
+        sorted(weights.values(), reverse=True)[:5] == [weights[key] for _, _, key, _ in drawn]
+        and min(weights[key] for _, _, key, _ in drawn) >= 7.0
+    )
+
+
 def test_top_and_all_draw_only_scored_edges_and_say_so_when_none_are(tmp_path):
     """--top N takes edges with a non-zero score, as --all does; a graph with none (a
     node-level method's) gets a note instead of a silently empty picture."""
