@@ -152,7 +152,8 @@ def _no_reference(meta: dict) -> str:
     if task is None:
         return "the graph records no task (a graph from another tool)"
     if meta.get("task_file"):
-        return f"the graph's task is the task file {meta['task_file']}, which has no circuit of its own"
+        file = meta["task_file"]
+        return f"the graph's task is the task file {file}, which has no circuit of its own"
     return f"the graph's task {task} is not a built-in task, so it has no circuit of its own"
 
 
