@@ -134,18 +134,23 @@ def run_leaderboard(
 
 def check_cells(cells: list[Cell]) -> None:
     """Refuse a grid none of whose cells can run, with the first cell's error; a grid with
-    some such cells runs the rest, and the table shows the errors. Over positions, a
-    cell's prompts must make its positions (``--positions all`` needs one length)."""
+    some such cells runs the rest, and the table shows the errors. A cell can run where
+    its model reads its task's prompts (planted-ioi has no greater-than years) and, over
+    positions, they make its positions (``--positions all`` needs one length)."""
     errors = []
     for cell in cells:
         try:
             request = cell.request.validated()
-            if request.positions != "none" and request.model not in builtin.FAMILIES:
-                model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
-                task = get_task(request.task, request.corruption, request.task_format)
-                with torch.random.fork_rng(devices=[]):  # as discover draws them
-                    torch.manual_seed(request.seed)
-                    data = task.make_data(model, request.n_prompts, request.seed)
+            if request.model in builtin.FAMILIES:  # a cell that names a family finds none
+                builtin.FAMILIES[request.model].model_for(request.task_name)
+                return
+            model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
+            task = get_task(request.task, request.corruption, request.task_format)
+            task.check_model(model)  # a model the task's words are not in (tracr for ioi)
+            with torch.random.fork_rng(devices=[]):  # as discover draws them
+                torch.manual_seed(request.seed)
+                data = task.make_data(model, request.n_prompts, request.seed)
+            if request.positions != "none":
                 position_layout(model.layout, task, data, request.positions, model.causal)
             return
         except CircuitxError as error:

@@ -394,7 +394,7 @@ def test_the_report_in_a_browser_sorts_and_opens_circuits(board, browser):
 PAIR = '{"clean": "When John", "corrupted": "When Sarah", "answer": "John"}\n'
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "same name", "positions"])
+@pytest.mark.parametrize("problem", ["missing", "empty", "same name", "positions", "model"])
 def test_a_grid_that_cannot_run_is_refused_before_any_cell(tmp_path, problem):
     """A task file that cannot be read, two task files of one name (one row), or settings
     no cell can run with: one line, and no --out directory."""
@@ -415,6 +415,11 @@ def test_a_grid_that_cannot_run_is_refused_before_any_cell(tmp_path, problem):
             "greater-than",
             ["--positions", "named"],
             "--positions named: hisp scores components over the whole sequence; leave hisp out",
+        ),
+        "model": (  # a trial's: it ran a grid of one error cell and exited 1
+            "greater-than",
+            ["--model", "planted-ioi"],
+            "no cell can run; greater-than / hisp: greater-than needs every two-digit number",
         ),
     }[problem]
     out = tmp_path / "out"
