@@ -1,7 +1,8 @@
 """The one exception type the CLI turns into a single-line message, and helpers for
 writing such messages."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 # The largest seed: a seed is offset (by layer, by restart) and given to torch's generators,
 # which take 64-bit numbers; 32 bits leave the offsets room
@@ -32,6 +33,7 @@ class CircuitxWarning(UserWarning):
 
 
 _interrupted = False  # a Ctrl-C came (see on_interrupt)
+_deferring = 0  # inside deferred_interrupts: a Ctrl-C is marked, and acted on after
 
 
 def on_interrupt(_signal: int = 0, _frame: object = None) -> None:
@@ -41,7 +43,8 @@ def on_interrupt(_signal: int = 0, _frame: object = None) -> None:
     result in place (:func:`stop_if_interrupted`)."""
     global _interrupted
     _interrupted = True
-    raise KeyboardInterrupt
+    if not _deferring:
+        raise KeyboardInterrupt
 
 
 def clear_interrupt() -> None:
@@ -51,9 +54,23 @@ def clear_interrupt() -> None:
 
 
 def stop_if_interrupted() -> None:
-    """Raise KeyboardInterrupt if a Ctrl-C came, even one that was swallowed."""
-    if _interrupted:
+    """Raise KeyboardInterrupt if a Ctrl-C came, even one that was swallowed (inside
+    :func:`deferred_interrupts`, not before its end)."""
+    if _interrupted and not _deferring:
         raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Inside, a Ctrl-C (through :func:`on_interrupt`) waits for the block's end: files
+    written together (a leaderboard's table, plots and pages) are all of one run."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    stop_if_interrupted()
 
 
 def first_line(error: BaseException) -> str:

@@ -49,6 +49,9 @@ class OneLineErrors(click.Group):
         try:
             super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             stop_if_interrupted()  # a Ctrl-C a finaliser swallowed still ends in 130
+            # done, its results out: a Ctrl-C during the teardown would end a finished run
+            # with 130 (Python kills itself with SIGINT when a KeyboardInterrupt escapes)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.exceptions.NoArgsIsHelpError as error:  # a bare command: its help

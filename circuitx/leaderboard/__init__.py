@@ -15,7 +15,7 @@ import torch
 from circuitx import builtin
 from circuitx.discovery.references import resolve_reference
 from circuitx.discovery.run import model_id
-from circuitx.errors import CircuitxError, first_line
+from circuitx.errors import CircuitxError, deferred_interrupts, first_line
 from circuitx.files import check_parent_directory, json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
 from circuitx.leaderboard.executors import EXECUTORS, check_not_a_worker, execute
@@ -207,7 +207,8 @@ def _run(
     board = Leaderboard(
         rows, [records[cell.key] for cell in cells], resumed=len(cells) - len(pending)
     )
-    board.files = write_results(out_dir, cells, board, settings or {})
+    with deferred_interrupts():  # the files of one table: a Ctrl-C waits for them all
+        board.files = write_results(out_dir, cells, board, settings or {})
     return board
 
 
