@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -235,10 +236,26 @@ def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]
         for line in (record.get("result") or {}).get("warnings", []):
             seeds.setdefault((cell.task, cell.model, cell.method, line), []).append(cell.seed)
     return [
+        f"note: {task} on {model}: {why}"
+        for (task, model), why in unreferenced(cells, records).items()
+    ] + [
         f"note: {task} / {method} on {model}, seed{'s' if len(at) > 1 else ''} "
         f"{', '.join(map(str, at))}: {line}"
         for (task, model, method, line), at in seeds.items()
     ]
+
+
+def unreferenced(cells: list[Cell], records: list[dict[str, Any]]) -> dict[tuple, str]:
+    """(task, model) -> why it has no reference (its rows' scores are "-"), for the pairs
+    whose cells ran without one."""
+    found = {}
+    for cell, record in zip(cells, records):
+        note = (record.get("result") or {}).get("reference_note")
+        if note and (record.get("result") or {}).get("reference") is None:
+            why = note.removeprefix("no reference: ")  # discover's words, in the grid's
+            why = re.sub(r"pass --reference (\S+)", rf"pass --reference {cell.task}=\1", why)
+            found.setdefault((cell.task, cell.model), why)
+    return found
 
 
 def check_reference_files(cells: list[Cell]) -> None:
@@ -278,11 +295,27 @@ def caption(cells: list[Cell], board: Leaderboard, date: str) -> str:
         f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} (mean ± std)"
     )
     settings = "".join(f"; {text}" for text in non_defaults(cells))
+    n = cells[0].n_prompts
+    ran = {  # a task with fewer pairs than asked runs them all
+        (cell.task, r["result"]["n_prompts"])
+        for cell, r in zip(cells, board.records)
+        if r.get("status") == "ok" and r["result"].get("n_prompts") not in (None, n)
+    }
+    fewer = f" ({', '.join(f'{t}: {k}' for t, k in sorted(ran))}, all a task has)" if ran else ""
+    threads = sorted({r["threads"] for r in board.records if r.get("threads")})
+    on = f"; on {' and '.join(map(str, threads))} torch threads a cell" if len(threads) > 1 else ""
+    missing = unreferenced(cells, board.records)
+    dashes = (
+        f" No reference for {', '.join(f'{t} on {m}' for t, m in missing)}, so their scores "
+        'are "-" (results.json\'s reference_note says why).'
+        if missing
+        else ""
+    )
     return (
-        f"circuitx {__version__} leaderboard on {', '.join(models)}: {cells[0].n_prompts} "
-        f"prompts, {seed_text}{settings}; node P/R/F1 at each method's default selection; "
+        f"circuitx {__version__} leaderboard on {', '.join(models)}: {n} prompts{fewer}, "
+        f"{seed_text}{settings}; node P/R/F1 at each method's default selection; "
         f"runtime is the discovery's wall time per cell. Cells run {when} on "
-        f"{'; '.join(machines) or 'no machine'}."
+        f"{'; '.join(machines) or 'no machine'}{on}.{dashes}"
     )
 
 

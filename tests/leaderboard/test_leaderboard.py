@@ -715,3 +715,27 @@ def test_built_in_transcoders_are_trained_before_the_cells(monkeypatch):
     board.train_transcoders_first(make_grid(["greater-than"], ["transcoder"], "planted", [0],
                                             4, options=options))  # fmt: skip
     assert trained == ["planted-greater-than"]
+
+
+def test_the_table_says_why_scores_are_missing_and_how_many_prompts_ran(tmp_path):
+    """A trial: every score "-" on random-12x12 (no reference: auto uses the published
+    ones on GPT-2 only) went unexplained, and tracr's caption said 10 prompts of 6."""
+    args = ["leaderboard", "--methods", "hisp", "--seeds", 1, "--n-prompts", 10]
+    result = run(*args, "--tasks", "ioi", "--model", "random-12x12", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert "note: ioi on random-12x12: --reference auto uses the ioi reference only" in (
+        result.stderr
+    )
+    assert "pass --reference ioi=ioi to use it here" in result.stderr
+    caption = (tmp_path / "r" / "results.md").read_text().splitlines()[-1]
+    assert 'No reference for ioi on random-12x12, so their scores are "-"' in caption
+    # a cell added with another --threads: the table mixes thread counts, and says so
+    more = run(*args, "--tasks", "ioi,greater-than", "--model", "random-12x12", "--threads", 2,
+               "--out", tmp_path / "r")  # fmt: skip
+    assert more.exit_code == 0, more.output
+    caption = (tmp_path / "r" / "results.md").read_text().splitlines()[-1]
+    assert "; on 1 and 2 torch threads a cell." in caption
+    result = run(*args, "--tasks", "tracr", "--model", "tracr-reverse", "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    caption = (tmp_path / "t" / "results.md").read_text().splitlines()[-1]
+    assert "10 prompts (tracr: 6, all a task has)" in caption and "No reference" not in caption
