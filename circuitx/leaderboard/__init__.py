@@ -37,7 +37,7 @@ from circuitx.leaderboard.grid import (
     tasks_for,
 )
 from circuitx.leaderboard.plots import faithfulness_figure, method_styles, roc_figure
-from circuitx.leaderboard.report import PAGES, write_circuit_pages, write_report
+from circuitx.leaderboard.report import PAGES, file_stem, write_circuit_pages, write_report
 from circuitx.leaderboard.results import (
     COLUMNS,
     HEADINGS,
@@ -379,6 +379,7 @@ def write_results(
         name, label = task, task
         if task in shared:
             name, label = f"{task}-{model}", f"{task} ({model})"
+        name = file_stem(name)  # a task file's name may hold a space, a bar or a hash
         roc: dict[str, dict[str, list]] = {}
         faith: dict[str, list] = {}
         for cell, record in zip(cells, board.records):

@@ -63,11 +63,16 @@ img { max-width: 100%; border: 1px solid #eeeeee; margin: 4px 0; }
 """
 
 
+def file_stem(text: str) -> str:
+    """``text`` as a file name's stem of letters, digits, '.', '_' and '-' (the others
+    as '_')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
 def page_name(cell: Cell) -> str:
     """The file name of a cell's circuit page: task, method, model and seed."""
     model = Path(cell.model).name or cell.model
-    text = f"{cell.task}-{cell.method}-{model}-seed{cell.seed}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) + ".html"
+    return file_stem(f"{cell.task}-{cell.method}-{model}-seed{cell.seed}") + ".html"
 
 
 def write_circuit_pages(

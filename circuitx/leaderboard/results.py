@@ -191,7 +191,8 @@ def markdown(rows: list[dict[str, Any]], caption: str) -> str:
     extra = len(headings) - 2 - len(COLUMNS)  # the error column, when shown
     separator = "|---|---|" + "---:|" * len(COLUMNS) + "---|" * extra
     lines = ["| " + " | ".join(headings) + " |", separator]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    # a | in a cell (a task file's name, an error) would start a column of its own
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
     return "\n".join(lines) + f"\n\n{caption}\n"
 
 

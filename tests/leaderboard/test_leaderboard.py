@@ -739,3 +739,19 @@ def test_the_table_says_why_scores_are_missing_and_how_many_prompts_ran(tmp_path
     assert result.exit_code == 0, result.output
     caption = (tmp_path / "t" / "results.md").read_text().splitlines()[-1]
     assert "10 prompts (tracr: 6, all a task has)" in caption and "No reference" not in caption
+
+
+def test_a_task_file_named_with_a_bar_keeps_the_table_and_file_names_whole(tmp_path):
+    """A trial: 'we ird,x|y#z.jsonl' gave results.md's row an extra column, and plots
+    named with the raw name while the pages were sanitised."""
+    odd = tmp_path / "my task|v#2.jsonl"
+    odd.write_text(PAIR * 4)
+    out = tmp_path / "out"
+    args = ["--methods", "activation-patching", "--model", "planted-ioi", "--seeds", 1]
+    result = run("leaderboard", "--tasks", odd, *args, "--n-prompts", 4, "--out", out)
+    assert result.exit_code == 0, result.output
+    header, _, row = (out / "results.md").read_text().splitlines()[:3]
+    assert row.startswith("| my task\\|v#2 | activation-patching |")
+    assert row.replace("\\|", "").count("|") == header.count("|")
+    assert (out / "roc-my_task_v_2.png").exists()
+    assert 'src="roc-my_task_v_2.png"' in (out / "index.html").read_text()
