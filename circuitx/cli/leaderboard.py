@@ -258,5 +258,6 @@ def leaderboard(
         f"wrote index.html, results.json, .csv, .md, plots and circuit pages to {out_dir}{resumed}"
     )
     if board.failed:
-        note(f"{board.failed} of {len(cells)} cells failed; the table shows their errors")
+        where = "the rows' error fields give" if as_json else "the table shows"
+        note(f"{board.failed} of {len(cells)} cells failed; {where} their errors")
         sys.exit(1)

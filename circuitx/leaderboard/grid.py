@@ -95,6 +95,11 @@ def parse_references(specs: Sequence[str], tasks: Sequence[str]) -> dict[str, st
         cuts = [i for i, char in enumerate(spec) if char == "="]
         named = ((_one_of(spec[:i], tasks), spec[i + 1 :]) for i in cuts)
         task, reference = next(((t, r) for t, r in named if t is not None and r), (None, ""))
+        if task is None and _one_of(spec.rstrip("="), tasks) is not None:  # a task alone
+            raise CircuitxError(
+                f"--reference {spec!r} names a task and no reference: give "
+                f"{spec.rstrip('=')}=REFERENCE (a graph file or a reference's name)"
+            )
         if task is None:
             raise CircuitxError(
                 f"--reference {spec!r}: give TASK=REFERENCE with TASK one of --tasks "

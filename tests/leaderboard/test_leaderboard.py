@@ -601,6 +601,9 @@ def test_a_reference_names_its_task_file_by_any_path_and_past_an_equals_sign(tmp
     assert found == {"pairs.jsonl": str(reference), "x=y.jsonl": str(reference)}
     with pytest.raises(CircuitxError, match="give TASK=REFERENCE with TASK one of --tasks"):
         parse_references([f"other.jsonl={reference}"], tasks)
+    # a trial's: a task with no =REFERENCE was said to be no task of --tasks
+    with pytest.raises(CircuitxError, match="names a task and no reference: give pairs.jsonl="):
+        parse_references(["pairs.jsonl"], tasks)
     # a helper's trial: Python's references= took neither a Path nor another path to the
     # file (a task object goes by its absolute path)
     absolute = [str(tmp_path / "pairs.jsonl")]
