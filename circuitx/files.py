@@ -62,7 +62,7 @@ def check_directory_can_be_made(path: str | os.PathLike) -> Path:
         raise CircuitxError(f"{path} cannot be a directory: {existing} is not one")
     refused = _refuses_new_files(existing, "circuitx")
     if refused:
-        raise CircuitxError(f"cannot make {path}: {existing} takes no new files ({refused})")
+        raise CircuitxError(f"cannot make {path} in {existing}: {refused}")
     return path
 
 

@@ -17,7 +17,7 @@ from circuitx import builtin
 from circuitx.discovery.references import resolve_reference
 from circuitx.discovery.run import model_id
 from circuitx.errors import CircuitxError, deferred_interrupts, first_line
-from circuitx.files import check_parent_directory, json_text
+from circuitx.files import check_directory_can_be_made, check_parent_directory, json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
 from circuitx.leaderboard.executors import EXECUTORS, check_not_a_worker, execute
 from circuitx.leaderboard.grid import (
@@ -112,6 +112,7 @@ def run_leaderboard(
     if out_dir.exists() and not out_dir.is_dir():
         raise CircuitxError(f"--out must be a directory: {out_dir}")
     check_parent_directory(out_dir)
+    check_directory_can_be_made(out_dir)  # before any model loads: /proc/x takes no files
     check_cells(cells)
     first = cells[0].request
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once

@@ -287,7 +287,10 @@ def test_the_methods_table_names_flags_and_each_default_circuit(monkeypatch):
         ([*DISCOVER, "--cache-dir", "/dev/null/cache"], "/dev/null is not one"),
         (["score", "/no/such.json", "--reference", "none"], "score needs a reference"),
         (["discover", "--task", "ioi"], "Missing option '--method'. Choose from: activation-"),
-        ([*DISCOVER, "--cache-dir", "/proc/cache"], "cannot make /proc/cache: /proc takes no"),
+        (
+            [*DISCOVER, "--cache-dir", "/proc/cache"],
+            "cannot make /proc/cache in /proc: it takes no new files",
+        ),
         (["score", "/no/such/graph.json", "--cache-dir", "/proc/c"], "cannot make /proc/c"),
         ([*DISCOVER, "--threshold", "nan"], "--threshold must be a finite number"),
         ([*DISCOVER, "--threshold", "inf"], "--threshold must be a finite number"),

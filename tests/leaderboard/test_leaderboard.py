@@ -394,7 +394,9 @@ def test_the_report_in_a_browser_sorts_and_opens_circuits(board, browser):
 PAIR = '{"clean": "When John", "corrupted": "When Sarah", "answer": "John"}\n'
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "same name", "positions", "model"])
+@pytest.mark.parametrize(
+    "problem", ["missing", "empty", "same name", "positions", "model", "unwritable"]
+)
 def test_a_grid_that_cannot_run_is_refused_before_any_cell(tmp_path, problem):
     """A task file that cannot be read, two task files of one name (one row), or settings
     no cell can run with: one line, and no --out directory."""
@@ -421,8 +423,9 @@ def test_a_grid_that_cannot_run_is_refused_before_any_cell(tmp_path, problem):
             ["--model", "planted-ioi"],
             "no cell can run; greater-than / hisp: greater-than needs every two-digit number",
         ),
+        "unwritable": ("greater-than", [], "cannot make /proc/out in /proc: it takes no new"),
     }[problem]
-    out = tmp_path / "out"
+    out = Path("/proc/out") if problem == "unwritable" else tmp_path / "out"
     args = ["leaderboard", "--tasks", tasks, "--methods", "hisp", "--model", "planted"]
     result = run(*args, "--seeds", 1, "--n-prompts", 4, "--out", out, *extra)
     assert_one_line_error(result, expected)
