@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from rich.table import Table
@@ -38,6 +39,26 @@ from circuitx.leaderboard import (
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS
 from circuitx.tasks.pairs import is_task_file
+
+
+def results_table(rows: list[dict[str, Any]], title: str, means_only: bool = False) -> Table:
+    """The leaderboard's rows as a terminal table whose text folds onto more lines where
+    the terminal is narrow (never cut short to "0.9…"); ``means_only`` leaves out the ±
+    std."""
+    headings, body = table(rows)
+    if means_only:
+        body = [[text.split(" ± ")[0] for text in cells] for cells in body]
+    # narrow: no padding beside the borders, so that the numbers keep their whole width
+    shown = Table(title=title, padding=(0, 0) if means_only else (0, 1))
+    for index, heading in enumerate(headings):
+        numeric = 2 <= index < 2 + len(COLUMNS)
+        longest = max((len(cells[index]) for cells in body), default=1) if numeric else None
+        shown.add_column(
+            heading, justify="right" if numeric else "left", overflow="fold", min_width=longest
+        )
+    for cells_shown in body:
+        shown.add_row(*cells_shown)
+    return shown
 
 
 @click.command()
@@ -238,18 +259,16 @@ def leaderboard(
             }
         )
     else:
-        headings, body = table(board.rows)
         settings = "".join(f"; {text}" for text in non_defaults(cells))
         title = f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s){settings}"
-        shown = Table(title=title)
-        for index, heading in enumerate(headings):
-            numeric = 2 <= index < 2 + len(COLUMNS)
-            shown.add_column(heading, justify="right" if numeric else "left")
-        for cells_shown in body:
-            shown.add_row(*cells_shown)
         console = stdout()
         if not console.is_terminal:  # piped: no terminal width to fit, keep rows on one line
             console.width = 240
+        shown = results_table(board.rows, title)
+        headings, body = table(board.rows)
+        widths = [max(len(t) for t in column) for column in zip(headings, *body)]
+        if sum(widths) + 3 * len(widths) + 1 > console.width:  # narrow: the means alone
+            shown = results_table(board.rows, f"{title} (means; ± std in results.md)", True)
         console.print(shown)
     resumed = ""
     if board.resumed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import math
 import re
@@ -761,3 +762,22 @@ def test_a_task_file_named_with_a_bar_keeps_the_table_and_file_names_whole(tmp_p
     assert row.replace("\\|", "").count("|") == header.count("|")
     assert (out / "roc-my_task_v_2.png").exists()
     assert 'src="roc-my_task_v_2.png"' in (out / "index.html").read_text()
+
+
+def test_a_narrow_terminal_shows_every_number_whole(board):
+    """A trial: at 80 columns the table cut its numbers to '1.0…'; it shows the means,
+    folding the task and method names instead."""
+    from rich.console import Console
+
+    from circuitx.cli.leaderboard import results_table
+
+    _, summary = board
+    rows = summary["rows"]
+    for width, means_only in ((80, True), (240, False)):
+        console = Console(file=io.StringIO(), width=width, force_terminal=False)
+        console.print(results_table(rows, "t", means_only))
+        text = console.file.getvalue()
+        assert "…" not in text and max(map(len, text.splitlines())) <= width
+        cpr = rows[0]["cpr"]
+        shown = f"{cpr['mean']:.3f}" + ("" if means_only else f" ± {cpr['std']:.3f}")
+        assert shown in text
