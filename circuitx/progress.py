@@ -42,21 +42,22 @@ def duration(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
-def _progress_lines(label: str, total: int) -> Advance:
+def _progress_lines(label: str, total: int, start: int = 0) -> Advance:
     """An ``Advance`` for a stderr that is not a terminal (a log): a line of how far the
-    work is, and about how long it has left, every :data:`LINE_EVERY` seconds."""
+    work is, and about how long it has left, every :data:`LINE_EVERY` seconds (``start``
+    steps done before, which the time left is not reckoned from)."""
     started = last = time.monotonic()
-    done = 0
+    done = start
 
     def advance(steps: int = 1, description: str | None = None) -> None:
         nonlocal done, last, label
         label = description or label
         done += steps
         now = time.monotonic()
-        if now - last < LINE_EVERY or not 0 < done < total:
+        if now - last < LINE_EVERY or not start < done < total:
             return
         last = now
-        left = (now - started) * (total - done) / done
+        left = (now - started) * (total - done) / max(done - start, 1)
         announce(
             f"{label}: {done}/{total}, {duration(now - started)} "
             f"so far, about {duration(left)} left"
@@ -84,12 +85,15 @@ def announce(text: str) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int, announced: bool = False) -> Iterator[Advance]:
+def progress_bar(
+    description: str, total: int, announced: bool = False, start: int = 0
+) -> Iterator[Advance]:
     """Yield ``advance(steps, description=None)``; draw a bar on stderr if it is a terminal.
 
     A new ``description`` replaces the bar's label (e.g. the item now running). With
     ``announced``, stderr that is not a terminal gets the description once as a line,
-    so a log shows what a long silent wait is."""
+    so a log shows what a long silent wait is. ``start``: steps done before (resumed
+    work), counted but not in the speed the time left is told from."""
     console = Console(stderr=True)
     if _silenced:
         yield no_progress
@@ -97,7 +101,7 @@ def progress_bar(description: str, total: int, announced: bool = False) -> Itera
     if not console.is_terminal:
         if announced:
             announce(f"{description} ...")
-        yield _progress_lines(description, total)
+        yield _progress_lines(description, total, start)
         return
     columns = (
         TextColumn("{task.description}"),
@@ -107,7 +111,7 @@ def progress_bar(description: str, total: int, announced: bool = False) -> Itera
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(description, total=total, completed=start)
 
         def advance(steps: int = 1, description: str | None = None) -> None:
             progress.update(task, advance=steps, description=description)

@@ -42,3 +42,15 @@ def test_a_log_gets_a_line_of_progress_and_time_left_now_and_then(capsys, monkey
     with silenced(), progress_bar("silenced", 8) as advance:
         advance(8)
     assert capsys.readouterr().err == ""
+
+
+def test_resumed_work_counts_but_does_not_speed_the_time_left(capsys, monkeypatch):
+    """A trial: a resumed leaderboard counted its 22 stored cells as progress made at
+    once, so the time left was told from a speed no cell ran at."""
+    clock = iter([0.0, 70.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    with progress_bar("leaderboard", 40, start=22) as advance:
+        advance(2)  # 70 s for 2 cells: 16 left take 560 s
+    assert capsys.readouterr().err.splitlines() == [
+        "leaderboard: 24/40, 0:01:10 so far, about 0:09:20 left"
+    ]

@@ -190,8 +190,7 @@ def _run(
     train_transcoders_first(pending)
     running: list[str] = []
 
-    with progress_bar("leaderboard", len(cells)) as advance:
-        advance(len(cells) - len(pending))
+    with progress_bar("leaderboard", len(cells), start=len(cells) - len(pending)) as advance:
 
         def on_start(cell: Cell) -> None:
             running.append(cell.label)
