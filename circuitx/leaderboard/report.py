@@ -64,9 +64,9 @@ img { max-width: 100%; border: 1px solid #eeeeee; margin: 4px 0; }
 
 
 def file_stem(text: str) -> str:
-    """``text`` as a file name's stem of letters, digits, '.', '_' and '-' (the others
-    as '_')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    """``text`` as a file name's stem of letters (an accented one too), digits, '.', '_'
+    and '-' (the others as '_')."""
+    return re.sub(r"[^\w.-]+", "_", text)
 
 
 def page_name(cell: Cell) -> str:
