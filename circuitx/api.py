@@ -48,6 +48,7 @@ from circuitx.leaderboard import (
     check_grid,
     check_references,
     make_grid,
+    merged_notes,
     method_option,
     methods_over_positions,
     parse_methods,
@@ -469,7 +470,8 @@ def leaderboard(
         **({"references": chosen} if chosen else {}),
     }
     board = run_leaderboard(cells, out, jobs, executor, threads, settings)
-    for line in ([left_out] if left_out else []) + warning_notes(cells, board.records):
+    said = ([left_out] if left_out else []) + merged_notes(specs, given)
+    for line in said + warning_notes(cells, board.records):
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return board
 

@@ -25,6 +25,7 @@ from circuitx.leaderboard import (
     STANDARD_VARIANTS,
     check_grid,
     make_grid,
+    merged_notes,
     methods_over_positions,
     non_defaults,
     parse_methods,
@@ -208,6 +209,8 @@ def leaderboard(
     options = parse_options(list(option_specs), [spec.method for spec in specs])
     every = methods_spec.strip() == "all"
     specs, left_out = methods_over_positions(specs, positions, options, every)
+    for line in merged_notes(specs, options):
+        note(line)
     methods = [spec.label for spec in specs]
     references = parse_references(reference_specs, tasks)
     seed_list = list(range(seed, seed + seeds))

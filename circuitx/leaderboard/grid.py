@@ -257,17 +257,35 @@ def methods_over_positions(
     )
 
 
+def _runs(
+    specs: list[MethodSpec], options: Mapping[str, Mapping[str, Any]]
+) -> dict[str, MethodSpec]:
+    """Each spec's label -> the first spec that runs its method with the same options
+    (defaults filled in): itself, or one before it."""
+    first: dict[tuple[str, str], MethodSpec] = {}
+    runs = {}
+    for spec in specs:
+        given = {**options.get(spec.method, {}), **dict(spec.options)}
+        settings = method_options(get_method(spec.method), given)
+        runs[spec.label] = first.setdefault((spec.method, repr(sorted(settings.items()))), spec)
+    return runs
+
+
 def distinct_runs(
     specs: list[MethodSpec], options: Mapping[str, Mapping[str, Any]]
 ) -> list[MethodSpec]:
     """``specs`` less each one that runs its method with the options (defaults filled in)
     of one before it."""
-    kept: dict[tuple[str, str], MethodSpec] = {}
-    for spec in specs:
-        given = {**options.get(spec.method, {}), **dict(spec.options)}
-        settings = method_options(get_method(spec.method), given)
-        kept.setdefault((spec.method, repr(sorted(settings.items()))), spec)
-    return list(kept.values())
+    return list(dict.fromkeys(_runs(specs, options).values()))
+
+
+def merged_notes(specs: list[MethodSpec], options: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A note for each spec that makes no row of its own (see :func:`distinct_runs`)."""
+    return [
+        f"note: {label} runs {same.label}'s settings: one row, {same.label}"
+        for label, same in _runs(specs, options).items()
+        if same.label != label
+    ]
 
 
 def make_grid(

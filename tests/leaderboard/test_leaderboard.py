@@ -34,6 +34,7 @@ from circuitx.leaderboard import (
     STANDARD_VARIANTS,
     check_cells,
     make_grid,
+    merged_notes,
     non_defaults,
     parse_methods,
     parse_references,
@@ -318,6 +319,11 @@ def test_rows_that_run_the_same_options_are_one_row():
     # --option makes the variant the method's own settings: the first name given stays
     on = make_grid(["greater-than"], methods, "planted", [0], 4, options={"eap": {"qk_fix": "on"}})
     assert [c.method for c in on] == ["eap", "eap[qk-fix=off]", "acdc[tau=0.01]"]
+    # and says so (a trial found the merge silent)
+    assert merged_notes(methods, {}) == ["note: eap[qk-fix=off] runs eap's settings: one row, eap"]
+    assert merged_notes(methods, {"eap": {"qk_fix": "on"}}) == [
+        "note: eap[qk-fix=on] runs eap's settings: one row, eap"
+    ]
 
 
 @pytest.mark.parametrize(
