@@ -42,13 +42,16 @@ from circuitx.tasks import TASKS
 from circuitx.tasks.pairs import is_task_file
 
 
-def results_table(rows: list[dict[str, Any]], title: str, means_only: bool = False) -> Table:
-    """The leaderboard's rows as a terminal table whose text folds onto more lines where
-    the terminal is narrow (never cut short to "0.9…"); ``means_only`` leaves out the ±
-    std."""
+def results_table(rows: list[dict[str, Any]], title: str, width: int) -> Table:
+    """The leaderboard's rows as a table for a terminal ``width`` columns wide, whose text
+    folds onto more lines where it is narrow (never cut short to "0.9…"); rows wider than
+    the terminal show the means without the ± std."""
     headings, body = table(rows)
+    widest = [max(len(text) for text in column) for column in zip(headings, *body)]
+    means_only = sum(widest) + 3 * len(widest) + 1 > width
     if means_only:
         body = [[text.split(" ± ")[0] for text in cells] for cells in body]
+        title = f"{title} (means; ± std in results.md)"
     # narrow: no padding beside the borders, so that the numbers keep their whole width
     shown = Table(title=title, padding=(0, 0) if means_only else (0, 1))
     for index, heading in enumerate(headings):
@@ -267,12 +270,7 @@ def leaderboard(
         console = stdout()
         if not console.is_terminal:  # piped: no terminal width to fit, keep rows on one line
             console.width = 240
-        shown = results_table(board.rows, title)
-        headings, body = table(board.rows)
-        widths = [max(len(t) for t in column) for column in zip(headings, *body)]
-        if sum(widths) + 3 * len(widths) + 1 > console.width:  # narrow: the means alone
-            shown = results_table(board.rows, f"{title} (means; ± std in results.md)", True)
-        console.print(shown)
+        console.print(results_table(board.rows, title, console.width))
     resumed = ""
     if board.resumed:
         resumed = f" ({board.resumed} cell{'' if board.resumed == 1 else 's'} from an earlier run)"

@@ -150,8 +150,7 @@ def check_cells(cells: list[Cell]) -> None:
                 return
             model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
             task = get_task(request.task, request.corruption, request.task_format)
-            task.check_model(model)  # a model the task's words are not in (tracr for ioi)
-            with torch.random.fork_rng(devices=[]):  # as discover draws them
+            with torch.random.fork_rng(devices=[]):  # as discover draws them (and fails)
                 torch.manual_seed(request.seed)
                 data = task.make_data(model, request.n_prompts, request.seed)
             if request.positions != "none":

@@ -781,7 +781,7 @@ def test_a_narrow_terminal_shows_every_number_whole(board):
     rows = summary["rows"]
     for width, means_only in ((80, True), (240, False)):
         console = Console(file=io.StringIO(), width=width, force_terminal=False)
-        console.print(results_table(rows, "t", means_only))
+        console.print(results_table(rows, "t", width))
         text = console.file.getvalue()
         assert "…" not in text and max(map(len, text.splitlines())) <= width
         cpr = rows[0]["cpr"]
