@@ -471,9 +471,23 @@ def leaderboard(
     }
     board = run_leaderboard(cells, out, jobs, executor, threads, settings)
     said = ([left_out] if left_out else []) + merged_notes(specs, given)
-    for line in said + warning_notes(cells, board.records):
+    for line in said + warning_notes(cells, board.records) + _failures(board):
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return board
+
+
+def _failures(board: Leaderboard) -> list[str]:
+    """What the command line's exit code 1 says: how many cells failed, and why (each
+    distinct error once, the first three)."""
+    errors = [r["error"] for r in board.records if r["status"] != "ok"]
+    if not errors:
+        return []
+    distinct = list(dict.fromkeys(errors))
+    more = f"; and {len(distinct) - 3} more errors" if len(distinct) > 3 else ""
+    return [
+        f"{len(errors)} of {len(board.records)} cells failed (board.records hold each "
+        f"one's error): {'; '.join(distinct[:3])}{more}"
+    ]
 
 
 __all__ = [

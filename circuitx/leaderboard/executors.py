@@ -79,20 +79,26 @@ UNGUARDED = (
 def _future_result(future: futures.Future) -> Record | str:
     try:
         return future.result()
-    except futures.process.BrokenProcessPool as error:
-        script = getattr(sys.modules["__main__"], "__spec__", None) is None and hasattr(
-            sys.modules["__main__"], "__file__"
-        )  # a script run by its path (not python -m, not a notebook)
-        return f"the worker process died: {error}" + (f" ({UNGUARDED})" if script else "")
+    except futures.process.BrokenProcessPool:
+        return _died()
+
+
+def _died() -> str:
+    """A cell's error when the worker processes died, with the likely cause for a script."""
+    script = getattr(sys.modules["__main__"], "__spec__", None) is None and hasattr(
+        sys.modules["__main__"], "__file__"
+    )  # a script run by its path (not python -m, not a notebook)
+    return "the worker processes ended abruptly" + (f" ({UNGUARDED})" if script else "")
 
 
 def check_not_a_worker(jobs: int) -> None:
-    """Refuse, in a worker process that is importing the script that started it (run as
-    ``__mp_main__``), to start the script's leaderboard again (see :data:`UNGUARDED`)."""
+    """In a worker process that is importing the script that started it (run as
+    ``__mp_main__``), end the worker, quietly, rather than start the script's leaderboard
+    again: the process that started it says why (see :data:`UNGUARDED`), once."""
     frame = inspect.currentframe()
     while jobs > 1 and frame is not None:
         if frame.f_globals.get("__name__") == "__mp_main__":
-            raise CircuitxError(UNGUARDED)
+            raise SystemExit(1)
         frame = frame.f_back
 
 
@@ -104,7 +110,14 @@ def _schedule(cells, jobs, submit, wait, result, on_start, on_done) -> None:
         while queue and len(running) < jobs:
             cell = queue.pop(0)
             on_start(cell)
-            running[submit(cell)] = cell
+            try:
+                running[submit(cell)] = cell
+            except futures.process.BrokenProcessPool:  # the workers died: no other cell runs
+                for lost in [cell, *queue]:
+                    if lost is not cell:
+                        on_start(lost)
+                    on_done(lost, {"key": lost.key, "status": "error", "error": _died()})
+                queue.clear()
         for handle in wait(list(running)):
             cell = running.pop(handle)
             record = result(handle)

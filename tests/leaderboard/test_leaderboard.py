@@ -638,15 +638,18 @@ def test_a_task_file_with_commas_in_its_name_is_one_task(tmp_path):
 
 def test_a_script_without_a_main_guard_is_told_to_add_one(monkeypatch):
     """A helper's trial: cx.leaderboard(jobs=2) at a script's top level ran the script again
-    in each worker, whose own leaderboard failed to start; every cell died unexplained."""
+    in each worker, whose own leaderboard failed to start; every cell died unexplained. Later
+    each worker printed a traceback of its own: a worker now ends quietly, and the process
+    that started it says why, once."""
     from concurrent import futures
     from concurrent.futures.process import BrokenProcessPool
 
     from circuitx.leaderboard import executors
 
     script = "from circuitx.leaderboard.executors import check_not_a_worker\ncheck_not_a_worker({})"
-    with pytest.raises(CircuitxError, match='under `if __name__ == "__main__":`'):
+    with pytest.raises(SystemExit) as ended:
         exec(compile(script.format(2), "script.py", "exec"), {"__name__": "__mp_main__"})
+    assert ended.value.code == 1
     exec(compile(script.format(1), "script.py", "exec"), {"__name__": "__mp_main__"})
     exec(compile(script.format(2), "script.py", "exec"), {"__name__": "__main__"})
     died = futures.Future()
@@ -656,7 +659,59 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(monkeypatch):
     monkeypatch.setitem(sys.modules, "__main__", main)
     assert executors._future_result(died).endswith(f"({executors.UNGUARDED})")
     main.__spec__ = "a module run with python -m"
-    assert executors._future_result(died) == "the worker process died: terminated abruptly"
+    assert executors._future_result(died) == "the worker processes ended abruptly"
+
+
+def test_cells_not_yet_started_when_the_workers_die_are_errors_not_a_traceback():
+    """The pool refused the next cell with BrokenProcessPool, a traceback out of
+    cx.leaderboard; every cell left is now an error record, started and done in order."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from circuitx.leaderboard import executors
+
+    Cell = type("Cell", (), {})
+    cells = [Cell() for _ in range(4)]
+    for index, cell in enumerate(cells):
+        cell.key = f"cell{index}"
+    said = []
+
+    def submit(cell):
+        if cell is not cells[0]:
+            raise BrokenProcessPool("gone")
+        return "handle"
+
+    executors._schedule(
+        cells,
+        2,
+        submit=submit,
+        wait=lambda running: running,
+        result=lambda handle: "the worker processes ended abruptly",
+        on_start=lambda cell: said.append(("start", cell.key)),
+        on_done=lambda cell, record: said.append(("done", record["key"], record["status"])),
+    )
+    started = [key for what, key, *_ in said if what == "start"]
+    done = [key for what, key, *_ in said if what == "done"]
+    assert sorted(started) == sorted(done) == [cell.key for cell in cells]
+    assert {entry[2] for entry in said if entry[0] == "done"} == {"error"}
+    for key in done:  # each is started before it is done
+        assert said.index(("start", key)) < [s[:2] for s in said].index(("done", key))
+
+
+def test_python_leaderboard_warns_of_failed_cells():
+    """The command exits 1 when cells fail; cx.leaderboard returned in silence."""
+    from circuitx import api
+
+    board = type("Board", (), {})()
+    board.records = [
+        {"status": "ok"},
+        {"status": "error", "error": "boom"},
+        {"status": "error", "error": "boom"},
+    ]
+    assert api._failures(board) == [
+        "2 of 3 cells failed (board.records hold each one's error): boom"
+    ]
+    board.records = [{"status": "ok"}]
+    assert api._failures(board) == []
 
 
 def test_a_reference_file_of_another_shape_is_refused_before_any_cell(tmp_path):
