@@ -577,7 +577,8 @@ def to_dot(graph: nx.MultiDiGraph) -> str:
         attributes = [f'label="{data["input"]}"'] if data.get("input") else []
         if score is not None:
             width = edge_width(score, largest)
-            attributes += [f"score={score:.6g}", f"penwidth={width:.2f}"]
+            # quoted: DOT's numerals have no exponent, and -6.9e-13 ended the file's parse
+            attributes += [f'score="{score:.6g}"', f"penwidth={width:.2f}"]
         shown = f" [{', '.join(attributes)}]" if attributes else ""
         lines.append(f'  "{sender}" -> "{receiver}"{shown};')
     lines.append("}")

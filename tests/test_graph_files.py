@@ -1,5 +1,6 @@
 import json
 import re
+import subprocess
 
 import networkx as nx
 import numpy as np
@@ -150,7 +151,7 @@ def test_dot_shows_the_circuit_only_a_row_a_layer_and_each_edges_score():
     graph = scored_graph()
     dot = to_dot(graph)
     score = graph.edges["a0.h1", "a2.h0", "a0.h1->a2.h0<q>"]["score"]
-    assert f'"a0.h1" -> "a2.h0" [label="q", score={score:.6g}, penwidth=' in dot
+    assert f'"a0.h1" -> "a2.h0" [label="q", score="{score:.6g}", penwidth=' in dot
     assert '"a0.h0"' not in dot
     # a helper's trial: m0 sat in layer 1's row, heads out of order, every edge one width
     select_nodes(graph, ["a1.h0", "a1.h1", "m1", "m0"])
@@ -158,6 +159,20 @@ def test_dot_shows_the_circuit_only_a_row_a_layer_and_each_edges_score():
     assert rows == ['{ rank=same; "m0"; }', '{ rank=same; "a1.h0"; "a1.h1"; "m1"; }']
     widths = {float(w) for w in re.findall(r"penwidth=([0-9.]+)", to_dot(graph))}
     assert max(widths) == 4.0 and len(widths) > 2
+
+
+def test_dot_with_scores_of_any_size_is_read_by_graphviz(tmp_path, graphviz):
+    """A helper's trial: a CD-T circuit's score -6.91949e-13, written bare, was a syntax
+    error to dot (its numerals have no exponent)."""
+    graph = scored_graph()
+    for index, (*_, data) in enumerate(graph.edges(data=True)):
+        data["score"] = [-6.91949e-13, 3.2e21, 0.5][index % 3]
+    graph.edges["a0.h1", "a2.h0", "a0.h1->a2.h0<q>"]["in_circuit"] = True
+    path = tmp_path / "g.dot"
+    path.write_text(to_dot(graph))
+    assert "e-13" in path.read_text()
+    done = subprocess.run(["dot", "-Tsvg", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 EDGE = {"input": "q", "score": 0.1, "in_circuit": False}
