@@ -122,11 +122,14 @@ def compare(graph_a, graph_b, as_json) -> None:
 )
 @click.option(
     "--all", "every", is_flag=True,
-    help="Every scored edge, not the circuit's only (a page: its slider starts there).",
+    help="Every edge with a non-zero score, not the circuit's only (for a node-level method, "
+    "every such head and MLP and the edges among them; a page: its slider starts there).",
 )  # fmt: skip
 @click.option(
     "--top", type=click.IntRange(min=1),
-    help="The N edges of largest |score| (a page: its slider starts at top N).",
+    help="The N edges of largest non-zero |score| (for a node-level method, heads and MLPs "
+    "and the edges among them), as discover's --top-k selects (a page: its slider starts "
+    "at top N).",
 )  # fmt: skip
 @click.option(
     "--engine", type=click.Choice(DRAW_ENGINES), default="matplotlib", show_default=True,
@@ -151,11 +154,6 @@ def draw_command(graph_path, out_path, reference_spec, every, top, engine, cache
     drawn = draw(graph, out_path, matching_reference(graph, reference), top, every, engine)
     if drawn["note"]:
         note(f"note: {drawn['note']}")
-    if (every or top is not None) and drawn["edges"] == 0:
-        note(
-            "note: no edge has a non-zero score (a node-level method scores none): --all and "
-            "--top choose among scored edges; without them the circuit's edges are drawn"
-        )
 
 
 def collapsed(graph: Any, path: str) -> Any:

@@ -16,7 +16,6 @@ from circuitx.drawing.places import (
     Picture,
     caption_text,
     draw_format,
-    empty_note,
     feeds,
     graph_places,
     missed_edges,
@@ -109,7 +108,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
                 f'only"{head}];'
             )
     lines.append("}")
-    drawn = {"nodes": len(nodes), "edges": len(edges), "note": empty_note(nodes)}
+    drawn = {"nodes": len(nodes), "edges": len(edges), "note": picture.note(nodes)}
     return "\n".join(lines) + "\n", drawn
 
 

@@ -21,18 +21,19 @@ const referenceBox = document.getElementById("reference");
 const statusLine = document.getElementById("status");
 const infoLine = document.getElementById("info");
 
-// the scored items a selection ranks: edges for an edge-level method, heads and MLPs for a
-// node-level one (features and their edges follow)
+// the items a selection ranks, those with a non-zero score: edges for an edge-level method,
+// heads and MLPs for a node-level one (features and their edges follow); as
+// circuitx.drawing.places.scored_selection ranks them for a static picture
 const ranked = [];
 if (data.level === "edge") {
   for (let i = 0; i < nEdges; i++) {
-    if (edges.score[i] !== null && !featureEdge(i)) {
+    if (edges.score[i] && !featureEdge(i)) {
       ranked.push({ index: i, magnitude: Math.abs(edges.score[i]) });
     }
   }
 } else {
   for (let i = 0; i < nNodes; i++) {
-    if (!fixedNodes.has(i) && !isFeature(i) && nodes.score[i] !== null) {
+    if (!fixedNodes.has(i) && !isFeature(i) && nodes.score[i]) {
       ranked.push({ index: i, magnitude: Math.abs(nodes.score[i]) });
     }
   }

@@ -35,6 +35,7 @@ from circuitx.drawing.places import (
     feeds,
     graph_places,
     label,
+    level_scores,
     reference_sets,
     role_abbreviations,
     role_of,
@@ -43,7 +44,6 @@ from circuitx.drawing.places import (
 from circuitx.files import atomic_open
 from circuitx.graph import (
     LOGITS,
-    component_nodes,
     edges_by_name,
     position_labels,
     score_level,
@@ -71,15 +71,14 @@ def page_data(picture: Picture) -> dict[str, Any]:
     meta = graph.graph
     level = score_level(graph)
     kinds = dict(graph.nodes(data="kind"))
-    if level == "edge":  # what the slider ranks: edge scores, or head and MLP ones
-        ranked = [d["score"] for _, s, r, d in rows if "feature" not in (kinds[s], kinds[r])]
-    else:
-        ranked = [graph.nodes[n]["score"] for n in component_nodes(graph)]
-    magnitudes = [abs(score) for score in ranked if score]
+    # what the slider ranks: the non-zero edge scores, or head and MLP ones
+    magnitudes = sorted((abs(score) for score in level_scores(graph) if score), reverse=True)
     threshold = meta.get("threshold")
     mode = "top" if top is not None else "threshold" if every else "circuit"
     if every:
-        threshold = min(magnitudes, default=0.0)
+        threshold = magnitudes[-1] if magnitudes else 0.0
+    elif threshold is None and magnitudes:  # a top-k circuit: the threshold that keeps it
+        threshold = magnitudes[min(top or meta.get("top_k") or 20, len(magnitudes)) - 1]
     return {
         "title": title(graph),
         "file_stem": None,

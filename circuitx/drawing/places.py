@@ -19,11 +19,15 @@ from circuitx.files import file_suffix
 from circuitx.graph import (
     INPUT,
     LOGITS,
+    component_nodes,
     edge_name,
     edges_by_name,
+    ends_of,
     parse_edge_name,
     parse_node,
     position_groups,
+    score_level,
+    selection_by_score,
     shape_of,
 )
 from circuitx.names import at_position, split_position
@@ -33,6 +37,10 @@ MAX_DRAWN_EDGES = 2000  # more is a texture, not a picture (GPT-2 small has 32,4
 FEATURE_STEP = 0.42  # between transcoder features in their MLP's row
 PANEL_GAP = 1.5  # between the panels of position groups
 EMPTY_NOTE = "no component is in the circuit"
+NOTHING_SCORED = (  # --top or --all on a graph whose scores are all 0 or missing
+    "nothing has a non-zero score to select (--top and --all choose among the scored edges, "
+    "or heads and MLPs of a node-level method); without them the circuit is drawn"
+)
 INPUT_COLOURS = {
     "q": "#1f77b4",
     "k": "#ff7f0e",
@@ -185,11 +193,22 @@ class Picture:
 
     def contents(self) -> tuple[list[Edge], int, list[str]]:
         """The edges to draw, how many were chosen (see :func:`chosen_edges`), and the
-        nodes to draw: the circuit's and the drawn edges' ends, in graph order."""
-        edges, chosen = chosen_edges(self.graph, self.top, self.every)
-        ends = {node for sender, receiver, *_ in edges for node in (sender, receiver)}
-        nodes = [n for n, kept in self.graph.nodes(data="in_circuit") if kept or n in ends]
+        nodes to draw, in graph order: the circuit's, or those of the ``top`` or
+        ``every`` selection (:func:`scored_selection`)."""
+        if self.top is None and not self.every:
+            kept = {n for n, in_circuit in self.graph.nodes(data="in_circuit") if in_circuit}
+            names = {key for *_, key, on in self.graph.edges(keys=True, data="in_circuit") if on}
+        else:
+            kept, names = scored_selection(self.graph, self.top)
+        edges, chosen = chosen_edges(self.graph, names)
+        nodes = [n for n in self.graph.nodes if n in kept]
         return edges, chosen, nodes
+
+    def note(self, nodes: list[str]) -> str | None:
+        """The note on a picture of no head, MLP or feature (None when it has one)."""
+        if empty_note(nodes) is None:
+            return None
+        return EMPTY_NOTE if self.top is None and not self.every else NOTHING_SCORED
 
 
 def empty_note(nodes: list[str]) -> str | None:
@@ -208,18 +227,35 @@ def score_scale(graph: nx.MultiDiGraph, nodes: list[str]) -> tuple[Any, Any]:
     return colormaps["RdBu_r"], TwoSlopeNorm(0.0, -bound, bound)
 
 
-def chosen_edges(graph: nx.MultiDiGraph, top: int | None, every: bool) -> tuple[list[Edge], int]:
-    """The edges to draw, and how many were chosen: the circuit's; every one with a
-    non-zero score (``every``); or the ``top`` of those by |score|. Of more than
+def scored_selection(graph: nx.MultiDiGraph, top: int | None) -> tuple[set[str], set[str]]:
+    """(nodes, edge names) of the ``top`` items with a non-zero |score| at the graph's
+    score level (edges, or heads and MLPs for a node-level method), or of every such item
+    (None), selected as discovery's ``--top-k`` selects (:func:`selection_by_score`: an
+    edge brings its ends, nodes the edges among them). The page's slider ranks the same."""
+    nonzero = sum(1 for score in level_scores(graph) if score)
+    if not nonzero:
+        return ends_of(graph), set()
+    return selection_by_score(graph, top_k=nonzero if top is None else min(top, nonzero))
+
+
+def level_scores(graph: nx.MultiDiGraph) -> list[float | None]:
+    """The scores a selection ranks: the edges' (features' edges left out), or the heads'
+    and MLPs' for a node-level method."""
+    if score_level(graph) == "node":
+        return [graph.nodes[n]["score"] for n in component_nodes(graph)]
+    kinds = dict(graph.nodes(data="kind"))
+    return [
+        score
+        for sender, receiver, score in graph.edges(data="score")
+        if "feature" not in (kinds[sender], kinds[receiver])
+    ]
+
+
+def chosen_edges(graph: nx.MultiDiGraph, names: set[str]) -> tuple[list[Edge], int]:
+    """The edges named, to draw, and how many they are. Of more than
     :data:`MAX_DRAWN_EDGES`, the largest by |score| are drawn (edges without scores, as a
     node-level method's, by their weaker end's |node score|)."""
-    edges = list(graph.edges(keys=True, data=True))
-    if top is None and not every:
-        edges = [edge for edge in edges if edge[3]["in_circuit"]]
-    else:
-        edges = [e for e in edges if e[3]["score"] is not None and e[3]["score"] != 0]
-        if top is not None:
-            edges = sorted(edges, key=lambda edge: -abs(edge[3]["score"]))[:top]
+    edges = [edge for edge in graph.edges(keys=True, data=True) if edge[2] in names]
     if len(edges) <= MAX_DRAWN_EDGES:
         return edges, len(edges)
     return sorted(edges, key=lambda edge: -edge_weight(graph, edge))[:MAX_DRAWN_EDGES], len(edges)

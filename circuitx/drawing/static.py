@@ -25,7 +25,6 @@ from circuitx.drawing.places import (
     edge_bends,
     edge_end,
     edge_points,
-    empty_note,
     feeds,
     graph_places,
     label,
@@ -206,7 +205,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     ax.set_xlim(-2.2, right + 1.0)
     ax.set_ylim(-0.6, n_layers + 1.6)
     figure.suptitle(title(graph), fontsize=10)
-    note = empty_note(nodes)
+    note = picture.note(nodes)
     if note:  # under the title, clear of the reference's nodes drawn in the panel
         figure.text(0.5, 0.925, note, ha="center", fontsize=9, color="#aa0000")
     caption = caption_text(

@@ -86,7 +86,7 @@ def test_the_page_starts_where_asked():
     assert page_data(Picture(graph))["initial"]["mode"] == "circuit"
     assert page_data(Picture(graph, top=7))["initial"] == {
         "mode": "top",
-        "threshold": 0.0,
+        "threshold": 0.5,  # the 7th largest |score|, where the threshold mode starts
         "top": 7,
     }
     every = page_data(Picture(graph, every=True))["initial"]

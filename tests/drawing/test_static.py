@@ -205,7 +205,8 @@ def test_of_too_many_unscored_edges_those_between_the_strongest_nodes_are_drawn(
     strong = {"a0.h3": 9.0, "a1.h0": 8.0, "a2.h1": 7.0}
     for node, score in strong.items():
         graph.nodes[node]["score"] = score
-    drawn, chosen = places_module.chosen_edges(graph, None, False)
+    circuit = {key for *_, key, kept in graph.edges(keys=True, data="in_circuit") if kept}
+    drawn, chosen = places_module.chosen_edges(graph, circuit)
     assert chosen > 5 and {(s, r) for s, r, *_ in drawn} <= {
         (s, r) for s in strong for r in (*strong, "logits")
     }
@@ -221,18 +222,54 @@ def test_of_too_many_unscored_edges_those_between_the_strongest_nodes_are_drawn(
 
 
 def test_top_and_all_draw_only_scored_edges_and_say_so_when_none_are(tmp_path):
-    """--top N takes edges with a non-zero score, as --all does; a graph with none (a
-    node-level method's) gets a note instead of a silently empty picture."""
+    """--top N takes edges with a non-zero score, as --all does; a graph with no score at
+    all gets a note instead of a silently empty picture."""
     graph = scored_circuit()
     nonzero = [k for *_, k, s in graph.edges(keys=True, data="score") if s]
     assert draw(graph, tmp_path / "t.svg", top=10**6)["edges"] == len(nonzero)
     for _, _, data in graph.edges(data=True):
         data["score"] = None
+    for node in graph.nodes:
+        graph.nodes[node]["score"] = None
     path = tmp_path / "nodes.graphml"
     write_graph(graph, path)
     result = run("draw", path, "--out", tmp_path / "n.svg", "--top", 5)
     assert result.exit_code == 0, result.output
-    assert "no edge has a non-zero score" in result.stderr
+    assert "nothing has a non-zero score to select" in result.stderr
+    assert "no component is in the circuit" not in result.stderr
+
+
+def test_top_selects_as_the_page_and_discover_do(tmp_path):
+    """A helper's trial: --top 30 drew the 19 non-zero edges of an edge-level circuit where
+    the page took 30 (11 scored 0), and --top 3 of a node-level circuit drew its 6 nodes and
+    no edge where the page drew the top 3 nodes and the edges among them. Both now take the
+    top N non-zero items at the graph's score level, as discover's --top-k ranks them."""
+    graph = scored_circuit()
+    for index, (*_, data) in enumerate(graph.edges(data=True)):  # no ties, every 4th 0
+        data["score"] = 0.0 if index % 4 == 0 else (-1) ** index * (index + 1) / 1000
+    nonzero = sorted(
+        ((abs(s), k) for *_, k, s in graph.edges(keys=True, data="score") if s), reverse=True
+    )
+    edges, chosen, nodes = Picture(graph, top=3).contents()
+    assert {k for _, _, k, _ in edges} == {k for _, k in nonzero[:3]} and chosen == 3
+    assert set(nodes) == {n for s, r, *_ in edges for n in (s, r)} | {"input", "logits"}
+    assert page_data(Picture(graph, top=3))["initial"]["top"] == 3
+    # node level: the top 2 heads and MLPs by |score| and the edges among them
+    for _, _, data in graph.edges(data=True):
+        data["score"] = None
+    strongest = sorted(
+        (n for n in graph.nodes if n not in ("input", "logits") and graph.nodes[n]["score"]),
+        key=lambda n: -abs(graph.nodes[n]["score"]),
+    )[:2]
+    edges, chosen, nodes = Picture(graph, top=2).contents()
+    assert set(nodes) == {*strongest, "input", "logits"}
+    assert edges and all({s, r} <= set(nodes) for s, r, *_ in edges)
+    # a top-k circuit's page starts its threshold mode at the k-th |score|, not at 0
+    for index, (*_, data) in enumerate(graph.edges(data=True)):
+        data["score"] = 0.0 if index % 4 == 0 else (-1) ** index * (index + 1) / 1000
+    graph.graph.pop("threshold", None)
+    graph.graph["top_k"] = 2
+    assert page_data(Picture(graph))["initial"]["threshold"] == nonzero[1][0]
 
 
 def test_reference_auto_without_a_reference_draws_without_one_as_discover_does(tmp_path):
