@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import torch
 
 from circuitx import builtin
 from circuitx.discovery import (
@@ -78,11 +79,23 @@ def load_model(
     pick its member, built into the cache the first time), a local model directory, or a
     Hugging Face hub model by name or alias (``gpt2``, ``pythia-70m``)."""
     if not isinstance(name, (str, os.PathLike)):
-        raise CircuitxError(f"a model is named by a string or a directory, not {name!r}")
+        raise _not_a_model(name, "a model is named by a string or a directory")
     name = os.fspath(name)
     if task is not None:
         name = builtin.resolve(name, get_task(task).name)
     return builtin.load(name, device, dtype, cache_dir)
+
+
+def _not_a_model(value: object, takes: str) -> CircuitxError:
+    """The error for a model given as something circuitx does not load from: a module
+    (a Hugging Face model in memory) is told how to hand it over."""
+    hint = ""
+    if isinstance(value, torch.nn.Module):
+        hint = (
+            ": circuitx loads a model itself, from a directory; save this one there with its "
+            "save_pretrained(DIR), its tokenizer beside it, and pass DIR"
+        )
+    return CircuitxError(f"{takes}, not {a_type(value)}{hint}")
 
 
 def task_from_file(path: str | os.PathLike, task_format: str | None = None) -> FileTask:
@@ -106,7 +119,7 @@ def discover(
     faithfulness: bool = True,
     faithfulness_prompts: int = FAITHFULNESS_PROMPTS,
     backup_rounds: int = 0,
-    positions: str = "none",
+    positions: str | None = "none",
     max_memory: int | str | None = None,
     device: str | None = None,
     dtype: str | None = None,
@@ -128,10 +141,11 @@ def discover(
     warnings) is raised as a :class:`circuitx.errors.CircuitxWarning`."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
+    positions = "none" if positions is None else positions  # as a graph records it
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if not isinstance(model, (str, Model)):
-        raise CircuitxError(f"model takes a loaded model or a name, not {a_type(model)}")
+        raise _not_a_model(model, "model takes a model load_model gave, or a name")
     if isinstance(model, Model):
         _check_loaded(model, device, dtype)
     _check_keywords(options)
@@ -374,7 +388,7 @@ def leaderboard(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     ablation: str = "corrupted",
     backup_rounds: int = 0,
-    positions: str = "none",
+    positions: str | None = "none",
     device: str | None = None,
     dtype: str = "float32",
     cache_dir: str | os.PathLike | None = None,
@@ -396,6 +410,7 @@ def leaderboard(
     ``executor`` as ``--threads`` and ``--executor``."""
     if isinstance(max_memory, str):
         max_memory = parse_memory(max_memory)
+    positions = "none" if positions is None else positions  # as a graph records it
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if isinstance(model, Model):
@@ -404,7 +419,7 @@ def leaderboard(
             f"loads its own (pass {model.builtin or model.source!r})"
         )
     if not isinstance(model, str):
-        raise CircuitxError(f"model takes a name, a family or a directory, not {a_type(model)}")
+        raise _not_a_model(model, "model takes a name, a family or a directory")
     if isinstance(tasks, Task):
         tasks = [tasks]
     if isinstance(tasks, Sequence) and not isinstance(tasks, str):  # task objects by name

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
+import torch
 from conftest import run
 
 import circuitx as cx
@@ -88,8 +89,14 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.discover("planted", "ioi", "eap", threshold="x"), "--threshold takes a"),
         (lambda: cx.discover("planted", "ioi", "eap", seed=-1), "--seed must be at least 0"),
         (lambda: cx.discover("planted", "ioi", "eap", faithfulness="no"), "True or False"),
-        (lambda: cx.discover(None, "ioi", "eap"), "model takes a loaded model or a name, not None"),
-        (lambda: cx.discover(3, "ioi", "eap"), "model takes a loaded model or a name, not an int"),
+        (
+            lambda: cx.discover(None, "ioi", "eap"),
+            "model takes a model load_model gave, or a name, not None",
+        ),
+        (
+            lambda: cx.discover(3, "ioi", "eap"),
+            "model takes a model load_model gave, or a name, not an int",
+        ),
         (lambda: cx.discover("planted", ["ioi"], "eap"), "--task takes a name"),
         (lambda: cx.discover("planted", "ioi", "eap-ig", ig_steps="3"), "takes an int"),
         (lambda: cx.load_model(3), "named by a string or a directory"),
@@ -188,6 +195,19 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.discover("planted", "ioi", "eap", tau=0.1), "--tau applies to acdc, not"),
         (lambda: cx.load_model("planted"), "model family: pass the task that picks its model"),
         (lambda: cx.load_model("tracr"), "model family: name one of its models ('tracr-reverse'"),
+        (  # a trial's: a Hugging Face model in memory, its whole printout in the message
+            lambda: cx.load_model(torch.nn.Sequential(torch.nn.Linear(2, 2))),
+            "not a Sequential: circuitx loads a model itself, from a directory; save this one "
+            "there with its save_pretrained(DIR)",
+        ),
+        (
+            lambda: cx.discover(torch.nn.Linear(2, 2), "ioi", "eap"),
+            "model takes a model load_model gave, or a name, not a Linear: circuitx loads",
+        ),
+        (  # a trial's: None, as a graph records no positions, is "none"
+            lambda: cx.discover("planted", "ioi", "eap", positions=None, n_prompts=0),
+            "--n-prompts must be at least 1",
+        ),
         (  # a built-in or file task object goes by its name or path: this one's error is later
             lambda: cx.leaderboard(tasks=cx.get_task("ioi"), methods=["eap"], seeds=0),
             "--seeds must be at least 1",
