@@ -103,6 +103,14 @@ def check_same_model(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> None
             "the reference is a circuit over token positions and the graph is not: score a "
             "graph found with --positions against it, or use a reference without positions"
         )
+    if None not in (position_groups(graph), position_groups(reference)) and position_groups(
+        graph
+    ) != position_groups(reference):
+        raise CircuitxError(
+            f"the graph is over the token positions {_some(list(position_groups(graph)))} and "
+            f"the reference over {_some(list(position_groups(reference)))}: score them as "
+            "their components (--collapse-positions), or against a reference at the graph's"
+        )
     try:
         edited = shape_of(graph) == shape_of(reference)  # one shape: the nodes were edited
     except CircuitxError:
@@ -193,9 +201,10 @@ def overlap(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> dict[str, dict[str, float
     (heads and MLPs) and edges: counts in each, shared, Jaccard, and the shares of A's
     circuit found in B's (``a_in_b``) and of B's in A's (``b_in_a``). Transcoder
     feature nodes are left out: they compare as their MLPs; a circuit over token
-    positions meets one without them collapsed to its components."""
+    positions meets one without them, or over other positions, collapsed to its
+    components."""
     a, b = component_graph(a), component_graph(b)
-    if (position_groups(a) is None) != (position_groups(b) is None):
+    if position_groups(a) != position_groups(b):  # one without positions, or other ones
         a, b = collapse_positions(a), collapse_positions(b)
     if set(component_nodes(a)) != set(component_nodes(b)):
         raise CircuitxError(

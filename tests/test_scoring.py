@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from circuitx.discovery import overlap_notes
 from circuitx.errors import CircuitxError
 from circuitx.graph import component_nodes, full_graph, layout_graph, select_nodes
 from circuitx.layout import PositionLayout
@@ -166,3 +167,23 @@ def test_a_reference_over_positions_against_a_graph_without_them_says_so():
         score_graph(full_graph(2, 2, True), reference)
     with pytest.raises(CircuitxError, match="different model shapes"):
         score_graph(full_graph(2, 2, True), full_graph(3, 2, True))
+
+
+def test_circuits_over_other_positions_say_so_and_compare_as_components():
+    """A helper's trial: a --positions named circuit against a --positions all one was "for
+    different model shapes (2 layers x 4 heads; 2 layers x 4 heads)" in compare, and in
+    score advice about nodes left out of a reference."""
+    named = layout_graph(PositionLayout(2, 2, True, positions=("S", "END"), readout=("END",)))
+    every = layout_graph(
+        PositionLayout(2, 2, True, positions=("0", "1", "2"), readout=("2",), ordered=True)
+    )
+    for graph in (named, every):
+        graph.nodes["a1.h0@" + ("END" if graph is named else "2")]["in_circuit"] = True
+    with pytest.raises(CircuitxError, match="over the token positions S, END and the reference"):
+        score_graph(named, every)
+    compared = overlap(named, every)
+    assert compared["heads"]["shared"] == 1 and compared["heads"]["jaccard"] == 1.0
+    assert overlap_notes(named, every) == [
+        "note: the circuits are over different token positions: they are compared as their "
+        "components"
+    ]

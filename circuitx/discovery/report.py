@@ -113,8 +113,14 @@ def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
     keep; circuits of two models."""
     loose = {f"graph {name}": loose_edges(g) for name, g in (("A", a), ("B", b))}
     notes = [_loose_note(which, keys) for which, keys in loose.items() if keys]
-    if (position_groups(a) is None) != (position_groups(b) is None):
+    groups = [position_groups(g) for g in (a, b)]
+    if (groups[0] is None) != (groups[1] is None):
         notes.append("note: one circuit is over token positions: it is compared as its components")
+    elif groups[0] != groups[1]:
+        notes.append(
+            "note: the circuits are over different token positions: they are compared as "
+            "their components"
+        )
     models = [g.graph.get("model") for g in (a, b)]
     if None not in models and models[0] != models[1]:
         notes.append(
