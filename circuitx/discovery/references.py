@@ -78,9 +78,14 @@ def resolve_reference(
         if model_id != task.paper_model:
             note = (
                 f"no reference: --reference auto uses the {task_name} reference only on "
-                f"{task.paper_model}, the model it was published for; pass --reference "
-                f"{task_name} to use it here"
+                f"{task.paper_model}, the model it was published for; "
             )
+            try:  # offered only where it fits the model
+                if task.reference_task is None:
+                    task.reference("", *shape)
+                note += f"pass --reference {task_name} to use it here"
+            except CircuitxError as error:
+                note += f"it does not fit this model ({error})"
             return None, None, note
         spec = task_name
     base, _, variant = spec.partition(":")

@@ -42,3 +42,13 @@ def test_auto_says_why_a_graph_has_no_reference(meta, why):
 def test_python_says_reference_where_the_command_line_says_the_option():
     with pytest.raises(CircuitxError, match=r"has no circuit of its own; pass reference=\.\.\.$"):
         cx.score(full_graph(2, 2, True, task="mine", task_file="/d/mine.jsonl"))
+
+
+def test_auto_offers_the_task_reference_only_where_it_fits():
+    """A helper's trial: on a 2 x 4 model the note said "pass --reference ioi to use it
+    here", which then failed, after the model loaded, as too small."""
+    _, _, small = resolve_reference("auto", "ioi", "my-model", (2, 4, True))
+    assert "it does not fit this model (the ioi reference circuit needs at least" in small
+    assert "pass --reference" not in small
+    _, _, large = resolve_reference("auto", "ioi", "my-model", (12, 12, True))
+    assert large.endswith("pass --reference ioi to use it here")
