@@ -93,9 +93,11 @@ def fitted_elsewhere(source: str, model: Model) -> str | None:
     fitted = trained_for(source) if os.path.isdir(source) else None
     if fitted is None or _same_model(fitted[1], model):
         return None
+    name, trained_source = fitted
+    named = name if name == trained_source else f"{name} ({trained_source})"
     return (
-        f"the transcoders in {source} were trained for {fitted[0]} ({fitted[1]}), not this "
-        f"model ({model.source}); their features are fitted to that model's MLPs"
+        f"the transcoders in {source} were trained for {named}, not this model "
+        f"({model.source}); their features are fitted to that model's MLPs"
     )
 
 

@@ -443,7 +443,8 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     assert "were trained for" not in discover_with(tiny_dir)
     other = tiny_gpt2(tmp_path / "other", 2, 4, 32, seed=1)  # the same shape
     note = discover_with(other)
-    assert f"the transcoders in {out} were trained for {tiny_dir}" in note
+    # a model named by its directory is named once (a trial's said "for DIR (DIR)")
+    assert f"the transcoders in {out} were trained for {tiny_dir}, not this model" in note
     assert f"not this model ({other})" in note
 
 
