@@ -327,6 +327,15 @@ def discover_command(
         print_summary(summary, written)
 
 
+def features_text(summary: dict[str, Any]) -> str:
+    """A feature graph's features kept, which the nodes and edges kept do not count."""
+    return (
+        f"{summary['n_features_in_circuit']} / {summary['n_features']}, their edges "
+        f"{summary['n_feature_edges_in_circuit']} / {summary['n_feature_edges']} (not in "
+        "the counts above)"
+    )
+
+
 def prompts_text(summary: dict[str, Any]) -> str:
     """The prompt count, and the parts the memory budget cut them into where several."""
     parts = summary.get("prompt_parts") or 1
@@ -375,6 +384,11 @@ def print_summary(summary: dict[str, Any], written: dict[str, str | None]) -> No
         ("clean accuracy", fmt(summary["clean_accuracy"])),
         ("nodes kept", f"{summary['n_nodes_in_circuit']} / {summary['n_nodes']}"),
         ("edges kept", f"{summary['n_edges_in_circuit']} / {summary['n_edges']}"),
+        *(
+            [("features kept", features_text(summary))]
+            if summary.get("n_features") is not None
+            else []
+        ),
         ("selected by", selection_text(summary)),
         *([("positions", positions_text(summary))] if summary.get("positions") else []),
         ("reference", summary["reference"] or "none"),

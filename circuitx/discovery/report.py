@@ -137,11 +137,31 @@ def evaluate(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None) -> dict[
     return score_graph(component_graph(graph), matching_reference(graph, reference))
 
 
+FEATURE_COUNTS = (
+    "n_features",
+    "n_features_in_circuit",
+    "n_feature_edges",
+    "n_feature_edges_in_circuit",
+)
+
+
 def report(
     graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None, label: str | None
 ) -> dict[str, Any]:
     """The JSON summary of a discovery, scored against ``reference`` (named ``label``)."""
     reference = matching_reference(graph, reference)  # once: evaluate finds it matched
+    features = {n for n, kind in graph.nodes(data="kind") if kind == "feature"}
+    feature_edges = [d for s, r, d in graph.edges(data=True) if s in features or r in features]
+    counts = (  # a transcoder feature graph's, which the component counts leave out
+        {
+            "n_features": len(features),
+            "n_features_in_circuit": sum(bool(graph.nodes[n]["in_circuit"]) for n in features),
+            "n_feature_edges": len(feature_edges),
+            "n_feature_edges_in_circuit": sum(bool(d["in_circuit"]) for d in feature_edges),
+        }
+        if features
+        else dict.fromkeys(FEATURE_COUNTS)
+    )
     graph = component_graph(graph)
     meta = graph.graph
     nodes = component_nodes(graph)
@@ -193,6 +213,7 @@ def report(
         ),
         "n_edges": graph.number_of_edges(),
         "n_edges_in_circuit": sum(bool(d["in_circuit"]) for _, _, d in graph.edges(data=True)),
+        **counts,  # null without features
         "reference": label,
         "metrics": evaluate(graph, reference),
         "overlap": None if reference is None else overlap(graph, reference),

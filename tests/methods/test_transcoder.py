@@ -600,6 +600,16 @@ def test_feature_graph_sums_to_the_component_graph(tmp_path, tiny_dir, tiny_tran
         [n for n in features if n.startswith("m1.f")] + ["m1.rest"]
     )
     assert len(features) == 2 * (3 + 1)
+    # the summary counts them apart from the heads and MLPs (a trial found the two
+    # granularities' summaries alike)
+    summary, plain = json.loads(by_feature.stdout), json.loads(by_node.stdout)
+    assert summary["n_features"] == len(features) and plain["n_features"] is None
+    assert summary["n_features_in_circuit"] == sum(
+        bool(graph.nodes[n]["in_circuit"]) for n in features
+    )
+    assert summary["n_nodes"] == plain["n_nodes"]
+    shown = run(*base[:-1], "--granularity", "feature", "--n-features", 3).stdout
+    assert "features kept" in shown and f"/ {len(features)}, their edges" in shown
     for mlp in ("m0", "m1"):
         parts = sum(graph.nodes[n]["score"] for n in features if n.startswith(mlp + "."))
         assert parts == pytest.approx(graph.nodes[mlp]["score"], abs=1e-5)
