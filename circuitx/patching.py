@@ -119,9 +119,10 @@ class PatchingEngine:
                 cache[head_output_hook(layer)] = model.head_outputs(cache, layer)
             for name in model.scale_hooks():
                 del cache[name]
+        real = data.real_tokens
         self.patch_cache = patch_values or {
             name: ablate(
-                value, ablation, model.zero_embedding if name == EMBED_OUTPUT_HOOK else None
+                value, ablation, model.zero_embedding if name == EMBED_OUTPUT_HOOK else None, real
             )
             for name, value in self.corrupted_cache.items()
         }
@@ -680,14 +681,33 @@ def effect_gap(clean: float, ablated: float, metric: str, ablation: str = "corru
 
 
 def ablate(
-    corrupted: torch.Tensor, ablation: str, zero: torch.Tensor | None = None
+    corrupted: torch.Tensor,
+    ablation: str,
+    zero: torch.Tensor | None = None,
+    real: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The patch value of a sender output [n, pos, ...] under ``ablation``; ``zero`` is
-    what "zero" leaves (the embeddings of a tracr model keep their anchor)."""
+    what "zero" leaves (the embeddings of a tracr model keep their anchor); ``real`` [n,
+    pos] marks the prompts' tokens, which alone a mean takes (None: every row's all)."""
     if ablation == "mean":  # summed in float64: the same value whatever the parts' sizes
-        total = corrupted.sum(0, keepdim=True, dtype=torch.float64)
-        return (total / len(corrupted)).to(corrupted.dtype)
+        total, count = token_sum(corrupted, real)
+        return (total / count.clamp(min=1)).to(corrupted.dtype)
     if ablation == "zero":
         empty = torch.zeros_like(corrupted[:1])
         return empty if zero is None else empty + zero.to(empty)
     return corrupted
+
+
+def token_sum(
+    values: torch.Tensor, real: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum over prompts [1, pos, ...] of ``values`` [n, pos, ...] at the prompts' own
+    tokens (``real`` [n, pos]; None: all), in float64, and how many prompts [1, pos, 1, ...]
+    have a token at each position: a mean at a position takes no padding (a pad token's
+    activations changed it with the tokenizer's pad token)."""
+    if real is None:
+        real = torch.ones(values.shape[:2], dtype=torch.bool)
+    weights = real.to(values.device, torch.float64)
+    weights = weights.reshape(*weights.shape, *[1] * (values.dim() - 2))
+    total = (values.to(torch.float64) * weights).sum(0, keepdim=True)
+    return total, weights.sum(0, keepdim=True)

@@ -70,7 +70,7 @@ from circuitx.models import (
     transformer_weights,
 )
 from circuitx.names import mlp_node, parse_node
-from circuitx.patching import PatchingEngine, ablate
+from circuitx.patching import PatchingEngine, ablate, token_sum
 from circuitx.transcoders import Transcoders, fitted_elsewhere, input_hook, transcoders_for
 
 GRANULARITIES = ("node", "feature")
@@ -194,7 +194,9 @@ def attribute(
             transcoder = transcoders[layer]
             if baselines is None:
                 baseline = ablate(
-                    transcoder.features(corrupted[input_hook(layer)]), engine.ablation
+                    transcoder.features(corrupted[input_hook(layer)]),
+                    engine.ablation,
+                    real=data.real_tokens,
                 )
             else:
                 baseline = baselines[layer]
@@ -647,16 +649,22 @@ def _mean_feature_baselines(engine: Engine, transcoders: Transcoders) -> dict[in
     """Each MLP's features averaged over all corrupted prompts, [1, pos, F] by layer: their
     patch values under mean ablation."""
     model = engine.model
-    sums: dict[int, torch.Tensor] = {}
+    sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     if not model.has_mlp:
-        return sums
+        return {}
     for part, _ in engine.parts():
         names = [input_hook(layer) for layer in range(model.n_layers)]
         _, corrupted = model.run_with_cache(part.data.corrupted, names, part.readout)
         for layer in range(model.n_layers):
-            values = transcoders[layer].features(corrupted[input_hook(layer)]).sum(0, keepdim=True)
-            sums[layer] = sums[layer] + values if layer in sums else values
-    return {layer: total / engine.n_prompts for layer, total in sums.items()}
+            features = transcoders[layer].features(corrupted[input_hook(layer)])
+            total, count = token_sum(features, part.data.real_tokens)
+            if layer in sums:
+                total, count = total + sums[layer][0], count + sums[layer][1]
+            sums[layer] = (total, count)
+    return {
+        layer: (total / count.clamp(min=1)).to(features.dtype)
+        for layer, (total, count) in sums.items()
+    }
 
 
 def _component_scores(

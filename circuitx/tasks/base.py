@@ -40,6 +40,9 @@ class TaskData:
     # the entries of ``extra`` with one row per metric row (as ``answer``); the rest are
     # shared by every prompt
     row_extra: tuple[str, ...] = ()
+    # [n] tokens in each prompt (and its corrupted twin), BOS included: the rest of a row
+    # is padding. None: every row is a whole prompt (prompts of one length).
+    lengths: torch.Tensor | None = None
 
     @property
     def n_prompts(self) -> int:
@@ -69,7 +72,16 @@ class TaskData:
             extra=extra,
             readout=None if self.readout is None else self.readout[start:stop],
             row_extra=self.row_extra,
+            lengths=None if self.lengths is None else self.lengths[start:stop],
         )
+
+    @property
+    def real_tokens(self) -> torch.Tensor:
+        """[n, pos] True at a prompt's tokens, False at the padding after them."""
+        width = int(self.clean.shape[1])
+        if self.lengths is None:
+            return torch.ones(self.n_prompts, width, dtype=torch.bool)
+        return torch.arange(width).unsqueeze(0) < self.lengths.unsqueeze(1)
 
     @property
     def readout_positions(self) -> torch.Tensor:

@@ -131,6 +131,7 @@ class ColoredObjectsTask(_tasks.Task):
             clean_prompts=clean,
             corrupted_prompts=corrupted,
             extra={"colors": torch.tensor([color_ids[c][1] for c in colors])},  # answer forms
+            lengths=torch.tensor(lengths),
         )
 
     def correct(self, final: torch.Tensor, data: _tasks.TaskData) -> torch.Tensor:

@@ -163,6 +163,7 @@ class DocstringTask(_tasks.Task):
             wrong=torch.tensor(wrongs),
             clean_prompts=clean,
             corrupted_prompts=corrupted,
+            lengths=torch.tensor(lengths),
         )
 
     def _corrupt(

@@ -167,6 +167,7 @@ class FileTask(Task):
             corrupted_prompts=corrupted,
             extra={"answers": answer, "answer_mask": answer_mask, "wrong_mask": wrong_mask},
             row_extra=("answers", "answer_mask", "wrong_mask"),
+            lengths=torch.tensor(lengths),
         )
 
     def metric(

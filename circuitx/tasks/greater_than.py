@@ -136,6 +136,7 @@ class GreaterThanTask(_tasks.Task):
             corrupted_prompts=corrupted,
             extra={"digit_tokens": digit_ids, "yy": yy},
             row_extra=("yy",),
+            lengths=torch.tensor(lengths),
         )
 
     def metric(

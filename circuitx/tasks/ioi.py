@@ -173,6 +173,7 @@ class IOITask(_tasks.Task):
             wrong=s_ids,
             clean_prompts=clean,
             corrupted_prompts=corrupted,
+            lengths=torch.tensor(lengths),
         )
 
     def reference(
