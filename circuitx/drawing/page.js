@@ -111,7 +111,11 @@ function formatScore(score) {
 }
 
 // a diverging colour for a signed score (blue negative, white zero, red positive)
-const nodeBound = Math.max(1e-30, ...nodes.score.map((s) => (s === null ? 0 : Math.abs(s))));
+// the colour scale of the heads, MLPs and features: the input and logits, in every circuit,
+// are drawn white (a file's input may carry the total of its edges as its score)
+const nodeBound = Math.max(
+  1e-30, ...nodes.score.map((s, i) => (s === null || fixedNodes.has(i) ? 0 : Math.abs(s))),
+);
 function diverging(score) {
   if (score === null) return "#ffffff";
   const t = Math.max(-1, Math.min(1, score / nodeBound));
@@ -120,6 +124,15 @@ function diverging(score) {
   const a = Math.abs(t);
   const rgb = mid.map((m, i) => Math.round(m + (end[i] - m) * a));
   return `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
+}
+
+// the key's ends: the scale's bounds; a node-level method's edges have no scores
+if (nodeBound > 1e-30) {
+  document.getElementById("scale-low").textContent = String(-Number(nodeBound.toPrecision(3)));
+  document.getElementById("scale-high").textContent = "+" + String(Number(nodeBound.toPrecision(3)));
+}
+if (data.level === "node") {
+  document.getElementById("edge-key").textContent = "edges: those among the selected nodes (unscored)";
 }
 
 const backdrop = element("g", { id: "model" }, svg);
@@ -249,7 +262,7 @@ function render() {
     const size = isFeature(i) ? radius * 0.55 : radius;
     const circle = element("circle", {
       class: kept ? "node" : "missed-node", "data-name": nodes.name[i], cx, cy, r: size,
-      fill: kept ? diverging(nodes.score[i]) : "none",
+      fill: kept ? diverging(fixedNodes.has(i) ? null : nodes.score[i]) : "none",
       stroke: kept ? nodeStroke(i) : data.agreement["reference only"],
       "stroke-width": 1.8, "stroke-dasharray": kept ? "none" : "4 3",
     }, nodeLayer, `${nodes.name[i]}: ${formatScore(nodes.score[i])}`);

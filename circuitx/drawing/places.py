@@ -222,7 +222,11 @@ def score_scale(graph: nx.MultiDiGraph, nodes: list[str]) -> tuple[Any, Any]:
     from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm
 
-    scores = [graph.nodes[n]["score"] for n in nodes if graph.nodes[n]["score"] is not None]
+    scores = [  # not the input's or logits': a file's input may carry its edges' total
+        graph.nodes[n]["score"]
+        for n in nodes
+        if graph.nodes[n]["score"] is not None and graph.nodes[n]["kind"] not in (INPUT, LOGITS)
+    ]
     bound = max((abs(s) for s in scores), default=1.0) or 1.0
     return colormaps["RdBu_r"], TwoSlopeNorm(0.0, -bound, bound)
 

@@ -109,6 +109,8 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     for node in nodes:
         x, y = places[node]
         score = graph.nodes[node]["score"]
+        if graph.nodes[node]["kind"] in ("input", "logits"):  # in every circuit, unscaled
+            score = None
         face = "#ffffff" if score is None else cmap(norm(score))
         edge = (
             AGREEMENT["both" if truth.has_node(node) else "circuit only"]
@@ -220,7 +222,17 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             va="bottom",
         )  # fmt: skip
     legend = (
-        [Line2D([0], [0], color=c, linewidth=3, label=k) for k, c in AGREEMENT.items()]
+        [  # drawn as they are: the reference's missed edges and nodes dashed
+            Line2D(
+                [0],
+                [0],
+                color=c,
+                linewidth=1.5 if k == "reference only" else 3,
+                label=k,
+                linestyle="--" if k == "reference only" else "-",
+            )
+            for k, c in AGREEMENT.items()
+        ]
         if reference is not None
         else [
             Line2D([0], [0], color=c, linewidth=3, label=f"into {k}")
@@ -233,6 +245,9 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=colourbar).set_label(
         "node score", fontsize=7
     )
-    with atomic_open(path, "wb") as handle, rc_context({"svg.fonttype": "none"}):  # SVG text
-        figure.savefig(handle, format=fmt, dpi=130)
+    # SVG text; the same graph gives the same bytes: no date, ids from a fixed salt
+    settings = {"svg.fonttype": "none", "svg.hashsalt": "circuitx"}
+    undated = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
+    with atomic_open(path, "wb") as handle, rc_context(settings):
+        figure.savefig(handle, format=fmt, dpi=130, metadata=undated)
     return {"nodes": len(nodes), "edges": len(edges), "note": note}

@@ -189,3 +189,21 @@ def test_a_page_too_narrow_for_its_roles_names_them_short_with_a_key(browser, tm
     assert ["BNM", "a10.h2"] in lines and ["NM", "a9.h9"] in lines  # the role above the name
     halo = browser.find_element("css selector", "#nodes text")
     assert halo.get_attribute("paint-order") == "stroke"
+
+
+def test_the_key_gives_the_colour_scales_bounds_and_what_edges_mean(browser, tmp_path):
+    """A helper's trial: the scale read "negative ... positive", with no numbers, and a
+    node-level circuit's page said "edge width: |score|" of edges without scores; a file's
+    input, scored with its edges' total, was drawn dark red."""
+    graph = scored_circuit(granularity="node")
+    for *_, data in graph.edges(data=True):
+        data["score"] = None
+    graph.nodes["input"]["score"] = 1000.0
+    draw(graph, tmp_path / "n.html")
+    assert open_page(browser, tmp_path / "n.html") == []
+    text = browser.find_element("id", "edge-key").text
+    assert text == "edges: those among the selected nodes (unscored)"
+    bound = max(abs(graph.nodes[n]["score"]) for n in graph if n not in ("input", "logits"))
+    assert browser.find_element("id", "scale-high").text == f"+{bound:g}"
+    fill = browser.find_element("css selector", 'circle.node[data-name="input"]')
+    assert fill.get_attribute("fill") == "#ffffff"

@@ -382,3 +382,31 @@ def test_a_methods_settings_other_than_its_defaults_are_in_the_title():
     assert title(graph) == "eap on ioi (planted-ioi)"
     graph.graph["method_label"] = "eap[qk-fix=on]"
     assert title(graph) == "eap[qk-fix=on] on ioi (planted-ioi)"
+
+
+def test_a_picture_is_the_same_bytes_each_time_and_its_key_matches_it(tmp_path):
+    """A helper's trial: two SVGs (and PDFs) of one graph differed by a date and random ids;
+    the key's "reference only" was a solid line where those edges are dashed; a file's
+    input, scored with its edges' total, took the colour scale's top and washed the heads
+    out."""
+    graph = scored_circuit()
+    for fmt in ("svg", "pdf"):
+        draw(graph, tmp_path / f"a.{fmt}")
+        draw(graph, tmp_path / f"b.{fmt}")
+        assert (tmp_path / f"a.{fmt}").read_bytes() == (tmp_path / f"b.{fmt}").read_bytes()
+    reference = full_graph(3, 4, True)
+    select_nodes(reference, ["a0.h1", "a1.h3"])
+    draw(graph, tmp_path / "r.svg", reference)
+    legend = [
+        g for g in ET.parse(tmp_path / "r.svg").iter() if g.get("id", "").startswith("legend")
+    ]
+    dashed = [e for g in legend for e in g.iter() if "stroke-dasharray" in e.get("style", "")]
+    assert dashed  # the reference-only entry
+    # the colour scale: the same whatever score the input and logits carry
+    bounds = []
+    for loud in (0.0, 1000.0):
+        graph.nodes["input"]["score"] = graph.nodes["logits"]["score"] = loud
+        bounds.append(places_module.score_scale(graph, list(graph.nodes))[1].vmax)
+    assert bounds[0] == bounds[1] == max(
+        abs(graph.nodes[n]["score"]) for n in graph if n not in ("input", "logits")
+    )
