@@ -265,8 +265,7 @@ class Engine:
         if sums:
             full = self.model.work_dtype
             self._patch_values = {
-                name: (total / count.clamp(min=1)).to(full)
-                for name, (total, count) in sums.items()
+                name: (total / count.clamp(min=1)).to(full) for name, (total, count) in sums.items()
             }
             ablated = self._whole_ablated_metric()
         self.clean_metric, self.corrupted_metric, self.ablated_metric = clean, corrupted, ablated

@@ -698,9 +698,7 @@ def ablate(
     return corrupted
 
 
-def token_sum(
-    values: torch.Tensor, real: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def token_sum(values: torch.Tensor, real: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The sum over prompts [1, pos, ...] of ``values`` [n, pos, ...] at the prompts' own
     tokens (``real`` [n, pos]; None: all), in float64, and how many prompts [1, pos, 1, ...]
     have a token at each position: a mean at a position takes no padding (a pad token's

@@ -311,16 +311,27 @@ def ships_ground_truth(name: str) -> bool:
     return name in BUILTIN_MODELS and BUILTIN_MODELS[name].has_ground_truth
 
 
-def own_ground_truth(name: str, task: str, cache_dir: PathLike = None) -> nx.MultiDiGraph:
+def own_ground_truth(
+    name: str, task: str | None, cache_dir: PathLike = None, which: str = ""
+) -> nx.MultiDiGraph:
     """Built-in model ``name``'s ground truth for ``task``, or its only one (a planted
-    model's circuit, whatever task file its prompts came from)."""
+    model's circuit, whatever task file its prompts came from); ``which`` names one of
+    several (``--reference tracr-reverse:acdc``: the variant, or a plain task's name)."""
     truths = read_ground_truths(model_dir(name, cache_dir))
+    names = {key.partition(":")[2] or key: key for key in sorted(truths)}
+    if which:
+        if which not in names:
+            raise CircuitxError(
+                f"{name} ships no ground truth {which!r}; choose from "
+                + ", ".join(f"{name}:{short}" for short in names)
+            )
+        return truths[names[which]]
     if task in truths:
         return truths[task]
     if len(truths) != 1:
         raise CircuitxError(
-            f"{name} ships ground truths for {', '.join(sorted(truths))}; name one "
-            f"(--reference TASK with --model {name})"
+            f"{name} ships ground truths for {', '.join(sorted(truths))}; name one: "
+            + ", ".join(f"--reference {name}:{short}" for short in names)
         )
     return next(iter(truths.values()))
 

@@ -52,9 +52,10 @@ def resolve_reference(
     auto = spec == "auto"  # a reference that does not fit is then a note, not an error
     if spec == "none":
         return None, None, "no reference requested"
-    if builtin.ships_ground_truth(spec):
-        truth = builtin.own_ground_truth(spec, task_name, cache_dir)
-        return truth, truth_label(spec, truth), None
+    model_name, _, which = spec.partition(":")
+    if builtin.ships_ground_truth(model_name):  # a model's ground truth (one it names)
+        truth = builtin.own_ground_truth(model_name, task_name, cache_dir, which)
+        return truth, truth_label(model_name, truth), None
     if spec in ("auto", "planted"):
         truth = builtin.ground_truth(planted, task_name, cache_dir)
         if truth is None and task_name not in TASKS and builtin.ships_ground_truth(planted or ""):

@@ -42,13 +42,7 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import (
-    LOGITS,
-    edges_by_name,
-    position_labels,
-    score_level,
-    shape_of,
-)
+from circuitx.graph import LOGITS, edges_by_name, position_labels, score_level, shape_of
 from circuitx.progress import fixed
 from circuitx.version import __version__
 

@@ -11,10 +11,12 @@ import pytest
 import torch
 from conftest import run
 
-from circuitx.builtin import ground_truth, load, model_dir
+from circuitx.builtin import ground_truth, load, model_dir, own_ground_truth
 from circuitx.builtin.tracr import compile_program, read_program, save_compiled
 from circuitx.builtin.tracr.circuit import ACDC_EDGES
+from circuitx.errors import CircuitxError
 from circuitx.graph import edges_by_name
+from circuitx.graph_files import write_graph
 
 pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
 from tracr.compiler import lib  # noqa: E402
@@ -129,3 +131,23 @@ def test_models_lists_a_tracr_circuit_once_built(monkeypatch, tmp_path):
     row = listed()["tracr-proportion"]
     assert row["circuit"] == "1 head, 1 MLP, 5 edges"
     assert set(row["circuits"]) == {"tracr", "tracr:weights", "tracr:acdc"}
+
+
+def test_a_models_ground_truths_are_named_model_colon_variant(truths, tmp_path):
+    """A helper's trial: a tracr circuit that came back from EAP-IG's own files (no task
+    recorded) could not be scored: `--reference tracr-reverse` said to name one "with
+    --model", which score has not, and tracr:acdc asked for a tracr model's graph."""
+    acdc = own_ground_truth("tracr-reverse", None, which="acdc")
+    assert in_circuit(acdc) == in_circuit(truths["tracr-reverse"][1])
+    with pytest.raises(CircuitxError, match="name one: --reference tracr-reverse:tracr, "):
+        own_ground_truth("tracr-reverse", None)
+    with pytest.raises(CircuitxError, match="ships no ground truth 'zz'; choose from"):
+        own_ground_truth("tracr-reverse", None, which="zz")
+    graph = ground_truth("tracr-reverse", "tracr:acdc").copy()
+    for key in ("task", "model", "reference"):  # as a file from another tool
+        graph.graph.pop(key, None)
+    path = tmp_path / "g.graphml"
+    write_graph(graph, path)
+    scored = run("score", path, "--reference", "tracr-reverse:weights", "--json")
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["reference"].startswith("tracr-reverse ground truth")

@@ -407,6 +407,8 @@ def test_a_picture_is_the_same_bytes_each_time_and_its_key_matches_it(tmp_path):
     for loud in (0.0, 1000.0):
         graph.nodes["input"]["score"] = graph.nodes["logits"]["score"] = loud
         bounds.append(places_module.score_scale(graph, list(graph.nodes))[1].vmax)
-    assert bounds[0] == bounds[1] == max(
-        abs(graph.nodes[n]["score"]) for n in graph if n not in ("input", "logits")
+    assert (
+        bounds[0]
+        == bounds[1]
+        == max(abs(graph.nodes[n]["score"]) for n in graph if n not in ("input", "logits"))
     )
