@@ -30,6 +30,11 @@ def fixed(value: float, digits: int = 3) -> str:
     return text[1:] if text.startswith("-") and not text.strip("-0.") else text
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 node``, ``2 nodes``: a count and its noun, plural (an s) unless it is one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def no_progress(steps: int = 1, description: str | None = None) -> None:
     """An ``Advance`` that shows nothing."""
 

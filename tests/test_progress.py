@@ -54,3 +54,10 @@ def test_resumed_work_counts_but_does_not_speed_the_time_left(capsys, monkeypatc
     assert capsys.readouterr().err.splitlines() == [
         "leaderboard: 24/40, 0:01:10 so far, about 0:09:20 left"
     ]
+
+
+def test_counted_says_one_in_the_singular():
+    """A helper's trial: a caption and the page's status read "1 nodes"."""
+    from circuitx.progress import counted
+
+    assert [counted(n, "node") for n in (0, 1, 2)] == ["0 nodes", "1 node", "2 nodes"]

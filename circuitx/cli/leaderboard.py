@@ -38,6 +38,7 @@ from circuitx.leaderboard import (
     warning_notes,
 )
 from circuitx.patching import ABLATIONS
+from circuitx.progress import counted
 from circuitx.tasks import TASKS
 from circuitx.tasks.pairs import is_task_file
 
@@ -273,7 +274,7 @@ def leaderboard(
         console.print(results_table(board.rows, title, console.width))
     resumed = ""
     if board.resumed:
-        resumed = f" ({board.resumed} cell{'' if board.resumed == 1 else 's'} from an earlier run)"
+        resumed = f" ({counted(board.resumed, 'cell')} from an earlier run)"
     note(
         f"wrote index.html, results.json, .csv, .md, plots and circuit pages to {out_dir}{resumed}"
     )

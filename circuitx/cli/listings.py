@@ -12,6 +12,7 @@ from circuitx.builtin.ground_truth import read_ground_truths
 from circuitx.cli.common import list_json_option, print_rows
 from circuitx.methods import METHODS
 from circuitx.models import HUB_ALIASES
+from circuitx.progress import counted
 from circuitx.tasks import TASKS
 
 
@@ -166,4 +167,4 @@ def _circuit_facts(graph: nx.MultiDiGraph) -> dict[str, Any]:
 def _circuit_size(graph: nx.MultiDiGraph) -> str:
     facts = _circuit_facts(graph)
     counts = (len(facts["heads"]), "head"), (len(facts["mlps"]), "MLP"), (facts["n_edges"], "edge")
-    return ", ".join(f"{count} {word}{'' if count == 1 else 's'}" for count, word in counts)
+    return ", ".join(counted(count, word) for count, word in counts)

@@ -19,6 +19,7 @@ from circuitx.graph import (
 from circuitx.layout import Layout
 from circuitx.methods import METHODS, Method
 from circuitx.names import split_position
+from circuitx.progress import counted
 from circuitx.reference import RolePositions, position_reference
 from circuitx.scoring import check_same_model, empty_metrics, one_class_levels, overlap, score_graph
 from circuitx.tasks import TASKS
@@ -101,7 +102,7 @@ def loose_edges(graph: nx.MultiDiGraph) -> list[str]:
 
 def _loose_note(which: str, keys: list[str]) -> str:
     return (
-        f"note: the {which} keeps {len(keys)} edge{'' if len(keys) == 1 else 's'} between "
+        f"note: the {which} keeps {counted(len(keys), 'edge')} between "
         f"nodes it does not keep ({listed(keys, 3)}): they count as its edges, and their "
         "ends not as its nodes"
     )

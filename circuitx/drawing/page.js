@@ -293,7 +293,8 @@ function render() {
   }
   const components = [...selected.nodes].filter((i) => !fixedNodes.has(i)).length;
   const capped = selected.edges.length > drawn.length ? ` (the ${drawn.length} largest drawn)` : "";
-  statusLine.textContent = `${components} nodes, ${selected.edges.length} edges${capped}`;
+  const counted = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+  statusLine.textContent = `${counted(components, "node")}, ${counted(selected.edges.length, "edge")}${capped}`;
   svg.setAttribute("data-nodes", String(selected.nodes.size));
   svg.setAttribute("data-edges", String(selected.edges.length));
   highlight();

@@ -31,6 +31,7 @@ from circuitx.graph import (
     shape_of,
 )
 from circuitx.names import at_position, split_position
+from circuitx.progress import counted
 
 DRAW_FORMATS = ("svg", "png", "pdf", "html")
 MAX_DRAWN_EDGES = 2000  # more is a texture, not a picture (GPT-2 small has 32,491 edges)
@@ -285,7 +286,7 @@ def caption_text(
     """What a picture shows, in a line: nodes and edges drawn and, against a reference,
     the heads' and MLPs' precision and recall."""
     kept = {n for n in nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
-    text = f"{len(kept)} nodes, {n_edges} edges"
+    text = f"{counted(len(kept), 'node')}, {counted(n_edges, 'edge')}"
     unscored = all(score is None for *_, score in graph.edges(data="score"))
     which = (
         f"of {chosen}: those between the strongest nodes"

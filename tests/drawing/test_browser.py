@@ -24,6 +24,7 @@ from circuitx.drawing import draw
 from circuitx.drawing.page import page_data
 from circuitx.drawing.places import Picture, scored_selection
 from circuitx.graph import full_graph, select_nodes, selection_by_score
+from circuitx.progress import counted
 
 
 def set_control(driver, element_id: str, value) -> None:
@@ -48,7 +49,7 @@ def test_every_methods_page_loads_and_draws_its_circuit(browser, method_graphs, 
     assert open_page(browser, tmp_path / f"{method}.html") == []
     assert drawn(browser) == (summary["nodes"], summary["edges"])
     status = browser.find_element("id", "status").text
-    assert status == f"{summary['nodes'] - 2} nodes, {summary['edges']} edges"
+    assert status == f"{counted(summary['nodes'] - 2, 'node')}, {counted(summary['edges'], 'edge')}"
 
 
 @pytest.mark.parametrize("granularity", ["edge", "node"])
