@@ -5,6 +5,7 @@ on the PATH; the default engine needs nothing."""
 
 from __future__ import annotations
 
+import html
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,12 +53,20 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     caption = caption_text(
         graph, nodes, len(edges), chosen, truth.nodes if reference is not None else None
     )
+    note = picture.note(nodes)
+    texts = [_html(title(graph)), _html(caption)] + ([_coloured(note, "#aa0000")] if note else [])
+    fed = {feeds(data, receiver) for _, receiver, _, data in edges}
+    texts.append(f'<FONT POINT-SIZE="9">{_key(reference is not None, fed, norm.vmax)}</FONT>')
+    labels = [short_name(n, graph.nodes[n]["kind"]) for n in graph if n in nodes]
+    scored = any(graph.nodes[n]["score"] is not None for n in nodes)
+    across = max([len(t) for t in labels] + [6 if scored else 0])  # every circle one size
     lines = [
         "digraph circuit {",
         "  rankdir=BT; newrank=true; nodesep=0.25; ranksep=0.6;",
-        f'  label="{_escape(title(graph))}\\n{caption}";',
+        f"  label=<{'<BR/>'.join(texts)}>;",
         "  labelloc=t; fontname=Helvetica; fontsize=12;",
-        "  node [shape=circle, style=filled, fontname=Helvetica, fontsize=9, penwidth=1.6];",
+        "  node [shape=circle, style=filled, fontname=Helvetica, fontsize=9, penwidth=1.6, "
+        f"fixedsize=true, width={max(0.5, 0.085 * across):.2f}];",
     ]
     missed = [n for n in truth.nodes if n in graph and n not in nodes]
     rows: dict[int, list[str]] = {}
@@ -108,8 +117,33 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
                 f'only"{head}];'
             )
     lines.append("}")
-    drawn = {"nodes": len(nodes), "edges": len(edges), "note": picture.note(nodes)}
+    drawn = {"nodes": len(nodes), "edges": len(edges), "note": note}
     return "\n".join(lines) + "\n", drawn
+
+
+def _html(text: str) -> str:
+    """Text for a Graphviz HTML-like label."""
+    return html.escape(text, quote=False)
+
+
+def _coloured(text: str, colour: str) -> str:
+    return f'<FONT COLOR="{colour}">{_html(text)}</FONT>'
+
+
+def _key(against_reference: bool, fed: set[str], bound: float) -> str:
+    """The picture's key, in its colours: what an edge's colour and width say (by what it
+    feeds, or by agreement with the reference) and the node colour scale's ends."""
+    if against_reference:
+        edges = ", ".join(
+            _coloured(k + (" (dashed)" if k == "reference only" else ""), c)
+            for k, c in AGREEMENT.items()
+        )
+    else:
+        edges = "into " + ", ".join(_coloured(k, c) for k, c in INPUT_COLOURS.items() if k in fed)
+    scale = (
+        f"{_coloured(f'{-bound:.3g}', '#2166ac')} to {_coloured(f'+{bound:.3g}', '#b2182b')}"
+    )
+    return f"edges: {edges}; width |score| · node fill: score, {scale}"
 
 
 def draw_with_dot(picture: Picture, path: str | Path) -> dict[str, Any]:

@@ -74,3 +74,21 @@ def test_dot_keeps_each_layer_in_head_order(graphviz):
         if fields[0] == "node"
     }
     assert sorted(row, key=xs.get) == row
+
+
+def test_dot_has_a_key_one_circle_size_and_the_empty_note(graphviz):
+    """A helper's trial: dot's pictures had no key to their colours, circles sized by their
+    labels' lengths, and no note on an empty circuit."""
+    graph = scored_circuit()
+    source, _ = dot_source(Picture(graph))
+    key = re.search(r"label=<(.*)>;", source).group(1)
+    assert f'<FONT COLOR="{INPUT_COLOURS["q"]}">q</FONT>' in key and "width |score|" in key
+    drawn_nodes = Picture(graph).contents()[2]
+    bound = max(abs(graph.nodes[n]["score"]) for n in drawn_nodes if n not in ("input", "logits"))
+    assert f"+{bound:.3g}</FONT>" in key
+    assert "fixedsize=true" in source
+    against, _ = dot_source(Picture(graph, full_graph(3, 4, True)))
+    assert "reference only (dashed)" in against
+    empty = scored_circuit(nodes=())
+    source, drawn = dot_source(Picture(empty))
+    assert drawn["note"] == "no component is in the circuit" and drawn["note"] in source
