@@ -395,8 +395,33 @@ svg.addEventListener("click", () => {
   infoLine.textContent = "";
 });
 
+// what a downloaded SVG carries above the drawing, so that it explains itself when shared:
+// the title, what is selected, the edge colours' key (in its colours) and the node scale
+function captioned(copy) {
+  const summary = document.getElementById("key").textContent.replace(/\s+/g, " ").trim();
+  const lines = [[data.title, 14], [statusLine.textContent, 11], [null, 11], [summary, 10]];
+  const height = 8 + lines.length * 18;
+  const drawing = element("g", { transform: `translate(0, ${height})` }, copy);
+  while (copy.firstChild !== drawing) drawing.appendChild(copy.firstChild);
+  lines.forEach(([text, size], i) => {
+    const line = element("text", {
+      x: margin, y: 18 + i * 18, "font-size": size, fill: "#333333", "font-family": "sans-serif",
+    }, copy);
+    if (text !== null) {
+      line.textContent = text;
+      return;
+    }
+    legendEntries().forEach(([name, colour], k) => {  // the key: each entry in its colour
+      const entry = element("tspan", { fill: colour }, line);
+      entry.textContent = (k ? "   " : "edges: ") + name;
+    });
+  });
+  copy.setAttribute("height", String(Number(svg.getAttribute("height")) + height));
+  return copy;
+}
+
 document.getElementById("download").addEventListener("click", () => {
-  const copy = svg.cloneNode(true);
+  const copy = captioned(svg.cloneNode(true));
   copy.setAttribute("xmlns", SVG_NS);
   const text = new XMLSerializer().serializeToString(copy);
   const link = document.createElement("a");
@@ -407,14 +432,17 @@ document.getElementById("download").addEventListener("click", () => {
 });
 
 // the legend: what edge colours mean, in the current colouring
-function legend() {
-  const box = document.getElementById("legend");
-  box.replaceChildren();
-  const entries = referenceBox.checked
+function legendEntries() {
+  return referenceBox.checked
     ? Object.entries(data.agreement)
     : Object.entries(data.feeds_colours).filter(([k]) => edges.feeds.includes(k))
         .map(([k, c]) => [`into ${k}`, c]);
-  for (const [name, colour] of entries) {
+}
+
+function legend() {
+  const box = document.getElementById("legend");
+  box.replaceChildren();
+  for (const [name, colour] of legendEntries()) {
     const item = document.createElement("span");
     item.className = "key";
     const swatch = document.createElement("i");

@@ -128,6 +128,17 @@ def test_hover_a_click_the_reference_and_the_download(browser, tmp_path):
         if "edge" in line.get("class", "").split()
     ]
     assert len(edges) == drawn(browser)[1] > 0
+    # a trial's: the saved SVG was the drawing alone, its colours unexplained when shared
+    texts = ["".join(t.itertext()) for t in svg.findall("{http://www.w3.org/2000/svg}text")]
+    assert texts[-4:-1] == [  # the title, what is selected, the key in its colours
+        page_data(Picture(graph))["title"],
+        browser.find_element("id", "status").text,
+        "edges: both   circuit only   reference only",
+    ]
+    assert texts[-1].startswith("node score: ")
+    assert int(svg.get("height")) > int(
+        browser.find_element("id", "circuit").get_attribute("height")
+    )
 
 
 def test_a_12x12_models_every_edge_selects_the_largest_draw_and_show(browser, tmp_path):
