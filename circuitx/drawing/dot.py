@@ -140,9 +140,7 @@ def _key(against_reference: bool, fed: set[str], bound: float) -> str:
         )
     else:
         edges = "into " + ", ".join(_coloured(k, c) for k, c in INPUT_COLOURS.items() if k in fed)
-    scale = (
-        f"{_coloured(f'{-bound:.3g}', '#2166ac')} to {_coloured(f'+{bound:.3g}', '#b2182b')}"
-    )
+    scale = f"{_coloured(f'{-bound:.3g}', '#2166ac')} to {_coloured(f'+{bound:.3g}', '#b2182b')}"
     return f"edges: {edges}; width |score| · node fill: score, {scale}"
 
 

@@ -434,9 +434,14 @@ def _check_hub_model(name: str, repo_id: str) -> None:
             f"unknown model {name!r}: no such repository on the Hugging Face hub"
         ) from None
     except Exception:
+        where = (
+            f"it is the Hugging Face hub's {repo_id}"
+            if repo_id != name  # an alias (gpt2): a hub model, not an unknown name
+            else "it names no built-in model or local directory, so it would come from the "
+            "Hugging Face hub"
+        )
         raise CircuitxError(
-            f"cannot load {name!r}: it names no built-in model or local directory, so it "
-            "would come from the Hugging Face hub, which is unreachable (and the model is not "
+            f"cannot load {name!r}: {where}, which is unreachable (and the model is not "
             "cached); pass a local model directory with --model DIR, or "
             "a built-in model such as --model planted (circuitx models lists them)"
         ) from None

@@ -313,3 +313,22 @@ def test_a_device_this_machine_lacks_is_refused_before_the_model_loads(device):
     else:
         with pytest.raises(CircuitxError, match=f"device '{device}' requested but no"):
             parse_device(device)
+
+
+def test_an_unreachable_hub_alias_is_named_as_the_hub_model_it_is(monkeypatch):
+    """A helper's trial: offline, `--model gpt2` (a listed alias) was said to name "no
+    built-in model or local directory"."""
+    import huggingface_hub
+
+    from circuitx.models.loading import _check_hub_model
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", offline)
+    with pytest.raises(CircuitxError, match="it is the Hugging Face hub's openai-community/gpt2"):
+        _check_hub_model("gpt2", "openai-community/gpt2")
+    with pytest.raises(CircuitxError, match="it names no built-in model or local directory"):
+        _check_hub_model("someone/model", "someone/model")
