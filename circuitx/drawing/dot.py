@@ -50,9 +50,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     edges, chosen, nodes = picture.contents()
     truth = reference_sets(reference)
     cmap, norm = score_scale(graph, nodes)
-    caption = caption_text(
-        graph, nodes, len(edges), chosen, truth.nodes if reference is not None else None
-    )
+    caption = caption_text(graph, nodes, edges, chosen, truth if reference is not None else None)
     note = picture.note(nodes)
     texts = [_html(title(graph)), _html(caption)] + ([_coloured(note, "#aa0000")] if note else [])
     fed = {feeds(data, receiver) for _, receiver, _, data in edges}

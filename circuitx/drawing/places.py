@@ -277,31 +277,36 @@ def edge_weight(graph: nx.MultiDiGraph, edge: Edge) -> float:
 
 
 def caption_text(
-    graph: nx.MultiDiGraph,
-    nodes: list[str],
-    n_edges: int,
-    chosen: int,
-    reference_nodes: set[str] | None,
+    graph: nx.MultiDiGraph, nodes: list[str], edges: list[Edge], chosen: int, truth: Truth | None
 ) -> str:
-    """What a picture shows, in a line: nodes and edges drawn and, against a reference,
-    the heads' and MLPs' precision and recall."""
+    """What a picture shows, in a line: nodes and edges drawn and, against a reference
+    (``truth``), the heads' and MLPs' precision and recall, and the drawn edges' where the
+    reference has edges."""
     kept = {n for n in nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
-    text = f"{counted(len(kept), 'node')}, {counted(n_edges, 'edge')}"
+    text = f"{counted(len(kept), 'node')}, {counted(len(edges), 'edge')}"
     unscored = all(score is None for *_, score in graph.edges(data="score"))
     which = (
         f"of {chosen}: those between the strongest nodes"
         if unscored
         else f"the largest of {chosen}"
     )
-    text += f" drawn ({which})" if chosen > n_edges else " drawn"
-    if reference_nodes is not None:
+    text += f" drawn ({which})" if chosen > len(edges) else " drawn"
+    if truth is not None:
         components = {n for n in kept if graph.nodes[n]["kind"] in ("head", "mlp")}
-        truth = {n for n in reference_nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
-        hits = len(components & truth)
-        precision = f"{hits / len(components):.2f}" if components else "-"
-        recall = f"{hits / len(truth):.2f}" if truth else "-"
-        text += f"; node precision {precision}, recall {recall}"
+        reference = {n for n in truth.nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
+        text += "; node " + _agreement(len(components & reference), components, reference)
+        in_graph = {name for name in truth.edges if name in edges_by_name(graph)}
+        if in_graph:
+            hits = sum(truth.has_edge(s, r, d) for s, r, _, d in edges)
+            text += ", edge " + _agreement(hits, edges, in_graph)
     return text
+
+
+def _agreement(hits: int, drawn: Any, reference: Any) -> str:
+    """``precision P, recall R`` of ``hits`` among ``drawn`` and ``reference`` items."""
+    precision = f"{hits / len(drawn):.2f}" if drawn else "-"
+    recall = f"{hits / len(reference):.2f}" if reference else "-"
+    return f"precision {precision}, recall {recall}"
 
 
 def title(graph: nx.MultiDiGraph) -> str:

@@ -47,6 +47,9 @@ CHAR_WIDTH = 0.6  # a label's character, in its font size (DejaVu Sans, about)
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 
 
+MANY_MISSED = 100  # more of the reference's missed edges than this are drawn fainter
+
+
 def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     """Draw the picture to ``path`` (its extension picks SVG, PNG or PDF); returns what was
     drawn (node and edge counts, and the note on an empty circuit)."""
@@ -146,13 +149,15 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         (places[sender], edge_end(places[receiver], head_input))
         for sender, receiver, head_input in missed_edges(graph, truth)
     ]
+    # fainter the more there are: a large model's reference hides the circuit otherwise
+    faint = 0.8 * min(1.0, (MANY_MISSED / max(1, len(missed_segments))) ** 0.5)
     for (start, end), bend in zip(missed_segments, edge_bends(places, missed_segments)):
         ax.plot(
             *edge_points(start, end, bend),
             color=AGREEMENT["reference only"],
             linewidth=1.0,
             linestyle="--",
-            alpha=0.8,
+            alpha=max(0.15, faint),
             zorder=2,
             gid="missed-edge",
         )
@@ -210,9 +215,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     note = picture.note(nodes)
     if note:  # under the title, clear of the reference's nodes drawn in the panel
         figure.text(0.5, 0.925, note, ha="center", fontsize=9, color="#aa0000")
-    caption = caption_text(
-        graph, nodes, len(edges), chosen, truth.nodes if reference is not None else None
-    )
+    caption = caption_text(graph, nodes, edges, chosen, truth if reference is not None else None)
     figure.text(0.04, 0.02, caption, fontsize=8)
     key = ", ".join(f"{s} {role}" for role, s in sorted(short.items(), key=lambda i: i[1]))
     if any(s != role for role, s in short.items()):  # the short names' key, wrapped to the

@@ -2,6 +2,7 @@
 command line."""
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -10,6 +11,7 @@ from conftest import assert_one_line_error, every_node_kept, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.drawing import places as places_module
+from circuitx.drawing import static as static_module
 from circuitx.drawing.page import page_data
 from circuitx.drawing.places import (
     ROW_BOW,
@@ -95,8 +97,11 @@ def test_an_empty_circuit_draws_with_a_note(tmp_path, kind):
 def test_an_empty_circuits_caption_has_no_precision_rather_than_nan():
     # a helper's trial: "node precision nan" against a reference
     graph = full_graph(2, 2, True, task="ioi")
-    text = caption_text(graph, ["input", "logits"], 0, 0, {"a0.h1", "input"})
-    assert text == "0 nodes, 0 edges drawn; node precision -, recall 0.00"
+    truth = places_module.Truth(frozenset({"a0.h1", "input"}), frozenset({"input->a0.h1<q>"}))
+    text = caption_text(graph, ["input", "logits"], [], 0, truth)
+    assert text == (
+        "0 nodes, 0 edges drawn; node precision -, recall 0.00, edge precision -, recall 0.00"
+    )
 
 
 @pytest.mark.parametrize("method", ["activation-patching", "eap", "cdt", "acdc"])
@@ -412,3 +417,26 @@ def test_a_picture_is_the_same_bytes_each_time_and_its_key_matches_it(tmp_path):
         == bounds[1]
         == max(abs(graph.nodes[n]["score"]) for n in graph if n not in ("input", "logits"))
     )
+
+
+def test_many_missed_reference_edges_are_faint_and_the_caption_scores_edges(tmp_path, monkeypatch):
+    """A helper's trial: on a large model the reference's ~600 missed edges, dashed at one
+    strength, hid the circuit's 100, and the caption gave no edge precision or recall."""
+    graph = scored_circuit()
+    reference = full_graph(3, 4, True)
+    select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3", "a2.h3"])
+
+    def opacities(path):
+        missed = [e for e in ET.parse(path).iter() if e.get("id", "").startswith("missed-edge")]
+        return {
+            float(m.group(1))
+            for e in missed
+            for part in e.iter()
+            if (m := re.search(r"stroke-opacity: ([0-9.]+)", part.get("style", "")))
+        }
+
+    draw(graph, tmp_path / "few.svg", reference)
+    monkeypatch.setattr(static_module, "MANY_MISSED", 1)
+    draw(graph, tmp_path / "many.svg", reference)
+    assert max(opacities(tmp_path / "many.svg")) < min(opacities(tmp_path / "few.svg")) == 0.8
+    assert ", edge precision " in svg_text(tmp_path / "few.svg")
