@@ -374,6 +374,11 @@ def _unread_json_form(data: Any) -> str:
         'not a graph of a form circuitx reads: ours ("format": "circuitx-graph"), '
         'EAP-IG\'s ("cfg", "nodes", "edges") or auto-circuit\'s ("scores", "circuit")'
     )
+    if isinstance(data, list) and data and all(isinstance(item, str) for item in data):
+        return (  # a circuit as edge names (auto-circuit's official circuits) has no scores
+            "a list of edge names is a circuit, not a scored graph: it is read as a "
+            "reference (--reference FILE)"
+        )
     if not isinstance(data, dict):
         return known
     if "format" in data:

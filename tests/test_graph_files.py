@@ -118,6 +118,10 @@ def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
         ({"nodes": {}, "edges": {}}, 'needs "format": "circuitx-graph"'),
         ({"format": "x"}, '"format" is \'x\', not "circuitx-graph"'),
         ([1], "not a graph of a form circuitx reads"),
+        (  # a trial's: as GRAPH, no hint that it is a reference
+            ["A0.0->A1.0.Q"],
+            "a list of edge names is a circuit, not a scored graph: it is read as a reference",
+        ),
     ],
 )
 def test_json_of_no_graph_form_names_what_its_form_lacks(tmp_path, data, pattern):
