@@ -9,8 +9,8 @@ import time
 import click
 
 from circuitx.builtin import build_once
-from circuitx.builtin.trained import TRAINED, scores_line, train_ground_truth
-from circuitx.cli.common import json_option, print_json, seed_option, threads_option
+from circuitx.builtin.trained import TRAINED, check_max_steps, scores_line, train_ground_truth
+from circuitx.cli.common import json_option, print_json, seed_option
 from circuitx.files import check_new_directory
 from circuitx.models import quiet_loaders
 from circuitx.progress import progress_bar
@@ -37,9 +37,8 @@ MAX_STEPS = 1_000_000
     type=click.IntRange(1, MAX_STEPS),
     help="Training steps at most (it stops earlier once every held-out score reaches the "
     "threshold); the learning rate decays over them, so another value trains another "
-    "model [default: the built-in's].",
+    "model [default: the built-in's]; more than the task's circuit-first steps.",
 )
-@threads_option
 @json_option
 def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     """Train a GPT-2 model with strict interchange intervention training to implement
@@ -49,12 +48,14 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     A model whose held-out accuracy, IIA or strict-IIA (each node outside the alignment
     patched alone, and all at once) is under 0.95 is not saved. An
     interrupted run resumes from its last evaluation when run again with the same --out.
+    Training runs on one thread, so that a seed gives one model on a CPU.
     """
     directory = check_new_directory(out)
     spec = TRAINED[PREFIX + target]
     settings = dataclasses.replace(
         spec.settings, seed=seed, max_steps=max_steps or spec.settings.max_steps
     )
+    check_max_steps(spec.name, settings.max_steps)
     # beside the new directory: an interrupted run resumes from it when run again
     checkpoint = directory.parent / f".{directory.name}.siit-checkpoint.pt"
     start = time.perf_counter()

@@ -4,6 +4,7 @@ a model that falls short."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,13 @@ import torch
 from conftest import assert_one_line_error, run
 
 from circuitx.builtin import BUILTIN_MODELS, FAMILIES, ground_truth, load, model_dir
-from circuitx.builtin.trained import EVAL_PAIRS, THRESHOLD, TRAINED, TRAINING_FILE
+from circuitx.builtin.trained import (
+    EVAL_PAIRS,
+    THRESHOLD,
+    TRAINED,
+    TRAINING_FILE,
+    train_ground_truth,
+)
 from circuitx.builtin.trained.siit import Intervenable, evaluate, split_pairs
 from circuitx.graph import component_nodes
 from circuitx.patching import PatchingEngine
@@ -89,7 +96,6 @@ def test_a_model_short_of_the_threshold_is_not_written(tmp_path):
     out = tmp_path / "short"
     result = run(
         "train-ground-truth", "--task", "tracr-reverse", "--out", str(out), "--max-steps", "1",
-        "--threads", "1",
     )  # fmt: skip
     assert_one_line_error(
         result,
@@ -105,10 +111,34 @@ def test_an_existing_directory_is_refused(tmp_path):
     (tmp_path / "x" / "f").write_text("")
     result = run("train-ground-truth", "--task", "tracr-reverse", "--out", str(tmp_path / "x"))
     assert_one_line_error(result, "exists; choose a new directory")
+    # a trial's: 100 steps of greater-than's 800 circuit-first ones saved the components
+    # outside the circuit at their random weights, and passed every check
     result = run(
-        "train-ground-truth", "--task", "ioi", "--out", str(tmp_path / "y"), "--threads", 0
+        "train-ground-truth", "--task", "greater-than", "--out", str(tmp_path / "y"),
+        "--max-steps", 800,
+    )  # fmt: skip
+    assert_one_line_error(
+        result, "--max-steps 800 ends inside trained-greater-than's circuit-first stage"
     )
-    assert_one_line_error(result, "--threads")
+    assert not (tmp_path / "y").exists()
+
+
+def test_the_checkpoint_stays_until_the_model_is_saved(tmp_path, monkeypatch):
+    """A trial's: the checkpoint was deleted before the final held-out check (8-23 s), so a
+    Ctrl-C there lost the whole run."""
+    import circuitx.builtin.trained as trained_module
+
+    checkpoint = tmp_path / "c.pt"
+
+    def interrupted(*args, **kwargs):
+        assert checkpoint.is_file()  # training saved it at its evaluations
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trained_module, "evaluate", interrupted)
+    settings = dataclasses.replace(TRAINED["trained-tracr-reverse"].settings, max_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_ground_truth("trained-tracr-reverse", tmp_path / "m", settings, checkpoint=checkpoint)
+    assert checkpoint.is_file()
 
 
 def test_ioi_discovery_runs_on_the_trained_model_against_its_ground_truth():

@@ -152,12 +152,11 @@ def train_ground_truth(
         with seeded(settings.seed):
             ll = Intervenable(GPT2LMHeadModel(target.config))
         history = train(ll, target.hl, settings, advance, checkpoint)
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)
         _, held_out = split_pairs(target.hl, settings)
         final = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
     trained = Trained(final, history, min(len(held_out), EVAL_PAIRS))
     if final.worst < THRESHOLD:
+        _forget(checkpoint)  # the run is over: run again, it would fail again
         raise RunFailed(
             f"{name} (seed {settings.seed}, {history.steps[-1]} steps) is not a ground truth, "
             f"so nothing was written: {scores_line(trained)}"
@@ -167,7 +166,26 @@ def train_ground_truth(
     target.write_files(out)
     write_ground_truth(out, target.circuits)
     (out / TRAINING_FILE).write_text(json.dumps(training_record(trained, settings), indent=1))
+    _forget(checkpoint)  # only now: an interrupted final check resumes there
     return trained
+
+
+def _forget(checkpoint: Path | None) -> None:
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+
+
+def check_max_steps(name: str, max_steps: int) -> None:
+    """Refuse a run that would end inside ``name``'s circuit-first stage, whose outside
+    components would be saved untrained: a planted model, passing every check."""
+    first = TRAINED[name].settings.circuit_first
+    if max_steps <= first:
+        raise CircuitxError(
+            f"--max-steps {max_steps} ends inside {name}'s circuit-first stage (its first "
+            f"{first} steps train the circuit alone, the other components silenced and "
+            f"untrained): give more than {first} (the built-in's --max-steps is "
+            f"{TRAINED[name].settings.max_steps})"
+        )
 
 
 def scores_line(trained: Trained) -> str:
