@@ -52,6 +52,7 @@ from circuitx.leaderboard import (
     merged_notes,
     method_option,
     methods_over_positions,
+    pairs_that_run,
     parse_methods,
     parse_names,
     run_leaderboard,
@@ -467,6 +468,7 @@ def leaderboard(
         positions,
         chosen,
     )
+    cells, unpaired = pairs_that_run(cells)
     settings = {
         "tasks": task_names,
         "methods": [spec.label for spec in specs],
@@ -485,7 +487,7 @@ def leaderboard(
         **({"references": chosen} if chosen else {}),
     }
     board = run_leaderboard(cells, out, jobs, executor, threads, settings)
-    said = ([left_out] if left_out else []) + merged_notes(specs, given)
+    said = [line for line in (left_out, unpaired) if line] + merged_notes(specs, given)
     for line in said + warning_notes(cells, board.records) + _failures(board):
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return board

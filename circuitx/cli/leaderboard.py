@@ -28,6 +28,7 @@ from circuitx.leaderboard import (
     merged_notes,
     methods_over_positions,
     non_defaults,
+    pairs_that_run,
     parse_methods,
     parse_names,
     parse_options,
@@ -234,6 +235,7 @@ def leaderboard(
         positions,
         references,
     )
+    cells, unpaired = pairs_that_run(cells)
     settings = {
         "tasks": tasks,
         "methods": methods,
@@ -251,8 +253,9 @@ def leaderboard(
         **({"positions": positions} if positions != "none" else {}),
         **({"references": references} if references else {}),
     }
-    if left_out:  # before the run, which may be long
-        note(left_out)
+    for line in (left_out, unpaired):  # before the run, which may be long
+        if line:
+            note(line)
     board = run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
     for line in warning_notes(cells, board.records):
         note(line)

@@ -842,3 +842,17 @@ def test_a_narrow_terminal_shows_every_number_whole(board):
         cpr = rows[0]["cpr"]
         shown = f"{cpr['mean']:.3f}" + ("" if means_only else f" ± {cpr['std']:.3f}")
         assert shown in text
+
+
+def test_a_method_that_cannot_take_a_task_is_left_out_with_a_note(tmp_path):
+    """A helper's trial: the docs' trained leaderboard always exited 1, its sae cells on the
+    tracr tasks failing a refusal by design (no unanswerable prompts to contrast)."""
+    args = ["leaderboard", "--model", "tracr-reverse", "--tasks", "tracr", "--seeds", 1]
+    args += ["--n-prompts", 6, "--json"]
+    both = run(*args, "--methods", "activation-patching,sae", "--out", tmp_path / "a")
+    assert both.exit_code == 0, both.output
+    assert "note: sae on tracr left out: the method contrasts prompts" in both.stderr
+    assert [row["method"] for row in json.loads(both.stdout)["rows"]] == ["activation-patching"]
+    alone = run(*args, "--methods", "sae", "--out", tmp_path / "b")
+    assert_one_line_error(alone, "no cell can run; tracr / sae: sae contrasts prompts")
+    assert not (tmp_path / "b").exists()
