@@ -180,6 +180,7 @@ def report(
         "seed": meta.get("seed"),
         "n_prompts": meta.get("n_prompts"),
         "prompt_parts": meta.get("prompt_parts"),  # how many parts the memory budget made
+        "resident_parts": meta.get("resident_parts"),  # how many of them it kept cached
         "max_memory": meta.get("max_memory"),  # bytes: the budget, and a part's estimate
         "part_memory": meta.get("part_memory"),
         "positions": None if groups is None else list(groups),  # its nodes' position groups
@@ -290,6 +291,13 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"the task has {summary['n_prompts']} prompt pair"
             f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "
             f"{asked})"
+        )
+    parts, kept = summary.get("prompt_parts"), summary.get("resident_parts")
+    if parts and kept is not None and kept < parts:
+        said.append(
+            f"the memory budget kept {kept} of the {parts} prompt parts' cached runs between "
+            "sweeps: the others' clean and corrupted runs were made again at every sweep "
+            "(a pass, step or trial), so a larger --max-memory runs faster"
         )
     budget, part = summary.get("max_memory"), summary.get("part_memory")
     if budget and part and part > budget:  # a part is one prompt: it can be no smaller

@@ -412,8 +412,16 @@ def test_a_budget_under_one_prompts_need_is_warned_of():
     assert summary["prompt_parts"] == 3 and summary["part_memory"] > summary["max_memory"]
     said = [w for w in summary["warnings"] if "over the memory budget of 1 MiB" in w]
     assert said and said[0] in result.stderr
+    # a trial's: parts the budget cannot keep are made again at every sweep, several
+    # times slower (ACDC 11x), and nothing said so
+    assert summary["resident_parts"] < summary["prompt_parts"]
+    assert any(
+        w.startswith(f"the memory budget kept {summary['resident_parts']} of the 3 prompt parts")
+        for w in summary["warnings"]
+    )
     roomy = json.loads(discover(*args).stdout)
     assert not any("memory budget" in w for w in roomy["warnings"])
+    assert roomy["resident_parts"] == roomy["prompt_parts"] == 1
 
 
 def test_an_empty_circuit_and_too_few_prompts_are_warned_of():
