@@ -64,7 +64,7 @@ def _progress_lines(label: str, total: int, start: int = 0) -> Advance:
         last = now
         left = (now - started) * (total - done) / max(done - start, 1)
         announce(
-            f"{label}: {done}/{total}, {duration(now - started)} "
+            f"{label}: {int(done)}/{total}, {duration(now - started)} "  # whole steps
             f"so far, about {duration(left)} left"
         )
 

@@ -61,3 +61,12 @@ def test_counted_says_one_in_the_singular():
     from circuitx.progress import counted
 
     assert [counted(n, "node") for n in (0, 1, 2)] == ["0 nodes", "1 node", "2 nodes"]
+
+
+def test_a_log_line_counts_whole_steps(capsys, monkeypatch):
+    """A helper's trial: CD-T's fractional steps were logged as "101.0/158"."""
+    clock = iter([0.0, 70.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    with progress_bar("cdt", 8) as advance:
+        advance(2.5)
+    assert capsys.readouterr().err.splitlines() == ["cdt: 2/8, 0:01:10 so far, about 0:02:34 left"]
