@@ -295,7 +295,7 @@ def caption_text(
         components = {n for n in kept if graph.nodes[n]["kind"] in ("head", "mlp")}
         reference = {n for n in truth.nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
         text += "; node " + _agreement(len(components & reference), components, reference)
-        in_graph = {name for name in truth.edges if name in edges_by_name(graph)}
+        in_graph = truth.edges & edges_by_name(graph).keys()
         if in_graph:
             hits = sum(truth.has_edge(s, r, d) for s, r, _, d in edges)
             text += ", edge " + _agreement(hits, edges, in_graph)
