@@ -31,7 +31,7 @@ import torch
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout, PositionLayout
 from circuitx.models import Model, head_reads
-from circuitx.patching import TOKENS_PER_PASS, Mix, PatchingEngine, effect_gap, token_sum
+from circuitx.patching import TOKENS_PER_PASS, Mix, PatchingEngine, TokenMeans, effect_gap
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
 
@@ -236,7 +236,7 @@ class Engine:
         """Build every part once: the clean and corrupted metrics and accuracies over all
         prompts and, for mean ablation, the mean patch values."""
         clean = corrupted = ablated = clean_accuracy = corrupted_accuracy = 0.0
-        sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        sums = TokenMeans()
         # a mean in parts: each part's own mean is not the one ablated with, so the ablated
         # metric waits for the mean over all prompts (_whole_ablated_metric)
         mean_in_parts = self.ablation == "mean" and self.n_parts > 1 and self._patch_values is None
@@ -253,20 +253,14 @@ class Engine:
                 for name, value in part.corrupted_cache.items():
                     # in float64, so that the mean is the one a single part takes: the
                     # planted models amplify a rounding difference ~500 times
-                    total, count = token_sum(value, real)
-                    if name in sums:
-                        total, count = total + sums[name][0], count + sums[name][1]
-                    sums[name] = (total, count)
+                    sums.add(name, value, real)
             if len(self._kept) < self.plan.resident_parts or self.n_parts == 1:
                 self._kept[index] = part
             else:
                 part.release()
         self._accuracies = (clean_accuracy, corrupted_accuracy)
-        if sums:
-            full = self.model.work_dtype
-            self._patch_values = {
-                name: (total / count.clamp(min=1)).to(full) for name, (total, count) in sums.items()
-            }
+        if mean_in_parts:
+            self._patch_values = sums.means(self.model.work_dtype)
             ablated = self._whole_ablated_metric()
         self.clean_metric, self.corrupted_metric, self.ablated_metric = clean, corrupted, ablated
         self._reference = (clean, corrupted, ablated)

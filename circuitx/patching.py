@@ -690,8 +690,7 @@ def ablate(
     what "zero" leaves (the embeddings of a tracr model keep their anchor); ``real`` [n,
     pos] marks the prompts' tokens, which alone a mean takes (None: every row's all)."""
     if ablation == "mean":  # summed in float64: the same value whatever the parts' sizes
-        total, count = token_sum(corrupted, real)
-        return (total / count.clamp(min=1)).to(corrupted.dtype)
+        return token_mean(*token_sum(corrupted, real), corrupted.dtype)
     if ablation == "zero":
         empty = torch.zeros_like(corrupted[:1])
         return empty if zero is None else empty + zero.to(empty)
@@ -709,3 +708,27 @@ def token_sum(values: torch.Tensor, real: torch.Tensor | None) -> tuple[torch.Te
     weights = weights.reshape(*weights.shape, *[1] * (values.dim() - 2))
     total = (values.to(torch.float64) * weights).sum(0, keepdim=True)
     return total, weights.sum(0, keepdim=True)
+
+
+def token_mean(total: torch.Tensor, count: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The mean :func:`token_sum`'s ``total`` and ``count`` make, in ``dtype``."""
+    return (total / count.clamp(min=1)).to(dtype)
+
+
+class TokenMeans:
+    """Means at each position over the prompts' own tokens, of values keyed by name,
+    summed part by part in float64 (so the same whatever the parts' sizes)."""
+
+    def __init__(self) -> None:
+        self._sums: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def add(self, key: Any, values: torch.Tensor, real: torch.Tensor | None) -> None:
+        """Add one part's ``values`` [n, pos, ...] (``real``: see :func:`token_sum`)."""
+        total, count = token_sum(values, real)
+        if key in self._sums:
+            total, count = total + self._sums[key][0], count + self._sums[key][1]
+        self._sums[key] = (total, count)
+
+    def means(self, dtype: torch.dtype) -> dict[Any, torch.Tensor]:
+        """Each key's mean [1, pos, ...] over every part added, in ``dtype``."""
+        return {key: token_mean(total, count, dtype) for key, (total, count) in self._sums.items()}

@@ -70,7 +70,7 @@ from circuitx.models import (
     transformer_weights,
 )
 from circuitx.names import mlp_node, parse_node
-from circuitx.patching import PatchingEngine, ablate, token_sum
+from circuitx.patching import PatchingEngine, TokenMeans, ablate
 from circuitx.transcoders import Transcoders, fitted_elsewhere, input_hook, transcoders_for
 
 GRANULARITIES = ("node", "feature")
@@ -649,7 +649,7 @@ def _mean_feature_baselines(engine: Engine, transcoders: Transcoders) -> dict[in
     """Each MLP's features averaged over all corrupted prompts, [1, pos, F] by layer: their
     patch values under mean ablation."""
     model = engine.model
-    sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    sums = TokenMeans()
     if not model.has_mlp:
         return {}
     for part, _ in engine.parts():
@@ -657,14 +657,8 @@ def _mean_feature_baselines(engine: Engine, transcoders: Transcoders) -> dict[in
         _, corrupted = model.run_with_cache(part.data.corrupted, names, part.readout)
         for layer in range(model.n_layers):
             features = transcoders[layer].features(corrupted[input_hook(layer)])
-            total, count = token_sum(features, part.data.real_tokens)
-            if layer in sums:
-                total, count = total + sums[layer][0], count + sums[layer][1]
-            sums[layer] = (total, count)
-    return {
-        layer: (total / count.clamp(min=1)).to(features.dtype)
-        for layer, (total, count) in sums.items()
-    }
+            sums.add(layer, features, part.data.real_tokens)
+    return sums.means(features.dtype)
 
 
 def _component_scores(
