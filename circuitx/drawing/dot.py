@@ -18,6 +18,7 @@ from circuitx.drawing.places import (
     caption_text,
     draw_format,
     feeds,
+    filled_score,
     graph_places,
     missed_edges,
     reference_sets,
@@ -71,9 +72,9 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     for node in [*nodes, *missed]:
         data = graph.nodes[node]
         rows.setdefault(data["layer"], []).append(node)
-        score = data["score"]
-        fill = "#ffffff" if score is None or node in missed else to_hex(cmap(norm(score)))
-        ink = "#ffffff" if score is not None and abs(norm(score) - 0.5) > 0.3 else "#222222"
+        score, filled = data["score"], filled_score(graph, node)
+        fill = "#ffffff" if filled is None or node in missed else to_hex(cmap(norm(filled)))
+        ink = "#ffffff" if filled is not None and abs(norm(filled) - 0.5) > 0.3 else "#222222"
         outline = "#222222"
         if reference is not None:
             agreement = "both" if truth.has_node(node) else "circuit only"

@@ -223,13 +223,16 @@ def score_scale(graph: nx.MultiDiGraph, nodes: list[str]) -> tuple[Any, Any]:
     from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm
 
-    scores = [  # not the input's or logits': a file's input may carry its edges' total
-        graph.nodes[n]["score"]
-        for n in nodes
-        if graph.nodes[n]["score"] is not None and graph.nodes[n]["kind"] not in (INPUT, LOGITS)
-    ]
+    scores = [score for n in nodes if (score := filled_score(graph, n)) is not None]
     bound = max((abs(s) for s in scores), default=1.0) or 1.0
     return colormaps["RdBu_r"], TwoSlopeNorm(0.0, -bound, bound)
+
+
+def filled_score(graph: nx.MultiDiGraph, node: str) -> float | None:
+    """The score a node's fill shows: none for the input and logits, which are in every
+    circuit (a file's input may carry its edges' total, which would take the scale)."""
+    data = graph.nodes[node]
+    return None if data["kind"] in (INPUT, LOGITS) else data["score"]
 
 
 def scored_selection(graph: nx.MultiDiGraph, top: int | None) -> tuple[set[str], set[str]]:

@@ -26,6 +26,7 @@ from circuitx.drawing.places import (
     edge_end,
     edge_points,
     feeds,
+    filled_score,
     graph_places,
     label,
     labels_fit,
@@ -111,9 +112,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     cmap, norm = score_scale(graph, nodes)
     for node in nodes:
         x, y = places[node]
-        score = graph.nodes[node]["score"]
-        if graph.nodes[node]["kind"] in ("input", "logits"):  # in every circuit, unscaled
-            score = None
+        score = filled_score(graph, node)
         face = "#ffffff" if score is None else cmap(norm(score))
         edge = (
             AGREEMENT["both" if truth.has_node(node) else "circuit only"]

@@ -87,6 +87,10 @@ def test_dot_has_a_key_one_circle_size_and_the_empty_note(graphviz):
     bound = max(abs(graph.nodes[n]["score"]) for n in drawn_nodes if n not in ("input", "logits"))
     assert f"+{bound:.3g}</FONT>" in key
     assert "fixedsize=true" in source
+    graph.nodes["input"]["score"] = 1000.0  # a file's input, scored with its edges' total
+    loud, _ = dot_source(Picture(graph))
+    assert re.search(r'"input" \[[^]]*fillcolor="#ffffff"', loud)  # white, as drawn elsewhere
+    assert re.search(r"label=<(.*)>;", loud).group(1) == key  # and not on the scale
     against, _ = dot_source(Picture(graph, full_graph(3, 4, True)))
     assert "reference only (dashed)" in against
     empty = scored_circuit(nodes=())
