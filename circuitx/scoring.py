@@ -98,18 +98,17 @@ def check_same_model(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> None
     saying so where the reference is over token positions and the graph is not."""
     if set(component_nodes(graph)) == set(component_nodes(reference)):
         return
-    if position_groups(reference) is not None and position_groups(graph) is None:
+    at, reference_at = position_groups(graph), position_groups(reference)
+    if reference_at is not None and at is None:
         raise CircuitxError(
             "the reference is a circuit over token positions and the graph is not: score a "
             "graph found with --positions against it, or use a reference without positions"
         )
-    if None not in (position_groups(graph), position_groups(reference)) and position_groups(
-        graph
-    ) != position_groups(reference):
+    if None not in (at, reference_at) and at != reference_at:
         raise CircuitxError(
-            f"the graph is over the token positions {_some(list(position_groups(graph)))} and "
-            f"the reference over {_some(list(position_groups(reference)))}: score them as "
-            "their components (--collapse-positions), or against a reference at the graph's"
+            f"the graph is over the token positions {_some(list(at))} and the reference over "
+            f"{_some(list(reference_at))}: score them as their components "
+            "(--collapse-positions), or against a reference at the graph's"
         )
     try:
         edited = shape_of(graph) == shape_of(reference)  # one shape: the nodes were edited

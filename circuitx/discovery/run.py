@@ -135,7 +135,11 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         prompt_parts=engine.n_parts,
         # how many parts' cached runs the budget keeps between sweeps (the rest are made
         # again at every sweep)
-        resident_parts=engine.n_parts if engine.n_parts == 1 else engine.plan.resident_parts,
+        resident_parts=(
+            engine.n_parts
+            if engine.n_parts == 1
+            else min(engine.plan.resident_parts, engine.n_parts)
+        ),
         max_memory=engine.budget,  # the budget in bytes, and a part's estimated need
         part_memory=engine.plan.part_bytes,
         **scores.facts,

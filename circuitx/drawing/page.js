@@ -106,6 +106,11 @@ function element(tag, attributes, parent, tooltip) {
   return node;
 }
 
+// "1 node", "2 nodes" (circuitx.progress.counted)
+function counted(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function formatScore(score) {
   return score === null ? "no score" : "score " + String(Number(Number(score).toPrecision(4)));
 }
@@ -293,7 +298,6 @@ function render() {
   }
   const components = [...selected.nodes].filter((i) => !fixedNodes.has(i)).length;
   const capped = selected.edges.length > drawn.length ? ` (the ${drawn.length} largest drawn)` : "";
-  const counted = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
   statusLine.textContent = `${counted(components, "node")}, ${counted(selected.edges.length, "edge")}${capped}`;
   svg.setAttribute("data-nodes", String(selected.nodes.size));
   svg.setAttribute("data-edges", String(selected.edges.length));

@@ -69,10 +69,11 @@ def page_data(picture: Picture) -> dict[str, Any]:
     magnitudes = sorted((abs(score) for score in level_scores(graph) if score), reverse=True)
     threshold = meta.get("threshold")
     mode = "top" if top is not None else "threshold" if every else "circuit"
+    top_k = top if top is not None else meta.get("top_k") or 20  # where "top k" starts
     if every:
         threshold = magnitudes[-1] if magnitudes else 0.0
     elif threshold is None and magnitudes:  # a top-k circuit: the threshold that keeps it
-        threshold = magnitudes[min(top or meta.get("top_k") or 20, len(magnitudes)) - 1]
+        threshold = magnitudes[min(top_k, len(magnitudes)) - 1]
     return {
         "title": title(graph),
         "file_stem": None,
@@ -87,7 +88,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
         "initial": {
             "mode": mode,
             "threshold": _number(threshold) if threshold is not None else 0.0,
-            "top": top if top is not None else meta.get("top_k") or 20,
+            "top": top_k,
         },
         "has_reference": reference is not None,
         "nodes": {

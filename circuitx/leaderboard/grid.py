@@ -262,20 +262,20 @@ def pairs_that_run(cells: list[Cell]) -> tuple[list[Cell], str | None]:
     pairs left out: a method that contrasts answered with unanswerable prompts (sae) on a
     task that has none (tracr), a refusal by design that had made every such grid exit 1.
     A grid with no cell left is refused where its cells are checked (check_cells)."""
-    kept, left = [], {}
+    kept, left = [], []
     for cell in cells:
         method = get_method(cell.request.method)
         if method.uses_negatives:
             task = get_task(cell.request.task, task_format=cell.request.task_format)
             if not task.has_negative_prompts:
-                left.setdefault(f"{cell.method} on {cell.task}", cell)
+                left.append(f"{cell.method} on {cell.task}")
                 continue
         kept.append(cell)
     if not left or not kept:
         return cells, None  # nothing to leave out, or nothing else: each cell says why
     return kept, (
-        f"note: {', '.join(left)} left out: the method contrasts prompts the model answers "
-        "with prompts it cannot, and the task has none"
+        f"note: {', '.join(dict.fromkeys(left))} left out: the method contrasts prompts the "
+        "model answers with prompts it cannot, and the task has none"
     )
 
 
