@@ -32,7 +32,6 @@ freed by the set-up and reused by the step count), or the CUDA allocator's peak 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
 import resource
@@ -59,6 +58,7 @@ from circuitx.engine import Engine, default_max_memory, memory_plan
 from circuitx.layout import Layout
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.models import EMBED_OUTPUT_HOOK, Model
+from circuitx.models.loading import release_freed_memory
 from circuitx.tasks import get_task
 
 
@@ -72,14 +72,6 @@ def _proc_mib(field: str) -> float | None:
     return None
 
 
-def give_back_free_memory() -> None:
-    """glibc's ``malloc_trim(0)``: free memory it keeps goes back to the system (Linux)."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def measure(step: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
     """Seconds and peak extra memory (MiB) of ``step()`` in this fresh process: the CUDA
     allocator's peak, or the rise of the peak resident size over the resident size before."""
@@ -87,7 +79,7 @@ def measure(step: Callable[[], object], device: torch.device) -> tuple[float, fl
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
-        give_back_free_memory()
+        release_freed_memory(device)
         try:
             Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
         except OSError:

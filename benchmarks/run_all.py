@@ -35,6 +35,7 @@ TIMING = (
     ),
     ("Transcoders", ["transcoder.py", "--skip-planted"]),
     ("Many prompts: peak memory and time", ["many_prompts.py", "100000"]),
+    ("Loading a model: peak and held memory", ["load_memory.py"]),
 )
 
 

@@ -1,5 +1,8 @@
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -332,3 +335,34 @@ def test_an_unreachable_hub_alias_is_named_as_the_hub_model_it_is(monkeypatch):
         _check_hub_model("gpt2", "openai-community/gpt2")
     with pytest.raises(CircuitxError, match="it names no built-in model or local directory"):
         _check_hub_model("someone/model", "someone/model")
+
+
+FREEING = """
+import torch
+
+def anonymous_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) // 1024
+
+base = anonymous_mib()
+kept, freed = [], []
+for _ in range(2000):  # 100 KB each, below glibc's mmap threshold: on its heap
+    freed.append(torch.ones(25_000))
+    kept.append(torch.ones(10))
+grown = anonymous_mib() - base
+del freed
+release_freed_memory(torch.device("cpu"))
+print(grown, anonymous_mib() - base)
+"""
+
+
+def test_memory_freed_while_loading_goes_back_to_the_system():
+    """What the weight processing frees (many tensors between the kept ones) leaves the
+    resident size of a fresh process (its heap as loading leaves it) once given back."""
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("reads the resident size from Linux's /proc")
+    done = subprocess.run([sys.executable, "-c", FREEING], capture_output=True, text=True)
+    grown, left = map(int, done.stdout.split())
+    assert grown > 100
+    assert left < 0.1 * grown
