@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from circuitx.files import atomic_open
-from circuitx.leaderboard import make_grid, parse_methods, run_leaderboard, tasks_for
+from circuitx.leaderboard import parse_methods, plan_grid, run_leaderboard, tasks_for
 from circuitx.leaderboard.cells import machine
 
 HERE = Path(__file__).resolve().parent
@@ -98,17 +98,15 @@ def leaderboard_section(
     backup_rounds: int = 0,
 ) -> str:
     out = HERE / folder
-    cells = make_grid(
-        tasks_for(model),
-        parse_methods(methods),
-        model,
-        list(range(seeds)),
-        ablation=ablation,
-        device=device,
-        backup_rounds=backup_rounds,
-    )
+    grid = plan_grid(  # as the command below makes it
+        model, tasks_for(model), parse_methods(methods), methods == "all", {}, {}, seeds,
+        ablation=ablation, jobs=jobs, backup_rounds=backup_rounds, device=device,
+    )  # fmt: skip
+    for line in grid.notes:
+        print(line, file=sys.stderr)
+    cells = grid.cells
     start = time.perf_counter()
-    board = run_leaderboard(cells, out, jobs=jobs)
+    board = run_leaderboard(cells, out, jobs=jobs, settings=grid.settings)
     took = time.perf_counter() - start
     command = (
         f"circuitx leaderboard --tasks all --methods {methods} --model {model} --seeds {seeds} "

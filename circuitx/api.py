@@ -46,15 +46,11 @@ from circuitx.graph import layout_of
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.leaderboard import (
     Leaderboard,
-    check_grid,
     check_references,
-    make_grid,
-    merged_notes,
     method_option,
-    methods_over_positions,
-    pairs_that_run,
     parse_methods,
     parse_names,
+    plan_grid,
     run_leaderboard,
     tasks_for,
     warning_notes,
@@ -440,55 +436,18 @@ def leaderboard(
     for name in given:
         if name not in [spec.method for spec in specs]:
             raise CircuitxError(f"options name {name}, which is not among the methods")
-    check_grid(
-        model, task_names, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds,
-        threads, executor,
-    )  # fmt: skip
-    every = method_spec.strip() == "all"
-    specs, left_out = methods_over_positions(specs, positions, given, every)
     if references is not None and not isinstance(references, Mapping):
         raise CircuitxError(f"references takes {{task: reference}}, not {a_type(references)}")
     chosen = check_references(
         {_task_name(task): ref for task, ref in (references or {}).items()}, task_names
     )
-    seed_list = list(range(seed, seed + seeds))
-    cells = make_grid(
-        task_names,
-        specs,
-        model,
-        seed_list,
-        n_prompts,
-        ablation,
-        device,
-        dtype,
-        given,
-        None if cache_dir is None else os.fspath(cache_dir),
-        max_memory,
-        backup_rounds,
-        positions,
-        chosen,
-    )
-    cells, unpaired = pairs_that_run(cells)
-    settings = {
-        "tasks": task_names,
-        "methods": [spec.label for spec in specs],
-        "model": model,
-        "seeds": seed_list,
-        "n_prompts": n_prompts,
-        "ablation": ablation,
-        "jobs": jobs,
-        "threads": threads,
-        "executor": executor,
-        "device": device,
-        "dtype": dtype,
-        "options": given,
-        **({"backup_rounds": backup_rounds} if backup_rounds else {}),
-        **({"positions": positions} if positions != "none" else {}),
-        **({"references": chosen} if chosen else {}),
-    }
-    board = run_leaderboard(cells, out, jobs, executor, threads, settings)
-    said = [line for line in (left_out, unpaired) if line] + merged_notes(specs, given)
-    for line in said + warning_notes(cells, board.records) + _failures(board):
+    grid = plan_grid(
+        model, task_names, specs, method_spec.strip() == "all", given, chosen, seeds, seed,
+        n_prompts, ablation, jobs, threads, executor, backup_rounds, positions, device, dtype,
+        None if cache_dir is None else os.fspath(cache_dir), max_memory,
+    )  # fmt: skip
+    board = run_leaderboard(grid.cells, out, jobs, executor, threads, grid.settings)
+    for line in grid.notes + warning_notes(grid.cells, board.records) + _failures(board):
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return board
 

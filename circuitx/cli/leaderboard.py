@@ -23,16 +23,12 @@ from circuitx.errors import MAX_JOBS, MAX_SEED, MAX_THREADS
 from circuitx.leaderboard import (
     COLUMNS,
     STANDARD_VARIANTS,
-    check_grid,
-    make_grid,
-    merged_notes,
-    methods_over_positions,
     non_defaults,
-    pairs_that_run,
     parse_methods,
     parse_names,
     parse_options,
     parse_references,
+    plan_grid,
     run_leaderboard,
     table,
     tasks_for,
@@ -204,59 +200,18 @@ def leaderboard(
     configuration, so a rerun (after an interruption, or with more tasks) runs only the
     rest. A failing cell shows its error in the table, and the command exits 1.
     """
-    every_task = tasks_for(model_name)
-    tasks = parse_names(tasks_spec, list(TASKS), "task", every_task, is_task_file)
-    check_grid(
-        model_name, tasks, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds,
-        threads, executor,
-    )  # fmt: skip
+    tasks = parse_names(tasks_spec, list(TASKS), "task", tasks_for(model_name), is_task_file)
     specs = parse_methods(methods_spec)
     options = parse_options(list(option_specs), [spec.method for spec in specs])
-    every = methods_spec.strip() == "all"
-    specs, left_out = methods_over_positions(specs, positions, options, every)
-    for line in merged_notes(specs, options):
+    grid = plan_grid(
+        model_name, tasks, specs, methods_spec.strip() == "all", options,
+        parse_references(reference_specs, tasks), seeds, seed, n_prompts, ablation, jobs,
+        threads, executor, backup_rounds, positions, device, dtype, cache_dir, max_memory,
+    )  # fmt: skip
+    for line in grid.notes:  # before the run, which may be long
         note(line)
-    methods = [spec.label for spec in specs]
-    references = parse_references(reference_specs, tasks)
-    seed_list = list(range(seed, seed + seeds))
-    cells = make_grid(
-        tasks,
-        specs,
-        model_name,
-        seed_list,
-        n_prompts,
-        ablation,
-        device,
-        dtype,
-        options,
-        cache_dir,
-        max_memory,
-        backup_rounds,
-        positions,
-        references,
-    )
-    cells, unpaired = pairs_that_run(cells)
-    settings = {
-        "tasks": tasks,
-        "methods": methods,
-        "model": model_name,
-        "seeds": seed_list,
-        "n_prompts": n_prompts,
-        "ablation": ablation,
-        "jobs": jobs,
-        "threads": threads,
-        "executor": executor,
-        "device": device,
-        "dtype": dtype,
-        "options": options,
-        **({"backup_rounds": backup_rounds} if backup_rounds else {}),
-        **({"positions": positions} if positions != "none" else {}),
-        **({"references": references} if references else {}),
-    }
-    for line in (left_out, unpaired):  # before the run, which may be long
-        if line:
-            note(line)
-    board = run_leaderboard(cells, out_dir, jobs, executor, threads, settings)
+    cells = grid.cells
+    board = run_leaderboard(cells, out_dir, jobs, executor, threads, grid.settings)
     for line in warning_notes(cells, board.records):
         note(line)
     if as_json:
@@ -270,7 +225,7 @@ def leaderboard(
         )
     else:
         settings = "".join(f"; {text}" for text in non_defaults(cells))
-        title = f"circuitx leaderboard: {model_name}, {len(seed_list)} seed(s){settings}"
+        title = f"circuitx leaderboard: {model_name}, {seeds} seed(s){settings}"
         console = stdout()
         if not console.is_terminal:  # piped: no terminal width to fit, keep rows on one line
             console.width = 240

@@ -368,6 +368,72 @@ def make_grid(
     return cells
 
 
+@dataclass
+class Grid:
+    """A leaderboard run's cells, the settings its results record, and the notes to show
+    before it runs (methods left out or merged)."""
+
+    cells: list[Cell]
+    settings: dict[str, Any]
+    notes: list[str]
+
+
+def plan_grid(
+    model: str,
+    tasks: list[str],
+    specs: list[MethodSpec],
+    every_method: bool,
+    options: Mapping[str, Mapping[str, Any]],
+    references: Mapping[str, str],
+    seeds: int = 3,
+    seed: int = 0,
+    n_prompts: int = 50,
+    ablation: str = "corrupted",
+    jobs: int = 1,
+    threads: int = 1,
+    executor: str = "local",
+    backup_rounds: int = 0,
+    positions: str = "none",
+    device: str | None = None,
+    dtype: str = "float32",
+    cache_dir: str | None = None,
+    max_memory: int | None = None,
+) -> Grid:
+    """The grid ``circuitx leaderboard`` and :func:`circuitx.leaderboard` run, from
+    parsed tasks, methods (``every_method``: named as ``all``), options and references;
+    refused in one line where a shared setting cannot run (:func:`check_grid`)."""
+    check_grid(
+        model, tasks, seeds, seed, n_prompts, jobs, ablation, positions, backup_rounds,
+        threads, executor,
+    )  # fmt: skip
+    specs, left_out = methods_over_positions(specs, positions, options, every_method)
+    seed_list = list(range(seed, seed + seeds))
+    cells = make_grid(
+        tasks, specs, model, seed_list, n_prompts, ablation, device, dtype, options,
+        cache_dir, max_memory, backup_rounds, positions, references,
+    )  # fmt: skip
+    cells, unpaired = pairs_that_run(cells)
+    settings = {
+        "tasks": tasks,
+        "methods": [spec.label for spec in specs],
+        "model": model,
+        "seeds": seed_list,
+        "n_prompts": n_prompts,
+        "ablation": ablation,
+        "jobs": jobs,
+        "threads": threads,
+        "executor": executor,
+        "device": device,
+        "dtype": dtype,
+        "options": options,
+        **({"backup_rounds": backup_rounds} if backup_rounds else {}),
+        **({"positions": positions} if positions != "none" else {}),
+        **({"references": references} if references else {}),
+    }
+    notes = merged_notes(specs, options) + [line for line in (left_out, unpaired) if line]
+    return Grid(cells, settings, notes)
+
+
 def check_grid(
     model: str,
     tasks: Sequence[str],
