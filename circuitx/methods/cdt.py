@@ -79,7 +79,10 @@ class CDT(Method):
     )
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
-        return 1 + layout.n_senders
+        """Layers decomposed: the whole run's, then each sender's from its own layer on
+        (a sender of layer 0 costs every layer, one of the last layer one)."""
+        layers = layout.n_layers
+        return layers + sum(len(s) * (layers - i) for i, s in enumerate(senders_by_layer(layout)))
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
         # every layer's whole activations (decomposition.Wholes: some 16 of d_model's
@@ -189,7 +192,7 @@ def _part_relevance(engine: PatchingEngine, form: UnfoldedForm, advance: Advance
             changes[point, layer] = rel[0]
 
     sums.total = float(run(0, torch.ones(1, layout.n_senders, dtype=torch.bool), keep)[0])
-    advance(1)
+    advance(model.n_layers)
     norms = {key: grouped(change.pow(2).unsqueeze(0))[0] for key, change in changes.items()}
 
     def project(rows: list[int]) -> Observer:
@@ -222,19 +225,26 @@ def _part_relevance(engine: PatchingEngine, form: UnfoldedForm, advance: Advance
         return observe
 
     per_pass = max(1, engine.tokens_per_pass // (n * width))
-    for layer in range(model.n_layers):
+    for layer, senders in enumerate(senders_by_layer(layout)):
         wholes.forget_before(layer)
-        senders = list(range(layout.head_sender(layer), layout.head_sender(layer + 1)))
-        if layer == 0:
-            senders = [*range(layout.inputs), *senders]
         for start in range(0, len(senders), per_pass):
             rows = senders[start : start + per_pass]
             chosen = torch.zeros(len(rows), layout.n_senders, dtype=torch.bool)
             chosen[torch.arange(len(rows)), rows] = True
             sums.logits[rows] = run(layer, chosen, project(rows))
-            advance(len(rows))
+            advance(len(rows) * (model.n_layers - layer))
     host = to_host({"logits": sums.logits, "dots": sums.dots, "norms": sums.norms})
     return _Sums(host["logits"], host["dots"], host["norms"], sums.total)
+
+
+def senders_by_layer(layout: Layout) -> list[list[int]]:
+    """Each layer's senders, which the decomposition starts from that layer: its heads
+    and MLP, and with layer 0's the inputs."""
+    layers = []
+    for layer in range(layout.n_layers):
+        senders = list(range(layout.head_sender(layer), layout.head_sender(layer + 1)))
+        layers.append([*range(layout.inputs), *senders] if layer == 0 else senders)
+    return layers
 
 
 def _z_change(
