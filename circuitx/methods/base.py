@@ -134,7 +134,9 @@ GRADIENT_RESOLUTION = 1e-4  # relative to the largest score: below it, rounding
 GRADIENT_RESOLUTION_FLOAT64 = 1e-11  # the same for a float64 model
 
 
-def above_resolution(scores: torch.Tensor, model: Model) -> torch.Tensor:
+def above_resolution(
+    scores: torch.Tensor, model: Model, resolution: float | None = None
+) -> torch.Tensor:
     """``scores`` with entries below :data:`GRADIENT_RESOLUTION` of the largest |score|
     set to 0: a gradient-based score that is zero in exact arithmetic (a receiver whose
     input does not reach the metric) comes out of float32 as rounding (on the planted
@@ -142,9 +144,11 @@ def above_resolution(scores: torch.Tensor, model: Model) -> torch.Tensor:
     to 1e-6 of the largest), and ranking such scores by their rounding would decide an
     AUC: EAP's moved between 0.80 and 0.90 with the order of a sum; at this resolution
     the split and unsplit gradient passes give the same numbers. A float64 ``model``'s
-    scores are cut at :data:`GRADIENT_RESOLUTION_FLOAT64`."""
-    float64 = model.work_dtype == torch.float64
-    resolution = GRADIENT_RESOLUTION_FLOAT64 if float64 else GRADIENT_RESOLUTION
+    scores are cut at :data:`GRADIENT_RESOLUTION_FLOAT64`, unless ``resolution`` sets
+    the share for every dtype."""
+    if resolution is None:
+        float64 = model.work_dtype == torch.float64
+        resolution = GRADIENT_RESOLUTION_FLOAT64 if float64 else GRADIENT_RESOLUTION
     largest = float(scores.abs().max()) if scores.numel() else 0.0
     return torch.where(scores.abs() <= resolution * largest, 0.0, scores)
 

@@ -7,7 +7,8 @@ a node is the expected magnitude of the metric's gradient with respect to its ga
 E_x |d metric(x) / d gate| -- the magnitude per prompt, before the mean, unlike
 attribution patching's mean gradient -- and the scores are divided by their layer's L2
 norm (heads and MLP together), as Michel et al. found necessary and ACDC's implementation
-does. One forward and one backward pass.
+does (which gates each head's q, k and v apart; here a head has one gate, on its output,
+as Michel et al.'s). One forward and one backward pass.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
-from circuitx.methods.base import Method, MethodRun, Scores, above_resolution
+from circuitx.methods.base import GRADIENT_RESOLUTION, Method, MethodRun, Scores, above_resolution
 from circuitx.models import Model
 
 
@@ -34,10 +35,12 @@ class HISP(Method):
         return gradient_floats_per_token(model)
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
-        # rounding of an exact zero first: normalised, a layer of it would score near 1
-        importance = (
-            above_resolution(engine.gate_gradient_magnitudes(), engine.model).double().cpu()
-        )
+        # importances this small are none, in every dtype: normalised, a layer of them
+        # (float32's rounding of a zero, or float64's 1e-6 of the largest) would score
+        # near 1 and enter the circuit
+        magnitudes = engine.gate_gradient_magnitudes()
+        importance = above_resolution(magnitudes, engine.model, GRADIENT_RESOLUTION)
+        importance = importance.double().cpu()
         run.advance(1)
         return Scores(nodes=per_layer_normalised(engine.layout, importance))
 
