@@ -13,7 +13,7 @@ from conftest import run
 
 from circuitx.builtin import ground_truth, load, model_dir, own_ground_truth
 from circuitx.builtin.tracr import compile_program, read_program, save_compiled
-from circuitx.builtin.tracr.circuit import ACDC_EDGES
+from circuitx.builtin.tracr.circuit import ACDC_EDGES, role_names
 from circuitx.errors import CircuitxError
 from circuitx.graph import edges_by_name
 from circuitx.graph_files import write_graph
@@ -151,3 +151,14 @@ def test_a_models_ground_truths_are_named_model_colon_variant(truths, tmp_path):
     scored = run("score", path, "--reference", "tracr-reverse:weights", "--json")
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["reference"].startswith("tracr-reverse ground truth")
+
+
+def test_roles_are_rasp_names_without_tracrs_process_wide_ids():
+    labels = {"map_9", "map_3", "opp_idx-1_3", "length_5_selector_width_attn_output", "tokens"}
+    assert role_names(labels) == {
+        "map_9": "map_2",  # two values of one name: by the order of their ids
+        "map_3": "map_1",
+        "opp_idx-1_3": "opp_idx-1",
+        "length_5_selector_width_attn_output": "length_selector_width_attn_output",
+        "tokens": "tokens",
+    }

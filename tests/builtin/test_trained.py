@@ -15,6 +15,7 @@ import torch
 from conftest import assert_one_line_error, run
 
 from circuitx.builtin import BUILTIN_MODELS, FAMILIES, ground_truth, load, model_dir
+from circuitx.builtin.ground_truth import CIRCUIT_FILE, write_ground_truth
 from circuitx.builtin.trained import (
     EVAL_PAIRS,
     THRESHOLD,
@@ -170,3 +171,12 @@ def test_sigterm_stops_training_and_leaves_only_the_checkpoint(tmp_path):
     assert process.returncode == 143
     assert stderr.strip().splitlines()[-1] == "error: terminated"
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".siit-checkpoint.pt")] == []
+
+
+def test_the_shipped_ground_truth_is_what_a_fresh_build_writes(shipped, tmp_path):
+    """circuit.json as train-ground-truth writes it today: the same circuits, roles and
+    metadata (the tracr models' ACDC lists had shipped with "acdc" for every role)."""
+    name, directory, target, _ = shipped
+    write_ground_truth(tmp_path, target.circuits)
+    fresh = json.loads((tmp_path / CIRCUIT_FILE).read_text())
+    assert json.loads((directory / CIRCUIT_FILE).read_text()) == fresh

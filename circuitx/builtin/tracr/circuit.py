@@ -4,11 +4,13 @@ tracr gives every RASP value its own residual subspace. A head or MLP is in the 
 when its weights are non-zero; sender -> receiver<q|k|v> is an edge when the receiver's
 W_Q / W_K / W_V (an MLP's first layer, the unembedding) reads a residual direction the
 sender writes (the embeddings write the token, position and ``one`` directions). A node's
-role is the RASP value it writes.
+role is the RASP value it writes, by its name (tracr's labels carry a process-wide
+counter: ``length_5`` in one process is ``length_8`` in another).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import networkx as nx
@@ -88,6 +90,30 @@ def _values(assembled: Any, dims: set[int]) -> set[str]:
     return {assembled.residual_labels[d].split(":")[0] for d in dims}
 
 
+# a RASP value's label: its name, tracr's id, and for a selector width's hidden value a suffix
+RASP_LABEL = re.compile(r"(?P<name>.+)_(?P<id>\d+)(?P<hidden>_selector_width_attn_output)?")
+
+
+def role_names(labels: set[str]) -> dict[str, str]:
+    """Each RASP value label its name without tracr's id (``opp_idx_4`` -> ``opp_idx``), the
+    same whatever was compiled before; values of one name are told apart by the order of
+    their ids (``map_1``, ``map_2``)."""
+    ids: dict[str, list[int]] = {}
+    for label in labels:
+        if match := RASP_LABEL.fullmatch(label):
+            ids.setdefault(match["name"], []).append(int(match["id"]))
+    names = {}
+    for label in labels:
+        match = RASP_LABEL.fullmatch(label)
+        if match is None:  # tokens, indices, one
+            names[label] = label
+            continue
+        same = sorted(set(ids[match["name"]]))
+        rank = f"_{same.index(int(match['id'])) + 1}" if len(same) > 1 else ""
+        names[label] = f"{match['name']}{rank}{match['hidden'] or ''}"
+    return names
+
+
 def written_values(assembled: Any) -> dict[str, set[str]]:
     """The RASP values each head and MLP of a compiled model writes."""
     _, writes, _ = _components(assembled)
@@ -104,9 +130,12 @@ def weight_circuit(assembled: Any, output_dims: list[int], name: str) -> nx.Mult
     config = assembled.model_config
     graph = reference_graph(f"{name} weights", config.num_layers, config.num_heads, True)
     graph.graph.update(task="tracr", model=name)
+    roles = role_names({label.split(":")[0] for label in assembled.residual_labels})
     for node, dims in writes.items():
         if node != INPUT:
-            put_in_circuit(graph, [node], ",".join(sorted(_values(assembled, dims))))
+            put_in_circuit(
+                graph, [node], ",".join(sorted(roles[v] for v in _values(assembled, dims)))
+            )
     for (receiver, head_input), read in reads.items():
         for sender, written in writes.items():
             if read & written:
