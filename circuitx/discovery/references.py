@@ -16,7 +16,7 @@ from circuitx.errors import CircuitxError
 from circuitx.graph import shape_of
 from circuitx.models import Model
 from circuitx.reference import read_reference
-from circuitx.tasks import TASKS, get_task
+from circuitx.tasks import TASKS, Task, get_task
 
 Resolved = tuple[nx.MultiDiGraph | None, str | None, str | None]  # graph, label, why not
 # Discovers the named task's circuit with the current method on the current model.
@@ -84,7 +84,11 @@ def resolve_reference(
             try:  # offered only where it fits the model
                 if task.reference_task is None:
                     task.reference("", *shape)
-                note += f"pass --reference {task_name} to use it here"
+                note += (
+                    f"pass --reference {task_name} to use it here"
+                    if task.reference_task is None or discover_reference is not None
+                    else f"here it would be {_discover_it(task)}"  # a saved graph: no model
+                )
             except CircuitxError as error:
                 note += f"it does not fit this model ({error})"
             return None, None, note
@@ -110,14 +114,19 @@ def resolve_reference(
                 # a model that says it is the paper's but is not its shape: go on without
                 return None, None, f"no reference: {error} (the model says it is {model_id})"
         if discover_reference is None:
-            raise CircuitxError(
-                f"the {base} reference is the {task.reference_task} circuit the same method "
-                f"finds on the same model; discover it (circuitx discover --task "
-                f"{task.reference_task} ... --out FILE) and pass --reference FILE"
-            )
+            raise CircuitxError(f"the {base} reference is {_discover_it(task)}")
         graph = discover_reference(task.reference_task)
         return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
     return read_reference(spec, *shape), spec, None  # check_reference: a file
+
+
+def _discover_it(task: Task) -> str:
+    """What a relational task's reference is, and how to give it to a saved graph."""
+    return (
+        f"the {task.reference_task} circuit the same method finds on the same model; "
+        f"discover it (circuitx discover --task {task.reference_task} ... --out FILE) and "
+        "pass --reference FILE"
+    )
 
 
 def reference_for_graph(

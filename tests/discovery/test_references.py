@@ -52,3 +52,14 @@ def test_auto_offers_the_task_reference_only_where_it_fits():
     assert "pass --reference" not in small
     _, _, large = resolve_reference("auto", "ioi", "my-model", (12, 12, True))
     assert large.endswith("pass --reference ioi to use it here")
+
+
+def test_a_saved_relational_graph_is_told_to_discover_its_reference():
+    """A trial: score on a colored-objects graph said to pass --reference colored-objects,
+    which then said to discover the IOI circuit and pass its file: a circle."""
+    graph = full_graph(12, 12, True, task="colored-objects", model="random-12x12")
+    _, _, why = reference_for_graph(graph, "auto")
+    assert "pass --reference colored-objects" not in why
+    assert why.endswith("circuitx discover --task ioi ... --out FILE) and pass --reference FILE")
+    with pytest.raises(CircuitxError, match="discover it"):
+        reference_for_graph(graph, "colored-objects")
