@@ -9,8 +9,7 @@ node's own normalised patching effect; and the nodes' output norms on clean prom
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import networkx as nx
 import torch
@@ -56,15 +55,6 @@ class Certificate:
         outside = [self.norms[n] for n in self.outside]
         inside = [self.norms[n] for n in self.circuit]
         return (sum(outside) / len(outside)) / (sum(inside) / len(inside))
-
-    def to_dict(self) -> dict[str, Any]:
-        facts = asdict(self)
-        facts.update(
-            max_outside_effect=self.max_outside_effect,
-            min_inside_effect=self.min_inside_effect,
-            norm_ratio=self.norm_ratio,
-        )
-        return facts
 
 
 def certify(

@@ -50,7 +50,7 @@ from collections.abc import Callable
 
 import torch
 
-from circuitx.attention import attention_pattern, normalise_whole, rms, rotate
+from circuitx.attention import head_pattern, normalise_whole, rms, rotate
 from circuitx.layout import Layout
 from circuitx.models import BlockWeights, TransformerWeights
 
@@ -172,13 +172,12 @@ def attention(
         rels[point] = mapped + share
         observe(point, layer, rels[point], full[point])
 
-    def pattern(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        scores = torch.einsum("...qhe,...khe->...hqk", query, key)
-        return attention_pattern(scores, block, weights)
-
-    whole_pattern = wholes("pattern", layer, lambda: pattern(full["q"], full["k"]))
+    whole_pattern = wholes(
+        "pattern", layer, lambda: head_pattern(full["q"], full["k"], block, weights)
+    )
     observe("pattern", layer, None, whole_pattern)
-    z_rel = torch.einsum("...hqk,...khe->...qhe", pattern(rels["q"], rels["k"]), rels["v"])
+    rel_pattern = head_pattern(rels["q"], rels["k"], block, weights)
+    z_rel = torch.einsum("...hqk,...khe->...qhe", rel_pattern, rels["v"])
     z_whole = wholes(
         "z_raw", layer, lambda: torch.einsum("...hqk,...khe->...qhe", whole_pattern, full["v"])
     )

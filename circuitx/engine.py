@@ -32,7 +32,7 @@ from circuitx.errors import CircuitxError
 from circuitx.layout import Layout, PositionLayout
 from circuitx.models import Model, head_reads
 from circuitx.patching import TOKENS_PER_PASS, Mix, PatchingEngine, TokenMeans, effect_gap
-from circuitx.progress import Advance, no_progress
+from circuitx.progress import Advance, no_progress, scaled
 from circuitx.tasks import Task, TaskData
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # on the CPU: at most this, or half the free memory when less
@@ -215,7 +215,7 @@ class Engine:
         self._kept: dict[int, PatchingEngine] = {}
         self.parts_built = 0
         # what ties the parts together, once measured over all prompts
-        self._reference: tuple[float, float] | None = None
+        self._reference: tuple[float, float, float] | None = None
         self._patch_values: dict[str, torch.Tensor] | None = patch_values
         self._measure()
 
@@ -344,8 +344,9 @@ class Engine:
         """The engine on the same prompts with the senders ``held`` [n_senders] (bool; and
         any this one holds) carrying their patch values in every run, its clean run
         included: scores on it show what takes over when those are gone (backup heads).
-        Effects keep this engine's reference (the clean and corrupted metrics without the
-        hold), and its patch values."""
+        Its clean metric is the held run's, and its corrupted and ablated metrics move with
+        it, so effects are measured from the held run in this engine's gap (clean -
+        corrupted without the hold); it keeps this engine's patch values."""
         held = held.cpu() if self.held is None else held.cpu() | self.held
         return Engine(
             self.model, self.task, self.data, self.metric_name, self.ablation, self.budget,
@@ -386,7 +387,7 @@ class Engine:
         float or a tuple of them); a part's progress steps count by its share."""
         total = None
         for part, weight in self.parts():
-            value = compute(part, lambda steps=1, *rest: advance(steps * weight, *rest))
+            value = compute(part, scaled(advance, weight))
             if isinstance(value, tuple):
                 value = tuple(weight * v for v in value)
                 total = value if total is None else tuple(t + v for t, v in zip(total, value))

@@ -21,11 +21,13 @@ from circuitx.names import (
     HEAD_INPUTS,
     INPUT,
     LOGITS,
+    at_position,
     edge_name,
     head_node,
     mlp_node,
     parse_edge_name,
     parse_node,
+    split_position,
 )
 
 
@@ -392,21 +394,15 @@ class PositionLayout(Layout):
 
     @cached_property
     def senders(self) -> list[str]:
-        return [f"{name}@{p}" for name in self.base.senders for p in self.positions]
+        return [at_position(name, p) for name in self.base.senders for p in self.positions]
 
     @cached_property
     def receivers(self) -> list[tuple[str, str | None]]:
         rows = []
         for node, head_input in self.base.receivers:
             for p in self.positions:
-                rows.append((node if node == LOGITS else f"{node}@{p}", head_input))
+                rows.append((node if node == LOGITS else at_position(node, p), head_input))
         return rows
-
-    @cached_property
-    def receiver_owner(self) -> torch.Tensor:
-        return torch.tensor(
-            [-1 if node == LOGITS else self.sender(node) for node, _ in self.receivers]
-        )
 
     @cached_property
     def _edge_rows(self) -> list[tuple[int, int, str, str, str | None]]:
@@ -426,4 +422,4 @@ class PositionLayout(Layout):
     @cached_property
     def nodes(self) -> list[tuple[str, str, int, int | None]]:
         base = {name: row for name, *row in self.base.nodes}
-        return [(name, *base[name.partition("@")[0]]) for name in [*self.senders, LOGITS]]
+        return [(name, *base[split_position(name)[0]]) for name in [*self.senders, LOGITS]]

@@ -38,16 +38,15 @@ def split_position(name: str) -> tuple[str, str | None]:
     component, at, position = name.partition("@")
     if not at:
         return name, None
-    if not _POSITION_RE.match(position) or component in (LOGITS,):
+    if not is_position_name(position) or component in (LOGITS,):
         raise CircuitxError(f"not a circuit node name: {name!r}")
     return component, position
 
 
-def check_position_name(position: str) -> str:
-    """``position`` if it can name a token position in a node name, else a one-line error."""
-    if not _POSITION_RE.match(position):
-        raise CircuitxError(f"a position is named by letters, digits, _ and +, not {position!r}")
-    return position
+def is_position_name(position: str) -> bool:
+    """Whether ``position`` can name a token position in a node name (letters, digits,
+    _ and +)."""
+    return bool(_POSITION_RE.match(position))
 
 
 def parse_node(name: str) -> tuple[str, int | None, int | None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Callable, Iterator
+from typing import Iterator, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -18,7 +18,22 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-Advance = Callable[[int], None]
+
+class Advance(Protocol):
+    """Moves a progress bar ``steps`` on (a part of prompts counts its share of a step),
+    its label replaced by ``description`` where one is given."""
+
+    def __call__(self, steps: float = 1, description: str | None = None) -> None: ...
+
+
+def scaled(advance: Advance, share: float) -> Advance:
+    """``advance`` with each step counted as ``share`` of one: a prompt part's progress."""
+
+    def step(steps: float = 1, description: str | None = None) -> None:
+        advance(steps * share, description)
+
+    return step
+
 
 _silenced = 0
 
@@ -54,7 +69,7 @@ def _progress_lines(label: str, total: int, start: int = 0) -> Advance:
     started = last = time.monotonic()
     done = start
 
-    def advance(steps: int = 1, description: str | None = None) -> None:
+    def advance(steps: float = 1, description: str | None = None) -> None:
         nonlocal done, last, label
         label = description or label
         done += steps
@@ -118,7 +133,7 @@ def progress_bar(
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total, completed=start)
 
-        def advance(steps: int = 1, description: str | None = None) -> None:
+        def advance(steps: float = 1, description: str | None = None) -> None:
             progress.update(task, advance=steps, description=description)
 
         yield advance

@@ -3,6 +3,7 @@ over a word list, and seeded random GPT-2 weights."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,6 @@ def save_tl_legacy_attn_only(
     hub's ``attn-only-4l`` (``NeelNanda/Attn_Only_4L512W_C4_Code``) uses: a config.json
     of HookedTransformer fields (no ``model_type``) and a ``model_final.pth`` state dict
     in HookedTransformer's parameter names and per-head shapes."""
-    import json
-
     d_head, d_vocab, n_ctx = d_model // n_heads, len(tokenizer), 128
     config = dict(
         d_model=d_model, n_layers=n_layers, d_mlp=-1, d_head=d_head, n_heads=n_heads,

@@ -30,7 +30,7 @@ from circuitx.graph import (
     selection_by_score,
     shape_of,
 )
-from circuitx.names import at_position, split_position
+from circuitx.names import at_position, head_node, mlp_node, split_position
 from circuitx.progress import counted
 
 DRAW_FORMATS = ("svg", "png", "pdf", "html")
@@ -141,8 +141,8 @@ def positions(
     places = {INPUT: (width / 2, 0.0), LOGITS: (width / 2, n_layers + 1.0)}
     for layer in range(n_layers):
         for head in range(n_heads):
-            places[f"a{layer}.h{head}"] = (float(head), layer + 1.0)
-        places[f"m{layer}"] = (n_heads + 0.5, layer + 1.0)
+            places[head_node(layer, head)] = (float(head), layer + 1.0)
+        places[mlp_node(layer)] = (n_heads + 0.5, layer + 1.0)
     if not groups:
         return places
     panel = width + PANEL_GAP

@@ -35,7 +35,7 @@ from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.models import BlockWeights, TransformerWeights
 from circuitx.patching import PatchingEngine
-from circuitx.progress import Advance, no_progress
+from circuitx.progress import Advance, no_progress, scaled
 
 QK_CHUNK_FLOATS = 2**25  # floats one batch of senders' recomputed queries and patterns hold
 
@@ -151,10 +151,7 @@ def attributions(
     qk, own = qk.to(device), _own_block(layout, drops, sender=True).to(device)
     nodes = edges = None
     for part, share in engine.parts():
-
-        def step(steps: float = 1, *rest) -> None:
-            advance(steps * share, *rest)
-
+        step = scaled(advance, share)
         found = part.dropped_gradients(drops, patterns=weights is not None, advance=step)
         part_nodes, part_edges = found.nodes, found.edges
         if weights is not None:

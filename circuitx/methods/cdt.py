@@ -53,7 +53,7 @@ from circuitx.models import (
     unfolded_form,
 )
 from circuitx.patching import PatchingEngine
-from circuitx.progress import Advance
+from circuitx.progress import Advance, scaled
 
 WEIGHT_FORMS = ("folded", "authors")  # the model's own weights, or the authors' form of them
 
@@ -116,7 +116,7 @@ def relevance_matrix(
     norms = torch.zeros(layout.n_receivers, dtype=full)
     total = 0.0
     for part, weight in engine.parts():
-        part_sums = _part_relevance(part, form, lambda steps=1: advance(steps * weight))
+        part_sums = _part_relevance(part, form, scaled(advance, weight))
         logits += weight * part_sums.logits
         dots += part_sums.dots
         norms += part_sums.norms

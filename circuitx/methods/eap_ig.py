@@ -9,7 +9,8 @@ clean ones; the activation differences stay the clean run's. ``--ig-mode``:
 - ``activations`` (MIB's EAP-IG-activations, hannamw/EAP-IG ``ig_activations``): for each
   node group in turn (the embeddings, a layer's heads, an MLP) and k = 1 .. steps, a pass
   in which that group alone writes patch + (k / steps) (clean - patch), a constant, the
-  rest running on the clean prompts: (1 + 2 layers) x steps passes.
+  rest running on the clean prompts: (1 + groups) x steps passes, a layer's heads and its
+  MLP two groups (one in a model without MLPs).
 - ``clean-corrupted`` (hannamw/EAP-IG ``clean-corrupted``): the gradients of the clean and
   of the fully patched run, averaged: 2 passes.
 
@@ -58,8 +59,8 @@ class EAPIG(Method):
             "str",
             "inputs",
             "what is interpolated: the embeddings (inputs), each node group's output in turn "
-            "(activations: 1 + 2 x layers times the passes), or only the clean and the "
-            "corrupted run (clean-corrupted: 2 passes)",
+            "(activations: 1 + 2 x layers times the passes, 1 + layers without MLPs), or "
+            "only the clean and the corrupted run (clean-corrupted: 2 passes)",
             choices=IG_MODES,
         ),
     )

@@ -69,7 +69,7 @@ from circuitx.models import (
     norm_scale_hook,
     transformer_weights,
 )
-from circuitx.names import mlp_node, parse_node
+from circuitx.names import head_node, mlp_node, parse_node
 from circuitx.patching import PatchingEngine, TokenMeans, ablate
 from circuitx.transcoders import Transcoders, fitted_elsewhere, input_hook, transcoders_for
 
@@ -373,7 +373,7 @@ def _head_units(
         block.ln1,
         weights.rms,
     )
-    names = [f"a{layer}.h{head}" for head in range(writes.shape[2])]
+    names = [head_node(layer, head) for head in range(writes.shape[2])]
     receivers, through, pattern_grad = [Units(names, reads, "v")], reads.sum(2), None
     if qk != "off":
         normed = _frozen_norm(x, scale, block.ln1, weights.rms)

@@ -308,8 +308,8 @@ class Model:
         for layer in range(self.n_layers):
             w_o = self.head_write_weights(layer)
             written = torch.einsum("bphd,hdm->bphm", self.head_outputs(cache, layer), w_o)
-            for head in range(self.n_heads):
-                norms[head_node(layer, head)] = written[:, :, head].norm(dim=-1)
+            per_head = written.norm(dim=-1).unbind(2)  # [batch, pos] each
+            norms.update({head_node(layer, h): norm for h, norm in enumerate(per_head)})
             if self.has_mlp:
                 norms[mlp_node(layer)] = cache[mlp_output_hook(layer)].norm(dim=-1)
         return norms

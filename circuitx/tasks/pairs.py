@@ -33,13 +33,13 @@ import difflib
 import hashlib
 import io
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from circuitx.errors import CircuitxError, listed
+from circuitx.names import is_position_name
 
 FORMATS = ("jsonl", "eap-ig", "auto-circuit")
 NOT_A_TASK_FILE = (
@@ -186,7 +186,7 @@ def _named(value: Any, where: str) -> tuple[tuple[str, int], ...]:
         raise CircuitxError(f"{where}: positions must map names to token indices")
     named = []
     for name, index in value.items():
-        if not re.fullmatch(r"[A-Za-z0-9_+]+", str(name)) or name in ("END", "other"):
+        if not is_position_name(str(name)) or name in ("END", "other"):
             raise CircuitxError(
                 f"{where}: position name {name!r} must be letters, digits, _ and +, and not "
                 "END or other (those are the read token and the rest)"
