@@ -94,7 +94,7 @@ class PatchingEngine:
         self.ablation, self.first_prompt = ablation, first_prompt
         self.layout = layout or model.layout
         if isinstance(self.layout, PositionLayout):  # a circuit over token positions
-            if held is not None and bool(held[1:].any()):
+            if held is not None and bool(held[self.layout.inputs :].any()):
                 raise CircuitxError("--backup-rounds works on circuits without positions")
             self.position_weights = position_weights(model)
             self.group_index = data.group_index(self.layout.positions).to(model.device)
@@ -141,7 +141,7 @@ class PatchingEngine:
                 ablated = self.measure_ablated_metric()
             reference = (float(self.metric(self.clean_final).mean()), corrupted, ablated)
         self.clean_metric, self.corrupted_metric, self.ablated_metric = reference
-        if held is not None and bool(held[1:].any()):
+        if held is not None and bool(held[self.layout.inputs :].any()):
             self._hold(held, [*outputs, *resids, LOGITS_INPUT_HOOK])
             if measured:  # effects from the held clean run, in the gap's units
                 before = self.clean_metric

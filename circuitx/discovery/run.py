@@ -95,7 +95,8 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
             scores = method.score(engine, run)
         threshold, top_k, nodes_kept, edges_kept = choose(scores)
         for round_ in range(request.backup_rounds):  # what takes over when a node is gone
-            found = nodes_kept[1:-1].nonzero().flatten() + 1  # the circuit's senders
+            inputs = layout.inputs  # the circuit's senders but the input(s)
+            found = nodes_kept[inputs:-1].nonzero().flatten() + inputs
             label = f"{method.name}: backups of {len(found)} nodes, round {round_ + 1}"
             with progress_bar(label, steps * len(found)) as advance:
                 run.advance = advance

@@ -47,10 +47,11 @@ class HISP(Method):
 
 def per_layer_normalised(layout: Layout, importance: torch.Tensor) -> torch.Tensor:
     """``importance`` [n_senders] with each layer's heads and MLP divided by their L2 norm
-    (the input's entry set to 0)."""
+    (the input's entries set to 0)."""
+    inputs = layout.inputs
     layers = torch.tensor([layout.sender_layer(s) for s in range(layout.n_senders)])
     norms = torch.zeros(layout.n_layers, dtype=importance.dtype)
-    norms.index_add_(0, layers[1:], importance[1:] ** 2)
+    norms.index_add_(0, layers[inputs:], importance[inputs:] ** 2)
     scaled = importance / norms.sqrt().clamp(min=1e-12)[layers]
-    scaled[0] = 0.0
+    scaled[:inputs] = 0.0
     return scaled
