@@ -27,14 +27,25 @@ def rms(whole: torch.Tensor, eps: float) -> torch.Tensor:
     return (whole.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
+def centred(x: torch.Tensor) -> torch.Tensor:
+    """``x`` less its mean over the last axis (what a LayerNorm divides)."""
+    return x - x.mean(-1, keepdim=True)
+
+
+def frozen_norm(
+    x: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], rms: bool
+) -> torch.Tensor:
+    """The norm ``norm`` (weight, bias: zeros for RMSNorm) of ``x`` with the scale it
+    divides by given: LayerNorm centres ``x`` first, RMSNorm does not."""
+    return (x if rms else centred(x)) / scale * norm[0] + norm[1]
+
+
 def normalise_whole(
     whole: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], weights: TransformerWeights
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's norm of ``whole``, and the scale it divides by."""
     scale = norm_scale(whole, weights)
-    if weights.rms:
-        return whole / scale * norm[0], scale
-    return (whole - whole.mean(-1, keepdim=True)) / scale * norm[0] + norm[1], scale
+    return frozen_norm(whole, scale, norm, weights.rms), scale
 
 
 def normalised(

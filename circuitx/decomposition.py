@@ -50,7 +50,7 @@ from collections.abc import Callable
 
 import torch
 
-from circuitx.attention import head_pattern, normalise_whole, rms, rotate
+from circuitx.attention import centred, head_pattern, normalise_whole, rms, rotate
 from circuitx.layout import Layout
 from circuitx.models import BlockWeights, TransformerWeights
 
@@ -108,10 +108,6 @@ def linear(
     return rel_out, wholes(point, layer, lambda: mapped_whole + bias)
 
 
-def _centred(x: torch.Tensor) -> torch.Tensor:
-    return x - x.mean(-1, keepdim=True)
-
-
 def normalise(
     rel: torch.Tensor,
     whole: torch.Tensor,
@@ -124,7 +120,7 @@ def normalise(
     divides it."""
     if weights.rms:
         return rel / scale * norm[0]
-    return _centred(rel) / scale * norm[0] + _rel_bias(norm[1], rel, whole)
+    return centred(rel) / scale * norm[0] + _rel_bias(norm[1], rel, whole)
 
 
 def activation(

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from circuitx.attention import centred
 from circuitx.layout import Layout, SenderChunk
 from circuitx.models import (
     EMBED_OUTPUT_HOOK,
@@ -369,7 +370,7 @@ class MaskedPass:
         def hook(x: torch.Tensor) -> torch.Tensor:
             read = x.detach().to(self.full)
             if not reads.rms:
-                read = read - read.mean(-1, keepdim=True)
+                read = centred(read)
             scale = (read.pow(2).mean(-1, keepdim=True) + reads.eps).rsqrt()
             self.norms[layer] = (read * scale, scale)
             return x

@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 
-from circuitx.attention import head_pattern, project_heads
+from circuitx.attention import centred, frozen_norm, head_pattern, project_heads
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
@@ -178,7 +178,7 @@ def attribute(
     direction = engine.task.logit_direction(data, model.d_vocab).to(grad)
     direction = direction.view(*at.shape, -1)  # [n, P, vocab]
     with torch.enable_grad():
-        normed = _frozen_norm(final, scale_final, weights.ln_final, weights.rms)
+        normed = frozen_norm(final, scale_final, weights.ln_final, weights.rms)
         logits = normed @ weights.W_U + weights.b_U
         target = (logits * direction).sum(-1).mean()
         (readout_grad,) = torch.autograd.grad(target, final)
@@ -287,15 +287,6 @@ def check_attributable(model: Model) -> TransformerWeights:
     return weights
 
 
-def _frozen_norm(
-    x: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], rms: bool
-) -> torch.Tensor:
-    """LayerNorm (RMSNorm with ``rms``: no centring) with its scale frozen at ``scale``."""
-    weight, bias = norm
-    centred = x if rms else x - x.mean(-1, keepdim=True)
-    return centred / scale * weight + bias
-
-
 def _norm_backward(
     y: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], rms: bool
 ) -> torch.Tensor:
@@ -303,7 +294,7 @@ def _norm_backward(
     scale frozen: C(w * y) / s (RMSNorm: w * y / s). ``scale`` broadcasts against ``y``
     from the left."""
     weighted = y * norm[0]
-    return (weighted if rms else weighted - weighted.mean(-1, keepdim=True)) / scale
+    return (weighted if rms else centred(weighted)) / scale
 
 
 def _mlp_units(
@@ -376,7 +367,7 @@ def _head_units(
     names = [head_node(layer, head) for head in range(writes.shape[2])]
     receivers, through, pattern_grad = [Units(names, reads, "v")], reads.sum(2), None
     if qk != "off":
-        normed = _frozen_norm(x, scale, block.ln1, weights.rms)
+        normed = frozen_norm(x, scale, block.ln1, weights.rms)
         values = torch.einsum("npd,hde->nphe", normed, block.W_V) + block.b_V
         pattern_grad = torch.einsum("nqhe,nkhe->nhqk", dm_dz, values)
         for side, read in zip("qk", _qk_reads(normed, scale, pattern_grad, block, weights)):
