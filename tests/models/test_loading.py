@@ -339,6 +339,7 @@ def test_an_unreachable_hub_alias_is_named_as_the_hub_model_it_is(monkeypatch):
 
 FREEING = """
 import torch
+from circuitx.models.loading import release_freed_memory
 
 def anonymous_mib():
     for line in open("/proc/self/status"):
@@ -363,6 +364,7 @@ def test_memory_freed_while_loading_goes_back_to_the_system():
     if not Path("/proc/self/status").is_file():
         pytest.skip("reads the resident size from Linux's /proc")
     done = subprocess.run([sys.executable, "-c", FREEING], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     grown, left = map(int, done.stdout.split())
     assert grown > 100
     assert left < 0.1 * grown
