@@ -81,7 +81,7 @@ class DiscoveryRequest:
         corruption = self.corruption
         if method.uses_negatives:
             named = get_task(self.task, task_format=self.task_format)
-            if not named.has_negative_prompts:
+            if method.lacks_negatives(named):
                 able = [t.name for t in TASKS.values() if t.has_negative_prompts]
                 file = ", and a task file cannot name such" if isinstance(named, FileTask) else ""
                 raise CircuitxError(

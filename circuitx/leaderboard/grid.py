@@ -264,12 +264,12 @@ def pairs_that_run(cells: list[Cell]) -> tuple[list[Cell], str | None]:
     A grid with no cell left is refused where its cells are checked (check_cells)."""
     kept, left = [], []
     for cell in cells:
-        method = get_method(cell.request.method)
-        if method.uses_negatives:
-            task = get_task(cell.request.task, task_format=cell.request.task_format)
-            if not task.has_negative_prompts:
-                left.append(f"{cell.method} on {cell.task}")
-                continue
+        method, request = get_method(cell.request.method), cell.request
+        if method.uses_negatives and method.lacks_negatives(
+            get_task(request.task, task_format=request.task_format)
+        ):
+            left.append(f"{cell.method} on {cell.task}")
+            continue
         kept.append(cell)
     if not left or not kept:
         return cells, None  # nothing to leave out, or nothing else: each cell says why

@@ -20,6 +20,7 @@ from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
 from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
+from circuitx.tasks import Task
 
 OPTION_TYPES = {"int": int, "float": float, "str": str}
 ON_OFF = {"on", "off"}
@@ -235,6 +236,11 @@ class Method:
     # facts of its run (graph metadata keys, their labels and, for a float, the decimals
     # shown where not 3) that discover's summary and --json report
     reported_facts: ClassVar[tuple[tuple[str, str] | tuple[str, str, int], ...]] = ()
+
+    def lacks_negatives(self, task: Task) -> bool:
+        """Whether ``task`` cannot run this method by design: the method contrasts prompts
+        the model answers with prompts it cannot, and the task has none."""
+        return self.uses_negatives and not task.has_negative_prompts
 
     def positions_refusal(self, options: dict[str, Any]) -> str | None:
         """Why this method with ``options`` cannot score a circuit over token positions
