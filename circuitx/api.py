@@ -306,12 +306,11 @@ def _reference(
             f"reference takes a graph, a name or a graph file, not {type(reference).__name__}"
         )
     cache = None if cache_dir is None else os.fspath(cache_dir)
-    found, label, why_not = reference_for_graph(graph, os.fspath(reference), cache)
-    if found is None:  # said for the command line, whose --reference is our reference=
-        why_not = (why_not or "no reference to score against").replace(
-            "pass --reference", "pass reference=..."
-        )
-        raise CircuitxError(why_not)
+    found, label, why_not = reference_for_graph(
+        graph, os.fspath(reference), cache, asks=lambda value: f"reference={value}"
+    )
+    if found is None:
+        raise CircuitxError(why_not or "no reference to score against")
     return found, label
 
 

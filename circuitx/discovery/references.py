@@ -23,6 +23,15 @@ Resolved = tuple[nx.MultiDiGraph | None, str | None, str | None]  # graph, label
 DiscoverReference = Callable[[str], nx.MultiDiGraph]
 
 
+# how a message asks for a reference: the command line's ``--reference VALUE`` by default
+Asks = Callable[[str], str]
+
+
+def command_line(value: str) -> str:
+    """How ``discover`` and ``score`` take a reference: ``--reference VALUE``."""
+    return f"--reference {value}"
+
+
 def truth_label(model: str, truth: nx.MultiDiGraph) -> str:
     """``MODEL ground truth``, with which one where the model ships several (tracr's:
     ACDC's edge list or the weights')."""
@@ -39,8 +48,10 @@ def resolve_reference(
     discover_reference: DiscoverReference | None = None,
     planted: str | None = None,
     cache_dir: str | None = None,
+    asks: Asks = command_line,
 ) -> Resolved:
-    """``(reference graph, label, None)`` for ``spec``, or ``(None, None, why not)``.
+    """``(reference graph, label, None)`` for ``spec``, or ``(None, None, why not)``;
+    ``asks`` phrases how a message asks for a reference.
 
     A relational reference (a task whose reference is another task's circuit found by the
     same method on the same model) is made by ``discover_reference(other task)``. On a
@@ -71,7 +82,7 @@ def resolve_reference(
     if spec == "auto":
         if task_name not in TASKS:
             note = (
-                f"no reference: the task {task_name} has none; pass --reference (a graph "
+                f"no reference: the task {task_name} has none; pass {asks('FILE')} (a graph "
                 "file, or a planted model's name for its ground truth)"
             )
             return None, None, note
@@ -85,9 +96,9 @@ def resolve_reference(
                 if task.reference_task is None:
                     task.reference("", *shape)
                 note += (
-                    f"pass --reference {task_name} to use it here"
+                    f"pass {asks(task_name)} to use it here"
                     if task.reference_task is None or discover_reference is not None
-                    else f"here it would be {_discover_it(task)}"  # a saved graph: no model
+                    else f"here it would be {_discover_it(task, asks)}"  # a saved graph
                 )
             except CircuitxError as error:
                 note += f"it does not fit this model ({error})"
@@ -114,38 +125,38 @@ def resolve_reference(
                 # a model that says it is the paper's but is not its shape: go on without
                 return None, None, f"no reference: {error} (the model says it is {model_id})"
         if discover_reference is None:
-            raise CircuitxError(f"the {base} reference is {_discover_it(task)}")
+            raise CircuitxError(f"the {base} reference is {_discover_it(task, asks)}")
         graph = discover_reference(task.reference_task)
         return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
     return read_reference(spec, *shape), spec, None  # check_reference: a file
 
 
-def _discover_it(task: Task) -> str:
+def _discover_it(task: Task, asks: Asks) -> str:
     """What a relational task's reference is, and how to give it to a saved graph."""
     return (
         f"the {task.reference_task} circuit the same method finds on the same model; "
         f"discover it (circuitx discover --task {task.reference_task} ... --out FILE) and "
-        "pass --reference FILE"
+        f"pass {asks('FILE')}"
     )
 
 
 def reference_for_graph(
-    graph: nx.MultiDiGraph, spec: str, cache_dir: str | None = None
+    graph: nx.MultiDiGraph, spec: str, cache_dir: str | None = None, asks: Asks = command_line
 ) -> Resolved:
     """The reference ``spec`` names for a saved graph, with the task, model and shape the
-    graph records."""
+    graph records (``asks``: as for :func:`resolve_reference`)."""
     meta = graph.graph
     if spec == "auto" and meta.get("reference_spec"):  # the one its discovery was given
         spec = str(meta["reference_spec"])
         if Path(spec).is_absolute() and not Path(spec).is_file():  # a file, recorded so
             raise CircuitxError(
                 f"the graph was discovered against the reference file {spec}, which is not "
-                "there now: pass --reference"
+                f"there now: pass {asks('FILE')}"
             )
     task = meta.get("task")
     on_planted = builtin.ships_ground_truth(str(meta.get("model") or ""))
     if spec == "auto" and task not in TASKS and not on_planted:  # a planted model's own
-        return None, None, f"no reference: {_no_reference(meta)}; pass --reference"
+        return None, None, f"no reference: {_no_reference(meta)}; pass {asks('FILE')}"
     if spec == "planted" and task is None:
         raise CircuitxError(
             "--reference planted needs the graph's task, which this graph does not record "
@@ -158,6 +169,7 @@ def reference_for_graph(
         shape_of(graph),
         planted=meta.get("model"),
         cache_dir=cache_dir,
+        asks=asks,
     )
 
 
@@ -173,11 +185,15 @@ def _no_reference(meta: dict) -> str:
 
 
 def reference_for_model(
-    model: Model, request: DiscoveryRequest, note: Callable[[str], None] | None = None
+    model: Model,
+    request: DiscoveryRequest,
+    note: Callable[[str], None] | None = None,
+    asks: Asks = command_line,
 ) -> Resolved:
     """The reference the request names for its task on ``model``. A relational reference
     (another task's circuit) is discovered with the same request on that task (a metric
-    the other task lacks is left to its default); ``note`` hears when that happens."""
+    the other task lacks is left to its default); ``note`` hears when that happens
+    (``asks``: as for :func:`resolve_reference`)."""
     request.validated()
     get_task(request.task, task_format=request.task_format).check_model(model)
 
@@ -206,4 +222,5 @@ def reference_for_model(
         discover_reference,
         planted=model.builtin or model.source,
         cache_dir=request.cache_dir,
+        asks=asks,
     )

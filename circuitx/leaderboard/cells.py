@@ -140,7 +140,9 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
         request = request.validated()
         with silenced(), builtin.torch_threads(threads):
             model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
-            reference, label, note = reference_for_model(model, request)
+            reference, label, note = reference_for_model(  # in the grid's words
+                model, request, asks=lambda value: f"--reference {cell.task}={value}"
+            )
             graph = discover(model, request)
             reference = matching_reference(graph, reference)  # at its positions, if any
             result = report(graph, reference, label)

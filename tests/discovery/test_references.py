@@ -40,8 +40,11 @@ def test_auto_says_why_a_graph_has_no_reference(meta, why):
 
 
 def test_python_says_reference_where_the_command_line_says_the_option():
-    with pytest.raises(CircuitxError, match=r"has no circuit of its own; pass reference=\.\.\.$"):
+    with pytest.raises(CircuitxError, match=r"has no circuit of its own; pass reference=FILE$"):
         cx.score(full_graph(2, 2, True, task="mine", task_file="/d/mine.jsonl"))
+    graph = full_graph(12, 12, True, task="ioi", model="my-model")  # not the paper's model
+    with pytest.raises(CircuitxError, match="pass reference=ioi to use it here$"):
+        cx.score(graph)  # the command line's "--reference ioi" had read "reference=... ioi"
 
 
 def test_auto_offers_the_task_reference_only_where_it_fits():
