@@ -7,7 +7,7 @@
 # Made for the device machine (an H200 lent to some sessions): its python3 has torch with
 # CUDA but not transformer-lens and a few of our other needs, which travel as wheels in
 # .whl (benchmarks/gpu_wheels.sh fetches them here; name .whl in the run's carry). Each
-# benchmark gets its own time limit so that the whole stays under 8 minutes; one that
+# benchmark gets its own time limit so that the whole stays under 9 minutes; one that
 # runs out says so in the table file and the next one runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +51,5 @@ bench 50 "Discrete-SAE overlap, 1,000 prompts" python3 benchmarks/sae.py --devic
     --n-prompts 1000 --skip-planted --skip-examples --skip-settings --skip-health \
     --skip-histograms --skip-separability
 bench 70 "Transcoders" python3 benchmarks/transcoder.py --device cuda --skip-planted
+bench 40 "Loading a model: peak and held GPU memory" python3 benchmarks/load_memory.py --device cuda
 cat "$out"

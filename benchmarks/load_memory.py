@@ -1,7 +1,7 @@
 """Memory of loading a model: the peak while TransformerLens folds and centres the
 weights, and what the loaded model holds, against the checkpoint's weights.
 
-    python benchmarks/load_memory.py [--dtypes float32,bfloat16]
+    python benchmarks/load_memory.py [--dtypes float32,bfloat16] [--device cuda]
 
 The model is the GPT-2-small shape (12 x 12, d_model 768, the real GPT-2 vocabulary:
 124M parameters) with seeded random weights, saved with ``transformers``. Each dtype
@@ -9,7 +9,8 @@ loads in a fresh process (Linux: /proc's VmHWM and RssAnon): the peak is the ris
 peak resident size over the resident size after the imports, and "held" the rise of the
 anonymous resident size once loading has given back what it freed, of which the bridge's
 parameters are a part (GPT-2's unembedding untied from its embedding to be centred, and
-the q, k and v projections beside the fused one).
+the q, k and v projections beside the fused one). With ``--device cuda`` both are the
+CUDA allocator's: its peak and what stays allocated, over what was before.
 """
 
 from __future__ import annotations
@@ -56,16 +57,26 @@ def checkpoint_numel(model_dir: Path) -> int:
     return total
 
 
-def load_step(model_dir: str, dtype: str) -> None:
+def load_step(model_dir: str, dtype: str, device: str) -> None:
     """Load once in this fresh process; print the memory as one JSON line."""
     from circuitx.models.loading import load_model
 
-    resident, anonymous = proc_mib("VmRSS"), proc_mib("RssAnon")
-    model = load_model(model_dir, device="cpu", dtype=dtype)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        allocated = torch.cuda.memory_allocated() / 2**20
+    else:
+        resident, anonymous = proc_mib("VmRSS"), proc_mib("RssAnon")
+    model = load_model(model_dir, device=device, dtype=dtype)
     tensors = {t.data_ptr(): t for t in model.bridge.parameters()}.values()  # each once
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20 - allocated
+        held = torch.cuda.memory_allocated() / 2**20 - allocated
+    else:
+        peak, held = proc_mib("VmHWM") - resident, proc_mib("RssAnon") - anonymous
     result = {
-        "peak_mib": proc_mib("VmHWM") - resident,
-        "held_mib": proc_mib("RssAnon") - anonymous,
+        "peak_mib": peak,
+        "held_mib": held,
         "parameters_mib": sum(t.numel() * t.element_size() for t in tensors) / 2**20,
     }
     print(json.dumps(result))
@@ -74,15 +85,18 @@ def load_step(model_dir: str, dtype: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--step-dir", help=argparse.SUPPRESS)  # the child's model
     parser.add_argument("--step-dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: no CUDA device here")
     if args.step_dir:
-        load_step(args.step_dir, args.step_dtype)
+        load_step(args.step_dir, args.step_dtype, args.device)
         return
     print(
         f"{platform.machine()}, torch {torch.__version__}; GPT-2-small shape (124M "
-        "parameters), each load in a fresh process on the CPU\n"
+        f"parameters), each load in a fresh process on {args.device}\n"
     )
     print(
         "| dtype | weights (MiB) | peak while loading (MiB) | x weights | held (MiB) | x weights "
@@ -93,6 +107,7 @@ def main() -> None:
         save_causal_lm(Path(tmp), "gpt2", gpt2_tokenizer(), 12, 12, 768, 0)
         for dtype in args.dtypes.split(","):
             command = [sys.executable, __file__, "--step-dir", tmp, "--step-dtype", dtype]
+            command += ["--device", args.device]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"loading in {dtype} failed:\n{done.stderr[-2000:]}")
