@@ -228,6 +228,12 @@ class Engine:
         return len(self.ranges)
 
     @property
+    def resident_parts(self) -> int:
+        """How many parts' cached runs stay in memory between sweeps (the rest are made
+        again at every sweep); one part alone always stays."""
+        return self.n_parts if self.n_parts == 1 else min(self.plan.resident_parts, self.n_parts)
+
+    @property
     def masks_per_pass(self) -> int:
         """How many masks a patched pass stacks over a part's prompts."""
         return max(1, self.tokens_per_pass // (self.part_size * int(self.data.clean.shape[1])))
@@ -254,7 +260,7 @@ class Engine:
                     # in float64, so that the mean is the one a single part takes: the
                     # planted models amplify a rounding difference ~500 times
                     sums.add(name, value, real)
-            if len(self._kept) < self.plan.resident_parts or self.n_parts == 1:
+            if len(self._kept) < self.resident_parts:
                 self._kept[index] = part
             else:
                 part.release()

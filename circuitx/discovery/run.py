@@ -134,13 +134,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         ablated_metric=None if engine.ablation == "corrupted" else engine.ablated_metric,
         clean_accuracy=None if task.answers_are_the_models else engine.accuracy(),
         prompt_parts=engine.n_parts,
-        # how many parts' cached runs the budget keeps between sweeps (the rest are made
-        # again at every sweep)
-        resident_parts=(
-            engine.n_parts
-            if engine.n_parts == 1
-            else min(engine.plan.resident_parts, engine.n_parts)
-        ),
+        resident_parts=engine.resident_parts,  # of them, kept cached between sweeps
         max_memory=engine.budget,  # the budget in bytes, and a part's estimated need
         part_memory=engine.plan.part_bytes,
         **scores.facts,
