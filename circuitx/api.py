@@ -33,7 +33,6 @@ from circuitx.discovery import (
     overlap_notes,
     reference_for_graph,
     report,
-    run_warnings,
     scoring_notes,
     top_k_notes,
 )
@@ -171,10 +170,10 @@ def discover(
     if isinstance(model, str):
         model = builtin.load(str(request.model), device, request.dtype, request.cache_dir)
     graph = run_discovery(model, request)
-    summary = report(graph, None, None)
+    summary = report(graph, None, None, asked=request.n_prompts)
     said = top_k_notes(layout_of(graph), request.method, top_k) if top_k is not None else []
     said += unused_options(METHODS[request.method], options, request.options)
-    for line in said + summary["warnings"] + run_warnings(summary, request.n_prompts):
+    for line in said + summary["warnings"]:
         warnings.warn(line, CircuitxWarning, stacklevel=2)
     return graph
 

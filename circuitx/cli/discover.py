@@ -32,11 +32,7 @@ from circuitx.cli.common import (
 from circuitx.discovery import (
     FAITHFULNESS_PROMPTS,
     DiscoveryRequest,
-    discover,
-    matching_reference,
-    reference_for_model,
-    report,
-    run_warnings,
+    discover_scored,
     scoring_notes,
     top_k_notes,
 )
@@ -295,14 +291,12 @@ def discover_command(
         ) from None
     notes: list[str] = []  # shown once the work succeeds: an error stays one line
     notes += unused_options(METHODS[request.method], method_flags, request.options)
-    reference, label, why_not = reference_for_model(model, request, note=notes.append)
-    if why_not and reference_spec != "none":
-        notes.append(why_not)
-    graph = discover(model, request)
+    scored = discover_scored(model, request, note=notes.append)
+    graph, reference, summary = scored.graph, scored.reference, scored.summary
+    if scored.no_reference and reference_spec != "none":
+        notes.append(scored.no_reference)
     if top_k is not None:  # the graph's universe: over positions, its position nodes
         notes += top_k_notes(layout_of(graph), request.method, top_k)
-    reference = matching_reference(graph, reference)  # at its positions, if any: once
-    summary = report(graph, reference, label)
     if reference is not None:
         notes += scoring_notes(graph, reference)
     if out_path:
@@ -316,7 +310,6 @@ def discover_command(
             raise
         if drawn["note"]:
             notes.append(drawn["note"])
-    summary["warnings"] += run_warnings(summary, request.n_prompts)
     summary["total_s"] = time.perf_counter() - started  # not Python's start or the imports
     for line in notes + summary["warnings"]:
         note(line)

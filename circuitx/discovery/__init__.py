@@ -20,13 +20,16 @@ from circuitx.discovery.report import (
 )
 from circuitx.discovery.request import FAITHFULNESS_PROMPTS, DiscoveryRequest, check_reference
 from circuitx.discovery.run import discover, model_id, select
+from circuitx.discovery.scored import Scored, discover_scored
 
 __all__ = [
     "CURVE_FRACTIONS",
     "DiscoveryRequest",
     "FAITHFULNESS_PROMPTS",
+    "Scored",
     "check_reference",
     "discover",
+    "discover_scored",
     "edge_ranking",
     "evaluate",
     "faithfulness_report",

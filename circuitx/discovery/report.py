@@ -147,9 +147,14 @@ FEATURE_COUNTS = (
 
 
 def report(
-    graph: nx.MultiDiGraph, reference: nx.MultiDiGraph | None, label: str | None
+    graph: nx.MultiDiGraph,
+    reference: nx.MultiDiGraph | None,
+    label: str | None,
+    asked: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON summary of a discovery, scored against ``reference`` (named ``label``)."""
+    """The JSON summary of a discovery, scored against ``reference`` (named ``label``).
+    Its warnings are the method's and the run's (:func:`run_warnings`; ``asked``: the
+    prompts asked for, where the run had a count to meet)."""
     reference = matching_reference(graph, reference)  # once: evaluate finds it matched
     features = {n for n, kind in graph.nodes(data="kind") if kind == "feature"}
     feature_edges = [d for s, r, d in graph.edges(data=True) if s in features or r in features]
@@ -168,7 +173,7 @@ def report(
     nodes = component_nodes(graph)
     method = METHODS.get(meta.get("method"))
     groups = position_groups(graph)
-    return {
+    summary = {
         "task": meta.get("task"),
         "task_file": meta.get("task_file"),  # a task file's path and the SHA-256 of its bytes
         "task_file_sha256": meta.get("task_file_sha256"),
@@ -220,6 +225,8 @@ def report(
         "metrics": evaluate(graph, reference),
         "overlap": None if reference is None else overlap(graph, reference),
     }
+    summary["warnings"] += run_warnings(summary, asked)
+    return summary
 
 
 def method_facts_of(method: Method | None, meta: dict[str, Any]) -> dict[str, Any]:
@@ -245,9 +252,9 @@ UNMOVED = 1e-4  # a clean-corrupted gap under this share of the metric is no gap
 SMALL_GAPS = {"logit-diff": 0.1, "log-prob": 0.1, "kl": 0.01, "prob-diff": 0.01}
 
 
-def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
-    """Warnings about a run as a whole: fewer prompts than asked for (the task has no
-    more), a model that does not do the task (the corrupted prompts score at least as
+def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
+    """Warnings about a run as a whole: fewer prompts than ``asked`` for (the task has no
+    more; None: no count was asked), a model that does not do the task (the corrupted prompts score at least as
     high as the clean ones) or barely does it (a gap under :data:`SMALL_GAPS`), a method
     that takes the metric's gradient at the clean run on a metric flat there, and an empty
     circuit (and why)."""
@@ -286,7 +293,7 @@ def run_warnings(summary: dict[str, Any], asked: int) -> list[str]:
             f"({ablated:.3g}) is not below the clean run's ({clean:.3g}): every score is a "
             "share of that backward gap"
         )
-    if summary["n_prompts"] is not None and summary["n_prompts"] < asked:
+    if asked is not None and summary["n_prompts"] is not None and summary["n_prompts"] < asked:
         said.append(
             f"the task has {summary['n_prompts']} prompt pair"
             f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "

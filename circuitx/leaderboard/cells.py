@@ -21,14 +21,7 @@ from typing import Any
 import torch
 
 from circuitx import builtin
-from circuitx.discovery import (
-    DiscoveryRequest,
-    discover,
-    matching_reference,
-    reference_for_model,
-    report,
-    run_warnings,
-)
+from circuitx.discovery import DiscoveryRequest, discover_scored
 from circuitx.errors import CircuitxError, first_line
 from circuitx.graph import component_graph
 from circuitx.graph_files import to_json_dict
@@ -140,15 +133,12 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
         request = request.validated()
         with silenced(), builtin.torch_threads(threads):
             model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
-            reference, label, note = reference_for_model(  # in the grid's words
+            scored = discover_scored(  # in the grid's words
                 model, request, asks=lambda value: f"--reference {cell.task}={value}"
             )
-            graph = discover(model, request)
-            reference = matching_reference(graph, reference)  # at its positions, if any
-            result = report(graph, reference, label)
-            result["warnings"] += run_warnings(result, request.n_prompts)  # as discover's
+            graph, reference, result = scored.graph, scored.reference, scored.summary
             roc = None if reference is None else roc_curves(component_graph(graph), reference)
-        result["reference_note"] = note
+        result["reference_note"] = scored.no_reference
         result["roc"] = roc
         result["faithfulness_curve"] = graph.graph.get("faithfulness_curve")
         record.update(status="ok", result=result, graph=to_json_dict(graph))

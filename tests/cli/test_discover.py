@@ -8,7 +8,8 @@ import torch
 from conftest import assert_one_line_error, run, stderr_lines
 
 import circuitx as cx
-from circuitx.cli.discover import run_warnings, selection_text
+from circuitx.cli.discover import selection_text
+from circuitx.discovery import run_warnings
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.methods import METHODS, unused_options
 from circuitx.scoring import METRIC_NAMES

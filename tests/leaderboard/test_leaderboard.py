@@ -180,7 +180,7 @@ def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cells_module, "discover", broken)
+    monkeypatch.setattr(cells_module, "discover_scored", broken)
     record = run_cell(CELLS[0])
     assert record["status"] == "error" and record["error"] == "RuntimeError: boom"
 
