@@ -278,18 +278,22 @@ class MaskedPass:
         if len(fixed):
             fixed = _span(fixed)  # a few zero weights cost less than copying rows out
             w = _columns(weight, fixed, dim=1)  # [k, a, r]
-            w = w.permute(0, 2, 1).reshape(k * count, len(fixed))
             deltas = _columns(self.engine.clean_deltas, fixed, dim=0)
-            total = (w.to(deltas.dtype) @ deltas).view(k, count, rows)
+            if torch.is_grad_enabled() and w.requires_grad:
+                # not a view: the sums below are in place, and autograd would copy a
+                # view's whole base back at each of them
+                batched = deltas.unsqueeze(0).expand(k, *deltas.shape)
+                total = torch.bmm(w.transpose(1, 2).to(deltas.dtype), batched)
+            else:
+                w = w.permute(0, 2, 1).reshape(k * count, len(fixed))
+                total = (w.to(deltas.dtype) @ deltas).view(k, count, rows)
         if len(live):
             for columns, deltas in self._live_deltas(_span(self.live_column[live])):
                 w = _columns(weight, self.live_senders[columns], dim=1).transpose(1, 2)
                 w = w.to(deltas.dtype)
                 if total is None:
                     total = torch.bmm(w, deltas)
-                elif torch.is_grad_enabled() and (w.requires_grad or deltas.requires_grad):
-                    total = torch.baddbmm(total, w, deltas)  # in place, autograd copies it all
-                else:
+                else:  # in place: autograd saves w and deltas, never the running sum
                     total.baddbmm_(w, deltas)
         return total
 
@@ -345,12 +349,18 @@ class MaskedPass:
             group.correction = self._correction(group)
             if group.form == "kept":
                 group.base = self._readable_total(group.readable)
+            if group.correction is not None and count < group.count:
+                # one piece a hook (a layer's q, k, v): split's gradient is one
+                # concatenation, where slices' would fill zeros of the whole for each
+                group.correction = group.correction.split(count, dim=1)
         k, n, width, d = self.k, self.n, x.shape[1], x.shape[-1]
         y = x.view(k, n, width, count, d)
         offset = receiver - group.first
         part = None
         if group.correction is not None:
-            part = group.correction[:, offset : offset + count].view(k, count, n, width, d)
+            pieces = group.correction
+            part = pieces[offset // count] if isinstance(pieces, tuple) else pieces
+            part = part.view(k, count, n, width, d)
             part = part.permute(0, 2, 3, 1, 4).to(y.dtype)  # [k, n, pos, count, d]
         if group.form == "kept":  # no gradients here: the fresh difference takes the rest in place
             y = y - group.base.view(k, n, width, 1, d).to(y.dtype)
@@ -428,7 +438,8 @@ class ReceiverGroup:
     form: str
     active: torch.Tensor
     weight: torch.Tensor
-    correction: torch.Tensor | None = None  # [k, count, rows] while its hooks run
+    # [k, count, rows] while its hooks run, or one piece a hook where several share it
+    correction: torch.Tensor | tuple[torch.Tensor, ...] | None = None
     base: torch.Tensor | None = None  # ``kept``: every readable sender's total
 
 
