@@ -33,6 +33,7 @@ from circuitx.builtin import BUILTIN_MODELS, cache_root, ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.discovery import DiscoveryRequest, discover, report
+from circuitx.methods.transcoder import attribute, replacement_hooks
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
 
@@ -166,12 +167,11 @@ def timing(args: argparse.Namespace) -> None:
             for layer in range(model.n_layers)
         }
         tc.save_transcoders(random, Path(tmp) / "transcoders", "random")
-        engine = PatchingEngine(model, task, data)
+        engine = PatchingEngine(model, task, data, kept=replacement_hooks(model))
         seconds, mib = measure(
             lambda: engine.model.run(data.clean, positions=data.positions["END"]), model.device
         )
         print(f"| one forward pass of the 50 prompts (unit) | {seconds:.2f} | - | {mib:.0f} |")
-        from circuitx.methods.transcoder import attribute
 
         transcoders = {
             k: v.to(model.device, model.dtype)

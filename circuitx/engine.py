@@ -31,7 +31,15 @@ import torch
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout, PositionLayout
 from circuitx.models import Model, head_reads
-from circuitx.patching import TOKENS_PER_PASS, Mix, PatchingEngine, TokenMeans, effect_gap
+from circuitx.patching import (
+    NO_KEPT_HOOKS,
+    TOKENS_PER_PASS,
+    KeptHooks,
+    Mix,
+    PatchingEngine,
+    TokenMeans,
+    effect_gap,
+)
 from circuitx.progress import Advance, no_progress, scaled
 from circuitx.tasks import Task, TaskData
 
@@ -145,19 +153,22 @@ def memory_plan(
     working_floats_per_token: int = 0,
     part_size: int | None = None,
     groups: int = 0,
+    kept_floats_per_token: int = 0,
 ) -> MemoryPlan:
     """Split ``budget`` bytes: half for the part in use (its caches and readout logits,
     its senders' differences, the method's own ``working_floats_per_token`` and a patched
     pass over all its prompts), a quarter for a pass that stacks patched copies of a
     small part, a quarter for the caches of other parts kept between sweeps.
     ``part_size``: the parts' size where the caller sets it; ``groups``: the position
-    groups of a circuit over positions."""
+    groups of a circuit over positions; ``kept_floats_per_token``: what the method has
+    the cached runs keep besides (:class:`circuitx.patching.KeptHooks`)."""
     size = model.work_dtype.itemsize  # caches and differences are in the work dtype
     pass_bytes = size * pass_floats_per_token(model)
     default = TOKENS_PER_PASS.get(model.device.type, TOKENS_PER_PASS["cpu"])
     tokens_per_pass = max(1, min(default, budget // 4 // pass_bytes))
     logits = rows_per_prompt * model.d_vocab
-    cached = size * (width * cache_floats_per_token(model) + 2 * logits)  # per prompt
+    per_token = cache_floats_per_token(model) + kept_floats_per_token
+    cached = size * (width * per_token + 2 * logits)  # per prompt
     deltas = size * width * delta_floats_per_token(model, groups)  # per prompt
     working = size * (width * working_floats_per_token + logits) + width * pass_bytes + deltas
     # more tokens than a few stacked passes' make a part no faster, only larger
@@ -187,6 +198,7 @@ class Engine:
         patch_values: dict[str, torch.Tensor] | None = None,
         held: torch.Tensor | None = None,
         layout: Layout | None = None,
+        kept: KeptHooks = NO_KEPT_HOOKS,
     ) -> None:
         """``layout``: the node universe (default the model's; a :class:`PositionLayout`
         for a circuit over token positions); ``max_memory``: the budget in bytes (default
@@ -194,10 +206,12 @@ class Engine:
         ``part_size`` and ``tokens_per_pass`` override the plan made from it;
         ``patch_values`` are the senders' patch values when they are not these prompts'
         (a mean ablation's mean over more prompts); ``held`` [n_senders] (bool): senders
-        patched in every run, the clean one included (see :meth:`holding`)."""
+        patched in every run, the clean one included (see :meth:`holding`); ``kept``:
+        more hook points every part's cached runs keep for the method."""
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
         self.ablation, self.layout = ablation, layout or model.layout
         self.held, self.working_floats_per_token = held, working_floats_per_token
+        self.kept = kept
         if isinstance(self.layout, PositionLayout):
             # a layer's keys and values per query group (the differences per group: the plan)
             working_floats_per_token += self.layout.n_groups * model.d_model * 6
@@ -207,6 +221,7 @@ class Engine:
         self.plan = memory_plan(
             model, data.n_prompts, width, data.rows_per_prompt, budget,
             working_floats_per_token, part_size, groups,
+            kept.floats_per_token + kept.floats_per_key * width,
         )  # fmt: skip
         self.part_size = self.plan.part_size
         self.tokens_per_pass = tokens_per_pass or self.plan.tokens_per_pass
@@ -305,6 +320,7 @@ class Engine:
             self.held,
             self.layout,
             measure_ablated,
+            self.kept,
         )
 
     def _settle(self, part: PatchingEngine) -> None:
@@ -334,7 +350,8 @@ class Engine:
 
     def narrowed(self, n_prompts: int) -> Engine:
         """The engine on the first ``n_prompts`` prompts, with this one's budget and patch
-        values; this one is released first (its memory is the new one's). Itself when it
+        values (for the circuit's passes: no method's working memory or kept hooks); this
+        one is released first (its memory is the new one's). Itself when it
         has no more prompts than that."""
         if n_prompts >= self.n_prompts:
             return self
@@ -357,7 +374,7 @@ class Engine:
         return Engine(
             self.model, self.task, self.data, self.metric_name, self.ablation, self.budget,
             self.working_floats_per_token, self.part_size, self.tokens_per_pass,
-            self._whole_patch_values(), held, self.layout,
+            self._whole_patch_values(), held, self.layout, self.kept,
         )  # fmt: skip
 
     def _whole_patch_values(self) -> dict[str, torch.Tensor] | None:

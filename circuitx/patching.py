@@ -50,6 +50,22 @@ from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, TaskData
 
 ABLATIONS = ("corrupted", "mean", "zero")
+
+
+@dataclass(frozen=True)
+class KeptHooks:
+    """What a method reads from the cached runs besides the senders' outputs: hook points
+    of the clean run and of the corrupted run (a part keeps them as ``clean_kept`` and
+    ``corrupted_kept``), and the floats they take per token, as a count and as a count
+    per position the token can see (attention patterns)."""
+
+    clean: tuple[str, ...] = ()
+    corrupted: tuple[str, ...] = ()
+    floats_per_token: int = 0
+    floats_per_key: int = 0
+
+
+NO_KEPT_HOOKS = KeptHooks()
 # Tokens in one patched forward pass. On CPU larger passes fall out of cache and run
 # slower (measured on GPT-2-small shape: 16384 tokens/pass took 2x the time of 2048).
 TOKENS_PER_PASS = {"cpu": 2048, "cuda": 32768}
@@ -72,6 +88,7 @@ class PatchingEngine:
         held: torch.Tensor | None = None,
         layout: Layout | None = None,
         measure_ablated: bool = True,
+        kept: KeptHooks = NO_KEPT_HOOKS,
     ) -> None:
         """``reference``: the clean, corrupted and ablated metrics (every sender at its
         patch value) effects are measured against (default: this batch's);
@@ -84,7 +101,8 @@ class PatchingEngine:
         effects are then measured from the held clean run's metric, in units of the
         unheld clean - ablated gap (without a ``reference``). ``measure_ablated`` False
         leaves the ablated metric NaN for the caller to set: a mean ablation in parts
-        measures it once the mean over all prompts is known."""
+        measures it once the mean over all prompts is known. ``kept``: more hook points
+        the runs cache for the method (held senders' runs included)."""
         if ablation not in ABLATIONS:
             raise CircuitxError(
                 f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}"
@@ -103,14 +121,18 @@ class PatchingEngine:
         self.tokens_per_pass = tokens_per_pass or TOKENS_PER_PASS.get(model.device.type, 2048)
         outputs = [EMBED_OUTPUT_HOOK, *model.output_hooks(), *model.scale_hooks()]
         resids = [resid_pre_hook(layer) for layer in range(1, model.n_layers)]
+        self.kept = kept
+        cached = [*outputs, *resids, LOGITS_INPUT_HOOK]
         clean_final, self.clean_cache = model.run_with_cache(
-            data.clean, [*outputs, *resids, LOGITS_INPUT_HOOK], self.readout
+            data.clean, _union(cached, kept.clean), self.readout
         )
+        self.clean_kept = _taken(self.clean_cache, kept.clean, cached)
         self.clean_final = clean_final.flatten(0, 1)  # [n * P, vocab]
         self.clean_resid_final = self.clean_cache.pop(LOGITS_INPUT_HOOK)
         corrupted_final, self.corrupted_cache = model.run_with_cache(
-            data.corrupted, outputs, self.readout
+            data.corrupted, _union(outputs, kept.corrupted), self.readout
         )
+        self.corrupted_kept = _taken(self.corrupted_cache, kept.corrupted, outputs)
         self.corrupted_final = corrupted_final.flatten(0, 1)
         # a head's output is its z over the post-attention norm's scale, where there is
         # one: then it times head_write_weights is what the head writes (see MaskedPass)
@@ -142,7 +164,7 @@ class PatchingEngine:
             reference = (float(self.metric(self.clean_final).mean()), corrupted, ablated)
         self.clean_metric, self.corrupted_metric, self.ablated_metric = reference
         if held is not None and bool(held[self.layout.inputs :].any()):
-            self._hold(held, [*outputs, *resids, LOGITS_INPUT_HOOK])
+            self._hold(held, cached)
             if measured:  # effects from the held clean run, in the gap's units
                 before = self.clean_metric
                 self.clean_metric = float(self.metric(self.clean_final).mean())
@@ -174,7 +196,9 @@ class PatchingEngine:
             return hook
 
         with torch.no_grad():
-            final = self.run(keep.unsqueeze(0), extra_hooks=[(n, record(n)) for n in names])
+            recorded = _union(names, self.kept.clean)
+            final = self.run(keep.unsqueeze(0), extra_hooks=[(n, record(n)) for n in recorded])
+        self.clean_kept = _taken(seen, self.kept.clean, names)
         self.clean_final = final[0]
         self.clean_resid_final = seen.pop(LOGITS_INPUT_HOOK, self.clean_resid_final)
         for layer in range(self.model.n_layers):
@@ -210,6 +234,8 @@ class PatchingEngine:
             "clean_final",
             "corrupted_final",
             "clean_resid_final",
+            "clean_kept",
+            "corrupted_kept",
         ):
             self.__dict__.pop(name, None)
         self.forget_deltas()
@@ -664,6 +690,17 @@ def _pattern_grad_hook(layer: int, hear: Callable[[int, torch.Tensor], None]) ->
         return pattern
 
     return hook
+
+
+def _union(names: Sequence[str], more: Sequence[str]) -> list[str]:
+    """``names`` and then those of ``more`` not among them."""
+    return [*names, *(name for name in more if name not in names)]
+
+
+def _taken(cache: dict[str, torch.Tensor], kept: Sequence[str], cached: Sequence[str]):
+    """The ``kept`` hook points' values out of ``cache``: taken out of it where the engine
+    does not cache them itself (``cached``), shared where it does."""
+    return {name: cache[name] if name in cached else cache.pop(name) for name in kept}
 
 
 def effect_gap(clean: float, ablated: float, metric: str, ablation: str = "corrupted") -> float:

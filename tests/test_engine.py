@@ -19,8 +19,15 @@ from circuitx.discovery import report
 from circuitx.engine import Engine, memory_plan, metric_change, parse_memory
 from circuitx.errors import CircuitxError
 from circuitx.methods import MethodRun, get_method, method_options
-from circuitx.models import sender_output_hook, transformer_weights
-from circuitx.patching import PatchingEngine
+from circuitx.models import (
+    Model,
+    attention_pattern_hook,
+    norm_scale_hook,
+    resid_pre_hook,
+    sender_output_hook,
+    transformer_weights,
+)
+from circuitx.patching import KeptHooks, PatchingEngine
 from circuitx.tasks import get_task
 
 # methods whose scores must not change when the prompts come in parts
@@ -43,7 +50,8 @@ def scores_of(model, method_name, task, data, options=None, **engine_settings):
     method = get_method(method_name)
     run_settings = MethodRun(seed=3, threshold=0.05, options=method_options(method, options or {}))
     run_settings.n_prompts = data.n_prompts
-    engine = Engine(model, task, data, task.default_metric, **engine_settings)
+    kept = method.kept_hooks(model, run_settings)
+    engine = Engine(model, task, data, task.default_metric, kept=kept, **engine_settings)
     return method.score(engine, run_settings), engine
 
 
@@ -174,6 +182,50 @@ def test_narrowed_engine_measures_the_first_prompts_with_the_whole_patch_values(
     masks = torch.stack([torch.zeros_like(tiny_model.layout.valid, dtype=torch.float)] * 2)
     masks[1, :, -1] = 1.0  # every edge into the logits kept
     torch.testing.assert_close(narrowed.edge_mask_metrics(masks), alone.edge_mask_metrics(masks))
+
+
+def test_kept_hooks_are_the_cached_runs_values_in_every_part_and_held_run(tiny_model, monkeypatch):
+    """A method's kept hook points come from the engine's own clean and corrupted runs
+    (no pass of their own), in every part, and a held engine keeps its held run's."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 12, seed=1)
+    clean = (norm_scale_hook(None), attention_pattern_hook(1), resid_pre_hook(1))
+    kept = KeptHooks(clean, (tc.input_hook(0),), floats_per_token=10, floats_per_key=4)
+    _, whole_clean = tiny_model.run_with_cache(data.clean, list(clean), data.readout_positions)
+    _, whole_corrupted = tiny_model.run_with_cache(
+        data.corrupted, [tc.input_hook(0)], data.readout_positions
+    )
+    calls = []
+    run_with_cache = Model.run_with_cache
+    monkeypatch.setattr(
+        Model, "run_with_cache", lambda *a, **k: calls.append(1) or run_with_cache(*a, **k)
+    )
+    engine = Engine(tiny_model, task, data, part_size=4, kept=kept)
+    assert len(calls) == 2 * engine.n_parts  # a clean and a corrupted run a part, no more
+    for part, _ in engine.parts():
+        start = part.first_prompt
+        rows = slice(start, start + part.data.n_prompts)
+        assert sorted(part.clean_kept) == sorted(clean)
+        for name in clean:
+            torch.testing.assert_close(part.clean_kept[name], whole_clean[name][rows])
+        torch.testing.assert_close(
+            part.corrupted_kept[tc.input_hook(0)], whole_corrupted[tc.input_hook(0)][rows]
+        )
+        assert resid_pre_hook(1) in part.clean_cache  # the engine's own, still there
+        assert norm_scale_hook(None) not in part.clean_cache  # the method's only
+    layout = tiny_model.layout
+    held = torch.zeros(layout.n_senders, dtype=torch.bool)
+    held[layout.sender("a0.h1")] = True
+    for part, _ in engine.holding(held).parts():
+        unheld = whole_clean[attention_pattern_hook(1)][part.first_prompt :][: part.data.n_prompts]
+        assert not torch.allclose(part.clean_kept[attention_pattern_hook(1)], unheld)
+        torch.testing.assert_close(
+            part.clean_kept[resid_pre_hook(1)], part.clean_cache[resid_pre_hook(1)]
+        )
+    # kept floats count in a part's caches: 4 prompts of 10 tokens, 4-byte floats
+    plain = memory_plan(tiny_model, 12, 10, 1, 2**30, part_size=4)
+    keeping = memory_plan(tiny_model, 12, 10, 1, 2**30, part_size=4, kept_floats_per_token=100)
+    assert keeping.part_bytes - plain.part_bytes == 4 * 10 * 100 * 4
 
 
 @pytest.mark.parametrize("part_size", [12, 4])

@@ -88,6 +88,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
             request.max_memory,
             method.working_floats_per_token(model, run),
             layout=layout,
+            kept=method.kept_hooks(model, run),
         )
         steps = method.steps(layout, run)
         with progress_bar(f"{method.name} on {task.name}", steps) as advance:

@@ -19,6 +19,7 @@ from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
 from circuitx.models import Model
+from circuitx.patching import NO_KEPT_HOOKS, KeptHooks
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task
 
@@ -265,6 +266,12 @@ class Method:
         """Floats ``score`` holds per prompt token besides the engine's caches and
         passes (see :func:`circuitx.engine.memory_plan`)."""
         return 0
+
+    def kept_hooks(self, model: Model, run: MethodRun) -> KeptHooks:
+        """Hook points of the clean and corrupted runs ``score`` reads besides the
+        senders' outputs: the engine's cached runs keep them (its parts' ``clean_kept``
+        and ``corrupted_kept``)."""
+        return NO_KEPT_HOOKS
 
     def selection_threshold(self, run: MethodRun) -> float:
         """The threshold the circuit is selected with when none is given."""

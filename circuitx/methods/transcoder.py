@@ -70,7 +70,7 @@ from circuitx.models import (
     transformer_weights,
 )
 from circuitx.names import head_node, mlp_node, parse_node
-from circuitx.patching import PatchingEngine, TokenMeans, ablate
+from circuitx.patching import KeptHooks, PatchingEngine, TokenMeans, ablate
 from circuitx.transcoders import Transcoders, fitted_elsewhere, input_hook, transcoders_for
 
 GRANULARITIES = ("node", "feature")
@@ -139,6 +139,26 @@ class Attribution:
         return blocks
 
 
+def replacement_hooks(model: Model) -> KeptHooks:
+    """What :func:`attribute` reads from an engine's cached runs (its ``kept``): the
+    frozen replacement model's inputs, the clean run's norm scales, attention patterns
+    and MLP inputs (the transcoders' inputs), and the corrupted run's MLP inputs (the
+    features' patch values)."""
+    clean, mlps = [norm_scale_hook(None)], model.has_mlp
+    for layer in range(model.n_layers):
+        clean += [norm_scale_hook(layer, "ln1"), attention_pattern_hook(layer)]
+        clean += [norm_scale_hook(layer, "ln2"), input_hook(layer)] if mlps else []
+    corrupted = [input_hook(layer) for layer in range(model.n_layers)] if mlps else []
+    scales = 1 + model.n_layers * (2 if mlps else 1)
+    inputs = model.d_model * len(corrupted)  # the MLPs' inputs in one run
+    return KeptHooks(
+        tuple(clean),
+        tuple(corrupted),
+        floats_per_token=scales + 2 * inputs,
+        floats_per_key=model.n_layers * model.n_heads,
+    )
+
+
 def attribute(
     engine: PatchingEngine,
     transcoders: Transcoders,
@@ -147,26 +167,27 @@ def attribute(
     qk: str = "off",
 ) -> Attribution:
     """Backward sweep of the target's gradient through the frozen replacement model on one
-    batch. ``top``: how many of each MLP's strongest features (in this batch) become
-    units of their own, or which (by layer); ``baselines``: each MLP's features' patch
-    values (default: from this batch's corrupted run by the engine's ablation); ``qk``:
+    batch, an engine whose runs keep :func:`replacement_hooks`. ``top``: how many of each
+    MLP's strongest features (in this batch) become units of their own, or which (by
+    layer); ``baselines``: each MLP's features' patch values (default: from this batch's
+    corrupted run by the engine's ablation); ``qk``:
     attention patterns frozen (off), live (linear: the gradient through each head's
     softmax), or live with the edges into queries and keys QK-fixed (fixed)."""
     model, data, readout = engine.model, engine.data, engine.readout
     weights = check_attributable(model)
     n_layers, has_mlp = model.n_layers, model.has_mlp
-    names = [norm_scale_hook(None)]
-    for layer in range(n_layers):
-        names += [norm_scale_hook(layer, "ln1"), attention_pattern_hook(layer)]
-        names += [norm_scale_hook(layer, "ln2"), input_hook(layer)] if has_mlp else []
-    _, frozen = model.run_with_cache(data.clean, names, readout)
+    wanted = replacement_hooks(model)
+    if not set(wanted.clean) <= set(engine.kept.clean):
+        raise CircuitxError(
+            "transcoder attribution reads hook points this engine's runs did not keep: "
+            "build it with kept=replacement_hooks(model) (a method's kept_hooks)"
+        )
+    frozen, corrupted = engine.clean_kept, engine.corrupted_kept
     changes = {  # what each sender writes, minus its patch value: the attribution baseline
         name: value - engine.patch_cache[name]
         for name, value in engine.clean_cache.items()
         if name in engine.patch_cache
     }
-    feature_inputs = [input_hook(layer) for layer in range(n_layers)] if has_mlp else []
-    _, corrupted = model.run_with_cache(data.corrupted, feature_inputs, readout)
     n, width = data.clean.shape
     rows = torch.arange(n, device=model.device).unsqueeze(1)
     at = readout.to(model.device)
@@ -509,11 +530,14 @@ class TranscoderMethod(Method):
         return 2
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
-        # every layer's sender and receiver units, and the frozen scales and patterns
+        # every layer's sender and receiver units, and a pattern's worth of work
         units = model.n_heads + self._kept_features(model, run) + 1
         if run.options["qk"] != "off":  # q and k receivers, per-head inputs, pattern grads
             units += 4 * model.n_heads
-        return model.n_layers * (2 * units * model.d_model + 2 * model.n_heads * model.n_ctx)
+        return model.n_layers * (2 * units * model.d_model + model.n_heads * model.n_ctx)
+
+    def kept_hooks(self, model: Model, run: MethodRun) -> KeptHooks:
+        return replacement_hooks(model)
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         model, options = engine.model, run.options
@@ -644,8 +668,7 @@ def _mean_feature_baselines(engine: Engine, transcoders: Transcoders) -> dict[in
     if not model.has_mlp:
         return {}
     for part, _ in engine.parts():
-        names = [input_hook(layer) for layer in range(model.n_layers)]
-        _, corrupted = model.run_with_cache(part.data.corrupted, names, part.readout)
+        corrupted = part.corrupted_kept  # the MLPs' inputs (Transcoder.kept_hooks)
         for layer in range(model.n_layers):
             features = transcoders[layer].features(corrupted[input_hook(layer)])
             sums.add(layer, features, part.data.real_tokens)

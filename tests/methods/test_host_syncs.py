@@ -137,7 +137,7 @@ def test_host_reads_do_not_grow_with_heads_layers_or_steps(model, transcoders, m
     options = method_options(chosen, given)
     run = MethodRun(threshold=chosen.default_threshold, options=options)
     with EmulatedDevice([*model.bridge.parameters(), *model.bridge.buffers()]) as device:
-        engine = Engine(model, task, data, metric="prob-diff")
+        engine = Engine(model, task, data, metric="prob-diff", kept=chosen.kept_hooks(model, run))
         device.reads.clear()
         passes.clear()
         scores = chosen.score(engine, run)

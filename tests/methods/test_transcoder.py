@@ -21,7 +21,7 @@ from circuitx.discovery import report
 from circuitx.errors import CircuitxError
 from circuitx.graph_files import read_graph
 from circuitx.methods import MethodRun, get_method, method_options
-from circuitx.methods.transcoder import attribute, greedy_paths
+from circuitx.methods.transcoder import attribute, greedy_paths, replacement_hooks
 from circuitx.models import (
     attention_pattern_hook,
     head_output_hook,
@@ -119,6 +119,15 @@ def family_model(request, tiny_model, tmp_path_factory):
     return load_model(str(directory), device="cpu")
 
 
+def test_attribution_reads_the_engines_kept_runs_and_says_when_they_are_missing(tiny_model):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 4, seed=0)
+    bare = PatchingEngine(tiny_model, task, data)
+    with pytest.raises(CircuitxError, match="did not keep: build it with kept=") as error:
+        attribute(bare, random_transcoders(tiny_model))
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("qk", ["off", "linear"])
 def test_factorised_attribution_equals_the_direct_gradient(family_model, qk):
     """Every unit's outgoing edges sum to its write times the target's gradient there,
@@ -126,7 +135,9 @@ def test_factorised_attribution_equals_the_direct_gradient(family_model, qk):
     tiny_model = family_model
     task = get_task("ioi")
     data = task.make_data(tiny_model, 6, seed=0)
-    engine = PatchingEngine(tiny_model, task, data, ablation="zero")
+    engine = PatchingEngine(
+        tiny_model, task, data, ablation="zero", kept=replacement_hooks(tiny_model)
+    )
     transcoders = random_transcoders(tiny_model)
     result = attribute(engine, transcoders, top=N_FEATURES, qk=qk)  # every feature a unit
     blocks = result.edge_blocks()
@@ -182,7 +193,9 @@ def test_the_qk_fix_is_the_pattern_change_of_patching_the_edge_times_its_gradien
     level MLP's units add up to the whole MLP's estimate."""
     task = get_task("ioi")
     data = task.make_data(tiny_model, 6, seed=0)
-    engine = PatchingEngine(tiny_model, task, data, ablation="zero")
+    engine = PatchingEngine(
+        tiny_model, task, data, ablation="zero", kept=replacement_hooks(tiny_model)
+    )
     transcoders = random_transcoders(tiny_model)
     fixed = attribute(engine, transcoders, top=3, qk="fixed")
     linear = attribute(engine, transcoders, top=3, qk="linear")
@@ -217,7 +230,9 @@ def test_a_feature_to_feature_edge_is_activation_times_a_weight(tiny_model, tiny
     dependent) times W_dec[f] . C(W_enc[:, g]) (input-invariant; the gain is folded)."""
     task = get_task("ioi")
     data = task.make_data(tiny_model, 6, seed=0)
-    engine = PatchingEngine(tiny_model, task, data, ablation="zero")
+    engine = PatchingEngine(
+        tiny_model, task, data, ablation="zero", kept=replacement_hooks(tiny_model)
+    )
     transcoders = tc.load_transcoders(str(tiny_transcoders))
     result = attribute(engine, transcoders, top=N_FEATURES)
     s = next(i for i, u in enumerate(result.senders) if u.names[0] == "m0.f0")
