@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError
+from circuitx.files import size_text
 from circuitx.layout import Layout, PositionLayout
 from circuitx.models import Model, head_reads
 from circuitx.patching import (
@@ -40,7 +41,7 @@ from circuitx.patching import (
     TokenMeans,
     effect_gap,
 )
-from circuitx.progress import Advance, no_progress, scaled
+from circuitx.progress import Advance, announce, no_progress, scaled
 from circuitx.tasks import Task, TaskData
 
 DEFAULT_MAX_MEMORY = 2 * 1024**3  # on the CPU: at most this, or half the free memory when less
@@ -142,6 +143,7 @@ class MemoryPlan:
     resident_parts: int
     part_bytes: int  # the estimate for one part's caches and working memory
     resident_with_deltas: int
+    cache_bytes: int = 0  # the estimate for one part's cached runs alone
 
 
 def memory_plan(
@@ -177,7 +179,9 @@ def memory_plan(
     resident = budget // 4 // (cached * part_size)
     with_deltas = budget // 4 // ((cached + deltas) * part_size)
     part_bytes = (cached + working) * part_size
-    return MemoryPlan(part_size, tokens_per_pass, int(resident), part_bytes, int(with_deltas))
+    return MemoryPlan(
+        part_size, tokens_per_pass, int(resident), part_bytes, int(with_deltas), cached * part_size
+    )
 
 
 class Engine:
@@ -199,6 +203,7 @@ class Engine:
         held: torch.Tensor | None = None,
         layout: Layout | None = None,
         kept: KeptHooks = NO_KEPT_HOOKS,
+        derived: bool = False,
     ) -> None:
         """``layout``: the node universe (default the model's; a :class:`PositionLayout`
         for a circuit over token positions); ``max_memory``: the budget in bytes (default
@@ -207,7 +212,9 @@ class Engine:
         ``patch_values`` are the senders' patch values when they are not these prompts'
         (a mean ablation's mean over more prompts); ``held`` [n_senders] (bool): senders
         patched in every run, the clean one included (see :meth:`holding`); ``kept``:
-        more hook points every part's cached runs keep for the method."""
+        more hook points every part's cached runs keep for the method; ``derived``: made
+        from another engine (:meth:`narrowed`, :meth:`holding`), whose budget was checked
+        against the free memory."""
         self.model, self.task, self.data, self.metric_name = model, task, data, metric
         self.ablation, self.layout = ablation, layout or model.layout
         self.held, self.working_floats_per_token = held, working_floats_per_token
@@ -227,6 +234,8 @@ class Engine:
         self.tokens_per_pass = tokens_per_pass or self.plan.tokens_per_pass
         n = data.n_prompts
         self.ranges = [(a, min(n, a + self.part_size)) for a in range(0, n, self.part_size)]
+        if max_memory and not derived:
+            self._check_free_memory()
         self._kept: dict[int, PatchingEngine] = {}
         self.parts_built = 0
         # what ties the parts together, once measured over all prompts
@@ -247,6 +256,23 @@ class Engine:
         """How many parts' cached runs stay in memory between sweeps (the rest are made
         again at every sweep); one part alone always stays."""
         return self.n_parts if self.n_parts == 1 else min(self.plan.resident_parts, self.n_parts)
+
+    def _check_free_memory(self) -> None:
+        """Say, before any part is made, when the plan's estimate (the part in use and
+        the other parts kept cached) is more than the memory free now: a --max-memory
+        past what the machine has."""
+        free = free_memory(self.model.device)
+        others = max(0, self.resident_parts - 1) * self.plan.cache_bytes
+        need = self.plan.part_bytes + others
+        if free is None or need <= free:
+            return
+        kept = f" and {self.resident_parts - 1} more kept cached" if others else ""
+        announce(
+            f"--max-memory {size_text(self.budget)}: the plan (a part of {self.part_size} "
+            f"prompts in use{kept}) is estimated at {size_text(need)}, more than the "
+            f"{size_text(free)} free on the {self.model.device.type}; past what is free "
+            "the run swaps or is killed, so lower --max-memory"
+        )
 
     @property
     def masks_per_pass(self) -> int:
@@ -360,7 +386,7 @@ class Engine:
         data = self.data.prompts(0, n_prompts)
         return Engine(
             self.model, self.task, data, self.metric_name, self.ablation, self.budget,
-            patch_values=values, layout=self.layout,
+            patch_values=values, layout=self.layout, derived=True,
         )  # fmt: skip
 
     def holding(self, held: torch.Tensor) -> Engine:
@@ -374,7 +400,7 @@ class Engine:
         return Engine(
             self.model, self.task, self.data, self.metric_name, self.ablation, self.budget,
             self.working_floats_per_token, self.part_size, self.tokens_per_pass,
-            self._whole_patch_values(), held, self.layout, self.kept,
+            self._whole_patch_values(), held, self.layout, self.kept, derived=True,
         )  # fmt: skip
 
     def _whole_patch_values(self) -> dict[str, torch.Tensor] | None:

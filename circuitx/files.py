@@ -160,7 +160,7 @@ def read_flag(value: Any, element: str, attribute: str) -> bool:
 
 def size_text(size: float) -> str:
     """A size in bytes in words: ``12.3 MiB``, ``1.5 GiB`` (three significant digits)."""
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if size >= scale:
             return f"{size / scale:.3g} {unit}"
     return f"{size:.0f} bytes"

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import assert_one_line_error, find, random_transcoders, run, stderr_lines
 
+from circuitx import engine as engine_module
 from circuitx import transcoders as tc
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
@@ -329,6 +330,31 @@ def test_kept_parts_free_their_differences_when_only_their_caches_fit(tiny_model
     assert whole.plan.resident_with_deltas == 0
     whole.mask_gradients()  # one part alone is never rebuilt: its differences stay too
     assert "clean_deltas" in whole._kept[0].__dict__
+
+
+def test_a_budget_past_the_free_memory_is_said_before_any_part_is_made(
+    tiny_model, monkeypatch, capsys
+):
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 12, seed=1)
+    monkeypatch.setattr(engine_module, "free_memory", lambda device: 2**20)  # 1 MiB free
+    built = []
+    build = Engine._build
+    monkeypatch.setattr(
+        Engine, "_build", lambda *a, **k: built.append(capsys.readouterr().err) or build(*a, **k)
+    )
+    engine = Engine(tiny_model, task, data, max_memory=2**40)
+    said = built[0]
+    assert said.startswith("--max-memory 1 TiB: the plan (a part of 12 prompts in use) is")
+    assert "more than the 1 MiB free on the cpu" in said and said.count("\n") == 1
+    before = len(built)
+    Engine(tiny_model, task, data, max_memory=2**40, part_size=4)  # every part kept cached
+    assert "(a part of 4 prompts in use and 2 more kept cached)" in built[before]
+    engine.holding(torch.zeros(tiny_model.layout.n_senders, dtype=torch.bool))
+    engine.narrowed(4)
+    assert capsys.readouterr().err == ""  # an engine made from it does not say it again
+    Engine(tiny_model, task, data)  # the default budget: at most half of what is free
+    assert capsys.readouterr().err == ""
 
 
 def test_the_plan_bounds_parts_by_the_budget_not_the_prompt_count(tiny_model):
