@@ -377,8 +377,8 @@ class Engine:
     def narrowed(self, n_prompts: int) -> Engine:
         """The engine on the first ``n_prompts`` prompts, with this one's budget and patch
         values (for the circuit's passes: no method's working memory or kept hooks); this
-        one is released first (its memory is the new one's). Itself when it
-        has no more prompts than that."""
+        one is released first (its memory is the new one's). Itself when it has no more
+        prompts than that."""
         if n_prompts >= self.n_prompts:
             return self
         values = self._whole_patch_values()
