@@ -15,7 +15,7 @@ INPUT = "input"
 LOGITS = "logits"
 HEAD_INPUTS = ("q", "k", "v")
 _NODE_RE = re.compile(r"^(input|logits|a(\d+)\.h(\d+)|m(\d+)(\.f\d+|\.rest)?)$")
-_POSITION_RE = re.compile(r"^[A-Za-z0-9_+]+$")  # END, S1+1, A_def, other, 7
+_POSITION_RE = re.compile(r"[A-Za-z0-9_+]+")  # END, S1+1, A_def, other, 7
 _EDGE_RE = re.compile(r"^(?P<sender>[^<>]+?)->(?P<receiver>[^<>]+?)(?:<(?P<input>[qkv])>)?$")
 
 
@@ -46,7 +46,7 @@ def split_position(name: str) -> tuple[str, str | None]:
 def is_position_name(position: str) -> bool:
     """Whether ``position`` can name a token position in a node name (letters, digits,
     _ and +)."""
-    return bool(_POSITION_RE.match(position))
+    return _POSITION_RE.fullmatch(position) is not None
 
 
 def parse_node(name: str) -> tuple[str, int | None, int | None]:

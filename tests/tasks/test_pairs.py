@@ -286,6 +286,13 @@ BAD = {
         "no column 'corrupted'",
     ),
     "empty file": ("t.jsonl", b"\n\n", "has no prompt pairs"),
+    "position name ending in a newline": (
+        "t.jsonl",
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": "David", "wrong": "John", "positions": {"S1\\n": 3}}\n',
+        "position name 'S1\\n' must be letters, digits, _ and +",
+    ),
     "two-token answer": (
         "t.jsonl",
         b'{"clean": "When David and John went to the store, John gave a drink to", '
