@@ -254,10 +254,10 @@ SMALL_GAPS = {"logit-diff": 0.1, "log-prob": 0.1, "kl": 0.01, "prob-diff": 0.01}
 
 def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
     """Warnings about a run as a whole: fewer prompts than ``asked`` for (the task has no
-    more; None: no count was asked), a model that does not do the task (the corrupted prompts score at least as
-    high as the clean ones) or barely does it (a gap under :data:`SMALL_GAPS`), a method
-    that takes the metric's gradient at the clean run on a metric flat there, and an empty
-    circuit (and why)."""
+    more; None: no count was asked), a model that does not do the task (the corrupted
+    prompts score at least as high as the clean ones) or barely does it (a gap under
+    :data:`SMALL_GAPS`), a method that takes the metric's gradient at the clean run on a
+    metric flat there, and an empty circuit (and why)."""
     said = []
     clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
     if (

@@ -170,14 +170,14 @@ def attribute(
     batch, an engine whose runs keep :func:`replacement_hooks`. ``top``: how many of each
     MLP's strongest features (in this batch) become units of their own, or which (by
     layer); ``baselines``: each MLP's features' patch values (default: from this batch's
-    corrupted run by the engine's ablation); ``qk``:
-    attention patterns frozen (off), live (linear: the gradient through each head's
-    softmax), or live with the edges into queries and keys QK-fixed (fixed)."""
+    corrupted run by the engine's ablation); ``qk``: attention patterns frozen (off),
+    live (linear: the gradient through each head's softmax), or live with the edges into
+    queries and keys QK-fixed (fixed)."""
     model, data, readout = engine.model, engine.data, engine.readout
     weights = check_attributable(model)
     n_layers, has_mlp = model.n_layers, model.has_mlp
-    wanted = replacement_hooks(model)
-    if not set(wanted.clean) <= set(engine.kept.clean):
+    wanted, kept = replacement_hooks(model), engine.kept
+    if not (set(wanted.clean) <= set(kept.clean) and set(wanted.corrupted) <= set(kept.corrupted)):
         raise CircuitxError(
             "transcoder attribution reads hook points this engine's runs did not keep: "
             "build it with kept=replacement_hooks(model) (a method's kept_hooks)"
@@ -668,7 +668,7 @@ def _mean_feature_baselines(engine: Engine, transcoders: Transcoders) -> dict[in
     if not model.has_mlp:
         return {}
     for part, _ in engine.parts():
-        corrupted = part.corrupted_kept  # the MLPs' inputs (Transcoder.kept_hooks)
+        corrupted = part.corrupted_kept  # the MLPs' inputs (replacement_hooks)
         for layer in range(model.n_layers):
             features = transcoders[layer].features(corrupted[input_hook(layer)])
             sums.add(layer, features, part.data.real_tokens)

@@ -6,7 +6,7 @@ import pickle
 import re
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -126,6 +126,10 @@ def test_attribution_reads_the_engines_kept_runs_and_says_when_they_are_missing(
     with pytest.raises(CircuitxError, match="did not keep: build it with kept=") as error:
         attribute(bare, random_transcoders(tiny_model))
     assert "\n" not in str(error.value)
+    clean_only = replace(replacement_hooks(tiny_model), corrupted=())
+    half = PatchingEngine(tiny_model, task, data, kept=clean_only)  # no features' patch values
+    with pytest.raises(CircuitxError, match="did not keep: build it with kept="):
+        attribute(half, random_transcoders(tiny_model))
 
 
 @pytest.mark.parametrize("qk", ["off", "linear"])
