@@ -29,6 +29,7 @@ from circuitx.discovery import (
     FAITHFULNESS_PROMPTS,
     DiscoveryRequest,
     evaluate,
+    faithless_match,
     matching_reference,
     overlap_notes,
     reference_for_graph,
@@ -42,7 +43,7 @@ from circuitx.engine import parse_memory
 from circuitx.errors import CircuitxError, CircuitxWarning, a_type
 from circuitx.graph import collapse_positions as collapse
 from circuitx.graph import layout_of
-from circuitx.graph_files import read_graph, write_graph
+from circuitx.graph_files import check_flags, check_graph, read_graph, write_graph
 from circuitx.leaderboard import (
     Leaderboard,
     check_references,
@@ -232,6 +233,7 @@ def _check_loaded(model: Model, device: str | None, dtype: str | None) -> None:
 
 def _graph(graph: GraphLike) -> nx.MultiDiGraph:
     if isinstance(graph, nx.MultiDiGraph):
+        check_graph(graph, "malformed graph")
         return graph
     if not isinstance(graph, (str, os.PathLike)):
         raise CircuitxError(
@@ -293,6 +295,7 @@ def _reference(
     if reference is None or reference == "none":
         return None, None
     if isinstance(reference, nx.MultiDiGraph):
+        check_flags(reference, "malformed reference")
         return reference, str(reference.graph.get("reference") or "the given graph")
     if isinstance(reference, nx.Graph):
         raise CircuitxError(
@@ -325,9 +328,11 @@ def score(
         raise CircuitxError(f"score needs a reference to score against; {reference!r} names none")
     graph = _graph(graph)
     found, label = _reference(graph, reference, cache_dir)
-    for line in scoring_notes(graph, found):  # what the command notes on stderr
+    metrics = evaluate(graph, found)
+    said = scoring_notes(graph, found) + faithless_match(graph.graph.get("faithfulness"), metrics)
+    for line in said:  # what the command says on stderr
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
-    return {"reference": label, **evaluate(graph, found)}
+    return {"reference": label, **metrics}
 
 
 def collapse_positions(graph: GraphLike) -> nx.MultiDiGraph:

@@ -137,9 +137,14 @@ def finite(value: Any) -> Any:
 def plain(value: Any) -> Any:
     """A value as JSON writes it: numpy scalars as Python's, NaN and infinite floats (in
     lists and dicts too) as None."""
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy scalar
-        value = value.item()
-    return finite(value)
+    return finite(scalar(value))
+
+
+def scalar(value: Any) -> Any:
+    """A numpy or torch scalar as Python's, else ``value``."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
 
 
 def read_score(value: Any, element: str) -> float | None:

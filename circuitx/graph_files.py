@@ -20,7 +20,7 @@ from circuitx.auto_circuit_graphs import (
     to_auto_circuit_dict,
 )
 from circuitx.errors import CircuitxError, listed
-from circuitx.files import atomic_open, file_suffix, plain, read_flag, read_score
+from circuitx.files import atomic_open, file_suffix, plain, read_flag, read_score, scalar
 from circuitx.graph import (
     component_graph,
     edges_by_name,
@@ -77,7 +77,9 @@ def write_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str | None = None
         )
     if not isinstance(path, (str, os.PathLike)):
         raise CircuitxError(f"write_graph takes a file path, not {path!r}")
-    text = graph_to_text(graph, graph_format(path, fmt, "fmt"))
+    fmt = graph_format(path, fmt, "fmt")
+    check_graph(graph, f"cannot write {os.fspath(path)}")
+    text = graph_to_text(graph, fmt)
     with atomic_open(path) as handle:
         handle.write(text)
 
@@ -124,7 +126,7 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
                 graph = from_auto_circuit_dict(data)
             else:
                 graph = from_json_dict(data)
-        _validate(graph)
+        _check(graph)
     except CircuitxError as error:
         raise CircuitxError(f"malformed graph file {path}: {error}") from None
     except Exception as error:  # parsers raise many types; report one line
@@ -140,7 +142,30 @@ NODE_ATTRIBUTES = ("kind", "layer", "head", "score", "in_circuit")
 EDGE_ATTRIBUTES = ("input", "score", "in_circuit")
 
 
-def _validate(graph: nx.MultiDiGraph) -> None:
+def check_graph(graph: nx.MultiDiGraph, what: str) -> None:
+    """Refuse (one line, after ``what``) a graph held in memory that its file would not
+    pass as: a NaN score or an ``in_circuit`` of "False" would otherwise score or be
+    written as something else (a NaN is written as null, no score)."""
+    try:
+        _check(graph)
+    except CircuitxError as error:
+        raise CircuitxError(f"{what}: {error}") from None
+
+
+def check_flags(graph: nx.MultiDiGraph, what: str) -> None:
+    """Refuse (after ``what``) a graph whose nodes or edges mark ``in_circuit`` with other
+    than true or false (a reference may hold only its circuit: the rest is not checked)."""
+    rows = [(f"node {node}", flag) for node, flag in graph.nodes(data="in_circuit")]
+    rows += [(f"edge {key}", flag) for *_, key, flag in graph.edges(keys=True, data="in_circuit")]
+    try:
+        for element, flag in rows:
+            if flag is not None:
+                read_flag(scalar(flag), element, "in_circuit")
+    except CircuitxError as error:
+        raise CircuitxError(f"{what}: {error}") from None
+
+
+def _check(graph: nx.MultiDiGraph) -> None:
     """Every node and edge carries the schema's attributes, with values of their kind (the
     name of the first that does not, and the attribute), the metadata holds the shape and
     every node is in a model of that shape."""
@@ -245,8 +270,8 @@ def _check_attributes(element: str, data: dict[str, Any], required: tuple[str, .
     for attribute in required:
         if attribute not in data:
             raise CircuitxError(f"{element} has no {attribute!r} attribute")
-    read_flag(data["in_circuit"], element, "in_circuit")
-    read_score(data["score"], element)
+    read_flag(scalar(data["in_circuit"]), element, "in_circuit")  # Python may hold numpy's
+    read_score(scalar(data["score"]), element)
 
 
 def _encodable(value: Any) -> bool:

@@ -5,6 +5,7 @@ import subprocess
 import networkx as nx
 import numpy as np
 import pytest
+import torch
 
 from circuitx.errors import CircuitxError
 from circuitx.graph import edges_by_name, full_graph, select_nodes
@@ -220,6 +221,34 @@ def test_a_graph_file_missing_or_garbling_an_attribute_names_it(tmp_path, edit, 
     path.write_text(json.dumps(data))
     with pytest.raises(CircuitxError, match=pattern):
         read_graph(path)
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [  # found by a new user's trial: a NaN score was written as null (no score), and
+        # in_circuit "False" counted as in the circuit
+        (lambda g: g.nodes["a0.h1"].update(score=float("nan")), "node a0.h1: score must be a fin"),
+        (lambda g: g.nodes["a0.h1"].update(in_circuit="False"), "in_circuit must be true or fa"),
+        (lambda g: g.graph.pop("n_layers"), "lacks the model shape"),
+    ],
+)
+@pytest.mark.parametrize("name", ["g.json", "g.graphml"])
+def test_a_graph_its_reader_would_refuse_is_not_written(tmp_path, edit, pattern, name):
+    graph = scored_graph()
+    edit(graph)
+    with pytest.raises(CircuitxError, match=f"cannot write .*{name}: .*{pattern}"):
+        write_graph(graph, tmp_path / name)
+    assert not list(tmp_path.iterdir())
+
+
+def test_numpy_and_torch_scalars_are_written_as_numbers(tmp_path):
+    graph = scored_graph()
+    graph.nodes["m1"]["score"] = np.float32(0.5)
+    graph.nodes["a2.h0"]["score"] = torch.tensor(0.25)
+    write_graph(graph, tmp_path / "g.json")
+    read = read_graph(tmp_path / "g.json")
+    assert (read.nodes["m1"]["score"], read.nodes["a2.h0"]["score"]) == (0.5, 0.25)
+    assert read.nodes["a0.h1"]["in_circuit"] is True  # np.bool_
 
 
 def test_non_finite_metadata_is_written_as_null(tmp_path):

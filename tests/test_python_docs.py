@@ -233,6 +233,40 @@ def test_what_the_command_line_warns_of_is_a_python_warning(tmp_path):
         assert cx.score(graph, reference=everything)["node_auc"] is None
 
 
+def test_score_warns_of_a_faithless_circuit_with_the_references_nodes():
+    """EAP's planted IOI circuit has the planted nodes but leaves out the q/k edges that
+    carry the effect: score says so, as discover does (a trial found it silent)."""
+    graph = cx.discover("planted", "ioi", "eap", n_prompts=20, faithfulness_prompts=20)
+    with pytest.warns(cx.CircuitxWarning, match="exactly the reference's nodes, yet its faith"):
+        metrics = cx.score(graph)
+    assert (metrics["node_precision"], metrics["node_recall"]) == (1.0, 1.0)
+    assert graph.graph["faithfulness"] < 0.5
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda g: g.edges["a0.h1", "a1.h0", "a0.h1->a1.h0<k>"].update(score=float("nan")),
+         "malformed graph: edge a0.h1->a1.h0<k>: score must be a finite number or null, not nan"),
+        (lambda g: g.nodes["a0.h1"].update(in_circuit="False"),
+         "malformed graph: node a0.h1: in_circuit must be true or false, not 'False'"),
+    ],
+)  # fmt: skip
+def test_a_graph_in_memory_is_checked_as_its_file_would_be(edit, message):
+    """A NaN score had given a plausible edge AUC, and in_circuit "False" counted as in."""
+    graph = full_graph(2, 2, True, task="ioi", model="planted-ioi")
+    for *_, data in graph.edges(data=True):
+        data["score"] = 1.0
+    edit(graph)
+    for call in (lambda: cx.score(graph, reference=graph), lambda: cx.compare(graph, graph)):
+        with pytest.raises(cx.CircuitxError, match=re.escape(message)):
+            call()
+    reference = full_graph(2, 2, True)
+    reference.nodes["m0"]["in_circuit"] = "yes"
+    with pytest.raises(cx.CircuitxError, match="malformed reference: node m0: in_circuit must"):
+        cx.score(full_graph(2, 2, True, task="ioi"), reference=reference)
+
+
 def test_a_task_object_is_named_in_the_leaderboard_by_its_name_or_file(tmp_path):
     from circuitx.api import _task_name
 

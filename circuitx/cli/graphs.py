@@ -11,6 +11,7 @@ from rich.table import Table
 from circuitx.cli.common import cache_dir_option, fmt, json_option, note, print_json, stdout
 from circuitx.discovery import (
     evaluate,
+    faithless_match,
     matching_reference,
     overlap_notes,
     reference_for_graph,
@@ -67,6 +68,8 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
         reference = collapse_positions(reference)
     metrics = evaluate(graph, reference)
     for line in scoring_notes(graph, reference):
+        note(line)
+    for line in faithless_match(graph.graph.get("faithfulness"), metrics):
         note(line)
     if as_json:
         print_json({"graph": graph_path, "reference": label, "metrics": metrics})

@@ -336,18 +336,18 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
         )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(_empty_circuit(summary))
-    said += _faithless_match(summary)
+    said += faithless_match(summary.get("faithfulness"), summary.get("metrics") or {})
     return said
 
 
 FAR_FROM_WHOLE = 0.5  # a faithfulness this far from 1 (the whole model's) is not the circuit
 
 
-def _faithless_match(summary: dict[str, Any]) -> list[str]:
-    """A circuit with exactly the reference's nodes whose faithfulness is far from 1,
-    because the edges among them it leaves out carry the effect (one trial read EAP's
-    -0.34 on planted IOI beside node precision and recall 1.000)."""
-    metrics, faithfulness = summary.get("metrics") or {}, summary.get("faithfulness")
+def faithless_match(faithfulness: float | None, metrics: dict[str, Any]) -> list[str]:
+    """A circuit with exactly the reference's nodes (``metrics``: :func:`evaluate`'s)
+    whose faithfulness is far from 1, because the edges among them it leaves out carry the
+    effect (one trial read EAP's -0.34 on planted IOI beside node precision and recall
+    1.000); ``circuitx score`` says it as ``discover`` does."""
     recall = metrics.get("edge_recall")
     if (
         faithfulness is None
