@@ -53,6 +53,12 @@ def graph_format(path: str | Path, explicit: str | None = None, flag: str | None
         )
     if explicit is None:
         return named
+    if named is None and explicit != "dot":  # circuitx reads a graph by its extension
+        wanted = ".graphml" if explicit == "graphml" else ".json"
+        raise CircuitxError(
+            f"{os.fspath(path)}: circuitx reads graphs back by their extension, so give this "
+            f"{explicit} graph the extension {wanted}"
+        )
     json_too = named == "json" and explicit in ("eap-ig", "auto-circuit")  # both JSON
     if named is not None and named != explicit and not json_too:
         raise CircuitxError(
