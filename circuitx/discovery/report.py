@@ -184,6 +184,7 @@ def report(
         "device": meta.get("device"),
         "seed": meta.get("seed"),
         "n_prompts": meta.get("n_prompts"),
+        "repeated_prompts": meta.get("repeated_prompts"),  # of them, repeats of an earlier one
         "prompt_parts": meta.get("prompt_parts"),  # how many parts the memory budget made
         "resident_parts": meta.get("resident_parts"),  # how many of them it kept cached
         "max_memory": meta.get("max_memory"),  # bytes: the budget, and a part's estimate
@@ -298,6 +299,15 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
             f"the task has {summary['n_prompts']} prompt pair"
             f"{'' if summary['n_prompts'] == 1 else 's'}: all of them ran (--n-prompts is "
             f"{asked})"
+        )
+    repeated = summary.get("repeated_prompts")
+    if repeated and summary.get("task_file") is not None:  # a built-in task draws its
+        # prompts at random, and may draw one twice (greater-than's 1000: about 20)
+        said.append(
+            f"{repeated} of the task's {summary['n_prompts']} prompt pairs repeat an earlier "
+            f"one (the same tokens, positions and answers): the run has "
+            f"{summary['n_prompts'] - repeated} distinct pairs, each weighed as often as it "
+            "appears"
         )
     parts, kept = summary.get("prompt_parts"), summary.get("resident_parts")
     if parts and kept is not None and kept < parts:

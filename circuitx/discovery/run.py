@@ -120,6 +120,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         corruption=task.corruption,
         ablation=request.ablation,
         n_prompts=data.n_prompts,  # a task may have fewer distinct prompts than requested
+        repeated_prompts=data.repeated_prompts(),  # of them, repeats of an earlier one
         **request.options,
     )
     write_scores(graph, layout, scores, nodes_kept, edges_kept)

@@ -48,6 +48,16 @@ class TaskData:
     def n_prompts(self) -> int:
         return int(self.clean.shape[0])
 
+    def repeated_prompts(self) -> int:
+        """How many prompts repeat an earlier one: the same clean and corrupted tokens,
+        positions, readout and answers (each counts as a prompt of its own)."""
+        n = self.n_prompts
+        rows = [self.clean, self.corrupted, self.answer, self.wrong, *self.positions.values()]
+        rows += [self.extra[name] for name in self.row_extra]
+        rows += [] if self.readout is None else [self.readout]
+        key = torch.cat([row.reshape(n, -1).long().cpu() for row in rows], dim=1)
+        return n - int(torch.unique(key, dim=0).shape[0])
+
     @property
     def rows_per_prompt(self) -> int:
         """P: the metric's rows per prompt."""

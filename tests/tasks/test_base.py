@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from circuitx.errors import CircuitxError
+from circuitx.tasks import get_task
 from circuitx.tasks.base import best, encode_pairs, pick
 
 
@@ -20,3 +21,13 @@ def test_pick_and_best_take_one_or_many_tokens_per_prompt():
     many = torch.tensor([[0, 2], [1, 0], [3, 2]])
     assert pick(final, many).shape == (2, 3, 2)
     assert best(final, many).tolist() == [[2, 5, 11], [14, 17, 23]]
+
+
+def test_repeated_prompts_count_the_draws_that_repeat_an_earlier_one(tiny_model):
+    """Greater-than draws a noun and a year for each prompt, so 600 draws repeat some:
+    the count is the prompts less the distinct ones; a prompt differs by its answers too."""
+    data = get_task("greater-than").make_data(tiny_model, 600, seed=0)
+    distinct = len(set(zip(data.clean_prompts, data.corrupted_prompts)))
+    assert data.repeated_prompts() == 600 - distinct > 0
+    data.answer[1:] = data.answer[0] + 1 + torch.arange(599)  # every answer now its own
+    assert data.repeated_prompts() == 0

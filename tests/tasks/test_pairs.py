@@ -447,7 +447,8 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     args = ["--task", "my-ioi.jsonl", *shlex.split(command.replace("\\\n", " "))]
     monkeypatch.chdir(tmp_path)
     exec(compile(script, "task-files.md", "exec"), {})
-    assert len((tmp_path / "my-ioi.jsonl").read_text().splitlines()) == 20
+    lines = (tmp_path / "my-ioi.jsonl").read_text().splitlines()
+    assert len(set(lines)) == len(lines) == 20  # a trial found its 20 lines held 8 pairs
     result = run("discover", *args, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -455,6 +456,7 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     # what the page says of it: 17 of the 25 planted edges, faithfulness about -0.29
     assert summary["metrics"]["edge_recall"] == pytest.approx(17 / 25)
     assert summary["faithfulness"] == pytest.approx(-0.29, abs=0.01)
+    assert summary["repeated_prompts"] == 0
     assert (tmp_path / "my-ioi.graphml").is_file()
     export = text.split("```bash\ncircuitx export ", 1)[1].split("\n", 1)[0]
     result = run("export", *shlex.split(export))
@@ -466,7 +468,27 @@ def test_the_worked_example_in_the_docs_runs(tmp_path, monkeypatch):
     exec(compile(python, "task-files.md", "exec"), names)
     assert names["graph"].graph["task"] == "four-pairs"
     assert names["graph"].graph["n_prompts"] == 4
+    assert names["graph"].graph["repeated_prompts"] == 0
     assert names["graph"].graph["faithfulness"] == pytest.approx(-0.29, abs=0.01)
+
+
+def test_repeated_pairs_of_a_task_file_are_counted_and_warned_of(tmp_path):
+    """A trial's: five pairs written twice ran as "10 prompt pairs" without a word."""
+    lines = [
+        json.dumps({"clean": f"When {a} and {b} went to the store, {b} gave a drink to",
+                    "corrupted": "When Daniel and Michael went to the store, Jessica gave a drink to",
+                    "answer": a, "wrong": b})
+        for a, b in [("John", "David"), ("David", "Robert"), ("Robert", "Sarah")]
+    ]  # fmt: skip
+    path = tmp_path / "twice.jsonl"
+    path.write_text("\n".join(lines + lines[:2]) + "\n")
+    args = ["--task", path, "--model", "planted-ioi", "--method", "activation-patching"]
+    result = run("discover", *args, "--reference", "planted-ioi", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["n_prompts"], summary["repeated_prompts"]) == (5, 2)
+    assert "2 of the task's 5 prompt pairs repeat an earlier one" in result.stderr
+    assert "the run has 3 distinct pairs" in result.stderr
 
 
 def test_a_task_file_on_the_leaderboard(files, tmp_path):
