@@ -57,7 +57,8 @@ def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         what = (
             f"{graph.graph.get('method', 'its method')} scores nodes only"
             if len(unscored) == len(edges)
-            else f"{len(unscored)} of this graph's {len(edges)} edges have none "
+            else f"{len(unscored)} of this graph's {len(edges)} edges "
+            f"{'has' if len(unscored) == 1 else 'have'} none "
             f"({listed(unscored, 3)})"
         )
         raise CircuitxError(
@@ -112,7 +113,8 @@ def from_auto_circuit_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     missing = [key for key in edges if key not in named]
     if missing:
         raise CircuitxError(
-            f"{len(missing)} of the model's {len(edges)} edges have no score "
+            f"{len(missing)} of the model's {len(edges)} edges "
+            f"{'has' if len(missing) == 1 else 'have'} no score "
             f"({listed(missing, 3)}); every edge is scored, as auto-circuit's prune scores are"
         )
     kept = []

@@ -76,8 +76,12 @@ def test_what_auto_circuit_cannot_take_is_one_line(found, tmp_path):
         to_auto_circuit_dict(graph)  # no edge scored: a node-level method's graph
     written = to_auto_circuit_dict(found)
     del written["scores"]["A0.1->A3.0.K"]
-    with pytest.raises(CircuitxError, match="1 of the model's 761 edges have no score"):
+    with pytest.raises(CircuitxError, match="1 of the model's 761 edges has no score"):
         from_auto_circuit_dict(written)
+    unscored = found.copy()
+    unscored.edges["input", "m0", "input->m0"]["score"] = None
+    with pytest.raises(CircuitxError, match="1 of this graph's 761 edges has none"):
+        to_auto_circuit_dict(unscored)  # a trial's: "1 of ... edges have none"
     written = to_auto_circuit_dict(found)
     written["scores"]["A0.1->A3.0.K"] = None
     with pytest.raises(CircuitxError, match="every edge has a score"):

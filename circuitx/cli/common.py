@@ -252,9 +252,9 @@ def max_memory_option(command: Callable) -> Callable:
         default=None,
         callback=parse,
         metavar="SIZE",
-        help="Memory for the prompts' cached runs and patched passes, e.g. 512M or 8G; "
-        "prompts beyond it are taken in parts (default: half the free memory, at most "
-        "2G on the CPU).",
+        help="Memory for the prompts' cached runs and patched passes, e.g. 512M or 8G "
+        "(binary units: M is MiB, and MB reads the same); prompts beyond it are taken in "
+        "parts (default: half the free memory, at most 2G on the CPU).",
     )(command)
 
 

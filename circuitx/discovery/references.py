@@ -156,7 +156,14 @@ def reference_for_graph(
     task = meta.get("task")
     on_planted = builtin.ships_ground_truth(str(meta.get("model") or ""))
     if spec == "auto" and task not in TASKS and not on_planted:  # a planted model's own
-        return None, None, f"no reference: {_no_reference(meta)}; pass {asks('FILE')}"
+        return (
+            None,
+            None,
+            (
+                f"no reference: {_no_reference(meta)}; pass {asks('FILE')}, or "
+                f"{asks('MODEL')} for a built-in model's ground truth (circuitx models lists them)"
+            ),
+        )
     if spec == "planted" and task is None:
         raise CircuitxError(
             "--reference planted needs the graph's task, which this graph does not record "

@@ -37,10 +37,18 @@ def test_auto_says_why_a_graph_has_no_reference(meta, why):
     graph = full_graph(2, 2, True, model="my-llama", **meta)
     assert reference_for_graph(graph, "auto")[:2] == (None, None)
     assert reference_for_graph(graph, "auto")[2].startswith(f"no reference: {why}")
+    # a trial's: a built-in model's name works too, and the line said FILE alone
+    assert reference_for_graph(graph, "auto")[2].endswith(
+        "pass --reference FILE, or --reference MODEL for a built-in model's ground truth "
+        "(circuitx models lists them)"
+    )
 
 
 def test_python_says_reference_where_the_command_line_says_the_option():
-    with pytest.raises(CircuitxError, match=r"has no circuit of its own; pass reference=FILE$"):
+    with pytest.raises(
+        CircuitxError,
+        match=r"has no circuit of its own; pass reference=FILE, or reference=MODEL for a",
+    ):
         cx.score(full_graph(2, 2, True, task="mine", task_file="/d/mine.jsonl"))
     graph = full_graph(12, 12, True, task="ioi", model="my-model")  # not the paper's model
     with pytest.raises(CircuitxError, match="pass reference=ioi to use it here$"):
