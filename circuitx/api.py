@@ -29,12 +29,11 @@ from circuitx.discovery import (
     FAITHFULNESS_PROMPTS,
     DiscoveryRequest,
     evaluate,
-    faithless_match,
     matching_reference,
     overlap_notes,
     reference_for_graph,
     report,
-    scoring_notes,
+    saved_graph_notes,
     top_k_notes,
 )
 from circuitx.discovery import discover as run_discovery
@@ -329,8 +328,7 @@ def score(
     graph = _graph(graph)
     found, label = _reference(graph, reference, cache_dir)
     metrics = evaluate(graph, found)
-    said = scoring_notes(graph, found) + faithless_match(graph.graph.get("faithfulness"), metrics)
-    for line in said:  # what the command says on stderr
+    for line in saved_graph_notes(graph, found, metrics):  # what the command says on stderr
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
     return {"reference": label, **metrics}
 

@@ -11,11 +11,10 @@ from rich.table import Table
 from circuitx.cli.common import cache_dir_option, fmt, json_option, note, print_json, stdout
 from circuitx.discovery import (
     evaluate,
-    faithless_match,
     matching_reference,
     overlap_notes,
     reference_for_graph,
-    scoring_notes,
+    saved_graph_notes,
 )
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw
 from circuitx.errors import CircuitxError, listed
@@ -67,9 +66,7 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
     if collapse:
         reference = collapse_positions(reference)
     metrics = evaluate(graph, reference)
-    for line in scoring_notes(graph, reference):
-        note(line)
-    for line in faithless_match(graph.graph.get("faithfulness"), metrics):
+    for line in saved_graph_notes(graph, reference, metrics):
         note(line)
     if as_json:
         print_json({"graph": graph_path, "reference": label, "metrics": metrics})

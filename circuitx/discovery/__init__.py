@@ -11,11 +11,11 @@ from circuitx.discovery.references import (
 )
 from circuitx.discovery.report import (
     evaluate,
-    faithless_match,
     matching_reference,
     overlap_notes,
     report,
     run_warnings,
+    saved_graph_notes,
     scoring_notes,
     top_k_notes,
 )
@@ -33,7 +33,6 @@ __all__ = [
     "discover_scored",
     "edge_ranking",
     "evaluate",
-    "faithless_match",
     "faithfulness_report",
     "matching_reference",
     "model_id",
@@ -43,6 +42,7 @@ __all__ = [
     "report",
     "resolve_reference",
     "run_warnings",
+    "saved_graph_notes",
     "scoring_notes",
     "select",
     "top_k_notes",

@@ -350,6 +350,17 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
     return said
 
 
+def saved_graph_notes(
+    graph: nx.MultiDiGraph, reference: nx.MultiDiGraph, metrics: dict[str, Any]
+) -> list[str]:
+    """What ``circuitx score`` (and Python's) says of a saved graph scored against
+    ``reference`` (``metrics``: :func:`evaluate`'s): :func:`scoring_notes` and, from the
+    faithfulness the graph records, :func:`faithless_match`."""
+    return scoring_notes(graph, reference) + faithless_match(
+        graph.graph.get("faithfulness"), metrics
+    )
+
+
 FAR_FROM_WHOLE = 0.5  # a faithfulness this far from 1 (the whole model's) is not the circuit
 
 
