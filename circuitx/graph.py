@@ -56,7 +56,8 @@ def full_graph(
 def layout_graph(layout: Layout, **metadata: Any) -> nx.MultiDiGraph:
     """Every node and edge of ``layout``, none in the circuit yet; a
     :class:`PositionLayout`'s groups are recorded in the metadata (``positions``, its
-    ``position_readout`` groups, ``position_order``) so that :func:`layout_of` rebuilds it."""
+    ``position_readout`` groups, ``position_order``, ``position_later_keys``) so that
+    :func:`layout_of` rebuilds it."""
     graph = nx.MultiDiGraph()
     graph.graph.update(n_layers=layout.n_layers, n_heads=layout.n_heads, has_mlp=layout.has_mlp)
     if layout.parallel:  # recorded only where it holds: sequential graphs stay as they were
@@ -69,6 +70,8 @@ def layout_graph(layout: Layout, **metadata: Any) -> nx.MultiDiGraph:
         )
         if layout.aliases:
             graph.graph["position_aliases"] = ",".join(f"{n}={g}" for n, g in layout.aliases)
+        if layout.later_keys:
+            graph.graph["position_later_keys"] = ",".join(f"{k}>{q}" for k, q in layout.later_keys)
     graph.graph.update(metadata)
     graph.graph.setdefault("circuitx_version", __version__)
     for name, kind, layer, head in layout.nodes:
@@ -313,12 +316,20 @@ def layout_of(graph: nx.MultiDiGraph) -> Layout:
     if groups is None:
         return Layout(*shape, parallel)
     readout = str(graph.graph.get("position_readout") or "")
+    later = str(graph.graph.get("position_later_keys") or "")
+    later_keys = tuple(tuple(pair.split(">", 1)) for pair in later.split(",")) if later else ()
+    for pair in later_keys:
+        if len(pair) != 2 or not set(pair) <= set(groups):
+            raise CircuitxError(
+                f"position_later_keys names {'>'.join(pair)!r}, not two of its positions"
+            )
     return PositionLayout(
         *shape,
         parallel,
         positions=groups,
         readout=tuple(readout.split(",")) if readout else (),
         ordered=bool(graph.graph.get("position_order")),
+        later_keys=later_keys,
         aliases=tuple(position_aliases(graph).items()),
     )
 
@@ -351,7 +362,13 @@ def shapes_text(*graphs: nx.MultiDiGraph) -> str:
 # what discovery measures of the circuit it selected (and of its ranking of edges)
 CIRCUIT_MEASURES = ("faithfulness", "cpr", "cmd", "faithfulness_curve")
 
-POSITION_KEYS = ("positions", "position_readout", "position_order", "position_aliases")
+POSITION_KEYS = (
+    "positions",
+    "position_readout",
+    "position_order",
+    "position_aliases",
+    "position_later_keys",
+)
 
 
 def collapse_positions(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:

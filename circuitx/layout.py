@@ -304,11 +304,14 @@ class PositionLayout(Layout):
     edge into a head's k or v input runs from the sender at the key's position to the
     head at the query's: the keys and values a query group reads are its own. With
     ``ordered`` (every position its own group, a causal model) a key comes no later than
-    its query. The logits read the ``readout`` groups alone."""
+    its query; a pair in ``later_keys`` (key group, query group: the key comes after the
+    query in every prompt, in a causal model) has no k or v edge. The logits read the
+    ``readout`` groups alone."""
 
     positions: tuple[str, ...] = ()
     readout: tuple[str, ...] = ()
     ordered: bool = False
+    later_keys: tuple[tuple[str, str], ...] = ()
     # (name, group): a named position that every prompt has at one group (--positions all)
     aliases: tuple[tuple[str, str], ...] = ()
 
@@ -385,6 +388,8 @@ class PositionLayout(Layout):
         base = self.base.valid.repeat_interleave(g, 0).repeat_interleave(g, 1)
         same = torch.eye(g, dtype=torch.bool)
         key_first = torch.ones(g, g).triu().bool() if self.ordered else torch.ones(g, g).bool()
+        for key, query in self.later_keys:
+            key_first[self.positions.index(key), self.positions.index(query)] = False
         across = torch.tensor([self.across(r) for r in range(self.base.n_receivers)])
         pairs = torch.where(across.view(-1, 1, 1), key_first, same)  # [R, g_s, g_r]
         read = torch.tensor([p in self.readout for p in self.positions])

@@ -30,6 +30,7 @@ from circuitx.graph import (
     component_graph,
     edge_name,
     edges_by_name,
+    edges_off_path,
     full_graph,
     head_node,
     layout_graph,
@@ -348,7 +349,9 @@ def position_reference(
     receiver's own position, a k or v edge from a key position the receiver reads (where
     its role says which). A role's position the layout does not name is in its ``other``
     group; where it has none (every position a group, the role's position not at one
-    index), the role's heads count at every position, or read every key position."""
+    index), the role's heads count at every position, or read every key position. What
+    lies on no path from an input to the logits is left out (:func:`_keep_paths`). The
+    metadata's ``unplaced_heads`` names the circuit's heads that no role placed."""
     placed: dict[str, tuple[str, tuple[str | None, ...]]] = {}
     for key, (acts, reads) in roles.items():
         at = layout.group_of(acts)
@@ -383,4 +386,26 @@ def position_reference(
             data["in_circuit"] = sender_at in reads[1]
         else:
             data["in_circuit"] = True
+    _keep_paths(graph)
+    graph.graph["unplaced_heads"] = ",".join(
+        node
+        for node, kept in reference.nodes(data="in_circuit")
+        if kept and parse_node(node)[0] == "head" and place(node) is None
+    )
     return graph
+
+
+def _keep_paths(graph: nx.MultiDiGraph) -> None:
+    """Take out of ``graph``'s circuit its edges on no path from an input to the logits,
+    and the nodes left with no edge (a node placed at every position that no readout
+    position depends on: a last layer's head at a position the logits do not read)."""
+    off = set(edges_off_path(graph))
+    touched = set()
+    for sender, receiver, key, data in graph.edges(keys=True, data=True):
+        if key in off:
+            data["in_circuit"] = False
+        elif data["in_circuit"]:
+            touched |= {sender, receiver}
+    for node, data in graph.nodes(data=True):
+        if data["kind"] not in ("input", "logits") and node not in touched:
+            data["in_circuit"] = False

@@ -13,7 +13,13 @@ from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.decomposition import Sources
 from circuitx.discovery import matching_reference
-from circuitx.graph import collapse_positions, edges_by_name, layout_graph, layout_of
+from circuitx.graph import (
+    collapse_positions,
+    edges_by_name,
+    edges_off_path,
+    layout_graph,
+    layout_of,
+)
 from circuitx.layout import PositionLayout
 from circuitx.methods.acdc import prune
 from circuitx.methods.attribution import pattern_change_effects, qk_fixed_edges
@@ -28,7 +34,7 @@ from circuitx.models import (
 from circuitx.patching import PatchingEngine
 from circuitx.reference import position_reference
 from circuitx.tasks import get_task, task_vocabulary
-from circuitx.tasks.base import position_layout
+from circuitx.tasks.base import later_keys, position_layout
 
 ATOL = 1e-4
 
@@ -237,6 +243,32 @@ def test_the_universe_of_positions():
     ordered = PositionLayout(2, 2, True, positions=("0", "1", "2"), readout=("2",), ordered=True)
     assert "a0.h0@0->a1.h0@2<k>" in ordered.edge_names
     assert "a0.h0@2->a1.h0@0<k>" not in ordered.edge_names  # no key after its query
+    later = PositionLayout(
+        2, 2, True, positions=("S2", "END", "other"), readout=("END",),
+        later_keys=(("END", "S2"),),
+    )  # fmt: skip
+    assert "a0.h1@END->a1.h0@S2<k>" not in later.edge_names
+    assert "a0.h1@S2->a1.h0@END<k>" in later.edge_names and "m0@END->m1@END" in later.edge_names
+
+
+def test_a_key_group_after_the_query_group_in_every_prompt_is_not_read():
+    # a helper's trial: on planted IOI a fifth of the named graph's edges read keys a
+    # causal query never sees (input@END->a0.h3@S2<k>), and node methods kept some
+    index = torch.tensor([[3, 0, 1, 2, 3], [3, 1, 0, 2, 3]])  # groups A, B, C, other
+    real = torch.tensor([[True] * 5, [True] * 4 + [False]])  # the last token is padding
+    found = later_keys(index, real, ("A", "B", "C", "other"))
+    # C comes after A and B in both prompts; A and B swap; other (BOS) comes first
+    assert set(found) == {("C", "A"), ("C", "B")}
+    model = cx.load_model("planted-ioi")
+    task = get_task("ioi")
+    data = task.make_data(model, 20, 0)
+    layout = position_layout(model.layout, task, data, "named")
+    assert ("END", "S2") in layout.later_keys and ("S1", "IO") not in layout.later_keys
+    names = set(layout.edge_names)
+    assert "input@END->a0.h3@S2<k>" not in names and "input@S2->a3.h0@END<k>" in names
+    assert "input@IO->a1.h2@S1<v>" in names and "input@S1->a1.h2@IO<v>" in names
+    assert len(names) == 13676  # 17,636 before
+    assert set(layout_of(layout_graph(layout)).edge_names) == names  # kept in the file
 
 
 @pytest.mark.slow
@@ -310,6 +342,37 @@ def test_eap_ig_finds_the_planted_circuit_at_its_positions(tmp_path):
     assert "every position" not in run("score", out).stderr  # the planted roles place them
 
 
+def test_a_reference_at_every_position_keeps_what_reaches_the_logits():
+    # a helper's trial: tracr-reverse's last head at position 0 was in the reference under
+    # --positions all, though the logits read positions 1 to 3 alone
+    graph = cx.discover("tracr-reverse", "tracr", "eap", positions="all", faithfulness=False)
+    reference = cx.reference_circuit(graph)[0]
+    kept = {n for n, k in reference.nodes(data="in_circuit") if k}
+    last = graph.graph["n_layers"] - 1
+    assert {f"a{last}.h0@{at}" for at in "123"} <= kept and f"a{last}.h0@0" not in kept
+    assert not edges_off_path(reference)
+
+
+def test_a_task_that_places_no_role_says_its_reference_is_everywhere():
+    # a helper's trial: pairs without named positions under --positions all scored node
+    # AUC 0.55 against the planted circuit spread over 15 positions, and nothing said so
+    model = cx.load_model("planted-ioi")
+    data = get_task("ioi").make_data(model, 20, 0)
+    same = [i for i in range(20) if int(data.positions["END"][i]) == int(data.positions["END"][0])]
+    pairs = cx.task_from_pairs(
+        [data.clean_prompts[i] for i in same],
+        [data.corrupted_prompts[i] for i in same],
+        [model.decode([int(data.answer[i])]).strip() for i in same],
+        [model.decode([int(data.wrong[i])]).strip() for i in same],
+    )
+    graph = cx.discover(model, pairs, "eap", positions="all", faithfulness=False)
+    # the heads acting at END are placed by it, those acting at S1+1 or S2 are not
+    unplaced = cx.reference_circuit(graph)[0].graph["unplaced_heads"]
+    assert unplaced == "a0.h1,a0.h3,a1.h2"
+    with pytest.warns(cx.CircuitxWarning, match=r"3 of the reference's circuit heads \(a0.h1"):
+        cx.score(graph)
+
+
 def test_what_cannot_score_positions_says_so():
     assert_one_line_error(
         run("discover", "--task", "ioi", "--method", "sae", "--model", "planted",
@@ -336,8 +399,11 @@ def test_the_ioi_reference_goes_to_its_classes_positions():
     placed = position_reference(reference, layout, task.role_positions)
     kept = {n for n, k in placed.nodes(data="in_circuit") if k}
     assert {"a9.h9@END", "a5.h5@S2", "a2.h2@S1+1", "a0.h1@S2", "a7.h3@END"} <= kept
-    assert not {"a9.h9@S2", "a5.h5@END", "a2.h2@END"} & kept
-    assert "m3@IO" in kept and "m3@other" in kept  # MLPs (ACDC's INPUT) act everywhere
+    # S-inhibition by either name (ACDC's "s2 inhibition" for GPT-2's heads): at END
+    assert not {"a9.h9@S2", "a5.h5@END", "a2.h2@END", "a7.h3@S2", "a8.h6@IO"} & kept
+    # MLPs (ACDC's INPUT) act everywhere, but at other no circuit head reads them
+    assert "m3@IO" in kept and "m3@S1+1" in kept and "m3@other" not in kept
+    assert not edges_off_path(placed) and placed.graph["unplaced_heads"] == ""
     edges = {key for key, d in edges_by_name(placed).items() if d["in_circuit"]}
     assert "a2.h2@S1+1->a5.h5@S2<k>" in edges  # previous token -> induction, at S1+1
     assert "a7.h3@END->a9.h9@END<q>" in edges  # S-inhibition -> name mover, at END

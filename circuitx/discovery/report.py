@@ -58,7 +58,8 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
     without roles placed on a circuit over positions."""
     notes = []
     component = component_graph(graph)
-    for level, every in one_class_levels(component, matching_reference(graph, reference)).items():
+    matched = matching_reference(graph, reference)
+    for level, every in one_class_levels(component, matched).items():
         notes.append(
             f"note: the reference puts {'every' if every else 'no'} {level} of the graph in "
             f"its circuit, so there is no {level} ROC AUC (it needs {level}s on both sides)"
@@ -77,15 +78,15 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
     # through MLPs 4-7
     loose = {"graph": loose_edges(graph), "reference": [] if published else loose_edges(reference)}
     notes += [_loose_note(which, keys) for which, keys in loose.items() if keys]
-    if position_groups(graph) is not None and position_groups(reference) is None:
-        places = {role.lower() for role in _roles(graph, reference)}
-        roles = {str(r).lower() for _, r in reference.nodes(data="role") if r is not None}
-        if not roles & places:
-            notes.append(
-                "note: the reference is over components and names no role the task places "
-                "at a position, so each of its circuit nodes counts at every position; "
-                "--collapse-positions scores the circuit's components instead"
-            )
+    unplaced = str(matched.graph.get("unplaced_heads") or "") if matched is not None else ""
+    if unplaced:
+        heads = unplaced.split(",")
+        notes.append(
+            f"note: {len(heads)} of the reference's circuit heads ({listed(heads, 3)}) "
+            f"{'has' if len(heads) == 1 else 'have'} no role the task places at one of the "
+            "graph's positions, so each counts at every position; --collapse-positions "
+            "scores the circuit's components instead"
+        )
     return notes
 
 

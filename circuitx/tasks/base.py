@@ -154,6 +154,7 @@ def position_layout(
             )
     read = index.gather(1, data.readout_positions)
     readout = tuple(groups[at] for at in sorted(set(read.flatten().tolist())))
+    later = later_keys(index, data.real_tokens, groups) if mode == "named" and causal else ()
     aliases = ()
     if mode == "all":  # the named positions every prompt has at one index
         aliases = tuple(
@@ -164,8 +165,25 @@ def position_layout(
     return PositionLayout(
         layout.n_layers, layout.n_heads, layout.has_mlp, layout.parallel,
         positions=groups, readout=readout, ordered=mode == "all" and causal,
-        aliases=aliases,
+        later_keys=later, aliases=aliases,
     )  # fmt: skip
+
+
+def later_keys(
+    index: torch.Tensor, real: torch.Tensor, groups: Sequence[str]
+) -> tuple[tuple[str, str], ...]:
+    """The (key, query) pairs of position ``groups`` whose key group comes after the query
+    group in every prompt (no real token of it at or before one of the query's): a causal
+    query never reads those keys. ``index`` [n, pos] each token's group, ``real`` [n, pos]
+    False at padding."""
+    n, width = index.shape
+    count = len(groups)
+    at = index.masked_fill(~real, count)  # padding: a group of its own, dropped
+    where = torch.arange(width).expand(n, width)
+    first = torch.full((n, count + 1), width).scatter_reduce(1, at, where, "amin")
+    last = torch.full((n, count + 1), -1).scatter_reduce(1, at, where, "amax")
+    read = (first[:, :count, None] <= last[:, None, :count]).any(0)  # [key, query]
+    return tuple((groups[k], groups[q]) for k, q in (~read).nonzero().tolist())
 
 
 class Task:

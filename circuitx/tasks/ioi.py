@@ -107,6 +107,7 @@ class IOITask(_tasks.Task):
         "duplicate token": ("S2", ("S1", "S2")),
         "induction": ("S2", ("S1+1",)),
         "s-inhibition": ("END", ("S2",)),
+        "s2 inhibition": ("END", ("S2",)),  # the class's name in CLASSES (ACDC's)
         "name mover": ("END", ("IO", "S1", "S2")),
         "negative name mover": ("END", ("IO", "S1", "S2")),
         "backup name mover": ("END", ("IO", "S1", "S2")),
