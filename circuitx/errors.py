@@ -32,8 +32,14 @@ class CircuitxWarning(UserWarning):
     warning (:mod:`warnings`): a run that worked, but whose result needs a second look."""
 
 
-_interrupted = False  # a Ctrl-C came (see on_interrupt)
-_deferring = 0  # inside deferred_interrupts: a Ctrl-C is marked, and acted on after
+class Terminated(BaseException):
+    """SIGTERM (kill, timeout): a BaseException, as KeyboardInterrupt is, so that no
+    ``except Exception`` takes it for a failure."""
+
+
+# the stop a signal asked for (see on_interrupt): KeyboardInterrupt or Terminated
+_stop: type[BaseException] | None = None
+_deferring = 0  # inside deferred_interrupts: a signal is marked, and acted on after
 
 
 def on_interrupt(_signal: int = 0, _frame: object = None) -> None:
@@ -41,29 +47,40 @@ def on_interrupt(_signal: int = 0, _frame: object = None) -> None:
     came, so that one a finaliser swallowed (Python ignores what ``__del__`` or a gc
     callback raises, and jax's run often) still stops the command before it puts a
     result in place (:func:`stop_if_interrupted`)."""
-    global _interrupted
-    _interrupted = True
+    _stop_for(KeyboardInterrupt)
+
+
+def on_terminate(_signal: int = 0, _frame: object = None) -> None:
+    """SIGTERM's handler on the command line: as :func:`on_interrupt`, with
+    :class:`Terminated`."""
+    _stop_for(Terminated)
+
+
+def _stop_for(stop: type[BaseException]) -> None:
+    global _stop
+    _stop = _stop or stop
     if not _deferring:
-        raise KeyboardInterrupt
+        raise stop()
 
 
 def clear_interrupt() -> None:
-    """Forget a Ctrl-C (a command starting in a process that ran one before)."""
-    global _interrupted
-    _interrupted = False
+    """Forget a Ctrl-C or SIGTERM (a command starting in a process that ran one before)."""
+    global _stop
+    _stop = None
 
 
 def stop_if_interrupted() -> None:
-    """Raise KeyboardInterrupt if a Ctrl-C came, even one that was swallowed (inside
-    :func:`deferred_interrupts`, not before its end)."""
-    if _interrupted and not _deferring:
-        raise KeyboardInterrupt
+    """Raise what a Ctrl-C or SIGTERM that came asked for, even one that was swallowed
+    (inside :func:`deferred_interrupts`, not before its end)."""
+    if _stop is not None and not _deferring:
+        raise _stop()
 
 
 @contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Inside, a Ctrl-C (through :func:`on_interrupt`) waits for the block's end: files
-    written together (a leaderboard's table, plots and pages) are all of one run."""
+    """Inside, a Ctrl-C or SIGTERM (through :func:`on_interrupt`, :func:`on_terminate`)
+    waits for the block's end: files written together (a leaderboard's table, plots and
+    pages) are all of one run."""
     global _deferring
     _deferring += 1
     try:

@@ -8,7 +8,14 @@ import os
 
 import pytest
 
-from circuitx.errors import CircuitxError, clear_interrupt, deferred_interrupts, on_interrupt
+from circuitx.errors import (
+    CircuitxError,
+    Terminated,
+    clear_interrupt,
+    deferred_interrupts,
+    on_interrupt,
+    on_terminate,
+)
 from circuitx.files import atomic_open, check_output_path, json_text
 
 
@@ -121,3 +128,22 @@ def test_a_ctrl_c_among_files_written_together_waits_for_them_all(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
     finally:
         clear_interrupt()
+
+
+def test_a_sigterm_among_files_written_together_waits_for_them_all(tmp_path):
+    """A trial: SIGTERM during a leaderboard's write left results.md and results.csv of
+    the new grid beside results.json, index.html and plots of the old one."""
+    try:
+        with pytest.raises(Terminated), deferred_interrupts():
+            with atomic_open(tmp_path / "a.json") as handle:
+                handle.write("{}")
+            on_terminate()  # marked, not raised
+            on_interrupt()  # the first signal decides how the command ends
+            with atomic_open(tmp_path / "b.json") as handle:
+                handle.write("{}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+    finally:
+        clear_interrupt()
+    with pytest.raises(Terminated):
+        on_terminate()  # outside: at once
+    clear_interrupt()

@@ -20,9 +20,11 @@ from circuitx.errors import (
     MAX_SEED,
     MAX_THREADS,
     CircuitxError,
+    Terminated,
     clear_interrupt,
     first_line,
     on_interrupt,
+    on_terminate,
     stop_if_interrupted,
 )
 from circuitx.files import check_directory_can_be_made, json_text
@@ -45,13 +47,15 @@ class OneLineErrors(click.Group):
         signal.signal(signal.SIGINT, on_interrupt)
         sys.unraisablehook = _quiet_interrupts
         # SIGTERM (kill, timeout) unwinds as Ctrl-C does, so staging directories go too
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGTERM, on_terminate)
         try:
             super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             stop_if_interrupted()  # a Ctrl-C a finaliser swallowed still ends in 130
             # done, its results out: a Ctrl-C during the teardown would end a finished run
-            # with 130 (Python kills itself with SIGINT when a KeyboardInterrupt escapes)
+            # with 130 (Python kills itself with SIGINT when a KeyboardInterrupt escapes),
+            # and a SIGTERM with a traceback from an atexit callback and exit code 0
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.exceptions.NoArgsIsHelpError as error:  # a bare command: its help
@@ -77,8 +81,8 @@ class OneLineErrors(click.Group):
             click.echo(f"error: {where}{said}", err=True)
             sys.stderr.flush()
             os._exit(EXIT_SYSTEM_ERROR)  # not sys.exit: its flush of stdout fails again
-        except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted, _Terminated) as stop:
-            terminated = isinstance(stop, _Terminated)
+        except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted, Terminated) as stop:
+            terminated = isinstance(stop, Terminated)
             click.echo(f"error: {'terminated' if terminated else 'interrupted'}", err=True)
             sys.stdout.flush()
             sys.stderr.flush()
@@ -104,22 +108,14 @@ def _out_of_memory(error: BaseException) -> bool:
 
 
 def _quiet_interrupts(unraisable: Any) -> None:
-    """Python's report of an exception a finaliser raised, less a Ctrl-C's (which
+    """Python's report of an exception a finaliser raised, less a Ctrl-C's or SIGTERM's (which
     :func:`circuitx.errors.stop_if_interrupted` acts on): its traceback is not a failure."""
-    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+    if not issubclass(unraisable.exc_type, (KeyboardInterrupt, Terminated)):
         sys.__unraisablehook__(unraisable)
 
 
 class _Interrupted(Exception):
     """Ctrl-C, past click's own handling of it."""
-
-
-class _Terminated(BaseException):
-    """SIGTERM: a BaseException, so that no ``except Exception`` takes it for a failure."""
-
-
-def _terminate(_signal: int, _frame: Any) -> None:
-    raise _Terminated()
 
 
 PIPED_WIDTH = 200  # columns of a table written to a pipe or file (not 80: a word a line)
