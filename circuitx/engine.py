@@ -282,7 +282,10 @@ class Engine:
     def _measure(self) -> None:
         """Build every part once: the clean and corrupted metrics and accuracies over all
         prompts and, for mean ablation, the mean patch values."""
-        clean = corrupted = ablated = clean_accuracy = corrupted_accuracy = 0.0
+        clean = corrupted = ablated = 0.0
+        # the clean and corrupted rows answered right, counted: the accuracy is the one
+        # batch's to the bit (the parts' shares, weighted and summed, gave 0.49999999999999994)
+        right = [0, 0]
         sums = TokenMeans()
         # a mean in parts: each part's own mean is not the one ablated with, so the ablated
         # metric waits for the mean over all prompts (_whole_ablated_metric)
@@ -293,8 +296,9 @@ class Engine:
             clean += weight * part.clean_metric
             corrupted += weight * part.corrupted_metric
             ablated += weight * part.ablated_metric
-            clean_accuracy += weight * part.accuracy()
-            corrupted_accuracy += weight * part.accuracy(corrupted=True)
+            rows = (stop - start) * part.data.rows_per_prompt
+            right[0] += round(part.accuracy() * rows)
+            right[1] += round(part.accuracy(corrupted=True) * rows)
             if mean_in_parts:
                 real = part.data.real_tokens
                 for name, value in part.corrupted_cache.items():
@@ -305,7 +309,8 @@ class Engine:
                 self._kept[index] = part
             else:
                 part.release()
-        self._accuracies = (clean_accuracy, corrupted_accuracy)
+        all_rows = self.n_prompts * self.data.rows_per_prompt
+        self._accuracies = (right[0] / all_rows, right[1] / all_rows)
         if mean_in_parts:
             self._patch_values = sums.means(self.model.work_dtype)
             ablated = self._whole_ablated_metric()

@@ -75,7 +75,20 @@ def test_parts_give_the_scores_of_one_batch(tiny_model, method_name):
     assert whole.n_parts == 1 and chunked.n_parts == 5
     assert_same_scores(one, parts)
     assert chunked.clean_metric == pytest.approx(whole.clean_metric, rel=1e-6)
-    assert chunked.accuracy() == pytest.approx(whole.accuracy())
+    # counted, not the parts' shares summed (a trial's 0.49999999999999994 for 0.5)
+    for corrupted in (False, True):
+        assert chunked.accuracy(corrupted) == whole.accuracy(corrupted)
+
+
+def test_accuracy_in_parts_of_one_prompt_is_the_batchs():
+    # a trial: a prompt a part, six of twelve right, read 0.49999999999999994
+    model = load_model("planted-ioi")
+    task = get_task("ioi")
+    data = task.make_data(model, 12, seed=0)
+    data.answer[::2] = data.wrong[::2]  # half of them wrong, in every pair of parts
+    whole = Engine(model, task, data)
+    single = Engine(model, task, data, part_size=1)
+    assert single.n_parts == 12 and whole.accuracy() == single.accuracy() == 0.5
 
 
 @pytest.mark.parametrize("ablation", ["mean", "zero"])
