@@ -41,6 +41,19 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a :class:`Path`, refused in one line unless it is a regular file to read
+    ``what`` (``graph file``) from: not found, a directory, or another kind (``/dev/null``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CircuitxError(f"{os.fspath(path)} is a directory, not a {what}")
+    if path.exists() and not path.is_file():
+        raise CircuitxError(f"{os.fspath(path)} is not a regular file, so not a {what}")
+    if not path.is_file():
+        raise CircuitxError(f"{what} not found: {os.fspath(path)}")
+    return path
+
+
 def file_suffix(path: str | os.PathLike) -> str:
     """``path``'s extension, lower case without the dot; a symbolic link without one
     takes its target's (``/dev/stdout`` redirected to g.dot is a .dot)."""

@@ -20,7 +20,15 @@ from circuitx.auto_circuit_graphs import (
     to_auto_circuit_dict,
 )
 from circuitx.errors import CircuitxError, listed
-from circuitx.files import atomic_open, file_suffix, plain, read_flag, read_score, scalar
+from circuitx.files import (
+    atomic_open,
+    check_input_file,
+    file_suffix,
+    plain,
+    read_flag,
+    read_score,
+    scalar,
+)
 from circuitx.graph import (
     component_graph,
     edges_by_name,
@@ -109,11 +117,7 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
     EAP-IG wrote (its JSON, as MIB takes it)."""
     if not isinstance(path, (str, os.PathLike)):
         raise CircuitxError(f"read_graph takes a file path, not {path!r}")
-    path = Path(path)
-    if path.is_dir():
-        raise CircuitxError(f"{path} is a directory, not a graph file")
-    if not path.is_file():
-        raise CircuitxError(f"graph file not found: {path}")
+    path = check_input_file(path, "graph file")
     fmt = suffix_format(path)
     if fmt is None:
         raise CircuitxError(

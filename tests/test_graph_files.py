@@ -147,6 +147,9 @@ def test_missing_graph_file(tmp_path):
         read_graph(tmp_path / "none.graphml")
     with pytest.raises(CircuitxError, match="is a directory, not a graph file"):
         read_graph(tmp_path)
+    # a trial: /dev/null was "not found"
+    with pytest.raises(CircuitxError, match="/dev/null is not a regular file, so not a graph"):
+        read_graph("/dev/null")
 
 
 def test_write_into_missing_directory_fails_and_leaves_nothing(tmp_path):

@@ -37,6 +37,10 @@ EXIT_OUT_OF_MEMORY = 3
 EXIT_SYSTEM_ERROR = 1  # the system failed us (a full disk): not the input's fault
 
 
+# click's names of the number types its ranges take, as a message says them
+CLICK_TYPES = {"integer range": "an integer", "float range": "a number", "float": "a number"}
+
+
 class OneLineErrors(click.Group):
     """A click group whose usage and input errors are one line on stderr, never a traceback."""
 
@@ -63,6 +67,8 @@ class OneLineErrors(click.Group):
             sys.exit(EXIT_INPUT_ERROR)
         except click.ClickException as error:  # "Choose from:" lists choices a line each
             first, *rest = error.format_message().splitlines() or [""]
+            for kind, said in CLICK_TYPES.items():  # '1.5' is not a valid integer range.
+                first = first.replace(f"is not a valid {kind}.", f"is not {said}.")
             # click ends each listed choice but the last with a comma of its own
             listed_after = ", ".join(line.strip().rstrip(",") for line in rest if line.strip())
             click.echo(f"error: {first} {listed_after}".rstrip(), err=True)

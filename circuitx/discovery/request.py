@@ -17,7 +17,7 @@ from typing import Any
 from circuitx import builtin
 from circuitx.engine import MIN_MEMORY, default_max_memory
 from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_SEED, CircuitxError
-from circuitx.files import size_text
+from circuitx.files import check_input_file, size_text
 from circuitx.methods import METHODS, get_method, method_options
 from circuitx.models import parse_device, parse_dtype
 from circuitx.patching import ABLATIONS
@@ -295,8 +295,7 @@ def check_reference(spec: str, task_name: str | None = None) -> None:
         return
     path = Path(spec)
     if path.suffix.lower() in GRAPH_SUFFIXES or path.exists():
-        if not path.is_file():
-            raise CircuitxError(f"graph file not found: {spec}")
+        check_input_file(path, "graph file")
         return
     raise CircuitxError(
         f"unknown reference {spec!r}: use auto, none, planted, a task name ({', '.join(TASKS)}), "

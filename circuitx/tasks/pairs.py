@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitx.errors import CircuitxError, listed
+from circuitx.files import check_input_file
 from circuitx.names import is_position_name
 
 FORMATS = ("jsonl", "eap-ig", "auto-circuit")
@@ -470,11 +471,7 @@ def read_task_file(spec: str, kind: str | None = None) -> TaskFile:
     content); read once while the file is unchanged."""
     if kind is not None and kind not in FORMATS:
         raise CircuitxError(f"unknown task format {kind!r}; choose from {', '.join(FORMATS)}")
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        raise CircuitxError(f"{spec} is a directory, not a task file")
-    if not path.is_file():
-        raise CircuitxError(f"task file not found: {spec}")
+    path = check_input_file(Path(spec).expanduser(), "task file")
     stat = path.stat()
     return _read(str(path.resolve()), stat.st_size, stat.st_mtime_ns, kind)
 

@@ -277,6 +277,9 @@ def test_the_methods_table_names_flags_and_each_default_circuit(monkeypatch):
         ([*DISCOVER, "--reference", "colored-objects"], "on task ioi it is this run's own"),
         ([*DISCOVER, "--n-prompts", "0"], "--n-prompts"),
         ([*DISCOVER, "--seed", "-2"], "-2 is not in the range 0<=x<=4294967295"),
+        ([*DISCOVER, "--seed", "1.5"], "'1.5' is not an integer."),  # "integer range"
+        ([*DISCOVER, "--threshold", "abc"], "'abc' is not a number."),
+        (["score", "/dev/null"], "/dev/null is not a regular file, so not a graph file"),
         ([*DISCOVER, "--threshold", "0.1", "--top-k", "3"], "not both"),
         ([*DISCOVER, "--out", "/no/such/dir/x.graphml"], "output directory does not exist"),
         ([*DISCOVER, "--out", "x.txt"], "cannot tell the graph format"),

@@ -615,6 +615,8 @@ def test_a_directory_is_not_a_task_file(tmp_path):
         FileTask.from_file(str(tmp_path))
     with pytest.raises(CircuitxError, match="is a directory, not a task name or task file"):
         get_task(str(tmp_path))  # "unknown task" before
+    with pytest.raises(CircuitxError, match="/dev/null is not a regular file, so not a task"):
+        FileTask.from_file("/dev/null")
 
 
 def test_every_row_is_checked_whichever_pairs_the_seed_draws(planted_ioi, files, tmp_path):
