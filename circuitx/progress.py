@@ -62,10 +62,10 @@ def duration(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
-def _progress_lines(label: str, total: int, start: int = 0) -> Advance:
+def _progress_lines(label: str, total: int, start: int = 0, time_left: bool = True) -> Advance:
     """An ``Advance`` for a stderr that is not a terminal (a log): a line of how far the
-    work is, and about how long it has left, every :data:`LINE_EVERY` seconds (``start``
-    steps done before, which the time left is not reckoned from)."""
+    work is, and about how long it has left (with ``time_left``), every :data:`LINE_EVERY`
+    seconds (``start`` steps done before, which the time left is not reckoned from)."""
     started = last = time.monotonic()
     done = start
 
@@ -78,10 +78,8 @@ def _progress_lines(label: str, total: int, start: int = 0) -> Advance:
             return
         last = now
         left = (now - started) * (total - done) / max(done - start, 1)
-        announce(
-            f"{label}: {int(done)}/{total}, {duration(now - started)} "  # whole steps
-            f"so far, about {duration(left)} left"
-        )
+        line = f"{label}: {int(done)}/{total}, {duration(now - started)} so far"  # whole steps
+        announce(f"{line}, about {duration(left)} left" if time_left else line)
 
     return advance
 
@@ -106,14 +104,15 @@ def announce(text: str) -> None:
 
 @contextmanager
 def progress_bar(
-    description: str, total: int, announced: bool = False, start: int = 0
+    description: str, total: int, announced: bool = False, start: int = 0, time_left: bool = True
 ) -> Iterator[Advance]:
     """Yield ``advance(steps, description=None)``; draw a bar on stderr if it is a terminal.
 
     A new ``description`` replaces the bar's label (e.g. the item now running). With
     ``announced``, stderr that is not a terminal gets the description once as a line,
     so a log shows what a long silent wait is. ``start``: steps done before (resumed
-    work), counted but not in the speed the time left is told from."""
+    work), counted but not in the speed the time left is told from. ``time_left=False``:
+    no estimate of the time left (steps of uneven cost)."""
     console = Console(stderr=True)
     if _silenced:
         yield no_progress
@@ -121,14 +120,14 @@ def progress_bar(
     if not console.is_terminal:
         if announced:
             announce(f"{description} ...")
-        yield _progress_lines(description, total, start)
+        yield _progress_lines(description, total, start, time_left)
         return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        *([TimeRemainingColumn()] if time_left else []),
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total, completed=start)

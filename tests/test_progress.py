@@ -1,6 +1,7 @@
 import pytest
 
 from circuitx import progress
+from circuitx.methods import get_method
 from circuitx.progress import fixed, progress_bar, silenced
 
 
@@ -42,6 +43,18 @@ def test_a_log_gets_a_line_of_progress_and_time_left_now_and_then(capsys, monkey
     with silenced(), progress_bar("silenced", 8) as advance:
         advance(8)
     assert capsys.readouterr().err == ""
+
+
+def test_steps_of_uneven_cost_tell_no_time_left(capsys, monkeypatch):
+    """A helper's trial: ACDC over positions said "about 0:00:27 left" two minutes in, and
+    ran three minutes in all (a later receiver's trials rerun fewer layers)."""
+    clock = iter([0.0, 70.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    with progress_bar("acdc on ioi", 8, time_left=False) as advance:
+        advance(2)
+    assert capsys.readouterr().err.splitlines() == ["acdc on ioi: 2/8, 0:01:10 so far"]
+    assert not get_method("acdc").even_steps and not get_method("path-patching").even_steps
+    assert get_method("edge-pruning").even_steps
 
 
 def test_resumed_work_counts_but_does_not_speed_the_time_left(capsys, monkeypatch):

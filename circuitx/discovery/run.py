@@ -91,7 +91,8 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
             kept=method.kept_hooks(model, run),
         )
         steps = method.steps(layout, run)
-        with progress_bar(f"{method.name} on {task.name}", steps) as advance:
+        label, even = f"{method.name} on {task.name}", method.even_steps
+        with progress_bar(label, steps, time_left=even) as advance:
             run.advance = advance
             scores = method.score(engine, run)
         threshold, top_k, nodes_kept, edges_kept = choose(scores)
@@ -99,7 +100,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
             inputs = layout.inputs  # the circuit's senders but the input(s)
             found = nodes_kept[inputs:-1].nonzero().flatten() + inputs
             label = f"{method.name}: backups of {len(found)} nodes, round {round_ + 1}"
-            with progress_bar(label, steps * len(found)) as advance:
+            with progress_bar(label, steps * len(found), time_left=even) as advance:
                 run.advance = advance
                 for sender in found.tolist():
                     held = engine.holding(torch.arange(layout.n_senders) == sender)

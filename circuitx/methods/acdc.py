@@ -76,6 +76,8 @@ class ACDC(Method):
         ("acdc_inputs_tried", "ACDC inputs tried whole"),
     )
 
+    even_steps = False  # see Method.even_steps
+
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return len(layout.edges)
 

@@ -237,6 +237,10 @@ class Method:
     # facts of its run (graph metadata keys, their labels and, for a float, the decimals
     # shown where not 3) that discover's summary and --json report
     reported_facts: ClassVar[tuple[tuple[str, str] | tuple[str, str, int], ...]] = ()
+    # its progress steps cost about the same, so the time left can be told from those
+    # done (not ACDC's edges: a later receiver's trial reruns fewer layers, and a
+    # disconnected receiver's edges go untried)
+    even_steps: ClassVar[bool] = True
 
     def lacks_negatives(self, task: Task) -> bool:
         """Whether ``task`` cannot run this method by design: the method contrasts prompts

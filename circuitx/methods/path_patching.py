@@ -40,6 +40,8 @@ class PathPatching(Method):
         ),
     )
 
+    even_steps = False  # see Method.even_steps
+
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return int(run.options["stages"])
 
