@@ -26,7 +26,7 @@ def test_a_methods_progress_ends_at_its_total(method, tiny_model, monkeypatch, t
     bars = []
 
     @contextmanager
-    def counting_bar(description, total, announced=False, start=0):
+    def counting_bar(description, total, announced=False, start=0, time_left=True):
         done = [0.0]
         bars.append((description, total, done))
 
