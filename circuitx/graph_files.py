@@ -38,7 +38,7 @@ from circuitx.graph import (
     score_nodes_by_edges,
     shape_of,
 )
-from circuitx.layout import Layout
+from circuitx.layout import Layout, PositionLayout
 from circuitx.names import INPUT, LOGITS, parse_edge_name, parse_node
 
 SCHEMA_KEY = "circuitx_schema"
@@ -238,15 +238,22 @@ def _check_complete(graph: nx.MultiDiGraph) -> None:
     expected = set(layout.edge_names)
     present = set(edges_by_name(component_graph(graph)))
     missing = [name for name in layout.edge_names if name not in present]
+    # over positions, the key groups a query never reads are left out by the metadata
+    later = (
+        " (over token positions its metadata's position_later_keys names the key groups "
+        "that send a query no edge)"
+        if isinstance(layout, PositionLayout)
+        else ""
+    )
     if missing:
         raise CircuitxError(
             f"{len(missing)} of its model's {len(expected)} edges "
             f"{'is' if len(missing) == 1 else 'are'} missing ({listed(missing, 3)}); a graph "
-            "holds every edge of its model"
+            f"holds every edge of its model{later}"
         )
     extra = sorted(present - expected)
     if extra:
-        raise CircuitxError(f"edge {extra[0]} is not an edge of its model")
+        raise CircuitxError(f"edge {extra[0]} is not an edge of its model{later}")
 
 
 def _reads(receiver: str, sender: str, n_layers: int, parallel: bool) -> bool:

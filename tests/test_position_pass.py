@@ -269,6 +269,10 @@ def test_a_key_group_after_the_query_group_in_every_prompt_is_not_read():
     assert "input@IO->a1.h2@S1<v>" in names and "input@S1->a1.h2@IO<v>" in names
     assert len(names) == 13676  # 17,636 before
     assert set(layout_of(layout_graph(layout)).edge_names) == names  # kept in the file
+    edited = layout_graph(layout, task="ioi")
+    del edited.graph["position_later_keys"]  # a trial: the error said nothing of it
+    with pytest.raises(cx.CircuitxError, match="3960 of .* position_later_keys names"):
+        cx.score(edited)
 
 
 @pytest.mark.slow
