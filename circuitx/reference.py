@@ -34,6 +34,7 @@ from circuitx.graph import (
     full_graph,
     head_node,
     layout_graph,
+    select_edges,
     shape_of,
     shape_text,
 )
@@ -400,12 +401,5 @@ def _keep_paths(graph: nx.MultiDiGraph) -> None:
     and the nodes left with no edge (a node placed at every position that no readout
     position depends on: a last layer's head at a position the logits do not read)."""
     off = set(edges_off_path(graph))
-    touched = set()
-    for sender, receiver, key, data in graph.edges(keys=True, data=True):
-        if key in off:
-            data["in_circuit"] = False
-        elif data["in_circuit"]:
-            touched |= {sender, receiver}
-    for node, data in graph.nodes(data=True):
-        if data["kind"] not in ("input", "logits") and node not in touched:
-            data["in_circuit"] = False
+    edges = graph.edges(keys=True, data="in_circuit")
+    select_edges(graph, [key for *_, key, kept in edges if kept and key not in off])
