@@ -327,6 +327,7 @@ def score(
         raise CircuitxError(f"score needs a reference to score against; {reference!r} names none")
     graph = _graph(graph)
     found, label = _reference(graph, reference, cache_dir)
+    found = matching_reference(graph, found)  # once: the notes find it placed
     metrics = evaluate(graph, found)
     for line in saved_graph_notes(graph, found, metrics):  # what the command says on stderr
         warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)

@@ -65,6 +65,7 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
         raise CircuitxError(why_not or "no reference to score against")
     if collapse:
         reference = collapse_positions(reference)
+    reference = matching_reference(graph, reference)  # once: the notes find it placed
     metrics = evaluate(graph, reference)
     for line in saved_graph_notes(graph, reference, metrics):
         note(line)
