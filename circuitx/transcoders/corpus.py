@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from circuitx.errors import CircuitxError, first_line
+from circuitx.files import check_input_file
 from circuitx.models import Model
 from circuitx.tasks import TASKS
 
@@ -45,7 +46,7 @@ def load_corpus(
             raise CircuitxError(f"corpus {corpus} is empty")
         return _chunk(model, [text], context, str(path), max_tokens)
     if path.exists() or corpus.startswith((".", "/", "~")) or corpus.endswith(".txt"):
-        raise CircuitxError(f"corpus file not found: {corpus}")
+        check_input_file(path, "corpus file")  # it is no regular file: raises, saying why
     return _chunk(model, _dataset_texts(corpus, max_tokens), context, corpus, max_tokens)
 
 

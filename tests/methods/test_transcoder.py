@@ -536,6 +536,8 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
     common = ["train-transcoders", "--model", tiny_dir, "--out", tmp_path / "o", "--steps", 1]
     assert_one_line_error(run(*common, "--corpus", empty), "is empty")
     assert_one_line_error(run(*common, "--corpus", tmp_path / "no.txt"), "corpus file not found")
+    # a directory was "not found" too
+    assert_one_line_error(run(*common, "--corpus", tmp_path), "is a directory, not a corpus file")
     assert_one_line_error(
         run(*common, "--corpus", corpus_file, "--layers", "0,7"), "layer 7 does not exist"
     )
