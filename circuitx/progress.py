@@ -6,17 +6,20 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 
 class Advance(Protocol):
@@ -56,13 +59,31 @@ def no_progress(steps: int = 1, description: str | None = None) -> None:
 
 LINE_EVERY = 60.0  # seconds between progress lines on a stderr that is not a terminal
 
+Estimate = Callable[[], float | None]
+"""Seconds left by the caller's own reckoning, or None while it cannot tell."""
+TimeLeft = bool | Estimate
+"""Whether a bar tells the time left from its steps' speed (True), not at all (False), or
+from an :data:`Estimate` (steps of uneven cost whose caller knows better)."""
+
 
 def duration(seconds: float) -> str:
     """``0:14:40``."""
     return str(timedelta(seconds=round(seconds)))
 
 
-def _progress_lines(label: str, total: int, start: int = 0, time_left: bool = True) -> Advance:
+class _EstimateColumn(ProgressColumn):
+    """The time left as an :data:`Estimate` tells it; ``-:--:--`` while it cannot."""
+
+    def __init__(self, estimate: Estimate) -> None:
+        super().__init__()
+        self.estimate = estimate
+
+    def render(self, task: Task) -> Text:
+        left = self.estimate()
+        return Text("-:--:--" if left is None else duration(left), style="progress.remaining")
+
+
+def _progress_lines(label: str, total: int, start: int = 0, time_left: TimeLeft = True) -> Advance:
     """An ``Advance`` for a stderr that is not a terminal (a log): a line of how far the
     work is, and about how long it has left (with ``time_left``), every :data:`LINE_EVERY`
     seconds (``start`` steps done before, which the time left is not reckoned from)."""
@@ -77,9 +98,12 @@ def _progress_lines(label: str, total: int, start: int = 0, time_left: bool = Tr
         if now - last < LINE_EVERY or not start < done < total:
             return
         last = now
-        left = (now - started) * (total - done) / max(done - start, 1)
+        if callable(time_left):
+            left = time_left()
+        else:
+            left = (now - started) * (total - done) / max(done - start, 1) if time_left else None
         line = f"{label}: {int(done)}/{total}, {duration(now - started)} so far"  # whole steps
-        announce(f"{line}, about {duration(left)} left" if time_left else line)
+        announce(line if left is None else f"{line}, about {duration(left)} left")
 
     return advance
 
@@ -104,15 +128,19 @@ def announce(text: str) -> None:
 
 @contextmanager
 def progress_bar(
-    description: str, total: int, announced: bool = False, start: int = 0, time_left: bool = True
+    description: str,
+    total: int,
+    announced: bool = False,
+    start: int = 0,
+    time_left: TimeLeft = True,
 ) -> Iterator[Advance]:
     """Yield ``advance(steps, description=None)``; draw a bar on stderr if it is a terminal.
 
     A new ``description`` replaces the bar's label (e.g. the item now running). With
     ``announced``, stderr that is not a terminal gets the description once as a line,
     so a log shows what a long silent wait is. ``start``: steps done before (resumed
-    work), counted but not in the speed the time left is told from. ``time_left=False``:
-    no estimate of the time left (steps of uneven cost)."""
+    work), counted but not in the speed the time left is told from. ``time_left``: False
+    for no time left (steps of uneven cost), or an :data:`Estimate` to tell it by."""
     console = Console(stderr=True)
     if _silenced:
         yield no_progress
@@ -127,7 +155,13 @@ def progress_bar(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        *([TimeRemainingColumn()] if time_left else []),
+        *(
+            [_EstimateColumn(time_left)]
+            if callable(time_left)
+            else [TimeRemainingColumn()]
+            if time_left
+            else []
+        ),
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total, completed=start)

@@ -83,3 +83,24 @@ def test_a_log_line_counts_whole_steps(capsys, monkeypatch):
     with progress_bar("cdt", 8) as advance:
         advance(2.5)
     assert capsys.readouterr().err.splitlines() == ["cdt: 2/8, 0:01:10 so far, about 0:02:34 left"]
+
+
+def test_a_bar_can_tell_its_time_left_from_the_callers_estimate(capsys, monkeypatch):
+    """The leaderboard's cells differ in cost; it tells the time left from cells like
+    those left (:class:`circuitx.leaderboard.clock.CellClock`), or not while it cannot."""
+    clock = iter([0.0, 70.0, 140.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    estimates = iter([None, 600.0])
+    with progress_bar("leaderboard", 40, time_left=lambda: next(estimates)) as advance:
+        advance(2)
+        advance(2)
+    assert capsys.readouterr().err.splitlines() == [
+        "leaderboard: 2/40, 0:01:10 so far",
+        "leaderboard: 4/40, 0:02:20 so far, about 0:10:00 left",
+    ]
+
+
+def test_the_estimate_column_draws_what_the_estimate_says():
+    estimates = iter([None, 3725.4])
+    column = progress._EstimateColumn(lambda: next(estimates))
+    assert [column.render(None).plain for _ in range(2)] == ["-:--:--", "1:02:05"]  # no task

@@ -18,6 +18,7 @@ from circuitx.discovery.run import model_id
 from circuitx.errors import CircuitxError, deferred_interrupts, first_line
 from circuitx.files import check_directory_can_be_made, check_parent_directory, json_text
 from circuitx.leaderboard.cells import Cell, load_cached, run_cell
+from circuitx.leaderboard.clock import CellClock
 from circuitx.leaderboard.executors import EXECUTORS, check_not_a_worker, execute
 from circuitx.leaderboard.grid import (
     STANDARD_VARIANTS,
@@ -191,25 +192,27 @@ def _run(
     pending = [cell for cell in cells if records[cell.key] is None]
     train_transcoders_first(pending)
     running: list[str] = []
+    clock = CellClock(cells, records, jobs)
+    resumed = len(cells) - len(pending)
 
-    with progress_bar("leaderboard", len(cells), start=len(cells) - len(pending)) as advance:
+    with progress_bar("leaderboard", len(cells), start=resumed, time_left=clock) as advance:
 
         def on_start(cell: Cell) -> None:
             running.append(cell.label)
+            clock.start(cell)
             advance(0, description=f"running {', '.join(running)}")
 
         def on_done(cell: Cell, record: dict[str, Any]) -> None:
             store.put(record)
             records[cell.key] = record
+            clock.done(cell, record)
             running.remove(cell.label)
             advance(1, description=f"running {', '.join(running)}" if running else "done")
 
         execute(pending, jobs, executor, threads, on_start, on_done)
 
     rows = leaderboard_rows(cells, records)
-    board = Leaderboard(
-        rows, [records[cell.key] for cell in cells], resumed=len(cells) - len(pending)
-    )
+    board = Leaderboard(rows, [records[cell.key] for cell in cells], resumed=resumed)
     with deferred_interrupts():  # the files of one table: a Ctrl-C waits for them all
         board.files = write_results(out_dir, cells, board, settings or {})
     return board
