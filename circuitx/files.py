@@ -4,9 +4,13 @@ paths checked before any work, and strict JSON (no NaN or Infinity)."""
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import math
 import os
+import re
+import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -204,15 +208,61 @@ def plain_permissions(directory: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
+def _owner() -> str:
+    """``PID@HOST``: this process, as the name of a file it writes before moving it into
+    place records it."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # not ours to signal: alive
+        return True
+    return True
+
+
+def unfinished_beside(path: Path, suffix: str) -> Path:
+    """A new hidden file (``suffix`` ``.tmp``) or directory (``.staging``) beside ``path``,
+    to be moved over it when done, named for this process (:func:`_owner`). Those that a
+    process of this machine, now dead, left for ``path`` are removed first: a SIGKILL
+    (the OOM killer, a batch system's hard stop) gives no chance to, and a killed build
+    leaves a model's weights."""
+    remove_orphans(path)
+    make = tempfile.mkdtemp if suffix == ".staging" else tempfile.mkstemp
+    made = make(prefix=f".{path.name}.{_owner()}.", suffix=suffix, dir=path.parent)
+    if isinstance(made, tuple):
+        os.close(made[0])
+        made = made[1]
+    return Path(made)
+
+
+def remove_orphans(path: Path) -> None:
+    """Remove the hidden temporary files and staging directories of ``path``
+    (:func:`unfinished_beside`) whose process ran on this machine and is gone."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)@(.+)\.[^.]+\.(tmp|staging)")
+    host = socket.gethostname()
+    for orphan in path.parent.glob(f".{glob.escape(path.name)}.*@*"):
+        found = pattern.fullmatch(orphan.name)
+        if found is None or found[2] != host or _alive(int(found[1])):
+            continue
+        if orphan.is_dir() and not orphan.is_symlink():
+            shutil.rmtree(orphan, ignore_errors=True)
+        else:
+            orphan.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; move it over ``path`` only on success.
 
     The file gets the permissions a plain ``open`` would give it (mkstemp's are 0600)."""
     path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    tmp = unfinished_beside(path.absolute(), ".tmp")
     try:
-        with os.fdopen(fd, mode) as handle:
+        with open(tmp, mode) as handle:
             yield handle
         os.chmod(tmp, 0o666 & ~_umask())
         stop_if_interrupted()

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import socket
+import subprocess
+import sys
 
 import pytest
 
+from circuitx.builtin.cache import build_once
 from circuitx.errors import (
     CircuitxError,
     Terminated,
@@ -147,3 +152,51 @@ def test_a_sigterm_among_files_written_together_waits_for_them_all(tmp_path):
     with pytest.raises(Terminated):
         on_terminate()  # outside: at once
     clear_interrupt()
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from circuitx.builtin.cache import build_once
+from circuitx.files import atomic_open
+
+out = Path(sys.argv[1])
+with atomic_open(out / "graph.json") as handle:
+    handle.write("half")
+    def build(staging):
+        (staging / "weights").write_text("x" * 1000)
+        print("writing", flush=True)
+        time.sleep(60)
+    build_once(out / "model", build)
+"""
+
+
+def test_what_a_killed_writer_left_goes_at_the_next_write_of_that_file(tmp_path):
+    """A trial: SIGKILL (the OOM killer, a batch system's hard stop) while a file was
+    written left its hidden temporary file for good, and a killed model build its
+    staging directory, weights and all."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout.readline() == "writing\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    owner = f"{writer.pid}@{socket.gethostname()}"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2
+    assert names[0].startswith(f".graph.json.{owner}.") and names[0].endswith(".tmp")
+    assert names[1].startswith(f".model.{owner}.") and names[1].endswith(".staging")
+    alive = f".graph.json.{os.getpid()}@{socket.gethostname()}.abc.tmp"  # a writer running
+    elsewhere = f".graph.json.{writer.pid}@another-{socket.gethostname()}.abc.tmp"
+    for name in alive, elsewhere:
+        (tmp_path / name).write_text("")
+    with atomic_open(tmp_path / "graph.json") as handle:
+        handle.write("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [alive, elsewhere, names[1], "graph.json"]
+    )  # the dead writer's file went; the model's staging waits for a build of the model
+    build_once(tmp_path / "model", lambda staging: (staging / "weights").write_text("y"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [alive, elsewhere, "graph.json", "model"]
+    )
+    assert (tmp_path / "model" / "weights").read_text() == "y"

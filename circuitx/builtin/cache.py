@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 from circuitx.errors import CircuitxError, stop_if_interrupted
-from circuitx.files import plain_permissions
+from circuitx.files import plain_permissions, unfinished_beside
 from circuitx.progress import announce
 
 BUILD_THREADS = 1
@@ -63,7 +62,7 @@ def build_once(
         announce(announcement)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging = unfinished_beside(target, ".staging")
     except OSError as error:
         raise CircuitxError(f"cannot write {target.parent}: {error}") from None
     try:
