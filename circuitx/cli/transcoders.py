@@ -105,8 +105,8 @@ def _training_option(flag: str, kind: click.ParamType, help: str):
     "task_names",
     default="all",
     show_default=True,
-    help="Tasks whose metric is measured with the MLPs replaced: 'all', 'none' or names "
-    "like ioi,greater-than.",
+    help="Tasks whose metric is measured with the MLPs replaced: 'all', 'none', or names "
+    "and task files like ioi,my-task.jsonl.",
 )
 @click.option(
     "--n-prompts",
@@ -159,11 +159,11 @@ def train_transcoders(
     elif task_names == "none":
         chosen = []
     else:
-        chosen = [get_task(name.strip()).name for name in task_names.split(",") if name.strip()]
+        chosen = [get_task(name.strip()) for name in task_names.split(",") if name.strip()]
     model = builtin.load(model_name, device=device, cache_dir=cache_dir)
     check_attributable(model)  # transcoders the method would refuse are not trained
     if task_names != "all":  # a task named that the model cannot run is refused before training
-        for task in map(get_task, chosen):
+        for task in map(get_task, chosen):  # tasks and task files
             task.check_model(model)
             task.make_data(model, n_prompts, seed)
     chosen_layers = tc.parse_layers(layers, model)

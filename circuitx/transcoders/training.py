@@ -19,7 +19,7 @@ from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
 from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
-from circuitx.tasks import get_task
+from circuitx.tasks import Task, get_task
 from circuitx.transcoders.corpus import Corpus, held_out_split
 from circuitx.transcoders.files import (
     TRAINING_RECORD,
@@ -402,7 +402,7 @@ def layer_quality(
 
 
 def task_metric_with_replacement(
-    model: Model, transcoders: Transcoders, task_name: str, n_prompts: int, seed: int
+    model: Model, transcoders: Transcoders, task_name: str | Task, n_prompts: int, seed: int
 ) -> dict[str, float]:
     """The task's default metric on clean prompts, with the original MLPs and with the
     transcoders in their place; ``relative_change`` = |replaced - original| / |original|,
@@ -440,7 +440,7 @@ def train_and_report(
     corpus: Corpus,
     settings: TrainingSettings,
     out: Path,
-    tasks: Sequence[str],
+    tasks: Sequence[str | Task],
     n_prompts: int,
     checkpoint_every: int = 0,
     advance: Advance = no_progress,
@@ -448,12 +448,13 @@ def train_and_report(
 ) -> dict[str, Any]:
     """Train, save to ``out`` (checkpoints under ``out/checkpoints/step-N``), and measure:
     per layer FVE, L0 and dead features on held-out corpus sequences; per task the task
-    metric with every trained MLP replaced.
+    metric with every trained MLP replaced (``tasks``: names, task files or tasks).
 
     With checkpoints, the whole training state is saved beside them; given as ``resume``
     (see :func:`load_interrupted`), a run continues from the last checkpoint in ``out``. A
     run that fails or is interrupted leaves only its checkpoints: no final transcoders
     without their record."""
+    tasks = [get_task(task) for task in tasks]  # an unknown one refused before training
     start_step = resume["step"] if resume else 0
     identity = _identity(model, layers, corpus, settings)
     train, held_out = held_out_split(corpus, settings.seed)
@@ -498,18 +499,18 @@ def _report(
     held_out: Corpus,
     settings: TrainingSettings,
     transcoders: Transcoders,
-    tasks: Sequence[str],
+    tasks: Sequence[Task],
     n_prompts: int,
 ) -> dict[str, Any]:
     quality = layer_quality(model, transcoders, held_out.tokens, held_out.real)
     replaced = {}
     for task in tasks:
         try:
-            replaced[task] = task_metric_with_replacement(
+            replaced[task.name] = task_metric_with_replacement(
                 model, transcoders, task, n_prompts, settings.seed
             )
         except CircuitxError as error:  # a task this model cannot express
-            replaced[task] = {"error": str(error)}
+            replaced[task.name] = {"error": str(error)}
     return {
         "model": model.name,
         "model_source": model.source,  # what a later run checks its model against

@@ -505,6 +505,25 @@ def test_tasks_a_model_cannot_run_are_one_line_or_refused_when_named(
     assert not (tmp_path / "b").exists()
 
 
+def test_a_task_file_is_measured_with_the_mlps_replaced(tmp_path, tiny_dir, corpus_file):
+    """A helper's trial: --tasks turned a task file into its name, then looked that name
+    up as a built-in task ("unknown task 'copy'; ... or give a task file")."""
+    pairs = [
+        {"clean": f" {a} {b} {a}", "corrupted": f" {a} {c} {a}", "answer": b, "wrong": c}
+        for a, b, c in [("river", "house", "light"), ("cloud", "stone", "green")] * 2
+    ]
+    task_file = tmp_path / "copy.jsonl"
+    task_file.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    result = run(
+        "train-transcoders", "--model", tiny_dir, "--corpus", corpus_file, "--steps", 2,
+        "--tasks", f"{task_file},ioi", "--n-prompts", 4, "--out", tmp_path / "tc", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.stdout)["task_metric_replaced"]
+    assert list(measured) == ["copy", "ioi"]
+    assert measured["copy"]["metric"] == "logit-diff" and measured["copy"]["original"] != 0
+
+
 @pytest.mark.parametrize("family", ["llama", "neox"])
 def test_trained_transcoders_run_discovery_on_other_architectures(tmp_path, corpus_file, family):
     """RMSNorm inputs, gated MLPs (Llama) and parallel blocks (GPT-NeoX): transcoders train
