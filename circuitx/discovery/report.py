@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import networkx as nx
@@ -246,6 +247,9 @@ def method_options_of(method: Method | None, meta: dict[str, Any]) -> dict[str, 
 
 # metrics at their optimum on the clean run: their gradient there is 0
 FLAT = ("l2", "kl")
+# a clean run past these has the answer's probability past 0.9 (mean log-prob log 0.9):
+# the softmax is flat there, and the metric's gradient (1 - p of the answer) small
+SATURATED = {"log-prob": math.log(0.9), "prob-diff": 0.9}
 NOTHING = 1e-6  # scores (shares of the clean-corrupted gap) all below this are none
 DIFFERENCES = ("logit-diff", "prob-diff")  # an answer against the wrong ones
 UNMOVED = 1e-4  # a clean-corrupted gap under this share of the metric is no gap
@@ -333,6 +337,21 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
         said.append(
             f"{method.name} takes the gradient of {metric} at the clean run, its optimum, "
             f"where it is flat: its scores are float rounding, not effects (use eap-ig{other})"
+        )
+    elif (
+        method is not None
+        and method.gradient_at_clean
+        and clean is not None
+        and clean > SATURATED.get(metric, math.inf)
+    ):
+        task = TASKS.get(str(summary.get("task")))
+        steeper = "logit-diff" if task is None or "logit-diff" in task.metrics else None
+        wrongs = ", which needs wrong answers in the task file" if task is None else ""
+        other = f", or --metric {steeper}{wrongs}" if steeper else ""
+        said.append(
+            f"{method.name} takes the gradient of {metric} at the clean run ({clean:.3g}), "
+            "where the answer's probability is near 1 and the softmax is flat: its scores fall "
+            f"far short of the effects, and may all be under the threshold (use eap-ig{other})"
         )
     if method is not None and method.own_target and metric not in (None, *DIFFERENCES):
         said.append(

@@ -784,3 +784,28 @@ def test_the_summary_names_each_row_once(method, steps):
     labels = [line.split("│")[1].strip() for line in result.stdout.splitlines() if "│" in line]
     labels = [label for label in labels if label]  # a wrapped row's second line
     assert len(labels) > 10 and len(labels) == len(set(labels))
+
+
+def test_a_gradient_at_a_saturated_clean_run_is_warned_of():
+    """A helper's trial: EAP on a task file whose model gives its answers probability 0.999
+    (log-prob -0.001) found an empty circuit and said only to lower the threshold, as it
+    does on planted greater-than's prob-diff (clean 0.999); EAP-IG found the circuit."""
+    result = run(
+        "discover", "--task", "greater-than", "--model", "planted-greater-than", "--n-prompts",
+        8, "--method", "eap", "--no-faithfulness", "--json",
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["clean_metric"] > 0.99 and summary["n_nodes_in_circuit"] == 0
+    assert summary["warnings"][0] == (
+        f"eap takes the gradient of prob-diff at the clean run ({summary['clean_metric']:.3g}), "
+        "where the answer's probability is near 1 and the softmax is flat: its scores fall far "
+        "short of the effects, and may all be under the threshold (use eap-ig)"
+    )  # greater-than has no logit-diff to suggest
+    base = {"n_prompts": 10, "n_nodes_in_circuit": 3, "corrupted_metric": -5.0}
+    file_task = {**base, "task": "copy", "method": "atp", "metric": "log-prob"}
+    (said,) = run_warnings({**file_task, "clean_metric": -0.01}, 10)
+    assert said.endswith(
+        "(use eap-ig, or --metric logit-diff, which needs wrong answers in the task file)"
+    )
+    assert run_warnings({**file_task, "clean_metric": -0.2}, 10) == []  # p about 0.82
+    assert run_warnings({**file_task, "clean_metric": -0.01, "method": "eap-ig"}, 10) == []
