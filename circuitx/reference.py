@@ -351,7 +351,8 @@ def position_reference(
     its role says which). A role's position the layout does not name is in its ``other``
     group; where it has none (every position a group, the role's position not at one
     index), the role's heads count at every position, or read every key position. What
-    lies on no path from an input to the logits is left out (:func:`_keep_paths`). The
+    placing takes off every path from an input to the logits is left out
+    (:func:`_keep_paths`); the reference's own edges off a path stay. The
     metadata's ``unplaced_heads`` names the circuit's heads that no role placed."""
     placed: dict[str, tuple[str, tuple[str | None, ...]]] = {}
     for key, (acts, reads) in roles.items():
@@ -374,10 +375,14 @@ def position_reference(
         kept = bool(reference.nodes[component]["in_circuit"])
         data["in_circuit"] = kept and (found is None or found[0] == position)
     component_edges = edges_by_name(reference)
-    for sender, receiver, data in graph.edges(data=True):
+    dangling = set(edges_off_path(reference))  # the reference's own: kept at every place
+    kept_off_path = set()
+    for sender, receiver, position_key, data in graph.edges(keys=True, data=True):
         base_sender, sender_at = split_position(sender)
         base_receiver, receiver_at = split_position(receiver)
         key = edge_name(base_sender, base_receiver, data["input"])
+        if key in dangling:
+            kept_off_path.add(position_key)
         if not (component_edges[key]["in_circuit"] and graph.nodes[sender]["in_circuit"]):
             continue
         if not graph.nodes[receiver]["in_circuit"]:
@@ -387,7 +392,7 @@ def position_reference(
             data["in_circuit"] = sender_at in reads[1]
         else:
             data["in_circuit"] = True
-    _keep_paths(graph)
+    _keep_paths(graph, kept_off_path)
     graph.graph["unplaced_heads"] = ",".join(
         node
         for node, kept in reference.nodes(data="in_circuit")
@@ -396,10 +401,12 @@ def position_reference(
     return graph
 
 
-def _keep_paths(graph: nx.MultiDiGraph) -> None:
+def _keep_paths(graph: nx.MultiDiGraph, kept: set[str]) -> None:
     """Take out of ``graph``'s circuit its edges on no path from an input to the logits,
-    and the nodes left with no edge (a node placed at every position that no readout
-    position depends on: a last layer's head at a position the logits do not read)."""
-    off = set(edges_off_path(graph))
+    but for those in ``kept`` (placed from the reference's own edges off a path, which a
+    circuit found over positions keeps as its component graph does), and the nodes left
+    with no edge (a node placed at every position that no readout position depends on: a
+    last layer's head at a position the logits do not read)."""
+    off = set(edges_off_path(graph)) - kept
     edges = graph.edges(keys=True, data="in_circuit")
     select_edges(graph, [key for *_, key, kept in edges if kept and key not in off])

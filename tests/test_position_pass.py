@@ -17,8 +17,10 @@ from circuitx.graph import (
     collapse_positions,
     edges_by_name,
     edges_off_path,
+    full_graph,
     layout_graph,
     layout_of,
+    select_edges,
 )
 from circuitx.layout import PositionLayout
 from circuitx.methods.acdc import prune
@@ -355,6 +357,22 @@ def test_a_reference_at_every_position_keeps_what_reaches_the_logits():
     last = graph.graph["n_layers"] - 1
     assert {f"a{last}.h0@{at}" for at in "123"} <= kept and f"a{last}.h0@0" not in kept
     assert not edges_off_path(reference)
+
+
+def test_a_references_own_edge_off_a_path_stays_where_it_is_placed():
+    """A helper's trial: a circuit over positions scored against its own component circuit
+    had node precision 0.833, as the reference's m1->logits (m1 with no edge in) was
+    taken out at END while the circuit under test kept m1@END->logits."""
+    reference = full_graph(2, 4)
+    select_edges(reference, ["input->a0.h1<v>", "a0.h1->logits", "m1->logits"])
+    layout = PositionLayout(2, 4, True, positions=("A", "END"), readout=("END",))
+    placed = position_reference(reference, layout, {})
+    kept = {key for key, d in edges_by_name(placed).items() if d["in_circuit"]}
+    assert "m1@END->logits" in kept and "a0.h1@END->logits" in kept
+    assert "a0.h1@A->logits" not in edges_by_name(placed)  # the logits read END alone
+    # what placing takes off a path goes: a0.h1 at A reads its values, but nothing reads it
+    assert {"input@A->a0.h1@END<v>", "input@END->a0.h1@END<v>"} <= kept
+    assert not {k for k in kept if k.endswith("a0.h1@A<v>")}
 
 
 def test_a_task_that_places_no_role_says_its_reference_is_everywhere():
