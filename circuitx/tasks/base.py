@@ -332,7 +332,10 @@ def encode_batch(
     if width > model.n_ctx:
         longest = lengths.index(width)
         where = f"{names[longest]}: the prompt is" if names else "prompts are"
-        raise CircuitxError(f"{where} {width} tokens long; the model's context is {model.n_ctx}")
+        with_bos = " with BOS" if bos else ""  # one more than the tokens a user counts
+        raise CircuitxError(
+            f"{where} {width} tokens long{with_bos}; the model's context is {model.n_ctx}"
+        )
     tokens = torch.full((len(rows), width), model.pad_token_id, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
