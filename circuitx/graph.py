@@ -30,6 +30,7 @@ from circuitx.names import (
     parse_node,
     split_position,
 )
+from circuitx.progress import counted
 from circuitx.version import __version__
 
 __all__ = [  # the names are re-exported: the graph module is the universe's public face
@@ -348,7 +349,9 @@ def shape_of(graph: nx.MultiDiGraph) -> tuple[int, int, bool]:
 def shape_text(shape: tuple[int, int, bool]) -> str:
     """A model shape in words: ``3 layers x 4 heads`` (``, attention-only`` without MLPs)."""
     n_layers, n_heads, has_mlp = shape
-    return f"{n_layers} layers x {n_heads} heads" + ("" if has_mlp else ", attention-only")
+    return f"{counted(n_layers, 'layer')} x {counted(n_heads, 'head')}" + (
+        "" if has_mlp else ", attention-only"
+    )
 
 
 def shapes_text(*graphs: nx.MultiDiGraph) -> str:

@@ -37,6 +37,7 @@ from circuitx.graph import (
     require_components,
     score_nodes_by_edges,
     shape_of,
+    shape_text,
 )
 from circuitx.layout import Layout, PositionLayout
 from circuitx.names import INPUT, LOGITS, parse_edge_name, parse_node
@@ -187,7 +188,7 @@ def _check(graph: nx.MultiDiGraph) -> None:
     components = Layout(n_layers, n_heads, has_mlp).n_senders + 1  # every one, and logits
     if graph.number_of_nodes() < components:
         raise CircuitxError(
-            f"its metadata describes a model of {n_layers} layers x {n_heads} heads, "
+            f"its metadata describes a model of {shape_text((n_layers, n_heads, True))}, "
             f"{components} nodes, but it has {graph.number_of_nodes()}"
         )
     parallel = bool(graph.graph.get("parallel"))
@@ -537,7 +538,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     components = Layout(n_layers, n_heads, True).n_senders + 1  # EAP-IG writes every node
     if n_layers < 1 or n_heads < 1 or len(nodes) < components:
         raise CircuitxError(
-            f"EAP-IG graph cfg describes a model of {n_layers} layers x {n_heads} heads, "
+            f"EAP-IG graph cfg describes a model of {shape_text((n_layers, n_heads, True))}, "
             f"{components} nodes, but the graph has {len(nodes)} (circuitx reads a graph "
             "that lists every node and edge, as EAP-IG's to_json writes it)"
         )

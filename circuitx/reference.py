@@ -63,8 +63,9 @@ def require_shape(
     need_heads = 1 + max(head for _, head in heads)
     if n_layers < need_layers or n_heads < need_heads:
         raise CircuitxError(
-            f"the {name} reference circuit needs at least {need_layers} layers x {need_heads} "
-            f"heads; this model has {n_layers} x {n_heads}"
+            f"the {name} reference circuit needs at least "
+            f"{shape_text((need_layers, need_heads, True))}; this model has "
+            f"{n_layers} x {n_heads}"
         )
     if mlp_layers and not has_mlp:
         raise CircuitxError(f"the {name} reference circuit has MLPs; this model has none")

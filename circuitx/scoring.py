@@ -130,6 +130,27 @@ def check_same_model(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> None
     )
 
 
+def _edge_sets_differ(
+    graph: nx.MultiDiGraph,
+    reference: nx.MultiDiGraph,
+    edges: dict[str, Any],
+    reference_edges: dict[str, Any],
+) -> str:
+    """Why two graphs of one model shape differ in their edges: one model's blocks run
+    attention and MLP in parallel (GPT-NeoX, GPT-J), or the edges each lacks."""
+    if reference.graph.get("parallel") and not graph.graph.get("parallel"):
+        return (
+            "the reference is of a model whose blocks run attention and MLP in parallel "
+            "(GPT-NeoX, GPT-J; no edge from a layer's heads to its MLP), the graph of one "
+            "whose blocks run them in turn"
+        )
+    missing = sorted(set(edges) - set(reference_edges))
+    extra = sorted(set(reference_edges) - set(edges))
+    said = [f"the reference lacks {_some(missing)}"] if missing else []
+    said += [f"has {_some(extra)}, which the graph lacks"] if extra else []
+    return " and ".join(said)
+
+
 def _some(names: list[str]) -> str:
     """The first five names, and how many more."""
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
@@ -146,7 +167,9 @@ def _paired_rows(
     check_same_model(graph, reference)
     edges, reference_edges = edges_by_name(graph), edges_by_name(reference)
     if set(edges) != set(reference_edges):
-        raise CircuitxError("graph and reference have different edge sets")
+        raise CircuitxError(
+            f"graph and reference have different edge sets: {_edge_sets_differ(graph, reference, edges, reference_edges)}"
+        )
     levels = {
         "node": ([graph.nodes[n] for n in nodes], [reference.nodes[n] for n in nodes]),
         "edge": (list(edges.values()), [reference_edges[name] for name in edges]),

@@ -5,6 +5,7 @@ from circuitx.discovery import overlap_notes
 from circuitx.errors import CircuitxError
 from circuitx.graph import component_nodes, full_graph, layout_graph, select_nodes
 from circuitx.layout import PositionLayout
+from circuitx.reference import require_shape
 from circuitx.scoring import overlap, roc_auc, roc_curve, score_graph, selection_metrics
 
 
@@ -85,6 +86,21 @@ def test_different_shapes_cannot_be_scored():
     with pytest.raises(CircuitxError, match=r"^the reference lacks a0.h1, m1: a reference holds"):
         score_graph(full_graph(2, 2, True), edited)
     assert len(component_nodes(full_graph(2, 3, True))) == 8
+    with pytest.raises(CircuitxError, match="needs at least 1 layer x 10 heads; this model"):
+        require_shape("ioi", 1, 2, True, [(0, 9)])  # a trial: "1 layers"
+
+
+def test_edge_sets_that_differ_are_said_how():
+    """A helper's trial: a Llama graph scored against a GPT-NeoX one of the same shape (its
+    blocks parallel) said only "graph and reference have different edge sets"."""
+    sequential, parallel = full_graph(2, 2, True), full_graph(2, 2, True, parallel=True)
+    assert score_graph(parallel, sequential)  # the sequential universe narrowed to it
+    with pytest.raises(CircuitxError, match="the reference is of a model whose blocks run "):
+        score_graph(sequential, parallel)
+    edited = full_graph(2, 2, True)
+    edited.remove_edge("a0.h0", "m0", "a0.h0->m0")
+    with pytest.raises(CircuitxError, match=r"edge sets: the reference lacks a0.h0->m0$"):
+        score_graph(full_graph(2, 2, True), edited)
 
 
 def test_overlap_matches_a_hand_count():
