@@ -294,7 +294,7 @@ def discover_command(
     scored = discover_scored(model, request, note=notes.append)
     graph, reference, summary = scored.graph, scored.reference, scored.summary
     if scored.no_reference and reference_spec != "none":
-        notes.append(scored.no_reference)
+        notes.append(f"note: {scored.no_reference}")  # as draw and score say it
     if top_k is not None:  # the graph's universe: over positions, its position nodes
         notes += top_k_notes(layout_of(graph), request.method, top_k)
     if reference is not None:

@@ -53,6 +53,7 @@ def methods(as_json) -> None:
             "name": m.name,
             "title": m.title,
             "granularity": m.granularity,
+            "scores_edges": m.scores_edges,  # edges scored of their own, whatever it ranks
             # null where the default circuit is a size (edge pruning's target sparsity)
             "default_threshold": m.default_threshold if m.default_threshold_selects() else None,
             "default_circuit": m.default_circuit(),
@@ -66,7 +67,9 @@ def methods(as_json) -> None:
         for row, method in zip(rows, METHODS.values()):
             row["options"] = [f"{o.flag} {_flag_value(o.default)}" for o in method.options]
             row["positions"] = "yes" if row["positions"] else "no"
-    columns = ("name", "granularity", "positions", "default_circuit", "options", "title")
+            row["edge scores"] = "yes" if row["scores_edges"] else "no"
+    columns = ("name", "granularity", "edge scores", "positions", "default_circuit", "options")
+    columns += ("title",)
     print_rows(rows, as_json, "methods", columns)
 
 

@@ -49,6 +49,7 @@ class ACDC(Method):
     name = "acdc"
     title = "ACDC: greedy edge pruning from the output backwards, threshold tau"
     granularity = "edge"
+    scores_edges = True
     default_threshold = 0.01  # replaced by tau: the circuit is the edges ACDC keeps
     scores_positions = True
     options = (

@@ -214,6 +214,9 @@ class Method:
     name: ClassVar[str]
     title: ClassVar[str]
     granularity: ClassVar[str]  # "node" or "edge": what the selection ranks
+    # gives edges scores of their own (edge ROC AUC, EAP-IG and auto-circuit export), also
+    # where the selection ranks nodes (CD-T, the SAE's and transcoders' edges)
+    scores_edges: ClassVar[bool] = False
     default_threshold: ClassVar[float]
     options: ClassVar[tuple[Option, ...]] = ()
     # contrasts clean prompts with prompts the model cannot answer: by default the task's

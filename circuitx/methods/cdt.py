@@ -62,6 +62,7 @@ class CDT(Method):
     name = "cdt"
     title = "CD-T: contextual decomposition of every source's relevance to the output and heads"
     granularity = "node"
+    scores_edges = True
     default_threshold = 0.02
     scores_positions = True
     reported_facts = (("cdt_total_relevance", "relevance of every source together"),)

@@ -23,6 +23,7 @@ class EAP(FixedAttribution):
     name = "eap"
     title = "Edge attribution patching: gradient x activation difference, one backward pass"
     granularity = "edge"
+    scores_edges = True
     default_threshold = 0.02
     options = fix_options("off", "off")
     scores_positions = True

@@ -43,6 +43,7 @@ class EAPIG(Method):
     name = "eap-ig"
     title = "EAP with integrated gradients over the clean <-> corrupted inputs"
     granularity = "edge"
+    scores_edges = True
     default_threshold = 0.02
     scores_positions = True
     options = (

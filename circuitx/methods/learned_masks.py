@@ -185,6 +185,7 @@ class EdgePruning(_LearnedMasks):
     name = "edge-pruning"
     title = "Edge pruning: hard-concrete edge masks trained to a target sparsity"
     granularity = "edge"
+    scores_edges = True
     default_threshold = 0.5
     prefix = "ep"
     gradient_copies = 2

@@ -27,6 +27,7 @@ class PathPatching(Method):
     name = "path-patching"
     title = "Path patching: senders' paths to the logits, then to the q/k/v of heads found"
     granularity = "edge"
+    scores_edges = True
     default_threshold = 0.02
     scores_positions = True
     reported_facts = (("path_patching_stages", "stages run"),)

@@ -281,6 +281,7 @@ class SAE(Method):
     name = "sae"
     title = "Discrete-SAE code overlap: codes unique to positive examples (O'Neill & Bui)"
     granularity = "node"
+    scores_edges = True
     default_threshold = 0.1
     uses_negatives = True
     reads_ablation = False  # codes of clean and negative activations; nothing is patched

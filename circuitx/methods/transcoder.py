@@ -423,6 +423,7 @@ class TranscoderMethod(Method):
     name = "transcoder"
     title = "Transcoder circuits: feature activation x input-invariant weights, OV and QK"
     granularity = "node"
+    scores_edges = True
     default_threshold = 0.01
     holds_circuits = False  # its frozen replacement model runs outside the engine
     own_target = "the task's logit difference"

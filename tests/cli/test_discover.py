@@ -166,7 +166,7 @@ def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
     assert summary["reference"] is None and set(summary["metrics"].values()) == {None}
     assert summary["n_nodes_in_circuit"] == 5
     lines = result.stderr.strip().splitlines()  # a random model may do the task backwards
-    assert sum("no reference" in line for line in lines) == 1
+    assert sum(line.startswith("note: no reference: ") for line in lines) == 1  # as draw's
     assert all(
         "no reference" in line or "does not do this task" in line or "noise of its size" in line
         for line in lines
@@ -261,6 +261,20 @@ def test_the_methods_table_names_flags_and_each_default_circuit(monkeypatch):
     listed = {row["name"]: row for row in json.loads(run("methods", "--json").stdout)}
     assert listed["edge-pruning"]["default_threshold"] is None
     assert listed["eap"]["default_threshold"] == 0.02
+
+
+def test_the_methods_listing_says_which_score_edges(method_graphs):
+    """A helper's trial: the table listed the transcoder method as "node" and nothing
+    more, yet its graph scores every edge and exports to EAP-IG, where HISP's and AtP*'s,
+    also "node", are refused."""
+    listed = {row["name"]: row for row in json.loads(run("methods", "--json").stdout)}
+    for name, method in METHODS.items():
+        graph = method_graphs[name]
+        scored = [score for *_, score in graph.edges(data="score") if score is not None]
+        assert bool(scored) == method.scores_edges == listed[name]["scores_edges"], name
+    assert {m for m, method in METHODS.items() if method.scores_edges} == {
+        "path-patching", "cdt", "sae", "transcoder", "acdc", "eap", "eap-ig", "edge-pruning"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
