@@ -36,7 +36,7 @@ from circuitx.builtin.cache import (
     cache_root,
     torch_threads,
 )
-from circuitx.builtin.ground_truth import read_ground_truth, read_ground_truths
+from circuitx.builtin.ground_truth import read_ground_truths
 from circuitx.builtin.planted import PLANTED
 from circuitx.builtin.tracr import TASK as TRACR_TASK
 from circuitx.builtin.tracr import TRACR
@@ -285,14 +285,24 @@ def check_model_name(name: str) -> None:
 def ground_truth(name: str | None, task: str, cache_dir: PathLike = None) -> nx.MultiDiGraph | None:
     """The ground-truth circuit for ``task`` (or ``task:variant``) that model ``name`` ships:
     a built-in model's, or a model directory's ``circuit.json`` (e.g. a built tracr model)."""
-    directory = _ground_truth_dir(name, cache_dir)
-    return None if directory is None else read_ground_truth(directory, task)
+    return _ground_truths(name, cache_dir).get(task)
 
 
 def shipped_ground_truths(name: str, cache_dir: PathLike = None) -> list[str]:
     """The tasks (``task`` or ``task:variant``) model ``name`` ships ground truths for."""
+    return sorted(_ground_truths(name, cache_dir))
+
+
+def _ground_truths(name: str | None, cache_dir: PathLike) -> dict[str, nx.MultiDiGraph]:
+    """Model ``name``'s ground truths by task: a planted or trained model's from its
+    definition, which its directory's ``circuit.json`` is written from (a reference checked
+    against a graph of another shape is refused before the model is built), else from the
+    directory (a tracr model, a model directory)."""
+    spec = BUILTIN_MODELS.get(name) if name is not None else None
+    if spec is not None and spec.has_ground_truth and spec.circuits is not None:
+        return spec.circuits()
     directory = _ground_truth_dir(name, cache_dir)
-    return [] if directory is None else sorted(read_ground_truths(directory))
+    return {} if directory is None else read_ground_truths(directory)
 
 
 def _ground_truth_dir(name: str | None, cache_dir: PathLike) -> Path | None:
@@ -317,7 +327,7 @@ def own_ground_truth(
     """Built-in model ``name``'s ground truth for ``task``, or its only one (a planted
     model's circuit, whatever task file its prompts came from); ``which`` names one of
     several (``--reference tracr-reverse:acdc``: the variant, or a plain task's name)."""
-    truths = read_ground_truths(model_dir(name, cache_dir))
+    truths = _ground_truths(name, cache_dir)
     names = {key.partition(":")[2] or key: key for key in sorted(truths)}
     if which:
         if which not in names:

@@ -514,6 +514,17 @@ def test_score_with_auto_reference_and_no_paper_model(discovered, tmp_path):
     assert_one_line_error(run("score", tmp_path / "auto.json"), "no reference")
 
 
+def test_a_planted_reference_of_another_shape_is_refused_before_its_model_is_built(
+    discovered, tmp_path
+):
+    """A helper's trial: scoring a 2-layer graph against --reference planted-ioi built the
+    planted model first (a first use), then refused on shape."""
+    cache = tmp_path / "cache"
+    result = run("score", discovered[1], "--reference", "planted-ioi", "--cache-dir", cache)
+    assert_one_line_error(result, "different model shapes (12 layers x 12 heads; 5 layers")
+    assert not cache.exists()
+
+
 def discover_task(task, *args):
     return run("discover", "--task", task, "--method", "activation-patching", *args)
 
