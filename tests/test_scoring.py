@@ -101,6 +101,10 @@ def test_edge_sets_that_differ_are_said_how():
     edited.remove_edge("a0.h0", "m0", "a0.h0->m0")
     with pytest.raises(CircuitxError, match=r"edge sets: the reference lacks a0.h0->m0$"):
         score_graph(full_graph(2, 2, True), edited)
+    assert overlap_notes(sequential, parallel) == [
+        "note: graph B's model runs attention and MLP in parallel (GPT-NeoX, GPT-J), so it "
+        "has no edge from a layer's heads to its MLP: graph A's such edges have no match there"
+    ]
 
 
 def test_overlap_matches_a_hand_count():

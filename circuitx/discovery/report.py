@@ -113,7 +113,7 @@ def _loose_note(which: str, keys: list[str]) -> str:
 def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
     """What a reader of two circuits' overlap would otherwise not see: one over token
     positions is compared as its components; a circuit's edges between nodes it does not
-    keep; circuits of two models."""
+    keep; circuits of two models, one with parallel blocks."""
     loose = {f"graph {name}": loose_edges(g) for name, g in (("A", a), ("B", b))}
     notes = [_loose_note(which, keys) for which, keys in loose.items() if keys]
     groups = [position_groups(g) for g in (a, b)]
@@ -129,6 +129,14 @@ def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
         notes.append(
             f"note: the circuits are of two models ({models[0]}, {models[1]}): their "
             "components are matched by name"
+        )
+    parallel = [bool(g.graph.get("parallel")) for g in (a, b)]
+    if parallel[0] != parallel[1]:
+        which, other = ("A", "B") if parallel[0] else ("B", "A")
+        notes.append(
+            f"note: graph {which}'s model runs attention and MLP in parallel (GPT-NeoX, "
+            f"GPT-J), so it has no edge from a layer's heads to its MLP: graph {other}'s "
+            "such edges have no match there"
         )
     return notes
 
