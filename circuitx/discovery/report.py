@@ -357,8 +357,8 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
         wrongs = ", which needs wrong answers in the task file" if task is None else ""
         other = f", or --metric {steeper}{wrongs}" if steeper else ""
         said.append(
-            f"{method.name} takes the gradient of {metric} at the clean run ({clean:.3g}), "
-            "where the answer's probability is near 1 and the softmax is flat: its scores fall "
+            f"{method.name} takes the gradient of {metric} at the clean run, where the "
+            "answer's probability is near 1 and the softmax is flat: its scores fall "
             f"far short of the effects, and may all be under the threshold (use eap-ig{other})"
         )
     if method is not None and method.own_target and metric not in (None, *DIFFERENCES):

@@ -822,9 +822,9 @@ def test_a_gradient_at_a_saturated_clean_run_is_warned_of():
     summary = json.loads(result.stdout)
     assert summary["clean_metric"] > 0.99 and summary["n_nodes_in_circuit"] == 0
     assert summary["warnings"][0] == (
-        f"eap takes the gradient of prob-diff at the clean run ({summary['clean_metric']:.3g}), "
-        "where the answer's probability is near 1 and the softmax is flat: its scores fall far "
-        "short of the effects, and may all be under the threshold (use eap-ig)"
+        "eap takes the gradient of prob-diff at the clean run, where the answer's probability "
+        "is near 1 and the softmax is flat: its scores fall far short of the effects, and may "
+        "all be under the threshold (use eap-ig)"
     )  # greater-than has no logit-diff to suggest
     base = {"n_prompts": 10, "n_nodes_in_circuit": 3, "corrupted_metric": -5.0}
     file_task = {**base, "task": "copy", "method": "atp", "metric": "log-prob"}

@@ -740,14 +740,15 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     args = ("--tasks", "greater-than", "--methods", "eap", "--n-prompts", 6, "--seeds", 2)
     result = run("leaderboard", *args, "--out", out)
     assert result.exit_code == 0, result.output
-    said = "note: greater-than / eap on planted-greater-than, seeds 0, 1: no component is in"
-    assert (
-        [line for line in result.stderr.splitlines() if line.startswith("note:")]
-        == [line for line in result.stderr.splitlines() if line.startswith(said)]
-        != []
-    )
+    row = "note: greater-than / eap on planted-greater-than, seeds 0, 1: "
+    said = ("eap takes the gradient of prob-diff at the clean run", "no component is in")
+    assert [line for line in result.stderr.splitlines() if line.startswith("note:")] == [
+        line for line in result.stderr.splitlines() if line.startswith(tuple(row + s for s in said))
+    ]
+    assert len([line for line in result.stderr.splitlines() if line.startswith(row)]) == 2
     records = json.loads((out / "results.json").read_text())["cells"]
-    assert all("no component is in the circuit" in r["result"]["warnings"][0] for r in records)
+    assert all("no component is in the circuit" in r["result"]["warnings"][1] for r in records)
+    assert all("softmax is flat" in r["result"]["warnings"][0] for r in records)
 
 
 def test_an_option_from_python_is_checked_as_discover_checks_it():
