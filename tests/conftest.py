@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,13 @@ def scored_circuit(nodes=("a0.h1", "a1.h2", "m1", "a2.h0"), granularity=None):
     if granularity:
         graph.graph["selected_by"] = granularity
     return graph
+
+
+def drawn_words(path) -> str:
+    """The words an SVG shows, in order, one space apart (a wrapped caption's lines
+    joined)."""
+    texts = [e for e in ET.parse(path).iter() if e.tag.endswith("}text")]
+    return " ".join(" ".join("".join(e.itertext()) for e in texts).split())
 
 
 def every_node_kept(n_layers: int, n_heads: int):

@@ -51,7 +51,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     edges, chosen, nodes = picture.contents()
     truth = reference_sets(reference)
     cmap, norm = score_scale(graph, nodes)
-    caption = caption_text(graph, nodes, edges, chosen, truth if reference is not None else None)
+    caption = caption_text(picture, nodes, edges, chosen, truth if reference is not None else None)
     note = picture.note(nodes)
     texts = [_html(title(graph)), _html(caption)] + ([_coloured(note, "#aa0000")] if note else [])
     fed = {feeds(data, receiver) for _, receiver, _, data in edges}
@@ -106,7 +106,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
             f'arrowsize=0.5, tooltip="{_escape(key)}"{head}];'
         )
     declared = {*nodes, *missed}
-    for sender, receiver, head_input in missed_edges(graph, truth):
+    for sender, receiver, head_input in missed_edges(graph, truth, edges):
         if sender in declared and receiver in declared:
             head = f', headlabel="{head_input}", labelfontsize=7' if head_input else ""
             lines.append(

@@ -228,6 +228,26 @@ function edgePath(i) {
   return `M ${x1} ${y1} Q ${cx} ${cy} ${x2} ${y2}`;
 }
 
+// "; node precision P, recall R, edge ...": the selected heads and MLPs and the drawn
+// edges against the reference, a feature counted as its MLP (as the static caption)
+function agreement(drawnComponents) {
+  const kept = new Map();  // component -> whether the reference has it
+  const drawnEdges = new Map();
+  for (const i of selected.nodes) {
+    if (!fixedNodes.has(i)) kept.set(nodes.component[i], nodes.in_reference[i]);
+  }
+  for (let i = 0; i < nEdges; i++) {
+    if (drawnComponents.has(edges.component[i])) drawnEdges.set(edges.component[i], edges.in_reference[i]);
+  }
+  const share = (hits, n) => (n ? (hits / n).toFixed(2) : "-");
+  const level = (name, found, size) => {
+    const hits = [...found.values()].filter(Boolean).length;
+    return `${name} precision ${share(hits, found.size)}, recall ${share(hits, size)}`;
+  };
+  const size = data.reference_size;
+  return "; " + level("node", kept, size.nodes) + (size.edges ? ", " + level("edge", drawnEdges, size.edges) : "");
+}
+
 function render() {
   edgeLayer.replaceChildren();
   nodeLayer.replaceChildren();
@@ -247,10 +267,12 @@ function render() {
       infoLine.textContent = `edge ${edges.name[i]}, ${formatScore(edges.score[i])}`;
     });
   }
-  if (referenceBox.checked) {
-    const kept = new Set(selected.edges);
+  // the edges between components drawn (a feature's edge stands for its MLP's)
+  const drawnComponents = new Set(drawn.map((i) => edges.component[i]));
+  if (referenceBox.checked) {  // the reference's edges no drawn edge is or stands for
     for (let i = 0; i < nEdges; i++) {
-      if (!edges.in_reference[i] || kept.has(i)) continue;
+      const own = edges.name[i] === edges.component[i];
+      if (!edges.in_reference[i] || !own || drawnComponents.has(edges.component[i])) continue;
       element("path", {
         class: "missed-edge", "data-name": edges.name[i], "data-index": i, d: edgePath(i),
         fill: "none",
@@ -298,7 +320,8 @@ function render() {
   }
   const components = [...selected.nodes].filter((i) => !fixedNodes.has(i)).length;
   const capped = selected.edges.length > drawn.length ? ` (the ${drawn.length} largest drawn)` : "";
-  statusLine.textContent = `${counted(components, "node")}, ${counted(selected.edges.length, "edge")}${capped}`;
+  statusLine.textContent = `${counted(components, "node")}, ${counted(selected.edges.length, "edge")}${capped}`
+    + (referenceBox.checked ? agreement(drawnComponents) : "");
   svg.setAttribute("data-nodes", String(selected.nodes.size));
   svg.setAttribute("data-edges", String(selected.edges.length));
   highlight();
@@ -392,6 +415,7 @@ valueBox.addEventListener("change", () => {
   apply(value);
 });
 referenceBox.disabled = !data.has_reference;
+referenceBox.checked = data.has_reference;  // drawn with a reference: opens against it
 referenceBox.addEventListener("change", render);
 svg.addEventListener("click", () => {
   focus = null;

@@ -28,6 +28,8 @@ from circuitx.drawing.places import (
     RECEIVER_OFFSET,
     ROW_BOW,
     Picture,
+    component_edge,
+    component_of,
     edge_bends,
     edge_end,
     edge_weight,
@@ -42,7 +44,15 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import LOGITS, edges_by_name, position_labels, score_level, shape_of
+from circuitx.graph import (
+    INPUT,
+    LOGITS,
+    edges_by_name,
+    parse_node,
+    position_labels,
+    score_level,
+    shape_of,
+)
 from circuitx.progress import fixed
 from circuitx.version import __version__
 
@@ -91,6 +101,11 @@ def page_data(picture: Picture) -> dict[str, Any]:
             "top": top_k,
         },
         "has_reference": reference is not None,
+        # the reference's heads and MLPs and its edges in the graph: what recall divides by
+        "reference_size": {
+            "nodes": sum(parse_node(n)[0] not in (INPUT, LOGITS) for n in truth.nodes),
+            "edges": len(truth.edges & edges_by_name(graph).keys()),
+        },
         "nodes": {
             "name": names,
             "x": [places[n][0] for n in names],
@@ -102,6 +117,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
             # a node at a position by its name in its panel (the panel names the position)
             "short": [label(n, None, in_panel=groups != ("",)) for n in names],
             "mlp": [_mlp_of(graph, n, index) for n in names],
+            "component": [component_of(n) for n in names],  # a feature's MLP
         },
         "edges": {
             "name": [key for key, *_ in rows],
@@ -113,6 +129,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
             "weight": [_number(edge_weight(graph, (s, r, k, d))) for k, s, r, d in rows],
             "in_circuit": [bool(d["in_circuit"]) for *_, d in rows],
             "in_reference": [truth.has_edge(s, r, d) for _, s, r, d in rows],
+            "component": [component_edge(s, r, d) for _, s, r, d in rows],  # a feature's: its MLP's
             # how far each edge's curve bends around the nodes its line would run through
             "bend": edge_bends(
                 places, [(places[s], edge_end(places[r], d["input"])) for _, s, r, d in rows]

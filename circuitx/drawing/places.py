@@ -280,13 +280,19 @@ def edge_weight(graph: nx.MultiDiGraph, edge: Edge) -> float:
 
 
 def caption_text(
-    graph: nx.MultiDiGraph, nodes: list[str], edges: list[Edge], chosen: int, truth: Truth | None
+    picture: Picture, nodes: list[str], edges: list[Edge], chosen: int, truth: Truth | None
 ) -> str:
-    """What a picture shows, in a line: nodes and edges drawn and, against a reference
-    (``truth``), the heads' and MLPs' precision and recall, and the drawn edges' where the
-    reference has edges."""
+    """What a picture shows, in a line: which selection (``--top``, ``--all``; else the
+    circuit), nodes and edges drawn and, against a reference (``truth``), the heads' and
+    MLPs' precision and recall, and the drawn edges' where the reference has edges; a
+    transcoder feature counts as its MLP, its edges as the edges between the components
+    (as ``score`` counts them)."""
+    graph = picture.graph
     kept = {n for n in nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
     text = f"{counted(len(kept), 'node')}, {counted(len(edges), 'edge')}"
+    if picture.every or picture.top is not None:  # not the circuit: say so
+        which = "every scored item" if picture.top is None else f"the top {picture.top}"
+        text = f"{which} by |score|, not the saved circuit: {text}"
     unscored = all(score is None for *_, score in graph.edges(data="score"))
     which = (
         f"of {chosen}: those between the strongest nodes"
@@ -295,14 +301,24 @@ def caption_text(
     )
     text += f" drawn ({which})" if chosen > len(edges) else " drawn"
     if truth is not None:
-        components = {n for n in kept if graph.nodes[n]["kind"] in ("head", "mlp")}
+        components = {component_of(n) for n in kept}
         reference = {n for n in truth.nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
         text += "; node " + _agreement(len(components & reference), components, reference)
         in_graph = truth.edges & edges_by_name(graph).keys()
         if in_graph:
-            hits = sum(truth.has_edge(s, r, d) for s, r, _, d in edges)
-            text += ", edge " + _agreement(hits, edges, in_graph)
+            drawn = component_edges(edges)
+            text += ", edge " + _agreement(len(drawn & truth.edges), drawn, in_graph)
     return text
+
+
+def component_edges(edges: list[Edge]) -> set[str]:
+    """The names of the edges between the components that ``edges`` join."""
+    return {component_edge(sender, receiver, data) for sender, receiver, _, data in edges}
+
+
+def component_edge(sender: str, receiver: str, data: dict[str, Any]) -> str:
+    """The name of the edge between the components an edge joins (a feature's, its MLP's)."""
+    return edge_name(component_of(sender), component_of(receiver), data["input"])
 
 
 def _agreement(hits: int, drawn: Any, reference: Any) -> str:
@@ -341,18 +357,19 @@ class Truth:
         return component_of(node) in self.nodes
 
     def has_edge(self, sender: str, receiver: str, data: dict[str, Any]) -> bool:
-        name = edge_name(component_of(sender), component_of(receiver), data["input"])
-        return name in self.edges
+        return component_edge(sender, receiver, data) in self.edges
 
 
-def missed_edges(graph: nx.MultiDiGraph, truth: Truth) -> list[tuple[str, str, str | None]]:
-    """The reference's edges the circuit leaves out, ``(sender, receiver, input)``, in name
-    order (drawn dashed, as the missed nodes are)."""
+def missed_edges(
+    graph: nx.MultiDiGraph, truth: Truth, drawn: list[Edge]
+) -> list[tuple[str, str, str | None]]:
+    """The reference's edges the picture leaves out, ``(sender, receiver, input)``, in name
+    order (drawn dashed, as the missed nodes are): those of the graph that no ``drawn``
+    edge is, or stands for (a feature's edge, its MLP's), whatever the picture selects."""
+    shown = component_edges(drawn)
     edges = edges_by_name(graph)
     return [
-        parse_edge_name(name)
-        for name in sorted(truth.edges)
-        if name in edges and not edges[name]["in_circuit"]
+        parse_edge_name(name) for name in sorted(truth.edges) if name in edges and name not in shown
     ]
 
 

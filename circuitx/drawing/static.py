@@ -146,11 +146,12 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     )
     missed_segments = [
         (places[sender], edge_end(places[receiver], head_input))
-        for sender, receiver, head_input in missed_edges(graph, truth)
+        for sender, receiver, head_input in missed_edges(graph, truth, edges)
     ]
     # fainter the more there are: a large model's reference hides the circuit otherwise
     faint = 0.8 * min(1.0, (MANY_MISSED / max(1, len(missed_segments))) ** 0.5)
-    for (start, end), bend in zip(missed_segments, edge_bends(places, missed_segments)):
+    bent = edge_bends(places, missed_segments)
+    for index, ((start, end), bend) in enumerate(zip(missed_segments, bent)):
         ax.plot(
             *edge_points(start, end, bend),
             color=AGREEMENT["reference only"],
@@ -158,7 +159,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             linestyle="--",
             alpha=max(0.15, faint),
             zorder=2,
-            gid="missed-edge",
+            gid=f"missed-edge-{index}",  # ids are unique in an SVG
         )
     for node in missed:
         x, y = places[node]
@@ -214,15 +215,19 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     note = picture.note(nodes)
     if note:  # under the title, clear of the reference's nodes drawn in the panel
         figure.text(0.5, 0.925, note, ha="center", fontsize=9, color="#aa0000")
-    caption = caption_text(graph, nodes, edges, chosen, truth if reference is not None else None)
-    figure.text(0.04, 0.02, caption, fontsize=8)
+    caption = caption_text(picture, nodes, edges, chosen, truth if reference is not None else None)
+    footer = [(caption, 8, "black")]  # under the picture, each wrapped to the figure's width
     key = ", ".join(f"{s} {role}" for role, s in sorted(short.items(), key=lambda i: i[1]))
-    if any(s != role for role, s in short.items()):  # the short names' key, wrapped to the
-        width = int(figure.get_figwidth() * 72 * 0.9 / (7 * CHAR_WIDTH))  # figure's width
-        figure.text(
-            0.04, 0.045, textwrap.fill(f"roles: {key}", width), fontsize=7, color="#555555",
-            va="bottom",
-        )  # fmt: skip
+    if any(s != role for role, s in short.items()):  # the short names' key
+        footer.append((f"roles: {key}", 7, "#555555"))
+    height = 0.015  # of the figure, from its foot up
+    for text, points, colour in footer:
+        width = int(figure.get_figwidth() * 72 * 0.9 / (points * CHAR_WIDTH))
+        lines = textwrap.wrap(text, width)
+        figure.text(0.04, height, "\n".join(lines), fontsize=points, color=colour, va="bottom")
+        height += (len(lines) * 1.3 * points + 3) / (72 * figure.get_figheight())
+    bottom = max(0.08, height + 0.02)  # the panel sits above the footer
+    ax.set_position((0.04, bottom, AXES_WIDTH, 0.92 - bottom))
     legend = (
         [  # drawn as they are: the reference's missed edges and nodes dashed
             Line2D(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 import xml.etree.ElementTree as ET
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import (
     METHOD_GRAPHS,
     drawn,
+    drawn_words,
     every_node_kept,
     find,
     open_page,
@@ -112,9 +114,15 @@ def test_hover_a_click_the_reference_and_the_download(browser, tmp_path):
     assert shapes.pop("a1.h2->m1") == "Q" and bent & set(shapes)
     assert shapes == {name: "Q" if name in bent else "L" for name in shapes}
     assert "a1.h2" in browser.find_element("id", "info").text
-    browser.find_element("id", "reference").click()
+    # a trial's: drawn with a reference, the page opened without it, and never said the
+    # precision and recall the static picture's caption gives
+    assert browser.find_element("id", "reference").is_selected()
     missed = browser.find_elements("css selector", "circle.missed-node")
     assert sorted(circle.get_attribute("data-name") for circle in missed) == ["a1.h3", "a2.h3"]
+    draw(graph, tmp_path / "r.svg", reference)
+    numbers = r"; node precision [-\d.]+, recall [-\d.]+, edge precision [-\d.]+, recall [-\d.]+"
+    agreement = re.search(numbers, drawn_words(tmp_path / "r.svg"))[0]
+    assert browser.find_element("id", "status").text.endswith(agreement)
     saved = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         " URL.createObjectURL = (blob) => { blob.text().then(done); return 'blob:circuit'; };"
@@ -188,8 +196,7 @@ def test_a_page_too_narrow_for_its_roles_names_them_short_with_a_key(browser, tm
 
     graph = every_node_kept(12, 12)
     draw(graph, tmp_path / "big.html", get_task("ioi").reference("", 12, 12, True))
-    assert open_page(browser, tmp_path / "big.html") == []
-    browser.find_element("id", "reference").click()
+    assert open_page(browser, tmp_path / "big.html") == []  # opens against the reference
     assert (
         "roles: BNM backup name mover, DT duplicate token"
         in browser.find_element("id", "legend").text
@@ -219,3 +226,21 @@ def test_the_key_gives_the_colour_scales_bounds_and_what_edges_mean(browser, tmp
     assert browser.find_element("id", "scale-high").text == f"+{bound:g}"
     fill = browser.find_element("css selector", 'circle.node[data-name="input"]')
     assert fill.get_attribute("fill") == "#ffffff"
+
+
+def test_a_feature_pages_agreement_is_the_static_captions(browser, method_graphs, tmp_path):
+    """Features count as their MLP, their edges as the MLP's, in the page as in the
+    picture (a trial's: the picture's caption read edge recall 4.60)."""
+    from circuitx.builtin import ground_truth
+
+    graph = method_graphs["transcoder-features"]
+    reference = ground_truth("planted-greater-than", "greater-than")
+    for kind in ("svg", "html"):
+        draw(graph, tmp_path / f"f.{kind}", reference)
+    assert open_page(browser, tmp_path / "f.html") == []
+    numbers = r"; node precision [-\d.]+, recall [-\d.]+, edge precision [-\d.]+, recall [-\d.]+"
+    agreement = re.search(numbers, drawn_words(tmp_path / "f.svg"))[0]
+    assert browser.find_element("id", "status").text.endswith(agreement)
+    dashed = browser.find_elements("css selector", "path.missed-edge")
+    missed = [e for e in ET.parse(tmp_path / "f.svg").iter() if "missed-edge" in e.get("id", "")]
+    assert len(dashed) == len(missed)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, every_node_kept, run, scored_circuit
+from conftest import assert_one_line_error, drawn_words, every_node_kept, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.drawing import places as places_module
@@ -98,7 +98,7 @@ def test_an_empty_circuits_caption_has_no_precision_rather_than_nan():
     # a helper's trial: "node precision nan" against a reference
     graph = full_graph(2, 2, True, task="ioi")
     truth = places_module.Truth(frozenset({"a0.h1", "input"}), frozenset({"input->a0.h1<q>"}))
-    text = caption_text(graph, ["input", "logits"], [], 0, truth)
+    text = caption_text(Picture(graph), ["input", "logits"], [], 0, truth)
     assert text == (
         "0 nodes, 0 edges drawn; node precision -, recall 0.00, edge precision -, recall 0.00"
     )
@@ -194,7 +194,7 @@ def test_of_more_edges_than_a_picture_holds_the_largest_are_drawn(tmp_path, monk
     drawn = draw(graph, tmp_path / "many.svg", every=True)
     nonzero = [d for *_, d in graph.edges(data="score") if d]
     assert drawn["edges"] == 40 < len(nonzero)
-    assert f"40 edges drawn (the largest of {len(nonzero)})" in svg_text(tmp_path / "many.svg")
+    assert f"40 edges drawn (the largest of {len(nonzero)})" in drawn_words(tmp_path / "many.svg")
 
 
 def test_of_too_many_unscored_edges_those_between_the_strongest_nodes_are_drawn(
@@ -440,3 +440,42 @@ def test_many_missed_reference_edges_are_faint_and_the_caption_scores_edges(tmp_
     draw(graph, tmp_path / "many.svg", reference)
     assert max(opacities(tmp_path / "many.svg")) < min(opacities(tmp_path / "few.svg")) == 0.8
     assert ", edge precision " in svg_text(tmp_path / "few.svg")
+
+
+def test_a_selection_drawn_against_a_reference_dashes_what_it_leaves_out(tmp_path):
+    """A helper's trial: with --top or --all, the dashed "reference only" edges were the
+    saved circuit's misses, not the picture's (recall 0.20 with 8 edges dashed of 20
+    missed; under --all edges drawn both solid and dashed), and the caption did not say
+    the picture was not the circuit."""
+    graph = scored_circuit()
+    reference = full_graph(3, 4, True)
+    select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3", "a2.h1"])
+    in_reference = {k for k, d in edges_by_name(reference).items() if d["in_circuit"]}
+    for top in (5, None):
+        path = tmp_path / f"{top}.svg"
+        draw(graph, path, reference, top=top, every=top is None)
+        drawn = drawn_words(path)
+        selected = "the top 5" if top else "every scored item"
+        assert f"{selected} by |score|, not the saved circuit:" in drawn
+        recall = float(re.search(r"edge precision [-\d.]+, recall ([\d.]+)", drawn)[1])
+        missed = [e for e in ET.parse(path).iter() if e.get("id", "").startswith("missed-edge")]
+        assert len(missed) == round((1 - recall) * len(in_reference))
+        assert len({e.get("id") for e in missed}) == len(missed)  # ids unique, as SVG asks
+
+
+def test_a_feature_graphs_caption_counts_edges_between_components(method_graphs, tmp_path):
+    """A helper's trial: a transcoder feature circuit's caption said edge recall 4.60, each
+    feature's edge counted as a hit of its MLP's reference edge; score said 1.000."""
+    from circuitx.builtin import ground_truth
+    from circuitx.discovery import evaluate
+
+    graph = method_graphs["transcoder-features"]
+    reference = ground_truth("planted-greater-than", "greater-than")
+    draw(graph, tmp_path / "f.svg", reference)
+    metrics = evaluate(graph, reference)
+    expected = ", ".join(
+        f"{level} precision {metrics[f'{level}_precision']:.2f}, "
+        f"recall {metrics[f'{level}_recall']:.2f}"
+        for level in ("node", "edge")
+    )
+    assert expected in drawn_words(tmp_path / "f.svg")
