@@ -60,25 +60,42 @@ def method_styles(methods: Iterable[str]) -> dict[str, dict[str, str]]:
 Styles = dict[str, dict[str, str]]
 
 
+def _widths(n: int) -> list[float]:
+    """Line widths for ``n`` lines drawn in turn, widest first, so that a line drawn over
+    an identical one leaves its edges showing (a trial's ROC plot showed one of three
+    methods whose curves coincide)."""
+    return [1.2 + 2.8 * (n - 1 - i) / max(n - 1, 1) for i in range(n)]
+
+
+def _same_as(line: np.ndarray, drawn: dict[str, np.ndarray]) -> str:
+    """`` = METHOD`` where ``line`` is a line already drawn (to 1e-4: one to the eye), else
+    ""."""
+    same = [method for method, other in drawn.items() if np.allclose(line, other, atol=1e-4)]
+    return f" = {same[0]}" if same else ""
+
+
 def roc_figure(
     label: str, curves: dict[str, dict[str, list]], path: Path, styles: Styles | None = None
 ) -> bool:
     """Node and edge ROC curves for ``label`` (a task, or a task and its model);
     ``curves[method][level]`` lists one curve per seed. Each line is the seeds' mean curve,
-    labelled with their mean AUC; ``styles`` (default :func:`method_styles` of these
-    methods) draws it. False (nothing written) when no method has a curve."""
+    labelled with their mean AUC (and ``= METHOD`` where it is an earlier one's, drawn
+    narrower over it); ``styles`` (default :func:`method_styles` of these methods) draws
+    it. False (nothing written) when no method has a curve."""
     levels = [lv for lv in ("node", "edge") if any(c.get(lv) for c in curves.values())]
     if not levels:
         return False
     figure, axes = _figure(len(levels))
     styles = styles or method_styles(curves)
     for ax, level in zip(axes, levels):
-        for method, by_level in curves.items():
-            seeds = by_level.get(level)
-            if seeds:
-                auc = np.mean([np.trapezoid(c["tpr"], c["fpr"]) for c in seeds])
-                line = mean_roc(seeds)
-                ax.plot(FPR_GRID, line, **styles[method], label=f"{method} ({auc:.2f})")
+        at_level = {m: seeds for m, by_level in curves.items() if (seeds := by_level.get(level))}
+        drawn: dict[str, np.ndarray] = {}
+        for (method, seeds), width in zip(at_level.items(), _widths(len(at_level))):
+            auc = np.mean([np.trapezoid(c["tpr"], c["fpr"]) for c in seeds])
+            line = mean_roc(seeds)
+            named = f"{method} ({auc:.2f}){_same_as(line, drawn)}"
+            ax.plot(FPR_GRID, line, **styles[method], linewidth=width, label=named)
+            drawn[method] = line
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(
             title=f"{label}: {level} ROC",
@@ -106,10 +123,16 @@ def faithfulness_figure(
         return False
     figure, (ax,) = _figure(1, width=7.6)
     styles = styles or method_styles(drawn)
-    for method, seeds in drawn.items():
+    lines: dict[str, np.ndarray] = {}
+    for (method, seeds), width in zip(drawn.items(), _widths(len(drawn))):
         fractions = [point["fraction"] for point in seeds[0]]
         mean = np.mean([[point["faithfulness"] for point in curve] for curve in seeds], axis=0)
-        ax.plot(fractions, mean, marker="o", markersize=3, **styles[method], label=method)
+        same = _same_as(mean, lines) if all(len(v) == len(mean) for v in lines.values()) else ""
+        ax.plot(
+            fractions, mean, marker="o", markersize=3, **styles[method], linewidth=width,
+            label=method + same,
+        )  # fmt: skip
+        lines[method] = mean
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set(
         title=f"{label}: faithfulness of the top edges",

@@ -21,7 +21,7 @@ def test_a_method_looks_the_same_in_every_figure_of_a_leaderboard(tmp_path, monk
 
     def recording(self, *args, **kwargs):
         if "label" in kwargs:
-            name = kwargs["label"].split(" (")[0]
+            name = kwargs["label"].split(" (")[0].split(" = ")[0]
             drawn.append((name, kwargs.get("color"), kwargs.get("linestyle")))
         return plot(self, *args, **kwargs)
 
@@ -36,3 +36,24 @@ def test_a_method_looks_the_same_in_every_figure_of_a_leaderboard(tmp_path, monk
     assert looks["acdc"] == {(styles["acdc"]["color"], styles["acdc"]["linestyle"])}
     assert looks["eap"] == {(styles["eap"]["color"], styles["eap"]["linestyle"])}
     assert looks["acdc"] != looks["eap"] and len(drawn) == 5  # sae node, acdc x3, eap
+
+
+def test_curves_that_coincide_are_each_seen_and_named(tmp_path, monkeypatch):
+    """A helper's trial: three methods' ROC curves lay on one another, and the plot showed
+    one line for a legend of three."""
+    drawn: list[tuple[str, float]] = []
+    plot = Axes.plot
+
+    def recording(self, *args, **kwargs):
+        if "label" in kwargs:
+            drawn.append((kwargs["label"], kwargs["linewidth"]))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording)
+    same = {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 1.0, 1.0]}
+    other = {"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}
+    roc = {"ap": {"node": [same]}, "eap-ig": {"node": [same]}, "acdc": {"node": [other]}}
+    assert roc_figure("t", roc, tmp_path / "roc.png")
+    labels, widths = zip(*drawn)
+    assert labels == ("ap (0.75)", "eap-ig (0.75) = ap", "acdc (0.50)")
+    assert widths[0] > widths[1] > widths[2]  # drawn over it narrower: both show
