@@ -501,3 +501,10 @@ if (data.initial.mode === "circuit") {
   apply(start);
 }
 legend();
+// a drawing wider than the window (a circuit over positions) opens where its circuit is,
+// not on the empty panels left of it
+const canvas = document.getElementById("canvas");
+const shownAt = [...selected.nodes].filter((i) => !fixedNodes.has(i)).map((i) => px(nodes.x[i]));
+if (shownAt.length && Math.max(...shownAt) > canvas.clientWidth - 20) {
+  canvas.scrollLeft = Math.max(0, Math.min(...shownAt) - 60);
+}

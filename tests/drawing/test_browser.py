@@ -187,6 +187,22 @@ def test_a_page_over_positions_names_each_panel(browser, tmp_path):
     panels = [h for h in headers if h.startswith("heads")]
     assert panels == [f"heads @{g}" for g in ("IO", "S1", "S1+1", "S2", "END", "other")]
     assert headers.count("MLP") == 6 and "features" not in headers
+    # a trial's: 2,621 px wide, it opened on empty panels, its circuit off to the right;
+    # it now opens at its circuit, the controls in place above
+    size = browser.get_window_size()
+    browser.set_window_size(900, 800)
+    try:
+        assert open_page(browser, tmp_path / "p.html") == []
+        (left, right, scrolled), nodes = browser.execute_script(
+            "const c = document.getElementById('canvas');"
+            " const box = c.getBoundingClientRect();"
+            " return [[box.left, box.right, c.scrollLeft], [...document.querySelectorAll("
+            "'circle.node')].map((n) => n.getBoundingClientRect().left)]"
+        )
+        assert scrolled > 0 and any(left <= x <= right for x in nodes)
+        assert browser.find_element("id", "download").is_displayed()
+    finally:
+        browser.set_window_size(size["width"], size["height"])
 
 
 def test_a_page_too_narrow_for_its_roles_names_them_short_with_a_key(browser, tmp_path):
