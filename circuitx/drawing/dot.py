@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from circuitx.drawing.places import (
     graph_places,
     missed_edges,
     reference_sets,
+    role_of,
     score_scale,
     short_name,
     title,
@@ -56,6 +58,11 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     texts = [_html(title(graph)), _html(caption)] + ([_coloured(note, "#aa0000")] if note else [])
     fed = {feeds(data, receiver) for _, receiver, _, data in edges}
     texts.append(f'<FONT POINT-SIZE="9">{_key(reference is not None, fed, norm.vmax)}</FONT>')
+    roles = [(n, role) for n in graph if n in nodes and (role := role_of(n, reference))]
+    if roles:  # under the title: a role does not fit in its circle, and dot places an
+        # outside label where it may sit by another node
+        named = textwrap.wrap("roles: " + ", ".join(f"{n} {role}" for n, role in roles), 110)
+        texts.append(f'<FONT POINT-SIZE="9">{"<BR/>".join(map(_html, named))}</FONT>')
     labels = [short_name(n, graph.nodes[n]["kind"]) for n in graph if n in nodes]
     scored = any(graph.nodes[n]["score"] is not None for n in nodes)
     across = max([len(t) for t in labels] + [6 if scored else 0])  # every circle one size
@@ -66,6 +73,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
         "  labelloc=t; fontname=Helvetica; fontsize=12;",
         "  node [shape=circle, style=filled, fontname=Helvetica, fontsize=9, penwidth=1.6, "
         f"fixedsize=true, width={max(0.5, 0.085 * across):.2f}];",
+        "  edge [fontname=Helvetica];",
     ]
     missed = [n for n in truth.nodes if n in graph and n not in nodes]
     rows: dict[int, list[str]] = {}
@@ -100,7 +108,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
         colour = INPUT_COLOURS[kind]
         if reference is not None:
             colour = AGREEMENT["both" if truth.has_edge(sender, receiver, data) else "circuit only"]
-        head = f', headlabel="{kind}", labelfontsize=7' if data["input"] else ""
+        head = f", headlabel={kind}, {HEAD_LABEL}" if data["input"] else ""
         lines.append(
             f'  "{sender}" -> "{receiver}" [penwidth={width:.2f}, color="{colour}", '
             f'arrowsize=0.5, tooltip="{_escape(key)}"{head}];'
@@ -108,7 +116,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     declared = {*nodes, *missed}
     for sender, receiver, head_input in missed_edges(graph, truth, edges):
         if sender in declared and receiver in declared:
-            head = f', headlabel="{head_input}", labelfontsize=7' if head_input else ""
+            head = f", headlabel={head_input}, {HEAD_LABEL}" if head_input else ""
             lines.append(
                 f'  "{sender}" -> "{receiver}" [style=dashed, penwidth=1, '
                 f'color="{AGREEMENT["reference only"]}", arrowsize=0.5, '
@@ -118,6 +126,11 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     lines.append("}")
     drawn = {"nodes": len(nodes), "edges": len(edges), "note": note}
     return "\n".join(lines) + "\n", drawn
+
+
+# q, k or v at an edge's head: clear of the arrowhead and of the others into one head
+HEAD_LABEL = "labelfontsize=8, labeldistance=1.6, labelangle=35"
+PNG_DPI = 200  # as the static picture's
 
 
 def _html(text: str) -> str:
@@ -149,7 +162,10 @@ def draw_with_dot(picture: Picture, path: str | Path) -> dict[str, Any]:
     source, drawn = dot_source(picture)
     fmt = draw_format(path)
     result = subprocess.run(
-        [program, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=300
+        [program, f"-T{fmt}", *([f"-Gdpi={PNG_DPI}"] if fmt == "png" else [])],
+        input=source.encode(),
+        capture_output=True,
+        timeout=300,
     )
     if result.returncode != 0:
         why = result.stderr.decode(errors="replace").strip().splitlines() or ["no message"]

@@ -435,7 +435,7 @@ def label(
     roles: dict[str, str] | None = None,
     in_panel: bool = False,
 ) -> str:
-    """The node's name, and its role in the reference where the reference gives one (by
+    """The node's name, under its role in the reference where the reference gives one (by
     its short name in ``roles`` where given). ``in_panel``: a node at a position is named
     without it (its panel's header names it), all but the input."""
     role = role_of(node, reference)
@@ -444,4 +444,6 @@ def label(
         name = split_position(node)[0]
     if role is None:
         return name
-    return f"{name}\n{(roles or {}).get(role, role)}"
+    return (
+        f"{(roles or {}).get(role, role)}\n{name}"  # the name next to its node, as the page has it
+    )

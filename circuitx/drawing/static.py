@@ -48,6 +48,7 @@ CHAR_WIDTH = 0.6  # a label's character, in its font size (DejaVu Sans, about)
 PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 
 
+PNG_DPI = 200  # a slide's width (about 1,700 px); SVG and PDF for print
 MANY_MISSED = 100  # more of the reference's missed edges than this are drawn fainter
 
 
@@ -222,7 +223,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         footer.append((f"roles: {key}", 7, "#555555"))
     height = 0.015  # of the figure, from its foot up
     for text, points, colour in footer:
-        width = int(figure.get_figwidth() * 72 * 0.9 / (points * CHAR_WIDTH))
+        width = int(figure.get_figwidth() * 72 * 0.95 / (points * CHAR_WIDTH))
         lines = textwrap.wrap(text, width)
         figure.text(0.04, height, "\n".join(lines), fontsize=points, color=colour, va="bottom")
         height += (len(lines) * 1.3 * points + 3) / (72 * figure.get_figheight())
@@ -256,5 +257,5 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     settings = {"svg.fonttype": "none", "svg.hashsalt": "circuitx"}
     undated = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
     with atomic_open(path, "wb") as handle, rc_context(settings):
-        figure.savefig(handle, format=fmt, dpi=130, metadata=undated)
+        figure.savefig(handle, format=fmt, dpi=PNG_DPI, metadata=undated)
     return {"nodes": len(nodes), "edges": len(edges), "note": note}

@@ -96,3 +96,21 @@ def test_dot_has_a_key_one_circle_size_and_the_empty_note(graphviz):
     empty = scored_circuit(nodes=())
     source, drawn = dot_source(Picture(empty))
     assert drawn["note"] == "no component is in the circuit" and drawn["note"] in source
+
+
+def test_dot_names_the_roles_and_draws_a_png_at_the_static_pictures_resolution(graphviz, tmp_path):
+    """A helper's trial: --engine dot dropped the reference's roles, its q/k/v labels sat
+    under the arrowheads at 7 points, and its PNG was 741 x 435 px."""
+    from matplotlib.image import imread
+
+    from circuitx.tasks import get_task
+
+    reference = get_task("ioi").reference("", 12, 12, True)
+    graph = full_graph(12, 12, True, task="ioi")
+    select_nodes(graph, ["a9.h9", "a10.h0"])
+    source, _ = dot_source(Picture(graph, reference))
+    assert "roles: a9.h9 name mover, a10.h0 name mover" in source
+    assert "headlabel=q, labelfontsize=8, labeldistance=1.6" in source
+    draw(scored_circuit(), tmp_path / "c.png", engine="dot")
+    draw(scored_circuit(), tmp_path / "s.png")
+    assert imread(tmp_path / "c.png").shape[1] > 1000 and imread(tmp_path / "s.png").shape[1] > 1200
