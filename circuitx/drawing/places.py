@@ -61,7 +61,7 @@ AGREEMENT = {"both": "#1a9850", "circuit only": "#d73027", "reference only": "#8
 # (in columns) bends: its curve's control point moves sideways by the first of BENDS
 # whose curve passes none (the curve moves half as far). A straight m1->m4 read as the
 # chain m1->m2->m3->m4.
-CLEARANCE = 0.25
+CLEARANCE = 0.35
 BENDS = (0.9, -0.9, 1.8, -1.8)
 
 Point = tuple[float, float]

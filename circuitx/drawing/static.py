@@ -85,7 +85,11 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         (places[sender], edge_end(places[receiver], data["input"]))
         for sender, receiver, _, data in edges
     ]
-    bends = edge_bends(places, segments)
+    # edges bend around the nodes drawn (the circuit's, the reference's it misses), not the
+    # faint dots: a bend around a dot landed on another edge, or by a drawn node's label
+    shown = {*nodes, *(n for n in truth.nodes if n in places)}
+    around = {node: place for node, place in places.items() if node in shown}
+    bends = edge_bends(around, segments)
     for (sender, receiver, name, data), (start, end), bend in zip(edges, segments, bends):
         width = edge_width(data["score"], largest)
         colour = (
@@ -151,7 +155,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     ]
     # fainter the more there are: a large model's reference hides the circuit otherwise
     faint = 0.8 * min(1.0, (MANY_MISSED / max(1, len(missed_segments))) ** 0.5)
-    bent = edge_bends(places, missed_segments)
+    bent = edge_bends(around, missed_segments)
     for index, ((start, end), bend) in enumerate(zip(missed_segments, bent)):
         ax.plot(
             *edge_points(start, end, bend),

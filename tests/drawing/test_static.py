@@ -479,3 +479,25 @@ def test_a_feature_graphs_caption_counts_edges_between_components(method_graphs,
         for level in ("node", "edge")
     )
     assert expected in drawn_words(tmp_path / "f.svg")
+
+
+def test_edges_bend_around_the_nodes_drawn_not_the_faint_dots(tmp_path, monkeypatch):
+    """A helper's trial: an edge bent round a faint dot (a head not in the circuit) and
+    landed on another edge; one ran by a drawn node's label, reading as a backward edge.
+    Edges now bend around what is drawn, with more room (CLEARANCE)."""
+    seen = []
+
+    def recording(places, segments):
+        seen.append(set(places))
+        return places_module.edge_bends(places, segments)
+
+    monkeypatch.setattr(static_module, "edge_bends", recording)
+    graph = scored_circuit()
+    reference = full_graph(3, 4, True)
+    select_nodes(reference, ["a0.h1", "a1.h3"])
+    draw(graph, tmp_path / "c.svg", reference)
+    drawn = {n for n, kept in graph.nodes(data="in_circuit") if kept} | {"a1.h3"}
+    assert seen and all(places == drawn for places in seen)
+    # a line 0.3 columns from a node between its rows now bends around it
+    places = {"input": (0.0, -1.0), "a0.h0": (0.3, 0.0), "a1.h0": (0.0, 1.0)}
+    assert places_module.edge_bends(places, [((0.0, -1.0), (0.0, 1.0))]) != [0.0]
