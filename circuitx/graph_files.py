@@ -441,6 +441,11 @@ def _unread_json_form(data: Any) -> str:
             return (
                 f"{name} graph needs {', '.join(map(repr, keys))}; this has no {listed(lacking, 3)}"
             )
+    if "nodes" in data and "links" in data:  # networkx's node_link_data
+        return (
+            'a networkx node-link graph ("nodes", "links") is not a form circuitx reads: '
+            'ours ("format": "circuitx-graph"), EAP-IG\'s or auto-circuit\'s'
+        )
     if "nodes" in data or "edges" in data:
         return (
             'a graph of "nodes" and "edges" needs "format": "circuitx-graph" (or EAP-IG\'s "cfg")'
