@@ -117,7 +117,7 @@ def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
         ),
         ({"classes": {}, "edges": []}, "a circuit of head classes is a reference, not a graph"),
         ({"nodes": {}, "edges": {}}, 'needs "format": "circuitx-graph"'),
-        ({"nodes": [], "links": []}, 'a networkx node-link graph \\("nodes", "links"\\)'),
+        ({"nodes": [], "links": []}, 'a networkx node-link graph ("nodes", "links")'),
         ({"format": "x"}, '"format" is \'x\', not "circuitx-graph"'),
         ([1], "not a graph of a form circuitx reads"),
         (  # a trial's: as GRAPH, no hint that it is a reference
