@@ -68,8 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         page = Path(scratch) / "planted-ioi-eap-ig.html"
         circuitx("discover", *shlex.split(PAGE), *PROMPTS, "--draw", str(page))
-        click = (  # the reference on, and a name mover's inputs and outputs lit
-            "document.getElementById('reference').click();"
+        click = (  # a name mover's inputs and outputs lit (against the reference, as drawn)
             "document.querySelector('circle.node[data-name=\"a3.h0\"]')"
             ".dispatchEvent(new MouseEvent('click', {bubbles: true}));"
         )
