@@ -248,9 +248,10 @@ def remove_orphans(path: Path) -> None:
         found = pattern.fullmatch(orphan.name)
         if found is None or found[2] != host or _alive(int(found[1])):
             continue
-        if orphan.is_dir() and not orphan.is_symlink():
+        directory = orphan.is_dir() and not orphan.is_symlink()
+        if directory and found[3] == "staging":
             shutil.rmtree(orphan, ignore_errors=True)
-        else:
+        elif not directory and found[3] == "tmp":
             orphan.unlink(missing_ok=True)
 
 

@@ -354,10 +354,11 @@ def shape_text(shape: tuple[int, int, bool]) -> str:
     )
 
 
-def shapes_text(*graphs: nx.MultiDiGraph) -> str:
-    """The graphs' shapes in words, as `` (A; B)``, or "" where one has none recorded."""
+def shapes_text(named: dict[str, nx.MultiDiGraph]) -> str:
+    """The graphs' shapes in words by name, as `` (graph: A; reference: B)``, or "" where
+    one has none recorded."""
     try:
-        return " (" + "; ".join(shape_text(shape_of(g)) for g in graphs) + ")"
+        return " (" + "; ".join(f"{n}: {shape_text(shape_of(g))}" for n, g in named.items()) + ")"
     except CircuitxError:
         return ""
 

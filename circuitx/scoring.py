@@ -126,7 +126,10 @@ def check_same_model(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> None
         )
     raise CircuitxError(
         "graph and reference are for different model shapes"
-        + (shapes_text(graph, reference) or " (their heads and MLPs differ)")
+        + (
+            shapes_text({"graph": graph, "reference": reference})
+            or " (their heads and MLPs differ)"
+        )
     )
 
 
@@ -231,7 +234,7 @@ def overlap(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> dict[str, dict[str, float
     if set(component_nodes(a)) != set(component_nodes(b)):
         raise CircuitxError(
             "the graphs are for different model shapes"
-            + (shapes_text(a, b) or " (their heads and MLPs differ)")
+            + (shapes_text({"A": a, "B": b}) or " (their heads and MLPs differ)")
         )
     result = {}
     for level in OVERLAP_LEVELS:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from circuitx.discovery import overlap_notes
+from circuitx.discovery import overlap_notes, scoring_notes
 from circuitx.errors import CircuitxError
-from circuitx.graph import component_nodes, full_graph, layout_graph, select_nodes
+from circuitx.graph import component_nodes, full_graph, layout_graph, select_edges, select_nodes
 from circuitx.layout import PositionLayout
 from circuitx.reference import require_shape
 from circuitx.scoring import overlap, roc_auc, roc_curve, score_graph, selection_metrics
@@ -75,9 +75,13 @@ def test_different_shapes_cannot_be_scored():
     with pytest.raises(CircuitxError, match="different model shapes"):
         score_graph(full_graph(2, 2, True), full_graph(2, 3, True))
     # a helper's trial: the shapes were not named
-    with pytest.raises(CircuitxError, match=r"\(2 layers x 2 heads; 2 layers x 3 heads\)$"):
+    with pytest.raises(
+        CircuitxError, match=r"\(graph: 2 layers x 2 heads; reference: 2 layers x 3 heads\)$"
+    ):
         score_graph(full_graph(2, 2, True), full_graph(2, 3, True))
-    with pytest.raises(CircuitxError, match=r"\(2 layers x 2 heads, attention-only; 2 layers"):
+    with pytest.raises(
+        CircuitxError, match=r"\(graph: 2 layers x 2 heads, attention-only; reference: 2 layers"
+    ):
         score_graph(full_graph(2, 2, False), full_graph(2, 2, True))
     # a helper's trial: a hand-edited reference with a node removed was "different model
     # shapes (5 layers x 4 heads; 5 layers x 4 heads)"
@@ -101,6 +105,13 @@ def test_edge_sets_that_differ_are_said_how():
     edited.remove_edge("a0.h0", "m0", "a0.h0->m0")
     with pytest.raises(CircuitxError, match=r"edge sets: the reference lacks a0.h0->m0$"):
         score_graph(full_graph(2, 2, True), edited)
+    reference = full_graph(2, 2, True)
+    select_edges(reference, ["input->a0.h0<v>", "a0.h0->m0", "m0->logits", "a0.h0->logits"])
+    assert scoring_notes(parallel, reference) == [  # a trial's: score dropped it unsaid
+        "note: the graph's model runs attention and MLP in parallel (GPT-NeoX, GPT-J): the "
+        "reference's circuit edge a0.h0->m0 has no place in it (a layer's heads into its MLP) "
+        "and is left out of the scores"
+    ]
     assert overlap_notes(sequential, parallel) == [
         "note: graph B's model runs attention and MLP in parallel (GPT-NeoX, GPT-J), so it "
         "has no edge from a layer's heads to its MLP: graph A's such edges have no match there"
@@ -144,7 +155,7 @@ def test_overlap_matches_a_hand_count():
     }
     empty = full_graph(2, 2, True)
     assert overlap(empty, b)["heads"]["a_in_b"] is None
-    shapes = r"different model shapes \(\d+ layers x \d+ heads; 2 layers x 3 heads\)"
+    shapes = r"different model shapes \(A: \d+ layers x \d+ heads; B: 2 layers x 3 heads\)"
     with pytest.raises(CircuitxError, match=shapes):  # named, as score names them
         overlap(a, full_graph(2, 3, True))
 

@@ -13,7 +13,9 @@ from circuitx.graph import (
     collapse_positions,
     component_graph,
     component_nodes,
+    edges_by_name,
     layout_of,
+    parallel_view,
     position_aliases,
     position_groups,
 )
@@ -79,6 +81,24 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
     # through MLPs 4-7
     loose = {"graph": loose_edges(graph), "reference": [] if published else loose_edges(reference)}
     notes += [_loose_note(which, keys) for which, keys in loose.items() if keys]
+    if (
+        matched is not None
+        and component.graph.get("parallel")
+        and not matched.graph.get("parallel")
+    ):
+        kept = edges_by_name(parallel_view(matched)).keys()
+        lost = [k for k, d in edges_by_name(matched).items() if d["in_circuit"] and k not in kept]
+        if lost:  # a sequential model's circuit scored in a parallel model's universe
+            which = (
+                f"{len(lost)} of the reference's circuit edges ({listed(lost, 3)}) have"
+                if len(lost) > 1
+                else f"the reference's circuit edge {lost[0]} has"
+            )
+            notes.append(
+                "note: the graph's model runs attention and MLP in parallel (GPT-NeoX, GPT-J): "
+                f"{which} no place in it (a layer's heads into its MLP) and "
+                f"{'are' if len(lost) > 1 else 'is'} left out of the scores"
+            )
     unplaced = str(matched.graph.get("unplaced_heads") or "") if matched is not None else ""
     if unplaced:
         heads = unplaced.split(",")
@@ -349,6 +369,7 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
     elif (
         method is not None
         and method.gradient_at_clean
+        and not method.normalised  # HISP's per-layer shares rank small gradients too
         and clean is not None
         and clean > SATURATED.get(metric, math.inf)
     ):

@@ -6,6 +6,7 @@ on the PATH; the default engine needs nothing."""
 from __future__ import annotations
 
 import html
+import io
 import shutil
 import subprocess
 import textwrap
@@ -170,9 +171,21 @@ def draw_with_dot(picture: Picture, path: str | Path) -> dict[str, Any]:
     if result.returncode != 0:
         why = result.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
         raise CircuitxError(f"dot failed: {why[0]}")
+    picture = result.stdout
+    if fmt == "png":  # dot draws at -Gdpi but does not record it: a document would size
+        picture = _with_dpi(picture)  # the picture at 72 dpi, 2.8 times too large
     with atomic_open(path, "wb") as handle:
-        handle.write(result.stdout)
+        handle.write(picture)
     return drawn
+
+
+def _with_dpi(png: bytes) -> bytes:
+    """``png`` recording :data:`PNG_DPI` as its resolution (as matplotlib's record theirs)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(out, format="png", dpi=(PNG_DPI, PNG_DPI))
+    return out.getvalue()
 
 
 def _escape(text: str) -> str:

@@ -55,7 +55,8 @@ class CellClock:
 
     def __call__(self) -> float | None:
         now, left = time.monotonic(), 0.0
-        for key, cell in self.unfinished.items():
+        # a copy: the bar's thread asks while the grid's marks cells done
+        for key, cell in list(self.unfinished.items()):
             guess = self.guess(cell)
             if guess is None:
                 return None

@@ -231,6 +231,9 @@ class Method:
     # scores from the metric's gradient at the clean run: all 0 for a metric at its
     # optimum there (l2, kl)
     gradient_at_clean: ClassVar[bool] = False
+    # its scores are normalised (HISP's per layer): a gradient made small by a saturated
+    # softmax still ranks and selects as a large one would
+    normalised: ClassVar[bool] = False
     # what the method attributes whatever --metric is (None: the metric), which then only
     # faithfulness reads
     own_target: ClassVar[str | None] = None

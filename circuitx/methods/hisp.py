@@ -27,6 +27,7 @@ class HISP(Method):
     granularity = "node"
     default_threshold = 0.3
     gradient_at_clean = True
+    normalised = True
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 1

@@ -315,11 +315,15 @@ def single_token(model: "Model", word: str) -> int | None:
 
 
 def encode_batch(
-    model: "Model", prompts: Sequence[str | Sequence[int]], names: Sequence[str] = ()
+    model: "Model",
+    prompts: Sequence[str | Sequence[int]],
+    names: Sequence[str] = (),
+    which: str = "",
 ) -> tuple[torch.Tensor, list[int]]:
     """Tokens [n, pos] of ``prompts`` (BOS first where there is one, right-padded) and
     lengths. A prompt given as token ids is the model's input as it is, BOS put first
-    unless it begins with it. ``names``: each prompt's name in errors (a task file's row)."""
+    unless it begins with it. ``names``: each prompt's name in errors (a task file's row),
+    ``which`` the prompts' (clean or corrupted)."""
     bos = [model.bos_token_id] if model.bos_token_id is not None else []
     texts = [prompt for prompt in prompts if isinstance(prompt, str)]
     encoded = iter(model.encode_many(texts) if texts else [])
@@ -331,7 +335,8 @@ def encode_batch(
     width = max(lengths)
     if width > model.n_ctx:
         longest = lengths.index(width)
-        where = f"{names[longest]}: the prompt is" if names else "prompts are"
+        prompt = f"{which} prompt" if which else "prompt"  # clean or corrupted
+        where = f"{names[longest]}: the {prompt} is" if names else f"{prompt}s are"
         with_bos = " with BOS" if bos else ""  # one more than the tokens a user counts
         raise CircuitxError(
             f"{where} {width} tokens long{with_bos}; the model's context is {model.n_ctx}"
@@ -346,8 +351,8 @@ def encode_pairs(
     model: "Model", task_name: str, clean: Sequence[str], corrupted: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Tokens of clean and corrupted prompts, each pair of equal length, and the lengths."""
-    clean_tokens, lengths = encode_batch(model, clean)
-    corrupted_tokens, corrupted_lengths = encode_batch(model, corrupted)
+    clean_tokens, lengths = encode_batch(model, clean, which="clean")
+    corrupted_tokens, corrupted_lengths = encode_batch(model, corrupted, which="corrupted")
     for i, (length, corrupted_length) in enumerate(zip(lengths, corrupted_lengths)):
         if length != corrupted_length:
             raise CircuitxError(

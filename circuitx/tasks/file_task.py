@@ -110,9 +110,11 @@ class FileTask(Task):
         _check_vocabulary(model, pairs)
         _check_prompt_ids(model, pairs)
         where = [p.where for p in pairs]
-        clean_tokens, lengths = encode_batch(model, [p.clean_ids or p.clean for p in pairs], where)
+        clean_tokens, lengths = encode_batch(
+            model, [p.clean_ids or p.clean for p in pairs], where, "clean"
+        )
         corrupted_tokens, corrupted_lengths = encode_batch(
-            model, [p.corrupted_ids or p.corrupted for p in pairs], where
+            model, [p.corrupted_ids or p.corrupted for p in pairs], where, "corrupted"
         )
         clean = [p.clean or _shown(model, p.clean_ids) for p in pairs]
         corrupted = [p.corrupted or _shown(model, p.corrupted_ids) for p in pairs]

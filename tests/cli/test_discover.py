@@ -521,7 +521,9 @@ def test_a_planted_reference_of_another_shape_is_refused_before_its_model_is_bui
     planted model first (a first use), then refused on shape."""
     cache = tmp_path / "cache"
     result = run("score", discovered[1], "--reference", "planted-ioi", "--cache-dir", cache)
-    assert_one_line_error(result, "different model shapes (12 layers x 12 heads; 5 layers")
+    assert_one_line_error(
+        result, "different model shapes (graph: 12 layers x 12 heads; reference: 5 layers"
+    )
     assert not cache.exists()
 
 
@@ -834,3 +836,6 @@ def test_a_gradient_at_a_saturated_clean_run_is_warned_of():
     )
     assert run_warnings({**file_task, "clean_metric": -0.2}, 10) == []  # p about 0.82
     assert run_warnings({**file_task, "clean_metric": -0.01, "method": "eap-ig"}, 10) == []
+    # a trial's: HISP's per-layer shares rank small gradients too (planted greater-than:
+    # its 4 nodes, faithfulness 1.000), so it is not warned of
+    assert run_warnings({**file_task, "clean_metric": -0.01, "method": "hisp"}, 10) == []

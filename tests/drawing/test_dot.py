@@ -5,6 +5,7 @@ import re
 import subprocess
 import xml.etree.ElementTree as ET
 
+import pytest
 from conftest import METHOD_GRAPHS, assert_one_line_error, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, Picture, draw
@@ -114,3 +115,7 @@ def test_dot_names_the_roles_and_draws_a_png_at_the_static_pictures_resolution(g
     draw(scored_circuit(), tmp_path / "c.png", engine="dot")
     draw(scored_circuit(), tmp_path / "s.png")
     assert imread(tmp_path / "c.png").shape[1] > 1000 and imread(tmp_path / "s.png").shape[1] > 1200
+    from PIL import Image  # a trial's: dot's PNG recorded no resolution, so 72 dpi
+
+    for name in ("c.png", "s.png"):
+        assert Image.open(tmp_path / name).info["dpi"] == pytest.approx((200, 200), abs=0.01)

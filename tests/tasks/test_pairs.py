@@ -334,7 +334,7 @@ BAD = {
         + b'2], "corrupt": ['
         + b"1, " * 400
         + b'3], "answers": [4], "wrong_answers": [5]}]}',
-        "t.json prompt 2: the prompt is 402 tokens long with BOS; the model's context is",
+        "t.json prompt 2: the clean prompt is 402 tokens long with BOS; the model's context is",
     ),
     "a prompt's token id out of range": (
         "t.json",
