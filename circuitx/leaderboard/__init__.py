@@ -200,14 +200,14 @@ def _run(
         def on_start(cell: Cell) -> None:
             running.append(cell.label)
             clock.start(cell)
-            advance(0, description=f"running {', '.join(running)}")
+            advance(0, description=running_text(running))
 
         def on_done(cell: Cell, record: dict[str, Any]) -> None:
             store.put(record)
             records[cell.key] = record
             clock.done(cell, record)
             running.remove(cell.label)
-            advance(1, description=f"running {', '.join(running)}" if running else "done")
+            advance(1, description=running_text(running) if running else "done")
 
         execute(pending, jobs, executor, threads, on_start, on_done)
 
@@ -216,6 +216,22 @@ def _run(
     with deferred_interrupts():  # the files of one table: a Ctrl-C waits for them all
         board.files = write_results(out_dir, cells, board, settings or {})
     return board
+
+
+RUNNING_WIDTH = 40  # characters of the bar's label: the counts and times keep their room
+
+
+def running_text(running: list[str]) -> str:
+    """The bar's label: the cells running, or how many and the first (a trial's 80-column
+    terminal cut the elapsed time to "0:00:" under the names of two cells)."""
+    text = f"running {', '.join(running)}"
+    if len(text) <= RUNNING_WIDTH:
+        return text
+    first = running[0] if len(running) == 1 else f"{len(running)} cells: {running[0]}"
+    text, tail = f"running {first}", " / " + running[0].rsplit(" / ", 1)[-1]  # its seed
+    return (
+        text if len(text) <= RUNNING_WIDTH else text[: RUNNING_WIDTH - len(tail) - 1] + "…" + tail
+    )
 
 
 def train_transcoders_first(cells: list[Cell]) -> None:
