@@ -231,11 +231,11 @@ def unfinished_beside(path: Path, suffix: str) -> Path:
     (the OOM killer, a batch system's hard stop) gives no chance to, and a killed build
     leaves a model's weights."""
     remove_orphans(path)
-    make = tempfile.mkdtemp if suffix == ".staging" else tempfile.mkstemp
-    made = make(prefix=f".{path.name}.{_owner()}.", suffix=suffix, dir=path.parent)
-    if isinstance(made, tuple):
-        os.close(made[0])
-        made = made[1]
+    prefix = f".{path.name}.{_owner()}."
+    if suffix == ".staging":
+        return Path(tempfile.mkdtemp(suffix, prefix, path.parent))
+    descriptor, made = tempfile.mkstemp(suffix, prefix, path.parent)
+    os.close(descriptor)
     return Path(made)
 
 

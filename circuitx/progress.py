@@ -150,18 +150,16 @@ def progress_bar(
             announce(f"{description} ...")
         yield _progress_lines(description, total, start, time_left)
         return
+    if callable(time_left):
+        remaining: list[ProgressColumn] = [_EstimateColumn(time_left)]
+    else:
+        remaining = [TimeRemainingColumn()] if time_left else []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        *(
-            [_EstimateColumn(time_left)]
-            if callable(time_left)
-            else [TimeRemainingColumn()]
-            if time_left
-            else []
-        ),
+        *remaining,
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total, completed=start)

@@ -170,9 +170,8 @@ def _paired_rows(
     check_same_model(graph, reference)
     edges, reference_edges = edges_by_name(graph), edges_by_name(reference)
     if set(edges) != set(reference_edges):
-        raise CircuitxError(
-            f"graph and reference have different edge sets: {_edge_sets_differ(graph, reference, edges, reference_edges)}"
-        )
+        why = _edge_sets_differ(graph, reference, edges, reference_edges)
+        raise CircuitxError(f"graph and reference have different edge sets: {why}")
     levels = {
         "node": ([graph.nodes[n] for n in nodes], [reference.nodes[n] for n in nodes]),
         "edge": (list(edges.values()), [reference_edges[name] for name in edges]),

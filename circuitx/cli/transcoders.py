@@ -163,7 +163,7 @@ def train_transcoders(
     model = builtin.load(model_name, device=device, cache_dir=cache_dir)
     check_attributable(model)  # transcoders the method would refuse are not trained
     if task_names != "all":  # a task named that the model cannot run is refused before training
-        for task in map(get_task, chosen):  # tasks and task files
+        for task in chosen:
             task.check_model(model)
             task.make_data(model, n_prompts, seed)
     chosen_layers = tc.parse_layers(layers, model)

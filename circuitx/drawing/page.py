@@ -44,15 +44,7 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import (
-    INPUT,
-    LOGITS,
-    edges_by_name,
-    parse_node,
-    position_labels,
-    score_level,
-    shape_of,
-)
+from circuitx.graph import LOGITS, edges_by_name, position_labels, score_level, shape_of
 from circuitx.progress import fixed
 from circuitx.version import __version__
 
@@ -102,10 +94,7 @@ def page_data(picture: Picture) -> dict[str, Any]:
         },
         "has_reference": reference is not None,
         # the reference's heads and MLPs and its edges in the graph: what recall divides by
-        "reference_size": {
-            "nodes": sum(parse_node(n)[0] not in (INPUT, LOGITS) for n in truth.nodes),
-            "edges": len(truth.edges & edges_by_name(graph).keys()),
-        },
+        "reference_size": {"nodes": len(truth.components()), "edges": len(truth.edges_in(graph))},
         "nodes": {
             "name": names,
             "x": [places[n][0] for n in names],

@@ -291,8 +291,8 @@ def caption_text(
     kept = {n for n in nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
     text = f"{counted(len(kept), 'node')}, {counted(len(edges), 'edge')}"
     if picture.every or picture.top is not None:  # not the circuit: say so
-        which = "every scored item" if picture.top is None else f"the top {picture.top}"
-        text = f"{which} by |score|, not the saved circuit: {text}"
+        selection = "every scored item" if picture.top is None else f"the top {picture.top}"
+        text = f"{selection} by |score|, not the saved circuit: {text}"
     unscored = all(score is None for *_, score in graph.edges(data="score"))
     which = (
         f"of {chosen}: those between the strongest nodes"
@@ -301,10 +301,9 @@ def caption_text(
     )
     text += f" drawn ({which})" if chosen > len(edges) else " drawn"
     if truth is not None:
-        components = {component_of(n) for n in kept}
-        reference = {n for n in truth.nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
+        components, reference = {component_of(n) for n in kept}, truth.components()
         text += "; node " + _agreement(len(components & reference), components, reference)
-        in_graph = truth.edges & edges_by_name(graph).keys()
+        in_graph = truth.edges_in(graph)
         if in_graph:
             drawn = component_edges(edges)
             text += ", edge " + _agreement(len(drawn & truth.edges), drawn, in_graph)
@@ -359,6 +358,14 @@ class Truth:
     def has_edge(self, sender: str, receiver: str, data: dict[str, Any]) -> bool:
         return component_edge(sender, receiver, data) in self.edges
 
+    def components(self) -> set[str]:
+        """The circuit's heads and MLPs: what node recall divides by."""
+        return {n for n in self.nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
+
+    def edges_in(self, graph: nx.MultiDiGraph) -> set[str]:
+        """The circuit's edges that ``graph`` has: what edge recall divides by."""
+        return set(self.edges & edges_by_name(graph).keys())
+
 
 def missed_edges(
     graph: nx.MultiDiGraph, truth: Truth, drawn: list[Edge]
@@ -366,10 +373,8 @@ def missed_edges(
     """The reference's edges the picture leaves out, ``(sender, receiver, input)``, in name
     order (drawn dashed, as the missed nodes are): those of the graph that no ``drawn``
     edge is, or stands for (a feature's edge, its MLP's), whatever the picture selects."""
-    shown = component_edges(drawn)
-    edges = edges_by_name(graph)
     return [
-        parse_edge_name(name) for name in sorted(truth.edges) if name in edges and name not in shown
+        parse_edge_name(name) for name in sorted(truth.edges_in(graph) - component_edges(drawn))
     ]
 
 
@@ -444,6 +449,4 @@ def label(
         name = split_position(node)[0]
     if role is None:
         return name
-    return (
-        f"{(roles or {}).get(role, role)}\n{name}"  # the name next to its node, as the page has it
-    )
+    return f"{(roles or {}).get(role, role)}\n{name}"  # the name by its node, as in the page
