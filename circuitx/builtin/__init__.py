@@ -39,7 +39,7 @@ from circuitx.builtin.cache import (
 from circuitx.builtin.ground_truth import read_ground_truths
 from circuitx.builtin.planted import PLANTED
 from circuitx.builtin.tracr import TASK as TRACR_TASK
-from circuitx.builtin.tracr import TRACR
+from circuitx.builtin.tracr import TRACR, truth_names
 from circuitx.builtin.trained import (
     SCORES,
     TRAINED,
@@ -65,6 +65,8 @@ class BuiltinModel:
     # ground truth by task, known without building the model (planted models)
     circuits: Callable[[], dict[str, nx.MultiDiGraph]] | None = None
     has_ground_truth: bool = False  # its directory ships circuit.json
+    # the names of its ground truths, known before it is built where ``circuits`` is not
+    truth_names: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()  # distributions whose version changes the weights
     files: tuple[Path, ...] = ()  # shipped files the model is copied from (trained models)
     scores: dict[str, float] | None = None  # held-out scores measured when it was trained
@@ -155,6 +157,7 @@ def _registry() -> dict[str, BuiltinModel]:
             (*_BUILDERS, "circuitx.builtin.ground_truth", "circuitx.tasks.tracr", *tracr_sources),
             TRACR_TASK,
             has_ground_truth=True,
+            truth_names=truth_names(name),
             packages=("tracr-pypi",),
         )
     for name, spec in TRAINED.items():
@@ -326,24 +329,36 @@ def own_ground_truth(
 ) -> nx.MultiDiGraph:
     """Built-in model ``name``'s ground truth for ``task``, or its only one (a planted
     model's circuit, whatever task file its prompts came from); ``which`` names one of
-    several (``--reference tracr-reverse:acdc``: the variant, or a plain task's name)."""
-    truths = _ground_truths(name, cache_dir)
-    names = {key.partition(":")[2] or key: key for key in sorted(truths)}
+    several (``--reference tracr-reverse:acdc``: the variant, or a plain task's name).
+    A choice a tracr model cannot meet is refused before it compiles."""
+    spec = BUILTIN_MODELS.get(name)
+    truths = None
+    known = spec.truth_names if spec is not None else ()
+    if not known:
+        truths = _ground_truths(name, cache_dir)
+        known = tuple(truths)
+    key = _chosen_truth(name, sorted(known), task, which)
+    return (truths if truths is not None else _ground_truths(name, cache_dir))[key]
+
+
+def _chosen_truth(name: str, known: list[str], task: str | None, which: str) -> str:
+    """Which of model ``name``'s ground truths ``known`` :func:`own_ground_truth` gives."""
+    names = {key.partition(":")[2] or key: key for key in known}
     if which:
         if which not in names:
             raise CircuitxError(
                 f"{name} ships no ground truth {which!r}; choose from "
                 + ", ".join(f"{name}:{short}" for short in names)
             )
-        return truths[names[which]]
-    if task in truths:
-        return truths[task]
-    if len(truths) != 1:
+        return names[which]
+    if task in known:
+        return task
+    if len(known) != 1:
         raise CircuitxError(
-            f"{name} ships ground truths for {', '.join(sorted(truths))}; name one: "
+            f"{name} ships ground truths for {', '.join(known)}; name one: "
             + ", ".join(f"--reference {name}:{short}" for short in names)
         )
-    return next(iter(truths.values()))
+    return known[0]
 
 
 def identity(name: str) -> str:

@@ -11,7 +11,14 @@ import pytest
 import torch
 from conftest import run
 
-from circuitx.builtin import ground_truth, load, model_dir, own_ground_truth
+from circuitx.builtin import (
+    BUILTIN_MODELS,
+    ground_truth,
+    load,
+    model_dir,
+    own_ground_truth,
+    shipped_ground_truths,
+)
 from circuitx.builtin.tracr import compile_program, read_program, save_compiled
 from circuitx.builtin.tracr.circuit import ACDC_EDGES, role_names
 from circuitx.errors import CircuitxError
@@ -151,6 +158,24 @@ def test_a_models_ground_truths_are_named_model_colon_variant(truths, tmp_path):
     scored = run("score", path, "--reference", "tracr-reverse:weights", "--json")
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["reference"].startswith("tracr-reverse ground truth")
+
+
+@pytest.mark.parametrize(
+    "name, shipped",
+    [
+        ("tracr-proportion", "tracr, tracr:acdc, tracr:weights"),
+        ("tracr-hist", "tracr, tracr:weights"),
+    ],
+)
+def test_a_tracr_models_ground_truths_are_named_before_it_compiles(name, shipped, tmp_path):
+    """A session's note: `score --reference tracr-sort` compiled the model, then asked for
+    a variant. The names are known without compiling (tracr-hist's has no ACDC list)."""
+    with pytest.raises(CircuitxError, match=f"ships ground truths for {shipped};"):
+        own_ground_truth(name, "ioi", tmp_path)
+    with pytest.raises(CircuitxError, match="ships no ground truth 'zz'"):
+        own_ground_truth(name, None, tmp_path, which="zz")
+    assert not any(tmp_path.iterdir())
+    assert sorted(BUILTIN_MODELS[name].truth_names) == shipped_ground_truths(name)
 
 
 def test_roles_are_rasp_names_without_tracrs_process_wide_ids():

@@ -141,6 +141,12 @@ def save_compiled(
     return converted
 
 
+def truth_names(name: str) -> tuple[str, ...]:
+    """The ground truths :func:`ground_truths` gives built-in ``name``, known before it
+    compiles."""
+    return (TASK, f"{TASK}:weights", *((f"{TASK}:acdc",) if name in ACDC_EDGES else ()))
+
+
 def ground_truths(assembled: Any, output_dims: list[int], name: str) -> dict[str, nx.MultiDiGraph]:
     """A compiled model's circuits by task: the weight-derived circuit (``tracr:weights``)
     and the ground truth (task ``tracr``), which is ACDC's edge list for the built-ins the
@@ -165,4 +171,5 @@ __all__ = [
     "ground_truths",
     "read_program",
     "save_compiled",
+    "truth_names",
 ]
