@@ -15,6 +15,7 @@ from circuitx.discovery.run import discover, model_id
 from circuitx.errors import CircuitxError
 from circuitx.graph import shape_of
 from circuitx.models import Model
+from circuitx.names import parse_node
 from circuitx.reference import read_reference
 from circuitx.tasks import TASKS, Task, get_task
 
@@ -128,7 +129,24 @@ def resolve_reference(
             raise CircuitxError(f"the {base} reference is {_discover_it(task, asks)}")
         graph = discover_reference(task.reference_task)
         return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
-    return read_reference(spec, *shape), spec, None  # check_reference: a file
+    reference = read_reference(spec, *shape)  # check_reference: a file
+    if not any(role for _, role in reference.nodes(data="role")):  # e.g. one discover saved
+        try:  # the roles the model's own reference gives its heads, to place them by
+            own = resolve_reference("auto", task_name, model_id, shape, None, planted, cache_dir)
+        except CircuitxError:
+            own = (None,)
+        if own[0] is not None:
+            _take_roles(reference, own[0])
+    return reference, spec, None
+
+
+def _take_roles(reference: nx.MultiDiGraph, own: nx.MultiDiGraph) -> None:
+    """Give ``reference``'s heads the roles ``own`` (the model's own reference: a planted
+    model's ground truth, a task's published circuit) gives them: a component circuit a
+    file holds then goes to a circuit over token positions by them, as ``own`` would."""
+    for node, role in own.nodes(data="role"):
+        if role and node in reference and parse_node(node)[0] == "head":
+            reference.nodes[node]["role"] = role
 
 
 def _discover_it(task: Task, asks: Asks) -> str:
