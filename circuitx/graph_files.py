@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import torch
 
 from circuitx.auto_circuit_graphs import (
     AUTO_CIRCUIT_KEYS,
@@ -19,6 +20,7 @@ from circuitx.auto_circuit_graphs import (
     is_auto_circuit_dict,
     to_auto_circuit_dict,
 )
+from circuitx.eap_ig_pt import load_pt, to_pt_dict
 from circuitx.errors import CircuitxError, listed
 from circuitx.files import (
     atomic_open,
@@ -57,13 +59,13 @@ def graph_format(path: str | Path, explicit: str | None = None, flag: str | None
         )
     if explicit is None and named is None:
         raise CircuitxError(
-            f"cannot tell the graph format of {str(path)!r}: use .graphml, .json or .dot"
-            + (f", or give {flag}" if flag else "")
+            f"cannot tell the graph format of {str(path)!r}: use .graphml, .json, .dot or "
+            "EAP-IG's .pt" + (f", or give {flag}" if flag else "")
         )
     if explicit is None:
         return named
     if named is None and explicit != "dot":  # circuitx reads a graph by its extension
-        wanted = ".graphml" if explicit == "graphml" else ".json"
+        wanted = {"graphml": ".graphml", "eap-ig": ".json or .pt"}.get(explicit, ".json")
         raise CircuitxError(
             f"{os.fspath(path)}: circuitx reads graphs back by their extension, so give this "
             f"{explicit} graph the extension {wanted}"
@@ -77,9 +79,11 @@ def graph_format(path: str | Path, explicit: str | None = None, flag: str | None
 
 
 def suffix_format(path: str | Path) -> str | None:
-    """The graph format ``path``'s extension names, or None for another extension."""
+    """The graph format ``path``'s extension names, or None for another extension (.pt:
+    EAP-IG's graph as its ``to_pt`` saves it)."""
     suffix = file_suffix(path)
     aliases = {"graphml": "graphml", "xml": "graphml", "json": "json", "dot": "dot", "gv": "dot"}
+    aliases["pt"] = "eap-ig"
     return aliases.get(suffix)
 
 
@@ -94,6 +98,17 @@ def write_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str | None = None
         raise CircuitxError(f"write_graph takes a file path, not {path!r}")
     fmt = graph_format(path, fmt, "fmt")
     check_graph(graph, f"cannot write {os.fspath(path)}")
+    save_graph(graph, path, fmt)
+
+
+def save_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str) -> None:
+    """Write ``graph`` to ``path`` atomically in format ``fmt``: as text, or for a .pt
+    file as EAP-IG's ``to_pt`` saves it."""
+    if file_suffix(path) == "pt":
+        saved = to_pt_dict(to_eap_ig_dict(graph))
+        with atomic_open(path, "wb") as handle:
+            torch.save(saved, handle)
+        return
     text = graph_to_text(graph, fmt)
     with atomic_open(path) as handle:
         handle.write(text)
@@ -114,20 +129,25 @@ def graph_to_text(graph: nx.MultiDiGraph, fmt: str) -> str:
 
 
 def read_graph(path: str | Path) -> nx.MultiDiGraph:
-    """Read a circuit graph written by :func:`write_graph` (GraphML or JSON), or a graph
-    EAP-IG wrote (its JSON, as MIB takes it)."""
+    """Read a circuit graph written by :func:`write_graph` (GraphML or JSON), a graph
+    EAP-IG wrote (its JSON or .pt, as MIB takes them) or auto-circuit's edge names."""
     if not isinstance(path, (str, os.PathLike)):
         raise CircuitxError(f"read_graph takes a file path, not {path!r}")
     path = check_input_file(path, "graph file")
     fmt = suffix_format(path)
     if fmt is None:
         raise CircuitxError(
-            f"cannot tell the graph format of {str(path)!r}: read .graphml or .json"
+            f"cannot tell the graph format of {str(path)!r}: circuitx reads .graphml, .json "
+            "(its own, EAP-IG's or auto-circuit's) and EAP-IG's .pt"
         )
-    if fmt not in ("graphml", "json"):  # a format we write but do not read back
-        raise CircuitxError(f"{path} is a {fmt} file; circuitx reads graphs as GraphML or JSON")
+    if fmt == "dot":  # a format we write but do not read back
+        raise CircuitxError(
+            f"{path} is a dot file; circuitx reads graphs as GraphML, JSON or EAP-IG's .pt"
+        )
     try:
-        if fmt == "graphml":
+        if fmt == "eap-ig":  # a .pt
+            graph = from_eap_ig_dict(load_pt(path))
+        elif fmt == "graphml":
             graph = _from_graphml(nx.read_graphml(path, force_multigraph=True))
         else:  # JSON: ours, an EAP-IG (MIB) graph, or auto-circuit's edge names
             data = json.loads(path.read_text())
@@ -559,7 +579,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         if name not in graph:
             raise CircuitxError(f"node {name!r} is not in a {n_layers} x {n_heads} model's graph")
         member = value.get("in_graph") if isinstance(value, dict) else value
-        graph.nodes[name]["in_circuit"] = read_flag(member, f"node {name!r}", "in_graph")
+        graph.nodes[name]["in_circuit"] = _eap_ig_flag(member, f"node {name!r}")
         for key in ("score", "circuitx_score"):  # EAP-IG's, then ours
             if isinstance(value, dict) and value.get(key) is not None:
                 graph.nodes[name]["score"] = read_score(value[key], f"node {name}")
@@ -573,7 +593,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         if not isinstance(value, dict):
             raise CircuitxError(f'edge {name!r}: expected {{"score", "in_graph"}}')
         edges[name]["score"] = read_score(value.get("score"), f"edge {name}")
-        edges[name]["in_circuit"] = read_flag(value.get("in_graph"), f"edge {name!r}", "in_graph")
+        edges[name]["in_circuit"] = _eap_ig_flag(value.get("in_graph"), f"edge {name!r}")
     missing = [name for name in edges if name not in data["edges"]]
     if missing:  # EAP-IG's to_json writes every edge
         raise CircuitxError(
@@ -590,6 +610,14 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     if not scored:
         score_nodes_by_edges(graph)
     return graph
+
+
+def _eap_ig_flag(value: Any, element: str) -> bool:
+    """An EAP-IG ``in_graph``: true or false, or 0 or 1, which its ``from_json`` reads as
+    well (it sets a boolean tensor with it)."""
+    if not isinstance(value, bool) and isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    return read_flag(value, element, "in_graph")
 
 
 def edge_width(score: float | None, largest: float) -> float:

@@ -125,4 +125,10 @@ def parse_auto_circuit_edge_name(text: str) -> tuple[str, str, str | None]:
     if len(ends) != 2:
         raise CircuitxError(f"{text!r} is not an edge name")
     (sender, _), (receiver, head_input) = ends
+    if head_input is None and receiver.startswith("a"):
+        raise CircuitxError(
+            f"edge {text!r} goes into a head without naming its input: circuitx reads a "
+            f"head's q, k and v apart, as auto-circuit names them ({parts[1].strip()}.Q, .K "
+            "or .V) in a model made with separate_qkv=True"
+        )
     return sender, receiver, head_input

@@ -325,9 +325,9 @@ def hand_written_circuit(
         except (OSError, ValueError, UnicodeDecodeError) as error:
             raise CircuitxError(f"cannot read reference {path}: {error}") from None
         if is_class_circuit(data):
-            return class_circuit_from_dict(file.stem, data, n_layers, n_heads, has_mlp)
+            return class_circuit_from_dict(file.name, data, n_layers, n_heads, has_mlp)
         if isinstance(data, list):
-            return edge_list_circuit(file.stem, data, n_layers, n_heads, has_mlp)
+            return edge_list_circuit(file.name, data, n_layers, n_heads, has_mlp)
         if not (isinstance(data, dict) and ("format" in data or "cfg" in data or "scores" in data)):
             raise CircuitxError(
                 f"reference {path} is JSON of none of the forms read: a circuit graph "

@@ -139,7 +139,10 @@ def test_a_graph_of_unknown_suffix_names_the_formats_read(tmp_path):
         write_graph(scored_graph(), path, "json")  # written, it could not be read back
     write_graph(scored_graph(), tmp_path / "g.json")
     (tmp_path / "g.json").rename(path)
-    with pytest.raises(CircuitxError, match=r"'.*g.json.out': read .graphml or .json$"):
+    reads = (
+        r"circuitx reads .graphml, .json \(its own, EAP-IG's or auto-circuit's\) and EAP-IG's .pt$"
+    )
+    with pytest.raises(CircuitxError, match=r"'.*g.json.out': " + reads):
         read_graph(path)
 
 
@@ -382,6 +385,138 @@ def test_graphs_eap_ig_cannot_read_are_not_exported(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def eap_ig_indices(name: str, n_heads: int) -> tuple[int, int]:
+    """Where EAP-IG's Graph keeps an edge in its (source, destination) tensors: its
+    _forward_index and _backward_index (read from hannamw/EAP-IG), written out here."""
+    sender, _, rest = name.partition("->")
+    receiver, _, letter = rest.rstrip(">").partition("<")
+
+    def forward(node: str) -> int:
+        if node == "input":
+            return 0
+        layer = int(node[1:].split(".")[0])
+        within = n_heads if node[0] == "m" else int(node.split(".h")[1])
+        return 1 + layer * (n_heads + 1) + within
+
+    def backward(node: str) -> int:
+        if node == "logits":
+            return -1
+        layer = int(node[1:].split(".")[0])
+        if node[0] == "m":
+            return layer * (3 * n_heads + 1) + 3 * n_heads
+        return layer * (3 * n_heads + 1) + "qkv".index(letter) * n_heads + int(node.split(".h")[1])
+
+    return forward(sender), backward(receiver)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_eap_ig_pt_files_hold_eap_igs_tensors_and_round_trip(tmp_path, parallel):
+    """MIB takes a circuit as EAP-IG's .json or .pt (Graph.to_pt): a .pt is written with
+    EAP-IG's node order and tensor layout, and read back as the graph it was."""
+    graph = full_graph(3, 2, True, parallel, task="ioi", method="eap", d_model=16)
+    for i, (name, data) in enumerate(edges_by_name(graph).items()):
+        data["score"] = (i % 7 - 3) / 8
+    for i, node in enumerate(graph.nodes):
+        graph.nodes[node]["score"] = i / 8 if node not in ("input", "logits") else None
+    select_nodes(graph, ["a0.h1", "m1"])
+    path = tmp_path / "g.pt"
+    write_graph(graph, path)
+    saved = torch.load(path, weights_only=True)
+    cfg = {"n_layers": 3, "n_heads": 2, "parallel_attn_mlp": parallel, "d_model": 16}
+    assert saved["cfg"] == cfg
+    nodes, edges = eap_ig_universe(3, 2, parallel)
+    assert saved["src_nodes"] == nodes[:-1]  # EAP-IG's forward order, logits not a source
+    assert saved["dst_nodes"][-1] == "logits" and len(saved["dst_nodes"]) == 3 * 7 + 1
+    assert saved["edges_scores"].shape == saved["edges_in_graph"].shape == (10, 22)
+    for name, data in edges_by_name(graph).items():
+        at = eap_ig_indices(name, 2)
+        assert saved["edges_scores"][at].item() == data["score"]
+        assert saved["edges_in_graph"][at].item() == data["in_circuit"]
+    assert int(saved["edges_in_graph"].sum()) == sum(
+        d["in_circuit"] for d in edges_by_name(graph).values()
+    )
+    assert saved["nodes_in_graph"].tolist() == [graph.nodes[n]["in_circuit"] for n in nodes[:-1]]
+    assert "nodes_scores" not in saved  # ours are not EAP-IG's (a node-level graph to it)
+    back = read_graph(path)
+    assert edges_by_name(back) == edges_by_name(graph)
+    assert dict(back.nodes(data=True)) == dict(graph.nodes(data=True))
+    assert back.graph["task"] == "ioi" and back.graph["source_format"] == "eap-ig"
+    assert back.graph["d_model"] == 16
+
+
+def test_a_pt_file_eap_ig_saved_is_read(tmp_path):
+    """As EAP-IG's to_pt saves a node-scored graph: NaN for a node it did not score."""
+    nodes, _ = eap_ig_universe(2, 2, False)
+    sources = nodes[:-1]
+    destinations = [f"a{n}.h{h}<{x}>" for n in range(2) for x in "qkv" for h in range(2)]
+    destinations = [*destinations[:6], "m0", *destinations[6:], "m1", "logits"]
+    scores = torch.zeros(len(sources), len(destinations))
+    member = torch.zeros(len(sources), len(destinations), dtype=torch.bool)
+    scores[eap_ig_indices("a0.h1->a1.h0<k>", 2)] = 0.75
+    member[eap_ig_indices("a0.h1->a1.h0<k>", 2)] = True
+    node_scores = torch.full((len(sources),), float("nan"))
+    node_scores[sources.index("a0.h1")] = 0.5
+    saved = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False, "d_model": 8},
+        "src_nodes": sources,
+        "dst_nodes": destinations,
+        "edges_scores": scores,
+        "edges_in_graph": member,
+        "nodes_in_graph": torch.tensor([n in ("input", "a0.h1", "a1.h0") for n in sources]),
+        "nodes_scores": node_scores,
+    }
+    torch.save(saved, tmp_path / "mib.pt")
+    graph = read_graph(tmp_path / "mib.pt")
+    edges = edges_by_name(graph)
+    assert edges["a0.h1->a1.h0<k>"]["score"] == 0.75 and edges["a0.h1->a1.h0<k>"]["in_circuit"]
+    assert [k for k, d in edges.items() if d["in_circuit"]] == ["a0.h1->a1.h0<k>"]
+    assert graph.nodes["a0.h1"]["score"] == 0.5 and graph.nodes["m0"]["score"] is None
+    assert graph.nodes["a1.h0"]["in_circuit"] and not graph.nodes["m1"]["in_circuit"]
+    write_graph(graph, tmp_path / "again.pt")  # EAP-IG's node scores stay EAP-IG's
+    again = torch.load(tmp_path / "again.pt", weights_only=True)
+    assert torch.equal(again["nodes_scores"].isnan(), node_scores.isnan())
+    assert torch.equal(again["edges_scores"], scores)
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        ({"weight": torch.zeros(2)}, "not a graph EAP-IG's to_pt saved: it lacks cfg, src_nodes"),
+        ([1, 2], "not a graph EAP-IG's to_pt saved: it holds a list"),
+        ({"neurons_in_graph": torch.zeros(2)}, "neuron-level EAP-IG graphs are not supported"),
+        (b"truncated", "not a graph EAP-IG's to_pt saved: "),
+    ],
+)
+def test_pt_files_that_are_no_eap_ig_graph_are_one_line(tmp_path, content, pattern):
+    path = tmp_path / "x.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(CircuitxError, match=re.escape(f"malformed graph file {path}: ") + pattern):
+        read_graph(path)
+
+
+def test_eap_ig_reads_0_and_1_as_membership(tmp_path):
+    """A helper's trial: EAP-IG's from_json reads in_graph 1 (it sets a boolean tensor)."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False},
+        "nodes": {name: {"in_graph": int(name in ("input", "a0.h1", "logits"))} for name in nodes},
+        "edges": {name: {"score": 0.0, "in_graph": 0} for name in edges},
+    }
+    data["edges"]["a0.h1->logits"] = {"score": 0.25, "in_graph": 1}
+    path = tmp_path / "ints.json"
+    path.write_text(json.dumps(data))
+    graph = read_graph(path)
+    assert [k for k, d in edges_by_name(graph).items() if d["in_circuit"]] == ["a0.h1->logits"]
+    assert graph.nodes["a0.h1"]["in_circuit"] is True
+    data["edges"]["a0.h1->logits"]["in_graph"] = 2
+    path.write_text(json.dumps(data))
+    with pytest.raises(CircuitxError, match="in_graph must be true or false, not 2"):
+        read_graph(path)
+
+
 def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
     """A file as EAP-IG writes it (no node scores): membership and edge scores come in,
     each node scores its strongest outgoing edge."""
@@ -424,8 +559,8 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
             r"edge 'input->a0.h0<q>': in_graph must be true or false, not None",
         ),
         (
-            lambda d: d["nodes"].update({"a0.h1": {"in_graph": 1, "score": 0.5}}),
-            r"node 'a0.h1': in_graph must be true or false, not 1",
+            lambda d: d["nodes"].update({"a0.h1": {"in_graph": 2, "score": 0.5}}),
+            r"node 'a0.h1': in_graph must be true or false, not 2",
         ),
         (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
         (  # found by a new user's trial: read as an edge with no score, off the circuit

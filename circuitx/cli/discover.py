@@ -182,7 +182,7 @@ class DiscoverCommand(click.Command):
     "--out",
     "out_path",
     type=click.Path(dir_okay=False),
-    help="Write the graph: .graphml, .json or .dot.",
+    help="Write the graph: .graphml, .json, .dot or .pt (EAP-IG's, as MIB takes it).",
 )
 @click.option(
     "--draw",
@@ -276,7 +276,8 @@ def discover_command(
     if out_path:
         check_output_path(out_path)
         check_not_an_input(out_path, inputs)
-        graph_format(out_path)
+        if graph_format(out_path) == "eap-ig":  # EAP-IG's .pt
+            check_eap_ig_out(out_path, request)
     if draw_path:
         check_output_path(draw_path)
         check_not_an_input(draw_path, inputs)
@@ -289,6 +290,11 @@ def discover_command(
         raise CircuitxError(  # the user named no model: say which one was tried
             f"no --model given (task {task_name}'s default is {request.model}): {error}"
         ) from None
+    if out_path and graph_format(out_path) == "eap-ig" and not model.has_mlp:
+        raise CircuitxError(
+            f"--out {out_path}: EAP-IG's graphs always have MLPs, and this model has none; "
+            "write .graphml or .json"
+        )
     notes: list[str] = []  # shown once the work succeeds: an error stays one line
     notes += unused_options(METHODS[request.method], method_flags, request.options)
     scored = discover_scored(model, request, note=notes.append)
@@ -318,6 +324,23 @@ def discover_command(
         print_json({**summary, **{k: None if v is None else str(v) for k, v in written.items()}})
     else:
         print_summary(summary, written)
+
+
+def check_eap_ig_out(out_path: str, request: DiscoveryRequest) -> None:
+    """Refuse, before any work, a run whose graph EAP-IG's .pt cannot hold: a score on
+    every edge between heads and MLPs."""
+    if not METHODS[request.method].scores_edges:
+        why = f"{request.method} scores nodes only"
+    elif request.positions != "none":
+        why = "a circuit over token positions has more (export --collapse-positions writes one)"
+    elif request.options.get("granularity") == "feature":
+        why = "a feature graph has more (export writes its components)"
+    else:
+        return
+    raise CircuitxError(
+        f"--out {out_path}: EAP-IG's .pt holds a score for each edge between heads and "
+        f"MLPs, and {why}; write .graphml or .json"
+    )
 
 
 def features_text(summary: dict[str, Any]) -> str:

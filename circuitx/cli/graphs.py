@@ -18,7 +18,7 @@ from circuitx.discovery import (
 )
 from circuitx.drawing import DRAW_ENGINES, check_engine, draw
 from circuitx.errors import CircuitxError, listed
-from circuitx.files import atomic_open, check_not_an_input, check_output_path
+from circuitx.files import check_not_an_input, check_output_path
 from circuitx.graph import (
     collapse_positions,
     component_graph,
@@ -26,7 +26,7 @@ from circuitx.graph import (
     position_groups,
     shape_of,
 )
-from circuitx.graph_files import GRAPH_FORMATS, graph_format, graph_to_text, read_graph
+from circuitx.graph_files import GRAPH_FORMATS, graph_format, graph_to_text, read_graph, save_graph
 from circuitx.reference import hand_written_circuit
 from circuitx.scoring import OVERLAP_LEVELS, overlap
 
@@ -183,8 +183,9 @@ def collapsed(graph: Any, path: str) -> Any:
 )
 def export(graph_path, fmt_name, out_path, collapse) -> None:
     """Convert a circuit graph to GraphML, JSON, DOT (the circuit only), EAP-IG's graph
-    JSON (what MIB evaluates) or auto-circuit's edge names (every edge's score by its
-    Edge.name, and the circuit's edges). GRAPH may be either of those two too."""
+    JSON or .pt (what MIB evaluates; --out FILE.pt) or auto-circuit's edge names (every
+    edge's score by its Edge.name, and the circuit's edges). GRAPH may be any of those
+    but DOT."""
     if out_path:
         check_output_path(out_path)
         check_not_an_input(out_path, {"GRAPH": graph_path})
@@ -201,12 +202,10 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
         note(
             f"note: {fmt_name}'s graphs have no transcoder features: the heads and MLPs are written"
         )
-    text = graph_to_text(graph, fmt_name)
     if out_path:
-        with atomic_open(out_path) as handle:
-            handle.write(text)
+        save_graph(graph, out_path, fmt_name)
     else:
-        click.echo(text, nl=False)
+        click.echo(graph_to_text(graph, fmt_name), nl=False)
     off_path = edges_off_path(graph) if fmt_name == "eap-ig" else []
     if off_path:
         kept = sum(1 for *_, in_circuit in graph.edges(data="in_circuit") if in_circuit)

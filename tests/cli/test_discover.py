@@ -216,7 +216,7 @@ def test_export_formats(discovered, tmp_path):
     assert_one_line_error(run("export", out), "give --format (graphml, json, dot, eap-ig")
     assert_one_line_error(
         run("export", out, "--out", tmp_path / "x.txt"),
-        "use .graphml, .json or .dot, or give --format",
+        "use .graphml, .json, .dot or EAP-IG's .pt, or give --format",
     )
     with pytest.raises(cx.CircuitxError, match="unknown graph format 'xml'; choose from graphml"):
         write_graph(read_graph(out), tmp_path / "w.json", fmt="xml")

@@ -7,13 +7,14 @@ import sys
 import pytest
 from conftest import assert_one_line_error, run
 
+from circuitx.builtin.hf import save_tl_legacy_attn_only, word_level_tokenizer
 from circuitx.errors import CircuitxError
 from circuitx.graph import edges_by_name, full_graph, layout_graph, select_edges
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.layout import PositionLayout
 from circuitx.names import parse_edge_name, parse_node
 from circuitx.reference import read_reference
-from circuitx.tasks import get_task
+from circuitx.tasks import get_task, task_vocabulary
 from circuitx.tasks.ioi import CLASS_EDGES, CLASSES
 
 
@@ -214,7 +215,8 @@ def test_a_list_of_edge_names_is_a_reference_in_either_naming(tmp_path):
         (["A0.1->A99.3.K"], r"'A0.1->A99.3.K' \(a0.h1->a99.h3<k>\) is not an edge of a 2 x 2"),
         (["A0.1->Attn 3"], "'Attn 3' is not an auto-circuit node"),
         ([7], "7 is not an edge name"),
-        (["a0.h1->a1.hx<k>"], "reference edges: not a circuit node name: 'a1.hx'"),
+        (["a0.h1->a1.hx<k>"], r"reference edges.json: not a circuit node name: 'a1.hx'"),
+        (["A0.1->A1.1"], r"without naming its input: .* \(A1.1.Q, .K or .V\) in a model made with"),
         ([], "its list of edges is empty"),
         (["input->a1.h1"], r"without naming the head's input: write input->a1.h1<q>, <k> or <v>"),
         ({"IOI_CIRCUIT": {}}, "JSON of none of the forms read"),
@@ -325,3 +327,35 @@ def test_out_dev_stdout_redirected_takes_the_files_format(discovered, tmp_path):
             )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert (tmp_path / name).read_bytes().startswith(start)
+
+
+def test_discover_out_pt_writes_eap_igs_file_or_refuses_before_any_work(tmp_path):
+    """MIB takes EAP-IG's .pt; what it cannot hold is refused before the model runs (a
+    node method's graph was refused after discovery, its work lost)."""
+    out = tmp_path / "c.pt"
+    result = run(
+        "discover", "--task", "ioi", "--model", "planted-ioi", "--method", "eap",
+        "--n-prompts", 4, "--no-faithfulness", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    graph = read_graph(out)
+    assert graph.graph["method"] == "eap" and graph.graph["source_format"] == "eap-ig"
+    assert any(d["in_circuit"] for d in edges_by_name(graph).values())
+    scored = run("score", out, "--json")
+    assert json.loads(scored.stdout)["metrics"]["node_auc"] == 1.0
+    refused = tmp_path / "x.pt"
+    for args, why in [
+        (("--method", "activation-patching"), "activation-patching scores nodes only"),
+        (("--method", "eap", "--positions", "named"), "a circuit over token positions has more"),
+    ]:
+        result = run("discover", "--task", "ioi", "--model", "planted-ioi", *args, "--out", refused)
+        assert_one_line_error(result, f"--out {refused}: EAP-IG's .pt holds a score for each")
+        assert why in result.stderr
+        assert not refused.exists()
+    directory = tmp_path / "attn-only"
+    save_tl_legacy_attn_only(directory, word_level_tokenizer(task_vocabulary()), 2, 4, 32, seed=0)
+    result = run(
+        "discover", "--task", "ioi", "--model", directory, "--method", "eap", "--out", refused
+    )
+    assert_one_line_error(result, "EAP-IG's graphs always have MLPs, and this model has none")
+    assert not refused.exists()

@@ -1,0 +1,161 @@
+"""EAP-IG's graph as its ``Graph.to_pt`` saves it (MIB takes a circuit as .pt or .json):
+the graph its JSON holds, as tensors over EAP-IG's source and destination nodes.
+
+    {"cfg": {...}, "src_nodes": [...], "dst_nodes": [...], "edges_scores": (src, dst),
+     "edges_in_graph": (src, dst), "nodes_in_graph": (src,), "nodes_scores": (src,)?}
+
+It is read into, and written from, the JSON form (``{"cfg", "nodes", "edges"}``), so both
+files go through the same checks. circuitx adds what its JSON adds, under keys EAP-IG's
+``from_pt`` does not read: ``circuitx_metadata`` and ``circuitx_nodes_scores`` (the
+node scores its JSON keeps in ``circuitx_score``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuitx.errors import CircuitxError, first_line
+from circuitx.graph import edges_by_name, full_graph
+from circuitx.names import HEAD_INPUTS, LOGITS, parse_edge_name
+
+PT_KEYS = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "nodes_in_graph")
+METADATA = "circuitx_metadata"
+# (JSON node key, .pt tensor): EAP-IG's node scores, and circuitx's where EAP-IG has none
+NODE_SCORES = (("score", "nodes_scores"), ("circuitx_score", "circuitx_nodes_scores"))
+
+
+def source_nodes(n_layers: int, n_heads: int) -> list[str]:
+    """EAP-IG's forward (source) order: the input, then each layer's heads and its MLP."""
+    names = ["input"]
+    for layer in range(n_layers):
+        names += [f"a{layer}.h{head}" for head in range(n_heads)] + [f"m{layer}"]
+    return names
+
+
+def destination_nodes(n_layers: int, n_heads: int) -> list[str]:
+    """EAP-IG's backward (destination) order: each layer's heads' q, then k, then v
+    inputs, and its MLP; the logits last."""
+    names = []
+    for layer in range(n_layers):
+        for letter in HEAD_INPUTS:
+            names += [f"a{layer}.h{head}<{letter}>" for head in range(n_heads)]
+        names.append(f"m{layer}")
+    return [*names, LOGITS]
+
+
+def _destination(receiver: str, head_input: str | None) -> str:
+    return receiver if head_input is None else f"{receiver}<{head_input}>"
+
+
+def _shape(cfg: Any) -> tuple[int, int, bool]:
+    try:
+        return int(cfg["n_layers"]), int(cfg["n_heads"]), bool(cfg.get("parallel_attn_mlp"))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CircuitxError("EAP-IG graph cfg lacks n_layers and n_heads") from None
+
+
+def load_pt(path: str | Path) -> dict[str, Any]:
+    """The JSON form of the graph EAP-IG's ``to_pt`` saved at ``path`` (loaded as plain
+    tensors and values: nothing in the file is run)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for what it cannot unpickle
+        raise CircuitxError(f"not a graph EAP-IG's to_pt saved: {first_line(error)}") from None
+    if not isinstance(data, dict):
+        raise CircuitxError(f"not a graph EAP-IG's to_pt saved: it holds a {type(data).__name__}")
+    if any("neuron" in str(key) for key in data):
+        raise CircuitxError(
+            "neuron-level EAP-IG graphs are not supported: circuitx graphs have heads and MLPs"
+        )
+    missing = [key for key in PT_KEYS if key not in data]
+    if missing:
+        raise CircuitxError(
+            f"not a graph EAP-IG's to_pt saved: it lacks {', '.join(missing)} (it has "
+            f"{', '.join(map(str, data)) or 'nothing'})"
+        )
+    return from_pt_dict(data)
+
+
+def from_pt_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """The JSON form of a ``to_pt`` dict (see the module's docstring)."""
+    n_layers, n_heads, parallel = _shape(data["cfg"])
+    sources, destinations = list(data["src_nodes"]), list(data["dst_nodes"])
+    scores, member, nodes_in = (
+        torch.as_tensor(data[key]) for key in ("edges_scores", "edges_in_graph", "nodes_in_graph")
+    )
+    grid = (len(sources), len(destinations))
+    if tuple(scores.shape) != grid or tuple(member.shape) != grid or len(nodes_in) != grid[0]:
+        raise CircuitxError(
+            f"EAP-IG graph tensors do not fit its {grid[0]} source and {grid[1]} destination "
+            f"nodes: edges_scores {tuple(scores.shape)}, edges_in_graph {tuple(member.shape)}, "
+            f"nodes_in_graph {tuple(nodes_in.shape)}"
+        )
+    row, column = ({name: i for i, name in enumerate(names)} for names in (sources, destinations))
+    nodes: dict[str, Any] = {
+        name: {"in_graph": bool(nodes_in[i])} for i, name in enumerate(sources)
+    }
+    for key, tensor in NODE_SCORES:
+        if data.get(tensor) is None:
+            continue
+        values = torch.as_tensor(data[tensor]).tolist()
+        if len(values) != len(sources):
+            raise CircuitxError(
+                f"EAP-IG graph {tensor} has {len(values)} scores, not {len(sources)}"
+            )
+        for name, score in zip(sources, values):
+            if not math.isnan(score):  # NaN: EAP-IG's "not scored"
+                nodes[name][key] = score
+    nodes[LOGITS] = {"in_graph": True}  # EAP-IG's logits are always in the graph
+    edges = {}
+    for name in edges_by_name(full_graph(n_layers, n_heads, True, parallel)):
+        sender, receiver, head_input = parse_edge_name(name)
+        target = _destination(receiver, head_input)
+        if sender not in row or target not in column:
+            lacking = sender if sender not in row else target
+            raise CircuitxError(
+                f"EAP-IG graph for a {n_layers} x {n_heads} model lacks node {lacking!r} "
+                "in its src_nodes or dst_nodes"
+            )
+        i, j = row[sender], column[target]
+        edges[name] = {"score": float(scores[i, j]), "in_graph": bool(member[i, j])}
+    form = {"cfg": dict(data["cfg"]), "nodes": nodes, "edges": edges}
+    if isinstance(data.get(METADATA), dict):
+        form[METADATA] = data[METADATA]
+    return form
+
+
+def to_pt_dict(form: dict[str, Any]) -> dict[str, Any]:
+    """What EAP-IG's ``to_pt`` saves for the graph whose JSON form is ``form``: node
+    scores go to ``nodes_scores`` where the JSON puts them where EAP-IG reads them
+    (``score``), else to ``circuitx_nodes_scores``; an unscored node's is NaN, as
+    EAP-IG's."""
+    n_layers, n_heads, _ = _shape(form["cfg"])
+    sources, destinations = source_nodes(n_layers, n_heads), destination_nodes(n_layers, n_heads)
+    row, column = ({name: i for i, name in enumerate(names)} for names in (sources, destinations))
+    scores = torch.zeros(len(sources), len(destinations))
+    member = torch.zeros(len(sources), len(destinations), dtype=torch.bool)
+    for name, edge in form["edges"].items():
+        sender, receiver, head_input = parse_edge_name(name)
+        at = row[sender], column[_destination(receiver, head_input)]
+        scores[at], member[at] = edge["score"], edge["in_graph"]
+    nodes = form["nodes"]
+    saved = {
+        "cfg": dict(form["cfg"]),
+        "src_nodes": sources,
+        "dst_nodes": destinations,
+        "edges_scores": scores,
+        "edges_in_graph": member,
+        "nodes_in_graph": torch.tensor([bool(nodes[name]["in_graph"]) for name in sources]),
+    }
+    for key, tensor in NODE_SCORES:
+        if any(key in nodes[name] for name in sources):
+            saved[tensor] = torch.tensor(
+                [float(nodes[name].get(key, math.nan)) for name in sources]
+            )
+    if METADATA in form:
+        saved[METADATA] = form[METADATA]
+    return saved
