@@ -103,26 +103,35 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
         if INPUT not in members and LOGITS not in members
     )
     largest = max((abs(d["score"]) for *_, d in edges if d["score"] is not None), default=0.0)
+    labelled: set[tuple[str, str]] = set()  # a port's edges meet there: one label says it
+
+    def head(receiver: str, head_input: str | None) -> str:
+        if not head_input:
+            return ""
+        port = f", headport={HEAD_PORTS[head_input]}"
+        if (receiver, head_input) in labelled:
+            return port
+        labelled.add((receiver, head_input))
+        return f", headlabel={head_input}, {HEAD_LABEL}{port}"
+
     for sender, receiver, key, data in edges:
         width = edge_width(data["score"], largest)
         kind = feeds(data, receiver)
         colour = INPUT_COLOURS[kind]
         if reference is not None:
             colour = AGREEMENT["both" if truth.has_edge(sender, receiver, data) else "circuit only"]
-        head = f", headlabel={kind}, {HEAD_LABEL}" if data["input"] else ""
         lines.append(
             f'  "{sender}" -> "{receiver}" [penwidth={width:.2f}, color="{colour}", '
-            f'arrowsize=0.5, tooltip="{_escape(key)}"{head}];'
+            f'arrowsize=0.5, tooltip="{_escape(key)}"{head(receiver, data["input"])}];'
         )
     declared = {*nodes, *missed}
     for sender, receiver, head_input in missed_edges(graph, truth, edges):
         if sender in declared and receiver in declared:
-            head = f", headlabel={head_input}, {HEAD_LABEL}" if head_input else ""
             lines.append(
                 f'  "{sender}" -> "{receiver}" [style=dashed, penwidth=1, '
                 f'color="{AGREEMENT["reference only"]}", arrowsize=0.5, '
                 f'tooltip="{_escape(edge_name(sender, receiver, head_input))}: in the reference '
-                f'only"{head}];'
+                f'only"{head(receiver, head_input)}];'
             )
     lines.append("}")
     drawn = {"nodes": len(nodes), "edges": len(edges), "note": note}
@@ -131,6 +140,9 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
 
 # q, k or v at an edge's head: clear of the arrowhead and of the others into one head
 HEAD_LABEL = "labelfontsize=8, labeldistance=1.6, labelangle=35"
+# where q, k and v enter a head (its inputs come from below): side by side, as in the
+# static picture, so that one label at each port names every edge that meets there
+HEAD_PORTS = {"q": "sw", "k": "s", "v": "se"}
 PNG_DPI = 200  # as the static picture's
 
 

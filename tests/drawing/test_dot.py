@@ -10,7 +10,7 @@ from conftest import METHOD_GRAPHS, assert_one_line_error, run, scored_circuit
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, Picture, draw
 from circuitx.drawing.dot import dot_source
-from circuitx.graph import full_graph, select_nodes
+from circuitx.graph import full_graph, select_edges, select_nodes
 from circuitx.graph_files import write_graph
 
 
@@ -119,3 +119,21 @@ def test_dot_names_the_roles_and_draws_a_png_at_the_static_pictures_resolution(g
 
     for name in ("c.png", "s.png"):
         assert Image.open(tmp_path / name).info["dpi"] == pytest.approx((200, 200), abs=0.01)
+
+
+def test_q_k_and_v_enter_a_head_at_their_own_port_with_one_label_each():
+    """A session's note: dot's q/k/v labels sat on each other near a busy head (a2.h1 of
+    EAP-IG's planted IOI circuit read 'k q k v k v'). Each input now enters at its own
+    side of the head, as in the static picture, and one label names the port."""
+    graph = full_graph(3, 2, True)
+    select_edges(
+        graph,
+        ["input->a2.h0<k>", "a0.h1->a2.h0<k>", "a1.h0->a2.h0<k>", "a0.h1->a2.h0<q>",
+         "a1.h0->a2.h0<v>", "a2.h0->logits"],
+    )  # fmt: skip
+    source, _ = dot_source(Picture(graph))
+    into = [line for line in source.splitlines() if '-> "a2.h0"' in line]
+    ports = {p: sum(f"headport={p}]" in line for line in into) for p in ("sw", "s", "se")}
+    assert ports == {"sw": 1, "s": 3, "se": 1}
+    assert [sum(f"headlabel={x}," in line for line in into) for x in "qkv"] == [1, 1, 1]
+    assert all("headport=s]" in line for line in into if "<k>" in line)
