@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from circuitx.errors import CircuitxError, first_line
+from circuitx.errors import CircuitxError, first_line, listed
 from circuitx.graph import edges_by_name, full_graph
-from circuitx.names import HEAD_INPUTS, LOGITS, parse_edge_name
+from circuitx.names import HEAD_INPUTS, INPUT, LOGITS, parse_edge_name
 
 PT_KEYS = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "nodes_in_graph")
 METADATA = "circuitx_metadata"
@@ -30,7 +30,7 @@ NODE_SCORES = (("score", "nodes_scores"), ("circuitx_score", "circuitx_nodes_sco
 
 def source_nodes(n_layers: int, n_heads: int) -> list[str]:
     """EAP-IG's forward (source) order: the input, then each layer's heads and its MLP."""
-    names = ["input"]
+    names = [INPUT]
     for layer in range(n_layers):
         names += [f"a{layer}.h{head}" for head in range(n_heads)] + [f"m{layer}"]
     return names
@@ -75,7 +75,7 @@ def load_pt(path: str | Path) -> dict[str, Any]:
     if missing:
         raise CircuitxError(
             f"not a graph EAP-IG's to_pt saved: it lacks {', '.join(missing)} (it has "
-            f"{', '.join(map(str, data)) or 'nothing'})"
+            f"{listed([str(key) for key in data], 4) or 'nothing'})"
         )
     return from_pt_dict(data)
 

@@ -319,6 +319,15 @@ def _ground_truth_dir(name: str | None, cache_dir: PathLike) -> Path | None:
     return path if path.is_dir() else None
 
 
+def ground_truths_at_hand(name: str | None, cache_dir: PathLike = None) -> bool:
+    """Whether model ``name``'s ground truths (if it has any) are read without building
+    it: all but a tracr model not yet compiled."""
+    spec = BUILTIN_MODELS.get(name) if name is not None else None
+    if spec is None or not spec.has_ground_truth or spec.circuits is not None:
+        return True
+    return built_model_dir(spec.name, cache_dir) is not None
+
+
 def ships_ground_truth(name: str) -> bool:
     """Whether ``name`` is a built-in model that ships a ground-truth circuit."""
     return name in BUILTIN_MODELS and BUILTIN_MODELS[name].has_ground_truth

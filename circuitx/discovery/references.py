@@ -130,7 +130,8 @@ def resolve_reference(
         graph = discover_reference(task.reference_task)
         return graph, f"{task.reference_task} circuit found by {graph.graph['method']}", None
     reference = read_reference(spec, *shape)  # check_reference: a file
-    if not any(role for _, role in reference.nodes(data="role")):  # e.g. one discover saved
+    roleless = not any(role for _, role in reference.nodes(data="role"))  # one discover saved
+    if roleless and builtin.ground_truths_at_hand(planted, cache_dir):
         try:  # the roles the model's own reference gives its heads, to place them by
             own = resolve_reference("auto", task_name, model_id, shape, None, planted, cache_dir)
         except CircuitxError:

@@ -14,6 +14,7 @@ from conftest import run
 from circuitx.builtin import (
     BUILTIN_MODELS,
     ground_truth,
+    ground_truths_at_hand,
     load,
     model_dir,
     own_ground_truth,
@@ -176,6 +177,9 @@ def test_a_tracr_models_ground_truths_are_named_before_it_compiles(name, shipped
         own_ground_truth(name, None, tmp_path, which="zz")
     assert not any(tmp_path.iterdir())
     assert sorted(BUILTIN_MODELS[name].truth_names) == shipped_ground_truths(name)
+    # read without a build: a planted model's always, a tracr model's once compiled
+    assert not ground_truths_at_hand(name, tmp_path) and ground_truths_at_hand(name)
+    assert ground_truths_at_hand("planted-ioi", tmp_path)
 
 
 def test_roles_are_rasp_names_without_tracrs_process_wide_ids():
