@@ -39,7 +39,7 @@ from circuitx.discovery import (
 from circuitx.discovery import discover as run_discovery
 from circuitx.drawing import draw as draw_graph
 from circuitx.engine import parse_memory
-from circuitx.errors import CircuitxError, CircuitxWarning, a_type
+from circuitx.errors import CircuitxError, CircuitxWarning, a_type, listed
 from circuitx.graph import collapse_positions as collapse
 from circuitx.graph import layout_of
 from circuitx.graph_files import check_flags, check_graph, read_graph, write_graph
@@ -169,13 +169,31 @@ def discover(
     ).validated()
     if isinstance(model, str):
         model = builtin.load(str(request.model), device, request.dtype, request.cache_dir)
-    graph = run_discovery(model, request)
+    hooked = model.hooked_points()  # a caller's hooks run in every pass
+    try:
+        graph = run_discovery(model, request)
+    except CircuitxError as error:
+        if hooked:
+            raise CircuitxError(f"{error}; {_hooks_text(hooked)} ({REMOVE_HOOKS})") from None
+        raise
     summary = report(graph, None, None, asked=request.n_prompts)
     said = top_k_notes(layout_of(graph), request.method, top_k) if top_k is not None else []
     said += unused_options(METHODS[request.method], options, request.options)
+    if hooked:
+        graph.graph["caller_hooks"] = hooked
+        said.append(f"{_hooks_text(hooked)}: this is the hooked model's circuit ({REMOVE_HOOKS})")
+    graph.graph["warnings"] = summary["warnings"]  # Python shows a message once per place
     for line in said + summary["warnings"]:
         warnings.warn(line, CircuitxWarning, stacklevel=2)
     return graph
+
+
+REMOVE_HOOKS = "model.bridge.reset_hooks() removes them"
+
+
+def _hooks_text(hooked: list[str]) -> str:
+    """What a model holding a caller's hooks is told."""
+    return f"the model holds hooks of your own (at {listed(hooked, 3)}), and they ran in every pass"
 
 
 # discover's command-line options that are not keywords of discover(), and what does their

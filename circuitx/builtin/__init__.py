@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 import networkx as nx
+import torch
 
 from circuitx.builtin import random_model
 from circuitx.builtin.cache import (
@@ -227,9 +228,10 @@ def _cached_dir(name: str, cache_dir: PathLike = None) -> Path:
 
 
 def model_dir(name: str, cache_dir: PathLike = None) -> Path:
-    """The directory of built-in model ``name``, built into the cache first if needed."""
+    """The directory of built-in model ``name``, built into the cache first if needed
+    (the caller's random state kept: a build draws from torch's generator)."""
     target = _cached_dir(name, cache_dir)
-    with quiet_loaders():
+    with quiet_loaders(), torch.random.fork_rng(devices=[]):
         return build_once(
             target,
             BUILTIN_MODELS[name].build,

@@ -50,7 +50,22 @@ def method_label(method: Method, options: dict[str, Any]) -> str:
 
 def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     """Run the request's method on its task with ``model`` and return the scored,
-    selected circuit graph, with its faithfulness measured."""
+    selected circuit graph, with its faithfulness measured.
+
+    It runs as it would in a fresh process, whatever the caller set, and gives back what
+    was set: the model's optional hook points off but where a pass turns them on (a
+    caller's split q/k/v moved scores by up to 1e-3: a trial), torch's default dtype
+    float32 (a float64 default moved the learned masks' scores, and broke the SAE's)."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with model.hooks_enabled((), only=True):
+            return _discover(model, request)
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def _discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     request = request.validated()
     method = get_method(request.method)
     task = get_task(request.task, request.corruption, request.task_format)
@@ -76,7 +91,9 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     # gradient methods take their gradients whatever the caller set (a trial's
     # cx.discover(..., "eap") inside torch.no_grad() failed to hook a tensor)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
-        torch.manual_seed(request.seed)
+        # the CPU's generator, which fork_rng gives back; torch.manual_seed would also
+        # reseed every GPU's, left so after the call (the methods draw from their own)
+        torch.random.default_generator.manual_seed(request.seed)
         data = task.make_data(model, request.n_prompts, request.seed)
         layout = position_layout(model.layout, task, data, request.positions, model.causal)
         engine = Engine(

@@ -153,7 +153,7 @@ def check_cells(cells: list[Cell]) -> None:
             model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
             task = get_task(request.task, request.corruption, request.task_format)
             with torch.random.fork_rng(devices=[]):  # as discover draws them (and fails)
-                torch.manual_seed(request.seed)
+                torch.random.default_generator.manual_seed(request.seed)
                 data = task.make_data(model, request.n_prompts, request.seed)
             if request.positions != "none":
                 position_layout(model.layout, task, data, request.positions, model.causal)

@@ -204,21 +204,28 @@ def release_freed_memory(device: torch.device) -> None:
 
 
 def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """The bridge of the model at ``source``. The caller's random state is kept: booting
+    draws from torch's generator (a trial's GPT-2 loads moved it; the weights are then
+    loaded over what it drew)."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    legacy = source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir()
-    if legacy or (Path(source).is_dir() and is_tl_legacy_dir(Path(source))):
-        model, tokenizer = gpt2_from_tl_legacy(source, dtype)
-    else:  # a tokenizer of None: the bridge loads it
-        model = ungrouped_model(pretrained_model(source, dtype))
-        tokenizer = saved_tokenizer(source)
-    return TransformerBridge.boot_transformers(
-        source,
-        device=device,
-        dtype=dtype,
-        hf_model=fused_activations(model).to(device),
-        tokenizer=tokenizer,
-    )
+    gpus = []
+    if device.type == "cuda":
+        gpus = [torch.cuda.current_device() if device.index is None else device.index]
+    with torch.random.fork_rng(devices=gpus):
+        legacy = source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir()
+        if legacy or (Path(source).is_dir() and is_tl_legacy_dir(Path(source))):
+            model, tokenizer = gpt2_from_tl_legacy(source, dtype)
+        else:  # a tokenizer of None: the bridge loads it
+            model = ungrouped_model(pretrained_model(source, dtype))
+            tokenizer = saved_tokenizer(source)
+        return TransformerBridge.boot_transformers(
+            source,
+            device=device,
+            dtype=dtype,
+            hf_model=fused_activations(model).to(device),
+            tokenizer=tokenizer,
+        )
 
 
 def fused_activations(model: Any) -> Any:

@@ -129,20 +129,31 @@ class Model:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))
 
+    def hooked_points(self) -> list[str]:
+        """The names of the bridge's hook points that hold hooks: a caller's (circuitx's
+        own are gone after each pass), each point by all its names."""
+        points = self.bridge.hook_dict
+        hooked = {id(point) for point in points.values() if _holds_hooks(point)}
+        return sorted(name for name, point in points.items() if id(point) in hooked)
+
     def enable_hooks(self, flags: Iterable[str]) -> None:
         """Turn on the optional hook points a method needs (see ``HOOK_FLAGS``)."""
         for flag in flags:
             self._set_flag(flag, True)
 
     @contextlib.contextmanager
-    def hooks_enabled(self, flags: Iterable[str]) -> Iterator[None]:
-        """Turn on optional hook points for the passes inside the block, then restore them.
+    def hooks_enabled(self, flags: Iterable[str], only: bool = False) -> Iterator[None]:
+        """Turn on optional hook points for the passes inside the block (with ``only``,
+        turn the others off), then restore them.
 
         The split q/k/v path computes LayerNorm per head: equal in exact arithmetic, it
         differs in float rounding, so passes that do not need it run without it.
         """
-        before = {flag: bool(getattr(self.bridge.cfg, HOOK_FLAGS[flag], False)) for flag in flags}
-        self.enable_hooks(flags)
+        flags = tuple(flags)
+        changed = HOOK_FLAGS if only else flags
+        before = {flag: bool(getattr(self.bridge.cfg, HOOK_FLAGS[flag], False)) for flag in changed}
+        for flag in changed:
+            self._set_flag(flag, flag in flags)
         try:
             yield
         finally:
@@ -331,3 +342,9 @@ def _adapt_hook(fn: HookFn) -> Callable[..., Any]:
         return fn(tensor)
 
     return hook
+
+
+def _holds_hooks(module: torch.nn.Module) -> bool:
+    """Whether any forward or backward hook is registered on ``module``."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return any(getattr(module, kind, None) for kind in kinds)
