@@ -370,8 +370,7 @@ def gpt2_from_tl_legacy(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
     gpt2.circuitx_attn_only = bool(attn_only)
-    with torch.random.fork_rng(devices=[]):
-        model = GPT2LMHeadModel(gpt2)
+    model = GPT2LMHeadModel(gpt2)  # its random init, overwritten below, under _boot's fork
     with torch.no_grad():
         model.transformer.wte.weight.copy_(state["embed.W_E"])
         model.transformer.wpe.weight.copy_(state["pos_embed.W_pos"])
