@@ -136,7 +136,8 @@ def to_pt_dict(form: dict[str, Any]) -> dict[str, Any]:
     n_layers, n_heads, _ = _shape(form["cfg"])
     sources, destinations = source_nodes(n_layers, n_heads), destination_nodes(n_layers, n_heads)
     row, column = ({name: i for i, name in enumerate(names)} for names in (sources, destinations))
-    scores = torch.zeros(len(sources), len(destinations))
+    # float64, which EAP-IG's from_pt casts to its float32: the scores read back exactly
+    scores = torch.zeros(len(sources), len(destinations), dtype=torch.float64)
     member = torch.zeros(len(sources), len(destinations), dtype=torch.bool)
     for name, edge in form["edges"].items():
         sender, receiver, head_input = parse_edge_name(name)
@@ -153,9 +154,8 @@ def to_pt_dict(form: dict[str, Any]) -> dict[str, Any]:
     }
     for key, tensor in NODE_SCORES:
         if any(key in nodes[name] for name in sources):
-            saved[tensor] = torch.tensor(
-                [float(nodes[name].get(key, math.nan)) for name in sources]
-            )
+            values = [float(nodes[name].get(key, math.nan)) for name in sources]
+            saved[tensor] = torch.tensor(values, dtype=torch.float64)
     if METADATA in form:
         saved[METADATA] = form[METADATA]
     return saved

@@ -292,14 +292,20 @@ def eap_ig_universe(n_layers: int, n_heads: int, parallel: bool) -> tuple[list[s
     return [*nodes, "logits"], edges
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_eap_ig_export_has_eap_igs_universe_and_round_trips(tmp_path, parallel):
+def edge_scored_graph(parallel: bool) -> nx.MultiDiGraph:
+    """A 3 x 2 graph with every edge and component scored (tenths), a0.h1 and m1 kept."""
     graph = full_graph(3, 2, True, parallel, task="ioi", method="eap", d_model=16)
     for i, (name, data) in enumerate(edges_by_name(graph).items()):
         data["score"] = (i % 7 - 3) / 10
     for i, node in enumerate(graph.nodes):
         graph.nodes[node]["score"] = i / 10 if node not in ("input", "logits") else None
     select_nodes(graph, ["a0.h1", "m1"])
+    return graph
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_eap_ig_export_has_eap_igs_universe_and_round_trips(tmp_path, parallel):
+    graph = edge_scored_graph(parallel)
     path = tmp_path / "g.json"
     write_graph(graph, path, "eap-ig")
     data = json.loads(path.read_text())
@@ -413,12 +419,7 @@ def eap_ig_indices(name: str, n_heads: int) -> tuple[int, int]:
 def test_eap_ig_pt_files_hold_eap_igs_tensors_and_round_trip(tmp_path, parallel):
     """MIB takes a circuit as EAP-IG's .json or .pt (Graph.to_pt): a .pt is written with
     EAP-IG's node order and tensor layout, and read back as the graph it was."""
-    graph = full_graph(3, 2, True, parallel, task="ioi", method="eap", d_model=16)
-    for i, (name, data) in enumerate(edges_by_name(graph).items()):
-        data["score"] = (i % 7 - 3) / 8
-    for i, node in enumerate(graph.nodes):
-        graph.nodes[node]["score"] = i / 8 if node not in ("input", "logits") else None
-    select_nodes(graph, ["a0.h1", "m1"])
+    graph = edge_scored_graph(parallel)
     path = tmp_path / "g.pt"
     write_graph(graph, path)
     saved = torch.load(path, weights_only=True)
