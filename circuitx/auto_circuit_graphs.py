@@ -22,6 +22,7 @@ from circuitx.files import plain, read_score
 from circuitx.graph import (
     edges_by_name,
     full_graph,
+    own_node_scores,
     require_components,
     score_nodes_by_edges,
     select_edges,
@@ -76,11 +77,7 @@ def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         "circuit": circuit,
         METADATA: {k: plain(v) for k, v in graph.graph.items() if k not in SHAPE_KEYS}
         | dict(zip(SHAPE_KEYS, (*shape_of(graph), bool(graph.graph.get("parallel"))))),
-        NODE_SCORES: {
-            node: plain(float(score))
-            for node, score in graph.nodes(data="score")
-            if score is not None
-        },
+        NODE_SCORES: {node: plain(float(score)) for node, score in own_node_scores(graph).items()},
     }
 
 

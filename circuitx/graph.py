@@ -223,13 +223,26 @@ def select_edges(graph: nx.MultiDiGraph, selected: Iterable[str]) -> None:
         data["in_circuit"] = node in keep
 
 
+# graph metadata: its node scores are its edges' (:func:`score_nodes_by_edges`), so a file
+# that scores edges alone is written without them
+NODE_SCORES_FROM_EDGES = "node_scores_from_edges"
+
+
 def score_nodes_by_edges(graph: nx.MultiDiGraph) -> None:
     """Give each node with a scored outgoing edge its strongest one's score (a graph file
-    that scores edges only: EAP-IG's, auto-circuit's names)."""
+    that scores edges only: EAP-IG's, auto-circuit's names), and say so in the metadata."""
     for node in graph.nodes:
         out = [d["score"] for *_, d in graph.out_edges(node, data=True) if d["score"] is not None]
         if out:
             graph.nodes[node]["score"] = max(out, key=abs)
+    graph.graph[NODE_SCORES_FROM_EDGES] = True
+
+
+def own_node_scores(graph: nx.MultiDiGraph) -> dict[str, float]:
+    """The node scores a graph holds of its own: none where they are its edges'."""
+    if graph.graph.get(NODE_SCORES_FROM_EDGES):
+        return {}
+    return {node: score for node, score in graph.nodes(data="score") if score is not None}
 
 
 def score_level(graph: nx.MultiDiGraph) -> str:

@@ -36,6 +36,7 @@ from circuitx.graph import (
     edges_by_name,
     full_graph,
     layout_of,
+    own_node_scores,
     require_components,
     score_nodes_by_edges,
     shape_of,
@@ -483,7 +484,8 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     (what MIB evaluates): ``cfg`` (with ``d_model``, which its reader needs), each node's
     membership, and each edge's score and membership. Node scores go where EAP-IG reads
     them (``score``) only when they came from an EAP-IG graph that had them; otherwise in
-    ``circuitx_score``, which it does not read: an edge-level EAP-IG graph has none, and
+    ``circuitx_score``, which it does not read (none where they are the edges', as read
+    from a file that scores edges alone): an edge-level EAP-IG graph has none, and
     a graph loaded with them is a node-level one to EAP-IG (MIB's ``--level node`` ranks
     by them; its ``to_json`` then fails). The metadata goes in ``circuitx_metadata``."""
     n_layers, n_heads, has_mlp = shape_of(graph)
@@ -523,10 +525,11 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     }
     nodes = {}
     score_key = "score" if graph.graph.get(EAP_IG_NODE_SCORES) else "circuitx_score"
+    own = own_node_scores(graph)
     for name, data in graph.nodes(data=True):
         nodes[name] = {"in_graph": bool(data["in_circuit"])}
-        if data["score"] is not None:
-            nodes[name][score_key] = plain(data["score"])
+        if name in own:
+            nodes[name][score_key] = plain(own[name])
     return {
         "cfg": cfg,
         "nodes": nodes,

@@ -523,7 +523,7 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
     each node scores its strongest outgoing edge."""
     nodes, edges = eap_ig_universe(2, 2, False)
     data = {
-        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False},
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False, "d_model": 8},
         "nodes": {name: name in ("input", "a0.h1", "logits") for name in nodes},
         "edges": {name: {"score": 0.0, "in_graph": False} for name in edges},
     }
@@ -536,6 +536,14 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
     assert graph.nodes["a0.h1"]["score"] == 0.25 and graph.nodes["input"]["score"] == -0.5
     kept = [name for name, d in edges_by_name(graph).items() if d["in_circuit"]]
     assert sorted(kept) == ["a0.h1->logits", "input->a0.h1<v>"]
+    # written again, the edges' node scores are not passed off as the graph's own (a
+    # helper's trial: each node gained a circuitx_score)
+    for fmt in ("eap-ig", "auto-circuit"):
+        write_graph(graph, tmp_path / f"{fmt}.json", fmt)
+    nodes_written = json.loads((tmp_path / "eap-ig.json").read_text())["nodes"]
+    assert nodes_written["a0.h1"] == {"in_graph": True}
+    assert json.loads((tmp_path / "auto-circuit.json").read_text())["circuitx_node_scores"] == {}
+    assert read_graph(tmp_path / "eap-ig.json").nodes["a0.h1"]["score"] == 0.25
 
 
 @pytest.mark.parametrize(
