@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from circuitx.builtin import build_once, ground_truth
-from circuitx.builtin.tracr import TASK, build, check_inputs, programs
+from circuitx.builtin.tracr import TASK, check_inputs, compile_program, programs, save_compiled
 from circuitx.builtin.tracr.agreement import agreement_warnings, program_agreement
 from circuitx.cli.common import fmt, json_option, note, print_json
 from circuitx.errors import CircuitxError
@@ -76,9 +76,11 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
     def build_and_check(staging: Path) -> None:
         """The model, with its agreement with the program measured before it moves into
         place: a run stopped before that leaves no directory."""
-        build(staging, rasp_program, set(values), max_seq_len, name, inputs, length)
+        compiled = compile_program(rasp_program, set(values), max_seq_len)
+        save_compiled(staging, compiled, rasp_program, name, inputs, length)
         model = load_model(str(staging))
-        checked.append(program_agreement(model, read_program(staging), rasp_program))
+        described = read_program(staging)
+        checked.append(program_agreement(model, described, rasp_program, compiled=compiled))
 
     try:
         with quiet_loaders():
@@ -104,6 +106,8 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
         "circuit_nodes": nodes,
         "circuit_edges": len(edges),
         "program_agreement": {"agreeing": agreed, "inputs": agreement.inputs},
+        # of the inputs the model answers otherwise, those tracr's own model does too
+        "tracr_disagreeing": agreement.tracr_disagreeing,
         "undefined_positions": {"undefined": agreement.undefined, "positions": agreement.positions},
         "warnings": agreement_warnings(agreement),
     }

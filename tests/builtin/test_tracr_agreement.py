@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from circuitx.builtin import load, model_dir
-from circuitx.builtin.tracr import TRACR, read_program
+from circuitx.builtin.tracr import TRACR, compile_program, read_program, save_compiled
 from circuitx.builtin.tracr.agreement import Agreement, agreement_warnings, program_agreement
+from circuitx.models import load_model
 
 pytest.importorskip("tracr", reason="tracr is in the test extra; this install lacks it")
 
@@ -22,8 +23,32 @@ def test_every_builtin_tracr_model_computes_its_program(name):
     assert agreement_warnings(agreement) == []
 
 
-def test_a_disagreement_is_said_with_its_first_example():
-    agreement = Agreement(27, 21, 81, 0, "1 1 1: program [1 - -], model [1 3 3]")
+def test_a_disagreement_is_said_with_its_first_example_and_whose_it_is():
+    """A helper's trial: the cause was said to be inputs outside the program's domain,
+    where tracr's own model was as wrong (its numerical MLPs at --max-seq-len 100)."""
+    agreement = Agreement(27, 21, 81, 0, "1 1 1: program [1 - -], model [1 3 3]", 21)
     (line,) = agreement_warnings(agreement)
     assert line.startswith("the compiled model answers 21 of 27 inputs checked otherwise")
     assert "(first: 1 1 1: program [1 - -], model [1 3 3])" in line
+    assert "tracr's own compiled model answers them so too" in line
+    (mixed,) = agreement_warnings(Agreement(27, 15, 81, 0, "1 1 2: ...", 13))
+    assert "answers 13 of them so too" in mixed and "the other 2 the conversion" in mixed
+    (ours,) = agreement_warnings(Agreement(27, 2, 81, 0, "1 1 2: ...", 0))
+    assert "the conversion to GPT-2 differs there" in ours
+
+
+def test_tracrs_own_model_is_asked_where_the_conversion_disagrees(tmp_path):
+    """A numerical map of make_frac_prevs (a trial's program): tracr's own MLP gives 0.25
+    where the program gives 0.444, and so does the converted model."""
+    from tracr.compiler import lib
+    from tracr.rasp import rasp
+
+    program = rasp.numerical(rasp.Map(lambda x: x * x, lib.make_frac_prevs(rasp.tokens == 1)))
+    compiled = compile_program(program, {1, 2, 3}, 5)
+    save_compiled(tmp_path, compiled, program, "squared", "sequences", 3)
+    described = read_program(tmp_path)
+    agreement = program_agreement(load_model(str(tmp_path)), described, program, compiled=compiled)
+    assert agreement.disagreeing == agreement.tracr_disagreeing == 6
+    assert (
+        program_agreement(load_model(str(tmp_path)), described, program).tracr_disagreeing is None
+    )

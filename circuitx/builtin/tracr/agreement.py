@@ -22,13 +22,17 @@ class Agreement:
     positions: int  # positions read (every one after BOS)
     undefined: int  # of them, where the program gives no value (its output there is None)
     example: str | None  # the first disagreeing input, with both outputs
+    # of the disagreeing inputs, those tracr's own compiled model answers otherwise than
+    # the program too (None: it was not run)
+    tracr_disagreeing: int | None = None
 
 
 def program_agreement(
-    model: Model, described: TracrProgram, rasp_program: Any, seed: int = 0
+    model: Model, described: TracrProgram, rasp_program: Any, seed: int = 0, compiled: Any = None
 ) -> Agreement:
     """Compare ``model`` (a compiled ``rasp_program`` described by ``described``) with the
-    program itself on up to :data:`AGREEMENT_INPUTS` of the task's inputs."""
+    program itself on up to :data:`AGREEMENT_INPUTS` of the task's inputs; where they
+    disagree, tracr's own ``compiled`` model (its ``AssembledTransformerModel``) too."""
     _, _, rasp = programs.tracr_modules()
     inputs = sampled_inputs(described, AGREEMENT_INPUTS, random.Random(seed))
     read = read_outputs(model, described, inputs)[3].cpu()  # [n, length, k]
@@ -36,17 +40,31 @@ def program_agreement(
         answers: list[list[Any]] = read[..., 0].tolist()
     else:
         answers = [[described.output_values[i] for i in row] for row in read.argmax(-1).tolist()]
-    disagreeing, undefined, example = 0, 0, None
+    disagreeing, undefined, example, tracr_disagreeing = 0, 0, None, 0
     for row, answer in zip(inputs, answers):
         expected = rasp.evaluate(rasp_program, list(row))
         undefined += sum(value is None for value in expected)
-        if any(not _agrees(want, got, described.numerical) for want, got in zip(expected, answer)):
+        if not _all_agree(expected, answer, described.numerical):
             disagreeing += 1
             if example is None:
                 example = (
                     f"{' '.join(map(str, row))}: program {_shown(expected)}, model {_shown(answer)}"
                 )
-    return Agreement(len(inputs), disagreeing, len(inputs) * described.length, undefined, example)
+            if compiled is not None:
+                tracrs = compiled.apply([described.bos, *row]).decoded[1:]
+                tracr_disagreeing += not _all_agree(expected, tracrs, described.numerical)
+    return Agreement(
+        len(inputs),
+        disagreeing,
+        len(inputs) * described.length,
+        undefined,
+        example,
+        None if compiled is None else tracr_disagreeing,
+    )
+
+
+def _all_agree(expected: list[Any], answer: list[Any], numerical: bool) -> bool:
+    return all(_agrees(want, got, numerical) for want, got in zip(expected, answer))
 
 
 def _agrees(want: Any, got: Any, numerical: bool) -> bool:
@@ -74,9 +92,9 @@ def agreement_warnings(agreement: Agreement) -> list[str]:
     if agreement.disagreeing:
         said.append(
             f"the compiled model answers {agreement.disagreeing} of {agreement.inputs} inputs "
-            f"checked otherwise than the program (first: {agreement.example}): they are "
-            "outside the program's domain, and discovery explains the model's outputs there, "
-            "not the program's"
+            f"checked otherwise than the program (first: {agreement.example}): "
+            f"{_why(agreement)}; discovery explains the model's outputs there, not the "
+            "program's"
         )
     if agreement.undefined:
         said.append(
@@ -84,3 +102,25 @@ def agreement_warnings(agreement: Agreement) -> list[str]:
             "positions the tracr task reads: the model's output there is whatever its weights give"
         )
     return said
+
+
+def _why(agreement: Agreement) -> str:
+    """Why a compiled model disagrees with its program, by whether tracr's own does."""
+    tracrs, disagreeing = agreement.tracr_disagreeing, agreement.disagreeing
+    if tracrs is None:
+        return "tracr's own compiled model was not run on them"
+    compiles = (
+        "tracr compiles some programs only approximately: its numerical MLPs lose precision "
+        "as --max-seq-len grows, and a categorical aggregate must select one key"
+    )
+    if tracrs == disagreeing:
+        return f"tracr's own compiled model answers them so too ({compiles})"
+    if tracrs == 0:
+        return (
+            "tracr's own compiled model answers them as the program does, so the conversion "
+            "to GPT-2 differs there (please report it)"
+        )
+    return (
+        f"tracr's own compiled model answers {tracrs} of them so too ({compiles}); the other "
+        f"{disagreeing - tracrs} the conversion to GPT-2 adds"
+    )
