@@ -37,7 +37,7 @@ from circuitx.builtin.cache import (
     cache_root,
     torch_threads,
 )
-from circuitx.builtin.ground_truth import read_ground_truths
+from circuitx.builtin.ground_truth import CIRCUIT_FILE, read_ground_truths
 from circuitx.builtin.planted import PLANTED
 from circuitx.builtin.tracr import TASK as TRACR_TASK
 from circuitx.builtin.tracr import TRACR, truth_names
@@ -328,6 +328,18 @@ def ground_truths_at_hand(name: str | None, cache_dir: PathLike = None) -> bool:
     if spec is None or not spec.has_ground_truth or spec.circuits is not None:
         return True
     return built_model_dir(spec.name, cache_dir) is not None
+
+
+def ground_truth_owner(name: str) -> str | None:
+    """The model whose ground truths ``--reference NAME`` names: a built-in model that
+    ships them, or a model directory holding ``circuit.json`` (a built tracr model; the
+    file itself names its directory); None otherwise."""
+    if ships_ground_truth(name):
+        return name
+    path = Path(name).expanduser()
+    if path.name == CIRCUIT_FILE and path.is_file():
+        path = path.parent
+    return str(path) if (path / CIRCUIT_FILE).is_file() else None
 
 
 def ships_ground_truth(name: str) -> bool:

@@ -65,9 +65,10 @@ def resolve_reference(
     if spec == "none":
         return None, None, "no reference requested"
     model_name, _, which = spec.partition(":")
-    if builtin.ships_ground_truth(model_name):  # a model's ground truth (one it names)
-        truth = builtin.own_ground_truth(model_name, task_name, cache_dir, which)
-        return truth, truth_label(model_name, truth), None
+    owner = builtin.ground_truth_owner(model_name)  # a model's ground truth (one it names)
+    if owner is not None:
+        truth = builtin.own_ground_truth(owner, task_name, cache_dir, which)
+        return truth, truth_label(owner, truth), None
     if spec in ("auto", "planted"):
         truth = builtin.ground_truth(planted, task_name, cache_dir)
         if truth is None and task_name not in TASKS and builtin.ships_ground_truth(planted or ""):

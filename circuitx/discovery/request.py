@@ -278,8 +278,8 @@ def check_reference(spec: str, task_name: str | None = None) -> None:
     TASK[:VARIANT], a built-in model that ships a ground truth, or an existing graph
     file; and unless it is a task's reference that is the run's own circuit (on task
     ``task_name``, colored-objects' reference is the IOI circuit the same method finds)."""
-    if spec in REFERENCE_WORDS or builtin.ships_ground_truth(spec.partition(":")[0]):
-        return  # a model's ground truth, or one of them (MODEL:VARIANT)
+    if spec in REFERENCE_WORDS or builtin.ground_truth_owner(spec.partition(":")[0]):
+        return  # a model's ground truth, or one of them (MODEL:VARIANT; a model directory)
     base, _, variant = spec.partition(":")
     if base in TASKS:
         task = TASKS[base]

@@ -146,6 +146,25 @@ def test_a_program_in_the_working_directory_is_found(tmp_path, monkeypatch):
     assert str(tmp_path) not in sys.path  # the import path is left as it was
 
 
+def test_a_built_directory_names_its_ground_truth_as_a_reference(tmp_path):
+    """A helper's trial: --reference DIR said "a directory, not a graph file", and
+    DIR/circuit.json "JSON of none of the forms read"; a built-in model's name worked."""
+    out = tmp_path / "sort"
+    args = ("make_sort_unique", "--vocab", "1,2,3", "--max-seq-len", "3", "--out", out)
+    assert run("build-tracr", *args).exit_code == 0
+    graph = tmp_path / "g.graphml"
+    found = run("discover", "--task", "tracr", "--model", out, "--method", "eap", "--out", graph)
+    assert found.exit_code == 0, found.output
+    expected = json.loads(run("score", graph, "--json").stdout)["metrics"]
+    for spec in (out, out / "circuit.json", f"{out}:weights"):
+        scored = run("score", graph, "--reference", spec, "--json")
+        assert scored.exit_code == 0, scored.output
+        assert json.loads(scored.stdout)["metrics"] == expected
+    assert_one_line_error(
+        run("score", graph, "--reference", f"{out}:zz"), "ships no ground truth 'zz'; choose from"
+    )
+
+
 def test_build_tracr_says_where_the_program_gives_no_value(tmp_path):
     """make_sort_unique on sequences with repeats: the program gives no value where a
     token repeats (24 of the 81 positions of 27 inputs), and the model agrees with it
