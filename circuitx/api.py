@@ -188,7 +188,8 @@ def discover(
     return graph
 
 
-REMOVE_HOOKS = "model.bridge.reset_hooks() removes them"
+# TransformerLens's reset_hooks removes what its add_hook added, not a torch hook's handle
+REMOVE_HOOKS = "model.bridge.reset_hooks() removes those add_hook added"
 
 
 def _hooks_text(hooked: list[str]) -> str:

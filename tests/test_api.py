@@ -73,7 +73,7 @@ def test_the_callers_hooks_are_named_in_the_warning_the_graph_and_an_error(model
     try:
         with pytest.warns(cx.CircuitxWarning, match=r"hooks of your own \(at blocks.2.hook_in"):
             graph = find(model)
-        assert graph.graph["caller_hooks"] == ["blocks.2.hook_in", "blocks.2.hook_resid_pre"]
+        assert graph.graph["caller_hooks"] == ["blocks.2.hook_in = blocks.2.hook_resid_pre"]
         assert scores(graph) != plain  # the hooked model's circuit
         model.bridge.reset_hooks()
         model.bridge.add_hook("blocks.2.hook_resid_pre", lambda t, hook: t * 0)
@@ -82,6 +82,15 @@ def test_the_callers_hooks_are_named_in_the_warning_the_graph_and_an_error(model
     finally:
         model.bridge.reset_hooks()
     assert scores(find(model)) == plain and "caller_hooks" not in find(model).graph
+    # a torch hook of the caller's on a module (a trial's zeroed attention went unsaid);
+    # TransformerLens's own hooks on its blocks are not the caller's
+    handle = model.bridge.blocks[3].attn.register_forward_hook(lambda module, args, out: out)
+    try:
+        with pytest.warns(cx.CircuitxWarning, match=r"hooks of your own \(at blocks.3.*attn\)"):
+            find(model)
+    finally:
+        handle.remove()
+    assert model.hooked_points() == []
 
 
 def test_a_warning_python_shows_once_is_kept_in_each_graph(model):

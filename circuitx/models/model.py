@@ -130,11 +130,21 @@ class Model:
         return self.tokenizer.decode(list(ids))
 
     def hooked_points(self) -> list[str]:
-        """The names of the bridge's hook points that hold hooks: a caller's (circuitx's
-        own are gone after each pass), each point by all its names."""
-        points = self.bridge.hook_dict
-        hooked = {id(point) for point in points.values() if _holds_hooks(point)}
-        return sorted(name for name, point in points.items() if id(point) in hooked)
+        """Where the bridge holds a caller's hooks (circuitx's own are gone after each
+        pass): its hook points with any hook, each by all its names (``blocks.0.hook_in =
+        blocks.0.hook_resid_pre``), and its other modules with a torch hook that is not
+        the libraries' own (TransformerLens wires some into its blocks)."""
+        names: dict[int, list[str]] = {}
+        for name, point in self.bridge.hook_dict.items():
+            names.setdefault(id(point), []).append(name)
+        found = []
+        for name, module in self.bridge.named_modules():
+            if id(module) in names:
+                if _hooks_of(module):
+                    found.append(" = ".join(sorted(names[id(module)])))
+            elif any(not _libraries(hook) for hook in _hooks_of(module)):
+                found.append(name)
+        return sorted(found)
 
     def enable_hooks(self, flags: Iterable[str]) -> None:
         """Turn on the optional hook points a method needs (see ``HOOK_FLAGS``)."""
@@ -344,7 +354,15 @@ def _adapt_hook(fn: HookFn) -> Callable[..., Any]:
     return hook
 
 
-def _holds_hooks(module: torch.nn.Module) -> bool:
-    """Whether any forward or backward hook is registered on ``module``."""
+def _hooks_of(module: torch.nn.Module) -> list[Callable[..., Any]]:
+    """The forward and backward hooks registered on ``module``."""
     kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return any(getattr(module, kind, None) for kind in kinds)
+    return [hook for kind in kinds for hook in (getattr(module, kind, None) or {}).values()]
+
+
+def _libraries(hook: Callable[..., Any]) -> bool:
+    """Whether ``hook`` is a library's own (TransformerLens's, torch's, circuitx's)."""
+    module = getattr(hook, "__module__", None) or getattr(
+        getattr(hook, "func", None), "__module__", ""
+    )
+    return str(module).startswith(("transformer_lens", "torch", "transformers", "circuitx"))
