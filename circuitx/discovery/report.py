@@ -99,6 +99,12 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
                 f"{which} no place in it (a layer's heads into its MLP) and "
                 f"{'are' if len(lost) > 1 else 'is'} left out of the scores"
             )
+    models = [str(g.graph.get("model") or "") for g in (graph, reference)]
+    if reference.graph.get("method") and all(models) and models[0] != models[1]:
+        notes.append(  # a circuit found on another model of the same shape
+            f"note: the graph is from {models[0]} and the reference is a circuit found on "
+            f"{models[1]}, a model of the same shape: its nodes count as {models[0]}'s"
+        )
     unplaced = str(matched.graph.get("unplaced_heads") or "") if matched is not None else ""
     if unplaced:
         heads = unplaced.split(",")

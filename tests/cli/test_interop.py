@@ -359,3 +359,18 @@ def test_discover_out_pt_writes_eap_igs_file_or_refuses_before_any_work(tmp_path
     )
     assert_one_line_error(result, "EAP-IG's graphs always have MLPs, and this model has none")
     assert not refused.exists()
+
+
+def test_a_reference_circuit_found_on_another_model_is_noted(discovered, tmp_path):
+    """A helper's trial: planted IOI's circuit scored against planted-ioi-hard's (one
+    shape) said nothing of the two models."""
+    other = read_graph(discovered)
+    other.graph["model"] = "planted-ioi-hard"
+    write_graph(other, tmp_path / "hard.graphml")
+    result = run("score", discovered, "--reference", tmp_path / "hard.graphml")
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: the graph is from planted-ioi and the reference is a circuit found on "
+        "planted-ioi-hard, a model of the same shape" in result.stderr
+    )
+    assert "circuit found on" not in run("score", discovered, "--reference", discovered).stderr
