@@ -13,6 +13,7 @@ node scores its JSON keeps in ``circuitx_score``).
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,12 @@ def load_pt(path: str | Path) -> dict[str, Any]:
     tensors and values: nothing in the file is run)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for what it cannot unpickle
+    except pickle.UnpicklingError:  # torch's message offers to run the file's code
+        raise CircuitxError(
+            "not a graph EAP-IG's to_pt saved: it holds objects other than tensors and plain "
+            "values, which circuitx does not unpickle (to_pt saves none)"
+        ) from None
+    except Exception as error:  # torch raises many types for what it cannot read
         raise CircuitxError(f"not a graph EAP-IG's to_pt saved: {first_line(error)}") from None
     if not isinstance(data, dict):
         raise CircuitxError(f"not a graph EAP-IG's to_pt saved: it holds a {type(data).__name__}")

@@ -710,12 +710,15 @@ def effect_gap(clean: float, ablated: float, metric: str, ablation: str = "corru
     """clean - ablated metric; an error when there is no effect to attribute."""
     gap = clean - ablated
     if abs(gap) < 1e-9:
+        hint = ""
         if ablation == "corrupted":
             what = "clean and corrupted prompts give"
+            # e.g. tracr's make_length: every input of a length has one output
+            hint = " (--ablation zero or mean measures what the nodes do without a corruption)"
         else:
             what = f"the clean run and the run with every node {ablation}-ablated give"
         raise CircuitxError(
-            f"{what} the same {metric} ({clean:.3g}); there is no effect to attribute"
+            f"{what} the same {metric} ({clean:.3g}); there is no effect to attribute{hint}"
         )
     return gap
 

@@ -486,6 +486,10 @@ def test_a_pt_file_eap_ig_saved_is_read(tmp_path):
         ([1, 2], "not a graph EAP-IG's to_pt saved: it holds a list"),
         ({"neurons_in_graph": torch.zeros(2)}, "neuron-level EAP-IG graphs are not supported"),
         (b"truncated", "not a graph EAP-IG's to_pt saved: "),
+        (  # a trial's: torch's message offered to run it, cut off mid-sentence
+            {"cfg": ValueError("any object")},
+            "not a graph EAP-IG.s to_pt saved: it holds objects other than tensors and plain",
+        ),
     ],
 )
 def test_pt_files_that_are_no_eap_ig_graph_are_one_line(tmp_path, content, pattern):
