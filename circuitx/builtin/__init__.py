@@ -357,6 +357,11 @@ def own_ground_truth(
     spec = BUILTIN_MODELS.get(name)
     truths = None
     known = spec.truth_names if spec is not None else ()
+    if known and task in TASKS and task != spec.task:  # said before a tracr model compiles
+        raise CircuitxError(
+            f"{name}'s ground truths are circuits of task {spec.task} (its own program), and "
+            f"the graph's task is {task}"
+        )
     if not known:
         truths = _ground_truths(name, cache_dir)
         known = tuple(truths)

@@ -172,7 +172,11 @@ def test_a_tracr_models_ground_truths_are_named_before_it_compiles(name, shipped
     """A session's note: `score --reference tracr-sort` compiled the model, then asked for
     a variant. The names are known without compiling (tracr-hist's has no ACDC list)."""
     with pytest.raises(CircuitxError, match=f"ships ground truths for {shipped};"):
-        own_ground_truth(name, "ioi", tmp_path)
+        own_ground_truth(name, None, tmp_path)
+    with pytest.raises(
+        CircuitxError, match="are circuits of task tracr .* the graph's task is ioi"
+    ):
+        own_ground_truth(name, "ioi", tmp_path, which="weights")  # a trial's: it compiled first
     with pytest.raises(CircuitxError, match="ships no ground truth 'zz'"):
         own_ground_truth(name, None, tmp_path, which="zz")
     assert not any(tmp_path.iterdir())
