@@ -74,7 +74,8 @@ def graph_format(path: str | Path, explicit: str | None = None, flag: str | None
     json_too = named == "json" and explicit in ("eap-ig", "auto-circuit")  # both JSON
     if named is not None and named != explicit and not json_too:
         raise CircuitxError(
-            f"{os.fspath(path)} names a {named} file, but {flag or 'the format'} is {explicit}"
+            f"{os.fspath(path)} names {'an' if named[0] in 'aeiou' else 'a'} {named} file, "
+            f"but {flag or 'the format'} is {explicit}"
         )
     return explicit
 
@@ -618,9 +619,11 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
 def _eap_ig_flag(value: Any, element: str) -> bool:
     """An EAP-IG ``in_graph``: true or false, or 0 or 1, which its ``from_json`` reads as
     well (it sets a boolean tensor with it)."""
-    if not isinstance(value, bool) and isinstance(value, (int, float)) and value in (0, 1):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
-    return read_flag(value, element, "in_graph")
+    raise CircuitxError(f"{element}: in_graph must be true or false (or 0 or 1), not {value!r}")
 
 
 def edge_width(score: float | None, largest: float) -> float:

@@ -518,7 +518,7 @@ def test_eap_ig_reads_0_and_1_as_membership(tmp_path):
     assert graph.nodes["a0.h1"]["in_circuit"] is True
     data["edges"]["a0.h1->logits"]["in_graph"] = 2
     path.write_text(json.dumps(data))
-    with pytest.raises(CircuitxError, match="in_graph must be true or false, not 2"):
+    with pytest.raises(CircuitxError, match=r"in_graph must be true or false \(or 0 or 1\), not 2"):
         read_graph(path)
 
 
@@ -565,15 +565,15 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
         (lambda d: d["nodes"].update({"a9.h0": True}), "node 'a9.h0' is not in a 2 x 2 model"),
         (  # found by a new user's trial: the string "false" was read as in the circuit
             lambda d: d["edges"].update({"input->a0.h0<q>": {"score": 1.4, "in_graph": "false"}}),
-            r"edge 'input->a0.h0<q>': in_graph must be true or false, not 'false'",
+            r"edge 'input->a0.h0<q>': in_graph must be true or false \(or 0 or 1\), not 'false'",
         ),
         (  # EAP-IG's from_json needs it; circuitx had read it as off the circuit
             lambda d: d["edges"].update({"input->a0.h0<q>": {"score": 1.4}}),
-            r"edge 'input->a0.h0<q>': in_graph must be true or false, not None",
+            r"edge 'input->a0.h0<q>': in_graph must be true or false \(or 0 or 1\), not None",
         ),
         (
             lambda d: d["nodes"].update({"a0.h1": {"in_graph": 2, "score": 0.5}}),
-            r"node 'a0.h1': in_graph must be true or false, not 2",
+            r"node 'a0.h1': in_graph must be true or false \(or 0 or 1\), not 2",
         ),
         (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
         (  # found by a new user's trial: read as an edge with no score, off the circuit

@@ -174,9 +174,10 @@ class DiscoverCommand(click.Command):
     default="auto",
     show_default=True,
     help="auto (a planted model's ground truth, or the task's reference on its paper "
-    "model), none, planted, TASK[:VARIANT], a planted model's name (MODEL:WHICH for one of "
-    "several), or a file to score against: a graph (ours, or EAP-IG's JSON), a circuit of "
-    "head classes or a list of edge names (JSON).",
+    "model), none, planted, TASK[:VARIANT], a built-in model's name or a model directory "
+    "for its ground truth (MODEL:WHICH for one of several), or a file to score against: a "
+    "graph (ours, or EAP-IG's JSON or .pt), a circuit of head classes or a list of edge "
+    "names (JSON).",
 )
 @click.option(
     "--out",

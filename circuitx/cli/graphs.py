@@ -38,9 +38,9 @@ from circuitx.scoring import OVERLAP_LEVELS, overlap
     "reference_spec",
     default="auto",
     show_default=True,
-    help="auto, planted, TASK[:VARIANT], a planted model's name (MODEL:WHICH for one of "
-    "several), or a file: a graph (ours, or EAP-IG's JSON), a circuit of head classes or a "
-    "list of edge names (JSON).",
+    help="auto, planted, TASK[:VARIANT], a built-in model's name or a model directory for "
+    "its ground truth (MODEL:WHICH for one of several), or a file: a graph (ours, or "
+    "EAP-IG's JSON or .pt), a circuit of head classes or a list of edge names (JSON).",
 )
 @click.option(
     "--collapse-positions",
