@@ -355,18 +355,16 @@ def own_ground_truth(
     several (``--reference tracr-reverse:acdc``: the variant, or a plain task's name).
     A choice a tracr model cannot meet is refused before it compiles."""
     spec = BUILTIN_MODELS.get(name)
-    truths = None
-    known = spec.truth_names if spec is not None else ()
-    if known and task in TASKS and task != spec.task:  # said before a tracr model compiles
+    if spec is None or not spec.truth_names:  # read them to know their names
+        truths = _ground_truths(name, cache_dir)
+        return truths[_chosen_truth(name, sorted(truths), task, which)]
+    if task in TASKS and task != spec.task:  # said before a tracr model compiles
         raise CircuitxError(
             f"{name}'s ground truths are circuits of task {spec.task} (its own program), and "
             f"the graph's task is {task}"
         )
-    if not known:
-        truths = _ground_truths(name, cache_dir)
-        known = tuple(truths)
-    key = _chosen_truth(name, sorted(known), task, which)
-    return (truths if truths is not None else _ground_truths(name, cache_dir))[key]
+    key = _chosen_truth(name, sorted(spec.truth_names), task, which)
+    return _ground_truths(name, cache_dir)[key]
 
 
 def _chosen_truth(name: str, known: list[str], task: str | None, which: str) -> str:

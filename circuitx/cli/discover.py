@@ -274,10 +274,12 @@ def discover_command(
             "skips it: give one of them"
         )
     inputs = {"--task": task_name, "--reference": reference_spec}
+    eap_ig_out = False  # EAP-IG's .pt
     if out_path:
         check_output_path(out_path)
         check_not_an_input(out_path, inputs)
-        if graph_format(out_path) == "eap-ig":  # EAP-IG's .pt
+        eap_ig_out = graph_format(out_path) == "eap-ig"
+        if eap_ig_out:
             check_eap_ig_out(out_path, request)
     if draw_path:
         check_output_path(draw_path)
@@ -291,7 +293,7 @@ def discover_command(
         raise CircuitxError(  # the user named no model: say which one was tried
             f"no --model given (task {task_name}'s default is {request.model}): {error}"
         ) from None
-    if out_path and graph_format(out_path) == "eap-ig" and not model.has_mlp:
+    if eap_ig_out and not model.has_mlp:
         raise CircuitxError(
             f"--out {out_path}: EAP-IG's graphs always have MLPs, and this model has none; "
             "write .graphml or .json"

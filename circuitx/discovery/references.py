@@ -134,11 +134,13 @@ def resolve_reference(
     roleless = not any(role for _, role in reference.nodes(data="role"))  # one discover saved
     if roleless and builtin.ground_truths_at_hand(planted, cache_dir):
         try:  # the roles the model's own reference gives its heads, to place them by
-            own = resolve_reference("auto", task_name, model_id, shape, None, planted, cache_dir)
+            own, _, _ = resolve_reference(
+                "auto", task_name, model_id, shape, None, planted, cache_dir
+            )
         except CircuitxError:
-            own = (None,)
-        if own[0] is not None:
-            _take_roles(reference, own[0])
+            own = None
+        if own is not None:
+            _take_roles(reference, own)
     return reference, spec, None
 
 
