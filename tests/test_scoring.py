@@ -112,6 +112,13 @@ def test_edge_sets_that_differ_are_said_how():
         "reference's circuit edge a0.h0->m0 has no place in it (a layer's heads into its MLP) "
         "and is left out of the scores"
     ]
+    select_edges(reference, ["input->a0.h0<v>", "a0.h0->logits"])
+    assert scoring_notes(parallel, reference) == [
+        "note: the graph's model runs attention and MLP in parallel (GPT-NeoX, GPT-J) and the "
+        "reference's does not: the reference is scored without its edges from a layer's heads "
+        "into its MLP, none of them in its circuit"
+    ]
+    assert scoring_notes(sequential, reference) == []
     assert overlap_notes(sequential, parallel) == [
         "note: graph B's model runs attention and MLP in parallel (GPT-NeoX, GPT-J), so it "
         "has no edge from a layer's heads to its MLP: graph A's such edges have no match there"

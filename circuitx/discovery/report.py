@@ -99,6 +99,12 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
                 f"{which} no place in it (a layer's heads into its MLP) and "
                 f"{'are' if len(lost) > 1 else 'is'} left out of the scores"
             )
+        else:  # a trial's: nothing said when nothing of the circuit was lost
+            notes.append(
+                "note: the graph's model runs attention and MLP in parallel (GPT-NeoX, GPT-J) "
+                "and the reference's does not: the reference is scored without its edges from "
+                "a layer's heads into its MLP, none of them in its circuit"
+            )
     models = [str(g.graph.get("model") or "") for g in (graph, reference)]
     if reference.graph.get("method") and all(models) and models[0] != models[1]:
         notes.append(  # a circuit found on another model of the same shape

@@ -70,7 +70,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
     lines = [
         "digraph circuit {",
         "  rankdir=BT; newrank=true; nodesep=0.25; ranksep=0.6;",
-        f"  label=<{'<BR/>'.join(texts)}>;",
+        f"  label=<{_stacked(texts)}>;",
         "  labelloc=t; fontname=Helvetica; fontsize=12;",
         "  node [shape=circle, style=filled, fontname=Helvetica, fontsize=9, penwidth=1.6, "
         f"fixedsize=true, width={max(0.5, 0.085 * across):.2f}];",
@@ -149,6 +149,13 @@ PNG_DPI = 200  # as the static picture's
 def _html(text: str) -> str:
     """Text for a Graphviz HTML-like label."""
     return html.escape(text, quote=False)
+
+
+def _stacked(texts: list[str]) -> str:
+    """Lines of a label one above the other, with room between them (lines joined by
+    ``<BR/>`` touch: a title's underscores met the next line)."""
+    rows = "".join(f"<TR><TD>{text}</TD></TR>" for text in texts)
+    return f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="0">{rows}</TABLE>'
 
 
 def _coloured(text: str, colour: str) -> str:
