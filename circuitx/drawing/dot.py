@@ -125,7 +125,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
             f'arrowsize=0.5, tooltip="{_escape(key)}"{head(receiver, data["input"])}];'
         )
     declared = {*nodes, *missed}
-    for sender, receiver, head_input in missed_edges(graph, truth, edges):
+    for sender, receiver, head_input in missed_edges(picture, truth, edges):
         if sender in declared and receiver in declared:
             lines.append(
                 f'  "{sender}" -> "{receiver}" [style=dashed, penwidth=1, '

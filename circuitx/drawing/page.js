@@ -44,13 +44,19 @@ const levels = Array.from(new Set(byMagnitude.map((item) => item.magnitude)));
 
 // ---- selection: the rules of circuitx.graph.selection_by_score ------------------------
 
+// a node-level selection's edge the method scored exactly 0 (CD-T's: no relevance flows
+// there) is not drawn; as circuitx.drawing.places.silent_edges
+const silent = (i) => data.level === "node" && edges.score[i] === 0 && !featureEdge(i);
+
 function selection(mode, value) {
   const keptNodes = new Set(fixedNodes);
   const keptEdges = [];
+  const held = [];  // the selection's silent edges: not drawn, counted against a reference
+  const keep = (i) => (silent(i) ? held : keptEdges).push(i);
   if (mode === "circuit") {
     for (let i = 0; i < nNodes; i++) if (nodes.in_circuit[i]) keptNodes.add(i);
-    for (let i = 0; i < nEdges; i++) if (edges.in_circuit[i]) keptEdges.push(i);
-    return { nodes: keptNodes, edges: keptEdges };
+    for (let i = 0; i < nEdges; i++) if (edges.in_circuit[i]) keep(i);
+    return { nodes: keptNodes, edges: keptEdges, held };
   }
   const chosen = new Set();
   if (mode === "top") {
@@ -75,9 +81,9 @@ function selection(mode, value) {
   for (let i = 0; i < nEdges; i++) {
     const joins = keptNodes.has(edges.sender[i]) && keptNodes.has(edges.receiver[i]);
     const byEnds = data.level === "node" || featureEdge(i);
-    if (byEnds ? joins : chosen.has(i)) keptEdges.push(i);
+    if (byEnds ? joins : chosen.has(i)) keep(i);
   }
-  return { nodes: keptNodes, edges: keptEdges };
+  return { nodes: keptNodes, edges: keptEdges, held };
 }
 
 // ---- drawing ---------------------------------------------------------------------------
@@ -137,7 +143,10 @@ if (nodeBound > 1e-30) {
   document.getElementById("scale-high").textContent = "+" + String(Number(nodeBound.toPrecision(3)));
 }
 if (data.level === "node") {
-  document.getElementById("edge-key").textContent = "edges: those among the selected nodes (unscored)";
+  const scored = edges.score.some((score) => score !== null);
+  document.getElementById("edge-key").textContent = scored
+    ? "edges: those among the selected nodes, width |score| (those scored 0 not drawn)"
+    : "edges: those among the selected nodes (unscored)";
 }
 
 const backdrop = element("g", { id: "model" }, svg);
@@ -268,7 +277,8 @@ function render() {
     });
   }
   // the edges between components drawn (a feature's edge stands for its MLP's)
-  const drawnComponents = new Set(drawn.map((i) => edges.component[i]));
+  // and the selection's silent edges, which score counts as the circuit's
+  const drawnComponents = new Set([...drawn, ...selected.held].map((i) => edges.component[i]));
   if (referenceBox.checked) {  // the reference's edges no drawn edge is or stands for
     for (let i = 0; i < nEdges; i++) {
       const own = edges.name[i] === edges.component[i];
@@ -320,7 +330,9 @@ function render() {
   }
   const components = [...selected.nodes].filter((i) => !fixedNodes.has(i)).length;
   const capped = selected.edges.length > drawn.length ? ` (the ${drawn.length} largest drawn)` : "";
-  statusLine.textContent = `${counted(components, "node")}, ${counted(selected.edges.length, "edge")}${capped}`
+  const held = selected.held.length
+    ? ` (${counted(selected.held.length, "edge")} among the nodes scored 0 not drawn)` : "";
+  statusLine.textContent = `${counted(components, "node")}, ${counted(selected.edges.length, "edge")}${capped}${held}`
     + (referenceBox.checked ? agreement(drawnComponents) : "");
   svg.setAttribute("data-nodes", String(selected.nodes.size));
   svg.setAttribute("data-edges", String(selected.edges.length));

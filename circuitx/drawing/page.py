@@ -41,6 +41,7 @@ from circuitx.drawing.places import (
     reference_sets,
     role_abbreviations,
     role_of,
+    silent_edges,
     title,
 )
 from circuitx.files import atomic_open
@@ -151,7 +152,9 @@ def write_page(picture: Picture, path: str | Path) -> dict[str, Any]:
     )
     with atomic_open(path) as handle:
         handle.write(text)
-    return {"nodes": len(saved), "edges": sum(data["edges"]["in_circuit"]), "note": note}
+    kept = {k for k, on in zip(data["edges"]["name"], data["edges"]["in_circuit"]) if on}
+    edges = len(kept - silent_edges(picture.graph, kept))
+    return {"nodes": len(saved), "edges": edges, "note": note}
 
 
 def _summary(graph: nx.MultiDiGraph, note: str | None) -> str:

@@ -196,14 +196,23 @@ class Picture:
         """The edges to draw, how many were chosen (see :func:`chosen_edges`), and the
         nodes to draw, in graph order: the circuit's, or those of the ``top`` or
         ``every`` selection (:func:`scored_selection`)."""
+        kept, names = self.selected()
+        edges, chosen = chosen_edges(self.graph, names - silent_edges(self.graph, names))
+        nodes = [n for n in self.graph.nodes if n in kept]
+        return edges, chosen, nodes
+
+    def silent(self) -> set[str]:
+        """The selection's edges left undrawn (:func:`silent_edges`), which still count as
+        the circuit's against a reference, as ``score`` counts them."""
+        return silent_edges(self.graph, self.selected()[1])
+
+    def selected(self) -> tuple[set[str], set[str]]:
+        """(nodes, edge names) of the selection, before :func:`silent_edges` are left out."""
         if self.top is None and not self.every:
             kept = {n for n, in_circuit in self.graph.nodes(data="in_circuit") if in_circuit}
             names = {key for *_, key, on in self.graph.edges(keys=True, data="in_circuit") if on}
-        else:
-            kept, names = scored_selection(self.graph, self.top)
-        edges, chosen = chosen_edges(self.graph, names)
-        nodes = [n for n in self.graph.nodes if n in kept]
-        return edges, chosen, nodes
+            return kept, names
+        return scored_selection(self.graph, self.top)
 
     def note(self, nodes: list[str]) -> str | None:
         """The note on a picture of no head, MLP or feature (None when it has one)."""
@@ -259,6 +268,20 @@ def level_scores(graph: nx.MultiDiGraph) -> list[float | None]:
     ]
 
 
+def silent_edges(graph: nx.MultiDiGraph, names: set[str]) -> set[str]:
+    """Of a node-level selection's edges (those among its nodes), the ones the method
+    scored exactly 0 (CD-T's: no relevance flows there), which are not drawn; a
+    transcoder feature's edges follow their component edge and stay."""
+    if score_level(graph) != "node":
+        return set()
+    kinds = dict(graph.nodes(data="kind"))
+    return {
+        key
+        for sender, receiver, key, score in graph.edges(keys=True, data="score")
+        if key in names and score == 0 and "feature" not in (kinds[sender], kinds[receiver])
+    }
+
+
 def chosen_edges(graph: nx.MultiDiGraph, names: set[str]) -> tuple[list[Edge], int]:
     """The edges named, to draw, and how many they are. Of more than
     :data:`MAX_DRAWN_EDGES`, the largest by |score| are drawn (edges without scores, as a
@@ -300,12 +323,15 @@ def caption_text(
         else f"the largest of {chosen}"
     )
     text += f" drawn ({which})" if chosen > len(edges) else " drawn"
+    silent = picture.silent()
+    if silent:
+        text += f" ({counted(len(silent), 'edge')} among the nodes scored 0 not drawn)"
     if truth is not None:
         components, reference = {component_of(n) for n in kept}, truth.components()
         text += "; node " + _agreement(len(components & reference), components, reference)
         in_graph = truth.edges_in(graph)
         if in_graph:
-            drawn = component_edges(edges)
+            drawn = component_edges(edges) | silent  # the circuit's edges, as score counts
             text += ", edge " + _agreement(len(drawn & truth.edges), drawn, in_graph)
     return text
 
@@ -368,14 +394,14 @@ class Truth:
 
 
 def missed_edges(
-    graph: nx.MultiDiGraph, truth: Truth, drawn: list[Edge]
+    picture: Picture, truth: Truth, drawn: list[Edge]
 ) -> list[tuple[str, str, str | None]]:
     """The reference's edges the picture leaves out, ``(sender, receiver, input)``, in name
     order (drawn dashed, as the missed nodes are): those of the graph that no ``drawn``
-    edge is, or stands for (a feature's edge, its MLP's), whatever the picture selects."""
-    return [
-        parse_edge_name(name) for name in sorted(truth.edges_in(graph) - component_edges(drawn))
-    ]
+    edge is, or stands for (a feature's edge, its MLP's), whatever the picture selects,
+    and that the selection does not hold undrawn (:meth:`Picture.silent`)."""
+    held = component_edges(drawn) | picture.silent()
+    return [parse_edge_name(name) for name in sorted(truth.edges_in(picture.graph) - held)]
 
 
 def component_of(node: str) -> str:

@@ -151,7 +151,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     )
     missed_segments = [
         (places[sender], edge_end(places[receiver], head_input))
-        for sender, receiver, head_input in missed_edges(graph, truth, edges)
+        for sender, receiver, head_input in missed_edges(picture, truth, edges)
     ]
     # fainter the more there are: a large model's reference hides the circuit otherwise
     faint = 0.8 * min(1.0, (MANY_MISSED / max(1, len(missed_segments))) ** 0.5)

@@ -24,7 +24,7 @@ from conftest import (
 from circuitx.builtin import load
 from circuitx.drawing import draw
 from circuitx.drawing.page import page_data
-from circuitx.drawing.places import Picture, scored_selection
+from circuitx.drawing.places import Picture, scored_selection, silent_edges
 from circuitx.graph import full_graph, select_nodes, selection_by_score
 from circuitx.progress import counted
 
@@ -40,8 +40,9 @@ def set_control(driver, element_id: str, value) -> None:
 
 
 def python_counts(graph, **selection) -> tuple[int, int]:
+    """Nodes and edges drawn of discovery's selection (not the node-level edges scored 0)."""
     nodes, edges = selection_by_score(graph, **selection)
-    return len(nodes), len(edges)
+    return len(nodes), len(edges - silent_edges(graph, edges))
 
 
 @pytest.mark.parametrize("method", METHOD_GRAPHS)
@@ -51,7 +52,10 @@ def test_every_methods_page_loads_and_draws_its_circuit(browser, method_graphs, 
     assert open_page(browser, tmp_path / f"{method}.html") == []
     assert drawn(browser) == (summary["nodes"], summary["edges"])
     status = browser.find_element("id", "status").text
-    assert status == f"{counted(summary['nodes'] - 2, 'node')}, {counted(summary['edges'], 'edge')}"
+    held = len(Picture(graph).silent())  # sae's input->logits, say (as the static caption)
+    among = f" ({counted(held, 'edge')} among the nodes scored 0 not drawn)" if held else ""
+    nodes, edges = counted(summary["nodes"] - 2, "node"), counted(summary["edges"], "edge")
+    assert status == f"{nodes}, {edges}{among}"
 
 
 @pytest.mark.parametrize("granularity", ["edge", "node"])
@@ -77,9 +81,13 @@ def test_the_slider_selects_what_python_selects(browser, tmp_path, granularity):
     for k in (0, 1, 7, 30):  # the top k of the non-zero scores, as draw --top k takes them
         set_control(browser, "slider", k)
         nodes, edges = scored_selection(graph, k)
-        assert drawn(browser) == (len(nodes), len(edges)), k
+        assert drawn(browser) == (len(nodes), len(edges - silent_edges(graph, edges))), k
     set_control(browser, "mode", "circuit")
-    assert drawn(browser) == (6, len([1 for *_, kept in graph.edges(data="in_circuit") if kept]))
+    kept = {key for *_, key, kept in graph.edges(keys=True, data="in_circuit") if kept}
+    assert drawn(browser) == (6, len(kept - silent_edges(graph, kept)))
+    if granularity == "node":  # the fixture's edges scored 0 among the circuit's nodes
+        edges, _, nodes = Picture(graph).contents()  # the static picture's
+        assert silent_edges(graph, kept) and drawn(browser) == (len(nodes), len(edges))
 
 
 def test_hover_a_click_the_reference_and_the_download(browser, tmp_path):

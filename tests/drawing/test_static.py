@@ -501,3 +501,18 @@ def test_edges_bend_around_the_nodes_drawn_not_the_faint_dots(tmp_path, monkeypa
     # a line 0.3 columns from a node between its rows now bends around it
     places = {"input": (0.0, -1.0), "a0.h0": (0.3, 0.0), "a1.h0": (0.0, 1.0)}
     assert places_module.edge_bends(places, [((0.0, -1.0), (0.0, 1.0))]) != [0.0]
+
+
+def test_a_node_level_circuits_edges_scored_0_are_not_drawn_and_the_caption_says_so(tmp_path):
+    """A trial's: CD-T's edges that carry no relevance (score exactly 0) between two of its
+    circuit's nodes were drawn as circuit edges, at the thinnest width."""
+    graph = scored_circuit(granularity="node")
+    kept = {key for *_, key, on in graph.edges(keys=True, data="in_circuit") if on}
+    zero = {key for *_, key, score in graph.edges(keys=True, data="score") if score == 0} & kept
+    assert zero  # the fixture scores some of the circuit's edges 0
+    summary = draw(graph, tmp_path / "c.svg")
+    assert summary["edges"] == len(kept) - len(zero)
+    words = drawn_words(tmp_path / "c.svg")
+    assert f"({len(zero)} edges among the nodes scored 0 not drawn)" in words
+    graph.graph["selected_by"] = "edge"  # an edge-level circuit draws what it selected
+    assert draw(graph, tmp_path / "e.svg")["edges"] == len(kept)
