@@ -77,10 +77,21 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
         "  edge [fontname=Helvetica];",
     ]
     missed = [n for n in truth.nodes if n in graph and n not in nodes]
-    rows: dict[int, list[str]] = {}
+    # a layer whose heads feed its MLP in the picture has the MLP (and its features) on a
+    # rank of its own above the heads: on the heads' rank the edge ran flat out of a
+    # head's lower right, where its v edges come in (dot draws flat edges with ports apart)
+    lifted = {
+        graph.nodes[r]["layer"]
+        for s, r, *_ in edges
+        if graph.nodes[s]["kind"] == "head"
+        and graph.nodes[r]["kind"] == "mlp"
+        and graph.nodes[s]["layer"] == graph.nodes[r]["layer"]
+    }
+    rows: dict[tuple[int, bool], list[str]] = {}
     for node in [*nodes, *missed]:
         data = graph.nodes[node]
-        rows.setdefault(data["layer"], []).append(node)
+        above = data["kind"] in ("mlp", "feature") and data["layer"] in lifted
+        rows.setdefault((data["layer"], above), []).append(node)
         score, filled = data["score"], filled_score(graph, node)
         fill = "#ffffff" if filled is None or node in missed else to_hex(cmap(norm(filled)))
         ink = "#ffffff" if filled is not None and abs(norm(filled) - 0.5) > 0.3 else "#222222"
@@ -97,11 +108,16 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
             f'color="{outline}", fontcolor="{ink}", style={style}, tooltip="{_escape(node)}"];'
         )
     places = graph_places(graph)
+    inner = {k: row for k, row in rows.items() if INPUT not in row and LOGITS not in row}
     lines += dot_rows(  # a rank per layer (input and logits on their own), heads then MLP
-        sorted(members, key=lambda m: places[m][0])
-        for members in rows.values()
-        if INPUT not in members and LOGITS not in members
+        sorted(members, key=lambda m: places[m][0]) for members in inner.values()
     )
+    order = sorted(inner)
+    lines += [  # a lifted MLP below the next row up, not beside it
+        f'  "{inner[below][0]}" -> "{inner[above][0]}" [style=invis];'
+        for below, above in zip(order, order[1:])
+        if below[1]
+    ]
     largest = max((abs(d["score"]) for *_, d in edges if d["score"] is not None), default=0.0)
     labelled: set[tuple[str, str]] = set()  # a port's edges meet there: one label says it
 

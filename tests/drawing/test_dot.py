@@ -74,7 +74,8 @@ def test_dot_keeps_each_layer_in_head_order(graphviz):
         for fields in (line.split() for line in plain.stdout.splitlines())
         if fields[0] == "node"
     }
-    assert sorted(row, key=xs.get) == row
+    heads = row[:-1]  # m0, which they feed, a rank above them
+    assert sorted(heads, key=xs.get) == heads
 
 
 def test_dot_has_a_key_one_circle_size_and_the_empty_note(graphviz):
@@ -137,3 +138,23 @@ def test_q_k_and_v_enter_a_head_at_their_own_port_with_one_label_each():
     assert ports == {"sw": 1, "s": 3, "se": 1}
     assert [sum(f"headlabel={x}," in line for line in into) for x in "qkv"] == [1, 1, 1]
     assert all("headport=s]" in line for line in into if "<k>" in line)
+
+
+def test_a_heads_edge_into_its_own_layers_mlp_goes_up_a_rank(graphviz):
+    """A trial's: on the heads' rank the edge ran flat out of the head's lower right, where
+    its v edges come in; the MLP now sits a rank above its layer's heads and below the
+    next layer's (dot's y grows upward here: the input is at the bottom)."""
+    graph = scored_circuit(nodes=("a0.h1", "m0", "a1.h2", "m1", "a2.h0"))
+    select_edges(graph, ["a0.h1->m0", "m0->a1.h2<k>", "a1.h2->a2.h0<v>", "a2.h0->logits"])
+    source, _ = dot_source(Picture(graph))
+    plain = subprocess.run(["dot", "-Tplain"], input=source, capture_output=True, text=True)
+    ys = {
+        fields[1].strip('"'): float(fields[3])
+        for fields in (line.split() for line in plain.stdout.splitlines())
+        if fields[0] == "node"
+    }
+    assert ys["a0.h1"] < ys["m0"] < ys["a1.h2"] < ys["a2.h0"]
+    assert "m0" not in next(line for line in source.splitlines() if '"a0.h1";' in line)
+    select_edges(graph, ["input->m0", "a0.h1->a1.h2<k>", "m0->a1.h2<v>", "a1.h2->logits"])
+    source, _ = dot_source(Picture(graph))  # a0.h1 does not feed m0: one rank
+    assert '  { rank=same; "a0.h1"; "m0"; }' in source.splitlines()
