@@ -408,6 +408,18 @@ class Engine:
             self._whole_patch_values(), held, self.layout, self.kept, derived=True,
         )  # fmt: skip
 
+    def zero_ablated(self) -> Engine:
+        """The engine on the same prompts (and held senders) under zero ablation, with its
+        own cached runs; itself when it is so already: for a gate that is defined toward
+        zero whatever the run's ablation (HISP's)."""
+        if self.ablation == "zero":
+            return self
+        return Engine(
+            self.model, self.task, self.data, self.metric_name, "zero", self.budget,
+            self.working_floats_per_token, self.part_size, self.tokens_per_pass, None,
+            self.held, self.layout, self.kept, derived=True,
+        )  # fmt: skip
+
     def _whole_patch_values(self) -> dict[str, torch.Tensor] | None:
         """The patch values over all prompts, for an engine on some or all of them: the
         mean a mean ablation took over the parts, or with one part its own mean (None:

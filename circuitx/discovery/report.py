@@ -405,6 +405,12 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
             f"{method.name} compares the codes of clean and negative activations whatever "
             f"--ablation is; {ablation} ablation only sets what faithfulness patches with"
         )
+    own = method.own_ablation if method is not None else None
+    if own is not None and ablation not in (None, own):
+        said.append(
+            f"{method.name} gates each node toward {own} whatever --ablation is, as its "
+            f"authors define it; {ablation} ablation only sets what faithfulness patches with"
+        )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(_empty_circuit(summary))
     said += faithless_match(summary.get("faithfulness"), summary.get("metrics") or {})

@@ -240,6 +240,9 @@ class Method:
     # scores with the run's --ablation values (patches, or their difference from clean);
     # False: the ablation only sets what faithfulness patches with
     reads_ablation: ClassVar[bool] = True
+    # the ablation it scores with whatever --ablation is (None: the run's), which then
+    # only sets what faithfulness patches with
+    own_ablation: ClassVar[str | None] = None
     # facts of its run (graph metadata keys, their labels and, for a float, the decimals
     # shown where not 3) that discover's summary and --json report
     reported_facts: ClassVar[tuple[tuple[str, str] | tuple[str, str, int], ...]] = ()

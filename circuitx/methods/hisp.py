@@ -1,8 +1,11 @@
 """HISP: head importance scores for pruning (Michel, Levy and Neubig 2019, "Are Sixteen
 Heads Really Better than One?"), as the ACDC paper uses it as a baseline.
 
-Each head and MLP gets a gate on its output at 1 (the engine's node mask: 1 keeps the
-clean output, 0 puts in the patch value, so the ablation is the run's). The importance of
+Each head and MLP gets a gate on its output at 1 (the engine's node mask under zero
+ablation: 1 keeps the clean output, 0 zeroes it), whatever the run's ablation: Michel et
+al.'s gate scales a head's output toward zero, and so does ACDC's, which builds its gates
+afresh with no cached activation (the same HISP column in its corrupted and zero tables);
+the run's ablation only sets what faithfulness patches with. The importance of
 a node is the expected magnitude of the metric's gradient with respect to its gate,
 E_x |d metric(x) / d gate| -- the magnitude per prompt, before the mean, unlike
 attribution patching's mean gradient -- and the scores are divided by their layer's L2
@@ -28,6 +31,7 @@ class HISP(Method):
     default_threshold = 0.3
     gradient_at_clean = True
     normalised = True
+    own_ablation = "zero"
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return 1
@@ -39,7 +43,10 @@ class HISP(Method):
         # importances this small are none, in every dtype: normalised, a layer of them
         # (float32's rounding of a zero, or float64's 1e-6 of the largest) would score
         # near 1 and enter the circuit
-        magnitudes = engine.gate_gradient_magnitudes()
+        gated = engine.zero_ablated()
+        magnitudes = gated.gate_gradient_magnitudes()
+        if gated is not engine:
+            gated.release()
         importance = above_resolution(magnitudes, engine.model, GRADIENT_RESOLUTION)
         importance = importance.double().cpu()
         run.advance(1)

@@ -69,3 +69,26 @@ def test_hisp_finds_the_same_circuit_in_float64():
         assert graph.nodes["m4"]["score"] == 0.0
         circuits.append({n for n in component_nodes(graph) if graph.nodes[n]["in_circuit"]})
     assert circuits[0] == circuits[1]
+
+
+def test_the_gate_goes_toward_zero_whatever_the_ablation(tiny_model):
+    """A trial's (43): ACDC's HISP and Michel et al.'s gate scale a head's output toward
+    zero, so its importance is |output . d metric / d output|; circuitx's gate had gone
+    toward the run's patch value, |(clean - corrupted) . d metric / d output| by default."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 6, seed=2)
+    graphs = {
+        ablation: find(tiny_model, "ioi", "hisp", n_prompts=6, faithfulness=False,
+                       ablation=ablation)  # fmt: skip
+        for ablation in ("corrupted", "zero", "mean")
+    }
+    scores = {a: [g.nodes[n]["score"] for n in component_nodes(g)] for a, g in graphs.items()}
+    assert scores["corrupted"] == scores["zero"] == scores["mean"]
+    zero = Engine(tiny_model, task, data, task.default_metric, "zero")
+    corrupted = Engine(tiny_model, task, data, task.default_metric, "corrupted")
+    gated = corrupted.zero_ablated()
+    assert gated.ablation == "zero" and zero.zero_ablated() is zero
+    magnitudes = zero.gate_gradient_magnitudes()
+    torch.testing.assert_close(gated.gate_gradient_magnitudes(), magnitudes)
+    # the old gate's, toward the corrupted run, ranked otherwise
+    assert not torch.allclose(corrupted.gate_gradient_magnitudes(), magnitudes, rtol=0.1)
