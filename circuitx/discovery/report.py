@@ -394,11 +394,9 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
             "answer's probability is near 1 and the softmax is flat: its scores fall "
             f"far short of the effects, and may all be under the threshold (use eap-ig{other})"
         )
-    if method is not None and method.own_target and metric not in (None, *DIFFERENCES):
-        said.append(
-            f"{method.name} attributes {method.own_target} whatever --metric is; "
-            f"{metric} is what faithfulness reads"
-        )
+    target = method.target(summary.get("options") or {}) if method is not None else None
+    if target and metric not in (None, *method.own_target_metrics):
+        said.append(f"{method.name} {target}; {metric} is what faithfulness reads")
     ablation = summary.get("ablation")
     if method is not None and not method.reads_ablation and ablation not in (None, "corrupted"):
         said.append(

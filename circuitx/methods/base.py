@@ -234,9 +234,11 @@ class Method:
     # its scores are normalised (HISP's per layer): a gradient made small by a saturated
     # softmax still ranks and selects as a large one would
     normalised: ClassVar[bool] = False
-    # what the method attributes whatever --metric is (None: the metric), which then only
-    # faithfulness reads
+    # what the method attributes or trains on instead of --metric, said after its name
+    # (None: the metric), which then only faithfulness reads; and the --metric values
+    # that are that target (no note for them)
     own_target: ClassVar[str | None] = None
+    own_target_metrics: ClassVar[tuple[str, ...]] = ()
     # scores with the run's --ablation values (patches, or their difference from clean);
     # False: the ablation only sets what faithfulness patches with
     reads_ablation: ClassVar[bool] = True
@@ -266,6 +268,11 @@ class Method:
     def warnings(self, facts: dict[str, Any]) -> list[str]:
         """One line for each reason to distrust a run, from its graph's metadata."""
         return []
+
+    def target(self, options: dict[str, Any]) -> str | None:
+        """What it attributes or trains on whatever --metric is, under ``options`` (None:
+        the metric): :attr:`own_target`."""
+        return self.own_target
 
     def check(self, model: Model, run: MethodRun) -> None:
         """Raise a CircuitxError for settings this model and prompt count cannot run with

@@ -6,7 +6,9 @@ output: z = clamp(sigmoid((log u - log(1 - u) + log_alpha) / beta) (zeta - gamma
 0, 1), u uniform, so a gate is exactly 0 or 1 with positive probability. A gate is the
 engine's node mask: 1 the node's own output, 0 its patch value (the run's ablation), in
 between a mix, with the differences of the masked pass itself. The loss is the KL
-divergence of the masked model's answer distribution from the full model's, plus a
+divergence of the masked model's answer distribution from the full model's (subnetwork
+probing's ``--sp-loss metric``: minus the task metric, as the ACDC paper's task-metric
+runs minimise it), plus a
 Lagrangian that holds the expected share of gates that are 0 at a target that rises
 linearly from 0 to ``sparsity`` over the first ``warmup`` share of the steps (its two
 multipliers are raised by gradient ascent, as Edge Pruning does). Adam on log_alpha,
@@ -28,6 +30,7 @@ from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.models import Model
+from circuitx.patching import PatchingEngine
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1  # the hard-concrete stretch (Louizos et al.)
 REPORT_EVERY = 50  # steps between the progress bar's loss and sparsity
@@ -54,6 +57,21 @@ def answer_kl(final: torch.Tensor, clean_final: torch.Tensor) -> torch.Tensor:
     return (clean.exp() * (clean - masked)).sum(-1).mean()
 
 
+def metric_loss(part: PatchingEngine, final: torch.Tensor) -> torch.Tensor:
+    """Minus the task metric's mean (every metric is higher the more the model does the
+    task): the ACDC paper's subnetwork probing on a task metric minimises it so (its
+    ``logit_diff_metric`` is negated "so we minimize")."""
+    return -part.metric(final).mean()
+
+
+def kl_loss(part: PatchingEngine, final: torch.Tensor) -> torch.Tensor:
+    """KL(full model || masked model) of the answer distributions."""
+    return answer_kl(final, part.clean_final)
+
+
+LOSSES = {"kl": kl_loss, "metric": metric_loss}
+
+
 def train_gates(
     engine: Engine,
     run: MethodRun,
@@ -61,11 +79,14 @@ def train_gates(
     masks: Callable[[torch.Tensor], dict[str, torch.Tensor]],
     options: tuple[int, float, float, float],
     name: str,
+    loss: str = "kl",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Train ``n_gates`` hard-concrete gates, ``masks(gates)`` giving the masked pass's
     ``node_mask`` or ``edge_mask``; ``options``: steps, target sparsity, warm-up share and
-    learning rate. The probability each gate is open [n_gates] (float64) and the final
-    KL and expected sparsity."""
+    learning rate; ``loss``: a key of :data:`LOSSES`. The probability each gate is open
+    [n_gates] (float64) and the final loss (``final_kl``, or ``final_metric``: the masked
+    model's mean metric) and expected sparsity."""
+    loss_of = LOSSES[loss]
     steps, target, warmup_share, lr = options
     warmup = max(1, round(warmup_share * steps))
     log_alpha = torch.full((n_gates,), 3.0, requires_grad=True)  # gates start open
@@ -80,12 +101,12 @@ def train_gates(
         goal = target * min(1.0, (step + 1) / warmup)
         gates = sample_gates(log_alpha, generator)  # one draw per step, shared by the parts
         drawn = gates.detach().requires_grad_()
-        kl_total = 0.0
+        total = 0.0
         for part, weight in engine.parts():
             final = part.run(**masks(drawn), train=True)
-            kl = answer_kl(final[0], part.clean_final) * weight
-            kl.backward()
-            kl_total = kl_total + kl.detach()
+            term = loss_of(part, final[0]) * weight
+            term.backward()
+            total = total + term.detach()
         expected_sparsity = 1.0 - open_probability(log_alpha).mean()
         gap = expected_sparsity - goal
         penalty = multipliers[0] * gap + multipliers[1] * gap**2
@@ -93,15 +114,19 @@ def train_gates(
         multipliers.grad.neg_()  # the multipliers rise where the target is missed
         optimiser.step()
         ascent.step()
-        loss_value, sparsity_value = kl_total, expected_sparsity.detach()
+        # the loss as the user reads it: the KL, or the masked model's metric
+        loss_value = total if loss == "kl" else -total
+        sparsity_value = expected_sparsity.detach()
         if (step + 1) % REPORT_EVERY == 0 or step + 1 == steps:  # a host read: not each step
-            shown = f"KL {float(loss_value):.4f}, sparsity {float(sparsity_value):.2f}"
+            which = "KL" if loss == "kl" else "metric"
+            shown = f"{which} {float(loss_value):.4f}, sparsity {float(sparsity_value):.2f}"
             run.advance(1, f"{name}: {shown}")
         else:
             run.advance(1)
     with torch.no_grad():
         keep = open_probability(log_alpha).double()
-    return keep, {"final_kl": float(loss_value), "expected_sparsity": float(sparsity_value)}
+    final = "final_kl" if loss == "kl" else "final_metric"
+    return keep, {final: float(loss_value), "expected_sparsity": float(sparsity_value)}
 
 
 def training_options(
@@ -154,7 +179,8 @@ class _LearnedMasks(Method):
             float(options["warmup"]),
             float(options[f"{self.prefix}_lr"]),
         )
-        keep, facts = train_gates(engine, run, n_gates, masks, settings, self.name)
+        loss = str(options.get(f"{self.prefix}_loss", "kl"))
+        keep, facts = train_gates(engine, run, n_gates, masks, settings, self.name, loss)
         return keep, {f"{self.prefix}_{key}": value for key, value in facts.items()}
 
 
@@ -164,11 +190,26 @@ class SubnetworkProbing(_LearnedMasks):
     granularity = "node"
     default_threshold = 0.5
     prefix = "sp"
+    own_target_metrics = ("kl",)
     reported_facts = (
         ("sp_expected_sparsity", "expected sparsity reached"),
         ("sp_final_kl", "final KL", 4),
+        ("sp_final_metric", "final masked metric", 4),
     )
-    options = training_options(0.7, 300, 0.1, "sp", "heads and MLPs")
+    options = (
+        *training_options(0.7, 300, 0.1, "sp", "heads and MLPs"),
+        Option("sp_loss", "str", "kl", "what the gates are trained on: kl (the KL divergence "
+               "from the full model) or metric (minus --metric's mean, as the ACDC paper's "
+               "task-metric runs)", choices=tuple(LOSSES)),
+    )  # fmt: skip
+
+    def target(self, options: dict[str, Any]) -> str | None:
+        if options.get("sp_loss") == "metric":
+            return None
+        return (
+            "trains its gates on the KL divergence from the full model, not on --metric "
+            "(--sp-loss metric trains them on it)"
+        )
 
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         inputs = engine.layout.inputs  # the input (at every position) stays
@@ -189,6 +230,11 @@ class EdgePruning(_LearnedMasks):
     default_threshold = 0.5
     prefix = "ep"
     gradient_copies = 2
+    own_target = (
+        "trains its gates on the KL divergence from the full model whatever --metric is, "
+        "as its authors do"
+    )
+    own_target_metrics = ("kl",)
     reported_facts = (
         ("ep_expected_sparsity", "expected sparsity reached"),
         ("ep_final_kl", "final KL", 4),

@@ -426,7 +426,8 @@ class TranscoderMethod(Method):
     scores_edges = True
     default_threshold = 0.01
     holds_circuits = False  # its frozen replacement model runs outside the engine
-    own_target = "the task's logit difference"
+    own_target = "attributes the task's logit difference whatever --metric is"
+    own_target_metrics = ("logit-diff", "prob-diff")
     reported_facts = (
         ("transcoders_source", "transcoders"),
         ("transcoders_fitted_elsewhere", "transcoders fitted on"),
