@@ -386,6 +386,7 @@ class PatchingEngine:
         patterns: bool = False,
         mix: Mix | None = None,
         advance: Advance = no_progress,
+        per_prompt: Callable[[int, Attributions], None] | None = None,
     ) -> Attributions:
         """EAP's gradients (:meth:`mask_gradients` at the clean run) once per entry of
         ``drops``, from one forward pass and a backward pass each: None the plain gradient,
@@ -394,11 +395,16 @@ class PatchingEngine:
         Then a node of block l, and a receiver of block l, get a zero gradient; a later
         one loses the paths through block l. With ``patterns`` also the gradient at every
         layer's attention pattern. ``mix``: the pass's interpolation, as in
-        :meth:`mask_gradients`."""
+        :meth:`mask_gradients`. With ``per_prompt``, each prompt's own gradients instead
+        (of its own metric; nodes [n, n_senders], edges [n, n_senders, n_receivers], the
+        patterns as before), given to ``per_prompt(index, pass's)`` as each backward pass
+        ends and not kept (the Attributions returned are empty)."""
         layout = self.layout
         deltas = self.clean_deltas
-        node_mask = torch.ones(1, layout.n_senders, dtype=self.full, requires_grad=True)
-        products = _ReceiverProducts(layout, deltas)
+        n = self.data.n_prompts if per_prompt is not None else None
+        shape = (1, layout.n_senders) if n is None else (1, n, layout.n_senders)
+        node_mask = torch.ones(*shape, dtype=self.full, requires_grad=True)
+        products = _ReceiverProducts(layout, deltas, n)
         dropped: list[int | None] = [None]
         at_patterns: dict[int, torch.Tensor] = {}
 
@@ -423,7 +429,10 @@ class PatchingEngine:
             node_mask, grad=True, mix=mix, record_grads=products.record, extra_hooks=extra,
             pattern_grads=keep_pattern if patterns else None,
         )  # fmt: skip
-        metric = self.metric(final).mean()
+        # a prompt's gradient is its own metric's where each is wanted, else the mean's
+        metrics = self.metric(final)
+        rows = self.data.rows_per_prompt  # a prompt's metric: the mean of its rows
+        metric = metrics.sum() / rows if per_prompt is not None else metrics.mean()
         valid = layout.valid.to(deltas.device)
         nodes, edges, pattern_grads = [], [], []
         for index, layer in enumerate(drops):
@@ -431,15 +440,24 @@ class PatchingEngine:
             node_mask.grad = None
             at_patterns.clear()
             metric.backward(retain_graph=index + 1 < len(drops))
-            nodes.append(node_mask.grad[0])
-            edges.append(products.take().T * valid)
+            grads = None
             if patterns:
-                n, width = self.data.clean.shape
+                rows, width = self.data.clean.shape
                 empty = torch.zeros(
-                    n, layout.n_heads, width, width, device=deltas.device, dtype=deltas.dtype
+                    rows, layout.n_heads, width, width, device=deltas.device, dtype=deltas.dtype
                 )
-                pattern_grads.append([at_patterns.get(at, empty) for at in range(layout.n_layers)])
+                grads = [at_patterns.get(at, empty) for at in range(layout.n_layers)]
+            if per_prompt is not None:  # [n, n_senders], [n, n_senders, n_receivers]
+                pass_edges = products.take().transpose(1, 2) * valid
+                per_prompt(index, Attributions(node_mask.grad[0], pass_edges, [grads or []]))
+            else:
+                nodes.append(node_mask.grad[0])
+                edges.append(products.take().T * valid)
+                if grads is not None:
+                    pattern_grads.append(grads)
             advance(1)
+        if per_prompt is not None:
+            return Attributions(torch.empty(0), torch.empty(0))
         return Attributions(torch.stack(nodes), torch.stack(edges), pattern_grads or None)
 
     def gate_gradients(self) -> torch.Tensor:
@@ -641,13 +659,17 @@ class _ReceiverProducts:
     """The edge-mask gradient of one backward pass, [n_receivers, n_senders]: the
     gradients at a layer's worth of receivers' inputs are multiplied by the senders'
     differences as the backward pass reaches them (one read of the differences per layer;
-    the gradients are never all held at once, and the buffer is reused)."""
+    the gradients are never all held at once, and the buffer is reused). With
+    ``prompts`` (the count), each prompt's products apart: [prompts, n_receivers,
+    n_senders] (the differences and gradients are prompt-major)."""
 
-    def __init__(self, layout: Layout, deltas: torch.Tensor) -> None:
+    def __init__(self, layout: Layout, deltas: torch.Tensor, prompts: int | None = None) -> None:
         self.layout, self.deltas, device = layout, deltas, deltas.device
+        self.prompts = prompts
         self.by_receiver = torch.zeros(
-            layout.n_receivers, layout.n_senders, device=device, dtype=deltas.dtype
-        )
+            *(() if prompts is None else (prompts,)),
+            layout.n_receivers, layout.n_senders, device=device, dtype=deltas.dtype,
+        )  # fmt: skip
         width = layout.receivers_per_layer
         self.buffer = torch.empty(width, deltas.shape[1], device=device, dtype=deltas.dtype)
         self.pending: list[tuple[int, int]] = []  # (first receiver, how many)
@@ -658,10 +680,20 @@ class _ReceiverProducts:
     def _flush(self) -> None:
         # the senders the pending receivers can read: a prefix of the sender axis
         readable = max(self.layout.readable(first + count - 1) for first, count in self.pending)
-        products = self.buffer[: self._filled()] @ self.deltas[:readable].T
+        rows = self.buffer[: self._filled()]
+        if self.prompts is None:
+            products = rows @ self.deltas[:readable].T
+        else:  # [prompts, rows, readable]: each prompt's stretch of the token axis alone
+            n = self.prompts
+            products = torch.bmm(
+                rows.view(len(rows), n, -1).transpose(0, 1),
+                self.deltas[:readable].view(readable, n, -1).permute(1, 2, 0),
+            )
         at = 0
         for first, count in self.pending:
-            self.by_receiver[first : first + count, :readable] = products[at : at + count]
+            self.by_receiver[..., first : first + count, :readable] = products[
+                ..., at : at + count, :
+            ]
             at += count
         self.pending.clear()
 

@@ -21,6 +21,9 @@ from circuitx.methods.base import Method, MethodRun, Option, Scores, above_resol
 from circuitx.models import Model, TransformerWeights, transformer_weights
 
 SWITCH = ("on", "off")
+# the fewest tokens a prompt is taken to have where a method's memory per prompt is
+# counted per token (the built-in tasks' prompts have 12 to 40)
+PROMPT_TOKENS_AT_LEAST = 8
 
 
 def fix_options(qk_fix: str, grad_drop: str) -> tuple[Option, Option]:
@@ -90,7 +93,14 @@ class FixedAttribution(Method):
         return fixed_passes(layout, self.filled(run))
 
     def working_floats_per_token(self, model: Model, run: MethodRun) -> int:
-        return gradient_floats_per_token(model)
+        floats = gradient_floats_per_token(model)
+        if self.filled(run).options["grad_drop"] == "on":
+            # each prompt's edge estimates of a pass, its QK-fixed ones and their mix
+            # [n, senders, receivers] three times, counted over a prompt of
+            # PROMPT_TOKENS_AT_LEAST tokens
+            layout = model.layout
+            floats += 3 * layout.n_senders * layout.n_receivers // PROMPT_TOKENS_AT_LEAST
+        return floats
 
 
 class ATP(FixedAttribution):

@@ -15,8 +15,9 @@ times the change: for an edge u -> r, ``(clean_u - patch_u) . d metric / d input
   senders into a layer and all its heads; the values keep the linear estimate.
 - **GradDrop.** Effects that cancel (a direct effect against an indirect one through
   later layers) give a small gradient. The estimate is made L times, the l-th with what
-  flows back through block l's writes to the residual stream set to zero, and the
-  magnitudes are averaged: ``sum_l |c_l| / (L - 1)``. Dropping a node's (or a receiver's)
+  flows back through block l's writes to the residual stream set to zero, and each
+  prompt's magnitudes are averaged, then the mean taken over the prompts, as Kramar et
+  al.'s ``E_x[sum_l |c_l(x)|] / (L - 1)``. Dropping a node's (or a receiver's)
   own block zeroes its term, so each has L - 1 terms that count; the embeddings and the
   logits' edges, in no block, have L and are divided by L.
 
@@ -34,7 +35,7 @@ from circuitx.attention import head_pattern, normalised, project_heads
 from circuitx.engine import Engine
 from circuitx.layout import Layout
 from circuitx.models import BlockWeights, TransformerWeights
-from circuitx.patching import PatchingEngine
+from circuitx.patching import Attributions, PatchingEngine
 from circuitx.progress import Advance, no_progress, scaled
 
 QK_CHUNK_FLOATS = 2**25  # floats one batch of senders' recomputed queries and patterns hold
@@ -50,10 +51,12 @@ def qk_fixed_edges(
     weights: TransformerWeights,
     pattern_grads: Sequence[Sequence[torch.Tensor]],
     advance: Advance = no_progress,
+    per_prompt: bool = False,
 ) -> torch.Tensor:
     """The QK-fixed estimate of every edge into a head's q or k input, once per backward
     pass (``pattern_grads[d][layer]``: the gradient at that layer's pattern [n, head,
-    query, key]): [D, n_senders, n_receivers], zero at every other receiver.
+    query, key]): [D, n_senders, n_receivers] ([D, n, n_senders, n_receivers] each
+    ``per_prompt``), zero at every other receiver.
 
     Over token positions a sender at a group moves the queries or keys at that group's
     tokens alone (its row of the engine's differences), and its effect on a receiver
@@ -63,7 +66,10 @@ def qk_fixed_edges(
     n, width = part.data.clean.shape
     heads, d_count = layout.n_heads, len(pattern_grads)
     groups = layout.n_groups
-    fixed = torch.zeros(d_count, layout.n_senders, layout.n_receivers, dtype=model.work_dtype)
+    prompts = (n,) if per_prompt else ()
+    fixed = torch.zeros(
+        d_count, *prompts, layout.n_senders, layout.n_receivers, dtype=model.work_dtype
+    )
     fixed = fixed.to(part.clean_deltas.device)
     onehot = part.group_onehot
     rows = None if onehot is None else onehot.permute(2, 0, 1)  # [G, n, query]
@@ -81,11 +87,13 @@ def qk_fixed_edges(
             weights.blocks[layer],
             weights,
             grads,
+            per_prompt=per_prompt,
         )
         for first, effects in ((q_first, on_queries), (k_first, on_keys)):
-            # [D, G, senders, head] -> receivers head-major, then group
-            effects = effects.view(d_count, groups, readable, heads).permute(0, 2, 3, 1)
-            fixed[:, :readable, first : first + heads * groups] = effects.flatten(2)
+            # [D, G, (n,) senders, head] -> receivers head-major, then group
+            effects = effects.view(d_count, groups, *prompts, readable, heads)
+            effects = effects.movedim(1, -1).flatten(-2)
+            fixed[..., :readable, first : first + heads * groups] = effects
         advance(1)
     return fixed * layout.valid.to(fixed.device)
 
@@ -107,18 +115,24 @@ def pattern_change_effects(
     weights: TransformerWeights,
     grads: torch.Tensor,
     clean: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    per_prompt: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The QK fix of one layer: for each of S writes ``deltas`` [S, n, pos, d_model] taken
     out of the layer's input ``x`` [n, pos, d_model] on the query side (keys clean), and
     then on the key side, ``sum (A - A') . grad`` for each gradient ``grads`` [D, n,
-    head, query, key] at the pattern: [D, S, head] for queries, and for keys. ``clean``:
+    head, query, key] at the pattern: [D, S, head] for queries, and for keys ([D, n, S,
+    head] each ``per_prompt``, not summed over the prompts). ``clean``:
     :func:`clean_attention` of ``x``, where the caller has it (else made here)."""
     n, width, d_model = x.shape
     heads = block.W_Q.shape[0]
     query, key, pattern = clean or clean_attention(x, block, weights)
     per_sender = n * width * (2 * d_model + 2 * heads * (block.W_Q.shape[-1] + width))
     step = max(1, QK_CHUNK_FLOATS // per_sender)
-    effects = torch.zeros(2, len(grads), len(deltas), heads, device=x.device, dtype=x.dtype)
+    prompts = (n,) if per_prompt else ()
+    effects = torch.zeros(
+        2, len(grads), *prompts, len(deltas), heads, device=x.device, dtype=x.dtype
+    )
+    summed = "dnsh" if per_prompt else "dsh"
     for first in range(0, len(deltas), step):
         senders = slice(first, min(len(deltas), first + step))
         patched = normalised(x - deltas[senders], block.ln1, weights)
@@ -131,7 +145,7 @@ def pattern_change_effects(
             )
         ):
             change = pattern - moved  # [senders, n, head, q, k]
-            effects[side, :, senders] = torch.einsum("snhqk,dnhqk->dsh", change, grads)
+            effects[side, ..., senders, :] = torch.einsum(f"snhqk,dnhqk->{summed}", change, grads)
     return effects[0], effects[1]
 
 
@@ -144,16 +158,20 @@ def attributions(
     """Node [D, n_senders] and edge [D, n_senders, n_receivers] estimates of every
     backward pass in ``drops``, means over prompts (not yet divided by the gap); with
     ``weights``, the QK fix on the edges into queries and keys and on the nodes (a node's
-    estimate takes its q and k edges' fixed estimates in place of their linear ones)."""
+    estimate takes its q and k edges' fixed estimates in place of their linear ones).
+    With GradDrop (more than one pass) the means over prompts of each prompt's magnitude,
+    as Kramar et al. define it: E_x[sum_l |c_l(x)|] / (L - 1) (:func:`combined` divides)."""
     layout, device = engine.layout, engine.model.device
     # the queries' and keys' inputs
     qk = torch.tensor([head_input in ("q", "k") for _, head_input in layout.receivers])
     qk, own = qk.to(device), _own_block(layout, drops, sender=True).to(device)
+    if len(drops) > 1:
+        return _prompt_magnitudes(engine, drops, weights, qk, own, advance)
     nodes = edges = None
     for part, share in engine.parts():
         step = scaled(advance, share)
         found = part.dropped_gradients(drops, patterns=weights is not None, advance=step)
-        part_nodes, part_edges = found.nodes, found.edges
+        part_nodes, part_edges = found.nodes.to(device), found.edges  # the mask's: host
         if weights is not None:
             fixed = qk_fixed_edges(part, weights, found.patterns, step)
             change = torch.where(qk, fixed - part_edges, 0.0).sum(-1)  # [D, n_senders]
@@ -161,6 +179,42 @@ def attributions(
             part_edges = torch.where(qk, fixed, part_edges)
         nodes = share * part_nodes if nodes is None else nodes + share * part_nodes
         edges = share * part_edges if edges is None else edges + share * part_edges
+    return nodes, edges
+
+
+def _prompt_magnitudes(
+    engine: Engine,
+    drops: Sequence[int | None],
+    weights: TransformerWeights | None,
+    qk: torch.Tensor,
+    own: torch.Tensor,
+    advance: Advance,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attributions` of GradDrop's passes: each pass's estimates per prompt (the QK
+    fix's too), their magnitudes, and the mean of those over the prompts, a pass at a
+    time (one pass's per-prompt estimates held at once)."""
+    layout = engine.layout
+    shape = (len(drops), layout.n_senders)
+    nodes = torch.zeros(shape, dtype=engine.model.work_dtype, device=engine.model.device)
+    edges = torch.zeros(*shape, layout.n_receivers, dtype=nodes.dtype, device=nodes.device)
+    for part, share in engine.parts():
+        step = scaled(advance, share)
+        weight = share / part.data.n_prompts  # a prompt's share of the mean
+
+        def take(index: int, found: Attributions) -> None:
+            # [n, S] (the node mask's gradient: on the host), [n, S, R]
+            part_nodes, part_edges = found.nodes.to(nodes.device), found.edges
+            if weights is not None:
+                fixed = qk_fixed_edges(
+                    part, weights, found.patterns, scaled(step, 1 / len(drops)), per_prompt=True
+                )[0]
+                change = torch.where(qk, fixed - part_edges, 0.0).sum(-1)  # [n, S]
+                part_nodes = part_nodes + torch.where(own[index], 0.0, change)
+                part_edges = torch.where(qk, fixed, part_edges)
+            nodes[index] += weight * part_nodes.abs().sum(0)
+            edges[index] += weight * part_edges.abs().sum(0)
+
+        part.dropped_gradients(drops, patterns=weights is not None, advance=step, per_prompt=take)
     return nodes, edges
 
 

@@ -78,8 +78,9 @@ def test_the_gate_goes_toward_zero_whatever_the_ablation(tiny_model):
     task = get_task("ioi")
     data = task.make_data(tiny_model, 6, seed=2)
     graphs = {
-        ablation: find(tiny_model, "ioi", "hisp", n_prompts=6, faithfulness=False,
-                       ablation=ablation)  # fmt: skip
+        ablation: find(
+            tiny_model, "ioi", "hisp", n_prompts=6, faithfulness=False, ablation=ablation
+        )  # fmt: skip
         for ablation in ("corrupted", "zero", "mean")
     }
     scores = {a: [g.nodes[n]["score"] for n in component_nodes(g)] for a, g in graphs.items()}

@@ -150,6 +150,9 @@ def test_host_reads_do_not_grow_with_heads_layers_or_steps(model, transcoders, m
     elif method in ("subnetwork-probing", "edge-pruning"):  # the progress bar's loss every
         steps = options["sp_steps" if method == "subnetwork-probing" else "ep_steps"]
         assert reads <= 2 * (steps // REPORT_EVERY + 1) + 2, device.reads  # REPORT_EVERY steps
+    elif method == "hisp":  # and the zero-ablated engine its gate needs reads its
+        # metrics and accuracies once as it is built (5 reads), whatever the model's size
+        assert reads <= 4 + 5, device.reads
     else:
         assert reads <= 4, device.reads
     assert len(passes) > 0 or method in ("cdt", "sae", "transcoder")

@@ -169,8 +169,14 @@ def test_subnetwork_probing_trains_on_the_metric_when_asked(tiny_model):
     """A helper's trial 43: subnetwork probing trained on the KL whatever --metric said, and
     said nothing; the ACDC paper runs it on the task metric too (minus it, minimised)."""
     graphs = {
-        loss: find(tiny_model, "ioi", "subnetwork-probing", n_prompts=4, faithfulness=False,
-                   options={"sp_steps": 5, "sp_loss": loss})  # fmt: skip
+        loss: find(
+            tiny_model,
+            "ioi",
+            "subnetwork-probing",
+            n_prompts=4,
+            faithfulness=False,
+            options={"sp_steps": 5, "sp_loss": loss},
+        )  # fmt: skip
         for loss in ("kl", "metric")
     }
     assert "sp_final_metric" not in graphs["kl"].graph and graphs["kl"].graph["sp_final_kl"] >= 0
