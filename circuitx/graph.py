@@ -377,7 +377,7 @@ def shapes_text(named: dict[str, nx.MultiDiGraph]) -> str:
 
 
 # what discovery measures of the circuit it selected (and of its ranking of edges)
-CIRCUIT_MEASURES = ("faithfulness", "cpr", "cmd", "faithfulness_curve")
+CIRCUIT_MEASURES = ("faithfulness", "cpr", "cmd", "faithfulness_curve", "cpr_curve")
 
 POSITION_KEYS = (
     "positions",

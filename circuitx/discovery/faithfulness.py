@@ -29,13 +29,14 @@ def edge_scores(layout: Layout, scores: Scores) -> torch.Tensor | None:
     return scores.edges[senders, receivers]
 
 
-def edge_ranking(layout: Layout, scores: Scores) -> torch.Tensor:
-    """Edge indices (graph order) by decreasing |score|, ties in graph order; for a
-    node-level method by the smaller |score| of an edge's two ends (the input and the
-    logits rank first)."""
+def edge_ranking(layout: Layout, scores: Scores, signed: bool = False) -> torch.Tensor:
+    """Edge indices (graph order) by decreasing |score| (``signed``: by decreasing score,
+    as MIB ranks edges for CPR), ties in graph order; for a node-level method by the
+    smaller |score| of an edge's two ends (the input and the logits rank first), signed
+    or not."""
     by_edge = edge_scores(layout, scores)
     if by_edge is not None:
-        magnitude = by_edge.double().abs()
+        magnitude = by_edge.double() if signed else by_edge.double().abs()
     else:
         size = scores.nodes.double().abs().clone()
         size[: layout.inputs] = torch.inf  # the input
@@ -49,23 +50,30 @@ FAITHFULNESS_KEYS = CIRCUIT_MEASURES  # what it reports
 
 
 def faithfulness_report(
-    engine: Engine | PatchingEngine, kept: torch.Tensor, ranking: torch.Tensor | None
+    engine: Engine | PatchingEngine,
+    kept: torch.Tensor,
+    ranking: torch.Tensor | None,
+    signed_ranking: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Faithfulness of the circuit ``kept`` (boolean, graph-order edges) and, given a
-    ``ranking``, MIB's curve over circuit sizes.
+    ``ranking``, MIB's curves over circuit sizes.
 
     f(C) = (m(C) - m(empty)) / (m(full) - m(empty)), where m(C) is the mean metric when
-    every edge outside C carries its patch value. The curve takes the top n = int(x E)
+    every edge outside C carries its patch value. A curve takes the top n = int(x E)
     ranked edges for each x in :data:`CURVE_FRACTIONS`, pruned of dangling edges as MIB
-    does; CPR is the trapezoid area under f over x, CMD the area of |1 - f|. The
-    circuit's own f uses its edges as selected, unpruned.
+    does; CMD is the area of |1 - f| over x along ``ranking`` (by |score|), CPR the
+    trapezoid area under f along ``signed_ranking`` (by signed score, as MIB's CPR;
+    None: ``ranking``). The circuit's own f uses its edges as selected, unpruned.
     """
     layout = engine.layout
     n_edges = len(layout.edges)
     masks = [layout.edge_mask(kept)]
-    if ranking is not None:
+    rankings = [] if ranking is None else [ranking]
+    if signed_ranking is not None and ranking is not None:
+        rankings.append(signed_ranking)
+    for order in rankings:
         sizes = [int(x * n_edges) for x in CURVE_FRACTIONS]
-        masks += [layout.prune(layout.edge_mask(ranking[:size])) for size in sizes]
+        masks += [layout.prune(layout.edge_mask(order[:size])) for size in sizes]
     # the full circuit is the clean run; the empty one, every receiver reading the patch
     # values, is the corrupted run when those are the corrupted outputs. Every other
     # distinct circuit costs a masked pass: the curve's smallest sizes often prune to
@@ -86,14 +94,23 @@ def faithfulness_report(
         raise CircuitxError("the full and the empty circuit give the same metric; no faithfulness")
     faith = [(m - empty) / (full - empty) for m in metrics]
     report: dict[str, Any] = {**dict.fromkeys(FAITHFULNESS_KEYS), "faithfulness": faith[0]}
-    if ranking is not None:
-        curve = faith[1:]
-        report["cpr"] = _trapezoid(curve, CURVE_FRACTIONS)
-        report["cmd"] = _trapezoid([abs(1.0 - f) for f in curve], CURVE_FRACTIONS)
-        report["faithfulness_curve"] = [
+    points = len(CURVE_FRACTIONS)
+    curves = [
+        [
             {"fraction": x, "edges": int(mask.sum()), "faithfulness": f}
-            for x, mask, f in zip(CURVE_FRACTIONS, masks[1:], curve)
+            for x, mask, f in zip(
+                CURVE_FRACTIONS,
+                masks[1 + i * points : 1 + (i + 1) * points],
+                faith[1 + i * points : 1 + (i + 1) * points],
+            )
         ]
+        for i in range(len(rankings))
+    ]
+    if curves:
+        by_size, by_sign = curves[0], curves[-1]
+        report["cpr"] = _trapezoid([p["faithfulness"] for p in by_sign], CURVE_FRACTIONS)
+        report["cmd"] = _trapezoid([abs(1.0 - p["faithfulness"]) for p in by_size], CURVE_FRACTIONS)
+        report["faithfulness_curve"], report["cpr_curve"] = by_size, by_sign
     return report
 
 

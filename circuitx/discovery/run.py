@@ -173,8 +173,9 @@ def _discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
     start = time.perf_counter()
     if request.faithfulness:
         ranking = edge_ranking(layout, scores)
+        signed = edge_ranking(layout, scores, signed=True)
         measured = engine.narrowed(request.faithfulness_prompts)
-        graph.graph.update(faithfulness_report(measured, edges_kept, ranking))
+        graph.graph.update(faithfulness_report(measured, edges_kept, ranking, signed))
         graph.graph["faithfulness_prompts"] = measured.n_prompts
         faithfulness_s = time.perf_counter() - start
     else:

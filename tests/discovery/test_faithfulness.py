@@ -6,7 +6,9 @@ import torch
 from conftest import find
 
 from circuitx.discovery import CURVE_FRACTIONS, faithfulness_report
+from circuitx.discovery.faithfulness import edge_ranking
 from circuitx.graph import component_nodes, full_graph, select_edges, select_nodes
+from circuitx.methods import Scores
 from circuitx.models import head_output_hook
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
@@ -68,8 +70,37 @@ def test_curve_areas_are_trapezoids_of_the_curve(tiny_model):
     assert sizes == sorted(sizes) and sizes[-1] == graph.number_of_edges()
     f = np.array([point["faithfulness"] for point in curve])
     x = np.array(CURVE_FRACTIONS)
-    assert graph.graph["cpr"] == pytest.approx(float(np.trapezoid(f, x)))
     assert graph.graph["cmd"] == pytest.approx(float(np.trapezoid(np.abs(1 - f), x)))
+    # CPR's curve ranks the edges by signed score, as MIB's (a trial's: by |score| EAP's
+    # CPR on planted IOI read 0.871 where MIB's ranking gives 1.138)
+    signed = np.array([point["faithfulness"] for point in graph.graph["cpr_curve"]])
+    assert graph.graph["cpr"] == pytest.approx(float(np.trapezoid(signed, x)))
+    scores = [d["score"] for *_, d in graph.edges(data=True)]
+    assert min(scores) < 0 and not np.allclose(signed, f)  # the two rankings differ here
+
+
+def test_cpr_ranks_by_signed_score_and_cmd_by_magnitude(tiny_model):
+    """The CPR curve's circuits are the top edges by signed score; CMD's by |score|."""
+    task = get_task("ioi")
+    engine = PatchingEngine(tiny_model, task, task.make_data(tiny_model, 6, seed=7))
+    layout = tiny_model.layout
+    n_edges = len(layout.edges)
+    values = torch.linspace(-1.0, 0.5, n_edges)[torch.randperm(n_edges)]
+    edges = torch.zeros(layout.n_senders, layout.n_receivers)
+    edges[layout.edge_positions] = values
+    scores = Scores.of_edges(edges)
+    signed = edge_ranking(layout, scores, signed=True)
+    assert torch.equal(signed, torch.sort(values.double(), descending=True, stable=True).indices)
+    by_size = edge_ranking(layout, scores)
+    assert torch.equal(
+        by_size, torch.sort(values.double().abs(), descending=True, stable=True).indices
+    )
+    kept = torch.zeros(n_edges, dtype=torch.bool)
+    report = faithfulness_report(engine, kept, by_size, signed)
+    alone = faithfulness_report(engine, kept, signed)  # the signed curve by itself
+    assert report["cpr"] == pytest.approx(alone["cpr"])
+    assert report["cpr_curve"] == alone["faithfulness_curve"]
+    assert report["cmd"] == pytest.approx(faithfulness_report(engine, kept, by_size)["cmd"])
 
 
 @pytest.mark.parametrize("ablation", ["corrupted", "mean"])

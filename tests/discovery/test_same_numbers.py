@@ -63,6 +63,12 @@ AUC 0.9275 (the file's 0.9429) and the transcoder's 0.6742 (0.6716), each edge r
 moved by the order of its rounding-level scores; so CD-T's floats compare to 2e-2 and
 the transcoder's to 5e-3.
 
+CPR ranks the edges by signed score since 2026-12-06, as MIB's (it had ranked them by
+|score|, as CMD does): every method's CPR here is the same but EAP's (0.985 -> 0.250)
+and the transcoder's (0.850 -> 0.250), whose planted edges score negative here (the
+gradient of a saturated probability difference), so signed they come last; the file's
+entries were rewritten.
+
 ACDC runs with ``--input-tests off``, the file's algorithm: with the authors' input tests
 (the default since 2026-12-04) its circuit here differs (CPR 0.985 against 0.988).
 """

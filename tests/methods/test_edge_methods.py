@@ -274,7 +274,9 @@ def test_each_method_finds_the_planted_ioi_circuit(method):
     assert summary["metrics"]["edge_precision"] is not None
     for key in ("faithfulness", "cpr", "cmd"):
         assert isinstance(summary[key], float), key
-    assert 0 < summary["cpr"] <= 1.1 and summary["cmd"] >= 0
+    # MIB's CPR ranks by signed score, and a circuit without the edges that work against
+    # the metric (a negative name mover's) does better than the model: CPR can pass 1
+    assert 0 < summary["cpr"] <= 1.5 and summary["cmd"] >= 0
 
 
 def test_ground_truth_edges_exist_in_the_engine_layout():
