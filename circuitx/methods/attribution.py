@@ -27,7 +27,7 @@ pass); the QK fix, two single-layer attention computations per sender into each 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -51,12 +51,14 @@ def qk_fixed_edges(
     weights: TransformerWeights,
     pattern_grads: Sequence[Sequence[torch.Tensor]],
     advance: Advance = no_progress,
-    per_prompt: bool = False,
-) -> torch.Tensor:
+    each: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor | None:
     """The QK-fixed estimate of every edge into a head's q or k input, once per backward
     pass (``pattern_grads[d][layer]``: the gradient at that layer's pattern [n, head,
-    query, key]): [D, n_senders, n_receivers] ([D, n, n_senders, n_receivers] each
-    ``per_prompt``), zero at every other receiver.
+    query, key]): [D, n_senders, n_receivers], zero at every other receiver. With
+    ``each``, every prompt's own instead, a layer's q (then k) receivers at a time, given
+    to ``each(first receiver, [D, n, senders it reads, heads * groups])`` as they are
+    made, and None returned (the patterns are recomputed once for every pass).
 
     Over token positions a sender at a group moves the queries or keys at that group's
     tokens alone (its row of the engine's differences), and its effect on a receiver
@@ -66,11 +68,13 @@ def qk_fixed_edges(
     n, width = part.data.clean.shape
     heads, d_count = layout.n_heads, len(pattern_grads)
     groups = layout.n_groups
+    per_prompt = each is not None
     prompts = (n,) if per_prompt else ()
-    fixed = torch.zeros(
-        d_count, *prompts, layout.n_senders, layout.n_receivers, dtype=model.work_dtype
-    )
-    fixed = fixed.to(part.clean_deltas.device)
+    valid = layout.valid.to(part.clean_deltas.device)
+    fixed = None
+    if not per_prompt:
+        fixed = torch.zeros(d_count, layout.n_senders, layout.n_receivers, dtype=model.work_dtype)
+        fixed = fixed.to(part.clean_deltas.device)
     onehot = part.group_onehot
     rows = None if onehot is None else onehot.permute(2, 0, 1)  # [G, n, query]
     for layer in range(layout.n_layers):
@@ -93,9 +97,13 @@ def qk_fixed_edges(
             # [D, G, (n,) senders, head] -> receivers head-major, then group
             effects = effects.view(d_count, groups, *prompts, readable, heads)
             effects = effects.movedim(1, -1).flatten(-2)
-            fixed[..., :readable, first : first + heads * groups] = effects
+            span = slice(first, first + heads * groups)
+            if each is not None:
+                each(first, effects * valid[:readable, span])
+            else:
+                fixed[..., :readable, span] = effects
         advance(1)
-    return fixed * layout.valid.to(fixed.device)
+    return None if fixed is None else fixed * valid
 
 
 def clean_attention(
@@ -191,30 +199,46 @@ def _prompt_magnitudes(
     advance: Advance,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`attributions` of GradDrop's passes: each pass's estimates per prompt (the QK
-    fix's too), their magnitudes, and the mean of those over the prompts, a pass at a
-    time (one pass's per-prompt estimates held at once)."""
+    fix's too), their magnitudes, and the mean of those over the prompts. A pass's
+    per-prompt edge estimates are summed into magnitudes as it ends, but for the q and k
+    receivers, whose fixed estimates come after every pass, each layer's for all passes
+    at once (its patterns recomputed once); the nodes' per-prompt estimates wait for them
+    ([D, n, n_senders], with the sums of their linear q and k edges, to be replaced)."""
     layout = engine.layout
-    shape = (len(drops), layout.n_senders)
-    nodes = torch.zeros(shape, dtype=engine.model.work_dtype, device=engine.model.device)
-    edges = torch.zeros(*shape, layout.n_receivers, dtype=nodes.dtype, device=nodes.device)
+    count = len(drops)
+    work = {"dtype": engine.model.work_dtype, "device": engine.model.device}
+    nodes = torch.zeros(count, layout.n_senders, **work)
+    edges = torch.zeros(count, layout.n_senders, layout.n_receivers, **work)
     for part, share in engine.parts():
         step = scaled(advance, share)
         weight = share / part.data.n_prompts  # a prompt's share of the mean
+        n = part.data.n_prompts
+        prompt_nodes = torch.zeros(count, n, layout.n_senders, **work)
+        linear_qk = torch.zeros_like(prompt_nodes)  # the q and k edges' linear estimates
+        fixed_qk = torch.zeros_like(prompt_nodes)  # and their fixed ones, summed
+        patterns: list[list[torch.Tensor]] = []
 
         def take(index: int, found: Attributions) -> None:
-            # [n, S] (the node mask's gradient: on the host), [n, S, R]
-            part_nodes, part_edges = found.nodes.to(nodes.device), found.edges
+            prompt_nodes[index] = found.nodes.to(nodes.device)  # the node mask's: host
+            passed = found.edges  # [n, S, R]
             if weights is not None:
-                fixed = qk_fixed_edges(
-                    part, weights, found.patterns, scaled(step, 1 / len(drops)), per_prompt=True
-                )[0]
-                change = torch.where(qk, fixed - part_edges, 0.0).sum(-1)  # [n, S]
-                part_nodes = part_nodes + torch.where(own[index], 0.0, change)
-                part_edges = torch.where(qk, fixed, part_edges)
-            nodes[index] += weight * part_nodes.abs().sum(0)
-            edges[index] += weight * part_edges.abs().sum(0)
+                linear_qk[index] = torch.where(qk, passed, 0.0).sum(-1)
+                passed = torch.where(qk, 0.0, passed)  # fixed below
+                patterns.append(found.patterns[0])
+            edges[index] += weight * passed.abs().sum(0)
 
         part.dropped_gradients(drops, patterns=weights is not None, advance=step, per_prompt=take)
+        if weights is not None:
+
+            def fixed(first: int, effects: torch.Tensor) -> None:  # [D, n, S', h * G]
+                readable, span = effects.shape[2], slice(first, first + effects.shape[3])
+                edges[:, :readable, span] += weight * effects.abs().sum(1)
+                fixed_qk[:, :, :readable] += effects.sum(-1)
+
+            qk_fixed_edges(part, weights, patterns, step, each=fixed)
+            change = torch.where(own.unsqueeze(1), 0.0, fixed_qk - linear_qk)
+            prompt_nodes = prompt_nodes + change
+        nodes += weight * prompt_nodes.abs().sum(1)
     return nodes, edges
 
 

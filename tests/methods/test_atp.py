@@ -134,21 +134,28 @@ def test_each_prompts_estimates_sum_to_the_batchs_over_positions_too(tiny_model)
         drops = [None, 1]
         batch = part.dropped_gradients(drops, patterns=True)
         fixed = qk_fixed_edges(part, weights, batch.patterns)
-        seen = {}
+        seen, patterns = {}, []
 
-        def take(index, found, part=part):
-            seen[index] = (found.nodes, found.edges,
-                           qk_fixed_edges(part, weights, found.patterns, per_prompt=True)[0])  # fmt: skip
+        def take(index, found):
+            seen[index] = (found.nodes, found.edges)
+            patterns.append(found.patterns[0])
 
         part.dropped_gradients(drops, patterns=True, per_prompt=take)
+        n, layout = data.n_prompts, part.layout
+        prompt_fixed = torch.zeros(len(drops), n, layout.n_senders, layout.n_receivers)
+
+        def each(first, effects):
+            prompt_fixed[:, :, : effects.shape[2], first : first + effects.shape[3]] = effects
+
+        assert qk_fixed_edges(part, weights, patterns, each=each) is None
         for index in range(len(drops)):  # the batch's are means: n times a prompt's mean
-            nodes, edges, prompt_fixed = seen[index]
+            nodes, edges = seen[index]
             scale = float(batch.edges[index].abs().max())
             torch.testing.assert_close(nodes.mean(0), batch.nodes[index], atol=1e-6, rtol=1e-5)
             torch.testing.assert_close(edges.mean(0), batch.edges[index], atol=1e-6 * scale,
                                        rtol=1e-5)  # fmt: skip
-            torch.testing.assert_close(prompt_fixed.mean(0), fixed[index], atol=1e-6 * scale,
-                                       rtol=1e-5)  # fmt: skip
+            torch.testing.assert_close(prompt_fixed[index].mean(0), fixed[index],
+                                       atol=1e-6 * scale, rtol=1e-5)  # fmt: skip
 
 
 @pytest.mark.slow
