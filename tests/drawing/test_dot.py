@@ -14,6 +14,16 @@ from circuitx.graph import full_graph, select_edges, select_nodes
 from circuitx.graph_files import write_graph
 
 
+def laid_out(source: str) -> dict[str, tuple[float, float]]:
+    """Where dot places each node of ``source`` (x, y; y grows upward here)."""
+    plain = subprocess.run(["dot", "-Tplain"], input=source, capture_output=True, text=True)
+    return {
+        fields[1].strip('"'): (float(fields[2]), float(fields[3]))
+        for fields in (line.split() for line in plain.stdout.splitlines())
+        if fields[0] == "node"
+    }
+
+
 def test_dot_draws_the_circuit_with_its_colours(graphviz, tmp_path):
     graph = scored_circuit()
     drawn = draw(graph, tmp_path / "c.svg", engine="dot")
@@ -67,13 +77,7 @@ def test_dot_keeps_each_layer_in_head_order(graphviz):
     """A helper's trial: dot put layer 0 as a0.h0, a0.h2, m0, a0.h3, a0.h1."""
     row = ["a0.h0", "a0.h1", "a0.h2", "a0.h3", "m0"]
     graph = scored_circuit(nodes=(*row, "a1.h2", "m1", "a2.h0"))
-    source, _ = dot_source(Picture(graph))
-    plain = subprocess.run(["dot", "-Tplain"], input=source, capture_output=True, text=True)
-    xs = {
-        fields[1].strip('"'): float(fields[2])
-        for fields in (line.split() for line in plain.stdout.splitlines())
-        if fields[0] == "node"
-    }
+    xs = {node: x for node, (x, _) in laid_out(dot_source(Picture(graph))[0]).items()}
     heads = row[:-1]  # m0, which they feed, a rank above them
     assert sorted(heads, key=xs.get) == heads
 
@@ -147,12 +151,7 @@ def test_a_heads_edge_into_its_own_layers_mlp_goes_up_a_rank(graphviz):
     graph = scored_circuit(nodes=("a0.h1", "m0", "a1.h2", "m1", "a2.h0"))
     select_edges(graph, ["a0.h1->m0", "m0->a1.h2<k>", "a1.h2->a2.h0<v>", "a2.h0->logits"])
     source, _ = dot_source(Picture(graph))
-    plain = subprocess.run(["dot", "-Tplain"], input=source, capture_output=True, text=True)
-    ys = {
-        fields[1].strip('"'): float(fields[3])
-        for fields in (line.split() for line in plain.stdout.splitlines())
-        if fields[0] == "node"
-    }
+    ys = {node: y for node, (_, y) in laid_out(source).items()}
     assert ys["a0.h1"] < ys["m0"] < ys["a1.h2"] < ys["a2.h0"]
     assert "m0" not in next(line for line in source.splitlines() if '"a0.h1";' in line)
     select_edges(graph, ["input->m0", "a0.h1->a1.h2<k>", "m0->a1.h2<v>", "a1.h2->logits"])
