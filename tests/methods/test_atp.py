@@ -141,8 +141,8 @@ def test_each_prompts_estimates_sum_to_the_batchs_over_positions_too(tiny_model)
             patterns.append(found.patterns[0])
 
         part.dropped_gradients(drops, patterns=True, per_prompt=take)
-        n, layout = data.n_prompts, part.layout
-        prompt_fixed = torch.zeros(len(drops), n, layout.n_senders, layout.n_receivers)
+        shape = (len(drops), data.n_prompts, part.layout.n_senders, part.layout.n_receivers)
+        prompt_fixed = torch.zeros(shape)
 
         def each(first, effects):
             prompt_fixed[:, :, : effects.shape[2], first : first + effects.shape[3]] = effects
