@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,7 @@ class Picture:
         """The edges to draw, how many were chosen (see :func:`chosen_edges`), and the
         nodes to draw, in graph order: the circuit's, or those of the ``top`` or
         ``every`` selection (:func:`scored_selection`)."""
-        kept, names = self.selected()
+        kept, names = self.selection
         edges, chosen = chosen_edges(self.graph, names - silent_edges(self.graph, names))
         nodes = [n for n in self.graph.nodes if n in kept]
         return edges, chosen, nodes
@@ -204,10 +205,12 @@ class Picture:
     def silent(self) -> set[str]:
         """The selection's edges left undrawn (:func:`silent_edges`), which still count as
         the circuit's against a reference, as ``score`` counts them."""
-        return silent_edges(self.graph, self.selected()[1])
+        return silent_edges(self.graph, self.selection[1])
 
-    def selected(self) -> tuple[set[str], set[str]]:
-        """(nodes, edge names) of the selection, before :func:`silent_edges` are left out."""
+    @cached_property
+    def selection(self) -> tuple[set[str], set[str]]:
+        """(nodes, edge names) of the selection, before :func:`silent_edges` are left out
+        (made once: the contents, the caption and the missed edges all read it)."""
         if self.top is None and not self.every:
             kept = {n for n, in_circuit in self.graph.nodes(data="in_circuit") if in_circuit}
             names = {key for *_, key, on in self.graph.edges(keys=True, data="in_circuit") if on}

@@ -211,8 +211,8 @@ def _prompt_magnitudes(
     edges = torch.zeros(count, layout.n_senders, layout.n_receivers, **work)
     for part, share in engine.parts():
         step = scaled(advance, share)
-        weight = share / part.data.n_prompts  # a prompt's share of the mean
         n = part.data.n_prompts
+        weight = share / n  # a prompt's share of the mean
         prompt_nodes = torch.zeros(count, n, layout.n_senders, **work)
         linear_qk = torch.zeros_like(prompt_nodes)  # the q and k edges' linear estimates
         fixed_qk = torch.zeros_like(prompt_nodes)  # and their fixed ones, summed
