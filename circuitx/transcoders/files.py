@@ -126,7 +126,7 @@ def layer_files(directory: Path) -> dict[int, Path]:
 def _hub_files(repo_id: str, layers: Sequence[int] | None) -> dict[int, Path]:
     """Download the layer files of hub repo ``repo_id`` (or find them in the local hub cache)."""
     try:
-        from huggingface_hub import hf_hub_download, list_repo_files
+        from huggingface_hub import hf_hub_download, model_info
     except ImportError:  # pragma: no cover - a dependency of transformers
         raise CircuitxError("loading transcoders from the hub needs huggingface_hub") from None
 
@@ -134,8 +134,9 @@ def _hub_files(repo_id: str, layers: Sequence[int] | None) -> dict[int, Path]:
         match = FILE_RE.search(name)
         return bool(match) and (layers is None or int(match.group(1)) in layers)
 
-    try:
-        names = [name for name in list_repo_files(repo_id) if wanted(name)]
+    try:  # the repo's file list in one request: no retries (list_repo_files backs off ~25 s)
+        siblings = model_info(repo_id, timeout=10).siblings or []
+        names = [sibling.rfilename for sibling in siblings if wanted(sibling.rfilename)]
     except Exception as online_error:
         try:  # offline: whatever an earlier download left in the hub cache
             from huggingface_hub import snapshot_download

@@ -5,6 +5,7 @@ import json
 import pickle
 import re
 import sys
+import time
 import types
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -313,8 +314,10 @@ def test_file_and_hub_errors_are_one_line(tmp_path, tiny_model):
     tc.save_transcoders(random_transcoders(tiny_model), tmp_path, "tiny")
     with pytest.raises(CircuitxError, match="no transcoder for layer 5 .* has layers 0, 1"):
         tc.load_transcoders(str(tmp_path), [0, 5])
+    started = time.perf_counter()
     with pytest.raises(CircuitxError, match="cannot load transcoders 'pchlenski/gpt2-transcoders'"):
         tc.load_transcoders("pchlenski/gpt2-transcoders")  # the hub is unreachable in tests
+    assert time.perf_counter() - started < 12  # one request, not the hub client's ~25 s of retries
     for missing in (str(tmp_path / "missing"), "missing/"):  # not the hub's repo-id rules
         with pytest.raises(CircuitxError, match="directory not found"):
             tc.load_transcoders(missing)
@@ -323,6 +326,29 @@ def test_file_and_hub_errors_are_one_line(tmp_path, tiny_model):
     (broken / "final_sparse_autoencoder_x_blocks.0.ln2.hook_normalized_16.pt").write_text("no")
     with pytest.raises(CircuitxError, match="cannot read transcoder file"):
         tc.load_transcoders(str(broken))
+
+
+def test_a_hub_repo_gives_only_the_layers_asked_for(tmp_path, tiny_model, monkeypatch):
+    import huggingface_hub
+
+    tc.save_transcoders(random_transcoders(tiny_model), tmp_path, "tiny")
+    files = {path.name: path for path in tmp_path.iterdir()}
+    listed = [*files, "README.md", "config.json"]
+    fetched = []
+
+    def model_info(repo_id, timeout=None):
+        assert repo_id == "someone/transcoders" and timeout
+        return types.SimpleNamespace(siblings=[types.SimpleNamespace(rfilename=n) for n in listed])
+
+    def hf_hub_download(repo_id, name):
+        fetched.append(name)
+        return str(files[name])
+
+    monkeypatch.setattr(huggingface_hub, "model_info", model_info)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    loaded = tc.load_transcoders("someone/transcoders", [1])
+    assert list(loaded) == [1] and fetched == [n for n in files if "blocks.1." in n]
+    assert sorted(tc.load_transcoders("someone/transcoders")) == [0, 1]
 
 
 # ---------------------------------------------------------------- training
