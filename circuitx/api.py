@@ -338,8 +338,9 @@ def score(
     graph: GraphLike, reference: Reference = "auto", cache_dir: str | os.PathLike | None = None
 ) -> dict[str, Any]:
     """``graph``'s circuit against a reference (see :func:`reference_circuit`), as
-    ``circuitx score``: node and edge precision, recall, F1 and ROC AUC
-    (``node_auc``, ...; None where undefined), and the reference's label (``reference``).
+    ``circuitx score``: node and edge precision, recall, F1 and ROC AUC (``node_auc``,
+    ...; ``node_auc_pessimistic`` counts tied scores as misses, the ACDC paper's; None
+    where undefined), and the reference's label (``reference``).
     Why a ROC AUC is missing, or how a reference without positions was placed on a
     circuit over positions, is raised as a :class:`circuitx.errors.CircuitxWarning`."""
     if reference is None or reference == "none":

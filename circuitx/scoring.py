@@ -2,8 +2,10 @@
 
 Node metrics are over the heads and MLPs (input and logits are in every circuit); edge
 metrics are over every edge. Precision, recall and F1 judge the selection
-(``in_circuit``); ROC AUC judges the ranking by ``|score|``. A metric that does not apply
-(no scores, an empty selection, a reference with one class only) is None.
+(``in_circuit``); ROC AUC judges the ranking by ``|score|``, tied scores counting half,
+and ``*_auc_pessimistic`` counting them as misses (the ACDC paper's staircase). A metric
+that does not apply (no scores, an empty selection, a reference with one class only) is
+None.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ METRIC_NAMES = (
     "node_recall",
     "node_f1",
     "node_auc",
+    "node_auc_pessimistic",
     "edge_precision",
     "edge_recall",
     "edge_f1",
     "edge_auc",
+    "edge_auc_pessimistic",
 )
 
 
@@ -55,6 +59,21 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     ranks = average_rank[inverse]
     u_statistic = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u_statistic / (n_pos * n_neg))
+
+
+def pessimistic_roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC staircase that takes each tied block's negatives before its
+    positives (the ACDC paper's ``pessimistic_auc``): the share of (positive, negative)
+    pairs whose positive scores strictly higher. None when a class is empty."""
+    labels = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    values, inverse = np.unique(np.asarray(scores, float), return_inverse=True)
+    positives = np.bincount(inverse, weights=labels, minlength=len(values))
+    negatives = np.bincount(inverse, weights=~labels, minlength=len(values))
+    negatives_below = np.cumsum(negatives) - negatives
+    return float((positives * negatives_below).sum() / (n_pos * n_neg))
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]] | None:
@@ -183,7 +202,8 @@ def _paired_rows(
 
 
 def score_graph(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str, float | None]:
-    """Node and edge precision, recall, F1 and ROC AUC of ``graph`` against ``reference``."""
+    """Node and edge precision, recall, F1 and ROC AUC (ties half, and pessimistic) of
+    ``graph`` against ``reference``."""
     metrics = empty_metrics()
     for prefix, (rows, labels) in _paired_rows(graph, reference).items():
         selected, scores = _columns(rows)
@@ -192,6 +212,9 @@ def score_graph(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> dict[str,
         metrics[f"{prefix}_recall"] = recall
         metrics[f"{prefix}_f1"] = f1
         metrics[f"{prefix}_auc"] = None if scores is None else roc_auc(scores, labels)
+        metrics[f"{prefix}_auc_pessimistic"] = (
+            None if scores is None else pessimistic_roc_auc(scores, labels)
+        )
     return metrics
 
 

@@ -6,7 +6,14 @@ from circuitx.errors import CircuitxError
 from circuitx.graph import component_nodes, full_graph, layout_graph, select_edges, select_nodes
 from circuitx.layout import PositionLayout
 from circuitx.reference import require_shape
-from circuitx.scoring import overlap, roc_auc, roc_curve, score_graph, selection_metrics
+from circuitx.scoring import (
+    overlap,
+    pessimistic_roc_auc,
+    roc_auc,
+    roc_curve,
+    score_graph,
+    selection_metrics,
+)
 
 
 def test_roc_auc_known_values():
@@ -26,6 +33,25 @@ def test_roc_auc_matches_pairwise_count():
         len(pos) * len(neg)
     )
     assert roc_auc(scores, labels) == pytest.approx(pairwise)
+
+
+def test_pessimistic_auc_counts_ties_as_misses():
+    assert pessimistic_roc_auc(np.array([1.0, 1.0, 1.0]), np.array([0, 1, 1])) == 0.0
+    assert pessimistic_roc_auc(np.array([0.0, 1.0, 1.0, 2.0]), np.array([0, 0, 1, 1])) == 0.75
+    assert pessimistic_roc_auc(np.array([1.0, 2.0]), np.array([0, 0])) is None
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, 200).astype(float)
+    labels = rng.random(200) < 0.3
+    pos, neg = scores[labels], scores[~labels]
+    strictly = (pos[:, None] > neg[None]).sum() / (len(pos) * len(neg))
+    assert pessimistic_roc_auc(scores, labels) == pytest.approx(strictly)
+    # the ACDC paper's staircase over the ROC points: each rise in TPR counts the FPR
+    # reached after it (acdc/TLACDC pessimistic_auc: sum((1 - fpr)[1:] * diff(tpr)))
+    curve = roc_curve(scores, labels)
+    fpr, tpr = np.array(curve["fpr"]), np.array(curve["tpr"])
+    staircase = ((1 - fpr)[1:] * np.diff(tpr)).sum()
+    assert pessimistic_roc_auc(scores, labels) == pytest.approx(staircase)
+    assert pessimistic_roc_auc(scores, labels) < roc_auc(scores, labels)
 
 
 def test_selection_metrics_by_hand():

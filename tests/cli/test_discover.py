@@ -52,9 +52,10 @@ def test_discover_prints_the_json_summary(discovered):
     )
     metrics = summary["metrics"]
     for key in METRIC_NAMES:
-        if key != "edge_auc":
+        if not key.startswith("edge_auc"):
             assert isinstance(metrics[key], float), key
-    assert metrics["edge_auc"] is None  # node-level method: no edge scores, none invented
+    # node-level method: no edge scores, none invented
+    assert metrics["edge_auc"] is None and metrics["edge_auc_pessimistic"] is None
     assert summary["runtime_s"] > 0
     assert 0.0 <= summary["clean_accuracy"] <= 1.0
     # a helper's trial: a bfloat16 result could not be told from a float32 one
@@ -96,6 +97,11 @@ def test_score_command_agrees_with_discover(discovered):
     result = run("score", out, "--reference", "ioi", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["metrics"] == summary["metrics"]
+    table = run("score", out, "--reference", "ioi").stdout
+    node_row = next(line for line in table.splitlines() if line.startswith("│ node"))
+    cells = [cell.strip() for cell in node_row.strip("│ ").split("│")]
+    assert "pessimistic" in table and "as misses" in table
+    assert cells[-1] == f"{summary['metrics']['node_auc_pessimistic']:.3f}"
 
 
 def test_score_takes_the_reference_the_graph_was_discovered_with(discovered, tmp_path):

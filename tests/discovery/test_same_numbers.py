@@ -69,6 +69,9 @@ and the transcoder's (0.850 -> 0.250), whose planted edges score negative here (
 gradient of a saturated probability difference), so signed they come last; the file's
 entries were rewritten.
 
+The pessimistic ROC AUCs (``*_auc_pessimistic``, added 2026-12-06) were put into the
+file's metrics as this code measured them on an Intel Xeon; every other entry is as it was.
+
 ACDC runs with ``--input-tests off``, the file's algorithm: with the authors' input tests
 (the default since 2026-12-04) its circuit here differs (CPR 0.985 against 0.988).
 """
