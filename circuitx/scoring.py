@@ -61,21 +61,6 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return float(u_statistic / (n_pos * n_neg))
 
 
-def pessimistic_roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Area under the ROC staircase that takes each tied block's negatives before its
-    positives (the ACDC paper's ``pessimistic_auc``): the share of (positive, negative)
-    pairs whose positive scores strictly higher. None when a class is empty."""
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    values, inverse = np.unique(np.asarray(scores, float), return_inverse=True)
-    positives = np.bincount(inverse, weights=labels, minlength=len(values))
-    negatives = np.bincount(inverse, weights=~labels, minlength=len(values))
-    negatives_below = np.cumsum(negatives) - negatives
-    return float((positives * negatives_below).sum() / (n_pos * n_neg))
-
-
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]] | None:
     """ROC points from the highest threshold down (tied scores move together, so the
     trapezoid area under the points is :func:`roc_auc`), or None when a class is empty."""
@@ -89,6 +74,17 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]] 
     tpr = np.concatenate([[0.0], np.cumsum(positives) / n_pos])
     fpr = np.concatenate([[0.0], np.cumsum(negatives) / n_neg])
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+
+
+def pessimistic_roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC staircase that takes each tied block's negatives before its
+    positives (the ACDC paper's ``pessimistic_auc``): the share of (positive, negative)
+    pairs whose positive scores strictly higher. None when a class is empty."""
+    curve = roc_curve(scores, labels)
+    if curve is None:
+        return None
+    fpr, tpr = np.asarray(curve["fpr"]), np.asarray(curve["tpr"])
+    return float(((1.0 - fpr[1:]) * np.diff(tpr)).sum())  # each rise at the FPR after it
 
 
 def selection_metrics(selected: np.ndarray, reference: np.ndarray) -> tuple[float | None, ...]:
