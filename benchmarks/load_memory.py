@@ -9,8 +9,9 @@ loads in a fresh process (Linux: /proc's VmHWM and RssAnon): the peak is the ris
 peak resident size over the resident size after the imports, and "held" the rise of the
 anonymous resident size once loading has given back what it freed, of which the bridge's
 parameters are a part (GPT-2's unembedding untied from its embedding to be centred, and
-the q, k and v projections beside the fused one). With ``--device cuda`` both are the
-CUDA allocator's: its peak and what stays allocated, over what was before.
+the q, k and v projections beside the fused one). With ``--device cuda`` the weights
+are processed on the CPU (as on a CPU load) and then moved: the table gives the CPU's peak
+as above, and the CUDA allocator's peak and what stays allocated, over what was before.
 """
 
 from __future__ import annotations
@@ -65,20 +66,17 @@ def load_step(model_dir: str, dtype: str, device: str) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         allocated = torch.cuda.memory_allocated() / 2**20
-    else:
-        resident, anonymous = proc_mib("VmRSS"), proc_mib("RssAnon")
+    resident, anonymous = proc_mib("VmRSS"), proc_mib("RssAnon")
     model = load_model(model_dir, device=device, dtype=dtype)
     tensors = {t.data_ptr(): t for t in model.bridge.parameters()}.values()  # each once
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() / 2**20 - allocated
-        held = torch.cuda.memory_allocated() / 2**20 - allocated
-    else:
-        peak, held = proc_mib("VmHWM") - resident, proc_mib("RssAnon") - anonymous
     result = {
-        "peak_mib": peak,
-        "held_mib": held,
+        "peak_mib": proc_mib("VmHWM") - resident,
+        "held_mib": proc_mib("RssAnon") - anonymous,
         "parameters_mib": sum(t.numel() * t.element_size() for t in tensors) / 2**20,
     }
+    if cuda:
+        result["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20 - allocated
+        result["gpu_held_mib"] = torch.cuda.memory_allocated() / 2**20 - allocated
     print(json.dumps(result))
 
 
@@ -98,11 +96,15 @@ def main() -> None:
         f"{platform.machine()}, torch {torch.__version__}; GPT-2-small shape (124M "
         f"parameters), each load in a fresh process on {args.device}\n"
     )
-    print(
+    cuda = args.device.startswith("cuda")
+    heading = (
         "| dtype | weights (MiB) | peak while loading (MiB) | x weights | held (MiB) | x weights "
-        "| of it parameters (MiB) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    heading += "| of it parameters (MiB) |"
+    if cuda:
+        heading += " GPU peak (MiB) | x weights | GPU held (MiB) | x weights |"
+    print(heading)
+    print("|---" * heading.count(" | ") + "|---|")
     with tempfile.TemporaryDirectory() as tmp:
         save_causal_lm(Path(tmp), "gpt2", gpt2_tokenizer(), 12, 12, 768, 0)
         for dtype in args.dtypes.split(","):
@@ -114,10 +116,15 @@ def main() -> None:
             result = json.loads(done.stdout.strip().splitlines()[-1])
             weights = checkpoint_numel(Path(tmp)) * BYTES[dtype] / 2**20
             peak, held = result["peak_mib"], result["held_mib"]
-            print(
+            row = (
                 f"| {dtype} | {weights:.0f} | {peak:.0f} | {peak / weights:.1f} | "
                 f"{held:.0f} | {held / weights:.1f} | {result['parameters_mib']:.0f} |"
             )
+            if cuda:
+                gpu_peak, gpu_held = result["gpu_peak_mib"], result["gpu_held_mib"]
+                row += f" {gpu_peak:.0f} | {gpu_peak / weights:.1f} | {gpu_held:.0f} | "
+                row += f"{gpu_held / weights:.1f} |"
+            print(row)
 
 
 if __name__ == "__main__":

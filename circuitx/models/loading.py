@@ -110,9 +110,7 @@ def _load(name: str, source: str, torch_device: torch.device, torch_dtype: torch
     """The model at ``source`` (a directory or a hub id), as :func:`load_model` names it."""
     with quiet_loaders():
         try:
-            bridge = _boot(source, torch_device, torch_dtype)
-            bridge.enable_compatibility_mode(disable_warnings=True)
-            release_freed_memory(torch_device)
+            bridge = processed_bridge(source, torch_device, torch_dtype)
         except CircuitxError:
             raise
         except Exception as error:  # the loaders raise many types; report one line
@@ -181,11 +179,31 @@ def reboot(model: Model, **processing: bool) -> Any:
     the defaults. Its forward pass is not circuitx's (no causal override): read weights
     from it."""
     with quiet_loaders():
-        bridge = _boot(model.source, model.device, model.dtype)
-        bridge.enable_compatibility_mode(disable_warnings=True, **processing)
-        release_freed_memory(model.device)
+        bridge = processed_bridge(model.source, model.device, model.dtype, **processing)
     bridge.eval()
     bridge.requires_grad_(False)
+    return bridge
+
+
+def processed_bridge(
+    source: str, device: torch.device, dtype: torch.dtype, **processing: bool
+) -> Any:
+    """The bridge of the model at ``source`` in compatibility mode, with TransformerLens's
+    weight processing (``processing``: ``enable_compatibility_mode``'s flags), on
+    ``device``. The processing runs on the CPU whatever the device, as HookedTransformer's
+    did before it moved a model: it copies the whole state dict at each of its steps, in
+    float32, so its peak is several times the weights (5 times them in float32, 11 in
+    bfloat16, on the GPT-2-small shape: benchmarks/load_memory.py), which on a GPU would
+    have to be free GPU memory; the device then receives only the processed weights."""
+    cpu = torch.device("cpu")
+    bridge = _boot(source, dtype)
+    bridge.enable_compatibility_mode(disable_warnings=True, **processing)
+    release_freed_memory(cpu)
+    if device != cpu:
+        bridge.to(device, print_details=False)
+        # the bridge's ``to`` records the device's type only ("cuda" for "cuda:1"); it
+        # moves tokens and attention masks to the device its config names
+        bridge.cfg.device = str(device)
     return bridge
 
 
@@ -203,16 +221,14 @@ def release_freed_memory(device: torch.device) -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
-def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
-    """The bridge of the model at ``source``. The caller's random state is kept: booting
-    draws from torch's generator (a trial's GPT-2 loads moved it; the weights are then
-    loaded over what it drew)."""
+def _boot(source: str, dtype: torch.dtype) -> Any:
+    """The bridge of the model at ``source``, on the CPU. The caller's random state is
+    kept: booting draws from torch's generator (a trial's GPT-2 loads moved it; the
+    weights are then loaded over what it drew)."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    gpus = []
-    if device.type == "cuda":
-        gpus = [torch.cuda.current_device() if device.index is None else device.index]
-    with torch.random.fork_rng(devices=gpus):
+    cpu = torch.device("cpu")
+    with torch.random.fork_rng(devices=[]):
         legacy = source.startswith(TL_LEGACY_PREFIXES) and not Path(source).is_dir()
         if legacy or (Path(source).is_dir() and is_tl_legacy_dir(Path(source))):
             model, tokenizer = gpt2_from_tl_legacy(source, dtype)
@@ -220,11 +236,7 @@ def _boot(source: str, device: torch.device, dtype: torch.dtype) -> Any:
             model = ungrouped_model(pretrained_model(source, dtype))
             tokenizer = saved_tokenizer(source)
         return TransformerBridge.boot_transformers(
-            source,
-            device=device,
-            dtype=dtype,
-            hf_model=fused_activations(model).to(device),
-            tokenizer=tokenizer,
+            source, device=cpu, dtype=dtype, hf_model=fused_activations(model), tokenizer=tokenizer
         )
 
 

@@ -212,6 +212,29 @@ def test_every_family_loads_as_its_hf_model_computes_it(family, tmp_path):
     assert model.encode_many(texts) == [model.encode(text) for text in texts]
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2", "neox"])
+def test_a_model_for_another_device_is_processed_on_the_cpu_and_moved_whole(family, tmp_path):
+    """The weight processing's copies stay on the CPU; the device gets the processed
+    bridge, all of it: on the meta device (no data, so nothing computed), a tensor the
+    forward pass reads that stayed on the CPU would fail it ("Tensor on device cpu is
+    not on the expected device meta"), as it would on a GPU."""
+    from circuitx.models.loading import processed_bridge
+
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    save_causal_lm(tmp_path, family, tokenizer, 2, 4, 32, seed=5)
+    for device in ("meta", "meta:0"):  # the config keeps an index the bridge's ``to`` drops
+        bridge = processed_bridge(str(tmp_path), torch.device(device), torch.float32)
+        tensors = dict(bridge.named_parameters()) | dict(bridge.named_buffers())
+        assert tensors and {t.device.type for t in tensors.values()} == {"meta"}
+        assert bridge.cfg.device == device
+        tokens = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+        logits = bridge(tokens.to(device))
+        assert logits.device.type == "meta" and logits.shape == (2, 7, bridge.cfg.d_vocab)
+    on_cpu = processed_bridge(str(tmp_path), torch.device("cpu"), torch.float32)
+    assert all(t.device.type == "cpu" for t in on_cpu.parameters())
+    assert on_cpu.cfg.device == "cpu"
+
+
 @pytest.mark.parametrize("d_head", [4, 32])
 def test_a_legacy_model_whose_heads_do_not_fill_d_model_is_refused(tmp_path, d_head):
     """TransformerLens allows n_heads x d_head != d_model; read as GPT-2 it cannot be (a
