@@ -198,12 +198,12 @@ def processed_bridge(
     cpu = torch.device("cpu")
     bridge = _boot(source, dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, **processing)
-    release_freed_memory(cpu)
     if device != cpu:
         bridge.to(device, print_details=False)
         # the bridge's ``to`` records the device's type only ("cuda" for "cuda:1"); it
         # moves tokens and attention masks to the device its config names
         bridge.cfg.device = str(device)
+    release_freed_memory(cpu)  # the processing's copies, and the weights that moved
     return bridge
 
 
