@@ -19,12 +19,15 @@ from typing import IO, Any, Iterator
 from circuitx.errors import CircuitxError, stop_if_interrupted
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
+def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
     """Return ``path`` as a Path, or fail in one line unless a file can be written there:
     its directory exists and takes a new file (one is made and removed), and ``path`` is
     not a directory or a special file (a device, a pipe). A symbolic link is written
     through, as ``open`` writes: the path returned is its target's (``/dev/stdout``
-    redirected to a file is that file), so the link stays a link."""
+    redirected to a file is that file), so the link stays a link. An empty path (an
+    unset shell variable, given as ``option``) is refused: it would name no file."""
+    if not os.fspath(path).strip():
+        raise CircuitxError(f"{option} is empty: name a file")
     if os.fspath(path).endswith(("/", os.sep)):  # Path() drops the slash that says directory
         raise CircuitxError(f"output path ends in a slash, which names a directory: {path}")
     path = Path(path)

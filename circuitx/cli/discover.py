@@ -275,14 +275,14 @@ def discover_command(
         )
     inputs = {"--task": task_name, "--reference": reference_spec}
     eap_ig_out = False  # EAP-IG's .pt
-    if out_path:
+    if out_path is not None:  # an empty one is refused
         check_output_path(out_path)
         check_not_an_input(out_path, inputs)
         eap_ig_out = graph_format(out_path) == "eap-ig"
         if eap_ig_out:
             check_eap_ig_out(out_path, request)
-    if draw_path:
-        check_output_path(draw_path)
+    if draw_path is not None:
+        check_output_path(draw_path, "--draw")
         check_not_an_input(draw_path, inputs)
         draw_format(draw_path)
     try:

@@ -16,9 +16,9 @@ from circuitx.discovery import (
     reference_for_graph,
     saved_graph_notes,
 )
-from circuitx.drawing import DRAW_ENGINES, check_engine, draw
+from circuitx.drawing import DRAW_ENGINES, DRAW_FORMATS, check_engine, draw
 from circuitx.errors import CircuitxError, listed
-from circuitx.files import check_not_an_input, check_output_path
+from circuitx.files import check_not_an_input, check_output_path, file_suffix
 from circuitx.graph import (
     collapse_positions,
     component_graph,
@@ -188,10 +188,16 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
     JSON or .pt (what MIB evaluates; --out FILE.pt) or auto-circuit's edge names (every
     edge's score by its Edge.name, and the circuit's edges). GRAPH may be any of those
     but DOT."""
-    if out_path:
+    if out_path is not None:  # an empty one is refused, not read as stdout
         check_output_path(out_path)
         check_not_an_input(out_path, {"GRAPH": graph_path})
         fmt_name = graph_format(out_path, fmt_name, "--format")
+        if file_suffix(out_path) in DRAW_FORMATS:  # a helper's trial: DOT text in c.svg
+            raise CircuitxError(
+                f"{out_path} names a picture, and export writes DOT text: draw the "
+                f"circuit with `circuitx draw {graph_path} --out {out_path}` (--engine dot "
+                "lays it out with Graphviz), or export to a .dot file"
+            )
     if fmt_name is None:
         raise CircuitxError(
             f"give --format ({', '.join(GRAPH_FORMATS)}), or --out FILE with a suffix that says it"

@@ -112,6 +112,8 @@ def run_leaderboard(
     check_not_a_worker(jobs if executor == "local" else 1)
     if not cells:
         raise CircuitxError("the leaderboard has no cells to run")
+    if not str(out_dir).strip():  # Path("") is the working directory
+        raise CircuitxError("--out is empty: name a directory for the results")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CircuitxError(f"--out must be a directory: {out_dir}")

@@ -179,6 +179,33 @@ def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
     )
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["discover", "--out", ""], "--out is empty: name a file"),
+        (["discover", "--draw", " "], "--draw is empty: name a file"),
+        (["export", "GRAPH", "--format", "dot", "--out", ""], "--out is empty: name a file"),
+        (["leaderboard", "--tasks", "ioi", "--methods", "eap", "--out", ""], "--out is empty"),
+    ],
+)
+def test_an_empty_output_path_is_refused_before_any_work(
+    args, message, tiny_dir, tmp_path, monkeypatch
+):
+    """A new user's trial: an empty --out (an unset shell variable) ran the discovery and
+    wrote nothing, or (leaderboard) wrote the results into the working directory."""
+    graph = tmp_path / "g.json"
+    assert discover("--model", tiny_dir, "--n-prompts", 2, "--out", graph).exit_code == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = [str(graph) if a == "GRAPH" else a for a in args]
+    if args[0] != "export":
+        args += ["--model", str(tiny_dir), "--n-prompts", "2"]
+        args += ["--task", "ioi", "--method", "eap"] if args[0] == "discover" else ["--seeds", "1"]
+    assert_one_line_error(run(*args), message)
+    assert list(work.iterdir()) == []
+
+
 def test_same_seed_same_output_file(tiny_dir, tmp_path):
     texts = []
     for name in ("a.json", "b.json"):

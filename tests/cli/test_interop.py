@@ -87,6 +87,10 @@ def test_export_eap_ig_to_stdout_and_a_refused_suffix(discovered, tmp_path):
         assert_one_line_error(unread, f"so give this {fmt} graph the extension {wanted}")
         assert not (tmp_path / f"x.{fmt}-graph").exists()
     assert run("export", discovered, "--format", "dot", "--out", tmp_path / "x.txt").exit_code == 0
+    for picture in ("x.svg", "x.PNG"):  # a helper's trial: DOT text was written into x.svg
+        result = run("export", discovered, "--format", "dot", "--out", tmp_path / picture)
+        assert_one_line_error(result, "names a picture, and export writes DOT text: draw")
+        assert not (tmp_path / picture).exists()
 
 
 def ioi_classes(heads_as) -> dict:
