@@ -10,6 +10,7 @@ from conftest import find, random_norms, run, tiny_gpt2
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.graph import edges_by_name
+from circuitx.graph_files import read_graph
 from circuitx.layout import Layout
 from circuitx.methods.cdt import _z_change, discover_nodes
 from circuitx.tasks import task_vocabulary
@@ -77,10 +78,34 @@ def test_cdt_finds_each_planted_circuit(task):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["metrics"]["node_auc"] >= 0.99
-    assert summary["metrics"]["edge_auc"] > 0.9
+    # edges whose relevance is zero but for float32's rounding tie at 0: 0.76 - 0.90 here
+    assert summary["metrics"]["edge_auc"] > 0.75
     assert summary["faithfulness"] == pytest.approx(1.0, abs=0.05)
     # every sender a source at once carries the whole effect on a planted model
     assert summary["method_facts"]["cdt_total_relevance"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_memory_budget_does_not_move_the_scores_ranking(tmp_path):
+    """A new user's trial: one part or a prompt a part gave edge AUC 0.9635 and 0.9787,
+    as edges whose relevance is zero came out of float32 as rounding (about 1e-9 of the
+    largest score) in one and as 0 in the other. Cut at the float32 resolution, as the
+    gradient methods' scores are, the zeros and the AUC are the same."""
+    zeros, aucs = [], []
+    for budget, parts in (("2G", 1), ("64M", 12)):
+        out = tmp_path / f"{budget}.json"
+        result = run(
+            "discover", "--task", "colored-objects", "--method", "cdt", "--model", "planted",
+            "--n-prompts", "12", "--max-memory", budget, "--no-faithfulness", "--json",
+            "--out", out,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["prompt_parts"] == parts
+        aucs.append(summary["metrics"]["edge_auc"])
+        edges = edges_by_name(read_graph(out))
+        zeros.append({name for name, data in edges.items() if data["score"] == 0})
+    assert aucs[0] == aucs[1]
+    assert zeros[0] == zeros[1] and len(zeros[0]) > 100
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
