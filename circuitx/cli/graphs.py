@@ -54,7 +54,9 @@ from circuitx.scoring import OVERLAP_LEVELS, overlap
 def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
     """Score a saved circuit graph against a reference circuit (a component-level
     reference goes to a circuit's token positions by its task's roles). auto: the
-    reference the graph was discovered with, where discover was given one. ROC AUC is
+    reference the graph was discovered with, where discover was given one; else the one
+    discover's auto picks (a built-in model's ground truth, or the task's published
+    circuit), even for a graph discovered with --reference none. ROC AUC is
     given twice: tied scores counting half, and as misses (pessimistic, the ACDC
     paper's)."""
     if reference_spec == "none":

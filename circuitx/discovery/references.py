@@ -78,7 +78,7 @@ def resolve_reference(
             return truth, truth_label(str(planted), truth), None
         if spec == "planted":
             raise CircuitxError(
-                f"--reference planted needs a planted model with a {task_name} circuit "
+                f"--reference planted needs a planted model with a circuit for {task_name} "
                 f"(`circuitx models` lists them)"
             )
     if spec == "auto":

@@ -496,7 +496,7 @@ function legend() {
     roles.className = "key";
     roles.id = "roles";
     roles.textContent = "roles: " + keyed.sort((a, b) => (a[1] < b[1] ? -1 : 1))
-      .map(([role, short]) => `${short} ${role}`).join(", ");
+      .map(([role, short]) => `${short} ${role}`).join("; "); // a tracr role has commas
     box.appendChild(roles);
   }
 }

@@ -222,7 +222,8 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
         figure.text(0.5, 0.925, note, ha="center", fontsize=9, color="#aa0000")
     caption = caption_text(picture, nodes, edges, chosen, truth if reference is not None else None)
     footer = [(caption, 8, "black")]  # under the picture, each wrapped to the figure's width
-    key = ", ".join(f"{s} {role}" for role, s in sorted(short.items(), key=lambda i: i[1]))
+    # "; " between them: a tracr component's role names its values with commas
+    key = "; ".join(f"{s} {role}" for role, s in sorted(short.items(), key=lambda i: i[1]))
     if any(s != role for role, s in short.items()):  # the short names' key
         footer.append((f"roles: {key}", 7, "#555555"))
     height = 0.015  # of the figure, from its foot up

@@ -167,9 +167,11 @@ def _position(value: Any, where: str) -> int | None:
         try:
             value = int(value.strip())
         except ValueError:
-            raise CircuitxError(f"{where}: position {value!r} is not a token index") from None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise CircuitxError(f"{where}: position {value!r} is not a token index")
+            raise CircuitxError(
+                f"{where}: position {json.dumps(value)} is not a token index"
+            ) from None
+    if not isinstance(value, int) or isinstance(value, bool):  # as the file wrote it: true
+        raise CircuitxError(f"{where}: position {json.dumps(value)} is not a token index")
     return value
 
 

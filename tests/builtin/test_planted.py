@@ -159,7 +159,7 @@ def test_cli_score_finds_the_planted_ground_truth(tmp_path):
 
 def test_reference_planted_needs_a_planted_model():
     result = discover_cli("ioi", "planted-docstring", "--reference", "planted")
-    assert_one_line_error(result, "needs a planted model with a ioi circuit")
+    assert_one_line_error(result, "needs a planted model with a circuit for ioi")
 
 
 def test_models_lists_planted_models_with_task_and_circuit():

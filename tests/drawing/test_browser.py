@@ -222,7 +222,7 @@ def test_a_page_too_narrow_for_its_roles_names_them_short_with_a_key(browser, tm
     draw(graph, tmp_path / "big.html", get_task("ioi").reference("", 12, 12, True))
     assert open_page(browser, tmp_path / "big.html") == []  # opens against the reference
     assert (
-        "roles: BNM backup name mover, DT duplicate token"
+        "roles: BNM backup name mover; DT duplicate token"
         in browser.find_element("id", "legend").text
     )
     lines = [

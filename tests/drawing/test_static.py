@@ -355,7 +355,7 @@ def test_roles_too_wide_for_their_row_go_by_short_names_with_a_key(tmp_path):
     draw(graph, tmp_path / "big.svg", get_task("ioi").reference("", 12, 12, True))
     text = svg_text(tmp_path / "big.svg")
     assert ">BNM<" in text and ">backup name mover<" not in text
-    assert "roles: BNM backup name mover, DT duplicate token," in text
+    assert "roles: BNM backup name mover; DT duplicate token;" in text
     small = reference_graph("ioi", 3, 4, True)  # roles two columns apart fit
     small.nodes["a2.h0"].update(in_circuit=True, role="name mover")
     small.nodes["a2.h2"].update(in_circuit=True, role="negative name mover")

@@ -608,6 +608,10 @@ def test_a_position_column_reads_the_metric_at_that_token(planted_ioi, tmp_path)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     result = run("discover", "--task", path, "--model", "planted-ioi", "--method", "eap")
     assert_one_line_error(result, "line 3: position 99 is outside the clean prompt's 14 tokens")
+    rows[2]["position"] = True  # a new user's trial: the error said "position True"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run("discover", "--task", path, "--model", "planted-ioi", "--method", "eap")
+    assert_one_line_error(result, "line 3: position true is not a token index")
 
 
 def test_a_directory_is_not_a_task_file(tmp_path):
