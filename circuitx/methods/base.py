@@ -140,11 +140,12 @@ def above_resolution(
     scores: torch.Tensor, model: Model, resolution: float | None = None
 ) -> torch.Tensor:
     """``scores`` with entries below :data:`GRADIENT_RESOLUTION` of the largest |score|
-    set to 0: a gradient-based score that is zero in exact arithmetic (a receiver whose
-    input does not reach the metric) comes out of float32 as rounding (on the planted
-    models, whose anchor of 1000 amplifies it, 424 of greater-than's edges scored 1e-9
-    to 1e-6 of the largest), and ranking such scores by their rounding would decide an
-    AUC: EAP's moved between 0.80 and 0.90 with the order of a sum; at this resolution
+    set to 0 (the gradient methods' and CD-T's): a score that is zero in exact
+    arithmetic (a receiver whose input does not reach the metric) comes out of float32
+    as rounding (on the planted models, whose anchor of 1000 amplifies it, 424 of
+    greater-than's edges scored 1e-9 to 1e-6 of the largest), and ranking such scores by
+    their rounding would decide an AUC: EAP's moved between 0.80 and 0.90 with the order
+    of a sum, CD-T's with the prompts' parts (--max-memory); at this resolution
     the split and unsplit gradient passes give the same numbers. A float64 ``model``'s
     scores are cut at :data:`GRADIENT_RESOLUTION_FLOAT64`, unless ``resolution`` sets
     the share for every dtype."""
