@@ -70,16 +70,19 @@ def file_suffix(path: str | os.PathLike) -> str:
     return suffix.lower().lstrip(".")
 
 
-def check_directory_can_be_made(path: str | os.PathLike) -> Path:
+def check_directory_can_be_made(path: str | os.PathLike, option: str) -> Path:
     """Return ``path`` as a Path, or fail in one line unless it is a directory that takes
     new files or can be made as one: its nearest existing ancestor is a directory that
-    takes a new file (one is made and removed)."""
+    takes a new file (one is made and removed). An empty ``path`` (an unset shell
+    variable, given as ``option``) is refused: it would be the working directory."""
+    if not os.fspath(path).strip():  # Path("") is "."
+        raise CircuitxError(f"{option} is empty: name a directory")
     path = Path(path)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise CircuitxError(f"{path} cannot be a directory: {existing} is not one")
+        raise CircuitxError(f"{option} {path} cannot be a directory: {existing} is not one")
     refused = _refuses_new_files(existing, "circuitx")
     if refused:
         raise CircuitxError(f"cannot make {path} in {existing}: {refused}")

@@ -37,8 +37,11 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``cache_dir``, or the default cache directory."""
+    """``cache_dir``, or the default cache directory; an empty one is refused (it would
+    be the working directory), where an empty ``$CIRCUITX_CACHE_DIR`` counts as unset."""
     if cache_dir is not None:
+        if not os.fspath(cache_dir).strip():
+            raise CircuitxError("the cache directory is empty: name a directory, or pass None")
         return Path(cache_dir).expanduser()
     if os.environ.get("CIRCUITX_CACHE_DIR"):
         return Path(os.environ["CIRCUITX_CACHE_DIR"]).expanduser()

@@ -193,7 +193,7 @@ cache_dir_option: Decorator = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False),
     callback=lambda _context, _parameter, value: (
-        value if value is None else str(check_directory_can_be_made(value))
+        value if value is None else str(check_directory_can_be_made(value, "--cache-dir"))
     ),
     help="Where built-in models (and their transcoders) are built and cached (default: "
     "$CIRCUITX_CACHE_DIR, else ~/.cache/circuitx).",

@@ -112,13 +112,9 @@ def run_leaderboard(
     check_not_a_worker(jobs if executor == "local" else 1)
     if not cells:
         raise CircuitxError("the leaderboard has no cells to run")
-    if not str(out_dir).strip():  # Path("") is the working directory
-        raise CircuitxError("--out is empty: name a directory for the results")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CircuitxError(f"--out must be a directory: {out_dir}")
+    # before any model loads: an empty --out, a file, /proc/x (takes no files) are refused
+    out_dir = check_directory_can_be_made(out_dir, "--out")
     check_parent_directory(out_dir)
-    check_directory_can_be_made(out_dir)  # before any model loads: /proc/x takes no files
     check_cells(cells)
     first = cells[0].request
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once

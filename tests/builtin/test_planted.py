@@ -20,6 +20,7 @@ from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.certificate import certify
 from circuitx.discovery import DiscoveryRequest, reference_for_model, report
+from circuitx.errors import CircuitxError
 from circuitx.scoring import overlap
 from circuitx.tasks import TASKS
 
@@ -189,6 +190,14 @@ def test_cache_dir_flag(tmp_path):
     assert built in result.stderr
     again = discover_cli("docstring", "planted", *args)
     assert again.exit_code == 0 and "building" not in again.stderr
+
+
+def test_an_empty_cache_dir_argument_is_refused(tmp_path, monkeypatch):
+    """A library caller's empty cache_dir built the model in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CircuitxError, match="the cache directory is empty"):
+        load_model("planted-ioi", cache_dir="")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_cache_dir_argument_reaches_every_builder(tmp_path, monkeypatch):

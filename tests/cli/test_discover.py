@@ -186,20 +186,23 @@ def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
         (["discover", "--draw", " "], "--draw is empty: name a file"),
         (["export", "GRAPH", "--format", "dot", "--out", ""], "--out is empty: name a file"),
         (["leaderboard", "--tasks", "ioi", "--methods", "eap", "--out", ""], "--out is empty"),
+        (["discover", "--cache-dir", ""], "--cache-dir is empty: name a directory"),
+        (["score", "GRAPH", "--cache-dir", " "], "--cache-dir is empty: name a directory"),
     ],
 )
 def test_an_empty_output_path_is_refused_before_any_work(
     args, message, tiny_dir, tmp_path, monkeypatch
 ):
     """A new user's trial: an empty --out (an unset shell variable) ran the discovery and
-    wrote nothing, or (leaderboard) wrote the results into the working directory."""
+    wrote nothing, or (leaderboard) wrote the results into the working directory; an empty
+    --cache-dir built the models there."""
     graph = tmp_path / "g.json"
     assert discover("--model", tiny_dir, "--n-prompts", 2, "--out", graph).exit_code == 0
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     args = [str(graph) if a == "GRAPH" else a for a in args]
-    if args[0] != "export":
+    if args[0] not in ("export", "score"):
         args += ["--model", str(tiny_dir), "--n-prompts", "2"]
         args += ["--task", "ioi", "--method", "eap"] if args[0] == "discover" else ["--seeds", "1"]
     assert_one_line_error(run(*args), message)
