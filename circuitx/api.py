@@ -383,8 +383,9 @@ def draw(
 ) -> dict[str, Any]:
     """Draw ``graph`` to ``path`` (.svg, .png, .pdf, or .html for the interactive page),
     as ``circuitx draw``; nodes coloured by agreement with ``reference`` where one is
-    given (see :func:`reference_circuit`). Returns the node and edge counts drawn and the
-    note on an empty circuit."""
+    given (see :func:`reference_circuit`). Returns the counts the caption gives (the
+    nodes drawn besides input and logits, the edges drawn) and the note on an empty
+    circuit."""
     graph = _graph(graph)
     path = _path(path, "draw")
     if not isinstance(every, bool):

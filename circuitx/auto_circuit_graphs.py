@@ -103,9 +103,9 @@ def from_auto_circuit_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
         if key not in edges:
             raise CircuitxError(f"edge {name!r} is not in a {n_layers} x {n_heads} model's graph")
         ours[name] = key
-        edges[key]["score"] = read_score(scores[name], f"edge {name}")
-        if edges[key]["score"] is None:
+        if scores[name] is None:
             raise CircuitxError(f"edge {name}: every edge has a score, as in prune scores")
+        edges[key]["score"] = read_score(scores[name], f"edge {name}", nullable=False)
     named = set(ours.values())
     missing = [key for key in edges if key not in named]
     if missing:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from circuitx.errors import CircuitxError, first_line, listed
-from circuitx.graph import edges_by_name, full_graph
+from circuitx.graph import edges_by_name, full_graph, shape_text
 from circuitx.names import HEAD_INPUTS, INPUT, LOGITS, parse_edge_name
 
 PT_KEYS = ("cfg", "src_nodes", "dst_nodes", "edges_scores", "edges_in_graph", "nodes_in_graph")
@@ -52,11 +52,36 @@ def _destination(receiver: str, head_input: str | None) -> str:
     return receiver if head_input is None else f"{receiver}<{head_input}>"
 
 
-def _shape(cfg: Any) -> tuple[int, int, bool]:
-    try:
-        return int(cfg["n_layers"]), int(cfg["n_heads"]), bool(cfg.get("parallel_attn_mlp"))
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise CircuitxError("EAP-IG graph cfg lacks n_layers and n_heads") from None
+def eap_ig_shape(cfg: Any) -> tuple[int, int, bool]:
+    """The ``(n_layers, n_heads, parallel_attn_mlp)`` of an EAP-IG graph's cfg: whole
+    numbers of at least 1 (EAP-IG's ``Graph.from_model`` does arithmetic and ``range``
+    with them, so "4" or 5.0 fail there)."""
+    if not isinstance(cfg, dict) or "n_layers" not in cfg or "n_heads" not in cfg:
+        raise CircuitxError("EAP-IG graph cfg lacks n_layers and n_heads")
+    for key in ("n_layers", "n_heads"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CircuitxError(
+                f"EAP-IG graph cfg's {key} must be a whole number of at least 1, not {value!r}"
+            )
+    return cfg["n_layers"], cfg["n_heads"], bool(cfg.get("parallel_attn_mlp"))
+
+
+def _check_order(key: str, names: list[Any], order: list[str], shape: str) -> None:
+    """Fail in one line unless ``names`` (the file's ``key`` list) is EAP-IG's ``order``:
+    its ``from_pt`` lays the tensors out in that order whatever the lists say, so a file
+    listing its nodes otherwise means another graph to EAP-IG (and MIB) than its names."""
+    if names == order:
+        return
+    if len(names) != len(order):
+        why = f"it has {len(names)} names, where EAP-IG has {len(order)}"
+    else:
+        at = next(i for i, (name, wanted) in enumerate(zip(names, order)) if name != wanted)
+        why = f"entry {at} is {names[at]!r}, where EAP-IG has {order[at]!r}"
+    raise CircuitxError(
+        f"EAP-IG graph's {key} are not EAP-IG's order for a {shape} model ({why}): its "
+        "from_pt reads the tensors in its own order, whatever the names say"
+    )
 
 
 def load_pt(path: str | Path) -> dict[str, Any]:
@@ -88,8 +113,11 @@ def load_pt(path: str | Path) -> dict[str, Any]:
 
 def from_pt_dict(data: dict[str, Any]) -> dict[str, Any]:
     """The JSON form of a ``to_pt`` dict (see the module's docstring)."""
-    n_layers, n_heads, parallel = _shape(data["cfg"])
+    n_layers, n_heads, parallel = eap_ig_shape(data["cfg"])
     sources, destinations = list(data["src_nodes"]), list(data["dst_nodes"])
+    shape = shape_text((n_layers, n_heads, True))
+    _check_order("src_nodes", sources, source_nodes(n_layers, n_heads), shape)
+    _check_order("dst_nodes", destinations, destination_nodes(n_layers, n_heads), shape)
     scores, member, nodes_in = (
         torch.as_tensor(data[key]) for key in ("edges_scores", "edges_in_graph", "nodes_in_graph")
     )
@@ -119,14 +147,7 @@ def from_pt_dict(data: dict[str, Any]) -> dict[str, Any]:
     edges = {}
     for name in edges_by_name(full_graph(n_layers, n_heads, True, parallel)):
         sender, receiver, head_input = parse_edge_name(name)
-        target = _destination(receiver, head_input)
-        if sender not in row or target not in column:
-            lacking = sender if sender not in row else target
-            raise CircuitxError(
-                f"EAP-IG graph for a {n_layers} x {n_heads} model lacks node {lacking!r} "
-                "in its src_nodes or dst_nodes"
-            )
-        i, j = row[sender], column[target]
+        i, j = row[sender], column[_destination(receiver, head_input)]
         edges[name] = {"score": float(scores[i, j]), "in_graph": bool(member[i, j])}
     form = {"cfg": dict(data["cfg"]), "nodes": nodes, "edges": edges}
     if isinstance(data.get(METADATA), dict):
@@ -139,7 +160,7 @@ def to_pt_dict(form: dict[str, Any]) -> dict[str, Any]:
     scores go to ``nodes_scores`` where the JSON puts them where EAP-IG reads them
     (``score``), else to ``circuitx_nodes_scores``; an unscored node's is NaN, as
     EAP-IG's."""
-    n_layers, n_heads, _ = _shape(form["cfg"])
+    n_layers, n_heads, _ = eap_ig_shape(form["cfg"])
     sources, destinations = source_nodes(n_layers, n_heads), destination_nodes(n_layers, n_heads)
     row, column = ({name: i for i, name in enumerate(names)} for names in (sources, destinations))
     # float64, which EAP-IG's from_pt casts to its float32: the scores read back exactly

@@ -170,12 +170,14 @@ def scalar(value: Any) -> Any:
     return value
 
 
-def read_score(value: Any, element: str) -> float | None:
-    """A score read from a file: a finite number (not a string, a bool or NaN), or None."""
-    if value is None:
+def read_score(value: Any, element: str, nullable: bool = True) -> float | None:
+    """A score read from a file: a finite number (not a string, a bool or NaN), or None
+    where the format has ``nullable`` scores."""
+    if value is None and nullable:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CircuitxError(f"{element}: score must be a finite number or null, not {value!r}")
+        allowed = "a finite number or null" if nullable else "a finite number"
+        raise CircuitxError(f"{element}: score must be {allowed}, not {value!r}")
     return float(value)
 
 

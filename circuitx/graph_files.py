@@ -20,7 +20,7 @@ from circuitx.auto_circuit_graphs import (
     is_auto_circuit_dict,
     to_auto_circuit_dict,
 )
-from circuitx.eap_ig_pt import load_pt, to_pt_dict
+from circuitx.eap_ig_pt import eap_ig_shape, load_pt, to_pt_dict
 from circuitx.errors import CircuitxError, listed
 from circuitx.files import (
     atomic_open,
@@ -551,10 +551,7 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     ``node_scores``, as circuitx wrote them). Neuron-level graphs are refused: circuitx
     graphs have heads and MLPs."""
     cfg = data["cfg"]
-    try:
-        n_layers, n_heads = int(cfg["n_layers"]), int(cfg["n_heads"])
-    except (KeyError, TypeError, ValueError):
-        raise CircuitxError("EAP-IG graph cfg lacks n_layers and n_heads") from None
+    n_layers, n_heads, parallel = eap_ig_shape(cfg)
     nodes = data["nodes"]
     if not isinstance(nodes, dict) or not isinstance(data["edges"], dict):
         raise CircuitxError('EAP-IG graph "nodes" and "edges" must be objects')
@@ -565,13 +562,12 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
             "neuron-level EAP-IG graphs are not supported: circuitx graphs have heads and MLPs"
         )
     components = Layout(n_layers, n_heads, True).n_senders + 1  # EAP-IG writes every node
-    if n_layers < 1 or n_heads < 1 or len(nodes) < components:
+    if len(nodes) < components:
         raise CircuitxError(
             f"EAP-IG graph cfg describes a model of {shape_text((n_layers, n_heads, True))}, "
             f"{components} nodes, but the graph has {len(nodes)} (circuitx reads a graph "
             "that lists every node and edge, as EAP-IG's to_json writes it)"
         )
-    parallel = bool(cfg.get("parallel_attn_mlp", False))
     meta = data.get("circuitx_metadata")
     shape_keys = ("n_layers", "n_heads", "has_mlp", "parallel")
     meta = {k: v for k, v in meta.items() if k not in shape_keys} if isinstance(meta, dict) else {}
@@ -623,6 +619,8 @@ def _eap_ig_flag(value: Any, element: str) -> bool:
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
+    if value is None:
+        raise CircuitxError(f"{element} has no in_graph (true or false, or 0 or 1)")
     raise CircuitxError(f"{element}: in_graph must be true or false (or 0 or 1), not {value!r}")
 
 

@@ -86,6 +86,9 @@ def test_what_auto_circuit_cannot_take_is_one_line(found, tmp_path):
     written["scores"]["A0.1->A3.0.K"] = None
     with pytest.raises(CircuitxError, match="every edge has a score"):
         from_auto_circuit_dict(written)
+    written["scores"]["A0.1->A3.0.K"] = float("nan")  # a trial's: it offered null
+    with pytest.raises(CircuitxError, match=r"score must be a finite number, not nan"):
+        from_auto_circuit_dict(written)
     written = to_auto_circuit_dict(found)
     written["circuit"].append("A0.1->Attn 3")
     with pytest.raises(CircuitxError, match="'Attn 3' is not an auto-circuit node"):

@@ -445,8 +445,9 @@ def test_eap_ig_pt_files_hold_eap_igs_tensors_and_round_trip(tmp_path, parallel)
     assert back.graph["d_model"] == 16
 
 
-def test_a_pt_file_eap_ig_saved_is_read(tmp_path):
-    """As EAP-IG's to_pt saves a node-scored graph: NaN for a node it did not score."""
+def eap_ig_saved_pt() -> dict:
+    """A 2 x 2 model's graph as EAP-IG's to_pt saves it, node-scored (NaN for a node it
+    did not score): a0.h1->a1.h0<k> the one edge in the circuit."""
     nodes, _ = eap_ig_universe(2, 2, False)
     sources = nodes[:-1]
     destinations = [f"a{n}.h{h}<{x}>" for n in range(2) for x in "qkv" for h in range(2)]
@@ -466,6 +467,13 @@ def test_a_pt_file_eap_ig_saved_is_read(tmp_path):
         "nodes_in_graph": torch.tensor([n in ("input", "a0.h1", "a1.h0") for n in sources]),
         "nodes_scores": node_scores,
     }
+    return saved
+
+
+def test_a_pt_file_eap_ig_saved_is_read(tmp_path):
+    """As EAP-IG's to_pt saves a node-scored graph: NaN for a node it did not score."""
+    saved = eap_ig_saved_pt()
+    scores, node_scores = saved["edges_scores"], saved["nodes_scores"]
     torch.save(saved, tmp_path / "mib.pt")
     graph = read_graph(tmp_path / "mib.pt")
     edges = edges_by_name(graph)
@@ -477,6 +485,40 @@ def test_a_pt_file_eap_ig_saved_is_read(tmp_path):
     again = torch.load(tmp_path / "again.pt", weights_only=True)
     assert torch.equal(again["nodes_scores"].isnan(), node_scores.isnan())
     assert torch.equal(again["edges_scores"], scores)
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (  # a trial's: read by name, 9 of 13 circuit edges fell on edges no model has
+            lambda d: d.update(src_nodes=d["src_nodes"][::-1]),
+            "src_nodes are not EAP-IG's order for a 2 layers x 2 heads model (entry 0 is 'm1', "
+            "where EAP-IG has 'input'): its from_pt reads the tensors in its own order",
+        ),
+        (
+            lambda d: d.update(dst_nodes=d["dst_nodes"][:-1]),
+            "dst_nodes are not EAP-IG's order for a 2 layers x 2 heads model (it has 14 names, "
+            "where EAP-IG has 15)",
+        ),
+        (
+            lambda d: d["cfg"].update(n_heads="2"),
+            "EAP-IG graph cfg's n_heads must be a whole number of at least 1, not '2'",
+        ),
+        (
+            lambda d: d["cfg"].update(n_layers=-1),
+            "EAP-IG graph cfg's n_layers must be a whole number of at least 1, not -1",
+        ),
+    ],
+)
+def test_a_pt_file_eap_ig_would_read_otherwise_is_one_line(tmp_path, edit, pattern):
+    """EAP-IG's from_pt lays the tensors out in its own order and ignores the name lists;
+    circuitx had read them by name, so such a file meant one graph to it and another to
+    EAP-IG (and MIB)."""
+    saved = eap_ig_saved_pt()
+    edit(saved)
+    torch.save(saved, tmp_path / "x.pt")
+    with pytest.raises(CircuitxError, match=re.escape(pattern)):
+        read_graph(tmp_path / "x.pt")
 
 
 @pytest.mark.parametrize(
@@ -569,13 +611,18 @@ def test_a_graph_eap_ig_wrote_is_read_with_its_scores(tmp_path):
         ),
         (  # EAP-IG's from_json needs it; circuitx had read it as off the circuit
             lambda d: d["edges"].update({"input->a0.h0<q>": {"score": 1.4}}),
-            r"edge 'input->a0.h0<q>': in_graph must be true or false \(or 0 or 1\), not None",
+            r"edge 'input->a0.h0<q>' has no in_graph \(true or false, or 0 or 1\)",
         ),
         (
             lambda d: d["nodes"].update({"a0.h1": {"in_graph": 2, "score": 0.5}}),
             r"node 'a0.h1': in_graph must be true or false \(or 0 or 1\), not 2",
         ),
         (lambda d: d["cfg"].pop("n_heads"), "cfg lacks n_layers and n_heads"),
+        (  # a trial's: read as 2 layers, where EAP-IG's range(2.0) fails
+            lambda d: d["cfg"].update(n_layers=2.0),
+            r"cfg's n_layers must be a whole number of at least 1, not 2.0",
+        ),
+        (lambda d: d["nodes"].update({"a0.h1": {}}), r"node 'a0.h1' has no in_graph"),
         (  # found by a new user's trial: read as an edge with no score, off the circuit
             lambda d: d["edges"].pop("input->a0.h1<v>"),
             r"1 of a 2 x 2 model's \d+ edges is missing \(input->a0.h1<v>\)",

@@ -19,6 +19,7 @@ from circuitx.drawing.places import (
     Picture,
     caption_text,
     draw_format,
+    drawn_counts,
     feeds,
     filled_score,
     graph_places,
@@ -150,7 +151,7 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
                 f'only"{head(receiver, head_input)}];'
             )
     lines.append("}")
-    drawn = {"nodes": len(nodes), "edges": len(edges), "note": note}
+    drawn = drawn_counts(nodes, len(edges), note)
     return "\n".join(lines) + "\n", drawn
 
 

@@ -30,6 +30,7 @@ from circuitx.drawing.places import (
     Picture,
     component_edge,
     component_of,
+    drawn_counts,
     edge_bends,
     edge_end,
     edge_weight,
@@ -154,7 +155,7 @@ def write_page(picture: Picture, path: str | Path) -> dict[str, Any]:
         handle.write(text)
     kept = {k for k, on in zip(data["edges"]["name"], data["edges"]["in_circuit"]) if on}
     edges = len(kept - silent_edges(picture.graph, kept))
-    return {"nodes": len(saved), "edges": edges, "note": note}
+    return drawn_counts(saved, edges, note)
 
 
 def _summary(graph: nx.MultiDiGraph, note: str | None) -> str:

@@ -305,6 +305,18 @@ def edge_weight(graph: nx.MultiDiGraph, edge: Edge) -> float:
     return min((abs(score) for score in ends if score is not None), default=0.0)
 
 
+def drawn_components(nodes: list[str]) -> set[str]:
+    """The heads, MLPs and features among the drawn ``nodes``: what a caption (and the
+    discover summary) counts as nodes; input and logits are drawn besides."""
+    return {n for n in nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
+
+
+def drawn_counts(nodes: list[str], edges: int, note: str | None) -> dict[str, Any]:
+    """What a drawing returns: the nodes its caption counts (:func:`drawn_components`),
+    the ``edges`` drawn and the ``note`` on an empty circuit."""
+    return {"nodes": len(drawn_components(nodes)), "edges": edges, "note": note}
+
+
 def caption_text(
     picture: Picture, nodes: list[str], edges: list[Edge], chosen: int, truth: Truth | None
 ) -> str:
@@ -314,7 +326,7 @@ def caption_text(
     transcoder feature counts as its MLP, its edges as the edges between the components
     (as ``score`` counts them)."""
     graph = picture.graph
-    kept = {n for n in nodes if parse_node(n)[0] not in (INPUT, LOGITS)}
+    kept = drawn_components(nodes)
     text = f"{counted(len(kept), 'node')}, {counted(len(edges), 'edge')}"
     if picture.every or picture.top is not None:  # not the circuit: say so
         selection = "every scored item" if picture.top is None else f"the top {picture.top}"

@@ -22,6 +22,7 @@ from circuitx.drawing.places import (
     Picture,
     caption_text,
     draw_format,
+    drawn_counts,
     edge_bends,
     edge_end,
     edge_points,
@@ -263,4 +264,4 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     undated = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
     with atomic_open(path, "wb") as handle, rc_context(settings):
         figure.savefig(handle, format=fmt, dpi=PNG_DPI, metadata=undated)
-    return {"nodes": len(nodes), "edges": len(edges), "note": note}
+    return drawn_counts(nodes, len(edges), note)

@@ -68,6 +68,14 @@ FOREIGN_KEYS = {
     "correct_idx": "answer_ids",
     "incorrect_idx": "wrong_ids",
 }
+AUTO_CIRCUIT_KEYS = ("clean", "corrupt", "answers", "wrong_answers", "position", "positions")
+# our JSONL's (and EAP-IG's) names for auto-circuit's keys
+AUTO_CIRCUIT_FOREIGN_KEYS = {
+    "corrupted": "corrupt",
+    "answer": "answers",
+    "wrong": "wrong_answers",
+    "wrong_answer": "wrong_answers",
+}
 
 
 @dataclass(frozen=True)
@@ -274,18 +282,24 @@ def _jsonl_ids(row: dict, where: str) -> PromptPair:
     )
 
 
-def _check_keys(row: dict, where: str) -> None:
-    """Refuse a JSONL key that stands for one of ours that the row lacks (a misspelling,
-    or another format's name, as ``wrong_answers``); other keys are the user's and ignored."""
+def _check_keys(
+    row: dict,
+    where: str,
+    keys: tuple[str, ...] = JSONL_KEYS,
+    foreign: dict[str, str] = FOREIGN_KEYS,
+) -> None:
+    """Refuse a key that stands for one of the format's ``keys`` that the row lacks (a
+    misspelling, or another format's name, as ``wrong_answers`` in our JSONL: ``foreign``
+    maps those); other keys are the user's and ignored."""
     for key in row:
-        if key in JSONL_KEYS:
+        if key in keys:
             continue
-        close = difflib.get_close_matches(str(key).lower(), JSONL_KEYS, n=1, cutoff=0.7)
-        meant = FOREIGN_KEYS.get(key) or (close[0] if close else None)
+        close = difflib.get_close_matches(str(key).lower(), keys, n=1, cutoff=0.7)
+        meant = foreign.get(key) or (close[0] if close else None)
         if meant is not None and meant not in row:
             raise CircuitxError(
                 f"{where}: key {key!r} is not read; did you mean {meant!r}? (the keys read "
-                f"are {', '.join(JSONL_KEYS)})"
+                f"are {', '.join(keys)})"
             )
 
 
@@ -383,15 +397,19 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
     ):
         raise CircuitxError(f"{label} is a circuit graph, {NOT_A_TASK_FILE}")
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), list):
+        rows = isinstance(data, list) and data and isinstance(data[0], dict)
+        ours = rows and "corrupted" in data[0]  # our JSONL's rows, as one JSON list
         raise CircuitxError(
             f'{label} is JSON but not a task: expected {{"prompts": [{{"clean", '
             '"corrupt", "answers", "wrong_answers"}, ...]}'
+            + ("; rows of circuitx's JSONL go one a line in a .jsonl file" if ours else "")
         )
     pairs = []
     for number, row in enumerate(data["prompts"], 1):
         where = f"{label} prompt {number}"
         if not isinstance(row, dict):
             raise CircuitxError(f"{where} is not a JSON object")
+        _check_keys(row, where, AUTO_CIRCUIT_KEYS, AUTO_CIRCUIT_FOREIGN_KEYS)
         for key in ("answers", "wrong_answers"):
             if key not in row:
                 raise CircuitxError(f"{where} has no {key!r}")

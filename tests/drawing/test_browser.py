@@ -25,7 +25,7 @@ from circuitx.builtin import load
 from circuitx.drawing import draw
 from circuitx.drawing.page import page_data
 from circuitx.drawing.places import Picture, scored_selection, silent_edges
-from circuitx.graph import full_graph, select_nodes, selection_by_score
+from circuitx.graph import INPUT, LOGITS, full_graph, parse_node, select_nodes, selection_by_score
 from circuitx.progress import counted
 
 
@@ -50,11 +50,11 @@ def test_every_methods_page_loads_and_draws_its_circuit(browser, method_graphs, 
     graph = method_graphs[method]
     summary = draw(graph, tmp_path / f"{method}.html")
     assert open_page(browser, tmp_path / f"{method}.html") == []
-    assert drawn(browser) == (summary["nodes"], summary["edges"])
+    assert drawn(browser) == (summary["nodes"] + 2, summary["edges"])  # input, logits too
     status = browser.find_element("id", "status").text
     held = len(Picture(graph).silent())  # sae's input->logits, say (as the static caption)
     among = f" ({counted(held, 'edge')} among the nodes scored 0 not drawn)" if held else ""
-    nodes, edges = counted(summary["nodes"] - 2, "node"), counted(summary["edges"], "edge")
+    nodes, edges = counted(summary["nodes"], "node"), counted(summary["edges"], "edge")
     assert status == f"{nodes}, {edges}{among}"
 
 
@@ -188,7 +188,10 @@ def test_a_page_over_positions_names_each_panel(browser, tmp_path):
                  faithfulness=False)  # fmt: skip
     summary = draw(graph, tmp_path / "p.html")
     assert open_page(browser, tmp_path / "p.html") == []
-    assert drawn(browser) == (summary["nodes"], summary["edges"])
+    ends = sum(
+        parse_node(n)[0] in (INPUT, LOGITS) for n, on in graph.nodes(data="in_circuit") if on
+    )
+    assert drawn(browser) == (summary["nodes"] + ends, summary["edges"])
     headers = browser.execute_script(
         "return [...document.querySelectorAll('#model text')].map((t) => t.textContent)"
     )

@@ -78,7 +78,7 @@ def test_the_page_carries_every_score_and_stands_alone(tmp_path):
     assert not re.search(r"<script[^>]+src=|<link|@import|url\(", text)
     assert set(re.findall(r"https?://[^\s\"'<>]+", text)) == {"http://www.w3.org/2000/svg"}
     nodes, edges = saved_circuit(graph)
-    assert drawn == {"nodes": len(nodes), "edges": len(edges), "note": None}
+    assert drawn == {"nodes": len(nodes) - 2, "edges": len(edges), "note": None}  # input, logits
 
 
 def test_the_page_starts_where_asked():

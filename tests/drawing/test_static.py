@@ -25,6 +25,7 @@ from circuitx.drawing.places import (
 )
 from circuitx.graph import edges_by_name, full_graph, select_nodes
 from circuitx.graph_files import write_graph
+from circuitx.progress import counted
 from circuitx.reference import reference_graph
 from circuitx.tasks import get_task
 
@@ -46,7 +47,7 @@ def test_the_svg_names_the_circuits_nodes_and_colours_edges_by_input(tmp_path):
     graph = scored_circuit()
     drawn = draw(graph, tmp_path / "c.svg")
     kept = [name for name, d in edges_by_name(graph).items() if d["in_circuit"]]
-    assert drawn == {"nodes": 6, "edges": len(kept), "note": None}
+    assert drawn == {"nodes": 4, "edges": len(kept), "note": None}  # input, logits besides
     text = svg_text(tmp_path / "c.svg")
     ET.fromstring(text)  # well-formed
     for node in ("a0.h1", "a1.h2", "m1", "a2.h0", "input", "logits"):
@@ -186,6 +187,18 @@ def test_transcoder_features_sit_in_their_mlps_row(method_graphs, tmp_path):
     draw(graph, tmp_path / "features.svg", every=True)
     text = svg_text(tmp_path / "features.svg")
     assert ">features<" in text and ">rest<" in text
+
+
+def test_a_drawings_counts_are_its_captions(tmp_path):
+    """A helper's trial: draw returned 8 nodes where the caption (and discover's summary)
+    said 6: it counted input and logits (test_dot checks the dot engine's)."""
+    graph = scored_circuit()
+    drawn = draw(graph, tmp_path / "c.svg")
+    kept = [n for n, on in graph.nodes(data="in_circuit") if on and n not in ("input", "logits")]
+    nodes, edges = counted(drawn["nodes"], "node"), counted(drawn["edges"], "edge")
+    assert drawn["nodes"] == len(kept) and f"{nodes}, {edges} drawn" in drawn_words(
+        tmp_path / "c.svg"
+    )
 
 
 def test_of_more_edges_than_a_picture_holds_the_largest_are_drawn(tmp_path, monkeypatch):

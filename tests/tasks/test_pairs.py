@@ -302,6 +302,17 @@ BAD = {
     ),
     "not UTF-8": ("t.jsonl", b'{"clean": "caf\xe9"}\n', "is not UTF-8 text (byte 0xe9"),
     "JSON that is not a task": ("t.json", b'{"rows": []}', "is JSON but not a task"),
+    "our JSONL's rows as one JSON list": (
+        "t.json",
+        b'[{"clean": "When John", "corrupted": "When Mary", "answer": " went"}]',
+        "rows of circuitx's JSONL go one a line in a .jsonl file",
+    ),
+    "auto-circuit's prompt with our JSONL's key": (  # a trial's: no "did you mean"
+        "t.json",
+        b'{"prompts": [{"clean": "When John", "corrupted": "When Mary", "answers": [" went"], '
+        b'"wrong_answers": [" ran"]}]}',
+        "t.json prompt 1: key 'corrupted' is not read; did you mean 'corrupt'?",
+    ),
     "auto-circuit's answers per position (its tracr datasets)": (
         "t.json",
         b'{"prompts": [{"clean": [3, 0, 1], "corrupt": [3, 1, 1], "answers": [[1, 0]], '
