@@ -72,6 +72,18 @@ class KeptHooks:
 NO_KEPT_HOOKS = KeptHooks()
 
 
+def check_finite_outputs(model: Model, metric: str, clean: float, corrupted: float) -> None:
+    """Fail in one line, before any attribution, where the clean or ``corrupted`` run's
+    ``metric`` is not a finite number: every score and faithfulness would be NaN."""
+    for which, value in (("clean", clean), ("corrupted", corrupted)):
+        if not math.isfinite(value):
+            raise CircuitxError(
+                f"the model's {metric} on the {which} prompts is {value}: its outputs are not "
+                f"finite numbers (weights holding NaN or infinity, or activations past what "
+                f"{str(model.dtype).removeprefix('torch.')} holds)"
+            )
+
+
 class PatchingEngine:
     """Cached clean and corrupted runs of one task batch, and masked runs built from them."""
 
@@ -156,13 +168,15 @@ class PatchingEngine:
         self.held_mask: torch.Tensor | None = None  # 0 where a sender is held, else 1
         measured = reference is None  # this batch's own, not a whole's given to a part
         if measured:
+            clean = float(self.metric(self.clean_final).mean())
             corrupted = float(self.metric(self.corrupted_final).mean())
+            check_finite_outputs(model, metric, clean, corrupted)
             ablated = math.nan
             if ablation == "corrupted":
                 ablated = corrupted
             elif measure_ablated:
                 ablated = self.measure_ablated_metric()
-            reference = (float(self.metric(self.clean_final).mean()), corrupted, ablated)
+            reference = (clean, corrupted, ablated)
         self.clean_metric, self.corrupted_metric, self.ablated_metric = reference
         if held is not None and bool(held[self.layout.inputs :].any()):
             self._hold(held, cached)

@@ -191,7 +191,17 @@ def reference_for_graph(
             "--reference planted needs the graph's task, which this graph does not record "
             "(a graph from another tool): name the planted model (planted-ioi) or a graph file"
         )
-    return resolve_reference(
+    model = str(meta.get("model") or "")
+    gone = (  # a model directory moved since: say so, not that the model has no truth
+        f"the graph's model directory {model} is not there now (moved or deleted), so "
+        f"whether it ships a ground truth cannot be read: pass {asks('DIR')} with where it "
+        f"is now, or {asks('FILE')}"
+        if spec in ("auto", "planted") and Path(model).is_absolute() and not Path(model).is_dir()
+        else None
+    )
+    if gone and spec == "planted":
+        raise CircuitxError(gone)
+    found = resolve_reference(
         spec,
         str(task),
         meta.get("model_id"),
@@ -200,6 +210,7 @@ def reference_for_graph(
         cache_dir=cache_dir,
         asks=asks,
     )
+    return (None, None, f"no reference: {gone}") if gone and found[0] is None else found
 
 
 def _no_reference(meta: dict) -> str:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from circuitx.files import atomic_open
+from circuitx.files import atomic_open, json_text
 from circuitx.leaderboard.cells import Cell
 from circuitx.progress import fixed
 
@@ -62,7 +62,7 @@ class CellStore:
         if record["status"] == "ok":
             self.directory.mkdir(exist_ok=True)
             with atomic_open(self._path(record["key"])) as handle:
-                json.dump(record, handle)
+                handle.write(json_text(record, indent=None))  # strict: NaN is null
 
 
 def well_formed(record: dict[str, Any]) -> bool:
@@ -139,7 +139,8 @@ def leaderboard_rows(cells: list[Cell], records: dict[str, dict[str, Any]]) -> l
         row["label"] = f"{task} ({model})" if task in shared else task
         for key, _, source in COLUMNS:
             values = [_value(r, key, source) for r in finished]
-            row[key] = _summary([v for v in values if v is not None])
+            # a number that is not finite is written as null: no number, here too
+            row[key] = _summary([v for v in values if v is not None and math.isfinite(v)])
         row.update(seeds=len(group), finished=len(finished), error=errors[0] if errors else None)
         rows.append(row)
     return rows

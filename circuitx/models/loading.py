@@ -70,10 +70,23 @@ def parse_device(name: str | None) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise CircuitxError(f"unknown device {name!r}") from None
+    if device.type == "meta":
+        raise CircuitxError(
+            f"device {name!r} holds shapes, not values: circuitx runs the model, so name "
+            "cpu, cuda or mps"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CircuitxError(f"device {name!r} requested but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise CircuitxError(f"device {name!r} requested but this machine has {count} CUDA devices")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise CircuitxError(f"device {name!r} requested but no MPS (Apple GPU) is available")
+    backend = getattr(torch, device.type, None)  # torch.xpu, say; xla has none here
+    if device.type not in ("cpu", "cuda", "mps") and not (
+        hasattr(backend, "is_available") and backend.is_available()
+    ):
+        raise CircuitxError(f"device {name!r} requested but no {device.type} device is available")
     return device
 
 
@@ -88,6 +101,10 @@ def load_model(name: str, device: str | None = None, dtype: str = "float32") -> 
         if not (Path(source) / "config.json").is_file():
             raise CircuitxError(f"not a model directory (no config.json): {name}")
         shadowing = not looks_like_path(name)
+    elif Path(name).expanduser().is_file():
+        raise CircuitxError(
+            f"model {name!r} is a file: name the directory that holds the model's config.json"
+        )
     elif looks_like_path(name):
         raise CircuitxError(f"model directory not found: {name}")
     else:

@@ -551,6 +551,18 @@ def test_score_with_auto_reference_and_no_paper_model(discovered, tmp_path):
     assert_one_line_error(run("score", tmp_path / "auto.json"), "no reference")
 
 
+@pytest.mark.parametrize("spec", ["auto", "planted"])
+def test_score_says_the_graphs_model_directory_is_gone(discovered, tmp_path, spec):
+    """A helper's trial: a build-tracr directory moved, `score` said the tracr reference
+    fits tracr-reverse only, not that the directory that shipped its truth was gone."""
+    graph = read_graph(discovered[1])
+    del graph.graph["reference_spec"]
+    graph.graph["model"] = str(tmp_path / "moved")
+    write_graph(graph, tmp_path / "g.json")
+    result = run("score", tmp_path / "g.json", "--reference", spec)
+    assert_one_line_error(result, f"the graph's model directory {tmp_path / 'moved'} is not there")
+
+
 def test_a_planted_reference_of_another_shape_is_refused_before_its_model_is_built(
     discovered, tmp_path
 ):

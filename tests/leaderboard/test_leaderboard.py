@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import (
     SHORT_TRAINING,
     assert_one_line_error,
@@ -21,6 +22,7 @@ from conftest import (
     open_page,
     random_transcoder_dir,
     run,
+    tiny_gpt2,
 )
 
 from circuitx import builtin
@@ -552,6 +554,25 @@ def test_a_stored_cell_of_the_wrong_shape_runs_again(tmp_path):
         edited = json.loads(json.dumps(record))
         (edited["result"]["metrics"] if where == "metrics" else edited["result"])[key] = value
         assert not well_formed(edited), (key, value)
+
+
+def test_a_model_whose_outputs_are_nan_fails_its_cells_in_one_line(tmp_path):
+    """A helper's trial: a model with a NaN weight kept a cell of bare NaN (not JSON) and
+    the table failed in a traceback (statistics.pstdev on NaN), on every rerun too."""
+
+    def poison(model):
+        with torch.no_grad():
+            model.transformer.h[0].mlp.c_fc.weight[0, 0] = math.nan
+
+    model = tiny_gpt2(tmp_path / "nan-model", 2, 4, 32, edit=poison)
+    args = ["leaderboard", "--tasks", "ioi", "--methods", "eap", "--model", model, "--seeds", 1]
+    result = run(*args, "--n-prompts", 3, "--out", tmp_path / "board", "--json")
+    assert result.exit_code != 0 and "1 of 1 cells failed" in result.stderr
+    (row,) = json.loads(result.stdout)["rows"]
+    assert row["error"].startswith("the model's logit-diff on the clean prompts is nan")
+    assert not list((tmp_path / "board").glob("cells/*.json"))  # a failed cell is not kept
+    discover = ["discover", "--task", "ioi", "--method", "eap", "--model", model]
+    assert_one_line_error(run(*discover), "the model's logit-diff on the clean prompts is nan")
 
 
 def test_the_caption_names_the_settings_the_rows_do_not_show():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GPT2_TOKENIZER, gpt2_tokenizer, tiny_gpt2
+from conftest import GPT2_TOKENIZER, assert_one_line_error, gpt2_tokenizer, run, tiny_gpt2
 
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, save_tl_legacy_attn_only, word_level_tokenizer
@@ -327,18 +327,38 @@ def test_a_directory_named_as_an_alias_loads_from_disk(tmp_path, monkeypatch):
     assert load_model("./neox", device="cpu").parallel
 
 
-@pytest.mark.parametrize("device", ["cuda:7", "mps"])
+@pytest.mark.parametrize("device", ["cuda:7", "mps", "xla"])
 def test_a_device_this_machine_lacks_is_refused_before_the_model_loads(device):
     """mps was refused only inside the model's loading, in the loader's words (a new
-    user's trial); a CUDA device was refused up front."""
+    user's trial), and xla after it; a CUDA device was refused up front."""
     from circuitx.models.loading import parse_device
 
-    available = {"cuda:7": torch.cuda.device_count() > 7, "mps": torch.backends.mps.is_available()}
+    available = {
+        "cuda:7": torch.cuda.device_count() > 7,
+        "mps": torch.backends.mps.is_available(),
+        "xla": False,  # torch has no torch.xla: torch_xla's own package gives one
+    }
     if available[device]:
         assert parse_device(device) == torch.device(device)
     else:
-        with pytest.raises(CircuitxError, match=f"device '{device}' requested but no"):
+        with pytest.raises(CircuitxError, match=f"device '{device}' requested but "):
             parse_device(device)
+
+
+def test_a_models_file_named_for_its_directory_is_told_so(tmp_path, monkeypatch):
+    """A helper's trial: `--model m/model.safetensors` was taken for a hub name."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CircuitxError, match="model 'm/config.json' is a file: name the dir"):
+        load_model("m/config.json")
+
+
+def test_the_meta_device_is_refused_before_the_model_loads(tmp_path):
+    """A helper's trial: --device meta loaded the model and failed in a traceback."""
+    result = run("discover", "--task", "ioi", "--method", "eap", "--model", str(tmp_path),
+                 "--device", "meta")  # fmt: skip
+    assert_one_line_error(result, "device 'meta' holds shapes, not values")
 
 
 def test_an_unreachable_hub_alias_is_named_as_the_hub_model_it_is(monkeypatch):
