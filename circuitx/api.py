@@ -73,7 +73,7 @@ def load_model(
 ) -> Model:
     """A built-in model (``planted-ioi``; a family such as ``planted`` needs ``task`` to
     pick its member, built into the cache the first time), a local model directory, or a
-    Hugging Face hub model by name or alias (``gpt2``, ``pythia-70m``)."""
+    Hugging Face hub model by name or alias (``gpt2``, ``EleutherAI/pythia-70m``)."""
     if not isinstance(name, (str, os.PathLike)):
         raise _not_a_model(name, "a model is named by a string or a directory")
     name = os.fspath(name)
