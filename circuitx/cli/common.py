@@ -3,6 +3,7 @@ once (``--json``, ``--device``/``--dtype``, ``--cache-dir``)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -35,6 +36,8 @@ from circuitx.tasks.base import POSITION_MODES
 EXIT_INPUT_ERROR = CircuitxError.exit_code  # click's usage errors too
 EXIT_OUT_OF_MEMORY = 3
 EXIT_SYSTEM_ERROR = 1  # the system failed us (a full disk): not the input's fault
+# a disk's failures, which a library may raise another error from
+SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
 
 
 # click's names of the number types its ranges take, as a message says them
@@ -76,17 +79,9 @@ class OneLineErrors(click.Group):
         except CircuitxError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(error.exit_code)
-        except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
-            if not _out_of_memory(error):
-                raise
+        except (MemoryError, torch.OutOfMemoryError) as error:
             click.echo(f"error: out of memory: {first_line(error)}", err=True)
             sys.exit(EXIT_OUT_OF_MEMORY)
-        except OSError as error:  # the system's: a full disk under stdout or a file
-            said = error.strerror or str(error)
-            where = f"{error.filename}: " if error.filename else ""
-            click.echo(f"error: {where}{said}", err=True)
-            sys.stderr.flush()
-            os._exit(EXIT_SYSTEM_ERROR)  # not sys.exit: its flush of stdout fails again
         except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted, Terminated) as stop:
             terminated = isinstance(stop, Terminated)
             click.echo(f"error: {'terminated' if terminated else 'interrupted'}", err=True)
@@ -96,6 +91,16 @@ class OneLineErrors(click.Group):
             # left to tidy: skip the interpreter's teardown, which frees every cached
             # tensor one by one (over a second after a large run)
             os._exit(128 + signal.SIGTERM if terminated else 130)
+        except Exception as error:  # the system's (a full disk under stdout or a file), or ours
+            if isinstance(error, RuntimeError) and _out_of_memory(error):
+                click.echo(f"error: out of memory: {first_line(error)}", err=True)
+                sys.exit(EXIT_OUT_OF_MEMORY)
+            said = _system_failure(error)
+            if said is None:
+                raise
+            click.echo(f"error: {said}", err=True)
+            sys.stderr.flush()
+            os._exit(EXIT_SYSTEM_ERROR)  # not sys.exit: its flush of stdout fails again
         sys.exit(0)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -111,6 +116,20 @@ def _out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return True
     return "can't allocate memory" in str(error) or "out of memory" in str(error)
+
+
+def _system_failure(error: BaseException) -> str | None:
+    """The system's words where ``error`` came of its failing (a full disk): an OSError,
+    one a library raised another error from (torch.save's RuntimeError), or safetensors'
+    error naming an I/O error in its own text; else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and (seen is error or seen.errno in SYSTEM_ERRNOS):
+            where = f"{seen.filename}: " if seen.filename else ""
+            return where + (seen.strerror or str(seen))
+        seen = seen.__cause__ or seen.__context__
+    text = first_line(error)
+    return text.split("I/O error: ", 1)[1] if "I/O error: " in text else None
 
 
 def _quiet_interrupts(unraisable: Any) -> None:

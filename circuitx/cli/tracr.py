@@ -78,7 +78,7 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
         place: a run stopped before that leaves no directory."""
         compiled = compile_program(rasp_program, set(values), max_seq_len)
         save_compiled(staging, compiled, rasp_program, name, inputs, length)
-        model = load_model(str(staging))
+        model = load_model(str(staging.absolute()))  # "sub/.m...staging" reads as a hub id
         described = read_program(staging)
         checked.append(program_agreement(model, described, rasp_program, compiled=compiled))
 

@@ -163,7 +163,12 @@ def read_transcoder(path: Path) -> Transcoder:
     read as a record without importing the class)."""
     try:
         payload = _load_weights_only(path)
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
+    except pickle.UnpicklingError:  # torch's advice (weights_only=False) would run the file
+        raise CircuitxError(
+            f"cannot read transcoder file {path}: it holds neither tensors and plain values "
+            "nor a transcoder's config (a damaged file, or not one torch.save wrote)"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as error:
         raise CircuitxError(f"cannot read transcoder file {path}: {first_line(error)}") from None
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     if not isinstance(state, dict) or any(name not in state for name in PARAMETERS[:4]):

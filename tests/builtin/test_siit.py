@@ -222,6 +222,13 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, capsys):
     other = Settings(max_steps=41, batch_size=16, eval_every=10, threshold=2.0, lr=1e-2)
     with pytest.raises(CircuitxError, match=r"with another max_steps 40 \(not 41\)"):
         train(_model(0), hl, other, checkpoint=checkpoint)
+    # a helper's trial: another --task's run named its settings, never the task
+    named = tmp_path / "named.pt"
+    with pytest.raises(Interrupted):
+        done.clear()
+        train(_model(0), hl, settings, stop_after_twenty, named, name="trained-a")
+    with pytest.raises(CircuitxError, match=r"made training trained-a \(not trained-b\)"):
+        train(_model(0), hl, settings, checkpoint=named, name="trained-b")
 
 
 def test_a_run_that_stopped_at_the_threshold_resumes_to_its_end(tmp_path):

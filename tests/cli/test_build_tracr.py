@@ -115,6 +115,17 @@ def test_a_missing_parent_directory_is_refused_not_made(tmp_path):
     assert_one_line_error(result, "--out's parent is not a directory")
 
 
+def test_a_relative_out_in_a_subdirectory_builds_without_a_note(tmp_path, monkeypatch):
+    """A helper's trial: `--out sub/m` noted "model 'sub/.m...staging' is the local
+    directory ...": the staging directory's relative name read as a hub id."""
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = run("build-tracr", "make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--out",
+                 "sub/m")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "staging" not in result.stderr and (tmp_path / "sub" / "m" / "config.json").is_file()
+
+
 def test_a_program_that_does_not_parse_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "broken_program.py").write_text("def f(:\n    pass\n")
     monkeypatch.chdir(tmp_path)

@@ -1,5 +1,6 @@
 """Graphs in and out in EAP-IG's (MIB's) format, through the command line (issue 25)."""
 
+import errno
 import json
 import subprocess
 import sys
@@ -287,6 +288,41 @@ def test_a_full_disk_under_stdout_is_one_line(discovered):
         # score notes first that EAP's circuit has the planted nodes but is not faithful
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert done.stderr.splitlines()[-1] == "error: No space left on device"
+
+
+def _raised(make_error):
+    try:
+        make_error()
+    except Exception as error:  # noqa: BLE001 - the error itself is the test's subject
+        return error
+    raise AssertionError("nothing raised")
+
+
+def _during(first: BaseException, then: BaseException):
+    def make():
+        try:
+            raise first
+        except type(first):
+            raise then  # noqa: B904 - implicit context, as torch.save's RuntimeError has
+
+    return make
+
+
+def test_a_full_disk_under_a_library_is_the_systems_words():
+    """A helper's trial: train-transcoders and a built-in model's first build on a full
+    disk ended in a traceback: torch.save raises a RuntimeError during the OSError, and
+    safetensors its own error naming the I/O error."""
+    from circuitx.cli.common import _system_failure
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    torch_save = _during(full, RuntimeError("[enforce fail at inline_container.cc:672] ."))
+    assert _system_failure(_raised(torch_save)) == "No space left on device"
+    safetensors = RuntimeError("Error while serializing: I/O error: No space left on device")
+    assert _system_failure(safetensors) == "No space left on device"
+    # a bug met while handling an ordinary OSError stays a bug (a traceback)
+    missing = FileNotFoundError(errno.ENOENT, "No such file or directory")
+    assert _system_failure(_raised(_during(missing, KeyError("k")))) is None
+    assert _system_failure(ValueError("x")) is None
 
 
 def test_an_eap_ig_circuit_edge_whose_node_is_out_is_noted(discovered, tmp_path):

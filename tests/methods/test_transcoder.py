@@ -324,8 +324,12 @@ def test_file_and_hub_errors_are_one_line(tmp_path, tiny_model):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "final_sparse_autoencoder_x_blocks.0.ln2.hook_normalized_16.pt").write_text("no")
-    with pytest.raises(CircuitxError, match="cannot read transcoder file"):
+    with pytest.raises(CircuitxError, match="cannot read transcoder file") as refused:
         tc.load_transcoders(str(broken))
+    # a helper's trial: torch's advice, weights_only=False, would run a file's code
+    assert "holds neither tensors" in str(refused.value) and "weights_only" not in str(
+        refused.value
+    )
 
 
 def test_a_hub_repo_gives_only_the_layers_asked_for(tmp_path, tiny_model, monkeypatch):

@@ -151,7 +151,7 @@ def train_ground_truth(
         check_alignment(target.hl.alignment, target.config.n_layer, target.config.n_head)
         with seeded(settings.seed):
             ll = Intervenable(GPT2LMHeadModel(target.config))
-        history = train(ll, target.hl, settings, advance, checkpoint)
+        history = train(ll, target.hl, settings, advance, checkpoint, name)
         _, held_out = split_pairs(target.hl, settings)
         final = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
     trained = Trained(final, history, min(len(held_out), EVAL_PAIRS))

@@ -325,10 +325,12 @@ def train(
     settings: Settings,
     advance: Advance = no_progress,
     checkpoint: Path | None = None,
+    name: str | None = None,
 ) -> History:
     """Train ``ll`` in place to implement ``hl`` (see the module docstring). With
     ``checkpoint``, the whole state is saved there at every evaluation, and a run with the
-    same settings resumes from it, giving the weights an uninterrupted run gives."""
+    same settings (and model ``name``) resumes from it, giving the weights an uninterrupted
+    run gives."""
     n = len(hl.inputs)
     train_pairs, held_out = split_pairs(hl, settings)
     eval_pairs = held_out[: settings.eval_pairs]
@@ -347,6 +349,11 @@ def train(
     first = 1
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
+        if state.get("name") not in (None, name):  # another task's settings differ besides
+            raise CircuitxError(
+                f"the checkpoint {checkpoint} was made training {state['name']} (not {name}); "
+                "run that again to resume it, or delete it to start over"
+            )
         now = dataclasses.asdict(settings)
         changed = [
             f"{key} {value} (not {now.get(key)})"
@@ -434,6 +441,7 @@ def train(
                 best = (evaluation.worst, copy.deepcopy(ll.model.state_dict()))
             if checkpoint is not None:
                 state = {
+                    "name": name,
                     "settings": dataclasses.asdict(settings),
                     "step": step,
                     "model": ll.model.state_dict(),
