@@ -50,7 +50,8 @@ class TrainingSettings:
 
 @dataclass
 class LayerQuality:
-    fraction_of_variance_explained: float
+    # None where the MLP's output does not vary (an MLP that writes zeros): no variance
+    fraction_of_variance_explained: float | None
     l0: float  # mean number of active features per token
     dead_fraction: float  # features never active on the held-out tokens
 
@@ -392,9 +393,11 @@ def layer_quality(
             transcoder = transcoders[layer]
             features = transcoder.features(x.float())
             residual = (transcoder.decode(features) - y).pow(2).sum()
-            variance = (y - y.mean(0)).pow(2).sum().clamp_min(1e-12)
+            variance = float((y - y.mean(0)).pow(2).sum())
             quality[layer] = LayerQuality(
-                fraction_of_variance_explained=float(1 - residual / variance),
+                fraction_of_variance_explained=(
+                    float(1 - residual / variance) if variance > 1e-12 else None
+                ),
                 l0=float((features > 0).float().sum(-1).mean()),
                 dead_fraction=float(((features > 0).sum(0) == 0).float().mean()),
             )

@@ -358,6 +358,23 @@ def test_a_hub_repo_gives_only_the_layers_asked_for(tmp_path, tiny_model, monkey
 # ---------------------------------------------------------------- training
 
 
+def test_an_mlp_that_writes_zeros_has_no_variance_explained(tmp_path, corpus_file):
+    """A helper's trial: an MLP whose output is 0 reported FVE -4.8e15 (its variance
+    clamped to 1e-12); it has no variance to explain."""
+
+    def silence(model):
+        for block in model.transformer.h:
+            block.mlp.c_proj.weight.zero_()
+            block.mlp.c_proj.bias.zero_()
+
+    model = load_model(str(tiny_gpt2(tmp_path / "m", 2, 4, 32, edit=silence)), device="cpu")
+    corpus = tc.load_corpus(model, str(corpus_file), 32, 0)
+    settings = tc.TrainingSettings(n_features=16, steps=2, batch_tokens=64)
+    trained = tc.train_transcoders(model, [0, 1], corpus, settings)
+    quality = tc.layer_quality(model, trained, corpus.tokens[:4], corpus.real[:4])
+    assert [q.fraction_of_variance_explained for q in quality.values()] == [None, None]
+
+
 def test_training_learns_and_is_seeded(tiny_model, corpus_file):
     corpus = tc.load_corpus(tiny_model, str(corpus_file), 32, 0)
     settings = tc.TrainingSettings(n_features=64, steps=150, batch_tokens=256, l1=1e-3, lr=1e-2)
