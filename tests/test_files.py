@@ -93,6 +93,30 @@ def test_json_text_writes_no_nan_or_infinity():
     assert json.loads(text) == {"a": None, "b": [1.0, None, None], "c": {"d": 2.5}}
 
 
+def test_a_users_out_another_run_wrote_first_is_an_error_not_a_win(tmp_path):
+    """A helper's trial: two build-tracr runs into one new --out both exited 0, one's
+    model silently dropped; a cache's builders may race (the same build), an --out's not."""
+    target = tmp_path / "out"
+
+    def build(staging, marker="config.json"):
+        (staging / marker).write_text("mine")
+        target.mkdir(exist_ok=True)  # another run finishes first
+        (target / marker).write_text("theirs")
+
+    with pytest.raises(CircuitxError, match="--out .* was written by another run while"):
+        build_once(target, build, option="--out")
+    assert (target / "config.json").read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the staging directory went
+    cache = tmp_path / "cache"
+
+    def cached(staging):
+        (staging / "config.json").write_text("mine")
+        cache.mkdir(exist_ok=True)
+        (cache / "config.json").write_text("theirs")
+
+    assert build_once(cache, cached) == cache  # a cache's race: the first wins, silently
+
+
 def test_an_empty_new_directory_name_is_refused_as_empty():
     """A helper's trial: train-ground-truth --out "" said '--out . exists'."""
     from circuitx.files import check_new_directory

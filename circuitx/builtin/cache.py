@@ -54,11 +54,14 @@ def build_once(
     build: Callable[[Path], None],
     marker: str = BUILT_MARKER,
     announcement: str | None = None,
+    option: str | None = None,
 ) -> Path:
     """``target``, built by ``build(directory)`` into a staging directory beside it and
     moved into place, unless it already holds ``marker``; ``announcement`` is written on
     stderr first when it builds. The build runs on ``BUILD_THREADS`` threads. Concurrent
-    builders are safe: the first to finish wins, the others' work is dropped."""
+    builders are safe: the first to finish wins, the others' work is dropped, or, where
+    ``target`` is the user's ``option`` (``--out``) rather than a cache, the others fail
+    in one line (two runs may have built different things)."""
     if (target / marker).is_file():
         return target
     if announcement:
@@ -75,6 +78,11 @@ def build_once(
         stop_if_interrupted()
         os.replace(staging, target)
     except OSError:
+        if option is not None and target.is_dir() and any(target.iterdir()):
+            raise CircuitxError(
+                f"{option} {target} was written by another run while this one built; this "
+                "run's result is not kept"
+            ) from None
         if not (target / marker).is_file():  # not merely lost a race to another builder
             raise
     finally:

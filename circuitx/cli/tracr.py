@@ -84,7 +84,7 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
 
     try:
         with quiet_loaders():
-            build_once(target, build_and_check)
+            build_once(target, build_and_check, option="--out")
     except CircuitxError as error:
         if ":" in program or not str(error).startswith("tracr cannot compile"):
             raise

@@ -66,6 +66,7 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
             lambda staging: results.append(
                 train_ground_truth(spec.name, staging, settings, advance, checkpoint)
             ),
+            option="--out",
         )
     trained = results[0]
     summary = {
