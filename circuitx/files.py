@@ -19,6 +19,13 @@ from typing import IO, Any, Iterator
 from circuitx.errors import CircuitxError, stop_if_interrupted
 
 
+def refuse_empty(path: str | os.PathLike, option: str, what: str) -> None:
+    """Fail in one line where ``path``, given as ``option``, is empty or blank (an unset
+    shell variable): ``Path("")`` is the working directory, which exists."""
+    if not os.fspath(path).strip():
+        raise CircuitxError(f"{option} is empty: name {what}")
+
+
 def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
     """Return ``path`` as a Path, or fail in one line unless a file can be written there:
     its directory exists and takes a new file (one is made and removed), and ``path`` is
@@ -26,8 +33,7 @@ def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
     through, as ``open`` writes: the path returned is its target's (``/dev/stdout``
     redirected to a file is that file), so the link stays a link. An empty path (an
     unset shell variable, given as ``option``) is refused: it would name no file."""
-    if not os.fspath(path).strip():
-        raise CircuitxError(f"{option} is empty: name a file")
+    refuse_empty(path, option, "a file")
     if os.fspath(path).endswith(("/", os.sep)):  # Path() drops the slash that says directory
         raise CircuitxError(f"output path ends in a slash, which names a directory: {path}")
     path = Path(path)
@@ -75,8 +81,7 @@ def check_directory_can_be_made(path: str | os.PathLike, option: str) -> Path:
     new files or can be made as one: its nearest existing ancestor is a directory that
     takes a new file (one is made and removed). An empty ``path`` (an unset shell
     variable, given as ``option``) is refused: it would be the working directory."""
-    if not os.fspath(path).strip():  # Path("") is "."
-        raise CircuitxError(f"{option} is empty: name a directory")
+    refuse_empty(path, option, "a directory")
     path = Path(path)
     existing = path
     while not existing.exists() and existing != existing.parent:
@@ -94,8 +99,7 @@ def check_new_directory(path: str | os.PathLike, option: str = "--out") -> Path:
     new directory: it does not exist (or is an empty directory), and its parent is an
     existing directory that takes new files. Parents are never made: a mistyped one is
     an error, not a new tree."""
-    if not os.fspath(path).strip():  # Path("") is ".", which exists
-        raise CircuitxError(f"{option} is empty: name a new directory")
+    refuse_empty(path, option, "a new directory")
     path = Path(path).expanduser()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise CircuitxError(f"{option} {path} exists; choose a new directory")
