@@ -267,6 +267,61 @@ def remove_orphans(path: Path) -> None:
             orphan.unlink(missing_ok=True)
 
 
+def _claim_holder(claim: Path) -> str:
+    try:
+        return claim.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _claim_is_stale(claim: Path) -> bool:
+    """Whether ``claim`` was left by a process of this machine that is gone (a SIGKILL
+    gives no chance to remove it)."""
+    pid, _, host = _claim_holder(claim).partition("@")
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+
+
+def _take_claim(claim: Path, path: Path, option: str) -> None:
+    for _ in range(2):  # once more after removing a dead process's claim
+        try:
+            descriptor = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_umask())
+        except FileExistsError:
+            if _claim_is_stale(claim):
+                claim.unlink(missing_ok=True)
+                continue
+            holder = _claim_holder(claim) or "a process"
+            raise CircuitxError(
+                f"{option} {path} is being written by another run ({holder}); choose another "
+                f"directory, or, if no run is writing it, remove {claim}"
+            ) from None
+        except OSError as error:
+            raise CircuitxError(f"cannot write {claim.parent}: {error}") from None
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(_owner())
+        return
+    raise CircuitxError(f"{option} {path} is being written by another run")
+
+
+@contextmanager
+def claim_directory(path: Path, option: str = "--out", new: bool = True) -> Iterator[Path]:
+    """Hold the output directory ``path`` while the block writes into it, so that another
+    run given it fails in one line rather than writing its files in among this one's (the
+    claim is a hidden file beside it, naming this process); with ``new``, ``path`` must
+    still be missing or empty."""
+    path = path.absolute()
+    claim = path.parent / f".{path.name}.circuitx-writing"
+    _take_claim(claim, path, option)
+    try:
+        if new and path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise CircuitxError(
+                f"{option} {path} was written by another run; choose a new directory"
+            )
+        yield path
+    finally:
+        if _claim_holder(claim) == _owner():
+            claim.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; move it over ``path`` only on success.

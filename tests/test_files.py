@@ -21,7 +21,7 @@ from circuitx.errors import (
     on_interrupt,
     on_terminate,
 )
-from circuitx.files import atomic_open, check_output_path, json_text
+from circuitx.files import atomic_open, check_output_path, claim_directory, json_text
 
 
 def test_atomic_open_writes_with_the_usual_permissions(tmp_path):
@@ -115,6 +115,43 @@ def test_a_users_out_another_run_wrote_first_is_an_error_not_a_win(tmp_path):
         (cache / "config.json").write_text("theirs")
 
     assert build_once(cache, cached) == cache  # a cache's race: the first wins, silently
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_claimed_output_directory_refuses_a_second_run(tmp_path):
+    """A helper's trial: two train-transcoders runs into one --out both wrote their files
+    into it, the last file winning."""
+    out = tmp_path / "out"
+    with claim_directory(out):
+        (out).mkdir()
+        (out / "mine.pt").write_text("mine")
+        with pytest.raises(CircuitxError, match=r"^--out .*out is being written by another run "
+                           rf"\({os.getpid()}@.*\); choose another directory, or, if no run is "
+                           r"writing it, remove .*\.out\.circuitx-writing$"):  # fmt: skip
+            with claim_directory(out, new=False):
+                pass
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the claim went with the run
+    with pytest.raises(CircuitxError, match="--out .* was written by another run; choose a new"):
+        with claim_directory(out):  # new, but another run filled it since its check
+            pass
+    assert not (tmp_path / ".out.circuitx-writing").exists()
+    with claim_directory(out, new=False):  # a resumed run's directory holds files
+        pass
+    stale = tmp_path / ".out.circuitx-writing"
+    stale.write_text(f"{_dead_pid()}@{socket.gethostname()}")  # a SIGKILLed run's
+    with claim_directory(out, new=False):
+        assert stale.read_text() == f"{os.getpid()}@{socket.gethostname()}"
+    assert not stale.exists()
+    stale.write_text(f"{_dead_pid()}@another-host")  # whose process this machine cannot see
+    with pytest.raises(CircuitxError, match="written by another run .*@another-host"):
+        with claim_directory(out, new=False):
+            pass
+    assert stale.exists()
 
 
 def test_an_empty_new_directory_name_is_refused_as_empty():

@@ -20,7 +20,7 @@ from circuitx.cli.common import (
     threads_option,
 )
 from circuitx.errors import CircuitxError
-from circuitx.files import check_new_directory
+from circuitx.files import check_new_directory, claim_directory
 from circuitx.methods.transcoder import check_attributable
 from circuitx.progress import announce, progress_bar
 from circuitx.tasks import TASKS, get_task
@@ -188,15 +188,19 @@ def train_transcoders(
         seed=seed,
         refit=refit,
     )
-    resume = None
-    if state is not None:
-        resume = tc.load_interrupted(state, model, chosen_layers, data, settings)
-        announce(f"resuming the run interrupted at step {resume['step']} in {out}")
-    with progress_bar(f"training {len(chosen_layers)} transcoders", steps) as advance:
-        result = tc.train_and_report(
-            model, chosen_layers, data, settings, out, chosen, n_prompts, checkpoint_every,
-            advance, resume,
-        )  # fmt: skip
+    # another run given this --out (new, or resuming the same checkpoints) is refused
+    with claim_directory(out, new=state is None):
+        resume = None
+        if state is not None:
+            if tc.interrupted_run(out) is None:
+                raise CircuitxError(f"--out {out} was finished by another run meanwhile")
+            resume = tc.load_interrupted(state, model, chosen_layers, data, settings)
+            announce(f"resuming the run interrupted at step {resume['step']} in {out}")
+        with progress_bar(f"training {len(chosen_layers)} transcoders", steps) as advance:
+            result = tc.train_and_report(
+                model, chosen_layers, data, settings, out, chosen, n_prompts, checkpoint_every,
+                advance, resume,
+            )  # fmt: skip
     if as_json:
         print_json(result)
         return

@@ -20,6 +20,7 @@ from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.discovery import report
 from circuitx.errors import CircuitxError
+from circuitx.files import claim_directory
 from circuitx.graph_files import read_graph
 from circuitx.methods import MethodRun, get_method, method_options
 from circuitx.methods.transcoder import attribute, greedy_paths, replacement_hooks
@@ -621,6 +622,11 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
     (tmp_path / "o" / "mine.txt").write_text("kept")
     assert_one_line_error(run(*common, "--corpus", corpus_file), "exists; choose a new directory")
     assert (tmp_path / "o" / "mine.txt").read_text() == "kept"
+    held = tmp_path / "held"
+    with claim_directory(held):  # a helper's trial: two runs into one --out mixed their files
+        busy = run(*common[:3], "--out", held, "--steps", 1, "--corpus", corpus_file)
+        assert_one_line_error(busy, f"--out {held} is being written by another run")
+    assert not held.exists()
 
 
 def test_training_out_of_memory_is_one_line(tmp_path, tiny_dir, corpus_file, monkeypatch):
