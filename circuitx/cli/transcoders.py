@@ -174,6 +174,12 @@ def train_transcoders(
             f"note: --context {context} is more than {model.name}'s context of {model.n_ctx} "
             f"tokens: sequences have at most {model.n_ctx}"
         )
+    if not tc.holds_out(data):
+        announce(
+            f"note: the corpus makes one sequence ({data.n_tokens} tokens): the FVE, L0 and "
+            "dead features are measured on the training tokens, none held out (give a longer "
+            "--corpus or a smaller --context)"
+        )
     if batch_tokens > data.n_tokens:
         raise CircuitxError(
             f"--batch-tokens {batch_tokens} is more than the corpus's {data.n_tokens} tokens: "

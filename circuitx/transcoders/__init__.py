@@ -26,7 +26,13 @@ from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, cache_root, torch_th
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, canonical_model_name, local_model_hub_id
 from circuitx.progress import progress_bar
-from circuitx.transcoders.corpus import BUILTIN_CORPUS, Corpus, held_out_split, load_corpus
+from circuitx.transcoders.corpus import (
+    BUILTIN_CORPUS,
+    Corpus,
+    held_out_split,
+    holds_out,
+    load_corpus,
+)
 from circuitx.transcoders.files import (
     PRETRAINED,
     check_layers,
@@ -171,6 +177,7 @@ __all__ = [
     "check_layers",
     "check_transcoders",
     "held_out_split",
+    "holds_out",
     "input_hook",
     "interrupted_run",
     "layer_quality",

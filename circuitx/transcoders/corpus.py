@@ -132,12 +132,18 @@ def _pad(model: Model, rows: list[list[int]], context: int, source: str) -> Corp
     return Corpus(tokens, real, source)
 
 
+def holds_out(corpus: Corpus) -> bool:
+    """Whether :func:`held_out_split` can hold sequences out: the corpus has two or more."""
+    return len(corpus.tokens) >= 2
+
+
 def held_out_split(
     corpus: Corpus, seed: int, share: float = 0.1, cap: int = 256
 ) -> tuple[Corpus, Corpus]:
-    """(training, held-out) corpora: a seeded share of the sequences, at most ``cap``, held out."""
+    """(training, held-out) corpora: a seeded share of the sequences, at most ``cap``, held
+    out; a corpus of one sequence is both (see :func:`holds_out`)."""
     n = len(corpus.tokens)
-    if n < 2:
+    if not holds_out(corpus):
         return corpus, corpus
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
     n_held = min(cap, max(1, int(n * share)))

@@ -20,7 +20,7 @@ from circuitx.files import atomic_open
 from circuitx.models import Model
 from circuitx.progress import Advance, no_progress
 from circuitx.tasks import Task, get_task
-from circuitx.transcoders.corpus import Corpus, held_out_split
+from circuitx.transcoders.corpus import Corpus, held_out_split, holds_out
 from circuitx.transcoders.files import (
     TRAINING_RECORD,
     layer_files,
@@ -522,6 +522,7 @@ def _report(
         "corpus_tokens": corpus.n_tokens,
         "context": int(corpus.tokens.shape[1]),  # tokens a sequence (BOS included)
         "held_out_tokens": held_out.n_tokens,
+        "held_out_is_training": not holds_out(corpus),  # one sequence: measured on it
         "n_features": settings.n_features,
         "l1": settings.l1,
         "lr": settings.lr,

@@ -491,6 +491,7 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     summary = json.loads(result.stdout)
     assert set(summary["layers_quality"]) == {"0", "1"}
     assert summary["training_tokens"] == 20 * 512
+    assert summary["held_out_is_training"] is False
     assert summary["task_metric_replaced"]["ioi"]["metric"] == "logit-diff"
     assert json.loads((out / "training.json").read_text())["steps"] == 20
     assert summary["context"] <= 128  # the sequences' length (the default --context, 128)
@@ -627,6 +628,21 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
         busy = run(*common[:3], "--out", held, "--steps", 1, "--corpus", corpus_file)
         assert_one_line_error(busy, f"--out {held} is being written by another run")
     assert not held.exists()
+
+
+def test_a_corpus_of_one_sequence_is_measured_on_its_training_tokens_with_a_note(
+    tmp_path, tiny_dir
+):
+    """A helper's trial: a tiny corpus's held-out tokens were its training tokens, unsaid."""
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("the cat sat on the mat and the dog ran\n")
+    result = run("train-transcoders", "--model", tiny_dir, "--corpus", tiny, "--layers", "0",
+                 "--features", 8, "--steps", 2, "--batch-tokens", 4, "--tasks", "none",
+                 "--out", tmp_path / "o", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["held_out_is_training"] is True
+    assert "note: the corpus makes one sequence (" in result.stderr
+    assert "measured on the training tokens, none held out" in result.stderr
 
 
 def test_training_out_of_memory_is_one_line(tmp_path, tiny_dir, corpus_file, monkeypatch):
