@@ -154,6 +154,7 @@ def train_transcoders(
     state = tc.interrupted_run(out_dir)
     # a new directory, as two sets of transcoders would mix in one, unless it is resumed
     out = check_new_directory(out_dir) if state is None else state.parent.parent
+    tc.corpus_file_text(corpus)  # a bad corpus file is refused before the model loads
     if task_names == "all":
         chosen = list(TASKS)
     elif task_names == "none":

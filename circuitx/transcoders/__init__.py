@@ -29,6 +29,7 @@ from circuitx.progress import progress_bar
 from circuitx.transcoders.corpus import (
     BUILTIN_CORPUS,
     Corpus,
+    corpus_file_text,
     held_out_split,
     holds_out,
     load_corpus,
@@ -176,6 +177,7 @@ __all__ = [
     "builtin_transcoders",
     "check_layers",
     "check_transcoders",
+    "corpus_file_text",
     "held_out_split",
     "holds_out",
     "input_hook",

@@ -39,15 +39,40 @@ def load_corpus(
     context = min(context, model.n_ctx)
     if corpus == BUILTIN_CORPUS:
         return _task_corpus(model, context, seed, max_tokens)
+    text = corpus_file_text(corpus)
+    if text is not None:
+        return _chunk(model, [text], context, str(Path(corpus).expanduser()), max_tokens)
+    return _chunk(model, _dataset_texts(corpus, max_tokens), context, corpus, max_tokens)
+
+
+def corpus_file_text(corpus: str) -> str | None:
+    """The text of the corpus file ``corpus`` names, or None where it names the built-in
+    corpus or a dataset; a file that is missing (where the name looks like a path), empty
+    or not UTF-8 text is refused in one line, before any model is loaded."""
+    if corpus == BUILTIN_CORPUS:
+        return None
     path = Path(corpus).expanduser()
     if path.is_file():
-        text = path.read_text(errors="replace")
+        text = _read_text(path, corpus)
         if not text.strip():
             raise CircuitxError(f"corpus {corpus} is empty")
-        return _chunk(model, [text], context, str(path), max_tokens)
+        return text
     if path.exists() or corpus.startswith((".", "/", "~")) or corpus.endswith(".txt"):
         check_input_file(path, "corpus file")  # it is no regular file: raises, saying why
-    return _chunk(model, _dataset_texts(corpus, max_tokens), context, corpus, max_tokens)
+    return None
+
+
+def _read_text(path: Path, corpus: str) -> str:
+    """The corpus file's text, which must be UTF-8: a binary file (a model's weights, an
+    archive) given by mistake would otherwise be trained on as replacement characters."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CircuitxError(
+            f"corpus {corpus} is not UTF-8 text (byte {error.start} is not): give a text file, "
+            "or convert it (iconv -t UTF-8)"
+        ) from None
 
 
 def _dataset_texts(name: str, max_tokens: int) -> Iterator[str]:

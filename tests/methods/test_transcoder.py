@@ -606,6 +606,12 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
     assert_one_line_error(run(*common, "--corpus", tmp_path / "no.txt"), "corpus file not found")
     # a directory was "not found" too
     assert_one_line_error(run(*common, "--corpus", tmp_path), "is a directory, not a corpus file")
+    binary = tmp_path / "weights.pt"  # a helper's trial: trained on as replacement characters
+    binary.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\xb7\xac\xce\x34" * 8)
+    assert_one_line_error(run(*common, "--corpus", binary), "is not UTF-8 text (byte 10 is not)")
+    unloaded = ["train-transcoders", "--model", tmp_path / "no-model", "--out", tmp_path / "o"]
+    for bad, said in ((binary, "is not UTF-8"), (empty, "is empty"), (tmp_path, "a directory")):
+        assert_one_line_error(run(*unloaded, "--corpus", bad), said)  # before the model loads
     assert_one_line_error(
         run(*common, "--corpus", corpus_file, "--layers", "0,7"), "layer 7 does not exist"
     )
