@@ -183,7 +183,7 @@ def discover(
         graph.graph["caller_hooks"] = hooked
         said.append(f"{_hooks_text(hooked)}: this is the hooked model's circuit ({REMOVE_HOOKS})")
     graph.graph["warnings"] = summary["warnings"]  # Python shows a message once per place
-    for line in said + summary["warnings"]:
+    for line in [line.removeprefix("note: ") for line in said] + summary["warnings"]:
         warnings.warn(line, CircuitxWarning, stacklevel=2)
     return graph
 

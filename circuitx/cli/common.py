@@ -154,9 +154,19 @@ def stdout() -> Console:
     return Console(soft_wrap=True, markup=False, width=PIPED_WIDTH if piped else None)
 
 
+def to_stderr(line: str) -> None:
+    """A line for the reader on stderr (results go to stdout)."""
+    click.echo(line, err=True)
+
+
 def note(message: str) -> None:
-    """A note for the reader on stderr (results go to stdout)."""
-    click.echo(message, err=True)
+    """A note on stderr, said as one ("note: " first)."""
+    to_stderr(message if message.startswith("note: ") else f"note: {message}")
+
+
+def warn(message: str) -> None:
+    """A reason to distrust a result, on stderr ("warning: " first)."""
+    to_stderr(f"warning: {message}")
 
 
 def print_json(value: Any) -> None:

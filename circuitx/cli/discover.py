@@ -28,6 +28,7 @@ from circuitx.cli.common import (
     seed_option,
     stdout,
     threads_option,
+    warn,
 )
 from circuitx.discovery import (
     FAITHFULNESS_PROMPTS,
@@ -320,8 +321,10 @@ def discover_command(
         if drawn["note"]:
             notes.append(drawn["note"])
     summary["total_s"] = time.perf_counter() - started  # not Python's start or the imports
-    for line in notes + summary["warnings"]:
+    for line in notes:
         note(line)
+    for line in summary["warnings"]:
+        warn(line)
     written = {"graph": out_path, "drawing": draw_path}  # where they went: a script reads it
     if as_json:
         print_json({**summary, **{k: None if v is None else str(v) for k, v in written.items()}})

@@ -8,13 +8,14 @@ from typing import Any
 import click
 from rich.table import Table
 
-from circuitx.cli.common import cache_dir_option, fmt, json_option, note, print_json, stdout
+from circuitx.cli.common import cache_dir_option, fmt, json_option, note, print_json, stdout, warn
 from circuitx.discovery import (
     evaluate,
+    faithless_match,
     matching_reference,
     overlap_notes,
     reference_for_graph,
-    saved_graph_notes,
+    scoring_notes,
 )
 from circuitx.drawing import DRAW_ENGINES, DRAW_FORMATS, check_engine, draw
 from circuitx.errors import CircuitxError, listed
@@ -71,8 +72,10 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
         reference = collapse_positions(reference)
     reference = matching_reference(graph, reference)  # once: the notes find it placed
     metrics = evaluate(graph, reference)
-    for line in saved_graph_notes(graph, reference, metrics):
+    for line in scoring_notes(graph, reference):
         note(line)
+    for line in faithless_match(graph.graph.get("faithfulness"), metrics):  # as discover warns
+        warn(line)
     if as_json:
         print_json({"graph": graph_path, "reference": label, "metrics": metrics})
         return

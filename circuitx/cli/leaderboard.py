@@ -18,6 +18,7 @@ from circuitx.cli.common import (
     positions_option,
     print_json,
     stdout,
+    to_stderr,
 )
 from circuitx.errors import MAX_JOBS, MAX_SEED, MAX_THREADS
 from circuitx.leaderboard import (
@@ -233,10 +234,10 @@ def leaderboard(
     resumed = ""
     if board.resumed:
         resumed = f" ({counted(board.resumed, 'cell')} from an earlier run)"
-    note(
+    to_stderr(
         f"wrote index.html, results.json, .csv, .md, plots and circuit pages to {out_dir}{resumed}"
     )
     if board.failed:
         where = "the rows' error fields give" if as_json else "the table shows"
-        note(f"{board.failed} of {len(cells)} cells failed; {where} their errors")
+        to_stderr(f"{board.failed} of {len(cells)} cells failed; {where} their errors")
         sys.exit(1)

@@ -9,7 +9,7 @@ import click
 from circuitx.builtin import build_once, ground_truth
 from circuitx.builtin.tracr import TASK, check_inputs, compile_program, programs, save_compiled
 from circuitx.builtin.tracr.agreement import agreement_warnings, program_agreement
-from circuitx.cli.common import fmt, json_option, note, print_json
+from circuitx.cli.common import fmt, json_option, print_json, warn
 from circuitx.errors import CircuitxError
 from circuitx.files import check_new_directory
 from circuitx.graph import component_nodes, edges_by_name
@@ -112,7 +112,7 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
         "warnings": agreement_warnings(agreement),
     }
     for line in summary["warnings"]:
-        note(line)
+        warn(line)
     if as_json:
         print_json(summary)
         return

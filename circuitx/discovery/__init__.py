@@ -11,6 +11,7 @@ from circuitx.discovery.references import (
 )
 from circuitx.discovery.report import (
     evaluate,
+    faithless_match,
     matching_reference,
     overlap_notes,
     report,
@@ -33,6 +34,7 @@ __all__ = [
     "discover_scored",
     "edge_ranking",
     "evaluate",
+    "faithless_match",
     "faithfulness_report",
     "matching_reference",
     "model_id",

@@ -477,4 +477,6 @@ def top_k_notes(layout: Layout, method_name: str, top_k: int) -> list[str]:
     if top_k < size:
         return []
     kind = "nodes" if node_level else "edges"
-    return [f"--top-k {top_k} is at least the graph's {size} {kind}: the circuit keeps them all"]
+    return [
+        f"note: --top-k {top_k} is at least the graph's {size} {kind}: the circuit keeps them all"
+    ]

@@ -447,7 +447,8 @@ def test_threads_sets_torchs_thread_count(tiny_dir):
 def test_a_top_k_beyond_the_graph_is_noted(tiny_dir):
     result = discover("--model", tiny_dir, "--n-prompts", 2, "--top-k", 999999, "--json")
     assert result.exit_code == 0, result.stderr
-    assert "--top-k 999999 is at least the graph's" in result.stderr
+    # a helper's trial: notes and warnings on stderr did not all say which they were
+    assert "note: --top-k 999999 is at least the graph's" in result.stderr
     assert json.loads(result.stdout)["n_nodes_in_circuit"] == json.loads(result.stdout)["n_nodes"]
     # a helper's trial: over positions the note counted the components (25), not the
     # graph's 150 nodes, and said a circuit of 30 of 150 kept them all

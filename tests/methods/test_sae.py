@@ -154,6 +154,7 @@ def test_the_fit_is_reported_and_an_over_regularised_run_warned_about():
     assert len(summary["warnings"]) == 1
     warned = [line for line in strong.stderr.splitlines() if "sae: the autoencoders" in line]
     assert len(warned) == 1 and "lower --sae-l1" in warned[0]
+    assert warned[0].startswith("warning: sae: the autoencoders")  # said as what it is
     table = run(*small, "--sae-l1", "100")
     assert "SAE variance explained" in table.stdout and "SAE inputs with no code" in table.stdout
     assert re.search(r"│ SAE units used as codes \(mean\) +│ \d+\.\d +│", table.stdout)
