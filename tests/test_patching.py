@@ -110,8 +110,9 @@ def write_patch_hooks(model, layer, head, value):
     difference added after the norm on the layer's summed heads."""
     w_o = model.head_write_weights(layer)[head]
     if not model.post_attention_norm:  # z @ W_O is the write: solve for the z
-        solution = torch.linalg.lstsq(w_o.T, torch.as_tensor(value).T.reshape(w_o.shape[1], -1))
-        z_value = solution.solution.T.reshape(*torch.as_tensor(value).shape[:-1], -1)
+        value = torch.as_tensor(value)
+        solution = torch.linalg.lstsq(w_o.T, value.reshape(-1, w_o.shape[1]).T)
+        z_value = solution.solution.T.reshape(*value.shape[:-1], -1)
 
         def set_z(z):
             z = z.clone()
@@ -137,6 +138,20 @@ def write_patch_hooks(model, layer, head, value):
         (post_attention_scale_hook(layer), keep("scale")),
         (attention_output_hook(layer), set_write),
     ]
+
+
+def test_patching_a_head_matches_writing_its_corrupted_output_by_hand(model, engine):
+    """A helper's trial read Gemma-2's heads before the last layer as mis-patched (its
+    reference bound the last layer's weights in a loop); a head's node patch, against
+    writing the head's corrupted output with hooks of one's own, on every family."""
+    data = engine.data
+    for layer, head in ((0, 1), (1, 2)):
+        corrupted = head_writes(model, data.corrupted, layer, head)
+        hooks = write_patch_hooks(model, layer, head, corrupted)
+        expected = engine.metric(end_logits(model, engine, data.clean, hooks).unsqueeze(0))
+        (patched,) = engine.patch_each_node([f"a{layer}.h{head}"])
+        assert float(patched) == pytest.approx(float(expected.mean()), abs=ATOL)
+        assert abs(float(expected.mean()) - float(engine.clean_metric)) > 1e-3
 
 
 def test_one_edge_into_a_key_matches_a_hand_written_hook(model, engine):

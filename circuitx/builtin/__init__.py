@@ -51,6 +51,7 @@ from circuitx.builtin.trained import (
 )
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, load_model, parse_dtype, quiet_loaders
+from circuitx.progress import announce
 from circuitx.tasks import TASKS
 
 PathLike = str | os.PathLike[str] | None
@@ -269,6 +270,11 @@ def load(
         raise CircuitxError(
             f"{name} is built for float32: its features sit beside a constant of 1000, "
             f"below {dtype}'s resolution; use --dtype float32 or float64"
+        )
+    if Path(name).is_dir():  # a bare name is the built-in model's, as usage.md says
+        announce(
+            f"note: {name!r} is the built-in model; the directory {name} here is not read "
+            f"(name it ./{name})"
         )
     model = load_model(str(model_dir(name, cache_dir)), device=device, dtype=dtype)
     return dataclasses.replace(model, name=name, builtin=name)

@@ -75,6 +75,10 @@ def parse_device(name: str | None) -> torch.device:
             f"device {name!r} holds shapes, not values: circuitx runs the model, so name "
             "cpu, cuda or mps"
         )
+    if device.type in ("cpu", "mps") and device.index:  # torch would run it on the one there is
+        raise CircuitxError(
+            f"device {name!r}: there is one {device.type} device; name {device.type}"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CircuitxError(f"device {name!r} requested but no CUDA device is available")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

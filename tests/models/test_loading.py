@@ -411,3 +411,24 @@ def test_memory_freed_while_loading_goes_back_to_the_system():
     grown, left = map(int, done.stdout.split())
     assert grown > 100
     assert left < 0.1 * grown
+
+
+def test_an_index_on_the_one_cpu_is_refused():
+    """A helper's trial: --device cpu:1 ran on the CPU, as if it named another."""
+    from circuitx.models.loading import parse_device
+
+    assert parse_device("cpu:0") == torch.device("cpu:0")
+    with pytest.raises(CircuitxError, match="^device 'cpu:1': there is one cpu device; name cpu$"):
+        parse_device("cpu:1")
+
+
+def test_a_directory_named_as_a_built_in_model_is_noted_and_not_read(tmp_path, monkeypatch, capsys):
+    """A helper's trial: a directory called planted-ioi here lost to the built-in in silence
+    (usage.md said so; the run did not)."""
+    (tmp_path / "planted-ioi").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_model("planted-ioi").builtin == "planted-ioi"
+    assert (
+        "note: 'planted-ioi' is the built-in model; the directory planted-ioi here is not read "
+        "(name it ./planted-ioi)"
+    ) in capsys.readouterr().err
