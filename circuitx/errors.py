@@ -96,6 +96,13 @@ def first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def quoted(value: object, most: int = 60) -> str:
+    """``value``'s repr for a one-line message, cut to ``most`` characters (a 200 KB answer
+    in a task file was echoed whole)."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def listed(items: Sequence[str], most: int) -> str:
     """The first ``most`` of ``items`` for a one-line message, then "..." if there are
     more."""

@@ -385,8 +385,9 @@ class SAE(Method):
             return said
         if explained >= WORST_EXPLAINED and no_code <= WORST_NO_CODE:
             return said
+        share = f"{explained:.0%}".replace("-0%", "0%")  # -0.3% is no variance explained
         return said + [
-            f"sae: the autoencoders explain {explained:.0%} of their training vectors' "
+            f"sae: the autoencoders explain {share} of their training vectors' "
             f"variance and leave {no_code:.0%} of them without an active unit (this warning "
             f"comes below {WORST_EXPLAINED:.0%} explained or above {WORST_NO_CODE:.0%} "
             "uncoded): the codes do not summarise the outputs; lower --sae-l1 or train "

@@ -124,7 +124,16 @@ class Model:
         unknown, unknown_id = self.tokenizer.unk_token, self.tokenizer.unk_token_id
         if unknown_id is None or unknown_id not in self.encode(text):
             return []
-        return [w for w in text.split() if unknown not in w and unknown_id in self.encode(w)]
+        return [w for w in self._pieces(text) if unknown not in w and unknown_id in self.encode(w)]
+
+    def _pieces(self, text: str) -> list[str]:
+        """``text`` split where its tokenizer splits it before looking words up (a planted
+        model's reads "store," as "store" and ","), else at whitespace."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        splitter = getattr(backend, "pre_tokenizer", None)
+        if splitter is None:
+            return text.split()
+        return [text[start:end] for _, (start, end) in splitter.pre_tokenize_str(text)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))

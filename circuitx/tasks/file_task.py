@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, listed, quoted
 from circuitx.tasks.base import Task, TaskData, best, encode_batch, pick
 from circuitx.tasks.pairs import PromptPair, read_task_file
 
@@ -154,7 +154,7 @@ class FileTask(Task):
             both = [token for token in right if token in wrong]
             if both:  # its logit difference is 0 whatever the model does
                 raise CircuitxError(
-                    f"{pair.where}: {model.decode([both[0]])!r} is both an answer and a "
+                    f"{pair.where}: {quoted(model.decode([both[0]]))} is both an answer and a "
                     "wrong answer"
                 )
         answer, answer_mask = _padded(answers)
@@ -259,7 +259,7 @@ def _check_vocabulary(model: "Model", pairs: Sequence[PromptPair]) -> None:
     for (pair, text), ids in zip(texts, model.encode_many([text for _, text in texts])):
         unknown = model.unknown_words(text) if unknown_id in ids else []
         if unknown:
-            words = ", ".join(repr(word) for word in dict.fromkeys(unknown))
+            words = listed([quoted(word) for word in dict.fromkeys(unknown)], 5)
             raise CircuitxError(
                 f"{pair.where}: {words} not in the model's vocabulary (its tokenizer reads "
                 f"{'them' if len(unknown) > 1 else 'it'} as {model.tokenizer.unk_token})"
@@ -327,19 +327,19 @@ def _token_ids(
                 else ""
             )
             raise CircuitxError(
-                f"{pair.where}: {what} {text!r} merges with the clean prompt's last "
+                f"{pair.where}: {what} {quoted(text)} merges with the clean prompt's last "
                 f"token for this model; answers must be single tokens after it{hint}"
             )
         pieces = pieces[len(before) :]
         if not pieces:
             raise CircuitxError(
-                f"{pair.where}: the model's tokenizer reads {what} {text!r} as no token at "
+                f"{pair.where}: the model's tokenizer reads {what} {quoted(text)} as no token at "
                 "all; is it the tokenizer the model was trained with?"
             )
         if len(pieces) != 1:
             shown = ", ".join(repr(model.decode([p])) for p in pieces)
             raise CircuitxError(
-                f"{pair.where}: {what} {text!r} is {len(pieces)} tokens for this model "
+                f"{pair.where}: {what} {quoted(text)} is {len(pieces)} tokens for this model "
                 f"({shown}); answers must be single tokens"
             )
         tokens.append(pieces[0])
@@ -370,11 +370,13 @@ def pairs_task(
     lists = {"clean": clean, "corrupted": corrupted, "answers": answers}
     for label, given in (*lists.items(), *({"wrong": wrong} if wrong is not None else {}).items()):
         if isinstance(given, str) or not (hasattr(given, "__len__") and hasattr(given, "__iter__")):
-            raise CircuitxError(f"{label} takes a list with one entry per pair, not {given!r}")
+            raise CircuitxError(
+                f"{label} takes a list with one entry per pair, not {quoted(given)}"
+            )
     for label, given in (("clean", clean), ("corrupted", corrupted)):
         for i, text in enumerate(given):
             if not isinstance(text, str):
-                raise CircuitxError(f"{label} prompt {i + 1} is not a string: {text!r}")
+                raise CircuitxError(f"{label} prompt {i + 1} is not a string: {quoted(text)}")
     if not len(clean) == len(corrupted) == len(answers) or (
         wrong is not None and len(wrong) != len(clean)
     ):
@@ -386,7 +388,7 @@ def pairs_task(
         found = tuple(value) if hasattr(value, "__iter__") else None
         if found is None or not all(isinstance(word, str) for word in found):
             raise CircuitxError(
-                f"{label} of pair {i + 1} takes a word or a list of words, not {value!r}"
+                f"{label} of pair {i + 1} takes a word or a list of words, not {quoted(value)}"
             )
         return found
 

@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from circuitx.errors import CircuitxError, listed
+from circuitx.errors import CircuitxError, listed, quoted
 from circuitx.files import check_input_file
 from circuitx.names import is_position_name
 
@@ -157,13 +157,12 @@ def _ids(value: Any, where: str, key: str) -> tuple[int, ...]:
         try:
             value = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
-            raise CircuitxError(f"{where}: {key} {value!r} is not a token id") from None
+            raise CircuitxError(f"{where}: {key} {quoted(value)} is not a token id") from None
     values = value if isinstance(value, (list, tuple)) else [value]
     if not values:
         raise CircuitxError(f"{where}: {key} is an empty list; give at least one token id")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise CircuitxError(f"{where}: {key} {shown} is not a token id or a list of them")
+        raise CircuitxError(f"{where}: {key} {quoted(value)} is not a token id or a list of them")
     return tuple(values)
 
 
@@ -192,7 +191,9 @@ def _named(value: Any, where: str) -> tuple[tuple[str, int], ...]:
         try:
             value = json.loads(value)
         except ValueError:
-            raise CircuitxError(f"{where}: positions {value!r} is not a JSON object") from None
+            raise CircuitxError(
+                f"{where}: positions {quoted(value)} is not a JSON object"
+            ) from None
     if not isinstance(value, dict):
         raise CircuitxError(f"{where}: positions must map names to token indices")
     named = []
@@ -361,7 +362,7 @@ def _read_greater_than(reader: csv.DictReader, label: str) -> list[PromptPair]:
         text = (row.get("label") or "").strip()
         if not text.isdigit() or not 0 <= int(text) <= 98:
             raise CircuitxError(
-                f"{where}: label {text!r} is not a year's last two digits from 00 to 98 "
+                f"{where}: label {quoted(text)} is not a year's last two digits from 00 to 98 "
                 "(EAP-IG's greater-than CSV)"
             )
         year = int(text)

@@ -403,6 +403,20 @@ BAD = {
         b'"answer": "Bartholomew", "wrong": "John"}\n',
         "t.jsonl line 1: 'Bartholomew' not in the model's vocabulary (its tokenizer reads it as",
     ),
+    "a word the model does not know, before a comma": (  # a helper's trial: 'stor,' named
+        "t.jsonl",
+        b'{"clean": "When David and John went to the stor, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": "David", "wrong": "John"}\n',
+        "t.jsonl line 1: 'stor' not in the model's vocabulary (its tokenizer reads it as",
+    ),
+    "a huge word the model does not know": (  # a helper's trial: a 200 KB line of error
+        "t.jsonl",
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": "' + b"Z" * 100_000 + b'", "wrong": "John"}\n',
+        "t.jsonl line 1: '" + "Z" * 56 + "... not in the model's vocabulary (its tokenizer",
+    ),
     "an empty list of answers": (  # a helper's trial: "must be a word or a list of words"
         "t.json",
         b'{"prompts": [{"clean": "When David and John went to the store, John gave a drink to", '
