@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,10 @@ def _check_order(key: str, names: list[Any], order: list[str], shape: str) -> No
 def load_pt(path: str | Path) -> dict[str, Any]:
     """The JSON form of the graph EAP-IG's ``to_pt`` saved at ``path`` (loaded as plain
     tensors and values: nothing in the file is run)."""
+    if not zipfile.is_zipfile(path):  # else torch reads it as a pickle: "invalid load key"
+        raise CircuitxError(
+            "not a graph EAP-IG's to_pt saved: it is no zip archive, as torch.save writes"
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message offers to run the file's code

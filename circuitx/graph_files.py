@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import networkx as nx
 import torch
@@ -21,7 +22,7 @@ from circuitx.auto_circuit_graphs import (
     to_auto_circuit_dict,
 )
 from circuitx.eap_ig_pt import eap_ig_shape, load_pt, to_pt_dict
-from circuitx.errors import CircuitxError, listed
+from circuitx.errors import CircuitxError, listed, quoted
 from circuitx.files import (
     atomic_open,
     check_input_file,
@@ -43,7 +44,7 @@ from circuitx.graph import (
     shape_text,
 )
 from circuitx.layout import Layout, PositionLayout
-from circuitx.names import INPUT, LOGITS, parse_edge_name, parse_node
+from circuitx.names import INPUT, LOGITS, edge_name, parse_edge_name, parse_node
 
 SCHEMA_KEY = "circuitx_schema"
 GRAPH_FORMATS = ("graphml", "json", "dot", "eap-ig", "auto-circuit")
@@ -150,7 +151,7 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
         if fmt == "eap-ig":  # a .pt
             graph = from_eap_ig_dict(load_pt(path))
         elif fmt == "graphml":
-            graph = _from_graphml(nx.read_graphml(path, force_multigraph=True))
+            graph = _from_graphml(_read_graphml(path))
         else:  # JSON: ours, an EAP-IG (MIB) graph, or auto-circuit's edge names
             data = json.loads(path.read_text())
             if is_eap_ig_dict(data):
@@ -209,9 +210,14 @@ def _check(graph: nx.MultiDiGraph) -> None:
         raise CircuitxError(f"a model of {n_layers} layers x {n_heads} heads has no heads")
     components = Layout(n_layers, n_heads, has_mlp).n_senders + 1  # every one, and logits
     if graph.number_of_nodes() < components:
+        missing = []
+        if components - graph.number_of_nodes() <= 3:  # a node or two taken out: named
+            missing = [name for name, *_ in Layout(n_layers, n_heads, has_mlp).nodes]
+            missing = [name for name in [*missing, LOGITS] if name not in graph]
         raise CircuitxError(
             f"its metadata describes a model of {shape_text((n_layers, n_heads, True))}, "
             f"{components} nodes, but it has {graph.number_of_nodes()}"
+            + (f" (missing {listed(missing, 3)})" if missing else "")
         )
     parallel = bool(graph.graph.get("parallel"))
     _check_selection(graph.graph)
@@ -348,13 +354,92 @@ def _graphml_ready(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     return out
 
 
+GRAPHML_TYPES = {
+    "boolean": "true or false",
+    "int": "a whole number",
+    "long": "a whole number",
+    "float": "a number",
+    "double": "a number",
+}
+
+
+def _read_graphml(path: Path) -> nx.MultiDiGraph:
+    """networkx's reading of a GraphML file, where a value that is not of its key's type
+    is named with its node or edge and attribute (networkx names the value alone)."""
+    try:
+        return nx.read_graphml(path, force_multigraph=True)
+    except (KeyError, ValueError):
+        found = _graphml_value_error(path)
+        if found is None:
+            raise
+        raise CircuitxError(found) from None
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]  # without the XML namespace
+
+
+def _graphml_value_error(path: Path) -> str | None:
+    """The first graph, node or edge attribute whose text is not of the type its key
+    declares, with where it is, or None."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, OSError):
+        return None
+    keys = {
+        key.get("id"): (key.get("attr.name"), key.get("attr.type", "string"))
+        for key in root.iter()
+        if _local(key.tag) == "key"
+    }
+    for element in root.iter():
+        kind = _local(element.tag)
+        if kind not in ("graph", "node", "edge"):
+            continue
+        for data in element:
+            name, declared = keys.get(data.get("key"), (None, "string"))
+            if (
+                _local(data.tag) != "data"
+                or data.text is None
+                or len(data)
+                or _parses(data.text, declared)
+            ):
+                continue
+            if kind == "graph":
+                where = "the graph's metadata"
+            elif kind == "node":
+                where = f"node {element.get('id')}"
+            else:
+                where = f"edge {element.get('id') or element.get('source')}"
+                where += "" if element.get("id") else f"->{element.get('target')}"
+            return f"{where}: {name} {quoted(data.text)} is not {GRAPHML_TYPES[declared]}"
+    return None
+
+
+def _parses(text: str, declared: str) -> bool:
+    """Whether networkx reads ``text`` as a value of GraphML type ``declared``."""
+    try:
+        if declared == "boolean":
+            return text.lower() in ("true", "false", "0", "1")
+        if declared in ("int", "long"):
+            int(text)
+        elif declared in ("float", "double"):
+            float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _from_graphml(raw: nx.MultiDiGraph) -> nx.MultiDiGraph:
-    """Undo :func:`_graphml_ready`: restore None values and JSON-encoded attributes."""
+    """Undo :func:`_graphml_ready`: restore None values and JSON-encoded attributes. A
+    file without circuitx's schema (written by another tool) is read with the schema's
+    node and edge attributes; an edge whose id is no name (networkx numbers the edges it
+    adds) is named from its ends and input."""
     schema = json.loads(raw.graph.pop(SCHEMA_KEY, "{}"))
     json_keys = schema.get("json", {})
+    attributes = {"graph": [], "node": NODE_ATTRIBUTES, "edge": EDGE_ATTRIBUTES}
 
     def restore(row: dict[str, Any], scope: str) -> dict[str, Any]:
-        out = {key: row.get(key) for key in schema.get(scope, [])}
+        out = {key: row.get(key) for key in schema.get(scope, attributes[scope])}
         out.update({k: v for k, v in row.items() if k not in out})
         for key in json_keys.get(scope, []):
             if isinstance(out.get(key), str):
@@ -369,7 +454,12 @@ def _from_graphml(raw: nx.MultiDiGraph) -> nx.MultiDiGraph:
     for node, row in raw.nodes(data=True):
         graph.add_node(node, **restore(row, "node"))
     for sender, receiver, key, row in raw.edges(keys=True, data=True):
-        graph.add_edge(sender, receiver, key=key, **restore(row, "edge"))
+        row = restore(row, "edge")
+        if not isinstance(key, str):
+            key = edge_name(str(sender), str(receiver), row.get("input"))
+        if graph.has_edge(sender, receiver, key):
+            raise CircuitxError(f"edge {key} is in the file twice")
+        graph.add_edge(sender, receiver, key=key, **row)
     return graph
 
 

@@ -527,7 +527,7 @@ def test_a_pt_file_eap_ig_would_read_otherwise_is_one_line(tmp_path, edit, patte
         ({"weight": torch.zeros(2)}, "not a graph EAP-IG's to_pt saved: it lacks cfg, src_nodes"),
         ([1, 2], "not a graph EAP-IG's to_pt saved: it holds a list"),
         ({"neurons_in_graph": torch.zeros(2)}, "neuron-level EAP-IG graphs are not supported"),
-        (b"truncated", "not a graph EAP-IG's to_pt saved: "),
+        (b"truncated", "not a graph EAP-IG's to_pt saved: it is no zip archive, as torch.save"),
         (  # a trial's: torch's message offered to run it, cut off mid-sentence
             {"cfg": ValueError("any object")},
             "not a graph EAP-IG.s to_pt saved: it holds objects other than tensors and plain",
@@ -674,6 +674,48 @@ def test_a_graph_file_missing_a_node_or_its_edges_says_so(tmp_path):
     path.write_text(text.replace(edge.group(0), ""))
     with pytest.raises(CircuitxError, match=r"edges is missing \(a0.h0->m1\)"):
         read_graph(path)
+
+
+def test_a_graphml_file_edited_with_networkx_or_by_hand_reads_or_names_what_is_wrong(tmp_path):
+    """A helper's trial: an edge removed and added back with networkx (which numbers the
+    edges it adds) gave "expected string or bytes-like object, got 'int'"; values edited by
+    hand gave "'yes'"; a file without circuitx's schema said "node input has no 'head'";
+    a node removed was counted, not named."""
+    path = tmp_path / "g.graphml"
+    write_graph(scored_graph(), path)
+    raw = nx.read_graphml(path, force_multigraph=True)
+    name = "a0.h1->a2.h0<q>"
+    (data,) = [d for *_, key, d in raw.edges(keys=True, data=True) if key == name]
+    raw.remove_edge("a0.h1", "a2.h0", key=name)
+    raw.add_edge("a0.h1", "a2.h0", **data)
+    nx.write_graphml(raw, tmp_path / "readded.graphml")
+    assert edges_by_name(read_graph(tmp_path / "readded.graphml"))[name] == data
+    raw.add_edge("a0.h1", "a2.h0", **data)  # the same edge twice
+    nx.write_graphml(raw, tmp_path / "twice.graphml")
+    with pytest.raises(CircuitxError, match=rf"twice.graphml: edge {re.escape(name)} is in the f"):
+        read_graph(tmp_path / "twice.graphml")
+    no_schema = nx.read_graphml(path, force_multigraph=True)
+    del no_schema.graph["circuitx_schema"]
+    nx.write_graphml(no_schema, tmp_path / "no-schema.graphml")
+    assert read_graph(tmp_path / "no-schema.graphml").nodes["input"]["head"] is None
+    text = path.read_text()
+    key = re.search(r'<key id="(\w+)" for="node" attr.name="in_circuit"', text).group(1)
+    for attribute, value, said in (
+        ("in_circuit", "yes", "in_circuit 'yes' is not true or false"),
+        ("score", "high", "score 'high' is not a number"),
+        ("layer", "abc", "layer 'abc' is not a whole number"),
+    ):
+        key = re.search(rf'<key id="(\w+)" for="node" attr.name="{attribute}"', text).group(1)
+        node = re.search(r'<node id="a2.h0">.*?</node>', text, re.S).group(0)
+        edited = re.sub(rf'(<data key="{key}">)[^<]*(</data>)', rf"\g<1>{value}\g<2>", node)
+        (tmp_path / "edited.graphml").write_text(text.replace(node, edited))
+        with pytest.raises(CircuitxError, match=rf"edited.graphml: node a2.h0: {said}$"):
+            read_graph(tmp_path / "edited.graphml")
+    removed = nx.read_graphml(path, force_multigraph=True)
+    removed.remove_node("m1")
+    nx.write_graphml(removed, tmp_path / "removed.graphml")
+    with pytest.raises(CircuitxError, match=r"but it has \d+ \(missing m1\)$"):
+        read_graph(tmp_path / "removed.graphml")
 
 
 def test_eap_ig_export_names_an_edge_without_a_score(tmp_path):

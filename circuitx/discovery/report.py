@@ -437,6 +437,7 @@ def faithless_match(faithfulness: float | None, metrics: dict[str, Any]) -> list
     recall = metrics.get("edge_recall")
     if (
         faithfulness is None
+        or not math.isfinite(faithfulness)  # a file's NaN: no measurement to speak of
         or recall is None
         or recall >= 1.0
         or abs(faithfulness - 1.0) <= FAR_FROM_WHOLE

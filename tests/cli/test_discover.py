@@ -751,7 +751,14 @@ def test_the_reference_nodes_with_a_faithfulness_far_from_one_is_explained():
         "whole model's is 1): it keeps 52% of the reference's edges, and those it leaves "
         "out carry the effect"
     ]
-    for other in ({"faithfulness": 0.9}, {"faithfulness": None}, {"faithfulness": 1.6}):
+    # a helper's trial: a file's NaN faithfulness was "far from one" too
+    nan = float("nan")
+    for other in (
+        {"faithfulness": 0.9},
+        {"faithfulness": None},
+        {"faithfulness": 1.6},
+        {"faithfulness": nan},
+    ):
         said = run_warnings({**summary, **other, "metrics": metrics}, 10)
         assert bool(said) == (other["faithfulness"] == 1.6), other
     for other in ({"node_recall": 0.8}, {"edge_recall": 1.0}, {"edge_recall": None}):
