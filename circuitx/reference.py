@@ -88,16 +88,20 @@ def put_in_circuit(graph: nx.MultiDiGraph, nodes: Iterable[str], role: str | Non
 
 def mark_edge(
     graph: nx.MultiDiGraph, sender: str, receiver: str, head_inputs: Iterable[str] = HEAD_INPUTS
-) -> None:
-    """Put sender->receiver in the circuit (into each of ``head_inputs`` of a head receiver).
+) -> int:
+    """Put sender->receiver in the circuit (into each of ``head_inputs`` of a head
+    receiver), and return how many edges that is.
 
     Pairs the model's graph has no edge for (a sender at or after its receiver) are skipped.
     """
     inputs = head_inputs if graph.nodes[receiver]["kind"] == "head" else [None]
+    marked = 0
     for head_input in inputs:
         key = edge_name(sender, receiver, head_input)
         if graph.has_edge(sender, receiver, key):
             graph.edges[sender, receiver, key]["in_circuit"] = True
+            marked += 1
+    return marked
 
 
 def acdc_edge_count(graph: nx.MultiDiGraph) -> int:
@@ -131,14 +135,20 @@ def class_circuit(
         return members[cls]
 
     for sender_cls, receiver_cls, inputs in class_edges:
+        marked = 0
         if receiver_cls == OUTPUT_CLASS:
             for sender in members[sender_cls]:
                 for receiver in group(OUTPUT_CLASS, graph.nodes[sender]["layer"]):
-                    mark_edge(graph, sender, receiver)
-            continue
-        for receiver in members[receiver_cls]:
-            for sender in group(sender_cls, graph.nodes[receiver]["layer"]):
-                mark_edge(graph, sender, receiver, inputs)
+                    marked += mark_edge(graph, sender, receiver)
+        else:
+            for receiver in members[receiver_cls]:
+                for sender in group(sender_cls, graph.nodes[receiver]["layer"]):
+                    marked += mark_edge(graph, sender, receiver, inputs)
+        if not marked:  # a class edge that names no edge of the model is a mistake
+            raise CircuitxError(
+                f"reference {name}: class edge {sender_cls} -> {receiver_cls} is no edge of "
+                f"the model: no head of {sender_cls} runs before one of {receiver_cls}"
+            )
     for sender in [INPUT, *mlps]:
         for receiver in [*mlps, LOGITS]:
             mark_edge(graph, sender, receiver)
@@ -275,6 +285,11 @@ def class_circuit_from_dict(
         for cls in (sender, receiver):
             if cls not in known:
                 raise CircuitxError(f"reference {name}: edge {edge!r} names no class {cls!r}")
+        if sender == OUTPUT_CLASS or receiver == INPUT_CLASS:
+            raise CircuitxError(
+                f"reference {name}: edge {edge!r}: {INPUT_CLASS} only sends and "
+                f"{OUTPUT_CLASS} only reads ([sender, receiver, inputs])"
+            )
         if receiver == OUTPUT_CLASS and len(edge) == 3 and inputs:
             raise CircuitxError(
                 f"reference {name}: edge {edge!r}: the output reads no q, k or v; leave "

@@ -136,6 +136,13 @@ def test_a_class_circuit_file_is_the_built_in_reference(tmp_path, heads_as):
         ({"movers": []}, [], "its classes list no heads"),
         ({"movers": "9.9"}, [], "each class is a list of heads"),
         ({"movers": ["9.9"]}, [["movers", "OUTPUT", "x"]], "the output reads no q, k or v"),
+        # a helper's trial: both were read as circuits with no head edge, in silence
+        ({"movers": ["9.9"]}, [["OUTPUT", "movers"]], "INPUT only sends and OUTPUT only reads"),
+        (
+            {"late": ["9.0"], "early": ["0.1"]},
+            [["late", "early", "q"]],
+            "class edge late -> early is no edge of the model: no head of late runs before",
+        ),
         ({"movers": ["9.9"]}, None, "has 'classes' but no 'edges' (a list of [sender class"),
         ({"movers": ["9.9"]}, "x", "'edges' must be a list"),
         ("x", [], "'classes' must be an object"),
