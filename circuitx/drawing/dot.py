@@ -94,8 +94,10 @@ def dot_source(picture: Picture) -> tuple[str, dict[str, Any]]:
         above = data["kind"] in ("mlp", "feature") and data["layer"] in lifted
         rows.setdefault((data["layer"], above), []).append(node)
         score, filled = data["score"], filled_score(graph, node)
-        fill = "#ffffff" if filled is None or node in missed else to_hex(cmap(norm(filled)))
-        ink = "#ffffff" if filled is not None and abs(norm(filled) - 0.5) > 0.3 else "#222222"
+        unfilled = filled is None or node in missed
+        fill = "#ffffff" if unfilled else to_hex(cmap(norm(filled)))
+        dark = not unfilled and abs(norm(filled) - 0.5) > 0.3
+        ink = "#ffffff" if dark else "#222222"  # a missed node is unfilled: dark ink
         outline = "#222222"
         if reference is not None:
             agreement = "both" if truth.has_node(node) else "circuit only"

@@ -48,8 +48,11 @@ def test_dot_draws_the_circuit_with_its_colours(graphviz, tmp_path):
 def test_dot_against_a_reference_says_agreement_and_draws_the_missed(graphviz):
     reference = full_graph(3, 4, True)
     select_nodes(reference, ["a0.h1", "a1.h2", "a1.h3"])
-    source, _ = dot_source(Picture(scored_circuit(), reference))
+    graph = scored_circuit()
+    graph.nodes["a1.h3"]["score"] = -5.0  # a helper's trial: a large score's white ink
+    source, _ = dot_source(Picture(graph, reference))
     assert re.search(r'"a1\.h3" \[[^]]*style=dashed', source)  # missed
+    assert re.search(r'"a1\.h3" \[[^]]*fontcolor="#222222"', source)  # unfilled: dark ink
     missed = re.findall(r'-> "(\S+)" \[style=dashed[^]]*in the reference only', source)
     assert sorted(missed) == ["a1.h3"] * 6 + ["logits"]  # its q, k, v from two, its write
     assert all(colour in source for colour in AGREEMENT.values())
