@@ -437,24 +437,44 @@ svg.addEventListener("click", () => {
 
 // what a downloaded SVG carries above the drawing, so that it explains itself when shared:
 // the title, what is selected, the edge colours' key (in its colours) and the node scale
+const SCALE_COLOURS = ["rgb(33,102,172)", "rgb(247,247,247)", "rgb(178,24,43)"];  // as the page's
+
 function captioned(copy) {
-  const summary = document.getElementById("key").textContent.replace(/\s+/g, " ").trim();
-  const lines = [[data.title, 14], [statusLine.textContent, 11], [null, 11], [summary, 10]];
+  const lines = [[data.title, 14], [statusLine.textContent, 11], ["key", 11], ["scale", 10]];
   const height = 8 + lines.length * 18;
   const drawing = element("g", { transform: `translate(0, ${height})` }, copy);
   while (copy.firstChild !== drawing) drawing.appendChild(copy.firstChild);
-  lines.forEach(([text, size], i) => {
+  const text = (x, y, size, words, anchor = "start") => {
     const line = element("text", {
-      x: margin, y: 18 + i * 18, "font-size": size, fill: "#333333", "font-family": "sans-serif",
+      x, y, "font-size": size, fill: "#333333", "font-family": "sans-serif", "text-anchor": anchor,
     }, copy);
-    if (text !== null) {
-      line.textContent = text;
-      return;
+    line.textContent = words;
+    return line;
+  };
+  lines.forEach(([words, size], i) => {
+    const y = 18 + i * 18;
+    if (words === "key") {  // the edges' key: each entry in its colour
+      const line = text(margin, y, size, "");
+      legendEntries().forEach(([name, colour], k) => {
+        element("tspan", { fill: colour }, line).textContent = (k ? "   " : "edges: ") + name;
+      });
+    } else if (words === "scale") {  // the node scale: its bounds either side of its colours
+      const gradient = element("linearGradient", { id: "node-scale" }, element("defs", {}, copy));
+      SCALE_COLOURS.forEach((colour, k) => {
+        element("stop", { offset: `${k * 50}%`, "stop-color": colour }, gradient);
+      });
+      text(margin, y, size, "node score");
+      text(margin + 130, y, size, document.getElementById("scale-low").textContent, "end");
+      element("rect", {
+        x: margin + 135, y: y - 9, width: 120, height: 10, fill: "url(#node-scale)",
+        stroke: "#cccccc",
+      }, copy);
+      text(margin + 260, y, size,
+        `${document.getElementById("scale-high").textContent};  `
+        + document.getElementById("edge-key").textContent);
+    } else {
+      text(margin, y, size, words);
     }
-    legendEntries().forEach(([name, colour], k) => {  // the key: each entry in its colour
-      const entry = element("tspan", { fill: colour }, line);
-      entry.textContent = (k ? "   " : "edges: ") + name;
-    });
   });
   copy.setAttribute("height", String(Number(svg.getAttribute("height")) + height));
   return copy;

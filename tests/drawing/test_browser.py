@@ -146,12 +146,19 @@ def test_hover_a_click_the_reference_and_the_download(browser, tmp_path):
     assert len(edges) == drawn(browser)[1] > 0
     # a trial's: the saved SVG was the drawing alone, its colours unexplained when shared
     texts = ["".join(t.itertext()) for t in svg.findall("{http://www.w3.org/2000/svg}text")]
-    assert texts[-4:-1] == [  # the title, what is selected, the key in its colours
+    high = browser.find_element("id", "scale-high").text
+    assert texts[-6:-3] == [  # the title, what is selected, the key in its colours
         page_data(Picture(graph))["title"],
         browser.find_element("id", "status").text,
         "edges: both   circuit only   reference only",
     ]
-    assert texts[-1].startswith("node score: ")
+    # a trial's: the scale's bounds ran together, with no colours, and the page's hover
+    # and click advice went into the file
+    assert texts[-3:] == ["node score", "-" + high.lstrip("+"), high + ";  edge width: |score|"]
+    gradient = svg.find(".//{http://www.w3.org/2000/svg}linearGradient")
+    stops = [stop.get("stop-color") for stop in gradient]
+    assert stops == ["rgb(33,102,172)", "rgb(247,247,247)", "rgb(178,24,43)"]
+    assert "Hover" not in saved
     assert int(svg.get("height")) > int(
         browser.find_element("id", "circuit").get_attribute("height")
     )
