@@ -34,6 +34,7 @@ from circuitx.errors import CircuitxError
 from circuitx.files import atomic_open
 from circuitx.graph import INPUT, LOGITS, edge_name
 from circuitx.graph_files import dot_rows, edge_width
+from circuitx.progress import announce
 
 
 def dot_path() -> str:
@@ -195,17 +196,32 @@ def _key(against_reference: bool, fed: set[str], bound: float) -> str:
     return f"edges: {edges}; width |score| · node fill: score, {scale}"
 
 
+SLOW_DOT_EDGES = 1000  # above these, dot's layout takes minutes: a note says so
+DOT_TIMEOUT_S = 600
+
+
 def draw_with_dot(picture: Picture, path: str | Path) -> dict[str, Any]:
     """Lay out and render the picture with ``dot`` into ``path`` (.svg, .png or .pdf)."""
     program = dot_path()
     source, drawn = dot_source(picture)
     fmt = draw_format(path)
-    result = subprocess.run(
-        [program, f"-T{fmt}", *([f"-Gdpi={PNG_DPI}"] if fmt == "png" else [])],
-        input=source.encode(),
-        capture_output=True,
-        timeout=300,
-    )
+    if drawn["edges"] > SLOW_DOT_EDGES:  # a trial's 2,924 edges took dot 116 s, unsaid
+        announce(
+            f"note: dot lays out {drawn['edges']} edges, which takes minutes (--engine "
+            "matplotlib takes seconds)"
+        )
+    try:
+        result = subprocess.run(
+            [program, f"-T{fmt}", *([f"-Gdpi={PNG_DPI}"] if fmt == "png" else [])],
+            input=source.encode(),
+            capture_output=True,
+            timeout=DOT_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise CircuitxError(
+            f"dot took more than {DOT_TIMEOUT_S} s to lay out {drawn['edges']} edges: draw "
+            "fewer (--top) or use --engine matplotlib"
+        ) from None
     if result.returncode != 0:
         why = result.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
         raise CircuitxError(f"dot failed: {why[0]}")

@@ -10,6 +10,7 @@ from conftest import METHOD_GRAPHS, assert_one_line_error, drawn_words, run, sco
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, Picture, draw
 from circuitx.drawing.dot import dot_source
+from circuitx.errors import CircuitxError
 from circuitx.graph import full_graph, select_edges, select_nodes
 from circuitx.graph_files import write_graph
 from circuitx.progress import counted
@@ -162,3 +163,25 @@ def test_a_heads_edge_into_its_own_layers_mlp_goes_up_a_rank(graphviz):
     select_edges(graph, ["input->m0", "a0.h1->a1.h2<k>", "m0->a1.h2<v>", "a1.h2->logits"])
     source, _ = dot_source(Picture(graph))  # a0.h1 does not feed m0: one rank
     assert '  { rank=same; "a0.h1"; "m0"; }' in source.splitlines()
+
+
+def test_a_long_dot_layout_is_noted_and_a_stuck_one_is_one_line(
+    graphviz, tmp_path, monkeypatch, capsys
+):
+    """A helper's trial: dot laid out 2,924 edges for 116 s without a word; past its
+    time limit it raised subprocess's TimeoutExpired."""
+    from circuitx.drawing import dot
+
+    monkeypatch.setattr(dot, "SLOW_DOT_EDGES", 3)
+    drawn = draw(scored_circuit(), tmp_path / "c.svg", engine="dot")
+    assert f"note: dot lays out {drawn['edges']} edges, which takes minutes" in (
+        capsys.readouterr().err
+    )
+
+    def stuck(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], dot.DOT_TIMEOUT_S)
+
+    monkeypatch.setattr(dot.subprocess, "run", stuck)
+    with pytest.raises(CircuitxError, match=r"^dot took more than 600 s to lay out \d+ edges"):
+        draw(scored_circuit(), tmp_path / "d.svg", engine="dot")
+    assert not (tmp_path / "d.svg").exists()
