@@ -71,13 +71,28 @@ def free_memory(device: torch.device) -> int | None:
         return None
 
 
+def total_memory() -> int | None:
+    """Bytes of the system's memory; None when it cannot be read."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
 def default_max_memory(device: torch.device) -> int:
-    """Half the free memory of ``device``, at most :data:`DEFAULT_MAX_MEMORY` on the CPU
-    (on a GPU, half what is free)."""
-    free = free_memory(device)
-    if free is None:
-        return DEFAULT_MAX_MEMORY
-    return free // 2 if device.type == "cuda" else min(DEFAULT_MAX_MEMORY, free // 2)
+    """On the CPU a quarter of the system's memory, at most :data:`DEFAULT_MAX_MEMORY`:
+    not what happens to be free, which another job moves, and with it the parts (a
+    helper's trial: a budget of 0 bytes, and path patching's scores moving 2e-3 between
+    two runs); a plan past what is free is warned of (:class:`Engine`). On a GPU, half
+    what is free."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0]) // 2
+    total = total_memory()
+    return (
+        DEFAULT_MAX_MEMORY
+        if total is None
+        else max(MIN_MEMORY, min(DEFAULT_MAX_MEMORY, total // 4))
+    )
 
 
 def parse_memory(text: str) -> int:
@@ -234,8 +249,8 @@ class Engine:
         self.tokens_per_pass = tokens_per_pass or self.plan.tokens_per_pass
         n = data.n_prompts
         self.ranges = [(a, min(n, a + self.part_size)) for a in range(0, n, self.part_size)]
-        if max_memory and not derived:
-            self._check_free_memory()
+        if not derived:
+            self._check_free_memory(given=bool(max_memory))
         self._kept: dict[int, PatchingEngine] = {}
         self.parts_built = 0
         # what ties the parts together, once measured over all prompts
@@ -257,21 +272,23 @@ class Engine:
         again at every sweep); one part alone always stays."""
         return self.n_parts if self.n_parts == 1 else min(self.plan.resident_parts, self.n_parts)
 
-    def _check_free_memory(self) -> None:
+    def _check_free_memory(self, given: bool) -> None:
         """Say, before any part is made, when the plan's estimate (the part in use and
         the other parts kept cached) is more than the memory free now: a --max-memory
-        past what the machine has."""
+        (``given``), or the default budget, past what the machine has free."""
         free = free_memory(self.model.device)
         others = max(0, self.resident_parts - 1) * self.plan.cache_bytes
         need = self.plan.part_bytes + others
         if free is None or need <= free:
             return
         kept = f" and {self.resident_parts - 1} more kept cached" if others else ""
+        budget = "--max-memory" if given else "the default memory budget"
         announce(
-            f"--max-memory {size_text(self.budget)}: the plan (a part of {self.part_size} "
+            f"{budget} {size_text(self.budget)}: the plan (a part of {self.part_size} "
             f"prompts in use{kept}) is estimated at {size_text(need)}, more than the "
             f"{size_text(free)} free on the {self.model.device.type}; past what is free "
-            "the run swaps or is killed, so lower --max-memory"
+            f"the run swaps or is killed, so {'lower' if given else 'give a lower'} "
+            "--max-memory"
         )
 
     @property

@@ -211,7 +211,8 @@ class DiscoveryRequest:
             raise CircuitxError(
                 f"--n-prompts {self.n_prompts}: the prompts alone would take about "
                 f"{size_text(self.n_prompts * PROMPT_BYTES)}, over the memory budget of "
-                f"{size_text(budget)} (--max-memory); at most {budget // PROMPT_BYTES} fit"
+                f"{size_text(budget)} ({'--max-memory' if self.max_memory else 'the default'}"
+                f"); at most {budget // PROMPT_BYTES} fit"
             )
 
     def settings(self) -> dict[str, Any]:
