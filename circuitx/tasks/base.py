@@ -281,11 +281,24 @@ class Task:
 
     def correct(self, final: torch.Tensor, data: TaskData) -> torch.Tensor:
         """Per prompt: does the model get it right? Here: the answer beats every wrong token."""
-        return pick(final, data.answer) > best(final, data.wrong)
+        return beats(pick(final, data.answer), best(final, data.wrong))
 
     def accuracy(self, final: torch.Tensor, data: TaskData) -> float:
         """Share of prompts the model gets right (see :meth:`correct`)."""
         return float(self.correct(final, data).double().mean())
+
+
+TIE = 1e-5
+"""Logits this close, relative to their size (at least 1), are a tie."""
+
+
+def beats(logit: torch.Tensor, rival: torch.Tensor) -> torch.Tensor:
+    """Per prompt, whether ``logit`` is above ``rival`` by more than float rounding: a
+    tie is no win (a helper's trial: planted IOI's corrupted prompts, whose answer and
+    wrong logits are equal to 1e-6, counted as right or wrong by how the prompts were
+    split into parts)."""
+    size = torch.maximum(logit.abs(), rival.abs()).clamp_min(1.0)
+    return logit - rival > TIE * size
 
 
 def pick(final: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -139,7 +139,7 @@ class ColoredObjectsTask(_tasks.Task):
         colors = data.extra["colors"].expand(data.n_prompts, -1)  # [n, colours]
         is_answer = (colors == data.answer.unsqueeze(-1)).to(final.device)
         rivals = _tasks.pick(final, colors).masked_fill(is_answer, float("-inf"))
-        return _tasks.pick(final, data.answer) > rivals.amax(-1)
+        return _tasks.beats(_tasks.pick(final, data.answer), rivals.amax(-1))
 
     def reference(
         self, variant: str, n_layers: int, n_heads: int, has_mlp: bool

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from circuitx.errors import CircuitxError, listed, quoted
-from circuitx.tasks.base import Task, TaskData, best, encode_batch, pick
+from circuitx.tasks.base import Task, TaskData, beats, best, encode_batch, pick
 from circuitx.tasks.pairs import PromptPair, read_task_file
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class FileTask(Task):
         answers = data.extra["answers"]
         if "logit-diff" not in self.metrics:
             return (final.argmax(-1, keepdim=True) == answers.to(final.device)).any(-1)
-        return best(final, answers) > best(final, data.wrong)
+        return beats(best(final, answers), best(final, data.wrong))
 
     def logit_direction(self, data: TaskData, d_vocab: int) -> torch.Tensor:
         """The mean of the answers' logits minus the mean of the wrong answers'."""

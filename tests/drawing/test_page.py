@@ -75,7 +75,8 @@ def test_the_page_carries_every_score_and_stands_alone(tmp_path):
     assert data["title"] == "eap on ioi</script><b>x (planted-ioi)"
     assert "<title>eap on ioi&lt;/script&gt;&lt;b&gt;x (planted-ioi)</title>" in text
     # nothing fetched: no script or style from elsewhere, no address but SVG's namespace
-    assert not re.search(r"<script[^>]+src=|<link|@import|url\(", text)
+    # (a url(#id) names a part of the page: the download's node scale)
+    assert not re.search(r"<script[^>]+src=|<link|@import|url\((?!#)", text)
     assert set(re.findall(r"https?://[^\s\"'<>]+", text)) == {"http://www.w3.org/2000/svg"}
     nodes, edges = saved_circuit(graph)
     assert drawn == {"nodes": len(nodes) - 2, "edges": len(edges), "note": None}  # input, logits

@@ -5,7 +5,7 @@ import torch
 
 from circuitx.errors import CircuitxError
 from circuitx.tasks import get_task
-from circuitx.tasks.base import best, encode_pairs, pick
+from circuitx.tasks.base import beats, best, encode_pairs, pick
 
 
 def test_encode_pairs_rejects_pairs_of_different_lengths(tiny_model):
@@ -31,3 +31,12 @@ def test_repeated_prompts_count_the_draws_that_repeat_an_earlier_one(tiny_model)
     assert data.repeated_prompts() == 600 - distinct > 0
     data.answer[1:] = data.answer[0] + 1 + torch.arange(599)  # every answer now its own
     assert data.repeated_prompts() == 0
+
+
+def test_a_tie_to_float_rounding_is_no_win():
+    """A helper's trial: planted IOI's corrupted prompts, whose answer and wrong logits are
+    equal to 1e-6, counted as right or wrong by how the prompts were split into parts."""
+    logit = torch.tensor([12.0, 12.0, 0.0, -3.0, 0.5])
+    rival = torch.tensor([12.0 - 2e-5, 11.9, -2e-6, -3.1, 0.5 - 2e-5])
+    assert beats(logit, rival).tolist() == [False, True, False, True, True]
+    assert not beats(rival, logit).any()
