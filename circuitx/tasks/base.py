@@ -293,10 +293,8 @@ TIE = 1e-5
 
 
 def beats(logit: torch.Tensor, rival: torch.Tensor) -> torch.Tensor:
-    """Per prompt, whether ``logit`` is above ``rival`` by more than float rounding: a
-    tie is no win (a helper's trial: planted IOI's corrupted prompts, whose answer and
-    wrong logits are equal to 1e-6, counted as right or wrong by how the prompts were
-    split into parts)."""
+    """Per prompt, whether ``logit`` is above ``rival`` by more than float rounding of
+    logits of their size: a tie is no win."""
     size = torch.maximum(logit.abs(), rival.abs()).clamp_min(1.0)
     return logit - rival > TIE * size
 

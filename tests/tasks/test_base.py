@@ -34,8 +34,8 @@ def test_repeated_prompts_count_the_draws_that_repeat_an_earlier_one(tiny_model)
 
 
 def test_a_tie_to_float_rounding_is_no_win():
-    """A helper's trial: planted IOI's corrupted prompts, whose answer and wrong logits are
-    equal to 1e-6, counted as right or wrong by how the prompts were split into parts."""
+    """An answer equal to a wrong one to float rounding is not right: a helper's trial saw
+    such ties counted as right or wrong by how the prompts were split into parts."""
     logit = torch.tensor([12.0, 12.0, 0.0, -3.0, 0.5])
     rival = torch.tensor([12.0 - 2e-5, 11.9, -2e-6, -3.1, 0.5 - 2e-5])
     assert beats(logit, rival).tolist() == [False, True, False, True, True]
