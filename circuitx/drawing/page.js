@@ -438,9 +438,10 @@ svg.addEventListener("click", () => {
 // what a downloaded SVG carries above the drawing, so that it explains itself when shared:
 // the title, what is selected, the edge colours' key (in its colours) and the node scale
 const SCALE_COLOURS = ["rgb(33,102,172)", "rgb(247,247,247)", "rgb(178,24,43)"];  // as the page's
+const KEY = Symbol("key"), SCALE = Symbol("scale");  // the caption's drawn lines
 
 function captioned(copy) {
-  const lines = [[data.title, 14], [statusLine.textContent, 11], ["key", 11], ["scale", 10]];
+  const lines = [[data.title, 14], [statusLine.textContent, 11], [KEY, 11], [SCALE, 10]];
   const height = 8 + lines.length * 18;
   const drawing = element("g", { transform: `translate(0, ${height})` }, copy);
   while (copy.firstChild !== drawing) drawing.appendChild(copy.firstChild);
@@ -453,12 +454,12 @@ function captioned(copy) {
   };
   lines.forEach(([words, size], i) => {
     const y = 18 + i * 18;
-    if (words === "key") {  // the edges' key: each entry in its colour
+    if (words === KEY) {  // the edges' key: each entry in its colour
       const line = text(margin, y, size, "");
       legendEntries().forEach(([name, colour], k) => {
         element("tspan", { fill: colour }, line).textContent = (k ? "   " : "edges: ") + name;
       });
-    } else if (words === "scale") {  // the node scale: its bounds either side of its colours
+    } else if (words === SCALE) {  // the node scale: its bounds either side of its colours
       const gradient = element("linearGradient", { id: "node-scale" }, element("defs", {}, copy));
       SCALE_COLOURS.forEach((colour, k) => {
         element("stop", { offset: `${k * 50}%`, "stop-color": colour }, gradient);
