@@ -86,7 +86,7 @@ def default_max_memory(device: torch.device) -> int:
     two runs); a plan past what is free is warned of (:class:`Engine`). On a GPU, half
     what is free."""
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0]) // 2
+        return free_memory(device) // 2
     total = total_memory()
     return (
         DEFAULT_MAX_MEMORY

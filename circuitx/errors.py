@@ -96,11 +96,15 @@ def first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def clipped(text: str, most: int) -> str:
+    """``text`` for a one-line message, cut to ``most`` characters with "..." at the end."""
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def quoted(value: object, most: int = 60) -> str:
     """``value``'s repr for a one-line message, cut to ``most`` characters (a 200 KB answer
     in a task file was echoed whole)."""
-    text = repr(value)
-    return text if len(text) <= most else text[: most - 3] + "..."
+    return clipped(repr(value), most)
 
 
 def listed(items: Sequence[str], most: int) -> str:

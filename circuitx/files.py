@@ -101,13 +101,18 @@ def check_new_directory(path: str | os.PathLike, option: str = "--out") -> Path:
     an error, not a new tree."""
     refuse_empty(path, option, "a new directory")
     path = Path(path).expanduser()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if _occupied(path):
         raise CircuitxError(f"{option} {path} exists; choose a new directory")
     parent = check_parent_directory(path, option)
     refused = _refuses_new_files(parent, path.name)
     if refused:
         raise CircuitxError(f"cannot write to {parent}: {refused}")
     return path
+
+
+def _occupied(path: Path) -> bool:
+    """Whether ``path`` is taken for a new directory: a file, or a directory with entries."""
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
 def check_parent_directory(path: Path, option: str = "--out") -> Path:
@@ -312,7 +317,7 @@ def claim_directory(path: Path, option: str = "--out", new: bool = True) -> Iter
     claim = path.parent / f".{path.name}.circuitx-writing"
     _take_claim(claim, path, option)
     try:
-        if new and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if new and _occupied(path):
             raise CircuitxError(
                 f"{option} {path} was written by another run; choose a new directory"
             )

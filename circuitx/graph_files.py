@@ -208,12 +208,13 @@ def _check(graph: nx.MultiDiGraph) -> None:
     n_layers, n_heads, has_mlp = shape_of(graph)
     if n_layers < 1 or n_heads < 1:
         raise CircuitxError(f"a model of {n_layers} layers x {n_heads} heads has no heads")
-    components = Layout(n_layers, n_heads, has_mlp).n_senders + 1  # every one, and logits
+    layout = Layout(n_layers, n_heads, has_mlp)
+    components = layout.n_senders + 1  # every one, and logits
     if graph.number_of_nodes() < components:
         missing = []
         if components - graph.number_of_nodes() <= 3:  # a node or two taken out: named
-            missing = [name for name, *_ in Layout(n_layers, n_heads, has_mlp).nodes]
-            missing = [name for name in [*missing, LOGITS] if name not in graph]
+            names = [name for name, *_ in layout.nodes] + [LOGITS]
+            missing = [name for name in names if name not in graph]
         raise CircuitxError(
             f"its metadata describes a model of {shape_text((n_layers, n_heads, True))}, "
             f"{components} nodes, but it has {graph.number_of_nodes()}"

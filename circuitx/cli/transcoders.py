@@ -154,7 +154,7 @@ def train_transcoders(
     state = tc.interrupted_run(out_dir)
     # a new directory, as two sets of transcoders would mix in one, unless it is resumed
     out = check_new_directory(out_dir) if state is None else state.parent.parent
-    tc.corpus_file_text(corpus)  # a bad corpus file is refused before the model loads
+    text = tc.corpus_file_text(corpus)  # a bad corpus file is refused before the model loads
     if task_names == "all":
         chosen = list(TASKS)
     elif task_names == "none":
@@ -168,7 +168,7 @@ def train_transcoders(
             task.check_model(model)
             task.make_data(model, n_prompts, seed)
     chosen_layers = tc.parse_layers(layers, model)
-    data = tc.load_corpus(model, corpus, context, seed, max_tokens)
+    data = tc.load_corpus(model, corpus, context, seed, max_tokens, text)
     given = click.get_current_context().get_parameter_source("context")
     if context > model.n_ctx and given != ParameterSource.DEFAULT:  # load_corpus cuts it
         announce(

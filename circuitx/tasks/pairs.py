@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from circuitx.errors import CircuitxError, listed, quoted
+from circuitx.errors import CircuitxError, clipped, listed, quoted
 from circuitx.files import check_input_file
 from circuitx.names import is_position_name
 
@@ -318,8 +318,7 @@ def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
         return _read_greater_than(reader, label), "prob-diff"
     for column in ("clean", "corrupted", "correct_idx"):
         if column not in columns:
-            cut = [name if len(name) <= 40 else name[:37] + "..." for name in columns]
-            have = listed(cut, 10) or "none"
+            have = listed([clipped(name, 40) for name in columns], 10) or "none"
             raise CircuitxError(f"{label} has no column {column!r} (its columns: {have})")
     pairs = []
     for number, row in enumerate(reader, 2):

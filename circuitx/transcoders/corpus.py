@@ -32,14 +32,20 @@ class Corpus:
 
 
 def load_corpus(
-    model: Model, corpus: str, context: int, seed: int, max_tokens: int = 2_000_000
+    model: Model,
+    corpus: str,
+    context: int,
+    seed: int,
+    max_tokens: int = 2_000_000,
+    text: str | None = None,
 ) -> Corpus:
     """``corpus`` as token sequences: ``tasks`` (prompts every task generates for this model,
-    each followed by its answer), a local text file, or a Hugging Face dataset name."""
+    each followed by its answer), a local text file, or a Hugging Face dataset name.
+    ``text``: the file's text where the caller has read it (:func:`corpus_file_text`)."""
     context = min(context, model.n_ctx)
     if corpus == BUILTIN_CORPUS:
         return _task_corpus(model, context, seed, max_tokens)
-    text = corpus_file_text(corpus)
+    text = corpus_file_text(corpus) if text is None else text
     if text is not None:
         return _chunk(model, [text], context, str(Path(corpus).expanduser()), max_tokens)
     return _chunk(model, _dataset_texts(corpus, max_tokens), context, corpus, max_tokens)
