@@ -8,14 +8,16 @@ task needs is a ``CircuitxError``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import networkx as nx
 import torch
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import MAX_SEED, CircuitxError
 from circuitx.layout import OTHER, Layout, PositionLayout
 
 if TYPE_CHECKING:
@@ -237,6 +239,22 @@ class Task:
         (most tasks find out while tokenising their prompts)."""
 
     def make_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
+        """``n_prompts`` clean and corrupted prompt pairs for ``model`` (a loaded model),
+        tokenised and checked, drawn by ``seed`` (0 to :data:`MAX_SEED`): the pairs
+        ``discover`` runs with the same prompt count and seed."""
+        if isinstance(model, (str, os.PathLike)):
+            raise CircuitxError(f"make_data takes a loaded model (load_model), not {model!r}")
+        for name, value in (("n_prompts", n_prompts), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise CircuitxError(f"{name} takes a whole number, not {value!r}")
+        if n_prompts < 1:
+            raise CircuitxError(f"n_prompts must be at least 1, not {n_prompts}")
+        if not 0 <= seed <= MAX_SEED:
+            raise CircuitxError(f"seed must be from 0 to {MAX_SEED}, not {seed}")
+        return self.build_data(model, int(n_prompts), int(seed))
+
+    def build_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
+        """The task's own :meth:`make_data`, its arguments checked."""
         raise NotImplementedError
 
     def reference(

@@ -68,9 +68,7 @@ class ColoredObjectsTask(_tasks.Task):
         words = [*COLORS, *(c.capitalize() for c in COLORS), *OBJECTS, *SURFACES, *OPENINGS]
         return _tasks.words_of("Q: On the , a an and. What color is the ?\nA:", " ".join(words))
 
-    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
-        if n_prompts < 1:
-            raise CircuitxError("n_prompts must be at least 1")
+    def build_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         color_ids = {
             c: (
                 _tasks.single_token(model, " " + c),

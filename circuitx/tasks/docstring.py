@@ -114,9 +114,7 @@ class DocstringTask(_tasks.Task):
         code = 'def (self, ):\n    """\n    :param :'
         return _tasks.words_of(code, " ".join(NAMES), " ".join(NOUNS))
 
-    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
-        if n_prompts < 1:
-            raise CircuitxError("n_prompts must be at least 1")
+    def build_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         ids = {n: _tasks.single_token(model, " " + n) for n in NAMES}
         names = [n for n, token in ids.items() if token is not None]
         nouns = [n for n in NOUNS if _tasks.single_token(model, " " + n) is not None]

@@ -93,7 +93,7 @@ class FileTask(Task):
                 words.update(dict.fromkeys(text.split()))
         return list(words)
 
-    def make_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
+    def build_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
         """The first ``n_prompts`` pairs when the file has no more, else a sample of them
         drawn by ``seed`` (in file order). Every pair is checked against the model's
         tokenizer first, so a broken row is refused whichever pairs the seed draws."""

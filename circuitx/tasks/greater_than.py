@@ -87,9 +87,7 @@ class GreaterThanTask(_tasks.Task):
         digits = [f"{i:02d}" for i in range(100)]
         return _tasks.words_of(TEMPLATE, " ".join(NOUNS)) + digits
 
-    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
-        if n_prompts < 1:
-            raise CircuitxError("n_prompts must be at least 1")
+    def build_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         digit_ids = two_digit_tokens(model)
         years = valid_years(model, digit_ids)
         noun_ids = {n: _tasks.single_token(model, " " + n) for n in NOUNS}

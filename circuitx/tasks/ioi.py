@@ -124,9 +124,7 @@ class IOITask(_tasks.Task):
     def vocabulary(self) -> list[str]:
         return _tasks.words_of(*BABA_TEMPLATES, " ".join([*NAMES, *PLACES, *OBJECTS]))
 
-    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
-        if n_prompts < 1:
-            raise CircuitxError("n_prompts must be at least 1")
+    def build_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         name_ids = {n: _tasks.single_token(model, " " + n) for n in NAMES}
         names = [n for n, token in name_ids.items() if token is not None]
         if len(names) < 5:

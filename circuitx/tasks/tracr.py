@@ -173,7 +173,7 @@ class TracrTask(_tasks.Task):
             )
         return program
 
-    def make_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
+    def build_data(self, model: "Model", n_prompts: int, seed: int) -> _tasks.TaskData:
         program = self.program(model)
         rng = random.Random(seed)
         inputs = sampled_inputs(program, n_prompts, rng)

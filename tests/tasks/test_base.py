@@ -1,10 +1,12 @@
 """Helpers every task shares (tasks/base.py)."""
 
+import re
+
 import pytest
 import torch
 
 from circuitx.errors import CircuitxError
-from circuitx.tasks import get_task
+from circuitx.tasks import TASKS, get_task, task_from_pairs
 from circuitx.tasks.base import beats, best, encode_pairs, pick
 
 
@@ -40,3 +42,27 @@ def test_a_tie_to_float_rounding_is_no_win():
     rival = torch.tensor([12.0 - 2e-5, 11.9, -2e-6, -3.1, 0.5 - 2e-5])
     assert beats(logit, rival).tolist() == [False, True, False, True, True]
     assert not beats(rival, logit).any()
+
+
+@pytest.mark.parametrize(
+    ("model", "n_prompts", "seed", "message"),
+    [
+        ("planted-ioi", 4, 0, "make_data takes a loaded model"),
+        (None, "5", 0, "n_prompts takes a whole number, not '5'"),
+        (None, 0, 0, "n_prompts must be at least 1, not 0"),
+        (None, 4, -1, "seed must be from 0 to 4294967295, not -1"),
+        (None, 4, None, "seed takes a whole number, not None"),
+        (None, 4, 2.5, "seed takes a whole number, not 2.5"),
+        (None, True, 0, "n_prompts takes a whole number, not True"),
+    ],
+)
+def test_make_data_checks_its_arguments_as_discover_does(
+    tiny_model, model, n_prompts, seed, message
+):
+    """From a new user's trial: make_data took a model's name into the tokenizer
+    (LookupError), seed -1, None and 2.5 without a word, and a file task's 0 prompts to
+    max() of nothing; every task now checks them in one place, as discover does."""
+    own = task_from_pairs(["When Mary"], ["When John"], ["Mary"], ["John"])
+    for task in (*(get_task(name) for name in TASKS), own):
+        with pytest.raises(CircuitxError, match=re.escape(message)):
+            task.make_data(model or tiny_model, n_prompts, seed)
