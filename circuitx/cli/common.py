@@ -273,7 +273,8 @@ def positions_option(command: Callable) -> Callable:
 
 def max_memory_option(command: Callable) -> Callable:
     """``--max-memory SIZE``: the budget for the prompts' caches and passes, as bytes
-    (None: half the free memory, at most 2 GiB on the CPU)."""
+    (None: on the CPU a quarter of the machine's memory, at most 2 GiB; on a GPU half
+    its free memory)."""
 
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
         return None if value is None else parse_memory(value)
@@ -285,7 +286,8 @@ def max_memory_option(command: Callable) -> Callable:
         metavar="SIZE",
         help="Memory for the prompts' cached runs and patched passes, e.g. 512M or 8G "
         "(binary units: M is MiB, and MB reads the same); prompts beyond it are taken in "
-        "parts (default: half the free memory, at most 2G on the CPU).",
+        "parts (default: a quarter of the machine's memory, at most 2G, on the CPU; half "
+        "the free memory on a GPU).",
     )(command)
 
 
