@@ -27,6 +27,7 @@ from circuitx.graph import (
     score_nodes_by_edges,
     select_edges,
     shape_of,
+    unscored_edges,
 )
 from circuitx.names import (
     auto_circuit_edge_name,
@@ -54,17 +55,15 @@ def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     require_components(graph, "auto-circuit's edge names")
     edges = edges_by_name(graph)
     unscored = [name for name, data in edges.items() if data["score"] is None]
-    if unscored:
-        what = (
-            f"{graph.graph.get('method', 'its method')} scores nodes only"
-            if len(unscored) == len(edges)
-            else f"{len(unscored)} of this graph's {len(edges)} edges "
-            f"{'has' if len(unscored) == 1 else 'have'} none "
-            f"({listed(unscored, 3)})"
-        )
+    if len(unscored) == len(edges):
         raise CircuitxError(
-            f"auto-circuit's prune scores score every edge, and {what}: export --format json "
-            "keeps a graph as it is"
+            f"auto-circuit's prune scores score every edge, and {unscored_edges(graph)}"
+        )
+    if unscored:
+        raise CircuitxError(
+            f"auto-circuit's prune scores score every edge, and {len(unscored)} of this "
+            f"graph's {len(edges)} edges {'has' if len(unscored) == 1 else 'have'} none "
+            f"({listed(unscored, 3)}): export --format json keeps a graph as it is"
         )
     scores, circuit = {}, []
     for sender, receiver, data in graph.edges(data=True):

@@ -107,6 +107,12 @@ def load_pt(path: str | Path) -> dict[str, Any]:
         raise CircuitxError(
             "neuron-level EAP-IG graphs are not supported: circuitx graphs have heads and MLPs"
         )
+    if "edges" in data and "edges_scores" not in data:  # to_pt's keys before February 2025
+        raise CircuitxError(
+            "an EAP-IG graph saved by to_pt before February 2025 (its scores under 'edges'), "
+            "whose tensor layout circuitx does not read: load it with that EAP-IG and save "
+            "it with to_json, which circuitx reads"
+        )
     missing = [key for key in PT_KEYS if key not in data]
     if missing:
         raise CircuitxError(

@@ -238,6 +238,15 @@ def score_nodes_by_edges(graph: nx.MultiDiGraph) -> None:
     graph.graph[NODE_SCORES_FROM_EDGES] = True
 
 
+def unscored_edges(graph: nx.MultiDiGraph) -> str:
+    """Why a graph's edges have no scores, for a format that needs one on every edge: the
+    node-level method that found it, or a file that gave none."""
+    method = graph.graph.get("method")
+    if method:
+        return f"{method} scores nodes only: export --format json keeps its node scores"
+    return "none of this graph's edges has a score"
+
+
 def own_node_scores(graph: nx.MultiDiGraph) -> dict[str, float]:
     """The node scores a graph holds of its own: none where they are its edges'."""
     if graph.graph.get(NODE_SCORES_FROM_EDGES):

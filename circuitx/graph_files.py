@@ -42,6 +42,7 @@ from circuitx.graph import (
     score_nodes_by_edges,
     shape_of,
     shape_text,
+    unscored_edges,
 )
 from circuitx.layout import Layout, PositionLayout
 from circuitx.names import INPUT, LOGITS, edge_name, parse_edge_name, parse_node
@@ -108,7 +109,7 @@ def save_graph(graph: nx.MultiDiGraph, path: str | Path, fmt: str) -> None:
     """Write ``graph`` to ``path`` atomically in format ``fmt``: as text, or for a .pt
     file as EAP-IG's ``to_pt`` saves it."""
     if file_suffix(path) == "pt":
-        saved = to_pt_dict(to_eap_ig_dict(graph))
+        saved = to_pt_dict(to_eap_ig_dict(graph, needs_d_model=False))
         with atomic_open(path, "wb") as handle:
             torch.save(saved, handle)
         return
@@ -571,9 +572,10 @@ def is_eap_ig_dict(data: Any) -> bool:
     return isinstance(data, dict) and all(key in data for key in EAP_IG_KEYS)
 
 
-def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
+def to_eap_ig_dict(graph: nx.MultiDiGraph, needs_d_model: bool = True) -> dict[str, Any]:
     """The graph as EAP-IG's ``Graph.to_json`` writes it and ``Graph.from_json`` reads it
-    (what MIB evaluates): ``cfg`` (with ``d_model``, which its reader needs), each node's
+    (what MIB evaluates): ``cfg`` (with ``d_model``, which ``from_json`` needs and
+    ``from_pt`` does not: ``needs_d_model`` False leaves it out when the graph has none), each node's
     membership, and each edge's score and membership. Node scores go where EAP-IG reads
     them (``score``) only when they came from an EAP-IG graph that had them; otherwise in
     ``circuitx_score``, which it does not read (none where they are the edges', as read
@@ -585,24 +587,19 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
     require_components(graph, "EAP-IG graphs")
     d_model = graph.graph.get("d_model")
-    if not isinstance(d_model, int) or isinstance(d_model, bool):
-        why = (
-            "its EAP-IG file's cfg has none (EAP-IG wrote none before February 2025); add "
-            '"d_model" to the file\'s "cfg"'
-            if graph.graph.get("source_format") == "eap-ig"
-            else "it is from before circuitx recorded it; discover it again"
-        )
+    has_d_model = isinstance(d_model, int) and not isinstance(d_model, bool)
+    if needs_d_model and not has_d_model:
         raise CircuitxError(
-            f"EAP-IG's reader needs the model's d_model, which this graph does not record: {why}"
+            "EAP-IG's from_json needs the model's d_model, which this graph does not record "
+            "(auto-circuit files have none, nor EAP-IG's before February 2025, nor graphs "
+            "circuitx discovered before recording it): add it (an EAP-IG file's cfg, the "
+            "metadata of circuitx's JSON or GraphML, an auto-circuit file's "
+            "circuitx_metadata), or write a .pt, which EAP-IG's from_pt reads without it"
         )
     edges = edges_by_name(graph)
     unscored = [name for name, data in edges.items() if data["score"] is None]
     if len(unscored) == len(edges):
-        method = graph.graph.get("method", "its method")
-        raise CircuitxError(
-            f"EAP-IG graphs score every edge, and {method} scores nodes only: "
-            "export --format json keeps its node scores"
-        )
+        raise CircuitxError(f"EAP-IG graphs score every edge, and {unscored_edges(graph)}")
     if unscored:
         raise CircuitxError(
             f"EAP-IG graphs score every edge, and {len(unscored)} of this graph's "
@@ -613,7 +610,7 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
         "n_layers": n_layers,
         "n_heads": n_heads,
         "parallel_attn_mlp": bool(graph.graph.get("parallel", False)),
-        "d_model": d_model,
+        **({"d_model": d_model} if has_d_model else {}),
     }
     nodes = {}
     score_key = "score" if graph.graph.get(EAP_IG_NODE_SCORES) else "circuitx_score"

@@ -351,9 +351,11 @@ def test_a_graph_eap_ig_writes_now_is_read_with_its_node_scores(tmp_path):
     assert "eap_ig_node_scores" not in again["circuitx_metadata"]
 
 
-def test_an_eap_ig_file_without_d_model_says_what_to_add(tmp_path):
-    """EAP-IG wrote no d_model before 2025: such a file reads, and its export names the
-    key to add (not 'discover it again': circuitx never discovered it)."""
+def test_a_graph_without_d_model_says_what_to_add_and_goes_to_pt(tmp_path):
+    """EAP-IG wrote no d_model before 2025, nor does an auto-circuit file hold one: such
+    a file reads, its EAP-IG JSON export names where to add it (not 'discover it again':
+    circuitx never discovered it; a trial's), and its .pt export needs none, as EAP-IG's
+    from_pt reads none (a trial's: it was refused)."""
     nodes, edges = eap_ig_universe(2, 2, False)
     data = {
         "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False},
@@ -362,8 +364,21 @@ def test_an_eap_ig_file_without_d_model_says_what_to_add(tmp_path):
     }
     path = tmp_path / "old.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(CircuitxError, match='add "d_model" to the file\'s "cfg"'):
-        write_graph(read_graph(path), tmp_path / "x.json", "eap-ig")
+    auto_circuit = tmp_path / "ac.json"
+    write_graph(read_graph(path), auto_circuit, "auto-circuit")
+    plain = json.loads(auto_circuit.read_text())
+    auto_circuit.write_text(json.dumps({"scores": plain["scores"], "circuit": []}))
+    for source in (path, auto_circuit):
+        graph = read_graph(source)
+        with pytest.raises(CircuitxError, match="add it \\(an EAP-IG file's cfg, the metadata"):
+            write_graph(graph, tmp_path / "x.json", "eap-ig")
+        write_graph(graph, tmp_path / "x.pt")
+        saved = torch.load(tmp_path / "x.pt", weights_only=True)
+        assert "d_model" not in saved["cfg"] and saved["edges_scores"].shape == (7, 15)
+        back = edges_by_name(read_graph(tmp_path / "x.pt"))
+        assert {k: v["score"] for k, v in back.items()} == {
+            k: v["score"] for k, v in edges_by_name(graph).items()
+        }
 
 
 def test_an_eap_ig_graph_whose_cfg_does_not_match_its_nodes_is_refused(tmp_path):
@@ -388,6 +403,10 @@ def test_graphs_eap_ig_cannot_read_are_not_exported(tmp_path):
     graph.graph["d_model"] = 8
     with pytest.raises(CircuitxError, match="activation-patching scores nodes only"):
         write_graph(graph, tmp_path / "b.json", "eap-ig")
+    del graph.graph["method"]  # a file with no score on any edge: no method to blame
+    for fmt in ("eap-ig", "auto-circuit"):
+        with pytest.raises(CircuitxError, match="edge, and none of this graph's edges has a"):
+            write_graph(graph, tmp_path / "c.json", fmt)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -527,6 +546,10 @@ def test_a_pt_file_eap_ig_would_read_otherwise_is_one_line(tmp_path, edit, patte
         ({"weight": torch.zeros(2)}, "not a graph EAP-IG's to_pt saved: it lacks cfg, src_nodes"),
         ([1, 2], "not a graph EAP-IG's to_pt saved: it holds a list"),
         ({"neurons_in_graph": torch.zeros(2)}, "neuron-level EAP-IG graphs are not supported"),
+        (  # a trial's: to_pt's keys before February 2025 were said to be no EAP-IG graph
+            {"cfg": {"n_layers": 1}, "edges": torch.zeros(2), "edges_in_graph": torch.zeros(2)},
+            "an EAP-IG graph saved by to_pt before February 2025",
+        ),
         (b"truncated", "not a graph EAP-IG's to_pt saved: it is no zip archive, as torch.save"),
         (  # a trial's: torch's message offered to run it, cut off mid-sentence
             {"cfg": ValueError("any object")},
