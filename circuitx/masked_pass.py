@@ -63,6 +63,7 @@ class MaskedPass:
         self.record_grads = record_grads
         self.layout = layout = engine.layout
         self.node_mask, self.mix, self.frozen = node_mask, mix, frozen
+        self.held = masks.held
         self.first_live = layout.n_senders if frozen else layout.head_sender(layer)
         self.groups: dict[int, ReceiverGroup] = {}  # by first receiver
         self.live_column = torch.full((layout.n_senders,), -1)
@@ -131,7 +132,7 @@ class MaskedPass:
     def hooks(self) -> list[tuple[str, Callable]]:
         layout, hooks = self.layout, []
         edges = bool(self.groups) or self.record_grads is not None
-        if self.node_mask is None and not edges and self.mix is None:
+        if self.node_mask is None and not edges and self.mix is None and self.held is None:
             return hooks
         records = self.live is not None or self.in_blocks or self.total is not None
         for chunk in layout.chunks_from(self.layer):
@@ -149,7 +150,7 @@ class MaskedPass:
                     )
             if not chunk.heads and edges:
                 hooks.append((mlp_input_hook(layer), self._in(layout.mlp_receiver(layer))))
-            if self.node_mask is not None or (records and not self.frozen):
+            if self.node_mask is not None or self.held is not None or (records and not self.frozen):
                 if chunk.heads and self.engine.model.post_attention_norm:
                     hooks += self._normed_heads_hooks(chunk)
                 else:
@@ -204,6 +205,10 @@ class MaskedPass:
             clean, patch = clean.unsqueeze(-2), patch.unsqueeze(-2)
         if self.mix is not None and chunk.first == self.mix[0]:
             x = (patch + self.mix[1] * (clean - patch)).to(x.dtype).expand_as(x)
+        if self.held is not None:  # held senders write their patch values
+            held = self.held[chunk.first : chunk.first + chunk.count]
+            if bool(held.any()):
+                x = torch.where(held.view(-1, 1).to(x.device), patch.to(x.dtype), x)
         delta = (clean - patch).to(x.dtype) if self.frozen else x - patch.to(x.dtype)
         if self.node_mask is not None:
             # a mask per pass [k, senders], or per pass and prompt [k, n, senders]

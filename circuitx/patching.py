@@ -165,7 +165,7 @@ class PatchingEngine:
         self.w_o = [
             model.head_write_weights(layer).to(self.full) for layer in range(model.n_layers)
         ]
-        self.held_mask: torch.Tensor | None = None  # 0 where a sender is held, else 1
+        self.held_senders: torch.Tensor | None = None  # [n_senders] bool, on the host
         measured = reference is None  # this batch's own, not a whole's given to a part
         if measured:
             clean = float(self.metric(self.clean_final).mean())
@@ -196,9 +196,10 @@ class PatchingEngine:
     def _hold(self, held: torch.Tensor, names: Sequence[str]) -> None:
         """Make the clean run the one with the ``held`` senders at their patch values: the
         cache is re-read from a pass that masks them (kept as it was before the first
-        held layer), their own outputs are their patch values, and every later pass with
-        live differences masks them too (a frozen pass needs nothing: their clean -
-        patch differences are now 0)."""
+        held layer), their own outputs are their patch values, and every later pass
+        writes their patch values, frozen or live (:class:`PassMasks`' ``held``: a pass
+        from the embeddings computes them afresh, and a gradient pass must be the held
+        model's; their clean - patch differences are now 0)."""
         keep = (~held.cpu()).to(self.full)
         keep[0] = 1.0  # the embeddings are never held
         seen: dict[str, torch.Tensor] = {}
@@ -230,7 +231,7 @@ class PatchingEngine:
             where = held_here.view(-1, 1) if chunk.heads else held_here.view(1)
             value, patch = self.clean_cache[hook], self.patch_cache[hook]
             self.clean_cache[hook] = torch.where(where, patch.expand_as(value), value)
-        self.held_mask = keep.to(self.model.device)
+        self.held_senders = keep == 0
         self.forget_deltas()  # made from the old cache
 
     # ------------------------------------------------------------------ metrics
@@ -528,11 +529,10 @@ class PatchingEngine:
         frozen = (grad and not train) or mix is not None
         grad = grad or train
         layer = 0 if grad or frozen else self._first_changed_layer(host_nodes, host_edges)
-        if self.held_mask is not None and not frozen:  # the held senders stay patched
-            held = self.held_mask if node_mask is None else self.held_mask.to(node_mask.dtype)
-            node_mask = held.expand(k, -1) if node_mask is None else node_mask * held
         reads = self.head_reads if record_grads is not None and edge_mask is None else None
-        masks = PassMasks(k, layer, node_mask, edge_mask, host_edges, mix, frozen, record_grads)
+        masks = PassMasks(
+            k, layer, node_mask, edge_mask, host_edges, mix, frozen, record_grads, self.held_senders
+        )
         if isinstance(self.layout, PositionLayout):
             reads = None
             pass_: MaskedPass | PositionPass = PositionPass(self, masks, pattern_grads)

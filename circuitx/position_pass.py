@@ -49,7 +49,8 @@ class PassMasks:
     the device (None: all ones) and the edge mask's copy on the host, to plan from;
     ``mix``, an interpolation (see the engine); ``frozen``: the senders' differences are
     the clean run's; ``record_grads`` hears the gradients at receivers' inputs in the
-    backward pass."""
+    backward pass; ``held`` [n_senders] (bool, on the host; None: none) the senders that
+    write their patch values in every pass (backup rounds: the engine's held circuit)."""
 
     k: int
     layer: int
@@ -59,6 +60,7 @@ class PassMasks:
     mix: Mix | None
     frozen: bool
     record_grads: Callable[[int, torch.Tensor], None] | None
+    held: torch.Tensor | None = None
 
 
 def position_weights(model: Model) -> TransformerWeights:
@@ -91,6 +93,8 @@ class PositionPass:
         k, layer, node_mask, edge_mask = masks.k, masks.layer, masks.node_mask, masks.edge_mask
         mix, frozen, record_grads = masks.mix, masks.frozen, masks.record_grads
         host_edges = masks.host_edges
+        if masks.held is not None:
+            raise CircuitxError("held senders (--backup-rounds) work on circuits without positions")
         self.engine, self.k, self.layer = engine, k, layer
         self.full = engine.model.work_dtype  # differences and sums: see Model.work_dtype
         self.layout: PositionLayout = engine.layout

@@ -275,6 +275,18 @@ def test_a_held_engine_is_the_model_with_those_nodes_patched(tiny_model, part_si
         rel, whole = propagate(weights, part.clean_resid(0), 0, sources, part.readout)
         torch.testing.assert_close(whole, part.clean_final, atol=1e-4, rtol=1e-4)
         assert not rel[held].any() and rel[~held].abs().max() > 0
+        # the gradient passes are the held model's too (a trial's: they ran the unheld
+        # model, whose held senders wrote their real outputs): the frozen pass's mask
+        # gradients are those of a live pass with the masks learned, at all ones
+        nodes = torch.ones(1, layout.n_senders, dtype=part.full, requires_grad=True)
+        edges = torch.ones(1, *layout.valid.shape, dtype=part.full, requires_grad=True)
+        part.metric(part.run(nodes, edges, train=True)).mean().backward()
+        frozen_nodes, frozen_edges = part.mask_gradients()
+        torch.testing.assert_close(frozen_nodes, nodes.grad[0], atol=1e-5, rtol=1e-4)
+        live_edges = edges.grad[0] * layout.valid
+        torch.testing.assert_close(frozen_edges, live_edges, atol=1e-5, rtol=1e-4)
+        mixed_nodes, _ = part.mask_gradients(mixes=[(0, 0.5)])  # EAP-IG's interpolation
+        assert mixed_nodes[held].abs().max() == 0
 
 
 @pytest.mark.slow

@@ -173,7 +173,7 @@ def _part_relevance(engine: PatchingEngine, form: UnfoldedForm, advance: Advance
     )
 
     wholes = Wholes()  # the clean run's activations, shared by every decomposition
-    held = None if engine.held_mask is None else engine.held_mask == 0  # a held-out circuit
+    held = engine.held_senders  # a held-out circuit
 
     def run(layer: int, chosen: torch.Tensor, observe) -> torch.Tensor:
         sources = Sources(base, chosen, patches, held, groups, g)
