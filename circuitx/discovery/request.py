@@ -134,6 +134,9 @@ class DiscoveryRequest:
             raise CircuitxError(
                 f"unknown ablation {self.ablation!r}; choose from {', '.join(ABLATIONS)}"
             )
+        refusal = method.ablation_refusal(method_options(method, self.options), self.ablation)
+        if refusal is not None:
+            raise CircuitxError(f"--ablation {self.ablation}: {refusal}")
         parse_dtype(self.dtype)
         parse_device(self.device)
         check_reference(self.reference, task.name)

@@ -26,7 +26,7 @@ from circuitx.errors import (
 )
 from circuitx.leaderboard.cells import Cell
 from circuitx.leaderboard.executors import check_executor
-from circuitx.methods import METHODS, get_method, method_options, variant_label
+from circuitx.methods import METHODS, Method, get_method, method_options, variant_label
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, get_task
 from circuitx.tasks.base import POSITION_MODES
@@ -235,11 +235,41 @@ def methods_over_positions(
     with a note that says so."""
     if positions == "none":
         return specs, None
+    return _methods_that_can(
+        specs, options, every, f"--positions {positions}",
+        lambda method, chosen: method.positions_refusal(chosen),
+        lambda many: f"{'they score' if many else 'it scores'} components over the whole sequence",
+    )  # fmt: skip
+
+
+def methods_under_ablation(
+    specs: list[MethodSpec], ablation: str, options: Mapping[str, Mapping[str, Any]], every: bool
+) -> tuple[list[MethodSpec], str | None]:
+    """The methods of ``specs`` that can score under ``ablation`` (EAP-IG over its inputs
+    cannot under mean or zero ablation): as :func:`methods_over_positions`."""
+    return _methods_that_can(
+        specs, options, every, f"--ablation {ablation}",
+        lambda method, chosen: method.ablation_refusal(chosen, ablation),
+        lambda many: f"{'they move' if many else 'it moves'} the embeddings alone, a path that "
+        f"never reaches the {ablation}-ablated run",
+    )  # fmt: skip
+
+
+def _methods_that_can(
+    specs: list[MethodSpec],
+    options: Mapping[str, Mapping[str, Any]],
+    every: bool,
+    setting: str,
+    refusal: Callable[[Method, dict[str, Any]], str | None],
+    why_left: Callable[[bool], str],
+) -> tuple[list[MethodSpec], str | None]:
+    """``specs`` less those ``refusal`` refuses under ``setting`` (one line where they
+    are named; left out of ``every`` method with a note saying ``why_left``)."""
     refused = {}
     for spec in specs:
         method = get_method(spec.method)
         given = {**options.get(spec.method, {}), **dict(spec.options)}
-        why = method.positions_refusal(method_options(method, given))
+        why = refusal(method, method_options(method, given))
         if why is not None:
             refused[spec.label] = why
     if not refused:
@@ -247,14 +277,11 @@ def methods_over_positions(
     if not every:
         label, why = next(iter(refused.items()))
         raise CircuitxError(
-            f"--positions {positions}: {why}; leave {label} out of --methods, or give "
+            f"{setting}: {why}; leave {label} out of --methods, or give "
             "--methods all for every method that can"
         )
     kept = [spec for spec in specs if spec.label not in refused]
-    return kept, (
-        f"note: --positions {positions} leaves out {', '.join(refused)}: "
-        f"{'they score' if len(refused) > 1 else 'it scores'} components over the whole sequence"
-    )
+    return kept, (f"note: {setting} leaves out {', '.join(refused)}: {why_left(len(refused) > 1)}")
 
 
 def pairs_that_run(cells: list[Cell]) -> tuple[list[Cell], str | None]:
@@ -407,6 +434,7 @@ def plan_grid(
         threads, executor,
     )  # fmt: skip
     specs, left_out = methods_over_positions(specs, positions, options, every_method)
+    specs, not_ablated = methods_under_ablation(specs, ablation, options, every_method)
     seed_list = list(range(seed, seed + seeds))
     cells = make_grid(
         tasks, specs, model, seed_list, n_prompts, ablation, device, dtype, options,
@@ -430,7 +458,9 @@ def plan_grid(
         **({"positions": positions} if positions != "none" else {}),
         **({"references": references} if references else {}),
     }
-    notes = merged_notes(specs, options) + [line for line in (left_out, unpaired) if line]
+    notes = merged_notes(specs, options) + [
+        line for line in (left_out, not_ablated, unpaired) if line
+    ]
     return Grid(cells, settings, notes)
 
 

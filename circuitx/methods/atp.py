@@ -5,8 +5,8 @@ A node's estimate is AtP's, ``(clean_u - patch_u) . d metric / d u`` (EAP's node
 gradient), with the part that reaches later heads' queries and keys replaced by the
 QK-fixed estimates of those edges: the saturated softmax of a later head no longer hides
 a node that only moves where it attends. With GradDrop, the mean magnitude over the L
-backward passes that each drop one block. Scores are divided by the clean - corrupted
-metric gap.
+backward passes that each drop one block. Scores are divided by the clean - ablated
+metric gap (clean - corrupted under corrupted ablation).
 """
 
 from __future__ import annotations

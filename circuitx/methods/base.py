@@ -259,6 +259,10 @@ class Method:
         the model answers with prompts it cannot, and the task has none."""
         return self.uses_negatives and not task.has_negative_prompts
 
+    def ablation_refusal(self, options: dict[str, Any], ablation: str) -> str | None:
+        """Why this method with ``options`` cannot score under ``ablation`` (None: it can)."""
+        return None
+
     def positions_refusal(self, options: dict[str, Any]) -> str | None:
         """Why this method with ``options`` cannot score a circuit over token positions
         (None: it can)."""

@@ -5,7 +5,8 @@ the first-order estimate of patching it, (clean_u - patch_u) . d metric / d inpu
 summed over prompts' positions and averaged over prompts: the gradient of the metric with
 respect to the engine's edge mask. A node's score is the same estimate for patching the
 node (the gradient with respect to the node mask). Scores are divided by the
-clean - corrupted metric gap, so that they read like activation patching's.
+clean - ablated metric gap (clean - corrupted under corrupted ablation), so that they
+read like activation patching's.
 
 ``--qk-fix on`` and ``--grad-drop on`` add AtP*'s two fixes (Kramar et al. 2024; see
 :mod:`circuitx.methods.attribution`): edges into queries and keys through the exact

@@ -14,12 +14,15 @@ clean ones; the activation differences stay the clean run's. ``--ig-mode``:
 - ``clean-corrupted`` (hannamw/EAP-IG ``clean-corrupted``): the gradients of the clean and
   of the fully patched run, averaged: 2 passes.
 
-Scores are divided by the number of passes and the clean - corrupted metric gap. The
+Scores are divided by the number of passes and the clean - ablated metric gap (clean -
+corrupted under corrupted ablation, the only one ``inputs`` and ``clean-corrupted`` take). The
 passes share the cached runs, and their gradients at each receiver are summed before the
 one product with the senders' differences.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from circuitx.engine import Engine, gradient_floats_per_token
 from circuitx.layout import Layout
@@ -65,6 +68,20 @@ class EAPIG(Method):
             choices=IG_MODES,
         ),
     )
+
+    def ablation_refusal(self, options: dict[str, Any], ablation: str) -> str | None:
+        """``inputs`` and ``clean-corrupted`` move the embeddings alone, the rest of the
+        model running live: their path ends at the corrupted run, not at the mean- or
+        zero-ablated one whose differences the scores multiply (the authors' code
+        refuses them too)."""
+        mode = options["ig_mode"]
+        if ablation == "corrupted" or mode == "activations":
+            return None
+        return (
+            f"eap-ig's --ig-mode {mode} moves the embeddings between the clean and the "
+            f"corrupted prompts, so its path never reaches the {ablation}-ablated run (its "
+            "authors' code refuses it too); use --ig-mode activations"
+        )
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return len(self._interpolations(layout, run))

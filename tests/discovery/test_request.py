@@ -50,6 +50,14 @@ def test_config_is_json_and_names_the_model_identity():
         ({"reference": "ioi:nobody"}, "unknown reference 'ioi:nobody'"),
         ({"reference": "missing.graphml"}, "graph file not found"),
         ({"model": "planted-hard", "task": "ioi"}, None),
+        (  # an audit's: it ran, its path ending at the corrupted run, not the ablated one
+            {"method": "eap-ig", "ablation": "mean"},
+            "--ablation mean: eap-ig's --ig-mode inputs moves the embeddings between",
+        ),
+        (
+            {"method": "eap-ig", "ablation": "zero", "options": {"ig_mode": "clean-corrupted"}},
+            "--ablation zero: eap-ig's --ig-mode clean-corrupted moves",
+        ),
     ],
 )
 def test_each_bad_setting_is_one_line(settings, message):

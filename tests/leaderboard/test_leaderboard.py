@@ -48,6 +48,7 @@ from circuitx.leaderboard.grid import (
     check_references,
     method_option,
     methods_over_positions,
+    methods_under_ablation,
     parse_names,
 )
 from circuitx.leaderboard.results import format_value, well_formed
@@ -496,6 +497,27 @@ def test_every_method_over_positions_leaves_out_those_that_cannot_and_says_so():
         "over the whole sequence"
     )
     assert methods_over_positions(every, "none", {}, every=True) == (every, None)
+
+
+def test_every_method_under_mean_or_zero_ablation_leaves_out_eap_ig_over_its_inputs():
+    """EAP-IG over the inputs moves the embeddings alone, a path that never reaches the
+    mean- or zero-ablated run (its authors' code refuses it): left out of every method
+    with a note, refused where named; over the activations it runs."""
+    every = parse_methods("all")
+    kept, note = methods_under_ablation(every, "zero", {}, every=True)
+    assert [spec.label for spec in every if spec not in kept] == ["eap-ig"]
+    assert "eap-ig[ig-mode=activations]" in [spec.label for spec in kept]
+    assert note == (
+        "note: --ablation zero leaves out eap-ig: it moves the embeddings alone, a path "
+        "that never reaches the zero-ablated run"
+    )
+    assert methods_under_ablation(every, "corrupted", {}, every=True) == (every, None)
+    named = parse_methods("eap,eap-ig[ig-mode=clean-corrupted]")
+    with pytest.raises(CircuitxError, match=r"^--ablation mean: eap-ig's --ig-mode clean-corr"):
+        methods_under_ablation(named, "mean", {}, every=False)
+    moved = {"eap-ig": {"ig_mode": "activations"}}  # --ig-mode activations for every cell
+    alone = parse_methods("eap-ig")
+    assert methods_under_ablation(alone, "mean", moved, every=False) == (alone, None)
 
 
 def test_a_task_files_cells_are_keyed_by_its_name_and_content_not_its_path(tmp_path, monkeypatch):

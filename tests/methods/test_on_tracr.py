@@ -42,6 +42,8 @@ def test_every_method_scores_the_proportion_circuit(models, method, tmp_path):
     options = {}
     if method == "transcoder":  # random ones: training the built-in ones takes a minute
         options["transcoders"] = random_transcoder_dir(tmp_path, "tracr-proportion")
+    if method == "eap-ig":  # over the inputs it takes corrupted ablation alone
+        options["ig_mode"] = "activations"
     model = models["tracr-proportion"]
     graph = find(model, "tracr", method, ablation="zero", n_prompts=20, options=options)
     metrics = report(component_graph(graph), ground_truth("tracr-proportion", "tracr:weights"), "w")
