@@ -478,7 +478,7 @@ def leaderboard(
 def _failures(board: Leaderboard) -> list[str]:
     """What the command line's exit code 1 says: how many cells failed, and why (each
     distinct error once, the first three)."""
-    errors = [r["error"] for r in board.records if r["status"] != "ok"]
+    errors = board.errors
     if not errors:
         return []
     distinct = list(dict.fromkeys(errors))

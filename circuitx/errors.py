@@ -19,6 +19,12 @@ class CircuitxError(Exception):
     exit_code = 2
 
 
+class NotApplicable(CircuitxError):
+    """A method that cannot run on a model by its design (GradDrop on a model of one
+    layer): one line, as any bad input, but a leaderboard's cell of it is not applicable,
+    not failed (a grid of every method on every model is no failure for it)."""
+
+
 class RunFailed(CircuitxError):
     """A run that worked as asked but whose result fails its own check (a trained model
     under the bar): one line too, with its own exit code, so a script can tell it from

@@ -222,6 +222,7 @@ def leaderboard(
                 "files": board.files,
                 "resumed": board.resumed,
                 "failed": board.failed,
+                "not_applicable": board.not_applicable,
             }
         )
     else:
@@ -237,7 +238,12 @@ def leaderboard(
     to_stderr(
         f"wrote index.html, results.json, .csv, .md, plots and circuit pages to {out_dir}{resumed}"
     )
+    where = "the rows' error fields give" if as_json else "the table shows"
+    if board.not_applicable:
+        note(
+            f"{board.not_applicable} of {len(cells)} cells are not applicable (a method "
+            f"that cannot run on the model by its design); {where} why"
+        )
     if board.failed:
-        where = "the rows' error fields give" if as_json else "the table shows"
         to_stderr(f"{board.failed} of {len(cells)} cells failed; {where} their errors")
         sys.exit(1)

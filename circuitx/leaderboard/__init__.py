@@ -17,7 +17,7 @@ from circuitx.discovery.references import resolve_reference
 from circuitx.discovery.run import model_id
 from circuitx.errors import CircuitxError, deferred_interrupts, first_line
 from circuitx.files import check_directory_can_be_made, check_parent_directory, json_text
-from circuitx.leaderboard.cells import Cell, load_cached, run_cell
+from circuitx.leaderboard.cells import NOT_APPLICABLE, Cell, load_cached, run_cell
 from circuitx.leaderboard.clock import CellClock
 from circuitx.leaderboard.executors import EXECUTORS, check_not_a_worker, execute
 from circuitx.leaderboard.grid import (
@@ -95,8 +95,17 @@ class Leaderboard:
     resumed: int = 0  # cells found finished by an earlier run
 
     @property
+    def errors(self) -> list[str]:
+        """The failed cells' errors, in the grid's order (not the cells not applicable)."""
+        return [r["error"] for r in self.records if r["status"] not in ("ok", NOT_APPLICABLE)]
+
+    @property
     def failed(self) -> int:
-        return sum(record["status"] != "ok" for record in self.records)
+        return len(self.errors)
+
+    @property
+    def not_applicable(self) -> int:
+        return sum(record["status"] == NOT_APPLICABLE for record in self.records)
 
 
 def run_leaderboard(

@@ -22,7 +22,7 @@ import torch
 
 from circuitx import builtin
 from circuitx.discovery import DiscoveryRequest, discover_scored
-from circuitx.errors import CircuitxError, first_line
+from circuitx.errors import CircuitxError, NotApplicable, first_line
 from circuitx.graph import component_graph
 from circuitx.graph_files import to_json_dict
 from circuitx.progress import silenced
@@ -31,6 +31,9 @@ from circuitx.scoring import roc_curves
 from circuitx.tasks import TASKS, file_task_name
 
 _loaded_models: dict[tuple[str, str | None, str, str | None], Any] = {}
+
+# a cell whose method cannot run on its model by design (NotApplicable): no failure
+NOT_APPLICABLE = "not applicable"
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,9 @@ def load_cached(name: str, device: str | None, dtype: str, cache_dir: str | None
 
 
 def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
-    """Run one cell: ``{"key", "cell", "status": "ok" | "error", "result" | "error", ...}``.
+    """Run one cell: ``{"key", "cell", "status": "ok" | "error" | "not applicable",
+    "result" | "error", ...}`` (not applicable: the method cannot run on the model by its
+    design, :class:`circuitx.errors.NotApplicable`; the error says why).
 
     The result is the discovery's report (:func:`circuitx.discovery.report`) plus its node
     and edge ROC curves and its faithfulness curve; the record also keeps the graph (its
@@ -143,6 +148,8 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
         result["faithfulness_curve"] = graph.graph.get("faithfulness_curve")
         record.update(status="ok", result=result, graph=to_json_dict(graph))
         record["reference_circuit"] = None if reference is None else circuit_record(reference)
+    except NotApplicable as error:  # by design: no failure of the grid
+        record.update(status=NOT_APPLICABLE, error=first_line(error))
     except CircuitxError as error:
         record.update(status="error", error=first_line(error))
     except Exception as error:  # a bug in one cell must not stop the grid; report it in one line

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from circuitx.engine import Engine, gradient_floats_per_token
-from circuitx.errors import CircuitxError
+from circuitx.errors import NotApplicable
 from circuitx.layout import Layout
 from circuitx.methods.attribution import attributions, combined, drops_for
 from circuitx.methods.base import Method, MethodRun, Option, Scores, above_resolution
@@ -48,7 +48,7 @@ def fix_weights(model: Model, run: MethodRun) -> TransformerWeights | None:
     """The weights the QK fix recomputes attention from, when it is on (an error for an
     architecture it cannot recompute), and a check that GradDrop has blocks to drop."""
     if run.options["grad_drop"] == "on" and model.n_layers < 2:
-        raise CircuitxError(
+        raise NotApplicable(
             f"--grad-drop on (atp's default) needs at least 2 layers, as it drops one block's "
             f"gradient at a time, and this model has {model.n_layers}; pass --grad-drop off"
         )

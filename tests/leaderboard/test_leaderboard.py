@@ -597,6 +597,24 @@ def test_a_model_whose_outputs_are_nan_fails_its_cells_in_one_line(tmp_path):
     assert_one_line_error(run(*discover), "the model's logit-diff on the clean prompts is nan")
 
 
+def test_a_method_that_cannot_run_on_the_model_by_design_is_no_failure(tmp_path):
+    """A trial's: the tracr grid of every method exited 1 on atp's cells of tracr-hist,
+    one layer, where GradDrop has no second block: such a cell is not applicable, its
+    row says why, and the grid does not fail; discover still refuses it in one line."""
+    model = tiny_gpt2(tmp_path / "one-layer", 1, 2, 16)
+    args = ["leaderboard", "--tasks", "greater-than", "--methods", "atp,eap", "--model", model]
+    result = run(*args, "--seeds", 1, "--n-prompts", 4, "--out", tmp_path / "board", "--json")
+    assert result.exit_code == 0, result.output
+    assert "note: 1 of 2 cells are not applicable" in result.stderr
+    output = json.loads(result.stdout)
+    assert output["failed"] == 0 and output["not_applicable"] == 1
+    atp, eap = output["rows"]
+    assert atp["error"].startswith("--grad-drop on (atp's default) needs at least 2 layers")
+    assert atp["finished"] == 0 and eap["finished"] == 1 and eap["error"] is None
+    discover = ["discover", "--task", "greater-than", "--method", "atp", "--model", model]
+    assert_one_line_error(run(*discover), "--grad-drop on (atp's default) needs at least 2")
+
+
 def test_the_caption_names_the_settings_the_rows_do_not_show():
     methods = parse_methods("eap,eap[qk-fix=on]")
     cells = make_grid(["greater-than"], methods, "planted", [0], 4, ablation="mean",
