@@ -82,6 +82,16 @@ def _read_text(path: Path, corpus: str) -> str:
 
 
 def _dataset_texts(name: str, max_tokens: int) -> Iterator[str]:
+    try:  # one request first: the datasets loader retries an unreachable hub for ~30 s,
+        # printing each retry (a trial's)
+        from huggingface_hub import dataset_info
+
+        dataset_info(name, timeout=10)
+    except Exception as error:
+        raise CircuitxError(
+            f"corpus {name!r} is not a file, and no dataset of that name can be reached on "
+            f"the hub ({first_line(error)})"
+        ) from None
     try:
         import datasets
 

@@ -168,7 +168,8 @@ def read_transcoder(path: Path) -> Transcoder:
             f"cannot read transcoder file {path}: it holds neither tensors and plain values "
             "nor a transcoder's config (a damaged file, or not one torch.save wrote)"
         ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
+    except Exception as error:  # torch raises many types for a damaged file (a fuzz's:
+        # IndexError, KeyError besides OSError, RuntimeError, EOFError and ValueError)
         raise CircuitxError(f"cannot read transcoder file {path}: {first_line(error)}") from None
     state = payload.get("state_dict") if isinstance(payload, dict) else None
     if not isinstance(state, dict) or any(name not in state for name in PARAMETERS[:4]):

@@ -34,6 +34,7 @@ from circuitx.graph import full_graph
 from circuitx.graph_files import from_json_dict, write_graph
 from circuitx.leaderboard import (
     STANDARD_VARIANTS,
+    Leaderboard,
     check_cells,
     make_grid,
     merged_notes,
@@ -762,16 +763,16 @@ def test_python_leaderboard_warns_of_failed_cells():
     """The command exits 1 when cells fail; cx.leaderboard returned in silence."""
     from circuitx import api
 
-    board = type("Board", (), {})()
-    board.records = [
+    board = Leaderboard(rows=[], records=[
         {"status": "ok"},
         {"status": "error", "error": "boom"},
         {"status": "error", "error": "boom"},
-    ]
+        {"status": "not applicable", "error": "by design"},  # no failure
+    ])  # fmt: skip
     assert api._failures(board) == [
-        "2 of 3 cells failed (board.records hold each one's error): boom"
+        "2 of 4 cells failed (board.records hold each one's error): boom"
     ]
-    board.records = [{"status": "ok"}]
+    board.records = [{"status": "ok"}, {"status": "not applicable", "error": "by design"}]
     assert api._failures(board) == []
 
 

@@ -331,6 +331,22 @@ def test_file_and_hub_errors_are_one_line(tmp_path, tiny_model):
     assert "holds neither tensors" in str(refused.value) and "weights_only" not in str(
         refused.value
     )
+    # a trial's fuzz: these bytes made torch raise IndexError and KeyError, tracebacks
+    for content in (b"R", b"hello world\n"):
+        (broken / "final_sparse_autoencoder_x_blocks.0.ln2.hook_normalized_16.pt").write_bytes(
+            content
+        )
+        with pytest.raises(CircuitxError, match="cannot read transcoder file"):
+            tc.load_transcoders(str(broken))
+
+
+def test_a_hub_dataset_corpus_that_cannot_be_reached_is_one_quick_line(tiny_model):
+    """A trial's: the datasets loader retried the unreachable hub for ~30 s, printing
+    each retry, before the one-line error."""
+    started = time.perf_counter()
+    with pytest.raises(CircuitxError, match="no dataset of that name can be reached on the hub"):
+        tc.load_corpus(tiny_model, "someone/some-dataset", 32, 0)
+    assert time.perf_counter() - started < 12
 
 
 def test_a_hub_repo_gives_only_the_layers_asked_for(tmp_path, tiny_model, monkeypatch):
