@@ -114,12 +114,19 @@ def load_transcoders(source: str, layers: Sequence[int] | None = None) -> Transc
 
 
 def layer_files(directory: Path) -> dict[int, Path]:
-    """The transcoder files directly in ``directory``, by layer."""
+    """The transcoder files directly in ``directory``, by layer; two for one layer are
+    refused (a trial's: the one that sorted last was taken in silence)."""
     found: dict[int, Path] = {}
     for path in sorted(directory.iterdir()):
         match = FILE_RE.search(path.name)
         if match and path.is_file():
-            found[int(match.group(1))] = path
+            layer = int(match.group(1))
+            if layer in found:
+                raise CircuitxError(
+                    f"{directory} has two transcoder files for layer {layer} "
+                    f"({found[layer].name}, {path.name}); keep one"
+                )
+            found[layer] = path
     return found
 
 

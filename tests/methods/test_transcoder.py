@@ -331,6 +331,12 @@ def test_file_and_hub_errors_are_one_line(tmp_path, tiny_model):
     assert "holds neither tensors" in str(refused.value) and "weights_only" not in str(
         refused.value
     )
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    tc.save_transcoders(random_transcoders(tiny_model), twice, "tiny")
+    tc.save_transcoders(random_transcoders(tiny_model), twice, "other")
+    with pytest.raises(CircuitxError, match="has two transcoder files for layer 0"):
+        tc.load_transcoders(str(twice))  # a trial's: the last in sorted order won in silence
     # a trial's fuzz: these bytes made torch raise IndexError and KeyError, tracebacks
     for content in (b"R", b"hello world\n"):
         (broken / "final_sparse_autoencoder_x_blocks.0.ln2.hook_normalized_16.pt").write_bytes(
