@@ -3,6 +3,7 @@ writing such messages."""
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from numbers import Integral
 
 # The largest seed: a seed is offset (by layer, by restart) and given to torch's generators,
 # which take 64-bit numbers; 32 bits leave the offsets room
@@ -100,6 +101,17 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def check_count(name: str, value: object, low: int, high: int | None = None) -> None:
+    """Fail in one line unless ``value`` is a whole number (not a bool) from ``low`` to
+    ``high`` (None: no upper bound); ``name`` is the flag or argument it came as."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise CircuitxError(f"{name} takes a whole number, not {value!r}")
+    if value < low:
+        raise CircuitxError(f"{name} must be at least {low}, not {value}")
+    if high is not None and value > high:
+        raise CircuitxError(f"{name} must be at most {high}, not {value}")
 
 
 def clipped(text: str, most: int) -> str:

@@ -575,8 +575,8 @@ def is_eap_ig_dict(data: Any) -> bool:
 def to_eap_ig_dict(graph: nx.MultiDiGraph, needs_d_model: bool = True) -> dict[str, Any]:
     """The graph as EAP-IG's ``Graph.to_json`` writes it and ``Graph.from_json`` reads it
     (what MIB evaluates): ``cfg`` (with ``d_model``, which ``from_json`` needs and
-    ``from_pt`` does not: ``needs_d_model`` False leaves it out when the graph has none), each node's
-    membership, and each edge's score and membership. Node scores go where EAP-IG reads
+    ``from_pt`` does not: ``needs_d_model`` False leaves it out when the graph has none),
+    each node's membership, and each edge's score and membership. Node scores go where EAP-IG reads
     them (``score``) only when they came from an EAP-IG graph that had them; otherwise in
     ``circuitx_score``, which it does not read (none where they are the edges', as read
     from a file that scores edges alone): an edge-level EAP-IG graph has none, and

@@ -7,7 +7,6 @@ import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from os import PathLike, fspath
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from circuitx.errors import (
     MAX_THREADS,
     CircuitxError,
     a_type,
+    check_count,
 )
 from circuitx.leaderboard.cells import Cell
 from circuitx.leaderboard.executors import check_executor
@@ -489,12 +489,7 @@ def check_grid(
         ("--backup-rounds", backup_rounds, 0, MAX_BACKUP_ROUNDS),
     )
     for flag, value, low, high in counts:
-        if isinstance(value, bool) or not isinstance(value, Integral):
-            raise CircuitxError(f"{flag} takes a whole number, not {value!r}")
-        if value < low:
-            raise CircuitxError(f"{flag} must be at least {low}, not {value}")
-        if high is not None and value > high:
-            raise CircuitxError(f"{flag} must be at most {high}, not {value}")
+        check_count(flag, value, low, high)
     if seed + seeds - 1 > MAX_SEED:
         raise CircuitxError(f"--seed {seed} and --seeds {seeds} go past the last seed, {MAX_SEED}")
     if ablation not in ABLATIONS:

@@ -11,13 +11,12 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from numbers import Integral
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import networkx as nx
 import torch
 
-from circuitx.errors import MAX_SEED, CircuitxError
+from circuitx.errors import MAX_SEED, CircuitxError, check_count
 from circuitx.layout import OTHER, Layout, PositionLayout
 
 if TYPE_CHECKING:
@@ -244,13 +243,8 @@ class Task:
         ``discover`` runs with the same prompt count and seed."""
         if isinstance(model, (str, os.PathLike)):
             raise CircuitxError(f"make_data takes a loaded model (load_model), not {model!r}")
-        for name, value in (("n_prompts", n_prompts), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, Integral):
-                raise CircuitxError(f"{name} takes a whole number, not {value!r}")
-        if n_prompts < 1:
-            raise CircuitxError(f"n_prompts must be at least 1, not {n_prompts}")
-        if not 0 <= seed <= MAX_SEED:
-            raise CircuitxError(f"seed must be from 0 to {MAX_SEED}, not {seed}")
+        check_count("n_prompts", n_prompts, 1)
+        check_count("seed", seed, 0, MAX_SEED)
         return self.build_data(model, int(n_prompts), int(seed))
 
     def build_data(self, model: "Model", n_prompts: int, seed: int) -> TaskData:
