@@ -181,10 +181,10 @@ def train_transcoders(
             "dead features are measured on the training tokens, none held out (give a longer "
             "--corpus or a smaller --context)"
         )
-    if batch_tokens > data.n_tokens:
-        raise CircuitxError(
-            f"--batch-tokens {batch_tokens} is more than the corpus's {data.n_tokens} tokens: "
-            f"give --batch-tokens {data.n_tokens} or less, or a larger --corpus"
+    if batch_tokens > data.n_tokens:  # the buffer repeats the corpus, as the built-in cache's
+        announce(
+            f"note: --batch-tokens {batch_tokens} is more than the corpus's {data.n_tokens} "
+            "tokens: each step's batch repeats them (a larger --corpus gives more to learn from)"
         )
     settings = tc.TrainingSettings(
         n_features=n_features or 4 * model.d_model,

@@ -347,14 +347,16 @@ class _ActivationBuffer:
             self.permutation = self.permutation[shuffle]
             self.used = 0
             return
-        per_row = max(1, int(corpus.real.sum(1).float().mean()))
+        per_row = corpus.real.sum(1).tolist()  # real tokens in each row
         target = max(min(self.capacity, corpus.n_tokens), self.batch_tokens)
         rows: list[int] = []
-        while len(rows) * per_row < target:
+        gathered = 0
+        while gathered < target:  # a batch larger than the corpus repeats its rows
             if self.cursor == len(self.order):
                 self.order = torch.randperm(len(corpus.tokens), generator=self.generator)
                 self.cursor = 0
             rows.append(int(self.order[self.cursor]))
+            gathered += per_row[rows[-1]]
             self.cursor += 1
         activations = self._activations(rows)
         n = len(activations[self.layers[0]][0])

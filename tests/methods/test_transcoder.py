@@ -33,6 +33,7 @@ from circuitx.models import (
 )
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task, task_vocabulary
+from circuitx.transcoders import training
 
 N_FEATURES = 16
 
@@ -642,11 +643,6 @@ def test_training_bad_inputs_end_in_one_line(tmp_path, tiny_dir, corpus_file, ti
     for flag in ("--lr", "--l1"):
         assert_one_line_error(run(*common, flag, "nan"), f"{flag} must be a finite number")
     assert_one_line_error(run(*common, "--features", 10**8), "1<=x<=1048576")
-    too_many = run(*common, "--corpus", corpus_file, "--batch-tokens", 10**6)
-    assert_one_line_error(too_many, "--batch-tokens 1000000 is more than the corpus's")
-    assert re.search(
-        r"tokens: give --batch-tokens \d+ or less, or a larger --corpus$", too_many.stderr.strip()
-    )
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "mine.txt").write_text("kept")
     assert_one_line_error(run(*common, "--corpus", corpus_file), "exists; choose a new directory")
@@ -894,3 +890,26 @@ def test_max_tokens_counts_the_bos_of_each_row(tiny_model, corpus_file):
     for max_tokens, context in ((600, 128), (300, 64), (129, 128)):
         corpus = tc.load_corpus(tiny_model, str(corpus_file), context, 0, max_tokens)
         assert max_tokens - context < corpus.n_tokens <= max_tokens
+
+
+def test_a_batch_larger_than_the_corpus_repeats_its_tokens(tmp_path, tiny_model, corpus_file):
+    """A trial: train-transcoders refused its default --batch-tokens 512 on a tracr model (a
+    corpus of 48 tokens) where the built-in cache trains the same model with it; and a
+    buffer gathered rows by their mean length: short rows gave batches short of
+    --batch-tokens (10 tokens for 40 here)."""
+    args = ["train-transcoders", "--model", "tracr-hist", "--steps", 2, "--tasks", "none"]
+    result = run(*args, "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    assert "note: --batch-tokens 512 is more than the corpus's" in result.stderr
+    assert "each step's batch repeats them" in result.stderr
+    real = torch.zeros(8, 32, dtype=torch.bool)  # one long row, seven of one token each
+    real[:, 0] = real[0] = True
+    tokens = torch.randint(tiny_model.d_vocab, (8, 32), generator=torch.Generator().manual_seed(0))
+    corpus = tc.Corpus(tokens, real, "uneven rows")
+    for batch_tokens in (corpus.n_tokens + 1, 3 * corpus.n_tokens, 7):
+        settings = tc.TrainingSettings(n_features=8, batch_tokens=batch_tokens, buffer_tokens=8)
+        generator = torch.Generator().manual_seed(0)
+        buffer = training._ActivationBuffer(tiny_model, [0], corpus, settings, generator)
+        for _ in range(5):
+            x, y = buffer.next_batch()[0]
+            assert len(x) == len(y) == batch_tokens
