@@ -465,7 +465,11 @@ def train_and_report(
     train, held_out = held_out_split(corpus, settings.seed)
 
     def checkpoint(step: int, transcoders: Transcoders, state: dict[str, Any]) -> None:
-        save_transcoders(transcoders, out / "checkpoints" / f"step-{step}", model.name)
+        saved = out / "checkpoints" / f"step-{step}"
+        save_transcoders(transcoders, saved, model.name)
+        # the model it is for, which --transcoders given this checkpoint checks
+        record = {"model": model.name, "model_source": model.source, "step": step}
+        write_training_record(saved, {**record, **dataclasses.asdict(settings)})
         with atomic_open(out / STATE_FILE, "wb") as handle:
             torch.save({**state, "identity": identity}, handle)
 

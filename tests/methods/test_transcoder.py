@@ -523,10 +523,11 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     assert set(loaded) == {0, 1}
     assert loaded[0].config["l1"] == 1e-3 and loaded[0].config["steps"] == 20
 
-    def discover_with(model) -> str:
+    def discover_with(model, transcoders=out) -> str:
         found = run(
             "discover", "--task", "ioi", "--method", "transcoder", "--model", model,
-            "--transcoders", out, "--reference", "none", "--n-prompts", 4, "--no-faithfulness",
+            "--transcoders", transcoders, "--reference", "none", "--n-prompts", 4,
+            "--no-faithfulness",
         )  # fmt: skip
         assert found.exit_code == 0, found.output
         return found.stderr
@@ -537,6 +538,12 @@ def test_train_transcoders_command(tmp_path, tiny_dir, corpus_file):
     # a model named by its directory is named once (a trial's said "for DIR (DIR)")
     assert f"the transcoders in {out} were trained for {tiny_dir}, not this model" in note
     assert f"not this model ({other})" in note
+    # a trial: a checkpoint carried no record, so another model's went unremarked
+    checkpoint = out / "checkpoints" / "step-10"
+    assert json.loads((checkpoint / "training.json").read_text())["step"] == 10
+    assert "were trained for" not in discover_with(tiny_dir, checkpoint)
+    note = discover_with(other, checkpoint)
+    assert f"the transcoders in {checkpoint} were trained for {tiny_dir}, not this" in note
 
 
 def test_a_built_in_models_cached_transcoders_name_its_build(tmp_path, monkeypatch):
