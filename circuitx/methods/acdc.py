@@ -6,8 +6,8 @@ latest sender first: it is patched on top of the edges removed so far, and it st
 removed when the metric moves by less than ``tau``. A receiver whose node has no
 outgoing edge left is skipped and all its incoming edges are removed untried.
 
-The change is measured as |m(before) - m(after)| / |m(clean) - m(corrupted)|, so ``tau``
-is a share of the full clean-corrupted effect whatever the metric (``--metric kl`` for
+The change is measured as |m(before) - m(after)| / |m(clean) - m(ablated)|, so ``tau``
+is a share of the full clean - ablated effect whatever the metric (``--metric kl`` for
 ACDC's default KL divergence). ACDC's own code compares the signed raw change; the
 absolute one is its ``--abs-value-threshold`` mode. An edge's score is the change it made
 when tried (0 when never tried), so keeping the edges with score >= tau is ACDC's circuit.
@@ -19,7 +19,7 @@ circuit as one trial at a time. On a CPU, where a stacked trial costs what its o
 does, they run one at a time.
 
 With ``--input-tests on`` a receiver's whole input is tried before its edges, as the
-authors' code does: its graph holds each head's q, k and v input and each MLP's input as
+authors' code did for the paper (since May 2023 it tries the heads' inputs only): its graph holds each head's q, k and v input and each MLP's input as
 nodes of their own, joined to the head or MLP by an edge ACDC tries like any other
 (ArthurConmy/Automatic-Circuit-Discovery: the ``DIRECT_COMPUTATION`` edges; visited
 after the MLP's node, for every head input of a layer before any edge into them, v, k, q,
@@ -58,7 +58,7 @@ class ACDC(Method):
             "float",
             0.01,
             "drop an edge whose patching moves the metric by less than this share of the "
-            "clean-corrupted gap",
+            "clean - ablated gap",
             low=0,
         ),
         Option(
@@ -66,7 +66,8 @@ class ACDC(Method):
             "str",
             "on",
             "try each MLP's and head q/k/v input whole before its edges, as the authors' "
-            "ACDC does, and drop all its edges when that moves the metric less than tau",
+            "ACDC did for the paper, and drop all its edges when that moves the metric "
+            "less than tau",
             choices=("on", "off"),
         ),
     )
