@@ -11,6 +11,8 @@ import logging
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
@@ -55,17 +57,67 @@ def execute(
             on_start(cell)
             on_done(cell, run_cell(cell, threads))
     else:
-        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        with futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            _schedule(
-                cells,
+        _run_in_processes(cells, jobs, threads, on_start, on_done)
+
+
+def _run_in_processes(
+    cells: list[Cell],
+    jobs: int,
+    threads: int,
+    on_start: Callable[[Cell], None],
+    on_done: Callable[[Cell, Record], None],
+    work: Callable[[Cell, int], Record] = run_cell,
+) -> None:
+    """Run ``cells`` in ``jobs`` worker processes (``work(cell, threads)`` in each). When a worker dies (killed, out of
+    memory) the pool breaks and loses the cells in flight: a new pool runs them again with
+    the rest, and a cell lost twice is an error. A pool that finishes no cell (its workers
+    die as they start) ends the run: every cell left is an error."""
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    queue, started, lost_before = list(cells), set(), set()
+    while queue:
+        finished = []
+
+        def start(cell: Cell) -> None:
+            started.add(cell.key)
+            on_start(cell)
+
+        def done(cell: Cell, record: Record) -> None:
+            finished.append(cell)
+            on_done(cell, record)
+
+        with futures.ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
+        ) as pool:
+            lost, unstarted = _schedule(
+                queue,
                 jobs,
-                submit=lambda cell: pool.submit(run_cell, cell, threads),
+                submit=lambda cell: pool.submit(work, cell, threads),
                 wait=lambda running: futures.wait(running, return_when=futures.FIRST_COMPLETED)[0],
                 result=_future_result,
-                on_start=on_start,
-                on_done=on_done,
+                on_start=start,
+                on_done=done,
+                started=started,
             )
+        left = lost + unstarted
+        failed = left if not finished else [cell for cell in lost if cell.key in lost_before]
+        for cell in failed:
+            if cell.key not in started:
+                start(cell)
+            on_done(cell, {"key": cell.key, "status": "error", "error": _died()})
+        lost_before |= {cell.key for cell in lost}
+        queue = [cell for cell in left if cell not in failed]
+
+
+def _end_with_parent(parent: int) -> None:
+    """A worker's initializer: end the worker when the process that started it is gone (a
+    leaderboard killed with SIGKILL left its workers running, holding their memory)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 # each worker process imports the script that started it, as Python's spawn does
@@ -75,20 +127,28 @@ UNGUARDED = (
     "it runs the script's own leaderboard again)"
 )
 
+LOST = object()  # a handle's result when its worker died: the cell runs again
 
-def _future_result(future: futures.Future) -> Record | str:
+
+def _future_result(future: futures.Future) -> Record | object:
     try:
         return future.result()
     except futures.process.BrokenProcessPool:
-        return _died()
+        return LOST
 
 
 def _died() -> str:
     """A cell's error when the worker processes died, with the likely cause for a script."""
-    script = getattr(sys.modules["__main__"], "__spec__", None) is None and hasattr(
-        sys.modules["__main__"], "__file__"
-    )  # a script run by its path (not python -m, not a notebook)
-    return "the worker processes ended abruptly" + (f" ({UNGUARDED})" if script else "")
+    main = sys.modules["__main__"]
+    # a script run by its path (not python -m, not a notebook, not the circuitx command)
+    script = (
+        getattr(main, "__spec__", None) is None
+        and hasattr(main, "__file__")
+        and not getattr(getattr(main, "main", None), "__module__", "").startswith("circuitx.")
+    )
+    if script:
+        return f"the worker processes ended abruptly ({UNGUARDED})"
+    return "a worker process ended abruptly (killed, or out of memory?)"
 
 
 def check_not_a_worker(jobs: int) -> None:
@@ -102,28 +162,34 @@ def check_not_a_worker(jobs: int) -> None:
         frame = frame.f_back
 
 
-def _schedule(cells, jobs, submit, wait, result, on_start, on_done) -> None:
-    """Keep ``jobs`` cells in flight until all are done; a handle whose result is a string
-    (the executor lost the cell) becomes that cell's error record."""
-    queue, running = list(cells), {}
+def _schedule(cells, jobs, submit, wait, result, on_start, on_done, started=()) -> tuple:
+    """Keep ``jobs`` cells in flight until all are done, calling ``on_start`` for each not
+    in ``started`` (keys) as it is submitted; a handle whose result is a string (the
+    executor lost the cell) becomes that cell's error record. When the executor breaks
+    (:data:`LOST` results, or a submit refused), the cells in flight finish, and the cells
+    lost and those not yet submitted are returned (two lists, in order) to run elsewhere."""
+    queue, running, lost = list(cells), {}, []
     while queue or running:
-        while queue and len(running) < jobs:
+        while queue and len(running) < jobs and not lost:
             cell = queue.pop(0)
-            on_start(cell)
+            if cell.key not in started:
+                on_start(cell)
             try:
                 running[submit(cell)] = cell
-            except futures.process.BrokenProcessPool:  # the workers died: no other cell runs
-                for lost in [cell, *queue]:
-                    if lost is not cell:
-                        on_start(lost)
-                    on_done(lost, {"key": lost.key, "status": "error", "error": _died()})
-                queue.clear()
+            except futures.process.BrokenProcessPool:  # the workers died
+                lost.append(cell)
+        if not running:
+            break
         for handle in wait(list(running)):
             cell = running.pop(handle)
             record = result(handle)
+            if record is LOST:
+                lost.append(cell)
+                continue
             if isinstance(record, str):
                 record = {"key": cell.key, "status": "error", "error": record}
             on_done(cell, record)
+    return lost, queue
 
 
 def _run_on_ray(cells: list[Cell], jobs: int, threads: int, on_start, on_done) -> None:

@@ -8,8 +8,13 @@ import importlib
 import io
 import json
 import math
+import os
 import re
+import subprocess
 import sys
+import time
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -716,47 +721,103 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(monkeypatch):
     exec(compile(script.format(2), "script.py", "exec"), {"__name__": "__main__"})
     died = futures.Future()
     died.set_exception(BrokenProcessPool("terminated abruptly"))
+    assert executors._future_result(died) is executors.LOST  # run again, in a new pool
     main = type(sys)("__main__")
     main.__file__, main.__spec__ = "script.py", None
     monkeypatch.setitem(sys.modules, "__main__", main)
-    assert executors._future_result(died).endswith(f"({executors.UNGUARDED})")
+    assert executors._died().endswith(f"({executors.UNGUARDED})")
     main.__spec__ = "a module run with python -m"
-    assert executors._future_result(died) == "the worker processes ended abruptly"
+    assert executors._died() == "a worker process ended abruptly (killed, or out of memory?)"
+    # a trial: the circuitx command (a console script, run by its path) was given the hint
+    main.__spec__, main.main = None, types.SimpleNamespace(__module__="circuitx.cli")
+    assert executors._died() == "a worker process ended abruptly (killed, or out of memory?)"
 
 
-def test_cells_not_yet_started_when_the_workers_die_are_errors_not_a_traceback():
-    """The pool refused the next cell with BrokenProcessPool, a traceback out of
-    cx.leaderboard; every cell left is now an error record, started and done in order."""
-    from concurrent.futures.process import BrokenProcessPool
+@dataclass(frozen=True)
+class _Cell:
+    """A stand-in cell whose work kills its worker process, once or always."""
 
+    key: str
+    marker: str
+    dies: str = "never"  # once, always
+
+    @property
+    def label(self) -> str:
+        return self.key
+
+
+def _dies(cell: _Cell, threads: int) -> dict:
+    if cell.dies == "always" or (cell.dies == "once" and not os.path.exists(cell.marker)):
+        Path(cell.marker).write_text("died")
+        os._exit(9)
+    return {"key": cell.key, "status": "ok"}
+
+
+def test_a_worker_that_dies_loses_its_cells_once_not_the_grid(tmp_path):
+    """A trial: one worker killed with SIGKILL failed every cell left in the grid (30 of
+    32), each told to guard a script's call. The cells the broken pool lost run again in
+    a new one; a cell lost twice, or every cell left when a pool finishes none, is an
+    error; each cell is started and done once, in that order."""
     from circuitx.leaderboard import executors
 
-    Cell = type("Cell", (), {})
-    cells = [Cell() for _ in range(4)]
-    for index, cell in enumerate(cells):
-        cell.key = f"cell{index}"
-    said = []
+    def run_cells(dies: dict[int, str]) -> dict[str, str]:
+        cells = [
+            _Cell(f"c{i}", str(tmp_path / f"{i}-{dies}"), dies.get(i, "never")) for i in range(5)
+        ]
+        said = []
+        executors._run_in_processes(
+            cells,
+            2,
+            1,
+            on_start=lambda cell: said.append(("start", cell.key)),
+            on_done=lambda cell, record: said.append(("done", cell.key, record)),
+            work=_dies,
+        )
+        started = [entry[1] for entry in said if entry[0] == "start"]
+        done = [entry[1] for entry in said if entry[0] == "done"]
+        assert sorted(started) == sorted(done) == [cell.key for cell in cells]
+        for key in done:
+            assert said.index(("start", key)) < [entry[:2] for entry in said].index(("done", key))
+        records = {entry[1]: entry[2] for entry in said if entry[0] == "done"}
+        return {key: record.get("error", record["status"]) for key, record in records.items()}
 
-    def submit(cell):
-        if cell is not cells[0]:
-            raise BrokenProcessPool("gone")
-        return "handle"
+    died = "a worker process ended abruptly (killed, or out of memory?)"
+    assert set(run_cells({1: "once"}).values()) == {"ok"}
+    assert run_cells({3: "always"}) == {**{f"c{i}": "ok" for i in (0, 1, 2, 4)}, "c3": died}
+    assert set(run_cells({i: "always" for i in range(5)}).values()) == {died}
 
-    executors._schedule(
-        cells,
-        2,
-        submit=submit,
-        wait=lambda running: running,
-        result=lambda handle: "the worker processes ended abruptly",
-        on_start=lambda cell: said.append(("start", cell.key)),
-        on_done=lambda cell, record: said.append(("done", record["key"], record["status"])),
+
+def test_a_worker_ends_when_its_leaderboard_is_killed(tmp_path):
+    """A trial: a --jobs 2 leaderboard killed with SIGKILL left its workers running, with
+    their memory, for good. A worker now ends when the process that started it is gone."""
+    child = (
+        "import os, time\n"
+        "from circuitx.leaderboard.executors import _end_with_parent\n"
+        "_end_with_parent(os.getppid())\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(120)\n"
     )
-    started = [key for what, key, *_ in said if what == "start"]
-    done = [key for what, key, *_ in said if what == "done"]
-    assert sorted(started) == sorted(done) == [cell.key for cell in cells]
-    assert {entry[2] for entry in said if entry[0] == "done"} == {"error"}
-    for key in done:  # each is started before it is done
-        assert said.index(("start", key)) < [s[:2] for s in said].index(("done", key))
+    parent = (
+        "import os, subprocess, sys\n"
+        f"worker = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE)\n"
+        "print(worker.stdout.readline().decode().strip(), flush=True)\n"
+        "os._exit(9)\n"  # as SIGKILL: nothing tidied
+    )
+    started = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True)
+    worker = int(started.stdout.strip())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _running(worker):
+        time.sleep(0.2)
+    assert not _running(worker)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat")  # a zombie has ended, only not yet been reaped
+    return not (state.exists() and state.read_text().split()[2] == "Z")
 
 
 def test_python_leaderboard_warns_of_failed_cells():
