@@ -39,7 +39,13 @@ from circuitx.leaderboard.grid import (
     tasks_for,
 )
 from circuitx.leaderboard.plots import faithfulness_figure, method_styles, roc_figure
-from circuitx.leaderboard.report import PAGES, file_stem, write_circuit_pages, write_report
+from circuitx.leaderboard.report import (
+    PAGES,
+    file_stem,
+    page_name,
+    write_circuit_pages,
+    write_report,
+)
 from circuitx.leaderboard.results import (
     COLUMNS,
     HEADINGS,
@@ -124,6 +130,7 @@ def run_leaderboard(
     # before any model loads: an empty --out, a file, /proc/x (takes no files) are refused
     out_dir = check_directory_can_be_made(out_dir, "--out")
     check_parent_directory(out_dir)
+    check_result_paths(out_dir, cells)
     check_cells(cells)
     first = cells[0].request
     for name in dict.fromkeys(cell.model for cell in cells):  # unknown models fail here, once
@@ -143,6 +150,28 @@ def run_leaderboard(
             with contextlib.suppress(OSError):
                 out_dir.rmdir()
         raise
+
+
+def check_result_paths(out_dir: Path, cells: list[Cell]) -> None:
+    """Fail in one line, before any cell runs, where ``out_dir`` holds something else at a
+    path the leaderboard writes: a directory where a file of its goes, a file where a
+    folder of its goes (a trial's ran every cell and then failed, or failed midway)."""
+    if not out_dir.is_dir():
+        return
+    files = [out_dir / name for name in ("results.json", "results.csv", "results.md")]
+    files += [
+        out_dir / "index.html",
+        *out_dir.glob("roc-*.png"),
+        *out_dir.glob("faithfulness-*.png"),
+    ]
+    files += [out_dir / "cells" / f"{cell.key}.json" for cell in cells]
+    files += [out_dir / PAGES / page_name(cell) for cell in cells]
+    for path in files:
+        if path.is_dir():
+            raise CircuitxError(f"{path} is a directory, where the leaderboard writes a file")
+    for folder in (out_dir / "cells", out_dir / PAGES):
+        if folder.exists() and not folder.is_dir():
+            raise CircuitxError(f"{folder} is a file, where the leaderboard keeps a folder")
 
 
 def check_cells(cells: list[Cell]) -> None:

@@ -980,3 +980,29 @@ def test_a_method_that_cannot_take_a_task_is_left_out_with_a_note(tmp_path):
     alone = run(*args, "--methods", "sae", "--out", tmp_path / "b")
     assert_one_line_error(alone, "no cell can run; tracr / sae: sae contrasts prompts")
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "taken", ["results.json/", "index.html/", "roc-greater-than.png/", "cells", "circuits", "cell/"]
+)
+def test_a_taken_result_path_is_refused_before_any_cell(tmp_path, taken):
+    """A trial: a directory named results.json ran every cell, wrote the other files and
+    then failed; a file named cells failed after the first cell ('File exists'); a
+    directory where a cell's file goes aborted the grid there. Each is refused first."""
+    out = tmp_path / "board"
+    out.mkdir()
+    if taken == "cell/":
+        (cell,) = make_grid(["greater-than"], ["eap"], "planted", [0], 10)
+        taken = f"cells/{cell.key}.json/"
+    path = out / taken.rstrip("/")
+    if taken.endswith("/"):
+        path.mkdir(parents=True)
+    else:
+        path.write_text("mine")
+    result = run("leaderboard", *GRID[:3], "eap", *GRID[4:], "--seeds", 1, "--out", out)
+    kind = "a directory, where the leaderboard writes a file"
+    if not taken.endswith("/"):
+        kind = "a file, where the leaderboard keeps a folder"
+    assert_one_line_error(result, f"{path} is {kind}")
+    assert result.exit_code == 2
+    assert sorted(p.name for p in out.iterdir()) == [taken.split("/")[0]]  # nothing written
