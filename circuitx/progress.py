@@ -3,6 +3,7 @@ are shown in tables."""
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
@@ -83,29 +84,52 @@ class _EstimateColumn(ProgressColumn):
         return Text("-:--:--" if left is None else duration(left), style="progress.remaining")
 
 
-def _progress_lines(label: str, total: int, start: int = 0, time_left: TimeLeft = True) -> Advance:
+@contextmanager
+def _progress_lines(
+    label: str, total: int, start: int = 0, time_left: TimeLeft = True
+) -> Iterator[Advance]:
     """An ``Advance`` for a stderr that is not a terminal (a log): a line of how far the
     work is, and about how long it has left (with ``time_left``), every :data:`LINE_EVERY`
-    seconds (``start`` steps done before, which the time left is not reckoned from)."""
-    started = last = time.monotonic()
-    done = start
+    seconds (``start`` steps done before, which the time left is not reckoned from). A
+    step that outlasts the interval gets its line from a watching thread, so a long step
+    is not silent."""
+    started = time.monotonic()
+    state = {"done": start, "last": started, "label": label}
+    lock, stop = threading.Lock(), threading.Event()
 
-    def advance(steps: float = 1, description: str | None = None) -> None:
-        nonlocal done, last, label
-        label = description or label
-        done += steps
-        now = time.monotonic()
-        if now - last < LINE_EVERY or not start < done < total:
-            return
-        last = now
+    def line(now: float) -> None:
+        done = state["done"]
+        state["last"] = now
         if callable(time_left):
             left = time_left()
         else:
             left = (now - started) * (total - done) / max(done - start, 1) if time_left else None
-        line = f"{label}: {int(done)}/{total}, {duration(now - started)} so far"  # whole steps
-        announce(line if left is None else f"{line}, about {duration(left)} left")
+        text = f"{state['label']}: {int(done)}/{total}, {duration(now - started)} so far"
+        # drawn while the work runs silenced inside it (a leaderboard's cell in this process)
+        _print_line(text if left is None else f"{text}, about {duration(left)} left")
 
-    return advance
+    def advance(steps: float = 1, description: str | None = None) -> None:
+        with lock:
+            state["label"] = description or state["label"]
+            state["done"] += steps
+            now = time.monotonic()
+            if now - state["last"] >= LINE_EVERY and start < state["done"] < total:
+                line(now)
+
+    def watch() -> None:
+        while not stop.wait(LINE_EVERY / 6):
+            with lock:
+                now = time.monotonic()
+                if now - state["last"] >= LINE_EVERY and state["done"] < total:
+                    line(now)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield advance
+    finally:
+        stop.set()
+        watcher.join()
 
 
 @contextmanager
@@ -123,7 +147,11 @@ def announce(text: str) -> None:
     """One line on stderr (unless silenced): what a long step that may not have a bar on
     screen is doing, e.g. a first-use build."""
     if not _silenced:
-        Console(stderr=True, soft_wrap=True, highlight=False).print(text, markup=False)
+        _print_line(text)
+
+
+def _print_line(text: str) -> None:
+    Console(stderr=True, soft_wrap=True, highlight=False).print(text, markup=False)
 
 
 @contextmanager
@@ -148,7 +176,8 @@ def progress_bar(
     if not console.is_terminal:
         if announced:
             announce(f"{description} ...")
-        yield _progress_lines(description, total, start, time_left)
+        with _progress_lines(description, total, start, time_left) as advance:
+            yield advance
         return
     if callable(time_left):
         remaining: list[ProgressColumn] = [_EstimateColumn(time_left)]

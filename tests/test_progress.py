@@ -104,3 +104,21 @@ def test_the_estimate_column_draws_what_the_estimate_says():
     estimates = iter([None, 3725.4])
     column = progress._EstimateColumn(lambda: next(estimates))
     assert [column.render(None).plain for _ in range(2)] == ["-:--:--", "1:02:05"]  # no task
+
+
+def test_a_long_step_gets_its_line_in_a_log(capsys, monkeypatch):
+    """A trial: a leaderboard cell of 103 s logged no line (a line came only as a step
+    ended), where the docs promise a line a minute."""
+    import time
+
+    monkeypatch.setattr(progress, "LINE_EVERY", 0.3)
+    with progress_bar("edge-pruning on ioi", 3, time_left=False) as advance:
+        time.sleep(1.0)  # one long step: lines while it runs
+        advance(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2
+    assert all(line.startswith("edge-pruning on ioi: 0/3, 0:00:0") for line in lines[:2])
+    with progress_bar("quick", 3) as advance:
+        advance(3)
+    time.sleep(0.5)  # the bar has ended: its watcher with it
+    assert capsys.readouterr().err == ""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from circuitx import builtin
 from circuitx.discovery.references import resolve_reference
@@ -231,19 +232,23 @@ def _run(
     clock = CellClock(cells, records, jobs)
     resumed = len(cells) - len(pending)
 
+    width = RUNNING_WIDTH if Console(stderr=True).is_terminal else None  # a bar, or a log
     with progress_bar("leaderboard", len(cells), start=resumed, time_left=clock) as advance:
 
         def on_start(cell: Cell) -> None:
             running.append(cell.label)
             clock.start(cell)
-            advance(0, description=running_text(running))
+            advance(0, description=running_text(running, width))
 
         def on_done(cell: Cell, record: dict[str, Any]) -> None:
             store.put(record)
             records[cell.key] = record
             clock.done(cell, record)
             running.remove(cell.label)
-            advance(1, description=running_text(running) if running else "done")
+            # with no cell running (--jobs 1, between cells), the one that finished
+            advance(
+                1, description=running_text(running, width) if running else f"finished {cell.label}"
+            )
 
         execute(pending, jobs, executor, threads, on_start, on_done)
 
@@ -257,17 +262,16 @@ def _run(
 RUNNING_WIDTH = 40  # characters of the bar's label: the counts and times keep their room
 
 
-def running_text(running: list[str]) -> str:
+def running_text(running: list[str], width: int | None = RUNNING_WIDTH) -> str:
     """The bar's label: the cells running, or how many and the first (a trial's 80-column
-    terminal cut the elapsed time to "0:00:" under the names of two cells)."""
+    terminal cut the elapsed time to "0:00:" under the names of two cells); ``width``
+    None: whole (a log's line has the room)."""
     text = f"running {', '.join(running)}"
-    if len(text) <= RUNNING_WIDTH:
+    if width is None or len(text) <= width:
         return text
     first = running[0] if len(running) == 1 else f"{len(running)} cells: {running[0]}"
     text, tail = f"running {first}", " / " + running[0].rsplit(" / ", 1)[-1]  # its seed
-    return (
-        text if len(text) <= RUNNING_WIDTH else text[: RUNNING_WIDTH - len(tail) - 1] + "…" + tail
-    )
+    return text if len(text) <= width else text[: width - len(tail) - 1] + "…" + tail
 
 
 def train_transcoders_first(cells: list[Cell]) -> None:

@@ -74,7 +74,10 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.task} / {self.method} / seed {self.seed}"
+        """Task, method, model (a directory's by its name) and seed: how the progress bar
+        names a running cell (a grid may run one task and method on several models)."""
+        model = Path(self.model).name or self.model
+        return f"{self.task} / {self.method} / {model} / seed {self.seed}"
 
     def config(self) -> dict[str, Any]:
         """Everything the cell's result depends on (:meth:`DiscoveryRequest.config`); for a

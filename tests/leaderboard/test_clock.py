@@ -66,11 +66,13 @@ def test_failed_cells_do_not_count_as_a_rows_time(now):
 
 def test_the_bars_label_leaves_room_for_its_counts_and_times():
     """A trial's 80-column terminal cut the elapsed time to "0:00:" under the names of the
-    cells running; the label keeps to RUNNING_WIDTH, the seed kept."""
+    cells running; the label keeps to RUNNING_WIDTH, the model and seed kept."""
     from circuitx.leaderboard import RUNNING_WIDTH, running_text
 
-    assert running_text(["ioi / eap / seed 0"]) == "running ioi / eap / seed 0"
-    long = running_text(["colored-objects / subnetwork-probing / seed 2"])
+    assert running_text(["ioi / eap / m / seed 0"]) == "running ioi / eap / m / seed 0"
+    long = running_text(["colored-objects / subnetwork-probing / planted / seed 2"])
     assert len(long) == RUNNING_WIDTH and long.endswith("… / seed 2")
-    two = running_text(["greater-than / acdc / seed 1", "ioi / eap / seed 0"])
+    whole = "running colored-objects / subnetwork-probing / planted / seed 2"
+    assert running_text(["colored-objects / subnetwork-probing / planted / seed 2"], None) == whole
+    two = running_text(["greater-than / acdc / planted / seed 1", "ioi / eap / planted / seed 0"])
     assert two.startswith("running 2 cells: greater-than") and len(two) == RUNNING_WIDTH

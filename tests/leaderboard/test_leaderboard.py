@@ -1006,3 +1006,25 @@ def test_a_taken_result_path_is_refused_before_any_cell(tmp_path, taken):
     assert_one_line_error(result, f"{path} is {kind}")
     assert result.exit_code == 2
     assert sorted(p.name for p in out.iterdir()) == [taken.split("/")[0]]  # nothing written
+
+
+def test_a_logs_lines_name_the_running_cell_and_its_model(tmp_path, monkeypatch):
+    """A trial: with --jobs 1 every log line was labelled 'done' (the bar's label between
+    cells), and the running label left out the model, which a grid may vary."""
+    from circuitx import progress
+
+    (cell,) = make_grid(["ioi"], ["eap"], str(tmp_path / "my-model"), [2], 10)
+    assert cell.label == "ioi / eap / my-model / seed 2"
+    monkeypatch.setattr(progress, "LINE_EVERY", 0.05)
+    result = run("leaderboard", *GRID, "--seeds", 1, "--out", tmp_path / "board")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    # the cell running (whole: a log's line has the room), or, between cells, the one
+    # that finished
+    running = "running greater-than / activation-patching / planted-greater-than / seed 0: 0/2"
+    finished = "finished greater-than / activation-patching / planted-greater-than / seed 0: 1/2"
+    assert any(line.startswith(running) for line in lines), lines
+    assert any(
+        line.startswith((finished, "running greater-than / eap / planted")) for line in lines
+    )
+    assert not any(line.startswith("done:") for line in lines)
