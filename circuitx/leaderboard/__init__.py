@@ -58,7 +58,7 @@ from circuitx.leaderboard.results import (
     tasks_on_several_models,
     write_text,
 )
-from circuitx.progress import progress_bar
+from circuitx.progress import announce, counted, progress_bar
 from circuitx.reference import read_reference
 from circuitx.tasks import TASKS, FileTask, get_task
 from circuitx.tasks.base import position_layout
@@ -231,6 +231,17 @@ def _run(
     running: list[str] = []
     clock = CellClock(cells, records, jobs)
     resumed = len(cells) - len(pending)
+    elsewhere = [
+        r["threads"] for r in records.values() if r and r.get("threads") not in (None, threads)
+    ]
+    if elsewhere:  # float sums depend on the thread count: a trial's resume reused them silently
+        on = " and ".join(map(str, sorted(set(elsewhere))))
+        announce(
+            f"note: {counted(len(elsewhere), 'resumed cell')} ran on {on} torch "
+            f"thread{'' if on == '1' else 's'}, not "
+            f"--threads {threads}: kept as they are (their last float bits may differ; delete "
+            "their files in cells/ to run them again)"
+        )
 
     width = RUNNING_WIDTH if Console(stderr=True).is_terminal else None  # a bar, or a log
     with progress_bar("leaderboard", len(cells), start=resumed, time_left=clock) as advance:

@@ -927,6 +927,8 @@ def test_the_table_says_why_scores_are_missing_and_how_many_prompts_ran(tmp_path
     assert more.exit_code == 0, more.output
     caption = (tmp_path / "r" / "results.md").read_text().splitlines()[-1]
     assert "; on 1 and 2 torch threads a cell." in caption
+    # a trial: resumed at another --threads, the cells of one thread count were kept silently
+    assert "note: 1 resumed cell ran on 1 torch thread, not --threads 2: kept" in more.stderr
     result = run(*args, "--tasks", "tracr", "--model", "tracr-reverse", "--out", tmp_path / "t")
     assert result.exit_code == 0, result.output
     caption = (tmp_path / "t" / "results.md").read_text().splitlines()[-1]
