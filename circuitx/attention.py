@@ -76,7 +76,7 @@ def attention_pattern(
     """Attention pattern from raw scores q.k [..., query, key]: scaled, soft-capped where
     the model caps them, then each query sees itself and earlier keys (within the block's
     sliding window), or (a model that is not causal) every key."""
-    scores = scores / weights.attn_scale
+    scores = scores / (weights.attn_scale * block.score_divisor)
     if weights.attn_softcap is not None:
         scores = weights.attn_softcap * torch.tanh(scores / weights.attn_softcap)
     if not weights.causal:

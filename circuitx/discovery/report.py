@@ -306,8 +306,11 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
     metric flat there, and an empty circuit (and why)."""
     said = []
     clean, corrupted = summary["clean_metric"], summary["corrupted_metric"]
+    # under mean or zero ablation the scores are shares of clean - ablated, warned of below
+    shares = summary.get("ablation") in (None, "corrupted")
     if (
-        clean is not None
+        shares
+        and clean is not None
         and corrupted is not None
         and abs(clean - corrupted) <= UNMOVED * max(abs(clean), abs(corrupted))
     ):
@@ -319,11 +322,12 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
     elif clean is not None and corrupted is not None and clean <= corrupted:
         said.append(
             f"the clean prompts' {summary['metric']} ({clean:.3g}) is not above the corrupted "
-            f"ones' ({corrupted:.3g}): the model does not do this task, and every score is a "
-            "share of that backward gap"
+            f"ones' ({corrupted:.3g}): the model does not do this task"
+            + (", and every score is a share of that backward gap" if shares else "")
         )
     elif (
-        clean is not None
+        shares
+        and clean is not None
         and corrupted is not None
         and clean - corrupted < SMALL_GAPS.get(summary["metric"], 0.0)
     ):

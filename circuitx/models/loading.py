@@ -292,6 +292,9 @@ def pretrained_model(source: str, dtype: torch.dtype) -> Any:
             f"{', '.join(MODEL_FAMILIES.values())}, and attention-only models in the legacy "
             "TransformerLens format (see docs/usage.md)"
         )
+    unsupported = _unsupported_setting(config)
+    if unsupported:
+        raise CircuitxError(f"{source}: circuitx does not run {unsupported}")
     directory = Path(source)
     if directory.is_dir() and not any((directory / name).is_file() for name in TOKENIZER_FILES):
         raise CircuitxError(
@@ -320,6 +323,18 @@ def pretrained_model(source: str, dtype: torch.dtype) -> Any:
             f"({listed(missing, 3)}), which would be random; is config.json the checkpoint's own?"
         )
     return model.eval()
+
+
+def _unsupported_setting(config: Any) -> str | None:
+    """What a config of a family circuitx runs sets that TransformerLens's conversion does
+    not follow (a new user's trial: GPT-2 without its attention scale loaded, and ran as
+    the model with it), or None."""
+    family = config_model_type(config)
+    if family == "gpt2" and getattr(config, "scale_attn_weights", True) is False:
+        return "GPT-2 models without the attention scale (scale_attn_weights=False)"
+    if family == "gpt_neox" and getattr(config, "attention_bias", True) is False:
+        return "GPT-NeoX models without attention biases (attention_bias=False)"
+    return None
 
 
 def saved_tokenizer(source: str) -> Any | None:

@@ -39,6 +39,9 @@ class BlockWeights:
     ln1_post: torch.Tensor | None = None
     ln2_post: torch.Tensor | None = None
     window: int | None = None  # sliding-window attention: a query sees the last ``window`` keys
+    # the layer's own divisor of its scores, on top of attn_scale (GPT-2's
+    # scale_attn_by_inverse_layer_idx: layer index + 1, as the Stanford CRFM models have)
+    score_divisor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -159,9 +162,15 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
             post = dict(ln1_post=norm(block.ln1_post)[0], ln2_post=norm(block.ln2_post)[0])
         index = len(blocks)
         sliding = layer_types[index] == "sliding_attention" if layer_types else True
+        by_layer = getattr(hf_config, "scale_attn_by_inverse_layer_idx", False)
         blocks.append(
             BlockWeights(
-                ln1=norm(block.ln1), **weights, **mlp, **post, window=window if sliding else None
+                ln1=norm(block.ln1),
+                **weights,
+                **mlp,
+                **post,
+                window=window if sliding else None,
+                score_divisor=float(index + 1) if by_layer else 1.0,
             )
         )
     tables = None

@@ -712,6 +712,13 @@ def test_a_model_that_does_not_do_the_task_is_warned_about():
         "model does not do this task, and every score is a share of that backward gap"
     ]
     assert run_warnings({**summary, "clean_metric": 2.0, "corrupted_metric": -1.0}, 10) == []
+    # a trial: under mean ablation the scores are shares of clean - ablated, not that gap
+    mean = {**summary, "ablation": "mean", "ablated_metric": -0.045}
+    assert run_warnings({**mean, "clean_metric": 0.519, "corrupted_metric": 0.713}, 10) == [
+        "the clean prompts' logit-diff (0.519) is not above the corrupted ones' (0.713): the "
+        "model does not do this task"
+    ]
+    assert run_warnings({**mean, "clean_metric": 0.519, "corrupted_metric": 0.515}, 10) == []
     barely = run_warnings({**summary, "clean_metric": 0.01, "corrupted_metric": -0.007}, 10)
     assert barely == [
         "the clean prompts' logit-diff is only 0.017 above the corrupted ones': faithfulness, "

@@ -111,6 +111,26 @@ def test_a_config_that_does_not_fit_its_weights_names_one(tmp_path, key, value):
     assert "the config makes it" in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "family, setting, said",
+    [
+        ("gpt2", {"scale_attn_weights": False}, "GPT-2 models without the attention scale"),
+        ("neox", {"attention_bias": False}, "GPT-NeoX models without attention biases"),
+    ],
+)
+def test_a_setting_the_conversion_does_not_follow_is_refused(tmp_path, family, setting, said):
+    """A new user's trial: GPT-2 with scale_attn_weights=False loaded and ran as the model
+    with the scale (logits 5.3 apart, no word said); GPT-NeoX without attention biases
+    failed as "AssertionError" (TransformerLens's conversion asserts them)."""
+    _words_model(tmp_path, family)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(setting)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = run("discover", "--task", "ioi", "--method", "eap", "--model", tmp_path)
+    key, value = next(iter(setting.items()))
+    assert_one_line_error(result, f"circuitx does not run {said} ({key}={value})")
+
+
 def test_a_checkpoint_of_another_family_is_refused(tmp_path):
     from transformers import GPT2Config
 
