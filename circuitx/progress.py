@@ -102,8 +102,10 @@ def _progress_lines(
         state["last"] = now
         if callable(time_left):
             left = time_left()
+        elif time_left and done > start:  # told from this run's speed: none before a step
+            left = (now - started) * (total - done) / (done - start)
         else:
-            left = (now - started) * (total - done) / max(done - start, 1) if time_left else None
+            left = None
         text = f"{state['label']}: {int(done)}/{total}, {duration(now - started)} so far"
         # drawn while the work runs silenced inside it (a leaderboard's cell in this process)
         _print_line(text if left is None else f"{text}, about {duration(left)} left")

@@ -118,6 +118,11 @@ def test_a_long_step_gets_its_line_in_a_log(capsys, monkeypatch):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) >= 2
     assert all(line.startswith("edge-pruning on ioi: 0/3, 0:00:0") for line in lines[:2])
+    with progress_bar("edge-pruning on ioi", 3) as advance:  # no step done: no speed yet
+        time.sleep(0.5)
+        advance(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[0].startswith("edge-pruning on ioi: 0/3") and "left" not in lines[0]
     with progress_bar("quick", 3) as advance:
         advance(3)
     time.sleep(0.5)  # the bar has ended: its watcher with it

@@ -68,10 +68,11 @@ def _run_in_processes(
     on_done: Callable[[Cell, Record], None],
     work: Callable[[Cell, int], Record] = run_cell,
 ) -> None:
-    """Run ``cells`` in ``jobs`` worker processes (``work(cell, threads)`` in each). When a worker dies (killed, out of
-    memory) the pool breaks and loses the cells in flight: a new pool runs them again with
-    the rest, and a cell lost twice is an error. A pool that finishes no cell (its workers
-    die as they start) ends the run: every cell left is an error."""
+    """Run ``cells`` in ``jobs`` worker processes (``work(cell, threads)`` in each). When a
+    worker dies (killed, out of memory) the pool breaks and loses the cells in flight: a
+    new pool runs them again with the rest, and a cell lost twice is an error. A pool that
+    finishes no cell (its workers die as they start) ends the run: every cell left is an
+    error."""
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     queue, started, lost_before = list(cells), set(), set()
     while queue:
