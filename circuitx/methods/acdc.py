@@ -8,9 +8,13 @@ outgoing edge left is skipped and all its incoming edges are removed untried.
 
 The change is measured as |m(before) - m(after)| / |m(clean) - m(ablated)|, so ``tau``
 is a share of the full clean - ablated effect whatever the metric (``--metric kl`` for
-ACDC's default KL divergence). ACDC's own code compares the signed raw change; the
-absolute one is its ``--abs-value-threshold`` mode. An edge's score is the change it made
-when tried (0 when never tried), so keeping the edges with score >= tau is ACDC's circuit.
+ACDC's default KL divergence): ACDC's ``--abs-value-threshold`` mode. With ``--tau-sign
+signed`` it is the signed change, (m(before) - m(after)) / (m(clean) - m(ablated)), how
+far toward the ablated run the removal moves the output, as the authors' sweeps compare
+it: an edge whose removal brings the output nearer the clean run's is removed however far.
+An edge's score is the change it made when tried (0 when never tried; signed, a negative
+change scores 0, as such an edge is out at every tau), so keeping the edges with score >=
+tau is ACDC's circuit.
 
 On an accelerator the trials of a receiver's next edges run side by side in one pass
 (as many as the memory plan stacks), each assuming the ones before it removed, and are
@@ -70,6 +74,15 @@ class ACDC(Method):
             "less than tau",
             choices=("on", "off"),
         ),
+        Option(
+            "tau_sign",
+            "str",
+            "absolute",
+            "compare tau with the metric's absolute change, or (signed, the authors' sweeps) "
+            "with how far toward the ablated run it moves, removing an edge that moves it "
+            "back however far",
+            choices=("absolute", "signed"),
+        ),
     )
 
     reported_facts = (
@@ -93,7 +106,8 @@ class ACDC(Method):
         # on a CPU a stacked trial costs what its own pass does: no speculation there
         width = 1 if engine.model.device.type == "cpu" else engine.masks_per_pass
         tau, inputs = float(run.options["tau"]), run.options["input_tests"] == "on"
-        scores, mask, tried, inputs_tried = prune(engine, tau, width, run.advance, inputs)
+        signed = run.options["tau_sign"] == "signed"
+        scores, mask, tried, inputs_tried = prune(engine, tau, width, run.advance, inputs, signed)
         kept = int((mask * engine.layout.valid).sum())
         facts = {"acdc_edges_tried": tried, "acdc_edges_kept": kept}
         if inputs:
@@ -107,10 +121,12 @@ def prune(
     trials_per_pass: int = 1,
     advance: Advance = no_progress,
     input_tests: bool = False,
+    signed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """ACDC's pruning: the edge scores [n_senders, n_receivers], the edge mask it leaves,
     the number of edges tried and the number of whole inputs tried (with
-    ``input_tests``; see the module's docstring).
+    ``input_tests``; ``signed``: tau against the signed change; see the module's
+    docstring).
 
     With ``trials_per_pass`` > 1 the trials of a receiver's next edges run side by side,
     speculatively: trial j assumes the j - 1 edges before it in ACDC's order are removed
@@ -122,7 +138,13 @@ def prune(
     valid = layout.valid
     mask = torch.ones(layout.n_senders, layout.n_receivers)
     scores = torch.zeros(layout.n_senders, layout.n_receivers, dtype=engine.model.work_dtype)
-    gap, resolution = abs(engine.gap), metric_resolution(engine.model)
+    gap, resolution = float(engine.gap), metric_resolution(engine.model)
+
+    def change_of(before: float, after: float) -> float:
+        """The change tau is compared with, as a share of the clean - ablated gap."""
+        moved = float(metric_change(before, after, resolution)) / gap
+        return moved if signed else abs(moved)
+
     current = float(engine.edge_mask_metrics(mask.unsqueeze(0))[0])
     tried = inputs_tried = 0
     tested: set[int] = set()  # receivers whose whole input was tried
@@ -151,10 +173,10 @@ def prune(
                     trial[:senders, whole] = 0.0
                     metric = float(engine.edge_mask_metrics(trial.unsqueeze(0))[0])
                     inputs_tried += 1
-                    change = _change(current, metric, resolution) / gap
+                    change = change_of(current, metric)
                     if change < tau:  # its edges go untried, each scored the input's change
                         mask[:senders, whole], current = 0.0, metric
-                        scores[:senders, whole] = change * valid[:senders, whole]
+                        scores[:senders, whole] = max(change, 0.0) * valid[:senders, whole]
                         dropped.add(whole)
             if receiver in dropped:
                 advance(int(valid[:readable, receiver].sum()))
@@ -169,8 +191,8 @@ def prune(
             patched = engine.edge_mask_metrics(trials).tolist()
             for sender, metric in zip(batch, patched):
                 waiting.pop(0)
-                change = _change(current, metric, resolution) / gap
-                scores[sender, receiver] = change
+                change = change_of(current, metric)
+                scores[sender, receiver] = max(change, 0.0)
                 tried += 1
                 advance(1)
                 if change >= tau:  # it stays; the later trials assumed it gone
@@ -192,8 +214,3 @@ def _input_group(layout: Layout, receiver: int) -> list[int]:
         for other in reversed(range(receiver + 1))
         if layout.receiver_layer(other) == layer and layout.receivers[other][1] is not None
     ]
-
-
-def _change(before: float, after: float, resolution: float) -> float:
-    """|before - after|, or 0 when it is below the metric's ``resolution``."""
-    return abs(float(metric_change(before, after, resolution)))
