@@ -28,7 +28,8 @@ def test_config_is_json_and_names_the_model_identity():
     assert json.loads(json.dumps(config)) == config
     identity = BUILTIN_MODELS["planted-greater-than"].identity
     assert config["model_identity"] == f"builtin:planted-greater-than-{identity}"
-    assert config["options"] == {"tau": 0.1, "input_tests": "on"} and "cache_dir" not in config
+    assert config["options"] == {"tau": 0.1, "input_tests": "on", "tau_sign": "absolute"}
+    assert "cache_dir" not in config
 
 
 @pytest.mark.parametrize(

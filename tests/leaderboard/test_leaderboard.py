@@ -290,7 +290,11 @@ def test_options_run_non_default_settings_and_enter_the_key(tmp_path):
     records = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert records[0]["cell"]["options"] == {"tau": 0.2}
     assert len(list((tmp_path / "cells").glob("*.json"))) == 2  # two keys, both kept
-    assert records[0]["result"]["options"] == {"tau": 0.2, "input_tests": "on"}
+    assert records[0]["result"]["options"] == {
+        "tau": 0.2,
+        "input_tests": "on",
+        "tau_sign": "absolute",
+    }
 
 
 def test_a_variant_is_a_row_of_its_own_with_its_options(tmp_path):
