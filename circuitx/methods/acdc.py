@@ -23,8 +23,9 @@ circuit as one trial at a time. On a CPU, where a stacked trial costs what its o
 does, they run one at a time.
 
 With ``--input-tests on`` a receiver's whole input is tried before its edges, as the
-authors' code did for the paper (since May 2023 it tries the heads' inputs only): its graph holds each head's q, k and v input and each MLP's input as
-nodes of their own, joined to the head or MLP by an edge ACDC tries like any other
+authors' code did for the paper (since May 2023 it tries the heads' inputs only): its
+graph holds each head's q, k and v input and each MLP's input as nodes of their own,
+joined to the head or MLP by an edge ACDC tries like any other
 (ArthurConmy/Automatic-Circuit-Discovery: the ``DIRECT_COMPUTATION`` edges; visited
 after the MLP's node, for every head input of a layer before any edge into them, v, k, q,
 latest head first). Patching that edge patches all of the input at once; when the
