@@ -71,8 +71,8 @@ def _run_in_processes(
     """Run ``cells`` in ``jobs`` worker processes (``work(cell, threads)`` in each). When a
     worker dies (killed, out of memory) the pool breaks and loses the cells in flight: a
     new pool runs them again with the rest, and a cell lost twice is an error. A pool that
-    finishes no cell (its workers die as they start) ends the run: every cell left is an
-    error."""
+    finishes no cell and loses only cells lost before (its workers die as they start) ends
+    the run: every cell left is an error."""
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     queue, started, lost_before = list(cells), set(), set()
     while queue:
@@ -100,7 +100,9 @@ def _run_in_processes(
                 started=started,
             )
         left = lost + unstarted
-        failed = left if not finished else [cell for cell in lost if cell.key in lost_before]
+        again = [cell for cell in lost if cell.key in lost_before]
+        # workers that die however the cells go (as they start): every cell left fails
+        failed = left if not finished and len(again) == len(lost) else again
         for cell in failed:
             if cell.key not in started:
                 start(cell)
