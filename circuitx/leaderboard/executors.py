@@ -70,39 +70,34 @@ def _run_in_processes(
 ) -> None:
     """Run ``cells`` in ``jobs`` worker processes (``work(cell, threads)`` in each). When a
     worker dies (killed, out of memory) the pool breaks and loses the cells in flight: a
-    new pool runs them again with the rest, and a cell lost twice is an error. A pool that
-    finishes no cell and loses only cells lost before (its workers die as they start) ends
-    the run: every cell left is an error."""
+    new pool runs them again with the rest, one at a time (a cell that kills its worker
+    then loses no other), and a cell lost twice is an error (workers that die as they
+    start fail every cell so, each in a pool of its own)."""
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     queue, started, lost_before = list(cells), set(), set()
     while queue:
-        finished = []
 
         def start(cell: Cell) -> None:
             started.add(cell.key)
             on_start(cell)
 
-        def done(cell: Cell, record: Record) -> None:
-            finished.append(cell)
-            on_done(cell, record)
-
+        # with cells lost before to run, one at a time: a cell lost then is lost by itself
+        width = 1 if any(cell.key in lost_before for cell in queue) else jobs
         with futures.ProcessPoolExecutor(
-            jobs, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
+            width, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
         ) as pool:
             lost, unstarted = _schedule(
                 queue,
-                jobs,
+                width,
                 submit=lambda cell: pool.submit(work, cell, threads),
                 wait=lambda running: futures.wait(running, return_when=futures.FIRST_COMPLETED)[0],
                 result=_future_result,
                 on_start=start,
-                on_done=done,
+                on_done=on_done,
                 started=started,
             )
         left = lost + unstarted
-        again = [cell for cell in lost if cell.key in lost_before]
-        # workers that die however the cells go (as they start): every cell left fails
-        failed = left if not finished and len(again) == len(lost) else again
+        failed = [cell for cell in lost if cell.key in lost_before]
         for cell in failed:
             if cell.key not in started:
                 start(cell)
