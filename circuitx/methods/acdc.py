@@ -23,12 +23,13 @@ circuit as one trial at a time. On a CPU, where a stacked trial costs what its o
 does, they run one at a time.
 
 With ``--input-tests on`` a receiver's whole input is tried before its edges, as the
-authors' code did for the paper (since May 2023 it tries the heads' inputs only): its
-graph holds each head's q, k and v input and each MLP's input as nodes of their own,
-joined to the head or MLP by an edge ACDC tries like any other
-(ArthurConmy/Automatic-Circuit-Discovery: the ``DIRECT_COMPUTATION`` edges; visited
-after the MLP's node, for every head input of a layer before any edge into them, v, k, q,
-latest head first). Patching that edge patches all of the input at once; when the
+authors' code did for the paper: its graph holds each head's q, k and v input and each
+MLP's input as nodes of their own, joined to the head or MLP by an edge ACDC tries like
+any other (ArthurConmy/Automatic-Circuit-Discovery: the ``DIRECT_COMPUTATION`` edges;
+visited after the MLP's node, for every head input of a layer before any edge into them,
+v, k, q, latest head first). Since May 2023 their code joins an MLP's input to the MLP
+by an edge it never tries (``PLACEHOLDER``), so only the heads' inputs are tried whole:
+``--input-tests heads``. Patching that edge patches all of the input at once; when the
 metric moves by less than ``tau`` the input's edges are all removed untried, and each
 scores that change (below ``tau``, so out of the circuit; the authors' code gives them
 none): the edges of an input that moved the metric a little rank above those of one
@@ -48,6 +49,9 @@ from circuitx.layout import Layout
 from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.names import LOGITS
 from circuitx.progress import Advance, no_progress
+
+# which receivers' whole inputs prune() tries before their edges
+ALL_INPUTS, HEAD_INPUTS, NO_INPUTS = "all", "heads", "none"
 
 
 class ACDC(Method):
@@ -72,8 +76,8 @@ class ACDC(Method):
             "on",
             "try each MLP's and head q/k/v input whole before its edges, as the authors' "
             "ACDC did for the paper, and drop all its edges when that moves the metric "
-            "less than tau",
-            choices=("on", "off"),
+            "less than tau (heads: the heads' inputs only, as their code since May 2023)",
+            choices=("on", "heads", "off"),
         ),
         Option(
             "tau_sign",
@@ -106,12 +110,13 @@ class ACDC(Method):
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         # on a CPU a stacked trial costs what its own pass does: no speculation there
         width = 1 if engine.model.device.type == "cpu" else engine.masks_per_pass
-        tau, inputs = float(run.options["tau"]), run.options["input_tests"] == "on"
+        tau, inputs = float(run.options["tau"]), run.options["input_tests"]
         signed = run.options["tau_sign"] == "signed"
-        scores, mask, tried, inputs_tried = prune(engine, tau, width, run.advance, inputs, signed)
+        tests = {"on": ALL_INPUTS, "heads": HEAD_INPUTS, "off": NO_INPUTS}[inputs]
+        scores, mask, tried, inputs_tried = prune(engine, tau, width, run.advance, tests, signed)
         kept = int((mask * engine.layout.valid).sum())
         facts = {"acdc_edges_tried": tried, "acdc_edges_kept": kept}
-        if inputs:
+        if tests != NO_INPUTS:
             facts["acdc_inputs_tried"] = inputs_tried
         return Scores.of_edges(scores, facts=facts)
 
@@ -121,13 +126,13 @@ def prune(
     tau: float,
     trials_per_pass: int = 1,
     advance: Advance = no_progress,
-    input_tests: bool = False,
+    input_tests: str = NO_INPUTS,
     signed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """ACDC's pruning: the edge scores [n_senders, n_receivers], the edge mask it leaves,
-    the number of edges tried and the number of whole inputs tried (with
-    ``input_tests``; ``signed``: tau against the signed change; see the module's
-    docstring).
+    the number of edges tried and the number of whole inputs tried (``input_tests``:
+    which, ALL_INPUTS, HEAD_INPUTS or NO_INPUTS; ``signed``: tau against the signed
+    change; see the module's docstring).
 
     With ``trials_per_pass`` > 1 the trials of a receiver's next edges run side by side,
     speculatively: trial j assumes the j - 1 edges before it in ACDC's order are removed
@@ -164,7 +169,9 @@ def prune(
                 mask[:readable, receiver] = 0.0
                 advance(int(valid[:readable, receiver].sum()))
                 continue
-            if input_tests and receiver not in tested:
+            mlp_input = layout.receivers[receiver][1] is None
+            tests_it = input_tests == ALL_INPUTS or (input_tests == HEAD_INPUTS and not mlp_input)
+            if tests_it and receiver not in tested:
                 for whole in _input_group(layout, receiver):
                     tested.add(whole)
                     if disconnected(whole):

@@ -118,7 +118,7 @@ def test_acdc_input_tests_score_a_dropped_input_by_its_change(tiny_model):
     """The edges of an input dropped whole each score the change that patching the whole
     input made (below tau), not 0: every such input's edges share one score, the change
     its one pass measured; inputs that made none score 0."""
-    from circuitx.methods.acdc import prune
+    from circuitx.methods.acdc import ALL_INPUTS, prune
 
     engine = Engine(tiny_model, get_task("ioi"), get_task("ioi").make_data(tiny_model, 6, seed=0))
     layout, tau = engine.layout, 0.1
@@ -127,7 +127,7 @@ def test_acdc_input_tests_score_a_dropped_input_by_its_change(tiny_model):
     engine.edge_mask_metrics = lambda masks, **kw: (
         calls.append(masks[0].clone()) or metrics(masks, **kw)
     )
-    scores, mask, _, inputs_tried = prune(engine, tau, input_tests=True)
+    scores, mask, _, inputs_tried = prune(engine, tau, input_tests=ALL_INPUTS)
     scored_groups = 0
     for before, trial in zip(calls, calls[1:]):
         changed = (before != trial).nonzero()
@@ -153,7 +153,7 @@ def test_acdc_input_tests_keep_a_planted_circuit_with_fewer_edges_tried(name, ta
     and the circuit is the same (planted IOI 179 -> 166 edges tried, greater-than 77 ->
     53, 6 prompts)."""
     from circuitx.builtin import load
-    from circuitx.methods.acdc import prune
+    from circuitx.methods.acdc import ALL_INPUTS, prune
 
     model = load(name, device="cpu")
     engine = Engine(
@@ -161,13 +161,41 @@ def test_acdc_input_tests_keep_a_planted_circuit_with_fewer_edges_tried(name, ta
     )
     valid = engine.layout.valid
     scores, mask, tried, none_tried = prune(engine, 0.01)
-    whole_scores, whole_mask, whole_tried, inputs_tried = prune(engine, 0.01, input_tests=True)
+    whole_scores, whole_mask, whole_tried, inputs_tried = prune(
+        engine, 0.01, input_tests=ALL_INPUTS
+    )
     assert none_tried == 0 and 0 < inputs_tried <= engine.layout.n_receivers - 1
     assert torch.equal(whole_mask * valid, mask * valid) and int((mask * valid).sum()) > 0
     assert whole_tried < tried
     # edges the input tests removed untried, with an input that changed nothing (score 0)
     untried = (whole_scores == 0) & (scores != 0)
     assert not bool((whole_mask * untried).any())
+
+
+def test_acdc_heads_input_tests_leave_an_mlps_input_to_its_edges(monkeypatch):
+    """--input-tests heads (the authors' code since May 2023) tries the heads' q/k/v
+    inputs whole but never an MLP's: on planted greater-than it tries 6 inputs where the
+    paper's tests try 8 (two MLPs), for the same circuit."""
+    from circuitx.builtin import load
+    from circuitx.methods import acdc
+
+    model = load("planted-greater-than", device="cpu")
+    task = get_task("greater-than")
+    engine = Engine(model, task, task.make_data(model, 6, seed=0), metric="prob-diff")
+    layout, valid = engine.layout, engine.layout.valid
+    grouped = []
+    group = acdc._input_group
+    monkeypatch.setattr(
+        acdc, "_input_group", lambda lay, r: grouped.extend(group(lay, r)) or group(lay, r)
+    )
+    mlps = {layout.mlp_receiver(layer) for layer in range(layout.n_layers)}
+    _, all_mask, _, all_inputs = acdc.prune(engine, 0.01, input_tests=acdc.ALL_INPUTS)
+    assert mlps & set(grouped)
+    grouped.clear()
+    _, heads_mask, _, heads_inputs = acdc.prune(engine, 0.01, input_tests=acdc.HEAD_INPUTS)
+    assert grouped and not mlps & set(grouped)
+    assert torch.equal(heads_mask * valid, all_mask * valid)
+    assert 0 < heads_inputs < all_inputs
 
 
 def test_path_patching_stages(tiny_model):
