@@ -533,8 +533,8 @@ def _unread_json_form(data: Any) -> str:
     )
     if isinstance(data, list) and data and all(isinstance(item, str) for item in data):
         return (  # a circuit as edge names (auto-circuit's official circuits) has no scores
-            "a list of edge names is a circuit, not a scored graph: it is read as a "
-            "reference (--reference FILE)"
+            "a list of edge names is a circuit, not a scored graph: give it as --reference, "
+            "or as compare's B"
         )
     if not isinstance(data, dict):
         return known

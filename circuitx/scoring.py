@@ -4,8 +4,8 @@ Node metrics are over the heads and MLPs (input and logits are in every circuit)
 metrics are over every edge. Precision, recall and F1 judge the selection
 (``in_circuit``); ROC AUC judges the ranking by ``|score|``, tied scores counting half,
 and ``*_auc_pessimistic`` counting them as misses (the ACDC paper's staircase). A metric
-that does not apply (no scores, an empty selection, a reference with one class only) is
-None.
+that does not apply (no scores, an empty selection's precision, a reference with one
+class only) is None; F1 is 2TP / (2TP + FP + FN), 0 for an empty selection.
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ def selection_metrics(selected: np.ndarray, reference: np.ndarray) -> tuple[floa
     hits = int((selected & reference).sum())
     precision = hits / int(selected.sum()) if selected.any() else None
     recall = hits / int(reference.sum()) if reference.any() else None
-    if precision is None or recall is None:
-        f1 = None
-    else:
-        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    # 2TP / (2TP + FP + FN): 0 for an empty selection of a non-empty reference (as
+    # scikit-learn's), so that a seed that kept nothing counts in a mean as a miss
+    either = int(selected.sum()) + int(reference.sum())
+    f1 = 2 * hits / either if either else None
     return precision, recall, f1
 
 

@@ -122,7 +122,8 @@ def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
         ([1], "not a graph of a form circuitx reads"),
         (  # a trial's: as GRAPH, no hint that it is a reference
             ["A0.0->A1.0.Q"],
-            "a list of edge names is a circuit, not a scored graph: it is read as a reference",
+            "a list of edge names is a circuit, not a scored graph: give it as --reference, "
+            "or as compare's B",
         ),
     ],
 )

@@ -233,14 +233,21 @@ def test_what_the_command_line_warns_of_is_a_python_warning(tmp_path):
         assert cx.score(graph, reference=everything)["node_auc"] is None
 
 
-def test_score_warns_of_a_faithless_circuit_with_the_references_nodes():
+def test_score_warns_of_a_faithless_circuit_with_the_references_nodes(tmp_path):
     """EAP's planted IOI circuit has the planted nodes but leaves out the q/k edges that
-    carry the effect: score says so, as discover does (a trial found it silent)."""
+    carry the effect: score says so, as discover does (a trial found it silent), of the
+    faithfulness recorded at discovery (a trial's hand-edited circuit was told its
+    original's), in --json's warnings too (a trial found them only on stderr)."""
     graph = cx.discover("planted", "ioi", "eap", n_prompts=20, faithfulness_prompts=20)
-    with pytest.warns(cx.CircuitxWarning, match="exactly the reference's nodes, yet its faith"):
+    said = "exactly the reference's nodes, yet its faithfulness recorded at discovery is"
+    with pytest.warns(cx.CircuitxWarning, match=said):
         metrics = cx.score(graph)
     assert (metrics["node_precision"], metrics["node_recall"]) == (1.0, 1.0)
     assert graph.graph["faithfulness"] < 0.5
+    cx.write_graph(graph, tmp_path / "g.json")
+    summary = json.loads(run("score", tmp_path / "g.json", "--json").stdout)
+    assert len(summary["warnings"]) == 1 and said in summary["warnings"][0]
+    assert summary["metrics"] == {k: v for k, v in metrics.items() if k != "reference"}
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,9 @@ def test_selection_metrics_by_hand():
     )
     assert (precision, recall) == (pytest.approx(1 / 3), pytest.approx(1 / 2))
     assert f1 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
-    assert selection_metrics(np.zeros(3, bool), np.ones(3, bool))[0] is None
+    assert selection_metrics(np.zeros(3, bool), np.ones(3, bool)) == (None, 0.0, 0.0)
+    assert selection_metrics(np.ones(3, bool), np.zeros(3, bool)) == (0.0, None, 0.0)
+    assert selection_metrics(np.zeros(3, bool), np.zeros(3, bool)) == (None, None, None)
 
 
 def hand_graphs():

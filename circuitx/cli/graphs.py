@@ -74,10 +74,12 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
     metrics = evaluate(graph, reference)
     for line in scoring_notes(graph, reference):
         note(line)
-    for line in faithless_match(graph.graph.get("faithfulness"), metrics):  # as discover warns
+    warnings = faithless_match(graph.graph.get("faithfulness"), metrics, recorded=True)
+    for line in warnings:  # as discover warns
         warn(line)
     if as_json:
-        print_json({"graph": graph_path, "reference": label, "metrics": metrics})
+        summary = {"graph": graph_path, "reference": label, "metrics": metrics}
+        print_json({**summary, "warnings": warnings})
         return
     table = Table(title=f"{graph_path} vs {label}")
     for column in ("", "precision", "recall", "F1", "ROC AUC", "pessimistic"):

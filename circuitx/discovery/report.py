@@ -145,7 +145,7 @@ def _loose_note(which: str, keys: list[str]) -> str:
 def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
     """What a reader of two circuits' overlap would otherwise not see: one over token
     positions is compared as its components; a circuit's edges between nodes it does not
-    keep; circuits of two models, one with parallel blocks."""
+    keep; circuits of two tasks or two models, one with parallel blocks."""
     loose = {f"graph {name}": loose_edges(g) for name, g in (("A", a), ("B", b))}
     notes = [_loose_note(which, keys) for which, keys in loose.items() if keys]
     groups = [position_groups(g) for g in (a, b)]
@@ -156,6 +156,9 @@ def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
             "note: the circuits are over different token positions: they are compared as "
             "their components"
         )
+    tasks = [g.graph.get("task") for g in (a, b)]
+    if None not in tasks and tasks[0] != tasks[1]:  # a trial compared two tasks unawares
+        notes.append(f"note: the circuits are of two tasks ({tasks[0]}, {tasks[1]})")
     models = [g.graph.get("model") for g in (a, b)]
     if None not in models and models[0] != models[1]:
         notes.append(
@@ -426,18 +429,21 @@ def saved_graph_notes(
     ``reference`` (``metrics``: :func:`evaluate`'s): :func:`scoring_notes` and, from the
     faithfulness the graph records, :func:`faithless_match`."""
     return scoring_notes(graph, reference) + faithless_match(
-        graph.graph.get("faithfulness"), metrics
+        graph.graph.get("faithfulness"), metrics, recorded=True
     )
 
 
 FAR_FROM_WHOLE = 0.5  # a faithfulness this far from 1 (the whole model's) is not the circuit
 
 
-def faithless_match(faithfulness: float | None, metrics: dict[str, Any]) -> list[str]:
+def faithless_match(
+    faithfulness: float | None, metrics: dict[str, Any], recorded: bool = False
+) -> list[str]:
     """A circuit with exactly the reference's nodes (``metrics``: :func:`evaluate`'s)
     whose faithfulness is far from 1, because the edges among them it leaves out carry the
     effect (one trial read EAP's -0.34 on planted IOI beside node precision and recall
-    1.000); ``circuitx score`` says it as ``discover`` does."""
+    1.000); ``circuitx score`` says it as ``discover`` does, of the faithfulness the file
+    ``recorded`` at discovery (a circuit edited since was not measured)."""
     recall = metrics.get("edge_recall")
     if (
         faithfulness is None
@@ -449,7 +455,8 @@ def faithless_match(faithfulness: float | None, metrics: dict[str, Any]) -> list
     ):
         return []
     return [
-        f"the circuit has exactly the reference's nodes, yet its faithfulness is "
+        f"the circuit has exactly the reference's nodes, yet its faithfulness "
+        f"{'recorded at discovery ' if recorded else ''}is "
         f"{faithfulness:.3g} (the whole model's is 1): it keeps {recall:.0%} of the "
         "reference's edges, and those it leaves out carry the effect"
     ]

@@ -282,6 +282,10 @@ def check_reference(spec: str, task_name: str | None = None) -> None:
     TASK[:VARIANT], a built-in model that ships a ground truth, or an existing graph
     file; and unless it is a task's reference that is the run's own circuit (on task
     ``task_name``, colored-objects' reference is the IOI circuit the same method finds)."""
+    if not spec.strip():  # Path("") is the working directory: "not a graph file"
+        raise CircuitxError(
+            "--reference is empty: give auto, none, planted, a task, a model or a file"
+        )
     if spec in REFERENCE_WORDS or builtin.ground_truth_owner(spec.partition(":")[0]):
         return  # a model's ground truth, or one of them (MODEL:VARIANT; a model directory)
     base, _, variant = spec.partition(":")

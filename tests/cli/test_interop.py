@@ -358,6 +358,17 @@ def test_compare_notes_circuits_of_two_models(discovered, tmp_path):
     said = "note: the circuits are of two models (planted-ioi, planted-ioi-llama): their"
     assert said in run("compare", discovered, tmp_path / "llama.json").stderr
     assert "two models" not in run("compare", discovered, discovered).stderr
+    other.graph["model"] = read_graph(discovered).graph["model"]
+    other.graph["task"] = "colored-objects"  # a trial compared two tasks' circuits unawares
+    write_graph(other, tmp_path / "other_task.json")
+    said = run("compare", discovered, tmp_path / "other_task.json").stderr
+    assert "note: the circuits are of two tasks (ioi, colored-objects)" in said
+
+
+def test_an_empty_reference_is_one_line(discovered):
+    """A trial's --reference '' was told ". is a directory, not a graph file"."""
+    result = run("score", discovered, "--reference", "")
+    assert_one_line_error(result, "--reference is empty")
 
 
 def test_out_dev_stdout_redirected_takes_the_files_format(discovered, tmp_path):

@@ -77,6 +77,10 @@ entries were rewritten.
 The pessimistic ROC AUCs (``*_auc_pessimistic``, added 2026-12-06) were put into the
 file's metrics as this code measured them on an Intel Xeon; every other entry is as it was.
 
+F1 is 2TP / (2TP + FP + FN) since 2026-12-07, 0 for an empty circuit (it was null, as
+the empty circuit's precision still is): EAP's circuit here is empty, and the file's F1s
+for it were rewritten 0.
+
 ACDC runs with ``--input-tests off``, the file's algorithm: with the authors' input tests
 (the default since 2026-12-04) its circuit here differs (CPR 0.985 against 0.988).
 """
