@@ -64,7 +64,8 @@ def build_tracr(program, vocab, max_seq_len, out, inputs, length, as_json) -> No
     --model DIR, with its ground-truth circuit (for --task tracr --reference auto).
 
     PROGRAM is a function of tracr.compiler.lib (e.g. make_hist; an SOp argument gets
-    tokens, max_seq_len the maximum length) or module:function returning a RASP program.
+    tokens, max_seq_len the maximum length) or module:function (or file.py:function)
+    returning a RASP program.
     """
     values = parse_vocab(vocab)
     check_inputs(len(values), max_seq_len, inputs, length)

@@ -82,7 +82,8 @@ def test_a_model_of_two_positions_runs(tmp_path):
         (["make_hist", "--vocab", "a", "--max-seq-len", "3", "--length", "4"], "more than"),
         # from a helper's trial, each a traceback before
         (["make_hist", "--vocab", "<balance>,a", "--max-seq-len", "3"], "'<balance>' collides"),
-        (["./mine.py:f", "--vocab", "a", "--max-seq-len", "3"], "not a file path"),
+        (["./mine.py:f", "--vocab", "a", "--max-seq-len", "3"], "no program file ./mine.py"),
+        (["make_hist_of_all", "--vocab", "a", "--max-seq-len", "3"], "MODULE:FUNCTION or FILE"),
         # tokens for an argument that is not a SOp: "TypeError: unhashable type: 'Map'"
         (["make_sort", "--vocab", "1,2", "--max-seq-len", "3"], "make_sort needs min_key (float)"),
         (["make_count", "--vocab", "a", "--max-seq-len", "3"], "make_count needs token, which"),
@@ -132,11 +133,38 @@ def test_a_program_that_does_not_parse_is_one_line(tmp_path, monkeypatch):
     args = ["broken_program:f", "--vocab", "a", "--max-seq-len", "3", "--out", tmp_path / "m"]
     assert_one_line_error(run("build-tracr", *args), "cannot import 'broken_program': SyntaxError")
     assert not (tmp_path / "m").exists()
-    # a helper's trial: a file path got a placeholder module name in the hint
     args[0] = "progs/my_programs.py:doubled"
-    assert_one_line_error(
-        run("build-tracr", *args), "as python -m does, progs.my_programs:doubled, not a file path"
+    assert_one_line_error(run("build-tracr", *args), "no program file progs/my_programs.py")
+
+
+def test_a_program_file_is_read_from_its_path(tmp_path, monkeypatch):
+    """A helper's trial: `build-tracr /path/to/progs.py:f` was refused with a hint to a
+    module name that did not import either; a file's path now names its module."""
+    (tmp_path / "progs").mkdir()
+    (tmp_path / "progs" / "helper.py").write_text("COUNT = 3\n")
+    (tmp_path / "progs" / "mine.py").write_text(
+        "from tracr.rasp import rasp\n"
+        "from helper import COUNT\n\n"  # its own folder's modules import
+        "not_a_program = COUNT\n\n\n"
+        "def previous():\n"
+        "    before = rasp.Select(rasp.indices, rasp.indices - 1, rasp.Comparison.EQ)\n"
+        "    return rasp.Aggregate(before, rasp.tokens).named('previous')\n\n\n"
+        "def mean_of_strings():\n"
+        "    upto = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LEQ)\n"
+        "    return rasp.Aggregate(upto, rasp.tokens)\n"
     )
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    args = ["--vocab", "a,b", "--max-seq-len", "3", "--json"]
+    built = run("build-tracr", "../progs/mine.py:previous", *args, "--out", "m")
+    assert built.exit_code == 0, built.output
+    assert json.loads(built.stdout)["output"] == "categorical"
+    not_function = run("build-tracr", "../progs/mine.py:not_a_program", *args, "--out", "n")
+    assert_one_line_error(not_function, "'not_a_program' in ../progs/mine.py is a int, not a")
+    # tracr compiles a categorical mean its evaluator refuses: a traceback before
+    refused = run("build-tracr", "../progs/mine.py:mean_of_strings", *args, "--out", "o")
+    assert_one_line_error(refused, "tracr's RASP evaluator cannot run the program on")
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["m"]
 
 
 def test_a_program_in_the_working_directory_is_found(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from circuitx.builtin.tracr import programs
+from circuitx.errors import CircuitxError
 from circuitx.models import Model
 from circuitx.tasks.tracr import TracrProgram, read_outputs, sampled_inputs
 
@@ -42,7 +43,14 @@ def program_agreement(
         answers = [[described.output_values[i] for i in row] for row in read.argmax(-1).tolist()]
     disagreeing, undefined, example, tracr_disagreeing = 0, 0, None, 0
     for row, answer in zip(inputs, answers):
-        expected = rasp.evaluate(rasp_program, list(row))
+        try:
+            expected = rasp.evaluate(rasp_program, list(row))
+        except Exception as error:  # tracr compiles some programs its evaluator cannot run
+            said = " ".join(str(error).split())
+            raise CircuitxError(
+                f"tracr's RASP evaluator cannot run the program on {' '.join(map(str, row))} "
+                f"({type(error).__name__}: {said}), so the model cannot be checked against it"
+            ) from None
         undefined += sum(value is None for value in expected)
         if not _all_agree(expected, answer, described.numerical):
             disagreeing += 1

@@ -1,5 +1,5 @@
 """RASP programs: the built-in ones, and a user's ``PROGRAM`` (a function of
-``tracr.compiler.lib`` or ``module:function``) made into a program.
+``tracr.compiler.lib``, ``module:function`` or ``file.py:function``) made into a program.
 
 tracr is an optional dependency (``pip install -e ".[tracr]"``); it is imported when a
 program is made, so that commands which never compile one do not load jax.
@@ -8,6 +8,7 @@ program is made, so that commands which never compile one do not load jax.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Iterator
@@ -78,34 +79,48 @@ def _takes_a_sop(parameter: inspect.Parameter, rasp: Any) -> bool:
 def user_program(spec: str, max_seq_len: int) -> Any:
     """The RASP program ``spec`` names: a function of ``tracr.compiler.lib`` (each required
     SOp argument gets ``tokens``, a ``max_seq_len`` argument the maximum length) or
-    ``module:function`` called the same way."""
+    ``module:function`` (``file.py:function``) called the same way."""
     _, lib, rasp = tracr_modules()
     if ":" in spec:
-        module_name, _, attribute = spec.partition(":")
-        try:
-            with _importing_from(Path.cwd()):  # as ``python -m`` would find it
-                module = importlib.import_module(module_name)
-        except Exception as error:  # ImportError, a SyntaxError in it, a path's TypeError
-            hint = ""
-            if "/" in module_name or module_name.endswith(".py"):
-                dotted = module_name.removesuffix(".py").strip("/").replace("/", ".")
-                hint = (
-                    f" (name the module as python -m does, {dotted}:{attribute}, not a file path)"
-                )
-            said = " ".join(str(error).split())
-            raise CircuitxError(
-                f"cannot import {module_name!r}: {type(error).__name__}: {said}{hint}"
-            ) from None
+        module_name, _, attribute = spec.rpartition(":")
+        module = _user_module(module_name)
     else:
-        module, attribute = lib, spec
+        module_name, module, attribute = "tracr.compiler.lib", lib, spec
     function = getattr(module, attribute, None)
+    if function is None:
+        hint = (
+            "" if ":" in spec else " (a program of your own: MODULE:FUNCTION or FILE.py:FUNCTION)"
+        )
+        raise CircuitxError(f"no function {attribute!r} in {module_name}{hint}")
     if not callable(function):
-        where = module_name if ":" in spec else "tracr.compiler.lib"
-        raise CircuitxError(f"no function {attribute!r} in {where}")
+        raise CircuitxError(
+            f"{attribute!r} in {module_name} is a {type(function).__name__}, not a function"
+        )
     program = _call(function, spec, max_seq_len, rasp)
     if not isinstance(program, rasp.SOp):
         raise CircuitxError(f"{spec} returned {type(program).__name__}, not a RASP program")
     return program
+
+
+def _user_module(name: str) -> Any:
+    """The module ``name`` names: a .py file's path (imported with its folder first on the
+    path, for its own imports), or a module named as ``python -m`` would find it from
+    the current directory."""
+    path = Path(name)
+    is_path = name.endswith(".py") or "/" in name or "\\" in name
+    if is_path and not path.is_file():
+        raise CircuitxError(f"no program file {name} (a .py file's path, or a module name)")
+    try:
+        with _importing_from(path.parent.resolve() if is_path else Path.cwd()):
+            if not is_path:
+                return importlib.import_module(name)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    except Exception as error:  # ImportError, a SyntaxError in it, anything it raised
+        said = " ".join(str(error).split())
+        raise CircuitxError(f"cannot import {name!r}: {type(error).__name__}: {said}") from None
 
 
 def _call(function: Callable[..., Any], spec: str, max_seq_len: int, rasp: Any) -> Any:
