@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property, partial
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import torch
@@ -71,7 +72,7 @@ class BuiltinModel:
     truth_names: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()  # distributions whose version changes the weights
     files: tuple[Path, ...] = ()  # shipped files the model is copied from (trained models)
-    scores: dict[str, float] | None = None  # held-out scores measured when it was trained
+    scores: dict[str, float] | None = None  # scores measured when it was trained (_scores)
 
     @cached_property
     def identity(self) -> str:
@@ -174,9 +175,18 @@ def _registry() -> dict[str, BuiltinModel]:
             partial(read_ground_truths, WEIGHTS / name),
             has_ground_truth=True,
             files=shipped_files(name),
-            scores=None if record is None else {k: record[k] for k in SCORES},
+            scores=None if record is None else _scores(record),
         )
     return models
+
+
+def _scores(record: dict[str, Any]) -> dict[str, float]:
+    """A trained model's scores from its training record; ``every_pair`` 1.0 where they
+    are measured on every pair of its table, not on held-out pairs."""
+    return {
+        **{k: record[k] for k in SCORES},
+        "every_pair": float(record.get("every_pair_judged", 0)),
+    }
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = _registry()

@@ -94,7 +94,7 @@ def models(as_json) -> None:
                 "circuit": circuit,
                 "description": m.description + _scores_note(m.scores),
                 "circuits": {task: _circuit_facts(graph) for task, graph in circuits.items()},
-                "held_out": m.scores,
+                "trained_scores": m.scores,  # every_pair 1: on every pair, else held out
             }
         )
     rows += [
@@ -146,11 +146,12 @@ def _members(family: Any, task: str) -> str:
 
 
 def _scores_note(scores: dict[str, float] | None) -> str:
-    """A trained model's held-out scores, measured when it was trained."""
+    """A trained model's scores (held-out, or on every pair of a small table), measured
+    when it was trained."""
     if not scores:
         return ""
     return (
-        f" (held out: accuracy {scores['accuracy']:.3f}, IIA {scores['iia']:.3f}, "
+        f" ({'every pair' if scores.get('every_pair') else 'held out'}: accuracy {scores['accuracy']:.3f}, IIA {scores['iia']:.3f}, "
         f"strict-IIA {scores['strict_iia']:.3f} per node, "
         f"{scores['strict_iia_joint']:.3f} all at once)"
     )

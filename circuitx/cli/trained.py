@@ -9,8 +9,14 @@ import time
 import click
 
 from circuitx.builtin import build_once
-from circuitx.builtin.trained import TRAINED, check_max_steps, scores_line, train_ground_truth
-from circuitx.cli.common import json_option, print_json, seed_option
+from circuitx.builtin.trained import (
+    TRAINED,
+    check_max_steps,
+    judged_on,
+    scores_line,
+    train_ground_truth,
+)
+from circuitx.cli.common import json_option, note, print_json, seed_option
 from circuitx.files import check_new_directory
 from circuitx.models import quiet_loaders
 from circuitx.progress import progress_bar
@@ -60,14 +66,19 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     checkpoint = directory.parent / f".{directory.name}.siit-checkpoint.pt"
     start = time.perf_counter()
     results = []
-    with progress_bar(f"SIIT {spec.name}", settings.max_steps) as advance, quiet_loaders():
-        build_once(
-            directory,
-            lambda staging: results.append(
-                train_ground_truth(spec.name, staging, settings, advance, checkpoint)
-            ),
-            option="--out",
-        )
+    try:
+        with progress_bar(f"SIIT {spec.name}", settings.max_steps) as advance, quiet_loaders():
+            build_once(
+                directory,
+                lambda staging: results.append(
+                    train_ground_truth(spec.name, staging, settings, advance, checkpoint)
+                ),
+                option="--out",
+            )
+    except BaseException:  # a trial's Ctrl-C was told "interrupted" alone
+        if checkpoint.is_file():
+            note(f"the training so far is kept in {checkpoint}: the same command resumes it")
+        raise
     trained = results[0]
     summary = {
         "directory": str(directory),
@@ -75,7 +86,7 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
         "steps": trained.history.steps[-1],
         "seconds": round(time.perf_counter() - start, 1),
         **trained.evaluation.summary(),
-        "held_out_pairs": trained.n_pairs,
+        **judged_on(trained),
     }
     if as_json:
         print_json(summary)

@@ -16,6 +16,7 @@ from circuitx.builtin.trained.siit import (
     Settings,
     correct,
     evaluate,
+    evaluation_pairs,
     loss,
     read_output,
     seeded,
@@ -283,3 +284,14 @@ def test_held_out_inputs_are_never_trained_on():
     train_pairs, held = split_pairs(hl, Settings(held_out=0.25))
     assert len(held) == 64 and len(train_pairs) == 192
     assert set((held // n).tolist()) & set((train_pairs // n).tolist())
+
+
+def test_a_small_table_is_judged_on_every_pair():
+    """A table of no more pairs than eval_pairs is judged on all of them (tracr-reverse's
+    7 held-out pairs of 36 were all right while an outside MLP moved 4 of the 36); a
+    larger one on at most ``most`` held-out pairs."""
+    hl = CopyFirst()  # 16 inputs, 256 pairs
+    assert torch.equal(evaluation_pairs(hl, Settings(eval_pairs=256), 4096), hl.pairs())
+    held = evaluation_pairs(hl, Settings(eval_pairs=255, held_out=0.25), 4096)
+    assert torch.equal(held, split_pairs(hl, Settings(held_out=0.25))[1])
+    assert len(evaluation_pairs(hl, Settings(eval_pairs=255, held_out=0.25), 10)) == 10

@@ -23,7 +23,7 @@ from circuitx.builtin.trained import (
     TRAINING_FILE,
     train_ground_truth,
 )
-from circuitx.builtin.trained.siit import Intervenable, evaluate, split_pairs
+from circuitx.builtin.trained.siit import Intervenable, evaluate, evaluation_pairs
 from circuitx.graph import component_nodes
 from circuitx.patching import PatchingEngine
 from circuitx.tasks import get_task
@@ -46,13 +46,18 @@ def shipped(request):
 def test_shipped_weights_implement_the_high_level_model(shipped):
     name, directory, target, ll = shipped
     record = json.loads((directory / TRAINING_FILE).read_text())
-    _, held_out = split_pairs(target.hl, TRAINED[name].settings)
-    scores = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
+    judged = evaluation_pairs(target.hl, TRAINED[name].settings, EVAL_PAIRS)
+    scores = evaluate(ll, target.hl, judged)
     assert scores.worst >= THRESHOLD
     measured = scores.summary()
     for key, value in measured.items():  # what `circuitx models` reports is this
         assert record[key] == pytest.approx(value, abs=1e-9)
-    assert BUILTIN_MODELS[name].scores == {k: record[k] for k in measured}
+    every_pair = len(judged) == len(target.hl.pairs())
+    assert record.get("every_pair_judged", False) == every_pair
+    assert BUILTIN_MODELS[name].scores == {
+        **{k: record[k] for k in measured},
+        "every_pair": float(every_pair),
+    }
 
 
 @pytest.mark.parametrize("name", sorted(TRAINED))
@@ -101,7 +106,7 @@ def test_a_model_short_of_the_threshold_is_not_written(tmp_path):
     assert_one_line_error(
         result,
         "trained-tracr-reverse (seed 0, 1 steps) is not a ground truth, so nothing was "
-        "written: held-out accuracy",
+        "written: accuracy",
     )
     assert list(tmp_path.iterdir()) == []  # no model, no staging directory, no checkpoint
     assert result.exit_code == 1  # a run that failed its check, not bad input (2)
@@ -171,6 +176,8 @@ def test_sigterm_stops_training_and_leaves_only_the_checkpoint(tmp_path):
     assert process.returncode == 143
     assert stderr.strip().splitlines()[-1] == "error: terminated"
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".siit-checkpoint.pt")] == []
+    kept = any(tmp_path.iterdir())  # a trial's Ctrl-C was not told of a checkpoint it left
+    assert kept == ("the same command resumes it" in stderr)
 
 
 def test_the_shipped_ground_truth_is_what_a_fresh_build_writes(shipped, tmp_path):

@@ -40,8 +40,9 @@ from circuitx.builtin.trained.siit import (
     Intervenable,
     Settings,
     evaluate,
+    evaluation_pairs,
+    every_pair_judged,
     seeded,
-    split_pairs,
     train,
 )
 from circuitx.builtin.trained.tracr_hl import tracr_target
@@ -121,11 +122,12 @@ TRAINED["trained-docstring"] = TrainedModel(
 
 @dataclass
 class Trained:
-    """A finished training run: the held-out evaluation and the loss history."""
+    """A finished training run: the final evaluation and the loss history."""
 
     evaluation: Evaluation
     history: History
-    n_pairs: int
+    n_pairs: int  # the pairs it is judged on
+    every_pair: bool = False  # they are every pair of its table, not held-out ones
 
 
 def train_ground_truth(
@@ -152,9 +154,9 @@ def train_ground_truth(
         with seeded(settings.seed):
             ll = Intervenable(GPT2LMHeadModel(target.config))
         history = train(ll, target.hl, settings, advance, checkpoint, name)
-        _, held_out = split_pairs(target.hl, settings)
-        final = evaluate(ll, target.hl, held_out[:EVAL_PAIRS])
-    trained = Trained(final, history, min(len(held_out), EVAL_PAIRS))
+        judged = evaluation_pairs(target.hl, settings, EVAL_PAIRS)
+        final = evaluate(ll, target.hl, judged)
+    trained = Trained(final, history, len(judged), every_pair_judged(target.hl, settings))
     if final.worst < THRESHOLD:
         _forget(checkpoint)  # the run is over: run again, it would fail again
         raise RunFailed(
@@ -195,11 +197,20 @@ def scores_line(trained: Trained) -> str:
     iia = min(e.iia.items(), key=lambda kv: kv[1], default=("-", 1.0))
     strict = min(e.strict_iia.items(), key=lambda kv: kv[1], default=("-", 1.0))
     return (
-        f"held-out accuracy {e.accuracy:.3f}, IIA {iia[1]:.3f} (worst: {iia[0]}), "
+        f"{'' if trained.every_pair else 'held-out '}accuracy {e.accuracy:.3f}, "
+        f"IIA {iia[1]:.3f} (worst: {iia[0]}), "
         f"strict-IIA {strict[1]:.3f} (worst: {strict[0]}; all outside nodes at once: "
-        f"{e.strict_joint:.3f}) on {trained.n_pairs} pairs; "
+        f"{e.strict_joint:.3f}) on "
+        f"{f'every pair ({trained.n_pairs})' if trained.every_pair else f'{trained.n_pairs} pairs'}; "
         f"each must be at least {THRESHOLD}"
     )
+
+
+def judged_on(trained: Trained) -> dict[str, Any]:
+    """The pairs a run's scores are measured on, as its record and summary say them."""
+    if trained.every_pair:
+        return {"pairs_judged": trained.n_pairs, "every_pair_judged": True}
+    return {"held_out_pairs": trained.n_pairs}
 
 
 def training_record(trained: Trained, settings: Settings) -> dict[str, Any]:
@@ -207,7 +218,7 @@ def training_record(trained: Trained, settings: Settings) -> dict[str, Any]:
     return {
         "settings": dataclasses.asdict(settings),
         "steps": trained.history.steps[-1],
-        "held_out_pairs": trained.n_pairs,
+        **judged_on(trained),
         **e.summary(),
         "iia_by_variable": e.iia,
         "strict_iia_by_node": e.strict_iia,
@@ -253,6 +264,7 @@ __all__ = [
     "TrainedModel",
     "copy_shipped",
     "read_training",
+    "judged_on",
     "scores_line",
     "shipped_files",
     "train_ground_truth",
