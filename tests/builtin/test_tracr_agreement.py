@@ -52,3 +52,12 @@ def test_tracrs_own_model_is_asked_where_the_conversion_disagrees(tmp_path):
     assert (
         program_agreement(load_model(str(tmp_path)), described, program).tracr_disagreeing is None
     )
+
+
+def test_a_program_with_one_output_is_warned_of():
+    """A trial's make_length built without a word, and discover then found no effect
+    under its default (corrupted) ablation."""
+    (said,) = agreement_warnings(Agreement(27, 0, 81, 0, None, None, distinct_outputs=1))
+    assert said.startswith("the program gives the same output on all 27 inputs checked")
+    assert "--ablation zero" in said
+    assert agreement_warnings(Agreement(27, 0, 81, 0, None, None, distinct_outputs=3)) == []

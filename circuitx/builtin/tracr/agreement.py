@@ -26,6 +26,8 @@ class Agreement:
     # of the disagreeing inputs, those tracr's own compiled model answers otherwise than
     # the program too (None: it was not run)
     tracr_disagreeing: int | None = None
+    # the program's different outputs over the inputs compared (1: every input alike)
+    distinct_outputs: int = 2
 
 
 def program_agreement(
@@ -42,6 +44,7 @@ def program_agreement(
     else:
         answers = [[described.output_values[i] for i in row] for row in read.argmax(-1).tolist()]
     disagreeing, undefined, example, tracr_disagreeing = 0, 0, None, 0
+    outputs = set()
     for row, answer in zip(inputs, answers):
         try:
             expected = rasp.evaluate(rasp_program, list(row))
@@ -52,6 +55,7 @@ def program_agreement(
                 f"({type(error).__name__}: {said}), so the model cannot be checked against it"
             ) from None
         undefined += sum(value is None for value in expected)
+        outputs.add(tuple(expected))
         if not _all_agree(expected, answer, described.numerical):
             disagreeing += 1
             if example is None:
@@ -68,6 +72,7 @@ def program_agreement(
         undefined,
         example,
         None if compiled is None else tracr_disagreeing,
+        len(outputs),
     )
 
 
@@ -95,8 +100,15 @@ def _shown(values: list[Any]) -> str:
 
 def agreement_warnings(agreement: Agreement) -> list[str]:
     """What a user should hear of an :class:`Agreement`: inputs the model answers
-    otherwise than the program, and positions the program leaves undefined."""
+    otherwise than the program, positions the program leaves undefined, and a program
+    whose output is the same on every input."""
     said = []
+    if agreement.distinct_outputs == 1 and agreement.inputs > 1:  # a trial's make_length
+        said.append(
+            f"the program gives the same output on all {agreement.inputs} inputs checked: "
+            "a corrupted prompt cannot change the answer, so discovery on this model needs "
+            "--ablation zero"
+        )
     if agreement.disagreeing:
         said.append(
             f"the compiled model answers {agreement.disagreeing} of {agreement.inputs} inputs "
