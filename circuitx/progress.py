@@ -156,6 +156,11 @@ def _print_line(text: str) -> None:
     Console(stderr=True, soft_wrap=True, highlight=False).print(text, markup=False)
 
 
+def draws_bars() -> bool:
+    """Whether :func:`progress_bar` draws a bar (stderr is a terminal), not log lines."""
+    return Console(stderr=True).is_terminal
+
+
 @contextmanager
 def progress_bar(
     description: str,
@@ -175,7 +180,7 @@ def progress_bar(
     if _silenced:
         yield no_progress
         return
-    if not console.is_terminal:
+    if not draws_bars():
         if announced:
             announce(f"{description} ...")
         with _progress_lines(description, total, start, time_left) as advance:

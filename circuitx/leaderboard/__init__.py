@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
 from circuitx import builtin
 from circuitx.discovery.references import resolve_reference
@@ -58,7 +57,7 @@ from circuitx.leaderboard.results import (
     tasks_on_several_models,
     write_text,
 )
-from circuitx.progress import announce, counted, progress_bar
+from circuitx.progress import announce, counted, draws_bars, progress_bar
 from circuitx.reference import read_reference
 from circuitx.tasks import TASKS, FileTask, get_task
 from circuitx.tasks.base import position_layout
@@ -243,7 +242,7 @@ def _run(
             "their files in cells/ to run them again)"
         )
 
-    width = RUNNING_WIDTH if Console(stderr=True).is_terminal else None  # a bar, or a log
+    width = RUNNING_WIDTH if draws_bars() else None  # a bar's label, or a log's line
     with progress_bar("leaderboard", len(cells), start=resumed, time_left=clock) as advance:
 
         def on_start(cell: Cell) -> None:
