@@ -151,7 +151,8 @@ def _scores_note(scores: dict[str, float] | None) -> str:
     if not scores:
         return ""
     return (
-        f" ({'every pair' if scores.get('every_pair') else 'held out'}: accuracy {scores['accuracy']:.3f}, IIA {scores['iia']:.3f}, "
+        f" ({'every pair' if scores.get('every_pair') else 'held out'}: "
+        f"accuracy {scores['accuracy']:.3f}, IIA {scores['iia']:.3f}, "
         f"strict-IIA {scores['strict_iia']:.3f} per node, "
         f"{scores['strict_iia_joint']:.3f} all at once)"
     )

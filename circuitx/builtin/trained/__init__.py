@@ -191,18 +191,17 @@ def check_max_steps(name: str, max_steps: int) -> None:
 
 
 def scores_line(trained: Trained) -> str:
-    """Held-out accuracy, worst IIA, worst strict-IIA (naming the worst variable and node)
-    and joint strict-IIA."""
+    """Accuracy, worst IIA, worst strict-IIA (naming the worst variable and node) and
+    joint strict-IIA, held-out (or on every pair of a small table)."""
     e = trained.evaluation
     iia = min(e.iia.items(), key=lambda kv: kv[1], default=("-", 1.0))
     strict = min(e.strict_iia.items(), key=lambda kv: kv[1], default=("-", 1.0))
+    judged = f"every pair ({trained.n_pairs})" if trained.every_pair else f"{trained.n_pairs} pairs"
     return (
         f"{'' if trained.every_pair else 'held-out '}accuracy {e.accuracy:.3f}, "
         f"IIA {iia[1]:.3f} (worst: {iia[0]}), "
         f"strict-IIA {strict[1]:.3f} (worst: {strict[0]}; all outside nodes at once: "
-        f"{e.strict_joint:.3f}) on "
-        f"{f'every pair ({trained.n_pairs})' if trained.every_pair else f'{trained.n_pairs} pairs'}; "
-        f"each must be at least {THRESHOLD}"
+        f"{e.strict_joint:.3f}) on {judged}; each must be at least {THRESHOLD}"
     )
 
 
