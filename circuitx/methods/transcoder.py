@@ -471,7 +471,7 @@ class TranscoderMethod(Method):
             "str",
             "threshold",
             "the circuit: the nodes scoring at least the threshold, or the union of the "
-            "strongest paths from the logits back (the paper's greedy path search)",
+            "strongest paths from the logits back (a greedy path search after the paper's)",
             choices=SEARCHES,
         ),
         Option(
@@ -609,9 +609,9 @@ def greedy_paths(
     length: int,
     min_share: float = 0.0,
 ) -> tuple[torch.Tensor, list[Path]]:
-    """The paper's greedy path search on the attribution graph: from the logits, extend
-    every kept path by each edge into its first node u, scored by the path's share times
-    |e| / max(sum of |e| into u, |score of u|): how u's attribution splits among its
+    """A greedy path search after the paper's, on the attribution graph: from the logits,
+    extend every kept path by each edge into its first node u, scored by the path's share
+    times |e| / max(sum of |e| into u, |score of u|): how u's attribution splits among its
     inputs (where its inputs together explain less than its own score, the rest is its
     own and goes nowhere); keep the ``n_paths`` strongest of at least ``min_share``,
     ``length`` times (a path that reaches the input stops). A path's nodes are named with

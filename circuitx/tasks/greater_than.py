@@ -147,8 +147,9 @@ class GreaterThanTask(_tasks.Task):
         return (probs * above).sum(-1) - (probs * ~above).sum(-1)
 
     def logit_direction(self, data: _tasks.TaskData, d_vocab: int) -> torch.Tensor:
-        """The mean logit of the years above YY minus that of the years up to YY (the
-        logit difference Dunefsky et al. trace for greater-than)."""
+        """The mean logit of the years above YY minus that of the years up to YY (what the
+        transcoder method traces for greater-than; the authors' notebook traces two years'
+        unembedding difference on one prompt)."""
         above = _above_yy(data).float()
         weights = above / above.sum(1, keepdim=True).clamp_min(1) - (1 - above) / (1 - above).sum(
             1, keepdim=True

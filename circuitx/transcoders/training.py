@@ -252,8 +252,9 @@ def _frozen(
 def _initial_transcoder(
     x: torch.Tensor, y: torch.Tensor, n_features: int, generator: torch.Generator
 ) -> Transcoder:
-    """Random unit-norm decoder rows, the encoder their transpose scaled to the input, and the
-    biases the inputs' and outputs' means (the authors' "mean" initialisation)."""
+    """Random unit-norm decoder rows, a random encoder of its own (normal, scaled by
+    1/sqrt(d_in)), and the biases the inputs' and outputs' means (the authors' "mean"
+    initialisation)."""
     d_in, d_out = x.shape[1], y.shape[1]
     decoder = torch.randn(n_features, d_out, generator=generator)
     decoder /= decoder.norm(dim=1, keepdim=True)
