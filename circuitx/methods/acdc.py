@@ -50,9 +50,6 @@ from circuitx.methods.base import Method, MethodRun, Option, Scores
 from circuitx.names import LOGITS
 from circuitx.progress import Advance, no_progress
 
-# which receivers' whole inputs prune() tries before their edges
-ALL_INPUTS, HEAD_INPUTS, NO_INPUTS = "all", "heads", "none"
-
 
 class ACDC(Method):
     name = "acdc"
@@ -110,13 +107,12 @@ class ACDC(Method):
     def score(self, engine: Engine, run: MethodRun) -> Scores:
         # on a CPU a stacked trial costs what its own pass does: no speculation there
         width = 1 if engine.model.device.type == "cpu" else engine.masks_per_pass
-        tau, inputs = float(run.options["tau"]), run.options["input_tests"]
+        tau, tests = float(run.options["tau"]), run.options["input_tests"]
         signed = run.options["tau_sign"] == "signed"
-        tests = {"on": ALL_INPUTS, "heads": HEAD_INPUTS, "off": NO_INPUTS}[inputs]
         scores, mask, tried, inputs_tried = prune(engine, tau, width, run.advance, tests, signed)
         kept = int((mask * engine.layout.valid).sum())
         facts = {"acdc_edges_tried": tried, "acdc_edges_kept": kept}
-        if tests != NO_INPUTS:
+        if tests != "off":
             facts["acdc_inputs_tried"] = inputs_tried
         return Scores.of_edges(scores, facts=facts)
 
@@ -126,13 +122,13 @@ def prune(
     tau: float,
     trials_per_pass: int = 1,
     advance: Advance = no_progress,
-    input_tests: str = NO_INPUTS,
+    input_tests: str = "off",
     signed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """ACDC's pruning: the edge scores [n_senders, n_receivers], the edge mask it leaves,
-    the number of edges tried and the number of whole inputs tried (``input_tests``:
-    which, ALL_INPUTS, HEAD_INPUTS or NO_INPUTS; ``signed``: tau against the signed
-    change; see the module's docstring).
+    the number of edges tried and the number of whole inputs tried (``input_tests``: on,
+    heads or off, as the option; ``signed``: tau against the signed change; see the
+    module's docstring).
 
     With ``trials_per_pass`` > 1 the trials of a receiver's next edges run side by side,
     speculatively: trial j assumes the j - 1 edges before it in ACDC's order are removed
@@ -170,7 +166,7 @@ def prune(
                 advance(int(valid[:readable, receiver].sum()))
                 continue
             mlp_input = layout.receivers[receiver][1] is None
-            tests_it = input_tests == ALL_INPUTS or (input_tests == HEAD_INPUTS and not mlp_input)
+            tests_it = input_tests == "on" or (input_tests == "heads" and not mlp_input)
             if tests_it and receiver not in tested:
                 for whole in _input_group(layout, receiver):
                     tested.add(whole)

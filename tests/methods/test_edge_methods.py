@@ -118,7 +118,7 @@ def test_acdc_input_tests_score_a_dropped_input_by_its_change(tiny_model):
     """The edges of an input dropped whole each score the change that patching the whole
     input made (below tau), not 0: every such input's edges share one score, the change
     its one pass measured; inputs that made none score 0."""
-    from circuitx.methods.acdc import ALL_INPUTS, prune
+    from circuitx.methods.acdc import prune
 
     engine = Engine(tiny_model, get_task("ioi"), get_task("ioi").make_data(tiny_model, 6, seed=0))
     layout, tau = engine.layout, 0.1
@@ -127,7 +127,7 @@ def test_acdc_input_tests_score_a_dropped_input_by_its_change(tiny_model):
     engine.edge_mask_metrics = lambda masks, **kw: (
         calls.append(masks[0].clone()) or metrics(masks, **kw)
     )
-    scores, mask, _, inputs_tried = prune(engine, tau, input_tests=ALL_INPUTS)
+    scores, mask, _, inputs_tried = prune(engine, tau, input_tests="on")
     scored_groups = 0
     for before, trial in zip(calls, calls[1:]):
         changed = (before != trial).nonzero()
@@ -153,7 +153,7 @@ def test_acdc_input_tests_keep_a_planted_circuit_with_fewer_edges_tried(name, ta
     and the circuit is the same (planted IOI 179 -> 166 edges tried, greater-than 77 ->
     53, 6 prompts)."""
     from circuitx.builtin import load
-    from circuitx.methods.acdc import ALL_INPUTS, prune
+    from circuitx.methods.acdc import prune
 
     model = load(name, device="cpu")
     engine = Engine(
@@ -161,9 +161,7 @@ def test_acdc_input_tests_keep_a_planted_circuit_with_fewer_edges_tried(name, ta
     )
     valid = engine.layout.valid
     scores, mask, tried, none_tried = prune(engine, 0.01)
-    whole_scores, whole_mask, whole_tried, inputs_tried = prune(
-        engine, 0.01, input_tests=ALL_INPUTS
-    )
+    whole_scores, whole_mask, whole_tried, inputs_tried = prune(engine, 0.01, input_tests="on")
     assert none_tried == 0 and 0 < inputs_tried <= engine.layout.n_receivers - 1
     assert torch.equal(whole_mask * valid, mask * valid) and int((mask * valid).sum()) > 0
     assert whole_tried < tried
@@ -189,10 +187,10 @@ def test_acdc_heads_input_tests_leave_an_mlps_input_to_its_edges(monkeypatch):
         acdc, "_input_group", lambda lay, r: grouped.extend(group(lay, r)) or group(lay, r)
     )
     mlps = {layout.mlp_receiver(layer) for layer in range(layout.n_layers)}
-    _, all_mask, _, all_inputs = acdc.prune(engine, 0.01, input_tests=acdc.ALL_INPUTS)
+    _, all_mask, _, all_inputs = acdc.prune(engine, 0.01, input_tests="on")
     assert mlps & set(grouped)
     grouped.clear()
-    _, heads_mask, _, heads_inputs = acdc.prune(engine, 0.01, input_tests=acdc.HEAD_INPUTS)
+    _, heads_mask, _, heads_inputs = acdc.prune(engine, 0.01, input_tests="heads")
     assert grouped and not mlps & set(grouped)
     assert torch.equal(heads_mask * valid, all_mask * valid)
     assert 0 < heads_inputs < all_inputs
