@@ -75,12 +75,12 @@ def _run_in_processes(
     start fail every cell so, each in a pool of its own)."""
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     queue, started, lost_before = list(cells), set(), set()
+
+    def start(cell: Cell) -> None:
+        started.add(cell.key)
+        on_start(cell)
+
     while queue:
-
-        def start(cell: Cell) -> None:
-            started.add(cell.key)
-            on_start(cell)
-
         # with cells lost before to run, one at a time: a cell lost then is lost by itself
         width = 1 if any(cell.key in lost_before for cell in queue) else jobs
         with futures.ProcessPoolExecutor(

@@ -136,6 +136,7 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
     # layer of a config that has a window and no layer types (Mistral)
     layer_types = getattr(hf_config, "layer_types", None)
     window = getattr(hf_config, "sliding_window", None)
+    by_layer = getattr(hf_config, "scale_attn_by_inverse_layer_idx", False)
 
     blocks = []
     for block in bridge.blocks:
@@ -162,7 +163,6 @@ def transformer_weights(model: Model, llama: bool = False) -> TransformerWeights
             post = dict(ln1_post=norm(block.ln1_post)[0], ln2_post=norm(block.ln2_post)[0])
         index = len(blocks)
         sliding = layer_types[index] == "sliding_attention" if layer_types else True
-        by_layer = getattr(hf_config, "scale_attn_by_inverse_layer_idx", False)
         blocks.append(
             BlockWeights(
                 ln1=norm(block.ln1),

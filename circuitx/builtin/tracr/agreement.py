@@ -26,8 +26,9 @@ class Agreement:
     # of the disagreeing inputs, those tracr's own compiled model answers otherwise than
     # the program too (None: it was not run)
     tracr_disagreeing: int | None = None
-    # the program's different outputs over the inputs compared (1: every input alike)
-    distinct_outputs: int = 2
+    # the program's different outputs over the inputs compared (1: every input alike;
+    # None: not counted)
+    distinct_outputs: int | None = None
 
 
 def program_agreement(

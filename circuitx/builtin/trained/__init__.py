@@ -156,7 +156,8 @@ def train_ground_truth(
         history = train(ll, target.hl, settings, advance, checkpoint, name)
         judged = evaluation_pairs(target.hl, settings, EVAL_PAIRS)
         final = evaluate(ll, target.hl, judged)
-    trained = Trained(final, history, len(judged), every_pair_judged(target.hl, settings))
+    every_pair = every_pair_judged(len(target.hl.pairs()), settings)
+    trained = Trained(final, history, len(judged), every_pair)
     if final.worst < THRESHOLD:
         _forget(checkpoint)  # the run is over: run again, it would fail again
         raise RunFailed(

@@ -280,14 +280,14 @@ def evaluation_pairs(hl: HighLevelModel, settings: Settings, most: int) -> torch
     too few to speak for the rest: tracr-reverse's 7 of 36 were all right while an outside
     MLP moved the answer on 4 of the 36)."""
     pairs = hl.pairs()
-    if every_pair_judged(hl, settings):
+    if every_pair_judged(len(pairs), settings):
         return pairs
     return split_pairs(hl, settings)[1][:most]
 
 
-def every_pair_judged(hl: HighLevelModel, settings: Settings) -> bool:
-    """Whether ``hl``'s table is small enough to be judged on every pair."""
-    return len(hl.pairs()) <= settings.eval_pairs
+def every_pair_judged(n_pairs: int, settings: Settings) -> bool:
+    """Whether a table of ``n_pairs`` is small enough to be judged on every pair."""
+    return n_pairs <= settings.eval_pairs
 
 
 def evaluate(
