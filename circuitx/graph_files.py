@@ -523,6 +523,7 @@ def from_json_dict(data: Any) -> nx.MultiDiGraph:
 EAP_IG_KEYS = ("cfg", "nodes", "edges")
 # graph metadata: the node scores came from an EAP-IG file's own (its ``score`` key)
 EAP_IG_NODE_SCORES = "eap_ig_node_scores"
+NODE_LEVEL_EDGE_SCORE = 0.0  # what EAP-IG's Graph.from_model sets, and node attribution keeps
 
 
 def _unread_json_form(data: Any) -> str:
@@ -577,11 +578,13 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph, needs_d_model: bool = True) -> dict[s
     (what MIB evaluates): ``cfg`` (with ``d_model``, which ``from_json`` needs and
     ``from_pt`` does not: ``needs_d_model`` False leaves it out when the graph has none),
     each node's membership, and each edge's score and membership. Node scores go where EAP-IG reads
-    them (``score``) only when they came from an EAP-IG graph that had them; otherwise in
-    ``circuitx_score``, which it does not read (none where they are the edges', as read
-    from a file that scores edges alone): an edge-level EAP-IG graph has none, and
-    a graph loaded with them is a node-level one to EAP-IG (MIB's ``--level node`` ranks
-    by them; its ``to_json`` then fails). The metadata goes in ``circuitx_metadata``."""
+    them (``score``) when they came from an EAP-IG graph that had them, or when they are
+    all the graph scores (a node-level method's circuit: its edges then score 0, as
+    EAP-IG's node attribution leaves them); otherwise in ``circuitx_score``, which it does
+    not read (none where they are the edges', as read from a file that scores edges
+    alone): an edge-level EAP-IG graph has none, and a graph loaded with them is a
+    node-level one to EAP-IG (MIB's ``--level node`` ranks by them; its ``to_json`` then
+    fails). The metadata goes in ``circuitx_metadata``."""
     n_layers, n_heads, has_mlp = shape_of(graph)
     if not has_mlp:
         raise CircuitxError("EAP-IG graphs always have MLPs; this graph's model has none")
@@ -598,9 +601,11 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph, needs_d_model: bool = True) -> dict[s
         )
     edges = edges_by_name(graph)
     unscored = [name for name, data in edges.items() if data["score"] is None]
-    if len(unscored) == len(edges):
+    own = own_node_scores(graph)
+    node_level = len(unscored) == len(edges) and bool(own)  # scores nodes alone
+    if len(unscored) == len(edges) and not node_level:
         raise CircuitxError(f"EAP-IG graphs score every edge, and {unscored_edges(graph)}")
-    if unscored:
+    if unscored and not node_level:
         raise CircuitxError(
             f"EAP-IG graphs score every edge, and {len(unscored)} of this graph's "
             f"{len(edges)} edges {'has' if len(unscored) == 1 else 'have'} no score "
@@ -613,8 +618,8 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph, needs_d_model: bool = True) -> dict[s
         **({"d_model": d_model} if has_d_model else {}),
     }
     nodes = {}
-    score_key = "score" if graph.graph.get(EAP_IG_NODE_SCORES) else "circuitx_score"
-    own = own_node_scores(graph)
+    eap_ig_reads = node_level or graph.graph.get(EAP_IG_NODE_SCORES)
+    score_key = "score" if eap_ig_reads else "circuitx_score"
     for name, data in graph.nodes(data=True):
         nodes[name] = {"in_graph": bool(data["in_circuit"])}
         if name in own:
@@ -623,7 +628,10 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph, needs_d_model: bool = True) -> dict[s
         "cfg": cfg,
         "nodes": nodes,
         "edges": {
-            name: {"score": plain(data["score"]), "in_graph": bool(data["in_circuit"])}
+            name: {
+                "score": NODE_LEVEL_EDGE_SCORE if node_level else plain(data["score"]),
+                "in_graph": bool(data["in_circuit"]),
+            }
             for name, data in edges.items()
         },
         "circuitx_metadata": {
@@ -632,9 +640,21 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph, needs_d_model: bool = True) -> dict[s
     }
 
 
+def eap_ig_node_level_note(graph: nx.MultiDiGraph) -> str | None:
+    """What to tell of a node-level circuit written for EAP-IG: MIB ranks it by node."""
+    if any(score is not None for *_, score in graph.edges(data="score")):
+        return None
+    method = graph.graph.get("method") or "this graph"
+    return (
+        f"note: {method} scores nodes only: EAP-IG reads its node scores, and its edges "
+        "score 0 as EAP-IG's node attribution leaves them; evaluate it with MIB's --level node"
+    )
+
+
 def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
     """Our graph from an EAP-IG (MIB) graph: its cfg's shape, node and edge membership and
-    scores (a node with no score: its strongest outgoing edge's). Nodes are read as EAP-IG
+    scores (a node with no score: its strongest outgoing edge's; edges that all score 0
+    beside EAP-IG's node scores, a node-level graph's, have none). Nodes are read as EAP-IG
     writes them now ({"in_graph", "score"}) or did before (a bool, with the scores in
     ``node_scores``, as circuitx wrote them). Neuron-level graphs are refused: circuitx
     graphs have heads and MLPs."""
@@ -689,6 +709,11 @@ def from_eap_ig_dict(data: dict[str, Any]) -> nx.MultiDiGraph:
             f"{'is' if len(missing) == 1 else 'are'} missing ({listed(missing, 3)}); circuitx "
             "reads a graph that lists every node and edge, as EAP-IG's to_json writes it"
         )
+    if graph.graph.get(EAP_IG_NODE_SCORES) and all(
+        edge["score"] == NODE_LEVEL_EDGE_SCORE for edge in edges.values()
+    ):  # a node-level graph (EAP-IG's node attribution, or a node method's export)
+        for edge in edges.values():
+            edge["score"] = None
     old_scores = data.get("node_scores")  # where circuitx wrote them before
     if isinstance(old_scores, dict):
         scored = True

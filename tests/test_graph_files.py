@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import subprocess
 
@@ -402,6 +403,7 @@ def test_graphs_eap_ig_cannot_read_are_not_exported(tmp_path):
     with pytest.raises(CircuitxError, match="needs the model's d_model"):
         write_graph(graph, tmp_path / "a.json", "eap-ig")
     graph.graph["d_model"] = 8
+    # no score on any edge or node (a node method's graph has its node scores)
     with pytest.raises(CircuitxError, match="activation-patching scores nodes only"):
         write_graph(graph, tmp_path / "b.json", "eap-ig")
     del graph.graph["method"]  # a file with no score on any edge: no method to blame
@@ -409,6 +411,66 @@ def test_graphs_eap_ig_cannot_read_are_not_exported(tmp_path):
         with pytest.raises(CircuitxError, match="edge, and none of this graph's edges has a"):
             write_graph(graph, tmp_path / "c.json", fmt)
     assert list(tmp_path.iterdir()) == []
+
+
+def node_scored_graph() -> nx.MultiDiGraph:
+    """A node method's circuit of a 2 x 2 model: every head and MLP scored, no edge."""
+    graph = full_graph(2, 2, True, task="ioi", method="hisp", d_model=8, selected_by="node")
+    for i, node in enumerate(graph.nodes):
+        if node not in ("input", "logits"):
+            graph.nodes[node]["score"] = (i % 4 - 1) / 4
+    select_nodes(graph, ["a0.h1", "m1"])
+    return graph
+
+
+@pytest.mark.parametrize("suffix", ["json", "pt"])
+def test_a_node_methods_circuit_goes_to_eap_ig_as_a_node_level_graph(tmp_path, suffix):
+    """MIB evaluates node-level circuits (--level node ranks EAP-IG's node scores): a node
+    method's graph is written with its node scores where EAP-IG reads them and every edge
+    scored 0, as EAP-IG's node attribution leaves them (it was refused), and read back
+    as it was."""
+    graph = node_scored_graph()
+    path = tmp_path / f"g.{suffix}"
+    write_graph(graph, path, "eap-ig")
+    if suffix == "json":
+        data = json.loads(path.read_text())
+        assert data["nodes"]["a0.h1"] == {"in_graph": True, "score": graph.nodes["a0.h1"]["score"]}
+        assert data["nodes"]["input"] == {"in_graph": True}  # unscored: EAP-IG keeps it
+        assert {row["score"] for row in data["edges"].values()} == {0.0}
+        in_graph = {name for name, row in data["edges"].items() if row["in_graph"]}
+    else:
+        saved = torch.load(path, weights_only=True)
+        scores = saved["nodes_scores"].tolist()
+        assert math.isnan(scores[0]) and scores[2] == graph.nodes["a0.h1"]["score"]
+        assert not saved["edges_scores"].any() and "circuitx_nodes_scores" not in saved
+        in_graph = {
+            n for n in edges_by_name(graph) if saved["edges_in_graph"][eap_ig_indices(n, 2)]
+        }
+    kept = {name for name, d in edges_by_name(graph).items() if d["in_circuit"]}
+    assert in_graph == kept and kept
+    back = read_graph(path)
+    assert all(d["score"] is None for d in edges_by_name(back).values())
+    assert dict(back.nodes(data=True)) == dict(graph.nodes(data=True))
+    assert back.graph["selected_by"] == "node"
+
+
+def test_an_eap_ig_node_level_graph_is_read_without_edge_scores(tmp_path):
+    """EAP-IG's own node attribution leaves every edge at 0: read, the edges have no
+    score (not 761 tied zeros an edge AUC would rank); one non-zero edge keeps them."""
+    nodes, edges = eap_ig_universe(2, 2, False)
+    data = {
+        "cfg": {"n_layers": 2, "n_heads": 2, "parallel_attn_mlp": False, "d_model": 8},
+        "nodes": {name: {"in_graph": True, "score": 0.5} for name in nodes},
+        "edges": {name: {"score": 0.0, "in_graph": True} for name in edges},
+    }
+    path = tmp_path / "nodes.json"
+    path.write_text(json.dumps(data))
+    graph = read_graph(path)
+    assert all(d["score"] is None for d in edges_by_name(graph).values())
+    assert graph.nodes["a1.h0"]["score"] == 0.5
+    data["edges"][edges[0]]["score"] = 0.25
+    path.write_text(json.dumps(data))
+    assert edges_by_name(read_graph(path))[edges[0]]["score"] == 0.25
 
 
 def eap_ig_indices(name: str, n_heads: int) -> tuple[int, int]:

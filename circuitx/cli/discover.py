@@ -41,7 +41,7 @@ from circuitx.drawing import draw, draw_format
 from circuitx.errors import CircuitxError
 from circuitx.files import check_not_an_input, check_output_path
 from circuitx.graph import layout_of
-from circuitx.graph_files import graph_format, write_graph
+from circuitx.graph_files import eap_ig_node_level_note, graph_format, write_graph
 from circuitx.methods import METHODS, Option, all_options, unused_options
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import FORMATS, TASKS
@@ -311,6 +311,8 @@ def discover_command(
         notes += scoring_notes(graph, reference)
     if out_path:
         write_graph(graph, out_path)
+        if eap_ig_out and (line := eap_ig_node_level_note(graph)):
+            notes.append(line)
     if draw_path:
         try:
             drawn = draw(graph, draw_path, reference)
@@ -334,10 +336,8 @@ def discover_command(
 
 def check_eap_ig_out(out_path: str, request: DiscoveryRequest) -> None:
     """Refuse, before any work, a run whose graph EAP-IG's .pt cannot hold: a score on
-    every edge between heads and MLPs."""
-    if not METHODS[request.method].scores_edges:
-        why = f"{request.method} scores nodes only"
-    elif request.positions != "none":
+    every edge between heads and MLPs, or on every head and MLP (a node method's)."""
+    if request.positions != "none":
         why = "a circuit over token positions has more (export --collapse-positions writes one)"
     elif request.options.get("granularity") == "feature":
         why = "a feature graph has more (export writes its components)"
@@ -345,7 +345,7 @@ def check_eap_ig_out(out_path: str, request: DiscoveryRequest) -> None:
         return
     raise CircuitxError(
         f"--out {out_path}: EAP-IG's .pt holds a score for each edge between heads and "
-        f"MLPs, and {why}; write .graphml or .json"
+        f"MLPs (or each head and MLP), and {why}; write .graphml or .json"
     )
 
 

@@ -27,7 +27,14 @@ from circuitx.graph import (
     position_groups,
     shape_of,
 )
-from circuitx.graph_files import GRAPH_FORMATS, graph_format, graph_to_text, read_graph, save_graph
+from circuitx.graph_files import (
+    GRAPH_FORMATS,
+    eap_ig_node_level_note,
+    graph_format,
+    graph_to_text,
+    read_graph,
+    save_graph,
+)
 from circuitx.reference import hand_written_circuit
 from circuitx.scoring import OVERLAP_LEVELS, overlap
 
@@ -221,6 +228,8 @@ def export(graph_path, fmt_name, out_path, collapse) -> None:
         save_graph(graph, out_path, fmt_name)
     else:
         click.echo(graph_to_text(graph, fmt_name), nl=False)
+    if fmt_name == "eap-ig" and (line := eap_ig_node_level_note(graph)):
+        note(line)
     off_path = edges_off_path(graph) if fmt_name == "eap-ig" else []
     if off_path:
         kept = sum(1 for *_, in_circuit in graph.edges(data="in_circuit") if in_circuit)

@@ -401,15 +401,21 @@ def test_discover_out_pt_writes_eap_igs_file_or_refuses_before_any_work(tmp_path
     assert any(d["in_circuit"] for d in edges_by_name(graph).values())
     scored = run("score", out, "--json")
     assert json.loads(scored.stdout)["metrics"]["node_auc"] == 1.0
+    nodes = tmp_path / "nodes.pt"  # a node method's: MIB's --level node ranks its nodes
+    result = run(
+        "discover", "--task", "ioi", "--model", "planted-ioi", "--method", "activation-patching",
+        "--n-prompts", 4, "--no-faithfulness", "--out", nodes,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "activation-patching scores nodes only: EAP-IG reads its node scores" in result.stderr
+    scored = json.loads(run("score", nodes, "--json").stdout)["metrics"]
+    assert scored["node_auc"] == 1.0 and scored["edge_auc"] is None
     refused = tmp_path / "x.pt"
-    for args, why in [
-        (("--method", "activation-patching"), "activation-patching scores nodes only"),
-        (("--method", "eap", "--positions", "named"), "a circuit over token positions has more"),
-    ]:
-        result = run("discover", "--task", "ioi", "--model", "planted-ioi", *args, "--out", refused)
-        assert_one_line_error(result, f"--out {refused}: EAP-IG's .pt holds a score for each")
-        assert why in result.stderr
-        assert not refused.exists()
+    args = ("--method", "eap", "--positions", "named")
+    result = run("discover", "--task", "ioi", "--model", "planted-ioi", *args, "--out", refused)
+    assert_one_line_error(result, f"--out {refused}: EAP-IG's .pt holds a score for each")
+    assert "a circuit over token positions has more" in result.stderr
+    assert not refused.exists()
     directory = tmp_path / "attn-only"
     save_tl_legacy_attn_only(directory, word_level_tokenizer(task_vocabulary()), 2, 4, 32, seed=0)
     result = run(
