@@ -1,9 +1,10 @@
 """Node-level activation patching.
 
 For every head and MLP, its output (all positions) is replaced by its patch value (the
-corrupted run's, by default) while the rest of the clean run is kept. The score is the
-normalised change of the task metric, (m_clean - m_patched) / (m_clean - m_corrupted): 1
-when the patch alone removes the whole clean-corrupted difference, negative when the node
+corrupted run's, by default) while the rest of the clean run is kept (noising). The score
+is the normalised change of the task metric, (m_clean - m_patched) / (m_clean -
+m_ablated), m_ablated with every node patched (the corrupted run under the default
+ablation): 1 when the patch alone removes the whole difference, negative when the node
 works against the behaviour (e.g. negative name movers).
 """
 
@@ -18,7 +19,7 @@ from circuitx.methods.base import Method, MethodRun, Scores
 
 class ActivationPatching(Method):
     name = "activation-patching"
-    title = "Activation patching of each head and MLP output (corrupted -> clean)"
+    title = "Activation patching of each head and MLP output (patch value into the clean run)"
     granularity = "node"
     default_threshold = 0.02
     scores_positions = True
