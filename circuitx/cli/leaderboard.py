@@ -48,9 +48,9 @@ def results_table(rows: list[dict[str, Any]], title: str, width: int) -> Table:
     headings, body = table(rows)
     widest = [max(len(text) for text in column) for column in zip(headings, *body)]
     means_only = sum(widest) + 3 * len(widest) + 1 > width
-    if means_only:
+    if means_only and any(" ± " in text for cells in body for text in cells):
         body = [[text.split(" ± ")[0] for text in cells] for cells in body]
-        title = f"{title} (means; ± std in results.md)"
+        title = f"{title} (means; ± std in results.md)"  # not for one seed: it has none
     # narrow: no padding beside the borders, so that the numbers keep their whole width
     shown = Table(title=title, padding=(0, 0) if means_only else (0, 1))
     for index, heading in enumerate(headings):

@@ -469,7 +469,8 @@ def write_results(
     if pages:
         files[PAGES] = out_dir / PAGES
     files["html"] = out_dir / "index.html"
-    write_report(files["html"], cells, board.rows, title, figures, pages)
+    notes = warning_notes(cells, board.records)
+    write_report(files["html"], cells, board.rows, title, figures, pages, notes)
     written = sorted({*figures, *pages.values()})
     write_text(files["json"], json_text({**document, "written": written}, indent=1))
     for name in sorted(set(earlier) - set(written)):  # of a task or method no longer here

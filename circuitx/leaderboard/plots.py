@@ -135,7 +135,7 @@ def faithfulness_figure(
         lines[method] = mean
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set(
-        title=f"{label}: faithfulness of the top edges",
+        title=f"{label}: faithfulness of the top edges by |score| (CMD's curve)",
         xscale="log",
         xlabel="share of edges kept",
         ylabel="faithfulness",

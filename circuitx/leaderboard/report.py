@@ -102,18 +102,21 @@ def write_report(
     caption: str,
     figures: list[str],
     pages: dict[str, str],
+    notes: list[str] = (),
 ) -> None:
     """Write ``index.html``: the table (one row per task, method and model, a link per
-    seed's circuit page), then the ``figures`` (file names beside it)."""
+    seed's circuit page), the ``notes`` the terminal shows under it (the runs' warnings),
+    then the ``figures`` (file names beside it)."""
     seeds: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
     for cell in cells:
         if cell.key in pages:
             group = seeds.setdefault((cell.task, cell.method, cell.model), [])
             group.append((cell.seed, pages[cell.key]))
     headings, body = table(rows)
-    kinds = ["text", "text", *("number" for _ in COLUMNS), "text"][: len(headings)]
+    kinds = ["text", "text", *("number" for _ in COLUMNS), "error"][: len(headings)]
     head = "".join(
-        f'<th data-kind="{kind}">{html.escape(h)}</th>' for h, kind in zip(headings, kinds)
+        f'<th data-kind="{"text" if kind == "error" else kind}">{html.escape(h)}</th>'
+        for h, kind in zip(headings, kinds)
     )
     lines = []
     for row, shown in zip(rows, body):
@@ -122,7 +125,7 @@ def write_report(
         cells_html = []
         for value, text, kind in zip(values, shown, kinds):
             data = "" if value is None else html.escape(str(value), quote=True)
-            css = "number" if kind == "number" else "error" if text.startswith("error") else ""
+            css = kind if kind in ("number", "error") and text else ""
             cells_html.append(f'<td class="{css}" data-value="{data}">{html.escape(text)}</td>')
         links = " ".join(
             f'<a href="{html.escape(quote(page))}">seed {seed}</a>'
@@ -130,6 +133,8 @@ def write_report(
         )
         cells_html.append(f'<td class="links" data-value="">{links or "-"}</td>')
         lines.append("<tr>" + "".join(cells_html) + "</tr>")
+    listed = "".join(f"<li>{html.escape(line.removeprefix('note: '))}</li>" for line in notes)
+    said = f'<h2>Notes</h2>\n<ul class="notes">{listed}</ul>' if notes else ""
     images = "\n".join(
         f'<img src="{html.escape(quote(name))}" alt="{html.escape(Path(name).stem)}">'
         for name in figures  # a task file's name may hold a space, '#' or '?'
@@ -155,7 +160,11 @@ def write_report(
 {chr(10).join(lines)}
 </tbody>
 </table>
+{said}
 <h2>ROC and faithfulness curves</h2>
+<p class="caption">The faithfulness curves keep the edges with the largest |score|, as
+CMD does; CPR ranks them by signed score, as MIB's, so a method with negative scores has a
+CPR no curve here shows (docs/methods.md, Faithfulness).</p>
 {images or "<p>No curves: no cell had a reference or a faithfulness curve.</p>"}
 <script>{SORT_SCRIPT}</script>
 </body>

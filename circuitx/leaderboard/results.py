@@ -166,7 +166,7 @@ def format_value(summary: dict[str, float | None], seeds: int, digits: int = 3) 
 def table_cells(row: dict[str, Any]) -> list[str]:
     """A row's displayed cells: task, method, each column, and the error if a seed failed."""
     if row["finished"] == 0:
-        return [row["label"], row["method"], *("-" for _ in COLUMNS), f"error: {row['error']}"]
+        return [row["label"], row["method"], *("-" for _ in COLUMNS), row["error"]]
     shown = [
         format_value(row[key], row["finished"], 2 if key == "discovery_s" else 3)
         for key, _, _ in COLUMNS

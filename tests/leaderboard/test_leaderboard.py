@@ -4,6 +4,7 @@ the library, in this process, in worker processes and on a local Ray instance.""
 from __future__ import annotations
 
 import csv
+import html
 import importlib
 import io
 import json
@@ -180,9 +181,16 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tiny_dir, tmp_path):
     assert result.exit_code == 1
     assert "1 of 2 cells failed" in result.stderr
     rows = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if "│" in line}
-    assert "error: no transcoders" in rows["transcoder"]
+    assert "no transcoders" in rows["transcoder"]
+    assert "error:" not in rows["transcoder"]  # the column's heading says it
     assert "error" not in rows["eap"]
     assert "| error |" in (tmp_path / "results.md").read_text()
+    page = (tmp_path / "index.html").read_text()  # the error cell in red, not the empty one
+    assert re.findall(r'<td class="error"[^>]*>([^<]*)</td>', page) == [
+        html.escape(line)
+        for line in [json.loads((tmp_path / "results.json").read_text())]
+        for line in [r["error"] for r in line["rows"] if r["error"]]
+    ]
 
 
 def test_a_bug_in_a_cell_becomes_its_error(monkeypatch):
@@ -876,6 +884,10 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     records = json.loads((out / "results.json").read_text())["cells"]
     assert all("no component is in the circuit" in r["result"]["warnings"][1] for r in records)
     assert all("softmax is flat" in r["result"]["warnings"][0] for r in records)
+    # and in the report, whose row otherwise shows a "-" with no reason (a trial's)
+    page = (out / "index.html").read_text()
+    notes = re.findall(r"<li>(.*?)</li>", page.split("<h2>Notes</h2>")[1].split("</ul>")[0])
+    assert len(notes) == 2 and all(n.startswith(html.escape(row[6:])) for n in notes)
 
 
 def test_an_option_from_python_is_checked_as_discover_checks_it():
@@ -972,6 +984,9 @@ def test_a_narrow_terminal_shows_every_number_whole(board):
         cpr = rows[0]["cpr"]
         shown = f"{cpr['mean']:.3f}" + ("" if means_only else f" ± {cpr['std']:.3f}")
         assert shown in text
+    assert "± std in results.md" in results_table(rows, "t", 80).title
+    one_seed = [{**row, "seeds": 1, "finished": 1} for row in rows]  # no ± to leave out
+    assert results_table(one_seed, "t", 80).title == "t"
 
 
 def test_a_method_that_cannot_take_a_task_is_left_out_with_a_note(tmp_path):
