@@ -21,6 +21,9 @@ One deviation: the authors' decoder normalises each output coordinate's row over
 features (a quirk of the library it came from; ``sae_decoder_norm="output"``); here each
 feature's decoder vector is unit-norm, as for the encoder.
 
+With ``sae_components="heads"`` (the authors' configuration) only the heads' writes
+are trained on and coded, and the MLPs score 0.
+
 Graph scores. Heads and MLPs get their node score. An edge between two components gets
 the pair's co-occurrence score; an edge from the input, or to the logits, which have no
 codes, gets the score of the component at its other end.
@@ -49,6 +52,7 @@ NODE_SCORES = ("above-chance", "positive-share", "unique-codes", "co-occurrence"
 CHANCE_SPLITS = 20  # random halvings of the prompts that measure the share chance gives
 SAE_POSITIONS = ("mean", "named", "all")
 SAE_DECODER_NORMS = ("feature", "output")
+SAE_COMPONENTS = ("heads-and-mlps", "heads")
 WORST_EXPLAINED = 0.5  # a run below it is warned about
 WORST_NO_CODE = 0.2  # a run with more training vectors without a code is warned about
 PROGRESS_EVERY = 10  # training steps per progress step
@@ -240,15 +244,26 @@ def _as_written(vectors: torch.Tensor) -> torch.Tensor:
 
 
 def _each_vector_block(
-    engine: Engine, positions: Positions
+    engine: Engine, positions: Positions, units: torch.Tensor | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every part's vectors and their indices among all 2 n (positives, then negatives),
-    in float32 whatever the model's dtype: the autoencoders train in float32."""
+    """Every part's vectors (only ``units`` of them, where given) and their indices among
+    all 2 n (positives, then negatives), in float32 whatever the model's dtype: the
+    autoencoders train in float32."""
     n = engine.n_prompts
     for part, _ in engine.parts():
         start, stop = part.first_prompt, part.first_prompt + part.data.n_prompts
         index = torch.cat([torch.arange(start, stop), torch.arange(n + start, n + stop)])
-        yield _vectors(part, positions).float(), index
+        vectors = _vectors(part, positions)
+        if units is not None:
+            vectors = vectors[:, units.to(vectors.device)]
+        yield vectors.float(), index
+
+
+def coded_components(layout: Layout, which: str) -> torch.Tensor:
+    """The components the autoencoder codes (each its sender's index less one): every
+    head and MLP, or (``heads``) the heads alone."""
+    chunks = [c for c in layout.chunks if c.heads or (c.kind == "mlp" and which != "heads")]
+    return torch.cat([torch.arange(c.first, c.first + c.count) for c in chunks]) - 1
 
 
 def restart_seed(seed: int, restart: int) -> int:
@@ -341,6 +356,14 @@ class SAE(Method):
             choices=SAE_POSITIONS,
         ),
         Option(
+            "sae_components",
+            "str",
+            "heads-and-mlps",
+            "whose writes the shared autoencoder is trained on and codes: every head's and "
+            "MLP's, or the heads' alone (the authors'; the MLPs then score 0)",
+            choices=SAE_COMPONENTS,
+        ),
+        Option(
             "sae_restarts",
             "int",
             3,
@@ -397,7 +420,8 @@ class SAE(Method):
     def check(self, model: Model, run: MethodRun) -> None:
         n_prompts, options = run.n_prompts, run.options
         n_examples, n_codes = options["n_examples"], options["n_codes"]
-        components = model.n_layers * (model.n_heads + int(model.has_mlp))
+        mlps = model.has_mlp and options["sae_components"] != "heads"
+        components = model.n_layers * (model.n_heads + int(mlps))
         if n_examples > 2 * n_prompts:
             raise CircuitxError(
                 f"--n-examples {n_examples} is more than the {2 * n_prompts} prompts "
@@ -407,7 +431,7 @@ class SAE(Method):
             raise CircuitxError(
                 f"--n-codes {n_codes} must be between 1 and the {n_examples * components} "
                 f"vectors the autoencoder is trained on ({n_examples} examples x "
-                f"{components} heads and MLPs)"
+                f"{components} {'heads and MLPs' if mlps else 'heads'})"
             )
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
@@ -418,9 +442,16 @@ class SAE(Method):
         found = [_overlap(coded, k, run.options["node_score"]) for k in range(len(coded.fits))]
         node = torch.stack([f.node for f in found])
         pairs = torch.stack([f.pairs for f in found]).mean(0)
-        spread = node.std(0) if len(found) > 1 else torch.zeros_like(node[0])
+        spread = node.std(0) if len(found) > 1 else torch.zeros_like(node[0])  # coded ones'
         mean_fit = torch.stack([f.fit for f in found]).mean(0)
-        host = to_host({"node": node.mean(0), "pairs": pairs, "spread": spread, "fit": mean_fit})
+        every = engine.layout.n_senders - 1  # components; those not coded score 0
+        node_of_all, pairs_of_all = node.new_zeros(every), pairs.new_zeros(every, every)
+        kept = coded.components.to(node.device)
+        node_of_all[kept] = node.mean(0)
+        pairs_of_all[kept.unsqueeze(1), kept] = pairs
+        host = to_host(
+            {"node": node_of_all, "pairs": pairs_of_all, "spread": spread, "fit": mean_fit}
+        )
         edges, nodes = _graph_scores(engine.layout, host["node"], host["pairs"])
         run.advance(1)
         fit = {k: None if math.isnan(v) else v for k, v in zip(FIT, host["fit"].tolist())}
@@ -450,18 +481,24 @@ class SAE(Method):
         autoencoder."""
         options = run.options
         positions, count = sae_positions(engine, options["sae_positions"])
-        units = (engine.layout.n_senders - 1) * count
+        components = coded_components(engine.layout, options["sae_components"])
+        coded_units = torch.arange(count).add(components.unsqueeze(1) * count).flatten()
+
+        def vector_blocks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            return _each_vector_block(engine, positions, coded_units)
+
+        units = len(coded_units)
         n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * units)
         prepare = _as_written
         if options["sae_inputs"] == "standardised":
-            prepare = standardiser(lambda: (v for v, _ in _each_vector_block(engine, positions)))
+            prepare = standardiser(lambda: (v for v, _ in vector_blocks()))
         restarts = range(options["sae_restarts"]) if restarts is None else restarts
         n, device = engine.n_prompts, engine.model.device
         generators = [torch.Generator().manual_seed(restart_seed(run.seed, k)) for k in restarts]
         draws = [torch.randperm(2 * n, generator=g)[: options["n_examples"]] for g in generators]
         shape = (len(draws), len(draws[0]), units, engine.model.d_model)
         chosen = torch.empty(shape, device=device)
-        for vectors, index in _each_vector_block(engine, positions):
+        for vectors, index in vector_blocks():
             for k, examples in enumerate(draws):
                 found = torch.isin(examples, index)
                 at = torch.searchsorted(index, examples[found])  # index is ascending
@@ -496,7 +533,7 @@ class SAE(Method):
         codes = torch.empty(len(draws), 2 * n, units, dtype=torch.long, device=device)
         held_out = [VarianceExplained(device) for _ in draws]
         with torch.no_grad():
-            for vectors, index in _each_vector_block(engine, positions):
+            for vectors, index in vector_blocks():
                 prepared = prepare(vectors)
                 for k, sae in enumerate(autoencoders):
                     hidden = sae.hidden(prepared)
@@ -507,20 +544,22 @@ class SAE(Method):
             fit["held_out_explained"] = held_out[k].value()
             fit["scored_no_code"] = (codes[k] == n_codes).float().mean()
             fit["used"] = (codes[k].unique() < n_codes).sum().float()
-        return Coded(codes, n_codes, count, fits, generators)
+        return Coded(codes, n_codes, count, fits, generators, components)
 
 
 @dataclass
 class Coded:
     """Every prompt's codes from each autoencoder [restarts, 2 n, C * P] (positives, then
     negatives; components major, P positions each; ``n_codes`` is "no code"), each
-    autoencoder's fit (:data:`FIT`) and the generator it was seeded with."""
+    autoencoder's fit (:data:`FIT`), the generator it was seeded with, and the C
+    components coded (each its sender's index less one)."""
 
     codes: torch.Tensor
     n_codes: int
     count: int
     fits: list[dict[str, torch.Tensor]]
     generators: list[torch.Generator]
+    components: torch.Tensor
 
 
 FIT = ("explained", "held_out_explained", "l0", "dead", "no_code", "scored_no_code", "used")

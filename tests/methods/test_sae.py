@@ -331,6 +331,33 @@ def test_the_default_codes_are_at_most_the_vectors_trained_on(word_model):
     assert graph.graph["sae_codes"] == 3 * components
 
 
+def test_heads_only_codes_the_heads_and_scores_the_mlps_0(word_model):
+    """--sae-components heads (the authors'): the autoencoder is trained on and codes the
+    heads' writes alone (fewer vectors: its default codes say so), each MLP and every
+    edge at one scores 0, and the heads keep scores of their own."""
+    small = {"sae_steps": 30, "n_examples": 3, "node_score": "positive-share"}
+    engine, run = sae_engine(word_model, {**small, "sae_components": "heads"})
+    coded = get_method("sae").code_prompts(engine, run)
+    heads = word_model.n_layers * word_model.n_heads
+    assert coded.codes.shape[-1] == heads and coded.n_codes == 3 * heads
+    scores = sae_scores(word_model, {**small, "sae_components": "heads"})
+    layout = engine.layout
+    mlps = [layout.mlp_sender(layer) for layer in range(word_model.n_layers)]
+    assert word_model.has_mlp and not scores.nodes[mlps].any() and scores.nodes[1:].any()
+    edges = scores.edges
+    assert not edges[mlps].any()
+    assert not edges[:, [layout.mlp_receiver(layer) for layer in range(layout.n_layers)]].any()
+    everything = sae_scores(word_model, small)
+    assert everything.nodes[mlps].any() and everything.facts["sae_codes"] > coded.n_codes
+
+
+def test_heads_only_bounds_the_codes_by_the_heads_vectors():
+    base = ["discover", "--task", "ioi", "--method", "sae", "--model", "planted"]
+    result = run(*base, "--n-prompts", "6", "--sae-components", "heads", "--n-codes", "101")
+    assert_one_line_error(result, "and the 100 vectors the autoencoder is trained on (5 exam")
+    assert "5 examples x 20 heads)" in result.stderr
+
+
 def test_sae_options_belong_to_sae():
     args = ["discover", "--task", "ioi", "--method", "eap", "--model", "planted", "--n-codes", 5]
     assert_one_line_error(run(*args), "--n-codes applies to sae, not eap")
