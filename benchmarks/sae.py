@@ -11,7 +11,8 @@ writes, training the autoencoder, codes and scores).
 
 Part 2: ``discover --method sae`` with its defaults on every planted model, 50 prompts,
 mean +- std over ``--seeds`` seeds; beside it the authors' configuration (raw inputs,
-distinct-code count, their sparsity penalty: 0.05 on docstring, else 0.02).
+distinct-code count, their sparsity penalty: 0.05 on docstring, else 0.02, the heads'
+outputs alone).
 
 Part 3: node AUC on the clean planted models with 5, 10, 25 and 50 training examples (codes
 capped at the number of training vectors), one autoencoder.
@@ -68,6 +69,7 @@ AUTHORS = {  # the rest of their configuration there, and their autoencoder clas
     "n_examples": 10,
     "sae_restarts": 1,
     "sae_decoder_norm": "output",
+    "sae_components": "heads",  # their data stacks the heads' outputs alone
 }
 PREVIOUS = {"sae_l1": 0.05, "node_score": "positive-share"}  # the defaults before issue 30
 EXAMPLES = (5, 10, 25, 50)
