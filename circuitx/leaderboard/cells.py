@@ -142,7 +142,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
         with silenced(), builtin.torch_threads(threads):
             model = load_cached(request.model, request.device, request.dtype, request.cache_dir)
             scored = discover_scored(  # in the grid's words
-                model, request, asks=lambda value: f"--reference {cell.task}={value}"
+                model, request, asks=lambda value: f"--reference {cell.request.task_name}={value}"
             )
             graph, reference, result = scored.graph, scored.reference, scored.summary
             roc = None if reference is None else roc_curves(component_graph(graph), reference)

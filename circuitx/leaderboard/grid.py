@@ -28,7 +28,7 @@ from circuitx.leaderboard.cells import Cell
 from circuitx.leaderboard.executors import check_executor
 from circuitx.methods import METHODS, Method, get_method, method_options, variant_label
 from circuitx.patching import ABLATIONS
-from circuitx.tasks import TASKS, get_task
+from circuitx.tasks import TASKS, file_task_name, get_task
 from circuitx.tasks.base import POSITION_MODES
 from circuitx.tasks.tracr import read_program
 
@@ -110,15 +110,18 @@ def parse_references(specs: Sequence[str], tasks: Sequence[str]) -> dict[str, st
 
 
 def _one_of(name: str, tasks: Sequence[str]) -> str | None:
-    """The task of ``tasks`` that ``name`` names: itself, or a task file by another path
-    to the same file (``./pairs.jsonl`` for ``pairs.jsonl``)."""
+    """The task of ``tasks`` that ``name`` names: itself, a task file by another path to
+    the same file (``./pairs.jsonl`` for ``pairs.jsonl``), or by the name its rows show
+    (``pairs``, where no built-in task has it)."""
     if name in tasks:
         return name
+    files = [task for task in tasks if task not in TASKS and Path(task).expanduser().is_file()]
+    if name not in TASKS and name in [file_task_name(task) for task in files]:
+        return next(task for task in files if file_task_name(task) == name)
     path = Path(name).expanduser()
     if not path.is_file():
         return None
-    same = [task for task in tasks if Path(task).expanduser().is_file()]
-    return next((task for task in same if Path(task).expanduser().samefile(path)), None)
+    return next((task for task in files if Path(task).expanduser().samefile(path)), None)
 
 
 def check_references(references: Mapping[str, Any], tasks: Sequence[str]) -> dict[str, str]:

@@ -226,7 +226,7 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
             continue
         where = f"{label} line {number}"
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=lambda items: _once_each(items, where))
         except ValueError:
             raise CircuitxError(f"{where} is not JSON") from None
         if not isinstance(row, dict):
@@ -318,7 +318,7 @@ def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
         return _read_greater_than(reader, label), "prob-diff"
     for column in ("clean", "corrupted", "correct_idx"):
         if column not in columns:
-            have = listed([clipped(name, 40) for name in columns], 10) or "none"
+            have = listed([repr(clipped(name, 40)) for name in columns], 10) or "none"
             raise CircuitxError(f"{label} has no column {column!r} (its columns: {have})")
     pairs = []
     for number, row in enumerate(reader, 2):
@@ -341,13 +341,17 @@ def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
 
 def _check_row_width(row: dict, n_columns: int, where: str) -> None:
     """Refuse a CSV row with more fields than the header names (a comma in an unquoted
-    prompt splits it); DictReader would drop the rest."""
+    prompt splits it; DictReader would drop the rest) or fewer (it would fill them with
+    None, refused later as a missing answer)."""
     extra = row.get(None)
     if extra:
         raise CircuitxError(
             f"{where} has {n_columns + len(extra)} fields and the header {n_columns}: quote "
             "a prompt that holds a comma"
         )
+    given = sum(1 for key, value in row.items() if key is not None and value is not None)
+    if given < n_columns:
+        raise CircuitxError(f"{where} has {given} fields and the header {n_columns}")
 
 
 def _read_greater_than(reader: csv.DictReader, label: str) -> list[PromptPair]:
@@ -376,6 +380,16 @@ def _read_greater_than(reader: csv.DictReader, label: str) -> list[PromptPair]:
             )
         )
     return pairs
+
+
+def _once_each(items: list[tuple[str, Any]], where: str) -> dict[str, Any]:
+    """A JSON object's keys and values, refused where a key comes twice (json keeps the
+    last: which did the user mean?), as a CSV's column named twice is."""
+    keys = [key for key, _ in items]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise CircuitxError(f"{where} gives {twice[0]!r} twice")
+    return dict(items)
 
 
 def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:

@@ -699,6 +699,20 @@ def test_a_reference_names_its_task_file_by_any_path_and_past_an_equals_sign(tmp
     assert check_references({Path("pairs.jsonl"): reference}, absolute) == {
         absolute[0]: str(reference)
     }
+    # a helper's trial: the name the rows show, which the no-reference note gave
+    assert parse_references([f"pairs={reference}"], tasks) == {"pairs.jsonl": str(reference)}
+
+
+def test_the_no_reference_note_names_the_task_as_tasks_does(tiny_dir, tmp_path, monkeypatch):
+    """A helper's trial: the note said --reference opp_csv=FILE for --tasks opp_csv.csv,
+    which --reference then refused."""
+    monkeypatch.chdir(tmp_path)
+    row = {"clean": "When John", "corrupted": "When Mary", "answer": "went", "wrong": "ran"}
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(row) + "\n")
+    args = ["leaderboard", "--tasks", "pairs.jsonl", "--methods", "activation-patching"]
+    result = run(*args, "--model", tiny_dir, "--seeds", 1, "--out", tmp_path / "lb")
+    assert result.exit_code == 0, result.output
+    assert "pass --reference pairs.jsonl=" in result.stderr
 
 
 def test_a_task_file_with_commas_in_its_name_is_one_task(tmp_path):

@@ -424,6 +424,24 @@ BAD = {
         b'"answers": [], "wrong_answers": ["John"]}]}',
         "t.json prompt 1: 'answers' is an empty list: give at least one word",
     ),
+    "a CSV row short of fields": (  # a helper's trial: "correct_idx None is not a token id"
+        "t.csv",
+        b"clean,corrupted,correct_idx,incorrect_idx\n"
+        b"When David and John went to the store,When David and Robert went to the store\n",
+        "t.csv row 2 has 2 fields and the header 4",
+    ),
+    "a CSV header with a space": (  # a trial's: "its columns: clean,  corrupted" hid it
+        "t.csv",
+        b"clean, corrupted,correct_idx\nWhen David,When Robert,3\n",
+        "t.csv has no column 'corrupted' (its columns: 'clean', ' corrupted', 'correct_idx')",
+    ),
+    "a key given twice": (  # a helper's trial: json kept the last answer, unsaid
+        "t.jsonl",
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": "David", "wrong": "John", "answer": "Robert"}\n',
+        "t.jsonl line 1 gives 'answer' twice",
+    ),
     "a pair of two lengths": (
         "t.jsonl",
         b'{"clean": "When David and John went to the store, John gave a drink to", '
