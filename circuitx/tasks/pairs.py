@@ -228,9 +228,14 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
         try:
             row = json.loads(line, object_pairs_hook=lambda items: _once_each(items, where))
         except ValueError:
-            raise CircuitxError(f"{where} is not JSON") from None
+            whole = _parses_whole(text)  # auto-circuit's file, written over several lines
+            raise CircuitxError(
+                f"{where} is not JSON{AUTO_CIRCUIT_HINT if whole else ''}"
+            ) from None
         if not isinstance(row, dict):
             raise CircuitxError(f"{where} is not a JSON object")
+        if "prompts" in row and not {"clean", "answer", "answer_ids"} & set(row):
+            raise CircuitxError(f"{where} holds 'prompts', not a prompt pair{AUTO_CIRCUIT_HINT}")
         _check_keys(row, where)
         if "answer" not in row and "answer_ids" not in row:
             raise CircuitxError(f"{where} has no 'answer' (or 'answer_ids')")
@@ -380,6 +385,20 @@ def _read_greater_than(reader: csv.DictReader, label: str) -> list[PromptPair]:
             )
         )
     return pairs
+
+
+AUTO_CIRCUIT_HINT = (
+    '; the file reads as auto-circuit\'s JSON ({"prompts": [...]}): name it .json or '
+    "pass --task-format auto-circuit"
+)
+
+
+def _parses_whole(text: str) -> bool:
+    """Whether ``text`` is one JSON object (a JSON Lines file's line 1 is not JSON)."""
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _once_each(items: list[tuple[str, Any]], where: str) -> dict[str, Any]:

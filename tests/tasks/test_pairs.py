@@ -435,6 +435,18 @@ BAD = {
         b"clean, corrupted,correct_idx\nWhen David,When Robert,3\n",
         "t.csv has no column 'corrupted' (its columns: 'clean', ' corrupted', 'correct_idx')",
     ),
+    "auto-circuit's JSON over several lines named .jsonl": (  # a trial's: no hint
+        "t.jsonl",
+        b'{\n  "prompts": [\n    {"clean": "When David", "corrupt": "When Robert",\n'
+        b'     "answers": [" John"], "wrong_answers": [" Robert"]}\n  ]\n}\n',
+        "t.jsonl line 1 is not JSON; the file reads as auto-circuit's JSON",
+    ),
+    "auto-circuit's JSON on one line named .jsonl": (  # a trial's: "has no 'answer'"
+        "t.jsonl",
+        b'{"prompts": [{"clean": "When David", "corrupt": "When Robert", '
+        b'"answers": [" John"], "wrong_answers": [" Robert"]}]}\n',
+        "t.jsonl line 1 holds 'prompts', not a prompt pair; the file reads as auto-circuit's",
+    ),
     "a key given twice": (  # a helper's trial: json kept the last answer, unsaid
         "t.jsonl",
         b'{"clean": "When David and John went to the store, John gave a drink to", '
