@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -102,7 +103,7 @@ def write_report(
     caption: str,
     figures: list[str],
     pages: dict[str, str],
-    notes: list[str] = (),
+    notes: Sequence[str] = (),
 ) -> None:
     """Write ``index.html``: the table (one row per task, method and model, a link per
     seed's circuit page), the ``notes`` the terminal shows under it (the runs' warnings),
