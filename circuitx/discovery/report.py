@@ -401,20 +401,29 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
             "answer's probability is near 1 and the softmax is flat: its scores fall "
             f"far short of the effects, and may all be under the threshold (use eap-ig{other})"
         )
+    # what the method leaves to faithfulness, which --no-faithfulness does not measure
+    faithful = summary.get("faithfulness_prompts") is not None
     target = method.target(summary.get("options") or {}) if method is not None else None
     if target and metric not in (None, *method.own_target_metrics):
-        said.append(f"{method.name} {target}; {metric} is what faithfulness reads")
+        reads = "is what faithfulness reads" if faithful else "sets only the metrics shown"
+        said.append(f"{method.name} {target}; {metric} {reads}")
     ablation = summary.get("ablation")
+    patches = (
+        "only sets what faithfulness patches with"
+        if faithful
+        else "sets nothing here (faithfulness is not measured)"
+    )
     if method is not None and not method.reads_ablation and ablation not in (None, "corrupted"):
         said.append(
             f"{method.name} compares the codes of clean and negative activations whatever "
-            f"--ablation is; {ablation} ablation only sets what faithfulness patches with"
+            f"--ablation is; {ablation} ablation {patches}"
         )
     own = method.own_ablation if method is not None else None
-    if own is not None and ablation not in (None, own):
+    # the default (corrupted) is no choice of the user's where nothing patches with it
+    if own is not None and ablation not in (None, own) and (faithful or ablation != "corrupted"):
         said.append(
             f"{method.name} gates each node toward {own} whatever --ablation is, as its "
-            f"authors define it; {ablation} ablation only sets what faithfulness patches with"
+            f"authors define it; {ablation} ablation {patches}"
         )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(_empty_circuit(summary))

@@ -514,7 +514,8 @@ def test_a_gradient_at_the_clean_run_on_a_flat_metric_is_warned_of_whatever_it_k
     advice = warning.partition("(use eap-ig")[2]  # the task's own metrics (a trial: tracr's
     for metric in ("logit-diff", "prob-diff", "log-prob"):  # advice named ones it refuses)
         assert (metric in advice) == (metric in get_task("ioi").metrics), metric
-    logit_diff = run(*args[:-4], "--no-faithfulness", "--json", "--method", "hisp")
+    measured = ("--faithfulness-prompts", 4, "--json", "--method", "hisp")
+    logit_diff = run(*args[:-4], *measured)
     (note,) = json.loads(logit_diff.stdout)["warnings"]  # its gate's, under corrupted
     assert note.startswith("hisp gates each node toward zero whatever --ablation is")
 
@@ -778,11 +779,13 @@ def test_a_method_with_a_target_of_its_own_says_what_the_metric_is_for():
     """A helper's trial: transcoder --metric kl gave the logit difference's scores, and
     recorded kl, without a word."""
     summary = {"n_prompts": 10, "n_nodes_in_circuit": 3, "method": "transcoder"}
-    summary |= {"clean_metric": 0.0, "corrupted_metric": -0.3}
+    summary |= {"clean_metric": 0.0, "corrupted_metric": -0.3, "faithfulness_prompts": 10}
     assert run_warnings({**summary, "metric": "kl"}, 10) == [
         "transcoder attributes the task's logit difference whatever --metric is; kl is what "
         "faithfulness reads"
     ]
+    unmeasured = {**summary, "metric": "kl", "faithfulness_prompts": None}  # --no-faithfulness
+    assert run_warnings(unmeasured, 10)[0].endswith("; kl sets only the metrics shown")
     assert run_warnings({**summary, "metric": "logit-diff"}, 10) == []
     # the path search kept nothing: no threshold to lower (it said "lower --threshold")
     empty = {**summary, "metric": "logit-diff", "n_nodes_in_circuit": 0, "largest_score": 0.3}
@@ -798,13 +801,21 @@ def test_a_method_that_patches_nothing_says_what_the_ablation_is_for():
     """A helper's trial: sae took --ablation zero without a word, though it patches
     nothing; the ablation only sets what faithfulness patches with."""
     summary = {"n_prompts": 10, "n_nodes_in_circuit": 3, "method": "sae", "metric": "logit-diff"}
-    summary |= {"clean_metric": 2.7, "corrupted_metric": 0.0}
+    summary |= {"clean_metric": 2.7, "corrupted_metric": 0.0, "faithfulness_prompts": 10}
     assert run_warnings({**summary, "ablation": "zero"}, 10) == [
         "sae compares the codes of clean and negative activations whatever --ablation is; "
         "zero ablation only sets what faithfulness patches with"
     ]
     assert run_warnings({**summary, "ablation": "corrupted"}, 10) == []
     assert run_warnings({**summary, "method": "eap", "ablation": "zero"}, 10) == []
+    # a trial's: "what faithfulness patches with" with --no-faithfulness
+    unmeasured = {**summary, "ablation": "zero", "faithfulness_prompts": None}
+    assert run_warnings(unmeasured, 10)[0].endswith(
+        "zero ablation sets nothing here (faithfulness is not measured)"
+    )
+    hisp = {**unmeasured, "method": "hisp"}
+    assert run_warnings({**hisp, "ablation": "corrupted"}, 10) == []  # the default: no choice
+    assert "gates each node toward zero" in run_warnings({**hisp, "ablation": "mean"}, 10)[0]
 
 
 def test_a_drawing_that_fails_or_is_interrupted_leaves_no_graph_behind(tmp_path, monkeypatch):

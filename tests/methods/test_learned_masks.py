@@ -186,10 +186,15 @@ def test_subnetwork_probing_trains_on_the_metric_when_asked(tiny_model):
     method = METHODS["subnetwork-probing"]
     assert method.target({"sp_loss": "metric"}) is None
     assert "not on --metric" in method.target({"sp_loss": "kl"})
-    result = run("discover", "--task", "ioi", "--method", "subnetwork-probing", "--model",
-                 "planted", "--n-prompts", "2", "--sp-steps", "2", "--no-faithfulness")  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert (
+    said = (
         "subnetwork-probing trains its gates on the KL divergence from the full model, not on "
         "--metric (--sp-loss metric trains them on it); logit-diff is what faithfulness reads"
-    ) in " ".join(result.stderr.split())
+    )
+    args = ["discover", "--task", "ioi", "--method", "subnetwork-probing", "--model", "planted"]
+    args += ["--n-prompts", "2", "--sp-steps", "2", "--faithfulness-prompts", "2"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert said in " ".join(result.stderr.split())
+    result = run(*args[:-2], "--no-faithfulness")  # a trial's: said where nothing reads it
+    assert result.exit_code == 0, result.output
+    assert "logit-diff sets only the metrics shown" in " ".join(result.stderr.split())
