@@ -451,6 +451,7 @@ def write_results(
         name = file_stem(name)  # a task file's name may hold a space, a bar or a hash
         roc: dict[str, dict[str, list]] = {}
         faith: dict[str, list] = {}
+        signed: dict[str, list] = {}  # CPR's curves (cells run before they were kept: none)
         for cell, record in zip(cells, board.records):
             if (cell.task, cell.model) != (task, model) or record["status"] != "ok":
                 continue
@@ -460,9 +461,11 @@ def write_results(
                     roc.setdefault(cell.method, {}).setdefault(level, []).append(curve)
             if result["faithfulness_curve"]:
                 faith.setdefault(cell.method, []).append(result["faithfulness_curve"])
+            if result.get("cpr_curve"):
+                signed.setdefault(cell.method, []).append(result["cpr_curve"])
         if roc_figure(label, roc, out_dir / f"roc-{name}.png", styles):
             files[f"roc-{name}"] = out_dir / f"roc-{name}.png"
-        if faithfulness_figure(label, faith, out_dir / f"faithfulness-{name}.png", styles):
+        if faithfulness_figure(label, faith, out_dir / f"faithfulness-{name}.png", styles, signed):
             files[f"faithfulness-{name}"] = out_dir / f"faithfulness-{name}.png"
     figures = [path.name for name, path in files.items() if name.startswith(("roc-", "faith"))]
     pages = write_circuit_pages(out_dir, cells, board.records)

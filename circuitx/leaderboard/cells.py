@@ -149,6 +149,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict[str, Any]:
         result["reference_note"] = scored.no_reference
         result["roc"] = roc
         result["faithfulness_curve"] = graph.graph.get("faithfulness_curve")
+        result["cpr_curve"] = graph.graph.get("cpr_curve")  # by signed score
         record.update(status="ok", result=result, graph=to_json_dict(graph))
         record["reference_circuit"] = None if reference is None else circuit_record(reference)
     except NotApplicable as error:  # by design: no failure of the grid

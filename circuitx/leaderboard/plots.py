@@ -114,9 +114,12 @@ def faithfulness_figure(
     curves: dict[str, list[list[dict[str, Any]]]],
     path: Path,
     styles: Styles | None = None,
+    signed: dict[str, list[list[dict[str, Any]]]] | None = None,
 ) -> bool:
     """Faithfulness against the share of edges kept, mean over seeds, a line per method
-    drawn in ``styles`` (default :func:`method_styles` of these methods). False (nothing
+    drawn in ``styles`` (default :func:`method_styles` of these methods): the edges kept
+    by |score| (CMD's curve), and, where ``signed`` (CPR's curves, by signed score) gives
+    another line, that one thin with x markers in the method's colour. False (nothing
     written) when no method has a curve."""
     drawn = {m: seeds for m, seeds in curves.items() if seeds}
     if not drawn:
@@ -126,16 +129,28 @@ def faithfulness_figure(
     lines: dict[str, np.ndarray] = {}
     for (method, seeds), width in zip(drawn.items(), _widths(len(drawn))):
         fractions = [point["fraction"] for point in seeds[0]]
-        mean = np.mean([[point["faithfulness"] for point in curve] for curve in seeds], axis=0)
+        mean = _mean_curve(seeds)
         same = _same_as(mean, lines) if all(len(v) == len(mean) for v in lines.values()) else ""
         ax.plot(
             fractions, mean, marker="o", markersize=3, **styles[method], linewidth=width,
             label=method + same,
         )  # fmt: skip
         lines[method] = mean
+    for method, seeds in (signed or {}).items():
+        if method not in lines or not seeds:
+            continue
+        mean = _mean_curve(seeds)
+        if len(mean) == len(lines[method]) and np.allclose(mean, lines[method], atol=1e-4):
+            continue  # scores of one sign: CPR's curve is this one
+        fractions = [point["fraction"] for point in seeds[0]]
+        ax.plot(
+            fractions, mean, color=styles[method]["color"], linestyle=(0, (1, 1)), marker="x",
+            markersize=5, linewidth=1, label=f"{method}, by signed score (CPR's)",
+        )  # fmt: skip
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set(
-        title=f"{label}: faithfulness of the top edges by |score| (CMD's curve)",
+        title=f"{label}: faithfulness of the top edges by |score| (CMD's curve;\n"
+        "x markers: by signed score, CPR's, where it differs)",
         xscale="log",
         xlabel="share of edges kept",
         ylabel="faithfulness",
@@ -144,3 +159,8 @@ def faithfulness_figure(
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     _save(figure, path)
     return True
+
+
+def _mean_curve(seeds: list[list[dict[str, Any]]]) -> np.ndarray:
+    """The seeds' faithfulness at each point of the curve, averaged."""
+    return np.mean([[point["faithfulness"] for point in curve] for curve in seeds], axis=0)

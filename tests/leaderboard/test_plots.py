@@ -57,3 +57,24 @@ def test_curves_that_coincide_are_each_seen_and_named(tmp_path, monkeypatch):
     labels, widths = zip(*drawn)
     assert labels == ("ap (0.75)", "eap-ig (0.75) = ap", "acdc (0.50)")
     assert widths[0] > widths[1] > widths[2]  # drawn over it narrower: both show
+
+
+def test_cprs_curve_is_drawn_where_it_differs(tmp_path, monkeypatch):
+    """A trial: the plot showed a curve at 1 beside CPR 0.250, whose curve ranks by signed
+    score; it is drawn (x markers, the method's colour) where it is another line."""
+    drawn: list[tuple[str, str]] = []
+    plot = Axes.plot
+
+    def recording(self, *args, **kwargs):
+        if "label" in kwargs:
+            drawn.append((kwargs["label"], kwargs.get("marker")))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording)
+    by_size = [{"fraction": f, "faithfulness": f} for f in (0.1, 1.0)]
+    by_sign = [{"fraction": f, "faithfulness": v} for f, v in ((0.1, 0.0), (1.0, 1.0))]
+    curves = {"eap": [by_size], "acdc": [by_size]}
+    signed = {"eap": [by_sign], "acdc": [by_size]}  # acdc's scores have one sign
+    styles = method_styles(curves)
+    assert faithfulness_figure("t", curves, tmp_path / "f.png", styles, signed)
+    assert drawn == [("eap", "o"), ("acdc = eap", "o"), ("eap, by signed score (CPR's)", "x")]
