@@ -19,7 +19,7 @@ from circuitx.graph import (
     position_aliases,
     position_groups,
 )
-from circuitx.layout import Layout
+from circuitx.layout import OTHER, Layout
 from circuitx.methods import METHODS, Method
 from circuitx.names import split_position
 from circuitx.progress import counted
@@ -424,6 +424,11 @@ def run_warnings(summary: dict[str, Any], asked: int | None) -> list[str]:
         said.append(
             f"{method.name} gates each node toward {own} whatever --ablation is, as its "
             f"authors define it; {ablation} ablation {patches}"
+        )
+    if summary.get("positions") == ["END", OTHER]:  # a trial's: --positions named, said nothing
+        said.append(
+            "the task names no position but END, so the circuit's positions are END and the "
+            "rest (a task file names its own in each pair's 'positions': docs/task-files.md)"
         )
     if summary["n_nodes_in_circuit"] == 0:
         said.append(_empty_circuit(summary))

@@ -813,6 +813,10 @@ def test_a_method_that_patches_nothing_says_what_the_ablation_is_for():
     assert run_warnings(unmeasured, 10)[0].endswith(
         "zero ablation sets nothing here (faithfulness is not measured)"
     )
+    # a trial's: --positions named on a task file naming none said nothing
+    (said,) = run_warnings({**summary, "positions": ["END", "other"]}, 10)
+    assert said.startswith("the task names no position but END")
+    assert run_warnings({**summary, "positions": ["IO", "S1", "END", "other"]}, 10) == []
     hisp = {**unmeasured, "method": "hisp"}
     assert run_warnings({**hisp, "ablation": "corrupted"}, 10) == []  # the default: no choice
     assert "gates each node toward zero" in run_warnings({**hisp, "ablation": "mean"}, 10)[0]
