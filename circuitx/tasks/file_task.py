@@ -337,7 +337,10 @@ def _token_ids(
                 "all; is it the tokenizer the model was trained with?"
             )
         if len(pieces) != 1:
-            shown = ", ".join(repr(model.decode([p])) for p in pieces)
+            texts = [model.decode([p]) for p in pieces]  # a byte of a character: its id
+            shown = ", ".join(
+                f"id {p}" if "\ufffd" in text else repr(text) for p, text in zip(pieces, texts)
+            )
             raise CircuitxError(
                 f"{pair.where}: {what} {quoted(text)} is {len(pieces)} tokens for this model "
                 f"({shown}); answers must be single tokens"

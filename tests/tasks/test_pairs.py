@@ -802,3 +802,13 @@ def test_an_auto_circuit_file_takes_position_as_the_others_do(planted_ioi, files
     got = get_task(str(moved)).make_data(planted_ioi, N, seed=0)
     assert got.positions["END"].tolist() == [3] * N  # BOS, then token 2
     assert got.positions["S1"].tolist() == [4] * N
+
+
+def test_an_answer_split_inside_a_character_shows_its_ids(tiny_dir, tmp_path):
+    """A helper's trial: 'ñ' was "2 tokens (' �', '�')", pieces of its bytes."""
+    row = {"clean": "When John and Mary went", "corrupted": "When John and Anne went"}
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({**row, "answer": " ñ", "wrong": " x"}) + "\n")
+    result = run("discover", "--task", path, "--model", tiny_dir, "--method", "eap")
+    assert_one_line_error(result, "t.jsonl line 1: answer ' ñ' is 2 tokens for this model (id ")
+    assert "\ufffd" not in result.stderr
