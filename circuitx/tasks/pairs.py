@@ -120,6 +120,8 @@ class TaskFile:
 def read_pairs(text: str, kind: str, label: str) -> tuple[list[PromptPair], str | None]:
     """The prompt pairs of a task file's ``text`` in format ``kind`` and the metric the
     format implies (None: the task's default); ``label`` names the file in errors."""
+    if not text.strip():  # one message in every format (a trial's met three)
+        raise CircuitxError(f"{label} is empty: it has no prompt pairs")
     if kind == "jsonl":
         return _read_jsonl(text, label), None
     if kind == "eap-ig":

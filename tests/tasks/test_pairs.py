@@ -285,7 +285,9 @@ BAD = {
         b"clean,correct_idx\nWhen David and John went,5\n",
         "no column 'corrupted'",
     ),
-    "empty file": ("t.jsonl", b"\n\n", "has no prompt pairs"),
+    "empty file": ("t.jsonl", b"\n\n", "t.jsonl is empty: it has no prompt pairs"),
+    "empty JSON file": ("t.json", b"", "t.json is empty: it has no prompt pairs"),
+    "empty CSV file": ("t.csv", b" \n", "t.csv is empty: it has no prompt pairs"),
     "position name ending in a newline": (
         "t.jsonl",
         b'{"clean": "When David and John went to the store, John gave a drink to", '
