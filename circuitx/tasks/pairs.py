@@ -163,6 +163,8 @@ def _ids(value: Any, where: str, key: str) -> tuple[int, ...]:
     values = value if isinstance(value, (list, tuple)) else [value]
     if not values:
         raise CircuitxError(f"{where}: {key} is an empty list; give at least one token id")
+    # a whole float (4692.0): how pandas writes an int column with a gap, and reads it back
+    values = [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise CircuitxError(f"{where}: {key} {quoted(value)} is not a token id or a list of them")
     return tuple(values)

@@ -814,3 +814,15 @@ def test_an_answer_split_inside_a_character_shows_its_ids(tiny_dir, tmp_path):
     result = run("discover", "--task", path, "--model", tiny_dir, "--method", "eap")
     assert_one_line_error(result, "t.jsonl line 1: answer ' ñ' is 2 tokens for this model (id ")
     assert "\ufffd" not in result.stderr
+
+
+def test_a_whole_float_token_id_is_read_as_pandas_writes_it():
+    """A trial's: 4692.0, which pandas writes for an int column with a gap (and EAP-IG's
+    pandas loader reads back), was refused; 3.5 still is."""
+    from circuitx.tasks.pairs import read_pairs
+
+    text = "clean,corrupted,correct_idx,incorrect_idx\nWhen A,When B,4692.0,\n"
+    (pair,), _ = read_pairs(text, "eap-ig", "t.csv")
+    assert pair.answer_ids == (4692,) and pair.wrong_ids == ()
+    with pytest.raises(CircuitxError, match="correct_idx 3.5 is not a token id"):
+        read_pairs(text.replace("4692.0", "3.5"), "eap-ig", "t.csv")
