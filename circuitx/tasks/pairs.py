@@ -232,10 +232,8 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
         try:
             row = json.loads(line, object_pairs_hook=lambda items: _once_each(items, where))
         except ValueError:
-            whole = _parses_whole(text)  # auto-circuit's file, written over several lines
-            raise CircuitxError(
-                f"{where} is not JSON{AUTO_CIRCUIT_HINT if whole else ''}"
-            ) from None
+            hint = AUTO_CIRCUIT_HINT if _is_auto_circuit_json(text) else ""
+            raise CircuitxError(f"{where} is not JSON{hint}") from None
         if not isinstance(row, dict):
             raise CircuitxError(f"{where} is not a JSON object")
         if "prompts" in row and not {"clean", "answer", "answer_ids"} & set(row):
@@ -397,12 +395,14 @@ AUTO_CIRCUIT_HINT = (
 )
 
 
-def _parses_whole(text: str) -> bool:
-    """Whether ``text`` is one JSON object (a JSON Lines file's line 1 is not JSON)."""
+def _is_auto_circuit_json(text: str) -> bool:
+    """Whether ``text`` is one JSON object with ``prompts`` (auto-circuit's), as a JSON
+    Lines file whose line 1 is not JSON may be, written over several lines."""
     try:
-        return isinstance(json.loads(text), dict)
+        data = json.loads(text)
     except ValueError:
         return False
+    return isinstance(data, dict) and "prompts" in data
 
 
 def _once_each(items: list[tuple[str, Any]], where: str) -> dict[str, Any]:
