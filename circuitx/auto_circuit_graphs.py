@@ -57,11 +57,11 @@ def to_auto_circuit_dict(graph: nx.MultiDiGraph) -> dict[str, Any]:
     unscored = [name for name, data in edges.items() if data["score"] is None]
     if len(unscored) == len(edges):
         raise CircuitxError(
-            f"auto-circuit's prune scores score every edge, and {unscored_edges(graph)}"
+            f"auto-circuit's prune scores hold every edge's, and {unscored_edges(graph)}"
         )
     if unscored:
         raise CircuitxError(
-            f"auto-circuit's prune scores score every edge, and {len(unscored)} of this "
+            f"auto-circuit's prune scores hold every edge's, and {len(unscored)} of this "
             f"graph's {len(edges)} edges {'has' if len(unscored) == 1 else 'have'} none "
             f"({listed(unscored, 3)}): export --format json keeps a graph as it is"
         )

@@ -239,12 +239,12 @@ def score_nodes_by_edges(graph: nx.MultiDiGraph) -> None:
 
 
 def unscored_edges(graph: nx.MultiDiGraph) -> str:
-    """Why a graph's edges have no scores, for a format that needs one on every edge: the
-    node-level method that found it, or a file that gave none."""
-    method = graph.graph.get("method")
-    if method:
-        return f"{method} scores nodes only: export --format json keeps its node scores"
-    return "none of this graph's edges has a score"
+    """Why a graph's edges have no scores, for a format that needs one on every edge: its
+    scores are its nodes' (a node-level method's), or it has none."""
+    if not own_node_scores(graph):
+        return "none of this graph's edges or nodes has a score"
+    method = graph.graph.get("method") or "this graph"
+    return f"{method} scores nodes only: export --format json keeps its node scores"
 
 
 def own_node_scores(graph: nx.MultiDiGraph) -> dict[str, float]:

@@ -604,7 +604,10 @@ def to_eap_ig_dict(graph: nx.MultiDiGraph, needs_d_model: bool = True) -> dict[s
     own = own_node_scores(graph)
     node_level = len(unscored) == len(edges) and bool(own)  # scores nodes alone
     if len(unscored) == len(edges) and not node_level:
-        raise CircuitxError(f"EAP-IG graphs score every edge, and {unscored_edges(graph)}")
+        raise CircuitxError(  # a node-level graph has its node scores
+            f"EAP-IG graphs score every edge, or every node of a node-level graph, and "
+            f"{unscored_edges(graph)}"
+        )
     if unscored and not node_level:
         raise CircuitxError(
             f"EAP-IG graphs score every edge, and {len(unscored)} of this graph's "

@@ -72,7 +72,7 @@ def test_a_file_without_metadata_tells_the_shape_by_its_names(parallel):
 
 def test_what_auto_circuit_cannot_take_is_one_line(found, tmp_path):
     graph = full_graph(2, 2, True)
-    with pytest.raises(CircuitxError, match="none of this graph.s edges has a score"):
+    with pytest.raises(CircuitxError, match="none of this graph.s edges or nodes has a score"):
         to_auto_circuit_dict(graph)  # no edge scored: a node-level method's graph
     written = to_auto_circuit_dict(found)
     del written["scores"]["A0.1->A3.0.K"]

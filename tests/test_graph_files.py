@@ -403,13 +403,20 @@ def test_graphs_eap_ig_cannot_read_are_not_exported(tmp_path):
     with pytest.raises(CircuitxError, match="needs the model's d_model"):
         write_graph(graph, tmp_path / "a.json", "eap-ig")
     graph.graph["d_model"] = 8
-    # no score on any edge or node (a node method's graph has its node scores)
-    with pytest.raises(CircuitxError, match="activation-patching scores nodes only"):
-        write_graph(graph, tmp_path / "b.json", "eap-ig")
-    del graph.graph["method"]  # a file with no score on any edge: no method to blame
-    for fmt in ("eap-ig", "auto-circuit"):
-        with pytest.raises(CircuitxError, match="edge, and none of this graph's edges has a"):
-            write_graph(graph, tmp_path / "c.json", fmt)
+    # no score on any edge or node (a node method's graph has its node scores): a trial's
+    # said "activation-patching scores nodes only: export --format json keeps its node
+    # scores" of a file with none, and "eap scores nodes only" of an edge method's
+    for method in ("activation-patching", "eap", None):
+        graph.graph["method"] = method
+        for fmt in ("eap-ig", "auto-circuit"):
+            with pytest.raises(CircuitxError, match="none of this graph's edges or nodes has a"):
+                write_graph(graph, tmp_path / "c.json", fmt)
+    with pytest.raises(CircuitxError, match="or every node of a node-level graph, and none"):
+        write_graph(graph, tmp_path / "c.json", "eap-ig")
+    graph.nodes["a0.h1"]["score"] = 0.5  # a node method's: auto-circuit says so
+    graph.graph["method"] = "hisp"
+    with pytest.raises(CircuitxError, match="hold every edge's, and hisp scores nodes only"):
+        write_graph(graph, tmp_path / "c.json", "auto-circuit")
     assert list(tmp_path.iterdir()) == []
 
 

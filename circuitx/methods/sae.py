@@ -259,6 +259,19 @@ def _each_vector_block(
         yield vectors.float(), index
 
 
+def check_codes(n_codes: int, n_examples: int, components: int, count: int, mlps: bool) -> None:
+    """Refuse ``n_codes`` outside 1 to the vectors the autoencoder is trained on:
+    ``n_examples`` prompts x ``components`` x ``count`` positions each."""
+    vectors = n_examples * components * count
+    if not 1 <= n_codes <= vectors:
+        at = f" x {count} positions" if count > 1 else ""
+        raise CircuitxError(
+            f"--n-codes {n_codes} must be between 1 and the {vectors} vectors the "
+            f"autoencoder is trained on ({n_examples} examples x {components} "
+            f"{'heads and MLPs' if mlps else 'heads'}{at})"
+        )
+
+
 def coded_components(layout: Layout, which: str) -> torch.Tensor:
     """The components the autoencoder codes (each its sender's index less one): every
     head and MLP, or (``heads``) the heads alone."""
@@ -427,12 +440,9 @@ class SAE(Method):
                 f"--n-examples {n_examples} is more than the {2 * n_prompts} prompts "
                 f"({n_prompts} positive, {n_prompts} negative); raise --n-prompts"
             )
-        if n_codes is not None and not 1 <= n_codes <= n_examples * components:
-            raise CircuitxError(
-                f"--n-codes {n_codes} must be between 1 and the {n_examples * components} "
-                f"vectors the autoencoder is trained on ({n_examples} examples x "
-                f"{components} {'heads and MLPs' if mlps else 'heads'})"
-            )
+        # over positions a component has a vector at each: checked where they are counted
+        if n_codes is not None and options["sae_positions"] == "mean":
+            check_codes(n_codes, n_examples, components, 1, mlps)
 
     def steps(self, layout: Layout, run: MethodRun) -> int:
         return run.options["sae_restarts"] * (run.options["sae_steps"] // PROGRESS_EVERY) + 1
@@ -488,6 +498,9 @@ class SAE(Method):
             return _each_vector_block(engine, positions, coded_units)
 
         units = len(coded_units)
+        if options["n_codes"] is not None:  # a trial's: the bound left out the positions
+            mlps = len(components) > engine.layout.n_layers * engine.layout.n_heads
+            check_codes(options["n_codes"], options["n_examples"], len(components), count, mlps)
         n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * units)
         prepare = _as_written
         if options["sae_inputs"] == "standardised":

@@ -314,6 +314,11 @@ def test_colored_objects_negatives_ask_about_an_absent_object(word_model):
         (["--n-examples", "0"], "'--n-examples': 0 is not in the range 1<=x<=1000000"),
         (["--n-examples", "13"], "--n-examples 13 is more than the 12 prompts"),
         (["--n-codes", "300"], "--n-codes 300 must be between 1 and the 125 vectors"),
+        (  # a trial's: the bound left the positions out (126 was refused here)
+            ["--sae-positions", "named", "--n-codes", "626"],
+            "626 must be between 1 and the 625 vectors the autoencoder is trained on (5 "
+            "examples x 25 heads and MLPs x 5 positions)",
+        ),
         (["--sae-steps", "0"], "'--sae-steps': 0 is not in the range 1<=x<=1000000"),
     ],
 )
@@ -349,6 +354,14 @@ def test_heads_only_codes_the_heads_and_scores_the_mlps_0(word_model):
     assert not edges[:, [layout.mlp_receiver(layer) for layer in range(layout.n_layers)]].any()
     everything = sae_scores(word_model, small)
     assert everything.nodes[mlps].any() and everything.facts["sae_codes"] > coded.n_codes
+
+
+def test_codes_over_positions_may_be_more_than_the_components():
+    args = ["discover", "--task", "ioi", "--method", "sae", "--model", "planted"]
+    args += ["--n-prompts", "6", "--sae-positions", "named", "--n-codes", "300"]
+    result = run(*args, "--sae-steps", "10", "--sae-restarts", "1", "--no-faithfulness", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["method_facts"]["sae_codes"] == 300
 
 
 def test_heads_only_bounds_the_codes_by_the_heads_vectors():
