@@ -164,8 +164,9 @@ def write_report(
 {said}
 <h2>ROC and faithfulness curves</h2>
 <p class="caption">The faithfulness curves keep the edges with the largest |score|, as
-CMD does; CPR ranks them by signed score, as MIB's: where a method's scores take both
-signs, its CPR curve is drawn too, thin with x markers (docs/methods.md, Faithfulness).</p>
+CMD does (a node method's edges go by the smaller |score| of their two ends); CPR ranks
+them by signed score, as MIB's: where a method's scores take both signs, its CPR curve is
+drawn too, thin with x markers (docs/methods.md, Faithfulness).</p>
 {images or "<p>No curves: no cell had a reference or a faithfulness curve.</p>"}
 <script>{SORT_SCRIPT}</script>
 </body>
