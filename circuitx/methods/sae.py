@@ -499,7 +499,7 @@ class SAE(Method):
 
         units = len(coded_units)
         if options["n_codes"] is not None:  # a trial's: the bound left out the positions
-            mlps = len(components) > engine.layout.n_layers * engine.layout.n_heads
+            mlps = engine.layout.has_mlp and options["sae_components"] != "heads"
             check_codes(options["n_codes"], options["n_examples"], len(components), count, mlps)
         n_codes = options["n_codes"] or min(DEFAULT_CODES, options["n_examples"] * units)
         prepare = _as_written
