@@ -252,7 +252,8 @@ def report(
         "backup_rounds": meta.get("backup_rounds", 0),
         "options": method_options_of(method, meta),
         "method_facts": method_facts_of(method, meta),
-        "warnings": [] if method is None else method.warnings(meta),
+        "warnings": ([] if method is None else method.warnings(meta))
+        + list(meta.get("task_warnings") or []),  # a task file's own
         "faithfulness": meta.get("faithfulness"),
         "faithfulness_prompts": meta.get("faithfulness_prompts"),  # its sample's size
         "cpr": meta.get("cpr"),

@@ -86,6 +86,24 @@ class FileTask(Task):
         if metric in self.metrics:  # first: the default
             self.metrics = (metric, *(m for m in self.metrics if m != metric))
 
+    def warnings(self) -> list[str]:
+        """What to distrust in the file: answers that look like MIB's greater-than years
+        (every answer id under 100 after a prompt ending in two digits: MIB's CSV holds YY
+        in ``correct_idx``, which read as a token id names another token)."""
+        years = all(
+            pair.answer_ids
+            and max(pair.answer_ids) < 100
+            and pair.clean.rstrip()[-2:].isdigit()
+            for pair in self.pairs
+        )
+        if not years:
+            return []
+        return [
+            "every answer id is under 100 after a prompt ending in two digits: if they are "
+            "years (YY, as MIB's greater-than CSV puts them in correct_idx), they read as "
+            "token ids of other tokens; name that column label (docs/task-files.md)"
+        ]
+
     def vocabulary(self) -> list[str]:
         words: dict[str, None] = {}
         for pair in self.pairs:

@@ -826,3 +826,24 @@ def test_a_whole_float_token_id_is_read_as_pandas_writes_it():
     assert pair.answer_ids == (4692,) and pair.wrong_ids == ()
     with pytest.raises(CircuitxError, match="correct_idx 3.5 is not a token id"):
         read_pairs(text.replace("4692.0", "3.5"), "eap-ig", "t.csv")
+
+
+def test_years_in_correct_idx_are_warned_of(tiny_dir, tmp_path):
+    """A trial's: MIB's greater-than CSV (YY in correct_idx) ran silently on GPT-2's
+    tokenizer, 32 read as the token 'A'; a file of ordinary ids says nothing."""
+    rows = [
+        ("The war lasted from the year 1732 to the year 17", "The war lasted from the year 1701 to the year 17", 32),
+        ("The deal lasted from the year 1845 to the year 18", "The deal lasted from the year 1801 to the year 18", 45),
+    ]  # fmt: skip
+    path = tmp_path / "gt.csv"
+    path.write_text("clean,corrupted,correct_idx\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    out = tmp_path / "g.graphml"
+    args = ["--model", tiny_dir, "--method", "eap", "--no-faithfulness", "--json", "--out", out]
+    result = run("discover", "--task", path, *args)
+    assert result.exit_code == 0, result.output
+    said = [w for w in json.loads(result.stdout)["warnings"] if "under 100" in w]
+    assert said and "name that column label" in said[0]
+    assert read_graph(out).graph["task_warnings"] == said  # kept with the graph
+    path.write_text(path.read_text().replace(",32\n", ",4692\n"))
+    quiet = run("discover", "--task", path, *args[:-2])
+    assert not [w for w in json.loads(quiet.stdout)["warnings"] if "under 100" in w]
