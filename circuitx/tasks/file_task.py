@@ -91,9 +91,7 @@ class FileTask(Task):
         (every answer id under 100 after a prompt ending in two digits: MIB's CSV holds YY
         in ``correct_idx``, which read as a token id names another token)."""
         years = all(
-            pair.answer_ids
-            and max(pair.answer_ids) < 100
-            and pair.clean.rstrip()[-2:].isdigit()
+            pair.answer_ids and max(pair.answer_ids) < 100 and pair.clean.rstrip()[-2:].isdigit()
             for pair in self.pairs
         )
         if not years:

@@ -831,10 +831,9 @@ def test_a_whole_float_token_id_is_read_as_pandas_writes_it():
 def test_years_in_correct_idx_are_warned_of(tiny_dir, tmp_path):
     """A trial's: MIB's greater-than CSV (YY in correct_idx) ran silently on GPT-2's
     tokenizer, 32 read as the token 'A'; a file of ordinary ids says nothing."""
-    rows = [
-        ("The war lasted from the year 1732 to the year 17", "The war lasted from the year 1701 to the year 17", 32),
-        ("The deal lasted from the year 1845 to the year 18", "The deal lasted from the year 1801 to the year 18", 45),
-    ]  # fmt: skip
+    said = "The {} lasted from the year {}{} to the year {}"
+    rows = [(said.format(what, cc, yy, cc), said.format(what, cc, "01", cc), yy)
+            for what, cc, yy in (("war", 17, 32), ("deal", 18, 45))]  # fmt: skip
     path = tmp_path / "gt.csv"
     path.write_text("clean,corrupted,correct_idx\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
     out = tmp_path / "g.graphml"
