@@ -148,8 +148,8 @@ def _discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
         graph.graph["reference_spec"] = recorded
     if isinstance(task, FileTask):  # which pairs: the file's content, by its hash
         graph.graph.update(task_file=task.source or task.name, task_file_sha256=task.digest)
-        if task.warnings():
-            graph.graph["task_warnings"] = task.warnings()
+        if said := task.warnings():  # it goes over every pair: once
+            graph.graph["task_warnings"] = said
     graph.graph.update(
         clean_metric=engine.clean_metric,
         corrupted_metric=engine.corrupted_metric,
