@@ -43,7 +43,7 @@ class FileTask(Task):
     def from_file(cls, path: str, task_format: str | None = None) -> FileTask:
         """The task of a task file (see :mod:`circuitx.tasks.pairs` for the formats)."""
         read = read_task_file(path, task_format)
-        return cls(read.pairs, read.name, read.digest, read.path, read.metric)
+        return cls(read.pairs, read.name, read.digest, read.path, read.metric, read.notes)
 
     def __init__(
         self,
@@ -52,9 +52,11 @@ class FileTask(Task):
         digest: str,
         source: str = "",
         metric: str | None = None,
+        notes: Sequence[str] = (),
     ):
         """``metric``: the default where the pairs' file implies one (a greater-than
-        CSV's ``prob-diff``)."""
+        CSV's ``prob-diff``); ``notes``: what reading the file passed over, for
+        :meth:`warnings`."""
         super().__init__(PAIRS)
         if not pairs:
             raise CircuitxError(f"task {name} has no prompt pairs")
@@ -80,6 +82,7 @@ class FileTask(Task):
                 )
         self.circuit_positions = (*names, "END")
         self.pairs, self.name, self.digest, self.source = list(pairs), name, digest, source
+        self.notes = list(notes)
         self._checked: list[weakref.ref[Model]] = []  # models every pair passed
         metrics = ("logit-diff", "prob-diff", "log-prob", "kl")
         self.metrics = metrics if all(with_wrongs) else ("log-prob", "kl")
@@ -87,16 +90,18 @@ class FileTask(Task):
             self.metrics = (metric, *(m for m in self.metrics if m != metric))
 
     def warnings(self) -> list[str]:
-        """What to distrust in the file: answers that look like MIB's greater-than years
-        (every answer id under 100 after a prompt ending in two digits: MIB's CSV holds YY
-        in ``correct_idx``, which read as a token id names another token)."""
+        """What to distrust in the file: what reading it passed over (``notes``) and
+        answers that look like MIB's greater-than years (every answer id under 100 after a
+        prompt ending in two digits: MIB's CSV holds YY in ``correct_idx``, which read as a
+        token id names another token)."""
         years = all(
             pair.answer_ids and max(pair.answer_ids) < 100 and pair.clean.rstrip()[-2:].isdigit()
             for pair in self.pairs
         )
         if not years:
-            return []
+            return list(self.notes)
         return [
+            *self.notes,
             "every answer id is under 100 after a prompt ending in two digits: if they are "
             "years (YY, as MIB's greater-than CSV puts them in correct_idx), they read as "
             "token ids of other tokens; name that column label (docs/task-files.md)"

@@ -115,18 +115,29 @@ class TaskFile:
     digest: str
     path: str
     metric: str | None = None  # the metric its format implies (a greater-than CSV's)
+    notes: tuple[str, ...] = ()  # what the reading passed over that the user may have meant
 
 
-def read_pairs(text: str, kind: str, label: str) -> tuple[list[PromptPair], str | None]:
-    """The prompt pairs of a task file's ``text`` in format ``kind`` and the metric the
-    format implies (None: the task's default); ``label`` names the file in errors."""
+@dataclass(frozen=True)
+class ReadPairs:
+    """A task file's prompt pairs as read, the metric its format implies (None: the
+    task's default) and what the reading passed over that the user may have meant."""
+
+    pairs: list[PromptPair]
+    metric: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def read_pairs(text: str, kind: str, label: str) -> ReadPairs:
+    """The prompt pairs of a task file's ``text`` in format ``kind``; ``label`` names the
+    file in errors."""
     if not text.strip():  # one message in every format (a trial's met three)
         raise CircuitxError(f"{label} is empty: it has no prompt pairs")
     if kind == "jsonl":
-        return _read_jsonl(text, label), None
+        return ReadPairs(_read_jsonl(text, label))
     if kind == "eap-ig":
         return _read_eap_ig(text, label)
-    return _read_auto_circuit(text, label), None
+    return ReadPairs(_read_auto_circuit(text, label))
 
 
 def sniff_format(path: Path, text: str) -> str:
@@ -311,7 +322,7 @@ def _check_keys(
             )
 
 
-def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
+def _read_eap_ig(text: str, label: str) -> ReadPairs:
     if text.lstrip().startswith(("{", "[")):
         raise CircuitxError(
             f"{label} is JSON, not EAP-IG's CSV: --task-format jsonl or auto-circuit reads JSON"
@@ -322,7 +333,7 @@ def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
     if twice:  # DictReader keeps the last: which did the user mean?
         raise CircuitxError(f"{label} has the column {twice[0]!r} twice")
     if "correct_idx" not in columns and "label" in columns:
-        return _read_greater_than(reader, label), "prob-diff"
+        return ReadPairs(_read_greater_than(reader, label), "prob-diff")
     for column in ("clean", "corrupted", "correct_idx"):
         if column not in columns:
             have = listed([repr(clipped(name, 40)) for name in columns], 10) or "none"
@@ -343,7 +354,27 @@ def _read_eap_ig(text: str, label: str) -> tuple[list[PromptPair], str | None]:
                 named=_named(row.get("positions"), where),
             )
         )
-    return pairs, None
+    return ReadPairs(pairs, notes=_passed_over_years(text, label))
+
+
+def _passed_over_years(text: str, label: str) -> tuple[str, ...]:
+    """A note where a CSV read by ``correct_idx`` also has a ``label`` column of two-digit
+    years after prompts ending in two digits: EAP-IG's greater-than form, which reads the
+    years as answers (probability difference), passed over for the token ids."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    years = all(
+        (row.get("label") or "").strip().isdigit()
+        and len((row.get("label") or "").strip()) == 2
+        and (row.get("clean") or "").rstrip()[-2:].isdigit()
+        for row in rows
+    )
+    if not rows or not years:
+        return ()
+    return (
+        f"{label} has both correct_idx and a label column of two-digit years: it is read "
+        "by correct_idx (token ids, the metric at those tokens); without correct_idx it "
+        "reads as EAP-IG's greater-than CSV (the years after label, prob-diff)",
+    )
 
 
 def _check_row_width(row: dict, n_columns: int, where: str) -> None:
@@ -545,8 +576,8 @@ def _read(path: str, size: int, mtime: int, kind: str | None) -> TaskFile:
         ) from None
     if text.lstrip().startswith("<"):
         raise CircuitxError(f"{label} is XML (a GraphML circuit graph?), {NOT_A_TASK_FILE}")
-    pairs, metric = read_pairs(text, kind or sniff_format(Path(path), text), label)
-    if not pairs:
+    read = read_pairs(text, kind or sniff_format(Path(path), text), label)
+    if not read.pairs:
         raise CircuitxError(f"task file {label} has no prompt pairs")
     digest = hashlib.sha256(raw).hexdigest()  # as sha256sum prints it
-    return TaskFile(tuple(pairs), Path(path).stem, digest, path, metric)
+    return TaskFile(tuple(read.pairs), Path(path).stem, digest, path, read.metric, read.notes)

@@ -822,7 +822,7 @@ def test_a_whole_float_token_id_is_read_as_pandas_writes_it():
     from circuitx.tasks.pairs import read_pairs
 
     text = "clean,corrupted,correct_idx,incorrect_idx\nWhen A,When B,4692.0,\n"
-    (pair,), _ = read_pairs(text, "eap-ig", "t.csv")
+    (pair,) = read_pairs(text, "eap-ig", "t.csv").pairs
     assert pair.answer_ids == (4692,) and pair.wrong_ids == ()
     with pytest.raises(CircuitxError, match="correct_idx 3.5 is not a token id"):
         read_pairs(text.replace("4692.0", "3.5"), "eap-ig", "t.csv")
@@ -846,3 +846,18 @@ def test_years_in_correct_idx_are_warned_of(tiny_dir, tmp_path):
     path.write_text(path.read_text().replace(",32\n", ",4692\n"))
     quiet = run("discover", "--task", path, *args[:-2])
     assert not [w for w in json.loads(quiet.stdout)["warnings"] if "under 100" in w]
+
+
+def test_a_label_of_years_beside_correct_idx_is_noted(tmp_path):
+    """A CSV with correct_idx and a label of years reads correct_idx (it read silently);
+    it says the label's greater-than reading was passed over. Another label is quiet."""
+    head = "clean,corrupted,correct_idx,label\n"
+    rows = "The war lasted from 1732 to 17,The war lasted from 1701 to 17,2091,32\n"
+    path = tmp_path / "gt.csv"
+    path.write_text(head + rows)
+    task = FileTask.from_file(str(path))
+    assert task.pairs[0].answer_ids == (2091,) and task.metrics[0] == "log-prob"
+    (said,) = task.warnings()
+    assert "both correct_idx and a label column of two-digit years" in said
+    path.write_text(head + rows.replace(",32\n", ",war\n"))
+    assert FileTask.from_file(str(path)).warnings() == []
