@@ -79,14 +79,16 @@ def score(graph_path, reference_spec, collapse, cache_dir, as_json) -> None:
         reference = collapse_positions(reference)
     reference = matching_reference(graph, reference)  # once: the notes find it placed
     metrics = evaluate(graph, reference)
-    for line in scoring_notes(graph, reference):
+    notes = scoring_notes(graph, reference)
+    for line in notes:
         note(line)
     warnings = faithless_match(graph.graph.get("faithfulness"), metrics, recorded=True)
     for line in warnings:  # as discover warns
         warn(line)
     if as_json:
         summary = {"graph": graph_path, "reference": label, "metrics": metrics}
-        print_json({**summary, "warnings": warnings})
+        said = [line.removeprefix("note: ") for line in notes]
+        print_json({**summary, "notes": said, "warnings": warnings})
         return
     table = Table(title=f"{graph_path} vs {label}")
     for column in ("", "precision", "recall", "F1", "ROC AUC", "pessimistic"):
@@ -110,10 +112,12 @@ def compare(graph_a, graph_b, as_json) -> None:
     b = hand_written_circuit(graph_b, *shape_of(a))
     b = read_graph(graph_b) if b is None else b
     result = overlap(a, b)
-    for line in overlap_notes(a, b):
+    notes = overlap_notes(a, b)
+    for line in notes:
         note(line)
-    if as_json:
-        print_json({"a": graph_a, "b": graph_b, **result})
+    if as_json:  # the notes also in the JSON, as score's and discover's warnings are
+        said = [line.removeprefix("note: ") for line in notes]
+        print_json({"a": graph_a, "b": graph_b, **result, "notes": said})
         return
     table = Table(title=f"A = {graph_a}, B = {graph_b}")
     columns = ("a", "b", "shared", "jaccard", "a_in_b", "b_in_a")

@@ -163,6 +163,9 @@ def test_score_says_why_a_level_has_no_auc(discovered, tmp_path):
     assert json.loads(result.stdout)["metrics"]["node_auc"] is None
     said = "note: the reference puts every node of the graph in its circuit, so there is no node"
     assert stderr_lines(result.stderr) == [f"{said} ROC AUC (it needs nodes on both sides)"]
+    assert json.loads(result.stdout)["notes"] == [  # --json carries them too
+        f"{said.removeprefix('note: ')} ROC AUC (it needs nodes on both sides)"
+    ]
 
 
 def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
@@ -613,9 +616,9 @@ def test_colored_objects_reference_is_the_ioi_circuit_on_the_same_model(tiny_dir
     assert ioi.exit_code == 0, ioi.stderr
     compared = run("compare", tmp_path / "co.graphml", tmp_path / "ioi.graphml", "--json")
     assert compared.exit_code == 0, compared.stderr
-    assert summary["overlap"] == {
-        k: v for k, v in json.loads(compared.stdout).items() if k not in "ab"
-    }
+    compared = json.loads(compared.stdout)
+    assert summary["overlap"] == {k: v for k, v in compared.items() if k not in ("a", "b", "notes")}
+    assert compared["notes"] == ["the circuits are of two tasks (colored-objects, ioi)"]
     assert summary["metrics"]["node_precision"] == summary["overlap"]["nodes"]["a_in_b"]
     assert "heads" in run("compare", tmp_path / "co.graphml", tmp_path / "ioi.graphml").stdout
     assert_one_line_error(
