@@ -72,7 +72,10 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     truth = reference_sets(reference)
     groups = position_groups(graph)
     across = 0.55 if groups else 0.8  # inches a column: panels of positions sit closer
-    figure = Figure(figsize=(max(6.5, across * (right + 2.5)), max(4.5, 0.6 * (n_layers + 2))))
+    width = max(6.5, across * (right + 2.5))
+    # no flatter than 3 to 1: panels of positions drawn 4.8 to 1 ran their edges flat
+    height = max(4.5, 0.6 * (n_layers + 2), width / 3 if groups else 0.0)
+    figure = Figure(figsize=(width, height))
     size = 260 if n_heads <= 6 else 170  # node markers, points squared
     FigureCanvasAgg(figure)
     ax = figure.add_axes((0.04, 0.08, AXES_WIDTH, 0.84))

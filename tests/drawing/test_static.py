@@ -131,6 +131,9 @@ def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp
     # a helper's trial: a0.h0@IO's label ran into a0.h1@IO's; the panel names the position
     assert ">a0.h1<" in text and ">a0.h1@IO<" not in text
     assert text.count(">MLP<") == 6
+    svg = ET.fromstring(out.read_text())  # a trial's was 4.8 times as wide as tall
+    width, height = (float(svg.get(side).removesuffix("pt")) for side in ("width", "height"))
+    assert 2.5 < width / height <= 3.0
 
 
 def test_panels_of_every_position_name_the_tasks_positions(tmp_path):
