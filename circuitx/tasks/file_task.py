@@ -104,7 +104,7 @@ class FileTask(Task):
             *self.notes,
             "every answer id is under 100 after a prompt ending in two digits: if they are "
             "years (YY, as MIB's greater-than CSV puts them in correct_idx), they read as "
-            "token ids of other tokens; name that column label (docs/task-files.md)"
+            "token ids of other tokens; name that column label (docs/task-files.md)",
         ]
 
     def vocabulary(self) -> list[str]:
