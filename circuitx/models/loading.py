@@ -135,7 +135,14 @@ def _load(name: str, source: str, torch_device: torch.device, torch_dtype: torch
         except CircuitxError:
             raise
         except Exception as error:  # the loaders raise many types; report one line
-            raise CircuitxError(f"cannot load model {name!r}: {first_line(error)}") from None
+            said = first_line(error)
+            if said.startswith("Couldn't instantiate the backend tokenizer"):  # and stops
+                said = (  # a trial's: GPT-2's vocab.json and merges.txt beside a Llama
+                    f"transformers cannot build its tokenizer from the files in {source} "
+                    "(its architecture's tokenizer class reads other files); save the "
+                    "tokenizer the model was trained with beside it (tokenizer.save_pretrained)"
+                )
+            raise CircuitxError(f"cannot load model {name!r}: {said}") from None
     tokens, rows = len(bridge.tokenizer), int(bridge.cfg.d_vocab)
     if tokens <= 1:  # e.g. a fast tokenizer built from vocab and merges files lost them
         raise CircuitxError(

@@ -84,7 +84,15 @@ class Model:
 
     @property
     def bos_token_id(self) -> int | None:
-        return self.tokenizer.bos_token_id
+        """The token put before every prompt; None where the tokenizer has none: the
+        bridge names ``<|endoftext|>`` as BOS and EOS for a tokenizer with neither, which a
+        vocabulary without it reads as its unknown token (a trial's word-level tokenizer
+        had its [UNK] put first, silently)."""
+        tok = self.tokenizer
+        bos = tok.bos_token_id
+        if bos is not None and bos == tok.unk_token_id and tok.bos_token != tok.unk_token:
+            return None
+        return bos
 
     @property
     def pad_token_id(self) -> int:

@@ -12,7 +12,7 @@ from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, save_tl_legacy_attn_only, word_level_tokenizer
 from circuitx.errors import CircuitxError
 from circuitx.models import head_input_hook
-from circuitx.tasks import task_vocabulary
+from circuitx.tasks import task_from_pairs, task_vocabulary
 
 
 def test_bridge_logits_equal_the_hf_model(tiny_dir, tiny_model):
@@ -190,6 +190,38 @@ def test_a_tokenizer_that_reads_no_text_is_refused(tmp_path):
     empty.save_pretrained(tmp_path)
     with pytest.raises(CircuitxError, match="its tokenizer has 1 token, so it reads no text"):
         load_model(str(tmp_path))
+
+
+def test_a_tokenizer_without_bos_or_eos_puts_nothing_first(tmp_path):
+    """A trial's word-level tokenizer with an unknown token only: the bridge named
+    <|endoftext|> its BOS, read as [UNK], and every prompt began with [UNK], silently."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[UNK]", *dict.fromkeys(task_vocabulary())]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+    save_causal_lm(tmp_path, "llama", tokenizer, 1, 2, 16, seed=0)
+    model = load_model(str(tmp_path), device="cpu")
+    assert model.bos_token_id is None and model.tokenizer.unk_token_id == 0
+    task = task_from_pairs(["When Mary and John went"], ["When Mary and Sarah went"], ["Mary"])
+    data = task.build_data(model, 1, 0)
+    assert data.clean[0].tolist() == model.encode("When Mary and John went")
+
+
+def test_tokenizer_files_the_architecture_cannot_read_are_one_line(tmp_path):
+    """A trial's: GPT-2's vocab.json and merges.txt beside a Llama; transformers' message
+    stopped at a colon."""
+    save_causal_lm(tmp_path, "llama", gpt2_tokenizer(), 1, 2, 16, seed=0)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / name).unlink(missing_ok=True)
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).write_bytes((GPT2_TOKENIZER / name).read_bytes())
+    assert_one_line_error(
+        run("discover", "--model", tmp_path, "--task", "ioi", "--method", "eap"),
+        "transformers cannot build its tokenizer from the files in",
+    )
 
 
 def test_builtin_model_builds_deterministically(tmp_path):
