@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, cache_root, torch_threads
+from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, FAMILIES, cache_root, torch_threads
 from circuitx.errors import CircuitxError
 from circuitx.models import Model, canonical_model_name, local_model_hub_id
 from circuitx.progress import progress_bar
@@ -92,6 +92,17 @@ def transcoders_for(
     transcoders = load_transcoders(source, layers)
     check_transcoders(transcoders, model)
     return _on_model(transcoders, model), source
+
+
+def transcoders_known(model_name: str) -> bool:
+    """Whether :func:`transcoders_for` finds transcoders for the model ``model_name``
+    names (a built-in model or family, a hub name or a local directory) without a
+    source: a built-in model's are trained, a known hub model's downloaded."""
+    if model_name in BUILTIN_MODELS or model_name in FAMILIES:
+        return True
+    path = Path(model_name).expanduser()
+    hub = local_model_hub_id(str(path)) if path.is_dir() else model_name
+    return hub is not None and canonical_model_name(hub) in PRETRAINED
 
 
 def fitted_elsewhere(source: str, model: Model) -> str | None:
