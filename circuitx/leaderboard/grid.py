@@ -31,7 +31,6 @@ from circuitx.patching import ABLATIONS
 from circuitx.tasks import TASKS, file_task_name, get_task
 from circuitx.tasks.base import POSITION_MODES
 from circuitx.tasks.tracr import read_program
-from circuitx.transcoders import transcoders_known
 
 
 def tasks_for(model: str) -> list[str]:
@@ -259,26 +258,17 @@ def methods_under_ablation(
     )  # fmt: skip
 
 
-def methods_with_transcoders(
+def methods_for_model(
     specs: list[MethodSpec], model: str, options: Mapping[str, Mapping[str, Any]], every: bool
 ) -> tuple[list[MethodSpec], str | None]:
-    """The methods of ``specs`` that find what they read on ``model``: the transcoder
-    method without --option transcoder.transcoders=DIR needs a model whose transcoders are
-    known (a trial's --methods all on a local model ended every run in an error cell and
-    exit 1): as :func:`methods_over_positions`."""
-    known = transcoders_known(model)
-
-    def refusal(method: Method, chosen: dict[str, Any]) -> str | None:
-        if method.name != "transcoder" or known or chosen.get("transcoders") is not None:
-            return None
-        return (
-            f"no transcoders known for model {model!r}: pass --option "
-            "transcoder.transcoders=DIR (train them with `circuitx train-transcoders`)"
-        )
-
+    """The methods of ``specs`` that can run on ``model`` as far as its name tells (the
+    transcoder method needs known transcoders: a trial's --methods all on a local model
+    ended every run in an error cell and exit 1): as :func:`methods_over_positions`."""
     return _methods_that_can(
-        specs, options, every, f"--model {model}", refusal,
-        lambda many: "no transcoders are known for it; pass --option transcoder.transcoders=DIR",
+        specs, options, every, f"--model {model}",
+        lambda method, chosen: method.model_refusal(chosen, model),
+        lambda many: f"{'they find' if many else 'it finds'} nothing to read for it (for the "
+        "transcoder: pass --option transcoder.transcoders=DIR)",
     )  # fmt: skip
 
 
@@ -462,7 +452,7 @@ def plan_grid(
     )  # fmt: skip
     specs, left_out = methods_over_positions(specs, positions, options, every_method)
     specs, not_ablated = methods_under_ablation(specs, ablation, options, every_method)
-    specs, no_transcoders = methods_with_transcoders(specs, model, options, every_method)
+    specs, not_for_model = methods_for_model(specs, model, options, every_method)
     seed_list = list(range(seed, seed + seeds))
     cells = make_grid(
         tasks, specs, model, seed_list, n_prompts, ablation, device, dtype, options,
@@ -487,7 +477,7 @@ def plan_grid(
         **({"references": references} if references else {}),
     }
     notes = merged_notes(specs, options) + [
-        line for line in (left_out, not_ablated, no_transcoders, unpaired) if line
+        line for line in (left_out, not_ablated, not_for_model, unpaired) if line
     ]
     return Grid(cells, settings, notes)
 

@@ -263,6 +263,13 @@ class Method:
         """Why this method with ``options`` cannot score under ``ablation`` (None: it can)."""
         return None
 
+    def model_refusal(self, options: dict[str, Any], model: str) -> str | None:
+        """Why this method with ``options`` cannot run on the model ``model`` names, as far
+        as the name tells (None: it can, or only the loaded model tells): the leaderboard
+        leaves such a method out of --methods all. discover lets the loaded model say
+        (an attention-only model has no MLPs to replace: that, not transcoders, says why)."""
+        return None
+
     def positions_refusal(self, options: dict[str, Any]) -> str | None:
         """Why this method with ``options`` cannot score a circuit over token positions
         (None: it can)."""

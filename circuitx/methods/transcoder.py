@@ -79,7 +79,13 @@ from circuitx.models import (
 )
 from circuitx.names import head_node, mlp_node, parse_node
 from circuitx.patching import KeptHooks, PatchingEngine, TokenMeans, ablate
-from circuitx.transcoders import Transcoders, fitted_elsewhere, input_hook, transcoders_for
+from circuitx.transcoders import (
+    Transcoders,
+    fitted_elsewhere,
+    input_hook,
+    transcoders_for,
+    transcoders_known,
+)
 
 GRANULARITIES = ("node", "feature")
 QK_MODES = ("off", "linear", "fixed")
@@ -515,6 +521,14 @@ class TranscoderMethod(Method):
     def warnings(self, facts: dict[str, Any]) -> list[str]:
         elsewhere = facts.get("transcoders_fitted_elsewhere")
         return [] if elsewhere is None else [f"transcoder: {elsewhere}"]
+
+    def model_refusal(self, options: dict[str, Any], model: str) -> str | None:
+        if options["transcoders"] is not None or transcoders_known(model):
+            return None
+        return (
+            f"no transcoders known for model {model!r}: pass --transcoders DIR (train them "
+            "with `circuitx train-transcoders`)"
+        )
 
     def check(self, model: Model, run: MethodRun) -> None:
         check_attributable(model)

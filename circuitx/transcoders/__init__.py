@@ -24,7 +24,7 @@ import torch
 
 from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, FAMILIES, cache_root, torch_threads
 from circuitx.errors import CircuitxError
-from circuitx.models import Model, canonical_model_name, local_model_hub_id
+from circuitx.models import Model, canonical_model_name, local_model_hub_id, looks_like_path
 from circuitx.progress import progress_bar
 from circuitx.transcoders.corpus import (
     BUILTIN_CORPUS,
@@ -97,11 +97,17 @@ def transcoders_for(
 def transcoders_known(model_name: str) -> bool:
     """Whether :func:`transcoders_for` finds transcoders for the model ``model_name``
     names (a built-in model or family, a hub name or a local directory) without a
-    source: a built-in model's are trained, a known hub model's downloaded."""
+    source: a built-in model's are trained, a known hub model's downloaded. True for a
+    path to no directory: loading it says what is wrong."""
     if model_name in BUILTIN_MODELS or model_name in FAMILIES:
         return True
     path = Path(model_name).expanduser()
-    hub = local_model_hub_id(str(path)) if path.is_dir() else model_name
+    if path.is_dir():
+        hub = local_model_hub_id(str(path))
+    elif looks_like_path(model_name) or path.is_file():
+        return True
+    else:
+        hub = model_name
     return hub is not None and canonical_model_name(hub) in PRETRAINED
 
 

@@ -54,9 +54,9 @@ from circuitx.leaderboard import cells as cells_module
 from circuitx.leaderboard.grid import (
     check_references,
     method_option,
+    methods_for_model,
     methods_over_positions,
     methods_under_ablation,
-    methods_with_transcoders,
     parse_names,
 )
 from circuitx.leaderboard.results import format_value, well_formed
@@ -543,19 +543,19 @@ def test_every_method_on_a_model_without_transcoders_leaves_the_transcoder_out(t
     """A trial's --methods all on a local model ended with an error cell and exit 1 every
     time; a built-in model's are trained, and a directory passed in options is read."""
     every = parse_methods("all")
-    kept, note = methods_with_transcoders(every, str(tiny_dir), {}, every=True)
+    kept, note = methods_for_model(every, str(tiny_dir), {}, every=True)
     assert [spec.label for spec in every if spec not in kept] == ["transcoder"]
     assert note == (
-        f"note: --model {tiny_dir} leaves out transcoder: no transcoders are known for it; "
-        "pass --option transcoder.transcoders=DIR"
+        f"note: --model {tiny_dir} leaves out transcoder: it finds nothing to read for it "
+        "(for the transcoder: pass --option transcoder.transcoders=DIR)"
     )
     for model in ("planted", "planted-ioi", "trained"):
-        assert methods_with_transcoders(every, model, {}, every=True) == (every, None)
+        assert methods_for_model(every, model, {}, every=True) == (every, None)
     given = {"transcoder": {"transcoders": "some/dir"}}
-    assert methods_with_transcoders(every, str(tiny_dir), given, every=True) == (every, None)
+    assert methods_for_model(every, str(tiny_dir), given, every=True) == (every, None)
     named = parse_methods("eap,transcoder")
     with pytest.raises(CircuitxError, match=r"^--model .*: no transcoders known for model "):
-        methods_with_transcoders(named, str(tiny_dir), {}, every=False)
+        methods_for_model(named, str(tiny_dir), {}, every=False)
 
 
 def test_a_task_files_cells_are_keyed_by_its_name_and_content_not_its_path(tmp_path, monkeypatch):
