@@ -386,6 +386,14 @@ def positions_text(summary: dict[str, Any]) -> str:
     return ", ".join(groups)
 
 
+def metric_value(value: float | None) -> str:
+    """A task metric as the summary shows it: three decimals, or three significant
+    digits below 0.001 (a trial's prob-diff of -2.03e-05 showed as 0.000)."""
+    if value is not None and 0 < abs(value) < 0.001:
+        return f"{value:.3g}"
+    return fmt(value)
+
+
 def print_summary(summary: dict[str, Any], written: dict[str, str | None]) -> None:
     precision = f", {summary['dtype']}" if summary.get("dtype") not in (None, "float32") else ""
     table = Table(
@@ -395,11 +403,12 @@ def print_summary(summary: dict[str, Any], written: dict[str, str | None]) -> No
     table.add_column(style="bold")
     table.add_column()
     metric = (
-        f"{summary['metric']}: clean {fmt(summary['clean_metric'])}, "
-        f"corrupted ({summary['corruption']}) {fmt(summary['corrupted_metric'])}"
+        f"{summary['metric']}: clean {metric_value(summary['clean_metric'])}, "
+        f"corrupted ({summary['corruption']}) {metric_value(summary['corrupted_metric'])}"
     )
     if summary.get("ablated_metric") is not None:  # scores are shares of clean - this
-        metric += f", every node {summary['ablation']}-ablated {fmt(summary['ablated_metric'])}"
+        ablated = metric_value(summary["ablated_metric"])
+        metric += f", every node {summary['ablation']}-ablated {ablated}"
     rows = [
         ("prompts", prompts_text(summary)),
         ("metric", metric),

@@ -8,7 +8,7 @@ import torch
 from conftest import assert_one_line_error, run, stderr_lines
 
 import circuitx as cx
-from circuitx.cli.discover import selection_text
+from circuitx.cli.discover import metric_value, selection_text
 from circuitx.discovery import run_warnings
 from circuitx.graph_files import read_graph, write_graph
 from circuitx.methods import METHODS, unused_options
@@ -921,3 +921,14 @@ def test_a_gradient_at_a_saturated_clean_run_is_warned_of():
     # a trial's: HISP's per-layer shares rank small gradients too (planted greater-than:
     # its 4 nodes, faithfulness 1.000), so it is not warned of
     assert run_warnings({**file_task, "clean_metric": -0.01, "method": "hisp"}, 10) == []
+
+
+def test_the_summary_shows_a_small_metric_in_significant_digits():
+    """A trial's prob-diff of -2.03e-05 showed as 0.000 in the table, beside a warning
+    that gave it."""
+    assert [metric_value(v) for v in (-2.03e-05, 0.0, 0.5, None)] == [
+        "-2.03e-05",
+        "0.000",
+        "0.500",
+        "-",
+    ]
