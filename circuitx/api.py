@@ -471,7 +471,8 @@ def leaderboard(
     )  # fmt: skip
     board = run_leaderboard(grid.cells, out, jobs, executor, threads, grid.settings)
     for line in grid.notes + warning_notes(grid.cells, board.records) + _failures(board):
-        warnings.warn(line.removeprefix("note: "), CircuitxWarning, stacklevel=2)
+        said = line.removeprefix("note: ").removeprefix("warning: ")
+        warnings.warn(said, CircuitxWarning, stacklevel=2)
     return board
 
 

@@ -214,7 +214,7 @@ def leaderboard(
     cells = grid.cells
     board = run_leaderboard(cells, out_dir, jobs, executor, threads, grid.settings)
     for line in warning_notes(cells, board.records):
-        note(line)
+        to_stderr(line)  # each says what it is: note or warning
     if as_json:
         print_json(
             {

@@ -300,8 +300,9 @@ def train_transcoders_first(cells: list[Cell]) -> None:
 
 
 def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]:
-    """The warnings of the cells' runs (an empty circuit, a model that does not do the
-    task, ...), one line per row and warning, naming the seeds it came at."""
+    """Why a task has no reference (a note), and the warnings of the cells' runs (an
+    empty circuit, a model that does not do the task, ...: said as ``warning:``, as
+    discover says them), one line per row and warning, naming the seeds it came at."""
     seeds: dict[tuple[str, str, str, str], list[int]] = {}
     for cell, record in zip(cells, records):
         for line in (record.get("result") or {}).get("warnings", []):
@@ -310,7 +311,7 @@ def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]
         f"note: {task} on {model}: {why}"
         for (task, model), why in unreferenced(cells, records).items()
     ] + [
-        f"note: {task} / {method} on {model}, seed{'s' if len(at) > 1 else ''} "
+        f"warning: {task} / {method} on {model}, seed{'s' if len(at) > 1 else ''} "
         f"{', '.join(map(str, at))}: {line}"
         for (task, model, method, line), at in seeds.items()
     ]

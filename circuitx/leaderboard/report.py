@@ -134,7 +134,10 @@ def write_report(
         )
         cells_html.append(f'<td class="links" data-value="">{links or "-"}</td>')
         lines.append("<tr>" + "".join(cells_html) + "</tr>")
-    listed = "".join(f"<li>{html.escape(line.removeprefix('note: '))}</li>" for line in notes)
+    listed = "".join(
+        f"<li>{html.escape(line.removeprefix('note: ').removeprefix('warning: '))}</li>"
+        for line in notes
+    )
     said = f'<h2>Notes</h2>\n<ul class="notes">{listed}</ul>' if notes else ""
     images = "\n".join(
         f'<img src="{html.escape(quote(name))}" alt="{html.escape(Path(name).stem)}">'

@@ -175,14 +175,18 @@ def test_worker_processes_and_ray_give_identical_results(board, tmp_path):
 
 
 def test_a_failing_cell_is_reported_and_the_others_finish(tiny_dir, tmp_path):
+    empty = tmp_path / "no-transcoders"
+    empty.mkdir()
     result = run(
         "leaderboard", "--tasks", "greater-than", "--methods", "eap,transcoder",
-        "--model", tiny_dir, "--seeds", 1, "--n-prompts", 4, "--out", tmp_path,
+        "--model", tiny_dir, "--seeds", 1, "--n-prompts", 4, "--out", tmp_path / "board",
+        "--option", f"transcoder.transcoders={empty}",
     )  # fmt: skip
+    tmp_path = tmp_path / "board"
     assert result.exit_code == 1
     assert "1 of 2 cells failed" in result.stderr
     rows = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if "│" in line}
-    assert "no transcoders" in rows["transcoder"]
+    assert "no transcoder" in rows["transcoder"]
     assert "error:" not in rows["transcoder"]  # the column's heading says it
     assert "error" not in rows["eap"]
     assert "| error |" in (tmp_path / "results.md").read_text()
@@ -909,9 +913,9 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     args = ("--tasks", "greater-than", "--methods", "eap", "--n-prompts", 6, "--seeds", 2)
     result = run("leaderboard", *args, "--out", out)
     assert result.exit_code == 0, result.output
-    row = "note: greater-than / eap on planted-greater-than, seeds 0, 1: "
+    row = "warning: greater-than / eap on planted-greater-than, seeds 0, 1: "
     said = ("eap takes the gradient of prob-diff at the clean run", "no component is in")
-    assert [line for line in result.stderr.splitlines() if line.startswith("note:")] == [
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
         line for line in result.stderr.splitlines() if line.startswith(tuple(row + s for s in said))
     ]
     assert len([line for line in result.stderr.splitlines() if line.startswith(row)]) == 2
@@ -921,7 +925,7 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     # and in the report, whose row otherwise shows a "-" with no reason (a trial's)
     page = (out / "index.html").read_text()
     notes = re.findall(r"<li>(.*?)</li>", page.split("<h2>Notes</h2>")[1].split("</ul>")[0])
-    assert len(notes) == 2 and all(n.startswith(html.escape(row[6:])) for n in notes)
+    assert len(notes) == 2 and all(n.startswith(html.escape(row[9:])) for n in notes)
 
 
 def test_an_option_from_python_is_checked_as_discover_checks_it():
