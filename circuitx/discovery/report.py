@@ -159,6 +159,12 @@ def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
     tasks = [g.graph.get("task") for g in (a, b)]
     if None not in tasks and tasks[0] != tasks[1]:  # a trial compared two tasks unawares
         notes.append(f"note: the circuits are of two tasks ({tasks[0]}, {tasks[1]})")
+    digests = [g.graph.get("task_file_sha256") for g in (a, b)]
+    if tasks[0] == tasks[1] and None not in digests and digests[0] != digests[1]:
+        notes.append(  # a trial's t.csv and t.jsonl: one task name, the file's stem
+            f"note: the circuits are of two task files named {tasks[0]} with different "
+            f"contents ({a.graph.get('task_file')}, {b.graph.get('task_file')})"
+        )
     models = [g.graph.get("model") for g in (a, b)]
     if None not in models and models[0] != models[1]:
         notes.append(

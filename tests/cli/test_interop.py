@@ -363,6 +363,12 @@ def test_compare_notes_circuits_of_two_models(discovered, tmp_path):
     write_graph(other, tmp_path / "other_task.json")
     said = run("compare", discovered, tmp_path / "other_task.json").stderr
     assert "note: the circuits are of two tasks (ioi, colored-objects)" in said
+    for name, digest in (("a", "1" * 64), ("b", "2" * 64)):  # t.csv and t.jsonl: task t
+        other.graph.update(task="t", task_file=f"{name}/t.jsonl", task_file_sha256=digest)
+        write_graph(other, tmp_path / f"{name}.json")
+    said = run("compare", tmp_path / "a.json", tmp_path / "b.json").stderr
+    assert "note: the circuits are of two task files named t with different contents" in said
+    assert "task files" not in run("compare", tmp_path / "a.json", tmp_path / "a.json").stderr
 
 
 def test_an_empty_reference_is_one_line(discovered):
