@@ -10,7 +10,7 @@ from circuitx.builtin import load as load_model
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.methods import METHODS, method_options
-from circuitx.methods.learned_masks import kept_count, open_probability, sample_gates
+from circuitx.methods.learned_masks import open_probability, sample_gates
 from circuitx.scoring import score_graph
 from circuitx.tasks import get_task
 
@@ -101,6 +101,7 @@ def test_edge_pruning_keeps_exactly_its_target_and_finds_the_planted_circuit():
     kept = [key for *_, key, data in graph.edges(keys=True, data=True) if data["in_circuit"]]
     n_edges = graph.number_of_edges()
     assert len(kept) == n_edges - round(0.98 * n_edges) == graph.graph["top_k"]
+    assert graph.graph["ep_open_edges"] == sum(d["score"] > 0.5 for *_, d in graph.edges(data=True))
     assert (
         score_graph(graph, ground_truth("planted-greater-than", "greater-than"))["node_auc"] >= 0.99
     )
@@ -150,22 +151,16 @@ def test_training_that_misses_its_sparsity_says_so(tiny_model):
     assert "0.945, short of its 0.975 target" in said and "1.5 times the open share" in said
 
 
-def test_edges_tied_across_the_sparsity_cut_are_kept_or_left_together():
-    """A trial's: at --sparsity 0.96 training left 19 edges open and 742 tied closed; the
-    30 asked for took 11 of the tied ones by graph order (10 spurious nodes). A threshold
-    takes a tie whole, as Edge Pruning's discretisation does, at the count nearer the
-    target."""
-    closed = [0.0055] * 742
-    assert kept_count(torch.tensor([0.9] * 19 + closed, dtype=torch.float64), 30) == 19
-    assert kept_count(torch.tensor([0.9] * 19 + closed, dtype=torch.float64), 19) == 19
-    assert kept_count(torch.tensor([0.9] * 19 + [0.5] * 4 + [0.1] * 9), 22) == 23
-    assert kept_count(torch.tensor([0.9, 0.5, 0.5, 0.1]), 2) == 1  # a draw: above the tie
-    assert kept_count(torch.tensor([0.5, 0.5]), 1) == 0
-    facts = {"ep_kept_edges": 19, "ep_target_edges": 30, "top_k": 19, "sparsity": 0.96}
+def test_a_target_past_the_open_edges_says_so():
+    """A trial's --sparsity 0.96 on planted IOI: training left 19 gates open and the 30
+    asked for took 11 closed ones by rank (10 spurious nodes), unsaid."""
+    facts = {"ep_kept_edges": 30, "ep_open_edges": 19, "top_k": 30, "sparsity": 0.96}
     facts["ep_expected_sparsity"] = 0.967
     (said,) = METHODS["edge-pruning"].warnings(facts)
-    assert said.startswith("edge-pruning: --sparsity 0.96 asks for 30 edges, but edges tie")
-    assert ": 19 are kept" in said
+    assert said.startswith("edge-pruning: training left 19 edges open (P(open) > 1/2), and ")
+    assert "the other 11 are closed gates taken by rank" in said
+    assert METHODS["edge-pruning"].warnings({**facts, "ep_open_edges": 30}) == []
+    assert METHODS["edge-pruning"].warnings({**facts, "top_k": 5}) == []  # --top-k given
 
 
 def test_a_sparsity_that_keeps_no_edge_says_so():
