@@ -162,8 +162,8 @@ def overlap_notes(a: nx.MultiDiGraph, b: nx.MultiDiGraph) -> list[str]:
     digests = [g.graph.get("task_file_sha256") for g in (a, b)]
     if tasks[0] == tasks[1] and None not in digests and digests[0] != digests[1]:
         notes.append(  # a trial's t.csv and t.jsonl: one task name, the file's stem
-            f"note: the circuits are of two task files named {tasks[0]} with different "
-            f"contents ({a.graph.get('task_file')}, {b.graph.get('task_file')})"
+            f"note: the circuits are of two task files named {tasks[0]} whose bytes differ "
+            f"({a.graph.get('task_file')}, {b.graph.get('task_file')})"
         )
     models = [g.graph.get("model") for g in (a, b)]
     if None not in models and models[0] != models[1]:

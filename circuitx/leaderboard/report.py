@@ -135,7 +135,7 @@ def write_report(
         cells_html.append(f'<td class="links" data-value="">{links or "-"}</td>')
         lines.append("<tr>" + "".join(cells_html) + "</tr>")
     listed = "".join(
-        f"<li>{html.escape(line.removeprefix('note: ').removeprefix('warning: '))}</li>"
+        f"<li>{html.escape(line.removeprefix('note: '))}</li>"  # a warning says it is one
         for line in notes
     )
     said = f'<h2>Notes</h2>\n<ul class="notes">{listed}</ul>' if notes else ""

@@ -140,7 +140,7 @@ def above_resolution(
     scores: torch.Tensor, model: Model, resolution: float | None = None
 ) -> torch.Tensor:
     """``scores`` with entries below :data:`GRADIENT_RESOLUTION` of the largest |score|
-    set to 0 (the gradient methods' and CD-T's): a score that is zero in exact
+    set to 0 (the gradient methods', CD-T's and the transcoder's): a score that is zero in exact
     arithmetic (a receiver whose input does not reach the metric) comes out of float32
     as rounding (on the planted models, whose anchor of 1000 amplifies it, 424 of
     greater-than's edges scored 1e-9 to 1e-6 of the largest), and ranking such scores by

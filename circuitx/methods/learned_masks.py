@@ -294,4 +294,3 @@ class EdgePruning(_LearnedMasks):
         """The exact target: the (1 - sparsity) share of the edges most likely open (ties
         in graph order), as Edge Pruning discretises its masks by a threshold search."""
         return int(scores.facts["ep_kept_edges"])
-

@@ -525,9 +525,10 @@ class TranscoderMethod(Method):
     def model_refusal(self, options: dict[str, Any], model: str) -> str | None:
         if options["transcoders"] is not None or transcoders_known(model):
             return None
-        return (
-            f"no transcoders known for model {model!r}: pass --transcoders DIR (train them "
-            "with `circuitx train-transcoders`)"
+        return (  # discover and the leaderboard name the directory differently
+            f"no transcoders known for model {model!r}: name a directory of them (discover's "
+            "--transcoders DIR, the leaderboard's --option transcoder.transcoders=DIR; "
+            "train them with `circuitx train-transcoders`)"
         )
 
     def check(self, model: Model, run: MethodRun) -> None:

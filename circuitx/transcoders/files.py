@@ -16,7 +16,9 @@ from circuitx.files import atomic_open
 from circuitx.models import Model, looks_like_path, mlp_output_hook
 from circuitx.transcoders.model import PARAMETERS, Transcoder, Transcoders, input_hook
 
-PRETRAINED = {"gpt2": "pchlenski/gpt2-transcoders"}  # canonical model name -> hub repo
+# canonical model name (a hub id, as canonical_model_name gives it) -> hub repo: it was keyed
+# "gpt2", which canonical_model_name turns into openai-community/gpt2, so never found
+PRETRAINED = {"openai-community/gpt2": "pchlenski/gpt2-transcoders"}
 TRAINING_RECORD = "training.json"  # what train-transcoders writes beside its files
 
 

@@ -720,6 +720,8 @@ def test_bad_transcoders_for_discovery_end_in_one_line(
     assert_one_line_error(run(*base, "--model", tiny_dir), "no transcoders known")
     assert get_method("transcoder").model_refusal({"transcoders": None}, str(tiny_dir))
     assert get_method("transcoder").model_refusal({"transcoders": None}, "planted-ioi") is None
+    # GPT-2's pretrained ones were keyed "gpt2", which names openai-community/gpt2: unfound
+    assert get_method("transcoder").model_refusal({"transcoders": None}, "gpt2") is None
     assert_one_line_error(
         run(*base, "--model", tiny_dir, "--transcoders", tiny_transcoders, "--n-features", 0),
         "'--n-features': 0 is not in the range 1<=x<=1000000",
