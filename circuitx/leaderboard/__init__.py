@@ -307,7 +307,7 @@ def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]
     for cell, record in zip(cells, records):
         for line in (record.get("result") or {}).get("warnings", []):
             seeds.setdefault((cell.task, cell.model, cell.method, line), []).append(cell.seed)
-    return [
+    said = [
         f"note: {task} on {model}: {why}"
         for (task, model), why in unreferenced(cells, records).items()
     ] + [
@@ -315,6 +315,13 @@ def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]
         f"{', '.join(map(str, at))}: {line}"
         for (task, model, method, line), at in seeds.items()
     ]
+    if any(" --" in line for *_, line in seeds):  # a trial's "raise --ep-steps"
+        said.append(
+            "note: the warnings name discover's flags: here a method's option is --option "
+            "METHOD.NAME=VALUE (--option edge-pruning.ep_steps=600), and a selection's "
+            "--threshold or --top-k is discover's alone"
+        )
+    return said
 
 
 def unreferenced(cells: list[Cell], records: list[dict[str, Any]]) -> dict[tuple, str]:

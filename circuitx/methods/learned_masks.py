@@ -168,11 +168,13 @@ class _LearnedMasks(Method):
         short = reached < SHORT_OF_TARGET * target
         if not short and 1.0 - reached <= OPEN_BEYOND_TARGET * (1.0 - target):
             return []
+        times = (1.0 - reached) / (1.0 - target) if target < 1.0 else float("inf")
         return [
-            f"{self.name}: training reached an expected sparsity of {reached:.3g}, short of "
-            f"its {target:.3g} target (this warning comes below {SHORT_OF_TARGET:.0%} of it, "
-            f"or with more than {OPEN_BEYOND_TARGET:g} times the open share it asks): the "
-            f"gates are not trained; raise --{self.prefix}-steps or --{self.prefix}-lr"
+            f"{self.name}: training reached an expected sparsity of {reached:.3g} against "
+            f"its {target:.3g} target, {times:.2g} times the share of gates open that it "
+            f"asks (said below {SHORT_OF_TARGET:.0%} of the target or above "
+            f"{OPEN_BEYOND_TARGET:g} times its open share): the gates are not trained; raise "
+            f"--{self.prefix}-steps or --{self.prefix}-lr"
         ]
 
     def steps(self, layout: Layout, run: MethodRun) -> int:

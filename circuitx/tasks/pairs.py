@@ -358,20 +358,20 @@ def _read_eap_ig(text: str, label: str) -> ReadPairs:
 
 
 def _passed_over_years(text: str, label: str) -> tuple[str, ...]:
-    """A note where a CSV read by ``correct_idx`` also has a ``label`` column of two-digit
-    years after prompts ending in two digits: EAP-IG's greater-than form, which reads the
-    years as answers (probability difference), passed over for the token ids."""
+    """A note where a CSV read by ``correct_idx`` also has a ``label`` column of years'
+    last two digits (00 to 98, as the label-only form reads them; a trial's pandas wrote
+    05 as 5) after prompts ending in two digits: EAP-IG's greater-than form, which reads
+    the years as answers (probability difference), passed over for the token ids."""
     rows = list(csv.DictReader(io.StringIO(text)))
+    labels = [(row.get("label") or "").strip() for row in rows]
     years = all(
-        (row.get("label") or "").strip().isdigit()
-        and len((row.get("label") or "").strip()) == 2
-        and (row.get("clean") or "").rstrip()[-2:].isdigit()
-        for row in rows
+        label.isdigit() and int(label) <= 98 and (row.get("clean") or "").rstrip()[-2:].isdigit()
+        for label, row in zip(labels, rows)
     )
     if not rows or not years:
         return ()
     return (
-        f"{label} has both correct_idx and a label column of two-digit years: it is read "
+        f"{label} has both correct_idx and a label column of years (YY): it is read "
         "by correct_idx (token ids, the metric at those tokens); without correct_idx it "
         "reads as EAP-IG's greater-than CSV (the years after label, prob-diff)",
     )

@@ -925,7 +925,10 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     # and in the report, whose row otherwise shows a "-" with no reason (a trial's)
     page = (out / "index.html").read_text()
     notes = re.findall(r"<li>(.*?)</li>", page.split("<h2>Notes</h2>")[1].split("</ul>")[0])
-    assert len(notes) == 2 and all(n.startswith(html.escape(row)) for n in notes)
+    assert len(notes) == 3 and all(n.startswith(html.escape(row)) for n in notes[:2])
+    # their advice names discover's flags (a trial's "lower --threshold"): said once
+    flags = "the warnings name discover's flags: here a method's option is --option"
+    assert notes[2].startswith(html.escape(flags)) and f"note: {flags}" in result.stderr
 
 
 def test_an_option_from_python_is_checked_as_discover_checks_it():
