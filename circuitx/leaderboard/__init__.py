@@ -438,10 +438,15 @@ def write_results(
         "csv": out_dir / "results.csv",
         "markdown": out_dir / "results.md",
     }
+    said = list(settings.get("notes", [])) + warning_notes(cells, board.records)
     document = {
         "circuitx": __version__,
         "date": date,
-        "settings": settings,
+        "settings": {key: value for key, value in settings.items() if key != "notes"},
+        "notes": [line.removeprefix("note: ") for line in said if line.startswith("note: ")],
+        "warnings": [
+            line.removeprefix("warning: ") for line in said if line.startswith("warning: ")
+        ],
         "rows": board.rows,
         # the graphs stay in the cells' own files: results.json is the numbers
         "cells": [{k: v for k, v in r.items() if k not in GRAPH_KEYS} for r in board.records],
@@ -480,8 +485,7 @@ def write_results(
     if pages:
         files[PAGES] = out_dir / PAGES
     files["html"] = out_dir / "index.html"
-    notes = warning_notes(cells, board.records)
-    write_report(files["html"], cells, board.rows, title, figures, pages, notes)
+    write_report(files["html"], cells, board.rows, title, figures, pages, said)
     written = sorted({*figures, *pages.values()})
     write_text(files["json"], json_text({**document, "written": written}, indent=1))
     for name in sorted(set(earlier) - set(written)):  # of a task or method no longer here

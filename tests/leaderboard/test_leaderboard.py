@@ -58,6 +58,7 @@ from circuitx.leaderboard.grid import (
     methods_over_positions,
     methods_under_ablation,
     parse_names,
+    plan_grid,
 )
 from circuitx.leaderboard.results import format_value, well_formed
 from circuitx.methods import METHODS
@@ -350,6 +351,9 @@ def test_rows_that_run_the_same_options_are_one_row():
     assert merged_notes(methods, {"eap": {"qk_fix": "on"}}) == [
         "note: eap[qk-fix=on] runs eap's settings: one row, eap"
     ]
+    # and the results keep the note (a trial's went to the terminal alone)
+    grid = plan_grid("planted", ["greater-than"], methods, False, {}, {}, seeds=1)
+    assert grid.settings["notes"] == grid.notes == merged_notes(methods, {})
 
 
 @pytest.mark.parametrize(
@@ -929,6 +933,11 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     # their advice names discover's flags (a trial's "lower --threshold"): said once
     flags = "the warnings name discover's flags: here a method's option is --option"
     assert notes[2].startswith(html.escape(flags)) and f"note: {flags}" in result.stderr
+    document = json.loads((out / "results.json").read_text())  # and there (a trial's)
+    assert [f"warning: {line}" for line in document["warnings"]] == [
+        line for line in result.stderr.splitlines() if line.startswith("warning:")
+    ]
+    assert document["notes"] == [html.unescape(notes[2])]
 
 
 def test_an_option_from_python_is_checked_as_discover_checks_it():
