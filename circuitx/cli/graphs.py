@@ -3,11 +3,13 @@ circuit graph file once it is written (ours, or EAP-IG's graph JSON)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
+from circuitx.builtin import BUILTIN_MODELS
 from circuitx.cli.common import cache_dir_option, fmt, json_option, note, print_json, stdout, warn
 from circuitx.discovery import (
     evaluate,
@@ -37,6 +39,7 @@ from circuitx.graph_files import (
 )
 from circuitx.reference import hand_written_circuit
 from circuitx.scoring import OVERLAP_LEVELS, overlap
+from circuitx.tasks import TASKS
 
 
 @click.command()
@@ -108,6 +111,12 @@ def compare(graph_a, graph_b, as_json) -> None:
     """Overlap of two circuits: heads, nodes (heads and MLPs) and edges in each, shared,
     Jaccard, and the share of A's circuit found in B's and of B's in A's. B may be a
     hand-written reference (head classes or edge names), read for A's model."""
+    for path in (graph_a, graph_b):  # a trial's `compare c.graphml planted-ioi`
+        if not Path(path).exists() and (path in BUILTIN_MODELS or path in TASKS):
+            raise CircuitxError(
+                f"compare takes graph files, and {path} is a reference's name: `circuitx "
+                f"score GRAPH --reference {path}` scores a circuit against it"
+            )
     a = read_graph(graph_a)
     b = hand_written_circuit(graph_b, *shape_of(a))
     b = read_graph(graph_b) if b is None else b

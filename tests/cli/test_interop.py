@@ -371,6 +371,14 @@ def test_compare_notes_circuits_of_two_models(discovered, tmp_path):
     assert "task files" not in run("compare", tmp_path / "a.json", tmp_path / "a.json").stderr
 
 
+def test_compare_against_a_references_name_points_to_score(discovered):
+    """A trial's `compare c.graphml planted-ioi` was told the graph file was not found."""
+    for name in ("planted-ioi", "ioi"):
+        assert_one_line_error(
+            run("compare", discovered, name), f"`circuitx score GRAPH --reference {name}`"
+        )
+
+
 def test_an_empty_reference_is_one_line(discovered):
     """A trial's --reference '' was told ". is a directory, not a graph file"."""
     result = run("score", discovered, "--reference", "")
