@@ -302,19 +302,33 @@ def train_transcoders_first(cells: list[Cell]) -> None:
 def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]:
     """Why a task has no reference (a note), and the warnings of the cells' runs (an
     empty circuit, a model that does not do the task, ...: said as ``warning:``, as
-    discover says them), one line per row and warning, naming the seeds it came at."""
+    discover says them), one line per row and warning, naming the seeds it came at; one
+    line for a task where every row of it says the same at the same seeds (a task file's
+    own warning, a model that does not do the task: a trial's came once per row)."""
     seeds: dict[tuple[str, str, str, str], list[int]] = {}
+    rows: dict[tuple[str, str], set[str]] = {}
     for cell, record in zip(cells, records):
+        rows.setdefault((cell.task, cell.model), set()).add(cell.method)
         for line in (record.get("result") or {}).get("warnings", []):
             seeds.setdefault((cell.task, cell.model, cell.method, line), []).append(cell.seed)
+    shared = {}  # (task, model, line) -> its seeds, where every row of the task said it
+    for (task, model, _, line), at in seeds.items():
+        said_by = {m: a for (t, o, m, w), a in seeds.items() if (t, o, w) == (task, model, line)}
+        if len(said_by) > 1 and set(said_by) == rows[task, model]:
+            if all(a == at for a in said_by.values()):
+                shared[task, model, line] = at
     said = [
         f"note: {task} on {model}: {why}"
         for (task, model), why in unreferenced(cells, records).items()
-    ] + [
-        f"warning: {task} / {method} on {model}, seed{'s' if len(at) > 1 else ''} "
-        f"{', '.join(map(str, at))}: {line}"
-        for (task, model, method, line), at in seeds.items()
     ]
+    for (task, model, method, line), at in seeds.items():
+        at_seeds = f"seed{'s' if len(at) > 1 else ''} {', '.join(map(str, at))}"
+        if (task, model, line) not in shared:
+            said.append(f"warning: {task} / {method} on {model}, {at_seeds}: {line}")
+        elif (
+            every := f"warning: {task} / every method on {model}, {at_seeds}: {line}"
+        ) not in said:
+            said.append(every)
     if any(" --" in line for *_, line in seeds):  # a trial's "raise --ep-steps"
         said.append(
             "note: the warnings name discover's flags: here a method's option is --option "

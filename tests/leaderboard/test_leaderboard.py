@@ -49,6 +49,7 @@ from circuitx.leaderboard import (
     parse_references,
     run_cell,
     run_leaderboard,
+    warning_notes,
 )
 from circuitx.leaderboard import cells as cells_module
 from circuitx.leaderboard.grid import (
@@ -938,6 +939,22 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
         line for line in result.stderr.splitlines() if line.startswith("warning:")
     ]
     assert document["notes"] == [html.unescape(notes[2])]
+
+
+def test_a_warning_every_row_of_a_task_gives_is_said_once():
+    """A trial's task-file warning came once per method row; a method's own stays its."""
+    cells = make_grid(["greater-than"], ["eap", "acdc"], "planted", [0, 1], 4)
+    shared, own = "the task file says so", "eap's own"
+    records = [
+        {"result": {"warnings": [shared] + ([own] if c.method == "eap" else [])}} for c in cells
+    ]
+    row = "greater-than / {} on planted-greater-than, seeds 0, 1: {}"
+    assert warning_notes(cells, records) == [
+        "warning: " + row.format("every method", shared),
+        "warning: " + row.format("eap", own),
+    ]
+    records[-1] = {"result": {"warnings": []}}  # acdc at seed 1 says nothing: each row's
+    assert len([n for n in warning_notes(cells, records) if shared in n]) == 2
 
 
 def test_an_option_from_python_is_checked_as_discover_checks_it():
