@@ -462,8 +462,9 @@ def faithless_match(
 ) -> list[str]:
     """A circuit with exactly the reference's nodes (``metrics``: :func:`evaluate`'s)
     whose faithfulness is far from 1, because the edges among them it leaves out carry the
-    effect (one trial read EAP's -0.34 on planted IOI beside node precision and recall
-    1.000); ``circuitx score`` says it as ``discover`` does, of the faithfulness the file
+    effect where the reference does the task (a trial scored against a discovered circuit
+    whose own faithfulness was 0.26; one read EAP's -0.34 on planted IOI beside node
+    precision and recall 1.000); ``circuitx score`` says it as ``discover`` does, of the faithfulness the file
     ``recorded`` at discovery (a circuit edited since was not measured)."""
     recall = metrics.get("edge_recall")
     if (
@@ -479,7 +480,8 @@ def faithless_match(
         f"the circuit has exactly the reference's nodes, yet its faithfulness "
         f"{'recorded at discovery ' if recorded else ''}is "
         f"{faithfulness:.3g} (the whole model's is 1): it keeps {recall:.0%} of the "
-        "reference's edges, and those it leaves out carry the effect"
+        "reference's edges, and those it leaves out carry the effect where the reference's "
+        "own circuit does the task (a ground truth's does; a discovered one may not)"
     ]
 
 

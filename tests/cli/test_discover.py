@@ -760,7 +760,8 @@ def test_the_reference_nodes_with_a_faithfulness_far_from_one_is_explained():
     assert run_warnings({**summary, "metrics": metrics}, 10) == [
         "the circuit has exactly the reference's nodes, yet its faithfulness is -0.337 (the "
         "whole model's is 1): it keeps 52% of the reference's edges, and those it leaves "
-        "out carry the effect"
+        "out carry the effect where the reference's own circuit does the task (a ground "
+        "truth's does; a discovered one may not)"
     ]
     # a helper's trial: a file's NaN faithfulness was "far from one" too
     nan = float("nan")
