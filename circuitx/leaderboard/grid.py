@@ -461,7 +461,8 @@ def plan_grid(
     cells, unpaired = pairs_that_run(cells)
     settings = {
         "tasks": tasks,
-        "methods": [spec.label for spec in specs],
+        # the rows made: a spec that runs another's settings makes none (its note says so)
+        "methods": list(dict.fromkeys(cell.method for cell in cells)),
         "model": model,
         "seeds": seed_list,
         "n_prompts": n_prompts,

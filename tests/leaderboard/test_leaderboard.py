@@ -355,6 +355,7 @@ def test_rows_that_run_the_same_options_are_one_row():
     # and the results keep the note (a trial's went to the terminal alone)
     grid = plan_grid("planted", ["greater-than"], methods, False, {}, {}, seeds=1)
     assert grid.settings["notes"] == grid.notes == merged_notes(methods, {})
+    assert grid.settings["methods"] == ["eap", "eap[qk-fix=on]", "acdc[tau=0.01]"]
 
 
 @pytest.mark.parametrize(
