@@ -464,8 +464,9 @@ def faithless_match(
     whose faithfulness is far from 1, because the edges among them it leaves out carry the
     effect where the reference does the task (a trial scored against a discovered circuit
     whose own faithfulness was 0.26; one read EAP's -0.34 on planted IOI beside node
-    precision and recall 1.000); ``circuitx score`` says it as ``discover`` does, of the faithfulness the file
-    ``recorded`` at discovery (a circuit edited since was not measured)."""
+    precision and recall 1.000); ``circuitx score`` says it as ``discover`` does, of the
+    faithfulness the file ``recorded`` at discovery (a circuit edited since was not
+    measured)."""
     recall = metrics.get("edge_recall")
     if (
         faithfulness is None
