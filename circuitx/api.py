@@ -469,7 +469,7 @@ def leaderboard(
         n_prompts, ablation, jobs, threads, executor, backup_rounds, positions, device, dtype,
         None if cache_dir is None else os.fspath(cache_dir), max_memory,
     )  # fmt: skip
-    board = run_leaderboard(grid.cells, out, jobs, executor, threads, grid.settings)
+    board = run_leaderboard(grid.cells, out, jobs, executor, threads, grid.settings, grid.notes)
     for line in grid.notes + warning_notes(grid.cells, board.records) + _failures(board):
         said = line.removeprefix("note: ").removeprefix("warning: ")
         warnings.warn(said, CircuitxWarning, stacklevel=2)

@@ -212,7 +212,7 @@ def leaderboard(
     for line in grid.notes:  # before the run, which may be long
         note(line)
     cells = grid.cells
-    board = run_leaderboard(cells, out_dir, jobs, executor, threads, grid.settings)
+    board = run_leaderboard(cells, out_dir, jobs, executor, threads, grid.settings, grid.notes)
     for line in warning_notes(cells, board.records):
         to_stderr(line)  # each says what it is: note or warning
     if as_json:

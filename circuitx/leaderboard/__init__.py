@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,9 +122,11 @@ def run_leaderboard(
     executor: str = "local",
     threads: int = 1,
     settings: dict[str, Any] | None = None,
+    notes: Sequence[str] = (),
 ) -> Leaderboard:
     """Run the cells not finished in ``out_dir`` already, then write results.json/.csv/.md
-    and the plots there. ``settings`` (the command's options) go into results.json."""
+    and the plots there. ``settings`` (the command's options) go into results.json, and
+    ``notes`` (the grid's: methods left out or merged) there and into the report."""
     check_not_a_worker(jobs if executor == "local" else 1)
     if not cells:
         raise CircuitxError("the leaderboard has no cells to run")
@@ -144,7 +147,7 @@ def run_leaderboard(
     except OSError as error:
         raise CircuitxError(f"cannot write the results directory {out_dir}: {error}") from None
     try:
-        return _run(cells, out_dir, jobs, executor, threads, settings)
+        return _run(cells, out_dir, jobs, executor, threads, settings, notes)
     except BaseException:
         if made:  # an interrupted first run that finished no cell leaves nothing behind
             with contextlib.suppress(OSError):
@@ -222,6 +225,7 @@ def _run(
     executor: str,
     threads: int,
     settings: dict[str, Any] | None,
+    notes: Sequence[str],
 ) -> Leaderboard:
     store = CellStore(out_dir / "cells")
     records = {cell.key: store.get(cell.key) for cell in cells}
@@ -265,7 +269,7 @@ def _run(
     rows = leaderboard_rows(cells, records)
     board = Leaderboard(rows, [records[cell.key] for cell in cells], resumed=resumed)
     with deferred_interrupts():  # the files of one table: a Ctrl-C waits for them all
-        board.files = write_results(out_dir, cells, board, settings or {})
+        board.files = write_results(out_dir, cells, board, settings or {}, notes)
     return board
 
 
@@ -311,24 +315,21 @@ def warning_notes(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]
         rows.setdefault((cell.task, cell.model), set()).add(cell.method)
         for line in (record.get("result") or {}).get("warnings", []):
             seeds.setdefault((cell.task, cell.model, cell.method, line), []).append(cell.seed)
-    shared = {}  # (task, model, line) -> its seeds, where every row of the task said it
-    for (task, model, _, line), at in seeds.items():
-        said_by = {m: a for (t, o, m, w), a in seeds.items() if (t, o, w) == (task, model, line)}
-        if len(said_by) > 1 and set(said_by) == rows[task, model]:
-            if all(a == at for a in said_by.values()):
-                shared[task, model, line] = at
+    said_by: dict[tuple[str, str, str], dict[str, list[int]]] = {}  # the rows saying a line
+    for (task, model, method, line), at in seeds.items():
+        said_by.setdefault((task, model, line), {})[method] = at
     said = [
         f"note: {task} on {model}: {why}"
         for (task, model), why in unreferenced(cells, records).items()
     ]
     for (task, model, method, line), at in seeds.items():
         at_seeds = f"seed{'s' if len(at) > 1 else ''} {', '.join(map(str, at))}"
-        if (task, model, line) not in shared:
+        by = said_by[task, model, line]
+        every = len(by) > 1 and set(by) == rows[task, model] and all(a == at for a in by.values())
+        if not every:
             said.append(f"warning: {task} / {method} on {model}, {at_seeds}: {line}")
-        elif (
-            every := f"warning: {task} / every method on {model}, {at_seeds}: {line}"
-        ) not in said:
-            said.append(every)
+        elif method == next(iter(by)):  # said once, at the first row that says it
+            said.append(f"warning: {task} / every method on {model}, {at_seeds}: {line}")
     if any(" --" in line for *_, line in seeds):  # a trial's "raise --ep-steps"
         said.append(
             "note: the warnings name discover's flags: here a method's option is --option "
@@ -441,10 +442,15 @@ GRAPH_KEYS = ("graph", "reference_circuit")  # what a cell's record keeps for it
 
 
 def write_results(
-    out_dir: Path, cells: list[Cell], board: Leaderboard, settings: dict[str, Any]
+    out_dir: Path,
+    cells: list[Cell],
+    board: Leaderboard,
+    settings: dict[str, Any],
+    notes: Sequence[str] = (),
 ) -> dict[str, str]:
     """Write results.json, results.csv, results.md, the per-task plots, each cell's
-    circuit page and index.html; return their paths (the pages' folder as ``circuits``)."""
+    circuit page and index.html; return their paths (the pages' folder as ``circuits``).
+    ``notes``: the grid's, which results.json and the report keep beside the runs'."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     earlier = written_before(out_dir)
     files = {
@@ -452,11 +458,11 @@ def write_results(
         "csv": out_dir / "results.csv",
         "markdown": out_dir / "results.md",
     }
-    said = list(settings.get("notes", [])) + warning_notes(cells, board.records)
+    said = [*notes, *warning_notes(cells, board.records)]
     document = {
         "circuitx": __version__,
         "date": date,
-        "settings": {key: value for key, value in settings.items() if key != "notes"},
+        "settings": settings,
         "notes": [line.removeprefix("note: ") for line in said if line.startswith("note: ")],
         "warnings": [
             line.removeprefix("warning: ") for line in said if line.startswith("warning: ")

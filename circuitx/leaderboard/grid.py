@@ -480,7 +480,6 @@ def plan_grid(
     notes = merged_notes(specs, options) + [
         line for line in (left_out, not_ablated, not_for_model, unpaired) if line
     ]
-    settings["notes"] = notes  # results.json and the report keep them (a trial's were lost)
     return Grid(cells, settings, notes)
 
 

@@ -354,7 +354,7 @@ def test_rows_that_run_the_same_options_are_one_row():
     ]
     # and the results keep the note (a trial's went to the terminal alone)
     grid = plan_grid("planted", ["greater-than"], methods, False, {}, {}, seeds=1)
-    assert grid.settings["notes"] == grid.notes == merged_notes(methods, {})
+    assert grid.notes == merged_notes(methods, {})
     assert grid.settings["methods"] == ["eap", "eap[qk-fix=on]", "acdc[tau=0.01]"]
 
 
@@ -916,9 +916,11 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     """A helper's trial: an empty circuit, which discover warns of, was in the leaderboard
     only as a '-' (its record's warnings were [])."""
     out = tmp_path / "board"
-    args = ("--tasks", "greater-than", "--methods", "eap", "--n-prompts", 6, "--seeds", 2)
+    methods = "eap,eap[qk-fix=off]"  # one row, and a note of the grid's that says so
+    args = ("--tasks", "greater-than", "--methods", methods, "--n-prompts", 6, "--seeds", 2)
     result = run("leaderboard", *args, "--out", out)
     assert result.exit_code == 0, result.output
+    merged = "eap[qk-fix=off] runs eap's settings: one row, eap"
     row = "warning: greater-than / eap on planted-greater-than, seeds 0, 1: "
     said = ("eap takes the gradient of prob-diff at the clean run", "no component is in")
     assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
@@ -931,15 +933,16 @@ def test_a_cells_run_warnings_are_in_its_record_and_noted(tmp_path):
     # and in the report, whose row otherwise shows a "-" with no reason (a trial's)
     page = (out / "index.html").read_text()
     notes = re.findall(r"<li>(.*?)</li>", page.split("<h2>Notes</h2>")[1].split("</ul>")[0])
-    assert len(notes) == 3 and all(n.startswith(html.escape(row)) for n in notes[:2])
+    assert len(notes) == 4 and all(n.startswith(html.escape(row)) for n in notes[1:3])
+    assert notes[0] == html.escape(merged)  # the grid's notes too (a trial's were lost)
     # their advice names discover's flags (a trial's "lower --threshold"): said once
     flags = "the warnings name discover's flags: here a method's option is --option"
-    assert notes[2].startswith(html.escape(flags)) and f"note: {flags}" in result.stderr
+    assert notes[3].startswith(html.escape(flags)) and f"note: {flags}" in result.stderr
     document = json.loads((out / "results.json").read_text())  # and there (a trial's)
     assert [f"warning: {line}" for line in document["warnings"]] == [
         line for line in result.stderr.splitlines() if line.startswith("warning:")
     ]
-    assert document["notes"] == [html.unescape(notes[2])]
+    assert document["notes"] == [merged, html.unescape(notes[3])]
 
 
 def test_a_warning_every_row_of_a_task_gives_is_said_once():
