@@ -20,7 +20,7 @@ import torch
 
 from circuitx.errors import CircuitxError, listed, quoted
 from circuitx.tasks.base import Task, TaskData, beats, best, encode_batch, pick
-from circuitx.tasks.pairs import PromptPair, read_task_file
+from circuitx.tasks.pairs import PromptPair, ends_in_two_digits, read_task_file
 
 if TYPE_CHECKING:
     from circuitx.models import Model
@@ -95,7 +95,7 @@ class FileTask(Task):
         prompt ending in two digits: MIB's CSV holds YY in ``correct_idx``, which read as a
         token id names another token)."""
         years = all(
-            pair.answer_ids and max(pair.answer_ids) < 100 and pair.clean.rstrip()[-2:].isdigit()
+            pair.answer_ids and max(pair.answer_ids) < 100 and ends_in_two_digits(pair.clean)
             for pair in self.pairs
         )
         if not years:

@@ -33,6 +33,7 @@ import difflib
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -329,19 +330,19 @@ def _read_eap_ig(text: str, label: str) -> ReadPairs:
         )
     reader = csv.DictReader(io.StringIO(text))
     columns = reader.fieldnames or []
-    twice = sorted({name for name in columns if columns.count(name) > 1})
-    if twice:  # DictReader keeps the last: which did the user mean?
-        raise CircuitxError(f"{label} has the column {twice[0]!r} twice")
+    if twice := _named_twice(columns):  # DictReader keeps the last: which did the user mean?
+        raise CircuitxError(f"{label} has the column {twice!r} twice")
     if "correct_idx" not in columns and "label" in columns:
         return ReadPairs(_read_greater_than(reader, label), "prob-diff")
     for column in ("clean", "corrupted", "correct_idx"):
         if column not in columns:
             have = listed([repr(clipped(name, 40)) for name in columns], 10) or "none"
             raise CircuitxError(f"{label} has no column {column!r} (its columns: {have})")
-    pairs = []
+    pairs, labels = [], []
     for number, row in enumerate(reader, 2):
         where = f"{label} row {number}"
         _check_row_width(row, len(columns), where)
+        labels.append((row.get("label") or "").strip())
         wrong = row.get("incorrect_idx")
         pairs.append(
             PromptPair(
@@ -354,21 +355,32 @@ def _read_eap_ig(text: str, label: str) -> ReadPairs:
                 named=_named(row.get("positions"), where),
             )
         )
-    return ReadPairs(pairs, notes=_passed_over_years(text, label))
+    return ReadPairs(pairs, notes=_passed_over_years(pairs, labels, label))
 
 
-def _passed_over_years(text: str, label: str) -> tuple[str, ...]:
+def ends_in_two_digits(prompt: str) -> bool:
+    """Whether ``prompt`` ends in two digits, as a greater-than prompt ends in YY's
+    century ("... to the year 17")."""
+    return prompt.rstrip()[-2:].isdigit()
+
+
+def _is_yy(text: str) -> bool:
+    """Whether ``text`` is a year's last two digits, 00 to 98, as EAP-IG's greater-than
+    CSV gives them in ``label`` (pandas writes 05 as 5)."""
+    return text.isdigit() and int(text) <= 98
+
+
+def _passed_over_years(
+    pairs: Sequence[PromptPair], labels: Sequence[str], label: str
+) -> tuple[str, ...]:
     """A note where a CSV read by ``correct_idx`` also has a ``label`` column of years'
-    last two digits (00 to 98, as the label-only form reads them; a trial's pandas wrote
-    05 as 5) after prompts ending in two digits: EAP-IG's greater-than form, which reads
-    the years as answers (probability difference), passed over for the token ids."""
-    rows = list(csv.DictReader(io.StringIO(text)))
-    labels = [(row.get("label") or "").strip() for row in rows]
+    last two digits (its rows' ``labels``; a trial's pandas wrote 05 as 5) after prompts
+    ending in two digits: EAP-IG's greater-than form, which reads the years as answers
+    (probability difference), passed over for the token ids."""
     years = all(
-        label.isdigit() and int(label) <= 98 and (row.get("clean") or "").rstrip()[-2:].isdigit()
-        for label, row in zip(labels, rows)
+        _is_yy(text) and ends_in_two_digits(pair.clean) for text, pair in zip(labels, pairs)
     )
-    if not rows or not years:
+    if not pairs or not years:
         return ()
     return (
         f"{label} has both correct_idx and a label column of years (YY): it is read "
@@ -401,7 +413,7 @@ def _read_greater_than(reader: csv.DictReader, label: str) -> list[PromptPair]:
         where = f"{label} row {number}"
         _check_row_width(row, len(reader.fieldnames or ()), where)
         text = (row.get("label") or "").strip()
-        if not text.isdigit() or not 0 <= int(text) <= 98:
+        if not _is_yy(text):
             raise CircuitxError(
                 f"{where}: label {quoted(text)} is not a year's last two digits from 00 to 98 "
                 "(EAP-IG's greater-than CSV)"
@@ -439,11 +451,14 @@ def _is_auto_circuit_json(text: str) -> bool:
 def _once_each(items: list[tuple[str, Any]], where: str) -> dict[str, Any]:
     """A JSON object's keys and values, refused where a key comes twice (json keeps the
     last: which did the user mean?), as a CSV's column named twice is."""
-    keys = [key for key, _ in items]
-    twice = sorted({key for key in keys if keys.count(key) > 1})
-    if twice:
-        raise CircuitxError(f"{where} gives {twice[0]!r} twice")
+    if twice := _named_twice([key for key, _ in items]):
+        raise CircuitxError(f"{where} gives {twice!r} twice")
     return dict(items)
+
+
+def _named_twice(names: Sequence[str]) -> str | None:
+    """The first (in sorted order) of ``names`` that comes more than once, or None."""
+    return min((name for name in names if names.count(name) > 1), default=None)
 
 
 def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
