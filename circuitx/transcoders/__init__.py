@@ -82,8 +82,7 @@ def transcoders_for(
     if source is None:
         if model.builtin:
             return builtin_transcoders(model, cache_dir), f"built-in ({BUILTIN_CORPUS} corpus)"
-        hub = model.hub_id or local_model_hub_id(model.source)
-        source = PRETRAINED.get(canonical_model_name(hub)) if hub else None
+        source = pretrained_transcoders(model.hub_id or local_model_hub_id(model.source))
         if source is None:
             raise CircuitxError(
                 f"no transcoders known for model {model.name!r}: pass --transcoders DIR "
@@ -108,7 +107,13 @@ def transcoders_known(model_name: str) -> bool:
         return True
     else:
         hub = model_name
-    return hub is not None and canonical_model_name(hub) in PRETRAINED
+    return pretrained_transcoders(hub) is not None
+
+
+def pretrained_transcoders(hub: str | None) -> str | None:
+    """The hub repo of the pretrained transcoders of the hub model ``hub`` (or an alias
+    of it), or None."""
+    return PRETRAINED.get(canonical_model_name(hub)) if hub else None
 
 
 def fitted_elsewhere(source: str, model: Model) -> str | None:
