@@ -169,11 +169,12 @@ class Layout:
         by_node: dict[str, list[int]] = {}
         for r, (node, _) in enumerate(self.receivers):  # a head's q, k, v in that order
             by_node.setdefault(node, []).append(r)
+        reads = [self.readable(r) for r in range(self.n_receivers)]
         rows = []
         for s, sender in enumerate(self.senders):
             for node, *_ in self.nodes:
                 for r in by_node.get(node, []):
-                    if s < self.readable(r):
+                    if s < reads[r]:
                         rows.append((s, r, sender, node, self.receivers[r][1]))
         return rows
 

@@ -7,6 +7,7 @@ positions and stay ``logits``)."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 from circuitx.errors import CircuitxError
@@ -49,6 +50,7 @@ def is_position_name(position: str) -> bool:
     return _POSITION_RE.fullmatch(position) is not None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a file's check parses each name many times
 def parse_node(name: str) -> tuple[str, int | None, int | None]:
     """``(kind, layer, head)`` of a node name (at a position or not); kind is input, head,
     mlp, feature (an MLP's transcoder feature ``m{L}.f{i}`` or the rest of it,
