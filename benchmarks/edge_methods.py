@@ -32,6 +32,7 @@ freed by the set-up and reused by the step count), or the CUDA allocator's peak 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import resource
@@ -79,6 +80,7 @@ def measure(step: Callable[[], object], device: torch.device) -> tuple[float, fl
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
+        gc.collect()  # what earlier steps left in cycles, at any age
         release_freed_memory(device)
         try:
             Path("/proc/self/clear_refs").write_text("5")  # peak resident size := current
