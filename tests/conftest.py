@@ -178,8 +178,13 @@ def every_node_kept(n_layers: int, n_heads: int):
 
 
 METHOD_GRAPHS = (*METHODS, "transcoder-features")  # the keys of method_graphs
-# the learned masks' training, shortened where a test needs their graph, not its quality
-SHORT_TRAINING = {"subnetwork-probing": {"sp_steps": 30}, "edge-pruning": {"ep_steps": 30}}
+# the learned masks' and the SAE's training, shortened where a test needs their graph, not
+# its quality
+SHORT_TRAINING = {
+    "subnetwork-probing": {"sp_steps": 30},
+    "edge-pruning": {"ep_steps": 30},
+    "sae": {"sae_steps": 30},
+}
 
 
 @pytest.fixture(scope="session")

@@ -438,9 +438,10 @@ def test_a_reference_of_another_shape_is_refused_before_it_goes_to_positions():
     # a helper's trial: one way a KeyError traceback, the other way scores against the
     # wrong model's circuit, where a graph without positions gets this line
     task = get_task("ioi")
-    groups = (*task.circuit_positions, "other")
     for graph_layers, reference_layers in ((12, 13), (13, 12)):
-        layout = PositionLayout(graph_layers, 12, True, positions=groups, readout=("END",))
+        layout = PositionLayout(
+            graph_layers, 12, True, positions=("END", "other"), readout=("END",)
+        )
         graph = layout_graph(layout, task="ioi")
         with pytest.raises(cx.CircuitxError, match="different model shapes"):
             matching_reference(graph, task.reference("", reference_layers, 12, True))
@@ -511,7 +512,9 @@ def test_a_task_file_names_its_own_positions(tmp_path):
 @pytest.mark.slow
 def test_path_patching_finds_the_planted_circuit_at_its_positions():
     expected = {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}
-    graph = cx.discover("planted", "ioi", "path-patching", n_prompts=6, positions="named")
+    graph = cx.discover(
+        "planted", "ioi", "path-patching", n_prompts=6, positions="named", faithfulness=False
+    )
     kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
     assert kept == expected
     assert cx.score(graph)["node_auc"] == 1.0
@@ -546,7 +549,7 @@ def test_the_leaderboard_scores_circuits_over_positions(tmp_path):
 
 @pytest.mark.slow
 def test_cdt_finds_the_planted_circuit_at_its_positions():
-    graph = cx.discover("planted", "ioi", "cdt", n_prompts=6, positions="named")
+    graph = cx.discover("planted", "ioi", "cdt", n_prompts=6, positions="named", faithfulness=False)
     kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
     assert kept == {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}
     assert cx.score(graph)["node_auc"] == 1.0
@@ -577,7 +580,7 @@ def test_a_source_at_every_position_is_the_component_source(engines):
 
 
 def test_atp_finds_the_planted_circuit_at_its_positions():
-    graph = cx.discover("planted", "ioi", "atp", n_prompts=6, positions="named")
+    graph = cx.discover("planted", "ioi", "atp", n_prompts=6, positions="named", faithfulness=False)
     kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
     assert kept == {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}
 
@@ -585,7 +588,9 @@ def test_atp_finds_the_planted_circuit_at_its_positions():
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["greater-than", "docstring", "colored-objects"])
 def test_each_planted_circuit_is_found_at_its_roles_positions(task):
-    graph = cx.discover("planted", task, "activation-patching", n_prompts=6, positions="named")
+    graph = cx.discover(
+        "planted", task, "activation-patching", n_prompts=6, positions="named", faithfulness=False
+    )
     reference, _ = cx.reference_circuit(graph)
     truth = {n for n, d in reference.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}
     kept = {n for n, d in graph.nodes(data=True) if d["in_circuit"] and d["kind"] == "head"}

@@ -5,7 +5,7 @@ import re
 import networkx as nx
 import pytest
 import torch
-from conftest import assert_one_line_error, run, stderr_lines
+from conftest import assert_one_line_error, run, scored_circuit, stderr_lines
 
 import circuitx as cx
 from circuitx.cli.discover import metric_value, selection_text
@@ -33,7 +33,14 @@ def discovered(dir_12x12, tmp_path_factory):
     return json.loads(result.stdout), out
 
 
-def test_discover_prints_the_json_summary(discovered):
+@pytest.fixture(scope="module")
+def discovered_graph(discovered):
+    """The discovered graph as read from its file (read once: 1.3 s); tests that change it
+    take a copy."""
+    return read_graph(discovered[1])
+
+
+def test_discover_prints_the_json_summary(discovered, discovered_graph):
     summary, out = discovered
     assert summary["graph"] == str(out)  # where the graph was written
     assert {
@@ -60,7 +67,7 @@ def test_discover_prints_the_json_summary(discovered):
     assert 0.0 <= summary["clean_accuracy"] <= 1.0
     # a helper's trial: a bfloat16 result could not be told from a float32 one
     assert (summary["dtype"], summary["device"]) == ("float32", "cpu")
-    assert read_graph(out).graph["dtype"] == "float32"
+    assert discovered_graph.graph["dtype"] == "float32"
     assert summary["positions"] is None and summary["position_aliases"] is None
 
 
@@ -76,10 +83,10 @@ def test_a_run_over_positions_names_its_groups_in_the_table_and_json():
     assert summary["position_aliases"] == {"NOUN": "2", "XX1": "7", "YY": "8", "END": "12"}
 
 
-def test_networkx_reads_back_nodes_edges_and_scores(discovered):
+def test_networkx_reads_back_nodes_edges_and_scores(discovered, discovered_graph):
     summary, out = discovered
     raw = nx.read_graphml(out)
-    ours = read_graph(out)
+    ours = discovered_graph
     assert (
         set(raw.nodes) == set(ours.nodes)
         and raw.number_of_edges() == ours.number_of_edges() == 32491
@@ -104,16 +111,18 @@ def test_score_command_agrees_with_discover(discovered):
     assert cells[-1] == f"{summary['metrics']['node_auc_pessimistic']:.3f}"
 
 
-def test_score_takes_the_reference_the_graph_was_discovered_with(discovered, tmp_path):
+def test_score_takes_the_reference_the_graph_was_discovered_with(
+    discovered, discovered_graph, tmp_path
+):
     """A helper's trial: a graph discovered with --reference ioi on its own 12 x 12 model
     scored "no reference" by default; auto now means the reference discovery was given."""
     summary, out = discovered  # discovered with --reference ioi
-    assert read_graph(out).graph["reference_spec"] == "ioi"
+    assert discovered_graph.graph["reference_spec"] == "ioi"
     result = run("score", out, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["metrics"] == summary["metrics"]
     assert cx.score(out)["reference"] == "ioi"
-    moved = read_graph(out)  # a reference file discovery was given, since removed
+    moved = discovered_graph.copy()  # a reference file discovery was given, since removed
     moved.graph["reference_spec"] = str(tmp_path / "gone.json")
     write_graph(moved, tmp_path / "moved.json")
     assert_one_line_error(
@@ -121,12 +130,14 @@ def test_score_takes_the_reference_the_graph_was_discovered_with(discovered, tmp
     )
 
 
-def test_a_reference_keeping_an_edge_whose_ends_it_drops_is_noted(discovered, tmp_path):
+def test_a_reference_keeping_an_edge_whose_ends_it_drops_is_noted(
+    discovered, discovered_graph, tmp_path
+):
     """A helper's trial: a hand-edited reference with an edge kept between nodes it does
     not keep scored without a word (ACDC's greater-than reference has such edges, kept
     as published, and is not noted)."""
     summary, out = discovered
-    reference = read_graph(out)
+    reference = discovered_graph.copy()
     for node in reference.nodes:
         reference.nodes[node]["in_circuit"] = node in ("input", "logits", "a9.h9")
     for *_, data in reference.edges(data=True):
@@ -142,11 +153,11 @@ def test_a_reference_keeping_an_edge_whose_ends_it_drops_is_noted(discovered, tm
     assert "between nodes" not in run("score", out, "--reference", "greater-than").stderr
 
 
-def test_score_says_why_a_level_has_no_auc(discovered, tmp_path):
+def test_score_says_why_a_level_has_no_auc(discovered, discovered_graph, tmp_path):
     """A node-level method's graph has no edge scores at all, said nowhere; one unscored
     node of a scored level is noted."""
     _, out = discovered
-    graph = read_graph(out)
+    graph = discovered_graph.copy()
     assert "ROC AUC" not in run("score", out, "--reference", "ioi").stderr
     graph.nodes["a0.h0"]["score"] = None
     write_graph(graph, tmp_path / "one-unscored.json")
@@ -155,7 +166,7 @@ def test_score_says_why_a_level_has_no_auc(discovered, tmp_path):
     assert "note: 1 of the graph's 156 nodes has no score, so it has no node ROC AUC" in (
         result.stderr
     )
-    everything = read_graph(out)  # a reference with no node outside its circuit
+    everything = discovered_graph.copy()  # a reference with no node outside its circuit
     for node in everything.nodes:
         everything.nodes[node]["in_circuit"] = True
     write_graph(everything, tmp_path / "everything.json")
@@ -169,7 +180,8 @@ def test_score_says_why_a_level_has_no_auc(discovered, tmp_path):
 
 
 def test_auto_reference_on_another_model_scores_nothing(dir_12x12):
-    result = discover("--model", dir_12x12, "--n-prompts", 2, "--top-k", 5, "--json")
+    args = ["--model", dir_12x12, "--n-prompts", 2, "--top-k", 5, "--no-faithfulness"]
+    result = discover(*args, "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["reference"] is None and set(summary["metrics"].values()) == {None}
@@ -247,7 +259,7 @@ def test_the_selection_in_words():
     assert selection_text({**summary, "threshold": None}) == "eap's own search"
 
 
-def test_export_formats(discovered, tmp_path):
+def test_export_formats(discovered, discovered_graph, tmp_path):
     _, out = discovered
     # a helper's trial: --format was required though --out's suffix says it
     assert run("export", out, "--out", tmp_path / "told.dot").exit_code == 0
@@ -258,7 +270,7 @@ def test_export_formats(discovered, tmp_path):
         "use .graphml, .json, .dot or EAP-IG's .pt, or give --format",
     )
     with pytest.raises(cx.CircuitxError, match="unknown graph format 'xml'; choose from graphml"):
-        write_graph(read_graph(out), tmp_path / "w.json", fmt="xml")
+        write_graph(discovered_graph, tmp_path / "w.json", fmt="xml")
     # click's list of choices, one comma between them (it was ",,")
     assert_one_line_error(
         run("discover", "--task", "ioi"), "Choose from: activation-patching, path"
@@ -269,7 +281,7 @@ def test_export_formats(discovered, tmp_path):
     assert result.exit_code == 0, result.stderr
     back = read_graph(tmp_path / "x.json")
     assert [d["score"] for _, d in back.nodes(data=True)] == [
-        d["score"] for _, d in read_graph(out).nodes(data=True)
+        d["score"] for _, d in discovered_graph.nodes(data=True)
     ]
 
 
@@ -390,11 +402,10 @@ def test_an_output_path_that_is_an_input_file_is_refused_and_the_file_kept(disco
         assert open(args[-1], "rb").read() == before
 
 
-def test_export_onto_its_own_input_is_refused_and_the_file_kept(discovered, tmp_path):
+def test_export_onto_its_own_input_is_refused_and_the_file_kept(discovered_graph, tmp_path):
     """Found by a new user's trial: export --out GRAPH replaced the graph it read."""
-    _, graph = discovered
     copy = tmp_path / "self.json"
-    write_graph(read_graph(graph), copy)
+    write_graph(discovered_graph, copy)
     before = copy.read_bytes()
     result = run("export", copy, "--format", "eap-ig", "--out", copy)
     assert_one_line_error(result, "is the GRAPH file: writing there would replace it")
@@ -404,15 +415,15 @@ def test_export_onto_its_own_input_is_refused_and_the_file_kept(discovered, tmp_
 @pytest.mark.parametrize(
     "name, fmt", [("x.json", "dot"), ("y.graphml", "json"), ("y.dot", "eap-ig")]
 )
-def test_write_graph_refuses_a_format_its_file_name_contradicts(discovered, tmp_path, name, fmt):
+def test_write_graph_refuses_a_format_its_file_name_contradicts(tmp_path, name, fmt):
     """As export does: the file would not read back as what its name says."""
     from circuitx.errors import CircuitxError
 
-    _, graph = discovered
+    graph = scored_circuit()
     with pytest.raises(CircuitxError, match=f"names a .* file, but fmt is {fmt}"):
-        write_graph(read_graph(graph), tmp_path / name, fmt=fmt)
+        write_graph(graph, tmp_path / name, fmt=fmt)
     assert list(tmp_path.iterdir()) == []
-    write_graph(read_graph(graph), tmp_path / "z.xml", fmt="graphml")  # .xml names GraphML
+    write_graph(graph, tmp_path / "z.xml", fmt="graphml")  # .xml names GraphML
     assert read_graph(tmp_path / "z.xml").number_of_edges() > 0
 
 
@@ -549,18 +560,18 @@ def test_unknown_reference(tiny_dir):
     assert_one_line_error(result, "unknown reference")
 
 
-def test_score_with_auto_reference_and_no_paper_model(discovered, tmp_path):
-    graph = read_graph(discovered[1])  # as if discovered with --reference auto
+def test_score_with_auto_reference_and_no_paper_model(discovered_graph, tmp_path):
+    graph = discovered_graph.copy()  # as if discovered with --reference auto
     del graph.graph["reference_spec"]
     write_graph(graph, tmp_path / "auto.json")
     assert_one_line_error(run("score", tmp_path / "auto.json"), "no reference")
 
 
 @pytest.mark.parametrize("spec", ["auto", "planted"])
-def test_score_says_the_graphs_model_directory_is_gone(discovered, tmp_path, spec):
+def test_score_says_the_graphs_model_directory_is_gone(discovered_graph, tmp_path, spec):
     """A helper's trial: a build-tracr directory moved, `score` said the tracr reference
     fits tracr-reverse only, not that the directory that shipped its truth was gone."""
-    graph = read_graph(discovered[1])
+    graph = discovered_graph.copy()
     del graph.graph["reference_spec"]
     graph.graph["model"] = str(tmp_path / "moved")
     write_graph(graph, tmp_path / "g.json")
@@ -588,8 +599,9 @@ def discover_task(task, *args):
 @pytest.mark.parametrize("task", ["ioi", "greater-than", "docstring"])
 def test_discover_with_each_published_reference(task, dir_12x12):
     result = discover_task(
-        task, "--model", dir_12x12, "--reference", task, "--n-prompts", 3, "--top-k", 10, "--json"
-    )
+        task, "--model", dir_12x12, "--reference", task, "--n-prompts", 3, "--top-k", 10,
+        "--no-faithfulness", "--json",
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["task"] == task and summary["reference"] == task

@@ -818,7 +818,7 @@ def test_a_worker_that_dies_loses_its_cells_once_not_the_grid(tmp_path):
 
     def run_cells(dies: dict[int, str]) -> dict[str, str]:
         cells = [
-            _Cell(f"c{i}", str(tmp_path / f"{i}-{dies}"), dies.get(i, "never")) for i in range(5)
+            _Cell(f"c{i}", str(tmp_path / f"{i}-{dies}"), dies.get(i, "never")) for i in range(3)
         ]
         said = []
         executors._run_in_processes(
@@ -839,8 +839,8 @@ def test_a_worker_that_dies_loses_its_cells_once_not_the_grid(tmp_path):
 
     died = "a worker process ended abruptly (killed, or out of memory?)"
     assert set(run_cells({1: "once"}).values()) == {"ok"}
-    assert run_cells({3: "always"}) == {**{f"c{i}": "ok" for i in (0, 1, 2, 4)}, "c3": died}
-    assert set(run_cells({i: "always" for i in range(5)}).values()) == {died}
+    assert run_cells({1: "always"}) == {"c0": "ok", "c1": died, "c2": "ok"}
+    assert set(run_cells({i: "always" for i in range(3)}).values()) == {died}
 
 
 def test_a_worker_ends_when_its_leaderboard_is_killed(tmp_path):
