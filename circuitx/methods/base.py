@@ -136,6 +136,12 @@ GRADIENT_RESOLUTION = 1e-4  # relative to the largest score: below it, rounding
 GRADIENT_RESOLUTION_FLOAT64 = 1e-11  # the same for a float64 model
 
 
+def gradient_resolution(model: Model) -> float:
+    """The share of the largest score below which a ``model``'s scores are rounding."""
+    float64 = model.work_dtype == torch.float64
+    return GRADIENT_RESOLUTION_FLOAT64 if float64 else GRADIENT_RESOLUTION
+
+
 def above_resolution(
     scores: torch.Tensor, model: Model, resolution: float | None = None
 ) -> torch.Tensor:
@@ -150,8 +156,7 @@ def above_resolution(
     scores are cut at :data:`GRADIENT_RESOLUTION_FLOAT64`, unless ``resolution`` sets
     the share for every dtype."""
     if resolution is None:
-        float64 = model.work_dtype == torch.float64
-        resolution = GRADIENT_RESOLUTION_FLOAT64 if float64 else GRADIENT_RESOLUTION
+        resolution = gradient_resolution(model)
     largest = float(scores.abs().max()) if scores.numel() else 0.0
     return torch.where(scores.abs() <= resolution * largest, 0.0, scores)
 

@@ -38,6 +38,12 @@ from circuitx.transcoders import training
 N_FEATURES = 16
 
 
+def every_feature(transcoders: dict) -> dict:
+    """``attribute``'s ``top`` that makes every feature a unit (a number of the strongest
+    leaves out those with no attribution)."""
+    return {layer: torch.arange(N_FEATURES) for layer in transcoders}
+
+
 @pytest.fixture(scope="module")
 def tiny_transcoders(tiny_model, tmp_path_factory):
     directory = tmp_path_factory.mktemp("transcoders")
@@ -146,7 +152,7 @@ def test_factorised_attribution_equals_the_direct_gradient(family_model, qk):
         tiny_model, task, data, ablation="zero", kept=replacement_hooks(tiny_model)
     )
     transcoders = random_transcoders(tiny_model)
-    result = attribute(engine, transcoders, top=N_FEATURES, qk=qk)  # every feature a unit
+    result = attribute(engine, transcoders, top=every_feature(transcoders), qk=qk)
     blocks = result.edge_blocks()
     grads = direct_gradients(engine, transcoders, live_patterns=qk == "linear")
     outgoing = {}
@@ -241,7 +247,7 @@ def test_a_feature_to_feature_edge_is_activation_times_a_weight(tiny_model, tiny
         tiny_model, task, data, ablation="zero", kept=replacement_hooks(tiny_model)
     )
     transcoders = tc.load_transcoders(str(tiny_transcoders))
-    result = attribute(engine, transcoders, top=N_FEATURES)
+    result = attribute(engine, transcoders, top=every_feature(transcoders))
     s = next(i for i, u in enumerate(result.senders) if u.names[0] == "m0.f0")
     r = next(i for i, u in enumerate(result.receivers) if u.names[0] == "m1.f0")
     block = result.edge_blocks()[s, r]
@@ -809,6 +815,23 @@ def test_recovers_the_planted_greater_than_circuit(tmp_path):
     summary = report(graph, ground_truth("planted-greater-than", "greater-than"), "truth")
     assert summary["metrics"]["node_auc"] >= 0.9, summary["metrics"]
     assert summary["metrics"]["node_recall"] == 1.0
+
+
+def test_a_feature_whose_attribution_is_rounding_is_no_unit(tiny_model):
+    """A feature is a unit of its own only above the gradient methods' resolution times
+    the target: below it rounding ranks features (on planted docstring, whose MLPs do
+    nothing, the features chosen changed with the prompts' parts). An MLP whose
+    transcoder writes nothing keeps its rest alone."""
+    task = get_task("ioi")
+    data = task.make_data(tiny_model, 6, seed=0)
+    engine = PatchingEngine(tiny_model, task, data, kept=replacement_hooks(tiny_model))
+    transcoders = random_transcoders(tiny_model)
+    transcoders[0].W_dec.zero_()  # m0's features write nothing: attribution exactly 0
+    result = attribute(engine, transcoders, top=3)
+    names = {name for units in result.senders for name in units.names}
+    assert {name for name in names if name.startswith("m0.")} == {"m0.rest"}
+    assert len([name for name in names if name.startswith("m1.f")]) == 3
+    assert float(result.features[0].abs().max()) == 0.0
 
 
 def test_greedy_paths_split_each_nodes_attribution_among_its_inputs(tiny_model):
