@@ -219,9 +219,8 @@ def attribute(
         target = (logits * direction).sum(-1).mean()
         (readout_grad,) = torch.autograd.grad(target, final)
     grad[rows, at] = readout_grad
-    floor = gradient_resolution(model) * abs(
-        float(target.detach())
-    )  # a feature's least attribution
+    # a feature's least attribution to be a unit of its own
+    floor = gradient_resolution(model) * abs(float(target.detach()))
     receivers = [Units(["logits"], grad.unsqueeze(2))]
     receiver_order = [2 * n_layers]
     senders, sender_order, features, pattern_grads = [], [], {}, {}
@@ -379,9 +378,10 @@ def _mlp_units(
 def strongest(attributions: torch.Tensor, count: int, floor: float) -> torch.Tensor:
     """The ``count`` features [F] with the largest |attribution|, ascending, of those above
     ``floor``: the model's gradient resolution times the target, below which rounding
-    ranks them, as it does the scores :func:`above_resolution` cuts (on planted docstring,
-    whose MLPs do nothing, 8 of the 40 features chosen changed with the prompts' parts; a trial's
-    10th feature of m3 at 1.6e-9 of the target was f270 or f180)."""
+    ranks them, as it does the scores :func:`above_resolution` cuts (on planted
+    docstring, whose MLPs do nothing, 8 of the 40 features chosen changed with the
+    prompts' parts; a trial's 10th feature of m3, at 1.6e-9 of the target, was f270 or
+    f180)."""
     ranked = attributions.abs().topk(min(count, len(attributions)))
     return ranked.indices[ranked.values > floor].sort().values
 
