@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -195,6 +196,21 @@ def read_flag(value: Any, element: str, attribute: str) -> bool:
     if not isinstance(value, bool):
         raise CircuitxError(f"{element}: {attribute} must be true or false, not {value!r}")
     return value
+
+
+def load_json(text: str, where: str) -> Any:
+    """Parse JSON ``text``, refusing an object that gives a key twice (json keeps the
+    last: which was meant?); the message names it after ``where``."""
+
+    def once_each(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(items)
+        if len(found) < len(items):
+            counts = Counter(key for key, _ in items)
+            twice = min(key for key, count in counts.items() if count > 1)
+            raise CircuitxError(f"{where} gives {twice!r} twice")
+        return found
+
+    return json.loads(text, object_pairs_hook=once_each)
 
 
 def size_text(size: float) -> str:

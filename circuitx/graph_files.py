@@ -4,10 +4,12 @@ they describe."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from circuitx.files import (
     atomic_open,
     check_input_file,
     file_suffix,
+    load_json,
     plain,
     read_flag,
     read_score,
@@ -157,7 +160,7 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
         elif fmt == "graphml":
             graph = _from_graphml(_read_graphml(path))
         else:  # JSON: ours, an EAP-IG (MIB) graph, or auto-circuit's edge names
-            data = json.loads(path.read_text())
+            data = load_json(path.read_text(), "a JSON object in it")
             if is_eap_ig_dict(data):
                 graph = from_eap_ig_dict(data)
             elif is_auto_circuit_dict(data):
@@ -372,12 +375,29 @@ def _read_graphml(path: Path) -> nx.MultiDiGraph:
     """networkx's reading of a GraphML file, where a value that is not of its key's type
     is named with its node or edge and attribute (networkx names the value alone)."""
     try:
-        return nx.read_graphml(path, force_multigraph=True)
+        graph = nx.read_graphml(path, force_multigraph=True)
     except (KeyError, ValueError):
         found = _graphml_value_error(path)
         if found is None:
             raise
         raise CircuitxError(found) from None
+    _refuse_repeated_ids(path.read_bytes())
+    return graph
+
+
+# a node or edge element's id (networkx keeps the last element given an id twice)
+_ELEMENT_ID = re.compile(rb"""<(?:[\w.-]+:)?(node|edge)\s[^>]*?\bid=(["'])(.*?)\2""")
+
+
+def _refuse_repeated_ids(text: bytes) -> None:
+    """Refuse a GraphML file that gives a node or edge twice, with one value or two (a
+    hand-edited or merged file: networkx keeps the last, silently)."""
+    seen: dict[bytes, set[bytes]] = {b"node": set(), b"edge": set()}
+    for kind, _, name in _ELEMENT_ID.findall(text):
+        if name in seen[kind]:
+            shown = html.unescape(name.decode("utf-8", "replace"))
+            raise CircuitxError(f"{kind.decode()} {shown} is given twice")
+        seen[kind].add(name)
 
 
 def _local(tag: str) -> str:

@@ -14,7 +14,6 @@ the head; :func:`acdc_edge_count` gives that count, which is what ACDC's papers 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import networkx as nx
 
 from circuitx.errors import CircuitxError
+from circuitx.files import load_json
 from circuitx.graph import (
     HEAD_INPUTS,
     INPUT,
@@ -336,8 +336,8 @@ def hand_written_circuit(
     file = Path(path)
     if file.suffix.lower() == ".json" and file.is_file():
         try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError, UnicodeDecodeError) as error:
+            data = load_json(file.read_text(), "a JSON object in it")
+        except (OSError, ValueError, UnicodeDecodeError, CircuitxError) as error:
             raise CircuitxError(f"cannot read reference {path}: {error}") from None
         if is_class_circuit(data):
             return class_circuit_from_dict(file.name, data, n_layers, n_heads, has_mlp)

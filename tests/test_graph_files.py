@@ -769,6 +769,32 @@ def test_a_graph_file_missing_a_node_or_its_edges_says_so(tmp_path):
         read_graph(path)
 
 
+def test_a_graph_file_giving_a_node_or_edge_twice_is_refused(tmp_path):
+    """A trial: an edge element copied with other values (a hand-edited or merged file)
+    read as whichever copy came last, without a word; the same for a JSON key."""
+    path = tmp_path / "g.graphml"
+    write_graph(scored_graph(), path)
+    text = path.read_text()
+    edge = re.search(r'<edge source="a0.h0" target="m1" id="a0.h0-&gt;m1">.*?</edge>', text, re.S)
+    changed = re.sub(r'key="(d\d+)">-?[0-9][^<]*</data>', r'key="\1">-5.0</data>', edge.group(0))
+    assert changed != edge.group(0)
+    for copy in (edge.group(0) + changed, changed + edge.group(0)):  # either copy first
+        path.write_text(text.replace(edge.group(0), copy))
+        with pytest.raises(CircuitxError, match=r": edge a0.h0->m1 is given twice$"):
+            read_graph(path)
+    node = re.search(r'<node id="m1">.*?</node>', text, re.S).group(0)
+    path.write_text(text.replace(node, node + node))
+    with pytest.raises(CircuitxError, match=r": node m1 is given twice$"):
+        read_graph(path)
+    path = tmp_path / "g.json"
+    write_graph(scored_graph(), path)
+    text = path.read_text()
+    first = re.search(r'\n  "a0.h0->m1": \{.*?\n  \}', text, re.S).group(0)
+    path.write_text(text.replace(first, first + "," + first.replace('"score"', '"was"')))
+    with pytest.raises(CircuitxError, match=r"a JSON object in it gives 'a0.h0->m1' twice$"):
+        read_graph(path)
+
+
 def test_a_graphml_file_edited_with_networkx_or_by_hand_reads_or_names_what_is_wrong(tmp_path):
     """A helper's trial: an edge removed and added back with networkx (which numbers the
     edges it adds) gave "expected string or bytes-like object, got 'int'"; values edited by

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitx.errors import CircuitxError, clipped, listed, quoted
-from circuitx.files import check_input_file
+from circuitx.files import check_input_file, load_json
 from circuitx.names import is_position_name
 
 FORMATS = ("jsonl", "eap-ig", "auto-circuit")
@@ -242,7 +242,7 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
             continue
         where = f"{label} line {number}"
         try:
-            row = json.loads(line, object_pairs_hook=lambda items: _once_each(items, where))
+            row = load_json(line, where)
         except ValueError:
             hint = AUTO_CIRCUIT_HINT if _is_auto_circuit_json(text) else ""
             raise CircuitxError(f"{where} is not JSON{hint}") from None
@@ -446,14 +446,6 @@ def _is_auto_circuit_json(text: str) -> bool:
     except ValueError:
         return False
     return isinstance(data, dict) and "prompts" in data
-
-
-def _once_each(items: list[tuple[str, Any]], where: str) -> dict[str, Any]:
-    """A JSON object's keys and values, refused where a key comes twice (json keeps the
-    last: which did the user mean?), as a CSV's column named twice is."""
-    if twice := _named_twice([key for key, _ in items]):
-        raise CircuitxError(f"{where} gives {twice!r} twice")
-    return dict(items)
 
 
 def _named_twice(names: Sequence[str]) -> str | None:
