@@ -89,8 +89,15 @@ def load_pt(path: str | Path) -> dict[str, Any]:
     """The JSON form of the graph EAP-IG's ``to_pt`` saved at ``path`` (loaded as plain
     tensors and values: nothing in the file is run)."""
     if not zipfile.is_zipfile(path):  # else torch reads it as a pickle: "invalid load key"
+        with open(path, "rb") as handle:
+            cut = handle.read(4) == b"PK\x03\x04"  # a zip's start without its directory
         raise CircuitxError(
-            "not a graph EAP-IG's to_pt saved: it is no zip archive, as torch.save writes"
+            "not a graph EAP-IG's to_pt saved: "
+            + (
+                "it is a zip archive cut short (its end is missing: a copy or download cut off?)"
+                if cut
+                else "it is no zip archive, as torch.save writes"
+            )
         )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)

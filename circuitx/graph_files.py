@@ -160,7 +160,12 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
         elif fmt == "graphml":
             graph = _from_graphml(_read_graphml(path))
         else:  # JSON: ours, an EAP-IG (MIB) graph, or auto-circuit's edge names
-            data = load_json(path.read_text(), "a JSON object in it")
+            text = path.read_text()
+            if not text.strip():
+                raise CircuitxError("it is empty")
+            if text.lstrip().startswith("<"):  # a trial's GraphML named .json: "Expecting value"
+                raise CircuitxError("it holds XML, not JSON (GraphML? name it .graphml)")
+            data = load_json(text, "a JSON object in it")
             if is_eap_ig_dict(data):
                 graph = from_eap_ig_dict(data)
             elif is_auto_circuit_dict(data):

@@ -108,6 +108,20 @@ def test_malformed_graph_files_raise_one_line(tmp_path, name, text):
 
 
 @pytest.mark.parametrize(
+    "text, said",
+    [  # a trial's: each said only "Expecting value: line 1 column 1 (char 0)"
+        ("", "it is empty"),
+        ("\n".join(nx.generate_graphml(nx.path_graph(3))), "it holds XML, not JSON (GraphML?"),
+    ],
+)
+def test_a_json_graph_file_that_is_empty_or_xml_says_so(tmp_path, text, said):
+    path = tmp_path / "g.json"
+    path.write_text(text)
+    with pytest.raises(CircuitxError, match=re.escape(f"malformed graph file {path}: {said}")):
+        read_graph(path)
+
+
+@pytest.mark.parametrize(
     "data, pattern",
     [  # a helper's trial: each said 'not a circuitx graph (missing "format": ...)'
         ({"scores": {}}, "an auto-circuit graph needs 'scores', 'circuit'; this has no 'circuit'"),
@@ -621,6 +635,10 @@ def test_a_pt_file_eap_ig_would_read_otherwise_is_one_line(tmp_path, edit, patte
             "an EAP-IG graph saved by to_pt before February 2025",
         ),
         (b"truncated", "not a graph EAP-IG's to_pt saved: it is no zip archive, as torch.save"),
+        (  # a trial's copy cut short: the zip's start without its end
+            b"PK\x03\x04" + bytes(60),
+            "not a graph EAP-IG's to_pt saved: it is a zip archive cut short",
+        ),
         (  # a trial's: torch's message offered to run it, cut off mid-sentence
             {"cfg": ValueError("any object")},
             "not a graph EAP-IG.s to_pt saved: it holds objects other than tensors and plain",
