@@ -329,16 +329,17 @@ def read_reference(path: str, n_layers: int, n_heads: int, has_mlp: bool) -> nx.
 
 
 def hand_written_circuit(
-    path: str, n_layers: int, n_heads: int, has_mlp: bool
+    path: str, n_layers: int, n_heads: int, has_mlp: bool, what: str = "reference"
 ) -> nx.MultiDiGraph | None:
     """The circuit of head classes or list of edge names in a JSON file, for a model of
-    this shape; None for a graph file (ours or EAP-IG's)."""
+    this shape; None for a graph file (ours or EAP-IG's). A file that is no JSON is
+    refused as ``what``."""
     file = Path(path)
     if file.suffix.lower() == ".json" and file.is_file():
         try:
             data = load_json(file.read_text(), "a JSON object in it")
         except (OSError, ValueError, UnicodeDecodeError, CircuitxError) as error:
-            raise CircuitxError(f"cannot read reference {path}: {error}") from None
+            raise CircuitxError(f"cannot read {what} {path}: {error}") from None
         if is_class_circuit(data):
             return class_circuit_from_dict(file.name, data, n_layers, n_heads, has_mlp)
         if isinstance(data, list):

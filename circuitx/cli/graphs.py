@@ -118,7 +118,7 @@ def compare(graph_a, graph_b, as_json) -> None:
                 f"score GRAPH --reference {path}` scores a circuit against it"
             )
     a = read_graph(graph_a)
-    b = hand_written_circuit(graph_b, *shape_of(a))
+    b = hand_written_circuit(graph_b, *shape_of(a), what="graph file")
     b = read_graph(graph_b) if b is None else b
     result = overlap(a, b)
     notes = overlap_notes(a, b)

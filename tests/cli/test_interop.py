@@ -379,6 +379,13 @@ def test_compare_against_a_references_name_points_to_score(discovered):
         )
 
 
+def test_compare_names_a_second_graph_it_cannot_read_a_graph_file(discovered, tmp_path):
+    """A trial's `compare a.graphml cut.json` was told it could not read "reference"."""
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"format": "circuitx-graph", "nodes": {')
+    assert_one_line_error(run("compare", discovered, cut), f"cannot read graph file {cut}: ")
+
+
 def test_an_empty_reference_is_one_line(discovered):
     """A trial's --reference '' was told ". is a directory, not a graph file"."""
     result = run("score", discovered, "--reference", "")
