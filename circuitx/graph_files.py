@@ -175,6 +175,8 @@ def read_graph(path: str | Path) -> nx.MultiDiGraph:
         _check(graph)
     except CircuitxError as error:
         raise CircuitxError(f"malformed graph file {path}: {error}") from None
+    except OSError as error:  # the file, not its content (a trial's failing disk: EIO)
+        raise CircuitxError(f"cannot read graph file {path}: {error.strerror or error}") from None
     except Exception as error:  # parsers raise many types; report one line
         detail = str(error).strip().splitlines()
         raise CircuitxError(

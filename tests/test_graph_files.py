@@ -172,6 +172,19 @@ def test_missing_graph_file(tmp_path):
         read_graph("/dev/null")
 
 
+def test_a_graph_file_the_disk_fails_to_give_is_not_called_malformed(tmp_path, monkeypatch):
+    """A trial's read error (EIO) was said as "malformed graph file"."""
+    path = tmp_path / "g.json"
+    write_graph(scored_graph(), path)
+
+    def failing(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(type(path), "read_text", failing)
+    with pytest.raises(CircuitxError, match=f"^cannot read graph file {path}: Input/output error$"):
+        read_graph(path)
+
+
 def test_write_into_missing_directory_fails_and_leaves_nothing(tmp_path):
     with pytest.raises(CircuitxError, match="does not exist"):
         write_graph(scored_graph(), tmp_path / "missing" / "g.graphml")
