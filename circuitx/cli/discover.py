@@ -350,9 +350,11 @@ def check_eap_ig_out(out_path: str, request: DiscoveryRequest) -> None:
 
 
 def features_text(summary: dict[str, Any]) -> str:
-    """A feature graph's features kept, which the nodes and edges kept do not count."""
+    """A feature graph's features kept, which the nodes and edges kept do not count (a
+    trial read 0 / 5 as five features, where each was an MLP's rest)."""
     return (
-        f"{summary['n_features_in_circuit']} / {summary['n_features']}, their edges "
+        f"{summary['n_features_in_circuit']} / {summary['n_features']} (each MLP's rest one of "
+        f"them), their edges "
         f"{summary['n_feature_edges_in_circuit']} / {summary['n_feature_edges']} (not in "
         "the counts above)"
     )

@@ -759,7 +759,10 @@ def test_feature_graph_sums_to_the_component_graph(tmp_path, tiny_dir, tiny_tran
     )
     assert summary["n_nodes"] == plain["n_nodes"]
     shown = run(*base[:-1], "--granularity", "feature", "--n-features", 3).stdout
-    assert "features kept" in shown and f"/ {len(features)}, their edges" in shown
+    assert (
+        "features kept" in shown
+        and f"/ {len(features)} (each MLP's rest one of them), their edges" in shown
+    )
     for mlp in ("m0", "m1"):
         parts = sum(graph.nodes[n]["score"] for n in features if n.startswith(mlp + "."))
         assert parts == pytest.approx(graph.nodes[mlp]["score"], abs=1e-5)
