@@ -15,7 +15,7 @@ import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from circuitx.errors import CircuitxError, stop_if_interrupted
 
@@ -198,6 +198,11 @@ def read_flag(value: Any, element: str, attribute: str) -> bool:
     return value
 
 
+def named_twice(names: Iterable[str]) -> str | None:
+    """The first (in sorted order) of ``names`` that comes more than once, or None."""
+    return min((name for name, count in Counter(names).items() if count > 1), default=None)
+
+
 def load_json(text: str, where: str) -> Any:
     """Parse JSON ``text``, refusing an object that gives a key twice (json keeps the
     last: which was meant?); the message names it after ``where``."""
@@ -205,9 +210,7 @@ def load_json(text: str, where: str) -> Any:
     def once_each(items: list[tuple[str, Any]]) -> dict[str, Any]:
         found = dict(items)
         if len(found) < len(items):
-            counts = Counter(key for key, _ in items)
-            twice = min(key for key, count in counts.items() if count > 1)
-            raise CircuitxError(f"{where} gives {twice!r} twice")
+            raise CircuitxError(f"{where} gives {named_twice(k for k, _ in items)!r} twice")
         return found
 
     return json.loads(text, object_pairs_hook=once_each)

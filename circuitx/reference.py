@@ -22,7 +22,6 @@ from typing import Any
 import networkx as nx
 
 from circuitx.errors import CircuitxError
-from circuitx.files import load_json
 from circuitx.graph import (
     HEAD_INPUTS,
     INPUT,
@@ -38,7 +37,7 @@ from circuitx.graph import (
     shape_of,
     shape_text,
 )
-from circuitx.graph_files import read_graph
+from circuitx.graph_files import graph_json, read_graph
 from circuitx.layout import PositionLayout
 from circuitx.names import parse_auto_circuit_edge_name, parse_edge_name, parse_node, split_position
 
@@ -337,7 +336,7 @@ def hand_written_circuit(
     file = Path(path)
     if file.suffix.lower() == ".json" and file.is_file():
         try:
-            data = load_json(file.read_text(), "a JSON object in it")
+            data = graph_json(file.read_text())
         except (OSError, ValueError, UnicodeDecodeError, CircuitxError) as error:
             raise CircuitxError(f"cannot read {what} {path}: {error}") from None
         if is_class_circuit(data):

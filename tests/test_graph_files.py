@@ -172,6 +172,17 @@ def test_missing_graph_file(tmp_path):
         read_graph("/dev/null")
 
 
+@pytest.mark.parametrize("model", ["a\x01b", "a\udcffb"])  # a control character, not UTF-8
+def test_a_value_graphml_cannot_hold_is_one_line_and_no_file(tmp_path, model):
+    graph = scored_graph()
+    graph.graph["model"] = model
+    with pytest.raises(CircuitxError, match="a character XML cannot .*: write the graph as JSON"):
+        write_graph(graph, tmp_path / "g.graphml")
+    assert list(tmp_path.iterdir()) == []
+    write_graph(graph, tmp_path / "g.json")
+    assert read_graph(tmp_path / "g.json").graph["model"] == model
+
+
 def test_a_graph_file_the_disk_fails_to_give_is_not_called_malformed(tmp_path, monkeypatch):
     """A trial's read error (EIO) was said as "malformed graph file"."""
     path = tmp_path / "g.json"
@@ -813,10 +824,24 @@ def test_a_graph_file_giving_a_node_or_edge_twice_is_refused(tmp_path):
         path.write_text(text.replace(edge.group(0), copy))
         with pytest.raises(CircuitxError, match=r": edge a0.h0->m1 is given twice$"):
             read_graph(path)
+    raw = edge.group(0).replace("-&gt;", "->")  # the same id, its > unescaped (legal XML)
+    path.write_text(text.replace(edge.group(0), edge.group(0) + raw))
+    with pytest.raises(CircuitxError, match=r": edge a0.h0->m1 is given twice$"):
+        read_graph(path)
     node = re.search(r'<node id="m1">.*?</node>', text, re.S).group(0)
     path.write_text(text.replace(node, node + node))
     with pytest.raises(CircuitxError, match=r": node m1 is given twice$"):
         read_graph(path)
+    path.write_text(text.replace(node, f"{node}<!-- was: {node} -->"))  # a comment is no copy
+    assert read_graph(path).number_of_nodes() == scored_graph().number_of_nodes()
+    edited = nx.read_graphml(tmp_path / "g.graphml", force_multigraph=True)
+    for sender, receiver in (("input", "m0"), ("a0.h0", "m1")):  # networkx numbers each
+        key = next(iter(edited[sender][receiver]))  # pair's new edge 0: no repeat
+        data = edited[sender][receiver][key]
+        edited.remove_edge(sender, receiver, key)
+        edited.add_edge(sender, receiver, **data)
+    nx.write_graphml(edited, tmp_path / "edited.graphml")
+    assert read_graph(tmp_path / "edited.graphml").number_of_edges() == edited.number_of_edges()
     path = tmp_path / "g.json"
     write_graph(scored_graph(), path)
     text = path.read_text()

@@ -39,9 +39,10 @@ less its features').
 Scores are summed over positions, averaged over prompts and divided by the clean logit
 difference, so that they read as shares of it. A node's score is its write times the
 metric's gradient at its write (the sum of its outgoing edge scores). With ``granularity
-feature`` the graph also holds the ``n_features`` features of each MLP with the largest
-attributions (``m{L}.f{i}``) and one node per MLP for the rest (``m{L}.rest``: its other
-features, output bias and transcoder error); the head/MLP graph is their sum.
+feature`` the graph also holds up to ``n_features`` features of each MLP with the largest
+attributions (``m{L}.f{i}``, above the gradient resolution times the target) and one node
+per MLP for the rest (``m{L}.rest``: its other features, output bias and transcoder
+error); the head/MLP graph is their sum.
 """
 
 from __future__ import annotations
@@ -480,7 +481,7 @@ class TranscoderMethod(Method):
             "int",
             10,
             "features kept per MLP with --granularity feature (at most: those whose attribution "
-            "is above 1e-4 of the target)",
+            "is above 1e-4 of the target, 1e-11 in float64)",
             low=1,
             only_with=("granularity", ("feature",)),
         ),

@@ -241,10 +241,11 @@ def release_freed_memory(device: torch.device) -> None:
     copies: on the CPU glibc's heap (``malloc_trim``; what the 124M-parameter GPT-2 shape
     holds after loading went from 923 to 852 MiB in float32, 800 to 586 in bfloat16:
     benchmarks/load_memory.py), on a GPU torch's cached blocks, which the default memory
-    budget would read as used. Only the young objects are collected, those loading made: a
+    budget would read as used. On the CPU only the two young generations are collected: a
     full collection gave back nothing more there (852 and 586 MiB held either way) and took
-    0.13 s in a process holding three graphs of that shape, 0.45 s in a test run's."""
-    gc.collect(1)
+    0.13 s in a process holding three graphs of that shape, 0.45 s in a test run's; on a
+    GPU (unmeasured) a full one, lest old cycles keep GPU tensors cached."""
+    gc.collect(2 if device.type == "cuda" else 1)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl)

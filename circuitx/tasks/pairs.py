@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitx.errors import CircuitxError, clipped, listed, quoted
-from circuitx.files import check_input_file, load_json
+from circuitx.files import check_input_file, load_json, named_twice
 from circuitx.names import is_position_name
 
 FORMATS = ("jsonl", "eap-ig", "auto-circuit")
@@ -205,7 +205,7 @@ def _named(value: Any, where: str) -> tuple[tuple[str, int], ...]:
         return ()
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = load_json(value, f"{where}: positions")
         except ValueError:
             raise CircuitxError(
                 f"{where}: positions {quoted(value)} is not a JSON object"
@@ -330,7 +330,7 @@ def _read_eap_ig(text: str, label: str) -> ReadPairs:
         )
     reader = csv.DictReader(io.StringIO(text))
     columns = reader.fieldnames or []
-    if twice := _named_twice(columns):  # DictReader keeps the last: which did the user mean?
+    if twice := named_twice(columns):  # DictReader keeps the last: which did the user mean?
         raise CircuitxError(f"{label} has the column {twice!r} twice")
     if "correct_idx" not in columns and "label" in columns:
         return ReadPairs(_read_greater_than(reader, label), "prob-diff")
@@ -448,14 +448,9 @@ def _is_auto_circuit_json(text: str) -> bool:
     return isinstance(data, dict) and "prompts" in data
 
 
-def _named_twice(names: Sequence[str]) -> str | None:
-    """The first (in sorted order) of ``names`` that comes more than once, or None."""
-    return min((name for name in names if names.count(name) > 1), default=None)
-
-
 def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
     try:
-        data = json.loads(text)
+        data = load_json(text, label)
     except ValueError:
         if _json_lines(text):
             way = (  # a .jsonl file comes here only by --task-format auto-circuit

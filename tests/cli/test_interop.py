@@ -2,6 +2,7 @@
 
 import errno
 import json
+import re
 import subprocess
 import sys
 
@@ -241,6 +242,21 @@ def test_bad_edge_lists_are_one_line(tmp_path, content, message):
     with pytest.raises(CircuitxError, match=message) as caught:
         read_reference(str(path), 2, 2, True)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ('{"classes": {"NM": ["1.1"], "NM": ["1.0"]}, "edges": []}', "gives 'NM' twice"),
+        ("", "it is empty"),  # a trial's: "Expecting value: line 1 column 1 (char 0)"
+        ("<graphml></graphml>", "it holds XML, not JSON (GraphML? name it .graphml)"),
+    ],
+)
+def test_a_reference_file_that_is_no_one_json_says_why(tmp_path, text, said):
+    path = tmp_path / "classes.json"
+    path.write_text(text)
+    with pytest.raises(CircuitxError, match=f"^cannot read reference {path}: .*{re.escape(said)}"):
+        read_reference(str(path), 2, 2, True)
 
 
 def test_export_eap_ig_of_collapsed_positions_notes_the_graph_it_writes(tmp_path):

@@ -824,17 +824,17 @@ def test_a_feature_whose_attribution_is_rounding_is_no_unit(tiny_model):
     """A feature is a unit of its own only above the gradient methods' resolution times
     the target: below it rounding ranks features (on planted docstring, whose MLPs do
     nothing, the features chosen changed with the prompts' parts). An MLP whose
-    transcoder writes nothing keeps its rest alone."""
+    transcoder writes next to nothing keeps its rest alone."""
     task = get_task("ioi")
     data = task.make_data(tiny_model, 6, seed=0)
     engine = PatchingEngine(tiny_model, task, data, kept=replacement_hooks(tiny_model))
     transcoders = random_transcoders(tiny_model)
-    transcoders[0].W_dec.zero_()  # m0's features write nothing: attribution exactly 0
+    transcoders[0].W_dec.mul_(1e-8)  # m0's features write next to nothing
     result = attribute(engine, transcoders, top=3)
     names = {name for units in result.senders for name in units.names}
     assert {name for name in names if name.startswith("m0.")} == {"m0.rest"}
     assert len([name for name in names if name.startswith("m1.f")]) == 3
-    assert float(result.features[0].abs().max()) == 0.0
+    assert 0.0 < float(result.features[0].abs().max()) < 1e-4 * abs(result.target)
 
 
 def test_greedy_paths_split_each_nodes_attribution_among_its_inputs(tiny_model):
