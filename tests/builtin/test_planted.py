@@ -84,7 +84,7 @@ def test_activation_patching_finds_the_planted_circuit(models, task):
 
 @pytest.mark.parametrize("method", ["activation-patching", "eap-ig", "acdc", "cdt"])
 def test_methods_find_the_circuit_planted_in_a_llama_model(models, method):
-    graph = find(models("planted-ioi-llama"), "ioi", method, n_prompts=20, faithfulness=False)
+    graph = find(models("planted-ioi-llama"), "ioi", method, n_prompts=10, faithfulness=False)
     summary = report(graph, ground_truth("planted-ioi-llama", "ioi"), "truth")
     assert summary["metrics"]["node_auc"] == 1.0
 

@@ -14,10 +14,10 @@ from circuitx.methods import METHODS
 from circuitx.models.hooks import head_output_hook
 from circuitx.tasks import get_task
 
-N_PROMPTS = 10
-# measured: on planted IOI float32's head scores are up to 2.2e-3 (activation patching)
-# and 4.7e-5 (EAP) from the direct float64 computation (the anchor of 1000 amplifies
-# rounding), float64's 8e-14 and 4e-15
+N_PROMPTS = 4
+# measured with 10 prompts: on planted IOI float32's head scores are up to 2.2e-3
+# (activation patching) and 4.7e-5 (EAP) from the direct float64 computation (the anchor
+# of 1000 amplifies rounding), float64's 8e-14 and 4e-15
 TOLERANCE = 1e-10
 
 
