@@ -52,7 +52,6 @@ from circuitx.leaderboard import (
     plan_grid,
     run_leaderboard,
     tasks_for,
-    warning_notes,
 )
 from circuitx.methods import METHODS, all_options, unused_options
 from circuitx.models import Model, parse_device, parse_dtype
@@ -470,7 +469,7 @@ def leaderboard(
         None if cache_dir is None else os.fspath(cache_dir), max_memory,
     )  # fmt: skip
     board = run_leaderboard(grid.cells, out, jobs, executor, threads, grid.settings, grid.notes)
-    for line in grid.notes + warning_notes(grid.cells, board.records) + _failures(board):
+    for line in grid.notes + board.said + _failures(board):
         said = line.removeprefix("note: ").removeprefix("warning: ")
         warnings.warn(said, CircuitxWarning, stacklevel=2)
     return board

@@ -33,7 +33,6 @@ from circuitx.leaderboard import (
     run_leaderboard,
     table,
     tasks_for,
-    warning_notes,
 )
 from circuitx.patching import ABLATIONS
 from circuitx.progress import counted
@@ -213,7 +212,7 @@ def leaderboard(
         note(line)
     cells = grid.cells
     board = run_leaderboard(cells, out_dir, jobs, executor, threads, grid.settings, grid.notes)
-    for line in warning_notes(cells, board.records):
+    for line in board.said:
         to_stderr(line)  # each says what it is: note or warning
     if as_json:
         print_json(

@@ -100,6 +100,7 @@ class Leaderboard:
     records: list[dict[str, Any]]  # one per cell, in the grid's order
     files: dict[str, str] = field(default_factory=dict)
     resumed: int = 0  # cells found finished by an earlier run
+    said: list[str] = field(default_factory=list)  # the runs' notes and warnings (warning_notes)
 
     @property
     def errors(self) -> list[str]:
@@ -267,7 +268,8 @@ def _run(
         execute(pending, jobs, executor, threads, on_start, on_done)
 
     rows = leaderboard_rows(cells, records)
-    board = Leaderboard(rows, [records[cell.key] for cell in cells], resumed=resumed)
+    ran = [records[cell.key] for cell in cells]
+    board = Leaderboard(rows, ran, resumed=resumed, said=warning_notes(cells, ran))
     with deferred_interrupts():  # the files of one table: a Ctrl-C waits for them all
         board.files = write_results(out_dir, cells, board, settings or {}, notes)
     return board
@@ -458,7 +460,7 @@ def write_results(
         "csv": out_dir / "results.csv",
         "markdown": out_dir / "results.md",
     }
-    said = [*notes, *warning_notes(cells, board.records)]
+    said = [*notes, *board.said]
     document = {
         "circuitx": __version__,
         "date": date,
