@@ -19,7 +19,9 @@ Corruptions (``--corruption``, ACDC's names):
 random_random (default) A, B, C in the def and A, B in the docstring all become fresh names;
 random_def: A, B in the def become fresh names; random_doc: A, B in the docstring become
 fresh names; random_answer: C in the def becomes a fresh name; random_def_doc and
-random_answer_doc: both changes at once. Positions: A_def, B_def, C_def, A_doc, B_doc, END.
+random_answer_doc: both changes at once. As in ACDC's generator, random_def and
+random_doc draw the same two fresh names, so random_def_doc documents its def's own
+parameters under new names (the pattern kept, still pointing at C). Positions: A_def, B_def, C_def, A_doc, B_doc, END.
 
 References: ACDC's 37-edge graph (heads 0.5, 1.2, 1.4, 2.0, 3.0, 3.6; 24 edges in our
 naming plus 13 head-input edges in ACDC's counting) and ``docstring:oneill-bui``, the same
@@ -177,7 +179,7 @@ class DocstringTask(_tasks.Task):
         if self.corruption in ("random_answer", "random_answer_doc"):
             def_args[4] = fresh[2]
         if self.corruption in ("random_doc", "random_def_doc", "random_answer_doc"):
-            doc_args = fresh[3:5]
+            doc_args = fresh[0:2]  # random_def's names: random_def_doc keeps def = doc
         return def_args, doc_args
 
     def reference(

@@ -72,7 +72,24 @@ def test_each_corruption_changes_only_its_names(model, corruption):
         changed = set((data.clean[i] != data.corrupted[i]).nonzero().flatten().tolist())
         assert changed == {int(data.positions[key][i]) for key in CHANGES[corruption]}
         new = {int(data.corrupted[i, p]) for p in changed}
-        assert len(new) == len(changed) and int(data.answer[i]) not in new
+        renamed_alike = 2 if corruption == "random_def_doc" else 0  # A, B: def and doc
+        assert len(new) == len(changed) - renamed_alike and int(data.answer[i]) not in new
+
+
+@pytest.mark.parametrize("corruption", ["random_def_doc", "random_answer_doc"])
+def test_random_doc_documents_the_names_random_def_puts_in(model, corruption):
+    """As ACDC's generator: random_def and random_doc draw the same fresh names, so
+    random_def_doc renames A and B alike in the def and the docstring."""
+    data = get_task("docstring", corruption).make_data(model, 12, seed=4)
+    fresh = get_task("docstring", "random_def").make_data(model, 12, seed=4)
+    for i in range(12):
+        match = PROMPT.fullmatch(data.corrupted_prompts[i])
+        _, _, _, a, b, c, _, doc_a, doc_b = match.groups()
+        original = PROMPT.fullmatch(data.clean_prompts[i]).groups()
+        def_a, def_b = PROMPT.fullmatch(fresh.corrupted_prompts[i]).groups()[3:5]
+        assert (doc_a, doc_b) == (def_a, def_b) and {doc_a, doc_b}.isdisjoint(original)
+        if corruption == "random_def_doc":
+            assert (a, b, c) == (doc_a, doc_b, original[5])
 
 
 def test_unknown_corruption():
