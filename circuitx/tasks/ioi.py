@@ -2,9 +2,10 @@
 
 Prompts follow Redwood's IOI dataset: 15 BABA templates and their ABBA twins (first
 clause's names swapped), half of each. The prompt stops before the final name, so the
-model should predict the indirect object (IO) rather than the subject (S). The corrupted
-("ABC") prompt replaces the three name occurrences by three other distinct names.
-Positions: IO, S1, S1+1, S2, END.
+model should predict the indirect object (IO) rather than the subject (S). Corruptions:
+``abc`` (default) replaces the three name occurrences by three other distinct names;
+``s2_io_flip`` (MIB's default, and Merullo et al.'s) puts the IO name in S2's place, so
+the corrupted prompt's answer is S. Positions: IO, S1, S1+1, S2, END.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class IOITask(_tasks.Task):
     title = "Indirect object identification"
     default_model = "gpt2"
     paper_model = "openai-community/gpt2"
-    corruptions = ("abc",)
+    corruptions = ("abc", "s2_io_flip")
     reference_variants = {
         "": "Wang et al. 2022: 26 heads in 7 classes, ACDC's class edges",
         "oneill-bui": "O'Neill & Bui's version: backup movers with 11.3 instead of 9.0",
@@ -140,7 +141,11 @@ class IOITask(_tasks.Task):
             others = rng.sample([n for n in names if n not in (io, s)], 3)
             text = prompt_frame(template, rng.choice(PLACES), rng.choice(OBJECTS))
             clean.append(text.replace("[A]", io).replace("[B]", s))
-            corrupted.append(name_each(text, others))
+            if self.corruption == "abc":
+                corrupted.append(name_each(text, others))
+            else:  # S2, the frame's last [B], becomes IO
+                before, _, after = text.rpartition("[B]")
+                corrupted.append(f"{before}[A]{after}".replace("[A]", io).replace("[B]", s))
             io_names.append(io)
             s_names.append(s)
 
@@ -157,7 +162,7 @@ class IOITask(_tasks.Task):
             if len(io_at) != 1 or len(s_at) != 2:
                 raise CircuitxError(f"IOI prompt does not tokenise as the task needs: {clean[i]!r}")
             changed = _tasks.changed_positions(row, corrupted_tokens[i, : lengths[i]])
-            if changed != sorted([*io_at, *s_at]):
+            if changed != (sorted([*io_at, *s_at]) if self.corruption == "abc" else s_at[1:]):
                 raise CircuitxError(
                     f"IOI corrupted prompt changes more than the names: {corrupted[i]!r}"
                 )

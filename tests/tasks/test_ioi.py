@@ -49,6 +49,17 @@ def test_corrupted_prompts_change_only_the_names(tiny_model, data):
         assert not new_names & {int(data.answer[i]), int(data.wrong[i])}
 
 
+def test_s2_io_flip_puts_the_io_name_in_s2s_place(tiny_model, data):
+    """MIB's IOI corruption: only S2 changes, to the IO name; the clean prompts are the
+    default corruption's."""
+    flipped = get_task("ioi", "s2_io_flip").make_data(tiny_model, 60, seed=3)
+    assert flipped.clean_prompts == data.clean_prompts
+    for i in range(data.n_prompts):
+        changed = (data.clean[i] != flipped.corrupted[i]).nonzero().flatten().tolist()
+        assert changed == [int(data.positions["S2"][i])]
+        assert flipped.corrupted[i, changed[0]] == data.answer[i]
+
+
 def test_generation_is_deterministic_under_a_seed(tiny_model, data):
     again = ioi.make_data(tiny_model, 60, seed=3)
     assert again.clean_prompts == data.clean_prompts and torch.equal(
