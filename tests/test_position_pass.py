@@ -509,6 +509,32 @@ def test_a_task_file_names_its_own_positions(tmp_path):
         cx.discover(model, str(path), "eap", positions="named", faithfulness=False)
 
 
+def test_every_position_of_a_task_file_that_reads_before_its_last_token(tmp_path):
+    """--positions all takes every token of the prompts (one length), not those up to the
+    read position: a task file reading one token early crashed in the masked pass, and
+    one reading there in half its rows was refused as prompts of several lengths (a
+    helper's trial)."""
+    model = cx.load_model("planted-ioi")
+    data = get_task("ioi").make_data(model, 12, 0)
+    width = int(data.positions["END"][0])
+    rows = [
+        {
+            "clean": data.clean_prompts[i],
+            "corrupted": data.corrupted_prompts[i],
+            "answer": model.decode([int(data.answer[i])]).strip(),
+            "wrong": model.decode([int(data.wrong[i])]).strip(),
+            "position": -2 if i % 2 else -1,
+        }
+        for i in range(12)
+        if int(data.positions["END"][i]) == width
+    ][:4]
+    path = tmp_path / "early.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    graph = cx.discover(model, str(path), "eap", positions="all", faithfulness=False)
+    assert layout_of(graph).positions == tuple(str(at) for at in range(width + 1))
+    assert layout_of(graph).readout == (str(width - 1), str(width))
+
+
 @pytest.mark.slow
 def test_path_patching_finds_the_planted_circuit_at_its_positions():
     expected = {"a0.h1@S1+1", "a0.h3@S2", "a1.h2@S2", "a2.h1@END", "a3.h0@END", "a3.h3@END"}

@@ -133,14 +133,15 @@ def position_layout(
         return layout
     if mode == "named":
         groups = (*task.circuit_positions, OTHER)
-    else:
-        ends = data.positions["END"]
-        if bool((ends != ends[0]).any()):
+    else:  # every token a group: the prompts' own, BOS included (a task file may read
+        # before the last one)
+        lengths = data.real_tokens.sum(1)
+        if bool((lengths != lengths[0]).any()):
             raise CircuitxError(
                 f"--positions all needs prompts of one length; {task.name}'s differ "
-                f"({int(ends.min()) + 1} to {int(ends.max()) + 1} tokens): use --positions named"
+                f"({int(lengths.min())} to {int(lengths.max())} tokens): use --positions named"
             )
-        groups = tuple(str(at) for at in range(int(ends[0]) + 1))
+        groups = tuple(str(at) for at in range(int(lengths[0])))
         data = dataclasses.replace(data, clean=data.clean[:, : len(groups)])
     index = data.group_index(groups)
     if mode == "named":  # a name every prompt gives a later name's token holds nothing
