@@ -164,6 +164,15 @@ def _edge_sets_differ(
         )
     missing = sorted(set(edges) - set(reference_edges))
     extra = sorted(set(reference_edges) - set(edges))
+    universe = ("positions", "position_readout", "position_later_keys")
+    differ = [key for key in universe if graph.graph.get(key) != reference.graph.get(key)]
+    if position_groups(graph) is not None and differ:
+        return (
+            f"two circuits over token positions whose {', '.join(differ)} differ (made "
+            "from prompts of other shapes: a key that comes after its query in every "
+            "prompt has no edge); --collapse-positions scores their components, and "
+            "`circuitx compare` their shared edges"
+        )
     said = [f"the reference lacks {_some(missing)}"] if missing else []
     said += [f"has {_some(extra)}, which the graph lacks"] if extra else []
     return " and ".join(said)

@@ -140,6 +140,19 @@ def test_edge_sets_that_differ_are_said_how():
         "reference's circuit edge a0.h0->m0 has no place in it (a layer's heads into its MLP) "
         "and is left out of the scores"
     ]
+    # two circuits over positions from prompts of other shapes (a helper's trial: the
+    # later keys of one prompt against twelve's, "and 875 more" edges listed)
+    one = layout_graph(
+        PositionLayout(2, 2, True, positions=("S2", "END", "other"), readout=("END",))
+    )
+    other = layout_graph(
+        PositionLayout(
+            2, 2, True, positions=("S2", "END", "other"), readout=("END",),
+            later_keys=(("END", "S2"),),
+        )
+    )  # fmt: skip
+    with pytest.raises(CircuitxError, match=r"whose position_later_keys differ .* compare"):
+        score_graph(one, other)
     select_edges(reference, ["input->a0.h0<v>", "a0.h0->logits"])
     assert scoring_notes(parallel, reference) == [
         "note: the graph's model runs attention and MLP in parallel (GPT-NeoX, GPT-J) and the "
