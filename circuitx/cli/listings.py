@@ -36,12 +36,14 @@ def tasks(as_json) -> None:
             "default_metric": t.default_metric,
             "metrics": list(t.metrics),
             "corruptions": list(t.corruptions),
+            "positions": list(t.circuit_positions),  # --positions named's, besides other
             "references": [f"{t.name}:{v}" if v else t.name for v in t.reference_variants],
             "relational_reference": t.reference_task,
         }
         for t in TASKS.values()
     ]
-    print_rows(rows, as_json, "tasks", ("name", "default_model", "default_metric", "references"))
+    columns = ("name", "default_model", "default_metric", "positions", "references")
+    print_rows(rows, as_json, "tasks", columns)
 
 
 @click.command()

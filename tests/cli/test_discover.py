@@ -674,8 +674,11 @@ def test_tasks_list_default_model_and_metric():
     for name, row in rows.items():
         if name != "tracr":  # the tracr models are built-in
             assert HUB_ALIASES[row["default_model"]] == row["paper_model"]
+    # what --positions named places nodes at (a helper's trial found them nowhere)
+    assert rows["ioi"]["positions"] == ["IO", "S1", "S1+1", "S2", "END"]
+    assert rows["ioi"]["corruptions"] == ["abc", "s2_io_flip"]
     table = run("tasks").stdout
-    assert "attn-only-4l" in table and "prob-diff" in table
+    assert "attn-only-4l" in table and "prob-diff" in table and "S1+1" in table
 
 
 def test_default_model_is_the_tasks_paper_model():
