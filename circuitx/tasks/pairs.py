@@ -182,8 +182,9 @@ def _ids(value: Any, where: str, key: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _position(value: Any, where: str) -> int | None:
-    """A ``position`` field: a token index (negative from the end), or None when absent."""
+def _position(value: Any, where: str, what: str = "position") -> int | None:
+    """A ``position`` field (``what``: a named one's ``position NAME``): a token index
+    (negative from the end), or None when absent."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -191,10 +192,10 @@ def _position(value: Any, where: str) -> int | None:
             value = int(value.strip())
         except ValueError:
             raise CircuitxError(
-                f"{where}: position {json.dumps(value)} is not a token index"
+                f"{where}: {what} {json.dumps(value)} is not a token index"
             ) from None
     if not isinstance(value, int) or isinstance(value, bool):  # as the file wrote it: true
-        raise CircuitxError(f"{where}: position {json.dumps(value)} is not a token index")
+        raise CircuitxError(f"{where}: {what} {json.dumps(value)} is not a token index")
     return value
 
 
@@ -219,7 +220,7 @@ def _named(value: Any, where: str) -> tuple[tuple[str, int], ...]:
                 f"{where}: position name {name!r} must be letters, digits, _ and +, and not "
                 "END or other (those are the read token and the rest)"
             )
-        at = _position(index, where)
+        at = _position(index, where, f"position {name}")
         if at is None:
             raise CircuitxError(f"{where}: position {name!r} has no token index")
         named.append((str(name), at))

@@ -295,6 +295,13 @@ BAD = {
         b'"answer": "David", "wrong": "John", "positions": {"S1\\n": 3}}\n',
         "position name 'S1\\n' must be letters, digits, _ and +",
     ),
+    "a named position that is not a whole number": (
+        "t.jsonl",
+        b'{"clean": "When David and John went to the store, John gave a drink to", '
+        b'"corrupted": "When David and John went to the store, Robert gave a drink to", '
+        b'"answer": "David", "wrong": "John", "positions": {"S2": 3.5}}\n',
+        "t.jsonl line 1: position S2 3.5 is not a token index",
+    ),
     "two-token answer": (
         "t.jsonl",
         b'{"clean": "When David and John went to the store, John gave a drink to", '
