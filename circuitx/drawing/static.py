@@ -11,6 +11,7 @@ atomically.
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ PLAIN = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"
 
 
 PNG_DPI = 200  # a slide's width (about 1,700 px); SVG and PDF for print
+# a PNG's most pixels: under Pillow's decompression-bomb warning (89,478,485), which a
+# picture of 57 position panels at 200 dpi (260 million) was refused by
+PNG_MAX_PIXELS = 64_000_000
 MANY_MISSED = 100  # more of the reference's missed edges than this are drawn fainter
 
 
@@ -266,5 +270,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
     settings = {"svg.fonttype": "none", "svg.hashsalt": "circuitx"}
     undated = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
     with atomic_open(path, "wb") as handle, rc_context(settings):
-        figure.savefig(handle, format=fmt, dpi=PNG_DPI, metadata=undated)
+        inches = figure.get_figwidth() * figure.get_figheight()
+        dpi = min(PNG_DPI, math.sqrt(PNG_MAX_PIXELS / inches))
+        figure.savefig(handle, format=fmt, dpi=dpi, metadata=undated)
     return drawn_counts(nodes, len(edges), note)

@@ -83,6 +83,17 @@ def test_png_and_pdf_are_real_pictures(tmp_path):
     assert (tmp_path / "c.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_a_wide_png_is_drawn_at_fewer_dots_an_inch(tmp_path, monkeypatch):
+    """A picture of 57 position panels at 200 dpi was 260 million pixels, which Pillow
+    refused to open (a helper's trial): past the cap the resolution drops to fit it."""
+    from matplotlib.image import imread
+
+    monkeypatch.setattr(static_module, "PNG_MAX_PIXELS", 400_000)
+    draw(scored_circuit(), tmp_path / "c.png")
+    height, width = imread(tmp_path / "c.png").shape[:2]
+    assert 300_000 < width * height <= 400_000
+
+
 @pytest.mark.parametrize("kind", ["svg", "html"])
 def test_an_empty_circuit_draws_with_a_note(tmp_path, kind):
     graph = full_graph(2, 2, True, task="ioi")
