@@ -369,7 +369,8 @@ def position_reference(
     index), the role's heads count at every position, or read every key position. What
     placing takes off every path from an input to the logits is left out
     (:func:`_keep_paths`); the reference's own edges off a path stay. The
-    metadata's ``unplaced_heads`` names the circuit's heads that no role placed."""
+    metadata's ``unplaced_heads`` names the circuit's heads that no role placed, and
+    ``unplaced_reads`` those placed whose k and v edges come from every key position."""
     placed: dict[str, tuple[str, tuple[str | None, ...]]] = {}
     for key, (acts, reads) in roles.items():
         at = layout.group_of(acts)
@@ -409,10 +410,14 @@ def position_reference(
         else:
             data["in_circuit"] = True
     _keep_paths(graph, kept_off_path)
-    graph.graph["unplaced_heads"] = ",".join(
+    heads = [
         node
         for node, kept in reference.nodes(data="in_circuit")
-        if kept and parse_node(node)[0] == "head" and place(node) is None
+        if kept and parse_node(node)[0] == "head"
+    ]
+    graph.graph["unplaced_heads"] = ",".join(node for node in heads if place(node) is None)
+    graph.graph["unplaced_reads"] = ",".join(  # placed, but a key position they read is not
+        node for node in heads if (found := place(node)) is not None and None in found[1]
     )
     return graph
 

@@ -12,7 +12,7 @@ import circuitx as cx
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
 from circuitx.decomposition import Sources
-from circuitx.discovery import matching_reference
+from circuitx.discovery import matching_reference, scoring_notes
 from circuitx.graph import (
     collapse_positions,
     edges_by_name,
@@ -432,6 +432,25 @@ def test_the_ioi_reference_goes_to_its_classes_positions():
     assert "a5.h5@S2->a7.h3@END<v>" in edges  # induction -> S-inhibition, key at S2
     assert "input@IO->a9.h9@END<k>" in edges and "input@END->a9.h9@END<k>" not in edges
     assert "a9.h9@END->logits" in edges
+
+
+def test_a_placed_head_that_reads_an_unplaced_key_position_is_noted():
+    """Every position a group, END at one index and IO, S1, S2 not: the name movers are
+    placed at END but their k and v edges come from every key position, which the scores
+    count as the reference's (a helper's trial: colored objects' edge recall 0.020, unsaid)."""
+    task = get_task("ioi")
+    reference = task.reference("", 12, 12, True)
+    every = PositionLayout(
+        12, 12, True, positions=("0", "1", "2"), readout=("2",), ordered=True,
+        aliases=(("END", "2"),),
+    )  # fmt: skip
+    placed = position_reference(reference, every, task.role_positions)
+    reads = placed.graph["unplaced_reads"].split(",")
+    assert {"a9.h9", "a7.h3"} <= set(reads) and "a2.h2" not in reads  # S1+1: no group
+    assert "a2.h2" in placed.graph["unplaced_heads"].split(",")
+    graph = layout_graph(every, task="ioi")
+    notes = scoring_notes(graph, placed)
+    assert any("read a key position that is not at one of the graph's" in n for n in notes)
 
 
 def test_a_reference_of_another_shape_is_refused_before_it_goes_to_positions():

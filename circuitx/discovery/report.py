@@ -120,6 +120,16 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
             "graph's positions, so each counts at every position; --collapse-positions "
             "scores the circuit's components instead"
         )
+    unread = str(matched.graph.get("unplaced_reads") or "") if matched is not None else ""
+    if unread:
+        heads = unread.split(",")
+        notes.append(
+            f"note: {len(heads)} of the reference's circuit heads ({listed(heads, 3)}) "
+            f"{'reads' if len(heads) == 1 else 'read'} a key position that is not at one "
+            "of the graph's positions in every prompt, so each one's k and v edges count "
+            "from every key position; --collapse-positions scores the circuit's components "
+            "instead"
+        )
     return notes
 
 
