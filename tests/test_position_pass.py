@@ -552,6 +552,16 @@ def test_every_position_of_a_task_file_that_reads_before_its_last_token(tmp_path
     graph = cx.discover(model, str(path), "eap", positions="all", faithfulness=False)
     assert layout_of(graph).positions == tuple(str(at) for at in range(width + 1))
     assert layout_of(graph).readout == (str(width - 1), str(width))
+    # the same pairs from Python (a helper's trial: task_from_pairs took no positions)
+    listed = {key: [row[key] for row in rows] for key in rows[0]}
+    pairs = cx.task_from_pairs(
+        listed["clean"], listed["corrupted"], listed["answer"], listed["wrong"],
+        position=listed["position"], positions=[{"S2": width - 2}] * len(rows),
+    )  # fmt: skip
+    again = cx.discover(model, pairs, "eap", positions="all", faithfulness=False)
+    assert layout_of(again).readout == layout_of(graph).readout
+    named = cx.discover(model, pairs, "eap", positions="named", faithfulness=False)
+    assert layout_of(named).positions == ("S2", "END", "other")
 
 
 @pytest.mark.slow

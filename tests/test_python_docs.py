@@ -120,6 +120,15 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         ),
         (lambda: cx.task_from_pairs(["a b"], ["c d"], answers=None), "answers takes a list"),
         (lambda: cx.task_from_pairs([1], [2], answers=["x"]), "clean prompt 1 is not a string"),
+        (
+            lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], positions=[{"S": 0}, {"S": 1}]),
+            "clean, corrupted, answers, positions need one entry per pair",
+        ),
+        (
+            lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], positions=[{"S": "x"}]),
+            "pair 1: position S \"x\" is not a token index",
+        ),
+        (lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], position=[1.5]), "pair 1: position"),
         (lambda: cx.leaderboard(tasks=[], methods=["eap"]), "no task given"),
         (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], seeds=[1]), "--seeds takes a"),
         (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], jobs=0), "--jobs must be"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from circuitx.errors import CircuitxError
@@ -75,17 +75,22 @@ def task_from_pairs(
     answers: Sequence[str | Sequence[str]],
     wrong: Sequence[str | Sequence[str]] | None = None,
     name: str = "pairs",
+    positions: Sequence[Mapping[str, int]] | None = None,
+    position: Sequence[int] | None = None,
 ) -> FileTask:
     """Your own prompt pairs as a task: per pair the clean prompt, its corrupted twin, the
-    word(s) that answer the clean prompt and, optionally, the wrong answer(s). ``name``
-    names it in graphs and leaderboard rows: letters, digits, ``-``, ``_`` and ``.``, not
-    a built-in task's name (whose reference ``auto`` would score it against; a task file
-    keeps its suffix instead, :func:`file_task_name`)."""
+    word(s) that answer the clean prompt and, optionally, the wrong answer(s), the named
+    tokens a circuit over positions has nodes at (``positions``: ``{"S2": 9, ...}``,
+    token indices without BOS, as a task file's) and the token the answer follows
+    (``position``; default the last). ``name`` names it in graphs and leaderboard rows:
+    letters, digits, ``-``, ``_`` and ``.``, not a built-in task's name (whose reference
+    ``auto`` would score it against; a task file keeps its suffix instead,
+    :func:`file_task_name`)."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise CircuitxError(f"name takes letters, digits, '-', '_' and '.', not {name!r}")
     if name in TASKS:
         raise CircuitxError(f"name {name!r} is a built-in task's: choose another")
-    return pairs_task(clean, corrupted, answers, wrong, name)
+    return pairs_task(clean, corrupted, answers, wrong, name, positions, position)
 
 
 def task_vocabulary() -> list[str]:

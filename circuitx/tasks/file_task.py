@@ -14,13 +14,20 @@ import hashlib
 import json
 import random
 import weakref
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from circuitx.errors import CircuitxError, listed, quoted
 from circuitx.tasks.base import Task, TaskData, beats, best, encode_batch, pick
-from circuitx.tasks.pairs import PromptPair, ends_in_two_digits, read_task_file
+from circuitx.tasks.pairs import (
+    PromptPair,
+    ends_in_two_digits,
+    read_named_positions,
+    read_position,
+    read_task_file,
+)
 
 if TYPE_CHECKING:
     from circuitx.models import Model
@@ -387,12 +394,17 @@ def pairs_task(
     answers: Sequence[str | Sequence[str]],
     wrong: Sequence[str | Sequence[str]] | None,
     name: str,
+    positions: Sequence[Mapping[str, int]] | None = None,
+    position: Sequence[int] | None = None,
 ) -> FileTask:
     """A task from lists, one entry per pair: answers (and wrong answers) are words that
-    continue each clean prompt, as in a JSONL task file (its name checked by
+    continue each clean prompt, and ``positions`` and ``position`` a pair's named tokens
+    and read token, as in a JSONL task file (its name checked by
     :func:`circuitx.tasks.task_from_pairs`)."""
     lists = {"clean": clean, "corrupted": corrupted, "answers": answers}
-    for label, given in (*lists.items(), *({"wrong": wrong} if wrong is not None else {}).items()):
+    optional = {"wrong": wrong, "positions": positions, "position": position}
+    lists.update({label: given for label, given in optional.items() if given is not None})
+    for label, given in lists.items():
         if isinstance(given, str) or not (hasattr(given, "__len__") and hasattr(given, "__iter__")):
             raise CircuitxError(
                 f"{label} takes a list with one entry per pair, not {quoted(given)}"
@@ -401,10 +413,8 @@ def pairs_task(
         for i, text in enumerate(given):
             if not isinstance(text, str):
                 raise CircuitxError(f"{label} prompt {i + 1} is not a string: {quoted(text)}")
-    if not len(clean) == len(corrupted) == len(answers) or (
-        wrong is not None and len(wrong) != len(clean)
-    ):
-        raise CircuitxError("clean, corrupted, answers and wrong need one entry per pair")
+    if len({len(given) for given in lists.values()}) > 1:
+        raise CircuitxError(f"{', '.join(lists)} need one entry per pair")
 
     def words(value: str | Sequence[str], label: str, i: int) -> tuple[str, ...]:
         if isinstance(value, str):
@@ -423,10 +433,17 @@ def pairs_task(
             words(a, "answers", i),
             words(wrong[i], "wrong", i) if wrong is not None else (),
             where=f"pair {i + 1}",
+            position=None if position is None else read_position(position[i], f"pair {i + 1}"),
+            named=() if positions is None else read_named_positions(positions[i], f"pair {i + 1}"),
         )
         for i, (c, k, a) in enumerate(zip(clean, corrupted, answers))
     ]
-    digest = hashlib.sha256(
-        json.dumps([clean, corrupted, answers, wrong], default=list).encode()
-    ).hexdigest()
+    given = [clean, corrupted, answers, wrong]
+    given += [positions, position] if (positions, position) != (None, None) else []
+    digest = hashlib.sha256(json.dumps(given, default=_listed).encode()).hexdigest()
     return FileTask(pairs, name, digest)
+
+
+def _listed(value: Any) -> Any:
+    """A sequence or mapping the caller gave as JSON can hold it (a tuple, a dict view)."""
+    return dict(value) if isinstance(value, Mapping) else list(value)

@@ -182,7 +182,7 @@ def _ids(value: Any, where: str, key: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _position(value: Any, where: str, what: str = "position") -> int | None:
+def read_position(value: Any, where: str, what: str = "position") -> int | None:
     """A ``position`` field (``what``: a named one's ``position NAME``): a token index
     (negative from the end), or None when absent."""
     if value is None or value == "":
@@ -199,7 +199,7 @@ def _position(value: Any, where: str, what: str = "position") -> int | None:
     return value
 
 
-def _named(value: Any, where: str) -> tuple[tuple[str, int], ...]:
+def read_named_positions(value: Any, where: str) -> tuple[tuple[str, int], ...]:
     """A ``positions`` field: ``{"NAME": token index, ...}`` (a JSON object, or its text in
     a CSV cell), or () when absent."""
     if value is None or value == "":
@@ -220,7 +220,7 @@ def _named(value: Any, where: str) -> tuple[tuple[str, int], ...]:
                 f"{where}: position name {name!r} must be letters, digits, _ and +, and not "
                 "END or other (those are the read token and the rest)"
             )
-        at = _position(index, where, f"position {name}")
+        at = read_position(index, where, f"position {name}")
         if at is None:
             raise CircuitxError(f"{where}: position {name!r} has no token index")
         named.append((str(name), at))
@@ -271,8 +271,8 @@ def _read_jsonl(text: str, label: str) -> list[PromptPair]:
                 _ids(row["answer_ids"], where, "answer_ids") if "answer_ids" in row else (),
                 _ids(row["wrong_ids"], where, "wrong_ids") if "wrong_ids" in row else (),
                 where=where,
-                position=_position(row.get("position"), where),
-                named=_named(row.get("positions"), where),
+                position=read_position(row.get("position"), where),
+                named=read_named_positions(row.get("positions"), where),
             )
         )
     return pairs
@@ -296,8 +296,8 @@ def _jsonl_ids(row: dict, where: str) -> PromptPair:
         answer_ids=_ids(row["answer_ids"], where, "answer_ids"),
         wrong_ids=_ids(row["wrong_ids"], where, "wrong_ids") if "wrong_ids" in row else (),
         where=where,
-        position=_position(row.get("position"), where),
-        named=_named(row.get("positions"), where),
+        position=read_position(row.get("position"), where),
+        named=read_named_positions(row.get("positions"), where),
         clean_ids=_ids(row["clean_ids"], where, "clean_ids"),
         corrupted_ids=_ids(row["corrupted_ids"], where, "corrupted_ids"),
     )
@@ -352,8 +352,8 @@ def _read_eap_ig(text: str, label: str) -> ReadPairs:
                 answer_ids=_ids(row["correct_idx"], where, "correct_idx"),
                 wrong_ids=_ids(wrong, where, "incorrect_idx") if wrong not in (None, "") else (),
                 where=where,
-                position=_position(row.get("position"), where),
-                named=_named(row.get("positions"), where),
+                position=read_position(row.get("position"), where),
+                named=read_named_positions(row.get("positions"), where),
             )
         )
     return ReadPairs(pairs, notes=_passed_over_years(pairs, labels, label))
@@ -498,8 +498,8 @@ def _read_auto_circuit(text: str, label: str) -> list[PromptPair]:
                 _strings(row["wrong_answers"], where, "wrong_answers"),
                 continues=False,
                 where=where,
-                position=_position(row.get("position"), where),
-                named=_named(row.get("positions"), where),
+                position=read_position(row.get("position"), where),
+                named=read_named_positions(row.get("positions"), where),
             )
         )
     return pairs
@@ -544,8 +544,8 @@ def _pre_tokenised(row: dict, where: str) -> PromptPair:
         wrong_ids=_ids(row["wrong_answers"], where, "wrong_answers"),
         continues=False,
         where=where,
-        position=_position(row.get("position"), where),
-        named=_named(row.get("positions"), where),
+        position=read_position(row.get("position"), where),
+        named=read_named_positions(row.get("positions"), where),
         clean_ids=_ids(row["clean"], where, "clean"),
         corrupted_ids=_ids(row["corrupt"], where, "corrupt"),
     )
