@@ -3,7 +3,12 @@ circuit graph, its faithfulness, its reference, and the report."""
 
 from __future__ import annotations
 
-from circuitx.discovery.faithfulness import CURVE_FRACTIONS, edge_ranking, faithfulness_report
+from circuitx.discovery.faithfulness import (
+    CURVE_FRACTIONS,
+    EdgeRanking,
+    edge_ranking,
+    faithfulness_report,
+)
 from circuitx.discovery.references import (
     reference_for_graph,
     reference_for_model,
@@ -27,6 +32,7 @@ from circuitx.discovery.scored import Scored, discover_scored
 __all__ = [
     "CURVE_FRACTIONS",
     "DiscoveryRequest",
+    "EdgeRanking",
     "FAITHFULNESS_PROMPTS",
     "Scored",
     "check_reference",

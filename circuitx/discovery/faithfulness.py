@@ -6,6 +6,7 @@ Circuits here are boolean vectors over the layout's edges in graph order
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,6 +20,10 @@ from circuitx.patching import PatchingEngine
 
 # Circuit sizes of the MIB faithfulness curve, as fractions of all edges.
 CURVE_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# How the curves are drawn, in a leaderboard cell's key: a change here reruns the cells
+# a resumed leaderboard would otherwise keep (CPR by signed score since 2026-12-06; ties
+# interpolated since 2026-12-07).
+CURVE_RULE = "cpr signed, cmd by magnitude, ties interpolated"
 
 
 def edge_scores(layout: Layout, scores: Scores) -> torch.Tensor | None:
@@ -29,11 +34,29 @@ def edge_scores(layout: Layout, scores: Scores) -> torch.Tensor | None:
     return scores.edges[senders, receivers]
 
 
-def edge_ranking(layout: Layout, scores: Scores, signed: bool = False) -> torch.Tensor:
-    """Edge indices (graph order) by decreasing |score| (``signed``: by decreasing score,
-    as MIB ranks edges for CPR), ties in graph order; for a node-level method by the
-    smaller |score| of an edge's two ends (the input and the logits rank first), signed
-    or not."""
+@dataclass(frozen=True)
+class EdgeRanking:
+    """Edge indices (graph order) best first, and the value each was ranked by
+    (descending; equal values are ties, which a curve does not break)."""
+
+    order: torch.Tensor
+    values: torch.Tensor
+
+    def tie_span(self, size: int) -> tuple[int, int]:
+        """The sizes ``(low, high)`` around ``size`` at which no tie is cut: ``(size,
+        size)`` where the top ``size`` edges end a run of equal values, else the ends
+        of the run of ties the top ``size`` cut into."""
+        if size in (0, len(self.values)) or self.values[size - 1] != self.values[size]:
+            return size, size
+        tied = self.values[size]
+        return int((self.values > tied).sum()), int((self.values >= tied).sum())
+
+
+def edge_ranking(layout: Layout, scores: Scores, signed: bool = False) -> EdgeRanking:
+    """The edges by decreasing |score| (``signed``: by decreasing score, as MIB ranks
+    edges for CPR), ties in graph order (which the curves do not read); for a node-level
+    method by the smaller |score| of an edge's two ends (the input and the logits rank
+    first), signed or not."""
     by_edge = edge_scores(layout, scores)
     if by_edge is not None:
         magnitude = by_edge.double() if signed else by_edge.double().abs()
@@ -43,7 +66,8 @@ def edge_ranking(layout: Layout, scores: Scores, signed: bool = False) -> torch.
         size = torch.cat([size, torch.tensor([torch.inf], dtype=size.dtype)])  # the logits
         ends = layout.edge_ends
         magnitude = torch.minimum(size[ends[:, 0]], size[ends[:, 1]])
-    return torch.sort(magnitude, descending=True, stable=True).indices
+    values, order = torch.sort(magnitude, descending=True, stable=True)
+    return EdgeRanking(order, values)
 
 
 FAITHFULNESS_KEYS = CIRCUIT_MEASURES  # what it reports
@@ -52,8 +76,8 @@ FAITHFULNESS_KEYS = CIRCUIT_MEASURES  # what it reports
 def faithfulness_report(
     engine: Engine | PatchingEngine,
     kept: torch.Tensor,
-    ranking: torch.Tensor | None,
-    signed_ranking: torch.Tensor | None = None,
+    ranking: EdgeRanking | None,
+    signed_ranking: EdgeRanking | None = None,
 ) -> dict[str, Any]:
     """Faithfulness of the circuit ``kept`` (boolean, graph-order edges) and, given a
     ``ranking``, MIB's curves over circuit sizes.
@@ -61,9 +85,13 @@ def faithfulness_report(
     f(C) = (m(C) - m(empty)) / (m(full) - m(empty)), where m(C) is the mean metric when
     every edge outside C carries its patch value. A curve takes the top n = int(x E)
     ranked edges for each x in :data:`CURVE_FRACTIONS`, pruned of dangling edges as MIB
-    does; CMD is the area of |1 - f| over x along ``ranking`` (by |score|), CPR the
-    trapezoid area under f along ``signed_ranking`` (by signed score, as MIB's CPR;
-    None: ``ranking``). The circuit's own f uses its edges as selected, unpruned.
+    does; where the n-th and the next edge tie, the point (its faithfulness and its
+    count of edges) interpolates linearly between the circuits with none and with all
+    of the run of ties (as ROC AUC counts a tie half), so the order of tied edges never
+    matters. CMD is the area of |1 - f| over x
+    along ``ranking`` (by |score|), CPR the trapezoid area under f along
+    ``signed_ranking`` (by signed score, as MIB's CPR; None: ``ranking``). The
+    circuit's own f uses its edges as selected, unpruned.
     """
     layout = engine.layout
     n_edges = len(layout.edges)
@@ -71,9 +99,19 @@ def faithfulness_report(
     rankings = [] if ranking is None else [ranking]
     if signed_ranking is not None and ranking is not None:
         rankings.append(signed_ranking)
+    # each curve point: its size, and the indices (into masks) of the circuits at the
+    # ends of its run of ties (one circuit where it cuts none)
+    points: list[list[tuple[int, int, int, int, int]]] = []
     for order in rankings:
-        sizes = [int(x * n_edges) for x in CURVE_FRACTIONS]
-        masks += [layout.prune(layout.edge_mask(order[:size])) for size in sizes]
+        points.append([])
+        for x in CURVE_FRACTIONS:
+            size = int(x * n_edges)
+            low, high = order.tie_span(size)
+            at = []
+            for end in dict.fromkeys((low, high)):
+                masks.append(layout.prune(layout.edge_mask(order.order[:end])))
+                at.append(len(masks) - 1)
+            points[-1].append((size, low, high, at[0], at[-1]))
     # the full circuit is the clean run; the empty one, every receiver reading the patch
     # values, is the corrupted run when those are the corrupted outputs. Every other
     # distinct circuit costs a masked pass: the curve's smallest sizes often prune to
@@ -89,22 +127,20 @@ def faithfulness_report(
         measured = engine.edge_mask_metrics(torch.stack(list(todo.values())), complement=True)
         known.update(zip(todo, measured.tolist()))
     full, empty = engine.clean_metric, known[keys[-1]]
-    metrics = [known[key] for key in keys[:-1]]
     if abs(full - empty) < 1e-9:
         raise CircuitxError("the full and the empty circuit give the same metric; no faithfulness")
-    faith = [(m - empty) / (full - empty) for m in metrics]
+    faith = [(known[key] - empty) / (full - empty) for key in keys[:-1]]
     report: dict[str, Any] = {**dict.fromkeys(FAITHFULNESS_KEYS), "faithfulness": faith[0]}
-    points = len(CURVE_FRACTIONS)
     curves = [
         [
-            {"fraction": x, "edges": int(mask.sum()), "faithfulness": f}
-            for x, mask, f in zip(
-                CURVE_FRACTIONS,
-                masks[1 + i * points : 1 + (i + 1) * points],
-                faith[1 + i * points : 1 + (i + 1) * points],
-            )
+            {
+                "fraction": x,
+                "edges": _between(size, low, high, *(int(masks[i].sum()) for i in ends)),
+                "faithfulness": _between(size, low, high, *(faith[i] for i in ends)),
+            }
+            for x, (size, low, high, *ends) in zip(CURVE_FRACTIONS, curve)
         ]
-        for i in range(len(rankings))
+        for curve in points
     ]
     if curves:
         by_size, by_sign = curves[0], curves[-1]
@@ -112,6 +148,13 @@ def faithfulness_report(
         report["cmd"] = _trapezoid([abs(1.0 - p["faithfulness"]) for p in by_size], CURVE_FRACTIONS)
         report["faithfulness_curve"], report["cpr_curve"] = by_size, by_sign
     return report
+
+
+def _between(size: int, low: int, high: int, at_low: float, at_high: float) -> float:
+    """The value at ``size`` on the line from (low, at_low) to (high, at_high)."""
+    if high == low:
+        return at_low
+    return at_low + (size - low) / (high - low) * (at_high - at_low)
 
 
 def _key(layout: Layout, mask: torch.Tensor) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitx import builtin
+from circuitx.discovery.faithfulness import CURVE_RULE
 from circuitx.engine import MIN_MEMORY, default_max_memory
 from circuitx.errors import MAX_BACKUP_ROUNDS, MAX_SEED, CircuitxError
 from circuitx.files import check_input_file, size_text
@@ -244,9 +245,9 @@ class DiscoveryRequest:
         """Everything a result depends on, as JSON: the validated settings, a task file's
         name and content hash and a reference graph file's content hash (not their paths
         as spelled: ``./t.jsonl`` is ``t.jsonl``), the model's identity, the method's
-        default threshold and the circuitx version (``cache_dir``
-        and ``device`` excepted: where a model is cached does not change it, and the
-        device is kept as given)."""
+        default threshold, how the faithfulness curves are drawn and the circuitx version
+        (``cache_dir`` and ``device`` excepted: where a model is cached does not change
+        it, and the device is kept as given)."""
         request = self.validated()
         task = get_task(request.task, task_format=request.task_format)
         settings, file = request.settings(), {}
@@ -260,6 +261,7 @@ class DiscoveryRequest:
             **file,
             "model_identity": builtin.identity(str(request.model)),
             "default_threshold": get_method(request.method).default_threshold,
+            "faithfulness_curve": CURVE_RULE,
             "circuitx": __version__,
         }
 

@@ -6,7 +6,7 @@ import torch
 from conftest import find
 
 from circuitx.discovery import CURVE_FRACTIONS, faithfulness_report
-from circuitx.discovery.faithfulness import edge_ranking
+from circuitx.discovery.faithfulness import EdgeRanking, edge_ranking
 from circuitx.graph import component_nodes, full_graph, select_edges, select_nodes
 from circuitx.methods import Scores
 from circuitx.models import head_output_hook
@@ -90,11 +90,11 @@ def test_cpr_ranks_by_signed_score_and_cmd_by_magnitude(tiny_model):
     edges[layout.edge_positions] = values
     scores = Scores.of_edges(edges)
     signed = edge_ranking(layout, scores, signed=True)
-    assert torch.equal(signed, torch.sort(values.double(), descending=True, stable=True).indices)
+    expected = torch.sort(values.double(), descending=True, stable=True).indices
+    assert torch.equal(signed.order, expected)
     by_size = edge_ranking(layout, scores)
-    assert torch.equal(
-        by_size, torch.sort(values.double().abs(), descending=True, stable=True).indices
-    )
+    expected = torch.sort(values.double().abs(), descending=True, stable=True).indices
+    assert torch.equal(by_size.order, expected)
     kept = torch.zeros(n_edges, dtype=torch.bool)
     report = faithfulness_report(engine, kept, by_size, signed)
     alone = faithfulness_report(engine, kept, signed)  # the signed curve by itself
@@ -121,6 +121,7 @@ def test_each_distinct_circuit_costs_one_masked_pass(tiny_model, ablation):
     ranking = torch.randperm(n_edges, generator=torch.Generator().manual_seed(0))
     circuit = torch.zeros(n_edges, dtype=torch.bool)
     circuit[ranking[: n_edges // 4]] = True
+    untied = EdgeRanking(ranking, torch.arange(n_edges, 0, -1).double())
     measured = []
     real = engine.edge_mask_metrics
 
@@ -129,7 +130,7 @@ def test_each_distinct_circuit_costs_one_masked_pass(tiny_model, ablation):
         return real(masks, complement)
 
     engine.edge_mask_metrics = counting
-    report = faithfulness_report(engine, circuit, ranking)
+    report = faithfulness_report(engine, circuit, untied)
     sizes = [int(x * n_edges) for x in CURVE_FRACTIONS]
     circuits = [layout.edge_mask(circuit)]
     circuits += [layout.prune(layout.edge_mask(ranking[:size])) for size in sizes]
@@ -149,3 +150,63 @@ def test_each_distinct_circuit_costs_one_masked_pass(tiny_model, ablation):
     expected = [(m - empty_metric) / gap for m in one_by_one]
     got = [report["faithfulness"], *(p["faithfulness"] for p in report["faithfulness_curve"])]
     assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_tie_span_gives_the_run_of_ties_a_size_cuts():
+    ranking = EdgeRanking(torch.arange(7), torch.tensor([5.0, 4, 4, 4, 2, 0, 0]))
+    assert [ranking.tie_span(size) for size in range(8)] == [
+        (0, 0),
+        (1, 1),
+        (1, 4),
+        (1, 4),
+        (4, 4),
+        (5, 5),
+        (5, 7),
+        (7, 7),
+    ]
+
+
+def _ties_reversed(ranking):
+    """The same ranking with each run of tied edges in the opposite order."""
+    order, values = ranking.order.flip(0), ranking.values.flip(0)
+    within = torch.sort(values, descending=True, stable=True).indices
+    return EdgeRanking(order[within], values[within])
+
+
+def test_the_order_of_tied_edges_does_not_move_the_curves(tiny_model):
+    """Edge scores of three values, most of them 0: the curves read the same whichever
+    way the ties are ordered, and a point that cuts a run of ties lies on the line
+    between the circuits with none and with all of it."""
+    task = get_task("ioi")
+    engine = PatchingEngine(tiny_model, task, task.make_data(tiny_model, 6, seed=7))
+    layout = tiny_model.layout
+    n_edges = len(layout.edges)
+    values = torch.zeros(n_edges)
+    values[torch.randperm(n_edges, generator=torch.Generator().manual_seed(1))[:12]] = 1.0
+    values[::7] = torch.where(values[::7] == 0, -0.5, values[::7])
+    edges = torch.zeros(layout.n_senders, layout.n_receivers)
+    edges[layout.edge_positions] = values
+    scores = Scores.of_edges(edges)
+    kept = torch.zeros(n_edges, dtype=torch.bool)
+    ranked = [edge_ranking(layout, scores), edge_ranking(layout, scores, signed=True)]
+    flipped = [_ties_reversed(ranking) for ranking in ranked]
+    assert not torch.equal(flipped[0].order, ranked[0].order)
+    report, other = (faithfulness_report(engine, kept, *pair) for pair in (ranked, flipped))
+    assert report["cpr"] == pytest.approx(other["cpr"], abs=1e-5)
+    assert report["cmd"] == pytest.approx(other["cmd"], abs=1e-5)
+    cut = [
+        (i, size, *ranked[0].tie_span(size))
+        for i, size in enumerate(int(x * n_edges) for x in CURVE_FRACTIONS)
+        if ranked[0].tie_span(size) != (size, size)
+    ]
+    assert cut  # some point cuts a run of ties
+    for i, size, low, high in cut:
+        ends = []
+        for end in (low, high):
+            circuit = layout.prune(layout.edge_mask(ranked[0].order[:end]))
+            circuit = circuit[layout.edge_positions].bool()
+            ends.append(faithfulness_report(engine, circuit, None)["faithfulness"])
+        expected = ends[0] + (size - low) / (high - low) * (ends[1] - ends[0])
+        point = report["faithfulness_curve"][i]["faithfulness"]
+        assert point == pytest.approx(expected, abs=1e-4)
+        assert other["faithfulness_curve"][i]["faithfulness"] == pytest.approx(point, abs=1e-5)

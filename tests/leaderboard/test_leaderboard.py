@@ -35,6 +35,7 @@ from circuitx import builtin
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.discovery import report
+from circuitx.discovery import request as discovery_request
 from circuitx.errors import CircuitxError
 from circuitx.graph import full_graph
 from circuitx.graph_files import from_json_dict, write_graph
@@ -580,6 +581,13 @@ def test_a_task_files_cells_are_keyed_by_its_name_and_content_not_its_path(tmp_p
     other.mkdir()
     (other / "t.jsonl").write_text(PAIR.replace("John", "Mary", 1))  # another content
     assert make_grid([str(other / "t.jsonl")], ["eap"], "planted-ioi", [0], 4)[0].key not in keys
+
+
+def test_a_new_faithfulness_curve_rule_reruns_the_cells(monkeypatch):
+    """A resumed leaderboard keeps no cell whose CPR and CMD were drawn another way."""
+    key = make_grid(["ioi"], ["eap"], "planted-ioi", [0], 4)[0].key
+    monkeypatch.setattr(discovery_request, "CURVE_RULE", "ties in graph order")
+    assert make_grid(["ioi"], ["eap"], "planted-ioi", [0], 4)[0].key != key
 
 
 def test_out_needs_an_existing_parent(tmp_path):
