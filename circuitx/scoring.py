@@ -155,24 +155,26 @@ def _edge_sets_differ(
     reference_edges: dict[str, Any],
 ) -> str:
     """Why two graphs of one model shape differ in their edges: one model's blocks run
-    attention and MLP in parallel (GPT-NeoX, GPT-J), or the edges each lacks."""
+    attention and MLP in parallel (GPT-NeoX, GPT-J), two circuits over positions come
+    from prompts of other shapes, or the edges each lacks."""
     if reference.graph.get("parallel") and not graph.graph.get("parallel"):
         return (
             "the reference is of a model whose blocks run attention and MLP in parallel "
             "(GPT-NeoX, GPT-J; no edge from a layer's heads to its MLP), the graph of one "
             "whose blocks run them in turn"
         )
-    missing = sorted(set(edges) - set(reference_edges))
-    extra = sorted(set(reference_edges) - set(edges))
     universe = ("positions", "position_readout", "position_later_keys")
     differ = [key for key in universe if graph.graph.get(key) != reference.graph.get(key)]
     if position_groups(graph) is not None and differ:
         return (
             f"two circuits over token positions whose {', '.join(differ)} differ (made "
-            "from prompts of other shapes: a key that comes after its query in every "
-            "prompt has no edge); --collapse-positions scores their components, and "
-            "`circuitx compare` their shared edges"
+            "from prompts of other shapes: other lengths, other read tokens, or keys "
+            "that come after their queries in every prompt, which have no edge); "
+            "--collapse-positions scores their components, and `circuitx compare` their "
+            "shared edges"
         )
+    missing = sorted(set(edges) - set(reference_edges))
+    extra = sorted(set(reference_edges) - set(edges))
     said = [f"the reference lacks {_some(missing)}"] if missing else []
     said += [f"has {_some(extra)}, which the graph lacks"] if extra else []
     return " and ".join(said)

@@ -4,6 +4,7 @@ edges, and discovery, scoring, collapsing and graph files with position nodes.""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_one_line_error, run, tiny_gpt2
@@ -552,11 +553,12 @@ def test_every_position_of_a_task_file_that_reads_before_its_last_token(tmp_path
     graph = cx.discover(model, str(path), "eap", positions="all", faithfulness=False)
     assert layout_of(graph).positions == tuple(str(at) for at in range(width + 1))
     assert layout_of(graph).readout == (str(width - 1), str(width))
-    # the same pairs from Python (a helper's trial: task_from_pairs took no positions)
+    # the same pairs from Python (a helper's trial: task_from_pairs took no positions),
+    # the indices as numpy gives them
     listed = {key: [row[key] for row in rows] for key in rows[0]}
     pairs = cx.task_from_pairs(
         listed["clean"], listed["corrupted"], listed["answer"], listed["wrong"],
-        position=listed["position"], positions=[{"S2": width - 2}] * len(rows),
+        position=np.array(listed["position"]), positions=[{"S2": np.int64(width - 2)}] * 4,
     )  # fmt: skip
     again = cx.discover(model, pairs, "eap", positions="all", faithfulness=False)
     assert layout_of(again).readout == layout_of(graph).readout

@@ -122,13 +122,22 @@ def test_api_discovery_equals_the_command_line(tmp_path):
         (lambda: cx.task_from_pairs([1], [2], answers=["x"]), "clean prompt 1 is not a string"),
         (
             lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], positions=[{"S": 0}, {"S": 1}]),
-            "clean, corrupted, answers, positions need one entry per pair",
+            "clean, corrupted, answers and positions need one entry per pair",
         ),
         (
             lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], positions=[{"S": "x"}]),
-            "pair 1: position S \"x\" is not a token index",
+            'pair 1: position S "x" is not a token index',
         ),
         (lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], position=[1.5]), "pair 1: position"),
+        # a reviewer's: KeyError and TypeError tracebacks
+        (
+            lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], positions={"S": 1}),
+            "positions takes a list with one entry per pair",
+        ),
+        (
+            lambda: cx.task_from_pairs(["a b"], ["a c"], ["d"], position={1}),
+            "position takes a list with one entry per pair",
+        ),
         (lambda: cx.leaderboard(tasks=[], methods=["eap"]), "no task given"),
         (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], seeds=[1]), "--seeds takes a"),
         (lambda: cx.leaderboard(tasks=["ioi"], methods=["eap"], jobs=0), "--jobs must be"),

@@ -47,9 +47,9 @@ class EdgeRanking:
         size)`` where the top ``size`` edges end a run of equal values, else the ends
         of the run of ties the top ``size`` cut into."""
         if size in (0, len(self.values)) or self.values[size - 1] != self.values[size]:
-            return size, size
-        tied = self.values[size]
-        return int((self.values > tied).sum()), int((self.values >= tied).sum())
+            return size, size  # NaN never equals: a NaN score ties with nothing
+        run = (self.values == self.values[size]).nonzero().flatten()  # sorted: one block
+        return int(run[0]), int(run[-1]) + 1
 
 
 def edge_ranking(layout: Layout, scores: Scores, signed: bool = False) -> EdgeRanking:

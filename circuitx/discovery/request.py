@@ -261,7 +261,7 @@ class DiscoveryRequest:
             **file,
             "model_identity": builtin.identity(str(request.model)),
             "default_threshold": get_method(request.method).default_threshold,
-            "faithfulness_curve": CURVE_RULE,
+            "curve_rule": CURVE_RULE,
             "circuitx": __version__,
         }
 

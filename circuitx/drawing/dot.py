@@ -238,7 +238,10 @@ def _with_dpi(png: bytes) -> bytes:
     from PIL import Image
 
     out = io.BytesIO()
-    Image.open(io.BytesIO(png)).save(out, format="png", dpi=(PNG_DPI, PNG_DPI))
+    try:
+        Image.open(io.BytesIO(png)).save(out, format="png", dpi=(PNG_DPI, PNG_DPI))
+    except Image.DecompressionBombError:  # dot's own picture, too large for Pillow:
+        return png  # as dot wrote it (72 dpi recorded)
     return out.getvalue()
 
 

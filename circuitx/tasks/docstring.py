@@ -21,7 +21,8 @@ random_def: A, B in the def become fresh names; random_doc: A, B in the docstrin
 fresh names; random_answer: C in the def becomes a fresh name; random_def_doc and
 random_answer_doc: both changes at once. As in ACDC's generator, random_def and
 random_doc draw the same two fresh names, so random_def_doc documents its def's own
-parameters under new names (the pattern kept, still pointing at C). Positions: A_def, B_def, C_def, A_doc, B_doc, END.
+parameters under new names (the pattern kept, still pointing at C).
+Positions: A_def, B_def, C_def, A_doc, B_doc, END.
 
 References: ACDC's 37-edge graph (heads 0.5, 1.2, 1.4, 2.0, 3.0, 3.6; 24 edges in our
 naming plus 13 head-input edges in ACDC's counting) and ``docstring:oneill-bui``, the same

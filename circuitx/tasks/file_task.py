@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import random
 import weakref
 from collections.abc import Mapping
@@ -405,7 +406,9 @@ def pairs_task(
     optional = {"wrong": wrong, "positions": positions, "position": position}
     lists.update({label: given for label, given in optional.items() if given is not None})
     for label, given in lists.items():
-        if isinstance(given, str) or not (hasattr(given, "__len__") and hasattr(given, "__iter__")):
+        if isinstance(given, (str, Mapping, set, frozenset)) or not (
+            hasattr(given, "__len__") and hasattr(given, "__getitem__")
+        ):
             raise CircuitxError(
                 f"{label} takes a list with one entry per pair, not {quoted(given)}"
             )
@@ -414,7 +417,8 @@ def pairs_task(
             if not isinstance(text, str):
                 raise CircuitxError(f"{label} prompt {i + 1} is not a string: {quoted(text)}")
     if len({len(given) for given in lists.values()}) > 1:
-        raise CircuitxError(f"{', '.join(lists)} need one entry per pair")
+        *most, last = lists
+        raise CircuitxError(f"{', '.join(most)} and {last} need one entry per pair")
 
     def words(value: str | Sequence[str], label: str, i: int) -> tuple[str, ...]:
         if isinstance(value, str):
@@ -440,10 +444,16 @@ def pairs_task(
     ]
     given = [clean, corrupted, answers, wrong]
     given += [positions, position] if (positions, position) != (None, None) else []
-    digest = hashlib.sha256(json.dumps(given, default=_listed).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(given, default=_as_json).encode()).hexdigest()
     return FileTask(pairs, name, digest)
 
 
-def _listed(value: Any) -> Any:
-    """A sequence or mapping the caller gave as JSON can hold it (a tuple, a dict view)."""
-    return dict(value) if isinstance(value, Mapping) else list(value)
+def _as_json(value: Any) -> Any:
+    """What the caller gave (a mapping, a sequence, a numpy or torch integer) as JSON can
+    hold it, for the task's digest."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        return list(value)

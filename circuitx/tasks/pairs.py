@@ -33,6 +33,7 @@ import difflib
 import hashlib
 import io
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -187,6 +188,11 @@ def read_position(value: Any, where: str, what: str = "position") -> int | None:
     (negative from the end), or None when absent."""
     if value is None or value == "":
         return None
+    if not isinstance(value, (bool, str)):  # a numpy or torch integer from Python
+        try:
+            value = operator.index(value)
+        except TypeError:
+            pass
     if isinstance(value, str):
         try:
             value = int(value.strip())
@@ -195,7 +201,9 @@ def read_position(value: Any, where: str, what: str = "position") -> int | None:
                 f"{where}: {what} {json.dumps(value)} is not a token index"
             ) from None
     if not isinstance(value, int) or isinstance(value, bool):  # as the file wrote it: true
-        raise CircuitxError(f"{where}: {what} {json.dumps(value)} is not a token index")
+        raise CircuitxError(
+            f"{where}: {what} {json.dumps(value, default=str)} is not a token index"
+        )
     return value
 
 

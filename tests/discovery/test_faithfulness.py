@@ -154,16 +154,11 @@ def test_each_distinct_circuit_costs_one_masked_pass(tiny_model, ablation):
 
 def test_tie_span_gives_the_run_of_ties_a_size_cuts():
     ranking = EdgeRanking(torch.arange(7), torch.tensor([5.0, 4, 4, 4, 2, 0, 0]))
-    assert [ranking.tie_span(size) for size in range(8)] == [
-        (0, 0),
-        (1, 1),
-        (1, 4),
-        (1, 4),
-        (4, 4),
-        (5, 5),
-        (5, 7),
-        (7, 7),
-    ]
+    spans = [ranking.tie_span(size) for size in range(8)]
+    assert spans == [(0, 0), (1, 1), (1, 4), (1, 4), (4, 4), (5, 5), (5, 7), (7, 7)]
+    # a NaN score ties with nothing, and the runs after it are found where they are
+    nan = EdgeRanking(torch.arange(6), torch.tensor([torch.nan, torch.nan, 1, 1, 1, 0]))
+    assert [nan.tie_span(size) for size in (1, 3, 4)] == [(1, 1), (2, 5), (2, 5)]
 
 
 def _ties_reversed(ranking):
@@ -201,12 +196,15 @@ def test_the_order_of_tied_edges_does_not_move_the_curves(tiny_model):
     ]
     assert cut  # some point cuts a run of ties
     for i, size, low, high in cut:
-        ends = []
+        ends, counts = [], []
         for end in (low, high):
             circuit = layout.prune(layout.edge_mask(ranked[0].order[:end]))
             circuit = circuit[layout.edge_positions].bool()
             ends.append(faithfulness_report(engine, circuit, None)["faithfulness"])
-        expected = ends[0] + (size - low) / (high - low) * (ends[1] - ends[0])
+            counts.append(int(circuit.sum()))
+        share = (size - low) / (high - low)
         point = report["faithfulness_curve"][i]["faithfulness"]
-        assert point == pytest.approx(expected, abs=1e-4)
+        assert point == pytest.approx(ends[0] + share * (ends[1] - ends[0]), abs=1e-4)
+        edges = report["faithfulness_curve"][i]["edges"]  # the edge count likewise
+        assert edges == pytest.approx(counts[0] + share * (counts[1] - counts[0]))
         assert other["faithfulness_curve"][i]["faithfulness"] == pytest.approx(point, abs=1e-5)

@@ -77,6 +77,11 @@ entries were rewritten.
 The pessimistic ROC AUCs (``*_auc_pessimistic``, added 2026-12-06) were put into the
 file's metrics as this code measured them on an Intel Xeon; every other entry is as it was.
 
+A curve point that cuts a run of tied edges is interpolated since 2026-12-07 (ties were
+taken in graph order): activation patching's CPR / CMD here 0.965 / 0.034 -> 0.968 /
+0.031, the transcoder's 0.250 / 0.749 -> 0.499 / 0.506, the others' the same; those two
+entries were rewritten.
+
 F1 is 2TP / (2TP + FP + FN) since 2026-12-07, 0 for an empty circuit (it was null, as
 the empty circuit's precision still is): EAP's circuit here is empty, and the file's F1s
 for it were rewritten 0.
