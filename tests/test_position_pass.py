@@ -550,7 +550,7 @@ def test_every_position_of_a_task_file_that_reads_before_its_last_token(tmp_path
     ][:4]
     path = tmp_path / "early.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    graph = cx.discover(model, str(path), "eap", positions="all", faithfulness=False)
+    graph = cx.discover(model, str(path), "eap", positions="all", n_prompts=4, faithfulness=False)
     assert layout_of(graph).positions == tuple(str(at) for at in range(width + 1))
     assert layout_of(graph).readout == (str(width - 1), str(width))
     # the same pairs from Python (a helper's trial: task_from_pairs took no positions),
@@ -560,9 +560,9 @@ def test_every_position_of_a_task_file_that_reads_before_its_last_token(tmp_path
         listed["clean"], listed["corrupted"], listed["answer"], listed["wrong"],
         position=np.array(listed["position"]), positions=[{"S2": np.int64(width - 2)}] * 4,
     )  # fmt: skip
-    again = cx.discover(model, pairs, "eap", positions="all", faithfulness=False)
+    again = cx.discover(model, pairs, "eap", positions="all", n_prompts=4, faithfulness=False)
     assert layout_of(again).readout == layout_of(graph).readout
-    named = cx.discover(model, pairs, "eap", positions="named", faithfulness=False)
+    named = cx.discover(model, pairs, "eap", positions="named", n_prompts=4, faithfulness=False)
     assert layout_of(named).positions == ("S2", "END", "other")
 
 
