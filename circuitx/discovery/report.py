@@ -111,25 +111,26 @@ def scoring_notes(graph: nx.MultiDiGraph, reference: nx.MultiDiGraph) -> list[st
             f"note: the graph is from {models[0]} and the reference is a circuit found on "
             f"{models[1]}, a model of the same shape: its nodes count as {models[0]}'s"
         )
-    placing = {  # what :func:`position_reference` could not place, and what that does
+    placing = {  # what :func:`position_reference` could not place: the verb, one and many
         "unplaced_heads": (
-            "has no role the task places at one of the graph's positions, so each counts "
-            "at every position"
+            ("has", "have"),
+            "no role the task places at one of the graph's positions, so each counts at "
+            "every position",
         ),
         "unplaced_reads": (
-            "reads a key position that is not at one of the graph's positions in every "
-            "prompt, so each one's k and v edges count from every key position"
+            ("reads", "read"),
+            "a key position that is not at one of the graph's positions in every prompt, "
+            "so each one's k and v edges count from every key position",
         ),
     }
-    for key, what in placing.items():
-        heads = str(matched.graph.get(key) or "").split(",") if matched is not None else []
-        if heads != [""] and heads:
-            verb = what.split(" ", 1)
-            verb[0] = verb[0] if len(heads) == 1 else {"has": "have", "reads": "read"}[verb[0]]
+    for key, (verbs, what) in placing.items():
+        named = str(matched.graph.get(key) or "") if matched is not None else ""
+        if named:
+            heads = named.split(",")
             notes.append(
                 f"note: {len(heads)} of the reference's circuit heads ({listed(heads, 3)}) "
-                f"{' '.join(verb)}; --collapse-positions scores the circuit's components "
-                "instead"
+                f"{verbs[len(heads) > 1]} {what}; --collapse-positions scores the circuit's "
+                "components instead"
             )
     return notes
 
