@@ -93,7 +93,7 @@ const unitY = 74;
 const margin = 24;
 const radius = data.n_heads <= 6 ? 10 : 8;
 const leftmost = -2.2;
-const topmost = data.n_layers + 1.6;
+const topmost = Math.max(...nodes.y) + 0.6;  // the logits, lifted over positions' headers
 const px = (x) => margin + (x - leftmost) * unitX;
 const py = (y) => margin + (topmost - y) * unitY;
 const rightmost = Math.max(data.n_heads + 0.5, ...nodes.x);

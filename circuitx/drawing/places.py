@@ -38,6 +38,7 @@ DRAW_FORMATS = ("svg", "png", "pdf", "html")
 MAX_DRAWN_EDGES = 2000  # more is a texture, not a picture (GPT-2 small has 32,491 edges)
 FEATURE_STEP = 0.42  # between transcoder features in their MLP's row
 PANEL_GAP = 1.5  # between the panels of position groups
+LOGITS_LIFT = 0.6  # the logits above the header row of a circuit over positions
 EMPTY_NOTE = "no component is in the circuit"
 NOTHING_SCORED = (  # --top or --all on a graph whose scores are all 0 or missing
     "nothing has a non-zero score to select (--top and --all choose among the scored edges, "
@@ -147,7 +148,8 @@ def positions(
     if not groups:
         return places
     panel = width + PANEL_GAP
-    placed = {LOGITS: ((len(groups) * panel - PANEL_GAP) / 2, n_layers + 1.0)}
+    # above the panels' headers: in their row it sat on a header or an MLP's label
+    placed = {LOGITS: ((len(groups) * panel - PANEL_GAP) / 2, n_layers + 1.0 + LOGITS_LIFT)}
     for index, group in enumerate(groups):
         for name, (x, y) in places.items():
             if name != LOGITS:

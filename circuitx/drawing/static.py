@@ -42,7 +42,7 @@ from circuitx.drawing.places import (
     title,
 )
 from circuitx.files import atomic_open
-from circuitx.graph import parse_node, position_groups, position_labels, shape_of
+from circuitx.graph import LOGITS, parse_node, position_groups, position_labels, shape_of
 from circuitx.graph_files import edge_width
 
 AXES_WIDTH = 0.78  # of the figure's width
@@ -223,7 +223,7 @@ def draw_static(picture: Picture, path: str | Path) -> dict[str, Any]:
             color="#777777",
         )
     ax.set_xlim(-2.2, right + 1.0)
-    ax.set_ylim(-0.6, n_layers + 1.6)
+    ax.set_ylim(-0.6, places[LOGITS][1] + 0.6)
     figure.suptitle(title(graph), fontsize=10)
     note = picture.note(nodes)
     if note:  # under the title, clear of the reference's nodes drawn in the panel

@@ -147,6 +147,16 @@ def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp
     assert 2.5 < width / height <= 3.0
 
 
+@pytest.mark.parametrize("groups", [("IO", "S1", "END"), ("IO", "S1", "S2", "END")])
+def test_the_logits_sit_above_the_panels_headers(groups):
+    # a trial: in the headers' row (a layer above the last) the logits sat on a panel's
+    # "heads @S2" or "MLP", whichever the middle of the panels fell on
+    places = positions(2, 4, groups)
+    header_row = 2 + 1.0
+    assert places["logits"][1] >= header_row + 0.5
+    assert places["a1.h0@IO"][0] < places["logits"][0] < places["m1@END"][0]
+
+
 def test_panels_of_every_position_name_the_tasks_positions(tmp_path):
     # a helper's trial: --positions all labelled its panels by index alone
     out = tmp_path / "every.svg"
