@@ -14,10 +14,11 @@ import socket
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from circuitx.errors import CircuitxError, stop_if_interrupted
+from circuitx.errors import CircuitxError, deferred_interrupts, stop_if_interrupted
 
 
 def refuse_empty(path: str | os.PathLike, option: str, what: str) -> None:
@@ -346,20 +347,61 @@ def claim_directory(path: Path, option: str = "--out", new: bool = True) -> Iter
             claim.unlink(missing_ok=True)
 
 
+# the files written inside :func:`written_together`, each (its temporary file, its path)
+_together: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("together", default=None)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; move it over ``path`` only on success.
+    """Open a temporary file beside ``path``; move it over ``path`` only on success
+    (inside :func:`written_together`, when every file of the set is written).
 
-    The file gets the permissions a plain ``open`` would give it (mkstemp's are 0600)."""
+    The file gets the permissions a plain ``open`` would give it (mkstemp's are 0600). A
+    failing write names ``path`` (a full disk's error names no file)."""
     path = check_output_path(path)
     tmp = unfinished_beside(path.absolute(), ".tmp")
+    together = _together.get()
     try:
         with open(tmp, mode) as handle:
             yield handle
         os.chmod(tmp, 0o666 & ~_umask())
         stop_if_interrupted()
-        os.replace(tmp, path)
-    except BaseException:
+        if together is None:
+            os.replace(tmp, path)
+        else:
+            together.append((tmp, path))
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)
         raise
+
+
+@contextmanager
+def written_together() -> Iterator[None]:
+    """Inside, the files :func:`atomic_open` writes replace their paths together, once all
+    are written: where one fails or the run is interrupted, none does, so a graph and its
+    picture, or a leaderboard's tables and pages, are never of two runs. Nested: the
+    outermost set moves them."""
+    if _together.get() is not None:
+        yield
+        return
+    staged: list[tuple[Path, Path]] = []
+    token = _together.set(staged)
+    try:
+        yield
+        stop_if_interrupted()
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _together.reset(token)
+    with deferred_interrupts():  # renames in the files' own directories: all of them
+        try:
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        finally:  # a rename that failed: the rest are not left beside their paths
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -21,7 +22,13 @@ from circuitx.errors import (
     on_interrupt,
     on_terminate,
 )
-from circuitx.files import atomic_open, check_output_path, claim_directory, json_text
+from circuitx.files import (
+    atomic_open,
+    check_output_path,
+    claim_directory,
+    json_text,
+    written_together,
+)
 
 
 def test_atomic_open_writes_with_the_usual_permissions(tmp_path):
@@ -42,6 +49,31 @@ def test_atomic_open_leaves_nothing_when_the_writer_fails(tmp_path):
         raise RuntimeError("interrupted")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_files_written_together_replace_theirs_all_or_none(tmp_path):
+    """A trial: a run's graph replaced an earlier run's, then its picture failed and the
+    graph was deleted, so neither run's was left; a leaderboard whose disk filled wrote
+    results.csv and results.md of a new run beside results.json of the old."""
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("old a")
+    second.write_text("old b")
+    with pytest.raises(OSError) as raised, written_together():
+        with atomic_open(first) as handle:
+            handle.write("new a")
+        assert first.read_text() == "old a"  # not yet: it waits for the set
+        with atomic_open(second) as handle:
+            handle.write("half of b")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert raised.value.filename == str(second)  # the disk's error named no file
+    assert (first.read_text(), second.read_text()) == ("old a", "old b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no .tmp
+    with written_together():
+        for path in (first, second):
+            with atomic_open(path) as handle:
+                handle.write(f"new {path.stem}")
+    assert (first.read_text(), second.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
 @pytest.mark.parametrize(

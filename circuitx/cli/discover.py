@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -39,7 +38,7 @@ from circuitx.discovery import (
 )
 from circuitx.drawing import draw, draw_format
 from circuitx.errors import CircuitxError
-from circuitx.files import check_not_an_input, check_output_path
+from circuitx.files import check_not_an_input, check_output_path, written_together
 from circuitx.graph import layout_of
 from circuitx.graph_files import eap_ig_node_level_note, graph_format, write_graph
 from circuitx.methods import METHODS, Option, all_options, unused_options
@@ -309,19 +308,15 @@ def discover_command(
         notes += top_k_notes(layout_of(graph), request.method, top_k)
     if reference is not None:
         notes += scoring_notes(graph, reference)
-    if out_path:
-        write_graph(graph, out_path)
-        if eap_ig_out and (line := eap_ig_node_level_note(graph)):
-            notes.append(line)
-    if draw_path:
-        try:
+    with written_together():  # the graph and its picture, or neither (an earlier run's stay)
+        if out_path:
+            write_graph(graph, out_path)
+            if eap_ig_out and (line := eap_ig_node_level_note(graph)):
+                notes.append(line)
+        if draw_path:
             drawn = draw(graph, draw_path, reference)
-        except BaseException:  # interrupted or failed: the run leaves no file behind
-            if out_path:
-                Path(out_path).unlink(missing_ok=True)
-            raise
-        if drawn["note"]:
-            notes.append(drawn["note"])
+            if drawn["note"]:
+                notes.append(drawn["note"])
     summary["total_s"] = time.perf_counter() - started  # not Python's start or the imports
     for line in notes:
         note(line)

@@ -843,7 +843,8 @@ def test_a_method_that_patches_nothing_says_what_the_ablation_is_for():
 
 def test_a_drawing_that_fails_or_is_interrupted_leaves_no_graph_behind(tmp_path, monkeypatch):
     """A helper's trial: Ctrl-C while --draw drew left the --out graph written just
-    before it."""
+    before it. Another's: with an earlier run's graph there, the failed run deleted it
+    (the graph was written, then removed when the picture failed)."""
     import circuitx.cli.discover as discover_command
     from circuitx.errors import CircuitxError
 
@@ -856,6 +857,12 @@ def test_a_drawing_that_fails_or_is_interrupted_leaves_no_graph_behind(tmp_path,
     result = run(*args, "--n-prompts", 4, "--out", out, "--draw", picture)
     assert_one_line_error(result, "the drawing failed")
     assert list(tmp_path.iterdir()) == []
+    out.write_text("an earlier run's graph")
+    picture.write_text("an earlier run's picture")
+    assert_one_line_error(run(*args, "--n-prompts", 4, "--out", out, "--draw", picture), "failed")
+    assert out.read_text() == "an earlier run's graph"
+    assert picture.read_text() == "an earlier run's picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.graphml", "g.svg"]
 
 
 def test_an_option_that_does_nothing_under_the_others_is_noted():

@@ -4,6 +4,7 @@ the library, in this process, in worker processes and on a local Ray instance.""
 from __future__ import annotations
 
 import csv
+import errno
 import html
 import importlib
 import io
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +39,7 @@ from circuitx.builtin import load as load_model
 from circuitx.discovery import report
 from circuitx.discovery import request as discovery_request
 from circuitx.errors import CircuitxError
+from circuitx.files import atomic_open
 from circuitx.graph import full_graph
 from circuitx.graph_files import from_json_dict, write_graph
 from circuitx.leaderboard import (
@@ -707,6 +710,31 @@ def test_a_rerun_with_fewer_cells_leaves_no_stale_pages_or_figures(tmp_path):
     assert not (tmp_path / "roc-docstring.png").exists()
     assert (tmp_path / "roc-greater-than.png").exists()
     assert all(path.read_bytes() == b"x" for path in theirs)
+
+
+def test_a_write_that_fails_leaves_the_earlier_runs_files_whole(board, tmp_path, monkeypatch):
+    """A helper's trial: the disk filled while the table was written, and results.csv and
+    results.md held the new run's seeds beside results.json, index.html and the plots of
+    the old one."""
+    leaderboard_module = importlib.import_module("circuitx.leaderboard")
+    earlier, _ = board
+    out = tmp_path / "board"
+    shutil.copytree(earlier, out)
+    for name in ("results.csv", "results.md"):  # not what this run writes
+        (out / name).write_text(f"an earlier run's {name}")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full_disk(path, *args, **kwargs):  # the page, half written
+        with atomic_open(path) as handle:
+            handle.write("<html>")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(leaderboard_module, "write_report", full_disk)
+    with pytest.raises(OSError) as raised:  # the CLI says it in a line (test_interop)
+        run_leaderboard(CELLS, out)  # its cells: resumed
+    assert raised.value.filename == str(out / "index.html")
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # no file of the new run, none half-written, no .tmp left
 
 
 def test_a_cell_that_rounds_to_zero_shows_no_minus_sign():
