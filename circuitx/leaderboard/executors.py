@@ -10,6 +10,7 @@ import inspect
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -89,7 +90,7 @@ def _run_in_processes(
             lost, unstarted = _schedule(
                 queue,
                 width,
-                submit=lambda cell: pool.submit(work, cell, threads),
+                submit=lambda cell: _without_interrupts(pool.submit, work, cell, threads),
                 wait=lambda running: futures.wait(running, return_when=futures.FIRST_COMPLETED)[0],
                 result=_future_result,
                 on_start=start,
@@ -106,9 +107,27 @@ def _run_in_processes(
         queue = [cell for cell in left if cell not in failed]
 
 
+def _without_interrupts(start: Callable[..., Any], *args: Any) -> Any:
+    """``start(*args)`` with Ctrl-C held back (it comes when done): a worker process
+    started then inherits the hold, through its import of circuitx and torch, which a
+    terminal's Ctrl-C (sent to every process of the group) broke with a traceback from
+    each worker. :func:`_end_with_parent` lets it through."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return start(*args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _end_with_parent(parent: int) -> None:
-    """A worker's initializer: end the worker when the process that started it is gone (a
-    leaderboard killed with SIGKILL left its workers running, holding their memory)."""
+    """A worker's initializer: take Ctrl-C again (held back while the worker started, see
+    :func:`_without_interrupts`; one that came then ends it, quietly, as its leaderboard
+    stops), and end the worker when the process that started it is gone (a leaderboard
+    killed with SIGKILL left its workers running, holding their memory)."""
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    except KeyboardInterrupt:
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:

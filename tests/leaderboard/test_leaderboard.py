@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -877,6 +878,42 @@ def test_a_worker_that_dies_loses_its_cells_once_not_the_grid(tmp_path):
     assert set(run_cells({1: "once"}).values()) == {"ok"}
     assert run_cells({1: "always"}) == {"c0": "ok", "c1": died, "c2": "ok"}
     assert set(run_cells({i: "always" for i in range(3)}).values()) == {died}
+
+
+def _held_signals(cell: _Cell, threads: int) -> dict:
+    held = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    return {"key": cell.key, "status": "ok", "held": held}
+
+
+def test_a_ctrl_c_while_workers_start_ends_them_quietly(tmp_path):
+    """A trial: a terminal's Ctrl-C (to every process of the group) while --jobs 2's
+    workers imported circuitx and torch printed a KeyboardInterrupt traceback from each.
+    A worker starts with Ctrl-C held back and takes it once started; one that came while
+    it started ends it without a word."""
+    from circuitx.leaderboard import executors
+
+    records = []
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    executors._run_in_processes(
+        [_Cell(f"c{i}", str(tmp_path / str(i)), "never") for i in range(2)],
+        2,
+        1,
+        on_start=lambda cell: None,
+        on_done=lambda cell, record: records.append(record),
+        work=_held_signals,
+    )
+    assert [record["held"] for record in records] == [[], []]  # the cells can be stopped
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # and the leaderboard
+    starting = (
+        "import os, signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+        "os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while it imported\n"
+        "from circuitx.leaderboard.executors import _end_with_parent\n"
+        "_end_with_parent(os.getppid())\n"
+        "print('ran on')\n"
+    )
+    ended = subprocess.run([sys.executable, "-c", starting], capture_output=True, text=True)
+    assert (ended.returncode, ended.stdout, ended.stderr) == (1, "", "")
 
 
 def test_a_worker_ends_when_its_leaderboard_is_killed(tmp_path):
