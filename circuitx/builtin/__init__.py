@@ -286,7 +286,14 @@ def load(
             f"note: {name!r} is the built-in model; the directory {name} here is not read "
             f"(name it ./{name})"
         )
-    model = load_model(str(model_dir(name, cache_dir)), device=device, dtype=dtype)
+    directory = model_dir(name, cache_dir)
+    try:
+        model = load_model(str(directory), device=device, dtype=dtype)
+    except CircuitxError as error:  # its files damaged since it was built (a trial's)
+        raise CircuitxError(
+            f"{error} (a built-in model's cache entry: remove {directory} and the next run "
+            "builds it again)"
+        ) from None
     return dataclasses.replace(model, name=name, builtin=name)
 
 

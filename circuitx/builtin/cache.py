@@ -76,6 +76,10 @@ def build_once(
             build(staging)
         plain_permissions(staging)
         stop_if_interrupted()
+        if option is None and target.is_dir() and not (target / marker).is_file():
+            # a cache entry damaged since it was built (its marker removed): "Directory
+            # not empty" refused the move, on every run (a helper's trial)
+            shutil.rmtree(target)
         os.replace(staging, target)
     except OSError:
         if option is not None and target.is_dir() and any(target.iterdir()):
