@@ -358,18 +358,20 @@ def _graphml_ready(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     schema: dict[str, Any] = {"json": {}}
     for scope, rows in (("graph", [graph_row]), ("node", node_rows), ("edge", edge_rows)):
         keys = _all_keys(rows)
-        as_json = [k for k in keys if any(not _encodable(plain(r.get(k))) for r in rows)]
+        as_json = set()  # the keys with a value GraphML cannot hold in one of the rows
+        for row in rows:  # one pass over the values (a position graph has 800k edges)
+            for key, value in row.items():
+                row[key] = value = plain(value)
+                if not _encodable(value):
+                    as_json.add(key)
         schema[scope] = keys
-        schema["json"][scope] = as_json
+        schema["json"][scope] = [key for key in keys if key in as_json]
         for row in rows:
             for key in list(row):
-                value = plain(row[key])
                 if key in as_json:
-                    row[key] = json.dumps(value)
-                elif value is None:
+                    row[key] = json.dumps(row[key])
+                elif row[key] is None:
                     del row[key]
-                else:
-                    row[key] = value
     out = nx.MultiDiGraph()
     out.graph.update(graph_row)
     out.graph[SCHEMA_KEY] = json.dumps(schema)
