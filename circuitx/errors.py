@@ -1,6 +1,7 @@
 """The one exception type the CLI turns into a single-line message, and helpers for
 writing such messages."""
 
+import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from numbers import Integral
@@ -95,6 +96,18 @@ def deferred_interrupts() -> Iterator[None]:
     finally:
         _deferring -= 1
     stop_if_interrupted()
+
+
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Inside, the system holds Ctrl-C (SIGINT) back and delivers it at the end, whatever
+    handles it (the CLI's, or Python's own KeyboardInterrupt); a process started inside
+    inherits the hold."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def first_line(error: BaseException) -> str:

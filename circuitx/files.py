@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from circuitx.errors import CircuitxError, deferred_interrupts, stop_if_interrupted
+from circuitx.errors import CircuitxError, ctrl_c_held, deferred_interrupts, stop_if_interrupted
 
 
 def refuse_empty(path: str | os.PathLike, option: str, what: str) -> None:
@@ -373,8 +373,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(error, OSError) and error.filename is None:
-            error.filename = str(path)
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            error.filename = str(path)  # not a library's own OSError: its message would go
         raise
 
 
@@ -390,18 +390,16 @@ def written_together() -> Iterator[None]:
     staged: list[tuple[Path, Path]] = []
     token = _together.set(staged)
     try:
-        yield
-        stop_if_interrupted()
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        _together.reset(token)
-    with deferred_interrupts():  # renames in the files' own directories: all of them
         try:
+            yield
+            stop_if_interrupted()
+        finally:
+            _together.reset(token)
+        # renames in the files' own directories, a Ctrl-C held until all are done (a
+        # rename that fails, a disk gone, leaves those before it done)
+        with deferred_interrupts(), ctrl_c_held():
             for tmp, path in staged:
                 os.replace(tmp, path)
-        finally:  # a rename that failed: the rest are not left beside their paths
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
+    finally:  # what is not in place is not left beside it
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)

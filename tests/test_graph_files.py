@@ -812,6 +812,16 @@ def test_a_graph_file_missing_a_node_or_its_edges_says_so(tmp_path):
         read_graph(path)
 
 
+def test_a_non_finite_score_is_refused_before_discover_writes_it():
+    """discover checks its own graph's scores alone (the whole check took 21 s of a
+    position graph's write); a NaN, a model's overflow, would be written as no score."""
+    graph = full_graph(2, 2, True)
+    graph_files.check_scores(graph, "cannot write g.graphml")
+    graph.nodes["a1.h0"]["score"] = np.float32("inf")
+    with pytest.raises(CircuitxError, match=r"^cannot write g.graphml: node a1.h0: score must"):
+        graph_files.check_scores(graph, "cannot write g.graphml")
+
+
 def test_a_graph_file_without_repeats_is_walked_once(tmp_path, monkeypatch):
     """The search for a repeated element (a second walk of the file: 20 s of a 140 MB
     file's 60) runs only where the file opens more elements than networkx's graph holds."""

@@ -51,7 +51,7 @@ from circuitx.builtin.trained import (
     shipped_files,
 )
 from circuitx.errors import CircuitxError
-from circuitx.models import Model, load_model, parse_dtype, quiet_loaders
+from circuitx.models import Model, load_model, parse_device, parse_dtype, quiet_loaders
 from circuitx.progress import announce
 from circuitx.tasks import TASKS
 
@@ -286,13 +286,14 @@ def load(
             f"note: {name!r} is the built-in model; the directory {name} here is not read "
             f"(name it ./{name})"
         )
+    parse_device(device)  # a device's error is no cache entry's
     directory = model_dir(name, cache_dir)
     try:
         model = load_model(str(directory), device=device, dtype=dtype)
     except CircuitxError as error:  # its files damaged since it was built (a trial's)
         raise CircuitxError(
-            f"{error} (a built-in model's cache entry: remove {directory} and the next run "
-            "builds it again)"
+            f"{error} (a built-in model's cache entry: if its files are damaged, remove "
+            f"{directory} and the next run builds it again)"
         ) from None
     return dataclasses.replace(model, name=name, builtin=name)
 

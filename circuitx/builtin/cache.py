@@ -57,7 +57,8 @@ def build_once(
     option: str | None = None,
 ) -> Path:
     """``target``, built by ``build(directory)`` into a staging directory beside it and
-    moved into place, unless it already holds ``marker``; ``announcement`` is written on
+    moved into place (a cache's ``target`` without ``marker``, damaged, replaced), unless
+    it already holds ``marker``; ``announcement`` is written on
     stderr first when it builds. The build runs on ``BUILD_THREADS`` threads. Concurrent
     builders are safe: the first to finish wins, the others' work is dropped, or, where
     ``target`` is the user's ``option`` (``--out``) rather than a cache, the others fail
@@ -78,8 +79,14 @@ def build_once(
         stop_if_interrupted()
         if option is None and target.is_dir() and not (target / marker).is_file():
             # a cache entry damaged since it was built (its marker removed): "Directory
-            # not empty" refused the move, on every run (a helper's trial)
-            shutil.rmtree(target)
+            # not empty" refused the move, on every run (a helper's trial). Moved aside
+            # whole, then removed: another builder's move finds it gone, not half removed
+            damaged = unfinished_beside(target, ".staging")
+            try:
+                os.replace(target, damaged)
+            except FileNotFoundError:
+                pass  # another builder moved it first
+            shutil.rmtree(damaged, ignore_errors=True)
         os.replace(staging, target)
     except OSError:
         if option is not None and target.is_dir() and any(target.iterdir()):

@@ -40,7 +40,7 @@ from circuitx.drawing import draw, draw_format
 from circuitx.errors import CircuitxError
 from circuitx.files import check_not_an_input, check_output_path, written_together
 from circuitx.graph import layout_of
-from circuitx.graph_files import eap_ig_node_level_note, graph_format, save_graph
+from circuitx.graph_files import check_scores, eap_ig_node_level_note, graph_format, save_graph
 from circuitx.methods import METHODS, Option, all_options, unused_options
 from circuitx.patching import ABLATIONS
 from circuitx.tasks import FORMATS, TASKS
@@ -310,7 +310,8 @@ def discover_command(
         notes += scoring_notes(graph, reference)
     with written_together():  # the graph and its picture, or neither (an earlier run's stay)
         if out_path:
-            save_graph(graph, out_path, graph_format(out_path))  # discover's: not checked
+            check_scores(graph, f"cannot write {out_path}")  # the rest is discovery's own
+            save_graph(graph, out_path, graph_format(out_path))
             if eap_ig_out and (line := eap_ig_node_level_note(graph)):
                 notes.append(line)
         if draw_path:

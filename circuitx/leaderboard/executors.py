@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
 
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, ctrl_c_held
 from circuitx.leaderboard.cells import Cell, run_cell
 
 EXECUTORS = ("local", "ray")
@@ -112,11 +112,8 @@ def _without_interrupts(start: Callable[..., Any], *args: Any) -> Any:
     started then inherits the hold, through its import of circuitx and torch, which a
     terminal's Ctrl-C (sent to every process of the group) broke with a traceback from
     each worker. :func:`_end_with_parent` lets it through."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
+    with ctrl_c_held():
         return start(*args)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _end_with_parent(parent: int) -> None:

@@ -75,3 +75,6 @@ def test_a_damaged_built_in_model_says_how_to_build_it_again(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CircuitxError, match=r"remove \S+ and the next run builds it again\)$"):
         load("planted-ioi", cache_dir=tmp_path)
+    with pytest.raises(CircuitxError) as raised:  # a review's: not for a bad device
+        load("planted-ioi", device="cuda:3", cache_dir=tmp_path)
+    assert "remove" not in str(raised.value)

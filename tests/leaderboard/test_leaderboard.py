@@ -3,6 +3,7 @@ the library, in this process, in worker processes and on a local Ray instance.""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import html
@@ -39,7 +40,7 @@ from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.discovery import report
 from circuitx.discovery import request as discovery_request
-from circuitx.errors import CircuitxError
+from circuitx.errors import CircuitxError, ctrl_c_held
 from circuitx.files import atomic_open
 from circuitx.graph import full_graph
 from circuitx.graph_files import from_json_dict, write_graph
@@ -881,17 +882,26 @@ def test_a_worker_that_dies_loses_its_cells_once_not_the_grid(tmp_path):
 
 
 def _held_signals(cell: _Cell, threads: int) -> dict:
-    held = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    held = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     return {"key": cell.key, "status": "ok", "held": held}
 
 
-def test_a_ctrl_c_while_workers_start_ends_them_quietly(tmp_path):
+def test_a_ctrl_c_while_workers_start_ends_them_quietly(tmp_path, monkeypatch):
     """A trial: a terminal's Ctrl-C (to every process of the group) while --jobs 2's
     workers imported circuitx and torch printed a KeyboardInterrupt traceback from each.
     A worker starts with Ctrl-C held back and takes it once started; one that came while
     it started ends it without a word."""
     from circuitx.leaderboard import executors
 
+    holds = []
+
+    @contextlib.contextmanager
+    def counted_hold():
+        with ctrl_c_held():
+            holds.append(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+            yield
+
+    monkeypatch.setattr(executors, "ctrl_c_held", counted_hold)
     records = []
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     executors._run_in_processes(
@@ -902,7 +912,8 @@ def test_a_ctrl_c_while_workers_start_ends_them_quietly(tmp_path):
         on_done=lambda cell, record: records.append(record),
         work=_held_signals,
     )
-    assert [record["held"] for record in records] == [[], []]  # the cells can be stopped
+    assert holds == [True, True]  # each worker started under the hold
+    assert [record["held"] for record in records] == [False, False]  # its cell stoppable
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # and the leaderboard
     starting = (
         "import os, signal\n"
