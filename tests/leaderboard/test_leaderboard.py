@@ -917,6 +917,8 @@ def test_a_ctrl_c_while_workers_start_ends_them_quietly(tmp_path, monkeypatch):
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # and the leaderboard
     starting = (
         "import os, signal\n"
+        # as a terminal's process has it (a CLI run in this process left it ignored)
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
         "os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while it imported\n"
         "from circuitx.leaderboard.executors import _end_with_parent\n"
