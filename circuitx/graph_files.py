@@ -10,7 +10,7 @@ import math
 import mmap
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -215,24 +215,30 @@ def check_scores(graph: nx.MultiDiGraph, what: str) -> None:
     """Refuse (after ``what``) a graph with a score that is not a finite number (a model
     that overflowed): its file would hold it as null, no score. Of :func:`check_graph`,
     what a graph discovery made needs, in a pass over the scores alone."""
-    rows = [(f"node {node}", score) for node, score in graph.nodes(data="score")]
-    rows += [(f"edge {key}", score) for *_, key, score in graph.edges(keys=True, data="score")]
-    try:
-        for element, score in rows:
-            read_score(scalar(score), element)
-    except CircuitxError as error:
-        raise CircuitxError(f"{what}: {error}") from None
+    _check_each(graph, what, "score", read_score)
 
 
 def check_flags(graph: nx.MultiDiGraph, what: str) -> None:
     """Refuse (after ``what``) a graph whose nodes or edges mark ``in_circuit`` with other
     than true or false (a reference may hold only its circuit: the rest is not checked)."""
-    rows = [(f"node {node}", flag) for node, flag in graph.nodes(data="in_circuit")]
-    rows += [(f"edge {key}", flag) for *_, key, flag in graph.edges(keys=True, data="in_circuit")]
+
+    def read(flag: Any, element: str) -> None:
+        if flag is not None:
+            read_flag(flag, element, "in_circuit")
+
+    _check_each(graph, what, "in_circuit", read)
+
+
+def _check_each(
+    graph: nx.MultiDiGraph, what: str, attribute: str, read: Callable[[Any, str], Any]
+) -> None:
+    """``read(value, element)`` of every node's and edge's ``attribute``, its error after
+    ``what``."""
+    rows = [(f"node {node}", value) for node, value in graph.nodes(data=attribute)]
+    rows += [(f"edge {key}", value) for *_, key, value in graph.edges(keys=True, data=attribute)]
     try:
-        for element, flag in rows:
-            if flag is not None:
-                read_flag(scalar(flag), element, "in_circuit")
+        for element, value in rows:
+            read(scalar(value), element)
     except CircuitxError as error:
         raise CircuitxError(f"{what}: {error}") from None
 
@@ -531,20 +537,21 @@ def _from_graphml(raw: nx.MultiDiGraph) -> nx.MultiDiGraph:
                 out[key] = json.loads(out[key])
         return out
 
-    for key in ("node_default", "edge_default"):  # added by the GraphML reader
-        if key not in schema.get("graph", []):
-            raw.graph.pop(key, None)
-    rows = [raw.graph, *(row for _, row in raw.nodes(data=True))]
-    scopes = ["graph"] + ["node"] * (len(rows) - 1)
-    named = raw.is_directed() and all(isinstance(key, str) for *_, key in raw.edges(keys=True))
-    if named:  # every edge has its id: restored in place, not copied into a new graph
-        rows += [row for *_, row in raw.edges(data=True)]
-        scopes += ["edge"] * raw.number_of_edges()
-    for row, scope in zip(rows, scopes):
+    def restore_in_place(row: dict[str, Any], scope: str) -> None:
         restored = restore(row, scope)
         row.clear()
         row.update(restored)
-    if named:
+
+    for key in ("node_default", "edge_default"):  # added by the GraphML reader
+        if key not in schema.get("graph", []):
+            raw.graph.pop(key, None)
+
+    restore_in_place(raw.graph, "graph")
+    for _, row in raw.nodes(data=True):
+        restore_in_place(row, "node")
+    if raw.is_directed() and all(isinstance(key, str) for *_, key in raw.edges(keys=True)):
+        for *_, row in raw.edges(data=True):  # every edge has its id: not copied
+            restore_in_place(row, "edge")
         return raw
     graph = nx.MultiDiGraph()
     graph.graph.update(raw.graph)
