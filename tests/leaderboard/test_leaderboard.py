@@ -739,6 +739,22 @@ def test_a_write_that_fails_leaves_the_earlier_runs_files_whole(board, tmp_path,
     assert after == before  # no file of the new run, none half-written, no .tmp left
 
 
+def test_a_first_write_that_fails_leaves_no_pages_folder(board, tmp_path, monkeypatch):
+    """A helper's trial: a first run whose page failed left an empty circuits/ folder."""
+    leaderboard_module = importlib.import_module("circuitx.leaderboard")
+    earlier, _ = board
+    out = tmp_path / "board"
+    shutil.copytree(earlier / "cells", out / "cells")  # the cells run; nothing written yet
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(leaderboard_module, "write_report", full_disk)
+    with pytest.raises(OSError):
+        run_leaderboard(CELLS, out)
+    assert sorted(p.name for p in out.iterdir()) == ["cells"]
+
+
 def test_a_cell_that_rounds_to_zero_shows_no_minus_sign():
     assert format_value({"mean": -3.66e-7, "std": 0.0}, seeds=3) == "0.000 ± 0.000"
     assert format_value({"mean": -0.086, "std": 0.059}, seeds=3) == "-0.086 ± 0.059"
