@@ -16,23 +16,28 @@ import os
 # set is kept.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-from circuitx.api import (
-    collapse_positions,
-    compare,
-    discover,
-    draw,
-    get_task,
-    leaderboard,
-    load_model,
-    read_graph,
-    reference_circuit,
-    score,
-    task_from_file,
-    task_from_pairs,
-    write_graph,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from circuitx.errors import CircuitxError, CircuitxWarning
 from circuitx.version import __version__
+
+if TYPE_CHECKING:  # the API's names, for type checkers; at run time they load when used
+    from circuitx.api import (
+        collapse_positions,
+        compare,
+        discover,
+        draw,
+        get_task,
+        leaderboard,
+        load_model,
+        read_graph,
+        reference_circuit,
+        score,
+        task_from_file,
+        task_from_pairs,
+        write_graph,
+    )
 
 __all__ = [
     "CircuitxError",
@@ -52,3 +57,16 @@ __all__ = [
     "task_from_pairs",
     "write_graph",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The API's functions, loaded on first use: ``import circuitx`` alone does not load
+    torch (seconds), so the command line takes a Ctrl-C from its first moment
+    (:mod:`circuitx.start`)."""
+    if name in __all__:
+        return getattr(importlib.import_module("circuitx.api"), name)
+    raise AttributeError(f"module 'circuitx' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

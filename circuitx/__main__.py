@@ -1,6 +1,6 @@
 """Allow ``python -m circuitx``."""
 
-from circuitx.cli import main
+from circuitx.start import main
 
 if __name__ == "__main__":
     main()

@@ -86,9 +86,22 @@ def function_level_imports(path: Path) -> list[str]:
                     a.name.startswith("circuitx") for a in inner.names
                 ):
                     found.append(f"{path.name}:{inner.lineno}")
+                if (
+                    isinstance(inner, ast.Call)
+                    and ast.unparse(inner.func) == "importlib.import_module"
+                    and isinstance(inner.args[0], ast.Constant)
+                    and str(inner.args[0].value).startswith("circuitx")
+                ):
+                    found.append(f"{path.name}:{inner.lineno} {inner.args[0].value}")
     return found
+
+
+# loaded when used, not to dodge a cycle: the command line and the API load torch (seconds),
+# and the entry point takes a Ctrl-C while they load (test_start)
+LOADED_WHEN_USED = {("start.py", "circuitx.cli"), ("__init__.py", "circuitx.api")}
 
 
 def test_no_circuitx_import_hides_in_a_function():
     hidden = [hit for path in PACKAGE.rglob("*.py") for hit in function_level_imports(path)]
-    assert hidden == []
+    lazy = {(hit.split(":")[0], hit.split()[-1]) for hit in hidden}
+    assert len(hidden) == len(LOADED_WHEN_USED) and lazy == LOADED_WHEN_USED, hidden
