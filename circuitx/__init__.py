@@ -17,6 +17,8 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from circuitx.errors import CircuitxError, CircuitxWarning
@@ -58,15 +60,29 @@ __all__ = [
     "write_graph",
 ]
 
+_API = [name for name in __all__ if name not in globals()]
 
-def __getattr__(name: str) -> Any:
-    """The API's functions, loaded on first use: ``import circuitx`` alone does not load
-    torch (seconds), so the command line takes a Ctrl-C from its first moment
-    (:mod:`circuitx.start`)."""
-    if name in __all__:
+
+class _Package(types.ModuleType):
+    """The package: the API's functions load :mod:`circuitx.api` when first used, so that
+    ``import circuitx`` alone does not load torch (seconds) and the command line takes a
+    Ctrl-C from its first moment (:mod:`circuitx.start`)."""
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *_API})
+
+
+def _api_function(name: str) -> property:
+    def get(_package: types.ModuleType) -> Any:
         return getattr(importlib.import_module("circuitx.api"), name)
-    raise AttributeError(f"module 'circuitx' has no attribute {name!r}")
+
+    def keep(_package: types.ModuleType, _value: Any) -> None:
+        """The import system binds a subpackage of the name (circuitx.leaderboard) here
+        once loaded: the API's function keeps the name, as it always has."""
+
+    return property(get, keep)
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+for _name in _API:
+    setattr(_Package, _name, _api_function(_name))
+sys.modules[__name__].__class__ = _Package

@@ -102,6 +102,6 @@ LOADED_WHEN_USED = {("start.py", "circuitx.cli"), ("__init__.py", "circuitx.api"
 
 
 def test_no_circuitx_import_hides_in_a_function():
-    hidden = [hit for path in PACKAGE.rglob("*.py") for hit in function_level_imports(path)]
+    hidden = {hit for path in PACKAGE.rglob("*.py") for hit in function_level_imports(path)}
     lazy = {(hit.split(":")[0], hit.split()[-1]) for hit in hidden}
     assert len(hidden) == len(LOADED_WHEN_USED) and lazy == LOADED_WHEN_USED, hidden

@@ -44,3 +44,11 @@ def test_the_package_loads_torch_only_when_its_api_is_used():
     code = "import sys, circuitx; print('torch' in sys.modules, callable(circuitx.discover))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["False", "True"], done.stderr
+
+
+def test_the_api_function_keeps_its_name_beside_a_subpackage_of_that_name():
+    """circuitx.leaderboard, imported first, is bound on the package as the subpackage
+    (a lazy package once called the module)."""
+    code = "import circuitx.leaderboard, circuitx as cx; print(callable(cx.leaderboard))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["True"], done.stderr
