@@ -205,6 +205,19 @@ def test_a_page_over_positions_names_each_panel(browser, tmp_path):
     panels = [h for h in headers if h.startswith("heads")]
     assert panels == [f"heads @{g}" for g in ("IO", "S1", "S1+1", "S2", "END", "other")]
     assert headers.count("MLP") == 6 and "features" not in headers
+    # the logits above the headers' row, their name inside the page (a trial's sat on a header)
+    (top, bottom), header_tops, svg_top = browser.execute_script(
+        "const top = (e) => e.getBoundingClientRect().top;"
+        " const logits = document.querySelector('circle[data-name=\"logits\"]');"
+        " const headers = [...document.querySelectorAll('#model text')].filter((t) =>"
+        " t.textContent.startsWith('heads'));"
+        " const label = [...document.querySelectorAll('#circuit text')].find((t) =>"
+        " t.textContent === 'logits');"
+        " return [[top(label), logits.getBoundingClientRect().bottom], headers.map(top),"
+        " top(document.getElementById('circuit'))]"
+    )
+    # a line (11 px) over the logits' name for its role; the page without room gave 1 px
+    assert top - svg_top >= 11 and bottom < min(header_tops)
     # a trial's: 2,621 px wide, it opened on empty panels, its circuit off to the right;
     # it now opens at its circuit, the controls in place above
     size = browser.get_window_size()

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, drawn_words, every_node_kept, run, scored_circuit
+from matplotlib.figure import Figure
 
 from circuitx.drawing import AGREEMENT, INPUT_COLOURS, draw, positions
 from circuitx.drawing import places as places_module
@@ -128,8 +129,11 @@ def test_discover_draws_every_kind_of_graph(tmp_path, method):
     assert json.loads(result.stdout)["drawing"] == str(out)  # where it went, for a script
 
 
-def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp_path):
+def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp_path, monkeypatch):
     out = tmp_path / "positions.svg"
+    figures = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda f, *a, **k: figures.append(f) or save(f, *a, **k))
     result = run(
         "discover", "--task", "ioi", "--model", "planted", "--method", "eap",
         "--positions", "named", "--n-prompts", 6, "--no-faithfulness", "--draw", out,
@@ -145,6 +149,10 @@ def test_a_circuit_over_positions_draws_a_panel_per_position_and_no_features(tmp
     svg = ET.fromstring(out.read_text())  # a trial's was 4.8 times as wide as tall
     width, height = (float(svg.get(side).removesuffix("pt")) for side in ("width", "height"))
     assert 2.5 < width / height <= 3.0
+    # the logits above the headers' row, inside the axes with room for their label
+    (axes,) = [axes for axes in figures[0].axes if axes.texts]  # not the colour bars
+    at = {a.get_text(): a.xy[1] for a in axes.texts}
+    assert at["heads @IO"] < at["logits"] and at["logits"] + 0.5 <= axes.get_ylim()[1]
 
 
 @pytest.mark.parametrize("groups", [("IO", "S1", "END"), ("IO", "S1", "S2", "END")])
