@@ -17,8 +17,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from circuitx import builtin
 from circuitx import transcoders as tc
-from circuitx.builtin import load
+from circuitx.builtin import BUILTIN_MODELS, built_model_dir, load
 from circuitx.builtin.hf import save_gpt2, word_level_tokenizer
 from circuitx.cli import main
 from circuitx.discovery import DiscoveryRequest, discover
@@ -45,6 +46,33 @@ def _isolated_cache(tmp_path_factory):
     """Built-in models go to a temporary cache, and the hub is never contacted."""
     os.environ["CIRCUITX_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _built_in_models_loaded_once(_isolated_cache):
+    """A worker loads each built-in model once for the commands and API calls its tests run
+    (booting TransformerLens's bridge took about a second a load, a quarter of the CLI
+    tests' time). A load that builds, warns, or fails goes through as it would, and one
+    whose files changed since loads them again."""
+    real = builtin.load
+    loaded = {}
+
+    def load_once(name, device=None, dtype="float32", cache_dir=None):
+        directory = built_model_dir(name, cache_dir) if name in BUILTIN_MODELS else None
+        if directory is None or Path(name).is_dir():  # building, or its note to give
+            return real(name, device, dtype, cache_dir)
+        files = sorted(
+            (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.iterdir()
+        )
+        key = (name, device, dtype, directory, tuple(files))
+        if key not in loaded:
+            loaded[key] = real(name, device, dtype, cache_dir)
+        return loaded[key]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(builtin, "load", load_once)
+    yield
+    patch.undo()
 
 
 # ---------------------------------------------------------------- models
