@@ -143,6 +143,10 @@ class DiscoveryRequest:
         check_reference(self.reference, task.name)
         if self.model is not None:
             builtin.check_model_name(self.model)
+        model = builtin.resolve(self.model or task.default_model, task.name)
+        refusal = method.model_refusal(method_options(method, self.options), model)
+        if refusal is not None:  # before the model loads (seconds, or minutes)
+            raise CircuitxError(refusal)
         return dataclasses.replace(
             self,
             # plain Python numbers from here on (a numpy integer seeds nothing, and its
@@ -154,7 +158,7 @@ class DiscoveryRequest:
             top_k=None if self.top_k is None else int(self.top_k),
             threshold=None if self.threshold is None else float(self.threshold),
             max_memory=None if self.max_memory is None else int(self.max_memory),
-            model=builtin.resolve(self.model or task.default_model, task.name),
+            model=model,
             corruption=task.corruption,
             metric=metric,
             options=method_options(method, self.options),

@@ -270,9 +270,9 @@ class Method:
 
     def model_refusal(self, options: dict[str, Any], model: str) -> str | None:
         """Why this method with ``options`` cannot run on the model ``model`` names, as far
-        as the name tells (None: it can, or only the loaded model tells): the leaderboard
-        leaves such a method out of --methods all. discover lets the loaded model say
-        (an attention-only model has no MLPs to replace: that, not transcoders, says why)."""
+        as the name (or a local directory's config.json) tells (None: it can, or only the
+        loaded model tells): discover refuses it before loading the model, and the
+        leaderboard leaves such a method out of --methods all."""
         return None
 
     def positions_refusal(self, options: dict[str, Any]) -> str | None:

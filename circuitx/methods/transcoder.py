@@ -48,6 +48,7 @@ error); the head/MLP graph is their sum.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ from circuitx.methods.base import (
     to_host,
 )
 from circuitx.models import (
+    ATTN_ONLY_KEY,
     EMBED_OUTPUT_HOOK,
     BlockWeights,
     Model,
@@ -77,6 +79,7 @@ from circuitx.models import (
     head_output_hook,
     mlp_output_hook,
     norm_scale_hook,
+    saved_config,
     transformer_weights,
 )
 from circuitx.names import head_node, mlp_node, parse_node
@@ -89,6 +92,10 @@ from circuitx.transcoders import (
     transcoders_known,
 )
 
+GEMMA_2_REFUSAL = (
+    "has norms after attention and MLP or soft-capping (Gemma-2): transcoder attribution "
+    "does not take them"
+)
 GRANULARITIES = ("node", "feature")
 QK_MODES = ("off", "linear", "fixed")
 SEARCHES = ("threshold", "paths")
@@ -320,10 +327,7 @@ def check_attributable(model: Model) -> TransformerWeights:
     after attention and MLP and its soft-capping are not in the frozen replacement model)."""
     weights = transformer_weights(model, llama=True)
     if model.post_attention_norm or weights.attn_softcap or weights.logit_softcap:
-        raise CircuitxError(
-            f"model {model.name!r} has norms after attention and MLP or soft-capping "
-            "(Gemma-2): transcoder attribution does not take them"
-        )
+        raise CircuitxError(f"model {model.name!r} {GEMMA_2_REFUSAL}")
     return weights
 
 
@@ -537,6 +541,13 @@ class TranscoderMethod(Method):
         return [] if elsewhere is None else [f"transcoder: {elsewhere}"]
 
     def model_refusal(self, options: dict[str, Any], model: str) -> str | None:
+        directory = os.path.expanduser(model)
+        config = saved_config(directory) if os.path.isdir(directory) else None
+        if config is not None:  # what the loaded model would say (check_attributable)
+            if config.get("attn_only") is True or config.get(ATTN_ONLY_KEY) is True:
+                return f"model {model!r} has no MLPs for transcoders to replace"
+            if config.get("model_type") == "gemma2":
+                return f"model {model!r} {GEMMA_2_REFUSAL}"
         if options["transcoders"] is not None or transcoders_known(model):
             return None
         return (  # discover and the leaderboard name the directory differently

@@ -32,6 +32,7 @@ from circuitx.models.hooks import (
     sender_output_hook,
 )
 from circuitx.models.loading import (
+    ATTN_ONLY_KEY,
     DTYPES,
     HUB_ALIASES,
     MODEL_FAMILIES,
@@ -43,6 +44,7 @@ from circuitx.models.loading import (
     parse_device,
     parse_dtype,
     quiet_loaders,
+    saved_config,
 )
 from circuitx.models.model import Model
 from circuitx.models.unfolded import UnfoldedForm, unfolded_form
@@ -55,6 +57,7 @@ from circuitx.models.weights import (
 )
 
 __all__ = [
+    "ATTN_ONLY_KEY",
     "BlockWeights",
     "DTYPES",
     "EDGE_HOOK_FLAGS",
@@ -79,6 +82,7 @@ __all__ = [
     "head_vector_hook",
     "load_model",
     "local_model_hub_id",
+    "saved_config",
     "looks_like_path",
     "mlp_input_hook",
     "mlp_normalized_input_hook",

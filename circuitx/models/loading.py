@@ -50,6 +50,8 @@ MODEL_FAMILIES = {
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 # A model config's key for what zero ablation leaves of the embeddings (see Model).
 ZERO_EMBEDDING_KEY = "circuitx_zero_embedding"
+# A model config's key marking an attention-only model (its MLPs output zero; no MLP nodes).
+ATTN_ONLY_KEY = "circuitx_attn_only"
 
 
 def canonical_model_name(name: str) -> str:
@@ -175,8 +177,7 @@ def _load(name: str, source: str, torch_device: torch.device, torch_dtype: torch
         d_model=int(cfg.d_model),
         d_head=int(cfg.d_head),
         has_mlp=not (
-            bool(getattr(cfg, "attn_only", False))
-            or bool(getattr(hf_config, "circuitx_attn_only", False))
+            bool(getattr(cfg, "attn_only", False)) or bool(getattr(hf_config, ATTN_ONLY_KEY, False))
         ),
         n_ctx=int(cfg.n_ctx),
         d_vocab=int(cfg.d_vocab),
@@ -191,14 +192,19 @@ def _load(name: str, source: str, torch_device: torch.device, torch_dtype: torch
     )
 
 
-def local_model_hub_id(directory: str) -> str | None:
-    """The hub id a local model directory says it was saved from, if its config records one."""
+def saved_config(directory: str | Path) -> dict[str, Any] | None:
+    """A local model directory's config.json, or None where it has none it can read."""
     try:
         config = json.loads((Path(directory) / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    recorded = config.get("_name_or_path") or ""
-    return canonical_model_name(recorded) if recorded else None
+    return config if isinstance(config, dict) else None
+
+
+def local_model_hub_id(directory: str) -> str | None:
+    """The hub id a local model directory says it was saved from, if its config records one."""
+    recorded = (saved_config(directory) or {}).get("_name_or_path") or ""
+    return canonical_model_name(recorded) if isinstance(recorded, str) and recorded else None
 
 
 def reboot(model: Model, **processing: bool) -> Any:
@@ -366,11 +372,8 @@ def saved_tokenizer(source: str) -> Any | None:
 def is_tl_legacy_dir(directory: Path) -> bool:
     """A model saved in the pre-Hugging-Face TransformerLens format: a config.json with
     no ``model_type`` and the weights as a ``*.pth`` state dict."""
-    try:
-        config = json.loads((directory / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return "model_type" not in config and any(directory.glob("*.pth"))
+    config = saved_config(directory)
+    return config is not None and "model_type" not in config and any(directory.glob("*.pth"))
 
 
 def tl_legacy_files(source: str) -> tuple[dict[str, Any], Path, Any]:
@@ -427,7 +430,7 @@ def gpt2_from_tl_legacy(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
-    gpt2.circuitx_attn_only = bool(attn_only)
+    setattr(gpt2, ATTN_ONLY_KEY, bool(attn_only))
     model = GPT2LMHeadModel(gpt2)  # its random init, overwritten below, under _boot's fork
     with torch.no_grad():
         model.transformer.wte.weight.copy_(state["embed.W_E"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import GPT2_TOKENIZER, SHORT_TRAINING, assert_one_line_error, run
 
+from circuitx import builtin
 from circuitx.builtin.hf import (
     CAUSAL_LM_FAMILIES,
     save_causal_lm,
@@ -59,6 +60,29 @@ def test_every_method_runs_or_refuses_in_one_line(family_dir, method):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["method"] == method and report["n_prompts"] == 10
+
+
+@pytest.mark.parametrize("family", ["gemma2", "attn-only"])
+def test_transcoders_on_a_model_they_cannot_take_are_refused_before_it_loads(
+    family, tmp_path, monkeypatch
+):
+    """Its config.json tells (the refusal came after loading the model: a minute and
+    more for a real Gemma-2), with a directory of transcoders given too."""
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    if family == "attn-only":
+        save_tl_legacy_attn_only(tmp_path, tokenizer, 2, 4, 32, seed=1)
+    else:
+        save_causal_lm(tmp_path, family, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(builtin, "load", never)
+    result = run(
+        "discover", "--task", "ioi", "--method", "transcoder", "--model", tmp_path,
+        "--transcoders", tmp_path, "--json",
+    )  # fmt: skip
+    assert_one_line_error(result, refusal(family, "transcoder"))
 
 
 @pytest.mark.slow
