@@ -58,8 +58,9 @@ def _built_in_models_loaded_once(_isolated_cache):
     loaded = {}
 
     def load_once(name, device=None, dtype="float32", cache_dir=None):
-        directory = built_model_dir(name, cache_dir) if name in BUILTIN_MODELS else None
-        if directory is None or Path(name).is_dir():  # building, or its note to give
+        usual = name in BUILTIN_MODELS and isinstance(cache_dir, (str, os.PathLike, type(None)))
+        directory = built_model_dir(name, cache_dir) if usual else None
+        if directory is None or Path(name).is_dir():  # building, its note, or its error
             return real(name, device, dtype, cache_dir)
         files = sorted(
             (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.iterdir()
