@@ -485,37 +485,9 @@ def write_results(
         with written_together():  # this run's files, or (one failing) the earlier run's
             write_text(files["csv"], csv_text(board.rows))
             write_text(files["markdown"], markdown(board.rows, title))
-            # a figure per task, or per task and model where a task runs on several models
-            shared = tasks_on_several_models(cells)
-            styles = method_styles(dict.fromkeys(cell.method for cell in cells))
-            for task, model in dict.fromkeys((cell.task, cell.model) for cell in cells):
-                name, label = task, task
-                if task in shared:
-                    name, label = f"{task}-{model}", f"{task} ({model})"
-                name = file_stem(name)  # a task file's name may hold a space, a bar or a hash
-                roc: dict[str, dict[str, list]] = {}
-                faith: dict[str, list] = {}
-                signed: dict[str, list] = {}  # CPR's curves (cells run before they were kept: none)
-                for cell, record in zip(cells, board.records):
-                    if (cell.task, cell.model) != (task, model) or record["status"] != "ok":
-                        continue
-                    result = record["result"]
-                    for level, curve in (result["roc"] or {}).items():
-                        if curve:
-                            roc.setdefault(cell.method, {}).setdefault(level, []).append(curve)
-                    if result["faithfulness_curve"]:
-                        faith.setdefault(cell.method, []).append(result["faithfulness_curve"])
-                    if result.get("cpr_curve"):
-                        signed.setdefault(cell.method, []).append(result["cpr_curve"])
-                if roc_figure(label, roc, out_dir / f"roc-{name}.png", styles):
-                    files[f"roc-{name}"] = out_dir / f"roc-{name}.png"
-                if faithfulness_figure(
-                    label, faith, out_dir / f"faithfulness-{name}.png", styles, signed
-                ):
-                    files[f"faithfulness-{name}"] = out_dir / f"faithfulness-{name}.png"
-            figures = [
-                path.name for name, path in files.items() if name.startswith(("roc-", "faith"))
-            ]
+            drawn = write_figures(out_dir, cells, board.records)
+            files.update(drawn)
+            figures = [path.name for path in drawn.values()]
             pages = write_circuit_pages(out_dir, cells, board.records)
             if pages:
                 files[PAGES] = out_dir / PAGES
@@ -531,6 +503,40 @@ def write_results(
     for name in sorted(set(earlier) - set(written)):  # of a task or method no longer here
         (out_dir / name).unlink(missing_ok=True)
     return {name: str(path) for name, path in files.items()}
+
+
+def write_figures(
+    out_dir: Path, cells: list[Cell], records: list[dict[str, Any]]
+) -> dict[str, Path]:
+    """The ROC and faithfulness figures of the finished cells, a pair per task (or per task
+    and model where a task runs on several models), by name."""
+    figures: dict[str, Path] = {}
+    shared = tasks_on_several_models(cells)
+    styles = method_styles(dict.fromkeys(cell.method for cell in cells))
+    for task, model in dict.fromkeys((cell.task, cell.model) for cell in cells):
+        name, label = task, task
+        if task in shared:
+            name, label = f"{task}-{model}", f"{task} ({model})"
+        name = file_stem(name)  # a task file's name may hold a space, a bar or a hash
+        roc: dict[str, dict[str, list]] = {}
+        faith: dict[str, list] = {}
+        signed: dict[str, list] = {}  # CPR's curves (cells run before they were kept: none)
+        for cell, record in zip(cells, records):
+            if (cell.task, cell.model) != (task, model) or record["status"] != "ok":
+                continue
+            result = record["result"]
+            for level, curve in (result["roc"] or {}).items():
+                if curve:
+                    roc.setdefault(cell.method, {}).setdefault(level, []).append(curve)
+            if result["faithfulness_curve"]:
+                faith.setdefault(cell.method, []).append(result["faithfulness_curve"])
+            if result.get("cpr_curve"):
+                signed.setdefault(cell.method, []).append(result["cpr_curve"])
+        if roc_figure(label, roc, out_dir / f"roc-{name}.png", styles):
+            figures[f"roc-{name}"] = out_dir / f"roc-{name}.png"
+        if faithfulness_figure(label, faith, out_dir / f"faithfulness-{name}.png", styles, signed):
+            figures[f"faithfulness-{name}"] = out_dir / f"faithfulness-{name}.png"
+    return figures
 
 
 def written_before(out_dir: Path) -> list[str]:
