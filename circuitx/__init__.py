@@ -17,6 +17,7 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -66,21 +67,36 @@ _API = [name for name in __all__ if name not in globals()]
 class _Package(types.ModuleType):
     """The package: the API's functions load :mod:`circuitx.api` when first used, so that
     ``import circuitx`` alone does not load torch (seconds) and the command line takes a
-    Ctrl-C from its first moment (:mod:`circuitx.start`)."""
+    Ctrl-C from its first moment (:mod:`circuitx.start`); so do its modules
+    (``circuitx.builtin.hf`` after ``import circuitx``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
 
     def __dir__(self) -> list[str]:
         return sorted({*super().__dir__(), *_API})
 
 
 def _api_function(name: str) -> property:
-    def get(_package: types.ModuleType) -> Any:
+    """The API's function ``name``, or what a caller set in its place (mock.patch)."""
+
+    def get(package: types.ModuleType) -> Any:
+        if name in package.__dict__:
+            return package.__dict__[name]
         return getattr(importlib.import_module("circuitx.api"), name)
 
-    def keep(_package: types.ModuleType, _value: Any) -> None:
-        """The import system binds a subpackage of the name (circuitx.leaderboard) here
-        once loaded: the API's function keeps the name, as it always has."""
+    def put(package: types.ModuleType, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return  # the import system binding the subpackage circuitx.leaderboard: the
+            # API's function keeps the name, as it always has
+        package.__dict__[name] = value
 
-    return property(get, keep)
+    def drop(package: types.ModuleType) -> None:
+        package.__dict__.pop(name, None)
+
+    return property(get, put, drop)
 
 
 for _name in _API:

@@ -21,9 +21,13 @@ def main() -> None:
             cli = importlib.import_module("circuitx.cli")
         finally:  # a signal that came, whatever the import made of it (numpy's can turn
             stop_if_interrupted()  # a KeyboardInterrupt into an ImportError, or drop it)
+        cli.main()  # which takes the signals from its first line on
     except (KeyboardInterrupt, Terminated) as stop:
         terminated = isinstance(stop, Terminated)
         sys.stderr.write(f"error: {'terminated' if terminated else 'interrupted'}\n")
         sys.stderr.flush()
         os._exit(128 + signal.SIGTERM if terminated else 130)  # not the teardown of a half import
-    cli.main()
+
+
+if __name__ == "__main__":
+    main()

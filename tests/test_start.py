@@ -52,3 +52,17 @@ def test_the_api_function_keeps_its_name_beside_a_subpackage_of_that_name():
     code = "import circuitx.leaderboard, circuitx as cx; print(callable(cx.leaderboard))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["True"], done.stderr
+
+
+def test_a_caller_may_patch_the_api_and_reach_the_modules_from_the_package():
+    """A helper's trial: mock.patch("circuitx.discover") changed nothing, and leaving it
+    failed; circuitx.builtin.hf was unreachable after a bare 'import circuitx'."""
+    code = """
+import circuitx as cx
+from unittest import mock
+with mock.patch("circuitx.discover", return_value="patched"):
+    print(cx.discover())
+print(cx.discover.__module__, cx.builtin.hf.__name__, hasattr(cx, "nothing"))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["patched", "circuitx.api", "circuitx.builtin.hf", "False"]

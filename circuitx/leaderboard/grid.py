@@ -241,7 +241,8 @@ def methods_over_positions(
     return _methods_that_can(
         specs, options, every, f"--positions {positions}",
         lambda method, chosen: method.positions_refusal(chosen),
-        lambda many: f"{'they score' if many else 'it scores'} components over the whole sequence",
+        lambda refused: f"{'they score' if len(refused) > 1 else 'it scores'} components over "
+        "the whole sequence",
     )  # fmt: skip
 
 
@@ -253,7 +254,8 @@ def methods_under_ablation(
     return _methods_that_can(
         specs, options, every, f"--ablation {ablation}",
         lambda method, chosen: method.ablation_refusal(chosen, ablation),
-        lambda many: f"{'they move' if many else 'it moves'} the embeddings alone, a path that "
+        lambda refused: f"{'they move' if len(refused) > 1 else 'it moves'} the embeddings "
+        "alone, a path that "
         f"never reaches the {ablation}-ablated run",
     )  # fmt: skip
 
@@ -267,8 +269,7 @@ def methods_for_model(
     return _methods_that_can(
         specs, options, every, f"--model {model}",
         lambda method, chosen: method.model_refusal(chosen, model),
-        lambda many: f"{'they find' if many else 'it finds'} nothing to read for it (for the "
-        "transcoder: pass --option transcoder.transcoders=DIR)",
+        lambda refused: "; ".join(refused.values()),
     )  # fmt: skip
 
 
@@ -278,10 +279,11 @@ def _methods_that_can(
     every: bool,
     setting: str,
     refusal: Callable[[Method, dict[str, Any]], str | None],
-    why_left: Callable[[bool], str],
+    why_left: Callable[[dict[str, str]], str],
 ) -> tuple[list[MethodSpec], str | None]:
     """``specs`` less those ``refusal`` refuses under ``setting`` (one line where they
-    are named; left out of ``every`` method with a note saying ``why_left``)."""
+    are named; left out of ``every`` method with a note saying ``why_left`` of the
+    refusals by method)."""
     refused = {}
     for spec in specs:
         method = get_method(spec.method)
@@ -298,7 +300,7 @@ def _methods_that_can(
             "--methods all for every method that can"
         )
     kept = [spec for spec in specs if spec.label not in refused]
-    return kept, (f"note: {setting} leaves out {', '.join(refused)}: {why_left(len(refused) > 1)}")
+    return kept, f"note: {setting} leaves out {', '.join(refused)}: {why_left(refused)}"
 
 
 def pairs_that_run(cells: list[Cell]) -> tuple[list[Cell], str | None]:

@@ -55,6 +55,7 @@ from typing import Any
 import torch
 
 from circuitx.attention import centred, frozen_norm, head_pattern, project_heads
+from circuitx.builtin import BUILTIN_MODELS
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
@@ -541,9 +542,12 @@ class TranscoderMethod(Method):
         return [] if elsewhere is None else [f"transcoder: {elsewhere}"]
 
     def model_refusal(self, options: dict[str, Any], model: str) -> str | None:
+        # a local directory's config.json says what the loaded model would (check_attributable);
+        # a built-in model's name is its own, whatever directory has that name here
         directory = os.path.expanduser(model)
-        config = saved_config(directory) if os.path.isdir(directory) else None
-        if config is not None:  # what the loaded model would say (check_attributable)
+        local = model not in BUILTIN_MODELS and os.path.isdir(directory)
+        config = saved_config(directory) if local else None
+        if config is not None:
             if config.get("attn_only") is True or config.get(ATTN_ONLY_KEY) is True:
                 return f"model {model!r} has no MLPs for transcoders to replace"
             if config.get("model_type") == "gemma2":

@@ -18,7 +18,7 @@ from circuitx.builtin.hf import (
     save_tl_legacy_attn_only,
     word_level_tokenizer,
 )
-from circuitx.methods import METHODS
+from circuitx.methods import METHODS, get_method
 from circuitx.tasks import task_vocabulary
 
 
@@ -69,20 +69,25 @@ def test_transcoders_on_a_model_they_cannot_take_are_refused_before_it_loads(
     """Its config.json tells (the refusal came after loading the model: a minute and
     more for a real Gemma-2), with a directory of transcoders given too."""
     tokenizer = word_level_tokenizer(task_vocabulary())
+    directory = tmp_path / "model"
     if family == "attn-only":
-        save_tl_legacy_attn_only(tmp_path, tokenizer, 2, 4, 32, seed=1)
+        save_tl_legacy_attn_only(directory, tokenizer, 2, 4, 32, seed=1)
     else:
-        save_causal_lm(tmp_path, family, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
+        save_causal_lm(directory, family, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(builtin, "load", never)
     result = run(
-        "discover", "--task", "ioi", "--method", "transcoder", "--model", tmp_path,
-        "--transcoders", tmp_path, "--json",
+        "discover", "--task", "ioi", "--method", "transcoder", "--model", directory,
+        "--transcoders", directory, "--json",
     )  # fmt: skip
     assert_one_line_error(result, refusal(family, "transcoder"))
+    # a built-in model's name is its own, whatever directory here has it (a trial's)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "planted-ioi").symlink_to(directory)
+    assert get_method("transcoder").model_refusal({"transcoders": None}, "planted-ioi") is None
 
 
 @pytest.mark.slow

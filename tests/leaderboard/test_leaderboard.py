@@ -38,6 +38,7 @@ from conftest import (
 from circuitx import builtin
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
+from circuitx.builtin.hf import save_tl_legacy_attn_only, word_level_tokenizer
 from circuitx.discovery import report
 from circuitx.discovery import request as discovery_request
 from circuitx.errors import CircuitxError, ctrl_c_held
@@ -69,7 +70,7 @@ from circuitx.leaderboard.grid import (
 )
 from circuitx.leaderboard.results import format_value, well_formed
 from circuitx.methods import METHODS
-from circuitx.tasks import TASKS
+from circuitx.tasks import TASKS, task_vocabulary
 from circuitx.tasks.pairs import is_task_file
 
 GRID = ["--tasks", "greater-than", "--methods", "activation-patching,eap", "--n-prompts", 10]
@@ -555,15 +556,25 @@ def test_every_method_under_mean_or_zero_ablation_leaves_out_eap_ig_over_its_inp
     assert methods_under_ablation(alone, "mean", moved, every=False) == (alone, None)
 
 
-def test_every_method_on_a_model_without_transcoders_leaves_the_transcoder_out(tiny_dir):
+def test_every_method_on_a_model_without_transcoders_leaves_the_transcoder_out(tiny_dir, tmp_path):
     """A trial's --methods all on a local model ended with an error cell and exit 1 every
-    time; a built-in model's are trained, and a directory passed in options is read."""
+    time; a built-in model's are trained, and a directory passed in options is read. The
+    note says why (it gave the advice for a model without transcoders to one without
+    MLPs, a directory of them given or not)."""
     every = parse_methods("all")
     kept, note = methods_for_model(every, str(tiny_dir), {}, every=True)
     assert [spec.label for spec in every if spec not in kept] == ["transcoder"]
     assert note == (
-        f"note: --model {tiny_dir} leaves out transcoder: it finds nothing to read for it "
-        "(for the transcoder: pass --option transcoder.transcoders=DIR)"
+        f"note: --model {tiny_dir} leaves out transcoder: no transcoders known for model "
+        f"{str(tiny_dir)!r}: name a directory of them (discover's --transcoders DIR, the "
+        "leaderboard's --option transcoder.transcoders=DIR; train them with `circuitx "
+        "train-transcoders`)"
+    )
+    save_tl_legacy_attn_only(tmp_path, word_level_tokenizer(task_vocabulary()), 2, 4, 32, 1)
+    given = {"transcoder": {"transcoders": str(tmp_path)}}
+    _, note = methods_for_model(every, str(tmp_path), given, every=True)
+    assert note.endswith(
+        f"transcoder: model {str(tmp_path)!r} has no MLPs for transcoders to replace"
     )
     for model in ("planted", "planted-ioi", "trained"):
         assert methods_for_model(every, model, {}, every=True) == (every, None)
