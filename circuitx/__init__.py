@@ -61,17 +61,21 @@ __all__ = [
     "write_graph",
 ]
 
-_API = [name for name in __all__ if name not in globals()]
+_API = [n for n in __all__ if n not in ("CircuitxError", "CircuitxWarning", "__version__")]
 
 
 class _Package(types.ModuleType):
     """The package: the API's functions load :mod:`circuitx.api` when first used, so that
     ``import circuitx`` alone does not load torch (seconds) and the command line takes a
-    Ctrl-C from its first moment (:mod:`circuitx.start`); so do its modules
+    Ctrl-C from its first tenth of a second (:mod:`circuitx.start`); so do its modules
     (``circuitx.builtin.hf`` after ``import circuitx``)."""
 
     def __getattr__(self, name: str) -> Any:
-        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+        if (
+            name.startswith("__")
+            or "." in name
+            or not importlib.util.find_spec(f"{__name__}.{name}")
+        ):
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         return importlib.import_module(f"{__name__}.{name}")
 
@@ -85,7 +89,10 @@ def _api_function(name: str) -> property:
     def get(package: types.ModuleType) -> Any:
         if name in package.__dict__:
             return package.__dict__[name]
-        return getattr(importlib.import_module("circuitx.api"), name)
+        try:
+            return getattr(importlib.import_module("circuitx.api"), name)
+        except AttributeError as error:  # not this property's: the API's import failed
+            raise ImportError(f"circuitx.api failed to load: {error}") from error
 
     def put(package: types.ModuleType, value: Any) -> None:
         if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":

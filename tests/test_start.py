@@ -41,7 +41,7 @@ def test_a_signal_while_the_command_loads_ends_it_in_one_line(sent, said, code, 
 
 
 def test_the_package_loads_torch_only_when_its_api_is_used():
-    code = "import sys, circuitx; print('torch' in sys.modules, callable(circuitx.discover))"
+    code = "import sys, circuitx.start; print('torch' in sys.modules, callable(circuitx.discover))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["False", "True"], done.stderr
 

@@ -263,7 +263,8 @@ def methods_under_ablation(
 def methods_for_model(
     specs: list[MethodSpec], model: str, options: Mapping[str, Mapping[str, Any]], every: bool
 ) -> tuple[list[MethodSpec], str | None]:
-    """The methods of ``specs`` that can run on ``model`` as far as its name tells (the
+    """The methods of ``specs`` that can run on ``model`` as far as its name (or a local
+    directory's config.json) tells (the
     transcoder method needs known transcoders: a trial's --methods all on a local model
     ended every run in an error cell and exit 1): as :func:`methods_over_positions`."""
     return _methods_that_can(

@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 from circuitx.attention import centred, frozen_norm, head_pattern, project_heads
-from circuitx.builtin import BUILTIN_MODELS
+from circuitx.builtin import BUILTIN_MODELS, FAMILIES
 from circuitx.engine import Engine
 from circuitx.errors import CircuitxError
 from circuitx.layout import Layout
@@ -73,6 +73,7 @@ from circuitx.methods.base import (
 from circuitx.models import (
     ATTN_ONLY_KEY,
     EMBED_OUTPUT_HOOK,
+    MODEL_FAMILIES,
     BlockWeights,
     Model,
     TransformerWeights,
@@ -543,11 +544,14 @@ class TranscoderMethod(Method):
 
     def model_refusal(self, options: dict[str, Any], model: str) -> str | None:
         # a local directory's config.json says what the loaded model would (check_attributable);
-        # a built-in model's name is its own, whatever directory has that name here
+        # a built-in model's or family's name is its own, whatever directory has it here
         directory = os.path.expanduser(model)
-        local = model not in BUILTIN_MODELS and os.path.isdir(directory)
-        config = saved_config(directory) if local else None
-        if config is not None:
+        builtin = model in BUILTIN_MODELS or model in FAMILIES
+        if not builtin and os.path.isdir(directory):
+            config = saved_config(directory)
+            legacy = config is not None and "model_type" not in config
+            if config is None or not (legacy or config.get("model_type") in MODEL_FAMILIES):
+                return None  # loading it says what is wrong (no config, an unknown kind)
             if config.get("attn_only") is True or config.get(ATTN_ONLY_KEY) is True:
                 return f"model {model!r} has no MLPs for transcoders to replace"
             if config.get("model_type") == "gemma2":

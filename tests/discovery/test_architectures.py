@@ -84,10 +84,19 @@ def test_transcoders_on_a_model_they_cannot_take_are_refused_before_it_loads(
         "--transcoders", directory, "--json",
     )  # fmt: skip
     assert_one_line_error(result, refusal(family, "transcoder"))
-    # a built-in model's name is its own, whatever directory here has it (a trial's)
+    # a built-in model's or family's name is its own, whatever directory here has it (a
+    # trial's); a directory that cannot load says so when loaded, not as transcoders' advice
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "planted-ioi").symlink_to(directory)
-    assert get_method("transcoder").model_refusal({"transcoders": None}, "planted-ioi") is None
+    refusal_of = get_method("transcoder").model_refusal
+    for name in ("planted-ioi", "planted"):
+        (tmp_path / name).symlink_to(directory)
+        assert refusal_of({"transcoders": None}, name) is None
+    for config in (None, {"model_type": "bert"}):
+        other = tmp_path / f"other-{config is None}"
+        other.mkdir()
+        if config is not None:
+            (other / "config.json").write_text(json.dumps(config))
+        assert refusal_of({"transcoders": None}, str(other)) is None
 
 
 @pytest.mark.slow
