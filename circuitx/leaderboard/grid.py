@@ -241,8 +241,7 @@ def methods_over_positions(
     return _methods_that_can(
         specs, options, every, f"--positions {positions}",
         lambda method, chosen: method.positions_refusal(chosen),
-        lambda refused: f"{'they score' if len(refused) > 1 else 'it scores'} components over "
-        "the whole sequence",
+        lambda refused: f"{_they(refused, 'score')} components over the whole sequence",
     )  # fmt: skip
 
 
@@ -254,9 +253,8 @@ def methods_under_ablation(
     return _methods_that_can(
         specs, options, every, f"--ablation {ablation}",
         lambda method, chosen: method.ablation_refusal(chosen, ablation),
-        lambda refused: f"{'they move' if len(refused) > 1 else 'it moves'} the embeddings "
-        "alone, a path that "
-        f"never reaches the {ablation}-ablated run",
+        lambda refused: f"{_they(refused, 'move')} the embeddings alone, a path that never "
+        f"reaches the {ablation}-ablated run",
     )  # fmt: skip
 
 
@@ -264,9 +262,9 @@ def methods_for_model(
     specs: list[MethodSpec], model: str, options: Mapping[str, Mapping[str, Any]], every: bool
 ) -> tuple[list[MethodSpec], str | None]:
     """The methods of ``specs`` that can run on ``model`` as far as its name (or a local
-    directory's config.json) tells (the
-    transcoder method needs known transcoders: a trial's --methods all on a local model
-    ended every run in an error cell and exit 1): as :func:`methods_over_positions`."""
+    directory's config.json) tells (the transcoder method needs known transcoders: a
+    trial's --methods all on a local model ended every run in an error cell and exit 1):
+    as :func:`methods_over_positions`, the note giving each refusal."""
     return _methods_that_can(
         specs, options, every, f"--model {model}",
         lambda method, chosen: method.model_refusal(chosen, model),
@@ -302,6 +300,11 @@ def _methods_that_can(
         )
     kept = [spec for spec in specs if spec.label not in refused]
     return kept, f"note: {setting} leaves out {', '.join(refused)}: {why_left(refused)}"
+
+
+def _they(refused: dict[str, str], verb: str) -> str:
+    """'they VERB' for several methods refused, 'it VERBs' for one."""
+    return f"they {verb}" if len(refused) > 1 else f"it {verb}s"
 
 
 def pairs_that_run(cells: list[Cell]) -> tuple[list[Cell], str | None]:
