@@ -5,11 +5,15 @@ import); a Ctrl-C or SIGTERM then ends it as one during its work does: one line,
 from __future__ import annotations
 
 import importlib
-import os
 import signal
-import sys
 
-from circuitx.errors import Terminated, on_interrupt, on_terminate, stop_if_interrupted
+from circuitx.errors import (
+    Terminated,
+    exit_stopped,
+    on_interrupt,
+    on_terminate,
+    stop_if_interrupted,
+)
 
 
 def main() -> None:
@@ -23,10 +27,7 @@ def main() -> None:
             stop_if_interrupted()  # a KeyboardInterrupt into an ImportError, or drop it)
         cli.main()  # which takes the signals from its first line on
     except (KeyboardInterrupt, Terminated) as stop:
-        terminated = isinstance(stop, Terminated)
-        sys.stderr.write(f"error: {'terminated' if terminated else 'interrupted'}\n")
-        sys.stderr.flush()
-        os._exit(128 + signal.SIGTERM if terminated else 130)  # not the teardown of a half import
+        exit_stopped(stop)
 
 
 if __name__ == "__main__":

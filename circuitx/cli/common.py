@@ -23,6 +23,7 @@ from circuitx.errors import (
     CircuitxError,
     Terminated,
     clear_interrupt,
+    exit_stopped,
     first_line,
     on_interrupt,
     on_terminate,
@@ -83,14 +84,7 @@ class OneLineErrors(click.Group):
             click.echo(f"error: out of memory: {first_line(error)}", err=True)
             sys.exit(EXIT_OUT_OF_MEMORY)
         except (click.exceptions.Abort, KeyboardInterrupt, _Interrupted, Terminated) as stop:
-            terminated = isinstance(stop, Terminated)
-            click.echo(f"error: {'terminated' if terminated else 'interrupted'}", err=True)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            # every file is written whole or not at all (files.atomic_open), so nothing is
-            # left to tidy: skip the interpreter's teardown, which frees every cached
-            # tensor one by one (over a second after a large run)
-            os._exit(128 + signal.SIGTERM if terminated else 130)
+            exit_stopped(stop)
         except Exception as error:  # the system's (a full disk under stdout or a file), or ours
             if isinstance(error, RuntimeError) and _out_of_memory(error):
                 click.echo(f"error: out of memory: {first_line(error)}", err=True)

@@ -87,6 +87,7 @@ from circuitx.models import (
 from circuitx.names import head_node, mlp_node, parse_node
 from circuitx.patching import KeptHooks, PatchingEngine, TokenMeans, ablate
 from circuitx.transcoders import (
+    NO_MLPS,
     Transcoders,
     fitted_elsewhere,
     input_hook,
@@ -553,7 +554,7 @@ class TranscoderMethod(Method):
             if config is None or not (legacy or config.get("model_type") in MODEL_FAMILIES):
                 return None  # loading it says what is wrong (no config, an unknown kind)
             if config.get("attn_only") is True or config.get(ATTN_ONLY_KEY) is True:
-                return f"model {model!r} has no MLPs for transcoders to replace"
+                return f"model {model!r} {NO_MLPS}"
             if config.get("model_type") == "gemma2":
                 return f"model {model!r} {GEMMA_2_REFUSAL}"
         if options["transcoders"] is not None or transcoders_known(model):

@@ -35,6 +35,7 @@ from circuitx.transcoders.corpus import (
     load_corpus,
 )
 from circuitx.transcoders.files import (
+    NO_MLPS,
     PRETRAINED,
     check_layers,
     check_transcoders,
@@ -190,6 +191,7 @@ __all__ = [
     "BUILTIN_CONTEXT",
     "BUILTIN_CORPUS",
     "BUILTIN_SETTINGS",
+    "NO_MLPS",
     "PRETRAINED",
     "Corpus",
     "LayerQuality",

@@ -19,6 +19,7 @@ from circuitx.transcoders.model import PARAMETERS, Transcoder, Transcoders, inpu
 # canonical model name (a hub id, as canonical_model_name gives it) -> hub repo: it was keyed
 # "gpt2", which canonical_model_name turns into openai-community/gpt2, so never found
 PRETRAINED = {"openai-community/gpt2": "pchlenski/gpt2-transcoders"}
+NO_MLPS = "has no MLPs for transcoders to replace"  # a model's refusal, after its name
 TRAINING_RECORD = "training.json"  # what train-transcoders writes beside its files
 
 
@@ -250,7 +251,7 @@ def check_transcoders(transcoders: Transcoders, model: Model) -> None:
 
 def check_layers(model: Model, layers: Sequence[int]) -> None:
     if not model.has_mlp:
-        raise CircuitxError(f"model {model.name!r} has no MLPs for transcoders to replace")
+        raise CircuitxError(f"model {model.name!r} {NO_MLPS}")
     bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
     if bad:
         raise CircuitxError(
