@@ -92,6 +92,7 @@ from circuitx.transcoders import (
     fitted_elsewhere,
     input_hook,
     transcoders_for,
+    transcoders_hub_names,
     transcoders_known,
 )
 
@@ -559,10 +560,12 @@ class TranscoderMethod(Method):
                 return f"model {model!r} {GEMMA_2_REFUSAL}"
         if options["transcoders"] is not None or transcoders_known(model):
             return None
+        known = ", ".join(transcoders_hub_names())  # a misspelt hub name is seen among them
+        known = "" if os.path.isdir(directory) else f" (known: the built-in models, {known})"
         return (  # discover and the leaderboard name the directory differently
-            f"no transcoders known for model {model!r}: name a directory of them (discover's "
-            "--transcoders DIR, the leaderboard's --option transcoder.transcoders=DIR; "
-            "train them with `circuitx train-transcoders`)"
+            f"no transcoders known for model {model!r}{known}: name a directory of them "
+            "(discover's --transcoders DIR, the leaderboard's --option "
+            "transcoder.transcoders=DIR; train them with `circuitx train-transcoders`)"
         )
 
     def check(self, model: Model, run: MethodRun) -> None:

@@ -24,7 +24,13 @@ import torch
 
 from circuitx.builtin import BUILD_THREADS, BUILTIN_MODELS, FAMILIES, cache_root, torch_threads
 from circuitx.errors import CircuitxError
-from circuitx.models import Model, canonical_model_name, local_model_hub_id, looks_like_path
+from circuitx.models import (
+    HUB_ALIASES,
+    Model,
+    canonical_model_name,
+    local_model_hub_id,
+    looks_like_path,
+)
 from circuitx.progress import progress_bar
 from circuitx.transcoders.corpus import (
     BUILTIN_CORPUS,
@@ -109,6 +115,12 @@ def transcoders_known(model_name: str) -> bool:
     else:
         hub = model_name
     return pretrained_transcoders(hub) is not None
+
+
+def transcoders_hub_names() -> list[str]:
+    """The hub names (ids and their aliases) that have pretrained transcoders."""
+    aliases = [name for name, hub in HUB_ALIASES.items() if hub in PRETRAINED]
+    return sorted({*PRETRAINED, *aliases})
 
 
 def pretrained_transcoders(hub: str | None) -> str | None:

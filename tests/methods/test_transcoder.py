@@ -728,6 +728,12 @@ def test_bad_transcoders_for_discovery_end_in_one_line(
     assert get_method("transcoder").model_refusal({"transcoders": None}, "planted-ioi") is None
     # GPT-2's pretrained ones were keyed "gpt2", which names openai-community/gpt2: unfound
     assert get_method("transcoder").model_refusal({"transcoders": None}, "gpt2") is None
+    # a misspelt hub name is refused offline; the refusal names the names that have them
+    misspelt = get_method("transcoder").model_refusal({"transcoders": None}, "gpt2-smal")
+    assert (
+        "'gpt2-smal' (known: the built-in models, gpt2, gpt2-small, openai-community/gpt2)"
+        in misspelt
+    )
     assert_one_line_error(
         run(*base, "--model", tiny_dir, "--transcoders", tiny_transcoders, "--n-features", 0),
         "'--n-features': 0 is not in the range 1<=x<=1000000",
