@@ -79,6 +79,8 @@ from circuitx.models import (
     TransformerWeights,
     attention_pattern_hook,
     head_output_hook,
+    hub_config,
+    looks_like_path,
     mlp_output_hook,
     norm_scale_hook,
     saved_config,
@@ -335,6 +337,14 @@ def check_attributable(model: Model) -> TransformerWeights:
     return weights
 
 
+def _loadable(config: dict[str, Any] | None) -> bool:
+    """Whether a saved config is of a kind the loader takes: a model family's, or a legacy
+    TransformerLens one (no model_type)."""
+    if config is None:
+        return False
+    return "model_type" not in config or config["model_type"] in MODEL_FAMILIES
+
+
 def _norm_backward(
     y: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], rms: bool
 ) -> torch.Tensor:
@@ -545,15 +555,17 @@ class TranscoderMethod(Method):
         return [] if elsewhere is None else [f"transcoder: {elsewhere}"]
 
     def model_refusal(self, options: dict[str, Any], model: str) -> str | None:
-        # a local directory's config.json says what the loaded model would (check_attributable);
-        # a built-in model's or family's name is its own, whatever directory has it here
+        # a local directory's config.json, or a hub model's, says what the loaded model would
+        # (check_attributable); a built-in model's or family's name is its own, whatever
+        # directory has it here
         directory = os.path.expanduser(model)
         builtin = model in BUILTIN_MODELS or model in FAMILIES
-        if not builtin and os.path.isdir(directory):
-            config = saved_config(directory)
-            legacy = config is not None and "model_type" not in config
-            if config is None or not (legacy or config.get("model_type") in MODEL_FAMILIES):
-                return None  # loading it says what is wrong (no config, an unknown kind)
+        local = not builtin and os.path.isdir(directory)
+        hub = not builtin and not local and not looks_like_path(model)
+        config = saved_config(directory) if local else hub_config(model) if hub else None
+        if local and not _loadable(config):
+            return None  # loading it says what is wrong (no config, an unknown kind)
+        if _loadable(config):
             if config.get("attn_only") is True or config.get(ATTN_ONLY_KEY) is True:
                 return f"model {model!r} {NO_MLPS}"
             if config.get("model_type") == "gemma2":
@@ -561,7 +573,7 @@ class TranscoderMethod(Method):
         if options["transcoders"] is not None or transcoders_known(model):
             return None
         known = ", ".join(transcoders_hub_names())  # a misspelt hub name is seen among them
-        known = "" if os.path.isdir(directory) else f" (known: the built-in models, {known})"
+        known = "" if local else f" (known: the built-in models, {known})"
         return (  # discover and the leaderboard name the directory differently
             f"no transcoders known for model {model!r}{known}: name a directory of them "
             "(discover's --transcoders DIR, the leaderboard's --option "

@@ -201,6 +201,23 @@ def saved_config(directory: str | Path) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
+def hub_config(name: str) -> dict[str, Any] | None:
+    """A hub model's config.json from the cache, else what the hub's listing of the model
+    shows of it (its model_type, its architectures); None where neither answers (offline
+    and not cached, or no such model: loading it says which)."""
+    import huggingface_hub
+
+    repo_id = canonical_model_name(name)
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+        if isinstance(cached, str):
+            return saved_config(Path(cached).parent)
+        config = huggingface_hub.model_info(repo_id, timeout=10).config
+    except Exception:  # an invalid repo id, no connection, no such repository
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def local_model_hub_id(directory: str) -> str | None:
     """The hub id a local model directory says it was saved from, if its config records one."""
     recorded = (saved_config(directory) or {}).get("_name_or_path") or ""

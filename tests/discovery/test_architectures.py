@@ -6,6 +6,7 @@ either gives strict JSON or refuses in one line naming what it does not support.
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,39 @@ def test_transcoders_on_a_model_they_cannot_take_are_refused_before_it_loads(
         if config is not None:
             (other / "config.json").write_text(json.dumps(config))
         assert refusal_of({"transcoders": None}, str(other)) is None
+
+
+@pytest.mark.parametrize("family", ["gemma2", "attn-only"])
+def test_transcoders_on_a_hub_model_they_cannot_take_are_refused_before_it_loads(
+    family, tmp_path, monkeypatch
+):
+    """A hub name is read as a directory is: its config.json from the cache, else the hub's
+    listing of the model (a hub Gemma-2 given --transcoders loaded first, minutes)."""
+    import huggingface_hub
+
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    directory = tmp_path / "cached"
+    if family == "attn-only":
+        save_tl_legacy_attn_only(directory, tokenizer, 2, 4, 32, seed=1)
+    else:
+        save_causal_lm(directory, family, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
+    config = json.loads((directory / "config.json").read_text())
+    cached = {"value": str(directory / "config.json")}
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: cached["value"])
+    listed = types.SimpleNamespace(config={"model_type": config.get("model_type")})
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", offline)
+    refusal_of = get_method("transcoder").model_refusal
+    given = {"transcoders": str(tmp_path)}
+    assert refusal(family, "transcoder") in refusal_of(given, "someone/model")
+    cached["value"] = None  # neither cached nor reachable: the loader says so
+    assert refusal_of(given, "someone/model") is None
+    if family == "gemma2":  # reachable: the hub's listing of the model gives its kind
+        monkeypatch.setattr(huggingface_hub, "model_info", lambda *a, **k: listed)
+        assert refusal(family, "transcoder") in refusal_of(given, "someone/model")
 
 
 @pytest.mark.slow
