@@ -259,7 +259,7 @@ def graphviz():
 
 
 @pytest.fixture(scope="session")
-def browser():
+def browser(tmp_path_factory):
     why = "needs chromium and chromedriver (apt-get install chromium chromium-driver)"
     require_program(bool(BROWSER and DRIVER), why)
     from selenium import webdriver
@@ -271,7 +271,9 @@ def browser():
         options.add_argument(argument)
     options.binary_location = BROWSER
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    # its temporary files (the singleton's socket, which quit() leaves) go where pytest's go
+    scratch = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("chromium"))}
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER, env=scratch))
     driver.set_window_size(1200, 900)
     yield driver
     driver.quit()
