@@ -80,6 +80,7 @@ from circuitx.models import (
     attention_pattern_hook,
     head_output_hook,
     hub_config,
+    is_tl_legacy_dir,
     looks_like_path,
     mlp_output_hook,
     norm_scale_hook,
@@ -337,14 +338,6 @@ def check_attributable(model: Model) -> TransformerWeights:
     return weights
 
 
-def _loadable(config: dict[str, Any] | None) -> bool:
-    """Whether a saved config is of a kind the loader takes: a model family's, or a legacy
-    TransformerLens one (no model_type)."""
-    if config is None:
-        return False
-    return "model_type" not in config or config["model_type"] in MODEL_FAMILIES
-
-
 def _norm_backward(
     y: torch.Tensor, scale: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor], rms: bool
 ) -> torch.Tensor:
@@ -563,9 +556,13 @@ class TranscoderMethod(Method):
         local = not builtin and os.path.isdir(directory)
         hub = not builtin and not local and not looks_like_path(model)
         config = saved_config(directory) if local else hub_config(model) if hub else None
-        if local and not _loadable(config):
+        kind = None if config is None else config.get("model_type", "legacy")
+        if kind == "legacy" and local:  # TransformerLens's format: with its weights
+            kind = "legacy" if is_tl_legacy_dir(directory) else None
+        loadable = kind == "legacy" or kind in MODEL_FAMILIES
+        if local and not loadable:
             return None  # loading it says what is wrong (no config, an unknown kind)
-        if _loadable(config):
+        if loadable:
             if config.get("attn_only") is True or config.get(ATTN_ONLY_KEY) is True:
                 return f"model {model!r} {NO_MLPS}"
             if config.get("model_type") == "gemma2":

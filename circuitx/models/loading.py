@@ -386,11 +386,12 @@ def saved_tokenizer(source: str) -> Any | None:
     return PreTrainedTokenizerFast.from_pretrained(source, add_bos_token=True)
 
 
-def is_tl_legacy_dir(directory: Path) -> bool:
+def is_tl_legacy_dir(directory: str | Path) -> bool:
     """A model saved in the pre-Hugging-Face TransformerLens format: a config.json with
     no ``model_type`` and the weights as a ``*.pth`` state dict."""
     config = saved_config(directory)
-    return config is not None and "model_type" not in config and any(directory.glob("*.pth"))
+    weights = any(Path(directory).glob("*.pth"))
+    return config is not None and "model_type" not in config and weights
 
 
 def tl_legacy_files(source: str) -> tuple[dict[str, Any], Path, Any]:

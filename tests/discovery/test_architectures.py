@@ -6,6 +6,7 @@ either gives strict JSON or refuses in one line naming what it does not support.
 from __future__ import annotations
 
 import json
+import shutil
 import types
 from pathlib import Path
 
@@ -98,6 +99,10 @@ def test_transcoders_on_a_model_they_cannot_take_are_refused_before_it_loads(
         if config is not None:
             (other / "config.json").write_text(json.dumps(config))
         assert refusal_of({"transcoders": None}, str(other)) is None
+    if family == "attn-only":  # TransformerLens's format without its weights: not a model
+        (tmp_path / "no-weights").mkdir()
+        shutil.copy(directory / "config.json", tmp_path / "no-weights")
+        assert refusal_of({"transcoders": None}, str(tmp_path / "no-weights")) is None
 
 
 @pytest.mark.parametrize("family", ["gemma2", "attn-only"])
