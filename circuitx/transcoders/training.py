@@ -183,13 +183,7 @@ def load_interrupted(
     except Exception as error:  # a state file cut short, or not ours
         raise CircuitxError(f"cannot read {state_file}: {error}") from None
     now = _identity(model, layers, corpus, settings)
-    changed = [
-        "corpus (its tokens differ: another --corpus, --context or --max-tokens)"
-        if key == "corpus"
-        else f"{key} {was.get(key)} (not {value})"
-        for key, value in now.items()
-        if was.get(key) != value
-    ]
+    changed = [_changed(key, was.get(key), now[key]) for key in now if was.get(key) != now[key]]
     if changed:
         raise CircuitxError(
             f"{state_file.parent.parent} holds a run interrupted at step {state['step']} "
@@ -197,6 +191,23 @@ def load_interrupted(
             "choose a new --out"
         )
     return state
+
+
+# the train-transcoders option that sets each of a run's settings (the rest: the library's)
+OPTION_OF = {
+    **{key: f"--{key}" for key in ("model", "layers", "l1", "steps", "lr", "seed")},
+    "n_features": "--features",
+    "batch_tokens": "--batch-tokens",
+}
+
+
+def _changed(key: str, was: Any, now: Any) -> str:
+    """How a resumed run's setting ``key`` differs, in train-transcoders' option names."""
+    if key == "corpus":
+        return "corpus (its tokens differ: another --corpus, --context or --max-tokens)"
+    if key == "refit":
+        return f"{'--refit' if was else '--no-refit'} (not {'--refit' if now else '--no-refit'})"
+    return f"{OPTION_OF.get(key, key)} {was} (not {now})"
 
 
 def refit_decoder(transcoder: Transcoder, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -465,7 +465,7 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_result(
     with pytest.raises(KeyboardInterrupt):
         train(changed, _Interrupt(4))
     settings.l1 *= 2
-    with pytest.raises(CircuitxError, match=r"interrupted at step 3 with another l1 0.001 \(not"):
+    with pytest.raises(CircuitxError, match=r"interrupted at step 3 with another --l1 0.001 \(not"):
         train(changed)
     settings.l1 /= 2
 
@@ -493,7 +493,10 @@ def test_the_command_resumes_an_interrupted_run(tmp_path, tiny_dir, corpus_file,
     with pytest.raises(CircuitxError, match=r"only the checkpoints .* \(the last: .*step-2\)$"):
         tc.load_transcoders(str(out))
     other = run(*args[:-1], "--steps", 7)
-    assert_one_line_error(other, "interrupted at step 2 with another steps 6 (not 7): run it")
+    assert_one_line_error(other, "interrupted at step 2 with another --steps 6 (not 7): run it")
+    # a trial's: the options as typed ("n_features 16 (not 32)" named the library's field)
+    wider = run(*args[:-1], "--features", 32, "--no-refit")
+    assert_one_line_error(wider, "with another --features 16 (not 32), --refit (not --no-refit):")
     shorter = run(*args[:-1], "--context", 8)  # a helper's trial: "another corpus", no more
     assert_one_line_error(shorter, "another corpus (its tokens differ: another --corpus, --context")
     resumed = run(*args[:-1])
