@@ -16,7 +16,7 @@ discovery writes, on EAP's circuit and ranking), and so is the whole ``circuitx 
 patching runs ``--path-stages`` stages (default 1, the direct paths to the logits): on a
 random model the clean-corrupted gap is near zero, so nearly every node passes the
 threshold and each later stage patches every sender into every found node's inputs.
-Part 2: ACDC on the planted IOI model, whose 1000-odd edges it tries one by one.
+Part 2: ACDC on the planted IOI model, whose 761 edges it tries one by one.
 ``--only`` measures the floor, one forward pass and the steps named (ACDC among them
 runs part 2): the methods past the first eight (HISP, EAP-IG's other modes, AtP* and
 EAP's fixes, the learned masks) are measured so, EAP-IG over activations and the learned
