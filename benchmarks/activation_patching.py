@@ -28,7 +28,7 @@ from circuitx.tasks import get_task
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-prompts", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()

@@ -10,7 +10,8 @@ Each step runs in a fresh process after a warm-up pass (see benchmarks/edge_meth
 the forward pass, the unit, is the median of three.
 
 Part 2: ``circuitx discover --method cdt`` on every planted model (clean and hard) for
-its task(s), scored against the planted ground truth, with ``--n-prompts`` 50.
+its task(s), scored against the planted ground truth, on 50 prompts (whatever
+``--n-prompts``, which sizes Part 1).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def planted(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-prompts", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-timing", action="store_true")

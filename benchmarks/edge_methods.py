@@ -255,7 +255,7 @@ def run_step(step: str, model_dir: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-prompts", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--path-stages", type=int, default=1)

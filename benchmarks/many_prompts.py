@@ -44,7 +44,7 @@ def measure(n_prompts: int, method: str, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n_prompts", type=int)
     parser.add_argument("--method", default="eap")
     parser.add_argument("--out", type=Path)

@@ -19,7 +19,7 @@ from circuitx.progress import fixed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-prompts", type=int, default=50)
     args = parser.parse_args()
     print(

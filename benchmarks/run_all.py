@@ -1,12 +1,13 @@
-"""Every benchmark in one command: the leaderboard on the planted, the hard planted, the
-tracr and the trained models, then the methods' timing runs; writes benchmarks/RESULTS.md (rewritten after
-each part, atomically). The tracr models against the ACDC paper's numbers are
+"""The leaderboards (planted, hard planted, tracr and trained models) and the methods'
+timing runs in one command; writes benchmarks/RESULTS.md (rewritten after each part,
+atomically) and the leaderboards' folders, in the repository: hours on a 2-core CPU. The tracr models against the ACDC paper's numbers are
 benchmarks/tracr_paper.py's own run (benchmarks/tracr.md).
 
     python benchmarks/run_all.py [--seeds 3] [--jobs 2] [--device cpu] [--skip-timing]
 
 The leaderboards' cells are kept in benchmarks/leaderboard*/cells, so a rerun only runs the
-cells that are missing (delete those directories to measure from scratch). Each timing script
+cells that are missing (delete those directories to measure from scratch; they are not
+committed, so on a clone every cell runs). Each timing script
 runs in its own process, one after another, so that none competes for the CPU.
 """
 
@@ -151,7 +152,7 @@ def write(sections: list[str], header: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")

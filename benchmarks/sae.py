@@ -376,7 +376,7 @@ def separability(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-prompts", type=int, default=250)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--device", default="cpu")

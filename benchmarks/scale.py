@@ -43,7 +43,7 @@ STEPS = ("floor", "engine", "eap", "eap-ig")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-prompts", type=int, default=50)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()

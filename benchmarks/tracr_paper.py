@@ -69,7 +69,7 @@ def cell(value: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "tracr.md"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -27,7 +27,7 @@ from circuitx.builtin.trained.siit import Intervenable, evaluate
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pairs", type=int, default=4096)
     args = parser.parse_args()
