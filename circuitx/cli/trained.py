@@ -67,7 +67,9 @@ def train_ground_truth_command(target, out, seed, max_steps, as_json) -> None:
     start = time.perf_counter()
     results = []
     try:
-        with progress_bar(f"SIIT {spec.name}", settings.max_steps) as advance, quiet_loaders():
+        # the time left is to the last step: training stops sooner once every score is met
+        label = f"SIIT {spec.name} (at most {settings.max_steps} steps)"
+        with progress_bar(label, settings.max_steps) as advance, quiet_loaders():
             build_once(
                 directory,
                 lambda staging: results.append(
