@@ -64,18 +64,24 @@ def test_every_method_runs_or_refuses_in_one_line(family_dir, method):
     assert report["method"] == method and report["n_prompts"] == 10
 
 
+def _saved_without_transcoders(family: str, directory: Path) -> Path:
+    """A tiny model transcoders cannot take: a Gemma-2, or an attention-only one in
+    TransformerLens's format."""
+    tokenizer = word_level_tokenizer(task_vocabulary())
+    if family == "attn-only":
+        save_tl_legacy_attn_only(directory, tokenizer, 2, 4, 32, seed=1)
+    else:
+        save_causal_lm(directory, family, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
+    return directory
+
+
 @pytest.mark.parametrize("family", ["gemma2", "attn-only"])
 def test_transcoders_on_a_model_they_cannot_take_are_refused_before_it_loads(
     family, tmp_path, monkeypatch
 ):
     """Its config.json tells (the refusal came after loading the model: a minute and
     more for a real Gemma-2), with a directory of transcoders given too."""
-    tokenizer = word_level_tokenizer(task_vocabulary())
-    directory = tmp_path / "model"
-    if family == "attn-only":
-        save_tl_legacy_attn_only(directory, tokenizer, 2, 4, 32, seed=1)
-    else:
-        save_causal_lm(directory, family, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
+    directory = _saved_without_transcoders(family, tmp_path / "model")
 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded")
@@ -113,12 +119,7 @@ def test_transcoders_on_a_hub_model_they_cannot_take_are_refused_before_it_loads
     listing of the model (a hub Gemma-2 given --transcoders loaded first, minutes)."""
     import huggingface_hub
 
-    tokenizer = word_level_tokenizer(task_vocabulary())
-    directory = tmp_path / "cached"
-    if family == "attn-only":
-        save_tl_legacy_attn_only(directory, tokenizer, 2, 4, 32, seed=1)
-    else:
-        save_causal_lm(directory, family, tokenizer, 2, 4, 32, 1, initializer_range=0.2)
+    directory = _saved_without_transcoders(family, tmp_path / "cached")
     config = json.loads((directory / "config.json").read_text())
     cached = {"value": str(directory / "config.json")}
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: cached["value"])
