@@ -12,7 +12,7 @@ model's task metric with every MLP replaced; then the method on each of the mode
 Part 2, the GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
 tokenizer): training time per layer per million tokens (one layer, ``--timing-features``
 features, 20 steps of 2048 tokens of the task corpus, the activations gathered by model
-passes included, the least-squares refit included), and the attribution's wall time on
+passes included; the least-squares refit timed on its own row), and the attribution's wall time on
 50 IOI prompts with random transcoders of 24,576 features a layer (the size of the
 pretrained GPT-2 small transcoders).
 """
@@ -29,7 +29,7 @@ import torch
 from edge_methods import gpt2_small_heading, measure, tiny_gpt2  # tests' model builder
 
 from circuitx import transcoders as tc
-from circuitx.builtin import BUILTIN_MODELS, cache_root, ground_truth
+from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.builtin.planted import PLANTED
 from circuitx.discovery import DiscoveryRequest, discover, report
@@ -39,6 +39,12 @@ from circuitx.tasks import get_task
 
 
 def planted(args: argparse.Namespace) -> None:
+    # trained afresh in a cache of their own: the user's cached transcoders stay as they are
+    with tempfile.TemporaryDirectory() as fresh:
+        _planted(args, fresh)
+
+
+def _planted(args: argparse.Namespace, fresh: str) -> None:
     s = tc.BUILTIN_SETTINGS
     print(
         f"\n## planted models: transcoders ({s.n_features} features, l1 {s.l1:g}, "
@@ -54,7 +60,9 @@ def planted(args: argparse.Namespace) -> None:
         if args.models and name not in args.models:
             continue
         model = load_model(name, device=args.device)
-        transcoders, seconds = _fresh_builtin_transcoders(model)
+        start = time.perf_counter()
+        transcoders = tc.builtin_transcoders(model, fresh)
+        seconds = time.perf_counter() - start
         corpus = tc.load_corpus(model, tc.BUILTIN_CORPUS, tc.BUILTIN_CONTEXT, s.seed)
         _, held_out = tc.held_out_split(corpus, s.seed)
         quality = tc.layer_quality(model, transcoders, held_out.tokens, held_out.real)
@@ -76,7 +84,8 @@ def planted(args: argparse.Namespace) -> None:
             rows = []
             for seed in range(args.seeds):
                 graph = discover(
-                    model, DiscoveryRequest(task, "transcoder", n_prompts=50, seed=seed)
+                    model,
+                    DiscoveryRequest(task, "transcoder", n_prompts=50, seed=seed, cache_dir=fresh),
                 )
                 rows.append(report(graph, ground_truth(name, task), "truth"))
             m = [r["metrics"] for r in rows]
@@ -94,18 +103,6 @@ def planted(args: argparse.Namespace) -> None:
                 f"| {statistics.mean(r['discovery_s'] for r in rows):.1f} |",
                 flush=True,
             )
-
-
-def _fresh_builtin_transcoders(model) -> tuple[tc.Transcoders, float]:
-    """The built-in transcoders, trained now (the cached copy removed first) and timed."""
-    import shutil
-
-    spec = BUILTIN_MODELS[model.builtin]
-    for old in (cache_root() / "transcoders").glob(f"{spec.name}-{spec.identity}-*"):
-        shutil.rmtree(old)
-    start = time.perf_counter()
-    transcoders = tc.builtin_transcoders(model)
-    return transcoders, time.perf_counter() - start
 
 
 def timing(args: argparse.Namespace) -> None:
@@ -188,7 +185,7 @@ def timing(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", nargs="*", help="planted models to run (default: all)")
