@@ -234,7 +234,7 @@ def reference_for_model(
     (another task's circuit) is discovered with the same request on that task (a metric
     the other task lacks is left to its default); ``note`` hears when that happens
     (``asks``: as for :func:`resolve_reference`)."""
-    request.validated()
+    request.validated(refuse_model=False)
     get_task(request.task, task_format=request.task_format).check_model(model)
 
     def discover_reference(other_task: str) -> nx.MultiDiGraph:

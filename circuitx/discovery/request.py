@@ -73,10 +73,12 @@ class DiscoveryRequest:
         task's name."""
         return self.task.name if isinstance(self.task, Task) else self.task
 
-    def validated(self) -> DiscoveryRequest:
+    def validated(self, refuse_model: bool = True) -> DiscoveryRequest:
         """This request with every default filled in, or a one-line error for the first
         setting that cannot run; needs no model (a model file or hub name is checked when
-        it loads)."""
+        it loads). ``refuse_model``: ask the method whether it takes the model the request
+        names, before it loads; False where the model is loaded (the method checks the
+        model itself), or the request was validated so before."""
         self._check_types()
         method = get_method(self.method)
         corruption = self.corruption
@@ -144,9 +146,10 @@ class DiscoveryRequest:
         if self.model is not None:
             builtin.check_model_name(self.model)
         model = builtin.resolve(self.model or task.default_model, task.name)
-        refusal = method.model_refusal(method_options(method, self.options), model)
-        if refusal is not None:  # before the model loads (seconds, or minutes)
-            raise CircuitxError(refusal)
+        if refuse_model:  # before the model loads (seconds, or minutes)
+            refusal = method.model_refusal(method_options(method, self.options), model)
+            if refusal is not None:
+                raise CircuitxError(refusal)
         return dataclasses.replace(
             self,
             # plain Python numbers from here on (a numpy integer seeds nothing, and its
@@ -252,7 +255,7 @@ class DiscoveryRequest:
         default threshold, how the faithfulness curves are drawn and the circuitx version
         (``cache_dir`` and ``device`` excepted: where a model is cached does not change
         it, and the device is kept as given)."""
-        request = self.validated()
+        request = self.validated(refuse_model=False)
         task = get_task(request.task, task_format=request.task_format)
         settings, file = request.settings(), {}
         if isinstance(task, FileTask):  # its name and content, not how its path is spelled

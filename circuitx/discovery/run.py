@@ -66,7 +66,7 @@ def discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
 
 
 def _discover(model: Model, request: DiscoveryRequest) -> nx.MultiDiGraph:
-    request = request.validated()
+    request = request.validated(refuse_model=False)  # the loaded model: method.check
     method = get_method(request.method)
     task = get_task(request.task, request.corruption, request.task_format)
     tracr = read_program(model.source) is not None  # a task file may hold its own tokens

@@ -191,7 +191,7 @@ def check_cells(cells: list[Cell]) -> None:
     errors = []
     for cell in cells:
         try:
-            request = cell.request.validated()
+            request = cell.request.validated(refuse_model=False)  # as methods_for_model did
             if request.model in builtin.FAMILIES:  # a cell that names a family finds none
                 builtin.FAMILIES[request.model].model_for(request.task_name)
                 return

@@ -18,7 +18,7 @@ from circuitx import transcoders as tc
 from circuitx.builtin import ground_truth
 from circuitx.builtin import load as load_model
 from circuitx.builtin.hf import save_causal_lm, word_level_tokenizer
-from circuitx.discovery import report
+from circuitx.discovery import DiscoveryRequest, discover, report
 from circuitx.errors import CircuitxError
 from circuitx.files import claim_directory
 from circuitx.graph_files import read_graph
@@ -959,3 +959,15 @@ def test_a_batch_larger_than_the_corpus_repeats_its_tokens(tmp_path, tiny_model,
         for _ in range(5):
             x, y = buffer.next_batch()[0]
             assert len(x) == len(y) == batch_tokens
+
+
+def test_a_loaded_model_is_not_refused_by_the_tasks_default_model(tiny_model):
+    """discover(model, request) with no model named in the request asked the transcoder's
+    refusal about the task's default model (docstring's attn-only-4l: "no transcoders
+    known for model 'attn-only-4l'", benchmarks/transcoder.py on planted-docstring); the
+    loaded model is the one checked."""
+    request = DiscoveryRequest("docstring", "transcoder", n_prompts=4, faithfulness=False)
+    with pytest.raises(CircuitxError, match="no transcoders known") as raised:
+        discover(tiny_model, request)
+    assert "attn-only-4l" not in str(raised.value)
+    assert tiny_model.name in str(raised.value)
