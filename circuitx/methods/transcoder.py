@@ -569,8 +569,8 @@ class TranscoderMethod(Method):
                 return f"model {model!r} {GEMMA_2_REFUSAL}"
         if options["transcoders"] is not None or transcoders_known(model):
             return None
-        known = ", ".join(transcoders_hub_names())  # a misspelt hub name is seen among them
-        known = "" if local else f" (known: the built-in models, {known})"
+        names = ", ".join(transcoders_hub_names())  # a misspelt hub name is seen among them
+        known = "" if local else f" (known: the built-in models, {names})"
         return (  # discover and the leaderboard name the directory differently
             f"no transcoders known for model {model!r}{known}: name a directory of them "
             "(discover's --transcoders DIR, the leaderboard's --option "

@@ -195,7 +195,7 @@ def load_interrupted(
 
 # the train-transcoders option that sets each of a run's settings (the rest: the library's)
 OPTION_OF = {
-    **{key: f"--{key}" for key in ("model", "layers", "l1", "steps", "lr", "seed")},
+    **{key: f"--{key}" for key in ("l1", "steps", "lr", "seed")},
     "n_features": "--features",
     "batch_tokens": "--batch-tokens",
 }
@@ -205,8 +205,12 @@ def _changed(key: str, was: Any, now: Any) -> str:
     """How a resumed run's setting ``key`` differs, in train-transcoders' option names."""
     if key == "corpus":
         return "corpus (its tokens differ: another --corpus, --context or --max-tokens)"
-    if key == "refit":
+    if key == "refit" and isinstance(was, bool):
         return f"{'--refit' if was else '--no-refit'} (not {'--refit' if now else '--no-refit'})"
+    if key == "model":  # its source: a built-in model's is its cache folder
+        return f"model {was} (not {now})"
+    if key == "layers" and isinstance(was, list):
+        return f"--layers {','.join(map(str, was))} (not {','.join(map(str, now))})"
     return f"{OPTION_OF.get(key, key)} {was} (not {now})"
 
 
