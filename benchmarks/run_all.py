@@ -1,6 +1,7 @@
 """The leaderboards (planted, hard planted, tracr and trained models) and the methods'
 timing runs in one command; writes benchmarks/RESULTS.md (rewritten after each part,
-atomically) and the leaderboards' folders, in the repository: hours on a 2-core CPU. The tracr models against the ACDC paper's numbers are
+atomically) and the leaderboards' folders, in the repository: hours on a 2-core CPU. The
+tracr models against the ACDC paper's numbers are
 benchmarks/tracr_paper.py's own run (benchmarks/tracr.md).
 
     python benchmarks/run_all.py [--seeds 3] [--jobs 2] [--device cpu] [--skip-timing]
