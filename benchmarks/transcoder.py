@@ -12,8 +12,8 @@ model's task metric with every MLP replaced; then the method on each of the mode
 Part 2, the GPT-2-small-shaped random model (12 x 12, d_model 768, the real GPT-2
 tokenizer): training time per layer per million tokens (one layer, ``--timing-features``
 features, 20 steps of 2048 tokens of the task corpus, the activations gathered by model
-passes included; the least-squares refit timed on its own row), and the attribution's wall time on
-50 IOI prompts with random transcoders of 24,576 features a layer (the size of the
+passes included; the least-squares refit timed on its own row), and the attribution's
+wall time on 50 IOI prompts with random transcoders of 24,576 features a layer (the size of the
 pretrained GPT-2 small transcoders).
 """
 

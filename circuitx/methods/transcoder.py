@@ -556,10 +556,12 @@ class TranscoderMethod(Method):
         local = not builtin and os.path.isdir(directory)
         hub = not builtin and not local and not looks_like_path(model)
         config = saved_config(directory) if local else hub_config(model) if hub else None
-        kind = None if config is None else config.get("model_type", "legacy")
-        if kind == "legacy" and local:  # TransformerLens's format: with its weights
-            kind = "legacy" if is_tl_legacy_dir(directory) else None
-        loadable = kind == "legacy" or kind in MODEL_FAMILIES
+        # TransformerLens's format (no model_type): a local one only with its .pth weights
+        if local:
+            legacy = is_tl_legacy_dir(directory)
+        else:
+            legacy = config is not None and "model_type" not in config
+        loadable = legacy or (config is not None and config.get("model_type") in MODEL_FAMILIES)
         if local and not loadable:
             return None  # loading it says what is wrong (no config, an unknown kind)
         if loadable:

@@ -390,8 +390,9 @@ def is_tl_legacy_dir(directory: str | Path) -> bool:
     """A model saved in the pre-Hugging-Face TransformerLens format: a config.json with
     no ``model_type`` and the weights as a ``*.pth`` state dict."""
     config = saved_config(directory)
-    weights = any(Path(directory).glob("*.pth"))
-    return config is not None and "model_type" not in config and weights
+    if config is None or "model_type" in config:
+        return False
+    return any(Path(directory).glob("*.pth"))
 
 
 def tl_legacy_files(source: str) -> tuple[dict[str, Any], Path, Any]:
